@@ -1,0 +1,140 @@
+"""``gantune`` command line: parse, call, print. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+from gantune.errors import GantuneError
+from gantune.registry import Registry
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (and exit code 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict[str, Any]]
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def builtin_config(name: str) -> Path | None:
+    """The packaged config called ``name`` (e.g. ``grid25``), if there is one."""
+    p = resources.files("gantune") / "configs" / f"{name}.yaml"
+    return Path(str(p)) if p.is_file() else None
+
+
+def resolve_config_path(arg: str) -> Path:
+    p = Path(arg)
+    if p.exists():
+        return p
+    builtin = builtin_config(arg)
+    if builtin is not None:
+        return builtin
+    names = sorted(x.name.removesuffix(".yaml") for x in (resources.files("gantune") / "configs").iterdir())
+    raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
+
+
+def emit(line: str, quiet: bool) -> None:
+    if not quiet:
+        print(line, flush=True)
+
+
+# --- train ---------------------------------------------------------------------------------------------
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="trial config YAML, or a built-in name: grid25, ring8, digits")
+    p.add_argument("--steps", type=int, help="generator steps (overrides train.steps)")
+    p.add_argument("--out", help="output directory (default: runs/<config name>)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.config import config_from_dict, load_config
+    from gantune.rundir import CHECKPOINT
+    from gantune.trial import train
+
+    path = resolve_config_path(args.config)
+    cfg = load_config(path)
+    if args.steps is not None:
+        raw = cfg.to_dict()
+        raw["train"]["steps"] = args.steps
+        cfg = config_from_dict(raw, f"{path} (--steps)")
+    out = Path(args.out or Path("runs") / cfg.name)
+    if args.resume and not (out / CHECKPOINT).exists():
+        raise GantuneError(f"--resume: no checkpoint in {out}")
+    if not args.resume and (out / CHECKPOINT).exists():
+        raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
+    _check_writable(out)
+
+    def show(r: dict[str, float]) -> None:
+        keys = [k for k in r if k not in ("step", "wall_s")]
+        emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys), args.json)
+
+    result = train(cfg, report=show, run_dir=out, resume=args.resume, device=args.device)
+    emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
+         f"in {result.wall_s:.1f}s -> {out}", args.json)
+    summary = result.to_dict()
+    summary["weights"] = str(out / "generator.pt")
+    return summary
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work if the output directory cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".gantune-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise GantuneError(f"--out: cannot write to {out} ({err.strerror or err})") from None
+
+
+COMMANDS.add("train", Command("train one GAN from a config file", _train_args, _train))
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gantune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        cmd = COMMANDS.get(name)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.configure(p)
+        p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = COMMANDS.get(args.command).run(args)
+    except GantuneError as err:
+        print(f"gantune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gantune {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Typed configuration of one trial, loaded from YAML.
+
+A trial config is a search space with every value fixed: the search issue lets any leaf be a range, and
+``TrialConfig`` validates what a sampler produced. Pydantic dataclasses give the schema: unknown keys,
+wrong types and impossible combinations are rejected with the file and the key path named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from gantune.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+DatasetName = Literal["ring8", "grid25", "digits", "folder", "torchvision"]
+LossName = Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"]
+OptimName = Literal["adam", "rmsprop"]
+ArchName = Literal["auto", "mlp", "dcgan"]
+
+#: Activation normalisations; ``spectral`` (a weight normalisation) may be added to any one with ``+``.
+ACTIVATION_NORMS = ("batch", "layer", "instance", "none")
+POINT_DATASETS = ("ring8", "grid25")
+
+
+@dataclass(config=_STRICT)
+class DataConfig:
+    """Where real samples come from (definitions in DESIGN.md, Built-in data)."""
+
+    name: DatasetName = "grid25"
+    resolution: int = Field(default=32, ge=8, le=64, description="image side in px (images only)")
+    channels: int | None = Field(default=None, description="1 or 3; default: the dataset's own")
+    path: str | None = Field(default=None, description="folder of images (folder) or dataset root (torchvision)")
+    dataset: str | None = Field(default=None, description="torchvision dataset: CIFAR10, MNIST, FashionMNIST, CelebA")
+    download: bool = Field(default=False, description="torchvision only: fetch the dataset if it is not under path")
+    max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder/torchvision)")
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two between 8 and 64")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: int | None) -> int | None:
+        if v not in (None, 1, 3):
+            raise ValueError("must be 1 or 3")
+        return v
+
+    @property
+    def is_points(self) -> bool:
+        return self.name in POINT_DATASETS
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
+
+    arch: ArchName = "auto"
+    z_dim: int = Field(default=64, ge=1)
+    g_width: int = Field(default=128, ge=1, description="hidden units (MLP) or base channels (DCGAN)")
+    d_width: int = Field(default=128, ge=1)
+    g_depth: int = Field(default=3, ge=1, description="hidden layers (MLP) or conv layers per resolution (DCGAN)")
+    d_depth: int = Field(default=3, ge=1)
+    g_norm: str = "batch"
+    d_norm: str = "none"
+    minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
+
+    @field_validator("g_norm", "d_norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        parts = v.split("+")
+        acts = [p for p in parts if p != "spectral"]
+        if any(p not in ACTIVATION_NORMS for p in acts) or len(acts) > 1 or parts.count("spectral") > 1:
+            raise ValueError(
+                f"{v!r} is not a normalisation: use one of {', '.join(ACTIVATION_NORMS)}, spectral, "
+                "or spectral+<one of them>"
+            )
+        return "spectral" if acts in ([], ["none"]) and "spectral" in parts else v
+
+
+@dataclass(config=_STRICT)
+class LossConfig:
+    """The adversarial objective and its regularisers."""
+
+    name: LossName = "nonsaturating"
+    gp_weight: float = Field(default=10.0, ge=0, description="WGAN-GP gradient-penalty weight")
+    clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
+    r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
+    feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
+
+
+@dataclass(config=_STRICT)
+class OptimConfig:
+    """Optimisers: separate learning rates for G and D (TTUR), n_critic D steps per G step."""
+
+    name: OptimName = "adam"
+    lr_g: float = Field(default=2e-4, gt=0)
+    lr_d: float = Field(default=2e-4, gt=0)
+    beta1: float = Field(default=0.5, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    n_critic: int = Field(default=1, ge=1)
+    grad_clip: float = Field(default=0.0, ge=0, description="max gradient norm for G and D (0 = off)")
+    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off)")
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    """The loop's budget and cadence."""
+
+    steps: int = Field(default=2000, ge=1, description="generator steps")
+    batch_size: int = Field(default=64, ge=2)
+    seed: int = 0
+    log_every: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=1000, ge=1)
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+
+
+@dataclass(config=_STRICT)
+class EvalConfig:
+    """Evaluation cadence and metric set (the metrics plug in at the loop's evaluation hook)."""
+
+    every: int = Field(default=500, ge=1, description="evaluate every N generator steps (and at the end)")
+    n_samples: int = Field(default=2500, ge=16, description="generated samples per evaluation")
+    metrics: list[str] = Field(default_factory=lambda: ["default"])
+    grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
+
+    def grid_size(self, points: bool) -> int:
+        return self.grid or (1000 if points else 64)
+
+
+@dataclass(config=_STRICT)
+class TrialConfig:
+    """One GAN training run, fully specified."""
+
+    name: str = "gantune"
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    loss: LossConfig = Field(default_factory=lambda: LossConfig())
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrialConfig:
+        points = self.data.is_points
+        arch = self.resolved_arch
+        if points and arch != "mlp":
+            raise ValueError("model.arch: 2-D point data needs the mlp architecture")
+        if not points and arch != "dcgan":
+            raise ValueError("model.arch: image data needs the dcgan architecture")
+        for key in ("g_norm", "d_norm"):
+            if points and "instance" in getattr(self.model, key):
+                raise ValueError(f"model.{key}: instance normalisation needs image feature maps, not 2-D points")
+        if self.loss.name == "wgan-gp" and "batch" in self.model.d_norm:
+            raise ValueError("model.d_norm: batch norm in D breaks the per-sample gradient penalty of wgan-gp")
+        if self.loss.r1_weight > 0 and "batch" in self.model.d_norm:
+            raise ValueError("model.d_norm: batch norm in D breaks the per-sample R1 penalty")
+        if self.data.name in ("folder", "torchvision") and not self.data.path:
+            raise ValueError(f"data.path: dataset {self.data.name!r} needs a path")
+        if self.data.name == "torchvision" and not self.data.dataset:
+            raise ValueError("data.dataset: name the torchvision dataset (CIFAR10, MNIST, FashionMNIST, CelebA)")
+        return self
+
+    @property
+    def resolved_arch(self) -> str:
+        if self.model.arch != "auto":
+            return self.model.arch
+        return "mlp" if self.data.is_points else "dcgan"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "unexpected_keyword_argument" or first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    where = f"{source}: {loc}: " if loc else f"{source}: "
+    more = len(err.errors()) - 1
+    return where + msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
+    """Validate a plain mapping (e.g. parsed YAML or a sampled search point) into a ``TrialConfig``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return TrialConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+    except TypeError as err:  # an unknown top-level key reaches __init__ as a keyword
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, turning missing files and syntax errors into one-line ``ConfigError``s."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read file ({err.strerror or err})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+
+
+def load_config(path: str | Path) -> TrialConfig:
+    """Load and validate a trial config YAML file."""
+    return config_from_dict(read_yaml(path) or {}, str(path))
+
+
+def dump_config(cfg: TrialConfig, header: str = "") -> str:
+    """The fully resolved config as YAML (what ``gantune train`` accepts back unchanged)."""
+    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return header + body

@@ -1,0 +1,220 @@
+"""Real data for a trial: built-in 2-D mixtures and images, kept on the training device.
+
+Exact definitions (DESIGN.md, Built-in data) because results are compared with published tables:
+ring8 and grid25 follow PacGAN; digits is scikit-learn's bundled 8x8 set scaled to [-1, 1].
+Nothing is downloaded unless the config says ``download: true``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gantune.config import DataConfig
+from gantune.errors import DataError
+from gantune.registry import Registry
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
+
+
+@dataclass
+class Mixture:
+    """A mixture of isotropic Gaussians with equal weights, sampled on the fly."""
+
+    means: torch.Tensor  # (K, 2)
+    std: float
+
+
+class RealData:
+    """Samples of the real distribution, drawn with a seeded generator on the training device.
+
+    Points are drawn fresh from the mixture each batch (an infinite dataset); images are a tensor held on
+    the device and indexed at random, so a training step never waits on a data loader.
+    """
+
+    def __init__(self, name: str, device: torch.device, seed: int, *, mixture: Mixture | None = None,
+                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+        self.name = name
+        self.device = device
+        self.mixture = mixture
+        self.images = images.to(device) if images is not None else None
+        self.labels = labels
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+        if mixture is not None:
+            self._means = mixture.means.to(device)
+
+    @property
+    def is_points(self) -> bool:
+        return self.mixture is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one sample: ``(2,)`` or ``(C, H, W)``."""
+        return (2,) if self.images is None else tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else int(self.images.shape[0])
+
+    def sample(self, n: int) -> torch.Tensor:
+        """A batch of ``n`` real samples on the device."""
+        if self.mixture is not None:
+            k = torch.randint(len(self._means), (n,), generator=self.gen, device=self.device)
+            noise = torch.randn(n, 2, generator=self.gen, device=self.device)
+            return self._means[k] + self.mixture.std * noise
+        assert self.images is not None
+        idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
+        return self.images[idx]
+
+    def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
+        """A fixed set of real samples for metrics: the same for every trial of a search."""
+        if self.mixture is not None:
+            g = torch.Generator().manual_seed(seed)
+            k = torch.randint(len(self.mixture.means), (n,), generator=g)
+            return self.mixture.means[k] + self.mixture.std * torch.randn(n, 2, generator=g)
+        assert self.images is not None
+        imgs = self.images.cpu()
+        if n >= len(imgs):
+            return imgs
+        g = torch.Generator().manual_seed(seed)
+        return imgs[torch.randperm(len(imgs), generator=g)[:n]]
+
+    def get_state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
+
+
+Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
+DATASETS: Registry[Builder] = Registry("dataset")
+
+
+def ring8_means() -> torch.Tensor:
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).float()
+
+
+def grid25_means() -> torch.Tensor:
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    return torch.cartesian_prod(axis, axis)
+
+
+@DATASETS.register("ring8")
+def _ring8(cfg: DataConfig) -> tuple[Mixture, None, None]:
+    return Mixture(ring8_means(), 0.01), None, None
+
+
+@DATASETS.register("grid25")
+def _grid25(cfg: DataConfig) -> tuple[Mixture, None, None]:
+    return Mixture(grid25_means(), 0.05), None, None
+
+
+def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count."""
+    if cfg.channels == 3 and images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif cfg.channels == 1 and images.shape[1] == 3:
+        images = images.mean(dim=1, keepdim=True)
+    if images.shape[-1] != cfg.resolution or images.shape[-2] != cfg.resolution:
+        images = F.interpolate(images, size=(cfg.resolution, cfg.resolution), mode="bilinear",
+                               align_corners=False, antialias=images.shape[-1] > cfg.resolution)
+    return images.clamp(-1, 1).contiguous()
+
+
+@DATASETS.register("digits")
+def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0 * 2 - 1).unsqueeze(1)
+    return None, _fit(x, cfg), torch.from_numpy(bunch.target.astype(np.int64))
+
+
+def _center_crop_resize(img: object, size: int) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(img, Image.Image)
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+
+
+@DATASETS.register("folder")
+def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise DataError(f"data.path: image folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: cfg.max_images]
+    if not files:
+        raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    mode = "L" if channels_of(cfg) == 1 else "RGB"
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arrays.append(_center_crop_resize(im.convert(mode), cfg.resolution))
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"data.path: cannot read image {f}: {err}") from None
+    x = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return None, x.contiguous(), None
+
+
+@DATASETS.register("torchvision")
+def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+    if cfg.dataset not in TORCHVISION_DATASETS:
+        raise DataError(f"data.dataset: {cfg.dataset!r} is not one of {', '.join(TORCHVISION_DATASETS)}")
+    try:
+        import torchvision
+    except ImportError:
+        raise DataError("data.name: torchvision datasets need torchvision (pip install 'gantune[torchvision]')") \
+            from None
+    root = Path(cfg.path or "")
+    cls = getattr(torchvision.datasets, cfg.dataset)
+    kwargs = {"split": "train"} if cfg.dataset == "CelebA" else {"train": True}
+    try:
+        ds = cls(root=str(root), download=cfg.download, **kwargs)
+    except (RuntimeError, FileNotFoundError) as err:
+        hint = "" if cfg.download else " (set data.download: true to fetch it)"
+        raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {err}") from None
+    n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
+    imgs, labels = [], []
+    for i in range(n):
+        img, label = ds[i]
+        mode = "L" if channels_of(cfg) == 1 else "RGB"
+        imgs.append(_center_crop_resize(img.convert(mode), cfg.resolution))
+        labels.append(int(label) if isinstance(label, int) else -1)
+    x = torch.from_numpy(np.stack(imgs)).float() / 127.5 - 1
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return None, x.contiguous(), torch.tensor(labels)
+
+
+def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
+    """Build the configured dataset on ``device``; errors name the config key to fix."""
+    mixture, images, labels = DATASETS.get(cfg.name)(cfg)
+    if images is not None and images.shape[1] != channels_of(cfg):
+        images = _fit(images, DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)}))
+    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels)
+
+
+def channels_of(cfg: DataConfig) -> int:
+    """Configured channel count, else the dataset's own (greyscale sets have 1)."""
+    if cfg.channels is not None:
+        return cfg.channels
+    return 1 if cfg.name == "digits" or cfg.dataset in ("MNIST", "FashionMNIST") else 3
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, ...]:
+    """Shape of one sample, without loading the data (for building networks)."""
+    return (2,) if cfg.is_points else (channels_of(cfg), cfg.resolution, cfg.resolution)

@@ -1,0 +1,15 @@
+"""Errors the user can fix. The CLI turns each into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class GantuneError(Exception):
+    """Bad input: a config, a path, a dataset or a name the user gave."""
+
+
+class ConfigError(GantuneError):
+    """A config or search-space file that does not match the schema."""
+
+
+class DataError(GantuneError):
+    """A dataset that cannot be read (missing path, missing files, nothing to download from)."""

@@ -1,0 +1,63 @@
+"""Adversarial losses by name, and the penalties some of them need.
+
+D sees raw logits. Each loss says which regulariser it relies on (a gradient penalty for WGAN-GP,
+weight clipping for WGAN) so the training step applies it without checking loss names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gantune.registry import Registry
+
+
+@dataclass(frozen=True)
+class GANLoss:
+    """``d(real_logits, fake_logits)`` and ``g(fake_logits)`` to minimise."""
+
+    d: Callable[[Tensor, Tensor], Tensor]
+    g: Callable[[Tensor], Tensor]
+    gradient_penalty: bool = False  # WGAN-GP: penalise ||grad D|| != 1 on interpolates
+    weight_clipping: bool = False  # WGAN: clamp D weights after each step
+
+
+LOSSES: Registry[GANLoss] = Registry("loss")
+
+LOSSES.add("nonsaturating", GANLoss(
+    d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+    g=lambda f: F.softplus(-f).mean(),
+))
+LOSSES.add("minimax", GANLoss(  # G minimises log(1 - D(G(z))) = -softplus(f): saturates early, kept for study
+    d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+    g=lambda f: -F.softplus(f).mean(),
+))
+LOSSES.add("hinge", GANLoss(
+    d=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+    g=lambda f: -f.mean(),
+))
+LOSSES.add("wgan", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), weight_clipping=True))
+LOSSES.add("wgan-gp", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), gradient_penalty=True))
+LOSSES.add("lsgan", GANLoss(
+    d=lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
+    g=lambda f: 0.5 * ((f - 1) ** 2).mean(),
+))
+
+
+def gradient_penalty(d: Callable[[Tensor], tuple[Tensor, Tensor]], real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP: E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates of real and fake (Gulrajani et al.)."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    out, _ = d(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """R1: E[||grad_x D(x)||^2] on real samples (Mescheder et al. 2018); ``real`` must require grad."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()

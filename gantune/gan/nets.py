@@ -1,0 +1,185 @@
+"""Generator and discriminator networks: an MLP for 2-D points, DCGAN-style convnets for images.
+
+Every discriminator returns ``(logits, features)``: the features (the layer before the last) serve
+feature matching and the minibatch-stddev layer without a second forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gantune.config import ModelConfig
+from gantune.gan.norms import NormSpec
+from gantune.registry import Registry
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends the mean (over features) of the per-feature std across the minibatch (Karras et al. 2018).
+
+    Gives D a direct view of sample diversity, so a collapsed generator is easy to tell apart.
+    """
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        g = math.gcd(self.group, n)
+        y = x.reshape(g, n // g, *x.shape[1:])
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (n/g, ...)
+        std = std.flatten(1).mean(dim=1)  # (n/g,)
+        std = std.repeat(g)  # back to n, sample i uses group i % (n/g)
+        shape = (n, 1, *x.shape[2:])
+        return torch.cat([x, std.view(-1, *([1] * (x.ndim - 1))).expand(shape)], dim=1)
+
+
+def _mlp_block(n_in: int, n_out: int, norm: NormSpec, act: nn.Module) -> list[nn.Module]:
+    return [norm.wrap(nn.Linear(n_in, n_out, bias=not norm.has_bias_norm)), norm.layer(n_out, False), act]
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, z_dim: int, width: int, depth: int, norm: NormSpec, out_dim: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        n = z_dim
+        for _ in range(depth):
+            layers += _mlp_block(n, width, norm, nn.ReLU())
+            n = width
+        layers.append(nn.Linear(n, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, in_dim: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        n = in_dim
+        for _ in range(depth):
+            layers += _mlp_block(n, width, norm, nn.LeakyReLU(0.2))
+            n = width
+        self.body = nn.Sequential(*layers)
+        self.mbstd = MinibatchStdDev() if mbstd else None
+        self.head = norm.wrap(nn.Linear(n + int(mbstd), 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        features = h
+        if self.mbstd is not None:
+            h = self.mbstd(h)
+        return self.head(h).squeeze(1), features
+
+
+def _conv_stages(resolution: int) -> int:
+    """Number of 2x up/down-sampling stages between 4x4 and the image."""
+    return int(math.log2(resolution)) - 2
+
+
+def _conv_block(c_in: int, c_out: int, norm: NormSpec, act: nn.Module, conv: nn.Module) -> list[nn.Module]:
+    return [norm.wrap(conv), norm.layer(c_out, True), act]
+
+
+class DCGANGenerator(nn.Module):
+    """z -> 4x4 -> ... -> resolution, channels halving at each 2x upsampling (Radford et al. 2016)."""
+
+    def __init__(self, z_dim: int, width: int, depth: int, norm: NormSpec, channels: int, resolution: int) -> None:
+        super().__init__()
+        stages = _conv_stages(resolution)
+        ch = width * 2 ** (stages - 1)
+        bias = not norm.has_bias_norm
+        layers: list[nn.Module] = _conv_block(
+            z_dim, ch, norm, nn.ReLU(), nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=bias))
+        for stage in range(stages):
+            for _ in range(depth - 1):  # extra 3x3 convs at this resolution
+                layers += _conv_block(ch, ch, norm, nn.ReLU(), nn.Conv2d(ch, ch, 3, 1, 1, bias=bias))
+            if stage == stages - 1:
+                break
+            layers += _conv_block(ch, ch // 2, norm, nn.ReLU(), nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=bias))
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], -1, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """image -> ... -> 4x4 -> logit, channels doubling at each 2x downsampling; no norm on the first layer."""
+
+    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, channels: int, resolution: int) -> None:
+        super().__init__()
+        stages = _conv_stages(resolution)
+        bias = not norm.has_bias_norm
+        ch = width
+        layers: list[nn.Module] = [norm.wrap(nn.Conv2d(channels, ch, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        for stage in range(stages):
+            for _ in range(depth - 1):
+                layers += _conv_block(ch, ch, norm, nn.LeakyReLU(0.2), nn.Conv2d(ch, ch, 3, 1, 1, bias=bias))
+            if stage == stages - 1:
+                break
+            layers += _conv_block(ch, ch * 2, norm, nn.LeakyReLU(0.2), nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias))
+            ch *= 2
+        self.body = nn.Sequential(*layers)
+        self.mbstd = MinibatchStdDev() if mbstd else None
+        self.head = norm.wrap(nn.Conv2d(ch + int(mbstd), 1, 4, 1, 0))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        features = h.flatten(1)
+        if self.mbstd is not None:
+            h = self.mbstd(h)
+        return self.head(h).flatten(), features
+
+
+def _init_weights(m: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) conv/linear weights, zero biases."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        w = getattr(m, "parametrizations", None)
+        weight = w.weight.original if w is not None else m.weight
+        nn.init.normal_(weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _dcgan(net: nn.Module) -> nn.Module:
+    net.apply(_init_weights)
+    return net
+
+
+Builder = Callable[[ModelConfig, tuple[int, ...]], nn.Module]
+
+
+@dataclass(frozen=True)
+class Arch:
+    generator: Builder
+    discriminator: Builder
+
+
+ARCHS: Registry[Arch] = Registry("architecture")
+ARCHS.add("mlp", Arch(
+    generator=lambda c, shape: MLPGenerator(c.z_dim, c.g_width, c.g_depth, NormSpec(c.g_norm), shape[0]),
+    discriminator=lambda c, shape: MLPDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std,
+                                                    shape[0]),
+))
+ARCHS.add("dcgan", Arch(
+    generator=lambda c, shape: _dcgan(
+        DCGANGenerator(c.z_dim, c.g_width, c.g_depth, NormSpec(c.g_norm), shape[0], shape[-1])),
+    discriminator=lambda c, shape: _dcgan(
+        DCGANDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std, shape[0], shape[-1])),
+))
+
+
+def build_generator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:
+    return ARCHS.get(arch).generator(cfg, shape)
+
+
+def build_discriminator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:
+    return ARCHS.get(arch).discriminator(cfg, shape)

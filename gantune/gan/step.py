@@ -1,0 +1,158 @@
+"""One GAN training step: n_critic discriminator updates, then one generator update.
+
+Statistics stay on the device and are summed across steps; they are read (one host sync) only when the
+loop asks for them at its logging cadence, so the hot path never waits on the GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gantune.config import OptimConfig, TrialConfig
+from gantune.data import data_shape
+from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
+from gantune.gan.nets import build_discriminator, build_generator
+from gantune.registry import Registry
+
+OptimBuilder = Callable[[Iterator[nn.Parameter], float, OptimConfig, bool], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer")
+OPTIMIZERS.add("adam", lambda p, lr, c, cuda: torch.optim.Adam(p, lr, betas=(c.beta1, c.beta2), fused=cuda or None))
+OPTIMIZERS.add("rmsprop", lambda p, lr, c, cuda: torch.optim.RMSprop(p, lr))
+
+STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+
+
+def _grad_norm(params: list[Tensor]) -> Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+class GANTrainer:
+    """Owns G, D, their optimisers and the EMA generator; ``step()`` trains one generator step."""
+
+    def __init__(self, cfg: TrialConfig, device: torch.device, sample_real: Callable[[int], Tensor]) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.sample_real = sample_real
+        shape = data_shape(cfg.data)
+        arch = cfg.resolved_arch
+        self.G = build_generator(cfg.model, arch, shape).to(device)
+        self.D = build_discriminator(cfg.model, arch, shape).to(device)
+        self.loss = LOSSES.get(cfg.loss.name)
+        make_opt = OPTIMIZERS.get(cfg.optim.name)
+        cuda = device.type == "cuda"
+        self.opt_g = make_opt(self.G.parameters(), cfg.optim.lr_g, cfg.optim, cuda)
+        self.opt_d = make_opt(self.D.parameters(), cfg.optim.lr_d, cfg.optim, cuda)
+        self.G_ema: nn.Module | None = None
+        if cfg.optim.ema > 0:
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        self._g_params: list[Tensor] = list(self.G.parameters())
+        self._d_params: list[Tensor] = list(self.D.parameters())
+        self._ema_params: list[Tensor] = list(self.G_ema.parameters()) if self.G_ema is not None else []
+        self._acc = torch.zeros(len(STAT_NAMES), device=device)
+        self._acc_n = 0
+        self._gnorm = {"grad_norm_g": torch.zeros((), device=device), "grad_norm_d": torch.zeros((), device=device)}
+
+    def z(self, n: int) -> Tensor:
+        return torch.randn(n, self.cfg.model.z_dim, device=self.device)
+
+    def step(self, measure: bool = False) -> None:
+        """One generator step preceded by ``n_critic`` discriminator steps; ``measure`` records grad norms."""
+        c, o = self.cfg, self.cfg.optim
+        bs = c.train.batch_size
+        real_feat = None
+        for i in range(o.n_critic):
+            last = i == o.n_critic - 1
+            real = self.sample_real(bs)
+            if c.loss.r1_weight > 0:
+                real.requires_grad_(True)
+            with torch.set_grad_enabled(last):  # the last fake is reused by the generator step
+                fake = self.G(self.z(bs))
+            d_real, real_feat = self.D(real)
+            d_fake, _ = self.D(fake.detach())
+            loss_d = self.loss.d(d_real, d_fake)
+            if self.loss.gradient_penalty:
+                loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self.D, real.detach(), fake.detach())
+            if c.loss.r1_weight > 0:
+                loss_d = loss_d + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self._after_backward(self._d_params, "grad_norm_d", measure and last)
+            self.opt_d.step()
+            if self.loss.weight_clipping:
+                with torch.no_grad():
+                    torch._foreach_clamp_min_(self._d_params, -c.loss.clip)
+                    torch._foreach_clamp_max_(self._d_params, c.loss.clip)
+
+        self.D.requires_grad_(False)
+        g_fake, fake_feat = self.D(fake)
+        loss_g = self.loss.g(g_fake)
+        if c.loss.feature_matching > 0 and real_feat is not None:
+            fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
+            loss_g = loss_g + c.loss.feature_matching * fm
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.D.requires_grad_(True)
+        self._after_backward(self._g_params, "grad_norm_g", measure)
+        self.opt_g.step()
+        if self.G_ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._ema_params, self._g_params, 1.0 - o.ema)
+
+        self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(), d_fake.detach().mean()])
+        self._acc_n += 1
+
+    def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:
+        clip = self.cfg.optim.grad_clip
+        if clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if measure:
+                self._gnorm[key] = norm.detach()
+        elif measure:
+            self._gnorm[key] = _grad_norm(params)
+
+    def read_stats(self) -> dict[str, float]:
+        """Means of the step statistics since the last read, plus the last measured grad norms (one sync)."""
+        vals = torch.cat([self._acc / max(self._acc_n, 1), torch.stack(list(self._gnorm.values()))]).tolist()
+        self._acc.zero_()
+        self._acc_n = 0
+        return dict(zip((*STAT_NAMES, *self._gnorm), vals, strict=True))
+
+    def eval_generator(self) -> nn.Module:
+        """The generator used for evaluation and export: the EMA copy when on, with G's current buffers."""
+        if self.G_ema is None:
+            return self.G
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)
+        return self.G_ema
+
+    @torch.no_grad()
+    def generate(self, z: Tensor) -> Tensor:
+        g = self.eval_generator()
+        was_training = g.training
+        g.eval()
+        out = torch.cat([g(chunk.to(self.device)) for chunk in z.split(1024)])
+        g.train(was_training)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.G_ema is not None and state.get("G_ema") is not None:
+            self.G_ema.load_state_dict(state["G_ema"])

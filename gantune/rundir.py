@@ -1,0 +1,87 @@
+"""The files of one training run: resolved config, metrics.jsonl, sample grids, checkpoint, weights.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a half-written
+checkpoint or weights file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantune.config import TrialConfig, dump_config
+
+CHECKPOINT = "checkpoint.pt"
+GENERATOR = "generator.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A run's output directory; ``resume`` trims metrics logged after the checkpoint it resumes from."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        (self.path / "samples").mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, cfg: TrialConfig) -> None:
+        atomic_write(self.path / CONFIG, dump_config(cfg).encode())
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def trim_metrics(self, last_step: int) -> None:
+        """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from)."""
+        p = self.path / METRICS
+        if not p.exists():
+            return
+        keep = [ln for ln in p.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+        atomic_write(p, "".join(ln + "\n" for ln in keep).encode())
+
+    def save_samples(self, step: int, png: bytes) -> Path:
+        p = self.path / "samples" / f"step_{step:07d}.png"
+        atomic_write(p, png)
+        return p
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_save(state, self.path / CHECKPOINT)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        p = self.path / CHECKPOINT
+        if not p.exists():
+            return None
+        state: dict[str, Any] = torch.load(p, map_location="cpu", weights_only=True)
+        return state
+
+    def save_generator(self, state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int,
+                       name: str = GENERATOR) -> Path:
+        p = self.path / name
+        atomic_save(generator_payload(state_dict, cfg, step), p)
+        return p
+
+
+def generator_payload(state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int) -> dict[str, Any]:
+    """Generator weights with the config that built them: plain types, loadable with ``weights_only=True``."""
+    return {
+        "format": "gantune.generator/1",
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "config": cfg.to_dict(),
+        "step": step,
+    }

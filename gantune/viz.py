@@ -1,0 +1,63 @@
+"""Pictures of samples: image grids as PNG, 2-D points as a scatter over the true mixture means."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (H', W', C) uint8 grid."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = torch.zeros(c, ncol * (h + pad) + pad, nrow * (w + pad) + pad, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
+    return grid.permute(1, 2, 0).numpy()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def scatter_png(points: torch.Tensor, means: torch.Tensor | None, title: str = "") -> bytes:
+    """Generated 2-D points (blue) over the mixture means (red crosses), as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = points.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.scatter(p[:, 0], p[:, 1], s=3, alpha=0.4, color="tab:blue", label="generated")
+    if means is not None:
+        m = means.numpy()
+        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="true means")
+        span = float(np.abs(m).max()) * 1.5 + 0.5
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def samples_png(samples: torch.Tensor, means: torch.Tensor | None, title: str = "") -> bytes:
+    """A PNG of samples, whichever their kind: points as a scatter plot, images as a grid."""
+    if samples.ndim == 2:
+        return scatter_png(samples, means, title)
+    return png_bytes(image_grid(samples))

@@ -1,0 +1,91 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gantune.cli import main
+
+
+def _write_cfg(tmp_path: Path, **sections: dict) -> Path:
+    raw = {"name": "t", "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1},
+           "train": {"steps": 10, "batch_size": 16, "log_every": 5, "device": "cpu"},
+           "eval": {"every": 10, "n_samples": 100, "metrics": []}}
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_train_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_cfg(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--steps", "12", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and summary["steps"] == 12
+    assert Path(summary["weights"]).exists()
+    # the written config is accepted back unchanged
+    assert main(["train", str(out / "config.yaml"), "--out", str(tmp_path / "again"), "--json"]) == 0
+
+
+def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_cfg(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out)]) == 0
+    assert main(["train", str(cfg), "--out", str(out)]) == 2  # refuses to clobber
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 20
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "missing.yaml"], "missing.yaml: no such file"),
+    (["train", "{cfg_bad_key}"], "optim.lr: unknown key"),
+    (["train", "{cfg}", "--steps", "0"], "train.steps"),
+    (["train", "{cfg}", "--resume", "--out", "{tmp}/nothing"], "no checkpoint"),
+    (["train", "{cfg_folder}"], "data.path: image folder"),
+    (["train", "{cfg}", "--device", "cuda:7"], "no CUDA device"),
+    (["train", "{cfg}", "--bogus"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "") != "" and "cuda:7" in args:
+        pytest.skip("a GPU machine")
+    subs = {"{cfg}": str(_write_cfg(tmp_path)), "{tmp}": str(tmp_path)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: 1}\n")
+    subs["{cfg_bad_key}"] = str(bad)
+    folder = tmp_path / "folder.yaml"
+    folder.write_text(f"data: {{name: folder, path: {tmp_path}/nope}}\nmodel: {{arch: dcgan}}\n")
+    subs["{cfg_folder}"] = str(folder)
+    argv = [subs.get(a, a) for a in args]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o")]
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(blocker / "sub")]) == 2
+    assert "--out: cannot write" in capsys.readouterr().err
+
+
+def test_builtin_config_name_resolves() -> None:
+    from gantune.cli import resolve_config_path
+
+    assert resolve_config_path("grid25").name == "grid25.yaml"
+
+
+def test_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", "train", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--resume" in proc.stdout

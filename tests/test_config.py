@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from gantune.config import config_from_dict, dump_config, load_config
+from gantune.errors import ConfigError
+
+
+def test_defaults_are_valid() -> None:
+    cfg = config_from_dict({})
+    assert cfg.resolved_arch == "mlp"
+    assert cfg.loss.name == "nonsaturating"
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    ({"optim": {"lrg": 1}}, "x.yaml: optim.lrg: unknown key"),
+    ({"nonsense": {}}, "x.yaml: nonsense: unknown key"),
+    ({"optim": {"lr_g": "fast"}}, "x.yaml: optim.lr_g: Input should be a valid number"),
+    ({"loss": {"name": "wasserstein"}}, "x.yaml: loss.name: Input should be"),
+    ({"train": {"steps": 2.5}}, "x.yaml: train.steps:"),
+    ({"data": {"name": "digits", "resolution": 24}}, "x.yaml: data.resolution: must be a power of two"),
+    ({"model": {"d_norm": "spectral+batch+layer"}}, "x.yaml: model.d_norm:"),
+    ({"model": {"d_norm": "batch"}, "loss": {"name": "wgan-gp"}}, "model.d_norm: batch norm in D breaks"),
+    ({"model": {"g_norm": "instance"}}, "model.g_norm: instance normalisation needs image"),
+    ({"model": {"arch": "dcgan"}}, "model.arch: 2-D point data needs the mlp"),
+    ({"data": {"name": "folder"}}, "data.path: dataset 'folder' needs a path"),
+])
+def test_errors_name_the_key(raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(raw, "x.yaml")
+    assert needle in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_yaml_scientific_notation_and_roundtrip(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {lr_g: 1e-4}\nmodel: {d_norm: spectral+layer}\n")
+    cfg = load_config(p)
+    assert cfg.optim.lr_g == pytest.approx(1e-4)
+    assert cfg.model.d_norm == "spectral+layer"
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(cfg))
+    assert load_config(again) == cfg
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr_g: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gantune.config import DataConfig
+from gantune.data import grid25_means, load_data, ring8_means
+from gantune.errors import DataError
+
+CPU = torch.device("cpu")
+
+
+def _assign(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(x, means).argmin(1)
+
+
+@pytest.mark.parametrize(("name", "means", "std"), [("ring8", ring8_means(), 0.01), ("grid25", grid25_means(), 0.05)])
+def test_mixtures_match_their_definition(name: str, means: torch.Tensor, std: float) -> None:
+    data = load_data(DataConfig(name=name), CPU, seed=0)
+    x = data.sample(200_000)
+    k = _assign(x, means)
+    counts = torch.bincount(k, minlength=len(means)).float()
+    assert counts.min() / counts.max() > 0.9  # equal weights
+    resid = x - means[k]
+    assert resid.mean(0).abs().max() < 1e-3
+    assert resid.std(0) == pytest.approx(torch.tensor([std, std]), rel=0.02)
+
+
+def test_means_are_exact() -> None:
+    assert torch.allclose(ring8_means()[2], torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(ring8_means().norm(dim=1), torch.ones(8))
+    assert set(grid25_means()[:, 0].tolist()) == {-4.0, -2.0, 0.0, 2.0, 4.0}
+    assert len(grid25_means()) == 25
+
+
+def test_sampling_is_seeded() -> None:
+    a = load_data(DataConfig(name="grid25"), CPU, seed=3).sample(10)
+    b = load_data(DataConfig(name="grid25"), CPU, seed=3).sample(10)
+    c = load_data(DataConfig(name="grid25"), CPU, seed=4).sample(10)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_digits_scaled_and_resized() -> None:
+    data = load_data(DataConfig(name="digits", resolution=16), CPU, seed=0)
+    assert len(data) == 1797 and data.shape == (1, 16, 16)
+    assert data.images is not None
+    assert data.images.min() == -1.0 and data.images.max() == 1.0
+    native = load_data(DataConfig(name="digits", resolution=8), CPU, seed=0)
+    from sklearn.datasets import load_digits
+
+    expected = torch.from_numpy(load_digits().images[0].astype(np.float32) / 8 - 1)
+    assert native.images is not None and torch.allclose(native.images[0, 0], expected)
+
+
+def test_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), i * 100, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    data = load_data(DataConfig(name="folder", path=str(tmp_path), resolution=8), CPU, seed=0)
+    assert data.shape == (3, 8, 8) and len(data) == 3
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(DataConfig(name="folder", path=str(tmp_path / "missing")), CPU, 0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
+
+
+def test_torchvision_never_downloads_unasked(tmp_path: Path) -> None:
+    cfg = DataConfig(name="torchvision", dataset="CIFAR10", path=str(tmp_path))
+    with pytest.raises(DataError) as exc:
+        load_data(cfg, CPU, 0)
+    msg = str(exc.value)
+    assert "torchvision" in msg or "not found" in msg
+    assert not any(tmp_path.iterdir())

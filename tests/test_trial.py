@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+import torch
+
+from gantune.health import Verdict
+from gantune.trial import train
+from tests.conftest import tiny
+
+
+def test_reports_signals_and_writes_run_dir(tmp_path: Path) -> None:
+    records: list[dict[str, float]] = []
+    result = train(tiny(), report=records.append, run_dir=tmp_path)
+    assert result.status == "completed" and result.steps == 20
+    assert [r["step"] for r in records] == [10, 20]
+    for key in ("loss_d", "loss_g", "grad_norm_g", "grad_norm_d", "d_real", "d_fake", "steps_per_s", "eval_s"):
+        assert key in records[-1]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [10, 20]
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["step_0000010.png", "step_0000020.png"]
+    payload = torch.load(tmp_path / "generator.pt", weights_only=True)
+    assert payload["config"]["model"]["z_dim"] == 8 and payload["step"] == 20
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_absurd_learning_rate_diverges_without_exception() -> None:
+    result = train(tiny(optim={"lr_g": 1e6, "lr_d": 1e6}, train={"steps": 200}))
+    assert result.status == "diverged"
+    assert result.reason.startswith("non-finite") and "at step" in result.reason
+    assert result.steps < 200
+
+
+def test_should_stop_ends_the_trial() -> None:
+    def stop(r: dict[str, float]) -> Verdict | None:
+        return Verdict("collapsed", "test") if r["step"] >= 30 else None
+
+    result = train(tiny(train={"steps": 100}), should_stop=stop)
+    assert (result.status, result.reason, result.steps) == ("pruned:collapsed", "test", 30)
+
+
+def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    cfg = tiny(train={"steps": 40}, optim={"ema": 0.9})
+    train(cfg, run_dir=tmp_path / "straight")
+
+    half = tiny(train={"steps": 20}, optim={"ema": 0.9})
+    train(half, run_dir=tmp_path / "split")
+    resumed = train(cfg, run_dir=tmp_path / "split", resume=True)
+    assert resumed.steps == 40
+
+    a = torch.load(tmp_path / "straight" / "generator.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "split" / "generator.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30, 40]
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny(train={"steps": 30, "checkpoint_every": 20})
+    train(cfg, run_dir=tmp_path, should_stop=lambda r: Verdict("x", "crash") if r["step"] >= 30 else None)
+    # stopped at 30 without a final checkpoint: the checkpoint is from step 20, metrics go to 30
+    resumed = train(cfg, run_dir=tmp_path, resume=True)
+    assert resumed.status == "completed"
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30]
