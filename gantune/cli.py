@@ -62,10 +62,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: runs/<config name>)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--early-stop", action="store_true",
+                   help="stop when the health monitor says diverged/collapsed/stalled (default: only report it)")
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.config import config_from_dict, load_config
+    from gantune.health import HealthMonitor, Verdict
     from gantune.rundir import CHECKPOINT
     from gantune.trial import train
 
@@ -86,10 +89,20 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         keys = [k for k in r if k not in ("step", "wall_s")]
         emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys), args.json)
 
-    result = train(cfg, report=show, run_dir=out, resume=args.resume, device=args.device)
+    monitor = HealthMonitor(cfg.health)
+
+    def health(r: dict[str, float]) -> Verdict | None:
+        verdict = monitor(r) if monitor.verdict is None else None
+        if verdict is not None:
+            emit(f"health: {verdict.kind}: {verdict.reason}", args.json)
+        return verdict if args.early_stop else None
+
+    result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device)
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
-         f"in {result.wall_s:.1f}s -> {out}", args.json)
+         f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}", args.json)
     summary = result.to_dict()
+    summary["eval_fraction"] = result.eval_fraction
+    summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
     summary["weights"] = str(out / "generator.pt")
     return summary
 

@@ -131,10 +131,32 @@ class EvalConfig:
     every: int = Field(default=500, ge=1, description="evaluate every N generator steps (and at the end)")
     n_samples: int = Field(default=2500, ge=16, description="generated samples per evaluation")
     metrics: list[str] = Field(default_factory=lambda: ["default"])
+    extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, inception")
+    inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
     grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
 
     def grid_size(self, points: bool) -> int:
         return self.grid or (1000 if points else 64)
+
+
+@dataclass(config=_STRICT)
+class HealthConfig:
+    """Thresholds of the health verdicts (see ``gantune.health``); each is a documented default."""
+
+    objective: str = Field(default="fid", description="metric the rise check and the search follow")
+    mode: Literal["min", "max"] = "min"
+    warmup_evals: int = Field(default=1, ge=0, description="evaluations before collapse/rise checks start")
+    patience: int = Field(default=2, ge=1, description="consecutive bad evaluations before a verdict")
+    max_grad_norm: float = Field(default=1e4, gt=0, description="grad norm of G or D above this: diverged")
+    max_abs_loss: float = Field(default=1e4, gt=0, description="|loss| above this: diverged")
+    rise_factor: float = Field(default=3.0, gt=1, description="objective above best*rise_factor+rise_margin: diverged")
+    rise_margin: float = Field(default=1.0, ge=0, description="absolute slack of the rise check (objective units)")
+    min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
+    min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
+    min_recall: float = Field(default=0.02, ge=0, le=1, description="k-NN recall below this: collapsed")
+    stall_logs: int = Field(default=20, ge=2, description="logs with frozen losses and no better objective: stalled")
+    stall_tol: float = Field(default=1e-5, ge=0, description="loss change counted as frozen")
+    d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled (0 = off)")
 
 
 @dataclass(config=_STRICT)
@@ -148,6 +170,7 @@ class TrialConfig:
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
+    health: HealthConfig = Field(default_factory=lambda: HealthConfig())
 
     @model_validator(mode="after")
     def _combinations(self) -> TrialConfig:

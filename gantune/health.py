@@ -1,13 +1,30 @@
-"""Trial health: reads the reported stream and says ok, diverged, collapsed or stalled, with a reason."""
+"""Trial health: reads the reported stream and says ok, diverged, collapsed or stalled, with a reason.
+
+The monitor is the trial's ``should_stop``: it sees every record the loop reports (training signals every
+``log_every`` steps, metrics at evaluations) and returns a ``Verdict`` once a rule has held long enough.
+Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule is listed in ``RULES``.
+
+- diverged: a non-finite value; a G or D gradient norm above ``max_grad_norm``; a loss above
+  ``max_abs_loss``; the objective worse than ``best * rise_factor + rise_margin`` for ``patience`` evaluations.
+- collapsed (after ``warmup_evals``): mode/class coverage below ``min_coverage``, diversity ratio below
+  ``min_diversity`` or recall below ``min_recall``, for ``patience`` evaluations in a row.
+- stalled: losses frozen (changing less than ``stall_tol``) for ``stall_logs`` logs while the objective did
+  not improve; or D separating every real from every fake sample for ``d_win_logs`` logs in a row.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gantune.config import HealthConfig
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why a trial should stop: ``kind`` is diverged | collapsed | stalled | asha | ... , ``reason`` is for people."""
+    """Why a trial should stop: ``kind`` is diverged | collapsed | stalled | asha, ``reason`` is for people."""
 
     kind: str
     reason: str
@@ -15,3 +32,132 @@ class Verdict:
     @property
     def status(self) -> str:
         return f"pruned:{self.kind}"
+
+
+@dataclass
+class _State:
+    evals: int = 0
+    best: float | None = None
+    bad_rise: int = 0
+    bad_collapse: dict[str, int] = field(default_factory=dict)
+    losses: deque[tuple[float, float]] = field(default_factory=deque)
+    improved_at: int = 0  # log index of the last objective improvement
+    logs: int = 0
+    d_wins: int = 0
+
+
+Rule = Callable[[HealthConfig, _State, dict[str, float]], "Verdict | None"]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+@rule
+def _non_finite(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    for k, v in r.items():
+        if not math.isfinite(v):
+            return Verdict("diverged", f"non-finite {k} at step {int(r['step'])}")
+    return None
+
+
+@rule
+def _exploding(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    for k in ("grad_norm_g", "grad_norm_d"):
+        if r.get(k, 0.0) > h.max_grad_norm:
+            return Verdict("diverged", f"{k} {r[k]:.3g} > {h.max_grad_norm:g} at step {int(r['step'])}")
+    for k in ("loss_d", "loss_g"):
+        if abs(r.get(k, 0.0)) > h.max_abs_loss:
+            return Verdict("diverged", f"|{k}| {abs(r[k]):.3g} > {h.max_abs_loss:g} at step {int(r['step'])}")
+    return None
+
+
+def _better(h: HealthConfig, v: float, best: float | None) -> bool:
+    return best is None or (v < best if h.mode == "min" else v > best)
+
+
+@rule
+def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    v = r.get(h.objective)
+    if v is None:
+        return None
+    s.evals += 1
+    if _better(h, v, s.best):
+        s.best, s.improved_at = v, s.logs
+    assert s.best is not None
+    if h.mode == "min":
+        worse = v > s.best * h.rise_factor + h.rise_margin
+    else:
+        worse = v < (s.best - h.rise_margin) / h.rise_factor
+    s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals else 0
+    if s.bad_rise >= h.patience:
+        return Verdict("diverged", f"{h.objective} {v:.4g} far from its best {s.best:.4g} for "
+                       f"{s.bad_rise} evaluations (step {int(r['step'])})")
+    return None
+
+
+#: (metric, config attribute of its floor, what it means)
+COLLAPSE_SIGNALS = (("mode_coverage", "min_coverage", "mode coverage"),
+                    ("class_coverage", "min_coverage", "class coverage"),
+                    ("diversity", "min_diversity", "diversity ratio"),
+                    ("recall", "min_recall", "recall"))
+
+
+@rule
+def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    if (h.objective not in r and not any(m in r for m, _, _ in COLLAPSE_SIGNALS)) or s.evals <= h.warmup_evals:
+        return None
+    for metric, floor_key, label in COLLAPSE_SIGNALS:
+        if metric not in r:
+            continue
+        floor = getattr(h, floor_key)
+        n = s.bad_collapse.get(metric, 0) + 1 if r[metric] < floor else 0
+        s.bad_collapse[metric] = n
+        if n >= h.patience:
+            return Verdict("collapsed", f"{label} {r[metric]:.3g} < {floor:g} for {n} evaluations "
+                           f"(step {int(r['step'])})")
+    return None
+
+
+@rule
+def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    if "loss_d" not in r:
+        return None
+    s.logs += 1
+    s.losses.append((r["loss_d"], r["loss_g"]))
+    while len(s.losses) > h.stall_logs:
+        s.losses.popleft()
+    if len(s.losses) == h.stall_logs and s.logs - s.improved_at >= h.stall_logs:
+        spread = max(max(c) - min(c) for c in zip(*s.losses, strict=True))
+        if spread < h.stall_tol:
+            return Verdict("stalled", f"losses frozen (spread {spread:.2g}) for {h.stall_logs} logs with no better "
+                           f"{h.objective} (step {int(r['step'])})")
+    if h.d_win_logs and "d_win" in r:
+        s.d_wins = s.d_wins + 1 if r["d_win"] >= 0.99 else 0
+        if s.d_wins >= h.d_win_logs:
+            return Verdict("stalled", f"D separated every real from every fake sample for {s.d_wins} logs "
+                           f"(step {int(r['step'])})")
+    return None
+
+
+class HealthMonitor:
+    """``should_stop`` for the trial loop: feed it each record; it returns a ``Verdict`` when a rule fires."""
+
+    def __init__(self, cfg: HealthConfig) -> None:
+        self.cfg = cfg
+        self.state = _State()
+        self.verdict: Verdict | None = None
+
+    def __call__(self, record: dict[str, float]) -> Verdict | None:
+        for check in RULES:
+            verdict = check(self.cfg, self.state, record)
+            if verdict is not None:
+                self.verdict = verdict
+                return verdict
+        return None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.verdict is None else self.verdict.kind

@@ -44,6 +44,11 @@ class TrialResult:
     last_eval: Record = field(default_factory=dict)
     run_dir: str | None = None
 
+    @property
+    def eval_fraction(self) -> float:
+        """Share of the trial's wall time spent evaluating (target: at most 10% at default settings)."""
+        return self.eval_s / self.wall_s if self.wall_s > 0 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 

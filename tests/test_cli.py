@@ -89,3 +89,21 @@ def test_builtin_config_name_resolves() -> None:
 def test_help() -> None:
     proc = subprocess.run([sys.executable, "-m", "gantune.cli", "train", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--resume" in proc.stdout
+
+
+@pytest.mark.parametrize(("data", "keys"), [
+    ({"name": "grid25"}, {"fid", "modes", "hq", "mode_kl", "diversity", "precision", "recall"}),
+    ({"name": "digits", "resolution": 8}, {"fid", "kid", "classes", "class_kl", "diversity", "recall", "coverage"}),
+])
+def test_train_reports_metric_set(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                  data: dict, keys: set[str]) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = _write_cfg(tmp_path, data=data, model={"arch": "auto"}, eval={"metrics": ["default"], "n_samples": 200})
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert keys <= summary["last_eval"].keys()
+    assert summary["health"]["status"] in ("ok", "collapsed", "diverged", "stalled")
+    assert 0 < summary["eval_fraction"] < 1
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert keys <= last.keys()

@@ -24,7 +24,7 @@ OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda p, lr, c, cuda: torch.optim.Adam(p, lr, betas=(c.beta1, c.beta2), fused=cuda or None))
 OPTIMIZERS.add("rmsprop", lambda p, lr, c, cuda: torch.optim.RMSprop(p, lr))
 
-STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "d_win")
 
 
 def _grad_norm(params: list[Tensor]) -> Tensor:
@@ -106,7 +106,10 @@ class GANTrainer:
             with torch.no_grad():
                 torch._foreach_lerp_(self._ema_params, self._g_params, 1.0 - o.ema)
 
-        self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(), d_fake.detach().mean()])
+        d_r, d_f = d_real.detach(), d_fake.detach()
+        # d_win: D ranks every real above every fake in the batch (a dominating D gives G nothing to learn from)
+        win = (d_r.min() > d_f.max()).float()
+        self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_r.mean(), d_f.mean(), win])
         self._acc_n += 1
 
     def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:

@@ -1,27 +1,120 @@
-"""Evaluation of a generator: the metric set plugged into the trial loop's evaluation hook."""
+"""Evaluation of a generator: the metric set plugged into the trial loop's evaluation hook.
+
+One file per metric family (``fid``, ``modes``, ``diversity``) behind the ``FAMILIES`` registry; features come
+from ``features.EXTRACTORS``. Real-data features are computed once per dataset, resolution, extractor and
+sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and reused by every trial.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from gantune.config import TrialConfig
 from gantune.data import RealData
+from gantune.errors import ConfigError
+from gantune.metrics import diversity, fid, modes  # noqa: F401  (register the families)
+from gantune.metrics.base import FAMILIES, Reference, Samples
+from gantune.metrics.features import Extractor, build_extractor
+from gantune.rundir import atomic_save
 
 Generate = Callable[[int], torch.Tensor]
+REFERENCE_SEED = 12345
+_MEMO: dict[str, Reference] = {}
+
+
+def default_metrics(points: bool, classifier: bool) -> list[str]:
+    """The metric set ``eval.metrics: [default]`` stands for."""
+    if points:
+        return ["fid", "modes", "diversity", "prdc"]
+    if classifier:
+        return ["fid", "kid", "classes", "diversity", "prdc"]
+    return ["fid", "diversity", "prdc"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANTUNE_CACHE_DIR") or Path.home() / ".cache" / "gantune")
+
+
+def _reference_key(cfg: TrialConfig, extractor: Extractor, n: int) -> str:
+    d = cfg.data
+    ident = {"data": d.name, "res": d.resolution, "ch": d.channels, "path": d.path, "dataset": d.dataset,
+             "max_images": d.max_images, "extractor": extractor.name, "n": n, "seed": REFERENCE_SEED,
+             "weights": cfg.eval.inception_weights if extractor.name == "inception" else None}
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return f"reference-{d.name}-{extractor.name}-{n}-{digest}"
+
+
+def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: int) -> Reference:
+    """Real features for this dataset/extractor: from memory, else the disk cache, else computed and cached."""
+    key = _reference_key(cfg, extractor, n)
+    if key in _MEMO:
+        return _MEMO[key]
+    path = cache_dir() / f"{key}.pt"
+    x = data.reference(n, REFERENCE_SEED)
+    mixture = data.mixture
+    means, std = (mixture.means, mixture.std) if mixture is not None else (None, 0.0)
+    stored = None
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError):  # a corrupt cache entry is recomputed
+            stored = None
+    if stored is None:
+        feats, logits = extractor(x)
+        stored = {"feats": feats.cpu(), "logits": None if logits is None else logits.cpu()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(stored, path)
+        except OSError:
+            pass  # an unwritable cache only costs recomputation
+    ref = Reference(x=x, feats=stored["feats"], logits=stored["logits"], means=means, std=std)
+    _MEMO[key] = ref
+    return ref
 
 
 class Evaluator:
-    """Computes the configured metric set from ``generate(n)`` samples; real statistics are computed once."""
+    """Computes the configured metric set from ``generate(n)`` samples (the EMA generator when on)."""
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
-        self.cfg = cfg
-        self.data = data
-        self.device = device
+        self.n = cfg.eval.n_samples
+        names = cfg.eval.metrics
+        if not names:
+            self.extractor = None
+            self.scorers = []
+            return
+        self.extractor = build_extractor(cfg, device)
+        if names == ["default"]:
+            names = default_metrics(data.is_points, self.extractor.has_classes)
+        for name in names:
+            if name not in FAMILIES:
+                raise ConfigError(f"eval.metrics: unknown metric {name!r}; choose from default, "
+                                  f"{', '.join(FAMILIES.names())}")
+        n_ref = self.n if data.is_points else min(self.n, len(data))
+        ref = load_reference(cfg, data, self.extractor, n_ref)
+        try:
+            self.scorers = [FAMILIES.get(name)(ref) for name in names]
+        except ValueError as err:
+            raise ConfigError(f"eval.metrics: {err}") from None
+        self.names = names
 
     def __call__(self, generate: Generate) -> dict[str, float]:
-        return {}
+        if self.extractor is None:
+            return {}
+        x = generate(self.n)
+        if not torch.isfinite(x).all():
+            return {"samples": float("nan")}
+        feats, logits = self.extractor(x)
+        fake = Samples(x=x, feats=feats, logits=logits)
+        out: dict[str, float] = {}
+        for scorer in self.scorers:
+            out.update(scorer(fake))
+        return out
 
 
-__all__ = ["Evaluator", "Generate"]
+__all__ = ["FAMILIES", "Evaluator", "Generate", "Reference", "Samples", "default_metrics", "load_reference"]

@@ -1,0 +1,36 @@
+"""What metric families see, and the registry they are chosen from.
+
+A family is built once per trial from the real reference (so real-only work, such as real statistics or k-NN
+radii, is done once) and then scores each evaluation's fake samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from gantune.registry import Registry
+
+
+@dataclass
+class Samples:
+    """Samples with their features (and class logits when the extractor is a classifier)."""
+
+    x: torch.Tensor
+    feats: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+@dataclass
+class Reference(Samples):
+    """The real side: fixed reference samples, plus the mixture definition for 2-D data."""
+
+    means: torch.Tensor | None = None
+    std: float = 0.0
+
+
+Scorer = Callable[[Samples], dict[str, float]]
+Family = Callable[[Reference], Scorer]
+FAMILIES: Registry[Family] = Registry("metric")

@@ -1,0 +1,98 @@
+"""Feature extractors by name: what FID, KID, diversity and PRDC are measured on.
+
+``coords`` for 2-D points (the samples themselves), ``digits`` for the digits dataset (a classifier trained in
+this repo), ``inception`` for real images (torch-fidelity's Inception-v3, from a weights file on disk only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gantune.config import TrialConfig
+from gantune.errors import ConfigError
+from gantune.registry import Registry
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+@dataclass
+class Extractor:
+    """``fn(samples) -> (features, class logits or None)``; ``dim`` is the feature size."""
+
+    name: str
+    dim: int
+    fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    has_classes: bool = False
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+        feats, logits = [], []
+        for chunk in x.split(batch):
+            f, lg = self.fn(chunk)
+            feats.append(f.float())
+            if lg is not None:
+                logits.append(lg.float())
+        return torch.cat(feats), (torch.cat(logits) if logits else None)
+
+
+EXTRACTORS: Registry[Callable[[TrialConfig, torch.device], Extractor]] = Registry("feature extractor")
+
+
+@EXTRACTORS.register("coords")
+def _coords(cfg: TrialConfig, device: torch.device) -> Extractor:
+    return Extractor("coords", 2, lambda x: (x, None))
+
+
+@EXTRACTORS.register("digits")
+def _digits(cfg: TrialConfig, device: torch.device) -> Extractor:
+    from gantune.metrics.digits_net import FEATURES, load_digits_net
+
+    net = load_digits_net(device)
+    return Extractor("digits", FEATURES, lambda x: net(x.to(device)), has_classes=True)
+
+
+def inception_weights(cfg: TrialConfig) -> Path:
+    """Where the Inception-v3 weights are looked for: config, then $GANTUNE_INCEPTION_WEIGHTS, then the cache."""
+    given = cfg.eval.inception_weights or os.environ.get("GANTUNE_INCEPTION_WEIGHTS")
+    return Path(given) if given else Path.home() / ".cache" / "gantune" / INCEPTION_FILE
+
+
+@EXTRACTORS.register("inception")
+def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
+    path = inception_weights(cfg)
+    if not path.is_file():
+        raise ConfigError(
+            f"eval.inception_weights: Inception-v3 weights not found at {path}; download {INCEPTION_FILE} from "
+            "the torch-fidelity releases page (github.com/toshas/torch-fidelity/releases) and set "
+            "eval.inception_weights or $GANTUNE_INCEPTION_WEIGHTS to it")
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+    except ImportError:  # pragma: no cover - depends on torch-fidelity being installed
+        raise ConfigError("eval.extractor: inception needs torch-fidelity (pip install torch-fidelity)") from None
+    net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                             feature_extractor_weights_path=str(path)).to(device).eval()
+
+    def fn(x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x = x.to(device)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)), None
+
+    return Extractor("inception", 2048, fn)
+
+
+def default_extractor(cfg: TrialConfig) -> str:
+    if cfg.eval.extractor != "auto":
+        return cfg.eval.extractor
+    if cfg.data.is_points:
+        return "coords"
+    return "digits" if cfg.data.name == "digits" else "inception"
+
+
+def build_extractor(cfg: TrialConfig, device: torch.device) -> Extractor:
+    return EXTRACTORS.get(default_extractor(cfg))(cfg, device)
