@@ -121,6 +121,99 @@ def _check_writable(out: Path) -> None:
 COMMANDS.add("train", Command("train one GAN from a config file", _train_args, _train))
 
 
+# --- search --------------------------------------------------------------------------------------------
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="search-space YAML (see search_spaces/)")
+    p.add_argument("--trials", type=int, help="number of trials (overrides search.trials)")
+    p.add_argument("--max-steps", type=int, help="generator steps per trial (overrides search.max_steps)")
+    p.add_argument("--concurrent", type=int, help="trials at once (overrides search.concurrency)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
+    p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")
+    p.add_argument("--name", help="search name (default: the file's name: or its stem)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search of this name")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _search(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.search import SearchOptions, run_search
+    from gantune.space import load_space
+    from gantune.tracking import MlflowTracker, resolve_tracking_uri
+
+    space = load_space(args.space, name=args.name)
+    tracker = MlflowTracker(resolve_tracking_uri(args.tracking_uri), space.name)
+    opts = SearchOptions(trials=args.trials, max_steps=args.max_steps, concurrent=args.concurrent,
+                         gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, storage=args.storage,
+                         runs_dir=args.runs_dir, resume=args.resume, quiet=args.quiet or args.json,
+                         observers=[tracker])
+    summary = run_search(space, opts)
+    if not args.json:
+        _print_search_summary(summary)
+    return summary
+
+
+def _print_search_summary(s: dict[str, Any]) -> None:
+    print(f"search {s['search']}: {s['trials']} trials in {s['wall_s']:.0f}s")
+    for status, n in s["counts"].items():
+        if n:
+            print(f"  {status:<18}{n:>4}")
+    saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
+    print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
+    best = s["best"]
+    if best is None:
+        print("  no trial completed")
+        return
+    values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
+    print(f"  best: trial {best['trial']} ({values})")
+    for k, v in best["params"].items():
+        print(f"    {k} = {v}")
+    if best["samples"]:
+        print(f"  samples: {best['samples']}")
+    print(f"  study: {s['study_storage']} (optuna-dashboard {s['study_storage']})")
+    if "tracking_uri" in s:
+        print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r} (gantune ui)")
+
+
+COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, health-aware pruning)",
+                               _search_args, _search))
+
+
+# --- ui ------------------------------------------------------------------------------------------------
+
+def _ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--port", type=int, default=5000)
+
+
+def _ui(args: argparse.Namespace) -> dict[str, Any]:
+    import subprocess
+
+    from gantune.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        raise GantuneError(f"--tracking-uri: {uri} is a tracking server already: open it in a browser")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise GantuneError(f"--tracking-uri: {uri} does not exist yet (run a search first)")
+    url = f"http://127.0.0.1:{args.port}"
+    emit(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", args.json)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(args.port)]
+    try:
+        code = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        code = 0
+    if code not in (0, -2, 130):
+        raise GantuneError(f"mlflow ui exited with code {code} (is port {args.port} free?)")
+    return {"url": url, "tracking_uri": uri}
+
+
+COMMANDS.add("ui", Command("start the MLflow UI on the tracking store, bound to 127.0.0.1", _ui_args, _ui))
+
+
 # --- entry point ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,6 +131,8 @@ class EvalConfig:
     every: int = Field(default=500, ge=1, description="evaluate every N generator steps (and at the end)")
     n_samples: int = Field(default=2500, ge=16, description="generated samples per evaluation")
     metrics: list[str] = Field(default_factory=lambda: ["default"])
+    quick_every: int = Field(default=0, ge=0, description="cheap collapse checks (modes, classes, diversity)")
+    quick_samples: int = Field(default=500, ge=16, description="samples per quick check")
     extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, inception")
     inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
     grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
@@ -146,12 +148,14 @@ class HealthConfig:
     objective: str = Field(default="fid", description="metric the rise check and the search follow")
     mode: Literal["min", "max"] = "min"
     warmup_evals: int = Field(default=1, ge=0, description="evaluations before collapse/rise checks start")
+    warmup_steps: int = Field(default=0, ge=0, description="steps before collapse/rise checks start")
     patience: int = Field(default=2, ge=1, description="consecutive bad evaluations before a verdict")
     max_grad_norm: float = Field(default=1e4, gt=0, description="grad norm of G or D above this: diverged")
     max_abs_loss: float = Field(default=1e4, gt=0, description="|loss| above this: diverged")
     rise_factor: float = Field(default=3.0, gt=1, description="objective above best*rise_factor+rise_margin: diverged")
     rise_margin: float = Field(default=1.0, ge=0, description="absolute slack of the rise check (objective units)")
     min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
+    min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
     min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
     min_recall: float = Field(default=0.02, ge=0, le=1, description="k-NN recall below this: collapsed")
     stall_logs: int = Field(default=20, ge=2, description="logs with frozen losses and no better objective: stalled")
@@ -203,15 +207,21 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+#: The sections of a trial config and the dataclass that validates each.
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+                             "train": TrainConfig, "eval": EvalConfig, "health": HealthConfig}
+
+
+def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
+    """One line: ``source: key.path: what was expected`` (the first problem, and how many more there are)."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
+    loc = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"] if p != "__root__"])
     msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "unexpected_keyword_argument" or first["type"] == "extra_forbidden":
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         msg = "unknown key"
-    where = f"{source}: {loc}: " if loc else f"{source}: "
     more = len(err.errors()) - 1
-    return where + msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    return f"{source}: " + (f"{loc}: " if loc else "") + msg + (f" (and {more} more problem{'s' * (more > 1)})"
+                                                                  if more else "")
 
 
 def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
@@ -221,7 +231,7 @@ def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
     try:
         return TrialConfig(**raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
     except TypeError as err:  # an unknown top-level key reaches __init__ as a keyword
         raise ConfigError(f"{source}: {err}") from None
 

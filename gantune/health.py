@@ -6,7 +6,8 @@ Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule
 
 - diverged: a non-finite value; a G or D gradient norm above ``max_grad_norm``; a loss above
   ``max_abs_loss``; the objective worse than ``best * rise_factor + rise_margin`` for ``patience`` evaluations.
-- collapsed (after ``warmup_evals``): mode/class coverage below ``min_coverage``, diversity ratio below
+- collapsed (after ``warmup_evals`` checks, full or quick, and ``warmup_steps``): mode/class coverage below
+  ``min_coverage`` (mode coverage only once at least ``min_hq`` of the samples are high quality), diversity ratio below
   ``min_diversity`` or recall below ``min_recall``, for ``patience`` evaluations in a row.
 - stalled: losses frozen (changing less than ``stall_tol``) for ``stall_logs`` logs while the objective did
   not improve; or D separating every real from every fake sample for ``d_win_logs`` logs in a row.
@@ -44,6 +45,7 @@ class _State:
     improved_at: int = 0  # log index of the last objective improvement
     logs: int = 0
     d_wins: int = 0
+    checks: int = 0  # records carrying collapse signals (full or quick evaluations)
 
 
 Rule = Callable[[HealthConfig, _State, dict[str, float]], "Verdict | None"]
@@ -91,7 +93,7 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
         worse = v > s.best * h.rise_factor + h.rise_margin
     else:
         worse = v < (s.best - h.rise_margin) / h.rise_factor
-    s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals else 0
+    s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals and r["step"] >= h.warmup_steps else 0
     if s.bad_rise >= h.patience:
         return Verdict("diverged", f"{h.objective} {v:.4g} far from its best {s.best:.4g} for "
                        f"{s.bad_rise} evaluations (step {int(r['step'])})")
@@ -105,15 +107,23 @@ COLLAPSE_SIGNALS = (("mode_coverage", "min_coverage", "mode coverage"),
                     ("recall", "min_recall", "recall"))
 
 
+def _meaningful(metric: str, h: HealthConfig, r: dict[str, float]) -> bool:
+    """Mode coverage counts only high-quality samples: with few of them a slow run is not yet a collapsed one."""
+    return metric != "mode_coverage" or r.get("hq", 1.0) >= h.min_hq
+
+
 @rule
 def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
-    if (h.objective not in r and not any(m in r for m, _, _ in COLLAPSE_SIGNALS)) or s.evals <= h.warmup_evals:
+    if not any(m in r for m, _, _ in COLLAPSE_SIGNALS):
+        return None
+    s.checks += 1
+    if s.checks <= h.warmup_evals or r["step"] < h.warmup_steps:
         return None
     for metric, floor_key, label in COLLAPSE_SIGNALS:
         if metric not in r:
             continue
         floor = getattr(h, floor_key)
-        n = s.bad_collapse.get(metric, 0) + 1 if r[metric] < floor else 0
+        n = s.bad_collapse.get(metric, 0) + 1 if r[metric] < floor and _meaningful(metric, h, r) else 0
         s.bad_collapse[metric] = n
         if n >= h.patience:
             return Verdict("collapsed", f"{label} {r[metric]:.3g} < {floor:g} for {n} evaluations "

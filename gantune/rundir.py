@@ -17,6 +17,7 @@ from gantune.config import TrialConfig, dump_config
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
+BEST_GENERATOR = "generator_best.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 

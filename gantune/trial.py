@@ -22,13 +22,13 @@ from gantune.data import RealData, load_data
 from gantune.gan import GANTrainer
 from gantune.health import Verdict
 from gantune.metrics import Evaluator
-from gantune.rundir import RunDir
+from gantune.rundir import BEST_GENERATOR, RunDir
 from gantune.viz import samples_png
 
 Record = dict[str, float]
 Report = Callable[[Record], None]
 ShouldStop = Callable[[Record], "Verdict | None"]
-EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Callable[[Callable[[int], torch.Tensor]], Record]]
+EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 
 
 @dataclass
@@ -137,6 +137,8 @@ def train(
             rd.save_checkpoint({"step": step, "eval_s": eval_s, "wall_s": wall(),
                                 "trainer": trainer.state_dict(), "rng": _rng_state(dev, data)})
 
+    objective, sign = cfg.health.objective, (1.0 if cfg.health.mode == "min" else -1.0)
+    best_value = math.inf
     status, reason = "completed", ""
     last: Record = {}
     last_eval: Record = {}
@@ -145,8 +147,9 @@ def train(
     for step in range(start + 1, tc.steps + 1):
         log_now = step % tc.log_every == 0 or step == tc.steps
         eval_now = step % cfg.eval.every == 0 or step == tc.steps
+        quick_now = not eval_now and cfg.eval.quick_every > 0 and step % cfg.eval.quick_every == 0
         trainer.step(measure=log_now)
-        if not (log_now or eval_now):
+        if not (log_now or eval_now or quick_now):
             continue
         record: Record = {"step": float(step)}
         if log_now:
@@ -156,6 +159,11 @@ def train(
             window_t, window_step = now, step
             if (bad := _nonfinite(record)) is not None:
                 status, reason = "diverged", f"non-finite {bad} at step {step}"
+        if quick_now and status == "completed":
+            t_eval = time.perf_counter()
+            record.update(evaluate.quick(lambda n: trainer.generate(torch.randn(n, cfg.model.z_dim))))
+            eval_s += time.perf_counter() - t_eval
+            window_t += time.perf_counter() - t_eval
         if eval_now and status == "completed":
             t_eval = time.perf_counter()
             metrics = evaluate(lambda n: trainer.generate(torch.randn(n, cfg.model.z_dim)))
@@ -169,8 +177,12 @@ def train(
             record.update(metrics)
             record["eval_s"] = eval_s
             last_eval = dict(metrics)
-            if (bad := _nonfinite(metrics)) is not None:
-                status, reason = "diverged", f"non-finite {bad} at step {step}"
+            value = metrics.get(objective, math.nan)
+            if rd is not None and math.isfinite(value) and sign * value < best_value:
+                best_value = sign * value  # the generator at its best evaluation, kept beside the final one
+                rd.save_generator(trainer.eval_generator().state_dict(), cfg, step, name=BEST_GENERATOR)
+        if (eval_now or quick_now) and status == "completed" and (bad := _nonfinite(record)) is not None:
+            status, reason = "diverged", f"non-finite {bad} at step {step}"
         record["wall_s"] = wall()
         last = record
         if rd is not None:

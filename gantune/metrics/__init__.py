@@ -19,12 +19,14 @@ from gantune.config import TrialConfig
 from gantune.data import RealData
 from gantune.errors import ConfigError
 from gantune.metrics import diversity, fid, modes  # noqa: F401  (register the families)
-from gantune.metrics.base import FAMILIES, Reference, Samples
+from gantune.metrics.base import FAMILIES, Reference, Samples, Scorer
 from gantune.metrics.features import Extractor, build_extractor
 from gantune.rundir import atomic_save
 
 Generate = Callable[[int], torch.Tensor]
 REFERENCE_SEED = 12345
+#: Families cheap enough for the quick checks between full evaluations (the bottom of the cost ladder).
+CHEAP_FAMILIES = ("modes", "classes", "diversity")
 _MEMO: dict[str, Reference] = {}
 
 
@@ -83,10 +85,11 @@ class Evaluator:
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
         self.n = cfg.eval.n_samples
+        self.n_quick = cfg.eval.quick_samples
         names = cfg.eval.metrics
+        self.extractor: Extractor | None = None
+        self.scorers: list[tuple[str, Scorer]] = []
         if not names:
-            self.extractor = None
-            self.scorers = []
             return
         self.extractor = build_extractor(cfg, device)
         if names == ["default"]:
@@ -98,23 +101,31 @@ class Evaluator:
         n_ref = self.n if data.is_points else min(self.n, len(data))
         ref = load_reference(cfg, data, self.extractor, n_ref)
         try:
-            self.scorers = [FAMILIES.get(name)(ref) for name in names]
+            self.scorers = [(name, FAMILIES.get(name)(ref)) for name in names]
         except ValueError as err:
             raise ConfigError(f"eval.metrics: {err}") from None
-        self.names = names
 
     def __call__(self, generate: Generate) -> dict[str, float]:
-        if self.extractor is None:
+        """The full metric set on ``eval.n_samples`` samples."""
+        return self._score(generate, self.n, self.scorers)
+
+    def quick(self, generate: Generate) -> dict[str, float]:
+        """Only the cheap collapse signals, on ``eval.quick_samples`` samples."""
+        return self._score(generate, self.n_quick, [(n, s) for n, s in self.scorers if n in CHEAP_FAMILIES])
+
+    def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
+        if self.extractor is None or not scorers:
             return {}
-        x = generate(self.n)
+        x = generate(n)
         if not torch.isfinite(x).all():
             return {"samples": float("nan")}
         feats, logits = self.extractor(x)
         fake = Samples(x=x, feats=feats, logits=logits)
         out: dict[str, float] = {}
-        for scorer in self.scorers:
+        for _, scorer in scorers:
             out.update(scorer(fake))
         return out
 
 
-__all__ = ["FAMILIES", "Evaluator", "Generate", "Reference", "Samples", "default_metrics", "load_reference"]
+__all__ = ["CHEAP_FAMILIES", "FAMILIES", "Evaluator", "Generate", "Reference", "Samples", "default_metrics",
+           "load_reference"]

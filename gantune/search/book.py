@@ -1,0 +1,175 @@
+"""The driver's record of a search: each trial's ending (status, reason), the Optuna tell, progress lines.
+
+Runs as a Ray Tune ``Callback`` in the driver process, so it is the one place that sees every trial's last
+result and error text. It can forward each event to observers (the MLflow tracker) in the same process.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from gantune.search.scheduler import AshaStop
+from gantune.search.trainable import FINAL_KEY
+from gantune.study import report_intermediate, tell
+
+STATUSES = ("completed", "pruned:asha", "pruned:collapsed", "pruned:diverged", "pruned:stalled", "failed")
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    status: str
+    reason: str
+    steps: int
+    values: list[float] | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: str | None = None  # directory with the trial's generator weights and config, on the driver
+
+
+class Observer(Protocol):
+    """Receives the search's events on the driver (e.g. the MLflow tracker)."""
+
+    def search_started(self, study: optuna.Study, space: Any, resumed: list[int]) -> None: ...
+
+    def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]: ...
+
+    def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None: ...
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None: ...
+
+    def trial_ended(self, outcome: TrialOutcome) -> None: ...
+
+
+def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaStop | None,
+               objectives: list[str]) -> TrialOutcome:
+    """One trial's ending from what the driver saw: its own final report, an ASHA stop, or an error."""
+    steps = int(last.get("step", 0) or 0)
+    metrics = {k.removeprefix("final/"): float(v) for k, v in last.items()
+               if k.startswith("final/") and isinstance(v, (int, float))}
+    if error is not None:
+        return TrialOutcome(number, "failed", error, steps, None)
+    if FINAL_KEY in last:
+        status, reason = str(last[FINAL_KEY]), str(last.get("gantune_reason", ""))
+        values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
+        return TrialOutcome(number, status, reason, steps, values, metrics)
+    if asha is not None:
+        return TrialOutcome(number, "pruned:asha", asha.reason, asha.step, None)
+    return TrialOutcome(number, "failed", "the trial ended without a final report", steps, None)
+
+
+def _error_line(trial: Trial) -> str:
+    text = trial.get_error() or "unknown error"
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+class SearchBook(Callback):
+    def __init__(self, study: optuna.Study, trials: dict[str, optuna.Trial], asha_stopped: dict[str, AshaStop],
+                 objectives: list[str], directions: list[str], total: int, done_before: int,
+                 observers: list[Observer] | None = None, quiet: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.study = study
+        self.trials = trials
+        self.asha_stopped = asha_stopped
+        self.objectives = objectives
+        self.sign = 1.0 if directions[0] == "minimize" else -1.0
+        self.total = total
+        self.observers = observers or []
+        self.quiet = quiet
+        self.clock = clock
+        self.t0 = clock()
+        self.last_print = 0.0
+        self.counts: Counter[str] = Counter()
+        self.done_before = done_before
+        self.outcomes: dict[int, TrialOutcome] = {}
+        self.running: set[int] = set()
+        self.best: TrialOutcome | None = None
+        self.steps_run = 0
+
+    # -- Ray Tune callback hooks ---------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        ot = self.trials.get(trial.trial_id)
+        if ot is None:
+            return
+        self.running.add(ot.number)
+        self._notify("trial_started", ot.number, dict(ot.params), trial.config["trial"])
+        self._progress()
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
+                        **info: Any) -> None:
+        ot = self.trials.get(trial.trial_id)
+        if ot is not None:
+            self._notify("trial_result", ot.number, result)
+        self._progress(periodic=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._finish(trial, _error_line(trial))
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+    def _finish(self, trial: Trial, error: str | None) -> None:
+        ot = self.trials.get(trial.trial_id)
+        if ot is None or ot.number in self.outcomes:
+            return
+        last = dict(trial.last_result or {})
+        asha = self.asha_stopped.get(trial.trial_id)
+        out = outcome_of(ot.number, last, error, asha, self.objectives)
+        if "error" in trial.config.get("trial", {}):
+            out = TrialOutcome(ot.number, "failed", trial.config["trial"]["error"], 0, None)
+        if asha is not None and out.status == "pruned:asha":
+            report_intermediate(ot, asha.objective, asha.step)  # the result Tune kept from the searcher
+        elif out.status.startswith("pruned:") and self.objectives[0] in out.metrics:
+            # the study shows where a health verdict stopped the trial, with its last measured objective
+            report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
+        tell(self.study, ot, out.status, out.values,
+             {"gantune_status": out.status, "gantune_reason": out.reason, "steps": out.steps})
+        self.outcomes[ot.number] = out
+        self.running.discard(ot.number)
+        self.counts[out.status] += 1
+        self.steps_run += out.steps
+        if out.status == "completed" and out.values is not None and math.isfinite(out.values[0]) and (
+                self.best is None or self.sign * out.values[0] < self.sign * (self.best.values or [0])[0]):
+            self.best = out
+        if trial.checkpoint is not None:
+            out.artifacts = trial.checkpoint.path
+        self._notify("trial_ended", out)
+        self._say(f"trial {out.number:>3} {out.status:<17} steps {out.steps:>6}"
+                  + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values else "")
+                  + (f"  ({out.reason})" if out.reason else ""))
+        self._progress()
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Forward an event; an observer's failure (say, a tracking server gone away) never stops the search."""
+        for obs in self.observers:
+            try:
+                getattr(obs, event)(*args)
+            except Exception as err:
+                self._say(f"warning: {type(obs).__name__}.{event} failed: {type(err).__name__}: {err}")
+
+    def _progress(self, periodic: bool = False) -> None:
+        now = self.clock()
+        if periodic and now - self.last_print < 15:
+            return
+        self.last_print = now
+        done = self.done_before + len(self.outcomes)
+        counts = " ".join(f"{s}={n}" for s, n in sorted(self.counts.items()))
+        best = (f"  best {self.objectives[0]} {self.best.values[0]:.4g} (trial {self.best.number})"
+                if self.best and self.best.values else "")
+        self._say(f"[{now - self.t0:6.0f}s] {done}/{self.total} done, {len(self.running)} running"
+                  + (f"  | {counts}" if counts else "") + best)
+
+    def _say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)

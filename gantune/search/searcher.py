@@ -1,0 +1,63 @@
+"""gantune's Ray Tune ``Searcher`` over an Optuna study (ask/tell).
+
+Unlike Ray's ``OptunaSearch``, trials stopped by gantune are told to Optuna as PRUNED with their last step
+(not COMPLETE with a truncated value), failures as FAIL; the telling happens in ``SearchBook`` once the trial's
+ending is known. Interrupted trials of a resumed search are handed out first, under their old numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from gantune.errors import ConfigError
+from gantune.space import SearchSpace
+from gantune.study import report_intermediate
+
+
+class OptunaStudySearcher(Searcher):
+    def __init__(self, space: SearchSpace, study: optuna.Study, to_create: int, resumed: list[optuna.Trial],
+                 run_root: Path) -> None:
+        super().__init__()
+        self.space = space
+        self.study = study
+        self.to_create = to_create
+        self.resumed = list(resumed)
+        self.run_root = run_root
+        self.trials: dict[str, optuna.Trial] = {}  # ray trial id -> optuna trial
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.resumed:
+            trial = self.resumed.pop(0)
+            raw = trial.study._storage.get_trial_user_attrs(trial._trial_id)["config"]
+        elif self.to_create > 0:
+            self.to_create -= 1
+            trial = self.study.ask()
+            try:
+                raw = self.space.sample(trial)
+            except ConfigError as err:  # e.g. a circular expression: the trial fails with the reason
+                raw = {"error": str(err)}
+            trial.set_user_attr("config", raw)
+        else:
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
+        trial.set_user_attr("ray_trial_id", trial_id)
+        self.trials[trial_id] = trial
+        s = self.space.settings
+        return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
+                "cpus": s.resources.cpu, "run_dir": str(self.run_root / f"trial-{trial.number:04d}")}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "objective" in result and trial_id in self.trials:
+            report_intermediate(self.trials[trial_id], float(result["objective"]), int(result["step"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Telling Optuna is left to ``SearchBook``, which also sees the error text of failed trials."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the Optuna study in sqlite is the search's state (resume reads it)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See ``save``."""

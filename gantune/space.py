@@ -1,0 +1,319 @@
+"""Search spaces: the trial-config YAML where any leaf may be a range, compiled to an Optuna define-by-run
+function.
+
+A leaf is a fixed value, or one of::
+
+    {float: [low, high], log: true, step: 0.1}      {int: [low, high], log: false, step: 1}
+    {categorical: [a, b, c]}                        {expr: "optim.lr_g * ttur_ratio"}
+    {value: 0.01}                                   # a fixed value, useful with when:
+
+each optionally with ``when: "<condition>"``: the leaf is only set (sampled) when the condition holds, else the
+config default applies. Expressions name other leaves by dotted path or free parameters declared under
+``search.params``. The ``search`` section holds the search settings. Files are validated with pydantic before
+anything starts; every error is one line naming the file, key and expectation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
+from gantune.errors import ConfigError
+from gantune.expr import Expr, ExprError
+
+_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+Scalar = str | int | float | bool | None
+
+
+class _Leaf(BaseModel):
+    model_config = _FORBID
+    when: str | None = None
+
+
+class FloatSpec(_Leaf):
+    range: tuple[float, float] = Field(alias="float")
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatSpec:
+        lo, hi = self.range
+        if lo >= hi:
+            raise ValueError(f"float range [{lo}, {hi}] needs low < high")
+        if self.log and lo <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+
+class IntSpec(_Leaf):
+    range: tuple[int, int] = Field(alias="int")
+    log: bool = False
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntSpec:
+        lo, hi = self.range
+        if lo > hi:
+            raise ValueError(f"int range [{lo}, {hi}] needs low <= high")
+        if self.log and (lo <= 0 or self.step != 1):
+            raise ValueError("a log int range needs low > 0 and step 1")
+        return self
+
+
+class CategoricalSpec(_Leaf):
+    choices: list[Scalar] = Field(alias="categorical", min_length=1)
+
+
+class ExprSpec(_Leaf):
+    expr: str
+
+
+class ValueSpec(_Leaf):
+    value: Any
+
+
+SPEC_TYPES: dict[str, type[_Leaf]] = {"float": FloatSpec, "int": IntSpec, "categorical": CategoricalSpec,
+                                      "expr": ExprSpec, "value": ValueSpec}
+Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+
+
+class Resources(BaseModel):
+    model_config = _FORBID
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class Pruning(BaseModel):
+    model_config = _FORBID
+    asha: bool = Field(default=True, description="ASHA successive halving on the objective at evaluation steps")
+    health: bool = Field(default=True, description="stop trials the health monitor judges diverged/collapsed/stalled")
+    grace_evals: int = Field(default=2, ge=1, description="full evaluations before ASHA may stop a trial")
+    reduction_factor: int = Field(default=3, ge=2)
+
+
+class SearchSettings(BaseModel):
+    """The ``search`` section."""
+
+    model_config = _FORBID
+    trials: int = Field(default=16, ge=1)
+    max_steps: int = Field(default=2000, ge=1, description="generator steps per trial (sets train.steps)")
+    eval_every: int = Field(default=250, ge=1, description="full evaluation cadence (sets eval.every)")
+    quick_every: int = Field(default=0, ge=0, description="cheap collapse checks between evaluations (0 = off)")
+    objective: str | list[str] = "fid"
+    direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "minimize"
+    sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    seed: int = 0
+    concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow)")
+    resources: Resources = Field(default_factory=Resources)
+    pruning: Pruning = Field(default_factory=Pruning)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
+
+    @model_validator(mode="after")
+    def _objectives(self) -> SearchSettings:
+        if len(self.objectives) != len(self.directions):
+            raise ValueError("objective and direction need the same number of entries")
+        if self.eval_every > self.max_steps:
+            raise ValueError("eval_every must not exceed max_steps")
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+    @property
+    def directions(self) -> list[str]:
+        d = self.direction
+        return [d] * len(self.objectives) if isinstance(d, str) else list(d)
+
+
+@dataclasses.dataclass
+class SearchSpace:
+    """A validated space: ``sample(trial)`` draws one trial config (a plain dict) through Optuna."""
+
+    name: str
+    source: str
+    text: str
+    settings: SearchSettings
+    leaves: dict[str, Spec]  # dotted config path -> spec (fixed values are ValueSpec)
+    params: dict[str, Spec]  # free parameters (not config keys)
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config."""
+        values: dict[str, Any] = {}
+        resolving: list[str] = []
+        absent = object()
+
+        def resolve(name: str) -> Any:
+            if name in values:
+                return values[name]
+            spec = self.leaves.get(name) or self.params.get(name)
+            if spec is None:
+                return _schema_default(name)
+            if name in resolving:
+                raise ConfigError(f"{self.source}: {name}: circular reference ({' -> '.join([*resolving, name])})")
+            resolving.append(name)
+            try:
+                if spec.when is not None and not Expr(spec.when)(resolve):
+                    values[name] = absent
+                    return _schema_default(name)
+                values[name] = _suggest(trial, name, spec, resolve)
+            finally:
+                resolving.pop()
+            return values[name]
+
+        for name in [*self.params, *self.leaves]:
+            resolve(name)
+        nested: dict[str, Any] = {"name": self.name}
+        for path, value in values.items():
+            if path in self.leaves and value is not absent:
+                section, key = path.split(".", 1)
+                nested.setdefault(section, {})[key] = value
+        return self._apply_settings(nested)
+
+    def _apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        raw.setdefault("train", {})["steps"] = s.max_steps
+        raw.setdefault("eval", {})["every"] = s.eval_every
+        raw["eval"]["quick_every"] = s.quick_every
+        raw.setdefault("health", {})["objective"] = s.objectives[0]
+        raw["health"]["mode"] = "min" if s.directions[0] == "minimize" else "max"
+        return raw
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str], Any]) -> Any:
+    if isinstance(spec, FloatSpec):
+        return trial.suggest_float(name, *spec.range, log=spec.log, step=spec.step)
+    if isinstance(spec, IntSpec):
+        return trial.suggest_int(name, *spec.range, log=spec.log, step=spec.step)
+    if isinstance(spec, CategoricalSpec):
+        return trial.suggest_categorical(name, spec.choices)
+    if isinstance(spec, ExprSpec):
+        return Expr(spec.expr)(resolve)
+    return spec.value
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _schema_default(path: str) -> Any:
+    if not _DEFAULTS:
+        for section, values in TrialConfig().to_dict().items():
+            if isinstance(values, dict):
+                _DEFAULTS.update({f"{section}.{k}": v for k, v in values.items()})
+            else:
+                _DEFAULTS[section] = values
+    return _DEFAULTS.get(path)
+
+
+def _parse_spec(raw: dict[str, Any], source: str, path: str) -> Spec:
+    kinds = [k for k in SPEC_TYPES if k in raw]
+    if len(kinds) != 1:
+        raise ConfigError(f"{source}: {path}: a range needs exactly one of {', '.join(SPEC_TYPES)}; got "
+                          f"{', '.join(sorted(raw)) or 'nothing'}")
+    try:
+        spec = SPEC_TYPES[kinds[0]].model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, path)) from None
+    return spec  # type: ignore[return-value]
+
+
+def _check_leaf(path: str, spec: Spec, source: str) -> None:
+    """Each value a leaf can take must pass its section's field validation (key exists, right type)."""
+    section, key = path.split(".", 1)
+    if isinstance(spec, FloatSpec):
+        probes: list[Any] = list(spec.range)
+    elif isinstance(spec, IntSpec):
+        probes = list(spec.range)
+    elif isinstance(spec, CategoricalSpec):
+        probes = list(spec.choices)
+    elif isinstance(spec, ValueSpec):
+        probes = [spec.value]
+    else:
+        probes = []
+    cls = SECTIONS[section]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise ConfigError(f"{source}: {path}: unknown key (the {section} section has: {', '.join(sorted(fields))})")
+    for value in probes:
+        try:
+            cls(**{key: value})
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, source, section)) from None
+
+
+def _walk(raw: dict[str, Any], source: str) -> dict[str, Spec]:
+    leaves: dict[str, Spec] = {}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: {section}: unknown section (expected: search, name, "
+                              f"{', '.join(SECTIONS)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: {section}: expected a mapping of keys")
+        for key, value in body.items():
+            path = f"{section}.{key}"
+            is_spec = isinstance(value, dict) and any(k in value for k in (*SPEC_TYPES, "when"))
+            leaves[path] = _parse_spec(value, source, path) if is_spec else ValueSpec(value=value)
+            _check_leaf(path, leaves[path], source)
+    return leaves
+
+
+def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
+    known = set(leaves) | set(params) | {p for p in _all_schema_paths()}
+    for path, spec in [*params.items(), *leaves.items()]:
+        texts = [("when", spec.when)] + ([("expr", spec.expr)] if isinstance(spec, ExprSpec) else [])
+        for kind, text in texts:
+            if text is None:
+                continue
+            try:
+                expr = Expr(text)
+            except ExprError as err:
+                raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
+            for name in expr.names:
+                if name not in known:
+                    raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
+                                      "such as optim.lr_g or a parameter declared under search.params)")
+
+
+def _all_schema_paths() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
+    """Read and validate a search-space file; nothing starts before this has succeeded."""
+    source = str(path)
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with a search section and config sections")
+    raw = dict(raw)
+    try:
+        settings = SearchSettings.model_validate(raw.pop("search", None) or {})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, "search")) from None
+    file_name = raw.pop("name", None)
+    if file_name is not None and not isinstance(file_name, str):
+        raise ConfigError(f"{source}: name: expected a string")
+    params = {k: _parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
+              for k, v in settings.params.items()}
+    for k in params:
+        if "." in k or k in SECTIONS:
+            raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
+    leaves = _walk(raw, source)
+    _check_names(leaves, params, source)
+    text = Path(path).read_text()
+    return SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
+
+
+def space_to_yaml(space: SearchSpace) -> str:
+    return yaml.safe_dump({"search": space.settings.model_dump(by_alias=True)}, sort_keys=False)

@@ -1,0 +1,158 @@
+"""Searches on a local Ray (the machine's CPUs, 2 in CI) with tiny grid25 GANs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gantune.search import SearchOptions, run_search
+from gantune.space import load_space
+
+REGIMES = """
+name: regimes
+search:
+  trials: 4
+  max_steps: 750
+  eval_every: 250
+  quick_every: 125
+  sampler: random
+  concurrency: 2
+  pruning: {asha: false, health: true}
+  params:
+    regime: {categorical: [healthy, collapse, nan]}
+data: {name: grid25}
+model: {z_dim: 8, g_width: 64, d_width: 64, g_depth: 2, d_depth: 2, g_norm: none}
+optim:
+  lr_g: {expr: "1.0e-3 if regime == 'healthy' else (1.0e-4 if regime == 'collapse' else 1.0e6)"}
+  lr_d: {expr: "1.0e-3 if regime == 'healthy' else (1.0e-2 if regime == 'collapse' else 1.0e6)"}
+train: {batch_size: 128, log_every: 25}
+eval: {n_samples: 1000, quick_samples: 500}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path) -> None:
+    path = tmp_path / "regimes.yaml"
+    path.write_text(REGIMES)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="regimes", storage=storage)
+    for regime in ("nan", "collapse", "healthy", "nan"):
+        study.enqueue_trial({"regime": regime})
+    summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
+                                                         quiet=True))
+    study = optuna.load_study(study_name="regimes", storage=storage)
+    by_regime = {}
+    for t in study.trials:
+        by_regime.setdefault(t.params["regime"], []).append(t)
+    assert sorted(by_regime) == ["collapse", "healthy", "nan"] and len(study.trials) == 4
+
+    for t in by_regime["nan"]:  # NaN trials end pruned:diverged; the search went on
+        assert t.state == TrialState.PRUNED and t.user_attrs["gantune_status"] == "pruned:diverged"
+        assert t.user_attrs["steps"] <= 50
+    (collapsed,) = by_regime["collapse"]
+    assert collapsed.state == TrialState.PRUNED
+    assert collapsed.user_attrs["gantune_status"] == "pruned:collapsed", collapsed.user_attrs["gantune_reason"]
+    assert collapsed.last_step == collapsed.user_attrs["steps"] < 750  # PRUNED at the step it was stopped
+    (healthy,) = by_regime["healthy"]
+    assert healthy.state == TrialState.COMPLETE and healthy.value is not None
+    assert healthy.intermediate_values.keys() == {250, 500, 750}
+
+    assert summary["counts"]["pruned:diverged"] == 2 and summary["counts"]["completed"] == 1
+    assert summary["best"]["trial"] == healthy.number
+    assert summary["trial_steps"] < summary["budget_steps"] == 4 * 750
+    assert Path(summary["best"]["samples"]).exists()
+
+
+RESUME = """
+name: resumable
+search:
+  trials: 6
+  max_steps: 600
+  eval_every: 200
+  sampler: random
+  concurrency: 2
+  pruning: {asha: true, health: true, grace_evals: 1, reduction_factor: 2}
+data: {name: grid25}
+model: {z_dim: 8, g_width: 32, d_width: 32, g_depth: 2, d_depth: 2, g_norm: none}
+optim:
+  lr_g: {float: [1.0e-4, 1.0e-2], log: true}
+train: {batch_size: 64, log_every: 50}
+eval: {n_samples: 500}
+"""
+
+
+def _states(storage: str) -> list[TrialState]:
+    try:
+        return [t.state for t in optuna.load_study(study_name="resumable", storage=storage).trials]
+    except Exception:  # the study does not exist yet, or sqlite is busy
+        return []
+
+
+def test_killed_search_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
+    path = tmp_path / "resumable.yaml"
+    path.write_text(RESUME)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "gantune.cli", "search", str(path), "--storage", storage,
+           "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        states = _states(storage)
+        if sum(s != TrialState.RUNNING for s in states) >= 1 and TrialState.RUNNING in states:
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the search never had a finished and a running trial")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    before = optuna.load_study(study_name="resumable", storage=storage).trials
+    assert any(t.state == TrialState.RUNNING for t in before)
+    finished_before = {t.number: t.params for t in before if t.state != TrialState.RUNNING}
+
+    out = subprocess.run([*cmd, "--resume", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    after = optuna.load_study(study_name="resumable", storage=storage).trials
+    assert [t.number for t in after] == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in after)
+    for number, params in finished_before.items():  # finished trials were kept, not re-run
+        assert after[number].params == params
+    assert summary["trials"] == 6 and sum(summary["counts"].values()) == 6
+
+
+def test_existing_search_needs_resume(tmp_path: Path) -> None:
+    from gantune.cli import main
+
+    path = tmp_path / "regimes.yaml"
+    path.write_text(REGIMES)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="regimes", storage=storage)
+    study.tell(study.ask(), 1.0)
+    assert main(["search", str(path), "--storage", storage]) == 2
+    assert main(["search", str(path), "--storage", storage, "--name", "nope", "--resume"]) == 2
+
+
+def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(REGIMES.replace("lr_d:", "lr_dd:"))
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", "search", str(bad)], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"gantune search: error: {bad}: optim.lr_dd: unknown key (the optim section has: " \
+        "beta1, beta2, ema, grad_clip, lr_d, lr_g, n_critic, name)"
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "runs").exists()

@@ -1,0 +1,126 @@
+"""MLflow layout after real (tiny) searches: against the sqlite store, and against a real `mlflow server`."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.cli import main
+
+SPACE = """
+name: tracked
+search:
+  trials: 3
+  max_steps: 200
+  eval_every: 100
+  sampler: random
+  concurrency: 2
+  pruning: {asha: false, health: true}
+data: {name: grid25}
+model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
+optim:
+  lr_g: {categorical: [0.001, 1000000.0]}
+train: {batch_size: 32, log_every: 50}
+eval: {n_samples: 300}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _search(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    if "--resume" not in extra:  # a healthy and a diverging trial, whatever the sampler draws
+        study = optuna.create_study(study_name="tracked", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        for lr in (0.001, 1000000.0, 0.001):
+            study.enqueue_trial({"optim.lr_g": lr})
+    code = main(["search", "space.yaml", "--tracking-uri", tracking_uri, "--json", *extra])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    return json.loads(out[-1])
+
+
+def _check_layout(client: MlflowClient, summary: dict) -> None:
+    exp = client.get_experiment_by_name("tracked")
+    assert exp is not None and exp.experiment_id == summary["mlflow_experiment_id"]
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("gantune.role") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["gantune.trials"] == "3" and parent.data.params["search.max_steps"] == "200"
+    assert {"trial_steps", "budget_steps", "trials_completed"} <= parent.data.metrics.keys()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"space.yaml", "summary.json"} <= artifacts
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    study = optuna.load_study(study_name="tracked", storage=summary["study_storage"])
+    assert sorted(int(c.data.tags["gantune.trial"]) for c in children) == [t.number for t in study.trials]
+    statuses = set()
+    for child in children:
+        trial = study.trials[int(child.data.tags["gantune.trial"])]
+        assert child.data.params["optim.lr_g"] == str(trial.params["optim.lr_g"])
+        status = child.data.tags["gantune.status"]
+        statuses.add(status)
+        assert status == trial.user_attrs["gantune_status"]
+        assert "gantune.reason" in child.data.tags
+        history = client.get_metric_history(child.info.run_id, "loss_d")
+        assert history and history[0].step == 50
+        if status == "completed":
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "fid")] == [100, 200]
+            files = {a.path for a in client.list_artifacts(child.info.run_id, "weights")}
+            assert {"weights/generator.pt", "weights/generator_best.pt"} <= files
+            images = {a.path for a in client.list_artifacts(child.info.run_id, "images")}
+            assert len(images) >= 2, images  # a sample grid per evaluation
+    assert "completed" in statuses and "pruned:diverged" in statuses
+
+
+def test_sqlite_store_parent_and_one_child_per_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = _search(tmp_path, "sqlite:///mlflow.db", capsys)
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _check_layout(MlflowClient(summary["tracking_uri"]), summary)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_real_mlflow_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                MlflowClient(uri).search_experiments()
+                break
+            except Exception:
+                time.sleep(1)
+        summary = _search(tmp_path, uri, capsys)
+        _check_layout(MlflowClient(uri), summary)
+        assert any((tmp_path / "server-artifacts").rglob("generator.pt"))  # artifacts went through the server
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "2")
+    summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume")
+    assert summary["trials"] == 3
+    _check_layout(MlflowClient(summary["tracking_uri"]), summary)
