@@ -65,8 +65,6 @@ def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSett
 
 def _init_ray(address: str | None, gpus_per_trial: float) -> bool:
     """Start (or join) Ray; returns True when this process started it and must shut it down."""
-    import logging
-
     import ray
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
