@@ -64,6 +64,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--early-stop", action="store_true",
                    help="stop when the health monitor says diverged/collapsed/stalled (default: only report it)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log this run to MLflow")
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,10 +86,17 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     if not args.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     _check_writable(out)
+    tracker = None
+    if not args.no_tracking:
+        from gantune.tracking import TrainRun, resolve_tracking_uri
+
+        tracker = TrainRun(resolve_tracking_uri(args.tracking_uri), cfg, out, args.resume)
 
     def show(r: dict[str, float]) -> None:
         keys = [k for k in r if k not in ("step", "wall_s")]
         emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys), args.json)
+        if tracker is not None:
+            tracker.report(r)
 
     monitor = HealthMonitor(cfg.health)
 
@@ -97,13 +106,18 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             emit(f"health: {verdict.kind}: {verdict.reason}", args.json)
         return verdict if args.early_stop else None
 
-    result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device)
+    result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device,
+                   on_samples=tracker.samples if tracker is not None else None)
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}", args.json)
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
     summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
     summary["weights"] = str(out / "generator.pt")
+    if tracker is not None:
+        tracker.end(result.status, result.reason, result.steps,
+                    [out / "generator.pt", out / "generator_best.pt", out / "config.yaml"])
+        summary["mlflow_run_id"] = tracker.run_id
     return summary
 
 
@@ -179,6 +193,71 @@ def _print_search_summary(s: dict[str, Any]) -> None:
 
 COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, health-aware pruning)",
                                _search_args, _search))
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("search", help="search name (the study name in --storage)")
+    p.add_argument("--top-k", type=int, default=1, help="how many of the best trials to consider")
+    p.add_argument("--seeds", type=int, default=0, help="re-run the top-k with this many seeds (0: no re-runs)")
+    p.add_argument("--steps", type=int, help="steps of the re-runs and of the exported config's train.steps")
+    p.add_argument("--out", default="best.yaml", help="exported trial config (default: best.yaml)")
+    p.add_argument("--weights", help="also copy the chosen trial's generator weights into this directory")
+    p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--runs-dir", default="runs", help="where the re-runs' run directories go")
+    p.add_argument("--concurrent", type=int, help="re-runs at once")
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.export import export
+    from gantune.tracking import resolve_tracking_uri
+
+    if args.top_k < 1 or args.seeds < 0 or (args.steps is not None and args.steps < 1):
+        raise GantuneError("--top-k and --steps must be at least 1, --seeds at least 0")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    opts = None
+    if args.seeds:
+        from gantune.search import SearchOptions
+        from gantune.tracking import MlflowTracker
+
+        opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir,
+                             quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
+    result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
+                    out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
+                    search_opts=opts)
+    spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
+    emit(f"exported trial {result['trial']} of {args.search}: {result['objective']} {result['search_value']:.4g}"
+         f"{spread} -> {args.out}", args.json)
+    for w in result["weights"]:
+        emit(f"weights: {w}", args.json)
+    return result
+
+
+COMMANDS.add("export", Command("export the best config (and weights) of a search", _export_args, _export))
+
+
+# --- generate ------------------------------------------------------------------------------------------
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", required=True, help="a .png (grid or scatter), a .csv (2-D points) or a directory")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _generate(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.generate import generate
+    from gantune.trial import resolve_device
+
+    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device), args.seed)
+    emit(f"{result['n']} samples -> {result['out']}", args.json)
+    return result
+
+
+COMMANDS.add("generate", Command("sample from exported generator weights", _generate_args, _generate))
 
 
 # --- ui ------------------------------------------------------------------------------------------------

@@ -164,6 +164,15 @@ class HealthConfig:
 
 
 @dataclass(config=_STRICT)
+class OriginConfig:
+    """Where an exported config came from: read by ``gantune train`` to tag its MLflow run; not trained on."""
+
+    search: str
+    trials: list[int] = Field(default_factory=list)
+    study_storage: str | None = None
+
+
+@dataclass(config=_STRICT)
 class TrialConfig:
     """One GAN training run, fully specified."""
 
@@ -175,6 +184,7 @@ class TrialConfig:
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
+    origin: OriginConfig | None = None
 
     @model_validator(mode="after")
     def _combinations(self) -> TrialConfig:

@@ -51,37 +51,90 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
-class MlflowTracker:
-    """Observer of a search (see ``gantune.search.book.Observer``) that writes it to MLflow."""
+class _RunLogger:
+    """Step metrics and sample images of one run, metrics batched (one sqlite transaction per batch)."""
 
-    def __init__(self, tracking_uri: str, search_name: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.buffer: list[Metric] = []
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        ts = _now()
+        for key, value in record.items():
+            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
+                self.buffer.append(Metric(key, float(value), ts, step))
+        if len(self.buffer) >= _BATCH:
+            self.flush()
+
+    def image(self, png: bytes, step: int) -> None:
+        from PIL import Image
+
+        self.client.log_image(self.run_id, Image.open(io.BytesIO(png)), key="samples", step=step)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.buffer:
+            chunk, self.buffer = self.buffer[:_BATCH], self.buffer[_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def end(self, status: str, reason: str, steps: int, files: list[Path], failed: bool) -> None:
+        self.flush()
+        self.client.log_batch(self.run_id, tags=[RunTag("gantune.status", status),
+                                                 RunTag("gantune.reason", reason[:5000]),
+                                                 RunTag("gantune.steps", str(steps))])
+        for f in files:
+            self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
+        state = RunStatus.FAILED if failed else RunStatus.FINISHED
+        self.client.set_terminated(self.run_id, RunStatus.to_string(state))
+
+
+def _experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """The experiment's id, created on first use (local stores keep artifacts in ./mlartifacts/<name>)."""
+    try:
+        exp = client.get_experiment_by_name(name)
+    except MlflowException as err:
+        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {err.message}") from None
+    if exp is not None:
+        return str(exp.experiment_id)
+    remote = uri.startswith(("http://", "https://", "databricks"))
+    location = None if remote else (Path.cwd() / "mlartifacts" / name).resolve().as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+class MlflowTracker:
+    """Observer of a search (see ``gantune.search.book.Observer``) that writes it to MLflow.
+
+    ``experiment`` defaults to the search name; export's seed re-runs pass the original search's, and their
+    parent run is nested under that search's parent run.
+    """
+
+    def __init__(self, tracking_uri: str, search_name: str, experiment: str | None = None) -> None:
         self.uri = tracking_uri
         self.name = search_name
+        self.experiment = experiment or search_name
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = ""
         self.parent_id = ""
         self.children: dict[int, str] = {}
-        self.pending: dict[int, list[Metric]] = {}
+        self.loggers: dict[int, _RunLogger] = {}
 
     # -- search ---------------------------------------------------------------------------------------------
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
-        try:
-            exp = self.client.get_experiment_by_name(self.name)
-        except MlflowException as err:
-            raise GantuneError(f"--tracking-uri: cannot use MLflow at {self.uri}: {err.message}") from None
-        if exp is None:
-            location = None if "://" in self.uri and not self.uri.startswith("sqlite") else (
-                (Path.cwd() / "mlartifacts" / self.name).resolve().as_uri())
-            self.experiment_id = self.client.create_experiment(self.name, artifact_location=location)
-        else:
-            self.experiment_id = exp.experiment_id
+        self.experiment_id = _experiment(self.client, self.uri, self.experiment)
         parent = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study.study_name}'")
         if parent:
             self.parent_id = parent[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
-            run = self.client.create_run(self.experiment_id, run_name=self.name, tags={
-                "gantune.role": "parent", "gantune.study": study.study_name, "gantune.search": self.name})
+            tags = {"gantune.role": "parent", "gantune.study": study.study_name, "gantune.search": self.name}
+            if self.experiment != self.name:
+                outer = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{self.experiment}'")
+                if outer:
+                    tags["mlflow.parentRunId"] = outer[0].info.run_id
+            run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)
             self.parent_id = run.info.run_id
             settings = space.settings.model_dump()
             params = _flat("search", settings, {})
@@ -121,58 +174,75 @@ class MlflowTracker:
             "gantune.status": "running"})
         rid = run.info.run_id
         self.children[number] = rid
-        self.pending[number] = []
+        self.loggers[number] = _RunLogger(self.client, rid)
         self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         self.client.log_text(rid, yaml.safe_dump(config, sort_keys=False), "trial_config.yaml")
 
     def trial_result(self, number: int, result: dict[str, Any]) -> None:
-        rid = self.children.get(number)
-        if rid is None or "step" not in result:
+        logger = self.loggers.get(number)
+        if logger is None or "step" not in result:
             return
         step = int(result["step"])
-        ts = _now()
-        buf = self.pending.setdefault(number, [])
-        for key, value in result.items():
-            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool):
-                continue
-            if isinstance(value, (int, float)):
-                buf.append(Metric(key, float(value), ts, step))
+        logger.log(result, step)
         if "samples_png" in result:
-            from PIL import Image
-
-            image = Image.open(io.BytesIO(base64.b64decode(result["samples_png"])))
-            self.client.log_image(rid, image, key="samples", step=step)
-        if len(buf) >= _BATCH or "samples_png" in result:
-            self._flush(number)
+            logger.image(base64.b64decode(result["samples_png"]), step)
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
-        rid = self.children.get(outcome.number)
-        if rid is None:
+        logger = self.loggers.pop(outcome.number, None)
+        if logger is None:
             return
-        self._flush(outcome.number)
-        self.client.log_batch(rid, tags=[RunTag("gantune.status", outcome.status),
-                                         RunTag("gantune.reason", outcome.reason[:5000]),
-                                         RunTag("gantune.steps", str(outcome.steps))])
-        if outcome.artifacts and Path(outcome.artifacts).is_dir():
-            for f in sorted(Path(outcome.artifacts).iterdir()):
-                self.client.log_artifact(rid, str(f), "weights" if f.suffix == ".pt" else None)
-        status = RunStatus.to_string(RunStatus.FAILED if outcome.status == "failed" else RunStatus.FINISHED)
-        self.client.set_terminated(rid, status)
+        art = Path(outcome.artifacts) if outcome.artifacts else None
+        files = sorted(art.iterdir()) if art is not None and art.is_dir() else []
+        logger.end(outcome.status, outcome.reason, outcome.steps, files, failed=outcome.status == "failed")
 
     # -- helpers --------------------------------------------------------------------------------------------
-    def _flush(self, number: int) -> None:
-        buf = self.pending.get(number)
-        rid = self.children.get(number)
-        while buf and rid:
-            chunk, buf[:] = buf[:_BATCH], buf[_BATCH:]
-            self.client.log_batch(rid, metrics=chunk)
-
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10000))
 
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+class TrainRun:
+    """MLflow run of ``gantune train``: its own run, tagged with the search its config was exported from.
+
+    A resumed training run (same output directory) continues the same MLflow run.
+    """
+
+    def __init__(self, tracking_uri: str, cfg: Any, out_dir: Path, resume: bool) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        origin = cfg.origin
+        experiment = origin.search if origin is not None else cfg.name
+        exp_id = _experiment(self.client, tracking_uri, experiment)
+        key = str(out_dir.resolve())
+        found = list(self.client.search_runs([exp_id], filter_string=f"tags.`gantune.run_dir` = '{key}'",
+                                             max_results=1)) if resume else []
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
+            if origin is not None:
+                tags["gantune.search"] = origin.search
+                tags["gantune.source_trials"] = ",".join(map(str, origin.trials))
+            run_id = self.client.create_run(exp_id, run_name=f"train-{cfg.name}", tags=tags).info.run_id
+            params = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"}, {})
+            items = [Param(k, v[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(run_id, params=items[i:i + 100])
+        self.run_id = run_id
+        self.experiment_id = exp_id
+        self.logger = _RunLogger(self.client, run_id)
+
+    def report(self, record: dict[str, float]) -> None:
+        self.logger.log(record, int(record["step"]))
+
+    def samples(self, step: int, png: bytes) -> None:
+        self.logger.image(png, step)
+
+    def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
+        self.logger.end(status, reason, steps, [f for f in files if f.exists()], failed=False)
 
 
 def parent_summary(tracking_uri: str, search_name: str) -> dict[str, Any] | None:
@@ -188,3 +258,18 @@ def parent_summary(tracking_uri: str, search_name: str) -> dict[str, Any] | None
                                                tracking_uri=tracking_uri)
     data: dict[str, Any] = json.loads(Path(path).read_text())
     return data
+
+
+def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:
+    """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest``."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(search)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`gantune.trial` = '{number}'",
+                              max_results=1)
+    if not runs:
+        return []
+    local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="weights",
+                                                tracking_uri=tracking_uri, dst_path=str(dest))
+    return [str(p) for p in sorted(Path(local).iterdir())]

@@ -10,6 +10,11 @@ import yaml
 from gantune.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
 def _write_cfg(tmp_path: Path, **sections: dict) -> Path:
     raw = {"name": "t", "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1},
            "train": {"steps": 10, "batch_size": 16, "log_every": 5, "device": "cpu"},

@@ -43,11 +43,13 @@ class OptunaStudySearcher(Searcher):
             trial.set_user_attr("config", raw)
         else:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
+        run_dir = str(self.run_root / f"trial-{trial.number:04d}")
         trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr("run_dir", run_dir)
         self.trials[trial_id] = trial
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
-                "cpus": s.resources.cpu, "run_dir": str(self.run_root / f"trial-{trial.number:04d}")}
+                "cpus": s.resources.cpu, "run_dir": run_dir}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "objective" in result and trial_id in self.trials:

@@ -1,0 +1,201 @@
+"""From a search to production: the best trial(s) -> a fixed trial config (+ generator weights).
+
+A short, pruned search's winner is a noisy pick (GAN results move with the seed). ``--top-k K --seeds S``
+re-runs the K best configs with S seeds each at a longer budget through the same Ray scheduling and MLflow
+logging (a study ``<search>-reruns`` beside the search's, nested under its MLflow parent run), and picks the
+config with the best mean, reporting the spread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gantune.config import TrialConfig, config_from_dict, dump_config
+from gantune.errors import GantuneError
+from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write
+from gantune.space import Pruning, SearchSettings, SearchSpace
+from gantune.study import absolute_sqlite
+
+
+@dataclass
+class Candidate:
+    """One exported config with the evidence behind it."""
+
+    trial: FrozenTrial
+    config: dict[str, Any]
+    values: list[float] = field(default_factory=list)  # objective per seed re-run (empty without re-runs)
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else float(self.trial.values[0])
+
+    @property
+    def spread(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+
+def load_search(name: str, storage: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
+        raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
+                           f"{', '.join(names) or 'none'})") from None
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if not done:
+        raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(done, key=lambda t: sign * t.values[0])[:k]
+
+
+class RerunSpace(SearchSpace):
+    """Replays fixed trial configs: the sampler picks (source trial, seed) pairs enqueued beforehand."""
+
+    def __init__(self, name: str, settings: SearchSettings, configs: dict[int, dict[str, Any]], seeds: int,
+                 steps: int) -> None:
+        text = f"# re-runs of trials {sorted(configs)} with {seeds} seeds at {steps} steps\n"
+        super().__init__(name, f"<{name}>", text, settings, {}, {})
+        self.configs = configs
+        self.n_seeds = seeds
+        self.steps = steps
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        source = trial.suggest_categorical("source_trial", sorted(self.configs))
+        seed = trial.suggest_int("seed", 0, self.n_seeds - 1)
+        raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
+        raw.setdefault("train", {})["seed"] = seed
+        return self._apply_settings(raw)
+
+
+def rerun(study: optuna.Study, candidates: list[Candidate], seeds: int, steps: int, opts: Any) -> None:
+    """Re-run each candidate with ``seeds`` seeds for ``steps`` steps; fills ``Candidate.values``."""
+    from gantune.search import run_search
+
+    settings = SearchSettings.model_validate(study.user_attrs.get("settings") or {})
+    eval_every = min(settings.eval_every, steps)
+    rerun_settings = settings.model_copy(update={
+        "trials": len(candidates) * seeds, "max_steps": steps, "eval_every": eval_every, "sampler": "random",
+        "pruning": Pruning(asha=False, health=settings.pruning.health), "params": {}})
+    name = f"{study.study_name}-reruns"
+    space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
+    storage = study._storage
+    with contextlib.suppress(KeyError):  # re-runs of an earlier export are replaced
+        optuna.delete_study(study_name=name, storage=storage)
+    rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
+    for c in candidates:
+        for seed in range(seeds):
+            rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed})
+    opts.resume = False
+    run_search(space, opts)
+    for t in optuna.load_study(study_name=name, storage=storage).trials:
+        for c in candidates:
+            if t.params.get("source_trial") == c.trial.number and t.state == TrialState.COMPLETE and t.values:
+                c.values.append(float(t.values[0]))
+                c.seeds.append(int(t.params["seed"]))
+
+
+def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    scored = [c for c in candidates if c.values] or candidates
+    return min(scored, key=lambda c: sign * c.mean)
+
+
+def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str,
+           steps: int | None) -> str:
+    lines = [f"# exported by gantune from search {study.study_name!r}",
+             f"# chosen: trial {chosen.trial.number}, search {objective} {chosen.trial.values[0]:.6g}"]
+    for c in candidates:
+        if c.values:
+            lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
+                         f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed "
+                         + ", ".join(f"{v:.4g}" for v in c.values))
+    lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in chosen.trial.params.items()))
+    return "\n".join(lines) + "\n"
+
+
+def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
+                    steps: int | None, storage: str) -> TrialConfig:
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in chosen.config.items()}
+    if steps is not None:
+        raw.setdefault("train", {})["steps"] = steps
+    raw["origin"] = {"search": study.study_name, "trials": [c.trial.number for c in candidates],
+                     "study_storage": storage}
+    return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
+
+
+def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
+    """The chosen trial's generator weights: from its run directory, else from its MLflow child run."""
+    src = Path(chosen.trial.user_attrs.get("run_dir", ""))
+    names = [n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if names:
+            for n in names:
+                shutil.copy2(src / n, dest / n)
+            return [str(dest / n) for n in names]
+    except OSError as err:
+        raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
+    if tracking_uri is not None:
+        from gantune.tracking import download_trial_weights
+
+        got = download_trial_weights(tracking_uri, search, chosen.trial.number, dest)
+        if got:
+            return got
+    raise GantuneError(f"--weights: no weights of trial {chosen.trial.number} in {src} or in MLflow")
+
+
+def write_export(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text.encode())
+    except OSError as err:
+        raise GantuneError(f"--out: cannot write {path} ({err.strerror or err})") from None
+
+
+def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: int | None = None,
+           out: Path, weights: Path | None = None, tracking_uri: str | None = None,
+           search_opts: Any = None) -> dict[str, Any]:
+    """Export the best config of search ``name``; see the module docstring."""
+    study = load_search(name, storage)
+    if weights is not None and weights.exists() and not weights.is_dir():
+        raise GantuneError(f"--weights: {weights} exists and is not a directory")
+    _check_writable_file(out)
+    candidates = [Candidate(t, t.user_attrs["config"]) for t in top_trials(study, top_k)]
+    objective = study.user_attrs.get("settings", {}).get("objective", "objective")
+    objective = objective if isinstance(objective, str) else objective[0]
+    if seeds > 0:
+        rerun_steps = steps or int(study.user_attrs.get("settings", {}).get("max_steps", 1000))
+        rerun(study, candidates, seeds, rerun_steps, search_opts)
+    chosen = choose(study, candidates)
+    cfg = exported_config(study, chosen, candidates, steps, storage)
+    text = header(study, chosen, candidates, objective, steps) + dump_config(cfg)
+    copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
+    write_export(out, text)
+    return {"search": name, "trial": chosen.trial.number, "objective": objective,
+            "search_value": chosen.trial.values[0], "mean": chosen.mean if chosen.values else None,
+            "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
+            "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
+                           for c in candidates},
+            "out": str(out), "weights": copied}
+
+
+def _check_writable_file(path: Path) -> None:
+    """Fail before any work (re-runs can take long) if ``path`` cannot be written."""
+    existing = path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if path.is_dir() or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise GantuneError(f"--out: cannot write {path}")

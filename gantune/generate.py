@@ -1,0 +1,101 @@
+"""Sampling from exported generator weights: ``gantune generate WEIGHTS --n N --out FILE|DIR``.
+
+The weights file carries the config that built the network, so nothing else is needed. A file that is not a
+gantune generator (another format, a wrong architecture, non-finite values) is refused with one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gantune.config import TrialConfig, config_from_dict
+from gantune.data import data_shape, grid25_means, ring8_means
+from gantune.errors import GantuneError
+from gantune.gan import build_generator
+from gantune.rundir import atomic_write
+from gantune.viz import png_bytes, samples_png
+
+FORMAT = "gantune.generator/1"
+MEANS = {"grid25": grid25_means, "ring8": ring8_means}
+
+
+def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialConfig]:
+    """Rebuild the generator from a ``generator.pt`` written by gantune (``torch.load(weights_only=True)``)."""
+    if not path.is_file():
+        raise GantuneError(f"{path}: no such weights file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
+        raise GantuneError(f"{path}: not a readable gantune weights file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
+            payload):
+        raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
+    cfg = config_from_dict(payload["config"], f"{path} (embedded config)")
+    net = build_generator(cfg.model, cfg.resolved_arch, data_shape(cfg.data))
+    try:
+        net.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GantuneError(f"{path}: weights do not fit the embedded config ({first})") from None
+    if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
+        raise GantuneError(f"{path}: weights contain non-finite values")
+    return net.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def sample(net: nn.Module, cfg: TrialConfig, n: int, device: torch.device, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, cfg.model.z_dim, generator=gen)
+    return torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(1024)])
+
+
+def _points_csv(x: torch.Tensor) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["x", "y"])
+    w.writerows([[f"{a:.6f}", f"{b:.6f}"] for a, b in x.tolist()])
+    return buf.getvalue().encode()
+
+
+def _image_png(img: torch.Tensor) -> bytes:
+    x = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return png_bytes(x)
+
+
+def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files."""
+    if n < 1:
+        raise GantuneError("--n: must be at least 1")
+    net, cfg = load_generator(weights, device)
+    points = cfg.data.is_points
+    suffix = out.suffix.lower()
+    if suffix not in ("", ".png", ".csv"):
+        raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")
+    if suffix == ".csv" and not points:
+        raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
+    means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
+    x = sample(net, cfg, n, device, seed)
+    files: dict[Path, bytes] = {}
+    if suffix == ".png":
+        files[out] = samples_png(x, means, f"{n} samples")
+    elif suffix == ".csv":
+        files[out] = _points_csv(x)
+    elif points:
+        files[out / "samples.csv"] = _points_csv(x)
+        files[out / "samples.png"] = samples_png(x, means, f"{n} samples")
+    else:
+        files.update({out / f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
+    except OSError as err:
+        raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
+    return {"weights": str(weights), "n": n, "out": str(out), "files": len(files), "kind": "points" if points
+            else "images", "shape": list(x.shape)}

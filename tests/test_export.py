@@ -1,0 +1,185 @@
+"""Export -> train -> generate, after one small real search (local Ray, sqlite Optuna and MLflow)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from gantune.cli import main
+from gantune.config import load_config
+
+SPACE = """
+name: exp
+search:
+  trials: 3
+  max_steps: 200
+  eval_every: 100
+  sampler: random
+  concurrency: 2
+  pruning: {asha: false, health: true}
+data: {name: grid25}
+model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
+optim:
+  lr_g: {categorical: [0.001, 0.003, 1000000.0]}
+  beta1: {float: [0.0, 0.9]}
+train: {batch_size: 32, log_every: 50}
+eval: {n_samples: 300}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("export")
+    old = Path.cwd()
+    os.chdir(root)
+    os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
+    try:
+        (root / "space.yaml").write_text(SPACE)
+        study = optuna.create_study(study_name="exp", storage=f"sqlite:///{root / 'optuna.db'}")
+        for lr in (0.001, 0.003, 1000000.0):
+            study.enqueue_trial({"optim.lr_g": lr})
+        assert main(["search", "space.yaml", "--quiet"]) == 0
+        yield root
+    finally:
+        os.chdir(old)
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "exp", "--out", "best.yaml", "--weights", "w", "--json"]) == 0
+    result = _last_json(capsys)
+    study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
+    best = study.best_trial
+    assert result["trial"] == best.number
+    text = (searched / "best.yaml").read_text()
+    assert text.startswith("# exported by gantune from search 'exp'")
+    cfg = load_config(searched / "best.yaml")
+    assert cfg.optim.lr_g == best.params["optim.lr_g"] and cfg.optim.beta1 == best.params["optim.beta1"]
+    sampled = best.user_attrs["config"]
+    for section, values in sampled.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert getattr(getattr(cfg, section), key) == value, (section, key)
+    assert cfg.origin is not None and cfg.origin.search == "exp"
+    assert sorted(p.name for p in (searched / "w").iterdir()) == ["generator.pt", "generator_best.pt"]
+    # the production run: the exported file as it is, logged to MLflow tagged with its search
+    assert main(["train", "best.yaml", "--steps", "60", "--out", "prod", "--json"]) == 0
+    summary = _last_json(capsys)
+    run = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
+    assert run.data.tags["gantune.search"] == "exp" and run.data.tags["gantune.role"] == "train"
+    assert run.data.params["optim.lr_g"] == str(best.params["optim.lr_g"])
+
+
+def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "exp", "--top-k", "2", "--seeds", "2", "--steps", "100", "--out", "robust.yaml",
+                 "--json"]) == 0
+    result = _last_json(capsys)
+    assert len(result["candidates"]) == 2
+    assert all(len(c["values"]) == 2 for c in result["candidates"].values())
+    assert result["spread"] is not None and "+-" in (searched / "robust.yaml").read_text()
+    assert load_config(searched / "robust.yaml").train.steps == 100
+    client = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("exp")
+    runs = client.search_runs([exp.experiment_id])
+    search_parent = next(r for r in runs if r.data.tags.get("gantune.study") == "exp")
+    rerun_parent = next(r for r in runs if r.data.tags.get("gantune.study") == "exp-reruns")
+    assert rerun_parent.data.tags["mlflow.parentRunId"] == search_parent.info.run_id
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id]
+    assert len(children) == 4 and all(c.data.tags["gantune.status"] == "completed" for c in children)
+
+
+def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    weights = next((searched / "runs" / "exp").glob("trial-*/generator.pt"))
+    assert main(["generate", str(weights), "--n", "37", "--out", str(tmp_path / "pts.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "pts.csv").open()))
+    assert rows[0] == ["x", "y"] and len(rows) == 38
+    assert main(["generate", str(weights), "--n", "500", "--out", str(tmp_path / "pts.png")]) == 0
+    assert (tmp_path / "pts.png").read_bytes()[:4] == b"\x89PNG"
+    # images: a tiny digits run, then individual files and a grid
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "digits", "resolution": 8},
+                                   "model": {"g_width": 4, "d_width": 4, "g_depth": 1, "d_depth": 1},
+                                   "train": {"steps": 5, "batch_size": 8, "log_every": 5},
+                                   "eval": {"metrics": [], "every": 5}}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "d"), "--no-tracking"]) == 0
+    assert main(["generate", str(tmp_path / "d" / "generator.pt"), "--n", "5", "--out", str(tmp_path / "imgs"),
+                 "--json"]) == 0
+    assert _last_json(capsys)["shape"] == [5, 1, 8, 8]
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gantune.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "GANTUNE_CACHE_DIR": str(cwd / "cache")})
+
+
+def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> None:
+    weights = next((searched / "runs" / "exp").glob("trial-*/generator.pt"))
+    tampered = tmp_path / "tampered.pt"
+    payload = torch.load(weights, weights_only=True)
+    payload["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, tampered)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2000))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (["export", "nope", "--storage", f"sqlite:///{searched / 'optuna.db'}"], "no search named 'nope'"),
+        (["generate", str(tampered), "--out", str(tmp_path / "x.png")], "weights do not fit the embedded config"),
+        (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "not a readable gantune weights file"),
+        (["generate", str(weights), "--out", str(blocker / "sub" / "x.png")], "--out: cannot write"),
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(blocker / "b.yaml")],
+         "--out: cannot write"),
+        (["train", str(searched / "best.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
+    ]
+    for args, needle in cases:
+        proc = _run(args, tmp_path)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and len(err.splitlines()) == 1 and needle in err, (args, err)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_train_resumes_after_kill(tmp_path: Path) -> None:
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "grid25"},
+                                   "model": {"z_dim": 4, "g_width": 32, "d_width": 32, "g_depth": 2, "d_depth": 2},
+                                   "train": {"steps": 4000, "batch_size": 64, "log_every": 50,
+                                             "checkpoint_every": 100},
+                                   "eval": {"every": 1000, "n_samples": 200}}))
+    cmd = [sys.executable, "-m", "gantune.cli", "train", str(cfg), "--out", "run"]
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 8:  # past a few checkpoints
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode != 0
+    done = subprocess.run([*cmd, "--resume", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 4000
+    steps = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 4000  # no step logged twice, none lost at the end
+    assert steps == [50.0 * i for i in range(1, 81)]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gantune").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the resumed run continued the same MLflow run
