@@ -31,6 +31,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
+#: MLflow 3's UI opens an experiment in its model-training view (runs, metrics) rather than GenAI traces
+_KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def resolve_tracking_uri(flag: str | None) -> str:
@@ -98,10 +100,12 @@ def _experiment(client: MlflowClient, uri: str, name: str) -> str:
     except MlflowException as err:
         raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {err.message}") from None
     if exp is not None:
+        if _KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, _KIND, _TRAINING)
         return str(exp.experiment_id)
     remote = uri.startswith(("http://", "https://", "databricks"))
     location = None if remote else (Path.cwd() / "mlartifacts" / name).resolve().as_uri()
-    return str(client.create_experiment(name, artifact_location=location))
+    return str(client.create_experiment(name, artifact_location=location, tags={_KIND: _TRAINING}))
 
 
 class MlflowTracker:
