@@ -71,7 +71,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.config import config_from_dict, load_config
     from gantune.health import HealthMonitor, Verdict
-    from gantune.rundir import CHECKPOINT
+    from gantune.rundir import CHECKPOINT, check_writable
     from gantune.trial import train
 
     path = resolve_config_path(args.config)
@@ -85,7 +85,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         raise GantuneError(f"--resume: no checkpoint in {out}")
     if not args.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
-    _check_writable(out)
+    check_writable(out, "--out", is_dir=True)
     tracker = None
     if not args.no_tracking:
         from gantune.tracking import TrainRun, resolve_tracking_uri
@@ -121,17 +121,6 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before any work if the output directory cannot be created or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".gantune-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise GantuneError(f"--out: cannot write to {out} ({err.strerror or err})") from None
-
-
 COMMANDS.add("train", Command("train one GAN from a config file", _train_args, _train))
 
 
@@ -146,6 +135,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log the search to MLflow")
     p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")
     p.add_argument("--name", help="search name (default: the file's name: or its stem)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search of this name")
@@ -158,11 +148,11 @@ def _search(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.tracking import MlflowTracker, resolve_tracking_uri
 
     space = load_space(args.space, name=args.name)
-    tracker = MlflowTracker(resolve_tracking_uri(args.tracking_uri), space.name)
+    observers = [] if args.no_tracking else [MlflowTracker(resolve_tracking_uri(args.tracking_uri), space.name)]
     opts = SearchOptions(trials=args.trials, max_steps=args.max_steps, concurrent=args.concurrent,
                          gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, storage=args.storage,
                          runs_dir=args.runs_dir, resume=args.resume, quiet=args.quiet or args.json,
-                         observers=[tracker])
+                         observers=observers)
     summary = run_search(space, opts)
     if not args.json:
         _print_search_summary(summary)
@@ -258,6 +248,26 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS.add("generate", Command("sample from exported generator weights", _generate_args, _generate))
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("search", help="search name (the study name in --storage)")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
+    p.add_argument("--top", type=int, default=4, help="sample grids of this many top trials")
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.report import build_report
+
+    result = build_report(args.search, args.storage, Path(args.out), args.top)
+    emit(f"report of {result['trials']} trials -> {result['out']}", args.json)
+    return result
+
+
+COMMANDS.add("report", Command("write a self-contained HTML report of a search", _report_args, _report))
 
 
 # --- ui ------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ config with the best mean, reporting the spread.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
-from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write
+from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
 from gantune.study import absolute_sqlite
 
@@ -172,7 +171,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     study = load_search(name, storage)
     if weights is not None and weights.exists() and not weights.is_dir():
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
-    _check_writable_file(out)
+    check_writable(out, "--out", is_dir=False)
     candidates = [Candidate(t, t.user_attrs["config"]) for t in top_trials(study, top_k)]
     objective = study.user_attrs.get("settings", {}).get("objective", "objective")
     objective = objective if isinstance(objective, str) else objective[0]
@@ -190,12 +189,3 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
                            for c in candidates},
             "out": str(out), "weights": copied}
-
-
-def _check_writable_file(path: Path) -> None:
-    """Fail before any work (re-runs can take long) if ``path`` cannot be written."""
-    existing = path.absolute().parent
-    while not existing.exists():
-        existing = existing.parent
-    if path.is_dir() or not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise GantuneError(f"--out: cannot write {path}")

@@ -22,6 +22,20 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 
 
+def check_writable(path: Path, flag: str, is_dir: bool) -> None:
+    """Fail before any work if ``path`` could not be created: its nearest existing ancestor must be a writable
+    directory (and ``path`` itself not the wrong kind of thing). Creates nothing."""
+    from gantune.errors import GantuneError
+
+    if path.exists() and path.is_dir() != is_dir:
+        raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise GantuneError(f"{flag}: cannot write {path} ({existing} is not a writable directory)")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)

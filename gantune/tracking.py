@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from gantune.search.book import TrialOutcome
 from gantune.study import absolute_sqlite
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow's INFO lines (database creation, migrations) would break the CLI's one-line-error contract on stderr
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 #: Tune's bookkeeping fields: not metrics of the GAN
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
@@ -211,10 +215,22 @@ def _now() -> int:
 class TrainRun:
     """MLflow run of ``gantune train``: its own run, tagged with the search its config was exported from.
 
-    A resumed training run (same output directory) continues the same MLflow run.
+    The run is opened at the first report, i.e. once config, data and device have proved valid, so bad input
+    leaves nothing in MLflow. A resumed training run (same output directory) continues the same MLflow run.
     """
 
     def __init__(self, tracking_uri: str, cfg: Any, out_dir: Path, resume: bool) -> None:
+        self.args = (tracking_uri, cfg, out_dir, resume)
+        self.run_id: str | None = None
+        self._logger: _RunLogger | None = None
+
+    @property
+    def logger(self) -> _RunLogger:
+        if self._logger is None:
+            self._logger = self._open(*self.args)
+        return self._logger
+
+    def _open(self, tracking_uri: str, cfg: Any, out_dir: Path, resume: bool) -> _RunLogger:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         origin = cfg.origin
         experiment = origin.search if origin is not None else cfg.name
@@ -236,8 +252,7 @@ class TrainRun:
             for i in range(0, len(items), 100):
                 self.client.log_batch(run_id, params=items[i:i + 100])
         self.run_id = run_id
-        self.experiment_id = exp_id
-        self.logger = _RunLogger(self.client, run_id)
+        return _RunLogger(self.client, run_id)
 
     def report(self, record: dict[str, float]) -> None:
         self.logger.log(record, int(record["step"]))

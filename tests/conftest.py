@@ -38,3 +38,33 @@ def tiny_images(**sections: dict[str, Any]) -> TrialConfig:
 @pytest.fixture
 def tiny_cfg() -> TrialConfig:
     return tiny()
+
+
+def tiny_space(name: str, trials: int, max_steps: int, eval_every: int, lrs: list[float], *, log_every: int,
+               n_samples: int, beta1: bool = False) -> str:
+    """A grid25 search space of tiny MLPs whose lr_g choices decide each trial's fate (1e6 goes NaN)."""
+    optim = f"  lr_g: {{categorical: {lrs}}}\n" + ("  beta1: {float: [0.0, 0.9]}\n" if beta1 else "")
+    return f"""
+name: {name}
+search:
+  trials: {trials}
+  max_steps: {max_steps}
+  eval_every: {eval_every}
+  sampler: random
+  concurrency: 2
+  pruning: {{asha: false, health: true}}
+data: {{name: grid25}}
+model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
+optim:
+{optim}train: {{batch_size: 32, log_every: {log_every}}}
+eval: {{n_samples: {n_samples}}}
+"""
+
+
+def enqueue_lrs(storage: str, name: str, lrs: list[float]) -> None:
+    """Fix the first trials' lr_g, whatever the sampler would draw (e.g. one healthy, one NaN)."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=storage)
+    for lr in lrs:
+        study.enqueue_trial({"optim.lr_g": lr})

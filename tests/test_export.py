@@ -18,24 +18,9 @@ from mlflow import MlflowClient
 
 from gantune.cli import main
 from gantune.config import load_config
+from tests.conftest import enqueue_lrs, tiny_space
 
-SPACE = """
-name: exp
-search:
-  trials: 3
-  max_steps: 200
-  eval_every: 100
-  sampler: random
-  concurrency: 2
-  pruning: {asha: false, health: true}
-data: {name: grid25}
-model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
-optim:
-  lr_g: {categorical: [0.001, 0.003, 1000000.0]}
-  beta1: {float: [0.0, 0.9]}
-train: {batch_size: 32, log_every: 50}
-eval: {n_samples: 300}
-"""
+SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, n_samples=300, beta1=True)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +31,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
     try:
         (root / "space.yaml").write_text(SPACE)
-        study = optuna.create_study(study_name="exp", storage=f"sqlite:///{root / 'optuna.db'}")
-        for lr in (0.001, 0.003, 1000000.0):
-            study.enqueue_trial({"optim.lr_g": lr})
+        enqueue_lrs(f"sqlite:///{root / 'optuna.db'}", "exp", [0.001, 0.003, 1000000.0])
         assert main(["search", "space.yaml", "--quiet"]) == 0
         yield root
     finally:

@@ -12,23 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
+from tests.conftest import enqueue_lrs, tiny_space
 
-SPACE = """
-name: tracked
-search:
-  trials: 3
-  max_steps: 200
-  eval_every: 100
-  sampler: random
-  concurrency: 2
-  pruning: {asha: false, health: true}
-data: {name: grid25}
-model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
-optim:
-  lr_g: {categorical: [0.001, 1000000.0]}
-train: {batch_size: 32, log_every: 50}
-eval: {n_samples: 300}
-"""
+SPACE = tiny_space("tracked", 3, 200, 100, [0.001, 1000000.0], log_every=50, n_samples=300)
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +26,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _search(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
     (tmp_path / "space.yaml").write_text(SPACE)
     if "--resume" not in extra:  # a healthy and a diverging trial, whatever the sampler draws
-        study = optuna.create_study(study_name="tracked", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-        for lr in (0.001, 1000000.0, 0.001):
-            study.enqueue_trial({"optim.lr_g": lr})
+        enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "tracked", [0.001, 1000000.0, 0.001])
     code = main(["search", "space.yaml", "--tracking-uri", tracking_uri, "--json", *extra])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0

@@ -1,0 +1,57 @@
+"""Helpers shared by the search benchmarks: run a space with overridden settings, collect per-trial results."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from gantune.search import SearchOptions, run_search
+from gantune.space import SearchSpace, load_space
+
+
+@dataclass
+class Collector:
+    """A search observer keeping each trial's reported records (for throughput and replay)."""
+
+    records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
+        pass
+
+    def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return summary
+
+    def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
+        self.records[number] = []
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None:
+        self.records.setdefault(number, []).append({k: v for k, v in result.items() if isinstance(v, (int, float))})
+
+    def trial_ended(self, outcome: Any) -> None:
+        pass
+
+    def median_steps_per_s(self, number: int) -> float:
+        values = [r["steps_per_s"] for r in self.records.get(number, []) if "steps_per_s" in r]
+        return statistics.median(values[1:] or values) if values else 0.0
+
+
+def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, Any],
+        collector: Collector | None = None) -> tuple[dict[str, Any], optuna.Study, SearchSpace]:
+    """One search of ``space_path`` under ``name`` with ``search`` settings overridden, in ``workdir``."""
+    space = load_space(space_path, name=name)
+    raw = space.settings.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    space.settings = type(space.settings).model_validate(raw)
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    opts = SearchOptions(storage=storage, runs_dir=str(workdir / "runs"), quiet=True,
+                         observers=[collector] if collector is not None else [])
+    summary = run_search(space, opts)
+    return summary, optuna.load_study(study_name=name, storage=storage), space

@@ -1,0 +1,161 @@
+"""``gantune report SEARCH --out report.html``: one self-contained HTML page about a search.
+
+Charts come from Optuna's plotly visualisations (optimisation history, parameter importances, parallel
+coordinates, objective vs. each parameter, Pareto front) plus gantune's status/prune-reason timeline; plotly.js
+is inlined once, sample grids are embedded as data URIs, so the page opens offline. The template is
+``dashboards/report.html.j2``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gantune.errors import GantuneError
+from gantune.export import load_search, top_trials
+from gantune.rundir import atomic_write
+
+TEMPLATE = "report.html.j2"
+STATUS_COLORS = {"completed": "#1a7f37", "pruned:asha": "#bf8700", "pruned:collapsed": "#8250df",
+                 "pruned:diverged": "#cf222e", "pruned:stalled": "#57606a", "failed": "#000000"}
+
+
+def template_dir() -> Path:
+    """``dashboards/`` of a source checkout, else the copy installed under ``<prefix>/share/gantune``."""
+    for candidate in (os.environ.get("GANTUNE_DASHBOARDS"), Path(__file__).resolve().parents[1] / "dashboards",
+                      Path(sys.prefix) / "share" / "gantune" / "dashboards"):
+        if candidate and (Path(candidate) / TEMPLATE).is_file():
+            return Path(candidate)
+    raise GantuneError(f"report template {TEMPLATE} not found (set $GANTUNE_DASHBOARDS to the dashboards folder)")
+
+
+def _status(t: FrozenTrial) -> str:
+    return str(t.user_attrs.get("gantune_status", t.state.name.lower()))
+
+
+def _status_timeline(trials: list[FrozenTrial]) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for status, color in STATUS_COLORS.items():
+        sel = [t for t in trials if _status(t) == status and t.datetime_start and t.datetime_complete]
+        if not sel:
+            continue
+        fig.add_trace(go.Bar(
+            name=status, orientation="h", marker_color=color, y=[t.number for t in sel],
+            base=[t.datetime_start.isoformat() for t in sel],  # type: ignore[union-attr]
+            x=[(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in sel],  # type: ignore[operator]
+            hovertext=[f"trial {t.number}: {status} at step {t.user_attrs.get('steps')}<br>"
+                       f"{t.user_attrs.get('gantune_reason', '')}" for t in sel], hoverinfo="text"))
+    fig.update_layout(barmode="overlay", xaxis={"type": "date", "title": "time"},
+                      yaxis={"title": "trial", "autorange": "reversed"}, height=max(300, 22 * len(trials) + 120),
+                      legend={"title": "status"})
+    return fig
+
+
+def _status_counts(trials: list[FrozenTrial]) -> Any:
+    import plotly.graph_objects as go
+
+    reasons: dict[str, int] = {}
+    for t in trials:
+        status = _status(t)
+        if status.startswith("pruned:") or status == "failed":
+            reason = str(t.user_attrs.get("gantune_reason", "")).split(" (step")[0].split(" at step")[0]
+            key = f"{status}: {reason.split(' for ')[0][:60]}"
+            reasons[key] = reasons.get(key, 0) + 1
+    counts = {s: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=list(STATUS_COLORS.values()),
+                           hovertext=[", ".join(f"{k.split(': ', 1)[1]} ({v})" for k, v in reasons.items()
+                                                if k.startswith(s + ":")) for s in counts], hoverinfo="text+y"))
+    fig.update_layout(yaxis={"title": "trials"}, height=320)
+    return fig
+
+
+def _charts(study: optuna.Study, trials: list[FrozenTrial], objective_names: list[str]) -> list[dict[str, str]]:
+    import optuna.visualization as ov
+
+    multi = len(study.directions) > 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    target = (lambda t: t.values[0]) if multi else None
+    name = objective_names[0]
+    specs: list[tuple[str, Any]] = [
+        ("Trials by status (hover: prune reasons)", lambda: _status_counts(trials)),
+        ("Trials over time, by status and prune reason", lambda: _status_timeline(trials)),
+        ("Optimisation history", lambda: ov.plot_optimization_history(study, target=target, target_name=name)),
+        ("Parameter importances (fANOVA)", lambda: ov.plot_param_importances(study, target=target, target_name=name)),
+        ("Parallel coordinates", lambda: ov.plot_parallel_coordinate(study, target=target, target_name=name)),
+        (f"{name} vs. each parameter", lambda: ov.plot_slice(study, target=target, target_name=name)),
+    ]
+    if multi:
+        specs.append(("Pareto front", lambda: ov.plot_pareto_front(study, target_names=objective_names)))
+    charts = []
+    for title, make in specs:
+        try:
+            if len(complete) < 2 and title.startswith(("Parameter", "Parallel")):
+                raise ValueError("needs at least two completed trials")
+            fig = make()
+            fig.update_layout(autosize=True, width=None)  # fill the section instead of a fixed width
+            charts.append({"title": title, "html": fig.to_html(full_html=False, include_plotlyjs=False)})
+        except (ValueError, RuntimeError) as err:
+            charts.append({"title": title, "html": "", "note": f"Not available: {err}"})
+    return charts
+
+
+def _grids(study: optuna.Study, k: int) -> list[dict[str, Any]]:
+    out = []
+    try:
+        best = top_trials(study, k)
+    except GantuneError:
+        return []
+    for t in best:
+        samples = sorted((Path(t.user_attrs.get("run_dir", "")) / "samples").glob("*.png"))
+        if samples:
+            out.append({"number": t.number, "value": t.values[0],
+                        "png": base64.b64encode(samples[-1].read_bytes()).decode()})
+    return out
+
+
+def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, Any]:
+    import jinja2
+    import plotly.offline
+
+    study = load_search(name, storage)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    if not trials:
+        raise GantuneError(f"search {name!r} has no finished trial to report")
+    settings = study.user_attrs.get("settings", {})
+    objective = settings.get("objective", "objective")
+    names = [objective] if isinstance(objective, str) else list(objective)
+    direction = settings.get("direction", "minimize")
+    counts = {s: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        bt = top_trials(study, 1)[0]
+        best = {"number": bt.number, "value": bt.values[0]}
+    rows = [{"number": t.number, "status": _status(t), "steps": t.user_attrs.get("steps", ""),
+             "reason": t.user_attrs.get("gantune_reason", ""),
+             "value": ", ".join(f"{v:.4g}" for v in t.values) if t.values else "",
+             "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
+            for t in trials]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
+    html = env.get_template(TEMPLATE).render(
+        search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
+        trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
+        budget_steps=int(settings.get("trials", len(trials))) * int(settings.get("max_steps", 0)),
+        best=best, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
+        plotly_js=plotly.offline.get_plotlyjs())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, html.encode())
+    except OSError as err:
+        raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
+    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html)}

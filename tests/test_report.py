@@ -1,0 +1,39 @@
+"""The HTML report of a real (tiny) search: self-contained and listing every trial."""
+
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gantune.cli import main
+from tests.conftest import enqueue_lrs, tiny_space
+
+SPACE = tiny_space("rep", 4, 100, 50, [0.001, 0.002, 1000000.0], log_every=25, n_samples=200, beta1=True)
+
+
+def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "rep", [0.001, 0.002, 1000000.0, 0.001])
+    assert main(["search", "space.yaml", "--quiet", "--no-tracking"]) == 0
+    assert main(["report", "rep", "--out", "out/report.html"]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    # self-contained: no external scripts, styles, images or frames
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=[\"']?(https?:)?//", html, re.I)
+    assert "<script>" in html and "Plotly" in html  # plotly.js inlined
+    rows = re.findall(r'<tr class="trial-row"><td>(\d+)</td><td class="status-[a-z]+">([a-z:]+)</td>', html)
+    assert sorted(int(n) for n, _ in rows) == [0, 1, 2, 3]
+    assert "pruned:diverged" in {s for _, s in rows} and "completed" in {s for _, s in rows}
+    for title in ("Optimisation history", "Parameter importances", "Parallel coordinates", "vs. each parameter",
+                  "Trials over time"):
+        assert title in html
+    assert "data:image/png;base64," in html  # sample grids of the top trials
+
+
+def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert main(["report", "nope"]) == 2
