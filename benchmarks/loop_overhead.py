@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gantune.config import TrialConfig, config_from_dict
-from gantune.data import load_data
+from gantune.data import data_shape, load_data
 from gantune.gan.nets import build_discriminator, build_generator
 from gantune.trial import resolve_device, train
 
@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def bare_loop(cfg: TrialConfig, device: torch.device, steps: int) -> float:
     """The PyTorch DCGAN-tutorial loop: what a researcher writes by hand. Returns it/s."""
     torch.manual_seed(0)
-    shape = (2,) if cfg.data.is_points else (1, cfg.data.resolution, cfg.data.resolution)
+    shape = data_shape(cfg.data)
     data = load_data(cfg.data, device, 0)
     G = build_generator(cfg.model, cfg.resolved_arch, shape).to(device)
     D = build_discriminator(cfg.model, cfg.resolved_arch, shape).to(device)
