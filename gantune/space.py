@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
@@ -313,7 +312,3 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     _check_names(leaves, params, source)
     text = Path(path).read_text()
     return SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
-
-
-def space_to_yaml(space: SearchSpace) -> str:
-    return yaml.safe_dump({"search": space.settings.model_dump(by_alias=True)}, sort_keys=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import os
 import time
@@ -262,21 +261,6 @@ class TrainRun:
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
         self.logger.end(status, reason, steps, [f for f in files if f.exists()], failed=False)
-
-
-def parent_summary(tracking_uri: str, search_name: str) -> dict[str, Any] | None:
-    """The summary a finished search left on its parent run (for export and report)."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(search_name)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`gantune.role` = 'parent'", max_results=1)
-    if not runs:
-        return None
-    path = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="summary.json",
-                                               tracking_uri=tracking_uri)
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    return data
 
 
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:
