@@ -57,12 +57,15 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
+def first_nonfinite(record: dict[str, float]) -> str | None:
+    """The first key whose value is NaN or infinite (the trial loop's own stop uses it too)."""
+    return next((k for k, v in record.items() if not math.isfinite(v)), None)
+
+
 @rule
 def _non_finite(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
-    for k, v in r.items():
-        if not math.isfinite(v):
-            return Verdict("diverged", f"non-finite {k} at step {int(r['step'])}")
-    return None
+    bad = first_nonfinite(r)
+    return None if bad is None else Verdict("diverged", f"non-finite {bad} at step {int(r['step'])}")
 
 
 @rule

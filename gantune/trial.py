@@ -20,7 +20,7 @@ import torch
 from gantune.config import TrialConfig
 from gantune.data import RealData, load_data
 from gantune.gan import GANTrainer
-from gantune.health import Verdict
+from gantune.health import Verdict, first_nonfinite
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, RunDir
 from gantune.viz import samples_png
@@ -62,13 +62,6 @@ def resolve_device(name: str) -> torch.device:
 
         raise GantuneError(f"train.device: {name!r} asked for, but no CUDA device is available")
     return dev
-
-
-def _nonfinite(record: Record) -> str | None:
-    for k, v in record.items():
-        if not math.isfinite(v):
-            return k
-    return None
 
 
 def _rng_state(device: torch.device, data: RealData) -> dict[str, Any]:
@@ -132,6 +125,10 @@ def train(
     def wall() -> float:
         return prior_wall + time.perf_counter() - t_start
 
+    def fake(n: int) -> torch.Tensor:
+        """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
+        return trainer.generate(torch.randn(n, cfg.model.z_dim))
+
     def checkpoint(step: int) -> None:
         if rd is not None:
             rd.save_checkpoint({"step": step, "eval_s": eval_s, "wall_s": wall(),
@@ -157,16 +154,16 @@ def train(
             record.update(trainer.read_stats())
             record["steps_per_s"] = (step - window_step) / max(now - window_t, 1e-9)
             window_t, window_step = now, step
-            if (bad := _nonfinite(record)) is not None:
+            if (bad := first_nonfinite(record)) is not None:
                 status, reason = "diverged", f"non-finite {bad} at step {step}"
         if quick_now and status == "completed":
             t_eval = time.perf_counter()
-            record.update(evaluate.quick(lambda n: trainer.generate(torch.randn(n, cfg.model.z_dim))))
+            record.update(evaluate.quick(fake))
             eval_s += time.perf_counter() - t_eval
             window_t += time.perf_counter() - t_eval
         if eval_now and status == "completed":
             t_eval = time.perf_counter()
-            metrics = evaluate(lambda n: trainer.generate(torch.randn(n, cfg.model.z_dim)))
+            metrics = evaluate(fake)
             png = samples_png(trainer.generate(grid_z).cpu(), means, f"step {step}")
             if rd is not None:
                 rd.save_samples(step, png)
@@ -181,7 +178,7 @@ def train(
             if rd is not None and math.isfinite(value) and sign * value < best_value:
                 best_value = sign * value  # the generator at its best evaluation, kept beside the final one
                 rd.save_generator(trainer.eval_generator().state_dict(), cfg, step, name=BEST_GENERATOR)
-        if (eval_now or quick_now) and status == "completed" and (bad := _nonfinite(record)) is not None:
+        if (eval_now or quick_now) and status == "completed" and (bad := first_nonfinite(record)) is not None:
             status, reason = "diverged", f"non-finite {bad} at step {step}"
         record["wall_s"] = wall()
         last = record

@@ -94,7 +94,6 @@ class SearchBook(Callback):
         self.outcomes: dict[int, TrialOutcome] = {}
         self.running: set[int] = set()
         self.best: TrialOutcome | None = None
-        self.steps_run = 0
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -138,7 +137,6 @@ class SearchBook(Callback):
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)
         self.counts[out.status] += 1
-        self.steps_run += out.steps
         if out.status == "completed" and out.values is not None and math.isfinite(out.values[0]) and (
                 self.best is None or self.sign * out.values[0] < self.sign * (self.best.values or [0])[0]):
             self.best = out
