@@ -22,7 +22,7 @@ from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import absolute_sqlite
+from gantune.study import absolute_sqlite, search_settings
 
 
 @dataclass
@@ -79,11 +79,11 @@ class RerunSpace(SearchSpace):
         return self._apply_settings(raw)
 
 
-def rerun(study: optuna.Study, candidates: list[Candidate], seeds: int, steps: int, opts: Any) -> None:
+def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candidate], seeds: int, steps: int,
+          opts: Any) -> None:
     """Re-run each candidate with ``seeds`` seeds for ``steps`` steps; fills ``Candidate.values``."""
     from gantune.search import run_search
 
-    settings = SearchSettings.model_validate(study.user_attrs.get("settings") or {})
     eval_every = min(settings.eval_every, steps)
     rerun_settings = settings.model_copy(update={
         "trials": len(candidates) * seeds, "max_steps": steps, "eval_every": eval_every, "sampler": "random",
@@ -173,11 +173,10 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
     check_writable(out, "--out", is_dir=False)
     candidates = [Candidate(t, t.user_attrs["config"]) for t in top_trials(study, top_k)]
-    objective = study.user_attrs.get("settings", {}).get("objective", "objective")
-    objective = objective if isinstance(objective, str) else objective[0]
+    settings = search_settings(study)
+    objective = settings.objectives[0]
     if seeds > 0:
-        rerun_steps = steps or int(study.user_attrs.get("settings", {}).get("max_steps", 1000))
-        rerun(study, candidates, seeds, rerun_steps, search_opts)
+        rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)
     cfg = exported_config(study, chosen, candidates, steps, storage)
     text = header(study, chosen, candidates, objective, steps) + dump_config(cfg)

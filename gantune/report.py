@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune.errors import GantuneError
 from gantune.export import load_search, top_trials
 from gantune.rundir import atomic_write
+from gantune.study import search_settings
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {"completed": "#1a7f37", "pruned:asha": "#bf8700", "pruned:collapsed": "#8250df",
@@ -130,10 +131,9 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     if not trials:
         raise GantuneError(f"search {name!r} has no finished trial to report")
-    settings = study.user_attrs.get("settings", {})
-    objective = settings.get("objective", "objective")
-    names = [objective] if isinstance(objective, str) else list(objective)
-    direction = settings.get("direction", "minimize")
+    settings = search_settings(study)
+    names = settings.objectives
+    direction = ", ".join(settings.directions)
     counts = {s: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
@@ -150,7 +150,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
-        budget_steps=int(settings.get("trials", len(trials))) * int(settings.get("max_steps", 0)),
+        budget_steps=settings.trials * settings.max_steps,
         best=best, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
         plotly_js=plotly.offline.get_plotlyjs())
     try:

@@ -64,6 +64,11 @@ def open_study(name: str, storage: str, settings: SearchSettings, resume: bool) 
                                directions=[optuna.study.StudyDirection[d.upper()] for d in directions])
 
 
+def search_settings(study: optuna.Study) -> SearchSettings:
+    """The search settings a study was run with (``run_search`` stores them on the study)."""
+    return SearchSettings.model_validate(study.user_attrs.get("settings") or {})
+
+
 def interrupted_trials(study: optuna.Study) -> list[optuna.Trial]:
     """Trials left RUNNING by a search that was killed: a resumed search runs them again, same number."""
     return [optuna.Trial(study, t._trial_id) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
