@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gantune.errors import GantuneError
+from gantune.errors import GantuneError, Interrupted
 from gantune.registry import Registry
 
 
@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.config import config_from_dict, load_config
     from gantune.health import HealthMonitor, Verdict
     from gantune.rundir import CHECKPOINT, check_writable
-    from gantune.trial import train
+    from gantune.trial import is_oom, train
 
     path = resolve_config_path(args.config)
     cfg = load_config(path)
@@ -106,8 +106,16 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             emit(f"health: {verdict.kind}: {verdict.reason}", args.json)
         return verdict if args.early_stop else None
 
-    result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device,
-                   on_samples=tracker.samples if tracker is not None else None)
+    try:
+        result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device,
+                       on_samples=tracker.samples if tracker is not None else None)
+    except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
+        if tracker is not None:
+            tracker.fail("interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}")
+        if is_oom(err):
+            raise GantuneError(f"out of memory: {str(err).strip().splitlines()[0][:200]} (lower train.batch_size "
+                               "or the model widths)") from None
+        raise
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}", args.json)
     summary = result.to_dict()
@@ -323,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GantuneError as err:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"gantune {args.command}: {err}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"gantune {args.command}: interrupted", file=sys.stderr)
         return 130

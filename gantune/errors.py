@@ -13,3 +13,7 @@ class ConfigError(GantuneError):
 
 class DataError(GantuneError):
     """A dataset that cannot be read (missing path, missing files, nothing to download from)."""
+
+
+class Interrupted(Exception):
+    """The user stopped a command (Ctrl-C): the CLI prints the message and exits with code 130."""

@@ -25,7 +25,8 @@ from gantune.study import search_settings
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {"completed": "#1a7f37", "pruned:asha": "#bf8700", "pruned:collapsed": "#8250df",
-                 "pruned:diverged": "#cf222e", "pruned:stalled": "#57606a", "failed": "#000000"}
+                 "pruned:diverged": "#cf222e", "pruned:stalled": "#57606a", "failed": "#000000",
+                 "failed:oom": "#953800"}
 
 
 def template_dir() -> Path:
@@ -67,7 +68,7 @@ def _status_counts(trials: list[FrozenTrial]) -> Any:
     reasons: dict[str, int] = {}
     for t in trials:
         status = _status(t)
-        if status.startswith("pruned:") or status == "failed":
+        if status.startswith(("pruned:", "failed")):
             reason = str(t.user_attrs.get("gantune_reason", "")).split(" (step")[0].split(" at step")[0]
             key = f"{status}: {reason.split(' for ')[0][:60]}"
             reasons[key] = reasons.get(key, 0) + 1

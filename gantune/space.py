@@ -8,9 +8,10 @@ A leaf is a fixed value, or one of::
     {value: 0.01}                                   # a fixed value, useful with when:
 
 each optionally with ``when: "<condition>"``: the leaf is only set (sampled) when the condition holds, else the
-config default applies. Expressions name other leaves by dotted path or free parameters declared under
-``search.params``. The ``search`` section holds the search settings. Files are validated with pydantic before
-anything starts; every error is one line naming the file, key and expectation.
+config default applies (an expression naming a switched-off leaf reads that default). Expressions name other
+leaves by dotted path or free parameters declared under ``search.params``. The ``search`` section holds the
+search settings. Files are validated with pydantic before anything starts; every error is one line naming the
+file, key and expectation.
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ class SearchSpace:
         absent = object()
 
         def resolve(name: str) -> Any:
-            if name in values:
-                return values[name]
+            if name in values:  # a leaf switched off by its ``when`` reads as the config default
+                return _schema_default(name) if values[name] is absent else values[name]
             spec = self.leaves.get(name) or self.params.get(name)
             if spec is None:
                 return _schema_default(name)
@@ -283,6 +284,31 @@ def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) 
                                       "such as optim.lr_g or a parameter declared under search.params)")
 
 
+def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
+    """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
+
+    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial.
+    """
+    from gantune.config import config_from_dict
+    from gantune.metrics import metric_keys
+
+    fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
+    for path, spec in leaves.items():
+        section, key = path.split(".", 1)
+        if section in fixed:
+            if not isinstance(spec, ValueSpec) or spec.when is not None:
+                return
+            fixed[section][key] = spec.value
+    try:
+        keys = metric_keys(config_from_dict(fixed, source))
+    except ConfigError:
+        return  # an impossible data/eval combination is reported when the trial config is validated
+    for objective in settings.objectives:
+        if objective not in keys:
+            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "
+                              f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
+
+
 def _all_schema_paths() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
@@ -291,8 +317,9 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     """Read and validate a search-space file; nothing starts before this has succeeded."""
     source = str(path)
     raw = read_yaml(path)
-    if raw is None:
-        raw = {}
+    if not raw:
+        raise ConfigError(f"{source}: empty search space (expected a search section and config sections; see "
+                          "search_spaces/ for examples)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a search section and config sections")
     raw = dict(raw)
@@ -310,5 +337,6 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
     leaves = _walk(raw, source)
     _check_names(leaves, params, source)
+    _check_objectives(settings, leaves, source)
     text = Path(path).read_text()
     return SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)

@@ -28,8 +28,10 @@ SAMPLERS.add("qmc", lambda s: optuna.samplers.QMCSampler(seed=s.seed, warn_indep
 SAMPLERS.add("gp", lambda s: optuna.samplers.GPSampler(seed=s.seed))
 SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False))
 
-#: gantune status -> the state Optuna is told
-OPTUNA_STATE = {"completed": TrialState.COMPLETE, "failed": TrialState.FAIL}
+#: gantune status -> the state Optuna is told (pruned:* -> PRUNED). An out-of-memory trial is told PRUNED, not
+#: FAIL: Optuna's samplers ignore FAIL trials, while TPE ranks a PRUNED trial without values below every other,
+#: so it learns to stay away from configs that do not fit in memory.
+OPTUNA_STATE = {"completed": TrialState.COMPLETE, "failed": TrialState.FAIL, "failed:oom": TrialState.PRUNED}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -41,27 +43,39 @@ def absolute_sqlite(uri: str) -> str:
     return uri
 
 
-def open_study(name: str, storage: str, settings: SearchSettings, resume: bool) -> optuna.Study:
-    """Create the study, or with ``resume`` load it; refuse to silently mix two searches under one name."""
+def find_study(name: str, storage: str) -> optuna.Study | None:
+    """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = SAMPLERS.get(settings.sampler)(settings)
-    directions = settings.directions
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        return None
     try:
-        existing = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        existing = None
+        return None
+
+
+def check_study(name: str, storage: str, settings: SearchSettings, resume: bool) -> None:
+    """Refuse to silently mix two searches under one name, or to resume one that does not exist. Writes nothing
+    (the study is opened by ``open_study`` once every other input has been checked)."""
+    existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     if existing is not None and not resume and started:
         raise GantuneError(f"search {name!r} already exists in {storage} ({len(started)} trials); "
                            "pass --resume to continue it or --name to start another")
     if existing is None and resume:
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")
-    if existing is not None:
-        if [d.name.lower() for d in existing.directions] != directions:
-            raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
-        return existing
+    if existing is not None and [d.name.lower() for d in existing.directions] != settings.directions:
+        raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
+
+
+def open_study(name: str, storage: str, settings: SearchSettings, resume: bool) -> optuna.Study:
+    """Create the study, or with ``resume`` load it (``check_study`` says whether that is allowed)."""
+    check_study(name, storage, settings, resume)
+    sampler = SAMPLERS.get(settings.sampler)(settings)
+    if find_study(name, storage) is not None:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                               directions=[optuna.study.StudyDirection[d.upper()] for d in directions])
+                               directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions])
 
 
 def search_settings(study: optuna.Study) -> SearchSettings:
@@ -76,6 +90,26 @@ def interrupted_trials(study: optuna.Study) -> list[optuna.Trial]:
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def restart_trial(trial: optuna.Trial) -> optuna.Trial:
+    """A RUNNING trial about to run again from step 0, with the intermediate values of its dead attempt forgotten.
+
+    Optuna has no public call for this; its RDB storage (sqlite, the default) is cleared directly. With other
+    storages the old values stay until the re-run reports the same steps.
+    """
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb import models
+
+    storage = getattr(trial.study._storage, "_backend", trial.study._storage)
+    if isinstance(storage, RDBStorage):
+        session = storage.scoped_session()
+        try:
+            session.query(models.TrialIntermediateValueModel).filter_by(trial_id=trial._trial_id).delete()
+            session.commit()
+        finally:
+            session.close()
+    return optuna.Trial(trial.study, trial._trial_id)  # re-read: a Trial caches the values it has seen
 
 
 def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:

@@ -23,7 +23,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune.errors import GantuneError
-from gantune.search.book import TrialOutcome
+from gantune.events import TrialOutcome
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
 from gantune.study import absolute_sqlite
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -34,6 +35,10 @@ for _name in ("mlflow", "alembic"):
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
+#: MLflow's REST client retries a dead server for minutes by default; a search waits on no tracking call that
+#: long (users may still set these variables themselves)
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 #: MLflow 3's UI opens an experiment in its model-training view (runs, metrics) rather than GenAI traces
 _KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
 
@@ -44,7 +49,7 @@ def resolve_tracking_uri(flag: str | None) -> str:
     A relative sqlite path is made absolute: MLflow caches stores by URI, so a relative one would stay bound to
     whichever directory it was first used in.
     """
-    return absolute_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    return check_uri(absolute_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI))
 
 
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
@@ -85,14 +90,12 @@ class _RunLogger:
             chunk, self.buffer = self.buffer[:_BATCH], self.buffer[_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk)
 
-    def end(self, status: str, reason: str, steps: int, files: list[Path], failed: bool) -> None:
+    def end(self, status: str, reason: str, steps: int, files: list[Path], state: int = RunStatus.FINISHED) -> None:
         self.flush()
-        self.client.log_batch(self.run_id, tags=[RunTag("gantune.status", status),
-                                                 RunTag("gantune.reason", reason[:5000]),
-                                                 RunTag("gantune.steps", str(steps))])
+        tags = [RunTag("gantune.status", status), RunTag("gantune.reason", reason[:5000])]
+        self.client.log_batch(self.run_id, tags=[*tags, RunTag("gantune.steps", str(steps))] if steps else tags)
         for f in files:
             self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
-        state = RunStatus.FAILED if failed else RunStatus.FINISHED
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
 
 
@@ -111,26 +114,68 @@ def _experiment(client: MlflowClient, uri: str, name: str) -> str:
     return str(client.create_experiment(name, artifact_location=location, tags={_KIND: _TRAINING}))
 
 
+#: URI schemes MLflow's tracking stores accept (``postgresql+psycopg2`` counts as ``postgresql``)
+_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc",
+            "uc")
+
+
+def check_uri(uri: str) -> str:
+    """Reject a URI no MLflow store takes, writing nothing (the store itself is opened later)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in _SCHEMES:
+        raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
+                           f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
+    return uri
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for ``uri``, failing fast with one line when the URI cannot be used (bad scheme, no server).
+
+    Creating the client creates a local sqlite store: call it only once the rest of the input is valid.
+    """
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as err:
+        text = str(getattr(err, "message", err)).strip().splitlines()
+        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {text[0] if text else type(err).__name__}"
+                           ) from None
+    return client
+
+
 class MlflowTracker:
-    """Observer of a search (see ``gantune.search.book.Observer``) that writes it to MLflow.
+    """Observer of a search (see ``gantune.events.Observer``) that writes it to MLflow.
 
     ``experiment`` defaults to the search name; export's seed re-runs pass the original search's, and their
-    parent run is nested under that search's parent run.
+    parent run is nested under that search's parent run. Nothing is written before ``connect``.
     """
 
     def __init__(self, tracking_uri: str, search_name: str, experiment: str | None = None) -> None:
         self.uri = tracking_uri
         self.name = search_name
         self.experiment = experiment or search_name
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._client: MlflowClient | None = None
         self.experiment_id = ""
         self.parent_id = ""
         self.children: dict[int, str] = {}
         self.loggers: dict[int, _RunLogger] = {}
 
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = connect(self.uri)
+        return self._client
+
+    def connect(self) -> None:
+        """Check the tracking URI (one-line ``GantuneError`` when unusable) and open the experiment."""
+        self.experiment_id = _experiment(self.client, self.uri, self.experiment)
+
     # -- search ---------------------------------------------------------------------------------------------
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
-        self.experiment_id = _experiment(self.client, self.uri, self.experiment)
+        if not self.experiment_id:
+            self.connect()
         parent = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study.study_name}'")
         if parent:
             self.parent_id = parent[0].info.run_id
@@ -174,6 +219,16 @@ class MlflowTracker:
         self.client.set_terminated(pid, "FINISHED")
         return summary
 
+    def search_interrupted(self, running: list[int]) -> None:
+        """Ctrl-C: the running children and the parent end KILLED (``--resume`` re-runs those trials)."""
+        for number in running:
+            logger = self.loggers.pop(number, None)
+            if logger is not None:
+                logger.end("interrupted", "the search was interrupted; --resume runs this trial again", 0, [],
+                           state=RunStatus.KILLED)
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
+
     # -- trials ---------------------------------------------------------------------------------------------
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags={
@@ -199,8 +254,11 @@ class MlflowTracker:
         if logger is None:
             return
         art = Path(outcome.artifacts) if outcome.artifacts else None
-        files = sorted(art.iterdir()) if art is not None and art.is_dir() else []
-        logger.end(outcome.status, outcome.reason, outcome.steps, files, failed=outcome.status == "failed")
+        files = [art / name for name in (GENERATOR, BEST_GENERATOR, CONFIG)] if art is not None else []
+        files = [f for f in files if f.is_file()]
+        failed = outcome.status.startswith("failed")
+        logger.end(outcome.status, outcome.reason, outcome.steps, files,
+                   state=RunStatus.FAILED if failed else RunStatus.FINISHED)
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list[Any]:
@@ -230,7 +288,7 @@ class TrainRun:
         return self._logger
 
     def _open(self, tracking_uri: str, cfg: Any, out_dir: Path, resume: bool) -> _RunLogger:
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = connect(tracking_uri)
         origin = cfg.origin
         experiment = origin.search if origin is not None else cfg.name
         exp_id = _experiment(self.client, tracking_uri, experiment)
@@ -260,7 +318,12 @@ class TrainRun:
         self.logger.image(png, step)
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
-        self.logger.end(status, reason, steps, [f for f in files if f.exists()], failed=False)
+        self.logger.end(status, reason, steps, [f for f in files if f.exists()])
+
+    def fail(self, reason: str) -> None:
+        """Close an opened run as FAILED (the training raised); a run never opened stays unopened."""
+        if self._logger is not None:
+            self._logger.end("failed", reason, 0, [], state=RunStatus.FAILED)
 
 
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:

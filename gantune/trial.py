@@ -53,6 +53,23 @@ class TrialResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def is_oom(err: BaseException) -> bool:
+    """Out of memory, on the GPU or the host: a property of the config (batch, widths), not a bug in the code."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory() -> None:
+    """Give back what a failed trial held (its tensors are unreachable once the exception is gone)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,12 +151,20 @@ def train(
             rd.save_checkpoint({"step": step, "eval_s": eval_s, "wall_s": wall(),
                                 "trainer": trainer.state_dict(), "rng": _rng_state(dev, data)})
 
+    def picture(step: int, title: str) -> None:
+        """The sample grid (fixed z) at ``step``: into the run directory and to ``on_samples``."""
+        png = samples_png(trainer.generate(grid_z).cpu(), means, title)
+        if rd is not None:
+            rd.save_samples(step, png)
+        if on_samples is not None:
+            on_samples(step, png)
+
     objective, sign = cfg.health.objective, (1.0 if cfg.health.mode == "min" else -1.0)
     best_value = math.inf
     status, reason = "completed", ""
     last: Record = {}
     last_eval: Record = {}
-    step = start
+    step = pictured = start
     window_t, window_step = time.perf_counter(), start
     for step in range(start + 1, tc.steps + 1):
         log_now = step % tc.log_every == 0 or step == tc.steps
@@ -164,11 +189,8 @@ def train(
         if eval_now and status == "completed":
             t_eval = time.perf_counter()
             metrics = evaluate(fake)
-            png = samples_png(trainer.generate(grid_z).cpu(), means, f"step {step}")
-            if rd is not None:
-                rd.save_samples(step, png)
-            if on_samples is not None:
-                on_samples(step, png)
+            picture(step, f"step {step}")
+            pictured = step
             eval_s += time.perf_counter() - t_eval
             window_t += time.perf_counter() - t_eval  # evaluation time does not count against steps/s
             record.update(metrics)
@@ -193,6 +215,8 @@ def train(
         if step % tc.checkpoint_every == 0:
             checkpoint(step)
 
+    if pictured != step:  # a trial stopped between evaluations: show what it had become when it stopped
+        picture(step, f"step {step}: {status}")
     if rd is not None:
         if status == "completed":
             checkpoint(step)

@@ -68,3 +68,16 @@ def enqueue_lrs(storage: str, name: str, lrs: list[float]) -> None:
     study = optuna.create_study(study_name=name, storage=storage)
     for lr in lrs:
         study.enqueue_trial({"optim.lr_g": lr})
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Any:
+    """One local Ray (2 CPUs) for every in-process search of the test run: run_search joins it, never stops it."""
+    import logging
+
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()

@@ -24,7 +24,7 @@ SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, 
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("export")
     old = Path.cwd()
     os.chdir(root)

@@ -13,7 +13,8 @@ SPACE = tiny_space("rep", 4, 100, 50, [0.001, 0.002, 1000000.0], log_every=25, n
 
 
 def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                                        capsys: pytest.CaptureFixture[str], ray_session: object
+                                                        ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "space.yaml").write_text(SPACE)

@@ -42,7 +42,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path) -> None:
+def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, ray_session: object) -> None:
     path = tmp_path / "regimes.yaml"
     path.write_text(REGIMES)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -18,7 +18,7 @@ SPACE = tiny_space("tracked", 3, 200, 100, [0.001, 1000000.0], log_every=50, n_s
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_session: object) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
 
@@ -56,6 +56,8 @@ def _check_layout(client: MlflowClient, summary: dict) -> None:
         statuses.add(status)
         assert status == trial.user_attrs["gantune_status"]
         assert "gantune.reason" in child.data.tags
+        # every trial shows its samples where it ended, even one pruned before its first evaluation
+        assert client.list_artifacts(child.info.run_id, "images"), status
         history = client.get_metric_history(child.info.run_id, "loss_d")
         assert history and history[0].step == 50
         if status == "completed":

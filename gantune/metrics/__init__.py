@@ -19,14 +19,14 @@ from gantune.config import TrialConfig
 from gantune.data import RealData
 from gantune.errors import ConfigError
 from gantune.metrics import diversity, fid, modes  # noqa: F401  (register the families)
-from gantune.metrics.base import FAMILIES, Reference, Samples, Scorer
-from gantune.metrics.features import Extractor, build_extractor
+from gantune.metrics.base import CHEAP, FAMILIES, KEYS, Reference, Samples, Scorer
+from gantune.metrics.features import CLASSIFIERS, Extractor, build_extractor, default_extractor
 from gantune.rundir import atomic_save
 
 Generate = Callable[[int], torch.Tensor]
 REFERENCE_SEED = 12345
 #: Families cheap enough for the quick checks between full evaluations (the bottom of the cost ladder).
-CHEAP_FAMILIES = ("modes", "classes", "diversity")
+CHEAP_FAMILIES = CHEAP
 _MEMO: dict[str, Reference] = {}
 
 
@@ -37,6 +37,19 @@ def default_metrics(points: bool, classifier: bool) -> list[str]:
     if classifier:
         return ["fid", "kid", "classes", "diversity", "prdc"]
     return ["fid", "diversity", "prdc"]
+
+
+def metric_names(cfg: TrialConfig) -> list[str]:
+    """The metric families ``cfg.eval.metrics`` stands for (``default`` expanded for the data and extractor)."""
+    names = list(cfg.eval.metrics)
+    if names == ["default"]:
+        names = default_metrics(cfg.data.is_points, default_extractor(cfg) in CLASSIFIERS)
+    return names
+
+
+def metric_keys(cfg: TrialConfig) -> list[str]:
+    """Every value an evaluation of ``cfg`` reports: what an objective may name."""
+    return [key for name in metric_names(cfg) if name in KEYS for key in KEYS[name]]
 
 
 def cache_dir() -> Path:
@@ -86,14 +99,12 @@ class Evaluator:
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
         self.n = cfg.eval.n_samples
         self.n_quick = cfg.eval.quick_samples
-        names = cfg.eval.metrics
+        names = metric_names(cfg)
         self.extractor: Extractor | None = None
         self.scorers: list[tuple[str, Scorer]] = []
         if not names:
             return
         self.extractor = build_extractor(cfg, device)
-        if names == ["default"]:
-            names = default_metrics(data.is_points, self.extractor.has_classes)
         for name in names:
             if name not in FAMILIES:
                 raise ConfigError(f"eval.metrics: unknown metric {name!r}; choose from default, "
@@ -127,5 +138,5 @@ class Evaluator:
         return out
 
 
-__all__ = ["CHEAP_FAMILIES", "FAMILIES", "Evaluator", "Generate", "Reference", "Samples", "default_metrics",
-           "load_reference"]
+__all__ = ["CHEAP_FAMILIES", "FAMILIES", "KEYS", "Evaluator", "Generate", "Reference", "Samples", "default_metrics",
+           "load_reference", "metric_keys", "metric_names"]

@@ -34,3 +34,20 @@ class Reference(Samples):
 Scorer = Callable[[Samples], dict[str, float]]
 Family = Callable[[Reference], Scorer]
 FAMILIES: Registry[Family] = Registry("metric")
+#: the keys each family's scorer returns (what a search objective may name), and the cheap families that the
+#: quick collapse checks between full evaluations run
+KEYS: dict[str, tuple[str, ...]] = {}
+CHEAP: set[str] = set()
+
+
+def family(name: str, keys: tuple[str, ...], cheap: bool = False) -> Callable[[Family], Family]:
+    """Register a metric family with the keys it returns (and whether the quick checks may run it)."""
+
+    def add(build: Family) -> Family:
+        FAMILIES.add(name, build)
+        KEYS[name] = keys
+        if cheap:
+            CHEAP.add(name)
+        return build
+
+    return add

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gantune.metrics.base import FAMILIES, Reference, Samples, Scorer
+from gantune.metrics.base import Reference, Samples, Scorer, family
 
 PAIRWISE_SAMPLES = 1000
 K = 5
@@ -15,7 +15,7 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
     return float(torch.pdist(x).mean())
 
 
-@FAMILIES.register("diversity")
+@family("diversity", keys=("diversity",), cheap=True)
 def diversity(ref: Reference) -> Scorer:
     real = mean_pairwise_distance(ref.feats.cpu())
 
@@ -30,7 +30,7 @@ def _kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
 
 
-@FAMILIES.register("prdc")
+@family("prdc", keys=("precision", "recall", "density", "coverage"))
 def prdc(ref: Reference) -> Scorer:
     real = ref.feats.cpu().float()
     real_r = _kth_nn_radius(real, K)

@@ -41,6 +41,8 @@ class Extractor:
 
 
 EXTRACTORS: Registry[Callable[[TrialConfig, torch.device], Extractor]] = Registry("feature extractor")
+#: extractors that are classifiers (they give class logits: class coverage becomes measurable)
+CLASSIFIERS = ("digits",)
 
 
 @EXTRACTORS.register("coords")

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gantune.metrics.base import FAMILIES, Reference, Samples, Scorer
+from gantune.metrics.base import Reference, Samples, Scorer, family
 
 #: KID's random subsets per evaluation (torchmetrics' default is 100): 20 keep its std small at a fifth of the cost.
 SUBSETS = 20
@@ -31,7 +31,7 @@ class _Precomputed(nn.Module):
         return x
 
 
-@FAMILIES.register("fid")
+@family("fid", keys=("fid",))
 def fid(ref: Reference) -> Scorer:
     metric = FrechetInceptionDistance(feature=_Precomputed(ref.feats.shape[1]), reset_real_features=False)
     metric.update(ref.feats.cpu().double(), real=True)
@@ -44,7 +44,7 @@ def fid(ref: Reference) -> Scorer:
     return score
 
 
-@FAMILIES.register("kid")
+@family("kid", keys=("kid", "kid_std"))
 def kid(ref: Reference) -> Scorer:
     real = ref.feats.cpu().float()
 

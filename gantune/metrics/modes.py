@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from gantune.metrics.base import FAMILIES, Reference, Samples, Scorer
+from gantune.metrics.base import Reference, Samples, Scorer, family
 
 
 def histogram_kl(counts: torch.Tensor) -> float:
@@ -26,7 +26,7 @@ def histogram_kl(counts: torch.Tensor) -> float:
     return float((p[nz] * (p[nz] * k).log()).sum())
 
 
-@FAMILIES.register("modes")
+@family("modes", keys=("modes", "mode_coverage", "hq", "mode_kl"), cheap=True)
 def modes(ref: Reference) -> Scorer:
     if ref.means is None:
         raise ValueError("the modes metric needs a 2-D mixture (ring8, grid25)")
@@ -45,7 +45,7 @@ def modes(ref: Reference) -> Scorer:
     return score
 
 
-@FAMILIES.register("classes")
+@family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True)
 def classes(ref: Reference) -> Scorer:
     if ref.logits is None:
         raise ValueError("the classes metric needs a classifier extractor (digits)")

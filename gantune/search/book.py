@@ -10,44 +10,18 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from gantune.events import Observer, TrialOutcome
 from gantune.search.scheduler import AshaStop
-from gantune.search.trainable import FINAL_KEY
+from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
 from gantune.study import report_intermediate, tell
-
-STATUSES = ("completed", "pruned:asha", "pruned:collapsed", "pruned:diverged", "pruned:stalled", "failed")
-
-
-@dataclass
-class TrialOutcome:
-    number: int
-    status: str
-    reason: str
-    steps: int
-    values: list[float] | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    artifacts: str | None = None  # directory with the trial's generator weights and config, on the driver
-
-
-class Observer(Protocol):
-    """Receives the search's events on the driver (e.g. the MLflow tracker)."""
-
-    def search_started(self, study: optuna.Study, space: Any, resumed: list[int]) -> None: ...
-
-    def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]: ...
-
-    def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None: ...
-
-    def trial_result(self, number: int, result: dict[str, Any]) -> None: ...
-
-    def trial_ended(self, outcome: TrialOutcome) -> None: ...
 
 
 def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaStop | None,
@@ -76,7 +50,7 @@ def _error_line(trial: Trial) -> str:
 class SearchBook(Callback):
     def __init__(self, study: optuna.Study, trials: dict[str, optuna.Trial], asha_stopped: dict[str, AshaStop],
                  objectives: list[str], directions: list[str], total: int, done_before: int,
-                 observers: list[Observer] | None = None, quiet: bool = False,
+                 observers: Sequence[Observer] | None = None, quiet: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.study = study
         self.trials = trials
@@ -84,7 +58,7 @@ class SearchBook(Callback):
         self.objectives = objectives
         self.sign = 1.0 if directions[0] == "minimize" else -1.0
         self.total = total
-        self.observers = observers or []
+        self.observers = list(observers or [])
         self.quiet = quiet
         self.clock = clock
         self.t0 = clock()
@@ -94,6 +68,11 @@ class SearchBook(Callback):
         self.outcomes: dict[int, TrialOutcome] = {}
         self.running: set[int] = set()
         self.best: TrialOutcome | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment state; the observers (threads, clients) stay behind.
+        gantune resumes from the Optuna study, never from Tune's state."""
+        return {**self.__dict__, "observers": []}
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -107,6 +86,9 @@ class SearchBook(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
         ot = self.trials.get(trial.trial_id)
+        files = result.pop(FILES_KEY, None)  # kept out of Tune's memory and experiment state
+        if files:
+            unpack_files(files, Path(trial.config["run_dir"]))
         if ot is not None:
             self._notify("trial_result", ot.number, result)
         self._progress(periodic=True)
@@ -140,8 +122,7 @@ class SearchBook(Callback):
         if out.status == "completed" and out.values is not None and math.isfinite(out.values[0]) and (
                 self.best is None or self.sign * out.values[0] < self.sign * (self.best.values or [0])[0]):
             self.best = out
-        if trial.checkpoint is not None:
-            out.artifacts = trial.checkpoint.path
+        out.artifacts = trial.config.get("run_dir")
         self._notify("trial_ended", out)
         self._say(f"trial {out.number:>3} {out.status:<17} steps {out.steps:>6}"
                   + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values else "")

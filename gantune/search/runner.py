@@ -8,6 +8,7 @@ numbers, and only the rest are asked anew, so the study ends with exactly the re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gantune.errors import GantuneError
+from gantune.errors import GantuneError, Interrupted
+from gantune.events import STATUSES, ObserverThread
 from gantune.space import SearchSettings, SearchSpace
 from gantune.study import (
     DEFAULT_STORAGE,
     FINISHED,
     absolute_sqlite,
     best_trial,
+    check_study,
     finished_count,
     interrupted_trials,
     open_study,
@@ -63,32 +66,60 @@ def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSett
         raise GantuneError(format_validation_error(err, "command line", "search")) from None
 
 
-def _init_ray(address: str | None, gpus_per_trial: float) -> bool:
-    """Start (or join) Ray; returns True when this process started it and must shut it down."""
+def check_address(address: str | None) -> None:
+    """``ray://`` (Ray Client) would move Tune's driver loop, and with it the searcher, the Optuna study and the
+    MLflow logging, onto the cluster's head node; gantune runs its driver here, on a node of the cluster."""
+    if address and address.startswith("ray://"):
+        raise GantuneError(f"--ray-address {address}: Ray Client would run the search's driver (searcher, Optuna "
+                           "study, MLflow logging) on the head node, not here; run gantune search on a node of "
+                           "the cluster with --ray-address auto (or HEAD_IP:6379)")
+
+
+def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
+    """Start (or join) Ray; returns True when this process started it and must shut it down.
+
+    A trial asking for more CPUs or GPUs than the cluster has would wait forever: that is refused here.
+    """
     import ray
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # only evaluation records carry the objective; ASHA skips the others by design
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    if ray.is_initialized():
-        return False
-    if address:
-        import gantune
+    # Ctrl-C raises KeyboardInterrupt in the driver: Tune's own handler would end the search as if it had finished
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    started = False
+    if not ray.is_initialized():
+        if address:
+            import gantune
 
-        ray.init(address=address, runtime_env={"py_modules": [str(Path(gantune.__file__).parent)]},
-                 log_to_driver=False, logging_level=logging.ERROR)
+            try:
+                ray.init(address=address, runtime_env={"py_modules": [str(Path(gantune.__file__).parent)]},
+                         log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                raise GantuneError(f"--ray-address {address}: cannot join the Ray cluster: {err} (a cluster started "
+                                   "with token authentication, `ray start`'s default, needs RAY_AUTH_MODE=token)"
+                                   ) from None
+        else:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if resources["gpu"] > 0 and gpus == 0:
+                raise GantuneError(f"--gpus-per-trial {resources['gpu']:g}: this machine has no CUDA GPU")
+            # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() would join
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+        started = True
         _quiet_ray()
-        return True
-    import torch
-
-    gpus = torch.cuda.device_count()
-    if gpus_per_trial > 0 and gpus == 0:
-        raise GantuneError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has no CUDA GPU")
-    ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, configure_logging=True)
-    _quiet_ray()
-    return True
+    have = ray.cluster_resources()
+    short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
+    if short:
+        if started:
+            ray.shutdown()
+        where = f"the Ray cluster at {address}" if address else "this machine"
+        raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
+                           f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
+    return started
 
 
 def _quiet_ray() -> None:
@@ -100,62 +131,83 @@ def _quiet_ray() -> None:
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
-    """Run (or resume) the search and return the summary dict the CLI prints."""
+    """Run (or resume) the search and return the summary dict the CLI prints.
+
+    Every input is checked (flags, study name, tracking URI, Ray address and resources) before anything is
+    written. Ctrl-C raises ``Interrupted`` once the running trials' MLflow runs are marked KILLED; their Optuna
+    trials stay RUNNING, so ``--resume`` runs them again.
+    """
     t0 = time.monotonic()
     settings = apply_overrides(space.settings, opts)
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
-    study = open_study(space.name, storage, settings, opts.resume)
-    study.set_user_attr("space_text", space.text)
-    study.set_user_attr("settings", settings.model_dump())
-    resumed = interrupted_trials(study)
-    done_before = finished_count(study)
-    to_create = max(0, settings.trials - done_before - len(resumed))
-    run_root = (Path(opts.runs_dir) / space.name).resolve()
+    check_study(space.name, storage, settings, opts.resume)
+    check_address(opts.ray_address)
     for obs in opts.observers:
-        obs.search_started(study, space, [t.number for t in resumed])
-    started_ray = False
-    if resumed or to_create:
-        from ray import tune
-        from ray.tune import FailureConfig
+        obs.connect()
+    resources = {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu}
+    started_ray = _init_ray(opts.ray_address, resources)
+    try:
+        observers = [ObserverThread(obs) for obs in opts.observers]
+        study = open_study(space.name, storage, settings, opts.resume)
+        study.set_user_attr("space_text", space.text)
+        study.set_user_attr("settings", settings.model_dump())
+        resumed = interrupted_trials(study)
+        done_before = finished_count(study)
+        to_create = max(0, settings.trials - done_before - len(resumed))
+        run_root = (Path(opts.runs_dir) / space.name).resolve()
+        for obs in observers:
+            obs.search_started(study, space, [t.number for t in resumed])
+        if resumed or to_create:
+            _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers)
+    finally:
+        if started_ray:
+            import ray
 
-        from gantune.search.book import SearchBook
-        from gantune.search.scheduler import AshaStop, make_scheduler
-        from gantune.search.searcher import OptunaStudySearcher
-        from gantune.search.trainable import run_trial
-
-        started_ray = _init_ray(opts.ray_address, settings.resources.gpu)
-        asha_stopped: dict[str, AshaStop] = {}
-        searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root)
-        book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
-                          settings.trials, done_before, observers=opts.observers, quiet=opts.quiet)
-        resources = {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu}
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, resources),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(settings, asha_stopped),
-                                        num_samples=to_create + len(resumed),
-                                        max_concurrent_trials=settings.concurrency or None),
-            run_config=tune.RunConfig(name=f"{space.name}-{int(time.time())}", storage_path=str(run_root / "ray"),
-                                      verbose=0, callbacks=[book], log_to_file=False,
-                                      failure_config=FailureConfig(max_failures=0, fail_fast=False)),
-        )
-        try:
-            tuner.fit()
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+            ray.shutdown()
     summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0)
-    for obs in opts.observers:
+    for obs in observers:
         summary = obs.search_ended(summary)
     return summary
 
 
+def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, done_before: int, run_root: Path,
+         resources: dict[str, float], opts: SearchOptions, observers: list[ObserverThread]) -> None:
+    """Run the trials through Ray Tune; ``Interrupted`` when the search did not get to end every trial."""
+    from ray import tune
+    from ray.tune import FailureConfig
+
+    from gantune.search.book import SearchBook
+    from gantune.search.scheduler import AshaStop, make_scheduler
+    from gantune.search.searcher import OptunaStudySearcher
+    from gantune.search.trainable import run_trial
+
+    settings = space.settings
+    asha_stopped: dict[str, AshaStop] = {}
+    searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address))
+    book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
+                      settings.trials, done_before, observers=observers, quiet=opts.quiet)
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(settings, asha_stopped),
+                                    num_samples=to_create + len(resumed),
+                                    max_concurrent_trials=settings.concurrency or None),
+        run_config=tune.RunConfig(name=f"{space.name}-{int(time.time())}", storage_path=str(run_root / "ray"),
+                                  verbose=0, callbacks=[book], log_to_file=False,
+                                  failure_config=FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the check below sees the trials that did not end
+        tuner.fit()
+    if len(book.outcomes) < to_create + len(resumed):
+        running = sorted(book.running)
+        for obs in observers:
+            obs.search_interrupted(running)
+        raise Interrupted(f"interrupted: {done_before + len(book.outcomes)} of {settings.trials} trials finished "
+                          f"({len(running)} were running and will run again); continue with --resume")
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float) -> dict[str, Any]:
-    from gantune.search.book import STATUSES
-
     counts = dict.fromkeys(STATUSES, 0)
     steps = 0
     from optuna.trial import TrialState

@@ -2,7 +2,8 @@
 
 Unlike Ray's ``OptunaSearch``, trials stopped by gantune are told to Optuna as PRUNED with their last step
 (not COMPLETE with a truncated value), failures as FAIL; the telling happens in ``SearchBook`` once the trial's
-ending is known. Interrupted trials of a resumed search are handed out first, under their old numbers.
+ending is known. Interrupted trials of a resumed search are handed out first, under their old numbers, with
+the intermediate values of the dead attempt forgotten (they run again from step 0 in a clean directory).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from ray.tune.search import Searcher
 
 from gantune.errors import ConfigError
 from gantune.space import SearchSpace
-from gantune.study import report_intermediate
+from gantune.study import report_intermediate, restart_trial
 
 
 class OptunaStudySearcher(Searcher):
     def __init__(self, space: SearchSpace, study: optuna.Study, to_create: int, resumed: list[optuna.Trial],
-                 run_root: Path) -> None:
+                 run_root: Path, ship_files: bool = False) -> None:
         super().__init__()
+        self.ship_files = ship_files
         self.space = space
         self.study = study
         self.to_create = to_create
@@ -31,16 +33,14 @@ class OptunaStudySearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.resumed:
-            trial = self.resumed.pop(0)
-            raw = trial.study._storage.get_trial_user_attrs(trial._trial_id)["config"]
+            trial = restart_trial(self.resumed.pop(0))  # it runs again from step 0, in a clean run directory
+            # a driver killed between ask() and storing the config left none: sample it again (Optuna hands
+            # back the values it already recorded for this trial, so the point is the same)
+            raw = trial.study._storage.get_trial_user_attrs(trial._trial_id).get("config") or self._sample(trial)
         elif self.to_create > 0:
             self.to_create -= 1
             trial = self.study.ask()
-            try:
-                raw = self.space.sample(trial)
-            except ConfigError as err:  # e.g. a circular expression: the trial fails with the reason
-                raw = {"error": str(err)}
-            trial.set_user_attr("config", raw)
+            raw = self._sample(trial)
         else:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
         run_dir = str(self.run_root / f"trial-{trial.number:04d}")
@@ -49,7 +49,22 @@ class OptunaStudySearcher(Searcher):
         self.trials[trial_id] = trial
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
-                "cpus": s.resources.cpu, "run_dir": run_dir}
+                "cpus": s.resources.cpu, "run_dir": run_dir, "ship_files": self.ship_files}
+
+    def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's config, stored on the trial; a space that cannot be sampled fails this trial only.
+
+        Tune does not catch a searcher's exceptions (one would end the whole search), so every error while
+        sampling becomes the trial's ``error`` and ``SearchBook`` tells it FAIL with that reason.
+        """
+        try:
+            raw = self.space.sample(trial)
+        except ConfigError as err:  # e.g. a circular expression
+            raw = {"error": str(err)}
+        except Exception as err:
+            raw = {"error": f"{self.space.source}: sampling failed: {type(err).__name__}: {err}"}
+        trial.set_user_attr("config", raw)
+        return raw
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "objective" in result and trial_id in self.trials:

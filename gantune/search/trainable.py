@@ -2,7 +2,9 @@
 
 Only evaluation records carry ``objective`` (the search's first objective), so ASHA decides at evaluation
 steps only. The last report carries the trial's own ending (``gantune_status``); a trial stopped by the
-scheduler never gets to send one. Sample grids travel to the driver as PNG bytes in the results.
+scheduler never gets to send one. Sample grids travel to the driver as PNG bytes in the results; on a
+cluster (``ship_files``) the trial runs in a directory of its node and its last report carries the run
+directory's files (weights, config, metrics, grids) to the driver, which may not share its disk.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from ray import tune
 
 from gantune.config import config_from_dict
 from gantune.health import HealthMonitor
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
-from gantune.trial import train
+from gantune.rundir import CHECKPOINT
+from gantune.trial import is_oom, release_memory, train
 
 FINAL_KEY = "gantune_status"
+FILES_KEY = "gantune_files"
 #: the trial loop's own endings in the search's vocabulary
 SEARCH_STATUS = {"diverged": "pruned:diverged"}
 
@@ -33,6 +36,7 @@ def run_trial(config: dict[str, Any]) -> None:
     objectives: list[str] = config["objectives"]
     monitor = HealthMonitor(cfg.health) if config["health"] else None
     pending_png: dict[str, Any] = {}
+    last_step = [0.0]
 
     def on_samples(step: int, png: bytes) -> None:
         pending_png["samples_png"] = base64.b64encode(png).decode()
@@ -43,17 +47,47 @@ def run_trial(config: dict[str, Any]) -> None:
             out["objective"] = record[objectives[0]]
         out.update(pending_png)
         pending_png.clear()
+        last_step[0] = record["step"]
         tune.report(out)
 
-    run_dir = config["run_dir"]
-    result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples)
-    final: dict[str, Any] = {"step": float(result.steps), FINAL_KEY: SEARCH_STATUS.get(result.status, result.status),
-                             "gantune_reason": result.reason, "eval_fraction": result.eval_fraction,
-                             "trial_wall_s": result.wall_s}
-    final.update({f"final/{k}": v for k, v in result.last_eval.items()})
-    # weights travel to the driver's storage as a Tune checkpoint (works on a cluster, not only locally)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in (GENERATOR, BEST_GENERATOR, CONFIG):
-            if (Path(run_dir) / name).exists():
-                shutil.copy2(Path(run_dir) / name, Path(tmp) / name)
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+    ship = bool(config.get("ship_files"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)  # a trial runs from step 0: nothing of an interrupted attempt stays
+    final: dict[str, Any]
+    try:
+        result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples)
+    except Exception as err:
+        if not is_oom(err):
+            raise
+        reason = f"out of memory at step {int(last_step[0])}: {str(err).strip().splitlines()[0][:300]}"
+        del err
+        release_memory()
+        final = {"step": last_step[0], FINAL_KEY: "failed:oom", "gantune_reason": reason}
+    else:
+        final = {"step": float(result.steps), FINAL_KEY: SEARCH_STATUS.get(result.status, result.status),
+                 "gantune_reason": result.reason, "eval_fraction": result.eval_fraction,
+                 "trial_wall_s": result.wall_s}
+        final.update({f"final/{k}": v for k, v in result.last_eval.items()})
+    final.update(pending_png)  # the grid of the step the trial stopped at
+    if ship:
+        final[FILES_KEY] = pack_files(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    tune.report(final)
+
+
+def pack_files(run_dir: Path) -> dict[str, str]:
+    """The run directory's files (but the checkpoint, which only a resumed training needs), base64-encoded."""
+    return {str(p.relative_to(run_dir)): base64.b64encode(p.read_bytes()).decode()
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != CHECKPOINT and not p.name.startswith(".")}
+
+
+def unpack_files(files: dict[str, str], run_dir: Path) -> None:
+    """Write shipped files into the driver's run directory (the inverse of ``pack_files``)."""
+    from gantune.rundir import atomic_write
+
+    for rel, data in files.items():
+        target = run_dir / rel
+        if run_dir.resolve() not in target.resolve().parents:
+            continue  # only files below the run directory
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, base64.b64decode(data))

@@ -1,0 +1,137 @@
+"""What a search tells the world, without Ray: trial outcomes, statuses, observers and a background relay.
+
+The search's book (``gantune.search.book``, inside Ray Tune's driver loop) turns each trial's ending into a
+``TrialOutcome`` and forwards events to observers such as the MLflow tracker. Tune's loop also carries every
+trial's ``tune.report``: an observer that blocks (a tracking server gone away, retrying for minutes) would
+freeze every trial. ``ObserverThread`` runs an observer on a thread of its own, so the loop only enqueues.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: every way a trial can end; ``failed:oom`` is an out-of-memory failure (of the config, not of the code)
+STATUSES = ("completed", "pruned:asha", "pruned:collapsed", "pruned:diverged", "pruned:stalled", "failed",
+            "failed:oom")
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    status: str
+    reason: str
+    steps: int
+    values: list[float] | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: str | None = None  # directory with the trial's generator weights and config, on the driver
+
+
+class Observer(Protocol):
+    """Receives the search's events on the driver (e.g. the MLflow tracker)."""
+
+    def connect(self) -> None:
+        """Called before anything is written: raise ``GantuneError`` (one line) when unusable."""
+
+    def search_started(self, study: Any, space: Any, resumed: list[int]) -> None: ...
+
+    def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]: ...
+
+    def search_interrupted(self, running: list[int]) -> None: ...
+
+    def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None: ...
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None: ...
+
+    def trial_ended(self, outcome: TrialOutcome) -> None: ...
+
+
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+class ObserverThread:
+    """Runs an observer's events in order on a background thread.
+
+    The first failure disables the observer for the rest of the search (one warning line, kept in
+    ``error``): a dead tracking server then costs the search nothing. ``search_ended`` and
+    ``search_interrupted`` wait for the queue at most ``drain_s`` seconds, so the search always finishes.
+    """
+
+    def __init__(self, observer: Any, drain_s: float = 60.0, say: Callable[[str], None] = warn) -> None:
+        self.observer = observer
+        self.drain_s = drain_s
+        self.say = say
+        self.error: str | None = None
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...], threading.Event | None, list[Any]] | None] = (
+            queue.Queue())
+        self._thread = threading.Thread(target=self._work, name=f"gantune-{type(observer).__name__}", daemon=True)
+        self._thread.start()
+
+    @property
+    def name(self) -> str:
+        return type(self.observer).__name__
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            event, args, done, out = item
+            if self.error is None:
+                try:
+                    out.append(getattr(self.observer, event)(*args))
+                except Exception as err:
+                    self.error = f"{self.name}.{event}: {type(err).__name__}: {_first_line(err)}"
+                    self.say(f"{self.error}; the search goes on without it")
+            if done is not None:
+                done.set()
+
+    def _post(self, event: str, *args: Any) -> None:
+        self._queue.put((event, args, None, []))
+
+    def _call(self, event: str, *args: Any) -> Any:
+        """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out."""
+        done, out = threading.Event(), list[Any]()
+        self._queue.put((event, args, done, out))
+        if not done.wait(self.drain_s):
+            if self.error is None:
+                self.error = f"{self.name}.{event}: no answer within {self.drain_s:g}s"
+                self.say(f"{self.error}; the search goes on without it")
+            return None
+        return out[0] if out else None
+
+    def connect(self) -> None:
+        self.observer.connect()  # synchronous: an unusable observer stops the search before it starts
+
+    def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
+        self._call("search_started", study, space, resumed)
+
+    def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
+        result = self._call("search_ended", summary)
+        self.close()
+        if result is None:
+            return {**summary, "tracking_error": self.error}
+        return dict(result)
+
+    def search_interrupted(self, running: list[int]) -> None:
+        self._call("search_interrupted", running)
+        self.close()
+
+    def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
+        self._post("trial_started", number, params, config)
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None:
+        self._post("trial_result", number, result)
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        self._post("trial_ended", outcome)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else ""

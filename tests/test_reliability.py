@@ -1,0 +1,350 @@
+"""A search survives what users and machines do to it: odd-but-valid spaces, a driver killed between ask and
+store, dirty run directories, out-of-memory configs, bad flags, Ctrl-C and a tracking server that dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from gantune.cli import main
+from gantune.errors import ConfigError
+from gantune.search import SearchOptions, run_search
+from gantune.space import load_space
+from gantune.trial import train
+from tests.conftest import enqueue_lrs, tiny, tiny_space
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _space(tmp_path: Path, name: str, body: str, trials: int = 2, steps: int = 40) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
+search: {{trials: {trials}, max_steps: {steps}, eval_every: 20, sampler: random, concurrency: 2,
+          pruning: {{asha: false, health: true}}}}
+data: {{name: grid25}}
+model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
+train: {{batch_size: 32, log_every: 10}}
+eval: {{n_samples: 200}}
+{body}""")
+    return path
+
+
+def _opts(tmp_path: Path, **kw: object) -> SearchOptions:
+    return SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}", runs_dir=str(tmp_path / "runs"), quiet=True,
+                         **kw)  # type: ignore[arg-type]
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+# -- 1. odd-but-valid spaces -------------------------------------------------------------------------------
+
+WHEN_OFF = """
+loss:
+  name: nonsaturating
+  clip: {float: [0.005, 0.05], when: "loss.name == 'wgan'"}
+optim:
+  lr_g: {expr: "loss.clip * 0.1"}
+"""
+
+
+def test_expression_naming_a_switched_off_leaf_reads_the_config_default(tmp_path: Path) -> None:
+    space = load_space(_space(tmp_path, "whenoff", WHEN_OFF))
+    raw = space.sample(optuna.create_study().ask())
+    assert raw["optim"]["lr_g"] == pytest.approx(0.01 * 0.1)  # loss.clip's default is 0.01
+    assert "clip" not in raw["loss"]
+
+
+def test_a_sampling_error_fails_that_trial_and_the_search_goes_on(tmp_path: Path, ray_session: object) -> None:
+    path = _space(tmp_path, "divzero", """
+optim:
+  lr_g: {expr: "1.0e-3 / abs(optim.beta1 - 0.5)"}
+  beta1: {categorical: [0.5, 0.0]}
+""")
+    study = optuna.create_study(study_name="divzero", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.enqueue_trial({"optim.beta1": 0.5})  # 1e-3 / 0: ZeroDivisionError while sampling
+    study.enqueue_trial({"optim.beta1": 0.0})
+    summary = run_search(load_space(path), _opts(tmp_path, resume=True))
+    trials = _study(tmp_path, "divzero").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "ZeroDivisionError" in trials[0].user_attrs["gantune_reason"]
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["completed"] == 1
+
+
+def test_resume_reruns_a_trial_left_without_config_from_a_clean_slate(tmp_path: Path, ray_session: object) -> None:
+    """A driver killed between ask() and storing the config, and one killed mid-trial with files on disk and
+    intermediate values in the study: both run again from step 0 and the study matches the files."""
+    path = _space(tmp_path, "dirty", "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3], log: true}\n")
+    space = load_space(path)
+    study = optuna.create_study(study_name="dirty", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.ask()  # trial 0: RUNNING, no config stored
+    dead = study.ask()  # trial 1: RUNNING with a config, killed after step 20 of a longer earlier run
+    dead.set_user_attr("config", space.sample(dead))
+    dead.report(123.0, 20)
+    dead.report(456.0, 400)
+    stale = tmp_path / "runs" / "dirty" / "trial-0001"
+    (stale / "samples").mkdir(parents=True)
+    (stale / "metrics.jsonl").write_text('{"step": 380.0, "loss_d": 1.0}\n{"step": 400.0, "loss_d": 1.0}\n')
+    (stale / "samples" / "step_0000400.png").write_bytes(b"stale")
+    (stale / "generator_best.pt").write_bytes(b"stale")
+
+    summary = run_search(space, _opts(tmp_path, resume=True))
+    trials = _study(tmp_path, "dirty").trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials), summary
+    assert trials[0].user_attrs["config"]["optim"]["lr_g"] == trials[0].params["optim.lr_g"]
+    for t in trials:
+        run = tmp_path / "runs" / "dirty" / f"trial-{t.number:04d}"
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(steps) and steps[-1] == 40  # one step sequence: this attempt's
+        assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000020.png", "step_0000040.png"]
+        fids = {int(r["step"]): r["fid"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if "fid" in r}
+        assert t.intermediate_values == pytest.approx(fids)  # the study says what the files say
+        assert torch.load(run / "generator_best.pt", weights_only=True)["format"] == "gantune.generator/1"
+
+
+# -- 5. out of memory --------------------------------------------------------------------------------------
+
+def test_out_of_memory_is_its_own_status_and_the_search_goes_on(tmp_path: Path, ray_session: object) -> None:
+    # a hidden layer of 10^12 units cannot be allocated anywhere: a real allocation failure, at once
+    path = _space(tmp_path, "oom", "model:\n  g_width: {categorical: [16, 1000000000000]}\n")
+    study = optuna.create_study(study_name="oom", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.enqueue_trial({"model.g_width": 1000000000000})
+    study.enqueue_trial({"model.g_width": 16})
+    summary = run_search(load_space(path), _opts(tmp_path, resume=True))
+    oom, ok = _study(tmp_path, "oom").trials
+    assert oom.user_attrs["gantune_status"] == "failed:oom", oom.user_attrs["gantune_reason"]
+    assert oom.user_attrs["gantune_reason"].startswith("out of memory")
+    assert oom.state == TrialState.PRUNED  # what Optuna's samplers learn from (FAIL trials are ignored)
+    assert ok.state == TrialState.COMPLETE
+    assert summary["counts"]["failed:oom"] == 1 and summary["counts"]["failed"] == 0
+
+
+def test_train_closes_its_mlflow_run_as_failed_on_oom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = tmp_path / "cfg.yaml"  # the first evaluation asks for 10^12 samples, after the run has been opened
+    cfg.write_text(yaml.safe_dump({
+        "name": "oomtrain", "data": {"name": "digits", "resolution": 8},
+        "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1},
+        "train": {"steps": 20, "batch_size": 16, "log_every": 5, "device": "cpu"},
+        "eval": {"every": 10, "n_samples": 1000000000000, "metrics": ["diversity"]}}))
+    assert main(["train", str(cfg), "--out", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0], err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("oomtrain").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["gantune.status"] == "failed"
+
+
+# -- 6, 7. input checked before anything is written ----------------------------------------------------------
+
+def test_unknown_objective_is_rejected_at_load_with_the_available_names(tmp_path: Path) -> None:
+    path = _space(tmp_path, "typo", "").read_text().replace("sampler: random", "sampler: random, objective: fdi")
+    (tmp_path / "typo.yaml").write_text(path)
+    with pytest.raises(ConfigError, match=r"'fdi' is not reported .*available: fid, modes, mode_coverage, hq"):
+        load_space(tmp_path / "typo.yaml")
+    images = _space(tmp_path, "img", "").read_text().replace("data: {name: grid25}", "data: {name: digits}")
+    (tmp_path / "img.yaml").write_text(images.replace("model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, "
+                                                      "d_depth: 1, g_norm: none}", "")
+                                       .replace("sampler: random", "sampler: random, objective: mode_coverage"))
+    with pytest.raises(ConfigError, match="available: fid, kid, kid_std, classes, class_coverage"):
+        load_space(tmp_path / "img.yaml")
+
+
+@pytest.mark.parametrize(("content", "flags", "needle"), [
+    ("", [], "empty search space"),
+    ("# nothing but a comment\n", [], "empty search space"),
+    (None, ["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
+    (None, ["--trials", "-3"], "search.trials"),
+    (None, ["--max-steps", "0"], "search.max_steps"),
+    (None, ["--gpus-per-trial", "-1"], "search.resources.gpu"),
+    (None, ["--ray-address", "ray://127.0.0.1:10001"], "Ray Client would run the search's driver"),
+])
+def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, content: str | None,
+                                                                 flags: list[str], needle: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = _space(tmp_path, "bad", "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n")
+    if content is not None:
+        path.write_text(content)
+    before = set(tmp_path.iterdir())
+    assert main(["search", str(path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert set(tmp_path.iterdir()) == before  # no mlflow.db, optuna.db, runs/ or mlartifacts/
+
+
+# -- 8. a picture of every trial's end ---------------------------------------------------------------------
+
+def test_a_trial_stopped_before_its_first_evaluation_leaves_a_picture(tmp_path: Path) -> None:
+    cfg = tiny(optim={"lr_g": 1e6, "lr_d": 1e6}, train={"steps": 200, "log_every": 10},
+               eval={"every": 100, "metrics": ["modes"]})
+    grids: list[int] = []
+    result = train(cfg, run_dir=tmp_path / "run", on_samples=lambda step, png: grids.append(step))
+    assert result.status == "diverged" and result.steps < 100
+    assert grids == [result.steps]
+    assert [p.name for p in (tmp_path / "run" / "samples").iterdir()] == [f"step_{result.steps:07d}.png"]
+
+
+# -- 2, 3. Ctrl-C and a tracking server that dies ------------------------------------------------------------
+
+def _mlflow_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.test_tracking import _free_port
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            MlflowClient(uri).search_experiments()
+            return server, uri
+        except Exception:
+            time.sleep(1)
+    os.killpg(server.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not start")
+
+
+def _wait_for(predicate: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except Exception:  # sqlite busy, study not there yet
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _search_cmd(tmp_path: Path, space: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gantune.cli", "search", str(space), "--storage",
+            f"sqlite:///{tmp_path / 'optuna.db'}", "--runs-dir", str(tmp_path / "runs"), *extra]
+
+
+def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(tiny_space("sigint", 4, 3000, 500, [0.001], log_every=50, n_samples=200))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--quiet"), cwd=tmp_path, env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (tmp_path / "runs" / "sigint" / "trial-0001" / "metrics.jsonl").exists(), 240,
+              "two running trials")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err.strip().splitlines()[-1]
+    study = _study(tmp_path, "sigint")
+    assert [t.state for t in study.trials].count(TrialState.RUNNING) >= 1  # left resumable, not told anything
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) >= 2  # parent and running children
+
+    done = subprocess.run(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--resume", "--json"), cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["trials"] == 4
+    runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("gantune.role") == "parent"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("gantune.role") != "parent"]
+    assert sorted(int(r.data.tags["gantune.trial"]) for r in children) == [0, 1, 2, 3]
+    assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_a_dead_tracking_server_never_stops_the_search(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(tiny_space("outage", 4, 200, 100, [0.001, 1000000.0], log_every=20, n_samples=200))
+    enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "outage", [0.001, 1000000.0, 0.001, 0.001])
+    server, uri = _mlflow_server(tmp_path)
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    try:
+        proc = subprocess.Popen(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--json"), cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def tracked() -> bool:
+            exp = MlflowClient(uri).get_experiment_by_name("outage")
+            return exp is not None and len(MlflowClient(uri).search_runs([exp.experiment_id])) >= 2
+
+        _wait_for(tracked, 240, "the first trial in MLflow")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # the server (and its workers) die mid-search
+    out, err = proc.communicate(timeout=300)  # before: every MLflow call retried for minutes on Tune's loop
+    assert proc.returncode == 0, err[-2000:]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "MlflowTracker" in warnings[0], err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["trials"] == 4 and summary["counts"]["completed"] == 3 and summary["tracking_error"]
+    assert all(t.state != TrialState.RUNNING for t in _study(tmp_path, "outage").trials)
+
+
+# -- 9. a real Ray cluster, started apart --------------------------------------------------------------------
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_search_on_a_separately_started_cluster(tmp_path: Path) -> None:
+    from tests.test_tracking import _free_port
+
+    port = _free_port()  # `ray start` enables token authentication: the driver then needs RAY_AUTH_MODE=token
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                             "--include-dashboard=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    path = tmp_path / "space.yaml"
+    path.write_text(tiny_space("cluster", 2, 100, 50, [0.001], log_every=25, n_samples=200))
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache"), "RAY_AUTH_MODE": "token"}
+    try:
+        _wait_for(lambda: _port_open(port), 120, "the Ray head")
+        short = subprocess.run(_search_cmd(tmp_path, path, "--ray-address", address, "--gpus-per-trial", "0.5"),
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert short.returncode == 2, short.stderr[-2000:]
+        assert "asks for 0.5 GPU but the Ray cluster at" in short.stderr.strip().splitlines()[-1]
+        assert not (tmp_path / "optuna.db").exists()
+
+        done = subprocess.run(_search_cmd(tmp_path, path, "--ray-address", address, "--json", "--no-tracking"),
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["counts"]["completed"] == 2
+        for t in _study(tmp_path, "cluster").trials:  # trials ran in their node's own directory: files were shipped
+            run = tmp_path / "runs" / "cluster" / f"trial-{t.number:04d}"
+            assert {"generator.pt", "generator_best.pt", "config.yaml", "metrics.jsonl"} <= {
+                p.name for p in run.iterdir()}
+            assert len(list((run / "samples").iterdir())) == 2
+            assert torch.load(run / "generator.pt", weights_only=True)["step"] == 100
+        assert Path(summary["best"]["samples"]).exists()
+
+        # with that cluster up, a search without --ray-address still runs on a local Ray of its own
+        local = subprocess.run(_search_cmd(tmp_path, path, "--name", "local", "--no-tracking", "--quiet"),
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert local.returncode == 0, local.stderr[-2000:]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started (one process group)
+        head.wait(60)
