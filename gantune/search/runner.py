@@ -126,8 +126,10 @@ def _quiet_ray() -> None:
     """Ray's own notices (token auth, searcher save, per-trial logger files) are not the user's business;
     trial failures reach the user through SearchBook."""
 
-    for name in ("ray", "ray.tune", "ray.tune.analysis.experiment_analysis", "ray.train"):
+    for name in ("ray", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("ray.tune", "ray.train"):  # a failed trial's traceback: SearchBook prints its one line instead
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
