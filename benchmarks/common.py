@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from gantune import env
 from gantune.search import SearchOptions, run_search
 from gantune.space import SearchSpace, load_space
 
@@ -18,6 +19,12 @@ class Collector:
     """A search observer keeping each trial's reported records (for throughput and replay)."""
 
     records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def connect(self) -> None:
+        pass
+
+    def search_interrupted(self, running: list[int]) -> None:
+        pass
 
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         pass
@@ -42,6 +49,7 @@ class Collector:
 def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, Any],
         collector: Collector | None = None) -> tuple[dict[str, Any], optuna.Study, SearchSpace]:
     """One search of ``space_path`` under ``name`` with ``search`` settings overridden, in ``workdir``."""
+    env.configure()
     space = load_space(space_path, name=name)
     raw = space.settings.model_dump()
     for key, value in overrides.items():

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gantune import env
 from gantune.errors import GantuneError, Interrupted
 from gantune.registry import Registry
 
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    env.configure()
     try:
         summary = COMMANDS.get(args.command).run(args)
     except GantuneError as err:

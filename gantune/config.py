@@ -19,27 +19,64 @@ from gantune.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
-DatasetName = Literal["ring8", "grid25", "digits", "folder", "torchvision"]
-LossName = Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan-gp", "lsgan"]
-OptimName = Literal["adam", "rmsprop"]
-ArchName = Literal["auto", "mlp", "dcgan"]
 
-#: Activation normalisations; ``spectral`` (a weight normalisation) may be added to any one with ``+``.
-ACTIVATION_NORMS = ("batch", "layer", "instance", "none")
-POINT_DATASETS = ("ring8", "grid25")
+
+# The registries are the one list of names: config asks them (imported on first use, so a loss, norm,
+# architecture, optimiser or dataset registered from outside the package is accepted like a built-in one).
+def _datasets() -> Any:
+    from gantune.data import DATASETS
+
+    return DATASETS
+
+
+def _archs() -> Any:
+    from gantune.gan.nets import ARCHS
+
+    return ARCHS
+
+
+def _losses() -> Any:
+    from gantune.gan.losses import LOSSES
+
+    return LOSSES
+
+
+def _optimizers() -> Any:
+    from gantune.gan.step import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def _norms() -> Any:
+    from gantune.gan.norms import NORMS
+
+    return NORMS
+
+
+def split_norm(spec: str) -> tuple[str, bool]:
+    """``spectral+layer`` -> (``layer``, True): the activation norm and whether spectral norm wraps the layer."""
+    parts = spec.split("+")
+    acts = [p for p in parts if p != "spectral"]
+    return (acts[0] if acts else "none"), "spectral" in parts
 
 
 @dataclass(config=_STRICT)
 class DataConfig:
     """Where real samples come from (definitions in DESIGN.md, Built-in data)."""
 
-    name: DatasetName = "grid25"
+    name: str = Field(default="grid25", description="a registered dataset: ring8, grid25, digits, folder, "
+                      "torchvision, …")
     resolution: int = Field(default=32, ge=8, le=64, description="image side in px (images only)")
     channels: int | None = Field(default=None, description="1 or 3; default: the dataset's own")
     path: str | None = Field(default=None, description="folder of images (folder) or dataset root (torchvision)")
     dataset: str | None = Field(default=None, description="torchvision dataset: CIFAR10, MNIST, FashionMNIST, CelebA")
     download: bool = Field(default=False, description="torchvision only: fetch the dataset if it is not under path")
     max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder/torchvision)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return str(_datasets().validate(v))
 
     @field_validator("resolution")
     @classmethod
@@ -57,14 +94,14 @@ class DataConfig:
 
     @property
     def is_points(self) -> bool:
-        return self.name in POINT_DATASETS
+        return bool(_datasets().get(self.name).points)
 
 
 @dataclass(config=_STRICT)
 class ModelConfig:
     """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
 
-    arch: ArchName = "auto"
+    arch: str = Field(default="auto", description="auto (by data kind) or a registered one: mlp, dcgan, …")
     z_dim: int = Field(default=64, ge=1)
     g_width: int = Field(default=128, ge=1, description="hidden units (MLP) or base channels (DCGAN)")
     d_width: int = Field(default=128, ge=1)
@@ -74,14 +111,20 @@ class ModelConfig:
     d_norm: str = "none"
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
 
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return v if v == "auto" else str(_archs().validate(v))
+
     @field_validator("g_norm", "d_norm")
     @classmethod
     def _norm(cls, v: str) -> str:
         parts = v.split("+")
         acts = [p for p in parts if p != "spectral"]
-        if any(p not in ACTIVATION_NORMS for p in acts) or len(acts) > 1 or parts.count("spectral") > 1:
+        norms = _norms()
+        if any(p not in norms for p in acts) or len(acts) > 1 or parts.count("spectral") > 1:
             raise ValueError(
-                f"{v!r} is not a normalisation: use one of {', '.join(ACTIVATION_NORMS)}, spectral, "
+                f"{v!r} is not a normalisation: use one of {', '.join(norms.names())}, spectral, "
                 "or spectral+<one of them>"
             )
         return "spectral" if acts in ([], ["none"]) and "spectral" in parts else v
@@ -91,18 +134,24 @@ class ModelConfig:
 class LossConfig:
     """The adversarial objective and its regularisers."""
 
-    name: LossName = "nonsaturating"
+    name: str = Field(default="nonsaturating", description="a registered loss: nonsaturating, minimax, hinge, wgan, "
+                      "wgan-gp, lsgan, …")
     gp_weight: float = Field(default=10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return str(_losses().validate(v))
 
 
 @dataclass(config=_STRICT)
 class OptimConfig:
     """Optimisers: separate learning rates for G and D (TTUR), n_critic D steps per G step."""
 
-    name: OptimName = "adam"
+    name: str = Field(default="adam", description="a registered optimiser: adam, rmsprop, …")
     lr_g: float = Field(default=2e-4, gt=0)
     lr_d: float = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
@@ -110,6 +159,11 @@ class OptimConfig:
     n_critic: int = Field(default=1, ge=1)
     grad_clip: float = Field(default=0.0, ge=0, description="max gradient norm for G and D (0 = off)")
     ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return str(_optimizers().validate(v))
 
 
 @dataclass(config=_STRICT)
@@ -188,30 +242,37 @@ class TrialConfig:
 
     @model_validator(mode="after")
     def _combinations(self) -> TrialConfig:
+        """Rules between sections; each fact comes from the dataset, architecture, loss or norm object."""
         points = self.data.is_points
         arch = self.resolved_arch
-        if points and arch != "mlp":
-            raise ValueError("model.arch: 2-D point data needs the mlp architecture")
-        if not points and arch != "dcgan":
-            raise ValueError("model.arch: image data needs the dcgan architecture")
+        if _archs().get(arch).points != points:
+            kind = "2-D point data" if points else "image data"
+            fits = [a for a in _archs().names() if _archs().get(a).points == points]
+            raise ValueError(f"model.arch: {kind} needs the {' or '.join(fits)} architecture")
+        norms = _norms()
         for key in ("g_norm", "d_norm"):
-            if points and "instance" in getattr(self.model, key):
-                raise ValueError(f"model.{key}: instance normalisation needs image feature maps, not 2-D points")
-        if self.loss.name == "wgan-gp" and "batch" in self.model.d_norm:
-            raise ValueError("model.d_norm: batch norm in D breaks the per-sample gradient penalty of wgan-gp")
-        if self.loss.r1_weight > 0 and "batch" in self.model.d_norm:
-            raise ValueError("model.d_norm: batch norm in D breaks the per-sample R1 penalty")
-        if self.data.name in ("folder", "torchvision") and not self.data.path:
-            raise ValueError(f"data.path: dataset {self.data.name!r} needs a path")
-        if self.data.name == "torchvision" and not self.data.dataset:
-            raise ValueError("data.dataset: name the torchvision dataset (CIFAR10, MNIST, FashionMNIST, CelebA)")
+            act, _ = split_norm(getattr(self.model, key))
+            if points and norms.get(act).needs_maps:
+                raise ValueError(f"model.{key}: {act} normalisation needs image feature maps, not 2-D points")
+        d_act, _ = split_norm(self.model.d_norm)
+        if not norms.get(d_act).per_sample:
+            if _losses().get(self.loss.name).gradient_penalty:
+                raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample gradient penalty of "
+                                 f"{self.loss.name}")
+            if self.loss.r1_weight > 0:
+                raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
+        for needed in _datasets().get(self.data.name).needs:
+            if not getattr(self.data, needed):
+                raise ValueError(f"data.{needed}: dataset {self.data.name!r} needs a {needed}")
         return self
 
     @property
     def resolved_arch(self) -> str:
+        """``model.arch``, or with ``auto`` the first registered architecture for the data's kind."""
         if self.model.arch != "auto":
             return self.model.arch
-        return "mlp" if self.data.is_points else "dcgan"
+        archs = _archs()
+        return next(a for a in archs.names() if archs.get(a).points == self.data.is_points)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

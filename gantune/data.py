@@ -94,7 +94,28 @@ class RealData:
 
 
 Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
-DATASETS: Registry[Builder] = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset by name: how to build it, whether it is 2-D points, and the ``data`` fields it needs."""
+
+    build: Builder
+    points: bool = False
+    needs: tuple[str, ...] = ()
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+def dataset(name: str, points: bool = False, needs: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+    """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
+
+    def add(build: Builder) -> Builder:
+        DATASETS.add(name, Dataset(build, points, needs))
+        return build
+
+    return add
 
 
 def ring8_means() -> torch.Tensor:
@@ -107,12 +128,12 @@ def grid25_means() -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
-@DATASETS.register("ring8")
+@dataset("ring8", points=True)
 def _ring8(cfg: DataConfig) -> tuple[Mixture, None, None]:
     return Mixture(ring8_means(), 0.01), None, None
 
 
-@DATASETS.register("grid25")
+@dataset("grid25", points=True)
 def _grid25(cfg: DataConfig) -> tuple[Mixture, None, None]:
     return Mixture(grid25_means(), 0.05), None, None
 
@@ -129,7 +150,7 @@ def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return images.clamp(-1, 1).contiguous()
 
 
-@DATASETS.register("digits")
+@dataset("digits")
 def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
@@ -148,7 +169,7 @@ def _center_crop_resize(img: object, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
 
 
-@DATASETS.register("folder")
+@dataset("folder", needs=("path",))
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     from PIL import Image, UnidentifiedImageError
 
@@ -171,7 +192,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     return None, x.contiguous(), None
 
 
-@DATASETS.register("torchvision")
+@dataset("torchvision", needs=("path", "dataset"))
 def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     if cfg.dataset not in TORCHVISION_DATASETS:
         raise DataError(f"data.dataset: {cfg.dataset!r} is not one of {', '.join(TORCHVISION_DATASETS)}")
@@ -202,7 +223,7 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     """Build the configured dataset on ``device``; errors name the config key to fix."""
-    mixture, images, labels = DATASETS.get(cfg.name)(cfg)
+    mixture, images, labels = DATASETS.get(cfg.name).build(cfg)
     if images is not None and images.shape[1] != channels_of(cfg):
         images = _fit(images, DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)}))
     return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels)

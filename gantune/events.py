@@ -13,22 +13,58 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
-#: every way a trial can end; ``failed:oom`` is an out-of-memory failure (of the config, not of the code)
-STATUSES = ("completed", "pruned:asha", "pruned:collapsed", "pruned:diverged", "pruned:stalled", "failed",
-            "failed:oom")
+
+class Status(str, Enum):
+    """How a trial ended: the one spelling of each word (a ``str``, so it stores and compares as its value)."""
+
+    COMPLETED = "completed"
+    PRUNED_ASHA = "pruned:asha"
+    PRUNED_COLLAPSED = "pruned:collapsed"
+    PRUNED_DIVERGED = "pruned:diverged"
+    PRUNED_STALLED = "pruned:stalled"
+    FAILED = "failed"
+    FAILED_OOM = "failed:oom"  # out of memory: a property of the config (batch, widths), not a bug in the code
+    DIVERGED = "diverged"  # the trial loop's own stop on a non-finite value; a search reports it as pruned:diverged
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def pruned(self) -> bool:
+        return self.value.startswith("pruned:")
+
+    @property
+    def failed(self) -> bool:
+        return self.value.startswith("failed")
+
+    @classmethod
+    def pruned_by(cls, kind: str) -> Status:
+        """``pruned:<kind>`` for a health verdict's kind (diverged, collapsed, stalled)."""
+        return cls(f"pruned:{kind}")
+
+    @classmethod
+    def in_search(cls, status: str) -> Status:
+        """A trial loop ending as a search reports it."""
+        return cls.PRUNED_DIVERGED if status == cls.DIVERGED else cls(status)
+
+
+#: every way a trial of a search can end
+STATUSES = tuple(s.value for s in Status if s is not Status.DIVERGED)
 
 
 @dataclass
 class TrialOutcome:
     number: int
-    status: str
+    status: Status
     reason: str
     steps: int
     values: list[float] | None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: str | None = None  # directory with the trial's generator weights and config, on the driver
+    rule: str = ""  # the health rule behind a pruned:* status (e.g. ``diversity``): what reports group by
 
 
 class Observer(Protocol):

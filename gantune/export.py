@@ -22,7 +22,7 @@ from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import absolute_sqlite, search_settings
+from gantune.study import load_search, search_settings, top_trials
 
 
 @dataclass
@@ -41,23 +41,6 @@ class Candidate:
     @property
     def spread(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
-
-
-def load_search(name: str, storage: str) -> optuna.Study:
-    try:
-        return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
-        raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
-                           f"{', '.join(names) or 'none'})") from None
-
-
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    if not done:
-        raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
-    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(done, key=lambda t: sign * t.values[0])[:k]
 
 
 class RerunSpace(SearchSpace):

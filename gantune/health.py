@@ -21,18 +21,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gantune.config import HealthConfig
+from gantune.events import Status
+from gantune.metrics import collapse_signals  # the package: the built-in families are registered
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why a trial should stop: ``kind`` is diverged | collapsed | stalled | asha, ``reason`` is for people."""
+    """Why a trial should stop: ``kind`` is diverged | collapsed | stalled, ``rule`` the signal that decided it
+    (``non_finite``, ``grad_norm_d``, ``objective_rise``, ``diversity``, ``frozen_losses``, …: what reports group
+    by), ``reason`` the sentence for people."""
 
     kind: str
     reason: str
+    rule: str = ""
 
     @property
-    def status(self) -> str:
-        return f"pruned:{self.kind}"
+    def status(self) -> Status:
+        return Status.pruned_by(self.kind)
 
 
 @dataclass
@@ -65,17 +70,17 @@ def first_nonfinite(record: dict[str, float]) -> str | None:
 @rule
 def _non_finite(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     bad = first_nonfinite(r)
-    return None if bad is None else Verdict("diverged", f"non-finite {bad} at step {int(r['step'])}")
+    return None if bad is None else Verdict("diverged", f"non-finite {bad} at step {int(r['step'])}", "non_finite")
 
 
 @rule
 def _exploding(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     for k in ("grad_norm_g", "grad_norm_d"):
         if r.get(k, 0.0) > h.max_grad_norm:
-            return Verdict("diverged", f"{k} {r[k]:.3g} > {h.max_grad_norm:g} at step {int(r['step'])}")
+            return Verdict("diverged", f"{k} {r[k]:.3g} > {h.max_grad_norm:g} at step {int(r['step'])}", k)
     for k in ("loss_d", "loss_g"):
         if abs(r.get(k, 0.0)) > h.max_abs_loss:
-            return Verdict("diverged", f"|{k}| {abs(r[k]):.3g} > {h.max_abs_loss:g} at step {int(r['step'])}")
+            return Verdict("diverged", f"|{k}| {abs(r[k]):.3g} > {h.max_abs_loss:g} at step {int(r['step'])}", k)
     return None
 
 
@@ -99,38 +104,29 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals and r["step"] >= h.warmup_steps else 0
     if s.bad_rise >= h.patience:
         return Verdict("diverged", f"{h.objective} {v:.4g} far from its best {s.best:.4g} for "
-                       f"{s.bad_rise} evaluations (step {int(r['step'])})")
+                       f"{s.bad_rise} evaluations (step {int(r['step'])})", "objective_rise")
     return None
-
-
-#: (metric, config attribute of its floor, what it means)
-COLLAPSE_SIGNALS = (("mode_coverage", "min_coverage", "mode coverage"),
-                    ("class_coverage", "min_coverage", "class coverage"),
-                    ("diversity", "min_diversity", "diversity ratio"),
-                    ("recall", "min_recall", "recall"))
-
-
-def _meaningful(metric: str, h: HealthConfig, r: dict[str, float]) -> bool:
-    """Mode coverage counts only high-quality samples: with few of them a slow run is not yet a collapsed one."""
-    return metric != "mode_coverage" or r.get("hq", 1.0) >= h.min_hq
 
 
 @rule
 def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
-    if not any(m in r for m, _, _ in COLLAPSE_SIGNALS):
+    """The collapse signals the metric families declare (``CollapseSignal``): below the floor for ``patience``
+    checks in a row, after the warm-up. A gated signal (mode coverage, gated by the HQ share) counts only once
+    its gate is reached: with few high-quality samples a slow run is not yet a collapsed one."""
+    signals = [sig for sig in collapse_signals() if sig.key in r]
+    if not signals:
         return None
     s.checks += 1
     if s.checks <= h.warmup_evals or r["step"] < h.warmup_steps:
         return None
-    for metric, floor_key, label in COLLAPSE_SIGNALS:
-        if metric not in r:
-            continue
-        floor = getattr(h, floor_key)
-        n = s.bad_collapse.get(metric, 0) + 1 if r[metric] < floor and _meaningful(metric, h, r) else 0
-        s.bad_collapse[metric] = n
+    for sig in signals:
+        floor = getattr(h, sig.floor) if isinstance(sig.floor, str) else sig.floor
+        gated = sig.gate is None or r.get(sig.gate[0], 1.0) >= getattr(h, sig.gate[1])
+        n = s.bad_collapse.get(sig.key, 0) + 1 if r[sig.key] < floor and gated else 0
+        s.bad_collapse[sig.key] = n
         if n >= h.patience:
-            return Verdict("collapsed", f"{label} {r[metric]:.3g} < {floor:g} for {n} evaluations "
-                           f"(step {int(r['step'])})")
+            return Verdict("collapsed", f"{sig.label} {r[sig.key]:.3g} < {floor:g} for {n} evaluations "
+                           f"(step {int(r['step'])})", sig.key)
     return None
 
 
@@ -146,12 +142,12 @@ def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
         spread = max(max(c) - min(c) for c in zip(*s.losses, strict=True))
         if spread < h.stall_tol:
             return Verdict("stalled", f"losses frozen (spread {spread:.2g}) for {h.stall_logs} logs with no better "
-                           f"{h.objective} (step {int(r['step'])})")
+                           f"{h.objective} (step {int(r['step'])})", "frozen_losses")
     if h.d_win_logs and "d_win" in r:
         s.d_wins = s.d_wins + 1 if r["d_win"] >= 0.99 else 0
         if s.d_wins >= h.d_win_logs:
             return Verdict("stalled", f"D separated every real from every fake sample for {s.d_wins} logs "
-                           f"(step {int(r['step'])})")
+                           f"(step {int(r['step'])})", "d_wins")
     return None
 
 

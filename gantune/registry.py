@@ -27,6 +27,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (a plugin's tests clean up after themselves)."""
+        del self._entries[name]
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
         return lambda entry: self.add(name, entry)
@@ -36,6 +40,12 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise GantuneError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}") from None
+
+    def validate(self, name: str) -> str:
+        """``name`` if registered, else ``ValueError`` listing the names (for pydantic validators)."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+        return name
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -19,14 +19,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune.errors import GantuneError
-from gantune.export import load_search, top_trials
+from gantune.events import Status
 from gantune.rundir import atomic_write
-from gantune.study import search_settings
+from gantune.study import load_search, search_settings, top_trials
 
 TEMPLATE = "report.html.j2"
-STATUS_COLORS = {"completed": "#1a7f37", "pruned:asha": "#bf8700", "pruned:collapsed": "#8250df",
-                 "pruned:diverged": "#cf222e", "pruned:stalled": "#57606a", "failed": "#000000",
-                 "failed:oom": "#953800"}
+STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
+                 Status.PRUNED_DIVERGED: "#cf222e", Status.PRUNED_STALLED: "#57606a", Status.FAILED: "#000000",
+                 Status.FAILED_OOM: "#953800"}
 
 
 def template_dir() -> Path:
@@ -47,14 +47,14 @@ def _status_timeline(trials: list[FrozenTrial]) -> Any:
 
     fig = go.Figure()
     for status, color in STATUS_COLORS.items():
-        sel = [t for t in trials if _status(t) == status and t.datetime_start and t.datetime_complete]
+        sel = [t for t in trials if _status(t) == status.value and t.datetime_start and t.datetime_complete]
         if not sel:
             continue
         fig.add_trace(go.Bar(
-            name=status, orientation="h", marker_color=color, y=[t.number for t in sel],
+            name=status.value, orientation="h", marker_color=color, y=[t.number for t in sel],
             base=[t.datetime_start.isoformat() for t in sel],  # type: ignore[union-attr]
             x=[(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in sel],  # type: ignore[operator]
-            hovertext=[f"trial {t.number}: {status} at step {t.user_attrs.get('steps')}<br>"
+            hovertext=[f"trial {t.number}: {status.value} at step {t.user_attrs.get('steps')}<br>"
                        f"{t.user_attrs.get('gantune_reason', '')}" for t in sel], hoverinfo="text"))
     fig.update_layout(barmode="overlay", xaxis={"type": "date", "title": "time"},
                       yaxis={"title": "trial", "autorange": "reversed"}, height=max(300, 22 * len(trials) + 120),
@@ -65,17 +65,16 @@ def _status_timeline(trials: list[FrozenTrial]) -> Any:
 def _status_counts(trials: list[FrozenTrial]) -> Any:
     import plotly.graph_objects as go
 
-    reasons: dict[str, int] = {}
+    why: dict[tuple[str, str], int] = {}  # (status, the health rule or the error) -> trials
     for t in trials:
         status = _status(t)
-        if status.startswith(("pruned:", "failed")):
-            reason = str(t.user_attrs.get("gantune_reason", "")).split(" (step")[0].split(" at step")[0]
-            key = f"{status}: {reason.split(' for ')[0][:60]}"
-            reasons[key] = reasons.get(key, 0) + 1
-    counts = {s: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+        if status != Status.COMPLETED:
+            key = (status, str(t.user_attrs.get("gantune_rule") or t.user_attrs.get("gantune_reason", ""))[:60])
+            why[key] = why.get(key, 0) + 1
+    counts = {s.value: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
     fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=list(STATUS_COLORS.values()),
-                           hovertext=[", ".join(f"{k.split(': ', 1)[1]} ({v})" for k, v in reasons.items()
-                                                if k.startswith(s + ":")) for s in counts], hoverinfo="text+y"))
+                           hovertext=[", ".join(f"{rule} ({n})" for (st, rule), n in why.items() if st == s)
+                                      for s in counts], hoverinfo="text+y"))
     fig.update_layout(yaxis={"title": "trials"}, height=320)
     return fig
 
@@ -135,7 +134,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     settings = search_settings(study)
     names = settings.objectives
     direction = ", ".join(settings.directions)
-    counts = {s: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+    counts = {s.value: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:

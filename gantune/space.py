@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
 from gantune.errors import ConfigError
@@ -84,7 +84,6 @@ class ValueSpec(_Leaf):
 SPEC_TYPES: dict[str, type[_Leaf]] = {"float": FloatSpec, "int": IntSpec, "categorical": CategoricalSpec,
                                       "expr": ExprSpec, "value": ValueSpec}
 Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
 
 
 class Resources(BaseModel):
@@ -111,12 +110,19 @@ class SearchSettings(BaseModel):
     quick_every: int = Field(default=0, ge=0, description="cheap collapse checks between evaluations (0 = off)")
     objective: str | list[str] = "fid"
     direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "minimize"
-    sampler: Literal["tpe", "random", "gp", "cmaes", "qmc"] = "tpe"
+    sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
     seed: int = 0
     concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow)")
     resources: Resources = Field(default_factory=Resources)
     pruning: Pruning = Field(default_factory=Pruning)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        from gantune.study import SAMPLERS  # the one list of samplers
+
+        return SAMPLERS.validate(v)
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchSettings:

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune.errors import GantuneError
+from gantune.events import Status
 from gantune.registry import Registry
 from gantune.space import SearchSettings
 
@@ -31,7 +32,8 @@ SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_i
 #: gantune status -> the state Optuna is told (pruned:* -> PRUNED). An out-of-memory trial is told PRUNED, not
 #: FAIL: Optuna's samplers ignore FAIL trials, while TPE ranks a PRUNED trial without values below every other,
 #: so it learns to stay away from configs that do not fit in memory.
-OPTUNA_STATE = {"completed": TrialState.COMPLETE, "failed": TrialState.FAIL, "failed:oom": TrialState.PRUNED}
+OPTUNA_STATE = {Status.COMPLETED: TrialState.COMPLETE, Status.FAILED: TrialState.FAIL,
+                Status.FAILED_OOM: TrialState.PRUNED}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -118,12 +120,12 @@ def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
         trial.report(value, step)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, status: str, values: list[float] | None,
+def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[float] | None,
          attrs: dict[str, Any]) -> None:
     """Close a trial: COMPLETE with its values, PRUNED (pruned:*) at its last step, or FAIL."""
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    state = OPTUNA_STATE.get(status, TrialState.PRUNED if status.startswith("pruned:") else TrialState.FAIL)
+    state = OPTUNA_STATE.get(status, TrialState.PRUNED if status.pruned else TrialState.FAIL)
     if state == TrialState.COMPLETE and (values is None or not all(math.isfinite(v) for v in values)):
         state = TrialState.FAIL
         trial.set_user_attr("gantune_reason", "no finite objective value at the end of the trial")
@@ -139,3 +141,22 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return study.best_trial
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
     return min(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def load_search(name: str, storage: str) -> optuna.Study:
+    """The study of the search called ``name``; a one-line error naming the searches there otherwise."""
+    try:
+        return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
+        raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
+                           f"{', '.join(names) or 'none'})") from None
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials on the first objective."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if not done:
+        raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(done, key=lambda t: sign * t.values[0])[:k]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import os
 import time
 from pathlib import Path
@@ -23,22 +22,15 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune.errors import GantuneError
-from gantune.events import TrialOutcome
+from gantune.events import Status, TrialOutcome
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
 from gantune.study import absolute_sqlite
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# MLflow's INFO lines (database creation, migrations) would break the CLI's one-line-error contract on stderr
-for _name in ("mlflow", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 #: Tune's bookkeeping fields: not metrics of the GAN
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
-#: MLflow's REST client retries a dead server for minutes by default; a search waits on no tracking call that
-#: long (users may still set these variables themselves)
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 #: MLflow 3's UI opens an experiment in its model-training view (runs, metrics) rather than GenAI traces
 _KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
 
@@ -90,9 +82,12 @@ class _RunLogger:
             chunk, self.buffer = self.buffer[:_BATCH], self.buffer[_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk)
 
-    def end(self, status: str, reason: str, steps: int, files: list[Path], state: int = RunStatus.FINISHED) -> None:
+    def end(self, status: str, reason: str, steps: int, files: list[Path], state: int = RunStatus.FINISHED,
+            rule: str = "") -> None:
         self.flush()
         tags = [RunTag("gantune.status", status), RunTag("gantune.reason", reason[:5000])]
+        if rule:
+            tags.append(RunTag("gantune.rule", rule))
         self.client.log_batch(self.run_id, tags=[*tags, RunTag("gantune.steps", str(steps))] if steps else tags)
         for f in files:
             self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
@@ -133,8 +128,6 @@ def connect(uri: str) -> MlflowClient:
 
     Creating the client creates a local sqlite store: call it only once the rest of the input is valid.
     """
-    for key, value in _HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
@@ -256,9 +249,8 @@ class MlflowTracker:
         art = Path(outcome.artifacts) if outcome.artifacts else None
         files = [art / name for name in (GENERATOR, BEST_GENERATOR, CONFIG)] if art is not None else []
         files = [f for f in files if f.is_file()]
-        failed = outcome.status.startswith("failed")
-        logger.end(outcome.status, outcome.reason, outcome.steps, files,
-                   state=RunStatus.FAILED if failed else RunStatus.FINISHED)
+        logger.end(outcome.status.value, outcome.reason, outcome.steps, files, rule=outcome.rule,
+                   state=RunStatus.FAILED if outcome.status.failed else RunStatus.FINISHED)
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list[Any]:
@@ -323,7 +315,7 @@ class TrainRun:
     def fail(self, reason: str) -> None:
         """Close an opened run as FAILED (the training raised); a run never opened stays unopened."""
         if self._logger is not None:
-            self._logger.end("failed", reason, 0, [], state=RunStatus.FAILED)
+            self._logger.end(Status.FAILED.value, reason, 0, [], state=RunStatus.FAILED)
 
 
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:

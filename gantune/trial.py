@@ -19,6 +19,7 @@ import torch
 
 from gantune.config import TrialConfig
 from gantune.data import RealData, load_data
+from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.health import Verdict, first_nonfinite
 from gantune.metrics import Evaluator
@@ -33,9 +34,9 @@ EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 
 @dataclass
 class TrialResult:
-    """How a trial ended: ``status`` is completed | diverged | pruned:<kind>."""
+    """How a trial ended: ``status`` is completed | diverged | pruned:<kind>; ``rule`` the health rule behind it."""
 
-    status: str
+    status: Status
     reason: str
     steps: int
     wall_s: float
@@ -43,6 +44,7 @@ class TrialResult:
     last: Record = field(default_factory=dict)
     last_eval: Record = field(default_factory=dict)
     run_dir: str | None = None
+    rule: str = ""
 
     @property
     def eval_fraction(self) -> float:
@@ -161,7 +163,7 @@ def train(
 
     objective, sign = cfg.health.objective, (1.0 if cfg.health.mode == "min" else -1.0)
     best_value = math.inf
-    status, reason = "completed", ""
+    status, reason, rule = Status.COMPLETED, "", ""
     last: Record = {}
     last_eval: Record = {}
     step = pictured = start
@@ -180,13 +182,13 @@ def train(
             record["steps_per_s"] = (step - window_step) / max(now - window_t, 1e-9)
             window_t, window_step = now, step
             if (bad := first_nonfinite(record)) is not None:
-                status, reason = "diverged", f"non-finite {bad} at step {step}"
-        if quick_now and status == "completed":
+                status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
+        if quick_now and status == Status.COMPLETED:
             t_eval = time.perf_counter()
             record.update(evaluate.quick(fake))
             eval_s += time.perf_counter() - t_eval
             window_t += time.perf_counter() - t_eval
-        if eval_now and status == "completed":
+        if eval_now and status == Status.COMPLETED:
             t_eval = time.perf_counter()
             metrics = evaluate(fake)
             picture(step, f"step {step}")
@@ -200,17 +202,17 @@ def train(
             if rd is not None and math.isfinite(value) and sign * value < best_value:
                 best_value = sign * value  # the generator at its best evaluation, kept beside the final one
                 rd.save_generator(trainer.eval_generator().state_dict(), cfg, step, name=BEST_GENERATOR)
-        if (eval_now or quick_now) and status == "completed" and (bad := first_nonfinite(record)) is not None:
-            status, reason = "diverged", f"non-finite {bad} at step {step}"
+        if (eval_now or quick_now) and status == Status.COMPLETED and (bad := first_nonfinite(record)) is not None:
+            status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
         record["wall_s"] = wall()
         last = record
         if rd is not None:
             rd.append_metrics(record)
         if report is not None:
             report(record)
-        if status == "completed" and should_stop is not None and (verdict := should_stop(record)) is not None:
-            status, reason = verdict.status, verdict.reason
-        if status != "completed":
+        if status == Status.COMPLETED and should_stop is not None and (verdict := should_stop(record)) is not None:
+            status, reason, rule = verdict.status, verdict.reason, verdict.rule
+        if status != Status.COMPLETED:
             break
         if step % tc.checkpoint_every == 0:
             checkpoint(step)
@@ -218,7 +220,7 @@ def train(
     if pictured != step:  # a trial stopped between evaluations: show what it had become when it stopped
         picture(step, f"step {step}: {status}")
     if rd is not None:
-        if status == "completed":
+        if status == Status.COMPLETED:
             checkpoint(step)
         rd.save_generator(trainer.eval_generator().state_dict(), cfg, step)
-    return TrialResult(status, reason, step, wall(), eval_s, last, last_eval, str(rd.path) if rd else None)
+    return TrialResult(status, reason, step, wall(), eval_s, last, last_eval, str(rd.path) if rd else None, rule)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 import torch
 
+from gantune import env
 from gantune.config import TrialConfig, config_from_dict
 
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+env.configure()  # what cli.main does: tests call run_search and train directly too
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

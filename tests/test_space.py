@@ -62,7 +62,7 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {float: [0, 1], log: true}"),
      "optim.lr_g: a log range needs low > 0"),
     (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {flaot: [1, 2]}"), "optim.lr_g:"),
-    (("nonsaturating, wgan-gp", "nonsaturating, wgan-gpp"), "loss.name: Input should be"),
+    (("nonsaturating, wgan-gp", "nonsaturating, wgan-gpp"), "loss.name: unknown loss 'wgan-gpp'; choose one of"),
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur"), "optim.lr_d.expr: unknown name 'ttur'"),
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name = 'wgan-gp'\""), "loss.gp_weight.when: cannot parse"),
     (("trials: 3", "trials: -1"), "search.trials: Input should be greater than or equal to 1"),

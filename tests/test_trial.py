@@ -59,7 +59,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path: Path) -> None:
     cfg = tiny(train={"steps": 30, "checkpoint_every": 20})
-    train(cfg, run_dir=tmp_path, should_stop=lambda r: Verdict("x", "crash") if r["step"] >= 30 else None)
+    train(cfg, run_dir=tmp_path, should_stop=lambda r: Verdict("stalled", "crash") if r["step"] >= 30 else None)
     # stopped at 30 without a final checkpoint: the checkpoint is from step 20, metrics go to 30
     resumed = train(cfg, run_dir=tmp_path, resume=True)
     assert resumed.status == "completed"

@@ -161,6 +161,7 @@ Builder = Callable[[ModelConfig, tuple[int, ...]], nn.Module]
 class Arch:
     generator: Builder
     discriminator: Builder
+    points: bool = False  # for 2-D points (else images); ``arch: auto`` picks the first registered for the data
 
 
 ARCHS: Registry[Arch] = Registry("architecture")
@@ -168,6 +169,7 @@ ARCHS.add("mlp", Arch(
     generator=lambda c, shape: MLPGenerator(c.z_dim, c.g_width, c.g_depth, NormSpec(c.g_norm), shape[0]),
     discriminator=lambda c, shape: MLPDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std,
                                                     shape[0]),
+    points=True,
 ))
 ARCHS.add("dcgan", Arch(
     generator=lambda c, shape: _dcgan(

@@ -8,20 +8,33 @@ is a weight normalisation wrapped around that linear/conv layer, so it combines 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gantune.registry import Registry
 
-#: name -> builder(num_features, spatial) returning the layer placed after a linear (spatial=False) or conv.
+#: builder(num_features, spatial) returning the layer placed after a linear (spatial=False) or conv layer.
 NormBuilder = Callable[[int, bool], nn.Module]
-NORMS: Registry[NormBuilder] = Registry("normalisation")
 
-NORMS.add("none", lambda n, spatial: nn.Identity())
-NORMS.add("batch", lambda n, spatial: nn.BatchNorm2d(n) if spatial else nn.BatchNorm1d(n))
-NORMS.add("layer", lambda n, spatial: nn.GroupNorm(1, n) if spatial else nn.LayerNorm(n))
-NORMS.add("instance", lambda n, spatial: nn.InstanceNorm2d(n, affine=True) if spatial else nn.Identity())
+
+@dataclass(frozen=True)
+class Norm:
+    """An activation norm and the facts the config checks combinations against."""
+
+    build: NormBuilder
+    shift: bool = True  # has its own bias: the layer before it needs none
+    per_sample: bool = True  # False when it mixes samples of a batch (breaks per-sample gradient penalties)
+    needs_maps: bool = False  # only meaningful on image feature maps, not on 2-D points
+
+
+NORMS: Registry[Norm] = Registry("normalisation")
+NORMS.add("none", Norm(lambda n, spatial: nn.Identity(), shift=False))
+NORMS.add("batch", Norm(lambda n, spatial: nn.BatchNorm2d(n) if spatial else nn.BatchNorm1d(n), per_sample=False))
+NORMS.add("layer", Norm(lambda n, spatial: nn.GroupNorm(1, n) if spatial else nn.LayerNorm(n)))
+NORMS.add("instance", Norm(lambda n, spatial: nn.InstanceNorm2d(n, affine=True) if spatial else nn.Identity(),
+                           needs_maps=True))
 
 
 class NormSpec:
@@ -32,16 +45,16 @@ class NormSpec:
         self.spectral = "spectral" in parts
         acts = [p for p in parts if p != "spectral"]
         self.activation = acts[0] if acts else "none"
-        self._build = NORMS.get(self.activation)
+        self.norm = NORMS.get(self.activation)
 
     def wrap(self, layer: nn.Module) -> nn.Module:
         """Apply spectral normalisation to a weight layer when asked."""
         return spectral_norm(layer) if self.spectral else layer
 
     def layer(self, n: int, spatial: bool) -> nn.Module:
-        return self._build(n, spatial)
+        return self.norm.build(n, spatial)
 
     @property
     def has_bias_norm(self) -> bool:
         """True when the activation norm has its own shift, so the preceding layer needs no bias."""
-        return self.activation in ("batch", "layer", "instance")
+        return self.norm.shift

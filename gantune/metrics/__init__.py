@@ -18,15 +18,27 @@ import torch
 from gantune.config import TrialConfig
 from gantune.data import RealData
 from gantune.errors import ConfigError
-from gantune.metrics import diversity, fid, modes  # noqa: F401  (register the families)
-from gantune.metrics.base import CHEAP, FAMILIES, KEYS, Reference, Samples, Scorer
+
+# isort: off
+# the built-in families, registered in the order the health monitor checks their collapse signals
+from gantune.metrics import fid, modes  # noqa: F401
+from gantune.metrics import diversity  # noqa: F401
+# isort: on
+from gantune.metrics.base import (
+    FAMILIES,
+    CollapseSignal,
+    Family,
+    Reference,
+    Samples,
+    Scorer,
+    collapse_signals,
+    family,
+)
 from gantune.metrics.features import CLASSIFIERS, Extractor, build_extractor, default_extractor
 from gantune.rundir import atomic_save
 
 Generate = Callable[[int], torch.Tensor]
 REFERENCE_SEED = 12345
-#: Families cheap enough for the quick checks between full evaluations (the bottom of the cost ladder).
-CHEAP_FAMILIES = CHEAP
 _MEMO: dict[str, Reference] = {}
 
 
@@ -49,7 +61,7 @@ def metric_names(cfg: TrialConfig) -> list[str]:
 
 def metric_keys(cfg: TrialConfig) -> list[str]:
     """Every value an evaluation of ``cfg`` reports: what an objective may name."""
-    return [key for name in metric_names(cfg) if name in KEYS for key in KEYS[name]]
+    return [key for name in metric_names(cfg) if name in FAMILIES for key in FAMILIES.get(name).keys]
 
 
 def cache_dir() -> Path:
@@ -122,7 +134,7 @@ class Evaluator:
 
     def quick(self, generate: Generate) -> dict[str, float]:
         """Only the cheap collapse signals, on ``eval.quick_samples`` samples."""
-        return self._score(generate, self.n_quick, [(n, s) for n, s in self.scorers if n in CHEAP_FAMILIES])
+        return self._score(generate, self.n_quick, [(n, s) for n, s in self.scorers if FAMILIES.get(n).cheap])
 
     def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
         if self.extractor is None or not scorers:
@@ -138,5 +150,5 @@ class Evaluator:
         return out
 
 
-__all__ = ["CHEAP_FAMILIES", "FAMILIES", "KEYS", "Evaluator", "Generate", "Reference", "Samples", "default_metrics",
-           "load_reference", "metric_keys", "metric_names"]
+__all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
+           "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys", "metric_names"]

@@ -32,22 +32,47 @@ class Reference(Samples):
 
 
 Scorer = Callable[[Samples], dict[str, float]]
-Family = Callable[[Reference], Scorer]
+
+
+@dataclass(frozen=True)
+class CollapseSignal:
+    """A reported value that, below its floor for ``health.patience`` checks in a row, means a collapse."""
+
+    key: str
+    floor: str | float  # the name of a ``health`` setting (user-tunable), or a fixed number
+    label: str  # what the verdict's reason calls it
+    gate: tuple[str, str] | None = None  # (record key, health setting): counts only once that value reaches it
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family: ``build(reference) -> scorer``, the keys the scorer reports (what an objective may name),
+    whether the cheap quick checks between full evaluations may run it, and its collapse signals."""
+
+    build: Callable[[Reference], Scorer]
+    keys: tuple[str, ...]
+    cheap: bool = False
+    collapse: tuple[CollapseSignal, ...] = ()
+
+    def __call__(self, ref: Reference) -> Scorer:
+        return self.build(ref)
+
+
 FAMILIES: Registry[Family] = Registry("metric")
-#: the keys each family's scorer returns (what a search objective may name), and the cheap families that the
-#: quick collapse checks between full evaluations run
-KEYS: dict[str, tuple[str, ...]] = {}
-CHEAP: set[str] = set()
 
 
-def family(name: str, keys: tuple[str, ...], cheap: bool = False) -> Callable[[Family], Family]:
-    """Register a metric family with the keys it returns (and whether the quick checks may run it)."""
+def family(name: str, keys: tuple[str, ...], cheap: bool = False,
+           collapse: tuple[CollapseSignal, ...] = ()) -> Callable[[Callable[[Reference], Scorer]],
+                                                                 Callable[[Reference], Scorer]]:
+    """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
-    def add(build: Family) -> Family:
-        FAMILIES.add(name, build)
-        KEYS[name] = keys
-        if cheap:
-            CHEAP.add(name)
+    def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
+        FAMILIES.add(name, Family(build, keys, cheap, collapse))
         return build
 
     return add
+
+
+def collapse_signals() -> list[CollapseSignal]:
+    """Every registered family's collapse signals, in registration order (what the health monitor watches)."""
+    return [signal for name in FAMILIES for signal in FAMILIES.get(name).collapse]

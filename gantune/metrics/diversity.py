@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gantune.metrics.base import Reference, Samples, Scorer, family
+from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
 
 PAIRWISE_SAMPLES = 1000
 K = 5
@@ -15,7 +15,8 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
     return float(torch.pdist(x).mean())
 
 
-@family("diversity", keys=("diversity",), cheap=True)
+@family("diversity", keys=("diversity",), cheap=True,
+        collapse=(CollapseSignal("diversity", "min_diversity", "diversity ratio"),))
 def diversity(ref: Reference) -> Scorer:
     real = mean_pairwise_distance(ref.feats.cpu())
 
@@ -30,7 +31,8 @@ def _kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
 
 
-@family("prdc", keys=("precision", "recall", "density", "coverage"))
+@family("prdc", keys=("precision", "recall", "density", "coverage"),
+        collapse=(CollapseSignal("recall", "min_recall", "recall"),))
 def prdc(ref: Reference) -> Scorer:
     real = ref.feats.cpu().float()
     real_r = _kth_nn_radius(real, K)

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from gantune.metrics.base import Reference, Samples, Scorer, family
+from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
 
 
 def histogram_kl(counts: torch.Tensor) -> float:
@@ -26,7 +26,8 @@ def histogram_kl(counts: torch.Tensor) -> float:
     return float((p[nz] * (p[nz] * k).log()).sum())
 
 
-@family("modes", keys=("modes", "mode_coverage", "hq", "mode_kl"), cheap=True)
+@family("modes", keys=("modes", "mode_coverage", "hq", "mode_kl"), cheap=True,
+        collapse=(CollapseSignal("mode_coverage", "min_coverage", "mode coverage", gate=("hq", "min_hq")),))
 def modes(ref: Reference) -> Scorer:
     if ref.means is None:
         raise ValueError("the modes metric needs a 2-D mixture (ring8, grid25)")
@@ -45,7 +46,8 @@ def modes(ref: Reference) -> Scorer:
     return score
 
 
-@family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True)
+@family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True,
+        collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),))
 def classes(ref: Reference) -> Scorer:
     if ref.logits is None:
         raise ValueError("the classes metric needs a classifier extractor (digits)")

@@ -18,7 +18,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from gantune.events import Observer, TrialOutcome
+from gantune.events import Observer, Status, TrialOutcome
 from gantune.search.scheduler import AshaStop
 from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
 from gantune.study import report_intermediate, tell
@@ -31,14 +31,14 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     metrics = {k.removeprefix("final/"): float(v) for k, v in last.items()
                if k.startswith("final/") and isinstance(v, (int, float))}
     if error is not None:
-        return TrialOutcome(number, "failed", error, steps, None)
+        return TrialOutcome(number, Status.FAILED, error, steps, None)
     if FINAL_KEY in last:
-        status, reason = str(last[FINAL_KEY]), str(last.get("gantune_reason", ""))
+        status, reason = Status(last[FINAL_KEY]), str(last.get("gantune_reason", ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
-        return TrialOutcome(number, status, reason, steps, values, metrics)
+        return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get("gantune_rule", "")))
     if asha is not None:
-        return TrialOutcome(number, "pruned:asha", asha.reason, asha.step, None)
-    return TrialOutcome(number, "failed", "the trial ended without a final report", steps, None)
+        return TrialOutcome(number, Status.PRUNED_ASHA, asha.reason, asha.step, None, rule="asha")
+    return TrialOutcome(number, Status.FAILED, "the trial ended without a final report", steps, None)
 
 
 def _error_line(trial: Trial) -> str:
@@ -108,18 +108,19 @@ class SearchBook(Callback):
         asha = self.asha_stopped.get(trial.trial_id)
         out = outcome_of(ot.number, last, error, asha, self.objectives)
         if "error" in trial.config.get("trial", {}):
-            out = TrialOutcome(ot.number, "failed", trial.config["trial"]["error"], 0, None)
-        if asha is not None and out.status == "pruned:asha":
+            out = TrialOutcome(ot.number, Status.FAILED, trial.config["trial"]["error"], 0, None, rule="sampling")
+        if asha is not None and out.status == Status.PRUNED_ASHA:
             report_intermediate(ot, asha.objective, asha.step)  # the result Tune kept from the searcher
-        elif out.status.startswith("pruned:") and self.objectives[0] in out.metrics:
+        elif out.status.pruned and self.objectives[0] in out.metrics:
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         tell(self.study, ot, out.status, out.values,
-             {"gantune_status": out.status, "gantune_reason": out.reason, "steps": out.steps})
+             {"gantune_status": out.status.value, "gantune_reason": out.reason, "gantune_rule": out.rule,
+              "steps": out.steps})
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)
         self.counts[out.status] += 1
-        if out.status == "completed" and out.values is not None and math.isfinite(out.values[0]) and (
+        if out.status == Status.COMPLETED and out.values is not None and math.isfinite(out.values[0]) and (
                 self.best is None or self.sign * out.values[0] < self.sign * (self.best.values or [0])[0]):
             self.best = out
         out.artifacts = trial.config.get("run_dir")

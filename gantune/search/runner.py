@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gantune import env
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread
 from gantune.space import SearchSettings, SearchSpace
@@ -82,12 +83,6 @@ def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
     """
     import ray
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # only evaluation records carry the objective; ASHA skips the others by design
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Ctrl-C raises KeyboardInterrupt in the driver: Tune's own handler would end the search as if it had finished
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     started = False
     if not ray.is_initialized():
         if address:
@@ -110,7 +105,7 @@ def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         started = True
-        _quiet_ray()
+        env.configure()  # ray.init resets the levels of Ray's loggers
     have = ray.cluster_resources()
     short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
     if short:
@@ -122,23 +117,16 @@ def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
     return started
 
 
-def _quiet_ray() -> None:
-    """Ray's own notices (token auth, searcher save, per-trial logger files) are not the user's business;
-    trial failures reach the user through SearchBook."""
-
-    for name in ("ray", "ray.tune.analysis.experiment_analysis"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for name in ("ray.tune", "ray.train"):  # a failed trial's traceback: SearchBook prints its one line instead
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     """Run (or resume) the search and return the summary dict the CLI prints.
 
-    Every input is checked (flags, study name, tracking URI, Ray address and resources) before anything is
-    written. Ctrl-C raises ``Interrupted`` once the running trials' MLflow runs are marked KILLED; their Optuna
-    trials stay RUNNING, so ``--resume`` runs them again.
+    The process must have been set up with ``gantune.env.configure()``. Every input is checked (flags, study
+    name, tracking URI, Ray address and resources) before anything is written. Ctrl-C raises ``Interrupted``
+    once the running trials' MLflow runs are marked KILLED; their Optuna trials stay RUNNING, so ``--resume``
+    runs them again.
     """
+    if not env.configured():
+        raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
     settings = apply_overrides(space.settings, opts)
     space.settings = settings

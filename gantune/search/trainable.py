@@ -19,14 +19,13 @@ import torch
 from ray import tune
 
 from gantune.config import config_from_dict
+from gantune.events import Status
 from gantune.health import HealthMonitor
 from gantune.rundir import CHECKPOINT
 from gantune.trial import is_oom, release_memory, train
 
 FINAL_KEY = "gantune_status"
 FILES_KEY = "gantune_files"
-#: the trial loop's own endings in the search's vocabulary
-SEARCH_STATUS = {"diverged": "pruned:diverged"}
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -62,10 +61,10 @@ def run_trial(config: dict[str, Any]) -> None:
         reason = f"out of memory at step {int(last_step[0])}: {str(err).strip().splitlines()[0][:300]}"
         del err
         release_memory()
-        final = {"step": last_step[0], FINAL_KEY: "failed:oom", "gantune_reason": reason}
+        final = {"step": last_step[0], FINAL_KEY: Status.FAILED_OOM.value, "gantune_reason": reason}
     else:
-        final = {"step": float(result.steps), FINAL_KEY: SEARCH_STATUS.get(result.status, result.status),
-                 "gantune_reason": result.reason, "eval_fraction": result.eval_fraction,
+        final = {"step": float(result.steps), FINAL_KEY: Status.in_search(result.status).value,
+                 "gantune_reason": result.reason, "gantune_rule": result.rule, "eval_fraction": result.eval_fraction,
                  "trial_wall_s": result.wall_s}
         final.update({f"final/{k}": v for k, v in result.last_eval.items()})
     final.update(pending_png)  # the grid of the step the trial stopped at

@@ -1,0 +1,46 @@
+"""Process set-up, done once by ``cli.main`` (and by code that calls ``run_search`` itself): environment
+variables that Ray Tune and MLflow read, and the log levels that keep their notices off the user's stderr.
+
+Nothing in gantune sets these on import or inside a search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+#: set whatever the user has: a search depends on them
+REQUIRED = {
+    # only evaluation records carry the objective; ASHA skips the others by design
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Ctrl-C raises KeyboardInterrupt in the driver: Tune's own handler would end the search as if it had finished
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+}
+#: defaults the user may override
+DEFAULTS = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard files per trial
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0",
+    # MLflow's REST client retries a dead server for minutes by default: no tracking call waits that long
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+#: MLflow's INFO lines (database creation, migrations) and Ray's notices would break the one-line-error contract;
+#: a failed trial's traceback from Tune is replaced by SearchBook's one line
+LOG_LEVELS = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "ray": logging.ERROR,
+              "ray.tune.analysis.experiment_analysis": logging.ERROR, "ray.tune": logging.CRITICAL,
+              "ray.train": logging.CRITICAL}
+
+
+def configure() -> None:
+    """Set the environment and log levels a gantune process runs with (idempotent)."""
+    os.environ.update(REQUIRED)
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for name, level in LOG_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def configured() -> bool:
+    return all(os.environ.get(k) == v for k, v in REQUIRED.items())

@@ -1,0 +1,45 @@
+"""The expression language of search spaces, on its own: what it evaluates, what it refuses, the names it reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from gantune.expr import Expr, ExprError
+
+VALUES = {"optim.lr_g": 2e-4, "ttur_ratio": 4.0, "loss.name": "wgan-gp", "model.g_width": 64}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("optim.lr_g * ttur_ratio", 8e-4),
+    ("model.g_width // 2 + 1", 33),
+    ("2 ** 3 % 5", 3),
+    ("-ttur_ratio", -4.0),
+    ("loss.name in ['wgan', 'wgan-gp']", True),
+    ("loss.name not in ('hinge',)", True),
+    ("ttur_ratio > 2 and not model.g_width < 32", True),
+    ("ttur_ratio < 2 or loss.name == 'hinge'", False),
+    ("1.0e-3 if loss.name == 'wgan-gp' else 2.0e-4", 1e-3),
+    ("min(model.g_width, 32) + max(1, 2) + abs(-3) + round(2.6) + int(1.9) + float(1)", 32 + 2 + 3 + 3 + 1 + 1.0),
+])
+def test_evaluates(text: str, expected: object) -> None:
+    assert Expr(text)(VALUES.__getitem__) == pytest.approx(expected)
+
+
+def test_names_are_the_dotted_paths_it_reads() -> None:
+    names = Expr("optim.lr_g * ttur_ratio if loss.name == 'wgan' else 1").names
+    assert sorted(names) == ["loss.name", "optim.lr_g", "ttur_ratio"]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("__import__('os').system('true')", "only min, max, abs, round, int, float may be called"),
+    ("optim.lr_g.__class__()", "may be called"),
+    ("[x for x in (1, 2)]", "ListComp is not allowed"),
+    ("lambda: 1", "Lambda is not allowed"),
+    ("optim.lr_g[0]", "Subscript is not allowed"),
+    ("1 +", "cannot parse"),
+    ("min(1, key=abs)", "may be called"),
+])
+def test_refuses(text: str, needle: str) -> None:
+    with pytest.raises(ExprError) as err:
+        Expr(text)
+    assert needle in str(err.value)

@@ -1,0 +1,85 @@
+"""Extending gantune from outside the package: a loss, a metric family and a dataset are one registration each
+(what README's "Extending gantune" shows), and config, search spaces, training and health pick them up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gantune.config import config_from_dict
+from gantune.data import DATASETS, Mixture, dataset
+from gantune.gan.losses import LOSSES, GANLoss
+from gantune.health import HealthMonitor
+from gantune.metrics import FAMILIES, CollapseSignal, Reference, Samples, Scorer, family
+from gantune.space import load_space
+from gantune.trial import train
+from tests.conftest import tiny
+
+
+@pytest.fixture
+def relativistic() -> Iterator[str]:
+    # relativistic average GAN (Jolicoeur-Martineau 2018): not in gantune, added here as a user would
+    LOSSES.add("ragan", GANLoss(
+        d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
+        g=lambda f: F.softplus(-f).mean(),
+    ))
+    yield "ragan"
+    LOSSES.remove("ragan")
+
+
+def test_a_loss_registered_outside_trains(relativistic: str) -> None:
+    result = train(tiny(loss={"name": relativistic}, train={"steps": 20}))
+    assert result.status == "completed" and result.last["loss_d"] == result.last["loss_d"]
+
+
+@pytest.fixture
+def spread() -> Iterator[str]:
+    def build(ref: Reference) -> Scorer:
+        real = ref.feats.std(dim=0).mean()
+
+        def score(fake: Samples) -> dict[str, float]:
+            return {"spread": float(fake.feats.std(dim=0).mean() / real)}
+
+        return score
+
+    family("spread", keys=("spread",), cheap=True, collapse=(CollapseSignal("spread", 0.2, "spread ratio"),))(build)
+    yield "spread"
+    FAMILIES.remove("spread")
+
+
+def test_a_metric_family_registered_outside_is_an_objective_and_a_collapse_signal(spread: str, tmp_path: Path
+                                                                                  ) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("search: {objective: spread, direction: maximize}\n"
+                     "eval: {metrics: [fid, spread]}\n")
+    assert load_space(space).settings.objectives == ["spread"]  # the objective check knows its keys
+    result = train(tiny(eval={"metrics": [spread], "every": 10}))
+    assert 0 < result.last_eval["spread"] < 10
+    monitor = HealthMonitor(tiny().health)
+    for step in (100, 200, 300):  # a generator whose samples do not spread: collapsed, by the declared floor
+        verdict = monitor({"step": float(step), "spread": 0.01})
+    assert verdict is not None and verdict.kind == "collapsed" and verdict.rule == "spread"
+
+
+@pytest.fixture
+def square4() -> Iterator[str]:
+    @dataset("square4", points=True)
+    def build(cfg: object) -> tuple[Mixture, None, None]:
+        return Mixture(torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]), 0.02), None, None
+
+    yield "square4"
+    DATASETS.remove("square4")
+
+
+def test_a_dataset_registered_outside_trains_with_the_mode_metrics(square4: str) -> None:
+    cfg = config_from_dict({"data": {"name": square4}, "model": {"z_dim": 4, "g_width": 16, "d_width": 16,
+                                                                  "g_norm": "none"},
+                            "train": {"steps": 20, "batch_size": 32, "log_every": 10, "device": "cpu"},
+                            "eval": {"every": 20, "n_samples": 200, "metrics": ["modes"]}})
+    assert cfg.data.is_points and cfg.resolved_arch == "mlp"
+    result = train(cfg)
+    assert result.status == "completed" and 0 <= result.last_eval["modes"] <= 4
