@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,21 +32,10 @@ class Command:
 COMMANDS: Registry[Command] = Registry("command")
 
 
-def builtin_config(name: str) -> Path | None:
-    """The packaged config called ``name`` (e.g. ``grid25``), if there is one."""
-    p = resources.files("gantune") / "configs" / f"{name}.yaml"
-    return Path(str(p)) if p.is_file() else None
-
-
 def resolve_config_path(arg: str) -> Path:
-    p = Path(arg)
-    if p.exists():
-        return p
-    builtin = builtin_config(arg)
-    if builtin is not None:
-        return builtin
-    names = sorted(x.name.removesuffix(".yaml") for x in (resources.files("gantune") / "configs").iterdir())
-    raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
+    from gantune.production import resolve_config_path as resolve
+
+    return resolve(arg)
 
 
 def emit(line: str, quiet: bool) -> None:
@@ -70,64 +58,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    from gantune.config import config_from_dict, load_config
-    from gantune.health import HealthMonitor, Verdict
-    from gantune.rundir import CHECKPOINT, check_writable
-    from gantune.trial import is_oom, train
+    from gantune.production import TrainOptions, run_training
 
-    path = resolve_config_path(args.config)
-    cfg = load_config(path)
-    if args.steps is not None:
-        raw = cfg.to_dict()
-        raw["train"]["steps"] = args.steps
-        cfg = config_from_dict(raw, f"{path} (--steps)")
-    out = Path(args.out or Path("runs") / cfg.name)
-    if args.resume and not (out / CHECKPOINT).exists():
-        raise GantuneError(f"--resume: no checkpoint in {out}")
-    if not args.resume and (out / CHECKPOINT).exists():
-        raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
-    check_writable(out, "--out", is_dir=True)
-    tracker = None
-    if not args.no_tracking:
-        from gantune.tracking import TrainRun, resolve_tracking_uri
-
-        tracker = TrainRun(resolve_tracking_uri(args.tracking_uri), cfg, out, args.resume)
-
-    def show(r: dict[str, float]) -> None:
-        keys = [k for k in r if k not in ("step", "wall_s")]
-        emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys), args.json)
-        if tracker is not None:
-            tracker.report(r)
-
-    monitor = HealthMonitor(cfg.health)
-
-    def health(r: dict[str, float]) -> Verdict | None:
-        verdict = monitor(r) if monitor.verdict is None else None
-        if verdict is not None:
-            emit(f"health: {verdict.kind}: {verdict.reason}", args.json)
-        return verdict if args.early_stop else None
-
-    try:
-        result = train(cfg, report=show, should_stop=health, run_dir=out, resume=args.resume, device=args.device,
-                       on_samples=tracker.samples if tracker is not None else None)
-    except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
-        if tracker is not None:
-            tracker.fail("interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}")
-        if is_oom(err):
-            raise GantuneError(f"out of memory: {str(err).strip().splitlines()[0][:200]} (lower train.batch_size "
-                               "or the model widths)") from None
-        raise
-    emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
-         f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}", args.json)
-    summary = result.to_dict()
-    summary["eval_fraction"] = result.eval_fraction
-    summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
-    summary["weights"] = str(out / "generator.pt")
-    if tracker is not None:
-        tracker.end(result.status, result.reason, result.steps,
-                    [out / "generator.pt", out / "generator_best.pt", out / "config.yaml"])
-        summary["mlflow_run_id"] = tracker.run_id
-    return summary
+    opts = TrainOptions(config=args.config, steps=args.steps, out=args.out, device=args.device, resume=args.resume,
+                        early_stop=args.early_stop, tracking_uri=args.tracking_uri, tracking=not args.no_tracking)
+    return run_training(opts, say=None if args.json else lambda line: print(line, flush=True))
 
 
 COMMANDS.add("train", Command("train one GAN from a config file", _train_args, _train))

@@ -312,10 +312,12 @@ class TrainRun:
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
         self.logger.end(status, reason, steps, [f for f in files if f.exists()])
 
-    def fail(self, reason: str) -> None:
-        """Close an opened run as FAILED (the training raised); a run never opened stays unopened."""
+    def fail(self, reason: str, killed: bool = False) -> None:
+        """Close an opened run as FAILED (the training raised) or KILLED (Ctrl-C: ``--resume`` continues it); a
+        run never opened stays unopened."""
         if self._logger is not None:
-            self._logger.end(Status.FAILED.value, reason, 0, [], state=RunStatus.FAILED)
+            self._logger.end("interrupted" if killed else Status.FAILED.value, reason, 0, [],
+                             state=RunStatus.KILLED if killed else RunStatus.FAILED)
 
 
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:

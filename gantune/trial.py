@@ -23,7 +23,7 @@ from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.health import Verdict, first_nonfinite
 from gantune.metrics import Evaluator
-from gantune.rundir import BEST_GENERATOR, RunDir
+from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
 from gantune.viz import samples_png
 
 Record = dict[str, float]
@@ -97,6 +97,87 @@ def _set_rng_state(state: dict[str, Any], device: torch.device, data: RealData) 
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class _Outputs:
+    """Where a trial's outputs go: its run directory (when it has one), ``report`` and ``on_samples``."""
+
+    def __init__(self, cfg: TrialConfig, run_dir: str | Path | None, report: Report | None,
+                 on_samples: Callable[[int, bytes], None] | None) -> None:
+        self.cfg = cfg
+        self.rd = RunDir(run_dir) if run_dir is not None else None
+        self.report = report
+        self.on_samples = on_samples
+
+    def record(self, record: Record) -> None:
+        if self.rd is not None:
+            self.rd.append_metrics(record)
+        if self.report is not None:
+            self.report(record)
+
+    def picture(self, step: int, png: bytes) -> None:
+        if self.rd is not None:
+            self.rd.save_samples(step, png)
+        if self.on_samples is not None:
+            self.on_samples(step, png)
+
+    def generator(self, trainer: GANTrainer, step: int, name: str = GENERATOR) -> None:
+        if self.rd is not None:
+            self.rd.save_generator(trainer.eval_generator().state_dict(), self.cfg, step, name=name)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        if self.rd is not None:
+            self.rd.save_checkpoint(state)
+
+
+class _BestKeeper:
+    """Keeps the generator of the best evaluation (on the health objective) beside the final one."""
+
+    def __init__(self, cfg: TrialConfig) -> None:
+        self.objective = cfg.health.objective
+        self.sign = 1.0 if cfg.health.mode == "min" else -1.0
+        self.best = math.inf
+
+    def offer(self, metrics: Record, step: int, trainer: GANTrainer, out: _Outputs) -> None:
+        value = metrics.get(self.objective, math.nan)
+        if math.isfinite(value) and self.sign * value < self.best:
+            self.best = self.sign * value
+            out.generator(trainer, step, BEST_GENERATOR)
+
+
+class _Evaluation:
+    """The evaluation hook: the metric set with a sample grid (full) or the cheap collapse signals (quick),
+    timing itself so that evaluation counts neither against steps/s nor unnoticed in the wall time."""
+
+    def __init__(self, cfg: TrialConfig, evaluate: Evaluator, trainer: GANTrainer, data: RealData) -> None:
+        self.cfg = cfg
+        self.evaluate = evaluate
+        self.trainer = trainer
+        self.means = data.mixture.means if data.mixture is not None else None
+        grid_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the same z at every evaluation
+        self.grid_z = torch.randn(cfg.eval.grid_size(data.is_points), cfg.model.z_dim, generator=grid_gen)
+        self.seconds = 0.0
+
+    def fake(self, n: int) -> torch.Tensor:
+        """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
+        return self.trainer.generate(torch.randn(n, self.cfg.model.z_dim))
+
+    def picture(self, title: str) -> bytes:
+        """The sample grid (fixed z) as PNG."""
+        return samples_png(self.trainer.generate(self.grid_z).cpu(), self.means, title)
+
+    def quick(self) -> Record:
+        t = time.perf_counter()
+        metrics = self.evaluate.quick(self.fake)
+        self.seconds += time.perf_counter() - t
+        return metrics
+
+    def full(self, step: int) -> tuple[Record, bytes]:
+        t = time.perf_counter()
+        metrics = self.evaluate(self.fake)
+        png = self.picture(f"step {step}")
+        self.seconds += time.perf_counter() - t
+        return metrics, png
+
+
 def train(
     cfg: TrialConfig,
     report: Report | None = None,
@@ -118,7 +199,8 @@ def train(
         resume: continue from ``run_dir``'s checkpoint (same run: RNG states are restored too).
         device: overrides ``cfg.train.device``.
         evaluator: builds the evaluation hook (the metric set) for this config and data.
-        on_samples: receives ``(step, png_bytes)`` of the sample grid at each evaluation.
+        on_samples: receives ``(step, png_bytes)`` of the sample grid at each evaluation, and at the step the
+            trial stopped when that was not an evaluation step.
     """
     t_start = time.perf_counter()
     tc = cfg.train
@@ -126,48 +208,32 @@ def train(
     torch.manual_seed(tc.seed)
     data = load_data(cfg.data, dev, tc.seed)
     trainer = GANTrainer(cfg, dev, data.sample)
-    evaluate = evaluator(cfg, data, dev)
-    rd = RunDir(run_dir) if run_dir is not None else None
-    means = data.mixture.means if data.mixture is not None else None
-    grid_gen = torch.Generator().manual_seed(tc.seed + 1)  # the same z at every evaluation: progress is comparable
-    grid_z = torch.randn(cfg.eval.grid_size(data.is_points), cfg.model.z_dim, generator=grid_gen)
+    evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
+    out = _Outputs(cfg, run_dir, report, on_samples)
+    best = _BestKeeper(cfg)
 
-    start, eval_s, prior_wall = 0, 0.0, 0.0
-    if resume and rd is not None and (ckpt := rd.load_checkpoint()) is not None:
+    start, prior_wall = 0, 0.0
+    if resume and out.rd is not None and (ckpt := out.rd.load_checkpoint()) is not None:
         trainer.load_state_dict(ckpt["trainer"])
         _set_rng_state(ckpt["rng"], dev, data)
-        start, eval_s, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
-        rd.trim_metrics(start)
-    if rd is not None:
-        rd.write_config(cfg)
+        start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+        out.rd.trim_metrics(start)
+    if out.rd is not None:
+        out.rd.write_config(cfg)
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - t_start
 
-    def fake(n: int) -> torch.Tensor:
-        """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
-        return trainer.generate(torch.randn(n, cfg.model.z_dim))
-
     def checkpoint(step: int) -> None:
-        if rd is not None:
-            rd.save_checkpoint({"step": step, "eval_s": eval_s, "wall_s": wall(),
-                                "trainer": trainer.state_dict(), "rng": _rng_state(dev, data)})
+        if out.rd is not None:  # the state is only gathered where it is kept
+            out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(),
+                            "trainer": trainer.state_dict(), "rng": _rng_state(dev, data)})
 
-    def picture(step: int, title: str) -> None:
-        """The sample grid (fixed z) at ``step``: into the run directory and to ``on_samples``."""
-        png = samples_png(trainer.generate(grid_z).cpu(), means, title)
-        if rd is not None:
-            rd.save_samples(step, png)
-        if on_samples is not None:
-            on_samples(step, png)
-
-    objective, sign = cfg.health.objective, (1.0 if cfg.health.mode == "min" else -1.0)
-    best_value = math.inf
     status, reason, rule = Status.COMPLETED, "", ""
     last: Record = {}
     last_eval: Record = {}
     step = pictured = start
-    window_t, window_step = time.perf_counter(), start
+    window_t, window_step, window_eval = time.perf_counter(), start, evaluation.seconds
     for step in range(start + 1, tc.steps + 1):
         log_now = step % tc.log_every == 0 or step == tc.steps
         eval_now = step % cfg.eval.every == 0 or step == tc.steps
@@ -177,39 +243,28 @@ def train(
             continue
         record: Record = {"step": float(step)}
         if log_now:
-            now = time.perf_counter()
+            now = time.perf_counter()  # evaluation time since the last log does not count against steps/s
+            busy = now - window_t - (evaluation.seconds - window_eval)
             record.update(trainer.read_stats())
-            record["steps_per_s"] = (step - window_step) / max(now - window_t, 1e-9)
-            window_t, window_step = now, step
+            record["steps_per_s"] = (step - window_step) / max(busy, 1e-9)
+            window_t, window_step, window_eval = now, step, evaluation.seconds
             if (bad := first_nonfinite(record)) is not None:
                 status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
         if quick_now and status == Status.COMPLETED:
-            t_eval = time.perf_counter()
-            record.update(evaluate.quick(fake))
-            eval_s += time.perf_counter() - t_eval
-            window_t += time.perf_counter() - t_eval
+            record.update(evaluation.quick())
         if eval_now and status == Status.COMPLETED:
-            t_eval = time.perf_counter()
-            metrics = evaluate(fake)
-            picture(step, f"step {step}")
+            metrics, png = evaluation.full(step)
+            out.picture(step, png)
             pictured = step
-            eval_s += time.perf_counter() - t_eval
-            window_t += time.perf_counter() - t_eval  # evaluation time does not count against steps/s
             record.update(metrics)
-            record["eval_s"] = eval_s
+            record["eval_s"] = evaluation.seconds
             last_eval = dict(metrics)
-            value = metrics.get(objective, math.nan)
-            if rd is not None and math.isfinite(value) and sign * value < best_value:
-                best_value = sign * value  # the generator at its best evaluation, kept beside the final one
-                rd.save_generator(trainer.eval_generator().state_dict(), cfg, step, name=BEST_GENERATOR)
+            best.offer(metrics, step, trainer, out)
         if (eval_now or quick_now) and status == Status.COMPLETED and (bad := first_nonfinite(record)) is not None:
             status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
         record["wall_s"] = wall()
         last = record
-        if rd is not None:
-            rd.append_metrics(record)
-        if report is not None:
-            report(record)
+        out.record(record)
         if status == Status.COMPLETED and should_stop is not None and (verdict := should_stop(record)) is not None:
             status, reason, rule = verdict.status, verdict.reason, verdict.rule
         if status != Status.COMPLETED:
@@ -218,9 +273,9 @@ def train(
             checkpoint(step)
 
     if pictured != step:  # a trial stopped between evaluations: show what it had become when it stopped
-        picture(step, f"step {step}: {status}")
-    if rd is not None:
-        if status == Status.COMPLETED:
-            checkpoint(step)
-        rd.save_generator(trainer.eval_generator().state_dict(), cfg, step)
-    return TrialResult(status, reason, step, wall(), eval_s, last, last_eval, str(rd.path) if rd else None, rule)
+        out.picture(step, evaluation.picture(f"step {step}: {status}"))
+    if status == Status.COMPLETED:
+        checkpoint(step)
+    out.generator(trainer, step)
+    return TrialResult(status, reason, step, wall(), evaluation.seconds, last, last_eval,
+                       str(out.rd.path) if out.rd else None, rule)

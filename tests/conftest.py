@@ -70,6 +70,15 @@ def enqueue_lrs(storage: str, name: str, lrs: list[float]) -> None:
         study.enqueue_trial({"optim.lr_g": lr})
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Any:
     """One local Ray (2 CPUs) for every in-process search of the test run: run_search joins it, never stops it."""

@@ -1,7 +1,6 @@
 """MLflow layout after real (tiny) searches: against the sqlite store, and against a real `mlflow server`."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
-from tests.conftest import enqueue_lrs, tiny_space
+from tests.conftest import enqueue_lrs, free_port, tiny_space
 
 SPACE = tiny_space("tracked", 3, 200, 100, [0.001, 1000000.0], log_every=50, n_samples=300)
 
@@ -75,14 +74,8 @@ def test_sqlite_store_parent_and_one_child_per_trial(tmp_path: Path, capsys: pyt
     _check_layout(MlflowClient(summary["tracking_uri"]), summary)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_real_mlflow_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",

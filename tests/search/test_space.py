@@ -82,7 +82,7 @@ def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: 
 
 
 def test_ready_spaces_are_valid() -> None:
-    root = Path(__file__).resolve().parents[1] / "search_spaces"
+    root = Path(__file__).resolve().parents[2] / "search_spaces"
     names = sorted(p.name for p in root.glob("*.yaml"))
     assert {"toy.yaml", "wgan.yaml", "dcgan.yaml", "hinge.yaml"} <= set(names)
     for p in root.glob("*.yaml"):

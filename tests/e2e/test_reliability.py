@@ -22,7 +22,7 @@ from gantune.errors import ConfigError
 from gantune.search import SearchOptions, run_search
 from gantune.space import load_space
 from gantune.trial import train
-from tests.conftest import enqueue_lrs, tiny, tiny_space
+from tests.conftest import enqueue_lrs, free_port, tiny, tiny_space
 
 
 @pytest.fixture(autouse=True)
@@ -206,9 +206,7 @@ def test_a_trial_stopped_before_its_first_evaluation_leaves_a_picture(tmp_path: 
 # -- 2, 3. Ctrl-C and a tracking server that dies ------------------------------------------------------------
 
 def _mlflow_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from tests.test_tracking import _free_port
-
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -310,9 +308,7 @@ def _port_open(port: int) -> bool:
 
 
 def test_search_on_a_separately_started_cluster(tmp_path: Path) -> None:
-    from tests.test_tracking import _free_port
-
-    port = _free_port()  # `ray start` enables token authentication: the driver then needs RAY_AUTH_MODE=token
+    port = free_port()  # `ray start` enables token authentication: the driver then needs RAY_AUTH_MODE=token
     head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
                              "--include-dashboard=false"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -1,0 +1,115 @@
+"""``gantune train`` as a function: one production training run, checked, tracked in MLflow and summarised.
+
+The Ray-free counterpart of ``gantune.search.run_search``: the command line only parses flags and prints.
+Bad input (config, ``--out``, ``--resume`` without a checkpoint, tracking URI) is a ``GantuneError`` before
+anything is written; the MLflow run is opened at the first report, so it exists only for a run that started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gantune.config import TrialConfig, config_from_dict, load_config
+from gantune.errors import GantuneError
+from gantune.health import HealthMonitor, Verdict
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
+from gantune.trial import is_oom, train
+
+
+@dataclass
+class TrainOptions:
+    """What ``gantune train`` was asked for."""
+
+    config: str
+    steps: int | None = None
+    out: str | None = None
+    device: str | None = None
+    resume: bool = False
+    early_stop: bool = False
+    tracking_uri: str | None = None
+    tracking: bool = True
+
+
+def builtin_config(name: str) -> Path | None:
+    """The packaged config called ``name`` (e.g. ``grid25``), if there is one."""
+    p = resources.files("gantune") / "configs" / f"{name}.yaml"
+    return Path(str(p)) if p.is_file() else None
+
+
+def resolve_config_path(arg: str) -> Path:
+    """A config file, or a built-in config's name."""
+    p = Path(arg)
+    if p.exists():
+        return p
+    builtin = builtin_config(arg)
+    if builtin is not None:
+        return builtin
+    names = sorted(x.name.removesuffix(".yaml") for x in (resources.files("gantune") / "configs").iterdir())
+    raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
+
+
+def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
+    path = resolve_config_path(opts.config)
+    cfg = load_config(path)
+    if opts.steps is not None:
+        raw = cfg.to_dict()
+        raw["train"]["steps"] = opts.steps
+        cfg = config_from_dict(raw, f"{path} (--steps)")
+    out = Path(opts.out or Path("runs") / cfg.name)
+    if opts.resume and not (out / CHECKPOINT).exists():
+        raise GantuneError(f"--resume: no checkpoint in {out}")
+    if not opts.resume and (out / CHECKPOINT).exists():
+        raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
+    check_writable(out, "--out", is_dir=True)
+    return cfg, out
+
+
+def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Train, report progress lines through ``say``, and return the summary ``gantune train --json`` prints."""
+    cfg, out = _checked(opts)
+    emit = say or (lambda line: None)
+    tracker = None
+    if opts.tracking:
+        from gantune.tracking import TrainRun, resolve_tracking_uri
+
+        tracker = TrainRun(resolve_tracking_uri(opts.tracking_uri), cfg, out, opts.resume)
+
+    def show(r: dict[str, float]) -> None:
+        keys = [k for k in r if k not in ("step", "wall_s")]
+        emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys))
+        if tracker is not None:
+            tracker.report(r)
+
+    monitor = HealthMonitor(cfg.health)
+
+    def health(r: dict[str, float]) -> Verdict | None:
+        verdict = monitor(r) if monitor.verdict is None else None
+        if verdict is not None:
+            emit(f"health: {verdict.kind}: {verdict.reason}")
+        return verdict if opts.early_stop else None
+
+    try:
+        result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume, device=opts.device,
+                       on_samples=tracker.samples if tracker is not None else None)
+    except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
+        if tracker is not None:
+            interrupted = isinstance(err, KeyboardInterrupt)
+            tracker.fail("interrupted" if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
+        if is_oom(err):
+            raise GantuneError(f"out of memory: {str(err).strip().splitlines()[0][:200]} (lower train.batch_size "
+                               "or the model widths)") from None
+        raise
+    emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
+         f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")
+    summary = result.to_dict()
+    summary["eval_fraction"] = result.eval_fraction
+    summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
+    summary["weights"] = str(out / GENERATOR)
+    if tracker is not None:
+        tracker.end(result.status, result.reason, result.steps, [out / GENERATOR, out / BEST_GENERATOR, out / CONFIG])
+        summary["mlflow_run_id"] = tracker.run_id
+    return summary
