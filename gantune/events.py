@@ -53,6 +53,8 @@ class Status(str, Enum):
 
 #: every way a trial of a search can end
 STATUSES = tuple(s.value for s in Status if s is not Status.DIVERGED)
+#: the status of a run that has not ended: still running, or stopped by Ctrl-C (``--resume`` runs it again)
+RUNNING, INTERRUPTED = "running", "interrupted"
 
 
 @dataclass

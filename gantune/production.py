@@ -15,6 +15,7 @@ from typing import Any
 
 from gantune.config import TrialConfig, config_from_dict, load_config
 from gantune.errors import GantuneError
+from gantune.events import INTERRUPTED
 from gantune.health import HealthMonitor, Verdict
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
 from gantune.trial import is_oom, train
@@ -98,7 +99,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) 
     except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
         if tracker is not None:
             interrupted = isinstance(err, KeyboardInterrupt)
-            tracker.fail("interrupted" if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
+            tracker.fail(INTERRUPTED if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
         if is_oom(err):
             raise GantuneError(f"out of memory: {str(err).strip().splitlines()[0][:200]} (lower train.batch_size "
                                "or the model widths)") from None

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune.errors import GantuneError
-from gantune.events import Status, TrialOutcome
+from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
 from gantune.study import absolute_sqlite
 
@@ -217,7 +217,7 @@ class MlflowTracker:
         for number in running:
             logger = self.loggers.pop(number, None)
             if logger is not None:
-                logger.end("interrupted", "the search was interrupted; --resume runs this trial again", 0, [],
+                logger.end(INTERRUPTED, "the search was interrupted; --resume runs this trial again", 0, [],
                            state=RunStatus.KILLED)
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
@@ -226,7 +226,7 @@ class MlflowTracker:
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags={
             "mlflow.parentRunId": self.parent_id, "gantune.trial": str(number), "gantune.search": self.name,
-            "gantune.status": "running"})
+            "gantune.status": RUNNING})
         rid = run.info.run_id
         self.children[number] = rid
         self.loggers[number] = _RunLogger(self.client, rid)
@@ -316,7 +316,7 @@ class TrainRun:
         """Close an opened run as FAILED (the training raised) or KILLED (Ctrl-C: ``--resume`` continues it); a
         run never opened stays unopened."""
         if self._logger is not None:
-            self._logger.end("interrupted" if killed else Status.FAILED.value, reason, 0, [],
+            self._logger.end(INTERRUPTED if killed else Status.FAILED.value, reason, 0, [],
                              state=RunStatus.KILLED if killed else RunStatus.FAILED)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from gantune import env
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import STATUSES, ObserverThread
+from gantune.events import RUNNING, STATUSES, ObserverThread, Status
 from gantune.space import SearchSettings, SearchSpace
 from gantune.study import (
     DEFAULT_STORAGE,
@@ -204,7 +204,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
 
     started = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     for t in started:
-        status = t.user_attrs.get("gantune_status", "running" if t.state.name == "RUNNING" else "failed")
+        status = t.user_attrs.get("gantune_status", RUNNING if t.state.name == "RUNNING" else Status.FAILED.value)
         counts[status] = counts.get(status, 0) + 1
         steps += int(t.user_attrs.get("steps", 0))
     best = best_trial(study)
