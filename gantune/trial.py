@@ -76,10 +76,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda":
         from gantune.errors import GantuneError
 
-        raise GantuneError(f"train.device: {name!r} asked for, but no CUDA device is available")
+        if not torch.cuda.is_available():
+            raise GantuneError(f"train.device: {name!r} asked for, but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise GantuneError(f"train.device: {name!r} asked for, but there is no CUDA device {dev.index} "
+                               f"(this machine has {count})")
     return dev
 
 
@@ -158,7 +163,7 @@ class _Evaluation:
 
     def fake(self, n: int) -> torch.Tensor:
         """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
-        return self.trainer.generate(torch.randn(n, self.cfg.model.z_dim))
+        return self.trainer.generate(torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device))
 
     def picture(self, title: str) -> bytes:
         """The sample grid (fixed z) as PNG."""

@@ -29,8 +29,8 @@ STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "d_win")
 
 def _grad_norm(params: list[Tensor]) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
+    if not grads:  # on the parameters' device: read_stats concatenates it with the other device statistics
+        return torch.zeros((), device=params[0].device if params else None)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
