@@ -27,7 +27,11 @@ class Extractor:
     name: str
     dim: int
     fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
-    has_classes: bool = False
+
+    @property
+    def has_classes(self) -> bool:
+        """A classifier: its class logits make class coverage measurable."""
+        return self.name in CLASSIFIERS
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -55,7 +59,7 @@ def _digits(cfg: TrialConfig, device: torch.device) -> Extractor:
     from gantune.metrics.digits_net import FEATURES, load_digits_net
 
     net = load_digits_net(device)
-    return Extractor("digits", FEATURES, lambda x: net(x.to(device)), has_classes=True)
+    return Extractor("digits", FEATURES, lambda x: net(x.to(device)))
 
 
 def inception_weights(cfg: TrialConfig) -> Path:
