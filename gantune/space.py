@@ -89,7 +89,15 @@ Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
 class Resources(BaseModel):
     model_config = _FORBID
     cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
+    gpu: float | Literal["auto"] = Field(default="auto", description="GPU share per trial (0 = CPU); auto = none "
+                                        "without a GPU, else 1/k of one by model size (gantune.devices)")
+
+    @field_validator("gpu")
+    @classmethod
+    def _share(cls, v: float | str) -> float | str:
+        if isinstance(v, (int, float)) and v < 0:
+            raise ValueError("must be at least 0 (0 = no GPU) or auto")
+        return v
 
 
 class Pruning(BaseModel):
@@ -290,25 +298,35 @@ def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) 
                                       "such as optim.lr_g or a parameter declared under search.params)")
 
 
-def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
-    """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
-
-    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial.
-    """
+def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
+    """The trial config of the space's fixed ``data`` and ``eval`` values, or ``None`` where either is sampled
+    (or the combination is invalid, which the trial config reports later)."""
     from gantune.config import config_from_dict
-    from gantune.metrics import metric_keys
 
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
         if section in fixed:
             if not isinstance(spec, ValueSpec) or spec.when is not None:
-                return
+                return None
             fixed[section][key] = spec.value
     try:
-        keys = metric_keys(config_from_dict(fixed, source))
+        return config_from_dict(fixed, source)
     except ConfigError:
-        return  # an impossible data/eval combination is reported when the trial config is validated
+        return None
+
+
+def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
+    """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
+
+    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial.
+    """
+    from gantune.metrics import metric_keys
+
+    probe = fixed_sections(leaves, source)
+    if probe is None:
+        return
+    keys = metric_keys(probe)
     for objective in settings.objectives:
         if objective not in keys:
             raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "

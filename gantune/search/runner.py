@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from gantune import env
+from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import RUNNING, STATUSES, ObserverThread, Status
-from gantune.space import SearchSettings, SearchSpace
+from gantune.space import SearchSettings, SearchSpace, fixed_sections
 from gantune.study import (
     DEFAULT_STORAGE,
     FINISHED,
@@ -76,12 +77,15 @@ def check_address(address: str | None) -> None:
                            "the cluster with --ray-address auto (or HEAD_IP:6379)")
 
 
-def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
-    """Start (or join) Ray; returns True when this process started it and must shut it down.
+def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
+    """Start (or join) Ray; returns whether this process started it (and must shut it down) and the resources
+    of one trial, ``gpu: auto`` resolved against the GPUs Ray sees (``gantune.devices``).
 
     A trial asking for more CPUs or GPUs than the cluster has would wait forever: that is refused here.
     """
     import ray
+
+    wanted = space.settings.resources
 
     started = False
     if not ray.is_initialized():
@@ -99,14 +103,17 @@ def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
             import torch
 
             gpus = torch.cuda.device_count()
-            if resources["gpu"] > 0 and gpus == 0:
-                raise GantuneError(f"--gpus-per-trial {resources['gpu']:g}: this machine has no CUDA GPU")
+            if wanted.gpu != "auto" and wanted.gpu > 0 and gpus == 0:
+                raise GantuneError(f"--gpus-per-trial {wanted.gpu:g}: this machine has no CUDA GPU")
             # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() would join
             ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         started = True
         env.configure()  # ray.init resets the levels of Ray's loggers
     have = ray.cluster_resources()
+    probe = fixed_sections(space.leaves, space.source)
+    gpu = auto_gpu_share(probe.data if probe else None, have.get("GPU", 0.0)) if wanted.gpu == "auto" else wanted.gpu
+    resources = {"cpu": wanted.cpu, "gpu": gpu}
     short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
     if short:
         if started:
@@ -114,7 +121,7 @@ def _init_ray(address: str | None, resources: dict[str, float]) -> bool:
         where = f"the Ray cluster at {address}" if address else "this machine"
         raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
                            f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
-    return started
+    return started, resources
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
@@ -135,8 +142,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     check_address(opts.ray_address)
     for obs in opts.observers:
         obs.connect()
-    resources = {"cpu": settings.resources.cpu, "gpu": settings.resources.gpu}
-    started_ray = _init_ray(opts.ray_address, resources)
+    started_ray, resources = _init_ray(opts.ray_address, space)
     try:
         observers = [ObserverThread(obs) for obs in opts.observers]
         study = open_study(space.name, storage, settings, opts.resume)
@@ -174,7 +180,8 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
 
     settings = space.settings
     asha_stopped: dict[str, AshaStop] = {}
-    searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address))
+    searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address),
+                                   gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet)
     tuner = tune.Tuner(

@@ -21,9 +21,10 @@ from gantune.study import report_intermediate, restart_trial
 
 class OptunaStudySearcher(Searcher):
     def __init__(self, space: SearchSpace, study: optuna.Study, to_create: int, resumed: list[optuna.Trial],
-                 run_root: Path, ship_files: bool = False) -> None:
+                 run_root: Path, ship_files: bool = False, gpu_share: float = 0.0) -> None:
         super().__init__()
         self.ship_files = ship_files
+        self.gpu_share = gpu_share
         self.space = space
         self.study = study
         self.to_create = to_create
@@ -49,7 +50,7 @@ class OptunaStudySearcher(Searcher):
         self.trials[trial_id] = trial
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
-                "cpus": s.resources.cpu, "run_dir": run_dir, "ship_files": self.ship_files}
+                "cpus": s.resources.cpu, "gpu": self.gpu_share, "run_dir": run_dir, "ship_files": self.ship_files}
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's config, stored on the trial; a space that cannot be sampled fails this trial only.

@@ -19,6 +19,7 @@ import torch
 from ray import tune
 
 from gantune.config import config_from_dict
+from gantune.devices import memory_fraction, trial_device
 from gantune.events import Status
 from gantune.health import HealthMonitor
 from gantune.rundir import CHECKPOINT
@@ -32,6 +33,9 @@ def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable; ``config`` is built by the searcher (trial config + search settings)."""
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = config_from_dict(config["trial"], f"trial {config['number']}")
+    share = float(config.get("gpu", 0.0))  # the share decides the device: the GPU Ray assigned, or the CPU
+    if (fraction := memory_fraction(share)) is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction)
     objectives: list[str] = config["objectives"]
     monitor = HealthMonitor(cfg.health) if config["health"] else None
     pending_png: dict[str, Any] = {}
@@ -54,7 +58,8 @@ def run_trial(config: dict[str, Any]) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # a trial runs from step 0: nothing of an interrupted attempt stays
     final: dict[str, Any]
     try:
-        result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples)
+        result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples,
+                       device=trial_device(share))
     except Exception as err:
         if not is_oom(err):
             raise

@@ -1,0 +1,34 @@
+"""Where a search's trials run: the GPU share each gets, its device, and the memory it may take.
+
+Ray accounts GPUs only for what a trial asks for: a trial that asks for none but picks ``cuda:0`` anyway
+would share the device unaccounted, and further GPUs would sit idle. So in a search the share decides the
+device: no share, CPU; a share, the GPU Ray assigned (``cuda``, made visible as device 0), with a per-process
+memory cap equal to the share so that co-tenant trials cannot starve each other.
+"""
+
+from __future__ import annotations
+
+from gantune.config import DataConfig
+
+#: trials per GPU for ``resources.gpu: auto``, by model size class (largest image side; 0 = 2-D points):
+#: small MLPs and DCGANs up to 32 px leave most of an accelerator idle on their own
+TRIALS_PER_GPU = ((0, 8), (16, 8), (32, 4), (64, 2))
+
+
+def auto_gpu_share(data: DataConfig | None, gpus: float) -> float:
+    """The GPU share of ``resources.gpu: auto``: none without a GPU, else 1/k by the model's size class."""
+    if gpus <= 0:
+        return 0.0
+    side = 0 if data is None or data.is_points else data.resolution
+    per_gpu = next((k for limit, k in TRIALS_PER_GPU if side <= limit), 1)
+    return 1.0 / per_gpu
+
+
+def trial_device(gpu_share: float) -> str:
+    """The device of a trial with this GPU share (``train.device`` is overridden in a search)."""
+    return "cuda" if gpu_share > 0 else "cpu"
+
+
+def memory_fraction(gpu_share: float) -> float | None:
+    """The share of the device's memory a trial may allocate (``None``: a whole GPU or more, no cap)."""
+    return gpu_share if 0 < gpu_share < 1 else None

@@ -1,0 +1,57 @@
+"""Where trials run: the GPU share of ``resources.gpu: auto``, the device a share means, the memory cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gantune.config import DataConfig
+from gantune.devices import auto_gpu_share, memory_fraction, trial_device
+from gantune.errors import ConfigError
+from gantune.search import SearchOptions, run_search
+from gantune.space import load_space
+
+
+def test_auto_share_by_model_size() -> None:
+    assert auto_gpu_share(DataConfig(name="grid25"), gpus=0) == 0.0  # no GPU: CPU trials
+    assert auto_gpu_share(DataConfig(name="grid25"), gpus=1) == 1 / 8
+    assert auto_gpu_share(DataConfig(name="digits", resolution=16), gpus=1) == 1 / 8
+    assert auto_gpu_share(DataConfig(name="digits", resolution=32), gpus=2) == 1 / 4
+    assert auto_gpu_share(DataConfig(name="digits", resolution=64), gpus=1) == 1 / 2
+    assert auto_gpu_share(None, gpus=1) == 1 / 8  # data sampled by the space: the smallest class
+
+
+def test_the_share_decides_device_and_memory_cap() -> None:
+    assert trial_device(0.0) == "cpu" and memory_fraction(0.0) is None
+    assert trial_device(0.25) == "cuda" and memory_fraction(0.25) == 0.25
+    assert trial_device(1.0) == "cuda" and memory_fraction(1.0) is None
+
+
+@pytest.mark.parametrize(("gpu", "needle"), [(-1, "must be at least 0"), ("lots", "search.resources.gpu")])
+def test_bad_gpu_share_is_rejected(tmp_path: Path, gpu: object, needle: str) -> None:
+    (tmp_path / "s.yaml").write_text(f"search: {{resources: {{gpu: {gpu}}}}}\ndata: {{name: grid25}}\n")
+    with pytest.raises(ConfigError, match=needle):
+        load_space(tmp_path / "s.yaml")
+
+
+def test_a_trial_without_a_gpu_share_runs_on_cpu_whatever_its_device(tmp_path: Path, ray_session: object,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.device: cuda`` on a machine without one: the search gives the trial no GPU share (auto), so it
+    runs on the CPU instead of failing (or, on a GPU machine, using a GPU Ray never gave it)."""
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "cuda.yaml"
+    path.write_text("""
+name: cuda
+search: {trials: 1, max_steps: 20, eval_every: 10, sampler: random}
+data: {name: grid25}
+model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
+train: {batch_size: 32, log_every: 10, device: cuda}
+eval: {n_samples: 200}
+""")
+    assert load_space(path).settings.resources.gpu == "auto"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
+                                                         quiet=True))
+    assert summary["counts"]["completed"] == 1, optuna.load_study(study_name="cuda", storage=storage).trials
