@@ -121,7 +121,7 @@ class ObserverThread:
                 try:
                     out.append(getattr(self.observer, event)(*args))
                 except Exception as err:
-                    self.error = f"{self.name}.{event}: {type(err).__name__}: {_first_line(err)}"
+                    self.error = f"{self.name}.{event}: {type(err).__name__}: {first_line(err)}"
                     self.say(f"{self.error}; the search goes on without it")
             if done is not None:
                 done.set()
@@ -170,6 +170,7 @@ class ObserverThread:
         self._queue.put(None)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 300 characters (for one-line reports)."""
     text = str(err).strip()
     return text.splitlines()[0][:300] if text else ""

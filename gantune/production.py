@@ -15,7 +15,7 @@ from typing import Any
 
 from gantune.config import TrialConfig, config_from_dict, load_config
 from gantune.errors import GantuneError
-from gantune.events import INTERRUPTED
+from gantune.events import INTERRUPTED, first_line
 from gantune.health import HealthMonitor, Verdict
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
 from gantune.trial import is_oom, train
@@ -101,7 +101,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) 
             interrupted = isinstance(err, KeyboardInterrupt)
             tracker.fail(INTERRUPTED if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
         if is_oom(err):
-            raise GantuneError(f"out of memory: {str(err).strip().splitlines()[0][:200]} (lower train.batch_size "
+            raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size "
                                "or the model widths)") from None
         raise
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "

@@ -70,14 +70,11 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool)
         raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
 
 
-def open_study(name: str, storage: str, settings: SearchSettings, resume: bool) -> optuna.Study:
-    """Create the study, or with ``resume`` load it (``check_study`` says whether that is allowed)."""
-    check_study(name, storage, settings, resume)
-    sampler = SAMPLERS.get(settings.sampler)(settings)
-    if find_study(name, storage) is not None:
-        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                               directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions])
+def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Study:
+    """Create the study, or load it when it exists (``check_study`` first says whether that is allowed)."""
+    return optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get(settings.sampler)(settings),
+                               directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
+                               load_if_exists=True)
 
 
 def search_settings(study: optuna.Study) -> SearchSettings:

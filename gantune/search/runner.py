@@ -145,7 +145,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     started_ray, resources = _init_ray(opts.ray_address, space)
     try:
         observers = [ObserverThread(obs) for obs in opts.observers]
-        study = open_study(space.name, storage, settings, opts.resume)
+        study = open_study(space.name, storage, settings)  # check_study said it may
         study.set_user_attr("space_text", space.text)
         study.set_user_attr("settings", settings.model_dump())
         resumed = interrupted_trials(study)

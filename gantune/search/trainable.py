@@ -20,7 +20,7 @@ from ray import tune
 
 from gantune.config import config_from_dict
 from gantune.devices import memory_fraction, trial_device
-from gantune.events import Status
+from gantune.events import Status, first_line
 from gantune.health import HealthMonitor
 from gantune.rundir import CHECKPOINT
 from gantune.trial import is_oom, release_memory, train
@@ -63,7 +63,7 @@ def run_trial(config: dict[str, Any]) -> None:
     except Exception as err:
         if not is_oom(err):
             raise
-        reason = f"out of memory at step {int(last_step[0])}: {str(err).strip().splitlines()[0][:300]}"
+        reason = f"out of memory at step {int(last_step[0])}: {first_line(err)}"
         del err
         release_memory()
         final = {"step": last_step[0], FINAL_KEY: Status.FAILED_OOM.value, "gantune_reason": reason}
