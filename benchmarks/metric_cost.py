@@ -44,7 +44,7 @@ def main() -> None:
         cfg = config_from_dict({"data": data_cfg, "eval": {"n_samples": n}})
         data = load_data(cfg.data, device, 0)
         extractor = build_extractor(cfg, device)
-        ref = load_reference(cfg, data, extractor, n if data.is_points else min(n, len(data)))
+        ref = load_reference(cfg, data, extractor, n if data.is_points else min(n, len(data)), device)
         x = data.reference(n, seed=99)
         x = x + 0.05 * torch.randn_like(x)
         feats, logits = extractor(x)

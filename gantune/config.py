@@ -176,6 +176,12 @@ class TrainConfig:
     log_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+    # speed options (gantune.gan.speed): the CUDA-only ones never change CPU results
+    tf32: bool = Field(default=True, description="CUDA only: TF32 matmuls and convolutions")
+    cudnn_benchmark: bool = Field(default=True, description="CUDA only: cuDNN picks the fastest conv algorithms")
+    channels_last: bool = Field(default=False, description="CUDA only: NHWC memory format for image nets")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="CUDA only: bf16 autocast of G and D")
+    compile: bool = Field(default=False, description="torch.compile G and D (any device; slow first steps)")
 
 
 @dataclass(config=_STRICT)

@@ -1,16 +1,21 @@
 """Real data for a trial: built-in 2-D mixtures and images, kept on the training device.
 
-Exact definitions (DESIGN.md, Built-in data) because results are compared with published tables:
-ring8 and grid25 follow PacGAN; digits is scikit-learn's bundled 8x8 set scaled to [-1, 1].
-Nothing is downloaded unless the config says ``download: true``.
+Exact definitions because results are compared with published tables: ring8 and grid25 follow PacGAN;
+digits is scikit-learn's bundled 8x8 set scaled to [-1, 1]. Nothing is downloaded unless the config says
+``download: true``. Folder and torchvision images are decoded once per search into a cached uint8 tensor
+file (``$GANTUNE_CACHE_DIR``) and kept as uint8 on the device: a trial neither decodes them again nor holds
+them in float32 (4x the memory); batches are converted as they are drawn.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from gantune.config import DataConfig
 from gantune.errors import DataError
 from gantune.registry import Registry
+from gantune.rundir import cache_dir, cached
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
@@ -41,6 +47,7 @@ class RealData:
 
     def __init__(self, name: str, device: torch.device, seed: int, *, mixture: Mixture | None = None,
                  images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch)."""
         self.name = name
         self.device = device
         self.mixture = mixture
@@ -71,7 +78,7 @@ class RealData:
             return self._means[k] + self.mixture.std * noise
         assert self.images is not None
         idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
-        return self.images[idx]
+        return as_float(self.images[idx])
 
     def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
         """A fixed set of real samples for metrics: the same for every trial of a search."""
@@ -82,9 +89,9 @@ class RealData:
         assert self.images is not None
         imgs = self.images.cpu()
         if n >= len(imgs):
-            return imgs
+            return as_float(imgs)
         g = torch.Generator().manual_seed(seed)
-        return imgs[torch.randperm(len(imgs), generator=g)[:n]]
+        return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
 
     def get_state(self) -> torch.Tensor:
         return self.gen.get_state()
@@ -138,8 +145,14 @@ def _grid25(cfg: DataConfig) -> tuple[Mixture, None, None]:
     return Mixture(grid25_means(), 0.05), None, None
 
 
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float in [-1, 1] (float images pass through)."""
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+
+
 def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count."""
+    images = as_float(images)
     if cfg.channels == 3 and images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     elif cfg.channels == 1 and images.shape[1] == 3:
@@ -169,6 +182,17 @@ def _center_crop_resize(img: object, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
 
 
+def _to_nchw(arrays: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(arrays))
+    return (x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).contiguous()
+
+
+def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``decode()``'s uint8 images (and labels), cached under what identifies them: decoded once per search."""
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return cached(cache_dir() / f"data-{ident['name']}-{digest}.pt", decode)
+
+
 @dataset("folder", needs=("path",))
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     from PIL import Image, UnidentifiedImageError
@@ -180,16 +204,21 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     if not files:
         raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     mode = "L" if channels_of(cfg) == 1 else "RGB"
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                arrays.append(_center_crop_resize(im.convert(mode), cfg.resolution))
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"data.path: cannot read image {f}: {err}") from None
-    x = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return None, x.contiguous(), None
+
+    def decode() -> dict[str, torch.Tensor]:
+        arrays = []
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    arrays.append(_center_crop_resize(im.convert(mode), cfg.resolution))
+            except (OSError, UnidentifiedImageError) as err:
+                raise DataError(f"data.path: cannot read image {f}: {err}") from None
+        return {"images": _to_nchw(arrays)}
+
+    # an added, removed or rewritten file changes the key
+    stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution}
+    return None, _decoded(ident, decode)["images"], None
 
 
 @dataset("torchvision", needs=("path", "dataset"))
@@ -210,15 +239,20 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
         hint = "" if cfg.download else " (set data.download: true to fetch it)"
         raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {err}") from None
     n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
-    imgs, labels = [], []
-    for i in range(n):
-        img, label = ds[i]
-        mode = "L" if channels_of(cfg) == 1 else "RGB"
-        imgs.append(_center_crop_resize(img.convert(mode), cfg.resolution))
-        labels.append(int(label) if isinstance(label, int) else -1)
-    x = torch.from_numpy(np.stack(imgs)).float() / 127.5 - 1
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return None, x.contiguous(), torch.tensor(labels)
+    mode = "L" if channels_of(cfg) == 1 else "RGB"
+
+    def decode() -> dict[str, torch.Tensor]:
+        imgs, labels = [], []
+        for i in range(n):
+            img, label = ds[i]
+            imgs.append(_center_crop_resize(img.convert(mode), cfg.resolution))
+            labels.append(int(label) if isinstance(label, int) else -1)
+        return {"images": _to_nchw(imgs), "labels": torch.tensor(labels)}
+
+    ident = {"name": "torchvision", "dataset": cfg.dataset, "root": str(root.resolve()), "n": n, "mode": mode,
+             "res": cfg.resolution}
+    stored = _decoded(ident, decode)
+    return None, stored["images"], stored["labels"]
 
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:

@@ -8,6 +8,8 @@ memory cap equal to the share so that co-tenant trials cannot starve each other.
 
 from __future__ import annotations
 
+import torch
+
 from gantune.config import DataConfig
 
 #: trials per GPU for ``resources.gpu: auto``, by model size class (largest image side; 0 = 2-D points):
@@ -32,3 +34,22 @@ def trial_device(gpu_share: float) -> str:
 def memory_fraction(gpu_share: float) -> float | None:
     """The share of the device's memory a trial may allocate (``None``: a whole GPU or more, no cap)."""
     return gpu_share if 0 < gpu_share < 1 else None
+
+
+#: the part of a trial's GPU memory a feature extractor may fill with one chunk: the rest holds G, D, their
+#: optimiser states, the data and the allocator's slack
+EXTRACTION_SHARE = 0.25
+
+
+def chunk_size(budget_bytes: float, per_sample_bytes: float, cap: int) -> int:
+    """Samples per chunk so that a chunk's activations fit ``budget_bytes`` (at least 1, at most ``cap``)."""
+    return max(1, min(cap, int(budget_bytes // per_sample_bytes)))
+
+
+def extraction_chunk(device: torch.device, per_sample_bytes: float, cap: int = 500) -> int:
+    """Samples per feature-extraction chunk on ``device``: sized to the trial's memory share on a GPU."""
+    if device.type != "cuda":
+        return cap
+    total = torch.cuda.get_device_properties(device).total_memory
+    share = torch.cuda.get_per_process_memory_fraction(device)
+    return chunk_size(total * share * EXTRACTION_SHARE, per_sample_bytes, cap)

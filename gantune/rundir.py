@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,32 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def cache_dir() -> Path:
+    """Where work shared by every trial of every search is kept (real features and statistics, decoded data)."""
+    return Path(os.environ.get("GANTUNE_CACHE_DIR") or Path.home() / ".cache" / "gantune")
+
+
+def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``'s tensors, kept at ``path``: loaded when there, else computed and saved (atomically).
+
+    A corrupt entry is recomputed and an unwritable cache only costs recomputation, so the cache can never
+    fail a trial.
+    """
+    if path.is_file():
+        try:
+            stored: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            return stored
+        except (OSError, RuntimeError, EOFError):
+            pass
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in value.items()}, path)
+    except OSError:
+        pass
+    return value
 
 
 class RunDir:

@@ -53,8 +53,10 @@ def test_digits_scaled_and_resized() -> None:
     assert native.images is not None and torch.allclose(native.images[0, 0], expected)
 
 
-def test_folder(tmp_path: Path) -> None:
+def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
 
     for i in range(3):
         Image.fromarray(np.full((20, 30, 3), i * 100, dtype=np.uint8)).save(tmp_path / f"{i}.png")
@@ -66,6 +68,38 @@ def test_folder(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(DataError, match="no images"):
         load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
+
+
+def test_folder_is_decoded_once_into_a_uint8_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second trial of a search reads the cached uint8 tensor (no image is opened); the device holds uint8
+    and batches come out as float in [-1, 1]; changing a file invalidates the cache."""
+    import PIL.Image
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((12, 12, 3), i * 60, dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = DataConfig(name="folder", path=str(folder), resolution=8)
+    first = load_data(cfg, CPU, seed=0)
+    assert first.images is not None and first.images.dtype == torch.uint8
+    assert len(list((tmp_path / "cache").glob("data-folder-*.pt"))) == 1
+
+    opened: list[object] = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    second = load_data(cfg, CPU, seed=0)
+    assert not opened and second.images is not None and torch.equal(second.images, first.images)
+    batch = second.sample(16)
+    assert batch.dtype == torch.float32 and batch.min() >= -1 and batch.max() <= 1
+    assert {round(float(v), 4) for v in batch.unique()} <= {round(i * 60 / 127.5 - 1, 4) for i in range(4)}
+    assert torch.equal(second.reference(4), first.images.float() / 127.5 - 1)
+
+    Image.fromarray(np.full((12, 12, 3), 255, dtype=np.uint8)).save(folder / "0.png")
+    third = load_data(cfg, CPU, seed=0)
+    assert opened and third.images is not None and int(third.images.max()) == 255
+    assert len(list((tmp_path / "cache").glob("data-folder-*.pt"))) == 2
 
 
 def test_torchvision_never_downloads_unasked(tmp_path: Path) -> None:

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from gantune.config import DataConfig
-from gantune.devices import auto_gpu_share, memory_fraction, trial_device
+from gantune.devices import (
+    EXTRACTION_SHARE,
+    auto_gpu_share,
+    chunk_size,
+    extraction_chunk,
+    memory_fraction,
+    trial_device,
+)
 from gantune.errors import ConfigError
 from gantune.search import SearchOptions, run_search
 from gantune.space import load_space
@@ -27,6 +35,31 @@ def test_the_share_decides_device_and_memory_cap() -> None:
     assert trial_device(0.0) == "cpu" and memory_fraction(0.0) is None
     assert trial_device(0.25) == "cuda" and memory_fraction(0.25) == 0.25
     assert trial_device(1.0) == "cuda" and memory_fraction(1.0) is None
+
+
+def test_extraction_chunks_fit_the_trials_memory_share() -> None:
+    from gantune.metrics.features import INCEPTION_BYTES
+
+    h100 = 80 * 2**30
+    # an eighth of an H100, a quarter of that for one chunk, 16 MiB per Inception image
+    assert chunk_size(h100 / 8 * EXTRACTION_SHARE, INCEPTION_BYTES, cap=500) == 160
+    assert chunk_size(h100 * EXTRACTION_SHARE, INCEPTION_BYTES, cap=500) == 500  # a whole GPU: the cap
+    assert chunk_size(1e6, INCEPTION_BYTES, cap=500) == 1  # never zero
+    assert extraction_chunk(torch.device("cpu"), INCEPTION_BYTES) == 500
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_extraction_chunk_reads_the_memory_fraction() -> None:
+    from gantune.metrics.features import INCEPTION_BYTES
+
+    dev = torch.device("cuda", 0)
+    total = torch.cuda.get_device_properties(dev).total_memory
+    torch.cuda.set_per_process_memory_fraction(0.125, dev)
+    try:
+        assert extraction_chunk(dev, INCEPTION_BYTES) == chunk_size(total * 0.125 * EXTRACTION_SHARE,
+                                                                    INCEPTION_BYTES, 500)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, dev)
 
 
 @pytest.mark.parametrize(("gpu", "needle"), [(-1, "must be at least 0"), ("lots", "search.resources.gpu")])

@@ -17,6 +17,7 @@ from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator
+from gantune.gan.speed import Speed
 from gantune.registry import Registry
 
 OptimBuilder = Callable[[Iterator[nn.Parameter], float, OptimConfig, bool], torch.optim.Optimizer]
@@ -43,16 +44,21 @@ class GANTrainer:
         self.sample_real = sample_real
         shape = data_shape(cfg.data)
         arch = cfg.resolved_arch
-        self.G = build_generator(cfg.model, arch, shape).to(device)
-        self.D = build_discriminator(cfg.model, arch, shape).to(device)
+        self.speed = Speed.resolve(cfg.train, device)
+        self.speed.set_backends()
+        images = len(shape) == 3
+        self.G = self.speed.layout(build_generator(cfg.model, arch, shape).to(device), images)
+        self.D = self.speed.layout(build_discriminator(cfg.model, arch, shape).to(device), images)
         self.loss = LOSSES.get(cfg.loss.name)
         make_opt = OPTIMIZERS.get(cfg.optim.name)
         cuda = device.type == "cuda"
         self.opt_g = make_opt(self.G.parameters(), cfg.optim.lr_g, cfg.optim, cuda)
         self.opt_d = make_opt(self.D.parameters(), cfg.optim.lr_d, cfg.optim, cuda)
         self.G_ema: nn.Module | None = None
-        if cfg.optim.ema > 0:
+        if cfg.optim.ema > 0:  # copied before compiling: evaluation runs it eagerly
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        self.speed.compiled(self.G)
+        self.speed.compiled(self.D)
         self._g_params: list[Tensor] = list(self.G.parameters())
         self._d_params: list[Tensor] = list(self.D.parameters())
         self._ema_params: list[Tensor] = list(self.G_ema.parameters()) if self.G_ema is not None else []
@@ -74,9 +80,9 @@ class GANTrainer:
             if c.loss.r1_weight > 0:
                 real.requires_grad_(True)
             with torch.set_grad_enabled(last):  # the last fake is reused by the generator step
-                fake = self.G(self.z(bs))
-            d_real, real_feat = self.D(real)
-            d_fake, _ = self.D(fake.detach())
+                fake = self._generate(self.z(bs))
+            d_real, real_feat = self._discriminate(real)
+            d_fake, _ = self._discriminate(fake.detach())
             loss_d = self.loss.d(d_real, d_fake)
             if self.loss.gradient_penalty:
                 loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self.D, real.detach(), fake.detach())
@@ -92,7 +98,7 @@ class GANTrainer:
                     torch._foreach_clamp_max_(self._d_params, c.loss.clip)
 
         self.D.requires_grad_(False)
-        g_fake, fake_feat = self.D(fake)
+        g_fake, fake_feat = self._discriminate(fake)
         loss_g = self.loss.g(g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:
             fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
@@ -111,6 +117,16 @@ class GANTrainer:
         win = (d_r.min() > d_f.max()).float()
         self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_r.mean(), d_f.mean(), win])
         self._acc_n += 1
+
+    def _generate(self, z: Tensor) -> Tensor:
+        with self.speed.autocast():
+            return self.G(z).float()
+
+    def _discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """D's score and features, in float32 whatever the autocast precision (the losses need the range)."""
+        with self.speed.autocast():
+            score, feat = self.D(x)
+        return score.float(), feat.float()
 
     def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:
         clip = self.cfg.optim.grad_clip

@@ -2,16 +2,15 @@
 
 One file per metric family (``fid``, ``modes``, ``diversity``) behind the ``FAMILIES`` registry; features come
 from ``features.EXTRACTORS``. Real-data features are computed once per dataset, resolution, extractor and
-sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and reused by every trial.
+sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and reused by every trial;
+so are the real-only statistics the families derive from them. Everything is computed on the trial's device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -35,11 +34,11 @@ from gantune.metrics.base import (
     family,
 )
 from gantune.metrics.features import CLASSIFIERS, Extractor, build_extractor, default_extractor
-from gantune.rundir import atomic_save
+from gantune.rundir import cache_dir, cached
 
 Generate = Callable[[int], torch.Tensor]
 REFERENCE_SEED = 12345
-_MEMO: dict[str, Reference] = {}
+_MEMO: dict[tuple[str, str], Reference] = {}
 
 
 def default_metrics(points: bool, classifier: bool) -> list[str]:
@@ -64,10 +63,6 @@ def metric_keys(cfg: TrialConfig) -> list[str]:
     return [key for name in metric_names(cfg) if name in FAMILIES for key in FAMILIES.get(name).keys]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GANTUNE_CACHE_DIR") or Path.home() / ".cache" / "gantune")
-
-
 def _reference_key(cfg: TrialConfig, extractor: Extractor, n: int) -> str:
     d = cfg.data
     ident = {"data": d.name, "res": d.resolution, "ch": d.channels, "path": d.path, "dataset": d.dataset,
@@ -77,31 +72,28 @@ def _reference_key(cfg: TrialConfig, extractor: Extractor, n: int) -> str:
     return f"reference-{d.name}-{extractor.name}-{n}-{digest}"
 
 
-def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: int) -> Reference:
-    """Real features for this dataset/extractor: from memory, else the disk cache, else computed and cached."""
+def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: int,
+                   device: torch.device | None = None) -> Reference:
+    """Real features for this dataset/extractor on ``device`` (default: CPU): from memory, else the disk cache,
+    else computed and cached."""
+    device = device or torch.device("cpu")
     key = _reference_key(cfg, extractor, n)
-    if key in _MEMO:
-        return _MEMO[key]
+    if (key, str(device)) in _MEMO:
+        return _MEMO[key, str(device)]
     path = cache_dir() / f"{key}.pt"
     x = data.reference(n, REFERENCE_SEED)
-    mixture = data.mixture
-    means, std = (mixture.means, mixture.std) if mixture is not None else (None, 0.0)
-    stored = None
-    if path.is_file():
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError):  # a corrupt cache entry is recomputed
-            stored = None
-    if stored is None:
+
+    def extract() -> dict[str, torch.Tensor | None]:
         feats, logits = extractor(x)
-        stored = {"feats": feats.cpu(), "logits": None if logits is None else logits.cpu()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save(stored, path)
-        except OSError:
-            pass  # an unwritable cache only costs recomputation
-    ref = Reference(x=x, feats=stored["feats"], logits=stored["logits"], means=means, std=std)
-    _MEMO[key] = ref
+        return {"feats": feats, "logits": logits}
+
+    stored = cached(path, extract)
+    mixture = data.mixture
+    logits = stored["logits"]
+    ref = Reference(x=x, feats=stored["feats"].to(device), logits=None if logits is None else logits.to(device),
+                    means=None if mixture is None else mixture.means.to(device),
+                    std=0.0 if mixture is None else mixture.std, cache=path)
+    _MEMO[key, str(device)] = ref
     return ref
 
 
@@ -122,7 +114,7 @@ class Evaluator:
                 raise ConfigError(f"eval.metrics: unknown metric {name!r}; choose from default, "
                                   f"{', '.join(FAMILIES.names())}")
         n_ref = self.n if data.is_points else min(self.n, len(data))
-        ref = load_reference(cfg, data, self.extractor, n_ref)
+        ref = load_reference(cfg, data, self.extractor, n_ref, device)
         try:
             self.scorers = [(name, FAMILIES.get(name)(ref)) for name in names]
         except ValueError as err:

@@ -7,11 +7,13 @@ radii, is done once) and then scores each evaluation's fake samples.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from gantune.registry import Registry
+from gantune.rundir import cached
 
 
 @dataclass
@@ -25,10 +27,30 @@ class Samples:
 
 @dataclass
 class Reference(Samples):
-    """The real side: fixed reference samples, plus the mixture definition for 2-D data."""
+    """The real side: fixed reference samples, plus the mixture definition for 2-D data.
+
+    ``feats``, ``logits`` and ``means`` live on the evaluation device. ``derived`` keeps the real-only
+    statistics a family needs (FID's mean and covariance root, k-NN radii) so that they are computed once per
+    search, not once per trial: in memory for the trials a worker process runs, on disk under ``cache`` for
+    the other processes.
+    """
 
     means: torch.Tensor | None = None
     std: float = 0.0
+    cache: Path | None = None
+    _derived: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.feats.device
+
+    def derived(self, name: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """``compute()`` (real-only tensors) for this reference: from memory, the disk cache, else computed."""
+        if name not in self._derived:
+            value = compute() if self.cache is None else cached(self.cache.with_name(f"{self.cache.stem}-{name}.pt"),
+                                                                compute)
+            self._derived[name] = {k: v.to(self.device) for k, v in value.items()}
+        return self._derived[name]
 
 
 Scorer = Callable[[Samples], dict[str, float]]

@@ -1,4 +1,9 @@
-"""Diversity ratio and k-NN manifold estimates (precision, recall, density, coverage; Naeem et al. 2020)."""
+"""Diversity ratio and k-NN manifold estimates (precision, recall, density, coverage; Naeem et al. 2020).
+
+Both run on the evaluation device. The real side (mean pairwise distance, k-NN radii) is computed once per
+search (``Reference.derived``); distance matrices are built in blocks of ``BLOCK`` columns, so memory stays
+at ``n_real x BLOCK`` floats whatever the sample count.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, fam
 
 PAIRWISE_SAMPLES = 1000
 K = 5
+BLOCK = 2048
 
 
 def mean_pairwise_distance(feats: torch.Tensor) -> float:
@@ -18,35 +24,45 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
 @family("diversity", keys=("diversity",), cheap=True,
         collapse=(CollapseSignal("diversity", "min_diversity", "diversity ratio"),))
 def diversity(ref: Reference) -> Scorer:
-    real = mean_pairwise_distance(ref.feats.cpu())
+    real = float(ref.derived("diversity", lambda: {"mpd": torch.tensor(mean_pairwise_distance(ref.feats))})["mpd"])
 
     def score(fake: Samples) -> dict[str, float]:
-        return {"diversity": mean_pairwise_distance(fake.feats.cpu()) / max(real, 1e-12)}
+        return {"diversity": mean_pairwise_distance(fake.feats.to(ref.device)) / max(real, 1e-12)}
 
     return score
 
 
-def _kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
-    d = torch.cdist(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+def kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point to its k-th nearest neighbour among the others (blocks of ``BLOCK`` points)."""
+    # +1: the point itself is at distance 0
+    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
 
 
 @family("prdc", keys=("precision", "recall", "density", "coverage"),
         collapse=(CollapseSignal("recall", "min_recall", "recall"),))
 def prdc(ref: Reference) -> Scorer:
-    real = ref.feats.cpu().float()
-    real_r = _kth_nn_radius(real, K)
+    real = ref.feats.float()
+    real_r = ref.derived("prdc", lambda: {"radius": kth_nn_radius(real, K)})["radius"]
 
     def score(fake: Samples) -> dict[str, float]:
-        f = fake.feats.cpu().float()
-        fake_r = _kth_nn_radius(f, K)
-        d = torch.cdist(real, f)  # (n_real, n_fake)
-        inside_real = d < real_r[:, None]
+        f = fake.feats.to(ref.device).float()
+        fake_r = kth_nn_radius(f, K)
+        precise = torch.zeros(len(f), dtype=torch.bool, device=f.device)  # fake inside some real ball
+        density = torch.zeros(len(f), device=f.device)  # real balls each fake is in
+        recalled = torch.zeros(len(real), dtype=torch.bool, device=f.device)  # real inside some fake ball
+        nearest = torch.full((len(real),), float("inf"), device=f.device)  # nearest fake of each real
+        for start in range(0, len(f), BLOCK):
+            d = torch.cdist(real, f[start:start + BLOCK])  # (n_real, block)
+            inside_real = d < real_r[:, None]
+            precise[start:start + BLOCK] = inside_real.any(dim=0)
+            density[start:start + BLOCK] = inside_real.sum(dim=0).float()
+            recalled |= (d < fake_r[None, start:start + BLOCK]).any(dim=1)
+            nearest = torch.minimum(nearest, d.min(dim=1).values)
         return {
-            "precision": float(inside_real.any(dim=0).float().mean()),
-            "recall": float((d < fake_r[None, :]).any(dim=1).float().mean()),
-            "density": float(inside_real.sum(dim=0).float().mean() / K),
-            "coverage": float((d.min(dim=1).values < real_r).float().mean()),
+            "precision": float(precise.float().mean()),
+            "recall": float(recalled.float().mean()),
+            "density": float(density.mean() / K),
+            "coverage": float((nearest < real_r).float().mean()),
         }
 
     return score

@@ -31,12 +31,12 @@ def histogram_kl(counts: torch.Tensor) -> float:
 def modes(ref: Reference) -> Scorer:
     if ref.means is None:
         raise ValueError("the modes metric needs a 2-D mixture (ring8, grid25)")
-    means = ref.means.cpu()
+    means = ref.means
     radius = 3 * ref.std
     k = len(means)
 
     def score(fake: Samples) -> dict[str, float]:
-        dist, nearest = torch.cdist(fake.x.cpu().float(), means).min(dim=1)
+        dist, nearest = torch.cdist(fake.x.to(means.device).float(), means).min(dim=1)
         hq = dist < radius
         counts = torch.bincount(nearest[hq], minlength=k)
         covered = int((counts > 0).sum())
@@ -55,7 +55,7 @@ def classes(ref: Reference) -> Scorer:
 
     def score(fake: Samples) -> dict[str, float]:
         assert fake.logits is not None
-        counts = torch.bincount(fake.logits.argmax(dim=1).cpu(), minlength=k)
+        counts = torch.bincount(fake.logits.argmax(dim=1), minlength=k)
         # a class counts as covered with at least a tenth of its fair share: stray misclassifications don't count
         covered = int((counts >= max(1.0, len(fake.logits) / (10 * k))).sum())
         return {"classes": float(covered), "class_coverage": covered / k, "class_kl": histogram_kl(counts)}

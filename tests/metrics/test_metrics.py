@@ -141,3 +141,104 @@ def test_prdc_on_identical_and_disjoint() -> None:
 
 def test_data_config_unused_warning_free() -> None:
     assert DataConfig().is_points
+
+
+def _features(n: int, dim: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.5, 2, dim)
+    return torch.randn(n, dim, generator=gen) * scale + shift
+
+
+class _Identity(torch.nn.Module):
+    """torchmetrics' feature hook for features that are already extracted."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_fid_and_kid_agree_with_torchmetrics() -> None:
+    """Ours run on the trial's device with real statistics kept; torchmetrics is the reference implementation."""
+    import warnings
+
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real, fake = _features(700, 32, 0), _features(600, 32, 1, shift=0.2)
+    ref = Reference(x=real, feats=real)
+    tm_fid = FrechetInceptionDistance(feature=_Identity(32))
+    tm_fid.update(real.double(), real=True)
+    tm_fid.update(fake.double(), real=False)
+    assert FAMILIES.get("fid")(ref)(Samples(x=fake, feats=fake))["fid"] == pytest.approx(float(tm_fid.compute()),
+                                                                                         rel=1e-9)
+    # one subset of every sample: torchmetrics' random subset is then the whole set too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tm_kid = KernelInceptionDistance(feature=_Identity(32), subsets=1, subset_size=600)
+    tm_kid.update(real[:600], real=True)
+    tm_kid.update(fake, real=False)
+    ours = FAMILIES.get("kid")(Reference(x=real[:600], feats=real[:600]))(Samples(x=fake, feats=fake))
+    assert ours["kid"] == pytest.approx(float(tm_kid.compute()[0]), rel=1e-5)
+
+
+def test_evaluation_leaves_the_training_rng_alone() -> None:
+    real, fake = _features(400, 8, 0), _features(400, 8, 1)
+    scorers = [FAMILIES.get(n)(Reference(x=real, feats=real)) for n in ("fid", "kid", "prdc", "diversity")]
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    for score in scorers:
+        score(Samples(x=fake, feats=fake))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_prdc_in_blocks_equals_one_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gantune.metrics import diversity
+
+    real, fake = _features(500, 4, 0), _features(450, 4, 1, shift=0.3)
+    whole = FAMILIES.get("prdc")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    monkeypatch.setattr(diversity, "BLOCK", 64)
+    blocks = FAMILIES.get("prdc")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    assert blocks == whole and 0 < whole["coverage"] < 1
+
+
+def test_real_statistics_are_computed_once_per_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second trial (same process: memory) and another worker process (disk) reuse the real statistics."""
+    from gantune.metrics import fid
+
+    calls: list[int] = []
+    real_statistics = fid.real_statistics
+    monkeypatch.setattr(fid, "real_statistics", lambda ref: calls.append(1) or real_statistics(ref))
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 300}})
+    data = load_data(cfg.data, CPU, 0)
+    first = Evaluator(cfg, data, CPU)(lambda n: data.reference(n, seed=3))
+    Evaluator(cfg, data, CPU)
+    assert len(calls) == 1
+    metrics._MEMO.clear()  # as in a fresh worker process
+    again = Evaluator(cfg, data, CPU)(lambda n: data.reference(n, seed=3))
+    assert len(calls) == 1 and again == first
+    assert len(list((tmp_path / "cache").glob("reference-digits-*-fid.pt"))) == 1
+
+
+def test_metrics_run_on_the_reference_device() -> None:
+    """Fake features on another device are moved to the reference's; every family returns plain floats."""
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 200}})
+    data = load_data(cfg.data, CPU, 0)
+    ev = Evaluator(cfg, data, torch.device("cpu"))
+    ref = load_reference(cfg, data, build_extractor(cfg, CPU), 200, torch.device("cpu"))
+    assert ref.device == CPU and ref.feats.device == CPU
+    out = ev(lambda n: data.reference(n, seed=3))
+    assert all(isinstance(v, float) for v in out.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_metrics_on_cuda_match_cpu() -> None:
+    real, fake = _features(700, 64, 0), _features(600, 64, 1, shift=0.2)
+    cuda = torch.device("cuda")
+    for name in ("fid", "kid", "prdc", "diversity"):
+        on_cpu = FAMILIES.get(name)(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+        on_gpu = FAMILIES.get(name)(Reference(x=real, feats=real.to(cuda)))(Samples(x=fake, feats=fake.to(cuda)))
+        assert on_gpu == pytest.approx(on_cpu, rel=1e-4, abs=1e-4), name

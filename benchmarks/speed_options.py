@@ -1,0 +1,65 @@
+"""Each speed option of the trial loop off and on, side by side in one process: img/s and the ratio to all-off.
+
+    python benchmarks/speed_options.py [--steps 200] [--preset dcgan32]
+
+Options: TF32, cuDNN autotuning, channels_last, bf16 autocast (CUDA only: on a CPU they are no-ops and are
+reported as such) and torch.compile (any device; the first steps, which compile, are outside the timed window).
+Each row is the best of ``--repeats`` runs of gantune's loop with evaluation off.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from loop_overhead import PRESETS, gantune_loop
+
+from gantune import env
+from gantune.config import config_from_dict
+from gantune.trial import resolve_device
+
+OFF = {"tf32": False, "cudnn_benchmark": False, "channels_last": False, "precision": "fp32", "compile": False}
+ROWS: list[tuple[str, dict[str, Any], bool]] = [  # name, options on top of OFF, CUDA only
+    ("tf32", {"tf32": True}, True),
+    ("cudnn_benchmark", {"cudnn_benchmark": True}, True),
+    ("channels_last", {"channels_last": True}, True),
+    ("bf16", {"precision": "bf16"}, True),
+    ("compile", {"compile": True}, False),
+    ("defaults (tf32 + cudnn_benchmark)", {"tf32": True, "cudnn_benchmark": True}, True),
+    ("all on", {"tf32": True, "cudnn_benchmark": True, "channels_last": True, "precision": "bf16",
+                "compile": True}, False),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="dcgan32")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    env.configure()
+    device = resolve_device(args.device)
+    preset = PRESETS[args.preset]
+    batch = preset["train"]["batch_size"]
+
+    def img_per_s(options: dict[str, Any]) -> float:
+        cfg = config_from_dict({**preset, "train": {**preset["train"], **OFF, **options}})
+        return max(gantune_loop(cfg, device, args.steps) for _ in range(args.repeats)) * batch
+
+    print(f"device: {device}   preset {args.preset}, batch {batch}, {args.steps} steps, best of {args.repeats}")
+    base = img_per_s({})
+    print(f"{'option':<36}{'img/s':>10}{'vs off':>9}")
+    print(f"{'all off':<36}{base:>10.0f}{1.0:>8.2f}x")
+    for name, options, cuda_only in ROWS:
+        if cuda_only and device.type != "cuda" and name != "all on":
+            print(f"{name:<36}{'n/a':>10}{'':>9}  (CUDA only: no effect on {device.type})")
+            continue
+        rate = img_per_s(options)
+        print(f"{name:<36}{rate:>10.0f}{rate / base:>8.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    torch.backends.cudnn.benchmark = False
+    main()

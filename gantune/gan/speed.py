@@ -1,0 +1,60 @@
+"""Speed options of the training step: what ``train.tf32 / cudnn_benchmark / channels_last / precision /
+compile`` do. Each is measured off and on by ``benchmarks/speed_options.py``.
+
+TF32, cuDNN autotuning, channels_last and bf16 autocast only exist to feed a GPU's tensor cores, so they act on
+CUDA devices only and a CPU run gives the same numbers with or without them. ``compile`` is an explicit
+opt-in and acts on every device (inductor's kernels round differently from eager ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gantune.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The options resolved for one device."""
+
+    tf32: bool = False
+    cudnn_benchmark: bool = False
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+
+    @classmethod
+    def resolve(cls, tc: TrainConfig, device: torch.device) -> Speed:
+        cuda = device.type == "cuda"
+        return cls(tf32=cuda and tc.tf32, cudnn_benchmark=cuda and tc.cudnn_benchmark,
+                   channels_last=cuda and tc.channels_last, bf16=cuda and tc.precision == "bf16",
+                   compile=tc.compile)
+
+    def set_backends(self) -> None:
+        """Process-wide CUDA flags (a trial owns its process). Nothing to set off CUDA."""
+        if self.tf32 or self.cudnn_benchmark:
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def layout(self, net: nn.Module, images: bool) -> nn.Module:
+        """``net`` in the chosen memory format (NHWC for image nets with ``channels_last``)."""
+        if self.channels_last and images:
+            return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return net
+
+    def compiled(self, net: nn.Module) -> nn.Module:
+        """``net`` compiled in place with ``compile``: its state_dict keys stay the same."""
+        if self.compile:
+            net.compile()
+        return net
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """bf16 autocast of a forward pass, or nothing."""
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()

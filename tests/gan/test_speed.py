@@ -1,0 +1,65 @@
+"""Speed options: the CUDA-only ones leave CPU results bit for bit; compile keeps weights interchangeable."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from conftest import tiny_images
+
+from gantune.gan import GANTrainer
+from gantune.gan.speed import Speed
+from gantune.trial import train
+
+CPU = torch.device("cpu")
+FAST = {"tf32": True, "cudnn_benchmark": True, "channels_last": True, "precision": "bf16"}
+
+
+
+
+def _trained(train_options: dict[str, object], steps: int = 6) -> GANTrainer:
+    cfg = tiny_images(train={"steps": steps, **train_options}, optim={"ema": 0.9})
+    torch.manual_seed(0)
+    real = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    trainer = GANTrainer(cfg, CPU, lambda n: real[torch.randint(len(real), (n,))])
+    for _ in range(steps):
+        trainer.step(measure=True)
+    return trainer
+
+
+def test_cuda_only_options_leave_cpu_results_unchanged() -> None:
+    plain, fast = _trained({}), _trained(FAST)
+    assert fast.speed == Speed(compile=False)  # nothing resolved on the CPU
+    for (k, a), b in zip(plain.G.state_dict().items(), fast.G.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert plain.read_stats() == fast.read_stats()
+
+
+def test_options_resolve_on_a_cuda_device() -> None:
+    from gantune.config import TrainConfig
+
+    speed = Speed.resolve(TrainConfig(**FAST), torch.device("cuda"))  # type: ignore[arg-type]
+    assert speed == Speed(tf32=True, cudnn_benchmark=True, channels_last=True, bf16=True, compile=False)
+    with pytest.warns(UserWarning, match="CUDA is not available") if not torch.cuda.is_available() else nullcontext():
+        assert isinstance(speed.autocast(), torch.autocast)
+    assert Speed.resolve(TrainConfig(tf32=False, cudnn_benchmark=False), torch.device("cuda")) == Speed()
+
+
+def test_compiled_nets_train_and_keep_their_weight_names() -> None:
+    """``train.compile`` on the CPU (inductor): the same weight names, so exports and resumes still load."""
+    plain, compiled = _trained({}, steps=3), _trained({"compile": True}, steps=3)
+    assert compiled.speed.compile
+    assert list(compiled.G.state_dict()) == list(plain.G.state_dict())
+    assert list(compiled.D.state_dict()) == list(plain.D.state_dict())
+    stats = compiled.read_stats()
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert stats["loss_d"] == pytest.approx(plain.read_stats()["loss_d"], rel=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_option_on_cuda_trains() -> None:
+    cfg = tiny_images(train={"steps": 20, "device": "cuda", **FAST},
+                      eval={"every": 20, "n_samples": 200, "metrics": ["default"]})
+    result = train(cfg)
+    assert result.status == "completed" and result.last_eval["fid"] == result.last_eval["fid"]
