@@ -61,6 +61,21 @@ def last_step(run_dir: Path) -> int:
     return max((int(json.loads(ln)["step"]) for ln in lines if ln.strip()), default=0)
 
 
+def trial_steps(summary: dict[str, Any], study: optuna.Study) -> dict[int, int]:
+    """Steps each trial trained: gantune keeps them on the trial, the stock run measured them from its files."""
+    return summary.get("steps") or {t.number: int(t.user_attrs.get("steps", 0)) for t in study.trials}
+
+
+class DefineByRun:
+    """OptunaSearch's define-by-run space: the space's own sampling (a class: Tune pickles its searcher)."""
+
+    def __init__(self, space: Any) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {"trial": self.space.sample(trial), "number": trial.number}
+
+
 def stock(space_path: str, trials: int, max_steps: int, seed: int, workdir: Path) -> tuple[dict[str, Any],
                                                                                           optuna.Study]:
     """The anchor: gantune's trial loop under Ray Tune's stock OptunaSearch + ASHAScheduler, no health verdicts."""
@@ -80,9 +95,6 @@ def stock(space_path: str, trials: int, max_steps: int, seed: int, workdir: Path
     objective, mode = s.objectives[0], ("min" if s.directions[0] == "minimize" else "max")
     runs = workdir / "runs" / "bench-stock"
 
-    def sample(trial: optuna.Trial) -> dict[str, Any]:  # define-by-run: the space's own sampling
-        return {"trial": space.sample(trial), "number": trial.number}
-
     def trainable(config: dict[str, Any]) -> None:
         torch.set_num_threads(1)
 
@@ -94,7 +106,7 @@ def stock(space_path: str, trials: int, max_steps: int, seed: int, workdir: Path
               device="cpu")
 
     storage = f"sqlite:///{workdir / 'stock.db'}"
-    searcher = OptunaSearch(space=sample, metric="objective", mode=mode, study_name="bench-stock",
+    searcher = OptunaSearch(space=DefineByRun(space), metric="objective", mode=mode, study_name="bench-stock",
                             storage=optuna.storages.RDBStorage(storage),
                             sampler=optuna.samplers.RandomSampler(seed=seed))
     scheduler = ASHAScheduler(time_attr="step", metric="objective", mode=mode, max_t=s.max_steps,
@@ -108,13 +120,11 @@ def stock(space_path: str, trials: int, max_steps: int, seed: int, workdir: Path
     finally:
         ray.shutdown()
     study = optuna.load_study(study_name="bench-stock", storage=storage)
-    for t in study.trials:  # the steps each trial really trained, kept like gantune's own runs keep them
-        study._storage.set_trial_user_attr(t._trial_id, "steps", last_step(runs / f"trial-{t.number:04d}"))
-    study = optuna.load_study(study_name="bench-stock", storage=storage)
+    steps = {t.number: last_step(runs / f"trial-{t.number:04d}") for t in study.trials}  # what each really trained
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     best = max(done, key=lambda t: t.value if mode == "max" else -t.value) if done else None  # type: ignore[operator]
-    summary = {"trial_steps": sum(int(t.user_attrs["steps"]) for t in study.trials),
-               "best": {"values": {objective: best.value}} if best else None}
+    summary = {"trial_steps": sum(steps.values()), "best": {"values": {objective: best.value}} if best else None,
+               "steps": steps}
     return summary, study
 
 
@@ -125,30 +135,35 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--concurrent", type=int, default=0)
+    ap.add_argument("--modes", nargs="+", choices=[*MODES, "stock"], default=[*MODES, "stock"],
+                    help="the runs to make (bad trials are judged on the 'none' run when it is made)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pruning-"))
     results = {}
     for mode, pruning in MODES.items():
+        if mode not in args.modes:
+            continue
         t0 = time.monotonic()
-        summary, study, space = run(args.space, f"bench-{mode}", workdir, {
+        summary, study, _ = run(args.space, f"bench-{mode}", workdir, {
             "trials": args.trials, "max_steps": args.max_steps, "sampler": "random", "seed": args.seed,
             "concurrency": args.concurrent, "pruning": pruning})
         results[mode] = (summary, study, time.monotonic() - t0)
         print(f"  {mode}: {summary['trial_steps']} trial-steps, {time.monotonic() - t0:.0f}s", flush=True)
-    t0 = time.monotonic()
-    summary, study = stock(args.space, args.trials, args.max_steps, args.seed, workdir)
-    results["stock"] = (summary, study, time.monotonic() - t0)
-    print(f"  stock: {summary['trial_steps']} trial-steps, {time.monotonic() - t0:.0f}s", flush=True)
-    bad = bad_trials(results["none"][1], workdir / "runs")
+    if "stock" in args.modes:
+        t0 = time.monotonic()
+        summary, study = stock(args.space, args.trials, args.max_steps, args.seed, workdir)
+        results["stock"] = (summary, study, time.monotonic() - t0)
+        print(f"  stock: {summary['trial_steps']} trial-steps, {time.monotonic() - t0:.0f}s", flush=True)
+    bad = bad_trials(results["none"][1], workdir / "runs") if "none" in results else {}
     quarter = 0.25 * args.max_steps
-    objective = space.settings.objectives[0]
-    base_steps = results["none"][0]["trial_steps"]
+    objective = load_space(args.space).settings.objectives[0]
+    base_steps = results["none"][0]["trial_steps"] if "none" in results else args.trials * args.max_steps
     print(f"\nspace {args.space}: {args.trials} trials x {args.max_steps} steps, random sampler seed {args.seed}")
     print(f"bad trials (health replay over unpruned histories): {len(bad)} {dict(sorted(bad.items()))}")
     print(f"{'mode':<10}{'trial-steps':>12}{'vs none':>9}{'wall s':>8}{'best ' + objective:>16}"
           f"{'bad stopped <25%':>18}")
     for mode, (summary, study, wall) in results.items():
-        steps = {t.number: int(t.user_attrs.get("steps", 0)) for t in study.trials}
+        steps = trial_steps(summary, study)
         early = sum(1 for n in bad if steps.get(n, args.max_steps) < quarter)
         best = summary["best"]["values"][objective] if summary["best"] else float("nan")
         ratio = base_steps / max(summary["trial_steps"], 1)
@@ -156,10 +171,10 @@ def main() -> None:
               f"{f'{early}/{len(bad)}':>18}")
     print("\nhow each run recorded its trials in Optuna (stopped early = trained fewer steps than the budget):")
     print(f"{'mode':<10}{'COMPLETE':>10}{'PRUNED':>8}{'FAIL':>6}{'RUNNING':>9}{'stopped early, yet COMPLETE':>30}")
-    for mode, (_, study, _) in results.items():
+    for mode, (summary, study, _) in results.items():
         states = Counter(t.state.name for t in study.trials)
-        truncated = sum(1 for t in study.trials if t.state.name == "COMPLETE"
-                        and int(t.user_attrs.get("steps", args.max_steps)) < args.max_steps)
+        steps = trial_steps(summary, study)
+        truncated = sum(1 for t in study.trials if t.state.name == "COMPLETE" and steps[t.number] < args.max_steps)
         print(f"{mode:<10}{states['COMPLETE']:>10}{states['PRUNED']:>8}{states['FAIL']:>6}{states['RUNNING']:>9}"
               f"{truncated:>30}")
     print(f"(work files in {workdir})")

@@ -218,6 +218,8 @@ class HealthConfig:
     min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
     min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
     min_recall: float = Field(default=0.02, ge=0, le=1, description="k-NN recall below this: collapsed")
+    min_progress: float = Field(default=0.25, ge=0, description="a check where some collapse signal rose by this "
+                                "fraction above its best earlier value is improving: low signals do not count")
     stall_logs: int = Field(default=20, ge=2, description="logs with frozen losses and no better objective: stalled")
     stall_tol: float = Field(default=1e-5, ge=0, description="loss change counted as frozen")
     d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled (0 = off)")

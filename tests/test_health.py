@@ -1,8 +1,10 @@
 """Verdicts on real tiny training runs (grid25/ring8, CPU, a few seconds each), plus the rules' mechanics."""
 
+import math
 from typing import Any
 
 import pytest
+import yaml
 
 from gantune.config import HealthConfig, config_from_dict
 from gantune.health import HealthMonitor
@@ -52,6 +54,53 @@ def test_dominating_discriminator_stalls() -> None:
     result, _ = _run("ring8", metrics=False, loss={"name": "minimax"}, optim={"lr_d": 1e-2, "lr_g": 1e-6})
     assert result.status == "pruned:stalled", result.reason
     assert "D separated every real from every fake" in result.reason
+
+
+def _digits(**sections: dict[str, Any]) -> tuple[TrialResult, HealthMonitor, list[dict[str, float]]]:
+    """The built-in digits config (16 px, hinge + spectral norm) for 1,000 steps, health at its defaults."""
+    from gantune.production import builtin_config
+
+    raw = yaml.safe_load(builtin_config("digits").read_text())
+    raw["health"] = {}
+    raw["train"].update(steps=1000, log_every=100, device="cpu")
+    raw["eval"].update(every=250, n_samples=500)
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    cfg = config_from_dict(raw)
+    monitor = HealthMonitor(cfg.health)
+    records: list[dict[str, float]] = []
+    result = train(cfg, report=records.append, should_stop=monitor)
+    return result, monitor, records
+
+
+def test_healthy_digits_start_low_but_improving_is_not_a_collapse() -> None:
+    """A healthy digits GAN reads diversity 0.12, 4 classes and recall 0 at step 500; without a step warm-up,
+    "below a floor" alone would call it collapsed. It climbs at every check, so it is left alone."""
+    result, monitor, records = _digits()
+    assert result.status == "completed" and monitor.status == "ok", result.reason
+    assert result.last_eval["classes"] >= 8 and result.last_eval["diversity"] > 0.25
+    low_alone = HealthMonitor(HealthConfig(min_progress=math.inf))  # the rule without "not improving"
+    verdicts = [v for r in records if (v := low_alone(r)) is not None]
+    assert verdicts and verdicts[0].kind == "collapsed" and verdicts[0].rule == "recall"
+
+
+def test_collapsed_digits_run_is_caught() -> None:
+    """G learning 100x faster than D (lr 1e-2, beta1 0.9, no norms): every sample the same digit from step 250."""
+    result, _, _ = _digits(model={"g_norm": "none", "d_norm": "none"}, loss={"name": "nonsaturating"},
+                                 optim={"lr_g": 1e-2, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "ema": 0.0})
+    assert result.status == "pruned:collapsed", result.reason
+    assert result.steps <= 750  # warm-up check at 250, then two low, flat checks
+    assert result.last_eval["classes"] <= 2 and result.last_eval["diversity"] < 0.05
+
+
+def test_low_signals_count_only_when_not_improving() -> None:
+    mon = HealthMonitor(HealthConfig(warmup_evals=1, patience=2, min_progress=0.25))
+    rising = [0.02, 0.03, 0.05, 0.08, 0.11, 0.15]  # below the 0.25 floor throughout, but +25% or more each check
+    assert all(mon({"step": float(i), "diversity": v}) is None for i, v in enumerate(rising))
+    mon = HealthMonitor(HealthConfig(warmup_evals=1, patience=2, min_progress=0.25))
+    flat = [0.05, 0.20, 0.22, 0.20]  # one real rise, then stuck low (+10%, then down)
+    out = [mon({"step": float(i), "diversity": v}) for i, v in enumerate(flat)]
+    assert out[:3] == [None, None, None] and out[3] is not None and out[3].rule == "diversity"
 
 
 def _records(values: list[float], key: str = "fid") -> list[dict[str, float]]:
