@@ -34,9 +34,10 @@ class Speed:
                    channels_last=cuda and tc.channels_last, bf16=cuda and tc.precision == "bf16",
                    compile=tc.compile)
 
-    def set_backends(self) -> None:
-        """Process-wide CUDA flags (a trial owns its process). Nothing to set off CUDA."""
-        if self.tf32 or self.cudnn_benchmark:
+    def set_backends(self, device: torch.device) -> None:
+        """Process-wide CUDA flags (a trial owns its process), each set either way: ``tf32: false`` must switch off
+        cuDNN's TF32, which PyTorch enables by default. Nothing to set off CUDA."""
+        if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.allow_tf32 = self.tf32
             torch.backends.cudnn.benchmark = self.cudnn_benchmark

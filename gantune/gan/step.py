@@ -45,7 +45,7 @@ class GANTrainer:
         shape = data_shape(cfg.data)
         arch = cfg.resolved_arch
         self.speed = Speed.resolve(cfg.train, device)
-        self.speed.set_backends()
+        self.speed.set_backends(device)
         images = len(shape) == 3
         self.G = self.speed.layout(build_generator(cfg.model, arch, shape).to(device), images)
         self.D = self.speed.layout(build_discriminator(cfg.model, arch, shape).to(device), images)

@@ -63,3 +63,21 @@ def test_every_option_on_cuda_trains() -> None:
                       eval={"every": 20, "n_samples": 200, "metrics": ["default"]})
     result = train(cfg)
     assert result.status == "completed" and result.last_eval["fid"] == result.last_eval["fid"]
+
+
+def test_tf32_off_switches_cudnn_tf32_off_too() -> None:
+    """PyTorch enables cuDNN's TF32 by default: ``tf32: false`` on CUDA must turn it off, not leave it."""
+    from gantune.config import TrainConfig
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    cuda = torch.device("cuda")  # the flags are plain settings: they can be set and read without a GPU
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        Speed.resolve(TrainConfig(tf32=False, cudnn_benchmark=False), cuda).set_backends(cuda)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cudnn.benchmark
+        Speed.resolve(TrainConfig(), CPU).set_backends(CPU)  # nothing is set off CUDA
+        assert not torch.backends.cudnn.allow_tf32
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
