@@ -203,7 +203,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: cfg.max_images]
     if not files:
         raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    mode = "L" if channels_of(cfg) == 1 else "RGB"
+    mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
         arrays = []
@@ -239,7 +239,7 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
         hint = "" if cfg.download else " (set data.download: true to fetch it)"
         raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {err}") from None
     n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
-    mode = "L" if channels_of(cfg) == 1 else "RGB"
+    mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
         imgs, labels = [], []
@@ -268,6 +268,11 @@ def channels_of(cfg: DataConfig) -> int:
     if cfg.channels is not None:
         return cfg.channels
     return 1 if cfg.name == "digits" or cfg.dataset in ("MNIST", "FashionMNIST") else 3
+
+
+def pil_mode(cfg: DataConfig) -> str:
+    """The PIL mode images are converted to before decoding: greyscale or RGB, by the channel count."""
+    return "L" if channels_of(cfg) == 1 else "RGB"
 
 
 def data_shape(cfg: DataConfig) -> tuple[int, ...]:

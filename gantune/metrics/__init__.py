@@ -101,6 +101,7 @@ class Evaluator:
     """Computes the configured metric set from ``generate(n)`` samples (the EMA generator when on)."""
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
+        self.device = device
         self.n = cfg.eval.n_samples
         self.n_quick = cfg.eval.quick_samples
         names = metric_names(cfg)
@@ -131,7 +132,7 @@ class Evaluator:
     def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
         if self.extractor is None or not scorers:
             return {}
-        x = generate(n)
+        x = generate(n).to(self.device)  # families get samples where the reference is (Samples)
         if not torch.isfinite(x).all():
             return {"samples": float("nan")}
         feats, logits = self.extractor(x)

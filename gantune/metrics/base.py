@@ -18,7 +18,8 @@ from gantune.rundir import cached
 
 @dataclass
 class Samples:
-    """Samples with their features (and class logits when the extractor is a classifier)."""
+    """Samples with their features (and class logits when the extractor is a classifier), on the evaluation
+    device: the same as the reference's, so a family computes where its real statistics already are."""
 
     x: torch.Tensor
     feats: torch.Tensor

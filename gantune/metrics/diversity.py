@@ -27,7 +27,7 @@ def diversity(ref: Reference) -> Scorer:
     real = float(ref.derived("diversity", lambda: {"mpd": torch.tensor(mean_pairwise_distance(ref.feats))})["mpd"])
 
     def score(fake: Samples) -> dict[str, float]:
-        return {"diversity": mean_pairwise_distance(fake.feats.to(ref.device)) / max(real, 1e-12)}
+        return {"diversity": mean_pairwise_distance(fake.feats) / max(real, 1e-12)}
 
     return score
 
@@ -45,7 +45,7 @@ def prdc(ref: Reference) -> Scorer:
     real_r = ref.derived("prdc", lambda: {"radius": kth_nn_radius(real, K)})["radius"]
 
     def score(fake: Samples) -> dict[str, float]:
-        f = fake.feats.to(ref.device).float()
+        f = fake.feats.float()
         fake_r = kth_nn_radius(f, K)
         precise = torch.zeros(len(f), dtype=torch.bool, device=f.device)  # fake inside some real ball
         density = torch.zeros(len(f), device=f.device)  # real balls each fake is in

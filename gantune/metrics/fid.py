@@ -54,7 +54,7 @@ def fid(ref: Reference) -> Scorer:
     real = ref.derived("fid", lambda: real_statistics(ref))
 
     def score(fake: Samples) -> dict[str, float]:
-        return {"fid": frechet_distance(real, fake.feats.to(ref.device))}
+        return {"fid": frechet_distance(real, fake.feats)}
 
     return score
 
@@ -64,7 +64,7 @@ def kid(ref: Reference) -> Scorer:
     real = ref.feats.float()  # float32 like torchmetrics' own use: float64 kernels cost 3x on a CPU
 
     def score(fake: Samples) -> dict[str, float]:
-        f = fake.feats.to(ref.device).float()
+        f = fake.feats.float()
         size = min(KID_SUBSET, len(real), len(f))
         gen = torch.Generator().manual_seed(KID_SEED)  # the same subsets at every evaluation
         values = torch.stack([

@@ -36,7 +36,7 @@ def modes(ref: Reference) -> Scorer:
     k = len(means)
 
     def score(fake: Samples) -> dict[str, float]:
-        dist, nearest = torch.cdist(fake.x.to(means.device).float(), means).min(dim=1)
+        dist, nearest = torch.cdist(fake.x.float(), means).min(dim=1)
         hq = dist < radius
         counts = torch.bincount(nearest[hq], minlength=k)
         covered = int((counts > 0).sum())
