@@ -41,6 +41,9 @@ class Collector:
     def trial_ended(self, outcome: Any) -> None:
         pass
 
+    def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        pass
+
     def median_steps_per_s(self, number: int) -> float:
         values = [r["steps_per_s"] for r in self.records.get(number, []) if "steps_per_s" in r]
         return statistics.median(values[1:] or values) if values else 0.0

@@ -159,11 +159,21 @@ class OptimConfig:
     n_critic: int = Field(default=1, ge=1)
     grad_clip: float = Field(default=0.0, ge=0, description="max gradient norm for G and D (0 = off)")
     ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off)")
+    decay: str = Field(default="none", description="a registered learning-rate decay of G and D towards 0 at "
+                       "train.steps: none, linear, cosine (annealing sharpens samples)")
+    decay_start: float = Field(default=0.0, ge=0, lt=1, description="fraction of train.steps before decay begins")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
         return str(_optimizers().validate(v))
+
+    @field_validator("decay")
+    @classmethod
+    def _known_decay(cls, v: str) -> str:
+        from gantune.gan.step import DECAYS
+
+        return str(DECAYS.validate(v))
 
 
 @dataclass(config=_STRICT)

@@ -87,6 +87,10 @@ class Observer(Protocol):
 
     def trial_ended(self, outcome: TrialOutcome) -> None: ...
 
+    def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        """A PBT member cloned another: ``lineage`` lists each exploit so far (step, from_trial, params,
+        changed); ``config`` is what it trains on now."""
+
 
 def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
@@ -165,6 +169,9 @@ class ObserverThread:
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
         self._post("trial_ended", outcome)
+
+    def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        self._post("trial_exploited", number, list(lineage), config)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -100,12 +100,30 @@ class Resources(BaseModel):
         return v
 
 
+class PBTSettings(BaseModel):
+    """Population Based Training (Jaderberg et al. 2017) through Ray Tune's ``PopulationBasedTraining``."""
+
+    model_config = _FORBID
+    interval_evals: int = Field(default=2, ge=1, description="evaluations between exploit/explore decisions")
+    quantile: float = Field(default=0.25, gt=0, le=0.5, description="bottom share of the population that clones "
+                            "a member of the top share")
+    resample_probability: float = Field(default=0.25, ge=0, le=1, description="chance that explore draws a "
+                                        "parameter afresh from its range instead of perturbing it")
+    mutate: list[str] | None = Field(default=None, description="sampled parameters explore may change; default: "
+                                     "the sampled optim/loss numbers (learning rates, betas, n_critic, penalty "
+                                     "weights) and the free parameters of search.params")
+
+
 class Pruning(BaseModel):
     model_config = _FORBID
-    asha: bool = Field(default=True, description="ASHA successive halving on the objective at evaluation steps")
+    scheduler: Literal["asha", "pbt"] = Field(default="asha", description="asha: successive halving on the "
+                                              "objective; pbt: population based training (exploit + explore)")
+    asha: bool = Field(default=True, description="ASHA successive halving on the objective at evaluation steps "
+                       "(scheduler: asha; false = no scheduler)")
     health: bool = Field(default=True, description="stop trials the health monitor judges diverged/collapsed/stalled")
     grace_evals: int = Field(default=2, ge=1, description="full evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(default=3, ge=2)
+    pbt: PBTSettings = Field(default_factory=PBTSettings)
 
 
 class SearchSettings(BaseModel):
@@ -120,7 +138,8 @@ class SearchSettings(BaseModel):
     direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "minimize"
     sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
     seed: int = 0
-    concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow)")
+    concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow; "
+                             "PBT creates its whole population at once and the resources decide)")
     resources: Resources = Field(default_factory=Resources)
     pruning: Pruning = Field(default_factory=Pruning)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
@@ -363,4 +382,9 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     _check_names(leaves, params, source)
     _check_objectives(settings, leaves, source)
     text = Path(path).read_text()
-    return SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
+    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
+    if settings.pruning.scheduler == "pbt":
+        from gantune.explore import mutable_params
+
+        mutable_params(space)  # PBT needs something to explore
+    return space

@@ -252,6 +252,22 @@ class MlflowTracker:
         logger.end(outcome.status.value, outcome.reason, outcome.steps, files, rule=outcome.rule,
                    state=RunStatus.FAILED if outcome.status.failed else RunStatus.FINISHED)
 
+    def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
+        """PBT lineage as tags (params are write-once in MLflow: they keep the first sample) and each config the
+        member switched to as an artifact ``pbt/config-step-<step>.yaml``."""
+        rid = self.children.get(number)
+        if rid is None:
+            return
+        last = lineage[-1]
+        text = "; ".join(f"step {e['step']}: trial {e['from_trial']}"
+                         + "".join(f", {k}={v:.4g}" if isinstance(v, float) else f", {k}={v}"
+                                   for k, v in e["changed"].items()) for e in lineage)
+        self.client.log_batch(rid, tags=[RunTag("gantune.pbt.exploits", str(len(lineage))),
+                                         RunTag("gantune.pbt.parent", str(last["from_trial"])),
+                                         RunTag("gantune.pbt.lineage", text[:5000])])
+        self.client.log_text(rid, yaml.safe_dump(config, sort_keys=False),
+                             f"pbt/config-step-{int(last['step']):06d}.yaml")
+
     # -- helpers --------------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10000))

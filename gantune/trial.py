@@ -243,6 +243,7 @@ def train(
         log_now = step % tc.log_every == 0 or step == tc.steps
         eval_now = step % cfg.eval.every == 0 or step == tc.steps
         quick_now = not eval_now and cfg.eval.quick_every > 0 and step % cfg.eval.quick_every == 0
+        trainer.schedule(step)
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
             continue
@@ -269,13 +270,13 @@ def train(
             status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
         record["wall_s"] = wall()
         last = record
+        if status == Status.COMPLETED and step % tc.checkpoint_every == 0 and step < tc.steps:
+            checkpoint(step)  # before the report, which may hand it on (a PBT member cloned by another)
         out.record(record)
         if status == Status.COMPLETED and should_stop is not None and (verdict := should_stop(record)) is not None:
             status, reason, rule = verdict.status, verdict.reason, verdict.rule
         if status != Status.COMPLETED:
             break
-        if step % tc.checkpoint_every == 0:
-            checkpoint(step)
 
     if pictured != step:  # a trial stopped between evaluations: show what it had become when it stopped
         out.picture(step, evaluation.picture(f"step {step}: {status}"))

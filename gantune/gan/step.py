@@ -7,6 +7,7 @@ loop asks for them at its logging cadence, so the hot path never waits on the GP
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,12 @@ OptimBuilder = Callable[[Iterator[nn.Parameter], float, OptimConfig, bool], torc
 OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda p, lr, c, cuda: torch.optim.Adam(p, lr, betas=(c.beta1, c.beta2), fused=cuda or None))
 OPTIMIZERS.add("rmsprop", lambda p, lr, c, cuda: torch.optim.RMSprop(p, lr))
+
+#: learning-rate factor at training progress ``p`` in [0, 1] after ``optim.decay_start``
+DECAYS: Registry[Callable[[float], float]] = Registry("decay")
+DECAYS.add("none", lambda p: 1.0)
+DECAYS.add("linear", lambda p: 1.0 - p)
+DECAYS.add("cosine", lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
 
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "d_win")
 
@@ -65,6 +72,20 @@ class GANTrainer:
         self._acc = torch.zeros(len(STAT_NAMES), device=device)
         self._acc_n = 0
         self._gnorm = {"grad_norm_g": torch.zeros((), device=device), "grad_norm_d": torch.zeros((), device=device)}
+
+    def schedule(self, step: int) -> None:
+        """Set both optimisers' hyperparameters for generator step ``step`` from the config: the decayed
+        learning rates and Adam's betas. Called every step, so a loaded checkpoint (a resumed run, or a PBT
+        member cloned from another) trains with this config's values, not those saved in its optimiser state."""
+        o, total = self.cfg.optim, self.cfg.train.steps
+        start = o.decay_start * total
+        progress = min(1.0, max(0.0, (step - start) / max(total - start, 1.0)))
+        factor = DECAYS.get(o.decay)(progress)
+        for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+                if "betas" in group:
+                    group["betas"] = (o.beta1, o.beta2)
 
     def z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.z_dim, device=self.device)

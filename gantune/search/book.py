@@ -19,7 +19,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gantune.events import Observer, Status, TrialOutcome
-from gantune.search.scheduler import AshaStop
+from gantune.search.scheduler import AshaStop, Exploit
 from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
 from gantune.study import report_intermediate, tell
 
@@ -51,10 +51,12 @@ class SearchBook(Callback):
     def __init__(self, study: optuna.Study, trials: dict[str, optuna.Trial], asha_stopped: dict[str, AshaStop],
                  objectives: list[str], directions: list[str], total: int, done_before: int,
                  observers: Sequence[Observer] | None = None, quiet: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None) -> None:
         self.study = study
         self.trials = trials
         self.asha_stopped = asha_stopped
+        self.exploits = exploits if exploits is not None else []
+        self.lineage: dict[int, list[dict[str, Any]]] = {}
         self.objectives = objectives
         self.sign = 1.0 if directions[0] == "minimize" else -1.0
         self.total = total
@@ -76,8 +78,9 @@ class SearchBook(Callback):
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._record_exploits()
         ot = self.trials.get(trial.trial_id)
-        if ot is None:
+        if ot is None or ot.number in self.running:  # a PBT member restarting (paused, or cloned another)
             return
         self.running.add(ot.number)
         self._notify("trial_started", ot.number, dict(ot.params), trial.config["trial"])
@@ -100,7 +103,27 @@ class SearchBook(Callback):
         self._finish(trial, _error_line(trial))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
+    def _record_exploits(self) -> None:
+        """PBT's exploits since the last call, into the study (``pbt_lineage``; ``config`` becomes the config the
+        member trains on now, which export reads) and to the observers. Optuna's params stay the first sample."""
+        while self.exploits:
+            e = self.exploits.pop(0)
+            ot, donor = self.trials.get(e.member), self.trials.get(e.donor)
+            if ot is None or donor is None:
+                continue
+            changed = {k: v for k, v in e.params.items() if e.donor_params.get(k) != v}
+            entry = {"step": e.step, "from_trial": donor.number, "params": e.params, "changed": changed}
+            lineage = self.lineage.setdefault(ot.number, [])
+            lineage.append(entry)
+            ot.set_user_attr("pbt_lineage", lineage)
+            ot.set_user_attr("config", e.config)
+            self._notify("trial_exploited", ot.number, lineage, e.config)
+            self._say(f"trial {ot.number:>3} PBT: cloned trial {donor.number} at step {e.step}"
+                      + ("; explored " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in changed.items()) if changed else ""))
+
     def _finish(self, trial: Trial, error: str | None) -> None:
+        self._record_exploits()
         ot = self.trials.get(trial.trial_id)
         if ot is None or ot.number in self.outcomes:
             return

@@ -174,23 +174,31 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     from ray.tune import FailureConfig
 
     from gantune.search.book import SearchBook
-    from gantune.search.scheduler import AshaStop, make_scheduler
+    from gantune.search.scheduler import AshaStop, Exploit, make_scheduler
     from gantune.search.searcher import OptunaStudySearcher
     from gantune.search.trainable import run_trial
 
     settings = space.settings
+    pbt = settings.pruning.scheduler == "pbt"
     asha_stopped: dict[str, AshaStop] = {}
+    exploits: list[Exploit] = []
     searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address),
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
-                      settings.trials, done_before, observers=observers, quiet=opts.quiet)
+                      settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(settings, asha_stopped),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space, asha_stopped, exploits),
                                     num_samples=to_create + len(resumed),
-                                    max_concurrent_trials=settings.concurrency or None),
+                                    # PBT: the whole population exists from the start (members beyond the
+                                    # resources wait paused and take turns), restarted in live actors
+                                    max_concurrent_trials=None if pbt else settings.concurrency or None,
+                                    reuse_actors=pbt),
         run_config=tune.RunConfig(name=f"{space.name}-{int(time.time())}", storage_path=str(run_root / "ray"),
                                   verbose=0, callbacks=[book], log_to_file=False,
+                                  # PBT: each evaluation saves a checkpoint; keep enough for a donor to be cloned
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=4 if pbt else None),
                                   failure_config=FailureConfig(max_failures=0, fail_fast=False)),
     )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the check below sees the trials that did not end

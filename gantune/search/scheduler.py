@@ -1,7 +1,10 @@
-"""Scheduling: ASHA on the objective, remembering which trials it stopped (to tell them apart later).
+"""Scheduling: ASHA on the objective, remembering which trials it stopped (to tell them apart later), or PBT,
+remembering which member cloned which (the lineage the study and MLflow record).
 
 Health verdicts act inside each trial (its ``should_stop``), so a diverging or collapsing trial ends at the
-first signal, without waiting for a rung; ASHA handles trials that are merely worse than their peers.
+first signal, without waiting for a rung; ASHA handles trials that are merely worse than their peers. Under PBT
+nothing is stopped for being worse: the bottom of the population clones the top (exploit) and perturbs its
+hyperparameters (explore, ``gantune.explore``); health verdicts still end diverged members.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
-from gantune.space import SearchSettings
+from gantune.explore import Explorer
+from gantune.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,73 @@ class RecordingASHA(AsyncHyperBandScheduler):
         return decision
 
 
-def make_scheduler(settings: SearchSettings, stopped: dict[str, AshaStop]) -> TrialScheduler:
-    """ASHA with rungs at evaluation steps (grace = ``grace_evals`` evaluations), or FIFO when it is off."""
+@dataclass(frozen=True)
+class Exploit:
+    """One PBT exploit: ``member`` now trains on from ``donor``'s checkpoint at ``step`` with explored
+    ``params`` (the donor's were ``donor_params``) and the trial config ``config`` derived from them."""
+
+    member: str
+    donor: str
+    step: int
+    params: dict[str, Any]
+    donor_params: dict[str, Any]
+    config: dict[str, Any]
+
+
+class RecordingPBT(PopulationBasedTraining):
+    """Ray Tune's PBT on a gantune space: a member keeps its own identity (Optuna trial number, run directory)
+    when it takes a donor's explored hyperparameters, and each exploit is recorded."""
+
+    def __init__(self, exploits: list[Exploit], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.exploits = exploits
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # Ray's PBT refuses a search algorithm (one that samples new points would fight explore). gantune's
+        # searcher only draws the initial population from the Optuna study and tells it each ending.
+        super().on_trial_add(_WithoutSearcher(tune_controller), trial)  # type: ignore[arg-type]
+
+    def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict[str, Any], dict[str, Any]]:
+        explored, operations = super()._get_new_config(trial, trial_to_clone)  # explores the donor's config
+        return {**trial.config, "params": explored["params"], "trial": explored["trial"]}, operations
+
+    def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        last: dict[str, Any] = self._trial_state[trial_to_clone].last_result or {}
+        step = int(last.get("step", 0))
+        self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step, dict(trial.config["params"]),
+                                     dict(trial_to_clone.config["params"]), trial.config["trial"]))
+
+
+class _WithoutSearcher:
+    """The Tune controller as PBT's ``on_trial_add`` sees it: without a search algorithm."""
+
+    search_alg = None
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+
+def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit]) -> TrialScheduler:
+    """PBT (decisions every ``pbt.interval_evals`` evaluations), or ASHA with rungs at evaluation steps
+    (grace = ``grace_evals`` evaluations), or FIFO when ASHA is off."""
+    settings = space.settings
     p = settings.pruning
+    mode = "min" if settings.directions[0] == "minimize" else "max"
+    if p.scheduler == "pbt":
+        # only evaluation reports carry the objective and a checkpoint: log reports pass (require_attrs off)
+        return RecordingPBT(exploits, time_attr="step", metric="objective", mode=mode,
+                            perturbation_interval=p.pbt.interval_evals * settings.eval_every,
+                            quantile_fraction=p.pbt.quantile, custom_explore_fn=Explorer(space, settings.seed),
+                            require_attrs=False)
     if not p.asha:
         return FIFOScheduler()
     grace = p.grace_evals * settings.eval_every
     if grace >= settings.max_steps:
         return FIFOScheduler()  # no rung before the end of the budget
-    mode = "min" if settings.directions[0] == "minimize" else "max"
     # max_t just under the budget: no rung at the last step, where a trial has already spent everything
     return RecordingASHA(stopped, time_attr="step", metric="objective", mode=mode, max_t=settings.max_steps - 1,
                          grace_period=grace, reduction_factor=p.reduction_factor, stop_last_trials=False)

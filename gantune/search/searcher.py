@@ -31,6 +31,7 @@ class OptunaStudySearcher(Searcher):
         self.resumed = list(resumed)
         self.run_root = run_root
         self.trials: dict[str, optuna.Trial] = {}  # ray trial id -> optuna trial
+        self.reported: dict[str, int] = {}  # ray trial id -> last step told to Optuna
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.resumed:
@@ -50,7 +51,8 @@ class OptunaStudySearcher(Searcher):
         self.trials[trial_id] = trial
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
-                "cpus": s.resources.cpu, "gpu": self.gpu_share, "run_dir": run_dir, "ship_files": self.ship_files}
+                "cpus": s.resources.cpu, "gpu": self.gpu_share, "run_dir": run_dir, "ship_files": self.ship_files,
+                "pbt": s.pruning.scheduler == "pbt", "params": dict(trial.params)}
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's config, stored on the trial; a space that cannot be sampled fails this trial only.
@@ -69,7 +71,10 @@ class OptunaStudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "objective" in result and trial_id in self.trials:
-            report_intermediate(self.trials[trial_id], float(result["objective"]), int(result["step"]))
+            step = int(result["step"])
+            if step > self.reported.get(trial_id, -1):  # a PBT member may go back to a donor's earlier step
+                self.reported[trial_id] = step
+                report_intermediate(self.trials[trial_id], float(result["objective"]), step)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Telling Optuna is left to ``SearchBook``, which also sees the error text of failed trials."""

@@ -4,12 +4,15 @@ Only evaluation records carry ``objective`` (the search's first objective), so A
 steps only. The last report carries the trial's own ending (``gantune_status``); a trial stopped by the
 scheduler never gets to send one. Sample grids travel to the driver as PNG bytes in the results; on a
 cluster (``ship_files``) the trial runs in a directory of its node and its last report carries the run
-directory's files (weights, config, metrics, grids) to the driver, which may not share its disk.
+directory's files (weights, config, metrics, grids) to the driver, which may not share its disk. Under PBT each
+evaluation report carries the trial's checkpoint, and a trial restarted by PBT (paused, or cloned from another
+member with explored hyperparameters) trains on from the checkpoint Tune hands back.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +30,10 @@ from gantune.trial import is_oom, release_memory, train
 
 FINAL_KEY = "gantune_status"
 FILES_KEY = "gantune_files"
+#: PBT: the trial and step of the checkpoint a restarted member trains on from (its own after a pause, a donor's
+#: after an exploit), in its first report after the restart
+RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
+ORIGIN = "origin.json"
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -44,6 +51,10 @@ def run_trial(config: dict[str, Any]) -> None:
     def on_samples(step: int, png: bytes) -> None:
         pending_png["samples_png"] = base64.b64encode(png).decode()
 
+    pbt = bool(config.get("pbt"))
+    if pbt:  # PBT decides at evaluations: each one reports the state another member may clone
+        cfg.train.checkpoint_every = cfg.eval.every
+
     def report(record: dict[str, float]) -> None:
         out: dict[str, Any] = dict(record)
         if objectives[0] in record:
@@ -51,15 +62,33 @@ def run_trial(config: dict[str, Any]) -> None:
         out.update(pending_png)
         pending_png.clear()
         last_step[0] = record["step"]
-        tune.report(out)
+        step = int(record["step"])
+        out.update(restored_from)  # the first report after a restart says whose checkpoint it trained on from
+        restored_from.clear()
+        if pbt and "objective" in out and step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
+                shutil.copy(run_dir / CHECKPOINT, tmp)
+                (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": config["number"], "step": step}))
+                tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(out)
 
     ship = bool(config.get("ship_files"))
     run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
-    shutil.rmtree(run_dir, ignore_errors=True)  # a trial runs from step 0: nothing of an interrupted attempt stays
+    restored = tune.get_checkpoint() if pbt else None
+    restored_from: dict[str, float] = {}
+    if restored is None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a trial runs from step 0: nothing of an interrupted attempt stays
+    else:  # PBT paused this member, or it cloned another: train on from the state Tune hands back
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with restored.as_directory() as src:
+            shutil.copy(Path(src) / CHECKPOINT, run_dir / CHECKPOINT)
+            origin = json.loads((Path(src) / ORIGIN).read_text())
+        restored_from.update({RESTORED_TRIAL: float(origin["trial"]), RESTORED_STEP: float(origin["step"])})
     final: dict[str, Any]
     try:
         result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples,
-                       device=trial_device(share))
+                       device=trial_device(share), resume=restored is not None)
     except Exception as err:
         if not is_oom(err):
             raise

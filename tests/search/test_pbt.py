@@ -1,0 +1,130 @@
+"""Population Based Training: explore on a gantune space, and a real PBT search on a local Ray."""
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.cli import main
+from gantune.errors import ConfigError
+from gantune.explore import Explorer, mutable_params
+from gantune.space import load_space
+
+SPACE = """
+name: {name}
+search:
+  trials: 4
+  max_steps: {steps}
+  eval_every: 100
+  objective: coverage
+  direction: maximize
+  sampler: random
+  pruning: {{scheduler: pbt, health: false, pbt: {{interval_evals: 1, quantile: 0.25}}}}
+  params:
+    ttur_ratio: {{float: [0.5, 2], log: true}}
+    width: {{categorical: [16, 32]}}
+data: {{name: grid25}}
+model: {{z_dim: 4, g_width: {{expr: "width"}}, d_width: 32, g_depth: 2, d_depth: 2, g_norm: none}}
+optim:
+  lr_g: {{float: [1.0e-5, 3.0e-3], log: true}}
+  lr_d: {{expr: "optim.lr_g * ttur_ratio"}}
+  beta1: {{categorical: [0.0, 0.5, 0.9]}}
+train: {{batch_size: 64, log_every: 50}}
+eval: {{n_samples: 500, metrics: [prdc]}}
+"""
+
+
+def _space(tmp_path: Path, name: str = "pbt", steps: int = 400, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SPACE.format(name=name, steps=steps) + extra)
+    return path
+
+
+def _config(space, params):  # type: ignore[no-untyped-def]
+    return {"params": params, "trial": space.sample(optuna.trial.FixedTrial(params)), "number": 7, "run_dir": "x"}
+
+
+def test_explore_perturbs_what_a_checkpoint_carries_and_keeps_expressions_true(tmp_path: Path) -> None:
+    space = load_space(_space(tmp_path))
+    # width is a free parameter too, but it sizes G: a clone's checkpoint could not load into another width
+    assert mutable_params(space) == ["ttur_ratio", "width", "optim.lr_g", "optim.beta1"]
+    explorer = Explorer(space, seed=0)
+    start = {"ttur_ratio": 1.0, "width": 16, "optim.lr_g": 1e-3, "optim.beta1": 0.5}
+    changed = set()
+    for _ in range(50):
+        new = explorer(_config(space, start))
+        p, raw = new["params"], new["trial"]
+        assert new["number"] == 7 and new["run_dir"] == "x"  # only the hyperparameters change
+        assert raw["model"]["g_width"] == p["width"] == 16  # never explored: it would change the networks
+        assert 1e-5 <= p["optim.lr_g"] <= 3e-3 and 0.5 <= p["ttur_ratio"] <= 2
+        assert math.isclose(raw["optim"]["lr_d"], p["optim.lr_g"] * p["ttur_ratio"])  # the expression holds
+        assert p["optim.beta1"] in (0.0, 0.5, 0.9) and raw["optim"]["beta1"] == p["optim.beta1"]
+        changed |= {k for k in start if p[k] != start[k]}
+    assert changed == {"ttur_ratio", "optim.lr_g", "optim.beta1"}
+
+
+def test_pbt_space_errors_are_one_line_at_load(tmp_path: Path) -> None:
+    named = SPACE.format(name="x", steps=400).replace("interval_evals: 1,", "interval_evals: 1, mutate: [optim.lr],")
+    (tmp_path / "x.yaml").write_text(named)
+    with pytest.raises(ConfigError, match=r"'optim\.lr' is not a sampled number"):
+        load_space(tmp_path / "x.yaml")
+    fixed = SPACE.format(name="y", steps=400)
+    for sampled, value in (("{float: [1.0e-5, 3.0e-3], log: true}", "1.0e-3"),
+                           ("{float: [0.5, 2], log: true}", "{value: 1.0}"),
+                           ("{categorical: [0.0, 0.5, 0.9]}", "0.5"), ("{categorical: [16, 32]}", "{value: 16}")):
+        fixed = fixed.replace(sampled, value)
+    (tmp_path / "y.yaml").write_text(fixed)
+    with pytest.raises(ConfigError, match="pbt needs a sampled learning rate"):
+        load_space(tmp_path / "y.yaml")
+
+
+def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         ray_session: object) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    text = SPACE.format(name="pbt", steps=500).replace("trials: 4", "trials: 5").replace(
+        "objective: coverage", "objective: modes").replace("metrics: [prdc]", "metrics: [modes]").replace(
+        'lr_d: {expr: "optim.lr_g * ttur_ratio"}', 'lr_d: {expr: "optim.lr_g * ttur_ratio * (1 if ok else 1.0e9)"}'
+    ).replace("    width:", "    ok: {categorical: [true, false]}\n    width:")
+    (tmp_path / "pbt.yaml").write_text(text)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="pbt", storage=storage, direction="maximize")
+    # two members that learn, two that barely move, one whose D blows up
+    for lr, ok in ((2e-3, True), (1e-5, True), (2e-3, True), (1e-5, True), (1e-3, False)):
+        study.enqueue_trial({"ttur_ratio": 1.0, "ok": ok, "width": 32, "optim.lr_g": lr, "optim.beta1": 0.5})
+    code = main(["search", "pbt.yaml", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["counts"]["completed"] == 4 and summary["counts"]["pruned:diverged"] == 1
+
+    study = optuna.load_study(study_name="pbt", storage=storage)
+    cloned = [t for t in study.trials if t.user_attrs.get("pbt_lineage")]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pbt")
+    runs = {int(r.data.tags["gantune.trial"]): r for r in client.search_runs([exp.experiment_id])
+            if "gantune.trial" in r.data.tags}
+    for t in cloned:
+        lineage = t.user_attrs["pbt_lineage"]
+        last = lineage[-1]
+        assert all(e["from_trial"] != t.number and e["step"] % 100 == 0 for e in lineage)
+        # Optuna keeps the first sample as params; the config the member ended on is the last explored one
+        assert t.user_attrs["config"]["optim"]["lr_g"] == last["params"]["optim.lr_g"]
+        run_dir = Path(t.user_attrs["run_dir"])
+        steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 500  # trained on from the clone, never from step 0
+        run = runs[t.number]
+        assert run.data.tags["gantune.pbt.exploits"] == str(len(lineage))
+        assert run.data.tags["gantune.pbt.lineage"].startswith(f"step {lineage[0]['step']}: trial ")
+        assert run.data.params["optim.lr_g"] == str(t.params["optim.lr_g"])
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "pbt")]
+    # exploit copies G, D and the optimisers: a cloned member's first report after the restart names the
+    # checkpoint it trained on from (the donor's, at the step the lineage says)
+    for t in cloned:
+        restored = client.get_metric_history(runs[t.number].info.run_id, "pbt_restored_trial")
+        from_steps = client.get_metric_history(runs[t.number].info.run_id, "pbt_restored_step")
+        seen = {(int(a.value), int(b.value)) for a, b in zip(restored, from_steps, strict=True)}
+        assert {(e["from_trial"], e["step"]) for e in t.user_attrs["pbt_lineage"]} <= seen
+    assert any(t.params["optim.lr_g"] == 1e-5 for t in cloned), "no barely-moving member cloned a learning one"
