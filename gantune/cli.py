@@ -116,6 +116,8 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         return
     values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
     print(f"  best: trial {best['trial']} ({values})")
+    if best["metrics"]:  # the best trial's last evaluation, every metric of it
+        print("    last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in best["metrics"].items()))
     for k, v in best["params"].items():
         print(f"    {k} = {v}")
     if best["samples"]:

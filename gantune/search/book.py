@@ -139,7 +139,7 @@ class SearchBook(Callback):
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         tell(self.study, ot, out.status, out.values,
              {"gantune_status": out.status.value, "gantune_reason": out.reason, "gantune_rule": out.rule,
-              "steps": out.steps})
+              "steps": out.steps, "metrics": out.metrics})
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)
         self.counts[out.status] += 1

@@ -227,7 +227,8 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     if best is not None:
         samples = sorted((run_root / f"trial-{best.number:04d}" / "samples").glob("*.png"))
         best_info = {"trial": best.number, "values": dict(zip(settings.objectives, best.values, strict=True)),
-                     "params": best.params, "config": best.user_attrs.get("config"),
+                     "metrics": best.user_attrs.get("metrics", {}), "params": best.params,
+                     "config": best.user_attrs.get("config"),
                      "samples": str(samples[-1]) if samples else None}
     return {
         "search": space.name, "best": best_info, "counts": counts, "trials": len(started),

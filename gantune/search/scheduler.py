@@ -9,13 +9,16 @@ hyperparameters (explore, ``gantune.explore``); health verdicts still end diverg
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 from gantune.explore import Explorer
+from gantune.search.trainable import ORIGIN
 from gantune.space import SearchSpace
 
 
@@ -75,10 +78,26 @@ class RecordingPBT(PopulationBasedTraining):
         explored, operations = super()._get_new_config(trial, trial_to_clone)  # explores the donor's config
         return {**trial.config, "params": explored["params"], "trial": explored["trial"]}, operations
 
+    def _checkpoint_or_exploit(self, trial: Trial, tune_controller: Any, upper_quantile: list[Trial],
+                               lower_quantile: list[Trial]) -> None:
+        # Ray's PBT keeps a checkpoint only for a member it found in the top quantile at that member's own
+        # decision; in a population that takes turns, the first decisions see too few scored members for that,
+        # and every exploit of such a donor is skipped ("no checkpoint"). Each gantune evaluation reports a
+        # checkpoint: a top member without a kept one is cloned from its latest.
+        for top in upper_quantile:
+            state = self._trial_state[top]
+            if state.last_checkpoint is None and top.checkpoint is not None:
+                state.last_checkpoint = top.checkpoint
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
         super()._exploit(tune_controller, trial, trial_to_clone)
-        last: dict[str, Any] = self._trial_state[trial_to_clone].last_result or {}
+        donor = self._trial_state[trial_to_clone]
+        last: dict[str, Any] = donor.last_result or {}
         step = int(last.get("step", 0))
+        path = getattr(donor.last_checkpoint, "path", None)
+        if path is not None and (origin := Path(path) / ORIGIN).is_file():  # the step the clone trains on from
+            step = int(json.loads(origin.read_text())["step"])
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step, dict(trial.config["params"]),
                                      dict(trial_to_clone.config["params"]), trial.config["trial"]))
 

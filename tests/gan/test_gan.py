@@ -112,3 +112,34 @@ def test_minibatch_stddev_sees_collapse() -> None:
     same = layer(torch.ones(8, 3))
     varied = layer(torch.randn(8, 3))
     assert same[:, -1].abs().max() < 1e-3 < varied[:, -1].min()
+
+
+@pytest.mark.parametrize(("decay", "start", "expected"), [
+    ("none", 0.0, [1.0, 1.0, 1.0]), ("linear", 0.0, [1.0, 0.5, 0.0]), ("cosine", 0.0, [1.0, 0.5, 0.0]),
+    ("linear", 0.5, [1.0, 1.0, 0.0]),
+])
+def test_learning_rates_decay_over_the_run(decay: str, start: float, expected: list[float]) -> None:
+    cfg = tiny(optim={"lr_g": 1e-3, "lr_d": 4e-3, "decay": decay, "decay_start": start}, train={"steps": 100})
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
+    for step, factor in zip((0, 50, 100), expected, strict=True):
+        trainer.schedule(step)
+        assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * factor, abs=1e-12)
+        assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(4e-3 * factor, abs=1e-12)
+
+
+def test_a_loaded_state_trains_with_its_configs_hyperparameters_not_the_saved_ones() -> None:
+    """What a PBT member cloned from another relies on: the optimiser state comes from the checkpoint, the
+    learning rates and betas from the (explored) config."""
+    a = tiny(optim={"lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.5})
+    data = load_data(a.data, torch.device("cpu"), 0)
+    donor = GANTrainer(a, torch.device("cpu"), data.sample)
+    donor.step()
+    b = tiny(optim={"lr_g": 3e-4, "lr_d": 6e-4, "beta1": 0.0, "beta2": 0.9})
+    member = GANTrainer(b, torch.device("cpu"), data.sample)
+    member.load_state_dict(donor.state_dict())
+    assert member.opt_g.param_groups[0]["lr"] == 1e-3  # what load_state_dict alone leaves
+    member.schedule(1)
+    assert member.opt_g.param_groups[0]["lr"] == 3e-4 and member.opt_d.param_groups[0]["lr"] == 6e-4
+    assert member.opt_g.param_groups[0]["betas"] == (0.0, 0.9)
+    assert member.opt_g.state_dict()["state"][0]["step"] == 1  # Adam's moments came along

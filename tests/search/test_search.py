@@ -70,6 +70,7 @@ def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, 
 
     assert summary["counts"]["pruned:diverged"] == 2 and summary["counts"]["completed"] == 1
     assert summary["best"]["trial"] == healthy.number
+    assert summary["best"]["metrics"] == healthy.user_attrs["metrics"] and "mode_kl" in summary["best"]["metrics"]
     assert summary["trial_steps"] < summary["budget_steps"] == 4 * 750
     assert Path(summary["best"]["samples"]).exists()
 
@@ -154,5 +155,5 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"gantune search: error: {bad}: optim.lr_dd: unknown key (the optim section has: " \
-        "beta1, beta2, ema, grad_clip, lr_d, lr_g, n_critic, name)"
+        "beta1, beta2, decay, decay_start, ema, grad_clip, lr_d, lr_g, n_critic, name)"
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "runs").exists()

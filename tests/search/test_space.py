@@ -84,7 +84,7 @@ def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: 
 def test_ready_spaces_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "search_spaces"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    assert {"toy.yaml", "wgan.yaml", "dcgan.yaml", "hinge.yaml"} <= set(names)
+    assert {"toy.yaml", "grid25.yaml", "ring8.yaml", "wgan.yaml", "dcgan.yaml", "hinge.yaml"} <= set(names)
     for p in root.glob("*.yaml"):
         space = load_space(p)
         study = optuna.create_study(directions=space.settings.directions)
