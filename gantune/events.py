@@ -177,6 +177,11 @@ class ObserverThread:
         self._queue.put(None)
 
 
+def format_params(params: dict[str, Any]) -> str:
+    """``name=value, ...`` with floats to 4 significant digits (PBT's explored changes in progress lines and tags)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, at most 300 characters (for one-line reports)."""
     text = str(err).strip()

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune.errors import GantuneError
-from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome
+from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
 from gantune.study import absolute_sqlite
 
@@ -259,9 +259,8 @@ class MlflowTracker:
         if rid is None:
             return
         last = lineage[-1]
-        text = "; ".join(f"step {e['step']}: trial {e['from_trial']}"
-                         + "".join(f", {k}={v:.4g}" if isinstance(v, float) else f", {k}={v}"
-                                   for k, v in e["changed"].items()) for e in lineage)
+        text = "; ".join(f"step {e['step']}: trial {e['from_trial']}" + (f", {format_params(e['changed'])}"
+                                                                          if e["changed"] else "") for e in lineage)
         self.client.log_batch(rid, tags=[RunTag("gantune.pbt.exploits", str(len(lineage))),
                                          RunTag("gantune.pbt.parent", str(last["from_trial"])),
                                          RunTag("gantune.pbt.lineage", text[:5000])])

@@ -18,7 +18,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from gantune.events import Observer, Status, TrialOutcome
+from gantune.events import Observer, Status, TrialOutcome, format_params
 from gantune.search.scheduler import AshaStop, Exploit
 from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
 from gantune.study import report_intermediate, tell
@@ -119,8 +119,7 @@ class SearchBook(Callback):
             ot.set_user_attr("config", e.config)
             self._notify("trial_exploited", ot.number, lineage, e.config)
             self._say(f"trial {ot.number:>3} PBT: cloned trial {donor.number} at step {e.step}"
-                      + ("; explored " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                   for k, v in changed.items()) if changed else ""))
+                      + (f"; explored {format_params(changed)}" if changed else ""))
 
     def _finish(self, trial: Trial, error: str | None) -> None:
         self._record_exploits()

@@ -38,7 +38,12 @@ class OptunaStudySearcher(Searcher):
             trial = restart_trial(self.resumed.pop(0))  # it runs again from step 0, in a clean run directory
             # a driver killed between ask() and storing the config left none: sample it again (Optuna hands
             # back the values it already recorded for this trial, so the point is the same)
-            raw = trial.study._storage.get_trial_user_attrs(trial._trial_id).get("config") or self._sample(trial)
+            # A PBT member starts again from its first sample, not from the config its dead attempt was cloned to.
+            stored = trial.study._storage.get_trial_user_attrs(trial._trial_id).get("config")
+            pbt = self.space.settings.pruning.scheduler == "pbt"
+            raw = stored if stored and not pbt else self._sample(trial)
+            if pbt:
+                trial.set_user_attr("pbt_lineage", [])
         elif self.to_create > 0:
             self.to_create -= 1
             trial = self.study.ask()

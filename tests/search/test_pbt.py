@@ -128,3 +128,21 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
         seen = {(int(a.value), int(b.value)) for a, b in zip(restored, from_steps, strict=True)}
         assert {(e["from_trial"], e["step"]) for e in t.user_attrs["pbt_lineage"]} <= seen
     assert any(t.params["optim.lr_g"] == 1e-5 for t in cloned), "no barely-moving member cloned a learning one"
+
+
+def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path) -> None:
+    """Killed mid-search, a member that had cloned another must not restart (from step 0) on the donor's explored
+    config with a lineage that no longer happened."""
+    from gantune.search.searcher import OptunaStudySearcher
+    from gantune.study import interrupted_trials
+
+    space = load_space(_space(tmp_path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="pbt", direction="maximize")
+    trial = study.ask()
+    first = space.sample(trial)
+    trial.set_user_attr("config", {**first, "optim": {**first["optim"], "lr_g": 9e-9}})  # what an exploit left
+    trial.set_user_attr("pbt_lineage", [{"step": 200, "from_trial": 3, "params": {}, "changed": {}}])
+    searcher = OptunaStudySearcher(space, study, 0, interrupted_trials(study), tmp_path / "runs")
+    config = searcher.suggest("ray-1")
+    assert config is not None and config["trial"] == first and config["params"] == trial.params
+    assert study.trials[0].user_attrs["pbt_lineage"] == [] and study.trials[0].user_attrs["config"] == first
