@@ -158,7 +158,8 @@ class OptimConfig:
     beta2: float = Field(default=0.999, ge=0, lt=1)
     n_critic: int = Field(default=1, ge=1)
     grad_clip: float = Field(default=0.0, ge=0, description="max gradient norm for G and D (0 = off)")
-    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off)")
+    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off), warmed "
+                       "up as min(ema, (1 + step) / (10 + step))")
     decay: str = Field(default="none", description="a registered learning-rate decay of G and D towards 0 at "
                        "train.steps: none, linear, cosine (annealing sharpens samples)")
     decay_start: float = Field(default=0.0, ge=0, lt=1, description="fraction of train.steps before decay begins")

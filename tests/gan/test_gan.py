@@ -87,6 +87,7 @@ def test_ema_tracks_generator() -> None:
     trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
     assert trainer.G_ema is not None
     before = [p.clone() for p in trainer.G_ema.parameters()]
+    trainer.schedule(100)  # past the warm-up: min(0.5, 101 / 110)
     trainer.step()
     after = list(trainer.G_ema.parameters())
     g = list(trainer.G.parameters())
@@ -143,3 +144,21 @@ def test_a_loaded_state_trains_with_its_configs_hyperparameters_not_the_saved_on
     assert member.opt_g.param_groups[0]["lr"] == 3e-4 and member.opt_d.param_groups[0]["lr"] == 6e-4
     assert member.opt_g.param_groups[0]["betas"] == (0.0, 0.9)
     assert member.opt_g.state_dict()["state"][0]["step"] == 1  # Adam's moments came along
+
+
+def test_the_ema_generator_forgets_the_random_initial_weights() -> None:
+    """A 0.999 EMA without warm-up still holds 0.999**200 = 82% of G's initial weights after 200 steps;
+    with the warm-up it follows G's recent weights."""
+    cfg = tiny(optim={"lr_g": 1e-3, "lr_d": 1e-3, "ema": 0.999})
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
+    init = [p.detach().clone() for p in trainer.G.parameters()]
+    for step in range(200):
+        trainer.schedule(step)
+        trainer.step()
+
+    def dist(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+        return float(sum((x - y).pow(2).sum() for x, y in zip(a, b, strict=True)) ** 0.5)
+
+    g, ema = list(trainer.G.parameters()), list(trainer.G_ema.parameters())
+    assert dist(ema, init) > 0.6 * dist(g, init)  # 0.99 here; 0.11 without the warm-up
