@@ -1,6 +1,6 @@
 """How much compute pruning saves: the same space, trial count and seeds searched three ways, side by side.
 
-    python benchmarks/pruning_efficiency.py [--space search_spaces/toy.yaml] [--trials 16] [--max-steps 1500]
+    python benchmarks/pruning_efficiency.py [--space search_spaces/toy_wide.yaml] [--trials 16] [--max-steps 1500]
 
 (a) no pruning, (b) ASHA on the objective only, (c) gantune's health-aware pruning (ASHA + health verdicts),
 and the anchor (d) "stock": what a user writes without gantune, the same trial loop under Ray Tune's own
@@ -130,7 +130,7 @@ def stock(space_path: str, trials: int, max_steps: int, seed: int, workdir: Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "toy.yaml"))
+    ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "toy_wide.yaml"))
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--max-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
