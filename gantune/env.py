@@ -21,6 +21,8 @@ DEFAULTS = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard files per trial
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "0",
+    # importing mlflow sets its loggers to this level (INFO by default), undoing LOG_LEVELS below
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     # MLflow's REST client retries a dead server for minutes by default: no tracking call waits that long
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -47,6 +47,17 @@ def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 20
 
 
+def test_a_run_that_goes_well_writes_nothing_to_stderr(tmp_path: Path) -> None:
+    """A fresh process and a fresh tracking store: importing mlflow used to put its loggers back to INFO, so
+    creating the store printed two "INFO mlflow.store.db.utils" lines."""
+    cfg = _write_cfg(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "train", str(cfg), "--out", str(tmp_path / "run"),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "mlflow.db").exists()
+    assert done.stderr == ""
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["train", "missing.yaml"], "missing.yaml: no such file"),
     (["train", "{cfg_bad_key}"], "optim.lr: unknown key"),
