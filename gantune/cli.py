@@ -136,6 +136,8 @@ COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, h
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("search", help="search name (the study name in --storage)")
     p.add_argument("--top-k", type=int, default=1, help="how many of the best trials to consider")
+    p.add_argument("--trial", type=int, help="export this trial instead of the best completed one (pruned ones too: "
+                   "their weights include generator_best.pt, the generator of their best evaluation)")
     p.add_argument("--seeds", type=int, default=0, help="re-run the top-k with this many seeds (0: no re-runs)")
     p.add_argument("--steps", type=int, help="steps of the re-runs and of the exported config's train.steps")
     p.add_argument("--out", default="best.yaml", help="exported trial config (default: best.yaml)")
@@ -152,6 +154,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.top_k < 1 or args.seeds < 0 or (args.steps is not None and args.steps < 1):
         raise GantuneError("--top-k and --steps must be at least 1, --seeds at least 0")
+    if args.trial is not None and args.top_k != 1:
+        raise GantuneError("--trial and --top-k: choose one trial, or the best k")
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
@@ -162,10 +166,13 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
                              quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
     result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
-                    search_opts=opts)
+                    search_opts=opts, trial=args.trial)
     spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
-    emit(f"exported trial {result['trial']} of {args.search}: {result['objective']} {result['search_value']:.4g}"
-         f"{spread} -> {args.out}", args.json)
+    value = result["search_value"]
+    got = f"{result['objective']} {value:.4g}" if value is not None else f"no {result['objective']} reported"
+    if result["status"] != "completed":  # --trial N of a pruned trial: its value is its best evaluation's
+        got = f"{result['status']}, " + (f"best evaluation {got}" if value is not None else got)
+    emit(f"exported trial {result['trial']} of {args.search}: {got}{spread} -> {args.out}", args.json)
     for w in result["weights"]:
         emit(f"weights: {w}", args.json)
     return result

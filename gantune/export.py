@@ -3,12 +3,14 @@
 A short, pruned search's winner is a noisy pick (GAN results move with the seed). ``--top-k K --seeds S``
 re-runs the K best configs with S seeds each at a longer budget through the same Ray scheduling and MLflow
 logging (a study ``<search>-reruns`` beside the search's, nested under its MLflow parent run), and picks the
-config with the best mean, reporting the spread.
+config with the best mean, reporting the spread. ``--trial N`` exports trial N instead, pruned ones included:
+a trial stopped for diverging after a good stretch keeps that stretch's generator (``generator_best.pt``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import load_search, search_settings, top_trials
+from gantune.study import load_search, one_trial, search_settings, top_trials, trial_value
 
 
 @dataclass
@@ -31,12 +33,13 @@ class Candidate:
 
     trial: FrozenTrial
     config: dict[str, Any]
+    search_value: float | None  # the search's objective value (``trial_value``; None: it never evaluated)
     values: list[float] = field(default_factory=list)  # objective per seed re-run (empty without re-runs)
     seeds: list[int] = field(default_factory=list)
 
     @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values) if self.values else float(self.trial.values[0])
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else self.search_value
 
     @property
     def spread(self) -> float:
@@ -92,13 +95,18 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
 def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
     scored = [c for c in candidates if c.values] or candidates
-    return min(scored, key=lambda c: sign * c.mean)
+    return min(scored, key=lambda c: sign * (c.mean if c.mean is not None else math.inf))
 
 
 def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str,
            steps: int | None) -> str:
+    t, value = chosen.trial, chosen.search_value
+    got = f"{objective} {value:.6g}" if value is not None else f"no {objective} reported"
+    if t.state != TrialState.COMPLETE:  # --trial: say how it ended and that the value is its best evaluation
+        got = (f"{t.user_attrs.get('gantune_status', 'pruned')} at step {t.user_attrs.get('steps', '?')}; "
+               + (f"best evaluation {got}" if value is not None else got))
     lines = [f"# exported by gantune from search {study.study_name!r}",
-             f"# chosen: trial {chosen.trial.number}, search {objective} {chosen.trial.values[0]:.6g}"]
+             f"# chosen: trial {t.number}, search {got}"]
     for c in candidates:
         if c.values:
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
@@ -149,13 +157,14 @@ def write_export(path: Path, text: str) -> None:
 
 def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: int | None = None,
            out: Path, weights: Path | None = None, tracking_uri: str | None = None,
-           search_opts: Any = None) -> dict[str, Any]:
-    """Export the best config of search ``name``; see the module docstring."""
+           search_opts: Any = None, trial: int | None = None) -> dict[str, Any]:
+    """Export the best config of search ``name`` (or its trial ``trial``); see the module docstring."""
     study = load_search(name, storage)
     if weights is not None and weights.exists() and not weights.is_dir():
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
     check_writable(out, "--out", is_dir=False)
-    candidates = [Candidate(t, t.user_attrs["config"]) for t in top_trials(study, top_k)]
+    chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
+    candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     settings = search_settings(study)
     objective = settings.objectives[0]
     if seeds > 0:
@@ -166,7 +175,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
-            "search_value": chosen.trial.values[0], "mean": chosen.mean if chosen.values else None,
+            "status": chosen.trial.user_attrs.get("gantune_status", chosen.trial.state.name.lower()),
+            "search_value": chosen.search_value, "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
                            for c in candidates},

@@ -150,6 +150,30 @@ def load_search(name: str, storage: str) -> optuna.Study:
                            f"{', '.join(names) or 'none'})") from None
 
 
+def one_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` when it trained to an end Optuna knows (COMPLETE or PRUNED): a pruned trial's best
+    evaluation can beat every completed one (a run that diverged after a good stretch)."""
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found:
+        raise GantuneError(f"--trial {number}: search {study.study_name!r} has trials 0 to {len(study.trials) - 1}")
+    t = found[0]
+    if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "config" not in t.user_attrs:
+        status = t.user_attrs.get("gantune_status", t.state.name.lower())
+        raise GantuneError(f"--trial {number}: trial {number} of search {study.study_name!r} is {status}, "
+                           "not a completed or pruned run")
+    return t
+
+
+def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
+    """The trial's first-objective value: its final one, else (pruned) the best it reported at an evaluation."""
+    if t.values:
+        return float(t.values[0])
+    reported = list(t.intermediate_values.values())
+    if not reported:
+        return None
+    return min(reported) if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else max(reported)
+
+
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The ``k`` best COMPLETE trials on the first objective."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]

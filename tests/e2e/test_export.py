@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 
 from gantune.cli import main
 from gantune.config import load_config
+from gantune.errors import GantuneError
+from gantune.study import one_trial, trial_value
 from tests.conftest import enqueue_lrs, tiny_space
 
 SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, n_samples=300, beta1=True)
@@ -83,6 +85,43 @@ def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.Ca
     assert rerun_parent.data.tags["mlflow.parentRunId"] == search_parent.info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id]
     assert len(children) == 4 and all(c.data.tags["gantune.status"] == "completed" for c in children)
+
+
+def test_export_a_chosen_trial_pruned_ones_too(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
+    other = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+                 and t.number != study.best_trial.number)
+    assert main(["export", "exp", "--trial", str(other.number), "--out", "other.yaml", "--json"]) == 0
+    result = _last_json(capsys)
+    assert result["trial"] == other.number and result["status"] == "completed"
+    assert load_config(searched / "other.yaml").optim.lr_g == other.params["optim.lr_g"]
+    # the NaN trial (lr 1e6) was pruned before its first evaluation: exported, saying so
+    nan = next(t for t in study.trials if t.params["optim.lr_g"] == 1000000.0)
+    assert main(["export", "exp", "--trial", str(nan.number), "--out", "nan.yaml", "--weights", "nan-w",
+                 "--json"]) == 0
+    result = _last_json(capsys)
+    assert result["status"] == "pruned:diverged" and result["search_value"] is None
+    assert "pruned:diverged at step" in (searched / "nan.yaml").read_text().splitlines()[1]
+    assert (searched / "nan-w" / "generator.pt").is_file()
+    assert main(["export", "exp", "--trial", "99", "--out", "none.yaml"]) == 2
+    assert main(["export", "exp", "--trial", "0", "--top-k", "2", "--out", "none.yaml"]) == 2
+    assert not (searched / "none.yaml").exists()
+
+
+def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
+    """A trial stopped for diverging after a good stretch (FID 6.5, then 59) is exported with that 6.5."""
+    study = optuna.create_study(direction="minimize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=9.0,
+                                              user_attrs={"config": {}}))
+    study.add_trial(optuna.trial.create_trial(
+        params={"x": 0.2}, distributions=dist, state=optuna.trial.TrialState.PRUNED,
+        intermediate_values={200: 30.0, 400: 6.5, 600: 59.0}, user_attrs={"config": {}}))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist,
+                                              state=optuna.trial.TrialState.FAIL))
+    assert [trial_value(study, one_trial(study, n)) for n in (0, 1)] == [9.0, 6.5]
+    with pytest.raises(GantuneError, match=r"--trial 2: .* is fail, not a completed or pruned run"):
+        one_trial(study, 2)
 
 
 def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
