@@ -31,6 +31,8 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
     existing = path.absolute()
+    if not is_dir and existing.is_file():  # replaced by atomic_write: a new file in its directory
+        existing = existing.parent
     while not existing.exists():
         existing = existing.parent
     if not (existing.is_dir() and os.access(existing, os.W_OK)):

@@ -155,7 +155,8 @@ def one_trial(study: optuna.Study, number: int) -> FrozenTrial:
     evaluation can beat every completed one (a run that diverged after a good stretch)."""
     found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not found:
-        raise GantuneError(f"--trial {number}: search {study.study_name!r} has trials 0 to {len(study.trials) - 1}")
+        raise GantuneError(f"--trial {number}: search {study.study_name!r} has no trial {number} "
+                           f"({len(study.trials)} trials, numbered from 0)")
     t = found[0]
     if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "config" not in t.user_attrs:
         status = t.user_attrs.get("gantune_status", t.state.name.lower())

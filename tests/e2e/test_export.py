@@ -61,6 +61,8 @@ def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys
                 assert getattr(getattr(cfg, section), key) == value, (section, key)
     assert cfg.origin is not None and cfg.origin.search == "exp"
     assert sorted(p.name for p in (searched / "w").iterdir()) == ["generator.pt", "generator_best.pt"]
+    assert main(["export", "exp", "--out", "best.yaml", "--weights", "w"]) == 0  # again: both are replaced
+    assert (searched / "best.yaml").read_text() == text
     # the production run: the exported file as it is, logged to MLflow tagged with its search
     assert main(["train", "best.yaml", "--steps", "60", "--out", "prod", "--json"]) == 0
     summary = _last_json(capsys)
