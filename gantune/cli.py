@@ -168,11 +168,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
                     search_opts=opts, trial=args.trial)
     spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
-    value = result["search_value"]
-    got = f"{result['objective']} {value:.4g}" if value is not None else f"no {result['objective']} reported"
-    if result["status"] != "completed":  # --trial N of a pruned trial: its value is its best evaluation's
-        got = f"{result['status']}, " + (f"best evaluation {got}" if value is not None else got)
-    emit(f"exported trial {result['trial']} of {args.search}: {got}{spread} -> {args.out}", args.json)
+    emit(f"exported trial {result['trial']} of {args.search}: {result['chosen']}{spread} -> {args.out}", args.json)
     for w in result["weights"]:
         emit(f"weights: {w}", args.json)
     return result

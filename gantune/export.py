@@ -98,15 +98,20 @@ def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
     return min(scored, key=lambda c: sign * (c.mean if c.mean is not None else math.inf))
 
 
+def describe(chosen: Candidate, objective: str, digits: int) -> str:
+    """The chosen trial's search value; for a pruned one (``--trial``), how it ended and its best evaluation."""
+    t, value = chosen.trial, chosen.search_value
+    got = f"{objective} {value:.{digits}g}" if value is not None else f"no {objective} reported"
+    if t.state == TrialState.COMPLETE:
+        return got
+    ended = f"{t.user_attrs.get('gantune_status', 'pruned')} at step {t.user_attrs.get('steps', '?')}"
+    return f"{ended}; " + (f"best evaluation {got}" if value is not None else got)
+
+
 def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str,
            steps: int | None) -> str:
-    t, value = chosen.trial, chosen.search_value
-    got = f"{objective} {value:.6g}" if value is not None else f"no {objective} reported"
-    if t.state != TrialState.COMPLETE:  # --trial: say how it ended and that the value is its best evaluation
-        got = (f"{t.user_attrs.get('gantune_status', 'pruned')} at step {t.user_attrs.get('steps', '?')}; "
-               + (f"best evaluation {got}" if value is not None else got))
     lines = [f"# exported by gantune from search {study.study_name!r}",
-             f"# chosen: trial {t.number}, search {got}"]
+             f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}"]
     for c in candidates:
         if c.values:
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
@@ -176,7 +181,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
             "status": chosen.trial.user_attrs.get("gantune_status", chosen.trial.state.name.lower()),
-            "search_value": chosen.search_value, "mean": chosen.mean if chosen.values else None,
+            "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4),
+            "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
                            for c in candidates},
