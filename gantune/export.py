@@ -24,7 +24,7 @@ from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import load_search, one_trial, search_settings, top_trials, trial_value
+from gantune.study import load_search, one_trial, search_settings, sign, top_trials, trial_value
 
 
 @dataclass
@@ -93,9 +93,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
 
 
 def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
-    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
     scored = [c for c in candidates if c.values] or candidates
-    return min(scored, key=lambda c: sign * (c.mean if c.mean is not None else math.inf))
+    return min(scored, key=lambda c: sign(study) * c.mean if c.mean is not None else math.inf)
 
 
 def describe(chosen: Candidate, objective: str, digits: int) -> str:

@@ -129,6 +129,11 @@ def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[
     study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
 
 
+def sign(study: optuna.Study) -> float:
+    """1.0 when the first objective is minimised, -1.0 when maximised: ``sign * value`` ranks best first."""
+    return 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -136,8 +141,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
     if len(study.directions) == 1:
         return study.best_trial
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    return min(study.best_trials, key=lambda t: sign * t.values[0])
+    return min(study.best_trials, key=lambda t: sign(study) * t.values[0])
 
 
 def load_search(name: str, storage: str) -> optuna.Study:
@@ -172,7 +176,7 @@ def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
     reported = list(t.intermediate_values.values())
     if not reported:
         return None
-    return min(reported) if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else max(reported)
+    return min(reported, key=lambda v: sign(study) * v)
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
@@ -180,5 +184,4 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
     if not done:
         raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
-    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(done, key=lambda t: sign * t.values[0])[:k]
+    return sorted(done, key=lambda t: sign(study) * t.values[0])[:k]
