@@ -15,7 +15,7 @@ import torch
 
 from gantune.config import config_from_dict
 from gantune.data import load_data
-from gantune.metrics import FAMILIES, Samples, default_metrics, load_reference
+from gantune.metrics import FAMILIES, Samples, default_metrics, load_reference, reference_n
 from gantune.metrics.features import build_extractor
 from gantune.trial import resolve_device
 
@@ -44,7 +44,7 @@ def main() -> None:
         cfg = config_from_dict({"data": data_cfg, "eval": {"n_samples": n}})
         data = load_data(cfg.data, device, 0)
         extractor = build_extractor(cfg, device)
-        ref = load_reference(cfg, data, extractor, n if data.is_points else min(n, len(data)), device)
+        ref = load_reference(cfg, data, extractor, reference_n(data, n), device)
         x = data.reference(n, seed=99)
         x = x + 0.05 * torch.randn_like(x)
         feats, logits = extractor(x)

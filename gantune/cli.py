@@ -115,9 +115,19 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         print("  no trial completed")
         return
     values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
-    print(f"  best: trial {best['trial']} ({values})")
+    floor = ", ".join(f"{k} {best['floor'][k]:.4g}" for k in best["values"] if k in best["floor"])
+    print(f"  best: trial {best['trial']} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
+    if s.get("note"):
+        print(f"  note: {s['note']}")
     if best["metrics"]:  # the best trial's last evaluation, every metric of it
         print("    last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in best["metrics"].items()))
+    if best["floor"]:
+        print("    real-vs-real floor (training images scored like samples): "
+              + ", ".join(f"{k} {v:.4g}" for k, v in best["floor"].items()))
+    if best["provenance"]:
+        from gantune.provenance import describe
+
+        print(f"    measured: {describe(best['provenance'])}")
     for k, v in best["params"].items():
         print(f"    {k} = {v}")
     if best["samples"]:
@@ -168,6 +178,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
                     search_opts=opts, trial=args.trial)
     spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
+    if result.get("note"):
+        print(f"note: {result['note']}", file=sys.stderr)
     emit(f"exported trial {result['trial']} of {args.search}: {result['chosen']}{spread} -> {args.out}", args.json)
     for w in result["weights"]:
         emit(f"weights: {w}", args.json)
@@ -212,6 +224,8 @@ def _report(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.report import build_report
 
     result = build_report(args.search, args.storage, Path(args.out), args.top)
+    if result.get("note"):
+        print(f"note: {result['note']}", file=sys.stderr)
     emit(f"report of {result['trials']} trials -> {result['out']}", args.json)
     return result
 

@@ -1,7 +1,8 @@
 """Real data for a trial: built-in 2-D mixtures and images, kept on the training device.
 
 Exact definitions because results are compared with published tables: ring8 and grid25 follow PacGAN;
-digits is scikit-learn's bundled 8x8 set scaled to [-1, 1]. Nothing is downloaded unless the config says
+digits is scikit-learn's bundled 8x8 set scaled to [-1, 1], split once (``digits_split``): GANs train on the
+train split, metrics compare against the held-out split. Nothing is downloaded unless the config says
 ``download: true``. Folder and torchvision images are decoded once per search into a cached uint8 tensor
 file (``$GANTUNE_CACHE_DIR``) and kept as uint8 on the device: a trial neither decodes them again nor holds
 them in float32 (4x the memory); batches are converted as they are drawn.
@@ -46,13 +47,16 @@ class RealData:
     """
 
     def __init__(self, name: str, device: torch.device, seed: int, *, mixture: Mixture | None = None,
-                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
-        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch)."""
+                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 heldout: torch.Tensor | None = None) -> None:
+        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch). ``heldout``: real
+        images no trial trains on, the metrics' reference when the dataset has them."""
         self.name = name
         self.device = device
         self.mixture = mixture
         self.images = images.to(device) if images is not None else None
         self.labels = labels
+        self.heldout = heldout
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(seed)
         if mixture is not None:
@@ -80,17 +84,37 @@ class RealData:
         idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
         return as_float(self.images[idx])
 
+    @property
+    def reference_split(self) -> str:
+        """Where the metrics' reference comes from: ``heldout`` images, fresh ``draws`` of a mixture, or the
+        ``train`` images themselves (a dataset without a held-out split: its metrics flatter memorisation)."""
+        return "draws" if self.mixture is not None else "heldout" if self.heldout is not None else "train"
+
+    @property
+    def reference_size(self) -> int:
+        """How many distinct reference samples there are (unbounded for a mixture)."""
+        return (2**62 if self.mixture is not None else len(self.heldout) if self.heldout is not None
+                else len(self))
+
     def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
-        """A fixed set of real samples for metrics: the same for every trial of a search."""
+        """A fixed set of real samples for metrics, the same for every trial of a search: from the held-out
+        split when the dataset has one."""
+        return self._fixed(n, seed, self.heldout if self.heldout is not None else self.images)
+
+    def twin(self, n: int, seed: int = 54321) -> torch.Tensor:
+        """A fixed set of ``n`` real training samples, scored like a generator's to give the real-vs-real floor
+        of every metric (what a generator that reproduced the training data would get)."""
+        return self._fixed(n, seed, self.images)
+
+    def _fixed(self, n: int, seed: int, images: torch.Tensor | None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
         if self.mixture is not None:
-            g = torch.Generator().manual_seed(seed)
             k = torch.randint(len(self.mixture.means), (n,), generator=g)
             return self.mixture.means[k] + self.mixture.std * torch.randn(n, 2, generator=g)
-        assert self.images is not None
-        imgs = self.images.cpu()
+        assert images is not None
+        imgs = images.cpu()
         if n >= len(imgs):
             return as_float(imgs)
-        g = torch.Generator().manual_seed(seed)
         return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
 
     def get_state(self) -> torch.Tensor:
@@ -101,25 +125,29 @@ class RealData:
 
 
 Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
+HeldOut = Callable[[DataConfig], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset by name: how to build it, whether it is 2-D points, and the ``data`` fields it needs."""
+    """A dataset by name: how to build it (its training images), whether it is 2-D points, the ``data`` fields
+    it needs, and its held-out images (the metrics' reference) when it has a split."""
 
     build: Builder
     points: bool = False
     needs: tuple[str, ...] = ()
+    heldout: HeldOut | None = None
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
-def dataset(name: str, points: bool = False, needs: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (),
+            heldout: HeldOut | None = None) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs))
+        DATASETS.add(name, Dataset(build, points, needs, heldout))
         return build
 
     return add
@@ -163,13 +191,32 @@ def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return images.clamp(-1, 1).contiguous()
 
 
-@dataset("digits")
-def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
+#: the digits' fixed split: a stratified 20% held out with scikit-learn's ``train_test_split`` (seed 0)
+DIGITS_HELDOUT, DIGITS_SPLIT_SEED = 0.2, 0
+
+
+def digits_split(part: str) -> tuple[np.ndarray, np.ndarray]:
+    """One part (``train``: 1,437 digits, ``heldout``: 360) of scikit-learn's 1,797 8x8 digits, as
+    ``(images in [-1, 1] of shape (N, 1, 8, 8), labels)``. GANs and the digits classifier train on ``train``;
+    FID/KID/PRDC compare against ``heldout``, which neither has seen."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0 * 2 - 1).unsqueeze(1)
-    return None, _fit(x, cfg), torch.from_numpy(bunch.target.astype(np.int64))
+    x = (bunch.images.astype(np.float32) / 16.0 * 2 - 1)[:, None]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target.astype(np.int64), test_size=DIGITS_HELDOUT,
+                                              stratify=bunch.target, random_state=DIGITS_SPLIT_SEED)
+    return (x_tr, y_tr) if part == "train" else (x_te, y_te)
+
+
+def _digits_heldout(cfg: DataConfig) -> torch.Tensor:
+    return _fit(torch.from_numpy(digits_split("heldout")[0]), cfg)
+
+
+@dataset("digits", heldout=_digits_heldout)
+def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
+    x, y = digits_split("train")
+    return None, _fit(torch.from_numpy(x), cfg), torch.from_numpy(y)
 
 
 def _center_crop_resize(img: object, size: int) -> np.ndarray:
@@ -257,10 +304,15 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     """Build the configured dataset on ``device``; errors name the config key to fix."""
-    mixture, images, labels = DATASETS.get(cfg.name).build(cfg)
+    ds = DATASETS.get(cfg.name)
+    mixture, images, labels = ds.build(cfg)
+    heldout = ds.heldout(cfg) if ds.heldout is not None else None
+    fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
     if images is not None and images.shape[1] != channels_of(cfg):
-        images = _fit(images, DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)}))
-    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels)
+        images = _fit(images, fitted)
+    if heldout is not None and heldout.shape[1] != channels_of(cfg):
+        heldout = _fit(heldout, fitted)
+    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout)
 
 
 def channels_of(cfg: DataConfig) -> int:

@@ -20,11 +20,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gantune import provenance
 from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import load_search, one_trial, search_settings, sign, top_trials, trial_value
+from gantune.study import load_search, one_trial, ranked, search_settings, sign, top_trials, trial_value
 
 
 @dataclass
@@ -111,6 +112,8 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
            steps: int | None) -> str:
     lines = [f"# exported by gantune from search {study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}"]
+    if objective in (floor := provenance.floor(chosen.trial)):
+        lines.append(f"# real-vs-real {objective} (training images scored like samples): {floor[objective]:.6g}")
     for c in candidates:
         if c.values:
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
@@ -168,6 +171,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
     check_writable(out, "--out", is_dir=False)
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
+    note = ranked(study)[1] if trial is None else None
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     settings = search_settings(study)
     objective = settings.objectives[0]
@@ -185,4 +189,4 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
                            for c in candidates},
-            "out": str(out), "weights": copied}
+            "out": str(out), "weights": copied, "note": note}

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gantune import provenance
 from gantune.config import TrialConfig, config_from_dict, load_config
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, first_line
@@ -93,9 +94,15 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) 
             emit(f"health: {verdict.kind}: {verdict.reason}")
         return verdict if opts.early_stop else None
 
+    def measured(p: dict[str, Any]) -> None:
+        emit(f"measured: {provenance.describe(p)}; real-vs-real floor "
+             + ", ".join(f"{k}={v:.4g}" for k, v in p.get("floor", {}).items()))
+        if tracker is not None:
+            tracker.provenance(p)
+
     try:
         result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume, device=opts.device,
-                       on_samples=tracker.samples if tracker is not None else None)
+                       on_samples=tracker.samples if tracker is not None else None, on_provenance=measured)
     except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
         if tracker is not None:
             interrupted = isinstance(err, KeyboardInterrupt)

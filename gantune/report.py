@@ -18,10 +18,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.rundir import atomic_write
-from gantune.study import load_search, search_settings, top_trials
+from gantune.study import load_search, ranked, search_settings, top_trials
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
@@ -139,7 +140,9 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     best = None
     if complete:
         bt = top_trials(study, 1)[0]
-        best = {"number": bt.number, "value": bt.values[0]}
+        p = provenance.of(bt)
+        best = {"number": bt.number, "value": bt.values[0], "floor": provenance.floor(bt).get(names[0]),
+                "measured": provenance.describe(p) if p else ""}
     rows = [{"number": t.number, "status": _status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get("gantune_reason", ""),
              "value": ", ".join(f"{v:.4g}" for v in t.values) if t.values else "",
@@ -151,11 +154,11 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
-        best=best, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
+        best=best, note=ranked(study)[1], charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
-    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html)}
+    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": ranked(study)[1]}

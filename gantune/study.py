@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.registry import Registry
@@ -134,14 +135,23 @@ def sign(study: optuna.Study) -> float:
     return 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
 
 
+def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
+    """The COMPLETE trials that may be ranked together (measured like the newest one: ``provenance.comparable``)
+    and the one line that names the others, if any."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    return provenance.comparable(done)
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The best COMPLETE trial among those measured alike (multi-objective: the Pareto trial best on the first
+    objective)."""
+    done, _ = ranked(study)
     if not done:
         return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    return min(study.best_trials, key=lambda t: sign(study) * t.values[0])
+    if len(study.directions) > 1:
+        kept = {t.number for t in done}
+        done = [t for t in study.best_trials if t.number in kept] or done
+    return min(done, key=lambda t: sign(study) * t.values[0])
 
 
 def load_search(name: str, storage: str) -> optuna.Study:
@@ -180,8 +190,8 @@ def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best COMPLETE trials on the first objective."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    """The ``k`` best COMPLETE trials on the first objective, among those measured alike."""
+    done, _ = ranked(study)
     if not done:
         raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
     return sorted(done, key=lambda t: sign(study) * t.values[0])[:k]

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
@@ -51,6 +52,12 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     else:
         out[prefix] = str(value)
     return out
+
+
+def log_provenance(logger: _RunLogger, measured: dict[str, Any]) -> None:
+    """``provenance.*`` params of the run (the real-vs-real floor as ``provenance.floor.<metric>``)."""
+    params = [Param(k, v) for k, v in _flat(provenance.ATTR, measured, {}).items()]
+    logger.client.log_batch(logger.run_id, params=params)
 
 
 class _RunLogger:
@@ -238,6 +245,8 @@ class MlflowTracker:
         if logger is None or "step" not in result:
             return
         step = int(result["step"])
+        if isinstance(measured := result.get(provenance.KEY), dict):  # how the values are measured: once a trial
+            log_provenance(logger, measured)
         logger.log(result, step)
         if "samples_png" in result:
             logger.image(base64.b64decode(result["samples_png"]), step)
@@ -287,6 +296,7 @@ class TrainRun:
         self.args = (tracking_uri, cfg, out_dir, resume)
         self.run_id: str | None = None
         self._logger: _RunLogger | None = None
+        self._measured: dict[str, Any] | None = None
 
     @property
     def logger(self) -> _RunLogger:
@@ -318,7 +328,14 @@ class TrainRun:
         self.run_id = run_id
         return _RunLogger(self.client, run_id)
 
+    def provenance(self, measured: dict[str, Any]) -> None:
+        """How the run's values are measured: logged as params with its first report (which opens the run)."""
+        self._measured = measured
+
     def report(self, record: dict[str, float]) -> None:
+        if self._measured is not None:
+            log_provenance(self.logger, self._measured)
+            self._measured = None
         self.logger.log(record, int(record["step"]))
 
     def samples(self, step: int, png: bytes) -> None:

@@ -2,7 +2,8 @@
 
 It knows nothing of Ray, Optuna or MLflow. Every ``log_every`` steps it passes a flat record of training
 signals to ``report`` and asks ``should_stop``; every ``eval.every`` steps the evaluation hook adds the
-metric set to that record. A non-finite loss ends the trial as ``diverged`` with the reason: never an
+metric set to that record. Evaluation draws its noise from its own generator, so how often a trial is evaluated
+never changes what it trains into. A non-finite loss ends the trial as ``diverged`` with the reason: never an
 exception, so a search can carry on.
 """
 
@@ -28,6 +29,8 @@ from gantune.viz import samples_png
 
 Record = dict[str, float]
 Report = Callable[[Record], None]
+#: how an evaluation's values were measured (``Evaluator.provenance``), in every metrics.jsonl evaluation line
+PROVENANCE = "provenance"
 ShouldStop = Callable[[Record], "Verdict | None"]
 EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 
@@ -45,6 +48,7 @@ class TrialResult:
     last_eval: Record = field(default_factory=dict)
     run_dir: str | None = None
     rule: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eval_fraction(self) -> float:
@@ -88,16 +92,19 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _rng_state(device: torch.device, data: RealData) -> dict[str, Any]:
-    state: dict[str, Any] = {"cpu": torch.get_rng_state(), "data": data.get_state()}
+def _rng_state(device: torch.device, data: RealData, evaluation: _Evaluation) -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state(), "data": data.get_state(),
+                             "eval": evaluation.z_gen.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], device: torch.device, data: RealData) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device, data: RealData, evaluation: _Evaluation) -> None:
     torch.set_rng_state(state["cpu"])
     data.set_state(state["data"])
+    if "eval" in state:
+        evaluation.z_gen.set_state(state["eval"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
@@ -112,9 +119,10 @@ class _Outputs:
         self.report = report
         self.on_samples = on_samples
 
-    def record(self, record: Record) -> None:
+    def record(self, record: Record, provenance: dict[str, Any] | None = None) -> None:
+        """``provenance``: how this record's evaluation was measured (metrics.jsonl only: reports stay flat)."""
         if self.rd is not None:
-            self.rd.append_metrics(record)
+            self.rd.append_metrics({**record, PROVENANCE: provenance} if provenance else record)
         if self.report is not None:
             self.report(record)
 
@@ -159,11 +167,14 @@ class _Evaluation:
         self.means = data.mixture.means if data.mixture is not None else None
         grid_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the same z at every evaluation
         self.grid_z = torch.randn(cfg.eval.grid_size(data.is_points), cfg.model.z_dim, generator=grid_gen)
+        # the metric set's z: its own stream, so that evaluating never moves the training RNG
+        self.z_gen = torch.Generator(device=trainer.device).manual_seed(cfg.train.seed + 2)
         self.seconds = 0.0
 
     def fake(self, n: int) -> torch.Tensor:
         """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
-        return self.trainer.generate(torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device))
+        z = torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device, generator=self.z_gen)
+        return self.trainer.generate(z)
 
     def picture(self, title: str) -> bytes:
         """The sample grid (fixed z) as PNG."""
@@ -193,6 +204,7 @@ def train(
     device: str | None = None,
     evaluator: EvaluatorFactory = Evaluator,
     on_samples: Callable[[int, bytes], None] | None = None,
+    on_provenance: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrialResult:
     """Train one configured GAN; see the module docstring for the callback contract.
 
@@ -206,6 +218,8 @@ def train(
         evaluator: builds the evaluation hook (the metric set) for this config and data.
         on_samples: receives ``(step, png_bytes)`` of the sample grid at each evaluation, and at the step the
             trial stopped when that was not an evaluation step.
+        on_provenance: receives ``Evaluator.provenance`` (how the values are measured, with the real-vs-real
+            floor) once, before the first step.
     """
     t_start = time.perf_counter()
     tc = cfg.train
@@ -214,13 +228,16 @@ def train(
     data = load_data(cfg.data, dev, tc.seed)
     trainer = GANTrainer(cfg, dev, data.sample)
     evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
+    provenance = dict(evaluation.evaluate.provenance)
+    if on_provenance is not None and provenance:
+        on_provenance(provenance)
     out = _Outputs(cfg, run_dir, report, on_samples)
     best = _BestKeeper(cfg)
 
     start, prior_wall = 0, 0.0
     if resume and out.rd is not None and (ckpt := out.rd.load_checkpoint()) is not None:
         trainer.load_state_dict(ckpt["trainer"])
-        _set_rng_state(ckpt["rng"], dev, data)
+        _set_rng_state(ckpt["rng"], dev, data, evaluation)
         start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
         out.rd.trim_metrics(start)
     if out.rd is not None:
@@ -232,7 +249,7 @@ def train(
     def checkpoint(step: int) -> None:
         if out.rd is not None:  # the state is only gathered where it is kept
             out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(),
-                            "trainer": trainer.state_dict(), "rng": _rng_state(dev, data)})
+                            "trainer": trainer.state_dict(), "rng": _rng_state(dev, data, evaluation)})
 
     status, reason, rule = Status.COMPLETED, "", ""
     last: Record = {}
@@ -258,7 +275,8 @@ def train(
                 status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
         if quick_now and status == Status.COMPLETED:
             record.update(evaluation.quick())
-        if eval_now and status == Status.COMPLETED:
+        evaluated = eval_now and status == Status.COMPLETED
+        if evaluated:
             metrics, png = evaluation.full(step)
             out.picture(step, png)
             pictured = step
@@ -272,7 +290,7 @@ def train(
         last = record
         if status == Status.COMPLETED and step % tc.checkpoint_every == 0 and step < tc.steps:
             checkpoint(step)  # before the report, which may hand it on (a PBT member cloned by another)
-        out.record(record)
+        out.record(record, provenance if evaluated else None)
         if status == Status.COMPLETED and should_stop is not None and (verdict := should_stop(record)) is not None:
             status, reason, rule = verdict.status, verdict.reason, verdict.rule
         if status != Status.COMPLETED:
@@ -284,4 +302,4 @@ def train(
         checkpoint(step)
     out.generator(trainer, step)
     return TrialResult(status, reason, step, wall(), evaluation.seconds, last, last_eval,
-                       str(out.rd.path) if out.rd else None, rule)
+                       str(out.rd.path) if out.rd else None, rule, provenance)

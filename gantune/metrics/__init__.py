@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -63,13 +64,17 @@ def metric_keys(cfg: TrialConfig) -> list[str]:
     return [key for name in metric_names(cfg) if name in FAMILIES for key in FAMILIES.get(name).keys]
 
 
-def _reference_key(cfg: TrialConfig, extractor: Extractor, n: int) -> str:
-    d = cfg.data
-    ident = {"data": d.name, "res": d.resolution, "ch": d.channels, "path": d.path, "dataset": d.dataset,
-             "max_images": d.max_images, "extractor": extractor.name, "n": n, "seed": REFERENCE_SEED,
-             "weights": cfg.eval.inception_weights if extractor.name == "inception" else None}
+def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> str:
+    """What identifies the real features: the reference samples' bytes and the extractor with its weights."""
+    content = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    ident = {"x": content, "shape": list(x.shape), "extractor": extractor.name, "weights": extractor.weights}
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    return f"reference-{d.name}-{extractor.name}-{n}-{digest}"
+    return f"reference-{cfg.data.name}-{extractor.name}-{len(x)}-{digest}"
+
+
+def reference_n(data: RealData, n: int) -> int:
+    """Reference samples for ``n`` generated ones: as many, or all the reference split has."""
+    return min(n, data.reference_size)
 
 
 def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: int,
@@ -77,11 +82,11 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
     """Real features for this dataset/extractor on ``device`` (default: CPU): from memory, else the disk cache,
     else computed and cached."""
     device = device or torch.device("cpu")
-    key = _reference_key(cfg, extractor, n)
+    x = data.reference(n, REFERENCE_SEED)
+    key = _reference_key(cfg, extractor, x)
     if (key, str(device)) in _MEMO:
         return _MEMO[key, str(device)]
     path = cache_dir() / f"{key}.pt"
-    x = data.reference(n, REFERENCE_SEED)
 
     def extract() -> dict[str, torch.Tensor | None]:
         feats, logits = extractor(x)
@@ -98,7 +103,12 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
 
 
 class Evaluator:
-    """Computes the configured metric set from ``generate(n)`` samples (the EMA generator when on)."""
+    """Computes the configured metric set from ``generate(n)`` samples (the EMA generator when on).
+
+    ``provenance`` says how its values are measured (extractor and weights digest, generated and reference
+    sample counts, the reference's split, resolution) with ``floor``, the metric set on ``n`` real training
+    samples: the real-vs-real floor a value is read against.
+    """
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
         self.device = device
@@ -107,6 +117,7 @@ class Evaluator:
         names = metric_names(cfg)
         self.extractor: Extractor | None = None
         self.scorers: list[tuple[str, Scorer]] = []
+        self.provenance: dict[str, Any] = {}
         if not names:
             return
         self.extractor = build_extractor(cfg, device)
@@ -114,12 +125,34 @@ class Evaluator:
             if name not in FAMILIES:
                 raise ConfigError(f"eval.metrics: unknown metric {name!r}; choose from default, "
                                   f"{', '.join(FAMILIES.names())}")
-        n_ref = self.n if data.is_points else min(self.n, len(data))
+        n_ref = reference_n(data, self.n)
         ref = load_reference(cfg, data, self.extractor, n_ref, device)
         try:
             self.scorers = [(name, FAMILIES.get(name)(ref)) for name in names]
         except ValueError as err:
             raise ConfigError(f"eval.metrics: {err}") from None
+        self.provenance = {
+            "extractor": self.extractor.name, "weights": self.extractor.weights, "n": self.n,
+            "quick_n": self.n_quick, "reference_n": n_ref, "reference": data.reference_split,
+            "resolution": None if data.is_points else cfg.data.resolution,
+            "floor": self._floor(data, ref)}
+
+    def _floor(self, data: RealData, ref: Reference) -> dict[str, float]:
+        """The metric set on ``n`` real training samples (once per search: cached beside the reference)."""
+        twin = data.twin(self.n)
+        digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
+        names = ",".join(name for name, _ in self.scorers)
+
+        def score() -> dict[str, torch.Tensor]:
+            values = self._score(lambda n: twin[:n], len(twin), self.scorers)
+            return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+
+        if ref.cache is None:
+            stored = score()
+        else:
+            tag = hashlib.sha1(f"{digest}|{names}".encode()).hexdigest()[:12]
+            stored = cached(ref.cache.with_name(f"{ref.cache.stem}-floor-{len(twin)}-{tag}.pt"), score)
+        return {k: float(v) for k, v in stored.items()}
 
     def __call__(self, generate: Generate) -> dict[str, float]:
         """The full metric set on ``eval.n_samples`` samples."""
@@ -144,4 +177,5 @@ class Evaluator:
 
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
-           "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys", "metric_names"]
+           "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys", "metric_names",
+           "reference_n"]

@@ -6,9 +6,11 @@ this repo), ``inception`` for real images (torch-fidelity's Inception-v3, from a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,12 +29,14 @@ INCEPTION_BYTES = 16 * 2**20
 @dataclass
 class Extractor:
     """``fn(samples) -> (features, class logits or None)``; ``dim`` is the feature size; samples go through in
-    chunks of ``batch`` (sized to the trial's GPU memory share for the large extractors)."""
+    chunks of ``batch`` (sized to the trial's GPU memory share for the large extractors). ``weights`` is the
+    digest of the weights file (``none`` without one): values measured with other weights are other numbers."""
 
     name: str
     dim: int
     fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     batch: int = 500
+    weights: str = "none"
 
     @property
     def has_classes(self) -> bool:
@@ -60,12 +64,27 @@ def _coords(cfg: TrialConfig, device: torch.device) -> Extractor:
     return Extractor("coords", 2, lambda x: (x, None))
 
 
+def weights_digest(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256 (read once per file version)."""
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 @EXTRACTORS.register("digits")
 def _digits(cfg: TrialConfig, device: torch.device) -> Extractor:
-    from gantune.metrics.digits_net import FEATURES, load_digits_net
+    from gantune.metrics.digits_net import FEATURES, load_digits_net, weights_path
 
     net = load_digits_net(device)
-    return Extractor("digits", FEATURES, lambda x: net(x.to(device)))
+    return Extractor("digits", FEATURES, lambda x: net(x.to(device)), weights=weights_digest(weights_path()))
 
 
 def inception_weights(cfg: TrialConfig) -> Path:
@@ -95,7 +114,8 @@ def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
             x = x.expand(-1, 3, -1, -1)
         return net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)), None
 
-    return Extractor("inception", 2048, fn, batch=extraction_chunk(device, INCEPTION_BYTES))
+    return Extractor("inception", 2048, fn, batch=extraction_chunk(device, INCEPTION_BYTES),
+                     weights=weights_digest(path))
 
 
 def default_extractor(cfg: TrialConfig) -> str:

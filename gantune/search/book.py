@@ -6,6 +6,7 @@ result and error text. It can forward each event to observers (the MLflow tracke
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -18,6 +19,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from gantune import provenance
 from gantune.events import Observer, Status, TrialOutcome, format_params
 from gantune.search.scheduler import AshaStop, Exploit
 from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
@@ -92,6 +94,10 @@ class SearchBook(Callback):
         files = result.pop(FILES_KEY, None)  # kept out of Tune's memory and experiment state
         if files:
             unpack_files(files, Path(trial.config["run_dir"]))
+        if isinstance(measured := result.get(provenance.KEY), str):
+            result[provenance.KEY] = json.loads(measured)
+            if ot is not None:
+                ot.set_user_attr(provenance.ATTR, result[provenance.KEY])
         if ot is not None:
             self._notify("trial_result", ot.number, result)
         self._progress(periodic=True)

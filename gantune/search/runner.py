@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gantune import env
+from gantune import env, provenance
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import RUNNING, STATUSES, ObserverThread, Status
@@ -30,6 +30,7 @@ from gantune.study import (
     finished_count,
     interrupted_trials,
     open_study,
+    ranked,
 )
 
 
@@ -228,10 +229,10 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         samples = sorted((run_root / f"trial-{best.number:04d}" / "samples").glob("*.png"))
         best_info = {"trial": best.number, "values": dict(zip(settings.objectives, best.values, strict=True)),
                      "metrics": best.user_attrs.get("metrics", {}), "params": best.params,
-                     "config": best.user_attrs.get("config"),
-                     "samples": str(samples[-1]) if samples else None}
+                     "config": best.user_attrs.get("config"), "floor": provenance.floor(best),
+                     "provenance": provenance.of(best), "samples": str(samples[-1]) if samples else None}
     return {
-        "search": space.name, "best": best_info, "counts": counts, "trials": len(started),
+        "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "trial_steps": steps, "budget_steps": settings.trials * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root),

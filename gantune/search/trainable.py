@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from gantune import provenance
 from gantune.config import config_from_dict
 from gantune.devices import memory_fraction, trial_device
 from gantune.events import Status, first_line
@@ -45,11 +46,14 @@ def run_trial(config: dict[str, Any]) -> None:
         torch.cuda.set_per_process_memory_fraction(fraction)
     objectives: list[str] = config["objectives"]
     monitor = HealthMonitor(cfg.health) if config["health"] else None
-    pending_png: dict[str, Any] = {}
+    pending: dict[str, Any] = {}
     last_step = [0.0]
 
     def on_samples(step: int, png: bytes) -> None:
-        pending_png["samples_png"] = base64.b64encode(png).decode()
+        pending["samples_png"] = base64.b64encode(png).decode()
+
+    def on_provenance(measured: dict[str, Any]) -> None:  # rides with the first report, to the driver's study
+        pending[provenance.KEY] = json.dumps(measured)
 
     pbt = bool(config.get("pbt"))
     if pbt:  # PBT decides at evaluations: each one reports the state another member may clone
@@ -59,8 +63,8 @@ def run_trial(config: dict[str, Any]) -> None:
         out: dict[str, Any] = dict(record)
         if objectives[0] in record:
             out["objective"] = record[objectives[0]]
-        out.update(pending_png)
-        pending_png.clear()
+        out.update(pending)
+        pending.clear()
         last_step[0] = record["step"]
         step = int(record["step"])
         out.update(restored_from)  # the first report after a restart says whose checkpoint it trained on from
@@ -88,7 +92,7 @@ def run_trial(config: dict[str, Any]) -> None:
     final: dict[str, Any]
     try:
         result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples,
-                       device=trial_device(share), resume=restored is not None)
+                       on_provenance=on_provenance, device=trial_device(share), resume=restored is not None)
     except Exception as err:
         if not is_oom(err):
             raise
@@ -101,7 +105,7 @@ def run_trial(config: dict[str, Any]) -> None:
                  "gantune_reason": result.reason, "gantune_rule": result.rule, "eval_fraction": result.eval_fraction,
                  "trial_wall_s": result.wall_s}
         final.update({f"final/{k}": v for k, v in result.last_eval.items()})
-    final.update(pending_png)  # the grid of the step the trial stopped at
+    final.update(pending)  # the grid of the step the trial stopped at
     if ship:
         final[FILES_KEY] = pack_files(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)

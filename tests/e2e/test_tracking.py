@@ -61,6 +61,11 @@ def _check_layout(client: MlflowClient, summary: dict) -> None:
         assert history and history[0].step == 50
         if status == "completed":
             assert [m.step for m in client.get_metric_history(child.info.run_id, "fid")] == [100, 200]
+            # how the values were measured, in the study and the run alike
+            measured = trial.user_attrs["provenance"]
+            assert (measured["extractor"], measured["n"], measured["reference"]) == ("coords", 300, "draws")
+            assert child.data.params["provenance.n"] == "300"
+            assert float(child.data.params["provenance.floor.fid"]) == measured["floor"]["fid"]
             files = {a.path for a in client.list_artifacts(child.info.run_id, "weights")}
             assert {"weights/generator.pt", "weights/generator_best.pt"} <= files
             images = {a.path for a in client.list_artifacts(child.info.run_id, "images")}
@@ -72,6 +77,8 @@ def test_sqlite_store_parent_and_one_child_per_trial(tmp_path: Path, capsys: pyt
     summary = _search(tmp_path, "sqlite:///mlflow.db", capsys)
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     _check_layout(MlflowClient(summary["tracking_uri"]), summary)
+    # the best value comes with the real-vs-real floor it is read against; every trial was measured alike
+    assert summary["best"]["floor"]["fid"] > 0 and summary["note"] is None
 
 
 def test_real_mlflow_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

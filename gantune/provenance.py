@@ -1,0 +1,79 @@
+"""How a trial's values were measured, and which trials may be ranked together.
+
+An FID on 1,000 samples against a 360-image held-out reference and one on 500 samples, other extractor weights or
+the training images are different numbers: a search resumed with other evaluation settings, or a study whose
+trials were measured differently, must not rank them together. Each trial records ``Evaluator.provenance`` (as the
+Optuna user attribute ``provenance``, in metrics.jsonl and as MLflow params); ``comparable`` keeps the trials
+measured like the newest one and says in one line how the others differ. Knows no Optuna, Ray or MLflow: it reads
+``number`` and ``user_attrs`` of whatever trials it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+#: the report field that carries a trial's provenance to the driver (JSON text), and its Optuna user attribute
+KEY, ATTR = "gantune_provenance", "provenance"
+#: what identifies how a value was measured (the floor follows from them and the data)
+IDENTITY = ("extractor", "weights", "n", "reference_n", "reference", "resolution")
+
+
+class _Trial(Protocol):
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
+T = TypeVar("T", bound=_Trial)
+
+
+def of(trial: _Trial) -> dict[str, Any]:
+    """The trial's provenance ({} for a trial that never evaluated, or was run before it was recorded)."""
+    value = trial.user_attrs.get(ATTR)
+    return value if isinstance(value, dict) else {}
+
+
+def identity(provenance: dict[str, Any]) -> tuple[Any, ...] | None:
+    return tuple(provenance.get(k) for k in IDENTITY) if provenance else None
+
+
+def floor(trial: _Trial) -> dict[str, float]:
+    """The real-vs-real value of each metric the trial was measured with ({} when not recorded)."""
+    return dict(of(trial).get("floor") or {})
+
+
+def describe(provenance: dict[str, Any]) -> str:
+    """One line on how values were measured, e.g. for a summary or a report."""
+    p = provenance
+    return (f"{p['n']} samples vs a {p['reference_n']}-sample {p['reference']} reference, {p['extractor']} features "
+            f"(weights {p['weights']})" + (f", {p['resolution']} px" if p.get("resolution") else ""))
+
+
+def _numbers(trials: Sequence[_Trial]) -> str:
+    nums = sorted(t.number for t in trials)
+    shown = ", ".join(str(n) for n in nums[:6])
+    return f"trial{'s' if len(nums) > 1 else ''} {shown}{', …' if len(nums) > 6 else ''}"
+
+
+def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    if not ours or not theirs:
+        return "no recorded provenance" if not theirs else "the others have no recorded provenance"
+    return ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in IDENTITY if theirs.get(k) != ours.get(k))
+
+
+def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
+    """The trials measured like the newest one that recorded how (all of them when none did), and one line
+    naming the others and how they differ (None when every trial was measured alike)."""
+    recorded = [t for t in trials if of(t)]
+    if not trials or len({identity(of(t)) for t in trials}) <= 1:
+        return list(trials), None
+    newest = max(recorded or trials, key=lambda t: t.number)
+    ours = of(newest)
+    kept = [t for t in trials if identity(of(t)) == identity(ours)]
+    others = [t for t in trials if identity(of(t)) != identity(ours)]
+    were = "were" if len(others) > 1 else "was"
+    return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, of(others[0]))}): "
+                  f"ranking {_numbers(kept)} only")

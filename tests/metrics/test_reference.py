@@ -1,0 +1,117 @@
+"""The metrics' reference: the digits' held-out split, the real-vs-real floor, and a cache that cannot go stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gantune import metrics
+from gantune.config import config_from_dict
+from gantune.data import digits_split, load_data
+from gantune.metrics import Evaluator, load_reference
+from gantune.metrics.digits_net import DigitsNet
+from gantune.metrics.features import build_extractor
+from gantune.metrics.fid import frechet_distance, real_statistics
+from gantune.metrics.train_digits_classifier import heldout_accuracy
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    metrics._MEMO.clear()
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.reshape(len(x), -1)}
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
+    (x_tr, y_tr), (x_te, y_te) = digits_split("train"), digits_split("heldout")
+    assert (len(x_tr), len(x_te)) == (1437, 360)
+    assert np.bincount(y_te).min() >= 35  # stratified: every class held out at its share
+    assert np.bincount(y_tr).min() >= 135
+    again = digits_split("heldout")[0]
+    assert np.array_equal(again, x_te)  # fixed: the same digits on every call and machine
+
+
+def test_gans_train_on_the_train_split_and_metrics_compare_with_the_heldout_one() -> None:
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 1000}})
+    data = load_data(cfg.data, CPU, 0)
+    assert len(data) == 1437 and data.reference_split == "heldout"
+    train_rows = _rows(data.images.cpu())
+    ref = data.reference(1000)
+    assert len(ref) == 360  # all the held-out digits (fewer than the samples asked for)
+    heldout_only = _rows(torch.from_numpy(digits_split("heldout")[0])) - train_rows
+    assert _rows(ref) >= heldout_only and len(heldout_only) > 300  # the reference is the held-out split
+    twin = data.twin(1000)
+    assert len(twin) == 1000 and _rows(twin) <= train_rows  # the floor's real samples come from the train split
+
+
+def test_classifier_was_trained_on_the_train_split_only() -> None:
+    from gantune.metrics.digits_net import load_digits_net
+
+    assert heldout_accuracy(load_digits_net(CPU)) >= 0.98
+
+
+def test_floor_is_real_training_images_scored_against_the_heldout_reference() -> None:
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 16},
+                            "eval": {"n_samples": 1000, "metrics": ["fid", "kid", "classes"]}})
+    data = load_data(cfg.data, CPU, 0)
+    ev = Evaluator(cfg, data, CPU)
+    p = ev.provenance
+    assert (p["extractor"], p["n"], p["reference_n"], p["reference"], p["resolution"]) == (
+        "digits", 1000, 360, "heldout", 16)
+    assert len(p["weights"]) == 16
+    ext = build_extractor(cfg, CPU)
+    real = real_statistics(load_reference(cfg, data, ext, 360))
+    expected = frechet_distance(real, ext(data.twin(1000))[0])
+    assert p["floor"]["fid"] == pytest.approx(expected, rel=1e-9)
+    assert p["floor"]["fid"] > 0.5 and p["floor"]["classes"] == 10
+    # a generator that reproduces the training images scores the floor
+    again = ev(lambda n: data.twin(n))
+    assert again["fid"] == pytest.approx(p["floor"]["fid"], rel=1e-9)
+
+
+def _folder(root: Path, n: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(root / f"{i:02d}.png")
+
+
+def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    _folder(root)
+    cfg = config_from_dict({"data": {"name": "folder", "path": str(root), "resolution": 8, "channels": 1},
+                            "eval": {"n_samples": 16, "extractor": "digits"}})
+    ext = build_extractor(cfg, CPU)
+    first = load_reference(cfg, load_data(cfg.data, CPU, 0), ext, 12)
+    Image.fromarray(np.full((8, 8), 255, np.uint8), "L").save(root / "03.png")
+    metrics._MEMO.clear()  # as in a fresh worker process: only the disk cache is left
+    data = load_data(cfg.data, CPU, 0)
+    second = load_reference(cfg, data, ext, 12)
+    assert not torch.equal(first.feats, second.feats)
+    assert torch.allclose(second.feats, ext(data.reference(12))[0])
+
+
+def test_other_classifier_weights_change_the_cached_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gantune.metrics.digits_net as digits_net
+
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 100}})
+    data = load_data(cfg.data, CPU, 0)
+    first = load_reference(cfg, data, build_extractor(cfg, CPU), 100)
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    torch.save({k: v.half() for k, v in DigitsNet().state_dict().items()}, other)
+    monkeypatch.setattr(digits_net, "weights_path", lambda: other)
+    metrics._MEMO.clear()
+    ext = build_extractor(cfg, CPU)
+    second = load_reference(cfg, data, ext, 100)
+    assert not torch.equal(first.feats, second.feats)
+    assert torch.allclose(second.feats, ext(data.reference(100))[0])

@@ -1,0 +1,109 @@
+"""Provenance: every evaluation says how it was measured; trials measured differently are not ranked together;
+evaluating never moves the training RNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from gantune import provenance
+from gantune.study import best_trial, ranked, top_trials
+from gantune.trial import train
+from tests.conftest import tiny, tiny_images
+
+MEASURED = {"extractor": "digits", "weights": "abc", "n": 1000, "quick_n": 300, "reference_n": 360,
+            "reference": "heldout", "resolution": 16, "floor": {"fid": 2.0}}
+
+
+@dataclass
+class _T:
+    number: int
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def test_comparable_keeps_the_newest_measurement_and_names_the_difference() -> None:
+    old = [_T(i, {"provenance": {**MEASURED, "n": 500}}) for i in range(3)]
+    new = [_T(i, {"provenance": MEASURED}) for i in range(3, 5)]
+    kept, note = provenance.comparable(old + new)
+    assert [t.number for t in kept] == [3, 4]
+    assert note == "trials 0, 1, 2 were measured differently (n 500 vs 1000): ranking trials 3, 4 only"
+    assert provenance.comparable(new) == (new, None)
+    unrecorded = [_T(0)]
+    kept, note = provenance.comparable(unrecorded + new)
+    assert [t.number for t in kept] == [3, 4] and note is not None and "no recorded provenance" in note
+
+
+def _study(values: dict[int, tuple[float, dict[str, Any]]]) -> optuna.Study:
+    study = optuna.create_study(direction="minimize")
+    for number in sorted(values):
+        value, measured = values[number]
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"provenance": measured, "config": {}}))
+    return study
+
+
+def test_a_better_value_measured_differently_is_not_the_best() -> None:
+    # trials 0-1 scored FID on 200 samples (a resumed search changed eval.n_samples): not comparable with 2-3
+    study = _study({0: (1.0, {**MEASURED, "n": 200}), 1: (1.5, {**MEASURED, "n": 200}),
+                    2: (4.0, MEASURED), 3: (3.0, MEASURED)})
+    best = best_trial(study)
+    assert best is not None and best.number == 3
+    assert [t.number for t in top_trials(study, 4)] == [3, 2]
+    assert ranked(study)[1] == "trials 0, 1 were measured differently (n 200 vs 1000): ranking trials 2, 3 only"
+
+
+def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> None:
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="mixed", storage=storage)
+    settings = {"objective": "fid", "direction": "minimize", "trials": 2, "max_steps": 10, "eval_every": 10}
+    study.set_user_attr("settings", settings)
+    cfg = tiny().to_dict()
+    for value, measured in ((1.0, {**MEASURED, "weights": "old"}), (3.0, MEASURED)):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "provenance": measured, "config": cfg, "gantune_status": "completed", "steps": 10}))
+    assert main(["export", "mixed", "--storage", storage, "--out", str(tmp_path / "best.yaml")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["note: trial 0 was measured differently (weights old vs abc): ranking trial 1 only"]
+    text = (tmp_path / "best.yaml").read_text()
+    assert "# chosen: trial 1" in text and "# real-vs-real fid (training images scored like samples): 2" in text
+    assert main(["report", "mixed", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == err
+    assert "measured differently" in (tmp_path / "r.html").read_text()
+
+
+def test_every_evaluation_records_how_it_was_measured(tmp_path: Path) -> None:
+    cfg = tiny_images(train={"steps": 20}, eval={"every": 10, "n_samples": 64, "metrics": ["fid"]})
+    seen: list[dict[str, Any]] = []
+    result = train(cfg, run_dir=tmp_path, on_provenance=seen.append)
+    assert len(seen) == 1 and seen[0] == result.provenance
+    assert (seen[0]["extractor"], seen[0]["reference"], seen[0]["n"]) == ("digits", "heldout", 64)
+    evals = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if "fid" in r] == [10, 20]
+    assert all(r["provenance"] == seen[0] for r in evals if "fid" in r)
+
+
+def test_evaluation_cadence_does_not_change_the_trained_weights() -> None:
+    """Evaluation draws z from its own generator: how often and on how many samples a trial is evaluated never
+    changes what it trains into (bit for bit, on one machine)."""
+    states = []
+    for every, n, quick in ((10, 64, 0), (7, 200, 3)):
+        cfg = tiny(train={"steps": 30}, eval={"every": every, "n_samples": n, "quick_every": quick,
+                                              "quick_samples": 32, "metrics": ["diversity"]})
+        states.append(_weights(cfg))
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def _weights(cfg: Any) -> dict[str, torch.Tensor]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, run_dir=tmp)
+        ckpt = torch.load(Path(tmp) / "checkpoint.pt", weights_only=True)
+    return {f"{net}.{k}": v for net in ("G", "D") for k, v in ckpt["trainer"][net].items()}
