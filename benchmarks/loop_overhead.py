@@ -146,7 +146,7 @@ def bare_loop(cfg: TrialConfig, device: torch.device, steps: int, *, warmup: int
     t0 = 0.0
     for step in range(1, warmup + steps + 1):
         loss_d, loss_g = one_step(step)
-        if step % log_every == 0 or step == warmup + steps:
+        if step % log_every == 0 or step in (warmup, warmup + steps):  # the window's ends are synced too
             _ = (loss_d.item(), loss_g.item())  # a host sync, like printing the losses
             _sync(device)
             if step == warmup:
