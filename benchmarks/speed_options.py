@@ -4,19 +4,22 @@
 
 Options: TF32, cuDNN autotuning, channels_last, bf16 autocast (CUDA only: on a CPU they are no-ops and are
 reported as such) and torch.compile (any device; the first steps, which compile, are outside the timed window).
-Each row is the best of ``--repeats`` runs of gantune's loop with evaluation off.
+Each row is the best of ``--repeats`` runs of gantune's loop with evaluation off, timed over ``--steps`` steps
+after 10 warm-up steps (a multiple of 10: the loop syncs with the device every 10 steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import torch
-from loop_overhead import PRESETS, gantune_loop
+from loop_overhead import PRESETS, check_window, gantune_loop
 
 from gantune import env
 from gantune.config import config_from_dict
+from gantune.errors import GantuneError
 from gantune.trial import resolve_device
 
 OFF = {"tf32": False, "cudnn_benchmark": False, "channels_last": False, "precision": "fp32", "compile": False}
@@ -39,6 +42,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    try:
+        check_window(10, args.steps, 10)  # gantune_loop's warm-up and host-sync cadence
+    except GantuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     env.configure()
     device = resolve_device(args.device)
     preset = PRESETS[args.preset]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from gantune import env
 from gantune.config import TrialConfig, config_from_dict
 
 env.configure()  # what cli.main does: tests call run_search and train directly too
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# GANTUNE_TEST_THREADS=1 runs the suite single-threaded (another machine's thread count changes trajectories)
+torch.set_num_threads(int(os.environ.get("GANTUNE_TEST_THREADS") or min(2, torch.get_num_threads())))
 
 
 def tiny(overrides: dict[str, Any] | None = None, **sections: dict[str, Any]) -> TrialConfig:
