@@ -139,6 +139,49 @@ def test_prdc_on_identical_and_disjoint() -> None:
     assert far["precision"] == 0 and far["recall"] == 0 and far["coverage"] == 0
 
 
+def _prdc_brute_force(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """Naeem et al. 2020 as the ``prdc`` package defines them, one pair of points at a time in float64."""
+    def dist(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sqrt(((a - b) ** 2).sum()))
+
+    def radii(x: np.ndarray) -> list[float]:  # distance to the k-th nearest other point
+        return [sorted(dist(p, q) for j, q in enumerate(x) if j != i)[k - 1] for i, p in enumerate(x)]
+
+    r_real, r_fake = radii(real), radii(fake)
+    d = [[dist(p, q) for q in fake] for p in real]
+    n, m = len(real), len(fake)
+    return {
+        "precision": sum(any(d[i][j] < r_real[i] for i in range(n)) for j in range(m)) / m,
+        "recall": sum(any(d[i][j] < r_fake[j] for j in range(m)) for i in range(n)) / n,
+        "density": sum(d[i][j] < r_real[i] for i in range(n) for j in range(m)) / (k * m),
+        "coverage": sum(min(d[i]) < r_real[i] for i in range(n)) / n,
+    }
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1.5, 3.0])
+def test_prdc_matches_a_brute_force_computation(shift: float) -> None:
+    from gantune.metrics.diversity import K
+
+    real, fake = _features(60, 3, 0), _features(50, 3, 1, shift=shift)
+    ours = FAMILIES.get("prdc")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    expected = _prdc_brute_force(real.double().numpy(), fake.double().numpy(), K)
+    assert ours == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected["precision"] < 1  # measured: 0.96, 0.94, 0.62, 0.26
+
+
+def test_prdc_density_counts_every_real_ball_a_fake_is_in() -> None:
+    """Reals at 0, 1, ..., 9 on a line: their 5th-nearest-neighbour radii are 5 4 3 3 3 3 3 3 4 5. A fake at 4.5
+    is inside all 10 balls; one at 3 inside 6 (those of 0-5: it is exactly on the ball of 6, and a ball is open,
+    as in the prdc package); those at 100 in none. Density counts them all, (3 x 10 + 6) / (5 x 6 fakes) = 1.2,
+    where precision is the 4 of 6 fakes inside any ball."""
+    real = torch.arange(10.0)[:, None]
+    fake = torch.tensor([4.5, 4.5, 4.5, 3.0, 100.0, 100.0])[:, None]
+    out = FAMILIES.get("prdc")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    assert out["density"] == pytest.approx(36 / 30)
+    assert out["precision"] == pytest.approx(4 / 6)
+    assert out["coverage"] == 1.0  # every real's nearest fake (3 or 4.5) is inside its ball
+
+
 def test_data_config_unused_warning_free() -> None:
     assert DataConfig().is_points
 
