@@ -1,4 +1,5 @@
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -68,9 +69,118 @@ def test_options_train(extra: dict, images: bool) -> None:
 
 
 def test_grad_clip_bounds_norm() -> None:
-    cfg = tiny({"optim": {"grad_clip": 1e-3, "lr_g": 1.0, "lr_d": 1.0}})
-    stats = _train_steps(cfg)
-    assert stats["grad_norm_d"] > 1e-3  # the reported norm is the one before clipping
+    """The gradients each optimiser steps on have norm ``grad_clip``; the norm reported is the one before."""
+    clip = 1e-3
+    cfg = tiny({"optim": {"grad_clip": clip, "n_critic": 2}})
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
+    trainer.step(measure=True)  # the gradients stay in .grad until the next step's zero_grad
+    stats = trainer.read_stats()
+    for net, key in ((trainer.D, "grad_norm_d"), (trainer.G, "grad_norm_g")):
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        stepped = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        assert stepped == pytest.approx(clip, rel=1e-3)
+        assert stats[key] > 10 * clip
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+#: each built-in loss written out by hand: D's loss on (real, fake) logits, G's on fake logits, its regulariser
+ClosedForm = tuple[Callable[[list[float], list[float]], float], Callable[[list[float]], float], str | None]
+CLOSED_FORMS: dict[str, ClosedForm] = {
+    "nonsaturating": (lambda r, f: _mean([-math.log(_sigmoid(x)) for x in r]) + _mean([-math.log(1 - _sigmoid(x))
+                                                                                     for x in f]),
+                      lambda f: _mean([-math.log(_sigmoid(x)) for x in f]), None),
+    "minimax": (lambda r, f: _mean([-math.log(_sigmoid(x)) for x in r]) + _mean([-math.log(1 - _sigmoid(x))
+                                                                               for x in f]),
+                lambda f: _mean([math.log(1 - _sigmoid(x)) for x in f]), None),
+    "hinge": (lambda r, f: _mean([max(0.0, 1 - x) for x in r]) + _mean([max(0.0, 1 + x) for x in f]),
+              lambda f: -_mean(f), None),
+    "wgan": (lambda r, f: _mean(f) - _mean(r), lambda f: -_mean(f), "weight_clipping"),
+    "wgan-gp": (lambda r, f: _mean(f) - _mean(r), lambda f: -_mean(f), "gradient_penalty"),
+    "lsgan": (lambda r, f: 0.5 * _mean([(x - 1) ** 2 for x in r]) + 0.5 * _mean([x**2 for x in f]),
+              lambda f: 0.5 * _mean([(x - 1) ** 2 for x in f]), None),
+}
+
+
+def test_every_registered_loss_has_a_closed_form_check() -> None:
+    assert set(LOSSES.names()) == set(CLOSED_FORMS)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORMS))
+def test_losses_match_their_closed_forms(name: str) -> None:
+    d, g, regulariser = CLOSED_FORMS[name]
+    loss = LOSSES.get(name)
+    real, fake = [2.0, -0.5, 0.3, 1.5], [-1.2, 0.7, -3.0, 0.1]
+    got_d = float(loss.d(torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64)))
+    assert got_d == pytest.approx(d(real, fake), rel=1e-12)
+    assert float(loss.g(torch.tensor(fake, dtype=torch.float64))) == pytest.approx(g(fake), rel=1e-12)
+    assert loss.gradient_penalty == (regulariser == "gradient_penalty")
+    assert loss.weight_clipping == (regulariser == "weight_clipping")
+
+
+class _LinearD(torch.nn.Module):
+    """D(x) = w . x: its gradient is w at every input, so GP = (||w|| - 1)^2 and R1's E||grad||^2 = ||w||^2."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(w.clone())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        return flat @ self.w, flat
+
+
+class _HalfSquareD(torch.nn.Module):
+    """D(x) = ||x||^2 / 2: its gradient is x itself, a different norm for every sample."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        return 0.5 * flat.pow(2).sum(1), flat
+
+
+def test_gradient_penalty_and_r1_by_hand() -> None:
+    from gantune.gan.losses import gradient_penalty, r1_penalty
+
+    w = torch.tensor([1.2, -1.6, 0.0, 2.4], dtype=torch.float64)  # ||w|| = sqrt(1.44 + 2.56 + 5.76) = 3.124
+    norm = math.sqrt(1.44 + 2.56 + 5.76)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(5, 1, 2, 2, generator=gen, dtype=torch.float64)  # images: the norm is per sample
+    fake = torch.randn(5, 1, 2, 2, generator=gen, dtype=torch.float64)
+    assert float(gradient_penalty(_LinearD(w), real, fake).detach()) == pytest.approx((norm - 1) ** 2, rel=1e-12)
+    x = real.clone().requires_grad_(True)
+    assert float(r1_penalty(_LinearD(w)(x)[0], x).detach()) == pytest.approx(norm**2, rel=1e-12)
+
+    # a gradient that depends on x: real == fake puts every interpolate at the real sample, whatever alpha
+    norms = [math.sqrt(sum(v * v for v in sample.flatten().tolist())) for sample in real]
+    expected_gp = _mean([(n - 1) ** 2 for n in norms])
+    assert float(gradient_penalty(_HalfSquareD(), real, real.clone()).detach()) == pytest.approx(expected_gp, rel=1e-12)
+    x = real.clone().requires_grad_(True)
+    expected_r1 = _mean([n * n for n in norms])
+    assert float(r1_penalty(_HalfSquareD()(x)[0], x).detach()) == pytest.approx(expected_r1, rel=1e-12)
+
+
+@pytest.mark.parametrize(("loss", "expected"), [
+    ({"name": "wgan-gp", "gp_weight": 10.0}, 10.0 * (5.0 - 1) ** 2),  # gp_weight * GP
+    ({"name": "wgan", "r1_weight": 4.0}, 0.5 * 4.0 * 5.0**2),  # gamma / 2 * E||grad||^2 (Mescheder et al.)
+    ({"name": "wgan-gp", "gp_weight": 2.0, "r1_weight": 1.0}, 2.0 * 4**2 + 0.5 * 25),
+])
+def test_the_step_adds_the_penalties_with_their_weights(loss: dict[str, float | str], expected: float) -> None:
+    """With a fixed linear D (||w|| = 5) the WGAN loss is d_fake - d_real, so loss_d minus that is the penalty."""
+    cfg = tiny(loss=loss)
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
+    trainer.D = _LinearD(torch.tensor([3.0, 4.0]))  # opt_d still holds the MLP's parameters: w stays put
+    trainer._d_params = list(trainer.D.parameters())
+    trainer.step()
+    stats = trainer.read_stats()
+    assert stats["loss_d"] - (stats["d_fake"] - stats["d_real"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_wgan_weight_clipping() -> None:
