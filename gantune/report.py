@@ -22,7 +22,7 @@ from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.rundir import atomic_write
-from gantune.study import load_search, ranked, search_settings, top_trials
+from gantune.study import load_search, ranked, search_settings, top_trials, trial_value
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
@@ -124,6 +124,14 @@ def _grids(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     return out
 
 
+def _value(study: optuna.Study, t: FrozenTrial) -> str:
+    """A completed trial's values; another's best evaluation (Optuna keeps a pruned trial's last one)."""
+    if t.state == TrialState.COMPLETE:
+        return ", ".join(f"{v:.4g}" for v in t.values)
+    best = trial_value(study, t)
+    return "" if best is None else f"{best:.4g} (best evaluation)"
+
+
 def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, Any]:
     import jinja2
     import plotly.offline
@@ -145,7 +153,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
                 "measured": provenance.describe(p) if p else ""}
     rows = [{"number": t.number, "status": _status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get("gantune_reason", ""),
-             "value": ", ".join(f"{v:.4g}" for v in t.values) if t.values else "",
+             "value": _value(study, t),
              "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
             for t in trials]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)

@@ -180,13 +180,18 @@ def one_trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 
 def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
-    """The trial's first-objective value: its final one, else (pruned) the best it reported at an evaluation."""
-    if t.values:
+    """The trial's first-objective value: a COMPLETE trial's final value, any other's best evaluation.
+
+    Optuna stores a PRUNED trial's *last* reported value as its value: for a trial stopped for diverging after a
+    good stretch that is the bad end, while its ``generator_best.pt`` holds the stretch. The reported
+    (intermediate) values are the evaluations of the first objective (single-objective searches only).
+    """
+    if t.state == TrialState.COMPLETE and t.values:
         return float(t.values[0])
-    reported = list(t.intermediate_values.values())
+    reported = [v for v in t.intermediate_values.values() if math.isfinite(v)]
     if not reported:
         return None
-    return min(reported, key=lambda v: sign(study) * v)
+    return float(min(reported, key=lambda v: sign(study) * v))
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:

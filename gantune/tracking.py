@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -353,15 +354,31 @@ class TrainRun:
 
 
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:
-    """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest``."""
+    """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest`` itself (as a copy from
+    the run directory lays them out; MLflow alone would put them in ``dest/weights/``).
+
+    The child is looked up under the search's own parent run: an export's seed re-runs log children with the
+    same trial numbers into the same experiment (under a parent of their own), so the trial tag alone can name
+    a re-run's generator. ``[]`` when there is no such run or it logged no weights.
+    """
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(search)
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`gantune.trial` = '{number}'",
-                              max_results=1)
+    newest = ["attributes.start_time DESC"]
+    parents = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=(
+        f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{search}'"))
+    if not parents:
+        return []
+    runs = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and tags.`gantune.trial` = '{number}'"))
     if not runs:
         return []
-    local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="weights",
-                                                tracking_uri=tracking_uri, dst_path=str(dest))
-    return [str(p) for p in sorted(Path(local).iterdir())]
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="weights",
+                                                        tracking_uri=tracking_uri, dst_path=tmp)
+        except MlflowException:  # e.g. a child that logged no weights
+            return []
+        got = [p.replace(dest / p.name) for p in sorted(Path(local).iterdir())]
+    return [str(p) for p in got]

@@ -111,13 +111,14 @@ def test_export_a_chosen_trial_pruned_ones_too(searched: Path, capsys: pytest.Ca
 
 
 def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
-    """A trial stopped for diverging after a good stretch (FID 6.5, then 59) is exported with that 6.5."""
+    """A trial stopped for diverging after a good stretch (FID 6.5, then 59) is exported with that 6.5, not the
+    last value Optuna's tell stores as a pruned trial's value (test_export_values.py: the same from a search)."""
     study = optuna.create_study(direction="minimize")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=9.0,
                                               user_attrs={"config": {}}))
     study.add_trial(optuna.trial.create_trial(
-        params={"x": 0.2}, distributions=dist, state=optuna.trial.TrialState.PRUNED,
+        params={"x": 0.2}, distributions=dist, state=optuna.trial.TrialState.PRUNED, value=59.0,
         intermediate_values={200: 30.0, 400: 6.5, 600: 59.0}, user_attrs={"config": {}}))
     study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist,
                                               state=optuna.trial.TrialState.FAIL))

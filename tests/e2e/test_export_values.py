@@ -1,0 +1,111 @@
+"""What export reports and copies is the chosen trial's own, after one small real search (local Ray, sqlite
+Optuna and MLflow): a pruned trial's best evaluation (not the bad last value Optuna stores for it) and, from
+MLflow, the search's own generator (not a seed re-run's with the same trial number)."""
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.cli import main
+from tests.conftest import enqueue_lrs
+
+HEALTHY, UNSTABLE = 0.0002, 0.02
+#: Trial 0 (lr 2e-4) trains quietly; trial 1's generator lr (100x) starts near the healthy FID, then its samples
+#: drift away evaluation after evaluation until the rise check stops it. Only FID is measured, so no collapse
+#: rule can stop it first; its losses stay finite and far below the explosion thresholds.
+SPACE = f"""
+name: vals
+search:
+  trials: 2
+  max_steps: 100
+  eval_every: 10
+  sampler: random
+  concurrency: 2
+  pruning: {{asha: false, health: true}}
+data: {{name: grid25}}
+model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
+optim:
+  lr_g: {{categorical: [{HEALTHY}, {UNSTABLE}]}}
+train: {{batch_size: 32, log_every: 10}}
+eval: {{n_samples: 300, metrics: [fid]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("values")
+    old = Path.cwd()
+    os.chdir(root)
+    os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
+    try:
+        (root / "space.yaml").write_text(SPACE)
+        enqueue_lrs(f"sqlite:///{root / 'optuna.db'}", "vals", [HEALTHY, UNSTABLE])
+        assert main(["search", "space.yaml", "--quiet"]) == 0
+        yield root
+    finally:
+        os.chdir(old)
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _trial(lr: float) -> optuna.trial.FrozenTrial:
+    study = optuna.load_study(study_name="vals", storage="sqlite:///optuna.db")
+    return next(t for t in study.trials if t.params["optim.lr_g"] == lr)
+
+
+def test_a_trial_pruned_after_a_good_stretch_reports_its_best_evaluation(
+        searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = _trial(UNSTABLE)
+    # the state at stake: stopped by the rise check, i.e. its last FID is over 3x its best; Optuna keeps that last
+    assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["gantune_rule"] == "objective_rise", (
+        t.user_attrs.get("gantune_status"), t.user_attrs.get("gantune_reason"), t.intermediate_values)
+    reported = t.intermediate_values
+    best, last = min(reported.values()), reported[max(reported)]
+    assert len(reported) >= 3 and t.values == [last] and last > 3 * best
+    assert main(["export", "vals", "--trial", str(t.number), "--out", "pruned.yaml", "--weights", "pruned-w",
+                 "--json"]) == 0
+    result = _last_json(capsys)
+    assert result["status"] == "pruned:diverged" and result["search_value"] == best
+    assert result["chosen"].endswith(f"best evaluation fid {best:.4g}")
+    assert (searched / "pruned.yaml").read_text().splitlines()[1].endswith(f"best evaluation fid {best:.6g}")
+    assert sorted(p.name for p in (searched / "pruned-w").iterdir()) == ["generator.pt", "generator_best.pt"]
+    # the report's trial table says the same
+    assert main(["report", "vals", "--out", "report.html"]) == 0
+    row = re.search(rf'<tr class="trial-row"><td>{t.number}</td>.*?</tr>', (searched / "report.html").read_text(),
+                    re.S)
+    assert row is not None and f"<td>{best:.4g} (best evaluation)</td>" in row.group(0)
+
+
+def test_mlflow_weights_are_the_searchs_not_a_seed_reruns(searched: Path, capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    t = _trial(HEALTHY)
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.number == 0
+    run_dir = Path(t.user_attrs["run_dir"])
+    own = (run_dir / "generator.pt").read_bytes()
+    # seed re-runs of trial 0 log into the same experiment; the re-run search numbers its first trial 0 too
+    assert main(["export", "vals", "--seeds", "1", "--steps", "30", "--out", "rerun.yaml", "--json"]) == 0
+    capsys.readouterr()
+    client = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vals").experiment_id])
+    rerun_parent = next(r for r in runs if r.data.tags.get("gantune.study") == "vals-reruns")
+    rerun = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id)
+    assert rerun.data.tags["gantune.trial"] == "0"
+    other = Path(client.download_artifacts(rerun.info.run_id, "weights/generator.pt", str(searched)))
+    assert other.read_bytes() != own
+    moved = run_dir.with_name(run_dir.name + "-moved")
+    run_dir.rename(moved)  # no local run directory: export fetches the weights from MLflow
+    try:
+        assert main(["export", "vals", "--trial", "0", "--out", "t0.yaml", "--weights", "t0-w", "--json"]) == 0
+    finally:
+        moved.rename(run_dir)
+    copied = _last_json(capsys)["weights"]
+    assert Path(copied[0]).name == "generator.pt" and Path(copied[0]).read_bytes() == own
+    assert copied == ["t0-w/generator.pt", "t0-w/generator_best.pt"]  # laid out as a copy from the run directory
