@@ -7,6 +7,7 @@ optuna-dashboard can open it and an interrupted search can resume from it. Only 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,12 @@ def restart_trial(trial: optuna.Trial) -> optuna.Trial:
 
 
 def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
-    """Record the objective at ``step`` (single-objective studies; Optuna keeps the first value per step)."""
+    """Record the objective at ``step`` (single-objective studies; Optuna keeps the first value per step, and a
+    health verdict at an evaluation reports that step again: its warning about it is noise)."""
     if len(trial.study.directions) == 1 and math.isfinite(value):
-        trial.report(value, step)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+            trial.report(value, step)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[float] | None,
