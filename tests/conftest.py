@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +47,7 @@ def tiny_cfg() -> TrialConfig:
 
 
 def tiny_space(name: str, trials: int, max_steps: int, eval_every: int, lrs: list[float], *, log_every: int,
-               n_samples: int, beta1: bool = False) -> str:
+               n_samples: int, beta1: bool = False, metrics: list[str] | None = None) -> str:
     """A grid25 search space of tiny MLPs whose lr_g choices decide each trial's fate (1e6 goes NaN)."""
     optim = f"  lr_g: {{categorical: {lrs}}}\n" + ("  beta1: {float: [0.0, 0.9]}\n" if beta1 else "")
     return f"""
@@ -59,7 +63,7 @@ data: {{name: grid25}}
 model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
 optim:
 {optim}train: {{batch_size: 32, log_every: {log_every}}}
-eval: {{n_samples: {n_samples}}}
+eval: {{n_samples: {n_samples}{f", metrics: {metrics}" if metrics else ""}}}
 """
 
 
@@ -70,6 +74,29 @@ def enqueue_lrs(storage: str, name: str, lrs: list[float]) -> None:
     study = optuna.create_study(study_name=name, storage=storage)
     for lr in lrs:
         study.enqueue_trial({"optim.lr_g": lr})
+
+
+@contextlib.contextmanager
+def searched_in(root: Path, name: str, space: str, lrs: list[float]) -> Iterator[Path]:
+    """A finished search ``name`` of ``space`` in ``root`` (the working directory while in use), its first trials'
+    lr_g fixed to ``lrs``; the Ray session must be up."""
+    from gantune.cli import main
+
+    old = Path.cwd()
+    os.chdir(root)
+    os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
+    try:
+        (root / "space.yaml").write_text(space)
+        enqueue_lrs(f"sqlite:///{root / 'optuna.db'}", name, lrs)
+        assert main(["search", "space.yaml", "--quiet"]) == 0
+        yield root
+    finally:
+        os.chdir(old)
+
+
+def last_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    """The JSON object a ``--json`` command printed last."""
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def free_port() -> int:

@@ -20,33 +20,20 @@ from gantune.cli import main
 from gantune.config import load_config
 from gantune.errors import GantuneError
 from gantune.study import one_trial, trial_value
-from tests.conftest import enqueue_lrs, tiny_space
+from tests.conftest import last_json, searched_in, tiny_space
 
 SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, n_samples=300, beta1=True)
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("export")
-    old = Path.cwd()
-    os.chdir(root)
-    os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
-    try:
-        (root / "space.yaml").write_text(SPACE)
-        enqueue_lrs(f"sqlite:///{root / 'optuna.db'}", "exp", [0.001, 0.003, 1000000.0])
-        assert main(["search", "space.yaml", "--quiet"]) == 0
+    with searched_in(tmp_path_factory.mktemp("export"), "exp", SPACE, [0.001, 0.003, 1000000.0]) as root:
         yield root
-    finally:
-        os.chdir(old)
-
-
-def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "exp", "--out", "best.yaml", "--weights", "w", "--json"]) == 0
-    result = _last_json(capsys)
+    result = last_json(capsys)
     study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
     best = study.best_trial
     assert result["trial"] == best.number
@@ -65,7 +52,7 @@ def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys
     assert (searched / "best.yaml").read_text() == text
     # the production run: the exported file as it is, logged to MLflow tagged with its search
     assert main(["train", "best.yaml", "--steps", "60", "--out", "prod", "--json"]) == 0
-    summary = _last_json(capsys)
+    summary = last_json(capsys)
     run = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
     assert run.data.tags["gantune.search"] == "exp" and run.data.tags["gantune.role"] == "train"
     assert run.data.params["optim.lr_g"] == str(best.params["optim.lr_g"])
@@ -74,7 +61,7 @@ def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys
 def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "exp", "--top-k", "2", "--seeds", "2", "--steps", "100", "--out", "robust.yaml",
                  "--json"]) == 0
-    result = _last_json(capsys)
+    result = last_json(capsys)
     assert len(result["candidates"]) == 2
     assert all(len(c["values"]) == 2 for c in result["candidates"].values())
     assert result["spread"] is not None and "+-" in (searched / "robust.yaml").read_text()
@@ -94,14 +81,14 @@ def test_export_a_chosen_trial_pruned_ones_too(searched: Path, capsys: pytest.Ca
     other = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
                  and t.number != study.best_trial.number)
     assert main(["export", "exp", "--trial", str(other.number), "--out", "other.yaml", "--json"]) == 0
-    result = _last_json(capsys)
+    result = last_json(capsys)
     assert result["trial"] == other.number and result["status"] == "completed"
     assert load_config(searched / "other.yaml").optim.lr_g == other.params["optim.lr_g"]
     # the NaN trial (lr 1e6) was pruned before its first evaluation: exported, saying so
     nan = next(t for t in study.trials if t.params["optim.lr_g"] == 1000000.0)
     assert main(["export", "exp", "--trial", str(nan.number), "--out", "nan.yaml", "--weights", "nan-w",
                  "--json"]) == 0
-    result = _last_json(capsys)
+    result = last_json(capsys)
     assert result["status"] == "pruned:diverged" and result["search_value"] is None
     assert "pruned:diverged at step" in (searched / "nan.yaml").read_text().splitlines()[1]
     assert (searched / "nan-w" / "generator.pt").is_file()
@@ -143,7 +130,7 @@ def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixtur
     assert main(["train", str(cfg), "--out", str(tmp_path / "d"), "--no-tracking"]) == 0
     assert main(["generate", str(tmp_path / "d" / "generator.pt"), "--n", "5", "--out", str(tmp_path / "imgs"),
                  "--json"]) == 0
-    assert _last_json(capsys)["shape"] == [5, 1, 8, 8]
+    assert last_json(capsys)["shape"] == [5, 1, 8, 8]
     assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [f"{i:06d}.png" for i in range(5)]
 
 

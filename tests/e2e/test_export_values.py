@@ -2,8 +2,6 @@
 Optuna and MLflow): a pruned trial's best evaluation (not the bad last value Optuna stores for it) and, from
 MLflow, the search's own generator (not a seed re-run's with the same trial number)."""
 
-import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,47 +11,19 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
-from tests.conftest import enqueue_lrs
+from tests.conftest import last_json, searched_in, tiny_space
 
 HEALTHY, UNSTABLE = 0.0002, 0.02
 #: Trial 0 (lr 2e-4) trains quietly; trial 1's generator lr (100x) starts near the healthy FID, then its samples
 #: drift away evaluation after evaluation until the rise check stops it. Only FID is measured, so no collapse
 #: rule can stop it first; its losses stay finite and far below the explosion thresholds.
-SPACE = f"""
-name: vals
-search:
-  trials: 2
-  max_steps: 100
-  eval_every: 10
-  sampler: random
-  concurrency: 2
-  pruning: {{asha: false, health: true}}
-data: {{name: grid25}}
-model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
-optim:
-  lr_g: {{categorical: [{HEALTHY}, {UNSTABLE}]}}
-train: {{batch_size: 32, log_every: 10}}
-eval: {{n_samples: 300, metrics: [fid]}}
-"""
+SPACE = tiny_space("vals", 2, 100, 10, [HEALTHY, UNSTABLE], log_every=10, n_samples=300, metrics=["fid"])
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("values")
-    old = Path.cwd()
-    os.chdir(root)
-    os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
-    try:
-        (root / "space.yaml").write_text(SPACE)
-        enqueue_lrs(f"sqlite:///{root / 'optuna.db'}", "vals", [HEALTHY, UNSTABLE])
-        assert main(["search", "space.yaml", "--quiet"]) == 0
+    with searched_in(tmp_path_factory.mktemp("values"), "vals", SPACE, [HEALTHY, UNSTABLE]) as root:
         yield root
-    finally:
-        os.chdir(old)
-
-
-def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _trial(lr: float) -> optuna.trial.FrozenTrial:
@@ -72,7 +42,7 @@ def test_a_trial_pruned_after_a_good_stretch_reports_its_best_evaluation(
     assert len(reported) >= 3 and t.values == [last] and last > 3 * best
     assert main(["export", "vals", "--trial", str(t.number), "--out", "pruned.yaml", "--weights", "pruned-w",
                  "--json"]) == 0
-    result = _last_json(capsys)
+    result = last_json(capsys)
     assert result["status"] == "pruned:diverged" and result["search_value"] == best
     assert result["chosen"].endswith(f"best evaluation fid {best:.4g}")
     assert (searched / "pruned.yaml").read_text().splitlines()[1].endswith(f"best evaluation fid {best:.6g}")
@@ -106,6 +76,6 @@ def test_mlflow_weights_are_the_searchs_not_a_seed_reruns(searched: Path, capsys
         assert main(["export", "vals", "--trial", "0", "--out", "t0.yaml", "--weights", "t0-w", "--json"]) == 0
     finally:
         moved.rename(run_dir)
-    copied = _last_json(capsys)["weights"]
+    copied = last_json(capsys)["weights"]
     assert Path(copied[0]).name == "generator.pt" and Path(copied[0]).read_bytes() == own
     assert copied == ["t0-w/generator.pt", "t0-w/generator_best.pt"]  # laid out as a copy from the run directory
