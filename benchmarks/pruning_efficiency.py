@@ -45,7 +45,7 @@ def bad_trials(study, runs_dir: Path) -> dict[int, str]:
             bad[t.number] = "diverged"
             continue
         cfg = config_from_dict(t.user_attrs["config"])
-        monitor = HealthMonitor(cfg.health)
+        monitor = HealthMonitor.for_trial(cfg)
         path = Path(t.user_attrs["run_dir"]) / "metrics.jsonl"
         for line in path.read_text().splitlines() if path.exists() else []:
             if monitor(json.loads(line)) is not None:

@@ -223,8 +223,10 @@ class HealthConfig:
     patience: int = Field(default=2, ge=1, description="consecutive bad evaluations before a verdict")
     max_grad_norm: float = Field(default=1e4, gt=0, description="grad norm of G or D above this: diverged")
     max_abs_loss: float = Field(default=1e4, gt=0, description="|loss| above this: diverged")
-    rise_factor: float = Field(default=3.0, gt=1, description="objective above best*rise_factor+rise_margin: diverged")
-    rise_margin: float = Field(default=1.0, ge=0, description="absolute slack of the rise check (objective units)")
+    rise_factor: float = Field(default=3.0, gt=1, description="objective worse than its best by this factor in "
+                               "magnitude (FID 10 -> 30, coverage 0.6 -> 0.2) and by rise_margin: diverged")
+    rise_margin: float = Field(default=0.5, ge=0, lt=1, description="fraction of the range the objective has "
+                               "covered so far that it must also be worse than its best by (noise near zero)")
     min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
     min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
     min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
@@ -233,7 +235,8 @@ class HealthConfig:
                                 "fraction above its best earlier value is improving: low signals do not count")
     stall_logs: int = Field(default=20, ge=2, description="logs with frozen losses and no better objective: stalled")
     stall_tol: float = Field(default=1e-5, ge=0, description="loss change counted as frozen")
-    d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled (0 = off)")
+    d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled, with a "
+                            "loss whose G gradient then vanishes (minimax; 0 = off)")
 
 
 @dataclass(config=_STRICT)

@@ -5,7 +5,8 @@ The monitor is the trial's ``should_stop``: it sees every record the loop report
 Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule is listed in ``RULES``.
 
 - diverged: a non-finite value; a G or D gradient norm above ``max_grad_norm``; a loss above
-  ``max_abs_loss``; the objective worse than ``best * rise_factor + rise_margin`` for ``patience`` evaluations.
+  ``max_abs_loss``; the objective far from its best for ``patience`` evaluations (``_objective_rise``: worse by
+  the factor ``rise_factor`` in magnitude and by the fraction ``rise_margin`` of the range it has covered).
 - collapsed (after ``warmup_evals`` checks, full or quick, and ``warmup_steps``): a collapse signal low *and
   not improving* for ``patience`` checks in a row. Low: mode/class coverage below ``min_coverage`` (mode
   coverage only once at least ``min_hq`` of the samples are high quality), diversity ratio below
@@ -14,7 +15,8 @@ Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule
   classes, diversity 0.10 and recall 0 at step 250, recall still 0.006 at step 1,000) but climbs; a collapsed
   one stays down.
 - stalled: losses frozen (changing less than ``stall_tol``) for ``stall_logs`` logs while the objective did
-  not improve; or D separating every real from every fake sample for ``d_win_logs`` logs in a row.
+  not improve; or, with a loss whose G gradient vanishes once D separates the samples (``GANLoss.separation_stalls``:
+  minimax), D separating every real from every fake sample for ``d_win_logs`` logs in a row.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gantune.config import HealthConfig
+from gantune.config import HealthConfig, TrialConfig
 from gantune.events import Status
 from gantune.metrics import CollapseSignal, collapse_signals  # the package: the built-in families are registered
 
@@ -48,6 +50,8 @@ class Verdict:
 class _State:
     evals: int = 0
     best: float | None = None
+    low: float = math.inf  # the range the objective has covered so far
+    high: float = -math.inf
     bad_rise: int = 0
     bad_collapse: dict[str, int] = field(default_factory=dict)
     losses: deque[tuple[float, float]] = field(default_factory=deque)
@@ -56,6 +60,7 @@ class _State:
     d_wins: int = 0
     checks: int = 0  # records carrying collapse signals (full or quick evaluations)
     signal_best: dict[str, float] = field(default_factory=dict)  # best value of each collapse signal so far
+    separation_stalls: bool = False  # the trial's loss: D separating every sample leaves G no gradient
 
 
 Rule = Callable[[HealthConfig, _State, dict[str, float]], "Verdict | None"]
@@ -93,19 +98,37 @@ def _better(h: HealthConfig, v: float, best: float | None) -> bool:
     return best is None or (v < best if h.mode == "min" else v > best)
 
 
+def rise_threshold(h: HealthConfig, best: float) -> float:
+    """The value worse than ``best`` by the factor ``rise_factor`` in magnitude: ``best * rise_factor`` or
+    ``best / rise_factor``, whichever lies on the worse side (FID 10 -> 30 in min mode; coverage 0.6 -> 0.2 in max
+    mode; -6 -> -2 in min mode, -2 -> -6 in max mode; 0 -> 0)."""
+    up, down = best * h.rise_factor, best / h.rise_factor
+    return max(up, down) if h.mode == "min" else min(up, down)
+
+
 @rule
 def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    """The objective far from its best for ``patience`` evaluations in a row (after the warm-up). Far means both:
+
+    - past ``rise_threshold``: worse than the best by the factor ``rise_factor`` in magnitude, in the direction of
+      ``mode`` and on either side of zero; a ratio, so it reads FID (tens to hundreds), coverage or HQ in [0, 1]
+      and negative objectives alike;
+    - worse than the best by more than the fraction ``rise_margin`` of the range the objective has covered so far
+      (its highest minus its lowest value, this one included): near zero a ratio is noise (FID 0.05 -> 0.3 on
+      2-D points after 10 -> 0.05), and the range is the objective's own scale of change.
+
+    Both are ratios of the reported stream, so scaling the objective changes no verdict.
+    """
     v = r.get(h.objective)
     if v is None:
         return None
     s.evals += 1
+    s.low, s.high = min(s.low, v), max(s.high, v)
     if _better(h, v, s.best):
         s.best, s.improved_at = v, s.logs
     assert s.best is not None
-    if h.mode == "min":
-        worse = v > s.best * h.rise_factor + h.rise_margin
-    else:
-        worse = v < (s.best - h.rise_margin) / h.rise_factor
+    threshold = rise_threshold(h, s.best)
+    worse = (v > threshold if h.mode == "min" else v < threshold) and abs(v - s.best) > h.rise_margin * (s.high - s.low)
     s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals and r["step"] >= h.warmup_steps else 0
     if s.bad_rise >= h.patience:
         return Verdict("diverged", f"{h.objective} {v:.4g} far from its best {s.best:.4g} for "
@@ -150,6 +173,14 @@ def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None
 
 @rule
 def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+    """Frozen losses with no better objective; or D separating every real from every fake sample, which stalls
+    G only under a loss that declares so (``GANLoss.separation_stalls``). Under the minimax loss G's gradient is
+    D's sigmoid on the fakes, which vanishes as D rejects them (Goodfellow et al. 2014). The non-saturating,
+    hinge, least-squares and Wasserstein G losses keep their gradient on a separating D (that is what they were
+    made for), so there D winning every sample is normal: a WGAN critic ranks reals above fakes by design, and an
+    R1-regularised non-saturating D separates all samples early on while its smooth slope guides G (Mescheder et
+    al. 2018). R1 or a gradient penalty does not switch the rule off for minimax: they bound D's slope at reals or
+    interpolates, not its confidence on the fakes, so the saturating G gradient still vanishes."""
     if "loss_d" not in r:
         return None
     s.logs += 1
@@ -161,7 +192,7 @@ def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
         if spread < h.stall_tol:
             return Verdict("stalled", f"losses frozen (spread {spread:.2g}) for {h.stall_logs} logs with no better "
                            f"{h.objective} (step {int(r['step'])})", "frozen_losses")
-    if h.d_win_logs and "d_win" in r:
+    if h.d_win_logs and s.separation_stalls and "d_win" in r:
         s.d_wins = s.d_wins + 1 if r["d_win"] >= 0.99 else 0
         if s.d_wins >= h.d_win_logs:
             return Verdict("stalled", f"D separated every real from every fake sample for {s.d_wins} logs "
@@ -170,12 +201,21 @@ def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
 
 
 class HealthMonitor:
-    """``should_stop`` for the trial loop: feed it each record; it returns a ``Verdict`` when a rule fires."""
+    """``should_stop`` for the trial loop: feed it each record; it returns a ``Verdict`` when a rule fires.
+    ``separation_stalls``: the trial's loss loses G's gradient when D separates every sample (``for_trial`` reads
+    it from the loss registry); off, the D-separation rule never fires."""
 
-    def __init__(self, cfg: HealthConfig) -> None:
+    def __init__(self, cfg: HealthConfig, separation_stalls: bool = False) -> None:
         self.cfg = cfg
-        self.state = _State()
+        self.state = _State(separation_stalls=separation_stalls)
         self.verdict: Verdict | None = None
+
+    @classmethod
+    def for_trial(cls, cfg: TrialConfig) -> HealthMonitor:
+        """The monitor of one trial: its ``health`` thresholds and what its loss declares."""
+        from gantune.gan.losses import LOSSES
+
+        return cls(cfg.health, separation_stalls=LOSSES.get(cfg.loss.name).separation_stalls)
 
     def __call__(self, record: dict[str, float]) -> Verdict | None:
         for check in RULES:

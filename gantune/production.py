@@ -86,7 +86,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) 
         if tracker is not None:
             tracker.report(r)
 
-    monitor = HealthMonitor(cfg.health)
+    monitor = HealthMonitor.for_trial(cfg)
 
     def health(r: dict[str, float]) -> Verdict | None:
         verdict = monitor(r) if monitor.verdict is None else None

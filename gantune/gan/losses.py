@@ -24,6 +24,9 @@ class GANLoss:
     g: Callable[[Tensor], Tensor]
     gradient_penalty: bool = False  # WGAN-GP: penalise ||grad D|| != 1 on interpolates
     weight_clipping: bool = False  # WGAN: clamp D weights after each step
+    # G's gradient vanishes once D separates real from fake (a saturating G loss), so a D that wins every sample
+    # means a stall (gantune.health); the other losses keep G's gradient there and a separating D is normal
+    separation_stalls: bool = False
 
 
 LOSSES: Registry[GANLoss] = Registry("loss")
@@ -35,6 +38,7 @@ LOSSES.add("nonsaturating", GANLoss(
 LOSSES.add("minimax", GANLoss(  # G minimises log(1 - D(G(z))) = -softplus(f): saturates early, kept for study
     d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
     g=lambda f: -F.softplus(f).mean(),
+    separation_stalls=True,
 ))
 LOSSES.add("hinge", GANLoss(
     d=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),

@@ -70,10 +70,12 @@ class GANTrainer:
         self.opt_g = make_opt(self.G.parameters(), cfg.optim.lr_g, cfg.optim, cuda)
         self.opt_d = make_opt(self.D.parameters(), cfg.optim.lr_d, cfg.optim, cuda)
         self.G_ema: nn.Module | None = None
-        if cfg.optim.ema > 0:  # copied before compiling: evaluation runs it eagerly
+        if cfg.optim.ema > 0:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
-        self.speed.compiled(self.G)
-        self.speed.compiled(self.D)
+        # the training forward passes (compiled with train.compile); G and D themselves stay eager and hold the
+        # weights: evaluation and the penalties' double backward run through them
+        self._g_fast = self.speed.compiled(self.G)
+        self._d_fast = self.speed.compiled(self.D)
         self._g_params: list[Tensor] = list(self.G.parameters())
         self._d_params: list[Tensor] = list(self.D.parameters())
         self._ema_params: list[Tensor] = list(self.G_ema.parameters()) if self.G_ema is not None else []
@@ -113,10 +115,10 @@ class GANTrainer:
                 real.requires_grad_(True)
             with torch.set_grad_enabled(last):  # the last fake is reused by the generator step
                 fake = self._generate(self.z(bs))
-            d_real, real_feat = self._discriminate(real)
+            d_real, real_feat = self._discriminate(real, eager=c.loss.r1_weight > 0)  # R1: grad of d_real
             d_fake, _ = self._discriminate(fake.detach())
             loss_d = self.loss.d(d_real, d_fake)
-            if self.loss.gradient_penalty:
+            if self.loss.gradient_penalty:  # through the eager D: double backward
                 loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self.D, real.detach(), fake.detach())
             if c.loss.r1_weight > 0:
                 loss_d = loss_d + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
@@ -152,12 +154,13 @@ class GANTrainer:
 
     def _generate(self, z: Tensor) -> Tensor:
         with self.speed.autocast():
-            return self.G(z).float()
+            return self._g_fast(z).float()
 
-    def _discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """D's score and features, in float32 whatever the autocast precision (the losses need the range)."""
+    def _discriminate(self, x: Tensor, eager: bool = False) -> tuple[Tensor, Tensor]:
+        """D's score and features, in float32 whatever the autocast precision (the losses need the range);
+        ``eager``: through the uncompiled D, for a penalty that differentiates its gradient."""
         with self.speed.autocast():
-            score, feat = self.D(x)
+            score, feat = (self.D if eager else self._d_fast)(x)
         return score.float(), feat.float()
 
     def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:

@@ -45,7 +45,7 @@ def run_trial(config: dict[str, Any]) -> None:
     if (fraction := memory_fraction(share)) is not None:
         torch.cuda.set_per_process_memory_fraction(fraction)
     objectives: list[str] = config["objectives"]
-    monitor = HealthMonitor(cfg.health) if config["health"] else None
+    monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
     pending: dict[str, Any] = {}
     last_step = [0.0]
 

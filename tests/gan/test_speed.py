@@ -18,8 +18,8 @@ FAST = {"tf32": True, "cudnn_benchmark": True, "channels_last": True, "precision
 
 
 
-def _trained(train_options: dict[str, object], steps: int = 6) -> GANTrainer:
-    cfg = tiny_images(train={"steps": steps, **train_options}, optim={"ema": 0.9})
+def _trained(train_options: dict[str, object], steps: int = 6, **sections: dict[str, object]) -> GANTrainer:
+    cfg = tiny_images(train={"steps": steps, **train_options}, optim={"ema": 0.9}, **sections)
     torch.manual_seed(0)
     real = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     trainer = GANTrainer(cfg, CPU, lambda n: real[torch.randint(len(real), (n,))])
@@ -55,6 +55,18 @@ def test_compiled_nets_train_and_keep_their_weight_names() -> None:
     stats = compiled.read_stats()
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     assert stats["loss_d"] == pytest.approx(plain.read_stats()["loss_d"], rel=1e-3)
+
+
+@pytest.mark.parametrize("penalties", [{"name": "wgan-gp"}, {"name": "nonsaturating", "r1_weight": 1.0}])
+def test_compiled_nets_train_with_gradient_penalties(penalties: dict[str, object]) -> None:
+    """WGAN-GP and R1 differentiate D's input gradient (a double backward), which a compiled graph does not
+    support: the penalties run through the eager D, which shares its weights with the compiled one."""
+    plain, compiled = _trained({}, steps=3, loss=penalties), _trained({"compile": True}, steps=3, loss=penalties)
+    stats = compiled.read_stats()
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert stats["loss_d"] == pytest.approx(plain.read_stats()["loss_d"], rel=1e-3)  # the penalties are in it
+    for (k, a), b in zip(plain.D.state_dict().items(), compiled.D.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), k  # the eager D trained as the compiled one did
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
