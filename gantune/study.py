@@ -170,9 +170,9 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(url.database)
 
 
-def check_storage(storage: str) -> Path | None:
+def check_storage(storage: str, writing: bool = True) -> Path | None:
     """Fail with one line on a storage URL Optuna cannot open, opening nothing (opening a sqlite URL creates its
-    file); the sqlite file it names, if any. A sqlite file needs a writable folder that exists."""
+    file); the sqlite file it names, if any. A sqlite file to write needs a writable folder that exists."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -184,7 +184,7 @@ def check_storage(storage: str) -> Path | None:
     except ImportError as err:
         raise GantuneError(f"--storage {storage}: the driver for it is not installed ({err})") from None
     db = sqlite_file(storage)
-    if db is not None:
+    if db is not None and writing:
         if not db.parent.is_dir():
             raise GantuneError(f"--storage {storage}: folder {db.parent} does not exist")
         check_writable(db, "--storage", is_dir=False)
@@ -194,7 +194,7 @@ def check_storage(storage: str) -> Path | None:
 def load_search(name: str, storage: str) -> optuna.Study:
     """The study of the search called ``name``; a one-line error naming the searches there otherwise. Reading
     creates nothing: a sqlite file that is not there holds no search."""
-    db = check_storage(absolute_sqlite(storage))
+    db = check_storage(absolute_sqlite(storage), writing=False)
     if db is not None and not db.is_file():
         raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
     try:

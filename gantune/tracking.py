@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, check_writable
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
 from gantune.study import absolute_sqlite, sqlite_file
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -128,10 +128,8 @@ def check_uri(uri: str) -> str:
         raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
                            f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
     db = sqlite_file(uri) if scheme == "sqlite" else None
-    if db is not None:  # MLflow would create the missing folders (as root, anywhere)
-        if not db.parent.is_dir():
-            raise GantuneError(f"--tracking-uri: {uri}: folder {db.parent} does not exist")
-        check_writable(db, "--tracking-uri", is_dir=False)
+    if db is not None and not db.parent.is_dir():  # MLflow would create the missing folders, anywhere
+        raise GantuneError(f"--tracking-uri: {uri}: folder {db.parent} does not exist")
     return uri
 
 
