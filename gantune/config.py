@@ -342,6 +342,8 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{p}: invalid YAML (nested too deeply)") from None
 
 
 def load_config(path: str | Path) -> TrialConfig:

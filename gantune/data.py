@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from gantune.config import DataConfig
 from gantune.errors import DataError
+from gantune.events import first_line
 from gantune.registry import Registry
 from gantune.rundir import cache_dir, cached
 
@@ -126,31 +127,42 @@ class RealData:
 
 Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
 HeldOut = Callable[[DataConfig], torch.Tensor]
+Checker = Callable[[DataConfig], None]
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A dataset by name: how to build it (its training images), whether it is 2-D points, the ``data`` fields
-    it needs, and its held-out images (the metrics' reference) when it has a split."""
+    it needs, its held-out images (the metrics' reference) when it has a split, and a cheap ``check`` that the
+    data is there (``DataError`` otherwise), run once before a search or a run starts."""
 
     build: Builder
     points: bool = False
     needs: tuple[str, ...] = ()
     heldout: HeldOut | None = None
+    check: Checker | None = None
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
-def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (),
-            heldout: HeldOut | None = None) -> Callable[[Builder], Builder]:
+def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
+            check: Checker | None = None) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check))
         return build
 
     return add
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Fail with one ``DataError`` line when the configured data is not there, before anything is written: a
+    search whose every trial would fail on it must not start. Datasets without a ``check`` always pass."""
+    ds = DATASETS.get(cfg.name)
+    if ds.check is not None and all(getattr(cfg, field) for field in ds.needs):
+        ds.check(cfg)
 
 
 def ring8_means() -> torch.Tensor:
@@ -240,27 +252,40 @@ def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]
     return cached(cache_dir() / f"data-{ident['name']}-{digest}.pt", decode)
 
 
-@dataset("folder", needs=("path",))
-def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
-    from PIL import Image, UnidentifiedImageError
-
+def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
+    """The folder's image files, in the order they are loaded (at most ``max_images``)."""
     root = Path(cfg.path or "")
     if not root.is_dir():
         raise DataError(f"data.path: image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: cfg.max_images]
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    return root, files[: cfg.max_images]
+
+
+def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            return _center_crop_resize(im.convert(mode), resolution)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise DataError(f"data.path: cannot read image {f}: {err}") from None
+
+
+def _check_folder(cfg: DataConfig) -> None:
+    """The folder exists, holds images, and the first one decodes."""
+    _, files = _image_files(cfg)
+    _decode_image(files[0], pil_mode(cfg), cfg.resolution)
+
+
+@dataset("folder", needs=("path",), check=_check_folder)
+def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+    root, files = _image_files(cfg)
     mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
-        arrays = []
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    arrays.append(_center_crop_resize(im.convert(mode), cfg.resolution))
-            except (OSError, UnidentifiedImageError) as err:
-                raise DataError(f"data.path: cannot read image {f}: {err}") from None
-        return {"images": _to_nchw(arrays)}
+        return {"images": _to_nchw([_decode_image(f, mode, cfg.resolution) for f in files])}
 
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -268,8 +293,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     return None, _decoded(ident, decode)["images"], None
 
 
-@dataset("torchvision", needs=("path", "dataset"))
-def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+def _torchvision_class(cfg: DataConfig) -> Any:
     if cfg.dataset not in TORCHVISION_DATASETS:
         raise DataError(f"data.dataset: {cfg.dataset!r} is not one of {', '.join(TORCHVISION_DATASETS)}")
     try:
@@ -277,14 +301,32 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
     except ImportError:
         raise DataError("data.name: torchvision datasets need torchvision (pip install 'gantune[torchvision]')") \
             from None
+    return getattr(torchvision.datasets, cfg.dataset)
+
+
+def _torchvision_dataset(cfg: DataConfig, download: bool) -> Any:
     root = Path(cfg.path or "")
-    cls = getattr(torchvision.datasets, cfg.dataset)
     kwargs = {"split": "train"} if cfg.dataset == "CelebA" else {"train": True}
     try:
-        ds = cls(root=str(root), download=cfg.download, **kwargs)
+        return _torchvision_class(cfg)(root=str(root), download=download, **kwargs)
     except (RuntimeError, FileNotFoundError) as err:
         hint = "" if cfg.download else " (set data.download: true to fetch it)"
-        raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {err}") from None
+        raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {first_line(err)}") from None
+
+
+def _check_torchvision(cfg: DataConfig) -> None:
+    """torchvision is there and, unless the config asks to download the dataset, so is the dataset under
+    ``path`` (opened, not decoded; nothing is downloaded here)."""
+    if cfg.download:
+        _torchvision_class(cfg)
+    else:
+        _torchvision_dataset(cfg, download=False)
+
+
+@dataset("torchvision", needs=("path", "dataset"), check=_check_torchvision)
+def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+    root = Path(cfg.path or "")
+    ds = _torchvision_dataset(cfg, cfg.download)
     n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
     mode = pil_mode(cfg)
 

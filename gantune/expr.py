@@ -2,6 +2,11 @@
 
 Names are dotted config paths (``optim.lr_g``) or free search parameters (``ttur_ratio``); literals, arithmetic,
 comparisons, ``in``, ``and``/``or``/``not``, ``min``/``max``/``abs``/``round``. Nothing else is evaluated.
+
+Everything is checked when a space is loaded: an operator outside the language is refused, and every part that
+reads no name (``9**9**9``, ``1/0``) is evaluated then, so its error is the load's one line. Powers are bounded
+(an integer result of at most ``MAX_INT_BITS`` bits) and ``*`` repeats no strings or lists: no expression can
+hang the driver or fill its memory.
 """
 
 from __future__ import annotations
@@ -11,10 +16,57 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+#: the largest integer a power may produce (a float power overflows on its own, at once)
+MAX_INT_BITS = 4096
+
+
+class ExprError(ValueError):
+    pass
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float))
+
+
+def _numeric(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    """``op`` on numbers only (``'a' * 10**9`` or ``[0] * 10**9`` would fill the memory)."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if not (_is_number(a) and _is_number(b)):
+            raise ExprError(f"{symbol} takes numbers, not {type(a).__name__} and {type(b).__name__}")
+        return op(a, b)
+
+    return apply
+
+
+def _add(a: Any, b: Any) -> Any:
+    """Numbers, or two strings / two lists (their length is bounded by the expression's own)."""
+    if (_is_number(a) and _is_number(b)) or (type(a) is type(b) and isinstance(a, (str, list))):
+        return a + b
+    raise ExprError(f"+ takes two numbers, strings or lists, not {type(a).__name__} and {type(b).__name__}")
+
+
+def _power(a: Any, b: Any) -> Any:
+    """``a ** b`` with an integer result of at most ``MAX_INT_BITS`` bits: ``9**9**9`` would compute for ever."""
+    if not (_is_number(a) and _is_number(b)):
+        raise ExprError(f"** takes numbers, not {type(a).__name__} and {type(b).__name__}")
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and \
+            (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
+        base = str(a) if abs(a).bit_length() <= 64 else f"a {abs(a).bit_length()}-bit integer"
+        raise ExprError(f"{base} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
+    try:
+        return a**b
+    except OverflowError:
+        raise ExprError(f"{a} ** {b} overflows") from None
+
+
 _BIN: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: _add, ast.Sub: _numeric(operator.sub, "-"), ast.Mult: _numeric(operator.mul, "*"),
+    ast.Div: _numeric(operator.truediv, "/"), ast.FloorDiv: _numeric(operator.floordiv, "//"),
+    ast.Mod: _numeric(operator.mod, "%"), ast.Pow: _power,
 }
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_OPS = {**_BIN, **_UNARY}
 _CMP: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
     ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
@@ -22,9 +74,9 @@ _CMP: dict[type, Callable[[Any, Any], bool]] = {
 _FUNCS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs, "round": round, "int": int,
                                           "float": float}
 
-
-class ExprError(ValueError):
-    pass
+_SYMBOLS = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~",
+            ast.MatMult: "@", ast.Is: "is", ast.IsNot: "is not"}
+_CONSTANTS = (int, float, str, bool, type(None))
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -47,6 +99,7 @@ class Expr:
             raise ExprError(f"cannot parse {text!r}: {err.msg}") from None
         self.names: list[str] = []
         self._check(self.tree)
+        self._fold(self.tree)
 
     def _check(self, node: ast.AST) -> None:
         name = _dotted(node)
@@ -60,12 +113,33 @@ class Expr:
                 self._check(a)
             return
         allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.List, ast.Tuple, ast.IfExp)
-        if not isinstance(node, allowed) or (isinstance(node, ast.BinOp) and type(node.op) not in _BIN):
+        if not isinstance(node, allowed):
             raise ExprError(f"{self.text!r}: {type(node).__name__} is not allowed")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS):
+            raise ExprError(f"{self.text!r}: the constant {node.value!r} is not allowed")
+        ops = [node.op] if isinstance(node, (ast.BinOp, ast.UnaryOp)) else node.ops if isinstance(node, ast.Compare) \
+            else []
+        for op in ops:
+            if type(op) not in _OPS and type(op) not in _CMP:
+                symbol = _SYMBOLS.get(type(op), type(op).__name__)
+                raise ExprError(f"{self.text!r}: the operator {symbol} is not allowed (arithmetic + - * / // % **, "
+                                "comparisons, in, and, or, not)")
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.operator, ast.cmpop, ast.boolop, ast.unaryop, ast.expr_context)):
                 continue
             self._check(child)
+
+    def _fold(self, node: ast.AST) -> None:
+        """Evaluate each largest part that reads no name now, so that its error is the load's error."""
+        if not _reads_names(node):
+            try:
+                self._eval(node, _no_names)
+            except (ExprError, ArithmeticError, TypeError, ValueError) as err:
+                raise ExprError(f"{self.text!r}: {err}") from None
+            return
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr) and not (isinstance(node, ast.Call) and child is node.func):
+                self._fold(child)
 
     def __call__(self, lookup: Callable[[str], Any]) -> Any:
         return self._eval(self.tree, lookup)
@@ -82,10 +156,7 @@ class Expr:
         if isinstance(node, ast.BinOp):
             return _BIN[type(node.op)](ev(node.left, lookup), ev(node.right, lookup))
         if isinstance(node, ast.UnaryOp):
-            v = ev(node.operand, lookup)
-            unary: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos,
-                                                       ast.Not: operator.not_}
-            return unary[type(node.op)](v)
+            return _UNARY[type(node.op)](ev(node.operand, lookup))
         if isinstance(node, ast.BoolOp):
             vals = (ev(v, lookup) for v in node.values)
             return all(vals) if isinstance(node.op, ast.And) else any(vals)
@@ -103,3 +174,15 @@ class Expr:
             assert isinstance(node.func, ast.Name)
             return _FUNCS[node.func.id](*(ev(a, lookup) for a in node.args))
         raise ExprError(f"{self.text!r}: cannot evaluate {type(node).__name__}")  # pragma: no cover
+
+
+def _reads_names(node: ast.AST) -> bool:
+    """Whether evaluating ``node`` reads a config path or parameter (a called function's name does not count)."""
+    if _dotted(node) is not None:
+        return True
+    return any(_reads_names(c) for c in ast.iter_child_nodes(node)
+               if isinstance(c, ast.expr) and not (isinstance(node, ast.Call) and c is node.func))
+
+
+def _no_names(name: str) -> Any:  # pragma: no cover - _fold only evaluates parts that read no name
+    raise ExprError(f"{name} cannot be read here")

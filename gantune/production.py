@@ -1,8 +1,9 @@
 """``gantune train`` as a function: one production training run, checked, tracked in MLflow and summarised.
 
 The Ray-free counterpart of ``gantune.search.run_search``: the command line only parses flags and prints.
-Bad input (config, ``--out``, ``--resume`` without a checkpoint, tracking URI) is a ``GantuneError`` before
-anything is written; the MLflow run is opened at the first report, so it exists only for a run that started.
+Bad input (config, ``--out``, ``--resume`` without a checkpoint, data that is not there, tracking URI) is a
+``GantuneError`` before anything is written; the MLflow run is opened at the first report, so it exists only for
+a run that started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from gantune import provenance
 from gantune.config import TrialConfig, config_from_dict, load_config
+from gantune.data import check_data
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, first_line
 from gantune.health import HealthMonitor, Verdict
@@ -61,12 +63,17 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raw = cfg.to_dict()
         raw["train"]["steps"] = opts.steps
         cfg = config_from_dict(raw, f"{path} (--steps)")
+    if opts.out is None:  # the run goes to runs/<name>
+        from gantune.space import check_name
+
+        check_name(cfg.name, f"{path}: name")
     out = Path(opts.out or Path("runs") / cfg.name)
     if opts.resume and not (out / CHECKPOINT).exists():
         raise GantuneError(f"--resume: no checkpoint in {out}")
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
+    check_data(cfg.data)  # data that is not there: one line now, not a failed run
     return cfg, out
 
 

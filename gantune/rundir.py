@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ CONFIG = "config.yaml"
 
 def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     """Fail before any work if ``path`` could not be created: its nearest existing ancestor must be a writable
-    directory (and ``path`` itself not the wrong kind of thing). Creates nothing."""
+    directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
     from gantune.errors import GantuneError
 
     if path.exists() and path.is_dir() != is_dir:
@@ -37,6 +38,11 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
         existing = existing.parent
     if not (existing.is_dir() and os.access(existing, os.W_OK)):
         raise GantuneError(f"{flag}: cannot write {path} ({existing} is not a writable directory)")
+    try:  # os.access says yes to root in /proc or /sys: a folder made and removed at once tells the truth
+        tempfile.TemporaryDirectory(dir=existing, prefix=".gantune-probe-").cleanup()
+    except OSError as err:
+        raise GantuneError(f"{flag}: cannot write {path} (making a folder in {existing} fails: "
+                           f"{err.strerror or err})") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:

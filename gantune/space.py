@@ -17,6 +17,8 @@ file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,8 @@ from gantune.errors import ConfigError
 from gantune.expr import Expr, ExprError
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+#: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 Scalar = str | int | float | bool | None
 
 
@@ -352,6 +356,67 @@ def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source:
                               f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
 
 
+def check_name(name: str, where: str) -> str:
+    """``name`` when it is one safe path component: run folders go to ``<runs-dir>/<name>`` and a re-run clears
+    ``<name>/trial-NNNN`` there, so ``../x``, ``/abs`` or ``a/b`` would write (and delete) outside ``runs/``."""
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{where}: {name!r} is not a usable search name (1 to 100 characters: letters, digits, "
+                          "'.', '_', '-', starting with a letter or digit; it names a folder under --runs-dir)")
+    return name
+
+
+#: the data fields that decide whether the data is there (``gantune.data.check_data``)
+_DATA_KEYS = ("name", "path", "dataset", "download")
+
+
+def possible_data(leaves: dict[str, Spec]) -> list[Any]:
+    """The distinct ``DataConfig``s the space's trials can have, as far as their fixed and categorical values
+    (and the defaults a ``when`` falls back on) say. A ``download`` it samples otherwise counts as true (nothing
+    to check); another sampled key reads its default; combinations the trial config would refuse are left to it."""
+    from gantune.config import DataConfig
+
+    fixed: dict[str, Any] = {}
+    options: dict[str, list[Any]] = {}
+    for path, spec in leaves.items():
+        section, key = path.split(".", 1)
+        if section != "data":
+            continue
+        if isinstance(spec, ValueSpec):
+            values = [spec.value]
+        elif isinstance(spec, CategoricalSpec):
+            values = list(spec.choices)
+        else:
+            values = [True] if key == "download" else []
+        if values and spec.when is not None:
+            values.append(_schema_default(path))
+        if key in _DATA_KEYS:
+            options[key] = values or [_schema_default(path)]
+        elif isinstance(spec, ValueSpec) and spec.when is None:
+            fixed[key] = spec.value
+    found: list[Any] = []
+    keys = list(options)
+    for combo in itertools.product(*options.values()):
+        try:
+            cfg = DataConfig(**fixed, **dict(zip(keys, combo, strict=True)))
+        except (ValidationError, TypeError):
+            continue
+        if cfg not in found:
+            found.append(cfg)
+    return found
+
+
+def _check_data(leaves: dict[str, Spec], source: str) -> None:
+    """Data that is not there fails here, once, rather than in every trial of a search that then exits 0."""
+    from gantune.data import check_data
+    from gantune.errors import DataError
+
+    for cfg in possible_data(leaves):
+        try:
+            check_data(cfg)
+        except DataError as err:
+            raise DataError(f"{source}: {err}") from None
+
+
 def _all_schema_paths() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
@@ -373,6 +438,13 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     file_name = raw.pop("name", None)
     if file_name is not None and not isinstance(file_name, str):
         raise ConfigError(f"{source}: name: expected a string")
+    if name is not None:
+        check_name(name, "--name")
+    elif file_name is not None:
+        check_name(file_name, f"{source}: name")
+    else:
+        check_name(Path(path).stem, f"{source}: the file's name (the search's name when it has no name: key or "
+                   "--name)")
     params = {k: _parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
               for k, v in settings.params.items()}
     for k in params:
@@ -381,6 +453,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     leaves = _walk(raw, source)
     _check_names(leaves, params, source)
     _check_objectives(settings, leaves, source)
+    _check_data(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
     if settings.pruning.scheduler == "pbt":

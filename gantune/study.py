@@ -19,6 +19,7 @@ from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.registry import Registry
+from gantune.rundir import check_writable
 from gantune.space import SearchSettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -50,7 +51,8 @@ def absolute_sqlite(uri: str) -> str:
 def find_study(name: str, storage: str) -> optuna.Study | None:
     """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+    db = check_storage(storage)
+    if db is not None and not db.exists():
         return None
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -158,8 +160,47 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return min(done, key=lambda t: sign(study) * t.values[0])
 
 
+def sqlite_file(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///`` storage URL (``None`` for other storages and in-memory sqlite)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(storage)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def check_storage(storage: str, writing: bool = True) -> Path | None:
+    """Fail with one line on a storage URL Optuna cannot open, opening nothing (opening a sqlite URL creates its
+    file); the sqlite file it names, if any. A sqlite file to write needs a writable folder that exists."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(storage).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise GantuneError(f"--storage {storage}: not a database URL Optuna can open ({err}); e.g. "
+                           "sqlite:///optuna.db or postgresql://user@host/db") from None
+    except ImportError as err:
+        raise GantuneError(f"--storage {storage}: the driver for it is not installed ({err})") from None
+    db = sqlite_file(storage)
+    if db is not None and writing:
+        if not db.parent.is_dir():
+            raise GantuneError(f"--storage {storage}: folder {db.parent} does not exist")
+        check_writable(db, "--storage", is_dir=False)
+    return db
+
+
 def load_search(name: str, storage: str) -> optuna.Study:
-    """The study of the search called ``name``; a one-line error naming the searches there otherwise."""
+    """The study of the search called ``name``; a one-line error naming the searches there otherwise. Reading
+    creates nothing: a sqlite file that is not there holds no search."""
+    db = check_storage(absolute_sqlite(storage), writing=False)
+    if db is not None and not db.is_file():
+        raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
     try:
         return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
     except KeyError:

@@ -26,7 +26,7 @@ from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
-from gantune.study import absolute_sqlite
+from gantune.study import absolute_sqlite, sqlite_file
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: Tune's bookkeeping fields: not metrics of the GAN
@@ -128,6 +128,9 @@ def check_uri(uri: str) -> str:
     if scheme not in _SCHEMES:
         raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
                            f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
+    db = sqlite_file(uri) if scheme == "sqlite" else None
+    if db is not None and not db.parent.is_dir():  # MLflow would create the missing folders, anywhere
+        raise GantuneError(f"--tracking-uri: {uri}: folder {db.parent} does not exist")
     return uri
 
 

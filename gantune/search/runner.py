@@ -19,7 +19,8 @@ from typing import Any
 from gantune import env, provenance
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import RUNNING, STATUSES, ObserverThread, Status
+from gantune.events import RUNNING, STATUSES, ObserverThread, Status, first_line
+from gantune.rundir import check_writable
 from gantune.space import SearchSettings, SearchSpace, fixed_sections
 from gantune.study import (
     DEFAULT_STORAGE,
@@ -69,13 +70,77 @@ def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSett
         raise GantuneError(format_validation_error(err, "command line", "search")) from None
 
 
+#: seconds a cluster's head may take to accept a connection (ray.init would retry a dead address for minutes)
+CONNECT_TIMEOUT_S = 5.0
+
+
 def check_address(address: str | None) -> None:
     """``ray://`` (Ray Client) would move Tune's driver loop, and with it the searcher, the Optuna study and the
-    MLflow logging, onto the cluster's head node; gantune runs its driver here, on a node of the cluster."""
+    MLflow logging, onto the cluster's head node; gantune runs its driver here, on a node of the cluster.
+
+    A ``HOST:PORT`` where nothing accepts a TCP connection is refused within ``CONNECT_TIMEOUT_S``."""
     if address and address.startswith("ray://"):
         raise GantuneError(f"--ray-address {address}: Ray Client would run the search's driver (searcher, Optuna "
                            "study, MLflow logging) on the head node, not here; run gantune search on a node of "
                            "the cluster with --ray-address auto (or HEAD_IP:6379)")
+    where = _host_port(address)
+    if where is None:
+        return
+    import socket
+
+    try:
+        with socket.create_connection(where, timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise GantuneError(f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); start "
+                           "one with `ray start --head` and pass the address it prints") from None
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` (or ``[IPv6]:PORT``) address; ``None`` for ``auto`` and the like."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return (host, int(port)) if port.isdigit() and host else None
+
+
+def _on_this_machine(host: str) -> bool:
+    """Whether ``host`` is one of this machine's addresses (a socket can be bound to it)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind((sockaddr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _use_local_token(address: str) -> bool:
+    """Join a cluster on this machine with the token ``ray start`` left here: Ray 2.60's ``ray start`` turns
+    token authentication on, and ``ray.init`` only uses the token by itself for ``auto``, not for an address.
+
+    Only when ``RAY_AUTH_MODE`` is unset (the user's choice stands), a token is found where Ray looks for one
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) and the address is this machine's (a
+    token is not sent to other machines unasked). A cluster without authentication accepts a driver that sends
+    one. Returns whether token mode was switched on."""
+    where = _host_port(address)
+    if os.environ.get("RAY_AUTH_MODE") is not None or where is None or not _on_this_machine(where[0]):
+        return False
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in its stub
+
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"  # also for the processes this driver starts
+    Config.initialize("")  # Ray read its config at import: let it see the mode (what Ray does itself for auto)
+    return True
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
@@ -93,13 +158,16 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
         if address:
             import gantune
 
+            token = _use_local_token(address)
             try:
                 ray.init(address=address, runtime_env={"py_modules": [str(Path(gantune.__file__).parent)]},
                          log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, ValueError, RuntimeError) as err:
-                raise GantuneError(f"--ray-address {address}: cannot join the Ray cluster: {err} (a cluster started "
-                                   "with token authentication, `ray start`'s default, needs RAY_AUTH_MODE=token)"
-                                   ) from None
+                hint = ("the token in ~/.ray/auth_token (or RAY_AUTH_TOKEN) is not this cluster's" if token else
+                        "a cluster started with token authentication, `ray start`'s default, needs "
+                        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+                raise GantuneError(f"--ray-address {address}: cannot join the Ray cluster: {first_line(err)} "
+                                   f"({hint})") from None
         else:
             import torch
 
@@ -140,6 +208,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     check_study(space.name, storage, settings, opts.resume)
+    check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     check_address(opts.ray_address)
     for obs in opts.observers:
         obs.connect()

@@ -324,14 +324,17 @@ def _port_open(port: int) -> bool:
 
 
 def test_search_on_a_separately_started_cluster(tmp_path: Path) -> None:
-    port = free_port()  # `ray start` enables token authentication: the driver then needs RAY_AUTH_MODE=token
+    """The documented two commands, as a user types them: `ray start --head` (Ray 2.60 turns token authentication
+    on and leaves the token in ~/.ray/auth_token), then `gantune search --ray-address` without RAY_AUTH_MODE."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    port = free_port()
     head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                             "--include-dashboard=false"],
+                             "--include-dashboard=false"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"127.0.0.1:{port}"
     path = tmp_path / "space.yaml"
     path.write_text(tiny_space("cluster", 2, 100, 50, [0.001], log_every=25, n_samples=200))
-    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache"), "RAY_AUTH_MODE": "token"}
+    env["GANTUNE_CACHE_DIR"] = str(tmp_path / "cache")
     try:
         _wait_for(lambda: _port_open(port), 120, "the Ray head")
         short = subprocess.run(_search_cmd(tmp_path, path, "--ray-address", address, "--gpus-per-trial", "0.5"),

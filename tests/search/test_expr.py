@@ -20,6 +20,8 @@ VALUES = {"optim.lr_g": 2e-4, "ttur_ratio": 4.0, "loss.name": "wgan-gp", "model.
     ("ttur_ratio < 2 or loss.name == 'hinge'", False),
     ("1.0e-3 if loss.name == 'wgan-gp' else 2.0e-4", 1e-3),
     ("min(model.g_width, 32) + max(1, 2) + abs(-3) + round(2.6) + int(1.9) + float(1)", 32 + 2 + 3 + 3 + 1 + 1.0),
+    ("ttur_ratio ** 0.5 + 10 ** -4", 2.0001),
+    ("-(2 ** 4096) < 0", True),  # the largest integer power allowed
 ])
 def test_evaluates(text: str, expected: object) -> None:
     assert Expr(text)(VALUES.__getitem__) == pytest.approx(expected)
@@ -38,8 +40,32 @@ def test_names_are_the_dotted_paths_it_reads() -> None:
     ("optim.lr_g[0]", "Subscript is not allowed"),
     ("1 +", "cannot parse"),
     ("min(1, key=abs)", "may be called"),
+    # operators outside the language are refused when the space loads, not in every trial
+    ("~optim.lr_g", "the operator ~ is not allowed"),
+    ("model.g_width & 1", "the operator & is not allowed"),
+    ("model.g_width << 2", "the operator << is not allowed"),
+    ("loss.name is None", "the operator is is not allowed"),
+    ("b'x'", "the constant b'x' is not allowed"),
+    # every part that reads no name is evaluated at load, with bounded powers: these fail at once
+    ("optim.lr_g * 9**9**9", "9 ** 387420489 is too large"),  # computed for ever before
+    ("((9**1000)**1000)**1000", "a 3170-bit integer ** 1000 is too large"),
+    ("2.0 ** 10000", "overflows"),
+    ("optim.lr_g * (1 / 0)", "division by zero"),
+    ("optim.lr_g * min([1] * 3)", "* takes numbers, not list and int"),  # [0] * 10**9 would fill the memory
+    ("'a' * 3", "* takes numbers, not str and int"),
 ])
 def test_refuses(text: str, needle: str) -> None:
     with pytest.raises(ExprError) as err:
         Expr(text)
     assert needle in str(err.value)
+
+
+def test_strings_join() -> None:
+    assert Expr("'spectral+' + loss.name")(VALUES.__getitem__) == "spectral+wgan-gp"
+
+
+def test_a_power_of_sampled_values_is_bounded_when_evaluated() -> None:
+    power = Expr("ttur_ratio ** model.g_width")
+    assert power({"ttur_ratio": 2, "model.g_width": 64}.__getitem__) == 2**64
+    with pytest.raises(ExprError, match="9 \\*\\* 387420489 is too large"):
+        power({"ttur_ratio": 9, "model.g_width": 9**9}.__getitem__)

@@ -1,0 +1,173 @@
+"""Bad input is caught before anything starts: one line on stderr, exit code 2, no traceback and nothing written.
+
+``test_bad_input_is_one_line_exit_2_and_writes_nothing`` is the table: a new case is one row. Every row must be
+refused at load, so none starts Ray or trains (a row that did would write optuna.db, runs/ or mlflow.db, which
+the test sees: it compares every file under the test's folder before and after).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from gantune.cli import main
+from gantune.errors import ConfigError, DataError
+from gantune.space import load_space
+
+SPACE = {
+    "name": "ok",
+    "search": {"trials": 2, "max_steps": 20, "eval_every": 10, "sampler": "random", "concurrency": 1,
+               "pruning": {"asha": False}},
+    "data": {"name": "grid25"},
+    "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "none"},
+    "train": {"batch_size": 16, "log_every": 10},
+    "eval": {"n_samples": 100},
+}
+CONFIG = {
+    "name": "ok",
+    "data": {"name": "grid25"},
+    "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "none"},
+    "train": {"steps": 10, "batch_size": 16, "log_every": 5, "device": "cpu"},
+    "eval": {"every": 10, "n_samples": 100, "metrics": []},
+}
+IMAGES = {"data": {"name": "folder", "path": "{in}/images", "resolution": 8}, "model": {"arch": "dcgan"}}
+
+
+def _with(base: dict, **changes: object) -> dict:
+    """``base`` with top-level keys replaced (a ``None`` value removes the key)."""
+    out = {k: v for k, v in base.items() if k not in changes}
+    out.update({k: v for k, v in changes.items() if v is not None})
+    return out
+
+
+#: input files of the table, written to ``{in}`` (``{in}`` inside them is that folder)
+FILES: dict[str, dict | str] = {
+    "space.yaml": SPACE,
+    "config.yaml": CONFIG,
+    "dotdot.yaml": _with(SPACE, name="../x"),
+    "absolute.yaml": _with(SPACE, name="{in}/abs"),
+    "slash.yaml": _with(SPACE, name="a/b"),
+    "no-folder.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
+    "no-images.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/empty"}}),
+    "bad-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/broken"}}),
+    "one-choice-missing.yaml": _with(SPACE, **{**IMAGES, "data": {
+        "name": "folder", "path": {"categorical": ["{in}/images", "{in}/nope"]}, "resolution": 8}}),
+    "torchvision.yaml": _with(SPACE, data={"name": "torchvision", "dataset": "MNIST", "path": "{in}/tv"},
+                              model={"arch": "dcgan"}),
+    "huge-power.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * 9**9**9"}}),
+    "invert.yaml": _with(SPACE, optim={"lr_d": {"expr": "~optim.lr_g"}}),
+    "repeat.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * min([1] * 3)"}}),
+    "train-dotdot.yaml": _with(CONFIG, name="../x"),
+    "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
+    "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
+}
+
+ROWS: list[tuple[list[str], str]] = [
+    # names become paths
+    (["search", "{in}/dotdot.yaml"], r"dotdot.yaml: name: '\.\./x' is not a usable search name"),
+    (["search", "{in}/absolute.yaml"], r"absolute.yaml: name: '/.*/abs' is not a usable search name"),
+    (["search", "{in}/slash.yaml"], r"name: 'a/b' is not a usable"),
+    (["search", "{in}/space.yaml", "--name", "a/../../b"], r"--name: 'a/\.\./\.\./b' is not a usable"),
+    (["search", "{in}/space.yaml", "--name", ".."], r"--name: '\.\.' is not a usable"),
+    (["search", "{in}/space.yaml", "--name", "x" * 101], r"--name: 'x+' is not a usable"),
+    (["train", "{in}/train-dotdot.yaml"], r"train-dotdot.yaml: name: '\.\./x' is not a usable"),
+    # data that is not there
+    (["search", "{in}/no-folder.yaml"], r"no-folder.yaml: data.path: image folder .*/nope does not exist"),
+    (["search", "{in}/no-images.yaml"], r"data.path: no images \(.*\) under .*/empty"),
+    (["search", "{in}/bad-image.yaml"], r"data.path: cannot read image .*/broken/a.png"),
+    (["search", "{in}/one-choice-missing.yaml"], r"data.path: image folder .*/nope does not exist"),
+    (["search", "{in}/torchvision.yaml"], r"data.(name: torchvision datasets need torchvision|path: MNIST not found)"),
+    (["train", "{in}/train-no-folder.yaml", "--out", "run"], r"data.path: image folder .*/nope does not exist"),
+    # the expression language
+    (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
+    (["search", "{in}/invert.yaml"], r"optim.lr_d.expr: .*the operator ~ is not allowed"),
+    (["search", "{in}/repeat.yaml"], r"optim.lr_d.expr: .*\* takes numbers, not list and int"),
+    # tracebacks instead of a line
+    (["search", "{in}/space.yaml", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///{tmp}/nodir/o.db"], r"folder .*/nodir does not exist"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///{tmp}/nodir/m.db"], r"--tracking-uri: .* does not"),
+    (["search", "{in}/space.yaml", "--runs-dir", "/proc/gantune-runs"], r"--runs-dir: cannot write /proc/gantune"),
+    (["train", "{in}/config.yaml", "--out", "/proc/gantune-run"], r"--out: cannot write /proc/gantune-run"),
+    (["search", "{in}/deep.yaml"], r"deep.yaml: invalid YAML \(nested too deeply\)"),
+    (["train", "{in}/deep.yaml"], r"deep.yaml: invalid YAML \(nested too deeply\)"),
+    # a Ray address where nothing listens: refused at once, not after minutes of retries
+    (["search", "{in}/space.yaml", "--ray-address", "127.0.0.1:1"], r"--ray-address 127.0.0.1:1: no Ray cluster"),
+    # reading a search creates no storage
+    (["export", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
+    (["report", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
+    (["export", "nosuch", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
+    (["generate", "{in}/nosuch.pt", "--out", "x.png"], r"nosuch.pt"),
+]
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The table's input files in ``tmp/in``; the command runs in ``tmp/work`` with its cache in ``tmp/cache``."""
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    for sub in ("images", "empty", "broken"):
+        (folder / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / "0.png")
+    (folder / "broken" / "a.png").write_text("not an image")
+    for name, content in FILES.items():
+        text = content if isinstance(content, str) else yaml.safe_dump(content)
+        (folder / name).write_text(text.replace("{in}", str(folder)))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return folder
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under ``root``: a file with its modification time, a folder with -1 (a check that a folder is
+    writable makes and removes a folder in it, which changes its time and nothing else)."""
+    return {str(p.relative_to(root)): -1 if p.is_dir() else p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(("args", "expected"), ROWS, ids=[" ".join(a)[:60] for a, _ in ROWS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, inputs: Path, args: list[str],
+                                                         expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.replace("{in}", str(inputs)).replace("{tmp}", str(tmp_path)) for a in args]
+    before = _tree(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert re.search(expected, lines[0]), lines[0]
+    assert lines[0].startswith(f"gantune {argv[0]}: error: ")
+    assert _tree(tmp_path) == before  # no runs/, optuna.db, mlflow.db, mlartifacts/, cache or folder beside them
+
+
+# -- data checks of a space whose data is searched ------------------------------------------------------------
+
+def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(inputs: Path) -> None:
+    good, missing = str(inputs / "images"), str(inputs / "nope")
+    base = {**SPACE, "model": {"arch": "dcgan"}}
+
+    def space(data: dict) -> Path:
+        path = inputs / "searched.yaml"
+        path.write_text(yaml.safe_dump({**base, "data": {**data, "resolution": 8}}))
+        return path
+
+    load_space(space({"name": "folder", "path": {"categorical": [good, good]}}))
+    with pytest.raises(DataError, match=f"{missing} does not exist"):  # the choice every trial drawing it would fail
+        load_space(space({"name": "folder", "path": {"categorical": [good, missing]}}))
+    with pytest.raises(DataError, match=f"{missing} does not exist"):  # the value a `when` may switch on
+        load_space(space({"name": {"categorical": ["folder", "digits"]},
+                          "path": {"value": missing, "when": "model.z_dim > 1"}}))
+    # a path computed by an expression is not known before a trial: nothing to check at load
+    load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}))
+
+
+def test_a_search_named_after_its_file_needs_a_usable_file_name(inputs: Path) -> None:
+    odd = inputs / "my space.yaml"
+    odd.write_text(yaml.safe_dump(_with(SPACE, name=None)))
+    with pytest.raises(ConfigError, match="'my space' is not a usable search name"):
+        load_space(odd)
+    assert load_space(odd, name="my-space").name == "my-space"
