@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gantune.config import DataConfig
-from gantune.data import grid25_means, load_data, ring8_means
+from gantune.data import digits_split, grid25_means, load_data, ring8_means
 from gantune.errors import DataError
 
 CPU = torch.device("cpu")
@@ -43,14 +43,17 @@ def test_sampling_is_seeded() -> None:
 
 def test_digits_scaled_and_resized() -> None:
     data = load_data(DataConfig(name="digits", resolution=16), CPU, seed=0)
-    assert len(data) == 1797 and data.shape == (1, 16, 16)
-    assert data.images is not None
+    assert len(data) == 1437 and data.shape == (1, 16, 16)  # the train split; the 360 held out are the reference
+    assert data.images is not None and data.heldout is not None and data.heldout.shape == (360, 1, 16, 16)
     assert data.images.min() == -1.0 and data.images.max() == 1.0
     native = load_data(DataConfig(name="digits", resolution=8), CPU, seed=0)
+    x_train, _ = digits_split("train")
+    expected = torch.from_numpy(x_train[0, 0])
+    assert native.images is not None and torch.allclose(native.images[0, 0], expected)
     from sklearn.datasets import load_digits
 
-    expected = torch.from_numpy(load_digits().images[0].astype(np.float32) / 8 - 1)
-    assert native.images is not None and torch.allclose(native.images[0, 0], expected)
+    raw = load_digits().images.astype(np.float32) / 8 - 1
+    assert any(np.array_equal(raw[i], x_train[0, 0]) for i in range(len(raw)))  # scaled 0..16 -> [-1, 1]
 
 
 def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
