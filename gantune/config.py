@@ -225,7 +225,7 @@ class HealthConfig:
     max_abs_loss: float = Field(default=1e4, gt=0, description="|loss| above this: diverged")
     rise_factor: float = Field(default=3.0, gt=1, description="objective worse than its best by this factor in "
                                "magnitude (FID 10 -> 30, coverage 0.6 -> 0.2) and by rise_margin: diverged")
-    rise_margin: float = Field(default=0.5, ge=0, lt=1, description="fraction of the range the objective has "
+    rise_margin: float = Field(default=0.5, ge=0, description="fraction (below 1) of the range the objective has "
                                "covered so far that it must also be worse than its best by (noise near zero)")
     min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
     min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
@@ -237,6 +237,15 @@ class HealthConfig:
     stall_tol: float = Field(default=1e-5, ge=0, description="loss change counted as frozen")
     d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled, with a "
                             "loss whose G gradient then vanishes (minimax; 0 = off)")
+
+    @field_validator("rise_margin")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        """A value can be no further from the best than the range covered: 1 or more would switch the rule off
+        (and is what a config from before, when the margin was in objective units, still says)."""
+        if v >= 1:
+            raise ValueError("must be below 1: a fraction of the range the objective has covered, not objective units")
+        return v
 
 
 @dataclass(config=_STRICT)

@@ -117,7 +117,7 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
       (its highest minus its lowest value, this one included): near zero a ratio is noise (FID 0.05 -> 0.3 on
       2-D points after 10 -> 0.05), and the range is the objective's own scale of change.
 
-    Both are ratios of the reported stream, so scaling the objective changes no verdict.
+    Both are ratios of the reported stream, so scaling the objective by a positive factor changes no verdict.
     """
     v = r.get(h.objective)
     if v is None:

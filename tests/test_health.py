@@ -174,6 +174,13 @@ def test_rise_needs_patience_and_margin() -> None:
     assert verdicts[-1] is not None and verdicts[-1].kind == "diverged"
 
 
+def test_rise_margin_in_objective_units_is_refused() -> None:
+    from gantune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"health\.rise_margin: must be below 1: a fraction of the range"):
+        config_from_dict({"health": {"rise_margin": 1.0}})
+
+
 def _rise_verdicts(values: list[float], mode: str, key: str = "objective") -> list[str | None]:
     mon = HealthMonitor(HealthConfig(objective=key, mode=mode))  # type: ignore[arg-type]
     return [v.rule if (v := mon(r)) is not None else None for r in _records(values, key)]
