@@ -62,7 +62,7 @@ def split_norm(spec: str) -> tuple[str, bool]:
 
 @dataclass(config=_STRICT)
 class DataConfig:
-    """Where real samples come from (definitions in DESIGN.md, Built-in data)."""
+    """Where real samples come from (the built-in datasets follow PacGAN and scikit-learn: see ``gantune.data``)."""
 
     name: str = Field(default="grid25", description="a registered dataset: ring8, grid25, digits, folder, "
                       "torchvision, …")
