@@ -115,19 +115,21 @@ def _digits(**sections: dict[str, Any]) -> tuple[TrialResult, HealthMonitor, lis
     return result, monitor, records
 
 
-def test_healthy_digits_start_low_but_improving_is_not_a_collapse() -> None:
-    """The digits spaces' DCGAN (3 convs per resolution, hinge + spectral norm) starts low on every collapse
-    signal and climbs (the stream in ``test_low_but_climbing_digits_stream_is_not_a_collapse``): left alone."""
-    result, monitor, records = _digits(model={"g_depth": 3, "d_depth": 3})
+def test_healthy_digits_run_is_not_a_collapse() -> None:
+    """The built-in digits config (seeds 0-3 here: 9-10 classes from step 250, FID about 100 -> 25) is left
+    alone. The digits spaces' slower DCGAN (3 convs per resolution) is no test of that: its first 1,000 steps
+    depend on the trajectory (seed 0 climbs from 2 classes, seed 2 stays at 2 classes and FID 700-760 to step 750,
+    low and flat, and is pruned), so its low-but-climbing start is the stream below."""
+    result, monitor, records = _digits()
     assert result.status == "completed" and monitor.status == "ok", result.reason
     fids = [r["fid"] for r in records if "fid" in r]
     assert len(fids) == 4 and fids[-1] < fids[0]
 
 
 def test_low_but_climbing_digits_stream_is_not_a_collapse() -> None:
-    """That run's evaluations on one machine: 2 classes, diversity 0.10 and recall 0 at step 250, recall still
-    0.006 at step 1,000 while FID falls 744 -> 283 and classes climb to 7. "Below a floor" alone calls it
-    collapsed (recall); "low and not improving" leaves it alone."""
+    """The digits spaces' DCGAN (depth 3, hinge + spectral norm) on one machine, seed 0: 2 classes, diversity 0.10
+    and recall 0 at step 250, recall still 0.006 at step 1,000 while FID falls 744 -> 283 and classes climb to 7.
+    "Below a floor" alone calls it collapsed (recall); "low and not improving" leaves it alone."""
     stream = [(250, 744.0, 0.2, 0.10, 0.0), (500, 507.0, 0.5, 0.39, 0.002), (750, 383.0, 0.6, 0.39, 0.0),
               (1000, 283.0, 0.7, 0.70, 0.006)]
     records = [{"step": float(step), "fid": fid, "class_coverage": cov, "diversity": div, "recall": rec}
@@ -140,9 +142,10 @@ def test_low_but_climbing_digits_stream_is_not_a_collapse() -> None:
 
 
 def test_collapsed_digits_run_is_caught() -> None:
-    """G learning 100x faster than D (lr 1e-2, beta1 0.9, no norms): every sample the same digit from step 250."""
+    """G learning 3,000x faster than D (lr 0.3, beta1 0.9, no norms): its output saturates into one image from
+    step 250 (seeds 0-3). At 100x (lr 1e-2) the run only thrashes, and only some seeds collapse."""
     result, _, _ = _digits(model={"g_norm": "none", "d_norm": "none"}, loss={"name": "nonsaturating"},
-                                 optim={"lr_g": 1e-2, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "ema": 0.0})
+                           optim={"lr_g": 0.3, "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "ema": 0.0})
     assert result.status == "pruned:collapsed", result.reason
     assert result.steps <= 750  # warm-up check at 250, then two low, flat checks
     assert result.last_eval["classes"] <= 2 and result.last_eval["diversity"] < 0.05
