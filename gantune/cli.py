@@ -122,7 +122,7 @@ def _print_search_summary(s: dict[str, Any]) -> None:
     if best["metrics"]:  # the best trial's last evaluation, every metric of it
         print("    last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in best["metrics"].items()))
     if best["floor"]:
-        print("    real-vs-real floor (training images scored like samples): "
+        print("    real-vs-real floor (training data scored like samples): "
               + ", ".join(f"{k} {v:.4g}" for k, v in best["floor"].items()))
     if best["provenance"]:
         from gantune.provenance import describe

@@ -113,7 +113,7 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
     lines = [f"# exported by gantune from search {study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}"]
     if objective in (floor := provenance.floor(chosen.trial)):
-        lines.append(f"# real-vs-real {objective} (training images scored like samples): {floor[objective]:.6g}")
+        lines.append(f"# real-vs-real {objective} (training data scored like samples): {floor[objective]:.6g}")
     for c in candidates:
         if c.values:
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "

@@ -71,7 +71,7 @@ def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> No
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["note: trial 0 was measured differently (weights old vs abc): ranking trial 1 only"]
     text = (tmp_path / "best.yaml").read_text()
-    assert "# chosen: trial 1" in text and "# real-vs-real fid (training images scored like samples): 2" in text
+    assert "# chosen: trial 1" in text and "# real-vs-real fid (training data scored like samples): 2" in text
     assert main(["report", "mixed", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
     assert capsys.readouterr().err.strip().splitlines() == err
     assert "measured differently" in (tmp_path / "r.html").read_text()
