@@ -156,17 +156,18 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
              "value": _value(study, t),
              "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
             for t in trials]
+    note = ranked(study)[1]  # trials measured differently: named once, in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
         search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
-        best=best, note=ranked(study)[1], charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
+        best=best, note=note, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
-    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": ranked(study)[1]}
+    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": note}
