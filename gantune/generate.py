@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not path.is_file():
         raise GantuneError(f"{path}: no such weights file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle headers before it refuses them: one line only
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
         raise GantuneError(f"{path}: not a readable gantune weights file ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
