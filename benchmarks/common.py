@@ -10,8 +10,8 @@ from typing import Any
 import optuna
 
 from gantune import env
+from gantune.sampling.space import SearchSpace, load_space
 from gantune.search import SearchOptions, run_search
-from gantune.space import SearchSpace, load_space
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import run
 
-from gantune.space import load_space
+from gantune.sampling.space import load_space
 
 SHOWN = ("modes", "hq", "mode_kl", "classes", "fid")
 

@@ -31,7 +31,7 @@ from common import run
 from gantune import env
 from gantune.config import config_from_dict
 from gantune.health import HealthMonitor
-from gantune.space import load_space
+from gantune.sampling.space import load_space
 
 MODES = {"none": {"asha": False, "health": False}, "asha": {"asha": True, "health": False},
          "gantune": {"asha": True, "health": True}}

@@ -32,10 +32,8 @@ class Command:
 COMMANDS: Registry[Command] = Registry("command")
 
 
-def resolve_config_path(arg: str) -> Path:
-    from gantune.production import resolve_config_path as resolve
-
-    return resolve(arg)
+def _tracking_uri_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
 
 def emit(line: str, quiet: bool) -> None:
@@ -53,7 +51,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--early-stop", action="store_true",
                    help="stop when the health monitor says diverged/collapsed/stalled (default: only report it)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_arg(p)
     p.add_argument("--no-tracking", action="store_true", help="do not log this run to MLflow")
 
 
@@ -78,7 +76,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
     p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_arg(p)
     p.add_argument("--no-tracking", action="store_true", help="do not log the search to MLflow")
     p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")
     p.add_argument("--name", help="search name (default: the file's name: or its stem)")
@@ -87,8 +85,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.sampling.space import load_space
     from gantune.search import SearchOptions, run_search
-    from gantune.space import load_space
     from gantune.tracking import MlflowTracker, resolve_tracking_uri
 
     space = load_space(args.space, name=args.name)
@@ -153,7 +151,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="best.yaml", help="exported trial config (default: best.yaml)")
     p.add_argument("--weights", help="also copy the chosen trial's generator weights into this directory")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_arg(p)
     p.add_argument("--runs-dir", default="runs", help="where the re-runs' run directories go")
     p.add_argument("--concurrent", type=int, help="re-runs at once")
 
@@ -236,7 +234,7 @@ COMMANDS.add("report", Command("write a self-contained HTML report of a search",
 # --- ui ------------------------------------------------------------------------------------------------
 
 def _ui_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_arg(p)
     p.add_argument("--port", type=int, default=5000)
 
 

@@ -53,6 +53,8 @@ class Status(str, Enum):
 
 #: every way a trial of a search can end
 STATUSES = tuple(s.value for s in Status if s is not Status.DIVERGED)
+#: where a trial's ending is kept: the keys of its last Ray Tune report and of its Optuna user attributes
+STATUS_KEY, REASON_KEY, RULE_KEY = "gantune_status", "gantune_reason", "gantune_rule"
 #: the status of a run that has not ended: still running, or stopped by Ctrl-C (``--resume`` runs it again)
 RUNNING, INTERRUPTED = "running", "interrupted"
 

@@ -24,8 +24,18 @@ from gantune import provenance
 from gantune.config import TrialConfig, config_from_dict, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
-from gantune.space import Pruning, SearchSettings, SearchSpace
-from gantune.study import load_search, one_trial, ranked, search_settings, sign, top_trials, trial_value
+from gantune.sampling.settings import Pruning, SearchSettings
+from gantune.sampling.space import SearchSpace
+from gantune.sampling.study import (
+    load_search,
+    one_trial,
+    ranked,
+    search_settings,
+    sign,
+    top_trials,
+    trial_status,
+    trial_value,
+)
 
 
 @dataclass
@@ -104,7 +114,7 @@ def describe(chosen: Candidate, objective: str, digits: int) -> str:
     got = f"{objective} {value:.{digits}g}" if value is not None else f"no {objective} reported"
     if t.state == TrialState.COMPLETE:
         return got
-    ended = f"{t.user_attrs.get('gantune_status', 'pruned')} at step {t.user_attrs.get('steps', '?')}"
+    ended = f"{trial_status(t)} at step {t.user_attrs.get('steps', '?')}"
     return f"{ended}; " + (f"best evaluation {got}" if value is not None else got)
 
 
@@ -183,7 +193,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
-            "status": chosen.trial.user_attrs.get("gantune_status", chosen.trial.state.name.lower()),
+            "status": trial_status(chosen.trial),
             "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4),
             "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,

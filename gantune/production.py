@@ -64,7 +64,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raw["train"]["steps"] = opts.steps
         cfg = config_from_dict(raw, f"{path} (--steps)")
     if opts.out is None:  # the run goes to runs/<name>
-        from gantune.space import check_name
+        from gantune.sampling.settings import check_name
 
         check_name(cfg.name, f"{path}: name")
     out = Path(opts.out or Path("runs") / cfg.name)

@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.errors import GantuneError
-from gantune.events import Status
+from gantune.events import REASON_KEY, RULE_KEY, Status
 from gantune.rundir import atomic_write
-from gantune.study import load_search, ranked, search_settings, top_trials, trial_value
+from gantune.sampling.study import load_search, ranked, search_settings, top_trials, trial_status, trial_value
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
@@ -39,16 +39,12 @@ def template_dir() -> Path:
     raise GantuneError(f"report template {TEMPLATE} not found (set $GANTUNE_DASHBOARDS to the dashboards folder)")
 
 
-def _status(t: FrozenTrial) -> str:
-    return str(t.user_attrs.get("gantune_status", t.state.name.lower()))
-
-
 def _status_timeline(trials: list[FrozenTrial]) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for status, color in STATUS_COLORS.items():
-        sel = [t for t in trials if _status(t) == status.value and t.datetime_start and t.datetime_complete]
+        sel = [t for t in trials if trial_status(t) == status.value and t.datetime_start and t.datetime_complete]
         if not sel:
             continue
         fig.add_trace(go.Bar(
@@ -56,7 +52,7 @@ def _status_timeline(trials: list[FrozenTrial]) -> Any:
             base=[t.datetime_start.isoformat() for t in sel],  # type: ignore[union-attr]
             x=[(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in sel],  # type: ignore[operator]
             hovertext=[f"trial {t.number}: {status.value} at step {t.user_attrs.get('steps')}<br>"
-                       f"{t.user_attrs.get('gantune_reason', '')}" for t in sel], hoverinfo="text"))
+                       f"{t.user_attrs.get(REASON_KEY, '')}" for t in sel], hoverinfo="text"))
     fig.update_layout(barmode="overlay", xaxis={"type": "date", "title": "time"},
                       yaxis={"title": "trial", "autorange": "reversed"}, height=max(300, 22 * len(trials) + 120),
                       legend={"title": "status"})
@@ -68,11 +64,11 @@ def _status_counts(trials: list[FrozenTrial]) -> Any:
 
     why: dict[tuple[str, str], int] = {}  # (status, the health rule or the error) -> trials
     for t in trials:
-        status = _status(t)
+        status = trial_status(t)
         if status != Status.COMPLETED:
-            key = (status, str(t.user_attrs.get("gantune_rule") or t.user_attrs.get("gantune_reason", ""))[:60])
+            key = (status, str(t.user_attrs.get(RULE_KEY) or t.user_attrs.get(REASON_KEY, ""))[:60])
             why[key] = why.get(key, 0) + 1
-    counts = {s.value: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+    counts = {s.value: sum(trial_status(t) == s for t in trials) for s in STATUS_COLORS}
     fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=list(STATUS_COLORS.values()),
                            hovertext=[", ".join(f"{rule} ({n})" for (st, rule), n in why.items() if st == s)
                                       for s in counts], hoverinfo="text+y"))
@@ -143,7 +139,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     settings = search_settings(study)
     names = settings.objectives
     direction = ", ".join(settings.directions)
-    counts = {s.value: sum(_status(t) == s for t in trials) for s in STATUS_COLORS}
+    counts = {s.value: sum(trial_status(t) == s for t in trials) for s in STATUS_COLORS}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
@@ -151,8 +147,8 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         p = provenance.of(bt)
         best = {"number": bt.number, "value": bt.values[0], "floor": provenance.floor(bt).get(names[0]),
                 "measured": provenance.describe(p) if p else ""}
-    rows = [{"number": t.number, "status": _status(t), "steps": t.user_attrs.get("steps", ""),
-             "reason": t.user_attrs.get("gantune_reason", ""),
+    rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),
+             "reason": t.user_attrs.get(REASON_KEY, ""),
              "value": _value(study, t),
              "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
             for t in trials]

@@ -24,6 +24,11 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 
 
+def trial_dirname(number: int) -> str:
+    """``trial-0007``: a trial's run folder under ``runs/<search>/`` and its MLflow run name."""
+    return f"trial-{number:04d}"
+
+
 def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     """Fail before any work if ``path`` could not be created: its nearest existing ancestor must be a writable
     directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""

@@ -23,10 +23,10 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune import provenance
+from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR
-from gantune.study import absolute_sqlite, sqlite_file
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, trial_dirname
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: Tune's bookkeeping fields: not metrics of the GAN
@@ -235,7 +235,7 @@ class MlflowTracker:
 
     # -- trials ---------------------------------------------------------------------------------------------
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags={
+        run = self.client.create_run(self.experiment_id, run_name=trial_dirname(number), tags={
             "mlflow.parentRunId": self.parent_id, "gantune.trial": str(number), "gantune.search": self.name,
             "gantune.status": RUNNING})
         rid = run.info.run_id

@@ -18,8 +18,8 @@ from gantune.devices import (
     trial_device,
 )
 from gantune.errors import ConfigError
+from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
-from gantune.space import load_space
 
 
 def test_auto_share_by_model_size() -> None:

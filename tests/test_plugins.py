@@ -15,7 +15,7 @@ from gantune.data import DATASETS, Mixture, dataset
 from gantune.gan.losses import LOSSES, GANLoss
 from gantune.health import HealthMonitor
 from gantune.metrics import FAMILIES, CollapseSignal, Reference, Samples, Scorer, family
-from gantune.space import load_space
+from gantune.sampling.space import load_space
 from gantune.trial import train
 from tests.conftest import tiny
 

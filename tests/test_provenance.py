@@ -12,7 +12,7 @@ import optuna
 import torch
 
 from gantune import provenance
-from gantune.study import best_trial, ranked, top_trials
+from gantune.sampling.study import best_trial, ranked, top_trials
 from gantune.trial import train
 from tests.conftest import tiny, tiny_images
 

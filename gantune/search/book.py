@@ -20,10 +20,11 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gantune import provenance
-from gantune.events import Observer, Status, TrialOutcome, format_params
+from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.sampling.settings import sign_of
+from gantune.sampling.study import report_intermediate, tell
 from gantune.search.scheduler import AshaStop, Exploit
 from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
-from gantune.study import report_intermediate, tell
 
 
 def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaStop | None,
@@ -35,9 +36,9 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     if error is not None:
         return TrialOutcome(number, Status.FAILED, error, steps, None)
     if FINAL_KEY in last:
-        status, reason = Status(last[FINAL_KEY]), str(last.get("gantune_reason", ""))
+        status, reason = Status(last[FINAL_KEY]), str(last.get(REASON_KEY, ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
-        return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get("gantune_rule", "")))
+        return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get(RULE_KEY, "")))
     if asha is not None:
         return TrialOutcome(number, Status.PRUNED_ASHA, asha.reason, asha.step, None, rule="asha")
     return TrialOutcome(number, Status.FAILED, "the trial ended without a final report", steps, None)
@@ -60,7 +61,7 @@ class SearchBook(Callback):
         self.exploits = exploits if exploits is not None else []
         self.lineage: dict[int, list[dict[str, Any]]] = {}
         self.objectives = objectives
-        self.sign = 1.0 if directions[0] == "minimize" else -1.0
+        self.sign = sign_of(directions[0])
         self.total = total
         self.observers = list(observers or [])
         self.quiet = quiet
@@ -143,7 +144,7 @@ class SearchBook(Callback):
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         tell(self.study, ot, out.status, out.values,
-             {"gantune_status": out.status.value, "gantune_reason": out.reason, "gantune_rule": out.rule,
+             {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
               "steps": out.steps, "metrics": out.metrics})
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)

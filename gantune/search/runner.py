@@ -17,21 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from gantune import env, provenance
+from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import RUNNING, STATUSES, ObserverThread, Status, first_line
-from gantune.rundir import check_writable
-from gantune.space import SearchSettings, SearchSpace, fixed_sections
-from gantune.study import (
+from gantune.events import STATUSES, ObserverThread, first_line
+from gantune.rundir import check_writable, trial_dirname
+from gantune.sampling.settings import SearchSettings
+from gantune.sampling.space import SearchSpace, fixed_sections
+from gantune.sampling.study import (
     DEFAULT_STORAGE,
     FINISHED,
-    absolute_sqlite,
     best_trial,
     check_study,
     finished_count,
     interrupted_trials,
     open_study,
     ranked,
+    trial_status,
 )
 
 
@@ -289,13 +291,13 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
 
     started = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     for t in started:
-        status = t.user_attrs.get("gantune_status", RUNNING if t.state.name == "RUNNING" else Status.FAILED.value)
+        status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1
         steps += int(t.user_attrs.get("steps", 0))
     best = best_trial(study)
     best_info: dict[str, Any] | None = None
     if best is not None:
-        samples = sorted((run_root / f"trial-{best.number:04d}" / "samples").glob("*.png"))
+        samples = sorted((run_root / trial_dirname(best.number) / "samples").glob("*.png"))
         best_info = {"trial": best.number, "values": dict(zip(settings.objectives, best.values, strict=True)),
                      "metrics": best.user_attrs.get("metrics", {}), "params": best.params,
                      "config": best.user_attrs.get("config"), "floor": provenance.floor(best),

@@ -4,22 +4,36 @@ remembering which member cloned which (the lineage the study and MLflow record).
 Health verdicts act inside each trial (its ``should_stop``), so a diverging or collapsing trial ends at the
 first signal, without waiting for a rung; ASHA handles trials that are merely worse than their peers. Under PBT
 nothing is stopped for being worse: the bottom of the population clones the top (exploit) and perturbs its
-hyperparameters (explore, ``gantune.explore``); health verdicts still end diverged members.
+hyperparameters (explore, ``Explorer``); health verdicts still end diverged members.
+
+PBT's explore on a gantune space perturbs a member's sampled parameters and derives its trial config again.
+Exploit copies a member's G, D and optimiser state into another; explore then changes only what such a
+checkpoint can carry on with (``SearchSpace.mutable_params``: learning rates, betas, n_critic, penalty weights,
+and the free parameters of ``search.params`` that feed them). The new config comes from the space itself
+(``SearchSpace.sample`` on an ``optuna.trial.FixedTrial``), so expressions such as ``lr_d = lr_g * ttur_ratio``
+stay true. A perturbation that would change the networks, the data, the loss or the optimiser kind (a free
+parameter feeding a width, a ``when`` switching a leaf on) is dropped: the member keeps the donor's value.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
-from gantune.explore import Explorer
+from gantune.errors import ConfigError
+from gantune.sampling.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
 from gantune.search.trainable import ORIGIN
-from gantune.space import SearchSpace
+
+#: Ray Tune's PBT perturbation factors
+FACTORS = (0.8, 1.2)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
     (grace = ``grace_evals`` evaluations), or FIFO when ASHA is off."""
     settings = space.settings
     p = settings.pruning
-    mode = "min" if settings.directions[0] == "minimize" else "max"
+    mode = settings.mode
     if p.scheduler == "pbt":
         # only evaluation reports carry the objective and a checkpoint: log reports pass (require_attrs off)
         return RecordingPBT(exploits, time_attr="step", metric="objective", mode=mode,
@@ -134,3 +148,59 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
     # max_t just under the budget: no rung at the last step, where a trial has already spent everything
     return RecordingASHA(stopped, time_attr="step", metric="objective", mode=mode, max_t=settings.max_steps - 1,
                          grace_period=grace, reduction_factor=p.reduction_factor, stop_last_trials=False)
+
+
+def _frozen(raw: dict[str, Any]) -> tuple[Any, ...]:
+    """What a cloned checkpoint cannot change: networks, data, loss kind, optimiser kind, EMA on/off."""
+    return (raw.get("data"), raw.get("model"), raw.get("loss", {}).get("name"), raw.get("optim", {}).get("name"),
+            bool(raw.get("optim", {}).get("ema", 0)))
+
+
+class Explorer:
+    """Ray Tune's ``custom_explore_fn``: ``config["params"]`` (the Optuna parameters) perturbed, and
+    ``config["trial"]`` derived again from them."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.names = space.mutable_params()
+        self.probability = space.settings.pruning.pbt.resample_probability
+        self.rng = random.Random(seed)
+
+    def perturb(self, name: str, value: Any) -> Any:
+        """Resample with ``resample_probability``; else x0.8 / x1.2 (clipped to the range) or a neighbouring
+        choice, as Ray Tune's PBT does."""
+        spec = self.space.params.get(name) or self.space.leaves[name]
+        resample = self.rng.random() < self.probability
+        if isinstance(spec, CategoricalSpec):
+            choices = spec.choices
+            if resample or value not in choices:
+                return self.rng.choice(choices)
+            i = choices.index(value) + self.rng.choice((-1, 1))
+            return choices[min(max(i, 0), len(choices) - 1)]
+        assert isinstance(spec, (FloatSpec, IntSpec))
+        lo, hi = spec.range
+        if resample:
+            new = (math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if spec.log
+                   else self.rng.uniform(lo, hi))
+        else:
+            new = value * self.rng.choice(FACTORS)
+        new = min(max(new, lo), hi)
+        return round(new) if isinstance(spec, IntSpec) else float(new)
+
+    def derive(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]  # same suggest API
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        params = dict(config["params"])
+        raw = config["trial"]
+        for name in self.names:
+            if name not in params:  # switched off by its ``when`` in this member
+                continue
+            trial_params = {**params, name: self.perturb(name, params[name])}
+            try:
+                candidate = self.derive(trial_params)
+            except (ValueError, ConfigError):  # a ``when`` now asks for a parameter this member never had
+                continue
+            if _frozen(candidate) == _frozen(raw):
+                params, raw = trial_params, candidate
+        return {**config, "params": params, "trial": raw}

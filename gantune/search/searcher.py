@@ -15,8 +15,9 @@ import optuna
 from ray.tune.search import Searcher
 
 from gantune.errors import ConfigError
-from gantune.space import SearchSpace
-from gantune.study import report_intermediate, restart_trial
+from gantune.rundir import trial_dirname
+from gantune.sampling.space import SearchSpace
+from gantune.sampling.study import report_intermediate, restart_trial
 
 
 class OptunaStudySearcher(Searcher):
@@ -50,7 +51,7 @@ class OptunaStudySearcher(Searcher):
             raw = self._sample(trial)
         else:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
-        run_dir = str(self.run_root / f"trial-{trial.number:04d}")
+        run_dir = str(self.run_root / trial_dirname(trial.number))
         trial.set_user_attr("ray_trial_id", trial_id)
         trial.set_user_attr("run_dir", run_dir)
         self.trials[trial_id] = trial

@@ -16,7 +16,7 @@ import yaml
 
 from gantune.cli import main
 from gantune.errors import ConfigError, DataError
-from gantune.space import load_space
+from gantune.sampling.space import load_space
 
 SPACE = {
     "name": "ok",

@@ -97,7 +97,7 @@ def test_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_builtin_config_name_resolves() -> None:
-    from gantune.cli import resolve_config_path
+    from gantune.production import resolve_config_path
 
     assert resolve_config_path("grid25").name == "grid25.yaml"
 

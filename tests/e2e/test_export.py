@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from gantune.cli import main
 from gantune.config import load_config
 from gantune.errors import GantuneError
-from gantune.study import one_trial, trial_value
+from gantune.sampling.study import one_trial, trial_value
 from tests.conftest import last_json, searched_in, tiny_space
 
 SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, n_samples=300, beta1=True)

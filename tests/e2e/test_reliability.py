@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 
 from gantune.cli import main
 from gantune.errors import ConfigError
+from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
-from gantune.space import load_space
 from gantune.trial import train
 from tests.conftest import enqueue_lrs, free_port, tiny, tiny_space
 

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from gantune.cli import main
 from gantune.errors import ConfigError
-from gantune.explore import Explorer, mutable_params
-from gantune.space import load_space
+from gantune.sampling.space import load_space
+from gantune.search.scheduler import Explorer
 
 SPACE = """
 name: {name}
@@ -50,7 +50,7 @@ def _config(space, params):  # type: ignore[no-untyped-def]
 def test_explore_perturbs_what_a_checkpoint_carries_and_keeps_expressions_true(tmp_path: Path) -> None:
     space = load_space(_space(tmp_path))
     # width is a free parameter too, but it sizes G: a clone's checkpoint could not load into another width
-    assert mutable_params(space) == ["ttur_ratio", "width", "optim.lr_g", "optim.beta1"]
+    assert space.mutable_params() == ["ttur_ratio", "width", "optim.lr_g", "optim.beta1"]
     explorer = Explorer(space, seed=0)
     start = {"ttur_ratio": 1.0, "width": 16, "optim.lr_g": 1e-3, "optim.beta1": 0.5}
     changed = set()
@@ -133,8 +133,8 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
 def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path) -> None:
     """Killed mid-search, a member that had cloned another must not restart (from step 0) on the donor's explored
     config with a lineage that no longer happened."""
+    from gantune.sampling.study import interrupted_trials
     from gantune.search.searcher import OptunaStudySearcher
-    from gantune.study import interrupted_trials
 
     space = load_space(_space(tmp_path))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="pbt", direction="maximize")

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
-from gantune.space import load_space
 
 REGIMES = """
 name: regimes

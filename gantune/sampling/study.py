@@ -1,4 +1,4 @@
-"""The Optuna study behind a search: samplers by name, create / resume, and the ask-tell bookkeeping.
+"""The Optuna study behind a search: create / resume, and the ask-tell bookkeeping.
 
 The study lives in sqlite (``sqlite:///optuna.db`` by default, next to MLflow's ``mlflow.db``) so
 optuna-dashboard can open it and an interrupted search can resume from it. Only the driver touches it.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
+from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
-from gantune.events import Status
-from gantune.registry import Registry
+from gantune.events import REASON_KEY, STATUS_KEY, Status
 from gantune.rundir import check_writable
-from gantune.space import SearchSettings
+from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-
-SAMPLERS: Registry[Callable[[SearchSettings], optuna.samplers.BaseSampler]] = Registry("sampler")
-SAMPLERS.add("tpe", lambda s: optuna.samplers.TPESampler(seed=s.seed, constant_liar=True,
-                                                         multivariate=True, n_startup_trials=min(5, s.trials)))
-SAMPLERS.add("random", lambda s: optuna.samplers.RandomSampler(seed=s.seed))
-SAMPLERS.add("qmc", lambda s: optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False))
-SAMPLERS.add("gp", lambda s: optuna.samplers.GPSampler(seed=s.seed))
-SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False))
 
 #: gantune status -> the state Optuna is told (pruned:* -> PRUNED). An out-of-memory trial is told PRUNED, not
 #: FAIL: Optuna's samplers ignore FAIL trials, while TPE ranks a PRUNED trial without values below every other,
@@ -38,14 +29,6 @@ SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_i
 OPTUNA_STATE = {Status.COMPLETED: TrialState.COMPLETE, Status.FAILED: TrialState.FAIL,
                 Status.FAILED_OOM: TrialState.PRUNED}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def absolute_sqlite(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + str((Path.cwd() / uri.removeprefix(prefix)).resolve())
-    return uri
 
 
 def find_study(name: str, storage: str) -> optuna.Study | None:
@@ -132,13 +115,21 @@ def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[
     state = OPTUNA_STATE.get(status, TrialState.PRUNED if status.pruned else TrialState.FAIL)
     if state == TrialState.COMPLETE and (values is None or not all(math.isfinite(v) for v in values)):
         state = TrialState.FAIL
-        trial.set_user_attr("gantune_reason", "no finite objective value at the end of the trial")
+        trial.set_user_attr(REASON_KEY, "no finite objective value at the end of the trial")
     study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+
+
+def trial_status(t: FrozenTrial) -> str:
+    """The gantune status a trial was closed with (``completed``, ``pruned:asha``, …); for one gantune has not
+    closed, Optuna's state in gantune's words (``running``, ``failed``)."""
+    if STATUS_KEY in t.user_attrs:
+        return str(t.user_attrs[STATUS_KEY])
+    return Status.FAILED.value if t.state == TrialState.FAIL else t.state.name.lower()
 
 
 def sign(study: optuna.Study) -> float:
     """1.0 when the first objective is minimised, -1.0 when maximised: ``sign * value`` ranks best first."""
-    return 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sign_of(study.directions[0].name)
 
 
 def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
@@ -158,20 +149,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         kept = {t.number for t in done}
         done = [t for t in study.best_trials if t.number in kept] or done
     return min(done, key=lambda t: sign(study) * t.values[0])
-
-
-def sqlite_file(storage: str) -> Path | None:
-    """The database file of a ``sqlite:///`` storage URL (``None`` for other storages and in-memory sqlite)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(storage)
-    except ArgumentError:
-        return None
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
 
 
 def check_storage(storage: str, writing: bool = True) -> Path | None:
@@ -218,7 +195,7 @@ def one_trial(study: optuna.Study, number: int) -> FrozenTrial:
                            f"({len(study.trials)} trials, numbered from 0)")
     t = found[0]
     if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "config" not in t.user_attrs:
-        status = t.user_attrs.get("gantune_status", t.state.name.lower())
+        status = trial_status(t)
         raise GantuneError(f"--trial {number}: trial {number} of search {study.study_name!r} is {status}, "
                            "not a completed or pruned run")
     return t

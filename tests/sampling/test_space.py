@@ -5,7 +5,7 @@ import pytest
 
 from gantune.config import config_from_dict
 from gantune.errors import ConfigError
-from gantune.space import load_space
+from gantune.sampling.space import load_space
 
 SPACE = """
 name: t

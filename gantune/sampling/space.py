@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
 from gantune.errors import ConfigError
-from gantune.expr import Expr, ExprError
+from gantune.sampling.expr import Expr, ExprError
+from gantune.sampling.settings import SearchSettings, check_name
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True)
-#: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 Scalar = str | int | float | bool | None
 
 
@@ -90,89 +88,6 @@ SPEC_TYPES: dict[str, type[_Leaf]] = {"float": FloatSpec, "int": IntSpec, "categ
 Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
 
 
-class Resources(BaseModel):
-    model_config = _FORBID
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float | Literal["auto"] = Field(default="auto", description="GPU share per trial (0 = CPU); auto = none "
-                                        "without a GPU, else 1/k of one by model size (gantune.devices)")
-
-    @field_validator("gpu")
-    @classmethod
-    def _share(cls, v: float | str) -> float | str:
-        if isinstance(v, (int, float)) and v < 0:
-            raise ValueError("must be at least 0 (0 = no GPU) or auto")
-        return v
-
-
-class PBTSettings(BaseModel):
-    """Population Based Training (Jaderberg et al. 2017) through Ray Tune's ``PopulationBasedTraining``."""
-
-    model_config = _FORBID
-    interval_evals: int = Field(default=2, ge=1, description="evaluations between exploit/explore decisions")
-    quantile: float = Field(default=0.25, gt=0, le=0.5, description="bottom share of the population that clones "
-                            "a member of the top share")
-    resample_probability: float = Field(default=0.25, ge=0, le=1, description="chance that explore draws a "
-                                        "parameter afresh from its range instead of perturbing it")
-    mutate: list[str] | None = Field(default=None, description="sampled parameters explore may change; default: "
-                                     "the sampled optim/loss numbers (learning rates, betas, n_critic, penalty "
-                                     "weights) and the free parameters of search.params")
-
-
-class Pruning(BaseModel):
-    model_config = _FORBID
-    scheduler: Literal["asha", "pbt"] = Field(default="asha", description="asha: successive halving on the "
-                                              "objective; pbt: population based training (exploit + explore)")
-    asha: bool = Field(default=True, description="ASHA successive halving on the objective at evaluation steps "
-                       "(scheduler: asha; false = no scheduler)")
-    health: bool = Field(default=True, description="stop trials the health monitor judges diverged/collapsed/stalled")
-    grace_evals: int = Field(default=2, ge=1, description="full evaluations before ASHA may stop a trial")
-    reduction_factor: int = Field(default=3, ge=2)
-    pbt: PBTSettings = Field(default_factory=PBTSettings)
-
-
-class SearchSettings(BaseModel):
-    """The ``search`` section."""
-
-    model_config = _FORBID
-    trials: int = Field(default=16, ge=1)
-    max_steps: int = Field(default=2000, ge=1, description="generator steps per trial (sets train.steps)")
-    eval_every: int = Field(default=250, ge=1, description="full evaluation cadence (sets eval.every)")
-    quick_every: int = Field(default=0, ge=0, description="cheap collapse checks between evaluations (0 = off)")
-    objective: str | list[str] = "fid"
-    direction: Literal["minimize", "maximize"] | list[Literal["minimize", "maximize"]] = "minimize"
-    sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
-    seed: int = 0
-    concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow; "
-                             "PBT creates its whole population at once and the resources decide)")
-    resources: Resources = Field(default_factory=Resources)
-    pruning: Pruning = Field(default_factory=Pruning)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
-
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: str) -> str:
-        from gantune.study import SAMPLERS  # the one list of samplers
-
-        return SAMPLERS.validate(v)
-
-    @model_validator(mode="after")
-    def _objectives(self) -> SearchSettings:
-        if len(self.objectives) != len(self.directions):
-            raise ValueError("objective and direction need the same number of entries")
-        if self.eval_every > self.max_steps:
-            raise ValueError("eval_every must not exceed max_steps")
-        return self
-
-    @property
-    def objectives(self) -> list[str]:
-        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
-
-    @property
-    def directions(self) -> list[str]:
-        d = self.direction
-        return [d] * len(self.objectives) if isinstance(d, str) else list(d)
-
-
 @dataclasses.dataclass
 class SearchSpace:
     """A validated space: ``sample(trial)`` draws one trial config (a plain dict) through Optuna."""
@@ -223,8 +138,39 @@ class SearchSpace:
         raw.setdefault("eval", {})["every"] = s.eval_every
         raw["eval"]["quick_every"] = s.quick_every
         raw.setdefault("health", {})["objective"] = s.objectives[0]
-        raw["health"]["mode"] = "min" if s.directions[0] == "minimize" else "max"
+        raw["health"]["mode"] = s.mode
         return raw
+
+    def mutable_params(self) -> list[str]:
+        """The sampled numeric parameters PBT's explore perturbs (``pruning.pbt.mutate`` or the default set); a
+        ``ConfigError`` when there are none or a named one is not a sampled number of this space."""
+        specs = {**self.params, **self.leaves}
+        numeric = [name for name, spec in specs.items() if _numeric_sampled(spec)]
+        wanted = self.settings.pruning.pbt.mutate
+        src = f"{self.source}: search.pruning.pbt.mutate"
+        if wanted is not None:
+            for name in wanted:
+                if name not in numeric:
+                    raise ConfigError(f"{src}: {name!r} is not a sampled number of this space (sampled: "
+                                      f"{', '.join(numeric) or 'none'})")
+            return list(wanted)
+        chosen = [n for n in numeric if n in self.params or n in DEFAULT_MUTABLE]
+        if not chosen:
+            raise ConfigError(f"{self.source}: search.pruning.scheduler: pbt needs a sampled learning rate, beta, "
+                              "n_critic or penalty weight (or a free parameter) to explore; this space samples none")
+        return chosen
+
+
+#: config leaves PBT's explore changes by default when the space samples them (a checkpoint carries on with any
+#: value)
+DEFAULT_MUTABLE = ("optim.lr_g", "optim.lr_d", "optim.beta1", "optim.beta2", "optim.n_critic", "optim.grad_clip",
+                   "loss.gp_weight", "loss.r1_weight", "loss.feature_matching", "loss.clip")
+
+
+def _numeric_sampled(spec: Spec) -> bool:
+    if isinstance(spec, CategoricalSpec):
+        return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in spec.choices)
+    return isinstance(spec, (FloatSpec, IntSpec))
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str], Any]) -> Any:
@@ -356,15 +302,6 @@ def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source:
                               f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
 
 
-def check_name(name: str, where: str) -> str:
-    """``name`` when it is one safe path component: run folders go to ``<runs-dir>/<name>`` and a re-run clears
-    ``<name>/trial-NNNN`` there, so ``../x``, ``/abs`` or ``a/b`` would write (and delete) outside ``runs/``."""
-    if not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"{where}: {name!r} is not a usable search name (1 to 100 characters: letters, digits, "
-                          "'.', '_', '-', starting with a letter or digit; it names a folder under --runs-dir)")
-    return name
-
-
 #: the data fields that decide whether the data is there (``gantune.data.check_data``)
 _DATA_KEYS = ("name", "path", "dataset", "download")
 
@@ -457,7 +394,5 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
     if settings.pruning.scheduler == "pbt":
-        from gantune.explore import mutable_params
-
-        mutable_params(space)  # PBT needs something to explore
+        space.mutable_params()  # PBT needs something to explore
     return space

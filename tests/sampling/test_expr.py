@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gantune.expr import Expr, ExprError
+from gantune.sampling.expr import Expr, ExprError
 
 VALUES = {"optim.lr_g": 2e-4, "ttur_ratio": 4.0, "loss.name": "wgan-gp", "model.g_width": 64}
 

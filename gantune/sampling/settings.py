@@ -1,0 +1,135 @@
+"""The ``search`` section of a space file: budget, objectives, sampler, resources and pruning; the search's name.
+
+The sampler names live here, beside the setting that names one, so a space is checked without the study.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gantune.errors import ConfigError
+from gantune.registry import Registry
+
+_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+Direction = Literal["minimize", "maximize"]
+#: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+#: Optuna samplers by the name ``search.sampler`` gives
+SAMPLERS: Registry[Callable[[SearchSettings], optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.add("tpe", lambda s: optuna.samplers.TPESampler(seed=s.seed, constant_liar=True,
+                                                         multivariate=True, n_startup_trials=min(5, s.trials)))
+SAMPLERS.add("random", lambda s: optuna.samplers.RandomSampler(seed=s.seed))
+SAMPLERS.add("qmc", lambda s: optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False))
+SAMPLERS.add("gp", lambda s: optuna.samplers.GPSampler(seed=s.seed))
+SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False))
+
+
+class Resources(BaseModel):
+    model_config = _FORBID
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float | Literal["auto"] = Field(default="auto", description="GPU share per trial (0 = CPU); auto = none "
+                                        "without a GPU, else 1/k of one by model size (gantune.devices)")
+
+    @field_validator("gpu")
+    @classmethod
+    def _share(cls, v: float | str) -> float | str:
+        if isinstance(v, (int, float)) and v < 0:
+            raise ValueError("must be at least 0 (0 = no GPU) or auto")
+        return v
+
+
+class PBTSettings(BaseModel):
+    """Population Based Training (Jaderberg et al. 2017) through Ray Tune's ``PopulationBasedTraining``."""
+
+    model_config = _FORBID
+    interval_evals: int = Field(default=2, ge=1, description="evaluations between exploit/explore decisions")
+    quantile: float = Field(default=0.25, gt=0, le=0.5, description="bottom share of the population that clones "
+                            "a member of the top share")
+    resample_probability: float = Field(default=0.25, ge=0, le=1, description="chance that explore draws a "
+                                        "parameter afresh from its range instead of perturbing it")
+    mutate: list[str] | None = Field(default=None, description="sampled parameters explore may change; default: "
+                                     "the sampled optim/loss numbers (learning rates, betas, n_critic, penalty "
+                                     "weights) and the free parameters of search.params")
+
+
+class Pruning(BaseModel):
+    model_config = _FORBID
+    scheduler: Literal["asha", "pbt"] = Field(default="asha", description="asha: successive halving on the "
+                                              "objective; pbt: population based training (exploit + explore)")
+    asha: bool = Field(default=True, description="ASHA successive halving on the objective at evaluation steps "
+                       "(scheduler: asha; false = no scheduler)")
+    health: bool = Field(default=True, description="stop trials the health monitor judges diverged/collapsed/stalled")
+    grace_evals: int = Field(default=2, ge=1, description="full evaluations before ASHA may stop a trial")
+    reduction_factor: int = Field(default=3, ge=2)
+    pbt: PBTSettings = Field(default_factory=PBTSettings)
+
+
+class SearchSettings(BaseModel):
+    """The ``search`` section."""
+
+    model_config = _FORBID
+    trials: int = Field(default=16, ge=1)
+    max_steps: int = Field(default=2000, ge=1, description="generator steps per trial (sets train.steps)")
+    eval_every: int = Field(default=250, ge=1, description="full evaluation cadence (sets eval.every)")
+    quick_every: int = Field(default=0, ge=0, description="cheap collapse checks between evaluations (0 = off)")
+    objective: str | list[str] = "fid"
+    direction: Direction | list[Direction] = "minimize"
+    sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
+    seed: int = 0
+    concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow; "
+                             "PBT creates its whole population at once and the resources decide)")
+    resources: Resources = Field(default_factory=Resources)
+    pruning: Pruning = Field(default_factory=Pruning)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        return SAMPLERS.validate(v)
+
+    @model_validator(mode="after")
+    def _objectives(self) -> SearchSettings:
+        if len(self.objectives) != len(self.directions):
+            raise ValueError("objective and direction need the same number of entries")
+        if self.eval_every > self.max_steps:
+            raise ValueError("eval_every must not exceed max_steps")
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+    @property
+    def directions(self) -> list[str]:
+        d = self.direction
+        return [d] * len(self.objectives) if isinstance(d, str) else list(d)
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        """The first objective's direction as Ray Tune and the health monitor spell it."""
+        return mode_of(self.directions[0])
+
+
+def check_name(name: str, where: str) -> str:
+    """``name`` when it is one safe path component: run folders go to ``<runs-dir>/<name>`` and a re-run clears
+    ``<name>/trial-NNNN`` there, so ``../x``, ``/abs`` or ``a/b`` would write (and delete) outside ``runs/``."""
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{where}: {name!r} is not a usable search name (1 to 100 characters: letters, digits, "
+                          "'.', '_', '-', starting with a letter or digit; it names a folder under --runs-dir)")
+    return name
+
+
+def mode_of(direction: str) -> Literal["min", "max"]:
+    """``minimize`` -> ``min``, ``maximize`` -> ``max`` (Optuna's and Ray Tune's words for one thing)."""
+    return "min" if direction.lower() == "minimize" else "max"
+
+
+def sign_of(direction: str) -> float:
+    """1.0 for ``minimize``, -1.0 for ``maximize``: ``sign * value`` ranks the best first."""
+    return 1.0 if mode_of(direction) == "min" else -1.0
