@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.data import load_data
 from gantune.metrics import Evaluator
 from gantune.metrics.digits_net import load_digits_net

@@ -24,7 +24,7 @@ import yaml
 from common import Collector, run
 from loop_overhead import bare_loop
 
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 
 BATCH = 64
 TRIAL: dict[str, Any] = {

@@ -49,11 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gantune.config import TrialConfig, config_from_dict, load_config
+from gantune.catalogue import config_from_dict, load_config
+from gantune.config import TrialConfig
 from gantune.data import data_shape, load_data
 from gantune.errors import GantuneError
 from gantune.gan.losses import LOSSES
-from gantune.gan.nets import build_discriminator, build_generator
+from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.speed import Speed
 from gantune.gan.step import ema_decay
 from gantune.health import Verdict
@@ -114,8 +115,8 @@ def bare_loop(cfg: TrialConfig, device: torch.device, steps: int, *, warmup: int
     torch.manual_seed(tc.seed)
     data = load_data(cfg.data, device, tc.seed)
     shape = data_shape(cfg.data)
-    G = build_generator(cfg.model, cfg.resolved_arch, shape).to(device)
-    D = build_discriminator(cfg.model, cfg.resolved_arch, shape).to(device)
+    G = build_generator(cfg.model, resolve_arch(cfg), shape).to(device)
+    D = build_discriminator(cfg.model, resolve_arch(cfg), shape).to(device)
     opt_g = torch.optim.Adam(G.parameters(), o.lr_g, betas=(o.beta1, o.beta2), fused=cuda or None)
     opt_d = torch.optim.Adam(D.parameters(), o.lr_d, betas=(o.beta1, o.beta2), fused=cuda or None)
     g_params: list[Tensor] = list(G.parameters())

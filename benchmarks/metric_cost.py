@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.data import load_data
 from gantune.metrics import FAMILIES, Samples, default_metrics, load_reference, reference_n
 from gantune.metrics.features import build_extractor

@@ -29,7 +29,7 @@ import optuna
 from common import run
 
 from gantune import env
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.health import HealthMonitor
 from gantune.sampling.space import load_space
 

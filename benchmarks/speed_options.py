@@ -18,7 +18,7 @@ import torch
 from loop_overhead import PRESETS, check_window, gantune_loop
 
 from gantune import env
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.errors import GantuneError
 from gantune.trial import resolve_device
 

@@ -2,12 +2,25 @@
 
 Optuna samples the space, Ray Tune schedules the trials, health verdicts prune collapsed or diverging
 runs early, and MLflow records everything. ``gantune.trial.train`` runs one configured GAN.
+
+``load_config`` and ``config_from_dict`` check names against the registries of the layers (torch and all), so
+they are imported on first use: ``import gantune.config`` stays the schema alone.
 """
 
-from gantune.config import TrialConfig, config_from_dict, load_config
+from typing import Any
+
+from gantune.config import TrialConfig
 from gantune.errors import ConfigError, DataError, GantuneError
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "DataError", "GantuneError", "TrialConfig", "__version__", "config_from_dict",
            "load_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("config_from_dict", "load_config"):
+        from gantune import catalogue
+
+        return getattr(catalogue, name)
+    raise AttributeError(f"module 'gantune' has no attribute {name!r}")

@@ -1,8 +1,11 @@
 """Typed configuration of one trial, loaded from YAML.
 
-A trial config is a search space with every value fixed: the search issue lets any leaf be a range, and
-``TrialConfig`` validates what a sampler produced. Pydantic dataclasses give the schema: unknown keys,
-wrong types and impossible combinations are rejected with the file and the key path named.
+A trial config is a search space with every value fixed (``gantune.sampling.space`` lets any leaf be a range).
+This module is the schema alone: pydantic dataclasses reject unknown keys, wrong types, values out of range and
+rules inside one section, naming the file and the key path. It imports no other layer, so anything can read a
+config without torch. The names a config uses (datasets, architectures, losses, …) belong to the registries of the
+layers above; ``gantune.catalogue`` checks them and the rules between sections: ``load_config`` and
+``config_from_dict`` there are the ways in.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from gantune.errors import ConfigError
@@ -21,42 +24,14 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 
-# The registries are the one list of names: config asks them (imported on first use, so a loss, norm,
-# architecture, optimiser or dataset registered from outside the package is accepted like a built-in one).
-def _datasets() -> Any:
-    from gantune.data import DATASETS
-
-    return DATASETS
-
-
-def _archs() -> Any:
-    from gantune.gan.nets import ARCHS
-
-    return ARCHS
-
-
-def _losses() -> Any:
-    from gantune.gan.losses import LOSSES
-
-    return LOSSES
-
-
-def _optimizers() -> Any:
-    from gantune.gan.step import OPTIMIZERS
-
-    return OPTIMIZERS
-
-
-def _norms() -> Any:
-    from gantune.gan.norms import NORMS
-
-    return NORMS
-
-
-def split_norm(spec: str) -> tuple[str, bool]:
-    """``spectral+layer`` -> (``layer``, True): the activation norm and whether spectral norm wraps the layer."""
+def parse_norm(spec: str) -> tuple[str, bool] | None:
+    """``spectral+layer`` -> (``layer``, True), ``spectral`` -> (``none``, True), ``batch`` -> (``batch``, False):
+    the activation norm and whether spectral norm wraps the layer; ``None`` when the spec names more than one
+    activation norm or spectral twice. Whether the activation norm exists is the catalogue's question."""
     parts = spec.split("+")
     acts = [p for p in parts if p != "spectral"]
+    if len(acts) > 1 or parts.count("spectral") > 1:
+        return None
     return (acts[0] if acts else "none"), "spectral" in parts
 
 
@@ -73,11 +48,6 @@ class DataConfig:
     download: bool = Field(default=False, description="torchvision only: fetch the dataset if it is not under path")
     max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder/torchvision)")
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return str(_datasets().validate(v))
-
     @field_validator("resolution")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
@@ -91,10 +61,6 @@ class DataConfig:
         if v not in (None, 1, 3):
             raise ValueError("must be 1 or 3")
         return v
-
-    @property
-    def is_points(self) -> bool:
-        return bool(_datasets().get(self.name).points)
 
 
 @dataclass(config=_STRICT)
@@ -111,23 +77,11 @@ class ModelConfig:
     d_norm: str = "none"
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
 
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        return v if v == "auto" else str(_archs().validate(v))
-
     @field_validator("g_norm", "d_norm")
     @classmethod
     def _norm(cls, v: str) -> str:
-        parts = v.split("+")
-        acts = [p for p in parts if p != "spectral"]
-        norms = _norms()
-        if any(p not in norms for p in acts) or len(acts) > 1 or parts.count("spectral") > 1:
-            raise ValueError(
-                f"{v!r} is not a normalisation: use one of {', '.join(norms.names())}, spectral, "
-                "or spectral+<one of them>"
-            )
-        return "spectral" if acts in ([], ["none"]) and "spectral" in parts else v
+        """``spectral+none`` and ``spectral`` are one norm: spelt ``spectral``."""
+        return "spectral" if parse_norm(v) == ("none", True) else v
 
 
 @dataclass(config=_STRICT)
@@ -140,11 +94,6 @@ class LossConfig:
     clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return str(_losses().validate(v))
 
 
 @dataclass(config=_STRICT)
@@ -163,18 +112,6 @@ class OptimConfig:
     decay: str = Field(default="none", description="a registered learning-rate decay of G and D towards 0 at "
                        "train.steps: none, linear, cosine (annealing sharpens samples)")
     decay_start: float = Field(default=0.0, ge=0, lt=1, description="fraction of train.steps before decay begins")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return str(_optimizers().validate(v))
-
-    @field_validator("decay")
-    @classmethod
-    def _known_decay(cls, v: str) -> str:
-        from gantune.gan.step import DECAYS
-
-        return str(DECAYS.validate(v))
 
 
 @dataclass(config=_STRICT)
@@ -271,40 +208,6 @@ class TrialConfig:
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     origin: OriginConfig | None = None
 
-    @model_validator(mode="after")
-    def _combinations(self) -> TrialConfig:
-        """Rules between sections; each fact comes from the dataset, architecture, loss or norm object."""
-        points = self.data.is_points
-        arch = self.resolved_arch
-        if _archs().get(arch).points != points:
-            kind = "2-D point data" if points else "image data"
-            fits = [a for a in _archs().names() if _archs().get(a).points == points]
-            raise ValueError(f"model.arch: {kind} needs the {' or '.join(fits)} architecture")
-        norms = _norms()
-        for key in ("g_norm", "d_norm"):
-            act, _ = split_norm(getattr(self.model, key))
-            if points and norms.get(act).needs_maps:
-                raise ValueError(f"model.{key}: {act} normalisation needs image feature maps, not 2-D points")
-        d_act, _ = split_norm(self.model.d_norm)
-        if not norms.get(d_act).per_sample:
-            if _losses().get(self.loss.name).gradient_penalty:
-                raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample gradient penalty of "
-                                 f"{self.loss.name}")
-            if self.loss.r1_weight > 0:
-                raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
-        for needed in _datasets().get(self.data.name).needs:
-            if not getattr(self.data, needed):
-                raise ValueError(f"data.{needed}: dataset {self.data.name!r} needs a {needed}")
-        return self
-
-    @property
-    def resolved_arch(self) -> str:
-        """``model.arch``, or with ``auto`` the first registered architecture for the data's kind."""
-        if self.model.arch != "auto":
-            return self.model.arch
-        archs = _archs()
-        return next(a for a in archs.names() if archs.get(a).points == self.data.is_points)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -326,8 +229,9 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
                                                                   if more else "")
 
 
-def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
-    """Validate a plain mapping (e.g. parsed YAML or a sampled search point) into a ``TrialConfig``."""
+def parse_config(raw: Any, source: str = "<config>") -> TrialConfig:
+    """The schema's check of a plain mapping (parsed YAML, a sampled search point); names and the rules between
+    sections are ``gantune.catalogue.config_from_dict``'s."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
@@ -353,11 +257,6 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except RecursionError:  # the parser recurses once per level of nesting
         raise ConfigError(f"{p}: invalid YAML (nested too deeply)") from None
-
-
-def load_config(path: str | Path) -> TrialConfig:
-    """Load and validate a trial config YAML file."""
-    return config_from_dict(read_yaml(path) or {}, str(path))
 
 
 def dump_config(cfg: TrialConfig, header: str = "") -> str:

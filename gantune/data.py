@@ -30,6 +30,7 @@ from gantune.rundir import cache_dir, cached
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
+GREY_TORCHVISION = ("MNIST", "FashionMNIST")
 
 
 @dataclass
@@ -128,30 +129,34 @@ class RealData:
 Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
 HeldOut = Callable[[DataConfig], torch.Tensor]
 Checker = Callable[[DataConfig], None]
+Channels = Callable[[DataConfig], int]
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A dataset by name: how to build it (its training images), whether it is 2-D points, the ``data`` fields
-    it needs, its held-out images (the metrics' reference) when it has a split, and a cheap ``check`` that the
-    data is there (``DataError`` otherwise), run once before a search or a run starts."""
+    it needs, its held-out images (the metrics' reference) when it has a split, a cheap ``check`` that the
+    data is there (``DataError`` otherwise), run once before a search or a run starts, and its own channel count
+    (``data.channels`` overrides it)."""
 
     build: Builder
     points: bool = False
     needs: tuple[str, ...] = ()
     heldout: HeldOut | None = None
     check: Checker | None = None
+    channels: Channels = lambda cfg: 3
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
-            check: Checker | None = None) -> Callable[[Builder], Builder]:
+            check: Checker | None = None, channels: Channels | int = 3) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
+    count = channels if callable(channels) else (lambda cfg: channels)
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout, check))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count))
         return build
 
     return add
@@ -225,7 +230,7 @@ def _digits_heldout(cfg: DataConfig) -> torch.Tensor:
     return _fit(torch.from_numpy(digits_split("heldout")[0]), cfg)
 
 
-@dataset("digits", heldout=_digits_heldout)
+@dataset("digits", heldout=_digits_heldout, channels=1)
 def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     x, y = digits_split("train")
     return None, _fit(torch.from_numpy(x), cfg), torch.from_numpy(y)
@@ -323,7 +328,8 @@ def _check_torchvision(cfg: DataConfig) -> None:
         _torchvision_dataset(cfg, download=False)
 
 
-@dataset("torchvision", needs=("path", "dataset"), check=_check_torchvision)
+@dataset("torchvision", needs=("path", "dataset"), check=_check_torchvision,
+         channels=lambda cfg: 1 if cfg.dataset in GREY_TORCHVISION else 3)
 def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root = Path(cfg.path or "")
     ds = _torchvision_dataset(cfg, cfg.download)
@@ -357,11 +363,16 @@ def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout)
 
 
+def is_points(cfg: DataConfig) -> bool:
+    """Whether the configured dataset is 2-D points (else images)."""
+    return DATASETS.get(cfg.name).points
+
+
 def channels_of(cfg: DataConfig) -> int:
     """Configured channel count, else the dataset's own (greyscale sets have 1)."""
     if cfg.channels is not None:
         return cfg.channels
-    return 1 if cfg.name == "digits" or cfg.dataset in ("MNIST", "FashionMNIST") else 3
+    return DATASETS.get(cfg.name).channels(cfg)
 
 
 def pil_mode(cfg: DataConfig) -> str:
@@ -371,4 +382,4 @@ def pil_mode(cfg: DataConfig) -> str:
 
 def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     """Shape of one sample, without loading the data (for building networks)."""
-    return (2,) if cfg.is_points else (channels_of(cfg), cfg.resolution, cfg.resolution)
+    return (2,) if is_points(cfg) else (channels_of(cfg), cfg.resolution, cfg.resolution)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from gantune.config import DataConfig
+from gantune.data import is_points
 
 #: trials per GPU for ``resources.gpu: auto``, by model size class (largest image side; 0 = 2-D points):
 #: small MLPs and DCGANs up to 32 px leave most of an accelerator idle on their own
@@ -21,7 +22,7 @@ def auto_gpu_share(data: DataConfig | None, gpus: float) -> float:
     """The GPU share of ``resources.gpu: auto``: none without a GPU, else 1/k by the model's size class."""
     if gpus <= 0:
         return 0.0
-    side = 0 if data is None or data.is_points else data.resolution
+    side = 0 if data is None or is_points(data) else data.resolution
     per_gpu = next((k for limit, k in TRIALS_PER_GPU if side <= limit), 1)
     return 1.0 / per_gpu
 

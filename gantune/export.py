@@ -21,9 +21,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
-from gantune.config import TrialConfig, config_from_dict, dump_config
+from gantune.catalogue import config_from_dict
+from gantune.config import TrialConfig, dump_config
 from gantune.errors import GantuneError
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
+from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
@@ -87,7 +89,7 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         "pruning": Pruning(asha=False, health=settings.pruning.health), "params": {}})
     name = f"{study.study_name}-reruns"
     space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
-    storage = study._storage
+    storage = storage_of(study)
     with contextlib.suppress(KeyError):  # re-runs of an earlier export are replaced
         optuna.delete_study(study_name=name, storage=storage)
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)

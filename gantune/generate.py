@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gantune.config import TrialConfig, config_from_dict
-from gantune.data import data_shape, grid25_means, ring8_means
+from gantune.catalogue import config_from_dict
+from gantune.config import TrialConfig
+from gantune.data import data_shape, grid25_means, is_points, ring8_means
 from gantune.errors import GantuneError
 from gantune.gan import build_generator
+from gantune.gan.nets import resolve_arch
 from gantune.rundir import atomic_write
 from gantune.viz import png_bytes, samples_png
 
@@ -40,7 +42,7 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
             payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
     cfg = config_from_dict(payload["config"], f"{path} (embedded config)")
-    net = build_generator(cfg.model, cfg.resolved_arch, data_shape(cfg.data))
+    net = build_generator(cfg.model, resolve_arch(cfg), data_shape(cfg.data))
     try:
         net.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -76,7 +78,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     if n < 1:
         raise GantuneError("--n: must be at least 1")
     net, cfg = load_generator(weights, device)
-    points = cfg.data.is_points
+    points = is_points(cfg.data)
     suffix = out.suffix.lower()
     if suffix not in ("", ".png", ".csv"):
         raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from gantune.config import HealthConfig, TrialConfig
 from gantune.events import Status
+from gantune.gan.losses import LOSSES
 from gantune.metrics import CollapseSignal, collapse_signals  # the package: the built-in families are registered
 
 
@@ -213,8 +214,6 @@ class HealthMonitor:
     @classmethod
     def for_trial(cls, cfg: TrialConfig) -> HealthMonitor:
         """The monitor of one trial: its ``health`` thresholds and what its loss declares."""
-        from gantune.gan.losses import LOSSES
-
         return cls(cfg.health, separation_stalls=LOSSES.get(cfg.loss.name).separation_stalls)
 
     def __call__(self, record: dict[str, float]) -> Verdict | None:

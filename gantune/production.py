@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gantune import provenance
-from gantune.config import TrialConfig, config_from_dict, load_config
+from gantune.catalogue import config_from_dict, load_config
+from gantune.config import TrialConfig
 from gantune.data import check_data
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, first_line

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from gantune.config import TrialConfig, dump_config
+from gantune.errors import GantuneError
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
@@ -32,8 +33,6 @@ def trial_dirname(number: int) -> str:
 def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     """Fail before any work if ``path`` could not be created: its nearest existing ancestor must be a writable
     directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
-    from gantune.errors import GantuneError
-
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
     existing = path.absolute()

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gantune import env
-from gantune.config import TrialConfig, config_from_dict
+from gantune.catalogue import config_from_dict
+from gantune.config import TrialConfig
 
 env.configure()  # what cli.main does: tests call run_search and train directly too
 # GANTUNE_TEST_THREADS=1 runs the suite single-threaded (another machine's thread count changes trajectories)

@@ -2,13 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from gantune.config import config_from_dict, dump_config, load_config
+from gantune.catalogue import config_from_dict, load_config
+from gantune.config import dump_config
 from gantune.errors import ConfigError
+from gantune.gan.nets import resolve_arch
 
 
 def test_defaults_are_valid() -> None:
     cfg = config_from_dict({})
-    assert cfg.resolved_arch == "mlp"
+    assert resolve_arch(cfg) == "mlp"
     assert cfg.loss.name == "nonsaturating"
 
 

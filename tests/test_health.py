@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gantune.config import HealthConfig, config_from_dict
+from gantune.catalogue import config_from_dict
+from gantune.config import HealthConfig
 from gantune.health import HealthMonitor
 from gantune.trial import TrialResult, train
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gantune.config import config_from_dict
-from gantune.data import DATASETS, Mixture, dataset
+from gantune.catalogue import config_from_dict
+from gantune.data import DATASETS, Mixture, dataset, is_points
 from gantune.gan.losses import LOSSES, GANLoss
+from gantune.gan.nets import resolve_arch
 from gantune.health import HealthMonitor
 from gantune.metrics import FAMILIES, CollapseSignal, Reference, Samples, Scorer, family
 from gantune.sampling.space import load_space
@@ -80,6 +81,43 @@ def test_a_dataset_registered_outside_trains_with_the_mode_metrics(square4: str)
                                                                   "g_norm": "none"},
                             "train": {"steps": 20, "batch_size": 32, "log_every": 10, "device": "cpu"},
                             "eval": {"every": 20, "n_samples": 200, "metrics": ["modes"]}})
-    assert cfg.data.is_points and cfg.resolved_arch == "mlp"
+    assert is_points(cfg.data) and resolve_arch(cfg) == "mlp"
     result = train(cfg)
     assert result.status == "completed" and 0 <= result.last_eval["modes"] <= 4
+
+
+def test_a_dataset_says_its_own_channel_count() -> None:
+    """``channels_of`` asks the dataset: a greyscale set registered outside needs no name in gantune's code."""
+    from gantune.config import DataConfig
+    from gantune.data import channels_of
+
+    @dataset("grey_plugin", channels=1)
+    def grey(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+        return None, torch.zeros(4, 1, cfg.resolution, cfg.resolution), None
+
+    try:
+        assert channels_of(DataConfig(name="grey_plugin")) == 1
+        assert channels_of(DataConfig(name="grey_plugin", channels=3)) == 3  # the config still overrides it
+        assert channels_of(DataConfig(name="torchvision", dataset="MNIST", path="x")) == 1
+        assert channels_of(DataConfig(name="torchvision", dataset="CIFAR10", path="x")) == 3
+    finally:
+        DATASETS.remove("grey_plugin")
+
+
+def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:
+    """The verdict names the first signal that fires: an explicit order, not the order modules were imported."""
+    from gantune.metrics import collapse_signals
+
+    before = [s.key for s in collapse_signals()]
+    entries = {name: FAMILIES.get(name) for name in FAMILIES.names()}
+    try:
+        for name in ("modes", "classes"):  # re-registered last, as a plugin that replaces them would be
+            FAMILIES.remove(name)
+            FAMILIES.add(name, entries[name])
+        assert [s.key for s in collapse_signals()] == before == ["mode_coverage", "class_coverage", "diversity",
+                                                                   "recall"]
+    finally:
+        for name in list(FAMILIES.names()):
+            FAMILIES.remove(name)
+        for name, entry in entries.items():
+            FAMILIES.add(name, entry)

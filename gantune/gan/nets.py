@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gantune.config import ModelConfig
+from gantune.config import ModelConfig, TrialConfig
+from gantune.data import is_points
 from gantune.gan.norms import NormSpec
 from gantune.registry import Registry
 
@@ -177,6 +178,14 @@ ARCHS.add("dcgan", Arch(
     discriminator=lambda c, shape: _dcgan(
         DCGANDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std, shape[0], shape[-1])),
 ))
+
+
+def resolve_arch(cfg: TrialConfig) -> str:
+    """``model.arch``, or with ``auto`` the first registered architecture for the data's kind (points or images)."""
+    if cfg.model.arch != "auto":
+        return cfg.model.arch
+    points = is_points(cfg.data)
+    return next(a for a in ARCHS.names() if ARCHS.get(a).points == points)
 
 
 def build_generator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:

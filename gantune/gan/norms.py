@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gantune.config import parse_norm
+from gantune.errors import GantuneError
 from gantune.registry import Registry
 
 #: builder(num_features, spatial) returning the layer placed after a linear (spatial=False) or conv layer.
@@ -41,10 +43,10 @@ class NormSpec:
     """A parsed ``model.g_norm`` / ``model.d_norm`` string such as ``spectral+layer``."""
 
     def __init__(self, spec: str) -> None:
-        parts = spec.split("+")
-        self.spectral = "spectral" in parts
-        acts = [p for p in parts if p != "spectral"]
-        self.activation = acts[0] if acts else "none"
+        parsed = parse_norm(spec)
+        if parsed is None:
+            raise GantuneError(f"{spec!r} is not a normalisation")
+        self.activation, self.spectral = parsed
         self.norm = NORMS.get(self.activation)
 
     def wrap(self, layer: nn.Module) -> nn.Module:

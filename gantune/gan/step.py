@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
-from gantune.gan.nets import build_discriminator, build_generator
+from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.speed import Speed
 from gantune.registry import Registry
 
@@ -59,7 +59,7 @@ class GANTrainer:
         self.device = device
         self.sample_real = sample_real
         shape = data_shape(cfg.data)
-        arch = cfg.resolved_arch
+        arch = resolve_arch(cfg)
         self.speed = Speed.resolve(cfg.train, device)
         self.speed.set_backends(device)
         images = len(shape) == 3

@@ -16,14 +16,9 @@ from typing import Any
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import RealData
+from gantune.data import RealData, is_points
 from gantune.errors import ConfigError
-
-# isort: off
-# the built-in families, registered in the order the health monitor checks their collapse signals
-from gantune.metrics import fid, modes  # noqa: F401
-from gantune.metrics import diversity  # noqa: F401
-# isort: on
+from gantune.metrics import diversity, fid, modes  # noqa: F401  # the built-in families register themselves
 from gantune.metrics.base import (
     FAMILIES,
     CollapseSignal,
@@ -51,11 +46,20 @@ def default_metrics(points: bool, classifier: bool) -> list[str]:
     return ["fid", "diversity", "prdc"]
 
 
+def check_metric_names(names: list[str]) -> None:
+    """A ``ValueError`` naming the first of ``names`` that is no metric family (``[default]`` stands for a set)."""
+    if names == ["default"]:
+        return
+    for name in names:
+        if name not in FAMILIES:
+            raise ValueError(f"unknown metric {name!r}; choose from default, {', '.join(FAMILIES.names())}")
+
+
 def metric_names(cfg: TrialConfig) -> list[str]:
     """The metric families ``cfg.eval.metrics`` stands for (``default`` expanded for the data and extractor)."""
     names = list(cfg.eval.metrics)
     if names == ["default"]:
-        names = default_metrics(cfg.data.is_points, default_extractor(cfg) in CLASSIFIERS)
+        names = default_metrics(is_points(cfg.data), default_extractor(cfg) in CLASSIFIERS)
     return names
 
 
@@ -121,10 +125,10 @@ class Evaluator:
         if not names:
             return
         self.extractor = build_extractor(cfg, device)
-        for name in names:
-            if name not in FAMILIES:
-                raise ConfigError(f"eval.metrics: unknown metric {name!r}; choose from default, "
-                                  f"{', '.join(FAMILIES.names())}")
+        try:
+            check_metric_names(names)
+        except ValueError as err:
+            raise ConfigError(f"eval.metrics: {err}") from None
         n_ref = reference_n(data, self.n)
         ref = load_reference(cfg, data, self.extractor, n_ref, device)
         try:
@@ -177,5 +181,5 @@ class Evaluator:
 
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
-           "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys", "metric_names",
-           "reference_n"]
+           "check_metric_names", "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys",
+           "metric_names", "reference_n"]

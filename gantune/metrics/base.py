@@ -96,6 +96,14 @@ def family(name: str, keys: tuple[str, ...], cheap: bool = False,
     return add
 
 
+#: the order the health monitor checks collapse signals in, so the verdict names the first that fires: coverage
+#: of modes and classes says what is missing; then sample spread, then recall. Other families' signals follow,
+#: in the order they were registered.
+COLLAPSE_ORDER = ("mode_coverage", "class_coverage", "diversity", "recall")
+
+
 def collapse_signals() -> list[CollapseSignal]:
-    """Every registered family's collapse signals, in registration order (what the health monitor watches)."""
-    return [signal for name in FAMILIES for signal in FAMILIES.get(name).collapse]
+    """Every registered family's collapse signals (what the health monitor watches), in ``COLLAPSE_ORDER``."""
+    signals = [signal for name in FAMILIES for signal in FAMILIES.get(name).collapse]
+    rank = {key: i for i, key in enumerate(COLLAPSE_ORDER)}
+    return sorted(signals, key=lambda s: rank.get(s.key, len(rank)))

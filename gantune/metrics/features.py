@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from gantune.config import TrialConfig
+from gantune.data import is_points
 from gantune.devices import extraction_chunk
 from gantune.errors import ConfigError
 from gantune.registry import Registry
@@ -121,7 +122,7 @@ def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
 def default_extractor(cfg: TrialConfig) -> str:
     if cfg.eval.extractor != "auto":
         return cfg.eval.extractor
-    if cfg.data.is_points:
+    if is_points(cfg.data):
         return "coords"
     return "digits" if cfg.data.name == "digits" else "inception"
 

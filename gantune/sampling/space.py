@@ -25,8 +25,11 @@ from typing import Any
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
-from gantune.errors import ConfigError
+from gantune.catalogue import check_value, config_from_dict
+from gantune.config import SECTIONS, DataConfig, TrialConfig, format_validation_error, read_yaml
+from gantune.data import check_data
+from gantune.errors import ConfigError, DataError
+from gantune.metrics import metric_keys
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, check_name
 
@@ -211,7 +214,8 @@ def _parse_spec(raw: dict[str, Any], source: str, path: str) -> Spec:
 
 
 def _check_leaf(path: str, spec: Spec, source: str) -> None:
-    """Each value a leaf can take must pass its section's field validation (key exists, right type)."""
+    """Each value a leaf can take must pass its section's field validation (key exists, right type) and, for a
+    name, the catalogue (the dataset, loss, norm … is registered)."""
     section, key = path.split(".", 1)
     if isinstance(spec, FloatSpec):
         probes: list[Any] = list(spec.range)
@@ -232,6 +236,7 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
             cls(**{key: value})
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, source, section)) from None
+        check_value(section, key, value, source)
 
 
 def _walk(raw: dict[str, Any], source: str) -> dict[str, Spec]:
@@ -270,8 +275,6 @@ def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) 
 def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
     """The trial config of the space's fixed ``data`` and ``eval`` values, or ``None`` where either is sampled
     (or the combination is invalid, which the trial config reports later)."""
-    from gantune.config import config_from_dict
-
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
@@ -290,8 +293,6 @@ def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source:
 
     Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial.
     """
-    from gantune.metrics import metric_keys
-
     probe = fixed_sections(leaves, source)
     if probe is None:
         return
@@ -310,8 +311,6 @@ def possible_data(leaves: dict[str, Spec]) -> list[Any]:
     """The distinct ``DataConfig``s the space's trials can have, as far as their fixed and categorical values
     (and the defaults a ``when`` falls back on) say. A ``download`` it samples otherwise counts as true (nothing
     to check); another sampled key reads its default; combinations the trial config would refuse are left to it."""
-    from gantune.config import DataConfig
-
     fixed: dict[str, Any] = {}
     options: dict[str, list[Any]] = {}
     for path, spec in leaves.items():
@@ -344,9 +343,6 @@ def possible_data(leaves: dict[str, Spec]) -> list[Any]:
 
 def _check_data(leaves: dict[str, Spec], source: str) -> None:
     """Data that is not there fails here, once, rather than in every trial of a search that then exits 0."""
-    from gantune.data import check_data
-    from gantune.errors import DataError
-
     for cfg in possible_data(leaves):
         try:
             check_data(cfg)

@@ -19,6 +19,7 @@ from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status
 from gantune.rundir import check_writable
+from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -71,7 +72,7 @@ def search_settings(study: optuna.Study) -> SearchSettings:
 
 def interrupted_trials(study: optuna.Study) -> list[optuna.Trial]:
     """Trials left RUNNING by a search that was killed: a resumed search runs them again, same number."""
-    return [optuna.Trial(study, t._trial_id) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    return [live_trial(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -84,18 +85,8 @@ def restart_trial(trial: optuna.Trial) -> optuna.Trial:
     Optuna has no public call for this; its RDB storage (sqlite, the default) is cleared directly. With other
     storages the old values stay until the re-run reports the same steps.
     """
-    from optuna.storages import RDBStorage
-    from optuna.storages._rdb import models
-
-    storage = getattr(trial.study._storage, "_backend", trial.study._storage)
-    if isinstance(storage, RDBStorage):
-        session = storage.scoped_session()
-        try:
-            session.query(models.TrialIntermediateValueModel).filter_by(trial_id=trial._trial_id).delete()
-            session.commit()
-        finally:
-            session.close()
-    return optuna.Trial(trial.study, trial._trial_id)  # re-read: a Trial caches the values it has seen
+    clear_intermediate_values(trial)
+    return live_trial(trial.study, trial)
 
 
 def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:

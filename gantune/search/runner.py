@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune import env, provenance
+from gantune.config import format_validation_error
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
@@ -56,8 +57,6 @@ class SearchOptions:
 def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSettings:
     from pydantic import ValidationError
 
-    from gantune.config import format_validation_error
-
     raw = settings.model_dump()
     for key, value in (("trials", opts.trials), ("max_steps", opts.max_steps), ("concurrency", opts.concurrent)):
         if value is not None:
@@ -74,6 +73,8 @@ def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSett
 
 #: seconds a cluster's head may take to accept a connection (ray.init would retry a dead address for minutes)
 CONNECT_TIMEOUT_S = 5.0
+#: the package folder, shipped to the workers of a cluster joined by address
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def check_address(address: str | None) -> None:
@@ -136,12 +137,12 @@ def _use_local_token(address: str) -> bool:
     where = _host_port(address)
     if os.environ.get("RAY_AUTH_MODE") is not None or where is None or not _on_this_machine(where[0]):
         return False
-    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in its stub
+    from gantune.search.ray_private import has_local_token, reload_config  # Ray: imported once a search runs
 
-    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+    if not has_local_token():
         return False
     os.environ["RAY_AUTH_MODE"] = "token"  # also for the processes this driver starts
-    Config.initialize("")  # Ray read its config at import: let it see the mode (what Ray does itself for auto)
+    reload_config()  # Ray read its config at import: let it see the mode (what Ray does itself for auto)
     return True
 
 
@@ -158,11 +159,9 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
     started = False
     if not ray.is_initialized():
         if address:
-            import gantune
-
             token = _use_local_token(address)
             try:
-                ray.init(address=address, runtime_env={"py_modules": [str(Path(gantune.__file__).parent)]},
+                ray.init(address=address, runtime_env={"py_modules": [str(PACKAGE)]},
                          log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, ValueError, RuntimeError) as err:
                 hint = ("the token in ~/.ray/auth_token (or RAY_AUTH_TOKEN) is not this cluster's" if token else

@@ -30,6 +30,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 
 from gantune.errors import ConfigError
 from gantune.sampling.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
+from gantune.search.ray_private import WithoutSearcher, member_state
 from gantune.search.trainable import ORIGIN
 
 #: Ray Tune's PBT perturbation factors
@@ -86,7 +87,7 @@ class RecordingPBT(PopulationBasedTraining):
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         # Ray's PBT refuses a search algorithm (one that samples new points would fight explore). gantune's
         # searcher only draws the initial population from the Optuna study and tells it each ending.
-        super().on_trial_add(_WithoutSearcher(tune_controller), trial)  # type: ignore[arg-type]
+        super().on_trial_add(WithoutSearcher(tune_controller), trial)  # type: ignore[arg-type]
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict[str, Any], dict[str, Any]]:
         explored, operations = super()._get_new_config(trial, trial_to_clone)  # explores the donor's config
@@ -99,14 +100,14 @@ class RecordingPBT(PopulationBasedTraining):
         # and every exploit of such a donor is skipped ("no checkpoint"). Each gantune evaluation reports a
         # checkpoint: a top member without a kept one is cloned from its latest.
         for top in upper_quantile:
-            state = self._trial_state[top]
+            state = member_state(self, top)
             if state.last_checkpoint is None and top.checkpoint is not None:
                 state.last_checkpoint = top.checkpoint
         super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
         super()._exploit(tune_controller, trial, trial_to_clone)
-        donor = self._trial_state[trial_to_clone]
+        donor = member_state(self, trial_to_clone)
         last: dict[str, Any] = donor.last_result or {}
         step = int(last.get("step", 0))
         path = getattr(donor.last_checkpoint, "path", None)
@@ -114,18 +115,6 @@ class RecordingPBT(PopulationBasedTraining):
             step = int(json.loads(origin.read_text())["step"])
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step, dict(trial.config["params"]),
                                      dict(trial_to_clone.config["params"]), trial.config["trial"]))
-
-
-class _WithoutSearcher:
-    """The Tune controller as PBT's ``on_trial_add`` sees it: without a search algorithm."""
-
-    search_alg = None
-
-    def __init__(self, controller: Any) -> None:
-        self._controller = controller
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._controller, name)
 
 
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit]) -> TrialScheduler:

@@ -16,6 +16,7 @@ from ray.tune.search import Searcher
 
 from gantune.errors import ConfigError
 from gantune.rundir import trial_dirname
+from gantune.sampling.optuna_private import stored_user_attrs
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import report_intermediate, restart_trial
 
@@ -40,7 +41,7 @@ class OptunaStudySearcher(Searcher):
             # a driver killed between ask() and storing the config left none: sample it again (Optuna hands
             # back the values it already recorded for this trial, so the point is the same)
             # A PBT member starts again from its first sample, not from the config its dead attempt was cloned to.
-            stored = trial.study._storage.get_trial_user_attrs(trial._trial_id).get("config")
+            stored = stored_user_attrs(trial).get("config")
             pbt = self.space.settings.pruning.scheduler == "pbt"
             raw = stored if stored and not pbt else self._sample(trial)
             if pbt:

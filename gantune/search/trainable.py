@@ -22,7 +22,7 @@ import torch
 from ray import tune
 
 from gantune import provenance
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.devices import memory_fraction, trial_device
 from gantune.events import Status, first_line
 from gantune.health import HealthMonitor

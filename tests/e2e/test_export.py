@@ -16,8 +16,8 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
+from gantune.catalogue import load_config
 from gantune.cli import main
-from gantune.config import load_config
 from gantune.errors import GantuneError
 from gantune.sampling.study import one_trial, trial_value
 from tests.conftest import last_json, searched_in, tiny_space

@@ -4,7 +4,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.data import load_data
 from gantune.errors import ConfigError
 from gantune.gan import LOSSES, NORMS, GANTrainer

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from gantune import metrics
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.data import digits_split, load_data
 from gantune.metrics import Evaluator, load_reference
 from gantune.metrics.digits_net import DigitsNet

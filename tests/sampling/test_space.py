@@ -3,7 +3,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gantune.config import config_from_dict
+from gantune.catalogue import config_from_dict
 from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
 

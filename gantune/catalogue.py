@@ -1,0 +1,118 @@
+"""The catalogue: every name a trial config may use, and the rules between its sections, checked at load.
+
+``gantune.config`` is the schema alone and imports no other layer. The names it holds (dataset, architecture,
+loss, optimiser, decay, norms, feature extractor, metric families) are the registries of ``gantune.data``,
+``gantune.gan`` and ``gantune.metrics``, and a rule such as "batch norm in D breaks the gradient penalty" is a
+fact of their objects. This module sits above those layers and asks them: ``load_config`` and
+``config_from_dict`` are the ways a config comes in, so a bad name is refused once, at load, with the file and
+key named. A registry imported here sees registrations made later (a plugin's loss), since it is looked up
+when a config is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gantune.config import TrialConfig, parse_config, parse_norm, read_yaml
+from gantune.data import DATASETS, is_points
+from gantune.errors import ConfigError
+from gantune.gan.losses import LOSSES
+from gantune.gan.nets import ARCHS, resolve_arch
+from gantune.gan.norms import NORMS
+from gantune.gan.step import DECAYS, OPTIMIZERS
+from gantune.metrics import check_metric_names
+from gantune.metrics.features import EXTRACTORS
+
+
+def _norm(spec: str) -> None:
+    parsed = parse_norm(spec)
+    if parsed is None or parsed[0] not in NORMS:
+        raise ValueError(f"{spec!r} is not a normalisation: use one of {', '.join(NORMS.names())}, spectral, "
+                         "or spectral+<one of them>")
+
+
+def _arch(name: str) -> None:
+    if name != "auto":
+        ARCHS.validate(name)
+
+
+def _extractor(name: str) -> None:
+    if name != "auto":
+        EXTRACTORS.validate(name)
+
+
+#: (section, key) -> the check of a name there (a ``ValueError`` that says what exists)
+NAMED: dict[tuple[str, str], Callable[[Any], object]] = {
+    ("data", "name"): DATASETS.validate,
+    ("model", "arch"): _arch,
+    ("model", "g_norm"): _norm,
+    ("model", "d_norm"): _norm,
+    ("loss", "name"): LOSSES.validate,
+    ("optim", "name"): OPTIMIZERS.validate,
+    ("optim", "decay"): DECAYS.validate,
+    ("eval", "extractor"): _extractor,
+    ("eval", "metrics"): check_metric_names,
+}
+
+
+def check_value(section: str, key: str, value: Any, source: str) -> None:
+    """One value of ``section.key`` against its registry (a search space checks each value a leaf can take)."""
+    check = NAMED.get((section, key))
+    if check is None:
+        return
+    try:
+        check(value)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {section}.{key}: {err}") from None
+
+
+def _combinations(cfg: TrialConfig) -> None:
+    """Rules between sections; each fact comes from the dataset, architecture, loss or norm object."""
+    points = is_points(cfg.data)
+    if ARCHS.get(resolve_arch(cfg)).points != points:
+        kind = "2-D point data" if points else "image data"
+        fits = [a for a in ARCHS.names() if ARCHS.get(a).points == points]
+        raise ValueError(f"model.arch: {kind} needs the {' or '.join(fits)} architecture")
+    for key in ("g_norm", "d_norm"):
+        act = _activation(getattr(cfg.model, key))
+        if points and NORMS.get(act).needs_maps:
+            raise ValueError(f"model.{key}: {act} normalisation needs image feature maps, not 2-D points")
+    d_act = _activation(cfg.model.d_norm)
+    if not NORMS.get(d_act).per_sample:
+        if LOSSES.get(cfg.loss.name).gradient_penalty:
+            raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample gradient penalty of "
+                             f"{cfg.loss.name}")
+        if cfg.loss.r1_weight > 0:
+            raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
+    for needed in DATASETS.get(cfg.data.name).needs:
+        if not getattr(cfg.data, needed):
+            raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
+
+
+def _activation(spec: str) -> str:
+    parsed = parse_norm(spec)
+    assert parsed is not None  # checked by NAMED first
+    return parsed[0]
+
+
+def check(cfg: TrialConfig, source: str = "<config>") -> TrialConfig:
+    """``cfg`` when every name it uses is registered and its sections fit together; else one ``ConfigError``."""
+    for (section, key) in NAMED:
+        check_value(section, key, getattr(getattr(cfg, section), key), source)
+    try:
+        _combinations(cfg)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
+    """Validate a plain mapping (parsed YAML, a sampled search point) into a ``TrialConfig``."""
+    return check(parse_config(raw, source), source)
+
+
+def load_config(path: str | Path) -> TrialConfig:
+    """Load and validate a trial config YAML file."""
+    return config_from_dict(read_yaml(path) or {}, str(path))
