@@ -35,6 +35,28 @@ ShouldStop = Callable[[Record], "Verdict | None"]
 EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Why the loop ended before its last step. A health ``Verdict`` alone does not fit: its status is always
+    ``pruned:<kind>``, while the loop's own stop on a non-finite value is plain ``diverged`` (no monitor decided it;
+    a search reports it as pruned:diverged)."""
+
+    status: Status
+    reason: str
+    rule: str = ""
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> Stop:
+        """A ``should_stop`` verdict: ``pruned:<kind>``."""
+        return cls(verdict.status, verdict.reason, verdict.rule)
+
+    @classmethod
+    def non_finite(cls, values: Record, step: int) -> Stop | None:
+        """The loop's own stop on the first NaN or infinite value among ``values`` (None when all are finite)."""
+        bad = first_nonfinite(values)
+        return None if bad is None else cls(Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite")
+
+
 @dataclass
 class TrialResult:
     """How a trial ended: ``status`` is completed | diverged | pruned:<kind>; ``rule`` the health rule behind it."""
@@ -251,7 +273,7 @@ def train(
             out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(),
                             "trainer": trainer.state_dict(), "rng": _rng_state(dev, data, evaluation)})
 
-    status, reason, rule = Status.COMPLETED, "", ""
+    stop: Stop | None = None  # None while the trial runs
     last: Record = {}
     last_eval: Record = {}
     step = pictured = start
@@ -271,11 +293,13 @@ def train(
             record.update(trainer.read_stats())
             record["steps_per_s"] = (step - window_step) / max(busy, 1e-9)
             window_t, window_step, window_eval = now, step, evaluation.seconds
-            if (bad := first_nonfinite(record)) is not None:
-                status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
-        if quick_now and status == Status.COMPLETED:
-            record.update(evaluation.quick())
-        evaluated = eval_now and status == Status.COMPLETED
+            stop = Stop.non_finite(record, step)
+        # each value is checked once, when measured: a trial whose training signals went non-finite is not evaluated
+        evaluated = eval_now and stop is None
+        if quick_now and stop is None:
+            quick = evaluation.quick()
+            record.update(quick)
+            stop = Stop.non_finite(quick, step)
         if evaluated:
             metrics, png = evaluation.full(step)
             out.picture(step, png)
@@ -284,22 +308,22 @@ def train(
             record["eval_s"] = evaluation.seconds
             last_eval = dict(metrics)
             best.offer(metrics, step, trainer, out)
-        if (eval_now or quick_now) and status == Status.COMPLETED and (bad := first_nonfinite(record)) is not None:
-            status, reason, rule = Status.DIVERGED, f"non-finite {bad} at step {step}", "non_finite"
+            stop = Stop.non_finite(metrics, step)
         record["wall_s"] = wall()
         last = record
-        if status == Status.COMPLETED and step % tc.checkpoint_every == 0 and step < tc.steps:
+        if stop is None and step % tc.checkpoint_every == 0 and step < tc.steps:
             checkpoint(step)  # before the report, which may hand it on (a PBT member cloned by another)
         out.record(record, provenance if evaluated else None)
-        if status == Status.COMPLETED and should_stop is not None and (verdict := should_stop(record)) is not None:
-            status, reason, rule = verdict.status, verdict.reason, verdict.rule
-        if status != Status.COMPLETED:
+        if stop is None and should_stop is not None and (verdict := should_stop(record)) is not None:
+            stop = Stop.of(verdict)
+        if stop is not None:
             break
 
+    status = Status.COMPLETED if stop is None else stop.status
     if pictured != step:  # a trial stopped between evaluations: show what it had become when it stopped
         out.picture(step, evaluation.picture(f"step {step}: {status}"))
-    if status == Status.COMPLETED:
+    if stop is None:
         checkpoint(step)
     out.generator(trainer, step)
-    return TrialResult(status, reason, step, wall(), evaluation.seconds, last, last_eval,
-                       str(out.rd.path) if out.rd else None, rule, provenance)
+    return TrialResult(status, stop.reason if stop else "", step, wall(), evaluation.seconds, last, last_eval,
+                       str(out.rd.path) if out.rd else None, stop.rule if stop else "", provenance)

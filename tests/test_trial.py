@@ -1,10 +1,12 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from gantune.health import Verdict
+from gantune.metrics import FAMILIES, Reference, Samples, Scorer, family
 from gantune.trial import train
 from tests.conftest import tiny
 
@@ -30,6 +32,29 @@ def test_absurd_learning_rate_diverges_without_exception() -> None:
     assert result.status == "diverged"
     assert result.reason.startswith("non-finite") and "at step" in result.reason
     assert result.steps < 200
+
+
+@pytest.mark.parametrize("cadence", [{"every": 10}, {"every": 50, "quick_every": 10}], ids=["full", "quick"])
+def test_a_non_finite_evaluation_value_ends_the_trial_as_diverged(cadence: dict[str, int]) -> None:
+    # a cheap metric family that scores NaN once the trial has reported anything: the second check (full
+    # evaluation or quick) at step 20 is the first non-finite value; the training signals stay finite
+    reported: list[float] = []
+
+    def build(ref: Reference) -> Scorer:
+        def score(fake: Samples) -> dict[str, float]:
+            return {"poisoned": math.nan if reported else 1.0}
+
+        return score
+
+    family("poisoned", keys=("poisoned",), cheap=True)(build)
+    try:
+        cfg = tiny(train={"steps": 100, "log_every": 50}, eval={**cadence, "metrics": ["poisoned"]})
+        result = train(cfg, report=lambda r: reported.append(r["step"]))
+    finally:
+        FAMILIES.remove("poisoned")
+    assert (result.status, result.rule, result.steps) == ("diverged", "non_finite", 20)
+    assert result.reason == "non-finite poisoned at step 20"
+    assert reported == [10, 20] and math.isnan(result.last["poisoned"])
 
 
 def test_should_stop_ends_the_trial() -> None:

@@ -24,7 +24,7 @@ from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Observer, Status, T
 from gantune.sampling.settings import sign_of
 from gantune.sampling.study import report_intermediate, tell
 from gantune.search.scheduler import AshaStop, Exploit
-from gantune.search.trainable import FILES_KEY, FINAL_KEY, unpack_files
+from gantune.search.trainable import FILES_KEY, unpack_files
 
 
 def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaStop | None,
@@ -35,8 +35,8 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
                if k.startswith("final/") and isinstance(v, (int, float))}
     if error is not None:
         return TrialOutcome(number, Status.FAILED, error, steps, None)
-    if FINAL_KEY in last:
-        status, reason = Status(last[FINAL_KEY]), str(last.get(REASON_KEY, ""))
+    if STATUS_KEY in last:
+        status, reason = Status(last[STATUS_KEY]), str(last.get(REASON_KEY, ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
         return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get(RULE_KEY, "")))
     if asha is not None:

@@ -12,29 +12,39 @@ member with explored hyperparameters) trains on from the checkpoint Tune hands b
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
+from ray.train import Checkpoint  # what tune.Checkpoint.from_directory is typed to return
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
+from gantune.config import TrialConfig
 from gantune.devices import memory_fraction, trial_device
-from gantune.events import Status, first_line
+from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor
-from gantune.rundir import CHECKPOINT
-from gantune.trial import is_oom, release_memory, train
+from gantune.rundir import CHECKPOINT, atomic_write
+from gantune.trial import Record, TrialResult, is_oom, release_memory, train
 
-FINAL_KEY = "gantune_status"
 FILES_KEY = "gantune_files"
 #: PBT: the trial and step of the checkpoint a restarted member trains on from (its own after a pause, a donor's
 #: after an exploit), in its first report after the restart
 RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
+
+#: sends one report to Tune, with the checkpoint it carries (``tune.report`` in a trial; a test collects them)
+Send = Callable[[dict[str, Any], "Checkpoint | None"], None]
+
+
+def _tune_report(metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
+    tune.report(metrics, checkpoint=checkpoint)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -44,72 +54,125 @@ def run_trial(config: dict[str, Any]) -> None:
     share = float(config.get("gpu", 0.0))  # the share decides the device: the GPU Ray assigned, or the CPU
     if (fraction := memory_fraction(share)) is not None:
         torch.cuda.set_per_process_memory_fraction(fraction)
-    objectives: list[str] = config["objectives"]
-    monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
-    pending: dict[str, Any] = {}
-    last_step = [0.0]
-
-    def on_samples(step: int, png: bytes) -> None:
-        pending["samples_png"] = base64.b64encode(png).decode()
-
-    def on_provenance(measured: dict[str, Any]) -> None:  # rides with the first report, to the driver's study
-        pending[provenance.KEY] = json.dumps(measured)
-
     pbt = bool(config.get("pbt"))
-    if pbt:  # PBT decides at evaluations: each one reports the state another member may clone
-        cfg.train.checkpoint_every = cfg.eval.every
-
-    def report(record: dict[str, float]) -> None:
-        out: dict[str, Any] = dict(record)
-        if objectives[0] in record:
-            out["objective"] = record[objectives[0]]
-        out.update(pending)
-        pending.clear()
-        last_step[0] = record["step"]
-        step = int(record["step"])
-        out.update(restored_from)  # the first report after a restart says whose checkpoint it trained on from
-        restored_from.clear()
-        if pbt and "objective" in out and step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
-            with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
-                shutil.copy(run_dir / CHECKPOINT, tmp)
-                (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": config["number"], "step": step}))
-                tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))
-        else:
-            tune.report(out)
-
+    if pbt:
+        cfg = checkpoint_at_evaluations(cfg)
     ship = bool(config.get("ship_files"))
     run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
-    restored = tune.get_checkpoint() if pbt else None
-    restored_from: dict[str, float] = {}
-    if restored is None:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a trial runs from step 0: nothing of an interrupted attempt stays
-    else:  # PBT paused this member, or it cloned another: train on from the state Tune hands back
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with restored.as_directory() as src:
-            shutil.copy(Path(src) / CHECKPOINT, run_dir / CHECKPOINT)
-            origin = json.loads((Path(src) / ORIGIN).read_text())
-        restored_from.update({RESTORED_TRIAL: float(origin["trial"]), RESTORED_STEP: float(origin["step"])})
+    restored_from = restore_checkpoint(run_dir, tune.get_checkpoint() if pbt else None)
+    reporter = Reporter(config["objectives"][0], trial=int(config["number"]), run_dir=run_dir,
+                        checkpoint_every=cfg.train.checkpoint_every if pbt else None, steps=cfg.train.steps,
+                        restored_from=restored_from)
+    monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
     final: dict[str, Any]
     try:
-        result = train(cfg, report=report, should_stop=monitor, run_dir=run_dir, on_samples=on_samples,
-                       on_provenance=on_provenance, device=trial_device(share), resume=restored is not None)
+        result = train(cfg, report=reporter, should_stop=monitor, run_dir=run_dir, on_samples=reporter.samples,
+                       on_provenance=reporter.provenance, device=trial_device(share), resume=bool(restored_from))
     except Exception as err:
         if not is_oom(err):
             raise
-        reason = f"out of memory at step {int(last_step[0])}: {first_line(err)}"
+        final = out_of_memory_report(err, reporter.last_step)
         del err
         release_memory()
-        final = {"step": last_step[0], FINAL_KEY: Status.FAILED_OOM.value, "gantune_reason": reason}
     else:
-        final = {"step": float(result.steps), FINAL_KEY: Status.in_search(result.status).value,
-                 "gantune_reason": result.reason, "gantune_rule": result.rule, "eval_fraction": result.eval_fraction,
-                 "trial_wall_s": result.wall_s}
-        final.update({f"final/{k}": v for k, v in result.last_eval.items()})
-    final.update(pending)  # the grid of the step the trial stopped at
+        final = final_report(result)
+    final.update(reporter.take_pending())  # the grid of the step the trial stopped at
     if ship:
         final[FILES_KEY] = pack_files(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
     tune.report(final)
+
+
+def checkpoint_at_evaluations(cfg: TrialConfig) -> TrialConfig:
+    """The config a PBT member trains under: PBT decides at evaluations, so each one keeps the state another
+    member may clone (a copy: the validated config is not changed in place)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, checkpoint_every=cfg.eval.every))
+
+
+def restore_checkpoint(run_dir: Path, checkpoint: Checkpoint | None) -> dict[str, float]:
+    """Prepare the run directory; return the report fields saying whose checkpoint the trial trains on from.
+
+    Without a checkpoint the trial runs from step 0 and nothing of an interrupted attempt stays (empty fields).
+    With one (PBT paused this member, or it cloned another) its state goes where ``train(resume=True)`` reads it.
+    """
+    if checkpoint is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as src:
+        shutil.copy(Path(src) / CHECKPOINT, run_dir / CHECKPOINT)
+        origin = json.loads((Path(src) / ORIGIN).read_text())
+    return {RESTORED_TRIAL: float(origin["trial"]), RESTORED_STEP: float(origin["step"])}
+
+
+class Reporter:
+    """The trial loop's ``report``: each record goes to Tune with what rides along.
+
+    An evaluation record also carries ``objective`` (the search's first objective, what ASHA and PBT read); the
+    sample grid and the measurement provenance wait for the next report; the first report after a PBT restart
+    carries ``restored_from``. With ``checkpoint_every`` (PBT) each evaluation at a multiple of it before the last
+    step carries the run directory's checkpoint, which another member may clone. ``last_step`` is the step of the
+    last report: where an out-of-memory failure happened.
+    """
+
+    def __init__(self, objective: str, *, trial: int, run_dir: Path, checkpoint_every: int | None, steps: int,
+                 restored_from: dict[str, float] | None = None, send: Send = _tune_report) -> None:
+        self.objective = objective
+        self.trial = trial
+        self.run_dir = run_dir
+        self.checkpoint_every = checkpoint_every
+        self.steps = steps
+        self.send = send
+        self.last_step = 0.0
+        self._pending: dict[str, Any] = {}
+        self._restored_from = dict(restored_from or {})
+
+    def samples(self, step: int, png: bytes) -> None:
+        """``on_samples``: the grid rides with the next report."""
+        self._pending["samples_png"] = base64.b64encode(png).decode()
+
+    def provenance(self, measured: dict[str, Any]) -> None:
+        """``on_provenance``: rides with the first report, to the driver's study."""
+        self._pending[provenance.KEY] = json.dumps(measured)
+
+    def take_pending(self) -> dict[str, Any]:
+        """What waits for the next report (emptied)."""
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def __call__(self, record: Record) -> None:
+        out: dict[str, Any] = dict(record)
+        if self.objective in record:
+            out["objective"] = record[self.objective]
+        out.update(self.take_pending())
+        out.update(self._restored_from)  # the first report after a restart says whose checkpoint it trained on from
+        self._restored_from.clear()
+        self.last_step = record["step"]
+        step = int(record["step"])
+        every = self.checkpoint_every
+        if every is None or "objective" not in out or step % every or step >= self.steps:
+            self.send(out, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
+            shutil.copy(self.run_dir / CHECKPOINT, tmp)
+            (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": self.trial, "step": step}))
+            self.send(out, tune.Checkpoint.from_directory(tmp))
+
+
+def final_report(result: TrialResult) -> dict[str, Any]:
+    """The last report of a trial the loop ended: its status as the search counts it, why, and its last metrics."""
+    final: dict[str, Any] = {
+        "step": float(result.steps), STATUS_KEY: Status.in_search(result.status).value,
+        REASON_KEY: result.reason, RULE_KEY: result.rule, "eval_fraction": result.eval_fraction,
+        "trial_wall_s": result.wall_s}
+    final.update({f"final/{k}": v for k, v in result.last_eval.items()})
+    return final
+
+
+def out_of_memory_report(err: BaseException, step: float) -> dict[str, Any]:
+    """The last report of a trial that ran out of memory after reporting ``step``."""
+    return {"step": step, STATUS_KEY: Status.FAILED_OOM.value,
+            REASON_KEY: f"out of memory at step {int(step)}: {first_line(err)}"}
 
 
 def pack_files(run_dir: Path) -> dict[str, str]:
@@ -120,8 +183,6 @@ def pack_files(run_dir: Path) -> dict[str, str]:
 
 def unpack_files(files: dict[str, str], run_dir: Path) -> None:
     """Write shipped files into the driver's run directory (the inverse of ``pack_files``)."""
-    from gantune.rundir import atomic_write
-
     for rel, data in files.items():
         target = run_dir / rel
         if run_dir.resolve() not in target.resolve().parents:

@@ -1,0 +1,78 @@
+"""The Ray trainable's parts without a Ray session: the reporter, the PBT restore step and the PBT config."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ray.train import Checkpoint
+
+from gantune import provenance
+from gantune.rundir import CHECKPOINT
+from gantune.search.trainable import (
+    ORIGIN,
+    RESTORED_STEP,
+    RESTORED_TRIAL,
+    Reporter,
+    checkpoint_at_evaluations,
+    restore_checkpoint,
+)
+from tests.conftest import tiny
+
+
+def test_the_reporter_sends_objective_ride_alongs_and_pbt_checkpoints_and_a_restore_reads_them(tmp_path: Path
+                                                                                              ) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CHECKPOINT).write_bytes(b"state")
+    sent: list[tuple[dict[str, Any], Path | None]] = []
+
+    def send(out: dict[str, Any], checkpoint: Checkpoint | None) -> None:  # Tune copies the checkpoint away
+        kept = None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as src:
+                kept = Path(shutil.copytree(src, tmp_path / f"kept{len(sent)}"))
+        sent.append((out, kept))
+
+    restored = {RESTORED_TRIAL: 3.0, RESTORED_STEP: 10.0}
+    report = Reporter("coverage", trial=7, run_dir=run_dir, checkpoint_every=20, steps=60, restored_from=restored,
+                      send=send)
+    report.samples(10, b"png")
+    report.provenance({"features": "raw"})
+    for step, cov in ((10, None), (20, 0.5), (30, 0.6), (40, None), (60, 0.7)):
+        report({"step": float(step), **({"coverage": cov} if cov is not None else {})})
+
+    first, second, third = (out for out, _ in sent[:3])
+    kept = [ckpt for _, ckpt in sent]
+    # what waited rides with the first report only, and says whose checkpoint this member trained on from
+    assert first[RESTORED_TRIAL] == 3.0 and first[RESTORED_STEP] == 10.0 and "samples_png" in first
+    assert json.loads(first[provenance.KEY]) == {"features": "raw"} and "objective" not in first
+    assert not {RESTORED_TRIAL, "samples_png", provenance.KEY} & (second.keys() | third.keys())
+    # only evaluations carry the objective; a checkpoint at evaluations at a multiple of checkpoint_every only,
+    # and none at the last step (nothing trains on from it)
+    assert [r.get("objective") for r, _ in sent] == [None, 0.5, 0.6, None, 0.7]
+    assert [c is not None for c in kept] == [False, True, False, False, False]
+    assert report.last_step == 60.0
+    ckpt = kept[1]
+    assert ckpt is not None and json.loads((ckpt / ORIGIN).read_text()) == {"trial": 7, "step": 20}
+
+    clone = tmp_path / "clone"  # another member cloning it: the state lands where train(resume=True) reads it
+    assert restore_checkpoint(clone, Checkpoint.from_directory(ckpt)) == {RESTORED_TRIAL: 7.0, RESTORED_STEP: 20.0}
+    assert (clone / CHECKPOINT).read_bytes() == b"state"
+    (clone / "metrics.jsonl").write_text("{}\n")
+    assert restore_checkpoint(clone, None) == {} and not clone.exists()  # from step 0: nothing of it stays
+
+
+def test_without_pbt_the_reporter_sends_no_checkpoint(tmp_path: Path) -> None:
+    sent: list[Checkpoint | None] = []
+    report = Reporter("fid", trial=0, run_dir=tmp_path, checkpoint_every=None, steps=60,
+                      send=lambda out, ckpt: sent.append(ckpt))
+    report({"step": 20.0, "fid": 3.0})
+    assert sent == [None]
+
+
+def test_a_pbt_member_checkpoints_at_its_evaluations_on_a_copy_of_its_config() -> None:
+    cfg = tiny(train={"checkpoint_every": 7}, eval={"every": 10})
+    pbt = checkpoint_at_evaluations(cfg)
+    assert pbt.train.checkpoint_every == 10 and cfg.train.checkpoint_every == 7
+    assert pbt.to_dict() == {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "checkpoint_every": 10}}
