@@ -20,6 +20,7 @@ import torch
 
 from gantune.config import TrialConfig
 from gantune.data import RealData, load_data
+from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.health import Verdict, first_nonfinite
@@ -103,8 +104,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda":
-        from gantune.errors import GantuneError
-
         if not torch.cuda.is_available():
             raise GantuneError(f"train.device: {name!r} asked for, but no CUDA device is available")
         count = torch.cuda.device_count()

@@ -26,6 +26,10 @@ def test_defaults_are_valid() -> None:
     ({"model": {"g_norm": "instance"}}, "model.g_norm: instance normalisation needs image"),
     ({"model": {"arch": "dcgan"}}, "model.arch: 2-D point data needs the mlp"),
     ({"data": {"name": "folder"}}, "data.path: dataset 'folder' needs a path"),
+    ({"eval": {"metrics": ["fid", "sharpness"]}}, "x.yaml: eval.metrics: unknown metric 'sharpness'"),
+    ({"eval": {"extractor": "vgg"}}, "x.yaml: eval.extractor: unknown feature extractor 'vgg'"),
+    ({"optim": {"decay": "step"}}, "x.yaml: optim.decay: unknown decay 'step'"),
+    ({"model": {"g_norm": "group"}}, "x.yaml: model.g_norm: 'group' is not a normalisation"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -52,3 +56,13 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("optim: {lr_g: [1, 2\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_the_schema_alone_reads_names_it_cannot_know() -> None:
+    """``parse_config`` is the schema (types, ranges); names are the catalogue's, which knows the registries."""
+    from gantune.config import parse_config
+
+    cfg = parse_config({"loss": {"name": "ragan"}, "model": {"g_norm": "spectral+none"}})
+    assert cfg.loss.name == "ragan" and cfg.model.g_norm == "spectral"
+    with pytest.raises(ConfigError, match="loss.name: unknown loss 'ragan'"):
+        config_from_dict(cfg.to_dict())

@@ -110,7 +110,7 @@ def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
     study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist,
                                               state=optuna.trial.TrialState.FAIL))
     assert [trial_value(study, one_trial(study, n)) for n in (0, 1)] == [9.0, 6.5]
-    with pytest.raises(GantuneError, match=r"--trial 2: .* is fail, not a completed or pruned run"):
+    with pytest.raises(GantuneError, match=r"--trial 2: .* is failed, not a completed or pruned run"):
         one_trial(study, 2)
 
 

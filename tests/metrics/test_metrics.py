@@ -8,7 +8,7 @@ import torch
 
 from gantune import metrics
 from gantune.catalogue import config_from_dict
-from gantune.config import DataConfig
+from gantune.config import DataConfig, parse_config
 from gantune.data import is_points, load_data
 from gantune.errors import ConfigError
 from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, fid, load_reference
@@ -116,7 +116,10 @@ def test_nonfinite_samples_are_reported_not_raised() -> None:
 
 
 def test_bad_metric_names_and_missing_inception(tmp_path: Path) -> None:
-    cfg = config_from_dict({"eval": {"metrics": ["fid", "sharpness"]}})
+    raw = {"eval": {"metrics": ["fid", "sharpness"]}}
+    with pytest.raises(ConfigError, match=r"^x.yaml: eval.metrics: unknown metric 'sharpness'; choose from default"):
+        config_from_dict(raw, "x.yaml")  # at load, not when a trial starts
+    cfg = parse_config(raw)  # the schema alone lets it through: the evaluator still refuses it
     with pytest.raises(ConfigError, match="unknown metric 'sharpness'"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
     cfg = config_from_dict({"eval": {"metrics": ["classes"]}})
