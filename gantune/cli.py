@@ -130,7 +130,8 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         print(f"    {k} = {v}")
     if best["samples"]:
         print(f"  samples: {best['samples']}")
-    print(f"  study: {s['study_storage']} (optuna-dashboard {s['study_storage']})")
+    print(f"  study: {s['study_storage']}; sample grids of each trial: {s['artifact_dir']}")
+    print(f"    {s['dashboard']}  (pip install 'gantune[dashboard]')")
     if "tracking_uri" in s:
         print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r} (gantune ui)")
 

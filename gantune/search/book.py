@@ -6,6 +6,7 @@ result and error text. It can forward each event to observers (the MLflow tracke
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import sys
@@ -21,6 +22,7 @@ from ray.tune.experiment import Trial
 
 from gantune import provenance
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
 from gantune.sampling.study import report_intermediate, tell
 from gantune.search.scheduler import AshaStop, Exploit
@@ -54,7 +56,8 @@ class SearchBook(Callback):
     def __init__(self, study: optuna.Study, trials: dict[str, optuna.Trial], asha_stopped: dict[str, AshaStop],
                  objectives: list[str], directions: list[str], total: int, done_before: int,
                  observers: Sequence[Observer] | None = None, quiet: bool = False,
-                 clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None,
+                 grids_dir: Path | None = None) -> None:
         self.study = study
         self.trials = trials
         self.asha_stopped = asha_stopped
@@ -73,6 +76,10 @@ class SearchBook(Callback):
         self.outcomes: dict[int, TrialOutcome] = {}
         self.running: set[int] = set()
         self.best: TrialOutcome | None = None
+        #: where each trial's sample grids go as Optuna artifacts at its ending (``None``: not kept)
+        self.grids_dir = grids_dir
+        #: per running trial: the base64 PNG of its last evaluation ("evaluation") and of its stop ("stop")
+        self.grids: dict[int, dict[str, str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the experiment state; the observers (threads, clients) stay behind.
@@ -99,6 +106,9 @@ class SearchBook(Callback):
             result[provenance.KEY] = json.loads(measured)
             if ot is not None:
                 ot.set_user_attr(provenance.ATTR, result[provenance.KEY])
+        if ot is not None and isinstance(png := result.get("samples_png"), str):
+            # the final report's grid is the step the trial stopped at; any other comes with an evaluation
+            self.grids.setdefault(ot.number, {})["stop" if STATUS_KEY in result else "evaluation"] = png
         if ot is not None:
             self._notify("trial_result", ot.number, result)
         self._progress(periodic=True)
@@ -143,6 +153,7 @@ class SearchBook(Callback):
         elif out.status.pruned and self.objectives[0] in out.metrics:
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
+        self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
         tell(self.study, ot, out.status, out.values,
              {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
               "steps": out.steps, "metrics": out.metrics})
@@ -158,6 +169,18 @@ class SearchBook(Callback):
                   + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values else "")
                   + (f"  ({out.reason})" if out.reason else ""))
         self._progress()
+
+    def _store_grids(self, ot: optuna.Trial) -> None:
+        """The trial's grids into the study's artifact store (optuna-dashboard shows them); a failure to store
+        them is a warning, never the end of the search."""
+        grids = {role: base64.b64decode(png) for role, png in self.grids.pop(ot.number, {}).items()}
+        if self.grids_dir is None or not grids:
+            return
+        try:
+            store_grids(ot, self.grids_dir, grids.get("evaluation"), grids.get("stop"))
+        except Exception as err:
+            self._say(f"warning: trial {ot.number}: sample grids not stored in {self.grids_dir}: "
+                      f"{type(err).__name__}: {err}")
 
     def _notify(self, event: str, *args: Any) -> None:
         """Forward an event; an observer's failure (say, a tracking server gone away) never stops the search."""

@@ -23,6 +23,7 @@ from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line
 from gantune.rundir import check_writable, trial_dirname
+from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.settings import SearchSettings
 from gantune.sampling.space import SearchSpace, fixed_sections
 from gantune.sampling.study import (
@@ -226,7 +227,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         for obs in observers:
             obs.search_started(study, space, [t.number for t in resumed])
         if resumed or to_create:
-            _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers)
+            _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
+                 artifact_dir(storage))
     finally:
         if started_ray:
             import ray
@@ -239,8 +241,9 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
 
 
 def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, done_before: int, run_root: Path,
-         resources: dict[str, float], opts: SearchOptions, observers: list[ObserverThread]) -> None:
-    """Run the trials through Ray Tune; ``Interrupted`` when the search did not get to end every trial."""
+         resources: dict[str, float], opts: SearchOptions, observers: list[ObserverThread], grids_dir: Path) -> None:
+    """Run the trials through Ray Tune; ``Interrupted`` when the search did not get to end every trial. Each
+    trial's sample grids become Optuna artifacts in ``grids_dir``."""
     from ray import tune
     from ray.tune import FailureConfig
 
@@ -256,7 +259,8 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address),
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
-                      settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits)
+                      settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
+                      grids_dir=grids_dir)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space, asha_stopped, exploits),
@@ -305,5 +309,6 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "trial_steps": steps, "budget_steps": settings.trials * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
-        "runs_dir": str(run_root),
+        "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
+        "dashboard": dashboard_command(storage, artifact_dir(storage)),
     }
