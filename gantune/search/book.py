@@ -1,4 +1,5 @@
-"""The driver's record of a search: each trial's ending (status, reason), the Optuna tell, progress lines.
+"""The driver's record of a search: each trial's ending (status, reason, sample grids as Optuna artifacts), the Optuna
+tell, progress lines.
 
 Runs as a Ray Tune ``Callback`` in the driver process, so it is the one place that sees every trial's last
 result and error text. It can forward each event to observers (the MLflow tracker) in the same process.
