@@ -97,7 +97,8 @@ class Review:
         """What the page shows: the next pair, the count of answers, the ranking (trial numbers, values)."""
         votes = V.load_votes(self.study) if votes is None else votes
         ranks = [r for r in V.ranking(self.items, votes) if r.trial in self.candidates or r.comparisons]
-        return {"search": self.name, "objective": self.objective, "pair": list(V.next_pair(self.items, votes)),
+        return {"search": self.name, "objective": self.objective, "trials": self.items,
+                "pair": list(V.next_pair(self.items, votes)),
                 "votes": len(votes), "decided": sum(v.winner is not None for v in votes),
                 "ranking": [{**r.to_dict(), "value": c.value if (c := self.candidates.get(r.trial)) else None}
                             for r in ranks]}

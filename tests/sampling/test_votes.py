@@ -46,7 +46,7 @@ def test_bradley_terry_recovers_the_order_of_known_strengths() -> None:
 def test_an_unbeaten_trial_ranks_first_and_stays_finite() -> None:
     votes = [_vote(7, 3, 7), _vote(5, 7, 7), _vote(3, 7, 7), _vote(3, 5, 3), _vote(5, 3, 5), _vote(3, 5, None)]
     ranks = V.ranking([3, 5, 7, 9], votes)
-    assert [r.trial for r in ranks][0] == 7
+    assert ranks[0].trial == 7
     top = ranks[0]
     assert math.isfinite(top.score) and top.score > 1 and (top.wins, top.comparisons, top.win_rate) == (3, 3, 1.0)
     assert all(math.isfinite(r.score) and r.score > 0 for r in ranks)
@@ -103,7 +103,7 @@ def test_votes_are_kept_in_a_sqlite_study(tmp_path: Path) -> None:
     assert [(v.a, v.b, v.winner) for v in votes] == [(2, 5, None), (2, 5, 5), (8, 5, 5)]
     assert all(v.time.endswith("+00:00") for v in votes)
     stored = again.user_attrs[V.RANKING_KEY]
-    assert [r["trial"] for r in stored][0] == 5 and {r["trial"] for r in stored} == {2, 5, 8}
+    assert stored[0]["trial"] == 5 and {r["trial"] for r in stored} == {2, 5, 8}
     assert stored[0]["wins"] == 2 and stored[0]["win_rate"] == 1.0
     assert V.favourite(again) == 5
     # the attribute is anyone's to write: what is not a vote is passed over
