@@ -182,7 +182,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
     if result.get("note"):
         print(f"note: {result['note']}", file=sys.stderr)
-    emit(f"exported trial {result['trial']} of {args.search}: {result['chosen']}{spread} -> {args.out}", args.json)
+    by = ", the review's favourite" if args.by == "human" else ""
+    emit(f"exported trial {result['trial']} of {args.search}{by}: {result['chosen']}{spread} -> {args.out}", args.json)
     for w in result["weights"]:
         emit(f"weights: {w}", args.json)
     return result
