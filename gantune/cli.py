@@ -147,6 +147,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=1, help="how many of the best trials to consider")
     p.add_argument("--trial", type=int, help="export this trial instead of the best completed one (pruned ones too: "
                    "their weights include generator_best.pt, the generator of their best evaluation)")
+    p.add_argument("--by", choices=["metric", "human"], default="metric",
+                   help="best by the search's metric, or the favourite of gantune review's votes (Bradley-Terry)")
     p.add_argument("--seeds", type=int, default=0, help="re-run the top-k with this many seeds (0: no re-runs)")
     p.add_argument("--steps", type=int, help="steps of the re-runs and of the exported config's train.steps")
     p.add_argument("--out", default="best.yaml", help="exported trial config (default: best.yaml)")
@@ -165,6 +167,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
         raise GantuneError("--top-k and --steps must be at least 1, --seeds at least 0")
     if args.trial is not None and args.top_k != 1:
         raise GantuneError("--trial and --top-k: choose one trial, or the best k")
+    if args.by == "human" and (args.trial is not None or args.top_k != 1):
+        raise GantuneError("--by human exports the review's favourite: without --trial and --top-k")
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
@@ -175,17 +179,52 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
                              quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
     result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
-                    search_opts=opts, trial=args.trial)
+                    search_opts=opts, trial=args.trial, by=args.by)
     spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
     if result.get("note"):
         print(f"note: {result['note']}", file=sys.stderr)
-    emit(f"exported trial {result['trial']} of {args.search}: {result['chosen']}{spread} -> {args.out}", args.json)
+    by = ", the review's favourite" if args.by == "human" else ""
+    emit(f"exported trial {result['trial']} of {args.search}{by}: {result['chosen']}{spread} -> {args.out}", args.json)
     for w in result["weights"]:
         emit(f"weights: {w}", args.json)
     return result
 
 
 COMMANDS.add("export", Command("export the best config (and weights) of a search", _export_args, _export))
+
+
+# --- review ------------------------------------------------------------------------------------------
+
+def _review_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("search", help="search name (the study name in --storage)")
+    p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
+    _tracking_uri_arg(p)
+    p.add_argument("--top", type=int, default=4, help="compare pairs of this many top trials (default: 4)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+
+
+def _review(args: argparse.Namespace) -> dict[str, Any]:
+    import webbrowser
+
+    from gantune.review import Review, ReviewServer, has_display
+    from gantune.tracking import resolve_tracking_uri
+
+    review = Review(args.search, args.storage, args.top, resolve_tracking_uri(args.tracking_uri))
+    server = ReviewServer(review, args.port)
+    print(f"review of search {args.search} ({len(review.items)} trials) at {server.url} (Ctrl-C to stop)",
+          flush=True)
+    if not args.no_browser and has_display():
+        webbrowser.open(server.url)
+    server.serve()
+    summary = {**review.summary(), "url": server.url, "mlflow_parent_run_id": server.stop()}
+    emit(f"{summary['votes']} answers kept in the study" + (f"; favourite: trial {summary['favourite']}"
+                                                             if summary["favourite"] is not None else ""), args.json)
+    return summary
+
+
+COMMANDS.add("review", Command("compare the top trials' samples in a browser; the answers rank them",
+                               _review_args, _review))
 
 
 # --- generate ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import math
 import shutil
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from gantune.sampling.study import (
     trial_status,
     trial_value,
 )
+from gantune.sampling.votes import favourite
 
 
 @dataclass
@@ -174,11 +176,18 @@ def write_export(path: Path, text: str) -> None:
         raise GantuneError(f"--out: cannot write {path} ({err.strerror or err})") from None
 
 
+#: ``--by``: which trial is "the best" when ``--trial`` names none (None: the best k by the metric)
+PICKS: dict[str, Callable[[optuna.Study], int | None]] = {"metric": lambda study: None, "human": favourite}
+BY_NOTE = {"human": "# chosen by a person: the Bradley-Terry favourite of the votes of gantune review\n"}
+
+
 def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: int | None = None,
            out: Path, weights: Path | None = None, tracking_uri: str | None = None,
-           search_opts: Any = None, trial: int | None = None) -> dict[str, Any]:
-    """Export the best config of search ``name`` (or its trial ``trial``); see the module docstring."""
+           search_opts: Any = None, trial: int | None = None, by: str = "metric") -> dict[str, Any]:
+    """Export the best config of search ``name`` (or its trial ``trial``; ``by="human"``: the favourite of the
+    review's votes); see the module docstring."""
     study = load_search(name, storage)
+    trial = PICKS[by](study) if trial is None else trial
     if weights is not None and weights.exists() and not weights.is_dir():
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
     check_writable(out, "--out", is_dir=False)
@@ -191,7 +200,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)
     cfg = exported_config(study, chosen, candidates, steps, storage)
-    text = header(study, chosen, candidates, objective, steps) + dump_config(cfg)
+    text = header(study, chosen, candidates, objective, steps) + BY_NOTE.get(by, "") + dump_config(cfg)
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
@@ -201,4 +210,4 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
                            for c in candidates},
-            "out": str(out), "weights": copied, "note": note}
+            "out": str(out), "weights": copied, "note": note, "by": by}

@@ -22,7 +22,16 @@ from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
 from gantune.rundir import atomic_write
-from gantune.sampling.study import load_search, ranked, search_settings, top_trials, trial_status, trial_value
+from gantune.sampling import votes as V
+from gantune.sampling.study import (
+    load_search,
+    ranked,
+    search_settings,
+    sign,
+    top_trials,
+    trial_status,
+    trial_value,
+)
 
 TEMPLATE = "report.html.j2"
 STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
@@ -128,6 +137,24 @@ def _value(study: optuna.Study, t: FrozenTrial) -> str:
     return "" if best is None else f"{best:.4g} (best evaluation)"
 
 
+def _human(study: optuna.Study) -> dict[str, Any] | None:
+    """The review's ranking (``gantune review``) beside the metric's, with Kendall's tau-b between them over the
+    trials that have both; ``None`` before the first decided vote."""
+    votes = V.load_votes(study)
+    decided = [v for v in votes if v.winner is not None]
+    if not decided:
+        return None
+    done, _ = ranked(study)
+    by_metric = sorted(done, key=lambda t: sign(study) * t.values[0])
+    metric = {t.number: (i + 1, float(t.values[0])) for i, t in enumerate(by_metric)}
+    people = [r for r in V.ranking((), decided) if r.comparisons]
+    both = [r for r in people if r.trial in metric]
+    tau = V.kendall_tau([r.score for r in both], [-sign(study) * metric[r.trial][1] for r in both])
+    rows = [{**r.to_dict(), "rank": i + 1, "metric_rank": metric.get(r.trial, (None,))[0],
+             "value": metric[r.trial][1] if r.trial in metric else None} for i, r in enumerate(people)]
+    return {"votes": len(votes), "decided": len(decided), "rows": rows, "tau": tau, "n_both": len(both)}
+
+
 def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, Any]:
     import jinja2
     import plotly.offline
@@ -152,6 +179,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
              "value": _value(study, t),
              "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
             for t in trials]
+    human = _human(study)
     note = ranked(study)[1]  # trials measured differently: named once, in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
@@ -159,11 +187,12 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
-        best=best, note=note, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
+        best=best, note=note, human=human, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
-    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": note}
+    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": note,
+            "human_tau": human["tau"] if human else None}

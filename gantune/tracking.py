@@ -385,3 +385,41 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
             return []
         got = [p.replace(dest / p.name) for p in sorted(Path(local).iterdir())]
     return [str(p) for p in got]
+
+
+def log_review(tracking_uri: str, search: str, votes: list[dict[str, Any]], ranking: list[dict[str, Any]]
+               ) -> str | None:
+    """A person's review of the search (``gantune review``) as tags of its MLflow parent run: one tag per answer
+    (``gantune.review.vote.0003`` = ``4 vs 7: 7``), the count, the favourite and the ranking. Every tag is written
+    each time, so MLflow matches the study (which holds the record) after any missed write.
+
+    The parent run's id; ``None`` when there is none to tag (searched with --no-tracking, another store, MLflow
+    unreachable): the votes are in the study either way. A sqlite store that does not exist is not created.
+    """
+    db = sqlite_file(tracking_uri) if tracking_uri.startswith("sqlite") else None
+    if db is not None and not db.is_file():
+        return None
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(search)
+        if exp is None:
+            return None
+        parents = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                                     filter_string=f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = "
+                                                   f"'{search}'")
+        if not parents:
+            return None
+        run_id: str = parents[0].info.run_id
+        tags = [RunTag(f"gantune.review.vote.{n:04d}",
+                       f"{v['a']} vs {v['b']}: {'skip' if v['winner'] is None else v['winner']} ({v['time']})")
+                for n, v in enumerate(votes)]
+        text = "; ".join(f"trial {r['trial']} (BT {r['score']:.3g}, won {r['wins']}/{r['comparisons']})"
+                         for r in ranking)
+        tags += [RunTag("gantune.review.votes", str(len(votes))), RunTag("gantune.review.ranking", text[:5000])]
+        if ranking and any(v["winner"] is not None for v in votes):
+            tags.append(RunTag("gantune.review.favourite", str(ranking[0]["trial"])))
+        for i in range(0, len(tags), 100):
+            client.log_batch(run_id, tags=tags[i:i + 100])
+    except (MlflowException, OSError):
+        return None
+    return run_id

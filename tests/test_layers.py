@@ -25,9 +25,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics",),
     ("catalogue", "health"),
     ("trial", "generate"),
-    ("sampling", "tracking"),  # the Optuna side; MLflow
+    ("sampling", "sampling.votes", "tracking"),  # the Optuna side (a review's votes too); MLflow
     ("search",),  # the Ray side
-    ("export", "report", "production"),
+    ("export", "report", "production", "review"),
     ("cli", ""),  # "" is the package itself
 ]
 

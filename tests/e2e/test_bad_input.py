@@ -99,6 +99,7 @@ ROWS: list[tuple[list[str], str]] = [
     # reading a search creates no storage
     (["export", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["report", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
+    (["review", "nosuch", "--no-browser"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["export", "nosuch", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png"], r"nosuch.pt"),
 ]

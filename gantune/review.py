@@ -1,0 +1,339 @@
+"""``gantune review SEARCH``: a local page that asks a person which of two trials' samples is better.
+
+Metrics such as FID disagree with people often enough that a tuned GAN deserves a look. The page shows pairs of
+the top-k trials' sample grids, each drawn by the trial's exported generator from the same fixed latents (seed
+``SEED``), so a pair compares like with like; the trials are not named until after the answer. Every answer is a
+vote kept in the Optuna study (``gantune.sampling.votes``: the record, read back when the page restarts) and
+copied to tags of the search's MLflow parent run. ``gantune export --by human`` exports the favourite and
+``gantune report`` sets the human ranking beside the metric's.
+
+The server is the standard library's, bound to 127.0.0.1: nothing is reachable from another machine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import errno
+import html
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import torch
+from optuna.trial import FrozenTrial
+
+from gantune.data import is_points
+from gantune.errors import GantuneError
+from gantune.generate import MEANS, load_generator, sample
+from gantune.rundir import BEST_GENERATOR, GENERATOR
+from gantune.sampling import votes as V
+from gantune.sampling.study import load_search, ranked, search_settings, sign
+from gantune.tracking import log_review
+from gantune.viz import samples_png
+
+#: the latents every grid is drawn from: one seed, so the two sides of a pair see the same noise
+SEED = 0
+#: samples per grid: an 8x8 image grid, or a scatter of points (a mode's mass needs more than 64 to see)
+N_IMAGES, N_POINTS = 64, 1000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    trial: int
+    value: float  # the first objective (its metric rank decides the order of the pairs)
+    weights: str
+    png: bytes
+
+
+def weights_of(t: FrozenTrial) -> Path | None:
+    """The trial's final generator (else the generator of its best evaluation) in its run directory."""
+    run_dir = Path(t.user_attrs.get("run_dir", ""))
+    return next((run_dir / n for n in (GENERATOR, BEST_GENERATOR) if (run_dir / n).is_file()), None)
+
+
+def draw(weights: Path) -> bytes:
+    """A PNG of the generator's samples from the fixed latents (on the CPU: a grid is a few forward passes)."""
+    device = torch.device("cpu")
+    net, cfg = load_generator(weights, device)
+    points = is_points(cfg.data)
+    x = sample(net, cfg, N_POINTS if points else N_IMAGES, device, SEED)
+    return samples_png(x, MEANS[cfg.data.name]() if cfg.data.name in MEANS else None)
+
+
+class Review:
+    """A search under review: its top-k trials with their grids, and the votes (read from the study each time)."""
+
+    def __init__(self, name: str, storage: str, top: int, tracking_uri: str | None) -> None:
+        if top < 2:
+            raise GantuneError("--top: a review compares pairs: at least 2")
+        self.study = load_search(name, storage)
+        self.name = name
+        self.tracking_uri = tracking_uri
+        self.objective = search_settings(self.study).objectives[0]
+        done, _ = ranked(self.study)
+        if len(done) < 2:
+            raise GantuneError(f"search {name!r} has {len(done)} evaluated (completed) trial"
+                               f"{'' if len(done) == 1 else 's'}: a review compares two or more")
+        best = sorted(done, key=lambda t: sign(self.study) * t.values[0])[:top]
+        found = [(t, w) for t in best if (w := weights_of(t)) is not None]
+        if len(found) < 2:
+            raise GantuneError(f"search {name!r}: {len(found)} of its top {len(best)} trials have generator weights "
+                               "in their run directories on this machine: a review compares two or more")
+        self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), draw(w)) for t, w in found}
+        self.items = list(self.candidates)
+        self.lock = threading.Lock()
+        self.mlflow: concurrent.futures.Future[str | None] | None = None
+        self._tagger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gantune-review-mlflow")
+
+    def state(self, votes: list[V.Vote] | None = None) -> dict[str, Any]:
+        """What the page shows: the next pair, the count of answers, the ranking (trial numbers, values)."""
+        votes = V.load_votes(self.study) if votes is None else votes
+        ranks = [r for r in V.ranking(self.items, votes) if r.trial in self.candidates or r.comparisons]
+        return {"search": self.name, "objective": self.objective, "trials": self.items,
+                "pair": list(V.next_pair(self.items, votes)),
+                "votes": len(votes), "decided": sum(v.winner is not None for v in votes),
+                "ranking": [{**r.to_dict(), "value": c.value if (c := self.candidates.get(r.trial)) else None}
+                            for r in ranks]}
+
+    def vote(self, a: int, b: int, winner: int | None) -> dict[str, Any]:
+        """Store one answer (study first, then MLflow in the background: a slow tracking server never holds up the
+        page); the page's next state."""
+        if a not in self.candidates or b not in self.candidates or a == b or winner not in (a, b, None):
+            raise ValueError(f"not a pair of the trials under review: {a}, {b}, winner {winner}")
+        with self.lock:
+            votes = V.add_vote(self.study, a, b, winner, self.items)
+        if self.tracking_uri is not None:
+            ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
+            self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name, [asdict(v) for v in votes],
+                                              ranking)
+        return self.state(votes)
+
+    def close(self) -> str | None:
+        """Wait for the last MLflow write; the parent run tagged, if any."""
+        self._tagger.shutdown(wait=True)
+        return self.mlflow.result() if self.mlflow is not None else None
+
+    def summary(self) -> dict[str, Any]:
+        votes = V.load_votes(self.study)
+        decided = [v for v in votes if v.winner is not None]
+        return {"search": self.name, "trials": self.items, "votes": len(votes),
+                "favourite": V.ranking((), decided)[0].trial if decided else None,
+                "ranking": [r.to_dict() for r in V.ranking(self.items, votes)]}
+
+
+# -- the HTTP side --------------------------------------------------------------------------------------------------
+
+Route = Callable[["_Handler", re.Match[str]], None]
+GET: dict[str, Route] = {}
+POST: dict[str, Route] = {}
+
+
+def route(table: dict[str, Route], pattern: str) -> Callable[[Route], Route]:
+    def add(fn: Route) -> Route:
+        table[pattern] = fn
+        return fn
+    return add
+
+
+class _Handler(BaseHTTPRequestHandler):
+    review: Review  # set on the subclass each server makes
+    server_version = "gantune-review"
+
+    def _dispatch(self, table: dict[str, Route]) -> None:
+        path = self.path.split("?", 1)[0]
+        for pattern, fn in table.items():
+            if m := re.fullmatch(pattern, path):
+                try:
+                    fn(self, m)
+                except (ValueError, KeyError, TypeError) as err:
+                    self.send_json({"error": str(err)}, 400)
+                return
+        self.send_json({"error": f"no such page: {path}"}, 404)
+
+    def do_GET(self) -> None:
+        self._dispatch(GET)
+
+    def do_POST(self) -> None:
+        self._dispatch(POST)
+
+    def send(self, body: bytes, content_type: str, code: int = 200) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, obj: Any, code: int = 200) -> None:
+        self.send(json.dumps(obj).encode(), "application/json", code)
+
+    def log_message(self, format: str, *args: Any) -> None:  # one line per request would bury the URL
+        pass
+
+
+@route(GET, r"/")
+def _page(h: _Handler, _: re.Match[str]) -> None:
+    h.send(PAGE.replace("{{search}}", html.escape(h.review.name)).encode(), "text/html; charset=utf-8")
+
+
+@route(GET, r"/api/state")
+def _state(h: _Handler, _: re.Match[str]) -> None:
+    h.send_json(h.review.state())
+
+
+@route(GET, r"/grid/(\d+)\.png")
+def _grid(h: _Handler, m: re.Match[str]) -> None:
+    h.send(h.review.candidates[int(m.group(1))].png, "image/png")
+
+
+@route(POST, r"/api/vote")
+def _vote(h: _Handler, _: re.Match[str]) -> None:
+    length = int(h.headers.get("Content-Length") or 0)
+    body = json.loads(h.rfile.read(min(length, 10_000)) or b"{}")
+    winner = body.get("winner")
+    h.send_json(h.review.vote(int(body["a"]), int(body["b"]), None if winner is None else int(winner)))
+
+
+class ReviewServer:
+    """The review page on 127.0.0.1:``port`` (0: a free one), served from threads."""
+
+    def __init__(self, review: Review, port: int = 0) -> None:
+        if not 0 <= port <= 65535:
+            raise GantuneError(f"--port {port}: not a TCP port (0-65535)")
+        handler = type("Handler", (_Handler,), {"review": review})
+        try:
+            self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise GantuneError(f"--port {port}: already in use on 127.0.0.1 (leave --port out for a free one)"
+                                   ) from None
+            raise GantuneError(f"--port {port}: cannot listen on 127.0.0.1 ({err.strerror or err})") from None
+        self.httpd.daemon_threads = True
+        self.review = review
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> ReviewServer:
+        """Serve from a background thread (tests, and callers that do other work meanwhile)."""
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="gantune-review", daemon=True)
+        self.thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Serve until Ctrl-C (which ends the review normally)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            self.httpd.serve_forever()
+
+    def stop(self) -> str | None:
+        """Stop serving and wait for the last MLflow write; the parent run tagged, if any."""
+        if self.thread is not None:
+            self.httpd.shutdown()
+            self.thread.join()
+        self.httpd.server_close()
+        return self.review.close()
+
+
+def has_display() -> bool:
+    """Whether a browser could open a window here (a Linux machine without X or Wayland has none)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>gantune review — {{search}}</title>
+<style>
+  body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f6f7f9;
+         color: #1d2330; }
+  header { background: #1d2330; color: #fff; padding: 14px 28px; }
+  header h1 { margin: 0; font-size: 20px; }
+  header p { margin: 4px 0 0; opacity: .8; font-size: 14px; }
+  main { padding: 18px 28px; max-width: 1200px; }
+  .pair { display: flex; gap: 28px; flex-wrap: wrap; }
+  figure { margin: 0; background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.1); padding: 12px;
+           text-align: center; }
+  figure img { width: 420px; max-width: 42vw; image-rendering: pixelated; border: 1px solid #ddd; display: block; }
+  button { font-size: 16px; padding: 8px 22px; margin-top: 10px; border-radius: 6px; border: 1px solid #1d2330;
+           background: #fff; cursor: pointer; }
+  button:hover { background: #1d2330; color: #fff; }
+  button:disabled { opacity: .4; cursor: wait; }
+  #skip { margin-left: 12px; }
+  table { border-collapse: collapse; font-size: 13px; margin-top: 8px; }
+  th, td { text-align: left; padding: 3px 10px; border-bottom: 1px solid #e3e6ec; }
+  .note { color: #667085; font-size: 13px; }
+  #error { color: #b42318; }
+</style>
+</head>
+<body>
+<header>
+  <h1>Which is better?</h1>
+  <p>gantune review of search “{{search}}” · both grids drawn from the same latents · keys: ← → s</p>
+</header>
+<main>
+  <div class="pair">
+    <figure><img id="left-img" alt="samples A"><figcaption><button id="left">A is better</button></figcaption></figure>
+    <figure><img id="right-img" alt="samples B"><figcaption><button id="right">B is better</button></figcaption>
+    </figure>
+  </div>
+  <p><button id="skip">Skip (can't tell)</button></p>
+  <p class="note"><span id="count">0</span> answers so far, kept in the search's Optuna study.
+     <span id="error"></span></p>
+  <details><summary>Ranking so far (Bradley–Terry, win rate, the metric)</summary>
+    <table><thead><tr><th>#</th><th>trial</th><th>strength</th><th>won</th><th>win rate</th><th id="objective"></th>
+    </tr></thead><tbody id="ranking"></tbody></table>
+  </details>
+</main>
+<script>
+let pair = null;
+const $ = (id) => document.getElementById(id);
+const buttons = ["left", "right", "skip"].map($);
+function render(s) {
+  if (s.error) { $("error").textContent = s.error; return; }
+  pair = s.pair;
+  $("left-img").src = "grid/" + pair[0] + ".png";
+  $("right-img").src = "grid/" + pair[1] + ".png";
+  $("left-img").dataset.trial = pair[0];
+  $("right-img").dataset.trial = pair[1];
+  $("count").textContent = s.votes;
+  document.body.dataset.votes = s.votes;
+  $("objective").textContent = s.objective;
+  const fmt = (x) => x === null ? "–" : Number(x).toPrecision(3);
+  $("ranking").innerHTML = s.ranking.map((r, i) => "<tr><td>" + (i + 1) + "</td><td>" + r.trial + "</td><td>" +
+    fmt(r.score) + "</td><td>" + r.wins + "/" + r.comparisons + "</td><td>" + fmt(r.win_rate) + "</td><td>" +
+    fmt(r.value) + "</td></tr>").join("");
+  buttons.forEach((b) => { b.disabled = false; });
+}
+async function vote(side) {
+  if (!pair || buttons[0].disabled) return;
+  buttons.forEach((b) => { b.disabled = true; });
+  const winner = side === "skip" ? null : pair[side === "left" ? 0 : 1];
+  try {
+    const r = await fetch("api/vote", {method: "POST", headers: {"Content-Type": "application/json"},
+                                       body: JSON.stringify({a: pair[0], b: pair[1], winner: winner})});
+    render(await r.json());
+  } catch (e) {
+    $("error").textContent = "the review server is not answering (" + e + ")";
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+buttons.forEach((b) => b.addEventListener("click", () => vote(b.id)));
+document.addEventListener("keydown", (e) => {
+  const side = {ArrowLeft: "left", ArrowRight: "right", s: "skip"}[e.key];
+  if (side) vote(side);
+});
+buttons.forEach((b) => { b.disabled = true; });
+fetch("api/state").then((r) => r.json()).then(render)
+  .catch((e) => { $("error").textContent = "the review server is not answering (" + e + ")"; });
+</script>
+</body>
+</html>
+"""

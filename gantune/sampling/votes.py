@@ -1,0 +1,187 @@
+"""A person's judgements of trials (``gantune review``): the votes, kept in the study, and the ranking from them.
+
+Each answer to "which is better?" is one vote ``{a, b, winner, time}`` (``winner`` is ``a``, ``b`` or ``None``
+for a skip), appended to the study's user attribute ``human_votes``; the derived ranking is stored beside it as
+``human_ranking`` so optuna-dashboard and other readers see it without gantune. The study is the record: a
+review page that restarts reads its votes back from there.
+
+The ranking is a Bradley–Terry model fitted by Hunter's (2004) MM algorithm, with every trial also given
+``PRIOR`` virtual wins and ``PRIOR`` virtual losses against a reference of strength 1. Without that prior a
+trial that won every comparison would have infinite strength (the maximum-likelihood fit does not exist); with it
+every strength is finite and positive and the fit exists whatever the votes. The win rate is reported beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from gantune.errors import GantuneError
+
+VOTES_KEY = "human_votes"
+RANKING_KEY = "human_ranking"
+#: virtual wins and losses of every trial against a reference of strength 1 (keeps unbeaten trials finite)
+PRIOR = 0.5
+
+
+@dataclass(frozen=True)
+class Vote:
+    a: int
+    b: int
+    winner: int | None  # a, b, or None: skipped (counts as shown for the choice of pairs, not for the ranking)
+    time: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> Vote:
+        a, b, winner = int(raw["a"]), int(raw["b"]), raw.get("winner")
+        winner = None if winner is None else int(winner)
+        if a == b or winner not in (a, b, None):
+            raise ValueError(f"not a vote between two trials: {raw!r}")
+        return cls(a, b, winner, str(raw.get("time", "")))
+
+    @property
+    def pair(self) -> frozenset[int]:
+        return frozenset((self.a, self.b))
+
+
+@dataclass(frozen=True)
+class Rank:
+    """One trial's standing: Bradley–Terry strength (reference 1), decided comparisons, win rate."""
+
+    trial: int
+    score: float
+    wins: int
+    comparisons: int  # decided ones (skips excluded)
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.comparisons if self.comparisons else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "win_rate": self.win_rate}
+
+
+def bradley_terry(items: Iterable[int], votes: Sequence[Vote], prior: float = PRIOR, tol: float = 1e-10,
+                  max_iter: int = 10_000) -> dict[int, float]:
+    """Strength of each of ``items`` (and of every trial in ``votes``): the MM fixed point
+
+    ``p_i <- (W_i + prior) / (sum_j n_ij / (p_i + p_j) + 2 prior / (p_i + 1))``
+
+    where ``W_i`` are i's wins and ``n_ij`` the decided comparisons of i and j. A trial with no votes keeps the
+    reference strength 1.
+    """
+    names = sorted({*items, *(v.a for v in votes), *(v.b for v in votes)})
+    wins = dict.fromkeys(names, 0.0)
+    games: dict[tuple[int, int], int] = {}
+    for v in votes:
+        if v.winner is None:
+            continue
+        wins[v.winner] += 1
+        for i, j in ((v.a, v.b), (v.b, v.a)):
+            games[i, j] = games.get((i, j), 0) + 1
+    opponents: dict[int, list[tuple[int, int]]] = {i: [] for i in names}
+    for (i, j), n in games.items():
+        opponents[i].append((j, n))
+    p = dict.fromkeys(names, 1.0)
+    for _ in range(max_iter):
+        new = {i: (wins[i] + prior) / (sum(n / (p[i] + p[j]) for j, n in opponents[i]) + 2 * prior / (p[i] + 1))
+               for i in names}
+        change = max((abs(math.log(new[i] / p[i])) for i in names), default=0.0)
+        p = new
+        if change < tol:
+            break
+    return p
+
+
+def ranking(items: Iterable[int], votes: Sequence[Vote]) -> list[Rank]:
+    """Every trial of ``items`` and ``votes``, best first: by Bradley–Terry strength, then wins, then number."""
+    strength = bradley_terry(items, votes)
+    wins = dict.fromkeys(strength, 0)
+    decided = dict.fromkeys(strength, 0)
+    for v in votes:
+        if v.winner is not None:
+            wins[v.winner] += 1
+            decided[v.a] += 1
+            decided[v.b] += 1
+    ranks = [Rank(t, strength[t], wins[t], decided[t]) for t in strength]
+    return sorted(ranks, key=lambda r: (-r.score, -r.wins, r.trial))
+
+
+def next_pair(items: Sequence[int], votes: Sequence[Vote]) -> tuple[int, int]:
+    """The pair to show next: one of those compared least so far (skips count), preferring a pair that shares
+    no trial with the last one shown, then the one shown longest ago, then ``items`` order. A pair's sides swap
+    each time it comes back, so neither trial always sits on the left."""
+    if len(items) < 2:
+        raise ValueError("a pair needs two trials")
+    count: dict[frozenset[int], int] = {}
+    last_seen: dict[frozenset[int], int] = {}
+    for n, v in enumerate(votes):
+        count[v.pair] = count.get(v.pair, 0) + 1
+        last_seen[v.pair] = n
+    previous = votes[-1].pair if votes else frozenset()
+    pairs = list(itertools.combinations(items, 2))
+    a, b = min(pairs, key=lambda ab: (count.get(frozenset(ab), 0), bool(previous & set(ab)),
+                                      last_seen.get(frozenset(ab), -1), pairs.index(ab)))
+    return (b, a) if count.get(frozenset((a, b)), 0) % 2 else (a, b)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b of two paired sequences (ties allowed); ``None`` when it is undefined (fewer than two
+    pairs, or one side all tied)."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif (dx > 0) == (dy > 0):
+            concordant += 1
+        else:
+            discordant += 1
+    n0 = concordant + discordant
+    denom = math.sqrt((n0 + ties_x) * (n0 + ties_y))
+    return (concordant - discordant) / denom if denom else None
+
+
+# -- the study's record -------------------------------------------------------------------------------------------
+
+def load_votes(study: optuna.Study) -> list[Vote]:
+    """The votes stored on the study (entries that are not votes are ignored: the attribute is user-writable)."""
+    out = []
+    for raw in study.user_attrs.get(VOTES_KEY) or []:
+        try:
+            out.append(Vote.parse(raw))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def add_vote(study: optuna.Study, a: int, b: int, winner: int | None, items: Iterable[int] = ()) -> list[Vote]:
+    """Append one answer to the study's votes and store the ranking they now give; all the votes.
+
+    The votes are read back from the storage first, so a vote written by another page in the meantime is kept.
+    """
+    vote = Vote.parse({"a": a, "b": b, "winner": winner,
+                       "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    votes = [*load_votes(study), vote]
+    study.set_user_attr(VOTES_KEY, [asdict(v) for v in votes])
+    study.set_user_attr(RANKING_KEY, [r.to_dict() for r in ranking(items, votes)])
+    return votes
+
+
+def favourite(study: optuna.Study) -> int:
+    """The trial people preferred: the highest Bradley–Terry strength of the stored votes."""
+    votes = [v for v in load_votes(study) if v.winner is not None]
+    if not votes:
+        raise GantuneError(f"--by human: search {study.study_name!r} has no review votes yet "
+                           f"(run gantune review {study.study_name})")
+    return ranking((), votes)[0].trial

@@ -1,0 +1,235 @@
+"""``gantune review`` on a real (tiny) finished search: answers over HTTP and in a headless browser, kept across a
+restart of the page, in the study and on the MLflow parent run; ``export --by human`` and the report use them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.cli import main
+from gantune.review import Review, ReviewServer
+from gantune.sampling import votes as V
+from gantune.sampling.study import load_search
+from tests.conftest import free_port, last_json, searched_in, tiny_space
+
+LRS = [0.001, 0.002, 0.0015]
+SPACE = tiny_space("rev", 3, 100, 50, LRS, log_every=25, n_samples=200)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
+    with searched_in(tmp_path_factory.mktemp("review"), "rev", SPACE, LRS) as root:
+        yield root
+
+
+@pytest.fixture
+def fresh(searched: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The search with no votes yet (each test answers for itself), in its folder."""
+    monkeypatch.chdir(searched)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    load_search("rev", "sqlite:///optuna.db").set_user_attr(V.VOTES_KEY, [])
+    return searched
+
+
+def _storage(root: Path) -> str:
+    return f"sqlite:///{root / 'optuna.db'}"
+
+
+def _favourite_to_be(root: Path) -> int:
+    """The trial the person in these tests prefers: the metric's worst of those under review."""
+    return Review("rev", _storage(root), 4, None).items[-1]
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+        raw = r.read()
+        return raw if r.headers["Content-Type"] == "image/png" else json.loads(raw)
+
+
+def _start(root: Path) -> tuple[subprocess.Popen[str], str]:
+    """``gantune review rev`` as a user starts it; the URL it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "gantune.cli", "review", "rev", "--no-browser", "--json"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C to stop\)", line)
+    if found is None:
+        proc.kill()
+        pytest.fail(f"no URL from gantune review: {line!r} {proc.communicate()[1][-2000:]}")
+    return proc, found.group(1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Ctrl-C, as a user stops it: a normal end with the JSON summary."""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _check_kept(root: Path, favourite: int, n: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The answers in the study, on the MLflow parent run, and what export and report make of them."""
+    study = optuna.load_study(study_name="rev", storage=_storage(root))
+    votes = V.load_votes(study)
+    assert len(votes) == n and all(v.winner == favourite for v in votes if favourite in v.pair)
+    assert study.user_attrs[V.RANKING_KEY][0]["trial"] == favourite
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rev")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("gantune.role") == "parent")
+    tags = parent.data.tags
+    assert tags["gantune.review.votes"] == str(n) and tags["gantune.review.favourite"] == str(favourite)
+    assert sum(k.startswith("gantune.review.vote.") for k in tags) >= n
+    assert tags[f"gantune.review.vote.{n - 1:04d}"].startswith(f"{votes[-1].a} vs {votes[-1].b}: ")
+    # export --by human: the person's favourite, not the metric's best
+    assert main(["export", "rev", "--by", "human", "--out", "human.yaml", "--weights", "human-w", "--json"]) == 0
+    result = last_json(capsys)
+    assert result["trial"] == favourite != study.best_trial.number and result["by"] == "human"
+    assert "# chosen by a person" in (root / "human.yaml").read_text()
+    assert (root / "human-w" / "generator.pt").is_file()
+
+
+def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, capsys: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    favourite = _favourite_to_be(fresh)
+    proc, url = _start(fresh)
+    try:
+        state = _http(url + "api/state")
+        items = state["trials"]  # by the metric, best first
+        assert len(items) == 3 and items[-1] == favourite and state["votes"] == 0
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert "Which is better?" in page and "rev" in page
+        for trial in items:
+            assert _http(f"{url}grid/{trial}.png")[:4] == b"\x89PNG"
+        for _ in range(5):
+            a, b = state["pair"]
+            state = _http(url + "api/vote", {"a": a, "b": b, "winner": favourite if favourite in (a, b) else a})
+        assert state["votes"] == 5
+        with pytest.raises(urllib.error.HTTPError) as bad:  # a winner outside the pair is refused, not stored
+            _http(url + "api/vote", {"a": items[0], "b": items[1], "winner": 999})
+        assert bad.value.code == 400
+    finally:
+        summary = _stop(proc)
+    assert summary["votes"] == 5 and summary["favourite"] == favourite and summary["mlflow_parent_run_id"]
+    # a restarted page carries on from the stored answers
+    proc, url = _start(fresh)
+    try:
+        state = _http(url + "api/state")
+        assert state["votes"] == 5 and state["ranking"][0]["trial"] == favourite
+        assert tuple(state["pair"]) == V.next_pair(items, V.load_votes(load_search("rev", "sqlite:///optuna.db")))
+    finally:
+        _stop(proc)
+    _check_kept(fresh, favourite, 5, capsys)
+    # the report: the human ranking beside the metric's, and how far they agree
+    assert main(["report", "rev", "--out", "report.html", "--json"]) == 0
+    report = last_json(capsys)
+    html = (fresh / "report.html").read_text()
+    assert "Human review" in html and "Kendall’s τ-b" in html
+    rows = re.findall(r'<tr class="human-row"><td>(\d+)</td><td>(\d+)</td>', html)
+    assert rows[0] == ("1", str(favourite)) and len(rows) == 3
+    assert report["human_tau"] < 0  # the person preferred the metric's worst
+
+
+def test_review_bad_input(fresh: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    one = optuna.create_study(study_name="one", storage=storage)
+    one.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0, user_attrs={"config": {}}))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = [
+            (["review", "rev", "--port", str(port), "--no-browser"], f"--port {port}: already in use"),
+            (["review", "one", "--storage", storage], "search 'one' has 1 evaluated (completed) trial: a review"),
+            (["review", "rev", "--top", "1"], "--top: a review compares pairs"),
+            (["export", "one", "--storage", storage, "--by", "human"], "search 'one' has no review votes yet"),
+            (["export", "rev", "--by", "human", "--trial", "0"], "--by human exports the review's favourite"),
+        ]
+        for args, needle in cases:
+            capsys.readouterr()
+            assert main(args) == 2, args
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and needle in err, (args, err)
+
+
+# -- a real browser -------------------------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--window-size=1200,900"]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).is_file():
+            pytest.skip(f"{path} is not installed (apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in [*CHROME_ARGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chrome", ignore_errors=True)
+
+
+def test_a_person_clicks_through_five_pairs_in_a_browser(fresh: Path, browser: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    favourite = _favourite_to_be(fresh)
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db"), free_port()).start()
+    try:
+        browser.get(server.url)
+        for n in range(5):
+            wait.until(lambda d, n=n: d.find_element(By.TAG_NAME, "body").get_attribute("data-votes") == str(n))
+            wait.until(ec.element_to_be_clickable((By.ID, "left")))
+            left, right = (browser.find_element(By.ID, f"{s}-img") for s in ("left", "right"))
+            wait.until(lambda d: d.execute_script(  # both grids decoded and shown
+                "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"))
+            side = "right" if int(right.get_attribute("data-trial")) == favourite else "left"
+            assert int(left.get_attribute("data-trial")) != int(right.get_attribute("data-trial"))
+            if n < 4:
+                browser.find_element(By.ID, side).click()
+            else:  # the keyboard works too
+                browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT if side == "right"
+                                                                    else Keys.ARROW_LEFT)
+        wait.until(lambda d: d.find_element(By.ID, "count").text == "5")
+    finally:
+        server.stop()
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db"), free_port()).start()
+    try:  # the restarted page shows the five answers and the ranking they make
+        browser.get(server.url)
+        wait.until(lambda d: d.find_element(By.ID, "count").text == "5")
+        first = browser.find_element(By.CSS_SELECTOR, "#ranking tr td:nth-child(2)").get_attribute("textContent")
+        assert int(first) == favourite
+    finally:
+        server.stop()
+    _check_kept(fresh, favourite, 5, capsys)

@@ -1,0 +1,111 @@
+"""A review's votes on their own: the Bradley–Terry fit, the choice of pairs, and the record in a real study."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gantune.errors import GantuneError
+from gantune.sampling import votes as V
+
+
+def _vote(a: int, b: int, winner: int | None) -> V.Vote:
+    return V.Vote(a, b, winner, "")
+
+
+def _simulate(strength: dict[int, float], per_pair: int, seed: int) -> list[V.Vote]:
+    rng = random.Random(seed)
+    out = []
+    for a, b in itertools.combinations(strength, 2):
+        for _ in range(per_pair):
+            out.append(_vote(a, b, a if rng.random() < strength[a] / (strength[a] + strength[b]) else b))
+    rng.shuffle(out)
+    return out
+
+
+def test_bradley_terry_recovers_the_order_of_known_strengths() -> None:
+    truth = {10: 8.0, 11: 4.0, 12: 2.0, 13: 1.0, 14: 0.5}
+    votes = _simulate(truth, per_pair=60, seed=0)
+    assert [r.trial for r in V.ranking(truth, votes)] == [10, 11, 12, 13, 14]
+    # the fit is the fixed point of the regularised likelihood: wins + prior = expected wins (games and prior)
+    p = V.bradley_terry(truth, votes)
+    for i in truth:
+        wins = sum(v.winner == i for v in votes)
+        expected = sum(p[i] / (p[i] + p[v.b if v.a == i else v.a]) for v in votes if i in (v.a, v.b))
+        assert wins + V.PRIOR == pytest.approx(expected + 2 * V.PRIOR * p[i] / (p[i] + 1), rel=1e-6)
+    # strengths are on the reference's scale: the ratios come out near the truth's (2 between neighbours)
+    ratios = [p[i] / p[i + 1] for i in range(10, 14)]
+    assert all(1.3 < r < 3.5 for r in ratios), ratios
+
+
+def test_an_unbeaten_trial_ranks_first_and_stays_finite() -> None:
+    votes = [_vote(7, 3, 7), _vote(5, 7, 7), _vote(3, 7, 7), _vote(3, 5, 3), _vote(5, 3, 5), _vote(3, 5, None)]
+    ranks = V.ranking([3, 5, 7, 9], votes)
+    assert ranks[0].trial == 7
+    top = ranks[0]
+    assert math.isfinite(top.score) and top.score > 1 and (top.wins, top.comparisons, top.win_rate) == (3, 3, 1.0)
+    assert all(math.isfinite(r.score) and r.score > 0 for r in ranks)
+    # a trial never compared keeps the reference strength and has no win rate; a skip is not a comparison
+    nine = next(r for r in ranks if r.trial == 9)
+    assert nine.score == pytest.approx(1.0) and nine.win_rate is None
+    assert next(r for r in ranks if r.trial == 3).comparisons == 4
+    # more of the same only makes it stronger, never infinite
+    assert math.isfinite(V.bradley_terry([], votes * 50)[7]) and V.bradley_terry([], votes * 50)[7] > top.score
+
+
+def test_pairs_cycle_through_the_least_compared_swapping_sides() -> None:
+    items = [4, 1, 9]
+    votes: list[V.Vote] = []
+    shown = []
+    for _ in range(6):
+        a, b = V.next_pair(items, votes)
+        shown.append((a, b))
+        counts = [sum(v.pair == frozenset(p) for v in votes) for p in itertools.combinations(items, 2)]
+        assert sum(v.pair == frozenset((a, b)) for v in votes) == min(counts)  # one of the least compared
+        votes.append(_vote(a, b, None if len(votes) == 2 else a))  # a skip counts as shown
+    assert shown[:3] == [(4, 1), (4, 9), (1, 9)]  # items order first
+    assert shown[3:] == [(1, 4), (9, 4), (9, 1)]  # the second round, sides swapped
+    assert all(shown[i] != shown[i + 1] for i in range(5))
+    # with four trials the next pair shares no trial with the last when it can
+    assert V.next_pair([1, 2, 3, 4], [_vote(1, 2, 1)]) == (3, 4)
+    with pytest.raises(ValueError):
+        V.next_pair([1], [])
+
+
+def test_kendall_tau_matches_scipy() -> None:
+    from scipy.stats import kendalltau
+
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]
+    assert V.kendall_tau(x, y) == pytest.approx(kendalltau(x, y).statistic)
+    assert V.kendall_tau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert V.kendall_tau([1.0], [1.0]) is None and V.kendall_tau([1.0, 1.0], [1.0, 2.0]) is None
+
+
+def test_votes_are_kept_in_a_sqlite_study(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    with pytest.raises(GantuneError, match="--by human: search 's' has no review votes yet"):
+        V.favourite(study)
+    V.add_vote(study, 2, 5, None, [2, 5, 8])
+    with pytest.raises(GantuneError, match="no review votes yet"):  # a skip chooses nothing
+        V.favourite(study)
+    V.add_vote(study, 2, 5, 5, [2, 5, 8])
+    V.add_vote(study, 8, 5, 5, [2, 5, 8])
+    with pytest.raises(ValueError):
+        V.add_vote(study, 2, 5, 8)
+    again = optuna.load_study(study_name="s", storage=storage)  # a fresh reader, as a restarted page is
+    votes = V.load_votes(again)
+    assert [(v.a, v.b, v.winner) for v in votes] == [(2, 5, None), (2, 5, 5), (8, 5, 5)]
+    assert all(v.time.endswith("+00:00") for v in votes)
+    stored = again.user_attrs[V.RANKING_KEY]
+    assert stored[0]["trial"] == 5 and {r["trial"] for r in stored} == {2, 5, 8}
+    assert stored[0]["wins"] == 2 and stored[0]["win_rate"] == 1.0
+    assert V.favourite(again) == 5
+    # the attribute is anyone's to write: what is not a vote is passed over
+    again.set_user_attr(V.VOTES_KEY, [*again.user_attrs[V.VOTES_KEY], {"a": 1}, "junk", {"a": 1, "b": 1}])
+    assert len(V.load_votes(again)) == 3
