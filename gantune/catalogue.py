@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gantune.config import TrialConfig, parse_config, parse_norm, read_yaml
+from gantune.config import TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
 from gantune.data import DATASETS, is_points
 from gantune.errors import ConfigError
+from gantune.gan.augment import check_augment
 from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, resolve_arch
 from gantune.gan.norms import NORMS
-from gantune.gan.step import DECAYS, OPTIMIZERS
+from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.metrics import check_metric_names
 from gantune.metrics.features import EXTRACTORS
 
@@ -43,6 +44,13 @@ def _extractor(name: str) -> None:
         EXTRACTORS.validate(name)
 
 
+def _augment(value: Any) -> None:
+    """The policies of ``data.augment``, given as a list or (a search space's categorical choice) a comma string."""
+    policies = parse_augment(value)
+    if isinstance(policies, list):
+        check_augment([str(p) for p in policies])
+
+
 #: (section, key) -> the check of a name there (a ``ValueError`` that says what exists)
 NAMED: dict[tuple[str, str], Callable[[Any], object]] = {
     ("data", "name"): DATASETS.validate,
@@ -54,6 +62,7 @@ NAMED: dict[tuple[str, str], Callable[[Any], object]] = {
     ("optim", "decay"): DECAYS.validate,
     ("eval", "extractor"): _extractor,
     ("eval", "metrics"): check_metric_names,
+    ("data", "augment"): _augment,
 }
 
 
@@ -86,9 +95,23 @@ def _combinations(cfg: TrialConfig) -> None:
                              f"{cfg.loss.name}")
         if cfg.loss.r1_weight > 0:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
+    _regulariser_combinations(cfg, points)
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
+
+
+def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
+    """The regularisers' rules: each knob where its object says it means something."""
+    if cfg.loss.label_smoothing > 0 and LOSSES.get(cfg.loss.name).d_smoothed is None:
+        smoothable = [n for n in LOSSES.names() if LOSSES.get(n).d_smoothed is not None]
+        raise ValueError(f"loss.label_smoothing: {cfg.loss.name} has no real target to smooth (use "
+                         f"{', '.join(smoothable)})")
+    if cfg.optim.weight_decay > 0 and cfg.optim.name not in WEIGHT_DECAY:
+        raise ValueError(f"optim.weight_decay: decoupled weight decay needs {' or '.join(sorted(WEIGHT_DECAY))}, "
+                         f"not {cfg.optim.name}")
+    if cfg.data.augment and points:
+        raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
 
 
 def _activation(spec: str) -> str:

@@ -35,6 +35,15 @@ def parse_norm(spec: str) -> tuple[str, bool] | None:
     return (acts[0] if acts else "none"), "spectral" in parts
 
 
+def parse_augment(value: object) -> object:
+    """``data.augment`` as a list of policy names: a list stays, a string is the authors' comma form
+    (``"translation,cutout"``; ``""`` is none), so a search space can sample it with ``categorical`` (whose
+    choices are scalars). Anything else is returned for the schema to refuse."""
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return value
+
+
 @dataclass(config=_STRICT)
 class DataConfig:
     """Where real samples come from (the built-in datasets follow PacGAN and scikit-learn: see ``gantune.data``)."""
@@ -47,6 +56,9 @@ class DataConfig:
     dataset: str | None = Field(default=None, description="torchvision dataset: CIFAR10, MNIST, FashionMNIST, CelebA")
     download: bool = Field(default=False, description="torchvision only: fetch the dataset if it is not under path")
     max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder/torchvision)")
+    augment: list[str] = Field(default_factory=list, description="DiffAugment policies applied to D's real and fake "
+                               "inputs (images only): translation, cutout, color; a list or \"translation,cutout\"")
+    augment_p: float = Field(default=1.0, gt=0, le=1, description="probability that a batch D sees is augmented")
 
     @field_validator("resolution")
     @classmethod
@@ -62,6 +74,11 @@ class DataConfig:
             raise ValueError("must be 1 or 3")
         return v
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: object) -> object:
+        return parse_augment(v)
+
 
 @dataclass(config=_STRICT)
 class ModelConfig:
@@ -76,6 +93,8 @@ class ModelConfig:
     g_norm: str = "batch"
     d_norm: str = "none"
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
+    d_dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout after each hidden activation of D "
+                             "(0 = off)")
 
     @field_validator("g_norm", "d_norm")
     @classmethod
@@ -94,6 +113,12 @@ class LossConfig:
     clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="one-sided: D's real target is 1 - s "
+                                   "(losses with targets: nonsaturating, minimax, lsgan; 0 = off)")
+    instance_noise: float = Field(default=0.0, ge=0, description="initial std of Gaussian noise added to D's real "
+                                  "and fake inputs, annealed linearly to 0 (0 = off)")
+    instance_noise_steps: float = Field(default=1.0, gt=0, le=1, description="fraction of train.steps over which "
+                                        "the instance noise anneals to 0")
 
 
 @dataclass(config=_STRICT)
@@ -112,6 +137,8 @@ class OptimConfig:
     decay: str = Field(default="none", description="a registered learning-rate decay of G and D towards 0 at "
                        "train.steps: none, linear, cosine (annealing sharpens samples)")
     decay_start: float = Field(default=0.0, ge=0, lt=1, description="fraction of train.steps before decay begins")
+    weight_decay: float = Field(default=0.0, ge=0, description="decoupled weight decay of G and D (adam becomes "
+                                "AdamW; 0 = off)")
 
 
 @dataclass(config=_STRICT)

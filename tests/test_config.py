@@ -30,6 +30,22 @@ def test_defaults_are_valid() -> None:
     ({"eval": {"extractor": "vgg"}}, "x.yaml: eval.extractor: unknown feature extractor 'vgg'"),
     ({"optim": {"decay": "step"}}, "x.yaml: optim.decay: unknown decay 'step'"),
     ({"model": {"g_norm": "group"}}, "x.yaml: model.g_norm: 'group' is not a normalisation"),
+    ({"model": {"d_dropout": 1.0}}, "x.yaml: model.d_dropout: Input should be less than 1"),
+    ({"model": {"d_dropout": -0.1}}, "x.yaml: model.d_dropout: Input should be greater than or equal to 0"),
+    ({"optim": {"weight_decay": -1e-4}}, "x.yaml: optim.weight_decay: Input should be greater than or equal to 0"),
+    ({"optim": {"name": "rmsprop", "weight_decay": 0.1}}, "x.yaml: optim.weight_decay: decoupled weight decay needs"),
+    ({"loss": {"label_smoothing": 0.5}}, "x.yaml: loss.label_smoothing: Input should be less than 0.5"),
+    ({"loss": {"name": "hinge", "label_smoothing": 0.1}}, "x.yaml: loss.label_smoothing: hinge has no real target"),
+    ({"loss": {"name": "wgan", "label_smoothing": 0.1}}, "x.yaml: loss.label_smoothing: wgan has no real target"),
+    ({"loss": {"instance_noise": -0.1}}, "x.yaml: loss.instance_noise: Input should be greater than or equal to 0"),
+    ({"loss": {"instance_noise_steps": 0}}, "x.yaml: loss.instance_noise_steps: Input should be greater than 0"),
+    ({"loss": {"instance_noise_steps": 1.5}}, "x.yaml: loss.instance_noise_steps: Input should be less than or equal"),
+    ({"data": {"name": "digits", "augment": ["flip"]}}, "x.yaml: data.augment: unknown augmentation 'flip'; choose "
+                                                        "one of: translation, cutout, color"),
+    ({"data": {"augment": ["cutout"]}}, "x.yaml: data.augment: DiffAugment transforms images, not 2-D points"),
+    ({"data": {"name": "digits", "augment": 3}}, "x.yaml: data.augment: Input should be a valid list"),
+    ({"data": {"name": "digits", "augment_p": 0}}, "x.yaml: data.augment_p: Input should be greater than 0"),
+    ({"data": {"name": "digits", "augment_p": 1.5}}, "x.yaml: data.augment_p: Input should be less than or equal"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:

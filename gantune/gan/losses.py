@@ -27,18 +27,36 @@ class GANLoss:
     # G's gradient vanishes once D separates real from fake (a saturating G loss), so a D that wins every sample
     # means a stall (gantune.health); the other losses keep G's gradient there and a separating D is normal
     separation_stalls: bool = False
+    # one-sided label smoothing (Salimans et al. 2016): ``d`` with D's real target 1 - s, for a loss with targets;
+    # ``None`` where there is no target to soften (hinge, Wasserstein), and the catalogue refuses the knob there
+    d_smoothed: Callable[[Tensor, Tensor, float], Tensor] | None = None
+
+    def d_loss(self, smoothing: float) -> Callable[[Tensor, Tensor], Tensor]:
+        """D's loss with one-sided label smoothing ``smoothing`` (0: ``d`` itself)."""
+        smoothed = self.d_smoothed
+        if smoothing == 0 or smoothed is None:
+            return self.d
+        return lambda r, f: smoothed(r, f, smoothing)
 
 
 LOSSES: Registry[GANLoss] = Registry("loss")
 
+
+def _bce_smoothed(r: Tensor, f: Tensor, s: float) -> Tensor:
+    """Binary cross-entropy on logits with real target 1 - s (fake target 0): -(1-s) log D(x) - s log(1 - D(x))."""
+    return ((1 - s) * F.softplus(-r) + s * F.softplus(r)).mean() + F.softplus(f).mean()
+
+
 LOSSES.add("nonsaturating", GANLoss(
     d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
     g=lambda f: F.softplus(-f).mean(),
+    d_smoothed=_bce_smoothed,
 ))
 LOSSES.add("minimax", GANLoss(  # G minimises log(1 - D(G(z))) = -softplus(f): saturates early, kept for study
     d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
     g=lambda f: -F.softplus(f).mean(),
     separation_stalls=True,
+    d_smoothed=_bce_smoothed,
 ))
 LOSSES.add("hinge", GANLoss(
     d=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
@@ -49,6 +67,7 @@ LOSSES.add("wgan-gp", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f
 LOSSES.add("lsgan", GANLoss(
     d=lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
     g=lambda f: 0.5 * ((f - 1) ** 2).mean(),
+    d_smoothed=lambda r, f, s: 0.5 * ((r - (1 - s)) ** 2).mean() + 0.5 * (f**2).mean(),
 ))
 
 

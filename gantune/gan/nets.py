@@ -193,4 +193,26 @@ def build_generator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.M
 
 
 def build_discriminator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:
-    return ARCHS.get(arch).discriminator(cfg, shape)
+    return add_dropout(ARCHS.get(arch).discriminator(cfg, shape), cfg.d_dropout)
+
+
+#: the activations dropout follows in D
+_ACTIVATIONS = (nn.LeakyReLU, nn.ReLU)
+
+
+def add_dropout(net: nn.Module, p: float) -> nn.Module:
+    """``net`` with dropout ``p`` after each hidden activation (``model.d_dropout``): each activation module becomes
+    ``Sequential(activation, Dropout)``. Activations hold no weights, so the state-dict keys stay those of the net
+    without dropout. Dropout acts in train mode only, as ``nn.Dropout`` does; G is never given it."""
+    if p <= 0:
+        return net
+    found = False
+    for module in list(net.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, _ACTIVATIONS):
+                setattr(module, name, nn.Sequential(child, nn.Dropout(p)))
+                found = True
+    if not found:
+        raise ValueError(f"model.d_dropout: this discriminator ({type(net).__name__}) has no activation modules "
+                         "to put dropout after")
+    return net

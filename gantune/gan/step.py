@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
+from gantune.gan.augment import diff_augment
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.speed import Speed
@@ -23,8 +24,28 @@ from gantune.registry import Registry
 
 OptimBuilder = Callable[[Iterator[nn.Parameter], float, OptimConfig, bool], torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimBuilder] = Registry("optimizer")
-OPTIMIZERS.add("adam", lambda p, lr, c, cuda: torch.optim.Adam(p, lr, betas=(c.beta1, c.beta2), fused=cuda or None))
+OPTIMIZERS.add("adam", lambda p, lr, c, cuda: _adam(p, lr, c, cuda))
 OPTIMIZERS.add("rmsprop", lambda p, lr, c, cuda: torch.optim.RMSprop(p, lr))
+#: the optimisers whose builder applies ``optim.weight_decay``, decoupled from the gradient (Loshchilov & Hutter
+#: 2019); the catalogue refuses a weight decay with any other (RMSprop's own weight_decay is a coupled L2 term)
+WEIGHT_DECAY: set[str] = {"adam"}
+
+
+def _adam(params: Iterator[nn.Parameter], lr: float, c: OptimConfig, cuda: bool) -> torch.optim.Optimizer:
+    """Adam, or AdamW when ``optim.weight_decay`` is on: weights shrink by ``lr * weight_decay`` each step whatever
+    the gradient, instead of an L2 term that Adam's per-weight scaling would distort."""
+    if c.weight_decay > 0:
+        return torch.optim.AdamW(params, lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay,
+                                 fused=cuda or None)
+    return torch.optim.Adam(params, lr, betas=(c.beta1, c.beta2), fused=cuda or None)
+
+
+def instance_noise_std(initial: float, step: int, steps: int, fraction: float = 1.0) -> float:
+    """The std of the instance noise (Sønderby et al. 2017; Arjovsky & Bottou 2017) at generator step ``step``:
+    ``initial`` at 0, falling linearly to 0 at ``fraction * steps`` and 0 after. Noise on both of D's inputs makes
+    the real and fake distributions overlap early, so D cannot separate them perfectly while G is far off."""
+    end = fraction * steps
+    return initial * max(0.0, 1.0 - step / end) if end > 0 else 0.0
 
 #: learning-rate factor at training progress ``p`` in [0, 1] after ``optim.decay_start``
 DECAYS: Registry[Callable[[float], float]] = Registry("decay")
@@ -84,6 +105,8 @@ class GANTrainer:
         self._acc = torch.zeros(len(STAT_NAMES), device=device)
         self._acc_n = 0
         self._gnorm = {"grad_norm_g": torch.zeros((), device=device), "grad_norm_d": torch.zeros((), device=device)}
+        self._loss_d = self.loss.d_loss(cfg.loss.label_smoothing)
+        self._noise_std = instance_noise_std(cfg.loss.instance_noise, 0, cfg.train.steps, cfg.loss.instance_noise_steps)
 
     def schedule(self, step: int) -> None:
         """Set both optimisers' hyperparameters for generator step ``step`` from the config: the decayed
@@ -91,6 +114,8 @@ class GANTrainer:
         or a PBT member cloned from another) trains with this config's values, not those saved in its optimiser
         state."""
         self._ema_decay = ema_decay(self.cfg.optim.ema, step)
+        self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, step, self.cfg.train.steps,
+                                             self.cfg.loss.instance_noise_steps)
         o, total = self.cfg.optim, self.cfg.train.steps
         start = o.decay_start * total
         progress = min(1.0, max(0.0, (step - start) / max(total - start, 1.0)))
@@ -100,6 +125,10 @@ class GANTrainer:
                 group["lr"] = lr * factor
                 if "betas" in group:
                     group["betas"] = (o.beta1, o.beta2)
+                if isinstance(opt, torch.optim.AdamW):  # a loaded Adam state would otherwise bring its own
+                    group["weight_decay"] = o.weight_decay
+                    if "decoupled_weight_decay" in group:
+                        group["decoupled_weight_decay"] = True
 
     def z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.z_dim, device=self.device)
@@ -118,7 +147,7 @@ class GANTrainer:
                 fake = self._generate(self.z(bs))
             d_real, real_feat = self._discriminate(real, eager=c.loss.r1_weight > 0)  # R1: grad of d_real
             d_fake, _ = self._discriminate(fake.detach())
-            loss_d = self.loss.d(d_real, d_fake)
+            loss_d = self._loss_d(d_real, d_fake)
             if self.loss.gradient_penalty:  # through the eager D: double backward
                 loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self.D, real.detach(), fake.detach())
             if c.loss.r1_weight > 0:
@@ -157,9 +186,20 @@ class GANTrainer:
         with self.speed.autocast():
             return self._g_fast(z).float()
 
+    def d_input(self, x: Tensor) -> Tensor:
+        """What D sees of a real or fake batch: the DiffAugment policies of ``data.augment`` (with probability
+        ``data.augment_p``), then the instance noise of this step; ``x`` itself when neither is on. Both are
+        differentiable in ``x``, so G learns through them."""
+        x = diff_augment(x, self.cfg.data.augment, self.cfg.data.augment_p)
+        if self._noise_std > 0:
+            x = x + self._noise_std * torch.randn_like(x)
+        return x
+
     def _discriminate(self, x: Tensor, eager: bool = False) -> tuple[Tensor, Tensor]:
         """D's score and features, in float32 whatever the autocast precision (the losses need the range);
-        ``eager``: through the uncompiled D, for a penalty that differentiates its gradient."""
+        ``eager``: through the uncompiled D, for a penalty that differentiates its gradient. D sees
+        ``d_input(x)``: real and fake inputs go through the same augmentation and noise."""
+        x = self.d_input(x)
         with self.speed.autocast():
             score, feat = (self.D if eager else self._d_fast)(x)
         return score.float(), feat.float()

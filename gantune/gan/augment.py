@@ -1,0 +1,114 @@
+"""Differentiable augmentation (DiffAugment, Zhao et al. 2020) of the images D sees.
+
+With little data D memorises the real set and G's gradient stops meaning anything. Augmenting every input of D,
+real and fake alike, with transforms that are differentiable in the image lets G learn through them, so D cannot
+tell real from fake by the augmentation and the generated distribution is not pulled towards augmented images.
+The policies follow the authors' DiffAugment_pytorch.py (github.com/mit-han-lab/data-efficient-gans): translation
+by up to 1/8 of the side with zero padding, cutout of a square half the side, and colour (brightness, saturation,
+contrast) for images in [-1, 1]. Each op draws per-sample parameters from ``generator`` (the global RNG when
+``None``), so a seeded generator reproduces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gantune.registry import Registry
+
+AugmentOp = Callable[[Tensor, "torch.Generator | None"], Tensor]
+
+TRANSLATION_RATIO = 0.125  # the largest shift, as a fraction of the image side
+CUTOUT_RATIO = 0.5  # the side of the cut-out square, as a fraction of the image side
+
+
+def _rand(n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``n`` uniform draws in [0, 1) shaped to broadcast over (N, C, H, W), on ``x``'s device and dtype."""
+    device = generator.device if generator is not None else x.device
+    return torch.rand(n, 1, 1, 1, generator=generator, device=device).to(x.device, x.dtype)
+
+
+def _randint(low: int, high: int, n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else x.device
+    return torch.randint(low, high, (n, 1, 1), generator=generator, device=device).to(x.device)
+
+
+def brightness(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Add one uniform offset in [-0.5, 0.5) per image."""
+    return x + (_rand(x.shape[0], x, generator) - 0.5)
+
+
+def saturation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Scale each pixel's distance from its channel mean by a factor in [0, 2) per image."""
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (_rand(x.shape[0], x, generator) * 2) + mean
+
+
+def contrast(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Scale each image's distance from its mean by a factor in [0.5, 1.5)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand(x.shape[0], x, generator) + 0.5) + mean
+
+
+def translation(x: Tensor, generator: torch.Generator | None = None, ratio: float = TRANSLATION_RATIO) -> Tensor:
+    """Shift each image by whole pixels, up to ``ratio`` of its side each way; uncovered pixels are 0.
+
+    ``out[i, :, r, c] = x[i, :, r + dy_i, c + dx_i]`` where that lies in the image, else 0.
+    """
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = _randint(-sh, sh + 1, n, x, generator)
+    dx = _randint(-sw, sw + 1, n, x, generator)
+    # indices into the image padded by one zero pixel on each side: out-of-range sources land on the border
+    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + 1).clamp(0, h + 1)
+    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + 1).clamp(0, w + 1)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
+    return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def cutout(x: Tensor, generator: torch.Generator | None = None, ratio: float = CUTOUT_RATIO) -> Tensor:
+    """Zero one square of side ``ratio`` of the image per image, centred anywhere (clipped at the edges)."""
+    n, _, h, w = x.shape
+    size_h, size_w = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = _randint(0, h + (1 - size_h % 2), n, x, generator)
+    cx = _randint(0, w + (1 - size_w % 2), n, x, generator)
+    top, left = cy - size_h // 2, cx - size_w // 2
+    r = torch.arange(h, device=x.device).view(1, h, 1)
+    c = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (r >= top) & (r < top + size_h) & (c >= left) & (c < left + size_w)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+#: policy name -> its ops, applied in order (the authors' AUGMENT_FNS)
+AUGMENTS: Registry[tuple[AugmentOp, ...]] = Registry("augmentation")
+AUGMENTS.add("translation", (translation,))
+AUGMENTS.add("cutout", (cutout,))
+AUGMENTS.add("color", (brightness, saturation, contrast))
+
+
+def check_augment(policies: Sequence[str]) -> None:
+    """``ValueError`` naming the first unregistered policy (the catalogue's check of ``data.augment``)."""
+    for name in policies:
+        AUGMENTS.validate(name)
+
+
+def diff_augment(x: Tensor, policies: Sequence[str], p: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """``x`` through each policy in turn, with probability ``p`` for the whole batch (else ``x`` itself).
+
+    The coin is drawn on the CPU (from ``generator`` when it is a CPU one), so deciding costs no device sync.
+    """
+    if not policies or p <= 0:
+        return x
+    if p < 1:
+        coin_gen = generator if generator is not None and generator.device.type == "cpu" else None
+        if torch.rand((), generator=coin_gen).item() >= p:
+            return x
+    for name in policies:
+        for op in AUGMENTS.get(name):
+            x = op(x, generator)
+    return x
