@@ -149,7 +149,7 @@ class GANTrainer:
             d_fake, _ = self._discriminate(fake.detach())
             loss_d = self._loss_d(d_real, d_fake)
             if self.loss.gradient_penalty:  # through the eager D: double backward
-                loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self.D, real.detach(), fake.detach())
+                loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self._d_seen, real.detach(), fake.detach())
             if c.loss.r1_weight > 0:
                 loss_d = loss_d + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
             self.opt_d.zero_grad(set_to_none=True)
@@ -194,6 +194,11 @@ class GANTrainer:
         if self._noise_std > 0:
             x = x + self._noise_std * torch.randn_like(x)
         return x
+
+    def _d_seen(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The eager D composed with ``d_input``: with augmentation or noise on, the D a penalty regularises is
+        D after the transform (as DiffAugment defines it), so the penalty's interpolates go through it too."""
+        return self.D(self.d_input(x))
 
     def _discriminate(self, x: Tensor, eager: bool = False) -> tuple[Tensor, Tensor]:
         """D's score and features, in float32 whatever the autocast precision (the losses need the range);

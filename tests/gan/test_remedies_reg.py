@@ -60,9 +60,10 @@ def test_each_regulariser_trains_finite(extra: dict[str, Any], images: bool) -> 
 
 
 @pytest.mark.parametrize("policies", [["translation"], ["cutout"], ["color"], ["translation", "cutout", "color"]])
-def test_diffaugment_trains_and_g_learns_through_it(policies: list[str]) -> None:
+@pytest.mark.parametrize("loss", [{}, {"name": "wgan-gp"}, {"r1_weight": 1.0}], ids=["ns", "wgan-gp", "r1"])
+def test_diffaugment_trains_and_g_learns_through_it(policies: list[str], loss: dict[str, Any]) -> None:
     torch.manual_seed(0)
-    cfg = tiny_images(data={"augment": policies, "augment_p": 0.8})
+    cfg = tiny_images(data={"augment": policies, "augment_p": 0.8}, loss=loss)
     stats = _train(cfg)
     assert all(math.isfinite(v) for v in stats.values()), stats
     assert stats["grad_norm_g"] > 0  # G's gradient passes through the augmentation of its samples
