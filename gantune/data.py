@@ -233,6 +233,7 @@ def _digits_heldout(cfg: DataConfig) -> torch.Tensor:
 @dataset("digits", heldout=_digits_heldout, channels=1)
 def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     x, y = digits_split("train")
+    x, y = x[: cfg.max_images], y[: cfg.max_images]  # the split is shuffled: the first N are a random subset
     return None, _fit(torch.from_numpy(x), cfg), torch.from_numpy(y)
 
 

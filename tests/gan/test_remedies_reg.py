@@ -306,3 +306,13 @@ def test_a_space_refuses_a_bad_augment_choice(tmp_path: Path) -> None:
     p.write_text(SPACE.replace('"translation,cutout",', '"translation,flip",'))
     with pytest.raises(ConfigError, match=r"data\.augment: unknown augmentation 'flip'"):
         load_space(p)
+
+
+def test_max_images_takes_a_subset_of_the_digits_train_split() -> None:
+    """What the DiffAugment measurement trains on (10% of the digits train split); the held-out split stays whole."""
+    full = load_data(config_from_dict({"data": {"name": "digits", "resolution": 8}}).data, CPU, 0)
+    few = load_data(config_from_dict({"data": {"name": "digits", "resolution": 8, "max_images": 144}}).data, CPU, 0)
+    assert few.images is not None and full.images is not None and few.heldout is not None
+    assert len(few.images) == 144 and len(full.images) == 1437
+    assert torch.equal(few.images, full.images[:144])
+    assert full.heldout is not None and torch.equal(few.heldout, full.heldout)
