@@ -76,6 +76,9 @@ class ModelConfig:
     g_norm: str = "batch"
     d_norm: str = "none"
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
+    minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
+                                "features (Salimans et al. 2016; 0 = off)")
+    minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
 
     @field_validator("g_norm", "d_norm")
     @classmethod
@@ -94,6 +97,8 @@ class LossConfig:
     clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
+    unroll: int = Field(default=0, ge=0, description="D updates G looks ahead through (unrolled GAN, Metz et al. "
+                        "2017; 0 = off)")
 
 
 @dataclass(config=_STRICT)
