@@ -172,8 +172,9 @@ class GANTrainer:
     def _unrolled(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """D's score and features of ``fake`` and its features of ``real`` (for feature matching), all from D
         ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are."""
-        clip = self.cfg.loss.clip if self.loss.weight_clipping else None
-        ahead = lookahead(self.D, self.opt_d, self.cfg.loss.unroll, self._lookahead_loss, clip)
+        c = self.cfg
+        clip = c.loss.clip if self.loss.weight_clipping else None
+        ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
         with self.speed.autocast():
             score, feat = ahead(fake)
             _, real_feat = ahead(real.detach())

@@ -79,12 +79,23 @@ def functional_update(opt: torch.optim.Optimizer) -> FunctionalUpdate:
     return UPDATES.get(name)
 
 
+def _clip_by_norm(grads: tuple[Tensor | None, ...], max_norm: float) -> tuple[Tensor | None, ...]:
+    """``torch.nn.utils.clip_grad_norm_``'s scaling, out of place: max_norm / (norm + 1e-6), at most 1."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    return tuple(None if g is None else g * scale for g in grads)
+
+
 def lookahead(d: nn.Module, opt: torch.optim.Optimizer, steps: int, d_loss: Callable[[Discriminate], Tensor],
-              clip: float | None = None) -> Discriminate:
+              clip: float | None = None, grad_clip: float = 0.0) -> Discriminate:
     """D after ``steps`` updates of ``opt`` on ``d_loss`` (D's objective on a fresh batch, given a discriminator),
     as a function of samples, computed on copies: ``d``, its buffers and ``opt`` are left exactly as they were.
-    ``clip``: clamp the weights after each update (WGAN's clipping). The updates keep their graph, so a loss on
-    the result differentiates through them (into G, when ``d_loss``'s fakes carry G's graph)."""
+    ``clip``: clamp the weights after each update (WGAN's clipping); ``grad_clip``: scale the gradients to at most
+    that total norm first, as ``clip_grad_norm_`` does for D's real updates (0 = off). The updates keep their
+    graph, so a loss on the result differentiates through them (into G, when ``d_loss``'s fakes carry G's graph)."""
     update = functional_update(opt)
     named = dict(d.named_parameters())
     group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
@@ -98,6 +109,8 @@ def lookahead(d: nn.Module, opt: torch.optim.Optimizer, steps: int, d_loss: Call
     for _ in range(steps):
         loss = d_loss(view(params))
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
+        if grad_clip > 0:
+            grads = _clip_by_norm(grads, grad_clip)
         new: dict[str, Tensor] = {}
         for (n, p), g in zip(params.items(), grads, strict=True):
             if g is None:  # a parameter this loss does not reach: torch's optimisers skip it too

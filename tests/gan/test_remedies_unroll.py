@@ -168,6 +168,42 @@ def test_the_functional_updates_replay_torchs_optimisers(make: Any, first_step: 
     torch.testing.assert_close(new, p.detach(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("sections", [
+    {"optim": {"grad_clip": 0.05}, "model": {"d_norm": "spectral+batch"}},
+    {"optim": {"name": "rmsprop"}, "loss": {"name": "wgan", "clip": 0.05}, "model": {"minibatch_disc": 4}},
+], ids=["adam-gradclip-spectral-batchnorm", "rmsprop-weightclip-mbdisc"])
+def test_lookahead_steps_are_ds_own_updates(sections: dict[str, dict[str, Any]]) -> None:
+    """Two look-ahead steps on fixed batches give the D that two real updates (gradient clipping, optimiser step,
+    weight clipping) of a copy of D give: the same scores, weights and buffers."""
+    cfg = tiny(**sections)
+    trainer = _trainer(cfg)
+    trainer.step()
+    real = trainer.sample_real(cfg.train.batch_size)
+    fake = trainer._generate(trainer.z(cfg.train.batch_size)).detach()
+
+    def d_loss(d: Any) -> torch.Tensor:
+        return trainer.loss.d(d(real)[0], d(fake)[0])
+
+    d_copy, clip = copy.deepcopy(trainer.D), cfg.loss.clip if trainer.loss.weight_clipping else None
+    opt_copy = OPTIMIZERS.get(cfg.optim.name)(d_copy.parameters(), cfg.optim.lr_d, cfg.optim, False)
+    opt_copy.load_state_dict(trainer.opt_d.state_dict())
+    ahead = lookahead(trainer.D, trainer.opt_d, 2, d_loss, clip, cfg.optim.grad_clip)
+    for _ in range(2):
+        opt_copy.zero_grad()
+        d_loss(d_copy).backward()
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(list(d_copy.parameters()), cfg.optim.grad_clip)
+        opt_copy.step()
+        if clip is not None:
+            with torch.no_grad():
+                for p in d_copy.parameters():
+                    p.clamp_(-clip, clip)
+    x = torch.randn(16, 2)
+    torch.testing.assert_close(ahead(x)[0].detach(), d_copy(x)[0].detach(), rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(trainer.D(x)[0], d_copy(x)[0])  # and D itself did not move
+
+
 def test_the_lookahead_is_differentiable_at_a_zero_gradient() -> None:
     """Adam's square root at a zero moment: the look-ahead's gradient stays finite (a first step, dead units)."""
     cfg = tiny(loss={"unroll": 1}, model={"d_depth": 1, "d_width": 4})
