@@ -108,7 +108,8 @@ def lookahead(d: nn.Module, opt: torch.optim.Optimizer, steps: int, d_loss: Call
 
     for _ in range(steps):
         loss = d_loss(view(params))
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
+        grads: tuple[Tensor | None, ...] = torch.autograd.grad(loss, list(params.values()), create_graph=True,
+                                                               allow_unused=True)
         if grad_clip > 0:
             grads = _clip_by_norm(grads, grad_clip)
         new: dict[str, Tensor] = {}
