@@ -105,7 +105,7 @@ class MLPDiscriminator(nn.Module):
         if self.mbstd is not None:
             h = self.mbstd(h)
         if self.mbdisc is not None:
-            h = torch.cat([h, self.mbdisc(features)], dim=1)
+            h = torch.cat([h, self.mbdisc(features).to(h.dtype)], dim=1)
         return self.head(h).squeeze(1), features
 
 

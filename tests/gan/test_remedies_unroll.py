@@ -128,6 +128,12 @@ def test_unrolling_changes_gs_gradient_and_a_lookahead_that_does_not_move_is_d_i
     ahead = _g_grads(trainer, trainer._unrolled(fake, real)[0])
     gap = max(float((a - p).abs().max()) for a, p in zip(ahead, plain, strict=True))
     assert gap > 1e-3 * max(float(p.abs().max()) for p in plain)
+    # the second-order term alone: with the scored fakes cut off from G, G's gradient still flows, through how
+    # the unrolled updates of D depend on G's samples
+    torch.manual_seed(2)
+    through_updates = _g_grads(trainer, trainer._unrolled(fake.detach(), real)[0])
+    assert all(torch.isfinite(g).all() for g in through_updates)
+    assert max(float(g.abs().max()) for g in through_updates) > 1e-3 * max(float(p.abs().max()) for p in plain)
 
     # zero steps ahead: D itself, the plain gradient
     still = lookahead(trainer.D, trainer.opt_d, 0, trainer._lookahead_loss)
