@@ -169,16 +169,16 @@ class GANTrainer:
             score, feat = (self.D if eager else self._d_fast)(x)
         return score.float(), feat.float()
 
-    def _unrolled(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """D's score and features of ``fake`` and its features of ``real`` (for feature matching), all from D
+    def _unrolled(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """D's score and features of ``fake`` and, with feature matching, its features of ``real``, all from D
         ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are."""
         c = self.cfg
         clip = c.loss.clip if self.loss.weight_clipping else None
         ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
         with self.speed.autocast():
             score, feat = ahead(fake)
-            _, real_feat = ahead(real.detach())
-        return score.float(), feat.float(), real_feat.float()
+            real_feat = ahead(real.detach())[1].float() if c.loss.feature_matching > 0 else None
+        return score.float(), feat.float(), real_feat
 
     def _lookahead_loss(self, d: Discriminate) -> Tensor:
         """D's objective for one unrolled update, on a fresh batch: the adversarial loss and its penalties, as in
