@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gantune.config import TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
 from gantune.data import DATASETS, is_points
 from gantune.errors import ConfigError
@@ -23,6 +25,7 @@ from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, resolve_arch
 from gantune.gan.norms import NORMS
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
+from gantune.gan.unroll import functional_update
 from gantune.metrics import check_metric_names
 from gantune.metrics.features import EXTRACTORS
 
@@ -96,6 +99,8 @@ def _combinations(cfg: TrialConfig) -> None:
         if cfg.loss.r1_weight > 0:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
     _regulariser_combinations(cfg, points)
+    if cfg.loss.unroll > 0:
+        _unrollable(cfg)
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
@@ -112,6 +117,17 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
                          f"not {cfg.optim.name}")
     if cfg.data.augment and points:
         raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
+
+
+def _unrollable(cfg: TrialConfig) -> None:
+    """``loss.unroll`` replays D's optimiser on a copy of D: it needs that optimiser's functional update, asked of
+    the optimiser ``optim.name`` builds (on a probe parameter), so a plugin's optimiser is judged by what it is."""
+    probe = OPTIMIZERS.get(cfg.optim.name)(iter([torch.nn.Parameter(torch.zeros(1))]), cfg.optim.lr_d, cfg.optim,
+                                           False)
+    try:
+        functional_update(probe)
+    except ValueError as err:
+        raise ValueError(f"loss.unroll: optim.name {cfg.optim.name!r}: {err}") from None
 
 
 def _activation(spec: str) -> str:

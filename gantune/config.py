@@ -96,6 +96,9 @@ class ModelConfig:
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
     d_dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout after each hidden activation of D "
                              "(0 = off)")
+    minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
+                                "features (Salimans et al. 2016; 0 = off)")
+    minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
 
     @field_validator("g_norm", "d_norm")
     @classmethod
@@ -120,6 +123,8 @@ class LossConfig:
                                   "and fake inputs, annealed linearly to 0 (0 = off)")
     instance_noise_steps: float = Field(default=1.0, gt=0, le=1, description="fraction of train.steps over which "
                                         "the instance noise anneals to 0")
+    unroll: int = Field(default=0, ge=0, description="D updates G looks ahead through (unrolled GAN, Metz et al. "
+                        "2017; 0 = off)")
 
 
 @dataclass(config=_STRICT)

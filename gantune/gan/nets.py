@@ -1,7 +1,7 @@
 """Generator and discriminator networks: an MLP for 2-D points, DCGAN-style convnets for images.
 
 Every discriminator returns ``(logits, features)``: the features (the layer before the last) serve
-feature matching and the minibatch-stddev layer without a second forward pass.
+feature matching, the minibatch-stddev and minibatch-discrimination layers without a second forward pass.
 """
 
 from __future__ import annotations
@@ -40,6 +40,32 @@ class MinibatchStdDev(nn.Module):
         return torch.cat([x, std.view(-1, *([1] * (x.ndim - 1))).expand(shape)], dim=1)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016): ``kernels`` (B) closeness features of each sample to the rest.
+
+    M = f T (T: A x B x C), c_b(x_i, x_j) = exp(-||M_i,b - M_j,b||_1), o(x_i)_b = sum_j c_b(x_i, x_j) over the
+    whole minibatch, j = i included as in the paper (a constant 1 the last layer's bias absorbs; the authors'
+    code leaves it out). A collapsed batch gives o_b = batch size for every sample, so D can see collapse that
+    no single sample shows. L1, not L2: its gradient stays finite at distance 0 (identical samples, the self term).
+    The pairwise differences are materialised, (n, n, B, C), because ``torch.cdist`` (8x faster) has no double
+    backward, which the penalties and ``loss.unroll`` need: at batch 256 with B x C = 50 x 5, 1.5 s a step on one
+    CPU thread. Like minibatch-stddev it mixes samples, so WGAN-GP and R1 then differentiate a batch-dependent D;
+    both are allowed, as minibatch-stddev is (StyleGAN pairs it with R1).
+    """
+
+    def __init__(self, in_features: int, kernels: int, dim: int) -> None:
+        super().__init__()
+        self.kernels, self.dim = kernels, dim
+        # a kernel's L1 distance starts of the order of the features' RMS: exp(-distance) is neither 0 nor 1
+        self.T = nn.Parameter(torch.randn(in_features, kernels * dim) / (dim * math.sqrt(in_features)))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """(n, A) features -> (n, B) similarities; pairwise (n, n, B, C) in memory."""
+        m = (f @ self.T).view(f.shape[0], self.kernels, self.dim)
+        dist = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(-1)  # (n, n, B)
+        return torch.exp(-dist).sum(1)
+
+
 def _mlp_block(n_in: int, n_out: int, norm: NormSpec, act: nn.Module) -> list[nn.Module]:
     return [norm.wrap(nn.Linear(n_in, n_out, bias=not norm.has_bias_norm)), norm.layer(n_out, False), act]
 
@@ -60,7 +86,8 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, in_dim: int = 2) -> None:
+    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, in_dim: int = 2,
+                 mbdisc: int = 0, mbdisc_dim: int = 16) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         n = in_dim
@@ -69,13 +96,16 @@ class MLPDiscriminator(nn.Module):
             n = width
         self.body = nn.Sequential(*layers)
         self.mbstd = MinibatchStdDev() if mbstd else None
-        self.head = norm.wrap(nn.Linear(n + int(mbstd), 1))
+        self.mbdisc = MinibatchDiscrimination(n, mbdisc, mbdisc_dim) if mbdisc else None
+        self.head = norm.wrap(nn.Linear(n + int(mbstd) + mbdisc, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
         features = h
         if self.mbstd is not None:
             h = self.mbstd(h)
+        if self.mbdisc is not None:
+            h = torch.cat([h, self.mbdisc(features).to(h.dtype)], dim=1)
         return self.head(h).squeeze(1), features
 
 
@@ -115,7 +145,8 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """image -> ... -> 4x4 -> logit, channels doubling at each 2x downsampling; no norm on the first layer."""
 
-    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, channels: int, resolution: int) -> None:
+    def __init__(self, width: int, depth: int, norm: NormSpec, mbstd: bool, channels: int, resolution: int,
+                 mbdisc: int = 0, mbdisc_dim: int = 16) -> None:
         super().__init__()
         stages = _conv_stages(resolution)
         bias = not norm.has_bias_norm
@@ -130,13 +161,17 @@ class DCGANDiscriminator(nn.Module):
             ch *= 2
         self.body = nn.Sequential(*layers)
         self.mbstd = MinibatchStdDev() if mbstd else None
-        self.head = norm.wrap(nn.Conv2d(ch + int(mbstd), 1, 4, 1, 0))
+        self.mbdisc = MinibatchDiscrimination(ch * 16, mbdisc, mbdisc_dim) if mbdisc else None  # 4x4 maps
+        self.head = norm.wrap(nn.Conv2d(ch + int(mbstd) + mbdisc, 1, 4, 1, 0))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
         features = h.flatten(1)
         if self.mbstd is not None:
             h = self.mbstd(h)
+        if self.mbdisc is not None:  # one map per kernel, constant over the 4x4 positions (as minibatch-stddev)
+            o = self.mbdisc(features).to(h.dtype)
+            h = torch.cat([h, o[:, :, None, None].expand(-1, -1, *h.shape[2:])], dim=1)
         return self.head(h).flatten(), features
 
 
@@ -169,14 +204,15 @@ ARCHS: Registry[Arch] = Registry("architecture")
 ARCHS.add("mlp", Arch(
     generator=lambda c, shape: MLPGenerator(c.z_dim, c.g_width, c.g_depth, NormSpec(c.g_norm), shape[0]),
     discriminator=lambda c, shape: MLPDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std,
-                                                    shape[0]),
+                                                    shape[0], c.minibatch_disc, c.minibatch_disc_dim),
     points=True,
 ))
 ARCHS.add("dcgan", Arch(
     generator=lambda c, shape: _dcgan(
         DCGANGenerator(c.z_dim, c.g_width, c.g_depth, NormSpec(c.g_norm), shape[0], shape[-1])),
     discriminator=lambda c, shape: _dcgan(
-        DCGANDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std, shape[0], shape[-1])),
+        DCGANDiscriminator(c.d_width, c.d_depth, NormSpec(c.d_norm), c.minibatch_std, shape[0], shape[-1],
+                           c.minibatch_disc, c.minibatch_disc_dim)),
 ))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
@@ -20,6 +21,7 @@ from gantune.gan.augment import diff_augment
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.speed import Speed
+from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry
 
 OptimBuilder = Callable[[Iterator[nn.Parameter], float, OptimConfig, bool], torch.optim.Optimizer]
@@ -162,7 +164,10 @@ class GANTrainer:
                     torch._foreach_clamp_max_(self._d_params, c.loss.clip)
 
         self.D.requires_grad_(False)
-        g_fake, fake_feat = self._discriminate(fake)
+        if c.loss.unroll > 0:  # G's loss against D as it will be loss.unroll updates ahead
+            g_fake, fake_feat, real_feat = self._unrolled(fake, real)
+        else:
+            g_fake, fake_feat = self._discriminate(fake)
         loss_g = self.loss.g(g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:
             fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
@@ -208,6 +213,38 @@ class GANTrainer:
         with self.speed.autocast():
             score, feat = (self.D if eager else self._d_fast)(x)
         return score.float(), feat.float()
+
+    def _unrolled(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """D's score and features of ``fake`` and, with feature matching, its features of ``real``, all from D
+        ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are."""
+        c = self.cfg
+        clip = c.loss.clip if self.loss.weight_clipping else None
+        ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
+        with self.speed.autocast():
+            score, feat = ahead(self.d_input(fake))
+            real_feat = ahead(self.d_input(real.detach()))[1].float() if c.loss.feature_matching > 0 else None
+        return score.float(), feat.float(), real_feat
+
+    def _lookahead_loss(self, d: Discriminate) -> Tensor:
+        """D's objective for one unrolled update, on a fresh batch: the adversarial loss and its penalties, as in
+        ``step`` (label smoothing; augmentation and noise on what D sees, penalties through them). The fakes keep
+        their graph to G (how D's update depends on G is what unrolling adds) and come from the eager G with
+        copied buffers, so G's batch-norm statistics do not see these extra batches."""
+        c, bs = self.cfg, self.cfg.train.batch_size
+        real = self.sample_real(bs)
+        if c.loss.r1_weight > 0:
+            real.requires_grad_(True)
+        buffers = {n: b.detach().clone() for n, b in self.G.named_buffers()}
+        with self.speed.autocast():
+            fake = functional_call(self.G, buffers, (self.z(bs),)).float()
+            d_real, d_fake = d(self.d_input(real))[0].float(), d(self.d_input(fake))[0].float()
+        loss = self._loss_d(d_real, d_fake)
+        if self.loss.gradient_penalty:
+            seen: Discriminate = lambda x: d(self.d_input(x))  # noqa: E731
+            loss = loss + c.loss.gp_weight * gradient_penalty(seen, real.detach(), fake)
+        if c.loss.r1_weight > 0:
+            loss = loss + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
+        return loss
 
     def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:
         clip = self.cfg.optim.grad_clip
