@@ -13,8 +13,8 @@ from gantune.config import HealthConfig
 from gantune.data import digits_split, load_data, stack
 from gantune.errors import ConfigError
 from gantune.health import HealthMonitor
-from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, metric_names
-from gantune.metrics.features import build_extractor, default_extractor
+from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, Scorer, metric_names
+from gantune.metrics.features import Extractor, build_extractor, default_extractor
 
 CPU = torch.device("cpu")
 CFG = {"data": {"name": "stacked_digits", "resolution": 8}}
@@ -26,7 +26,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     metrics._MEMO.clear()
 
 
-def _scorer(n_ref: int = 300) -> tuple[object, torch.Tensor, object]:
+def _scorer(n_ref: int = 300) -> tuple[Scorer, torch.Tensor, Extractor]:
     """The ``stacked_modes`` scorer on a held-out reference, the held-out pool, and the extractor."""
     cfg = config_from_dict(CFG)
     data = load_data(cfg.data, CPU, 0)
