@@ -15,6 +15,9 @@ import torch
 
 from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
 
+#: classes of one channel of stacked digits: the digits classifier's
+DIGIT_CLASSES = 10
+
 
 def histogram_kl(counts: torch.Tensor) -> float:
     """KL(p || uniform) of a histogram; log K (one-bin collapse) when the histogram is empty."""
@@ -52,6 +55,9 @@ def modes(ref: Reference) -> Scorer:
 def classes(ref: Reference) -> Scorer:
     if ref.logits is None:
         raise ValueError("the classes metric needs a classifier extractor (digits)")
+    if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
+        raise ValueError("the classes metric reads one class a sample: stacked digits have one a channel "
+                         "(use stacked_modes)")
     k = ref.logits.shape[1]
 
     def score(fake: Samples) -> dict[str, float]:
@@ -62,10 +68,6 @@ def classes(ref: Reference) -> Scorer:
         return {"classes": float(covered), "class_coverage": covered / k, "class_kl": histogram_kl(counts)}
 
     return score
-
-
-#: classes of one channel of stacked digits: the digits classifier's
-DIGIT_CLASSES = 10
 
 
 def attainable_modes(k: int, n: int) -> float:

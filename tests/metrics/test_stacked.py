@@ -85,6 +85,9 @@ def test_stacked_modes_need_stacked_digits() -> None:
     cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"metrics": ["stacked_modes"]}})
     with pytest.raises(ConfigError, match="stacked_modes metric needs stacked digits"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
+    cfg = config_from_dict({**CFG, "eval": {"metrics": ["classes"]}})  # 30 logits a sample are not 30 classes
+    with pytest.raises(ConfigError, match="classes metric reads one class a sample"):
+        Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
 
 
 def test_collapse_signal_fires_on_a_collapsed_stream_not_on_a_healthy_one() -> None:
