@@ -51,7 +51,7 @@ def main() -> None:
         fake = Samples(x=x, feats=feats, logits=logits)
         row = f"{data_cfg['name'] + str(data_cfg.get('resolution', '')):<12}{extractor.name:<10}{n:>6}"
         row += f"{best_of(lambda e=extractor, x=x: e(x)):>9.3f}"
-        names = default_metrics(data.is_points, extractor.has_classes)
+        names = default_metrics(data.is_points, extractor.name)
         for name in FAMILIES.names():
             if name not in names:
                 row += f"{'-':>10}"

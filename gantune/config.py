@@ -48,8 +48,8 @@ def parse_augment(value: object) -> object:
 class DataConfig:
     """Where real samples come from (the built-in datasets follow PacGAN and scikit-learn: see ``gantune.data``)."""
 
-    name: str = Field(default="grid25", description="a registered dataset: ring8, grid25, digits, folder, "
-                      "torchvision, …")
+    name: str = Field(default="grid25", description="a registered dataset: ring8, grid25, digits, "
+                      "stacked_digits, folder, torchvision, …")
     resolution: int = Field(default=32, ge=8, le=64, description="image side in px (images only)")
     channels: int | None = Field(default=None, description="1 or 3; default: the dataset's own")
     path: str | None = Field(default=None, description="folder of images (folder) or dataset root (torchvision)")
@@ -174,7 +174,8 @@ class EvalConfig:
     metrics: list[str] = Field(default_factory=lambda: ["default"])
     quick_every: int = Field(default=0, ge=0, description="cheap collapse checks (modes, classes, diversity)")
     quick_samples: int = Field(default=500, ge=16, description="samples per quick check")
-    extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, inception")
+    extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, "
+                           "stacked_digits, inception")
     inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
     grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
 

@@ -2,7 +2,9 @@
 
 Exact definitions because results are compared with published tables: ring8 and grid25 follow PacGAN;
 digits is scikit-learn's bundled 8x8 set scaled to [-1, 1], split once (``digits_split``): GANs train on the
-train split, metrics compare against the held-out split. Nothing is downloaded unless the config says
+train split, metrics compare against the held-out split. stacked_digits is stacked MNIST (VEEGAN, PacGAN) built
+from those digits: three digits a sample, one per channel, 1,000 modes (``stack``). Nothing is downloaded unless the
+config says
 ``download: true``. Folder and torchvision images are decoded once per search into a cached uint8 tensor
 file (``$GANTUNE_CACHE_DIR``) and kept as uint8 on the device: a trial neither decodes them again nor holds
 them in float32 (4x the memory); batches are converted as they are drawn.
@@ -45,15 +47,19 @@ class RealData:
     """Samples of the real distribution, drawn with a seeded generator on the training device.
 
     Points are drawn fresh from the mixture each batch (an infinite dataset); images are a tensor held on
-    the device and indexed at random, so a training step never waits on a data loader.
+    the device and indexed at random, so a training step never waits on a data loader. A stacked dataset
+    (``stack`` > 0) holds a pool of one-channel images and composes each sample from ``stack`` of them drawn
+    independently, uniformly with replacement, one per channel (``stack``): its every batch is fresh draws too.
     """
 
     def __init__(self, name: str, device: torch.device, seed: int, *, mixture: Mixture | None = None,
                  images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                 heldout: torch.Tensor | None = None) -> None:
-        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch). ``heldout``: real
-        images no trial trains on, the metrics' reference when the dataset has them."""
+                 heldout: torch.Tensor | None = None, stack: int = 0) -> None:
+        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch); with ``stack``, the
+        one-channel pool a sample stacks ``stack`` of (``labels`` are then the pool's). ``heldout``: real images no
+        trial trains on (with ``stack``, the held-out pool), the metrics' reference when the dataset has them."""
         self.name = name
+        self.stack = stack
         self.device = device
         self.mixture = mixture
         self.images = images.to(device) if images is not None else None
@@ -71,10 +77,13 @@ class RealData:
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of one sample: ``(2,)`` or ``(C, H, W)``."""
-        return (2,) if self.images is None else tuple(self.images.shape[1:])
+        if self.images is None:
+            return (2,)
+        return (self.stack, *self.images.shape[2:]) if self.stack else tuple(self.images.shape[1:])
 
     def __len__(self) -> int:
-        return 0 if self.images is None else int(self.images.shape[0])
+        """How many distinct training samples there are (a stacked dataset: every ordered choice from the pool)."""
+        return 0 if self.images is None else int(self.images.shape[0]) ** max(self.stack, 1)
 
     def sample(self, n: int) -> torch.Tensor:
         """A batch of ``n`` real samples on the device."""
@@ -83,6 +92,9 @@ class RealData:
             noise = torch.randn(n, 2, generator=self.gen, device=self.device)
             return self._means[k] + self.mixture.std * noise
         assert self.images is not None
+        if self.stack:
+            draws = torch.randint(self.images.shape[0], (n, self.stack), generator=self.gen, device=self.device)
+            return as_float(stack(self.images, draws))
         idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
         return as_float(self.images[idx])
 
@@ -95,8 +107,8 @@ class RealData:
     @property
     def reference_size(self) -> int:
         """How many distinct reference samples there are (unbounded for a mixture)."""
-        return (2**62 if self.mixture is not None else len(self.heldout) if self.heldout is not None
-                else len(self))
+        return (2**62 if self.mixture is not None else len(self.heldout) ** max(self.stack, 1)
+                if self.heldout is not None else len(self))
 
     def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
         """A fixed set of real samples for metrics, the same for every trial of a search: from the held-out
@@ -115,6 +127,8 @@ class RealData:
             return self.mixture.means[k] + self.mixture.std * torch.randn(n, 2, generator=g)
         assert images is not None
         imgs = images.cpu()
+        if self.stack:
+            return as_float(stack(imgs, torch.randint(len(imgs), (n, self.stack), generator=g)))
         if n >= len(imgs):
             return as_float(imgs)
         return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
@@ -136,8 +150,9 @@ Channels = Callable[[DataConfig], int]
 class Dataset:
     """A dataset by name: how to build it (its training images), whether it is 2-D points, the ``data`` fields
     it needs, its held-out images (the metrics' reference) when it has a split, a cheap ``check`` that the
-    data is there (``DataError`` otherwise), run once before a search or a run starts, and its own channel count
-    (``data.channels`` overrides it)."""
+    data is there (``DataError`` otherwise), run once before a search or a run starts, its own channel count
+    (``data.channels`` overrides it) and ``stack``: how many one-channel images of its pool each sample stacks
+    as its channels (0: the images are the samples)."""
 
     build: Builder
     points: bool = False
@@ -145,18 +160,20 @@ class Dataset:
     heldout: HeldOut | None = None
     check: Checker | None = None
     channels: Channels = lambda cfg: 3
+    stack: int = 0
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
-            check: Checker | None = None, channels: Channels | int = 3) -> Callable[[Builder], Builder]:
+            check: Checker | None = None, channels: Channels | int = 3,
+            stack: int = 0) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
     count = channels if callable(channels) else (lambda cfg: channels)
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack))
         return build
 
     return add
@@ -164,10 +181,19 @@ def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldou
 
 def check_data(cfg: DataConfig) -> None:
     """Fail with one ``DataError`` line when the configured data is not there, before anything is written: a
-    search whose every trial would fail on it must not start. Datasets without a ``check`` always pass."""
+    search whose every trial would fail on it must not start. Datasets without a ``check`` pass, unless they stack
+    images and the config asks for another channel count."""
     ds = DATASETS.get(cfg.name)
+    _check_stack(cfg, ds)
     if ds.check is not None and all(getattr(cfg, field) for field in ds.needs):
         ds.check(cfg)
+
+
+def _check_stack(cfg: DataConfig, ds: Dataset) -> None:
+    """A stacked dataset has one channel per stacked image: its pool cannot be refitted to another count."""
+    if ds.stack and channels_of(cfg) != ds.stack:
+        raise DataError(f"data.channels: {cfg.name} stacks {ds.stack} images, one a channel; leave channels unset "
+                        f"(got {cfg.channels})")
 
 
 def ring8_means() -> torch.Tensor:
@@ -235,6 +261,44 @@ def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     x, y = digits_split("train")
     x, y = x[: cfg.max_images], y[: cfg.max_images]  # the split is shuffled: the first N are a random subset
     return None, _fit(torch.from_numpy(x), cfg), torch.from_numpy(y)
+
+
+#: digits a ``stacked_digits`` sample stacks, one a channel: 10^3 = 1,000 modes (stacked MNIST's)
+STACKED_DIGITS = 3
+
+
+def stack(pool: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """One-channel images ``(P, 1, H, W)`` stacked by ``draws`` ``(n, depth)`` of pool indices into samples
+    ``(n, depth, H, W)``: channel j of sample i is image ``draws[i, j]``."""
+    return pool[draws].flatten(1, 2)
+
+
+def stack_labels(labels: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """A stacked sample's mode as one int: its channels' digit labels read as a decimal number, first channel
+    first ((3, 0, 7) -> 307), so one label per sample as for the other datasets, 0 to 10^depth - 1."""
+    weights = 10 ** torch.arange(draws.shape[1] - 1, -1, -1, device=draws.device)
+    return (labels.to(draws.device)[draws] * weights).sum(dim=1)
+
+
+def _digit_pool(part: str, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of the digits at the configured resolution, one channel: the pool stacked digits draw from."""
+    x, y = digits_split(part)
+    return _fit(torch.from_numpy(x), DataConfig(**{**cfg.__dict__, "channels": 1})), torch.from_numpy(y)
+
+
+def _stacked_heldout(cfg: DataConfig) -> torch.Tensor:
+    return _digit_pool("heldout", cfg)[0]
+
+
+@dataset("stacked_digits", heldout=_stacked_heldout, channels=STACKED_DIGITS, stack=STACKED_DIGITS)
+def _stacked_digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
+    """Stacked MNIST from scikit-learn's digits: each sample is three digits drawn independently and uniformly
+    with replacement from the train split's 1,437, one per channel (1,000 modes, 1,437^3 distinct samples), drawn
+    fresh for every batch; the metrics' reference stacks the 360 held-out digits the same way (46.7 million
+    distinct samples), so neither FID nor the mode count sees a training digit. The pool is the digits at the
+    configured resolution, in [-1, 1]; labels are the pool's digit labels (``stack_labels`` gives a sample's
+    mode)."""
+    return None, *_digit_pool("train", cfg)
 
 
 def _center_crop_resize(img: object, size: int) -> np.ndarray:
@@ -354,14 +418,16 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     """Build the configured dataset on ``device``; errors name the config key to fix."""
     ds = DATASETS.get(cfg.name)
+    _check_stack(cfg, ds)
     mixture, images, labels = ds.build(cfg)
     heldout = ds.heldout(cfg) if ds.heldout is not None else None
     fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
-    if images is not None and images.shape[1] != channels_of(cfg):
+    if images is not None and not ds.stack and images.shape[1] != channels_of(cfg):
         images = _fit(images, fitted)
-    if heldout is not None and heldout.shape[1] != channels_of(cfg):
+    if heldout is not None and not ds.stack and heldout.shape[1] != channels_of(cfg):
         heldout = _fit(heldout, fitted)
-    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout)
+    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout,
+                    stack=ds.stack)
 
 
 def is_points(cfg: DataConfig) -> bool:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gantune.config import DataConfig
-from gantune.data import digits_split, grid25_means, load_data, ring8_means
+from gantune.data import digits_split, grid25_means, load_data, ring8_means, stack_labels
 from gantune.errors import DataError
 
 CPU = torch.device("cpu")
@@ -112,3 +112,62 @@ def test_torchvision_never_downloads_unasked(tmp_path: Path) -> None:
     msg = str(exc.value)
     assert "torchvision" in msg or "not found" in msg
     assert not any(tmp_path.iterdir())
+
+
+def _digit_index(pool: np.ndarray) -> dict[bytes, int]:
+    """Each digit's bytes -> its index in ``pool`` (the first, for the few digits that appear twice)."""
+    index: dict[bytes, int] = {}
+    for i, img in enumerate(pool):
+        index.setdefault(img.tobytes(), i)
+    return index
+
+
+def test_stacked_digits_stack_three_independent_train_digits() -> None:
+    """Every channel of a sample is one train-split digit, as is (8 px: the digits' own resolution), drawn
+    independently of the other channels: the channels' labels are uncorrelated and agree as often as two
+    independent digits do (about 10%), the same digit is in two channels about 1 in 1,437 times, and 26,000 samples
+    hold all 1,000 triples."""
+    data = load_data(DataConfig(name="stacked_digits", resolution=8), CPU, seed=0)
+    assert data.shape == (3, 8, 8) and data.reference_split == "heldout"
+    x = data.sample(26_000)
+    assert x.shape == (26_000, 3, 8, 8) and x.min() == -1.0 and x.max() == 1.0
+    train, labels = digits_split("train")
+    index = _digit_index(train[:, 0])
+    draws = torch.tensor([[index[ch.numpy().tobytes()] for ch in sample] for sample in x])  # KeyError: not a digit
+    digit = torch.from_numpy(labels)[draws]
+    assert len(torch.unique(stack_labels(torch.from_numpy(labels), draws))) == 1000
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert 0.09 < float((digit[:, a] == digit[:, b]).float().mean()) < 0.11
+        assert abs(float(torch.corrcoef(digit[:, [a, b]].T.float())[0, 1])) < 0.03
+        assert float((draws[:, a] == draws[:, b]).float().mean()) < 5 / 1437
+    counts = torch.bincount(draws.flatten(), minlength=len(train)).float()
+    assert counts.min() > 0 and counts.max() / counts.mean() < 2  # uniform over the pool, with replacement
+
+
+def test_stack_labels_read_the_digits_first_channel_first() -> None:
+    labels = torch.tensor([7, 3, 0, 9])
+    assert stack_labels(labels, torch.tensor([[1, 2, 0], [3, 3, 3]])).tolist() == [307, 999]
+
+
+def test_stacked_digits_reference_stacks_only_heldout_digits() -> None:
+    data = load_data(DataConfig(name="stacked_digits", resolution=8), CPU, seed=0)
+    heldout = _digit_index(digits_split("heldout")[0][:, 0])
+    train_only = _digit_index(digits_split("train")[0][:, 0]).keys() - heldout.keys()
+    ref = data.reference(3000)
+    channels = [ch.numpy().tobytes() for sample in ref for ch in sample]
+    assert ref.shape == (3000, 3, 8, 8) and all(c in heldout for c in channels)
+    assert len(set(channels)) > 340  # 9,000 draws reach nearly all 360 held-out digits
+    assert data.reference_size == 360**3 and torch.equal(data.reference(3000), ref)  # fixed
+    twin = [ch.numpy().tobytes() for sample in data.twin(300) for ch in sample]
+    assert sum(c in train_only for c in twin) > 800  # the real-vs-real floor's samples are train digits
+
+
+def test_stacked_digits_have_three_channels() -> None:
+    from gantune.data import check_data
+
+    assert load_data(DataConfig(name="stacked_digits", resolution=16), CPU, 0).sample(2).shape == (2, 3, 16, 16)
+    bad = DataConfig(name="stacked_digits", channels=1)
+    with pytest.raises(DataError, match=r"^data\.channels: stacked_digits stacks 3 images, one a channel"):
+        check_data(bad)  # before a search starts
+    with pytest.raises(DataError, match=r"^data\.channels: "):
+        load_data(bad, CPU, 0)

@@ -111,11 +111,11 @@ def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:
     before = [s.key for s in collapse_signals()]
     entries = {name: FAMILIES.get(name) for name in FAMILIES.names()}
     try:
-        for name in ("modes", "classes"):  # re-registered last, as a plugin that replaces them would be
+        for name in ("modes", "classes", "stacked_modes"):  # re-registered last, as a replacing plugin would be
             FAMILIES.remove(name)
             FAMILIES.add(name, entries[name])
-        assert [s.key for s in collapse_signals()] == before == ["mode_coverage", "class_coverage", "diversity",
-                                                                   "recall"]
+        assert [s.key for s in collapse_signals()] == before == ["mode_coverage", "class_coverage",
+                                                                   "stacked_coverage", "diversity", "recall"]
     finally:
         for name in list(FAMILIES.names()):
             FAMILIES.remove(name)

@@ -97,9 +97,9 @@ def family(name: str, keys: tuple[str, ...], cheap: bool = False,
 
 
 #: the order the health monitor checks collapse signals in, so the verdict names the first that fires: coverage
-#: of modes and classes says what is missing; then sample spread, then recall. Other families' signals follow,
-#: in the order they were registered.
-COLLAPSE_ORDER = ("mode_coverage", "class_coverage", "diversity", "recall")
+#: of modes, classes and stacked-digit modes says what is missing; then sample spread, then recall. Other
+#: families' signals follow, in the order they were registered.
+COLLAPSE_ORDER = ("mode_coverage", "class_coverage", "stacked_coverage", "diversity", "recall")
 
 
 def collapse_signals() -> list[CollapseSignal]:
