@@ -46,9 +46,12 @@ def ui_url(base: str, experiment_id: str) -> str:
     model-training view, whatever view the browser last used.
 
     MLflow 3.17 sends ``#/experiments/<id>`` to the GenAI overview (traces, latency, token usage) unless the
-    page's ``workflowType`` is ``machine_learning`` (query parameter, else the browser's remembered choice,
-    GenAI by default); with it, to the runs table (``#/experiments/<id>/runs``), and the sidebar's links keep
-    the parameter. Older MLflow UIs ignore the parameter and open the runs table as well.
+    page's ``workflowType`` is ``machine_learning`` (query parameter, else the choice the browser remembers from
+    the sidebar's GenAI / Model training switch, GenAI by default); with it, to the runs table
+    (``#/experiments/<id>/runs``), and the sidebar's links keep the parameter. A run's page opened from the table
+    does not: it shows the remembered view (a fresh browser files it under "Evaluation runs") until the switch
+    is set to Model training once. UIs before the switch do not read the parameter: MLflow 3's opened the runs
+    table from the ``mlflow.experimentKind`` tag (``_experiment`` sets it), MLflow 2's by default.
     """
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 

@@ -88,7 +88,6 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
-@pytest.mark.slow  # a minute on a busy 2-core machine: an MLflow server and a browser start
 def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[str, dict]) -> None:
     browser = _browser()
     from selenium.webdriver.common.by import By
