@@ -60,7 +60,15 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
     opts = TrainOptions(config=args.config, steps=args.steps, out=args.out, device=args.device, resume=args.resume,
                         early_stop=args.early_stop, tracking_uri=args.tracking_uri, tracking=not args.no_tracking)
-    return run_training(opts, say=None if args.json else lambda line: print(line, flush=True))
+    if args.json:  # the JSON summary alone
+        return run_training(opts, say=None)
+    from gantune.progress import LiveLine
+
+    line = LiveLine(sys.stdout)  # one line rewritten in place on a terminal, every step line in a pipe
+    try:
+        return run_training(opts, say=line.say, status=line.show)
+    finally:
+        line.close()
 
 
 COMMANDS.add("train", Command("train one GAN from a config file", _train_args, _train))
@@ -108,10 +116,20 @@ def _print_search_summary(s: dict[str, Any]) -> None:
             print(f"  {status:<18}{n:>4}")
     saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
     print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
-    best = s["best"]
-    if best is None:
+    if s["best"] is None:
         print("  no trial completed")
-        return
+    else:
+        _print_best(s, s["best"])
+    print(f"  study: {s['study_storage']}; sample grids of each trial: {s['artifact_dir']}")
+    print(f"    {s['dashboard']}  (pip install 'gantune[dashboard]')")
+    if "tracking_uri" in s:
+        print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r}")
+        if s.get("mlflow_ui"):
+            remote = s["tracking_uri"].startswith(("http://", "https://"))
+            print(f"    runs: {s['mlflow_ui']}" + ("" if remote else f" (serve it: {_ui_command(s)})"))
+
+
+def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:
     values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
     floor = ", ".join(f"{k} {best['floor'][k]:.4g}" for k in best["values"] if k in best["floor"])
     print(f"  best: trial {best['trial']} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
@@ -130,10 +148,14 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         print(f"    {k} = {v}")
     if best["samples"]:
         print(f"  samples: {best['samples']}")
-    print(f"  study: {s['study_storage']}; sample grids of each trial: {s['artifact_dir']}")
-    print(f"    {s['dashboard']}  (pip install 'gantune[dashboard]')")
-    if "tracking_uri" in s:
-        print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r} (gantune ui)")
+
+
+def _ui_command(s: dict[str, Any]) -> str:
+    """The ``gantune ui`` that serves the summary's local store (the flag only where the default would miss it)."""
+    from gantune.tracking import resolve_tracking_uri
+
+    flag = "" if s["tracking_uri"] == resolve_tracking_uri(None) else f" --tracking-uri {s['tracking_uri']}"
+    return f"gantune ui {s['search']}{flag}"
 
 
 COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, health-aware pruning)",
@@ -274,6 +296,7 @@ COMMANDS.add("report", Command("write a self-contained HTML report of a search",
 # --- ui ------------------------------------------------------------------------------------------------
 
 def _ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("search", nargs="?", help="print the page of this search's runs (default: every experiment's)")
     _tracking_uri_arg(p)
     p.add_argument("--port", type=int, default=5000)
 
@@ -281,7 +304,7 @@ def _ui_args(p: argparse.ArgumentParser) -> None:
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
 
-    from gantune.tracking import resolve_tracking_uri
+    from gantune.tracking import experiment_urls, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -289,7 +312,10 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise GantuneError(f"--tracking-uri: {uri} does not exist yet (run a search first)")
     url = f"http://127.0.0.1:{args.port}"
+    pages = experiment_urls(uri, url, args.search)  # each opens on the runs table (``ui_url``)
     emit(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", args.json)
+    for name, page in pages.items():
+        emit(f"  {name}: {page}", args.json)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     try:
@@ -298,7 +324,7 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
         code = 0
     if code not in (0, -2, 130):
         raise GantuneError(f"mlflow ui exited with code {code} (is port {args.port} free?)")
-    return {"url": url, "tracking_uri": uri}
+    return {"url": url, "tracking_uri": uri, "experiments": pages}
 
 
 COMMANDS.add("ui", Command("start the MLflow UI on the tracking store, bound to 127.0.0.1", _ui_args, _ui))

@@ -13,6 +13,7 @@ import contextlib
 import math
 import shutil
 import statistics
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,10 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         for seed in range(seeds):
             rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed})
     opts.resume = False
+    if not opts.quiet:  # what the progress lines below count down
+        total = rerun_settings.trials
+        print(f"re-running trials {sorted(space.configs)} with {seeds} seeds at {steps} steps: {total} trials, "
+              f"{total * steps} trial-steps", file=sys.stderr, flush=True)
     run_search(space, opts)
     for t in optuna.load_study(study_name=name, storage=storage).trials:
         for c in candidates:

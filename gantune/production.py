@@ -21,6 +21,7 @@ from gantune.data import check_data
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, first_line
 from gantune.health import HealthMonitor, Verdict
+from gantune.progress import Meter, steps_line
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
 from gantune.trial import is_oom, train
 
@@ -78,10 +79,18 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     return cfg, out
 
 
-def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Train, report progress lines through ``say``, and return the summary ``gantune train --json`` prints."""
+def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
+                 status: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train and return the summary ``gantune train --json`` prints.
+
+    Each report's progress line (``step N/total``, rate, ETA, the losses) goes to ``status``, every other line
+    (health verdicts, how values are measured, the ending) to ``say``; ``status`` defaults to ``say``, so a
+    terminal can rewrite the progress line in place while a pipe keeps every line.
+    """
     cfg, out = _checked(opts)
     emit = say or (lambda line: None)
+    progress = status or emit
+    meter = Meter()
     tracker = None
     if opts.tracking:
         from gantune.tracking import TrainRun, resolve_tracking_uri
@@ -89,8 +98,9 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print) 
         tracker = TrainRun(resolve_tracking_uri(opts.tracking_uri), cfg, out, opts.resume)
 
     def show(r: dict[str, float]) -> None:
-        keys = [k for k in r if k not in ("step", "wall_s")]
-        emit(f"step {int(r['step']):>7}  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys))
+        meter.update(int(r["step"]))
+        keys = [k for k in r if k not in ("step", "wall_s", "steps_per_s")]  # the line has its own rate
+        progress(steps_line(meter, cfg.train.steps) + "  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys))
         if tracker is not None:
             tracker.report(r)
 

@@ -33,8 +33,49 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
-#: MLflow 3's UI opens an experiment in its model-training view (runs, metrics) rather than GenAI traces
+#: the experiment kind MLflow 3 UIs up to the sidebar's GenAI / Model training switch read to open an experiment in
+#: the model-training view (runs, metrics) rather than GenAI traces. MLflow 3.17's UI ignores the tag: it takes
+#: the view from the page URL's ``workflowType`` (``ui_url``), else from the switch the browser remembers.
 _KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
+#: where ``gantune ui`` serves a local store (its default port)
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The experiment's page that opens on its runs table (the search's parent run and a child per trial) in the
+    model-training view, whatever view the browser last used.
+
+    MLflow 3.17 sends ``#/experiments/<id>`` to the GenAI overview (traces, latency, token usage) unless the
+    page's ``workflowType`` is ``machine_learning`` (query parameter, else the choice the browser remembers from
+    the sidebar's GenAI / Model training switch, GenAI by default); with it, to the runs table
+    (``#/experiments/<id>/runs``), and the sidebar's links keep the parameter. A run's page opened from the table
+    does not: it shows the remembered view (a fresh browser files it under "Evaluation runs") until the switch
+    is set to Model training once. UIs before the switch do not read the parameter: MLflow 3's opened the runs
+    table from the ``mlflow.experimentKind`` tag (``_experiment`` sets it), MLflow 2's by default.
+    """
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str) -> str | None:
+    """Where the MLflow UI of ``tracking_uri`` is: a tracking server serves its own; a local store is served by
+    ``gantune ui`` (``DEFAULT_UI``); ``None`` where gantune cannot tell (Databricks)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    return None if tracking_uri.startswith(("databricks", "uc")) else DEFAULT_UI
+
+
+def experiment_urls(tracking_uri: str, base: str, name: str | None = None) -> dict[str, str]:
+    """``{experiment name: ui_url}`` of the store's experiments (MLflow's empty ``Default`` left out), or of the
+    one called ``name`` (one-line ``GantuneError`` when there is none)."""
+    client = connect(tracking_uri)
+    found = {e.name: str(e.experiment_id) for e in client.search_experiments(max_results=50000)
+             if not (e.name == "Default" and str(e.experiment_id) == "0")}
+    if name is not None:
+        if name not in found:
+            have = ", ".join(sorted(found)) or "none"
+            raise GantuneError(f"{name}: no such experiment in {tracking_uri} (experiments: {have})")
+        found = {name: found[name]}
+    return {n: ui_url(base, i) for n, i in sorted(found.items())}
 
 
 def resolve_tracking_uri(flag: str | None) -> str:
@@ -206,8 +247,10 @@ class MlflowTracker:
                 self.children[number] = child.info.run_id
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
+        base = ui_base(self.uri)
         summary = {**summary, "tracking_uri": self.uri, "mlflow_experiment_id": self.experiment_id,
-                   "mlflow_parent_run_id": self.parent_id}
+                   "mlflow_parent_run_id": self.parent_id,
+                   "mlflow_ui": ui_url(base, self.experiment_id) if base is not None else None}
         pid = self.parent_id
         self.client.log_dict(pid, summary, "summary.json")
         best = summary.get("best")

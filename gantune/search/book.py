@@ -23,6 +23,7 @@ from ray.tune.experiment import Trial
 
 from gantune import provenance
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
 from gantune.sampling.study import report_intermediate, tell
@@ -58,7 +59,7 @@ class SearchBook(Callback):
                  objectives: list[str], directions: list[str], total: int, done_before: int,
                  observers: Sequence[Observer] | None = None, quiet: bool = False,
                  clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None,
-                 grids_dir: Path | None = None) -> None:
+                 grids_dir: Path | None = None, max_steps: int = 0) -> None:
         self.study = study
         self.trials = trials
         self.asha_stopped = asha_stopped
@@ -81,6 +82,10 @@ class SearchBook(Callback):
         self.grids_dir = grids_dir
         #: per running trial: the base64 PNG of its last evaluation ("evaluation") and of its stop ("stop")
         self.grids: dict[int, dict[str, str]] = {}
+        self.max_steps = max_steps  # each trial's budget: the progress line's ETA (0: no ETA)
+        self.at_step: dict[int, int] = {}  # the last step each trial of this run reported
+        self.steps_done = 0  # trial-steps this run trained, over every trial
+        self.meter = Meter(clock)
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the experiment state; the observers (threads, clients) stay behind.
@@ -111,6 +116,7 @@ class SearchBook(Callback):
             # the final report's grid is the step the trial stopped at; any other comes with an evaluation
             self.grids.setdefault(ot.number, {})["stop" if STATUS_KEY in result else "evaluation"] = png
         if ot is not None:
+            self._count_steps(ot.number, int(result.get("step", 0) or 0))
             self._notify("trial_result", ot.number, result)
         self._progress(periodic=True)
 
@@ -158,6 +164,7 @@ class SearchBook(Callback):
         tell(self.study, ot, out.status, out.values,
              {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
               "steps": out.steps, "metrics": out.metrics})
+        self._count_steps(ot.number, out.steps)
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)
         self.counts[out.status] += 1
@@ -201,7 +208,29 @@ class SearchBook(Callback):
         best = (f"  best {self.objectives[0]} {self.best.values[0]:.4g} (trial {self.best.number})"
                 if self.best and self.best.values else "")
         self._say(f"[{now - self.t0:6.0f}s] {done}/{self.total} done, {len(self.running)} running"
-                  + (f"  | {counts}" if counts else "") + best)
+                  + (f"  | {counts}" if counts else "") + best + self._eta())
+
+    def _count_steps(self, number: int, step: int) -> None:
+        """Trial-steps trained since the last report of this trial (a trial run again from scratch counts anew)."""
+        self.steps_done += max(0, step - self.at_step.get(number, 0))
+        self.at_step[number] = max(step, self.at_step.get(number, 0))
+        self.meter.update(self.steps_done)
+
+    def trial_steps_left(self) -> int:
+        """At most this many trial-steps to go: every trial not started yet at the full budget, every running one
+        from its last reported step; ended trials (pruned ones too) need none."""
+        waiting = self.total - self.done_before - len(self.outcomes) - len(self.running)
+        running = sum(max(0, self.max_steps - self.at_step.get(n, 0)) for n in self.running)
+        return max(0, waiting) * self.max_steps + running
+
+    def _eta(self) -> str:
+        """``  | ETA 4m10s, 30000 of 60000 trial-steps left at 120 trial-steps/s`` (the rate: this run's, over all
+        trials; pruning may end it sooner)."""
+        if not self.max_steps:
+            return ""
+        left = self.trial_steps_left()
+        return (f"  | {eta_text(self.meter.eta(left))}, {left} of {self.total * self.max_steps} trial-steps left "
+                f"at {rate_text(self.meter.rate, 'trial-steps')}")
 
     def _say(self, line: str) -> None:
         if not self.quiet:

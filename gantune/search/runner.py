@@ -260,7 +260,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
-                      grids_dir=grids_dir)
+                      grids_dir=grids_dir, max_steps=settings.max_steps)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space, asha_stopped, exploits),

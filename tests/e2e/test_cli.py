@@ -123,3 +123,18 @@ def test_train_reports_metric_set(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert 0 < summary["eval_fraction"] < 1
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert keys <= last.keys()
+
+
+def test_a_search_with_no_completed_trial_still_says_where_its_records_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every trial pruned: the summary still names the study, the grids' store and the MLflow runs page."""
+    from gantune.cli import _print_search_summary
+
+    _print_search_summary({"search": "s", "trials": 2, "wall_s": 3.0, "counts": {"pruned:diverged": 2},
+                           "trial_steps": 20, "budget_steps": 200, "best": None,
+                           "study_storage": "sqlite:////x/optuna.db", "artifact_dir": "/x/optuna-artifacts",
+                           "dashboard": "optuna-dashboard sqlite:////x/optuna.db --artifact-dir /x/optuna-artifacts",
+                           "tracking_uri": "sqlite:////x/mlflow.db",
+                           "mlflow_ui": "http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"})
+    out = capsys.readouterr().out
+    assert "no trial completed" in out and "--artifact-dir /x/optuna-artifacts" in out
+    assert "workflowType=machine_learning" in out

@@ -76,6 +76,16 @@ def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.Ca
     assert len(children) == 4 and all(c.data.tags["gantune.status"] == "completed" for c in children)
 
 
+def test_seed_reruns_show_their_trial_steps_and_eta(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "exp", "--seeds", "2", "--steps", "50", "--out", "reran.yaml"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    best = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db").best_trial.number
+    assert f"re-running trials [{best}] with 2 seeds at 50 steps: 2 trials, 100 trial-steps" in err
+    progress = [ln for ln in err if " done, " in ln]
+    assert progress[0].endswith("| ETA --, 100 of 100 trial-steps left at -- trial-steps/s")
+    assert " 2/2 done, 0 running" in progress[-1] and "| ETA 0s, 0 of 100 trial-steps left at " in progress[-1]
+
+
 def test_export_a_chosen_trial_pruned_ones_too(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
     other = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,15 +43,15 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, ray_session: object) -> None:
+def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, ray_session: object,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "regimes.yaml"
     path.write_text(REGIMES)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="regimes", storage=storage)
     for regime in ("nan", "collapse", "healthy", "nan"):
         study.enqueue_trial({"regime": regime})
-    summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
-                                                         quiet=True))
+    summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs")))
     study = optuna.load_study(study_name="regimes", storage=storage)
     by_regime = {}
     for t in study.trials:
@@ -73,6 +74,11 @@ def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, 
     assert summary["best"]["metrics"] == healthy.user_attrs["metrics"] and "mode_kl" in summary["best"]["metrics"]
     assert summary["trial_steps"] < summary["budget_steps"] == 4 * 750
     assert Path(summary["best"]["samples"]).exists()
+    # the progress lines carry an ETA from the trial-steps left; nothing is left once every trial ended
+    progress = [ln for ln in capsys.readouterr().err.splitlines() if " done, " in ln]
+    assert progress[0].endswith(" | ETA --, 3000 of 3000 trial-steps left at -- trial-steps/s")
+    assert " 4/4 done, 0 running" in progress[-1]
+    assert re.search(r" \| ETA 0s, 0 of 3000 trial-steps left at [0-9.e+]+ trial-steps/s$", progress[-1]), progress[-1]
 
 
 RESUME = """

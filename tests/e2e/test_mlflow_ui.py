@@ -1,0 +1,144 @@
+"""MLflow's UI opens a search on its runs table: the page the summary and ``gantune ui`` print, checked against the
+installed MLflow in a real headless Chromium (skipped where Chromium, chromedriver or selenium is missing)."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.cli import _print_search_summary, main
+from gantune.events import Status, TrialOutcome
+from gantune.sampling.space import load_space
+from gantune.tracking import MlflowTracker, ui_url
+from tests.conftest import free_port, tiny_space
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+#: the expander of a parent run: the button in its run-name cell of the runs table
+RUN_NAME_BUTTON = "//div[@role='gridcell' and contains(@col-id, 'Run Name')]//button"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """A tracking store written by the tracker itself: search ``toy``, a parent run and three finished trials."""
+    root = tmp_path_factory.mktemp("ui")
+    old = Path.cwd()
+    os.chdir(root)  # local artifacts go to ./mlartifacts
+    try:
+        (root / "space.yaml").write_text(tiny_space("toy", 3, 100, 50, [0.001], log_every=50, n_samples=100))
+        space = load_space(root / "space.yaml")
+        tracker = MlflowTracker(f"sqlite:///{root / 'mlflow.db'}", "toy")
+        tracker.connect()
+        tracker.search_started(optuna.create_study(study_name="toy"), space, [])
+        for n in range(3):
+            tracker.trial_started(n, {"optim.lr_g": 0.001}, {"name": "toy"})
+            tracker.trial_result(n, {"step": 50, "loss_d": 1.0, "fid": 3.0 - n})
+            tracker.trial_ended(TrialOutcome(n, Status.COMPLETED, "", 100, [3.0 - n]))
+        best = {"trial": 2, "values": {"fid": 1.0}, "metrics": {}, "params": {"optim.lr_g": 0.001},
+                "config": {"name": "toy"}, "floor": {}, "provenance": {}, "samples": None}
+        summary = tracker.search_ended({"search": "toy", "trials": 3, "counts": {"completed": 3}, "trial_steps": 300,
+                                        "budget_steps": 300, "wall_s": 1.0, "best": best,
+                                        "study_storage": "sqlite:///optuna.db"})
+        return tracker.uri, summary
+    finally:
+        os.chdir(old)
+
+
+def test_the_summary_prints_the_page_of_the_runs_table(store: tuple[str, dict],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    uri, summary = store
+    exp = MlflowClient(uri).get_experiment_by_name("toy")
+    assert exp is not None and exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    page = f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}?workflowType=machine_learning"
+    assert summary["mlflow_ui"] == page
+    assert ui_url("http://mlflow.lan:8080/", "7") == "http://mlflow.lan:8080/#/experiments/7?workflowType=machine_learning"
+    _print_search_summary(summary)
+    assert f"    runs: {page} (serve it: gantune ui toy --tracking-uri {uri})" in capsys.readouterr().out
+
+
+def test_ui_of_an_unknown_search_is_one_line_exit_2(store: tuple[str, dict],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ui", "nothing", "--tracking-uri", store[0]]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gantune ui: error: nothing: no such experiment in {store[0]} (experiments: toy)\n"
+
+
+def _browser() -> Any:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    for exe in (CHROMIUM, CHROMEDRIVER):
+        if not Path(exe).exists():
+            pytest.skip(f"{exe} is not installed (Debian: apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1600,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='gantune-chromium-')}"):
+        opts.add_argument(arg)  # a fresh profile: no remembered GenAI / Model training choice
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[str, dict]) -> None:
+    browser = _browser()
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "gantune.cli", "ui", "toy", "--tracking-uri", store[0],
+                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert ui.stdout is not None
+        first, printed = ui.stdout.readline(), ui.stdout.readline()
+        assert first.startswith(f"MLflow UI for {store[0]} at http://127.0.0.1:{port}"), first
+        assert printed.startswith("  toy: "), printed
+        page = printed.removeprefix("  toy: ").strip()
+        _wait_for_server(f"http://127.0.0.1:{port}/health", ui)
+
+        def body() -> str:
+            return str(browser.find_element(By.TAG_NAME, "body").text)
+
+        def wait(text: str) -> None:
+            deadline = time.monotonic() + 60
+            while text not in body():
+                assert time.monotonic() < deadline, f"{text!r} not on {browser.current_url}:\n{body()[:1500]}"
+                time.sleep(0.25)
+
+        browser.get(page)
+        wait("matching runs")
+        assert "/runs" in browser.current_url, browser.current_url
+        assert "Token Usage" not in body() and "Evaluation runs" not in body()  # not the GenAI overview's
+        # the search's parent run, its trials one click below (the expander in its run-name cell)
+        deadline = time.monotonic() + 60
+        while not (expand := browser.find_elements(By.XPATH, RUN_NAME_BUTTON)):
+            assert time.monotonic() < deadline, f"no parent run row on {browser.current_url}:\n{body()[:1500]}"
+            time.sleep(0.25)
+        expand[0].click()
+        for n in range(3):
+            wait(f"trial-{n:04d}")
+    finally:
+        browser.quit()
+        os.killpg(ui.pid, signal.SIGTERM)  # gantune ui and the mlflow server it started
+        ui.wait(30)
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert proc.poll() is None, "gantune ui exited"
+            assert time.monotonic() < deadline, f"no MLflow UI at {url}"
+            time.sleep(0.5)
+

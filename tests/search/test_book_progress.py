@@ -1,0 +1,44 @@
+"""The search's progress line: trials done, and an ETA from the trial-steps left over the observed rate."""
+
+import optuna
+import pytest
+
+from gantune.events import Status, TrialOutcome
+from gantune.search.book import SearchBook
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_progress_line_has_an_eta_from_the_trial_steps_left(capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    book = SearchBook(optuna.create_study(), {}, {}, ["fid"], ["minimize"], total=4, done_before=0, clock=clock,
+                      max_steps=1000)
+    book.running.update({0, 1})
+    book._count_steps(0, 100)  # the first report: the rate is measured from here
+    clock.t = 10.0
+    book._count_steps(0, 300)
+    book._count_steps(1, 200)  # 400 trial-steps in 10 s over both trials
+    # left: two trials not started (2 x 1000) and the running ones from their last step (700 + 800)
+    assert book.trial_steps_left() == 3500
+    book._progress()
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("[    10s] 0/4 done, 2 running")
+    assert line.endswith("| ETA 1m28s, 3500 of 4000 trial-steps left at 40 trial-steps/s")
+
+    # a trial that ended early (pruned at step 300) needs no more steps
+    book.outcomes[0] = TrialOutcome(0, Status.PRUNED_COLLAPSED, "collapsed", 300, None)
+    book.running.discard(0)
+    assert book.trial_steps_left() == 2800
+
+
+def test_no_eta_before_any_trial_step(capsys: pytest.CaptureFixture[str]) -> None:
+    book = SearchBook(optuna.create_study(), {}, {}, ["fid"], ["minimize"], total=2, done_before=0,
+                      clock=Clock(), max_steps=500)
+    book._progress()
+    assert capsys.readouterr().err.strip().endswith("| ETA --, 1000 of 1000 trial-steps left at -- trial-steps/s")
