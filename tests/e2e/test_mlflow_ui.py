@@ -46,7 +46,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
                 "config": {"name": "toy"}, "floor": {}, "provenance": {}, "samples": None}
         summary = tracker.search_ended({"search": "toy", "trials": 3, "counts": {"completed": 3}, "trial_steps": 300,
                                         "budget_steps": 300, "wall_s": 1.0, "best": best,
-                                        "study_storage": "sqlite:///optuna.db"})
+                                        "study_storage": "sqlite:///optuna.db", "artifact_dir": "optuna-artifacts",
+                                        "dashboard": "optuna-dashboard sqlite:///optuna.db --artifact-dir "
+                                                     "optuna-artifacts"})
         return tracker.uri, summary
     finally:
         os.chdir(old)
