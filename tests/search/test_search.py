@@ -161,5 +161,5 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"gantune search: error: {bad}: optim.lr_dd: unknown key (the optim section has: " \
-        "beta1, beta2, decay, decay_start, ema, grad_clip, lr_d, lr_g, n_critic, name)"
+        "beta1, beta2, decay, decay_start, ema, grad_clip, lr_d, lr_g, n_critic, name, weight_decay)"
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "runs").exists()
