@@ -90,6 +90,9 @@ class Growing(nn.Module):
     """The stage of a growing net: ``level`` (0 = the start resolution) and ``fading`` as attributes for control
     flow, with ``grow_level`` and ``grow_alpha`` buffers that carry them through state dicts."""
 
+    grow_level: torch.Tensor
+    grow_alpha: torch.Tensor
+
     def __init__(self, start: int, resolution: int) -> None:
         super().__init__()
         self.resolution = resolution
