@@ -22,8 +22,9 @@ from gantune.data import DATASETS, is_points
 from gantune.errors import ConfigError
 from gantune.gan.augment import check_augment
 from gantune.gan.losses import LOSSES
-from gantune.gan.nets import ARCHS, resolve_arch
+from gantune.gan.nets import ARCHS, GROWN, resolve_arch
 from gantune.gan.norms import NORMS
+from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.unroll import functional_update
 from gantune.metrics import check_metric_names
@@ -101,6 +102,8 @@ def _combinations(cfg: TrialConfig) -> None:
     _regulariser_combinations(cfg, points)
     if cfg.loss.unroll > 0:
         _unrollable(cfg)
+    if cfg.model.progressive is not None:
+        _growable(cfg)
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
@@ -128,6 +131,24 @@ def _unrollable(cfg: TrialConfig) -> None:
         functional_update(probe)
     except ValueError as err:
         raise ValueError(f"loss.unroll: optim.name {cfg.optim.name!r}: {err}") from None
+
+
+def _growable(cfg: TrialConfig) -> None:
+    """``model.progressive``: an architecture with a growing twin (image data), a start no larger than the data's
+    resolution (equal: nothing grows), and a schedule whose last fade ends before ``train.steps``."""
+    arch, p = resolve_arch(cfg), cfg.model.progressive
+    assert p is not None
+    if arch not in GROWN:
+        raise ValueError(f"model.progressive: progressive growing needs the {' or '.join(GROWN.names())} "
+                         f"architecture (image data), not {arch}")
+    if p.start > cfg.data.resolution:
+        raise ValueError(f"model.progressive.start: {p.start} is above data.resolution {cfg.data.resolution} "
+                         "(equal means no growing)")
+    plan = GrowthSchedule.of_config(cfg)
+    if plan is not None and plan.end >= cfg.train.steps:
+        raise ValueError(f"model.progressive: {plan.levels} fade(s) of {p.fade_steps} steps, each after "
+                         f"{plan.stage_steps} steps at the resolution before, end at step {plan.end}: not before "
+                         f"train.steps {cfg.train.steps} (shorten fade_steps or stage_steps)")
 
 
 def _activation(spec: str) -> str:

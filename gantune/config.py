@@ -82,6 +82,29 @@ class DataConfig:
 
 
 @dataclass(config=_STRICT)
+class ProgressiveConfig:
+    """Progressive growing (Karras et al. 2018) of the DCGAN nets: training starts at ``start`` px and doubles to
+    ``data.resolution``; each new resolution's layers fade in (alpha 0 -> 1) over ``fade_steps``. The schedule is a
+    function of the generator step alone (``gantune.gan.progressive.GrowthSchedule``): ``stage_steps`` at the start
+    resolution, then for each doubling a fade and ``stage_steps`` more; the last resolution keeps the rest of
+    ``train.steps``. ``start`` equal to ``data.resolution`` grows nothing: the plain DCGAN (so a search can switch
+    growing off with a categorical on ``start``)."""
+
+    start: int = Field(default=8, ge=4, le=64, description="resolution training starts at (px, a power of two; "
+                       "data.resolution = no growing)")
+    fade_steps: int = Field(default=200, ge=1, description="generator steps over which each new resolution fades in")
+    stage_steps: int | None = Field(default=None, ge=0, description="generator steps at each resolution before the "
+                                    "next fade; default: train.steps less the fades, shared equally by the resolutions")
+
+    @field_validator("start")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two between 4 and 64")
+        return v
+
+
+@dataclass(config=_STRICT)
 class ModelConfig:
     """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
 
@@ -99,6 +122,8 @@ class ModelConfig:
     minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
                                 "features (Salimans et al. 2016; 0 = off)")
     minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
+    progressive: ProgressiveConfig | None = Field(default=None, description="progressive growing of the dcgan "
+                                                  "nets: {start, fade_steps, stage_steps} (null = off)")
 
     @field_validator("g_norm", "d_norm")
     @classmethod
@@ -249,6 +274,8 @@ class TrialConfig:
 #: The sections of a trial config and the dataclass that validates each.
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
                              "train": TrainConfig, "eval": EvalConfig, "health": HealthConfig}
+#: keys of a section that are sections themselves (null = off): a search space samples their keys one by one
+SUBSECTIONS: dict[str, type] = {"model.progressive": ProgressiveConfig}
 
 
 def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:

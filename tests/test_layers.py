@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rundir",),
     ("data",),
     ("devices",),
-    ("gan",),
+    ("gan", "gan.progressive"),  # gan.progressive builds on gan.nets (no circle: nets never imports it)
     ("metrics",),
     ("catalogue", "health"),
     ("trial", "generate"),

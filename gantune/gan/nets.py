@@ -224,12 +224,23 @@ def resolve_arch(cfg: TrialConfig) -> str:
     return next(a for a in ARCHS.names() if ARCHS.get(a).points == points)
 
 
+#: the growing twin of an architecture (``model.progressive``), by the architecture's name; ``gantune.gan.progressive``
+#: registers dcgan's (the catalogue refuses ``model.progressive`` for an architecture without one)
+GROWN: Registry[Arch] = Registry("progressively grown architecture")
+
+
+def _arch_of(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> Arch:
+    """``arch``, or its growing twin when ``model.progressive`` starts below the data's resolution."""
+    grows = cfg.progressive is not None and len(shape) == 3 and cfg.progressive.start < shape[-1]
+    return GROWN.get(arch) if grows else ARCHS.get(arch)
+
+
 def build_generator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:
-    return ARCHS.get(arch).generator(cfg, shape)
+    return _arch_of(cfg, arch, shape).generator(cfg, shape)
 
 
 def build_discriminator(cfg: ModelConfig, arch: str, shape: tuple[int, ...]) -> nn.Module:
-    return add_dropout(ARCHS.get(arch).discriminator(cfg, shape), cfg.d_dropout)
+    return add_dropout(_arch_of(cfg, arch, shape).discriminator(cfg, shape), cfg.d_dropout)
 
 
 #: the activations dropout follows in D

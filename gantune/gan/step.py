@@ -20,6 +20,7 @@ from gantune.data import data_shape
 from gantune.gan.augment import diff_augment
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
+from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.speed import Speed
 from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry
@@ -109,6 +110,7 @@ class GANTrainer:
         self._gnorm = {"grad_norm_g": torch.zeros((), device=device), "grad_norm_d": torch.zeros((), device=device)}
         self._loss_d = self.loss.d_loss(cfg.loss.label_smoothing)
         self._noise_std = instance_noise_std(cfg.loss.instance_noise, 0, cfg.train.steps, cfg.loss.instance_noise_steps)
+        self._growth = GrowthSchedule.of_config(cfg)  # None unless model.progressive grows the nets
 
     def schedule(self, step: int) -> None:
         """Set both optimisers' hyperparameters for generator step ``step`` from the config: the decayed
@@ -118,6 +120,8 @@ class GANTrainer:
         self._ema_decay = ema_decay(self.cfg.optim.ema, step)
         self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, step, self.cfg.train.steps,
                                              self.cfg.loss.instance_noise_steps)
+        if self._growth is not None:  # step counts from 1: ``step - 1`` generator steps are done
+            self._growth.apply(step - 1, self.G, self.D, self.G_ema)
         o, total = self.cfg.optim, self.cfg.train.steps
         start = o.decay_start * total
         progress = min(1.0, max(0.0, (step - start) / max(total - start, 1.0)))

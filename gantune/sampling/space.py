@@ -26,7 +26,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gantune.catalogue import check_value, config_from_dict
-from gantune.config import SECTIONS, DataConfig, TrialConfig, format_validation_error, read_yaml
+from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error, read_yaml
 from gantune.data import check_data
 from gantune.errors import ConfigError, DataError
 from gantune.metrics import metric_keys
@@ -131,8 +131,11 @@ class SearchSpace:
         nested: dict[str, Any] = {"name": self.name}
         for path, value in values.items():
             if path in self.leaves and value is not absent:
-                section, key = path.split(".", 1)
-                nested.setdefault(section, {})[key] = value
+                *parents, key = path.split(".")  # a subsection's key (model.progressive.start) nests once more
+                at = nested
+                for part in parents:
+                    at = at.setdefault(part, {})
+                at[key] = value
         return self._apply_settings(nested)
 
     def _apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +201,8 @@ def _schema_default(path: str) -> Any:
                 _DEFAULTS.update({f"{section}.{k}": v for k, v in values.items()})
             else:
                 _DEFAULTS[section] = values
+        for sub, cls in SUBSECTIONS.items():  # a subsection's keys read the defaults it has once switched on
+            _DEFAULTS.update({f"{sub}.{f.name}": getattr(cls(), f.name) for f in dataclasses.fields(cls)})
     return _DEFAULTS.get(path)
 
 
@@ -216,7 +221,7 @@ def _parse_spec(raw: dict[str, Any], source: str, path: str) -> Spec:
 def _check_leaf(path: str, spec: Spec, source: str) -> None:
     """Each value a leaf can take must pass its section's field validation (key exists, right type) and, for a
     name, the catalogue (the dataset, loss, norm … is registered)."""
-    section, key = path.split(".", 1)
+    section, key = path.rsplit(".", 1)  # section: model, or a subsection such as model.progressive
     if isinstance(spec, FloatSpec):
         probes: list[Any] = list(spec.range)
     elif isinstance(spec, IntSpec):
@@ -227,7 +232,7 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
         probes = [spec.value]
     else:
         probes = []
-    cls = SECTIONS[section]
+    cls = SECTIONS.get(section) or SUBSECTIONS[section]
     fields = {f.name for f in dataclasses.fields(cls)}
     if key not in fields:
         raise ConfigError(f"{source}: {path}: unknown key (the {section} section has: {', '.join(sorted(fields))})")
@@ -247,12 +252,25 @@ def _walk(raw: dict[str, Any], source: str) -> dict[str, Spec]:
                               f"{', '.join(SECTIONS)})")
         if not isinstance(body, dict):
             raise ConfigError(f"{source}: {section}: expected a mapping of keys")
-        for key, value in body.items():
-            path = f"{section}.{key}"
-            is_spec = isinstance(value, dict) and any(k in value for k in (*SPEC_TYPES, "when"))
-            leaves[path] = _parse_spec(value, source, path) if is_spec else ValueSpec(value=value)
-            _check_leaf(path, leaves[path], source)
+        _walk_section(section, body, source, leaves)
     return leaves
+
+
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, dict) and any(k in value for k in (*SPEC_TYPES, "when"))
+
+
+def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[str, Spec]) -> None:
+    """The leaves of one section; a subsection given as a mapping (``model.progressive: {start: ...}``) is walked
+    into leaves of its own (``model.progressive.start``), so each of its keys can be sampled. The subsection is
+    on in a trial when any of its leaves is set (a ``when`` can switch them all off: then it stays null)."""
+    for key, value in body.items():
+        path = f"{section}.{key}"
+        if path in SUBSECTIONS and isinstance(value, dict) and not _is_spec(value):
+            _walk_section(path, value, source, leaves)
+            continue
+        leaves[path] = _parse_spec(value, source, path) if _is_spec(value) else ValueSpec(value=value)
+        _check_leaf(path, leaves[path], source)
 
 
 def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
@@ -351,7 +369,7 @@ def _check_data(leaves: dict[str, Spec], source: str) -> None:
 
 
 def _all_schema_paths() -> list[str]:
-    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    return [f"{s}.{f.name}" for s, cls in {**SECTIONS, **SUBSECTIONS}.items() for f in dataclasses.fields(cls)]
 
 
 def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
