@@ -142,6 +142,67 @@ def test_names_rules_and_refusals(tmp_path: Path) -> None:
         FAMILIES.get("classes")(ref)
 
 
+def _random_inception_weights(path: Path) -> None:
+    """torch-fidelity's Inception-v3 with random weights, saved to ``path`` (nothing downloads): its constructor
+    builds every layer and then loads the weights file it is given; given an empty one, only that last step fails."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except Exception as err:  # absent, or its torchvision does not load against this torch
+        pytest.skip(f"torch-fidelity is not usable here ({type(err).__name__}: {err}); the Inception path of the "
+                    "is metric is then untested")
+    empty = path.with_name("empty.pth")
+    torch.save({}, empty)
+    torch.manual_seed(0)
+    net = FeatureExtractorInceptionV3.__new__(FeatureExtractorInceptionV3)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        net.__init__("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))  # type: ignore[misc]
+    # random layers shrink their input ~6-fold each: 40 of them leave nothing. Calibrate the batch norms on a batch
+    # (their running statistics become its statistics) so that activations keep their scale, and spread the logits.
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        net.train()(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    state = net.state_dict()
+    state["fc.weight"] = state["fc.weight"] * 5
+    torch.save(state, path)
+
+
+def test_inception_logits_give_torchmetrics_inception_score(tmp_path: Path) -> None:
+    """On images the ``inception`` extractor's logits (one pass with FID's features) are the ``logits_unbiased``
+    torchmetrics' ``InceptionScore`` reads by default: the same score (one split: its shuffle does not matter).
+    Random weights (the last layer's scaled up so that the posteriors differ between images): a check of the
+    plumbing, not of a real value."""
+    from torchmetrics.image.inception import InceptionScore
+
+    weights = tmp_path / "inception.pth"
+    _random_inception_weights(weights)
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8},
+                            "eval": {"extractor": "inception", "inception_weights": str(weights), "metrics": ["is"]}})
+    extractor = build_extractor(cfg, CPU)
+    assert extractor.classes == 1008
+    digits = load_data(cfg.data, CPU, 0).reference(3)
+    x = torch.cat([digits, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1])
+    feats, logits = extractor(x)
+    assert feats.shape == (6, 2048) and logits is not None and logits.shape == (6, 1008)
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
+                                 feature_extractor_weights_path=str(weights))
+        theirs = InceptionScore(feature=net, splits=1)
+        theirs.update(((x.expand(-1, 3, -1, -1).clamp(-1, 1) + 1) * 127.5).to(torch.uint8))
+        mean, _ = theirs.compute()
+    assert inception_score(logits, splits=1)[0] == pytest.approx(float(mean), rel=1e-4)
+    ref = Reference(x=x, feats=feats, logits=logits)
+    out = FAMILIES.get("is")(ref)(Samples(x=x, feats=feats, logits=logits))
+    assert 1 <= out["is"] <= 6
+    with pytest.raises(ValueError, match="classes metric needs a classifier extractor"):
+        FAMILIES.get("classes")(ref)
+
+
 def test_a_real_trial_reports_is_with_the_held_out_value(tmp_path: Path) -> None:
     records: list[dict[str, float]] = []
     measured: list[dict[str, Any]] = []
