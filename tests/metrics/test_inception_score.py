@@ -18,6 +18,7 @@ from gantune.errors import ConfigError
 from gantune.metrics import FAMILIES, Evaluator, Reference, Samples
 from gantune.metrics.features import build_extractor
 from gantune.metrics.inception_score import SPLITS, inception_score, log_posteriors
+from gantune.sampling.space import load_space
 from gantune.trial import train
 from tests.conftest import tiny_images
 
@@ -219,3 +220,24 @@ def test_a_real_trial_reports_is_with_the_held_out_value(tmp_path: Path) -> None
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["provenance"]["reference_values"] == p["reference_values"]
     assert SPLITS == 10
+
+
+def test_a_search_space_maximises_is(tmp_path: Path) -> None:
+    """A space selects the family with ``eval.metrics: [is]`` and names ``is`` as its objective; minimising it is
+    refused at load (it would search for a collapse); maximised, its trial configs run with ``health.mode: max``."""
+    import optuna
+
+    text = """
+search: {{trials: 2, max_steps: 20, eval_every: 10, objective: is, direction: {d}}}
+data: {{name: digits, resolution: 8}}
+optim: {{lr_g: {{float: [1.0e-4, 1.0e-3], log: true}}}}
+eval: {{metrics: [is], n_samples: 100}}
+"""
+    p = tmp_path / "s.yaml"
+    p.write_text(text.format(d="minimize"))
+    with pytest.raises(ConfigError, match=r"s.yaml: search.direction: 'is' is better higher: maximize it"):
+        load_space(p)
+    p.write_text(text.format(d="maximize"))
+    space = load_space(p)
+    cfg = config_from_dict(space.sample(optuna.create_study().ask()))
+    assert cfg.health.objective == "is" and cfg.health.mode == "max" and cfg.eval.metrics == ["is"]
