@@ -27,8 +27,8 @@ from gantune.gan.norms import NORMS
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.unroll import functional_update
-from gantune.metrics import check_metric_names
-from gantune.metrics.features import EXTRACTORS
+from gantune.metrics import FAMILIES, check_metric_names, metric_names
+from gantune.metrics.features import EXTRACTORS, default_extractor, missing_inception
 
 
 def _norm(spec: str) -> None:
@@ -100,6 +100,7 @@ def _combinations(cfg: TrialConfig) -> None:
         if cfg.loss.r1_weight > 0:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
     _regulariser_combinations(cfg, points)
+    _metric_combinations(cfg)
     if cfg.loss.unroll > 0:
         _unrollable(cfg)
     if cfg.model.progressive is not None:
@@ -120,6 +121,19 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
                          f"not {cfg.optim.name}")
     if cfg.data.augment and points:
         raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
+
+
+def _metric_combinations(cfg: TrialConfig) -> None:
+    """The Inception Score on Inception's classes needs the weights on disk (nothing downloads): refused at load, not
+    when the trial starts; and an objective that is better higher is maximised."""
+    if "is" in metric_names(cfg) and default_extractor(cfg) == "inception":
+        missing = missing_inception(cfg)
+        if missing:
+            raise ValueError(f"{missing} (eval.metrics: is reads Inception-v3's classes on these images)")
+    objective = cfg.health.objective
+    if cfg.health.mode == "min" and any(objective in FAMILIES.get(name).higher for name in FAMILIES):
+        raise ValueError(f"health.mode: the objective {objective!r} is better higher: maximise it (health.mode: max; "
+                         "in a search space, search.direction: maximize)")
 
 
 def _unrollable(cfg: TrialConfig) -> None:

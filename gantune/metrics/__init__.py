@@ -1,9 +1,10 @@
 """Evaluation of a generator: the metric set plugged into the trial loop's evaluation hook.
 
-One file per metric family (``fid``, ``modes``, ``diversity``) behind the ``FAMILIES`` registry; features come
-from ``features.EXTRACTORS``. Real-data features are computed once per dataset, resolution, extractor and
-sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and reused by every trial;
-so are the real-only statistics the families derive from them. Everything is computed on the trial's device.
+One file per metric family (``fid``, ``modes``, ``diversity``, ``inception_score``) behind the ``FAMILIES``
+registry; features come from ``features.EXTRACTORS``. Real-data features are computed once per dataset,
+resolution, extractor and sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and
+reused by every trial; so are the real-only statistics the families derive from them. Everything is computed on
+the trial's device.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from gantune.config import TrialConfig
 from gantune.data import RealData, is_points
 from gantune.errors import ConfigError
-from gantune.metrics import diversity, fid, modes  # noqa: F401  # the built-in families register themselves
+from gantune.metrics import diversity, fid, inception_score, modes  # noqa: F401  # the built-in families register
 from gantune.metrics.base import (
     FAMILIES,
     CollapseSignal,
@@ -74,9 +75,11 @@ def metric_keys(cfg: TrialConfig) -> list[str]:
 
 
 def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> str:
-    """What identifies the real features: the reference samples' bytes and the extractor with its weights."""
+    """What identifies the real features: the reference samples' bytes and the extractor with its weights and the
+    class logits it gives (Inception's, which it did not always give)."""
     content = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-    ident = {"x": content, "shape": list(x.shape), "extractor": extractor.name, "weights": extractor.weights}
+    ident = {"x": content, "shape": list(x.shape), "extractor": extractor.name, "weights": extractor.weights,
+             "classes": extractor.classes}
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return f"reference-{cfg.data.name}-{extractor.name}-{len(x)}-{digest}"
 
@@ -116,7 +119,9 @@ class Evaluator:
 
     ``provenance`` says how its values are measured (extractor and weights digest, generated and reference
     sample counts, the reference's split, resolution) with ``floor``, the metric set on ``n`` real training
-    samples: the real-vs-real floor a value is read against.
+    samples: the real-vs-real floor a value is read against; and, when a family scores samples alone (the
+    Inception Score), ``reference_values``: its values on the reference samples themselves (the held-out digits:
+    real data the classifier never trained on, at ``reference_n`` samples).
     """
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
@@ -145,6 +150,9 @@ class Evaluator:
             "quick_n": self.n_quick, "reference_n": n_ref, "reference": data.reference_split,
             "resolution": None if data.is_points else cfg.data.resolution,
             "floor": self._floor(data, ref)}
+        own = {k: v for name, scorer in self.scorers if FAMILIES.get(name).one_sample for k, v in scorer(ref).items()}
+        if own:
+            self.provenance["reference_values"] = own
 
     def _floor(self, data: RealData, ref: Reference) -> dict[str, float]:
         """The metric set on ``n`` real training samples (once per search: cached beside the reference)."""

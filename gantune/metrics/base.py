@@ -70,12 +70,18 @@ class CollapseSignal:
 @dataclass(frozen=True)
 class Family:
     """A metric family: ``build(reference) -> scorer``, the keys the scorer reports (what an objective may name),
-    whether the cheap quick checks between full evaluations may run it, and its collapse signals."""
+    whether the cheap quick checks between full evaluations may run it, and its collapse signals.
+
+    ``higher``: the keys that are better higher (an objective naming one is maximised: ``health.mode: max``).
+    ``one_sample``: it scores samples alone, not against the reference, so the reference samples have a value of
+    their own (the held-out digits' Inception Score): the evaluator reports it as the real data's value."""
 
     build: Callable[[Reference], Scorer]
     keys: tuple[str, ...]
     cheap: bool = False
     collapse: tuple[CollapseSignal, ...] = ()
+    higher: tuple[str, ...] = ()
+    one_sample: bool = False
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
@@ -84,13 +90,13 @@ class Family:
 FAMILIES: Registry[Family] = Registry("metric")
 
 
-def family(name: str, keys: tuple[str, ...], cheap: bool = False,
-           collapse: tuple[CollapseSignal, ...] = ()) -> Callable[[Callable[[Reference], Scorer]],
-                                                                 Callable[[Reference], Scorer]]:
+def family(name: str, keys: tuple[str, ...], cheap: bool = False, collapse: tuple[CollapseSignal, ...] = (),
+           higher: tuple[str, ...] = (), one_sample: bool = False) -> Callable[[Callable[[Reference], Scorer]],
+                                                                               Callable[[Reference], Scorer]]:
     """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
     def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
-        FAMILIES.add(name, Family(build, keys, cheap, collapse))
+        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample))
         return build
 
     return add

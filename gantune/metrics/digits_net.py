@@ -15,6 +15,7 @@ from torch import nn
 
 WEIGHTS = "digits_classifier.pt"
 FEATURES = 64
+CLASSES = 10
 
 
 class DigitsNet(nn.Module):
@@ -27,7 +28,7 @@ class DigitsNet(nn.Module):
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc = nn.Linear(64 * 4 * 4, FEATURES)
-        self.head = nn.Linear(FEATURES, 10)
+        self.head = nn.Linear(FEATURES, CLASSES)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 3:

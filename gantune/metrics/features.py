@@ -2,7 +2,8 @@
 
 ``coords`` for 2-D points (the samples themselves), ``digits`` for the digits dataset (a classifier trained in
 this repo), ``stacked_digits`` for stacked digits (the same classifier on each channel), ``inception`` for real
-images (torch-fidelity's Inception-v3, from a weights file on disk only).
+images (torch-fidelity's Inception-v3, from a weights file on disk only). The classifiers' class logits come with
+the features: the digits' 10, each channel's 10, Inception's 1,008 (what the Inception Score reads).
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 #: peak activation memory of one image through Inception-v3 at 299 px without gradients, with allocator slack
 #: (its largest layers hold 64x147x147 floats, about 5.5 MB, and two are alive at once)
 INCEPTION_BYTES = 16 * 2**20
+#: Inception-v3's classes (ImageNet's 1,000 and 8 unused ones, as the TensorFlow graph has them)
+INCEPTION_CLASSES = 1008
 
 
 @dataclass
 class Extractor:
     """``fn(samples) -> (features, class logits or None)``; ``dim`` is the feature size; samples go through in
     chunks of ``batch`` (sized to the trial's GPU memory share for the large extractors). ``weights`` is the
-    digest of the weights file (``none`` without one): values measured with other weights are other numbers."""
+    digest of the weights file (``none`` without one): values measured with other weights are other numbers.
+    ``classes``: how many class logits ``fn`` gives a sample (0: none)."""
 
     name: str
     dim: int
     fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     batch: int = 500
     weights: str = "none"
+    classes: int = 0
 
     @property
     def has_classes(self) -> bool:
@@ -83,10 +88,12 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
 
 @EXTRACTORS.register("digits")
 def _digits(cfg: TrialConfig, device: torch.device) -> Extractor:
+    from gantune.metrics.digits_net import CLASSES as DIGITS
     from gantune.metrics.digits_net import FEATURES, load_digits_net, weights_path
 
     net = load_digits_net(device)
-    return Extractor("digits", FEATURES, lambda x: net(x.to(device)), weights=weights_digest(weights_path()))
+    return Extractor("digits", FEATURES, lambda x: net(x.to(device)), weights=weights_digest(weights_path()),
+                     classes=DIGITS)
 
 
 @EXTRACTORS.register("stacked_digits")
@@ -97,6 +104,7 @@ def _stacked_digits(cfg: TrialConfig, device: torch.device) -> Extractor:
     (their dependence included), in the space the classifier reads digits in. Inception, made for photographs,
     would read three overlaid 16-px digits as one colour image; the digits net averaging the channels would see
     one blurred digit."""
+    from gantune.metrics.digits_net import CLASSES as DIGITS
     from gantune.metrics.digits_net import FEATURES, load_digits_net, weights_path
 
     net = load_digits_net(device)
@@ -106,7 +114,9 @@ def _stacked_digits(cfg: TrialConfig, device: torch.device) -> Extractor:
         feats, logits = net(x.to(device).reshape(n * c, 1, *x.shape[2:]))
         return feats.reshape(n, -1), logits.reshape(n, -1)
 
-    return Extractor("stacked_digits", FEATURES * channels_of(cfg.data), fn, weights=weights_digest(weights_path()))
+    channels = channels_of(cfg.data)
+    return Extractor("stacked_digits", FEATURES * channels, fn, weights=weights_digest(weights_path()),
+                     classes=DIGITS * channels)
 
 
 def inception_weights(cfg: TrialConfig) -> Path:
@@ -115,29 +125,41 @@ def inception_weights(cfg: TrialConfig) -> Path:
     return Path(given) if given else Path.home() / ".cache" / "gantune" / INCEPTION_FILE
 
 
-@EXTRACTORS.register("inception")
-def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
+def missing_inception(cfg: TrialConfig) -> str | None:
+    """The one line that says the Inception-v3 weights are not on disk (nothing is ever downloaded), else None."""
     path = inception_weights(cfg)
-    if not path.is_file():
-        raise ConfigError(
-            f"eval.inception_weights: Inception-v3 weights not found at {path}; download {INCEPTION_FILE} from "
+    if path.is_file():
+        return None
+    return (f"eval.inception_weights: Inception-v3 weights not found at {path}; download {INCEPTION_FILE} from "
             "the torch-fidelity releases page (github.com/toshas/torch-fidelity/releases) and set "
             "eval.inception_weights or $GANTUNE_INCEPTION_WEIGHTS to it")
+
+
+@EXTRACTORS.register("inception")
+def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
+    """The 2,048 pool features (FID's), and the class logits torchmetrics' ``InceptionScore`` reads by default
+    (``logits_unbiased``: the pool features times the last layer's weights, without its bias): one pass gives both."""
+    missing = missing_inception(cfg)
+    if missing:
+        raise ConfigError(missing)
+    path = inception_weights(cfg)
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError:  # pragma: no cover - depends on torch-fidelity being installed
         raise ConfigError("eval.extractor: inception needs torch-fidelity (pip install torch-fidelity)") from None
     net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                              feature_extractor_weights_path=str(path)).to(device).eval()
+    head = net.fc.weight.detach().T  # (2048, 1008): torchmetrics' and torch-fidelity's logits_unbiased
 
-    def fn(x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)), None
+        feats = net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8))
+        return feats, feats @ head
 
     return Extractor("inception", 2048, fn, batch=extraction_chunk(device, INCEPTION_BYTES),
-                     weights=weights_digest(path))
+                     weights=weights_digest(path), classes=INCEPTION_CLASSES)
 
 
 #: the extractor ``eval.extractor: auto`` picks for a dataset's images (others: ``inception``)

@@ -53,11 +53,12 @@ def modes(ref: Reference) -> Scorer:
 @family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True,
         collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),))
 def classes(ref: Reference) -> Scorer:
-    if ref.logits is None:
-        raise ValueError("the classes metric needs a classifier extractor (digits)")
-    if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
+    if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits is not None \
+            and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
         raise ValueError("the classes metric reads one class a sample: stacked digits have one a channel "
                          "(use stacked_modes)")
+    if ref.logits is None or ref.logits.shape[1] != DIGIT_CLASSES:  # Inception's 1,008 ImageNet classes: not these
+        raise ValueError("the classes metric needs a classifier extractor (digits)")
     k = ref.logits.shape[1]
 
     def score(fake: Samples) -> dict[str, float]:

@@ -29,9 +29,9 @@ from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error, read_yaml
 from gantune.data import check_data
 from gantune.errors import ConfigError, DataError
-from gantune.metrics import metric_keys
+from gantune.metrics import FAMILIES, metric_keys
 from gantune.sampling.expr import Expr, ExprError
-from gantune.sampling.settings import SearchSettings, check_name
+from gantune.sampling.settings import SearchSettings, check_name, mode_of
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True)
 Scalar = str | int | float | bool | None
@@ -309,8 +309,13 @@ def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
 def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
     """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
 
-    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial.
+    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial. An
+    objective that is better higher (the Inception Score) must be maximised, whatever the sections.
     """
+    higher = {key for name in FAMILIES for key in FAMILIES.get(name).higher}
+    for objective, direction in zip(settings.objectives, settings.directions, strict=True):
+        if objective in higher and mode_of(direction) == "min":
+            raise ConfigError(f"{source}: search.direction: {objective!r} is better higher: maximize it")
     probe = fixed_sections(leaves, source)
     if probe is None:
         return
