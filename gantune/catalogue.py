@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from gantune.config import TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
-from gantune.data import DATASETS, is_points
+from gantune.config import DataConfig, TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
+from gantune.data import DATASETS, is_labelled, is_points
 from gantune.errors import ConfigError
 from gantune.gan.augment import check_augment
+from gantune.gan.conditional import CONDITIONAL_NORMS
 from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, resolve_arch
 from gantune.gan.norms import NORMS
@@ -101,6 +102,7 @@ def _combinations(cfg: TrialConfig) -> None:
     _regulariser_combinations(cfg, points)
     if cfg.loss.unroll > 0:
         _unrollable(cfg)
+    _conditional_combinations(cfg)
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
@@ -117,6 +119,23 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
                          f"not {cfg.optim.name}")
     if cfg.data.augment and points:
         raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
+
+
+def _conditional_combinations(cfg: TrialConfig) -> None:
+    """``model.conditional`` needs data with class labels (a folder's are known once it is loaded: the trial
+    checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""
+    if cfg.model.conditional:
+        if is_labelled(cfg.data) is False:
+            labelled = [n for n in DATASETS.names() if DATASETS.get(n).labelled(DataConfig(name=n)) is not False]
+            what = cfg.data.name + (f" {cfg.data.dataset}" if cfg.data.dataset else "")
+            raise ValueError(f"model.conditional: dataset {what!r} has no class labels to condition on "
+                             f"(use {', '.join(labelled)})")
+        if _activation(cfg.model.g_norm) not in CONDITIONAL_NORMS:
+            raise ValueError(f"model.conditional: G is conditioned through the gain and bias of its norm layers; "
+                             f"model.g_norm {cfg.model.g_norm!r} has none (use {', '.join(CONDITIONAL_NORMS)})")
+    elif "conditional" in cfg.eval.metrics:
+        raise ValueError("eval.metrics: the conditional metric scores a conditional generator (model.conditional: "
+                         "true)")
 
 
 def _unrollable(cfg: TrialConfig) -> None:

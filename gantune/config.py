@@ -99,6 +99,8 @@ class ModelConfig:
     minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
                                 "features (Salimans et al. 2016; 0 = off)")
     minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
+    conditional: bool = Field(default=False, description="class-conditional GAN on the data's labels: per-class "
+                              "gain and bias of G's norm layers, a projection discriminator (Miyato & Koyama 2018)")
 
     @field_validator("g_norm", "d_norm")
     @classmethod
