@@ -183,8 +183,9 @@ GRID_CLASSES = 10
 
 def grid_labels(n_classes: int, size: int) -> tuple[Tensor, int]:
     """The labels of a conditional sample grid of about ``size`` samples and its row length: one row per class
-    (the first ``GRID_CLASSES``), so each row shows what the generator makes of one class."""
-    rows = min(n_classes, GRID_CLASSES)
+    (the first ``GRID_CLASSES``, fewer when ``size`` is smaller: never more samples than ``size``), so each row
+    shows what the generator makes of one class."""
+    rows = max(1, min(n_classes, GRID_CLASSES, size))
     cols = max(1, size // rows)
     return torch.arange(rows).repeat_interleave(cols), cols
 

@@ -381,3 +381,18 @@ def test_a_space_of_conditional_runs_may_search_on_the_conditional_metric(tmp_pa
     p.write_text(text)
     with pytest.raises(ConfigError, match="'cond_accuracy' is not reported by this space's evaluations"):
         load_space(p)
+
+
+def test_the_grid_never_asks_for_more_samples_than_its_size(tmp_path: Path) -> None:
+    """``eval.grid`` below the class count (4 samples, 10 classes) gives 4 rows of one sample, not 10 rows that
+    need more noise vectors than the grid has."""
+    from gantune.gan.conditional import grid_labels
+
+    labels, row = grid_labels(10, 64)
+    assert row == 6 and labels.tolist() == [c for c in range(10) for _ in range(6)]
+    labels, row = grid_labels(10, 4)
+    assert row == 1 and labels.tolist() == [0, 1, 2, 3]
+    assert grid_labels(1000, 64)[0].tolist() == [c for c in range(10) for _ in range(6)]
+    cfg = _cfg(train={"steps": 2}, eval={"every": 2, "grid": 4})
+    assert train(cfg, run_dir=tmp_path).status == "completed"
+    assert Image.open(tmp_path / "samples" / "step_0000002.png").size == (1 * 9 + 1, 4 * 9 + 1)
