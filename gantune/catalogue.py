@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from gantune.config import TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
-from gantune.data import DATASETS, is_points
+from gantune.config import DataConfig, TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
+from gantune.data import DATASETS, is_labelled, is_points
 from gantune.errors import ConfigError
 from gantune.gan.augment import check_augment
+from gantune.gan.conditional import CONDITIONAL_NORMS
 from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, GROWN, resolve_arch
 from gantune.gan.norms import NORMS
@@ -105,6 +106,7 @@ def _combinations(cfg: TrialConfig) -> None:
         _unrollable(cfg)
     if cfg.model.progressive is not None:
         _growable(cfg)
+    _conditional_combinations(cfg)
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
@@ -134,6 +136,21 @@ def _metric_combinations(cfg: TrialConfig) -> None:
     if cfg.health.mode == "min" and any(objective in FAMILIES.get(name).higher for name in FAMILIES):
         raise ValueError(f"health.mode: the objective {objective!r} is better higher: maximise it (health.mode: max; "
                          "in a search space, search.direction: maximize)")
+def _conditional_combinations(cfg: TrialConfig) -> None:
+    """``model.conditional`` needs data with class labels (a folder's are known once it is loaded: the trial
+    checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""
+    if cfg.model.conditional:
+        if is_labelled(cfg.data) is False:
+            labelled = [n for n in DATASETS.names() if DATASETS.get(n).labelled(DataConfig(name=n)) is not False]
+            what = cfg.data.name + (f" {cfg.data.dataset}" if cfg.data.dataset else "")
+            raise ValueError(f"model.conditional: dataset {what!r} has no class labels to condition on "
+                             f"(use {', '.join(labelled)})")
+        if _activation(cfg.model.g_norm) not in CONDITIONAL_NORMS:
+            raise ValueError(f"model.conditional: G is conditioned through the gain and bias of its norm layers; "
+                             f"model.g_norm {cfg.model.g_norm!r} has none (use {', '.join(CONDITIONAL_NORMS)})")
+    elif "conditional" in cfg.eval.metrics:
+        raise ValueError("eval.metrics: the conditional metric scores a conditional generator (model.conditional: "
+                         "true)")
 
 
 def _unrollable(cfg: TrialConfig) -> None:
@@ -159,6 +176,9 @@ def _growable(cfg: TrialConfig) -> None:
         raise ValueError(f"model.progressive.start: {p.start} is above data.resolution {cfg.data.resolution} "
                          "(equal means no growing)")
     plan = GrowthSchedule.of_config(cfg)
+    if plan is not None and cfg.model.conditional:
+        raise ValueError("model.progressive: the growing nets have no conditional twin yet (model.conditional: "
+                         "false, or progressive.start equal to data.resolution)")
     if plan is not None and plan.end >= cfg.train.steps:
         raise ValueError(f"model.progressive: {plan.levels} fade(s) of {p.fade_steps} steps, each after "
                          f"{plan.stage_steps} steps at the resolution before, end at step {plan.end}: not before "

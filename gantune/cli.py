@@ -257,13 +257,16 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="a .png (grid or scatter), a .csv (2-D points) or a directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class", dest="label", type=int, metavar="K",
+                   help="conditional generators (model.conditional) only: samples of class K (0 to classes - 1)")
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.generate import generate
     from gantune.trial import resolve_device
 
-    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device), args.seed)
+    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device), args.seed,
+                      label=args.label)
     emit(f"{result['n']} samples -> {result['out']}", args.json)
     return result
 

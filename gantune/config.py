@@ -124,6 +124,8 @@ class ModelConfig:
     minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
     progressive: ProgressiveConfig | None = Field(default=None, description="progressive growing of the dcgan "
                                                   "nets: {start, fade_steps, stage_steps} (null = off)")
+    conditional: bool = Field(default=False, description="class-conditional GAN on the data's labels: per-class "
+                              "gain and bias of G's norm layers, a projection discriminator (Miyato & Koyama 2018)")
 
     @field_validator("g_norm", "d_norm")
     @classmethod

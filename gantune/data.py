@@ -64,6 +64,7 @@ class RealData:
         self.mixture = mixture
         self.images = images.to(device) if images is not None else None
         self.labels = labels
+        self._labels: torch.Tensor | None = None  # on the device, when a conditional GAN first asks
         self.heldout = heldout
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(seed)
@@ -84,6 +85,25 @@ class RealData:
     def __len__(self) -> int:
         """How many distinct training samples there are (a stacked dataset: every ordered choice from the pool)."""
         return 0 if self.images is None else int(self.images.shape[0]) ** max(self.stack, 1)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes a conditional GAN can condition on: labels 0 to K - 1 (a stacked dataset: 10^stack, its
+        samples' labels read as decimal numbers); 0 without labels, or with unknown ones (-1)."""
+        if self.labels is None or self.labels.numel() == 0 or int(self.labels.min()) < 0:
+            return 0
+        return 10**self.stack if self.stack else int(self.labels.max()) + 1
+
+    def sample_labelled(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of ``n`` real samples with their class labels, on the device (a dataset with labels only)."""
+        assert self.images is not None and self.labels is not None
+        if self._labels is None:
+            self._labels = self.labels.to(self.device)
+        if self.stack:
+            draws = torch.randint(self.images.shape[0], (n, self.stack), generator=self.gen, device=self.device)
+            return as_float(stack(self.images, draws)), stack_labels(self._labels, draws)
+        idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
+        return as_float(self.images[idx]), self._labels[idx]
 
     def sample(self, n: int) -> torch.Tensor:
         """A batch of ``n`` real samples on the device."""
@@ -133,6 +153,20 @@ class RealData:
             return as_float(imgs)
         return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
 
+    def twin_labels(self, n: int, seed: int = 54321) -> torch.Tensor | None:
+        """The class labels of ``twin(n, seed)``'s samples, drawn as ``_fixed`` draws them (None without
+        labels): the real-vs-real floor of the conditional metrics."""
+        if self.n_classes == 0 or self.images is None:
+            return None
+        assert self.labels is not None
+        g = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        if self.stack:
+            return stack_labels(labels, torch.randint(len(labels), (n, self.stack), generator=g))
+        if n >= len(labels):
+            return labels
+        return labels[torch.randperm(len(labels), generator=g)[:n]]
+
     def get_state(self) -> torch.Tensor:
         return self.gen.get_state()
 
@@ -144,6 +178,8 @@ Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, tor
 HeldOut = Callable[[DataConfig], torch.Tensor]
 Checker = Callable[[DataConfig], None]
 Channels = Callable[[DataConfig], int]
+#: whether a dataset's samples have class labels: True, False, or None when only loading the data tells
+Labelled = Callable[[DataConfig], "bool | None"]
 
 
 @dataclass(frozen=True)
@@ -152,7 +188,8 @@ class Dataset:
     it needs, its held-out images (the metrics' reference) when it has a split, a cheap ``check`` that the
     data is there (``DataError`` otherwise), run once before a search or a run starts, its own channel count
     (``data.channels`` overrides it) and ``stack``: how many one-channel images of its pool each sample stacks
-    as its channels (0: the images are the samples)."""
+    as its channels (0: the images are the samples); ``labelled``: whether its samples carry class labels (what
+    ``model.conditional`` conditions on; ``None``: known once the data is loaded)."""
 
     build: Builder
     points: bool = False
@@ -161,6 +198,7 @@ class Dataset:
     check: Checker | None = None
     channels: Channels = lambda cfg: 3
     stack: int = 0
+    labelled: Labelled = lambda cfg: False
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -168,12 +206,13 @@ DATASETS: Registry[Dataset] = Registry("dataset")
 
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
             check: Checker | None = None, channels: Channels | int = 3,
-            stack: int = 0) -> Callable[[Builder], Builder]:
+            stack: int = 0, labelled: Labelled | bool = False) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
     count = channels if callable(channels) else (lambda cfg: channels)
+    has_labels = labelled if callable(labelled) else (lambda cfg: labelled)
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels))
         return build
 
     return add
@@ -256,7 +295,7 @@ def _digits_heldout(cfg: DataConfig) -> torch.Tensor:
     return _fit(torch.from_numpy(digits_split("heldout")[0]), cfg)
 
 
-@dataset("digits", heldout=_digits_heldout, channels=1)
+@dataset("digits", heldout=_digits_heldout, channels=1, labelled=True)
 def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     x, y = digits_split("train")
     x, y = x[: cfg.max_images], y[: cfg.max_images]  # the split is shuffled: the first N are a random subset
@@ -290,7 +329,7 @@ def _stacked_heldout(cfg: DataConfig) -> torch.Tensor:
     return _digit_pool("heldout", cfg)[0]
 
 
-@dataset("stacked_digits", heldout=_stacked_heldout, channels=STACKED_DIGITS, stack=STACKED_DIGITS)
+@dataset("stacked_digits", heldout=_stacked_heldout, channels=STACKED_DIGITS, stack=STACKED_DIGITS, labelled=True)
 def _stacked_digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     """Stacked MNIST from scikit-learn's digits: each sample is three digits drawn independently and uniformly
     with replacement from the train split's 1,437, one per channel (1,000 modes, 1,437^3 distinct samples), drawn
@@ -349,8 +388,18 @@ def _check_folder(cfg: DataConfig) -> None:
     _decode_image(files[0], pil_mode(cfg), cfg.resolution)
 
 
-@dataset("folder", needs=("path",), check=_check_folder)
-def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+def folder_labels(root: Path, files: list[Path]) -> torch.Tensor | None:
+    """Class labels of a folder with one subfolder per class (as torchvision's ImageFolder: the index of the
+    top-level subfolder in sorted order); ``None`` when an image lies directly under ``root``."""
+    parts = [f.relative_to(root).parts for f in files]
+    if any(len(p) < 2 for p in parts):
+        return None
+    index = {name: i for i, name in enumerate(sorted({p[0] for p in parts}))}
+    return torch.tensor([index[p[0]] for p in parts])
+
+
+@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None)
+def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root, files = _image_files(cfg)
     mode = pil_mode(cfg)
 
@@ -360,7 +409,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution}
-    return None, _decoded(ident, decode)["images"], None
+    return None, _decoded(ident, decode)["images"], folder_labels(root, files)
 
 
 def _torchvision_class(cfg: DataConfig) -> Any:
@@ -394,7 +443,8 @@ def _check_torchvision(cfg: DataConfig) -> None:
 
 
 @dataset("torchvision", needs=("path", "dataset"), check=_check_torchvision,
-         channels=lambda cfg: 1 if cfg.dataset in GREY_TORCHVISION else 3)
+         channels=lambda cfg: 1 if cfg.dataset in GREY_TORCHVISION else 3,
+         labelled=lambda cfg: cfg.dataset != "CelebA")  # CelebA's targets are attributes, not one class
 def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root = Path(cfg.path or "")
     ds = _torchvision_dataset(cfg, cfg.download)
@@ -428,6 +478,11 @@ def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
         heldout = _fit(heldout, fitted)
     return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout,
                     stack=ds.stack)
+
+
+def is_labelled(cfg: DataConfig) -> bool | None:
+    """Whether the configured dataset's samples carry class labels (``None``: known once it is loaded)."""
+    return DATASETS.get(cfg.name).labelled(cfg)
 
 
 def is_points(cfg: DataConfig) -> bool:

@@ -1,4 +1,4 @@
-"""Sampling from exported generator weights: ``gantune generate WEIGHTS --n N --out FILE|DIR``.
+"""Sampling from exported generator weights: ``gantune generate WEIGHTS --n N --out FILE|DIR [--class K]``.
 
 The weights file carries the config that built the network, so nothing else is needed. A file that is not a
 gantune generator (another format, a wrong architecture, non-finite values) is refused with one line.
@@ -20,6 +20,7 @@ from gantune.config import TrialConfig
 from gantune.data import data_shape, grid25_means, is_points, ring8_means
 from gantune.errors import GantuneError
 from gantune.gan import build_generator
+from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.rundir import atomic_write
 from gantune.viz import png_bytes, samples_png
@@ -43,6 +44,12 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
     cfg = config_from_dict(payload["config"], f"{path} (embedded config)")
     net = build_generator(cfg.model, resolve_arch(cfg), data_shape(cfg.data))
+    if cfg.model.conditional:  # the class count is the class embeddings' (the data is not loaded here)
+        classes = state_classes(payload["state_dict"])
+        if classes < 1:
+            raise GantuneError(f"{path}: weights do not fit the embedded config (model.conditional, but no class "
+                               "embeddings)")
+        net = conditional_generator(net, classes)
     try:
         net.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -54,10 +61,30 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
 
 
 @torch.no_grad()
-def sample(net: nn.Module, cfg: TrialConfig, n: int, device: torch.device, seed: int) -> torch.Tensor:
+def sample(net: nn.Module, cfg: TrialConfig, n: int, device: torch.device, seed: int,
+           label: int | None = None) -> torch.Tensor:
+    """``n`` samples for seeded noise; a conditional generator's of class ``label``, or with none, of labels
+    uniform over its classes (``balanced_labels``, drawn after the noise)."""
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, cfg.model.z_dim, generator=gen)
-    return torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(1024)])
+    classes = classes_of(net)
+    if not classes:
+        return torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(1024)])
+    y = torch.full((n,), label, dtype=torch.long) if label is not None else balanced_labels(n, classes, gen)
+    return torch.cat([net(zc.to(device), yc.to(device)).cpu() for zc, yc in zip(z.split(1024), y.split(1024),
+                                                                                strict=True)])
+
+
+def check_label(net: nn.Module, label: int | None) -> None:
+    """``--class``: a class of a conditional generator (one line naming the range otherwise)."""
+    if label is None:
+        return
+    classes = classes_of(net)
+    if not classes:
+        raise GantuneError("--class: this generator is unconditional (trained without model.conditional); "
+                           "sample it without --class")
+    if not 0 <= label < classes:
+        raise GantuneError(f"--class: {label} is not a class of this generator (0 to {classes - 1})")
 
 
 def _points_csv(x: torch.Tensor) -> bytes:
@@ -73,11 +100,14 @@ def _image_png(img: torch.Tensor) -> bytes:
     return png_bytes(x)
 
 
-def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files."""
+def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
+             label: int | None = None) -> dict[str, Any]:
+    """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files;
+    ``label``: only samples of that class (a conditional generator's)."""
     if n < 1:
         raise GantuneError("--n: must be at least 1")
     net, cfg = load_generator(weights, device)
+    check_label(net, label)
     points = is_points(cfg.data)
     suffix = out.suffix.lower()
     if suffix not in ("", ".png", ".csv"):
@@ -85,7 +115,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     if suffix == ".csv" and not points:
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
     means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
-    x = sample(net, cfg, n, device, seed)
+    x = sample(net, cfg, n, device, seed, label)
     files: dict[Path, bytes] = {}
     if suffix == ".png":
         files[out] = samples_png(x, means, f"{n} samples")
@@ -103,4 +133,4 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "n": n, "out": str(out), "files": len(files), "kind": "points" if points
-            else "images", "shape": list(x.shape)}
+            else "images", "shape": list(x.shape), **({"class": label} if label is not None else {})}

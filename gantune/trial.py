@@ -23,6 +23,7 @@ from gantune.data import RealData, load_data
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
+from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
 from gantune.health import Verdict, first_nonfinite
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
@@ -188,17 +189,31 @@ class _Evaluation:
         self.means = data.mixture.means if data.mixture is not None else None
         grid_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # the same z at every evaluation
         self.grid_z = torch.randn(cfg.eval.grid_size(data.is_points), cfg.model.z_dim, generator=grid_gen)
+        self.classes = trainer.n_classes
+        # a conditional grid: one row per class (the first few), so the rows show the conditioning at work
+        self.grid_y: torch.Tensor | None = None
+        self.grid_row: int | None = None
+        if self.classes:
+            self.grid_y, self.grid_row = grid_labels(self.classes, len(self.grid_z))
         # the metric set's z: its own stream, so that evaluating never moves the training RNG
         self.z_gen = torch.Generator(device=trainer.device).manual_seed(cfg.train.seed + 2)
         self.seconds = 0.0
 
-    def fake(self, n: int) -> torch.Tensor:
-        """``n`` samples of the evaluation generator (EMA when on), for the metric set."""
+    def fake(self, n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples of the evaluation generator (EMA when on), for the metric set; a conditional GAN's with
+        the labels they were generated for, uniform over the classes (``balanced_labels``), so that its metrics
+        compare with an unconditional run's."""
         z = torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device, generator=self.z_gen)
-        return self.trainer.generate(z)
+        if not self.classes:
+            return self.trainer.generate(z)
+        y = balanced_labels(n, self.classes, self.z_gen)
+        return self.trainer.generate(z, y), y
 
     def picture(self, title: str) -> bytes:
         """The sample grid (fixed z) as PNG."""
+        if self.grid_y is not None:
+            x = self.trainer.generate(self.grid_z[:len(self.grid_y)], self.grid_y)
+            return samples_png(x.cpu(), self.means, title, nrow=self.grid_row)
         return samples_png(self.trainer.generate(self.grid_z).cpu(), self.means, title)
 
     def quick(self) -> Record:
@@ -247,7 +262,7 @@ def train(
     dev = resolve_device(device or tc.device)
     torch.manual_seed(tc.seed)
     data = load_data(cfg.data, dev, tc.seed)
-    trainer = GANTrainer(cfg, dev, data.sample)
+    trainer = GANTrainer(cfg, dev, data.sample, labelled_data(cfg, data))
     evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
     provenance = dict(evaluation.evaluate.provenance)
     if on_provenance is not None and provenance:

@@ -56,8 +56,10 @@ def scatter_png(points: torch.Tensor, means: torch.Tensor | None, title: str = "
     return buf.getvalue()
 
 
-def samples_png(samples: torch.Tensor, means: torch.Tensor | None, title: str = "") -> bytes:
-    """A PNG of samples, whichever their kind: points as a scatter plot, images as a grid."""
+def samples_png(samples: torch.Tensor, means: torch.Tensor | None, title: str = "",
+                nrow: int | None = None) -> bytes:
+    """A PNG of samples, whichever their kind: points as a scatter plot, images as a grid (``nrow`` images a
+    row; default: a square)."""
     if samples.ndim == 2:
         return scatter_png(samples, means, title)
-    return png_bytes(image_grid(samples))
+    return png_bytes(image_grid(samples, nrow))

@@ -17,10 +17,13 @@ from torch.func import functional_call
 
 from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
+from gantune.errors import GantuneError
 from gantune.gan.augment import diff_augment
+from gantune.gan.conditional import Labelled, conditional_generator, projection_discriminator
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.progressive import GrowthSchedule
+from gantune.gan.norms import NormSpec
 from gantune.gan.speed import Speed
 from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry
@@ -75,20 +78,39 @@ def ema_decay(ema: float, step: int) -> float:
     return min(ema, (1.0 + step) / (10.0 + step))
 
 
-class GANTrainer:
-    """Owns G, D, their optimisers and the EMA generator; ``step()`` trains one generator step."""
+def _cond(y: Tensor | None) -> tuple[Tensor, ...]:
+    """The class labels as the extra argument of a conditional G or D; nothing for an unconditional one."""
+    return () if y is None else (y,)
 
-    def __init__(self, cfg: TrialConfig, device: torch.device, sample_real: Callable[[int], Tensor]) -> None:
+
+class GANTrainer:
+    """Owns G, D, their optimisers and the EMA generator; ``step()`` trains one generator step.
+
+    ``labelled``: the labelled real data of a conditional GAN (``model.conditional``,
+    ``gantune.gan.conditional.labelled_data``): real batches come with their labels, fakes are generated for the
+    same labels (so D sees the real label distribution on both sides and cannot tell real from fake by the class
+    prior alone), and every call of D (losses, penalties, feature matching, the unrolled look-ahead) gets them."""
+
+    def __init__(self, cfg: TrialConfig, device: torch.device, sample_real: Callable[[int], Tensor],
+                 labelled: Labelled | None = None) -> None:
         self.cfg = cfg
         self.device = device
         self.sample_real = sample_real
+        if cfg.model.conditional and labelled is None:
+            raise GantuneError("model.conditional: a conditional GAN needs labelled data")
+        self.labelled = labelled if cfg.model.conditional else None
+        self.n_classes = self.labelled.n_classes if self.labelled is not None else 0
         shape = data_shape(cfg.data)
         arch = resolve_arch(cfg)
         self.speed = Speed.resolve(cfg.train, device)
         self.speed.set_backends(device)
         images = len(shape) == 3
-        self.G = self.speed.layout(build_generator(cfg.model, arch, shape).to(device), images)
-        self.D = self.speed.layout(build_discriminator(cfg.model, arch, shape).to(device), images)
+        g, d = build_generator(cfg.model, arch, shape), build_discriminator(cfg.model, arch, shape)
+        if self.n_classes:
+            g = conditional_generator(g, self.n_classes)
+            d = projection_discriminator(d, self.n_classes, shape, NormSpec(cfg.model.d_norm).spectral)
+        self.G = self.speed.layout(g.to(device), images)
+        self.D = self.speed.layout(d.to(device), images)
         self.loss = LOSSES.get(cfg.loss.name)
         make_opt = OPTIMIZERS.get(cfg.optim.name)
         cuda = device.type == "cuda"
@@ -146,16 +168,16 @@ class GANTrainer:
         real_feat = None
         for i in range(o.n_critic):
             last = i == o.n_critic - 1
-            real = self.sample_real(bs)
+            real, y = self._real(bs)  # y: the labels of a conditional GAN (None otherwise), fakes' labels too
             if c.loss.r1_weight > 0:
                 real.requires_grad_(True)
             with torch.set_grad_enabled(last):  # the last fake is reused by the generator step
-                fake = self._generate(self.z(bs))
-            d_real, real_feat = self._discriminate(real, eager=c.loss.r1_weight > 0)  # R1: grad of d_real
-            d_fake, _ = self._discriminate(fake.detach())
+                fake = self._generate(self.z(bs), y)
+            d_real, real_feat = self._discriminate(real, y, eager=c.loss.r1_weight > 0)  # R1: grad of d_real
+            d_fake, _ = self._discriminate(fake.detach(), y)
             loss_d = self._loss_d(d_real, d_fake)
             if self.loss.gradient_penalty:  # through the eager D: double backward
-                loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self._d_seen, real.detach(), fake.detach())
+                loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self._seen(y), real.detach(), fake.detach())
             if c.loss.r1_weight > 0:
                 loss_d = loss_d + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
             self.opt_d.zero_grad(set_to_none=True)
@@ -169,9 +191,9 @@ class GANTrainer:
 
         self.D.requires_grad_(False)
         if c.loss.unroll > 0:  # G's loss against D as it will be loss.unroll updates ahead
-            g_fake, fake_feat, real_feat = self._unrolled(fake, real)
+            g_fake, fake_feat, real_feat = self._unrolled(fake, real, y)
         else:
-            g_fake, fake_feat = self._discriminate(fake)
+            g_fake, fake_feat = self._discriminate(fake, y)
         loss_g = self.loss.g(g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:
             fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
@@ -191,9 +213,15 @@ class GANTrainer:
         self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_r.mean(), d_f.mean(), win])
         self._acc_n += 1
 
-    def _generate(self, z: Tensor) -> Tensor:
+    def _real(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """A real batch and, for a conditional GAN, its labels."""
+        if self.labelled is None:
+            return self.sample_real(n), None
+        return self.labelled.sample(n)
+
+    def _generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         with self.speed.autocast():
-            return self._g_fast(z).float()
+            return self._g_fast(z, *_cond(y)).float()
 
     def d_input(self, x: Tensor) -> Tensor:
         """What D sees of a real or fake batch: the DiffAugment policies of ``data.augment`` (with probability
@@ -204,29 +232,34 @@ class GANTrainer:
             x = x + self._noise_std * torch.randn_like(x)
         return x
 
-    def _d_seen(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _d_seen(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The eager D composed with ``d_input``: with augmentation or noise on, the D a penalty regularises is
         D after the transform (as DiffAugment defines it), so the penalty's interpolates go through it too."""
-        return self.D(self.d_input(x))
+        return self.D(self.d_input(x), *_cond(y))
 
-    def _discriminate(self, x: Tensor, eager: bool = False) -> tuple[Tensor, Tensor]:
+    def _seen(self, y: Tensor | None) -> Discriminate:
+        """``_d_seen`` for samples of labels ``y`` (a penalty's interpolates keep their pair's label)."""
+        return self._d_seen if y is None else lambda x: self._d_seen(x, y)
+
+    def _discriminate(self, x: Tensor, y: Tensor | None = None, eager: bool = False) -> tuple[Tensor, Tensor]:
         """D's score and features, in float32 whatever the autocast precision (the losses need the range);
         ``eager``: through the uncompiled D, for a penalty that differentiates its gradient. D sees
         ``d_input(x)``: real and fake inputs go through the same augmentation and noise."""
         x = self.d_input(x)
         with self.speed.autocast():
-            score, feat = (self.D if eager else self._d_fast)(x)
+            score, feat = (self.D if eager else self._d_fast)(x, *_cond(y))
         return score.float(), feat.float()
 
-    def _unrolled(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _unrolled(self, fake: Tensor, real: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """D's score and features of ``fake`` and, with feature matching, its features of ``real``, all from D
         ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are."""
         c = self.cfg
         clip = c.loss.clip if self.loss.weight_clipping else None
         ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
         with self.speed.autocast():
-            score, feat = ahead(self.d_input(fake))
-            real_feat = ahead(self.d_input(real.detach()))[1].float() if c.loss.feature_matching > 0 else None
+            score, feat = ahead(self.d_input(fake), *_cond(y))
+            real_feat = (ahead(self.d_input(real.detach()), *_cond(y))[1].float() if c.loss.feature_matching > 0
+                         else None)
         return score.float(), feat.float(), real_feat
 
     def _lookahead_loss(self, d: Discriminate) -> Tensor:
@@ -235,16 +268,16 @@ class GANTrainer:
         their graph to G (how D's update depends on G is what unrolling adds) and come from the eager G with
         copied buffers, so G's batch-norm statistics do not see these extra batches."""
         c, bs = self.cfg, self.cfg.train.batch_size
-        real = self.sample_real(bs)
+        real, y = self._real(bs)
         if c.loss.r1_weight > 0:
             real.requires_grad_(True)
         buffers = {n: b.detach().clone() for n, b in self.G.named_buffers()}
         with self.speed.autocast():
-            fake = functional_call(self.G, buffers, (self.z(bs),)).float()
-            d_real, d_fake = d(self.d_input(real))[0].float(), d(self.d_input(fake))[0].float()
+            fake = functional_call(self.G, buffers, (self.z(bs), *_cond(y))).float()
+            d_real, d_fake = d(self.d_input(real), *_cond(y))[0].float(), d(self.d_input(fake), *_cond(y))[0].float()
         loss = self._loss_d(d_real, d_fake)
         if self.loss.gradient_penalty:
-            seen: Discriminate = lambda x: d(self.d_input(x))  # noqa: E731
+            seen: Discriminate = lambda x: d(self.d_input(x), *_cond(y))  # noqa: E731
             loss = loss + c.loss.gp_weight * gradient_penalty(seen, real.detach(), fake)
         if c.loss.r1_weight > 0:
             loss = loss + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
@@ -275,11 +308,14 @@ class GANTrainer:
         return self.G_ema
 
     @torch.no_grad()
-    def generate(self, z: Tensor) -> Tensor:
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Samples of the evaluation generator for ``z`` (and, conditional, the labels ``y``), in eval mode."""
         g = self.eval_generator()
         was_training = g.training
         g.eval()
-        out = torch.cat([g(chunk.to(self.device)) for chunk in z.split(1024)])
+        labels = [None] * len(z.split(1024)) if y is None else y.split(1024)
+        out = torch.cat([g(chunk.to(self.device), *_cond(None if yc is None else yc.to(self.device)))
+                         for chunk, yc in zip(z.split(1024), labels, strict=True)])
         g.train(was_training)
         return out
 

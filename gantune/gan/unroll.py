@@ -20,8 +20,8 @@ from torch.func import functional_call
 
 from gantune.registry import Registry
 
-#: a discriminator as the training step calls it: samples -> (logits, features)
-Discriminate = Callable[[Tensor], tuple[Tensor, Tensor]]
+#: a discriminator as the training step calls it: samples (and a conditional D's class labels) -> (logits, features)
+Discriminate = Callable[..., tuple[Tensor, Tensor]]
 #: one parameter's optimiser state: a copy of the real optimiser's ("step", moments), replaced, never mutated
 OptState = dict[str, Any]
 #: (parameter, gradient, state, param_group) -> (updated parameter, new state), without in-place writes, so
@@ -104,7 +104,7 @@ def lookahead(d: nn.Module, opt: torch.optim.Optimizer, steps: int, d_loss: Call
     states = {n: dict(opt.state.get(p, {})) for n, p in named.items()}
 
     def view(ps: dict[str, Tensor]) -> Discriminate:
-        return lambda x: functional_call(d, (ps, buffers), (x,))
+        return lambda x, *cond: functional_call(d, (ps, buffers), (x, *cond))
 
     for _ in range(steps):
         loss = d_loss(view(params))

@@ -19,7 +19,13 @@ import torch
 from gantune.config import TrialConfig
 from gantune.data import RealData, is_points
 from gantune.errors import ConfigError
-from gantune.metrics import diversity, fid, inception_score, modes  # noqa: F401  # the built-in families register
+from gantune.metrics import (  # noqa: F401  # the built-in families register themselves
+    conditional,
+    diversity,
+    fid,
+    inception_score,
+    modes,
+)
 from gantune.metrics.base import (
     FAMILIES,
     CollapseSignal,
@@ -33,7 +39,8 @@ from gantune.metrics.base import (
 from gantune.metrics.features import Extractor, build_extractor, default_extractor
 from gantune.rundir import cache_dir, cached
 
-Generate = Callable[[int], torch.Tensor]
+#: ``n`` generated samples; a conditional generator's with the labels they were generated for
+Generate = Callable[[int], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 REFERENCE_SEED = 12345
 _MEMO: dict[tuple[str, str], Reference] = {}
 
@@ -44,6 +51,8 @@ _MEMO: dict[tuple[str, str], Reference] = {}
 EXTRACTOR_DEFAULTS = {"digits": ["fid", "kid", "classes", "diversity", "prdc"],
                       "stacked_digits": ["fid", "stacked_modes", "diversity", "prdc"]}
 IMAGE_DEFAULT = ["fid", "diversity", "prdc"]
+#: what a conditional run (``model.conditional``) adds to the default set where the extractor is a classifier
+CONDITIONAL_DEFAULT = ["conditional"]
 POINTS_DEFAULT = ["fid", "modes", "diversity", "prdc"]
 
 
@@ -65,7 +74,10 @@ def metric_names(cfg: TrialConfig) -> list[str]:
     """The metric families ``cfg.eval.metrics`` stands for (``default`` expanded for the data and extractor)."""
     names = list(cfg.eval.metrics)
     if names == ["default"]:
-        names = default_metrics(is_points(cfg.data), default_extractor(cfg))
+        extractor = default_extractor(cfg)
+        names = default_metrics(is_points(cfg.data), extractor)
+        if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:
+            names += CONDITIONAL_DEFAULT
     return names
 
 
@@ -128,6 +140,7 @@ class Evaluator:
         self.device = device
         self.n = cfg.eval.n_samples
         self.n_quick = cfg.eval.quick_samples
+        self.conditional = cfg.model.conditional
         names = metric_names(cfg)
         self.extractor: Extractor | None = None
         self.scorers: list[tuple[str, Scorer]] = []
@@ -157,11 +170,15 @@ class Evaluator:
     def _floor(self, data: RealData, ref: Reference) -> dict[str, float]:
         """The metric set on ``n`` real training samples (once per search: cached beside the reference)."""
         twin = data.twin(self.n)
+        labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
         names = ",".join(name for name, _ in self.scorers)
 
+        def real(n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            return twin[:n] if labels is None else (twin[:n], labels[:n])
+
         def score() -> dict[str, torch.Tensor]:
-            values = self._score(lambda n: twin[:n], len(twin), self.scorers)
+            values = self._score(real, len(twin), self.scorers)
             return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
 
         if ref.cache is None:
@@ -182,11 +199,13 @@ class Evaluator:
     def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
         if self.extractor is None or not scorers:
             return {}
-        x = generate(n).to(self.device)  # families get samples where the reference is (Samples)
+        drawn = generate(n)
+        x, labels = drawn if isinstance(drawn, tuple) else (drawn, None)
+        x = x.to(self.device)  # families get samples where the reference is (Samples)
         if not torch.isfinite(x).all():
             return {"samples": float("nan")}
         feats, logits = self.extractor(x)
-        fake = Samples(x=x, feats=feats, logits=logits)
+        fake = Samples(x=x, feats=feats, logits=logits, labels=None if labels is None else labels.to(self.device))
         out: dict[str, float] = {}
         for _, scorer in scorers:
             out.update(scorer(fake))

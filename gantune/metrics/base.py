@@ -24,6 +24,7 @@ class Samples:
     x: torch.Tensor
     feats: torch.Tensor
     logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # the classes a conditional generator made them for (None otherwise)
 
 
 @dataclass

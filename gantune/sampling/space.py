@@ -290,13 +290,20 @@ def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) 
                                       "such as optim.lr_g or a parameter declared under search.params)")
 
 
+#: keys outside ``data`` and ``eval`` that change the metric set (a conditional run adds the conditional metric)
+_PROBED = ("model.conditional",)
+
+
 def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
     """The trial config of the space's fixed ``data`` and ``eval`` values, or ``None`` where either is sampled
-    (or the combination is invalid, which the trial config reports later)."""
+    (or the combination is invalid, which the trial config reports later), with the fixed values of the other
+    keys that decide what an evaluation reports (``_PROBED``)."""
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
-        if section in fixed:
+        if path in _PROBED and isinstance(spec, ValueSpec) and spec.when is None:
+            fixed.setdefault(section, {})[key] = spec.value
+        if section in ("data", "eval"):
             if not isinstance(spec, ValueSpec) or spec.when is not None:
                 return None
             fixed[section][key] = spec.value

@@ -1,0 +1,82 @@
+"""``gantune generate WEIGHTS --class K``: a conditional generator's samples of class K; one line, exit 2, for a
+class out of range or a generator that is not conditional."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from gantune.cli import main
+from gantune.gan.conditional import ConditionalGenerator
+from gantune.generate import load_generator, sample
+
+CPU = torch.device("cpu")
+
+
+def _train(tmp_path: Path, name: str, conditional: bool) -> Path:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "digits", "resolution": 8},
+                                   "model": {"conditional": conditional, "z_dim": 8, "g_width": 4, "d_width": 4,
+                                             "g_depth": 1, "d_depth": 1},
+                                   "train": {"steps": 6, "batch_size": 8, "log_every": 3, "device": "cpu"},
+                                   "eval": {"metrics": [], "every": 6}}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / name), "--no-tracking"]) == 0
+    return tmp_path / name / "generator.pt"
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _pixels(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.iterdir())])
+
+
+def test_generate_class_writes_that_classs_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trained = _train(tmp_path, "cond", conditional=True)
+    net, cfg = load_generator(trained, CPU)
+    assert isinstance(net, ConditionalGenerator) and net.n_classes == 10  # the class count is the weights'
+    payload = torch.load(trained, weights_only=True)  # classes far apart, whatever 6 steps trained
+    gen = torch.Generator().manual_seed(0)
+    for key, value in payload["state_dict"].items():
+        if key.endswith("class_bias.weight"):
+            payload["state_dict"][key] = torch.randn(value.shape, generator=gen)
+    weights = tmp_path / "apart.pt"
+    torch.save(payload, weights)
+    for k in (3, 4):
+        assert main(["generate", str(weights), "--n", "6", "--class", str(k), "--out", str(tmp_path / f"c{k}"),
+                     "--json"]) == 0
+        assert _last_json(capsys)["class"] == k
+    net, cfg = load_generator(weights, CPU)
+    for k in (3, 4):
+        want = sample(net, cfg, 6, CPU, 0, label=k)
+        assert np.array_equal(_pixels(tmp_path / f"c{k}"),
+                              ((want.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy())
+    assert not np.array_equal(_pixels(tmp_path / "c3"), _pixels(tmp_path / "c4"))  # same noise, another class
+    assert main(["generate", str(weights), "--n", "20", "--out", str(tmp_path / "all.png")]) == 0
+
+
+@pytest.mark.parametrize("k", ["10", "-1"])
+def test_a_class_out_of_range_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 k: str) -> None:
+    weights = _train(tmp_path, "cond", conditional=True)
+    capsys.readouterr()
+    assert main(["generate", str(weights), "--class", k, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--class: {k} is not a class of this generator (0 to 9)" in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_class_on_an_unconditional_generator_is_one_line_exit_2(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    weights = _train(tmp_path, "plain", conditional=False)
+    capsys.readouterr()
+    assert main(["generate", str(weights), "--class", "0", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--class: this generator is unconditional" in err, err
