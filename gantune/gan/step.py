@@ -22,8 +22,8 @@ from gantune.gan.augment import diff_augment
 from gantune.gan.conditional import Labelled, conditional_generator, projection_discriminator
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
-from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.norms import NormSpec
+from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.speed import Speed
 from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry

@@ -266,6 +266,8 @@ def test_a_generator_saved_mid_growth_loads_at_its_stage(tmp_path: Path) -> None
      "model.progressive.fade_steps: Input should be greater than or equal to 1"),
     ({"model": {"progressive": {"fade": 10}}}, "model.progressive.fade: unknown key"),
     ({"model": {"progressive": {"start": 8, "fade_steps": 40}}}, "end at step 40: not before train.steps 40"),
+    ({"model": {"progressive": {"start": 8}, "conditional": True}},
+     "model.progressive: the growing nets have no conditional twin yet"),
     ({"model": {"progressive": {"start": 4, "fade_steps": 10, "stage_steps": 5}}},
      "2 fade(s) of 10 steps, each after 5 steps at the resolution before, end at step 30: not before"),
 ])
