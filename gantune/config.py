@@ -99,6 +99,8 @@ class ModelConfig:
     minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
                                 "features (Salimans et al. 2016; 0 = off)")
     minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
+    init_from: str | None = Field(default=None, description="transfer learning: start G (and D, when the file has "
+                                  "it) from a generator.pt, a checkpoint.pt or a run directory; shapes must match")
 
     @field_validator("g_norm", "d_norm")
     @classmethod

@@ -21,6 +21,7 @@ from gantune.gan.augment import diff_augment
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.speed import Speed
+from gantune.gan.transfer import load_init
 from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry
 
@@ -88,6 +89,8 @@ class GANTrainer:
         images = len(shape) == 3
         self.G = self.speed.layout(build_generator(cfg.model, arch, shape).to(device), images)
         self.D = self.speed.layout(build_discriminator(cfg.model, arch, shape).to(device), images)
+        if cfg.model.init_from is not None:  # transfer learning: before the optimisers and the EMA copy of G
+            load_init(self.G, self.D, cfg.model.init_from)
         self.loss = LOSSES.get(cfg.loss.name)
         make_opt = OPTIMIZERS.get(cfg.optim.name)
         cuda = device.type == "cuda"
