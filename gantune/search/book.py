@@ -51,7 +51,7 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
 def _error_line(trial: Trial) -> str:
     """The last line of the trial's error trace: from Tune's storage, else from the driver's own copy (Tune calls
     ``on_trial_error`` before that file reaches storage, where ``get_error`` looks)."""
-    text = trial.get_error()
+    text = str(trial.get_error() or "")
     local = trial.error_file
     if not text and local and Path(local).is_file():
         text = Path(local).read_text(errors="replace")
