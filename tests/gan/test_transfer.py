@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,12 +54,16 @@ def test_a_run_directory_gives_g_and_d_and_the_ema_starts_from_g(source: Path) -
         assert tr.G_ema is not None and _same(tr.G_ema, saved["G"])
 
 
-def test_a_generator_file_gives_g_and_d_starts_fresh(source: Path) -> None:
+def test_a_generator_file_gives_g_and_d_starts_fresh(source: Path, tmp_path: Path) -> None:
     payload = torch.load(source / GENERATOR, weights_only=True)
-    tr = _trainer(tiny_images(model={"init_from": str(source / GENERATOR)}))
-    assert _same(tr.G, payload["state_dict"])
-    assert _same(tr.D, _trainer(tiny_images()).D.state_dict())  # as a run without init_from draws it
-    assert not _same(tr.D, _saved(source)["D"])
+    exported = tmp_path / "weights"  # what ``gantune export --weights DIR`` writes: generator.pt, no checkpoint
+    exported.mkdir()
+    shutil.copy(source / GENERATOR, exported / GENERATOR)
+    for init_from in (source / GENERATOR, exported):
+        tr = _trainer(tiny_images(model={"init_from": str(init_from)}))
+        assert _same(tr.G, payload["state_dict"])
+        assert _same(tr.D, _trainer(tiny_images()).D.state_dict())  # as a run without init_from draws it
+        assert not _same(tr.D, _saved(source)["D"])
 
 
 def test_training_from_the_weights_starts_there_and_moves_on(source: Path, tmp_path: Path,
