@@ -27,6 +27,7 @@ from gantune.gan.nets import ARCHS, GROWN, resolve_arch
 from gantune.gan.norms import NORMS
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
+from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
 from gantune.metrics import FAMILIES, check_metric_names, metric_names
 from gantune.metrics.features import EXTRACTORS, default_extractor, missing_inception
@@ -56,6 +57,12 @@ def _augment(value: Any) -> None:
         check_augment([str(p) for p in policies])
 
 
+def _init_from(path: Any) -> None:
+    """``model.init_from`` names a file that is there (its shapes are checked when the nets are built)."""
+    if path is not None:
+        init_file(path)
+
+
 #: (section, key) -> the check of a name there (a ``ValueError`` that says what exists)
 NAMED: dict[tuple[str, str], Callable[[Any], object]] = {
     ("data", "name"): DATASETS.validate,
@@ -68,6 +75,7 @@ NAMED: dict[tuple[str, str], Callable[[Any], object]] = {
     ("eval", "extractor"): _extractor,
     ("eval", "metrics"): check_metric_names,
     ("data", "augment"): _augment,
+    ("model", "init_from"): _init_from,
 }
 
 

@@ -254,17 +254,31 @@ COMMANDS.add("review", Command("compare the top trials' samples in a browser; th
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--out", required=True, help="a .png (grid or scatter), a .csv (2-D points) or a directory")
+    p.add_argument("--out", help="a .png (grid or scatter), a .csv (2-D points) or a directory; with --interpolate "
+                   "a .png, or a .csv of 2-D points' paths (default: interpolation.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="label", type=int, metavar="K",
                    help="conditional generators (model.conditional) only: samples of class K (0 to classes - 1)")
+    p.add_argument("--interpolate", type=int, metavar="N", help="instead of samples: slerp walks of N steps between "
+                   "pairs of latents fixed by --seed, a row each (2-D points: their paths over the samples)")
+    p.add_argument("--rows", type=int, default=8, help="walks (rows) of --interpolate (default: 8)")
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.generate import generate
     from gantune.trial import resolve_device
 
+    if args.interpolate is not None:
+        from gantune.generate import interpolate
+
+        result = interpolate(Path(args.weights), args.interpolate, Path(args.out or "interpolation.png"),
+                             resolve_device(args.device), args.seed, args.rows,
+                             label=args.label)
+        emit(f"{result['rows']} interpolations of {result['interpolate']} steps -> {result['out']}", args.json)
+        return result
+    if args.out is None:
+        raise GantuneError("--out: required (a .png, a .csv of 2-D points or a directory)")
     result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device), args.seed,
                       label=args.label)
     emit(f"{result['n']} samples -> {result['out']}", args.json)

@@ -126,6 +126,8 @@ class ModelConfig:
                                                   "nets: {start, fade_steps, stage_steps} (null = off)")
     conditional: bool = Field(default=False, description="class-conditional GAN on the data's labels: per-class "
                               "gain and bias of G's norm layers, a projection discriminator (Miyato & Koyama 2018)")
+    init_from: str | None = Field(default=None, description="transfer learning: start G (and D, when the file has "
+                                  "it) from a generator.pt, a checkpoint.pt or a run directory; shapes must match")
 
     @field_validator("g_norm", "d_norm")
     @classmethod

@@ -1,4 +1,5 @@
-"""Sampling from exported generator weights: ``gantune generate WEIGHTS --n N --out FILE|DIR [--class K]``.
+"""Sampling from exported generator weights: ``gantune generate WEIGHTS --n N --out FILE|DIR [--class K]``, and
+walks through its latent space: ``gantune generate WEIGHTS --interpolate N [--rows R] [--out FILE] [--class K]``.
 
 The weights file carries the config that built the network, so nothing else is needed. A file that is not a
 gantune generator (another format, a wrong architecture, non-finite values) is refused with one line.
@@ -22,6 +23,7 @@ from gantune.errors import GantuneError
 from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
+from gantune.latent import grid_png, paths_csv, paths_png, walk
 from gantune.rundir import atomic_write
 from gantune.viz import png_bytes, samples_png
 
@@ -42,7 +44,7 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
             payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
-    cfg = config_from_dict(payload["config"], f"{path} (embedded config)")
+    cfg = config_from_dict(_without_init(payload["config"]), f"{path} (embedded config)")
     net = build_generator(cfg.model, resolve_arch(cfg), data_shape(cfg.data))
     if cfg.model.conditional:  # the class count is the class embeddings' (the data is not loaded here)
         classes = state_classes(payload["state_dict"])
@@ -58,6 +60,14 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
         raise GantuneError(f"{path}: weights contain non-finite values")
     return net.to(device).eval(), cfg
+
+
+def _without_init(raw: Any) -> Any:
+    """The embedded config less ``model.init_from``: the weights are all there, so the file the run started from
+    need not be (it may have moved since)."""
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "init_from" in raw["model"]:
+        return {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
+    return raw
 
 
 @torch.no_grad()
@@ -134,3 +144,64 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "n": n, "out": str(out), "files": len(files), "kind": "points" if points
             else "images", "shape": list(x.shape), **({"class": label} if label is not None else {})}
+
+
+#: samples drawn under a points interpolation's paths, to show where G puts its mass
+PATH_BACKGROUND = 1000
+
+
+@torch.no_grad()
+def walk_samples(net: nn.Module, cfg: TrialConfig, n: int, rows: int, device: torch.device, seed: int = 0,
+                 label: int | None = None) -> torch.Tensor:
+    """G along ``rows`` slerp walks of ``n`` steps, ``(rows * n, ...)``; a conditional G holds one class along a
+    walk: ``label``, or with none the row's number modulo the classes (so the rows show the classes in turn)."""
+    z = walk(rows, n, cfg.model.z_dim, seed).reshape(rows * n, -1)
+    classes = classes_of(net)
+    if not classes:
+        return torch.cat([net(chunk.to(device)).cpu() for chunk in z.split(1024)])
+    per_row = torch.full((rows,), label) if label is not None else torch.arange(rows) % classes
+    y = per_row.repeat_interleave(n)
+    return torch.cat([net(zc.to(device), yc.to(device)).cpu() for zc, yc in zip(z.split(1024), y.split(1024),
+                                                                                strict=True)])
+
+
+@torch.no_grad()
+def interpolation_png(net: nn.Module, cfg: TrialConfig, n: int, rows: int, device: torch.device, seed: int = 0,
+                      title: str = "", label: int | None = None) -> bytes:
+    """The PNG of ``rows`` slerp walks of ``n`` steps (``gantune.latent``): an image grid (a row per walk,
+    first endpoint left), or for 2-D points the paths over G's samples and the true means."""
+    x = walk_samples(net, cfg, n, rows, device, seed, label)
+    if not is_points(cfg.data):
+        return grid_png(x, n)
+    means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
+    background = sample(net, cfg, PATH_BACKGROUND, device, seed + 1)
+    return paths_png(x.reshape(rows, n, 2), background, means, title or f"{rows} slerp paths, {n} steps")
+
+
+def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
+                rows: int = 8, label: int | None = None) -> dict[str, Any]:
+    """Write ``rows`` slerp walks of ``n`` steps between latents fixed by ``seed`` to ``out``: a PNG grid for
+    images; for 2-D points a PNG of the paths (over G's samples and the true means) or a CSV of them."""
+    if n < 2:
+        raise GantuneError(f"--interpolate {n}: an interpolation needs at least 2 steps (its two endpoints)")
+    if rows < 1:
+        raise GantuneError("--rows: must be at least 1")
+    net, cfg = load_generator(weights, device)
+    check_label(net, label)
+    points = is_points(cfg.data)
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".csv") or (suffix == ".csv" and not points):
+        allowed = "a .png (paths plot) or a .csv (paths)" if points else "a .png (image grid)"
+        raise GantuneError(f"--out: {out}: an interpolation of {'2-D points' if points else 'images'} is {allowed}")
+    if suffix == ".csv":
+        with torch.no_grad():
+            data = paths_csv(walk_samples(net, cfg, n, rows, device, seed, label).reshape(rows, n, 2))
+    else:
+        data = interpolation_png(net, cfg, n, rows, device, seed, label=label)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, data)
+    except OSError as err:
+        raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
+    return {"weights": str(weights), "interpolate": n, "rows": rows, "out": str(out),
+            "kind": "points" if points else "images", "seed": seed}

@@ -2,7 +2,8 @@
 
 Charts come from Optuna's plotly visualisations (optimisation history, parameter importances, parallel
 coordinates, objective vs. each parameter, Pareto front) plus gantune's status/prune-reason timeline; plotly.js
-is inlined once, sample grids are embedded as data URIs, so the page opens offline. The template is
+is inlined once, sample grids and the top trials' latent interpolations (drawn here from each run directory's
+generator.pt) are embedded as data URIs, so the page opens offline. The template is
 ``dashboards/report.html.j2``.
 """
 
@@ -21,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.errors import GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
-from gantune.rundir import atomic_write
+from gantune.rundir import GENERATOR, atomic_write
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
     load_search,
@@ -129,6 +130,39 @@ def _grids(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     return out
 
 
+#: the report's interpolation of a trial: ``STRIP_STEPS`` slerp steps; one walk of images, paths of 2-D points
+STRIP_STEPS = 10
+STRIP_ROWS = {"images": 1, "points": 8}
+
+
+def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
+    """An interpolation of each top trial's final generator (its run directory's ``generator.pt``, on the CPU),
+    all from the same latents; a trial whose weights are not on this machine (or not readable) has none."""
+    import torch
+
+    from gantune.data import is_points
+    from gantune.generate import interpolation_png, load_generator
+
+    try:
+        best = top_trials(study, k)
+    except GantuneError:
+        return []
+    out = []
+    cpu = torch.device("cpu")
+    for t in best:
+        weights = Path(t.user_attrs.get("run_dir", "")) / GENERATOR
+        if not weights.is_file():
+            continue
+        try:
+            net, cfg = load_generator(weights, cpu)
+        except GantuneError:
+            continue
+        rows = STRIP_ROWS["points" if is_points(cfg.data) else "images"]
+        png = interpolation_png(net, cfg, STRIP_STEPS, rows, cpu, title=f"trial {t.number}")
+        out.append({"number": t.number, "png": base64.b64encode(png).decode()})
+    return out
+
+
 def _value(study: optuna.Study, t: FrozenTrial) -> str:
     """A completed trial's values; another's best evaluation (Optuna keeps a pruned trial's last one)."""
     if t.state == TrialState.COMPLETE:
@@ -188,6 +222,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
         best=best, note=note, human=human, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
+        strips=_strips(study, top),
         plotly_js=plotly.offline.get_plotlyjs())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.norms import NormSpec
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.speed import Speed
+from gantune.gan.transfer import load_init
 from gantune.gan.unroll import Discriminate, lookahead
 from gantune.registry import Registry
 
@@ -111,6 +112,8 @@ class GANTrainer:
             d = projection_discriminator(d, self.n_classes, shape, NormSpec(cfg.model.d_norm).spectral)
         self.G = self.speed.layout(g.to(device), images)
         self.D = self.speed.layout(d.to(device), images)
+        if cfg.model.init_from is not None:  # transfer learning: before the optimisers and the EMA copy of G
+            load_init(self.G, self.D, cfg.model.init_from)
         self.loss = LOSSES.get(cfg.loss.name)
         make_opt = OPTIMIZERS.get(cfg.optim.name)
         cuda = device.type == "cuda"

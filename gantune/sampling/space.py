@@ -380,6 +380,24 @@ def _check_data(leaves: dict[str, Spec], source: str) -> None:
             raise DataError(f"{source}: {err}") from None
 
 
+#: leaves holding a file a trial reads itself: made absolute at load, since Ray runs each trial in a folder of its
+#: own, where a path relative to the search's working directory would name nothing
+TRIAL_FILES = ("model.init_from",)
+
+
+def _absolute(value: Any) -> Any:
+    return str(Path(value).expanduser().absolute()) if isinstance(value, str) else value
+
+
+def _absolute_files(leaves: dict[str, Spec]) -> None:
+    for path in TRIAL_FILES:
+        spec = leaves.get(path)
+        if isinstance(spec, ValueSpec):
+            leaves[path] = spec.model_copy(update={"value": _absolute(spec.value)})
+        elif isinstance(spec, CategoricalSpec):
+            leaves[path] = spec.model_copy(update={"choices": [_absolute(c) for c in spec.choices]})
+
+
 def _all_schema_paths() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in {**SECTIONS, **SUBSECTIONS}.items() for f in dataclasses.fields(cls)]
 
@@ -414,6 +432,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
         if "." in k or k in SECTIONS:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
     leaves = _walk(raw, source)
+    _absolute_files(leaves)
     _check_names(leaves, params, source)
     _check_objectives(settings, leaves, source)
     _check_data(leaves, source)

@@ -49,7 +49,13 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
 
 
 def _error_line(trial: Trial) -> str:
-    text = trial.get_error() or "unknown error"
+    """The last line of the trial's error trace: from Tune's storage, else from the driver's own copy (Tune calls
+    ``on_trial_error`` before that file reaches storage, where ``get_error`` looks)."""
+    text = str(trial.get_error() or "")
+    local = trial.error_file
+    if not text and local and Path(local).is_file():
+        text = Path(local).read_text(errors="replace")
+    text = text or "unknown error"
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"
 

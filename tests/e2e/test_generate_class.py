@@ -80,3 +80,34 @@ def test_class_on_an_unconditional_generator_is_one_line_exit_2(tmp_path: Path,
     assert main(["generate", str(weights), "--class", "0", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--class: this generator is unconditional" in err, err
+
+
+def test_interpolate_holds_a_class_along_each_walk(tmp_path: Path) -> None:
+    """``--interpolate`` on a conditional generator: ``--class K`` holds K on every row (rows of one class are the
+    unconditional walks' latents through G at K); without it, row r is class r mod classes."""
+    trained = _train(tmp_path, "cond", conditional=True)
+    net, cfg = load_generator(trained, CPU)
+    for label in (None, 3):
+        out = tmp_path / f"walk-{label}.png"
+        args = ["generate", str(trained), "--interpolate", "4", "--rows", "2", "--out", str(out)]
+        assert main(args + (["--class", str(label)] if label is not None else [])) == 0
+        assert Image.open(out).size[0] > 0
+    from gantune.generate import walk_samples
+    x_k = walk_samples(net, cfg, 4, 2, CPU, 0, label=3)
+    x_rows = walk_samples(net, cfg, 4, 2, CPU, 0)
+    assert x_k.shape == (8, 1, 8, 8)
+    assert not torch.equal(x_k[:4], x_rows[:4])  # row 0 is class 0 without --class, class 3 with it
+    assert main(["generate", str(trained), "--interpolate", "4", "--class", "10", "--out",
+                 str(tmp_path / "bad.png")]) == 2
+
+
+def test_a_conditional_run_starts_from_a_conditional_generator(tmp_path: Path) -> None:
+    """``model.init_from`` with ``model.conditional``: the file's class weights are part of the shape check."""
+    trained = _train(tmp_path, "cond", conditional=True)
+    cfg = tmp_path / "again.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "digits", "resolution": 8},
+                                   "model": {"conditional": True, "z_dim": 8, "g_width": 4, "d_width": 4,
+                                             "g_depth": 1, "d_depth": 1, "init_from": str(trained)},
+                                   "train": {"steps": 2, "batch_size": 8, "log_every": 1, "device": "cpu"},
+                                   "eval": {"metrics": [], "every": 2}}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "again"), "--no-tracking"]) == 0

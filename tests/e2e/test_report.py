@@ -32,6 +32,11 @@ def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypa
                   "Trials over time"):
         assert title in html
     assert "data:image/png;base64," in html  # sample grids of the top trials
+    # a latent interpolation of each top trial with weights, drawn from its run directory's generator.pt
+    strips = re.findall(r'alt="latent interpolation of trial (\d+)" src="data:image/png;base64,', html)
+    done = [t.number for t in optuna.load_study(study_name="rep", storage="sqlite:///optuna.db").trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 0 < len(done) <= 4 and sorted(int(n) for n in strips) == sorted(done), (strips, done)  # --top 4
 
 
 def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
