@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
 from gantune import env
 from gantune.catalogue import config_from_dict
+from gantune.data import digits_split, load_data
 from gantune.trial import train
 
 Overrides = dict[str, dict[str, Any]]
@@ -48,7 +53,7 @@ class Remedy:
     knob: str
     setting: str
     on: Overrides
-    prepare: Callable[[Path, int], Overrides] | None = field(default=None)
+    prepare: Callable[[Path, int, float], Overrides] | None = field(default=None)
 
 
 RING8_SMALL_D: Overrides = {  # Metz et al.'s mixture test: a plain GAN with a weak, small D rotates between modes
@@ -67,7 +72,7 @@ DIGITS_LIMITED: Overrides = {  # DiffAugment's limited-data case: 144 of the 1,4
     "loss": {"name": "nonsaturating"},
     "optim": {"lr_g": 2e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "ema": 0.999},
     "train": {"steps": 3000, "batch_size": 64, "log_every": 500},
-    "eval": {"every": 3000, "n_samples": 1000, "metrics": ["fid", "classes"]},
+    "eval": {"every": 3000, "n_samples": 1000, "metrics": ["fid", "classes"]},  # classes: class_kl too
 }
 DIGITS_FULL: Overrides = {  # all 1,437 train digits: where growing and conditioning are compared
     **DIGITS_LIMITED, "data": {"name": "digits", "resolution": 16},
@@ -88,10 +93,36 @@ SETTINGS: dict[str, Setting] = {
     "digits-10pct": Setting("144 train digits (10%), 16 px DCGAN, 3,000 steps; FID vs the 360 held-out digits",
                             DIGITS_LIMITED, ("fid", "classes")),
     "digits-full": Setting("the 1,437 train digits, 16 px DCGAN, 3,000 steps; FID vs the 360 held-out digits",
-                           DIGITS_FULL, ("fid", "classes")),
+                           DIGITS_FULL, ("fid", "classes", "class_kl")),
     "stacked-small-d": Setting("stacked digits 8 px, D width 16 (G 64), 3,000 steps, 26,000 samples",
                                STACKED_SMALL_D, ("stacked_modes", "stacked_kl")),
 }
+
+#: digits the limited-data setting trains on (the first of the shuffled train split, as ``data.max_images`` takes)
+LIMITED = DIGITS_LIMITED["data"]["max_images"]
+
+
+def pretrained(workdir: Path, seed: int, scale: float) -> Overrides:
+    """Transfer learning's source: the same nets trained as long on the *other* 1,293 train digits (written as a
+    folder of 16 px PNGs, disjoint from the 144 the setting trains on and from the held-out reference)."""
+    folder = workdir.parent / "other-digits"
+    if not folder.is_dir():
+        cfg = config_from_dict({"data": {"name": "digits", "resolution": 16}})
+        images = load_data(cfg.data, torch.device("cpu"), 0).images
+        assert images is not None and len(images) == len(digits_split("train")[0])
+        folder.mkdir(parents=True)
+        for i, img in enumerate(images[LIMITED:]):
+            pixels = ((img[0].numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"{i:05d}.png")
+    source = merged(DIGITS_LIMITED, {"data": {"name": "folder", "path": str(folder), "channels": 1,
+                                              "resolution": 16, "max_images": None},
+                                     "train": {"seed": seed}, "eval": {"metrics": []}})
+    steps = max(1, round(source["train"]["steps"] * scale))
+    cfg = config_from_dict(merged(source, {"train": {"steps": steps, "checkpoint_every": steps}, "eval": {"every": steps}}))
+    result = train(cfg, run_dir=workdir, device="cpu")
+    assert result.status == "completed", result.reason
+    return {"model": {"init_from": str(workdir)}}
+
 
 REMEDIES: dict[str, Remedy] = {r.technique: r for r in [
     Remedy("unroll", "loss.unroll: 5", "ring8-small-d", {"loss": {"unroll": 5}}),
@@ -101,6 +132,9 @@ REMEDIES: dict[str, Remedy] = {r.technique: r for r in [
     Remedy("d_dropout", "model.d_dropout: 0.3", "digits-10pct", {"model": {"d_dropout": 0.3}}),
     Remedy("weight_decay", "optim.weight_decay: 0.01", "digits-10pct", {"optim": {"weight_decay": 0.01}}),
     Remedy("label_smoothing", "loss.label_smoothing: 0.1", "digits-10pct", {"loss": {"label_smoothing": 0.1}}),
+    Remedy("init_from", "model.init_from: a run on the other 1,293 digits", "digits-10pct", {},
+           prepare=pretrained),
+    Remedy("conditional", "model.conditional: true", "digits-full", {"model": {"conditional": True}}),
     Remedy("progressive", "model.progressive: {start: 8, fade_steps: 500}", "digits-full",
            {"model": {"progressive": {"start": 8, "fade_steps": 500}}}),
     Remedy("minibatch_disc", "model.minibatch_disc: 32", "stacked-small-d",
@@ -126,7 +160,8 @@ def run_once(raw: Overrides, seed: int, scale: float, metrics: tuple[str, ...], 
     cfg = config_from_dict(raw)
     result = train(cfg, run_dir=workdir, device="cpu")
     if result.status != "completed":
-        return {m: float("nan") for m in metrics} | {"_status": result.status}  # type: ignore[dict-item]
+        print(f"  {result.status}: {result.reason}", flush=True)
+        return {m: float("nan") for m in metrics}
     return {m: float(result.last_eval[m]) for m in metrics} | {"_wall_s": result.wall_s}
 
 
@@ -163,7 +198,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     extra = remedy.on if arm == "on" else {}
                     if arm == "on" and remedy.prepare is not None:
-                        extra = merged(extra, remedy.prepare(Path(tmp) / f"prep-{remedy.technique}-{seed}", seed))
+                        extra = merged(extra, remedy.prepare(Path(tmp) / f"prep-{remedy.technique}-{seed}", seed, args.steps_scale))
                     r = run_once(merged(base, extra), seed, args.steps_scale, setting.metrics,
                                  Path(tmp) / f"{remedy.technique}-{arm}-{seed}")
                     results.append(r)
