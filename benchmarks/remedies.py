@@ -72,7 +72,7 @@ DIGITS_LIMITED: Overrides = {  # DiffAugment's limited-data case: 144 of the 1,4
     "loss": {"name": "nonsaturating"},
     "optim": {"lr_g": 2e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "ema": 0.999},
     "train": {"steps": 3000, "batch_size": 64, "log_every": 500},
-    "eval": {"every": 3000, "n_samples": 1000, "metrics": ["fid", "classes"]},  # classes: class_kl too
+    "eval": {"every": 3000, "n_samples": 1000, "metrics": ["fid", "classes"]},
 }
 DIGITS_FULL: Overrides = {  # all 1,437 train digits: where growing and conditioning are compared
     **DIGITS_LIMITED, "data": {"name": "digits", "resolution": 16},
@@ -118,7 +118,8 @@ def pretrained(workdir: Path, seed: int, scale: float) -> Overrides:
                                               "resolution": 16, "max_images": None},
                                      "train": {"seed": seed}, "eval": {"metrics": []}})
     steps = max(1, round(source["train"]["steps"] * scale))
-    cfg = config_from_dict(merged(source, {"train": {"steps": steps, "checkpoint_every": steps}, "eval": {"every": steps}}))
+    cfg = config_from_dict(merged(source, {"train": {"steps": steps, "checkpoint_every": steps},
+                                           "eval": {"every": steps}}))
     result = train(cfg, run_dir=workdir, device="cpu")
     assert result.status == "completed", result.reason
     return {"model": {"init_from": str(workdir)}}
@@ -198,7 +199,8 @@ def main() -> None:
                     t0 = time.perf_counter()
                     extra = remedy.on if arm == "on" else {}
                     if arm == "on" and remedy.prepare is not None:
-                        extra = merged(extra, remedy.prepare(Path(tmp) / f"prep-{remedy.technique}-{seed}", seed, args.steps_scale))
+                        prep = Path(tmp) / f"prep-{remedy.technique}-{seed}"
+                        extra = merged(extra, remedy.prepare(prep, seed, args.steps_scale))
                     r = run_once(merged(base, extra), seed, args.steps_scale, setting.metrics,
                                  Path(tmp) / f"{remedy.technique}-{arm}-{seed}")
                     results.append(r)
