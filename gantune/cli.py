@@ -116,6 +116,10 @@ def _print_search_summary(s: dict[str, Any]) -> None:
             print(f"  {status:<18}{n:>4}")
     saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
     print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
+    if s.get("recipe_trials"):
+        print("  warm start: " + ", ".join(f"trial {n} from recipe {r}" for n, r in s["recipe_trials"].items()))
+    for recipe, why in (s.get("recipes_skipped") or {}).items():
+        print(f"    recipe {recipe} not tried: {why}")
     if s["best"] is None:
         print("  no trial completed")
     else:
@@ -132,7 +136,8 @@ def _print_search_summary(s: dict[str, Any]) -> None:
 def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:
     values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
     floor = ", ".join(f"{k} {best['floor'][k]:.4g}" for k in best["values"] if k in best["floor"])
-    print(f"  best: trial {best['trial']} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
+    recipe = f" [recipe {best['recipe']}]" if best.get("recipe") else ""
+    print(f"  best: trial {best['trial']}{recipe} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
     if s.get("note"):
         print(f"  note: {s['note']}")
     if best["metrics"]:  # the best trial's last evaluation, every metric of it
