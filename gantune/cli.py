@@ -167,6 +167,30 @@ COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, h
                                _search_args, _search))
 
 
+# --- init ----------------------------------------------------------------------------------------------
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="a built-in dataset (grid25, ring8, digits, stacked_digits) or a folder of images")
+    p.add_argument("--out", help="search-space YAML to write (default: <name>.yaml here)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
+def _init(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.starter import write_starter
+
+    result = write_starter(args.data, Path(args.out) if args.out else None, args.force)
+    emit(f"wrote {result['out']}: a search space for {args.data} around the recipe(s) "
+         f"{', '.join(result['recipes'])} ({result['trials']} trials of at most {result['max_steps']} steps, "
+         f"objective {result['objective']}); run it: gantune search {result['out']}", args.json)
+    if result["note"]:
+        print(f"note: {result['note']}", file=sys.stderr)
+    return result
+
+
+COMMANDS.add("init", Command("write a commented search space for a dataset, centred on its known-good recipe",
+                             _init_args, _init))
+
+
 # --- export --------------------------------------------------------------------------------------------
 
 def _export_args(p: argparse.ArgumentParser) -> None:

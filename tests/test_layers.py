@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the Optuna side (a review's votes, the warm-start recipes too); MLflow
     ("sampling", "sampling.votes", "sampling.recipes", "sampling.warm", "tracking"),
     ("search",),  # the Ray side
-    ("export", "report", "production", "review"),
+    ("export", "report", "production", "review", "starter"),
     ("cli", ""),  # "" is the package itself
 ]
 
