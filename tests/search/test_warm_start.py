@@ -78,3 +78,45 @@ def test_warm_start_false_enqueues_nothing(tmp_path: Path, ray_session: object) 
     assert len(trials) == 2 and not any("recipe" in t.user_attrs for t in trials)
     assert 2e-3 not in [t.params["optim.lr_g"] for t in trials]
     assert summary["recipe_trials"] == {}
+
+
+def _suggest_first(space: object, tmp_path: Path) -> tuple[dict, optuna.trial.FrozenTrial]:
+    """What the searcher hands Ray for a new study's first trial (no Ray needed)."""
+    from gantune.sampling.warm import warm_start
+    from gantune.search.searcher import OptunaStudySearcher
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s",
+                                directions=list(space.settings.directions))
+    warm_start(study, space)
+    config = OptunaStudySearcher(space, study, 1, [], tmp_path / "runs").suggest("ray-1")
+    return config, study.trials[0]
+
+
+def test_overrides_that_break_the_users_fixed_values_are_dropped_and_said(tmp_path: Path) -> None:
+    """The user fixes a batch-norm D: the recipe's R1 (a key they left at its default) cannot go with it, so the
+    trial keeps the recipe's searched values without the overrides, and says why."""
+    path = tmp_path / "warm.yaml"
+    path.write_text(SPACE.format(warm="").replace("g_norm: none}", "g_norm: none, d_norm: batch}"))
+    space = load_space(path)
+    config, trial = _suggest_first(space, tmp_path)
+    assert config["recipe"] == "points" and config["params"] == {"optim.lr_g": 2e-3}
+    assert config["recipe_overrides"] == {} and trial.user_attrs["recipe_overrides"] == {}
+    assert "per-sample R1 penalty" in trial.user_attrs["recipe_note"]
+    assert "r1_weight" not in config["trial"].get("loss", {})
+
+
+def test_pbt_explore_keeps_a_recipe_members_overrides(tmp_path: Path) -> None:
+    from gantune.search.scheduler import Explorer
+
+    path = tmp_path / "warm.yaml"
+    path.write_text(SPACE.format(warm="").replace("pruning: {asha: false, health: false}",
+                                                  "pruning: {scheduler: pbt, health: false}"))
+    space = load_space(path)
+    config, _ = _suggest_first(space, tmp_path)
+    assert config["trial"]["loss"]["r1_weight"] == 0.1 and config["trial"]["model"]["z_dim"] == 4
+    explored = [Explorer(space, seed)(config) for seed in range(8)]
+    moved = [c for c in explored if c["params"]["optim.lr_g"] != 2e-3]
+    assert moved, "explore never changed the learning rate"  # it can: the overrides keep the networks alike
+    for c in moved:
+        assert c["trial"]["loss"]["r1_weight"] == 0.1 and c["trial"]["optim"]["decay"] == "linear"
+        assert c["trial"]["optim"]["lr_g"] == c["params"]["optim.lr_g"]
