@@ -116,6 +116,10 @@ def _print_search_summary(s: dict[str, Any]) -> None:
             print(f"  {status:<18}{n:>4}")
     saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
     print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
+    if s.get("recipe_trials"):
+        print("  warm start: " + ", ".join(f"trial {n} from recipe {r}" for n, r in s["recipe_trials"].items()))
+    for recipe, why in (s.get("recipes_skipped") or {}).items():
+        print(f"    recipe {recipe} not tried: {why}")
     if s["best"] is None:
         print("  no trial completed")
     else:
@@ -132,7 +136,8 @@ def _print_search_summary(s: dict[str, Any]) -> None:
 def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:
     values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
     floor = ", ".join(f"{k} {best['floor'][k]:.4g}" for k in best["values"] if k in best["floor"])
-    print(f"  best: trial {best['trial']} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
+    recipe = f" [recipe {best['recipe']}]" if best.get("recipe") else ""
+    print(f"  best: trial {best['trial']}{recipe} ({values}" + (f"; real-vs-real {floor})" if floor else ")"))
     if s.get("note"):
         print(f"  note: {s['note']}")
     if best["metrics"]:  # the best trial's last evaluation, every metric of it
@@ -160,6 +165,30 @@ def _ui_command(s: dict[str, Any]) -> str:
 
 COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, health-aware pruning)",
                                _search_args, _search))
+
+
+# --- init ----------------------------------------------------------------------------------------------
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="a built-in dataset (grid25, ring8, digits, stacked_digits) or a folder of images")
+    p.add_argument("--out", help="search-space YAML to write (default: <name>.yaml here)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
+def _init(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.starter import write_starter
+
+    result = write_starter(args.data, Path(args.out) if args.out else None, args.force)
+    emit(f"wrote {result['out']}: a search space for {args.data} around the recipe(s) "
+         f"{', '.join(result['recipes'])} ({result['trials']} trials of at most {result['max_steps']} steps, "
+         f"objective {result['objective']}); run it: gantune search {result['out']}", args.json)
+    if result["note"]:
+        print(f"note: {result['note']}", file=sys.stderr)
+    return result
+
+
+COMMANDS.add("init", Command("write a commented search space for a dataset, centred on its known-good recipe",
+                             _init_args, _init))
 
 
 # --- export --------------------------------------------------------------------------------------------

@@ -93,6 +93,9 @@ class Observer(Protocol):
         """A PBT member cloned another: ``lineage`` lists each exploit so far (step, from_trial, params,
         changed); ``config`` is what it trains on now."""
 
+    def trial_recipe(self, number: int, recipe: str) -> None:
+        """Trial ``number`` (just started) is the known-good recipe ``recipe`` (a warm start)."""
+
 
 def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
@@ -174,6 +177,10 @@ class ObserverThread:
 
     def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
         self._post("trial_exploited", number, list(lineage), config)
+
+    def trial_recipe(self, number: int, recipe: str) -> None:
+        if hasattr(self.observer, "trial_recipe"):  # an event observers written before it need not have
+            self._post("trial_recipe", number, recipe)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -73,7 +73,8 @@ class RerunSpace(SearchSpace):
         self.n_seeds = seeds
         self.steps = steps
 
-    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The source trial's stored config (a recipe's overrides included: it is the config that trained)."""
         source = trial.suggest_categorical("source_trial", sorted(self.configs))
         seed = trial.suggest_int("seed", 0, self.n_seeds - 1)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
@@ -89,7 +90,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
     eval_every = min(settings.eval_every, steps)
     rerun_settings = settings.model_copy(update={
         "trials": len(candidates) * seeds, "max_steps": steps, "eval_every": eval_every, "sampler": "random",
-        "pruning": Pruning(asha=False, health=settings.pruning.health), "params": {}})
+        "pruning": Pruning(asha=False, health=settings.pruning.health), "params": {},
+        "warm_start": False})
     name = f"{study.study_name}-reruns"
     space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
     storage = storage_of(study)

@@ -287,6 +287,11 @@ class MlflowTracker:
         self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         self.client.log_text(rid, yaml.safe_dump(config, sort_keys=False), "trial_config.yaml")
 
+    def trial_recipe(self, number: int, recipe: str) -> None:
+        """A warm-start trial: ``gantune.recipe`` names the known-good recipe it started from."""
+        if number in self.children:
+            self.client.set_tag(self.children[number], "gantune.recipe", recipe)
+
     def trial_result(self, number: int, result: dict[str, Any]) -> None:
         logger = self.loggers.get(number)
         if logger is None or "step" not in result:

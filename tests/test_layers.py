@@ -26,9 +26,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics",),
     ("catalogue", "health"),
     ("trial", "generate"),
-    ("sampling", "sampling.votes", "tracking"),  # the Optuna side (a review's votes too); MLflow
+    # the Optuna side (a review's votes, the warm-start recipes too); MLflow
+    ("sampling", "sampling.votes", "sampling.recipes", "sampling.warm", "tracking"),
     ("search",),  # the Ray side
-    ("export", "report", "production", "review"),
+    ("export", "report", "production", "review", "starter"),
     ("cli", ""),  # "" is the package itself
 ]
 

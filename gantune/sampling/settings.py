@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gantune.errors import ConfigError
 from gantune.registry import Registry
+from gantune.sampling.recipes import RECIPES
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True)
 Direction = Literal["minimize", "maximize"]
@@ -87,6 +88,17 @@ class SearchSettings(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     pruning: Pruning = Field(default_factory=Pruning)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
+    warm_start: bool | list[str] = Field(default=True, description="try known-good recipes first: true = the "
+                                         "recipes of the space's data kind (gantune.sampling.recipes), a list = "
+                                         "those recipes by name, false = none")
+
+    @field_validator("warm_start")
+    @classmethod
+    def _recipes(cls, v: bool | list[str]) -> bool | list[str]:
+        if isinstance(v, list):
+            for name in v:
+                RECIPES.validate(name)
+        return v
 
     @field_validator("sampler")
     @classmethod

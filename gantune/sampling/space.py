@@ -102,9 +102,13 @@ class SearchSpace:
     leaves: dict[str, Spec]  # dotted config path -> spec (fixed values are ValueSpec)
     params: dict[str, Spec]  # free parameters (not config keys)
 
-    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config."""
-        values: dict[str, Any] = {}
+    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config.
+
+        ``overrides`` (dotted config paths this space does not mention: a recipe's, ``gantune.sampling.warm``)
+        replace those keys' defaults, in the config and wherever an expression or condition reads them."""
+        extra = {k: v for k, v in (overrides or {}).items() if k not in self.leaves and k not in self.params}
+        values: dict[str, Any] = dict(extra)
         resolving: list[str] = []
         absent = object()
 
@@ -130,7 +134,7 @@ class SearchSpace:
             resolve(name)
         nested: dict[str, Any] = {"name": self.name}
         for path, value in values.items():
-            if path in self.leaves and value is not absent:
+            if (path in self.leaves or path in extra) and value is not absent:
                 *parents, key = path.split(".")  # a subsection's key (model.progressive.start) nests once more
                 at = nested
                 for part in parents:

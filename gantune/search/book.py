@@ -106,6 +106,8 @@ class SearchBook(Callback):
             return
         self.running.add(ot.number)
         self._notify("trial_started", ot.number, dict(ot.params), trial.config["trial"])
+        if trial.config.get("recipe"):  # a warm start (gantune.sampling.warm)
+            self._notify("trial_recipe", ot.number, trial.config["recipe"])
         self._progress()
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
@@ -199,8 +201,11 @@ class SearchBook(Callback):
     def _notify(self, event: str, *args: Any) -> None:
         """Forward an event; an observer's failure (say, a tracking server gone away) never stops the search."""
         for obs in self.observers:
+            handler = getattr(obs, event, None)
+            if handler is None:  # an event this observer does not take (trial_recipe is optional)
+                continue
             try:
-                getattr(obs, event)(*args)
+                handler(*args)
             except Exception as err:
                 self._say(f"warning: {type(obs).__name__}.{event} failed: {type(err).__name__}: {err}")
 

@@ -37,6 +37,7 @@ from gantune.sampling.study import (
     ranked,
     trial_status,
 )
+from gantune.sampling.warm import RECIPE_KEY, warm_start
 
 
 @dataclass
@@ -220,6 +221,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         study = open_study(space.name, storage, settings)  # check_study said it may
         study.set_user_attr("space_text", space.text)
         study.set_user_attr("settings", settings.model_dump())
+        projections = warm_start(study, space)  # a new study's first trials: known-good recipes
         resumed = interrupted_trials(study)
         done_before = finished_count(study)
         to_create = max(0, settings.trials - done_before - len(resumed))
@@ -235,6 +237,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
 
             ray.shutdown()
     summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0)
+    summary["recipes_skipped"] = {p.recipe: p.skipped for p in projections if p.skipped}
     for obs in observers:
         summary = obs.search_ended(summary)
     return summary
@@ -304,9 +307,11 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         best_info = {"trial": best.number, "values": dict(zip(settings.objectives, best.values, strict=True)),
                      "metrics": best.user_attrs.get("metrics", {}), "params": best.params,
                      "config": best.user_attrs.get("config"), "floor": provenance.floor(best),
+                     "recipe": best.user_attrs.get(RECIPE_KEY),
                      "provenance": provenance.of(best), "samples": str(samples[-1]) if samples else None}
     return {
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
+        "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
         "trial_steps": steps, "budget_steps": settings.trials * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),

@@ -176,8 +176,9 @@ class Explorer:
         new = min(max(new, lo), hi)
         return round(new) if isinstance(spec, IntSpec) else float(new)
 
-    def derive(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self.space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]  # same suggest API
+    def derive(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config of ``params``, with the member's recipe overrides (``gantune.sampling.warm``) kept."""
+        return self.space.sample(optuna.trial.FixedTrial(params), overrides)  # type: ignore[arg-type]
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         params = dict(config["params"])
@@ -187,7 +188,7 @@ class Explorer:
                 continue
             trial_params = {**params, name: self.perturb(name, params[name])}
             try:
-                candidate = self.derive(trial_params)
+                candidate = self.derive(trial_params, config.get("recipe_overrides"))
             except (ValueError, ConfigError):  # a ``when`` now asks for a parameter this member never had
                 continue
             if _frozen(candidate) == _frozen(raw):

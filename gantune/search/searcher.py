@@ -14,11 +14,13 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from gantune.catalogue import config_from_dict
 from gantune.errors import ConfigError
 from gantune.rundir import trial_dirname
 from gantune.sampling.optuna_private import stored_user_attrs
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import report_intermediate, restart_trial
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY
 
 
 class OptunaStudySearcher(Searcher):
@@ -52,6 +54,7 @@ class OptunaStudySearcher(Searcher):
             raw = self._sample(trial)
         else:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel string
+        attrs = stored_user_attrs(trial)
         run_dir = str(self.run_root / trial_dirname(trial.number))
         trial.set_user_attr("ray_trial_id", trial_id)
         trial.set_user_attr("run_dir", run_dir)
@@ -59,7 +62,8 @@ class OptunaStudySearcher(Searcher):
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
                 "cpus": s.resources.cpu, "gpu": self.gpu_share, "run_dir": run_dir, "ship_files": self.ship_files,
-                "pbt": s.pruning.scheduler == "pbt", "params": dict(trial.params)}
+                "pbt": s.pruning.scheduler == "pbt", "params": dict(trial.params),
+                RECIPE_KEY: attrs.get(RECIPE_KEY), OVERRIDES_KEY: attrs.get(OVERRIDES_KEY) or {}}
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's config, stored on the trial; a space that cannot be sampled fails this trial only.
@@ -68,12 +72,27 @@ class OptunaStudySearcher(Searcher):
         sampling becomes the trial's ``error`` and ``SearchBook`` tells it FAIL with that reason.
         """
         try:
-            raw = self.space.sample(trial)
+            raw = self._with_recipe(trial)
         except ConfigError as err:  # e.g. a circular expression
             raw = {"error": str(err)}
         except Exception as err:
             raw = {"error": f"{self.space.source}: sampling failed: {type(err).__name__}: {err}"}
         trial.set_user_attr("config", raw)
+        return raw
+
+    def _with_recipe(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's config with its recipe's overrides (``gantune.sampling.warm``). Overrides that make an
+        invalid config with the values the sampler drew (R1 with a batch-norm D …) are dropped, and the trial
+        says so (``recipe_note``): the recipe's searched values still stand."""
+        overrides = stored_user_attrs(trial).get(OVERRIDES_KEY) or {}
+        raw = self.space.sample(trial, overrides)
+        if overrides:
+            try:
+                config_from_dict(raw, f"trial {trial.number}")
+            except ConfigError as err:
+                trial.set_user_attr(OVERRIDES_KEY, {})
+                trial.set_user_attr("recipe_note", f"recipe overrides dropped: {err}")
+                raw = self.space.sample(trial)
         return raw
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

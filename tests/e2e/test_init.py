@@ -1,0 +1,106 @@
+"""``gantune init DATA``: a commented search space that loads, samples valid configs and starts from its recipe."""
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+from gantune.catalogue import config_from_dict
+from gantune.cli import main
+from gantune.sampling.space import load_space
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, chosen_recipes, project, warm_start
+from tests.conftest import last_json
+
+
+def _sampled_configs(space: object, n: int) -> list[object]:
+    """The recipe trials, then ``n`` sampled ones, each validated as a trial config."""
+    study = optuna.create_study(directions=list(space.settings.directions))
+    warm_start(study, space)
+    configs = []
+    for _ in range(n + len(study.get_trials())):
+        trial = study.ask()
+        configs.append((trial.user_attrs.get(RECIPE_KEY),
+                        config_from_dict(space.sample(trial, trial.user_attrs.get(OVERRIDES_KEY)))))
+        study.tell(trial, 1.0)
+    return configs
+
+
+def test_init_ring8_writes_a_commented_space_that_loads_and_samples(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.yaml"
+    assert main(["init", "ring8", "--out", str(out), "--json"]) == 0
+    result = last_json(capsys)
+    assert result["out"] == str(out) and result["recipes"] == ["points"] and result["objective"] == "coverage"
+    text = out.read_text()
+    assert text.startswith("# Written by `gantune init ring8`: a search for ring8's 2-D points around")
+    assert "z_dim: 2  " in text and "# R1 on real samples" in text  # the recipe's values, and why
+    space = load_space(out)
+    assert space.name == "ring8" and space.settings.warm_start is True
+    assert [project(r, space).skipped for r in chosen_recipes(space)] == [None]  # the recipe lies inside
+    configs = _sampled_configs(space, 6)
+    assert configs[0][0] == "points" and all(name is None for name, _ in configs[1:])
+    recipe = configs[0][1]
+    assert (recipe.model.z_dim, recipe.loss.r1_weight, recipe.optim.lr_g, recipe.optim.decay) == (2, 0.1, 2e-3,
+                                                                                                  "linear")
+    assert recipe.optim.lr_d == pytest.approx(2e-3) and recipe.train.batch_size == 256
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_every_builtin_and_a_folder_of_images(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    images = tmp_path / "my photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    objectives = {"grid25": "coverage", "digits": "fid", "stacked_digits": "stacked_kl", str(images): "fid"}
+    for data, objective in objectives.items():
+        out = tmp_path / f"{Path(data).name}.yaml"
+        assert main(["init", data, "--out", str(out), "--json"]) == 0, data
+        assert last_json(capsys)["objective"] == objective
+        space = load_space(out)
+        assert all(project(r, space).skipped is None for r in chosen_recipes(space)), data
+        if data != str(images):  # sampled configs of the built-ins (a folder's would be the same shapes)
+            assert len(_sampled_configs(space, 3)) >= 4
+    folder = load_space(tmp_path / "my photos.yaml")
+    assert folder.name == "my-photos" and folder.leaves["data.path"].value == str(images.resolve())
+    # the default output is <name>.yaml in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "ring8"]) == 0 and load_space(tmp_path / "ring8.yaml").name == "ring8"
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.yaml"
+    out.write_text("mine\n")
+    cases = [
+        (["init", "ring8", "--out", str(out)], f"--out {out}: exists; pass --force to overwrite it"),
+        (["init", "ring9", "--out", str(tmp_path / "y.yaml")],
+         "ring9: not a built-in dataset (grid25, ring8, digits, stacked_digits) nor a folder of images (no such "
+         "folder)"),
+        (["init", str(tmp_path / "missing"), "--out", str(tmp_path / "y.yaml")], "(no such folder)"),
+        (["init", str(out), "--out", str(tmp_path / "y.yaml")], "(a file, not a folder)"),
+        (["init", str(tmp_path), "--out", str(tmp_path / "y.yaml")], "data.path: no images"),
+        (["init", "digits", "--out", str(tmp_path / "nope" / "y.yaml")], f"folder {tmp_path / 'nope'} does not exist"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("gantune init: error: ") and needle in err[0], err
+    assert out.read_text() == "mine\n" and not (tmp_path / "y.yaml").exists()
+    assert main(["init", "ring8", "--out", str(out), "--force"]) == 0
+    assert load_space(out).name == "ring8"
+
+
+def test_a_tiny_search_of_the_written_space_starts_from_its_recipe(tmp_path: Path, ray_session: object,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "ring8", "--out", "x.yaml"]) == 0
+    assert main(["search", "x.yaml", "--trials", "1", "--max-steps", "30", "--no-tracking", "--json"]) == 0
+    summary = last_json(capsys)
+    assert summary["recipe_trials"] == {"0": "points"} and summary["counts"]["completed"] == 1
+    (trial,) = optuna.load_study(study_name="ring8", storage=summary["study_storage"]).trials
+    assert trial.user_attrs["config"]["model"]["z_dim"] == 2 and trial.params["optim.lr_g"] == 2e-3

@@ -1,0 +1,144 @@
+"""Warm starts: recipes projected onto a user's space (gantune.sampling.warm) and enqueued in a new study."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gantune.catalogue import config_from_dict
+from gantune.errors import ConfigError
+from gantune.sampling.recipes import RECIPES, data_kind, recipes_for
+from gantune.sampling.space import load_space
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, max_recipes, project, warm_start
+
+#: a user's own ring8 space with the obvious knobs: no z_dim 2, no R1, no decay
+USER = """
+name: mine
+search:
+  trials: 8
+  max_steps: 200
+  eval_every: 100
+  objective: coverage
+  direction: maximize
+  params:
+    ttur_ratio: {{float: [0.5, 2.0], log: true}}
+{warm}
+data: {{name: ring8}}
+model:
+  z_dim: 8
+  g_width: {{categorical: [64, 128]}}
+loss:
+  name: {{categorical: [nonsaturating, hinge]}}
+  gp_weight: {{float: [1, 10], when: "loss.name == 'wgan-gp'"}}
+optim:
+  lr_g: {{float: [{lo}, {hi}], log: true}}
+  lr_d: {{expr: "optim.lr_g * ttur_ratio"}}
+  beta1: {{categorical: [0.0, 0.5]}}
+train: {{batch_size: {batch}}}
+"""
+
+
+def _space(tmp_path: Path, *, lo: float = 1e-4, hi: float = 1e-2, batch: str = "128", warm: str = "") -> object:
+    path = tmp_path / "mine.yaml"
+    path.write_text(USER.format(lo=lo, hi=hi, batch=batch, warm=f"  warm_start: {warm}" if warm else ""))
+    return load_space(path)
+
+
+def test_projection_searched_fixed_and_unmentioned_keys(tmp_path: Path) -> None:
+    space = _space(tmp_path)
+    p = project(RECIPES.get("points"), space)
+    assert p.skipped is None
+    # searched keys inside their ranges get the recipe's values, categorical ones in the space's own spelling
+    assert p.params == {"model.g_width": 128, "loss.name": "nonsaturating", "optim.lr_g": 2e-3, "ttur_ratio": 1.0,
+                        "optim.beta1": 0.5}
+    assert type(p.params["optim.beta1"]) is float
+    # keys the space fixes (z_dim 8, batch 128) or derives (lr_d) stay the user's; unmentioned keys are overridden
+    assert "model.z_dim" not in p.params | p.overrides and "train.batch_size" not in p.params | p.overrides
+    assert "optim.lr_d" not in p.params | p.overrides
+    assert p.overrides["loss.r1_weight"] == 0.1 and p.overrides["optim.decay"] == "linear"
+    assert p.overrides["model.d_width"] == 128 and p.overrides["model.g_depth"] == 3
+
+
+def test_enqueued_recipe_is_the_first_trial_and_its_config_is_consistent(tmp_path: Path) -> None:
+    space = _space(tmp_path)
+    study = optuna.create_study(direction="maximize")
+    projections = warm_start(study, space)
+    assert [(p.recipe, p.skipped) for p in projections] == [("points", None)]
+    trial = study.ask()  # what the searcher does: the enqueued recipe comes first
+    assert trial.user_attrs[RECIPE_KEY] == "points"
+    raw = space.sample(trial, trial.user_attrs[OVERRIDES_KEY])
+    cfg = config_from_dict(raw)
+    assert cfg.optim.lr_g == 2e-3 and cfg.optim.lr_d == pytest.approx(2e-3)  # lr_d = lr_g * ttur_ratio
+    assert cfg.model.z_dim == 8 and cfg.train.batch_size == 128  # the user's fixed values
+    assert cfg.loss.r1_weight == 0.1 and cfg.optim.decay == "linear" and cfg.model.g_depth == 3  # the recipe's
+    assert cfg.loss.gp_weight == 10.0 and "loss.gp_weight" not in trial.params  # its ``when`` is off
+    # a later trial is the sampler's own, with the space's defaults where it says nothing
+    study.tell(trial, 0.5)
+    other = study.ask()
+    assert RECIPE_KEY not in other.user_attrs
+    assert config_from_dict(space.sample(other)).loss.r1_weight == 0.0
+
+
+def test_a_value_outside_a_searched_range_skips_the_whole_recipe(tmp_path: Path) -> None:
+    space = _space(tmp_path, lo=1e-4, hi=1e-3)  # the recipe's lr_g 2e-3 is above it
+    p = project(RECIPES.get("points"), space)
+    assert p.skipped == "optim.lr_g = 0.002 is outside the searched [0.0001, 0.001]"
+    assert p.params == {} and p.overrides == {}
+    study = optuna.create_study(direction="maximize")
+    warm_start(study, space)
+    assert study.get_trials() == []
+    # a categorical without the recipe's value: skipped too
+    assert "train.batch_size = 256" in str(project(RECIPES.get("points"), _space(tmp_path,
+                                                   batch="{categorical: [32, 64]}")).skipped)
+    # a value between the steps of a stepped range is outside it
+    stepped = _space(tmp_path, batch="{int: [100, 300], step: 100}")
+    assert project(RECIPES.get("points"), stepped).skipped == "train.batch_size = 256 is outside the searched " \
+                                                              "[100, 300]"
+    assert project(RECIPES.get("points"), _space(tmp_path, batch="{int: [128, 384], step: 128}")).params[
+        "train.batch_size"] == 256
+
+
+def test_a_fixed_essential_key_of_another_value_skips_the_recipe(tmp_path: Path) -> None:
+    space = load_space("search_spaces/wgan.yaml")  # fixes g_width 32 (not essential) and searches the loss
+    assert project(RECIPES.get("digits-wgan"), space).skipped is None
+    dcgan = load_space("search_spaces/dcgan.yaml")  # fixes loss.name: nonsaturating
+    assert project(RECIPES.get("digits-wgan"), dcgan).skipped == ("the space fixes loss.name to nonsaturating; the "
+                                                                  "recipe is for wgan-gp")
+
+
+def test_warm_start_settings(tmp_path: Path) -> None:
+    off = _space(tmp_path, warm="false")
+    study = optuna.create_study(direction="maximize")
+    assert warm_start(study, off) == [] and study.get_trials() == []
+    named = _space(tmp_path, warm="[points, images]")
+    study = optuna.create_study(direction="maximize")
+    done = warm_start(study, named)
+    assert [p.recipe for p in done] == ["points", "images"]
+    assert done[0].skipped is None and done[1].skipped == "it is for images data; this space trains on points"
+    assert [t.user_attrs[RECIPE_KEY] for t in study.get_trials()] == ["points"]
+    with pytest.raises(ConfigError, match=r"mine.yaml: search.warm_start: unknown recipe 'pointz'"):
+        _space(tmp_path, warm="[pointz]")
+
+
+def test_only_a_new_study_gets_recipes_and_at_most_a_quarter_of_the_trials(tmp_path: Path) -> None:
+    space = _space(tmp_path)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"optim.lr_g": 1e-3})  # someone's own first trial: their queue stays as it is
+    assert warm_start(study, space) == []
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING]
+    assert [max_recipes(n) for n in (1, 2, 8, 16)] == [1, 1, 2, 4]
+
+
+def test_recipes_by_data_kind() -> None:
+    assert [data_kind(n) for n in ("ring8", "grid25", "digits", "stacked_digits", "folder")] == [
+        "points", "points", "digits", "stacked_digits", "images"]
+    assert [r.name for r in recipes_for("points")] == ["points"]
+    assert [r.name for r in recipes_for("digits")] == ["digits-wgan", "digits-dcgan", "digits"]
+    # every shipped space gets at least one recipe, and every recipe trains a valid config on its data
+    for name in ("ring8", "grid25", "toy", "toy_wide", "dcgan", "wgan", "hinge", "stacked", "stacked_small_d"):
+        space = load_space(f"search_spaces/{name}.yaml")
+        study = optuna.create_study(directions=[d for d in space.settings.directions])
+        assert any(p.skipped is None for p in warm_start(study, space)), name
+        trial = study.ask()
+        config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
