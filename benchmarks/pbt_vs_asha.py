@@ -36,7 +36,9 @@ def main() -> None:
     trials, max_steps = args.trials or settings.trials, args.max_steps or settings.max_steps
     eval_every = min(settings.eval_every, max_steps)
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pbt-"))
-    common = {"max_steps": max_steps, "eval_every": eval_every, "sampler": "tpe", "seed": args.seed}
+    # schedulers compared from the same kind of start: no recipe trials in either
+    common = {"max_steps": max_steps, "eval_every": eval_every, "sampler": "tpe", "seed": args.seed,
+              "warm_start": False}
 
     rows = []
     t0 = time.monotonic()

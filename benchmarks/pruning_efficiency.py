@@ -146,7 +146,8 @@ def main() -> None:
         t0 = time.monotonic()
         summary, study, _ = run(args.space, f"bench-{mode}", workdir, {
             "trials": args.trials, "max_steps": args.max_steps, "sampler": "random", "seed": args.seed,
-            "concurrency": args.concurrent, "pruning": pruning})
+            "concurrency": args.concurrent, "pruning": pruning,
+            "warm_start": False})  # the same random configs for every arm (stock Ray Tune has no recipes)
         results[mode] = (summary, study, time.monotonic() - t0)
         print(f"  {mode}: {summary['trial_steps']} trial-steps, {time.monotonic() - t0:.0f}s", flush=True)
     if "stock" in args.modes:
