@@ -48,14 +48,14 @@ _add(Recipe("digits-wgan", ("digits",), {
     "loss.name": "wgan-gp", "optim.name": "adam", "optim.lr_g": 2.1e-4, "optim.lr_d": 7.56e-4, "ttur_ratio": 3.6,
     "optim.beta1": 0.0, "optim.beta2": 0.9, "optim.n_critic": 2, "optim.ema": 0.999, "train.batch_size": 64},
     "search_spaces/wgan.yaml's best trial: WGAN-GP, layer-norm critic, n_critic 2, TTUR 3.6, EMA 0.999 "
-    "(FID 3.7 at 2,000 steps, 10/10 classes)"))
+    "(FID 3.7 at 2,000 steps against training digits, before the held-out reference; 10/10 classes)"))
 _add(Recipe("digits-dcgan", ("digits",), {
     "model.arch": "dcgan", "model.z_dim": 64, "model.d_width": 64, "model.g_norm": "layer",
     "model.d_norm": "spectral+layer", "loss.name": "nonsaturating", "loss.r1_weight": 0.23, "optim.name": "adam",
     "optim.lr_g": 3.9e-4, "optim.lr_d": 4.68e-4, "ttur_ratio": 1.2, "optim.beta1": 0.0, "optim.beta2": 0.9,
     "optim.ema": 0.99},
     "search_spaces/dcgan.yaml's best trial: non-saturating loss with R1 0.23, spectral+layer D, TTUR 1.2, EMA 0.99 "
-    "(FID 3.9 at 2,000 steps, 10/10 classes)"))
+    "(FID 3.9 at 2,000 steps against training digits, before the held-out reference; 10/10 classes)"))
 _add(Recipe("digits", ("digits",), {
     "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 32, "model.d_width": 32, "model.g_norm": "batch",
     "model.d_norm": "spectral", "loss.name": "hinge", "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 4e-4,
