@@ -16,7 +16,7 @@ import io
 import torch
 from torch import Tensor
 
-from gantune.viz import image_grid, png_bytes
+from gantune.viz import image_grid, plane, plane_png, png_bytes
 
 #: below this, sin(omega) is treated as 0: the endpoints are parallel (or opposite) and slerp is undefined
 SIN_EPS = 1e-6
@@ -78,32 +78,17 @@ def paths_csv(points: Tensor) -> bytes:
 def paths_png(points: Tensor, samples: Tensor | None, means: Tensor | None, title: str = "") -> bytes:
     """``(rows, n, 2)`` interpolation paths as lines (start: circle, end: square) over G's ``samples`` (grey)
     and the true mixture ``means`` (red crosses): a G that separates modes jumps between them along a path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = plane(means)
     if samples is not None:
         s = samples.detach().float().cpu().numpy()
         ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.25, color="0.6", label="samples")
-    if means is not None:
-        m = means.numpy()
-        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="true means")
-        span = float(abs(m).max()) * 1.5 + 0.5
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-span, span)
     p = points.detach().float().cpu().numpy()
-    colors = plt.get_cmap("tab10")
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"]
     for r in range(p.shape[0]):
         c = colors(r % 10)
         ax.plot(p[r, :, 0], p[r, :, 1], "-", color=c, lw=1, marker=".", ms=4)
         ax.plot(p[r, 0, 0], p[r, 0, 1], "o", color=c, ms=6)
         ax.plot(p[r, -1, 0], p[r, -1, 1], "s", color=c, ms=6)
-    ax.set_aspect("equal")
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return plane_png(fig, ax, title)

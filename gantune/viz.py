@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,22 +32,28 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def scatter_png(points: torch.Tensor, means: torch.Tensor | None, title: str = "") -> bytes:
-    """Generated 2-D points (blue) over the mixture means (red crosses), as PNG bytes."""
+def plane(means: torch.Tensor | None) -> tuple[Any, Any]:
+    """A 5 x 5 in matplotlib figure and axes (Agg) for 2-D points, with the mixture ``means`` as red crosses and
+    the view fitted to them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    p = points.detach().float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.scatter(p[:, 0], p[:, 1], s=3, alpha=0.4, color="tab:blue", label="generated")
     if means is not None:
         m = means.numpy()
-        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="true means")
+        ax.scatter(m[:, 0], m[:, 1], s=60, marker="x", color="tab:red", label="true means", zorder=3)
         span = float(np.abs(m).max()) * 1.5 + 0.5
         ax.set_xlim(-span, span)
         ax.set_ylim(-span, span)
+    return fig, ax
+
+
+def plane_png(fig: Any, ax: Any, title: str) -> bytes:
+    """The figure of ``plane`` (equal aspect, titled, with its legend) as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
@@ -54,6 +61,14 @@ def scatter_png(points: torch.Tensor, means: torch.Tensor | None, title: str = "
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def scatter_png(points: torch.Tensor, means: torch.Tensor | None, title: str = "") -> bytes:
+    """Generated 2-D points (blue) over the mixture means (red crosses), as PNG bytes."""
+    fig, ax = plane(means)
+    p = points.detach().float().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=3, alpha=0.4, color="tab:blue", label="generated")
+    return plane_png(fig, ax, title)
 
 
 def samples_png(samples: torch.Tensor, means: torch.Tensor | None, title: str = "",
