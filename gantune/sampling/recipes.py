@@ -37,7 +37,8 @@ def _add(recipe: Recipe) -> None:
 
 
 _add(Recipe("points", ("points",), {
-    "model.z_dim": 2, "model.g_width": 128, "model.d_width": 128, "model.g_depth": 3, "model.d_depth": 3,
+    "model.arch": "mlp", "model.z_dim": 2, "model.g_width": 128, "model.d_width": 128, "model.g_depth": 3,
+    "model.d_depth": 3,
     "model.g_norm": "none", "model.d_norm": "none", "loss.name": "nonsaturating", "loss.r1_weight": 0.1,
     "optim.name": "adam", "optim.lr_g": 2e-3, "optim.lr_d": 2e-3, "ttur_ratio": 1.0, "optim.beta1": 0.5,
     "optim.beta2": 0.999, "optim.decay": "linear", "train.batch_size": 256},
@@ -57,8 +58,9 @@ _add(Recipe("digits-dcgan", ("digits",), {
     "search_spaces/dcgan.yaml's best trial: non-saturating loss with R1 0.23, spectral+layer D, TTUR 1.2, EMA 0.99 "
     "(FID 3.9 at 2,000 steps against training digits, before the held-out reference; 10/10 classes)"))
 _add(Recipe("digits", ("digits",), {
-    "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 32, "model.d_width": 32, "model.g_norm": "batch",
-    "model.d_norm": "spectral", "loss.name": "hinge", "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 4e-4,
+    "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 32, "model.d_width": 32, "model.g_depth": 1,
+    "model.d_depth": 1, "model.g_norm": "batch", "model.d_norm": "spectral",
+    "loss.name": "hinge", "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 4e-4,
     "ttur_ratio": 2.0, "optim.beta1": 0.0, "optim.beta2": 0.9, "optim.ema": 0.999, "train.batch_size": 64},
     "gantune/configs/digits.yaml: SNGAN-style hinge loss, spectral-norm D, TTUR 2, betas 0/0.9, EMA 0.999"))
 _add(Recipe("stacked_digits", ("stacked_digits",), {
