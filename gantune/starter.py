@@ -119,10 +119,10 @@ eval: {{n_samples: 1000, quick_samples: 300}}
 _STACKED = """\
 # Written by `gantune init {data}`: stacked digits' 1,000 modes (three scikit-learn digits, one per
 # channel, at 8 px: PacGAN's stacked MNIST) with a plain DCGAN, around the recipe "stacked_digits": the centre
-# of search_spaces/stacked.yaml (R1, spectral-norm D, EMA of G, learning rates annealed linearly; not yet measured
-# on its own). That recipe is trial 0 (search.warm_start); the other trials search the ranges below.
-# Sized for a 2-core CPU: 8 trials of at most 3,000 steps, two at a time (a 64-wide trial takes about 0.1 s a
-# step on one core: some 40 minutes in all, less with ASHA stopping the worst from step 1,000).
+# of search_spaces/stacked.yaml (R1, spectral-norm D, EMA of G, learning rates annealed linearly; alone it reached
+# 1,000 modes, KL 0.245 on 26,000 samples at 6,000 steps). That recipe is trial 0 (search.warm_start); the other
+# trials search the ranges below. Sized for a 2-core CPU: 8 trials of at most 3,000 steps, two at a time (the
+# recipe's 64-wide, 2-deep nets took 21 ms a step on one core; ASHA stops the worst from step 1,000).
 name: {name}
 search:
   trials: 8

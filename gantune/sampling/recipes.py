@@ -70,7 +70,8 @@ _add(Recipe("stacked_digits", ("stacked_digits",), {
     "optim.lr_d": 8e-4, "ttur_ratio": 2.0, "optim.beta1": 0.5, "optim.beta2": 0.99, "optim.ema": 0.999,
     "optim.decay": "linear", "train.batch_size": 64},
     "the centre of search_spaces/stacked.yaml (a plain DCGAN with R1, spectral-norm D, EMA and linear decay); "
-    "not yet measured on its own"))
+    "alone: 1,000 modes, KL 0.245 on 26,000 samples at 6,000 steps; trial 0 of stacked.yaml's search: in-search KL "
+    "0.174 at 12,000 steps, second of 10"))
 _add(Recipe("images", ("images",), {
     "model.arch": "dcgan", "model.g_norm": "batch", "model.d_norm": "spectral", "loss.name": "hinge",
     "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 4e-4, "ttur_ratio": 2.0, "optim.beta1": 0.0,
