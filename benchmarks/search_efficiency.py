@@ -1,0 +1,433 @@
+"""Search efficiency over seeds: best quality per unit of compute, against random search and stock Ray Tune.
+
+    python benchmarks/search_efficiency.py --preset grid25 [--seeds 5] [--out DIR] [--arms random gantune ...]
+    python benchmarks/search_efficiency.py --preset digits [--seeds 3]
+    python benchmarks/search_efficiency.py --preset smoke          # a few steps of every arm (the test suite's)
+
+Every arm searches the same space with the same budget B of trial-steps (``trials x max_steps`` of the unpruned
+arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
+
+- ``random``: Optuna's random sampler, no pruning (what a user starts with);
+- ``tpe``: Optuna TPE, no pruning;
+- ``stock``: Ray Tune's own ``OptunaSearch`` (seeded TPE, the space's define-by-run sampling) and
+  ``ASHAScheduler`` with the same rungs, around gantune's trial loop: what a user writes without gantune;
+- ``gantune``: gantune's default scheduling, TPE + ASHA + health verdicts (warm starts off: every arm starts from
+  the same nothing; recipes are measured in README's warm-start rows);
+- ``pbt``: gantune's Population Based Training, B / max_steps members;
+- ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
+  give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
+  promotion. These two judge pruning decisions against outcomes: the random arm ran every one of those configs
+  to the end.
+
+Pruned arms get ``--pruned-factor`` times the trials and are cut at B: quality is read at each evaluation in the
+order the results arrived, against the trial-steps spent by then (the sum over trials of the steps each had
+reported; a PBT member restored from a checkpoint counts only the steps it trains after it). Printed:
+
+1. per arm, the final best at B (median and min-max over seeds) and the compute to reach the random arm's
+   median final best: the first cumulative trial-steps (as a fraction of B) and wall seconds at which the arm's
+   best-so-far reaches it (median over the seeds that reached it; "k/n" says how many did);
+2. pruning decisions judged by outcome: a config is *bad* when its unpruned final objective is non-finite or in
+   the worst third of the random arm's configs, *good* when in the best third; the share of bad ones stopped
+   before 25% of the budget, and false prunes (good ones stopped before the end) by who stopped them (ASHA's
+   rungs, health verdicts);
+3. the evaluation noise at ASHA's rungs (the objective measured twice on the same weights, ``eval.repeat``), its
+   ratio to the spread of the objective across trials there, and what noise-aware promotion rescued and cost.
+
+The curves (median line, min-max band over seeds, against trial-steps and against wall time) go to
+``<out>/search_efficiency_<preset>.png``. Each arm's run is kept as ``<out>/<preset>/seed<k>/<arm>.json``: a
+re-run with the same ``--out`` only runs what is missing (``--fresh`` re-runs all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from common import Collector, run
+
+from gantune import env
+from gantune.sampling.settings import sign_of
+from gantune.sampling.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Preset:
+    space: Path
+    trials: int
+    max_steps: int
+    eval_every: int
+    seeds: int
+    pruned_factor: float = 3.0
+
+
+PRESETS = {
+    "grid25": Preset(ROOT / "search_spaces" / "toy_wide.yaml", trials=16, max_steps=1500, eval_every=250, seeds=5),
+    "digits": Preset(ROOT / "benchmarks" / "spaces" / "digits_wide.yaml", trials=8, max_steps=1000, eval_every=200,
+                     seeds=3),
+    "smoke": Preset(ROOT / "search_spaces" / "toy_wide.yaml", trials=3, max_steps=40, eval_every=20, seeds=1,
+                    pruned_factor=2.0),
+}
+#: the arms, in the order they run and print
+ARMS = ("random", "tpe", "stock", "gantune", "pbt", "pruned", "pruned_noise")
+NO_PRUNING = {"asha": False, "health": False}
+
+
+class TimedCollector(Collector):
+    """The benchmark's observer: each result with the wall time it arrived at."""
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None:
+        super().trial_result(number, result)
+        self.records[number][-1]["_t"] = time.time()
+
+
+def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
+    """One of gantune's arms through ``run_search``; returns its events and per-trial outcomes."""
+    trials = preset.trials
+    settings: dict[str, Any] = {"max_steps": preset.max_steps, "eval_every": preset.eval_every, "seed": seed,
+                                "warm_start": False, "concurrency": 0}
+    extra = max(trials, math.ceil(preset.pruned_factor * trials))
+    settings.update({
+        "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
+        "tpe": {"sampler": "tpe", "trials": trials, "pruning": NO_PRUNING},
+        "gantune": {"sampler": "tpe", "trials": extra, "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+        "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
+        "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
+        "pruned_noise": {"sampler": "random", "trials": trials,
+                         "pruning": {"asha": True, "health": True, "noise_aware": True}},
+    }[arm])
+    collector = TimedCollector()
+    t0 = time.time()
+    summary, study, _ = run(preset.space, f"eff-{arm}", workdir, settings, collector)
+    trials_out = {}
+    for t in study.trials:
+        status = str(t.user_attrs.get("gantune_status", t.state.name.lower()))
+        trials_out[t.number] = {"status": status, "steps": int(t.user_attrs.get("steps", 0)),
+                                "params": {k: _plain(v) for k, v in t.params.items()}}
+    events = [[r["_t"] - t0, n, int(r.get("step", 0)), r.get("objective"), r.get("objective_repeat"),
+               r.get("pbt_restored_step")] for n, recs in collector.records.items() for r in recs]
+    return {"events": sorted(events), "trials": trials_out, "wall_s": time.time() - t0,
+            "trial_steps": summary["trial_steps"]}
+
+
+def _plain(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+class DefineByRun:
+    """OptunaSearch's define-by-run space: the space's own sampling (a class: Tune pickles its searcher)."""
+
+    def __init__(self, space: Any) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {"trial": self.space.sample(trial), "number": trial.number}
+
+
+def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
+    """Ray Tune's own ``OptunaSearch`` (seeded TPE) + ``ASHAScheduler`` with the space's rungs, no health
+    verdicts, around gantune's trial loop: each report goes to Tune and, with its time, to a log per trial."""
+    import torch
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from gantune.catalogue import config_from_dict
+    from gantune.trial import train
+
+    env.configure()
+    space = load_space(preset.space, name="eff-stock")
+    raw = space.settings.model_dump()
+    raw.update(max_steps=preset.max_steps, eval_every=preset.eval_every, seed=seed)
+    s = space.settings = type(space.settings).model_validate(raw)
+    objective, mode = s.objectives[0], s.mode
+    logs = workdir / "stock-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    trials = max(preset.trials, math.ceil(preset.pruned_factor * preset.trials))
+    t0 = time.time()
+
+    def trainable(config: dict[str, Any]) -> None:
+        torch.set_num_threads(1)
+        log = (logs / f"{config['number']}.jsonl").open("a")
+
+        def report(record: dict[str, float]) -> None:
+            line = {"t": time.time() - t0, "step": int(record["step"]), "objective": record.get(objective)}
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            if objective in record:  # OptunaSearch needs the metric in every result
+                tune.report({**record, "objective": record[objective]})
+
+        with log:
+            train(config_from_dict(config["trial"]), report=report, device="cpu",
+                  run_dir=workdir / "stock-runs" / f"trial-{config['number']:04d}")
+
+    searcher = OptunaSearch(space=DefineByRun(space), metric="objective", mode=mode,
+                            sampler=optuna.samplers.TPESampler(seed=seed))
+    scheduler = ASHAScheduler(time_attr="step", metric="objective", mode=mode, max_t=s.max_steps,
+                              grace_period=s.pruning.grace_evals * s.eval_every,
+                              reduction_factor=s.pruning.reduction_factor)
+    tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+               tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials),
+               run_config=tune.RunConfig(storage_path=str(workdir / "stock-ray"), verbose=0)).fit()
+    events, trials_out = [], {}
+    for path in logs.glob("*.jsonl"):
+        number = int(path.stem)
+        lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        events += [[ln["t"], number, ln["step"], ln["objective"], None, None] for ln in lines]
+        trials_out[number] = {"status": "", "steps": max((ln["step"] for ln in lines), default=0), "params": {}}
+    return {"events": sorted(events), "trials": trials_out, "wall_s": time.time() - t0,
+            "trial_steps": sum(t["steps"] for t in trials_out.values())}
+
+
+def run_arm(arm: str, preset: Preset, seed: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"gantune-eff-{arm}-"))
+    out = stock_arm(preset, seed, workdir) if arm == "stock" else gantune_arm(arm, preset, seed, workdir)
+    out["workdir"] = str(workdir)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- analysis
+@dataclass
+class Curve:
+    """Best-so-far ``best[i]`` (signed: lower is better) after ``steps[i]`` trial-steps and ``wall[i]`` seconds."""
+
+    steps: list[float]
+    wall: list[float]
+    best: list[float]
+
+    def at_budget(self, budget: float) -> float:
+        values = [b for s, b in zip(self.steps, self.best, strict=True) if s <= budget]
+        return values[-1] if values else math.inf
+
+    def reach(self, target: float, budget: float) -> tuple[float, float] | None:
+        """(trial-steps, wall seconds) where the best-so-far first reaches ``target`` within the budget."""
+        for s, w, b in zip(self.steps, self.wall, self.best, strict=True):
+            if s <= budget and b <= target:
+                return s, w
+        return None
+
+
+def curve(run_: dict[str, Any], sign: float) -> Curve:
+    """The best-so-far curve of one arm's run, from its events in arrival order."""
+    done: dict[int, int] = {}  # steps each trial has trained (a restored PBT member: only its own training)
+    at: dict[int, int] = {}  # the step each trial reported last
+    spent = 0
+    out = Curve([], [], [])
+    best = math.inf
+    for t, number, step, value, _, restored in run_.get("events", []):
+        prev = int(restored) if restored is not None else at.get(number, 0)
+        gained = max(0, step - prev)
+        at[number] = step
+        done[number] = done.get(number, 0) + gained
+        spent += gained
+        if value is not None and math.isfinite(value):
+            best = min(best, sign * value)
+        if math.isfinite(best):
+            out.steps.append(spent)
+            out.wall.append(t)
+            out.best.append(best)
+    return out
+
+
+def final_values(run_: dict[str, Any], max_steps: int) -> dict[int, float]:
+    """Each trial's objective at its last step when it trained to the end; NaN when it never got there."""
+    values = {int(n): math.nan for n in run_["trials"]}
+    for _, number, step, value, _, _ in run_["events"]:
+        if step == max_steps and value is not None:
+            values[number] = value
+    return values
+
+
+def labels(random_run: dict[str, Any], max_steps: int, sign: float) -> dict[int, str]:
+    """Each config by its unpruned outcome: ``bad`` (non-finite, or in the worst third of final objectives),
+    ``good`` (the best third) or ``mid``; a config that never reached the end ranks below every finite one."""
+    finals = final_values(random_run, max_steps)
+    order = sorted(finals, key=lambda n: sign * finals[n] if math.isfinite(finals[n]) else math.inf)
+    third = max(1, len(order) // 3)
+    out = {n: "good" if rank < third else "bad" if rank >= len(order) - third else "mid"
+           for rank, n in enumerate(order)}
+    out.update({n: "bad" for n, v in finals.items() if not math.isfinite(v)})
+    return out
+
+
+def decisions(pruned: dict[str, Any], lab: dict[int, str], max_steps: int) -> dict[str, int]:
+    """How a pruned arm treated configs of known outcome."""
+    c = dict.fromkeys(("bad", "bad_early", "good", "good_asha", "good_health"), 0)
+    for n, info in pruned["trials"].items():
+        kind = lab.get(int(n))
+        steps, status = info["steps"], info["status"]
+        if kind == "bad":
+            c["bad"] += 1
+            c["bad_early"] += steps < 0.25 * max_steps
+        elif kind == "good":
+            c["good"] += 1
+            if steps < max_steps and status == "pruned:asha":
+                c["good_asha"] += 1
+            elif steps < max_steps and status.startswith("pruned:"):
+                c["good_health"] += 1
+    return c
+
+
+def rung_noise(run_: dict[str, Any], rungs: list[int]) -> dict[int, tuple[float, float, int]]:
+    """Per rung: (the sd of one evaluation from the pairs measured on the same weights, the sd of the objective
+    across trials there, pairs)."""
+    out = {}
+    for rung in rungs:
+        pairs = [(v, r) for _, _, step, v, r, _ in run_["events"]
+                 if step == rung and v is not None and r is not None and math.isfinite(v) and math.isfinite(r)]
+        if len(pairs) >= 2:
+            noise = math.sqrt(statistics.fmean((a - b) ** 2 for a, b in pairs) / 2)
+            out[rung] = (noise, statistics.stdev(a for a, _ in pairs), len(pairs))
+    return out
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str, Any]]], out: Path) -> None:
+    settings = load_space(preset.space).settings
+    objective = settings.objectives[0]
+    sign = sign_of(settings.directions[0])
+    budget = preset.trials * preset.max_steps
+    curves = {arm: {seed: curve(r, sign) for seed, r in by_seed.items()} for arm, by_seed in runs.items()}
+    finals = {arm: {seed: c.at_budget(budget) for seed, c in by_seed.items()} for arm, by_seed in curves.items()}
+    seeds = sorted(runs.get("random", {}))
+    target = _med([finals["random"][s] for s in seeds]) if seeds else math.nan
+    print(f"\npreset {preset_name}: {preset.space.name}, budget {budget} trial-steps ({preset.trials} x "
+          f"{preset.max_steps}) per search, objective {objective} ({settings.directions[0]}), seeds "
+          f"{sorted({s for r in runs.values() for s in r})}")
+    print(f"target: the random arm's median final best, {objective} {sign * target:.4g}")
+    print(f"{'arm':<14}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
+          f"{'wall to target':>16}{'wall s':>8}")
+    for arm, by_seed in curves.items():
+        values = sorted(sign * v for v in finals[arm].values())
+        reached = [r for c in by_seed.values() if (r := c.reach(target, budget)) is not None]
+        frac = _med([s / budget for s, _ in reached])
+        walls = _med([runs[arm][s]["wall_s"] for s in by_seed])
+        spread = f"[{values[0]:.4g}, {values[-1]:.4g}]" if values else ""
+        to_steps = f"{frac:.1%} of B" if reached else "-"
+        to_wall = f"{_med([w for _, w in reached]):.0f} s" if reached else "-"
+        print(f"{arm:<14}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
+              f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>8.0f}")
+    for arm in ("pruned", "pruned_noise"):
+        if arm not in runs or "random" not in runs:
+            continue
+        total = dict.fromkeys(("bad", "bad_early", "good", "good_asha", "good_health"), 0)
+        for seed, r in runs[arm].items():
+            if seed not in runs["random"]:
+                continue
+            lab = labels(runs["random"][seed], preset.max_steps, sign)
+            for k, v in decisions(r, lab, preset.max_steps).items():
+                total[k] += v
+        print(f"\n{arm}: bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
+              f"({total['bad_early'] / max(total['bad'], 1):.0%}); false prunes of good configs: by health verdicts "
+              f"{total['good_health']}/{total['good']} ({total['good_health'] / max(total['good'], 1):.0%}), by ASHA "
+              f"{total['good_asha']}/{total['good']} ({total['good_asha'] / max(total['good'], 1):.0%}); "
+              f"trial-steps {sum(r['trial_steps'] for r in runs[arm].values())}")
+    if "pruned_noise" in runs:
+        p = settings.pruning
+        grace = p.grace_evals * preset.eval_every
+        rungs = [r for k in range(8) if (r := grace * p.reduction_factor ** k) < preset.max_steps]
+        print("\nevaluation noise at ASHA's rungs (objective measured twice on the same weights, all seeds pooled):")
+        for seed, r in sorted(runs["pruned_noise"].items()):
+            for rung, (noise, spread, n) in rung_noise(r, rungs).items():
+                print(f"  seed {seed} step {rung}: sd of one evaluation {noise:.3g}, sd across trials {spread:.3g} "
+                      f"(noise/spread {noise / spread if spread else math.nan:.2f}, {n} trials)")
+    plot(curves, budget, target, objective, sign, out / f"search_efficiency_{preset_name}.png")
+
+
+def plot(curves: dict[str, dict[int, Curve]], budget: float, target: float, objective: str, sign: float,
+         path: Path) -> None:
+    """Median best-so-far with the min-max band over seeds, against trial-steps and against wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, xkey, xmax, label in ((axes[0], "steps", budget, "trial-steps (fraction of the budget B)"),
+                                  (axes[1], "wall", None, "wall seconds")):
+        for arm, by_seed in curves.items():
+            if not by_seed:
+                continue
+            top = xmax or max((getattr(c, xkey)[-1] for c in by_seed.values() if c.steps), default=1.0)
+            grid = [top * i / 100 for i in range(1, 101)]
+            rows = [[_value_at(getattr(c, xkey), c.best, x) for x in grid] for c in by_seed.values()]
+            cols = [[v for v in col if math.isfinite(v)] for col in zip(*rows, strict=True)]
+            xs = [x / budget if xkey == "steps" else x for x, col in zip(grid, cols, strict=True) if col]
+            kept = [col for col in cols if col]
+            line = ax.plot(xs, [sign * statistics.median(c) for c in kept], label=arm)[0]
+            ax.fill_between(xs, [sign * min(c) for c in kept], [sign * max(c) for c in kept], alpha=0.15,
+                            color=line.get_color())
+        if math.isfinite(target):
+            ax.axhline(sign * target, color="grey", linestyle="--", linewidth=0.8, label="random's median final best")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"best {objective} so far")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\ncurves: {path}")
+
+
+def _value_at(xs: list[float], best: list[float], x: float) -> float:
+    value = math.inf
+    for xi, b in zip(xs, best, strict=True):
+        if xi > x:
+            break
+        value = b
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), default="grid25")
+    ap.add_argument("--seeds", type=int, default=None, help="sampler seeds 0..N-1 (default: the preset's)")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--fresh", action="store_true", help="re-run arms already kept in --out")
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
+    env.configure()
+    import ray
+
+    # one local Ray for every arm (each search joins it): no arm pays Ray's start, and each sees the same CPUs
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    try:
+        run_all(args, preset, runs)
+    finally:
+        ray.shutdown()
+    report(args.preset, preset, runs, args.out)
+
+
+def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Each arm of each seed not kept in ``--out`` yet, run and kept."""
+    for seed in range(args.seeds or preset.seeds):
+        for arm in args.arms:
+            path = args.out / args.preset / f"seed{seed}" / f"{arm}.json"
+            if path.exists() and not args.fresh:
+                runs[arm][seed] = json.loads(path.read_text())
+                continue
+            t0 = time.monotonic()
+            result = run_arm(arm, preset, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
+            runs[arm][seed] = result
+            print(f"  seed {seed} {arm}: {result['trial_steps']} trial-steps, {time.monotonic() - t0:.0f} s",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
