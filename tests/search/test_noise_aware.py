@@ -1,0 +1,118 @@
+"""Noise-aware ASHA (``pruning.noise_aware``): the evaluation noise measured from repeated evaluations, and the
+stops it turns into CONTINUE, driven with built result streams (no Ray session)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from gantune.noise import rung_noise
+from gantune.sampling.space import load_space
+from gantune.search.scheduler import AshaStop, NoiseAwareASHA, RecordingASHA, Rescue, make_scheduler
+from gantune.search.trainable import OBJECTIVE_REPEAT
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+#: four trials that each beat every earlier one at the first rung (ASHA keeps them all), measured twice: the
+#: repeats lie 0.1 off, so one evaluation's noise is sqrt(0.01 / 2) ~ 0.071; the rung's cutoff is then 2.5
+CALIBRATION = [(4.0, 4.1), (3.0, 2.9), (2.0, 2.1), (1.0, 0.9)]
+NEAR = (2.55, 2.6)  # worse than the cutoff 2.5 by 0.05: within one noise sd
+FAR = (5.0, 5.1)  # worse by 2.45: far outside it
+
+
+def test_rung_noise_is_the_sd_of_one_evaluation() -> None:
+    assert rung_noise([(1.0, 1.2), (2.0, 1.8)]) == pytest.approx(math.sqrt(0.04 / 2))
+    assert rung_noise([(3.0, 3.0), (5.0, 5.0), (0.0, 0.0)]) == 0.0
+    assert math.isnan(rung_noise([(1.0, 1.2)]))  # one difference is no estimate
+    assert math.isnan(rung_noise([]))
+    assert rung_noise([(1.0, 1.2), (2.0, math.nan), (2.0, 1.8)]) == pytest.approx(math.sqrt(0.04 / 2))
+
+
+def _scheduler(cls: type[RecordingASHA], mode: str, **kwargs: Any) -> RecordingASHA:
+    return cls({}, time_attr="step", metric="objective", mode=mode, max_t=99, grace_period=10,
+               reduction_factor=2, stop_last_trials=False, **kwargs)
+
+
+def _drive(sched: RecordingASHA, stream: list[tuple[float, float]], sign: float = 1.0, repeat: bool = True,
+           step: int = 10) -> list[tuple[Trial, str]]:
+    """One new trial per pair, each reporting ``sign *`` its pair at ``step``; its decisions."""
+    out = []
+    for value, again in stream:
+        trial = Trial("__fake", config={}, stub=True)
+        sched.on_trial_add(None, trial)  # type: ignore[arg-type]
+        result = {"step": float(step), "objective": sign * value, **({OBJECTIVE_REPEAT: sign * again} if repeat
+                                                                    else {})}
+        out.append((trial, sched.on_trial_result(None, trial, result)))
+    return out
+
+
+@pytest.mark.parametrize(("mode", "sign"), [("min", 1.0), ("max", -1.0)])
+def test_a_trial_within_the_noise_of_the_cutoff_continues_and_one_far_below_stops(mode: str, sign: float) -> None:
+    sched = _scheduler(NoiseAwareASHA, mode)
+    assert isinstance(sched, NoiseAwareASHA)
+    decisions = _drive(sched, [*CALIBRATION, NEAR, FAR], sign)
+    assert [d for _, d in decisions] == [CONTINUE] * 5 + [STOP]
+    (near, _), (far, _) = decisions[4], decisions[5]
+    sigma = rung_noise([*CALIBRATION, NEAR])
+    assert list(sched.rescued) == [near.trial_id]
+    rescue = sched.rescued[near.trial_id]
+    assert isinstance(rescue, Rescue) and (rescue.step, rescue.value, rescue.sigma) == (10, sign * 2.55, sigma)
+    assert rescue.cutoff == pytest.approx(sign * 2.5)  # in the objective's units, whichever the mode
+    assert sched.rescues == [(near.trial_id, sched.rescued[near.trial_id])]
+    assert sched.noise(10.0) == pytest.approx(rung_noise([*CALIBRATION, NEAR, FAR])) and set(sched.pairs) == {10.0}
+    # a trial stopped anyway is recorded as plain ASHA records it
+    assert sched.stopped == {far.trial_id: AshaStop(10, sign * 5.0)}
+    assert near.trial_id not in sched.stopped
+
+
+def test_plain_asha_stops_the_trial_the_noise_aware_one_keeps() -> None:
+    plain = _scheduler(RecordingASHA, "min")
+    decisions = _drive(plain, [*CALIBRATION, NEAR])
+    assert decisions[-1][1] == STOP and decisions[-1][0].trial_id in plain.stopped
+
+
+def test_without_repeats_or_outside_the_margin_noise_aware_asha_decides_as_plain_asha() -> None:
+    unmeasured = _scheduler(NoiseAwareASHA, "min")  # no objective_repeat: no noise known
+    assert [d for _, d in _drive(unmeasured, [*CALIBRATION, NEAR], repeat=False)][-1] == STOP
+    assert isinstance(unmeasured, NoiseAwareASHA) and not unmeasured.rescued
+    narrow = _scheduler(NoiseAwareASHA, "min", noise_margin=0.5)  # 0.05 away > 0.5 sd ~ 0.033
+    assert [d for _, d in _drive(narrow, [*CALIBRATION, NEAR])][-1] == STOP
+    assert isinstance(narrow, NoiseAwareASHA) and not narrow.rescued
+
+
+def test_each_rung_has_its_own_noise() -> None:
+    """Pairs measured at the first rung say nothing of the second: there, two pairs are needed again."""
+    sched = _scheduler(NoiseAwareASHA, "min")
+    assert isinstance(sched, NoiseAwareASHA)
+    _drive(sched, CALIBRATION)
+    first = _drive(sched, [(3.0, 3.0)], step=20)  # the second rung's first result: nothing to compare
+    assert first[0][1] == CONTINUE and set(sched.pairs) == {10.0, 20.0} and math.isnan(sched.noise(20.0))
+
+
+SPACE = """
+name: n
+search:
+  trials: 3
+  max_steps: 60
+  eval_every: 20
+  pruning: {pruning}
+data: {{name: grid25}}
+optim:
+  lr_g: {{float: [1.0e-4, 1.0e-2], log: true}}
+"""
+
+
+@pytest.mark.parametrize(("pruning", "kind"), [("{grace_evals: 1, reduction_factor: 2}", RecordingASHA),
+                                                ("{grace_evals: 1, noise_aware: true, noise_margin: 2}",
+                                                 NoiseAwareASHA)])
+def test_the_search_settings_choose_the_scheduler(tmp_path: Path, pruning: str, kind: type) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text(SPACE.format(pruning=pruning))
+    sched = make_scheduler(load_space(path), {}, [])
+    assert type(sched) is kind
+    if isinstance(sched, NoiseAwareASHA):
+        assert sched.noise_margin == 2.0
