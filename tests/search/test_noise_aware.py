@@ -1,8 +1,9 @@
 """Noise-aware ASHA (``pruning.noise_aware``): the evaluation noise measured from repeated evaluations, and the
-stops it turns into CONTINUE, driven with built result streams (no Ray session)."""
+stops it turns into CONTINUE, driven with built result streams (no Ray session); and one short real search."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from gantune.noise import rung_noise
 from gantune.sampling.space import load_space
+from gantune.search import SearchOptions, run_search
 from gantune.search.scheduler import AshaStop, NoiseAwareASHA, RecordingASHA, Rescue, make_scheduler
 from gantune.search.trainable import OBJECTIVE_REPEAT
 
@@ -116,3 +118,22 @@ def test_the_search_settings_choose_the_scheduler(tmp_path: Path, pruning: str, 
     assert type(sched) is kind
     if isinstance(sched, NoiseAwareASHA):
         assert sched.noise_margin == 2.0
+
+
+def test_a_noise_aware_search_runs_with_every_evaluation_measured_twice(tmp_path: Path, ray_session: object,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "n.yaml"
+    path.write_text(SPACE.format(pruning="{grace_evals: 1, reduction_factor: 2, noise_aware: true, health: false}")
+                    .replace("trials: 3", "trials: 3\n  concurrency: 2\n  sampler: random")
+                    + "model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}\n"
+                    + "train: {batch_size: 32, log_every: 20}\neval: {n_samples: 200}\n")
+    summary = run_search(load_space(path), SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                                                         runs_dir=str(tmp_path / "runs"), quiet=True))
+    assert summary["trials"] == 3 and summary["best"] is not None, summary["counts"]
+    runs = sorted((tmp_path / "runs" / "n").glob("trial-*"))
+    assert len(runs) == 3
+    for run in runs:
+        lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+        evaluations = [ln for ln in lines if "fid" in ln]
+        assert evaluations and all(math.isfinite(ln["repeat/fid"]) for ln in evaluations), run
