@@ -38,6 +38,8 @@ from gantune.search.trainable import OBJECTIVE_REPEAT, ORIGIN
 
 #: Ray Tune's PBT perturbation factors
 FACTORS = (0.8, 1.2)
+#: the Optuna user attribute of a trial noise-aware ASHA kept: its rescues, ``[{step, value, cutoff, sigma}]``
+RESCUED_ATTR = "asha_rescued"
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,13 @@ class NoiseAwareASHA(RecordingASHA):
     at a rung: plain ASHA's decision.
     """
 
-    def __init__(self, stopped: dict[str, AshaStop], *, noise_margin: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, stopped: dict[str, AshaStop], *, noise_margin: float = 1.0,
+                 rescues: list[tuple[str, Rescue]] | None = None, **kwargs: Any) -> None:
         super().__init__(stopped, **kwargs)
         self.noise_margin = noise_margin
         self.pairs: dict[float, list[tuple[float, float]]] = {}  # rung milestone -> (objective, objective_repeat)
         self.rescued: dict[str, Rescue] = {}
-        self.rescues: list[tuple[str, Rescue]] = []
+        self.rescues = rescues if rescues is not None else []  # shared with the search's book, like ``stopped``
 
     def noise(self, milestone: float) -> float:
         """One evaluation's standard deviation at the rung ``milestone`` (NaN below two pairs)."""
@@ -177,9 +180,11 @@ class RecordingPBT(PopulationBasedTraining):
                                      dict(trial_to_clone.config["params"]), trial.config["trial"]))
 
 
-def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit]) -> TrialScheduler:
+def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
+                   rescues: list[tuple[str, Rescue]] | None = None) -> TrialScheduler:
     """PBT (decisions every ``pbt.interval_evals`` evaluations), or ASHA with rungs at evaluation steps
-    (grace = ``grace_evals`` evaluations; noise-aware with ``pruning.noise_aware``), or FIFO when ASHA is off."""
+    (grace = ``grace_evals`` evaluations; noise-aware with ``pruning.noise_aware``, its rescues appended to
+    ``rescues``), or FIFO when ASHA is off."""
     settings = space.settings
     p = settings.pruning
     mode = settings.mode
@@ -199,7 +204,7 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
                             "max_t": settings.max_steps - 1, "grace_period": grace,
                             "reduction_factor": p.reduction_factor, "stop_last_trials": False}
     if p.noise_aware:
-        return NoiseAwareASHA(stopped, noise_margin=p.noise_margin, **asha)
+        return NoiseAwareASHA(stopped, noise_margin=p.noise_margin, rescues=rescues, **asha)
     return RecordingASHA(stopped, **asha)
 
 

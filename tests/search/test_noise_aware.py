@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
@@ -137,3 +138,27 @@ def test_a_noise_aware_search_runs_with_every_evaluation_measured_twice(tmp_path
         lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
         evaluations = [ln for ln in lines if "fid" in ln]
         assert evaluations and all(math.isfinite(ln["repeat/fid"]) for ln in evaluations), run
+
+
+def test_the_study_keeps_where_a_trial_was_rescued() -> None:
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY
+    from gantune.search.book import SearchBook
+    from gantune.search.scheduler import RESCUED_ATTR
+
+    study = optuna.create_study()
+    kept, plain = TuneTrial("__fake", config={}, stub=True), TuneTrial("__fake", config={}, stub=True)
+    asked = {kept.trial_id: study.ask(), plain.trial_id: study.ask()}
+    rescues = [(kept.trial_id, Rescue(20, 2.55, 2.5, 0.07)), (plain.trial_id + "x", Rescue(20, 9.0, 8.0, 1.0)),
+               (kept.trial_id, Rescue(60, 1.4, 1.38, 0.05))]
+    book = SearchBook(study, asked, {}, ["fid"], ["minimize"], total=2, done_before=0, quiet=True,
+                      rescues=rescues)
+    for trial in (kept, plain):
+        trial.run_metadata.last_result = {"step": 100.0, STATUS_KEY: "completed", REASON_KEY: "", RULE_KEY: "",
+                                          "final/fid": 1.2}
+        book.on_trial_complete(0, [], trial)
+    first, second = study.trials
+    assert first.user_attrs[RESCUED_ATTR] == [{"step": 20, "value": 2.55, "cutoff": 2.5, "sigma": 0.07},
+                                              {"step": 60, "value": 1.4, "cutoff": 1.38, "sigma": 0.05}]
+    assert RESCUED_ATTR not in second.user_attrs and second.value == 1.2
