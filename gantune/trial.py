@@ -2,7 +2,8 @@
 
 It knows nothing of Ray, Optuna or MLflow. Every ``log_every`` steps it passes a flat record of training
 signals to ``report`` and asks ``should_stop``; every ``eval.every`` steps the evaluation hook adds the
-metric set to that record. Evaluation draws its noise from its own generator, so how often a trial is evaluated
+metric set to that record (with ``eval.repeat``, measured a second time on fresh samples as ``repeat/<metric>``:
+the evaluation noise). Evaluation draws its noise from its own generator, so how often a trial is evaluated
 never changes what it trains into. A non-finite loss ends the trial as ``diverged`` with the reason: never an
 exception, so a search can carry on.
 """
