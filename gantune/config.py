@@ -207,6 +207,9 @@ class EvalConfig:
                            "stacked_digits, inception")
     inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
     grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
+    repeat: bool = Field(default=False, description="at each full evaluation, measure the metric set a second "
+                         "time on fresh samples of the same weights, reported as repeat/<metric>: the evaluation "
+                         "noise (search.pruning.noise_aware sets it)")
 
     def grid_size(self, points: bool) -> int:
         return self.grid or (1000 if points else 64)

@@ -2,7 +2,8 @@
 
 It knows nothing of Ray, Optuna or MLflow. Every ``log_every`` steps it passes a flat record of training
 signals to ``report`` and asks ``should_stop``; every ``eval.every`` steps the evaluation hook adds the
-metric set to that record. Evaluation draws its noise from its own generator, so how often a trial is evaluated
+metric set to that record (with ``eval.repeat``, measured a second time on fresh samples as ``repeat/<metric>``:
+the evaluation noise). Evaluation draws its noise from its own generator, so how often a trial is evaluated
 never changes what it trains into. A non-finite loss ends the trial as ``diverged`` with the reason: never an
 exception, so a search can carry on.
 """
@@ -33,6 +34,8 @@ Record = dict[str, float]
 Report = Callable[[Record], None]
 #: how an evaluation's values were measured (``Evaluator.provenance``), in every metrics.jsonl evaluation line
 PROVENANCE = "provenance"
+#: the prefix of a repeated evaluation's values (``eval.repeat``): ``repeat/fid`` beside ``fid``
+REPEAT = "repeat/"
 ShouldStop = Callable[[Record], "Verdict | None"]
 EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 
@@ -117,6 +120,8 @@ def resolve_device(name: str) -> torch.device:
 def _rng_state(device: torch.device, data: RealData, evaluation: _Evaluation) -> dict[str, Any]:
     state: dict[str, Any] = {"cpu": torch.get_rng_state(), "data": data.get_state(),
                              "eval": evaluation.z_gen.get_state()}
+    if evaluation.repeat_gen is not None:
+        state["eval_repeat"] = evaluation.repeat_gen.get_state()
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -127,6 +132,8 @@ def _set_rng_state(state: dict[str, Any], device: torch.device, data: RealData, 
     data.set_state(state["data"])
     if "eval" in state:
         evaluation.z_gen.set_state(state["eval"])
+    if evaluation.repeat_gen is not None and "eval_repeat" in state:
+        evaluation.repeat_gen.set_state(state["eval_repeat"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
@@ -180,7 +187,12 @@ class _BestKeeper:
 
 class _Evaluation:
     """The evaluation hook: the metric set with a sample grid (full) or the cheap collapse signals (quick),
-    timing itself so that evaluation counts neither against steps/s nor unnoticed in the wall time."""
+    timing itself so that evaluation counts neither against steps/s nor unnoticed in the wall time.
+
+    With ``eval.repeat`` a full evaluation measures the metric set twice on the same weights, the second time on
+    samples (z, and a conditional GAN's labels) of a generator of its own: the first measurement is then the very
+    one a run without the repeat makes, and the two differ by evaluation noise alone (what a noise-aware ASHA
+    reads)."""
 
     def __init__(self, cfg: TrialConfig, evaluate: Evaluator, trainer: GANTrainer, data: RealData) -> None:
         self.cfg = cfg
@@ -197,16 +209,26 @@ class _Evaluation:
             self.grid_y, self.grid_row = grid_labels(self.classes, len(self.grid_z))
         # the metric set's z: its own stream, so that evaluating never moves the training RNG
         self.z_gen = torch.Generator(device=trainer.device).manual_seed(cfg.train.seed + 2)
+        self.repeat_gen = (torch.Generator(device=trainer.device).manual_seed(cfg.train.seed + 3)
+                           if cfg.eval.repeat else None)
         self.seconds = 0.0
 
     def fake(self, n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``n`` samples of the evaluation generator (EMA when on), for the metric set; a conditional GAN's with
         the labels they were generated for, uniform over the classes (``balanced_labels``), so that its metrics
         compare with an unconditional run's."""
-        z = torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device, generator=self.z_gen)
+        return self._fake(n, self.z_gen)
+
+    def fake_repeat(self, n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``fake`` from the repeat's own generator (``eval.repeat``)."""
+        assert self.repeat_gen is not None
+        return self._fake(n, self.repeat_gen)
+
+    def _fake(self, n: int, gen: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(n, self.cfg.model.z_dim, device=self.trainer.device, generator=gen)
         if not self.classes:
             return self.trainer.generate(z)
-        y = balanced_labels(n, self.classes, self.z_gen)
+        y = balanced_labels(n, self.classes, gen)
         return self.trainer.generate(z, y), y
 
     def picture(self, title: str) -> bytes:
@@ -222,12 +244,16 @@ class _Evaluation:
         self.seconds += time.perf_counter() - t
         return metrics
 
-    def full(self, step: int) -> tuple[Record, bytes]:
+    def full(self, step: int) -> tuple[Record, Record, bytes]:
+        """The metric set, its repeat (``repeat/<metric>``; empty without ``eval.repeat``) and the grid."""
         t = time.perf_counter()
         metrics = self.evaluate(self.fake)
+        repeat: Record = {}
+        if self.repeat_gen is not None:
+            repeat = {f"{REPEAT}{k}": v for k, v in self.evaluate(self.fake_repeat).items()}
         png = self.picture(f"step {step}")
         self.seconds += time.perf_counter() - t
-        return metrics, png
+        return metrics, repeat, png
 
 
 def train(
@@ -315,14 +341,15 @@ def train(
             record.update(quick)
             stop = Stop.non_finite(quick, step)
         if evaluated:
-            metrics, png = evaluation.full(step)
+            metrics, repeat, png = evaluation.full(step)
             out.picture(step, png)
             pictured = step
             record.update(metrics)
+            record.update(repeat)
             record["eval_s"] = evaluation.seconds
             last_eval = dict(metrics)
             best.offer(metrics, step, trainer, out)
-            stop = Stop.non_finite(metrics, step)
+            stop = Stop.non_finite(metrics, step) or Stop.non_finite(repeat, step)
         record["wall_s"] = wall()
         last = record
         if stop is None and step % tc.checkpoint_every == 0 and step < tc.steps:

@@ -102,3 +102,45 @@ def test_a_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.Mo
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(GantuneError, match=r"no CUDA device 2 \(this machine has 2\)"):
         resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("sections", [
+    {"eval": {"metrics": ["default"]}},
+    {"data": {"name": "digits", "resolution": 8}, "eval": {"metrics": ["default"]},
+     "model": {"conditional": True, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "batch"}},
+], ids=["grid25", "conditional-digits"])
+def test_a_repeated_evaluation_leaves_the_first_untouched_and_measures_its_noise(
+        tmp_path: Path, sections: dict[str, dict[str, object]]) -> None:
+    """eval.repeat measures each full evaluation again from a generator of its own (z and labels): the first
+    measurement, and every later one, is the one a run without the repeat makes."""
+    def run(repeat: bool) -> tuple[list[dict[str, float]], float]:
+        records: list[dict[str, float]] = []
+        cfg = tiny({**sections, "eval": {**sections["eval"], "repeat": repeat}}, train={"steps": 30})
+        result = train(cfg, report=records.append, run_dir=tmp_path / str(repeat))
+        assert result.status == "completed"
+        return records, result.eval_s
+
+    plain, _ = run(False)
+    repeated, _ = run(True)
+    assert [r["step"] for r in repeated] == [10, 20, 30]
+    names = [k for k in plain[0] if k not in ("steps_per_s", "eval_s", "wall_s")]  # training signals too
+    assert "fid" in names
+    for a, b in zip(plain, repeated, strict=True):
+        assert not any(k.startswith("repeat/") for k in a)
+        for name in names:
+            assert a[name] == b[name], (name, a[name], b[name])  # bit-identical, at every evaluation
+        metrics = [k for k in b if f"repeat/{k}" in b]
+        assert {f"repeat/{k}" for k in metrics} == {k for k in b if k.startswith("repeat/")}
+        assert set(metrics) >= {"fid"} and set(metrics) <= set(names)
+    fids = [(r["fid"], r["repeat/fid"]) for r in repeated]
+    assert all(f != g for f, g in fids)  # fresh samples: other values...
+    assert all(abs(f - g) < 0.5 * max(f, g) for f, g in fids)  # ...of the same weights: close
+    lines = [json.loads(ln) for ln in (tmp_path / "True" / "metrics.jsonl").read_text().splitlines()]
+    assert all("repeat/fid" in ln for ln in lines)
+    # a resumed run draws the repeat's samples where the straight one did (its generator is in the checkpoint)
+    cfg = tiny({**sections, "eval": {**sections["eval"], "repeat": True}}, train={"steps": 20})
+    train(cfg, run_dir=tmp_path / "split")
+    resumed: list[dict[str, float]] = []
+    train(tiny({**sections, "eval": {**sections["eval"], "repeat": True}}, train={"steps": 30}),
+          report=resumed.append, run_dir=tmp_path / "split", resume=True)
+    assert resumed[-1]["repeat/fid"] == repeated[-1]["repeat/fid"]

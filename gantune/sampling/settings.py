@@ -68,7 +68,19 @@ class Pruning(BaseModel):
     health: bool = Field(default=True, description="stop trials the health monitor judges diverged/collapsed/stalled")
     grace_evals: int = Field(default=2, ge=1, description="full evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(default=3, ge=2)
+    noise_aware: bool = Field(default=False, description="ASHA keeps a trial whose objective lies within the "
+                              "evaluation noise of the rung's cutoff; each evaluation is measured twice "
+                              "(eval.repeat) to know that noise")
+    noise_margin: float = Field(default=1.0, gt=0, description="noise_aware: how close to the cutoff a trial is "
+                                "kept, in standard deviations of one evaluation")
     pbt: PBTSettings = Field(default_factory=PBTSettings)
+
+    @model_validator(mode="after")
+    def _noise_needs_asha(self) -> Pruning:
+        """Only ASHA stops a trial at a cutoff the noise could have decided; PBT stops none, no scheduler none."""
+        if self.noise_aware and (self.scheduler != "asha" or not self.asha):
+            raise ValueError("noise_aware needs scheduler: asha with asha: true (it tempers ASHA's stops)")
+        return self
 
 
 class SearchSettings(BaseModel):

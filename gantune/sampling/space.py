@@ -149,6 +149,8 @@ class SearchSpace:
         raw["eval"]["quick_every"] = s.quick_every
         raw.setdefault("health", {})["objective"] = s.objectives[0]
         raw["health"]["mode"] = s.mode
+        if s.pruning.noise_aware:  # the scheduler reads each evaluation's noise from its repeat
+            raw["eval"]["repeat"] = True
         return raw
 
     def mutable_params(self) -> list[str]:

@@ -27,7 +27,7 @@ from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
 from gantune.sampling.study import report_intermediate, tell
-from gantune.search.scheduler import AshaStop, Exploit
+from gantune.search.scheduler import RESCUED_ATTR, AshaStop, Exploit, Rescue
 from gantune.search.trainable import FILES_KEY, unpack_files
 
 
@@ -65,11 +65,13 @@ class SearchBook(Callback):
                  objectives: list[str], directions: list[str], total: int, done_before: int,
                  observers: Sequence[Observer] | None = None, quiet: bool = False,
                  clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None,
-                 grids_dir: Path | None = None, max_steps: int = 0) -> None:
+                 grids_dir: Path | None = None, max_steps: int = 0,
+                 rescues: list[tuple[str, Rescue]] | None = None) -> None:
         self.study = study
         self.trials = trials
         self.asha_stopped = asha_stopped
         self.exploits = exploits if exploits is not None else []
+        self.rescues = rescues if rescues is not None else []  # noise-aware ASHA's (trial id, Rescue), in order
         self.lineage: dict[int, list[dict[str, Any]]] = {}
         self.objectives = objectives
         self.sign = sign_of(directions[0])
@@ -169,9 +171,11 @@ class SearchBook(Callback):
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
-        tell(self.study, ot, out.status, out.values,
-             {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
-              "steps": out.steps, "metrics": out.metrics})
+        attrs: dict[str, Any] = {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
+                                 "steps": out.steps, "metrics": out.metrics}
+        if rescued := [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]:
+            attrs[RESCUED_ATTR] = rescued  # where noise-aware ASHA kept it, against which cutoff and noise
+        tell(self.study, ot, out.status, out.values, attrs)
         self._count_steps(ot.number, out.steps)
         self.outcomes[ot.number] = out
         self.running.discard(ot.number)

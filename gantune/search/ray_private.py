@@ -5,7 +5,9 @@ Ray Tune's ``PopulationBasedTraining`` has no public hooks for what gantune's PB
 identity when it takes a donor's config (``_get_new_config``), a top member cloned from its latest checkpoint
 (``_checkpoint_or_exploit`` and the per-member ``_trial_state``), each exploit recorded (``_exploit``), and a
 searcher beside it that only draws the first population (``on_trial_add`` refuses any search algorithm). Ray
-also has no public call to ask whether a local auth token exists (``ray._raylet``).
+also has no public call to ask whether a local auth token exists (``ray._raylet``). ``AsyncHyperBandScheduler``
+does not say at which rung, against which cutoff, it decides a result (``NoiseAwareASHA`` needs both):
+``asha_rung`` reads them from its brackets (``_trial_info``, ``_Bracket._rungs``, ``_Bracket.cutoff``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import AsyncHyperBandScheduler, PopulationBasedTraining
 
 #: the private methods of ``PopulationBasedTraining`` that ``RecordingPBT`` overrides, with their parameters
 PBT_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -21,6 +23,31 @@ PBT_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_checkpoint_or_exploit": ("self", "trial", "tune_controller", "upper_quantile", "lower_quantile"),
     "_exploit": ("self", "tune_controller", "trial", "trial_to_clone"),
 }
+
+
+def asha_rung(asha: AsyncHyperBandScheduler, trial: Trial, result: dict[str, Any]) -> tuple[float, float | None] | None:
+    """Where ASHA's ``on_trial_result`` will decide ``result``: the rung's milestone and its cutoff then, in the
+    metric's own units (None while the rung has recorded nobody); None when it decides nothing there.
+
+    Read before the call, which records the result at that rung: the walk of ``_Bracket.on_result`` (the rungs
+    from the highest milestone down; a trial decided once per rung; with ``stop_last_trials`` off, never again
+    once recorded at a rung it has reached), and its cutoff in the ``metric_op * value`` space ASHA ranks in.
+    """
+    time_attr, metric, op = asha._time_attr, asha._metric, asha._metric_op
+    if time_attr not in result or metric not in result or op is None:
+        return None
+    t = result[time_attr]
+    if t >= asha._max_t and asha._stop_last_trials:
+        return None
+    bracket = asha._trial_info[trial.trial_id]
+    for milestone, recorded in bracket._rungs:
+        if t >= milestone and trial.trial_id in recorded and not bracket._stop_last_trials:
+            return None
+        if t < milestone or trial.trial_id in recorded:
+            continue
+        cutoff = bracket.cutoff(recorded)
+        return float(milestone), None if cutoff is None else float(op * cutoff)
+    return None
 
 
 def member_state(pbt: PopulationBasedTraining, trial: Trial) -> Any:

@@ -251,7 +251,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     from ray.tune import FailureConfig
 
     from gantune.search.book import SearchBook
-    from gantune.search.scheduler import AshaStop, Exploit, make_scheduler
+    from gantune.search.scheduler import AshaStop, Exploit, Rescue, make_scheduler
     from gantune.search.searcher import OptunaStudySearcher
     from gantune.search.trainable import run_trial
 
@@ -259,14 +259,16 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     pbt = settings.pruning.scheduler == "pbt"
     asha_stopped: dict[str, AshaStop] = {}
     exploits: list[Exploit] = []
+    rescues: list[tuple[str, Rescue]] = []
     searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address),
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
-                      grids_dir=grids_dir, max_steps=settings.max_steps)
+                      grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues)
+    scheduler = make_scheduler(space, asha_stopped, exploits, rescues)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space, asha_stopped, exploits),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=to_create + len(resumed),
                                     # PBT: the whole population exists from the start (members beyond the
                                     # resources wait paused and take turns), restarted in live actors

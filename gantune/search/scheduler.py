@@ -2,7 +2,9 @@
 remembering which member cloned which (the lineage the study and MLflow record).
 
 Health verdicts act inside each trial (its ``should_stop``), so a diverging or collapsing trial ends at the
-first signal, without waiting for a rung; ASHA handles trials that are merely worse than their peers. Under PBT
+first signal, without waiting for a rung; ASHA handles trials that are merely worse than their peers. A
+noise-aware ASHA (``pruning.noise_aware``) keeps a trial whose objective is within the evaluation noise of the
+rung's cutoff: that ranking is a coin toss, and a stop cannot be undone. Under PBT
 nothing is stopped for being worse: the bottom of the population clones the top (exploit) and perturbs its
 hyperparameters (explore, ``Explorer``); health verdicts still end diverged members.
 
@@ -22,19 +24,22 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 from gantune.errors import ConfigError
+from gantune.noise import rung_noise
 from gantune.sampling.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
-from gantune.search.ray_private import WithoutSearcher, member_state
-from gantune.search.trainable import ORIGIN
+from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state
+from gantune.search.trainable import OBJECTIVE_REPEAT, ORIGIN
 
 #: Ray Tune's PBT perturbation factors
 FACTORS = (0.8, 1.2)
+#: the Optuna user attribute of a trial noise-aware ASHA kept: its rescues, ``[{step, value, cutoff, sigma}]``
+RESCUED_ATTR = "asha_rescued"
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,68 @@ class RecordingASHA(AsyncHyperBandScheduler):
         self.stopped = stopped
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
+        decision = self.decide(tune_controller, trial, result)
         if decision == TrialScheduler.STOP:
             self.stopped[trial.trial_id] = AshaStop(int(result["step"]), float(result["objective"]))
         return decision
+
+    def decide(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        """ASHA's decision on ``result`` (a subclass may temper it; only a final STOP is recorded)."""
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class Rescue(NamedTuple):
+    """A stop ``NoiseAwareASHA`` turned into CONTINUE: at ``step`` the objective was ``value``, the rung's cutoff
+    ``cutoff`` (both in the objective's units), and one evaluation's noise there ``sigma``."""
+
+    step: int
+    value: float
+    cutoff: float
+    sigma: float
+
+
+class NoiseAwareASHA(RecordingASHA):
+    """ASHA that does not stop a trial within ``noise_margin`` evaluation noise of the rung's cutoff.
+
+    Every evaluation report carries its objective measured twice on the same weights (``objective`` and
+    ``objective_repeat``, ``eval.repeat``). The pairs decided at one rung (milestone) pool into that rung's noise,
+    ``sigma = rung_noise(pairs)``, the standard deviation of one evaluation: noise changes with training (early
+    samples are spread wider), so each rung keeps its own. Where plain ASHA would stop a trial and
+    ``|value - cutoff| <= noise_margin * sigma``, it continues instead, and the rescue is kept: ``rescued``
+    (trial id -> its latest ``Rescue``) and ``rescues`` (every one, in order; a trial may be rescued at several
+    rungs). Its value stays recorded at the rung, as ASHA records every value it decides on. Fewer than two pairs
+    at a rung: plain ASHA's decision.
+    """
+
+    def __init__(self, stopped: dict[str, AshaStop], *, noise_margin: float = 1.0,
+                 rescues: list[tuple[str, Rescue]] | None = None, **kwargs: Any) -> None:
+        super().__init__(stopped, **kwargs)
+        self.noise_margin = noise_margin
+        self.pairs: dict[float, list[tuple[float, float]]] = {}  # rung milestone -> (objective, objective_repeat)
+        self.rescued: dict[str, Rescue] = {}
+        self.rescues = rescues if rescues is not None else []  # shared with the search's book, like ``stopped``
+
+    def noise(self, milestone: float) -> float:
+        """One evaluation's standard deviation at the rung ``milestone`` (NaN below two pairs)."""
+        return rung_noise(self.pairs.get(milestone, []))
+
+    def decide(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        rung = asha_rung(self, trial, result)  # before ASHA records the result there
+        if rung is not None and OBJECTIVE_REPEAT in result:
+            self.pairs.setdefault(rung[0], []).append((float(result["objective"]), float(result[OBJECTIVE_REPEAT])))
+        decision = super().decide(tune_controller, trial, result)
+        if decision != TrialScheduler.STOP or rung is None:
+            return decision
+        milestone, cutoff = rung
+        if cutoff is None:  # ASHA stops nobody against an empty rung; kept for the type's sake
+            return decision
+        value, sigma = float(result["objective"]), self.noise(milestone)
+        if not math.isfinite(sigma) or abs(value - cutoff) > self.noise_margin * sigma:
+            return decision
+        rescue = Rescue(int(result["step"]), value, cutoff, sigma)
+        self.rescued[trial.trial_id] = rescue
+        self.rescues.append((trial.trial_id, rescue))
+        return TrialScheduler.CONTINUE
 
 
 @dataclass(frozen=True)
@@ -117,9 +180,11 @@ class RecordingPBT(PopulationBasedTraining):
                                      dict(trial_to_clone.config["params"]), trial.config["trial"]))
 
 
-def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit]) -> TrialScheduler:
+def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
+                   rescues: list[tuple[str, Rescue]] | None = None) -> TrialScheduler:
     """PBT (decisions every ``pbt.interval_evals`` evaluations), or ASHA with rungs at evaluation steps
-    (grace = ``grace_evals`` evaluations), or FIFO when ASHA is off."""
+    (grace = ``grace_evals`` evaluations; noise-aware with ``pruning.noise_aware``, its rescues appended to
+    ``rescues``), or FIFO when ASHA is off."""
     settings = space.settings
     p = settings.pruning
     mode = settings.mode
@@ -135,8 +200,12 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
     if grace >= settings.max_steps:
         return FIFOScheduler()  # no rung before the end of the budget
     # max_t just under the budget: no rung at the last step, where a trial has already spent everything
-    return RecordingASHA(stopped, time_attr="step", metric="objective", mode=mode, max_t=settings.max_steps - 1,
-                         grace_period=grace, reduction_factor=p.reduction_factor, stop_last_trials=False)
+    asha: dict[str, Any] = {"time_attr": "step", "metric": "objective", "mode": mode,
+                            "max_t": settings.max_steps - 1, "grace_period": grace,
+                            "reduction_factor": p.reduction_factor, "stop_last_trials": False}
+    if p.noise_aware:
+        return NoiseAwareASHA(stopped, noise_margin=p.noise_margin, rescues=rescues, **asha)
+    return RecordingASHA(stopped, **asha)
 
 
 def _frozen(raw: dict[str, Any]) -> tuple[Any, ...]:

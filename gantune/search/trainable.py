@@ -31,13 +31,15 @@ from gantune.devices import memory_fraction, trial_device
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor
 from gantune.rundir import CHECKPOINT, atomic_write
-from gantune.trial import Record, TrialResult, is_oom, release_memory, train
+from gantune.trial import REPEAT, Record, TrialResult, is_oom, release_memory, train
 
 FILES_KEY = "gantune_files"
 #: PBT: the trial and step of the checkpoint a restarted member trains on from (its own after a pause, a donor's
 #: after an exploit), in its first report after the restart
 RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
+#: an evaluation report's second measurement of the objective (``eval.repeat``), beside ``objective``
+OBJECTIVE_REPEAT = "objective_repeat"
 
 #: sends one report to Tune, with the checkpoint it carries (``tune.report`` in a trial; a test collects them)
 Send = Callable[[dict[str, Any], "Checkpoint | None"], None]
@@ -108,7 +110,8 @@ def restore_checkpoint(run_dir: Path, checkpoint: Checkpoint | None) -> dict[str
 class Reporter:
     """The trial loop's ``report``: each record goes to Tune with what rides along.
 
-    An evaluation record also carries ``objective`` (the search's first objective, what ASHA and PBT read); the
+    An evaluation record also carries ``objective`` (the search's first objective, what ASHA and PBT read), and
+    with ``eval.repeat`` ``objective_repeat`` (its second measurement: a noise-aware ASHA's noise); the
     sample grid and the measurement provenance wait for the next report; the first report after a PBT restart
     carries ``restored_from``. With ``checkpoint_every`` (PBT) each evaluation at a multiple of it before the last
     step carries the run directory's checkpoint, which another member may clone. ``last_step`` is the step of the
@@ -144,6 +147,8 @@ class Reporter:
         out: dict[str, Any] = dict(record)
         if self.objective in record:
             out["objective"] = record[self.objective]
+        if (repeat := REPEAT + self.objective) in record:
+            out[OBJECTIVE_REPEAT] = record[repeat]
         out.update(self.take_pending())
         out.update(self._restored_from)  # the first report after a restart says whose checkpoint it trained on from
         self._restored_from.clear()

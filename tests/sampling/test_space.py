@@ -70,6 +70,12 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("data: {name: grid25}", "dta: {name: grid25}"), "dta: unknown section"),
     (("eval_every: 20", "eval_every: 200"), "eval_every must not exceed max_steps"),
     (("model: {g_width: 16}", "model: {g_width: {int: [0, 4]}}"), "model.g_width: Input should be greater"),
+    (("trials: 3", "trials: 3\n  pruning: {scheduler: pbt, noise_aware: true}"),
+     "search.pruning: noise_aware needs scheduler: asha with asha: true"),
+    (("trials: 3", "trials: 3\n  pruning: {asha: false, noise_aware: true}"),
+     "search.pruning: noise_aware needs scheduler: asha with asha: true"),
+    (("trials: 3", "trials: 3\n  pruning: {noise_aware: true, noise_margin: 0}"),
+     "search.pruning.noise_margin: Input should be greater than 0"),
 ])
 def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
     text = SPACE.replace(*edit)
@@ -97,3 +103,13 @@ def test_name_from_file_or_flag(tmp_path: Path) -> None:
     assert _space(tmp_path).name == "t"
     assert load_space(tmp_path / "s.yaml", name="other").name == "other"
     assert _space(tmp_path, SPACE.replace("name: t\n", ""), "stem.yaml").name == "stem"
+
+
+def test_a_noise_aware_search_repeats_every_evaluation(tmp_path: Path) -> None:
+    """pruning.noise_aware reads each evaluation's noise from its repeat: every trial config has eval.repeat."""
+    plain = _space(tmp_path)
+    aware = _space(tmp_path, SPACE.replace("trials: 3", "trials: 3\n  pruning: {noise_aware: true}"), "n.yaml")
+    study = optuna.create_study()
+    for space, repeat in ((plain, False), (aware, True)):
+        for _ in range(3):
+            assert config_from_dict(space.sample(study.ask())).eval.repeat is repeat

@@ -4,13 +4,14 @@ changes its parameters or drops the per-member state fails here, by name, instea
 from __future__ import annotations
 
 import inspect
+import random
 
 import pytest
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import AsyncHyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher, SearchGenerator
 
-from gantune.search.ray_private import PBT_OVERRIDES, WithoutSearcher, has_local_token, member_state
+from gantune.search.ray_private import PBT_OVERRIDES, WithoutSearcher, asha_rung, has_local_token, member_state
 from gantune.search.scheduler import RecordingPBT
 
 
@@ -45,3 +46,33 @@ def test_a_member_is_added_beside_a_searcher_only_through_the_proxy() -> None:
 
 def test_the_token_lookup_answers() -> None:
     assert isinstance(has_local_token(), bool)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("stop_last", [False, True])
+def test_the_asha_rung_read_beforehand_is_where_asha_decides(mode: str, stop_last: bool) -> None:
+    """Random streams of eight trials: ASHA stops a result exactly when ``asha_rung`` named a rung whose cutoff the
+    value is worse than, and then holds the value at that rung."""
+    rng = random.Random(0)
+    asha = AsyncHyperBandScheduler(time_attr="step", metric="objective", mode=mode, max_t=80, grace_period=10,
+                                   reduction_factor=2, stop_last_trials=stop_last)
+    trials = [Trial("__fake", config={}, stub=True) for _ in range(8)]
+    for t in trials:
+        asha.on_trial_add(None, t)  # type: ignore[arg-type]
+    sign = 1.0 if mode == "min" else -1.0
+    decided, stops = 0, 0
+    for step in range(10, 100, 10):
+        for t in trials:
+            value = rng.uniform(0, 10)
+            result = {"step": float(step), "objective": value}
+            rung = asha_rung(asha, t, result)
+            decision = asha.on_trial_result(None, t, result)  # type: ignore[arg-type]
+            worse = rung is not None and rung[1] is not None and sign * value > sign * rung[1]
+            last = stop_last and step >= 80  # max_t: every trial stops, at no rung
+            assert (decision == TrialScheduler.STOP) == (worse or last), (step, value, rung, decision)
+            stops += worse
+            if rung is not None:
+                decided += 1
+                held = dict(asha._brackets[0]._rungs)[rung[0]]
+                assert held[t.trial_id] == -sign * value
+    assert decided >= 8 * 3 and 0 < stops < decided  # at the rungs 10, 20 and 40 at least; some stopped there

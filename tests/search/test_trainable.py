@@ -10,6 +10,7 @@ from ray.train import Checkpoint
 from gantune import provenance
 from gantune.rundir import CHECKPOINT
 from gantune.search.trainable import (
+    OBJECTIVE_REPEAT,
     ORIGIN,
     RESTORED_STEP,
     RESTORED_TRIAL,
@@ -76,3 +77,13 @@ def test_a_pbt_member_checkpoints_at_its_evaluations_on_a_copy_of_its_config() -
     pbt = checkpoint_at_evaluations(cfg)
     assert pbt.train.checkpoint_every == 10 and cfg.train.checkpoint_every == 7
     assert pbt.to_dict() == {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "checkpoint_every": 10}}
+
+
+def test_an_evaluation_measured_twice_reports_the_objective_twice(tmp_path: Path) -> None:
+    sent: list[dict[str, Any]] = []
+    report = Reporter("fid", trial=0, run_dir=tmp_path, checkpoint_every=None, steps=30,
+                      send=lambda out, _: sent.append(out))
+    report({"step": 10.0, "loss_d": 1.0})  # a log: neither
+    report({"step": 20.0, "fid": 5.0, "repeat/fid": 5.25, "kid": 0.1, "repeat/kid": 0.2})
+    report({"step": 30.0, "fid": 4.0})  # measured once (eval.repeat off): the objective alone
+    assert [(r.get("objective"), r.get(OBJECTIVE_REPEAT)) for r in sent] == [(None, None), (5.0, 5.25), (4.0, None)]
