@@ -11,8 +11,10 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
 - ``tpe``: Optuna TPE, no pruning;
 - ``stock``: Ray Tune's own ``OptunaSearch`` (seeded TPE, the space's define-by-run sampling) and
   ``ASHAScheduler`` with the same rungs, around gantune's trial loop: what a user writes without gantune;
-- ``gantune``: gantune's default scheduling, TPE + ASHA + health verdicts (warm starts off: every arm starts from
-  the same nothing; recipes are measured in README's warm-start rows);
+- ``gantune``: gantune's scheduling, TPE + ASHA + health verdicts, warm starts off: every arm starts from the
+  same nothing;
+- ``gantune_warm``: the same with gantune's defaults, warm starts on (the data kind's known-good recipes first,
+  projected onto the space);
 - ``pbt``: gantune's Population Based Training, B / max_steps members;
 - ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
   give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
@@ -55,6 +57,7 @@ import optuna
 from common import Collector, run
 
 from gantune import env
+from gantune.noise import rung_noise as noise_sd
 from gantune.sampling.settings import sign_of
 from gantune.sampling.space import load_space
 
@@ -79,7 +82,7 @@ PRESETS = {
                     pruned_factor=2.0),
 }
 #: the arms, in the order they run and print
-ARMS = ("random", "tpe", "stock", "gantune", "pbt", "pruned", "pruned_noise")
+ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "pbt", "pruned", "pruned_noise")
 NO_PRUNING = {"asha": False, "health": False}
 
 
@@ -101,10 +104,12 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
         "tpe": {"sampler": "tpe", "trials": trials, "pruning": NO_PRUNING},
         "gantune": {"sampler": "tpe", "trials": extra, "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+        "gantune_warm": {"sampler": "tpe", "trials": extra, "warm_start": True,
+                         "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
         "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
         "pruned_noise": {"sampler": "random", "trials": trials,
-                         "pruning": {"asha": True, "health": True, "noise_aware": True}},
+                         "pruning": {"asha": True, "health": True, "noise_aware": True, "noise_margin": 1.0}},
     }[arm])
     collector = TimedCollector()
     t0 = time.time()
@@ -113,7 +118,8 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     for t in study.trials:
         status = str(t.user_attrs.get("gantune_status", t.state.name.lower()))
         trials_out[t.number] = {"status": status, "steps": int(t.user_attrs.get("steps", 0)),
-                                "params": {k: _plain(v) for k, v in t.params.items()}}
+                                "params": {k: _plain(v) for k, v in t.params.items()},
+                                "rescued": t.user_attrs.get("asha_rescued", [])}
     events = [[r["_t"] - t0, n, int(r.get("step", 0)), r.get("objective"), r.get("objective_repeat"),
                r.get("pbt_restored_step")] for n, recs in collector.records.items() for r in recs]
     return {"events": sorted(events), "trials": trials_out, "wall_s": time.time() - t0,
@@ -260,15 +266,20 @@ def labels(random_run: dict[str, Any], max_steps: int, sign: float) -> dict[int,
     return out
 
 
+DECISIONS = ("bad", "bad_early", "bad_early_health", "good", "good_asha", "good_health")
+
+
 def decisions(pruned: dict[str, Any], lab: dict[int, str], max_steps: int) -> dict[str, int]:
     """How a pruned arm treated configs of known outcome."""
-    c = dict.fromkeys(("bad", "bad_early", "good", "good_asha", "good_health"), 0)
+    c = dict.fromkeys(DECISIONS, 0)
     for n, info in pruned["trials"].items():
         kind = lab.get(int(n))
         steps, status = info["steps"], info["status"]
+        early = steps < 0.25 * max_steps
         if kind == "bad":
             c["bad"] += 1
-            c["bad_early"] += steps < 0.25 * max_steps
+            c["bad_early"] += early
+            c["bad_early_health"] += early and status.startswith("pruned:") and status != "pruned:asha"
         elif kind == "good":
             c["good"] += 1
             if steps < max_steps and status == "pruned:asha":
@@ -286,8 +297,7 @@ def rung_noise(run_: dict[str, Any], rungs: list[int]) -> dict[int, tuple[float,
         pairs = [(v, r) for _, _, step, v, r, _ in run_["events"]
                  if step == rung and v is not None and r is not None and math.isfinite(v) and math.isfinite(r)]
         if len(pairs) >= 2:
-            noise = math.sqrt(statistics.fmean((a - b) ** 2 for a, b in pairs) / 2)
-            out[rung] = (noise, statistics.stdev(a for a, _ in pairs), len(pairs))
+            out[rung] = (noise_sd(pairs), statistics.stdev(a for a, _ in pairs), len(pairs))
     return out
 
 
@@ -323,17 +333,19 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
     for arm in ("pruned", "pruned_noise"):
         if arm not in runs or "random" not in runs:
             continue
-        total = dict.fromkeys(("bad", "bad_early", "good", "good_asha", "good_health"), 0)
+        total = dict.fromkeys(DECISIONS, 0)
         for seed, r in runs[arm].items():
             if seed not in runs["random"]:
                 continue
             lab = labels(runs["random"][seed], preset.max_steps, sign)
             for k, v in decisions(r, lab, preset.max_steps).items():
                 total[k] += v
-        print(f"\n{arm}: bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
-              f"({total['bad_early'] / max(total['bad'], 1):.0%}); false prunes of good configs: by health verdicts "
-              f"{total['good_health']}/{total['good']} ({total['good_health'] / max(total['good'], 1):.0%}), by ASHA "
-              f"{total['good_asha']}/{total['good']} ({total['good_asha'] / max(total['good'], 1):.0%}); "
+        bad, good = max(total["bad"], 1), max(total["good"], 1)
+        print(f"\n{arm} (all seeds): bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
+              f"({total['bad_early'] / bad:.0%}; by health verdicts {total['bad_early_health']}, "
+              f"{total['bad_early_health'] / bad:.0%}); false prunes of good configs: by health verdicts "
+              f"{total['good_health']}/{total['good']} ({total['good_health'] / good:.0%}), by ASHA "
+              f"{total['good_asha']}/{total['good']} ({total['good_asha'] / good:.0%}); "
               f"trial-steps {sum(r['trial_steps'] for r in runs[arm].values())}")
     if "pruned_noise" in runs:
         p = settings.pruning
@@ -344,6 +356,15 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
             for rung, (noise, spread, n) in rung_noise(r, rungs).items():
                 print(f"  seed {seed} step {rung}: sd of one evaluation {noise:.3g}, sd across trials {spread:.3g} "
                       f"(noise/spread {noise / spread if spread else math.nan:.2f}, {n} trials)")
+        rescued = [(seed, int(n)) for seed, r in runs["pruned_noise"].items() for n, t in r["trials"].items()
+                   if t.get("rescued")]
+        kinds = [labels(runs["random"][seed], preset.max_steps, sign).get(n, "?") if seed in runs.get("random", {})
+                 else "?" for seed, n in rescued]
+        cost = {arm: sum(r["trial_steps"] for r in runs[arm].values()) for arm in ("pruned", "pruned_noise")
+                if arm in runs}
+        print(f"noise-aware promotion kept {len(rescued)} trials ASHA would have stopped (by outcome: "
+              f"{kinds.count('good')} good, {kinds.count('mid')} mid, {kinds.count('bad')} bad); trial-steps "
+              + " vs ".join(f"{arm} {steps}" for arm, steps in cost.items()))
     plot(curves, budget, target, objective, sign, out / f"search_efficiency_{preset_name}.png")
 
 

@@ -271,9 +271,11 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=to_create + len(resumed),
                                     # PBT: the whole population exists from the start (members beyond the
-                                    # resources wait paused and take turns), restarted in live actors
+                                    # resources wait paused and take turns)
                                     max_concurrent_trials=None if pbt else settings.concurrency or None,
-                                    reuse_actors=pbt),
+                                    # every trial starts in a live actor: a fresh one costs a process start
+                                    # and torch's import, seconds a trial on a CPU (Tune's default is off)
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=f"{space.name}-{int(time.time())}", storage_path=str(run_root / "ray"),
                                   verbose=0, callbacks=[book], log_to_file=False,
                                   # PBT: each evaluation saves a checkpoint; keep enough for a donor to be cloned

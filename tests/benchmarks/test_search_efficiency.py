@@ -1,0 +1,82 @@
+"""benchmarks/search_efficiency.py: its analysis on built event streams, and a smoke run of every arm."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import search_efficiency as eff  # noqa: E402
+
+
+def _run(events: list[list], trials: dict[int, dict]) -> dict:
+    return {"events": events, "trials": trials, "wall_s": 1.0, "trial_steps": 0}
+
+
+def test_curve_counts_the_steps_of_interleaved_trials_and_keeps_the_best_so_far() -> None:
+    # two trials at once (maximised objective: signed -value); evaluations at steps 10 and 20
+    events = [[1.0, 0, 5, None, None, None], [1.5, 1, 5, None, None, None], [2.0, 0, 10, 0.3, None, None],
+              [2.5, 1, 10, 0.5, None, None], [3.0, 0, 20, 0.4, None, None], [3.5, 1, 20, 0.2, None, None]]
+    c = eff.curve(_run(events, {}), sign=-1.0)
+    assert c.steps == [15, 20, 30, 40]  # a point per event from the first evaluation on
+    assert c.best == [-0.3, -0.5, -0.5, -0.5]
+    assert c.at_budget(25) == -0.5 and c.at_budget(15) == -0.3 and c.at_budget(10) == math.inf
+    assert c.reach(-0.45, 40) == (20, 2.5)
+    assert c.reach(-0.6, 40) is None and c.reach(-0.45, 15) is None
+
+
+def test_a_restored_pbt_member_counts_only_the_steps_it_trains_after_the_restore() -> None:
+    # member 1 is cloned from member 0's checkpoint at step 20 while it was at step 10: it trains 20 -> 25
+    events = [[1.0, 0, 20, 0.1, None, None], [2.0, 1, 10, 0.05, None, None], [3.0, 1, 25, None, None, 20.0]]
+    assert eff.curve(_run(events, {}), sign=-1.0).steps[-1] == 20 + 10 + 5
+
+
+def test_labels_put_non_finite_and_the_worst_third_bad_and_the_best_third_good() -> None:
+    finals = {0: 0.9, 1: 0.1, 2: 0.5, 3: 0.7, 4: 0.3, 5: math.nan}  # maximised
+    events = [[float(n), n, 100, v, None, None] for n, v in finals.items()]
+    lab = eff.labels(_run(events, {n: {} for n in finals}), max_steps=100, sign=-1.0)
+    assert lab == {0: "good", 3: "good", 2: "mid", 4: "mid", 1: "bad", 5: "bad"}
+    # a trial that never reached the last step is bad too, however good it looked before
+    events = [[0.0, 0, 50, 0.99, None, None], *[[float(n), n, 100, 0.5, None, None] for n in (1, 2)]]
+    assert eff.labels(_run(events, {0: {}, 1: {}, 2: {}}), max_steps=100, sign=-1.0)[0] == "bad"
+
+
+def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
+    lab = {0: "good", 1: "good", 2: "good", 3: "bad", 4: "bad", 5: "mid"}
+    trials = {0: {"status": "pruned:asha", "steps": 30}, 1: {"status": "pruned:collapsed", "steps": 20},
+              2: {"status": "completed", "steps": 100}, 3: {"status": "pruned:diverged", "steps": 10},
+              4: {"status": "pruned:asha", "steps": 30}, 5: {"status": "pruned:asha", "steps": 10}}
+    c = eff.decisions(_run([], trials), lab, max_steps=100)
+    assert c == {"bad": 2, "bad_early": 1, "bad_early_health": 1, "good": 3, "good_asha": 1, "good_health": 1}
+
+
+def test_rung_noise_is_the_sd_of_one_evaluation() -> None:
+    # pairs differ by 0.2 each: one evaluation's sd is sqrt(0.04 / 2)
+    events = [[0.0, n, 10, v, v + 0.2, None] for n, v in enumerate([0.1, 0.5, 0.9])]
+    noise, spread, n = eff.rung_noise(_run(events, {}), [10])[10]
+    assert noise == pytest.approx(math.sqrt(0.02)) and spread == pytest.approx(0.4) and n == 3
+
+
+#: one arm of each way an arm runs: gantune's search without pruning, stock Ray Tune, PBT, noise-aware ASHA (the
+#: others are the first with other settings); the decision and noise tables need random and a pruned arm
+SMOKE_ARMS = ("random", "stock", "pbt", "pruned_noise")
+
+
+def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--preset", "smoke",
+                           "--arms", *SMOKE_ARMS, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=500, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arm in SMOKE_ARMS:
+        assert (tmp_path / "smoke" / "seed0" / f"{arm}.json").is_file()
+        assert any(line.startswith(arm + " ") for line in proc.stdout.splitlines()), proc.stdout
+    assert "bad configs stopped before 25% of the budget" in proc.stdout
+    assert "evaluation noise at ASHA's rungs" in proc.stdout
+    assert (tmp_path / "search_efficiency_smoke.png").stat().st_size > 10_000
