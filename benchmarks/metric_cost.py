@@ -39,7 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     print(f"device: {device}, torch threads: {torch.get_num_threads()}")
-    print(f"{'data':<12}{'extractor':<10}{'n':>6}{'extract':>9}" + "".join(f"{n:>10}" for n in FAMILIES.names()))
+    width = {name: max(10, len(name) + 2) for name in FAMILIES.names()}  # a column per family, wide as its name
+    print(f"{'data':<12}{'extractor':<10}{'n':>6}{'extract':>9}" + "".join(f"{n:>{w}}" for n, w in width.items()))
     for data_cfg, n in CASES:
         cfg = config_from_dict({"data": data_cfg, "eval": {"n_samples": n}})
         data = load_data(cfg.data, device, 0)
@@ -54,10 +55,10 @@ def main() -> None:
         names = default_metrics(data.is_points, extractor.name)
         for name in FAMILIES.names():
             if name not in names:
-                row += f"{'-':>10}"
+                row += f"{'-':>{width[name]}}"
                 continue
             scorer = FAMILIES.get(name)(ref)
-            row += f"{best_of(lambda s=scorer, f=fake: s(f)):>10.3f}"
+            row += f"{best_of(lambda s=scorer, f=fake: s(f)):>{width[name]}.3f}"
         print(row, flush=True)
 
 
