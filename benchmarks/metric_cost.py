@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -19,8 +20,9 @@ from gantune.metrics import FAMILIES, Samples, default_metrics, load_reference, 
 from gantune.metrics.features import build_extractor
 from gantune.trial import resolve_device
 
-CASES = [({"name": "grid25"}, 2500), ({"name": "ring8"}, 2500), ({"name": "digits", "resolution": 16}, 1000),
-         ({"name": "digits", "resolution": 32}, 2500)]
+CASES: list[tuple[dict[str, Any], int]] = [({"name": "grid25"}, 2500), ({"name": "ring8"}, 2500),
+                                           ({"name": "digits", "resolution": 16}, 1000),
+                                           ({"name": "digits", "resolution": 32}, 2500)]
 
 
 def best_of(fn: object, repeats: int = 3) -> float:
