@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import Collector, run
+from common import Collector, positive_int, run
 from loop_overhead import bare_loop
 
 from gantune.catalogue import config_from_dict
@@ -42,8 +42,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--cpu", action="store_true", help="run the harness on the CPU (no fractional GPUs)")
-    ap.add_argument("--batch", type=int, default=BATCH, help=f"images a step (default {BATCH}, the figure measured; "
-                    "smaller only to exercise the harness cheaply)")
+    ap.add_argument("--batch", type=positive_int, default=BATCH, help=f"images a step (default {BATCH}, the figure "
+                    "measured; smaller only to exercise the harness cheaply)")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu:
         print("no GPU found: this benchmark measures trials sharing one CUDA GPU; nothing to measure here "

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import run
+from common import positive_int, run
 
 from gantune.data import load_data
 from gantune.export import export
@@ -113,8 +113,8 @@ def main() -> None:
     ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "grid25.yaml"))
     ap.add_argument("--n", type=int, default=None, help="fresh samples (default: the data's protocol)")
     ap.add_argument("--seed", type=int, default=2718, help="seed of the scored samples (no trial draws with it)")
-    ap.add_argument("--trials", type=int, default=None, help="trials of the search (default: the space's)")
-    ap.add_argument("--max-steps", type=int, default=None, help="steps per trial (default: the space's)")
+    ap.add_argument("--trials", type=positive_int, default=None, help="trials of the search (default: the space's)")
+    ap.add_argument("--max-steps", type=positive_int, default=None, help="steps per trial (default: the space's)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pacgan-"))
     name = Path(args.space).stem
