@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,17 @@ class Collector:
     def median_steps_per_s(self, number: int) -> float:
         values = [r["steps_per_s"] for r in self.records.get(number, []) if "steps_per_s" in r]
         return statistics.median(values[1:] or values) if values else 0.0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (else argparse's one-line error, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
+    return value
 
 
 def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, Any],

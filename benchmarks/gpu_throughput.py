@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_throughput.py [--concurrency 1 2 4 8 16] [--steps 600]
     python benchmarks/gpu_throughput.py --cpu --concurrency 1 2 --steps 30     # exercise the harness on CPU
+    python benchmarks/gpu_throughput.py --cpu --concurrency 1 --steps 10 --batch 8   # the test suite's smoke run
 
 Each row runs a gantune search of N identical trials (fractional GPUs: 1/N each, one cheap evaluation at the
 end) and reports the sum of the trials' steady-state throughput (median steps/s x batch), and images / wall
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import Collector, run
+from common import Collector, positive_int, run
 from loop_overhead import bare_loop
 
 from gantune.catalogue import config_from_dict
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--cpu", action="store_true", help="run the harness on the CPU (no fractional GPUs)")
+    ap.add_argument("--batch", type=positive_int, default=BATCH, help=f"images a step (default {BATCH}, the figure "
+                    "measured; smaller only to exercise the harness cheaply)")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu:
         print("no GPU found: this benchmark measures trials sharing one CUDA GPU; nothing to measure here "
@@ -51,13 +54,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="gantune-gpu-"))
     space_path = workdir / "dcgan32.yaml"
     trial = dict(TRIAL)
-    trial["train"] = {**TRIAL["train"], "device": device.type, "log_every": max(10, args.steps // 10)}
+    trial["train"] = {**TRIAL["train"], "device": device.type, "log_every": max(10, args.steps // 10),
+                      "batch_size": args.batch}
     # a search needs an objective its evaluations report: the diversity ratio, evaluated once at the end
     space_path.write_text(yaml.safe_dump({"name": "throughput", "search": {"objective": "diversity",
                                                                        "direction": "maximize"}, **trial}))
     cfg = config_from_dict({**trial, "train": {**trial["train"], "steps": args.steps}})
-    bare = bare_loop(cfg, device, args.steps, log_every=cfg.train.log_every) * BATCH
-    print(f"device: {name}   DCGAN-32 (3x32x32), batch {BATCH}, {args.steps} steps per trial")
+    bare = bare_loop(cfg, device, args.steps, log_every=cfg.train.log_every) * args.batch
+    print(f"device: {name}   DCGAN-32 (3x32x32), batch {args.batch}, {args.steps} steps per trial")
     print(f"{'trials':>7}{'per trial':>12}{'aggregate img/s':>17}{'end-to-end img/s':>18}{'vs bare':>9}")
     print(f"{'bare':>7}{bare:>12.0f}{bare:>17.0f}{'':>18}{1.0:>8.2f}x")
     cpus = os.cpu_count() or 1
@@ -67,12 +71,12 @@ def main() -> None:
         _, study, _ = run(space_path, f"throughput-{n}", workdir, {
             "trials": n, "max_steps": args.steps, "eval_every": args.steps, "concurrency": n,
             "resources": resources, "pruning": {"asha": False, "health": False}}, collector)
-        per_trial = [collector.median_steps_per_s(t.number) * BATCH for t in study.trials]
+        per_trial = [collector.median_steps_per_s(t.number) * args.batch for t in study.trials]
         aggregate = sum(per_trial)
         starts = [t.datetime_start for t in study.trials if t.datetime_start]
         ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
         span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
-        e2e = n * args.steps * BATCH / span
+        e2e = n * args.steps * args.batch / span
         print(f"{n:>7}{aggregate / n:>12.0f}{aggregate:>17.0f}{e2e:>18.0f}{aggregate / bare:>8.2f}x", flush=True)
     print(f"(work files in {workdir})")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -19,8 +20,9 @@ from gantune.metrics import FAMILIES, Samples, default_metrics, load_reference, 
 from gantune.metrics.features import build_extractor
 from gantune.trial import resolve_device
 
-CASES = [({"name": "grid25"}, 2500), ({"name": "ring8"}, 2500), ({"name": "digits", "resolution": 16}, 1000),
-         ({"name": "digits", "resolution": 32}, 2500)]
+CASES: list[tuple[dict[str, Any], int]] = [({"name": "grid25"}, 2500), ({"name": "ring8"}, 2500),
+                                           ({"name": "digits", "resolution": 16}, 1000),
+                                           ({"name": "digits", "resolution": 32}, 2500)]
 
 
 def best_of(fn: object, repeats: int = 3) -> float:
@@ -39,7 +41,8 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     print(f"device: {device}, torch threads: {torch.get_num_threads()}")
-    print(f"{'data':<12}{'extractor':<10}{'n':>6}{'extract':>9}" + "".join(f"{n:>10}" for n in FAMILIES.names()))
+    width = {name: max(10, len(name) + 2) for name in FAMILIES.names()}  # a column per family, wide as its name
+    print(f"{'data':<12}{'extractor':<10}{'n':>6}{'extract':>9}" + "".join(f"{n:>{w}}" for n, w in width.items()))
     for data_cfg, n in CASES:
         cfg = config_from_dict({"data": data_cfg, "eval": {"n_samples": n}})
         data = load_data(cfg.data, device, 0)
@@ -54,10 +57,10 @@ def main() -> None:
         names = default_metrics(data.is_points, extractor.name)
         for name in FAMILIES.names():
             if name not in names:
-                row += f"{'-':>10}"
+                row += f"{'-':>{width[name]}}"
                 continue
             scorer = FAMILIES.get(name)(ref)
-            row += f"{best_of(lambda s=scorer, f=fake: s(f)):>10.3f}"
+            row += f"{best_of(lambda s=scorer, f=fake: s(f)):>{width[name]}.3f}"
         print(row, flush=True)
 
 

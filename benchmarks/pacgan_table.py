@@ -1,6 +1,7 @@
 """A search's exported best generator scored with the published rule, beside the published table.
 
     python benchmarks/pacgan_table.py [--space search_spaces/grid25.yaml] [--n N] [--seed 2718]
+    python benchmarks/pacgan_table.py --trials 2 --max-steps 40 --n 500     # a smoke run of the harness only
 
 Runs the space's search (its own settings: sampler, trials, budget, pruning, warm start), exports the best trial
 the way `gantune export SEARCH --weights DIR` does, draws ``--n`` fresh samples from the exported ``generator.pt``
@@ -15,7 +16,8 @@ the way `gantune export SEARCH --weights DIR` does, draws ``--n`` fresh samples 
 - digits: FID against the 360 held-out digits and the classes hit, on 1,000 samples, beside the real-vs-real
   floor of the same measurement (1,000 train digits vs the held-out ones); target FID <= 2x the floor.
 
-Prints the search's wall time and the row beside the published ones.
+Prints the search's wall time and the row beside the published ones. ``--trials`` / ``--max-steps`` shrink the
+search (the space's own settings otherwise): a quick check that the harness runs, not a figure to compare.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import run
+from common import positive_int, run
 
 from gantune.data import load_data
 from gantune.export import export
 from gantune.generate import load_generator, sample
 from gantune.metrics import Evaluator
+from gantune.sampling.space import load_space
 
 Row = tuple[str, float, float, float]
 
@@ -95,16 +98,28 @@ def target_line(data: str, metrics: dict[str, float], floor: dict[str, float]) -
     return None
 
 
+def shrunk(space: str, trials: int | None, max_steps: int | None) -> dict[str, int]:
+    """The search settings ``--trials`` / ``--max-steps`` override; evaluations no further apart than the
+    shortened trials, so that each trial is still scored."""
+    if trials is None and max_steps is None:
+        return {}
+    settings = load_space(space).settings
+    steps = max_steps or settings.max_steps
+    return {"trials": trials or settings.trials, "max_steps": steps, "eval_every": min(settings.eval_every, steps)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "grid25.yaml"))
     ap.add_argument("--n", type=int, default=None, help="fresh samples (default: the data's protocol)")
     ap.add_argument("--seed", type=int, default=2718, help="seed of the scored samples (no trial draws with it)")
+    ap.add_argument("--trials", type=positive_int, default=None, help="trials of the search (default: the space's)")
+    ap.add_argument("--max-steps", type=positive_int, default=None, help="steps per trial (default: the space's)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pacgan-"))
     name = Path(args.space).stem
     t0 = time.monotonic()
-    summary, _, _ = run(args.space, name, workdir, {})
+    summary, _, _ = run(args.space, name, workdir, shrunk(args.space, args.trials, args.max_steps))
     wall = time.monotonic() - t0
     exported = export(name, f"sqlite:///{workdir / 'optuna.db'}", out=workdir / "best.yaml",
                       weights=workdir / "weights")

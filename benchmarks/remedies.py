@@ -158,6 +158,10 @@ def run_once(raw: Overrides, seed: int, scale: float, metrics: tuple[str, ...], 
     raw = merged(raw, {"train": {"seed": seed}})
     steps = max(1, round(raw["train"]["steps"] * scale))
     raw = merged(raw, {"train": {"steps": steps, "checkpoint_every": steps + 1}, "eval": {"every": steps}})
+    grow = raw["model"].get("progressive")
+    if grow:  # the growth schedule is in steps too: unscaled, a short run would end before its fades
+        raw["model"]["progressive"] = {k: max(1, round(v * scale)) if k in ("fade_steps", "stage_steps") and v
+                                       else v for k, v in grow.items()}
     cfg = config_from_dict(raw)
     result = train(cfg, run_dir=workdir, device="cpu")
     if result.status != "completed":

@@ -1,11 +1,13 @@
 """Each speed option of the trial loop off and on, side by side in one process: img/s and the ratio to all-off.
 
     python benchmarks/speed_options.py [--steps 200] [--preset dcgan32]
+    python benchmarks/speed_options.py --preset mlp --steps 10 --repeats 1 --no-compile   # the test suite's smoke run
 
 Options: TF32, cuDNN autotuning, channels_last, bf16 autocast (CUDA only: on a CPU they are no-ops and are
 reported as such) and torch.compile (any device; the first steps, which compile, are outside the timed window).
 Each row is the best of ``--repeats`` runs of gantune's loop with evaluation off, timed over ``--steps`` steps
-after 10 warm-up steps (a multiple of 10: the loop syncs with the device every 10 steps).
+after 10 warm-up steps (a multiple of 10: the loop syncs with the device every 10 steps). ``--no-compile`` leaves
+out the rows that compile (a compile costs tens of seconds on a CPU), for a quick check that the harness runs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the rows that use torch.compile")
     args = ap.parse_args()
     try:
         check_window(10, args.steps, 10)  # gantune_loop's warm-up and host-sync cadence
@@ -63,6 +66,9 @@ def main() -> None:
     for name, options, cuda_only in ROWS:
         if cuda_only and device.type != "cuda" and name != "all on":
             print(f"{name:<36}{'n/a':>10}{'':>9}  (CUDA only: no effect on {device.type})")
+            continue
+        if args.no_compile and options.get("compile"):
+            print(f"{name:<36}{'skipped':>10}{'':>9}  (--no-compile)")
             continue
         rate = img_per_s(options)
         print(f"{name:<36}{rate:>10.0f}{rate / base:>8.2f}x", flush=True)
