@@ -98,14 +98,6 @@ CASES: list[Smoke] = [
         "gantune (plain GAN) {N} {N} {N}",
         "target 25 modes, HQ >= 95.0%, KL <= 0.03: {*}met",
     ), 40),
-    Smoke("pbt_vs_asha.py", ("--trials", "2", "--max-steps", "40"), (
-        "TPE+ASHA: {P} trial-steps, {N}s -> PBT population {P}",
-        "space {*}/search_spaces/toy.yaml: TPE+ASHA 2 trials vs PBT {P} members, 40 steps each, seed 0",
-        "run trials trial-steps wall s exploits best coverage best trial's last evaluation",
-        "TPE+ASHA 2 {P} {N} 0 {N} modes {*}",
-        "PBT {P} {P} {N} {N} {N} modes {*}",
-    ), 60, slow="two searches back to back, each paying Ray's start and its trials' worker start-up (about 25 s "
-                "on 2 cores at any size): alone two thirds of the file's budget"),
     Smoke("remedies.py", ("--only", "unroll", "init_from", "progressive", "--seeds", "1", "--steps-scale", "0.01"), (
         "seeds per arm: 1; steps scale 0.01",
         "| technique | knob | setting | metric | off | on |",
@@ -147,7 +139,8 @@ def run_benchmark(script: str, args: tuple[str, ...], tmp: Path) -> str:
 
 
 #: benchmark scripts without a smoke run here, and why
-UNCOVERED = {"pruning_efficiency.py": "being replaced by search_efficiency.py (issue 24)"}
+UNCOVERED = {"search_efficiency.py": "tests/benchmarks/test_search_efficiency.py runs one arm of each kind and "
+                                    "tests its analysis on built event streams"}
 
 #: what needs a CUDA GPU, smoke-run where there is one
 CUDA_CASES: list[Smoke] = [
