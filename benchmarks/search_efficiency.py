@@ -27,7 +27,8 @@ reported; a PBT member restored from a checkpoint counts only the steps it train
 
 1. per arm, the final best at B (median and min-max over seeds) and the compute to reach the random arm's
    median final best: the first cumulative trial-steps (as a fraction of B) and wall seconds at which the arm's
-   best-so-far reaches it (median over the seeds that reached it; "k/n" says how many did);
+   best-so-far reaches it (median over all seeds, a seed that never reached it counting as more than B; "k/n"
+   says how many did);
 2. pruning decisions judged by outcome: a config is *bad* when its unpruned final objective is non-finite or in
    the worst third of the random arm's configs, *good* when in the best third; the share of bad ones stopped
    before 25% of the budget, and false prunes (good ones stopped before the end) by who stopped them (ASHA's
@@ -35,7 +36,8 @@ reported; a PBT member restored from a checkpoint counts only the steps it train
 3. the evaluation noise at ASHA's rungs (the objective measured twice on the same weights, ``eval.repeat``), its
    ratio to the spread of the objective across trials there, and what noise-aware promotion rescued and cost.
 
-The curves (median line, min-max band over seeds, against trial-steps and against wall time) go to
+The curves of the searching arms (median line, min-max band over seeds, against trial-steps and against wall
+time) go to
 ``<out>/search_efficiency_<preset>.png``. Each arm's run is kept as ``<out>/<preset>/seed<k>/<arm>.json``: a
 re-run with the same ``--out`` only runs what is missing (``--fresh`` re-runs all).
 """
@@ -55,6 +57,7 @@ from typing import Any
 
 import optuna
 from common import Collector, run
+from ray.tune import Stopper
 
 from gantune import env
 from gantune.noise import rung_noise as noise_sd
@@ -84,6 +87,8 @@ PRESETS = {
 #: the arms, in the order they run and print
 ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "pbt", "pruned", "pruned_noise")
 NO_PRUNING = {"asha": False, "health": False}
+#: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
+JUDGED_ONLY = ("pruned", "pruned_noise")
 
 
 class TimedCollector(Collector):
@@ -140,6 +145,22 @@ class DefineByRun:
         return {"trial": self.space.sample(trial), "number": trial.number}
 
 
+class BudgetStop(Stopper):
+    """A Tune ``Stopper`` ending the experiment once its trials have reported the budget's trial-steps (what the
+    analysis reads stops there; training past it would only cost the benchmark's time)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.steps: dict[str, int] = {}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.steps[trial_id] = int(result.get("step", 0))
+        return False
+
+    def stop_all(self) -> bool:
+        return sum(self.steps.values()) >= self.budget
+
+
 def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
     """Ray Tune's own ``OptunaSearch`` (seeded TPE) + ``ASHAScheduler`` with the space's rungs, no health
     verdicts, around gantune's trial loop: each report goes to Tune and, with its time, to a log per trial."""
@@ -184,7 +205,8 @@ def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
                               reduction_factor=s.pruning.reduction_factor)
     tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials),
-               run_config=tune.RunConfig(storage_path=str(workdir / "stock-ray"), verbose=0)).fit()
+               run_config=tune.RunConfig(storage_path=str(workdir / "stock-ray"), verbose=0,
+                                         stop=BudgetStop(preset.trials * preset.max_steps))).fit()
     events, trials_out = [], {}
     for path in logs.glob("*.jsonl"):
         number = int(path.stem)
@@ -210,6 +232,10 @@ class Curve:
     steps: list[float]
     wall: list[float]
     best: list[float]
+
+    def wall_at(self, budget: float) -> float:
+        """Seconds from the arm's start to its last evaluation within the budget."""
+        return max((w for s, w in zip(self.steps, self.wall, strict=True) if s <= budget), default=math.nan)
 
     def at_budget(self, budget: float) -> float:
         values = [b for s, b in zip(self.steps, self.best, strict=True) if s <= budget]
@@ -319,27 +345,37 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
           f"{sorted({s for r in runs.values() for s in r})}")
     print(f"target: the random arm's median final best, {objective} {sign * target:.4g}")
     print(f"{'arm':<14}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
-          f"{'wall to target':>16}{'wall s':>8}")
+          f"{'wall to target':>16}{'wall to B':>11}")
     for arm, by_seed in curves.items():
         values = sorted(sign * v for v in finals[arm].values())
         reached = [r for c in by_seed.values() if (r := c.reach(target, budget)) is not None]
-        frac = _med([s / budget for s, _ in reached])
-        walls = _med([runs[arm][s]["wall_s"] for s in by_seed])
+        # a seed that never reached the target counts as more than the whole budget (and as never, in seconds)
+        missed = [math.inf] * (len(by_seed) - len(reached))
+        frac = _med([s / budget for s, _ in reached] + missed)
+        wall_to = _med([w for _, w in reached] + missed)
+        walls = _med([c.wall_at(budget) for c in by_seed.values()])
         spread = f"[{values[0]:.4g}, {values[-1]:.4g}]" if values else ""
-        to_steps = f"{frac:.1%} of B" if reached else "-"
-        to_wall = f"{_med([w for _, w in reached]):.0f} s" if reached else "-"
+        to_steps = f"{frac:.1%} of B" if math.isfinite(frac) else "> B"
+        to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
         print(f"{arm:<14}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
-              f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>8.0f}")
+              f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>11.0f}")
     for arm in ("pruned", "pruned_noise"):
         if arm not in runs or "random" not in runs:
             continue
         total = dict.fromkeys(DECISIONS, 0)
+        false_prunes, best_stopped = [], 0
         for seed, r in runs[arm].items():
             if seed not in runs["random"]:
                 continue
             lab = labels(runs["random"][seed], preset.max_steps, sign)
             for k, v in decisions(r, lab, preset.max_steps).items():
                 total[k] += v
+            finals = final_values(runs["random"][seed], preset.max_steps)
+            best = min(finals, key=lambda n: sign * finals[n] if math.isfinite(finals[n]) else math.inf)
+            best_stopped += r["trials"][str(best) if str(best) in r["trials"] else best]["steps"] < preset.max_steps
+            false_prunes += [f"seed {seed} trial {n}: {finals[int(n)]:.3g} ({t['status']} at {t['steps']})"
+                             for n, t in r["trials"].items()
+                             if lab.get(int(n)) == "good" and t["steps"] < preset.max_steps]
         bad, good = max(total["bad"], 1), max(total["good"], 1)
         print(f"\n{arm} (all seeds): bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
               f"({total['bad_early'] / bad:.0%}; by health verdicts {total['bad_early_health']}, "
@@ -347,6 +383,8 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
               f"{total['good_health']}/{total['good']} ({total['good_health'] / good:.0%}), by ASHA "
               f"{total['good_asha']}/{total['good']} ({total['good_asha'] / good:.0%}); "
               f"trial-steps {sum(r['trial_steps'] for r in runs[arm].values())}")
+        print(f"  the config that ends best unpruned was stopped early in {best_stopped} of {len(runs[arm])} seeds; "
+              f"the good configs stopped, with their unpruned final {objective}: " + "; ".join(false_prunes))
     if "pruned_noise" in runs:
         p = settings.pruning
         grace = p.grace_evals * preset.eval_every
@@ -380,7 +418,7 @@ def plot(curves: dict[str, dict[int, Curve]], budget: float, target: float, obje
     for ax, xkey, xmax, label in ((axes[0], "steps", budget, "trial-steps (fraction of the budget B)"),
                                   (axes[1], "wall", None, "wall seconds")):
         for arm, by_seed in curves.items():
-            if not by_seed:
+            if not by_seed or arm in JUDGED_ONLY:
                 continue
             top = xmax or max((getattr(c, xkey)[-1] for c in by_seed.values() if c.steps), default=1.0)
             grid = [top * i / 100 for i in range(1, 101)]
@@ -388,9 +426,9 @@ def plot(curves: dict[str, dict[int, Curve]], budget: float, target: float, obje
             cols = [[v for v in col if math.isfinite(v)] for col in zip(*rows, strict=True)]
             xs = [x / budget if xkey == "steps" else x for x, col in zip(grid, cols, strict=True) if col]
             kept = [col for col in cols if col]
-            line = ax.plot(xs, [sign * statistics.median(c) for c in kept], label=arm)[0]
+            line = ax.plot(xs, [sign * statistics.median(c) for c in kept], label=arm, drawstyle="steps-post")[0]
             ax.fill_between(xs, [sign * min(c) for c in kept], [sign * max(c) for c in kept], alpha=0.15,
-                            color=line.get_color())
+                            color=line.get_color(), step="post")
         if math.isfinite(target):
             ax.axhline(sign * target, color="grey", linestyle="--", linewidth=0.8, label="random's median final best")
         ax.set_xlabel(label)
