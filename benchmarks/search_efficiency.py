@@ -273,7 +273,7 @@ def curve(run_: dict[str, Any], sign: float) -> Curve:
 
 def final_values(run_: dict[str, Any], max_steps: int) -> dict[int, float]:
     """Each trial's objective at its last step when it trained to the end; NaN when it never got there."""
-    values = {int(n): math.nan for n in run_["trials"]}
+    values = dict.fromkeys(run_["trials"], math.nan)
     for _, number, step, value, _, _ in run_["events"]:
         if step == max_steps and value is not None:
             values[number] = value
@@ -299,7 +299,7 @@ def decisions(pruned: dict[str, Any], lab: dict[int, str], max_steps: int) -> di
     """How a pruned arm treated configs of known outcome."""
     c = dict.fromkeys(DECISIONS, 0)
     for n, info in pruned["trials"].items():
-        kind = lab.get(int(n))
+        kind = lab.get(n)
         steps, status = info["steps"], info["status"]
         early = steps < 0.25 * max_steps
         if kind == "bad":
@@ -372,10 +372,9 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
                 total[k] += v
             finals = final_values(runs["random"][seed], preset.max_steps)
             best = min(finals, key=lambda n: sign * finals[n] if math.isfinite(finals[n]) else math.inf)
-            best_stopped += r["trials"][str(best) if str(best) in r["trials"] else best]["steps"] < preset.max_steps
-            false_prunes += [f"seed {seed} trial {n}: {finals[int(n)]:.3g} ({t['status']} at {t['steps']})"
-                             for n, t in r["trials"].items()
-                             if lab.get(int(n)) == "good" and t["steps"] < preset.max_steps]
+            best_stopped += r["trials"][best]["steps"] < preset.max_steps
+            false_prunes += [f"seed {seed} trial {n}: {finals[n]:.3g} ({t['status']} at {t['steps']})"
+                             for n, t in r["trials"].items() if lab.get(n) == "good" and t["steps"] < preset.max_steps]
         bad, good = max(total["bad"], 1), max(total["good"], 1)
         print(f"\n{arm} (all seeds): bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
               f"({total['bad_early'] / bad:.0%}; by health verdicts {total['bad_early_health']}, "
@@ -477,7 +476,9 @@ def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, 
         for arm in args.arms:
             path = args.out / args.preset / f"seed{seed}" / f"{arm}.json"
             if path.exists() and not args.fresh:
-                runs[arm][seed] = json.loads(path.read_text())
+                kept = json.loads(path.read_text())
+                kept["trials"] = {int(n): t for n, t in kept["trials"].items()}  # JSON keeps keys as strings
+                runs[arm][seed] = kept
                 continue
             t0 = time.monotonic()
             result = run_arm(arm, preset, seed)
