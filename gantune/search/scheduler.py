@@ -100,8 +100,12 @@ class NoiseAwareASHA(RecordingASHA):
         super().__init__(stopped, **kwargs)
         self.noise_margin = noise_margin
         self.pairs: dict[float, list[tuple[float, float]]] = {}  # rung milestone -> (objective, objective_repeat)
-        self.rescued: dict[str, Rescue] = {}
         self.rescues = rescues if rescues is not None else []  # shared with the search's book, like ``stopped``
+
+    @property
+    def rescued(self) -> dict[str, Rescue]:
+        """Each rescued trial's latest ``Rescue`` (derived from ``rescues``, the one record kept)."""
+        return dict(self.rescues)
 
     def noise(self, milestone: float) -> float:
         """One evaluation's standard deviation at the rung ``milestone`` (NaN below two pairs)."""
@@ -120,9 +124,7 @@ class NoiseAwareASHA(RecordingASHA):
         value, sigma = float(result["objective"]), self.noise(milestone)
         if not math.isfinite(sigma) or abs(value - cutoff) > self.noise_margin * sigma:
             return decision
-        rescue = Rescue(int(result["step"]), value, cutoff, sigma)
-        self.rescued[trial.trial_id] = rescue
-        self.rescues.append((trial.trial_id, rescue))
+        self.rescues.append((trial.trial_id, Rescue(int(result["step"]), value, cutoff, sigma)))
         return TrialScheduler.CONTINUE
 
 
