@@ -60,9 +60,12 @@ from common import Collector, run
 from ray.tune import Stopper
 
 from gantune import env
+from gantune.events import STATUS_KEY
 from gantune.noise import rung_noise as noise_sd
 from gantune.sampling.settings import sign_of
 from gantune.sampling.space import load_space
+from gantune.search.scheduler import RESCUED_ATTR
+from gantune.search.trainable import OBJECTIVE_REPEAT, RESTORED_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,12 +124,12 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     summary, study, _ = run(preset.space, f"eff-{arm}", workdir, settings, collector)
     trials_out = {}
     for t in study.trials:
-        status = str(t.user_attrs.get("gantune_status", t.state.name.lower()))
+        status = str(t.user_attrs.get(STATUS_KEY, t.state.name.lower()))
         trials_out[t.number] = {"status": status, "steps": int(t.user_attrs.get("steps", 0)),
                                 "params": {k: _plain(v) for k, v in t.params.items()},
-                                "rescued": t.user_attrs.get("asha_rescued", [])}
-    events = [[r["_t"] - t0, n, int(r.get("step", 0)), r.get("objective"), r.get("objective_repeat"),
-               r.get("pbt_restored_step")] for n, recs in collector.records.items() for r in recs]
+                                "rescued": t.user_attrs.get(RESCUED_ATTR, [])}
+    events = [[r["_t"] - t0, n, int(r.get("step", 0)), r.get("objective"), r.get(OBJECTIVE_REPEAT),
+               r.get(RESTORED_STEP)] for n, recs in collector.records.items() for r in recs]
     return {"events": sorted(events), "trials": trials_out, "wall_s": time.time() - t0,
             "trial_steps": summary["trial_steps"]}
 
