@@ -68,7 +68,7 @@ def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, A
     space = load_space(space_path, name=name)
     raw = space.settings.model_dump()
     for key, value in overrides.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key in ("pruning", "resources"):  # sections: the keys given change
             raw[key].update(value)
         else:
             raw[key] = value

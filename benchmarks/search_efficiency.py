@@ -13,13 +13,16 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
   ``ASHAScheduler`` with the same rungs, around gantune's trial loop: what a user writes without gantune;
 - ``gantune``: gantune's scheduling, TPE + ASHA + health verdicts, warm starts off: every arm starts from the
   same nothing;
-- ``gantune_warm``: the same with gantune's defaults, warm starts on (the data kind's known-good recipes first,
-  projected onto the space);
+- ``gantune_warm``: the same with warm starts on (the data kind's known-good recipes first, projected onto the
+  space);
 - ``pbt``: gantune's Population Based Training, B / max_steps members;
 - ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
   give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
   promotion. These two judge pruning decisions against outcomes: the random arm ran every one of those configs
   to the end.
+
+Every arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
+measures those), so that each arm trains the configs a plain Optuna or Ray Tune search of the space would.
 
 Pruned arms get ``--pruned-factor`` times the trials and are cut at B: quality is read at each evaluation in the
 order the results arrived, against the trial-steps spent by then (the sum over trials of the steps each had
@@ -106,7 +109,7 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     """One of gantune's arms through ``run_search``; returns its events and per-trial outcomes."""
     trials = preset.trials
     settings: dict[str, Any] = {"max_steps": preset.max_steps, "eval_every": preset.eval_every, "seed": seed,
-                                "warm_start": False, "concurrency": 0}
+                                "warm_start": False, "concurrency": 0, "defaults": {}}
     extra = max(trials, math.ceil(preset.pruned_factor * trials))
     settings.update({
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
@@ -178,7 +181,7 @@ def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
     env.configure()
     space = load_space(preset.space, name="eff-stock")
     raw = space.settings.model_dump()
-    raw.update(max_steps=preset.max_steps, eval_every=preset.eval_every, seed=seed)
+    raw.update(max_steps=preset.max_steps, eval_every=preset.eval_every, seed=seed, defaults={})
     s = space.settings = type(space.settings).model_validate(raw)
     objective, mode = s.objectives[0], s.mode
     logs = workdir / "stock-logs"

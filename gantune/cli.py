@@ -116,6 +116,9 @@ def _print_search_summary(s: dict[str, Any]) -> None:
             print(f"  {status:<18}{n:>4}")
     saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
     print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
+    if s.get("search_defaults"):
+        print("  search defaults (keys the space leaves unset): "
+              + ", ".join(f"{k} {v}" for k, v in s["search_defaults"].items()))
     if s.get("recipe_trials"):
         print("  warm start: " + ", ".join(f"trial {n} from recipe {r}" for n, r in s["recipe_trials"].items()))
     for recipe, why in (s.get("recipes_skipped") or {}).items():

@@ -57,6 +57,14 @@ _add(Recipe("digits-dcgan", ("digits",), {
     "optim.ema": 0.99},
     "search_spaces/dcgan.yaml's best trial: non-saturating loss with R1 0.23, spectral+layer D, TTUR 1.2, EMA 0.99 "
     "(FID 3.9 at 2,000 steps against training digits, before the held-out reference; 10/10 classes)"))
+_add(Recipe("digits-r1", ("digits",), {
+    "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 64, "model.d_width": 64, "model.g_depth": 3,
+    "model.d_depth": 3, "model.g_norm": "layer", "model.d_norm": "layer", "loss.name": "nonsaturating",
+    "loss.r1_weight": 0.23, "optim.name": "adam", "optim.lr_g": 3.9e-4, "optim.lr_d": 4.68e-4, "ttur_ratio": 1.2,
+    "optim.beta1": 0.0, "optim.beta2": 0.9, "optim.ema": 0.99, "train.batch_size": 64},
+    "digits-dcgan with the norms most spaces offer (layer norm in G and D): non-saturating loss with R1 0.23, "
+    "TTUR 1.2, betas 0/0.9, EMA 0.99, 3-deep nets of width 64, batch 64; alone, 16 px, 2,000 steps: FID 5.34 "
+    "against the 360 held-out digits (floor 3.78; 6.37 with a spectral-norm D instead)"))
 _add(Recipe("digits", ("digits",), {
     "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 32, "model.d_width": 32, "model.g_depth": 1,
     "model.d_depth": 1, "model.g_norm": "batch", "model.d_norm": "spectral",

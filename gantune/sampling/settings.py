@@ -21,6 +21,8 @@ Direction = Literal["minimize", "maximize"]
 #: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
+#: ``search.defaults`` when a space does not say: chosen by ``benchmarks/search_defaults.py`` (README Results)
+SEARCH_DEFAULTS: dict[str, Any] = {"optim.ema": 0.999}
 #: Optuna samplers by the name ``search.sampler`` gives
 SAMPLERS: Registry[Callable[[SearchSettings], optuna.samplers.BaseSampler]] = Registry("sampler")
 SAMPLERS.add("tpe", lambda s: optuna.samplers.TPESampler(seed=s.seed, constant_liar=True,
@@ -103,6 +105,11 @@ class SearchSettings(BaseModel):
     warm_start: bool | list[str] = Field(default=True, description="try known-good recipes first: true = the "
                                          "recipes of the space's data kind (gantune.sampling.recipes), a list = "
                                          "those recipes by name, false = none")
+
+    defaults: dict[str, Any] = Field(default_factory=lambda: dict(SEARCH_DEFAULTS), description="config keys "
+                                     "(dotted paths) every trial takes where the space leaves them unset: the "
+                                     "search's own defaults, above the schema's; a key the space mentions stays "
+                                     "the space's, and a recipe trial takes its recipe's")
 
     @field_validator("warm_start")
     @classmethod

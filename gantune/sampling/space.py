@@ -105,9 +105,11 @@ class SearchSpace:
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config.
 
-        ``overrides`` (dotted config paths this space does not mention: a recipe's, ``gantune.sampling.warm``)
-        replace those keys' defaults, in the config and wherever an expression or condition reads them."""
-        extra = {k: v for k, v in (overrides or {}).items() if k not in self.leaves and k not in self.params}
+        ``search.defaults`` and ``overrides`` (dotted config paths this space does not mention: a recipe's,
+        ``gantune.sampling.warm``) replace those keys' schema defaults, in the config and wherever an expression
+        or condition reads them."""
+        given = {k: v for k, v in (overrides or {}).items() if k not in self.leaves and k not in self.params}
+        extra = {**self.search_defaults(), **given}  # a recipe is whole: its values win
         values: dict[str, Any] = dict(extra)
         resolving: list[str] = []
         absent = object()
@@ -141,6 +143,10 @@ class SearchSpace:
                     at = at.setdefault(part, {})
                 at[key] = value
         return self._apply_settings(nested)
+
+    def search_defaults(self) -> dict[str, Any]:
+        """The ``search.defaults`` this space's trials take: those of the keys it does not mention."""
+        return {k: v for k, v in self.settings.defaults.items() if k not in self.leaves and k not in self.params}
 
     def _apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
@@ -277,6 +283,20 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
             continue
         leaves[path] = _parse_spec(value, source, path) if _is_spec(value) else ValueSpec(value=value)
         _check_leaf(path, leaves[path], source)
+
+
+def _check_search_defaults(defaults: dict[str, Any], source: str) -> None:
+    """``search.defaults`` holds fixed values of known config keys, checked like a space's own fixed leaves."""
+    for path, value in defaults.items():
+        where = f"search.defaults.{path}"
+        if path not in _all_schema_paths():
+            raise ConfigError(f"{source}: {where}: unknown config key (expected a dotted path such as optim.ema)")
+        if isinstance(value, dict):
+            raise ConfigError(f"{source}: {where}: expected a fixed value (a search range belongs in the space)")
+        try:
+            _check_leaf(path, ValueSpec(value=value), source)
+        except ConfigError as err:  # name the setting the value came from, not a leaf of the space
+            raise ConfigError(str(err).replace(f"{source}: ", f"{source}: search.defaults: ", 1)) from None
 
 
 def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
@@ -439,6 +459,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
     leaves = _walk(raw, source)
     _absolute_files(leaves)
+    _check_search_defaults(settings.defaults, source)
     _check_names(leaves, params, source)
     _check_objectives(settings, leaves, source)
     _check_data(leaves, source)

@@ -316,6 +316,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     return {
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
+        "search_defaults": space.search_defaults(),
         "trial_steps": steps, "budget_steps": settings.trials * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),

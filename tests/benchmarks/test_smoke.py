@@ -107,6 +107,13 @@ CASES: list[Smoke] = [
         "| progressive | `model.progressive: {start: 8, fade_steps: 500}` | digits-full | fid | "
         "{P} ± {N} | {P} ± {N} |",
     ), 15),
+    Smoke("search_defaults.py", ("--space", "tests/fixtures/user_ring8.yaml", "--arms", "none", "both", "--trials",
+                                 "2", "--max-steps", "30"), (
+        "user_ring8.yaml: objective mode_kl (minimize), 2 configs (random sampler, seed 0), unpruned, no warm start",
+        "arm defaults median best better than none wall s best config's metrics",
+        "none (schema's) {N} {N} - {N} {*}",
+        "both optim.ema 0.999, optim.decay linear {N} {N} {N}/2 {N} {*}",
+    ), 35),
     Smoke("speed_options.py", ("--preset", "mlp", "--steps", "10", "--repeats", "1", "--device", "cpu",
                                "--no-compile"), (
         "device: cpu preset mlp, batch 512, 10 steps, best of 1",

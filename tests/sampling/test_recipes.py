@@ -134,7 +134,7 @@ def test_recipes_by_data_kind() -> None:
     assert [data_kind(n) for n in ("ring8", "grid25", "digits", "stacked_digits", "folder")] == [
         "points", "points", "digits", "stacked_digits", "images"]
     assert [r.name for r in recipes_for("points")] == ["points"]
-    assert [r.name for r in recipes_for("digits")] == ["digits-wgan", "digits-dcgan", "digits"]
+    assert [r.name for r in recipes_for("digits")] == ["digits-wgan", "digits-dcgan", "digits-r1", "digits"]
     # every shipped space gets at least one recipe, and every recipe trains a valid config on its data
     for name in ("ring8", "grid25", "toy", "toy_wide", "dcgan", "wgan", "hinge", "stacked", "stacked_small_d"):
         space = load_space(f"search_spaces/{name}.yaml")

@@ -113,3 +113,56 @@ def test_a_noise_aware_search_repeats_every_evaluation(tmp_path: Path) -> None:
     for space, repeat in ((plain, False), (aware, True)):
         for _ in range(3):
             assert config_from_dict(space.sample(study.ask())).eval.repeat is repeat
+
+
+DEFAULTS_SPACE = """
+name: d
+search:
+  trials: 2
+  max_steps: 40
+  eval_every: 20
+  defaults: {{optim.ema: 0.99, optim.decay: linear, loss.r1_weight: 0.5}}
+data: {{name: grid25}}
+optim:
+  lr_g: {{float: [1.0e-4, 1.0e-2], log: true}}
+  {ema}
+"""
+
+
+def test_search_defaults_fill_only_the_keys_the_space_leaves_unset(tmp_path: Path) -> None:
+    """``search.defaults`` sets what the space does not mention; the space's own value wins; a recipe's override
+    (``gantune.sampling.warm``) wins over the search's default: a recipe is tried whole."""
+    trial = optuna.create_study().ask()
+    raw = _space(tmp_path, DEFAULTS_SPACE.format(ema="")).sample(trial)
+    cfg = config_from_dict(raw)
+    assert (cfg.optim.ema, cfg.optim.decay, cfg.loss.r1_weight) == (0.99, "linear", 0.5)
+    raw = _space(tmp_path, DEFAULTS_SPACE.format(ema="ema: 0.5")).sample(optuna.create_study().ask(),
+                                                                          {"loss.r1_weight": 0.1, "optim.ema": 0.9})
+    cfg = config_from_dict(raw)
+    assert (cfg.optim.ema, cfg.optim.decay, cfg.loss.r1_weight) == (0.5, "linear", 0.1)
+
+
+def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
+    """A space without ``search.defaults`` gets the product's; ``defaults: {}`` trains at the schema's."""
+    from gantune.sampling.settings import SEARCH_DEFAULTS
+
+    plain = SPACE.replace("  params:\n", "  defaults: {}\n  params:\n")
+    base = config_from_dict(_space(tmp_path, plain).sample(optuna.create_study().ask()))
+    assert base.optim.ema == 0.0 and base.optim.decay == "none"
+    cfg = config_from_dict(_space(tmp_path, SPACE).sample(optuna.create_study().ask()))
+    for path, value in SEARCH_DEFAULTS.items():
+        section, key = path.split(".")
+        assert getattr(getattr(cfg, section), key) == value
+
+
+@pytest.mark.parametrize("defaults, message", [
+    ("{optim.emma: 0.9}", "search.defaults.optim.emma: unknown config key"),
+    ("{optim.ema: 2}", "search.defaults: optim.ema: Input should be less than 1"),
+    ("{optim.decay: sometimes}", "search.defaults: optim.decay: unknown decay 'sometimes'"),
+    ("{optim.ema: {float: [0, 1]}}", "search.defaults.optim.ema: expected a fixed value"),
+])
+def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, message: str) -> None:
+    text = DEFAULTS_SPACE.format(ema="").replace("{optim.ema: 0.99, optim.decay: linear, loss.r1_weight: 0.5}",
+                                                 defaults)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        _space(tmp_path, text)

@@ -4,9 +4,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from gantune.cli import _print_search_summary
+from gantune.sampling.recipes import RECIPES
+from gantune.sampling.settings import SEARCH_DEFAULTS
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 from gantune.tracking import MlflowTracker
@@ -61,6 +64,12 @@ def test_the_recipe_trial_runs_first_and_is_marked(tmp_path: Path, ray_session: 
     assert config["loss"]["r1_weight"] == 0.1 and config["optim"]["decay"] == "linear"  # the recipe's
     assert "r1_weight" not in second.user_attrs["config"].get("loss", {})
     assert summary["recipe_trials"] == {0: "points"} and summary["recipes_skipped"] == {}
+    # the search's own defaults (keys the space leaves unset) go to every trial; the recipe's values win in its
+    assert SEARCH_DEFAULTS and summary["search_defaults"] == SEARCH_DEFAULTS
+    for path, value in SEARCH_DEFAULTS.items():
+        section, key = path.split(".")
+        assert second.user_attrs["config"][section][key] == value
+        assert first.user_attrs["config"][section][key] == RECIPES.get("points").values.get(path, value)
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("warm")
@@ -68,9 +77,19 @@ def test_the_recipe_trial_runs_first_and_is_marked(tmp_path: Path, ray_session: 
                 if "gantune.trial" in r.data.tags}
     assert children["0"].data.tags["gantune.recipe"] == "points"
     assert "gantune.recipe" not in children["1"].data.tags
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("gantune.role") == "parent")
+    logged = yaml.safe_load(Path(client.download_artifacts(children["1"].info.run_id, "trial_config.yaml",
+                                                           str(tmp_path))).read_text())
+    for path, value in SEARCH_DEFAULTS.items():
+        assert parent.data.params[f"search.defaults.{path}"] == str(value)
+        section, key = path.split(".")
+        assert logged[section][key] == value
 
     _print_search_summary(summary)
-    assert "  warm start: trial 0 from recipe points" in capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out.splitlines()
+    assert "  warm start: trial 0 from recipe points" in printed
+    assert "  search defaults (keys the space leaves unset): " + ", ".join(
+        f"{k} {v}" for k, v in SEARCH_DEFAULTS.items()) in printed
 
 
 def test_warm_start_false_enqueues_nothing(tmp_path: Path, ray_session: object) -> None:
