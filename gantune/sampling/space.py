@@ -116,17 +116,17 @@ class SearchSpace:
 
         def resolve(name: str) -> Any:
             if name in values:  # a leaf switched off by its ``when`` reads as the config default
-                return _schema_default(name) if values[name] is absent else values[name]
+                return schema_default(name) if values[name] is absent else values[name]
             spec = self.leaves.get(name) or self.params.get(name)
             if spec is None:
-                return _schema_default(name)
+                return schema_default(name)
             if name in resolving:
                 raise ConfigError(f"{self.source}: {name}: circular reference ({' -> '.join([*resolving, name])})")
             resolving.append(name)
             try:
                 if spec.when is not None and not Expr(spec.when)(resolve):
                     values[name] = absent
-                    return _schema_default(name)
+                    return schema_default(name)
                 values[name] = _suggest(trial, name, spec, resolve)
             finally:
                 resolving.pop()
@@ -206,7 +206,8 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str]
 _DEFAULTS: dict[str, Any] = {}
 
 
-def _schema_default(path: str) -> Any:
+def schema_default(path: str) -> Any:
+    """The value config key ``path`` (``optim.ema``, ``model.progressive.start``) has when nothing sets it."""
     if not _DEFAULTS:
         for section, values in TrialConfig().to_dict().items():
             if isinstance(values, dict):
@@ -380,9 +381,9 @@ def possible_data(leaves: dict[str, Spec]) -> list[Any]:
         else:
             values = [True] if key == "download" else []
         if values and spec.when is not None:
-            values.append(_schema_default(path))
+            values.append(schema_default(path))
         if key in _DATA_KEYS:
-            options[key] = values or [_schema_default(path)]
+            options[key] = values or [schema_default(path)]
         elif isinstance(spec, ValueSpec) and spec.when is None:
             fixed[key] = spec.value
     found: list[Any] = []

@@ -14,7 +14,11 @@ Projection rules, key by key of the recipe:
 - a config key the space **does not mention** (it would train at its default) takes the recipe's value as an
   *override*, stored on the trial (user attribute ``recipe_overrides``) and applied when the trial's config is
   built (``SearchSpace.sample``); the built config is stored on the trial, so resumes and exports train the
-  same config. A free parameter the space does not declare is ignored.
+  same config. A free parameter the space does not declare is ignored;
+- a free parameter the space **declares under another name** than the recipe's (``ttur`` for the recipe's
+  ``ttur_ratio``) and reads in an ``expr`` leaf whose value the recipe gives (``lr_d: {expr: "optim.lr_g *
+  ttur"}``) takes the value that makes the expression give the recipe's (bisection over its range); a value
+  outside the range skips the recipe, as above.
 
 A recipe for 2-D points on image data (or the other way round) is skipped, and so is one with nothing to
 contribute. Recipes go in only when the study has no trials yet (a
@@ -25,13 +29,24 @@ trials (at least one), so the sampler keeps most of the budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
+from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.recipes import RECIPES, Recipe, data_kind, recipes_for
-from gantune.sampling.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace, ValueSpec, possible_data
+from gantune.sampling.space import (
+    CategoricalSpec,
+    ExprSpec,
+    FloatSpec,
+    IntSpec,
+    SearchSpace,
+    ValueSpec,
+    possible_data,
+    schema_default,
+)
 
 #: user attributes of a recipe trial: the recipe's name and the config keys it sets beyond the space's params
 RECIPE_KEY, OVERRIDES_KEY = "recipe", "recipe_overrides"
@@ -99,9 +114,74 @@ def project(recipe: Recipe, space: SearchSpace) -> Projection:
             out.skipped = f"{key} = {value} is outside the searched {where}"
             return Projection(recipe.name, skipped=out.skipped)
         out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
+    skipped = _solve_free_params(recipe, space, out)
+    if skipped is not None:
+        return Projection(recipe.name, skipped=skipped)
     if not out.params and not out.overrides:
         out.skipped = "nothing of it applies to this space"
     return out
+
+
+def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:
+    """A searched free parameter the recipe does not name, read by an ``expr`` leaf whose value the recipe does
+    give (``lr_d: {expr: "optim.lr_g * ttur"}`` and the recipe's lr_d), takes the value that makes the expression
+    give the recipe's: found by bisection over its range, so the recipe trial trains the recipe's lr_d and not a
+    random ratio. Why the recipe is skipped when that value lies outside the range; ``None`` otherwise."""
+    for name, spec in space.params.items():
+        if name in out.params or not isinstance(spec, (FloatSpec, IntSpec)) or spec.when is not None:
+            continue
+        for path, leaf in space.leaves.items():
+            raw = recipe.values.get(path)
+            if not isinstance(leaf, ExprSpec) or leaf.when is not None or not isinstance(raw, (int, float)) \
+                    or isinstance(raw, bool) or not math.isfinite(raw):
+                continue
+            target = float(raw)
+            expr = Expr(leaf.expr)
+            if name not in expr.names:
+                continue
+
+            def gap(x: float, _expr: Expr = expr, _name: str = name, _target: float = target) -> float:
+                def resolve(n: str) -> Any:
+                    if n == _name:
+                        return x
+                    if n in out.params:
+                        return out.params[n]
+                    fixed = space.leaves.get(n)
+                    if isinstance(fixed, ValueSpec):
+                        return fixed.value
+                    return recipe.values.get(n, schema_default(n))
+                return float(_expr(resolve)) - _target
+
+            lo, hi = spec.range
+            value = _bisect(gap, float(lo), float(hi), log=spec.log)
+            if value is None:
+                return f"{path} = {target} needs {name} outside the searched {list(spec.range)}"
+            out.params[name] = round(value) if isinstance(spec, IntSpec) else value
+            break
+    return None
+
+
+def _bisect(f: Callable[[float], float], lo: float, hi: float, log: bool, iterations: int = 60) -> float | None:
+    """The x in [lo, hi] with f(x) = 0 for an f that changes sign once there (a monotone expression), else None."""
+    try:
+        f_lo, f_hi = f(lo), f(hi)
+        if f_lo == 0 or f_hi == 0:
+            return lo if f_lo == 0 else hi
+        if (f_lo > 0) == (f_hi > 0) or not (math.isfinite(f_lo) and math.isfinite(f_hi)):
+            return None
+        for _ in range(iterations):
+            mid = math.sqrt(lo * hi) if log else (lo + hi) / 2
+            f_mid = f(mid)
+            if f_mid == 0:
+                return mid
+            if (f_mid > 0) == (f_lo > 0):
+                lo, f_lo = mid, f_mid
+            else:
+                hi = mid
+    except (ArithmeticError, TypeError, ValueError, ExprError):
+        return None
+    value = math.sqrt(lo * hi) if log else (lo + hi) / 2
+    return float(f"{value:.6g}")  # a round number where the exact one is (1.2, not 1.1999999999)
 
 
 def space_kind(space: SearchSpace) -> str | None:

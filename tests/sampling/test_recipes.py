@@ -142,3 +142,32 @@ def test_recipes_by_data_kind() -> None:
         assert any(p.skipped is None for p in warm_start(study, space)), name
         trial = study.ask()
         config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
+
+
+@pytest.mark.parametrize(("ratio", "expr", "lo", "hi", "want"), [
+    ("ttur", "optim.lr_g * ttur", 0.5, 4.0, 1.2),  # the recipe's ttur_ratio under the user's own name
+    ("slow_d", "optim.lr_g / slow_d", 0.1, 2.0, 1 / 1.2),  # a ratio the other way round
+    ("ttur", "optim.lr_g * ttur", 2.0, 4.0, None),  # the recipe's lr_d needs a ratio outside the range
+])
+def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_recipes_key(
+        tmp_path: Path, ratio: str, expr: str, lo: float, hi: float, want: float | None) -> None:
+    """The digits-r1 recipe gives lr_g 3.9e-4 and lr_d 4.68e-4 (ratio 1.2); a space that derives lr_d from a free
+    parameter of its own name gets the parameter that reproduces that lr_d, not a random one."""
+    text = (USER.replace("ttur_ratio: {{float: [0.5, 2.0], log: true}}", f"{ratio}: {{{{float: [{lo}, {hi}]}}}}")
+            .replace('lr_d: {{expr: "optim.lr_g * ttur_ratio"}}', f'lr_d: {{{{expr: "{expr}"}}}}')
+            .replace("data: {{name: ring8}}", "data: {{name: digits, resolution: 16}}")
+            .replace("  z_dim: 8\n", "  arch: dcgan\n  z_dim: 64\n").replace("[64, 128]", "[32, 64]")
+            .replace("batch_size: {batch}", "batch_size: 64"))
+    path = tmp_path / "mine.yaml"
+    path.write_text(text.format(lo=1e-4, hi=1e-2, warm=""))
+    space = load_space(path)
+    p = project(RECIPES.get("digits-r1"), space)
+    if want is None:
+        assert p.skipped == f"optim.lr_d = 0.000468 needs {ratio} outside the searched [{lo}, {hi}]"
+        return
+    assert p.skipped is None and p.params[ratio] == pytest.approx(want, rel=1e-5)
+    study = optuna.create_study()
+    warm_start(study, space)
+    trial = study.ask()
+    cfg = config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
+    assert (cfg.optim.lr_g, cfg.optim.lr_d) == (pytest.approx(3.9e-4), pytest.approx(4.68e-4, rel=1e-5))
