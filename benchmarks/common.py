@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from pydantic import BaseModel
 
 from gantune import env
 from gantune.sampling.space import SearchSpace, load_space
@@ -68,7 +69,7 @@ def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, A
     space = load_space(space_path, name=name)
     raw = space.settings.model_dump()
     for key, value in overrides.items():
-        if isinstance(value, dict) and key in ("pruning", "resources"):  # sections: the keys given change
+        if isinstance(getattr(space.settings, key, None), BaseModel):  # a section: only the keys given change
             raw[key].update(value)
         else:
             raw[key] = value

@@ -45,11 +45,10 @@ SHOWN = ("modes", "hq", "mode_kl", "coverage", "fid", "classes")
 def run_arm(space: Path, arm: str, trials: int | None, max_steps: int | None, seed: int) -> dict[str, Any]:
     """One arm: every config of the space's random draw, unpruned, with ``arm``'s defaults; per-trial finals."""
     settings = load_space(space).settings
-    steps = max_steps or settings.max_steps
     overrides: dict[str, Any] = {"sampler": "random", "seed": seed, "warm_start": False, "defaults": ARMS[arm],
                                  "trials": trials or settings.trials, "pruning": {"asha": False, "health": False}}
     if max_steps is not None:
-        overrides.update(max_steps=steps, eval_every=min(settings.eval_every, steps))
+        overrides.update(max_steps=max_steps, eval_every=min(settings.eval_every, max_steps))
     workdir = Path(tempfile.mkdtemp(prefix="gantune-defaults-"))
     t0 = time.time()
     summary, study, _ = run(space, f"defaults-{arm}", workdir, overrides)

@@ -163,6 +163,7 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
 
 def _bisect(f: Callable[[float], float], lo: float, hi: float, log: bool, iterations: int = 60) -> float | None:
     """The x in [lo, hi] with f(x) = 0 for an f that changes sign once there (a monotone expression), else None."""
+    first_lo, first_hi = lo, hi
     try:
         f_lo, f_hi = f(lo), f(hi)
         if f_lo == 0 or f_hi == 0:
@@ -180,8 +181,8 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, log: bool, iterat
                 hi = mid
     except (ArithmeticError, TypeError, ValueError, ExprError):
         return None
-    value = math.sqrt(lo * hi) if log else (lo + hi) / 2
-    return float(f"{value:.6g}")  # a round number where the exact one is (1.2, not 1.1999999999)
+    value = float(f"{(math.sqrt(lo * hi) if log else (lo + hi) / 2):.6g}")  # 1.2, not 1.1999999999
+    return min(max(value, first_lo), first_hi)  # rounding must not step outside the range
 
 
 def space_kind(space: SearchSpace) -> str | None:
