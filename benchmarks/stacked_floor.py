@@ -8,7 +8,10 @@ Stacked digits (``data.name: stacked_digits``) are three digits drawn uniformly 
 
 - the classifier's accuracy on that split's single digits at that resolution, and the share of the ``n`` stacked
   samples whose triple it reads exactly right (about accuracy^3);
-- ``stacked_modes`` / ``stacked_kl`` as a search measures them (the ``stacked_digits`` extractor, then the family);
+- ``stacked_modes`` / ``stacked_kl`` as a search measures them (the ``stacked_digits`` extractor, then the family),
+  with ``stacked_channel_kl`` (the part of the KL the channels' own digit histograms explain) and
+  ``stacked_confidence`` (the classifier's mean top probability): a generator's values beside these say whether its
+  KL comes from uneven or unreadable digits;
 - the same two on the true triples (no classifier): what the finite sample alone gives;
 - the expected KL of an exactly uniform sample of ``n`` over 1,000 modes (the mean of 200 multinomial draws):
   999 / (2 n) to first order, 0.019 at 26,000.
@@ -47,7 +50,7 @@ def main() -> None:
     print(f"uniform over {MODES} modes, n = {args.n}: expected KL {uniform_kl(args.n):.4f} "
           f"(first order 999/(2n) = {(MODES - 1) / (2 * args.n):.4f})")
     print(f"{'px':>3} {'split':<8}{'digit acc':>10}{'triples right':>15}{'modes':>7}{'KL':>8}"
-          f"{'true modes':>12}{'true KL':>9}")
+          f"{'chan. KL':>10}{'conf.':>7}{'true modes':>12}{'true KL':>9}")
     for res in args.resolution:
         cfg = config_from_dict({"data": {"name": "stacked_digits", "resolution": res},
                                 "eval": {"n_samples": args.n}})
@@ -72,7 +75,8 @@ def main() -> None:
                     * torch.tensor([100, 10, 1])).sum(1)
             true_counts = torch.bincount(truth, minlength=MODES)
             print(f"{res:>3} {split:<8}{100 * digit_acc:>9.2f}%{100 * float((read == truth).float().mean()):>14.2f}%"
-                  f"{out['stacked_modes']:>7.0f}{out['stacked_kl']:>8.4f}{int((true_counts > 0).sum()):>12}"
+                  f"{out['stacked_modes']:>7.0f}{out['stacked_kl']:>8.4f}{out['stacked_channel_kl']:>10.4f}"
+                  f"{out['stacked_confidence']:>7.3f}{int((true_counts > 0).sum()):>12}"
                   f"{histogram_kl(true_counts):>9.4f}")
 
 

@@ -172,7 +172,8 @@ class Evaluator:
         twin = data.twin(self.n)
         labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
-        names = ",".join(name for name, _ in self.scorers)
+        # the families' keys too: a family that gains a key must not read an old floor without it
+        names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}" for name, _ in self.scorers)
 
         def real(n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             return twin[:n] if labels is None else (twin[:n], labels[:n])

@@ -124,9 +124,9 @@ CASES: list[Smoke] = [
     ), 8),
     Smoke("stacked_floor.py", ("--n", "300", "--resolution", "8"), (
         "uniform over 1000 modes, n = 300: expected KL {P} (first order 999/(2n) = 1.6650)",
-        "px split digit acc triples right modes KL true modes true KL",
-        "8 train {P}% {P}% {P} {P} {P} {P}",
-        "8 heldout {P}% {P}% {P} {P} {P} {P}",
+        "px split digit acc triples right modes KL chan. KL conf. true modes true KL",
+        "8 train {P}% {P}% {P} {P} {P} {P} {P} {P}",
+        "8 heldout {P}% {P}% {P} {P} {P} {P} {P} {P}",
     ), 7),
 ]
 

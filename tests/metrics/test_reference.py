@@ -115,3 +115,26 @@ def test_other_classifier_weights_change_the_cached_reference(tmp_path: Path, mo
     second = load_reference(cfg, data, ext, 100)
     assert not torch.equal(first.feats, second.feats)
     assert torch.allclose(second.feats, ext(data.reference(100))[0])
+
+
+def test_a_family_that_reports_a_new_key_gets_a_floor_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor is cached on disk once per reference and metric set; a family that gains a key (a new release
+    of gantune, or a plugin's new version) must not read the old floor without that key: the cache key names
+    the families' keys, not only their names."""
+    import dataclasses
+
+    from gantune.metrics.base import FAMILIES
+
+    cfg = config_from_dict({"data": {"name": "grid25"}, "eval": {"n_samples": 200, "metrics": ["modes"]}})
+    data = load_data(cfg.data, CPU, 0)
+    assert "hq" in Evaluator(cfg, data, CPU).provenance["floor"]
+    old = FAMILIES.get("modes")
+
+    def build(ref: metrics.Reference) -> metrics.Scorer:
+        score = old.build(ref)
+        return lambda fake: {**score(fake), "hq_twice": 2 * score(fake)["hq"]}
+
+    monkeypatch.setitem(FAMILIES._entries, "modes", dataclasses.replace(old, build=build, keys=(*old.keys, "hq_twice")))
+    metrics._MEMO.clear()  # as in a fresh worker process: only the disk cache is left
+    floor = Evaluator(cfg, data, CPU).provenance["floor"]
+    assert floor["hq_twice"] == pytest.approx(2 * floor["hq"])

@@ -112,3 +112,52 @@ def test_collapse_signal_fires_on_a_collapsed_stream_not_on_a_healthy_one() -> N
                for i in range(1, 7)]
     monitor = HealthMonitor(HealthConfig(warmup_evals=1, patience=2))
     assert [monitor(r) for r in healthy] == [None] * 6
+
+
+def _logits(digits: torch.Tensor, margin: float = 20.0) -> torch.Tensor:
+    """Per-channel logits that read as ``digits`` (n, 3): one-hot scaled by ``margin`` (0: every digit equally
+    likely, the classifier's most unsure reading)."""
+    return (margin * torch.nn.functional.one_hot(digits, 10).float()).flatten(1)
+
+
+def _score_digits(digits: torch.Tensor, margin: float = 20.0) -> dict[str, float]:
+    x = torch.zeros(len(digits), 3, 8, 8)
+    logits = _logits(digits, margin)
+    score = FAMILIES.get("stacked_modes")(Reference(x=x, feats=torch.zeros(len(x), 1), logits=logits))
+    return score(Samples(x=x, feats=torch.zeros(len(x), 1), logits=logits))
+
+
+def test_channel_kl_is_the_part_of_the_kl_the_channels_own_digits_explain() -> None:
+    """Three channels that always show the same digit (each channel uniform over 10): their digit histograms are
+    even, so all of the KL (ln 100: 10 of the 1,000 modes, evenly) is the channels' dependence. Independent channels
+    with channel 0 showing 0 twice as often as each other digit: the joint histogram is the product of the
+    channels', so the whole KL is the channels' own."""
+    same = torch.arange(1000).remainder(10)[:, None].expand(-1, 3)
+    out = _score_digits(same)
+    assert out["stacked_modes"] == 10 and out["stacked_kl"] == pytest.approx(math.log(100))
+    assert out["stacked_channel_kl"] == pytest.approx(0.0, abs=1e-12)
+
+    triples = torch.cartesian_prod(torch.arange(10), torch.arange(10), torch.arange(10))
+    biased = torch.cat([triples, triples[triples[:, 0] == 0]])  # channel 0 reads 0 in 200 of 1,100
+    out = _score_digits(biased)
+    p = torch.tensor([2.0] + [1.0] * 9) / 11
+    assert out["stacked_channel_kl"] == pytest.approx(float((p * (10 * p).log()).sum()))
+    assert out["stacked_kl"] == pytest.approx(out["stacked_channel_kl"])
+
+
+def test_confidence_reads_how_sure_the_classifier_is() -> None:
+    digits = torch.randint(10, (500, 3), generator=torch.Generator().manual_seed(0))
+    assert _score_digits(digits)["stacked_confidence"] == pytest.approx(1.0, abs=1e-6)
+    assert _score_digits(digits, margin=0.0)["stacked_confidence"] == pytest.approx(0.1)
+
+
+def test_real_stacked_digits_read_confidently_and_evenly() -> None:
+    """Real held-out stacked digits: the classifier reads them surely, and the channels' digit histograms are
+    nearly even (the held-out pool's own class counts differ a little)."""
+    score, pool, extractor = _scorer()
+    draws = torch.randint(len(pool), (5_000, 3), generator=torch.Generator().manual_seed(3))
+    x = stack(pool, draws)
+    feats, logits = extractor(x)
+    out = score(Samples(x=x, feats=feats, logits=logits))
+    assert out["stacked_confidence"] > 0.97
+    assert out["stacked_channel_kl"] < 0.02
