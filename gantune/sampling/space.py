@@ -17,78 +17,27 @@ file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from gantune.catalogue import check_value, config_from_dict
-from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error, read_yaml
-from gantune.data import check_data
-from gantune.errors import ConfigError, DataError
-from gantune.metrics import FAMILIES, metric_keys
-from gantune.sampling.expr import Expr, ExprError
-from gantune.sampling.settings import SearchSettings, check_name, mode_of
-
-_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
-Scalar = str | int | float | bool | None
-
-
-class _Leaf(BaseModel):
-    model_config = _FORBID
-    when: str | None = None
-
-
-class FloatSpec(_Leaf):
-    range: tuple[float, float] = Field(alias="float")
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatSpec:
-        lo, hi = self.range
-        if lo >= hi:
-            raise ValueError(f"float range [{lo}, {hi}] needs low < high")
-        if self.log and lo <= 0:
-            raise ValueError("a log range needs low > 0")
-        if self.log and self.step is not None:
-            raise ValueError("log and step cannot be combined")
-        return self
-
-
-class IntSpec(_Leaf):
-    range: tuple[int, int] = Field(alias="int")
-    log: bool = False
-    step: int = Field(default=1, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> IntSpec:
-        lo, hi = self.range
-        if lo > hi:
-            raise ValueError(f"int range [{lo}, {hi}] needs low <= high")
-        if self.log and (lo <= 0 or self.step != 1):
-            raise ValueError("a log int range needs low > 0 and step 1")
-        return self
-
-
-class CategoricalSpec(_Leaf):
-    choices: list[Scalar] = Field(alias="categorical", min_length=1)
-
-
-class ExprSpec(_Leaf):
-    expr: str
-
-
-class ValueSpec(_Leaf):
-    value: Any
-
-
-SPEC_TYPES: dict[str, type[_Leaf]] = {"float": FloatSpec, "int": IntSpec, "categorical": CategoricalSpec,
-                                      "expr": ExprSpec, "value": ValueSpec}
-Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
+from gantune.config import SECTIONS, format_validation_error, read_yaml
+from gantune.errors import ConfigError
+from gantune.sampling.checks import (
+    absolute_files,
+    check_data_of,
+    check_names,
+    check_objectives,
+    check_search_defaults,
+    parse_spec,
+    walk,
+)
+from gantune.sampling.expr import Expr
+from gantune.sampling.settings import SearchSettings, check_name
+from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, Spec, schema_default
 
 
 @dataclasses.dataclass
@@ -203,232 +152,6 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str]
     return spec.value
 
 
-_DEFAULTS: dict[str, Any] = {}
-
-
-def schema_default(path: str) -> Any:
-    """The value config key ``path`` (``optim.ema``, ``model.progressive.start``) has when nothing sets it."""
-    if not _DEFAULTS:
-        for section, values in TrialConfig().to_dict().items():
-            if isinstance(values, dict):
-                _DEFAULTS.update({f"{section}.{k}": v for k, v in values.items()})
-            else:
-                _DEFAULTS[section] = values
-        for sub, cls in SUBSECTIONS.items():  # a subsection's keys read the defaults it has once switched on
-            _DEFAULTS.update({f"{sub}.{f.name}": getattr(cls(), f.name) for f in dataclasses.fields(cls)})
-    return _DEFAULTS.get(path)
-
-
-def _parse_spec(raw: dict[str, Any], source: str, path: str) -> Spec:
-    kinds = [k for k in SPEC_TYPES if k in raw]
-    if len(kinds) != 1:
-        raise ConfigError(f"{source}: {path}: a range needs exactly one of {', '.join(SPEC_TYPES)}; got "
-                          f"{', '.join(sorted(raw)) or 'nothing'}")
-    try:
-        spec = SPEC_TYPES[kinds[0]].model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, path)) from None
-    return spec  # type: ignore[return-value]
-
-
-def _check_leaf(path: str, spec: Spec, source: str) -> None:
-    """Each value a leaf can take must pass its section's field validation (key exists, right type) and, for a
-    name, the catalogue (the dataset, loss, norm … is registered)."""
-    section, key = path.rsplit(".", 1)  # section: model, or a subsection such as model.progressive
-    if isinstance(spec, FloatSpec):
-        probes: list[Any] = list(spec.range)
-    elif isinstance(spec, IntSpec):
-        probes = list(spec.range)
-    elif isinstance(spec, CategoricalSpec):
-        probes = list(spec.choices)
-    elif isinstance(spec, ValueSpec):
-        probes = [spec.value]
-    else:
-        probes = []
-    cls = SECTIONS.get(section) or SUBSECTIONS[section]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    if key not in fields:
-        raise ConfigError(f"{source}: {path}: unknown key (the {section} section has: {', '.join(sorted(fields))})")
-    for value in probes:
-        try:
-            cls(**{key: value})
-        except ValidationError as err:
-            raise ConfigError(format_validation_error(err, source, section)) from None
-        check_value(section, key, value, source)
-
-
-def _walk(raw: dict[str, Any], source: str) -> dict[str, Spec]:
-    leaves: dict[str, Spec] = {}
-    for section, body in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"{source}: {section}: unknown section (expected: search, name, "
-                              f"{', '.join(SECTIONS)})")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{source}: {section}: expected a mapping of keys")
-        _walk_section(section, body, source, leaves)
-    return leaves
-
-
-def _is_spec(value: Any) -> bool:
-    return isinstance(value, dict) and any(k in value for k in (*SPEC_TYPES, "when"))
-
-
-def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[str, Spec]) -> None:
-    """The leaves of one section; a subsection given as a mapping (``model.progressive: {start: ...}``) is walked
-    into leaves of its own (``model.progressive.start``), so each of its keys can be sampled. The subsection is
-    on in a trial when any of its leaves is set (a ``when`` can switch them all off: then it stays null)."""
-    for key, value in body.items():
-        path = f"{section}.{key}"
-        if path in SUBSECTIONS and isinstance(value, dict) and not _is_spec(value):
-            _walk_section(path, value, source, leaves)
-            continue
-        leaves[path] = _parse_spec(value, source, path) if _is_spec(value) else ValueSpec(value=value)
-        _check_leaf(path, leaves[path], source)
-
-
-def _check_search_defaults(defaults: dict[str, Any], source: str) -> None:
-    """``search.defaults`` holds fixed values of known config keys, checked like a space's own fixed leaves."""
-    for path, value in defaults.items():
-        where = f"search.defaults.{path}"
-        if path not in _all_schema_paths():
-            raise ConfigError(f"{source}: {where}: unknown config key (expected a dotted path such as optim.ema)")
-        if isinstance(value, dict):
-            raise ConfigError(f"{source}: {where}: expected a fixed value (a search range belongs in the space)")
-        try:
-            _check_leaf(path, ValueSpec(value=value), source)
-        except ConfigError as err:  # name the setting the value came from, not a leaf of the space
-            raise ConfigError(str(err).replace(f"{source}: ", f"{source}: search.defaults: ", 1)) from None
-
-
-def _check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
-    known = set(leaves) | set(params) | {p for p in _all_schema_paths()}
-    for path, spec in [*params.items(), *leaves.items()]:
-        texts = [("when", spec.when)] + ([("expr", spec.expr)] if isinstance(spec, ExprSpec) else [])
-        for kind, text in texts:
-            if text is None:
-                continue
-            try:
-                expr = Expr(text)
-            except ExprError as err:
-                raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
-            for name in expr.names:
-                if name not in known:
-                    raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
-                                      "such as optim.lr_g or a parameter declared under search.params)")
-
-
-#: keys outside ``data`` and ``eval`` that change the metric set (a conditional run adds the conditional metric)
-_PROBED = ("model.conditional",)
-
-
-def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
-    """The trial config of the space's fixed ``data`` and ``eval`` values, or ``None`` where either is sampled
-    (or the combination is invalid, which the trial config reports later), with the fixed values of the other
-    keys that decide what an evaluation reports (``_PROBED``)."""
-    fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
-    for path, spec in leaves.items():
-        section, key = path.split(".", 1)
-        if path in _PROBED and isinstance(spec, ValueSpec) and spec.when is None:
-            fixed.setdefault(section, {})[key] = spec.value
-        if section in ("data", "eval"):
-            if not isinstance(spec, ValueSpec) or spec.when is not None:
-                return None
-            fixed[section][key] = spec.value
-    try:
-        return config_from_dict(fixed, source)
-    except ConfigError:
-        return None
-
-
-def _check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
-    """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
-
-    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial. An
-    objective that is better higher (the Inception Score) must be maximised, whatever the sections.
-    """
-    higher = {key for name in FAMILIES for key in FAMILIES.get(name).higher}
-    for objective, direction in zip(settings.objectives, settings.directions, strict=True):
-        if objective in higher and mode_of(direction) == "min":
-            raise ConfigError(f"{source}: search.direction: {objective!r} is better higher: maximize it")
-    probe = fixed_sections(leaves, source)
-    if probe is None:
-        return
-    keys = metric_keys(probe)
-    for objective in settings.objectives:
-        if objective not in keys:
-            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "
-                              f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
-
-
-#: the data fields that decide whether the data is there (``gantune.data.check_data``)
-_DATA_KEYS = ("name", "path", "dataset", "download")
-
-
-def possible_data(leaves: dict[str, Spec]) -> list[Any]:
-    """The distinct ``DataConfig``s the space's trials can have, as far as their fixed and categorical values
-    (and the defaults a ``when`` falls back on) say. A ``download`` it samples otherwise counts as true (nothing
-    to check); another sampled key reads its default; combinations the trial config would refuse are left to it."""
-    fixed: dict[str, Any] = {}
-    options: dict[str, list[Any]] = {}
-    for path, spec in leaves.items():
-        section, key = path.split(".", 1)
-        if section != "data":
-            continue
-        if isinstance(spec, ValueSpec):
-            values = [spec.value]
-        elif isinstance(spec, CategoricalSpec):
-            values = list(spec.choices)
-        else:
-            values = [True] if key == "download" else []
-        if values and spec.when is not None:
-            values.append(schema_default(path))
-        if key in _DATA_KEYS:
-            options[key] = values or [schema_default(path)]
-        elif isinstance(spec, ValueSpec) and spec.when is None:
-            fixed[key] = spec.value
-    found: list[Any] = []
-    keys = list(options)
-    for combo in itertools.product(*options.values()):
-        try:
-            cfg = DataConfig(**fixed, **dict(zip(keys, combo, strict=True)))
-        except (ValidationError, TypeError):
-            continue
-        if cfg not in found:
-            found.append(cfg)
-    return found
-
-
-def _check_data(leaves: dict[str, Spec], source: str) -> None:
-    """Data that is not there fails here, once, rather than in every trial of a search that then exits 0."""
-    for cfg in possible_data(leaves):
-        try:
-            check_data(cfg)
-        except DataError as err:
-            raise DataError(f"{source}: {err}") from None
-
-
-#: leaves holding a file a trial reads itself: made absolute at load, since Ray runs each trial in a folder of its
-#: own, where a path relative to the search's working directory would name nothing
-TRIAL_FILES = ("model.init_from",)
-
-
-def _absolute(value: Any) -> Any:
-    return str(Path(value).expanduser().absolute()) if isinstance(value, str) else value
-
-
-def _absolute_files(leaves: dict[str, Spec]) -> None:
-    for path in TRIAL_FILES:
-        spec = leaves.get(path)
-        if isinstance(spec, ValueSpec):
-            leaves[path] = spec.model_copy(update={"value": _absolute(spec.value)})
-        elif isinstance(spec, CategoricalSpec):
-            leaves[path] = spec.model_copy(update={"choices": [_absolute(c) for c in spec.choices]})
-
-
-def _all_schema_paths() -> list[str]:
-    return [f"{s}.{f.name}" for s, cls in {**SECTIONS, **SUBSECTIONS}.items() for f in dataclasses.fields(cls)]
-
-
 def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     """Read and validate a search-space file; nothing starts before this has succeeded."""
     source = str(path)
@@ -453,17 +176,17 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     else:
         check_name(Path(path).stem, f"{source}: the file's name (the search's name when it has no name: key or "
                    "--name)")
-    params = {k: _parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
+    params = {k: parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
               for k, v in settings.params.items()}
     for k in params:
         if "." in k or k in SECTIONS:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
-    leaves = _walk(raw, source)
-    _absolute_files(leaves)
-    _check_search_defaults(settings.defaults, source)
-    _check_names(leaves, params, source)
-    _check_objectives(settings, leaves, source)
-    _check_data(leaves, source)
+    leaves = walk(raw, source)
+    absolute_files(leaves)
+    check_search_defaults(settings.defaults, source)
+    check_names(leaves, params, source)
+    check_objectives(settings, leaves, source)
+    check_data_of(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
     if settings.pruning.scheduler == "pbt":

@@ -35,18 +35,11 @@ from typing import Any
 
 import optuna
 
+from gantune.sampling.checks import possible_data
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.recipes import RECIPES, Recipe, data_kind, recipes_for
-from gantune.sampling.space import (
-    CategoricalSpec,
-    ExprSpec,
-    FloatSpec,
-    IntSpec,
-    SearchSpace,
-    ValueSpec,
-    possible_data,
-    schema_default,
-)
+from gantune.sampling.space import SearchSpace
+from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, ValueSpec, schema_default
 
 #: user attributes of a recipe trial: the recipe's name and the config keys it sets beyond the space's params
 RECIPE_KEY, OVERRIDES_KEY = "recipe", "recipe_overrides"

@@ -24,8 +24,9 @@ from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line
 from gantune.rundir import check_writable, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
+from gantune.sampling.checks import fixed_sections
 from gantune.sampling.settings import SearchSettings
-from gantune.sampling.space import SearchSpace, fixed_sections
+from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
     DEFAULT_STORAGE,
     FINISHED,

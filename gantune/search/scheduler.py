@@ -32,7 +32,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 
 from gantune.errors import ConfigError
 from gantune.noise import rung_noise
-from gantune.sampling.space import CategoricalSpec, FloatSpec, IntSpec, SearchSpace
+from gantune.sampling.space import SearchSpace
+from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
 from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state
 from gantune.search.trainable import OBJECTIVE_REPEAT, ORIGIN
 

@@ -1,0 +1,89 @@
+"""The leaves of a search space: a fixed value or a range (float, int, categorical), an expression, each with an
+optional ``when``; and what a config key is when no leaf sets it (the schema's defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gantune.config import SECTIONS, SUBSECTIONS, TrialConfig
+
+_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+Scalar = str | int | float | bool | None
+
+
+class _Leaf(BaseModel):
+    model_config = _FORBID
+    when: str | None = None
+
+
+class FloatSpec(_Leaf):
+    range: tuple[float, float] = Field(alias="float")
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatSpec:
+        lo, hi = self.range
+        if lo >= hi:
+            raise ValueError(f"float range [{lo}, {hi}] needs low < high")
+        if self.log and lo <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+
+class IntSpec(_Leaf):
+    range: tuple[int, int] = Field(alias="int")
+    log: bool = False
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntSpec:
+        lo, hi = self.range
+        if lo > hi:
+            raise ValueError(f"int range [{lo}, {hi}] needs low <= high")
+        if self.log and (lo <= 0 or self.step != 1):
+            raise ValueError("a log int range needs low > 0 and step 1")
+        return self
+
+
+class CategoricalSpec(_Leaf):
+    choices: list[Scalar] = Field(alias="categorical", min_length=1)
+
+
+class ExprSpec(_Leaf):
+    expr: str
+
+
+class ValueSpec(_Leaf):
+    value: Any
+
+
+SPEC_TYPES: dict[str, type[_Leaf]] = {"float": FloatSpec, "int": IntSpec, "categorical": CategoricalSpec,
+                                      "expr": ExprSpec, "value": ValueSpec}
+Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def schema_default(path: str) -> Any:
+    """The value config key ``path`` (``optim.ema``, ``model.progressive.start``) has when nothing sets it."""
+    if not _DEFAULTS:
+        for section, values in TrialConfig().to_dict().items():
+            if isinstance(values, dict):
+                _DEFAULTS.update({f"{section}.{k}": v for k, v in values.items()})
+            else:
+                _DEFAULTS[section] = values
+        for sub, cls in SUBSECTIONS.items():  # a subsection's keys read the defaults it has once switched on
+            _DEFAULTS.update({f"{sub}.{f.name}": getattr(cls(), f.name) for f in dataclasses.fields(cls)})
+    return _DEFAULTS.get(path)
+
+
+def all_schema_paths() -> list[str]:
+    """Every config key a space or ``search.defaults`` may name, as a dotted path (subsections' keys included)."""
+    return [f"{s}.{f.name}" for s, cls in {**SECTIONS, **SUBSECTIONS}.items() for f in dataclasses.fields(cls)]
