@@ -219,9 +219,9 @@ def check_data_of(leaves: dict[str, Spec], source: str) -> None:
             raise DataError(f"{source}: {err}") from None
 
 
-#: leaves holding a file a trial reads itself: made absolute at load, since Ray runs each trial in a folder of its
-#: own, where a path relative to the search's working directory would name nothing
-TRIAL_FILES = ("model.init_from",)
+#: leaves holding a file or folder a trial reads itself: made absolute at load, since Ray runs each trial in a
+#: folder of its own, where a path relative to the search's working directory would name nothing
+TRIAL_FILES = ("model.init_from", "data.path")
 
 
 def _absolute(value: Any) -> Any:

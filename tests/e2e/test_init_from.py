@@ -124,3 +124,29 @@ eval: {{n_samples: 100, metrics: [diversity]}}
     assert trial_status(failed) == "failed"
     reason = str(failed.user_attrs.get(REASON_KEY, ""))
     assert "G tensor 'net.0.weight' is [8, 16, 4, 4] in the file but [8, 8, 4, 4]" in reason, failed.user_attrs
+
+
+def test_a_relative_image_folder_is_found_by_the_trials(work: Path, ray_session: object) -> None:
+    """``data.path`` relative to where the search runs: Ray runs each trial in a folder of its own, so the space
+    holds the path made absolute (as ``model.init_from``); a relative path there would name nothing."""
+    import numpy as np
+    from PIL import Image
+
+    (work / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(work / "imgs" / f"{i:02d}.png")
+    space = """
+name: relfolder
+search: {trials: 1, max_steps: 4, eval_every: 4, sampler: random, concurrency: 1, pruning: {asha: false},
+         objective: diversity, warm_start: false}
+data: {name: folder, path: imgs, resolution: 8, channels: 1}
+model: {z_dim: 8, g_width: 8, d_width: 8, g_depth: 1, d_depth: 1}
+train: {batch_size: 8, log_every: 2}
+eval: {n_samples: 16, metrics: [diversity], extractor: digits}
+"""
+    (work / "space.yaml").write_text(space)
+    assert main(["search", "space.yaml", "--quiet", "--no-tracking"]) == 0
+    study = optuna.load_study(study_name="relfolder", storage=f"sqlite:///{work / 'optuna.db'}")
+    (trial,) = study.trials
+    assert trial_status(trial) == "completed", trial.user_attrs.get(REASON_KEY)
