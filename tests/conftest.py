@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,15 @@ def ray_session() -> Any:
              logging_level=logging.ERROR)
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def sigint_default_in_children() -> Iterator[None]:
+    """Processes started inside get SIGINT's default action, as a terminal's foreground job does. A background
+    job of a non-interactive shell (one way to start pytest) has SIGINT ignored, exec keeps an ignored signal, and
+    Python then never raises KeyboardInterrupt: the search would rightly run on. A handled signal resets on exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

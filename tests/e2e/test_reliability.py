@@ -3,14 +3,12 @@ store, dirty run directories, out-of-memory configs, bad flags, Ctrl-C and a tra
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -24,7 +22,7 @@ from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 from gantune.trial import train
-from tests.conftest import enqueue_lrs, free_port, tiny, tiny_space
+from tests.conftest import enqueue_lrs, free_port, sigint_default_in_children, tiny, tiny_space
 
 
 @pytest.fixture(autouse=True)
@@ -243,24 +241,12 @@ def _search_cmd(tmp_path: Path, space: Path, *extra: str) -> list[str]:
             f"sqlite:///{tmp_path / 'optuna.db'}", "--runs-dir", str(tmp_path / "runs"), *extra]
 
 
-@contextlib.contextmanager
-def _sigint_default_in_children() -> Iterator[None]:
-    """Processes started inside get SIGINT's default action, as a terminal's foreground job does. A background
-    job of a non-interactive shell (one way to start pytest) has SIGINT ignored, exec keeps an ignored signal, and
-    Python then never raises KeyboardInterrupt: the search would rightly run on. A handled signal resets on exec."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(tiny_space("sigint", 4, 3000, 500, [0.001], log_every=50, n_samples=200))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
-    with _sigint_default_in_children():
+    with sigint_default_in_children():
         proc = subprocess.Popen(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--quiet"), cwd=tmp_path,
                                 env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

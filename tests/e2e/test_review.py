@@ -24,7 +24,7 @@ from gantune.cli import main
 from gantune.review import Review, ReviewServer
 from gantune.sampling import votes as V
 from gantune.sampling.study import load_search
-from tests.conftest import free_port, last_json, searched_in, tiny_space
+from tests.conftest import free_port, last_json, searched_in, sigint_default_in_children, tiny_space
 
 LRS = [0.001, 0.002, 0.0015]
 SPACE = tiny_space("rev", 3, 100, 50, LRS, log_every=25, n_samples=200)
@@ -63,8 +63,9 @@ def _http(url: str, body: dict[str, Any] | None = None) -> Any:
 
 def _start(root: Path) -> tuple[subprocess.Popen[str], str]:
     """``gantune review rev`` as a user starts it; the URL it prints."""
-    proc = subprocess.Popen([sys.executable, "-m", "gantune.cli", "review", "rev", "--no-browser", "--json"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with sigint_default_in_children():  # _stop's Ctrl-C must reach it however pytest was started
+        proc = subprocess.Popen([sys.executable, "-m", "gantune.cli", "review", "rev", "--no-browser", "--json"],
+                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     found = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C to stop\)", line)
