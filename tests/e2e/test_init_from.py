@@ -16,7 +16,7 @@ from gantune.cli import main
 from gantune.events import REASON_KEY
 from gantune.sampling.study import trial_status
 from gantune.trial import train
-from tests.conftest import enqueue_lrs, last_json, tiny_images
+from tests.conftest import enqueue_lrs, grey_folder, last_json, tiny_images
 
 MODEL = {"z_dim": 8, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "batch"}
 
@@ -129,13 +129,7 @@ eval: {{n_samples: 100, metrics: [diversity]}}
 def test_a_relative_image_folder_is_found_by_the_trials(work: Path, ray_session: object) -> None:
     """``data.path`` relative to where the search runs: Ray runs each trial in a folder of its own, so the space
     holds the path made absolute (as ``model.init_from``); a relative path there would name nothing."""
-    import numpy as np
-    from PIL import Image
-
-    (work / "imgs").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(work / "imgs" / f"{i:02d}.png")
+    grey_folder(work / "imgs", 16)
     space = """
 name: relfolder
 search: {trials: 1, max_steps: 4, eval_every: 4, sampler: random, concurrency: 1, pruning: {asha: false},

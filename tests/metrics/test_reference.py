@@ -17,6 +17,7 @@ from gantune.metrics.digits_net import DigitsNet
 from gantune.metrics.features import build_extractor
 from gantune.metrics.fid import frechet_distance, real_statistics
 from gantune.metrics.train_digits_classifier import heldout_accuracy
+from tests.conftest import grey_folder
 
 CPU = torch.device("cpu")
 
@@ -78,16 +79,9 @@ def test_floor_is_real_training_images_scored_against_the_heldout_reference() ->
     assert again["fid"] == pytest.approx(p["floor"]["fid"], rel=1e-9)
 
 
-def _folder(root: Path, n: int = 12) -> None:
-    rng = np.random.default_rng(0)
-    root.mkdir()
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(root / f"{i:02d}.png")
-
-
 def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
     root = tmp_path / "imgs"
-    _folder(root)
+    grey_folder(root)
     cfg = config_from_dict({"data": {"name": "folder", "path": str(root), "resolution": 8, "channels": 1},
                             "eval": {"n_samples": 16, "extractor": "digits"}})
     ext = build_extractor(cfg, CPU)
