@@ -29,8 +29,8 @@ from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
-from gantune.metrics import FAMILIES, check_metric_names, metric_names
-from gantune.metrics.features import EXTRACTORS, default_extractor, missing_inception
+from gantune.metrics import FAMILIES, check_metric_names
+from gantune.metrics.features import EXTRACTORS
 
 
 def _norm(spec: str) -> None:
@@ -134,12 +134,8 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
 
 
 def _metric_combinations(cfg: TrialConfig) -> None:
-    """The Inception Score on Inception's classes needs the weights on disk (nothing downloads): refused at load, not
-    when the trial starts; and an objective that is better higher is maximised."""
-    if "is" in metric_names(cfg) and default_extractor(cfg) == "inception":
-        missing = missing_inception(cfg)
-        if missing:
-            raise ValueError(f"{missing} (eval.metrics: is reads Inception-v3's classes on these images)")
+    """An objective that is better higher is maximised. (Missing Inception weights are refused where a config is
+    about to train, ``gantune.metrics.missing_weights``: a config read to sample a generator needs none.)"""
     objective = cfg.health.objective
     if cfg.health.mode == "min" and any(objective in FAMILIES.get(name).higher for name in FAMILIES):
         raise ValueError(f"health.mode: the objective {objective!r} is better higher: maximise it (health.mode: max; "

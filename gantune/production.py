@@ -18,10 +18,11 @@ from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config
 from gantune.config import TrialConfig
 from gantune.data import check_data
-from gantune.errors import GantuneError
+from gantune.errors import ConfigError, GantuneError
 from gantune.events import INTERRUPTED, first_line
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
+from gantune.metrics import missing_weights
 from gantune.progress import Meter, steps_line
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
 from gantune.trial import is_oom, train
@@ -77,6 +78,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
+    missing = missing_weights(cfg)
+    if missing:  # so are evaluation weights that are not there
+        raise ConfigError(f"{path}: {missing}")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out

@@ -36,7 +36,7 @@ from gantune.metrics.base import (
     collapse_signals,
     family,
 )
-from gantune.metrics.features import Extractor, build_extractor, default_extractor
+from gantune.metrics.features import Extractor, build_extractor, default_extractor, missing_inception
 from gantune.rundir import cache_dir, cached
 
 #: ``n`` generated samples; a conditional generator's with the labels they were generated for
@@ -79,6 +79,18 @@ def metric_names(cfg: TrialConfig) -> list[str]:
         if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:
             names += CONDITIONAL_DEFAULT
     return names
+
+
+def missing_weights(cfg: TrialConfig) -> str | None:
+    """The one line that says this config's evaluations need Inception-v3 weights that are not on disk, else
+    ``None``. Asked where a config is about to train (``gantune train``, a search's load), not where one is only
+    read: a generator trained on a folder is sampled on machines without the weights."""
+    names = metric_names(cfg)
+    if not names or default_extractor(cfg) != "inception":
+        return None
+    missing = missing_inception(cfg)
+    return None if missing is None else f"{missing} (eval.metrics: {', '.join(names)} read Inception-v3's view of " \
+        "these images)"
 
 
 def metric_keys(cfg: TrialConfig) -> list[str]:
@@ -215,4 +227,4 @@ class Evaluator:
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
            "check_metric_names", "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys",
-           "metric_names", "reference_n"]
+           "metric_names", "missing_weights", "reference_n"]

@@ -15,7 +15,7 @@ from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
 from gantune.data import check_data
 from gantune.errors import ConfigError, DataError
-from gantune.metrics import FAMILIES, metric_keys
+from gantune.metrics import FAMILIES, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, mode_of
 from gantune.sampling.specs import (
@@ -217,6 +217,15 @@ def check_data_of(leaves: dict[str, Spec], source: str) -> None:
             check_data(cfg)
         except DataError as err:
             raise DataError(f"{source}: {err}") from None
+
+
+def check_weights_of(leaves: dict[str, Spec], source: str) -> None:
+    """Inception weights the space's evaluations need and that are not on disk fail here, once, rather than in
+    every trial (checked when the data and eval sections are fixed, as the objectives are)."""
+    probe = fixed_sections(leaves, source)
+    missing = None if probe is None else missing_weights(probe)
+    if missing:
+        raise ConfigError(f"{source}: {missing}")
 
 
 #: leaves holding a file or folder a trial reads itself: made absolute at load, since Ray runs each trial in a

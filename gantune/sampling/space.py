@@ -32,6 +32,7 @@ from gantune.sampling.checks import (
     check_names,
     check_objectives,
     check_search_defaults,
+    check_weights_of,
     parse_spec,
     walk,
 )
@@ -187,6 +188,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     check_names(leaves, params, source)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source)
+    check_weights_of(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
     if settings.pruning.scheduler == "pbt":

@@ -64,6 +64,10 @@ FILES: dict[str, dict | str] = {
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    "no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"],
+                                                      "inception_weights": "{in}/nope.pth"}),
+    "train-no-inception.yaml": _with(CONFIG, **IMAGES, eval={"every": 10, "n_samples": 100, "metrics": ["fid"],
+                                                             "inception_weights": "{in}/nope.pth"}),
 }
 
 ROWS: list[tuple[list[str], str]] = [
@@ -82,6 +86,10 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/one-choice-missing.yaml"], r"data.path: image folder .*/nope does not exist"),
     (["search", "{in}/torchvision.yaml"], r"data.(name: torchvision datasets need torchvision|path: MNIST not found)"),
     (["train", "{in}/train-no-folder.yaml", "--out", "run"], r"data.path: image folder .*/nope does not exist"),
+    # evaluation weights that are not there (nothing downloads): FID on a folder reads Inception-v3's features
+    (["search", "{in}/no-inception.yaml"], r"no-inception.yaml: eval.inception_weights: Inception-v3 weights not "
+                                            r"found at .*/nope\.pth.*\(eval.metrics: fid read"),
+    (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
     # the expression language
     (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
     (["search", "{in}/invert.yaml"], r"optim.lr_d.expr: .*the operator ~ is not allowed"),
