@@ -23,8 +23,8 @@ from gantune.sampling.settings import NAME_RE
 _POINTS = """\
 # Written by `gantune init {data}`: a search for {data}'s 2-D points around the known-good recipe
 # "points" (gantune/configs/{data}.yaml: a plain GAN with z_dim 2, the R1 penalty on real samples and the
-# learning rates annealed linearly to 0; at 20,000 steps grid25 reaches 25/25 modes at 98.2% HQ, ring8 8/8 at
-# 97.8%). That recipe is trial 0 (search.warm_start); the other trials search the ranges below.
+# learning rates annealed linearly to 0, batch 512, beta1 0; at 20,000 steps grid25 reaches 25/25 modes at 98.2%
+# HQ, ring8 8/8 at 98.5%). That recipe is trial 0 (search.warm_start); the other trials search the ranges below.
 # Sized for a 2-core CPU: 12 trials of at most 6,000 steps, two at a time, a few minutes with ASHA stopping the
 # worst two thirds at steps 1,500 and 4,500. For the sharpest modes export the best with more steps
 # (gantune export NAME --steps 20000).
@@ -60,7 +60,7 @@ optim:
   name: adam
   lr_g: {{float: [1.0e-3, 3.0e-3], log: true}}  # the recipe's 2e-3 in the middle; 1e-2 and up diverges
   lr_d: {{expr: "optim.lr_g * ttur_ratio"}}
-  beta1: {{categorical: [0.0, 0.5]}}  # the recipe's 0.5 (DCGAN's); 0 (WGAN-GP's) reacts faster
+  beta1: {{categorical: [0.0, 0.5]}}  # the recipe's 0 (WGAN-GP's) reacts faster; DCGAN's 0.5 to compare
   beta2: 0.999
   decay: {{categorical: [linear, cosine]}}  # annealing the learning rates to 0 is what makes the modes sharp
 train: {{batch_size: {{categorical: [256, 512]}}, log_every: 200, seed: 0}}  # big batches: each holds every mode

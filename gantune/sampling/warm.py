@@ -11,6 +11,8 @@ Projection rules, key by key of the recipe:
   ignored, and an ``expr`` computes its value from the enqueued ones (``lr_d = lr_g * ttur_ratio``). Only where
   the space fixes one of the recipe's *essential* keys (its architecture or loss) to another value is the recipe
   skipped: a WGAN-GP recipe's learning rates are not known-good for another loss;
+- a key the space searches and the recipe **does not name** gets the value the recipe was measured with (the
+  search's default, else the schema's) when inside the searched range, else the sampler's;
 - a config key the space **does not mention** (it would train at its default) takes the recipe's value as an
   *override*, stored on the trial (user attribute ``recipe_overrides``) and applied when the trial's config is
   built (``SearchSpace.sample``); the built config is stored on the trial, so resumes and exports train the
@@ -110,9 +112,22 @@ def project(recipe: Recipe, space: SearchSpace) -> Projection:
     skipped = _solve_free_params(recipe, space, out)
     if skipped is not None:
         return Projection(recipe.name, skipped=skipped)
+    _fill_unnamed(recipe, space, out)
     if not out.params and not out.overrides:
         out.skipped = "nothing of it applies to this space"
     return out
+
+
+def _fill_unnamed(recipe: Recipe, space: SearchSpace, out: Projection) -> None:
+    """A searched config key the recipe does not name gets the value the recipe was measured with: the search's
+    default, else the schema's (when inside the searched range): left to the sampler, the recipe trial would
+    train at a random ``n_critic`` or ``beta2`` and be another point than the known-good one."""
+    for key, spec in space.leaves.items():
+        if key in recipe.values or key in out.params or not isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec)):
+            continue
+        value = space.settings.defaults.get(key, schema_default(key))
+        if value is not None and _inside(spec, value):
+            out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
 
 
 def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:

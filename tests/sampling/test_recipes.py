@@ -50,8 +50,9 @@ def test_projection_searched_fixed_and_unmentioned_keys(tmp_path: Path) -> None:
     p = project(RECIPES.get("points"), space)
     assert p.skipped is None
     # searched keys inside their ranges get the recipe's values, categorical ones in the space's own spelling
+    # (gp_weight, which the recipe does not name, at its default: see the test below)
     assert p.params == {"model.g_width": 128, "loss.name": "nonsaturating", "optim.lr_g": 2e-3, "ttur_ratio": 1.0,
-                        "optim.beta1": 0.5}
+                        "optim.beta1": 0.0, "loss.gp_weight": 10.0}
     assert type(p.params["optim.beta1"]) is float
     # keys the space fixes (z_dim 8, batch 128) or derives (lr_d) stay the user's; unmentioned keys are overridden
     assert "model.z_dim" not in p.params | p.overrides and "train.batch_size" not in p.params | p.overrides
@@ -89,14 +90,14 @@ def test_a_value_outside_a_searched_range_skips_the_whole_recipe(tmp_path: Path)
     warm_start(study, space)
     assert study.get_trials() == []
     # a categorical without the recipe's value: skipped too
-    assert "train.batch_size = 256" in str(project(RECIPES.get("points"), _space(tmp_path,
+    assert "train.batch_size = 512" in str(project(RECIPES.get("points"), _space(tmp_path,
                                                    batch="{categorical: [32, 64]}")).skipped)
     # a value between the steps of a stepped range is outside it
     stepped = _space(tmp_path, batch="{int: [100, 300], step: 100}")
-    assert project(RECIPES.get("points"), stepped).skipped == "train.batch_size = 256 is outside the searched " \
+    assert project(RECIPES.get("points"), stepped).skipped == "train.batch_size = 512 is outside the searched " \
                                                               "[100, 300]"
-    assert project(RECIPES.get("points"), _space(tmp_path, batch="{int: [128, 384], step: 128}")).params[
-        "train.batch_size"] == 256
+    assert project(RECIPES.get("points"), _space(tmp_path, batch="{int: [128, 512], step: 128}")).params[
+        "train.batch_size"] == 512
 
 
 def test_a_fixed_essential_key_of_another_value_skips_the_recipe(tmp_path: Path) -> None:
@@ -171,3 +172,23 @@ def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_reci
     trial = study.ask()
     cfg = config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
     assert (cfg.optim.lr_g, cfg.optim.lr_d) == (pytest.approx(3.9e-4), pytest.approx(4.68e-4, rel=1e-5))
+
+
+def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_with(tmp_path: Path) -> None:
+    """Left to the sampler, the recipe trial of a space searching n_critic drew 2 (the recipe is measured at 1)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(USER.format(lo=1e-4, hi=1e-2, batch=128, warm="  defaults: {optim.ema: 0.99}").replace(
+        "  beta1: {categorical: [0.0, 0.5]}",
+        "  beta1: {categorical: [0.0, 0.5]}\n  n_critic: {int: [1, 3]}\n"
+        "  ema: {float: [0.9, 0.999]}\n  weight_decay: {float: [0.001, 0.1], log: true}"))
+    space = load_space(path)
+    p = project(RECIPES.get("points"), space)
+    assert p.skipped is None
+    assert p.params["optim.n_critic"] == 1  # the schema's default
+    assert p.params["optim.ema"] == 0.99  # the search's default wins over the schema's (0)
+    assert "optim.weight_decay" not in p.params  # the default 0 is outside the range: the sampler's
+    study = optuna.create_study(direction="maximize")
+    warm_start(study, space)
+    first = study.ask()
+    cfg = config_from_dict(space.sample(first, first.user_attrs[OVERRIDES_KEY]))
+    assert cfg.optim.n_critic == 1 and cfg.optim.ema == 0.99
