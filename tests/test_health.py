@@ -163,7 +163,24 @@ def test_low_signals_count_only_when_not_improving() -> None:
 
 
 def _records(values: list[float], key: str = "fid") -> list[dict[str, float]]:
-    return [{"step": float(i + 1), key: v} for i, v in enumerate(values)]
+    """Full evaluations (they carry ``eval_s``), one a step."""
+    return [{"step": float(i + 1), key: v, "eval_s": 0.0} for i, v in enumerate(values)]
+
+
+def test_quick_checks_do_not_count_as_the_objective() -> None:
+    """A quick check scores the same key on fewer samples: stacked_kl read about 0.63 on 1,000 samples against an
+    evaluation's best of 0.10 on 26,000, and two quick checks in a row between evaluations 6,000 steps apart
+    stopped the stacked recipe trial as diverged at step 9,000."""
+    h = HealthConfig(warmup_evals=0, patience=2, rise_factor=3.0, rise_margin=0.5, objective="stacked_kl", mode="min")
+    mon = HealthMonitor(h)
+    stream = [{"step": 3000.0, "stacked_kl": 0.5}, {"step": 6000.0, "stacked_kl": 0.10, "eval_s": 9.0},
+              {"step": 7500.0, "stacked_kl": 0.63}, {"step": 9000.0, "stacked_kl": 0.62},
+              {"step": 10500.0, "stacked_kl": 0.60}, {"step": 12000.0, "stacked_kl": 0.08, "eval_s": 18.0}]
+    assert [mon(r) for r in stream] == [None] * len(stream)
+    # the same values as evaluations do stop it
+    mon = HealthMonitor(h)
+    verdicts = [mon({**r, "eval_s": 0.0}) for r in stream]
+    assert verdicts[3] is not None and verdicts[3].kind == "diverged"
 
 
 def test_rise_needs_patience_and_margin() -> None:

@@ -29,7 +29,7 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
 from gantune.devices import memory_fraction, trial_device
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
-from gantune.health import HealthMonitor
+from gantune.health import HealthMonitor, is_evaluation
 from gantune.rundir import CHECKPOINT, atomic_write
 from gantune.trial import REPEAT, Record, TrialResult, is_oom, release_memory, train
 
@@ -145,7 +145,7 @@ class Reporter:
 
     def __call__(self, record: Record) -> None:
         out: dict[str, Any] = dict(record)
-        if self.objective in record:
+        if self.objective in record and is_evaluation(record):  # a quick check's value is on fewer samples
             out["objective"] = record[self.objective]
         if (repeat := REPEAT + self.objective) in record:
             out[OBJECTIVE_REPEAT] = record[repeat]

@@ -41,7 +41,7 @@ def test_the_reporter_sends_objective_ride_alongs_and_pbt_checkpoints_and_a_rest
     report.samples(10, b"png")
     report.provenance({"features": "raw"})
     for step, cov in ((10, None), (20, 0.5), (30, 0.6), (40, None), (60, 0.7)):
-        report({"step": float(step), **({"coverage": cov} if cov is not None else {})})
+        report({"step": float(step), **({"coverage": cov, "eval_s": 1.0} if cov is not None else {})})
 
     first, second, third = (out for out, _ in sent[:3])
     kept = [ckpt for _, ckpt in sent]
@@ -68,7 +68,7 @@ def test_without_pbt_the_reporter_sends_no_checkpoint(tmp_path: Path) -> None:
     sent: list[Checkpoint | None] = []
     report = Reporter("fid", trial=0, run_dir=tmp_path, checkpoint_every=None, steps=60,
                       send=lambda out, ckpt: sent.append(ckpt))
-    report({"step": 20.0, "fid": 3.0})
+    report({"step": 20.0, "fid": 3.0, "eval_s": 1.0})
     assert sent == [None]
 
 
@@ -84,6 +84,18 @@ def test_an_evaluation_measured_twice_reports_the_objective_twice(tmp_path: Path
     report = Reporter("fid", trial=0, run_dir=tmp_path, checkpoint_every=None, steps=30,
                       send=lambda out, _: sent.append(out))
     report({"step": 10.0, "loss_d": 1.0})  # a log: neither
-    report({"step": 20.0, "fid": 5.0, "repeat/fid": 5.25, "kid": 0.1, "repeat/kid": 0.2})
-    report({"step": 30.0, "fid": 4.0})  # measured once (eval.repeat off): the objective alone
+    report({"step": 20.0, "fid": 5.0, "repeat/fid": 5.25, "kid": 0.1, "repeat/kid": 0.2, "eval_s": 1.0})
+    report({"step": 30.0, "fid": 4.0, "eval_s": 2.0})  # measured once (eval.repeat off): the objective alone
     assert [(r.get("objective"), r.get(OBJECTIVE_REPEAT)) for r in sent] == [(None, None), (5.0, 5.25), (4.0, None)]
+
+
+def test_a_quick_check_does_not_report_the_objective(tmp_path: Path) -> None:
+    """A quick check scores the objective's key on fewer samples (stacked_kl 0.63 on 1,000 samples where the
+    evaluation read 0.10 on 26,000): ASHA, PBT and the trial's value must read evaluations only."""
+    sent: list[dict[str, Any]] = []
+    report = Reporter("stacked_kl", trial=0, run_dir=tmp_path, checkpoint_every=None, steps=9000,
+                      send=lambda out, _: sent.append(out))
+    report({"step": 6000.0, "stacked_kl": 0.10, "eval_s": 9.0})
+    report({"step": 7500.0, "stacked_kl": 0.63, "stacked_modes": 800.0})
+    assert [r.get("objective") for r in sent] == [0.10, None]
+    assert sent[1]["stacked_kl"] == 0.63  # the metric itself still goes out, under its own name
