@@ -44,7 +44,7 @@ def test_init_ring8_writes_a_commented_space_that_loads_and_samples(tmp_path: Pa
     recipe = configs[0][1]
     assert (recipe.model.z_dim, recipe.loss.r1_weight, recipe.optim.lr_g, recipe.optim.decay) == (2, 0.1, 2e-3,
                                                                                                   "linear")
-    assert recipe.optim.lr_d == pytest.approx(2e-3) and recipe.train.batch_size == 256
+    assert recipe.optim.lr_d == pytest.approx(2e-3) and recipe.train.batch_size == 512
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
