@@ -96,12 +96,16 @@ def _exploding(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | Non
     return None
 
 
+#: the record key the trial loop writes on full evaluations only (evaluation seconds so far): ``is_evaluation``
+EVAL_SECONDS = "eval_s"
+
+
 def is_evaluation(record: dict[str, float]) -> bool:
-    """Whether a trial-loop record holds a full evaluation (only those carry ``eval_s``). A quick check scores the
+    """Whether a trial-loop record holds a full evaluation (only those carry ``EVAL_SECONDS``). A quick check scores the
     cheap families on ``eval.quick_samples``, under the same keys: its mode KL on 1,000 samples reads about 0.6
     where the evaluation's on 26,000 reads 0.1 (the estimator's bias falls with the sample count), so its values
     are not comparable with an evaluation's and must not count as the objective."""
-    return "eval_s" in record
+    return EVAL_SECONDS in record
 
 
 def _better(h: HealthConfig, v: float, best: float | None) -> bool:

@@ -25,7 +25,7 @@ from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
-from gantune.health import Verdict, first_nonfinite
+from gantune.health import EVAL_SECONDS, Verdict, first_nonfinite
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
 from gantune.viz import samples_png
@@ -346,7 +346,7 @@ def train(
             pictured = step
             record.update(metrics)
             record.update(repeat)
-            record["eval_s"] = evaluation.seconds
+            record[EVAL_SECONDS] = evaluation.seconds
             last_eval = dict(metrics)
             best.offer(metrics, step, trainer, out)
             stop = Stop.non_finite(metrics, step) or Stop.non_finite(repeat, step)
