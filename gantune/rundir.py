@@ -87,6 +87,14 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return value
 
 
+def _parsed(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) and "step" in rec else None
+
+
 class RunDir:
     """A run's output directory; ``resume`` trims metrics logged after the checkpoint it resumes from."""
 
@@ -102,11 +110,13 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def trim_metrics(self, last_step: int) -> None:
-        """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from)."""
+        """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from), and a last
+        line the killed run left half-written."""
         p = self.path / METRICS
         if not p.exists():
             return
-        keep = [ln for ln in p.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+        lines = p.read_text().splitlines()
+        keep = [ln for ln in lines if (rec := _parsed(ln)) is not None and rec["step"] <= last_step]
         atomic_write(p, "".join(ln + "\n" for ln in keep).encode())
 
     def save_samples(self, step: int, png: bytes) -> Path:

@@ -148,10 +148,12 @@ class _Outputs:
         self.report = report
         self.on_samples = on_samples
 
-    def record(self, record: Record, provenance: dict[str, Any] | None = None) -> None:
+    def log(self, record: Record, provenance: dict[str, Any] | None = None) -> None:
         """``provenance``: how this record's evaluation was measured (metrics.jsonl only: reports stay flat)."""
         if self.rd is not None:
             self.rd.append_metrics({**record, PROVENANCE: provenance} if provenance else record)
+
+    def send(self, record: Record) -> None:
         if self.report is not None:
             self.report(record)
 
@@ -301,8 +303,8 @@ def train(
         trainer.load_state_dict(ckpt["trainer"])
         _set_rng_state(ckpt["rng"], dev, data, evaluation)
         start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+    if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         out.rd.trim_metrics(start)
-    if out.rd is not None:
         out.rd.write_config(cfg)
 
     def wall() -> float:
@@ -352,9 +354,12 @@ def train(
             stop = Stop.non_finite(metrics, step) or Stop.non_finite(repeat, step)
         record["wall_s"] = wall()
         last = record
+        # on disk before the checkpoint that covers it (a run killed in between resumes from the previous one and
+        # logs this step again), the checkpoint before the report, which may hand it on (a PBT member cloned by another)
+        out.log(record, provenance if evaluated else None)
         if stop is None and step % tc.checkpoint_every == 0 and step < tc.steps:
-            checkpoint(step)  # before the report, which may hand it on (a PBT member cloned by another)
-        out.record(record, provenance if evaluated else None)
+            checkpoint(step)
+        out.send(record)
         if stop is None and should_stop is not None and (verdict := should_stop(record)) is not None:
             stop = Stop.of(verdict)
         if stop is not None:

@@ -7,6 +7,7 @@ import torch
 
 from gantune.health import Verdict
 from gantune.metrics import FAMILIES, Reference, Samples, Scorer, family
+from gantune.rundir import RunDir
 from gantune.trial import train
 from tests.conftest import tiny
 
@@ -91,6 +92,45 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path: Path) -> Non
     assert resumed.status == "completed"
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30]
+
+
+class _Killed(BaseException):
+    """The process dying at a chosen point (not an Exception: nothing in the loop may catch it)."""
+
+
+def _steps(path: Path) -> list[float]:
+    return [json.loads(ln)["step"] for ln in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_run_killed_around_a_checkpoint_resumes_without_losing_a_logged_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torn: bool) -> None:
+    """The checkpoint of step 20 must never exist without step 20's metrics line: the run dies as that line is
+    written (before a byte of it, or half way through it), and the resumed run logs every step once."""
+    cfg = tiny(train={"steps": 40, "checkpoint_every": 10})
+    append = RunDir.append_metrics
+
+    def dies_at_20(self: RunDir, record: dict[str, object]) -> None:
+        if record["step"] == 20:
+            if torn:
+                with open(self.path / "metrics.jsonl", "a") as f:
+                    f.write('{"step": 20.0, "los')
+            raise _Killed
+        append(self, record)
+
+    monkeypatch.setattr(RunDir, "append_metrics", dies_at_20)
+    with pytest.raises(_Killed):
+        train(cfg, run_dir=tmp_path)
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+    assert train(cfg, run_dir=tmp_path, resume=True).steps == 40
+    assert _steps(tmp_path / "metrics.jsonl") == [10, 20, 30, 40]
+
+
+def test_a_run_from_step_0_starts_a_fresh_log(tmp_path: Path) -> None:
+    """Killed before its first checkpoint, a run has nothing to resume: it starts again, and so does its log."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 10.0}\n{"step": 20')
+    train(tiny(train={"steps": 20}), run_dir=tmp_path, resume=True)
+    assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
 
 
 def test_a_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.MonkeyPatch) -> None:
