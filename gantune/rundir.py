@@ -109,6 +109,12 @@ class RunDir:
         with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl in order, without a last line a killed run left half-written."""
+        p = self.path / METRICS
+        lines = p.read_text().splitlines() if p.exists() else []
+        return [rec for ln in lines if (rec := _parsed(ln)) is not None]
+
     def trim_metrics(self, last_step: int) -> None:
         """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from), and a last
         line the killed run left half-written."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +27,15 @@ from gantune import provenance
 from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, trial_dirname
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: Tune's bookkeeping fields: not metrics of the GAN
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
+#: the step in the name MLflow gives a logged image (``images/samples+step+200+timestamp+…``; ``%`` before 3.x)
+_IMAGE_STEP = re.compile(r"samples[+%]step[+%](\d+)[+%]")
 #: the experiment kind MLflow 3 UIs up to the sidebar's GenAI / Model training switch read to open an experiment in
 #: the model-training view (runs, metrics) rather than GenAI traces. MLflow 3.17's UI ignores the tag: it takes
 #: the view from the page URL's ``workflowType`` (``ui_url``), else from the switch the browser remembers.
@@ -341,7 +344,10 @@ class TrainRun:
     """MLflow run of ``gantune train``: its own run, tagged with the search its config was exported from.
 
     The run is opened at the first report, i.e. once config, data and device have proved valid, so bad input
-    leaves nothing in MLflow. A resumed training run (same output directory) continues the same MLflow run.
+    leaves nothing in MLflow. A resumed training run (same output directory) continues the same MLflow run, and
+    its history ends up as metrics.jsonl has it: each step once. A killed run had logged to MLflow either less
+    than its checkpoint holds (metrics still in the batch buffer) or more (steps after it, which the resumed run
+    trains again): the first are logged from metrics.jsonl, the second not logged again, nor their sample grids.
     """
 
     def __init__(self, tracking_uri: str, cfg: Any, out_dir: Path, resume: bool) -> None:
@@ -349,6 +355,8 @@ class TrainRun:
         self.run_id: str | None = None
         self._logger: _RunLogger | None = None
         self._measured: dict[str, Any] | None = None
+        self._logged, self._pictured = -1, -1  # the last step MLflow holds metrics and a sample grid of
+        self._catch_up = resume
 
     @property
     def logger(self) -> _RunLogger:
@@ -367,6 +375,10 @@ class TrainRun:
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self._logged = max((m.step for key in found[0].data.metrics
+                                for m in self.client.get_metric_history(run_id, key)), default=-1)
+            self._pictured = max((int(m[1]) for f in self.client.list_artifacts(run_id, "images")
+                                  if (m := _IMAGE_STEP.search(f.path))), default=-1)
         else:
             tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
             if origin is not None:
@@ -385,13 +397,22 @@ class TrainRun:
         self._measured = measured
 
     def report(self, record: dict[str, float]) -> None:
+        logger, step = self.logger, int(record["step"])  # opened first: that reads what a resumed run holds
         if self._measured is not None:
-            log_provenance(self.logger, self._measured)
+            log_provenance(logger, self._measured)
             self._measured = None
-        self.logger.log(record, int(record["step"]))
+        if self._catch_up:  # the first report of a resumed run: what the checkpoint holds that MLflow lacks
+            self._catch_up = False
+            for past in RunDir(self.args[2]).read_metrics():
+                if self._logged < past["step"] < step:
+                    logger.log(past, int(past["step"]))
+        if step > self._logged:
+            logger.log(record, step)
 
     def samples(self, step: int, png: bytes) -> None:
-        self.logger.image(png, step)
+        logger = self.logger
+        if step > self._pictured:
+            logger.image(png, step)
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
         self.logger.end(status, reason, steps, [f for f in files if f.exists()])

@@ -206,3 +206,4 @@ def test_train_resumes_after_kill(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("gantune").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the resumed run continued the same MLflow run
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == steps  # each step once

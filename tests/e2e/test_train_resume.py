@@ -1,0 +1,53 @@
+"""A ``gantune train`` killed at any point and resumed leaves MLflow's history as metrics.jsonl has it."""
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from gantune.config import dump_config
+from gantune.production import TrainOptions, run_training
+from gantune.rundir import RunDir
+from gantune.tracking import TrainRun
+from tests.conftest import tiny
+
+
+class _Killed(BaseException):
+    """SIGKILL at a chosen point: nothing after it runs, not even the handler that closes the MLflow run."""
+
+
+@pytest.mark.parametrize("kill_at", [30, 40])
+def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               kill_at: int) -> None:
+    """Killed as step 30's line is written, MLflow lacks step 20 (still in the batch buffer) though the checkpoint
+    holds it; killed at step 40, MLflow already has step 30 and the grid of 40, which the resumed run makes again."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 20})
+    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    opts = TrainOptions(config="cfg.yaml", out="run", tracking_uri=uri)
+    append = RunDir.append_metrics
+
+    def dies(self: RunDir, record: dict[str, object]) -> None:
+        if record["step"] == kill_at:
+            raise _Killed
+        append(self, record)
+
+    fail = TrainRun.fail
+    monkeypatch.setattr(RunDir, "append_metrics", dies)
+    monkeypatch.setattr(TrainRun, "fail", lambda self, reason, killed=False: None)
+    with pytest.raises(_Killed):
+        run_training(opts, say=None)
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+    monkeypatch.setattr(TrainRun, "fail", fail)
+    opts.resume = True
+    assert run_training(opts, say=None)["steps"] == 40
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("gantune").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [10, 20, 30, 40]
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
