@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 import re
 import tempfile
@@ -401,13 +402,18 @@ class TrainRun:
         if self._measured is not None:
             log_provenance(logger, self._measured)
             self._measured = None
-        if self._catch_up:  # the first report of a resumed run: what the checkpoint holds that MLflow lacks
-            self._catch_up = False
+        self._catch_up_to(step)
+        if step > self._logged:
+            logger.log(record, step)
+
+    def _catch_up_to(self, step: float) -> None:
+        """Once, for a resumed run: log what metrics.jsonl holds before ``step`` that MLflow lacks (at the end when
+        the run was killed after its last checkpoint, and so reports nothing more)."""
+        if self._catch_up:
+            self._catch_up, logger = False, self.logger  # opened first: that reads what MLflow holds
             for past in RunDir(self.args[2]).read_metrics():
                 if self._logged < past["step"] < step:
                     logger.log(past, int(past["step"]))
-        if step > self._logged:
-            logger.log(record, step)
 
     def samples(self, step: int, png: bytes) -> None:
         logger = self.logger
@@ -415,6 +421,7 @@ class TrainRun:
             logger.image(png, step)
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
+        self._catch_up_to(math.inf)
         self.logger.end(status, reason, steps, [f for f in files if f.exists()])
 
     def fail(self, reason: str, killed: bool = False) -> None:

@@ -25,7 +25,7 @@ from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
-from gantune.health import EVAL_SECONDS, Verdict, first_nonfinite
+from gantune.health import EVAL_SECONDS, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
 from gantune.viz import samples_png
@@ -180,6 +180,14 @@ class _BestKeeper:
         self.sign = 1.0 if cfg.health.mode == "min" else -1.0
         self.best = math.inf
 
+    def recall(self, records: list[dict[str, Any]]) -> None:
+        """A resumed run's best so far, from the metrics it logged up to its checkpoint: its generator_best.pt is
+        replaced only by a better evaluation."""
+        for r in filter(is_evaluation, records):
+            value = r.get(self.objective, math.nan)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.best = min(self.best, self.sign * value)
+
     def offer(self, metrics: Record, step: int, trainer: GANTrainer, out: _Outputs) -> None:
         value = metrics.get(self.objective, math.nan)
         if math.isfinite(value) and self.sign * value < self.best:
@@ -306,6 +314,7 @@ def train(
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         out.rd.trim_metrics(start)
         out.rd.write_config(cfg)
+        best.recall(out.rd.read_metrics())
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - t_start

@@ -133,6 +133,38 @@ def test_a_run_from_step_0_starts_a_fresh_log(tmp_path: Path) -> None:
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
 
 
+def test_a_resumed_run_keeps_the_best_generator_of_before_its_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The objective reads 5, 1, 3, 4 at steps 10-40: the best is step 20's, also when the run dies at step 30
+    and resumes from its checkpoint at 20 (the resumed run's 3 and 4 are worse than the 1 it logged before)."""
+    scripted = {10: 5.0, 20: 1.0, 30: 3.0, 40: 4.0}
+    reported: list[float] = []  # an evaluation comes before its step's report (and a floor before any)
+
+    def build(ref: Reference) -> Scorer:
+        return lambda fake: {"scripted": scripted[10 * (len(reported) + 1)]}
+
+    family("scripted", keys=("scripted",))(build)
+    try:
+        cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 10, "metrics": ["scripted"]},
+                   health={"objective": "scripted", "mode": "min"})
+        append = RunDir.append_metrics
+
+        def dies_at_30(self: RunDir, record: dict[str, object]) -> None:
+            if record["step"] == 30:
+                raise _Killed
+            append(self, record)
+
+        monkeypatch.setattr(RunDir, "append_metrics", dies_at_30)
+        with pytest.raises(_Killed):
+            train(cfg, run_dir=tmp_path, report=lambda r: reported.append(r["step"]))
+        monkeypatch.setattr(RunDir, "append_metrics", append)
+        assert train(cfg, run_dir=tmp_path, resume=True, report=lambda r: reported.append(r["step"])).steps == 40
+    finally:
+        FAMILIES.remove("scripted")
+    assert reported == [10, 20, 30, 40]
+    assert torch.load(tmp_path / "generator_best.pt", weights_only=True)["step"] == 20
+
+
 def test_a_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.MonkeyPatch) -> None:
     from gantune.errors import GantuneError
     from gantune.trial import resolve_device

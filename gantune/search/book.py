@@ -127,7 +127,7 @@ class SearchBook(Callback):
             self.grids.setdefault(ot.number, {})["stop" if STATUS_KEY in result else "evaluation"] = png
         if ot is not None:
             self._count_steps(ot.number, int(result.get("step", 0) or 0))
-            self._notify("trial_result", ot.number, result)
+            self._notify("trial_result", ot.number, dict(result))  # Tune goes on adding keys to its own
         self._progress(periodic=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -125,7 +125,7 @@ def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
 
 
 def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    weights = next((searched / "runs" / "exp").glob("trial-*/generator.pt"))
+    weights = searched / "runs" / "exp" / "trial-0000" / "generator.pt"  # lr_g 0.001: a trained one
     assert main(["generate", str(weights), "--n", "37", "--out", str(tmp_path / "pts.csv")]) == 0
     rows = list(csv.reader((tmp_path / "pts.csv").open()))
     assert rows[0] == ["x", "y"] and len(rows) == 38
@@ -150,7 +150,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> None:
-    weights = next((searched / "runs" / "exp").glob("trial-*/generator.pt"))
+    weights = searched / "runs" / "exp" / "trial-0000" / "generator.pt"  # lr_g 0.001: a trained one
     tampered = tmp_path / "tampered.pt"
     payload = torch.load(weights, weights_only=True)
     payload["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in payload["state_dict"].items()}

@@ -2,13 +2,14 @@
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
 from gantune.config import dump_config
 from gantune.production import TrainOptions, run_training
-from gantune.rundir import RunDir
+from gantune.rundir import GENERATOR, RunDir
 from gantune.tracking import TrainRun
 from tests.conftest import tiny
 
@@ -17,30 +18,38 @@ class _Killed(BaseException):
     """SIGKILL at a chosen point: nothing after it runs, not even the handler that closes the MLflow run."""
 
 
-@pytest.mark.parametrize("kill_at", [30, 40])
+@pytest.mark.parametrize("kill_at", ["line 30", "line 40", "final weights"])
 def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               kill_at: int) -> None:
+                                                               kill_at: str) -> None:
     """Killed as step 30's line is written, MLflow lacks step 20 (still in the batch buffer) though the checkpoint
-    holds it; killed at step 40, MLflow already has step 30 and the grid of 40, which the resumed run makes again."""
+    holds it; killed at step 40, MLflow already has step 30 and the grid of 40, which the resumed run makes again;
+    killed after the last checkpoint (writing the weights), the resumed run trains and reports nothing, and MLflow
+    still lacks step 40."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 20})
     (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     opts = TrainOptions(config="cfg.yaml", out="run", tracking_uri=uri)
-    append = RunDir.append_metrics
+    append, save, fail = RunDir.append_metrics, RunDir.save_generator, TrainRun.fail
 
-    def dies(self: RunDir, record: dict[str, object]) -> None:
-        if record["step"] == kill_at:
+    def dies_writing_a_line(self: RunDir, record: dict[str, object]) -> None:
+        if f"line {record['step']:g}" == kill_at:
             raise _Killed
         append(self, record)
 
-    fail = TrainRun.fail
-    monkeypatch.setattr(RunDir, "append_metrics", dies)
+    def dies_writing_the_weights(self: RunDir, state_dict: Any, cfg: Any, step: int, name: str = GENERATOR) -> Path:
+        if name == GENERATOR and kill_at == "final weights":
+            raise _Killed
+        return save(self, state_dict, cfg, step, name)
+
+    monkeypatch.setattr(RunDir, "append_metrics", dies_writing_a_line)
+    monkeypatch.setattr(RunDir, "save_generator", dies_writing_the_weights)
     monkeypatch.setattr(TrainRun, "fail", lambda self, reason, killed=False: None)
     with pytest.raises(_Killed):
         run_training(opts, say=None)
     monkeypatch.setattr(RunDir, "append_metrics", append)
+    monkeypatch.setattr(RunDir, "save_generator", save)
     monkeypatch.setattr(TrainRun, "fail", fail)
     opts.resume = True
     assert run_training(opts, say=None)["steps"] == 40
