@@ -130,6 +130,12 @@ class RunDir:
         atomic_write(p, png)
         return p
 
+    def grids(self) -> list[tuple[int, Path]]:
+        """The sample grids saved so far, by step."""
+        found = ((int(p.stem.removeprefix("step_")), p) for p in (self.path / "samples").glob("step_*.png")
+                 if p.stem.removeprefix("step_").isdigit())
+        return sorted(found)
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_save(state, self.path / CHECKPOINT)
 

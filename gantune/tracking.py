@@ -3,7 +3,8 @@
 The only module that imports mlflow. Everything is logged from the driver process (the search's book calls
 this tracker), so the default sqlite store is never written concurrently; a remote tracking server works the
 same. A resumed search reuses its parent run; a trial that runs again after an interruption replaces its
-stale child run, so there is exactly one child run per trial.
+stale child run, and one that had ended before MLflow heard of it (the driver killed while the tracking thread
+was behind) is finished from its run directory and the study: exactly one ended child run per trial.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from mlflow.exceptions import MlflowException
 from gantune import provenance
 from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
-from gantune.events import INTERRUPTED, RUNNING, Status, TrialOutcome, format_params
+from gantune.events import INTERRUPTED, REASON_KEY, RULE_KEY, RUNNING, STATUS_KEY, Status, TrialOutcome, format_params
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
+from gantune.sampling.warm import RECIPE_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: Tune's bookkeeping fields: not metrics of the GAN
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
+#: the tag of a trial's run finished on ``--resume`` from its run directory and the study
+MENDED = "the search was killed before MLflow had this trial's end; the rest was logged on --resume"
 #: the step in the name MLflow gives a logged image (``images/samples+step+200+timestamp+…``; ``%`` before 3.x)
 _IMAGE_STEP = re.compile(r"samples[+%]step[+%](\d+)[+%]")
 #: the experiment kind MLflow 3 UIs up to the sidebar's GenAI / Model training switch read to open an experiment in
@@ -147,6 +151,16 @@ class _RunLogger:
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
 
 
+def _logged_until(client: MlflowClient, run: Any) -> tuple[int, int]:
+    """The last step ``run`` holds metrics of and the last it holds a sample grid of (-1: none): where a run
+    that a killed process left behind continues from."""
+    rid = run.info.run_id
+    metrics = max((m.step for key in run.data.metrics for m in client.get_metric_history(rid, key)), default=-1)
+    grids = max((int(m[1]) for f in client.list_artifacts(rid, "images") if (m := _IMAGE_STEP.search(f.path))),
+                default=-1)
+    return metrics, grids
+
+
 def _experiment(client: MlflowClient, uri: str, name: str) -> str:
     """The experiment's id, created on first use (local stores keep artifacts in ./mlartifacts/<name>)."""
     try:
@@ -243,12 +257,40 @@ class MlflowTracker:
             self.client.log_text(self.parent_id, space.text, "space.yaml")
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
         self.client.set_tag(self.parent_id, "gantune.trials", str(space.settings.trials))
+        finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         for child in self._find(f"tags.`mlflow.parentRunId` = '{self.parent_id}'"):
             number = int(child.data.tags.get("gantune.trial", -1))
             if number in resumed:  # interrupted last time: it runs again, from scratch
                 self.client.delete_run(child.info.run_id)
-            else:
-                self.children[number] = child.info.run_id
+                continue
+            self.children[number] = child.info.run_id
+            if child.info.status == "RUNNING" and number in finished:
+                self._mend(_RunLogger(self.client, child.info.run_id), finished[number],
+                           *_logged_until(self.client, child))
+        for number in sorted(finished.keys() - self.children.keys()):  # MLflow never heard it start
+            attrs = finished[number].user_attrs
+            self.trial_started(number, finished[number].params, attrs.get("config") or {})
+            if attrs.get(RECIPE_KEY):
+                self.trial_recipe(number, attrs[RECIPE_KEY])
+            self._mend(self.loggers.pop(number), finished[number])
+
+    def _mend(self, logger: _RunLogger, trial: Any, logged: int = -1, pictured: int = -1) -> None:
+        """A trial that ended in the study but not in MLflow (the search was killed before the tracking thread
+        had written it): the rest of its history from its run directory, then its end as the study has it."""
+        attrs, files = trial.user_attrs, []
+        if attrs.get("run_dir") and (path := Path(attrs["run_dir"])).is_dir():
+            run_dir = RunDir(path)
+            for record in run_dir.read_metrics():
+                if record["step"] > logged:
+                    logger.log(record, int(record["step"]))
+            for step, png in run_dir.grids():
+                if step > pictured:
+                    logger.image(png.read_bytes(), step)
+            files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
+        status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))
+        self.client.set_tag(logger.run_id, "gantune.mended", MENDED)
+        logger.end(status.value, attrs.get(REASON_KEY, ""), int(attrs.get("steps", 0)), files,
+                   rule=attrs.get(RULE_KEY, ""), state=RunStatus.FAILED if status.failed else RunStatus.FINISHED)
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
         base = ui_base(self.uri)
@@ -376,10 +418,7 @@ class TrainRun:
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self._logged = max((m.step for key in found[0].data.metrics
-                                for m in self.client.get_metric_history(run_id, key)), default=-1)
-            self._pictured = max((int(m[1]) for f in self.client.list_artifacts(run_id, "images")
-                                  if (m := _IMAGE_STEP.search(f.path))), default=-1)
+            self._logged, self._pictured = _logged_until(self.client, found[0])
         else:
             tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
             if origin is not None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from gantune.events import STATUS_KEY
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 
@@ -140,6 +142,12 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
     for number, params in finished_before.items():  # finished trials were kept, not re-run
         assert after[number].params == params
     assert summary["trials"] == 6 and sum(summary["counts"].values()) == 6
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # one ended child run per trial, as the study says
+    runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
+    children = [r for r in runs if "gantune.trial" in r.data.tags]
+    assert sorted((int(c.data.tags["gantune.trial"]), c.data.tags["gantune.status"]) for c in children) == [
+        (t.number, t.user_attrs[STATUS_KEY]) for t in after]
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
 
 
 def test_existing_search_needs_resume(tmp_path: Path) -> None:

@@ -1,0 +1,69 @@
+"""A search driver killed while its MLflow thread was behind: the study has trials that ended, MLflow a child
+still RUNNING with part of its history, or none at all. ``--resume`` finishes them from the run directories
+(real tiny runs, real sqlite stores, no Ray)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY
+from gantune.rundir import RunDir, trial_dirname
+from gantune.sampling.space import load_space
+from gantune.tracking import MENDED, MlflowTracker
+from gantune.trial import train
+from tests.conftest import tiny, tiny_space
+
+
+def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where a local store keeps artifacts
+    (tmp_path / "space.yaml").write_text(tiny_space("mend", 2, 40, 20, [0.001], log_every=10, n_samples=200))
+    space = load_space(tmp_path / "space.yaml")
+    study = optuna.create_study(study_name="mend", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ends = [("completed", "", ""), ("pruned:collapsed", "one mode", "diversity")]
+    runs = []
+    for number, (status, reason, rule) in enumerate(ends):
+        run_dir = tmp_path / "runs" / "mend" / trial_dirname(number)
+        train(tiny(train={"steps": 40}, eval={"every": 20}), run_dir=run_dir)
+        runs.append(RunDir(run_dir).read_metrics())
+        trial = study.ask({"optim.lr_g": optuna.distributions.CategoricalDistribution([0.001])})
+        for key, value in {"run_dir": str(run_dir), "config": {"note": f"trial {number}"}, STATUS_KEY: status,
+                           REASON_KEY: reason, RULE_KEY: rule, "steps": 40}.items():
+            trial.set_user_attr(key, value)
+        if number == 0:  # MLflow heard trial 0 start and its first two records (the second stays in the buffer)
+            killed = MlflowTracker(uri, "mend")
+            killed.connect()
+            killed.search_started(study, space, [])
+            killed.trial_started(0, trial.params, {})
+            killed.trial_result(0, runs[0][0])
+            killed.loggers[0].flush()
+            killed.trial_result(0, runs[0][1])
+        study.tell(trial, 1.0 if status == "completed" else None,
+                   state=optuna.trial.TrialState.COMPLETE if status == "completed" else optuna.trial.TrialState.PRUNED)
+
+    resumed = MlflowTracker(uri, "mend")
+    resumed.connect()
+    resumed.search_started(study, space, [])
+
+    client = MlflowClient(uri)
+    children = client.search_runs([resumed.experiment_id], f"tags.`mlflow.parentRunId` = '{resumed.parent_id}'")
+    assert sorted(int(c.data.tags["gantune.trial"]) for c in children) == [0, 1]
+    for child in children:
+        number = int(child.data.tags["gantune.trial"])
+        status, reason, rule = ends[number]
+        assert child.info.status == "FINISHED" and child.data.tags["gantune.mended"] == MENDED
+        assert (child.data.tags["gantune.status"], child.data.tags["gantune.reason"]) == (status, reason)
+        assert child.data.tags.get("gantune.rule", "") == rule and child.data.tags["gantune.steps"] == "40"
+        history = client.get_metric_history(child.info.run_id, "loss_d")
+        assert [m.step for m in history] == [int(r["step"]) for r in runs[number] if "loss_d" in r]  # each once
+        images = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
+        assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == ["weights/generator.pt"]
+    new = next(c for c in children if c.data.tags["gantune.trial"] == "1")
+    assert new.data.params == {"optim.lr_g": "0.001"}
+    assert "trial_config.yaml" in {a.path for a in client.list_artifacts(new.info.run_id)}
