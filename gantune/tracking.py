@@ -251,8 +251,8 @@ class MlflowTracker:
                     tags["mlflow.parentRunId"] = outer[0].info.run_id
             run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)
             self.parent_id = run.info.run_id
-            settings = space.settings.model_dump()
-            params = _flat("search", settings, {})
+        if not parent or not parent[0].data.params:  # new, or made by a driver killed before it described it
+            params = _flat("search", space.settings.model_dump(), {})
             self.client.log_batch(self.parent_id, params=[Param(k, v[:6000]) for k, v in params.items()])
             self.client.log_text(self.parent_id, space.text, "space.yaml")
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag

@@ -67,3 +67,22 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
     new = next(c for c in children if c.data.tags["gantune.trial"] == "1")
     assert new.data.params == {"optim.lr_g": "0.001"}
     assert "trial_config.yaml" in {a.path for a in client.list_artifacts(new.info.run_id)}
+
+
+def test_resume_describes_a_parent_run_the_killed_driver_had_only_created(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(tiny_space("bare", 2, 40, 20, [0.001], log_every=10, n_samples=200))
+    space = load_space(tmp_path / "space.yaml")
+    study = optuna.create_study(study_name="bare", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    bare = client.create_run(client.create_experiment("bare"), tags={"gantune.role": "parent",
+                                                                      "gantune.study": "bare"}).info.run_id
+    resumed = MlflowTracker(uri, "bare")
+    resumed.connect()
+    resumed.search_started(study, space, [])
+    assert resumed.parent_id == bare
+    parent = client.get_run(bare)
+    assert parent.data.params["search.trials"] == "2" and parent.data.tags["gantune.trials"] == "2"
+    assert "space.yaml" in {a.path for a in client.list_artifacts(bare)}
