@@ -15,13 +15,15 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
   same nothing;
 - ``gantune_warm``: the same with warm starts on (the data kind's known-good recipes first, projected onto the
   space);
+- ``gantune_defaults``: the product as shipped, warm starts and ``search.defaults`` (an EMA of G) on: the one
+  arm that does not train the configs as written;
 - ``pbt``: gantune's Population Based Training, B / max_steps members;
 - ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
   give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
   promotion. These two judge pruning decisions against outcomes: the random arm ran every one of those configs
   to the end.
 
-Every arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
+Every other arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
 measures those), so that each arm trains the configs a plain Optuna or Ray Tune search of the space would.
 
 Pruned arms get ``--pruned-factor`` times the trials and are cut at B: quality is read at each evaluation in the
@@ -65,7 +67,7 @@ from ray.tune import Stopper
 from gantune import env
 from gantune.events import STATUS_KEY
 from gantune.noise import rung_noise as noise_sd
-from gantune.sampling.settings import sign_of
+from gantune.sampling.settings import SEARCH_DEFAULTS, sign_of
 from gantune.sampling.space import load_space
 from gantune.search.scheduler import RESCUED_ATTR
 from gantune.search.trainable import OBJECTIVE_REPEAT, RESTORED_STEP
@@ -91,7 +93,7 @@ PRESETS = {
                     pruned_factor=2.0),
 }
 #: the arms, in the order they run and print
-ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "pbt", "pruned", "pruned_noise")
+ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "gantune_defaults", "pbt", "pruned", "pruned_noise")
 NO_PRUNING = {"asha": False, "health": False}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
 JUDGED_ONLY = ("pruned", "pruned_noise")
@@ -117,6 +119,9 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
         "gantune": {"sampler": "tpe", "trials": extra, "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         "gantune_warm": {"sampler": "tpe", "trials": extra, "warm_start": True,
                          "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+        # the product as shipped: warm starts and the search defaults (``SEARCH_DEFAULTS``: an EMA of G)
+        "gantune_defaults": {"sampler": "tpe", "trials": extra, "warm_start": True, "defaults": dict(SEARCH_DEFAULTS),
+                             "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
         "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
         "pruned_noise": {"sampler": "random", "trials": trials,
