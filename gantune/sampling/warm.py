@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import optuna
 
@@ -130,13 +130,25 @@ def _fill_unnamed(recipe: Recipe, space: SearchSpace, out: Projection) -> None:
             out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
 
 
+def _solvable(spec: Any) -> TypeGuard[FloatSpec | IntSpec]:
+    return isinstance(spec, (FloatSpec, IntSpec)) and spec.when is None
+
+
+def _centre(spec: FloatSpec | IntSpec) -> float | int:
+    lo, hi = spec.range
+    mid = math.sqrt(lo * hi) if spec.log else (lo + hi) / 2
+    return round(mid) if isinstance(spec, IntSpec) else float(f"{mid:.6g}")
+
+
 def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:
     """A searched free parameter the recipe does not name, read by an ``expr`` leaf whose value the recipe does
     give (``lr_d: {expr: "optim.lr_g * ttur"}`` and the recipe's lr_d), takes the value that makes the expression
     give the recipe's: found by bisection over its range, so the recipe trial trains the recipe's lr_d and not a
-    random ratio. Why the recipe is skipped when that value lies outside the range; ``None`` otherwise."""
+    random ratio. Other such parameters of the same expression (``optim.lr_g * ttur * k``: one equation, two
+    unknowns) are set at the centre of their ranges first (geometric for a log range). Why the recipe is skipped
+    when the solved value lies outside the range; ``None`` otherwise."""
     for name, spec in space.params.items():
-        if name in out.params or not isinstance(spec, (FloatSpec, IntSpec)) or spec.when is not None:
+        if name in out.params or not _solvable(spec):
             continue
         for path, leaf in space.leaves.items():
             raw = recipe.values.get(path)
@@ -147,13 +159,19 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
             expr = Expr(leaf.expr)
             if name not in expr.names:
                 continue
+            others = {o: space.params.get(o) for o in expr.names
+                      if o != name and o not in out.params and o not in recipe.values}
+            pinned = {o: _centre(o_spec) for o, o_spec in others.items() if _solvable(o_spec)}
 
-            def gap(x: float, _expr: Expr = expr, _name: str = name, _target: float = target) -> float:
+            def gap(x: float, _expr: Expr = expr, _name: str = name, _target: float = target,
+                    _pinned: dict[str, Any] = pinned) -> float:
                 def resolve(n: str) -> Any:
                     if n == _name:
                         return x
                     if n in out.params:
                         return out.params[n]
+                    if n in _pinned:
+                        return _pinned[n]
                     fixed = space.leaves.get(n)
                     if isinstance(fixed, ValueSpec):
                         return fixed.value
@@ -163,7 +181,9 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
             lo, hi = spec.range
             value = _bisect(gap, float(lo), float(hi), log=spec.log)
             if value is None:
-                return f"{path} = {target} needs {name} outside the searched {list(spec.range)}"
+                at = "".join(f", {other} at {v}" for other, v in pinned.items())
+                return f"{path} = {target} needs {name} outside the searched {list(spec.range)}{at}"
+            out.params.update(pinned)
             out.params[name] = round(value) if isinstance(spec, IntSpec) else value
             break
     return None

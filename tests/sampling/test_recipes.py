@@ -174,6 +174,32 @@ def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_reci
     assert (cfg.optim.lr_g, cfg.optim.lr_d) == (pytest.approx(3.9e-4), pytest.approx(4.68e-4, rel=1e-5))
 
 
+def test_two_free_parameters_in_one_expression_the_other_at_the_centre_of_its_range(tmp_path: Path) -> None:
+    """lr_d = lr_g * ttur * k is one equation in two unknowns: k is set at its range's centre (1.25), ttur solves
+    the rest (1.2 / 1.25), and the recipe trial trains the recipe's lr_d (it was skipped as needing ttur out of
+    range)."""
+    text = (USER.replace("ttur_ratio: {{float: [0.5, 2.0], log: true}}",
+                         "ttur: {{float: [0.5, 4.0], log: true}}\n    k: {{float: [0.5, 2.0]}}")
+            .replace('lr_d: {{expr: "optim.lr_g * ttur_ratio"}}', 'lr_d: {{expr: "optim.lr_g * ttur * k"}}')
+            .replace("data: {{name: ring8}}", "data: {{name: digits, resolution: 16}}")
+            .replace("  z_dim: 8\n", "  arch: dcgan\n  z_dim: 64\n").replace("[64, 128]", "[32, 64]")
+            .replace("batch_size: {batch}", "batch_size: 64"))
+    path = tmp_path / "mine.yaml"
+    path.write_text(text.format(lo=1e-4, hi=1e-2, warm=""))
+    space = load_space(path)
+    p = project(RECIPES.get("digits-r1"), space)
+    assert p.skipped is None and p.params["k"] == 1.25 and p.params["ttur"] == pytest.approx(0.96, rel=1e-5)
+    study = optuna.create_study()
+    warm_start(study, space)
+    trial = study.ask()
+    cfg = config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
+    assert (cfg.optim.lr_g, cfg.optim.lr_d) == (pytest.approx(3.9e-4), pytest.approx(4.68e-4, rel=1e-5))
+    path.write_text(text.replace("k: {{float: [0.5, 2.0]}}", "k: {{float: [0.01, 0.02]}}").format(
+        lo=1e-4, hi=1e-2, warm=""))
+    assert project(RECIPES.get("digits-r1"), load_space(path)).skipped == (
+        "optim.lr_d = 0.000468 needs ttur outside the searched [0.5, 4.0], k at 0.015")
+
+
 def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_with(tmp_path: Path) -> None:
     """Left to the sampler, the recipe trial of a space searching n_critic drew 2 (the recipe is measured at 1)."""
     path = tmp_path / "mine.yaml"
