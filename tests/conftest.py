@@ -84,7 +84,7 @@ def searched_in(root: Path, name: str, space: str, lrs: list[float]) -> Iterator
     lr_g fixed to ``lrs``; the Ray session must be up."""
     from gantune.cli import main
 
-    old = Path.cwd()
+    old, old_cache = Path.cwd(), os.environ.get("GANTUNE_CACHE_DIR")
     os.chdir(root)
     os.environ["GANTUNE_CACHE_DIR"] = str(root / "cache")
     try:
@@ -94,6 +94,10 @@ def searched_in(root: Path, name: str, space: str, lrs: list[float]) -> Iterator
         yield root
     finally:
         os.chdir(old)
+        if old_cache is None:
+            os.environ.pop("GANTUNE_CACHE_DIR", None)
+        else:
+            os.environ["GANTUNE_CACHE_DIR"] = old_cache
 
 
 def last_json(capsys: pytest.CaptureFixture[str]) -> Any:
