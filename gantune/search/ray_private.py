@@ -7,7 +7,8 @@ identity when it takes a donor's config (``_get_new_config``), a top member clon
 searcher beside it that only draws the first population (``on_trial_add`` refuses any search algorithm). Ray
 also has no public call to ask whether a local auth token exists (``ray._raylet``). ``AsyncHyperBandScheduler``
 does not say at which rung, against which cutoff, it decides a result (``NoiseAwareASHA`` needs both):
-``asha_rung`` reads them from its brackets (``_trial_info``, ``_Bracket._rungs``, ``_Bracket.cutoff``).
+``asha_rung`` reads them from its brackets (``_trial_info``, ``_Bracket._rungs``, ``_Bracket.cutoff``), and a
+stop it turns into CONTINUE is taken back from ASHA's count (``_num_stopped``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def asha_rung(asha: AsyncHyperBandScheduler, trial: Trial, result: dict[str, Any
         cutoff = bracket.cutoff(recorded)
         return float(milestone), None if cutoff is None else float(op * cutoff)
     return None
+
+
+def take_back_stop(asha: AsyncHyperBandScheduler) -> None:
+    """ASHA counted the stop it decided (``num_stopped`` in its status line); a stop turned into CONTINUE is not
+    one."""
+    asha._num_stopped -= 1
 
 
 def member_state(pbt: PopulationBasedTraining, trial: Trial) -> Any:

@@ -34,7 +34,7 @@ from gantune.errors import ConfigError
 from gantune.noise import rung_noise
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
-from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state
+from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, take_back_stop
 from gantune.search.trainable import OBJECTIVE_REPEAT, ORIGIN
 
 #: Ray Tune's PBT perturbation factors
@@ -126,6 +126,7 @@ class NoiseAwareASHA(RecordingASHA):
         if not math.isfinite(sigma) or abs(value - cutoff) > self.noise_margin * sigma:
             return decision
         self.rescues.append((trial.trial_id, Rescue(int(result["step"]), value, cutoff, sigma)))
+        take_back_stop(self)
         return TrialScheduler.CONTINUE
 
 

@@ -70,6 +70,7 @@ def test_a_trial_within_the_noise_of_the_cutoff_continues_and_one_far_below_stop
     # a trial stopped anyway is recorded as plain ASHA records it
     assert sched.stopped == {far.trial_id: AshaStop(10, sign * 5.0)}
     assert near.trial_id not in sched.stopped
+    assert sched.debug_string().startswith("Using AsyncHyperBand: num_stopped=1\n")  # Tune's status line
 
 
 def test_plain_asha_stops_the_trial_the_noise_aware_one_keeps() -> None:

@@ -11,7 +11,14 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import Searcher, SearchGenerator
 
-from gantune.search.ray_private import PBT_OVERRIDES, WithoutSearcher, asha_rung, has_local_token, member_state
+from gantune.search.ray_private import (
+    PBT_OVERRIDES,
+    WithoutSearcher,
+    asha_rung,
+    has_local_token,
+    member_state,
+    take_back_stop,
+)
 from gantune.search.scheduler import RecordingPBT
 
 
@@ -76,3 +83,10 @@ def test_the_asha_rung_read_beforehand_is_where_asha_decides(mode: str, stop_las
                 held = dict(asha._brackets[0]._rungs)[rung[0]]
                 assert held[t.trial_id] == -sign * value
     assert decided >= 8 * 3 and 0 < stops < decided  # at the rungs 10, 20 and 40 at least; some stopped there
+
+
+def test_a_stop_taken_back_leaves_asha_counting_the_others() -> None:
+    asha = AsyncHyperBandScheduler(time_attr="step", metric="objective", mode="min", max_t=10)
+    asha._num_stopped = 2  # two stops decided
+    take_back_stop(asha)
+    assert asha.debug_string().startswith("Using AsyncHyperBand: num_stopped=1\n")
