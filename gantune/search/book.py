@@ -173,8 +173,9 @@ class SearchBook(Callback):
         self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
         attrs: dict[str, Any] = {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
                                  "steps": out.steps, "metrics": out.metrics}
-        if rescued := [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]:
-            attrs[RESCUED_ATTR] = rescued  # where noise-aware ASHA kept it, against which cutoff and noise
+        # where noise-aware ASHA kept it, against which cutoff and noise; written when empty too, so that nothing
+        # of a dead attempt of the trial (the driver killed between these attributes and the tell) stays
+        attrs[RESCUED_ATTR] = [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]
         tell(self.study, ot, out.status, out.values, attrs)
         self._count_steps(ot.number, out.steps)
         self.outcomes[ot.number] = out

@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from gantune.events import Status, TrialOutcome
+from gantune.events import STATUS_KEY, Status, TrialOutcome
 from gantune.search.book import SearchBook
 
 
@@ -42,3 +42,22 @@ def test_no_eta_before_any_trial_step(capsys: pytest.CaptureFixture[str]) -> Non
                       clock=Clock(), max_steps=500)
     book._progress()
     assert capsys.readouterr().err.strip().endswith("| ETA --, 1000 of 1000 trial-steps left at -- trial-steps/s")
+
+
+def test_a_trial_run_again_keeps_nothing_of_its_dead_attempts_rescues() -> None:
+    """The driver died between the attributes of a trial's ending and the tell: the trial runs again, and this
+    time noise-aware ASHA did not keep it. Its study record must not say it did."""
+    from ray.tune.experiment import Trial
+
+    from gantune.search.scheduler import RESCUED_ATTR
+
+    study = optuna.create_study()
+    ot = study.ask()
+    ot.set_user_attr(RESCUED_ATTR, [{"step": 250, "value": 0.1, "cutoff": 0.09, "sigma": 0.01}])  # the dead one's
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    trial.run_metadata.last_result = {"step": 100, STATUS_KEY: "completed", "final/fid": 3.0}
+    book = SearchBook(study, {trial.trial_id: ot}, {}, ["fid"], ["minimize"], total=1, done_before=0,
+                      clock=Clock(), quiet=True)
+    book._finish(trial, None)
+    (done,) = study.get_trials()
+    assert done.user_attrs[RESCUED_ATTR] == [] and done.value == 3.0
