@@ -65,8 +65,12 @@ def test_compiled_nets_train_with_gradient_penalties(penalties: dict[str, object
     stats = compiled.read_stats()
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     assert stats["loss_d"] == pytest.approx(plain.read_stats()["loss_d"], rel=1e-3)  # the penalties are in it
-    for (k, a), b in zip(plain.D.state_dict().items(), compiled.D.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-5), k  # the eager D trained as the compiled one did
+    # the eager D trained as the compiled one did. Not every element: Adam's first steps move each weight by about
+    # lr * sign(gradient), so a gradient within rounding of 0 (compiled kernels round differently on other CPUs)
+    # may move one weight the other way; a D trained otherwise differs almost everywhere
+    close = [torch.isclose(a, b, atol=1e-5).flatten()
+             for a, b in zip(plain.D.state_dict().values(), compiled.D.state_dict().values(), strict=True)]
+    assert torch.cat(close).float().mean() > 0.98  # another step's D: under 1% of its weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
