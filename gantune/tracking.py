@@ -264,7 +264,7 @@ class MlflowTracker:
                 self.client.delete_run(child.info.run_id)
                 continue
             self.children[number] = child.info.run_id
-            if child.info.status == "RUNNING" and number in finished:
+            if child.info.status in ("RUNNING", "KILLED") and number in finished:  # KILLED: Ctrl-C after the tell
                 self._mend(_RunLogger(self.client, child.info.run_id), finished[number],
                            *_logged_until(self.client, child))
         for number in sorted(finished.keys() - self.children.keys()):  # MLflow never heard it start

@@ -1,6 +1,6 @@
 """A search driver killed while its MLflow thread was behind: the study has trials that ended, MLflow a child
-still RUNNING with part of its history, or none at all. ``--resume`` finishes them from the run directories
-(real tiny runs, real sqlite stores, no Ray)."""
+still RUNNING with part of its history (or KILLED by a Ctrl-C right after the trial's end), or none at all.
+``--resume`` finishes them from the run directories (real tiny runs, real sqlite stores, no Ray)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
     space = load_space(tmp_path / "space.yaml")
     study = optuna.create_study(study_name="mend", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ends = [("completed", "", ""), ("pruned:collapsed", "one mode", "diversity")]
+    ends = [("completed", "", ""), ("pruned:collapsed", "one mode", "diversity"), ("completed", "", "")]
     runs = []
+    killed = MlflowTracker(uri, "mend")
+    killed.connect()
+    killed.search_started(study, space, [])
     for number, (status, reason, rule) in enumerate(ends):
         run_dir = tmp_path / "runs" / "mend" / trial_dirname(number)
         train(tiny(train={"steps": 40}, eval={"every": 20}), run_dir=run_dir)
@@ -35,16 +38,15 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
         for key, value in {"run_dir": str(run_dir), "config": {"note": f"trial {number}"}, STATUS_KEY: status,
                            REASON_KEY: reason, RULE_KEY: rule, "steps": 40}.items():
             trial.set_user_attr(key, value)
-        if number == 0:  # MLflow heard trial 0 start and its first two records (the second stays in the buffer)
-            killed = MlflowTracker(uri, "mend")
-            killed.connect()
-            killed.search_started(study, space, [])
-            killed.trial_started(0, trial.params, {})
-            killed.trial_result(0, runs[0][0])
-            killed.loggers[0].flush()
-            killed.trial_result(0, runs[0][1])
+        if number != 1:  # MLflow heard it start and its first two records (the second stays in the buffer)
+            killed.trial_started(number, trial.params, {})
+            killed.trial_result(number, runs[number][0])
+            killed.loggers[number].flush()
+            killed.trial_result(number, runs[number][1])
         study.tell(trial, 1.0 if status == "completed" else None,
                    state=optuna.trial.TrialState.COMPLETE if status == "completed" else optuna.trial.TrialState.PRUNED)
+        if number == 2:  # Ctrl-C between the tell and the book's end of the trial: its child ends KILLED
+            killed.search_interrupted([2])
 
     resumed = MlflowTracker(uri, "mend")
     resumed.connect()
@@ -52,7 +54,7 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
 
     client = MlflowClient(uri)
     children = client.search_runs([resumed.experiment_id], f"tags.`mlflow.parentRunId` = '{resumed.parent_id}'")
-    assert sorted(int(c.data.tags["gantune.trial"]) for c in children) == [0, 1]
+    assert sorted(int(c.data.tags["gantune.trial"]) for c in children) == [0, 1, 2]
     for child in children:
         number = int(child.data.tags["gantune.trial"])
         status, reason, rule = ends[number]
