@@ -154,6 +154,8 @@ class ObserverThread:
 
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         self._call("search_started", study, space, resumed)
+        if hasattr(self.observer, "mend_trials"):  # a resumed search's slow repairs: queued, not waited for
+            self._post("mend_trials")
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
         result = self._call("search_ended", summary)

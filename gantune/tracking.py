@@ -28,7 +28,18 @@ from mlflow.exceptions import MlflowException
 from gantune import provenance
 from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
-from gantune.events import INTERRUPTED, REASON_KEY, RULE_KEY, RUNNING, STATUS_KEY, Status, TrialOutcome, format_params
+from gantune.events import (
+    INTERRUPTED,
+    REASON_KEY,
+    RULE_KEY,
+    RUNNING,
+    STATUS_KEY,
+    Status,
+    TrialOutcome,
+    first_line,
+    format_params,
+    warn,
+)
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
 from gantune.sampling.warm import RECIPE_KEY
 
@@ -37,8 +48,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SKIP = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
          "iterations_since_restore", "pid", "done", "step", "wall_s"}
 _BATCH = 500
+#: (metric, step) pairs a run holds
+Logged = set[tuple[str, int]] | frozenset[tuple[str, int]]
 #: the tag of a trial's run finished on ``--resume`` from its run directory and the study
-MENDED = "the search was killed before MLflow had this trial's end; the rest was logged on --resume"
+MENDED = "MLflow had not recorded this trial's end; --resume logged the rest from its run directory and the study"
 #: the step in the name MLflow gives a logged image (``images/samples+step+200+timestamp+…``; ``%`` before 3.x)
 _IMAGE_STEP = re.compile(r"samples[+%]step[+%](\d+)[+%]")
 #: the experiment kind MLflow 3 UIs up to the sidebar's GenAI / Model training switch read to open an experiment in
@@ -118,10 +131,11 @@ class _RunLogger:
         self.run_id = run_id
         self.buffer: list[Metric] = []
 
-    def log(self, record: dict[str, Any], step: int) -> None:
+    def log(self, record: dict[str, Any], step: int, have: Logged = frozenset()) -> None:
+        """``have``: the (metric, step) pairs the run already holds (a killed process logged them): not again."""
         ts = _now()
         for key, value in record.items():
-            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool):
+            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool) or (key, step) in have:
                 continue
             if isinstance(value, (int, float)):
                 self.buffer.append(Metric(key, float(value), ts, step))
@@ -151,13 +165,12 @@ class _RunLogger:
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
 
 
-def _logged_until(client: MlflowClient, run: Any) -> tuple[int, int]:
-    """The last step ``run`` holds metrics of and the last it holds a sample grid of (-1: none): where a run
-    that a killed process left behind continues from."""
+def _logged(client: MlflowClient, run: Any) -> tuple[set[tuple[str, int]], set[int]]:
+    """The (metric, step) pairs ``run`` holds and the steps it holds a sample grid of: what a run that a killed
+    process left behind has (a step may be half there: a batch is written in chunks)."""
     rid = run.info.run_id
-    metrics = max((m.step for key in run.data.metrics for m in client.get_metric_history(rid, key)), default=-1)
-    grids = max((int(m[1]) for f in client.list_artifacts(rid, "images") if (m := _IMAGE_STEP.search(f.path))),
-                default=-1)
+    metrics = {(key, m.step) for key in run.data.metrics for m in client.get_metric_history(rid, key)}
+    grids = {int(m[1]) for f in client.list_artifacts(rid, "images") if (m := _IMAGE_STEP.search(f.path))}
     return metrics, grids
 
 
@@ -224,6 +237,7 @@ class MlflowTracker:
         self.parent_id = ""
         self.children: dict[int, str] = {}
         self.loggers: dict[int, _RunLogger] = {}
+        self._unended: list[tuple[Any, Any]] = []  # (study trial, its child run or None): for ``mend_trials``
 
     @property
     def client(self) -> MlflowClient:
@@ -253,38 +267,55 @@ class MlflowTracker:
             self.parent_id = run.info.run_id
         if not parent or not parent[0].data.params:  # new, or made by a driver killed before it described it
             params = _flat("search", space.settings.model_dump(), {})
+            self.client.log_text(self.parent_id, space.text, "space.yaml")  # first: params say it is described
             self.client.log_batch(self.parent_id, params=[Param(k, v[:6000]) for k, v in params.items()])
-            self.client.log_text(self.parent_id, space.text, "space.yaml")
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
         self.client.set_tag(self.parent_id, "gantune.trials", str(space.settings.trials))
         finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._unended = []
         for child in self._find(f"tags.`mlflow.parentRunId` = '{self.parent_id}'"):
             number = int(child.data.tags.get("gantune.trial", -1))
             if number in resumed:  # interrupted last time: it runs again, from scratch
                 self.client.delete_run(child.info.run_id)
                 continue
+            trial = finished.get(number)
+            if trial is not None and trial.datetime_start is not None and \
+                    child.info.start_time < trial.datetime_start.timestamp() * 1000 - 1000:
+                continue  # older than the trial: a study of this name deleted and made again; not this trial's
             self.children[number] = child.info.run_id
-            if child.info.status in ("RUNNING", "KILLED") and number in finished:  # KILLED: Ctrl-C after the tell
-                self._mend(_RunLogger(self.client, child.info.run_id), finished[number],
-                           *_logged_until(self.client, child))
-        for number in sorted(finished.keys() - self.children.keys()):  # MLflow never heard it start
-            attrs = finished[number].user_attrs
-            self.trial_started(number, finished[number].params, attrs.get("config") or {})
-            if attrs.get(RECIPE_KEY):
-                self.trial_recipe(number, attrs[RECIPE_KEY])
-            self._mend(self.loggers.pop(number), finished[number])
+            if trial is not None and child.info.status in ("RUNNING", "KILLED"):  # KILLED: Ctrl-C after the tell
+                self._unended.append((trial, child))
+        self._unended += [(finished[n], None) for n in sorted(finished.keys() - self.children.keys())]
 
-    def _mend(self, logger: _RunLogger, trial: Any, logged: int = -1, pictured: int = -1) -> None:
-        """A trial that ended in the study but not in MLflow (the search was killed before the tracking thread
-        had written it): the rest of its history from its run directory, then its end as the study has it."""
+    def mend_trials(self) -> None:
+        """Finish, after ``search_started``, the trials that ended in the study while MLflow did not record it
+        (the driver killed while the tracking thread was behind, or a Ctrl-C right after a trial's end): a child
+        still RUNNING or KILLED gets the rest of its history, one never started is made. From the run directory
+        (metrics, grids, weights) and the study (status, reason, rule, steps); tag ``gantune.mended``. Posted,
+        not waited for, and one trial that fails to mend is a warning: neither holds the search up."""
+        for trial, child in self._unended:
+            try:
+                if child is None:  # MLflow never heard it start
+                    attrs = trial.user_attrs
+                    self.trial_started(trial.number, trial.params, attrs.get("config") or {})
+                    if attrs.get(RECIPE_KEY):
+                        self.trial_recipe(trial.number, attrs[RECIPE_KEY])
+                    self._mend(self.loggers.pop(trial.number), trial, set(), set())
+                else:
+                    self._mend(_RunLogger(self.client, child.info.run_id), trial, *_logged(self.client, child))
+            except (MlflowException, OSError, ValueError) as err:
+                warn(f"MLflow: trial {trial.number} could not be finished from its run directory: "
+                     f"{type(err).__name__}: {first_line(err)}")
+        self._unended = []
+
+    def _mend(self, logger: _RunLogger, trial: Any, have: Logged, grids: set[int]) -> None:
         attrs, files = trial.user_attrs, []
         if attrs.get("run_dir") and (path := Path(attrs["run_dir"])).is_dir():
             run_dir = RunDir(path)
             for record in run_dir.read_metrics():
-                if record["step"] > logged:
-                    logger.log(record, int(record["step"]))
+                logger.log(record, int(record["step"]), have)
             for step, png in run_dir.grids():
-                if step > pictured:
+                if step not in grids:
                     logger.image(png.read_bytes(), step)
             files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
         status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))
@@ -398,7 +429,8 @@ class TrainRun:
         self.run_id: str | None = None
         self._logger: _RunLogger | None = None
         self._measured: dict[str, Any] | None = None
-        self._logged, self._pictured = -1, -1  # the last step MLflow holds metrics and a sample grid of
+        self._have: Logged = frozenset()  # what MLflow holds of a resumed run: (metric, step) pairs, grid steps
+        self._grids: set[int] = set()
         self._catch_up = resume
 
     @property
@@ -418,7 +450,7 @@ class TrainRun:
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self._logged, self._pictured = _logged_until(self.client, found[0])
+            self._have, self._grids = _logged(self.client, found[0])
         else:
             tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
             if origin is not None:
@@ -442,8 +474,7 @@ class TrainRun:
             log_provenance(logger, self._measured)
             self._measured = None
         self._catch_up_to(step)
-        if step > self._logged:
-            logger.log(record, step)
+        logger.log(record, step, self._have)
 
     def _catch_up_to(self, step: float) -> None:
         """Once, for a resumed run: log what metrics.jsonl holds before ``step`` that MLflow lacks (at the end when
@@ -451,12 +482,12 @@ class TrainRun:
         if self._catch_up:
             self._catch_up, logger = False, self.logger  # opened first: that reads what MLflow holds
             for past in RunDir(self.args[2]).read_metrics():
-                if self._logged < past["step"] < step:
-                    logger.log(past, int(past["step"]))
+                if past["step"] < step:
+                    logger.log(past, int(past["step"]), self._have)
 
     def samples(self, step: int, png: bytes) -> None:
         logger = self.logger
-        if step > self._pictured:
+        if step not in self._grids:
             logger.image(png, step)
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:

@@ -135,8 +135,11 @@ def _solvable(spec: Any) -> TypeGuard[FloatSpec | IntSpec]:
 
 
 def _centre(spec: FloatSpec | IntSpec) -> float | int:
+    """The middle of a range (geometric for a log one), on its ``step`` grid when it has one."""
     lo, hi = spec.range
     mid = math.sqrt(lo * hi) if spec.log else (lo + hi) / 2
+    if spec.step is not None:
+        mid = lo + round((mid - lo) / spec.step) * spec.step
     return round(mid) if isinstance(spec, IntSpec) else float(f"{mid:.6g}")
 
 

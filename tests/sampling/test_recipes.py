@@ -198,6 +198,11 @@ def test_two_free_parameters_in_one_expression_the_other_at_the_centre_of_its_ra
         lo=1e-4, hi=1e-2, warm=""))
     assert project(RECIPES.get("digits-r1"), load_space(path)).skipped == (
         "optim.lr_d = 0.000468 needs ttur outside the searched [0.5, 4.0], k at 0.015")
+    # on a step grid the centre is a grid value (1, 3, 5, 7: not 4), else the sampler refuses the fixed value
+    path.write_text(text.replace("k: {{float: [0.5, 2.0]}}", "k: {{int: [1, 7], step: 2}}").replace(
+        "[0.5, 4.0]", "[0.1, 4.0]").format(lo=1e-4, hi=1e-2, warm=""))
+    p = project(RECIPES.get("digits-r1"), load_space(path))
+    assert p.skipped is None and p.params["k"] in (3, 5) and p.params["ttur"] == pytest.approx(1.2 / p.params["k"])
 
 
 def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_with(tmp_path: Path) -> None:

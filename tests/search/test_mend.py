@@ -5,6 +5,7 @@ still RUNNING with part of its history (or KILLED by a Ctrl-C right after the tr
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ from mlflow import MlflowClient
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY
 from gantune.rundir import RunDir, trial_dirname
 from gantune.sampling.space import load_space
-from gantune.tracking import MENDED, MlflowTracker
+from gantune.tracking import _SKIP, MENDED, MlflowTracker
 from gantune.trial import train
 from tests.conftest import tiny, tiny_space
 
@@ -27,6 +28,7 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ends = [("completed", "", ""), ("pruned:collapsed", "one mode", "diversity"), ("completed", "", "")]
     runs = []
+    client = MlflowClient(uri)
     killed = MlflowTracker(uri, "mend")
     killed.connect()
     killed.search_started(study, space, [])
@@ -38,11 +40,16 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
         for key, value in {"run_dir": str(run_dir), "config": {"note": f"trial {number}"}, STATUS_KEY: status,
                            REASON_KEY: reason, RULE_KEY: rule, "steps": 40}.items():
             trial.set_user_attr(key, value)
-        if number != 1:  # MLflow heard it start and its first two records (the second stays in the buffer)
+        if number != 1:  # MLflow heard it start, its first record and half the second (a batch written in part)
             killed.trial_started(number, trial.params, {})
             killed.trial_result(number, runs[number][0])
-            killed.loggers[number].flush()
             killed.trial_result(number, runs[number][1])
+            logger = killed.loggers[number]
+            logger.buffer = logger.buffer[:len(logger.buffer) - 3]
+            logger.flush()
+        else:  # a child of an older study of this name, for the same trial number: not this trial's
+            old = client.create_run(killed.experiment_id, start_time=int((time.time() - 60) * 1000), tags={
+                "mlflow.parentRunId": killed.parent_id, "gantune.trial": "1"}).info.run_id
         study.tell(trial, 1.0 if status == "completed" else None,
                    state=optuna.trial.TrialState.COMPLETE if status == "completed" else optuna.trial.TrialState.PRUNED)
         if number == 2:  # Ctrl-C between the tell and the book's end of the trial: its child ends KILLED
@@ -51,18 +58,21 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
     resumed = MlflowTracker(uri, "mend")
     resumed.connect()
     resumed.search_started(study, space, [])
+    resumed.mend_trials()  # what the tracking thread runs next
 
-    client = MlflowClient(uri)
-    children = client.search_runs([resumed.experiment_id], f"tags.`mlflow.parentRunId` = '{resumed.parent_id}'")
+    runs_now = client.search_runs([resumed.experiment_id], f"tags.`mlflow.parentRunId` = '{resumed.parent_id}'")
+    children = [c for c in runs_now if c.info.run_id != old]
     assert sorted(int(c.data.tags["gantune.trial"]) for c in children) == [0, 1, 2]
+    assert client.get_run(old).info.status == "RUNNING"  # left alone
     for child in children:
         number = int(child.data.tags["gantune.trial"])
         status, reason, rule = ends[number]
         assert child.info.status == "FINISHED" and child.data.tags["gantune.mended"] == MENDED
         assert (child.data.tags["gantune.status"], child.data.tags["gantune.reason"]) == (status, reason)
         assert child.data.tags.get("gantune.rule", "") == rule and child.data.tags["gantune.steps"] == "40"
-        history = client.get_metric_history(child.info.run_id, "loss_d")
-        assert [m.step for m in history] == [int(r["step"]) for r in runs[number] if "loss_d" in r]  # each once
+        for key in {k for r in runs[number] for k, v in r.items() if isinstance(v, float) and k not in _SKIP}:
+            history = client.get_metric_history(child.info.run_id, key)  # every step once, the half-logged one too
+            assert [m.step for m in history] == [int(r["step"]) for r in runs[number] if key in r], key
         images = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
         assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
         assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == ["weights/generator.pt"]
