@@ -66,11 +66,12 @@ from ray.tune import Stopper
 
 from gantune import env
 from gantune.events import STATUS_KEY
+from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise as noise_sd
 from gantune.sampling.settings import SEARCH_DEFAULTS, sign_of
 from gantune.sampling.space import load_space
 from gantune.search.scheduler import RESCUED_ATTR
-from gantune.search.trainable import OBJECTIVE_REPEAT, RESTORED_STEP
+from gantune.search.trainable import RESTORED_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,6 +26,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gantune.config import HealthConfig, TrialConfig
 from gantune.events import Status
@@ -106,6 +107,24 @@ def is_evaluation(record: dict[str, float]) -> bool:
     where the evaluation's on 26,000 reads 0.1 (the estimator's bias falls with the sample count), so its values
     are not comparable with an evaluation's and must not count as the objective."""
     return EVAL_SECONDS in record
+
+
+#: the prefix of a repeated evaluation's values (``eval.repeat``): ``repeat/fid`` beside ``fid``
+REPEAT = "repeat/"
+#: what a search reports beside a trial-loop record: the search's first objective (at evaluations only), and its
+#: second measurement with ``eval.repeat`` (what ASHA, PBT and a noise-aware ASHA read)
+OBJECTIVE, OBJECTIVE_REPEAT = "objective", "objective_repeat"
+
+
+def objective_fields(record: dict[str, Any], objective: str) -> dict[str, Any]:
+    """``objective`` (and ``objective_repeat``) of a trial-loop record, for the search's reports; none for a
+    quick check's value, which is on fewer samples."""
+    out: dict[str, Any] = {}
+    if objective in record and is_evaluation(record):
+        out[OBJECTIVE] = record[objective]
+    if (repeat := REPEAT + objective) in record:
+        out[OBJECTIVE_REPEAT] = record[repeat]
+    return out
 
 
 def _better(h: HealthConfig, v: float, best: float | None) -> bool:

@@ -40,6 +40,7 @@ from gantune.events import (
     format_params,
     warn,
 )
+from gantune.health import objective_fields
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
 from gantune.sampling.warm import RECIPE_KEY
 
@@ -238,6 +239,7 @@ class MlflowTracker:
         self.children: dict[int, str] = {}
         self.loggers: dict[int, _RunLogger] = {}
         self._unended: list[tuple[Any, Any]] = []  # (study trial, its child run or None): for ``mend_trials``
+        self.objective = ""  # the search's first objective (set by ``search_started``)
 
     @property
     def client(self) -> MlflowClient:
@@ -272,7 +274,7 @@ class MlflowTracker:
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
         self.client.set_tag(self.parent_id, "gantune.trials", str(space.settings.trials))
         finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-        self._unended = []
+        self._unended, self.objective = [], space.settings.objectives[0]
         for child in self._find(f"tags.`mlflow.parentRunId` = '{self.parent_id}'"):
             number = int(child.data.tags.get("gantune.trial", -1))
             if number in resumed:  # interrupted last time: it runs again, from scratch
@@ -300,7 +302,10 @@ class MlflowTracker:
                     self.trial_started(trial.number, trial.params, attrs.get("config") or {})
                     if attrs.get(RECIPE_KEY):
                         self.trial_recipe(trial.number, attrs[RECIPE_KEY])
-                    self._mend(self.loggers.pop(trial.number), trial, set(), set())
+                    logger = self.loggers.pop(trial.number)
+                    if isinstance(measured := attrs.get(provenance.ATTR), dict):
+                        log_provenance(logger, measured)
+                    self._mend(logger, trial, set(), set())
                 else:
                     self._mend(_RunLogger(self.client, child.info.run_id), trial, *_logged(self.client, child))
             except (MlflowException, OSError, ValueError) as err:
@@ -312,8 +317,8 @@ class MlflowTracker:
         attrs, files = trial.user_attrs, []
         if attrs.get("run_dir") and (path := Path(attrs["run_dir"])).is_dir():
             run_dir = RunDir(path)
-            for record in run_dir.read_metrics():
-                logger.log(record, int(record["step"]), have)
+            for record in run_dir.read_metrics():  # with what the search reported beside it (ASHA's objective)
+                logger.log({**record, **objective_fields(record, self.objective)}, int(record["step"]), have)
             for step, png in run_dir.grids():
                 if step not in grids:
                     logger.image(png.read_bytes(), step)

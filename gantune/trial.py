@@ -25,7 +25,7 @@ from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
-from gantune.health import EVAL_SECONDS, Verdict, first_nonfinite, is_evaluation
+from gantune.health import EVAL_SECONDS, REPEAT, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
 from gantune.viz import samples_png
@@ -34,8 +34,6 @@ Record = dict[str, float]
 Report = Callable[[Record], None]
 #: how an evaluation's values were measured (``Evaluator.provenance``), in every metrics.jsonl evaluation line
 PROVENANCE = "provenance"
-#: the prefix of a repeated evaluation's values (``eval.repeat``): ``repeat/fid`` beside ``fid``
-REPEAT = "repeat/"
 ShouldStop = Callable[[Record], "Verdict | None"]
 EvaluatorFactory = Callable[[TrialConfig, RealData, torch.device], Evaluator]
 

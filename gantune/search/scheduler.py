@@ -31,11 +31,12 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 from gantune.errors import ConfigError
+from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
 from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, take_back_stop
-from gantune.search.trainable import OBJECTIVE_REPEAT, ORIGIN
+from gantune.search.trainable import ORIGIN
 
 #: Ray Tune's PBT perturbation factors
 FACTORS = (0.8, 1.2)

@@ -29,17 +29,15 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
 from gantune.devices import memory_fraction, trial_device
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
-from gantune.health import HealthMonitor, is_evaluation
+from gantune.health import HealthMonitor, objective_fields
 from gantune.rundir import CHECKPOINT, atomic_write
-from gantune.trial import REPEAT, Record, TrialResult, is_oom, release_memory, train
+from gantune.trial import Record, TrialResult, is_oom, release_memory, train
 
 FILES_KEY = "gantune_files"
 #: PBT: the trial and step of the checkpoint a restarted member trains on from (its own after a pause, a donor's
 #: after an exploit), in its first report after the restart
 RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
-#: an evaluation report's second measurement of the objective (``eval.repeat``), beside ``objective``
-OBJECTIVE_REPEAT = "objective_repeat"
 
 #: sends one report to Tune, with the checkpoint it carries (``tune.report`` in a trial; a test collects them)
 Send = Callable[[dict[str, Any], "Checkpoint | None"], None]
@@ -144,11 +142,7 @@ class Reporter:
         return pending
 
     def __call__(self, record: Record) -> None:
-        out: dict[str, Any] = dict(record)
-        if self.objective in record and is_evaluation(record):  # a quick check's value is on fewer samples
-            out["objective"] = record[self.objective]
-        if (repeat := REPEAT + self.objective) in record:
-            out[OBJECTIVE_REPEAT] = record[repeat]
+        out: dict[str, Any] = {**record, **objective_fields(record, self.objective)}
         out.update(self.take_pending())
         out.update(self._restored_from)  # the first report after a restart says whose checkpoint it trained on from
         self._restored_from.clear()

@@ -34,11 +34,12 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
     killed.search_started(study, space, [])
     for number, (status, reason, rule) in enumerate(ends):
         run_dir = tmp_path / "runs" / "mend" / trial_dirname(number)
-        train(tiny(train={"steps": 40}, eval={"every": 20}), run_dir=run_dir)
+        train(tiny(train={"steps": 40}, eval={"every": 20, "metrics": ["fid"]}), run_dir=run_dir)
         runs.append(RunDir(run_dir).read_metrics())
         trial = study.ask({"optim.lr_g": optuna.distributions.CategoricalDistribution([0.001])})
         for key, value in {"run_dir": str(run_dir), "config": {"note": f"trial {number}"}, STATUS_KEY: status,
-                           REASON_KEY: reason, RULE_KEY: rule, "steps": 40}.items():
+                           REASON_KEY: reason, RULE_KEY: rule, "steps": 40, "provenance": {"extractor": "coords"}
+                           }.items():
             trial.set_user_attr(key, value)
         if number != 1:  # MLflow heard it start, its first record and half the second (a batch written in part)
             killed.trial_started(number, trial.params, {})
@@ -73,11 +74,13 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
         for key in {k for r in runs[number] for k, v in r.items() if isinstance(v, float) and k not in _SKIP}:
             history = client.get_metric_history(child.info.run_id, key)  # every step once, the half-logged one too
             assert [m.step for m in history] == [int(r["step"]) for r in runs[number] if key in r], key
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "objective")] == [20, 40]  # as ASHA read
         images = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
         assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == ["weights/generator.pt"]
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == [
+            "weights/generator.pt", "weights/generator_best.pt"]
     new = next(c for c in children if c.data.tags["gantune.trial"] == "1")
-    assert new.data.params == {"optim.lr_g": "0.001"}
+    assert new.data.params == {"optim.lr_g": "0.001", "provenance.extractor": "coords"}
     assert "trial_config.yaml" in {a.path for a in client.list_artifacts(new.info.run_id)}
 
 

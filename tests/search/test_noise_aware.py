@@ -13,11 +13,11 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 from gantune.search.scheduler import AshaStop, NoiseAwareASHA, RecordingASHA, Rescue, make_scheduler
-from gantune.search.trainable import OBJECTIVE_REPEAT
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 #: four trials that each beat every earlier one at the first rung (ASHA keeps them all), measured twice: the

@@ -8,9 +8,9 @@ from typing import Any
 from ray.train import Checkpoint
 
 from gantune import provenance
+from gantune.health import OBJECTIVE_REPEAT
 from gantune.rundir import CHECKPOINT
 from gantune.search.trainable import (
-    OBJECTIVE_REPEAT,
     ORIGIN,
     RESTORED_STEP,
     RESTORED_TRIAL,
