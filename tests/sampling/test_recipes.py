@@ -154,19 +154,30 @@ def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_reci
         tmp_path: Path, ratio: str, expr: str, lo: float, hi: float, want: float | None) -> None:
     """The digits-r1 recipe gives lr_g 3.9e-4 and lr_d 4.68e-4 (ratio 1.2); a space that derives lr_d from a free
     parameter of its own name gets the parameter that reproduces that lr_d, not a random one."""
-    text = (USER.replace("ttur_ratio: {{float: [0.5, 2.0], log: true}}", f"{ratio}: {{{{float: [{lo}, {hi}]}}}}")
-            .replace('lr_d: {{expr: "optim.lr_g * ttur_ratio"}}', f'lr_d: {{{{expr: "{expr}"}}}}')
-            .replace("data: {{name: ring8}}", "data: {{name: digits, resolution: 16}}")
-            .replace("  z_dim: 8\n", "  arch: dcgan\n  z_dim: 64\n").replace("[64, 128]", "[32, 64]")
-            .replace("batch_size: {batch}", "batch_size: 64"))
-    path = tmp_path / "mine.yaml"
-    path.write_text(text.format(lo=1e-4, hi=1e-2, warm=""))
+    path = _digits_space(tmp_path, f"{ratio}: {{{{float: [{lo}, {hi}]}}}}", expr)
     space = load_space(path)
     p = project(RECIPES.get("digits-r1"), space)
     if want is None:
         assert p.skipped == f"optim.lr_d = 0.000468 needs {ratio} outside the searched [{lo}, {hi}]"
         return
     assert p.skipped is None and p.params[ratio] == pytest.approx(want, rel=1e-5)
+    _trains_the_recipes_learning_rates(space)
+
+
+def _digits_space(tmp_path: Path, params: str, lr_d: str) -> Path:
+    """USER on 16 px digits with a DCGAN, its free parameters and lr_d expression replaced."""
+    text = (USER.replace("ttur_ratio: {{float: [0.5, 2.0], log: true}}", params)
+            .replace('lr_d: {{expr: "optim.lr_g * ttur_ratio"}}', f'lr_d: {{{{expr: "{lr_d}"}}}}')
+            .replace("data: {{name: ring8}}", "data: {{name: digits, resolution: 16}}")
+            .replace("  z_dim: 8\n", "  arch: dcgan\n  z_dim: 64\n").replace("[64, 128]", "[32, 64]")
+            .replace("batch_size: {batch}", "batch_size: 64"))
+    path = tmp_path / "mine.yaml"
+    path.write_text(text.format(lo=1e-4, hi=1e-2, warm=""))
+    return path
+
+
+def _trains_the_recipes_learning_rates(space: object) -> None:
+    """The enqueued digits-r1 trial's config has the recipe's lr_g and lr_d (3.9e-4, 4.68e-4)."""
     study = optuna.create_study()
     warm_start(study, space)
     trial = study.ask()
@@ -178,30 +189,18 @@ def test_two_free_parameters_in_one_expression_the_other_at_the_centre_of_its_ra
     """lr_d = lr_g * ttur * k is one equation in two unknowns: k is set at its range's centre (1.25), ttur solves
     the rest (1.2 / 1.25), and the recipe trial trains the recipe's lr_d (it was skipped as needing ttur out of
     range)."""
-    text = (USER.replace("ttur_ratio: {{float: [0.5, 2.0], log: true}}",
-                         "ttur: {{float: [0.5, 4.0], log: true}}\n    k: {{float: [0.5, 2.0]}}")
-            .replace('lr_d: {{expr: "optim.lr_g * ttur_ratio"}}', 'lr_d: {{expr: "optim.lr_g * ttur * k"}}')
-            .replace("data: {{name: ring8}}", "data: {{name: digits, resolution: 16}}")
-            .replace("  z_dim: 8\n", "  arch: dcgan\n  z_dim: 64\n").replace("[64, 128]", "[32, 64]")
-            .replace("batch_size: {batch}", "batch_size: 64"))
-    path = tmp_path / "mine.yaml"
-    path.write_text(text.format(lo=1e-4, hi=1e-2, warm=""))
-    space = load_space(path)
+    expr = "optim.lr_g * ttur * k"
+    space = load_space(_digits_space(tmp_path, "ttur: {{float: [0.5, 4.0], log: true}}\n    k: {{float: [0.5, 2.0]}}",
+                                     expr))
     p = project(RECIPES.get("digits-r1"), space)
     assert p.skipped is None and p.params["k"] == 1.25 and p.params["ttur"] == pytest.approx(0.96, rel=1e-5)
-    study = optuna.create_study()
-    warm_start(study, space)
-    trial = study.ask()
-    cfg = config_from_dict(space.sample(trial, trial.user_attrs[OVERRIDES_KEY]))
-    assert (cfg.optim.lr_g, cfg.optim.lr_d) == (pytest.approx(3.9e-4), pytest.approx(4.68e-4, rel=1e-5))
-    path.write_text(text.replace("k: {{float: [0.5, 2.0]}}", "k: {{float: [0.01, 0.02]}}").format(
-        lo=1e-4, hi=1e-2, warm=""))
-    assert project(RECIPES.get("digits-r1"), load_space(path)).skipped == (
+    _trains_the_recipes_learning_rates(space)
+    narrow = _digits_space(tmp_path, "ttur: {{float: [0.5, 4.0], log: true}}\n    k: {{float: [0.01, 0.02]}}", expr)
+    assert project(RECIPES.get("digits-r1"), load_space(narrow)).skipped == (
         "optim.lr_d = 0.000468 needs ttur outside the searched [0.5, 4.0], k at 0.015")
     # on a step grid the centre is a grid value (1, 3, 5, 7: not 4), else the sampler refuses the fixed value
-    path.write_text(text.replace("k: {{float: [0.5, 2.0]}}", "k: {{int: [1, 7], step: 2}}").replace(
-        "[0.5, 4.0]", "[0.1, 4.0]").format(lo=1e-4, hi=1e-2, warm=""))
-    p = project(RECIPES.get("digits-r1"), load_space(path))
+    grid = _digits_space(tmp_path, "ttur: {{float: [0.1, 4.0], log: true}}\n    k: {{int: [1, 7], step: 2}}", expr)
+    p = project(RECIPES.get("digits-r1"), load_space(grid))
     assert p.skipped is None and p.params["k"] in (3, 5) and p.params["ttur"] == pytest.approx(1.2 / p.params["k"])
 
 
