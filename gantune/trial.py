@@ -305,10 +305,13 @@ def train(
     best = _BestKeeper(cfg)
 
     start, prior_wall = 0, 0.0
+    last: Record = {}  # the last record and evaluation: what the result carries (a checkpoint too, for a run
+    last_eval: Record = {}  # resumed at its last step, which trains and records nothing more)
     if resume and out.rd is not None and (ckpt := out.rd.load_checkpoint()) is not None:
         trainer.load_state_dict(ckpt["trainer"])
         _set_rng_state(ckpt["rng"], dev, data, evaluation)
         start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+        last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         out.rd.trim_metrics(start)
         out.rd.write_config(cfg)
@@ -319,12 +322,11 @@ def train(
 
     def checkpoint(step: int) -> None:
         if out.rd is not None:  # the state is only gathered where it is kept
-            out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(),
-                            "trainer": trainer.state_dict(), "rng": _rng_state(dev, data, evaluation)})
+            out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(), "last": last,
+                            "last_eval": last_eval, "trainer": trainer.state_dict(),
+                            "rng": _rng_state(dev, data, evaluation)})
 
     stop: Stop | None = None  # None while the trial runs
-    last: Record = {}
-    last_eval: Record = {}
     step = pictured = start
     window_t, window_step, window_eval = time.perf_counter(), start, evaluation.seconds
     for step in range(start + 1, tc.steps + 1):

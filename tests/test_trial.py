@@ -165,6 +165,30 @@ def test_a_resumed_run_keeps_the_best_generator_of_before_its_checkpoint(
     assert torch.load(tmp_path / "generator_best.pt", weights_only=True)["step"] == 20
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed writing its weights after the last checkpoint, a run resumes at its last step and trains nothing
+    more: its result still carries the last record and evaluation (they were empty)."""
+    cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 20, "metrics": ["fid"]})
+    straight = train(cfg, run_dir=tmp_path / "straight")
+    save = RunDir.save_generator
+
+    def dies_writing_the_weights(self: RunDir, *args: object, **kwargs: object) -> Path:
+        if kwargs.get("name", "generator.pt") == "generator.pt":
+            raise _Killed
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "save_generator", dies_writing_the_weights)
+    with pytest.raises(_Killed):
+        train(cfg, run_dir=tmp_path / "killed")
+    monkeypatch.setattr(RunDir, "save_generator", save)
+    resumed = train(cfg, run_dir=tmp_path / "killed", resume=True)
+    assert (resumed.status, resumed.steps, resumed.last["step"]) == ("completed", 40, 40)
+    assert resumed.last.keys() == straight.last.keys()
+    assert resumed.last_eval.keys() == straight.last_eval.keys() == {"fid"}
+    assert (tmp_path / "killed" / "generator.pt").is_file()
+
+
 def test_a_cuda_index_is_checked_against_the_device_count(monkeypatch: pytest.MonkeyPatch) -> None:
     from gantune.errors import GantuneError
     from gantune.trial import resolve_device
