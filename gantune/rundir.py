@@ -115,15 +115,13 @@ class RunDir:
         lines = p.read_text().splitlines() if p.exists() else []
         return [rec for ln in lines if (rec := _parsed(ln)) is not None]
 
-    def trim_metrics(self, last_step: int) -> None:
+    def trim_metrics(self, last_step: int) -> list[dict[str, Any]]:
         """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from), and a last
-        line the killed run left half-written."""
-        p = self.path / METRICS
-        if not p.exists():
-            return
-        lines = p.read_text().splitlines()
-        keep = [ln for ln in lines if (rec := _parsed(ln)) is not None and rec["step"] <= last_step]
-        atomic_write(p, "".join(ln + "\n" for ln in keep).encode())
+        line the killed run left half-written; the records kept."""
+        keep = [rec for rec in self.read_metrics() if rec["step"] <= last_step]
+        if (self.path / METRICS).exists():
+            atomic_write(self.path / METRICS, "".join(json.dumps(rec) + "\n" for rec in keep).encode())
+        return keep
 
     def save_samples(self, step: int, png: bytes) -> Path:
         p = self.path / "samples" / f"step_{step:07d}.png"

@@ -313,9 +313,8 @@ def train(
         start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
         last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
-        out.rd.trim_metrics(start)
+        best.recall(out.rd.trim_metrics(start))
         out.rd.write_config(cfg)
-        best.recall(out.rd.read_metrics())
 
     def wall() -> float:
         return prior_wall + time.perf_counter() - t_start
