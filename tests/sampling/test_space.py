@@ -88,10 +88,13 @@ def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: 
 
 
 def test_ready_spaces_are_valid() -> None:
-    root = Path(__file__).resolve().parents[2] / "search_spaces"
-    names = sorted(p.name for p in root.glob("*.yaml"))
-    assert {"toy.yaml", "grid25.yaml", "ring8.yaml", "wgan.yaml", "dcgan.yaml", "hinge.yaml"} <= set(names)
-    for p in root.glob("*.yaml"):
+    """The shipped spaces and the benchmarks' own (each sampled five times into a valid trial config)."""
+    root = Path(__file__).resolve().parents[2]
+    paths = sorted(root.glob("search_spaces/*.yaml")) + sorted(root.glob("benchmarks/spaces/*.yaml"))
+    names = {p.name for p in paths}
+    assert {"toy.yaml", "grid25.yaml", "ring8.yaml", "wgan.yaml", "dcgan.yaml", "hinge.yaml", "digits_wide.yaml",
+            "grid25_wide.yaml"} <= names
+    for p in paths:
         space = load_space(p)
         study = optuna.create_study(directions=space.settings.directions)
         for _ in range(5):
