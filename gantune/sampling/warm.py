@@ -7,6 +7,9 @@ Projection rules, key by key of the recipe:
   recipe's value, enqueued as that Optuna parameter. A value **outside** the searched range (or not among its
   choices, or off its step) **skips the whole recipe**: half a recipe is not a known-good point, and the user's
   range says they do not want that value;
+- a key the space searches only under a ``when`` is switched on: a categorical parameter the condition reads
+  and the recipe does not set takes a choice that makes it true (``r1: {categorical: [off, on]}`` and
+  ``r1_weight: {..., when: "r1 == 'on'"}``: on); no such choice skips the recipe;
 - a key the space **fixes** (a value, or an ``expr`` that derives it) stays the user's: the recipe's value is
   ignored, and an ``expr`` computes its value from the enqueued ones (``lr_d = lr_g * ttur_ratio``). Only where
   the space fixes one of the recipe's *essential* keys (its architecture or loss) to another value is the recipe
@@ -30,10 +33,11 @@ trials (at least one), so the sampler keeps most of the budget.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import optuna
 
@@ -109,7 +113,7 @@ def project(recipe: Recipe, space: SearchSpace) -> Projection:
             out.skipped = f"{key} = {value} is outside the searched {where}"
             return Projection(recipe.name, skipped=out.skipped)
         out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
-    skipped = _solve_free_params(recipe, space, out)
+    skipped = _solve_free_params(recipe, space, out) or _switch_on(recipe, space, out)
     if skipped is not None:
         return Projection(recipe.name, skipped=skipped)
     _fill_unnamed(recipe, space, out)
@@ -128,6 +132,45 @@ def _fill_unnamed(recipe: Recipe, space: SearchSpace, out: Projection) -> None:
         value = space.settings.defaults.get(key, schema_default(key))
         if value is not None and _inside(spec, value):
             out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
+
+
+def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:
+    """A recipe key the space searches only under a ``when`` (``r1_weight: {float: [...], when: "r1 == 'on'"}``)
+    must be switched on in the recipe trial: a categorical parameter the condition reads and nothing has set yet
+    takes the first of its choices (the space's order) that makes the condition true. Left to the sampler, the
+    recipe trial would train without the recipe's R1 in some searches: half a recipe. Why the recipe is skipped
+    when no choice does; ``None`` otherwise."""
+    for key in recipe.values:
+        spec = space.leaves.get(key) or space.params.get(key)
+        if spec is None or spec.when is None or key not in out.params:
+            continue
+        condition = Expr(spec.when)
+        open_ = [n for n in sorted(condition.names) if n not in out.params
+                 and isinstance(space.leaves.get(n) or space.params.get(n), CategoricalSpec)]
+        options = [cast(CategoricalSpec, space.leaves.get(n) or space.params.get(n)).choices for n in open_]
+        for combo in itertools.product(*options):
+            chosen = dict(zip(open_, combo, strict=True))
+
+            def resolve(n: str, _chosen: dict[str, Any] = chosen) -> Any:
+                if n in _chosen or n in out.params:
+                    return _chosen[n] if n in _chosen else out.params[n]
+                fixed = space.leaves.get(n)
+                if isinstance(fixed, ValueSpec):
+                    return fixed.value
+                if n in space.params or n in space.leaves:
+                    raise ValueError(f"{n} is searched and not set")  # a range: the condition cannot be decided
+                return recipe.values.get(n, out.overrides.get(n, schema_default(n)))
+
+            try:
+                on = bool(condition(resolve))
+            except (ArithmeticError, TypeError, ValueError, ExprError):
+                on = False
+            if on:
+                out.params.update(chosen)
+                break
+        else:
+            return f"{key} is searched only when {spec.when}, which the recipe's values do not make true"
+    return None
 
 
 def _solvable(spec: Any) -> TypeGuard[FloatSpec | IntSpec]:

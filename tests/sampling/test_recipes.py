@@ -222,3 +222,50 @@ def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_
     first = study.ask()
     cfg = config_from_dict(space.sample(first, first.user_attrs[OVERRIDES_KEY]))
     assert cfg.optim.n_critic == 1 and cfg.optim.ema == 0.99
+
+
+#: a space that searches R1 behind a switch (benchmarks/spaces/grid25_wide.yaml's way)
+GATED = """
+name: gated
+search:
+  trials: 8
+  max_steps: 200
+  eval_every: 100
+  objective: coverage
+  direction: maximize
+  params:
+    ttur_ratio: {float: [0.5, 2.0], log: true}
+    r1: {categorical: ["off", "on"]}
+data: {name: grid25}
+model: {z_dim: 2, g_width: 128, d_width: 128, g_depth: 3, d_depth: 3}
+loss:
+  name: {categorical: [nonsaturating, hinge]}
+  r1_weight: {float: [0.01, 1.0], log: true, when: "%s"}
+optim:
+  lr_g: {float: [1.0e-4, 1.0e-2], log: true}
+  lr_d: {expr: "optim.lr_g * ttur_ratio"}
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_recipe_key_behind_a_when_is_switched_on(tmp_path: Path, seed: int) -> None:
+    """The points recipe's R1 0.1 in a space that searches r1_weight only when ``r1 == 'on'``: the recipe trial
+    trains with it whatever the sampler's seed (before: ``r1`` was left to the sampler, off in some seeds)."""
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED % "r1 == 'on'")
+    space = load_space(path)
+    p = project(RECIPES.get("points"), space)
+    assert p.skipped is None and p.params["r1"] == "on" and p.params["loss.r1_weight"] == 0.1
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    warm_start(study, space)
+    trial = study.ask()
+    config = config_from_dict(space.sample(trial, trial.user_attrs.get(OVERRIDES_KEY)))
+    assert trial.user_attrs[RECIPE_KEY] == "points" and config.loss.r1_weight == 0.1
+
+
+def test_a_recipe_key_its_own_values_switch_off_skips_the_recipe(tmp_path: Path) -> None:
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED % "loss.name == 'hinge'")  # the recipe's loss is non-saturating: its R1 cannot be had
+    p = project(RECIPES.get("points"), load_space(path))
+    assert p.skipped == "loss.r1_weight is searched only when loss.name == 'hinge', which the recipe's values do " \
+                        "not make true"
