@@ -21,8 +21,9 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
 - ``pbt``: gantune's Population Based Training, B / max_steps members;
 - ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
   give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
-  promotion. These two judge pruning decisions against outcomes: the random arm ran every one of those configs
-  to the end.
+  promotion; ``health_only``: the health verdicts alone on them (ASHA off), so what the verdicts stop is not
+  hidden by an ASHA rung that came first. These judge pruning decisions against outcomes: the random arm ran
+  every one of those configs to the end.
 
 Every other arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
 measures those), so that each arm trains the configs a plain Optuna or Ray Tune search of the space would.
@@ -98,10 +99,11 @@ PRESETS = {
                     pruned_factor=2.0),
 }
 #: the arms, in the order they run and print
-ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "gantune_defaults", "pbt", "pruned", "pruned_noise")
+ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "gantune_defaults", "pbt", "pruned", "pruned_noise",
+        "health_only")
 NO_PRUNING = {"asha": False, "health": False}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
-JUDGED_ONLY = ("pruned", "pruned_noise")
+JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
 
 
 class TimedCollector(Collector):
@@ -129,6 +131,7 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
                              "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
         "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
+        "health_only": {"sampler": "random", "trials": trials, "pruning": {"asha": False, "health": True}},
         "pruned_noise": {"sampler": "random", "trials": trials,
                          "pruning": {"asha": True, "health": True, "noise_aware": True, "noise_margin": 1.0}},
     }[arm])
@@ -375,7 +378,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
         to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
         print(f"{arm:<14}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
               f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>11.0f}")
-    for arm in ("pruned", "pruned_noise"):
+    for arm in JUDGED_ONLY:
         if arm not in runs or "random" not in runs:
             continue
         total = dict.fromkeys(DECISIONS, 0)
