@@ -224,36 +224,22 @@ def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_
     assert cfg.optim.n_critic == 1 and cfg.optim.ema == 0.99
 
 
-#: a space that searches R1 behind a switch (benchmarks/spaces/grid25_wide.yaml's way)
-GATED = """
-name: gated
-search:
-  trials: 8
-  max_steps: 200
-  eval_every: 100
-  objective: coverage
-  direction: maximize
-  params:
-    ttur_ratio: {float: [0.5, 2.0], log: true}
-    r1: {categorical: ["off", "on"]}
-data: {name: grid25}
-model: {z_dim: 2, g_width: 128, d_width: 128, g_depth: 3, d_depth: 3}
-loss:
-  name: {categorical: [nonsaturating, hinge]}
-  r1_weight: {float: [0.01, 1.0], log: true, when: "%s"}
-optim:
-  lr_g: {float: [1.0e-4, 1.0e-2], log: true}
-  lr_d: {expr: "optim.lr_g * ttur_ratio"}
-"""
+def _gated(tmp_path: Path, when: str) -> object:
+    """The user's space with R1 searched behind a condition (benchmarks/spaces/grid25_wide.yaml's way: a switch
+    ``r1`` and ``r1_weight`` only ``when: "r1 == 'on'"``)."""
+    text = USER.format(lo=1e-4, hi=1e-2, batch="128", warm='    r1: {categorical: ["off", "on"]}')
+    gp = "  gp_weight: {float: [1, 10], when: \"loss.name == 'wgan-gp'\"}\n"
+    assert gp in text
+    path = tmp_path / "gated.yaml"
+    path.write_text(text.replace(gp, gp + f'  r1_weight: {{float: [0.01, 1.0], log: true, when: "{when}"}}\n'))
+    return load_space(path)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_recipe_key_behind_a_when_is_switched_on(tmp_path: Path, seed: int) -> None:
     """The points recipe's R1 0.1 in a space that searches r1_weight only when ``r1 == 'on'``: the recipe trial
     trains with it whatever the sampler's seed (before: ``r1`` was left to the sampler, off in some seeds)."""
-    path = tmp_path / "gated.yaml"
-    path.write_text(GATED % "r1 == 'on'")
-    space = load_space(path)
+    space = _gated(tmp_path, "r1 == 'on'")
     p = project(RECIPES.get("points"), space)
     assert p.skipped is None and p.params["r1"] == "on" and p.params["loss.r1_weight"] == 0.1
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -264,8 +250,7 @@ def test_a_recipe_key_behind_a_when_is_switched_on(tmp_path: Path, seed: int) ->
 
 
 def test_a_recipe_key_its_own_values_switch_off_skips_the_recipe(tmp_path: Path) -> None:
-    path = tmp_path / "gated.yaml"
-    path.write_text(GATED % "loss.name == 'hinge'")  # the recipe's loss is non-saturating: its R1 cannot be had
-    p = project(RECIPES.get("points"), load_space(path))
+    # the recipe's loss is non-saturating: its R1 cannot be had
+    p = project(RECIPES.get("points"), _gated(tmp_path, "loss.name == 'hinge'"))
     assert p.skipped == "loss.r1_weight is searched only when loss.name == 'hinge', which the recipe's values do " \
                         "not make true"
