@@ -134,6 +134,17 @@ def _fill_unnamed(recipe: Recipe, space: SearchSpace, out: Projection) -> None:
             out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
 
 
+def _known(name: str, recipe: Recipe, space: SearchSpace, out: Projection) -> Any:
+    """The value ``name`` has in the recipe trial so far: enqueued, fixed by the space, else the recipe's (an
+    override's too: every override is a recipe value) or the schema's default."""
+    if name in out.params:
+        return out.params[name]
+    fixed = space.leaves.get(name)
+    if isinstance(fixed, ValueSpec):
+        return fixed.value
+    return recipe.values.get(name, schema_default(name))
+
+
 def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:
     """A recipe key the space searches only under a ``when`` (``r1_weight: {float: [...], when: "r1 == 'on'"}``)
     must be switched on in the recipe trial: a categorical parameter the condition reads and nothing has set yet
@@ -152,14 +163,12 @@ def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | Non
             chosen = dict(zip(open_, combo, strict=True))
 
             def resolve(n: str, _chosen: dict[str, Any] = chosen) -> Any:
-                if n in _chosen or n in out.params:
-                    return _chosen[n] if n in _chosen else out.params[n]
-                fixed = space.leaves.get(n)
-                if isinstance(fixed, ValueSpec):
-                    return fixed.value
-                if n in space.params or n in space.leaves:
+                if n in _chosen:
+                    return _chosen[n]
+                searched = n in space.params or (n in space.leaves and not isinstance(space.leaves[n], ValueSpec))
+                if n not in out.params and searched:
                     raise ValueError(f"{n} is searched and not set")  # a range: the condition cannot be decided
-                return recipe.values.get(n, out.overrides.get(n, schema_default(n)))
+                return _known(n, recipe, space, out)
 
             try:
                 on = bool(condition(resolve))
@@ -211,18 +220,8 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
 
             def gap(x: float, _expr: Expr = expr, _name: str = name, _target: float = target,
                     _pinned: dict[str, Any] = pinned) -> float:
-                def resolve(n: str) -> Any:
-                    if n == _name:
-                        return x
-                    if n in out.params:
-                        return out.params[n]
-                    if n in _pinned:
-                        return _pinned[n]
-                    fixed = space.leaves.get(n)
-                    if isinstance(fixed, ValueSpec):
-                        return fixed.value
-                    return recipe.values.get(n, schema_default(n))
-                return float(_expr(resolve)) - _target
+                given = {**_pinned, _name: x}
+                return float(_expr(lambda n: given[n] if n in given else _known(n, recipe, space, out))) - _target
 
             lo, hi = spec.range
             value = _bisect(gap, float(lo), float(hi), log=spec.log)
