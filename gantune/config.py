@@ -233,6 +233,8 @@ class HealthConfig:
     min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
     min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
     min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
+    max_diversity: float = Field(default=1.5, gt=1, description="fake/real pairwise-distance ratio above this: "
+                                 "diverged (samples spread beyond the data)")
     min_recall: float = Field(default=0.02, ge=0, le=1, description="k-NN recall below this: collapsed")
     min_progress: float = Field(default=0.25, ge=0, description="a check where some collapse signal rose by this "
                                 "fraction above its best earlier value is improving: low signals do not count")

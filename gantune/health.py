@@ -8,13 +8,16 @@ Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule
   ``max_abs_loss``; the objective far from its best for ``patience`` evaluations (``_objective_rise``: worse by
   the factor ``rise_factor`` in magnitude and by the fraction ``rise_margin`` of the range it has covered).
   Full evaluations only (``is_evaluation``): a quick check measures the same keys on fewer samples.
+- diverged, too (after the same warm-up as collapsed): the diversity ratio above ``max_diversity`` for
+  ``patience`` checks in a row: the samples spread beyond the data (an exploding generator). Of 731 kept grid25
+  benchmark trials, the 44 that did so all ended at mode coverage 0.05 or less; the best end near 0.5.
 - collapsed (after ``warmup_evals`` checks, full or quick, and ``warmup_steps``): a collapse signal low *and
   not improving* for ``patience`` checks in a row. Low: mode/class coverage below ``min_coverage`` (mode
-  coverage only once at least ``min_hq`` of the samples are high quality), diversity ratio below
-  ``min_diversity``, recall below ``min_recall``. Not improving: no collapse signal rose by the fraction
-  ``min_progress`` above its best earlier check. A healthy image GAN can start low (the digits spaces' DCGAN: 2
-  classes, diversity 0.10 and recall 0 at step 250, recall still 0.006 at step 1,000) but climbs; a collapsed
-  one stays down.
+  coverage only once at least ``min_hq`` of the samples are high quality, or when no sample is near any mode),
+  diversity ratio below ``min_diversity``, recall below ``min_recall``. Not improving: no collapse signal rose
+  by the fraction ``min_progress`` above its best earlier check, counting rises only up to the data's level. A
+  healthy image GAN can start low (the digits spaces' DCGAN: 2 classes, diversity 0.10 and recall 0 at step 250,
+  recall still 0.006 at step 1,000) but climbs; a collapsed one stays down.
 - stalled: losses frozen (changing less than ``stall_tol``) for ``stall_logs`` logs while the objective did
   not improve; or, with a loss whose G gradient vanishes once D separates the samples (``GANLoss.separation_stalls``:
   minimax), D separating every real from every fake sample for ``d_win_logs`` logs in a row.
@@ -57,6 +60,7 @@ class _State:
     high: float = -math.inf
     bad_rise: int = 0
     bad_collapse: dict[str, int] = field(default_factory=dict)
+    bad_spread: dict[str, int] = field(default_factory=dict)  # checks in a row above a signal's ceiling
     losses: deque[tuple[float, float]] = field(default_factory=deque)
     improved_at: int = 0  # log index of the last objective improvement
     logs: int = 0
@@ -169,33 +173,56 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     return None
 
 
-def _floor(h: HealthConfig, sig: CollapseSignal) -> float:
-    return float(getattr(h, sig.floor)) if isinstance(sig.floor, str) else sig.floor
+#: what every collapse signal reads on real data (a coverage, a recall, a fake/real ratio): a rise beyond it is
+#: not progress toward the data (an exploding generator's diversity ratio 10 -> 100)
+DATA_LEVEL = 1.0
+
+
+def _improving(h: HealthConfig, s: _State, r: dict[str, float], signals: list[CollapseSignal]) -> bool:
+    """Some collapse signal rose toward the data's level by ``min_progress`` of its best earlier value (and by a
+    hundredth of its floor: noise around zero is no progress). A healthy image GAN's diversity and class coverage
+    climb while its recall still reads 0; a diversity ratio climbing past the data's (an exploding generator's 10
+    -> 100) is not progress. Tracked through the warm-up too, so the first counted check has a trend."""
+    improving = False
+    for sig in signals:
+        value, best = min(r[sig.key], DATA_LEVEL), s.signal_best.get(sig.key)
+        if best is not None and value - best >= max(h.min_progress * best, 0.01 * _limit(h, sig.floor)):
+            improving = True
+        s.signal_best[sig.key] = value if best is None else max(best, value)
+    return improving
+
+
+def _limit(h: HealthConfig, value: str | float) -> float:
+    """A signal's floor or ceiling: the named ``health`` setting, or the number itself."""
+    return float(getattr(h, value)) if isinstance(value, str) else value
 
 
 @rule
 def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
-    """The collapse signals the metric families declare (``CollapseSignal``): below the floor and not improving
-    for ``patience`` checks in a row, after the warm-up. A gated signal (mode coverage, gated by the HQ share)
-    counts only once its gate is reached: with few high-quality samples a slow run is not yet a collapsed one."""
+    """The signals the metric families declare (``CollapseSignal``), after the warm-up, for ``patience`` checks in
+    a row: above a ceiling, diverged (the samples spread beyond the data: no recovery seen on grid25); below the
+    floor and not improving, collapsed. A gated signal (mode coverage, gated by the HQ share) counts below its
+    floor only once its gate is reached, or when it reads 0: with few high-quality samples a slow run is not yet a
+    collapsed one, but one with no sample near any mode has left the data."""
     signals = [sig for sig in collapse_signals() if sig.key in r]
     if not signals:
         return None
     s.checks += 1
-    # improving: some collapse signal rose by min_progress of its best earlier value (and by a hundredth of its
-    # floor: noise around zero is no progress). A healthy image GAN's diversity and class coverage climb while
-    # its recall still reads 0. Tracked through the warm-up too, so the first counted check has a trend.
-    improving = False
-    for sig in signals:
-        value, best = r[sig.key], s.signal_best.get(sig.key)
-        if best is not None and value - best >= max(h.min_progress * best, 0.01 * _floor(h, sig)):
-            improving = True
-        s.signal_best[sig.key] = value if best is None else max(best, value)
+    improving = _improving(h, s, r, signals)
     if s.checks <= h.warmup_evals or r["step"] < h.warmup_steps:
         return None
     for sig in signals:
-        floor = _floor(h, sig)
-        gated = sig.gate is None or r.get(sig.gate[0], 1.0) >= getattr(h, sig.gate[1])
+        if sig.ceiling is None:
+            continue
+        ceiling = _limit(h, sig.ceiling)
+        n = s.bad_spread.get(sig.key, 0) + 1 if r[sig.key] > ceiling else 0
+        s.bad_spread[sig.key] = n
+        if n >= h.patience:
+            return Verdict("diverged", f"{sig.label} {r[sig.key]:.3g} > {ceiling:g} for {n} evaluations: samples "
+                           f"spread beyond the data (step {int(r['step'])})", f"{sig.key}_high")
+    for sig in signals:
+        floor = _limit(h, sig.floor)
+        gated = sig.gate is None or r.get(sig.gate[0], 1.0) >= getattr(h, sig.gate[1]) or r[sig.key] == 0
         n = s.bad_collapse.get(sig.key, 0) + 1 if r[sig.key] < floor and gated and not improving else 0
         s.bad_collapse[sig.key] = n
         if n >= h.patience:

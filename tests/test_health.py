@@ -258,3 +258,49 @@ def test_collapse_floors_after_warmup(key: str, low: float) -> None:
     out = [mon({"step": float(i), "fid": 1.0, key: low}) for i in range(4)]
     assert out[:2] == [None, None]  # warm-up eval, then the first bad one
     assert out[2] is not None and out[2].kind == "collapsed"
+
+
+def _checks(**series: list[float]) -> list[dict[str, float]]:
+    """Quick checks (no ``eval_s``), one every 100 steps, carrying the given signals."""
+    n = len(next(iter(series.values())))
+    return [{"step": 100.0 * (i + 1), **{k: v[i] for k, v in series.items()}} for i in range(n)]
+
+
+def _first(mon: HealthMonitor, records: list[dict[str, float]]) -> tuple[int, Any] | None:
+    return next(((i, v) for i, r in enumerate(records) if (v := mon(r)) is not None), None)
+
+
+def test_samples_spread_beyond_the_data_diverge() -> None:
+    """An exploding generator on grid25 (lsgan, lr 0.015, no G norm: one benchmark trial's checks): samples spread
+    10-100x the data's pairwise distance, no sample near a mode. Every collapse floor reads fine or is gated, and
+    the ratio's climb counted as progress: no verdict before the ceiling."""
+    exploded = _checks(diversity=[10.6, 45.6, 104.0, 84.8], mode_coverage=[0.0] * 4, hq=[0.0] * 4)
+    first = _first(HealthMonitor(HealthConfig(warmup_evals=0)), exploded)
+    assert first is not None and first[0] == 1
+    assert first[1].kind == "diverged" and first[1].rule == "diversity_high", first[1]
+    assert "spread beyond the data" in first[1].reason
+
+
+def test_spread_near_the_data_is_left_alone() -> None:
+    """The widest two checks in a row of any grid25 trial that ended above mode coverage 0.05 (731 trials): 1.32."""
+    assert _first(HealthMonitor(HealthConfig(warmup_evals=0)), _checks(diversity=[1.3, 1.32, 1.25, 1.32])) is None
+    over = _first(HealthMonitor(HealthConfig(warmup_evals=0, max_diversity=1.2)), _checks(diversity=[1.3, 1.32]))
+    assert over is not None and over[1].rule == "diversity_high"  # the ceiling is a setting
+
+
+def test_no_sample_near_any_mode_counts_below_the_hq_gate() -> None:
+    """Mode coverage counts once ``min_hq`` of the samples are HQ, so a slow run is not called collapsed; but none
+    near any mode (coverage 0, HQ 0: grid25 runs that ended at coverage 0.001 or less) is not slow, it is lost."""
+    lost = _checks(mode_coverage=[0.0] * 3, hq=[0.0] * 3, diversity=[0.76, 0.69, 0.29])
+    first = _first(HealthMonitor(HealthConfig(warmup_evals=0)), lost)
+    assert first is not None and first[0] == 1 and first[1].rule == "mode_coverage"
+    slow = _checks(mode_coverage=[0.04, 0.04, 0.04], hq=[0.004, 0.002, 0.004], diversity=[0.69, 0.65, 0.61])
+    assert _first(HealthMonitor(HealthConfig(warmup_evals=0)), slow) is None  # a mode reached: the gate holds
+
+
+def test_a_ratio_climbing_past_the_data_is_no_progress() -> None:
+    """Low class coverage with the diversity ratio climbing 2 -> 8: above the data's level a rise is no progress
+    toward it, so the low coverage counts (ceiling out of the way)."""
+    mon = HealthMonitor(HealthConfig(warmup_evals=0, max_diversity=1e9))
+    first = _first(mon, _checks(class_coverage=[0.1, 0.1, 0.1], diversity=[2.0, 4.0, 8.0]))
+    assert first is not None and first[1].rule == "class_coverage"

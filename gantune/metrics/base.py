@@ -60,12 +60,14 @@ Scorer = Callable[[Samples], dict[str, float]]
 
 @dataclass(frozen=True)
 class CollapseSignal:
-    """A reported value that, below its floor for ``health.patience`` checks in a row, means a collapse."""
+    """A reported value that, below its floor for ``health.patience`` checks in a row, means a collapse; above its
+    ``ceiling`` (where it has one) for as long, a divergence: samples spread beyond the data."""
 
     key: str
     floor: str | float  # the name of a ``health`` setting (user-tunable), or a fixed number
     label: str  # what the verdict's reason calls it
     gate: tuple[str, str] | None = None  # (record key, health setting): counts only once that value reaches it
+    ceiling: str | float | None = None  # like ``floor``; None: no upper limit
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
 
 
 @family("diversity", keys=("diversity",), cheap=True,
-        collapse=(CollapseSignal("diversity", "min_diversity", "diversity ratio"),))
+        collapse=(CollapseSignal("diversity", "min_diversity", "diversity ratio", ceiling="max_diversity"),))
 def diversity(ref: Reference) -> Scorer:
     real = float(ref.derived("diversity", lambda: {"mpd": torch.tensor(mean_pairwise_distance(ref.feats))})["mpd"])
 
