@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from gantune.errors import ConfigError
@@ -221,7 +221,7 @@ class HealthConfig:
 
     objective: str = Field(default="fid", description="metric the rise check and the search follow")
     mode: Literal["min", "max"] = "min"
-    warmup_evals: int = Field(default=1, ge=0, description="evaluations before collapse/rise checks start")
+    warmup_evals: int = Field(default=1, ge=0, description="evaluations before collapse/spread/rise checks start")
     warmup_steps: int = Field(default=0, ge=0, description="steps before collapse/rise checks start")
     patience: int = Field(default=2, ge=1, description="consecutive bad evaluations before a verdict")
     max_grad_norm: float = Field(default=1e4, gt=0, description="grad norm of G or D above this: diverged")
@@ -231,13 +231,15 @@ class HealthConfig:
     rise_margin: float = Field(default=0.5, ge=0, description="fraction (below 1) of the range the objective has "
                                "covered so far that it must also be worse than its best by (noise near zero)")
     min_coverage: float = Field(default=0.15, ge=0, le=1, description="fraction of modes/classes covered: collapsed")
-    min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before mode coverage counts")
+    min_hq: float = Field(default=0.1, ge=0, le=1, description="HQ share needed before low mode coverage counts "
+                          "(coverage 0, no sample near any mode, counts always)")
     min_diversity: float = Field(default=0.25, ge=0, description="fake/real pairwise-distance ratio: collapsed")
     max_diversity: float = Field(default=1.5, gt=1, description="fake/real pairwise-distance ratio above this: "
-                                 "diverged (samples spread beyond the data)")
+                                 "diverged (samples spread beyond the data; .inf = off)")
     min_recall: float = Field(default=0.02, ge=0, le=1, description="k-NN recall below this: collapsed")
     min_progress: float = Field(default=0.25, ge=0, description="a check where some collapse signal rose by this "
-                                "fraction above its best earlier value is improving: low signals do not count")
+                                "fraction above its best earlier value (counting up to what real data reads, 1) is "
+                                "improving: low signals do not count")
     stall_logs: int = Field(default=20, ge=2, description="logs with frozen losses and no better objective: stalled")
     stall_tol: float = Field(default=1e-5, ge=0, description="loss change counted as frozen")
     d_win_logs: int = Field(default=20, ge=0, description="logs where D separates every sample: stalled, with a "
@@ -251,6 +253,13 @@ class HealthConfig:
         if v >= 1:
             raise ValueError("must be below 1: a fraction of the range the objective has covered, not objective units")
         return v
+
+    @model_validator(mode="after")
+    def _spread_band(self) -> HealthConfig:
+        """A diversity ratio can not be both too low and too high."""
+        if self.min_diversity >= self.max_diversity:
+            raise ValueError(f"min_diversity {self.min_diversity:g} must be below max_diversity {self.max_diversity:g}")
+        return self
 
 
 @dataclass(config=_STRICT)

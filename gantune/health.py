@@ -2,15 +2,16 @@
 
 The monitor is the trial's ``should_stop``: it sees every record the loop reports (training signals every
 ``log_every`` steps, metrics at evaluations) and returns a ``Verdict`` once a rule has held long enough.
-Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule is listed in ``RULES``.
+Thresholds live in ``HealthConfig`` (the config's ``health`` section); each rule is listed in ``RULES`` (the
+signal rule, ``_signals``, gives both diverged above a ceiling and collapsed below a floor).
 
 - diverged: a non-finite value; a G or D gradient norm above ``max_grad_norm``; a loss above
   ``max_abs_loss``; the objective far from its best for ``patience`` evaluations (``_objective_rise``: worse by
   the factor ``rise_factor`` in magnitude and by the fraction ``rise_margin`` of the range it has covered).
   Full evaluations only (``is_evaluation``): a quick check measures the same keys on fewer samples.
 - diverged, too (after the same warm-up as collapsed): the diversity ratio above ``max_diversity`` for
-  ``patience`` checks in a row: the samples spread beyond the data (an exploding generator). Of 731 kept grid25
-  benchmark trials, the 44 that did so all ended at mode coverage 0.05 or less; the best end near 0.5.
+  ``patience`` checks in a row: the samples spread beyond the data (an exploding generator; README's health
+  table says what this threshold was checked on).
 - collapsed (after ``warmup_evals`` checks, full or quick, and ``warmup_steps``): a collapse signal low *and
   not improving* for ``patience`` checks in a row. Low: mode/class coverage below ``min_coverage`` (mode
   coverage only once at least ``min_hq`` of the samples are high quality, or when no sample is near any mode),
@@ -40,8 +41,8 @@ from gantune.metrics import CollapseSignal, collapse_signals  # the package: the
 @dataclass(frozen=True)
 class Verdict:
     """Why a trial should stop: ``kind`` is diverged | collapsed | stalled, ``rule`` the signal that decided it
-    (``non_finite``, ``grad_norm_d``, ``objective_rise``, ``diversity``, ``frozen_losses``, …: what reports group
-    by), ``reason`` the sentence for people."""
+    (``non_finite``, ``grad_norm_d``, ``objective_rise``, ``diversity``, ``diversity_high``, ``frozen_losses``, …:
+    what reports group by), ``reason`` the sentence for people."""
 
     kind: str
     reason: str
@@ -173,23 +174,26 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     return None
 
 
-#: what every collapse signal reads on real data (a coverage, a recall, a fake/real ratio): a rise beyond it is
-#: not progress toward the data (an exploding generator's diversity ratio 10 -> 100)
-DATA_LEVEL = 1.0
-
-
 def _improving(h: HealthConfig, s: _State, r: dict[str, float], signals: list[CollapseSignal]) -> bool:
-    """Some collapse signal rose toward the data's level by ``min_progress`` of its best earlier value (and by a
-    hundredth of its floor: noise around zero is no progress). A healthy image GAN's diversity and class coverage
-    climb while its recall still reads 0; a diversity ratio climbing past the data's (an exploding generator's 10
-    -> 100) is not progress. Tracked through the warm-up too, so the first counted check has a trend."""
+    """Some collapse signal rose toward what real data reads (``CollapseSignal.real``) by ``min_progress`` of its
+    best earlier value (and by a hundredth of its floor: noise around zero is no progress). A healthy image GAN's
+    diversity and class coverage climb while its recall still reads 0; a diversity ratio climbing past the data's
+    (an exploding generator's 10 -> 100) is not progress. Tracked through the warm-up too, so the first counted
+    check has a trend."""
     improving = False
     for sig in signals:
-        value, best = min(r[sig.key], DATA_LEVEL), s.signal_best.get(sig.key)
+        value, best = r[sig.key], s.signal_best.get(sig.key)
+        value = value if sig.real is None else min(value, sig.real)
         if best is not None and value - best >= max(h.min_progress * best, 0.01 * _limit(h, sig.floor)):
             improving = True
         s.signal_best[sig.key] = value if best is None else max(best, value)
     return improving
+
+
+def _count(counts: dict[str, int], key: str, bad: bool) -> int:
+    """Checks in a row that were bad for ``key``, this one included (0 once one is not)."""
+    counts[key] = counts.get(key, 0) + 1 if bad else 0
+    return counts[key]
 
 
 def _limit(h: HealthConfig, value: str | float) -> float:
@@ -198,12 +202,12 @@ def _limit(h: HealthConfig, value: str | float) -> float:
 
 
 @rule
-def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
+def _signals(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     """The signals the metric families declare (``CollapseSignal``), after the warm-up, for ``patience`` checks in
-    a row: above a ceiling, diverged (the samples spread beyond the data: no recovery seen on grid25); below the
-    floor and not improving, collapsed. A gated signal (mode coverage, gated by the HQ share) counts below its
-    floor only once its gate is reached, or when it reads 0: with few high-quality samples a slow run is not yet a
-    collapsed one, but one with no sample near any mode has left the data."""
+    a row: above a ceiling, diverged (the samples spread beyond the data); below the floor and not improving,
+    collapsed. A gated signal (mode coverage, gated by the HQ share) counts below its floor only once its gate is
+    reached, or when it reads 0: with few high-quality samples a slow run is not yet a collapsed one, but one with
+    no sample near any mode has left the data (a slow start that climbs is still improving)."""
     signals = [sig for sig in collapse_signals() if sig.key in r]
     if not signals:
         return None
@@ -215,17 +219,13 @@ def _collapse(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None
         if sig.ceiling is None:
             continue
         ceiling = _limit(h, sig.ceiling)
-        n = s.bad_spread.get(sig.key, 0) + 1 if r[sig.key] > ceiling else 0
-        s.bad_spread[sig.key] = n
-        if n >= h.patience:
+        if (n := _count(s.bad_spread, sig.key, r[sig.key] > ceiling)) >= h.patience:
             return Verdict("diverged", f"{sig.label} {r[sig.key]:.3g} > {ceiling:g} for {n} evaluations: samples "
                            f"spread beyond the data (step {int(r['step'])})", f"{sig.key}_high")
     for sig in signals:
         floor = _limit(h, sig.floor)
         gated = sig.gate is None or r.get(sig.gate[0], 1.0) >= getattr(h, sig.gate[1]) or r[sig.key] == 0
-        n = s.bad_collapse.get(sig.key, 0) + 1 if r[sig.key] < floor and gated and not improving else 0
-        s.bad_collapse[sig.key] = n
-        if n >= h.patience:
+        if (n := _count(s.bad_collapse, sig.key, r[sig.key] < floor and gated and not improving)) >= h.patience:
             return Verdict("collapsed", f"{sig.label} {r[sig.key]:.3g} < {floor:g} for {n} evaluations "
                            f"(step {int(r['step'])})", sig.key)
     return None

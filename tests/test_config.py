@@ -46,6 +46,8 @@ def test_defaults_are_valid() -> None:
     ({"data": {"name": "digits", "augment": 3}}, "x.yaml: data.augment: Input should be a valid list"),
     ({"data": {"name": "digits", "augment_p": 0}}, "x.yaml: data.augment_p: Input should be greater than 0"),
     ({"data": {"name": "digits", "augment_p": 1.5}}, "x.yaml: data.augment_p: Input should be less than or equal"),
+    ({"health": {"max_diversity": 0.5}}, "x.yaml: health.max_diversity: Input should be greater than 1"),
+    ({"health": {"min_diversity": 2.0}}, "x.yaml: health: min_diversity 2 must be below max_diversity 1.5"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:

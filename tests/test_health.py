@@ -57,6 +57,18 @@ def test_absurd_learning_rate_is_diverged_by_exploding_gradients() -> None:
     assert result.steps <= 100
 
 
+def test_exploding_generator_is_diverged_by_its_spread() -> None:
+    """LSGAN at lr 0.05 without G normalisation: the samples fly outward (diversity ratio 5-22 by step 250, seeds
+    0-3), no sample near a mode. Coverage as the objective (as the search benchmark has it) reads 0 throughout,
+    so no rise; the gradients stay finite and below 1e4: only the spread says so, on the quick checks."""
+    result, _ = _run(loss={"name": "lsgan"}, optim={"lr_g": 0.05, "lr_d": 0.05, "beta1": 0.5},
+                     model={"d_norm": "layer"}, eval={"quick_every": 100},
+                     health={"objective": "coverage", "mode": "max"})
+    assert result.status == "pruned:diverged", result.reason
+    assert "spread beyond the data" in result.reason
+    assert result.steps <= 500
+
+
 def test_dominating_discriminator_stalls() -> None:
     # ring8 has no mode at the origin, where an untrained G puts everything: D separates every sample, G
     # (minimax loss, tiny lr) gets no useful gradient. Cheap signals only (no metric set).
@@ -286,6 +298,26 @@ def test_spread_near_the_data_is_left_alone() -> None:
     assert _first(HealthMonitor(HealthConfig(warmup_evals=0)), _checks(diversity=[1.3, 1.32, 1.25, 1.32])) is None
     over = _first(HealthMonitor(HealthConfig(warmup_evals=0, max_diversity=1.2)), _checks(diversity=[1.3, 1.32]))
     assert over is not None and over[1].rule == "diversity_high"  # the ceiling is a setting
+    off = HealthMonitor(HealthConfig(warmup_evals=0, max_diversity=math.inf))
+    assert _first(off, _checks(diversity=[50.0, 60.0, 70.0])) is None
+
+
+def test_spread_waits_for_the_warmup_and_needs_checks_in_a_row() -> None:
+    wide = _checks(diversity=[2.0, 2.0, 2.0, 2.0])
+    first = _first(HealthMonitor(HealthConfig(warmup_evals=2)), wide)
+    assert first is not None and first[0] == 3  # two warm-up checks, then patience 2
+    assert _first(HealthMonitor(HealthConfig(warmup_evals=0)), _checks(diversity=[2.0, 1.0, 2.0, 1.0])) is None
+
+
+def test_a_plugin_signal_with_a_numeric_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family may declare its own ceiling as a number; its reason names its label."""
+    import gantune.health as health
+    from gantune.metrics import CollapseSignal
+
+    sig = CollapseSignal("spread", 0.2, "spread ratio", ceiling=3.0)
+    monkeypatch.setattr(health, "collapse_signals", lambda: [sig])
+    first = _first(HealthMonitor(HealthConfig(warmup_evals=0)), _checks(spread=[4.0, 5.0]))
+    assert first is not None and first[1].rule == "spread_high" and "spread ratio 5 > 3" in first[1].reason
 
 
 def test_no_sample_near_any_mode_counts_below_the_hq_gate() -> None:
@@ -296,6 +328,9 @@ def test_no_sample_near_any_mode_counts_below_the_hq_gate() -> None:
     assert first is not None and first[0] == 1 and first[1].rule == "mode_coverage"
     slow = _checks(mode_coverage=[0.04, 0.04, 0.04], hq=[0.004, 0.002, 0.004], diversity=[0.69, 0.65, 0.61])
     assert _first(HealthMonitor(HealthConfig(warmup_evals=0)), slow) is None  # a mode reached: the gate holds
+    # ring8 has no mode at the origin, where an untrained G starts: none near a mode, but spreading out
+    spreading = _checks(mode_coverage=[0.0] * 4, hq=[0.0] * 4, diversity=[0.05, 0.1, 0.2, 0.4])
+    assert _first(HealthMonitor(HealthConfig()), spreading) is None
 
 
 def test_a_ratio_climbing_past_the_data_is_no_progress() -> None:

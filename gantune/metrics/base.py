@@ -66,8 +66,10 @@ class CollapseSignal:
     key: str
     floor: str | float  # the name of a ``health`` setting (user-tunable), or a fixed number
     label: str  # what the verdict's reason calls it
-    gate: tuple[str, str] | None = None  # (record key, health setting): counts only once that value reaches it
+    # (record key, health setting): counts below its floor only once that value reaches it, or when it reads 0
+    gate: tuple[str, str] | None = None
     ceiling: str | float | None = None  # like ``floor``; None: no upper limit
+    real: float | None = 1.0  # what real data reads: a rise past it is no progress (None: unknown, no cap)
 
 
 @dataclass(frozen=True)
