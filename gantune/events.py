@@ -91,7 +91,8 @@ class Observer(Protocol):
 
     def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
         """A PBT member cloned another: ``lineage`` lists each exploit so far (step, from_trial, params,
-        changed); ``config`` is what it trains on now."""
+        changed, and ``after``: the verdict that ended its previous config, when one did); ``config`` is what it
+        trains on now."""
 
     def trial_recipe(self, number: int, recipe: str) -> None:
         """Trial ``number`` (just started) is the known-good recipe ``recipe`` (a warm start)."""

@@ -402,8 +402,9 @@ class MlflowTracker:
         if rid is None:
             return
         last = lineage[-1]
-        text = "; ".join(f"step {e['step']}: trial {e['from_trial']}" + (f", {format_params(e['changed'])}"
-                                                                          if e["changed"] else "") for e in lineage)
+        text = "; ".join(f"step {e['step']}: trial {e['from_trial']}"
+                         + (f" after {e['after']}" if e.get("after") else "")
+                         + (f", {format_params(e['changed'])}" if e["changed"] else "") for e in lineage)
         self.client.log_batch(rid, tags=[RunTag("gantune.pbt.exploits", str(len(lineage))),
                                          RunTag("gantune.pbt.parent", str(last["from_trial"])),
                                          RunTag("gantune.pbt.lineage", text[:5000])])

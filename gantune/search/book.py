@@ -147,12 +147,15 @@ class SearchBook(Callback):
                 continue
             changed = {k: v for k, v in e.params.items() if e.donor_params.get(k) != v}
             entry = {"step": e.step, "from_trial": donor.number, "params": e.params, "changed": changed}
+            if e.after:  # a health verdict ended the member's previous config
+                entry["after"] = e.after
             lineage = self.lineage.setdefault(ot.number, [])
             lineage.append(entry)
             ot.set_user_attr("pbt_lineage", lineage)
             ot.set_user_attr("config", e.config)
             self._notify("trial_exploited", ot.number, lineage, e.config)
             self._say(f"trial {ot.number:>3} PBT: cloned trial {donor.number} at step {e.step}"
+                      + (f" after {e.after}" if e.after else "")
                       + (f"; explored {format_params(changed)}" if changed else ""))
 
     def _finish(self, trial: Trial, error: str | None) -> None:

@@ -3,7 +3,8 @@ Ray release changes one of them).
 
 Ray Tune's ``PopulationBasedTraining`` has no public hooks for what gantune's PBT needs: a member that keeps its
 identity when it takes a donor's config (``_get_new_config``), a top member cloned from its latest checkpoint
-(``_checkpoint_or_exploit`` and the per-member ``_trial_state``), each exploit recorded (``_exploit``), and a
+(``_checkpoint_or_exploit`` and the per-member ``_trial_state``), each exploit recorded (``_exploit``), a member
+ended by a health verdict cloning a top one at once (the population's ranking, ``_quantiles``), and a
 searcher beside it that only draws the first population (``on_trial_add`` refuses any search algorithm). Ray
 also has no public call to ask whether a local auth token exists (``ray._raylet``). ``AsyncHyperBandScheduler``
 does not say at which rung, against which cutoff, it decides a result (``NoiseAwareASHA`` needs both):
@@ -60,6 +61,12 @@ def take_back_stop(asha: AsyncHyperBandScheduler) -> None:
 def member_state(pbt: PopulationBasedTraining, trial: Trial) -> Any:
     """PBT's record of one member: its ``last_checkpoint`` (what a clone starts from) and ``last_result``."""
     return pbt._trial_state[trial]
+
+
+def quantiles(pbt: PopulationBasedTraining) -> tuple[list[Trial], list[Trial]]:
+    """PBT's bottom and top members by their last scores (both empty while fewer than two are scored)."""
+    lower, upper = pbt._quantiles()
+    return list(lower), list(upper)
 
 
 class WithoutSearcher:

@@ -6,7 +6,10 @@ first signal, without waiting for a rung; ASHA handles trials that are merely wo
 noise-aware ASHA (``pruning.noise_aware``) keeps a trial whose objective is within the evaluation noise of the
 rung's cutoff: that ranking is a coin toss, and a stop cannot be undone. Under PBT
 nothing is stopped for being worse: the bottom of the population clones the top (exploit) and perturbs its
-hyperparameters (explore, ``Explorer``); health verdicts still end diverged members.
+hyperparameters (explore, ``Explorer``). A member that a health verdict (or a non-finite value) ends clones a
+top member at once, instead of ending and leaving its share of the budget unspent; it ends with its verdict only
+while fewer than two other members have a score (the first to run). A member's evaluation at the last step is
+its end, never a decision: an exploit there would send it back to train the same steps again.
 
 PBT's explore on a gantune space perturbs a member's sampled parameters and derives its trial config again.
 Exploit copies a member's G, D and optimiser state into another; explore then changes only what such a
@@ -35,8 +38,8 @@ from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
-from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, take_back_stop
-from gantune.search.trainable import ORIGIN
+from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, quantiles, take_back_stop
+from gantune.search.trainable import ORIGIN, VERDICT_KEY
 
 #: Ray Tune's PBT perturbation factors
 FACTORS = (0.8, 1.2)
@@ -134,7 +137,8 @@ class NoiseAwareASHA(RecordingASHA):
 @dataclass(frozen=True)
 class Exploit:
     """One PBT exploit: ``member`` now trains on from ``donor``'s checkpoint at ``step`` with explored
-    ``params`` (the donor's were ``donor_params``) and the trial config ``config`` derived from them."""
+    ``params`` (the donor's were ``donor_params``) and the trial config ``config`` derived from them; ``after``:
+    the verdict that ended the member's previous config (empty for PBT's own exploit of a low score)."""
 
     member: str
     donor: str
@@ -142,15 +146,48 @@ class Exploit:
     params: dict[str, Any]
     donor_params: dict[str, Any]
     config: dict[str, Any]
+    after: str = ""
 
 
 class RecordingPBT(PopulationBasedTraining):
     """Ray Tune's PBT on a gantune space: a member keeps its own identity (Optuna trial number, run directory)
-    when it takes a donor's explored hyperparameters, and each exploit is recorded."""
+    when it takes a donor's explored hyperparameters, each exploit is recorded, a member a verdict ended is
+    replaced at once (``_replace``) and a member at the end of its budget ends."""
 
-    def __init__(self, exploits: list[Exploit], **kwargs: Any) -> None:
+    def __init__(self, exploits: list[Exploit], last_step: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.exploits = exploits
+        self.last_step = last_step  # every member's budget: its evaluation there is its end
+        self._verdict = ""  # the verdict behind the exploit being made, for its record
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        if VERDICT_KEY in result:
+            return self._replace(tune_controller, trial, str(result[VERDICT_KEY]))
+        if result.get("step", 0) >= self.last_step:
+            # a member that has trained its budget ends: an exploit there would send it back to a donor's earlier
+            # checkpoint to train the same steps again (and again, while it ranks low), past its budget
+            return TrialScheduler.CONTINUE
+        return str(super().on_trial_result(tune_controller, trial, result))
+
+    def _replace(self, tune_controller: Any, trial: Trial, verdict: str) -> str:
+        """A member ended by a verdict (its trial function waits in ``tune.report``) clones a top member of the
+        others now, whatever the perturbation interval; the exploit pauses it (NOOP: this attempt stops) and it
+        trains on from the donor's checkpoint. CONTINUE (fewer than two others scored, or the donor without a
+        checkpoint) lets it end with its verdict.
+
+        Its own score goes: it belonged to the config that just failed, and a clone has none until its next
+        decision (a stale one would rank it, or make it a donor, for what it no longer is)."""
+        state = member_state(self, trial)
+        state.last_score = None
+        _, upper = quantiles(self)
+        if not upper:
+            return TrialScheduler.CONTINUE
+        self._verdict, state.last_score = verdict, -math.inf  # Ray's exploit logs the clone's score
+        try:
+            self._checkpoint_or_exploit(trial, tune_controller, upper, [trial])
+        finally:
+            self._verdict, state.last_score = "", None
+        return TrialScheduler.NOOP if trial.status == Trial.PAUSED else TrialScheduler.CONTINUE
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         # Ray's PBT refuses a search algorithm (one that samples new points would fight explore). gantune's
@@ -182,7 +219,7 @@ class RecordingPBT(PopulationBasedTraining):
         if path is not None and (origin := Path(path) / ORIGIN).is_file():  # the step the clone trains on from
             step = int(json.loads(origin.read_text())["step"])
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step, dict(trial.config["params"]),
-                                     dict(trial_to_clone.config["params"]), trial.config["trial"]))
+                                     dict(trial_to_clone.config["params"]), trial.config["trial"], self._verdict))
 
 
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
@@ -195,7 +232,7 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
     mode = settings.mode
     if p.scheduler == "pbt":
         # only evaluation reports carry the objective and a checkpoint: log reports pass (require_attrs off)
-        return RecordingPBT(exploits, time_attr="step", metric="objective", mode=mode,
+        return RecordingPBT(exploits, settings.max_steps, time_attr="step", metric="objective", mode=mode,
                             perturbation_interval=p.pbt.interval_evals * settings.eval_every,
                             quantile_fraction=p.pbt.quantile, custom_explore_fn=Explorer(space, settings.seed),
                             require_attrs=False)

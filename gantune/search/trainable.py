@@ -6,7 +6,8 @@ scheduler never gets to send one. Sample grids travel to the driver as PNG bytes
 cluster (``ship_files``) the trial runs in a directory of its node and its last report carries the run
 directory's files (weights, config, metrics, grids) to the driver, which may not share its disk. Under PBT each
 evaluation report carries the trial's checkpoint, and a trial restarted by PBT (paused, or cloned from another
-member with explored hyperparameters) trains on from the checkpoint Tune hands back.
+member with explored hyperparameters) trains on from the checkpoint Tune hands back; a member that a health
+verdict ended first offers itself for replacement (``offer_replacement``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ FILES_KEY = "gantune_files"
 #: after an exploit), in its first report after the restart
 RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
+#: PBT: the report of a member a verdict ended, before its final one: ``"<status>: <reason>"``
+VERDICT_KEY = "pbt_verdict"
 
 #: sends one report to Tune, with the checkpoint it carries (``tune.report`` in a trial; a test collects them)
 Send = Callable[[dict[str, Any], "Checkpoint | None"], None]
@@ -75,6 +78,8 @@ def run_trial(config: dict[str, Any]) -> None:
         del err
         release_memory()
     else:
+        if pbt:
+            offer_replacement(result)
         final = final_report(result)
     final.update(reporter.take_pending())  # the grid of the step the trial stopped at
     if ship:
@@ -156,6 +161,15 @@ class Reporter:
             shutil.copy(self.run_dir / CHECKPOINT, tmp)
             (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": self.trial, "step": step}))
             self.send(out, tune.Checkpoint.from_directory(tmp))
+
+
+def offer_replacement(result: TrialResult, send: Send = _tune_report) -> None:
+    """PBT: a member that a verdict ended says so before it ends. The report blocks until Tune has decided: when
+    PBT cloned a top member into it, Tune stops this attempt there and the member trains on from the donor's
+    checkpoint (its budget is not left unspent); otherwise the call returns and the member ends with its verdict."""
+    status = Status.in_search(result.status)
+    if status.pruned:
+        send({"step": float(result.steps), VERDICT_KEY: f"{status.value}: {result.reason}"}, None)
 
 
 def final_report(result: TrialResult) -> dict[str, Any]:

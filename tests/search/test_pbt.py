@@ -86,21 +86,29 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
                                                          ray_session: object) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    # explore changes the learning rates only: a clone of a learning member keeps its ``ok``
     text = SPACE.format(name="pbt", steps=500).replace("trials: 4", "trials: 5").replace(
         "objective: coverage", "objective: modes").replace("metrics: [prdc]", "metrics: [modes]").replace(
         'lr_d: {expr: "optim.lr_g * ttur_ratio"}', 'lr_d: {expr: "optim.lr_g * ttur_ratio * (1 if ok else 1.0e9)"}'
-    ).replace("    width:", "    ok: {categorical: [true, false]}\n    width:")
+    ).replace("    width:", "    ok: {categorical: [true, false]}\n    width:").replace(
+        "quantile: 0.25}", "quantile: 0.25, mutate: [optim.lr_g]}")
     (tmp_path / "pbt.yaml").write_text(text)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="pbt", storage=storage, direction="maximize")
-    # two members that learn, two that barely move, one whose D blows up
+    # two members that learn, two that barely move, one whose D blows up (it starts last, two at a time: when it
+    # goes non-finite the first four have a score and a checkpoint)
     for lr, ok in ((2e-3, True), (1e-5, True), (2e-3, True), (1e-5, True), (1e-3, False)):
         study.enqueue_trial({"ttur_ratio": 1.0, "ok": ok, "width": 32, "optim.lr_g": lr, "optim.beta1": 0.5})
     code = main(["search", "pbt.yaml", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 0 and summary["counts"]["completed"] == 4 and summary["counts"]["pruned:diverged"] == 1
+    # the member whose D blew up did not end there: it cloned a top member at once and trained on to the end
+    assert code == 0 and summary["counts"]["completed"] == 5
 
     study = optuna.load_study(study_name="pbt", storage=storage)
+    replaced = study.trials[4]
+    first = replaced.user_attrs["pbt_lineage"][0]
+    assert first["after"].startswith("pruned:diverged: ") and first["from_trial"] in (0, 2)  # a learning member
+    assert replaced.user_attrs["config"]["optim"]["lr_d"] < 1  # trains on the donor's config, not its own
     cloned = [t for t in study.trials if t.user_attrs.get("pbt_lineage")]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("pbt")
@@ -118,6 +126,7 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
         run = runs[t.number]
         assert run.data.tags["gantune.pbt.exploits"] == str(len(lineage))
         assert run.data.tags["gantune.pbt.lineage"].startswith(f"step {lineage[0]['step']}: trial ")
+        assert ("after pruned:diverged" in run.data.tags["gantune.pbt.lineage"]) == (t.number == 4)
         assert run.data.params["optim.lr_g"] == str(t.params["optim.lr_g"])
         assert [a.path for a in client.list_artifacts(run.info.run_id, "pbt")]
     # exploit copies G, D and the optimisers: a cloned member's first report after the restart names the
@@ -128,6 +137,60 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
         seen = {(int(a.value), int(b.value)) for a, b in zip(restored, from_steps, strict=True)}
         assert {(e["from_trial"], e["step"]) for e in t.user_attrs["pbt_lineage"]} <= seen
     assert any(t.params["optim.lr_g"] == 1e-5 for t in cloned), "no barely-moving member cloned a learning one"
+
+
+def test_a_member_ended_by_a_verdict_ends_when_there_is_nobody_to_clone() -> None:
+    """A verdict report asks PBT for a donor: with no other scored member, or none with a checkpoint, the member
+    is left to end (CONTINUE: its trial function goes on to its final report) and no exploit is recorded."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT
+    from gantune.search.trainable import VERDICT_KEY
+
+    class Controller:
+        search_alg = None
+
+    exploits: list = []
+    pbt = RecordingPBT(exploits, 1000, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    dead, top, low = (Trial("__fake", config={"lr": 0.1}, stub=True) for _ in range(3))
+    for t in (dead, top, low):
+        pbt.on_trial_add(WithoutSearcher(Controller()), t)  # type: ignore[arg-type]
+    verdict = {"step": 50.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0"}
+    member_state(pbt, dead).last_score = 0.9  # its score before the verdict: void now, never a reason to rank
+    member_state(pbt, top).last_score = 0.5
+    assert pbt.on_trial_result(Controller(), dead, verdict) == TrialScheduler.CONTINUE  # one other: no ranking
+    assert member_state(pbt, dead).last_score is None
+    member_state(pbt, low).last_score = 0.1  # two others ranked, but the top one has no checkpoint to clone
+    assert pbt.on_trial_result(Controller(), dead, verdict) == TrialScheduler.CONTINUE
+    assert exploits == []
+
+
+def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
+    """PBT decides at a member's evaluations; the one at the last step is its end: an exploit there sent it back
+    to a donor's earlier checkpoint to train the same steps again, as often as it ranked low (seen: dozens of
+    times in a 500-step search)."""
+    from ray.tune.experiment import Trial
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT
+
+    class Controller:
+        search_alg = None
+
+        def get_trials(self) -> list:
+            return []
+
+    pbt = RecordingPBT([], 500, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member = Trial("__fake", config={"lr": 0.1}, stub=True)
+    pbt.on_trial_add(WithoutSearcher(Controller()), member)  # type: ignore[arg-type]
+    pbt.on_trial_result(Controller(), member, {"step": 500.0, "objective": 0.2})
+    assert member_state(pbt, member).last_result is None  # no decision at the end
+    pbt.on_trial_result(Controller(), member, {"step": 400.0, "objective": 0.2})
+    assert member_state(pbt, member).last_result == {"step": 400.0, "objective": 0.2}  # decided before it
 
 
 def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path) -> None:

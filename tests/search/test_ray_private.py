@@ -4,6 +4,7 @@ changes its parameters or drops the per-member state fails here, by name, instea
 from __future__ import annotations
 
 import inspect
+import math
 import random
 
 import pytest
@@ -17,6 +18,7 @@ from gantune.search.ray_private import (
     asha_rung,
     has_local_token,
     member_state,
+    quantiles,
     take_back_stop,
 )
 from gantune.search.scheduler import RecordingPBT
@@ -90,3 +92,16 @@ def test_a_stop_taken_back_leaves_asha_counting_the_others() -> None:
     asha._num_stopped = 2  # two stops decided
     take_back_stop(asha)
     assert asha.debug_string().startswith("Using AsyncHyperBand: num_stopped=1\n")
+
+
+def test_the_population_ranking_is_read_from_the_last_scores() -> None:
+    pbt = _pbt()
+    trials = [Trial("__fake", config={"lr": 0.1}, stub=True) for _ in range(5)]
+    for t in trials:
+        pbt.on_trial_add(WithoutSearcher(_Controller()), t)  # type: ignore[arg-type]
+    assert quantiles(pbt) == ([], [])
+    member_state(pbt, trials[0]).last_score = 1.0
+    assert quantiles(pbt) == ([], [])  # one scored member ranks against nobody
+    for score, t in zip((3.0, -math.inf, 2.0), trials[1:4], strict=True):
+        member_state(pbt, t).last_score = score
+    assert quantiles(pbt) == ([trials[2]], [trials[1]])  # a quarter of four: the worst, the best

@@ -8,16 +8,20 @@ from typing import Any
 from ray.train import Checkpoint
 
 from gantune import provenance
+from gantune.events import Status
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.rundir import CHECKPOINT
 from gantune.search.trainable import (
     ORIGIN,
     RESTORED_STEP,
     RESTORED_TRIAL,
+    VERDICT_KEY,
     Reporter,
     checkpoint_at_evaluations,
+    offer_replacement,
     restore_checkpoint,
 )
+from gantune.trial import TrialResult
 from tests.conftest import tiny
 
 
@@ -99,3 +103,13 @@ def test_a_quick_check_does_not_report_the_objective(tmp_path: Path) -> None:
     report({"step": 7500.0, "stacked_kl": 0.63, "stacked_modes": 800.0})
     assert [r.get("objective") for r in sent] == [0.10, None]
     assert sent[1]["stacked_kl"] == 0.63  # the metric itself still goes out, under its own name
+
+
+def test_a_pbt_member_ended_by_a_verdict_offers_itself_for_replacement_and_no_other_ending_does() -> None:
+    sent: list[dict[str, Any]] = []
+    for status, reason in ((Status.PRUNED_COLLAPSED, "mode coverage 0 < 0.15 for 2 evaluations"),
+                           (Status.DIVERGED, "loss_d is nan (step 50)"), (Status.COMPLETED, "")):
+        offer_replacement(TrialResult(status, reason, 50, 1.0, 0.1), send=lambda m, c: sent.append(m))
+    # the loop's own non-finite stop reads as the search reports it
+    assert sent == [{"step": 50.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0 < 0.15 for 2 evaluations"},
+                    {"step": 50.0, VERDICT_KEY: "pruned:diverged: loss_d is nan (step 50)"}]
