@@ -24,7 +24,7 @@ from gantune.cli import main
 from gantune.review import Review, ReviewServer
 from gantune.sampling import votes as V
 from gantune.sampling.study import load_search
-from tests.conftest import free_port, last_json, searched_in, sigint_default_in_children, tiny_space
+from tests.conftest import last_json, searched_in, sigint_default_in_children, tiny_space
 
 LRS = [0.001, 0.002, 0.0015]
 SPACE = tiny_space("rev", 3, 100, 50, LRS, log_every=25, n_samples=200)
@@ -206,7 +206,7 @@ def test_a_person_clicks_through_five_pairs_in_a_browser(fresh: Path, browser: A
 
     wait = WebDriverWait(browser, 30)
     favourite = _favourite_to_be(fresh)
-    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db"), free_port()).start()
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db")).start()  # on a free port
     try:
         browser.get(server.url)
         for n in range(5):
@@ -225,7 +225,7 @@ def test_a_person_clicks_through_five_pairs_in_a_browser(fresh: Path, browser: A
         wait.until(lambda d: d.find_element(By.ID, "count").text == "5")
     finally:
         server.stop()
-    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db"), free_port()).start()
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 4, "sqlite:///mlflow.db")).start()  # on a free port
     try:  # the restarted page shows the five answers and the ranking they make
         browser.get(server.url)
         wait.until(lambda d: d.find_element(By.ID, "count").text == "5")
