@@ -140,8 +140,9 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
 
 
 def test_a_member_ended_by_a_verdict_ends_when_there_is_nobody_to_clone() -> None:
-    """A verdict report asks PBT for a donor: with no other scored member, or none with a checkpoint, the member
-    is left to end (CONTINUE: its trial function goes on to its final report) and no exploit is recorded."""
+    """A verdict report asks PBT for a donor: with fewer than two other members scored, or a donor without a
+    checkpoint, the member is left to end (CONTINUE: its trial function goes on to its final report) and no
+    exploit is recorded."""
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
