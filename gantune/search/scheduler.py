@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -158,7 +158,6 @@ class RecordingPBT(PopulationBasedTraining):
         super().__init__(**kwargs)
         self.exploits = exploits
         self.last_step = last_step  # every member's budget: its evaluation there is its end
-        self._verdict = ""  # the verdict behind the exploit being made, for its record
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         if VERDICT_KEY in result:
@@ -182,12 +181,15 @@ class RecordingPBT(PopulationBasedTraining):
         _, upper = quantiles(self)
         if not upper:
             return TrialScheduler.CONTINUE
-        self._verdict, state.last_score = verdict, -math.inf  # Ray's exploit logs the clone's score
+        state.last_score = -math.inf  # Ray's exploit logs the clone's score
         try:
             self._checkpoint_or_exploit(trial, tune_controller, upper, [trial])
         finally:
-            self._verdict, state.last_score = "", None
-        return TrialScheduler.NOOP if trial.status == Trial.PAUSED else TrialScheduler.CONTINUE
+            state.last_score = None
+        if trial.status != Trial.PAUSED:  # no exploit (the donor had no checkpoint)
+            return TrialScheduler.CONTINUE
+        self.exploits[-1] = replace(self.exploits[-1], after=verdict)  # the one ``_exploit`` recorded
+        return TrialScheduler.NOOP
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         # Ray's PBT refuses a search algorithm (one that samples new points would fight explore). gantune's
@@ -219,7 +221,7 @@ class RecordingPBT(PopulationBasedTraining):
         if path is not None and (origin := Path(path) / ORIGIN).is_file():  # the step the clone trains on from
             step = int(json.loads(origin.read_text())["step"])
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step, dict(trial.config["params"]),
-                                     dict(trial_to_clone.config["params"]), trial.config["trial"], self._verdict))
+                                     dict(trial_to_clone.config["params"]), trial.config["trial"]))
 
 
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
