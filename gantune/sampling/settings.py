@@ -5,8 +5,10 @@ The sampler names live here, beside the setting that names one, so a space is ch
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
@@ -23,14 +25,57 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 #: ``search.defaults`` when a space does not say: chosen by ``benchmarks/search_defaults.py`` (README Results)
 SEARCH_DEFAULTS: dict[str, Any] = {"optim.ema": 0.999}
-#: Optuna samplers by the name ``search.sampler`` gives
-SAMPLERS: Registry[Callable[[SearchSettings], optuna.samplers.BaseSampler]] = Registry("sampler")
-SAMPLERS.add("tpe", lambda s: optuna.samplers.TPESampler(seed=s.seed, constant_liar=True,
-                                                         multivariate=True, n_startup_trials=min(5, s.trials)))
-SAMPLERS.add("random", lambda s: optuna.samplers.RandomSampler(seed=s.seed))
-SAMPLERS.add("qmc", lambda s: optuna.samplers.QMCSampler(seed=s.seed, warn_independent_sampling=False))
-SAMPLERS.add("gp", lambda s: optuna.samplers.GPSampler(seed=s.seed))
-SAMPLERS.add("cmaes", lambda s: optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False))
+
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+@dataclass(frozen=True)
+class SamplerKind:
+    """An Optuna sampler class and the arguments gantune gives it; ``search.sampler_options`` go over them."""
+
+    cls: type[optuna.samplers.BaseSampler]
+    defaults: Callable[[SearchSettings], dict[str, Any]]
+
+    def build(self, s: SearchSettings) -> optuna.samplers.BaseSampler:
+        return self.cls(**{**self.defaults(s), **s.sampler_options})
+
+    def settable(self, s: SearchSettings) -> dict[str, type]:
+        """The constructor's arguments a space file may set, with their kind: those gantune sets (but ``seed``:
+        that is ``search.seed``) and those whose default is a bool, number or string (a callable or an unset
+        default has no kind to check a YAML value against)."""
+        params = inspect.signature(self.cls.__init__).parameters.values()
+        plain = {p.name: type(p.default) for p in params if type(p.default) in (bool, int, float, str)}
+        return plain | {k: type(v) for k, v in self.defaults(s).items() if k != "seed"}
+
+    def check(self, s: SearchSettings) -> None:
+        """``ValueError`` naming the first option the sampler does not take, is of the wrong kind or refuses."""
+        settable = self.settable(s)
+        for key, value in s.sampler_options.items():
+            kind = settable.get(key)
+            if kind is None:
+                choose = f"choose from: {', '.join(settable)}" if settable else "it takes none"
+                raise ValueError(f"sampler_options: {self.cls.__name__} has no option {key!r} a space can set; "
+                                 f"{choose}")
+            # YAML's 1 is a fine float, but neither true nor 1.5 is an int, nor 1 a bool
+            if not (type(value) is kind or (kind is float and type(value) is int)):
+                raise ValueError(f"sampler_options: {key}: {value!r} is not {KIND_WORDS[kind]}")
+        try:
+            self.build(s)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"sampler_options: {e}") from None
+
+
+#: Optuna samplers by the name ``search.sampler`` gives. TPE: multivariate (which Optuna's docs report ahead of
+#: the independent TPE), with a constant liar so that trials running at once draw apart
+SAMPLERS: Registry[SamplerKind] = Registry("sampler")
+SAMPLERS.add("tpe", SamplerKind(optuna.samplers.TPESampler, lambda s: {
+    "seed": s.seed, "constant_liar": True, "multivariate": True, "n_startup_trials": min(5, s.trials)}))
+SAMPLERS.add("random", SamplerKind(optuna.samplers.RandomSampler, lambda s: {"seed": s.seed}))
+SAMPLERS.add("qmc", SamplerKind(optuna.samplers.QMCSampler, lambda s: {"seed": s.seed,
+                                                                       "warn_independent_sampling": False}))
+SAMPLERS.add("gp", SamplerKind(optuna.samplers.GPSampler, lambda s: {"seed": s.seed}))
+SAMPLERS.add("cmaes", SamplerKind(optuna.samplers.CmaEsSampler, lambda s: {"seed": s.seed,
+                                                                           "warn_independent_sampling": False}))
 
 
 class Resources(BaseModel):
@@ -96,6 +141,9 @@ class SearchSettings(BaseModel):
     objective: str | list[str] = "fid"
     direction: Direction | list[Direction] = "minimize"
     sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
+    sampler_options: dict[str, Any] = Field(default_factory=dict, description="arguments of the sampler's "
+                                            "constructor over gantune's (TPE: n_startup_trials, multivariate, "
+                                            "constant_liar, ...): a bool, number or string each")
     seed: int = 0
     concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow; "
                              "PBT creates its whole population at once and the resources decide)")
@@ -130,6 +178,7 @@ class SearchSettings(BaseModel):
             raise ValueError("objective and direction need the same number of entries")
         if self.eval_every > self.max_steps:
             raise ValueError("eval_every must not exceed max_steps")
+        SAMPLERS.get(self.sampler).check(self)
         return self
 
     @property

@@ -60,7 +60,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool)
 
 def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Study:
     """Create the study, or load it when it exists (``check_study`` first says whether that is allowed)."""
-    return optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get(settings.sampler)(settings),
+    return optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get(settings.sampler).build(settings),
                                directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
                                load_if_exists=True)
 

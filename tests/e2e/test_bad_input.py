@@ -61,6 +61,7 @@ FILES: dict[str, dict | str] = {
     "huge-power.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * 9**9**9"}}),
     "invert.yaml": _with(SPACE, optim={"lr_d": {"expr": "~optim.lr_g"}}),
     "repeat.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * min([1] * 3)"}}),
+    "sampler-option.yaml": _with(SPACE, search={**SPACE["search"], "sampler_options": {"n_startup_trials": 3}}),
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
@@ -94,6 +95,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
     (["search", "{in}/invert.yaml"], r"optim.lr_d.expr: .*the operator ~ is not allowed"),
     (["search", "{in}/repeat.yaml"], r"optim.lr_d.expr: .*\* takes numbers, not list and int"),
+    # an option the space's sampler does not take
+    (["search", "{in}/sampler-option.yaml"], r"sampler-option.yaml: search: sampler_options: RandomSampler has no "
+                                             r"option 'n_startup_trials' a space can set; it takes none$"),
     # tracebacks instead of a line
     (["search", "{in}/space.yaml", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["search", "{in}/space.yaml", "--storage", "sqlite:///{tmp}/nodir/o.db"], r"folder .*/nodir does not exist"),

@@ -1,0 +1,56 @@
+"""``search.sampler_options``: what a space passes to its Optuna sampler, checked before anything starts."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from pydantic import ValidationError
+
+from gantune.sampling.settings import SAMPLERS, SearchSettings
+
+
+def _random_draws(sampler: optuna.samplers.BaseSampler, n: int = 10) -> list[float]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=sampler)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_categorical("c", ["a", "b", "c"])
+        study.tell(trial, (x - 0.3) ** 2)
+        out.append(x)
+    return out
+
+
+@pytest.mark.parametrize(("options", "startup"), [({}, 5), ({"n_startup_trials": 8}, 8)])
+def test_sampler_options_reach_the_sampler(options: dict, startup: int) -> None:
+    """TPE draws its first ``n_startup_trials`` from a random sampler of its seed: the option is the length of
+    that random start (gantune's own 5 when the space leaves it)."""
+    settings = SearchSettings.model_validate({"sampler": "tpe", "seed": 0, "sampler_options": options})
+    tpe = _random_draws(SAMPLERS.get("tpe").build(settings))
+    random = _random_draws(optuna.samplers.RandomSampler(seed=0))
+    assert [a == b for a, b in zip(tpe, random, strict=True)] == [True] * startup + [False] * (10 - startup)
+
+
+@pytest.mark.parametrize(("sampler", "options", "message"), [
+    ("tpe", {"n_startup": 10}, r"TPESampler has no option 'n_startup' a space can set; choose from: n_startup_trials"),
+    ("tpe", {"seed": 1}, r"no option 'seed'"),  # search.seed is the seed
+    ("tpe", {"gamma": "x"}, r"no option 'gamma'"),  # a callable has no YAML form
+    ("tpe", {"multivariate": "yes"}, r"multivariate: 'yes' is not true or false"),
+    ("tpe", {"multivariate": 1}, r"multivariate: 1 is not true or false"),
+    ("tpe", {"n_startup_trials": 2.5}, r"n_startup_trials: 2.5 is not a whole number"),
+    ("tpe", {"n_startup_trials": True}, r"n_startup_trials: True is not a whole number"),
+    ("random", {"n_startup_trials": 3}, r"RandomSampler has no option 'n_startup_trials'"),
+    ("tpe", {"group": True, "multivariate": False}, r"sampler_options: ``group`` option can only be enabled"),
+    ("qmc", {"qmc_type": "grid"}, r"sampler_options: The `qmc_type='grid'` is invalid"),  # refused by Optuna
+])
+def test_sampler_options_are_checked_against_the_sampler(sampler: str, options: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SearchSettings.model_validate({"sampler": sampler, "sampler_options": options})
+
+
+def test_sampler_options_a_space_may_set() -> None:
+    SearchSettings.model_validate({"sampler": "tpe", "sampler_options": {
+        "n_startup_trials": 10, "multivariate": False, "constant_liar": False, "n_ei_candidates": 48}})
+    SearchSettings.model_validate({"sampler": "tpe", "sampler_options": {"group": True}})
+    SearchSettings.model_validate({"sampler": "qmc", "sampler_options": {"qmc_type": "halton", "scramble": True}})
