@@ -14,6 +14,8 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
   ``ASHAScheduler`` with the same rungs, around gantune's trial loop: what a user writes without gantune;
 - ``gantune``: gantune's scheduling, TPE + ASHA + health verdicts, warm starts off: every arm starts from the
   same nothing;
+- ``gantune_startup10``: the same with TPE's random start of Optuna's default length (10 trials, as stock's
+  TPE has; gantune's is 5): what the start's length does on its own;
 - ``gantune_warm``: the same with warm starts on (the data kind's known-good recipes first, projected onto the
   space);
 - ``gantune_defaults``: the product as shipped, warm starts and ``search.defaults`` (an EMA of G) on: the one
@@ -99,8 +101,8 @@ PRESETS = {
                     pruned_factor=2.0),
 }
 #: the arms, in the order they run and print
-ARMS = ("random", "tpe", "stock", "gantune", "gantune_warm", "gantune_defaults", "pbt", "pruned", "pruned_noise",
-        "health_only")
+ARMS = ("random", "tpe", "stock", "gantune", "gantune_startup10", "gantune_warm", "gantune_defaults", "pbt", "pruned",
+        "pruned_noise", "health_only")
 NO_PRUNING = {"asha": False, "health": False}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
 JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
@@ -124,6 +126,9 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
         "tpe": {"sampler": "tpe", "trials": trials, "pruning": NO_PRUNING},
         "gantune": {"sampler": "tpe", "trials": extra, "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+        # the same with TPE's random start as long as Optuna's default (10 trials; stock's TPE has it)
+        "gantune_startup10": {"sampler": "tpe", "trials": extra, "sampler_options": {"n_startup_trials": 10},
+                              "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         "gantune_warm": {"sampler": "tpe", "trials": extra, "warm_start": True,
                          "pruning": {"scheduler": "asha", "asha": True, "health": True}},
         # the product as shipped: warm starts and the search defaults (``SEARCH_DEFAULTS``: an EMA of G)
@@ -363,7 +368,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
           f"{preset.max_steps}) per search, objective {objective} ({settings.directions[0]}), seeds "
           f"{sorted({s for r in runs.values() for s in r})}")
     print(f"target: the random arm's median final best, {objective} {sign * target:.4g}")
-    print(f"{'arm':<14}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
+    print(f"{'arm':<18}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
           f"{'wall to target':>16}{'wall to B':>11}")
     for arm, by_seed in curves.items():
         values = sorted(sign * v for v in finals[arm].values())
@@ -376,7 +381,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
         spread = f"[{values[0]:.4g}, {values[-1]:.4g}]" if values else ""
         to_steps = f"{frac:.1%} of B" if math.isfinite(frac) else "> B"
         to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
-        print(f"{arm:<14}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
+        print(f"{arm:<18}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
               f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>11.0f}")
     for arm in JUDGED_ONLY:
         if arm not in runs or "random" not in runs:
