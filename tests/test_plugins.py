@@ -1,22 +1,27 @@
-"""Extending gantune from outside the package: a loss, a metric family and a dataset are one registration each
-(what README's "Extending gantune" shows), and config, search spaces, training and health pick them up."""
+"""Extending gantune from outside the package: a loss, a metric family, a dataset and an Optuna sampler are one
+registration each (what README's "Contributing" shows), and config, search spaces, training and health pick them
+up."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gantune.catalogue import config_from_dict
 from gantune.data import DATASETS, Mixture, dataset, is_points
+from gantune.errors import ConfigError
 from gantune.gan.losses import LOSSES, GANLoss
 from gantune.gan.nets import resolve_arch
 from gantune.health import HealthMonitor
 from gantune.metrics import FAMILIES, CollapseSignal, Reference, Samples, Scorer, family
+from gantune.sampling.settings import SAMPLERS, SamplerKind
 from gantune.sampling.space import load_space
+from gantune.sampling.study import open_study
 from gantune.trial import train
 from tests.conftest import tiny
 
@@ -121,3 +126,23 @@ def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:
             FAMILIES.remove(name)
         for name, entry in entries.items():
             FAMILIES.add(name, entry)
+
+
+@pytest.fixture
+def nsga2() -> Iterator[str]:
+    SAMPLERS.add("nsga2", SamplerKind(optuna.samplers.NSGAIISampler, lambda s: {"seed": s.seed}))
+    yield "nsga2"
+    SAMPLERS.remove("nsga2")
+
+
+def test_a_sampler_registered_outside_takes_its_own_options(nsga2: str, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(f"search: {{sampler: {nsga2}, sampler_options: {{population_size: 8, crossover_prob: 1}}}}\n")
+    settings = load_space(space).settings
+    study = open_study("s", f"sqlite:///{tmp_path / 'o.db'}", settings)
+    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
+    assert study.sampler._population_size == 8  # the option reached the sampler
+    space.write_text(f"search: {{sampler: {nsga2}, sampler_options: {{population: 8}}}}\n")
+    with pytest.raises(ConfigError, match="NSGAIISampler has no option 'population' a space can set; choose from: "
+                                          "population_size"):
+        load_space(space)

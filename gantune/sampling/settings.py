@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,7 +61,9 @@ class SamplerKind:
             if not (type(value) is kind or (kind is float and type(value) is int)):
                 raise ValueError(f"sampler_options: {key}: {value!r} is not {KIND_WORDS[kind]}")
         try:
-            self.build(s)
+            with warnings.catch_warnings():  # the search builds it again, and warns then
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.build(s)
         except (TypeError, ValueError) as e:
             raise ValueError(f"sampler_options: {e}") from None
 
