@@ -104,6 +104,8 @@ PRESETS = {
 ARMS = ("random", "tpe", "stock", "gantune", "gantune_startup10", "gantune_warm", "gantune_defaults", "pbt", "pruned",
         "pruned_noise", "health_only")
 NO_PRUNING = {"asha": False, "health": False}
+#: gantune's pruning as shipped
+ASHA_HEALTH = {"scheduler": "asha", "asha": True, "health": True}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
 JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
 
@@ -125,15 +127,15 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     settings.update({
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
         "tpe": {"sampler": "tpe", "trials": trials, "pruning": NO_PRUNING},
-        "gantune": {"sampler": "tpe", "trials": extra, "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+        "gantune": {"sampler": "tpe", "trials": extra, "pruning": ASHA_HEALTH},
         # the same with TPE's random start as long as Optuna's default (10 trials; stock's TPE has it)
         "gantune_startup10": {"sampler": "tpe", "trials": extra, "sampler_options": {"n_startup_trials": 10},
-                              "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+                              "pruning": ASHA_HEALTH},
         "gantune_warm": {"sampler": "tpe", "trials": extra, "warm_start": True,
-                         "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+                         "pruning": ASHA_HEALTH},
         # the product as shipped: warm starts and the search defaults (``SEARCH_DEFAULTS``: an EMA of G)
         "gantune_defaults": {"sampler": "tpe", "trials": extra, "warm_start": True, "defaults": dict(SEARCH_DEFAULTS),
-                             "pruning": {"scheduler": "asha", "asha": True, "health": True}},
+                             "pruning": ASHA_HEALTH},
         "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
         "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
         "health_only": {"sampler": "random", "trials": trials, "pruning": {"asha": False, "health": True}},
