@@ -55,6 +55,9 @@ class Status(str, Enum):
 STATUSES = tuple(s.value for s in Status if s is not Status.DIVERGED)
 #: where a trial's ending is kept: the keys of its last Ray Tune report and of its Optuna user attributes
 STATUS_KEY, REASON_KEY, RULE_KEY = "gantune_status", "gantune_reason", "gantune_rule"
+#: what a trial measured of its own run (the share of its wall spent evaluating, its wall seconds): in its last
+#: report (``final_report``) and its Optuna user attributes, so a child run finished on ``--resume`` has them too
+RUN_FACTS = ("eval_fraction", "trial_wall_s")
 #: the status of a run that has not ended: still running, or stopped by Ctrl-C (``--resume`` runs it again)
 RUNNING, INTERRUPTED = "running", "interrupted"
 

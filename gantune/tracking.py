@@ -32,6 +32,7 @@ from gantune.events import (
     INTERRUPTED,
     REASON_KEY,
     RULE_KEY,
+    RUN_FACTS,
     RUNNING,
     STATUS_KEY,
     Status,
@@ -324,8 +325,10 @@ class MlflowTracker:
                     logger.image(png.read_bytes(), step)
             files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
         status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))
+        steps = int(attrs.get("steps", 0))
+        logger.log({k: attrs[k] for k in RUN_FACTS if k in attrs}, steps, have)  # what the last report carried
         self.client.set_tag(logger.run_id, "gantune.mended", MENDED)
-        logger.end(status.value, attrs.get(REASON_KEY, ""), int(attrs.get("steps", 0)), files,
+        logger.end(status.value, attrs.get(REASON_KEY, ""), steps, files,
                    rule=attrs.get(RULE_KEY, ""), state=RunStatus.FAILED if status.failed else RunStatus.FINISHED)
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gantune import provenance
-from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer, Status, TrialOutcome, format_params
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
@@ -175,7 +175,8 @@ class SearchBook(Callback):
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
         attrs: dict[str, Any] = {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
-                                 "steps": out.steps, "metrics": out.metrics}
+                                 "steps": out.steps, "metrics": out.metrics,
+                                 **{k: float(last[k]) for k in RUN_FACTS if isinstance(last.get(k), (int, float))}}
         # where noise-aware ASHA kept it, against which cutoff and noise; written when empty too, so that nothing
         # of a dead attempt of the trial (the driver killed between these attributes and the tell) stays
         attrs[RESCUED_ATTR] = [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]

@@ -38,8 +38,8 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
         runs.append(RunDir(run_dir).read_metrics())
         trial = study.ask({"optim.lr_g": optuna.distributions.CategoricalDistribution([0.001])})
         for key, value in {"run_dir": str(run_dir), "config": {"note": f"trial {number}"}, STATUS_KEY: status,
-                           REASON_KEY: reason, RULE_KEY: rule, "steps": 40, "provenance": {"extractor": "coords"}
-                           }.items():
+                           REASON_KEY: reason, RULE_KEY: rule, "steps": 40, "provenance": {"extractor": "coords"},
+                           "eval_fraction": 0.25, "trial_wall_s": 3.5}.items():
             trial.set_user_attr(key, value)
         if number != 1:  # MLflow heard it start, its first record and half the second (a batch written in part)
             killed.trial_started(number, trial.params, {})
@@ -75,6 +75,8 @@ def test_resume_finishes_the_trials_mlflow_had_not_heard_end(tmp_path: Path, mon
             history = client.get_metric_history(child.info.run_id, key)  # every step once, the half-logged one too
             assert [m.step for m in history] == [int(r["step"]) for r in runs[number] if key in r], key
         assert [m.step for m in client.get_metric_history(child.info.run_id, "objective")] == [20, 40]  # as ASHA read
+        for key, value in {"eval_fraction": 0.25, "trial_wall_s": 3.5}.items():  # the last report's, from the study
+            assert [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)] == [(40, value)]
         images = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
         assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
         assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == [

@@ -70,6 +70,8 @@ def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, 
     (healthy,) = by_regime["healthy"]
     assert healthy.state == TrialState.COMPLETE and healthy.value is not None
     assert healthy.intermediate_values.keys() == {250, 500, 750}
+    for t in study.trials:  # what its last report measured of the run: kept for a child run mended on --resume
+        assert 0 <= t.user_attrs["eval_fraction"] < 1 and t.user_attrs["trial_wall_s"] > 0, t.user_attrs
 
     assert summary["counts"]["pruned:diverged"] == 2 and summary["counts"]["completed"] == 1
     assert summary["best"]["trial"] == healthy.number
