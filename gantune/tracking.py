@@ -43,6 +43,7 @@ from gantune.events import (
 )
 from gantune.health import objective_fields
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
+from gantune.sampling.study import STUDY_UID
 from gantune.sampling.warm import RECIPE_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -60,6 +61,8 @@ _IMAGE_STEP = re.compile(r"samples[+%]step[+%](\d+)[+%]")
 #: the model-training view (runs, metrics) rather than GenAI traces. MLflow 3.17's UI ignores the tag: it takes
 #: the view from the page URL's ``workflowType`` (``ui_url``), else from the switch the browser remembers.
 _KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
+#: the parent run's tag holding its study's ``STUDY_UID``
+_UID_TAG = "gantune.study_uid"
 #: where ``gantune ui`` serves a local store (its default port)
 DEFAULT_UI = "http://127.0.0.1:5000"
 
@@ -256,12 +259,14 @@ class MlflowTracker:
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         if not self.experiment_id:
             self.connect()
-        parent = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study.study_name}'")
+        parent = self._parent(study)
         if parent:
             self.parent_id = parent[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
             tags = {"gantune.role": "parent", "gantune.study": study.study_name, "gantune.search": self.name}
+            if uid := study.user_attrs.get(STUDY_UID):
+                tags[_UID_TAG] = uid
             if self.experiment != self.name:
                 outer = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{self.experiment}'")
                 if outer:
@@ -360,6 +365,19 @@ class MlflowTracker:
                            state=RunStatus.KILLED)
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
+
+    def _parent(self, study: Any) -> list[Any]:
+        """The parent run of this very study: the one tagged with its ``STUDY_UID``; else one made before parents
+        carried it (no such tag). The parent of an earlier study of the same name (deleted and made again) is not
+        this one's: its children would sit beside this study's, under the same trial numbers."""
+        runs = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study.study_name}'")
+        uid = study.user_attrs.get(STUDY_UID)
+        if mine := [r for r in runs if r.data.tags.get(_UID_TAG) == uid]:
+            return mine
+        older = [r for r in runs if _UID_TAG not in r.data.tags]
+        if older and uid:  # from now on it is this study's
+            self.client.set_tag(older[0].info.run_id, _UID_TAG, uid)
+        return older
 
     # -- trials ---------------------------------------------------------------------------------------------
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:

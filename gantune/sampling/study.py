@@ -7,6 +7,7 @@ optuna-dashboard can open it and an interrupted search can resume from it. Only 
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,21 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool)
         raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
 
 
+#: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and
+#: made again, as ``gantune export`` does with its re-runs): its MLflow parent run carries the same value
+STUDY_UID = "gantune_uid"
+
+
 def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Study:
-    """Create the study, or load it when it exists (``check_study`` first says whether that is allowed)."""
-    return optuna.create_study(study_name=name, storage=storage, sampler=SAMPLERS.get(settings.sampler).build(settings),
-                               directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
-                               load_if_exists=True)
+    """Create the study, or load it when it exists (``check_study`` first says whether that is allowed); a study
+    without a ``STUDY_UID`` gets one."""
+    sampler = SAMPLERS.get(settings.sampler).build(settings)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
+                                load_if_exists=True)
+    if STUDY_UID not in study.user_attrs:
+        study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
+    return study
 
 
 def search_settings(study: optuna.Study) -> SearchSettings:

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY
 from gantune.rundir import RunDir, trial_dirname
 from gantune.sampling.space import load_space
+from gantune.sampling.study import STUDY_UID, open_study
 from gantune.tracking import _SKIP, MENDED, MlflowTracker
 from gantune.trial import train
 from tests.conftest import tiny, tiny_space
@@ -103,3 +104,42 @@ def test_resume_describes_a_parent_run_the_killed_driver_had_only_created(tmp_pa
     parent = client.get_run(bare)
     assert parent.data.params["search.trials"] == "2" and parent.data.tags["gantune.trials"] == "2"
     assert "space.yaml" in {a.path for a in client.list_artifacts(bare)}
+
+
+def test_a_study_made_again_under_its_name_gets_a_parent_run_of_its_own(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gantune export`` deletes and makes again its ``<search>-reruns`` study on every export (and a user may
+    delete a study to start over): the new study's children must not join the old one's under the same trial
+    numbers. A resumed study finds its own parent; a parent made before parents named their study is adopted."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(tiny_space("again", 2, 40, 20, [0.001], log_every=10, n_samples=200))
+    space = load_space(tmp_path / "space.yaml")
+    storage, uri = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+
+    def started(resumed: bool = False) -> MlflowTracker:
+        tracker = MlflowTracker(uri, "again")
+        tracker.connect()
+        tracker.search_started(open_study("again", storage, space.settings), space, [])
+        if not resumed:
+            tracker.trial_started(0, {"optim.lr_g": 0.001}, {})
+        return tracker
+
+    first = started()
+    assert started(resumed=True).parent_id == first.parent_id  # --resume: the same study, the same parent
+    optuna.delete_study(study_name="again", storage=storage)
+    second = started()
+    assert second.parent_id != first.parent_id and second.children == {0: second.children[0]}
+    for tracker in (first, second):
+        kids = client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_id}'")
+        assert [k.info.run_id for k in kids] == [tracker.children[0]]
+
+    # a parent run from before parents carried their study's uid is taken (and tagged) by the study of its name
+    optuna.delete_study(study_name="again", storage=storage)
+    for run in client.search_runs([first.experiment_id], "tags.`gantune.role` = 'parent'"):
+        client.delete_run(run.info.run_id)
+    legacy = client.create_run(first.experiment_id, tags={"gantune.role": "parent", "gantune.study": "again"})
+    third = started()
+    assert third.parent_id == legacy.info.run_id
+    assert client.get_run(third.parent_id).data.tags["gantune.study_uid"] == optuna.load_study(
+        study_name="again", storage=storage).user_attrs[STUDY_UID]
