@@ -259,16 +259,17 @@ class MlflowTracker:
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         if not self.experiment_id:
             self.connect()
-        parent = self._parent(study)
+        uid = study.user_attrs.get(STUDY_UID)  # one read of the study's storage
+        parent = self._parent(study.study_name, uid)
         if parent:
             self.parent_id = parent[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
             tags = {"gantune.role": "parent", "gantune.study": study.study_name, "gantune.search": self.name}
-            if uid := study.user_attrs.get(STUDY_UID):
+            if uid:
                 tags[_UID_TAG] = uid
             if self.experiment != self.name:
-                outer = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{self.experiment}'")
+                outer = self._find(_parents_of(self.experiment))
                 if outer:
                     tags["mlflow.parentRunId"] = outer[0].info.run_id
             run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)
@@ -366,12 +367,11 @@ class MlflowTracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
 
-    def _parent(self, study: Any) -> list[Any]:
-        """The parent run of this very study: the one tagged with its ``STUDY_UID``; else one made before parents
-        carried it (no such tag). The parent of an earlier study of the same name (deleted and made again) is not
-        this one's: its children would sit beside this study's, under the same trial numbers."""
-        runs = self._find(f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study.study_name}'")
-        uid = study.user_attrs.get(STUDY_UID)
+    def _parent(self, study: str, uid: str | None) -> list[Any]:
+        """The parent run of this very study (``uid``: its ``STUDY_UID``): the one tagged with it; else one made
+        before parents carried it (no such tag). The parent of an earlier study of the same name (deleted and made
+        again) is not this one's: its children would sit beside this study's, under the same trial numbers."""
+        runs = self._find(_parents_of(study))
         if mine := [r for r in runs if r.data.tags.get(_UID_TAG) == uid]:
             return mine
         older = [r for r in runs if _UID_TAG not in r.data.tags]
@@ -435,6 +435,11 @@ class MlflowTracker:
     # -- helpers --------------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10000))
+
+
+def _parents_of(study: str) -> str:
+    """The MLflow filter of the parent runs of searches run as the study ``study``."""
+    return f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study}'"
 
 
 def _now() -> int:
@@ -542,8 +547,7 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
     if exp is None:
         return []
     newest = ["attributes.start_time DESC"]
-    parents = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=(
-        f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{search}'"))
+    parents = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=_parents_of(search))
     if not parents:
         return []
     runs = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=(
@@ -578,8 +582,7 @@ def log_review(tracking_uri: str, search: str, votes: list[dict[str, Any]], rank
         if exp is None:
             return None
         parents = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                                     filter_string=f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = "
-                                                   f"'{search}'")
+                                     filter_string=_parents_of(search))
         if not parents:
             return None
         run_id: str = parents[0].info.run_id
