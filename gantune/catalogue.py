@@ -212,5 +212,10 @@ def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
 
 
 def load_config(path: str | Path) -> TrialConfig:
-    """Load and validate a trial config YAML file."""
-    return config_from_dict(read_yaml(path) or {}, str(path))
+    """Load and validate a trial config YAML file. An empty one is refused: it would train every default (a
+    built-in config such as ``grid25`` is the way to ask for a known one)."""
+    raw = read_yaml(path)
+    if raw is None:
+        raise ConfigError(f"{path}: empty config (expected config sections such as data, model and train; or name "
+                          "a built-in config: grid25, ring8, digits)")
+    return config_from_dict(raw, str(path))

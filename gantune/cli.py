@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gantune import env
+from gantune.config import MAX_SEED
 from gantune.errors import GantuneError, Interrupted
 from gantune.registry import Registry
 
@@ -30,6 +33,36 @@ class Command:
 
 
 COMMANDS: Registry[Command] = Registry("command")
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (a port, a seed), refused as a usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _share(text: str) -> float:
+    """An argparse type: a GPU share, a finite number of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a GPU share (a number of 0 or more, e.g. 0.25)")
+    return value
+
+
+PORT = _bounded(0, 65535)
+SEED = _bounded(0, MAX_SEED)
 
 
 def _tracking_uri_arg(p: argparse.ArgumentParser) -> None:
@@ -81,7 +114,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="number of trials (overrides search.trials)")
     p.add_argument("--max-steps", type=int, help="generator steps per trial (overrides search.max_steps)")
     p.add_argument("--concurrent", type=int, help="trials at once (overrides search.concurrency)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
+    p.add_argument("--gpus-per-trial", type=_share, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
     p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
     _tracking_uri_arg(p)
@@ -254,7 +287,7 @@ def _review_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
     _tracking_uri_arg(p)
     p.add_argument("--top", type=int, default=4, help="compare pairs of this many top trials (default: 4)")
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=PORT, default=0, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
 
 
@@ -289,7 +322,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="a .png (grid or scatter), a .csv (2-D points) or a directory; with --interpolate "
                    "a .png, or a .csv of 2-D points' paths (default: interpolation.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--class", dest="label", type=int, metavar="K",
                    help="conditional generators (model.conditional) only: samples of class K (0 to classes - 1)")
     p.add_argument("--interpolate", type=int, metavar="N", help="instead of samples: slerp walks of N steps between "
@@ -298,6 +331,18 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.events import first_line
+    from gantune.trial import is_oom
+
+    try:
+        return _generate_now(args)
+    except (RuntimeError, MemoryError) as err:  # --n or --interpolate larger than this machine's memory
+        if is_oom(err):
+            raise GantuneError(f"out of memory: {first_line(err)} (lower --n, --interpolate or --rows)") from None
+        raise
+
+
+def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.generate import generate
     from gantune.trial import resolve_device
 
@@ -305,13 +350,13 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
         from gantune.generate import interpolate
 
         result = interpolate(Path(args.weights), args.interpolate, Path(args.out or "interpolation.png"),
-                             resolve_device(args.device), args.seed, args.rows,
+                             resolve_device(args.device, "--device"), args.seed, args.rows,
                              label=args.label)
         emit(f"{result['rows']} interpolations of {result['interpolate']} steps -> {result['out']}", args.json)
         return result
     if args.out is None:
         raise GantuneError("--out: required (a .png, a .csv of 2-D points or a directory)")
-    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device), args.seed,
+    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device, "--device"), args.seed,
                       label=args.label)
     emit(f"{result['n']} samples -> {result['out']}", args.json)
     return result
@@ -326,7 +371,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("search", help="search name (the study name in --storage)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
-    p.add_argument("--top", type=int, default=4, help="sample grids of this many top trials")
+    p.add_argument("--top", type=_bounded(0, 10_000), default=4, help="sample grids of this many top trials")
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:
@@ -347,7 +392,7 @@ COMMANDS.add("report", Command("write a self-contained HTML report of a search",
 def _ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("search", nargs="?", help="print the page of this search's runs (default: every experiment's)")
     _tracking_uri_arg(p)
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=PORT, default=5000)
 
 
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
@@ -393,12 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (its line printed, code 2) or --help (0): the code, as returned
+        return stop.code if isinstance(stop.code, int) else 2
     env.configure()
     try:
         summary = COMMANDS.get(args.command).run(args)
     except GantuneError as err:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+        name = str(err.filename or "")
+        print(f"gantune {args.command}: error: file name too long ({len(name)} characters: "
+              f"{name[:40]}...)", file=sys.stderr)
         return 2
     except Interrupted as err:
         print(f"gantune {args.command}: {err}", file=sys.stderr)

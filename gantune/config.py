@@ -11,6 +11,7 @@ layers above; ``gantune.catalogue`` checks them and the rules between sections: 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,13 @@ from pydantic.dataclasses import dataclass
 from gantune.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+#: the sections whose numbers are sizes, rates and weights: .inf or .nan there is a typo, never a setting (the
+#: health thresholds keep ``_STRICT``: .inf switches a rule off)
+_FINITE = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+#: what ``train.device`` (and ``--device``) may name
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: the largest seed: NumPy's and most tools' seeds are 32-bit (torch's generators take it and the offsets added)
+MAX_SEED = 2**32 - 1
 
 
 
@@ -44,7 +52,7 @@ def parse_augment(value: object) -> object:
     return value
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class DataConfig:
     """Where real samples come from (the built-in datasets follow PacGAN and scikit-learn: see ``gantune.data``)."""
 
@@ -81,7 +89,7 @@ class DataConfig:
         return parse_augment(v)
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class ProgressiveConfig:
     """Progressive growing (Karras et al. 2018) of the DCGAN nets: training starts at ``start`` px and doubles to
     ``data.resolution``; each new resolution's layers fade in (alpha 0 -> 1) over ``fade_steps``. The schedule is a
@@ -104,16 +112,17 @@ class ProgressiveConfig:
         return v
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class ModelConfig:
     """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
 
     arch: str = Field(default="auto", description="auto (by data kind) or a registered one: mlp, dcgan, …")
-    z_dim: int = Field(default=64, ge=1)
-    g_width: int = Field(default=128, ge=1, description="hidden units (MLP) or base channels (DCGAN)")
-    d_width: int = Field(default=128, ge=1)
-    g_depth: int = Field(default=3, ge=1, description="hidden layers (MLP) or conv layers per resolution (DCGAN)")
-    d_depth: int = Field(default=3, ge=1)
+    z_dim: int = Field(default=64, ge=1, le=65536)
+    g_width: int = Field(default=128, ge=1, le=65536, description="hidden units (MLP) or base channels (DCGAN)")
+    d_width: int = Field(default=128, ge=1, le=65536)
+    g_depth: int = Field(default=3, ge=1, le=64, description="hidden layers (MLP) or conv layers per resolution "
+                         "(DCGAN)")
+    d_depth: int = Field(default=3, ge=1, le=64)
     g_norm: str = "batch"
     d_norm: str = "none"
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
@@ -136,7 +145,7 @@ class ModelConfig:
         return "spectral" if parse_norm(v) == ("none", True) else v
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class LossConfig:
     """The adversarial objective and its regularisers."""
 
@@ -156,7 +165,7 @@ class LossConfig:
                         "2017; 0 = off)")
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class OptimConfig:
     """Optimisers: separate learning rates for G and D (TTUR), n_critic D steps per G step."""
 
@@ -176,13 +185,13 @@ class OptimConfig:
                                 "AdamW; 0 = off)")
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=_FINITE)
 class TrainConfig:
     """The loop's budget and cadence."""
 
     steps: int = Field(default=2000, ge=1, description="generator steps")
-    batch_size: int = Field(default=64, ge=2)
-    seed: int = 0
+    batch_size: int = Field(default=64, ge=2, le=65536)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     log_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
@@ -193,8 +202,15 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="CUDA only: bf16 autocast of G and D")
     compile: bool = Field(default=False, description="torch.compile G and D (any device; slow first steps)")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(v):
+            raise ValueError(f"{v!r} is not a device: auto, cpu, cuda or cuda:N")
+        return v
 
-@dataclass(config=_STRICT)
+
+@dataclass(config=_FINITE)
 class EvalConfig:
     """Evaluation cadence and metric set (the metrics plug in at the loop's evaluation hook)."""
 
@@ -325,9 +341,11 @@ def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file, turning missing files and syntax errors into one-line ``ConfigError``s."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{p}: cannot read file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {err.start}): a YAML file is expected") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

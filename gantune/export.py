@@ -85,7 +85,7 @@ class RerunSpace(SearchSpace):
 def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candidate], seeds: int, steps: int,
           opts: Any) -> None:
     """Re-run each candidate with ``seeds`` seeds for ``steps`` steps; fills ``Candidate.values``."""
-    from gantune.search import run_search
+    from gantune.search import check_run, run_search
 
     eval_every = min(settings.eval_every, steps)
     rerun_settings = settings.model_copy(update={
@@ -95,6 +95,7 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
     name = f"{study.study_name}-reruns"
     space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
     storage = storage_of(study)
+    check_run(space, opts)  # bad flags are refused before the study of the re-runs is made
     with contextlib.suppress(KeyError):  # re-runs of an earlier export are replaced
         optuna.delete_study(study_name=name, storage=storage)
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)

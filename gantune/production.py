@@ -25,7 +25,7 @@ from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import missing_weights
 from gantune.progress import Meter, steps_line
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
-from gantune.trial import is_oom, train
+from gantune.trial import is_oom, resolve_device, train
 
 
 @dataclass
@@ -77,6 +77,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
+    resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
     missing = missing_weights(cfg)
     if missing:  # so are evaluation weights that are not there
@@ -103,6 +104,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         from gantune.tracking import TrainRun, resolve_tracking_uri
 
         tracker = TrainRun(resolve_tracking_uri(opts.tracking_uri), cfg, out, opts.resume)
+        tracker.check()
 
     def show(r: dict[str, float]) -> None:
         meter.update(int(r["step"]))

@@ -206,6 +206,9 @@ def check_uri(uri: str) -> str:
         raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
                            f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
     db = sqlite_file(uri) if scheme == "sqlite" else None
+    if scheme == "sqlite" and db is None:
+        raise GantuneError(f"--tracking-uri: {uri}: names no database file (an in-memory one ends with this "
+                           "process, and the runs with it); name a file, e.g. sqlite:///mlflow.db")
     if db is not None and not db.parent.is_dir():  # MLflow would create the missing folders, anywhere
         raise GantuneError(f"--tracking-uri: {uri}: folder {db.parent} does not exist")
     return uri
@@ -464,6 +467,14 @@ class TrainRun:
         self._have: Logged = frozenset()  # what MLflow holds of a resumed run: (metric, step) pairs, grid steps
         self._grids: set[int] = set()
         self._catch_up = resume
+
+    def check(self) -> None:
+        """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
+        sqlite file that is there (a new one is made at the first report, once the rest proved valid)."""
+        uri = self.args[0]
+        db = sqlite_file(uri) if uri.startswith("sqlite") else None
+        if db is None or db.exists():
+            connect(uri)
 
     @property
     def logger(self) -> _RunLogger:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gantune.config import TrialConfig
+from gantune.config import DEVICE_PATTERN, TrialConfig
 from gantune.data import RealData, load_data
 from gantune.errors import GantuneError
 from gantune.events import Status
@@ -101,16 +101,20 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """The torch device ``name`` (``auto``: CUDA where there is one) names; ``what`` is the setting it came
+    from, for the one-line error when this machine lacks it."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise GantuneError(f"{what}: {name!r} is not a device: auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise GantuneError(f"train.device: {name!r} asked for, but no CUDA device is available")
+            raise GantuneError(f"{what}: {name!r} asked for, but no CUDA device is available")
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise GantuneError(f"train.device: {name!r} asked for, but there is no CUDA device {dev.index} "
+            raise GantuneError(f"{what}: {name!r} asked for, but there is no CUDA device {dev.index} "
                                f"(this machine has {count})")
     return dev
 

@@ -93,13 +93,16 @@ class Expr:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.shown = text if len(text) <= 80 else text[:77] + "..."  # what errors quote
+        self.names: list[str] = []
         try:
             self.tree = ast.parse(text, mode="eval").body
+            self._check(self.tree)
+            self._fold(self.tree)
         except SyntaxError as err:
-            raise ExprError(f"cannot parse {text!r}: {err.msg}") from None
-        self.names: list[str] = []
-        self._check(self.tree)
-        self._fold(self.tree)
+            raise ExprError(f"cannot parse {self.shown!r}: {err.msg}") from None
+        except (RecursionError, MemoryError):  # the parser and the checks recurse once per nested part
+            raise ExprError(f"{self.shown!r}: nested too deeply ({len(text)} characters)") from None
 
     def _check(self, node: ast.AST) -> None:
         name = _dotted(node)
@@ -108,21 +111,21 @@ class Expr:
             return
         if isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id in _FUNCS) or node.keywords:
-                raise ExprError(f"{self.text!r}: only {', '.join(_FUNCS)} may be called")
+                raise ExprError(f"{self.shown!r}: only {', '.join(_FUNCS)} may be called")
             for a in node.args:
                 self._check(a)
             return
         allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.List, ast.Tuple, ast.IfExp)
         if not isinstance(node, allowed):
-            raise ExprError(f"{self.text!r}: {type(node).__name__} is not allowed")
+            raise ExprError(f"{self.shown!r}: {type(node).__name__} is not allowed")
         if isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS):
-            raise ExprError(f"{self.text!r}: the constant {node.value!r} is not allowed")
+            raise ExprError(f"{self.shown!r}: the constant {node.value!r} is not allowed")
         ops = [node.op] if isinstance(node, (ast.BinOp, ast.UnaryOp)) else node.ops if isinstance(node, ast.Compare) \
             else []
         for op in ops:
             if type(op) not in _OPS and type(op) not in _CMP:
                 symbol = _SYMBOLS.get(type(op), type(op).__name__)
-                raise ExprError(f"{self.text!r}: the operator {symbol} is not allowed (arithmetic + - * / // % **, "
+                raise ExprError(f"{self.shown!r}: the operator {symbol} is not allowed (arithmetic + - * / // % **, "
                                 "comparisons, in, and, or, not)")
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.operator, ast.cmpop, ast.boolop, ast.unaryop, ast.expr_context)):
@@ -135,7 +138,7 @@ class Expr:
             try:
                 self._eval(node, _no_names)
             except (ExprError, ArithmeticError, TypeError, ValueError) as err:
-                raise ExprError(f"{self.text!r}: {err}") from None
+                raise ExprError(f"{self.shown!r}: {err}") from None
             return
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.expr) and not (isinstance(node, ast.Call) and child is node.func):
@@ -173,7 +176,7 @@ class Expr:
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
             return _FUNCS[node.func.id](*(ev(a, lookup) for a in node.args))
-        raise ExprError(f"{self.text!r}: cannot evaluate {type(node).__name__}")  # pragma: no cover
+        raise ExprError(f"{self.shown!r}: cannot evaluate {type(node).__name__}")  # pragma: no cover
 
 
 def _reads_names(node: ast.AST) -> bool:

@@ -19,7 +19,7 @@ from gantune.errors import ConfigError
 from gantune.registry import Registry
 from gantune.sampling.recipes import RECIPES
 
-_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+_FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 Direction = Literal["minimize", "maximize"]
 #: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -191,6 +191,39 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     check_weights_of(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
+    check_draws(space)
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore
     return space
+
+
+#: random draws ``check_draws`` tries before it calls a space one whose every trial would fail
+DRAWS = 32
+
+
+def check_draws(space: SearchSpace) -> None:
+    """Refuse a space none of whose ``DRAWS`` random draws makes a valid trial config (a circular expression, a
+    condition on its own key, a division by zero, the one combination of choices that does not fit together):
+    every trial of it would fail, and the search would end with nothing. A space where some draws fail stays
+    valid: those trials fail and the sampler learns to avoid them."""
+    from optuna.samplers import RandomSampler
+
+    from gantune.catalogue import config_from_dict
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=RandomSampler(seed=0))  # in memory: nothing written
+    first = ""
+    for _ in range(DRAWS):
+        trial = study.ask()
+        try:
+            config_from_dict(space.sample(trial), space.source)
+            return
+        except ConfigError as err:
+            first = first or str(err).removeprefix(f"{space.source}: ")
+        except (ArithmeticError, TypeError, ValueError, RecursionError) as err:
+            first = first or f"{type(err).__name__}: {err}"
+        finally:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
+                      f"every trial would fail; the first: {first}")
+

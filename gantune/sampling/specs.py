@@ -10,13 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gantune.config import SECTIONS, SUBSECTIONS, TrialConfig
 
-_FORBID = ConfigDict(extra="forbid", populate_by_name=True)
+_FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 Scalar = str | int | float | bool | None
 
 
 class _Leaf(BaseModel):
     model_config = _FORBID
     when: str | None = None
+
+
+def _whole_steps(lo: float, hi: float, step: float) -> None:
+    """A range that is not a whole number of steps long would lose its top (Optuna lowers ``high`` to the last
+    step, with a warning on every trial): most often a typo in the step."""
+    n = (hi - lo) / step
+    if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+        raise ValueError(f"range [{lo:g}, {hi:g}] is not a whole number of steps of {step:g}")
 
 
 class FloatSpec(_Leaf):
@@ -33,6 +41,8 @@ class FloatSpec(_Leaf):
             raise ValueError("a log range needs low > 0")
         if self.log and self.step is not None:
             raise ValueError("log and step cannot be combined")
+        if self.step is not None:
+            _whole_steps(lo, hi, self.step)
         return self
 
 
@@ -48,6 +58,7 @@ class IntSpec(_Leaf):
             raise ValueError(f"int range [{lo}, {hi}] needs low <= high")
         if self.log and (lo <= 0 or self.step != 1):
             raise ValueError("a log int range needs low > 0 and step 1")
+        _whole_steps(lo, hi, self.step)
         return self
 
 

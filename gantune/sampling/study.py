@@ -6,9 +6,11 @@ optuna-dashboard can open it and an interrupted search can resume from it. Only 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,20 @@ OPTUNA_STATE = {Status.COMPLETED: TrialState.COMPLETE, Status.FAILED: TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+@contextlib.contextmanager
+def opening(storage: str) -> Iterator[None]:
+    """One line for a storage that is there but is no Optuna database (another file named by --storage, a
+    server that refuses us), instead of SQLAlchemy's traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as err:
+        text = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise GantuneError(f"--storage {storage}: cannot open it as an Optuna storage "
+                           f"({text[0] if text else type(err).__name__})") from None
+
+
 def find_study(name: str, storage: str) -> optuna.Study | None:
     """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -40,7 +56,8 @@ def find_study(name: str, storage: str) -> optuna.Study | None:
     if db is not None and not db.exists():
         return None
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        with opening(storage):
+            return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
 
@@ -160,12 +177,16 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(storage).get_dialect().import_dbapi()
+        url = make_url(storage)
+        url.get_dialect().import_dbapi()
     except (ArgumentError, NoSuchModuleError, ValueError) as err:
         raise GantuneError(f"--storage {storage}: not a database URL Optuna can open ({err}); e.g. "
                            "sqlite:///optuna.db or postgresql://user@host/db") from None
     except ImportError as err:
         raise GantuneError(f"--storage {storage}: the driver for it is not installed ({err})") from None
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise GantuneError(f"--storage {storage}: an in-memory database ends with this process, and the search "
+                           "with it (no --resume, export or report); name a file, e.g. sqlite:///optuna.db")
     db = sqlite_file(storage)
     if db is not None and writing:
         if not db.parent.is_dir():
@@ -181,9 +202,11 @@ def load_search(name: str, storage: str) -> optuna.Study:
     if db is not None and not db.is_file():
         raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
     try:
-        return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
+        with opening(storage):
+            return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
+        with opening(storage):
+            names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
         raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
                            f"{', '.join(names) or 'none'})") from None
 

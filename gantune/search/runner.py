@@ -25,7 +25,7 @@ from gantune.events import STATUSES, ObserverThread, first_line
 from gantune.rundir import check_writable, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections
-from gantune.sampling.settings import SearchSettings
+from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
     DEFAULT_STORAGE,
@@ -91,6 +91,9 @@ def check_address(address: str | None) -> None:
                            "the cluster with --ray-address auto (or HEAD_IP:6379)")
     where = _host_port(address)
     if where is None:
+        if address and address not in ("auto", "local"):
+            raise GantuneError(f"--ray-address {address}: expected auto or the head node's HOST:PORT (e.g. "
+                               "10.0.0.5:6379, what `ray start --head` prints)")
         return
     import socket
 
@@ -149,15 +152,43 @@ def _use_local_token(address: str) -> bool:
     return True
 
 
+def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float], where: str) -> dict[str, float]:
+    """The resources of one trial (``gpu: auto`` resolved against the GPUs ``have`` holds, ``gantune.devices``).
+
+    A trial asking for more CPUs or GPUs than ``where`` (this machine, or a cluster) has would wait forever:
+    that is refused here."""
+    probe = fixed_sections(space.leaves, space.source)
+    gpu = auto_gpu_share(probe.data if probe else None, have.get("GPU", 0.0)) if wanted.gpu == "auto" else wanted.gpu
+    resources = {"cpu": wanted.cpu, "gpu": gpu}
+    short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
+    if short:
+        raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
+                           f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
+    return resources
+
+
+def local_resources() -> dict[str, float]:
+    """What the local Ray ``_init_ray`` starts will have: every CPU and every CUDA GPU of this machine."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
+    """The checks of a run's inputs that need no study, before anything is written: the command line's
+    overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for."""
+    settings = apply_overrides(space.settings, opts)
+    check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
+    check_address(opts.ray_address)
+    if not opts.ray_address:
+        trial_resources(space, settings.resources, local_resources(), "this machine")
+    return settings
+
+
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
     """Start (or join) Ray; returns whether this process started it (and must shut it down) and the resources
-    of one trial, ``gpu: auto`` resolved against the GPUs Ray sees (``gantune.devices``).
-
-    A trial asking for more CPUs or GPUs than the cluster has would wait forever: that is refused here.
-    """
+    of one trial (``trial_resources``, against what the cluster has)."""
     import ray
-
-    wanted = space.settings.resources
 
     started = False
     if not ray.is_initialized():
@@ -173,28 +204,19 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
                 raise GantuneError(f"--ray-address {address}: cannot join the Ray cluster: {first_line(err)} "
                                    f"({hint})") from None
         else:
-            import torch
-
-            gpus = torch.cuda.device_count()
-            if wanted.gpu != "auto" and wanted.gpu > 0 and gpus == 0:
-                raise GantuneError(f"--gpus-per-trial {wanted.gpu:g}: this machine has no CUDA GPU")
+            have = local_resources()
             # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() would join
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
+            ray.init(address="local", num_cpus=int(have["CPU"]), num_gpus=int(have["GPU"]), include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         started = True
         env.configure()  # ray.init resets the levels of Ray's loggers
-    have = ray.cluster_resources()
-    probe = fixed_sections(space.leaves, space.source)
-    gpu = auto_gpu_share(probe.data if probe else None, have.get("GPU", 0.0)) if wanted.gpu == "auto" else wanted.gpu
-    resources = {"cpu": wanted.cpu, "gpu": gpu}
-    short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
-    if short:
+    try:
+        where = f"the Ray cluster at {address}" if address else "this machine"
+        return started, trial_resources(space, space.settings.resources, ray.cluster_resources(), where)
+    except GantuneError:
         if started:
             ray.shutdown()
-        where = f"the Ray cluster at {address}" if address else "this machine"
-        raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
-                           f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
-    return started, resources
+        raise
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
@@ -208,12 +230,10 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     if not env.configured():
         raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
-    settings = apply_overrides(space.settings, opts)
+    settings = check_run(space, opts)
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     check_study(space.name, storage, settings, opts.resume)
-    check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
-    check_address(opts.ray_address)
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)

@@ -69,6 +69,22 @@ FILES: dict[str, dict | str] = {
                                                       "inception_weights": "{in}/nope.pth"}),
     "train-no-inception.yaml": _with(CONFIG, **IMAGES, eval={"every": 10, "n_samples": 100, "metrics": ["fid"],
                                                              "inception_weights": "{in}/nope.pth"}),
+    # values no run can use: found by a fuzz of the command line, each a traceback, a hang or a search of failures
+    "empty.yaml": "# nothing but a comment\n",
+    "tpu.yaml": _with(CONFIG, train={**CONFIG["train"], "device": "tpu"}),
+    "seed.yaml": _with(CONFIG, train={**CONFIG["train"], "seed": 2**70}),
+    "deep-net.yaml": _with(CONFIG, model={**CONFIG["model"], "g_depth": 10**9}),
+    "lr-inf.yaml": _with(CONFIG, optim={"lr_g": float("inf")}),
+    "range-inf.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, float("inf")]}}),
+    "long-expr.yaml": _with(SPACE, optim={"lr_d": {"expr": "1" + "+1" * 50_000}}),
+    "off-step.yaml": _with(SPACE, model={**SPACE["model"], "g_width": {"int": [8, 16], "step": 100}}),
+    "cycle.yaml": _with(SPACE, optim={"lr_g": {"expr": "optim.lr_d * 2"}, "lr_d": {"expr": "optim.lr_g * 2"}}),
+    "self-when.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, 1e-3], "when": "optim.lr_g > 0"}}),
+    "div-zero.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, 1e-3]}, "lr_d": {"expr": "optim.lr_g / 0"}}),
+    "text-lr.yaml": _with(SPACE, optim={"lr_d": {"expr": "'abc'"}}),
+    "never-fits.yaml": _with(SPACE, loss={"name": {"categorical": ["wgan-gp"]}},
+                             model={**SPACE["model"], "d_norm": "batch"}),
+    "many-cpus.yaml": _with(SPACE, search={**SPACE["search"], "resources": {"cpu": 100_000}}),
 }
 
 ROWS: list[tuple[list[str], str]] = [
@@ -114,6 +130,37 @@ ROWS: list[tuple[list[str], str]] = [
     (["review", "nosuch", "--no-browser"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["export", "nosuch", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png"], r"nosuch.pt"),
+    # found by a fuzz of the command line (each a traceback, a hang, a half-written store or a search of failures)
+    (["train", "{in}/binary.yaml"], r"binary.yaml: not UTF-8 text"),
+    (["search", "{in}/binary.yaml"], r"binary.yaml: not UTF-8 text"),
+    (["train", "{in}/" + "a" * 5000 + ".yaml"], r"file name too long \(5\d{3} characters"),
+    (["train", "{in}/empty.yaml"], r"empty.yaml: empty config"),
+    (["train", "{in}/config.yaml", "--device", "tpu"], r"--device: 'tpu' is not a device: auto, cpu, cuda or cuda:N"),
+    (["train", "{in}/tpu.yaml"], r"tpu.yaml: train.device: 'tpu' is not a device"),
+    (["train", "{in}/seed.yaml"], r"train.seed: Input should be less than or equal to 4294967295"),
+    (["train", "{in}/deep-net.yaml"], r"model.g_depth: Input should be less than or equal to 64"),
+    (["train", "{in}/lr-inf.yaml"], r"optim.lr_g: Input should be a finite number"),
+    (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:///{in}/config.yaml"],
+     r"--tracking-uri: cannot use MLflow at .*config.yaml: .*file is not a database"),
+    (["search", "{in}/range-inf.yaml"], r"optim.lr_g.float.1: Input should be a finite number"),
+    (["search", "{in}/long-expr.yaml"], r"optim.lr_d.expr: '1\+1\+.*\.\.\.': nested too deeply"),
+    (["search", "{in}/off-step.yaml"], r"model.g_width: range \[8, 16\] is not a whole number of steps of 100"),
+    (["search", "{in}/cycle.yaml"], r"none of 32 random draws .* the first: optim.lr_\w: circular reference"),
+    (["search", "{in}/self-when.yaml"], r"none of 32 random draws .* optim.lr_g: circular reference"),
+    (["search", "{in}/div-zero.yaml"], r"none of 32 random draws .* ZeroDivisionError"),
+    (["search", "{in}/text-lr.yaml"], r"none of 32 random draws .* optim.lr_d: Input should be a valid number"),
+    (["search", "{in}/never-fits.yaml"], r"none of 32 random draws .* model.d_norm: batch"),
+    (["search", "{in}/many-cpus.yaml"], r"a trial asks for 100000 CPU but this machine has"),
+    (["search", "{in}/space.yaml", "--gpus-per-trial", "nan"], r"--gpus-per-trial: nan is not a GPU share"),
+    (["search", "{in}/space.yaml", "--ray-address", "::::"], r"--ray-address ::::: expected auto or the head"),
+    (["search", "{in}/space.yaml", "--storage", "sqlite://"], r"--storage sqlite://: an in-memory database"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite://"], r"--tracking-uri: sqlite://: names no database"),
+    (["export", "x", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna storage \(file is not"),
+    (["report", "x", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna storage"),
+    (["review", "x", "--no-browser", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna"),
+    (["report", "x", "--top", "-5"], r"argument --top: -5 is not between 0 and"),
+    (["ui", "--port", "70000"], r"argument --port: 70000 is not between 0 and 65535"),
+    (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
 ]
 
 
@@ -127,6 +174,7 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (folder / sub).mkdir(parents=True)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / "0.png")
     (folder / "broken" / "a.png").write_text("not an image")
+    (folder / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage\x80\n")
     for name, content in FILES.items():
         text = content if isinstance(content, str) else yaml.safe_dump(content)
         (folder / name).write_text(text.replace("{in}", str(folder)))

@@ -168,12 +168,20 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(blocker / "b.yaml")],
          "--out: cannot write"),
         (["train", str(weights.parent / "config.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
+        # found by a fuzz: a traceback each, and the re-runs' study made (and an old one's deleted) before the flags
+        (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--n", str(10**13)], "out of memory"),
+        (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--device", "tpu"], "--device: 'tpu' is not"),
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--seeds", "1", "--concurrent", "-1"],
+         "search.concurrency: Input should be greater than or equal to 0"),
     ]
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
     for args, needle in cases:
         proc = _run(args, tmp_path)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and len(err.splitlines()) == 1 and needle in err, (args, err)
     assert not (tmp_path / "x.png").exists()
+    assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies
 
 
 def test_train_resumes_after_kill(tmp_path: Path) -> None:
