@@ -27,6 +27,9 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 _FINITE = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 #: what ``train.device`` (and ``--device``) may name
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: the largest batch, width or latent size: no memory holds a tensor this long (a run asking for one fails as out
+#: of memory), and larger numbers overflow torch's size arithmetic instead
+MAX_SIZE = 2**40
 #: the largest seed: NumPy's and most tools' seeds are 32-bit (torch's generators take it and the offsets added)
 MAX_SEED = 2**32 - 1
 
@@ -117,9 +120,9 @@ class ModelConfig:
     """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
 
     arch: str = Field(default="auto", description="auto (by data kind) or a registered one: mlp, dcgan, …")
-    z_dim: int = Field(default=64, ge=1, le=65536)
-    g_width: int = Field(default=128, ge=1, le=65536, description="hidden units (MLP) or base channels (DCGAN)")
-    d_width: int = Field(default=128, ge=1, le=65536)
+    z_dim: int = Field(default=64, ge=1, le=MAX_SIZE)
+    g_width: int = Field(default=128, ge=1, le=MAX_SIZE, description="hidden units (MLP) or base channels (DCGAN)")
+    d_width: int = Field(default=128, ge=1, le=MAX_SIZE)
     g_depth: int = Field(default=3, ge=1, le=64, description="hidden layers (MLP) or conv layers per resolution "
                          "(DCGAN)")
     d_depth: int = Field(default=3, ge=1, le=64)
@@ -190,7 +193,7 @@ class TrainConfig:
     """The loop's budget and cadence."""
 
     steps: int = Field(default=2000, ge=1, description="generator steps")
-    batch_size: int = Field(default=64, ge=2, le=65536)
+    batch_size: int = Field(default=64, ge=2, le=MAX_SIZE)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     log_every: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)

@@ -89,7 +89,8 @@ def is_oom(err: BaseException) -> bool:
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(err, RuntimeError) and any(sign in text for sign in ("out of memory", "can't allocate memory",
+                                                                          "Storage size calculation overflowed"))
 
 
 def release_memory() -> None:

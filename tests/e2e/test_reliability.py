@@ -154,6 +154,22 @@ def test_train_closes_its_mlflow_run_as_failed_on_oom(tmp_path: Path, capsys: py
     assert run.info.status == "FAILED" and run.data.tags["gantune.status"] == "failed"
 
 
+def test_train_of_a_net_no_memory_holds_is_out_of_memory_not_a_traceback(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A latent and a hidden layer of 10^12 units: torch refuses the 10^24-element weight before allocating
+    ("Storage size calculation overflowed"), which is the same fault as a failed allocation."""
+    import yaml
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "huge", "data": {"name": "grid25"},
+        "model": {"z_dim": 10**12, "g_width": 10**12, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "none"},
+        "train": {"steps": 10, "batch_size": 16, "log_every": 5, "device": "cpu"}, "eval": {"metrics": []}}))
+    assert main(["train", str(cfg), "--out", "run", "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory: Storage size calculation overflowed" in err[0], err
+
+
 # -- 6, 7. input checked before anything is written ----------------------------------------------------------
 
 def test_unknown_objective_is_rejected_at_load_with_the_available_names(tmp_path: Path) -> None:
@@ -175,7 +191,7 @@ def test_unknown_objective_is_rejected_at_load_with_the_available_names(tmp_path
     (None, ["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
     (None, ["--trials", "-3"], "search.trials"),
     (None, ["--max-steps", "0"], "search.max_steps"),
-    (None, ["--gpus-per-trial", "-1"], "search.resources.gpu"),
+    (None, ["--gpus-per-trial", "-1"], "--gpus-per-trial: -1 is not a GPU share"),
     (None, ["--ray-address", "ray://127.0.0.1:10001"], "Ray Client would run the search's driver"),
 ])
 def test_bad_search_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, content: str | None,
