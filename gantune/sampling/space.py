@@ -226,4 +226,3 @@ def check_draws(space: SearchSpace) -> None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
     raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
                       f"every trial would fail; the first: {first}")
-
