@@ -85,6 +85,7 @@ FILES: dict[str, dict | str] = {
     "never-fits.yaml": _with(SPACE, loss={"name": {"categorical": ["wgan-gp"]}},
                              model={**SPACE["model"], "d_norm": "batch"}),
     "many-cpus.yaml": _with(SPACE, search={**SPACE["search"], "resources": {"cpu": 100_000}}),
+    "twice.yaml": yaml.safe_dump(SPACE) + "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n  lr_g: 0.01\n",
 }
 
 ROWS: list[tuple[list[str], str]] = [
@@ -151,6 +152,7 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/text-lr.yaml"], r"none of 32 random draws .* optim.lr_d: Input should be a valid number"),
     (["search", "{in}/never-fits.yaml"], r"none of 32 random draws .* model.d_norm: batch"),
     (["search", "{in}/many-cpus.yaml"], r"a trial asks for 100000 CPU but this machine has"),
+    (["search", "{in}/twice.yaml"], r"twice.yaml: line \d+: invalid YAML \(duplicate key 'lr_g'\)"),
     (["search", "{in}/space.yaml", "--gpus-per-trial", "nan"], r"--gpus-per-trial: nan is not a GPU share"),
     (["search", "{in}/space.yaml", "--ray-address", "::::"], r"--ray-address ::::: expected auto or the head"),
     (["search", "{in}/space.yaml", "--storage", "sqlite://"], r"--storage sqlite://: an in-memory database"),
