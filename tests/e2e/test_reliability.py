@@ -124,7 +124,8 @@ def test_resume_reruns_a_trial_left_without_config_from_a_clean_slate(tmp_path: 
 
 def test_out_of_memory_is_its_own_status_and_the_search_goes_on(tmp_path: Path, ray_session: object) -> None:
     # a hidden layer of 10^12 units cannot be allocated anywhere: a real allocation failure, at once
-    path = _space(tmp_path, "oom", "model:\n  g_width: {categorical: [16, 1000000000000]}\n")
+    path = _space(tmp_path, "oom", "")  # its model section with g_width searched (a second model: would be refused)
+    path.write_text(path.read_text().replace("g_width: 16,", "g_width: {categorical: [16, 1000000000000]},"))
     study = optuna.create_study(study_name="oom", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     study.enqueue_trial({"model.g_width": 1000000000000})
     study.enqueue_trial({"model.g_width": 16})
