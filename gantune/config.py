@@ -26,7 +26,14 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 #: health thresholds keep ``_STRICT``: .inf switches a rule off)
 _FINITE = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 #: what ``train.device`` (and ``--device``) may name
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device ``train.device`` or ``--device`` may name; ``None`` when it is one (whether
+    this machine has it is ``gantune.trial.resolve_device``'s question)."""
+    return None if _DEVICE_PATTERN.fullmatch(name) else f"{name!r} is not a device: auto, cpu, cuda or cuda:N"
+
 #: the largest batch, width or latent size: no memory holds a tensor this long (a run asking for one fails as out
 #: of memory), and larger numbers overflow torch's size arithmetic instead
 MAX_SIZE = 2**40
@@ -208,8 +215,9 @@ class TrainConfig:
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not DEVICE_PATTERN.fullmatch(v):
-            raise ValueError(f"{v!r} is not a device: auto, cpu, cuda or cuda:N")
+        problem = device_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gantune.config import DEVICE_PATTERN, TrialConfig
+from gantune.config import TrialConfig, device_problem
 from gantune.data import RealData, load_data
 from gantune.errors import GantuneError
 from gantune.events import Status
@@ -105,8 +105,9 @@ def release_memory() -> None:
 def resolve_device(name: str, what: str = "train.device") -> torch.device:
     """The torch device ``name`` (``auto``: CUDA where there is one) names; ``what`` is the setting it came
     from, for the one-line error when this machine lacks it."""
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise GantuneError(f"{what}: {name!r} is not a device: auto, cpu, cuda or cuda:N")
+    problem = device_problem(name)
+    if problem:
+        raise GantuneError(f"{what}: {problem}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
