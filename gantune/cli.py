@@ -65,8 +65,18 @@ PORT = _bounded(0, 65535)
 SEED = _bounded(0, MAX_SEED)
 
 
+_TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+
+
 def _tracking_uri_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--tracking-uri", help=_TRACKING_URI_HELP)
+
+
+def _tracking_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--tracking-uri or --no-tracking: one excludes the other (a URI given with --no-tracking would be ignored)."""
+    either = p.add_mutually_exclusive_group()
+    either.add_argument("--tracking-uri", help=_TRACKING_URI_HELP)
+    either.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
 
 
 def emit(line: str, quiet: bool) -> None:
@@ -84,8 +94,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--early-stop", action="store_true",
                    help="stop when the health monitor says diverged/collapsed/stalled (default: only report it)")
-    _tracking_uri_arg(p)
-    p.add_argument("--no-tracking", action="store_true", help="do not log this run to MLflow")
+    _tracking_args(p, "this run")
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,8 +126,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=_share, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
     p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
-    _tracking_uri_arg(p)
-    p.add_argument("--no-tracking", action="store_true", help="do not log the search to MLflow")
+    _tracking_args(p, "the search")
     p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")
     p.add_argument("--name", help="search name (default: the file's name: or its stem)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search of this name")
@@ -316,9 +324,14 @@ COMMANDS.add("review", Command("compare the top trials' samples in a browser; th
 
 # --- generate ------------------------------------------------------------------------------------------
 
+#: ``generate``'s defaults: samples, and walks of --interpolate (each flag belongs to one mode, so neither has an
+#: argparse default: one given in the other mode is refused, not ignored)
+SAMPLES, ROWS = 64, 8
+
+
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--n", type=int, help="number of samples (default: 64; not with --interpolate)")
     p.add_argument("--out", help="a .png (grid or scatter), a .csv (2-D points) or a directory; with --interpolate "
                    "a .png, or a .csv of 2-D points' paths (default: interpolation.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -327,7 +340,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    help="conditional generators (model.conditional) only: samples of class K (0 to classes - 1)")
     p.add_argument("--interpolate", type=int, metavar="N", help="instead of samples: slerp walks of N steps between "
                    "pairs of latents fixed by --seed, a row each (2-D points: their paths over the samples)")
-    p.add_argument("--rows", type=int, default=8, help="walks (rows) of --interpolate (default: 8)")
+    p.add_argument("--rows", type=int, help="walks (rows) of --interpolate (default: 8)")
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,15 +362,19 @@ def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
     if args.interpolate is not None:
         from gantune.generate import interpolate
 
+        if args.n is not None:
+            raise GantuneError("--n: not with --interpolate (its samples are --rows walks of N steps)")
         result = interpolate(Path(args.weights), args.interpolate, Path(args.out or "interpolation.png"),
-                             resolve_device(args.device, "--device"), args.seed, args.rows,
-                             label=args.label)
+                             resolve_device(args.device, "--device"), args.seed,
+                             ROWS if args.rows is None else args.rows, label=args.label)
         emit(f"{result['rows']} interpolations of {result['interpolate']} steps -> {result['out']}", args.json)
         return result
+    if args.rows is not None:
+        raise GantuneError("--rows: only with --interpolate (the number of its walks)")
     if args.out is None:
         raise GantuneError("--out: required (a .png, a .csv of 2-D points or a directory)")
-    result = generate(Path(args.weights), args.n, Path(args.out), resolve_device(args.device, "--device"), args.seed,
-                      label=args.label)
+    result = generate(Path(args.weights), SAMPLES if args.n is None else args.n, Path(args.out),
+                      resolve_device(args.device, "--device"), args.seed, label=args.label)
     emit(f"{result['n']} samples -> {result['out']}", args.json)
     return result
 

@@ -163,6 +163,13 @@ ROWS: list[tuple[list[str], str]] = [
     (["report", "x", "--top", "-5"], r"argument --top: -5 is not between 0 and"),
     (["ui", "--port", "70000"], r"argument --port: 70000 is not between 0 and 65535"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
+    # a flag the command would ignore (each ran and did not do what it said)
+    (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],
+     r"argument --tracking-uri: not allowed with argument --no-tracking"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m.db", "--no-tracking"],
+     r"argument --no-tracking: not allowed with argument --tracking-uri"),
+    (["generate", "{in}/nosuch.pt", "--out", "x.png", "--rows", "3"], r"--rows: only with --interpolate"),
+    (["generate", "{in}/nosuch.pt", "--interpolate", "4", "--n", "10"], r"--n: not with --interpolate"),
 ]
 
 
