@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from gantune.errors import ConfigError
@@ -33,6 +33,44 @@ def device_problem(name: str) -> str | None:
     """Why ``name`` is not a device ``train.device`` or ``--device`` may name; ``None`` when it is one (whether
     this machine has it is ``gantune.trial.resolve_device``'s question)."""
     return None if _DEVICE_PATTERN.fullmatch(name) else f"{name!r} is not a device: auto, cpu, cuda or cuda:N"
+
+def switch_problem(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit a field typed ``annotation`` though pydantic's lax mode would convert it: true or
+    false where a number goes (``steps: true`` would train 1 step), a number or a word where a switch goes (``"yes"``,
+    ``1``, ``"off"``); ``None`` when it fits or is the schema's to judge."""
+    kinds = set(get_args(annotation)) or {annotation}
+    if isinstance(value, bool):
+        return "must be a number, not true or false" if kinds & {int, float} and bool not in kinds else None
+    if bool in kinds and isinstance(value, (int, float, str)) and not kinds & {int, float, str}:
+        return "must be true or false"
+    return None
+
+
+def _check_switch(fields: dict[str, Any], v: Any, info: ValidationInfo) -> Any:
+    assert info.field_name is not None
+    if problem := switch_problem(fields[info.field_name].annotation, v):
+        raise ValueError(problem)
+    return v
+
+
+@dataclass(config=_STRICT)
+class _Section:
+    """A trial config section: refuses what ``switch_problem`` names beyond its fields' own checks."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switches(cls, v: Any, info: ValidationInfo) -> Any:
+        return _check_switch(cls.__pydantic_fields__, v, info)  # type: ignore[attr-defined]
+
+
+class SwitchChecked(BaseModel):
+    """A pydantic model (the search settings, a space's ranges) that refuses what ``switch_problem`` names."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switches(cls, v: Any, info: ValidationInfo) -> Any:
+        return _check_switch(cls.model_fields, v, info)
+
 
 #: the largest batch, width or latent size: no memory holds a tensor this long (a run asking for one fails as out
 #: of memory), and larger numbers overflow torch's size arithmetic instead
@@ -63,7 +101,7 @@ def parse_augment(value: object) -> object:
 
 
 @dataclass(config=_FINITE)
-class DataConfig:
+class DataConfig(_Section):
     """Where real samples come from (the built-in datasets follow PacGAN and scikit-learn: see ``gantune.data``)."""
 
     name: str = Field(default="grid25", description="a registered dataset: ring8, grid25, digits, "
@@ -100,7 +138,7 @@ class DataConfig:
 
 
 @dataclass(config=_FINITE)
-class ProgressiveConfig:
+class ProgressiveConfig(_Section):
     """Progressive growing (Karras et al. 2018) of the DCGAN nets: training starts at ``start`` px and doubles to
     ``data.resolution``; each new resolution's layers fade in (alpha 0 -> 1) over ``fade_steps``. The schedule is a
     function of the generator step alone (``gantune.gan.progressive.GrowthSchedule``): ``stage_steps`` at the start
@@ -123,7 +161,7 @@ class ProgressiveConfig:
 
 
 @dataclass(config=_FINITE)
-class ModelConfig:
+class ModelConfig(_Section):
     """Generator and discriminator shapes. ``arch: auto`` picks MLP for 2-D data, DCGAN for images."""
 
     arch: str = Field(default="auto", description="auto (by data kind) or a registered one: mlp, dcgan, …")
@@ -156,7 +194,7 @@ class ModelConfig:
 
 
 @dataclass(config=_FINITE)
-class LossConfig:
+class LossConfig(_Section):
     """The adversarial objective and its regularisers."""
 
     name: str = Field(default="nonsaturating", description="a registered loss: nonsaturating, minimax, hinge, wgan, "
@@ -176,7 +214,7 @@ class LossConfig:
 
 
 @dataclass(config=_FINITE)
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimisers: separate learning rates for G and D (TTUR), n_critic D steps per G step."""
 
     name: str = Field(default="adam", description="a registered optimiser: adam, rmsprop, …")
@@ -196,7 +234,7 @@ class OptimConfig:
 
 
 @dataclass(config=_FINITE)
-class TrainConfig:
+class TrainConfig(_Section):
     """The loop's budget and cadence."""
 
     steps: int = Field(default=2000, ge=1, description="generator steps")
@@ -222,7 +260,7 @@ class TrainConfig:
 
 
 @dataclass(config=_FINITE)
-class EvalConfig:
+class EvalConfig(_Section):
     """Evaluation cadence and metric set (the metrics plug in at the loop's evaluation hook)."""
 
     every: int = Field(default=500, ge=1, description="evaluate every N generator steps (and at the end)")
@@ -243,7 +281,7 @@ class EvalConfig:
 
 
 @dataclass(config=_STRICT)
-class HealthConfig:
+class HealthConfig(_Section):
     """Thresholds of the health verdicts (see ``gantune.health``); each is a documented default."""
 
     objective: str = Field(default="fid", description="metric the rise check and the search follow")
@@ -290,7 +328,7 @@ class HealthConfig:
 
 
 @dataclass(config=_STRICT)
-class OriginConfig:
+class OriginConfig(_Section):
     """Where an exported config came from: read by ``gantune train`` to tag its MLflow run; not trained on."""
 
     search: str
@@ -299,7 +337,7 @@ class OriginConfig:
 
 
 @dataclass(config=_STRICT)
-class TrialConfig:
+class TrialConfig(_Section):
     """One GAN training run, fully specified."""
 
     name: str = "gantune"

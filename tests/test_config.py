@@ -48,12 +48,25 @@ def test_defaults_are_valid() -> None:
     ({"data": {"name": "digits", "augment_p": 1.5}}, "x.yaml: data.augment_p: Input should be less than or equal"),
     ({"health": {"max_diversity": 0.5}}, "x.yaml: health.max_diversity: Input should be greater than 1"),
     ({"health": {"min_diversity": 2.0}}, "x.yaml: health: min_diversity 2 must be below max_diversity 1.5"),
+    # pydantic's lax mode reads these as each other: `steps: true` trained one step, `repeat: "no"` was off
+    ({"train": {"steps": True}}, "x.yaml: train.steps: must be a number, not true or false"),
+    ({"health": {"max_diversity": True}}, "x.yaml: health.max_diversity: must be a number, not true or false"),
+    ({"data": {"channels": False}}, "x.yaml: data.channels: must be a number, not true or false"),
+    ({"eval": {"repeat": "no"}}, "x.yaml: eval.repeat: must be true or false"),
+    ({"model": {"conditional": 1}}, "x.yaml: model.conditional: must be true or false"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
         config_from_dict(raw, "x.yaml")
     assert needle in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_numbers_keep_their_lax_reading_where_no_switch_is_involved() -> None:
+    """A whole float where an int goes (an expression's ``g_width / 2``) and an int where a float goes stay
+    accepted: only true/false against numbers is refused."""
+    cfg = config_from_dict({"model": {"g_width": 32.0}, "optim": {"lr_g": 1}, "train": {"compile": False}})
+    assert (cfg.model.g_width, cfg.optim.lr_g, cfg.train.compile) == (32, 1.0, False)
 
 
 def test_yaml_scientific_notation_and_roundtrip(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from gantune.config import MAX_SEED, SwitchChecked
 from gantune.errors import ConfigError
 from gantune.registry import Registry
 from gantune.sampling.recipes import RECIPES
@@ -81,7 +82,7 @@ SAMPLERS.add("cmaes", SamplerKind(optuna.samplers.CmaEsSampler, lambda s: {"seed
                                                                            "warn_independent_sampling": False}))
 
 
-class Resources(BaseModel):
+class Resources(SwitchChecked):
     model_config = _FORBID
     cpu: float = Field(default=1.0, gt=0)
     gpu: float | Literal["auto"] = Field(default="auto", description="GPU share per trial (0 = CPU); auto = none "
@@ -95,7 +96,7 @@ class Resources(BaseModel):
         return v
 
 
-class PBTSettings(BaseModel):
+class PBTSettings(SwitchChecked):
     """Population Based Training (Jaderberg et al. 2017) through Ray Tune's ``PopulationBasedTraining``."""
 
     model_config = _FORBID
@@ -109,7 +110,7 @@ class PBTSettings(BaseModel):
                                      "weights) and the free parameters of search.params")
 
 
-class Pruning(BaseModel):
+class Pruning(SwitchChecked):
     model_config = _FORBID
     scheduler: Literal["asha", "pbt"] = Field(default="asha", description="asha: successive halving on the "
                                               "objective; pbt: population based training (exploit + explore)")
@@ -133,7 +134,7 @@ class Pruning(BaseModel):
         return self
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(SwitchChecked):
     """The ``search`` section."""
 
     model_config = _FORBID
@@ -147,7 +148,7 @@ class SearchSettings(BaseModel):
     sampler_options: dict[str, Any] = Field(default_factory=dict, description="arguments of the sampler's "
                                             "constructor over gantune's (TPE: n_startup_trials, multivariate, "
                                             "constant_liar, ...): a bool, number or string each")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the sampler's seed")
     concurrency: int = Field(default=0, ge=0, description="trials at once (0 = as many as resources allow; "
                              "PBT creates its whole population at once and the resources decide)")
     resources: Resources = Field(default_factory=Resources)

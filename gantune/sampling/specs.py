@@ -6,15 +6,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from gantune.config import SECTIONS, SUBSECTIONS, TrialConfig
+from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 Scalar = str | int | float | bool | None
 
 
-class _Leaf(BaseModel):
+class _Leaf(SwitchChecked):
     model_config = _FORBID
     when: str | None = None
 

@@ -85,6 +85,11 @@ FILES: dict[str, dict | str] = {
     "never-fits.yaml": _with(SPACE, loss={"name": {"categorical": ["wgan-gp"]}},
                              model={**SPACE["model"], "d_norm": "batch"}),
     "many-cpus.yaml": _with(SPACE, search={**SPACE["search"], "resources": {"cpu": 100_000}}),
+    "steps-true.yaml": _with(CONFIG, train={**CONFIG["train"], "steps": True}),
+    "switch-word.yaml": _with(SPACE, search={**SPACE["search"], "warm_start": "yes"}),
+    "switch-number.yaml": _with(SPACE, model={**SPACE["model"], "minibatch_std": {"categorical": [0, 1]}}),
+    "log-word.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, 1e-3], "log": "on"}}),
+    "seed-negative.yaml": _with(SPACE, search={**SPACE["search"], "seed": -1}),
     "twice.yaml": yaml.safe_dump(SPACE) + "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n  lr_g: 0.01\n",
 }
 
@@ -163,6 +168,12 @@ ROWS: list[tuple[list[str], str]] = [
     (["report", "x", "--top", "-5"], r"argument --top: -5 is not between 0 and"),
     (["ui", "--port", "70000"], r"argument --port: 70000 is not between 0 and 65535"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
+    # switches and numbers read as each other (pydantic's lax mode: `steps: true` trained 1 step)
+    (["train", "{in}/steps-true.yaml"], r"steps-true.yaml: train.steps: must be a number, not true or false"),
+    (["search", "{in}/switch-word.yaml"], r"switch-word.yaml: search.*warm_start: must be true or false"),
+    (["search", "{in}/switch-number.yaml"], r"switch-number.yaml: model.minibatch_std: must be true or false"),
+    (["search", "{in}/log-word.yaml"], r"optim.lr_g.*log: must be true or false"),
+    (["search", "{in}/seed-negative.yaml"], r"search.*seed: Input should be greater than or equal to 0"),
     # a flag the command would ignore (each ran and did not do what it said)
     (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],
      r"argument --tracking-uri: not allowed with argument --no-tracking"),
