@@ -54,12 +54,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="gantune-gpu-"))
     space_path = workdir / "dcgan32.yaml"
     trial = dict(TRIAL)
-    trial["train"] = {**TRIAL["train"], "device": device.type, "log_every": max(10, args.steps // 10),
-                      "batch_size": args.batch}
-    # a search needs an objective its evaluations report: the diversity ratio, evaluated once at the end
+    trial["train"] = {**TRIAL["train"], "log_every": max(10, args.steps // 10), "batch_size": args.batch}
+    # a search needs an objective its evaluations report: the diversity ratio, evaluated once at the end; its
+    # trials' device is their GPU share's (resources below)
     space_path.write_text(yaml.safe_dump({"name": "throughput", "search": {"objective": "diversity",
                                                                        "direction": "maximize"}, **trial}))
-    cfg = config_from_dict({**trial, "train": {**trial["train"], "steps": args.steps}})
+    cfg = config_from_dict({**trial, "train": {**trial["train"], "device": device.type, "steps": args.steps}})
     bare = bare_loop(cfg, device, args.steps, log_every=cfg.train.log_every) * args.batch
     print(f"device: {name}   DCGAN-32 (3x32x32), batch {args.batch}, {args.steps} steps per trial")
     print(f"{'trials':>7}{'per trial':>12}{'aggregate img/s':>17}{'end-to-end img/s':>18}{'vs bare':>9}")

@@ -124,7 +124,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="generator steps per trial (overrides search.max_steps)")
     p.add_argument("--concurrent", type=int, help="trials at once (overrides search.concurrency)")
     p.add_argument("--gpus-per-trial", type=_share, help="GPU share per trial, e.g. 0.25 (overrides resources.gpu)")
-    p.add_argument("--ray-address", help="join a Ray cluster (auto, ray://host:10001) instead of a local Ray")
+    p.add_argument("--ray-address", help="join a Ray cluster (auto, or the head's HOST:PORT) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
     _tracking_args(p, "the search")
     p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")

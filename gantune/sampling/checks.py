@@ -69,8 +69,26 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
         check_value(section, key, value, source)
 
 
+#: config keys a search sets in every trial, and what sets them: a space giving one would be overwritten without
+#: a word (``SearchSpace._apply_settings``; a trial's device is its GPU share's, ``gantune.devices.trial_device``)
+SEARCH_SETS = {"train.steps": "search.max_steps", "eval.every": "search.eval_every",
+               "eval.quick_every": "search.quick_every", "health.objective": "search.objective",
+               "health.mode": "search.direction", "train.device": "the GPU share: search.resources.gpu"}
+
+
+def check_search_owned(paths: list[str], where: str) -> None:
+    """Refuse the ``SEARCH_SETS`` keys among ``paths``, all in one line (a trial config copied into a space
+    holds several)."""
+    if owned := [p for p in paths if p in SEARCH_SETS]:
+        these = "these" if len(owned) > 1 else "this"
+        raise ConfigError(f"{where}{', '.join(f'{p} (set by {SEARCH_SETS[p]})' for p in owned)}: a search sets "
+                          f"{these} in every trial; remove {'them' if len(owned) > 1 else 'it'} from the space")
+
+
 def walk(raw: dict[str, Any], source: str) -> dict[str, Spec]:
     leaves: dict[str, Spec] = {}
+    check_search_owned([f"{section}.{key}" for section, body in raw.items() if isinstance(body, dict)
+                        for key in body], f"{source}: ")
     for section, body in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"{source}: {section}: unknown section (expected: search, name, "
@@ -100,6 +118,7 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
 
 def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
     """``search.defaults`` holds fixed values of known config keys, checked like a space's own fixed leaves."""
+    check_search_owned(list(defaults), f"{source}: search.defaults: ")
     for path, value in defaults.items():
         where = f"search.defaults.{path}"
         if path not in all_schema_paths():

@@ -90,6 +90,9 @@ FILES: dict[str, dict | str] = {
     "switch-number.yaml": _with(SPACE, model={**SPACE["model"], "minibatch_std": {"categorical": [0, 1]}}),
     "log-word.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, 1e-3], "log": "on"}}),
     "seed-negative.yaml": _with(SPACE, search={**SPACE["search"], "seed": -1}),
+    "search-sets.yaml": _with(SPACE, train={**SPACE["train"], "steps": 5000, "device": "cuda"},
+                              health={"objective": "fid"}),
+    "search-sets-default.yaml": _with(SPACE, search={**SPACE["search"], "defaults": {"eval.every": 5}}),
     "twice.yaml": yaml.safe_dump(SPACE) + "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n  lr_g: 0.01\n",
 }
 
@@ -174,6 +177,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/switch-number.yaml"], r"switch-number.yaml: model.minibatch_std: must be true or false"),
     (["search", "{in}/log-word.yaml"], r"optim.lr_g.*log: must be true or false"),
     (["search", "{in}/seed-negative.yaml"], r"search.*seed: Input should be greater than or equal to 0"),
+    # keys the search overwrote in every trial without a word
+    (["search", "{in}/search-sets.yaml"],
+     r"search-sets.yaml: health.objective \(set by search.objective\), train.device \(set by the GPU share: .*\), "
+     r"train.steps \(set by search.max_steps\): a search sets these in every trial; remove them from the space$"),
+    (["search", "{in}/search-sets-default.yaml"], r"search.defaults: eval.every \(set by search.eval_every\)"),
     # a flag the command would ignore (each ran and did not do what it said)
     (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],
      r"argument --tracking-uri: not allowed with argument --no-tracking"),
