@@ -6,6 +6,9 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +115,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def mlflow_server(folder: Path, tries: int = 3) -> tuple[subprocess.Popen[bytes], str]:
+    """A real MLflow tracking server on a free loopback port, its store in ``folder``; returns it (in its own
+    process group: ``os.killpg`` ends it with its workers) and its URI once it answers. ``free_port`` only says
+    the port was free when asked: a server that exits before answering (another process bound the port in
+    between) is started again on a new port."""
+    from mlflow import MlflowClient
+
+    for _ in range(tries):
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+             "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                MlflowClient(uri).search_experiments()
+                return server, uri
+            except Exception:
+                time.sleep(1)
+        if server.poll() is None:  # running but not answering: no retry would do better
+            os.killpg(server.pid, signal.SIGKILL)
+            break
+    pytest.fail("mlflow server did not start")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 from gantune.trial import train
-from tests.conftest import enqueue_lrs, free_port, sigint_default_in_children, tiny, tiny_space
+from tests.conftest import enqueue_lrs, free_port, mlflow_server, sigint_default_in_children, tiny, tiny_space
 
 
 @pytest.fixture(autouse=True)
@@ -222,25 +222,6 @@ def test_a_trial_stopped_before_its_first_evaluation_leaves_a_picture(tmp_path: 
 
 # -- 2, 3. Ctrl-C and a tracking server that dies ------------------------------------------------------------
 
-def _mlflow_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            MlflowClient(uri).search_experiments()
-            return server, uri
-        except Exception:
-            time.sleep(1)
-    os.killpg(server.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start")
-
-
 def _wait_for(predicate: object, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -295,7 +276,7 @@ def test_a_dead_tracking_server_never_stops_the_search(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(tiny_space("outage", 4, 200, 100, [0.001, 1000000.0], log_every=20, n_samples=200))
     enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "outage", [0.001, 1000000.0, 0.001, 0.001])
-    server, uri = _mlflow_server(tmp_path)
+    server, uri = mlflow_server(tmp_path)
     env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
     try:
         proc = subprocess.Popen(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--json"), cwd=tmp_path, env=env,

@@ -1,9 +1,8 @@
 """MLflow layout after real (tiny) searches: against the sqlite store, and against a real `mlflow server`."""
 
 import json
-import subprocess
-import sys
-import time
+import os
+import signal
 from pathlib import Path
 
 import optuna
@@ -11,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
-from tests.conftest import enqueue_lrs, free_port, tiny_space
+from tests.conftest import enqueue_lrs, mlflow_server, tiny_space
 
 SPACE = tiny_space("tracked", 3, 200, 100, [0.001, 1000000.0], log_every=50, n_samples=300)
 
@@ -82,27 +81,37 @@ def test_sqlite_store_parent_and_one_child_per_trial(tmp_path: Path, capsys: pyt
 
 
 def test_real_mlflow_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = mlflow_server(tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                MlflowClient(uri).search_experiments()
-                break
-            except Exception:
-                time.sleep(1)
         summary = _search(tmp_path, uri, capsys)
         _check_layout(MlflowClient(uri), summary)
         assert any((tmp_path / "server-artifacts").rglob("generator.pt"))  # artifacts went through the server
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
         server.wait(30)
+
+
+def test_the_server_helper_moves_off_a_port_taken_after_it_was_found_free(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``free_port``'s port can be taken before the server binds it (Ray's workers bind ports all the time): the
+    helper then starts the server on another port instead of waiting two minutes on one that never answers."""
+    import socket
+
+    from tests import conftest
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([int(taken.getsockname()[1])])
+        real = conftest.free_port
+        monkeypatch.setattr(conftest, "free_port", lambda: next(ports, None) or real())
+        server, uri = mlflow_server(tmp_path)
+        try:
+            assert not uri.endswith(f":{taken.getsockname()[1]}")
+            assert MlflowClient(uri).search_experiments()
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
 
 
 def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
