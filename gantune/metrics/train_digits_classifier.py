@@ -1,12 +1,15 @@
 """Train the digits feature extractor and write its weights into the package.
 
-    python -m gantune.metrics.train_digits_classifier
+    python -m gantune.metrics.train_digits_classifier [--out PATH] [--epochs N] [--seed S]
 
 It trains on the digits' train split only (``gantune.data.digits_split``: 1,437 digits; GANs train on the same
 split) and prints its accuracy on the held-out split (360 digits), the one FID/KID/PRDC compare against.
 """
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +32,8 @@ def heldout_accuracy(net: DigitsNet) -> float:
     return float((logits.argmax(1).numpy() == y_te).mean())
 
 
-def main(epochs: int = 60, seed: int = 0) -> float:
+def train_classifier(path: Path, epochs: int = 60, seed: int = 0) -> float:
+    """Train, write the weights (fp16) to ``path`` and return the held-out accuracy."""
     torch.manual_seed(seed)
     x_tr, y_tr = digits_split("train")
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr).long()
@@ -45,11 +49,20 @@ def main(epochs: int = 60, seed: int = 0) -> float:
             loss.backward()
             opt.step()
     acc = heldout_accuracy(net)
-    path = weights_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
     print(f"held-out accuracy: {acc:.4f} on the held-out split; weights: {path} ({path.stat().st_size // 1024} KB)")
     return acc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=weights_path(),
+                    help="where the weights go (default: the package's, which FID on digits reads)")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    train_classifier(args.out, args.epochs, args.seed)
 
 
 if __name__ == "__main__":

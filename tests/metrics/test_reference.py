@@ -132,3 +132,22 @@ def test_a_family_that_reports_a_new_key_gets_a_floor_for_it(monkeypatch: pytest
     metrics._MEMO.clear()  # as in a fresh worker process: only the disk cache is left
     floor = Evaluator(cfg, data, CPU).provenance["floor"]
     assert floor["hq_twice"] == pytest.approx(2 * floor["hq"])
+
+
+def test_the_classifier_script_writes_where_it_is_told_and_leaves_the_shipped_weights(tmp_path: Path) -> None:
+    """`--out` (and `--help`) must not retrain over the package's weights, which every digits FID reads."""
+    import subprocess
+    import sys
+
+    from gantune.metrics.digits_net import weights_path
+
+    shipped = weights_path().stat().st_mtime_ns
+    script = [sys.executable, "-m", "gantune.metrics.train_digits_classifier"]
+    assert "--out" in subprocess.run([*script, "--help"], capture_output=True, text=True, check=True).stdout
+    out = tmp_path / "net.pt"
+    done = subprocess.run([*script, "--out", str(out), "--epochs", "1"], capture_output=True, text=True, check=True)
+    assert "held-out accuracy" in done.stdout and out.is_file()
+    net = DigitsNet()
+    net.load_state_dict({k: v.float() for k, v in torch.load(out).items()})
+    assert heldout_accuracy(net) > 0.5  # one epoch learns the digits well past chance (0.1)
+    assert weights_path().stat().st_mtime_ns == shipped
