@@ -80,6 +80,16 @@ MAX_SEED = 2**32 - 1
 
 
 
+def dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"optim.lr_g": 0.002, ...}``: dotted paths to the values that are not mappings."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(dotted(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def parse_norm(spec: str) -> tuple[str, bool] | None:
     """``spectral+layer`` -> (``layer``, True), ``spectral`` -> (``none``, True), ``batch`` -> (``batch``, False):
     the activation norm and whether spectral norm wraps the layer; ``None`` when the spec names more than one

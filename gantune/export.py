@@ -9,7 +9,6 @@ a trial stopped for diverging after a good stretch keeps that stretch's generato
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import statistics
@@ -62,12 +61,17 @@ class Candidate:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
+#: the study attribute naming the search a study holds the re-runs of (``gantune export --seeds``), and how a
+#: re-runs study made before that attribute opens its space text
+RERUNS_OF, RERUNS_TEXT = "gantune_reruns_of", "# re-runs of trials"
+
+
 class RerunSpace(SearchSpace):
     """Replays fixed trial configs: the sampler picks (source trial, seed) pairs enqueued beforehand."""
 
     def __init__(self, name: str, settings: SearchSettings, configs: dict[int, dict[str, Any]], seeds: int,
                  steps: int) -> None:
-        text = f"# re-runs of trials {sorted(configs)} with {seeds} seeds at {steps} steps\n"
+        text = f"{RERUNS_TEXT} {sorted(configs)} with {seeds} seeds at {steps} steps\n"
         super().__init__(name, f"<{name}>", text, settings, {}, {})
         self.configs = configs
         self.n_seeds = seeds
@@ -96,9 +100,18 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
     space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
     storage = storage_of(study)
     check_run(space, opts)  # bad flags are refused before the study of the re-runs is made
-    with contextlib.suppress(KeyError):  # re-runs of an earlier export are replaced
+    try:
+        earlier: optuna.Study | None = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        earlier = None
+    if earlier is not None and not (earlier.user_attrs.get(RERUNS_OF) == study.study_name
+                                    or str(earlier.user_attrs.get("space_text", "")).startswith(RERUNS_TEXT)):
+        raise GantuneError(f"--seeds: the re-runs go to the study {name!r}, which holds another search (export "
+                           "replaces only its own re-runs): nothing was run")
+    if earlier is not None:  # re-runs of an earlier export are replaced
         optuna.delete_study(study_name=name, storage=storage)
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
+    rs.set_user_attr(RERUNS_OF, study.study_name)
     for c in candidates:
         for seed in range(seeds):
             rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed})

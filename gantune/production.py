@@ -16,7 +16,7 @@ from typing import Any
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config
-from gantune.config import TrialConfig
+from gantune.config import TrialConfig, dotted
 from gantune.data import check_data
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import INTERRUPTED, first_line
@@ -74,6 +74,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     out = Path(opts.out or Path("runs") / cfg.name)
     if opts.resume and not (out / CHECKPOINT).exists():
         raise GantuneError(f"--resume: no checkpoint in {out}")
+    if opts.resume:
+        check_same_run(cfg, out)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
@@ -85,6 +87,28 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out
+
+
+#: what a resumed run may change: how long it trains and where (the rest makes another run)
+RESUMABLE = ("name", "origin", "train.steps", "train.device")
+
+
+def check_same_run(cfg: TrialConfig, out: Path) -> None:
+    """``--resume`` continues the run in ``out``: its config (``out/config.yaml``) must be this one but for
+    ``RESUMABLE``. Other nets fail to load the checkpoint; other data, losses or metrics would train on from
+    weights that are not this config's and mix two runs' metrics in one log."""
+    try:
+        saved = load_config(out / CONFIG).to_dict()
+    except GantuneError:
+        raise GantuneError(f"--resume: {out} holds a checkpoint but no readable {CONFIG}") from None
+    mine, theirs = dotted(cfg.to_dict()), dotted(saved)
+    differ = [k for k in mine if mine[k] != theirs.get(k) and not any(k == r or k.startswith(f"{r}.")
+                                                                      for r in RESUMABLE)]
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise GantuneError(f"--resume: {out} is another config's run ({shown}{more}); resume it with its own "
+                           f"{out / CONFIG} (--steps may change) or train this config into another --out")
 
 
 def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune import provenance
+from gantune.config import dotted
 from gantune.dburl import absolute_sqlite, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import (
@@ -113,18 +114,14 @@ def resolve_tracking_uri(flag: str | None) -> str:
     return check_uri(absolute_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI))
 
 
-def _flat(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = str(value)
-    return out
+def _flat(prefix: str, value: Any) -> dict[str, str]:
+    """MLflow params: each leaf of ``value`` under its dotted path, as text."""
+    return {k: str(v) for k, v in dotted(value, prefix).items()}
 
 
 def log_provenance(logger: _RunLogger, measured: dict[str, Any]) -> None:
     """``provenance.*`` params of the run (the real-vs-real floor as ``provenance.floor.<metric>``)."""
-    params = [Param(k, v) for k, v in _flat(provenance.ATTR, measured, {}).items()]
+    params = [Param(k, v) for k, v in _flat(provenance.ATTR, measured).items()]
     logger.client.log_batch(logger.run_id, params=params)
 
 
@@ -278,7 +275,7 @@ class MlflowTracker:
             run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)
             self.parent_id = run.info.run_id
         if not parent or not parent[0].data.params:  # new, or made by a driver killed before it described it
-            params = _flat("search", space.settings.model_dump(), {})
+            params = _flat("search", space.settings.model_dump())
             self.client.log_text(self.parent_id, space.text, "space.yaml")  # first: params say it is described
             self.client.log_batch(self.parent_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
@@ -500,7 +497,7 @@ class TrainRun:
                 tags["gantune.search"] = origin.search
                 tags["gantune.source_trials"] = ",".join(map(str, origin.trials))
             run_id = self.client.create_run(exp_id, run_name=f"train-{cfg.name}", tags=tags).info.run_id
-            params = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"}, {})
+            params = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"})
             items = [Param(k, v[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 self.client.log_batch(run_id, params=items[i:i + 100])

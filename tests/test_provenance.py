@@ -56,6 +56,17 @@ def test_a_better_value_measured_differently_is_not_the_best() -> None:
     assert ranked(study)[1] == "trials 0, 1 were measured differently (n 200 vs 1000): ranking trials 2, 3 only"
 
 
+def test_with_two_objectives_no_trial_ranks_above_one_that_dominates_it() -> None:
+    """Found by a fuzz: the summary named the Pareto trial (coverage tied, lower FID) while export took the
+    dominated one, first on coverage by trial number."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.15, 14.34], [0.19, 14.00], [0.19, 13.99], [0.10, 5.0]):
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs={"provenance": MEASURED, "config": {}}))
+    best = best_trial(study)
+    assert best is not None and best.number == 2
+    assert [t.number for t in top_trials(study, 4)] == [2, 3, 1, 0]  # the front (2, 3) first, each by coverage
+
+
 def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> None:
     from gantune.cli import main
 

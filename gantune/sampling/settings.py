@@ -180,6 +180,8 @@ class SearchSettings(SwitchChecked):
     def _objectives(self) -> SearchSettings:
         if len(self.objectives) != len(self.directions):
             raise ValueError("objective and direction need the same number of entries")
+        if twice := sorted({o for o in self.objectives if self.objectives.count(o) > 1}):
+            raise ValueError(f"objective: {', '.join(twice)} given twice (one measurement, one objective)")
         if self.eval_every > self.max_steps:
             raise ValueError("eval_every must not exceed max_steps")
         SAMPLERS.get(self.sampler).check(self)

@@ -94,6 +94,18 @@ class SearchSpace:
                 at[key] = value
         return self._apply_settings(nested)
 
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """What each sampled leaf and parameter draws from, as Optuna records it on a trial."""
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name, spec in {**self.params, **self.leaves}.items():
+            if isinstance(spec, FloatSpec):
+                out[name] = optuna.distributions.FloatDistribution(*spec.range, log=spec.log, step=spec.step)
+            elif isinstance(spec, IntSpec):
+                out[name] = optuna.distributions.IntDistribution(*spec.range, log=spec.log, step=spec.step)
+            elif isinstance(spec, CategoricalSpec):
+                out[name] = optuna.distributions.CategoricalDistribution(spec.choices)
+        return out
+
     def search_defaults(self) -> dict[str, Any]:
         """The ``search.defaults`` this space's trials take: those of the keys it does not mention."""
         return {k: v for k, v in self.settings.defaults.items() if k not in self.leaves and k not in self.params}

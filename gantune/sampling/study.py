@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from gantune import provenance
 from gantune.dburl import absolute_sqlite, sqlite_file
@@ -24,6 +26,10 @@ from gantune.events import REASON_KEY, STATUS_KEY, Status
 from gantune.rundir import check_writable
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
+
+# Optuna's INFO lines ("A new study created in RDB ...") are noise beside gantune's own (export's re-runs
+# printed one); every command that opens a study imports this module
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 
@@ -51,7 +57,6 @@ def opening(storage: str) -> Iterator[None]:
 
 def find_study(name: str, storage: str) -> optuna.Study | None:
     """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = check_storage(storage)
     if db is not None and not db.exists():
         return None
@@ -62,9 +67,11 @@ def find_study(name: str, storage: str) -> optuna.Study | None:
         return None
 
 
-def check_study(name: str, storage: str, settings: SearchSettings, resume: bool) -> None:
-    """Refuse to silently mix two searches under one name, or to resume one that does not exist. Writes nothing
-    (the study is opened by ``open_study`` once every other input has been checked)."""
+def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
+                distributions: dict[str, BaseDistribution] | None = None) -> None:
+    """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
+    trials were measured otherwise or drew from ``distributions`` Optuna cannot continue. Writes nothing (the
+    study is opened by ``open_study`` once every other input has been checked)."""
     existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     if existing is not None and not resume and started:
@@ -74,6 +81,53 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool)
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")
     if existing is not None and [d.name.lower() for d in existing.directions] != settings.directions:
         raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
+    if existing is not None:
+        check_same_measure(name, existing, settings)
+        check_same_draws(name, existing, distributions or {})
+
+
+def check_same_draws(name: str, study: optuna.Study, distributions: dict[str, BaseDistribution]) -> None:
+    """Optuna samples a parameter only from what it drew before: the same kind and log scale, a categorical
+    with the same choices (a range may widen or narrow); otherwise every new trial fails to sample."""
+    before: dict[str, BaseDistribution] = {}
+    for t in study.get_trials(deepcopy=False):
+        for key, dist in t.distributions.items():
+            before.setdefault(key, dist)
+    for key, now in distributions.items():
+        if key in before:
+            try:
+                check_distribution_compatibility(before[key], now)
+            except ValueError as err:
+                raise GantuneError(f"--resume: {key}: search {name!r} drew it from {_shown(before[key])}; this "
+                                   f"space from {_shown(now)} ({err}): keep what it was, or start another search "
+                                   "with --name") from None
+
+
+def _shown(dist: BaseDistribution) -> str:
+    if isinstance(dist, CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    low, high = getattr(dist, "low", None), getattr(dist, "high", None)
+    log = " (log)" if getattr(dist, "log", False) else ""
+    return f"{type(dist).__name__.removesuffix('Distribution').lower()} [{low}, {high}]{log}"
+
+
+def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings) -> None:
+    """A resumed search ranks its new trials with its old ones: they must be measured alike, by the same
+    objectives after the same number of steps (a study from before the settings were kept is not checked)."""
+    try:
+        before = search_settings(study) if "settings" in study.user_attrs else None
+    except ValidationError:  # kept by a release whose settings this one reads otherwise
+        before = None
+    if before is None:
+        return
+    if before.objectives != settings.objectives:
+        raise GantuneError(f"--resume: search {name!r} ranks its trials by {', '.join(before.objectives)}; this space "
+                           f"asks for {', '.join(settings.objectives)}: the values would not compare (start another "
+                           "search with --name)")
+    if before.max_steps != settings.max_steps:
+        raise GantuneError(f"--resume: search {name!r} trains each trial for {before.max_steps} steps; this run asks "
+                           f"for {settings.max_steps}: trials of two budgets would be ranked together (continue it "
+                           f"with --max-steps {before.max_steps}, or start another search with --name)")
 
 
 #: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and
@@ -158,16 +212,18 @@ def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
     return provenance.comparable(done)
 
 
+def _best_first(study: optuna.Study, done: list[FrozenTrial]) -> list[FrozenTrial]:
+    """``done`` best first on the first objective; with several objectives the Pareto front's trials come first,
+    so no trial goes before one that dominates it (the search's summary, export and the report agree)."""
+    front = {t.number for t in study.best_trials} if len(study.directions) > 1 else set()
+    return sorted(done, key=lambda t: (t.number not in front, sign(study) * t.values[0]))
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE trial among those measured alike (multi-objective: the Pareto trial best on the first
     objective)."""
     done, _ = ranked(study)
-    if not done:
-        return None
-    if len(study.directions) > 1:
-        kept = {t.number for t in done}
-        done = [t for t in study.best_trials if t.number in kept] or done
-    return min(done, key=lambda t: sign(study) * t.values[0])
+    return _best_first(study, done)[0] if done else None
 
 
 def check_storage(storage: str, writing: bool = True) -> Path | None:
@@ -242,8 +298,8 @@ def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best COMPLETE trials on the first objective, among those measured alike."""
+    """The ``k`` best COMPLETE trials on the first objective (Pareto front first), among those measured alike."""
     done, _ = ranked(study)
     if not done:
         raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
-    return sorted(done, key=lambda t: sign(study) * t.values[0])[:k]
+    return _best_first(study, done)[:k]

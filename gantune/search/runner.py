@@ -233,7 +233,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     settings = check_run(space, opts)
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
-    check_study(space.name, storage, settings, opts.resume)
+    check_study(space.name, storage, settings, opts.resume, space.distributions())
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)
@@ -338,7 +338,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
         "search_defaults": space.search_defaults(),
-        "trial_steps": steps, "budget_steps": settings.trials * settings.max_steps,
+        "trial_steps": steps, "budget_steps": max(settings.trials, len(started)) * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
         "dashboard": dashboard_command(storage, artifact_dir(storage)),

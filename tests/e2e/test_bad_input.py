@@ -93,6 +93,8 @@ FILES: dict[str, dict | str] = {
     "search-sets.yaml": _with(SPACE, train={**SPACE["train"], "steps": 5000, "device": "cuda"},
                               health={"objective": "fid"}),
     "search-sets-default.yaml": _with(SPACE, search={**SPACE["search"], "defaults": {"eval.every": 5}}),
+    "objective-twice.yaml": _with(SPACE, search={**SPACE["search"], "objective": ["coverage", "coverage"],
+                                                 "direction": ["maximize", "minimize"]}),
     "twice.yaml": yaml.safe_dump(SPACE) + "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n  lr_g: 0.01\n",
 }
 
@@ -182,6 +184,7 @@ ROWS: list[tuple[list[str], str]] = [
      r"search-sets.yaml: health.objective \(set by search.objective\), train.device \(set by the GPU share: .*\), "
      r"train.steps \(set by search.max_steps\): a search sets these in every trial; remove them from the space$"),
     (["search", "{in}/search-sets-default.yaml"], r"search.defaults: eval.every \(set by search.eval_every\)"),
+    (["search", "{in}/objective-twice.yaml"], r"search: objective: coverage given twice"),
     # a flag the command would ignore (each ran and did not do what it said)
     (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],
      r"argument --tracking-uri: not allowed with argument --no-tracking"),

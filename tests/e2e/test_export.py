@@ -1,5 +1,6 @@
 """Export -> train -> generate, after one small real search (local Ray, sqlite Optuna and MLflow)."""
 
+import contextlib
 import csv
 import json
 import os
@@ -184,6 +185,30 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
     assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies
 
 
+def test_seed_reruns_never_replace_a_search_that_took_their_study_name(searched: Path, tmp_path: Path) -> None:
+    """``export --seeds`` replaces ``<search>-reruns`` from an earlier export; a user's own search of that name
+    (found by a fuzz: deleted without a word) is kept and the export refused."""
+    import shutil
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    shutil.copy(searched / "optuna.db", tmp_path / "optuna.db")
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name="exp-reruns", storage=storage)  # an earlier test's export made one
+    mine = optuna.create_study(study_name="exp-reruns", storage=storage)
+    mine.set_user_attr("space_text", "name: exp-reruns\n")
+    mine.add_trial(optuna.trial.create_trial(value=1.0))
+    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1", "--steps", "20"], tmp_path)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err[-2000:]
+    assert "the study 'exp-reruns', which holds another search" in err
+    kept = optuna.load_study(study_name="exp-reruns", storage=storage)
+    assert [t.value for t in kept.trials] == [1.0] and not (tmp_path / "best.yaml").exists()
+    optuna.delete_study(study_name="exp-reruns", storage=storage)  # the user moved it away: the export runs
+    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1", "--steps", "20"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "A new study created" not in proc.stderr  # Optuna's INFO lines are not gantune's output
+
+
 def test_train_resumes_after_kill(tmp_path: Path) -> None:
     cfg = tmp_path / "long.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"name": "grid25"},
@@ -215,3 +240,34 @@ def test_train_resumes_after_kill(tmp_path: Path) -> None:
     runs = client.search_runs([client.get_experiment_by_name("gantune").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the resumed run continued the same MLflow run
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == steps  # each step once
+
+
+def test_train_resume_continues_only_its_own_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--resume`` with another config (found by a fuzz): other nets were a traceback (the checkpoint's
+    state_dict did not fit), other data of the same shape trained on from the first run's weights and appended
+    its metrics to the first run's log. Both are one line now, and the run is left as it was; ``--steps`` and
+    the device may change."""
+    base = {"data": {"name": "grid25"},
+            "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "none"},
+            "train": {"steps": 20, "batch_size": 16, "log_every": 10, "checkpoint_every": 10},
+            "eval": {"every": 20, "n_samples": 100}}
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump(base))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(first), "--out", "run", "--no-tracking", "--json"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    other_nets = tmp_path / "wide.yaml"
+    other_nets.write_text(yaml.safe_dump({**base, "model": {**base["model"], "g_width": 16}}))
+    other_data = tmp_path / "ring.yaml"
+    other_data.write_text(yaml.safe_dump({**base, "data": {"name": "ring8"}}))
+    capsys.readouterr()
+    for config, needle in [(other_nets, "model.g_width: 8 there, 16 here"),
+                           (other_data, "data.name: 'grid25' there, 'ring8' here")]:
+        assert main(["train", str(config), "--out", "run", "--resume", "--no-tracking"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is another config's run" in err and needle in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    assert main(["train", str(first), "--out", "run", "--resume", "--steps", "30", "--device", "cpu",
+                 "--no-tracking", "--json"]) == 0
+    assert last_json(capsys)["steps"] == 30

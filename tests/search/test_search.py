@@ -173,3 +173,57 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
     assert proc.stderr.strip() == f"gantune search: error: {bad}: optim.lr_dd: unknown key (the optim section has: " \
         "beta1, beta2, decay, decay_start, ema, grad_clip, lr_d, lr_g, n_critic, name, weight_decay)"
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("stored", "drawn", "needle"), [
+    # found by a fuzz: each resumed and then mixed or failed every new trial
+    ({"objective": "mode_kl"}, [0.001, 0.003],
+     "ranks its trials by mode_kl; this space asks for fid: the values would not compare"),
+    ({"max_steps": 400}, [0.001, 0.003], "trains each trial for 400 steps; this run asks for 200: trials of two "
+                                         "budgets would be ranked together (continue it with --max-steps 400"),
+    ({}, [0.001, 0.002], "--resume: optim.lr_g: search 'changed' drew it from choices [0.001, 0.002]; this space "
+                         "from choices [0.001, 0.003] (CategoricalDistribution does not support dynamic value space"),
+])
+def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          stored: dict, drawn: list[float], needle: str) -> None:
+    """The study as an earlier run left it (its settings kept, a trial drawn), resumed with a space that changed:
+    refused in one line before anything starts."""
+    from optuna.distributions import CategoricalDistribution
+
+    from gantune.cli import main
+    from gantune.sampling.settings import SearchSettings
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "changed.yaml"
+    path.write_text(tiny_space("changed", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="changed", storage=storage)
+    earlier = load_space(path).settings.model_dump() | stored
+    study.set_user_attr("settings", SearchSettings.model_validate(earlier).model_dump())
+    study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, value=1.0,
+                                              distributions={"optim.lr_g": CategoricalDistribution(drawn)}))
+    capsys.readouterr()
+    assert main(["search", str(path), "--storage", storage, "--resume", "--no-tracking", "--runs-dir",
+                 str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert len(optuna.load_study(study_name="changed", storage=storage).trials) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_budget_counts_every_trial_of_the_study(tmp_path: Path) -> None:
+    """``--resume --trials 1`` on a search of 2 trials: the no-pruning budget is the trials the study holds, not
+    the 1 asked for (a fuzz saw "80 of a 40 no-pruning budget (-100% saved)")."""
+    from gantune.events import Status
+    from gantune.search.runner import summarize
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "done.yaml"
+    path.write_text(tiny_space("done", 1, 200, 100, [0.001], log_every=50, n_samples=100))
+    space = load_space(path)
+    study = optuna.create_study(study_name="done", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"steps": 200,
+                                                                          STATUS_KEY: Status.COMPLETED.value}))
+    summary = summarize(study, space, space.settings, "sqlite://", tmp_path / "runs", 0.0)
+    assert (summary["trial_steps"], summary["budget_steps"]) == (400, 400)
