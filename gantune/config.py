@@ -34,6 +34,7 @@ def device_problem(name: str) -> str | None:
     this machine has it is ``gantune.trial.resolve_device``'s question)."""
     return None if _DEVICE_PATTERN.fullmatch(name) else f"{name!r} is not a device: auto, cpu, cuda or cuda:N"
 
+
 def switch_problem(annotation: Any, value: Any) -> str | None:
     """Why ``value`` does not fit a field typed ``annotation`` though pydantic's lax mode would convert it: true or
     false where a number goes (``steps: true`` would train 1 step), a number or a word where a switch goes (``"yes"``,
@@ -77,7 +78,6 @@ class SwitchChecked(BaseModel):
 MAX_SIZE = 2**40
 #: the largest seed: NumPy's and most tools' seeds are 32-bit (torch's generators take it and the offsets added)
 MAX_SEED = 2**32 - 1
-
 
 
 def dotted(value: Any, prefix: str = "") -> dict[str, Any]:

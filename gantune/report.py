@@ -93,21 +93,24 @@ def _charts(study: optuna.Study, trials: list[FrozenTrial], objective_names: lis
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     target = (lambda t: t.values[0]) if multi else None
     name = objective_names[0]
-    specs: list[tuple[str, Any]] = [
-        ("Trials by status (hover: prune reasons)", lambda: _status_counts(trials)),
-        ("Trials over time, by status and prune reason", lambda: _status_timeline(trials)),
-        ("Optimisation history", lambda: ov.plot_optimization_history(study, target=target, target_name=name)),
-        ("Parameter importances (fANOVA)", lambda: ov.plot_param_importances(study, target=target, target_name=name)),
-        ("Parallel coordinates", lambda: ov.plot_parallel_coordinate(study, target=target, target_name=name)),
-        (f"{name} vs. each parameter", lambda: ov.plot_slice(study, target=target, target_name=name)),
+    # (title, completed trials it needs, figure): Optuna's charts of fewer log a warning and draw nothing
+    specs: list[tuple[str, int, Any]] = [
+        ("Trials by status (hover: prune reasons)", 0, lambda: _status_counts(trials)),
+        ("Trials over time, by status and prune reason", 0, lambda: _status_timeline(trials)),
+        ("Optimisation history", 1,
+         lambda: ov.plot_optimization_history(study, target=target, target_name=name)),
+        ("Parameter importances (fANOVA)", 2,
+         lambda: ov.plot_param_importances(study, target=target, target_name=name)),
+        ("Parallel coordinates", 2, lambda: ov.plot_parallel_coordinate(study, target=target, target_name=name)),
+        (f"{name} vs. each parameter", 1, lambda: ov.plot_slice(study, target=target, target_name=name)),
     ]
     if multi:
-        specs.append(("Pareto front", lambda: ov.plot_pareto_front(study, target_names=objective_names)))
+        specs.append(("Pareto front", 1, lambda: ov.plot_pareto_front(study, target_names=objective_names)))
     charts = []
-    for title, make in specs:
+    for title, needs, make in specs:
         try:
-            if len(complete) < 2 and title.startswith(("Parameter", "Parallel")):
-                raise ValueError("needs at least two completed trials")
+            if len(complete) < needs:
+                raise ValueError(f"needs at least {needs} completed trial{'s' * (needs > 1)}")
             fig = make()
             fig.update_layout(autosize=True, width=None)  # fill the section instead of a fixed width
             charts.append({"title": title, "html": fig.to_html(full_html=False, include_plotlyjs=False)})

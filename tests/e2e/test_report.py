@@ -43,3 +43,22 @@ def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert main(["report", "nope"]) == 2
+
+
+def test_a_search_without_a_completed_trial_reports_without_library_warnings(tmp_path: Path) -> None:
+    """Found by a fuzz: Optuna's "[W ...] There are no complete trials" and a warning beside the report's own
+    output. A chart that needs completed trials now says so in the page instead."""
+    import subprocess
+    import sys
+
+    from gantune.events import STATUS_KEY
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="none", storage=storage)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
+                                                  user_attrs={STATUS_KEY: "pruned:diverged"}))
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", "report", "none", "--storage", storage,
+                           "--out", str(tmp_path / "r.html")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    assert "Not available: needs at least 1 completed trial" in (tmp_path / "r.html").read_text()
