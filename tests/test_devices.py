@@ -69,20 +69,25 @@ def test_bad_gpu_share_is_rejected(tmp_path: Path, gpu: object, needle: str) -> 
         load_space(tmp_path / "s.yaml")
 
 
-def test_a_trial_without_a_gpu_share_runs_on_cpu_whatever_its_device(tmp_path: Path, ray_session: object,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """``train.device: cuda`` on a machine without one: the search gives the trial no GPU share (auto), so it
-    runs on the CPU instead of failing (or, on a GPU machine, using a GPU Ray never gave it)."""
+def test_the_gpu_share_places_a_trial_and_a_space_cannot_say_otherwise(tmp_path: Path, ray_session: object,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's device is its GPU share's: ``gpu: auto`` on a machine without a GPU gives none, so the trial
+    runs on the CPU. A space's ``train.device`` would be overwritten by that, so it is refused at load (it was
+    ignored without a word: ``cuda`` ran on the CPU, ``cpu`` on a GPU machine took a GPU share)."""
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "cuda.yaml"
-    path.write_text("""
+    text = """
 name: cuda
 search: {trials: 1, max_steps: 20, eval_every: 10, sampler: random}
 data: {name: grid25}
 model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}
 train: {batch_size: 32, log_every: 10, device: cuda}
 eval: {n_samples: 200}
-""")
+"""
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"train.device \(set by the GPU share: search.resources.gpu\)"):
+        load_space(path)
+    path.write_text(text.replace(", device: cuda", ""))
     assert load_space(path).settings.resources.gpu == "auto"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),

@@ -132,7 +132,10 @@ def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
 
 
 def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
+    """Every name an expression or condition reads exists; every free parameter is read by one (a parameter
+    nothing reads would be sampled, stored and searched over for nothing)."""
     known = set(leaves) | set(params) | {p for p in all_schema_paths()}
+    read: set[str] = set()
     for path, spec in [*params.items(), *leaves.items()]:
         texts = [("when", spec.when)] + ([("expr", spec.expr)] if isinstance(spec, ExprSpec) else [])
         for kind, text in texts:
@@ -142,10 +145,14 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
                 expr = Expr(text)
             except ExprError as err:
                 raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
+            read |= set(expr.names)
             for name in expr.names:
                 if name not in known:
                     raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
                                       "such as optim.lr_g or a parameter declared under search.params)")
+    if unread := [name for name in params if name not in read]:
+        raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
+                          "parameter only matters through one, e.g. lr_d: {expr: \"optim.lr_g * " + unread[0] + "\"})")
 
 
 #: keys outside ``data`` and ``eval`` that change the metric set (a conditional run adds the conditional metric)

@@ -184,6 +184,9 @@ class SearchSettings(SwitchChecked):
             raise ValueError(f"objective: {', '.join(twice)} given twice (one measurement, one objective)")
         if self.eval_every > self.max_steps:
             raise ValueError("eval_every must not exceed max_steps")
+        if self.pruning.scheduler == "pbt" and self.trials < 2:
+            raise ValueError("pruning.scheduler: pbt needs a population of 2 trials or more (its members copy the "
+                             "better ones' weights); with 1 it would run one plain trial")
         SAMPLERS.get(self.sampler).check(self)
         return self
 

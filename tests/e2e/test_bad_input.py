@@ -95,6 +95,9 @@ FILES: dict[str, dict | str] = {
     "search-sets-default.yaml": _with(SPACE, search={**SPACE["search"], "defaults": {"eval.every": 5}}),
     "objective-twice.yaml": _with(SPACE, search={**SPACE["search"], "objective": ["coverage", "coverage"],
                                                  "direction": ["maximize", "minimize"]}),
+    "unread-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"ttur": {"float": [0.5, 2.0]}}}),
+    "pbt-of-one.yaml": _with(SPACE, search={**SPACE["search"], "trials": 1, "pruning": {"scheduler": "pbt"}},
+                             optim={"lr_g": {"float": [1e-4, 1e-3]}}),
     "twice.yaml": yaml.safe_dump(SPACE) + "optim:\n  lr_g: {float: [1.0e-4, 1.0e-3]}\n  lr_g: 0.01\n",
 }
 
@@ -185,6 +188,8 @@ ROWS: list[tuple[list[str], str]] = [
      r"train.steps \(set by search.max_steps\): a search sets these in every trial; remove them from the space$"),
     (["search", "{in}/search-sets-default.yaml"], r"search.defaults: eval.every \(set by search.eval_every\)"),
     (["search", "{in}/objective-twice.yaml"], r"search: objective: coverage given twice"),
+    (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
+    (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),
     # a flag the command would ignore (each ran and did not do what it said)
     (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],
      r"argument --tracking-uri: not allowed with argument --no-tracking"),

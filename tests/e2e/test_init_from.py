@@ -86,8 +86,8 @@ def test_a_space_with_a_missing_choice_is_refused_at_load(source: Path, work: Pa
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     settings = {"trials": 2, "max_steps": 4, "eval_every": 4, "sampler": "random", "concurrency": 1,
                 "pruning": {"asha": False}, "objective": "diversity"}
-    space = {"search": settings, **{k: v for k, v in _config("x").items() if k != "eval"},
-             "eval": {"n_samples": 100, "metrics": ["diversity"]}}
+    space = {"search": settings, **{k: v for k, v in _config("x").items() if k not in ("eval", "train")},
+             "train": {"batch_size": 16, "log_every": 2}, "eval": {"n_samples": 100, "metrics": ["diversity"]}}
     space["model"]["init_from"] = {"categorical": [str(source), str(work / "nope.pt")]}
     (work / "space.yaml").write_text(yaml.safe_dump(space))
     assert main(["search", "space.yaml"]) == 2

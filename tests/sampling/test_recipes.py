@@ -250,7 +250,7 @@ def test_a_recipe_key_behind_a_when_is_switched_on(tmp_path: Path, seed: int) ->
 
 
 def test_a_recipe_key_its_own_values_switch_off_skips_the_recipe(tmp_path: Path) -> None:
-    # the recipe's loss is non-saturating: its R1 cannot be had
-    p = project(RECIPES.get("points"), _gated(tmp_path, "loss.name == 'hinge'"))
-    assert p.skipped == "loss.r1_weight is searched only when loss.name == 'hinge', which the recipe's values do " \
-                        "not make true"
+    # the recipe's loss is non-saturating: its R1 cannot be had (the switch r1 cannot make it true)
+    p = project(RECIPES.get("points"), _gated(tmp_path, "loss.name == 'hinge' and r1 == 'on'"))
+    assert p.skipped == "loss.r1_weight is searched only when loss.name == 'hinge' and r1 == 'on', which the " \
+                        "recipe's values do not make true"
