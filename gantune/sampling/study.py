@@ -68,7 +68,7 @@ def find_study(name: str, storage: str) -> optuna.Study | None:
 
 
 def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
-                distributions: dict[str, BaseDistribution] | None = None) -> None:
+                distributions: dict[str, BaseDistribution]) -> None:
     """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
     trials were measured otherwise or drew from ``distributions`` Optuna cannot continue. Writes nothing (the
     study is opened by ``open_study`` once every other input has been checked)."""
@@ -83,7 +83,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
         raise GantuneError(f"--resume: search {name!r} was created with other objective directions")
     if existing is not None:
         check_same_measure(name, existing, settings)
-        check_same_draws(name, existing, distributions or {})
+        check_same_draws(name, existing, distributions)
 
 
 def check_same_draws(name: str, study: optuna.Study, distributions: dict[str, BaseDistribution]) -> None:
