@@ -117,15 +117,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _still_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def mlflow_server(folder: Path, tries: int = 3) -> tuple[subprocess.Popen[bytes], str]:
     """A real MLflow tracking server on a free loopback port, its store in ``folder``; returns it (in its own
     process group: ``os.killpg`` ends it with its workers) and its URI once it answers. ``free_port`` only says
-    the port was free when asked: a server that exits before answering (another process bound the port in
-    between) is started again on a new port."""
+    the port was free when asked: a port taken since is skipped, and a server that exits before answering
+    (another process bound the port while it started) is started again on a new port."""
     from mlflow import MlflowClient
 
     for _ in range(tries):
         port = free_port()
+        if not _still_free(port):  # taken since: MLflow would take 20 s to find out
+            continue
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
