@@ -324,11 +324,6 @@ COMMANDS.add("review", Command("compare the top trials' samples in a browser; th
 
 # --- generate ------------------------------------------------------------------------------------------
 
-#: ``generate``'s defaults: samples, and walks of --interpolate (each flag belongs to one mode, so neither has an
-#: argparse default: one given in the other mode is refused, not ignored)
-SAMPLES, ROWS = 64, 8
-
-
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
     p.add_argument("--n", type=int, help="number of samples (default: 64; not with --interpolate)")
@@ -356,7 +351,9 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
-    from gantune.generate import generate
+    """--n and --rows have no argparse default (generate's ``SAMPLES``, ``ROWS`` apply): each belongs to one mode,
+    so one given in the other mode is refused, not ignored."""
+    from gantune.generate import ROWS, SAMPLES, generate
     from gantune.trial import resolve_device
 
     if args.interpolate is not None:

@@ -29,6 +29,8 @@ from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
 MEANS = {"grid25": grid25_means, "ring8": ring8_means}
+#: ``gantune generate``'s defaults: samples drawn, and walks (rows) of an interpolation
+SAMPLES, ROWS = 64, 8
 
 
 def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialConfig]:
@@ -179,7 +181,7 @@ def interpolation_png(net: nn.Module, cfg: TrialConfig, n: int, rows: int, devic
 
 
 def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
-                rows: int = 8, label: int | None = None) -> dict[str, Any]:
+                rows: int = ROWS, label: int | None = None) -> dict[str, Any]:
     """Write ``rows`` slerp walks of ``n`` steps between latents fixed by ``seed`` to ``out``: a PNG grid for
     images; for 2-D points a PNG of the paths (over G's samples and the true means) or a CSV of them."""
     if n < 2:
