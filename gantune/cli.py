@@ -409,11 +409,27 @@ def _ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=PORT, default=5000)
 
 
+def _port_free(port: int) -> bool:
+    """Whether a server could bind ``port`` on the loopback interface now. SO_REUSEADDR as the server sets it: a
+    port a stopped server left in TIME_WAIT is free to it, one something listens on is not."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
 
     from gantune.tracking import experiment_urls, resolve_tracking_uri
 
+    if not _port_free(args.port):  # MLflow's server would say so 10 s later, after the pages were printed
+        raise GantuneError(f"--port: {args.port} is in use on 127.0.0.1: stop what serves it or pick another port")
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise GantuneError(f"--tracking-uri: {uri} is a tracking server already: open it in a browser")

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,34 +128,63 @@ def _still_free(port: int) -> bool:
     return True
 
 
-def mlflow_server(folder: Path, tries: int = 3) -> tuple[subprocess.Popen[bytes], str]:
-    """A real MLflow tracking server on a free loopback port, its store in ``folder``; returns it (in its own
-    process group: ``os.killpg`` ends it with its workers) and its URI once it answers. ``free_port`` only says
-    the port was free when asked: a port taken since is skipped, and a server that exits before answering
-    (another process bound the port while it started) is started again on a new port."""
-    from mlflow import MlflowClient
-
+def serve_on_free_port(start: Callable[[int], subprocess.Popen[Any]], ready: Callable[[int], object], what: str,
+                       tries: int = 3, seconds: float = 120) -> tuple[subprocess.Popen[Any], int]:
+    """Start a server the test needs on a free loopback port: ``start(port)`` starts it (in its own process group,
+    ``start_new_session=True``: ``os.killpg`` ends it with its workers), ``ready(port)`` says it answers (an
+    exception means not yet). ``free_port`` only says the port was free when asked (Ray's workers bind ports all the
+    time): a port taken since is skipped, and a server that exits before answering (something bound the port while
+    it started) is started again on a new port. Returns the server and its port."""
     for _ in range(tries):
         port = free_port()
-        if not _still_free(port):  # taken since: MLflow would take 20 s to find out
+        if not _still_free(port):  # taken since: a server could take long to find out (MLflow: 20 s)
             continue
-        server = subprocess.Popen(
+        server = start(port)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if ready(port):
+                    return server, port
+            except Exception:
+                pass
+            time.sleep(0.3)
+        if server.poll() is None:  # running but not answering: no retry would do better
+            os.killpg(server.pid, signal.SIGKILL)
+            break
+    pytest.fail(f"{what} did not start")
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP server answers ``url`` (any status but a connection error)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def mlflow_server(folder: Path, tries: int = 3) -> tuple[subprocess.Popen[bytes], str]:
+    """A real MLflow tracking server (``serve_on_free_port``), its store in ``folder``; returns it and its URI."""
+    from mlflow import MlflowClient
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
              "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                MlflowClient(uri).search_experiments()
-                return server, uri
-            except Exception:
-                time.sleep(1)
-        if server.poll() is None:  # running but not answering: no retry would do better
-            os.killpg(server.pid, signal.SIGKILL)
-            break
-    pytest.fail("mlflow server did not start")
+
+    def ready(port: int) -> bool:
+        MlflowClient(f"http://127.0.0.1:{port}").search_experiments()
+        return True
+
+    server, port = serve_on_free_port(start, ready, "mlflow server", tries)
+    return server, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

@@ -268,3 +268,26 @@ def test_a_search_named_after_its_file_needs_a_usable_file_name(inputs: Path) ->
     with pytest.raises(ConfigError, match="'my space' is not a usable search name"):
         load_space(odd)
     assert load_space(odd, name="my-space").name == "my-space"
+
+
+def test_ui_on_a_port_in_use_is_refused_before_it_prints_a_page(inputs: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow's server printed "Address already in use" 10 s later and gantune ui exited 0, after printing the
+    pages as if it served them."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(store).create_experiment("x")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = _tree(tmp_path)
+        assert main(["ui", "--tracking-uri", store, "--port", str(port)]) == 2
+        out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"gantune ui: error: --port: {port} is in use on 127.0.0.1: stop what serves it or pick " \
+                          "another port"
+    assert _tree(tmp_path) == before

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from gantune.rundir import trial_dirname
 from gantune.sampling.artifacts import AT_STOP, LAST_EVALUATION
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
-from tests.conftest import enqueue_lrs, free_port, tiny_space
+from tests.conftest import answers, enqueue_lrs, serve_on_free_port, tiny_space
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EVAL_EVERY = 50
@@ -147,31 +147,19 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
-def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "optuna-dashboard exited"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"optuna-dashboard did not answer at {url}")
-
-
 def test_optuna_dashboard_shows_a_trials_grid(searched: Searched) -> None:
     exe = shutil.which("optuna-dashboard")
     if exe is None:
         pytest.skip("optuna-dashboard is not installed (pip install 'gantune[dashboard]')")
     browser = _browser()
-    port = free_port()
     # the very command the summary prints, bound to the loopback interface on a free port
-    command = [exe, *shlex.split(searched.summary["dashboard"])[1:], "--host", "127.0.0.1", "--port", str(port),
-               "--quiet"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [exe, *shlex.split(searched.summary["dashboard"])[1:], "--host", "127.0.0.1", "--quiet"]
+    proc, port = serve_on_free_port(
+        lambda port: subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True),
+        lambda port: answers(f"http://127.0.0.1:{port}/dashboard"), "optuna-dashboard", seconds=30)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_for(f"{base}/dashboard", proc)
         rdb = RDBStorage(searched.storage)
         study_id = rdb.get_study_id_from_name("dash")
         study = optuna.load_study(study_name="dash", storage=rdb)
@@ -194,5 +182,5 @@ def test_optuna_dashboard_shows_a_trials_grid(searched: Searched) -> None:
                     assert response.read().startswith(PNG)
     finally:
         browser.quit()
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from gantune.cli import _print_search_summary, main
 from gantune.events import Status, TrialOutcome
 from gantune.sampling.space import load_space
 from gantune.tracking import MlflowTracker, ui_url
-from tests.conftest import free_port, tiny_space
+from tests.conftest import answers, serve_on_free_port, tiny_space
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 #: the expander of a parent run: the button in its run-name cell of the runs table
@@ -94,17 +93,18 @@ def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[s
     browser = _browser()
     from selenium.webdriver.common.by import By
 
-    port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "gantune.cli", "ui", "toy", "--tracking-uri", store[0],
-                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    ui, port = serve_on_free_port(
+        lambda port: subprocess.Popen(
+            [sys.executable, "-m", "gantune.cli", "ui", "toy", "--tracking-uri", store[0], "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}),
+        lambda port: answers(f"http://127.0.0.1:{port}/health"), "gantune ui")
     try:
         assert ui.stdout is not None
         first, printed = ui.stdout.readline(), ui.stdout.readline()
         assert first.startswith(f"MLflow UI for {store[0]} at http://127.0.0.1:{port}"), first
         assert printed.startswith("  toy: "), printed
         page = printed.removeprefix("  toy: ").strip()
-        _wait_for_server(f"http://127.0.0.1:{port}/health", ui)
 
         def body() -> str:
             return str(browser.find_element(By.TAG_NAME, "body").text)
@@ -131,16 +131,3 @@ def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[s
         browser.quit()
         os.killpg(ui.pid, signal.SIGTERM)  # gantune ui and the mlflow server it started
         ui.wait(30)
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            assert proc.poll() is None, "gantune ui exited"
-            assert time.monotonic() < deadline, f"no MLflow UI at {url}"
-            time.sleep(0.5)
-

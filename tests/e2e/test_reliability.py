@@ -22,7 +22,7 @@ from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
 from gantune.trial import train
-from tests.conftest import enqueue_lrs, free_port, mlflow_server, sigint_default_in_children, tiny, tiny_space
+from tests.conftest import enqueue_lrs, mlflow_server, serve_on_free_port, sigint_default_in_children, tiny, tiny_space
 
 
 @pytest.fixture(autouse=True)
@@ -311,16 +311,16 @@ def test_search_on_a_separately_started_cluster(tmp_path: Path) -> None:
     """The documented two commands, as a user types them: `ray start --head` (Ray 2.60 turns token authentication
     on and leaves the token in ~/.ray/auth_token), then `gantune search --ray-address` without RAY_AUTH_MODE."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    port = free_port()
-    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                             "--include-dashboard=false"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head, port = serve_on_free_port(
+        lambda port: subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                                       "--num-gpus=0", "--include-dashboard=false"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
+        _port_open, "the Ray head")
     address = f"127.0.0.1:{port}"
     path = tmp_path / "space.yaml"
     path.write_text(tiny_space("cluster", 2, 100, 50, [0.001], log_every=25, n_samples=200))
     env["GANTUNE_CACHE_DIR"] = str(tmp_path / "cache")
     try:
-        _wait_for(lambda: _port_open(port), 120, "the Ray head")
         short = subprocess.run(_search_cmd(tmp_path, path, "--ray-address", address, "--gpus-per-trial", "0.5"),
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
         assert short.returncode == 2, short.stderr[-2000:]
