@@ -23,7 +23,7 @@ from gantune.sampling.settings import NAME_RE
 _POINTS = """\
 # Written by `gantune init {data}`: a search for {data}'s 2-D points around the known-good recipe
 # "points" (gantune/configs/{data}.yaml: a plain GAN with z_dim 2, the R1 penalty on real samples and the
-# learning rates annealed linearly to 0, batch 512, beta1 0; at 20,000 steps grid25 reaches 25/25 modes at 98.2%
+# learning rates annealed linearly to 0, batch 512, beta1 0; at 20,000 steps grid25 reaches 25/25 modes at 98%
 # HQ, ring8 8/8 at 98.5%). That recipe is trial 0 (search.warm_start); the other trials search the ranges below.
 # Sized for a 2-core CPU: 12 trials of at most 6,000 steps, two at a time, a few minutes with ASHA stopping the
 # worst two thirds at steps 1,500 and 4,500. For the sharpest modes export the best with more steps

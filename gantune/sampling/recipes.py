@@ -43,9 +43,9 @@ _add(Recipe("points", ("points",), {
     "optim.name": "adam", "optim.lr_g": 2e-3, "optim.lr_d": 2e-3, "ttur_ratio": 1.0, "optim.beta1": 0.0,
     "optim.beta2": 0.999, "optim.decay": "linear", "train.batch_size": 512},
     "gantune/configs/grid25.yaml and ring8.yaml (a plain GAN with z_dim 2, R1 on reals and the learning rates "
-    "annealed linearly to 0, batch 512, beta1 0; 20,000 steps: grid25 25/25 modes 98.2% HQ, ring8 8/8 modes 98.5% "
-    "HQ). Batch 512 and beta1 0 replaced 256 and 0.5: on grid25 at 6,000 steps with EMA 0.999 (seeds 0-3) HQ "
-    "90.6-94.9% and coverage 0.63-0.73 against 88.9-91.6% and 0.61-0.66 (seeds 0, 2, 3) for batch 256 and beta1 0.5"))
+    "annealed linearly to 0, batch 512, beta1 0; 20,000 steps: grid25 25/25 modes 97.6-98.2% HQ, ring8 8/8 modes "
+    "98.5% HQ). Batch 512 and beta1 0 replaced 256 and 0.5: on grid25 at 6,000 steps with EMA 0.999 (seeds 0-3, "
+    "two machines) HQ 90.6-94.9% and coverage 0.63-0.74 against 60.7-91.6% and 0.59-0.71 for batch 256 and beta1 0.5"))
 _add(Recipe("digits-wgan", ("digits",), {
     "model.arch": "dcgan", "model.z_dim": 64, "model.g_width": 32, "model.d_width": 32, "model.d_norm": "layer",
     "loss.name": "wgan-gp", "optim.name": "adam", "optim.lr_g": 2.1e-4, "optim.lr_d": 7.56e-4, "ttur_ratio": 3.6,
