@@ -473,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # a usage error (its line printed, code 2) or --help (0): the code, as returned
         return stop.code if isinstance(stop.code, int) else 2
     env.configure()
+    env.terminate_as_interrupt()
     try:
         summary = COMMANDS.get(args.command).run(args)
     except GantuneError as err:

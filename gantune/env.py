@@ -1,13 +1,17 @@
 """Process set-up, done once by ``cli.main`` (and by code that calls ``run_search`` itself): environment
-variables that Ray Tune and MLflow read, and the log levels that keep their notices off the user's stderr.
+variables that Ray Tune and MLflow read, the log levels that keep their notices off the user's stderr, and SIGTERM
+read as Ctrl-C (``terminate_as_interrupt``; a search sets it again after ``ray.init``).
 
-Nothing in gantune sets these on import or inside a search.
+Nothing in gantune sets these on import.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from types import FrameType
 
 #: set whatever the user has: a search depends on them
 REQUIRED = {
@@ -46,3 +50,16 @@ def configure() -> None:
 
 def configured() -> bool:
     return all(os.environ.get(k) == v for k, v in REQUIRED.items())
+
+
+def terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``, a batch scheduler's time limit, a container stop) ends a gantune command as Ctrl-C does:
+    MLflow runs marked KILLED, a search left resumable, one line. Without it Python dies at once and leaves the
+    runs RUNNING, and in a search Ray's driver handler (set by ``ray.init``) dumps a native stack and aborts, so
+    the search sets this again after starting Ray. The main thread only (where Python runs signal handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
@@ -137,14 +138,23 @@ STUDY_UID = "gantune_uid"
 
 def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Study:
     """Create the study, or load it when it exists (``check_study`` first says whether that is allowed); a study
-    without a ``STUDY_UID`` gets one."""
-    sampler = SAMPLERS.get(settings.sampler).build(settings)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+    without a ``STUDY_UID`` gets one. A study that holds trials gets its sampler seeded with ``search.seed`` and
+    their count (``resumed_seed``): seeded as at the start, it would draw its first configs again."""
+    kind = SAMPLERS.get(settings.sampler)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=kind.build(settings),
                                 directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
                                 load_if_exists=True)
+    if held := len(study.get_trials(deepcopy=False)):
+        study.sampler = kind.build(settings.model_copy(update={"seed": resumed_seed(settings.seed, held)}))
     if STUDY_UID not in study.user_attrs:
         study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
     return study
+
+
+def resumed_seed(seed: int, trials: int) -> int:
+    """The sampler's seed for a study resumed with ``trials`` trials: a function of both, so the same resume
+    draws the same configs, and another count other ones."""
+    return int(np.random.SeedSequence([seed, trials]).generate_state(1)[0])
 
 
 def search_settings(study: optuna.Study) -> SearchSettings:

@@ -210,6 +210,7 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
                      log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
         started = True
         env.configure()  # ray.init resets the levels of Ray's loggers
+        env.terminate_as_interrupt()  # and sets its own SIGTERM handler
     try:
         where = f"the Ray cluster at {address}" if address else "this machine"
         return started, trial_resources(space, space.settings.resources, ray.cluster_resources(), where)

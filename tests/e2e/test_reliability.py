@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -239,7 +240,10 @@ def _search_cmd(tmp_path: Path, space: Path, *extra: str) -> list[str]:
             f"sqlite:///{tmp_path / 'optuna.db'}", "--runs-dir", str(tmp_path / "runs"), *extra]
 
 
-def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C signals the terminal's foreground group; ``kill PID`` sends SIGTERM to the one process (it died
+    with Ray's native stack dump, its MLflow runs left RUNNING)."""
     path = tmp_path / "space.yaml"
     path.write_text(tiny_space("sigint", 4, 3000, 500, [0.001], log_every=50, n_samples=200))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -250,7 +254,10 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path) 
                                 text=True)
     _wait_for(lambda: (tmp_path / "runs" / "sigint" / "trial-0001" / "metrics.jsonl").exists(), 240,
               "two running trials")
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err.strip().splitlines()[-1]
@@ -347,3 +354,28 @@ def test_search_on_a_separately_started_cluster(tmp_path: Path) -> None:
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started (one process group)
         head.wait(60)
+
+
+def test_sigterm_ends_a_training_as_ctrl_c_does(tmp_path: Path) -> None:
+    """``kill PID`` (a scheduler's time limit, a container stop) killed train at once: its MLflow run stayed
+    RUNNING and stderr was empty."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"name": "grid25"}, "model": {"z_dim": 2, "g_width": 16, "d_width": 16, "g_norm": "none"},
+        "train": {"steps": 200_000, "batch_size": 32, "log_every": 50, "device": "cpu"},
+        "eval": {"every": 100, "n_samples": 200, "metrics": []}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "gantune.cli", "train", str(path), "--out", str(tmp_path / "run"),
+                             "--tracking-uri", uri], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")})
+    # the run opens at the first report (synchronously, between two records): two records, it is open
+    _wait_for(lambda: len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) >= 2, 120,
+              "training to report twice")
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "gantune train: interrupted"
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["KILLED"]
