@@ -467,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what the file system refuses wherever the command writes (a full disk, a read-only folder, no permission, a
+#: path too long): one line naming the file, as for bad input, not a traceback
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -480,11 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.ENAMETOOLONG:
+        if err.errno not in MACHINE_ERRNOS:
             raise
         name = str(err.filename or "")
-        print(f"gantune {args.command}: error: file name too long ({len(name)} characters: "
-              f"{name[:40]}...)", file=sys.stderr)
+        what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
+                else f"{name}: {err.strerror}")
+        print(f"gantune {args.command}: error: {what}", file=sys.stderr)
         return 2
     except Interrupted as err:
         print(f"gantune {args.command}: {err}", file=sys.stderr)

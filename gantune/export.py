@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
 from gantune.errors import GantuneError
+from gantune.events import first_line
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
@@ -169,24 +171,35 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
 
 
 def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
-    """The chosen trial's generator weights: from its run directory, else from its MLflow child run."""
+    """The chosen trial's generator weights: from its run directory (each file checked loadable first), else from
+    its MLflow child run. A folder this made is removed again when nothing could be put in it."""
+    number = chosen.trial.number
     src = Path(chosen.trial.user_attrs.get("run_dir", ""))
     names = [n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
+    for n in names:
+        try:
+            torch.load(src / n, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise GantuneError(f"--weights: trial {number}'s {src / n} is unreadable ({first_line(err)})") from None
+    made = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        if names:
-            for n in names:
-                shutil.copy2(src / n, dest / n)
-            return [str(dest / n) for n in names]
-    except OSError as err:
-        raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
-    if tracking_uri is not None:
-        from gantune.tracking import download_trial_weights
+        for n in names:
+            atomic_write(dest / n, (src / n).read_bytes())
+        got = [str(dest / n) for n in names]
+        if not got and tracking_uri is not None:
+            from gantune.tracking import download_trial_weights
 
-        got = download_trial_weights(tracking_uri, search, chosen.trial.number, dest)
-        if got:
-            return got
-    raise GantuneError(f"--weights: no weights of trial {chosen.trial.number} in {src} or in MLflow")
+            got = download_trial_weights(tracking_uri, search, number, dest)
+    except OSError as err:
+        if made:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
+    if not got:
+        if made:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise GantuneError(f"--weights: no weights of trial {number} in {src} or in MLflow")
+    return got
 
 
 def write_export(path: Path, text: str) -> None:

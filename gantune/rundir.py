@@ -6,6 +6,7 @@ checkpoint or weights file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -50,15 +51,25 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    _atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file beside ``path``, then rename it over ``path``: a reader sees the old file or
+    the whole new one, and a write that fails (a full disk, Ctrl-C) leaves neither a partial file nor the
+    temporary one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def cache_dir() -> Path:

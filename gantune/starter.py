@@ -8,6 +8,7 @@ it is moved into place, so a written file always loads, and nothing is ever half
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -286,7 +287,8 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
     except OSError as err:
         raise GantuneError(f"{where} {target}: cannot write it ({err.strerror or err})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even the unlink of a missing file
+            tmp.unlink(missing_ok=True)
     return {"out": str(target), "data": data, "kind": kind, "search": space.name, "note": _note(kind),
             "recipes": [r.name for r in recipes_for(kind)], "trials": space.settings.trials,
             "max_steps": space.settings.max_steps, "objective": space.settings.objectives[0]}

@@ -279,14 +279,16 @@ def load_search(name: str, storage: str) -> optuna.Study:
 
 def one_trial(study: optuna.Study, number: int) -> FrozenTrial:
     """Trial ``number`` when it trained to an end Optuna knows (COMPLETE or PRUNED): a pruned trial's best
-    evaluation can beat every completed one (a run that diverged after a good stretch)."""
+    evaluation can beat every completed one (a run that diverged after a good stretch). A trial that ran out of
+    memory is PRUNED to Optuna (so TPE learns to avoid its region) but trained nothing: refused as failed ones."""
     found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not found:
         raise GantuneError(f"--trial {number}: search {study.study_name!r} has no trial {number} "
                            f"({len(study.trials)} trials, numbered from 0)")
     t = found[0]
-    if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "config" not in t.user_attrs:
-        status = trial_status(t)
+    status = trial_status(t)
+    if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "config" not in t.user_attrs or \
+            status.startswith(Status.FAILED.value):
         raise GantuneError(f"--trial {number}: trial {number} of search {study.study_name!r} is {status}, "
                            "not a completed or pruned run")
     return t

@@ -271,3 +271,19 @@ def test_train_resume_continues_only_its_own_run(tmp_path: Path, capsys: pytest.
     assert main(["train", str(first), "--out", "run", "--resume", "--steps", "30", "--device", "cpu",
                  "--no-tracking", "--json"]) == 0
     assert last_json(capsys)["steps"] == 30
+
+
+def test_export_weights_refuses_a_broken_generator_file_and_leaves_nothing(searched: Path, tmp_path: Path) -> None:
+    """A truncated ``generator.pt`` was copied as it was (exit 0); a refused --weights left an empty folder."""
+    path = searched / "runs" / "exp" / "trial-0000" / "generator.pt"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original[:len(original) // 2])
+        proc = _run(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "0",
+                     "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w")], tmp_path)
+    finally:
+        path.write_bytes(original)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"--weights: trial 0's {path} is unreadable (" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()

@@ -19,8 +19,9 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from gantune.cli import main
-from gantune.errors import ConfigError
+from gantune.errors import ConfigError, GantuneError
 from gantune.sampling.space import load_space
+from gantune.sampling.study import one_trial
 from gantune.search import SearchOptions, run_search
 from gantune.trial import train
 from tests.conftest import enqueue_lrs, mlflow_server, serve_on_free_port, sigint_default_in_children, tiny, tiny_space
@@ -137,6 +138,10 @@ def test_out_of_memory_is_its_own_status_and_the_search_goes_on(tmp_path: Path, 
     assert oom.state == TrialState.PRUNED  # what Optuna's samplers learn from (FAIL trials are ignored)
     assert ok.state == TrialState.COMPLETE
     assert summary["counts"]["failed:oom"] == 1 and summary["counts"]["failed"] == 0
+    # it trained nothing: export refuses it as a failed trial (it wrote a config that cannot train, exit 0)
+    with pytest.raises(GantuneError, match=r"--trial 0: trial 0 of search 'oom' is failed:oom, not a completed"):
+        one_trial(_study(tmp_path, "oom"), 0)
+    assert one_trial(_study(tmp_path, "oom"), 1).number == 1
 
 
 def test_train_closes_its_mlflow_run_as_failed_on_oom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
