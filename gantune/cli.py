@@ -134,12 +134,16 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search(args: argparse.Namespace) -> dict[str, Any]:
+    from gantune.dburl import check_apart
     from gantune.sampling.space import load_space
+    from gantune.sampling.study import DEFAULT_STORAGE
     from gantune.search import SearchOptions, run_search
     from gantune.tracking import MlflowTracker, resolve_tracking_uri
 
     space = load_space(args.space, name=args.name)
-    observers = [] if args.no_tracking else [MlflowTracker(resolve_tracking_uri(args.tracking_uri), space.name)]
+    uri = None if args.no_tracking else resolve_tracking_uri(args.tracking_uri)
+    check_apart(args.storage or DEFAULT_STORAGE, uri)
+    observers = [] if uri is None else [MlflowTracker(uri, space.name)]
     opts = SearchOptions(trials=args.trials, max_steps=args.max_steps, concurrent=args.concurrent,
                          gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, storage=args.storage,
                          runs_dir=args.runs_dir, resume=args.resume, quiet=args.quiet or args.json,
@@ -267,8 +271,11 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
+        from gantune.dburl import check_apart
         from gantune.search import SearchOptions
         from gantune.tracking import MlflowTracker
+
+        check_apart(args.storage, uri)
 
         opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir,
                              quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
@@ -472,6 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
 MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
+def database_failure(err: BaseException) -> str | None:
+    """The line for a database that opened but fails on reading (a damaged sqlite file: "database disk image is
+    malformed"): Optuna's ``StorageInternalError``, or SQLAlchemy's own error where MLflow's store raised it.
+    ``None`` for anything else. Only modules already imported are asked: an error from one never imported is not
+    theirs."""
+    optuna, sqlalchemy_exc = sys.modules.get("optuna"), sys.modules.get("sqlalchemy.exc")
+    ours = optuna is not None and isinstance(err, optuna.exceptions.StorageInternalError)
+    if ours:
+        err = err.__cause__ or err
+    if sqlalchemy_exc is not None and isinstance(err, sqlalchemy_exc.SQLAlchemyError):
+        err = getattr(err, "orig", None) or err
+    elif not ours:
+        return None
+    text = str(err).strip().splitlines()
+    return (f"the database failed on reading ({text[0] if text else type(err).__name__}): a damaged file? "
+            "Restore it from a copy")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -498,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gantune {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if (failed := database_failure(err)) is None:
+            raise
+        print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

@@ -28,3 +28,15 @@ def sqlite_file(storage: str) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
+
+
+def check_apart(storage: str, tracking_uri: str | None) -> None:
+    """One sqlite file for the Optuna study and MLflow's store broke both: each migrates its own schema into it,
+    and Optuna then refused the file as made by a newer Optuna (MLflow's alembic version)."""
+    from gantune.errors import GantuneError
+
+    study = sqlite_file(absolute_sqlite(storage))
+    tracking = sqlite_file(absolute_sqlite(tracking_uri)) if tracking_uri else None
+    if study is not None and tracking is not None and study.resolve() == tracking.resolve():
+        raise GantuneError(f"--tracking-uri {tracking_uri}: the file of the Optuna storage ({study}); give MLflow a "
+                           "database of its own, e.g. sqlite:///mlflow.db")

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
-from gantune.errors import GantuneError
+from gantune.errors import GantuneError, Interrupted
 from gantune.events import first_line
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
 from gantune.sampling.optuna_private import storage_of
@@ -122,7 +122,11 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         total = rerun_settings.trials
         print(f"re-running trials {sorted(space.configs)} with {seeds} seeds at {steps} steps: {total} trials, "
               f"{total * steps} trial-steps", file=sys.stderr, flush=True)
-    run_search(space, opts)
+    try:
+        run_search(space, opts)
+    except Interrupted:  # export has no --resume: its next run replaces these re-runs
+        raise Interrupted("interrupted during the seed re-runs: nothing was exported; run the export again (it "
+                          "re-runs them from the start)") from None
     for t in optuna.load_study(study_name=name, storage=storage).trials:
         for c in candidates:
             if t.params.get("source_trial") == c.trial.number and t.state == TrialState.COMPLETE and t.values:

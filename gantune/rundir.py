@@ -152,7 +152,12 @@ class RunDir:
         p = self.path / CHECKPOINT
         if not p.exists():
             return None
-        state: dict[str, Any] = torch.load(p, map_location="cpu", weights_only=True)
+        try:
+            state: dict[str, Any] = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or overwritten: torch's reader raises OSError, RuntimeError, EOFError
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise GantuneError(f"--resume: {p} is unreadable ({first}); delete it to train {self.path} again "
+                               "from step 0, or train into another --out") from None
         return state
 
     def save_generator(self, state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int,

@@ -55,3 +55,41 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line_exit_2(tmp_path: Path, mo
     assert main(["init", "grid25", "--out", str(tmp_path / "ro" / "s.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"gantune init: error: --out {tmp_path / 'ro' / 's.yaml'}: cannot write it (Read-only file system)"
+
+
+def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sqlite file whose header is fine but whose pages are overwritten opened, then export, report, review and
+    search --resume raised Optuna's StorageInternalError with SQLAlchemy's traceback."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as gantune has it: no "new study" line
+    db = tmp_path / "optuna.db"
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    for _ in range(300):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("config", {"a": "x" * 200})
+        study.tell(trial, 1.0)
+    with db.open("r+b") as f:
+        f.seek(40_000)
+        f.write(b"\xab" * 30_000)
+    for command in (["export", "s", "--out", str(tmp_path / "b.yaml")], ["report", "s", "--out", str(tmp_path / "r")]):
+        assert main([*command, "--storage", f"sqlite:///{db}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"gantune {command[0]}: error: the database failed on reading (database disk image is " \
+                      "malformed): a damaged file? Restore it from a copy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+
+
+def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:10_000])
+    capsys.readouterr()
+    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt is "
+                                                         "unreadable ("), err
+    assert err.endswith("delete it to train run again from step 0, or train into another --out"), err
+    assert checkpoint.stat().st_size == 10_000  # left as it was

@@ -196,6 +196,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m.db", "--no-tracking"],
      r"argument --no-tracking: not allowed with argument --tracking-uri"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--rows", "3"], r"--rows: only with --interpolate"),
+    # one sqlite file for Optuna and MLflow: each migrated its schema into it, then Optuna called it too new
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///optuna.db"],
+     r"--tracking-uri sqlite:///.*/optuna.db: the file of the Optuna storage \(.*optuna.db\); give MLflow a"),
+    (["export", "x", "--seeds", "1", "--storage", "sqlite:///{tmp}/s.db", "--tracking-uri", "sqlite:///{tmp}/s.db"],
+     r"--tracking-uri sqlite:///.*s.db: the file of the Optuna storage"),
     (["generate", "{in}/nosuch.pt", "--interpolate", "4", "--n", "10"], r"--n: not with --interpolate"),
 ]
 

@@ -287,3 +287,27 @@ def test_export_weights_refuses_a_broken_generator_file_and_leaves_nothing(searc
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
     assert f"--weights: trial 0's {path} is unreadable (" in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
+
+
+def test_interrupted_seed_reruns_say_to_run_the_export_again(searched: Path, tmp_path: Path) -> None:
+    """Ctrl-C during the re-runs said "continue with --resume", which export does not take."""
+    from tests.conftest import sigint_default_in_children
+
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    with sigint_default_in_children():
+        proc = subprocess.Popen([sys.executable, "-m", "gantune.cli", "export", "exp", "--storage", storage,
+                                 "--seeds", "2", "--steps", "100000", "--out", str(tmp_path / "x.yaml"),
+                                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=env)
+    deadline = time.monotonic() + 240
+    while not any(tmp_path.glob("runs/exp-reruns/*/metrics.jsonl")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the re-runs never started"
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("gantune export: interrupted during the seed re-runs: nothing was "
+                                            "exported; run the export again (it re-runs them from the start)")
+    assert not (tmp_path / "x.yaml").exists()
