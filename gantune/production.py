@@ -24,7 +24,7 @@ from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import missing_weights
 from gantune.progress import Meter, steps_line
-from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable, exclusive
 from gantune.trial import is_oom, resolve_device, train
 
 
@@ -152,8 +152,10 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.provenance(p)
 
     try:
-        result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume, device=opts.device,
-                       on_samples=tracker.samples if tracker is not None else None, on_provenance=measured)
+        with exclusive(out, f"run folder {out}"):  # a second train (--resume) there interleaved its steps
+            result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,
+                           device=opts.device, on_samples=tracker.samples if tracker is not None else None,
+                           on_provenance=measured)
     except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
         if tracker is not None:
             interrupted = isinstance(err, KeyboardInterrupt)

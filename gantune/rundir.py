@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,37 @@ def _atomically(path: Path, write: Callable[[Path], object]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+#: the file whose lock a command holds while it writes in a search's or a run's folder (``exclusive``)
+LOCK = ".gantune.lock"
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while this process writes in it: a second gantune process on the same search or run
+    folder is refused with one line (two at once mixed their trials into one study, or their steps into one
+    log). An operating-system lock (``flock``): a process that dies, however, holds none. Where there is no
+    ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip()
+            raise GantuneError(f"{what} is in use by another gantune process{f' (pid {pid})' if pid else ''}: "
+                               "wait for it to end, or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
 
 
 def cache_dir() -> Path:

@@ -22,7 +22,7 @@ from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line
-from gantune.rundir import check_writable, trial_dirname
+from gantune.rundir import check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections
 from gantune.sampling.settings import Resources, SearchSettings
@@ -238,21 +238,24 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)
+    run_root = (Path(opts.runs_dir) / space.name).resolve()
     try:
-        observers = [ObserverThread(obs) for obs in opts.observers]
-        study = open_study(space.name, storage, settings)  # check_study said it may
-        study.set_user_attr("space_text", space.text)
-        study.set_user_attr("settings", settings.model_dump())
-        projections = warm_start(study, space)  # a new study's first trials: known-good recipes
-        resumed = interrupted_trials(study)
-        done_before = finished_count(study)
-        to_create = max(0, settings.trials - done_before - len(resumed))
-        run_root = (Path(opts.runs_dir) / space.name).resolve()
-        for obs in observers:
-            obs.search_started(study, space, [t.number for t in resumed])
-        if resumed or to_create:
-            _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
-                 artifact_dir(storage))
+        # held while the trials run: a second search of this name checked the study before this one made it
+        with exclusive(run_root, f"search {space.name!r} (its folder {run_root})"):
+            check_study(space.name, storage, settings, opts.resume, space.distributions())
+            observers = [ObserverThread(obs) for obs in opts.observers]
+            study = open_study(space.name, storage, settings)  # check_study said it may
+            study.set_user_attr("space_text", space.text)
+            study.set_user_attr("settings", settings.model_dump())
+            projections = warm_start(study, space)  # a new study's first trials: known-good recipes
+            resumed = interrupted_trials(study)
+            done_before = finished_count(study)
+            to_create = max(0, settings.trials - done_before - len(resumed))
+            for obs in observers:
+                obs.search_started(study, space, [t.number for t in resumed])
+            if resumed or to_create:
+                _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
+                     artifact_dir(storage))
     finally:
         if started_ray:
             import ray

@@ -384,3 +384,44 @@ def test_sigterm_ends_a_training_as_ctrl_c_does(tmp_path: Path) -> None:
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_a_second_process_on_a_running_search_or_run_is_refused(tmp_path: Path) -> None:
+    """Two searches of one name at once both passed the study check: the second's trials went into the first's
+    study (5 trials of 4, one left RUNNING, a traceback); ``train --resume`` beside a running train interleaved
+    its steps into the same metrics.jsonl."""
+    path = tmp_path / "space.yaml"
+    space = tiny_space("twice", 2, 200_000, 100, [0.001], log_every=50, n_samples=200)
+    path.write_text(space.replace("health: true", "health: false"))  # trials that run until stopped
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.Popen(_search_cmd(tmp_path, path, "--no-tracking", "--quiet"), cwd=tmp_path, env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (tmp_path / "runs" / "twice" / "trial-0000" / "metrics.jsonl").exists(), 240,
+                  "the first search's trials")
+        second = subprocess.run(_search_cmd(tmp_path, path, "--no-tracking", "--resume"), cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=240)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.strip() == (f"gantune search: error: search 'twice' (its folder "
+                                         f"{(tmp_path / 'runs' / 'twice').resolve()}) is in use by another gantune "
+                                         f"process (pid {first.pid}): wait for it to end, or stop it")
+        assert len(_study(tmp_path, "twice").trials) == 2  # none added by the second
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+    config = tmp_path / "runs" / "twice" / "trial-0000" / "config.yaml"
+    train = [sys.executable, "-m", "gantune.cli", "train", str(config), "--out", str(tmp_path / "run"),
+             "--no-tracking"]
+    first = subprocess.Popen(train, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (tmp_path / "run" / "checkpoint.pt").exists(), 240, "the first run's checkpoint")
+        second = subprocess.run([*train, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.strip() == (f"gantune train: error: run folder {tmp_path / 'run'} is in use by another "
+                                         f"gantune process (pid {first.pid}): wait for it to end, or stop it")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
