@@ -43,7 +43,7 @@ from gantune.events import (
     warn,
 )
 from gantune.health import objective_fields
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, trial_dirname
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname
 from gantune.sampling.study import STUDY_UID
 from gantune.sampling.warm import RECIPE_KEY
 
@@ -196,6 +196,14 @@ _SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https
             "uc")
 
 
+def check_store_writable(uri: str) -> None:
+    """A sqlite store this process is about to write: its folder must take new files now (sqlite writes a journal
+    beside the database). MLflow retried a read-only one for about 100 s, after the run's folder was made."""
+    db = sqlite_file(uri) if uri.startswith("sqlite") else None
+    if db is not None:
+        check_writable(db, "--tracking-uri", is_dir=False)
+
+
 def check_uri(uri: str) -> str:
     """Reject a URI no MLflow store takes, writing nothing (the store itself is opened later)."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
@@ -253,6 +261,7 @@ class MlflowTracker:
 
     def connect(self) -> None:
         """Check the tracking URI (one-line ``GantuneError`` when unusable) and open the experiment."""
+        check_store_writable(self.uri)
         self.experiment_id = _experiment(self.client, self.uri, self.experiment)
 
     # -- search ---------------------------------------------------------------------------------------------
@@ -469,6 +478,7 @@ class TrainRun:
         """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
         sqlite file that is there (a new one is made at the first report, once the rest proved valid)."""
         uri = self.args[0]
+        check_store_writable(uri)
         db = sqlite_file(uri) if uri.startswith("sqlite") else None
         if db is None or db.exists():
             connect(uri)

@@ -196,6 +196,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m.db", "--no-tracking"],
      r"argument --no-tracking: not allowed with argument --tracking-uri"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--rows", "3"], r"--rows: only with --interpolate"),
+    # a tracking store in a folder no file can be made in: MLflow retried it for about 100 s (the run folder made)
+    (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:////proc/gantune-m.db"],
+     r"--tracking-uri: cannot write /proc/gantune-m.db \(making a folder in /proc fails"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:////proc/gantune-m.db"],
+     r"--tracking-uri: cannot write /proc/gantune-m.db"),
     # one sqlite file for Optuna and MLflow: each migrated its schema into it, then Optuna called it too new
     (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///optuna.db"],
      r"--tracking-uri sqlite:///.*/optuna.db: the file of the Optuna storage \(.*optuna.db\); give MLflow a"),
