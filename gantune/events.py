@@ -144,6 +144,8 @@ class ObserverThread:
 
     def _call(self, event: str, *args: Any) -> Any:
         """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out."""
+        if not self._thread.is_alive():  # closed (an interrupted close): no one would answer
+            return None
         done, out = threading.Event(), list[Any]()
         self._queue.put((event, args, done, out))
         if not done.wait(self.drain_s):

@@ -261,10 +261,16 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             import ray
 
             ray.shutdown()
-    summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0)
-    summary["recipes_skipped"] = {p.recipe: p.skipped for p in projections if p.skipped}
-    for obs in observers:
-        summary = obs.search_ended(summary)
+    try:
+        summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0)
+        summary["recipes_skipped"] = {p.recipe: p.skipped for p in projections if p.skipped}
+        for obs in observers:
+            summary = obs.search_ended(summary)
+    except KeyboardInterrupt:  # every trial had ended; the parent run would stay RUNNING
+        for obs in observers:
+            obs.search_interrupted([])
+        raise Interrupted("interrupted while closing the search: every trial had ended; continue with --resume "
+                          "to close it") from None
     return summary
 
 

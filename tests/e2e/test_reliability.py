@@ -425,3 +425,29 @@ def test_a_second_process_on_a_running_search_or_run_is_refused(tmp_path: Path) 
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+
+
+def test_an_interrupt_while_the_search_closes_leaves_no_run_running(tmp_path: Path, ray_session: object,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the last trial, while the summary was being made, left the MLflow parent RUNNING."""
+    from gantune.errors import Interrupted
+    from gantune.search import runner
+    from gantune.tracking import MlflowTracker
+
+    path = _space(tmp_path, "closing", "")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # where Ctrl-C lands: after the trials, before the summary
+
+    monkeypatch.setattr(runner, "summarize", interrupted)
+    with pytest.raises(Interrupted, match="interrupted while closing the search: every trial had ended"):
+        run_search(load_space(path), _opts(tmp_path, observers=[MlflowTracker(uri, "closing")]))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("closing").experiment_id
+    parent = [r for r in client.search_runs([experiment]) if r.data.tags.get("gantune.role") == "parent"]
+    assert [r.info.status for r in parent] == ["KILLED"]
+    monkeypatch.undo()
+    run_search(load_space(path), _opts(tmp_path, resume=True, observers=[MlflowTracker(uri, "closing")]))
+    parent = [r for r in client.search_runs([experiment]) if r.data.tags.get("gantune.role") == "parent"]
+    assert [r.info.status for r in parent] == ["FINISHED"]
