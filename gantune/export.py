@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import first_line
-from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable
+from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
 from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import SearchSpace
@@ -182,9 +180,9 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
     names = [n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
     for n in names:
         try:
-            torch.load(src / n, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise GantuneError(f"--weights: trial {number}'s {src / n} is unreadable ({first_line(err)})") from None
+            load_saved(src / n)
+        except GantuneError as err:
+            raise GantuneError(f"--weights: trial {number}'s {err}") from None
     made = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)

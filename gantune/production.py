@@ -24,7 +24,7 @@ from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import missing_weights
 from gantune.progress import Meter, steps_line
-from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable, exclusive
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable, exclusive, load_saved
 from gantune.trial import is_oom, resolve_device, train
 
 
@@ -76,6 +76,12 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raise GantuneError(f"--resume: no checkpoint in {out}")
     if opts.resume:
         check_same_run(cfg, out)
+        if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
+            try:
+                load_saved(out / BEST_GENERATOR)
+            except GantuneError as err:
+                raise GantuneError(f"--resume: {err}: the best weights so far are lost; delete it to resume (the "
+                                   "next better evaluation writes it again)") from None
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)

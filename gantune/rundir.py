@@ -103,6 +103,17 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+def load_saved(path: Path) -> dict[str, Any]:
+    """A file gantune saved with torch (weights, a checkpoint), or a ``GantuneError`` "PATH is unreadable (why)"
+    for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error)."""
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise GantuneError(f"{path} is unreadable ({first})") from None
+    return state
+
+
 def cache_dir() -> Path:
     """Where work shared by every trial of every search is kept (real features and statistics, decoded data)."""
     return Path(os.environ.get("GANTUNE_CACHE_DIR") or Path.home() / ".cache" / "gantune")
@@ -184,12 +195,10 @@ class RunDir:
         if not p.exists():
             return None
         try:
-            state: dict[str, Any] = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or overwritten: torch's reader raises OSError, RuntimeError, EOFError
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise GantuneError(f"--resume: {p} is unreadable ({first}); delete it to train {self.path} again "
-                               "from step 0, or train into another --out") from None
-        return state
+            return load_saved(p)
+        except GantuneError as err:
+            raise GantuneError(f"--resume: {err}; delete it to train {self.path} again from step 0, or train into "
+                               "another --out") from None
 
     def save_generator(self, state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int,
                        name: str = GENERATOR) -> Path:

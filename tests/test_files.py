@@ -93,3 +93,20 @@ def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path,
                                                          "unreadable ("), err
     assert err.endswith("delete it to train run again from step 0, or train into another --out"), err
     assert checkpoint.stat().st_size == 10_000  # left as it was
+
+
+def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A truncated ``generator_best.pt`` survived ``train --resume`` (exit 0, "completed"): only a better
+    evaluation writes it, so the run ended with broken best weights and said nothing."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    best = tmp_path / "run" / "generator_best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/generator_best.pt is "
+                                                         "unreadable ("), err
+    assert err.endswith("the best weights so far are lost; delete it to resume (the next better evaluation writes "
+                        "it again)"), err
