@@ -18,7 +18,7 @@ from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config
 from gantune.config import TrialConfig, dotted
 from gantune.data import check_data
-from gantune.errors import ConfigError, GantuneError
+from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, first_line
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
@@ -169,6 +169,10 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         if is_oom(err):
             raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size "
                                "or the model widths)") from None
+        if isinstance(err, KeyboardInterrupt):
+            raise Interrupted(f"interrupted; continue from its last checkpoint with --resume (--out {out})"
+                              if (out / CHECKPOINT).exists() else "interrupted before the first checkpoint: "
+                              "nothing to resume") from None
         raise
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")
