@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config
 from gantune.config import TrialConfig, dotted
@@ -105,9 +107,14 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
     weights that are not this config's and mix two runs' metrics in one log."""
     try:
         saved = load_config(out / CONFIG).to_dict()
-    except GantuneError:
+        written = yaml.safe_load((out / CONFIG).read_text())
+    except (GantuneError, OSError, yaml.YAMLError):
         raise GantuneError(f"--resume: {out} holds a checkpoint but no readable {CONFIG}") from None
     mine, theirs = dotted(cfg.to_dict()), dotted(saved)
+    # a run writes every key: one that loads with keys missing was cut short, not another config's run
+    if lost := sorted(set(theirs) - set(dotted(written if isinstance(written, dict) else {}))):
+        raise GantuneError(f"--resume: {out / CONFIG} lacks {len(lost)} of the keys a run writes (first: "
+                           f"{lost[0]}): damaged? Restore it, or train into another --out")
     differ = [k for k in mine if mine[k] != theirs.get(k) and not any(k == r or k.startswith(f"{r}.")
                                                                       for r in RESUMABLE)]
     if differ:

@@ -110,3 +110,19 @@ def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monke
                                                          "unreadable ("), err
     assert err.endswith("the best weights so far are lost; delete it to resume (the next better evaluation writes "
                         "it again)"), err
+
+
+def test_train_resume_of_a_cut_config_says_it_is_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A config.yaml cut short still loads (what is missing takes the defaults), and was reported as "another
+    config's run", sending the user to look for a config they never changed."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    config = tmp_path / "run" / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: text.index("\nloss:")] + "\n")  # the sections after model are gone
+    capsys.readouterr()
+    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gantune train: error: --resume: run/config.yaml lacks ") and \
+        "of the keys a run writes (first: " in err and err.endswith("damaged? Restore it, or train into another --out")
