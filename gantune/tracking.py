@@ -196,12 +196,14 @@ _SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https
             "uc")
 
 
-def check_store_writable(uri: str) -> None:
+def check_store_writable(uri: str) -> Path | None:
     """A sqlite store this process is about to write: its folder must take new files now (sqlite writes a journal
-    beside the database). MLflow retried a read-only one for about 100 s, after the run's folder was made."""
+    beside the database). MLflow retried a read-only one for about 100 s, after the run's folder was made. Returns
+    the store's sqlite file (``None`` for other stores)."""
     db = sqlite_file(uri) if uri.startswith("sqlite") else None
     if db is not None:
         check_writable(db, "--tracking-uri", is_dir=False)
+    return db
 
 
 def check_uri(uri: str) -> str:
@@ -478,8 +480,7 @@ class TrainRun:
         """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
         sqlite file that is there (a new one is made at the first report, once the rest proved valid)."""
         uri = self.args[0]
-        check_store_writable(uri)
-        db = sqlite_file(uri) if uri.startswith("sqlite") else None
+        db = check_store_writable(uri)
         if db is None or db.exists():
             connect(uri)
 
