@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
-from gantune.rundir import atomic_write
+from gantune.rundir import atomic_write, load_saved
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
@@ -38,11 +37,9 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not path.is_file():
         raise GantuneError(f"{path}: no such weights file")
     try:
-        with warnings.catch_warnings():  # torch warns about odd pickle headers before it refuses them: one line only
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
-        raise GantuneError(f"{path}: not a readable gantune weights file ({type(err).__name__})") from None
+        payload = load_saved(path)
+    except GantuneError as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
+        raise GantuneError(f"{err}: not a readable gantune weights file") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
             payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")

@@ -14,11 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config
-from gantune.config import TrialConfig, dotted
+from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import check_data
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, first_line
@@ -106,13 +104,15 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
     ``RESUMABLE``. Other nets fail to load the checkpoint; other data, losses or metrics would train on from
     weights that are not this config's and mix two runs' metrics in one log."""
     try:
-        saved = load_config(out / CONFIG).to_dict()
-        written = yaml.safe_load((out / CONFIG).read_text())
-    except (GantuneError, OSError, yaml.YAMLError):
+        written = read_yaml(out / CONFIG)
+        if not isinstance(written, dict):
+            raise GantuneError(f"{CONFIG} holds no config")
+        saved = config_from_dict(written, str(out / CONFIG)).to_dict()
+    except GantuneError:
         raise GantuneError(f"--resume: {out} holds a checkpoint but no readable {CONFIG}") from None
     mine, theirs = dotted(cfg.to_dict()), dotted(saved)
     # a run writes every key: one that loads with keys missing was cut short, not another config's run
-    if lost := sorted(set(theirs) - set(dotted(written if isinstance(written, dict) else {}))):
+    if lost := sorted(set(theirs) - set(dotted(written))):
         raise GantuneError(f"--resume: {out / CONFIG} lacks {len(lost)} of the keys a run writes (first: "
                            f"{lost[0]}): damaged? Restore it, or train into another --out")
     differ = [k for k in mine if mine[k] != theirs.get(k) and not any(k == r or k.startswith(f"{r}.")

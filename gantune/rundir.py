@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,12 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
 
 def load_saved(path: Path) -> dict[str, Any]:
     """A file gantune saved with torch (weights, a checkpoint), or a ``GantuneError`` "PATH is unreadable (why)"
-    for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error)."""
+    for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error).
+    Torch warns about odd pickle headers before it refuses them: silenced, so the refusal stays one line."""
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise GantuneError(f"{path} is unreadable ({first})") from None
