@@ -5,6 +5,7 @@ Here rather than beside either, so the tracking side does not import Optuna to r
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -30,6 +31,17 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(url.database)
 
 
+def check_options(uri: str, flag: str) -> None:
+    """A ``?`` starts a database URL's options (``?timeout=5``): ``sqlite:///q?x/o.db`` opened the file ``q``
+    (SQLAlchemy drops an option without ``=``), not ``q?x/o.db``. Options that are not ``key=value`` are refused."""
+    from gantune.errors import GantuneError
+
+    _, sep, options = uri.partition("?")
+    if sep and not all("=" in option for option in options.split("&")):
+        raise GantuneError(f"{flag} {uri}: '?{options}' reads as the URL's options, not as part of the file name; "
+                           "write a '?' in a file name as %3F")
+
+
 def check_apart(storage: str, tracking_uri: str | None) -> None:
     """One sqlite file for the Optuna study and MLflow's store broke both: each migrates its own schema into it,
     and Optuna then refused the file as made by a newer Optuna (MLflow's alembic version)."""
@@ -40,3 +52,38 @@ def check_apart(storage: str, tracking_uri: str | None) -> None:
     if study is not None and tracking is not None and study.resolve() == tracking.resolve():
         raise GantuneError(f"--tracking-uri {tracking_uri}: the file of the Optuna storage ({study}); give MLflow a "
                            "database of its own, e.g. sqlite:///mlflow.db")
+
+
+OPTUNA, MLFLOW = "an Optuna study database", "MLflow's tracking store"
+#: tables that tell which program made a sqlite file (each makes more; these two are enough to tell them apart)
+_SCHEMAS = {OPTUNA: {"studies", "version_info"}, MLFLOW: {"experiments", "runs"}}
+
+
+def sqlite_owner(db: Path) -> str | None:
+    """Whose schema the sqlite file ``db`` holds (``OPTUNA`` or ``MLFLOW``), ``""`` when it holds none (0 bytes, or no
+    tables), ``None`` when it is missing, holds another program's tables or cannot be read (its opener says why).
+    Opened read-only: looking creates and changes nothing, where opening it as a store would migrate a schema in."""
+    import sqlite3
+
+    if not db.is_file():
+        return None
+    if db.stat().st_size == 0:
+        return ""
+    try:
+        with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return None
+    if not tables:
+        return ""
+    return next((owner for owner, marks in _SCHEMAS.items() if marks <= tables), None)
+
+
+def check_not_other(db: Path | None, flag: str, value: str, own: str, example: str) -> None:
+    """Refuse a sqlite file that holds the other store's schema before ``own``'s store migrates its tables in
+    (MLflow added its tables to an Optuna file, then refused it; Optuna did the same the other way)."""
+    from gantune.errors import GantuneError
+
+    owner = sqlite_owner(db) if db is not None else None
+    if owner and owner != own:
+        raise GantuneError(f"{flag} {value}: {db} is {owner}; name a file of its own, e.g. {example}")

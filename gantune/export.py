@@ -32,7 +32,7 @@ from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
     load_search,
     one_trial,
-    ranked,
+    search_notes,
     search_settings,
     sign,
     top_trials,
@@ -228,7 +228,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         raise GantuneError(f"--weights: {weights} exists and is not a directory")
     check_writable(out, "--out", is_dir=False)
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
-    note = ranked(study)[1] if trial is None else None
+    note = search_notes(study, ranking=trial is None)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     settings = search_settings(study)
     objective = settings.objectives[0]

@@ -27,6 +27,7 @@ from gantune.sampling import votes as V
 from gantune.sampling.study import (
     load_search,
     ranked,
+    search_notes,
     search_settings,
     sign,
     top_trials,
@@ -140,7 +141,8 @@ STRIP_ROWS = {"images": 1, "points": 8}
 
 def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     """An interpolation of each top trial's final generator (its run directory's ``generator.pt``, on the CPU),
-    all from the same latents; a trial whose weights are not on this machine (or not readable) has none."""
+    all from the same latents; a trial whose weights are not on this machine, or not readable, has instead the
+    reason it has none (the page left it out without a word)."""
     import torch
 
     from gantune.data import is_points
@@ -155,10 +157,12 @@ def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     for t in best:
         weights = Path(t.user_attrs.get("run_dir", "")) / GENERATOR
         if not weights.is_file():
+            out.append({"number": t.number, "missing": f"{weights} is not on this machine"})
             continue
         try:
             net, cfg = load_generator(weights, cpu)
-        except GantuneError:
+        except GantuneError as err:
+            out.append({"number": t.number, "missing": str(err)})
             continue
         rows = STRIP_ROWS["points" if is_points(cfg.data) else "images"]
         png = interpolation_png(net, cfg, STRIP_STEPS, rows, cpu, title=f"trial {t.number}")
@@ -217,7 +221,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
              "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
             for t in trials]
     human = _human(study)
-    note = ranked(study)[1]  # trials measured differently: named once, in the page and on stderr
+    note = search_notes(study)  # trials measured differently, a search still running: in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
         search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,

@@ -104,6 +104,25 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+def holder(folder: Path) -> str | None:
+    """The pid of the gantune process that holds ``folder``'s lock (``exclusive``) now, ``"?"`` when it wrote
+    none; ``None`` when no process does. Takes no lock and creates nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = (folder / LOCK).open()
+    except OSError:  # no lock file: no search or run has held it
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
+        except BlockingIOError:
+            return handle.read().strip() or "?"
+    return None
+
+
 def load_saved(path: Path) -> dict[str, Any]:
     """A file gantune saved with torch (weights, a checkpoint), or a ``GantuneError`` "PATH is unreadable (why)"
     for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error).
@@ -152,6 +171,13 @@ def _parsed(line: str) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and "step" in rec else None
 
 
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The records of a run folder's metrics.jsonl in order, without a last line a killed run left half-written."""
+    p = folder / METRICS
+    lines = p.read_text().splitlines() if p.exists() else []
+    return [rec for ln in lines if (rec := _parsed(ln)) is not None]
+
+
 class RunDir:
     """A run's output directory; ``resume`` trims metrics logged after the checkpoint it resumes from."""
 
@@ -167,10 +193,7 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The records of metrics.jsonl in order, without a last line a killed run left half-written."""
-        p = self.path / METRICS
-        lines = p.read_text().splitlines() if p.exists() else []
-        return [rec for ln in lines if (rec := _parsed(ln)) is not None]
+        return read_metrics(self.path)
 
     def trim_metrics(self, last_step: int) -> list[dict[str, Any]]:
         """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from), and a last

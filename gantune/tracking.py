@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from gantune import provenance
 from gantune.config import dotted
-from gantune.dburl import absolute_sqlite, sqlite_file
+from gantune.dburl import MLFLOW, absolute_sqlite, check_not_other, check_options, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import (
     INTERRUPTED,
@@ -212,12 +212,14 @@ def check_uri(uri: str) -> str:
     if scheme not in _SCHEMES:
         raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
                            f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
+    check_options(uri, "--tracking-uri")
     db = sqlite_file(uri) if scheme == "sqlite" else None
     if scheme == "sqlite" and db is None:
         raise GantuneError(f"--tracking-uri: {uri}: names no database file (an in-memory one ends with this "
                            "process, and the runs with it); name a file, e.g. sqlite:///mlflow.db")
     if db is not None and not db.parent.is_dir():  # MLflow would create the missing folders, anywhere
         raise GantuneError(f"--tracking-uri: {uri}: folder {db.parent} does not exist")
+    check_not_other(db, "--tracking-uri", uri, MLFLOW, "sqlite:///mlflow.db")
     return uri
 
 

@@ -21,10 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from gantune import provenance
-from gantune.dburl import absolute_sqlite, sqlite_file
+from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
 from gantune.errors import GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status
-from gantune.rundir import check_writable
+from gantune.rundir import check_writable, holder
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
 
@@ -222,6 +222,17 @@ def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
     return provenance.comparable(done)
 
 
+def search_notes(study: optuna.Study, ranking: bool = True) -> str | None:
+    """What a reader of the search's results must know, in one line: trials measured differently (``ranked``;
+    ``ranking``), and a search still running (its run folder's lock held), whose best is only the best so far."""
+    folders = {Path(t.user_attrs["run_dir"]).parent for t in study.get_trials(deepcopy=False)
+               if isinstance(t.user_attrs.get("run_dir"), str)}
+    pid = next((p for folder in sorted(folders) if (p := holder(folder))), None)
+    notes = [ranked(study)[1] if ranking else None,
+             f"search {study.study_name!r} is still running (pid {pid}): its best so far" if pid else None]
+    return "; ".join(n for n in notes if n) or None
+
+
 def _best_first(study: optuna.Study, done: list[FrozenTrial]) -> list[FrozenTrial]:
     """``done`` best first on the first objective; with several objectives the Pareto front's trials come first,
     so no trial goes before one that dominates it (the search's summary, export and the report agree)."""
@@ -242,6 +253,7 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    check_options(storage, "--storage")
     try:
         url = make_url(storage)
         url.get_dialect().import_dbapi()
@@ -254,6 +266,7 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
         raise GantuneError(f"--storage {storage}: an in-memory database ends with this process, and the search "
                            "with it (no --resume, export or report); name a file, e.g. sqlite:///optuna.db")
     db = sqlite_file(storage)
+    check_not_other(db, "--storage", storage, OPTUNA, "sqlite:///optuna.db")
     if db is not None and writing:
         if not db.parent.is_dir():
             raise GantuneError(f"--storage {storage}: folder {db.parent} does not exist")
@@ -267,6 +280,8 @@ def load_search(name: str, storage: str) -> optuna.Study:
     db = check_storage(absolute_sqlite(storage), writing=False)
     if db is not None and not db.is_file():
         raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
+    if db is not None and sqlite_owner(db) == "":  # Optuna would write its schema into it
+        raise GantuneError(f"no search named {name!r} in {storage} ({db} is empty)")
     try:
         with opening(storage):
             return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))

@@ -207,6 +207,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["export", "x", "--seeds", "1", "--storage", "sqlite:///{tmp}/s.db", "--tracking-uri", "sqlite:///{tmp}/s.db"],
      r"--tracking-uri sqlite:///.*s.db: the file of the Optuna storage"),
     (["generate", "{in}/nosuch.pt", "--interpolate", "4", "--n", "10"], r"--n: not with --interpolate"),
+    # a '?' in a file name: SQLAlchemy opened (and the search wrote) the file q, dropping the rest as an option
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///q?x/o.db"],
+     r"--storage sqlite:///.*q\?x/o.db: '\?x/o.db' reads as the URL's options, not as part of the file name; write"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m?x.db"], r"--tracking-uri .*m\?x.db: '\?x.db' reads"),
+    (["report", "x", "--storage", "sqlite:///q?x/o.db"], r"'\?x/o.db' reads as the URL's options"),
 ]
 
 
@@ -249,6 +254,50 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, inputs:
     assert re.search(expected, lines[0]), lines[0]
     assert lines[0].startswith(f"gantune {argv[0]}: error: ")
     assert _tree(tmp_path) == before  # no runs/, optuna.db, mlflow.db, mlartifacts/, cache or folder beside them
+
+
+def _stores(folder: Path) -> None:
+    """``study.db`` holding an Optuna study, ``mlflow.db`` MLflow's store and ``empty.db`` nothing (0 bytes)."""
+    import optuna
+    from mlflow import MlflowClient
+
+    optuna.create_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").create_experiment("x")
+    (folder / "empty.db").touch()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    # MLflow migrated its tables into the study's file, then refused it (the study then read as too new for Optuna)
+    (["export", "s", "--storage", "sqlite:///{in}/study.db", "--tracking-uri", "sqlite:///{in}/other.db",
+      "--seeds", "1"], None),
+    (["export", "s", "--storage", "sqlite:///{in}/other.db", "--tracking-uri", "sqlite:///{in}/study.db",
+      "--seeds", "1"], r"--tracking-uri sqlite:///.*study.db: .*study.db is an Optuna study database; name a file"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///{in}/study.db"],
+     r"--tracking-uri sqlite:///.*study.db: .*study.db is an Optuna study database"),
+    # and Optuna did the same to MLflow's store
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///{in}/mlflow.db"],
+     r"--storage sqlite:///.*mlflow.db: .*mlflow.db is MLflow's tracking store; name a file of its own"),
+    (["report", "x", "--storage", "sqlite:///{in}/mlflow.db"], r"mlflow.db is MLflow's tracking store"),
+    # a 0-byte file read as a study database got Optuna's schema while the command refused it
+    (["report", "x", "--storage", "sqlite:///{in}/empty.db"],
+     r"no search named 'x' in .*empty.db \(.*empty.db is empty\)"),
+    (["export", "x", "--storage", "sqlite:///{in}/empty.db"], r"empty.db is empty"),
+], ids=["study-kept", "tracking-at-study", "search-tracking-at-study", "storage-at-mlflow", "report-at-mlflow",
+        "report-empty", "export-empty"])
+def test_a_store_of_the_other_kind_or_an_empty_file_is_refused_untouched(
+        tmp_path: Path, inputs: Path, args: list[str], expected: str | None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _stores(inputs)
+    argv = [a.replace("{in}", str(inputs)) for a in args]
+    before = _tree(tmp_path)
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    if expected is None:  # the study's own file, read as the study: refused for the missing other.db, unchanged
+        assert "no search named 's'" not in line and "Optuna study database" not in line, line
+    else:
+        assert re.search(expected, line), line
+    assert _tree(tmp_path) == before
 
 
 # -- data checks of a space whose data is searched ------------------------------------------------------------

@@ -311,3 +311,19 @@ def test_interrupted_seed_reruns_say_to_run_the_export_again(searched: Path, tmp
     assert err.strip().splitlines()[-1] == ("gantune export: interrupted during the seed re-runs: nothing was "
                                             "exported; run the export again (it re-runs them from the start)")
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_export_and_report_of_a_running_search_say_it_is_the_best_so_far(
+        searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While a search ran, export wrote its best so far as if the search had ended, without a word."""
+    from gantune.rundir import exclusive
+
+    storage = ["--storage", f"sqlite:///{searched / 'optuna.db'}"]
+    running = "search 'exp' is still running (pid "
+    with exclusive(searched / "runs" / "exp", "search"):  # what a running search holds (another open file: held)
+        assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
+        assert f"note: {running}{os.getpid()}): its best so far" in capsys.readouterr().err
+        assert main(["report", "exp", *storage, "--out", str(tmp_path / "r.html")]) == 0
+        assert running in capsys.readouterr().err and "is still running (pid" in (tmp_path / "r.html").read_text()
+    assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
+    assert running not in capsys.readouterr().err

@@ -37,6 +37,14 @@ def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypa
     done = [t.number for t in optuna.load_study(study_name="rep", storage="sqlite:///optuna.db").trials
             if t.state == optuna.trial.TrialState.COMPLETE]
     assert 0 < len(done) <= 4 and sorted(int(n) for n in strips) == sorted(done), (strips, done)  # --top 4
+    # a trial whose generator.pt is damaged was left out without a word: now the page says why it has none
+    broken = tmp_path / "runs" / "rep" / f"trial-{done[0]:04d}" / "generator.pt"
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert main(["report", "rep", "--out", "out/report.html"]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    strips = re.findall(r'alt="latent interpolation of trial (\d+)" src="data:image/png;base64,', html)
+    assert sorted(int(n) for n in strips) == sorted(done[1:])
+    assert f"trial {done[0]}: no interpolation ({broken} is unreadable (" in html
 
 
 def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
