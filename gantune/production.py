@@ -24,7 +24,17 @@ from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import missing_weights
 from gantune.progress import Meter, steps_line
-from gantune.rundir import BEST_GENERATOR, CHECKPOINT, CONFIG, GENERATOR, check_writable, exclusive, load_saved
+from gantune.rundir import (
+    BEST_GENERATOR,
+    CHECKPOINT,
+    CONFIG,
+    GENERATOR,
+    METRICS,
+    RunDir,
+    check_writable,
+    exclusive,
+    load_saved,
+)
 from gantune.trial import is_oom, resolve_device, train
 
 
@@ -82,6 +92,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
             except GantuneError as err:
                 raise GantuneError(f"--resume: {err}: the best weights so far are lost; delete it to resume (the "
                                    "next better evaluation writes it again)") from None
+        check_history(out)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
@@ -93,6 +104,17 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out
+
+
+def check_history(out: Path) -> None:
+    """A resumed run reads its best evaluation so far back from metrics.jsonl: with the log gone (empty, cut, or
+    another run's) it went on without its history and took its next evaluation, worse or not, as the best."""
+    run = RunDir(out)
+    last = (run.load_checkpoint() or {}).get("last") or {}
+    if "step" in last and not any(rec["step"] == last["step"] for rec in run.read_metrics()):
+        raise GantuneError(f"--resume: {out / METRICS} has no record of step {int(last['step'])}, the last the "
+                           "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its "
+                           f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
 
 
 #: what a resumed run may change: how long it trains and where (the rest makes another run)

@@ -126,3 +126,26 @@ def test_train_resume_of_a_cut_config_says_it_is_damaged(tmp_path: Path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err.startswith("gantune train: error: --resume: run/config.yaml lacks ") and \
         "of the keys a run writes (first: " in err and err.endswith("damaged? Restore it, or train into another --out")
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "missing"])
+def test_train_resume_without_the_checkpoints_history_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    """With metrics.jsonl emptied the resumed run went on without its history (exit 0) and took its next
+    evaluation, worse or not, as the best so far (generator_best.pt overwritten)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    {"empty": lambda: metrics.write_text(""), "cut": lambda: metrics.write_text("".join(lines[:-1])),
+     "missing": metrics.unlink}[damage]()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    capsys.readouterr()
+    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "gantune train: error: --resume: run/metrics.jsonl has no record of step 20, the last the " \
+                  "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its history and " \
+                  "best so far; restore it, or delete checkpoint.pt to train again from step 0", err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
+    metrics.write_text("".join(lines))  # restored, it resumes
+    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 0
