@@ -496,15 +496,20 @@ def main(argv: list[str] | None = None) -> None:
     report(args.preset, preset, runs, args.out)
 
 
+def load_kept(path: Path) -> dict[str, Any]:
+    """An arm's run kept in ``--out``, its trials by number (JSON keeps them as strings)."""
+    kept = json.loads(path.read_text())
+    kept["trials"] = {int(n): t for n, t in kept["trials"].items()}
+    return kept
+
+
 def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, dict[str, Any]]]) -> None:
     """Each arm of each seed not kept in ``--out`` yet, run and kept."""
     for seed in range(args.seeds or preset.seeds):
         for arm in args.arms:
             path = args.out / args.preset / f"seed{seed}" / f"{arm}.json"
             if path.exists() and not args.fresh:
-                kept = json.loads(path.read_text())
-                kept["trials"] = {int(n): t for n, t in kept["trials"].items()}  # JSON keeps keys as strings
-                runs[arm][seed] = kept
+                runs[arm][seed] = load_kept(path)
                 continue
             t0 = time.monotonic()
             result = run_arm(arm, preset, seed)

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,13 +67,16 @@ def test_rung_noise_is_the_sd_of_one_evaluation() -> None:
 
 #: one arm of each way an arm runs: gantune's search without pruning, stock Ray Tune, PBT, noise-aware ASHA (the
 #: others are the first with other settings); the decision and noise tables need random and a pruned arm
-SMOKE_ARMS = ("random", "stock", "pbt", "pruned_noise")
+SMOKE_ARMS = ("random", "stock", "pbt", "pruned_noise", "health_only")
 
 
 def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
+    """And ``health_replay.py`` replays the verdicts on the random arm's trial folders, finding the stops the
+    ``health_only`` arm made. The arms' temporary folders go under ``tmp_path`` (they stayed in /tmp)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "RAY_TMPDIR": tempfile.gettempdir()}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--preset", "smoke",
                            "--arms", *SMOKE_ARMS, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=500, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=500, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for arm in SMOKE_ARMS:
         assert (tmp_path / "smoke" / "seed0" / f"{arm}.json").is_file()
@@ -80,3 +84,31 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
     assert "bad configs stopped before 25% of the budget" in proc.stdout
     assert "evaluation noise at ASHA's rungs" in proc.stdout
     assert (tmp_path / "search_efficiency_smoke.png").stat().st_size > 10_000
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "health_replay.py"), "--preset", "smoke",
+                           "--out", str(tmp_path), "--check", "health_only"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "smoke, seeds [0], health as configured" and lines[1].startswith("bad stopped before 25%")
+    assert lines[-1] == "health_only: the same stops", proc.stdout
+
+
+def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:
+    """The first verdict on the logged records, with the config's thresholds or changed ones."""
+    import json
+
+    import health_replay
+    import yaml
+
+    from gantune.catalogue import config_from_dict
+
+    folder = tmp_path / "trial-0000"
+    folder.mkdir()
+    cfg = config_from_dict({"name": "t", "data": {"name": "grid25"}}, "test").to_dict()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    records = [{"step": s, "loss_d": 1.0 + s / 100, "loss_g": 1.0, "grad_norm_g": 1.0,
+                "grad_norm_d": 50.0 if s >= 30 else 1.0} for s in range(10, 60, 10)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert health_replay.replay(folder, {})[:2] == (None, "")  # a grad norm of 50 is far below max_grad_norm
+    step, rule, logged = health_replay.replay(folder, {"max_grad_norm": 20})
+    assert (step, rule, len(logged)) == (30, "grad_norm_d", 5)

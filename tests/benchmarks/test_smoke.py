@@ -147,7 +147,8 @@ def run_benchmark(script: str, args: tuple[str, ...], tmp: Path) -> str:
 
 #: benchmark scripts without a smoke run here, and why
 UNCOVERED = {"search_efficiency.py": "tests/benchmarks/test_search_efficiency.py runs one arm of each kind and "
-                                    "tests its analysis on built event streams"}
+                                    "tests its analysis on built event streams",
+             "health_replay.py": "tests/benchmarks/test_search_efficiency.py replays the verdicts on its smoke run"}
 
 #: what needs a CUDA GPU, smoke-run where there is one
 CUDA_CASES: list[Smoke] = [

@@ -1,0 +1,236 @@
+"""The health verdicts replayed on trials that ran to the end: what they would stop, judged by outcome.
+
+    python benchmarks/health_replay.py --out DIR [--preset grid25] [--set min_progress=0.5 ...] [--check health_only]
+    python benchmarks/health_replay.py --out DIR --grid patience=1,2,3 min_hq=0.02,0.05,0.1 ...
+
+Reads the random arm that ``search_efficiency.py --out DIR`` kept (``DIR/<preset>/seed<k>/random.json`` and the
+trial folders in its ``workdir``: each trial's ``config.yaml`` and ``metrics.jsonl``) and feeds each trial's
+logged records, in order, to the ``HealthMonitor`` its config builds, as the trial loop's ``should_stop`` does.
+The records a trial logs do not depend on whether anything watches them (seeded training), so the first verdict
+is where the ``health_only`` arm (verdicts alone, ASHA off) stops that config; ``--check health_only`` compares
+the two on the seeds where that arm was kept. Without training anything it answers in seconds what a change of
+thresholds (``--set key=value``: a ``health`` setting) does to the verdicts: bad configs (worst third of final
+objectives, or non-finite) stopped before 25% of the budget, good ones (best third) stopped at all, with each
+such decision listed (rule, step, the config's final objective and modes).
+
+``--grid`` replays every combination of the values given and prints the frontier: for each count of good configs
+stopped, the most bad ones any combination stopped before 25% of the budget (and the first combination that did).
+
+The labels are ``search_efficiency.labels``: the same configs and outcomes as its pruning table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+from search_efficiency import PRESETS, ROOT, labels, load_kept
+
+from gantune.catalogue import load_config
+from gantune.config import TrialConfig
+from gantune.health import HealthMonitor
+from gantune.metrics import collapse_signals
+from gantune.rundir import METRICS, read_metrics
+from gantune.sampling.settings import sign_of
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Replayed:
+    """One config's verdict, replayed: ``step`` where it would stop (``None``: it trains to the end)."""
+
+    seed: int
+    trial: int
+    label: str
+    step: int | None
+    rule: str
+    final: float
+    modes: float
+    early: dict[str, float]  # each signal's best reading before 25% of the budget (``early_best``)
+
+
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs as ``health`` settings (values read as YAML would: numbers stay numbers)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: expected key=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def monitor(cfg: TrialConfig, changes: dict[str, Any]) -> HealthMonitor:
+    """The trial's own monitor, with ``changes`` to its ``health`` thresholds."""
+    if changes:  # the config's dataclasses check the changed values as they check a config's
+        cfg = dataclasses.replace(cfg, health=dataclasses.replace(cfg.health, **changes))
+    return HealthMonitor.for_trial(cfg)
+
+
+def replay(folder: Path, changes: dict[str, Any]) -> tuple[int | None, str, list[dict[str, Any]]]:
+    """The step and rule of the first verdict on ``folder``'s logged records (``None``: no verdict), and the
+    records."""
+    logged = read_metrics(folder)
+    watch = monitor(load_config(folder / "config.yaml"), changes)
+    for rec in logged:
+        verdict = watch({k: float(v) for k, v in rec.items() if isinstance(v, (int, float))})
+        if verdict is not None:
+            return int(rec["step"]), verdict.rule, logged
+    return None, "", logged
+
+
+def early_best(logged: list[dict[str, Any]], before: float, objective: str, sign: float) -> dict[str, float]:
+    """Each signal's best reading before step ``before``: the healthiest the config looked in that stretch. The
+    collapse signals the metric families declare and their gates (the HQ share) by value, a signal with a ceiling
+    (the diversity ratio) by closeness to the data's 1 (``min(v, 1/v)``), the objective by its direction."""
+    keys: dict[str, Any] = {}
+    for sig in collapse_signals():
+        keys[sig.key] = (lambda v: min(v, 1 / v) if v > 0 else 0.0) if sig.ceiling is not None else float
+        if sig.gate is not None:
+            keys[sig.gate[0]] = float
+    keys[objective] = lambda v: -sign * v
+    best: dict[str, float] = {}
+    for rec in logged:
+        if rec["step"] >= before:
+            break
+        for key, read in keys.items():
+            if isinstance(rec.get(key), (int, float)) and math.isfinite(rec[key]):
+                best[key] = max(best.get(key, -math.inf), read(rec[key]))
+    return best
+
+
+def shadows(bad: Replayed, good: list[Replayed]) -> list[Replayed]:
+    """The good configs that looked no healthier than ``bad`` by every signal's best early reading: a rule that
+    stops ``bad`` on those readings before 25% of the budget stops each of them too."""
+    keys = set(bad.early)
+    return [g for g in good if keys <= set(g.early) and all(g.early[k] <= bad.early[k] for k in keys)]
+
+
+def seed_runs(out: Path, preset: str) -> dict[int, dict[str, Any]]:
+    """The kept random arm of each seed, by seed."""
+    runs = {}
+    for path in sorted((out / preset).glob("seed*/random.json")):
+        runs[int(path.parent.name.removeprefix("seed"))] = load_kept(path)
+    return runs
+
+
+def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[str, Any]) -> list[Replayed]:
+    folders = Path(run["workdir"]) / "runs" / "eff-random"
+    cfg0 = load_config(next(folders.glob("trial-*/config.yaml")))
+    lab = labels(run, max_steps, sign_of(cfg0.health.mode))
+    out = []
+    for number in sorted(lab):
+        folder = folders / f"trial-{number:04d}"
+        if not (folder / METRICS).is_file():
+            raise SystemExit(f"{folder / METRICS}: missing; run search_efficiency.py --arms random again with this "
+                             "--out (the trial folders live in its temporary workdir)")
+        step, rule, logged = replay(folder, changes)
+        last = logged[-1] if logged else {}
+        objective = cfg0.health.objective
+        final = float(last.get(objective, math.nan)) if last.get("step") == max_steps else math.nan
+        early = early_best(logged, 0.25 * max_steps, objective, sign_of(cfg0.health.mode))
+        out.append(Replayed(seed, number, lab[number], step, rule, final, float(last.get("modes", math.nan)),
+                            early))
+    return out
+
+
+def summary(rows: list[Replayed], max_steps: int) -> dict[str, int]:
+    bad = [r for r in rows if r.label == "bad"]
+    good = [r for r in rows if r.label == "good"]
+    return {"bad": len(bad), "bad_early": sum(r.step is not None and r.step < 0.25 * max_steps for r in bad),
+            "good": len(good), "good_stopped": sum(r.step is not None for r in good)}
+
+
+def check(out: Path, preset: str, arm: str, rows: list[Replayed]) -> list[str]:
+    """Where the kept ``arm`` (verdicts alone) stopped a config other than the replay says."""
+    differ = []
+    for r in rows:
+        path = out / preset / f"seed{r.seed}" / f"{arm}.json"
+        if not path.is_file():
+            continue
+        info = load_kept(path)["trials"].get(r.trial)
+        if info is None:
+            continue
+        ran = None if info["steps"] >= PRESETS[preset].max_steps and not info["status"].startswith("pruned") \
+            else int(info["steps"])
+        if ran != r.step:
+            differ.append(f"seed {r.seed} trial {r.trial}: {arm} stopped at {ran} ({info['status']}), replay at "
+                          f"{r.step} ({r.rule or 'no verdict'})")
+    return differ
+
+
+def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, list[Any]]) -> None:
+    """Every combination of ``grid``'s values replayed; per count of good configs stopped, the most bad ones
+    stopped before 25% of the budget."""
+    best: dict[int, tuple[int, dict[str, Any]]] = {}
+    combos = list(itertools.product(*grid.values()))
+    for values in combos:
+        changes = dict(zip(grid, values, strict=True))
+        s = summary([r for seed, run in runs.items() for r in replay_seed(seed, run, max_steps, changes)], max_steps)
+        if s["bad_early"] > best.get(s["good_stopped"], (-1, {}))[0]:
+            best[s["good_stopped"]] = (s["bad_early"], changes)
+    print(f"frontier over {len(combos)} combinations ({s['bad']} bad, {s['good']} good configs):")
+    top = -1
+    for good in sorted(best):
+        bad, changes = best[good]
+        if bad > top:  # only a point that stops more bad configs than every point with fewer good ones stopped
+            top = bad
+            print(f"  good stopped {good}/{s['good']}: bad stopped before 25% {bad}/{s['bad']} with {changes}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=list(PRESETS), default="grid25")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="health thresholds to change")
+    ap.add_argument("--check", metavar="ARM", help="compare with this kept arm's stops (health_only)")
+    ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="print the frontier over these values")
+    args = ap.parse_args(argv)
+    changes = overrides(args.set)
+    max_steps = PRESETS[args.preset].max_steps
+    runs = seed_runs(args.out, args.preset)
+    if not runs:
+        raise SystemExit(f"no random arm kept in {args.out / args.preset}: run search_efficiency.py --preset "
+                         f"{args.preset} --arms random --out {args.out} first")
+    if args.grid:
+        grid = {k: [overrides([f"{k}={v}"])[k] for v in vs.split(",")]
+                for k, vs in (pair.partition("=")[::2] for pair in args.grid)}
+        frontier(runs, max_steps, grid)
+        return
+    rows = [r for seed, run in runs.items() for r in replay_seed(seed, run, max_steps, changes)]
+    s = summary(rows, max_steps)
+    print(f"{args.preset}, seeds {sorted(runs)}, health {changes or 'as configured'}")
+    print(f"bad stopped before 25% of the budget: {s['bad_early']}/{s['bad']}"
+          f" ({s['bad_early'] / max(1, s['bad']):.0%}); good stopped: {s['good_stopped']}/{s['good']}"
+          f" ({s['good_stopped'] / max(1, s['good']):.0%})")
+    for r in rows:
+        stopped_good = r.label == "good" and r.step is not None
+        missed_bad = r.label == "bad" and (r.step is None or r.step >= 0.25 * max_steps)
+        if stopped_good or missed_bad:
+            what = "good stopped" if stopped_good else "bad missed "
+            where = f"at {r.step} by {r.rule}" if r.step is not None else "never stopped"
+            print(f"  {what}  seed {r.seed} trial {r.trial:2d}: {where}; final {r.final:.3f}, {r.modes:g} modes")
+    good = [r for r in rows if r.label == "good"]
+    missed = [r for r in rows if r.label == "bad" and (r.step is None or r.step >= 0.25 * max_steps)]
+    shadowed = {r: shadows(r, good) for r in missed}
+    print(f"bad configs missed before 25% that looked, by every signal's best reading before step "
+          f"{0.25 * max_steps:g}, no worse than a good config: {sum(bool(v) for v in shadowed.values())}/{len(missed)}")
+    for r, like in shadowed.items():
+        if like:
+            names = ", ".join(f"seed {g.seed} trial {g.trial} ({g.final:.3f})" for g in like[:3])
+            print(f"  seed {r.seed} trial {r.trial:2d} ({r.final:.3f}): as healthy as good {names}"
+                  f"{f' and {len(like) - 3} more' if len(like) > 3 else ''}")
+    if args.check:
+        differ = check(args.out, args.preset, args.check, rows)
+        print(f"{args.check}: {'the same stops' if not differ else f'{len(differ)} differ'}")
+        for line in differ:
+            print("  " + line)
+
+
+if __name__ == "__main__":
+    main()
