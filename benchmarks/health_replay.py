@@ -50,6 +50,7 @@ class Replayed:
     final: float
     modes: float
     early: dict[str, float]  # each signal's best reading before 25% of the budget (``early_best``)
+    spread: float  # the widest diversity ratio two checks in a row held (the spread ceiling's evidence)
 
 
 def overrides(pairs: list[str]) -> dict[str, Any]:
@@ -111,11 +112,13 @@ def shadows(bad: Replayed, good: list[Replayed]) -> list[Replayed]:
     return [g for g in good if keys <= set(g.early) and all(g.early[k] <= bad.early[k] for k in keys)]
 
 
-def seed_runs(out: Path, preset: str) -> dict[int, dict[str, Any]]:
-    """The kept random arm of each seed, by seed."""
+def seed_runs(out: Path, preset: str, seeds: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    """The kept random arm of each seed (of ``seeds``; all kept by default), by seed."""
     runs = {}
-    for path in sorted((out / preset).glob("seed*/random.json")):
-        runs[int(path.parent.name.removeprefix("seed"))] = load_kept(path)
+    for path in sorted((out / preset).glob("seed*/random.json"), key=lambda p: int(p.parent.name[4:])):
+        seed = int(path.parent.name.removeprefix("seed"))
+        if seeds is None or seed in seeds:
+            runs[seed] = load_kept(path)
     return runs
 
 
@@ -134,8 +137,10 @@ def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[st
         objective = cfg0.health.objective
         final = float(last.get(objective, math.nan)) if last.get("step") == max_steps else math.nan
         early = early_best(logged, 0.25 * max_steps, objective, sign_of(cfg0.health.mode))
+        ratios = [float(rec["diversity"]) for rec in logged if "diversity" in rec]
+        spread = max((min(a, b) for a, b in itertools.pairwise(ratios)), default=math.nan)
         out.append(Replayed(seed, number, lab[number], step, rule, final, float(last.get("modes", math.nan)),
-                            early))
+                            early, spread))
     return out
 
 
@@ -187,13 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=list(PRESETS), default="grid25")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--seeds", type=int, nargs="*", help="the kept seeds to replay (default: all)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="health thresholds to change")
     ap.add_argument("--check", metavar="ARM", help="compare with this kept arm's stops (health_only)")
     ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="print the frontier over these values")
     args = ap.parse_args(argv)
     changes = overrides(args.set)
     max_steps = PRESETS[args.preset].max_steps
-    runs = seed_runs(args.out, args.preset)
+    runs = seed_runs(args.out, args.preset, args.seeds)
     if not runs:
         raise SystemExit(f"no random arm kept in {args.out / args.preset}: run search_efficiency.py --preset "
                          f"{args.preset} --arms random --out {args.out} first")
@@ -215,6 +221,13 @@ def main(argv: list[str] | None = None) -> None:
             what = "good stopped" if stopped_good else "bad missed "
             where = f"at {r.step} by {r.rule}" if r.step is not None else "never stopped"
             print(f"  {what}  seed {r.seed} trial {r.trial:2d}: {where}; final {r.final:.3f}, {r.modes:g} modes")
+    ceiling = monitor(load_config(next((Path(runs[min(runs)]["workdir"]) / "runs" / "eff-random").glob(
+        "trial-*/config.yaml"))), changes).cfg.max_diversity
+    wide = [r for r in rows if r.spread > ceiling]
+    worst = max((r.final for r in wide), default=0.0)
+    widest = max((r.spread for r in rows if r.final > worst), default=math.nan)
+    print(f"diversity ratio above {ceiling:g} two checks in a row: {len(wide)}/{len(rows)} configs, ending at "
+          f"{worst:.3f} or less; the widest two in a row of a config ending above that: {widest:.2f}")
     good = [r for r in rows if r.label == "good"]
     missed = [r for r in rows if r.label == "bad" and (r.step is None or r.step >= 0.25 * max_steps)]
     shadowed = {r: shadows(r, good) for r in missed}
