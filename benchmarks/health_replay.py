@@ -122,9 +122,18 @@ def seed_runs(out: Path, preset: str, seeds: list[int] | None = None) -> dict[in
     return runs
 
 
+def first_config(run: dict[str, Any]) -> Path:
+    """The config.yaml of a kept random arm's first trial folder (they live in its temporary workdir)."""
+    found = sorted((Path(run["workdir"]) / "runs" / "eff-random").glob("trial-*/config.yaml"))
+    if not found:
+        raise SystemExit(f"{run['workdir']}: no trial folders; run search_efficiency.py --arms random again with "
+                         "this --out and --fresh (the trial folders live in its temporary workdir)")
+    return found[0]
+
+
 def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[str, Any]) -> list[Replayed]:
-    folders = Path(run["workdir"]) / "runs" / "eff-random"
-    cfg0 = load_config(next(folders.glob("trial-*/config.yaml")))
+    cfg0 = load_config(first_config(run))
+    folders = first_config(run).parents[1]
     lab = labels(run, max_steps, sign_of(cfg0.health.mode))
     out = []
     for number in sorted(lab):
@@ -221,13 +230,13 @@ def main(argv: list[str] | None = None) -> None:
             what = "good stopped" if stopped_good else "bad missed "
             where = f"at {r.step} by {r.rule}" if r.step is not None else "never stopped"
             print(f"  {what}  seed {r.seed} trial {r.trial:2d}: {where}; final {r.final:.3f}, {r.modes:g} modes")
-    ceiling = monitor(load_config(next((Path(runs[min(runs)]["workdir"]) / "runs" / "eff-random").glob(
-        "trial-*/config.yaml"))), changes).cfg.max_diversity
+    ceiling = monitor(load_config(first_config(runs[min(runs)])), changes).cfg.max_diversity
     wide = [r for r in rows if r.spread > ceiling]
-    worst = max((r.final for r in wide), default=0.0)
-    widest = max((r.spread for r in rows if r.final > worst), default=math.nan)
-    print(f"diversity ratio above {ceiling:g} two checks in a row: {len(wide)}/{len(rows)} configs, ending at "
-          f"{worst:.3f} or less; the widest two in a row of a config ending above that: {widest:.2f}")
+    worst = max((r.final for r in wide), default=math.nan)
+    widest = max((r.spread for r in rows if not r.final <= worst), default=math.nan)
+    print(f"diversity ratio above {ceiling:g} two checks in a row: {len(wide)}/{len(rows)} configs"
+          + (f", ending at {worst:.3f} or less; the widest two in a row of a config ending above that: {widest:.2f}"
+             if wide else ""))
     good = [r for r in rows if r.label == "good"]
     missed = [r for r in rows if r.label == "bad" and (r.step is None or r.step >= 0.25 * max_steps)]
     shadowed = {r: shadows(r, good) for r in missed}

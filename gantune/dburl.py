@@ -31,15 +31,28 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(url.database)
 
 
+#: the options a ``sqlite://`` URL may carry (what SQLAlchemy's pysqlite dialect reads; it ignores any other)
+SQLITE_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types", "check_same_thread",
+                            "cached_statements"})
+
+
 def check_options(uri: str, flag: str) -> None:
     """A ``?`` starts a database URL's options (``?timeout=5``): ``sqlite:///q?x/o.db`` opened the file ``q``
-    (SQLAlchemy drops an option without ``=``), not ``q?x/o.db``. Options that are not ``key=value`` are refused."""
+    (SQLAlchemy drops an option it does not know), not ``q?x/o.db``. A sqlite URL's options must be ones sqlite
+    reads (with ``uri=true`` the rest go to sqlite's own URI: ``mode=ro``); other databases' URLs are their drivers'
+    business (a ``?`` in a postgres password is the driver's to read)."""
+    from urllib.parse import parse_qsl
+
     from gantune.errors import GantuneError
 
+    if not uri.lower().startswith("sqlite"):
+        return
     _, sep, options = uri.partition("?")
-    if sep and not all("=" in option for option in options.split("&")):
-        raise GantuneError(f"{flag} {uri}: '?{options}' reads as the URL's options, not as part of the file name; "
-                           "write a '?' in a file name as %3F")
+    keys = [k for k, _ in parse_qsl(options, keep_blank_values=True)]
+    unknown = [] if "uri" in keys else [k for k in keys if k not in SQLITE_OPTIONS]  # uri=true: sqlite's own URI
+    if sep and (unknown or not options):
+        raise GantuneError(f"{flag} {uri}: '?{options}' reads as the URL's options, not as part of the file name "
+                           f"(sqlite's are {', '.join(sorted(SQLITE_OPTIONS))}); write a '?' in a file name as %3F")
 
 
 def check_apart(storage: str, tracking_uri: str | None) -> None:

@@ -30,10 +30,11 @@ from gantune.rundir import (
     CONFIG,
     GENERATOR,
     METRICS,
-    RunDir,
     check_writable,
     exclusive,
+    load_checkpoint,
     load_saved,
+    read_metrics,
 )
 from gantune.trial import is_oom, resolve_device, train
 
@@ -109,9 +110,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
 def check_history(out: Path) -> None:
     """A resumed run reads its best evaluation so far back from metrics.jsonl: with the log gone (empty, cut, or
     another run's) it went on without its history and took its next evaluation, worse or not, as the best."""
-    run = RunDir(out)
-    last = (run.load_checkpoint() or {}).get("last") or {}
-    if "step" in last and not any(rec["step"] == last["step"] for rec in run.read_metrics()):
+    last = (load_checkpoint(out) or {}).get("last") or {}
+    if "step" in last and not any(rec["step"] == last["step"] for rec in read_metrics(out)):
         raise GantuneError(f"--resume: {out / METRICS} has no record of step {int(last['step'])}, the last the "
                            "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its "
                            f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
@@ -187,7 +187,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.provenance(p)
 
     try:
-        with exclusive(out, f"run folder {out}"):  # a second train (--resume) there interleaved its steps
+        with exclusive(out, f"run folder {out}", "train"):  # a second train (--resume) there interleaved its steps
             result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,
                            device=opts.device, on_samples=tracker.samples if tracker is not None else None,
                            on_provenance=measured)

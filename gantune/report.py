@@ -155,7 +155,10 @@ def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     out = []
     cpu = torch.device("cpu")
     for t in best:
-        weights = Path(t.user_attrs.get("run_dir", "")) / GENERATOR
+        if not isinstance(t.user_attrs.get("run_dir"), str):
+            out.append({"number": t.number, "missing": "the trial recorded no run folder"})
+            continue
+        weights = Path(t.user_attrs["run_dir"]) / GENERATOR
         if not weights.is_file():
             out.append({"number": t.number, "missing": f"{weights} is not on this machine"})
             continue

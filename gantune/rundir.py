@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,11 +79,13 @@ LOCK = ".gantune.lock"
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path, what: str) -> Iterator[None]:
+def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
     """Hold ``folder``'s lock while this process writes in it: a second gantune process on the same search or run
     folder is refused with one line (two at once mixed their trials into one study, or their steps into one
-    log). An operating-system lock (``flock``): a process that dies, however, holds none. Where there is no
-    ``fcntl`` (Windows) nothing is locked."""
+    log). An operating-system lock (``flock``): a process that dies, however, holds none. The lock file says
+    which process holds it and as what (``kind``: search, train; read by ``holder``). A lock taken for an instant
+    (``holder`` looking) is waited for up to ``_LOCK_WAIT_S``. Where there is no ``fcntl`` (Windows) nothing is
+    locked."""
     try:
         import fcntl
     except ImportError:
@@ -90,36 +93,50 @@ def exclusive(folder: Path, what: str) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / LOCK).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip()
-            raise GantuneError(f"{what} is in use by another gantune process{f' (pid {pid})' if pid else ''}: "
-                               "wait for it to end, or stop it") from None
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                handle.seek(0)
+                pid = handle.read().split(maxsplit=1)[:1]
+                raise GantuneError(f"{what} is in use by another gantune process{f' (pid {pid[0]})' if pid else ''}: "
+                                   "wait for it to end, or stop it") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()}\n")
+        handle.write(f"{os.getpid()} {kind}\n")
         handle.flush()
         yield  # closing the file releases the lock
 
 
-def holder(folder: Path) -> str | None:
-    """The pid of the gantune process that holds ``folder``'s lock (``exclusive``) now, ``"?"`` when it wrote
-    none; ``None`` when no process does. Takes no lock and creates nothing."""
+#: how long ``exclusive`` waits for a lock another process holds before it refuses (``holder`` holds one briefly)
+_LOCK_WAIT_S = 1.0
+
+
+def holder(folder: Path) -> tuple[str, str] | None:
+    """``(pid, kind)`` of the gantune process that holds ``folder``'s lock (``exclusive``) now (``"?"`` for what it
+    did not write); ``None`` when no process does, or when the lock cannot be read. Creates nothing; it takes a
+    shared lock for an instant, which ``exclusive`` waits out."""
     try:
         import fcntl
     except ImportError:
         return None
     try:
         handle = (folder / LOCK).open()
-    except OSError:  # no lock file: no search or run has held it
+    except OSError:  # no lock file (no search or run has held it) or an unreadable one
         return None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
         except BlockingIOError:
-            return handle.read().strip() or "?"
+            pid, _, kind = handle.read().strip().partition(" ")
+            return pid or "?", kind or "?"
+        except OSError:  # a file system without locks (some network mounts): nothing to tell
+            return None
     return None
 
 
@@ -178,6 +195,18 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     return [rec for ln in lines if (rec := _parsed(ln)) is not None]
 
 
+def load_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """A run folder's checkpoint (``None`` when it has none); one line for an unreadable one."""
+    p = folder / CHECKPOINT
+    if not p.exists():
+        return None
+    try:
+        return load_saved(p)
+    except GantuneError as err:
+        raise GantuneError(f"--resume: {err}; delete it to train {folder} again from step 0, or train into "
+                           "another --out") from None
+
+
 class RunDir:
     """A run's output directory; ``resume`` trims metrics logged after the checkpoint it resumes from."""
 
@@ -218,14 +247,7 @@ class RunDir:
         atomic_save(state, self.path / CHECKPOINT)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        p = self.path / CHECKPOINT
-        if not p.exists():
-            return None
-        try:
-            return load_saved(p)
-        except GantuneError as err:
-            raise GantuneError(f"--resume: {err}; delete it to train {self.path} again from step 0, or train into "
-                               "another --out") from None
+        return load_checkpoint(self.path)
 
     def save_generator(self, state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int,
                        name: str = GENERATOR) -> Path:

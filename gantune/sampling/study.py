@@ -227,9 +227,9 @@ def search_notes(study: optuna.Study, ranking: bool = True) -> str | None:
     ``ranking``), and a search still running (its run folder's lock held), whose best is only the best so far."""
     folders = {Path(t.user_attrs["run_dir"]).parent for t in study.get_trials(deepcopy=False)
                if isinstance(t.user_attrs.get("run_dir"), str)}
-    pid = next((p for folder in sorted(folders) if (p := holder(folder))), None)
-    notes = [ranked(study)[1] if ranking else None,
-             f"search {study.study_name!r} is still running (pid {pid}): its best so far" if pid else None]
+    held = [h for folder in sorted(folders) if (h := holder(folder)) is not None and h[1] == "search"]
+    notes = [ranked(study)[1] if ranking else None,  # (a train of the exported config may hold the same folder)
+             f"search {study.study_name!r} is still running (pid {held[0][0]}): its best so far" if held else None]
     return "; ".join(n for n in notes if n) or None
 
 

@@ -241,7 +241,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     run_root = (Path(opts.runs_dir) / space.name).resolve()
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
-        with exclusive(run_root, f"search {space.name!r} (its folder {run_root})"):
+        with exclusive(run_root, f"search {space.name!r} (its folder {run_root})", "search"):
             check_study(space.name, storage, settings, opts.resume, space.distributions())
             observers = [ObserverThread(obs) for obs in opts.observers]
             study = open_study(space.name, storage, settings)  # check_study said it may

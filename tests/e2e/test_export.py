@@ -320,10 +320,14 @@ def test_export_and_report_of_a_running_search_say_it_is_the_best_so_far(
 
     storage = ["--storage", f"sqlite:///{searched / 'optuna.db'}"]
     running = "search 'exp' is still running (pid "
-    with exclusive(searched / "runs" / "exp", "search"):  # what a running search holds (another open file: held)
+    folder = searched / "runs" / "exp"
+    with exclusive(folder, "search", "search"):  # what a running search holds (another open file: held)
         assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
         assert f"note: {running}{os.getpid()}): its best so far" in capsys.readouterr().err
         assert main(["report", "exp", *storage, "--out", str(tmp_path / "r.html")]) == 0
         assert running in capsys.readouterr().err and "is still running (pid" in (tmp_path / "r.html").read_text()
     assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
     assert running not in capsys.readouterr().err
+    with exclusive(folder, "run folder", "train"):  # `gantune train best.yaml` trains in runs/<its name> too
+        assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
+        assert running not in capsys.readouterr().err
