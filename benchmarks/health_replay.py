@@ -132,8 +132,8 @@ def first_config(run: dict[str, Any]) -> Path:
 
 
 def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[str, Any]) -> list[Replayed]:
-    cfg0 = load_config(first_config(run))
-    folders = first_config(run).parents[1]
+    first = first_config(run)
+    cfg0, folders = load_config(first), first.parents[1]
     lab = labels(run, max_steps, sign_of(cfg0.health.mode))
     out = []
     for number in sorted(lab):
