@@ -433,6 +433,7 @@ def _port_free(port: int) -> bool:
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
     import subprocess
 
+    from gantune.dburl import no_stray_folders, sqlite_file
     from gantune.tracking import experiment_urls, resolve_tracking_uri
 
     if not _port_free(args.port):  # MLflow's server would say so 10 s later, after the pages were printed
@@ -440,7 +441,7 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise GantuneError(f"--tracking-uri: {uri} is a tracking server already: open it in a browser")
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if (db := sqlite_file(uri)) is not None and not db.exists():
         raise GantuneError(f"--tracking-uri: {uri} does not exist yet (run a search first)")
     url = f"http://127.0.0.1:{args.port}"
     pages = experiment_urls(uri, url, args.search)  # each opens on the runs table (``ui_url``)
@@ -450,7 +451,8 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     try:
-        code = subprocess.call(cmd)
+        with no_stray_folders(uri):
+            code = subprocess.call(cmd)
     except KeyboardInterrupt:
         code = 0
     if code not in (0, -2, 130):

@@ -6,15 +6,41 @@ Here rather than beside either, so the tracking side does not import Optuna to r
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 
 def absolute_sqlite(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged."""
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged. A URL reads ``?`` as the
+    start of its options and decodes ``%XX``, so a working directory pasted raw (``/tmp/exp?1``, ``/tmp/a%41``) named
+    another file: those two are written encoded (``%3F``, ``%25``), the rest as they are (MLflow makes a sqlite
+    path's folders from the URL as written: ``no_stray_folders``). The relative part is the user's URL text: read
+    decoded, its options kept."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + str((Path.cwd() / uri.removeprefix(prefix)).resolve())
+        relative, sep, options = uri.removeprefix(prefix).partition("?")
+        path = str((Path.cwd() / unquote(relative)).resolve())
+        return prefix + path.replace("%", "%25").replace("?", "%3F") + sep + options
     return uri
+
+
+@contextlib.contextmanager
+def no_stray_folders(uri: str) -> Iterator[None]:
+    """MLflow makes the folders of a sqlite URL's path as written (``/tmp/exp%3F1``) where sqlite opens the path
+    decoded (``/tmp/exp?1``, which exists: ``tracking.check_uri``); the folders it made for nothing are removed."""
+    written = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    db = sqlite_file(uri) if written is not None else None
+    made: list[Path] = []
+    while written is not None and db is not None and written != db.parent and not written.exists():
+        made.append(written)  # deepest first
+        written = written.parent
+    try:
+        yield
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty (or already gone): not MLflow's stray folder
+                folder.rmdir()
 
 
 def sqlite_file(storage: str) -> Path | None:

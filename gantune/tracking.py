@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from gantune import provenance
 from gantune.config import dotted
-from gantune.dburl import MLFLOW, absolute_sqlite, check_not_other, check_options, sqlite_file
+from gantune.dburl import MLFLOW, absolute_sqlite, check_not_other, check_options, no_stray_folders, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import (
     INTERRUPTED,
@@ -223,13 +223,19 @@ def check_uri(uri: str) -> str:
     return uri
 
 
+def open_client(uri: str) -> MlflowClient:
+    """MLflow's client of ``uri`` (making it opens the store: a sqlite one is created and migrated)."""
+    with no_stray_folders(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, failing fast with one line when the URI cannot be used (bad scheme, no server).
 
     Creating the client creates a local sqlite store: call it only once the rest of the input is valid.
     """
     try:
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         client.search_experiments(max_results=1)
     except Exception as err:
         text = str(getattr(err, "message", err)).strip().splitlines()
@@ -563,7 +569,7 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
     same trial numbers into the same experiment (under a parent of their own), so the trial tag alone can name
     a re-run's generator. ``[]`` when there is no such run or it logged no weights.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     exp = client.get_experiment_by_name(search)
     if exp is None:
         return []
@@ -598,7 +604,7 @@ def log_review(tracking_uri: str, search: str, votes: list[dict[str, Any]], rank
     if db is not None and not db.is_file():
         return None
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = open_client(tracking_uri)
         exp = client.get_experiment_by_name(search)
         if exp is None:
             return None

@@ -90,6 +90,26 @@ optim:
     assert summary["counts"]["failed"] == 1 and summary["counts"]["completed"] == 1
 
 
+def test_a_working_directory_a_url_would_read_otherwise_keeps_the_default_stores_in_it(
+        tmp_path: Path, ray_session: object, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The default stores are sqlite URLs in the working directory: pasted raw, ``/x/exp?1`` read ``?1/optuna.db``
+    as the URL's options (refused, with advice to write %3F the user could not follow) and ``/x/a%41`` opened
+    ``/x/aA``. The path is percent-encoded into the URL, so the stores land in the folder itself."""
+    odd = tmp_path / "exp?1 %41#x"
+    odd.mkdir()
+    monkeypatch.chdir(odd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = _space(odd, "odd", "", trials=1, steps=20)
+    assert main(["search", str(path), "--quiet"]) == 0
+    assert sorted(p.name for p in odd.glob("*.db")) == ["mlflow.db", "optuna.db"]
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == [odd.name]  # nothing beside the folder
+    study = optuna.load_study(study_name="odd", storage="sqlite:///optuna.db")  # relative: sqlite reads it raw
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert main(["export", "odd", "--out", "best.yaml"]) == 0 and (odd / "best.yaml").is_file()
+    capsys.readouterr()
+
+
 def test_resume_reruns_a_trial_left_without_config_from_a_clean_slate(tmp_path: Path, ray_session: object) -> None:
     """A driver killed between ask() and storing the config, and one killed mid-trial with files on disk and
     intermediate values in the study: both run again from step 0 and the study matches the files."""

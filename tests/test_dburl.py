@@ -1,0 +1,37 @@
+"""sqlite URLs made from paths: the file a URL names is the file meant, whatever characters its folders hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gantune.dburl import absolute_sqlite, no_stray_folders, sqlite_file
+from gantune.tracking import open_client
+
+
+@pytest.mark.parametrize("folder", ["exp?1", "a%41", "a%20b", "sp ace", "hash#1", "plain"])
+def test_a_relative_url_names_the_file_in_the_working_directory_whatever_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str) -> None:
+    """The working directory was pasted raw: ``exp?1/optuna.db`` read ``?1/optuna.db`` as options, ``a%41`` as
+    ``aA``."""
+    cwd = tmp_path / folder
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert sqlite_file(absolute_sqlite("sqlite:///optuna.db")) == cwd / "optuna.db"
+    # the user's own part stays URL text: decoded once, options kept
+    url = absolute_sqlite("sqlite:///sub/../o%3Fx.db?timeout=5")
+    assert url.endswith("?timeout=5") and sqlite_file(url) == cwd / "o?x.db"
+
+
+def test_mlflow_leaves_no_folder_named_as_the_url_is_written(tmp_path: Path) -> None:
+    """MLflow made ``a%20b/`` beside ``a b/``, where the store went (it makes a sqlite path's folders undecoded)."""
+    (tmp_path / "a b").mkdir()
+    uri = f"sqlite:///{tmp_path}/a%20b/m.db"
+    open_client(uri).search_experiments()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b"]
+    assert (tmp_path / "a b" / "m.db").is_file()
+    with no_stray_folders(uri):  # a folder it did not make is left alone
+        (tmp_path / "a%20b").mkdir()
+        (tmp_path / "a%20b" / "keep").touch()
+    assert (tmp_path / "a%20b" / "keep").is_file()
