@@ -21,7 +21,7 @@ from gantune.config import format_validation_error
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import STATUSES, ObserverThread, first_line
+from gantune.events import STATUSES, ObserverThread, first_line, warn
 from gantune.rundir import check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections
@@ -314,8 +314,16 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                                       num_to_keep=4 if pbt else None),
                                   failure_config=FailureConfig(max_failures=0, fail_fast=False)),
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the check below sees the trials that did not end
-        tuner.fit()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the check below sees the trials that did not end
+            tuner.fit()
+    except Exception as err:
+        # Tune reads its own files back once every trial has ended (its result grid): on a full disk it wrote an
+        # empty error.pkl and failed there with EOFError, after the book had recorded every outcome
+        if len(book.outcomes) < to_create + len(resumed):
+            raise
+        warn(f"Ray Tune failed after every trial ended ({type(err).__name__}: {first_line(err)}); the study "
+             "and MLflow hold every trial's outcome")
     if len(book.outcomes) < to_create + len(resumed):
         running = sorted(book.running)
         for obs in observers:

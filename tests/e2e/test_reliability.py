@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -140,6 +141,32 @@ def test_resume_reruns_a_trial_left_without_config_from_a_clean_slate(tmp_path: 
                 if "fid" in r}
         assert t.intermediate_values == pytest.approx(fids)  # the study says what the files say
         assert torch.load(run / "generator_best.pt", weights_only=True)["format"] == "gantune.generator/1"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs all but about 150 KB full (mounting needs root: skipped where it is refused)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mnt / "fill").write_bytes(bytes(1900 * 1024))
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_runs_disk_fails_the_trials_and_the_search_still_ends(tmp_path: Path, ray_session: object,
+                                                                    small_disk: Path) -> None:
+    """Every trial failed on the full disk, correctly, then Tune's reading back its own result files (an empty
+    error.pkl) ended the search in an EOFError traceback."""
+    path = _space(tmp_path, "full", "", trials=3, steps=200)
+    opts = SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}", runs_dir=str(small_disk / "runs"), quiet=True)
+    summary = run_search(load_space(path), opts)
+    trials = _study(tmp_path, "full").trials
+    assert len(trials) == 3 and summary["counts"]["failed"] >= 1, summary
+    assert all(t.state in (TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
 
 # -- 5. out of memory --------------------------------------------------------------------------------------
