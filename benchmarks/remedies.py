@@ -1,6 +1,7 @@
 """Each remedy's effect, measured once where the literature says it helps: the same run with the knob off and on.
 
     python benchmarks/remedies.py [--only unroll augment ...] [--seeds 3] [--steps-scale 1.0]
+    python benchmarks/remedies.py --cost [--only ...] [--cost-steps 40] [--threads 1]
 
 A *setting* is a base config (data, nets, loss, budget) chosen to show the failure a remedy answers: ring8 with a
 small D (mode collapse, Metz et al. 2017), 10% of the digits train split (D overfits a small set, Zhao et al.
@@ -10,6 +11,11 @@ seeds (the same seeds for both), and reads the last evaluation: ``gantune.trial.
 arms spend exactly the same steps. Metrics: held-out FID for digits (the 360 digits no trial trains on), the
 PacGAN modes / HQ / reverse-KL rule for ring8, the stacked-modes rule for stacked digits (26,000 samples, the
 published protocol). Prints mean ± standard deviation over the seeds, and the per-seed values.
+
+``--cost`` prints what each knob costs instead: ms per training step of the setting off and on, side by side in
+one process (gantune's loop with evaluation off, timed over ``--cost-steps`` steps after 10 warm-up steps, the best
+of ``--repeats``; ``loop_overhead.gantune_loop``). A remedy that prepares a run first (transfer) costs that run,
+not a dearer step, and is left out; progressive growing's first steps are its cheapest stage.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from loop_overhead import gantune_loop
 from PIL import Image
 
 from gantune import env
@@ -180,14 +187,46 @@ def summarise(values: list[float]) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" + ("" if len(finite) == len(values) else f" ({len(finite)} ok)")
 
 
+def step_ms(raw: Overrides, steps: int, repeats: int) -> float:
+    """Milliseconds a training step of ``raw`` takes on the CPU: the best of ``repeats`` timed windows."""
+    cfg = config_from_dict(merged(raw, {"train": {"device": "cpu"}}))
+    return 1000 / max(gantune_loop(cfg, torch.device("cpu"), steps) for _ in range(repeats))
+
+
+def costs(chosen: list[Remedy], steps: int, repeats: int) -> None:
+    """Each knob's cost per step beside its setting's, measured side by side."""
+    print(f"ms per training step on the CPU ({torch.get_num_threads()} threads), best of {repeats} windows of "
+          f"{steps} steps after 10 warm-up steps; evaluation off")
+    print("\n| technique | knob | setting | off ms/step | on ms/step | on / off |\n|---|---|---|---|---|---|")
+    off: dict[str, float] = {}
+    for remedy in chosen:
+        if remedy.prepare is not None:
+            continue
+        base = SETTINGS[remedy.setting].base
+        if remedy.setting not in off:
+            off[remedy.setting] = step_ms(base, steps, repeats)
+        on = step_ms(merged(base, remedy.on), steps, repeats)
+        print(f"| {remedy.technique} | `{remedy.knob}` | {remedy.setting} | {off[remedy.setting]:.1f} | {on:.1f} | "
+              f"{on / off[remedy.setting]:.2f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=sorted(REMEDIES), default=sorted(REMEDIES))
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per arm (0 .. N-1, both arms)")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every setting's steps (quick looks)")
+    ap.add_argument("--cost", action="store_true", help="print each knob's ms per step off and on instead")
+    ap.add_argument("--cost-steps", type=int, default=40, help="--cost: timed steps per window (a multiple of 10)")
+    ap.add_argument("--repeats", type=int, default=3, help="--cost: timed windows per arm (the best counts)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = ap.parse_args()
     env.configure()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     chosen = [REMEDIES[t] for t in args.only]
+    if args.cost:
+        costs(chosen, args.cost_steps, args.repeats)
+        return
     off: dict[str, list[dict[str, float]]] = {}
     rows: list[tuple[Remedy, list[dict[str, float]]]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -55,6 +55,11 @@ class Smoke:
     lines: tuple[str, ...]
     seconds: float  # its wall time on a 2-core CPU, about (the longest start first)
     slow: str = ""  # why it cannot be made cheap (then marked slow)
+    mode: str = ""  # a second case of one script (its other mode): told apart by this
+
+    @property
+    def name(self) -> str:
+        return self.script.removesuffix(".py") + (f"-{self.mode}" if self.mode else "")
 
 
 CASES: list[Smoke] = [
@@ -107,6 +112,13 @@ CASES: list[Smoke] = [
         "| progressive | `model.progressive: {start: 8, fade_steps: 500}` | digits-full | fid | "
         "{P} ± {N} | {P} ± {N} |",
     ), 15),
+    Smoke("remedies.py", ("--cost", "--only", "unroll", "minibatch_disc", "--cost-steps", "10", "--repeats", "1"), (
+        "ms per training step on the CPU (1 threads), best of 1 windows of 10 steps after 10 warm-up steps; "
+        "evaluation off",
+        "| technique | knob | setting | off ms/step | on ms/step | on / off |",
+        "| unroll | `loss.unroll: 5` | ring8-small-d | {P} | {P} | {P}x |",
+        "| minibatch_disc | `model.minibatch_disc: 32` | stacked-small-d | {P} | {P} | {P}x |",
+    ), 8, mode="cost"),
     Smoke("search_defaults.py", ("--space", "tests/fixtures/user_ring8.yaml", "--arms", "none", "both", "--trials",
                                  "2", "--max-steps", "30"), (
         "user_ring8.yaml: objective mode_kl (minimize), 2 configs (random sampler, seed 0), unpruned, no warm start",
@@ -187,24 +199,24 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     chosen = [c for c in CASES if c in selected]
     pool = ThreadPoolExecutor(PARALLEL)
     try:
-        yield {c.script: pool.submit(run_benchmark, c.script, c.args, tmp_path_factory.mktemp(c.script[:-3]))
+        yield {c.name: pool.submit(run_benchmark, c.script, c.args, tmp_path_factory.mktemp(c.name))
                for c in sorted(chosen, key=lambda c: -c.seconds)}
     finally:
         pool.shutdown(cancel_futures=True)  # after a stop (-x): none started anew
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.script.removesuffix(".py"),
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name,
                                                marks=[pytest.mark.slow] if c.slow else [])
                                   for c in CASES])
 def test_benchmark_smoke(case: Smoke, runs: dict[str, Future[str]]) -> None:
-    out = runs[case.script].result()
+    out = runs[case.name].result()
     print(out.splitlines()[-1])  # its own wall time (the test's includes the wait for a free slot): shown by -rP
     check(case, out)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CPU smoke runs above exercise "
                     "the same harnesses)")
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.script.removesuffix(".py")) for c in CUDA_CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CUDA_CASES])
 def test_benchmark_smoke_cuda(case: Smoke, tmp_path: Path) -> None:
     check(case, run_benchmark(case.script, case.args, tmp_path))
 
