@@ -14,8 +14,7 @@ published protocol). Prints mean ± standard deviation over the seeds, and the p
 
 ``--cost`` prints what each knob costs instead: ms per training step of the setting off and on, side by side in
 one process (gantune's loop with evaluation off, timed over ``--cost-steps`` steps after 10 warm-up steps, the best
-of ``--repeats``; ``loop_overhead.gantune_loop``). A remedy that prepares a run first (transfer) costs that run,
-not a dearer step, and is left out; progressive growing's first steps are its cheapest stage.
+of ``--repeats``; ``loop_overhead.gantune_loop``). Transfer and progressive growing print n/a (``NO_STEP_COST``).
 """
 
 from __future__ import annotations
@@ -187,6 +186,11 @@ def summarise(values: list[float]) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" + ("" if len(finite) == len(values) else f" ({len(finite)} ok)")
 
 
+#: remedies whose cost is not a dearer step, and why
+NO_STEP_COST = {"init_from": "costs its source run, not a dearer step",
+                "progressive": "the step's cost grows with each stage (a short window times the first)"}
+
+
 def step_ms(raw: Overrides, steps: int, repeats: int) -> float:
     """Milliseconds a training step of ``raw`` takes on the CPU: the best of ``repeats`` timed windows."""
     cfg = config_from_dict(merged(raw, {"train": {"device": "cpu"}}))
@@ -200,7 +204,8 @@ def costs(chosen: list[Remedy], steps: int, repeats: int) -> None:
     print("\n| technique | knob | setting | off ms/step | on ms/step | on / off |\n|---|---|---|---|---|---|")
     off: dict[str, float] = {}
     for remedy in chosen:
-        if remedy.prepare is not None:
+        if (why := NO_STEP_COST.get(remedy.technique)) is not None:
+            print(f"| {remedy.technique} | `{remedy.knob}` | {remedy.setting} | n/a | n/a | {why} |")
             continue
         base = SETTINGS[remedy.setting].base
         if remedy.setting not in off:
