@@ -2,6 +2,7 @@
 
     python benchmarks/health_replay.py --out DIR [--preset grid25] [--set min_progress=0.5 ...] [--check health_only]
     python benchmarks/health_replay.py --out DIR --grid patience=1,2,3 min_hq=0.02,0.05,0.1 ...
+    python benchmarks/health_replay.py --out DIR --pooled [--grid ...]
 
 Reads the random arm that ``search_efficiency.py --out DIR`` kept (``DIR/<preset>/seed<k>/random.json`` and the
 trial folders in its ``workdir``: each trial's ``config.yaml`` and ``metrics.jsonl``) and feeds each trial's
@@ -16,7 +17,9 @@ such decision listed (rule, step, the config's final objective and modes).
 ``--grid`` replays every combination of the values given and prints the frontier: for each count of good configs
 stopped, the most bad ones any combination stopped before 25% of the budget (and the first combination that did).
 
-The labels are ``search_efficiency.labels``: the same configs and outcomes as its pruning table.
+The labels are ``search_efficiency.labels``: the same configs and outcomes as its pruning table, thirds seed by seed.
+``--pooled`` takes the thirds of every replayed seed's configs together instead: one cutoff for all, so a seed
+where few configs train well does not count its collapsed ones among the good.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from search_efficiency import PRESETS, ROOT, labels, load_kept
+from search_efficiency import PRESETS, ROOT, labels, load_kept, thirds
 
 from gantune.catalogue import load_config
 from gantune.config import TrialConfig
@@ -153,6 +156,14 @@ def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[st
     return out
 
 
+def pooled(rows: list[Replayed], sign: float) -> list[Replayed]:
+    """``rows`` labelled by thirds of all their seeds' final objectives together (``--pooled``), not seed by seed:
+    one cutoff for every seed, so a seed where few configs train well has fewer good ones, not collapsed ones
+    ranked good."""
+    lab = thirds({(r.seed, r.trial): r.final for r in rows}, sign)
+    return [dataclasses.replace(r, label=lab[(r.seed, r.trial)]) for r in rows]
+
+
 def summary(rows: list[Replayed], max_steps: int) -> dict[str, int]:
     bad = [r for r in rows if r.label == "bad"]
     good = [r for r in rows if r.label == "good"]
@@ -178,14 +189,16 @@ def check(out: Path, preset: str, arm: str, rows: list[Replayed]) -> list[str]:
     return differ
 
 
-def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, list[Any]]) -> None:
+def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, list[Any]],
+             pooled_sign: float | None = None) -> None:
     """Every combination of ``grid``'s values replayed; per count of good configs stopped, the most bad ones
-    stopped before 25% of the budget."""
+    stopped before 25% of the budget (labelled by ``pooled`` thirds when ``pooled_sign`` is given)."""
     best: dict[int, tuple[int, dict[str, Any]]] = {}
     combos = list(itertools.product(*grid.values()))
     for values in combos:
         changes = dict(zip(grid, values, strict=True))
-        s = summary([r for seed, run in runs.items() for r in replay_seed(seed, run, max_steps, changes)], max_steps)
+        rows = [r for seed, run in runs.items() for r in replay_seed(seed, run, max_steps, changes)]
+        s = summary(rows if pooled_sign is None else pooled(rows, pooled_sign), max_steps)
         if s["bad_early"] > best.get(s["good_stopped"], (-1, {}))[0]:
             best[s["good_stopped"]] = (s["bad_early"], changes)
     print(f"frontier over {len(combos)} combinations ({s['bad']} bad, {s['good']} good configs):")
@@ -205,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="health thresholds to change")
     ap.add_argument("--check", metavar="ARM", help="compare with this kept arm's stops (health_only)")
     ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="print the frontier over these values")
+    ap.add_argument("--pooled", action="store_true", help="label good and bad by thirds of every seed's configs "
+                    "together (one cutoff), not seed by seed")
     args = ap.parse_args(argv)
     changes = overrides(args.set)
     max_steps = PRESETS[args.preset].max_steps
@@ -212,14 +227,19 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise SystemExit(f"no random arm kept in {args.out / args.preset}: run search_efficiency.py --preset "
                          f"{args.preset} --arms random --out {args.out} first")
+    cfg0 = load_config(first_config(runs[min(runs)]))
+    sign = sign_of(cfg0.health.mode)
     if args.grid:
         grid = {k: [overrides([f"{k}={v}"])[k] for v in vs.split(",")]
                 for k, vs in (pair.partition("=")[::2] for pair in args.grid)}
-        frontier(runs, max_steps, grid)
+        frontier(runs, max_steps, grid, sign if args.pooled else None)
         return
     rows = [r for seed, run in runs.items() for r in replay_seed(seed, run, max_steps, changes)]
+    if args.pooled:
+        rows = pooled(rows, sign)
     s = summary(rows, max_steps)
-    print(f"{args.preset}, seeds {sorted(runs)}, health {changes or 'as configured'}")
+    print(f"{args.preset}, seeds {sorted(runs)}, health {changes or 'as configured'}, good and bad by thirds "
+          + ("of every seed's configs together" if args.pooled else "seed by seed"))
     print(f"bad stopped before 25% of the budget: {s['bad_early']}/{s['bad']}"
           f" ({s['bad_early'] / max(1, s['bad']):.0%}); good stopped: {s['good_stopped']}/{s['good']}"
           f" ({s['good_stopped'] / max(1, s['good']):.0%})")
@@ -230,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             what = "good stopped" if stopped_good else "bad missed "
             where = f"at {r.step} by {r.rule}" if r.step is not None else "never stopped"
             print(f"  {what}  seed {r.seed} trial {r.trial:2d}: {where}; final {r.final:.3f}, {r.modes:g} modes")
-    ceiling = monitor(load_config(first_config(runs[min(runs)])), changes).cfg.max_diversity
+    ceiling = monitor(cfg0, changes).cfg.max_diversity
     wide = [r for r in rows if r.spread > ceiling]
     worst = max((r.final for r in wide), default=math.nan)
     widest = max((r.spread for r in rows if not r.final <= worst), default=math.nan)

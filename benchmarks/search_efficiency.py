@@ -54,6 +54,7 @@ re-run with the same ``--out`` only runs what is missing (``--fresh`` re-runs al
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -62,7 +63,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from common import Collector, run
@@ -78,6 +79,7 @@ from gantune.search.scheduler import RESCUED_ATTR
 from gantune.search.trainable import RESTORED_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Preset:
     eval_every: int
     seeds: int
     pruned_factor: float = 3.0
+    quick_every: int | None = None  # the space's cheap-check cadence unless set (``--quick-every``)
 
 
 PRESETS = {
@@ -123,6 +126,8 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     trials = preset.trials
     settings: dict[str, Any] = {"max_steps": preset.max_steps, "eval_every": preset.eval_every, "seed": seed,
                                 "warm_start": False, "concurrency": 0, "defaults": {}}
+    if preset.quick_every is not None:
+        settings["quick_every"] = preset.quick_every
     extra = max(trials, math.ceil(preset.pruned_factor * trials))
     settings.update({
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
@@ -202,6 +207,8 @@ def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
     space = load_space(preset.space, name="eff-stock")
     raw = space.settings.model_dump()
     raw.update(max_steps=preset.max_steps, eval_every=preset.eval_every, seed=seed, defaults={})
+    if preset.quick_every is not None:
+        raw["quick_every"] = preset.quick_every
     s = space.settings = type(space.settings).model_validate(raw)
     objective, mode = s.objectives[0], s.mode
     logs = workdir / "stock-logs"
@@ -309,7 +316,11 @@ def final_values(run_: dict[str, Any], max_steps: int) -> dict[int, float]:
 def labels(random_run: dict[str, Any], max_steps: int, sign: float) -> dict[int, str]:
     """Each config by its unpruned outcome: ``bad`` (non-finite, or in the worst third of final objectives),
     ``good`` (the best third) or ``mid``; a config that never reached the end ranks below every finite one."""
-    finals = final_values(random_run, max_steps)
+    return thirds(final_values(random_run, max_steps), sign)
+
+
+def thirds(finals: dict[K, float], sign: float) -> dict[K, str]:
+    """``labels``' rule on any set of final objectives (one seed's configs, or several seeds' pooled)."""
     order = sorted(finals, key=lambda n: sign * finals[n] if math.isfinite(finals[n]) else math.inf)
     third = max(1, len(order) // 3)
     out = {n: "good" if rank < third else "bad" if rank >= len(order) - third else "mid"
@@ -481,8 +492,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--fresh", action="store_true", help="re-run arms already kept in --out")
+    ap.add_argument("--quick-every", type=int, help="cheap collapse checks every N steps (default: the space's); "
+                    "use a --out of its own: the kept arms do not record it")
     args = ap.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = dataclasses.replace(PRESETS[args.preset], quick_every=args.quick_every)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
     env.configure()
     import ray

@@ -49,6 +49,18 @@ def test_labels_put_non_finite_and_the_worst_third_bad_and_the_best_third_good()
     assert eff.labels(_run(events, {0: {}, 1: {}, 2: {}}), max_steps=100, sign=-1.0)[0] == "bad"
 
 
+def test_pooled_labels_take_one_cutoff_for_every_seed() -> None:
+    """Seed by seed, a seed where no config trains well counts its least collapsed ones good; pooled, they are not."""
+    import health_replay
+
+    finals = {(0, 0): 0.9, (0, 1): 0.8, (0, 2): 0.7, (1, 0): 0.03, (1, 1): 0.02, (1, 2): 0.0}
+    rows = [health_replay.Replayed(seed, trial, "mid", None, "", v, 0.0, {}, 0.0)
+            for (seed, trial), v in finals.items()]
+    lab = {(r.seed, r.trial): r.label for r in health_replay.pooled(rows, sign=-1.0)}
+    assert lab == {(0, 0): "good", (0, 1): "good", (0, 2): "mid", (1, 0): "mid", (1, 1): "bad", (1, 2): "bad"}
+    assert eff.thirds({0: 0.03, 1: 0.02, 2: 0.0}, sign=-1.0) == {0: "good", 1: "mid", 2: "bad"}  # seed 1 alone
+
+
 def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
     lab = {0: "good", 1: "good", 2: "good", 3: "bad", 4: "bad", 5: "mid"}
     trials = {0: {"status": "pruned:asha", "steps": 30}, 1: {"status": "pruned:collapsed", "steps": 20},
@@ -89,8 +101,14 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0] == "smoke, seeds [0], health as configured" and lines[1].startswith("bad stopped before 25%")
+    assert lines[0] == "smoke, seeds [0], health as configured, good and bad by thirds seed by seed"
+    assert lines[1].startswith("bad stopped before 25%")
     assert lines[-1] == "health_only: the same stops", proc.stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "health_replay.py"), "--preset", "smoke",
+                           "--out", str(tmp_path), "--pooled"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("smoke, seeds [0], health as configured, good and bad by thirds of every seed's")
 
 
 def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:
