@@ -12,6 +12,7 @@ import optuna
 from pydantic import BaseModel
 
 from gantune import env
+from gantune.dburl import sqlite_url
 from gantune.sampling.space import SearchSpace, load_space
 from gantune.search import SearchOptions, run_search
 
@@ -74,7 +75,7 @@ def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, A
         else:
             raw[key] = value
     space.settings = type(space.settings).model_validate(raw)
-    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    storage = sqlite_url(workdir / "optuna.db")
     opts = SearchOptions(storage=storage, runs_dir=str(workdir / "runs"), quiet=True,
                          observers=[collector] if collector is not None else [])
     summary = run_search(space, opts)

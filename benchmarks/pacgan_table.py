@@ -32,6 +32,7 @@ import torch
 from common import positive_int, run
 
 from gantune.data import load_data
+from gantune.dburl import sqlite_url
 from gantune.export import export
 from gantune.generate import load_generator, sample
 from gantune.metrics import Evaluator
@@ -123,7 +124,7 @@ def main() -> None:
     t0 = time.monotonic()
     summary, _, _ = run(args.space, name, workdir, shrunk(args.space, args.trials, args.max_steps))
     wall = time.monotonic() - t0
-    exported = export(name, f"sqlite:///{workdir / 'optuna.db'}", out=workdir / "best.yaml",
+    exported = export(name, sqlite_url(workdir / "optuna.db"), out=workdir / "best.yaml",
                       weights=workdir / "weights")
     data = summary["best"]["config"]["data"]["name"]
     table = TABLES[data]

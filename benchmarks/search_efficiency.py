@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--fresh", action="store_true", help="re-run arms already kept in --out")
     ap.add_argument("--quick-every", type=int, help="cheap collapse checks every N steps (default: the space's); "
-                    "use a --out of its own: the kept arms do not record it")
+                    "a kept arm of another cadence is refused")
     args = ap.parse_args(argv)
     preset = dataclasses.replace(PRESETS[args.preset], quick_every=args.quick_every)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
@@ -522,10 +522,14 @@ def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, 
         for arm in args.arms:
             path = args.out / args.preset / f"seed{seed}" / f"{arm}.json"
             if path.exists() and not args.fresh:
-                runs[arm][seed] = load_kept(path)
+                kept = load_kept(path)
+                if kept.get("quick_every") != preset.quick_every:  # None: the space's own cadence
+                    raise SystemExit(f"{path}: kept with --quick-every {kept.get('quick_every')}, asked for "
+                                     f"{preset.quick_every}: use another --out, or --fresh")
+                runs[arm][seed] = kept
                 continue
             t0 = time.monotonic()
-            result = run_arm(arm, preset, seed)
+            result = run_arm(arm, preset, seed) | {"quick_every": preset.quick_every}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result))
             runs[arm][seed] = result

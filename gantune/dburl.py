@@ -8,21 +8,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 
 def absolute_sqlite(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db``; other URIs unchanged. A URL reads ``?`` as the
-    start of its options and decodes ``%XX``, so a working directory pasted raw (``/tmp/exp?1``, ``/tmp/a%41``) named
-    another file: those two are written encoded (``%3F``, ``%25``), the rest as they are (MLflow makes a sqlite
-    path's folders from the URL as written: ``no_stray_folders``). The relative part is the user's URL text: read
-    decoded, its options kept."""
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db`` (``sqlite_url``); other URIs unchanged, and so
+    are an in-memory database (``sqlite:///``, ``:memory:``) and sqlite's own URI (``file:…``, ``uri=true``), which
+    the working directory does not prefix. The relative part is the user's URL text: read decoded, options kept."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        relative, sep, options = uri.removeprefix(prefix).partition("?")
-        path = str((Path.cwd() / unquote(relative)).resolve())
-        return prefix + path.replace("%", "%25").replace("?", "%3F") + sep + options
-    return uri
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    relative, sep, options = uri.removeprefix(prefix).partition("?")
+    name = unquote(relative)
+    if name in ("", ":memory:") or name.startswith("file:") or "uri" in dict(parse_qsl(options)):
+        return uri
+    return sqlite_url((Path.cwd() / name).resolve()) + sep + options
+
+
+def sqlite_url(path: Path) -> str:
+    """The ``sqlite:///`` URL of the file ``path`` (absolute). A URL reads ``?`` as the start of its options and
+    decodes ``%XX`` (SQLAlchemy 2.1 on), so a path pasted raw (``/tmp/exp?1/o.db``, ``/tmp/a%41/o.db``) named another
+    file: those two are written encoded (``%3F``, ``%25``), the rest as they are (MLflow makes a sqlite path's
+    folders from the URL as written: ``no_stray_folders``)."""
+    return "sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 @contextlib.contextmanager
@@ -32,7 +40,8 @@ def no_stray_folders(uri: str) -> Iterator[None]:
     written = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
     db = sqlite_file(uri) if written is not None else None
     made: list[Path] = []
-    while written is not None and db is not None and written != db.parent and not written.exists():
+    while (written is not None and db is not None and written != db.parent and written != written.parent
+           and not written.exists()):
         made.append(written)  # deepest first
         written = written.parent
     try:
@@ -67,8 +76,6 @@ def check_options(uri: str, flag: str) -> None:
     (SQLAlchemy drops an option it does not know), not ``q?x/o.db``. A sqlite URL's options must be ones sqlite
     reads (with ``uri=true`` the rest go to sqlite's own URI: ``mode=ro``); other databases' URLs are their drivers'
     business (a ``?`` in a postgres password is the driver's to read)."""
-    from urllib.parse import parse_qsl
-
     from gantune.errors import GantuneError
 
     if not uri.lower().startswith("sqlite"):

@@ -35,3 +35,11 @@ def test_mlflow_leaves_no_folder_named_as_the_url_is_written(tmp_path: Path) -> 
         (tmp_path / "a%20b").mkdir()
         (tmp_path / "a%20b" / "keep").touch()
     assert (tmp_path / "a%20b" / "keep").is_file()
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///", "sqlite:///?timeout=5", "sqlite:///:memory:", "sqlite:///%3Amemory%3A",
+                                 "sqlite:///file:x.db?mode=ro&uri=true", "sqlite:////abs/o.db", "postgresql://h/db"])
+def test_in_memory_and_sqlite_own_uris_and_absolute_ones_are_left_as_given(uri: str) -> None:
+    """An empty path became the working directory itself (a folder, not a database), ``%3Amemory%3A`` a file named
+    ``:memory:`` (a whole search was written to it) and sqlite's own ``file:`` URI a path under the directory."""
+    assert absolute_sqlite(uri) == uri

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,9 +318,10 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the check below sees the trials that did not end
             tuner.fit()
-    except Exception as err:
+    except (EOFError, OSError, pickle.UnpicklingError) as err:
         # Tune reads its own files back once every trial has ended (its result grid): on a full disk it wrote an
-        # empty error.pkl and failed there with EOFError, after the book had recorded every outcome
+        # empty error.pkl and failed there (EOFError, or a truncated pickle), after the book had recorded every
+        # outcome. Anything else, or a file error before then, is not that and propagates.
         if len(book.outcomes) < to_create + len(resumed):
             raise
         warn(f"Ray Tune failed after every trial ended ({type(err).__name__}: {first_line(err)}); the study "

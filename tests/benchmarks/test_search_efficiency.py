@@ -109,6 +109,7 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("smoke, seeds [0], health as configured, good and bad by thirds of every seed's")
+    assert proc.stdout.splitlines()[1] == lines[1]  # one seed pooled: the same labels (finals read from its files)
 
 
 def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ def check(case: Smoke, out: str) -> None:
     """Every line the case must print is in its output ``out``."""
     printed = [" ".join(raw.split()) for raw in out.splitlines()]
     missing = [t for t in case.lines if not any(line(t).fullmatch(p) for p in printed)]
-    assert not missing, (f"{case.script} printed no line like:\n  " + "\n  ".join(missing)
+    assert not missing, (f"{case.name} printed no line like:\n  " + "\n  ".join(missing)
                          + f"\n--- its output:\n{out}")
 
 

@@ -170,6 +170,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--ray-address", "::::"], r"--ray-address ::::: expected auto or the head"),
     (["search", "{in}/space.yaml", "--storage", "sqlite://"], r"--storage sqlite://: an in-memory database"),
     (["search", "{in}/space.yaml", "--tracking-uri", "sqlite://"], r"--tracking-uri: sqlite://: names no database"),
+    # an empty or encoded in-memory name was made a path in the working directory: the directory itself, or a
+    # file named ':memory:' that a whole search was written to
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///"], r"--storage sqlite:///: an in-memory database"),
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///%3Amemory%3A"], r"an in-memory database ends"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///?timeout=5"], r"sqlite:///\?timeout=5: names no "),
     (["export", "x", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna storage \(file is not"),
     (["report", "x", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna storage"),
     (["review", "x", "--no-browser", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna"),
