@@ -57,7 +57,21 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    _atomically(path, lambda tmp: torch.save(obj, tmp))
+    _atomically(path, lambda tmp: _torch_save(obj, tmp))
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through an unbuffered file, so that a write the file system refuses (a full disk) is raised
+    as its ``OSError`` (``errno.ENOSPC``), as every other write's is: given a path, or a buffered file, torch says
+    only "[enforce fail at inline_container.cc:672] . unexpected pos"; on an unbuffered file the refused write's
+    ``OSError`` is that error's context."""
+    with path.open("wb", buffering=0) as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def _atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -68,9 +82,11 @@ def _atomically(path: Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a refused write() names no file: name the one
+            err.filename = str(path)
         raise
 
 

@@ -169,6 +169,27 @@ def test_a_full_runs_disk_fails_the_trials_and_the_search_still_ends(tmp_path: P
     trials = _study(tmp_path, "full").trials
     assert len(trials) == 3 and summary["counts"]["failed"] >= 1, summary
     assert all(t.state in (TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    # whichever file a trial wrote when the disk filled, its weights included, the reason says so (not torch's
+    # "[enforce fail at inline_container.cc:672]")
+    assert all("No space left on device" in t.user_attrs["gantune_reason"] for t in trials
+               if t.user_attrs.get("gantune_status") == "failed"), [t.user_attrs.get("gantune_reason") for t in trials]
+
+
+def test_train_on_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path: Path, small_disk: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.save on a full disk raised "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos":
+    a traceback from ``train`` (and that sentence as a search trial's reason), where every other write said "FILE:
+    No space left on device" with exit 2."""
+    cfg = tmp_path / "cfg.yaml"  # G and D 256 wide, 3 deep, with Adam's moments: megabytes at the first checkpoint
+    cfg.write_text(yaml.safe_dump({
+        "name": "fulltrain", "data": {"name": "grid25"},
+        "model": {"z_dim": 2, "g_width": 256, "d_width": 256, "g_depth": 3, "d_depth": 3},
+        "train": {"steps": 40, "batch_size": 32, "log_every": 10, "device": "cpu", "checkpoint_every": 20},
+        "eval": {"every": 40, "n_samples": 200, "metrics": ["diversity"]}}))
+    assert main(["train", str(cfg), "--out", str(small_disk / "run"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gantune train: error: {small_disk / 'run' / 'checkpoint.pt'}: No space left on device"], err
+    assert not list((small_disk / "run").glob(".checkpoint.pt.tmp*"))
 
 
 # -- 5. out of memory --------------------------------------------------------------------------------------
