@@ -3,6 +3,7 @@
     python benchmarks/health_replay.py --out DIR [--preset grid25] [--set min_progress=0.5 ...] [--check health_only]
     python benchmarks/health_replay.py --out DIR --grid patience=1,2,3 min_hq=0.02,0.05,0.1 ...
     python benchmarks/health_replay.py --out DIR --pooled [--grid ...]
+    python benchmarks/health_replay.py --out DIR --ceiling [--pooled]
 
 Reads the random arm that ``search_efficiency.py --out DIR`` kept (``DIR/<preset>/seed<k>/random.json`` and the
 trial folders in its ``workdir``: each trial's ``config.yaml`` and ``metrics.jsonl``) and feeds each trial's
@@ -20,6 +21,12 @@ stopped, the most bad ones any combination stopped before 25% of the budget (and
 The labels are ``search_efficiency.labels``: the same configs and outcomes as its pruning table, thirds seed by seed.
 ``--pooled`` takes the thirds of every replayed seed's configs together instead: one cutoff for all, so a seed
 where few configs train well does not count its collapsed ones among the good.
+
+``--ceiling`` asks whether the verdicts miss what the early signals hold or the signals do not hold it: a random
+forest is fitted to the outcomes (bad or good) of every other seed's configs on every reading logged before 25% of
+the budget (``modes@400``, ``loss_d@475``, ...) and predicts each held-out seed's configs (each config with one
+seed); it prints, per count of good configs stopped, the bad ones it stops. It is fitted on the benchmark's own
+outcomes, so it is a reference for what any rule on these readings could reach on this space, not a verdict.
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from search_efficiency import PRESETS, ROOT, labels, load_kept, thirds
 
 from gantune.catalogue import load_config
 from gantune.config import TrialConfig
-from gantune.health import HealthMonitor
+from gantune.health import EVAL_SECONDS, HealthMonitor
 from gantune.metrics import collapse_signals
 from gantune.rundir import METRICS, read_metrics
 from gantune.sampling.settings import sign_of
@@ -54,6 +62,7 @@ class Replayed:
     modes: float
     early: dict[str, float]  # each signal's best reading before 25% of the budget (``early_best``)
     spread: float  # the widest diversity ratio two checks in a row held (the spread ceiling's evidence)
+    readings: dict[str, float] = dataclasses.field(default_factory=dict)  # ``early_readings`` (``--ceiling``)
 
 
 def overrides(pairs: list[str]) -> dict[str, Any]:
@@ -108,6 +117,46 @@ def early_best(logged: list[dict[str, Any]], before: float, objective: str, sign
     return best
 
 
+#: record keys that are not the trial's signals (when and how fast it ran)
+NOT_SIGNALS = frozenset({"step", "wall_s", "steps_per_s", EVAL_SECONDS})
+
+
+def early_readings(logged: list[dict[str, Any]], before: float) -> dict[str, float]:
+    """Every signal logged before step ``before``, by signal and step (``modes@400``): all that a rule stopping a
+    trial before then can read."""
+    return {f"{k}@{rec['step']:g}": float(v) for rec in logged if rec["step"] < before for k, v in rec.items()
+            if k not in NOT_SIGNALS and isinstance(v, (int, float))}
+
+
+def ceiling(rows: list[Replayed], trees: int = 300) -> list[tuple[int, int]]:
+    """A random forest's held-out verdicts on ``rows``' early readings (``--ceiling``): fitted on the bad and good
+    configs of every other seed (every other config with one seed), it ranks each held-out config by its
+    probability of being bad; per count of good configs stopped (0, 1, ...), the bad ones stopped with them."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    judged = [r for r in rows if r.label in ("bad", "good")]
+    keys = sorted({k for r in judged for k in r.readings})
+    missing = -1e30  # a reading a config never logged (it stopped) or logged non-finite: below every real value
+    x = np.array([[r.readings.get(k, missing) for k in keys] for r in judged], dtype=float)
+    x[~np.isfinite(x)] = missing
+    y = np.array([r.label == "bad" for r in judged])
+    groups = np.array([r.seed if len({r.seed for r in judged}) > 1 else r.trial for r in judged])
+    p = np.zeros(len(judged))
+    for g in np.unique(groups):
+        fit, held = groups != g, groups == g
+        if len(set(y[fit])) < 2:  # one kind of outcome to learn from: predict it
+            p[held] = float(y[fit].all()) if fit.any() else 0.5
+            continue
+        forest = RandomForestClassifier(trees, min_samples_leaf=2, random_state=0).fit(x[fit], y[fit])
+        p[held] = forest.predict_proba(x[held])[:, list(forest.classes_).index(True)]
+    good = np.sort(p[~y])[::-1]
+    out = []
+    for k in range(len(good) + 1):  # stop every config above the k-th most bad-looking good one
+        cut = good[k] if k < len(good) else -math.inf
+        out.append((int((p[~y] > cut).sum()), int((p[y] > cut).sum())))
+    return out
+
+
 def shadows(bad: Replayed, good: list[Replayed]) -> list[Replayed]:
     """The good configs that looked no healthier than ``bad`` by every signal's best early reading: a rule that
     stops ``bad`` on those readings before 25% of the budget stops each of them too."""
@@ -152,7 +201,7 @@ def replay_seed(seed: int, run: dict[str, Any], max_steps: int, changes: dict[st
         ratios = [float(rec["diversity"]) for rec in logged if "diversity" in rec]
         spread = max((min(a, b) for a, b in itertools.pairwise(ratios)), default=math.nan)
         out.append(Replayed(seed, number, lab[number], step, rule, final, float(last.get("modes", math.nan)),
-                            early, spread))
+                            early, spread, early_readings(logged, 0.25 * max_steps)))
     return out
 
 
@@ -210,6 +259,20 @@ def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, li
             print(f"  good stopped {good}/{s['good']}: bad stopped before 25% {bad}/{s['bad']} with {changes}")
 
 
+def print_ceiling(rows: list[Replayed], s: dict[str, int]) -> None:
+    points = ceiling(rows)
+    print(f"a random forest on every reading before 25% of the budget, fitted to the other seeds' outcomes "
+          f"(held-out): stops, of {s['bad']} bad, with good stopped of {s['good']}:")
+    top = -1
+    for good, bad in points:
+        if bad > top:
+            top = bad
+            print(f"  good {good}/{s['good']} ({good / max(1, s['good']):.0%}): bad {bad}/{s['bad']}"
+                  f" ({bad / max(1, s['bad']):.0%})")
+        if bad == s["bad"]:
+            break
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=list(PRESETS), default="grid25")
@@ -220,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="print the frontier over these values")
     ap.add_argument("--pooled", action="store_true", help="label good and bad by thirds of every seed's configs "
                     "together (one cutoff), not seed by seed")
+    ap.add_argument("--ceiling", action="store_true", help="also print what a random forest fitted to the other "
+                    "seeds' outcomes on the readings before 25%% of the budget stops (a reference, not a verdict)")
     args = ap.parse_args(argv)
     changes = overrides(args.set)
     max_steps = PRESETS[args.preset].max_steps
@@ -267,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
             names = ", ".join(f"seed {g.seed} trial {g.trial} ({g.final:.3f})" for g in like[:3])
             print(f"  seed {r.seed} trial {r.trial:2d} ({r.final:.3f}): as healthy as good {names}"
                   f"{f' and {len(like) - 3} more' if len(like) > 3 else ''}")
+    if args.ceiling:
+        print_ceiling(rows, s)
     if args.check:
         differ = check(args.out, args.preset, args.check, rows)
         print(f"{args.check}: {'the same stops' if not differ else f'{len(differ)} differ'}")

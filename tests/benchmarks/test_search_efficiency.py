@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -61,6 +62,26 @@ def test_pooled_labels_take_one_cutoff_for_every_seed() -> None:
     assert eff.thirds({0: 0.03, 1: 0.02, 2: 0.0}, sign=-1.0) == {0: "good", 1: "mid", 2: "bad"}  # seed 1 alone
 
 
+def test_the_ceiling_stops_what_the_held_out_readings_tell_apart_and_nothing_when_they_do_not() -> None:
+    """``--ceiling``: a forest fitted on the other seeds' outcomes; readings that differ by outcome let it stop
+    every bad config with no good one; readings alike for every config give it nothing to stop by."""
+    import health_replay
+
+    def rows(tell: bool) -> list[health_replay.Replayed]:
+        return [health_replay.Replayed(seed, trial, label, None, "", 0.0, 0.0, {}, 0.0,
+                                       {"modes@400": (0.0 if label == "bad" else 9.0) if tell else 3.0,
+                                        "loss_d@475": 1.0 + seed})
+                for seed in range(4) for trial, label in enumerate(["bad", "bad", "mid", "good", "good"])]
+
+    points = health_replay.ceiling(rows(tell=True), trees=20)
+    assert points[0] == (0, 8)  # no good config stopped, all 8 bad ones
+    assert health_replay.ceiling(rows(tell=False), trees=20)[0] == (0, 0)
+    # a reading that tells outcomes apart in one seed only (its own key): fitted on the others, nothing to learn
+    own = [dataclasses.replace(r, readings={f"seed{r.seed}@400": r.readings["modes@400"]})
+           for r in rows(tell=True)]
+    assert health_replay.ceiling(own, trees=20)[0] == (0, 0)
+
+
 def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
     lab = {0: "good", 1: "good", 2: "good", 3: "bad", 4: "bad", 5: "mid"}
     trials = {0: {"status": "pruned:asha", "steps": 30}, 1: {"status": "pruned:collapsed", "steps": 20},
@@ -105,11 +126,12 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
     assert lines[1].startswith("bad stopped before 25%")
     assert lines[-1] == "health_only: the same stops", proc.stdout
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "health_replay.py"), "--preset", "smoke",
-                           "--out", str(tmp_path), "--pooled"], cwd=ROOT, capture_output=True, text=True,
+                           "--out", str(tmp_path), "--pooled", "--ceiling"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("smoke, seeds [0], health as configured, good and bad by thirds of every seed's")
     assert proc.stdout.splitlines()[1] == lines[1]  # one seed pooled: the same labels (finals read from its files)
+    assert "a random forest on every reading before 25% of the budget" in proc.stdout
 
 
 def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:
