@@ -24,9 +24,9 @@ where few configs train well does not count its collapsed ones among the good.
 
 ``--ceiling`` asks whether the verdicts miss what the early signals hold or the signals do not hold it: a random
 forest is fitted to the outcomes (bad or good) of every other seed's configs on every reading logged before 25% of
-the budget (``modes@400``, ``loss_d@475``, ...) and predicts each held-out seed's configs (each config with one
-seed); it prints, per count of good configs stopped, the bad ones it stops. It is fitted on the benchmark's own
-outcomes, so it is a reference for what any rule on these readings could reach on this space, not a verdict.
+the budget (``modes@400``, ``loss_d@475``, ...) and predicts each held-out seed's configs (2 seeds or more); it
+prints, per count of good configs stopped, the bad ones it stops. It is fitted on the benchmark's own outcomes, so
+it is a reference for what any rule on these readings could reach on this space, not a verdict.
 """
 
 from __future__ import annotations
@@ -130,22 +130,25 @@ def early_readings(logged: list[dict[str, Any]], before: float) -> dict[str, flo
 
 def ceiling(rows: list[Replayed], trees: int = 300) -> list[tuple[int, int]]:
     """A random forest's held-out verdicts on ``rows``' early readings (``--ceiling``): fitted on the bad and good
-    configs of every other seed (every other config with one seed), it ranks each held-out config by its
-    probability of being bad; per count of good configs stopped (0, 1, ...), the bad ones stopped with them."""
+    configs of every other seed, it ranks each held-out seed's configs by their probability of being bad; per count
+    of good configs stopped (0, 1, ...), the bad ones stopped with them. The labels are taken as given: pooled
+    thirds put their cutoff with the held-out seed's final objectives counted too."""
     from sklearn.ensemble import RandomForestClassifier
 
     judged = [r for r in rows if r.label in ("bad", "good")]
     keys = sorted({k for r in judged for k in r.readings})
+    if len({r.seed for r in judged}) < 2 or not keys:
+        raise ValueError("needs bad and good configs of 2 seeds or more, with readings before 25% of the budget")
     missing = -1e30  # a reading a config never logged (it stopped) or logged non-finite: below every real value
     x = np.array([[r.readings.get(k, missing) for k in keys] for r in judged], dtype=float)
     x[~np.isfinite(x)] = missing
     y = np.array([r.label == "bad" for r in judged])
-    groups = np.array([r.seed if len({r.seed for r in judged}) > 1 else r.trial for r in judged])
+    seeds = np.array([r.seed for r in judged])
     p = np.zeros(len(judged))
-    for g in np.unique(groups):
-        fit, held = groups != g, groups == g
+    for seed in np.unique(seeds):
+        fit, held = seeds != seed, seeds == seed
         if len(set(y[fit])) < 2:  # one kind of outcome to learn from: predict it
-            p[held] = float(y[fit].all()) if fit.any() else 0.5
+            p[held] = float(y[fit][0])
             continue
         forest = RandomForestClassifier(trees, min_samples_leaf=2, random_state=0).fit(x[fit], y[fit])
         p[held] = forest.predict_proba(x[held])[:, list(forest.classes_).index(True)]
@@ -260,7 +263,11 @@ def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, li
 
 
 def print_ceiling(rows: list[Replayed], s: dict[str, int]) -> None:
-    points = ceiling(rows)
+    try:
+        points = ceiling(rows)
+    except ValueError as err:
+        print(f"--ceiling: {err}")
+        return
     print(f"a random forest on every reading before 25% of the budget, fitted to the other seeds' outcomes "
           f"(held-out): stops, of {s['bad']} bad, with good stopped of {s['good']}:")
     top = -1
@@ -286,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ceiling", action="store_true", help="also print what a random forest fitted to the other "
                     "seeds' outcomes on the readings before 25%% of the budget stops (a reference, not a verdict)")
     args = ap.parse_args(argv)
+    if args.ceiling and args.grid:
+        ap.error("--ceiling replays the thresholds as configured (or --set): not with --grid")
     changes = overrides(args.set)
     max_steps = PRESETS[args.preset].max_steps
     runs = seed_runs(args.out, args.preset, args.seeds)

@@ -483,9 +483,9 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 def database_failure(err: BaseException) -> str | None:
     """The line for a database that opened but fails on reading (a damaged sqlite file: "database disk image is
-    malformed"): Optuna's ``StorageInternalError``, or SQLAlchemy's own error where MLflow's store raised it.
-    ``None`` for anything else. Only modules already imported are asked: an error from one never imported is not
-    theirs."""
+    malformed") or on writing (its disk full): Optuna's ``StorageInternalError``, or SQLAlchemy's own error where
+    MLflow's store raised it. ``None`` for anything else. Only modules already imported are asked: an error from one
+    never imported is not theirs."""
     optuna, sqlalchemy_exc = sys.modules.get("optuna"), sys.modules.get("sqlalchemy.exc")
     ours = optuna is not None and isinstance(err, optuna.exceptions.StorageInternalError)
     if ours:
@@ -495,8 +495,10 @@ def database_failure(err: BaseException) -> str | None:
     elif not ours:
         return None
     text = str(err).strip().splitlines()
-    return (f"the database failed on reading ({text[0] if text else type(err).__name__}): a damaged file? "
-            "Restore it from a copy")
+    first = text[0] if text else type(err).__name__
+    if "database or disk is full" in first:  # SQLITE_FULL: the file is sound, its disk is not
+        return f"the database could not be written ({first}): free space on its disk, then run the command again"
+    return f"the database failed on reading ({first}): a damaged file? Restore it from a copy"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -516,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         name = str(err.filename or "")
         what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
-                else f"{name}: {err.strerror}")
+                else f"{name}: {err.strerror}" if name else str(err.strerror or err))
         print(f"gantune {args.command}: error: {what}", file=sys.stderr)
         return 2
     except Interrupted as err:

@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, cast
 
 import torch
 
@@ -60,18 +60,37 @@ def atomic_save(obj: Any, path: Path) -> None:
     _atomically(path, lambda tmp: _torch_save(obj, tmp))
 
 
-def _torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through an unbuffered file, so that a write the file system refuses (a full disk) is raised
-    as its ``OSError`` (``errno.ENOSPC``), as every other write's is: given a path, or a buffered file, torch says
-    only "[enforce fail at inline_container.cc:672] . unexpected pos"; on an unbuffered file the refused write's
-    ``OSError`` is that error's context."""
-    with path.open("wb", buffering=0) as f:
+class _KeepWriteError:
+    """The file ``torch.save`` writes to, keeping the ``OSError`` its write raised: torch's writer replaces it with
+    its own "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos", which names no cause."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
         try:
-            torch.save(obj, f)
-        except RuntimeError as err:
-            if isinstance(err.__context__, OSError):
-                raise err.__context__ from None
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
             raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` whose refused write (a full disk) is raised as the ``OSError`` (``errno.ENOSPC``) every other
+    write raises, not as torch's sentence. The file is buffered, so every byte is written (a raw file may take
+    fewer and torch would not notice); the bytes the buffer still holds raise their own ``OSError`` on close."""
+    with path.open("wb") as f:
+        out = _KeepWriteError(f)
+        try:
+            torch.save(obj, cast(IO[bytes], out))
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None
 
 
 def _atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -80,12 +99,23 @@ def _atomically(path: Path, write: Callable[[Path], object]) -> None:
     temporary one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
+        with naming(path):
+            write(tmp)
+            os.replace(tmp, path)
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a refused write() names no file: name the one
+        raise
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` raised inside that names no file ``path``: a refused ``write()`` (a full disk) names none,
+    and the command's one line should say which file it could not write."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
             err.filename = str(path)
         raise
 
@@ -122,10 +152,11 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
                 pid = handle.read().split(maxsplit=1)[:1]
                 raise GantuneError(f"{what} is in use by another gantune process{f' (pid {pid[0]})' if pid else ''}: "
                                    "wait for it to end, or stop it") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {kind}\n")
-        handle.flush()
+        with naming(folder / LOCK):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {kind}\n")
+            handle.flush()
         yield  # closing the file releases the lock
 
 
@@ -234,7 +265,7 @@ class RunDir:
         atomic_write(self.path / CONFIG, dump_config(cfg).encode())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / METRICS, "a") as f:
+        with naming(self.path / METRICS), open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:

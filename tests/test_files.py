@@ -57,6 +57,30 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line_exit_2(tmp_path: Path, mo
     assert err == f"gantune init: error: --out {tmp_path / 'ro' / 's.yaml'}: cannot write it (Read-only file system)"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device whose every write is refused)")
+def test_torch_save_on_a_full_device_raises_the_refused_writes_oserror() -> None:
+    """torch.save says "[enforce fail at inline_container.cc:672] . unexpected pos" where the disk is full; the
+    weights' and checkpoints' writer raises the write's own error, as every other write does."""
+    import torch
+
+    with pytest.raises(RuntimeError, match="enforce fail"):  # torch's own words, which a user cannot act on
+        torch.save({"w": torch.zeros(100_000)}, "/dev/full")
+    with pytest.raises(OSError) as caught:
+        rundir._torch_save({"w": torch.zeros(100_000)}, Path("/dev/full"))
+    assert caught.value.errno == errno.ENOSPC
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device whose every write is refused)")
+def test_a_refused_metrics_line_names_its_file(tmp_path: Path) -> None:
+    """A refused write() names no file: "gantune train: error: : No space left on device" was the whole line when
+    the metrics log (the most frequent write) was the one the full disk refused."""
+    run = rundir.RunDir(tmp_path / "run")
+    (run.path / rundir.METRICS).symlink_to("/dev/full")
+    with pytest.raises(OSError) as caught:
+        run.append_metrics({"step": 1, "loss_d": 0.5})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(run.path / rundir.METRICS)
+
+
 def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A sqlite file whose header is fine but whose pages are overwritten opened, then export, report, review and
     search --resume raised Optuna's StorageInternalError with SQLAlchemy's traceback."""
@@ -78,6 +102,21 @@ def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: py
         assert err == f"gantune {command[0]}: error: the database failed on reading (database disk image is " \
                       "malformed): a damaged file? Restore it from a copy"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+
+
+def test_a_full_database_disk_is_not_called_a_damaged_file() -> None:
+    """sqlite's "database or disk is full" was reported as "the database failed on reading ...: a damaged file?
+    Restore it from a copy": the advice would have a user replace a sound database."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from gantune.cli import database_failure
+
+    err = sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, sqlite3.OperationalError("database or disk is "
+                                                                                                  "full"))
+    assert database_failure(err) == ("the database could not be written (database or disk is full): free space on "
+                                     "its disk, then run the command again")
 
 
 def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

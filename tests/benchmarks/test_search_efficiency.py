@@ -80,6 +80,8 @@ def test_the_ceiling_stops_what_the_held_out_readings_tell_apart_and_nothing_whe
     own = [dataclasses.replace(r, readings={f"seed{r.seed}@400": r.readings["modes@400"]})
            for r in rows(tell=True)]
     assert health_replay.ceiling(own, trees=20)[0] == (0, 0)
+    with pytest.raises(ValueError, match="2 seeds or more"):
+        health_replay.ceiling([r for r in rows(tell=True) if r.seed == 0], trees=20)
 
 
 def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
@@ -131,7 +133,8 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("smoke, seeds [0], health as configured, good and bad by thirds of every seed's")
     assert proc.stdout.splitlines()[1] == lines[1]  # one seed pooled: the same labels (finals read from its files)
-    assert "a random forest on every reading before 25% of the budget" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "--ceiling: needs bad and good configs of 2 seeds or more, with readings " \
+        "before 25% of the budget"  # one seed: nothing held out to fit on
 
 
 def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:
