@@ -4,6 +4,7 @@
     python benchmarks/health_replay.py --out DIR --grid patience=1,2,3 min_hq=0.02,0.05,0.1 ...
     python benchmarks/health_replay.py --out DIR --pooled [--grid ...]
     python benchmarks/health_replay.py --out DIR --ceiling [--pooled]
+    python benchmarks/health_replay.py --out DIR --preset toy_wide --fit-on grid25 --fit-out DIR2 [--pooled]
 
 Reads the random arm that ``search_efficiency.py --out DIR`` kept (``DIR/<preset>/seed<k>/random.json`` and the
 trial folders in its ``workdir``: each trial's ``config.yaml`` and ``metrics.jsonl``) and feeds each trial's
@@ -26,7 +27,9 @@ where few configs train well does not count its collapsed ones among the good.
 forest is fitted to the outcomes (bad or good) of every other seed's configs on every reading logged before 25% of
 the budget (``modes@400``, ``loss_d@475``, ...) and predicts each held-out seed's configs (2 seeds or more); it
 prints, per count of good configs stopped, the bad ones it stops. It is fitted on the benchmark's own outcomes, so
-it is a reference for what any rule on these readings could reach on this space, not a verdict.
+it is a reference for what any rule on these readings could reach on this space, not a verdict. ``--fit-on
+PRESET`` fits the forest on another space's kept random arm instead (every seed, readings before the earlier of
+the two spaces' 25%) and judges every config here: whether a verdict learned on one space's searches carries over.
 """
 
 from __future__ import annotations
@@ -128,29 +131,39 @@ def early_readings(logged: list[dict[str, Any]], before: float) -> dict[str, flo
             if k not in NOT_SIGNALS and isinstance(v, (int, float))}
 
 
-def ceiling(rows: list[Replayed], trees: int = 300) -> list[tuple[int, int]]:
+def ceiling(rows: list[Replayed], trees: int = 300, fit_on: list[Replayed] | None = None) -> list[tuple[int, int]]:
     """A random forest's held-out verdicts on ``rows``' early readings (``--ceiling``): fitted on the bad and good
     configs of every other seed, it ranks each held-out seed's configs by their probability of being bad; per count
-    of good configs stopped (0, 1, ...), the bad ones stopped with them. The labels are taken as given: pooled
-    thirds put their cutoff with the held-out seed's final objectives counted too."""
+    of good configs stopped (0, 1, ...), the bad ones stopped with them. With ``fit_on`` (another space's configs:
+    ``--fit-on``) it is fitted on those alone and ranks every config of ``rows``: whether what it learned carries
+    over. The labels are taken as given: pooled thirds put their cutoff with the held-out seed's finals counted
+    too."""
     from sklearn.ensemble import RandomForestClassifier
 
     judged = [r for r in rows if r.label in ("bad", "good")]
-    keys = sorted({k for r in judged for k in r.readings})
-    if len({r.seed for r in judged}) < 2 or not keys:
-        raise ValueError("needs bad and good configs of 2 seeds or more, with readings before 25% of the budget")
-    missing = -1e30  # a reading a config never logged (it stopped) or logged non-finite: below every real value
-    x = np.array([[r.readings.get(k, missing) for k in keys] for r in judged], dtype=float)
-    x[~np.isfinite(x)] = missing
+    learned = [r for r in fit_on or [] if r.label in ("bad", "good")]
+    keys = sorted({k for r in learned or judged for k in r.readings})
+    if fit_on is None and len({r.seed for r in judged}) < 2:
+        raise ValueError("needs bad and good configs of 2 seeds or more")
+    if not judged or (fit_on is not None and not learned):
+        raise ValueError("no bad or good configs to fit on or to judge")
+    if not keys:
+        raise ValueError("no readings before 25% of the budget")
     y = np.array([r.label == "bad" for r in judged])
-    seeds = np.array([r.seed for r in judged])
     p = np.zeros(len(judged))
-    for seed in np.unique(seeds):
-        fit, held = seeds != seed, seeds == seed
-        if len(set(y[fit])) < 2:  # one kind of outcome to learn from: predict it
-            p[held] = float(y[fit][0])
+    if fit_on is not None:
+        folds = [(np.ones(len(learned), dtype=bool), np.ones(len(judged), dtype=bool))]
+        x_fit, y_fit = _readings(learned, keys), np.array([r.label == "bad" for r in learned])
+    else:
+        seeds = np.array([r.seed for r in judged])
+        folds = [(seeds != seed, seeds == seed) for seed in np.unique(seeds)]
+        x_fit, y_fit = _readings(judged, keys), y
+    x = _readings(judged, keys)
+    for fit, held in folds:
+        if len(set(y_fit[fit])) < 2:  # one kind of outcome to learn from: predict it
+            p[held] = float(y_fit[fit][0])
             continue
-        forest = RandomForestClassifier(trees, min_samples_leaf=2, random_state=0).fit(x[fit], y[fit])
+        forest = RandomForestClassifier(trees, min_samples_leaf=2, random_state=0).fit(x_fit[fit], y_fit[fit])
         p[held] = forest.predict_proba(x[held])[:, list(forest.classes_).index(True)]
     good = np.sort(p[~y])[::-1]
     out = []
@@ -158,6 +171,22 @@ def ceiling(rows: list[Replayed], trees: int = 300) -> list[tuple[int, int]]:
         cut = good[k] if k < len(good) else -math.inf
         out.append((int((p[~y] > cut).sum()), int((p[y] > cut).sum())))
     return out
+
+
+def _readings(rows: list[Replayed], keys: list[str]) -> np.ndarray:
+    """``rows``' readings as a matrix, a column per key; a reading a config never logged (it stopped, or the
+    other space logs it and this one does not) or logged non-finite reads below every real value."""
+    missing = -1e30
+    x = np.array([[r.readings.get(k, missing) for k in keys] for r in rows], dtype=float)
+    x[~np.isfinite(x)] = missing
+    return x
+
+
+def before(rows: list[Replayed], step: float) -> list[Replayed]:
+    """``rows`` with only the readings logged before ``step`` (two spaces' budgets differ: ``--fit-on`` reads both
+    up to the earlier 25%)."""
+    return [dataclasses.replace(r, readings={k: v for k, v in r.readings.items()
+                                             if float(k.rpartition("@")[2]) < step}) for r in rows]
 
 
 def shadows(bad: Replayed, good: list[Replayed]) -> list[Replayed]:
@@ -262,14 +291,15 @@ def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, li
             print(f"  good stopped {good}/{s['good']}: bad stopped before 25% {bad}/{s['bad']} with {changes}")
 
 
-def print_ceiling(rows: list[Replayed], s: dict[str, int]) -> None:
+def print_ceiling(rows: list[Replayed], s: dict[str, int], fit_on: list[Replayed] | None = None,
+                  fitted: str = "the other seeds' outcomes (held-out)") -> None:
     try:
-        points = ceiling(rows)
+        points = ceiling(rows, fit_on=fit_on)
     except ValueError as err:
-        print(f"--ceiling: {err}")
+        print(f"{'--ceiling' if fit_on is None else '--fit-on'}: {err}")
         return
-    print(f"a random forest on every reading before 25% of the budget, fitted to the other seeds' outcomes "
-          f"(held-out): stops, of {s['bad']} bad, with good stopped of {s['good']}:")
+    print(f"a random forest on every reading before 25% of the budget, fitted to {fitted}: stops, of {s['bad']} "
+          f"bad, with good stopped of {s['good']}:")
     top = -1
     for good, bad in points:
         if bad > top:
@@ -292,9 +322,12 @@ def main(argv: list[str] | None = None) -> None:
                     "together (one cutoff), not seed by seed")
     ap.add_argument("--ceiling", action="store_true", help="also print what a random forest fitted to the other "
                     "seeds' outcomes on the readings before 25%% of the budget stops (a reference, not a verdict)")
+    ap.add_argument("--fit-on", choices=list(PRESETS), metavar="PRESET", help="also print what a random forest "
+                    "fitted to another preset's kept random arm stops here (does what it learned carry over?)")
+    ap.add_argument("--fit-out", type=Path, help="the --out that holds --fit-on's random arm (default: --out)")
     args = ap.parse_args(argv)
-    if args.ceiling and args.grid:
-        ap.error("--ceiling replays the thresholds as configured (or --set): not with --grid")
+    if (args.ceiling or args.fit_on) and args.grid:
+        ap.error("--ceiling and --fit-on replay the thresholds as configured (or --set): not with --grid")
     changes = overrides(args.set)
     max_steps = PRESETS[args.preset].max_steps
     runs = seed_runs(args.out, args.preset, args.seeds)
@@ -343,6 +376,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"{f' and {len(like) - 3} more' if len(like) > 3 else ''}")
     if args.ceiling:
         print_ceiling(rows, s)
+    if args.fit_on:
+        other = PRESETS[args.fit_on].max_steps
+        fit_out = args.fit_out or args.out
+        runs_on = seed_runs(fit_out, args.fit_on)
+        if not runs_on:
+            raise SystemExit(f"--fit-on {args.fit_on}: no random arm kept in {fit_out / args.fit_on}")
+        fit = [r for seed, run in runs_on.items() for r in replay_seed(seed, run, other, {})]
+        step = 0.25 * min(max_steps, other)
+        fit = pooled(fit, sign) if args.pooled else fit
+        print_ceiling(before(rows, step), s, before(fit, step),
+                      f"{args.fit_on}'s outcomes (seeds {sorted(runs_on)}; both spaces' readings before step {step:g})")
     if args.check:
         differ = check(args.out, args.preset, args.check, rows)
         print(f"{args.check}: {'the same stops' if not differ else f'{len(differ)} differ'}")

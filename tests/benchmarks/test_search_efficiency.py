@@ -82,6 +82,15 @@ def test_the_ceiling_stops_what_the_held_out_readings_tell_apart_and_nothing_whe
     assert health_replay.ceiling(own, trees=20)[0] == (0, 0)
     with pytest.raises(ValueError, match="2 seeds or more"):
         health_replay.ceiling([r for r in rows(tell=True) if r.seed == 0], trees=20)
+    # --fit-on: fitted on another space's configs alone; what it learned holds here, or (flipped) it does not
+    here = [r for r in rows(tell=True) if r.seed == 0]  # one seed is enough: nothing here is fitted on
+    assert health_replay.ceiling(here, trees=20, fit_on=rows(tell=True))[0] == (0, 2)
+    flipped = [dataclasses.replace(r, label={"bad": "good", "good": "bad"}.get(r.label, r.label))
+               for r in rows(tell=True)]
+    assert health_replay.ceiling(here, trees=20, fit_on=flipped)[0] == (0, 0)
+    # both spaces read up to the earlier 25% of their budgets
+    (kept,) = health_replay.before([rows(tell=True)[0]], 450)
+    assert kept.readings == {"modes@400": 0.0}
 
 
 def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
@@ -128,13 +137,15 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
     assert lines[1].startswith("bad stopped before 25%")
     assert lines[-1] == "health_only: the same stops", proc.stdout
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "health_replay.py"), "--preset", "smoke",
-                           "--out", str(tmp_path), "--pooled", "--ceiling"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env)
+                           "--out", str(tmp_path), "--pooled", "--ceiling", "--fit-on", "smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("smoke, seeds [0], health as configured, good and bad by thirds of every seed's")
     assert proc.stdout.splitlines()[1] == lines[1]  # one seed pooled: the same labels (finals read from its files)
-    assert proc.stdout.splitlines()[-1] == "--ceiling: needs bad and good configs of 2 seeds or more, with readings " \
-        "before 25% of the budget"  # one seed: nothing held out to fit on
+    # one seed: nothing held out to fit on; --fit-on (a preset's kept arm, here its own): the smoke run's 40 steps
+    # log nothing before step 10
+    assert proc.stdout.splitlines()[-2:] == ["--ceiling: needs bad and good configs of 2 seeds or more",
+                                             "--fit-on: no readings before 25% of the budget"], proc.stdout
 
 
 def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> None:
