@@ -149,7 +149,7 @@ def ceiling(rows: list[Replayed], trees: int = 300, fit_on: list[Replayed] | Non
         raise ValueError("no bad or good configs to fit on or to judge")
     if not keys:
         raise ValueError("no readings before 25% of the budget")
-    y = np.array([r.label == "bad" for r in judged])
+    x, y = _readings(judged, keys), np.array([r.label == "bad" for r in judged])
     p = np.zeros(len(judged))
     if fit_on is not None:
         folds = [(np.ones(len(learned), dtype=bool), np.ones(len(judged), dtype=bool))]
@@ -157,8 +157,7 @@ def ceiling(rows: list[Replayed], trees: int = 300, fit_on: list[Replayed] | Non
     else:
         seeds = np.array([r.seed for r in judged])
         folds = [(seeds != seed, seeds == seed) for seed in np.unique(seeds)]
-        x_fit, y_fit = _readings(judged, keys), y
-    x = _readings(judged, keys)
+        x_fit, y_fit = x, y
     for fit, held in folds:
         if len(set(y_fit[fit])) < 2:  # one kind of outcome to learn from: predict it
             p[held] = float(y_fit[fit][0])
