@@ -7,8 +7,10 @@ checkpoint or weights file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -91,6 +93,25 @@ def _torch_save(obj: Any, path: Path) -> None:
             if out.error is None:
                 raise
             raise out.error from None
+
+
+#: errors of a write the destination's disk refused: the file written is the one at fault, not the one read
+_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` as every file here is written (through a temporary file, renamed). A full disk names
+    ``dst``: the kernel's fast copy raises it with ``src`` named first, which reads as if the source were at fault
+    (a PBT member's reason said "No space left on device: 'RUN/checkpoint.pt' -> ..." of a copy to another disk)."""
+    def write(tmp: Path) -> None:
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as err:
+            if err.errno not in _REFUSED:
+                raise
+            raise OSError(err.errno, err.strerror) from None  # ``naming`` gives it ``dst``
+
+    _atomically(dst, write)
 
 
 def _atomically(path: Path, write: Callable[[Path], object]) -> None:

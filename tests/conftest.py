@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,3 +222,18 @@ def grey_folder(root: Path, n: int = 12) -> None:
     root.mkdir()
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(root / f"{i:02d}.png")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs all but about 150 KB full (mounting needs root: skipped where it is refused)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
+                                                        capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount)")
+    try:
+        (mnt / "fill").write_bytes(bytes(1900 * 1024))
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

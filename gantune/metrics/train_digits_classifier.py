@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from gantune.data import digits_split
 from gantune.metrics.digits_net import DigitsNet, weights_path
+from gantune.rundir import atomic_save
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -50,7 +51,7 @@ def train_classifier(path: Path, epochs: int = 60, seed: int = 0) -> float:
             opt.step()
     acc = heldout_accuracy(net)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
+    atomic_save({k: v.half() for k, v in net.state_dict().items()}, path)
     print(f"held-out accuracy: {acc:.4f} on the held-out split; weights: {path} ({path.stat().st_size // 1024} KB)")
     return acc
 

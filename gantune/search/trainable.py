@@ -31,7 +31,7 @@ from gantune.config import TrialConfig
 from gantune.devices import memory_fraction, trial_device
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor, objective_fields
-from gantune.rundir import CHECKPOINT, atomic_write
+from gantune.rundir import CHECKPOINT, atomic_write, copy_file
 from gantune.trial import Record, TrialResult, is_oom, release_memory, train
 
 FILES_KEY = "gantune_files"
@@ -105,7 +105,7 @@ def restore_checkpoint(run_dir: Path, checkpoint: Checkpoint | None) -> dict[str
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
     with checkpoint.as_directory() as src:
-        shutil.copy(Path(src) / CHECKPOINT, run_dir / CHECKPOINT)
+        copy_file(Path(src) / CHECKPOINT, run_dir / CHECKPOINT)
         origin = json.loads((Path(src) / ORIGIN).read_text())
     return {RESTORED_TRIAL: float(origin["trial"]), RESTORED_STEP: float(origin["step"])}
 
@@ -158,7 +158,7 @@ class Reporter:
             self.send(out, None)
             return
         with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
-            shutil.copy(self.run_dir / CHECKPOINT, tmp)
+            copy_file(self.run_dir / CHECKPOINT, Path(tmp) / CHECKPOINT)
             (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": self.trial, "step": step}))
             self.send(out, tune.Checkpoint.from_directory(tmp))
 

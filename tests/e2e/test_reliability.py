@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -142,21 +140,6 @@ def test_resume_reruns_a_trial_left_without_config_from_a_clean_slate(tmp_path: 
                 if "fid" in r}
         assert t.intermediate_values == pytest.approx(fids)  # the study says what the files say
         assert torch.load(run / "generator_best.pt", weights_only=True)["format"] == "gantune.generator/1"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs all but about 150 KB full (mounting needs root: skipped where it is refused)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
-                                                        capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root and mount)")
-    try:
-        (mnt / "fill").write_bytes(bytes(1900 * 1024))
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_runs_disk_fails_the_trials_and_the_search_still_ends(tmp_path: Path, ray_session: object,

@@ -1,10 +1,14 @@
 """The Ray trainable's parts without a Ray session: the reporter, the PBT restore step and the PBT config."""
 
+import errno
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ray.train import Checkpoint
 
 from gantune import provenance
@@ -66,6 +70,33 @@ def test_the_reporter_sends_objective_ride_alongs_and_pbt_checkpoints_and_a_rest
     assert (clone / CHECKPOINT).read_bytes() == b"state"
     (clone / "metrics.jsonl").write_text("{}\n")
     assert restore_checkpoint(clone, None) == {} and not clone.exists()  # from step 0: nothing of it stays
+
+
+def test_a_pbt_checkpoint_copied_onto_a_full_disk_names_the_copy_and_leaves_no_part(
+        tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shutil.copy`` on a full disk raised "No space left on device: 'RUN/checkpoint.pt' -> 'TMP/checkpoint.pt'",
+    the member's own checkpoint named first as if it were at fault, and a restore left half a checkpoint where
+    ``train(resume=True)`` reads it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CHECKPOINT).write_bytes(os.urandom(1 << 20))  # 1 MiB: more than the disk has left
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))  # where the reporter stages Tune's copy
+    report = Reporter("fid", trial=0, run_dir=run_dir, checkpoint_every=10, steps=30, send=lambda out, ckpt: None)
+    with pytest.raises(OSError) as refused:
+        report({"step": 10.0, "fid": 3.0, "eval_s": 1.0})
+    staged = Path(refused.value.filename)
+    assert refused.value.errno == errno.ENOSPC and refused.value.filename2 is None, refused.value
+    assert staged.name == CHECKPOINT and staged.parent.parent == small_disk, staged
+    assert sorted(p.name for p in small_disk.iterdir()) == ["fill"]  # the staging folder went with its part
+
+    donor = tmp_path / "donor"  # a member cloning a donor onto the full disk: its own checkpoint is named
+    shutil.copytree(run_dir, donor)
+    (donor / ORIGIN).write_text(json.dumps({"trial": 1, "step": 10}))
+    clone = small_disk / "clone"
+    with pytest.raises(OSError) as refused:
+        restore_checkpoint(clone, Checkpoint.from_directory(donor))
+    assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(clone / CHECKPOINT), refused.value
+    assert list(clone.iterdir()) == []
 
 
 def test_without_pbt_the_reporter_sends_no_checkpoint(tmp_path: Path) -> None:
