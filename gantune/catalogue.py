@@ -29,7 +29,7 @@ from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
-from gantune.metrics import FAMILIES, check_metric_names
+from gantune.metrics import better, check_metric_names
 from gantune.metrics.features import EXTRACTORS
 
 
@@ -134,12 +134,14 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
 
 
 def _metric_combinations(cfg: TrialConfig) -> None:
-    """An objective that is better higher is maximised. (Missing Inception weights are refused where a config is
-    about to train, ``gantune.metrics.missing_weights``: a config read to sample a generator needs none.)"""
-    objective = cfg.health.objective
-    if cfg.health.mode == "min" and any(objective in FAMILIES.get(name).higher for name in FAMILIES):
-        raise ValueError(f"health.mode: the objective {objective!r} is better higher: maximise it (health.mode: max; "
-                         "in a search space, search.direction: maximize)")
+    """An objective that is better higher is maximised, one better lower minimised: the rise check would otherwise
+    stop a trial for improving. (Missing Inception weights are refused where a config is about to train,
+    ``gantune.metrics.missing_weights``: a config read to sample a generator needs none.)"""
+    objective, side = cfg.health.objective, better(cfg.health.objective)
+    if side is not None and cfg.health.mode != side:
+        words = ("higher", "maximise", "maximize") if side == "max" else ("lower", "minimise", "minimize")
+        raise ValueError(f"health.mode: the objective {objective!r} is better {words[0]}: {words[1]} it (health.mode: "
+                         f"{side}; in a search space, search.direction: {words[2]})")
 def _conditional_combinations(cfg: TrialConfig) -> None:
     """``model.conditional`` needs data with class labels (a folder's are known once it is loaded: the trial
     checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""

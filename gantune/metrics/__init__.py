@@ -33,6 +33,7 @@ from gantune.metrics.base import (
     Reference,
     Samples,
     Scorer,
+    better,
     collapse_signals,
     family,
 )
@@ -226,5 +227,5 @@ class Evaluator:
 
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
-           "check_metric_names", "collapse_signals", "default_metrics", "family", "load_reference", "metric_keys",
-           "metric_names", "missing_weights", "reference_n"]
+           "better", "check_metric_names", "collapse_signals", "default_metrics", "family", "load_reference",
+           "metric_keys", "metric_names", "missing_weights", "reference_n"]

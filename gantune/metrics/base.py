@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -77,7 +78,8 @@ class Family:
     """A metric family: ``build(reference) -> scorer``, the keys the scorer reports (what an objective may name),
     whether the cheap quick checks between full evaluations may run it, and its collapse signals.
 
-    ``higher``: the keys that are better higher (an objective naming one is maximised: ``health.mode: max``).
+    ``higher`` and ``lower``: the keys that are better higher or lower (an objective naming one is searched in that
+    direction by default and refused in the other; a key in neither, a ratio best at the data's 1, has no default).
     ``one_sample``: it scores samples alone, not against the reference, so the reference samples have a value of
     their own (the held-out digits' Inception Score): the evaluator reports it as the real data's value."""
 
@@ -87,6 +89,7 @@ class Family:
     collapse: tuple[CollapseSignal, ...] = ()
     higher: tuple[str, ...] = ()
     one_sample: bool = False
+    lower: tuple[str, ...] = ()
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
@@ -96,15 +99,26 @@ FAMILIES: Registry[Family] = Registry("metric")
 
 
 def family(name: str, keys: tuple[str, ...], cheap: bool = False, collapse: tuple[CollapseSignal, ...] = (),
-           higher: tuple[str, ...] = (), one_sample: bool = False) -> Callable[[Callable[[Reference], Scorer]],
-                                                                               Callable[[Reference], Scorer]]:
+           higher: tuple[str, ...] = (), one_sample: bool = False, lower: tuple[str, ...] = ()
+           ) -> Callable[[Callable[[Reference], Scorer]], Callable[[Reference], Scorer]]:
     """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
     def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
-        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample))
+        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower))
         return build
 
     return add
+
+
+def better(key: str) -> Literal["max", "min"] | None:
+    """The direction in which ``key`` improves, as its family declares it (``None``: it declares neither)."""
+    for name in FAMILIES:
+        fam = FAMILIES.get(name)
+        if key in fam.higher:
+            return "max"
+        if key in fam.lower:
+            return "min"
+    return None
 
 
 #: the order the health monitor checks collapse signals in, so the verdict names the first that fires: coverage

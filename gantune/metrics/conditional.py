@@ -25,7 +25,8 @@ def predicted_classes(logits: torch.Tensor, depth: int) -> torch.Tensor:
     return (digits * DIGIT_CLASSES ** torch.arange(depth - 1, -1, -1, device=digits.device)).sum(dim=1)
 
 
-@family("conditional", keys=("cond_accuracy", "cond_class_coverage"), cheap=True)
+@family("conditional", keys=("cond_accuracy", "cond_class_coverage"), cheap=True,
+        higher=("cond_accuracy", "cond_class_coverage"))
 def conditional(ref: Reference) -> Scorer:
     """``cond_accuracy``: the share of generated samples the classifier reads as the class they were generated
     for (chance: 1 / classes). ``cond_class_coverage``: the share of the classes sampled in this evaluation

@@ -39,7 +39,8 @@ def kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @family("prdc", keys=("precision", "recall", "density", "coverage"),
-        collapse=(CollapseSignal("recall", "min_recall", "recall"),))
+        collapse=(CollapseSignal("recall", "min_recall", "recall"),),
+        higher=("precision", "recall", "density", "coverage"))
 def prdc(ref: Reference) -> Scorer:
     real = ref.feats.float()
     real_r = ref.derived("prdc", lambda: {"radius": kth_nn_radius(real, K)})["radius"]

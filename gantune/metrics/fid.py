@@ -53,7 +53,7 @@ def frechet_distance(real: dict[str, torch.Tensor], feats: torch.Tensor) -> floa
     return float((real["mu"] - mu).square().sum() + real["trace"] + sigma.trace() - 2 * tr_sqrt)
 
 
-@family("fid", keys=("fid",))
+@family("fid", keys=("fid",), lower=("fid",))
 def fid(ref: Reference) -> Scorer:
     real = ref.derived("fid", lambda: real_statistics(ref))
 
@@ -68,7 +68,7 @@ def kid_subset_size(n: int) -> int:
     return min(n // 2, KID_SUBSET)
 
 
-@family("kid", keys=("kid", "kid_std"))
+@family("kid", keys=("kid", "kid_std"), lower=("kid",))
 def kid(ref: Reference) -> Scorer:
     """KID over ``SUBSETS`` random subsets of m = min(n/2, ``KID_SUBSET``) reals and m fakes, drawn without
     replacement (n: the smaller side) so that torchmetrics' unbiased MMD estimator sees distinct samples (a

@@ -31,7 +31,8 @@ def histogram_kl(counts: torch.Tensor) -> float:
 
 
 @family("modes", keys=("modes", "mode_coverage", "hq", "mode_kl"), cheap=True,
-        collapse=(CollapseSignal("mode_coverage", "min_coverage", "mode coverage", gate=("hq", "min_hq")),))
+        collapse=(CollapseSignal("mode_coverage", "min_coverage", "mode coverage", gate=("hq", "min_hq")),),
+        higher=("modes", "mode_coverage", "hq"), lower=("mode_kl",))
 def modes(ref: Reference) -> Scorer:
     if ref.means is None:
         raise ValueError("the modes metric needs a 2-D mixture (ring8, grid25)")
@@ -51,7 +52,8 @@ def modes(ref: Reference) -> Scorer:
 
 
 @family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True,
-        collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),))
+        collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),),
+        higher=("classes", "class_coverage"), lower=("class_kl",))
 def classes(ref: Reference) -> Scorer:
     if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits is not None \
             and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
@@ -79,7 +81,8 @@ def attainable_modes(k: int, n: int) -> float:
 
 @family("stacked_modes", keys=("stacked_modes", "stacked_coverage", "stacked_kl", "stacked_channel_kl",
                                 "stacked_confidence"), cheap=True,
-        collapse=(CollapseSignal("stacked_coverage", "min_coverage", "stacked-digit mode coverage"),))
+        collapse=(CollapseSignal("stacked_coverage", "min_coverage", "stacked-digit mode coverage"),),
+        higher=("stacked_modes", "stacked_coverage", "stacked_confidence"), lower=("stacked_kl", "stacked_channel_kl"))
 def stacked_modes(ref: Reference) -> Scorer:
     """Stacked MNIST's mode count and KL (VEEGAN, PacGAN), on the ``stacked_digits`` extractor's per-channel
     logits: each channel's digit is the classifier's argmax, a sample's mode the digits read first channel first

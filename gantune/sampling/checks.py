@@ -15,7 +15,7 @@ from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
 from gantune.data import check_data
 from gantune.errors import ConfigError, DataError
-from gantune.metrics import FAMILIES, metric_keys, missing_weights
+from gantune.metrics import better, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, mode_of
 from gantune.sampling.specs import (
@@ -178,16 +178,26 @@ def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
         return None
 
 
+#: how a metric's better side reads, and the direction that searches for it
+_SIDES = {"max": ("higher", "maximize"), "min": ("lower", "minimize")}
+
+
 def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
     """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
 
     Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial. An
-    objective that is better higher (the Inception Score) must be maximised, whatever the sections.
+    objective that is better higher (coverage, the Inception Score) must be maximised, one better lower (FID)
+    minimised, whatever the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search
+    for collapse on its second axis.
     """
-    higher = {key for name in FAMILIES for key in FAMILIES.get(name).higher}
-    for objective, direction in zip(settings.objectives, settings.directions, strict=True):
-        if objective in higher and mode_of(direction) == "min":
-            raise ConfigError(f"{source}: search.direction: {objective!r} is better higher: maximize it")
+    own = [better(o) for o in settings.objectives]
+    for objective, direction, side in zip(settings.objectives, settings.directions, own, strict=True):
+        if side is not None and mode_of(direction) != side:
+            want = [_SIDES[s][1] if s else d for s, d in zip(own, settings.directions, strict=True)]
+            fix = want[0] if len(want) == 1 else f"[{', '.join(want)}]"
+            raise ConfigError(f"{source}: search.direction: {objective!r} is better {_SIDES[side][0]}: {direction} "
+                              f"would search for the worst (direction: {fix}, or leave direction out: each objective "
+                              "then goes its own way)")
     probe = fixed_sections(leaves, source)
     if probe is None:
         return

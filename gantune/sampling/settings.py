@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gantune.config import MAX_SEED, SwitchChecked
 from gantune.errors import ConfigError
+from gantune.metrics import better
 from gantune.registry import Registry
 from gantune.sampling.recipes import RECIPES
 
@@ -143,7 +144,9 @@ class SearchSettings(SwitchChecked):
     eval_every: int = Field(default=250, ge=1, description="full evaluation cadence (sets eval.every)")
     quick_every: int = Field(default=0, ge=0, description="cheap collapse checks between evaluations (0 = off)")
     objective: str | list[str] = "fid"
-    direction: Direction | list[Direction] = "minimize"
+    direction: Direction | list[Direction] | None = Field(
+        default=None, description="minimize or maximize, or one per objective; default: each objective's own "
+        "(fid minimized, coverage maximized; a metric with no better side, such as the diversity ratio, minimized)")
     sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
     sampler_options: dict[str, Any] = Field(default_factory=dict, description="arguments of the sampler's "
                                             "constructor over gantune's (TPE: n_startup_trials, multivariate, "
@@ -178,6 +181,9 @@ class SearchSettings(SwitchChecked):
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchSettings:
+        if self.direction is None:  # a search for low coverage would rank collapsed generators best
+            own: list[Direction] = ["maximize" if better(o) == "max" else "minimize" for o in self.objectives]
+            self.direction = own[0] if len(own) == 1 else own
         if len(self.objectives) != len(self.directions):
             raise ValueError("objective and direction need the same number of entries")
         if twice := sorted({o for o in self.objectives if self.objectives.count(o) > 1}):
@@ -197,6 +203,8 @@ class SearchSettings(SwitchChecked):
     @property
     def directions(self) -> list[str]:
         d = self.direction
+        if d is None:
+            raise AssertionError("set when the settings are validated")
         return [d] * len(self.objectives) if isinstance(d, str) else list(d)
 
     @property

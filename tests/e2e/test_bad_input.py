@@ -95,6 +95,12 @@ FILES: dict[str, dict | str] = {
     "search-sets-default.yaml": _with(SPACE, search={**SPACE["search"], "defaults": {"eval.every": 5}}),
     "objective-twice.yaml": _with(SPACE, search={**SPACE["search"], "objective": ["coverage", "coverage"],
                                                  "direction": ["maximize", "minimize"]}),
+    # a search for the worst: one minimize for both objectives minimised coverage, and FID maximised
+    "fid-coverage-min.yaml": _with(SPACE, search={**SPACE["search"], "objective": ["fid", "coverage"],
+                                                  "direction": "minimize"}),
+    "fid-max.yaml": _with(SPACE, search={**SPACE["search"], "objective": "fid", "direction": "maximize"}),
+    "train-coverage-min.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["prdc"]},
+                                     health={"objective": "coverage"}),
     "unread-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"ttur": {"float": [0.5, 2.0]}}}),
     "pbt-of-one.yaml": _with(SPACE, search={**SPACE["search"], "trials": 1, "pruning": {"scheduler": "pbt"}},
                              optim={"lr_g": {"float": [1e-4, 1e-3]}}),
@@ -193,6 +199,12 @@ ROWS: list[tuple[list[str], str]] = [
      r"train.steps \(set by search.max_steps\): a search sets these in every trial; remove them from the space$"),
     (["search", "{in}/search-sets-default.yaml"], r"search.defaults: eval.every \(set by search.eval_every\)"),
     (["search", "{in}/objective-twice.yaml"], r"search: objective: coverage given twice"),
+    (["search", "{in}/fid-coverage-min.yaml"], r"fid-coverage-min.yaml: search.direction: 'coverage' is better "
+     r"higher: minimize would search for the worst \(direction: \[minimize, maximize\], or leave direction out"),
+    (["search", "{in}/fid-max.yaml"], r"search.direction: 'fid' is better lower: maximize would search for the "
+     r"worst \(direction: minimize,"),
+    (["train", "{in}/train-coverage-min.yaml"], r"health.mode: the objective 'coverage' is better higher: maximise "
+     r"it \(health.mode: max; in a search space, search.direction: maximize\)"),
     (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
     (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),
     # a flag the command would ignore (each ran and did not do what it said)

@@ -238,7 +238,8 @@ eval: {{metrics: [is], n_samples: 100}}
 """
     p = tmp_path / "s.yaml"
     p.write_text(text.format(d="minimize"))
-    with pytest.raises(ConfigError, match=r"s.yaml: search.direction: 'is' is better higher: maximize it"):
+    with pytest.raises(ConfigError, match=r"s.yaml: search.direction: 'is' is better higher: minimize would search "
+                       r"for the worst \(direction: maximize"):
         load_space(p)
     p.write_text(text.format(d="maximize"))
     space = load_space(p)

@@ -1,4 +1,5 @@
-"""``search.sampler_options``: what a space passes to its Optuna sampler, checked before anything starts."""
+"""``search.sampler_options``: what a space passes to its Optuna sampler, checked before anything starts; and the
+objectives' directions."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ def test_sampler_options_a_space_may_set() -> None:
         "n_startup_trials": 10, "multivariate": False, "constant_liar": False, "n_ei_candidates": 48}})
     SearchSettings.model_validate({"sampler": "tpe", "sampler_options": {"group": True}})
     SearchSettings.model_validate({"sampler": "qmc", "sampler_options": {"qmc_type": "halton", "scramble": True}})
+
+
+@pytest.mark.parametrize(("objective", "directions"), [
+    ("fid", ["minimize"]), ("coverage", ["maximize"]), ("stacked_kl", ["minimize"]), ("is", ["maximize"]),
+    (["fid", "coverage"], ["minimize", "maximize"]), (["recall", "mode_kl"], ["maximize", "minimize"]),
+    ("diversity", ["minimize"]),  # a ratio best at the data's 1: no better side, the former default
+])
+def test_each_objective_goes_its_own_way_by_default(objective: str | list[str], directions: list[str]) -> None:
+    """The default was one ``minimize`` for all: ``objective: coverage`` without a direction searched for the
+    most collapsed generator, and ASHA kept it."""
+    settings = SearchSettings.model_validate({"objective": objective})
+    assert settings.directions == directions
+    assert SearchSettings.model_validate(settings.model_dump()).directions == directions  # as the study stores it
