@@ -207,6 +207,21 @@ class SearchSettings(SwitchChecked):
             raise AssertionError("set when the settings are validated")
         return [d] * len(self.objectives) if isinstance(d, str) else list(d)
 
+    def idle_scheduler(self) -> str | None:
+        """Why the scheduler the settings ask for would decide nothing (its first decision falls at or past the
+        last step: a space's defaults, or ``--max-steps`` capping ``eval_every``), for a warning; ``None`` when it
+        can decide. Ray Tune runs such a scheduler without a word, and every trial then spends the whole budget."""
+        p = self.pruning
+        first, what, knob, effect = (
+            (p.grace_evals, "ASHA's first rung", "grace_evals", "it will stop no trial") if p.scheduler == "asha"
+            else (p.pbt.interval_evals, "PBT's first exploit", "pbt.interval_evals", "no member will clone another"))
+        if (p.scheduler == "asha" and not p.asha) or first * self.eval_every < self.max_steps:
+            return None
+        fix = f"lower pruning.{knob} or eval_every" + (", or set pruning.asha: false to run every trial to the "
+                                                       "end" if p.scheduler == "asha" else "")
+        return (f"{what} falls at step {first * self.eval_every} ({knob} {first} x eval_every {self.eval_every}), "
+                f"not before max_steps {self.max_steps}: {effect}; {fix}")
+
     @property
     def mode(self) -> Literal["min", "max"]:
         """The first objective's direction as Ray Tune and the health monitor spell it."""

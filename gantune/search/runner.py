@@ -183,6 +183,8 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     check_address(opts.ray_address)
     if not opts.ray_address:
         trial_resources(space, settings.resources, local_resources(), "this machine")
+    if idle := settings.idle_scheduler():
+        warn(idle)
     return settings
 
 

@@ -240,12 +240,11 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
                             require_attrs=False)
     if not p.asha:
         return FIFOScheduler()
-    grace = p.grace_evals * settings.eval_every
-    if grace >= settings.max_steps:
-        return FIFOScheduler()  # no rung before the end of the budget
+    if settings.idle_scheduler():
+        return FIFOScheduler()  # no rung before the end of the budget (the search warned)
     # max_t just under the budget: no rung at the last step, where a trial has already spent everything
     asha: dict[str, Any] = {"time_attr": "step", "metric": "objective", "mode": mode,
-                            "max_t": settings.max_steps - 1, "grace_period": grace,
+                            "max_t": settings.max_steps - 1, "grace_period": p.grace_evals * settings.eval_every,
                             "reduction_factor": p.reduction_factor, "stop_last_trials": False}
     if p.noise_aware:
         return NoiseAwareASHA(stopped, noise_margin=p.noise_margin, rescues=rescues, **asha)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import load_space
 from gantune.search import SearchOptions, run_search
+from gantune.search.runner import check_run
 from gantune.search.scheduler import AshaStop, NoiseAwareASHA, RecordingASHA, Rescue, make_scheduler
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -120,6 +122,35 @@ def test_the_search_settings_choose_the_scheduler(tmp_path: Path, pruning: str, 
     assert type(sched) is kind
     if isinstance(sched, NoiseAwareASHA):
         assert sched.noise_margin == 2.0
+
+
+@pytest.mark.parametrize(("pruning", "max_steps", "warning"), [
+    ("{grace_evals: 3}", None, r"^warning: ASHA's first rung falls at step 60 \(grace_evals 3 x eval_every 20\), not "
+     r"before max_steps 60: it will stop no trial; lower pruning.grace_evals or eval_every, or set pruning.asha: "
+     r"false to run every trial to the end$"),
+    ("{grace_evals: 1}", 20, r"^warning: ASHA's first rung falls at step 20 \(grace_evals 1 x eval_every 20\)"),
+    ("{scheduler: pbt, pbt: {interval_evals: 3}}", None, r"^warning: PBT's first exploit falls at step 60 .*: no "
+     r"member will clone another; lower pruning.pbt.interval_evals or eval_every$"),
+    ("{grace_evals: 2}", None, None), ("{grace_evals: 3, asha: false}", None, None),
+])
+def test_a_scheduler_that_can_decide_nothing_is_said_before_the_search(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], pruning: str, max_steps: int | None,
+        warning: str | None) -> None:
+    """ASHA whose first rung fell at or past the last step (a space's grace_evals, or ``--max-steps`` capping
+    eval_every: grid25's 24,000 steps cut to 4,000) ran as no scheduler without a word: every trial spent the whole
+    budget, and the summary's "0% saved" was the only trace."""
+    path = tmp_path / "n.yaml"
+    path.write_text(SPACE.format(pruning=pruning))
+    space = load_space(path)
+    settings = check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs"), max_steps=max_steps))
+    err = capsys.readouterr().err.strip()
+    if warning is None:
+        assert err == "" and settings.idle_scheduler() is None
+        return
+    assert re.match(warning, err) and "\n" not in err, err
+    space.settings = settings
+    if settings.pruning.scheduler == "asha":
+        assert type(make_scheduler(space, {}, [])) is FIFOScheduler
 
 
 def test_a_noise_aware_search_runs_with_every_evaluation_measured_twice(tmp_path: Path, ray_session: object,
