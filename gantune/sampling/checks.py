@@ -131,11 +131,18 @@ def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
             raise ConfigError(str(err).replace(f"{source}: ", f"{source}: search.defaults: ", 1)) from None
 
 
-def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> None:
+def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[str]:
     """Every name an expression or condition reads exists; every free parameter is read by one (a parameter
-    nothing reads would be sampled, stored and searched over for nothing)."""
+    nothing reads would be sampled, stored and searched over for nothing). Returns a sentence for each test of a
+    name against a literal it never takes (its fixed value or choices): a typo (``'wgangp'``) switches a leaf off
+    in every trial, or on in every one, but a leaf kept for choices the space has dropped does the same, so it is
+    said, not refused."""
     known = set(leaves) | set(params) | {p for p in all_schema_paths()}
+    values = {path: spec.choices if isinstance(spec, CategoricalSpec) else [spec.value]
+              for path, spec in [*params.items(), *leaves.items()]
+              if isinstance(spec, (CategoricalSpec, ValueSpec)) and spec.when is None}
     read: set[str] = set()
+    notes: list[str] = []
     for path, spec in [*params.items(), *leaves.items()]:
         texts = [("when", spec.when)] + ([("expr", spec.expr)] if isinstance(spec, ExprSpec) else [])
         for kind, text in texts:
@@ -150,9 +157,13 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
                 if name not in known:
                     raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
                                       "such as optim.lr_g or a parameter declared under search.params)")
+            notes += [f"{source}: {path}.{kind}: {name} is never {literal!r} (its values: "
+                      f"{', '.join(map(repr, values[name]))}); a typo?" for name, literals in expr.literal_tests()
+                      for literal in literals if name in values and literal not in values[name]]
     if unread := [name for name in params if name not in read]:
         raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
                           "parameter only matters through one, e.g. lr_d: {expr: \"optim.lr_g * " + unread[0] + "\"})")
+    return notes
 
 
 #: keys outside ``data`` and ``eval`` that change the metric set (a conditional run adds the conditional metric)

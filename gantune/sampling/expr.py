@@ -104,6 +104,24 @@ class Expr:
         except (RecursionError, MemoryError):  # the parser and the checks recurse once per nested part
             raise ExprError(f"{self.shown!r}: nested too deeply ({len(text)} characters)") from None
 
+    def literal_tests(self) -> list[tuple[str, list[Any]]]:
+        """Each ``name == literal``, ``!=``, ``in [literals]`` or ``not in`` the expression makes, as the name and the
+        literals it is tested against: what a check can hold against the values the name can take."""
+        out = []
+        for node in ast.walk(self.tree):
+            if not isinstance(node, ast.Compare) or len(node.ops) != 1 or \
+                    not isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
+                continue
+            left, right = node.left, node.comparators[0]
+            if _dotted(left) is None and isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
+                left, right = right, left  # 'wgan' == loss.name
+            name = _dotted(left)
+            items = right.elts if isinstance(right, (ast.List, ast.Tuple)) and \
+                isinstance(node.ops[0], (ast.In, ast.NotIn)) else [right]
+            if name is not None and all(isinstance(i, ast.Constant) for i in items):
+                out.append((name, [i.value for i in items if isinstance(i, ast.Constant)]))
+        return out
+
     def _check(self, node: ast.AST) -> None:
         name = _dotted(node)
         if name is not None:

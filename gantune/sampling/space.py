@@ -51,6 +51,7 @@ class SearchSpace:
     settings: SearchSettings
     leaves: dict[str, Spec]  # dotted config path -> spec (fixed values are ValueSpec)
     params: dict[str, Spec]  # free parameters (not config keys)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the search warns of before it starts
 
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config.
@@ -197,12 +198,12 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     leaves = walk(raw, source)
     absolute_files(leaves)
     check_search_defaults(settings.defaults, source)
-    check_names(leaves, params, source)
+    notes = check_names(leaves, params, source)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source)
     check_weights_of(leaves, source)
     text = Path(path).read_text()
-    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params)
+    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
     check_draws(space)
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore

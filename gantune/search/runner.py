@@ -183,8 +183,9 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     check_address(opts.ray_address)
     if not opts.ray_address:
         trial_resources(space, settings.resources, local_resources(), "this machine")
-    if idle := settings.idle_scheduler():
-        warn(idle)
+    for note in [*space.notes, settings.idle_scheduler()]:
+        if note:
+            warn(note)
     return settings
 
 

@@ -169,3 +169,30 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
                                                  defaults)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         _space(tmp_path, text)
+
+
+@pytest.mark.parametrize(("edit", "notes"), [
+    (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name == 'wgangp'\""),
+     ["loss.gp_weight.when: loss.name is never 'wgangp' (its values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); "
+      "a typo?"]),
+    (("when: \"loss.name == 'wgan-gp'\"", "when: \"'WGAN' != loss.name\""),
+     ["loss.gp_weight.when: loss.name is never 'WGAN' (its values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); "
+      "a typo?"]),
+    (("['wgan', 'wgan-gp']", "['wgan', 'wgan_gp']"), ["optim.n_critic.when: loss.name is never 'wgan_gp' (its "
+                                                      "values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); a typo?"]),
+    (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur_ratio * (2 if model.g_width == 32 else 1)"),
+     ["optim.lr_d.expr: model.g_width is never 32 (its values: 16); a typo?"]),
+    (("trials: 3", "trials: 3"), []),  # every literal the space tests is one of its values
+])
+def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               edit: tuple[str, str], notes: list[str]) -> None:
+    """``when: "loss.name == 'wgangp'"`` (a typo) switched gp_weight off in every trial without a word: the search
+    never searched it. Said, not refused: a leaf kept for a choice the space has dropped does the same."""
+    from gantune.search import SearchOptions
+    from gantune.search.runner import check_run
+
+    space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace(*edit))  # ASHA has a rung
+    source = f"{tmp_path / 's.yaml'}: "
+    assert space.notes == [source + n for n in notes]
+    check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
+    assert capsys.readouterr().err.splitlines() == [f"warning: {source}{n}" for n in notes]
