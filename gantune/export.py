@@ -83,7 +83,7 @@ class RerunSpace(SearchSpace):
         seed = trial.suggest_int("seed", 0, self.n_seeds - 1)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
         raw.setdefault("train", {})["seed"] = seed
-        return self._apply_settings(raw)
+        return self.apply_settings(raw)
 
 
 def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candidate], seeds: int, steps: int,

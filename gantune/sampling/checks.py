@@ -70,7 +70,7 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
 
 
 #: config keys a search sets in every trial, and what sets them: a space giving one would be overwritten without
-#: a word (``SearchSpace._apply_settings``; a trial's device is its GPU share's, ``gantune.devices.trial_device``)
+#: a word (``SearchSpace.set_by_search``; a trial's device is its GPU share's, ``gantune.devices.trial_device``)
 SEARCH_SETS = {"train.steps": "search.max_steps", "eval.every": "search.eval_every",
                "eval.quick_every": "search.quick_every", "health.objective": "search.objective",
                "health.mode": "search.direction", "train.device": "the GPU share: search.resources.gpu"}

@@ -8,10 +8,11 @@ A leaf is a fixed value, or one of::
     {value: 0.01}                                   # a fixed value, useful with when:
 
 each optionally with ``when: "<condition>"``: the leaf is only set (sampled) when the condition holds, else the
-config default applies (an expression naming a switched-off leaf reads that default). Expressions name other
-leaves by dotted path or free parameters declared under ``search.params``. The ``search`` section holds the
-search settings. Files are validated with pydantic before anything starts; every error is one line naming the
-file, key and expectation.
+default applies (``SearchSpace.default``: ``search.defaults``' value, else the schema's; an expression naming a
+switched-off leaf reads that default, one naming a key the search sets, ``train.steps``, the search's value).
+Expressions name other leaves by dotted path or free parameters declared under ``search.params``. The ``search``
+section holds the search settings. Files are validated with pydantic before anything starts; every error is one
+line naming the file, key and expectation.
 """
 
 from __future__ import annotations
@@ -66,18 +67,18 @@ class SearchSpace:
         absent = object()
 
         def resolve(name: str) -> Any:
-            if name in values:  # a leaf switched off by its ``when`` reads as the config default
-                return schema_default(name) if values[name] is absent else values[name]
+            if name in values:  # a leaf switched off by its ``when`` reads as the default
+                return self.default(name) if values[name] is absent else values[name]
             spec = self.leaves.get(name) or self.params.get(name)
             if spec is None:
-                return schema_default(name)
+                return self.default(name)
             if name in resolving:
                 raise ConfigError(f"{self.source}: {name}: circular reference ({' -> '.join([*resolving, name])})")
             resolving.append(name)
             try:
-                if spec.when is not None and not Expr(spec.when)(resolve):
-                    values[name] = absent
-                    return schema_default(name)
+                if spec.when is not None and not Expr(spec.when)(resolve):  # off: the search's default, if any
+                    values[name] = self.settings.defaults.get(name, absent) if name in self.leaves else absent
+                    return self.default(name)
                 values[name] = _suggest(trial, name, spec, resolve)
             finally:
                 resolving.pop()
@@ -85,15 +86,8 @@ class SearchSpace:
 
         for name in [*self.params, *self.leaves]:
             resolve(name)
-        nested: dict[str, Any] = {"name": self.name}
-        for path, value in values.items():
-            if (path in self.leaves or path in extra) and value is not absent:
-                *parents, key = path.split(".")  # a subsection's key (model.progressive.start) nests once more
-                at = nested
-                for part in parents:
-                    at = at.setdefault(part, {})
-                at[key] = value
-        return self._apply_settings(nested)
+        return self.apply_settings(_nested({"name": self.name}, {
+            p: v for p, v in values.items() if (p in self.leaves or p in extra) and v is not absent}))
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """What each sampled leaf and parameter draws from, as Optuna records it on a trial."""
@@ -111,16 +105,28 @@ class SearchSpace:
         """The ``search.defaults`` this space's trials take: those of the keys it does not mention."""
         return {k: v for k, v in self.settings.defaults.items() if k not in self.leaves and k not in self.params}
 
-    def _apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def set_by_search(self) -> dict[str, Any]:
+        """The config keys the ``search`` section sets in every trial, by dotted path (a space may not set them)."""
         s = self.settings
-        raw.setdefault("train", {})["steps"] = s.max_steps
-        raw.setdefault("eval", {})["every"] = s.eval_every
-        raw["eval"]["quick_every"] = s.quick_every
-        raw.setdefault("health", {})["objective"] = s.objectives[0]
-        raw["health"]["mode"] = s.mode
+        out: dict[str, Any] = {"train.steps": s.max_steps, "eval.every": s.eval_every, "eval.quick_every":
+                               s.quick_every, "health.objective": s.objectives[0], "health.mode": s.mode}
         if s.pruning.noise_aware:  # the scheduler reads each evaluation's noise from its repeat
-            raw["eval"]["repeat"] = True
-        return raw
+            out["eval.repeat"] = True
+        return out
+
+    def apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` (a nested trial config) with the keys the search sets (``set_by_search``)."""
+        return _nested(raw, self.set_by_search())
+
+    def default(self, name: str) -> Any:
+        """What config key ``name`` is in a trial where this space leaves it unset or a ``when`` switches it off:
+        the search's value (``train.steps`` is ``search.max_steps``), else ``search.defaults``', else the
+        schema's. (An expression reading ``train.steps`` got the schema's 2,000 whatever ``max_steps`` said, and
+        a switched-off ``optim.ema`` the schema's 0 over the search's 0.999.)"""
+        sets = self.set_by_search()
+        if name in sets:
+            return sets[name]
+        return self.settings.defaults[name] if name in self.settings.defaults else schema_default(name)
 
     def mutable_params(self) -> list[str]:
         """The sampled numeric parameters PBT's explore perturbs (``pruning.pbt.mutate`` or the default set); a
@@ -239,3 +245,15 @@ def check_draws(space: SearchSpace) -> None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
     raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
                       f"every trial would fail; the first: {first}")
+
+
+def _nested(into: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat``'s dotted paths set in the nested config ``into`` (a subsection's key, ``model.progressive.start``,
+    nests once more)."""
+    for path, value in flat.items():
+        *parents, key = path.split(".")
+        at = into
+        for part in parents:
+            at = at.setdefault(part, {})
+        at[key] = value
+    return into

@@ -45,7 +45,7 @@ from gantune.sampling.checks import possible_data
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.recipes import RECIPES, Recipe, data_kind, recipes_for
 from gantune.sampling.space import SearchSpace
-from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, ValueSpec, schema_default
+from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, ValueSpec
 
 #: user attributes of a recipe trial: the recipe's name and the config keys it sets beyond the space's params
 RECIPE_KEY, OVERRIDES_KEY = "recipe", "recipe_overrides"
@@ -129,20 +129,20 @@ def _fill_unnamed(recipe: Recipe, space: SearchSpace, out: Projection) -> None:
     for key, spec in space.leaves.items():
         if key in recipe.values or key in out.params or not isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec)):
             continue
-        value = space.settings.defaults.get(key, schema_default(key))
+        value = space.default(key)
         if value is not None and _inside(spec, value):
             out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
 
 
 def _known(name: str, recipe: Recipe, space: SearchSpace, out: Projection) -> Any:
     """The value ``name`` has in the recipe trial so far: enqueued, fixed by the space, else the recipe's (an
-    override's too: every override is a recipe value) or the schema's default."""
+    override's too: every override is a recipe value), else its default (``SearchSpace.default``)."""
     if name in out.params:
         return out.params[name]
     fixed = space.leaves.get(name)
     if isinstance(fixed, ValueSpec):
         return fixed.value
-    return recipe.values.get(name, schema_default(name))
+    return recipe.values[name] if name in recipe.values else space.default(name)
 
 
 def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:

@@ -196,3 +196,29 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
     assert space.notes == [source + n for n in notes]
     check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
     assert capsys.readouterr().err.splitlines() == [f"warning: {source}{n}" for n in notes]
+
+
+def test_a_key_the_space_leaves_unset_or_switches_off_reads_the_searchs_value(tmp_path: Path) -> None:
+    """An expression reading ``train.steps`` or ``eval.every`` got the schema's 2,000 and 500 whatever the search
+    section said, and a leaf a ``when`` switched off took the schema's default over ``search.defaults``' (EMA 0
+    where the search's default is 0.999)."""
+    space = _space(tmp_path, """
+search:
+  trials: 2
+  max_steps: 6000
+  eval_every: 1000
+  defaults: {optim.ema: 0.999, optim.decay: linear}
+data: {name: grid25}
+loss: {name: {categorical: [nonsaturating, hinge]}}
+optim:
+  ema: {float: [0.99, 0.9999], when: "loss.name == 'hinge'"}
+  decay: {value: cosine, when: "loss.name == 'hinge'"}
+  lr_d: {expr: "2.0e-4 if optim.ema > 0.5 else 1.0e-3"}
+health: {warmup_steps: {expr: "train.steps // 4"}}
+train: {checkpoint_every: {expr: "eval.every * 2"}}
+""")
+    off = config_from_dict(space.sample(optuna.trial.FixedTrial({"loss.name": "nonsaturating"})))
+    assert off.health.warmup_steps == 1500 and off.train.checkpoint_every == 2000
+    assert (off.optim.ema, off.optim.decay, off.optim.lr_d) == (0.999, "linear", 2.0e-4)
+    on = config_from_dict(space.sample(optuna.trial.FixedTrial({"loss.name": "hinge", "optim.ema": 0.995})))
+    assert (on.optim.ema, on.optim.decay) == (0.995, "cosine")
