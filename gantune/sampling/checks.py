@@ -116,6 +116,27 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
         _check_leaf(path, leaves[path], source)
 
 
+#: the ``search.pruning`` keys only one scheduler reads
+_SCHEDULER_KEYS = {"asha": ("asha", "grace_evals", "reduction_factor", "noise_aware", "noise_margin"), "pbt": ("pbt",)}
+
+
+def check_scheduler_keys(search: Any, source: str) -> None:
+    """Refuse ``search.pruning`` keys the chosen scheduler does not read: ``pbt: {...}`` without ``scheduler: pbt``
+    ran ASHA, and ``grace_evals`` under PBT was read by nothing, both without a word. (Checked on the file's own
+    keys: the validated settings list every key, set or not.)"""
+    pruning = search.get("pruning") if isinstance(search, dict) else None
+    if not isinstance(pruning, dict):
+        return
+    chosen = pruning.get("scheduler", "asha")
+    for other, keys in _SCHEDULER_KEYS.items():
+        if other != chosen and (unread := [k for k in keys if k in pruning]):
+            fix = f"set scheduler: {other}, or remove {'it' if len(unread) == 1 else 'them'}" if other == "pbt" \
+                else f"remove {'it' if len(unread) == 1 else 'them'}"
+            raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by scheduler: {other} only, and "
+                              f"this space's scheduler is {chosen}{'' if 'scheduler' in pruning else ' (the default)'}"
+                              f": {fix}")
+
+
 def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
     """``search.defaults`` holds fixed values of known config keys, checked like a space's own fixed leaves."""
     check_search_owned(list(defaults), f"{source}: search.defaults: ")

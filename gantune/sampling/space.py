@@ -32,6 +32,7 @@ from gantune.sampling.checks import (
     check_data_of,
     check_names,
     check_objectives,
+    check_scheduler_keys,
     check_search_defaults,
     check_weights_of,
     parse_spec,
@@ -183,7 +184,8 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
         raise ConfigError(f"{source}: expected a mapping with a search section and config sections")
     raw = dict(raw)
     try:
-        settings = SearchSettings.model_validate(raw.pop("search", None) or {})
+        search = raw.pop("search", None) or {}
+        settings = SearchSettings.model_validate(search)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, "search")) from None
     file_name = raw.pop("name", None)
@@ -203,6 +205,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
     leaves = walk(raw, source)
     absolute_files(leaves)
+    check_scheduler_keys(search, source)
     check_search_defaults(settings.defaults, source)
     notes = check_names(leaves, params, source)
     check_objectives(settings, leaves, source)

@@ -101,6 +101,10 @@ FILES: dict[str, dict | str] = {
     "fid-max.yaml": _with(SPACE, search={**SPACE["search"], "objective": "fid", "direction": "maximize"}),
     "train-coverage-min.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["prdc"]},
                                      health={"objective": "coverage"}),
+    # settings of the scheduler the space does not run: PBT's ran ASHA, ASHA's under PBT were read by nothing
+    "pbt-unchosen.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"pbt": {"interval_evals": 1}}}),
+    "asha-under-pbt.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt", "grace_evals": 3,
+                                                                              "reduction_factor": 4}}),
     "unread-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"ttur": {"float": [0.5, 2.0]}}}),
     "pbt-of-one.yaml": _with(SPACE, search={**SPACE["search"], "trials": 1, "pruning": {"scheduler": "pbt"}},
                              optim={"lr_g": {"float": [1e-4, 1e-3]}}),
@@ -205,6 +209,10 @@ ROWS: list[tuple[list[str], str]] = [
      r"worst \(direction: minimize,"),
     (["train", "{in}/train-coverage-min.yaml"], r"health.mode: the objective 'coverage' is better higher: maximise "
      r"it \(health.mode: max; in a search space, search.direction: maximize\)"),
+    (["search", "{in}/pbt-unchosen.yaml"], r"pbt-unchosen.yaml: search.pruning: pbt: read by scheduler: pbt only, "
+     r"and this space's scheduler is asha \(the default\): set scheduler: pbt, or remove it$"),
+    (["search", "{in}/asha-under-pbt.yaml"], r"search.pruning: grace_evals, reduction_factor: read by scheduler: asha "
+     r"only, and this space's scheduler is pbt: remove them$"),
     (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
     (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),
     # a flag the command would ignore (each ran and did not do what it said)
