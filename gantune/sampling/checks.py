@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,27 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
             continue
         leaves[path] = parse_spec(value, source, path) if _is_spec(value) else ValueSpec(value=value)
         _check_leaf(path, leaves[path], source)
+
+
+#: what a sampler does not model, by why: Optuna hands those keys to its random sampler (and gantune silences its
+#: per-trial warning); CMA-ES models numbers only, and these model only the keys every trial samples
+_UNMODELLED: dict[str, Callable[[Spec], str | None]] = {
+    "cmaes": lambda s: "categorical" if isinstance(s, CategoricalSpec) else "behind a when" if s.when else None,
+    "qmc": lambda s: "behind a when" if s.when else None,
+    "gp": lambda s: "behind a when" if s.when else None,
+}
+
+
+def unmodelled(settings: SearchSettings, leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[str]:
+    """A sentence when the space's sampler draws some sampled keys at random in every trial, for a warning."""
+    why = _UNMODELLED.get(settings.sampler)
+    sampled = {k: s for k, s in {**params, **leaves}.items() if isinstance(s, (FloatSpec, IntSpec, CategoricalSpec))}
+    left = [f"{k} ({r})" for k, s in sampled.items() if why and (r := why(s))]
+    if not left:
+        return []
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return [f"{source}: sampler {settings.sampler} leaves {shown} to a random draw in each trial; sampler: tpe "
+            "models every key"]
 
 
 #: the ``search.pruning`` keys only one scheduler reads

@@ -74,7 +74,7 @@ class SamplerKind:
 #: the independent TPE), with a constant liar so that trials running at once draw apart
 SAMPLERS: Registry[SamplerKind] = Registry("sampler")
 SAMPLERS.add("tpe", SamplerKind(optuna.samplers.TPESampler, lambda s: {
-    "seed": s.seed, "constant_liar": True, "multivariate": True, "n_startup_trials": min(5, s.trials)}))
+    "seed": s.seed, "constant_liar": True, "multivariate": True, "n_startup_trials": 5}))
 SAMPLERS.add("random", SamplerKind(optuna.samplers.RandomSampler, lambda s: {"seed": s.seed}))
 SAMPLERS.add("qmc", SamplerKind(optuna.samplers.QMCSampler, lambda s: {"seed": s.seed,
                                                                        "warn_independent_sampling": False}))
@@ -206,6 +206,20 @@ class SearchSettings(SwitchChecked):
         if d is None:
             raise AssertionError("set when the settings are validated")
         return [d] * len(self.objectives) if isinstance(d, str) else list(d)
+
+    def random_only(self) -> str | None:
+        """Why the sampler would model nothing (its random start, ``n_startup_trials``, covers every trial: a
+        GP search of 8 trials, Optuna's default start being 10), for a warning; ``None`` when it models some."""
+        kind = SAMPLERS.get(self.sampler)
+        start = {**kind.defaults(self), **self.sampler_options}.get(
+            "n_startup_trials", inspect.signature(kind.cls.__init__).parameters.get("n_startup_trials"))
+        if isinstance(start, inspect.Parameter):
+            start = start.default
+        if not isinstance(start, int) or self.trials > start or self.trials == 1:  # one trial: a run, not a search
+            return None
+        return (f"sampler {self.sampler} draws its first {start} trials at random (n_startup_trials) and this search "
+                f"has {self.trials}: every trial is a random draw; raise search.trials past {start} or lower "
+                "search.sampler_options.n_startup_trials")
 
     def idle_scheduler(self) -> str | None:
         """Why the scheduler the settings ask for would decide nothing (its first decision falls at or past the

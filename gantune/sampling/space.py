@@ -36,6 +36,7 @@ from gantune.sampling.checks import (
     check_search_defaults,
     check_weights_of,
     parse_spec,
+    unmodelled,
     walk,
 )
 from gantune.sampling.expr import Expr
@@ -207,7 +208,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     absolute_files(leaves)
     check_scheduler_keys(search, source)
     check_search_defaults(settings.defaults, source)
-    notes = check_names(leaves, params, source)
+    notes = check_names(leaves, params, source) + unmodelled(settings, leaves, params, source)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source)
     check_weights_of(leaves, source)

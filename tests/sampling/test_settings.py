@@ -68,3 +68,19 @@ def test_each_objective_goes_its_own_way_by_default(objective: str | list[str], 
     settings = SearchSettings.model_validate({"objective": objective})
     assert settings.directions == directions
     assert SearchSettings.model_validate(settings.model_dump()).directions == directions  # as the study stores it
+
+
+@pytest.mark.parametrize(("settings", "start"), [
+    ({"trials": 3}, 5), ({"trials": 8, "sampler": "gp"}, 10),  # Optuna's GP starts with 10 random trials
+    ({"trials": 12, "sampler_options": {"n_startup_trials": 20}}, 20), ({"trials": 6}, None),
+    ({"trials": 11, "sampler": "gp"}, None), ({"trials": 2, "sampler": "random"}, None), ({"trials": 1}, None),
+])
+def test_a_search_whose_sampler_never_models_is_said(settings: dict, start: int | None) -> None:
+    """A GP search of 8 trials (the size ``gantune init digits`` writes) was a random search without a word."""
+    note = SearchSettings.model_validate(settings).random_only()
+    if start is None:
+        assert note is None
+    else:
+        assert note == (f"sampler {settings.get('sampler', 'tpe')} draws its first {start} trials at random "
+                        f"(n_startup_trials) and this search has {settings['trials']}: every trial is a random "
+                        f"draw; raise search.trials past {start} or lower search.sampler_options.n_startup_trials")

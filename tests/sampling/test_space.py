@@ -182,7 +182,14 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
                                                       "values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); a typo?"]),
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur_ratio * (2 if model.g_width == 32 else 1)"),
      ["optim.lr_d.expr: model.g_width is never 32 (its values: 16); a typo?"]),
-    (("trials: 3", "trials: 3"), []),  # every literal the space tests is one of its values
+    (("trials: 6", "trials: 6"), []),  # every literal the space tests is one of its values
+    # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
+    (("trials: 6", "trials: 6\n  sampler: cmaes"), ["sampler cmaes leaves loss.name (categorical), loss.gp_weight "
+                                                    "(behind a when), optim.n_critic (behind a when) to a random "
+                                                    "draw in each trial; sampler: tpe models every key"]),
+    (("trials: 6", "trials: 6\n  sampler: gp\n  sampler_options: {n_startup_trials: 2}"),
+     ["sampler gp leaves loss.gp_weight (behind a when), optim.n_critic (behind a when) to a random draw in each "
+      "trial; sampler: tpe models every key"]),
 ])
 def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                edit: tuple[str, str], notes: list[str]) -> None:
@@ -191,7 +198,9 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
     from gantune.search import SearchOptions
     from gantune.search.runner import check_run
 
-    space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace(*edit))  # ASHA has a rung
+    # a rung for ASHA, and trials past TPE's random start: nothing else to say
+    space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace("trials: 3", "trials: 6")
+                   .replace(*edit))
     source = f"{tmp_path / 's.yaml'}: "
     assert space.notes == [source + n for n in notes]
     check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))

@@ -103,6 +103,7 @@ SPACE = """
 name: n
 search:
   trials: 3
+  sampler: random
   max_steps: 60
   eval_every: 20
   pruning: {pruning}
