@@ -221,3 +221,21 @@ def load_config(path: str | Path) -> TrialConfig:
         raise ConfigError(f"{path}: empty config (expected config sections such as data, model and train; or name "
                           "a built-in config: grid25, ring8, digits)")
     return config_from_dict(raw, str(path))
+
+
+def _losses_with(flag: str) -> str:
+    return " or ".join(n for n in LOSSES.names() if getattr(LOSSES.get(n), flag))
+
+
+#: config keys only read under another setting: whether a config reads the key, and which setting does. A space
+#: searching one that none of its trials reads searches nothing (``gantune.sampling.space.check_draws`` says so:
+#: ``gp_weight`` searched beside the default non-saturating loss was sampled, stored and modelled for nothing).
+READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str]]] = {
+    "loss.gp_weight": (lambda c: LOSSES.get(c.loss.name).gradient_penalty,
+                       lambda: f"loss.name {_losses_with('gradient_penalty')}"),
+    "loss.clip": (lambda c: LOSSES.get(c.loss.name).weight_clipping,
+                  lambda: f"loss.name {_losses_with('weight_clipping')}"),
+    "optim.decay_start": (lambda c: c.optim.decay != "none", lambda: "optim.decay other than none"),
+    "data.augment_p": (lambda c: bool(c.data.augment), lambda: "data.augment"),
+    "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
+}

@@ -77,7 +77,8 @@ class RerunSpace(SearchSpace):
         self.n_seeds = seeds
         self.steps = steps
 
-    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
+               on: set[str] | None = None) -> dict[str, Any]:
         """The source trial's stored config (a recipe's overrides included: it is the config that trained)."""
         source = trial.suggest_categorical("source_trial", sorted(self.configs))
         seed = trial.suggest_int("seed", 0, self.n_seeds - 1)

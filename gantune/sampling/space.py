@@ -56,8 +56,10 @@ class SearchSpace:
     params: dict[str, Spec]  # free parameters (not config keys)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the search warns of before it starts
 
-    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config.
+    def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
+               on: set[str] | None = None) -> dict[str, Any]:
+        """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config; ``on``
+        collects the leaves that were set (their ``when`` held).
 
         ``search.defaults`` and ``overrides`` (dotted config paths this space does not mention: a recipe's,
         ``gantune.sampling.warm``) replace those keys' schema defaults, in the config and wherever an expression
@@ -66,6 +68,7 @@ class SearchSpace:
         extra = {**self.search_defaults(), **given}  # a recipe is whole: its values win
         values: dict[str, Any] = dict(extra)
         resolving: list[str] = []
+        off: set[str] = set()
         absent = object()
 
         def resolve(name: str) -> Any:
@@ -79,6 +82,7 @@ class SearchSpace:
             resolving.append(name)
             try:
                 if spec.when is not None and not Expr(spec.when)(resolve):  # off: the search's default, if any
+                    off.add(name)
                     values[name] = self.settings.defaults.get(name, absent) if name in self.leaves else absent
                     return self.default(name)
                 values[name] = _suggest(trial, name, spec, resolve)
@@ -88,6 +92,8 @@ class SearchSpace:
 
         for name in [*self.params, *self.leaves]:
             resolve(name)
+        if on is not None:
+            on.update(n for n in self.leaves if n not in off)
         return self.apply_settings(_nested({"name": self.name}, {
             p: v for p, v in values.items() if (p in self.leaves or p in extra) and v is not absent}))
 
@@ -214,7 +220,8 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     check_weights_of(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
-    check_draws(space)
+    space.notes += [note for leaf, note in check_draws(space).items()  # one sentence a leaf
+                    if not any(n.startswith(f"{source}: {leaf}.when:") for n in space.notes)]
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore
     return space
@@ -224,31 +231,54 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
 DRAWS = 32
 
 
-def check_draws(space: SearchSpace) -> None:
+def check_draws(space: SearchSpace) -> dict[str, str]:
     """Refuse a space none of whose ``DRAWS`` random draws makes a valid trial config (a circular expression, a
     condition on its own key, a division by zero, the one combination of choices that does not fit together):
     every trial of it would fail, and the search would end with nothing. A space where some draws fail stays
-    valid: those trials fail and the sampler learns to avoid them."""
+    valid: those trials fail and the sampler learns to avoid them.
+
+    Returns, by leaf, a sentence for each conditional leaf the valid draws never set (its ``when`` held in none)
+    and each sampled one they never read (``catalogue.READ_ONLY_UNDER``: ``gp_weight`` beside a loss without a
+    gradient penalty): searched for nothing."""
     from optuna.samplers import RandomSampler
 
-    from gantune.catalogue import config_from_dict
+    from gantune.catalogue import READ_ONLY_UNDER, config_from_dict
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=RandomSampler(seed=0))  # in memory: nothing written
     first = ""
+    valid = 0
+    set_in: set[str] = set()  # leaves some valid draw set
+    read_in: set[str] = set()  # ... and read
     for _ in range(DRAWS):
         trial = study.ask()
+        on: set[str] = set()
         try:
-            config_from_dict(space.sample(trial), space.source)
-            return
+            cfg = config_from_dict(space.sample(trial, on=on), space.source)
         except ConfigError as err:
             first = first or str(err).removeprefix(f"{space.source}: ")
+            continue
         except (ArithmeticError, TypeError, ValueError, RecursionError) as err:
             first = first or f"{type(err).__name__}: {err}"
+            continue
         finally:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
-                      f"every trial would fail; the first: {first}")
+        valid += 1
+        set_in |= on
+        read_in |= {k for k in on if k not in READ_ONLY_UNDER or READ_ONLY_UNDER[k][0](cfg)}
+    if not valid:
+        raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
+                          f"every trial would fail; the first: {first}")
+    notes = {}
+    for name, spec in space.leaves.items():
+        sampled = isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec))
+        if spec.when is not None and name not in set_in:
+            notes[name] = (f"{space.source}: {name}.when held in none of {valid} valid random draws: it is (almost) "
+                           "never set")
+        elif sampled and name in set_in and name not in read_in:
+            notes[name] = (f"{space.source}: {name} is searched, but none of {valid} valid random draws reads it "
+                           f"(it is read with {READ_ONLY_UNDER[name][1]()})")
+    return notes
 
 
 def _nested(into: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:

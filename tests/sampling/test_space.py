@@ -183,6 +183,12 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur_ratio * (2 if model.g_width == 32 else 1)"),
      ["optim.lr_d.expr: model.g_width is never 32 (its values: 16); a typo?"]),
     (("trials: 6", "trials: 6"), []),  # every literal the space tests is one of its values
+    # searched for nothing: a key no draw reads (minibatch_disc is 0), a when on a key at its default
+    (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}}"),
+     ["model.minibatch_disc_dim is searched, but none of 32 valid random draws reads it (it is read with "
+      "model.minibatch_disc above 0)"]),
+    (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
+     ["optim.n_critic.when held in none of 32 valid random draws: it is (almost) never set"]),
     # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
     (("trials: 6", "trials: 6\n  sampler: cmaes"), ["sampler cmaes leaves loss.name (categorical), loss.gp_weight "
                                                     "(behind a when), optim.n_critic (behind a when) to a random "
