@@ -148,6 +148,9 @@ class SearchSpace:
                 if name not in numeric:
                     raise ConfigError(f"{src}: {name!r} is not a sampled number of this space (sampled: "
                                       f"{', '.join(numeric) or 'none'})")
+                if name.split(".", 1)[0] in ("data", "model"):  # the scheduler's explore drops such a change
+                    raise ConfigError(f"{src}: {name!r} changes the networks or the data, which a cloned checkpoint "
+                                      "cannot carry on with: explore would drop every change of it")
             return list(wanted)
         chosen = [n for n in numeric if n in self.params or n in DEFAULT_MUTABLE]
         if not chosen:

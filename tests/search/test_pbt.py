@@ -71,6 +71,13 @@ def test_pbt_space_errors_are_one_line_at_load(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text(named)
     with pytest.raises(ConfigError, match=r"'optim\.lr' is not a sampled number"):
         load_space(tmp_path / "x.yaml")
+    # a network key in mutate was accepted and never explored: every change of it is dropped
+    network = SPACE.format(name="w", steps=400).replace("d_width: 32", "d_width: {categorical: [16, 32]}").replace(
+        "interval_evals: 1,", "interval_evals: 1, mutate: [optim.lr_g, model.d_width],")
+    (tmp_path / "w.yaml").write_text(network)
+    with pytest.raises(ConfigError, match=r"mutate: 'model\.d_width' changes the networks or the data, which a "
+                       r"cloned checkpoint cannot carry on with: explore would drop every change of it$"):
+        load_space(tmp_path / "w.yaml")
     fixed = SPACE.format(name="y", steps=400)
     for sampled, value in (("{float: [1.0e-5, 3.0e-3], log: true}", "1.0e-3"),
                            ("{float: [0.5, 2], log: true}", "{value: 1.0}"),
