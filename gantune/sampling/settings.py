@@ -207,6 +207,19 @@ class SearchSettings(SwitchChecked):
             raise AssertionError("set when the settings are validated")
         return [d] * len(self.objectives) if isinstance(d, str) else list(d)
 
+    def warnings(self) -> list[str]:
+        """What the search says before it starts: settings that would do nothing."""
+        return [w for w in (self.random_only(), self.idle_scheduler(), self.idle_quick_checks()) if w]
+
+    def idle_quick_checks(self) -> str | None:
+        """Why ``quick_every`` would run no quick check (each falls on a full evaluation, which runs instead, or
+        past the last step), for a warning."""
+        q = self.quick_every
+        if q == 0 or (q % self.eval_every and q < self.max_steps):
+            return None
+        return (f"quick_every {q} runs no quick check: each would fall on a full evaluation (eval_every "
+                f"{self.eval_every}) or past max_steps {self.max_steps}; make it smaller than eval_every, or 0")
+
     def random_only(self) -> str | None:
         """Why the sampler would model nothing (its random start, ``n_startup_trials``, covers every trial: a
         GP search of 8 trials, Optuna's default start being 10), for a warning; ``None`` when it models some."""

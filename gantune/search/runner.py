@@ -183,9 +183,8 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     check_address(opts.ray_address)
     if not opts.ray_address:
         trial_resources(space, settings.resources, local_resources(), "this machine")
-    for note in [*space.notes, settings.random_only(), settings.idle_scheduler()]:
-        if note:
-            warn(note)
+    for note in [*space.notes, *settings.warnings()]:
+        warn(note)
     return settings
 
 

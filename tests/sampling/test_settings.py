@@ -84,3 +84,16 @@ def test_a_search_whose_sampler_never_models_is_said(settings: dict, start: int 
         assert note == (f"sampler {settings.get('sampler', 'tpe')} draws its first {start} trials at random "
                         f"(n_startup_trials) and this search has {settings['trials']}: every trial is a random "
                         f"draw; raise search.trials past {start} or lower search.sampler_options.n_startup_trials")
+
+
+@pytest.mark.parametrize(("quick_every", "eval_every", "note"), [
+    (1000, 500, True), (500, 500, True), (3000, 500, True),  # on every evaluation, or past the last step
+    (250, 500, False), (300, 500, False), (0, 500, False),
+])
+def test_quick_checks_that_never_run_are_said(quick_every: int, eval_every: int, note: bool) -> None:
+    """``quick_every: 1000`` with ``eval_every: 500`` ran no quick check (a full evaluation runs instead), silently."""
+    settings = SearchSettings.model_validate({"trials": 10, "max_steps": 2000, "eval_every": eval_every,
+                                              "quick_every": quick_every, "pruning": {"grace_evals": 1}})
+    expected = [f"quick_every {quick_every} runs no quick check: each would fall on a full evaluation (eval_every "
+                f"{eval_every}) or past max_steps 2000; make it smaller than eval_every, or 0"] if note else []
+    assert settings.warnings() == expected
