@@ -237,5 +237,6 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
                   lambda: f"loss.name {_losses_with('weight_clipping')}"),
     "optim.decay_start": (lambda c: c.optim.decay != "none", lambda: "optim.decay other than none"),
     "data.augment_p": (lambda c: bool(c.data.augment), lambda: "data.augment"),
+    "data.resolution": (lambda c: not is_points(c.data), lambda: "image data (2-D points have none)"),
     "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
 }
