@@ -109,7 +109,6 @@ def _combinations(cfg: TrialConfig) -> None:
         if cfg.loss.r1_weight > 0:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
     _regulariser_combinations(cfg, points)
-    _metric_combinations(cfg)
     if cfg.loss.unroll > 0:
         _unrollable(cfg)
     if cfg.model.progressive is not None:
@@ -133,15 +132,19 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
         raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
 
 
-def _metric_combinations(cfg: TrialConfig) -> None:
-    """An objective that is better higher is maximised, one better lower minimised: the rise check would otherwise
-    stop a trial for improving. (Missing Inception weights are refused where a config is about to train,
-    ``gantune.metrics.missing_weights``: a config read to sample a generator needs none.)"""
+def objective_side(cfg: TrialConfig) -> str | None:
+    """Why ``cfg``'s health objective is followed the wrong way (a metric better higher minimised, or better lower
+    maximised: the rise check would stop a trial for improving), for a run about to start (``gantune train``; a
+    search holds its direction to the same at load). Not a check of every config read: a generator file of a
+    run from before, when a left-out direction was minimize, still loads to sample."""
     objective, side = cfg.health.objective, better(cfg.health.objective)
-    if side is not None and cfg.health.mode != side:
-        words = ("higher", "maximise", "maximize") if side == "max" else ("lower", "minimise", "minimize")
-        raise ValueError(f"health.mode: the objective {objective!r} is better {words[0]}: {words[1]} it (health.mode: "
-                         f"{side}; in a search space, search.direction: {words[2]})")
+    if side is None or cfg.health.mode == side:
+        return None
+    words = ("higher", "maximise", "maximize") if side == "max" else ("lower", "minimise", "minimize")
+    return (f"health.mode: the objective {objective!r} is better {words[0]}: {words[1]} it (health.mode: {side}; in a "
+            f"search space, search.direction: {words[2]})")
+
+
 def _conditional_combinations(cfg: TrialConfig) -> None:
     """``model.conditional`` needs data with class labels (a folder's are known once it is loaded: the trial
     checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""

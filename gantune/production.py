@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune import provenance
-from gantune.catalogue import config_from_dict, load_config
+from gantune.catalogue import config_from_dict, load_config, objective_side
 from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import check_data
 from gantune.errors import ConfigError, GantuneError, Interrupted
@@ -99,8 +99,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     check_writable(out, "--out", is_dir=True)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
-    missing = missing_weights(cfg)
-    if missing:  # so are evaluation weights that are not there
+    missing = missing_weights(cfg) or objective_side(cfg)
+    if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
         raise ConfigError(f"{path}: {missing}")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor

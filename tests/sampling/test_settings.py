@@ -97,3 +97,14 @@ def test_quick_checks_that_never_run_are_said(quick_every: int, eval_every: int,
     expected = [f"quick_every {quick_every} runs no quick check: each would fall on a full evaluation (eval_every "
                 f"{eval_every}) or past max_steps 2000; make it smaller than eval_every, or 0"] if note else []
     assert settings.warnings() == expected
+
+
+def test_a_stored_config_that_minimised_coverage_still_loads() -> None:
+    """Runs from before, when a left-out direction was minimize, stored ``health: {objective: coverage, mode: min}``
+    in their configs and generator files: sampling from them must not be refused; a run about to start is."""
+    from gantune.catalogue import config_from_dict, objective_side
+
+    cfg = config_from_dict({"data": {"name": "grid25"}, "eval": {"metrics": ["prdc"]},
+                            "health": {"objective": "coverage", "mode": "min"}})
+    assert objective_side(cfg) == ("health.mode: the objective 'coverage' is better higher: maximise it (health.mode: "
+                                   "max; in a search space, search.direction: maximize)")
