@@ -200,9 +200,9 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
                 if name not in known:
                     raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
                                       "such as optim.lr_g or a parameter declared under search.params)")
-            notes += [f"{source}: {path}.{kind}: {name} is never {literal!r} (its values: "
+            notes += [f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its values: "
                       f"{', '.join(map(repr, values[name]))}); a typo?" for name, literals in expr.literal_tests()
-                      for literal in literals if name in values and literal not in values[name]]
+                      if name in values and not any(lit in values[name] for lit in literals)]  # a list may name more
     if unread := [name for name in params if name not in read]:
         raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
                           "parameter only matters through one, e.g. lr_d: {expr: \"optim.lr_g * " + unread[0] + "\"})")

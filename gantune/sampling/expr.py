@@ -106,7 +106,8 @@ class Expr:
 
     def literal_tests(self) -> list[tuple[str, list[Any]]]:
         """Each ``name == literal``, ``!=``, ``in [literals]`` or ``not in`` the expression makes, as the name and the
-        literals it is tested against: what a check can hold against the values the name can take."""
+        literals it is tested against: what a check can hold against the values the name can take (a list naming
+        one value the name takes does its job, whatever else it names)."""
         out = []
         for node in ast.walk(self.tree):
             if not isinstance(node, ast.Compare) or len(node.ops) != 1 or \

@@ -272,13 +272,16 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
     if not valid:
         raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
                           f"every trial would fail; the first: {first}")
+    named = {n for spec in [*space.params.values(), *space.leaves.values()]
+             for text in (spec.when, spec.expr if isinstance(spec, ExprSpec) else None) if text
+             for n in Expr(text).names}
     notes = {}
     for name, spec in space.leaves.items():
         sampled = isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec))
         if spec.when is not None and name not in set_in:
             notes[name] = (f"{space.source}: {name}.when held in none of {valid} valid random draws: it is (almost) "
                            "never set")
-        elif sampled and name in set_in and name not in read_in:
+        elif sampled and name in set_in and name not in read_in and name not in named:  # an expression reads it
             notes[name] = (f"{space.source}: {name} is searched, but none of {valid} valid random draws reads it "
                            f"(it is read with {READ_ONLY_UNDER[name][1]()})")
     return notes

@@ -178,8 +178,10 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"'WGAN' != loss.name\""),
      ["loss.gp_weight.when: loss.name is never 'WGAN' (its values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); "
       "a typo?"]),
-    (("['wgan', 'wgan-gp']", "['wgan', 'wgan_gp']"), ["optim.n_critic.when: loss.name is never 'wgan_gp' (its "
-                                                      "values: 'nonsaturating', 'wgan-gp', 'wgan', 'hinge'); a typo?"]),
+    (("['wgan', 'wgan-gp']", "['wgann', 'wgan_gp']"), ["optim.n_critic.when: loss.name is never 'wgann' or "
+                                                       "'wgan_gp' (its values: 'nonsaturating', 'wgan-gp', 'wgan', "
+                                                       "'hinge'); a typo?"]),
+    (("['wgan', 'wgan-gp']", "['wgan', 'wgan-lp']"), []),  # one value it takes: a list may name more
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur_ratio * (2 if model.g_width == 32 else 1)"),
      ["optim.lr_d.expr: model.g_width is never 32 (its values: 16); a typo?"]),
     (("trials: 6", "trials: 6"), []),  # every literal the space tests is one of its values
@@ -187,6 +189,8 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}}"),
      ["model.minibatch_disc_dim is searched, but none of 32 valid random draws reads it (it is read with "
       "model.minibatch_disc above 0)"]),
+    (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}, d_width: "
+      "{expr: \"model.minibatch_disc_dim * 2\"}}"), []),  # an expression reads it
     (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
      ["optim.n_critic.when held in none of 32 valid random draws: it is (almost) never set"]),
     # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
