@@ -40,7 +40,7 @@ def kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
 
 @family("prdc", keys=("precision", "recall", "density", "coverage"),
         collapse=(CollapseSignal("recall", "min_recall", "recall"),),
-        higher=("precision", "recall", "density", "coverage"))
+        higher=("precision", "recall", "coverage"))  # density: about 1 on the data itself, above it when crowded
 def prdc(ref: Reference) -> Scorer:
     real = ref.feats.float()
     real_r = ref.derived("prdc", lambda: {"radius": kth_nn_radius(real, K)})["radius"]

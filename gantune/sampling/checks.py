@@ -244,7 +244,18 @@ def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: 
     minimised, whatever the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search
     for collapse on its second axis.
     """
+    probe = fixed_sections(leaves, source)
+    keys = metric_keys(probe) if probe is not None else None
+    for objective in settings.objectives:
+        if keys is not None and objective not in keys:
+            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "
+                              f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
     own = [better(o) for o in settings.objectives]
+    if settings.direction is None:  # left out, and some objective has no better side to default to
+        blind = next(o for o, side in zip(settings.objectives, own, strict=True) if side is None)
+        raise ConfigError(f"{source}: search.direction: {blind!r} has no better side gantune knows (the diversity "
+                          "ratio and density are best near the data's 1): give direction: minimize or maximize"
+                          + (", one per objective" if len(own) > 1 else ""))
     for objective, direction, side in zip(settings.objectives, settings.directions, own, strict=True):
         if side is not None and mode_of(direction) != side:
             want = [_SIDES[s][1] if s else d for s, d in zip(own, settings.directions, strict=True)]
@@ -252,14 +263,6 @@ def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: 
             raise ConfigError(f"{source}: search.direction: {objective!r} is better {_SIDES[side][0]}: {direction} "
                               f"would search for the worst (direction: {fix}, or leave direction out: each objective "
                               "then goes its own way)")
-    probe = fixed_sections(leaves, source)
-    if probe is None:
-        return
-    keys = metric_keys(probe)
-    for objective in settings.objectives:
-        if objective not in keys:
-            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "
-                              f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
 
 
 #: the data fields that decide whether the data is there (``gantune.data.check_data``)

@@ -146,7 +146,7 @@ class SearchSettings(SwitchChecked):
     objective: str | list[str] = "fid"
     direction: Direction | list[Direction] | None = Field(
         default=None, description="minimize or maximize, or one per objective; default: each objective's own "
-        "(fid minimized, coverage maximized; a metric with no better side, such as the diversity ratio, minimized)")
+        "(fid minimized, coverage maximized; a metric with no better side, such as the diversity ratio, needs one)")
     sampler: str = Field(default="tpe", description="a registered Optuna sampler: tpe, random, gp, qmc, cmaes")
     sampler_options: dict[str, Any] = Field(default_factory=dict, description="arguments of the sampler's "
                                             "constructor over gantune's (TPE: n_startup_trials, multivariate, "
@@ -181,10 +181,11 @@ class SearchSettings(SwitchChecked):
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchSettings:
-        if self.direction is None:  # a search for low coverage would rank collapsed generators best
-            own: list[Direction] = ["maximize" if better(o) == "max" else "minimize" for o in self.objectives]
+        sides = [better(o) for o in self.objectives]
+        if self.direction is None and None not in sides:  # a search for low coverage ranked collapse best
+            own: list[Direction] = ["maximize" if s == "max" else "minimize" for s in sides]
             self.direction = own[0] if len(own) == 1 else own
-        if len(self.objectives) != len(self.directions):
+        if self.direction is not None and len(self.objectives) != len(self.directions):
             raise ValueError("objective and direction need the same number of entries")
         if twice := sorted({o for o in self.objectives if self.objectives.count(o) > 1}):
             raise ValueError(f"objective: {', '.join(twice)} given twice (one measurement, one objective)")
@@ -204,7 +205,7 @@ class SearchSettings(SwitchChecked):
     def directions(self) -> list[str]:
         d = self.direction
         if d is None:
-            raise AssertionError("set when the settings are validated")
+            raise ConfigError("search.direction: an objective with no better side needs one (check_objectives)")
         return [d] * len(self.objectives) if isinstance(d, str) else list(d)
 
     def warnings(self) -> list[str]:

@@ -98,6 +98,7 @@ FILES: dict[str, dict | str] = {
     # a search for the worst: one minimize for both objectives minimised coverage, and FID maximised
     "fid-coverage-min.yaml": _with(SPACE, search={**SPACE["search"], "objective": ["fid", "coverage"],
                                                   "direction": "minimize"}),
+    "diversity-no-direction.yaml": _with(SPACE, search={**SPACE["search"], "objective": "diversity"}),
     "fid-max.yaml": _with(SPACE, search={**SPACE["search"], "objective": "fid", "direction": "maximize"}),
     "train-coverage-min.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["prdc"]},
                                      health={"objective": "coverage"}),
@@ -205,6 +206,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/objective-twice.yaml"], r"search: objective: coverage given twice"),
     (["search", "{in}/fid-coverage-min.yaml"], r"fid-coverage-min.yaml: search.direction: 'coverage' is better "
      r"higher: minimize would search for the worst \(direction: \[minimize, maximize\], or leave direction out"),
+    (["search", "{in}/diversity-no-direction.yaml"], r"search.direction: 'diversity' has no better side gantune "
+     r"knows \(the diversity ratio and density are best near the data's 1\): give direction: minimize or maximize$"),
     (["search", "{in}/fid-max.yaml"], r"search.direction: 'fid' is better lower: maximize would search for the "
      r"worst \(direction: minimize,"),
     (["train", "{in}/train-coverage-min.yaml"], r"health.mode: the objective 'coverage' is better higher: maximise "

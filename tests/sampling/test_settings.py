@@ -60,7 +60,6 @@ def test_sampler_options_a_space_may_set() -> None:
 @pytest.mark.parametrize(("objective", "directions"), [
     ("fid", ["minimize"]), ("coverage", ["maximize"]), ("stacked_kl", ["minimize"]), ("is", ["maximize"]),
     (["fid", "coverage"], ["minimize", "maximize"]), (["recall", "mode_kl"], ["maximize", "minimize"]),
-    ("diversity", ["minimize"]),  # a ratio best at the data's 1: no better side, the former default
 ])
 def test_each_objective_goes_its_own_way_by_default(objective: str | list[str], directions: list[str]) -> None:
     """The default was one ``minimize`` for all: ``objective: coverage`` without a direction searched for the
