@@ -107,3 +107,17 @@ def test_a_stored_config_that_minimised_coverage_still_loads() -> None:
                             "health": {"objective": "coverage", "mode": "min"}})
     assert objective_side(cfg) == ("health.mode: the objective 'coverage' is better higher: maximise it (health.mode: "
                                    "max; in a search space, search.direction: maximize)")
+
+
+def test_resuming_a_search_made_when_a_left_out_direction_was_minimize_says_so(tmp_path: object) -> None:
+    """A coverage study from before the better-side default was created minimising; the refusal named no
+    direction, and the space the user had not changed now said maximize."""
+    from gantune.errors import GantuneError
+    from gantune.sampling.study import check_study
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    optuna.create_study(study_name="old", storage=storage, direction="minimize")
+    with pytest.raises(GantuneError, match=r"^--resume: search 'old' was created with direction minimize, and this "
+                       r"space says maximize \(a direction left out is each objective's better side, where it once "
+                       r"was minimize\): resume with direction: minimize, or start another with --name$"):
+        check_study("old", storage, SearchSettings.model_validate({"objective": "coverage"}), True, {})
