@@ -69,6 +69,8 @@ RERUNS_OF, RERUNS_TEXT = "gantune_reruns_of", "# re-runs of trials"
 class RerunSpace(SearchSpace):
     """Replays fixed trial configs: the sampler picks (source trial, seed) pairs enqueued beforehand."""
 
+    warns = False
+
     def __init__(self, name: str, settings: SearchSettings, configs: dict[int, dict[str, Any]], seeds: int,
                  steps: int) -> None:
         text = f"{RERUNS_TEXT} {sorted(configs)} with {seeds} seeds at {steps} steps\n"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 from pydantic import ValidationError
@@ -55,6 +55,9 @@ class SearchSpace:
     leaves: dict[str, Spec]  # dotted config path -> spec (fixed values are ValueSpec)
     params: dict[str, Spec]  # free parameters (not config keys)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the search warns of before it starts
+    #: whether the search says ``notes`` and ``SearchSettings.warnings()`` (not for ``gantune export``'s re-runs:
+    #: their settings are not the user's to change)
+    warns: ClassVar[bool] = True
 
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
                on: set[str] | None = None) -> dict[str, Any]:
@@ -148,9 +151,10 @@ class SearchSpace:
                 if name not in numeric:
                     raise ConfigError(f"{src}: {name!r} is not a sampled number of this space (sampled: "
                                       f"{', '.join(numeric) or 'none'})")
-                if name.split(".", 1)[0] in ("data", "model"):  # the scheduler's explore drops such a change
-                    raise ConfigError(f"{src}: {name!r} changes the networks or the data, which a cloned checkpoint "
-                                      "cannot carry on with: explore would drop every change of it")
+                if name.split(".", 1)[0] in FROZEN_SECTIONS:
+                    raise ConfigError(f"{src}: {name!r}: explore keeps every {' and '.join(FROZEN_SECTIONS)} key of "
+                                      "a member fixed (a clone trains on with its donor's networks and data), so it "
+                                      "would never change")
             return list(wanted)
         chosen = [n for n in numeric if n in self.params or n in DEFAULT_MUTABLE]
         if not chosen:
@@ -159,6 +163,9 @@ class SearchSpace:
         return chosen
 
 
+#: config sections PBT's explore never changes (``scheduler._frozen``): a clone trains on with its donor's
+#: networks and data
+FROZEN_SECTIONS = ("data", "model")
 #: config leaves PBT's explore changes by default when the space samples them (a checkpoint carries on with any
 #: value)
 DEFAULT_MUTABLE = ("optim.lr_g", "optim.lr_d", "optim.beta1", "optim.beta2", "optim.n_critic", "optim.grad_clip",

@@ -183,7 +183,7 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     check_address(opts.ray_address)
     if not opts.ray_address:
         trial_resources(space, settings.resources, local_resources(), "this machine")
-    for note in [*space.notes, *settings.warnings()]:
+    for note in [*space.notes, *settings.warnings()] if space.warns else []:
         warn(note)
     return settings
 

@@ -36,7 +36,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 from gantune.errors import ConfigError
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
-from gantune.sampling.space import SearchSpace
+from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
 from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, quantiles, take_back_stop
 from gantune.search.trainable import ORIGIN, VERDICT_KEY
@@ -253,8 +253,8 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
 
 def _frozen(raw: dict[str, Any]) -> tuple[Any, ...]:
     """What a cloned checkpoint cannot change: networks, data, loss kind, optimiser kind, EMA on/off."""
-    return (raw.get("data"), raw.get("model"), raw.get("loss", {}).get("name"), raw.get("optim", {}).get("name"),
-            bool(raw.get("optim", {}).get("ema", 0)))
+    return (*(raw.get(s) for s in FROZEN_SECTIONS), raw.get("loss", {}).get("name"),
+            raw.get("optim", {}).get("name"), bool(raw.get("optim", {}).get("ema", 0)))
 
 
 class Explorer:

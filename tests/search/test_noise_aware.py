@@ -154,6 +154,20 @@ def test_a_scheduler_that_can_decide_nothing_is_said_before_the_search(
         assert type(make_scheduler(space, {}, [])) is FIFOScheduler
 
 
+def test_export_reruns_say_nothing_of_settings_the_user_cannot_change(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``gantune export --seeds`` re-runs a trial at ``--steps``: its search would have warned (twice: export and
+    the search both check the run) that ASHA or the quick checks decide nothing, of settings export sets itself."""
+    from gantune.export import RerunSpace
+    from gantune.sampling.settings import SearchSettings
+
+    settings = SearchSettings.model_validate({"trials": 2, "max_steps": 20, "eval_every": 20, "quick_every": 40,
+                                              "sampler": "random", "objective": "coverage"})
+    assert len(settings.warnings()) == 2
+    check_run(RerunSpace("r", settings, {0: {}}, 2, 20), SearchOptions(runs_dir=str(tmp_path / "runs")))
+    assert capsys.readouterr().err == ""
+
+
 def test_a_noise_aware_search_runs_with_every_evaluation_measured_twice(tmp_path: Path, ray_session: object,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))

@@ -75,8 +75,9 @@ def test_pbt_space_errors_are_one_line_at_load(tmp_path: Path) -> None:
     network = SPACE.format(name="w", steps=400).replace("d_width: 32", "d_width: {categorical: [16, 32]}").replace(
         "interval_evals: 1,", "interval_evals: 1, mutate: [optim.lr_g, model.d_width],")
     (tmp_path / "w.yaml").write_text(network)
-    with pytest.raises(ConfigError, match=r"mutate: 'model\.d_width' changes the networks or the data, which a "
-                       r"cloned checkpoint cannot carry on with: explore would drop every change of it$"):
+    with pytest.raises(ConfigError, match=r"mutate: 'model\.d_width': explore keeps every data and model key of a "
+                       r"member fixed \(a clone trains on with its donor's networks and data\), so it would never "
+                       r"change$"):
         load_space(tmp_path / "w.yaml")
     fixed = SPACE.format(name="y", steps=400)
     for sampled, value in (("{float: [1.0e-5, 3.0e-3], log: true}", "1.0e-3"),
