@@ -85,7 +85,7 @@ def test_train_starts_from_fitting_weights(source: Path, work: Path, capsys: pyt
 def test_a_space_with_a_missing_choice_is_refused_at_load(source: Path, work: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     settings = {"trials": 2, "max_steps": 4, "eval_every": 4, "sampler": "random", "concurrency": 1,
-                "pruning": {"asha": False}, "objective": "diversity"}
+                "pruning": {"asha": False}, "objective": "diversity", "direction": "minimize"}
     space = {"search": settings, **{k: v for k, v in _config("x").items() if k not in ("eval", "train")},
              "train": {"batch_size": 16, "log_every": 2}, "eval": {"n_samples": 100, "metrics": ["diversity"]}}
     space["model"]["init_from"] = {"categorical": [str(source), str(work / "nope.pt")]}
@@ -103,7 +103,7 @@ def test_a_search_samples_init_from_and_a_trial_that_does_not_fit_fails_alone(
     space = f"""
 name: transfer
 search: {{trials: 2, max_steps: 4, eval_every: 4, sampler: random, concurrency: 1, pruning: {{asha: false}},
-         objective: diversity}}
+         objective: diversity, direction: minimize}}
 data: {{name: digits, resolution: 8}}
 model: {{z_dim: 8, g_width: 8, d_width: 8, g_depth: 1, d_depth: 1, g_norm: batch,
          init_from: {{categorical: [from, "{wide}"]}}}}
@@ -133,7 +133,7 @@ def test_a_relative_image_folder_is_found_by_the_trials(work: Path, ray_session:
     space = """
 name: relfolder
 search: {trials: 1, max_steps: 4, eval_every: 4, sampler: random, concurrency: 1, pruning: {asha: false},
-         objective: diversity, warm_start: false}
+         objective: diversity, direction: minimize, warm_start: false}
 data: {name: folder, path: imgs, resolution: 8, channels: 1}
 model: {z_dim: 8, g_width: 8, d_width: 8, g_depth: 1, d_depth: 1}
 train: {batch_size: 8, log_every: 2}

@@ -173,7 +173,7 @@ def test_a_noise_aware_search_runs_with_every_evaluation_measured_twice(tmp_path
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "n.yaml"
     path.write_text(SPACE.format(pruning="{grace_evals: 1, reduction_factor: 2, noise_aware: true, health: false}")
-                    .replace("trials: 3", "trials: 3\n  concurrency: 2\n  sampler: random")
+                    .replace("trials: 3", "trials: 3\n  concurrency: 2")
                     + "model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}\n"
                     + "train: {batch_size: 32, log_every: 20}\neval: {n_samples: 200}\n")
     summary = run_search(load_space(path), SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}",
