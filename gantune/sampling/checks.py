@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,14 @@ def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
             raise ConfigError(str(err).replace(f"{source}: ", f"{source}: search.defaults: ", 1)) from None
 
 
+def expressions(leaves: dict[str, Spec], params: dict[str, Spec]) -> Iterator[tuple[str, str, str]]:
+    """Each condition and expression of the space, as (path, ``when`` or ``expr``, text)."""
+    for path, spec in [*params.items(), *leaves.items()]:
+        for kind, text in (("when", spec.when), ("expr", spec.expr if isinstance(spec, ExprSpec) else None)):
+            if text is not None:
+                yield path, kind, text
+
+
 def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[str]:
     """Every name an expression or condition reads exists; every free parameter is read by one (a parameter
     nothing reads would be sampled, stored and searched over for nothing). Returns a sentence for each test of a
@@ -186,23 +194,19 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
               if isinstance(spec, (CategoricalSpec, ValueSpec)) and spec.when is None}
     read: set[str] = set()
     notes: list[str] = []
-    for path, spec in [*params.items(), *leaves.items()]:
-        texts = [("when", spec.when)] + ([("expr", spec.expr)] if isinstance(spec, ExprSpec) else [])
-        for kind, text in texts:
-            if text is None:
-                continue
-            try:
-                expr = Expr(text)
-            except ExprError as err:
-                raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
-            read |= set(expr.names)
-            for name in expr.names:
-                if name not in known:
-                    raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
-                                      "such as optim.lr_g or a parameter declared under search.params)")
-            notes += [f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its values: "
-                      f"{', '.join(map(repr, values[name]))}); a typo?" for name, literals in expr.literal_tests()
-                      if name in values and not any(lit in values[name] for lit in literals)]  # a list may name more
+    for path, kind, text in expressions(leaves, params):
+        try:
+            expr = Expr(text)
+        except ExprError as err:
+            raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
+        read |= set(expr.names)
+        for name in expr.names:
+            if name not in known:
+                raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
+                                  "such as optim.lr_g or a parameter declared under search.params)")
+        notes += [f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its values: "
+                  f"{', '.join(map(repr, values[name]))}); a typo?" for name, literals in expr.literal_tests()
+                  if name in values and not any(lit in values[name] for lit in literals)]  # a list may name more
     if unread := [name for name in params if name not in read]:
         raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
                           "parameter only matters through one, e.g. lr_d: {expr: \"optim.lr_g * " + unread[0] + "\"})")

@@ -35,6 +35,7 @@ from gantune.sampling.checks import (
     check_scheduler_keys,
     check_search_defaults,
     check_weights_of,
+    expressions,
     parse_spec,
     unmodelled,
     walk,
@@ -279,9 +280,7 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
     if not valid:
         raise ConfigError(f"{space.source}: none of {DRAWS} random draws of this space is a valid trial config, so "
                           f"every trial would fail; the first: {first}")
-    named = {n for spec in [*space.params.values(), *space.leaves.values()]
-             for text in (spec.when, spec.expr if isinstance(spec, ExprSpec) else None) if text
-             for n in Expr(text).names}
+    named = {n for _, _, text in expressions(space.leaves, space.params) for n in Expr(text).names}
     notes = {}
     for name, spec in space.leaves.items():
         sampled = isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec))
