@@ -162,7 +162,7 @@ def _print_search_summary(s: dict[str, Any]) -> None:
     saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
     print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
     if s.get("search_defaults"):
-        print("  search defaults (keys the space leaves unset): "
+        print("  search defaults (keys the space leaves unset or a `when` switches off): "
               + ", ".join(f"{k} {v}" for k, v in s["search_defaults"].items()))
     if s.get("recipe_trials"):
         print("  warm start: " + ", ".join(f"trial {n} from recipe {r}" for n, r in s["recipe_trials"].items()))

@@ -16,6 +16,10 @@ from torch import nn
 
 from gantune.config import TrainConfig
 
+#: the ``train`` keys that act on CUDA devices only (``Speed.resolve``): a search on the CPU that samples one
+#: trains its draws alike
+CUDA_ONLY = ("tf32", "cudnn_benchmark", "channels_last", "precision")
+
 
 @dataclass(frozen=True)
 class Speed:

@@ -16,6 +16,7 @@ from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
 from gantune.data import check_data
 from gantune.errors import ConfigError, DataError
+from gantune.gan.speed import CUDA_ONLY
 from gantune.metrics import better, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, mode_of
@@ -126,8 +127,19 @@ _UNMODELLED: dict[str, Callable[[Spec], str | None]] = {
 }
 
 
-def unmodelled(settings: SearchSettings, leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[str]:
-    """A sentence when the space's sampler draws some sampled keys at random in every trial, for a warning."""
+#: the samplers that model the results of ended trials (QMC's sequence needs none)
+_MODELLING = ("tpe", "gp", "cmaes")
+
+
+def unmodelled(settings: SearchSettings, leaves: dict[str, Spec], params: dict[str, Spec], source: str,
+               chosen: bool = True) -> list[str]:
+    """A sentence when the space's sampler draws some sampled keys at random in every trial, for a warning; under
+    PBT, when the space chose (``chosen``) a sampler that models results: PBT starts its whole population before
+    any member ends, so each member is a random draw (with the same seed, TPE's draws are random search's)."""
+    if settings.pruning.scheduler == "pbt" and chosen and settings.sampler in _MODELLING:
+        return [f"{source}: sampler {settings.sampler} models the trials that have ended, and PBT starts every member "
+                "before any ends: each member is a random draw (PBT's explore does the searching); sampler: random "
+                "says so"]
     why = _UNMODELLED.get(settings.sampler)
     sampled = {k: s for k, s in {**params, **leaves}.items() if isinstance(s, (FloatSpec, IntSpec, CategoricalSpec))}
     left = [f"{k} ({r})" for k, s in sampled.items() if why and (r := why(s))]
@@ -182,18 +194,18 @@ def expressions(leaves: dict[str, Spec], params: dict[str, Spec]) -> Iterator[tu
                 yield path, kind, text
 
 
-def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[str]:
+def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -> list[tuple[str, str, str]]:
     """Every name an expression or condition reads exists; every free parameter is read by one (a parameter
-    nothing reads would be sampled, stored and searched over for nothing). Returns a sentence for each test of a
-    name against a literal it never takes (its fixed value or choices): a typo (``'wgangp'``) switches a leaf off
-    in every trial, or on in every one, but a leaf kept for choices the space has dropped does the same, so it is
-    said, not refused."""
+    nothing reads would be sampled, stored and searched over for nothing). Returns (path, ``when`` or ``expr``,
+    sentence) for each test of a name against a literal it never takes (its fixed value or choices): a typo
+    (``'wgangp'``) switches a leaf off in every trial, or on in every one, but a leaf kept for choices the space
+    has dropped does the same, so it is said, not refused."""
     known = set(leaves) | set(params) | {p for p in all_schema_paths()}
     values = {path: spec.choices if isinstance(spec, CategoricalSpec) else [spec.value]
               for path, spec in [*params.items(), *leaves.items()]
               if isinstance(spec, (CategoricalSpec, ValueSpec)) and spec.when is None}
     read: set[str] = set()
-    notes: list[str] = []
+    notes: list[tuple[str, str, str]] = []
     for path, kind, text in expressions(leaves, params):
         try:
             expr = Expr(text)
@@ -204,8 +216,9 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
             if name not in known:
                 raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
                                   "such as optim.lr_g or a parameter declared under search.params)")
-        notes += [f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its values: "
-                  f"{', '.join(map(repr, values[name]))}); a typo?" for name, literals in expr.literal_tests()
+        notes += [(path, kind, f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its "
+                               f"values: {', '.join(map(repr, values[name]))}); a typo?")
+                  for name, literals in expr.literal_tests()
                   if name in values and not any(lit in values[name] for lit in literals)]  # a list may name more
     if unread := [name for name in params if name not in read]:
         raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
@@ -273,12 +286,18 @@ def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: 
 _DATA_KEYS = ("name", "path", "dataset", "download")
 
 
-def possible_data(leaves: dict[str, Spec]) -> list[Any]:
+def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = None) -> list[Any]:
     """The distinct ``DataConfig``s the space's trials can have, as far as their fixed and categorical values
-    (and the defaults a ``when`` falls back on) say. A ``download`` it samples otherwise counts as true (nothing
-    to check); another sampled key reads its default; combinations the trial config would refuse are left to it."""
-    fixed: dict[str, Any] = {}
-    options: dict[str, list[Any]] = {}
+    (and the defaults an unset key or a ``when`` falls back on: ``search.defaults``', else the schema's) say. A
+    ``download`` it samples otherwise counts as true (nothing to check); another sampled key reads its default;
+    combinations the trial config would refuse are left to it."""
+    given = {path.split(".", 1)[1]: value for path, value in (defaults or {}).items() if path.startswith("data.")}
+
+    def default(key: str) -> Any:
+        return given[key] if key in given else schema_default(f"data.{key}")
+
+    fixed: dict[str, Any] = {k: v for k, v in given.items() if k not in _DATA_KEYS}
+    options: dict[str, list[Any]] = {k: [v] for k, v in given.items() if k in _DATA_KEYS}
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
         if section != "data":
@@ -290,11 +309,13 @@ def possible_data(leaves: dict[str, Spec]) -> list[Any]:
         else:
             values = [True] if key == "download" else []
         if values and spec.when is not None:
-            values.append(schema_default(path))
+            values.append(default(key))
         if key in _DATA_KEYS:
-            options[key] = values or [schema_default(path)]
+            options[key] = values or [default(key)]
         elif isinstance(spec, ValueSpec) and spec.when is None:
             fixed[key] = spec.value
+        else:
+            fixed.pop(key, None)  # sampled or switched: the default stands for it, as before
     found: list[Any] = []
     keys = list(options)
     for combo in itertools.product(*options.values()):
@@ -307,9 +328,9 @@ def possible_data(leaves: dict[str, Spec]) -> list[Any]:
     return found
 
 
-def check_data_of(leaves: dict[str, Spec], source: str) -> None:
+def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
     """Data that is not there fails here, once, rather than in every trial of a search that then exits 0."""
-    for cfg in possible_data(leaves):
+    for cfg in possible_data(leaves, defaults):
         try:
             check_data(cfg)
         except DataError as err:
@@ -341,3 +362,14 @@ def absolute_files(leaves: dict[str, Spec]) -> None:
             leaves[path] = spec.model_copy(update={"value": _absolute(spec.value)})
         elif isinstance(spec, CategoricalSpec):
             leaves[path] = spec.model_copy(update={"choices": [_absolute(c) for c in spec.choices]})
+
+
+def idle_on_cpu(leaves: dict[str, Spec]) -> list[str]:
+    """A sentence for each CUDA-only ``train`` key (``gantune.gan.speed``) the space searches, for a search whose
+    trials run on the CPU: there it does nothing, so the search spends trials telling apart draws that train
+    alike, and its ranking of the key is noise."""
+    return [f"{path} is searched, but this search's trials run on the CPU, where it does nothing (CUDA only): its "
+            "draws train alike; fix its value, or give the trials a GPU (search.resources.gpu)"
+            for path, spec in leaves.items()
+            if path in {f"train.{key}" for key in CUDA_ONLY}
+            and not (isinstance(spec, ValueSpec) and spec.when is None)]

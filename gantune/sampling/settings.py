@@ -223,7 +223,11 @@ class SearchSettings(SwitchChecked):
 
     def random_only(self) -> str | None:
         """Why the sampler would model nothing (its random start, ``n_startup_trials``, covers every trial: a
-        GP search of 8 trials, Optuna's default start being 10), for a warning; ``None`` when it models some."""
+        GP search of 8 trials, Optuna's default start being 10), for a warning; ``None`` when it models some, and
+        under PBT, whose members all start before any ends (a chosen sampler there is said at load,
+        ``checks.unmodelled``: more trials would not help)."""
+        if self.pruning.scheduler == "pbt":
+            return None
         kind = SAMPLERS.get(self.sampler)
         start = {**kind.defaults(self), **self.sampler_options}.get(
             "n_startup_trials", inspect.signature(kind.cls.__init__).parameters.get("n_startup_trials"))

@@ -113,9 +113,11 @@ class SearchSpace:
                 out[name] = optuna.distributions.CategoricalDistribution(spec.choices)
         return out
 
-    def search_defaults(self) -> dict[str, Any]:
-        """The ``search.defaults`` this space's trials take: those of the keys it does not mention."""
-        return {k: v for k, v in self.settings.defaults.items() if k not in self.leaves and k not in self.params}
+    def search_defaults(self, switched: bool = False) -> dict[str, Any]:
+        """The ``search.defaults`` this space's trials take: those of the keys it does not mention, and with
+        ``switched`` those of its leaves whose ``when`` can switch them off (a trial where it is off takes them)."""
+        return {k: v for k, v in self.settings.defaults.items() if k not in self.params and (
+            k not in self.leaves or (switched and self.leaves[k].when is not None))}
 
     def set_by_search(self) -> dict[str, Any]:
         """The config keys the ``search`` section sets in every trial, by dotted path (a space may not set them)."""
@@ -225,14 +227,15 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     absolute_files(leaves)
     check_scheduler_keys(search, source)
     check_search_defaults(settings.defaults, source)
-    notes = check_names(leaves, params, source) + unmodelled(settings, leaves, params, source)
+    literals = check_names(leaves, params, source)
+    notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     check_objectives(settings, leaves, source)
-    check_data_of(leaves, source)
+    check_data_of(leaves, source, settings.defaults)
     check_weights_of(leaves, source)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
-    space.notes += [note for leaf, note in check_draws(space).items()  # one sentence a leaf
-                    if not any(n.startswith(f"{source}: {leaf}.when:") for n in space.notes)]
+    said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already
+    space.notes += [note for leaf, note in check_draws(space).items() if leaf not in said]
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore
     return space

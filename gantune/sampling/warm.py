@@ -260,7 +260,7 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, log: bool, iterat
 
 def space_kind(space: SearchSpace) -> str | None:
     """The data kind of the space's trials; ``None`` when it can train on data of more than one kind."""
-    kinds = {data_kind(d.name) for d in possible_data(space.leaves)}
+    kinds = {data_kind(d.name) for d in possible_data(space.leaves, space.settings.defaults)}
     return kinds.pop() if len(kinds) == 1 else None
 
 

@@ -25,7 +25,7 @@ from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line, warn
 from gantune.rundir import check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
-from gantune.sampling.checks import fixed_sections
+from gantune.sampling.checks import fixed_sections, idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
@@ -181,9 +181,10 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     settings = apply_overrides(space.settings, opts)
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     check_address(opts.ray_address)
-    if not opts.ray_address:
-        trial_resources(space, settings.resources, local_resources(), "this machine")
-    for note in [*space.notes, *settings.warnings()] if space.warns else []:
+    # on a cluster, whether the trials get a GPU is Ray's to say
+    local = None if opts.ray_address else trial_resources(space, settings.resources, local_resources(), "this machine")
+    cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if local and not local["gpu"] else []
+    for note in [*space.notes, *cpu_only, *settings.warnings()] if space.warns else []:
         warn(note)
     return settings
 
@@ -359,7 +360,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     return {
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
-        "search_defaults": space.search_defaults(),
+        "search_defaults": space.search_defaults(switched=True),
         "trial_steps": steps, "budget_steps": max(settings.trials, len(started)) * settings.max_steps,
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),

@@ -347,6 +347,18 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
     with pytest.raises(DataError, match=f"{missing} does not exist"):  # the value a `when` may switch on
         load_space(space({"name": {"categorical": ["folder", "digits"]},
                           "path": {"value": missing, "when": "model.z_dim > 1"}}))
+    # what search.defaults gives a key the space leaves unset, or a `when` switches off, is checked too
+    def defaulted(data: dict) -> Path:
+        path = inputs / "defaulted.yaml"
+        search = {**SPACE["search"], "defaults": {"data.path": missing}}
+        path.write_text(yaml.safe_dump({**base, "search": search, "data": {**data, "resolution": 8}}))
+        return path
+
+    with pytest.raises(DataError, match=f"{missing} does not exist"):
+        load_space(defaulted({"name": "folder"}))
+    with pytest.raises(DataError, match=f"{missing} does not exist"):
+        load_space(defaulted({"name": "folder", "path": {"value": good, "when": "model.z_dim > 4"}}))
+    load_space(defaulted({"name": "folder", "path": {"categorical": [good, good]}}))  # the space's own value stands
     # a path computed by an expression is not known before a trial: nothing to check at load
     load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}))
 

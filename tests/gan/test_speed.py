@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_images
 
 from gantune.gan import GANTrainer
-from gantune.gan.speed import Speed
+from gantune.gan.speed import CUDA_ONLY, Speed
 from gantune.trial import train
 
 CPU = torch.device("cpu")
@@ -29,6 +29,7 @@ def _trained(train_options: dict[str, object], steps: int = 6, **sections: dict[
 
 
 def test_cuda_only_options_leave_cpu_results_unchanged() -> None:
+    assert set(FAST) == set(CUDA_ONLY)  # the keys a search on the CPU is warned of searching
     plain, fast = _trained({}), _trained(FAST)
     assert fast.speed == Speed(compile=False)  # nothing resolved on the CPU
     for (k, a), b in zip(plain.G.state_dict().items(), fast.G.state_dict().values(), strict=True):

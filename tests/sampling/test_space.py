@@ -145,6 +145,17 @@ def test_search_defaults_fill_only_the_keys_the_space_leaves_unset(tmp_path: Pat
     assert (cfg.optim.ema, cfg.optim.decay, cfg.loss.r1_weight) == (0.5, "linear", 0.1)
 
 
+def test_the_summary_names_the_search_defaults_a_switched_off_leaf_takes(tmp_path: Path) -> None:
+    """A leaf whose ``when`` is off in a trial takes ``search.defaults``' value: the summary lists it beside the
+    keys the space leaves unset; a leaf the space always sets does not take it."""
+    gated = _space(tmp_path, DEFAULTS_SPACE.format(ema="ema: {float: [0.9, 0.99], when: \"optim.lr_g > 1.0e-3\"}"))
+    assert gated.search_defaults() == {"optim.decay": "linear", "loss.r1_weight": 0.5}  # what sample() adds
+    assert gated.search_defaults(switched=True) == {"optim.ema": 0.99, "optim.decay": "linear",
+                                                    "loss.r1_weight": 0.5}
+    fixed = _space(tmp_path, DEFAULTS_SPACE.format(ema="ema: 0.5"))
+    assert fixed.search_defaults(switched=True) == {"optim.decay": "linear", "loss.r1_weight": 0.5}
+
+
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
     """A space without ``search.defaults`` gets the product's; ``defaults: {}`` trains at the schema's."""
     from gantune.sampling.settings import SEARCH_DEFAULTS
@@ -200,6 +211,17 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("trials: 6", "trials: 6\n  sampler: gp\n  sampler_options: {n_startup_trials: 2}"),
      ["sampler gp leaves loss.gp_weight (behind a when), optim.n_critic (behind a when) to a random draw in each "
       "trial; sampler: tpe models every key"]),
+    # PBT starts every member before any ends: a sampler that models ended trials draws each at random
+    (("trials: 6", "trials: 6\n  sampler: gp\n  pruning: {scheduler: pbt}"),
+     ["sampler gp models the trials that have ended, and PBT starts every member before any ends: each member is a "
+      "random draw (PBT's explore does the searching); sampler: random says so"]),
+    (("trials: 6", "trials: 6\n  sampler: cmaes\n  pruning: {scheduler: pbt}"),
+     ["sampler cmaes models the trials that have ended, and PBT starts every member before any ends: each member is "
+      "a random draw (PBT's explore does the searching); sampler: random says so"]),
+    (("trials: 6", "trials: 4\n  pruning: {scheduler: pbt}"), []),  # tpe by default: not the space's choice
+    (("trials: 6", "trials: 6\n  sampler: qmc\n  pruning: {scheduler: pbt}"),  # a sequence, not a model
+     ["sampler qmc leaves loss.gp_weight (behind a when), optim.n_critic (behind a when) to a random draw in each "
+      "trial; sampler: tpe models every key"]),
 ])
 def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                edit: tuple[str, str], notes: list[str]) -> None:
@@ -215,6 +237,25 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
     assert space.notes == [source + n for n in notes]
     check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
     assert capsys.readouterr().err.splitlines() == [f"warning: {source}{n}" for n in notes]
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_cuda_only_key_searched_on_the_cpu_is_said_before_the_search(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
+    """``train.precision: {categorical: [fp32, bf16]}`` on a CPU: every draw trained alike (bf16 autocast acts on
+    CUDA only), and the search ranked noise, without a word. A fixed value is not searched: nothing to say."""
+    from gantune.search import SearchOptions, runner
+
+    monkeypatch.setattr(runner, "local_resources", lambda: {"CPU": 2.0, "GPU": float(gpus)})
+    space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace("trials: 3", "trials: 6")
+                   .replace("model: {g_width: 16}", "model: {g_width: 16}\ntrain: {precision: {categorical: [fp32, "
+                            "bf16]}, channels_last: {value: true, when: \"loss.name == 'hinge'\"}, tf32: false}"))
+    runner.check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
+    said = capsys.readouterr().err.splitlines()
+    assert said == ([] if gpus else [
+        f"warning: {tmp_path / 's.yaml'}: train.{key} is searched, but this search's trials run on the CPU, where it "
+        "does nothing (CUDA only): its draws train alike; fix its value, or give the trials a GPU "
+        "(search.resources.gpu)" for key in ("precision", "channels_last")])
 
 
 def test_a_key_the_space_leaves_unset_or_switches_off_reads_the_searchs_value(tmp_path: Path) -> None:

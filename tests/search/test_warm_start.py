@@ -88,7 +88,7 @@ def test_the_recipe_trial_runs_first_and_is_marked(tmp_path: Path, ray_session: 
     _print_search_summary(summary)
     printed = capsys.readouterr().out.splitlines()
     assert "  warm start: trial 0 from recipe points" in printed
-    assert "  search defaults (keys the space leaves unset): " + ", ".join(
+    assert "  search defaults (keys the space leaves unset or a `when` switches off): " + ", ".join(
         f"{k} {v}" for k, v in SEARCH_DEFAULTS.items()) in printed
 
 
