@@ -230,19 +230,25 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
 _PROBED = ("model.conditional",)
 
 
-def fixed_sections(leaves: dict[str, Spec], source: str) -> TrialConfig | None:
-    """The trial config of the space's fixed ``data`` and ``eval`` values, or ``None`` where either is sampled
-    (or the combination is invalid, which the trial config reports later), with the fixed values of the other
-    keys that decide what an evaluation reports (``_PROBED``)."""
+def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> TrialConfig | None:
+    """The trial config of the space's fixed ``data`` and ``eval`` values (over ``search.defaults``' for the keys
+    it leaves unset), or ``None`` where either is sampled (or the combination is invalid, which the trial config
+    reports later), with the fixed values of the other keys that decide what an evaluation reports (``_PROBED``)."""
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
+    for path, value in (defaults or {}).items():
+        section, key = path.split(".", 1)
+        if section in fixed or path in _PROBED:
+            fixed.setdefault(section, {})[key] = value
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
-        if path in _PROBED and isinstance(spec, ValueSpec) and spec.when is None:
+        if section not in ("data", "eval") and path not in _PROBED:
+            continue
+        if isinstance(spec, ValueSpec) and spec.when is None:
             fixed.setdefault(section, {})[key] = spec.value
-        if section in ("data", "eval"):
-            if not isinstance(spec, ValueSpec) or spec.when is not None:
-                return None
-            fixed[section][key] = spec.value
+        elif section in ("data", "eval"):
+            return None
+        else:
+            fixed.get(section, {}).pop(key, None)  # sampled: the schema's default stands for it, as before
     try:
         return config_from_dict(fixed, source)
     except ConfigError:
@@ -261,7 +267,7 @@ def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: 
     minimised, whatever the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search
     for collapse on its second axis.
     """
-    probe = fixed_sections(leaves, source)
+    probe = fixed_sections(leaves, source, settings.defaults)
     keys = metric_keys(probe) if probe is not None else None
     for objective in settings.objectives:
         if keys is not None and objective not in keys:
@@ -337,10 +343,10 @@ def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any]
             raise DataError(f"{source}: {err}") from None
 
 
-def check_weights_of(leaves: dict[str, Spec], source: str) -> None:
+def check_weights_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
     """Inception weights the space's evaluations need and that are not on disk fail here, once, rather than in
     every trial (checked when the data and eval sections are fixed, as the objectives are)."""
-    probe = fixed_sections(leaves, source)
+    probe = fixed_sections(leaves, source, defaults)
     missing = None if probe is None else missing_weights(probe)
     if missing:
         raise ConfigError(f"{source}: {missing}")

@@ -231,7 +231,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source, settings.defaults)
-    check_weights_of(leaves, source)
+    check_weights_of(leaves, source, settings.defaults)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already

@@ -158,7 +158,7 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
 
     A trial asking for more CPUs or GPUs than ``where`` (this machine, or a cluster) has would wait forever:
     that is refused here."""
-    probe = fixed_sections(space.leaves, space.source)
+    probe = fixed_sections(space.leaves, space.source, space.settings.defaults)
     gpu = auto_gpu_share(probe.data if probe else None, have.get("GPU", 0.0)) if wanted.gpu == "auto" else wanted.gpu
     resources = {"cpu": wanted.cpu, "gpu": gpu}
     short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]

@@ -67,6 +67,11 @@ FILES: dict[str, dict | str] = {
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
     "no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"],
                                                       "inception_weights": "{in}/nope.pth"}),
+    # search.defaults' data and eval values are what the trials evaluate with: checked as the space's own
+    "defaults-no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"]}, search={
+        **SPACE["search"], "defaults": {"eval.inception_weights": "{in}/nope.pth"}}),
+    "defaults-metrics.yaml": _with(SPACE, search={**SPACE["search"], "objective": "modes",
+                                                  "defaults": {"eval.metrics": ["prdc"]}}),
     "train-no-inception.yaml": _with(CONFIG, **IMAGES, eval={"every": 10, "n_samples": 100, "metrics": ["fid"],
                                                              "inception_weights": "{in}/nope.pth"}),
     # values no run can use: found by a fuzz of the command line, each a traceback, a hang or a search of failures
@@ -131,6 +136,11 @@ ROWS: list[tuple[list[str], str]] = [
     # evaluation weights that are not there (nothing downloads): FID on a folder reads Inception-v3's features
     (["search", "{in}/no-inception.yaml"], r"no-inception.yaml: eval.inception_weights: Inception-v3 weights not "
                                             r"found at .*/nope\.pth.*\(eval.metrics: fid read"),
+    (["search", "{in}/defaults-no-inception.yaml"], r"defaults-no-inception.yaml: eval.inception_weights: "
+                                                     r"Inception-v3 weights not found at .*/nope\.pth"),
+    (["search", "{in}/defaults-metrics.yaml"], r"defaults-metrics.yaml: search.objective: 'modes' is not reported by "
+                                               r"this space's evaluations \(available: precision, recall, density, "
+                                               r"coverage\)$"),
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
     # the expression language
     (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
