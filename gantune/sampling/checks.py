@@ -232,8 +232,9 @@ _PROBED = ("model.conditional",)
 
 def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> TrialConfig | None:
     """The trial config of the space's fixed ``data`` and ``eval`` values (over ``search.defaults``' for the keys
-    it leaves unset), or ``None`` where either is sampled (or the combination is invalid, which the trial config
-    reports later), with the fixed values of the other keys that decide what an evaluation reports (``_PROBED``)."""
+    it leaves unset), with those of the other keys that decide what an evaluation reports (``_PROBED``); ``None``
+    where any of them is sampled or behind a ``when`` (or the combination is invalid, which the trial config
+    reports later)."""
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, value in (defaults or {}).items():
         section, key = path.split(".", 1)
@@ -243,12 +244,9 @@ def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any
         section, key = path.split(".", 1)
         if section not in ("data", "eval") and path not in _PROBED:
             continue
-        if isinstance(spec, ValueSpec) and spec.when is None:
-            fixed.setdefault(section, {})[key] = spec.value
-        elif section in ("data", "eval"):
-            return None
-        else:
-            fixed.get(section, {}).pop(key, None)  # sampled: the schema's default stands for it, as before
+        if not (isinstance(spec, ValueSpec) and spec.when is None):
+            return None  # sampled or switched: what an evaluation reports is known trial by trial
+        fixed.setdefault(section, {})[key] = spec.value
     try:
         return config_from_dict(fixed, source)
     except ConfigError:
@@ -288,22 +286,13 @@ def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: 
                               "then goes its own way)")
 
 
-#: the data fields that decide whether the data is there (``gantune.data.check_data``)
-_DATA_KEYS = ("name", "path", "dataset", "download")
-
-
 def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = None) -> list[Any]:
     """The distinct ``DataConfig``s the space's trials can have, as far as their fixed and categorical values
     (and the defaults an unset key or a ``when`` falls back on: ``search.defaults``', else the schema's) say. A
     ``download`` it samples otherwise counts as true (nothing to check); another sampled key reads its default;
     combinations the trial config would refuse are left to it."""
     given = {path.split(".", 1)[1]: value for path, value in (defaults or {}).items() if path.startswith("data.")}
-
-    def default(key: str) -> Any:
-        return given[key] if key in given else schema_default(f"data.{key}")
-
-    fixed: dict[str, Any] = {k: v for k, v in given.items() if k not in _DATA_KEYS}
-    options: dict[str, list[Any]] = {k: [v] for k, v in given.items() if k in _DATA_KEYS}
+    options: dict[str, list[Any]] = {key: [value] for key, value in given.items()}
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
         if section != "data":
@@ -314,19 +303,17 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
             values = list(spec.choices)
         else:
             values = [True] if key == "download" else []
-        if values and spec.when is not None:
-            values.append(default(key))
-        if key in _DATA_KEYS:
-            options[key] = values or [default(key)]
-        elif isinstance(spec, ValueSpec) and spec.when is None:
-            fixed[key] = spec.value
+        if values and spec.when is not None:  # off in some trials: the default stands there
+            values.append(given.get(key, schema_default(path)))
+        if values:
+            options[key] = values
         else:
-            fixed.pop(key, None)  # sampled or switched: the default stands for it, as before
+            options.pop(key, None)  # sampled: its default stands for it
     found: list[Any] = []
     keys = list(options)
     for combo in itertools.product(*options.values()):
         try:
-            cfg = DataConfig(**fixed, **dict(zip(keys, combo, strict=True)))
+            cfg = DataConfig(**dict(zip(keys, combo, strict=True)))
         except (ValidationError, TypeError):
             continue
         if cfg not in found:
@@ -361,8 +348,11 @@ def _absolute(value: Any) -> Any:
     return str(Path(value).expanduser().absolute()) if isinstance(value, str) else value
 
 
-def absolute_files(leaves: dict[str, Spec]) -> None:
+def absolute_files(leaves: dict[str, Spec], defaults: dict[str, Any]) -> None:
+    """The ``TRIAL_FILES`` of the space and of its ``search.defaults``, made absolute in place."""
     for path in TRIAL_FILES:
+        if path in defaults:
+            defaults[path] = _absolute(defaults[path])
         spec = leaves.get(path)
         if isinstance(spec, ValueSpec):
             leaves[path] = spec.model_copy(update={"value": _absolute(spec.value)})

@@ -224,7 +224,7 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
         if "." in k or k in SECTIONS:
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
     leaves = walk(raw, source)
-    absolute_files(leaves)
+    absolute_files(leaves, settings.defaults)
     check_scheduler_keys(search, source)
     check_search_defaults(settings.defaults, source)
     literals = check_names(leaves, params, source)

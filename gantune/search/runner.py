@@ -181,9 +181,10 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     settings = apply_overrides(space.settings, opts)
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     check_address(opts.ray_address)
-    # on a cluster, whether the trials get a GPU is Ray's to say
-    local = None if opts.ray_address else trial_resources(space, settings.resources, local_resources(), "this machine")
-    cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if local and not local["gpu"] else []
+    # on a cluster, whether gpu: auto gives the trials a GPU is Ray's to say
+    gpu = settings.resources.gpu if opts.ray_address else \
+        trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
+    cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
     for note in [*space.notes, *cpu_only, *settings.warnings()] if space.warns else []:
         warn(note)
     return settings

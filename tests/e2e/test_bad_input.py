@@ -369,6 +369,13 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
     with pytest.raises(DataError, match=f"{missing} does not exist"):
         load_space(defaulted({"name": "folder", "path": {"value": good, "when": "model.z_dim > 4"}}))
     load_space(defaulted({"name": "folder", "path": {"categorical": [good, good]}}))  # the space's own value stands
+    # a switched value beside the default its off trials take: stacked digits are 3-channel, the default says 1
+    space_file = inputs / "stacked.yaml"
+    space_file.write_text(yaml.safe_dump({**SPACE, "search": {**SPACE["search"], "defaults": {"data.channels": 1}},
+                                          "data": {"name": "stacked_digits", "channels": {
+                                              "value": 3, "when": "model.z_dim > 4"}}}))
+    with pytest.raises(DataError, match=r"data\.channels"):
+        load_space(space_file)
     # a path computed by an expression is not known before a trial: nothing to check at load
     load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}))
 

@@ -5,6 +5,7 @@ import pytest
 
 from gantune.catalogue import config_from_dict
 from gantune.errors import ConfigError
+from gantune.sampling.settings import Resources
 from gantune.sampling.space import load_space
 
 SPACE = """
@@ -156,6 +157,35 @@ def test_the_summary_names_the_search_defaults_a_switched_off_leaf_takes(tmp_pat
     assert fixed.search_defaults(switched=True) == {"optim.decay": "linear", "loss.r1_weight": 0.5}
 
 
+def test_a_relative_path_in_search_defaults_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Ray trial runs in a folder of its own: ``search.defaults: {data.path: imgs}`` passed the load-time data
+    check (it ran here) and then named nothing in every trial, as a relative path in the space would have."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "0.png")
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "data.path: imgs,").replace(
+        "data: {name: grid25}", "data: {name: {categorical: [folder, grid25]}, resolution: 8}\nmodel: {arch: dcgan}"))
+    assert space.settings.defaults["data.path"] == str(tmp_path / "imgs")
+    trial = optuna.trial.FixedTrial({"data.name": "folder", "optim.lr_g": 1e-3})
+    assert space.sample(trial)["data"]["path"] == str(tmp_path / "imgs")
+
+
+@pytest.mark.parametrize("conditional", ['{value: true, when: "optim.lr_g > 0"}', "{categorical: [true]}"])
+def test_an_objective_a_sampled_key_may_report_is_checked_trial_by_trial(tmp_path: Path, conditional: str) -> None:
+    """Whether a digits run reports ``cond_accuracy`` turns on ``model.conditional``: sampled, or behind a
+    ``when`` (whose off trials take ``search.defaults``' value), it is known trial by trial, not refused at load
+    on the schema's ``false``."""
+    text = (DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "model.conditional: true,")
+            .replace("max_steps: 40", "max_steps: 40\n  objective: cond_accuracy")
+            .replace("data: {name: grid25}", f"data: {{name: digits}}\nmodel: {{conditional: {conditional}}}"))
+    assert _space(tmp_path, text).settings.objectives == ["cond_accuracy"]
+    with pytest.raises(ConfigError, match="'cond_accuracy' is not reported"):  # fixed off: refused, as before
+        _space(tmp_path, text.replace(conditional, "false"))
+
+
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
     """A space without ``search.defaults`` gets the product's; ``defaults: {}`` trains at the schema's."""
     from gantune.sampling.settings import SEARCH_DEFAULTS
@@ -239,9 +269,10 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
     assert capsys.readouterr().err.splitlines() == [f"warning: {source}{n}" for n in notes]
 
 
-@pytest.mark.parametrize("gpus", [0, 1])
+@pytest.mark.parametrize(("gpus", "address"), [(0, None), (1, None), (0, "127.0.0.1:1")])
 def test_a_cuda_only_key_searched_on_the_cpu_is_said_before_the_search(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, gpus: int,
+        address: str | None) -> None:
     """``train.precision: {categorical: [fp32, bf16]}`` on a CPU: every draw trained alike (bf16 autocast acts on
     CUDA only), and the search ranked noise, without a word. A fixed value is not searched: nothing to say."""
     from gantune.search import SearchOptions, runner
@@ -250,7 +281,11 @@ def test_a_cuda_only_key_searched_on_the_cpu_is_said_before_the_search(
     space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace("trials: 3", "trials: 6")
                    .replace("model: {g_width: 16}", "model: {g_width: 16}\ntrain: {precision: {categorical: [fp32, "
                             "bf16]}, channels_last: {value: true, when: \"loss.name == 'hinge'\"}, tf32: false}"))
-    runner.check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
+    if address:  # a cluster: its GPUs are not known here, but gpu: 0 puts every trial on a CPU
+        monkeypatch.setattr(runner, "local_resources", lambda: pytest.fail("a cluster search read this machine"))
+        monkeypatch.setattr(runner, "check_address", lambda address: None)  # no cluster to answer
+        space.settings = space.settings.model_copy(update={"resources": Resources(gpu=0)})
+    runner.check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs"), ray_address=address))
     said = capsys.readouterr().err.splitlines()
     assert said == ([] if gpus else [
         f"warning: {tmp_path / 's.yaml'}: train.{key} is searched, but this search's trials run on the CPU, where it "
