@@ -304,7 +304,7 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
         else:
             values = [True] if key == "download" else []
         if values and spec.when is not None:  # off in some trials: the default stands there
-            values.append(given.get(key, schema_default(path)))
+            values.append(schema_default(path, defaults))
         if values:
             options[key] = values
         else:

@@ -140,7 +140,7 @@ class SearchSpace:
         sets = self.set_by_search()
         if name in sets:
             return sets[name]
-        return self.settings.defaults[name] if name in self.settings.defaults else schema_default(name)
+        return schema_default(name, self.settings.defaults)
 
     def mutable_params(self) -> list[str]:
         """The sampled numeric parameters PBT's explore perturbs (``pruning.pbt.mutate`` or the default set); a

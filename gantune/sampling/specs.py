@@ -82,8 +82,11 @@ Spec = FloatSpec | IntSpec | CategoricalSpec | ExprSpec | ValueSpec
 _DEFAULTS: dict[str, Any] = {}
 
 
-def schema_default(path: str) -> Any:
-    """The value config key ``path`` (``optim.ema``, ``model.progressive.start``) has when nothing sets it."""
+def schema_default(path: str, defaults: dict[str, Any] | None = None) -> Any:
+    """The value config key ``path`` (``optim.ema``, ``model.progressive.start``) has when the space does not set
+    it: ``defaults``' (a search's ``search.defaults``) if it holds the key, else the schema's."""
+    if defaults and path in defaults:
+        return defaults[path]
     if not _DEFAULTS:
         for section, values in TrialConfig().to_dict().items():
             if isinstance(values, dict):
