@@ -40,6 +40,11 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
+    if not is_dir:
+        try:
+            write_target(path)
+        except OSError as err:
+            raise GantuneError(f"{flag}: cannot write {path} ({err.strerror})") from None
     existing = path.absolute()
     if not is_dir and existing.is_file():  # replaced by atomic_write: a new file in its directory
         existing = existing.parent
@@ -55,11 +60,11 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    _atomically(path, lambda tmp: tmp.write_bytes(data))
+    atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    _atomically(path, lambda tmp: _torch_save(obj, tmp))
+    atomically(path, lambda tmp: _torch_save(obj, tmp))
 
 
 class _KeepWriteError:
@@ -111,13 +116,26 @@ def copy_file(src: Path, dst: Path) -> None:
                 raise
             raise OSError(err.errno, err.strerror) from None  # ``naming`` gives it ``dst``
 
-    _atomically(dst, write)
+    atomically(dst, write)
 
 
-def _atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file beside ``path``, then rename it over ``path``: a reader sees the old file or
-    the whole new one, and a write that fails (a full disk, Ctrl-C) leaves neither a partial file nor the
-    temporary one."""
+def write_target(path: Path) -> Path:
+    """The file a write to ``path`` replaces: a symlink's target (the rename would replace the link and leave the
+    file it names as it was), an ``OSError`` for a path that is there and not a regular file (the rename would
+    put a file where a device, a pipe or a folder was: ``--out /dev/null`` run as root replaced the device)."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():
+        raise OSError(errno.EINVAL, "not a regular file: " + ("a folder" if real.is_dir() else "a device, pipe or "
+                                                             "socket"), str(path))
+    return real
+
+
+def atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file beside ``path`` (``write_target``), then rename it over ``path``: a reader
+    sees the old file or the whole new one, and a write that fails (a full disk, Ctrl-C, a check of the written
+    file inside ``write`` that raises) leaves neither a partial file nor the temporary one."""
+    with naming(path):
+        path = write_target(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with naming(path):

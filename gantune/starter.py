@@ -8,9 +8,7 @@ it is moved into place, so a written file always loads, and nothing is ever half
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,13 +260,14 @@ def starter_text(data: str) -> tuple[str, str, str]:
     check_data(DataConfig(name="folder", path=path, resolution=32))  # holds images, and the first one decodes
     name = _folder_name(folder.resolve())
     return name, "images", STARTERS.get("images").template.format(name=name, data=" ".join(data.split()),
-                                                                  path=json.dumps(path))
+                                                                  path=json.dumps(path, ensure_ascii=False))
 
 
 def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str, Any]:
     """Write the starter space for ``data`` to ``out`` (default ``<name>.yaml``), checked with ``load_space``
     first; an existing file only with ``force``."""
-    from gantune.sampling.space import load_space
+    from gantune.rundir import atomically
+    from gantune.sampling.space import SearchSpace, load_space
 
     name, kind, text = starter_text(data)
     target = out if out is not None else Path(f"{name}.yaml")
@@ -279,16 +278,20 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
         raise GantuneError(f"{where} {target}: exists; pass --force to overwrite it")
     if not target.parent.resolve().is_dir():
         raise GantuneError(f"{where} {target}: folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
+    loaded: list[SearchSpace] = []
+
+    def write(tmp: Path) -> None:
         tmp.write_text(text)
-        space = load_space(tmp)  # a written file always loads
-        os.replace(tmp, target)
+        try:
+            loaded.append(load_space(tmp, weights=False))  # a written file always loads (weights: _note)
+        except GantuneError as err:  # it names the temporary file, which is gone by the time anyone reads this
+            raise type(err)(str(err).replace(str(tmp), str(target))) from None
+
+    try:
+        atomically(target, write)
     except OSError as err:
         raise GantuneError(f"{where} {target}: cannot write it ({err.strerror or err})") from None
-    finally:
-        with contextlib.suppress(OSError):  # a read-only folder refuses even the unlink of a missing file
-            tmp.unlink(missing_ok=True)
+    space = loaded[0]
     return {"out": str(target), "data": data, "kind": kind, "search": space.name, "note": _note(kind),
             "recipes": [r.name for r in recipes_for(kind)], "trials": space.settings.trials,
             "max_steps": space.settings.max_steps, "objective": space.settings.objectives[0]}

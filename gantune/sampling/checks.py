@@ -228,6 +228,9 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
 
 #: keys outside ``data`` and ``eval`` that change the metric set (a conditional run adds the conditional metric)
 _PROBED = ("model.conditional",)
+#: ``data`` keys only training reads (what D sees): searched, they leave what an evaluation needs and reports
+#: known (``gantune init``'s image space searches ``augment``, and that switched every load-time check off)
+_TRAINING_ONLY = ("data.augment", "data.augment_p")
 
 
 def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> TrialConfig | None:
@@ -242,7 +245,7 @@ def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any
             fixed.setdefault(section, {})[key] = value
     for path, spec in leaves.items():
         section, key = path.split(".", 1)
-        if section not in ("data", "eval") and path not in _PROBED:
+        if (section not in ("data", "eval") and path not in _PROBED) or path in _TRAINING_ONLY:
             continue
         if not (isinstance(spec, ValueSpec) and spec.when is None):
             return None  # sampled or switched: what an evaluation reports is known trial by trial

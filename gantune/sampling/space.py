@@ -193,8 +193,10 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str]
     return spec.value
 
 
-def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
-    """Read and validate a search-space file; nothing starts before this has succeeded."""
+def load_space(path: str | Path, name: str | None = None, weights: bool = True) -> SearchSpace:
+    """Read and validate a search-space file; nothing starts before this has succeeded. ``weights=False`` leaves
+    out the check that the Inception weights its evaluations need are on disk (``gantune init`` writes a space
+    for the user to complete, and says so)."""
     source = str(path)
     raw = read_yaml(path)
     if not raw:
@@ -231,7 +233,8 @@ def load_space(path: str | Path, name: str | None = None) -> SearchSpace:
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source, settings.defaults)
-    check_weights_of(leaves, source, settings.defaults)
+    if weights:
+        check_weights_of(leaves, source, settings.defaults)
     text = Path(path).read_text()
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already

@@ -9,6 +9,7 @@ from PIL import Image
 
 from gantune.catalogue import config_from_dict
 from gantune.cli import main
+from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
 from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, chosen_recipes, project, warm_start
 from tests.conftest import last_json
@@ -60,12 +61,16 @@ def test_every_builtin_and_a_folder_of_images(tmp_path: Path, capsys: pytest.Cap
         out = tmp_path / f"{Path(data).name}.yaml"
         assert main(["init", data, "--out", str(out), "--json"]) == 0, data
         assert last_json(capsys)["objective"] == objective
-        space = load_space(out)
+        space = load_space(out, weights=data != str(images))  # a folder's FID needs weights the user sets
         assert all(project(r, space).skipped is None for r in chosen_recipes(space)), data
         if data != str(images):  # sampled configs of the built-ins (a folder's would be the same shapes)
             assert len(_sampled_configs(space, 3)) >= 4
-    folder = load_space(tmp_path / "my photos.yaml")
+    folder = load_space(tmp_path / "my photos.yaml", weights=False)
     assert folder.name == "my-photos" and folder.leaves["data.path"].value == str(images.resolve())
+    # it searches data.augment, which only training reads: a search of it still checks the weights at load
+    monkeypatch.setenv("GANTUNE_INCEPTION_WEIGHTS", str(tmp_path / "none.pth"))
+    with pytest.raises(ConfigError, match=r"eval.inception_weights: Inception-v3 weights not found at .*none\.pth"):
+        load_space(tmp_path / "my photos.yaml")
     # the default output is <name>.yaml in the working directory
     monkeypatch.chdir(tmp_path)
     assert main(["init", "ring8"]) == 0 and load_space(tmp_path / "ring8.yaml").name == "ring8"
@@ -91,6 +96,37 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert out.read_text() == "mine\n" and not (tmp_path / "y.yaml").exists()
     assert main(["init", "ring8", "--out", str(out), "--force"]) == 0
     assert load_space(out).name == "ring8"
+
+
+def test_out_writes_through_a_symlink_and_refuses_what_is_not_a_file(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The rename over ``--out`` replaced whatever was there: a symlink (the file it named kept its old text), a
+    named pipe, and, run as root, ``--out /dev/null --force`` turned the device into a regular file."""
+    import os
+
+    real, link, pipe = tmp_path / "real.yaml", tmp_path / "link.yaml", tmp_path / "pipe.yaml"
+    real.write_text("mine\n")
+    link.symlink_to(real)
+    os.mkfifo(pipe)
+    assert main(["init", "ring8", "--out", str(link), "--force"]) == 0
+    assert link.is_symlink() and load_space(link).name == "ring8" and load_space(real).name == "ring8"
+    capsys.readouterr()
+    assert main(["init", "ring8", "--out", str(pipe), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gantune init: error: --out {pipe}: cannot write it (not a regular file: a device, pipe or "
+                   "socket)"], err
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["link.yaml", "pipe.yaml", "real.yaml"]
+
+
+def test_a_folder_whose_name_is_outside_the_basic_plane_loads(tmp_path: Path) -> None:
+    """The space's ``data.path`` was written as JSON's surrogate pair (``\\ud83d\\ude00``), which YAML reads as two
+    lone surrogates: a folder named with an emoji was "not there", in an error that named the temporary file."""
+    images = tmp_path / "emoji\U0001F600"
+    images.mkdir()
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(images / "0.png")
+    out = tmp_path / "e.yaml"
+    assert main(["init", str(images), "--out", str(out)]) == 0
+    assert load_space(out, weights=False).leaves["data.path"].value == str(images.resolve())
 
 
 def test_a_tiny_search_of_the_written_space_starts_from_its_recipe(tmp_path: Path, ray_session: object,
