@@ -372,12 +372,30 @@ def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
     return root, files[: cfg.max_images]
 
 
+def _eight_bit(im: Any) -> Any:
+    """A single-channel image of more than 8 bits as 8-bit ``L``: PIL's ``convert`` clips 16-bit and 32-bit
+    integers at 255 (a 16-bit ramp read as almost all white) and a float image's [0, 1] to black. 16-bit values
+    scale by 1/257 (65,535 -> 255); a float image in [0, 1] by 255, one in [0, 255] stays; anything else has no
+    known scale and is refused (``ValueError``)."""
+    from PIL import Image
+
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    top = float(a.max(initial=0.0))
+    if float(a.min(initial=0.0)) < 0 or (im.mode == "F" and top > 255) or top > 65535:
+        raise ValueError(f"{im.mode} pixel values from {a.min():g} to {top:g} have no known scale (expected "
+                         "8 or 16 bits, or floats in [0, 1] or [0, 255])")
+    scale = (255.0 if top <= 1 else 1.0) if im.mode == "F" else (1 / 257 if im.mode != "I" or top > 255 else 1.0)
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
+
+
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(f) as im:
-            return _center_crop_resize(im.convert(mode), resolution)
+            return _center_crop_resize(_eight_bit(im).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
 
@@ -408,7 +426,9 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
 
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution}
+    # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused)
+    ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,
+             "decode": 2}
     return None, _decoded(ident, decode)["images"], folder_labels(root, files)
 
 

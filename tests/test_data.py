@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,41 @@ def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty.mkdir()
     with pytest.raises(DataError, match="no images"):
         load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
+
+
+@pytest.mark.parametrize("kind", ["16-bit png", "32-bit int tiff", "float tiff [0, 1]", "float tiff [0, 255]"])
+def test_images_of_more_than_8_bits_keep_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     kind: str) -> None:
+    """PIL's convert clipped a 16-bit greyscale ramp at 255 (almost all white) and a float image in [0, 1] to
+    black, without a word: each reads as the same ramp saved in 8 bits."""
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    ramp = np.tile(np.linspace(0, 1, 16), (16, 1))
+    (tmp_path / "eight").mkdir()
+    (tmp_path / "deep").mkdir()
+    Image.fromarray(np.rint(ramp * 255).astype(np.uint8)).save(tmp_path / "eight" / "0.png")
+    deep = {"16-bit png": (np.rint(ramp * 65535).astype(np.uint16), "png"),
+            "32-bit int tiff": (np.rint(ramp * 65535).astype(np.int32), "tiff"),
+            "float tiff [0, 1]": (ramp.astype(np.float32), "tiff"),
+            "float tiff [0, 255]": ((ramp * 255).astype(np.float32), "tiff")}[kind]
+    Image.fromarray(deep[0]).save(tmp_path / "deep" / f"0.{deep[1]}")
+    assert Image.open(tmp_path / "deep" / f"0.{deep[1]}").mode in ("I;16", "I", "F")
+    cfg = DataConfig(name="folder", path=str(tmp_path / "eight"), resolution=16, channels=1)
+    eight = load_data(cfg, CPU, seed=0).images
+    got = load_data(dataclasses.replace(cfg, path=str(tmp_path / "deep")), CPU, seed=0).images
+    assert eight is not None and got is not None and eight.dtype == got.dtype == torch.uint8
+    assert int((got.int() - eight.int()).abs().max()) <= 1  # one 8-bit level of rounding apart
+
+
+def test_an_image_whose_values_have_no_known_scale_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    Image.fromarray(np.full((8, 8), 1000.0, dtype=np.float32)).save(tmp_path / "0.tiff")
+    with pytest.raises(DataError, match=r"cannot read image .*0\.tiff: F pixel values from 1000 to 1000 have no "
+                                        r"known scale"):
+        load_data(DataConfig(name="folder", path=str(tmp_path), resolution=8), CPU, 0)
 
 
 def test_folder_is_decoded_once_into_a_uint8_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
