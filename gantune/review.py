@@ -196,8 +196,16 @@ def _grid(h: _Handler, m: re.Match[str]) -> None:
 
 @route(POST, r"/api/vote")
 def _vote(h: _Handler, _: re.Match[str]) -> None:
+    """A vote, as JSON only: any web page open in the browser may POST ``text/plain`` here unasked (a "simple"
+    cross-origin request), but ``application/json`` needs a CORS preflight, which this server does not answer, so
+    only the review page itself can vote."""
+    if h.headers.get_content_type() != "application/json":
+        h.send_json({"error": "a vote is a JSON body (Content-Type: application/json)"}, 415)
+        return
     length = int(h.headers.get("Content-Length") or 0)
     body = json.loads(h.rfile.read(min(length, 10_000)) or b"{}")
+    if not isinstance(body, dict):
+        raise TypeError(f"a vote is a JSON object with a, b and winner, not {type(body).__name__}")
     winner = body.get("winner")
     h.send_json(h.review.vote(int(body["a"]), int(body["b"]), None if winner is None else int(winner)))
 

@@ -70,3 +70,25 @@ def test_a_search_without_a_completed_trial_reports_without_library_warnings(tmp
                            "--out", str(tmp_path / "r.html")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
     assert "Not available: needs at least 1 completed trial" in (tmp_path / "r.html").read_text()
+
+
+def test_the_importance_chart_is_the_fanova_it_is_titled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart is titled fANOVA, and Optuna 5 changed the default evaluator to PED-ANOVA: the report names its
+    evaluator (the chart, drawn by Optuna's own function, is then what its title says on every Optuna)."""
+    import optuna.visualization as ov
+    from optuna.importance import FanovaImportanceEvaluator
+
+    from gantune.report import _charts
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=12)
+    real, used = ov.plot_param_importances, []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        used.append(kwargs.get("evaluator"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ov, "plot_param_importances", spy)
+    charts = {c["title"]: c for c in _charts(study, study.trials, ["fid"])}
+    assert charts["Parameter importances (fANOVA)"]["html"] and len(used) == 1
+    assert isinstance(used[0], FanovaImportanceEvaluator)

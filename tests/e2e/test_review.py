@@ -56,7 +56,8 @@ def _favourite_to_be(root: Path) -> int:
 
 def _http(url: str, body: dict[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as r:
         raw = r.read()
         return raw if r.headers["Content-Type"] == "image/png" else json.loads(raw)
 
@@ -123,6 +124,15 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
         with pytest.raises(urllib.error.HTTPError) as bad:  # a winner outside the pair is refused, not stored
             _http(url + "api/vote", {"a": items[0], "b": items[1], "winner": 999})
         assert bad.value.code == 400
+        # a body that is JSON but not an object was a traceback on the review's terminal and a dropped connection;
+        # a text/plain vote, which any page in the browser may send unasked, is not taken
+        for data, content_type, code in ((b"[1]", "application/json", 400), (b'"x"', "application/json", 400),
+                                         (json.dumps({"a": a, "b": b, "winner": a}).encode(), "text/plain", 415)):
+            with pytest.raises(urllib.error.HTTPError) as bad:
+                urllib.request.urlopen(urllib.request.Request(url + "api/vote", data=data, headers={
+                    "Content-Type": content_type}), timeout=30)
+            assert bad.value.code == code, (data, content_type)
+        assert _http(url + "api/state")["votes"] == 5
     finally:
         summary = _stop(proc)
     assert summary["votes"] == 5 and summary["favourite"] == favourite and summary["mlflow_parent_run_id"]
