@@ -236,8 +236,21 @@ def load_saved(path: Path) -> dict[str, Any]:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if first.startswith("Weights only load failed"):  # torch's advice (weights_only=False) is not for a user
+            first = ("not a file torch saved" if _head(path) not in _TORCH_HEADS else
+                     "it holds more than tensors, which gantune does not load")
         raise GantuneError(f"{path} is unreadable ({first})") from None
     return state
+
+
+#: how a file ``torch.save`` wrote begins: a zip archive (torch 1.6 on), or a pickle (the legacy format)
+_TORCH_HEADS = (b"PK", b"\x80")
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        head = f.read(2)
+    return head if head == b"PK" else head[:1]
 
 
 def cache_dir() -> Path:
