@@ -254,7 +254,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="also copy the chosen trial's generator weights into this directory")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
     _tracking_uri_arg(p)
-    p.add_argument("--runs-dir", default="runs", help="where the re-runs' run directories go")
+    p.add_argument("--runs-dir", help="where the re-runs' run directories go (default: runs)")
     p.add_argument("--concurrent", type=int, help="re-runs at once")
 
 
@@ -268,6 +268,11 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
         raise GantuneError("--trial and --top-k: choose one trial, or the best k")
     if args.by == "human" and (args.trial is not None or args.top_k != 1):
         raise GantuneError("--by human exports the review's favourite: without --trial and --top-k")
+    given = {"--top-k": args.top_k != 1, "--runs-dir": args.runs_dir is not None,
+             "--concurrent": args.concurrent is not None}
+    if not args.seeds and (unread := [flag for flag, set_ in given.items() if set_]):
+        raise GantuneError(f"{', '.join(unread)}: for the seed re-runs (--seeds N), which this export does not make: "
+                           "without them the best trial is exported as it is")
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
@@ -277,7 +282,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 
         check_apart(args.storage, uri)
 
-        opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir,
+        opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir or "runs",
                              quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
     result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,

@@ -175,18 +175,49 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
 
 
+def _at(config: Any, name: str) -> Any:
+    for part in name.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def other_run(path: Path, trial: FrozenTrial) -> str | None:
+    """Why the weights file ``path`` is not ``trial``'s (a sampled key whose value in its embedded config is not
+    the one the trial trained with, after any PBT exploit), or ``None``. Two searches of one name in different
+    storages share ``runs/<name>/``: the later one's trial folders replace the earlier one's, and its weights were
+    exported as the earlier trial's without a word."""
+    payload = load_saved(path)
+    embedded = payload.get("config") if isinstance(payload, dict) else None
+    trained = trial.user_attrs.get("config", {})
+    for name in (n for n in trial.params if "." in n):
+        held, value = _at(embedded, name), _at(trained, name)
+        same = held == value or (isinstance(held, float) and isinstance(value, float) and math.isclose(held, value))
+        if value is not None and not same:
+            return f"its {name} is {held!r}, the trial's {value!r}"
+    return None
+
+
 def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
-    """The chosen trial's generator weights: from its run directory (each file checked loadable first), else from
-    its MLflow child run. A folder this made is removed again when nothing could be put in it."""
+    """The chosen trial's generator weights: from its run directory (each file checked loadable, and trained with
+    the trial's sampled values, first), else from its MLflow child run (checked the same). A folder this made is
+    removed again when nothing could be put in it."""
     number = chosen.trial.number
     src = Path(chosen.trial.user_attrs.get("run_dir", ""))
     names = [n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
     for n in names:
         try:
-            load_saved(src / n)
+            why = other_run(src / n, chosen.trial)
         except GantuneError as err:
             raise GantuneError(f"--weights: trial {number}'s {err}") from None
+        if why:
+            raise GantuneError(f"--weights: {src / n} is not trial {number}'s ({why}): another search of the name "
+                               f"{search!r} wrote its run folder (give each storage its own --runs-dir)")
     made = not dest.exists()
+
+    def clear() -> None:
+        if made:
+            shutil.rmtree(dest, ignore_errors=True)
+
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for n in names:
@@ -196,13 +227,18 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
             from gantune.tracking import download_trial_weights
 
             got = download_trial_weights(tracking_uri, search, number, dest)
+            for f in got:
+                if why := other_run(Path(f), chosen.trial):
+                    for g in got:
+                        Path(g).unlink(missing_ok=True)
+                    clear()
+                    raise GantuneError(f"--weights: trial {number}'s weights in MLflow ({tracking_uri}) are another "
+                                       f"run's ({why})")
     except OSError as err:
-        if made:
-            shutil.rmtree(dest, ignore_errors=True)
+        clear()
         raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
     if not got:
-        if made:
-            shutil.rmtree(dest, ignore_errors=True)
+        clear()
         raise GantuneError(f"--weights: no weights of trial {number} in {src} or in MLflow")
     return got
 
@@ -227,8 +263,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     review's votes); see the module docstring."""
     study = load_search(name, storage)
     trial = PICKS[by](study) if trial is None else trial
-    if weights is not None and weights.exists() and not weights.is_dir():
-        raise GantuneError(f"--weights: {weights} exists and is not a directory")
+    if weights is not None:  # before any re-run: a folder that cannot be made failed only after them
+        check_writable(weights, "--weights", is_dir=True)
     check_writable(out, "--out", is_dir=False)
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
     note = search_notes(study, ranking=trial is None)

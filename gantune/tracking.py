@@ -561,6 +561,13 @@ class TrainRun:
                              state=RunStatus.KILLED if killed else RunStatus.FAILED)
 
 
+def _reader(tracking_uri: str) -> MlflowClient | None:
+    """A client of a store that is there; ``None`` for a sqlite store that does not exist, which opening it would
+    create (a command that only reads, or fails, leaves no store behind)."""
+    db = sqlite_file(tracking_uri) if tracking_uri.startswith("sqlite") else None
+    return None if db is not None and not db.is_file() else open_client(tracking_uri)
+
+
 def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:
     """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest`` itself (as a copy from
     the run directory lays them out; MLflow alone would put them in ``dest/weights/``).
@@ -569,9 +576,9 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
     same trial numbers into the same experiment (under a parent of their own), so the trial tag alone can name
     a re-run's generator. ``[]`` when there is no such run or it logged no weights.
     """
-    client = open_client(tracking_uri)
-    exp = client.get_experiment_by_name(search)
-    if exp is None:
+    client = _reader(tracking_uri)
+    exp = None if client is None else client.get_experiment_by_name(search)
+    if client is None or exp is None:
         return []
     newest = ["attributes.start_time DESC"]
     parents = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=_parents_of(search))
@@ -600,11 +607,10 @@ def log_review(tracking_uri: str, search: str, votes: list[dict[str, Any]], rank
     The parent run's id; ``None`` when there is none to tag (searched with --no-tracking, another store, MLflow
     unreachable): the votes are in the study either way. A sqlite store that does not exist is not created.
     """
-    db = sqlite_file(tracking_uri) if tracking_uri.startswith("sqlite") else None
-    if db is not None and not db.is_file():
-        return None
     try:
-        client = open_client(tracking_uri)
+        client = _reader(tracking_uri)
+        if client is None:
+            return None
         exp = client.get_experiment_by_name(search)
         if exp is None:
             return None

@@ -161,6 +161,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--ray-address", "127.0.0.1:1"], r"--ray-address 127.0.0.1:1: no Ray cluster"),
     # reading a search creates no storage
     (["export", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
+    # flags only the seed re-runs read, without --seeds: they were ignored (exit 0)
+    (["export", "x", "--concurrent", "3"], r"--concurrent: for the seed re-runs \(--seeds N\), which this export"),
+    (["export", "x", "--top-k", "2", "--runs-dir", "r"], r"--top-k, --runs-dir: for the seed re-runs"),
     (["report", "nosuch"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["review", "nosuch", "--no-browser"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["export", "nosuch", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),

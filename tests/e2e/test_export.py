@@ -289,6 +289,54 @@ def test_export_weights_refuses_a_broken_generator_file_and_leaves_nothing(searc
     assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
 
 
+def test_export_weights_refuses_another_runs_generator_in_the_trials_folder(searched: Path, tmp_path: Path) -> None:
+    """Two searches of one name with different --storage share runs/<name>/: the later one's trial folders replaced
+    the earlier one's, and export --weights copied them as the earlier trial's (exit 0, a generator of another
+    loss and learning rate beside the exported config). Here trial 1's generator stands in trial 0's folder."""
+    folder = searched / "runs" / "exp"
+    path = folder / "trial-0000" / "generator.pt"
+    original = path.read_bytes()
+    try:
+        path.write_bytes((folder / "trial-0001" / "generator.pt").read_bytes())
+        proc = _run(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "0",
+                     "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w")], tmp_path)
+    finally:
+        path.write_bytes(original)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"--weights: {path} is not trial 0's (its optim.lr_g is 0.003, the trial's 0.001): another search" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
+
+
+def test_export_refuses_weights_it_cannot_write_before_the_reruns(searched: Path, tmp_path: Path) -> None:
+    """``--seeds 1 --weights <a folder that cannot be made>`` trained the re-runs, replacing the last export's
+    re-run study, and only then failed."""
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    before = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    (tmp_path / "file").write_text("x")
+    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1", "--steps", "20", "--out",
+                 str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "file" / "w")], tmp_path)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err == (f"gantune export: error: --weights: cannot write {tmp_path / 'file' / 'w'} "
+                                            f"({tmp_path / 'file'} is not a writable directory)"), err
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == before
+
+
+def test_export_weights_leave_no_tracking_store_behind(searched: Path, tmp_path: Path) -> None:
+    """A trial folder without weights sends --weights to MLflow: a sqlite store that was not there was created
+    (954 KB) by an export that then failed."""
+    folder = searched / "runs" / "exp" / "trial-0000"
+    folder.rename(folder.with_name("moved"))
+    try:
+        proc = _run(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "0", "--out",
+                     str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w"), "--tracking-uri",
+                     f"sqlite:///{tmp_path / 'none.db'}"], tmp_path)
+    finally:
+        folder.with_name("moved").rename(folder)
+    assert proc.returncode == 2 and "--weights: no weights of trial 0 in" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_interrupted_seed_reruns_say_to_run_the_export_again(searched: Path, tmp_path: Path) -> None:
     """Ctrl-C during the re-runs said "continue with --resume", which export does not take."""
     from tests.conftest import sigint_default_in_children
