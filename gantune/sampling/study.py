@@ -181,16 +181,31 @@ def restart_trial(trial: optuna.Trial) -> optuna.Trial:
     storages the old values stay until the re-run reports the same steps.
     """
     clear_intermediate_values(trial)
+    if BEST_REPORTED in trial.user_attrs:
+        trial.set_user_attr(BEST_REPORTED, None)
     return live_trial(trial.study, trial)
 
 
+#: a multi-objective trial's best first-objective evaluation (Optuna keeps reported values for single-objective
+#: studies only; ``trial_value`` reads it for a pruned trial)
+BEST_REPORTED = "best_reported"
+
+
 def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
-    """Record the objective at ``step`` (single-objective studies; Optuna keeps the first value per step, and a
-    health verdict at an evaluation reports that step again: its warning about it is noise)."""
-    if len(trial.study.directions) == 1 and math.isfinite(value):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
-            trial.report(value, step)
+    """Record the objective at ``step`` (Optuna keeps the first value per step, and a health verdict at an
+    evaluation reports that step again: its warning about it is noise); in a multi-objective study, the best
+    value so far (``BEST_REPORTED``)."""
+    if not math.isfinite(value):
+        return
+    if len(trial.study.directions) > 1:
+        best = trial.user_attrs.get(BEST_REPORTED)
+        if best is None or (value < best if trial.study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+                            else value > best):
+            trial.set_user_attr(BEST_REPORTED, value)
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+        trial.report(value, step)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[float] | None,
@@ -317,11 +332,14 @@ def trial_value(study: optuna.Study, t: FrozenTrial) -> float | None:
 
     Optuna stores a PRUNED trial's *last* reported value as its value: for a trial stopped for diverging after a
     good stretch that is the bad end, while its ``generator_best.pt`` holds the stretch. The reported
-    (intermediate) values are the evaluations of the first objective (single-objective searches only).
+    (intermediate) values are the evaluations of the first objective (a multi-objective search keeps the best of
+    them, ``BEST_REPORTED``).
     """
     if t.state == TrialState.COMPLETE and t.values:
         return float(t.values[0])
     reported = [v for v in t.intermediate_values.values() if math.isfinite(v)]
+    if t.user_attrs.get(BEST_REPORTED) is not None:  # a multi-objective trial's
+        reported.append(float(t.user_attrs[BEST_REPORTED]))
     if not reported:
         return None
     return float(min(reported, key=lambda v: sign(study) * v))

@@ -125,6 +125,27 @@ def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
         one_trial(study, 2)
 
 
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_multi_objective_pruned_trials_value_is_its_best_evaluation(direction: str) -> None:
+    """Optuna keeps reported values for single-objective studies only: a pruned trial of a search for [coverage,
+    modes] was exported as "no coverage reported" although it had evaluated coverage 0.19 and 0.17. Reported
+    through ``report_intermediate`` (as the search does), its best first-objective value is kept; a trial that
+    runs again from step 0 forgets it."""
+    from gantune.sampling.study import report_intermediate, restart_trial
+
+    study = optuna.create_study(directions=[direction, "maximize"])
+    trial = study.ask()
+    for step, value in ((20, 0.19), (40, 0.17), (60, float("nan"))):
+        report_intermediate(trial, value, step)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert trial_value(study, study.trials[0]) == (0.19 if direction == "maximize" else 0.17)
+    again = study.ask()
+    report_intermediate(again, 0.3, 20)
+    report_intermediate(restart_trial(again), 0.1, 20)
+    study.tell(again, state=optuna.trial.TrialState.PRUNED)
+    assert trial_value(study, study.trials[1]) == 0.1
+
+
 def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     weights = searched / "runs" / "exp" / "trial-0000" / "generator.pt"  # lr_g 0.001: a trained one
     assert main(["generate", str(weights), "--n", "37", "--out", str(tmp_path / "pts.csv")]) == 0
