@@ -80,13 +80,14 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            "pass --resume to continue it or --name to start another")
     if existing is None and resume:
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")
+    if existing is not None:  # other objectives first: a direction per objective then differs too, and said less
+        check_same_measure(name, existing, settings)
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:
         raise GantuneError(f"--resume: search {name!r} was created with direction {', '.join(was)}, and this space "
                            f"says {', '.join(settings.directions)} (a direction left out is each objective's better "
                            f"side, where it once was minimize): resume with direction: {', '.join(was)}, or start "
                            "another with --name")
     if existing is not None:
-        check_same_measure(name, existing, settings)
         check_same_draws(name, existing, distributions)
 
 

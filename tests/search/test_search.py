@@ -183,6 +183,9 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
                                          "budgets would be ranked together (continue it with --max-steps 400"),
     ({}, [0.001, 0.002], "--resume: optim.lr_g: search 'changed' drew it from choices [0.001, 0.002]; this space "
                          "from choices [0.001, 0.003] (CategoricalDistribution does not support dynamic value space"),
+    # other objectives were refused for their directions ("created with direction minimize, maximize")
+    ({"objective": ["fid", "coverage"], "direction": ["minimize", "maximize"]}, [0.001, 0.003],
+     "ranks its trials by fid, coverage; this space asks for fid: the values would not compare"),
 ])
 def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           stored: dict, drawn: list[float], needle: str) -> None:
@@ -197,10 +200,10 @@ def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys
     path = tmp_path / "changed.yaml"
     path.write_text(tiny_space("changed", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="changed", storage=storage)
+    study = optuna.create_study(study_name="changed", storage=storage, directions=stored.get("direction"))
     earlier = load_space(path).settings.model_dump() | stored
     study.set_user_attr("settings", SearchSettings.model_validate(earlier).model_dump())
-    study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, value=1.0,
+    study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, values=[1.0] * len(study.directions),
                                               distributions={"optim.lr_g": CategoricalDistribution(drawn)}))
     capsys.readouterr()
     assert main(["search", str(path), "--storage", storage, "--resume", "--no-tracking", "--runs-dir",
