@@ -293,10 +293,12 @@ class MlflowTracker:
                     tags["mlflow.parentRunId"] = outer[0].info.run_id
             run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)
             self.parent_id = run.info.run_id
+        params = {k: v[:6000] for k, v in _flat("search", space.settings.model_dump()).items()}
         if not parent or not parent[0].data.params:  # new, or made by a driver killed before it described it
-            params = _flat("search", space.settings.model_dump())
             self.client.log_text(self.parent_id, space.text, "space.yaml")  # first: params say it is described
-            self.client.log_batch(self.parent_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+            self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in params.items()])
+        else:
+            self._describe_resumed(parent[0], space.text, params)
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
         self.client.set_tag(self.parent_id, "gantune.trials", str(space.settings.trials))
         finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -314,6 +316,24 @@ class MlflowTracker:
             if trial is not None and child.info.status in ("RUNNING", "KILLED"):  # KILLED: Ctrl-C after the tell
                 self._unended.append((trial, child))
         self._unended += [(finished[n], None) for n in sorted(finished.keys() - self.children.keys())]
+
+    def _describe_resumed(self, parent: Any, text: str, params: dict[str, str]) -> None:
+        """A search resumed with a space that changed what a resume may change (``search.defaults``, a fixed
+        value, an expression): params are write-once, so each changed setting becomes a ``gantune.resumed.*`` tag
+        and the new file sits beside the first as ``space-resumed-<time>.yaml`` (``gantune.resumed_space``); the
+        parent's params kept saying what the first run was given. (The trial count has its own tag.)"""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                first = Path(self.client.download_artifacts(parent.info.run_id, "space.yaml", tmp)).read_text()
+            except (MlflowException, OSError):
+                first = None
+        if first is not None and first != text:
+            name = f"space-resumed-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+            self.client.log_text(parent.info.run_id, text, name)
+            self.client.set_tag(parent.info.run_id, "gantune.resumed_space", name)
+        for k, v in params.items():
+            if k != "search.trials" and parent.data.params.get(k) != v:
+                self.client.set_tag(parent.info.run_id, f"gantune.resumed.{k}", v)
 
     def mend_trials(self) -> None:
         """Finish, after ``search_started``, the trials that ended in the study while MLflow did not record it

@@ -21,8 +21,9 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_session: object)
     monkeypatch.chdir(tmp_path)
 
 
-def _search(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
-    (tmp_path / "space.yaml").write_text(SPACE)
+def _search(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str], *extra: str,
+            space: str = SPACE) -> dict:
+    (tmp_path / "space.yaml").write_text(space)
     if "--resume" not in extra:  # a healthy and a diverging trial, whatever the sampler draws
         enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "tracked", [0.001, 1000000.0, 0.001])
     code = main(["search", "space.yaml", "--tracking-uri", tracking_uri, "--json", *extra])
@@ -115,7 +116,18 @@ def test_the_server_helper_moves_off_a_port_taken_after_it_was_found_free(tmp_pa
 
 
 def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """...and says what the resumed space changed: the parent's write-once params kept the first run's
+    search.defaults while the new trials trained with the edited ones."""
     _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "2")
-    summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume")
+    edited = SPACE.replace("search:\n", "search:\n  defaults: {optim.ema: 0.5}\n", 1)
+    assert edited != SPACE
+    summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume", space=edited)
     assert summary["trials"] == 3
-    _check_layout(MlflowClient(summary["tracking_uri"]), summary)
+    client = MlflowClient(summary["tracking_uri"])
+    _check_layout(client, summary)
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.data.params["search.defaults.optim.ema"] == "0.999"  # the first run's, write-once
+    assert parent.data.tags["gantune.resumed.search.defaults.optim.ema"] == "0.5"
+    assert "gantune.resumed.search.trials" not in parent.data.tags  # the trial count has its own tag
+    resumed = parent.data.tags["gantune.resumed_space"]
+    assert Path(client.download_artifacts(parent.info.run_id, resumed, str(tmp_path))).read_text() == edited
