@@ -9,6 +9,7 @@ numbers, and only the rest are asked anew, so the study ends with exactly the re
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -23,7 +24,7 @@ from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line, warn
-from gantune.rundir import check_writable, exclusive, trial_dirname
+from gantune.rundir import atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections, idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
@@ -33,6 +34,7 @@ from gantune.sampling.study import (
     FINISHED,
     best_trial,
     check_study,
+    find_study,
     finished_count,
     interrupted_trials,
     open_study,
@@ -225,6 +227,36 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
         raise
 
 
+#: the file in ``<runs-dir>/<name>/`` naming the storage whose study's trials it holds (``claim_runs``)
+OWNER = ".gantune-study.json"
+
+
+def claim_runs(run_root: Path, name: str, storage: str) -> None:
+    """Make ``run_root`` this storage's search's: refused while it holds the trial folders of a search of the same
+    name in another storage that still has it. Two such searches shared ``runs/<name>/``: the later one's trial
+    folders replaced the earlier one's, whose export then copied the wrong generator."""
+    if _runs_owner(run_root, name, storage) != storage:
+        atomic_write(run_root / OWNER, json.dumps({"storage": storage, "study": name}).encode())
+
+
+def _runs_owner(run_root: Path, name: str, storage: str) -> str | None:
+    """The storage ``run_root`` says it holds the trials of (``claim_runs``); a ``GantuneError`` when that is
+    another storage that still has the search."""
+    try:
+        other = json.loads((run_root / OWNER).read_text())["storage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(other, str) and other != storage:
+        try:
+            alive = find_study(name, other) is not None
+        except GantuneError:  # a server that does not answer: the folder is not known to be another's
+            alive = False
+        if alive:
+            raise GantuneError(f"--runs-dir: {run_root} holds the trials of search {name!r} in {other}; a search of "
+                               f"that name in {storage} would replace them: give it another --runs-dir or --name")
+    return other if isinstance(other, str) else None
+
+
 def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     """Run (or resume) the search and return the summary dict the CLI prints.
 
@@ -240,14 +272,16 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     check_study(space.name, storage, settings, opts.resume, space.distributions())
+    run_root = (Path(opts.runs_dir) / space.name).resolve()
+    _runs_owner(run_root, space.name, storage)  # before anything is written (claimed below, under the lock)
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)
-    run_root = (Path(opts.runs_dir) / space.name).resolve()
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, f"search {space.name!r} (its folder {run_root})", "search"):
             check_study(space.name, storage, settings, opts.resume, space.distributions())
+            claim_runs(run_root, space.name, storage)
             observers = [ObserverThread(obs) for obs in opts.observers]
             study = open_study(space.name, storage, settings)  # check_study said it may
             study.set_user_attr("space_text", space.text)

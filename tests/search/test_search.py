@@ -164,6 +164,38 @@ def test_existing_search_needs_resume(tmp_path: Path) -> None:
     assert main(["search", str(path), "--storage", storage, "--name", "nope", "--resume"]) == 2
 
 
+def test_a_runs_folder_is_one_storages_search_at_a_time(tmp_path: Path) -> None:
+    """Two searches of one name in different storages shared runs/<name>/: the later one's trial folders replaced
+    the earlier one's (whose export then copied the later one's generator). The folder now names its storage; a
+    search of the name in another storage is refused while that storage still has the search."""
+    from gantune.errors import GantuneError
+    from gantune.search.runner import OWNER, claim_runs
+
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    root = tmp_path / "runs" / "s"
+    root.mkdir(parents=True)
+    optuna.create_study(study_name="s", storage=first)
+    claim_runs(root, "s", first)
+    claim_runs(root, "s", first)  # its own: a resume
+    with pytest.raises(GantuneError, match=rf"--runs-dir: {root} holds the trials of search 's' in {first}; a search "
+                                           rf"of that name in {second} would replace them"):
+        claim_runs(root, "s", second)
+    assert not (tmp_path / "b.db").exists()
+    # the command: one line, exit 2, before the study, the MLflow store or Ray start
+    space = tmp_path / "s.yaml"
+    space.write_text(REGIMES.replace("name: regimes", "name: s"))
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", "search", str(space), "--storage", second,
+                           "--runs-dir", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"gantune search: error: --runs-dir: {root} holds the trials of search 's' in {first}; a search of that "
+        f"name in {second} would replace them: give it another --runs-dir or --name"], proc.stderr
+    assert not (tmp_path / "b.db").exists() and not (tmp_path / "m.db").exists()
+    optuna.delete_study(study_name="s", storage=first)  # gone from its storage: the folder may be taken
+    claim_runs(root, "s", second)
+    assert json.loads((root / OWNER).read_text()) == {"storage": second, "study": "s"}
+
+
 def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(REGIMES.replace("lr_d:", "lr_dd:"))
