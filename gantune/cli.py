@@ -226,7 +226,9 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 def _init(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.starter import write_starter
 
-    result = write_starter(args.data, Path(args.out) if args.out else None, args.force)
+    if args.out == "":
+        raise GantuneError("--out: empty; name the file to write (or leave --out out for <name>.yaml here)")
+    result = write_starter(args.data, None if args.out is None else Path(args.out), args.force)
     emit(f"wrote {result['out']}: a search space for {args.data} around the recipe(s) "
          f"{', '.join(result['recipes'])} ({result['trials']} trials of at most {result['max_steps']} steps, "
          f"objective {result['objective']}); run it: gantune search {result['out']}", args.json)

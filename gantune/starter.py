@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune.errors import GantuneError
+from gantune.events import warn
 from gantune.registry import Registry
 from gantune.sampling.recipes import data_kind, recipes_for
 from gantune.sampling.settings import NAME_RE
@@ -238,7 +239,7 @@ def builtin_names() -> list[str]:
 
 def _folder_name(path: Path) -> str:
     """A usable search name from a folder's name (``NAME_RE``): other characters become ``-``."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", path.name).lstrip("._-")[:100]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("._-")[:100]  # "my data ü": my-data
     return name if name and NAME_RE.fullmatch(name) else "images"
 
 
@@ -246,6 +247,8 @@ def starter_text(data: str) -> tuple[str, str, str]:
     """(search name, data kind, YAML text) of the starter space for ``data``: a built-in dataset's name or a
     folder of images. One-line ``GantuneError`` for anything else."""
     if data in builtin_names():
+        if Path(data).is_dir():  # said, not refused: the built-in is what the name means
+            warn(f"{data}: the built-in dataset; for the folder {data} here, give it as ./{data}")
         kind = data_kind(data)
         return data, kind, STARTERS.get(kind).template.format(name=data, data=data, path="")
     folder = Path(data).expanduser()

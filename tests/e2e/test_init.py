@@ -118,6 +118,24 @@ def test_out_writes_through_a_symlink_and_refuses_what_is_not_a_file(tmp_path: P
     assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["link.yaml", "pipe.yaml", "real.yaml"]
 
 
+def test_names_and_the_built_in_beside_a_folder_of_its_name(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``my data ü`` named the search ``my-data--``; ``init digits`` beside a folder ``digits`` took the built-in
+    without a word; ``--out ''`` wrote the default file."""
+    from gantune.starter import _folder_name
+
+    assert _folder_name(Path("my data ü")) == "my-data" and _folder_name(Path("__ü__")) == "images"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    assert main(["init", "digits", "--out", "d.yaml"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: digits: the built-in dataset; for the folder digits here, give it as ./digits"]
+    assert main(["init", "ring8", "--out", ""]) == 2
+    assert capsys.readouterr().err.strip().endswith("--out: empty; name the file to write (or leave --out out for "
+                                                    "<name>.yaml here)")
+    assert not (tmp_path / "ring8.yaml").exists()
+
+
 def test_a_folder_whose_name_is_outside_the_basic_plane_loads(tmp_path: Path) -> None:
     """The space's ``data.path`` was written as JSON's surrogate pair (``\\ud83d\\ude00``), which YAML reads as two
     lone surrogates: a folder named with an emoji was "not there", in an error that named the temporary file."""
