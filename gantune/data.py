@@ -376,12 +376,16 @@ def _eight_bit(im: Any) -> Any:
     """A single-channel image of more than 8 bits as 8-bit ``L``: PIL's ``convert`` clips 16-bit and 32-bit
     integers at 255 (a 16-bit ramp read as almost all white) and a float image's [0, 1] to black. 16-bit values
     scale by 1/257 (65,535 -> 255); a float image in [0, 1] by 255, one in [0, 255] stays; anything else has no
-    known scale and is refused (``ValueError``)."""
+    known scale and is refused (``ValueError``). Modes ``I`` and ``F`` do not say their range, so it is read off
+    each image: a 32-bit integer image whose values stay within 0-255 is taken as 8-bit, a float one within 0-1
+    as [0, 1]."""
     from PIL import Image
 
     if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
         return im
     a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{im.mode} image with non-finite pixel values")
     top = float(a.max(initial=0.0))
     if float(a.min(initial=0.0)) < 0 or (im.mode == "F" and top > 255) or top > 65535:
         raise ValueError(f"{im.mode} pixel values from {a.min():g} to {top:g} have no known scale (expected "

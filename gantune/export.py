@@ -9,6 +9,7 @@ a trial stopped for diverging after a good stretch keeps that stretch's generato
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import statistics
@@ -28,7 +29,7 @@ from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
 from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
-from gantune.sampling.space import SearchSpace
+from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
 from gantune.sampling.study import (
     load_search,
     one_trial,
@@ -183,13 +184,18 @@ def _at(config: Any, name: str) -> Any:
 
 def other_run(path: Path, trial: FrozenTrial) -> str | None:
     """Why the weights file ``path`` is not ``trial``'s (a sampled key whose value in its embedded config is not
-    the one the trial trained with, after any PBT exploit), or ``None``. Two searches of one name in different
-    storages share ``runs/<name>/``: the later one's trial folders replace the earlier one's, and its weights were
-    exported as the earlier trial's without a word."""
+    the one the trial trained with), or ``None``. Two searches of one name in different storages shared
+    ``runs/<name>/``: the later one's trial folders replaced the earlier one's, and its weights were exported as
+    the earlier trial's without a word. Both configs are compared as the trial config reads them (``augment:
+    "translation,cutout"`` is a list there). A PBT member's best generator may come from before an exploit, so
+    only the keys explore never changes (``FROZEN_SECTIONS``) are compared for it."""
     payload = load_saved(path)
     embedded = payload.get("config") if isinstance(payload, dict) else None
     trained = trial.user_attrs.get("config", {})
-    for name in (n for n in trial.params if "." in n):
+    with contextlib.suppress(GantuneError, ValueError, TypeError):  # a moved init_from: compare as stored
+        trained = config_from_dict(trained).to_dict()
+    pbt = bool(trial.user_attrs.get("pbt_lineage"))
+    for name in (n for n in trial.params if "." in n and (not pbt or n.split(".", 1)[0] in FROZEN_SECTIONS)):
         held, value = _at(embedded, name), _at(trained, name)
         same = held == value or (isinstance(held, float) and isinstance(value, float) and math.isclose(held, value))
         if value is not None and not same:
@@ -228,12 +234,16 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
 
             got = download_trial_weights(tracking_uri, search, number, dest)
             for f in got:
-                if why := other_run(Path(f), chosen.trial):
+                try:
+                    why = other_run(Path(f), chosen.trial)
+                except GantuneError as err:
+                    why = str(err)
+                if why:
                     for g in got:
                         Path(g).unlink(missing_ok=True)
                     clear()
-                    raise GantuneError(f"--weights: trial {number}'s weights in MLflow ({tracking_uri}) are another "
-                                       f"run's ({why})")
+                    raise GantuneError(f"--weights: trial {number}'s weights in MLflow ({tracking_uri}) are not "
+                                       f"usable ({why})")
     except OSError as err:
         clear()
         raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None

@@ -40,12 +40,13 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
+    target = path
     if not is_dir:
         try:
-            write_target(path)
+            target = write_target(path)  # a symlink: the folder its target is in is the one written
         except OSError as err:
             raise GantuneError(f"{flag}: cannot write {path} ({err.strerror})") from None
-    existing = path.absolute()
+    existing = target.absolute()
     if not is_dir and existing.is_file():  # replaced by atomic_write: a new file in its directory
         existing = existing.parent
     while not existing.exists():

@@ -239,7 +239,7 @@ def builtin_names() -> list[str]:
 
 def _folder_name(path: Path) -> str:
     """A usable search name from a folder's name (``NAME_RE``): other characters become ``-``."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("._-")[:100]  # "my data ü": my-data
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("._-")[:100].rstrip("._-")  # "my data ü": my-data
     return name if name and NAME_RE.fullmatch(name) else "images"
 
 
@@ -284,7 +284,7 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
     loaded: list[SearchSpace] = []
 
     def write(tmp: Path) -> None:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # the folder's name as written, on any locale
         try:
             loaded.append(load_space(tmp, weights=False))  # a written file always loads (weights: _note)
         except GantuneError as err:  # it names the temporary file, which is gone by the time anyone reads this

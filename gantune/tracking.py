@@ -319,21 +319,30 @@ class MlflowTracker:
 
     def _describe_resumed(self, parent: Any, text: str, params: dict[str, str]) -> None:
         """A search resumed with a space that changed what a resume may change (``search.defaults``, a fixed
-        value, an expression): params are write-once, so each changed setting becomes a ``gantune.resumed.*`` tag
-        and the new file sits beside the first as ``space-resumed-<time>.yaml`` (``gantune.resumed_space``); the
-        parent's params kept saying what the first run was given. (The trial count has its own tag.)"""
+        value, an expression): params are write-once, so each setting that now differs from them is a
+        ``gantune.resumed.<param>`` tag (``(unset)`` for one the space dropped; a tag whose setting is back to
+        the first run's is removed) and a changed file sits beside the first as ``space-resumed-<time>.yaml``
+        (``gantune.resumed_space``). The trial count has its own tag. Descriptive only: a store that cannot
+        give back the first file gets the new one anyway."""
+        first_params, tags = parent.data.params, parent.data.tags
+        for k in sorted((first_params.keys() | params.keys()) - {"search.trials"}):
+            tag = f"gantune.resumed.{k}"
+            if first_params.get(k) != params.get(k):
+                self.client.set_tag(parent.info.run_id, tag, params.get(k, "(unset)"))
+            elif tag in tags:
+                self.client.delete_tag(parent.info.run_id, tag)
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                first = Path(self.client.download_artifacts(parent.info.run_id, "space.yaml", tmp)).read_text()
-            except (MlflowException, OSError):
+                first: str | None = Path(self.client.download_artifacts(parent.info.run_id, "space.yaml",
+                                                                        tmp)).read_text()
+            except Exception:  # any artifact store's own error: the new file is then logged anyway
                 first = None
-        if first is not None and first != text:
+        if first != text:
             name = f"space-resumed-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
             self.client.log_text(parent.info.run_id, text, name)
             self.client.set_tag(parent.info.run_id, "gantune.resumed_space", name)
-        for k, v in params.items():
-            if k != "search.trials" and parent.data.params.get(k) != v:
-                self.client.set_tag(parent.info.run_id, f"gantune.resumed.{k}", v)
+        elif "gantune.resumed_space" in tags:
+            self.client.delete_tag(parent.info.run_id, "gantune.resumed_space")
 
     def mend_trials(self) -> None:
         """Finish, after ``search_started``, the trials that ended in the study while MLflow did not record it

@@ -32,6 +32,7 @@ from gantune.sampling.space import SearchSpace
 from gantune.sampling.study import (
     DEFAULT_STORAGE,
     FINISHED,
+    STUDY_UID,
     best_trial,
     check_study,
     find_study,
@@ -182,6 +183,9 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for."""
     settings = apply_overrides(space.settings, opts)
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
+    # another storage's search in <runs-dir>/<name>: before anything is written (claimed in run_search, locked)
+    _runs_owner((Path(opts.runs_dir) / space.name).resolve(), space.name,
+                absolute_sqlite(opts.storage or DEFAULT_STORAGE))
     check_address(opts.ray_address)
     # on a cluster, whether gpu: auto gives the trials a GPU is Ray's to say
     gpu = settings.resources.gpu if opts.ray_address else \
@@ -247,11 +251,12 @@ def _runs_owner(run_root: Path, name: str, storage: str) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if isinstance(other, str) and other != storage:
-        try:
-            alive = find_study(name, other) is not None
+        try:  # the same study under another spelling of its URL (options, a symlinked folder) has the same uid
+            theirs = find_study(name, other)
+            mine = None if theirs is None else find_study(name, storage)
         except GantuneError:  # a server that does not answer: the folder is not known to be another's
-            alive = False
-        if alive:
+            theirs = mine = None
+        if theirs is not None and (mine is None or mine.user_attrs.get(STUDY_UID) != theirs.user_attrs.get(STUDY_UID)):
             raise GantuneError(f"--runs-dir: {run_root} holds the trials of search {name!r} in {other}; a search of "
                                f"that name in {storage} would replace them: give it another --runs-dir or --name")
     return other if isinstance(other, str) else None
@@ -273,7 +278,6 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     check_study(space.name, storage, settings, opts.resume, space.distributions())
     run_root = (Path(opts.runs_dir) / space.name).resolve()
-    _runs_owner(run_root, space.name, storage)  # before anything is written (claimed below, under the lock)
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)

@@ -329,6 +329,35 @@ def test_export_weights_refuses_another_runs_generator_in_the_trials_folder(sear
     assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
 
 
+def test_the_weights_check_reads_configs_as_the_trial_config_does(tmp_path: Path) -> None:
+    """``gantune init``'s image space draws ``augment: "translation,cutout"``, which the trained config holds as a
+    list: every --weights export of it was refused. A PBT member's best generator may predate an exploit that
+    changed its learning rate: only the keys explore never changes are compared for it."""
+    from optuna.distributions import CategoricalDistribution
+
+    from gantune.catalogue import config_from_dict
+    from gantune.export import other_run
+    from gantune.rundir import atomic_save, generator_payload
+
+    raw = {"data": {"name": "digits", "augment": "translation,cutout"}, "optim": {"lr_g": 0.001}}
+    atomic_save(generator_payload({}, config_from_dict(raw), 10), tmp_path / "g.pt")
+    dists = {"data.augment": CategoricalDistribution(["translation,cutout", ""]),
+             "optim.lr_g": CategoricalDistribution([0.001, 0.002])}
+
+    def trial(augment: str, lr: float, **attrs: object) -> optuna.trial.FrozenTrial:
+        config = {"data": {"name": "digits", "augment": augment}, "optim": {"lr_g": lr}}
+        return optuna.trial.create_trial(params={"data.augment": augment, "optim.lr_g": lr}, distributions=dists,
+                                         value=1.0, user_attrs={"config": config, **attrs})
+
+    assert other_run(tmp_path / "g.pt", trial("translation,cutout", 0.001)) is None
+    assert other_run(tmp_path / "g.pt", trial("", 0.001)) == "its data.augment is ['translation', 'cutout'], the " \
+                                                             "trial's []"
+    assert other_run(tmp_path / "g.pt", trial("translation,cutout", 0.002)) == \
+        "its optim.lr_g is 0.001, the trial's 0.002"
+    explored = trial("translation,cutout", 0.002, pbt_lineage=[{"step": 5, "from_trial": 1}])
+    assert other_run(tmp_path / "g.pt", explored) is None
+
+
 def test_export_refuses_weights_it_cannot_write_before_the_reruns(searched: Path, tmp_path: Path) -> None:
     """``--seeds 1 --weights <a folder that cannot be made>`` trained the re-runs, replacing the last export's
     re-run study, and only then failed."""

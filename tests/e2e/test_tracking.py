@@ -131,3 +131,7 @@ def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pyt
     assert "gantune.resumed.search.trials" not in parent.data.tags  # the trial count has its own tag
     resumed = parent.data.tags["gantune.resumed_space"]
     assert Path(client.download_artifacts(parent.info.run_id, resumed, str(tmp_path))).read_text() == edited
+    # resumed again with the first space: its settings are the params again, and no tag says otherwise
+    summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume")
+    tags = client.get_run(summary["mlflow_parent_run_id"]).data.tags
+    assert not [t for t in tags if t.startswith("gantune.resumed")], tags

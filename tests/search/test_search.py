@@ -174,9 +174,12 @@ def test_a_runs_folder_is_one_storages_search_at_a_time(tmp_path: Path) -> None:
     first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     root = tmp_path / "runs" / "s"
     root.mkdir(parents=True)
-    optuna.create_study(study_name="s", storage=first)
+    optuna.create_study(study_name="s", storage=first).set_user_attr("gantune_uid", "u1")
     claim_runs(root, "s", first)
     claim_runs(root, "s", first)  # its own: a resume
+    claim_runs(root, "s", f"sqlite:///{tmp_path}/./a.db?timeout=30")  # the same study, its URL spelled otherwise
+    assert json.loads((root / OWNER).read_text())["storage"] == f"sqlite:///{tmp_path}/./a.db?timeout=30"
+    claim_runs(root, "s", first)
     with pytest.raises(GantuneError, match=rf"--runs-dir: {root} holds the trials of search 's' in {first}; a search "
                                            rf"of that name in {second} would replace them"):
         claim_runs(root, "s", second)
