@@ -370,6 +370,8 @@ def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.generate import ROWS, SAMPLES, generate
     from gantune.trial import resolve_device
 
+    if args.out == "":  # Path("") is the working directory, which it wrote sample files into
+        raise GantuneError("--out: empty; name a .png, a .csv of 2-D points or a directory")
     if args.interpolate is not None:
         from gantune.generate import interpolate
 

@@ -30,6 +30,7 @@ from gantune.rundir import (
     CONFIG,
     GENERATOR,
     METRICS,
+    OWNER,
     check_writable,
     exclusive,
     load_checkpoint,
@@ -78,15 +79,16 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raw = cfg.to_dict()
         raw["train"]["steps"] = opts.steps
         cfg = config_from_dict(raw, f"{path} (--steps)")
-    if opts.out is None:  # the run goes to runs/<name>
-        from gantune.sampling.settings import check_name
-
-        check_name(cfg.name, f"{path}: name")
-    out = Path(opts.out or Path("runs") / cfg.name)
+    if opts.out == "":
+        raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
+    out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
     if opts.resume and not (out / CHECKPOINT).exists():
         raise GantuneError(f"--resume: no checkpoint in {out}")
     if opts.resume:
         check_same_run(cfg, out)
+        at = int((load_checkpoint(out) or {}).get("step", 0))
+        if cfg.train.steps <= at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
+            raise GantuneError(f"--resume: {out} is at step {at} already; give --steps above {at} to train on")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
             try:
                 load_saved(out / BEST_GENERATOR)
@@ -107,6 +109,16 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     return cfg, out
 
 
+def default_out(name: str, path: Path) -> Path:
+    """``runs/<name>``, or ``runs/<name>/train`` where that is a search's folder (an exported config keeps the
+    search's name: its run's checkpoint and samples went in among the trial folders, under the search's lock)."""
+    from gantune.sampling.settings import check_name
+
+    root = Path("runs") / check_name(name, f"{path}: name")
+    search = (root / OWNER).exists() or any(root.glob("trial-[0-9][0-9][0-9][0-9]"))
+    return root / "train" if search else root
+
+
 def check_history(out: Path) -> None:
     """A resumed run reads its best evaluation so far back from metrics.jsonl: with the log gone (empty, cut, or
     another run's) it went on without its history and took its next evaluation, worse or not, as the best."""
@@ -115,6 +127,17 @@ def check_history(out: Path) -> None:
         raise GantuneError(f"--resume: {out / METRICS} has no record of step {int(last['step'])}, the last the "
                            "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its "
                            f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
+
+
+def resumed_verdict(monitor: HealthMonitor, out: Path) -> Verdict | None:
+    """Feed ``monitor`` the records ``out``'s run logged up to its checkpoint, so that a resumed run is judged on
+    its whole history (a fresh monitor restarted the warm-up and patience, and took the objective's next value as
+    its best); the verdict they gave, if any."""
+    last = int((load_checkpoint(out) or {}).get("step", 0))
+    for record in read_metrics(out):
+        if record["step"] <= last and monitor.verdict is None:
+            monitor(record)
+    return monitor.verdict
 
 
 #: what a resumed run may change: how long it trains and where (the rest makes another run)
@@ -173,11 +196,16 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.report(r)
 
     monitor = HealthMonitor.for_trial(cfg)
+    before = resumed_verdict(monitor, out) if opts.resume else None
 
     def health(r: dict[str, float]) -> Verdict | None:
+        nonlocal before
         verdict = monitor(r) if monitor.verdict is None else None
         if verdict is not None:
             emit(f"health: {verdict.kind}: {verdict.reason}")
+        elif before is not None:  # given before the resume: said, and (with --early-stop) it stops the run now
+            verdict, before = before, None
+            emit(f"health: {verdict.kind}: {verdict.reason} (before the resume)")
         return verdict if opts.early_stop else None
 
     def measured(p: dict[str, Any]) -> None:

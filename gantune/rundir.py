@@ -160,6 +160,10 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
+#: the file in ``<runs-dir>/<name>/`` naming the storage whose search's trials it holds
+#: (``gantune.search.runner.claim_runs``)
+OWNER = ".gantune-study.json"
+
 #: the file whose lock a command holds while it writes in a search's or a run's folder (``exclusive``)
 LOCK = ".gantune.lock"
 

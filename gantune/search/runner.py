@@ -24,7 +24,7 @@ from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
 from gantune.events import STATUSES, ObserverThread, first_line, warn
-from gantune.rundir import atomic_write, check_writable, exclusive, trial_dirname
+from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections, idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
@@ -229,10 +229,6 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
         if started:
             ray.shutdown()
         raise
-
-
-#: the file in ``<runs-dir>/<name>/`` naming the storage whose study's trials it holds (``claim_runs``)
-OWNER = ".gantune-study.json"
 
 
 def claim_runs(run_root: Path, name: str, storage: str) -> None:

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,44 @@ def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 20
+
+
+def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_search(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--resume --steps 5`` on a run at step 10 trained nothing, reported "completed", and rewrote config.yaml
+    with 5 steps; ``train best.yaml`` (an exported config keeps its search's name) trained into runs/<search>/,
+    among the search's trial folders."""
+    cfg = _write_cfg(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 0
+    written = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "10", "--no-tracking"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} is at step 10 already; give --steps above "
+                                                    "10 to train on")
+    assert (out / "config.yaml").read_text() == written
+    assert main(["train", str(cfg), "--out", "", "--no-tracking"]) == 2
+    assert "--out: empty" in capsys.readouterr().err
+    (tmp_path / "runs" / "t" / "trial-0000").mkdir(parents=True)  # a search named t
+    assert main(["train", str(cfg), "--no-tracking", "--json"]) == 0
+    assert (tmp_path / "runs" / "t" / "train" / "checkpoint.pt").exists()
+    assert not (tmp_path / "runs" / "t" / "checkpoint.pt").exists()
+
+
+def test_a_resumed_run_keeps_the_verdict_its_history_gave(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The health monitor started afresh on --resume: warm-up and patience again, the objective's next value its
+    best, and a verdict given before the interruption missing from the summary. Its history is replayed now: a
+    run whose gradient norm passed the ceiling before the checkpoint says so, and --early-stop stops it."""
+    cfg = _write_cfg(tmp_path, health={"max_grad_norm": 1e-9})  # every logged record is a verdict
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["health"]["status"] == "diverged"
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--early-stop",
+                 "--no-tracking"]) == 0
+    said = capsys.readouterr().out
+    assert f"health: diverged: {first['health']['reason']} (before the resume)" in said, said
+    assert int(re.search(r"pruned:diverged: .* after (\d+) steps", said).group(1)) < 20, said  # type: ignore[union-attr]
 
 
 def test_a_run_that_goes_well_writes_nothing_to_stderr(tmp_path: Path) -> None:
