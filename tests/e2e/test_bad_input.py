@@ -168,6 +168,7 @@ ROWS: list[tuple[list[str], str]] = [
     (["review", "nosuch", "--no-browser"], r"no search named 'nosuch' in sqlite:///optuna.db"),
     (["export", "nosuch", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png"], r"nosuch.pt"),
+    (["generate", "{in}/nosuch.pt", "--out", ""], r"--out: empty; name a .png"),  # it wrote into the working folder
     # a file that is not weights: torch's own advice was to load it with weights_only=False (running its code)
     (["generate", "{in}/space.yaml", "--out", "x.png"], r"space.yaml is unreadable \(not a file torch saved\): not a "
                                                          r"readable gantune weights file$"),
