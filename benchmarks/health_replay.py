@@ -46,7 +46,7 @@ from search_efficiency import PRESETS, ROOT, labels, load_kept, thirds
 
 from gantune.catalogue import load_config
 from gantune.config import TrialConfig
-from gantune.health import EVAL_SECONDS, HealthMonitor
+from gantune.health import EVAL_SECONDS, HealthMonitor, logged_numbers
 from gantune.metrics import collapse_signals
 from gantune.rundir import METRICS, read_metrics
 from gantune.sampling.settings import sign_of
@@ -94,7 +94,7 @@ def replay(folder: Path, changes: dict[str, Any]) -> tuple[int | None, str, list
     logged = read_metrics(folder)
     watch = monitor(load_config(folder / "config.yaml"), changes)
     for rec in logged:
-        verdict = watch({k: float(v) for k, v in rec.items() if isinstance(v, (int, float))})
+        verdict = watch(logged_numbers(rec))
         if verdict is not None:
             return int(rec["step"]), verdict.rule, logged
     return None, "", logged

@@ -80,6 +80,11 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
+def logged_numbers(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a logged record: what the trial loop's stream held at that step."""
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
+
+
 def first_nonfinite(record: dict[str, float]) -> str | None:
     """The first key whose value is NaN or infinite (the trial loop's own stop uses it too)."""
     return next((k for k, v in record.items() if not math.isfinite(v)), None)
@@ -274,6 +279,15 @@ class HealthMonitor:
     def for_trial(cls, cfg: TrialConfig) -> HealthMonitor:
         """The monitor of one trial: its ``health`` thresholds and what its loss declares."""
         return cls(cfg.health, separation_stalls=LOSSES.get(cfg.loss.name).separation_stalls)
+
+    def replay(self, logged: list[dict[str, Any]]) -> Verdict | None:
+        """Feed the records a run logged to ``metrics.jsonl`` (their numbers: a record also holds strings and the
+        provenance's dicts), as the trial loop fed them, until a verdict; that verdict, or ``None``."""
+        for record in logged:
+            if self.verdict is not None:
+                break
+            self(logged_numbers(record))
+        return self.verdict
 
     def __call__(self, record: dict[str, float]) -> Verdict | None:
         for check in RULES:

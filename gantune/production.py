@@ -87,8 +87,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     if opts.resume:
         check_same_run(cfg, out)
         at = int((load_checkpoint(out) or {}).get("step", 0))
-        if cfg.train.steps <= at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
-            raise GantuneError(f"--resume: {out} is at step {at} already; give --steps above {at} to train on")
+        if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
+            raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
             try:
                 load_saved(out / BEST_GENERATOR)
@@ -134,10 +134,7 @@ def resumed_verdict(monitor: HealthMonitor, out: Path) -> Verdict | None:
     its whole history (a fresh monitor restarted the warm-up and patience, and took the objective's next value as
     its best); the verdict they gave, if any."""
     last = int((load_checkpoint(out) or {}).get("step", 0))
-    for record in read_metrics(out):
-        if record["step"] <= last and monitor.verdict is None:
-            monitor(record)
-    return monitor.verdict
+    return monitor.replay([record for record in read_metrics(out) if record["step"] <= last])
 
 
 #: what a resumed run may change: how long it trains and where (the rest makes another run)

@@ -237,7 +237,9 @@ def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any
     """The trial config of the space's fixed ``data`` and ``eval`` values (over ``search.defaults``' for the keys
     it leaves unset), with those of the other keys that decide what an evaluation reports (``_PROBED``); ``None``
     where any of them is sampled or behind a ``when`` (or the combination is invalid, which the trial config
-    reports later)."""
+    reports later). A sampled or switched ``_PROBED`` key counts as the value every trial has where its choices
+    (and the default its ``when`` falls back on) agree, else as the schema's: ``conditional: {categorical:
+    [false, true]}`` cannot follow ``cond_accuracy``, which half its trials would not report."""
     fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, value in (defaults or {}).items():
         section, key = path.split(".", 1)
@@ -247,9 +249,16 @@ def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any
         section, key = path.split(".", 1)
         if (section not in ("data", "eval") and path not in _PROBED) or path in _TRAINING_ONLY:
             continue
-        if not (isinstance(spec, ValueSpec) and spec.when is None):
+        if isinstance(spec, ValueSpec) and spec.when is None:
+            fixed.setdefault(section, {})[key] = spec.value
+        elif section in ("data", "eval"):
             return None  # sampled or switched: what an evaluation reports is known trial by trial
-        fixed.setdefault(section, {})[key] = spec.value
+        else:  # the value every trial has, if they share one (an expression or a range: not known)
+            can = [spec.value] if isinstance(spec, ValueSpec) else \
+                list(spec.choices) if isinstance(spec, CategoricalSpec) else []
+            can += [schema_default(path, defaults)] if can and spec.when is not None else []
+            shared = bool(can) and len({repr(v) for v in can}) == 1
+            fixed.setdefault(section, {})[key] = can[0] if shared else schema_default(path)
     try:
         return config_from_dict(fixed, source)
     except ConfigError:

@@ -58,9 +58,9 @@ def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_s
     assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 0
     written = (out / "config.yaml").read_text()
     capsys.readouterr()
-    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "10", "--no-tracking"]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} is at step 10 already; give --steps above "
-                                                    "10 to train on")
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "5", "--no-tracking"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} is at step 10 already; give --steps of 10 "
+                                                    "or more")
     assert (out / "config.yaml").read_text() == written
     assert main(["train", str(cfg), "--out", "", "--no-tracking"]) == 2
     assert "--out: empty" in capsys.readouterr().err

@@ -174,10 +174,10 @@ def test_a_relative_path_in_search_defaults_is_made_absolute(tmp_path: Path, mon
 
 
 @pytest.mark.parametrize("conditional", ['{value: true, when: "optim.lr_g > 0"}', "{categorical: [true]}"])
-def test_an_objective_a_sampled_key_may_report_is_checked_trial_by_trial(tmp_path: Path, conditional: str) -> None:
+def test_an_objective_every_trial_of_a_sampled_key_reports_is_accepted(tmp_path: Path, conditional: str) -> None:
     """Whether a digits run reports ``cond_accuracy`` turns on ``model.conditional``: sampled, or behind a
-    ``when`` (whose off trials take ``search.defaults``' value), it is known trial by trial, not refused at load
-    on the schema's ``false``."""
+    ``when`` (whose off trials take ``search.defaults``' value), it was read as the schema's ``false`` and
+    refused, although every trial here is conditional (``[false, true]`` stays refused: test_conditional.py)."""
     text = (DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "model.conditional: true,")
             .replace("max_steps: 40", "max_steps: 40\n  objective: cond_accuracy")
             .replace("data: {name: grid25}", f"data: {{name: digits}}\nmodel: {{conditional: {conditional}}}"))
