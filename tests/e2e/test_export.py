@@ -294,38 +294,27 @@ def test_train_resume_continues_only_its_own_run(tmp_path: Path, capsys: pytest.
     assert last_json(capsys)["steps"] == 30
 
 
-def test_export_weights_refuses_a_broken_generator_file_and_leaves_nothing(searched: Path, tmp_path: Path) -> None:
-    """A truncated ``generator.pt`` was copied as it was (exit 0); a refused --weights left an empty folder."""
-    path = searched / "runs" / "exp" / "trial-0000" / "generator.pt"
-    original = path.read_bytes()
-    try:
-        path.write_bytes(original[:len(original) // 2])
-        proc = _run(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "0",
-                     "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w")], tmp_path)
-    finally:
-        path.write_bytes(original)
-    err = proc.stderr.strip()
-    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
-    assert f"--weights: trial 0's {path} is unreadable (" in err
-    assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
-
-
-def test_export_weights_refuses_another_runs_generator_in_the_trials_folder(searched: Path, tmp_path: Path) -> None:
-    """Two searches of one name with different --storage share runs/<name>/: the later one's trial folders replaced
-    the earlier one's, and export --weights copied them as the earlier trial's (exit 0, a generator of another
-    loss and learning rate beside the exported config). Here trial 1's generator stands in trial 0's folder."""
+@pytest.mark.parametrize("swap", ["truncated", "another run's"])
+def test_export_weights_refuses_a_generator_that_is_not_the_trials_and_leaves_nothing(
+        searched: Path, tmp_path: Path, swap: str) -> None:
+    """A truncated ``generator.pt`` was copied as it was (exit 0); a refused --weights left an empty folder. Two
+    searches of one name with different --storage shared runs/<name>/: the later one's trial folders replaced the
+    earlier one's, and export --weights copied them as the earlier trial's (exit 0, a generator of another loss
+    and learning rate beside the exported config); here trial 1's generator stands in trial 0's folder."""
     folder = searched / "runs" / "exp"
     path = folder / "trial-0000" / "generator.pt"
     original = path.read_bytes()
     try:
-        path.write_bytes((folder / "trial-0001" / "generator.pt").read_bytes())
+        path.write_bytes(original[:len(original) // 2] if swap == "truncated" else
+                         (folder / "trial-0001" / "generator.pt").read_bytes())
         proc = _run(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "0",
                      "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w")], tmp_path)
     finally:
         path.write_bytes(original)
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
-    assert f"--weights: {path} is not trial 0's (its optim.lr_g is 0.003, the trial's 0.001): another search" in err
+    assert (f"--weights: trial 0's {path} is unreadable (" if swap == "truncated" else
+            f"--weights: {path} is not trial 0's (its optim.lr_g is 0.003, the trial's 0.001): another search") in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "b.yaml").exists()
 
 
