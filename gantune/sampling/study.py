@@ -200,8 +200,7 @@ def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
         return
     if len(trial.study.directions) > 1:
         best = trial.user_attrs.get(BEST_REPORTED)
-        if best is None or (value < best if trial.study.directions[0] == optuna.study.StudyDirection.MINIMIZE
-                            else value > best):
+        if best is None or sign(trial.study) * value < sign(trial.study) * best:
             trial.set_user_attr(BEST_REPORTED, value)
         return
     with warnings.catch_warnings():
