@@ -72,7 +72,9 @@ def resolve_config_path(arg: str) -> Path:
     raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
 
 
-def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
+def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
+    """The config, the run folder and (resumed) the step its checkpoint reached, 0 for a new run: the checkpoint
+    is read once here (it can be large), for every check and the monitor's history."""
     path = resolve_config_path(opts.config)
     cfg = load_config(path)
     if opts.steps is not None:
@@ -82,11 +84,13 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
     if opts.out == "":
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
+    at = 0
     if opts.resume and not (out / CHECKPOINT).exists():
         raise GantuneError(f"--resume: no checkpoint in {out}")
     if opts.resume:
         check_same_run(cfg, out)
-        at = int((load_checkpoint(out) or {}).get("step", 0))
+        ckpt = load_checkpoint(out) or {}
+        at = int(ckpt.get("step", 0))
         if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
             raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
@@ -95,7 +99,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
             except GantuneError as err:
                 raise GantuneError(f"--resume: {err}: the best weights so far are lost; delete it to resume (the "
                                    "next better evaluation writes it again)") from None
-        check_history(out)
+        check_history(out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
@@ -106,7 +110,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path]:
         raise ConfigError(f"{path}: {missing}")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
-    return cfg, out
+    return cfg, out, at
 
 
 def default_out(name: str, path: Path) -> Path:
@@ -119,21 +123,20 @@ def default_out(name: str, path: Path) -> Path:
     return root / "train" if search else root
 
 
-def check_history(out: Path) -> None:
+def check_history(out: Path, ckpt: dict[str, Any]) -> None:
     """A resumed run reads its best evaluation so far back from metrics.jsonl: with the log gone (empty, cut, or
     another run's) it went on without its history and took its next evaluation, worse or not, as the best."""
-    last = (load_checkpoint(out) or {}).get("last") or {}
+    last = ckpt.get("last") or {}
     if "step" in last and not any(rec["step"] == last["step"] for rec in read_metrics(out)):
         raise GantuneError(f"--resume: {out / METRICS} has no record of step {int(last['step'])}, the last the "
                            "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its "
                            f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
 
 
-def resumed_verdict(monitor: HealthMonitor, out: Path) -> Verdict | None:
-    """Feed ``monitor`` the records ``out``'s run logged up to its checkpoint, so that a resumed run is judged on
-    its whole history (a fresh monitor restarted the warm-up and patience, and took the objective's next value as
-    its best); the verdict they gave, if any."""
-    last = int((load_checkpoint(out) or {}).get("step", 0))
+def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | None:
+    """Feed ``monitor`` the records ``out``'s run logged up to its checkpoint's step ``last``, so that a resumed
+    run is judged on its whole history (a fresh monitor restarted the warm-up and patience, and took the
+    objective's next value as its best); the verdict they gave, if any."""
     return monitor.replay([record for record in read_metrics(out) if record["step"] <= last])
 
 
@@ -174,7 +177,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     (health verdicts, how values are measured, the ending) to ``say``; ``status`` defaults to ``say``, so a
     terminal can rewrite the progress line in place while a pipe keeps every line.
     """
-    cfg, out = _checked(opts)
+    cfg, out, at = _checked(opts)
     emit = say or (lambda line: None)
     progress = status or emit
     meter = Meter()
@@ -193,7 +196,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.report(r)
 
     monitor = HealthMonitor.for_trial(cfg)
-    before = resumed_verdict(monitor, out) if opts.resume else None
+    before = resumed_verdict(monitor, out, at) if opts.resume else None
 
     def health(r: dict[str, float]) -> Verdict | None:
         nonlocal before
