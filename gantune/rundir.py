@@ -148,6 +148,33 @@ def atomically(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], bool]) -> None:
+    """Write ``files`` (name -> bytes) as the folder ``out``: all of them into a temporary folder beside it first,
+    so a write that fails part-way (a full disk, Ctrl-C) leaves ``out`` as it was. A new ``out`` is that folder
+    renamed; into an existing one the files are moved, after removing the ones ``stale`` names that this write
+    does not replace (the numbered samples of an earlier, larger ``--n`` read as part of this set)."""
+    with naming(out):
+        target = Path(os.path.realpath(out))
+        if target.exists() and not target.is_dir():
+            raise OSError(errno.ENOTDIR, "not a folder", str(out))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
+    try:
+        with naming(out):
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            if not target.exists():
+                os.replace(tmp, target)
+                return
+            for old in target.iterdir():
+                if stale(old.name) and old.name not in files and old.is_file():
+                    old.unlink()
+            for name in files:
+                os.replace(tmp / name, target / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def naming(path: Path) -> Iterator[None]:
     """Give an ``OSError`` raised inside that names no file ``path``: a refused ``write()`` (a full disk) names none,
@@ -175,12 +202,15 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
     log). An operating-system lock (``flock``): a process that dies, however, holds none. The lock file says
     which process holds it and as what (``kind``: search, train; read by ``holder``). A lock taken for an instant
     (``holder`` looking) is waited for up to ``_LOCK_WAIT_S``. Where there is no ``fcntl`` (Windows) nothing is
-    locked."""
+    locked. A command that fails with nothing written but the lock leaves no folder behind (nor the folders it
+    made above it): a refused run left an empty run folder the next ``train`` read as a run."""
     try:
         import fcntl
     except ImportError:
         yield
         return
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    lock_made = not (folder / LOCK).exists()
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / LOCK).open("a+") as handle:
         deadline = time.monotonic() + _LOCK_WAIT_S
@@ -201,7 +231,23 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
             handle.truncate()
             handle.write(f"{os.getpid()} {kind}\n")
             handle.flush()
-        yield  # closing the file releases the lock
+        try:
+            yield  # closing the file releases the lock
+        except BaseException:
+            if lock_made:  # removed while the lock is still held, so no other process is writing there
+                _unmake(folder, made)
+            raise
+
+
+def _unmake(folder: Path, made: list[Path]) -> None:
+    """Remove ``folder``'s lock and the ``made`` folders (deepest first) where the lock is all it holds."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in folder.iterdir()] != [LOCK]:
+            return
+        (folder / LOCK).unlink()
+    for made_folder in made:
+        with contextlib.suppress(OSError):  # not empty: something else is there
+            made_folder.rmdir()
 
 
 #: how long ``exclusive`` waits for a lock another process holds before it refuses (``holder`` holds one briefly)

@@ -188,3 +188,26 @@ def test_train_resume_without_the_checkpoints_history_is_refused(
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
     metrics.write_text("".join(lines))  # restored, it resumes
     assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 0
+
+
+def test_a_command_that_fails_having_written_nothing_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """``exclusive`` removes the lock and the folders it made when the command fails before writing anything:
+    a refused run left an empty run folder holding only the lock. What was there before, or written since,
+    stays."""
+    new = tmp_path / "runs" / "a"
+    with pytest.raises(RuntimeError), rundir.exclusive(new, "run folder", "train"):
+        assert (new / rundir.LOCK).exists()
+        raise RuntimeError("the data has no classes")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), rundir.exclusive(new, "run folder", "train"):
+        (new / "metrics.jsonl").write_text("{}\n")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in new.iterdir()) == [rundir.LOCK, "metrics.jsonl"]
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    with pytest.raises(RuntimeError), rundir.exclusive(kept, "run folder", "train"):
+        raise RuntimeError("refused")
+    assert kept.is_dir() and list(kept.iterdir()) == []
+    with rundir.exclusive(tmp_path / "ok", "run folder", "train"):
+        pass
+    assert (tmp_path / "ok" / rundir.LOCK).exists()  # a command that ended well keeps its folder
