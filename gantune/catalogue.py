@@ -200,10 +200,16 @@ def _activation(spec: str) -> str:
     return parsed[0]
 
 
-def check(cfg: TrialConfig, source: str = "<config>") -> TrialConfig:
-    """``cfg`` when every name it uses is registered and its sections fit together; else one ``ConfigError``."""
+#: files a run reads only when it starts from step 0: a resumed run's checkpoint holds what they gave
+STARTING_FILES = (("model", "init_from"),)
+
+
+def check(cfg: TrialConfig, source: str = "<config>", resumed: bool = False) -> TrialConfig:
+    """``cfg`` when every name it uses is registered and its sections fit together; else one ``ConfigError``.
+    ``resumed``: the config of a run that goes on from its checkpoint (its ``STARTING_FILES`` may be gone)."""
     for (section, key) in NAMED:
-        check_value(section, key, getattr(getattr(cfg, section), key), source)
+        if not (resumed and (section, key) in STARTING_FILES):
+            check_value(section, key, getattr(getattr(cfg, section), key), source)
     try:
         _combinations(cfg)
     except ValueError as err:
@@ -211,19 +217,20 @@ def check(cfg: TrialConfig, source: str = "<config>") -> TrialConfig:
     return cfg
 
 
-def config_from_dict(raw: Any, source: str = "<config>") -> TrialConfig:
-    """Validate a plain mapping (parsed YAML, a sampled search point) into a ``TrialConfig``."""
-    return check(parse_config(raw, source), source)
+def config_from_dict(raw: Any, source: str = "<config>", resumed: bool = False) -> TrialConfig:
+    """Validate a plain mapping (parsed YAML, a sampled search point) into a ``TrialConfig`` (``resumed``: see
+    ``check``)."""
+    return check(parse_config(raw, source), source, resumed)
 
 
-def load_config(path: str | Path) -> TrialConfig:
+def load_config(path: str | Path, resumed: bool = False) -> TrialConfig:
     """Load and validate a trial config YAML file. An empty one is refused: it would train every default (a
-    built-in config such as ``grid25`` is the way to ask for a known one)."""
+    built-in config such as ``grid25`` is the way to ask for a known one). ``resumed``: see ``check``."""
     raw = read_yaml(path)
     if raw is None:
         raise ConfigError(f"{path}: empty config (expected config sections such as data, model and train; or name "
                           "a built-in config: grid25, ring8, digits)")
-    return config_from_dict(raw, str(path))
+    return config_from_dict(raw, str(path), resumed)
 
 
 def _losses_with(flag: str) -> str:

@@ -180,6 +180,8 @@ Checker = Callable[[DataConfig], None]
 Channels = Callable[[DataConfig], int]
 #: whether a dataset's samples have class labels: True, False, or None when only loading the data tells
 Labelled = Callable[[DataConfig], "bool | None"]
+#: a dataset's class count as its file names tell it, before anything is decoded (0: no class labels)
+Classes = Callable[[DataConfig], int]
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,8 @@ class Dataset:
     data is there (``DataError`` otherwise), run once before a search or a run starts, its own channel count
     (``data.channels`` overrides it) and ``stack``: how many one-channel images of its pool each sample stacks
     as its channels (0: the images are the samples); ``labelled``: whether its samples carry class labels (what
-    ``model.conditional`` conditions on; ``None``: known once the data is loaded)."""
+    ``model.conditional`` conditions on; ``None``: known once the data is loaded) and, for such a dataset,
+    ``classes``: its class count from its file names (a folder's: its subfolders), checked before a run starts."""
 
     build: Builder
     points: bool = False
@@ -199,6 +202,7 @@ class Dataset:
     channels: Channels = lambda cfg: 3
     stack: int = 0
     labelled: Labelled = lambda cfg: False
+    classes: Classes | None = None
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -206,13 +210,14 @@ DATASETS: Registry[Dataset] = Registry("dataset")
 
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
             check: Checker | None = None, channels: Channels | int = 3,
-            stack: int = 0, labelled: Labelled | bool = False) -> Callable[[Builder], Builder]:
+            stack: int = 0, labelled: Labelled | bool = False,
+            classes: Classes | None = None) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
     count = channels if callable(channels) else (lambda cfg: channels)
     has_labels = labelled if callable(labelled) else (lambda cfg: labelled)
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels, classes))
         return build
 
     return add
@@ -420,7 +425,12 @@ def folder_labels(root: Path, files: list[Path]) -> torch.Tensor | None:
     return torch.tensor([index[p[0]] for p in parts])
 
 
-@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None)
+def _folder_classes(cfg: DataConfig) -> int:
+    labels = folder_labels(*_image_files(cfg))
+    return 0 if labels is None else len(set(labels.tolist()))
+
+
+@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes)
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root, files = _image_files(cfg)
     mode = pil_mode(cfg)
@@ -507,6 +517,13 @@ def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
 def is_labelled(cfg: DataConfig) -> bool | None:
     """Whether the configured dataset's samples carry class labels (``None``: known once it is loaded)."""
     return DATASETS.get(cfg.name).labelled(cfg)
+
+
+def known_classes(cfg: DataConfig) -> int | None:
+    """The dataset's class count where its file names tell it without decoding anything (a folder's top-level
+    subfolders; 0: images directly under ``path``), else ``None``."""
+    ds = DATASETS.get(cfg.name)
+    return None if ds.classes is None or not all(getattr(cfg, f) for f in ds.needs) else ds.classes(cfg)
 
 
 def is_points(cfg: DataConfig) -> bool:

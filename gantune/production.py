@@ -8,6 +8,7 @@ a run that started.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +21,8 @@ from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import check_data
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, first_line
+from gantune.gan.conditional import check_classes
+from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import missing_weights
@@ -76,11 +79,11 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     """The config, the run folder and (resumed) the step its checkpoint reached, 0 for a new run: the checkpoint
     is read once here (it can be large), for every check and the monitor's history."""
     path = resolve_config_path(opts.config)
-    cfg = load_config(path)
+    cfg = load_config(path, resumed=opts.resume)  # a resumed run needs no init_from file: its checkpoint has all
     if opts.steps is not None:
         raw = cfg.to_dict()
         raw["train"]["steps"] = opts.steps
-        cfg = config_from_dict(raw, f"{path} (--steps)")
+        cfg = config_from_dict(raw, f"{path} (--steps)", resumed=opts.resume)
     if opts.out == "":
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
@@ -100,11 +103,13 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
                 raise GantuneError(f"--resume: {err}: the best weights so far are lost; delete it to resume (the "
                                    "next better evaluation writes it again)") from None
         check_history(out, ckpt)
+        check_growth(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
+    check_classes(cfg)  # so is a conditional run on a folder without class subfolders
     missing = missing_weights(cfg) or objective_side(cfg)
     if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
         raise ConfigError(f"{path}: {missing}")
@@ -133,6 +138,19 @@ def check_history(out: Path, ckpt: dict[str, Any]) -> None:
                            f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
 
 
+def check_growth(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
+    """A progressive run grows by the stage length its checkpoint holds (its first ``train.steps`` gave it), on
+    any ``--steps``: those must still leave its last fade ending before them, so the last steps and the saved
+    generator are at the full resolution."""
+    plan = GrowthSchedule.of_config(cfg)
+    stage = (ckpt.get("trainer") or {}).get("growth_stage")
+    if plan is not None and stage is not None:
+        end = dataclasses.replace(plan, stage_steps=int(stage)).end
+        if end >= cfg.train.steps:
+            raise GantuneError(f"--resume: {out} grows its nets {int(stage)} steps a stage, so its last fade ends "
+                               f"at step {end}: give --steps above {end}")
+
+
 def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | None:
     """Feed ``monitor`` the records ``out``'s run logged up to its checkpoint's step ``last``, so that a resumed
     run is judged on its whole history (a fresh monitor restarted the warm-up and patience, and took the
@@ -152,7 +170,7 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
         written = read_yaml(out / CONFIG)
         if not isinstance(written, dict):
             raise GantuneError(f"{CONFIG} holds no config")
-        saved = config_from_dict(written, str(out / CONFIG)).to_dict()
+        saved = config_from_dict(written, str(out / CONFIG), resumed=True).to_dict()
     except GantuneError:
         raise GantuneError(f"--resume: {out} holds a checkpoint but no readable {CONFIG}") from None
     mine, theirs = dotted(cfg.to_dict()), dotted(saved)

@@ -10,6 +10,7 @@ exception, so a search can carry on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
 from gantune.health import EVAL_SECONDS, REPEAT, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
-from gantune.rundir import BEST_GENERATOR, GENERATOR, RunDir
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir
 from gantune.viz import samples_png
 
 Record = dict[str, float]
@@ -302,7 +303,10 @@ def train(
     dev = resolve_device(device or tc.device)
     torch.manual_seed(tc.seed)
     data = load_data(cfg.data, dev, tc.seed)
-    trainer = GANTrainer(cfg, dev, data.sample, labelled_data(cfg, data))
+    # a resumed run's weights come from its checkpoint: its init_from file is not read (it may be gone)
+    resumed = resume and run_dir is not None and (Path(run_dir) / CHECKPOINT).exists()
+    built = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None)) if resumed else cfg
+    trainer = GANTrainer(built, dev, data.sample, labelled_data(cfg, data))
     evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
     provenance = dict(evaluation.evaluate.provenance)
     if on_provenance is not None and provenance:

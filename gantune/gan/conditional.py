@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gantune.config import TrialConfig
-from gantune.data import RealData
+from gantune.data import RealData, known_classes
 from gantune.errors import GantuneError
 
 #: the activation norms (``model.g_norm``) whose layers in G carry a gain and bias to condition
@@ -198,16 +198,28 @@ class Labelled:
     n_classes: int
 
 
-def labelled_data(cfg: TrialConfig, data: RealData) -> Labelled | None:
-    """What ``GANTrainer`` needs of the data to train conditionally (``None`` for an unconditional config); a
-    ``GantuneError`` naming what to change when the loaded data has fewer than two classes (known only once it
-    is loaded for a folder: one subfolder per class)."""
-    if not cfg.model.conditional:
-        return None
-    k = data.n_classes
+def check_enough(cfg: TrialConfig, k: int) -> None:
+    """A conditional GAN needs two classes or more: a ``GantuneError`` naming what to change."""
     if k < 2:
         hint = " (put each class's images in its own subfolder of data.path)" if cfg.data.name == "folder" else ""
         found = "one class" if k == 1 else "no class labels"
         raise GantuneError(f"model.conditional: data {cfg.data.name!r} has {found}; a conditional GAN needs at "
                            f"least two{hint}")
+
+
+def check_classes(cfg: TrialConfig) -> None:
+    """``check_enough`` before a run starts, where the data's file names tell its classes (a folder's
+    subfolders); other data is checked once it is loaded (``labelled_data``)."""
+    k = known_classes(cfg.data) if cfg.model.conditional else None
+    if k is not None:
+        check_enough(cfg, k)
+
+
+def labelled_data(cfg: TrialConfig, data: RealData) -> Labelled | None:
+    """What ``GANTrainer`` needs of the data to train conditionally (``None`` for an unconditional config); a
+    ``GantuneError`` naming what to change when the loaded data has fewer than two classes."""
+    if not cfg.model.conditional:
+        return None
+    k = data.n_classes
+    check_enough(cfg, k)
     return Labelled(data.sample_labelled, k)

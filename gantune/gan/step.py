@@ -7,6 +7,7 @@ loop asks for them at its logging cadence, so the hot path never waits on the GP
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -327,6 +328,9 @@ class GANTrainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            # the stage length the nets grew by: a run resumed with other train.steps keeps it (recomputed from
+            # the new steps, it set nets grown to the full resolution back to a lower one)
+            "growth_stage": self._growth.stage_steps if self._growth is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -336,3 +340,5 @@ class GANTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.G_ema is not None and state.get("G_ema") is not None:
             self.G_ema.load_state_dict(state["G_ema"])
+        if self._growth is not None and state.get("growth_stage") is not None:
+            self._growth = dataclasses.replace(self._growth, stage_steps=int(state["growth_stage"]))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from gantune.config import TrialConfig
-from gantune.data import data_shape
+from gantune.data import data_shape, known_classes
 from gantune.errors import GantuneError
 from gantune.gan.conditional import conditional_generator, projection_discriminator, state_classes
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
@@ -111,8 +111,10 @@ def check_init(cfg: TrialConfig) -> None:
         return
     shape, arch = data_shape(cfg.data), resolve_arch(cfg)
     g, d = build_generator(cfg.model, arch, shape), build_discriminator(cfg.model, arch, shape)
-    classes = state_classes(read_init(cfg.model.init_from).g) if cfg.model.conditional else 0
-    if classes:  # the data's class count is checked when the trial builds its nets from the labelled data
+    # the data's class count where its file names tell it (a folder's), else the weights' (the trial checks it)
+    classes = (known_classes(cfg.data) or state_classes(read_init(cfg.model.init_from).g)) \
+        if cfg.model.conditional else 0
+    if classes:
         g = conditional_generator(g, classes)
         d = projection_discriminator(d, classes, shape, NormSpec(cfg.model.d_norm).spectral)
     load_init(g, d, cfg.model.init_from)

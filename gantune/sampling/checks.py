@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
 from gantune.data import check_data
-from gantune.errors import ConfigError, DataError
+from gantune.errors import ConfigError, DataError, GantuneError
+from gantune.gan.conditional import check_classes
 from gantune.gan.speed import CUDA_ONLY
 from gantune.metrics import better, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
@@ -334,12 +335,19 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
 
 
 def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
-    """Data that is not there fails here, once, rather than in every trial of a search that then exits 0."""
+    """Data that is not there (or, for a conditional space, has no classes) fails here, once, rather than in every
+    trial of a search that then exits 0."""
     for cfg in possible_data(leaves, defaults):
         try:
             check_data(cfg)
         except DataError as err:
             raise DataError(f"{source}: {err}") from None
+    probe = fixed_sections(leaves, source, defaults)
+    try:  # a conditional space on a folder without class subfolders: its every trial failed on the data
+        if probe is not None:
+            check_classes(probe)
+    except GantuneError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def check_weights_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:

@@ -65,6 +65,12 @@ FILES: dict[str, dict | str] = {
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    # a conditional run on a folder with its images at the top (no class subfolders): it failed when the data was
+    # loaded, leaving an empty run folder (train) or a search of failed trials
+    "train-cond-loose.yaml": _with(CONFIG, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}}),
+    "cond-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}},
+                             eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
+    "inception.pth": "weights a trial would read (the load-time checks look for the file)",
     "no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"],
                                                       "inception_weights": "{in}/nope.pth"}),
     # search.defaults' data and eval values are what the trials evaluate with: checked as the space's own
@@ -142,6 +148,8 @@ ROWS: list[tuple[list[str], str]] = [
                                                r"this space's evaluations \(available: precision, recall, density, "
                                                r"coverage\)$"),
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
+    (["train", "{in}/train-cond-loose.yaml"], r"model.conditional: data 'folder' has no class labels; .*subfolder"),
+    (["search", "{in}/cond-loose.yaml"], r"cond-loose.yaml: model.conditional: data 'folder' has no class labels"),
     # the expression language
     (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
     (["search", "{in}/invert.yaml"], r"optim.lr_d.expr: .*the operator ~ is not allowed"),

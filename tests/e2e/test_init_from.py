@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from gantune.cli import main
@@ -72,6 +73,29 @@ def test_train_refuses_weights_that_are_not_there_or_do_not_fit(
     assert _tree(work) == before  # no run directory, no mlflow.db
 
 
+def test_a_conditional_run_from_weights_of_another_class_count_is_refused_before_it_starts(
+        work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder's class count is its subfolders': the weights of a 10-class digits G do not fit a 2-class run,
+    which is said before anything is written (the nets were built with the weights' count, so it failed in the
+    trial, leaving a run folder)."""
+    import re
+
+    digits = tmp_path / "digits"
+    train(tiny_images(model={"conditional": True}, train={"steps": 2}, eval={"every": 2, "metrics": []}),
+          run_dir=digits)
+    (tmp_path / "two").mkdir()
+    for cls in ("a", "b"):
+        grey_folder(tmp_path / "two" / cls, n=4)
+    cfg = _config(str(digits / "generator.pt"), conditional=True)
+    cfg["data"] = {"name": "folder", "path": str(tmp_path / "two"), "resolution": 8, "channels": 1}
+    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    before, cached = _tree(work), _tree(tmp_path / "cache")
+    assert main(["train", "cfg.yaml", "--out", "run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(r"model.init_from: .*generator.pt: G tensor '.*' is \[10, .* but \[2, ", err), err
+    assert _tree(work) == before and _tree(tmp_path / "cache") == cached  # nothing decoded either
+
+
 def test_train_starts_from_fitting_weights(source: Path, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (work / "cfg.yaml").write_text(yaml.safe_dump(_config(str(source / "generator.pt"))))
     assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--json"]) == 0
@@ -80,6 +104,22 @@ def test_train_starts_from_fitting_weights(source: Path, work: Path, capsys: pyt
         source / "generator.pt")
     # its weights carry a config naming the file it started from; sampling them does not need that file
     assert main(["generate", "run/generator.pt", "--interpolate", "3", "--rows", "1", "--out", "w.png"]) == 0
+
+
+def test_a_run_resumes_after_its_init_from_file_is_gone(source: Path, work: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A resumed run's weights come from its checkpoint: the file it started from may have moved since (it was
+    refused as not there, and its nets were loaded from it again before the checkpoint replaced them)."""
+    shutil.copy(source / "generator.pt", work / "start.pt")
+    (work / "cfg.yaml").write_text(yaml.safe_dump(_config(str(work / "start.pt"))))
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--json"]) == 0
+    (work / "start.pt").unlink()
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--json", "--resume", "--steps", "6"]) == 0
+    assert last_json(capsys)["status"] == "completed"
+    assert torch.load(work / "run" / "checkpoint.pt", weights_only=False)["step"] == 6
+    # a new run still needs the file
+    assert main(["train", "cfg.yaml", "--out", "other", "--no-tracking"]) == 2
+    assert "start.pt does not exist" in capsys.readouterr().err
 
 
 def test_a_space_with_a_missing_choice_is_refused_at_load(source: Path, work: Path,

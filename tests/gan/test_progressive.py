@@ -241,6 +241,34 @@ def test_a_short_run_grows_checkpoints_and_resumes_at_its_stage(tmp_path: Path) 
     assert (img - F.interpolate(F.avg_pool2d(img, 2), scale_factor=2)).abs().max() > 1e-3  # not 8 px blown up
 
 
+def test_a_run_resumed_with_other_steps_keeps_the_stage_length_it_grew_by(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Without ``stage_steps`` the stage length comes from ``train.steps``: a run mid-fade to 16 px at step 20,
+    resumed to train until step 120, recomputed it (56 instead of 16) and set its nets back to 8 px. It keeps the
+    checkpoint's; and a resume whose steps end before that schedule's last fade is refused."""
+    from gantune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sections = {"model": {"progressive": {"start": 8, "fade_steps": 8, "stage_steps": None}},
+                "train": {"steps": 40, "checkpoint_every": 20, "batch_size": 8}, "eval": {"metrics": []}}
+    assert GrowthSchedule.of_config(_cfg(**sections)).stage_steps == 16  # type: ignore[union-attr]
+    assert train(_cfg(**sections), run_dir=tmp_path / "run",  # stopped at step 30: its checkpoint is step 20's
+                 should_stop=lambda r: Verdict("stalled", "x") if r["step"] >= 30 else None).steps == 30
+    ckpt = RunDir(tmp_path / "run").load_checkpoint()
+    assert ckpt is not None and ckpt["step"] == 20 and ckpt["trainer"]["growth_stage"] == 16
+    trainer = _trainer(_cfg(**{**sections, "train": {"steps": 120}}))
+    trainer.load_state_dict(ckpt["trainer"])
+    trainer.schedule(21)
+    for net in (trainer.G, trainer.D):
+        assert isinstance(net, Growing) and (net.level, net.fading, float(net.grow_alpha)) == (1, True, 0.5)
+
+    (tmp_path / "cfg.yaml").write_text((tmp_path / "run" / "config.yaml").read_text())
+    assert main(["train", "cfg.yaml", "--out", "run", "--resume", "--steps", "24", "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "grows its nets 16 steps a stage, so its last fade ends at step 24: give --steps above 24" in err, err
+
+
 def test_a_generator_saved_mid_growth_loads_at_its_stage(tmp_path: Path) -> None:
     trainer = _trainer(_cfg())
     trainer.schedule(17)
