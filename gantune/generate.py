@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
-from gantune.rundir import atomic_write, load_saved
+from gantune.rundir import atomic_folder, atomic_write, load_saved
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
@@ -109,6 +110,10 @@ def _image_png(img: torch.Tensor) -> bytes:
     return png_bytes(x)
 
 
+#: a sample file of ``generate`` into a folder (``000000.png``, ...): what an earlier, larger ``--n`` left there
+SAMPLE_FILE = re.compile(r"\d{6}\.png")
+
+
 def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
              label: int | None = None) -> dict[str, Any]:
     """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files;
@@ -125,20 +130,22 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
     means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
     x = sample(net, cfg, n, device, seed, label)
-    files: dict[Path, bytes] = {}
+    files: dict[str, bytes] = {}
     if suffix == ".png":
-        files[out] = samples_png(x, means, f"{n} samples")
+        files[out.name] = samples_png(x, means, f"{n} samples")
     elif suffix == ".csv":
-        files[out] = _points_csv(x)
+        files[out.name] = _points_csv(x)
     elif points:
-        files[out / "samples.csv"] = _points_csv(x)
-        files[out / "samples.png"] = samples_png(x, means, f"{n} samples")
+        files["samples.csv"] = _points_csv(x)
+        files["samples.png"] = samples_png(x, means, f"{n} samples")
     else:
-        files.update({out / f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
+        files.update({f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
     try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data)
+        if suffix:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(out, files[out.name])
+        else:
+            atomic_folder(out, files, stale=lambda name: SAMPLE_FILE.fullmatch(name) is not None)
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "n": n, "out": str(out), "files": len(files), "kind": "points" if points

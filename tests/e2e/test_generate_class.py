@@ -111,3 +111,33 @@ def test_a_conditional_run_starts_from_a_conditional_generator(tmp_path: Path) -
                                    "train": {"steps": 2, "batch_size": 8, "log_every": 1, "device": "cpu"},
                                    "eval": {"metrics": [], "every": 2}}))
     assert main(["train", str(cfg), "--out", str(tmp_path / "again"), "--no-tracking"]) == 0
+
+
+def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second ``generate`` into the same folder with a smaller ``--n`` left the first's extra samples there,
+    read as part of the new set; a write that failed part-way left some new files among the old ones. The
+    folder's other files stay."""
+    import gantune.rundir
+
+    weights = _train(tmp_path, "plain", conditional=False)
+    out = tmp_path / "samples"
+    assert main(["generate", str(weights), "--n", "5", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["generate", str(weights), "--n", "3", "--seed", "1", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "notes.txt"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = Path.write_bytes
+    calls = []
+
+    def full_disk(self: Path, data: bytes) -> int:  # the third file of the set cannot be written
+        calls.append(self)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    assert main(["generate", str(weights), "--n", "4", "--seed", "2", "--out", str(out)]) == 2
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
