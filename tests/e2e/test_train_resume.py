@@ -60,3 +60,27 @@ def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, m
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [10, 20, 30, 40]
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
     assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
+
+
+def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder path with a quote made the MLflow filter of the resumed run's lookup a traceback; a resume with
+    another ``name`` (which ``--resume`` allows) looked in that name's experiment and started a second MLflow
+    run beside the first (a killed first run stayed RUNNING)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny(train={"steps": 20, "checkpoint_every": 10}, eval={"every": 10})
+    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    opts = TrainOptions(config="cfg.yaml", out="it's \"run\"", tracking_uri=uri)
+    assert run_training(opts, say=None)["steps"] == 20
+    renamed = dump_config(cfg).replace(f"name: {cfg.name}", "name: renamed")
+    assert "name: renamed" in renamed
+    (tmp_path / "cfg.yaml").write_text(renamed)
+    opts.resume, opts.steps = True, 30
+    assert run_training(opts, say=None)["steps"] == 30
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == [10, 20, 30]
