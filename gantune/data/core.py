@@ -1,0 +1,300 @@
+"""The core of ``gantune.data``: the real data a trial draws from (``RealData``), the dataset registry and what
+the rest of gantune asks of a config's data (its shape, channels, labels, whether it is there). The built-in
+datasets register themselves from ``points``, ``digits`` and ``images``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gantune.config import DataConfig
+from gantune.errors import DataError
+from gantune.registry import Registry
+
+
+@dataclass
+class Mixture:
+    """A mixture of isotropic Gaussians with equal weights, sampled on the fly."""
+
+    means: torch.Tensor  # (K, 2)
+    std: float
+
+
+class RealData:
+    """Samples of the real distribution, drawn with a seeded generator on the training device.
+
+    Points are drawn fresh from the mixture each batch (an infinite dataset); images are a tensor held on
+    the device and indexed at random, so a training step never waits on a data loader. A stacked dataset
+    (``stack`` > 0) holds a pool of one-channel images and composes each sample from ``stack`` of them drawn
+    independently, uniformly with replacement, one per channel (``stack``): its every batch is fresh draws too.
+    """
+
+    def __init__(self, name: str, device: torch.device, seed: int, *, mixture: Mixture | None = None,
+                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 heldout: torch.Tensor | None = None, stack: int = 0) -> None:
+        """``images``: float in [-1, 1], or uint8 in [0, 255] (kept so, converted per batch); with ``stack``, the
+        one-channel pool a sample stacks ``stack`` of (``labels`` are then the pool's). ``heldout``: real images no
+        trial trains on (with ``stack``, the held-out pool), the metrics' reference when the dataset has them."""
+        self.name = name
+        self.stack = stack
+        self.device = device
+        self.mixture = mixture
+        self.images = images.to(device) if images is not None else None
+        self.labels = labels
+        self._labels: torch.Tensor | None = None  # on the device, when a conditional GAN first asks
+        self.heldout = heldout
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+        if mixture is not None:
+            self._means = mixture.means.to(device)
+
+    @property
+    def is_points(self) -> bool:
+        return self.mixture is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one sample: ``(2,)`` or ``(C, H, W)``."""
+        if self.images is None:
+            return (2,)
+        return (self.stack, *self.images.shape[2:]) if self.stack else tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
+        """How many distinct training samples there are (a stacked dataset: every ordered choice from the pool)."""
+        return 0 if self.images is None else int(self.images.shape[0]) ** max(self.stack, 1)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes a conditional GAN can condition on: labels 0 to K - 1 (a stacked dataset: 10^stack, its
+        samples' labels read as decimal numbers); 0 without labels, or with unknown ones (-1)."""
+        if self.labels is None or self.labels.numel() == 0 or int(self.labels.min()) < 0:
+            return 0
+        return 10**self.stack if self.stack else int(self.labels.max()) + 1
+
+    def sample_labelled(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of ``n`` real samples with their class labels, on the device (a dataset with labels only)."""
+        assert self.images is not None and self.labels is not None
+        if self._labels is None:
+            self._labels = self.labels.to(self.device)
+        if self.stack:
+            draws = torch.randint(self.images.shape[0], (n, self.stack), generator=self.gen, device=self.device)
+            return as_float(stack(self.images, draws)), stack_labels(self._labels, draws)
+        idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
+        return as_float(self.images[idx]), self._labels[idx]
+
+    def sample(self, n: int) -> torch.Tensor:
+        """A batch of ``n`` real samples on the device."""
+        if self.mixture is not None:
+            k = torch.randint(len(self._means), (n,), generator=self.gen, device=self.device)
+            noise = torch.randn(n, 2, generator=self.gen, device=self.device)
+            return self._means[k] + self.mixture.std * noise
+        assert self.images is not None
+        if self.stack:
+            draws = torch.randint(self.images.shape[0], (n, self.stack), generator=self.gen, device=self.device)
+            return as_float(stack(self.images, draws))
+        idx = torch.randint(self.images.shape[0], (n,), generator=self.gen, device=self.device)
+        return as_float(self.images[idx])
+
+    @property
+    def reference_split(self) -> str:
+        """Where the metrics' reference comes from: ``heldout`` images, fresh ``draws`` of a mixture, or the
+        ``train`` images themselves (a dataset without a held-out split: its metrics flatter memorisation)."""
+        return "draws" if self.mixture is not None else "heldout" if self.heldout is not None else "train"
+
+    @property
+    def reference_size(self) -> int:
+        """How many distinct reference samples there are (unbounded for a mixture)."""
+        return (2**62 if self.mixture is not None else len(self.heldout) ** max(self.stack, 1)
+                if self.heldout is not None else len(self))
+
+    def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
+        """A fixed set of real samples for metrics, the same for every trial of a search: from the held-out
+        split when the dataset has one."""
+        return self._fixed(n, seed, self.heldout if self.heldout is not None else self.images)
+
+    def twin(self, n: int, seed: int = 54321) -> torch.Tensor:
+        """A fixed set of ``n`` real training samples, scored like a generator's to give the real-vs-real floor
+        of every metric (what a generator that reproduced the training data would get)."""
+        return self._fixed(n, seed, self.images)
+
+    def _fixed(self, n: int, seed: int, images: torch.Tensor | None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.mixture is not None:
+            k = torch.randint(len(self.mixture.means), (n,), generator=g)
+            return self.mixture.means[k] + self.mixture.std * torch.randn(n, 2, generator=g)
+        assert images is not None
+        imgs = images.cpu()
+        if self.stack:
+            return as_float(stack(imgs, torch.randint(len(imgs), (n, self.stack), generator=g)))
+        if n >= len(imgs):
+            return as_float(imgs)
+        return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
+
+    def twin_labels(self, n: int, seed: int = 54321) -> torch.Tensor | None:
+        """The class labels of ``twin(n, seed)``'s samples, drawn as ``_fixed`` draws them (None without
+        labels): the real-vs-real floor of the conditional metrics."""
+        if self.n_classes == 0 or self.images is None:
+            return None
+        assert self.labels is not None
+        g = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        if self.stack:
+            return stack_labels(labels, torch.randint(len(labels), (n, self.stack), generator=g))
+        if n >= len(labels):
+            return labels
+        return labels[torch.randperm(len(labels), generator=g)[:n]]
+
+    def get_state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
+
+
+def stack(pool: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """One-channel images ``(P, 1, H, W)`` stacked by ``draws`` ``(n, depth)`` of pool indices into samples
+    ``(n, depth, H, W)``: channel j of sample i is image ``draws[i, j]``."""
+    return pool[draws].flatten(1, 2)
+
+
+def stack_labels(labels: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """A stacked sample's mode as one int: its channels' digit labels read as a decimal number, first channel
+    first ((3, 0, 7) -> 307), so one label per sample as for the other datasets, 0 to 10^depth - 1."""
+    weights = 10 ** torch.arange(draws.shape[1] - 1, -1, -1, device=draws.device)
+    return (labels.to(draws.device)[draws] * weights).sum(dim=1)
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float in [-1, 1] (float images pass through)."""
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+
+
+def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count."""
+    images = as_float(images)
+    if cfg.channels == 3 and images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif cfg.channels == 1 and images.shape[1] == 3:
+        images = images.mean(dim=1, keepdim=True)
+    if images.shape[-1] != cfg.resolution or images.shape[-2] != cfg.resolution:
+        images = F.interpolate(images, size=(cfg.resolution, cfg.resolution), mode="bilinear",
+                               align_corners=False, antialias=images.shape[-1] > cfg.resolution)
+    return images.clamp(-1, 1).contiguous()
+
+
+Builder = Callable[[DataConfig], "tuple[Mixture | None, torch.Tensor | None, torch.Tensor | None]"]
+HeldOut = Callable[[DataConfig], torch.Tensor]
+Checker = Callable[[DataConfig], None]
+Channels = Callable[[DataConfig], int]
+#: whether a dataset's samples have class labels: True, False, or None when only loading the data tells
+Labelled = Callable[[DataConfig], "bool | None"]
+#: a dataset's class count as its file names tell it, before anything is decoded (0: no class labels)
+Classes = Callable[[DataConfig], int]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset by name: how to build it (its training images), whether it is 2-D points, the ``data`` fields
+    it needs, its held-out images (the metrics' reference) when it has a split, a cheap ``check`` that the
+    data is there (``DataError`` otherwise), run once before a search or a run starts, its own channel count
+    (``data.channels`` overrides it) and ``stack``: how many one-channel images of its pool each sample stacks
+    as its channels (0: the images are the samples); ``labelled``: whether its samples carry class labels (what
+    ``model.conditional`` conditions on; ``None``: known once the data is loaded) and, for such a dataset,
+    ``classes``: its class count from its file names (a folder's: its subfolders), checked before a run starts."""
+
+    build: Builder
+    points: bool = False
+    needs: tuple[str, ...] = ()
+    heldout: HeldOut | None = None
+    check: Checker | None = None
+    channels: Channels = lambda cfg: 3
+    stack: int = 0
+    labelled: Labelled = lambda cfg: False
+    classes: Classes | None = None
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
+            check: Checker | None = None, channels: Channels | int = 3,
+            stack: int = 0, labelled: Labelled | bool = False,
+            classes: Classes | None = None) -> Callable[[Builder], Builder]:
+    """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
+    count = channels if callable(channels) else (lambda cfg: channels)
+    has_labels = labelled if callable(labelled) else (lambda cfg: labelled)
+
+    def add(build: Builder) -> Builder:
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels, classes))
+        return build
+
+    return add
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Fail with one ``DataError`` line when the configured data is not there, before anything is written: a
+    search whose every trial would fail on it must not start. Datasets without a ``check`` pass, unless they stack
+    images and the config asks for another channel count."""
+    ds = DATASETS.get(cfg.name)
+    _check_stack(cfg, ds)
+    if ds.check is not None and all(getattr(cfg, field) for field in ds.needs):
+        ds.check(cfg)
+
+
+def _check_stack(cfg: DataConfig, ds: Dataset) -> None:
+    """A stacked dataset has one channel per stacked image: its pool cannot be refitted to another count."""
+    if ds.stack and channels_of(cfg) != ds.stack:
+        raise DataError(f"data.channels: {cfg.name} stacks {ds.stack} images, one a channel; leave channels unset "
+                        f"(got {cfg.channels})")
+
+
+def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
+    """Build the configured dataset on ``device``; errors name the config key to fix."""
+    ds = DATASETS.get(cfg.name)
+    _check_stack(cfg, ds)
+    mixture, images, labels = ds.build(cfg)
+    heldout = ds.heldout(cfg) if ds.heldout is not None else None
+    fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
+    if images is not None and not ds.stack and images.shape[1] != channels_of(cfg):
+        images = _fit(images, fitted)
+    if heldout is not None and not ds.stack and heldout.shape[1] != channels_of(cfg):
+        heldout = _fit(heldout, fitted)
+    return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout,
+                    stack=ds.stack)
+
+
+def is_labelled(cfg: DataConfig) -> bool | None:
+    """Whether the configured dataset's samples carry class labels (``None``: known once it is loaded)."""
+    return DATASETS.get(cfg.name).labelled(cfg)
+
+
+def known_classes(cfg: DataConfig) -> int | None:
+    """The dataset's class count where its file names tell it without decoding anything (a folder's top-level
+    subfolders; 0: images directly under ``path``), else ``None``."""
+    ds = DATASETS.get(cfg.name)
+    return None if ds.classes is None or not all(getattr(cfg, f) for f in ds.needs) else ds.classes(cfg)
+
+
+def is_points(cfg: DataConfig) -> bool:
+    """Whether the configured dataset is 2-D points (else images)."""
+    return DATASETS.get(cfg.name).points
+
+
+def channels_of(cfg: DataConfig) -> int:
+    """Configured channel count, else the dataset's own (greyscale sets have 1)."""
+    if cfg.channels is not None:
+        return cfg.channels
+    return DATASETS.get(cfg.name).channels(cfg)
+
+
+def pil_mode(cfg: DataConfig) -> str:
+    """The PIL mode images are converted to before decoding: greyscale or RGB, by the channel count."""
+    return "L" if channels_of(cfg) == 1 else "RGB"
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, ...]:
+    """Shape of one sample, without loading the data (for building networks)."""
+    return (2,) if is_points(cfg) else (channels_of(cfg), cfg.resolution, cfg.resolution)

@@ -1,0 +1,178 @@
+"""Images from a folder (one subfolder per class for a conditional GAN) or a torchvision dataset: decoded once per
+search into a cached uint8 tensor file (``$GANTUNE_CACHE_DIR``), so a trial neither decodes them again nor holds
+them in float32 (4x the memory); nothing is downloaded unless the config says ``download: true``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gantune.config import DataConfig
+from gantune.data.core import dataset, pil_mode
+from gantune.errors import DataError
+from gantune.events import first_line
+from gantune.rundir import cache_dir, cached
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
+GREY_TORCHVISION = ("MNIST", "FashionMNIST")
+
+
+def _center_crop_resize(img: object, size: int) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(img, Image.Image)
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def _to_nchw(arrays: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(arrays))
+    return (x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).contiguous()
+
+
+def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``decode()``'s uint8 images (and labels), cached under what identifies them: decoded once per search."""
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return cached(cache_dir() / f"data-{ident['name']}-{digest}.pt", decode)
+
+
+def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
+    """The folder's image files, in the order they are loaded (at most ``max_images``)."""
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise DataError(f"data.path: image folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    return root, files[: cfg.max_images]
+
+
+def _eight_bit(im: Any) -> Any:
+    """A single-channel image of more than 8 bits as 8-bit ``L``: PIL's ``convert`` clips 16-bit and 32-bit
+    integers at 255 (a 16-bit ramp read as almost all white) and a float image's [0, 1] to black. 16-bit values
+    scale by 1/257 (65,535 -> 255); a float image in [0, 1] by 255, one in [0, 255] stays; anything else has no
+    known scale and is refused (``ValueError``). Modes ``I`` and ``F`` do not say their range, so it is read off
+    each image: a 32-bit integer image whose values stay within 0-255 is taken as 8-bit, a float one within 0-1
+    as [0, 1]."""
+    from PIL import Image
+
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{im.mode} image with non-finite pixel values")
+    top = float(a.max(initial=0.0))
+    if float(a.min(initial=0.0)) < 0 or (im.mode == "F" and top > 255) or top > 65535:
+        raise ValueError(f"{im.mode} pixel values from {a.min():g} to {top:g} have no known scale (expected "
+                         "8 or 16 bits, or floats in [0, 1] or [0, 255])")
+    scale = (255.0 if top <= 1 else 1.0) if im.mode == "F" else (1 / 257 if im.mode != "I" or top > 255 else 1.0)
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
+
+
+def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            return _center_crop_resize(_eight_bit(im).convert(mode), resolution)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise DataError(f"data.path: cannot read image {f}: {err}") from None
+
+
+def _check_folder(cfg: DataConfig) -> None:
+    """The folder exists, holds images, and the first one decodes."""
+    _, files = _image_files(cfg)
+    _decode_image(files[0], pil_mode(cfg), cfg.resolution)
+
+
+def folder_labels(root: Path, files: list[Path]) -> torch.Tensor | None:
+    """Class labels of a folder with one subfolder per class (as torchvision's ImageFolder: the index of the
+    top-level subfolder in sorted order); ``None`` when an image lies directly under ``root``."""
+    parts = [f.relative_to(root).parts for f in files]
+    if any(len(p) < 2 for p in parts):
+        return None
+    index = {name: i for i, name in enumerate(sorted({p[0] for p in parts}))}
+    return torch.tensor([index[p[0]] for p in parts])
+
+
+def _folder_classes(cfg: DataConfig) -> int:
+    labels = folder_labels(*_image_files(cfg))
+    return 0 if labels is None else len(set(labels.tolist()))
+
+
+@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes)
+def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+    root, files = _image_files(cfg)
+    mode = pil_mode(cfg)
+
+    def decode() -> dict[str, torch.Tensor]:
+        return {"images": _to_nchw([_decode_image(f, mode, cfg.resolution) for f in files])}
+
+    # an added, removed or rewritten file changes the key
+    stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused)
+    ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,
+             "decode": 2}
+    return None, _decoded(ident, decode)["images"], folder_labels(root, files)
+
+
+def _torchvision_class(cfg: DataConfig) -> Any:
+    if cfg.dataset not in TORCHVISION_DATASETS:
+        raise DataError(f"data.dataset: {cfg.dataset!r} is not one of {', '.join(TORCHVISION_DATASETS)}")
+    try:
+        import torchvision
+    except ImportError:
+        raise DataError("data.name: torchvision datasets need torchvision (pip install 'gantune[torchvision]')") \
+            from None
+    return getattr(torchvision.datasets, cfg.dataset)
+
+
+def _torchvision_dataset(cfg: DataConfig, download: bool) -> Any:
+    root = Path(cfg.path or "")
+    kwargs = {"split": "train"} if cfg.dataset == "CelebA" else {"train": True}
+    try:
+        return _torchvision_class(cfg)(root=str(root), download=download, **kwargs)
+    except (RuntimeError, FileNotFoundError) as err:
+        hint = "" if cfg.download else " (set data.download: true to fetch it)"
+        raise DataError(f"data.path: {cfg.dataset} not found under {root}{hint}: {first_line(err)}") from None
+
+
+def _check_torchvision(cfg: DataConfig) -> None:
+    """torchvision is there and, unless the config asks to download the dataset, so is the dataset under
+    ``path`` (opened, not decoded; nothing is downloaded here)."""
+    if cfg.download:
+        _torchvision_class(cfg)
+    else:
+        _torchvision_dataset(cfg, download=False)
+
+
+@dataset("torchvision", needs=("path", "dataset"), check=_check_torchvision,
+         channels=lambda cfg: 1 if cfg.dataset in GREY_TORCHVISION else 3,
+         labelled=lambda cfg: cfg.dataset != "CelebA")  # CelebA's targets are attributes, not one class
+def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+    root = Path(cfg.path or "")
+    ds = _torchvision_dataset(cfg, cfg.download)
+    n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
+    mode = pil_mode(cfg)
+
+    def decode() -> dict[str, torch.Tensor]:
+        imgs, labels = [], []
+        for i in range(n):
+            img, label = ds[i]
+            imgs.append(_center_crop_resize(img.convert(mode), cfg.resolution))
+            labels.append(int(label) if isinstance(label, int) else -1)
+        return {"images": _to_nchw(imgs), "labels": torch.tensor(labels)}
+
+    ident = {"name": "torchvision", "dataset": cfg.dataset, "root": str(root.resolve()), "n": n, "mode": mode,
+             "res": cfg.resolution}
+    stored = _decoded(ident, decode)
+    return None, stored["images"], stored["labels"]
