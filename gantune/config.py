@@ -121,8 +121,9 @@ class DataConfig(_Section):
     path: str | None = Field(default=None, description="folder of images (folder) or dataset root (torchvision)")
     dataset: str | None = Field(default=None, description="torchvision dataset: CIFAR10, MNIST, FashionMNIST, CelebA")
     download: bool = Field(default=False, description="torchvision only: fetch the dataset if it is not under path")
-    max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder/torchvision; "
-                                        "digits: the first N of its shuffled train split)")
+    max_images: int | None = Field(default=None, ge=1, description="cap on images loaded (folder: a seeded "
+                                        "random subset; torchvision: the first N; digits: the first N of its shuffled "
+                                        "train split)")
     augment: list[str] = Field(default_factory=list, description="DiffAugment policies applied to D's real and fake "
                                "inputs (images only): translation, cutout, color; a list or \"translation,cutout\"")
     augment_p: float = Field(default=1.0, gt=0, le=1, description="probability that a batch D sees is augmented")

@@ -74,6 +74,68 @@ def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
 
 
+def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          recwarn: pytest.WarningsRecorder) -> None:
+    """Class subfolders through symlinks count (rglob did not follow them); hidden files and folders
+    (``.ipynb_checkpoints`` read as a class, ``._x.png`` as a broken image), MLflow's artifact folders and
+    gantune's own run folders (a run inside its data folder read its sample grids back) do not; a link loop
+    ends; ``max_images`` keeps every class (the first N in path order dropped the last classes whole)."""
+    from PIL import Image
+
+    from gantune.data import known_classes
+    from gantune.rundir import LOCK
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+
+    def images(folder: Path, n: int, level: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), level, dtype=np.uint8)).save(folder / f"{i}.png")
+
+    images(root / "a_cat", 10, 0)
+    images(root / "b_dog", 10, 100)
+    images(elsewhere / "fox", 10, 200)
+    (root / "c_fox").symlink_to(elsewhere / "fox")
+    (root / "b_dog" / "loop").symlink_to(root)  # followed once: the loop ends
+    images(root / ".ipynb_checkpoints", 2, 50)
+    (root / "a_cat" / "._0.png").write_bytes(b"AppleDouble")
+    images(root / "runs" / "mine", 3, 255)
+    (root / "runs" / "mine" / LOCK).write_text("1 train\n")
+    images(root / "mlartifacts" / "1", 3, 255)
+    palette = Image.new("P", (8, 8), 1)  # as pngquant writes: Pillow warned on every decode
+    palette.putpalette([0, 0, 0, 100, 100, 100] * 128)
+    palette.save(root / "b_dog" / "palette.png", transparency=bytes([0, 128]))
+    cfg = DataConfig(name="folder", path=str(root), resolution=8, channels=1)
+    assert known_classes(cfg) == 3
+    data = load_data(cfg, CPU, seed=0)
+    assert len(data) == 31 and data.n_classes == 3
+    assert data.images is not None
+    assert sorted(set(data.images.flatten(1).float().mean(1).round().tolist())) == [0, 100, 200]
+    few = load_data(DataConfig(name="folder", path=str(root), resolution=8, channels=1, max_images=15), CPU, 0)
+    assert len(few) == 15 and few.n_classes == 3
+    assert not [w for w in recwarn if "PIL" in w.filename], [str(w.message) for w in recwarn]
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        load_data(DataConfig(name="folder", path=str(root / "a_cat" / "0.png")), CPU, 0)
+
+
+def test_a_photos_orientation_tag_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone photo stores its pixels sideways with an EXIF orientation: decoded as stored, it trained sideways."""
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    px = np.zeros((8, 16), dtype=np.uint8)
+    px[:, :8] = 255  # stored: left half white; orientation 6 shows it turned 90 degrees clockwise, white on top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(px).save(tmp_path / "photos" / "0.jpg", exif=exif, quality=100)
+    data = load_data(DataConfig(name="folder", path=str(tmp_path / "photos"), resolution=8, channels=1), CPU, 0)
+    assert data.images is not None
+    img = data.images[0, 0].float()
+    assert img[:3].mean() > 200 and img[5:].mean() < 50, img
+
+
 @pytest.mark.parametrize("kind", ["16-bit png", "32-bit int tiff", "float tiff [0, 1]", "float tiff [0, 255]"])
 def test_images_of_more_than_8_bits_keep_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      kind: str) -> None:

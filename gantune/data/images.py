@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from gantune.config import DataConfig
 from gantune.data.core import dataset, pil_mode
 from gantune.errors import DataError
 from gantune.events import first_line
-from gantune.rundir import cache_dir, cached
+from gantune.rundir import LOCK, OWNER, cache_dir, cached
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
@@ -45,15 +48,42 @@ def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]
     return cached(cache_dir() / f"data-{ident['name']}-{digest}.pt", decode)
 
 
+#: folders of MLflow's local artifact stores (gantune's sample grids among them): never data
+ARTIFACT_FOLDERS = ("mlartifacts", "mlruns")
+
+
+def _listed(root: Path) -> list[Path]:
+    """The image files under ``root``, sorted: symlinked folders followed (each real folder once, so a link loop
+    ends); hidden files and folders skipped (``.ipynb_checkpoints`` read as a class, macOS's ``._x.png`` as a
+    broken image); so is gantune's own output, a folder holding a run's or a search's lock and MLflow's artifact
+    folders (a run trained inside its data folder read its sample grids back as training images)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen or LOCK in names or OWNER in names:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS]
+        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in
+                  IMAGE_SUFFIXES and (Path(folder) / n).is_file()]
+    return sorted(found)
+
+
 def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
-    """The folder's image files, in the order they are loaded (at most ``max_images``)."""
-    root = Path(cfg.path or "")
+    """The folder's image files, in the order they are loaded; at most ``max_images``, a seeded random subset
+    (the first ones in path order dropped whole classes, which sort together)."""
+    root = Path(cfg.path or "").expanduser()
     if not root.is_dir():
-        raise DataError(f"data.path: image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise DataError(f"data.path: image folder {root} " + ("is a file, not a folder" if root.exists() else
+                                                              "does not exist"))
+    files = _listed(root)
     if not files:
         raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    return root, files[: cfg.max_images]
+    if cfg.max_images is not None and cfg.max_images < len(files):
+        files = sorted(random.Random(0).sample(files, cfg.max_images))
+    return root, files
 
 
 def _eight_bit(im: Any) -> Any:
@@ -79,11 +109,15 @@ def _eight_bit(im: Any) -> Any:
 
 
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(f) as im:
-            return _center_crop_resize(_eight_bit(im).convert(mode), resolution)
+        with warnings.catch_warnings(), Image.open(f) as im:
+            # Pillow's notes on palette transparency and very large images: said once per image, on every run
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            upright = ImageOps.exif_transpose(im)  # a phone photo's orientation tag, applied as viewers do
+            return _center_crop_resize(_eight_bit(upright).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
 
@@ -119,9 +153,10 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
 
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused)
+    # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused);
+    # 3: EXIF orientation applied
     ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,
-             "decode": 2}
+             "decode": 3}
     return None, _decoded(ident, decode)["images"], folder_labels(root, files)
 
 
@@ -137,7 +172,7 @@ def _torchvision_class(cfg: DataConfig) -> Any:
 
 
 def _torchvision_dataset(cfg: DataConfig, download: bool) -> Any:
-    root = Path(cfg.path or "")
+    root = Path(cfg.path or "").expanduser()
     kwargs = {"split": "train"} if cfg.dataset == "CelebA" else {"train": True}
     try:
         return _torchvision_class(cfg)(root=str(root), download=download, **kwargs)
@@ -159,7 +194,7 @@ def _check_torchvision(cfg: DataConfig) -> None:
          channels=lambda cfg: 1 if cfg.dataset in GREY_TORCHVISION else 3,
          labelled=lambda cfg: cfg.dataset != "CelebA")  # CelebA's targets are attributes, not one class
 def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
-    root = Path(cfg.path or "")
+    root = Path(cfg.path or "").expanduser()
     ds = _torchvision_dataset(cfg, cfg.download)
     n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
     mode = pil_mode(cfg)
