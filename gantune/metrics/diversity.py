@@ -43,6 +43,9 @@ def kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
         higher=("precision", "recall", "coverage"))  # density: about 1 on the data itself, above it when crowded
 def prdc(ref: Reference) -> Scorer:
     real = ref.feats.float()
+    if len(real) <= K:  # the k-NN radius of a real sample is its K-th neighbour's distance
+        raise ValueError(f"prdc needs more than {K} real samples (each one's radius is its {K}th nearest "
+                         f"neighbour's); the data has {len(real)}")
     real_r = ref.derived("prdc", lambda: {"radius": kth_nn_radius(real, K)})["radius"]
 
     def score(fake: Samples) -> dict[str, float]:

@@ -94,6 +94,26 @@ def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
     assert torch.allclose(second.feats, ext(data.reference(12))[0])
 
 
+@pytest.mark.parametrize(("images", "metrics_", "needle"), [
+    (5, ["prdc"], "eval.metrics: prdc needs more than 5 real samples (each one's radius is its 5th nearest "
+                  "neighbour's); the data has 5"),
+    (1, ["diversity"], "eval.metrics: the metrics (diversity) compare samples with the real data, which has one sample"),
+])
+def test_too_few_real_images_for_the_metrics_is_one_line(tmp_path: Path, images: int, metrics_: list[str],
+                                                         needle: str) -> None:
+    """prdc on 5 images was a traceback (``kthvalue(): selected number k out of range``); diversity on one image
+    read as a divergence (``non-finite diversity``) of a GAN that had not diverged."""
+    from gantune.errors import ConfigError
+
+    grey_folder(tmp_path / "few", n=images)
+    cfg = config_from_dict({"data": {"name": "folder", "path": str(tmp_path / "few"), "resolution": 8,
+                                     "channels": 1}, "eval": {"n_samples": 16, "extractor": "digits",
+                                                              "metrics": metrics_}})
+    with pytest.raises(ConfigError) as exc:
+        Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
+    assert str(exc.value) == needle or str(exc.value).startswith(needle), str(exc.value)
+
+
 def test_other_classifier_weights_change_the_cached_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gantune.metrics.digits_net as digits_net
 
