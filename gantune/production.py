@@ -18,10 +18,10 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import check_data
+from gantune.data import check_data, known_classes
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, first_line
-from gantune.gan.conditional import check_classes
+from gantune.gan.conditional import check_classes, state_classes
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
@@ -104,6 +104,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
                                    "next better evaluation writes it again)") from None
         check_history(out, ckpt)
         check_growth(cfg, out, ckpt)
+        check_same_classes(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     check_writable(out, "--out", is_dir=True)
@@ -149,6 +150,16 @@ def check_growth(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
         if end >= cfg.train.steps:
             raise GantuneError(f"--resume: {out} grows its nets {int(stage)} steps a stage, so its last fade ends "
                                f"at step {end}: give --steps above {end}")
+
+
+def check_same_classes(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
+    """A conditional run's class count is its folder's subfolders': one added or removed since the checkpoint
+    makes nets its weights do not fit (a traceback loading them)."""
+    k = known_classes(cfg.data) if cfg.model.conditional else None
+    trained = state_classes((ckpt.get("trainer") or {}).get("G") or {})
+    if k is not None and trained and k != trained:
+        raise GantuneError(f"--resume: {out}'s generator was trained on {trained} classes, and {cfg.data.path} now "
+                           f"has {k} class folders; restore them, or train into another --out")
 
 
 def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | None:

@@ -284,6 +284,35 @@ def test_a_conditional_run_on_a_folder_with_one_subfolder_per_class(tmp_path: Pa
         assert "model.conditional" in msg and needle in msg and "\n" not in msg, msg
 
 
+def test_a_resume_after_a_class_folder_was_added_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's nets have its first class count; with a class folder added they no longer fit its weights (a
+    traceback loading the checkpoint)."""
+    import yaml
+
+    from gantune.cli import main
+    from gantune.config import dump_config
+    from tests.conftest import grey_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "imgs").mkdir()
+    for cls in ("cat", "dog"):
+        grey_folder(tmp_path / "imgs" / cls, n=6)
+    cfg = _cfg(data={"name": "folder", "path": str(tmp_path / "imgs"), "channels": 1},
+               train={"steps": 4, "batch_size": 8, "checkpoint_every": 4}, eval={"every": 4})
+    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking"]) == 0
+    grey_folder(tmp_path / "imgs" / "fox", n=6)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--resume", "--steps", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("generator was trained on 2 classes, and " + str(tmp_path / "imgs") + " now has 3 class "
+                        "folders; restore them, or train into another --out"), err
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["steps"] == 4
+
+
 @pytest.mark.parametrize(("edit", "needle"), [
     ({"data": {"name": "ring8"}, "model": {"g_norm": "batch"}}, "model.conditional: dataset 'ring8' has no class"),
     ({"data": {"name": "torchvision", "dataset": "CelebA", "path": "x"}},
