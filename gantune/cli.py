@@ -63,6 +63,8 @@ def _share(text: str) -> float:
 
 PORT = _bounded(0, 65535)
 SEED = _bounded(0, MAX_SEED)
+#: a sample or step count: past 2^62 torch cannot size a tensor by it (a TypeError), below it memory says no
+COUNT = _bounded(-(2**62), 2**62)
 
 
 _TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
@@ -340,16 +342,16 @@ COMMANDS.add("review", Command("compare the top trials' samples in a browser; th
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
-    p.add_argument("--n", type=int, help="number of samples (default: 64; not with --interpolate)")
+    p.add_argument("--n", type=COUNT, help="number of samples (default: 64; not with --interpolate)")
     p.add_argument("--out", help="a .png (grid or scatter), a .csv (2-D points) or a directory; with --interpolate "
                    "a .png, or a .csv of 2-D points' paths (default: interpolation.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--class", dest="label", type=int, metavar="K",
                    help="conditional generators (model.conditional) only: samples of class K (0 to classes - 1)")
-    p.add_argument("--interpolate", type=int, metavar="N", help="instead of samples: slerp walks of N steps between "
+    p.add_argument("--interpolate", type=COUNT, metavar="N", help="instead of samples: slerp walks of N steps between "
                    "pairs of latents fixed by --seed, a row each (2-D points: their paths over the samples)")
-    p.add_argument("--rows", type=int, help="walks (rows) of --interpolate (default: 8)")
+    p.add_argument("--rows", type=COUNT, help="walks (rows) of --interpolate (default: 8)")
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:

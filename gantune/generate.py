@@ -123,7 +123,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     net, cfg = load_generator(weights, device)
     check_label(net, label)
     points = is_points(cfg.data)
-    suffix = out.suffix.lower()
+    suffix = "" if out.is_dir() else out.suffix.lower()  # a folder is one, whatever its name (``samples.v2``)
     if suffix not in ("", ".png", ".csv"):
         raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")
     if suffix == ".csv" and not points:

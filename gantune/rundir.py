@@ -157,6 +157,8 @@ def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], boo
         target = Path(os.path.realpath(out))
         if target.exists() and not target.is_dir():
             raise OSError(errno.ENOTDIR, "not a folder", str(out))
+        if blocked := [name for name in files if (target / name).exists() and not (target / name).is_file()]:
+            raise OSError(errno.EISDIR, f"{blocked[0]} there is not a regular file", str(out))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
     try:

@@ -192,6 +192,10 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
         (["train", str(weights.parent / "config.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
         # found by a fuzz: a traceback each, and the re-runs' study made (and an old one's deleted) before the flags
         (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--n", str(10**13)], "out of memory"),
+        # past 2^63 torch could not size a tensor by them: a TypeError, or a ValueError from linspace
+        (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--n", str(10**23)], "argument --n: 1000"),
+        (["generate", str(weights), "--interpolate", str(10**23)], "argument --interpolate: 1000"),
+        (["generate", str(weights), "--interpolate", "4", "--rows", str(10**23)], "argument --rows: 1000"),
         (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--device", "tpu"], "--device: 'tpu' is not"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--seeds", "1", "--concurrent", "-1"],
          "search.concurrency: Input should be greater than or equal to 0"),

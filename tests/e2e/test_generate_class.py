@@ -113,13 +113,11 @@ def test_a_conditional_run_starts_from_a_conditional_generator(tmp_path: Path) -
     assert main(["train", str(cfg), "--out", str(tmp_path / "again"), "--no-tracking"]) == 0
 
 
-def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A second ``generate`` into the same folder with a smaller ``--n`` left the first's extra samples there,
     read as part of the new set; a write that failed part-way left some new files among the old ones. The
     folder's other files stay."""
-    import gantune.rundir
-
     weights = _train(tmp_path, "plain", conditional=False)
     out = tmp_path / "samples"
     assert main(["generate", str(weights), "--n", "5", "--out", str(out)]) == 0
@@ -141,3 +139,11 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    dotted = tmp_path / "samples.v2"  # a folder, whatever its name says
+    dotted.mkdir()
+    assert main(["generate", str(weights), "--n", "2", "--out", str(dotted)]) == 0
+    assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png"]
+    (dotted / "000002.png").mkdir()  # in the way: said before anything is written, naming it
+    assert main(["generate", str(weights), "--n", "3", "--seed", "3", "--out", str(dotted)]) == 2
+    assert f"cannot write {dotted} (000002.png there is not a regular file)" in capsys.readouterr().err
+    assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png", "000002.png"]

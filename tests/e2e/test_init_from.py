@@ -92,7 +92,8 @@ def test_a_conditional_run_from_weights_of_another_class_count_is_refused_before
     before, cached = _tree(work), _tree(tmp_path / "cache")
     assert main(["train", "cfg.yaml", "--out", "run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and re.search(r"model.init_from: .*generator.pt: G tensor '.*' is \[10, .* but \[2, ", err), err
+    assert "\n" not in err, err
+    assert re.search(r"model.init_from: .*generator.pt: G tensor '.*' is \[10, .* but \[2, ", err), err
     assert _tree(work) == before and _tree(tmp_path / "cache") == cached  # nothing decoded either
 
 

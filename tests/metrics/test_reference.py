@@ -97,7 +97,8 @@ def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("images", "metrics_", "needle"), [
     (5, ["prdc"], "eval.metrics: prdc needs more than 5 real samples (each one's radius is its 5th nearest "
                   "neighbour's); the data has 5"),
-    (1, ["diversity"], "eval.metrics: the metrics (diversity) compare samples with the real data, which has one sample"),
+    (1, ["diversity"], "eval.metrics: the metrics (diversity) compare samples with the real data, which has one "
+                       "sample"),
 ])
 def test_too_few_real_images_for_the_metrics_is_one_line(tmp_path: Path, images: int, metrics_: list[str],
                                                          needle: str) -> None:
