@@ -29,7 +29,7 @@ from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
-from gantune.metrics import better, check_metric_names
+from gantune.metrics import better, check_metric_names, metric_keys
 from gantune.metrics.features import EXTRACTORS
 
 
@@ -133,11 +133,16 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
 
 
 def objective_side(cfg: TrialConfig) -> str | None:
-    """Why ``cfg``'s health objective is followed the wrong way (a metric better higher minimised, or better lower
-    maximised: the rise check would stop a trial for improving), for a run about to start (``gantune train``; a
-    search holds its direction to the same at load). Not a check of every config read: a generator file of a
-    run from before, when a left-out direction was minimize, still loads to sample."""
+    """Why ``cfg``'s health objective is not one its evaluations report (no best weights kept, no rise check), or
+    is followed the wrong way (a metric better higher minimised, or better lower maximised: the rise check would
+    stop a trial for improving), for a run about to start (``gantune train``; a search holds its objective to the
+    same at load). Not a check of every config read: a generator file of a run from before, when a left-out
+    direction was minimize, still loads to sample."""
     objective, side = cfg.health.objective, better(cfg.health.objective)
+    keys = metric_keys(cfg)
+    if keys and objective not in keys:  # no best weights kept, no rise check: the run followed nothing
+        return (f"health.objective: {objective!r} is not reported by this config's evaluations (they report: "
+                f"{', '.join(keys)})")
     if side is None or cfg.health.mode == side:
         return None
     words = ("higher", "maximise", "maximize") if side == "max" else ("lower", "minimise", "minimize")

@@ -67,6 +67,9 @@ FILES: dict[str, dict | str] = {
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
     # a conditional run on a folder with its images at the top (no class subfolders): it failed when the data was
     # loaded, leaving an empty run folder (train) or a search of failed trials
+    # an objective the evaluations do not report: no best weights were kept and the rise check never fired
+    "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
+                                  health={"objective": "nonsense"}),
     "train-cond-loose.yaml": _with(CONFIG, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}}),
     "cond-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}},
                              eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
@@ -148,6 +151,8 @@ ROWS: list[tuple[list[str], str]] = [
                                                r"this space's evaluations \(available: precision, recall, density, "
                                                r"coverage\)$"),
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
+    (["train", "{in}/train-objective.yaml"], r"health.objective: 'nonsense' is not reported by this config's "
+                                             r"evaluations \(they report: diversity\)"),
     (["train", "{in}/train-cond-loose.yaml"], r"model.conditional: data 'folder' has no class labels; .*subfolder"),
     (["search", "{in}/cond-loose.yaml"], r"cond-loose.yaml: model.conditional: data 'folder' has no class labels"),
     # the expression language
