@@ -5,6 +5,7 @@ The sampler names live here, beside the setting that names one, so a space is ch
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 import warnings
@@ -38,6 +39,8 @@ class SamplerKind:
 
     cls: type[optuna.samplers.BaseSampler]
     defaults: Callable[[SearchSettings], dict[str, Any]]
+    #: packages it imports only when it samples (CmaEsSampler builds without ``cmaes``, then every trial failed)
+    needs: tuple[str, ...] = ()
 
     def build(self, s: SearchSettings) -> optuna.samplers.BaseSampler:
         return self.cls(**{**self.defaults(s), **s.sampler_options})
@@ -52,6 +55,9 @@ class SamplerKind:
 
     def check(self, s: SearchSettings) -> None:
         """``ValueError`` naming the first option the sampler does not take, is of the wrong kind or refuses."""
+        if missing := [name for name in self.needs if importlib.util.find_spec(name) is None]:
+            raise ValueError(f"sampler: {s.sampler} needs the {', '.join(missing)} package (pip install "
+                             f"{' '.join(missing)}), which is not installed")
         settable = self.settable(s)
         for key, value in s.sampler_options.items():
             kind = settable.get(key)
@@ -78,9 +84,10 @@ SAMPLERS.add("tpe", SamplerKind(optuna.samplers.TPESampler, lambda s: {
 SAMPLERS.add("random", SamplerKind(optuna.samplers.RandomSampler, lambda s: {"seed": s.seed}))
 SAMPLERS.add("qmc", SamplerKind(optuna.samplers.QMCSampler, lambda s: {"seed": s.seed,
                                                                        "warn_independent_sampling": False}))
-SAMPLERS.add("gp", SamplerKind(optuna.samplers.GPSampler, lambda s: {"seed": s.seed}))
+SAMPLERS.add("gp", SamplerKind(optuna.samplers.GPSampler, lambda s: {"seed": s.seed}, needs=("scipy", "torch")))
 SAMPLERS.add("cmaes", SamplerKind(optuna.samplers.CmaEsSampler, lambda s: {"seed": s.seed,
-                                                                           "warn_independent_sampling": False}))
+                                                                           "warn_independent_sampling": False},
+                                  needs=("cmaes",)))
 
 
 class Resources(SwitchChecked):
@@ -181,6 +188,8 @@ class SearchSettings(SwitchChecked):
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchSettings:
+        if not self.objectives:
+            raise ValueError("objective: empty; name the metric to optimise (e.g. fid), or a list of them")
         sides = [better(o) for o in self.objectives]
         if self.direction is None and None not in sides:  # a search for low coverage ranked collapse best
             own: list[Direction] = ["maximize" if s == "max" else "minimize" for s in sides]

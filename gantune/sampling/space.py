@@ -18,6 +18,7 @@ line naming the file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -223,8 +224,10 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     params = {k: parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
               for k, v in settings.params.items()}
     for k in params:
-        if "." in k or k in SECTIONS:
-            raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier")
+        if "." in k or k in SECTIONS or not k.isidentifier() or keyword.iskeyword(k):
+            # an expression cannot read ``lambda`` or ``True`` as a name: the parameter was drawn for nothing
+            raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier, not a "
+                              "section or a Python word (lambda, True, ...): e.g. lam")
     leaves = walk(raw, source)
     absolute_files(leaves, settings.defaults)
     check_scheduler_keys(search, source)

@@ -70,6 +70,10 @@ FILES: dict[str, dict | str] = {
     # an objective the evaluations do not report: no best weights were kept and the rise check never fired
     "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
                                   health={"objective": "nonsense"}),
+    # found by a probe of user spaces: a traceback, and a parameter no expression can read
+    "no-objective.yaml": _with(SPACE, search={**SPACE["search"], "objective": []}),
+    "keyword-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"lambda": {"float": [0.1, 1.0]}}},
+                                optim={"lr_d": {"expr": "optim.lr_g * lambda"}}),
     "train-cond-loose.yaml": _with(CONFIG, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}}),
     "cond-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}},
                              eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
@@ -153,6 +157,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
     (["train", "{in}/train-objective.yaml"], r"health.objective: 'nonsense' is not reported by this config's "
                                              r"evaluations \(they report: diversity\)"),
+    (["search", "{in}/no-objective.yaml"], r"no-objective.yaml: search: objective: empty; name the metric"),
+    (["search", "{in}/keyword-param.yaml"], r"search.params.lambda: a parameter name must be a plain identifier, "
+                                            r"not a section or a Python word"),
     (["train", "{in}/train-cond-loose.yaml"], r"model.conditional: data 'folder' has no class labels; .*subfolder"),
     (["search", "{in}/cond-loose.yaml"], r"cond-loose.yaml: model.conditional: data 'folder' has no class labels"),
     # the expression language

@@ -121,3 +121,21 @@ def test_resuming_a_search_made_when_a_left_out_direction_was_minimize_says_so(t
                        r"space says maximize \(a direction left out is each objective's better side, where it once "
                        r"was minimize\): resume with direction: minimize, or start another with --name$"):
         check_study("old", storage, SearchSettings.model_validate({"objective": "coverage"}), True, {})
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CmaEsSampler builds without the ``cmaes`` package and imports it only when it samples: every trial but
+    the first random one failed, and the search exited 0."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    SearchSettings(sampler="cmaes")  # installed with the test extras
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cmaes" else real(name, *a))
+    with pytest.raises(ValidationError, match=r"sampler: cmaes needs the cmaes package \(pip install cmaes\)"):
+        SearchSettings(sampler="cmaes")
+
+
+def test_an_empty_objective_is_refused() -> None:
+    """``objective: []`` was an IndexError traceback at the space's load."""
+    with pytest.raises(ValidationError, match="objective: empty"):
+        SearchSettings(objective=[])
