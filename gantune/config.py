@@ -413,6 +413,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings ``_UniqueKeyLoader`` reads as numbers (``'1e-3'``)."""
+
+
+#: YAML 1.2's numbers with an exponent: PyYAML (YAML 1.1) reads ``1e-3``, ``3e4`` and ``1.0e3`` as strings (its
+#: floats need a dot and a signed exponent), so ``lr_g: 1e-3`` was the text '1e-3' wherever nothing converted it
+#: (an expression ``optim.lr_g * 2`` said "* takes numbers, not str and int")
+_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+for _kind in (_UniqueKeyLoader, _Dumper):
+    _kind.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+
+
+def yaml_text(data: Any) -> str:
+    """``data`` as YAML that ``read_yaml`` reads back as it was (keys in their order)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file, turning missing files and syntax errors into one-line ``ConfigError``s."""
     p = Path(path)
@@ -434,5 +451,5 @@ def read_yaml(path: str | Path) -> Any:
 
 def dump_config(cfg: TrialConfig, header: str = "") -> str:
     """The fully resolved config as YAML (what ``gantune train`` accepts back unchanged)."""
-    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    body = yaml_text(cfg.to_dict())
     return header + body

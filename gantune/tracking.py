@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from gantune import provenance
-from gantune.config import dotted
+from gantune.config import dotted, yaml_text
 from gantune.dburl import MLFLOW, absolute_sqlite, check_not_other, check_options, no_stray_folders, sqlite_file
 from gantune.errors import GantuneError
 from gantune.events import (
@@ -399,7 +398,7 @@ class MlflowTracker:
                     Metric("wall_s", float(summary["wall_s"]), _now(), 0)]
         if best:
             metrics += [Metric(f"best_{k}", float(v), _now(), 0) for k, v in best["values"].items()]
-            self.client.log_text(pid, yaml.safe_dump(best["config"], sort_keys=False), "best_config.yaml")
+            self.client.log_text(pid, yaml_text(best["config"]), "best_config.yaml")
             self.client.set_tag(pid, "gantune.best_trial", str(best["trial"]))
         self.client.log_batch(pid, metrics=metrics)
         self.client.set_terminated(pid, "FINISHED")
@@ -436,7 +435,7 @@ class MlflowTracker:
         self.children[number] = rid
         self.loggers[number] = _RunLogger(self.client, rid)
         self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        self.client.log_text(rid, yaml.safe_dump(config, sort_keys=False), "trial_config.yaml")
+        self.client.log_text(rid, yaml_text(config), "trial_config.yaml")
 
     def trial_recipe(self, number: int, recipe: str) -> None:
         """A warm-start trial: ``gantune.recipe`` names the known-good recipe it started from."""
@@ -477,7 +476,7 @@ class MlflowTracker:
         self.client.log_batch(rid, tags=[RunTag("gantune.pbt.exploits", str(len(lineage))),
                                          RunTag("gantune.pbt.parent", str(last["from_trial"])),
                                          RunTag("gantune.pbt.lineage", text[:5000])])
-        self.client.log_text(rid, yaml.safe_dump(config, sort_keys=False),
+        self.client.log_text(rid, yaml_text(config),
                              f"pbt/config-step-{int(last['step']):06d}.yaml")
 
     # -- helpers --------------------------------------------------------------------------------------------

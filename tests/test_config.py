@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import optuna
 import pytest
 
 from gantune.catalogue import config_from_dict, load_config
@@ -78,6 +79,24 @@ def test_yaml_scientific_notation_and_roundtrip(tmp_path: Path) -> None:
     again = tmp_path / "again.yaml"
     again.write_text(dump_config(cfg))
     assert load_config(again) == cfg
+
+
+def test_numbers_with_an_exponent_are_numbers_where_nothing_converts_them(tmp_path: Path) -> None:
+    """PyYAML read ``1e-3`` (no dot) and ``1.0e3`` (no sign) as strings: a space's expression reading
+    ``lr_g: 1e-3`` said "* takes numbers, not str and int". A string that reads as one is written quoted."""
+    from gantune.config import read_yaml, yaml_text
+    from gantune.sampling.space import load_space
+
+    p = tmp_path / "s.yaml"
+    p.write_text("optim: {lr_g: 1e-3, lr_d: {expr: 'optim.lr_g * 2'}, beta2: 9.99e-1, weight_decay: 1.0e3}\n")
+    assert read_yaml(p)["optim"] == {"lr_g": 0.001, "lr_d": {"expr": "optim.lr_g * 2"}, "beta2": 0.999,
+                                     "weight_decay": 1000.0}
+    p.write_text("search: {trials: 2, sampler: random}\noptim: {lr_g: 1e-3, lr_d: {expr: 'optim.lr_g * 2'}, "
+                 "beta1: {float: [0.0, 0.9]}}\n")
+    drawn = load_space(p).sample(optuna.trial.FixedTrial({"optim.beta1": 0.5}))
+    assert drawn["optim"]["lr_d"] == 0.002
+    (tmp_path / "t.yaml").write_text(yaml_text({"path": "1e5", "n": 1e5}))
+    assert read_yaml(tmp_path / "t.yaml") == {"path": "1e5", "n": 1e5}
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:
