@@ -18,6 +18,7 @@ from gantune.data import check_data
 from gantune.errors import ConfigError, DataError, GantuneError
 from gantune.gan.conditional import check_classes
 from gantune.gan.speed import CUDA_ONLY
+from gantune.gan.transfer import read_init
 from gantune.metrics import better, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, mode_of
@@ -348,6 +349,22 @@ def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any]
             check_classes(probe)
     except GantuneError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+def check_init_files(leaves: dict[str, Spec], source: str, defaults: dict[str, Any]) -> None:
+    """Each file ``model.init_from`` can name holds gantune's weights (read here, once): a file that is there but
+    is not weights failed every trial of a search that then exited 0. Whether they fit the nets is each trial's
+    check: the model keys may be sampled."""
+    spec = leaves.get("model.init_from")
+    can = [] if spec is None else [spec.value] if isinstance(spec, ValueSpec) else \
+        list(spec.choices) if isinstance(spec, CategoricalSpec) else []
+    if spec is None or spec.when is not None:
+        can.append(defaults.get("model.init_from"))
+    for path in dict.fromkeys(v for v in can if isinstance(v, str)):
+        try:
+            read_init(path)
+        except GantuneError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
 
 def check_weights_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:

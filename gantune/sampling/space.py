@@ -31,6 +31,7 @@ from gantune.errors import ConfigError
 from gantune.sampling.checks import (
     absolute_files,
     check_data_of,
+    check_init_files,
     check_names,
     check_objectives,
     check_scheduler_keys,
@@ -236,6 +237,7 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source, settings.defaults)
+    check_init_files(leaves, source, settings.defaults)
     if weights:
         check_weights_of(leaves, source, settings.defaults)
     text = Path(path).read_text()

@@ -71,6 +71,8 @@ FILES: dict[str, dict | str] = {
     "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
                                   health={"objective": "nonsense"}),
     # found by a probe of user spaces: a traceback, and a parameter no expression can read
+    "init-text.yaml": _with(SPACE, model={**SPACE["model"], "init_from": {"categorical": [
+        "{in}/space.yaml", "{in}/inception.pth"]}}),
     "no-objective.yaml": _with(SPACE, search={**SPACE["search"], "objective": []}),
     "keyword-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"lambda": {"float": [0.1, 1.0]}}},
                                 optim={"lr_d": {"expr": "optim.lr_g * lambda"}}),
@@ -157,6 +159,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
     (["train", "{in}/train-objective.yaml"], r"health.objective: 'nonsense' is not reported by this config's "
                                              r"evaluations \(they report: diversity\)"),
+    (["search", "{in}/init-text.yaml"], r"init-text.yaml: model.init_from: .*space.yaml: not a readable weights "
+                                        r"file \(UnpicklingError\)"),
     (["search", "{in}/no-objective.yaml"], r"no-objective.yaml: search: objective: empty; name the metric"),
     (["search", "{in}/keyword-param.yaml"], r"search.params.lambda: a parameter name must be a plain identifier, "
                                             r"not a section or a Python word"),
