@@ -161,8 +161,11 @@ def _print_search_summary(s: dict[str, Any]) -> None:
     for status, n in s["counts"].items():
         if n:
             print(f"  {status:<18}{n:>4}")
-    saved = 1 - s["trial_steps"] / s["budget_steps"] if s["budget_steps"] else 0.0
-    print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({100 * saved:.0f}% saved)")
+    failed = s["failed_trials"]
+    ran, used = s["budget_steps"] - failed * s["max_steps"], s["trial_steps"] - s["failed_steps"]
+    saved = f"{100 * (1 - used / ran):.0f}% saved" if ran > 0 else "nothing saved"
+    print(f"  trial-steps {s['trial_steps']} of a {s['budget_steps']} no-pruning budget ({saved}"
+          + (f", counted over the trials that did not fail: {failed} failed)" if failed else ")"))
     if s.get("search_defaults"):
         print("  search defaults (keys the space leaves unset or a `when` switches off): "
               + ", ".join(f"{k} {v}" for k, v in s["search_defaults"].items()))
@@ -545,6 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(summary, default=str))
+    if summary.get("error"):  # it ran and did nothing it was asked (a search whose every trial failed)
+        print(f"gantune {args.command}: error: {summary['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

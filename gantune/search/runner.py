@@ -23,7 +23,7 @@ from gantune.config import format_validation_error
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import GantuneError, Interrupted
-from gantune.events import STATUSES, ObserverThread, first_line, warn
+from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections, idle_on_cpu
@@ -375,14 +375,16 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
-    steps = 0
+    steps = failed_steps = 0
     from optuna.trial import TrialState
 
     started = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    failed = [t for t in started if Status(trial_status(t)).failed]
     for t in started:
         status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1
         steps += int(t.user_attrs.get("steps", 0))
+    failed_steps = sum(int(t.user_attrs.get("steps", 0)) for t in failed)
     best = best_trial(study)
     best_info: dict[str, Any] | None = None
     if best is not None:
@@ -397,6 +399,11 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
         "search_defaults": space.search_defaults(switched=True),
         "trial_steps": steps, "budget_steps": max(settings.trials, len(started)) * settings.max_steps,
+        # what pruning saved is counted over the trials that did not fail: a failed trial's steps were not saved
+        "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,
+        # a search whose every trial failed searched nothing: its command fails, naming the first reason
+        "error": (f"every trial failed (trial {failed[0].number}: {failed[0].user_attrs.get(REASON_KEY) or '?'})"
+                  if started and len(failed) == len(started) else None),
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
         "dashboard": dashboard_command(storage, artifact_dir(storage)),

@@ -169,7 +169,8 @@ def test_a_search_with_no_completed_trial_still_says_where_its_records_are(capsy
     from gantune.cli import _print_search_summary
 
     _print_search_summary({"search": "s", "trials": 2, "wall_s": 3.0, "counts": {"pruned:diverged": 2},
-                           "trial_steps": 20, "budget_steps": 200, "best": None,
+                           "trial_steps": 20, "budget_steps": 200, "max_steps": 100, "failed_trials": 0,
+                           "failed_steps": 0, "best": None,
                            "study_storage": "sqlite:////x/optuna.db", "artifact_dir": "/x/optuna-artifacts",
                            "dashboard": "optuna-dashboard sqlite:////x/optuna.db --artifact-dir /x/optuna-artifacts",
                            "tracking_uri": "sqlite:////x/mlflow.db",

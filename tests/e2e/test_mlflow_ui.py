@@ -44,7 +44,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
         best = {"trial": 2, "values": {"fid": 1.0}, "metrics": {}, "params": {"optim.lr_g": 0.001},
                 "config": {"name": "toy"}, "floor": {}, "provenance": {}, "samples": None}
         summary = tracker.search_ended({"search": "toy", "trials": 3, "counts": {"completed": 3}, "trial_steps": 300,
-                                        "budget_steps": 300, "wall_s": 1.0, "best": best,
+                                        "budget_steps": 300, "max_steps": 100, "failed_trials": 0, "failed_steps": 0,
+                                        "wall_s": 1.0, "best": best,
                                         "study_storage": "sqlite:///optuna.db", "artifact_dir": "optuna-artifacts",
                                         "dashboard": "optuna-dashboard sqlite:///optuna.db --artifact-dir "
                                                      "optuna-artifacts"})
