@@ -124,7 +124,7 @@ def default_out(name: str, path: Path) -> Path:
     search's name: its run's checkpoint and samples went in among the trial folders, under the search's lock)."""
     from gantune.sampling.settings import check_name
 
-    root = Path("runs") / check_name(name, f"{path}: name")
+    root = Path("runs") / check_name(name, f"{path}: name", "run name", "runs/ (or give --out)")
     search = (root / OWNER).exists() or any(root.glob("trial-[0-9][0-9][0-9][0-9]"))
     return root / "train" if search else root
 

@@ -269,12 +269,13 @@ class SearchSettings(SwitchChecked):
         return mode_of(self.directions[0])
 
 
-def check_name(name: str, where: str) -> str:
+def check_name(name: str, where: str, what: str = "search name", folder: str = "--runs-dir") -> str:
     """``name`` when it is one safe path component: run folders go to ``<runs-dir>/<name>`` and a re-run clears
-    ``<name>/trial-NNNN`` there, so ``../x``, ``/abs`` or ``a/b`` would write (and delete) outside ``runs/``."""
+    ``<name>/trial-NNNN`` there, so ``../x``, ``/abs`` or ``a/b`` would write (and delete) outside ``runs/``
+    (``what`` and ``folder``: how the message calls the name and the folder it names one in)."""
     if not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"{where}: {name!r} is not a usable search name (1 to 100 characters: letters, digits, "
-                          "'.', '_', '-', starting with a letter or digit; it names a folder under --runs-dir)")
+        raise ConfigError(f"{where}: {name!r} is not a usable {what} (1 to 100 characters: letters, digits, "
+                          f"'.', '_', '-', starting with a letter or digit; it names a folder under {folder})")
     return name
 
 

@@ -140,7 +140,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--name", "a/../../b"], r"--name: 'a/\.\./\.\./b' is not a usable"),
     (["search", "{in}/space.yaml", "--name", ".."], r"--name: '\.\.' is not a usable"),
     (["search", "{in}/space.yaml", "--name", "x" * 101], r"--name: 'x+' is not a usable"),
-    (["train", "{in}/train-dotdot.yaml"], r"train-dotdot.yaml: name: '\.\./x' is not a usable"),
+    (["train", "{in}/train-dotdot.yaml"], r"train-dotdot.yaml: name: '\.\./x' is not a usable run name .*under "
+                                          r"runs/ \(or give --out\)"),
     # data that is not there
     (["search", "{in}/no-folder.yaml"], r"no-folder.yaml: data.path: image folder .*/nope does not exist"),
     (["search", "{in}/no-images.yaml"], r"data.path: no images \(.*\) under .*/empty"),
