@@ -133,21 +133,26 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
 
 
 def objective_side(cfg: TrialConfig) -> str | None:
-    """Why ``cfg``'s health objective is not one its evaluations report (no best weights kept, no rise check), or
-    is followed the wrong way (a metric better higher minimised, or better lower maximised: the rise check would
-    stop a trial for improving), for a run about to start (``gantune train``; a search holds its objective to the
-    same at load). Not a check of every config read: a generator file of a run from before, when a left-out
-    direction was minimize, still loads to sample."""
+    """Why ``cfg``'s health objective is followed the wrong way (a metric better higher minimised, or better lower
+    maximised: the rise check would stop a trial for improving), for a run about to start (``gantune train``; a
+    search holds its direction to the same at load). Not a check of every config read: a generator file of a
+    run from before, when a left-out direction was minimize, still loads to sample."""
     objective, side = cfg.health.objective, better(cfg.health.objective)
-    keys = metric_keys(cfg)
-    if keys and objective not in keys:  # no best weights kept, no rise check: the run followed nothing
-        return (f"health.objective: {objective!r} is not reported by this config's evaluations (they report: "
-                f"{', '.join(keys)})")
     if side is None or cfg.health.mode == side:
         return None
     words = ("higher", "maximise", "maximize") if side == "max" else ("lower", "minimise", "minimize")
     return (f"health.mode: the objective {objective!r} is better {words[0]}: {words[1]} it (health.mode: {side}; in a "
             f"search space, search.direction: {words[2]})")
+
+
+def unmeasured_objective(cfg: TrialConfig) -> str | None:
+    """Why ``cfg``'s health objective is not followed: its evaluations do not report it (no best weights are
+    kept and the rise check never fires); ``None`` when they do, or when nothing is evaluated."""
+    keys = metric_keys(cfg)
+    if not keys or cfg.health.objective in keys:
+        return None
+    return (f"health.objective: {cfg.health.objective!r} is not reported by this config's evaluations (they "
+            f"report: {', '.join(keys)}): no best weights are kept and the rise check never fires")
 
 
 def _conditional_combinations(cfg: TrialConfig) -> None:

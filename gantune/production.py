@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from gantune import provenance
-from gantune.catalogue import config_from_dict, load_config, objective_side
+from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import check_data, known_classes
 from gantune.errors import ConfigError, GantuneError, Interrupted
-from gantune.events import INTERRUPTED, first_line
+from gantune.events import INTERRUPTED, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.transfer import check_init
@@ -114,6 +114,11 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     missing = missing_weights(cfg) or objective_side(cfg)
     if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
         raise ConfigError(f"{path}: {missing}")
+    if unmeasured := unmeasured_objective(cfg):  # one the file names is a mistake; the schema's fid, a warning
+        written = read_yaml(path)
+        if isinstance(written, dict) and "objective" in (written.get("health") or {}):
+            raise ConfigError(f"{path}: {unmeasured}")
+        warn(f"{path}: {unmeasured}; set health.objective")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at

@@ -65,17 +65,18 @@ FILES: dict[str, dict | str] = {
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
-    # a conditional run on a folder with its images at the top (no class subfolders): it failed when the data was
-    # loaded, leaving an empty run folder (train) or a search of failed trials
     # an objective the evaluations do not report: no best weights were kept and the rise check never fired
     "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
                                   health={"objective": "nonsense"}),
-    # found by a probe of user spaces: a traceback, and a parameter no expression can read
+    # found by a probe of user spaces: a file that is not weights (every trial failed), a traceback, and a
+    # parameter no expression can read
     "init-text.yaml": _with(SPACE, model={**SPACE["model"], "init_from": {"categorical": [
         "{in}/space.yaml", "{in}/inception.pth"]}}),
     "no-objective.yaml": _with(SPACE, search={**SPACE["search"], "objective": []}),
     "keyword-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"lambda": {"float": [0.1, 1.0]}}},
                                 optim={"lr_d": {"expr": "optim.lr_g * lambda"}}),
+    # a conditional run on a folder with its images at the top (no class subfolders): it failed when the data was
+    # loaded, leaving an empty run folder (train) or a search of failed trials
     "train-cond-loose.yaml": _with(CONFIG, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}}),
     "cond-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}},
                              eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
@@ -414,6 +415,18 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
         load_space(space_file)
     # a path computed by an expression is not known before a trial: nothing to check at load
     load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}))
+
+
+def test_trains_objective_left_to_the_schemas_fid_that_is_not_measured_is_a_warning(
+        inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that names a metric set without fid and leaves health.objective out trains (with a warning that
+    nothing is followed); one that names an objective its evaluations do not report is refused (above)."""
+    config = _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]})
+    (inputs / "left-out.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(inputs / "left-out.yaml"), "--no-tracking"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "health.objective: 'fid' is not reported by this config's evaluations (they " \
+        "report: diversity): no best weights are kept and the rise check never fires; set health.objective" in err
 
 
 def test_a_search_named_after_its_file_needs_a_usable_file_name(inputs: Path) -> None:

@@ -168,7 +168,7 @@ def test_train_on_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path: Path, 
         "name": "fulltrain", "data": {"name": "grid25"},
         "model": {"z_dim": 2, "g_width": 256, "d_width": 256, "g_depth": 3, "d_depth": 3},
         "train": {"steps": 40, "batch_size": 32, "log_every": 10, "device": "cpu", "checkpoint_every": 20},
-        "eval": {"every": 40, "n_samples": 200, "metrics": ["diversity"]}}))
+        "eval": {"every": 40, "n_samples": 200, "metrics": ["diversity"]}, "health": {"objective": "diversity"}}))
     assert main(["train", str(cfg), "--out", str(small_disk / "run"), "--no-tracking"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"gantune train: error: {small_disk / 'run' / 'checkpoint.pt'}: No space left on device"], err
