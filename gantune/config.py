@@ -420,9 +420,9 @@ class _Dumper(yaml.SafeDumper):
 #: YAML 1.2's numbers with an exponent: PyYAML (YAML 1.1) reads ``1e-3``, ``3e4`` and ``1.0e3`` as strings (its
 #: floats need a dot and a signed exponent), so ``lr_g: 1e-3`` was the text '1e-3' wherever nothing converted it
 #: (an expression ``optim.lr_g * 2`` said "* takes numbers, not str and int")
-_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 for _kind in (_UniqueKeyLoader, _Dumper):
-    _kind.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+    _kind.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+.0123456789"))
 
 
 def yaml_text(data: Any) -> str:

@@ -149,30 +149,34 @@ def atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], bool]) -> None:
-    """Write ``files`` (name -> bytes) as the folder ``out``: all of them into a temporary folder beside it first,
-    so a write that fails part-way (a full disk, Ctrl-C) leaves ``out`` as it was. A new ``out`` is that folder
-    renamed; into an existing one the files are moved, after removing the ones ``stale`` names that this write
-    does not replace (the numbered samples of an earlier, larger ``--n`` read as part of this set)."""
+    """Write ``files`` (name -> bytes) as the folder ``out``: all of them into a temporary folder first, so a write
+    that fails part-way (a full disk, Ctrl-C) leaves ``out`` as it was. A new ``out`` is that folder (made beside
+    it) renamed; into an existing one (the temporary folder made inside it: a mount point, or a folder whose
+    parent is not writable, takes it too) the files are moved, then the ones ``stale`` names that this write did
+    not replace are removed (the numbered samples of an earlier, larger ``--n`` read as part of this set)."""
     with naming(out):
         target = Path(os.path.realpath(out))
         if target.exists() and not target.is_dir():
             raise OSError(errno.ENOTDIR, "not a folder", str(out))
         if blocked := [name for name in files if (target / name).exists() and not (target / name).is_file()]:
             raise OSError(errno.EISDIR, f"{blocked[0]} there is not a regular file", str(out))
+        new = not target.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
+        # mkdir's mode (the umask's, not mkdtemp's 0700), and a name no other process picks
+        tmp = (target.parent if new else target) / f".{target.name}.tmp{os.getpid()}-{os.urandom(4).hex()}"
+        tmp.mkdir()
     try:
         with naming(out):
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
-            if not target.exists():
+            if new:
                 os.replace(tmp, target)
                 return
+            for name in files:
+                os.replace(tmp / name, target / name)
             for old in target.iterdir():
                 if stale(old.name) and old.name not in files and old.is_file():
                     old.unlink()
-            for name in files:
-                os.replace(tmp / name, target / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -213,21 +217,7 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
         return
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     lock_made = not (folder / LOCK).exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK).open("a+") as handle:
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                handle.seek(0)
-                pid = handle.read().split(maxsplit=1)[:1]
-                raise GantuneError(f"{what} is in use by another gantune process{f' (pid {pid[0]})' if pid else ''}: "
-                                   "wait for it to end, or stop it") from None
+    with _taken(folder, what, fcntl) as handle:
         with naming(folder / LOCK):
             handle.seek(0)
             handle.truncate()
@@ -239,6 +229,40 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
             if lock_made:  # removed while the lock is still held, so no other process is writing there
                 _unmake(folder, made)
             raise
+
+
+def _taken(folder: Path, what: str, fcntl: Any) -> IO[str]:
+    """``folder``'s lock file, opened and locked (``exclusive``). A lock taken on a file a failed holder has
+    just removed (``_unmake``) locks nothing a later process can see: it is let go and taken again on the file
+    that is there now."""
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / LOCK).open("a+")
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    handle.seek(0)
+                    pid = handle.read().split(maxsplit=1)[:1]
+                    raise GantuneError(f"{what} is in use by another gantune process"
+                                       f"{f' (pid {pid[0]})' if pid else ''}: wait for it to end, or stop it") from None
+            mine = os.fstat(handle.fileno())
+            try:
+                there = os.stat(folder / LOCK)
+            except FileNotFoundError:
+                there = None
+        except BaseException:
+            handle.close()
+            raise
+        if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+            return handle
+        handle.close()
 
 
 def _unmake(folder: Path, made: list[Path]) -> None:

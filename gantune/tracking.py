@@ -493,16 +493,18 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _train_run_of(client: MlflowClient, exp_id: str, key: str) -> Any:
-    """The MLflow run of the ``gantune train`` run in folder ``key``, ``None`` if there is none: looked for in
-    ``exp_id`` first, then in every experiment (a run resumed with another ``name`` or ``origin``, which
-    ``--resume`` allows, names another experiment: it started a second MLflow run). The folder is matched here,
-    not in the filter: a path may hold quotes, which an MLflow filter string cannot escape (a traceback)."""
+def _train_run_of(client: MlflowClient, experiment: str, key: str) -> Any:
+    """The MLflow run of the ``gantune train`` run in folder ``key``, ``None`` if there is none: looked for in the
+    experiment ``experiment`` first, then in every other (a run resumed with another ``name`` or ``origin``, which
+    ``--resume`` allows, names another experiment: it started a second MLflow run); nothing is created. The folder
+    is matched here, not in the filter: a path may hold quotes, which an MLflow filter string cannot escape."""
     def find(ids: list[str]) -> Any:
         runs = client.search_runs(ids, filter_string="tags.`gantune.role` = 'train'", max_results=10000) if ids else []
         return next((r for r in runs if r.data.tags.get("gantune.run_dir") == key), None)
 
-    return find([exp_id]) or find([e.experiment_id for e in client.search_experiments() if e.experiment_id != exp_id])
+    own = client.get_experiment_by_name(experiment)
+    first = [] if own is None else [own.experiment_id]
+    return find(first) or find([e.experiment_id for e in client.search_experiments() if e.experiment_id not in first])
 
 
 class TrainRun:
@@ -542,14 +544,14 @@ class TrainRun:
         self.client = connect(tracking_uri)
         origin = cfg.origin
         experiment = origin.search if origin is not None else cfg.name
-        exp_id = _experiment(self.client, tracking_uri, experiment)
         key = str(out_dir.resolve())
-        found = _train_run_of(self.client, exp_id, key) if resume else None
-        if found is not None:
+        found = _train_run_of(self.client, experiment, key) if resume else None
+        if found is not None:  # in its own experiment (the name or origin resumed with may name another)
             run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self._have, self._grids = _logged(self.client, found)
         else:
+            exp_id = _experiment(self.client, tracking_uri, experiment)
             tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
             if origin is not None:
                 tags["gantune.search"] = origin.search

@@ -115,6 +115,8 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
     few = load_data(DataConfig(name="folder", path=str(root), resolution=8, channels=1, max_images=15), CPU, 0)
     assert len(few) == 15 and few.n_classes == 3
     assert not [w for w in recwarn if "PIL" in w.filename], [str(w.message) for w in recwarn]
+    (root / "a_alias").symlink_to(root / "a_cat")  # sorts before it, and is a link: the real folder keeps its name
+    assert known_classes(cfg) == 3 and len(load_data(cfg, CPU, seed=0)) == 31
     with pytest.raises(DataError, match="is a file, not a folder"):
         load_data(DataConfig(name="folder", path=str(root / "a_cat" / "0.png")), CPU, 0)
 
@@ -134,6 +136,9 @@ def test_a_photos_orientation_tag_is_applied(tmp_path: Path, monkeypatch: pytest
     assert data.images is not None
     img = data.images[0, 0].float()
     assert img[:3].mean() > 200 and img[5:].mean() < 50, img
+    Image.new("L", (8, 8), 7).save(tmp_path / "photos" / "1.png", exif=b"garbagegarbage")  # Pillow: SyntaxError
+    assert len(load_data(DataConfig(name="folder", path=str(tmp_path / "photos"), resolution=8, channels=1),
+                         CPU, 0)) == 2  # decoded as stored
 
 
 @pytest.mark.parametrize("kind", ["16-bit png", "32-bit int tiff", "float tiff [0, 1]", "float tiff [0, 255]"])

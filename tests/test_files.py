@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from gantune import rundir
 from gantune.cli import main
+from gantune.errors import GantuneError
 
 
 def _full_disk_after(n: int) -> object:
@@ -211,3 +213,42 @@ def test_a_command_that_fails_having_written_nothing_leaves_no_folder_behind(tmp
     with rundir.exclusive(tmp_path / "ok", "run folder", "train"):
         pass
     assert (tmp_path / "ok" / rundir.LOCK).exists()  # a command that ended well keeps its folder
+
+
+def test_a_process_waiting_on_a_lock_its_failed_holder_removes_takes_the_new_one(tmp_path: Path) -> None:
+    """B waits on A's lock; A fails having written nothing and removes the lock file and its folder. B's lock was
+    then on a file no one else could see: C made a new one and held it too, both writing in one folder."""
+    import threading
+    import time
+
+    folder = tmp_path / "runs" / "x"
+    events: list[str] = []
+    b_holds, c_done = threading.Event(), threading.Event()
+
+    def a() -> None:
+        with contextlib.suppress(RuntimeError), rundir.exclusive(folder, "run folder", "train"):
+            time.sleep(0.3)
+            raise RuntimeError("refused")
+
+    def b() -> None:
+        time.sleep(0.1)  # waits on A's lock
+        with rundir.exclusive(folder, "run folder", "train"):
+            events.append(f"B: lock file there {(folder / rundir.LOCK).exists()}")
+            b_holds.set()
+            c_done.wait(5)
+
+    def c() -> None:
+        b_holds.wait(5)
+        try:
+            with rundir.exclusive(folder, "run folder", "train"):
+                events.append("C holds it too")
+        except GantuneError as err:
+            events.append(f"C refused: {'in use by another gantune process' in str(err)}")
+        c_done.set()
+
+    threads = [threading.Thread(target=f) for f in (a, b, c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert events == ["B: lock file there True", "C refused: True"], events

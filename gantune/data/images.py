@@ -65,7 +65,9 @@ def _listed(root: Path) -> list[Path]:
             subfolders[:] = []
             continue
         seen.add(real)
-        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS]
+        # sorted, real folders before links to them: a folder reached twice keeps its own name on any file system
+        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS),
+                               key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in
                   IMAGE_SUFFIXES and (Path(folder) / n).is_file()]
     return sorted(found)
@@ -108,16 +110,26 @@ def _eight_bit(im: Any) -> Any:
     return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
 
 
+def _upright(im: Any) -> Any:
+    """``im`` turned as its EXIF orientation tag says, as image viewers show it (a phone photo is stored sideways);
+    as it is when the tag cannot be read (Pillow raises ``SyntaxError`` on a malformed EXIF block)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # the pixels decode without it, as they did before orientation was read
+        return im
+
+
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
         with warnings.catch_warnings(), Image.open(f) as im:
             # Pillow's notes on palette transparency and very large images: said once per image, on every run
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            upright = ImageOps.exif_transpose(im)  # a phone photo's orientation tag, applied as viewers do
-            return _center_crop_resize(_eight_bit(upright).convert(mode), resolution)
+            return _center_crop_resize(_eight_bit(_upright(im)).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
 

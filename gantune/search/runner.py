@@ -379,7 +379,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     from optuna.trial import TrialState
 
     started = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    failed = [t for t in started if Status(trial_status(t)).failed]
+    failed = [t for t in started if trial_status(t).startswith(str(Status.FAILED))]  # running ones too
     for t in started:
         status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1

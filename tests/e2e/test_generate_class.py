@@ -121,6 +121,8 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     weights = _train(tmp_path, "plain", conditional=False)
     out = tmp_path / "samples"
     assert main(["generate", str(weights), "--n", "5", "--out", str(out)]) == 0
+    (tmp_path / "made").mkdir()
+    assert out.stat().st_mode == (tmp_path / "made").stat().st_mode  # a folder as mkdir makes it, not 0700
     (out / "notes.txt").write_text("mine")
     assert main(["generate", str(weights), "--n", "3", "--seed", "1", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "notes.txt"]

@@ -83,4 +83,5 @@ def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FINISHED"]
+    assert client.get_experiment_by_name("renamed") is None  # nothing made for the name it resumed with
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == [10, 20, 30]
