@@ -244,6 +244,11 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already
     space.notes += [note for leaf, note in check_draws(space).items() if leaf not in said]
+    drawn = [spec for spec in [*leaves.values(), *params.values()] if isinstance(spec, (FloatSpec, IntSpec))
+             or (isinstance(spec, CategoricalSpec) and len(spec.choices) > 1)]
+    if not drawn and settings.trials > 1:  # its trials share one config and seed: the same run, n times
+        space.notes.append(f"this space samples nothing (no range, no categorical of two choices or more): its "
+                           f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore
     return space

@@ -65,6 +65,16 @@ class IntSpec(_Leaf):
 class CategoricalSpec(_Leaf):
     choices: list[Scalar] = Field(alias="categorical", min_length=1)
 
+    @model_validator(mode="after")
+    def _once(self) -> CategoricalSpec:
+        seen: set[str] = set()
+        for choice in self.choices:  # by repr: 1, 1.0 and true are three choices
+            if repr(choice) in seen:
+                raise ValueError(f"categorical choice {choice!r} is given twice (a search draws it as often as it "
+                                 "is listed; list each once)")
+            seen.add(repr(choice))
+        return self
+
 
 class ExprSpec(_Leaf):
     expr: str

@@ -178,9 +178,10 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
-def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
+def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, list[str]]:
     """The checks of a run's inputs that need no study, before anything is written: the command line's
-    overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for."""
+    overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for. Returns the settings and the
+    warnings to say once every check has passed (said before a refusal, they buried its one line)."""
     settings = apply_overrides(space.settings, opts)
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     # another storage's search in <runs-dir>/<name>: before anything is written (claimed in run_search, locked)
@@ -191,9 +192,7 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> SearchSettings:
     gpu = settings.resources.gpu if opts.ray_address else \
         trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
-    for note in [*space.notes, *cpu_only, *settings.warnings()] if space.warns else []:
-        warn(note)
-    return settings
+    return settings, [*space.notes, *cpu_only, *settings.warnings()] if space.warns else []
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
@@ -269,7 +268,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     if not env.configured():
         raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
-    settings = check_run(space, opts)
+    settings, notes = check_run(space, opts)
     space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     check_study(space.name, storage, settings, opts.resume, space.distributions())
@@ -282,6 +281,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         with exclusive(run_root, f"search {space.name!r} (its folder {run_root})", "search"):
             check_study(space.name, storage, settings, opts.resume, space.distributions())
             claim_runs(run_root, space.name, storage)
+            for note in notes:  # every input checked: what is left to say about the space
+                warn(note)
             observers = [ObserverThread(obs) for obs in opts.observers]
             study = open_study(space.name, storage, settings)  # check_study said it may
             study.set_user_attr("space_text", space.text)

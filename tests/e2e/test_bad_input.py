@@ -380,7 +380,10 @@ def test_a_store_of_the_other_kind_or_an_empty_file_is_refused_untouched(
 # -- data checks of a space whose data is searched ------------------------------------------------------------
 
 def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(inputs: Path) -> None:
+    import shutil
+
     good, missing = str(inputs / "images"), str(inputs / "nope")
+    other = shutil.copytree(inputs / "images", inputs / "images2")  # a choice is listed once
     base = {**SPACE, "model": {"arch": "dcgan"}}
 
     def space(data: dict) -> Path:
@@ -388,7 +391,7 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
         path.write_text(yaml.safe_dump({**base, "data": {**data, "resolution": 8}}))
         return path
 
-    load_space(space({"name": "folder", "path": {"categorical": [good, good]}}))
+    load_space(space({"name": "folder", "path": {"categorical": [good, str(other)]}}))
     with pytest.raises(DataError, match=f"{missing} does not exist"):  # the choice every trial drawing it would fail
         load_space(space({"name": "folder", "path": {"categorical": [good, missing]}}))
     with pytest.raises(DataError, match=f"{missing} does not exist"):  # the value a `when` may switch on
@@ -405,7 +408,7 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
         load_space(defaulted({"name": "folder"}))
     with pytest.raises(DataError, match=f"{missing} does not exist"):
         load_space(defaulted({"name": "folder", "path": {"value": good, "when": "model.z_dim > 4"}}))
-    load_space(defaulted({"name": "folder", "path": {"categorical": [good, good]}}))  # the space's own value stands
+    load_space(defaulted({"name": "folder", "path": {"categorical": [good, str(other)]}}))  # the space's own
     # a switched value beside the default its off trials take: stacked digits are 3-channel, the default says 1
     space_file = inputs / "stacked.yaml"
     space_file.write_text(yaml.safe_dump({**SPACE, "search": {**SPACE["search"], "defaults": {"data.channels": 1}},

@@ -265,8 +265,7 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
                    .replace(*edit))
     source = f"{tmp_path / 's.yaml'}: "
     assert space.notes == [source + n for n in notes]
-    check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))
-    assert capsys.readouterr().err.splitlines() == [f"warning: {source}{n}" for n in notes]
+    assert check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))[1] == [source + n for n in notes]
 
 
 @pytest.mark.parametrize(("gpus", "address"), [(0, None), (1, None), (0, "127.0.0.1:1")])
@@ -285,10 +284,9 @@ def test_a_cuda_only_key_searched_on_the_cpu_is_said_before_the_search(
         monkeypatch.setattr(runner, "local_resources", lambda: pytest.fail("a cluster search read this machine"))
         monkeypatch.setattr(runner, "check_address", lambda address: None)  # no cluster to answer
         space.settings = space.settings.model_copy(update={"resources": Resources(gpu=0)})
-    runner.check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs"), ray_address=address))
-    said = capsys.readouterr().err.splitlines()
+    said = runner.check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs"), ray_address=address))[1]
     assert said == ([] if gpus else [
-        f"warning: {tmp_path / 's.yaml'}: train.{key} is searched, but this search's trials run on the CPU, where it "
+        f"{tmp_path / 's.yaml'}: train.{key} is searched, but this search's trials run on the CPU, where it "
         "does nothing (CUDA only): its draws train alike; fix its value, or give the trials a GPU "
         "(search.resources.gpu)" for key in ("precision", "channels_last")])
 
@@ -317,3 +315,16 @@ train: {checkpoint_every: {expr: "eval.every * 2"}}
     assert (off.optim.ema, off.optim.decay, off.optim.lr_d) == (0.999, "linear", 2.0e-4)
     on = config_from_dict(space.sample(optuna.trial.FixedTrial({"loss.name": "hinge", "optim.ema": 0.995})))
     assert (on.optim.ema, on.optim.decay) == (0.995, "cosine")
+
+
+def test_a_space_that_samples_nothing_is_said_and_a_choice_listed_twice_is_refused(tmp_path: Path) -> None:
+    """Two trials of one config trained the same run twice without a word; ``[hinge, hinge, nonsaturating]``
+    drew hinge twice as often, silently."""
+    fixed = "name: f\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: grid25}\nloss: {name: %s}\n"
+    assert _space(tmp_path, fixed % "{categorical: [hinge]}").notes[-1].endswith(
+        "this space samples nothing (no range, no categorical of two choices or more): its 2 trials train one "
+        "config; give a key a range, or search.trials: 1")
+    assert not any("samples nothing" in n for n in _space(tmp_path, fixed % "{categorical: [hinge, wgan]}").notes)
+    with pytest.raises(ConfigError, match=r"loss.name: categorical choice 'hinge' is given twice"):
+        _space(tmp_path, fixed % "{categorical: [hinge, hinge, nonsaturating]}")
+    _space(tmp_path, fixed.replace("loss: {name: %s}", "optim: {lr_g: {categorical: [1, 1.0]}}"))  # two
