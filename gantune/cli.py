@@ -427,7 +427,7 @@ COMMANDS.add("report", Command("write a self-contained HTML report of a search",
 def _ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("search", nargs="?", help="print the page of this search's runs (default: every experiment's)")
     _tracking_uri_arg(p)
-    p.add_argument("--port", type=PORT, default=5000)
+    p.add_argument("--port", type=_bounded(1, 65535), default=5000)  # 0: the port it printed was not the one served
 
 
 def _port_free(port: int) -> bool:
@@ -445,8 +445,6 @@ def _port_free(port: int) -> bool:
 
 
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
-    import subprocess
-
     from gantune.dburl import no_stray_folders, sqlite_file
     from gantune.tracking import experiment_urls, resolve_tracking_uri
 
@@ -466,7 +464,7 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
            "--port", str(args.port)]
     try:
         with no_stray_folders(uri):
-            code = subprocess.call(cmd)
+            code = env.call_group(cmd)  # Ctrl-C or SIGTERM stops the server's workers too
     except KeyboardInterrupt:
         code = 0
     if code not in (0, -2, 130):

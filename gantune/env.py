@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 #: set whatever the user has: a search depends on them
@@ -63,3 +64,26 @@ def terminate_as_interrupt() -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def call_group(cmd: list[str]) -> int:
+    """Run ``cmd`` as the leader of a process group of its own and wait for it; Ctrl-C or SIGTERM here (a
+    ``KeyboardInterrupt``) stops the whole group, then re-raises. ``subprocess.call`` stops only its child: ``mlflow
+    ui``'s server workers and job runners outlived ``gantune ui``, holding its port."""
+    import subprocess
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)  # every process of the group, the leader's children included
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                proc.wait(timeout=10)
+                time.sleep(0.2)  # the group's other processes get their signal too; the leader may go first
+            except subprocess.TimeoutExpired:
+                continue
+        raise

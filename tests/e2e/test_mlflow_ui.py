@@ -132,3 +132,44 @@ def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[s
         browser.quit()
         os.killpg(ui.pid, signal.SIGTERM)  # gantune ui and the mlflow server it started
         ui.wait(30)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie no one has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def test_ui_stopped_stops_its_servers_whole_process_group(tmp_path: Path) -> None:
+    """``gantune ui`` ran ``mlflow ui`` with ``subprocess.call``, which on Ctrl-C or SIGTERM stops only its child:
+    the uvicorn workers and job runners it had started lived on, holding the port. A server that starts a worker
+    stands in for it here; the interrupt is a real SIGINT to this process."""
+    import threading
+
+    from gantune import env
+
+    server, pidfile = tmp_path / "server.py", tmp_path / "worker.pid"
+    server.write_text("import subprocess, sys, time\n"
+                      "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                      "open(sys.argv[1], 'w').write(str(worker.pid))\n"
+                      "time.sleep(120)\n")
+    def interrupt_when_started() -> None:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        env.call_group([sys.executable, str(server), str(pidfile)])
+    worker = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(worker)
+    ui = main(["ui", "--port", "0"])
+    assert ui == 2  # port 0: the page it printed named a port the server did not use

@@ -233,7 +233,8 @@ def test_train_closes_its_mlflow_run_as_failed_on_oom(tmp_path: Path, capsys: py
         "name": "oomtrain", "data": {"name": "digits", "resolution": 8},
         "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1},
         "train": {"steps": 20, "batch_size": 16, "log_every": 5, "device": "cpu"},
-        "eval": {"every": 10, "n_samples": 1000000000000, "metrics": ["diversity"]}}))
+        "eval": {"every": 10, "n_samples": 1000000000000, "metrics": ["diversity"]},
+        "health": {"objective": "diversity"}}))
     assert main(["train", str(cfg), "--out", "run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of memory" in err[0], err
