@@ -153,8 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
             if m := re.fullmatch(pattern, path):
                 try:
                     fn(self, m)
-                except (ValueError, KeyError, TypeError) as err:
+                except (ValueError, KeyError, TypeError, OverflowError) as err:  # a bad request: said, not a traceback
                     self.send_json({"error": str(err)}, 400)
+                except RecursionError:  # JSON nested past what the decoder follows
+                    self.send_json({"error": "a vote is a flat JSON object"}, 400)
                 return
         self.send_json({"error": f"no such page: {path}"}, 404)
 
@@ -203,11 +205,21 @@ def _vote(h: _Handler, _: re.Match[str]) -> None:
         h.send_json({"error": "a vote is a JSON body (Content-Type: application/json)"}, 415)
         return
     length = int(h.headers.get("Content-Length") or 0)
-    body = json.loads(h.rfile.read(min(length, 10_000)) or b"{}")
+    if not 0 <= length <= 10_000:  # a negative one read until the client hung up
+        raise ValueError(f"Content-Length {length}: a vote is at most 10,000 bytes")
+    body = json.loads(h.rfile.read(length) or b"{}")
     if not isinstance(body, dict):
         raise TypeError(f"a vote is a JSON object with a, b and winner, not {type(body).__name__}")
     winner = body.get("winner")
-    h.send_json(h.review.vote(int(body["a"]), int(body["b"]), None if winner is None else int(winner)))
+    h.send_json(h.review.vote(_trial(body, "a"), _trial(body, "b"), None if winner is None else _trial(body, "winner")))
+
+
+def _trial(body: dict[str, Any], key: str) -> int:
+    """A vote's trial number: a JSON integer (``int()`` took true, "1" and 0.9, which is trial 0)."""
+    value = body[key]
+    if type(value) is not int:
+        raise TypeError(f"{key}: a trial number is a whole number, not {json.dumps(value)}")
+    return value
 
 
 class ReviewServer:

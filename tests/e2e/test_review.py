@@ -3,6 +3,7 @@ restart of the page, in the study and on the MLflow parent run; ``export --by hu
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,12 +128,25 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
         assert bad.value.code == 400
         # a body that is JSON but not an object was a traceback on the review's terminal and a dropped connection;
         # a text/plain vote, which any page in the browser may send unasked, is not taken
+        # so were a number past float range and JSON nested 5,000 deep; true, "1" and 0.9 were taken as trials
+        odd = [b'{"a": 1e400, "b": 0}', b"[" * 5000 + b"]" * 5000, json.dumps({"a": True, "b": 0, "winner": False}),
+               json.dumps({"a": str(a), "b": b + 0.9, "winner": str(a)})]
         for data, content_type, code in ((b"[1]", "application/json", 400), (b'"x"', "application/json", 400),
-                                         (json.dumps({"a": a, "b": b, "winner": a}).encode(), "text/plain", 415)):
+                                         (json.dumps({"a": a, "b": b, "winner": a}).encode(), "text/plain", 415),
+                                         *((d if isinstance(d, bytes) else d.encode(), "application/json", 400)
+                                           for d in odd)):
             with pytest.raises(urllib.error.HTTPError) as bad:
                 urllib.request.urlopen(urllib.request.Request(url + "api/vote", data=data, headers={
                     "Content-Type": content_type}), timeout=30)
             assert bad.value.code == code, (data, content_type)
+        where = urllib.parse.urlsplit(url)  # a negative Content-Length read until the client hung up
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        conn.putrequest("POST", "/api/vote")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", "-1")
+        conn.endheaders()
+        assert conn.getresponse().status == 400
+        conn.close()
         assert _http(url + "api/state")["votes"] == 5
     finally:
         summary = _stop(proc)
