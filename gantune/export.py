@@ -276,6 +276,9 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     if weights is not None:  # before any re-run: a folder that cannot be made failed only after them
         check_writable(weights, "--weights", is_dir=True)
     check_writable(out, "--out", is_dir=False)
+    if weights is not None and (weights.resolve() == out.resolve() or out.resolve() in weights.resolve().parents):
+        # the weights' folder made where the config goes: the config could not be written, the weights were
+        raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
     note = search_notes(study, ranking=trial is None)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]

@@ -235,7 +235,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
         best=best, note=note, human=human, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
-        strips=_strips(study, top),
+        strips=_strips(study, top), top=top,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

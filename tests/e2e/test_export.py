@@ -197,6 +197,9 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
         (["generate", str(weights), "--interpolate", str(10**23)], "argument --interpolate: 1000"),
         (["generate", str(weights), "--interpolate", "4", "--rows", str(10**23)], "argument --rows: 1000"),
         (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--device", "tpu"], "--device: 'tpu' is not"),
+        # the same path for both: the weights' folder was made where the config was to go (then refused)
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "y.yaml"),
+          "--weights", str(tmp_path / "y.yaml")], "would be a folder at or under --out"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--seeds", "1", "--concurrent", "-1"],
          "search.concurrency: Input should be greater than or equal to 0"),
     ]
@@ -206,7 +209,7 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
         proc = _run(args, tmp_path)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and len(err.splitlines()) == 1 and needle in err, (args, err)
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.yaml").exists()
     assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies
 
 

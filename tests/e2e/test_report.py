@@ -45,6 +45,10 @@ def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypa
     strips = re.findall(r'alt="latent interpolation of trial (\d+)" src="data:image/png;base64,', html)
     assert sorted(int(n) for n in strips) == sorted(done[1:])
     assert f"trial {done[0]}: no interpolation ({broken} is unreadable (" in html
+    # --top 0: the page said the run directories were not on this machine, and that no trial had completed
+    assert main(["report", "rep", "--out", "out/top0.html", "--top", "0"]) == 0
+    html = (tmp_path / "out" / "top0.html").read_text()
+    assert html.count("None asked for (--top 0).") == 2 and "not on this machine" not in html
 
 
 def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
