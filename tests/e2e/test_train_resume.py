@@ -18,6 +18,18 @@ class _Killed(BaseException):
     """SIGKILL at a chosen point: nothing after it runs, not even the handler that closes the MLflow run."""
 
 
+def _tracked_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int,
+                 out: str) -> tuple[Any, str, TrainOptions]:
+    """A tiny config of ``steps`` (checkpointed and evaluated at each half) in ``tmp_path/cfg.yaml``, the sqlite
+    MLflow store beside it, and the options of its tracked run into ``out``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny(train={"steps": steps, "checkpoint_every": steps // 2}, eval={"every": steps // 2})
+    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return cfg, uri, TrainOptions(config="cfg.yaml", out=out, tracking_uri=uri)
+
+
 @pytest.mark.parametrize("kill_at", ["line 30", "line 40", "final weights"])
 def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                kill_at: str) -> None:
@@ -25,12 +37,7 @@ def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, m
     holds it; killed at step 40, MLflow already has step 30 and the grid of 40, which the resumed run makes again;
     killed after the last checkpoint (writing the weights), the resumed run trains and reports nothing, and MLflow
     still lacks step 40."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 20})
-    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    opts = TrainOptions(config="cfg.yaml", out="run", tracking_uri=uri)
+    _, uri, opts = _tracked_run(tmp_path, monkeypatch, 40, "run")
     append, save, fail = RunDir.append_metrics, RunDir.save_generator, TrainRun.fail
 
     def dies_writing_a_line(self: RunDir, record: dict[str, object]) -> None:
@@ -67,12 +74,7 @@ def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_
     """A folder path with a quote made the MLflow filter of the resumed run's lookup a traceback; a resume with
     another ``name`` (which ``--resume`` allows) looked in that name's experiment and started a second MLflow
     run beside the first (a killed first run stayed RUNNING)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = tiny(train={"steps": 20, "checkpoint_every": 10}, eval={"every": 10})
-    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    opts = TrainOptions(config="cfg.yaml", out="it's \"run\"", tracking_uri=uri)
+    cfg, uri, opts = _tracked_run(tmp_path, monkeypatch, 20, "it's \"run\"")
     assert run_training(opts, say=None)["steps"] == 20
     renamed = dump_config(cfg).replace(f"name: {cfg.name}", "name: renamed")
     assert "name: renamed" in renamed
