@@ -152,9 +152,9 @@ def test_ui_stopped_stops_its_servers_whole_process_group(tmp_path: Path) -> Non
 
     server, pidfile = tmp_path / "server.py", tmp_path / "worker.pid"
     server.write_text("import subprocess, sys, time\n"
-                      "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                      "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
                       "open(sys.argv[1], 'w').write(str(worker.pid))\n"
-                      "time.sleep(120)\n")
+                      "time.sleep(30)\n")
     def interrupt_when_started() -> None:
         deadline = time.monotonic() + 30
         while not pidfile.exists() or not pidfile.read_text():
@@ -164,8 +164,13 @@ def test_ui_stopped_stops_its_servers_whole_process_group(tmp_path: Path) -> Non
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_started, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        env.call_group([sys.executable, str(server), str(pidfile)])
+    # Python's own Ctrl-C: an earlier test's library (Ray) may have left another handler for SIGINT
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            env.call_group([sys.executable, str(server), str(pidfile)])
+    finally:
+        signal.signal(signal.SIGINT, before)
     worker = int(pidfile.read_text())
     deadline = time.monotonic() + 10
     while not _gone(worker) and time.monotonic() < deadline:
