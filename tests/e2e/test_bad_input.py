@@ -237,7 +237,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["report", "x", "--out", "."], r"--out: cannot write \. \(it is a directory\)$"),
     (["report", "x", "--out", "/dev/null"], r"--out: cannot write /dev/null \(not a regular file: a device, pipe "
                                               r"or socket\)$"),
-    (["ui", "--port", "70000"], r"argument --port: 70000 is not between 0 and 65535"),
+    (["ui", "--port", "70000"], r"argument --port: 70000 is not between 1 and 65535"),
+    (["ui", "--port", "0"], r"argument --port: 0 is not between 1 and 65535"),  # its pages named port 0
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
     # switches and numbers read as each other (pydantic's lax mode: `steps: true` trained 1 step)
     (["train", "{in}/steps-true.yaml"], r"steps-true.yaml: train.steps: must be a number, not true or false"),
