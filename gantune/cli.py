@@ -513,6 +513,18 @@ def database_failure(err: BaseException) -> str | None:
     return f"the database failed on reading ({first}): a damaged file? Restore it from a copy"
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: Python writes them as ``NaN``/``Infinity``, which is not JSON
+    (``jq``, JavaScript's ``JSON.parse`` and most other readers refuse the whole line)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -545,8 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, default=str))
-    if summary.get("error"):  # it ran and did nothing it was asked (a search whose every trial failed)
+        print(json.dumps(_strict(summary), default=str, allow_nan=False))
+    if summary.get("error"):  # it ran and did nothing it was asked (every trial of a search failed, a run diverged)
         print(f"gantune {args.command}: error: {summary['error']}", file=sys.stderr)
         return 1
     return 0

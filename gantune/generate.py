@@ -24,7 +24,7 @@ from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
-from gantune.rundir import atomic_folder, atomic_write, load_saved
+from gantune.rundir import atomic_folder, atomic_write, finite_weights, load_saved
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
@@ -57,7 +57,7 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     except (RuntimeError, TypeError, AttributeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GantuneError(f"{path}: weights do not fit the embedded config ({first})") from None
-    if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
+    if not finite_weights(net.state_dict()):
         raise GantuneError(f"{path}: weights contain non-finite values")
     return net.to(device).eval(), cfg
 

@@ -20,7 +20,7 @@ from gantune.catalogue import config_from_dict, load_config, objective_side, unm
 from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import check_data, known_classes
 from gantune.errors import ConfigError, GantuneError, Interrupted
-from gantune.events import INTERRUPTED, first_line, warn
+from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.transfer import check_init
@@ -203,6 +203,15 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
                            f"{out / CONFIG} (--steps may change) or train this config into another --out")
 
 
+def diverged_error(reason: str, out: Path) -> str:
+    """The one line a run that went non-finite ends with: what it left that can still generate."""
+    kept = (f"{out / BEST_GENERATOR} holds its best evaluation's generator" if (out / BEST_GENERATOR).exists()
+            else "it had no finite evaluation to keep")
+    gone = f"no {GENERATOR} (its weights are non-finite)" if not (out / GENERATOR).exists() else ""
+    return (f"the run diverged ({reason}): {', '.join(filter(None, [gone, kept]))}; lower the learning rates or "
+            "add a penalty (loss.r1_weight, loss.gp_weight)")
+
+
 def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
                  status: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train and return the summary ``gantune train --json`` prints.
@@ -270,7 +279,9 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
     summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
-    summary["weights"] = str(out / GENERATOR)
+    summary["weights"] = str(out / GENERATOR) if (out / GENERATOR).exists() else None
+    if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: the run did not do what it was asked
+        summary["error"] = diverged_error(result.reason, out)
     if tracker is not None:
         tracker.end(result.status, result.reason, result.steps, [out / GENERATOR, out / BEST_GENERATOR, out / CONFIG])
         summary["mlflow_run_id"] = tracker.run_id

@@ -432,6 +432,12 @@ class RunDir:
         return p
 
 
+def finite_weights(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of ``state_dict`` is finite: weights with a NaN or an infinity generate
+    nothing (``generate`` refuses them), so a run whose weights went non-finite keeps none."""
+    return all(bool(torch.isfinite(t).all()) for t in state_dict.values() if t.is_floating_point())
+
+
 def generator_payload(state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int) -> dict[str, Any]:
     """Generator weights with the config that built them: plain types, loadable with ``weights_only=True``."""
     return {

@@ -28,7 +28,7 @@ from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
 from gantune.health import EVAL_SECONDS, REPEAT, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
-from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir, finite_weights
 from gantune.viz import samples_png
 
 Record = dict[str, float]
@@ -169,8 +169,14 @@ class _Outputs:
             self.on_samples(step, png)
 
     def generator(self, trainer: GANTrainer, step: int, name: str = GENERATOR) -> None:
+        """Weights gone non-finite are not written, and an earlier part's (a resumed run's) file is removed: the
+        run's ``generator.pt`` is always one that generates."""
         if self.rd is not None:
-            self.rd.save_generator(trainer.eval_generator().state_dict(), self.cfg, step, name=name)
+            state = trainer.eval_generator().state_dict()
+            if finite_weights(state):
+                self.rd.save_generator(state, self.cfg, step, name=name)
+            else:
+                (self.rd.path / name).unlink(missing_ok=True)
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         if self.rd is not None:

@@ -38,6 +38,22 @@ def test_train_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["train", str(out / "config.yaml"), "--out", str(tmp_path / "again"), "--json"]) == 0
 
 
+def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that diverged to NaN ended with exit 0, wrote a NaN ``generator.pt`` (``generate`` refused it) and
+    printed ``NaN`` in its ``--json`` line, which is not JSON (``jq`` refuses the line)."""
+    cfg = _write_cfg(tmp_path, optim={"lr_g": 1e30, "lr_d": 1e30}, train={"steps": 200})
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking", "--json"]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(c))
+    assert summary["status"] == "diverged" and summary["weights"] is None
+    assert None in summary["last"].values()  # the non-finite loss, as null
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gantune train: error: the run diverged (non-finite"), err
+    assert "no generator.pt" in err[0] and not (out / "generator.pt").exists()
+
+
 def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_cfg(tmp_path)
     out = tmp_path / "run"
