@@ -107,6 +107,10 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         check_same_classes(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
+    if not opts.resume and (held := stopped_run(out)):
+        raise GantuneError(f"--out: {out} holds a run stopped before its first checkpoint ({held}): nothing to "
+                           "resume, and a new run would mix its files with that one's; delete it or choose another "
+                           "--out")
     check_writable(out, "--out", is_dir=True)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
@@ -122,6 +126,15 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at
+
+
+def stopped_run(out: Path) -> str:
+    """What a run stopped before its first checkpoint left in ``out`` (its log, weights or grids), ``""`` when
+    nothing (a folder with only a config.yaml is a run that failed before it trained: it may start over)."""
+    held = [n for n in (METRICS, GENERATOR, BEST_GENERATOR) if (out / n).is_file() and (out / n).stat().st_size]
+    if (out / "samples").is_dir() and any((out / "samples").glob("*.png")):
+        held.append("samples/")
+    return ", ".join(held)
 
 
 def default_out(name: str, path: Path) -> Path:
@@ -272,7 +285,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         if isinstance(err, KeyboardInterrupt):
             raise Interrupted(f"interrupted; continue from its last checkpoint with --resume (--out {out})"
                               if (out / CHECKPOINT).exists() else "interrupted before the first checkpoint: "
-                              "nothing to resume") from None
+                              f"nothing to resume (delete {out} to train into it again)") from None
         raise
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")

@@ -54,6 +54,25 @@ def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
     assert "no generator.pt" in err[0] and not (out / "generator.pt").exists()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_not_trained_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder with a diverged run (no checkpoint) was silently trained over: the old sample grids and best
+    weights stayed among the new run's files."""
+    cfg = _write_cfg(tmp_path, optim={"lr_g": 1e30, "lr_d": 1e30}, train={"steps": 200})
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 1
+    before = sorted(p.name for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run stopped before its first checkpoint (metrics.jsonl" in err[0], err
+    assert sorted(p.name for p in out.rglob("*")) == before
+    only_config = tmp_path / "failed"  # a run that failed before it trained left its config alone: it starts over
+    only_config.mkdir()
+    (only_config / "config.yaml").write_text((out / "config.yaml").read_text())
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(only_config), "--no-tracking"]) == 0
+
+
 def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_cfg(tmp_path)
     out = tmp_path / "run"

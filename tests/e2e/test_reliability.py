@@ -463,7 +463,8 @@ def test_sigterm_ends_a_training_as_ctrl_c_does(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] in (  # a checkpoint every 1,000 steps: before the first, or after
-        "gantune train: interrupted before the first checkpoint: nothing to resume",
+        f"gantune train: interrupted before the first checkpoint: nothing to resume (delete {tmp_path / 'run'} to "
+        "train into it again)",
         f"gantune train: interrupted; continue from its last checkpoint with --resume (--out {tmp_path / 'run'})")
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
