@@ -18,7 +18,7 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import check_data, known_classes
+from gantune.data import check_data, known_classes, listed_once
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -233,7 +233,8 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     (health verdicts, how values are measured, the ending) to ``say``; ``status`` defaults to ``say``, so a
     terminal can rewrite the progress line in place while a pipe keeps every line.
     """
-    cfg, out, at = _checked(opts)
+    with listed_once():  # the checks read an image folder's listing once between them
+        cfg, out, at = _checked(opts)
     emit = say or (lambda line: None)
     progress = status or emit
     meter = Meter()

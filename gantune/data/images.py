@@ -4,12 +4,13 @@ them in float32 (4x the memory); nothing is downloaded unless the config says ``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,38 @@ def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]
 ARTIFACT_FOLDERS = ("mlartifacts", "mlruns")
 
 
+#: the folders walked inside ``listed_once`` (None outside it): resolved root -> its image files
+_walked: dict[str, list[Path]] | None = None
+
+
+@contextlib.contextmanager
+def listed_once() -> Iterator[None]:
+    """Within the block each image folder is walked once: a run's checks (the data is there, its class count, the
+    ``init_from`` weights' fit, a resume's classes) each walked it again, a second or more apiece on a folder
+    of 100k images. Scoped, not process-wide: the folder is read afresh when the data is loaded."""
+    global _walked
+    outer = _walked
+    _walked = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _walked = outer
+
+
 def _listed(root: Path) -> list[Path]:
     """The image files under ``root``, sorted: symlinked folders followed (each real folder once, so a link loop
     ends); hidden files and folders skipped (``.ipynb_checkpoints`` read as a class, macOS's ``._x.png`` as a
     broken image); so is gantune's own output, a folder holding a run's or a search's lock and MLflow's artifact
     folders (a run trained inside its data folder read its sample grids back as training images)."""
+    if _walked is None:
+        return _walk(root)
+    key = str(root)  # as given: the files' paths start with it (``folder_labels`` reads them relative to it)
+    if key not in _walked:
+        _walked[key] = _walk(root)
+    return list(_walked[key])
+
+
+def _walk(root: Path) -> list[Path]:
     found: list[Path] = []
     seen: set[str] = set()
     for folder, subfolders, names in os.walk(root, followlinks=True):

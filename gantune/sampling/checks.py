@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from gantune.catalogue import check_value, config_from_dict
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
-from gantune.data import check_data
+from gantune.data import check_data, listed_once
 from gantune.errors import ConfigError, DataError, GantuneError
 from gantune.gan.conditional import check_classes
 from gantune.gan.speed import CUDA_ONLY
@@ -338,6 +338,11 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
 def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
     """Data that is not there (or, for a conditional space, has no classes) fails here, once, rather than in every
     trial of a search that then exits 0."""
+    with listed_once():  # each folder walked once for both checks
+        _check_data_of(leaves, source, defaults)
+
+
+def _check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None) -> None:
     for cfg in possible_data(leaves, defaults):
         try:
             check_data(cfg)
