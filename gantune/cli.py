@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _file(text: str) -> str:
+    """An argparse type: a file to write. ``Path`` drops a trailing slash, so ``--out d/`` wrote a file named
+    ``d`` where a folder was meant."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash); name a file to write")
+    return text
 
 
 def _share(text: str) -> float:
@@ -224,7 +233,7 @@ COMMANDS.add("search", Command("search GAN hyperparameters (Optuna + Ray Tune, h
 
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="a built-in dataset (grid25, ring8, digits, stacked_digits) or a folder of images")
-    p.add_argument("--out", help="search-space YAML to write (default: <name>.yaml here)")
+    p.add_argument("--out", type=_file, help="search-space YAML to write (default: <name>.yaml here)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
@@ -257,7 +266,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                    help="best by the search's metric, or the favourite of gantune review's votes (Bradley-Terry)")
     p.add_argument("--seeds", type=int, default=0, help="re-run the top-k with this many seeds (0: no re-runs)")
     p.add_argument("--steps", type=int, help="steps of the re-runs and of the exported config's train.steps")
-    p.add_argument("--out", default="best.yaml", help="exported trial config (default: best.yaml)")
+    p.add_argument("--out", type=_file, default="best.yaml", help="exported trial config (default: best.yaml)")
     p.add_argument("--weights", help="also copy the chosen trial's generator weights into this directory")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
     _tracking_uri_arg(p)
@@ -404,7 +413,7 @@ COMMANDS.add("generate", Command("sample from exported generator weights", _gene
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("search", help="search name (the study name in --storage)")
-    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--out", type=_file, default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
     p.add_argument("--top", type=_bounded(0, 10_000), default=4, help="sample grids of this many top trials")
 

@@ -239,6 +239,10 @@ ROWS: list[tuple[list[str], str]] = [
                                               r"or socket\)$"),
     (["ui", "--port", "70000"], r"argument --port: 70000 is not between 1 and 65535"),
     (["ui", "--port", "0"], r"argument --port: 0 is not between 1 and 65535"),  # its pages named port 0
+    # Path drops a trailing slash: each wrote a file named d where a folder was meant
+    (["init", "grid25", "--out", "d/"], r"argument --out: 'd/' names a folder \(it ends in a slash\); name a file"),
+    (["export", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
+    (["report", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
     # switches and numbers read as each other (pydantic's lax mode: `steps: true` trained 1 step)
     (["train", "{in}/steps-true.yaml"], r"steps-true.yaml: train.steps: must be a number, not true or false"),
