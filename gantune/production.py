@@ -96,6 +96,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         at = int(ckpt.get("step", 0))
         if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
             raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
+        if cfg.train.steps == at and (out / GENERATOR).exists():  # trained nothing, and rewrote its files
+            raise GantuneError(f"--resume: {out} finished at step {at} already; give --steps above {at} to train "
+                               "it on")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
             try:
                 load_saved(out / BEST_GENERATOR)
