@@ -39,6 +39,7 @@ from gantune.sampling.checks import (
     check_weights_of,
     expressions,
     parse_spec,
+    possible_data,
     unmodelled,
     walk,
 )
@@ -195,6 +196,17 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str]
     return spec.value
 
 
+def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
+    """A note when the trials can train on different data: one objective ranks them all, and its values on two
+    datasets (FID on grid25 and on digits) are not comparable, so the "best" trial is the easiest data's."""
+    sources = dict.fromkeys(" ".join(str(v) for v in (c.name, c.dataset, c.path) if v is not None)
+                            for c in possible_data(leaves, settings.defaults))
+    if len(sources) < 2:
+        return []
+    return [f"its trials train on different data ({', '.join(sources)}), ranked on one objective "
+            f"({settings.objectives[0]}) whose values on two datasets are not comparable: search each on its own"]
+
+
 def load_space(path: str | Path, name: str | None = None, weights: bool = True) -> SearchSpace:
     """Read and validate a search-space file; nothing starts before this has succeeded. ``weights=False`` leaves
     out the check that the Inception weights its evaluations need are on disk (``gantune init`` writes a space
@@ -237,6 +249,7 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     check_objectives(settings, leaves, source)
     check_data_of(leaves, source, settings.defaults)
+    notes += mixed_data(leaves, settings)
     check_init_files(leaves, source, settings.defaults)
     if weights:
         check_weights_of(leaves, source, settings.defaults)

@@ -328,3 +328,13 @@ def test_a_space_that_samples_nothing_is_said_and_a_choice_listed_twice_is_refus
     with pytest.raises(ConfigError, match=r"loss.name: categorical choice 'hinge' is given twice"):
         _space(tmp_path, fixed % "{categorical: [hinge, hinge, nonsaturating]}")
     _space(tmp_path, fixed.replace("loss: {name: %s}", "optim: {lr_g: {categorical: [1, 1.0]}}"))  # two
+
+
+def test_a_space_whose_trials_train_on_different_data_is_said(tmp_path: Path) -> None:
+    """``data.name: {categorical: [grid25, ring8]}`` ranked FID on two datasets as one, without a word: the best
+    trial was the easier data's."""
+    mixed = "name: m\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: %s}\n"
+    assert any(n == "its trials train on different data (grid25, ring8), ranked on one objective (fid) whose values "
+               "on two datasets are not comparable: search each on its own"
+               for n in _space(tmp_path, mixed % "{categorical: [grid25, ring8]}").notes)
+    assert not any("different data" in n for n in _space(tmp_path, mixed % "grid25").notes)
