@@ -88,6 +88,24 @@ def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> No
     assert "measured differently" in (tmp_path / "r.html").read_text()
 
 
+def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path, capsys: Any) -> None:
+    """Two trials on the Pareto front of [coverage, fid]: export took the first objective's best without a word."""
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("settings", {"objective": ["coverage", "fid"], "direction": ["maximize", "minimize"],
+                                     "trials": 2, "max_steps": 10, "eval_every": 10})
+    for values in ([0.5, 3.0], [0.4, 1.0]):
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs={
+            "provenance": MEASURED, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+    assert main(["export", "two", "--storage", storage, "--out", str(tmp_path / "best.yaml")]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
+        "with --trial N (gantune report shows the front)"]
+    assert "# chosen: trial 0" in (tmp_path / "best.yaml").read_text()
+
+
 def test_every_evaluation_records_how_it_was_measured(tmp_path: Path) -> None:
     cfg = tiny_images(train={"steps": 20}, eval={"every": 10, "n_samples": 64, "metrics": ["fid"]})
     seen: list[dict[str, Any]] = []
