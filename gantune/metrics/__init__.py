@@ -63,23 +63,25 @@ def default_metrics(points: bool, extractor: str) -> list[str]:
 
 
 def check_metric_names(names: list[str]) -> None:
-    """A ``ValueError`` naming the first of ``names`` that is no metric family (``[default]`` stands for a set)."""
-    if names == ["default"]:
-        return
+    """A ``ValueError`` naming the first of ``names`` that is no metric family (``default`` stands for a set)."""
     for name in names:
+        if name == "default":
+            continue
         if name not in FAMILIES:
             raise ValueError(f"unknown metric {name!r}; choose from default, {', '.join(FAMILIES.names())}")
 
 
 def metric_names(cfg: TrialConfig) -> list[str]:
-    """The metric families ``cfg.eval.metrics`` stands for (``default`` expanded for the data and extractor)."""
-    names = list(cfg.eval.metrics)
-    if names == ["default"]:
-        extractor = default_extractor(cfg)
-        names = default_metrics(is_points(cfg.data), extractor)
-        if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:
-            names += CONDITIONAL_DEFAULT
-    return names
+    """The metric families ``cfg.eval.metrics`` stands for: ``default`` expanded for the data and extractor, in
+    place (``[default, is]`` is the default set and the Inception Score), each family once."""
+    if "default" not in cfg.eval.metrics:
+        return list(cfg.eval.metrics)
+    extractor = default_extractor(cfg)
+    default = default_metrics(is_points(cfg.data), extractor)
+    if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:
+        default += CONDITIONAL_DEFAULT
+    names = [n for name in cfg.eval.metrics for n in (default if name == "default" else [name])]
+    return list(dict.fromkeys(names))
 
 
 def missing_weights(cfg: TrialConfig) -> str | None:

@@ -11,7 +11,7 @@ from gantune.catalogue import config_from_dict
 from gantune.config import DataConfig, parse_config
 from gantune.data import is_points, load_data
 from gantune.errors import ConfigError
-from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, fid, load_reference
+from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, fid, load_reference, metric_names
 from gantune.metrics.features import build_extractor
 
 CPU = torch.device("cpu")
@@ -113,6 +113,16 @@ def test_nonfinite_samples_are_reported_not_raised() -> None:
     ev, _ = _evaluator("grid25", n=100)
     out = ev(lambda n: torch.full((n, 2), float("nan")))
     assert any(math.isnan(v) for v in out.values())
+
+
+def test_default_in_a_list_is_the_default_set_there() -> None:
+    """``[default, is]`` was refused with "unknown metric 'default'; choose from default, ...": ``default`` is
+    expanded where it stands, each family once."""
+    cfg = config_from_dict({"eval": {"metrics": ["default", "prdc", "modes"]}}, "x.yaml")
+    assert metric_names(cfg) == ["fid", "modes", "diversity", "prdc"]
+    cfg = config_from_dict({"eval": {"metrics": ["classes", "default"]}, "data": {"name": "digits"}}, "x.yaml")
+    assert metric_names(cfg)[0] == "classes" and "fid" in metric_names(cfg)
+    assert len(set(metric_names(cfg))) == len(metric_names(cfg))
 
 
 def test_bad_metric_names_and_missing_inception(tmp_path: Path) -> None:
