@@ -296,6 +296,8 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
     summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
+    if result.status == Status.DIVERGED and monitor.verdict is None:  # the loop stopped before the monitor saw it
+        summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason}
     summary["weights"] = str(out / GENERATOR) if (out / GENERATOR).exists() else None
     if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: the run did not do what it was asked
         summary["error"] = diverged_error(result.reason, out)

@@ -48,6 +48,7 @@ def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(c))
     assert summary["status"] == "diverged" and summary["weights"] is None
+    assert summary["health"] == {"status": "diverged", "reason": summary["reason"]}  # it said "ok"
     assert None in summary["last"].values()  # the non-finite loss, as null
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gantune train: error: the run diverged (non-finite"), err
