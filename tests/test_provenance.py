@@ -106,6 +106,25 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     assert "# chosen: trial 0" in (tmp_path / "best.yaml").read_text()
 
 
+def test_a_report_says_how_many_trials_it_leaves_out_unfinished(tmp_path: Path, capsys: Any) -> None:
+    """A report of a running (or killed) search counted its finished trials only, without a word of the rest."""
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="live", storage=storage)
+    study.set_user_attr("settings", {"objective": "fid", "direction": "minimize", "trials": 4, "max_steps": 10,
+                                     "eval_every": 10})
+    for value in (1.0, 3.0):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "provenance": MEASURED, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+    study.ask()
+    study.ask()
+    assert main(["report", "live", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
+    line = "2 unfinished trials are not in it (running, or interrupted: search --resume runs them again)"
+    assert capsys.readouterr().err.strip().splitlines() == [f"note: {line}"]
+    assert line in (tmp_path / "r.html").read_text()
+
+
 def test_every_evaluation_records_how_it_was_measured(tmp_path: Path) -> None:
     cfg = tiny_images(train={"steps": 20}, eval={"every": 10, "n_samples": 64, "metrics": ["fid"]})
     seen: list[dict[str, Any]] = []
