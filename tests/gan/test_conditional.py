@@ -35,6 +35,7 @@ from gantune.metrics.digits_net import load_digits_net
 from gantune.metrics.features import build_extractor
 from gantune.sampling.space import load_space
 from gantune.trial import train
+from tests.conftest import grey_folder
 
 CPU = torch.device("cpu")
 TINY: dict[str, Any] = {
@@ -284,15 +285,10 @@ def test_a_conditional_run_on_a_folder_with_one_subfolder_per_class(tmp_path: Pa
         assert "model.conditional" in msg and needle in msg and "\n" not in msg, msg
 
 
-def test_a_resume_after_a_class_folder_was_added_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """The run's nets have its first class count; with a class folder added they no longer fit its weights (a
-    traceback loading the checkpoint)."""
-    import yaml
-
-    from gantune.cli import main
+def _two_class_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tmp_path/cfg.yaml``: a conditional run on ``tmp_path/imgs`` (two class folders of 6 images), run from
+    ``tmp_path``."""
     from gantune.config import dump_config
-    from tests.conftest import grey_folder
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
@@ -302,6 +298,17 @@ def test_a_resume_after_a_class_folder_was_added_is_refused(tmp_path: Path, monk
     cfg = _cfg(data={"name": "folder", "path": str(tmp_path / "imgs"), "channels": 1},
                train={"steps": 4, "batch_size": 8, "checkpoint_every": 4}, eval={"every": 4})
     (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+
+
+def test_a_resume_after_a_class_folder_was_added_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's nets have its first class count; with a class folder added they no longer fit its weights (a
+    traceback loading the checkpoint)."""
+    import yaml
+
+    from gantune.cli import main
+
+    _two_class_config(tmp_path, monkeypatch)
     assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking"]) == 0
     grey_folder(tmp_path / "imgs" / "fox", n=6)
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
@@ -320,17 +327,8 @@ def test_a_run_walks_its_image_folder_once_for_its_checks_and_once_to_load_it(
     import os
 
     from gantune.cli import main
-    from gantune.config import dump_config
-    from tests.conftest import grey_folder
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "imgs").mkdir()
-    for cls in ("cat", "dog"):
-        grey_folder(tmp_path / "imgs" / cls, n=6)
-    cfg = _cfg(data={"name": "folder", "path": str(tmp_path / "imgs"), "channels": 1},
-               train={"steps": 4, "batch_size": 8, "checkpoint_every": 4}, eval={"every": 4})
-    (tmp_path / "cfg.yaml").write_text(dump_config(cfg))
+    _two_class_config(tmp_path, monkeypatch)
     walks: list[str] = []
     walk = os.walk
 
