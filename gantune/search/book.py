@@ -147,6 +147,8 @@ class SearchBook(Callback):
                 continue
             changed = {k: v for k, v in e.params.items() if e.donor_params.get(k) != v}
             entry = {"step": e.step, "from_trial": donor.number, "params": e.params, "changed": changed}
+            if e.from_step is not None:  # the member's own step: the summary counts the steps it trains again
+                entry["from_step"] = e.from_step
             if e.after:  # a health verdict ended the member's previous config
                 entry["after"] = e.after
             lineage = self.lineage.setdefault(ot.number, [])

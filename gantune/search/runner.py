@@ -373,6 +373,12 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                           f"({len(running)} were running and will run again); continue with --resume")
 
 
+def retrained(lineage: list[dict[str, Any]]) -> int:
+    """The steps a PBT member trained beyond its last step: each clone of a donor's checkpoint behind it trains
+    those steps again (one ahead of it skips steps, trained by the donor: they count there)."""
+    return sum(int(e["from_step"]) - int(e["step"]) for e in lineage if "from_step" in e)
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
@@ -384,7 +390,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     for t in started:
         status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1
-        steps += int(t.user_attrs.get("steps", 0))
+        steps += int(t.user_attrs.get("steps", 0)) + retrained(t.user_attrs.get("pbt_lineage") or [])
     failed_steps = sum(int(t.user_attrs.get("steps", 0)) for t in failed)
     best = best_trial(study)
     best_info: dict[str, Any] | None = None

@@ -202,6 +202,44 @@ def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
     assert member_state(pbt, member).last_result == {"step": 400.0, "objective": 0.2}  # decided before it
 
 
+def test_a_member_never_clones_a_donor_whose_checkpoint_is_behind_it() -> None:
+    """Members take turns: one at step 200 ranked below a paused donor's score of step 100 cloned that donor's
+    step-100 checkpoint, trained the same steps again, ranked low again and cloned it again (144 clones in a
+    search of two 200-step members). It trains on as it is; a verdict's replacement may still go back."""
+    from ray.tune.experiment import Trial
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT
+
+    class Controller:
+        search_alg = None
+
+        def get_trials(self) -> list:
+            return []
+
+    exploits: list = []
+    pbt = RecordingPBT(exploits, 1000, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member, donor, *middle = (Trial("__fake", config={"lr": 0.1}, stub=True) for _ in range(4))
+    for t in (member, donor, *middle):
+        pbt.on_trial_add(WithoutSearcher(Controller()), t)  # type: ignore[arg-type]
+    state = member_state(pbt, donor)
+    state.last_score, state.last_result, state.last_checkpoint = 0.9, {"step": 100.0}, object()
+    for t in middle:
+        member_state(pbt, t).last_score = 0.5
+    pbt.on_trial_result(Controller(), member, {"step": 200.0, "objective": 0.1})
+    assert exploits == [] and member_state(pbt, member).last_train_time == 200
+
+
+def test_the_summary_counts_the_steps_a_clone_trains_again() -> None:
+    """A member replaced at step 100 by a donor's step-75 checkpoint trains 25 steps again; one that clones a
+    donor ahead of it (50 -> 100) skips 50, which the donor trained; an old lineage entry counts nothing."""
+    from gantune.search.runner import retrained
+
+    assert retrained([{"step": 75, "from_step": 100}, {"step": 100, "from_step": 50}, {"step": 25}]) == -25
+    assert retrained([]) == 0
+
+
 def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path) -> None:
     """Killed mid-search, a member that had cloned another must not restart (from step 0) on the donor's explored
     config with a lineage that no longer happened."""
