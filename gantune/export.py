@@ -52,6 +52,9 @@ class Candidate:
     search_value: float | None  # the search's objective value (``trial_value``; None: it never evaluated)
     values: list[float] = field(default_factory=list)  # objective per seed re-run (empty without re-runs)
     seeds: list[int] = field(default_factory=list)
+    #: re-runs that did not complete (seed -> how it ended: pruned by a health verdict, failed): not in the mean,
+    #: and they count against the config (``choose``)
+    dropped: dict[int, str] = field(default_factory=dict)
 
     @property
     def mean(self) -> float | None:
@@ -131,14 +134,22 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
                           "re-runs them from the start)") from None
     for t in optuna.load_study(study_name=name, storage=storage).trials:
         for c in candidates:
-            if t.params.get("source_trial") == c.trial.number and t.state == TrialState.COMPLETE and t.values:
+            if t.params.get("source_trial") != c.trial.number:
+                continue
+            if t.state == TrialState.COMPLETE and t.values:
                 c.values.append(float(t.values[0]))
                 c.seeds.append(int(t.params["seed"]))
+            else:  # a seed on which the config collapsed or diverged: dropping it silently flattered the mean
+                c.dropped[int(t.params["seed"])] = trial_status(t)
 
 
 def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
+    """The best mean among the candidates that completed the most seed re-runs: a config that collapsed on a
+    seed is less robust than one that never did, whatever its other seeds' mean."""
     scored = [c for c in candidates if c.values] or candidates
-    return min(scored, key=lambda c: sign(study) * c.mean if c.mean is not None else math.inf)
+    fewest = min(len(c.dropped) for c in scored)
+    return min((c for c in scored if len(c.dropped) == fewest),
+               key=lambda c: sign(study) * c.mean if c.mean is not None else math.inf)
 
 
 def describe(chosen: Candidate, objective: str, digits: int) -> str:
@@ -161,9 +172,15 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
         if c.values:
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
                          f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed "
-                         + ", ".join(f"{v:.4g}" for v in c.values))
+                         + ", ".join(f"{v:.4g}" for v in c.values) + _dropped(c))
+        elif c.dropped:
+            lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
     lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in chosen.trial.params.items()))
     return "\n".join(lines) + "\n"
+
+
+def _dropped(c: Candidate) -> str:
+    return "".join(f"; seed {seed} {status}, not in the mean" for seed, status in sorted(c.dropped.items()))
 
 
 def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
@@ -301,6 +318,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4),
             "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
-            "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values}
+            "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values,
+                                            "dropped": c.dropped}
                            for c in candidates},
             "out": str(out), "weights": copied, "note": note, "by": by}

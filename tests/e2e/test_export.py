@@ -125,6 +125,28 @@ def test_a_pruned_trials_value_is_its_best_evaluation() -> None:
         one_trial(study, 2)
 
 
+def test_a_seed_re_run_that_collapsed_counts_against_its_config() -> None:
+    """Re-runs a health verdict pruned were dropped without a word: a config that collapsed on seed 0 and scored
+    0.5 on seed 1 was chosen over one that scored 0.3 on both, its header saying "over 1 seed(s) [1]"."""
+    from gantune.export import Candidate, choose, header
+
+    study = optuna.create_study(direction="maximize")
+    trials = [optuna.trial.create_trial(value=v, user_attrs={"config": {}}) for v in (0.4, 0.35)]
+    for t in trials:
+        study.add_trial(t)
+    trials = study.trials
+    flaky = Candidate(trials[0], {}, 0.4, values=[0.5], seeds=[1], dropped={0: "pruned:collapsed"})
+    steady = Candidate(trials[1], {}, 0.35, values=[0.3, 0.3], seeds=[0, 1])
+    assert choose(study, [flaky, steady]) is steady
+    text = header(study, steady, [flaky, steady], "coverage", 100)
+    assert "# trial 0: coverage mean 0.5 +- 0 (std) over 1 seed(s) [1] at 100 steps; per seed 0.5; seed 0 " \
+           "pruned:collapsed, not in the mean" in text
+    never = Candidate(trials[0], {}, 0.4, dropped={0: "pruned:collapsed", 1: "pruned:diverged"})
+    assert "# trial 0: no seed re-run completed at 100 steps; seed 0 pruned:collapsed, not in the mean; seed 1 " \
+           "pruned:diverged, not in the mean" in header(study, steady, [never, steady], "coverage", 100)
+    assert choose(study, [never, steady]) is steady
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_a_multi_objective_pruned_trials_value_is_its_best_evaluation(direction: str) -> None:
     """Optuna keeps reported values for single-objective studies only: a pruned trial of a search for [coverage,
