@@ -37,6 +37,7 @@ from gantune.sampling.study import (
     search_settings,
     sign,
     top_trials,
+    trained_params,
     trial_status,
     trial_value,
 )
@@ -175,7 +176,10 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
                          + ", ".join(f"{v:.4g}" for v in c.values) + _dropped(c))
         elif c.dropped:
             lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
-    lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in chosen.trial.params.items()))
+    lineage = chosen.trial.user_attrs.get("pbt_lineage") or []
+    explored = f" (PBT's explore at step {lineage[-1]['step']}; first sampled: " + ", ".join(
+        f"{k}={v}" for k, v in chosen.trial.params.items()) + ")" if lineage else ""
+    lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in trained_params(chosen.trial).items()) + explored)
     return "\n".join(lines) + "\n"
 
 

@@ -228,6 +228,13 @@ def trial_status(t: FrozenTrial) -> str:
     return Status.FAILED.value if t.state == TrialState.FAIL else t.state.name.lower()
 
 
+def trained_params(t: FrozenTrial) -> dict[str, Any]:
+    """The parameter values ``t`` ended on: a PBT member's last explored ones (Optuna keeps its first sample as
+    its params, which its exported config no longer holds), else its params."""
+    lineage = t.user_attrs.get("pbt_lineage") or []
+    return dict(lineage[-1]["params"]) if lineage else dict(t.params)
+
+
 def sign(study: optuna.Study) -> float:
     """1.0 when the first objective is minimised, -1.0 when maximised: ``sign * value`` ranks best first."""
     return sign_of(study.directions[0].name)

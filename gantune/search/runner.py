@@ -40,6 +40,7 @@ from gantune.sampling.study import (
     interrupted_trials,
     open_study,
     ranked,
+    trained_params,
     trial_status,
 )
 from gantune.sampling.warm import RECIPE_KEY, warm_start
@@ -397,7 +398,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     if best is not None:
         samples = sorted((run_root / trial_dirname(best.number) / "samples").glob("*.png"))
         best_info = {"trial": best.number, "values": dict(zip(settings.objectives, best.values, strict=True)),
-                     "metrics": best.user_attrs.get("metrics", {}), "params": best.params,
+                     "metrics": best.user_attrs.get("metrics", {}), "params": trained_params(best),
                      "config": best.user_attrs.get("config"), "floor": provenance.floor(best),
                      "recipe": best.user_attrs.get(RECIPE_KEY),
                      "provenance": provenance.of(best), "samples": str(samples[-1]) if samples else None}

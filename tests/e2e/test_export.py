@@ -147,6 +147,21 @@ def test_a_seed_re_run_that_collapsed_counts_against_its_config() -> None:
     assert choose(study, [never, steady]) is steady
 
 
+def test_a_pbt_members_header_gives_the_params_its_config_holds() -> None:
+    """The header's params were the member's first sample while the config below held PBT's explored values."""
+    from gantune.export import Candidate, header
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"optim.lr_g": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    lineage = [{"step": 50, "from_trial": 1, "params": {"optim.lr_g": 0.002}, "changed": {}},
+               {"step": 100, "from_trial": 1, "params": {"optim.lr_g": 0.0031}, "changed": {}}]
+    study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.0005}, distributions=dist, value=0.4,
+                                              user_attrs={"config": {}, "pbt_lineage": lineage}))
+    member = Candidate(study.trials[0], {}, 0.4)
+    assert header(study, member, [member], "coverage", None).splitlines()[-1] == (
+        "# params: optim.lr_g=0.0031 (PBT's explore at step 100; first sampled: optim.lr_g=0.0005)")
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_a_multi_objective_pruned_trials_value_is_its_best_evaluation(direction: str) -> None:
     """Optuna keeps reported values for single-objective studies only: a pruned trial of a search for [coverage,
