@@ -17,6 +17,9 @@ from typing import Any, Protocol, TypeVar
 KEY, ATTR = "gantune_provenance", "provenance"
 #: what identifies how a value was measured (the floor follows from them and the data)
 IDENTITY = ("extractor", "weights", "n", "reference_n", "reference", "resolution")
+#: the data a trial trained on and was scored against (recorded since 2026-12-03: a trial without it is taken
+#: to have the newest trial's data, as every trial was before)
+DATA = "data"
 
 
 class _Trial(Protocol):
@@ -36,8 +39,9 @@ def of(trial: _Trial) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def identity(provenance: dict[str, Any]) -> tuple[Any, ...] | None:
-    return tuple(provenance.get(k) for k in IDENTITY) if provenance else None
+def identity(provenance: dict[str, Any], data: Any = None) -> tuple[Any, ...] | None:
+    """What two trials measured alike share (``data``: the data of a trial recorded without it)."""
+    return (*(provenance.get(k) for k in IDENTITY), provenance.get(DATA, data)) if provenance else None
 
 
 def floor(trial: _Trial) -> dict[str, float]:
@@ -61,19 +65,22 @@ def _numbers(trials: Sequence[_Trial]) -> str:
 def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     if not ours or not theirs:
         return "no recorded provenance" if not theirs else "the others have no recorded provenance"
-    return ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in IDENTITY if theirs.get(k) != ours.get(k))
+    keys = (*IDENTITY, DATA) if DATA in theirs else IDENTITY
+    return ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in keys if theirs.get(k) != ours.get(k))
 
 
 def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
     """The trials measured like the newest one that recorded how (all of them when none did), and one line
     naming the others and how they differ (None when every trial was measured alike)."""
     recorded = [t for t in trials if of(t)]
-    if not trials or len({identity(of(t)) for t in trials}) <= 1:
+    if not trials:
+        return [], None
+    ours = of(max(recorded or trials, key=lambda t: t.number))
+    mine = identity(ours)
+    if len({identity(of(t), ours.get(DATA)) for t in trials}) <= 1:
         return list(trials), None
-    newest = max(recorded or trials, key=lambda t: t.number)
-    ours = of(newest)
-    kept = [t for t in trials if identity(of(t)) == identity(ours)]
-    others = [t for t in trials if identity(of(t)) != identity(ours)]
+    kept = [t for t in trials if identity(of(t), ours.get(DATA)) == mine]
+    others = [t for t in trials if identity(of(t), ours.get(DATA)) != mine]
     were = "were" if len(others) > 1 else "was"
     return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, of(others[0]))}): "
                   f"ranking {_numbers(kept)} only")

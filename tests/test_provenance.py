@@ -38,6 +38,17 @@ def test_comparable_keeps_the_newest_measurement_and_names_the_difference() -> N
     assert [t.number for t in kept] == [3, 4] and note is not None and "no recorded provenance" in note
 
 
+def test_trials_on_other_data_were_measured_differently_and_unrecorded_data_is_the_newests() -> None:
+    """A search resumed with its data changed (grid25 -> ring8) ranked both datasets' coverage together."""
+    grid = [_T(i, {"provenance": {**MEASURED, "data": "grid25"}}) for i in range(2)]
+    ring = [_T(i, {"provenance": {**MEASURED, "data": "ring8"}}) for i in range(2, 4)]
+    kept, note = provenance.comparable(grid + ring)
+    assert [t.number for t in kept] == [2, 3]
+    assert note == "trials 0, 1 were measured differently (data grid25 vs ring8): ranking trials 2, 3 only"
+    before = [_T(0, {"provenance": MEASURED})]  # recorded before the data was: taken as the newest trial's
+    assert provenance.comparable(before + ring) == (before + ring, None)
+
+
 def _study(values: dict[int, tuple[float, dict[str, Any]]]) -> optuna.Study:
     study = optuna.create_study(direction="minimize")
     for number in sorted(values):

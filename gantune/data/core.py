@@ -278,6 +278,13 @@ def known_classes(cfg: DataConfig) -> int | None:
     return None if ds.classes is None or not all(getattr(cfg, f) for f in ds.needs) else ds.classes(cfg)
 
 
+def data_label(cfg: DataConfig) -> str:
+    """Which data a config trains on and is scored against, in a few words (``grid25``, ``folder /data/cats``,
+    ``torchvision CIFAR10 /data``): trials on other data were measured differently."""
+    parts = [cfg.name, cfg.dataset, cfg.path, f"max_images {cfg.max_images}" if cfg.max_images else None]
+    return " ".join(str(p) for p in parts if p)
+
+
 def is_points(cfg: DataConfig) -> bool:
     """Whether the configured dataset is 2-D points (else images)."""
     return DATASETS.get(cfg.name).points

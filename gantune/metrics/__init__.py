@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import RealData, is_points
+from gantune.data import RealData, data_label, is_points
 from gantune.errors import ConfigError
 from gantune.metrics import (  # noqa: F401  # the built-in families register themselves
     conditional,
@@ -179,7 +179,7 @@ class Evaluator:
         self.provenance = {
             "extractor": self.extractor.name, "weights": self.extractor.weights, "n": self.n,
             "quick_n": self.n_quick, "reference_n": n_ref, "reference": data.reference_split,
-            "resolution": None if data.is_points else cfg.data.resolution,
+            "resolution": None if data.is_points else cfg.data.resolution, "data": data_label(cfg.data),
             "floor": self._floor(data, ref)}
         own = {k: v for name, scorer in self.scorers if FAMILIES.get(name).one_sample for k, v in scorer(ref).items()}
         if own:
