@@ -26,7 +26,7 @@ from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
-from gantune.sampling.study import report_intermediate, tell
+from gantune.sampling.study import FINISHED, best_trial, report_intermediate, tell, trial_status
 from gantune.search.scheduler import RESCUED_ATTR, AshaStop, Exploit, Rescue
 from gantune.search.trainable import FILES_KEY, unpack_files
 
@@ -86,6 +86,7 @@ class SearchBook(Callback):
         self.outcomes: dict[int, TrialOutcome] = {}
         self.running: set[int] = set()
         self.best: TrialOutcome | None = None
+        self._count_earlier()
         #: where each trial's sample grids go as Optuna artifacts at its ending (``None``: not kept)
         self.grids_dir = grids_dir
         #: per running trial: the base64 PNG of its last evaluation ("evaluation") and of its stop ("stop")
@@ -94,6 +95,15 @@ class SearchBook(Callback):
         self.at_step: dict[int, int] = {}  # the last step each trial of this run reported
         self.steps_done = 0  # trial-steps this run trained, over every trial
         self.meter = Meter(clock)
+
+    def _count_earlier(self) -> None:
+        """A resumed search's progress line counts the trials finished before it, and its best so far starts at
+        theirs (it named this run's best, which the summary then contradicted)."""
+        for t in self.study.get_trials(deepcopy=False, states=FINISHED):
+            self.counts[trial_status(t)] += 1
+        if (best := best_trial(self.study)) is not None:
+            self.best = TrialOutcome(best.number, Status.COMPLETED, "", int(best.user_attrs.get("steps", 0)),
+                                     list(best.values))
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the experiment state; the observers (threads, clients) stay behind.

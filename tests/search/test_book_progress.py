@@ -61,3 +61,15 @@ def test_a_trial_run_again_keeps_nothing_of_its_dead_attempts_rescues() -> None:
     book._finish(trial, None)
     (done,) = study.get_trials()
     assert done.user_attrs[RESCUED_ATTR] == [] and done.value == 3.0
+
+
+def test_a_resumed_searchs_progress_counts_the_trials_finished_before_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """After ``--resume --trials 6`` the line said ``5/6 done ... completed=1 best coverage 0.04 (trial 4)``
+    while the summary named trial 3 (0.085): the counts and the best were this run's alone."""
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate((0.05, 0.085)):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={STATUS_KEY: "completed", "steps": 100,
+                                                                           "config": {}}))
+    book = SearchBook(study, {}, {}, ["coverage"], ["maximize"], total=4, done_before=2, clock=Clock())
+    book._progress()
+    assert "2/4 done, 0 running  | completed=2  best coverage 0.085 (trial 1)" in capsys.readouterr().err
