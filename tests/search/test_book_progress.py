@@ -67,7 +67,7 @@ def test_a_resumed_searchs_progress_counts_the_trials_finished_before_it(capsys:
     """After ``--resume --trials 6`` the line said ``5/6 done ... completed=1 best coverage 0.04 (trial 4)``
     while the summary named trial 3 (0.085): the counts and the best were this run's alone."""
     study = optuna.create_study(direction="maximize")
-    for number, value in enumerate((0.05, 0.085)):
+    for value in (0.05, 0.085):
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs={STATUS_KEY: "completed", "steps": 100,
                                                                            "config": {}}))
     book = SearchBook(study, {}, {}, ["coverage"], ["maximize"], total=4, done_before=2, clock=Clock())
