@@ -219,7 +219,9 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     if complete:
         bt = top_trials(study, 1)[0]
         p = provenance.of(bt)
-        best = {"number": bt.number, "value": bt.values[0], "floor": provenance.floor(bt).get(names[0]),
+        best = {"number": bt.number, "objective": names[0], "value": bt.values[0],
+                "others": list(zip(names[1:], bt.values[1:], strict=True)),
+                "floor": provenance.floor(bt).get(names[0]),
                 "measured": provenance.describe(p) if p else ""}
     rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get(REASON_KEY, ""),
@@ -246,5 +248,5 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
-    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html), "note": note,
+    return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html.encode()), "note": note,
             "human_tau": human["tau"] if human else None}

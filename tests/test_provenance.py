@@ -115,6 +115,11 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
         "note: 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
         "with --trial N (gantune report shows the front)"]
     assert "# chosen: trial 0" in (tmp_path / "best.yaml").read_text()
+    # the report's summary card named both objectives over the first one's value; its --json bytes were characters
+    assert main(["report", "two", "--storage", storage, "--out", str(tmp_path / "r.html"), "--json"]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "best coverage<b>0.5</b>" in html and "its fid<b>3</b>" in html and "best coverage, fid" not in html
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bytes"] == (tmp_path / "r.html").stat().st_size
 
 
 def test_a_report_says_how_many_trials_it_leaves_out_unfinished(tmp_path: Path, capsys: Any) -> None:
