@@ -80,6 +80,13 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            "pass --resume to continue it or --name to start another")
     if existing is None and resume:
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")
+    if existing is not None and len(started) > settings.trials:
+        # its interrupted trials would run anyway, and the smaller count replaced the one its summary, export and
+        # report measure the budget by
+        running = sum(t.state == TrialState.RUNNING for t in started)
+        raise GantuneError(f"--resume: search {name!r} has {len(started)} trials started ({len(started) - running} "
+                           f"finished, {running} to run again) and search.trials (or --trials) is "
+                           f"{settings.trials}: give --trials {len(started)} or more")
     if existing is not None:  # other objectives first: a direction per objective then differs too, and said less
         check_same_measure(name, existing, settings)
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:

@@ -249,6 +249,35 @@ def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_resume_that_asks_for_fewer_trials_than_it_started_is_refused(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``--resume --trials 1`` on a search with 2 trials finished and 1 interrupted ran the interrupted one anyway
+    and stored ``trials: 1``, the count its export and report measure the budget by."""
+    from optuna.distributions import CategoricalDistribution
+
+    from gantune.cli import main
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text(tiny_space("s", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.set_user_attr("settings", load_space(path).settings.model_dump())
+    dist = {"optim.lr_g": CategoricalDistribution([0.001, 0.003])}
+    for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE,
+                  optuna.trial.TrialState.RUNNING):
+        study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, distributions=dist, state=state,
+                                                  value=1.0 if state == optuna.trial.TrialState.COMPLETE else None))
+    capsys.readouterr()
+    assert main(["search", str(path), "--storage", storage, "--resume", "--trials", "2", "--no-tracking",
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip() == ("gantune search: error: --resume: search 's' has 3 trials started (2 "
+                                               "finished, 1 to run again) and search.trials (or --trials) is 2: give "
+                                               "--trials 3 or more")
+    assert optuna.load_study(study_name="s", storage=storage).user_attrs["settings"]["trials"] == 3
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_budget_counts_every_trial_of_the_study(tmp_path: Path) -> None:
     """``--resume --trials 1`` on a search of 2 trials: the no-pruning budget is the trials the study holds, not
     the 1 asked for (a fuzz saw "80 of a 40 no-pruning budget (-100% saved)")."""
