@@ -52,10 +52,11 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
 
 
 def _file(text: str) -> str:
-    """An argparse type: a file to write. ``Path`` drops a trailing slash, so ``--out d/`` wrote a file named
-    ``d`` where a folder was meant."""
-    if text.endswith(("/", os.sep)):
-        raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash); name a file to write")
+    """An argparse type: a file to write. ``Path`` drops a trailing slash (and ``/.``), so ``--out d/`` wrote a
+    file named ``d`` where a folder was meant."""
+    if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash or a dot); name a file to "
+                                         "write")
     return text
 
 

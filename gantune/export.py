@@ -144,12 +144,18 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
                 c.dropped[int(t.params["seed"])] = trial_status(t)
 
 
+def _collapsed(c: Candidate) -> int:
+    """The seeds on which a health verdict pruned ``c``'s re-run (a failure, out of memory say, says nothing of
+    the config: it is named in the header, not counted)."""
+    return sum(status.startswith("pruned") for status in c.dropped.values())
+
+
 def choose(study: optuna.Study, candidates: list[Candidate]) -> Candidate:
-    """The best mean among the candidates that completed the most seed re-runs: a config that collapsed on a
-    seed is less robust than one that never did, whatever its other seeds' mean."""
+    """The best mean among the candidates a health verdict pruned on the fewest seeds: a config that collapsed
+    on a seed is less robust than one that never did, whatever its other seeds' mean."""
     scored = [c for c in candidates if c.values] or candidates
-    fewest = min(len(c.dropped) for c in scored)
-    return min((c for c in scored if len(c.dropped) == fewest),
+    fewest = min(_collapsed(c) for c in scored)
+    return min((c for c in scored if _collapsed(c) == fewest),
                key=lambda c: sign(study) * c.mean if c.mean is not None else math.inf)
 
 
@@ -304,8 +310,10 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     note = search_notes(study, ranking=trial is None)
     if trial is None and len(study.directions) > 1:  # a Pareto front has no one best: say which was taken
         objectives = search_settings(study).objectives
-        front = (f"{len(objectives)} objectives ({', '.join(objectives)}): the chosen trial is the Pareto front's "
-                 f"best on {objectives[0]}; export another with --trial N (gantune report shows the front)")
+        chose = (f"the seed re-runs' mean {objectives[0]} chose among the top {len(chosen_trials)} (the Pareto front "
+                 f"first)" if seeds > 0 else f"the chosen trial is the Pareto front's best on {objectives[0]}")
+        front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
+                 "(gantune report shows the front)")
         note = f"{note}; {front}" if note else front
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     settings = search_settings(study)

@@ -97,8 +97,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
             raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
         if cfg.train.steps == at and (out / GENERATOR).exists():  # trained nothing, and rewrote its files
-            raise GantuneError(f"--resume: {out} finished at step {at} already; give --steps above {at} to train "
-                               "it on")
+            raise GantuneError(f"--resume: {out} ended at step {at} already; give --steps above {at} to train it "
+                               "on")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
             try:
                 load_saved(out / BEST_GENERATOR)
@@ -296,7 +296,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
     summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
-    if result.status == Status.DIVERGED and monitor.verdict is None:  # the loop stopped before the monitor saw it
+    if result.status == Status.DIVERGED:  # the loop's own stop, after the monitor's last word (if any)
         summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason}
     summary["weights"] = str(out / GENERATOR) if (out / GENERATOR).exists() else None
     if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: the run did not do what it was asked

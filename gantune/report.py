@@ -32,6 +32,7 @@ from gantune.sampling.study import (
     search_settings,
     sign,
     top_trials,
+    trained_steps,
     trial_status,
     trial_value,
 )
@@ -238,7 +239,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     html = env.get_template(TEMPLATE).render(
         search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
-        trial_steps=sum(int(t.user_attrs.get("steps", 0)) for t in trials),
+        trial_steps=sum(trained_steps(t) for t in trials),
         budget_steps=settings.trials * settings.max_steps,
         best=best, note=note, human=human, charts=_charts(study, trials, names), grids=_grids(study, top), trials=rows,
         strips=_strips(study, top), top=top,

@@ -27,6 +27,7 @@ import optuna
 from pydantic import ValidationError
 
 from gantune.config import SECTIONS, format_validation_error, read_yaml
+from gantune.data import data_label
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
     absolute_files,
@@ -199,12 +200,12 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str]
 def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
     """A note when the trials can train on different data: one objective ranks them all, and its values on two
     datasets (FID on grid25 and on digits) are not comparable, so the "best" trial is the easiest data's."""
-    sources = dict.fromkeys(" ".join(str(v) for v in (c.name, c.dataset, c.path) if v is not None)
-                            for c in possible_data(leaves, settings.defaults))
+    sources = dict.fromkeys(data_label(c) for c in possible_data(leaves, settings.defaults))
     if len(sources) < 2:
         return []
-    return [f"its trials train on different data ({', '.join(sources)}), ranked on one objective "
-            f"({settings.objectives[0]}) whose values on two datasets are not comparable: search each on its own"]
+    return [f"its trials train on different data ({', '.join(sources)}), whose values of {settings.objectives[0]} "
+            "are not comparable: the sampler and the pruning compare them, and the summary, export and report rank "
+            "only the trials on the newest trial's data; search each on its own"]
 
 
 def load_space(path: str | Path, name: str | None = None, weights: bool = True) -> SearchSpace:

@@ -68,6 +68,17 @@ def find_study(name: str, storage: str) -> optuna.Study | None:
         return None
 
 
+def continued(name: str, storage: str, settings: SearchSettings) -> SearchSettings:
+    """``settings`` for a ``--resume`` without ``--trials``: the study's own trial count where it is the larger
+    (``--trials 50`` on a file of 20, then ``--resume``, ran to 20 and stored 20; killed at 30 started, it was
+    refused)."""
+    existing = find_study(name, storage)
+    stored = (existing.user_attrs.get("settings") or {}).get("trials") if existing is not None else None
+    if isinstance(stored, int) and stored > settings.trials:
+        return settings.model_copy(update={"trials": stored})
+    return settings
+
+
 def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                 distributions: dict[str, BaseDistribution]) -> None:
     """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
@@ -240,6 +251,14 @@ def trained_params(t: FrozenTrial) -> dict[str, Any]:
     its params, which its exported config no longer holds), else its params."""
     lineage = t.user_attrs.get("pbt_lineage") or []
     return dict(lineage[-1]["params"]) if lineage else dict(t.params)
+
+
+def trained_steps(t: FrozenTrial) -> int:
+    """The steps ``t`` trained: its last step, and for a PBT member the steps each clone of a donor's checkpoint
+    behind it trained again (one ahead of it skipped steps, trained by the donor: they count there)."""
+    lineage = t.user_attrs.get("pbt_lineage") or []
+    again = sum(int(e["from_step"]) - int(e["step"]) for e in lineage if "from_step" in e)
+    return int(t.user_attrs.get("steps", 0)) + again
 
 
 def sign(study: optuna.Study) -> float:

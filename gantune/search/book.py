@@ -26,7 +26,7 @@ from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
-from gantune.sampling.study import FINISHED, best_trial, report_intermediate, tell, trial_status
+from gantune.sampling.study import FINISHED, best_trial, ranked, report_intermediate, tell, trial_status
 from gantune.search.scheduler import RESCUED_ATTR, AshaStop, Exploit, Rescue
 from gantune.search.trainable import FILES_KEY, unpack_files
 
@@ -101,7 +101,7 @@ class SearchBook(Callback):
         theirs (it named this run's best, which the summary then contradicted)."""
         for t in self.study.get_trials(deepcopy=False, states=FINISHED):
             self.counts[trial_status(t)] += 1
-        if (best := best_trial(self.study)) is not None:
+        if ranked(self.study)[1] is None and (best := best_trial(self.study)) is not None:  # else: not comparable
             self.best = TrialOutcome(best.number, Status.COMPLETED, "", int(best.user_attrs.get("steps", 0)),
                                      list(best.values))
 

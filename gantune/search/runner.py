@@ -35,12 +35,14 @@ from gantune.sampling.study import (
     STUDY_UID,
     best_trial,
     check_study,
+    continued,
     find_study,
     finished_count,
     interrupted_trials,
     open_study,
     ranked,
     trained_params,
+    trained_steps,
     trial_status,
 )
 from gantune.sampling.warm import RECIPE_KEY, warm_start
@@ -270,8 +272,10 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
     settings, notes = check_run(space, opts)
-    space.settings = settings
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
+    if opts.resume and opts.trials is None:
+        settings = continued(space.name, storage, settings)
+    space.settings = settings
     check_study(space.name, storage, settings, opts.resume, space.distributions())
     run_root = (Path(opts.runs_dir) / space.name).resolve()
     for obs in opts.observers:
@@ -374,12 +378,6 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                           f"({len(running)} were running and will run again); continue with --resume")
 
 
-def retrained(lineage: list[dict[str, Any]]) -> int:
-    """The steps a PBT member trained beyond its last step: each clone of a donor's checkpoint behind it trains
-    those steps again (one ahead of it skips steps, trained by the donor: they count there)."""
-    return sum(int(e["from_step"]) - int(e["step"]) for e in lineage if "from_step" in e)
-
-
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
@@ -391,7 +389,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
     for t in started:
         status = trial_status(t)
         counts[status] = counts.get(status, 0) + 1
-        steps += int(t.user_attrs.get("steps", 0)) + retrained(t.user_attrs.get("pbt_lineage") or [])
+        steps += trained_steps(t)
     failed_steps = sum(int(t.user_attrs.get("steps", 0)) for t in failed)
     best = best_trial(study)
     best_info: dict[str, Any] | None = None

@@ -240,7 +240,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["ui", "--port", "70000"], r"argument --port: 70000 is not between 1 and 65535"),
     (["ui", "--port", "0"], r"argument --port: 0 is not between 1 and 65535"),  # its pages named port 0
     # Path drops a trailing slash: each wrote a file named d where a folder was meant
-    (["init", "grid25", "--out", "d/"], r"argument --out: 'd/' names a folder \(it ends in a slash\); name a file"),
+    (["init", "grid25", "--out", "d/"], r"argument --out: 'd/' names a folder \(it ends in a slash or a dot\); name"),
+    (["init", "grid25", "--out", "d/."], r"argument --out: 'd/.' names a folder"),
     (["export", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
     (["report", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),

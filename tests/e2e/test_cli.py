@@ -100,7 +100,7 @@ def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_s
     assert (out / "config.yaml").read_text() == written
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}  # a finished run: it rewrote them
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--no-tracking"]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} finished at step 10 already; give --steps "
+    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} ended at step 10 already; give --steps "
                                                     "above 10 to train it on")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(["train", str(cfg), "--out", "", "--no-tracking"]) == 2

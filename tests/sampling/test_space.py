@@ -334,7 +334,11 @@ def test_a_space_whose_trials_train_on_different_data_is_said(tmp_path: Path) ->
     """``data.name: {categorical: [grid25, ring8]}`` ranked FID on two datasets as one, without a word: the best
     trial was the easier data's."""
     mixed = "name: m\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: %s}\n"
-    assert any(n == "its trials train on different data (grid25, ring8), ranked on one objective (fid) whose values "
-               "on two datasets are not comparable: search each on its own"
+    assert any(n == "its trials train on different data (grid25, ring8), whose values of fid are not comparable: "
+               "the sampler and the pruning compare them, and the summary, export and report rank only the trials on "
+               "the newest trial's data; search each on its own"
                for n in _space(tmp_path, mixed % "{categorical: [grid25, ring8]}").notes)
+    capped = "name: m\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: digits, max_images: %s}\n"
+    assert any("different data (digits max_images 500, digits max_images 900)" in n
+               for n in _space(tmp_path, capped % "{categorical: [500, 900]}").notes)
     assert not any("different data" in n for n in _space(tmp_path, mixed % "grid25").notes)

@@ -234,10 +234,12 @@ def test_a_member_never_clones_a_donor_whose_checkpoint_is_behind_it() -> None:
 def test_the_summary_counts_the_steps_a_clone_trains_again() -> None:
     """A member replaced at step 100 by a donor's step-75 checkpoint trains 25 steps again; one that clones a
     donor ahead of it (50 -> 100) skips 50, which the donor trained; an old lineage entry counts nothing."""
-    from gantune.search.runner import retrained
+    from gantune.sampling.study import trained_steps
 
-    assert retrained([{"step": 75, "from_step": 100}, {"step": 100, "from_step": 50}, {"step": 25}]) == -25
-    assert retrained([]) == 0
+    lineage = [{"step": 75, "from_step": 100}, {"step": 100, "from_step": 50}, {"step": 25}]
+    member = optuna.trial.create_trial(value=1.0, user_attrs={"steps": 500, "pbt_lineage": lineage})
+    assert trained_steps(member) == 475
+    assert trained_steps(optuna.trial.create_trial(value=1.0, user_attrs={"steps": 500})) == 500
 
 
 def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path) -> None:

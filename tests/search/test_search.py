@@ -278,6 +278,23 @@ def test_a_resume_that_asks_for_fewer_trials_than_it_started_is_refused(tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_resume_without_trials_keeps_the_budget_the_study_was_given(tmp_path: Path) -> None:
+    """``--trials 50`` on a file of 20, killed, then ``--resume``: it ran to the file's 20 and stored 20 (or, at 30
+    started, was refused with advice to shrink the budget to 30)."""
+    from gantune.sampling.study import continued
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text(tiny_space("s", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
+    settings = load_space(path).settings
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert continued("s", storage, settings) is settings and not (tmp_path / "optuna.db").exists()
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.set_user_attr("settings", settings.model_copy(update={"trials": 5}).model_dump())
+    assert continued("s", storage, settings).trials == 5
+    assert continued("s", storage, settings.model_copy(update={"trials": 7})).trials == 7  # the file grew it
+
+
 def test_the_budget_counts_every_trial_of_the_study(tmp_path: Path) -> None:
     """``--resume --trials 1`` on a search of 2 trials: the no-pruning budget is the trials the study holds, not
     the 1 asked for (a fuzz saw "80 of a 40 no-pruning budget (-100% saved)")."""
