@@ -145,6 +145,8 @@ def test_a_seed_re_run_that_collapsed_counts_against_its_config() -> None:
     assert "# trial 0: no seed re-run completed at 100 steps; seed 0 pruned:collapsed, not in the mean; seed 1 " \
            "pruned:diverged, not in the mean" in header(study, steady, [never, steady], "coverage", 100)
     assert choose(study, [never, steady]) is steady
+    oom = Candidate(trials[0], {}, 0.4, values=[0.5], seeds=[1], dropped={0: "failed:oom"})  # says nothing of it
+    assert choose(study, [oom, steady]) is oom
 
 
 def test_a_pbt_members_header_gives_the_params_its_config_holds() -> None:
