@@ -234,7 +234,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["review", "x", "--no-browser", "--storage", "sqlite:///{in}/space.yaml"], r"cannot open it as an Optuna"),
     (["report", "x", "--top", "-5"], r"argument --top: -5 is not between 0 and"),
     # an --out that is no file to write: refused before the page is built (`--out .` was a traceback after it)
-    (["report", "x", "--out", "."], r"--out: cannot write \. \(it is a directory\)$"),
+    (["report", "x", "--out", "{in}"], r"--out: cannot write \S+ \(it is a directory\)$"),
+    (["report", "x", "--out", "."], r"argument --out: '\.' names a folder"),
     (["report", "x", "--out", "/dev/null"], r"--out: cannot write /dev/null \(not a regular file: a device, pipe "
                                               r"or socket\)$"),
     (["ui", "--port", "70000"], r"argument --port: 70000 is not between 1 and 65535"),
