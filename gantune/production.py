@@ -225,7 +225,7 @@ def diverged_error(reason: str, out: Path) -> str:
             else "it had no finite evaluation to keep")
     gone = f"no {GENERATOR} (its weights are non-finite)" if not (out / GENERATOR).exists() else ""
     return (f"the run diverged ({reason}): {', '.join(filter(None, [gone, kept]))}; lower the learning rates or "
-            "add a penalty (loss.r1_weight, loss.gp_weight)")
+            f"add a penalty (loss.r1_weight, loss.gp_weight), and train into another --out (or delete {out})")
 
 
 def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,

@@ -53,6 +53,7 @@ def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gantune train: error: the run diverged (non-finite"), err
     assert "no generator.pt" in err[0] and not (out / "generator.pt").exists()
+    assert err[0].endswith(f"and train into another --out (or delete {out})")  # the same --out is refused now
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_not_trained_over(
