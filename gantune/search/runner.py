@@ -186,6 +186,8 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for. Returns the settings and the
     warnings to say once every check has passed (said before a refusal, they buried its one line)."""
     settings = apply_overrides(space.settings, opts)
+    if opts.resume and opts.trials is None:  # before the warnings, which count the trials
+        settings = continued(space.name, absolute_sqlite(opts.storage or DEFAULT_STORAGE), settings)
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     # another storage's search in <runs-dir>/<name>: before anything is written (claimed in run_search, locked)
     _runs_owner((Path(opts.runs_dir) / space.name).resolve(), space.name,
@@ -273,8 +275,6 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     t0 = time.monotonic()
     settings, notes = check_run(space, opts)
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
-    if opts.resume and opts.trials is None:
-        settings = continued(space.name, storage, settings)
     space.settings = settings
     check_study(space.name, storage, settings, opts.resume, space.distributions())
     run_root = (Path(opts.runs_dir) / space.name).resolve()
