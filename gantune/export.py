@@ -308,16 +308,16 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
     note = search_notes(study, ranking=trial is None)
+    settings = search_settings(study)
+    objective = settings.objectives[0]
     if trial is None and len(study.directions) > 1:  # a Pareto front has no one best: say which was taken
-        objectives = search_settings(study).objectives
+        objectives = settings.objectives
         chose = (f"the seed re-runs' mean {objectives[0]} chose among the top {len(chosen_trials)} (the Pareto front "
                  f"first)" if seeds > 0 else f"the chosen trial is the Pareto front's best on {objectives[0]}")
         front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
                  "(gantune report shows the front)")
         note = f"{note}; {front}" if note else front
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
-    settings = search_settings(study)
-    objective = settings.objectives[0]
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)

@@ -296,10 +296,9 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
     summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
-    if result.status == Status.DIVERGED:  # the loop's own stop, after the monitor's last word (if any)
-        summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason}
     summary["weights"] = str(out / GENERATOR) if (out / GENERATOR).exists() else None
-    if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: the run did not do what it was asked
+    if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: not what the run was asked to do
+        summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason}  # the monitor's word is older
         summary["error"] = diverged_error(result.reason, out)
     if tracker is not None:
         tracker.end(result.status, result.reason, result.steps, [out / GENERATOR, out / BEST_GENERATOR, out / CONFIG])
