@@ -96,7 +96,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         at = int(ckpt.get("step", 0))
         if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
             raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
-        if cfg.train.steps == at and (out / GENERATOR).exists():  # trained nothing, and rewrote its files
+        if cfg.train.steps == at and saved_step(out / GENERATOR) == at:  # trained nothing, rewrote its files
             raise GantuneError(f"--resume: {out} ended at step {at} already; give --steps above {at} to train it "
                                "on")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
@@ -138,6 +138,17 @@ def stopped_run(out: Path) -> str:
     if (out / "samples").is_dir() and any((out / "samples").glob("*.png")):
         held.append("samples/")
     return ", ".join(held)
+
+
+def saved_step(path: Path) -> int | None:
+    """The step ``path`` (weights ``train`` saved) was taken at; None when it is missing or unreadable. A run killed
+    between its last checkpoint and its ``generator.pt`` has an earlier part's file there (or none): it has not
+    ended, and a resume at the same steps writes the file."""
+    try:
+        step = load_saved(path).get("step") if path.is_file() else None
+    except GantuneError:
+        return None
+    return step if isinstance(step, int) else None
 
 
 def default_out(name: str, path: Path) -> Path:

@@ -112,6 +112,24 @@ def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_s
     assert not (tmp_path / "runs" / "t" / "checkpoint.pt").exists()
 
 
+def test_a_run_killed_before_its_generator_was_written_resumes_at_the_same_steps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed between its last checkpoint and its ``generator.pt`` keeps an earlier part's file (a run first
+    trained to 10 steps, resumed to 20): ``--resume`` refused it as ended at step 20, with step 10's weights."""
+    cfg = _write_cfg(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 0
+    earlier = (out / "generator.pt").read_bytes()
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 0
+    (out / "generator.pt").write_bytes(earlier)  # as if killed before step 20's file was written
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 0, \
+        capsys.readouterr().err
+    assert torch.load(out / "generator.pt", weights_only=True)["step"] == 20
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 2
+    assert "ended at step 20 already" in capsys.readouterr().err
+
+
 def test_a_resumed_run_keeps_the_verdict_its_history_gave(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The health monitor started afresh on --resume: warm-up and patience again, the objective's next value its
     best, and a verdict given before the interruption missing from the summary. Its history is replayed now: a
