@@ -16,6 +16,8 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +332,7 @@ class MlflowTracker:
                 self.client.set_tag(parent.info.run_id, tag, params.get(k, "(unset)"))
             elif tag in tags:
                 self.client.delete_tag(parent.info.run_id, tag)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             try:
                 first: str | None = Path(self.client.download_artifacts(parent.info.run_id, "space.yaml",
                                                                         tmp)).read_text()
@@ -602,6 +604,22 @@ class TrainRun:
                              state=RunStatus.KILLED if killed else RunStatus.FAILED)
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for every artifact it downloads: noise among a command's lines, for
+    files of a few lines or weights a command reports itself."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def _reader(tracking_uri: str) -> MlflowClient | None:
     """A client of a store that is there; ``None`` for a sqlite store that does not exist, which opening it would
     create (a command that only reads, or fails, leaves no store behind)."""
@@ -629,7 +647,7 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
         f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and tags.`gantune.trial` = '{number}'"))
     if not runs:
         return []
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+    with tempfile.TemporaryDirectory(dir=dest) as tmp, _no_progress_bar():
         try:
             local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="weights",
                                                         tracking_uri=tracking_uri, dst_path=tmp)

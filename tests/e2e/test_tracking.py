@@ -27,9 +27,10 @@ def _search(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str
     if "--resume" not in extra:  # a healthy and a diverging trial, whatever the sampler draws
         enqueue_lrs(f"sqlite:///{tmp_path / 'optuna.db'}", "tracked", [0.001, 1000000.0, 0.001])
     code = main(["search", "space.yaml", "--tracking-uri", tracking_uri, "--json", *extra])
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
     assert code == 0
-    return json.loads(out[-1])
+    assert "Downloading artifacts" not in captured.err  # MLflow's progress bar, for a file of a few lines
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 def _check_layout(client: MlflowClient, summary: dict) -> None:
@@ -131,6 +132,7 @@ def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pyt
     assert "gantune.resumed.search.trials" not in parent.data.tags  # the trial count has its own tag
     resumed = parent.data.tags["gantune.resumed_space"]
     assert Path(client.download_artifacts(parent.info.run_id, resumed, str(tmp_path))).read_text() == edited
+    capsys.readouterr()  # the bar of this download
     # resumed again with the first space: its settings are the params again, and no tag says otherwise
     summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume")
     tags = client.get_run(summary["mlflow_parent_run_id"]).data.tags
