@@ -234,9 +234,13 @@ def diverged_error(reason: str, out: Path) -> str:
     """The one line a run that went non-finite ends with: what it left that can still generate."""
     kept = (f"{out / BEST_GENERATOR} holds its best evaluation's generator" if (out / BEST_GENERATOR).exists()
             else "it had no finite evaluation to keep")
-    gone = f"no {GENERATOR} (its weights are non-finite)" if not (out / GENERATOR).exists() else ""
-    return (f"the run diverged ({reason}): {', '.join(filter(None, [gone, kept]))}; lower the learning rates or "
-            f"add a penalty (loss.r1_weight, loss.gp_weight), and train into another --out (or delete {out})")
+    again = f"train into another --out (or delete {out})"
+    if (out / GENERATOR).exists():  # the weights stayed finite: a value measured on them did not (a metric's)
+        return (f"the run stopped at a non-finite value ({reason}) with finite weights: {out / GENERATOR} holds "
+                f"them, {kept}; a metric or a loss measured on finite weights overflowed: check the eval settings "
+                f"(eval.metrics, eval.n_samples) or lower the learning rates, and {again}")
+    return (f"the run diverged ({reason}): no {GENERATOR} (its weights are non-finite), {kept}; lower the learning "
+            f"rates or add a penalty (loss.r1_weight, loss.gp_weight), and {again}")
 
 
 def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,

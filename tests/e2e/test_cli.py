@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import subprocess
 import sys
@@ -54,6 +55,22 @@ def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
     assert len(err) == 1 and err[0].startswith("gantune train: error: the run diverged (non-finite"), err
     assert "no generator.pt" in err[0] and not (out / "generator.pt").exists()
     assert err[0].endswith(f"and train into another --out (or delete {out})")  # the same --out is refused now
+
+
+def test_a_run_stopped_by_a_non_finite_metric_says_its_weights_are_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metric that went NaN on finite weights ended with "the run diverged ... lower the learning rates", beside
+    the generator.pt it had written: neither was so."""
+    from gantune.metrics import Evaluator
+
+    monkeypatch.setattr(Evaluator, "__call__", lambda self, fake: {"fid": math.nan})
+    out = tmp_path / "run"
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking", "--json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gantune train: error: the run stopped at a non-finite value "
+                                               "(non-finite fid at step 10) with finite weights: "
+                                               f"{out / 'generator.pt'} holds them"), err
+    assert torch.load(out / "generator.pt", weights_only=True)["step"] == 10
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_not_trained_over(
