@@ -18,7 +18,7 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import check_data, known_classes, listed_once
+from gantune.data import check_data, data_listing, known_classes, listed_once
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -108,6 +108,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         check_history(out, ckpt)
         check_growth(cfg, out, ckpt)
         check_same_classes(cfg, out, ckpt)
+        check_same_data(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
         raise GantuneError(f"--out: {out} already holds a run; pass --resume to continue it or choose another --out")
     if not opts.resume and (held := stopped_run(out)):
@@ -192,6 +193,19 @@ def check_same_classes(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> Non
     if k is not None and trained and k != trained:
         raise GantuneError(f"--resume: {out}'s generator was trained on {trained} classes, and {cfg.data.path} now "
                            f"has {k} class folders; restore them, or train into another --out")
+
+
+def check_same_data(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
+    """A folder whose images were added, removed or replaced since the checkpoint: resumed, the run trained on from
+    weights of other data and logged metrics against another reference in the same log. A checkpoint from before
+    listings were kept (2026-12-03) has none to compare."""
+    then = ckpt.get("data")
+    now = data_listing(cfg.data) if isinstance(then, dict) else None
+    if isinstance(then, dict) and now is not None and now != then:
+        count = (f"{then.get('images')} images then, {now['images']} now" if then.get("images") != now["images"]
+                 else f"{now['images']} images then and now, other names or sizes")
+        raise GantuneError(f"--resume: {cfg.data.path} changed since {out}'s checkpoint ({count}); restore it, or "
+                           "train into another --out")
 
 
 def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from gantune.config import TrialConfig, device_problem
-from gantune.data import RealData, load_data
+from gantune.data import RealData, data_listing, listed_once, load_data
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
@@ -308,7 +308,10 @@ def train(
     tc = cfg.train
     dev = resolve_device(device or tc.device)
     torch.manual_seed(tc.seed)
-    data = load_data(cfg.data, dev, tc.seed)
+    with listed_once():  # one walk of an image folder: the files loaded are the ones a checkpoint lists
+        data = load_data(cfg.data, dev, tc.seed)
+        # what the data's files are, so that a resume finds the same ones (``production.check_same_data``)
+        listing = data_listing(cfg.data) if run_dir is not None else None
     # a resumed run's weights come from its checkpoint: its init_from file is not read (it may be gone)
     resumed = resume and run_dir is not None and (Path(run_dir) / CHECKPOINT).exists()
     built = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None)) if resumed else cfg
@@ -339,7 +342,7 @@ def train(
         if out.rd is not None:  # the state is only gathered where it is kept
             out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(), "last": last,
                             "last_eval": last_eval, "trainer": trainer.state_dict(),
-                            "rng": _rng_state(dev, data, evaluation)})
+                            "rng": _rng_state(dev, data, evaluation), "data": listing})
 
     stop: Stop | None = None  # None while the trial runs
     step = pictured = start

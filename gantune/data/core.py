@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -193,6 +194,8 @@ Channels = Callable[[DataConfig], int]
 Labelled = Callable[[DataConfig], "bool | None"]
 #: a dataset's class count as its file names tell it, before anything is decoded (0: no class labels)
 Classes = Callable[[DataConfig], int]
+#: what a dataset's files are, without decoding them: ``{"images": count, "digest": ...}``
+Listing = Callable[[DataConfig], "dict[str, Any]"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,8 @@ class Dataset:
     (``data.channels`` overrides it) and ``stack``: how many one-channel images of its pool each sample stacks
     as its channels (0: the images are the samples); ``labelled``: whether its samples carry class labels (what
     ``model.conditional`` conditions on; ``None``: known once the data is loaded) and, for such a dataset,
-    ``classes``: its class count from its file names (a folder's: its subfolders), checked before a run starts."""
+    ``classes``: its class count from its file names (a folder's: its subfolders), checked before a run starts;
+    ``listing``: what its files are (a folder's: their names and sizes), which a resumed run must still find."""
 
     build: Builder
     points: bool = False
@@ -214,6 +218,7 @@ class Dataset:
     stack: int = 0
     labelled: Labelled = lambda cfg: False
     classes: Classes | None = None
+    listing: Listing | None = None
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -222,13 +227,14 @@ DATASETS: Registry[Dataset] = Registry("dataset")
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
             check: Checker | None = None, channels: Channels | int = 3,
             stack: int = 0, labelled: Labelled | bool = False,
-            classes: Classes | None = None) -> Callable[[Builder], Builder]:
+            classes: Classes | None = None, listing: Listing | None = None) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
     count = channels if callable(channels) else (lambda cfg: channels)
     has_labels = labelled if callable(labelled) else (lambda cfg: labelled)
 
     def add(build: Builder) -> Builder:
-        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels, classes))
+        DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels, classes,
+                                     listing))
         return build
 
     return add
@@ -276,6 +282,12 @@ def known_classes(cfg: DataConfig) -> int | None:
     subfolders; 0: images directly under ``path``), else ``None``."""
     ds = DATASETS.get(cfg.name)
     return None if ds.classes is None or not all(getattr(cfg, f) for f in ds.needs) else ds.classes(cfg)
+
+
+def data_listing(cfg: DataConfig) -> dict[str, Any] | None:
+    """What the configured dataset's files are (``Dataset.listing``); ``None`` for one that lists none."""
+    ds = DATASETS.get(cfg.name)
+    return None if ds.listing is None or not all(getattr(cfg, f) for f in ds.needs) else ds.listing(cfg)
 
 
 def data_label(cfg: DataConfig) -> str:

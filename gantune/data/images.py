@@ -183,7 +183,16 @@ def _folder_classes(cfg: DataConfig) -> int:
     return 0 if labels is None else len(set(labels.tolist()))
 
 
-@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes)
+def _folder_listing(cfg: DataConfig) -> dict[str, Any]:
+    """The folder's images by name and size (a rewritten file of the same size passes: reading every file to
+    hash it would cost a run's start as much as decoding them)."""
+    root, files = _image_files(cfg)
+    names = [(str(f.relative_to(root)), f.stat().st_size) for f in files]
+    return {"images": len(files), "digest": hashlib.sha1(json.dumps(names).encode()).hexdigest()[:16]}
+
+
+@dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes,
+         listing=_folder_listing)
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root, files = _image_files(cfg)
     mode = pil_mode(cfg)

@@ -320,6 +320,33 @@ def test_a_resume_after_a_class_folder_was_added_is_refused(tmp_path: Path, monk
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["steps"] == 4
 
 
+def test_a_resume_after_the_folder_images_changed_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """An image added to (or replaced in) a class folder went unnoticed: the resumed run trained on from weights
+    of other data and logged its metrics against another reference in the same log."""
+    from gantune.cli import main
+
+    _two_class_config(tmp_path, monkeypatch)
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking"]) == 0
+    added = tmp_path / "imgs" / "cat" / "new.png"
+    added.write_bytes((tmp_path / "imgs" / "cat" / "00.png").read_bytes())
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--resume", "--steps", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--resume: {tmp_path / 'imgs'} changed since run's checkpoint (12 images then, 13 now); "
+                        "restore it, or train into another --out"), err
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    added.unlink()
+    first = tmp_path / "imgs" / "cat" / "00.png"  # the same count, one file rewritten with other bytes
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8), "L").save(first)
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--resume", "--steps", "6"]) == 2
+    assert "(12 images then and now, other names or sizes)" in capsys.readouterr().err
+    grey_folder(tmp_path / "restored", n=6)  # restored: the very file grey_folder wrote (it is seeded)
+    first.write_bytes((tmp_path / "restored" / "00.png").read_bytes())
+    assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--resume", "--steps", "6"]) == 0
+
+
 def test_a_run_walks_its_image_folder_once_for_its_checks_and_once_to_load_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each check of a conditional folder run (the data is there, its classes, a resume's class count) walked the
