@@ -33,6 +33,7 @@ import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
+from gantune.catalogue import config_from_dict
 from gantune.errors import ConfigError
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
@@ -306,6 +307,8 @@ class Explorer:
         else:
             new = value * self.rng.choice(FACTORS)
         new = min(max(new, lo), hi)
+        if spec.step is not None:  # on the range's grid, as every draw is (Optuna warns off it, and TPE reads it)
+            new = lo + min(round((new - lo) / spec.step), math.floor((hi - lo) / spec.step + 1e-9)) * spec.step
         return round(new) if isinstance(spec, IntSpec) else float(new)
 
     def derive(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -321,7 +324,10 @@ class Explorer:
             trial_params = {**params, name: self.perturb(name, params[name])}
             try:
                 candidate = self.derive(trial_params, config.get("recipe_overrides"))
-            except (ValueError, ConfigError):  # a ``when`` now asks for a parameter this member never had
+                config_from_dict(candidate, "explore")  # a member whose config fails would fail at once
+            except (ValueError, TypeError, ArithmeticError, ConfigError):
+                # a ``when`` now asks for a parameter this member never had, an expression fails at the new value
+                # (``0.1 / (ratio - 1)`` at a ratio clipped to 1), or a key leaves its bounds: not this change
                 continue
             if _frozen(candidate) == _frozen(raw):
                 params, raw = trial_params, candidate
