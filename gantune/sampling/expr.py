@@ -60,6 +60,17 @@ def _power(a: Any, b: Any) -> Any:
         raise ExprError(f"{a} ** {b} overflows") from None
 
 
+#: the most digits ``round`` may keep or drop: a float has no more than 324 decimals either way
+MAX_ROUND_DIGITS = 400
+
+
+def _round(x: Any, ndigits: Any = None) -> Any:
+    """``round`` with at most ``MAX_ROUND_DIGITS`` digits: ``round(1, -10**9)`` computes 10**10**9 (never ends)."""
+    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > MAX_ROUND_DIGITS:
+        raise ExprError(f"round to {ndigits} digits is out of range (at most {MAX_ROUND_DIGITS} either way)")
+    return round(x) if ndigits is None else round(x, ndigits)
+
+
 _BIN: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: _add, ast.Sub: _numeric(operator.sub, "-"), ast.Mult: _numeric(operator.mul, "*"),
     ast.Div: _numeric(operator.truediv, "/"), ast.FloorDiv: _numeric(operator.floordiv, "//"),
@@ -71,7 +82,7 @@ _CMP: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
     ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
 }
-_FUNCS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs, "round": round, "int": int,
+_FUNCS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs, "round": _round, "int": int,
                                           "float": float}
 
 _SYMBOLS = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~",

@@ -53,6 +53,7 @@ def test_names_are_the_dotted_paths_it_reads() -> None:
     ("optim.lr_g * (1 / 0)", "division by zero"),
     ("optim.lr_g * min([1] * 3)", "* takes numbers, not list and int"),  # [0] * 10**9 would fill the memory
     ("'a' * 3", "* takes numbers, not str and int"),
+    ("optim.lr_g * round(1, -10**9)", "round to -1000000000 digits is out of range"),  # never ended
 ])
 def test_refuses(text: str, needle: str) -> None:
     with pytest.raises(ExprError) as err:
@@ -69,3 +70,7 @@ def test_a_power_of_sampled_values_is_bounded_when_evaluated() -> None:
     assert power({"ttur_ratio": 2, "model.g_width": 64}.__getitem__) == 2**64
     with pytest.raises(ExprError, match="9 \\*\\* 387420489 is too large"):
         power({"ttur_ratio": 9, "model.g_width": 9**9}.__getitem__)
+    rounded = Expr("round(optim.lr_g, model.g_width)")
+    assert rounded({"optim.lr_g": 0.123, "model.g_width": 2}.__getitem__) == 0.12
+    with pytest.raises(ExprError, match="out of range"):
+        rounded({"optim.lr_g": 1, "model.g_width": -10**100}.__getitem__)
