@@ -5,6 +5,7 @@ report, and data that must be there. Every failure is one ``ConfigError``/``Data
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,13 +39,25 @@ from gantune.sampling.specs import (
 def parse_spec(raw: dict[str, Any], source: str, path: str) -> Spec:
     kinds = [k for k in SPEC_TYPES if k in raw]
     if len(kinds) != 1:
+        typo = next((f" (did you mean {close[0]}?)" for k in raw
+                     if (close := difflib.get_close_matches(str(k), SPEC_TYPES, 1, 0.7))), "") if not kinds else ""
         raise ConfigError(f"{source}: {path}: a range needs exactly one of {', '.join(SPEC_TYPES)}; got "
-                          f"{', '.join(sorted(raw)) or 'nothing'}")
+                          f"{', '.join(map(str, sorted(raw, key=str))) or 'nothing'}{typo}")
     try:
         spec = SPEC_TYPES[kinds[0]].model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, path)) from None
     return spec  # type: ignore[return-value]
+
+
+def _check_key(path: str, source: str) -> type:
+    """The section class of config key ``path``; a ``ConfigError`` naming the keys it has when it has not this one."""
+    section, key = path.rsplit(".", 1)
+    cls: type = SECTIONS.get(section) or SUBSECTIONS[section]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise ConfigError(f"{source}: {path}: unknown key (the {section} section has: {', '.join(sorted(fields))})")
+    return cls
 
 
 def _check_leaf(path: str, spec: Spec, source: str) -> None:
@@ -61,10 +74,7 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
         probes = [spec.value]
     else:
         probes = []
-    cls = SECTIONS.get(section) or SUBSECTIONS[section]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    if key not in fields:
-        raise ConfigError(f"{source}: {path}: unknown key (the {section} section has: {', '.join(sorted(fields))})")
+    cls = _check_key(path, source)
     for value in probes:
         try:
             cls(**{key: value})
@@ -116,6 +126,9 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
         if path in SUBSECTIONS and isinstance(value, dict) and not _is_spec(value):
             _walk_section(path, value, source, leaves)
             continue
+        if isinstance(value, dict) and not _is_spec(value):  # no key takes a mapping: a range whose kind is
+            _check_key(path, source)  # misspelt ({flaot: [...], log: true}) was refused as "a valid number"
+            parse_spec(value, source, path)
         leaves[path] = parse_spec(value, source, path) if _is_spec(value) else ValueSpec(value=value)
         _check_leaf(path, leaves[path], source)
 

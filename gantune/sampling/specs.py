@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig
 
@@ -27,10 +27,20 @@ def _whole_steps(lo: float, hi: float, step: float) -> None:
         raise ValueError(f"range [{lo:g}, {hi:g}] is not a whole number of steps of {step:g}")
 
 
+def _numbers(bounds: Any) -> Any:
+    """A range's bounds are numbers: pydantic reads ``[true, 5]`` as [1, 5] (``switch_problem`` does not look into
+    a list)."""
+    if isinstance(bounds, (list, tuple)) and any(isinstance(b, bool) for b in bounds):
+        raise ValueError("a range's bounds must be numbers, not true or false")
+    return bounds
+
+
 class FloatSpec(_Leaf):
     range: tuple[float, float] = Field(alias="float")
     log: bool = False
     step: float | None = Field(default=None, gt=0)
+
+    _bounds = field_validator("range", mode="before")(_numbers)
 
     @model_validator(mode="after")
     def _check(self) -> FloatSpec:
@@ -50,6 +60,8 @@ class IntSpec(_Leaf):
     range: tuple[int, int] = Field(alias="int")
     log: bool = False
     step: int = Field(default=1, ge=1)
+
+    _bounds = field_validator("range", mode="before")(_numbers)
 
     @model_validator(mode="after")
     def _check(self) -> IntSpec:

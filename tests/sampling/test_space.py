@@ -62,7 +62,14 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "optim.lr_g: float range [0.01, 0.0001] needs low < high"),
     (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {float: [0, 1], log: true}"),
      "optim.lr_g: a log range needs low > 0"),
-    (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {flaot: [1, 2]}"), "optim.lr_g:"),
+    # a misspelt kind was "Input should be a valid number"; true as a bound was read as 1
+    (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {flaot: [1.0e-4, 1.0e-2], log: true}"),
+     "optim.lr_g: a range needs exactly one of float, int, categorical, expr, value; got flaot, log (did you mean "
+     "float?)"),
+    (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_gg: {flaot: [1, 2]}"), "optim.lr_gg: unknown key"),
+    (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {float: [false, 1.0e-2]}"),
+     "optim.lr_g.float: a range's bounds must be numbers, not true or false"),
+    (("model: {g_width: 16}", "model: {g_width: {int: [true, 16]}}"), "a range's bounds must be numbers"),
     (("nonsaturating, wgan-gp", "nonsaturating, wgan-gpp"), "loss.name: unknown loss 'wgan-gpp'; choose one of"),
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur"), "optim.lr_d.expr: unknown name 'ttur'"),
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name = 'wgan-gp'\""), "loss.gp_weight.when: cannot parse"),

@@ -70,12 +70,12 @@ def test_explore_skips_a_change_an_expression_fails_at_and_keeps_a_range_on_its_
     """x0.8 clipped ``ratio`` to 1.0, where ``0.1 / (ratio - 1)`` divides by zero: the ZeroDivisionError took the
     whole PBT search down with a traceback. And explore drew off a range's ``step`` (n_critic 4 of [1, 5] step 2,
     batch sizes 77 of step 32), which no draw gives."""
-    text = SPACE.format(name="x", steps=400).replace("interval_evals: 1,", "interval_evals: 1, resample_probability: 0.5, "
-                                                     "mutate: [ratio, optim.lr_g, optim.n_critic, optim.beta1],")
+    mutate = "resample_probability: 0.5, mutate: [ratio, optim.lr_g, optim.n_critic, optim.beta1],"
+    text = SPACE.format(name="x", steps=400).replace("interval_evals: 1,", f"interval_evals: 1, {mutate}")
+    lr_d = 'lr_d: {expr: "optim.lr_g * ttur_ratio * min(4, 0.1 / (ratio - 1))"}\n  n_critic: {int: [1, 5], step: 2}'
     text = text.replace("    width:", "    ratio: {float: [1.0, 1.2]}\n    width:").replace(
-        'lr_d: {expr: "optim.lr_g * ttur_ratio"}', 'lr_d: {expr: "optim.lr_g * ttur_ratio * min(4, 0.1 / (ratio - 1))"}\n'
-        "  n_critic: {int: [1, 5], step: 2}").replace("beta1: {categorical: [0.0, 0.5, 0.9]}",
-                                                     "beta1: {float: [0.0, 0.9], step: 0.3}")
+        'lr_d: {expr: "optim.lr_g * ttur_ratio"}', lr_d).replace("beta1: {categorical: [0.0, 0.5, 0.9]}",
+                                                                 "beta1: {float: [0.0, 0.9], step: 0.3}")
     (tmp_path / "x.yaml").write_text(text)
     space = load_space(tmp_path / "x.yaml")
     start = {"ttur_ratio": 1.0, "ratio": 1.05, "width": 16, "optim.lr_g": 1e-3, "optim.n_critic": 3,
