@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -284,20 +286,72 @@ def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any
 _SIDES = {"max": ("higher", "maximize"), "min": ("lower", "minimize")}
 
 
-def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
-    """Each objective must be a value the evaluations of this space report (a typo would run the whole budget).
+#: the most combinations of sampled ``data``/``eval`` values ``possible_sections`` tries (beyond: unchecked)
+MAX_COMBINATIONS = 256
 
-    Checked when the data and eval sections are fixed; a space that samples them is checked trial by trial. An
-    objective that is better higher (coverage, the Inception Score) must be maximised, one better lower (FID)
-    minimised, whatever the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search
-    for collapse on its second axis.
+
+def possible_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None
+                      ) -> list[tuple[str, TrialConfig]] | None:
+    """Each trial config of the ``data`` and ``eval`` sections (and the ``_PROBED`` keys) the space's trials can
+    have, with what picks it out (``data.name "ring8"``, ``""`` where nothing is sampled): every fixed and
+    categorical value, a range's two ends, and the default a ``when`` falls back on. ``None`` where an expression
+    sets one of them (known only trial by trial) or past ``MAX_COMBINATIONS``; a combination the trial config
+    refuses is left out (a trial with it fails on that, in one line)."""
+    base: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
+    for path, value in (defaults or {}).items():
+        section, key = path.split(".", 1)
+        if section in base or path in _PROBED:
+            base.setdefault(section, {})[key] = value
+    options: dict[str, list[Any]] = {}
+    for path, spec in leaves.items():
+        section, key = path.split(".", 1)
+        if (section not in ("data", "eval") and path not in _PROBED) or path in _TRAINING_ONLY:
+            continue
+        if isinstance(spec, ValueSpec):
+            values = [spec.value]
+        elif isinstance(spec, CategoricalSpec):
+            values = list(spec.choices)
+        elif isinstance(spec, (FloatSpec, IntSpec)):
+            values = list(spec.range)
+        else:
+            return None
+        if spec.when is not None:
+            values.append(schema_default(path, defaults))
+        options[path] = list({repr(v): v for v in values}.values())
+    if math.prod(len(v) for v in options.values()) > MAX_COMBINATIONS:
+        return None
+    found: list[tuple[str, TrialConfig]] = []
+    for combo in itertools.product(*options.values()):
+        raw = {section: dict(values) for section, values in base.items()}
+        for path, value in zip(options, combo, strict=True):
+            section, key = path.split(".", 1)
+            raw.setdefault(section, {})[key] = value
+        try:
+            cfg = config_from_dict(raw, source)
+        except ConfigError:
+            continue
+        found.append((", ".join(f"{path} {json.dumps(value)}" for path, value in zip(options, combo, strict=True)
+                                if len(options[path]) > 1), cfg))
+    return found
+
+
+def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
+    """Each objective must be a value the evaluations of every trial of this space report (a typo would run the
+    whole budget; a sampled ``data.name`` whose other dataset has not the metric, half of it). An objective that is
+    better higher (coverage, the Inception Score) must be maximised, one better lower (FID) minimised, whatever
+    the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search for collapse on its
+    second axis.
     """
-    probe = fixed_sections(leaves, source, settings.defaults)
-    keys = metric_keys(probe) if probe is not None else None
+    reported = [(picked, metric_keys(probe)) for picked, probe in possible_sections(leaves, source,
+                                                                                  settings.defaults) or []]
     for objective in settings.objectives:
-        if keys is not None and objective not in keys:
-            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported by this space's evaluations "
-                              f"(available: {', '.join(keys) or 'none: eval.metrics is empty'})")
+        missed = [(picked, keys) for picked, keys in reported if objective not in keys]
+        if missed:
+            picked, keys = missed[0]
+            where = f"with {picked}" if len(missed) < len(reported) else "by this space's evaluations"
+            raise ConfigError(f"{source}: search.objective: {objective!r} is not reported {where} (available"
+                              f"{' there' if len(missed) < len(reported) else ''}: "
+                              f"{', '.join(keys) or 'none: eval.metrics is empty'})")
     own = [better(o) for o in settings.objectives]
     if settings.direction is None:  # left out, and some objective has no better side to default to
         blind = next(o for o, side in zip(settings.objectives, own, strict=True) if side is None)
@@ -388,10 +442,9 @@ def check_init_files(leaves: dict[str, Spec], source: str, defaults: dict[str, A
 def check_weights_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
     """Inception weights the space's evaluations need and that are not on disk fail here, once, rather than in
     every trial (checked when the data and eval sections are fixed, as the objectives are)."""
-    probe = fixed_sections(leaves, source, defaults)
-    missing = None if probe is None else missing_weights(probe)
-    if missing:
-        raise ConfigError(f"{source}: {missing}")
+    for picked, probe in possible_sections(leaves, source, defaults) or []:
+        if missing := missing_weights(probe):
+            raise ConfigError(f"{source}: {missing}" + (f" (with {picked})" if picked else ""))
 
 
 #: leaves holding a file or folder a trial reads itself: made absolute at load, since Ray runs each trial in a

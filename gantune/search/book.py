@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -57,7 +58,8 @@ def _error_line(trial: Trial) -> str:
         text = Path(local).read_text(errors="replace")
     text = text or "unknown error"
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
+    # gantune's own errors say what to fix in their message: their class path is noise in a report
+    return re.sub(r"^gantune\.errors\.\w+: ", "", lines[-1]) if lines else "unknown error"
 
 
 class SearchBook(Callback):

@@ -29,8 +29,10 @@ from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
 from gantune.devices import memory_fraction, trial_device
+from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor, objective_fields
+from gantune.metrics import metric_keys
 from gantune.rundir import CHECKPOINT, atomic_write, copy_file
 from gantune.trial import Record, TrialResult, is_oom, release_memory, train
 
@@ -54,6 +56,7 @@ def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable; ``config`` is built by the searcher (trial config + search settings)."""
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = config_from_dict(config["trial"], f"trial {config['number']}")
+    check_reported(cfg, config["objectives"], f"trial {config['number']}")
     share = float(config.get("gpu", 0.0))  # the share decides the device: the GPU Ray assigned, or the CPU
     if (fraction := memory_fraction(share)) is not None:
         torch.cuda.set_per_process_memory_fraction(fraction)
@@ -86,6 +89,15 @@ def run_trial(config: dict[str, Any]) -> None:
         final[FILES_KEY] = pack_files(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
     tune.report(final)
+
+
+def check_reported(cfg: TrialConfig, objectives: list[str], where: str) -> None:
+    """A trial whose evaluations do not report an objective fails at once: it trained its whole budget for no
+    value (the load's check cannot see a ``data``/``eval`` key an expression sets)."""
+    keys = metric_keys(cfg)
+    if missing := [o for o in objectives if o not in keys]:
+        raise ConfigError(f"{where}: search.objective {missing[0]!r} is not reported by this trial's evaluations "
+                          f"(they report: {', '.join(keys) or 'nothing: eval.metrics is empty'})")
 
 
 def checkpoint_at_evaluations(cfg: TrialConfig) -> TrialConfig:

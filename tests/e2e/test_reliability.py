@@ -90,6 +90,23 @@ optim:
     assert summary["counts"]["failed"] == 1 and summary["counts"]["completed"] == 1
 
 
+def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_trains(
+        tmp_path: Path, ray_session: object) -> None:
+    """An expression hides the evaluation settings from the load's objective check: each trial trained its whole
+    budget for no value, the summary counted them "completed" and the search exited 0. Its failure line named
+    gantune's exception class before its message."""
+    path = _space(tmp_path, "hidden", "optim: {lr_g: {float: [1.0e-4, 1.0e-3]}}\n")
+    path.write_text(path.read_text().replace("sampler: random,", "sampler: random, objective: fdi, direction: "
+                                                                  "minimize,").replace(
+        "eval: {n_samples: 200}", 'eval: {n_samples: {expr: "int(200 * optim.lr_g / optim.lr_g)"}}'))
+    summary = run_search(load_space(path), _opts(tmp_path))
+    assert summary["counts"]["failed"] == 2 and summary["trial_steps"] == 0
+    reason = _study(tmp_path, "hidden").trials[0].user_attrs["gantune_reason"]
+    assert reason.startswith("trial 0: search.objective 'fdi' is not reported by this trial's evaluations (they "
+                             "report: fid, modes"), reason
+    assert summary["error"].startswith("every trial failed (trial 0: trial 0: search.objective 'fdi'")
+
+
 def test_a_working_directory_a_url_would_read_otherwise_keeps_the_default_stores_in_it(
         tmp_path: Path, ray_session: object, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

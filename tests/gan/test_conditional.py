@@ -468,7 +468,8 @@ def test_a_space_of_conditional_runs_may_search_on_the_conditional_metric(tmp_pa
     p.write_text(text.replace("{categorical: [false, true]}", "true"))
     assert load_space(p).settings.objectives == ["cond_accuracy"]
     p.write_text(text)
-    with pytest.raises(ConfigError, match="'cond_accuracy' is not reported by this space's evaluations"):
+    with pytest.raises(ConfigError, match="'cond_accuracy' is not reported with model.conditional false "
+                       r"\(available there: fid, kid"):
         load_space(p)
 
 

@@ -193,6 +193,24 @@ def test_an_objective_every_trial_of_a_sampled_key_reports_is_accepted(tmp_path:
         _space(tmp_path, text.replace(conditional, "false"))
 
 
+def test_an_objective_is_checked_against_every_data_and_eval_a_space_samples(tmp_path: Path) -> None:
+    """Sampling any ``data`` or ``eval`` key switched the objective check off: ``objective: fdi`` with a sampled
+    ``eval.quick_samples`` ran the whole budget, every trial failed and the search exited 0; so did an objective
+    that one of two sampled datasets does not report."""
+    base = SPACE.replace("ttur_ratio: {float: [1, 8], log: true}", "ttur_ratio: {float: [1, 8], log: true}\n"
+                         "  objective: fdi\n  direction: minimize")
+    typo = base.replace("model: {g_width: 16}", "model: {g_width: 16}\neval: {quick_samples: {int: [100, 200]}}")
+    with pytest.raises(ConfigError, match=r"search.objective: 'fdi' is not reported by this space's evaluations "
+                                          r"\(available: fid, modes"):
+        _space(tmp_path, typo)
+    mixed = base.replace("objective: fdi", "objective: classes").replace(
+        "data: {name: grid25}", "data: {name: {categorical: [digits, grid25]}}").replace("model: {g_width: 16}", "")
+    with pytest.raises(ConfigError, match=r"'classes' is not reported with data.name \"grid25\" \(available there: "
+                                          "fid, modes"):
+        _space(tmp_path, mixed)
+    assert _space(tmp_path, mixed.replace("objective: classes", "objective: fid")).settings.objectives == ["fid"]
+
+
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
     """A space without ``search.defaults`` gets the product's; ``defaults: {}`` trains at the schema's."""
     from gantune.sampling.settings import SEARCH_DEFAULTS
