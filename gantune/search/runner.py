@@ -9,6 +9,7 @@ numbers, and only the rest are asked anew, so the study ends with exactly the re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -22,13 +23,13 @@ from gantune import env, provenance
 from gantune.config import format_validation_error
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
-from gantune.errors import GantuneError, Interrupted
+from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import fixed_sections, idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
-from gantune.sampling.space import SearchSpace
+from gantune.sampling.space import SearchSpace, check_draws
 from gantune.sampling.study import (
     DEFAULT_STORAGE,
     FINISHED,
@@ -188,6 +189,11 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     settings = apply_overrides(space.settings, opts)
     if opts.resume and opts.trials is None:  # before the warnings, which count the trials
         settings = continued(space.name, absolute_sqlite(opts.storage or DEFAULT_STORAGE), settings)
+    if (settings.max_steps, settings.eval_every) != (space.settings.max_steps, space.settings.eval_every):
+        try:  # what an expression reads of train.steps changed: the load's draws were of the file's steps
+            check_draws(dataclasses.replace(space, settings=settings))
+        except ConfigError as err:
+            raise ConfigError(f"--max-steps {settings.max_steps}: {err}") from None
     check_writable(Path(opts.runs_dir), "--runs-dir", is_dir=True)
     # another storage's search in <runs-dir>/<name>: before anything is written (claimed in run_search, locked)
     _runs_owner((Path(opts.runs_dir) / space.name).resolve(), space.name,

@@ -62,6 +62,8 @@ FILES: dict[str, dict | str] = {
     "invert.yaml": _with(SPACE, optim={"lr_d": {"expr": "~optim.lr_g"}}),
     "repeat.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * min([1] * 3)"}}),
     "sampler-option.yaml": _with(SPACE, search={**SPACE["search"], "sampler_options": {"n_startup_trials": 3}}),
+    # valid at the file's 20 steps (decay from step 10), not at --max-steps 5 (from step 10 of 5)
+    "decay-steps.yaml": _with(SPACE, optim={"decay": "linear", "decay_start": {"expr": "10 / train.steps"}}),
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
@@ -175,6 +177,9 @@ ROWS: list[tuple[list[str], str]] = [
     # an option the space's sampler does not take
     (["search", "{in}/sampler-option.yaml"], r"sampler-option.yaml: search: sampler_options: RandomSampler has no "
                                              r"option 'n_startup_trials' a space can set; it takes none$"),
+    # an override the load's draws did not see: Ray, the study and the stores were made, then every trial failed
+    (["search", "{in}/decay-steps.yaml", "--max-steps", "5"], r"--max-steps 5: .*decay-steps.yaml: none of 32 random "
+                                                              r"draws .*optim.decay_start: Input should be less than 1"),
     # tracebacks instead of a line
     (["search", "{in}/space.yaml", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["search", "{in}/space.yaml", "--storage", "sqlite:///{tmp}/nodir/o.db"], r"folder .*/nodir does not exist"),
