@@ -18,8 +18,8 @@ line naming the file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import keyword
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,9 +44,9 @@ from gantune.sampling.checks import (
     unmodelled,
     walk,
 )
-from gantune.sampling.expr import Expr
+from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SearchSettings, check_name
-from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, Spec, schema_default
+from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, Spec, ValueSpec, schema_default
 
 
 @dataclasses.dataclass
@@ -78,6 +78,7 @@ class SearchSpace:
         resolving: list[str] = []
         off: set[str] = set()
         absent = object()
+        named_errors: set[int] = set()  # the errors ``evaluate`` named their leaf in
 
         def resolve(name: str) -> Any:
             if name in values:  # a leaf switched off by its ``when`` reads as the default
@@ -89,14 +90,29 @@ class SearchSpace:
                 raise ConfigError(f"{self.source}: {name}: circular reference ({' -> '.join([*resolving, name])})")
             resolving.append(name)
             try:
-                if spec.when is not None and not Expr(spec.when)(resolve):  # off: the search's default, if any
+                if spec.when is not None and not evaluate(name, "when", spec.when):  # off: the search's default
                     off.add(name)
                     values[name] = self.settings.defaults.get(name, absent) if name in self.leaves else absent
                     return self.default(name)
-                values[name] = _suggest(trial, name, spec, resolve)
+                values[name] = (evaluate(name, "expr", spec.expr) if isinstance(spec, ExprSpec)
+                                else _suggest(trial, name, spec))
             finally:
                 resolving.pop()
             return values[name]
+
+        def evaluate(name: str, part: str, text: str) -> Any:
+            """Leaf ``name``'s condition or expression; its error names the leaf, and a key it read that this
+            trial switched off (a parameter off reads as null: ``b > 0.5`` is then a TypeError)."""
+            try:
+                return Expr(text)(resolve)
+            except (ArithmeticError, TypeError, ExprError) as err:
+                if id(err) in named_errors:  # a leaf it read failed: that one is named already
+                    raise
+                read_off = [f"{n} is off in this trial (its when is false) and reads as {_shown(resolve(n))}"
+                            for n in sorted(Expr(text).names) if n in off]
+                named = type(err)(f"{name}.{part}: {err}" + (f" ({'; '.join(read_off)})" if read_off else ""))
+                named_errors.add(id(named))
+                raise named from None
 
         for name in [*self.params, *self.leaves]:
             resolve(name)
@@ -185,16 +201,20 @@ def _numeric_sampled(spec: Spec) -> bool:
     return isinstance(spec, (FloatSpec, IntSpec))
 
 
-def _suggest(trial: optuna.Trial, name: str, spec: Spec, resolve: Callable[[str], Any]) -> Any:
+def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
     if isinstance(spec, FloatSpec):
         return trial.suggest_float(name, *spec.range, log=spec.log, step=spec.step)
     if isinstance(spec, IntSpec):
         return trial.suggest_int(name, *spec.range, log=spec.log, step=spec.step)
     if isinstance(spec, CategoricalSpec):
         return trial.suggest_categorical(name, spec.choices)
-    if isinstance(spec, ExprSpec):
-        return Expr(spec.expr)(resolve)
+    assert isinstance(spec, ValueSpec)
     return spec.value
+
+
+def _shown(value: Any) -> str:
+    """A value as the space's YAML writes it (``null``, ``true``)."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
 
 
 def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
@@ -312,6 +332,9 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
                           f"every trial would fail; the first: {first}")
     named = {n for _, _, text in expressions(space.leaves, space.params) for n in Expr(text).names}
     notes = {}
+    if valid < DRAWS:  # a trial drawn so fails at once; the sampler avoids only what it has seen fail
+        notes[""] = (f"{space.source}: {DRAWS - valid} of {DRAWS} random draws of this space are not valid trial "
+                     f"configs, and its trials drawn so will fail (the first: {first})")
     for name, spec in space.leaves.items():
         sampled = isinstance(spec, (FloatSpec, IntSpec, CategoricalSpec))
         if spec.when is not None and name not in set_in:

@@ -403,7 +403,8 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
         path.write_text(yaml.safe_dump({**base, "data": {**data, "resolution": 8}}))
         return path
 
-    load_space(space({"name": "folder", "path": {"categorical": [good, str(other)]}}))
+    # (the folders' FID reads Inception-v3, whose weights are not here: weights=False)
+    load_space(space({"name": "folder", "path": {"categorical": [good, str(other)]}}), weights=False)
     with pytest.raises(DataError, match=f"{missing} does not exist"):  # the choice every trial drawing it would fail
         load_space(space({"name": "folder", "path": {"categorical": [good, missing]}}))
     with pytest.raises(DataError, match=f"{missing} does not exist"):  # the value a `when` may switch on
@@ -420,7 +421,7 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
         load_space(defaulted({"name": "folder"}))
     with pytest.raises(DataError, match=f"{missing} does not exist"):
         load_space(defaulted({"name": "folder", "path": {"value": good, "when": "model.z_dim > 4"}}))
-    load_space(defaulted({"name": "folder", "path": {"categorical": [good, str(other)]}}))  # the space's own
+    load_space(defaulted({"name": "folder", "path": {"categorical": [good, str(other)]}}), weights=False)  # its own
     # a switched value beside the default its off trials take: stacked digits are 3-channel, the default says 1
     space_file = inputs / "stacked.yaml"
     space_file.write_text(yaml.safe_dump({**SPACE, "search": {**SPACE["search"], "defaults": {"data.channels": 1}},
@@ -429,7 +430,8 @@ def test_data_checks_cover_what_a_space_can_sample_and_skip_what_it_cannot_know(
     with pytest.raises(DataError, match=r"data\.channels"):
         load_space(space_file)
     # a path computed by an expression is not known before a trial: nothing to check at load
-    load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}))
+    load_space(space({"name": "folder", "path": {"expr": f"'{missing}' if model.z_dim > 1 else '{good}'"}}),
+               weights=False)
 
 
 def test_trains_objective_left_to_the_schemas_fid_that_is_not_measured_is_a_warning(

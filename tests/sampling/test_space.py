@@ -173,8 +173,10 @@ def test_a_relative_path_in_search_defaults_is_made_absolute(tmp_path: Path, mon
     (tmp_path / "imgs").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "0.png")
     monkeypatch.chdir(tmp_path)
-    space = _space(tmp_path, DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "data.path: imgs,").replace(
-        "data: {name: grid25}", "data: {name: {categorical: [folder, grid25]}, resolution: 8}\nmodel: {arch: dcgan}"))
+    (tmp_path / "s.yaml").write_text(DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "data.path: imgs,")
+                                     .replace("data: {name: grid25}", "data: {name: {categorical: [folder, grid25]}, "
+                                              "resolution: 8}\nmodel: {arch: dcgan}"))
+    space = load_space(tmp_path / "s.yaml", weights=False)  # the folder's FID needs Inception weights, not here
     assert space.settings.defaults["data.path"] == str(tmp_path / "imgs")
     trial = optuna.trial.FixedTrial({"data.name": "folder", "optim.lr_g": 1e-3})
     assert space.sample(trial)["data"]["path"] == str(tmp_path / "imgs")
@@ -209,6 +211,21 @@ def test_an_objective_is_checked_against_every_data_and_eval_a_space_samples(tmp
                                           "fid, modes"):
         _space(tmp_path, mixed)
     assert _space(tmp_path, mixed.replace("objective: classes", "objective: fid")).settings.objectives == ["fid"]
+
+
+def test_a_space_some_of_whose_draws_fail_says_so_and_names_the_leaf(tmp_path: Path) -> None:
+    """Half the draws of a chain of conditions failed in silence, each trial with "TypeError: '>' not supported
+    between 'NoneType' and 'float'", naming neither the leaf nor the switched-off parameter it read."""
+    chain = SPACE.replace("ttur_ratio: {float: [1, 8], log: true}", "ttur_ratio: {float: [1, 8], log: true}\n"
+                          "    a: {categorical: [x, y]}\n    b: {float: [0, 1], when: \"a == 'x'\"}").replace(
+        "clip: {value: 0.05, when: \"loss.name == 'wgan'\"}",
+        "clip: {value: 0.05, when: \"loss.name == 'wgan'\"}\n  r1_weight: {float: [0.1, 1], when: \"b > 0.5\"}")
+    space = _space(tmp_path, chain)
+    said = [n for n in space.notes if "random draws of this space are not valid" in n]
+    assert len(said) == 1 and said[0].endswith("(the first: TypeError: loss.r1_weight.when: '>' not supported between "
+                                               "instances of 'NoneType' and 'float' (b is off in this trial (its when "
+                                               "is false) and reads as null))"), said
+    assert not [n for n in _space(tmp_path).notes if "random draws" in n]  # every draw of the plain space is valid
 
 
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
