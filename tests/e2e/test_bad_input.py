@@ -178,8 +178,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/sampler-option.yaml"], r"sampler-option.yaml: search: sampler_options: RandomSampler has no "
                                              r"option 'n_startup_trials' a space can set; it takes none$"),
     # an override the load's draws did not see: Ray, the study and the stores were made, then every trial failed
-    (["search", "{in}/decay-steps.yaml", "--max-steps", "5"], r"--max-steps 5: .*decay-steps.yaml: none of 32 random "
-                                                              r"draws .*optim.decay_start: Input should be less than 1"),
+    (["search", "{in}/decay-steps.yaml", "--max-steps", "5"],
+     r"--max-steps 5: .*decay-steps.yaml: none of 32 random draws .*optim.decay_start: Input should be less than 1"),
     # tracebacks instead of a line
     (["search", "{in}/space.yaml", "--storage", "nosuchdb://x"], r"--storage nosuchdb://x: not a database URL"),
     (["search", "{in}/space.yaml", "--storage", "sqlite:///{tmp}/nodir/o.db"], r"folder .*/nodir does not exist"),
