@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
@@ -27,6 +28,7 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
 from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
+from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
@@ -189,6 +191,38 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
     return "\n".join(lines) + "\n"
 
 
+def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None) -> str:
+    """What ``--steps`` leaves as the search computed it: an expression or condition of the space that reads
+    ``train.steps`` (``decay_start: {expr: "2000 / train.steps"}``) was evaluated at the search's steps, and the
+    exported config (and every seed re-run) keeps that value."""
+    if steps is None or steps == settings.max_steps:
+        return ""
+    try:
+        space = yaml.safe_load(str(study.user_attrs.get("space_text", "")))
+    except yaml.YAMLError:
+        return ""
+    reads = [path for path, text in _conditions(space) if "train.steps" in _names(text)]
+    return (f"{', '.join(dict.fromkeys(reads))} read train.steps in the space: exported as the search computed "
+            f"them at {settings.max_steps} steps, not at these {steps}; set them for {steps} by hand") if reads else ""
+
+
+def _conditions(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """Each ``expr`` and ``when`` of a space's parsed YAML, by the dotted path of its leaf."""
+    if not isinstance(node, dict):
+        return []
+    found = [(path, str(node[k])) for k in ("expr", "when") if isinstance(node.get(k), str)]
+    for key, value in node.items():
+        found += _conditions(value, f"{path}.{key}" if path else str(key))
+    return found
+
+
+def _names(text: str) -> set[str]:
+    try:
+        return set(Expr(text).names)
+    except ExprError:
+        return set()
+
+
 def _dropped(c: Candidate) -> str:
     return "".join(f"; seed {seed} {status}, not in the mean" for seed, status in sorted(c.dropped.items()))
 
@@ -317,12 +351,15 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
                  "(gantune report shows the front)")
         note = f"{note}; {front}" if note else front
+    if stale := steps_note(study, settings, steps):
+        note = f"{note}; {stale}" if note else stale
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)
     cfg = exported_config(study, chosen, candidates, steps, storage)
-    text = header(study, chosen, candidates, objective, steps) + BY_NOTE.get(by, "") + dump_config(cfg)
+    text = (header(study, chosen, candidates, objective, steps) + (f"# note: {stale}\n" if stale else "")
+            + BY_NOTE.get(by, "") + dump_config(cfg))
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,

@@ -164,6 +164,23 @@ def test_a_pbt_members_header_gives_the_params_its_config_holds() -> None:
         "# params: optim.lr_g=0.0031 (PBT's explore at step 100; first sampled: optim.lr_g=0.0005)")
 
 
+def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs() -> None:
+    """``export --steps 400`` of a search at 40 steps wrote ``decay_start: 0.5`` from ``20 / train.steps`` (0.05 at
+    400 steps) without a word."""
+    from gantune.export import steps_note
+    from gantune.sampling.settings import SearchSettings
+
+    study = optuna.create_study()
+    study.set_user_attr("space_text", 'optim:\n  decay_start: {expr: "20 / train.steps"}\n  lr_g: {float: [0.1, 1], '
+                                      'when: "train.batch_size > 8"}\nloss: {r1_weight: {value: 1, when: "train.steps '
+                                      '> 100"}}\n')
+    settings = SearchSettings.model_validate({"trials": 2, "max_steps": 40, "eval_every": 20})
+    assert steps_note(study, settings, 400) == ("optim.decay_start, loss.r1_weight read train.steps in the space: "
+                                                "exported as the search computed them at 40 steps, not at these 400; "
+                                                "set them for 400 by hand")
+    assert steps_note(study, settings, 40) == steps_note(study, settings, None) == ""
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_a_multi_objective_pruned_trials_value_is_its_best_evaluation(direction: str) -> None:
     """Optuna keeps reported values for single-objective studies only: a pruned trial of a search for [coverage,
