@@ -384,3 +384,26 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     if not done:
         raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
     return _best_first(study, done)[:k]
+
+
+def queued_problems(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> list[str]:
+    """What the trials queued in ``study`` by hand (``study.enqueue_trial``) give that the space does not draw:
+    a name it has not (Optuna ignores it: the trial draws that parameter afresh), a value outside a range (Optuna
+    trains it, with a warning of its own) or not among the choices (the trial fails). One line each."""
+    found = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        for name, value in (t.system_attrs.get("fixed_params") or {}).items():
+            dist = distributions.get(name)
+            if dist is None:
+                close = [n for n in distributions if n.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
+                found.append(f"queued trial {t.number}: {name} is not a parameter of this space (ignored: the trial "
+                             f"draws its own){f'; did you mean {close[0]}?' if close else ''}")
+            elif isinstance(dist, CategoricalDistribution):
+                if not any(type(value) is type(c) and value == c for c in dist.choices):
+                    found.append(f"queued trial {t.number}: {name} {value!r} is not among its choices "
+                                 f"{list(dist.choices)} (the trial fails)")
+            elif not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and dist.low <= value <= dist.high):  # type: ignore[attr-defined]
+                found.append(f"queued trial {t.number}: {name} {value!r} is outside its range "
+                             f"[{dist.low:g}, {dist.high:g}] (it trains at that value)")  # type: ignore[attr-defined]
+    return found

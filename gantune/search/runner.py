@@ -41,6 +41,7 @@ from gantune.sampling.study import (
     finished_count,
     interrupted_trials,
     open_study,
+    queued_problems,
     ranked,
     trained_params,
     trained_steps,
@@ -299,6 +300,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             study.set_user_attr("space_text", space.text)
             study.set_user_attr("settings", settings.model_dump())
             projections = warm_start(study, space)  # a new study's first trials: known-good recipes
+            for problem in queued_problems(study, space.distributions()):
+                warn(f"{space.name}: {problem}")
             resumed = interrupted_trials(study)
             done_before = finished_count(study)
             to_create = max(0, settings.trials - done_before - len(resumed))

@@ -228,6 +228,26 @@ def test_a_space_some_of_whose_draws_fail_says_so_and_names_the_leaf(tmp_path: P
     assert not [n for n in _space(tmp_path).notes if "random draws" in n]  # every draw of the plain space is valid
 
 
+def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: Path) -> None:
+    """A point queued with ``study.enqueue_trial`` outside a range trained with only Optuna's own warning, one not
+    among the choices failed, and a misspelt name was ignored in silence (the trial drew its own)."""
+    from gantune.sampling.study import queued_problems
+
+    space = _space(tmp_path)
+    study = optuna.create_study()
+    study.enqueue_trial({"optim.lr_g": 0.5, "loss.name": "hinge"})
+    study.enqueue_trial({"loss.name": "wgan-gpp"})
+    study.enqueue_trial({"lr_g": 0.002, "ttur_ratio": 2.0})
+    assert queued_problems(study, space.distributions()) == [
+        "queued trial 0: optim.lr_g 0.5 is outside its range [0.0001, 0.01] (it trains at that value)",
+        "queued trial 1: loss.name 'wgan-gpp' is not among its choices ['nonsaturating', 'wgan-gp', 'wgan', 'hinge'] "
+        "(the trial fails)",
+        "queued trial 2: lr_g is not a parameter of this space (ignored: the trial draws its own); did you mean "
+        "optim.lr_g?"]
+    study.ask()
+    assert len(queued_problems(study, space.distributions())) == 2  # a trial started is no longer queued
+
+
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
     """A space without ``search.defaults`` gets the product's; ``defaults: {}`` trains at the schema's."""
     from gantune.sampling.settings import SEARCH_DEFAULTS
