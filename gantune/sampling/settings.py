@@ -163,7 +163,8 @@ class SearchSettings(SwitchChecked):
                              "PBT creates its whole population at once and the resources decide)")
     resources: Resources = Field(default_factory=Resources)
     pruning: Pruning = Field(default_factory=Pruning)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="free parameters for expressions")
+    params: dict[str, Any] = Field(default_factory=dict, description="free parameters for expressions: a range, or "
+                                   "a fixed value")
     warm_start: bool | list[str] = Field(default=True, description="try known-good recipes first: true = the "
                                          "recipes of the space's data kind (gantune.sampling.recipes), a list = "
                                          "those recipes by name, false = none")
@@ -185,6 +186,16 @@ class SearchSettings(SwitchChecked):
     @classmethod
     def _sampler(cls, v: str) -> str:
         return SAMPLERS.validate(v)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _param_names(cls, v: Any) -> Any:
+        """YAML reads ``on:``, ``off:``, ``yes:`` and ``no:`` as true and false: as a name, pydantic's error said
+        ``search.params.1.[key]``."""
+        if isinstance(v, dict) and (odd := [k for k in v if not isinstance(k, str)]):
+            raise ValueError(f"a parameter name must be a plain identifier, not {odd[0]!r} (YAML reads on, off, yes "
+                             "and no as true and false: quote it, or choose another name)")
+        return v
 
     @model_validator(mode="after")
     def _objectives(self) -> SearchSettings:

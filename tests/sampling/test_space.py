@@ -75,6 +75,8 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name = 'wgan-gp'\""), "loss.gp_weight.when: cannot parse"),
     (("trials: 3", "trials: -1"), "search.trials: Input should be greater than or equal to 1"),
     (("trials: 3", "trails: 3"), "search.trails: unknown key"),
+    (("ttur_ratio: {float: [1, 8], log: true}", "on: {float: [1, 8], log: true}"),
+     "search.params: a parameter name must be a plain identifier, not True (YAML reads on, off, yes and no as true"),
     (("data: {name: grid25}", "dta: {name: grid25}"), "dta: unknown section"),
     (("eval_every: 20", "eval_every: 200"), "eval_every must not exceed max_steps"),
     (("model: {g_width: 16}", "model: {g_width: {int: [0, 4]}}"), "model.g_width: Input should be greater"),
@@ -246,6 +248,14 @@ def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: 
         "optim.lr_g?"]
     study.ask()
     assert len(queued_problems(study, space.distributions())) == 2  # a trial started is no longer queued
+
+
+def test_a_free_parameter_may_be_a_plain_value(tmp_path: Path) -> None:
+    """``params: {ttur_ratio: 4}`` was "Input should be a valid dictionary": the loader's ``{value: ...}`` wrapping
+    for a plain value could never run."""
+    space = _space(tmp_path, SPACE.replace("ttur_ratio: {float: [1, 8], log: true}", "ttur_ratio: 4"))
+    trial = optuna.create_study().ask()
+    assert config_from_dict(space.sample(trial)).optim.lr_d == pytest.approx(4 * trial.params["optim.lr_g"])
 
 
 def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
