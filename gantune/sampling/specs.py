@@ -85,6 +85,10 @@ class CategoricalSpec(_Leaf):
                 raise ValueError(f"categorical choice {choice!r} is given twice (a search draws it as often as it "
                                  "is listed; list each once)")
             seen.add(repr(choice))
+        for i, a in enumerate(self.choices):  # Optuna stores a choice by its index in the list, found with ==
+            if (b := next((b for b in self.choices[:i] if b == a), None)) is not None:
+                raise ValueError(f"categorical choices {b!r} and {a!r} are equal to Optuna, which records either as "
+                                 f"the first ({b!r}): keep one")
         return self
 
 

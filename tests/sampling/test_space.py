@@ -75,6 +75,9 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name = 'wgan-gp'\""), "loss.gp_weight.when: cannot parse"),
     (("trials: 3", "trials: -1"), "search.trials: Input should be greater than or equal to 1"),
     (("trials: 3", "trails: 3"), "search.trails: unknown key"),
+    # Optuna records true as 1 (the index of the first equal choice): the trial trained true, its params said 1
+    (("model: {g_width: 16}", "model: {g_width: 16, conditional: {categorical: [1, true]}}"),
+     "categorical choices 1 and True are equal to Optuna, which records either as the first (1): keep one"),
     (("ttur_ratio: {float: [1, 8], log: true}", "on: {float: [1, 8], log: true}"),
      "search.params: a parameter name must be a plain identifier, not True (YAML reads on, off, yes and no as true"),
     (("data: {name: grid25}", "dta: {name: grid25}"), "dta: unknown section"),
