@@ -196,7 +196,10 @@ def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
         if path not in all_schema_paths():
             raise ConfigError(f"{source}: {where}: unknown config key (expected a dotted path such as optim.ema)")
         if isinstance(value, dict):
-            raise ConfigError(f"{source}: {where}: expected a fixed value (a search range belongs in the space)")
+            sub = [k for k in value if f"{path}.{k}" in all_schema_paths()] if path in SUBSECTIONS else []
+            raise ConfigError(f"{source}: {where}: expected a fixed value " + (
+                f"(name each key of {path}: {path}.{sub[0]}: ...)" if sub else
+                "(a search range belongs in the space)"))
         try:
             _check_leaf(path, ValueSpec(value=value), source)
         except ConfigError as err:  # name the setting the value came from, not a leaf of the space

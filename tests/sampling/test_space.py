@@ -278,7 +278,10 @@ def test_search_defaults_default_to_the_products(tmp_path: Path) -> None:
     ("{optim.emma: 0.9}", "search.defaults.optim.emma: unknown config key"),
     ("{optim.ema: 2}", "search.defaults: optim.ema: Input should be less than 1"),
     ("{optim.decay: sometimes}", "search.defaults: optim.decay: unknown decay 'sometimes'"),
-    ("{optim.ema: {float: [0, 1]}}", "search.defaults.optim.ema: expected a fixed value"),
+    ("{optim.ema: {float: [0, 1]}}", "search.defaults.optim.ema: expected a fixed value (a search range belongs"),
+    # a subsection as a mapping was told the same ("a search range belongs in the space")
+    ("{model.progressive: {start: 8}}", "search.defaults.model.progressive: expected a fixed value (name each key of "
+                                        "model.progressive: model.progressive.start: ...)"),
 ])
 def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, message: str) -> None:
     text = DEFAULTS_SPACE.format(ema="").replace("{optim.ema: 0.99, optim.decay: linear, loss.r1_weight: 0.5}",
