@@ -80,7 +80,7 @@ class CategoricalSpec(_Leaf):
     @model_validator(mode="after")
     def _once(self) -> CategoricalSpec:
         seen: set[str] = set()
-        for choice in self.choices:  # by repr: 1, 1.0 and true are three choices
+        for choice in self.choices:  # by repr: the same choice twice (equal ones: below)
             if repr(choice) in seen:
                 raise ValueError(f"categorical choice {choice!r} is given twice (a search draws it as often as it "
                                  "is listed; list each once)")
