@@ -18,7 +18,7 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import check_data, data_listing, known_classes, listed_once
+from gantune.data import DATASETS, IMAGE_SUFFIXES, check_data, data_listing, known_classes, listed_once
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -116,6 +116,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
                            "resume, and a new run would mix its files with that one's; delete it or choose another "
                            "--out")
     check_writable(out, "--out", is_dir=True)
+    check_apart_from_data(cfg, out)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
     check_classes(cfg)  # so is a conditional run on a folder without class subfolders
@@ -130,6 +131,20 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at
+
+
+def check_apart_from_data(cfg: TrialConfig, out: Path) -> None:
+    """A run folder holds a lock, and an image folder's walk skips a folder that holds one (so a run inside its data
+    folder does not read its grids back): ``--out`` at the data folder, or at a folder of its images (a class
+    folder), left the data without those images, and every later run said "no images" or trained a class short."""
+    if not cfg.data.path or DATASETS.get(cfg.data.name).listing is None:  # not a dataset of image files it lists
+        return
+    root, at = Path(cfg.data.path).expanduser().resolve(), out.resolve()
+    holds = at.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in at.iterdir() if p.is_file())
+    if at == root or (root in at.parents and holds):
+        raise GantuneError(f"--out: {out} is {'the data folder' if at == root else 'a folder of the data'} "
+                           f"({cfg.data.path}): the run's files would take its images out of the data; choose "
+                           "another --out (a new folder inside the data folder is fine)")
 
 
 def stopped_run(out: Path) -> str:

@@ -354,6 +354,8 @@ def train(
         trainer.schedule(step)
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
+            if step % tc.checkpoint_every == 0 and step < tc.steps:  # a checkpoint waited for the next log
+                checkpoint(step)
             continue
         record: Record = {"step": float(step)}
         if log_now:

@@ -94,6 +94,16 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path: Path) -> Non
     assert steps == [10, 20, 30]
 
 
+def test_a_checkpoint_comes_every_checkpoint_every_steps_between_logs(tmp_path: Path) -> None:
+    """``checkpoint_every: 3`` with a log every 10 steps checkpointed only where a step was both (step 30): a run
+    killed at step 10 had nothing to resume, not step 9's state. Resumed, it trains on and logs every step once."""
+    cfg = tiny(train={"steps": 20, "checkpoint_every": 3})
+    train(cfg, run_dir=tmp_path, should_stop=lambda r: Verdict("stalled", "killed") if r["step"] >= 10 else None)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 9
+    assert train(cfg, run_dir=tmp_path, resume=True).steps == 20
+    assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
+
+
 class _Killed(BaseException):
     """The process dying at a chosen point (not an Exception: nothing in the loop may catch it)."""
 

@@ -347,6 +347,22 @@ def test_a_resume_after_the_folder_images_changed_is_refused(tmp_path: Path, mon
     assert main(["train", "cfg.yaml", "--out", "run", "--no-tracking", "--resume", "--steps", "6"]) == 0
 
 
+def test_a_run_folder_at_the_data_or_a_class_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's lock made the image walk skip the folder holding it: ``--out imgs/cat`` trained a class short
+    without a word, and ``--out imgs`` failed as "no images" and left the lock, so every later run failed too."""
+    from gantune.cli import main
+
+    _two_class_config(tmp_path, monkeypatch)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "imgs").rglob("*"))
+    for out, what in (("imgs", "the data folder"), ("imgs/cat", "a folder of the data")):
+        assert main(["train", "cfg.yaml", "--out", out, "--no-tracking"]) == 2
+        assert f"--out: {out} is {what} ({tmp_path / 'imgs'})" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "imgs").rglob("*")) == before
+    assert main(["train", "cfg.yaml", "--out", "imgs/runs/a", "--no-tracking", "--json"]) == 0  # a new folder: fine
+    assert main(["train", "cfg.yaml", "--out", "imgs/runs/a", "--no-tracking", "--resume", "--steps", "6"]) == 0
+
+
 def test_a_run_walks_its_image_folder_once_for_its_checks_and_once_to_load_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each check of a conditional folder run (the data is there, its classes, a resume's class count) walked the
