@@ -13,10 +13,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from gantune.errors import ConfigError
@@ -78,6 +87,19 @@ class SwitchChecked(BaseModel):
 MAX_SIZE = 2**40
 #: the largest seed: NumPy's and most tools' seeds are 32-bit (torch's generators take it and the offsets added)
 MAX_SEED = 2**32 - 1
+#: the largest float32 (torch's own): a learning rate or clipping bound past it cannot be applied to the weights (an
+#: optimiser step failed with "value cannot be converted to type float without overflow", a traceback)
+MAX_FLOAT32 = 3.4028234663852886e38
+
+
+def _float32(v: float) -> float:
+    if v > MAX_FLOAT32:
+        raise ValueError(f"{v:g} is past 3.4e38, the largest float32, which the weights are")
+    return v
+
+
+#: a float applied to the float32 weights
+Float32 = Annotated[float, AfterValidator(_float32)]
 
 
 def dotted(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -211,7 +233,7 @@ class LossConfig(_Section):
     name: str = Field(default="nonsaturating", description="a registered loss: nonsaturating, minimax, hinge, wgan, "
                       "wgan-gp, lsgan, …")
     gp_weight: float = Field(default=10.0, ge=0, description="WGAN-GP gradient-penalty weight")
-    clip: float = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
+    clip: Float32 = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="one-sided: D's real target is 1 - s "
@@ -229,8 +251,8 @@ class OptimConfig(_Section):
     """Optimisers: separate learning rates for G and D (TTUR), n_critic D steps per G step."""
 
     name: str = Field(default="adam", description="a registered optimiser: adam, rmsprop, …")
-    lr_g: float = Field(default=2e-4, gt=0)
-    lr_d: float = Field(default=2e-4, gt=0)
+    lr_g: Float32 = Field(default=2e-4, gt=0)
+    lr_d: Float32 = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
     n_critic: int = Field(default=1, ge=1)

@@ -8,6 +8,7 @@ a run that started.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,6 +168,16 @@ def saved_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def discard_unstarted(out: Path) -> None:
+    """A run that failed before it logged anything (out of memory at its first step, a Ctrl-C while the data
+    loaded) leaves no ``config.yaml`` and empty ``samples/`` behind: nothing half-made (``exclusive`` then
+    removes its lock and the folders it made)."""
+    if not (out / CHECKPOINT).exists() and not stopped_run(out):
+        (out / CONFIG).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else is there
+            (out / "samples").rmdir()
+
+
 def default_out(name: str, path: Path) -> Path:
     """``runs/<name>``, or ``runs/<name>/train`` where that is a search's folder (an exported config keeps the
     search's name: its run's checkpoint and samples went in among the trial folders, under the search's lock)."""
@@ -320,20 +331,26 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
 
     try:
         with exclusive(out, f"run folder {out}", "train"):  # a second train (--resume) there interleaved its steps
-            result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,
-                           device=opts.device, on_samples=tracker.samples if tracker is not None else None,
-                           on_provenance=measured)
+            try:
+                result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,
+                               device=opts.device, on_samples=tracker.samples if tracker is not None else None,
+                               on_provenance=measured)
+            except BaseException:
+                if not opts.resume:
+                    discard_unstarted(out)
+                raise
     except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
         if tracker is not None:
             interrupted = isinstance(err, KeyboardInterrupt)
             tracker.fail(INTERRUPTED if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
         if is_oom(err):
-            raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size "
-                               "or the model widths)") from None
+            raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size, the model widths or "
+                               "eval.n_samples)") from None
         if isinstance(err, KeyboardInterrupt):
             raise Interrupted(f"interrupted; continue from its last checkpoint with --resume (--out {out})"
                               if (out / CHECKPOINT).exists() else "interrupted before the first checkpoint: "
-                              f"nothing to resume (delete {out} to train into it again)") from None
+                              + (f"nothing to resume (delete {out} to train into it again)" if stopped_run(out)
+                                 else "nothing was kept")) from None
         raise
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")

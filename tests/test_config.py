@@ -34,6 +34,10 @@ def test_defaults_are_valid() -> None:
     ({"model": {"d_dropout": 1.0}}, "x.yaml: model.d_dropout: Input should be less than 1"),
     ({"model": {"d_dropout": -0.1}}, "x.yaml: model.d_dropout: Input should be greater than or equal to 0"),
     ({"optim": {"weight_decay": -1e-4}}, "x.yaml: optim.weight_decay: Input should be greater than or equal to 0"),
+    # past float32: the optimiser step failed with a traceback ("cannot be converted to type float")
+    ({"optim": {"lr_g": 1e39}}, "x.yaml: optim.lr_g: 1e+39 is past 3.4e38, the largest float32, which the weights are"),
+    ({"optim": {"name": "rmsprop", "lr_d": 1e39}}, "x.yaml: optim.lr_d: 1e+39 is past 3.4e38"),
+    ({"loss": {"name": "wgan", "clip": 1e300}}, "x.yaml: loss.clip: 1e+300 is past 3.4e38"),
     ({"optim": {"name": "rmsprop", "weight_decay": 0.1}}, "x.yaml: optim.weight_decay: decoupled weight decay needs"),
     ({"loss": {"label_smoothing": 0.5}}, "x.yaml: loss.label_smoothing: Input should be less than 0.5"),
     ({"loss": {"name": "hinge", "label_smoothing": 0.1}}, "x.yaml: loss.label_smoothing: hinge has no real target"),

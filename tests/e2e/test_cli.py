@@ -92,6 +92,25 @@ def test_a_run_stopped_before_its_first_checkpoint_is_not_trained_over(
     assert main(["train", str(_write_cfg(tmp_path)), "--out", str(only_config), "--no-tracking"]) == 0
 
 
+def test_a_run_that_fails_before_it_logged_anything_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory or a Ctrl-C at the first step left config.yaml, an empty samples/ and the lock: the folder
+    was kept as a run, and the line said to delete it."""
+    from gantune.gan import GANTrainer
+
+    def interrupted(self: GANTrainer, measure: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GANTrainer, "step", interrupted)
+    out = tmp_path / "deep" / "run"
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking"]) == 130
+    assert capsys.readouterr().err.strip() == "gantune train: interrupted before the first checkpoint: nothing was kept"
+    assert not (tmp_path / "deep").exists()
+    out.mkdir(parents=True)  # a folder of the user's stays, empty
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking"]) == 130
+    assert out.is_dir() and not list(out.iterdir())
+
+
 def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_cfg(tmp_path)
     out = tmp_path / "run"
