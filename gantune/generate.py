@@ -24,7 +24,7 @@ from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
-from gantune.rundir import atomic_folder, atomic_write, finite_weights, load_saved
+from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_folder, atomic_write, finite_weights, load_saved
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
@@ -35,12 +35,13 @@ SAMPLES, ROWS = 64, 8
 
 def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialConfig]:
     """Rebuild the generator from a ``generator.pt`` written by gantune (``torch.load(weights_only=True)``)."""
+    if path.is_dir():  # a run folder: its weights are in it
+        inside = [p.name for p in (path / GENERATOR, path / BEST_GENERATOR) if p.is_file()]
+        raise GantuneError(f"{path} is a folder, not a weights file" + (
+            f" (it holds {' and '.join(inside)}: give {path / inside[0]})" if inside else ""))
     if not path.is_file():
         raise GantuneError(f"{path}: no such weights file")
-    try:
-        payload = load_saved(path)
-    except GantuneError as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
-        raise GantuneError(f"{err}: not a readable gantune weights file") from None
+    payload = load_saved(path)  # pickle errors, truncated zips, non-tensor objects: "PATH is unreadable (why)"
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
             payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")

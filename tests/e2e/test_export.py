@@ -241,7 +241,11 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
     cases = [
         (["export", "nope", "--storage", f"sqlite:///{searched / 'optuna.db'}"], "no search named 'nope'"),
         (["generate", str(tampered), "--out", str(tmp_path / "x.png")], "weights do not fit the embedded config"),
-        (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "not a readable gantune weights file"),
+        (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "garbage.pt is unreadable (not a file torch "
+                                                                         "saved)"),
+        # a run folder: "no such weights file" though it was there (and held the weights)
+        (["generate", str(weights.parent), "--out", str(tmp_path / "x.png")],
+         f"{weights.parent} is a folder, not a weights file (it holds generator.pt"),
         (["generate", str(weights), "--out", str(blocker / "sub" / "x.png")], "--out: cannot write"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(blocker / "b.yaml")],
          "--out: cannot write"),
