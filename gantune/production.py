@@ -346,6 +346,8 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         if is_oom(err):
             raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size, the model widths or "
                                "eval.n_samples)") from None
+        if isinstance(err, ConfigError):  # found once the data is loaded: the file it is in, as at load
+            raise ConfigError(f"{resolve_config_path(opts.config)}: {err}") from None
         if isinstance(err, KeyboardInterrupt):
             raise Interrupted(f"interrupted; continue from its last checkpoint with --resume (--out {out})"
                               if (out / CHECKPOINT).exists() else "interrupted before the first checkpoint: "

@@ -170,7 +170,8 @@ class Evaluator:
         n_ref = reference_n(data, self.n)
         if n_ref < 2:  # a spread, a covariance or a distance of one sample is no number: read as a divergence
             raise ConfigError(f"eval.metrics: the metrics ({', '.join(names)}) compare samples with the real data, "
-                              "which has one sample here; give the data more, or eval.metrics: []")
+                              "which has one sample here; give the data more (data.max_images), or "
+                              "eval.metrics: []")
         ref = load_reference(cfg, data, self.extractor, n_ref, device)
         try:
             self.scorers = [(name, FAMILIES.get(name)(ref)) for name in names]

@@ -111,6 +111,24 @@ def test_a_run_that_fails_before_it_logged_anything_leaves_nothing(
     assert out.is_dir() and not list(out.iterdir())
 
 
+def test_a_config_error_found_once_the_data_is_loaded_names_the_file_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics on a folder of one image are refused once it is loaded: the line named no file, and the run folder
+    kept config.yaml, an empty samples/ and its lock."""
+    from tests.conftest import grey_folder
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    grey_folder(tmp_path / "one", n=1)
+    cfg = _write_cfg(tmp_path, data={"name": "folder", "path": str(tmp_path / "one"), "channels": 1},
+                     model={"arch": "dcgan"}, eval={"metrics": ["diversity"], "extractor": "digits"},
+                     health={"objective": "diversity", "mode": "max"})
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gantune train: error: {cfg}: eval.metrics: the metrics (diversity) compare samples") \
+        and err.endswith("give the data more (data.max_images), or eval.metrics: []"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_cfg(tmp_path)
     out = tmp_path / "run"
