@@ -297,45 +297,83 @@ def possible_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, 
                       ) -> list[tuple[str, TrialConfig]] | None:
     """Each trial config of the ``data`` and ``eval`` sections (and the ``_PROBED`` keys) the space's trials can
     have, with what picks it out (``data.name "ring8"``, ``""`` where nothing is sampled): every fixed and
-    categorical value, a range's two ends, and the default a ``when`` falls back on. ``None`` where an expression
-    sets one of them (known only trial by trial) or past ``MAX_COMBINATIONS``; a combination the trial config
-    refuses is left out (a trial with it fails on that, in one line)."""
+    categorical value, a range's two ends, and the default a ``when`` falls back on where the combination can make
+    it false (``metrics: {value: [fid, kid], when: "data.name == 'stacked_digits'"}`` pairs ``[fid, kid]`` with
+    stacked digits only; a condition on a range or a free parameter can go either way). ``None`` where an
+    expression sets one of them (known only trial by trial) or past ``MAX_COMBINATIONS``; a combination the trial
+    config refuses is left out (a trial with it fails on that, in one line)."""
     base: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
     for path, value in (defaults or {}).items():
         section, key = path.split(".", 1)
         if section in base or path in _PROBED:
             base.setdefault(section, {})[key] = value
+    checked = [path for path in leaves if (path.split(".", 1)[0] in ("data", "eval") or path in _PROBED)
+               and path not in _TRAINING_ONLY]
+    if any(isinstance(leaves[p], ExprSpec) for p in checked):
+        return None
+    # the fixed and categorical keys their conditions read: enumerated too, so that each condition is decided
+    read = {n for p in checked if leaves[p].when for n in Expr(str(leaves[p].when)).names}
+    readers = [n for n in sorted(read - set(checked)) if isinstance(leaves.get(n), (ValueSpec, CategoricalSpec))]
     options: dict[str, list[Any]] = {}
-    for path, spec in leaves.items():
-        section, key = path.split(".", 1)
-        if (section not in ("data", "eval") and path not in _PROBED) or path in _TRAINING_ONLY:
-            continue
-        if isinstance(spec, ValueSpec):
-            values = [spec.value]
-        elif isinstance(spec, CategoricalSpec):
-            values = list(spec.choices)
-        elif isinstance(spec, (FloatSpec, IntSpec)):
-            values = list(spec.range)
-        else:
-            return None
+    on: dict[str, set[str]] = {}  # the values a leaf has where its condition holds, by repr
+    for path in [*checked, *readers]:
+        spec = leaves[path]
+        can: list[Any] = [spec.value] if isinstance(spec, ValueSpec) else list(spec.choices) if isinstance(
+            spec, CategoricalSpec) else list(spec.range) if isinstance(spec, (FloatSpec, IntSpec)) else []
+        on[path] = {repr(v) for v in can}
         if spec.when is not None:
-            values.append(schema_default(path, defaults))
-        options[path] = list({repr(v): v for v in values}.values())
+            can.append(schema_default(path, defaults))
+        options[path] = list({repr(v): v for v in can}.values())
     if math.prod(len(v) for v in options.values()) > MAX_COMBINATIONS:
         return None
     found: list[tuple[str, TrialConfig]] = []
     for combo in itertools.product(*options.values()):
-        raw = {section: dict(values) for section, values in base.items()}
-        for path, value in zip(options, combo, strict=True):
+        picked = dict(zip(options, combo, strict=True))
+        if not _consistent(picked, on, leaves, defaults):
+            continue
+        raw = {section: dict(given) for section, given in base.items()}
+        for path in checked:
             section, key = path.split(".", 1)
-            raw.setdefault(section, {})[key] = value
+            raw.setdefault(section, {})[key] = picked[path]
         try:
             cfg = config_from_dict(raw, source)
         except ConfigError:
             continue
-        found.append((", ".join(f"{path} {json.dumps(value)}" for path, value in zip(options, combo, strict=True)
+        found.append((", ".join(f"{path} {json.dumps(picked[path])}" for path in checked
                                 if len(options[path]) > 1), cfg))
     return found
+
+
+class _Undecided(Exception):
+    """A condition reads a value the enumeration does not fix (a range, a free parameter, an expression)."""
+
+
+def _consistent(values: dict[str, Any], on: dict[str, set[str]], leaves: dict[str, Spec],
+                defaults: dict[str, Any] | None) -> bool:
+    """Whether each enumerated leaf with a ``when`` holds, in ``values``, what its condition gives there: one of its
+    own values where the condition holds, the default where it does not (either, where it cannot be decided)."""
+    def lookup(name: str) -> Any:
+        if name in values:
+            return values[name]
+        spec = leaves.get(name)
+        if isinstance(spec, ValueSpec) and spec.when is None:
+            return spec.value
+        if spec is not None or name not in all_schema_paths():  # sampled, or a free parameter
+            raise _Undecided(name)
+        return schema_default(name, defaults)
+
+    for path, value in values.items():
+        when = leaves[path].when
+        if when is None:
+            continue
+        try:
+            holds = bool(Expr(when)(lookup))
+        except (_Undecided, ArithmeticError, TypeError, ValueError):
+            continue
+        fallback = repr(schema_default(path, defaults))
+        if (repr(value) not in on[path]) if holds else (repr(value) != fallback):
+            return False
+    return True
 
 
 def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:

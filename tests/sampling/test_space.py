@@ -217,6 +217,18 @@ def test_an_objective_is_checked_against_every_data_and_eval_a_space_samples(tmp
                                           "fid, modes"):
         _space(tmp_path, mixed)
     assert _space(tmp_path, mixed.replace("objective: classes", "objective: fid")).settings.objectives == ["fid"]
+    # a when ties a metric set to one dataset: each trial reports kid (digits by default), though the cross product
+    # of the two keys holds a pairing no trial has (stacked digits with the default set); it was refused
+    coupled = ("name: c\nsearch: {trials: 2, max_steps: 40, eval_every: 20, objective: kid, direction: minimize}\n"
+               "data: {name: {categorical: [digits, stacked_digits]}}\nmodel: {arch: dcgan}\n"
+               "eval: {metrics: {value: [fid, kid], when: \"data.name == 'stacked_digits'\"}}\n")
+    assert _space(tmp_path, coupled).settings.objectives == ["kid"]
+    always = coupled.replace("{categorical: [digits, stacked_digits]}", "digits}\ntrain: {batch_size: {categorical: "
+                             "[32, 64]}").replace("data.name == 'stacked_digits'", "train.batch_size >= 32")
+    assert _space(tmp_path, always).settings.objectives == ["kid"]
+    with pytest.raises(ConfigError, match=r"'fid' is not reported with data.name \"stacked_digits\", eval.metrics "
+                                          r"\[\"kid\"\] \(available there: kid, kid_std\)"):
+        _space(tmp_path, coupled.replace("objective: kid", "objective: fid").replace("[fid, kid]", "[kid]"))
 
 
 def test_a_space_some_of_whose_draws_fail_says_so_and_names_the_leaf(tmp_path: Path) -> None:
