@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
@@ -399,11 +404,23 @@ def queued_problems(study: optuna.Study, distributions: dict[str, BaseDistributi
                 found.append(f"queued trial {t.number}: {name} is not a parameter of this space (ignored: the trial "
                              f"draws its own){f'; did you mean {close[0]}?' if close else ''}")
             elif isinstance(dist, CategoricalDistribution):
-                if not any(type(value) is type(c) and value == c for c in dist.choices):
+                if value not in dist.choices:  # Optuna finds a choice with == (0 is the choice 0.0)
                     found.append(f"queued trial {t.number}: {name} {value!r} is not among its choices "
                                  f"{list(dist.choices)} (the trial fails)")
-            elif not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                      and dist.low <= value <= dist.high):  # type: ignore[attr-defined]
-                found.append(f"queued trial {t.number}: {name} {value!r} is outside its range "
-                             f"[{dist.low:g}, {dist.high:g}] (it trains at that value)")  # type: ignore[attr-defined]
+            elif problem := _off_range(value, dist):
+                found.append(f"queued trial {t.number}: {name} {value!r} {problem}")
     return found
+
+
+def _off_range(value: Any, dist: BaseDistribution) -> str:
+    """Why a queued ``value`` is not one a numeric distribution draws ("" when it is)."""
+    low, high, step = dist.low, dist.high, dist.step  # type: ignore[attr-defined]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "is not a number (the trial fails)"
+    if isinstance(dist, IntDistribution) and value != int(value):
+        return "is not an integer (Optuna truncates it)"
+    if not low <= value <= high:
+        return f"is outside its range [{low:g}, {high:g}] (it trains at that value)"
+    if step is not None and abs((value - low) / step - round((value - low) / step)) > 1e-9:
+        return f"is off its step {step:g} from {low:g} (it trains at that value)"
+    return ""

@@ -300,8 +300,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             study.set_user_attr("space_text", space.text)
             study.set_user_attr("settings", settings.model_dump())
             projections = warm_start(study, space)  # a new study's first trials: known-good recipes
-            for problem in queued_problems(study, space.distributions()):
-                warn(f"{space.name}: {problem}")
+            for problem in queued_problems(study, space.distributions()) if space.warns else []:
+                warn(f"{space.name}: {problem}")  # not for export's re-runs, which queue their own points
             resumed = interrupted_trials(study)
             done_before = finished_count(study)
             to_create = max(0, settings.trials - done_before - len(resumed))

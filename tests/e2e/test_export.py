@@ -82,6 +82,7 @@ def test_seed_reruns_show_their_trial_steps_and_eta(searched: Path, capsys: pyte
     err = capsys.readouterr().err.splitlines()
     best = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db").best_trial.number
     assert f"re-running trials [{best}] with 2 seeds at 50 steps: 2 trials, 100 trial-steps" in err
+    assert not [ln for ln in err if "queued trial" in ln], err  # the re-runs' own points, said to be ignored
     progress = [ln for ln in err if " done, " in ln]
     assert progress[0].endswith("| ETA --, 100 of 100 trial-steps left at -- trial-steps/s")
     assert " 2/2 done, 0 running" in progress[-1] and "| ETA 0s, 0 of 100 trial-steps left at " in progress[-1]

@@ -256,14 +256,19 @@ def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: 
     study.enqueue_trial({"optim.lr_g": 0.5, "loss.name": "hinge"})
     study.enqueue_trial({"loss.name": "wgan-gpp"})
     study.enqueue_trial({"lr_g": 0.002, "ttur_ratio": 2.0})
+    study.enqueue_trial({"optim.n_critic": 2.5, "loss.name": "wgan"})
     assert queued_problems(study, space.distributions()) == [
         "queued trial 0: optim.lr_g 0.5 is outside its range [0.0001, 0.01] (it trains at that value)",
         "queued trial 1: loss.name 'wgan-gpp' is not among its choices ['nonsaturating', 'wgan-gp', 'wgan', 'hinge'] "
         "(the trial fails)",
         "queued trial 2: lr_g is not a parameter of this space (ignored: the trial draws its own); did you mean "
-        "optim.lr_g?"]
+        "optim.lr_g?",
+        "queued trial 3: optim.n_critic 2.5 is not an integer (Optuna truncates it)"]
     study.ask()
-    assert len(queued_problems(study, space.distributions())) == 2  # a trial started is no longer queued
+    assert len(queued_problems(study, space.distributions())) == 3  # a trial started is no longer queued
+    exact = optuna.create_study()  # 2 is the choice 2.0 to Optuna, and 3 on the range's grid
+    exact.enqueue_trial({"optim.n_critic": 3, "loss.name": "hinge", "optim.lr_g": 0.001})
+    assert queued_problems(exact, space.distributions()) == []
 
 
 def test_a_free_parameter_may_be_a_plain_value(tmp_path: Path) -> None:
