@@ -168,14 +168,17 @@ def saved_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def discard_unstarted(out: Path) -> None:
+def discard_unstarted(out: Path, kept: list[str]) -> None:
     """A run that failed before it logged anything (out of memory at its first step, a Ctrl-C while the data
-    loaded) leaves no ``config.yaml`` and empty ``samples/`` behind: nothing half-made (``exclusive`` then
-    removes its lock and the folders it made)."""
+    loaded) leaves no ``config.yaml`` and empty ``samples/`` of its own behind: nothing half-made (``exclusive``
+    then removes its lock and the folders it made). ``kept``: those names were there before it (a ``config.yaml``
+    of the user's in ``--out``)."""
     if not (out / CHECKPOINT).exists() and not stopped_run(out):
-        (out / CONFIG).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: something else is there
-            (out / "samples").rmdir()
+        if CONFIG not in kept:
+            (out / CONFIG).unlink(missing_ok=True)
+        if "samples" not in kept:
+            with contextlib.suppress(OSError):  # not empty: something else is there
+                (out / "samples").rmdir()
 
 
 def default_out(name: str, path: Path) -> Path:
@@ -330,6 +333,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.provenance(p)
 
     try:
+        kept = [n for n in (CONFIG, "samples") if (out / n).exists()]  # there before: not this run's to remove
         with exclusive(out, f"run folder {out}", "train"):  # a second train (--resume) there interleaved its steps
             try:
                 result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,
@@ -337,7 +341,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
                                on_provenance=measured)
             except BaseException:
                 if not opts.resume:
-                    discard_unstarted(out)
+                    discard_unstarted(out, kept)
                 raise
     except BaseException as err:  # the MLflow run (if it was opened) never stays RUNNING
         if tracker is not None:

@@ -217,6 +217,7 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
         return
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     lock_made = not (folder / LOCK).exists()
+    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     with _taken(folder, what, fcntl) as handle:
         with naming(folder / LOCK):
             handle.seek(0)
@@ -227,7 +228,7 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
             yield  # closing the file releases the lock
         except BaseException:
             if lock_made:  # removed while the lock is still held, so no other process is writing there
-                _unmake(folder, made)
+                _unmake(folder, made, before)
             raise
 
 
@@ -265,10 +266,12 @@ def _taken(folder: Path, what: str, fcntl: Any) -> IO[str]:
         handle.close()
 
 
-def _unmake(folder: Path, made: list[Path]) -> None:
-    """Remove ``folder``'s lock and the ``made`` folders (deepest first) where the lock is all it holds."""
+def _unmake(folder: Path, made: list[Path], before: set[str]) -> None:
+    """Remove ``folder``'s lock where it is all the command added to what was there ``before`` (a lock left in a
+    folder of the user's marks it as gantune's: an image folder's walk skips it), and the ``made`` folders
+    (deepest first) that are then empty."""
     with contextlib.suppress(OSError):
-        if [p.name for p in folder.iterdir()] != [LOCK]:
+        if {p.name for p in folder.iterdir()} - before != {LOCK}:
             return
         (folder / LOCK).unlink()
     for made_folder in made:

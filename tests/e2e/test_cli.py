@@ -109,6 +109,10 @@ def test_a_run_that_fails_before_it_logged_anything_leaves_nothing(
     out.mkdir(parents=True)  # a folder of the user's stays, empty
     assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking"]) == 130
     assert out.is_dir() and not list(out.iterdir())
+    own = out / "config.yaml"  # the user's config in the folder it trains into stays
+    own.write_text(_write_cfg(tmp_path).read_text())
+    assert main(["train", str(own), "--out", str(out), "--no-tracking"]) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
 def test_a_config_error_found_once_the_data_is_loaded_names_the_file_and_leaves_nothing(
