@@ -19,7 +19,7 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import DATASETS, IMAGE_SUFFIXES, check_data, data_listing, known_classes, listed_once
+from gantune.data import DATASETS, check_data, data_listing, folder_images, known_classes, listed_once
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -138,11 +138,14 @@ def check_apart_from_data(cfg: TrialConfig, out: Path) -> None:
     """A run folder holds a lock, and an image folder's walk skips a folder that holds one (so a run inside its data
     folder does not read its grids back): ``--out`` at the data folder, or at a folder of its images (a class
     folder), left the data without those images, and every later run said "no images" or trained a class short."""
-    if not cfg.data.path or DATASETS.get(cfg.data.name).listing is None:  # not a dataset of image files it lists
-        return
-    root, at = Path(cfg.data.path).expanduser().resolve(), out.resolve()
-    holds = at.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in at.iterdir() if p.is_file())
-    if at == root or (root in at.parents and holds):
+    given = Path(cfg.data.path or "").expanduser()
+    if not cfg.data.path or DATASETS.get(cfg.data.name).listing is None or not given.is_dir():
+        return  # not a dataset of image files it lists (or not there: check_data says so)
+    root, at = given.resolve(), out.resolve()
+    inside = at.relative_to(root).parts if root in at.parents else None
+    holds = inside is not None and any(f.relative_to(given).parts[:len(inside)] == inside
+                                       for f in folder_images(given))
+    if at == root or holds:
         raise GantuneError(f"--out: {out} is {'the data folder' if at == root else 'a folder of the data'} "
                            f"({cfg.data.path}): the run's files would take its images out of the data; choose "
                            "another --out (a new folder inside the data folder is fine)")

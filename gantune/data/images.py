@@ -71,6 +71,11 @@ def listed_once() -> Iterator[None]:
         _walked = outer
 
 
+def folder_images(root: Path) -> list[Path]:
+    """The image files a ``folder`` dataset at ``root`` reads (all of them: ``max_images`` picks among these)."""
+    return _listed(root)
+
+
 def _listed(root: Path) -> list[Path]:
     """The image files under ``root``, sorted: symlinked folders followed (each real folder once, so a link loop
     ends); hidden files and folders skipped (``.ipynb_checkpoints`` read as a class, macOS's ``._x.png`` as a

@@ -354,8 +354,11 @@ def test_a_run_folder_at_the_data_or_a_class_folder_is_refused(tmp_path: Path, m
     from gantune.cli import main
 
     _two_class_config(tmp_path, monkeypatch)
+    (tmp_path / "imgs" / "fox").mkdir()
+    grey_folder(tmp_path / "imgs" / "fox" / "deep", n=6)  # a class whose images are a folder further down
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "imgs").rglob("*"))
-    for out, what in (("imgs", "the data folder"), ("imgs/cat", "a folder of the data")):
+    for out, what in (("imgs", "the data folder"), ("imgs/cat", "a folder of the data"),
+                      ("imgs/fox", "a folder of the data")):
         assert main(["train", "cfg.yaml", "--out", out, "--no-tracking"]) == 2
         assert f"--out: {out} is {what} ({tmp_path / 'imgs'})" in capsys.readouterr().err
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "imgs").rglob("*")) == before
