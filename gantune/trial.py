@@ -354,7 +354,9 @@ def train(
         trainer.schedule(step)
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
-            if step % tc.checkpoint_every == 0 and step < tc.steps:  # a checkpoint waited for the next log
+            # a checkpoint waited for the next log; one of weights gone non-finite would replace the last good one
+            if step % tc.checkpoint_every == 0 and step < tc.steps and all(
+                    finite_weights(net.state_dict()) for net in (trainer.G, trainer.D)):
                 checkpoint(step)
             continue
         record: Record = {"step": float(step)}

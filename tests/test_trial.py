@@ -102,6 +102,9 @@ def test_a_checkpoint_comes_every_checkpoint_every_steps_between_logs(tmp_path: 
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 9
     assert train(cfg, run_dir=tmp_path, resume=True).steps == 20
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
+    diverging = tiny(optim={"lr_g": 1e30, "lr_d": 1e30}, train={"steps": 200, "checkpoint_every": 3})
+    assert train(diverging, run_dir=tmp_path / "nan").status == "diverged"  # its weights went NaN before step 10
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no checkpoint of NaN weights between the logs
 
 
 class _Killed(BaseException):
