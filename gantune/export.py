@@ -201,9 +201,16 @@ def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None)
         space = yaml.safe_load(str(study.user_attrs.get("space_text", "")))
     except yaml.YAMLError:
         return ""
-    reads = [path for path, text in _conditions(space) if "train.steps" in _names(text)]
-    return (f"{', '.join(dict.fromkeys(reads))} read train.steps in the space: exported as the search computed "
-            f"them at {settings.max_steps} steps, not at these {steps}; set them for {steps} by hand") if reads else ""
+    reads: dict[str, set[str]] = {}
+    for path, text in _conditions(space):
+        reads.setdefault(path.removeprefix("search.params."), set()).update(_names(text))
+    stale, more = {"train.steps"}, True
+    while more:  # through free parameters and other keys: decay_start reads w, which reads train.steps
+        grown = stale | {path for path, names in reads.items() if names & stale}
+        stale, more = grown, grown != stale
+    keys = [path for path in reads if path in stale and "." in path]  # config keys: a free parameter has no dot
+    return (f"{', '.join(keys)} read train.steps in the space: exported as the search computed them at "
+            f"{settings.max_steps} steps, not at these {steps}; set them for {steps} by hand") if keys else ""
 
 
 def _conditions(node: Any, path: str = "") -> list[tuple[str, str]]:

@@ -165,9 +165,10 @@ def saved_step(path: Path) -> int | None:
     between its last checkpoint and its ``generator.pt`` has an earlier part's file there (or none): it has not
     ended, and a resume at the same steps writes the file."""
     try:
-        step = load_saved(path).get("step") if path.is_file() else None
+        payload = load_saved(path) if path.is_file() else None
     except GantuneError:
         return None
+    step = payload.get("step") if isinstance(payload, dict) else None  # a bare tensor saved there: no step
     return step if isinstance(step, int) else None
 
 

@@ -309,6 +309,7 @@ class Explorer:
         new = min(max(new, lo), hi)
         if spec.step is not None:  # on the range's grid, as every draw is (Optuna warns off it, and TPE reads it)
             new = lo + min(round((new - lo) / spec.step), math.floor((hi - lo) / spec.step + 1e-9)) * spec.step
+            new = min(max(float(f"{new:.12g}"), lo), hi)  # 0.1 + 2 * 0.1 is 0.30000000000000004, past 0.3
         return round(new) if isinstance(spec, IntSpec) else float(new)
 
     def derive(self, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:

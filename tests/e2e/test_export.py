@@ -180,6 +180,9 @@ def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs() 
                                                 "exported as the search computed them at 40 steps, not at these 400; "
                                                 "set them for 400 by hand")
     assert steps_note(study, settings, 40) == steps_note(study, settings, None) == ""
+    study.set_user_attr("space_text", 'search: {params: {w: {expr: "train.steps / 10"}}}\noptim:\n  decay_start: '
+                                      '{expr: "w / 1000"}\n')  # through a free parameter: the key it sets is named
+    assert steps_note(study, settings, 400).startswith("optim.decay_start read train.steps in the space")
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
