@@ -186,6 +186,9 @@ def test_a_run_killed_before_its_generator_was_written_resumes_at_the_same_steps
     assert torch.load(out / "generator.pt", weights_only=True)["step"] == 20
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 2
     assert "ended at step 20 already" in capsys.readouterr().err
+    torch.save(torch.zeros(1), out / "generator.pt")  # not weights gantune wrote: no step, an AttributeError
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 0
+    assert torch.load(out / "generator.pt", weights_only=True)["step"] == 20
 
 
 def test_a_resumed_run_keeps_the_verdict_its_history_gave(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
