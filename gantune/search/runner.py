@@ -417,8 +417,9 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         # what pruning saved is counted over the trials that did not fail: a failed trial's steps were not saved
         "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
-        "error": (f"every trial failed (trial {failed[0].number}: {failed[0].user_attrs.get(REASON_KEY) or '?'})"
-                  if started and len(failed) == len(started) else None),
+        "error": (f"every trial failed (trial {failed[0].number}: "
+                  f"{str(failed[0].user_attrs.get(REASON_KEY) or '?').removeprefix(f'trial {failed[0].number}: ')})"
+                  if started and len(failed) == len(started) else None),  # a config error names its trial itself
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
         "dashboard": dashboard_command(storage, artifact_dir(storage)),

@@ -104,7 +104,7 @@ def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_t
     reason = _study(tmp_path, "hidden").trials[0].user_attrs["gantune_reason"]
     assert reason.startswith("trial 0: search.objective 'fdi' is not reported by this trial's evaluations (they "
                              "report: fid, modes"), reason
-    assert summary["error"].startswith("every trial failed (trial 0: trial 0: search.objective 'fdi'")
+    assert summary["error"].startswith("every trial failed (trial 0: search.objective 'fdi'")  # its trial once
 
 
 def test_a_working_directory_a_url_would_read_otherwise_keeps_the_default_stores_in_it(
