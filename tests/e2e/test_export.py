@@ -245,8 +245,8 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
     cases = [
         (["export", "nope", "--storage", f"sqlite:///{searched / 'optuna.db'}"], "no search named 'nope'"),
         (["generate", str(tampered), "--out", str(tmp_path / "x.png")], "weights do not fit the embedded config"),
-        (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "garbage.pt is unreadable (not a file torch "
-                                                                         "saved)"),
+        (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "garbage.pt is unreadable (it holds more "
+                                                                         "than tensors, which gantune does not load)"),
         # a run folder: "no such weights file" though it was there (and held the weights)
         (["generate", str(weights.parent), "--out", str(tmp_path / "x.png")],
          f"{weights.parent} is a folder, not a weights file (it holds generator.pt"),
