@@ -266,9 +266,10 @@ def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: 
         "queued trial 3: optim.n_critic 2.5 is not an integer (Optuna truncates it)"]
     study.ask()
     assert len(queued_problems(study, space.distributions())) == 3  # a trial started is no longer queued
-    exact = optuna.create_study()  # 2 is the choice 2.0 to Optuna, and 3 on the range's grid
-    exact.enqueue_trial({"optim.n_critic": 3, "loss.name": "hinge", "optim.lr_g": 0.001})
-    assert queued_problems(exact, space.distributions()) == []
+    exact = optuna.create_study()  # 0 is the choice 0.0 to Optuna (it was flagged: "the trial fails"; it trains)
+    exact.enqueue_trial({"optim.n_critic": 3, "loss.name": "hinge", "optim.lr_g": 0.001, "optim.beta1": 0})
+    beta1 = {"optim.beta1": optuna.distributions.CategoricalDistribution([0.0, 0.5, 0.9])}
+    assert queued_problems(exact, {**space.distributions(), **beta1}) == []
 
 
 def test_a_free_parameter_may_be_a_plain_value(tmp_path: Path) -> None:
