@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
@@ -28,10 +27,11 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
 from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
+from gantune.sampling.checks import expressions
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
-from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
+from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace, stored_specs
 from gantune.sampling.study import (
     load_search,
     one_trial,
@@ -198,12 +198,12 @@ def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None)
     if steps is None or steps == settings.max_steps:
         return ""
     try:
-        space = yaml.safe_load(str(study.user_attrs.get("space_text", "")))
-    except yaml.YAMLError:
+        leaves, params = stored_specs(str(study.user_attrs.get("space_text", "")), "the search's space")
+    except GantuneError:
         return ""
     reads: dict[str, set[str]] = {}
-    for path, text in _conditions(space):
-        reads.setdefault(path.removeprefix("search.params."), set()).update(_names(text))
+    for path, _, text in expressions(leaves, params):
+        reads.setdefault(path, set()).update(_names(text))
     stale, more = {"train.steps"}, True
     while more:  # through free parameters and other keys: decay_start reads w, which reads train.steps
         grown = stale | {path for path, names in reads.items() if names & stale}
@@ -211,16 +211,6 @@ def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None)
     keys = [path for path in reads if path in stale and "." in path]  # config keys: a free parameter has no dot
     return (f"{', '.join(keys)} read train.steps in the space: exported as the search computed them at "
             f"{settings.max_steps} steps, not at these {steps}; set them for {steps} by hand") if keys else ""
-
-
-def _conditions(node: Any, path: str = "") -> list[tuple[str, str]]:
-    """Each ``expr`` and ``when`` of a space's parsed YAML, by the dotted path of its leaf."""
-    if not isinstance(node, dict):
-        return []
-    found = [(path, str(node[k])) for k in ("expr", "when") if isinstance(node.get(k), str)]
-    for key, value in node.items():
-        found += _conditions(value, f"{path}.{key}" if path else str(key))
-    return found
 
 
 def _names(text: str) -> set[str]:

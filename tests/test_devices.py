@@ -93,3 +93,19 @@ eval: {n_samples: 200}
     summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
                                                          quiet=True))
     assert summary["counts"]["completed"] == 1, optuna.load_study(study_name="cuda", storage=storage).trials
+
+
+def test_auto_share_of_a_space_sampling_the_data_is_its_largest_trials(tmp_path: Path) -> None:
+    """A space sampling ``data.resolution: [16, 64]`` took the smallest class's 1/8 of a GPU for every trial: eight
+    64-px trials shared a GPU sized for two. The share is now the largest its data's combinations need."""
+    from gantune.search.runner import trial_resources
+
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {name: digits, resolution: {categorical: [16, 64]}}\nmodel: {arch: dcgan}\n"
+                    "eval: {metrics: [fid]}\n")
+    space = load_space(path)
+    have = {"CPU": 2.0, "GPU": 1.0}
+    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 2
+    path.write_text("data: {name: digits, resolution: 16}\nmodel: {arch: dcgan}\neval: {metrics: [fid]}\n")
+    space = load_space(path)
+    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 8

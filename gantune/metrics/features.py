@@ -9,6 +9,7 @@ the features: the digits' 10, each channel's 10, Inception's 1,008 (what the Inc
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,11 +129,14 @@ def inception_weights(cfg: TrialConfig) -> Path:
 def missing_inception(cfg: TrialConfig) -> str | None:
     """The one line that says the Inception-v3 weights are not on disk (nothing is ever downloaded), else None."""
     path = inception_weights(cfg)
-    if path.is_file():
-        return None
-    return (f"eval.inception_weights: Inception-v3 weights not found at {path}; download {INCEPTION_FILE} from "
-            "the torch-fidelity releases page (github.com/toshas/torch-fidelity/releases) and set "
-            "eval.inception_weights or $GANTUNE_INCEPTION_WEIGHTS to it")
+    if not path.is_file():
+        return (f"eval.inception_weights: Inception-v3 weights not found at {path}; download {INCEPTION_FILE} from "
+                "the torch-fidelity releases page (github.com/toshas/torch-fidelity/releases) and set "
+                "eval.inception_weights or $GANTUNE_INCEPTION_WEIGHTS to it")
+    if importlib.util.find_spec("torch_fidelity") is None:  # torchmetrics' Inception-v3 is torch-fidelity's net:
+        # without it every evaluation failed on a ModuleNotFoundError torchmetrics raises only when it builds one
+        return "eval.metrics: Inception-v3 needs the torch-fidelity package: pip install 'gantune[inception]'"
+    return None
 
 
 @EXTRACTORS.register("inception")
@@ -143,10 +147,7 @@ def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
     if missing:
         raise ConfigError(missing)
     path = inception_weights(cfg)
-    try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-    except ImportError:  # pragma: no cover - depends on torch-fidelity being installed
-        raise ConfigError("eval.extractor: inception needs torch-fidelity (pip install torch-fidelity)") from None
+    from torchmetrics.image.fid import NoTrainInceptionV3
     net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                              feature_extractor_weights_path=str(path)).to(device).eval()
     head = net.fc.weight.detach().T  # (2048, 1008): torchmetrics' and torch-fidelity's logits_unbiased

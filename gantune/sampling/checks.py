@@ -253,38 +253,6 @@ _PROBED = ("model.conditional",)
 _TRAINING_ONLY = ("data.augment", "data.augment_p")
 
 
-def fixed_sections(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> TrialConfig | None:
-    """The trial config of the space's fixed ``data`` and ``eval`` values (over ``search.defaults``' for the keys
-    it leaves unset), with those of the other keys that decide what an evaluation reports (``_PROBED``); ``None``
-    where any of them is sampled or behind a ``when`` (or the combination is invalid, which the trial config
-    reports later). A sampled or switched ``_PROBED`` key counts as the value every trial has where its choices
-    (and the default its ``when`` falls back on) agree, else as the schema's: ``conditional: {categorical:
-    [false, true]}`` cannot follow ``cond_accuracy``, which half its trials would not report."""
-    fixed: dict[str, dict[str, Any]] = {"data": {}, "eval": {}}
-    for path, value in (defaults or {}).items():
-        section, key = path.split(".", 1)
-        if section in fixed or path in _PROBED:
-            fixed.setdefault(section, {})[key] = value
-    for path, spec in leaves.items():
-        section, key = path.split(".", 1)
-        if (section not in ("data", "eval") and path not in _PROBED) or path in _TRAINING_ONLY:
-            continue
-        if isinstance(spec, ValueSpec) and spec.when is None:
-            fixed.setdefault(section, {})[key] = spec.value
-        elif section in ("data", "eval"):
-            return None  # sampled or switched: what an evaluation reports is known trial by trial
-        else:  # the value every trial has, if they share one (an expression or a range: not known)
-            can = [spec.value] if isinstance(spec, ValueSpec) else \
-                list(spec.choices) if isinstance(spec, CategoricalSpec) else []
-            can += [schema_default(path, defaults)] if can and spec.when is not None else []
-            shared = bool(can) and len({repr(v) for v in can}) == 1
-            fixed.setdefault(section, {})[key] = can[0] if shared else schema_default(path)
-    try:
-        return config_from_dict(fixed, source)
-    except ConfigError:
-        return None
-
-
 #: how a metric's better side reads, and the direction that searches for it
 _SIDES = {"max": ("higher", "maximize"), "min": ("lower", "minimize")}
 
@@ -376,15 +344,14 @@ def _consistent(values: dict[str, Any], on: dict[str, set[str]], leaves: dict[st
     return True
 
 
-def check_objectives(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
+def check_objectives(settings: SearchSettings, sections: list[tuple[str, TrialConfig]] | None, source: str) -> None:
     """Each objective must be a value the evaluations of every trial of this space report (a typo would run the
     whole budget; a sampled ``data.name`` whose other dataset has not the metric, half of it). An objective that is
     better higher (coverage, the Inception Score) must be maximised, one better lower (FID) minimised, whatever
     the sections: ``objective: [fid, coverage]`` with one ``direction: minimize`` would search for collapse on its
     second axis.
     """
-    reported = [(picked, metric_keys(probe)) for picked, probe in possible_sections(leaves, source,
-                                                                                  settings.defaults) or []]
+    reported = [(picked, metric_keys(probe)) for picked, probe in sections or []]
     for objective in settings.objectives:
         missed = [(picked, keys) for picked, keys in reported if objective not in keys]
         if missed:
@@ -443,25 +410,26 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
     return found
 
 
-def check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
-    """Data that is not there (or, for a conditional space, has no classes) fails here, once, rather than in every
+def check_data_of(leaves: dict[str, Spec], sections: list[tuple[str, TrialConfig]] | None, source: str,
+                  defaults: dict[str, Any] | None = None) -> None:
+    """Data that is not there (or, for a conditional trial, has no classes) fails here, once, rather than in every
     trial of a search that then exits 0."""
     with listed_once():  # each folder walked once for both checks
-        _check_data_of(leaves, source, defaults)
+        _check_data_of(leaves, sections, source, defaults)
 
 
-def _check_data_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None) -> None:
+def _check_data_of(leaves: dict[str, Spec], sections: list[tuple[str, TrialConfig]] | None, source: str,
+                   defaults: dict[str, Any] | None) -> None:
     for cfg in possible_data(leaves, defaults):
         try:
             check_data(cfg)
         except DataError as err:
             raise DataError(f"{source}: {err}") from None
-    probe = fixed_sections(leaves, source, defaults)
-    try:  # a conditional space on a folder without class subfolders: its every trial failed on the data
-        if probe is not None:
+    for picked, probe in sections or []:  # a conditional trial on a folder without class subfolders failed
+        try:
             check_classes(probe)
-    except GantuneError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        except GantuneError as err:
+            raise ConfigError(f"{source}: {err}" + (f" (with {picked})" if picked else "")) from None
 
 
 def check_init_files(leaves: dict[str, Spec], source: str, defaults: dict[str, Any]) -> None:
@@ -480,10 +448,10 @@ def check_init_files(leaves: dict[str, Spec], source: str, defaults: dict[str, A
             raise ConfigError(f"{source}: {err}") from None
 
 
-def check_weights_of(leaves: dict[str, Spec], source: str, defaults: dict[str, Any] | None = None) -> None:
+def check_weights_of(sections: list[tuple[str, TrialConfig]] | None, source: str) -> None:
     """Inception weights the space's evaluations need and that are not on disk fail here, once, rather than in
-    every trial (checked when the data and eval sections are fixed, as the objectives are)."""
-    for picked, probe in possible_sections(leaves, source, defaults) or []:
+    every trial (checked for each combination of the data and eval sections, as the objectives are)."""
+    for picked, probe in sections or []:
         if missing := missing_weights(probe):
             raise ConfigError(f"{source}: {missing}" + (f" (with {picked})" if picked else ""))
 

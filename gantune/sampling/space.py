@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
+import yaml
 from pydantic import ValidationError
 
-from gantune.config import SECTIONS, format_validation_error, read_yaml
+from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
 from gantune.data import data_label
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
@@ -41,6 +42,7 @@ from gantune.sampling.checks import (
     expressions,
     parse_spec,
     possible_data,
+    possible_sections,
     unmodelled,
     walk,
 )
@@ -60,6 +62,8 @@ class SearchSpace:
     leaves: dict[str, Spec]  # dotted config path -> spec (fixed values are ValueSpec)
     params: dict[str, Spec]  # free parameters (not config keys)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the search warns of before it starts
+    #: each ``data``/``eval`` combination its trials can have (``checks.possible_sections``; ``None``: unknown)
+    sections: list[tuple[str, TrialConfig]] | None = None
     #: whether the search says ``notes`` and ``SearchSettings.warnings()`` (not for ``gantune export``'s re-runs:
     #: their settings are not the user's to change)
     warns: ClassVar[bool] = True
@@ -228,6 +232,31 @@ def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
             "only the trials on the newest trial's data; search each on its own"]
 
 
+def parse_params(settings: SearchSettings, source: str) -> dict[str, Spec]:
+    """The free parameters of ``search.params``, each a spec (a plain value is a fixed one)."""
+    params = {k: parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
+              for k, v in settings.params.items()}
+    for k in params:
+        if "." in k or k in SECTIONS or not k.isidentifier() or keyword.iskeyword(k):
+            # an expression cannot read ``lambda`` or ``True`` as a name: the parameter was drawn for nothing
+            raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier, not a "
+                              "section or a Python word (lambda, True, ...): e.g. lam")
+    return params
+
+
+def stored_specs(text: str, source: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
+    """The leaves and free parameters of a space's text as a search stored it, without ``load_space``'s checks of
+    data, weights and draws (which read the disk as it is now). Raises ``ConfigError`` where it does not parse."""
+    try:
+        raw = yaml.safe_load(text)
+        raw = dict(raw) if isinstance(raw, dict) else {}
+        settings = SearchSettings.model_validate(raw.pop("search", None) or {})
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+    raw.pop("name", None)
+    return walk(raw, source), parse_params(settings, source)
+
+
 def load_space(path: str | Path, name: str | None = None, weights: bool = True) -> SearchSpace:
     """Read and validate a search-space file; nothing starts before this has succeeded. ``weights=False`` leaves
     out the check that the Inception weights its evaluations need are on disk (``gantune init`` writes a space
@@ -255,27 +284,22 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     else:
         check_name(Path(path).stem, f"{source}: the file's name (the search's name when it has no name: key or "
                    "--name)")
-    params = {k: parse_spec(v if isinstance(v, dict) else {"value": v}, source, f"search.params.{k}")
-              for k, v in settings.params.items()}
-    for k in params:
-        if "." in k or k in SECTIONS or not k.isidentifier() or keyword.iskeyword(k):
-            # an expression cannot read ``lambda`` or ``True`` as a name: the parameter was drawn for nothing
-            raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier, not a "
-                              "section or a Python word (lambda, True, ...): e.g. lam")
+    params = parse_params(settings, source)
     leaves = walk(raw, source)
     absolute_files(leaves, settings.defaults)
     check_scheduler_keys(search, source)
     check_search_defaults(settings.defaults, source)
     literals = check_names(leaves, params, source)
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
-    check_objectives(settings, leaves, source)
-    check_data_of(leaves, source, settings.defaults)
+    sections = possible_sections(leaves, source, settings.defaults)
+    check_objectives(settings, sections, source)
+    check_data_of(leaves, sections, source, settings.defaults)
     notes += mixed_data(leaves, settings)
     check_init_files(leaves, source, settings.defaults)
     if weights:
-        check_weights_of(leaves, source, settings.defaults)
+        check_weights_of(sections, source)
     text = Path(path).read_text()
-    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes)
+    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes, sections)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already
     space.notes += [note for leaf, note in check_draws(space).items() if leaf not in said]
     drawn = [spec for spec in [*leaves.values(), *params.values()] if isinstance(spec, (FloatSpec, IntSpec))

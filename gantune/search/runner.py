@@ -27,7 +27,7 @@ from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
-from gantune.sampling.checks import fixed_sections, idle_on_cpu
+from gantune.sampling.checks import idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace, check_draws
 from gantune.sampling.study import (
@@ -166,8 +166,10 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
 
     A trial asking for more CPUs or GPUs than ``where`` (this machine, or a cluster) has would wait forever:
     that is refused here."""
-    probe = fixed_sections(space.leaves, space.source, space.settings.defaults)
-    gpu = auto_gpu_share(probe.data if probe else None, have.get("GPU", 0.0)) if wanted.gpu == "auto" else wanted.gpu
+    # the largest share any of its trials' data needs (the smallest class where the space's data is unknown)
+    shares = [auto_gpu_share(cfg.data, have.get("GPU", 0.0)) for _, cfg in space.sections or []]
+    gpu = (max(shares) if shares else auto_gpu_share(None, have.get("GPU", 0.0))) if wanted.gpu == "auto" \
+        else wanted.gpu
     resources = {"cpu": wanted.cpu, "gpu": gpu}
     short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
     if short:

@@ -82,6 +82,9 @@ FILES: dict[str, dict | str] = {
     "train-cond-loose.yaml": _with(CONFIG, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}}),
     "cond-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": True}},
                              eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
+    # half its trials conditional: those failed on the data while the rest ran (the check read the schema's false)
+    "cond-half-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": {
+        "categorical": [False, True]}}}, eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
     "inception.pth": "weights a trial would read (the load-time checks look for the file)",
     "no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"],
                                                       "inception_weights": "{in}/nope.pth"}),
@@ -170,6 +173,8 @@ ROWS: list[tuple[list[str], str]] = [
                                             r"not a section or a Python word"),
     (["train", "{in}/train-cond-loose.yaml"], r"model.conditional: data 'folder' has no class labels; .*subfolder"),
     (["search", "{in}/cond-loose.yaml"], r"cond-loose.yaml: model.conditional: data 'folder' has no class labels"),
+    (["search", "{in}/cond-half-loose.yaml"], r"cond-half-loose.yaml: model.conditional: data 'folder' has no class "
+                                              r"labels.* \(with model.conditional true\)$"),
     # the expression language
     (["search", "{in}/huge-power.yaml"], r"optim.lr_d.expr: .*9 \*\* 387420489 is too large"),
     (["search", "{in}/invert.yaml"], r"optim.lr_d.expr: .*the operator ~ is not allowed"),

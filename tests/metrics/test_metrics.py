@@ -143,6 +143,29 @@ def test_bad_metric_names_and_missing_inception(tmp_path: Path) -> None:
         build_extractor(cfg, CPU)
 
 
+def test_inception_without_torch_fidelity_is_refused_before_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    """torchmetrics' Inception-v3 is torch-fidelity's net, and torchmetrics imports without it: with the weights on
+    disk and the package missing, ``gantune train`` and every trial of a search failed on a ModuleNotFoundError
+    at the first evaluation. It is the load-time check's line now."""
+    import importlib.util
+
+    from gantune.metrics import missing_weights
+
+    (tmp_path / "inception.pth").write_bytes(b"weights")
+    cfg = config_from_dict({"data": {"name": "folder", "path": str(tmp_path)},
+                            "eval": {"inception_weights": str(tmp_path / "inception.pth")}})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch_fidelity" else real(
+        name, *a))
+    assert "needs the torch-fidelity package: pip install 'gantune[inception]'" in (missing_weights(cfg) or "")
+    with pytest.raises(ConfigError, match="torch-fidelity package"):
+        build_extractor(cfg, CPU)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torch_fidelity" else real(
+        name, *a))
+    assert missing_weights(cfg) is None
+
+
 def test_prdc_on_identical_and_disjoint() -> None:
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(500, 4, generator=gen)
