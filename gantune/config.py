@@ -209,9 +209,12 @@ class ModelConfig(_Section):
     minibatch_std: bool = Field(default=False, description="append the minibatch standard deviation to D's features")
     d_dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout after each hidden activation of D "
                              "(0 = off)")
-    minibatch_disc: int = Field(default=0, ge=0, description="minibatch-discrimination kernels B appended to D's "
-                                "features (Salimans et al. 2016; 0 = off)")
-    minibatch_disc_dim: int = Field(default=16, ge=1, description="dimension C of each minibatch-discrimination kernel")
+    # bounded: a D with a million kernels allocated lazily and was killed by the OS, not refused (Salimans et al.
+    # use B = 100, C = 5)
+    minibatch_disc: int = Field(default=0, ge=0, le=4096, description="minibatch-discrimination kernels B appended "
+                                "to D's features (Salimans et al. 2016; 0 = off)")
+    minibatch_disc_dim: int = Field(default=16, ge=1, le=4096, description="dimension C of each "
+                                    "minibatch-discrimination kernel")
     progressive: ProgressiveConfig | None = Field(default=None, description="progressive growing of the dcgan "
                                                   "nets: {start, fade_steps, stage_steps} (null = off)")
     conditional: bool = Field(default=False, description="class-conditional GAN on the data's labels: per-class "
