@@ -19,7 +19,7 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import DATASETS, check_data, data_listing, folder_images, known_classes, listed_once
+from gantune.data import DATASETS, check_data, data_listing, data_notes, folder_images, known_classes, listed_once
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -120,6 +120,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     check_apart_from_data(cfg, out)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
+    for note in data_notes(cfg.data):
+        warn(f"{path}: {note}")
     check_classes(cfg)  # so is a conditional run on a folder without class subfolders
     missing = missing_weights(cfg) or objective_side(cfg)
     if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way

@@ -274,3 +274,34 @@ def test_stacked_digits_have_three_channels() -> None:
         check_data(bad)  # before a search starts
     with pytest.raises(DataError, match=r"^data\.channels: "):
         load_data(bad, CPU, 0)
+
+
+def test_a_folder_of_greyscale_images_is_named_before_it_trains_as_rgb(tmp_path: Path) -> None:
+    """A folder of greyscale images trained as three equal channels without a word (``data.channels`` defaults to
+    3 for a folder). ``gantune train`` and a search's load now say so; colour, a palette or a set channel count
+    is quiet."""
+    from PIL import Image
+
+    from gantune.data import data_notes
+    from gantune.sampling.space import load_space
+
+    grey = tmp_path / "grey"
+    for cls in ("a", "b"):
+        (grey / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(np.full((8, 8), i * 10, dtype=np.uint8)).save(grey / cls / f"{i}.png")
+    cfg = DataConfig(name="folder", path=str(grey))
+    assert data_notes(cfg) == ["data.path: its images are greyscale (16 of 40 looked at): they train as 3 equal "
+                               "channels; set data.channels: 1 to train on one (or 3 to keep three and quiet this "
+                               "note)"]
+    assert data_notes(dataclasses.replace(cfg, channels=1)) == data_notes(dataclasses.replace(cfg, channels=3)) == []
+    first = grey / "a" / "0.png"  # the first of the listing: always among the 16 looked at
+    Image.fromarray(np.full((8, 8, 3), 9, dtype=np.uint8)).save(first)
+    assert data_notes(cfg) == []
+    Image.new("P", (8, 8), 1).save(first)
+    assert data_notes(cfg) == []
+    Image.fromarray(np.full((8, 8), 3, dtype=np.uint8)).save(first)
+    space = tmp_path / "s.yaml"
+    space.write_text(f"data: {{name: folder, path: {grey}, resolution: 8}}\nmodel: {{arch: dcgan}}\n"
+                     "eval: {metrics: [diversity]}\nsearch: {objective: diversity, direction: minimize}\n")
+    assert any("its images are greyscale" in note for note in load_space(space, weights=False).notes)

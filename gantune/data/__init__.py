@@ -19,6 +19,7 @@ from gantune.data.core import (
     check_data,
     data_label,
     data_listing,
+    data_notes,
     data_shape,
     dataset,
     is_labelled,
@@ -38,6 +39,6 @@ from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, li
 # isort: on
 
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "channels_of",
-           "check_data", "data_label", "data_listing", "data_shape", "dataset", "digits_split", "folder_images",
-           "folder_labels", "grid25_means", "is_labelled", "is_points", "known_classes", "listed_once", "load_data",
-           "pil_mode", "ring8_means", "stack", "stack_labels"]
+           "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "digits_split",
+           "folder_images", "folder_labels", "grid25_means", "is_labelled", "is_points", "known_classes",
+           "listed_once", "load_data", "pil_mode", "ring8_means", "stack", "stack_labels"]

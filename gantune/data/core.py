@@ -196,6 +196,8 @@ Labelled = Callable[[DataConfig], "bool | None"]
 Classes = Callable[[DataConfig], int]
 #: what a dataset's files are, without decoding them: ``{"images": count, "digest": ...}``
 Listing = Callable[[DataConfig], "dict[str, Any]"]
+#: what a run on the dataset as configured should be told before it starts (a folder of greyscale images as RGB)
+Notes = Callable[[DataConfig], "list[str]"]
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,8 @@ class Dataset:
     as its channels (0: the images are the samples); ``labelled``: whether its samples carry class labels (what
     ``model.conditional`` conditions on; ``None``: known once the data is loaded) and, for such a dataset,
     ``classes``: its class count from its file names (a folder's: its subfolders), checked before a run starts;
-    ``listing``: what its files are (a folder's: their names and sizes), which a resumed run must still find."""
+    ``listing``: what its files are (a folder's: their names and sizes), which a resumed run must still find;
+    ``notes``: warnings about the data as configured, said before a run or a search starts."""
 
     build: Builder
     points: bool = False
@@ -219,6 +222,7 @@ class Dataset:
     labelled: Labelled = lambda cfg: False
     classes: Classes | None = None
     listing: Listing | None = None
+    notes: Notes | None = None
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -227,14 +231,15 @@ DATASETS: Registry[Dataset] = Registry("dataset")
 def dataset(name: str, points: bool = False, needs: tuple[str, ...] = (), heldout: HeldOut | None = None,
             check: Checker | None = None, channels: Channels | int = 3,
             stack: int = 0, labelled: Labelled | bool = False,
-            classes: Classes | None = None, listing: Listing | None = None) -> Callable[[Builder], Builder]:
+            classes: Classes | None = None, listing: Listing | None = None,
+            notes: Notes | None = None) -> Callable[[Builder], Builder]:
     """Register a dataset builder (the config then accepts ``data.name: <name>``)."""
     count = channels if callable(channels) else (lambda cfg: channels)
     has_labels = labelled if callable(labelled) else (lambda cfg: labelled)
 
     def add(build: Builder) -> Builder:
         DATASETS.add(name, Dataset(build, points, needs, heldout, check, count, stack, has_labels, classes,
-                                     listing))
+                                     listing, notes))
         return build
 
     return add
@@ -288,6 +293,12 @@ def data_listing(cfg: DataConfig) -> dict[str, Any] | None:
     """What the configured dataset's files are (``Dataset.listing``); ``None`` for one that lists none."""
     ds = DATASETS.get(cfg.name)
     return None if ds.listing is None or not all(getattr(cfg, f) for f in ds.needs) else ds.listing(cfg)
+
+
+def data_notes(cfg: DataConfig) -> list[str]:
+    """What to say of the configured data before a run starts (``Dataset.notes``)."""
+    ds = DATASETS.get(cfg.name)
+    return [] if ds.notes is None or not all(getattr(cfg, f) for f in ds.needs) else ds.notes(cfg)
 
 
 def data_label(cfg: DataConfig) -> str:

@@ -196,8 +196,36 @@ def _folder_listing(cfg: DataConfig) -> dict[str, Any]:
     return {"images": len(files), "digest": hashlib.sha1(json.dumps(names).encode()).hexdigest()[:16]}
 
 
+#: how many of a folder's images ``_folder_notes`` opens (their headers only), spread over the listing
+GREY_PROBE = 16
+
+
+def _folder_notes(cfg: DataConfig) -> list[str]:
+    """A folder of greyscale images trains as three equal channels unless ``data.channels`` is set: the nets
+    carry three times the input and output for one channel's worth, and nothing said so."""
+    from PIL import Image
+
+    if cfg.channels is not None:
+        return []
+    try:
+        _, files = _image_files(cfg)
+    except DataError:
+        return []  # the check says what is wrong with the folder
+    probe = files[::max(1, len(files) // GREY_PROBE)][:GREY_PROBE]
+    for f in probe:
+        try:
+            with Image.open(f) as im:
+                bands = [b for b in im.getbands() if b != "A"]
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return []  # unreadable: the load says which
+        if len(bands) != 1 or bands[0] == "P":  # colour, or a palette (which may hold colours)
+            return []
+    return [f"data.path: its images are greyscale ({len(probe)} of {len(files)} looked at): they train as 3 equal "
+            "channels; set data.channels: 1 to train on one (or 3 to keep three and quiet this note)"]
+
+
 @dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes,
-         listing=_folder_listing)
+         listing=_folder_listing, notes=_folder_notes)
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     root, files = _image_files(cfg)
     mode = pil_mode(cfg)

@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
-from gantune.data import data_label
+from gantune.data import data_label, data_notes
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
     absolute_files,
@@ -295,6 +295,7 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     check_objectives(settings, sections, source)
     check_data_of(leaves, sections, source, settings.defaults)
     notes += mixed_data(leaves, settings)
+    notes += dict.fromkeys(note for cfg in possible_data(leaves, settings.defaults) for note in data_notes(cfg))
     check_init_files(leaves, source, settings.defaults)
     if weights:
         check_weights_of(sections, source)
