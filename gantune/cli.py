@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gantune import env
+from gantune import env, plugins
 from gantune.config import MAX_SEED
 from gantune.errors import GantuneError, Interrupted
 from gantune.registry import Registry
@@ -489,6 +489,9 @@ COMMANDS.add("ui", Command("start the MLflow UI on the tracking store, bound to 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gantune", description=__doc__)
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="a .py file or module registering losses, metrics, datasets... (gantune.registry), "
+                             "imported before the command runs; repeatable (also $GANTUNE_PLUGINS)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         cmd = COMMANDS.get(name)
@@ -543,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.configure()
     env.terminate_as_interrupt()
     try:
+        plugins.load(args.plugin)
         summary = COMMANDS.get(args.command).run(args)
     except GantuneError as err:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)

@@ -76,9 +76,10 @@ def resolve_config_path(arg: str) -> Path:
     raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
 
 
-def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
+def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     """The config, the run folder and (resumed) the step its checkpoint reached, 0 for a new run: the checkpoint
-    is read once here (it can be large), for every check and the monitor's history."""
+    is read once here (it can be large), for every check and the monitor's history; and the warnings to say once
+    the run is under way (said before a refusal found as the data loads, they made its one line two)."""
     path = resolve_config_path(opts.config)
     cfg = load_config(path, resumed=opts.resume)  # a resumed run needs no init_from file: its checkpoint has all
     if opts.steps is not None:
@@ -120,8 +121,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
     check_apart_from_data(cfg, out)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
     check_data(cfg.data)  # data that is not there: one line now, not a failed run
-    for note in data_notes(cfg.data):
-        warn(f"{path}: {note}")
+    notes = [f"{path}: {note}" for note in data_notes(cfg.data)]  # said once the run is under way (below)
     check_classes(cfg)  # so is a conditional run on a folder without class subfolders
     missing = missing_weights(cfg) or objective_side(cfg)
     if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
@@ -130,10 +130,10 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int]:
         written = read_yaml(path)
         if isinstance(written, dict) and "objective" in (written.get("health") or {}):
             raise ConfigError(f"{path}: {unmeasured}")
-        warn(f"{path}: {unmeasured}; set health.objective")
+        notes.append(f"{path}: {unmeasured}; set health.objective")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
-    return cfg, out, at
+    return cfg, out, at, notes
 
 
 def check_apart_from_data(cfg: TrialConfig, out: Path) -> None:
@@ -301,8 +301,12 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     terminal can rewrite the progress line in place while a pipe keeps every line.
     """
     with listed_once():  # the checks read an image folder's listing once between them
-        cfg, out, at = _checked(opts)
+        cfg, out, at, notes = _checked(opts)
     emit = say or (lambda line: None)
+
+    def said() -> None:  # the warnings, once the data and the evaluation's reference are ready
+        while notes:
+            warn(notes.pop(0))
     progress = status or emit
     meter = Meter()
     tracker = None
@@ -313,6 +317,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         tracker.check()
 
     def show(r: dict[str, float]) -> None:
+        said()
         meter.update(int(r["step"]))
         keys = [k for k in r if k not in ("step", "wall_s", "steps_per_s")]  # the line has its own rate
         progress(steps_line(meter, cfg.train.steps) + "  " + "  ".join(f"{k}={r[k]:.4g}" for k in keys))
@@ -333,6 +338,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
         return verdict if opts.early_stop else None
 
     def measured(p: dict[str, Any]) -> None:
+        said()
         emit(f"measured: {provenance.describe(p)}; real-vs-real floor "
              + ", ".join(f"{k}={v:.4g}" for k, v in p.get("floor", {}).items()))
         if tracker is not None:
@@ -364,6 +370,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
                               + (f"nothing to resume (delete {out} to train into it again)" if stopped_run(out)
                                  else "nothing was kept")) from None
         raise
+    said()
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
          f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")
     summary = result.to_dict()

@@ -6,8 +6,10 @@ name gets an error that lists what exists.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from types import FrameType
+from typing import ClassVar, Generic, TypeVar
 
 from gantune.errors import GantuneError
 
@@ -17,19 +19,31 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to entries, in registration order."""
 
+    #: every registry, by kind: what ``gantune.plugins`` carries to the processes that run trials
+    ALL: ClassVar[dict[str, Registry[object]]] = {}
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._outside: dict[str, str] = {}  # name -> the module outside gantune that registered it
+        Registry.ALL[kind] = self  # type: ignore[assignment]
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
+        if (module := _registrant()) is not None:
+            self._outside[name] = module
         return entry
 
     def remove(self, name: str) -> None:
         """Unregister ``name`` (a plugin's tests clean up after themselves)."""
         del self._entries[name]
+        self._outside.pop(name, None)
+
+    def outside(self) -> dict[str, tuple[str, T]]:
+        """The entries registered from outside the package, by name: (the registering module, the entry)."""
+        return {name: (module, self._entries[name]) for name, module in self._outside.items()}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
@@ -55,3 +69,18 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+
+def _registrant() -> str | None:
+    """The module outside gantune whose code made the registration being added, else ``None`` (gantune's own,
+    made as its modules are imported). The registry's helpers (``register``, ``@dataset``, ``@family``) sit
+    between: frames of gantune's functions are passed over, and a gantune module's top level ends the search."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] != "gantune":
+            return module
+        if frame.f_code.co_name == "<module>":
+            return None
+        frame = frame.f_back
+    return None

@@ -16,7 +16,8 @@ ROOT = Path(gantune.__file__).parent
 
 #: lowest first; a module may import its own layer or a lower one. Matched by longest dotted prefix.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "env", "events", "registry", "provenance", "viz", "dburl", "progress", "sampling.expr", "noise"),
+    ("errors", "env", "events", "registry", "provenance", "viz", "dburl", "progress", "sampling.expr", "noise",
+     "plugins"),
     ("latent",),  # slerp walks through a generator's latent space and their pictures (torch and viz only)
     ("config",),
     ("rundir",),

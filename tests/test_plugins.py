@@ -146,3 +146,100 @@ def test_a_sampler_registered_outside_takes_its_own_options(nsga2: str, tmp_path
     with pytest.raises(ConfigError, match="NSGAIISampler has no option 'population' a space can set; choose from: "
                                           "population_size"):
         load_space(space)
+
+
+def test_a_search_carries_what_was_registered_outside_to_the_trials_processes(
+        relativistic: str, spread: str, square4: str, nsga2: str, tmp_path: Path, ray_session: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray runs each trial in a worker process that imports gantune afresh: a search of a loss, a metric and a
+    dataset registered here failed every trial on "unknown loss 'ragan'" (and exited 0), and Optuna's NSGA-II,
+    whose sampler holds a lock, ended the search in a traceback when Tune pickled its state."""
+    from gantune.search import SearchOptions, run_search
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "plugged.yaml"
+    path.write_text(f"""
+name: plugged
+search: {{trials: 2, max_steps: 20, eval_every: 10, sampler: {nsga2}, objective: {spread}, direction: maximize,
+         warm_start: false, pruning: {{asha: false}}}}
+data: {{name: {square4}}}
+loss: {{name: {relativistic}}}
+model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
+optim: {{lr_g: {{float: [1.0e-4, 1.0e-3], log: true}}}}
+train: {{batch_size: 32, log_every: 10}}
+eval: {{n_samples: 200, metrics: [modes, {spread}]}}
+""")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
+                                                         quiet=True))
+    trials = optuna.load_study(study_name="plugged", storage=storage).trials
+    assert summary["counts"]["completed"] == 2, [t.user_attrs.get("reason") for t in trials]
+    assert all(t.user_attrs["config"]["loss"]["name"] == relativistic and t.values[0] > 0 for t in trials)
+
+
+PLUGIN = '''
+import torch.nn.functional as F
+from gantune.gan.losses import LOSSES, GANLoss
+
+LOSSES.add("ragan_cli", GANLoss(d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
+                                g=lambda f: F.softplus(-f).mean()))
+'''
+
+
+def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) -> None:
+    """The gantune command had no way to import a user's module before it ran: what README's Contributing section
+    registers was "unknown" to it. ``--plugin`` (a file or a module) and ``$GANTUNE_PLUGINS`` import it first; one
+    that fails to import, or registers a signal on a health setting that does not exist, is one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "myplug.py").write_text(PLUGIN)
+    (tmp_path / "t.yaml").write_text("data: {name: ring8}\nloss: {name: ragan_cli}\nmodel: {z_dim: 4, g_width: 16, "
+                                     "d_width: 16, g_norm: none}\ntrain: {steps: 10, batch_size: 32, log_every: 10}\n"
+                                     "eval: {every: 10, n_samples: 200, metrics: [modes]}\n"
+                                     "health: {objective: mode_coverage, mode: max}\n")
+
+    def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gantune.cli", *argv], capture_output=True, text=True,
+                              cwd=tmp_path, env={**os.environ, **(env or {})}, timeout=300)
+
+    done = run("--plugin", "myplug.py", "train", "t.yaml", "--no-tracking", "--out", "a")
+    assert done.returncode == 0, done.stderr
+    done = run("train", "t.yaml", "--no-tracking", "--out", "b", env={"GANTUNE_PLUGINS": "myplug"})  # a module
+    assert done.returncode == 0, done.stderr
+    done = run("train", "t.yaml", "--no-tracking", "--out", "c")
+    assert done.returncode == 2 and "unknown loss 'ragan_cli'" in done.stderr and not (tmp_path / "c").exists()
+    (tmp_path / "bad.py").write_text("from gantune.metrics import CollapseSignal\n"
+                                     "CollapseSignal('spread2', 'min_diversty', 'spread ratio')\n")
+    done = run("--plugin", "bad.py", "train", "t.yaml", "--no-tracking", "--out", "d")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "gantune train: error: --plugin bad.py: ValueError: CollapseSignal 'spread2': floor 'min_diversty' is not a "
+        "health setting (did you mean 'min_diversity'?) (a number, or one of gantune.config.HealthConfig's fields)"]
+    done = run("--plugin", "nope.py", "train", "t.yaml", "--no-tracking", "--out", "d")
+    assert done.returncode == 2 and "--plugin nope.py: FileNotFoundError: no file" in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin package names its registering module in the ``gantune.plugins`` entry-point group; each command
+    imports it before it runs, as pytest and MLflow load theirs."""
+    from gantune import plugins
+
+    dist = tmp_path / "gantune_fake_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gantune-fake-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[gantune.plugins]\nfake = fake_plugin_mod\n")
+    (tmp_path / "fake_plugin_mod.py").write_text(PLUGIN.replace("ragan_cli", "ragan_entry"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    try:
+        plugins.load([])
+        assert "ragan_entry" in LOSSES
+        assert LOSSES.outside()["ragan_entry"][0] == "fake_plugin_mod"  # what a search carries to its trials
+    finally:
+        if "ragan_entry" in LOSSES:
+            LOSSES.remove("ragan_entry")
+    (dist / "entry_points.txt").write_text("[gantune.plugins]\nfake = no_such_plugin_mod\n")
+    with pytest.raises(ConfigError, match=r"^entry point fake \(no_such_plugin_mod\): ModuleNotFoundError"):
+        plugins.load([])

@@ -6,8 +6,9 @@ radii, is done once) and then scores each evaluation's fake samples.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +72,20 @@ class CollapseSignal:
     gate: tuple[str, str] | None = None
     ceiling: str | float | None = None  # like ``floor``; None: no upper limit
     real: float | None = 1.0  # what real data reads: a rise past it is no progress (None: unknown, no cap)
+
+    def __post_init__(self) -> None:
+        """A setting's name is checked where the signal is made: misspelt, it passed until the first health check
+        of a run, which then ended in a traceback with its folder half written."""
+        from gantune.config import HealthConfig
+
+        settings = [f.name for f in fields(HealthConfig)]
+        named = [("floor", self.floor), ("ceiling", self.ceiling), ("gate", self.gate[1] if self.gate else None)]
+        for what, value in named:
+            if isinstance(value, str) and value not in settings:
+                close = difflib.get_close_matches(value, settings, n=1)
+                raise ValueError(f"CollapseSignal {self.key!r}: {what} {value!r} is not a health setting"
+                                 + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + " (a number, or one of gantune.config.HealthConfig's fields)")
 
 
 @dataclass(frozen=True)

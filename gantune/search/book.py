@@ -108,9 +108,10 @@ class SearchBook(Callback):
                                      list(best.values))
 
     def __getstate__(self) -> dict[str, Any]:
-        """Tune pickles its callbacks with the experiment state; the observers (threads, clients) stay behind.
-        gantune resumes from the Optuna study, never from Tune's state."""
-        return {**self.__dict__, "observers": []}
+        """Tune pickles its callbacks with the experiment state; the observers (threads, clients) and the study
+        (whose sampler may hold a lock, as Optuna's NSGA-II does) stay behind. gantune resumes from the Optuna
+        study, never from Tune's state."""
+        return {**self.__dict__, "observers": [], "study": None}
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

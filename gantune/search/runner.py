@@ -283,6 +283,9 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
     settings, notes = check_run(space, opts)
+    from gantune.search.carry import pack
+
+    carried = pack()  # what the user's modules registered, for the trials' processes
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     space.settings = settings
     check_study(space.name, storage, settings, opts.resume, space.distributions())
@@ -311,7 +314,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
                 obs.search_started(study, space, [t.number for t in resumed])
             if resumed or to_create:
                 _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
-                     artifact_dir(storage))
+                     artifact_dir(storage), carried)
     finally:
         if started_ray:
             import ray
@@ -331,9 +334,11 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
 
 
 def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, done_before: int, run_root: Path,
-         resources: dict[str, float], opts: SearchOptions, observers: list[ObserverThread], grids_dir: Path) -> None:
+         resources: dict[str, float], opts: SearchOptions, observers: list[ObserverThread], grids_dir: Path,
+         carried: bytes | None = None) -> None:
     """Run the trials through Ray Tune; ``Interrupted`` when the search did not get to end every trial. Each
-    trial's sample grids become Optuna artifacts in ``grids_dir``."""
+    trial's sample grids become Optuna artifacts in ``grids_dir``; ``carried``: the registrations made outside
+    gantune (``gantune.search.carry``), registered in each trial's process."""
     from ray import tune
     from ray.tune import FailureConfig
 
@@ -354,7 +359,8 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                       grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues)
     scheduler = make_scheduler(space, asha_stopped, exploits, rescues)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(run_trial if carried is None else tune.with_parameters(run_trial, carried=carried),
+                            resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=to_create + len(resumed),
                                     # PBT: the whole population exists from the start (members beyond the

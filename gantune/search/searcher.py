@@ -105,6 +105,12 @@ class OptunaStudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Telling Optuna is left to ``SearchBook``, which also sees the error text of failed trials."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its searcher with the experiment state; the study stays behind (a sampler may hold a
+        lock: Optuna's NSGA-II does, and the search ended in a traceback). gantune resumes from the Optuna study,
+        never from Tune's state."""
+        return {**self.__dict__, "study": None, "trials": {}, "resumed": []}
+
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the Optuna study in sqlite is the search's state (resume reads it)."""
 

@@ -34,6 +34,7 @@ from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor, objective_fields
 from gantune.metrics import metric_keys
 from gantune.rundir import CHECKPOINT, atomic_write, copy_file
+from gantune.search.carry import unpack
 from gantune.trial import Record, TrialResult, is_oom, release_memory, train
 
 FILES_KEY = "gantune_files"
@@ -52,8 +53,10 @@ def _tune_report(metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable; ``config`` is built by the searcher (trial config + search settings)."""
+def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
+    """Ray Tune function trainable; ``config`` is built by the searcher (trial config + search settings),
+    ``carried`` holds what the user's modules registered (``gantune.search.carry``)."""
+    unpack(carried)  # before the config is read: it may name a loss, a metric or a dataset of theirs
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = config_from_dict(config["trial"], f"trial {config['number']}")
     check_reported(cfg, config["objectives"], f"trial {config['number']}")

@@ -1,0 +1,66 @@
+"""Registrations made outside gantune: loaded from the command line, and carried to the processes that run trials.
+
+A loss, metric family, dataset or sampler registered by the user's own module lives in the process that imported
+it. ``gantune --plugin FILE_OR_MODULE`` (or ``$GANTUNE_PLUGINS``, or a package's ``gantune.plugins`` entry point)
+imports such a module before the command runs; a search carries what it registered to the trials' processes
+(``gantune.search.carry``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gantune.errors import ConfigError
+from gantune.events import first_line
+
+#: the entry-point group an installed package names its registering module in
+ENTRY_POINTS = "gantune.plugins"
+#: modules or ``.py`` files to import before a command runs, separated by ``os.pathsep``
+ENV = "GANTUNE_PLUGINS"
+
+
+def load(specs: list[str]) -> None:
+    """Import each plugin: the ``gantune.plugins`` entry points, ``$GANTUNE_PLUGINS`` and ``specs`` (``--plugin``),
+    each a module name or a ``.py`` file. One that fails to import is a ``ConfigError`` naming it (exit code 2)."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        _import(f"entry point {ep.name} ({ep.value})", ep.load)
+    env = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
+    for where, spec in [*((f"${ENV}", s) for s in env), *(("--plugin", s) for s in specs)]:
+        _import(f"{where} {spec}", lambda spec=spec: _module(spec))
+
+
+def _import(where: str, do: Any) -> None:
+    try:
+        do()
+    except Exception as err:  # the plugin's own code: whatever it raises is its author's to read, in one line
+        raise ConfigError(f"{where}: {type(err).__name__}: {first_line(err)}") from None
+
+
+def _module(spec: str) -> None:
+    """Import ``spec``: a ``.py`` file (under its stem's name, its folder first on the path for its own imports) or
+    a module name (the working directory searched first, as ``python -m`` does)."""
+    if spec.endswith(".py"):
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {path}")
+        if path.stem in sys.modules:
+            return
+        found = importlib.util.spec_from_file_location(path.stem, path)
+        assert found is not None and found.loader is not None  # a .py file always has a source loader
+        module = importlib.util.module_from_spec(found)
+        sys.modules[path.stem] = module
+        try:
+            found.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[path.stem]
+            raise
+        return
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    importlib.import_module(spec)
