@@ -177,6 +177,15 @@ def _logged(client: MlflowClient, run: Any) -> tuple[set[tuple[str, int]], set[i
     return metrics, grids
 
 
+def check_live(exp: Any, uri: str) -> None:
+    """An experiment deleted (in the MLflow UI, say) takes no runs: ``train`` ended in a traceback with its folder
+    half written, and a search went on untracked. MLflow keeps it, and its name, until ``mlflow gc``."""
+    if exp.lifecycle_stage == "deleted":
+        raise GantuneError(f"--tracking-uri: MLflow experiment {exp.name!r} in {uri} is deleted: restore it "
+                           f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+                           f"{exp.experiment_id}), remove it for good (mlflow gc), or pass --no-tracking")
+
+
 def _experiment(client: MlflowClient, uri: str, name: str) -> str:
     """The experiment's id, created on first use (local stores keep artifacts in ./mlartifacts/<name>)."""
     try:
@@ -184,6 +193,7 @@ def _experiment(client: MlflowClient, uri: str, name: str) -> str:
     except MlflowException as err:
         raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {err.message}") from None
     if exp is not None:
+        check_live(exp, uri)
         if _KIND not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, _KIND, _TRAINING)
         return str(exp.experiment_id)
@@ -531,10 +541,12 @@ class TrainRun:
     def check(self) -> None:
         """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
         sqlite file that is there (a new one is made at the first report, once the rest proved valid)."""
-        uri = self.args[0]
+        uri, cfg = self.args[0], self.args[1]
         db = check_store_writable(uri)
         if db is None or db.exists():
-            connect(uri)
+            exp = connect(uri).get_experiment_by_name(cfg.origin.search if cfg.origin is not None else cfg.name)
+            if exp is not None:
+                check_live(exp, uri)
 
     @property
     def logger(self) -> _RunLogger:

@@ -500,3 +500,28 @@ def test_a_refusal_found_as_the_reference_is_built_is_not_preceded_by_a_warning(
     path.write_text(yaml.safe_dump(_with(CONFIG, eval={**CONFIG["eval"], "metrics": ["modes"]})))
     assert main(["train", str(path), "--no-tracking", "--out", str(tmp_path / "run")]) == 0
     assert "warning: " in capsys.readouterr().err  # said, once the run was under way
+
+
+def test_a_deleted_mlflow_experiment_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An experiment deleted in the MLflow UI takes no runs: ``train`` ended in a traceback at its first report,
+    its folder half written (then neither a new run nor ``--resume`` would take it), and a search went on
+    untracked after a warning. Both say so in one line, before anything is written."""
+    import yaml
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    for name in ("ok", "space"):
+        client.delete_experiment(client.create_experiment(name))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**SPACE, "name": "space"}))
+    before = _tree(tmp_path)
+    for argv in (["train", "c.yaml", "--out", "run"], ["search", "space.yaml"]):
+        assert main([*argv, "--tracking-uri", uri]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and re.search(r"MLflow experiment '(ok|space)' in sqlite:.* is deleted: restore it "
+                                             r"\(MLFLOW_TRACKING_URI=.* mlflow experiments restore --experiment-id "
+                                             r"\d+\)", lines[0]), lines
+        assert _tree(tmp_path) == before
