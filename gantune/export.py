@@ -276,16 +276,22 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
         if why:
             raise GantuneError(f"--weights: {src / n} is not trial {number}'s ({why}): another search of the name "
                                f"{search!r} wrote its run folder (give each storage its own --runs-dir)")
+    for n in (GENERATOR, BEST_GENERATOR):  # named now, not as "cannot write to" the folder with half of it copied
+        if (dest / n).exists() and not (dest / n).is_file():
+            raise GantuneError(f"--weights: {dest / n} is in the way (not a file); remove it or choose another folder")
     made = not dest.exists()
 
     def clear() -> None:
         if made:
             shutil.rmtree(dest, ignore_errors=True)
 
+    parts = [dest / f".{n}.export-part" for n in names]
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        for n in names:
-            atomic_write(dest / n, (src / n).read_bytes())
+        for n, part in zip(names, parts, strict=True):  # all copied before any replaces what is there
+            atomic_write(part, (src / n).read_bytes())
+        for n, part in zip(names, parts, strict=True):
+            part.replace(dest / n)
         got = [str(dest / n) for n in names]
         if not got and tracking_uri is not None:
             from gantune.tracking import download_trial_weights
@@ -303,11 +309,15 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
                     raise GantuneError(f"--weights: trial {number}'s weights in MLflow ({tracking_uri}) are not "
                                        f"usable ({why})")
     except OSError as err:
+        for part in parts:
+            part.unlink(missing_ok=True)
         clear()
         raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
     if not got:
         clear()
         raise GantuneError(f"--weights: no weights of trial {number} in {src} or in MLflow")
+    for n in {GENERATOR, BEST_GENERATOR} - {Path(g).name for g in got}:  # an earlier export's, of another trial:
+        (dest / n).unlink(missing_ok=True)  # `generate` of it sampled that trial beside this one's config
     return got
 
 

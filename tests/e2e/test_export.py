@@ -489,3 +489,31 @@ def test_export_and_report_of_a_running_search_say_it_is_the_best_so_far(
     with exclusive(folder, "run folder", "train"):  # `gantune train best.yaml` trains in runs/<its name> too
         assert main(["export", "exp", *storage, "--out", str(tmp_path / "b.yaml")]) == 0
         assert running not in capsys.readouterr().err
+
+
+def test_export_weights_leave_only_the_chosen_trials_generators(searched: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An export of a trial with only ``generator_best.pt`` (ASHA stopped it) into the folder of an earlier export
+    left that export's ``generator.pt``: `generate` of it sampled another trial beside this one's config. And a
+    folder in the way of the second file was "cannot write to w" with the first file copied."""
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    weights = tmp_path / "w"
+    assert main(["export", "exp", "--storage", storage, "--trial", "1", "--out", str(tmp_path / "a.yaml"),
+                 "--weights", str(weights)]) == 0
+    final = searched / "runs" / "exp" / "trial-0000" / "generator.pt"
+    final.rename(final.with_name("moved.pt"))  # as ASHA leaves a stopped trial: its best weights only
+    try:
+        assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "b.yaml"),
+                     "--weights", str(weights)]) == 0
+        assert sorted(p.name for p in weights.iterdir()) == ["generator_best.pt"]
+        assert (weights / "generator_best.pt").read_bytes() == final.with_name("generator_best.pt").read_bytes()
+    finally:
+        final.with_name("moved.pt").rename(final)
+    other = tmp_path / "v"
+    (other / "generator_best.pt").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "c.yaml"),
+                 "--weights", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (f"gantune export: error: --weights: {other / 'generator_best.pt'} is "
+                                               "in the way (not a file); remove it or choose another folder")
+    assert [p.name for p in other.iterdir()] == ["generator_best.pt"] and not (tmp_path / "c.yaml").exists()
