@@ -304,7 +304,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
                     search_opts=opts, trial=args.trial, by=args.by)
-    spread = f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)" if result["mean"] is not None else ""
+    spread = "" if result["mean"] is None else f" (mean {result['mean']:.4g} over one seed)" \
+        if result["spread"] is None else f" (mean {result['mean']:.4g} +- {result['spread']:.3g} over seeds)"
     if result.get("note"):
         print(f"note: {result['note']}", file=sys.stderr)
     by = ", the review's favourite" if args.by == "human" else ""

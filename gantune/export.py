@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
+from gantune.dburl import absolute_sqlite
 from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
 from gantune.sampling.checks import expressions
@@ -64,8 +65,9 @@ class Candidate:
         return statistics.fmean(self.values) if self.values else self.search_value
 
     @property
-    def spread(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+    def spread(self) -> float | None:
+        """The standard deviation over the seeds; ``None`` for one seed (a spread of 0 read as no variance)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
 
 #: the study attribute naming the search a study holds the re-runs of (``gantune export --seeds``), and how a
@@ -174,12 +176,13 @@ def describe(chosen: Candidate, objective: str, digits: int) -> str:
 def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str,
            steps: int | None) -> str:
     lines = [f"# exported by gantune from search {study.study_name!r}",
-             f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}"]
+             f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
     if objective in (floor := provenance.floor(chosen.trial)):
         lines.append(f"# real-vs-real {objective} (training data scored like samples): {floor[objective]:.6g}")
     for c in candidates:
         if c.values:
-            lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} +- {c.spread:.3g} (std) over "
+            spread = f"+- {c.spread:.3g} (std)" if c.spread is not None else "(one seed: no spread)"
+            lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} {spread} over "
                          f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed "
                          + ", ".join(f"{v:.4g}" for v in c.values) + _dropped(c))
         elif c.dropped:
@@ -189,6 +192,15 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
         f"{k}={v}" for k, v in chosen.trial.params.items()) + ")" if lineage else ""
     lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in trained_params(chosen.trial).items()) + explored)
     return "\n".join(lines) + "\n"
+
+
+def _others(study: optuna.Study, chosen: Candidate) -> str:
+    """A multi-objective search's other values of the chosen trial (the header named the first only)."""
+    names = search_settings(study).objectives
+    values = chosen.trial.values or []
+    if len(names) < 2 or len(values) != len(names):
+        return ""
+    return "".join(f", {name} {value:.6g}" for name, value in zip(names[1:], values[1:], strict=True))
 
 
 def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None) -> str:
@@ -230,7 +242,7 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
     if steps is not None:
         raw.setdefault("train", {})["steps"] = steps
     raw["origin"] = {"search": study.study_name, "trials": [c.trial.number for c in candidates],
-                     "study_storage": storage}
+                     "study_storage": absolute_sqlite(storage)}  # the record stays true once the file moves
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
 
 

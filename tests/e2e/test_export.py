@@ -517,3 +517,24 @@ def test_export_weights_leave_only_the_chosen_trials_generators(searched: Path, 
     assert capsys.readouterr().err.strip() == (f"gantune export: error: --weights: {other / 'generator_best.pt'} is "
                                                "in the way (not a file); remove it or choose another folder")
     assert [p.name for p in other.iterdir()] == ["generator_best.pt"] and not (tmp_path / "c.yaml").exists()
+
+
+def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_the_study_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: a search for [coverage, mode_kl] exported "search coverage 0.084" alone; ``--seeds 1``
+    printed "+- 0 (std)" as if one seed had no variance; the default store was recorded as the relative
+    ``sqlite:///optuna.db``, which names another file once the config leaves its folder."""
+    from gantune.export import Candidate, exported_config, header
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("settings", {"objective": ["coverage", "mode_kl"], "direction": ["maximize", "minimize"]})
+    dist = {"optim.lr_g": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, distributions=dist, values=[0.084, 0.5],
+                                              user_attrs={"config": {"optim": {"lr_g": 0.001}}}))
+    chosen = Candidate(study.trials[0], {"optim": {"lr_g": 0.001}}, 0.084, values=[0.09], seeds=[1])
+    lines = header(study, chosen, [chosen], "coverage", 100).splitlines()
+    assert lines[1] == "# chosen: trial 0, search coverage 0.084, mode_kl 0.5"
+    assert lines[2].startswith("# trial 0: coverage mean 0.09 (one seed: no spread) over 1 seed(s)")
+    monkeypatch.chdir(tmp_path)
+    cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db")
+    assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
