@@ -120,9 +120,12 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     check_writable(out, "--out", is_dir=True)
     check_apart_from_data(cfg, out)
     resolve_device(opts.device or cfg.train.device, "--device" if opts.device else f"{path}: train.device")
-    check_data(cfg.data)  # data that is not there: one line now, not a failed run
+    try:
+        check_data(cfg.data)  # data that is not there: one line now, not a failed run
+        check_classes(cfg)  # so is a conditional run on a folder without class subfolders
+    except GantuneError as err:  # named by the file it is in, as the config's other errors are
+        raise type(err)(f"{path}: {err}") from None
     notes = [f"{path}: {note}" for note in data_notes(cfg.data)]  # said once the run is under way (below)
-    check_classes(cfg)  # so is a conditional run on a folder without class subfolders
     missing = missing_weights(cfg) or objective_side(cfg)
     if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
         raise ConfigError(f"{path}: {missing}")
