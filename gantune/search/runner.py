@@ -395,6 +395,23 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                           f"({len(running)} were running and will run again); continue with --resume")
 
 
+def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], name: str) -> str | None:
+    """Why the search found nothing, else ``None``: every trial failed (the first one's reason), or none completed
+    (each stopped early): ``search && export`` went on to an export that failed with "no completed trial"."""
+    from optuna.trial import TrialState
+
+    if not started:
+        return None
+    if len(failed) == len(started):  # a config error names its trial itself
+        reason = str(failed[0].user_attrs.get(REASON_KEY) or "?").removeprefix(f"trial {failed[0].number}: ")
+        return f"every trial failed (trial {failed[0].number}: {reason})"
+    if any(t.state == TrialState.COMPLETE for t in started):
+        return None
+    ended = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    return (f"no trial completed ({ended}): nothing to export as the best; `gantune export {name} --trial N` "
+            "exports a stopped trial's best evaluation")
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
@@ -425,9 +442,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         # what pruning saved is counted over the trials that did not fail: a failed trial's steps were not saved
         "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
-        "error": (f"every trial failed (trial {failed[0].number}: "
-                  f"{str(failed[0].user_attrs.get(REASON_KEY) or '?').removeprefix(f'trial {failed[0].number}: ')})"
-                  if started and len(failed) == len(started) else None),  # a config error names its trial itself
+        "error": _no_result(started, failed, counts, space.name),
         "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
         "dashboard": dashboard_command(storage, artifact_dir(storage)),

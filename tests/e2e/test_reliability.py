@@ -553,3 +553,26 @@ def test_an_interrupt_while_the_search_closes_leaves_no_run_running(tmp_path: Pa
     run_search(load_space(path), _opts(tmp_path, resume=True, observers=[MlflowTracker(uri, "closing")]))
     parent = [r for r in client.search_runs([experiment]) if r.data.tags.get("gantune.role") == "parent"]
     assert [r.info.status for r in parent] == ["FINISHED"]
+
+
+def test_a_search_none_of_whose_trials_completed_fails_with_what_to_export() -> None:
+    """A search whose every trial was stopped early (diverged, say) printed "no trial completed" and exited 0:
+    ``search && export`` went on to an export that failed with "no completed trial". It fails now (exit 1) and
+    says how to export a stopped trial's best evaluation; one completed trial is a result."""
+    import optuna
+
+    from gantune.events import STATUS_KEY
+    from gantune.search.runner import _no_result
+
+    def trial(state: optuna.trial.TrialState, status: str) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(state=state, value=0.1 if state == optuna.trial.TrialState.COMPLETE
+                                         else None, user_attrs={STATUS_KEY: status})
+
+    pruned = [trial(optuna.trial.TrialState.PRUNED, "pruned:diverged") for _ in range(3)]
+    counts = {"completed": 0, "pruned:diverged": 3, "failed": 0}
+    assert _no_result(pruned, [], counts, "nan") == (
+        "no trial completed (3 pruned:diverged): nothing to export as the best; `gantune export nan --trial N` "
+        "exports a stopped trial's best evaluation")
+    done = trial(optuna.trial.TrialState.COMPLETE, "completed")
+    assert _no_result([*pruned, done], [], {**counts, "completed": 1}, "nan") is None
+    assert _no_result([], [], counts, "nan") is None
