@@ -231,10 +231,6 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
             for t in trials]
     human = _human(study)
     note = search_notes(study)  # trials measured differently, a search still running: in the page and on stderr
-    if unfinished := len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))):
-        left = (f"{unfinished} unfinished trial{'s are' if unfinished > 1 else ' is'} not in it (running, or "
-                "interrupted: search --resume runs them again)")
-        note = f"{note}; {left}" if note else left
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
         search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,

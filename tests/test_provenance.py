@@ -139,6 +139,9 @@ def test_a_report_says_how_many_trials_it_leaves_out_unfinished(tmp_path: Path, 
     line = "2 unfinished trials are not in it (running, or interrupted: search --resume runs them again)"
     assert capsys.readouterr().err.strip().splitlines() == [f"note: {line}"]
     assert line in (tmp_path / "r.html").read_text()
+    # an export of it chose among the finished trials without a word (a probe killed a search and exported it)
+    assert main(["export", "live", "--storage", storage, "--out", str(tmp_path / "best.yaml")]) == 0
+    assert f"note: {line}" in capsys.readouterr().err.splitlines()
 
 
 def test_every_evaluation_records_how_it_was_measured(tmp_path: Path) -> None:

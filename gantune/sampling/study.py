@@ -284,8 +284,12 @@ def search_notes(study: optuna.Study, ranking: bool = True) -> str | None:
     folders = {Path(t.user_attrs["run_dir"]).parent for t in study.get_trials(deepcopy=False)
                if isinstance(t.user_attrs.get("run_dir"), str)}
     held = [h for folder in sorted(folders) if (h := holder(folder)) is not None and h[1] == "search"]
+    unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
     notes = [ranked(study)[1] if ranking else None,  # (a train of the exported config may hold the same folder)
-             f"search {study.study_name!r} is still running (pid {held[0][0]}): its best so far" if held else None]
+             f"search {study.study_name!r} is still running (pid {held[0][0]}): its best so far" if held else None,
+             # a killed search's export chose among the trials that ended, without a word (the report said it)
+             f"{unfinished} unfinished trial{'s are' if unfinished > 1 else ' is'} not in it (running, or "
+             "interrupted: search --resume runs them again)" if unfinished else None]
     return "; ".join(n for n in notes if n) or None
 
 
