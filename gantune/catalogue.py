@@ -258,5 +258,6 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
     "optim.decay_start": (lambda c: c.optim.decay != "none", lambda: "optim.decay other than none"),
     "data.augment_p": (lambda c: bool(c.data.augment), lambda: "data.augment"),
     "data.resolution": (lambda c: not is_points(c.data), lambda: "image data (2-D points have none)"),
+    "data.max_images": (lambda c: not is_points(c.data), lambda: "image data (2-D points are drawn, not loaded)"),
     "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
 }

@@ -327,6 +327,10 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}}"),
      ["model.minibatch_disc_dim is searched, but none of 32 valid random draws reads it (it is read with "
       "model.minibatch_disc above 0)"]),
+    # a cap on the images loaded, searched on 2-D points (drawn, not loaded): a probe found it silently ignored
+    (("data: {name: grid25}", "data: {name: grid25, max_images: {int: [10, 100]}}"),
+     ["data.max_images is searched, but none of 32 valid random draws reads it (it is read with image data (2-D "
+      "points are drawn, not loaded))"]),
     (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}, d_width: "
       "{expr: \"model.minibatch_disc_dim * 2\"}}"), []),  # an expression reads it
     (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
