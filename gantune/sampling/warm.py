@@ -140,9 +140,17 @@ def _known(name: str, recipe: Recipe, space: SearchSpace, out: Projection) -> An
     if name in out.params:
         return out.params[name]
     fixed = space.leaves.get(name)
-    if isinstance(fixed, ValueSpec):
-        return fixed.value
+    if isinstance(fixed, ValueSpec):  # behind a ``when`` the recipe's values make false, it is the default there
+        return fixed.value if fixed.when is None or _holds(fixed.when, recipe, space, out) else space.default(name)
     return recipe.values[name] if name in recipe.values else space.default(name)
+
+
+def _holds(when: str, recipe: Recipe, space: SearchSpace, out: Projection) -> bool:
+    """Whether ``when`` holds in the recipe trial so far; where it cannot be told (it reads a range), it holds."""
+    try:
+        return bool(Expr(when)(lambda n: _known(n, recipe, space, out)))
+    except (ArithmeticError, TypeError, ValueError, ExprError, RecursionError):
+        return True
 
 
 def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:

@@ -254,3 +254,17 @@ def test_a_recipe_key_its_own_values_switch_off_skips_the_recipe(tmp_path: Path)
     p = project(RECIPES.get("points"), _gated(tmp_path, "loss.name == 'hinge' and r1 == 'on'"))
     assert p.skipped == "loss.r1_weight is searched only when loss.name == 'hinge' and r1 == 'on', which the " \
                         "recipe's values do not make true"
+
+
+def test_a_fixed_value_behind_a_when_the_recipe_switches_off_is_its_default(tmp_path: Path) -> None:
+    """``clip: {value: 2, when: "loss.name == 'hinge'"}`` read by the expression a recipe's lr_d is solved through
+    counted as 2 in the recipe's non-saturating trial, where the trial has the default 0.01: the ratio solved for
+    was 200 times off (here: outside its range, so the recipe was skipped)."""
+    path = tmp_path / "mine.yaml"
+    text = USER.format(lo=1e-4, hi=1e-2, batch="128", warm="").replace("ttur_ratio", "ratio")  # not the recipe's
+    text = text.replace('lr_d: {expr: "optim.lr_g * ratio"}', 'lr_d: {expr: "optim.lr_g * ratio * loss.clip * 100"}')
+    path.write_text(text.replace("  name: {categorical: [nonsaturating, hinge]}\n", "  name: {categorical: "
+                                 "[nonsaturating, hinge]}\n  clip: {value: 2, when: \"loss.name == 'hinge'\"}\n"))
+    p = project(RECIPES.get("points"), load_space(path))
+    assert p.skipped is None and p.params["loss.name"] == "nonsaturating"
+    assert p.params["ratio"] == pytest.approx(1.0)  # the recipe's lr_d, through the default clip 0.01
