@@ -27,7 +27,15 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
 from gantune.dburl import absolute_sqlite
 from gantune.errors import GantuneError, Interrupted
-from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_write, check_writable, load_saved
+from gantune.rundir import (
+    BEST_GENERATOR,
+    CHECKPOINT,
+    GENERATOR,
+    METRICS,
+    atomic_write,
+    check_writable,
+    load_saved,
+)
 from gantune.sampling.checks import expressions
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.optuna_private import storage_of
@@ -355,6 +363,9 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     trial = PICKS[by](study) if trial is None else trial
     if weights is not None:  # before any re-run: a folder that cannot be made failed only after them
         check_writable(weights, "--weights", is_dir=True)
+        if held := [n for n in (CHECKPOINT, METRICS) if (weights / n).exists()]:  # its weights are a run's own
+            raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
+                               "would be replaced; choose another folder")
     check_writable(out, "--out", is_dir=False)
     if weights is not None and (weights.resolve() == out.resolve() or out.resolve() in weights.resolve().parents):
         # the weights' folder made where the config goes: the config could not be written, the weights were

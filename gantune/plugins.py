@@ -43,14 +43,20 @@ def _import(where: str, do: Any) -> None:
 
 
 def _module(spec: str) -> None:
-    """Import ``spec``: a ``.py`` file (under its stem's name, its folder first on the path for its own imports) or
-    a module name (the working directory searched first, as ``python -m`` does)."""
+    """Import ``spec``: a ``.py`` file (under its stem's name, its folder on the path for its own imports) or a
+    module name (the working directory searched first, as ``python -m`` does)."""
     if spec.endswith(".py"):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no file {path}")
-        if path.stem in sys.modules:
-            return
+        held = sys.modules.get(path.stem)
+        if held is not None:  # loaded already (a second --plugin of it), or another module of that name
+            if Path(getattr(held, "__file__", None) or "").resolve() == path:
+                return
+            raise ImportError(f"a module named {path.stem!r} is imported already (from "
+                              f"{getattr(held, '__file__', None) or 'Python itself'}): rename the file")
+        if str(path.parent) not in sys.path:
+            sys.path.append(str(path.parent))  # after the rest: its helpers must not hide installed modules
         found = importlib.util.spec_from_file_location(path.stem, path)
         assert found is not None and found.loader is not None  # a .py file always has a source loader
         module = importlib.util.module_from_spec(found)

@@ -77,7 +77,8 @@ def _registrant() -> str | None:
     between: frames of gantune's functions are passed over, and a gantune module's top level ends the search."""
     frame: FrameType | None = sys._getframe(2)
     while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
+        spec = frame.f_globals.get("__spec__")  # ``python -m gantune.cli`` runs as __main__: its spec names it
+        module = str(getattr(spec, "name", None) or frame.f_globals.get("__name__", ""))
         if module.split(".")[0] != "gantune":
             return module
         if frame.f_code.co_name == "<module>":

@@ -109,3 +109,9 @@ def test_auto_share_of_a_space_sampling_the_data_is_its_largest_trials(tmp_path:
     path.write_text("data: {name: digits, resolution: 16}\nmodel: {arch: dcgan}\neval: {metrics: [fid]}\n")
     space = load_space(path)
     assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 8
+    # an expression in eval leaves the combinations unknown: the data's own values still decide the share
+    path.write_text("data: {name: digits, resolution: 64}\nmodel: {arch: dcgan}\n"
+                    "eval: {metrics: [fid], n_samples: {expr: \"1000 + 0\"}}\n")
+    space = load_space(path)
+    assert space.sections is None
+    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 2

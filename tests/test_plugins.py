@@ -126,6 +126,7 @@ def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:
             FAMILIES.remove(name)
         for name, entry in entries.items():
             FAMILIES.add(name, entry)
+            FAMILIES._outside.pop(name)  # built-ins again, not this module's registrations
 
 
 @pytest.fixture
@@ -243,3 +244,76 @@ def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, mon
     (dist / "entry_points.txt").write_text("[gantune.plugins]\nfake = no_such_plugin_mod\n")
     with pytest.raises(ConfigError, match=r"^entry point fake \(no_such_plugin_mod\): ModuleNotFoundError"):
         plugins.load([])
+
+
+def test_what_is_carried_replaces_a_built_in_and_loads_where_the_module_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's process registered only the names it lacked: a plugin replacing the built-in ``hinge`` trained the
+    built-in in every search trial. And a plugin in another folder must load in a process that has neither that
+    folder on its path nor the working directory it was given from (a cluster's worker): the module is carried by
+    value, its folder (for what it imports beside it) where it exists."""
+    import subprocess
+    import sys
+
+    from gantune import plugins
+    from gantune.search.carry import pack, unpack
+
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "helper_of_plug.py").write_text("SCALE = 3.0\n")
+    (folder / "far_plug.py").write_text(
+        "from gantune.gan.losses import LOSSES, GANLoss\nimport helper_of_plug\n"
+        "mine = GANLoss(d=lambda r, f: helper_of_plug.SCALE * (f - r).mean(), g=lambda f: -f.mean())\n"
+        "LOSSES.remove('hinge')\nLOSSES.add('hinge', mine)\nLOSSES.add('far_loss', mine)\n")
+    built_in = LOSSES.get("hinge")
+    monkeypatch.chdir(tmp_path)
+    try:
+        plugins.load([str(folder / "far_plug.py")])
+        blob = pack()
+        assert blob is not None and set(LOSSES.outside()) == {"hinge", "far_loss"}
+        LOSSES.remove("hinge")  # a fresh worker: the built-in
+        LOSSES.add("hinge", built_in)
+        unpack(blob)
+        assert LOSSES.get("hinge").d is not built_in.d
+        (tmp_path / "blob").write_bytes(blob)
+        check = ("import sys, torch\nfrom gantune.search.carry import unpack\nfrom gantune.gan.losses import LOSSES\n"
+                 f"unpack(open({str(tmp_path / 'blob')!r}, 'rb').read())\n"
+                 "print(float(LOSSES.get('far_loss').d(torch.zeros(2), torch.ones(2))), 'far_plug' in sys.modules)\n")
+        away = tmp_path / "away"
+        away.mkdir()
+        done = subprocess.run([sys.executable, "-c", check], cwd=away, capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                   "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["3.0", "False"]  # the loss, by value: the module itself was never imported
+    finally:
+        for name in ("far_loss", "hinge"):
+            if name in LOSSES:
+                LOSSES.remove(name)
+        LOSSES.add("hinge", built_in)
+        LOSSES._outside.pop("hinge")  # the built-in again, not a plugin's (which the next search would carry)
+        sys.modules.pop("far_plug", None)
+        sys.path[:] = [p for p in sys.path if p != str(folder)]
+
+
+def test_a_plugin_file_is_loaded_once_and_never_under_another_modules_name(tmp_path: Path) -> None:
+    """Two files of one name (or one named like a module already imported: ``json.py``) loaded the first only,
+    without a word, and the user met "unknown loss" later."""
+    from gantune import plugins
+
+    (tmp_path / "json.py").write_text("X = 1\n")
+    with pytest.raises(ConfigError, match=r"--plugin .*json.py: ImportError: a module named 'json' is imported "
+                                          r"already \(from .*\): rename the file"):
+        plugins.load([str(tmp_path / "json.py")])
+    (tmp_path / "once_plug.py").write_text("import builtins\nbuiltins.gantune_loaded = getattr(builtins, "
+                                           "'gantune_loaded', 0) + 1\n")
+    import builtins
+    import sys
+
+    try:
+        plugins.load([str(tmp_path / "once_plug.py"), str(tmp_path / "once_plug.py")])
+        assert builtins.gantune_loaded == 1  # type: ignore[attr-defined]
+    finally:
+        sys.modules.pop("once_plug", None)
+        if hasattr(builtins, "gantune_loaded"):
+            del builtins.gantune_loaded

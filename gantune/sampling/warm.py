@@ -146,7 +146,8 @@ def _known(name: str, recipe: Recipe, space: SearchSpace, out: Projection) -> An
 
 
 def _holds(when: str, recipe: Recipe, space: SearchSpace, out: Projection) -> bool:
-    """Whether ``when`` holds in the recipe trial so far; where it cannot be told (it reads a range), it holds."""
+    """Whether ``when`` holds in the recipe trial as ``_known`` reads it so far (a key not set yet at its recipe value
+    or default); where it cannot be evaluated, it holds (as before conditions were read here)."""
     try:
         return bool(Expr(when)(lambda n: _known(n, recipe, space, out)))
     except (ArithmeticError, TypeError, ValueError, ExprError, RecursionError):

@@ -27,7 +27,7 @@ from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
-from gantune.sampling.checks import idle_on_cpu
+from gantune.sampling.checks import idle_on_cpu, possible_data
 from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace, check_draws
 from gantune.sampling.study import (
@@ -167,7 +167,9 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
     A trial asking for more CPUs or GPUs than ``where`` (this machine, or a cluster) has would wait forever:
     that is refused here."""
     # the largest share any of its trials' data needs (the smallest class where the space's data is unknown)
-    shares = [auto_gpu_share(cfg.data, have.get("GPU", 0.0)) for _, cfg in space.sections or []]
+    datas = [cfg.data for _, cfg in space.sections] if space.sections is not None else \
+        possible_data(space.leaves, space.settings.defaults)  # an expression sets an eval key, say
+    shares = [auto_gpu_share(data, have.get("GPU", 0.0)) for data in datas]
     gpu = (max(shares) if shares else auto_gpu_share(None, have.get("GPU", 0.0))) if wanted.gpu == "auto" \
         else wanted.gpu
     resources = {"cpu": wanted.cpu, "gpu": gpu}
@@ -408,8 +410,9 @@ def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], na
     if any(t.state == TrialState.COMPLETE for t in started):
         return None
     ended = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    return (f"no trial completed ({ended}): nothing to export as the best; `gantune export {name} --trial N` "
-            "exports a stopped trial's best evaluation")
+    stopped = any(t.state == TrialState.PRUNED for t in started)  # (a completed one whose objective is not finite
+    return (f"no trial ended with a result ({ended}): nothing to export as the best"  # is a FAIL in Optuna)
+            + (f"; `gantune export {name} --trial N` exports a stopped trial's best evaluation" if stopped else ""))
 
 
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,

@@ -517,6 +517,14 @@ def test_export_weights_leave_only_the_chosen_trials_generators(searched: Path, 
     assert capsys.readouterr().err.strip() == (f"gantune export: error: --weights: {other / 'generator_best.pt'} is "
                                                "in the way (not a file); remove it or choose another folder")
     assert [p.name for p in other.iterdir()] == ["generator_best.pt"] and not (tmp_path / "c.yaml").exists()
+    run = searched / "runs" / "exp" / "trial-0001"  # a run's own folder: its generator.pt would go
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "c.yaml"),
+                 "--weights", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (f"gantune export: error: --weights: {run} is a run's folder (it holds "
+                                               "checkpoint.pt): its generators would be replaced; choose another "
+                                               "folder")
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
 def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_the_study_is(

@@ -571,8 +571,13 @@ def test_a_search_none_of_whose_trials_completed_fails_with_what_to_export() -> 
     pruned = [trial(optuna.trial.TrialState.PRUNED, "pruned:diverged") for _ in range(3)]
     counts = {"completed": 0, "pruned:diverged": 3, "failed": 0}
     assert _no_result(pruned, [], counts, "nan") == (
-        "no trial completed (3 pruned:diverged): nothing to export as the best; `gantune export nan --trial N` "
+        "no trial ended with a result (3 pruned:diverged): nothing to export as the best; `gantune export nan "
+        "--trial N` "
         "exports a stopped trial's best evaluation")
     done = trial(optuna.trial.TrialState.COMPLETE, "completed")
     assert _no_result([*pruned, done], [], {**counts, "completed": 1}, "nan") is None
     assert _no_result([], [], counts, "nan") is None
+    # completed, but its objective was NaN: Optuna holds it as FAIL, and `export --trial` refuses it
+    nan = trial(optuna.trial.TrialState.FAIL, "completed")
+    assert _no_result([nan, nan], [], {**counts, "completed": 2, "pruned:diverged": 0}, "nan") == (
+        "no trial ended with a result (2 completed): nothing to export as the best")
