@@ -140,7 +140,7 @@ def test_a_seed_re_run_that_collapsed_counts_against_its_config() -> None:
     steady = Candidate(trials[1], {}, 0.35, values=[0.3, 0.3], seeds=[0, 1])
     assert choose(study, [flaky, steady]) is steady
     text = header(study, steady, [flaky, steady], "coverage", 100)
-    assert "# trial 0: coverage mean 0.5 +- 0 (std) over 1 seed(s) [1] at 100 steps; per seed 0.5; seed 0 " \
+    assert "# trial 0: coverage mean 0.5 (one seed: no spread) over 1 seed(s) [1] at 100 steps; per seed 0.5; seed 0 " \
            "pruned:collapsed, not in the mean" in text
     never = Candidate(trials[0], {}, 0.4, dropped={0: "pruned:collapsed", 1: "pruned:diverged"})
     assert "# trial 0: no seed re-run completed at 100 steps; seed 0 pruned:collapsed, not in the mean; seed 1 " \
