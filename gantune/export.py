@@ -384,6 +384,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     if stale := steps_note(study, settings, steps):
         note = f"{note}; {stale}" if note else stale
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
+    for c in candidates:  # before any re-run: a loss of a plugin not given ran failing re-runs, then said so
+        config_from_dict(c.config, f"search {name!r} trial {c.trial.number}")
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)

@@ -55,6 +55,12 @@ def _module(spec: str) -> None:
                 return
             raise ImportError(f"a module named {path.stem!r} is imported already (from "
                               f"{getattr(held, '__file__', None) or 'Python itself'}): rename the file")
+        try:  # an installed module of that name: the file would take its place (mlflow.py broke MLflow's import)
+            other = importlib.util.find_spec(path.stem)
+        except (ImportError, ValueError):
+            other = None
+        if other is not None and other.origin and Path(other.origin).resolve() != path:
+            raise ImportError(f"a module named {path.stem!r} exists already ({other.origin}): rename the file")
         if str(path.parent) not in sys.path:
             sys.path.append(str(path.parent))  # after the rest: its helpers must not hide installed modules
         found = importlib.util.spec_from_file_location(path.stem, path)

@@ -30,7 +30,8 @@ class Registry(Generic[T]):
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+            raise ValueError(f"{self.kind} {name!r} is registered twice (to replace it, remove it first: "
+                             f".remove({name!r}))")
         self._entries[name] = entry
         if (module := _registrant()) is not None:
             self._outside[name] = module

@@ -317,3 +317,53 @@ def test_a_plugin_file_is_loaded_once_and_never_under_another_modules_name(tmp_p
         sys.modules.pop("once_plug", None)
         if hasattr(builtins, "gantune_loaded"):
             del builtins.gantune_loaded
+
+
+def test_a_plugin_file_named_like_an_installed_module_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--plugin mlflow.py`` (a copy of a plugin under that name) took MLflow's place: a traceback at the first
+    MLflow import. A module of that name on the path that is not imported yet is refused the same way."""
+    from gantune import plugins
+
+    installed = tmp_path / "site"
+    installed.mkdir()
+    (installed / "shadowed_mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(installed))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "shadowed_mod.py").write_text(PLUGIN)
+    with pytest.raises(ConfigError, match=r"--plugin .*shadowed_mod.py: ImportError: a module named 'shadowed_mod' "
+                                          r"exists already \(.*site/shadowed_mod.py\): rename the file"):
+        plugins.load([str(tmp_path / "mine" / "shadowed_mod.py")])
+    assert "ragan_cli" not in LOSSES
+
+
+def test_a_search_of_a_plugins_sampler_or_loss_read_without_it_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its ``--plugin``, ``report``/``export``/``review`` of a search whose sampler a plugin registered were
+    a traceback (the stored settings no longer validated), and ``export --seeds`` of a plugin loss's trial ran
+    failing re-runs through Ray, leaving a re-runs study and run folders, before its one line."""
+    from gantune.cli import main
+
+    monkeypatch.chdir(tmp_path)  # where the re-runs' runs/ would go
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="plugged", storage=storage)
+    study.set_user_attr("settings", {"objective": "fid", "direction": "minimize", "trials": 2, "max_steps": 10,
+                                     "eval_every": 10, "sampler": "nsga2_gone"})
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"config": tiny().to_dict(),
+                                                                     "gantune_status": "completed"}))
+    for argv in (["report", "plugged", "--out", str(tmp_path / "r.html")], ["export", "plugged", "--out",
+                                                                             str(tmp_path / "b.yaml")]):
+        assert main([*argv, "--storage", storage]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "unknown sampler 'nsga2_gone'" in err[0] and "gantune --plugin" in err[0], err
+    other = optuna.create_study(study_name="lossy", storage=storage)
+    other.set_user_attr("settings", {"objective": "fid", "direction": "minimize", "trials": 2, "max_steps": 10,
+                                     "eval_every": 10})
+    other.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={
+        "config": {**tiny().to_dict(), "loss": {"name": "ragan_gone"}}, "gantune_status": "completed"}))
+    assert main(["export", "lossy", "--storage", storage, "--seeds", "1", "--out", str(tmp_path / "b.yaml"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown loss 'ragan_gone'" in err[0], err
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["plugged", "lossy"]  # no re-runs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db"]  # no runs/, ml.db, b.yaml or r.html

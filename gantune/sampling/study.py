@@ -26,8 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from gantune import provenance
+from gantune.config import format_validation_error
 from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
-from gantune.errors import GantuneError
+from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status
 from gantune.rundir import check_writable, holder
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
@@ -144,7 +145,7 @@ def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings)
     objectives after the same number of steps (a study from before the settings were kept is not checked)."""
     try:
         before = search_settings(study) if "settings" in study.user_attrs else None
-    except ValidationError:  # kept by a release whose settings this one reads otherwise
+    except ConfigError:  # kept by a release whose settings this one reads otherwise
         before = None
     if before is None:
         return
@@ -185,8 +186,15 @@ def resumed_seed(seed: int, trials: int) -> int:
 
 
 def search_settings(study: optuna.Study) -> SearchSettings:
-    """The search settings a study was run with (``run_search`` stores them on the study)."""
-    return SearchSettings.model_validate(study.user_attrs.get("settings") or {})
+    """The search settings a study was run with (``run_search`` stores them on the study). ``ConfigError`` in one
+    line where they no longer validate: a sampler a plugin registered, given without its ``--plugin`` (it was a
+    traceback in export, report and review), or settings of a release that read them otherwise."""
+    try:
+        return SearchSettings.model_validate(study.user_attrs.get("settings") or {})
+    except ValidationError as err:
+        text = format_validation_error(err, f"search {study.study_name!r}", "search")
+        raise ConfigError(f"{text} (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)"
+                          if "unknown " in text else text) from None
 
 
 def interrupted_trials(study: optuna.Study) -> list[optuna.Trial]:
