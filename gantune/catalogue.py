@@ -29,8 +29,8 @@ from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
-from gantune.metrics import better, check_metric_names, metric_keys
-from gantune.metrics.features import EXTRACTORS
+from gantune.metrics import FAMILIES, better, check_metric_names, metric_keys, metric_names
+from gantune.metrics.features import EXTRACTORS, NO_LOGITS, default_extractor
 
 
 def _norm(spec: str) -> None:
@@ -114,6 +114,10 @@ def _combinations(cfg: TrialConfig) -> None:
     if cfg.model.progressive is not None:
         _growable(cfg)
     _conditional_combinations(cfg)
+    reads = [n for n in metric_names(cfg) if n in FAMILIES and FAMILIES.get(n).logits]
+    if reads and (extractor := default_extractor(cfg)) in NO_LOGITS:  # found once the reference was built, a cache
+        raise ValueError(f"eval.metrics: the {reads[0]} metric needs class posteriors, which the {extractor} "
+                         "extractor does not give (the digits or stacked_digits extractor, or inception)")
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")

@@ -96,7 +96,9 @@ class Family:
     ``higher`` and ``lower``: the keys that are better higher or lower (an objective naming one is searched in that
     direction by default and refused in the other; a key in neither, a ratio best at the data's 1, has no default).
     ``one_sample``: it scores samples alone, not against the reference, so the reference samples have a value of
-    their own (the held-out digits' Inception Score): the evaluator reports it as the real data's value."""
+    their own (the held-out digits' Inception Score): the evaluator reports it as the real data's value.
+    ``logits``: it reads the extractor's class logits (the Inception Score's posteriors): a config whose extractor
+    gives none is refused at load."""
 
     build: Callable[[Reference], Scorer]
     keys: tuple[str, ...]
@@ -105,6 +107,7 @@ class Family:
     higher: tuple[str, ...] = ()
     one_sample: bool = False
     lower: tuple[str, ...] = ()
+    logits: bool = False
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
@@ -114,12 +117,12 @@ FAMILIES: Registry[Family] = Registry("metric")
 
 
 def family(name: str, keys: tuple[str, ...], cheap: bool = False, collapse: tuple[CollapseSignal, ...] = (),
-           higher: tuple[str, ...] = (), one_sample: bool = False, lower: tuple[str, ...] = ()
+           higher: tuple[str, ...] = (), one_sample: bool = False, lower: tuple[str, ...] = (), logits: bool = False
            ) -> Callable[[Callable[[Reference], Scorer]], Callable[[Reference], Scorer]]:
     """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
     def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
-        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower))
+        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower, logits))
         return build
 
     return add

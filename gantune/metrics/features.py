@@ -65,6 +65,8 @@ class Extractor:
 EXTRACTORS: Registry[Callable[[TrialConfig, torch.device], Extractor]] = Registry("feature extractor")
 #: extractors that are classifiers (they give class logits: class coverage becomes measurable)
 CLASSIFIERS = ("digits",)
+#: gantune's extractors that give no class logits at all (a family that reads them is refused at load with one)
+NO_LOGITS = ("coords",)
 
 
 @EXTRACTORS.register("coords")

@@ -75,7 +75,7 @@ def classifier_depth(ref: Reference) -> int:
     return channels if channels > 1 and ref.logits.shape[1] == DIGIT_CLASSES * channels else 1
 
 
-@family("is", keys=("is", "is_std"), higher=("is",), one_sample=True)
+@family("is", keys=("is", "is_std"), higher=("is",), one_sample=True, logits=True)
 def inception_score_family(ref: Reference) -> Scorer:
     depth = classifier_depth(ref)
 

@@ -485,9 +485,9 @@ def test_ui_on_a_port_in_use_is_refused_before_it_prints_a_page(inputs: Path, tm
 
 def test_a_refusal_found_as_the_reference_is_built_is_not_preceded_by_a_warning(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """``eval.metrics: [is]`` on 2-D points is refused once the evaluation's reference is built; the load's warning
-    (health.objective fid is not reported) came first, and the refusal was two lines. Warnings wait until the run
-    is under way."""
+    """``eval.metrics: [is]`` on 2-D points was refused once the evaluation's reference was built (a cache written);
+    the load's warning (health.objective fid is not reported) came first, and the refusal was two lines. It is
+    refused at load now, and warnings wait until the run is under way."""
     import yaml
 
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
@@ -495,8 +495,8 @@ def test_a_refusal_found_as_the_reference_is_built_is_not_preceded_by_a_warning(
     path.write_text(yaml.safe_dump(_with(CONFIG, eval={**CONFIG["eval"], "metrics": ["is"]})))
     assert main(["train", str(path), "--no-tracking", "--out", str(tmp_path / "run")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "the is metric needs class posteriors" in lines[0], lines
-    assert not (tmp_path / "run").exists()
+    assert len(lines) == 1 and "the is metric needs class posteriors, which the coords extractor" in lines[0], lines
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
     path.write_text(yaml.safe_dump(_with(CONFIG, eval={**CONFIG["eval"], "metrics": ["modes"]})))
     assert main(["train", str(path), "--no-tracking", "--out", str(tmp_path / "run")]) == 0
     assert "warning: " in capsys.readouterr().err  # said, once the run was under way

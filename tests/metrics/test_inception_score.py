@@ -139,7 +139,12 @@ def test_names_rules_and_refusals(tmp_path: Path) -> None:
     assert (objective_side(minimised) or "").startswith("health.mode: the objective 'is' is better higher: maximise")
     assert objective_side(config_from_dict({"data": {"name": "digits"}, "eval": {"metrics": ["is"]},
                                             "health": {"objective": "is", "mode": "max"}})) is None
-    cfg = config_from_dict({"data": {"name": "grid25"}, "eval": {"metrics": ["is"]}})
+    points = {"data": {"name": "grid25"}, "eval": {"metrics": ["is"]}}
+    with pytest.raises(ConfigError, match="the is metric needs class posteriors, which the coords extractor"):
+        config_from_dict(points)  # at load: it was found once the reference was built, after the load's warnings
+    from gantune.config import parse_config
+
+    cfg = parse_config(points)  # the schema alone lets it through: the evaluator still refuses it
     with pytest.raises(ConfigError, match="the is metric needs class posteriors"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
     x = torch.zeros(8, 3, 8, 8)  # Inception's 1,008 logits: an Inception Score, not the digits' class coverage
