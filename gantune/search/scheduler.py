@@ -39,6 +39,7 @@ from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY
 from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, quantiles, take_back_stop
 from gantune.search.trainable import ORIGIN, VERDICT_KEY
 
@@ -201,8 +202,12 @@ class RecordingPBT(PopulationBasedTraining):
         super().on_trial_add(WithoutSearcher(tune_controller), trial)  # type: ignore[arg-type]
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The donor's explored hyperparameters and its recipe (a clone of a warm-start recipe's member trains
+        with the recipe's overrides: without them the next explore rebuilt every candidate without them, saw the
+        optimiser kind change, and dropped every change), under the member's own identity."""
         explored, operations = super()._get_new_config(trial, trial_to_clone)  # explores the donor's config
-        return {**trial.config, "params": explored["params"], "trial": explored["trial"]}, operations
+        taken = {k: explored[k] for k in ("params", "trial", RECIPE_KEY, OVERRIDES_KEY) if k in explored}
+        return {**trial.config, **taken}, operations
 
     def _checkpoint_or_exploit(self, trial: Trial, tune_controller: Any, upper_quantile: list[Trial],
                                lower_quantile: list[Trial]) -> None:

@@ -284,3 +284,36 @@ def test_a_resumed_pbt_member_starts_again_from_its_first_sample(tmp_path: Path)
     config = searcher.suggest("ray-1")
     assert config is not None and config["trial"] == first and config["params"] == trial.params
     assert study.trials[0].user_attrs["pbt_lineage"] == [] and study.trials[0].user_attrs["config"] == first
+
+
+def test_a_clone_of_a_recipe_member_takes_its_recipe_and_explores_again(tmp_path: Path) -> None:
+    """The warm-start recipe's member trains with overrides the space does not mention (its optimiser). A member
+    that cloned it kept its own (none): every later explore rebuilt candidates without them, saw the optimiser
+    kind change, and dropped every change, so clones of that clone never explored again."""
+    from ray.tune.experiment import Trial
+
+    from gantune.search.ray_private import WithoutSearcher
+    from gantune.search.scheduler import RecordingPBT
+
+    class Controller:
+        search_alg = None
+
+    space = load_space(_space(tmp_path))
+    start = {"ttur_ratio": 1.0, "width": 16, "optim.lr_g": 1e-3, "optim.beta1": 0.5}
+    overrides = {"optim.name": "rmsprop"}
+    donor = Trial("__fake", config={**_config(space, start), "recipe": "points", "recipe_overrides": overrides,
+                                    "trial": space.sample(optuna.trial.FixedTrial(start), overrides)}, stub=True)
+    member = Trial("__fake", config={**_config(space, start), "recipe": None, "recipe_overrides": {}}, stub=True)
+    pbt = RecordingPBT([], 1000, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       custom_explore_fn=Explorer(space, seed=0), require_attrs=False)
+    for t in (donor, member):
+        pbt.on_trial_add(WithoutSearcher(Controller()), t)  # type: ignore[arg-type]
+    clone, _ = pbt._get_new_config(member, donor)
+    assert clone["recipe_overrides"] == overrides and clone["recipe"] == "points"
+    assert clone["trial"]["optim"]["name"] == "rmsprop" and clone["number"] == 7
+    explorer, changed = Explorer(space, seed=1), set()
+    for _ in range(20):  # the clone's own later explores (as a donor of others) change its hyperparameters
+        again = explorer(clone)
+        assert again["trial"]["optim"]["name"] == "rmsprop"
+        changed |= {k for k in start if again["params"][k] != start[k]}
+    assert changed
