@@ -303,9 +303,18 @@ def data_notes(cfg: DataConfig) -> list[str]:
 
 def data_label(cfg: DataConfig) -> str:
     """Which data a config trains on and is scored against, in a few words (``grid25``, ``folder /data/cats``,
-    ``torchvision CIFAR10 /data``): trials on other data were measured differently."""
-    parts = [cfg.name, cfg.dataset, cfg.path, f"max_images {cfg.max_images}" if cfg.max_images else None]
+    ``torchvision CIFAR10 /data``): trials on other data were measured differently. Only what the dataset reads:
+    2-D points are drawn, so a ``max_images`` searched beside them told trials on the same data apart (the ranking
+    then kept only the newest trial's "data")."""
+    loaded = not is_points(cfg)
+    parts = [cfg.name, cfg.dataset, cfg.path, f"max_images {cfg.max_images}" if loaded and cfg.max_images else None]
     return " ".join(str(p) for p in parts if p)
+
+
+def measured_on(cfg: DataConfig) -> str:
+    """``data_label`` and, for images, the resolution: what a trial's values depend on of its data, as the ranking
+    compares it (``gantune.provenance`` records both), so a space whose trials differ in either is told so."""
+    return data_label(cfg) + ("" if is_points(cfg) else f" at {cfg.resolution} px")
 
 
 def is_points(cfg: DataConfig) -> bool:

@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
-from gantune.data import data_label, data_notes
+from gantune.data import data_notes, measured_on
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
     absolute_files,
@@ -224,7 +224,7 @@ def _shown(value: Any) -> str:
 def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
     """A note when the trials can train on different data: one objective ranks them all, and its values on two
     datasets (FID on grid25 and on digits) are not comparable, so the "best" trial is the easiest data's."""
-    sources = dict.fromkeys(data_label(c) for c in possible_data(leaves, settings.defaults))
+    sources = dict.fromkeys(measured_on(c) for c in possible_data(leaves, settings.defaults))
     if len(sources) < 2:
         return []
     return [f"its trials train on different data ({', '.join(sources)}), whose values of {settings.objectives[0]} "

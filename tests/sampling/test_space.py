@@ -442,6 +442,14 @@ def test_a_space_whose_trials_train_on_different_data_is_said(tmp_path: Path) ->
                "the newest trial's data; search each on its own"
                for n in _space(tmp_path, mixed % "{categorical: [grid25, ring8]}").notes)
     capped = "name: m\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: digits, max_images: %s}\n"
-    assert any("different data (digits max_images 500, digits max_images 900)" in n
+    assert any("different data (digits max_images 500 at 32 px, digits max_images 900 at 32 px)" in n
                for n in _space(tmp_path, capped % "{categorical: [500, 900]}").notes)
+    # 2-D points are drawn, never loaded: a cap searched beside them is the same data (the ranking kept only the
+    # newest trial's "data", dropping the best trial measured on the same points)
+    points = capped.replace("digits", "grid25") % "{categorical: [500, 900]}"
+    assert not any("different data" in n for n in _space(tmp_path, points).notes)
+    # the ranking compares the resolution of image data too: a space searching it is told before it starts
+    sized = "name: m\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: digits, resolution: %s}\n"
+    assert any("different data (digits at 8 px, digits at 16 px)" in n
+               for n in _space(tmp_path, sized % "{categorical: [8, 16]}").notes)
     assert not any("different data" in n for n in _space(tmp_path, mixed % "grid25").notes)
