@@ -114,6 +114,10 @@ def _combinations(cfg: TrialConfig) -> None:
     if cfg.model.progressive is not None:
         _growable(cfg)
     _conditional_combinations(cfg)
+    for name in metric_names(cfg):  # found once the reference was built: every trial of a search failed there
+        measures = FAMILIES.get(name).fits if name in FAMILIES else None
+        if measures is not None and (why := measures(cfg)) is not None:
+            raise ValueError(f"eval.metrics: {why}")
     reads = [n for n in metric_names(cfg) if n in FAMILIES and FAMILIES.get(n).logits]
     if reads and (extractor := default_extractor(cfg)) in NO_LOGITS:  # found once the reference was built, a cache
         raise ValueError(f"eval.metrics: the {reads[0]} metric needs class posteriors, which the {extractor} "

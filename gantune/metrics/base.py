@@ -10,12 +10,15 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from gantune.registry import Registry
 from gantune.rundir import cached
+
+if TYPE_CHECKING:
+    from gantune.config import TrialConfig
 
 
 @dataclass
@@ -98,7 +101,9 @@ class Family:
     ``one_sample``: it scores samples alone, not against the reference, so the reference samples have a value of
     their own (the held-out digits' Inception Score): the evaluator reports it as the real data's value.
     ``logits``: it reads the extractor's class logits (the Inception Score's posteriors): a config whose extractor
-    gives none is refused at load."""
+    gives none is refused at load. ``fits``: why the family cannot measure a config's data with its extractor
+    (``None``: it can, or it is not known before the reference is built), asked at load: a search whose every
+    trial would fail there is refused before it starts."""
 
     build: Callable[[Reference], Scorer]
     keys: tuple[str, ...]
@@ -108,6 +113,7 @@ class Family:
     one_sample: bool = False
     lower: tuple[str, ...] = ()
     logits: bool = False
+    fits: Callable[[TrialConfig], str | None] | None = None
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
@@ -117,12 +123,13 @@ FAMILIES: Registry[Family] = Registry("metric")
 
 
 def family(name: str, keys: tuple[str, ...], cheap: bool = False, collapse: tuple[CollapseSignal, ...] = (),
-           higher: tuple[str, ...] = (), one_sample: bool = False, lower: tuple[str, ...] = (), logits: bool = False
+           higher: tuple[str, ...] = (), one_sample: bool = False, lower: tuple[str, ...] = (), logits: bool = False,
+           fits: Callable[[TrialConfig], str | None] | None = None
            ) -> Callable[[Callable[[Reference], Scorer]], Callable[[Reference], Scorer]]:
     """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
     def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
-        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower, logits))
+        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower, logits, fits))
         return build
 
     return add

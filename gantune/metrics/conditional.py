@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from gantune.config import TrialConfig
 from gantune.metrics.base import Reference, Samples, Scorer, family
-from gantune.metrics.modes import DIGIT_CLASSES
+from gantune.metrics.features import built_in_extractor
+from gantune.metrics.modes import DIGIT_CLASSES, DIGIT_LOGITS
+
+COND_NEED = "the conditional metric needs a classifier extractor (digits, stacked_digits)"
 
 #: a class counts as covered when at least this share of the samples generated for it reads as it
 COND_HIT = 0.5
@@ -25,8 +29,15 @@ def predicted_classes(logits: torch.Tensor, depth: int) -> torch.Tensor:
     return (digits * DIGIT_CLASSES ** torch.arange(depth - 1, -1, -1, device=digits.device)).sum(dim=1)
 
 
+def _fits_conditional(cfg: TrialConfig) -> str | None:
+    """A digit classifier reads the class a sample was made for (Inception's ImageNet classes are not the data's
+    labels, 2-D points' coordinates are no classes)."""
+    extractor = built_in_extractor(cfg)
+    return None if extractor is None or extractor in DIGIT_LOGITS else COND_NEED
+
+
 @family("conditional", keys=("cond_accuracy", "cond_class_coverage"), cheap=True,
-        higher=("cond_accuracy", "cond_class_coverage"))
+        higher=("cond_accuracy", "cond_class_coverage"), fits=_fits_conditional)
 def conditional(ref: Reference) -> Scorer:
     """``cond_accuracy``: the share of generated samples the classifier reads as the class they were generated
     for (chance: 1 / classes). ``cond_class_coverage``: the share of the classes sampled in this evaluation
@@ -36,7 +47,7 @@ def conditional(ref: Reference) -> Scorer:
     better, and need the labels the samples were generated for (a conditional run's evaluations carry them; the
     real-vs-real floor uses the real samples' own labels)."""
     if ref.logits is None:
-        raise ValueError("the conditional metric needs a classifier extractor (digits, stacked_digits)")
+        raise ValueError(COND_NEED)
     stacked = ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]
     depth = ref.x.shape[1] if stacked else 1
 

@@ -177,5 +177,12 @@ def default_extractor(cfg: TrialConfig) -> str:
     return DATA_EXTRACTORS.get(cfg.data.name, "inception")
 
 
+def built_in_extractor(cfg: TrialConfig) -> str | None:
+    """The config's extractor when it is one of gantune's (what it gives is known before it is built), else
+    ``None`` (a plugin's)."""
+    name = default_extractor(cfg)
+    return None if name in EXTRACTORS.outside() else name
+
+
 def build_extractor(cfg: TrialConfig, device: torch.device) -> Extractor:
     return EXTRACTORS.get(default_extractor(cfg))(cfg, device)

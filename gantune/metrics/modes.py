@@ -13,10 +13,43 @@ import math
 
 import torch
 
+from gantune.config import TrialConfig
+from gantune.data import channels_of, is_points
 from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
+from gantune.metrics.features import built_in_extractor
 
 #: classes of one channel of stacked digits: the digits classifier's
 DIGIT_CLASSES = 10
+#: gantune's extractors that give digit logits (10 a sample, or 10 a channel)
+DIGIT_LOGITS = ("digits", "stacked_digits")
+MODES_NEED = "the modes metric needs a 2-D mixture (ring8, grid25)"
+CLASSES_NEED = "the classes metric needs a classifier extractor (digits)"
+CLASSES_STACKED = "the classes metric reads one class a sample: stacked digits have one a channel (use stacked_modes)"
+STACKED_NEED = ("the stacked_modes metric needs stacked digits and per-channel digit logits (data stacked_digits, "
+                "extractor stacked_digits)")
+
+
+def stacked_channels(cfg: TrialConfig) -> bool:
+    """Whether the config's samples are images of several channels read by the per-channel digits extractor."""
+    return (built_in_extractor(cfg) == "stacked_digits" and not is_points(cfg.data)
+            and channels_of(cfg.data) > 1)
+
+
+def _fits_modes(cfg: TrialConfig) -> str | None:
+    return None if is_points(cfg.data) else MODES_NEED
+
+
+def _fits_classes(cfg: TrialConfig) -> str | None:
+    extractor = built_in_extractor(cfg)
+    if extractor is None:
+        return None
+    if stacked_channels(cfg):
+        return CLASSES_STACKED
+    return None if extractor in DIGIT_LOGITS else CLASSES_NEED
+
+
+def _fits_stacked(cfg: TrialConfig) -> str | None:
+    return None if built_in_extractor(cfg) is None or stacked_channels(cfg) else STACKED_NEED
 
 
 def histogram_kl(counts: torch.Tensor) -> float:
@@ -32,10 +65,10 @@ def histogram_kl(counts: torch.Tensor) -> float:
 
 @family("modes", keys=("modes", "mode_coverage", "hq", "mode_kl"), cheap=True,
         collapse=(CollapseSignal("mode_coverage", "min_coverage", "mode coverage", gate=("hq", "min_hq")),),
-        higher=("modes", "mode_coverage", "hq"), lower=("mode_kl",))
+        higher=("modes", "mode_coverage", "hq"), lower=("mode_kl",), fits=_fits_modes)
 def modes(ref: Reference) -> Scorer:
     if ref.means is None:
-        raise ValueError("the modes metric needs a 2-D mixture (ring8, grid25)")
+        raise ValueError(MODES_NEED)
     means = ref.means
     radius = 3 * ref.std
     k = len(means)
@@ -53,14 +86,13 @@ def modes(ref: Reference) -> Scorer:
 
 @family("classes", keys=("classes", "class_coverage", "class_kl"), cheap=True,
         collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),),
-        higher=("classes", "class_coverage"), lower=("class_kl",))
+        higher=("classes", "class_coverage"), lower=("class_kl",), fits=_fits_classes)
 def classes(ref: Reference) -> Scorer:
     if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits is not None \
             and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
-        raise ValueError("the classes metric reads one class a sample: stacked digits have one a channel "
-                         "(use stacked_modes)")
+        raise ValueError(CLASSES_STACKED)
     if ref.logits is None or ref.logits.shape[1] != DIGIT_CLASSES:  # Inception's 1,008 ImageNet classes: not these
-        raise ValueError("the classes metric needs a classifier extractor (digits)")
+        raise ValueError(CLASSES_NEED)
     k = ref.logits.shape[1]
 
     def score(fake: Samples) -> dict[str, float]:
@@ -82,7 +114,8 @@ def attainable_modes(k: int, n: int) -> float:
 @family("stacked_modes", keys=("stacked_modes", "stacked_coverage", "stacked_kl", "stacked_channel_kl",
                                 "stacked_confidence"), cheap=True,
         collapse=(CollapseSignal("stacked_coverage", "min_coverage", "stacked-digit mode coverage"),),
-        higher=("stacked_modes", "stacked_coverage", "stacked_confidence"), lower=("stacked_kl", "stacked_channel_kl"))
+        higher=("stacked_modes", "stacked_coverage", "stacked_confidence"), lower=("stacked_kl", "stacked_channel_kl"),
+        fits=_fits_stacked)
 def stacked_modes(ref: Reference) -> Scorer:
     """Stacked MNIST's mode count and KL (VEEGAN, PacGAN), on the ``stacked_digits`` extractor's per-channel
     logits: each channel's digit is the classifier's argmax, a sample's mode the digits read first channel first
@@ -107,8 +140,7 @@ def stacked_modes(ref: Reference) -> Scorer:
     """
     if (ref.logits is None or ref.x.dim() != 4 or ref.x.shape[1] < 2
             or ref.logits.shape[1] != DIGIT_CLASSES * ref.x.shape[1]):
-        raise ValueError("the stacked_modes metric needs stacked digits and per-channel digit logits "
-                         "(data stacked_digits, extractor stacked_digits)")
+        raise ValueError(STACKED_NEED)
     depth = ref.x.shape[1]
     k = DIGIT_CLASSES**depth
 

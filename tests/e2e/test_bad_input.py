@@ -56,6 +56,8 @@ FILES: dict[str, dict | str] = {
     "bad-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/broken"}}),
     "one-choice-missing.yaml": _with(SPACE, **{**IMAGES, "data": {
         "name": "folder", "path": {"categorical": ["{in}/images", "{in}/nope"]}, "resolution": 8}}),
+    "classes-on-points.yaml": _with(SPACE, eval={"n_samples": 100, "metrics": ["classes", "modes"]},
+                                    search={**SPACE["search"], "objective": "mode_coverage"}),
     "torchvision.yaml": _with(SPACE, data={"name": "torchvision", "dataset": "MNIST", "path": "{in}/tv"},
                               model={"arch": "dcgan"}),
     "huge-power.yaml": _with(SPACE, optim={"lr_d": {"expr": "optim.lr_g * 9**9**9"}}),
@@ -282,6 +284,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/asha-under-pbt.yaml"], r"search.pruning: grace_evals, reduction_factor: read by scheduler: asha "
      r"only, and this space's scheduler is pbt: remove them$"),
     (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
+    # every trial failed as its reference was built (exit 1, a study and runs left)
+    (["search", "{in}/classes-on-points.yaml"], r"eval.metrics: the classes metric needs a classifier extractor"),
     (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),
     # a flag the command would ignore (each ran and did not do what it said)
     (["train", "{in}/config.yaml", "--no-tracking", "--tracking-uri", "sqlite:///m.db"],

@@ -1,5 +1,7 @@
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,7 +134,7 @@ def test_bad_metric_names_and_missing_inception(tmp_path: Path) -> None:
     cfg = parse_config(raw)  # the schema alone lets it through: the evaluator still refuses it
     with pytest.raises(ConfigError, match="unknown metric 'sharpness'"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
-    cfg = config_from_dict({"eval": {"metrics": ["classes"]}})
+    cfg = parse_config({"eval": {"metrics": ["classes"]}})  # refused at load too (the test below)
     with pytest.raises(ConfigError, match="classifier"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
     img = tmp_path / "img"
@@ -367,3 +369,33 @@ def test_metrics_on_cuda_match_cpu() -> None:
         on_cpu = FAMILIES.get(name)(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
         on_gpu = FAMILIES.get(name)(Reference(x=real, feats=real.to(cuda)))(Samples(x=fake, feats=fake.to(cuda)))
         assert on_gpu == pytest.approx(on_cpu, rel=1e-4, abs=1e-4), name
+
+
+@pytest.mark.parametrize(("config", "why"), [
+    ({"data": {"name": "grid25"}, "eval": {"metrics": ["classes", "modes"]}},
+     "the classes metric needs a classifier extractor (digits)"),
+    ({"data": {"name": "digits"}, "eval": {"metrics": ["fid", "modes"]}},
+     "the modes metric needs a 2-D mixture (ring8, grid25)"),
+    ({"data": {"name": "stacked_digits"}, "eval": {"metrics": ["classes"]}},
+     "the classes metric reads one class a sample: stacked digits have one a channel (use stacked_modes)"),
+    ({"data": {"name": "digits"}, "eval": {"metrics": ["stacked_modes"]}},
+     "the stacked_modes metric needs stacked digits and per-channel digit logits"),
+    ({"data": {"name": "digits"}, "model": {"conditional": True},
+      "eval": {"metrics": ["conditional"], "extractor": "inception", "inception_weights": "x.pth"}},
+     "the conditional metric needs a classifier extractor (digits, stacked_digits)"),
+])
+def test_a_metric_that_cannot_measure_the_data_is_refused_at_load(config: dict[str, Any], why: str) -> None:
+    """``eval.metrics: [classes]`` on grid25 passed the load: a search started, every trial failed as its
+    reference was built (exit 1, a study and runs left), and ``train`` wrote a cache first. The family says at
+    load why it cannot measure the data with the config's extractor; the builder's own check stays for plugins."""
+    with pytest.raises(ConfigError, match=f"^c.yaml: eval.metrics: {re.escape(why)}"):
+        config_from_dict(config, "c.yaml")
+
+
+def test_every_default_metric_set_fits_its_data() -> None:
+    """The sets ``eval.metrics: [default]`` stands for are never refused by their own families."""
+    for data in ("grid25", "ring8", "digits", "stacked_digits"):
+        for conditional in ((False, True) if data != "grid25" and data != "ring8" else (False,)):
+            cfg = config_from_dict({"data": {"name": data}, "model": {"conditional": conditional}})
+            assert metric_names(cfg) and all(FAMILIES.get(n).fits is None or FAMILIES.get(n).fits(cfg) is None
+                                             for n in metric_names(cfg))

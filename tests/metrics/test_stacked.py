@@ -9,7 +9,7 @@ import torch
 
 from gantune import metrics
 from gantune.catalogue import config_from_dict
-from gantune.config import HealthConfig
+from gantune.config import HealthConfig, parse_config
 from gantune.data import digits_split, load_data, stack
 from gantune.errors import ConfigError
 from gantune.health import HealthMonitor
@@ -82,10 +82,11 @@ def test_stacked_digits_defaults_and_the_quick_check() -> None:
 
 
 def test_stacked_modes_need_stacked_digits() -> None:
-    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"metrics": ["stacked_modes"]}})
+    # refused at load (tests/metrics/test_metrics.py); the evaluator's own check, for a plugin's extractor, too
+    cfg = parse_config({"data": {"name": "digits", "resolution": 8}, "eval": {"metrics": ["stacked_modes"]}})
     with pytest.raises(ConfigError, match="stacked_modes metric needs stacked digits"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
-    cfg = config_from_dict({**CFG, "eval": {"metrics": ["classes"]}})  # 30 logits a sample are not 30 classes
+    cfg = parse_config({**CFG, "eval": {"metrics": ["classes"]}})  # 30 logits a sample are not 30 classes
     with pytest.raises(ConfigError, match="classes metric reads one class a sample"):
         Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
 
