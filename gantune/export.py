@@ -181,8 +181,9 @@ def describe(chosen: Candidate, objective: str, digits: int) -> str:
     return f"{ended}; " + (f"best evaluation {got}" if value is not None else got)
 
 
-def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str,
-           steps: int | None) -> str:
+def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str, steps: int) -> str:
+    """The export's comment lines: the chosen trial, the seed re-runs at ``steps`` (the re-runs' steps, the
+    search's budget when no ``--steps`` was given), its parameters."""
     lines = [f"# exported by gantune from search {study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
     if objective in (floor := provenance.floor(chosen.trial)):
@@ -390,8 +391,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)
     cfg = exported_config(study, chosen, candidates, steps, storage)
-    text = (header(study, chosen, candidates, objective, steps) + (f"# note: {stale}\n" if stale else "")
-            + BY_NOTE.get(by, "") + dump_config(cfg))
+    text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
+            + (f"# note: {stale}\n" if stale else "") + BY_NOTE.get(by, "") + dump_config(cfg))
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -296,8 +297,12 @@ def test_seed_reruns_never_replace_a_search_that_took_their_study_name(searched:
     kept = optuna.load_study(study_name="exp-reruns", storage=storage)
     assert [t.value for t in kept.trials] == [1.0] and not (tmp_path / "best.yaml").exists()
     optuna.delete_study(study_name="exp-reruns", storage=storage)  # the user moved it away: the export runs
-    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1", "--steps", "20"], tmp_path)
+    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # without --steps the re-runs train the search's budget, and the header says so (it said "at None steps")
+    assert "with 1 seeds at 200 steps" in proc.stderr
+    assert re.search(r"^# trial \d+: \w+ mean .* over 1 seed\(s\) \[0\] at 200 steps",
+                     (tmp_path / "best.yaml").read_text(), re.M)
     assert "A new study created" not in proc.stderr  # Optuna's INFO lines are not gantune's output
 
 
