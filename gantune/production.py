@@ -96,11 +96,12 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         check_same_run(cfg, out)
         ckpt = load_checkpoint(out) or {}
         at = int(ckpt.get("step", 0))
-        if cfg.train.steps < at:  # it trained nothing, and rewrote config.yaml with steps its weights passed
-            raise GantuneError(f"--resume: {out} is at step {at} already; give --steps of {at} or more")
-        if cfg.train.steps == at and saved_step(out / GENERATOR) == at:  # trained nothing, rewrote its files
-            raise GantuneError(f"--resume: {out} ended at step {at} already; give --steps above {at} to train it "
-                               "on")
+        # fewer steps trained nothing and rewrote config.yaml with steps its weights passed; as many, on a run that
+        # ended (its generator.pt written), trained nothing and rewrote its files
+        ended = saved_step(out / GENERATOR) == at
+        if cfg.train.steps < at or (cfg.train.steps == at and ended):
+            raise GantuneError(f"--resume: {out} ended at step {at} already; give --steps above {at} to train it on"
+                               if ended else f"--resume: {out} is at step {at} already; give --steps of {at} or more")
         if (out / BEST_GENERATOR).exists():  # only a better evaluation writes it again: a broken one stayed broken
             try:
                 load_saved(out / BEST_GENERATOR)

@@ -154,14 +154,19 @@ def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_s
     written = (out / "config.yaml").read_text()
     capsys.readouterr()
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "5", "--no-tracking"]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} is at step 10 already; give --steps of 10 "
-                                                    "or more")
+    # the run ended: --steps 10 is refused as well (it said "give --steps of 10 or more", then refused 10)
+    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} ended at step 10 already; give --steps "
+                                                    "above 10 to train it on")
     assert (out / "config.yaml").read_text() == written
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}  # a finished run: it rewrote them
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--no-tracking"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"--resume: {out} ended at step 10 already; give --steps "
                                                     "above 10 to train it on")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    (out / "generator.pt").unlink()  # killed after its last checkpoint, before its weights: as many steps finish it
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "5", "--no-tracking"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--resume: {out} is at step 10 already; give --steps of 10 "
+                                                    "or more")
     assert main(["train", str(cfg), "--out", "", "--no-tracking"]) == 2
     assert "--out: empty" in capsys.readouterr().err
     (tmp_path / "runs" / "t" / "trial-0000").mkdir(parents=True)  # a search named t
