@@ -393,8 +393,10 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
         running = sorted(book.running)
         for obs in observers:
             obs.search_interrupted(running)
+        again = len(interrupted_trials(study))  # what --resume runs again: those asked but not started too
         raise Interrupted(f"interrupted: {done_before + len(book.outcomes)} of {settings.trials} trials finished "
-                          f"({len(running)} were running and will run again); continue with --resume")
+                          f"({again} {'was' if again == 1 else 'were'} running and will run again); continue with "
+                          "--resume")
 
 
 def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], name: str) -> str | None:

@@ -366,7 +366,11 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, 
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err.strip().splitlines()[-1]
     study = _study(tmp_path, "sigint")
-    assert [t.state for t in study.trials].count(TrialState.RUNNING) >= 1  # left resumable, not told anything
+    left = [t.state for t in study.trials].count(TrialState.RUNNING)
+    assert left >= 1  # left resumable, not told anything
+    # the line counts what --resume runs again: every RUNNING trial (it counted those Ray had started only)
+    verb = "was" if left == 1 else "were"
+    assert f"({left} {verb} running and will run again)" in err.strip().splitlines()[-1], err[-1000:]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) >= 2  # parent and running children
@@ -381,6 +385,27 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, 
     children = [r for r in runs if r.data.tags.get("gantune.role") != "parent"]
     assert sorted(int(r.data.tags["gantune.trial"]) for r in children) == [0, 1, 2, 3]
     assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_the_interrupt_line_counts_every_trial_resume_runs_again(tmp_path: Path) -> None:
+    """A PBT member waiting for the CPUs is asked from the study before it starts: the line counted the
+    trials Ray had started ("1 were running") while the study held more RUNNING, all of which --resume runs
+    again."""
+    path = tmp_path / "space.yaml"
+    text = tiny_space("pop", 4, 3000, 500, [0.001, 0.002], log_every=50, n_samples=200)
+    path.write_text(text.replace("pruning: {asha: false, health: true}",
+                                 "pruning: {scheduler: pbt, health: false}\n"
+                                 f"  resources: {{cpu: {os.cpu_count()}}}"))  # one member at a time
+    env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
+    with sigint_default_in_children():
+        proc = subprocess.Popen(_search_cmd(tmp_path, path, "--no-tracking", "--quiet"), cwd=tmp_path, env=env,
+                                start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (tmp_path / "runs" / "pop" / "trial-0000" / "metrics.jsonl").exists(), 240, "a running trial")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    left = [t.state for t in _study(tmp_path, "pop").trials].count(TrialState.RUNNING)
+    assert left >= 2 and f"({left} were running and will run again)" in err.strip().splitlines()[-1], err[-1000:]
 
 
 def test_a_dead_tracking_server_never_stops_the_search(tmp_path: Path) -> None:
