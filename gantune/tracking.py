@@ -156,13 +156,17 @@ class _RunLogger:
             chunk, self.buffer = self.buffer[:_BATCH], self.buffer[_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk)
 
-    def end(self, status: str, reason: str, steps: int, files: list[Path], state: int = RunStatus.FINISHED,
+    def end(self, status: str, reason: str, steps: int | None, files: list[Path], state: int = RunStatus.FINISHED,
             rule: str = "") -> None:
+        """Close the run with its status, reason and steps trained (``None``: not known here, an interrupted run's;
+        0 is a number: a trial that failed before training, while its config was sampled, trained none)."""
         self.flush()
         tags = [RunTag("gantune.status", status), RunTag("gantune.reason", reason[:5000])]
         if rule:
             tags.append(RunTag("gantune.rule", rule))
-        self.client.log_batch(self.run_id, tags=[*tags, RunTag("gantune.steps", str(steps))] if steps else tags)
+        if steps is not None:
+            tags.append(RunTag("gantune.steps", str(steps)))
+        self.client.log_batch(self.run_id, tags=tags)
         for f in files:
             self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
@@ -421,7 +425,7 @@ class MlflowTracker:
         for number in running:
             logger = self.loggers.pop(number, None)
             if logger is not None:
-                logger.end(INTERRUPTED, "the search was interrupted; --resume runs this trial again", 0, [],
+                logger.end(INTERRUPTED, "the search was interrupted; --resume runs this trial again", None, [],
                            state=RunStatus.KILLED)
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
@@ -612,7 +616,7 @@ class TrainRun:
         """Close an opened run as FAILED (the training raised) or KILLED (Ctrl-C: ``--resume`` continues it); a
         run never opened stays unopened."""
         if self._logger is not None:
-            self._logger.end(INTERRUPTED if killed else Status.FAILED.value, reason, 0, [],
+            self._logger.end(INTERRUPTED if killed else Status.FAILED.value, reason, None, [],
                              state=RunStatus.KILLED if killed else RunStatus.FAILED)
 
 

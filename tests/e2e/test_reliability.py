@@ -83,11 +83,20 @@ optim:
     study = optuna.create_study(study_name="divzero", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     study.enqueue_trial({"optim.beta1": 0.5})  # 1e-3 / 0: ZeroDivisionError while sampling
     study.enqueue_trial({"optim.beta1": 0.0})
-    summary = run_search(load_space(path), _opts(tmp_path, resume=True))
+    from gantune.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_search(load_space(path), _opts(tmp_path, resume=True, observers=[MlflowTracker(uri, "divzero")]))
     trials = _study(tmp_path, "divzero").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "ZeroDivisionError" in trials[0].user_attrs["gantune_reason"]
     assert summary["counts"]["failed"] == 1 and summary["counts"]["completed"] == 1
+    # every child has status, reason and steps (the trial that failed while sampling had no steps tag)
+    client = MlflowClient(uri)
+    children = {r.data.tags["gantune.trial"]: r.data.tags for r in client.search_runs(
+        [client.get_experiment_by_name("divzero").experiment_id]) if r.data.tags.get("gantune.role") != "parent"}
+    assert children["0"]["gantune.steps"] == "0" and children["0"]["gantune.status"] == "failed"
+    assert "ZeroDivisionError" in children["0"]["gantune.reason"] and int(children["1"]["gantune.steps"]) > 0
 
 
 def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_trains(
