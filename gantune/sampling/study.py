@@ -29,7 +29,7 @@ from gantune import provenance
 from gantune.config import format_validation_error
 from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
 from gantune.errors import ConfigError, GantuneError
-from gantune.events import REASON_KEY, STATUS_KEY, Status
+from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
 from gantune.rundir import check_writable, holder
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
@@ -169,11 +169,20 @@ def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Stud
     without a ``STUDY_UID`` gets one. A study that holds trials gets its sampler seeded with ``search.seed`` and
     their count (``resumed_seed``): seeded as at the start, it would draw its first configs again."""
     kind = SAMPLERS.get(settings.sampler)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=kind.build(settings),
-                                directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
-                                load_if_exists=True)
-    if held := len(study.get_trials(deepcopy=False)):
-        study.sampler = kind.build(settings.model_copy(update={"seed": resumed_seed(settings.seed, held)}))
+    with warnings.catch_warnings(record=True) as caught:  # Optuna's "experimental" notes: one line each
+        warnings.simplefilter("always", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name=name, storage=storage, sampler=kind.build(settings),
+                                    directions=[optuna.study.StudyDirection[d.upper()] for d in settings.directions],
+                                    load_if_exists=True)
+        if held := len(study.get_trials(deepcopy=False)):
+            study.sampler = kind.build(settings.model_copy(update={"seed": resumed_seed(settings.seed, held)}))
+    said = set()
+    for w in caught:
+        if not issubclass(w.category, optuna.exceptions.ExperimentalWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif (line := " ".join(str(w.message).split())) not in said:  # a raw warning was two lines and a path
+            said.add(line)
+            warn(f"search.sampler {settings.sampler}: Optuna says {line}")
     if STUDY_UID not in study.user_attrs:
         study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
     return study

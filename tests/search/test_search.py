@@ -337,3 +337,27 @@ def test_a_resumed_study_does_not_draw_its_first_trials_again(tmp_path: Path, sa
     # and the same resume draws the same: a search stays reproducible from its seed
     other = f"sqlite:///{tmp_path / 'other.db'}"
     assert [draw(open_study("s", other, settings)) for _ in range(3)] == [*first, again]
+
+
+@pytest.mark.parametrize(("sampler", "options", "says"), [
+    ("qmc", "", "QMCSampler is experimental"),
+    ("tpe", "\n  sampler_options: {group: true}", "group"),
+])
+def test_optunas_experimental_notes_are_one_warning_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         sampler: str, options: str, says: str) -> None:
+    """``sampler: qmc`` or ``sampler_options: {group: true}`` printed Optuna's ExperimentalWarning raw: two lines
+    with a source path, on a new study and again on a resumed one."""
+    from gantune.sampling.study import open_study
+
+    path = tmp_path / "space.yaml"
+    path.write_text(REGIMES.replace("sampler: random", f"sampler: {sampler}{options}"))
+    settings = load_space(path).settings
+    capsys.readouterr()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study("s", storage, settings)
+    study.tell(study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}), 1.0)
+    open_study("s", storage, settings)  # resumed: built twice, said once
+    lines = capsys.readouterr().err.strip().splitlines()  # one line an open
+    assert len(lines) == 2 and all(line.startswith(f"warning: search.sampler {sampler}: Optuna says ")
+                                   for line in lines), lines
+    assert says in lines[0] and ".py:" not in "".join(lines)
