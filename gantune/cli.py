@@ -167,7 +167,7 @@ def _search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_search_summary(s: dict[str, Any]) -> None:
-    print(f"search {s['search']}: {s['trials']} trials in {s['wall_s']:.0f}s")
+    print(f"search {s['search']}: {s['trials']} trial{'' if s['trials'] == 1 else 's'} in {s['wall_s']:.0f}s")
     for status, n in s["counts"].items():
         if n:
             print(f"  {status:<18}{n:>4}")
@@ -279,8 +279,9 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.export import export
     from gantune.tracking import resolve_tracking_uri
 
-    if args.top_k < 1 or args.seeds < 0 or (args.steps is not None and args.steps < 1):
-        raise GantuneError("--top-k and --steps must be at least 1, --seeds at least 0")
+    for flag, value, least in (("--top-k", args.top_k, 1), ("--seeds", args.seeds, 0), ("--steps", args.steps, 1)):
+        if value is not None and value < least:  # each names its flag (one line named three)
+            raise GantuneError(f"{flag}: must be at least {least}")
     if args.trial is not None and args.top_k != 1:
         raise GantuneError("--trial and --top-k: choose one trial, or the best k")
     if args.by == "human" and (args.trial is not None or args.top_k != 1):

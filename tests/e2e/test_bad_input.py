@@ -284,6 +284,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/asha-under-pbt.yaml"], r"search.pruning: grace_evals, reduction_factor: read by scheduler: asha "
      r"only, and this space's scheduler is pbt: remove them$"),
     (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
+    (["export", "x", "--steps", "0"], r"^gantune export: error: --steps: must be at least 1$"),
+    (["export", "x", "--seeds", "-1"], r"^gantune export: error: --seeds: must be at least 0$"),
     # every trial failed as its reference was built (exit 1, a study and runs left)
     (["search", "{in}/classes-on-points.yaml"], r"eval.metrics: the classes metric needs a classifier extractor"),
     (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),

@@ -294,13 +294,16 @@ def test_a_search_with_no_completed_trial_still_says_where_its_records_are(capsy
     """Every trial pruned: the summary still names the study, the grids' store and the MLflow runs page."""
     from gantune.cli import _print_search_summary
 
-    _print_search_summary({"search": "s", "trials": 2, "wall_s": 3.0, "counts": {"pruned:diverged": 2},
-                           "trial_steps": 20, "budget_steps": 200, "max_steps": 100, "failed_trials": 0,
-                           "failed_steps": 0, "best": None,
-                           "study_storage": "sqlite:////x/optuna.db", "artifact_dir": "/x/optuna-artifacts",
-                           "dashboard": "optuna-dashboard sqlite:////x/optuna.db --artifact-dir /x/optuna-artifacts",
-                           "tracking_uri": "sqlite:////x/mlflow.db",
-                           "mlflow_ui": "http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"})
+    summary = {"search": "s", "trials": 2, "wall_s": 3.0, "counts": {"pruned:diverged": 2},
+               "trial_steps": 20, "budget_steps": 200, "max_steps": 100, "failed_trials": 0,
+               "failed_steps": 0, "best": None,
+               "study_storage": "sqlite:////x/optuna.db", "artifact_dir": "/x/optuna-artifacts",
+               "dashboard": "optuna-dashboard sqlite:////x/optuna.db --artifact-dir /x/optuna-artifacts",
+               "tracking_uri": "sqlite:////x/mlflow.db",
+               "mlflow_ui": "http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"}
+    _print_search_summary(summary)
     out = capsys.readouterr().out
     assert "no trial completed" in out and "--artifact-dir /x/optuna-artifacts" in out
-    assert "workflowType=machine_learning" in out
+    assert "workflowType=machine_learning" in out and out.startswith("search s: 2 trials in 3s\n")
+    _print_search_summary({**summary, "trials": 1, "counts": {"pruned:diverged": 1}, "budget_steps": 100})
+    assert capsys.readouterr().out.startswith("search s: 1 trial in 3s\n")  # it said "1 trials"
