@@ -359,7 +359,7 @@ def train(
                     finite_weights(net.state_dict()) for net in (trainer.G, trainer.D)):
                 checkpoint(step)
             continue
-        record: Record = {"step": float(step)}
+        record: Record = {"step": step}  # a whole number in metrics.jsonl and --json (it read 25.0)
         if log_now:
             now = time.perf_counter()  # evaluation time since the last log does not count against steps/s
             busy = now - window_t - (evaluation.seconds - window_eval)

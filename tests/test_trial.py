@@ -144,6 +144,7 @@ def test_a_run_from_step_0_starts_a_fresh_log(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 10.0}\n{"step": 20')
     train(tiny(train={"steps": 20}), run_dir=tmp_path, resume=True)
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
+    assert '"step": 10,' in (tmp_path / "metrics.jsonl").read_text()  # a whole number (it was written 10.0)
 
 
 def test_a_resumed_run_keeps_the_best_generator_of_before_its_checkpoint(
