@@ -94,7 +94,8 @@ class SearchSpace:
                 raise ConfigError(f"{self.source}: {name}: circular reference ({' -> '.join([*resolving, name])})")
             resolving.append(name)
             try:
-                if spec.when is not None and not evaluate(name, "when", spec.when):  # off: the search's default
+                if spec.when is not None and not _condition(name, spec.when, evaluate(name, "when", spec.when)):
+                    # off: the search's default
                     off.add(name)
                     values[name] = self.settings.defaults.get(name, absent) if name in self.leaves else absent
                     return self.default(name)
@@ -219,6 +220,14 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
 def _shown(value: Any) -> str:
     """A value as the space's YAML writes it (``null``, ``true``)."""
     return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+
+
+def _condition(name: str, text: str, value: Any) -> bool:
+    """A ``when``'s value, which must be true or false: ``when: "optim.lr_g"`` (a number) held in every trial."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}.when: {text!r} gives {value!r}, not true or false; write a condition such as "
+                          f"{text} > 0")
+    return value
 
 
 def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:

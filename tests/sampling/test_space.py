@@ -453,3 +453,13 @@ def test_a_space_whose_trials_train_on_different_data_is_said(tmp_path: Path) ->
     assert any("different data (digits at 8 px, digits at 16 px)" in n
                for n in _space(tmp_path, sized % "{categorical: [8, 16]}").notes)
     assert not any("different data" in n for n in _space(tmp_path, mixed % "grid25").notes)
+
+
+def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
+    """``when: "optim.lr_g"`` (a number, truthy in every trial) set the leaf in every trial without a word."""
+    text = ("name: w\nsearch: {trials: 2, max_steps: 20, eval_every: 10}\ndata: {name: grid25}\n"
+            "loss:\n  name: {categorical: [hinge, wgan-gp]}\n  gp_weight: {float: [1, 10], when: %s}\n")
+    with pytest.raises(ConfigError, match=r"loss.gp_weight.when: 'optim.lr_g' gives 0.0002, not true or false; "
+                                          r"write a condition such as optim.lr_g > 0"):
+        _space(tmp_path, text % '"optim.lr_g"')
+    assert "loss.gp_weight" in _space(tmp_path, text % "\"loss.name == 'wgan-gp'\"").leaves
