@@ -10,9 +10,11 @@ from __future__ import annotations
 import torch
 
 from gantune.config import TrialConfig
+from gantune.data import channels_of, known_classes
+from gantune.errors import DataError
 from gantune.metrics.base import Reference, Samples, Scorer, family
 from gantune.metrics.features import built_in_extractor
-from gantune.metrics.modes import DIGIT_CLASSES, DIGIT_LOGITS
+from gantune.metrics.modes import DIGIT_CLASSES, DIGIT_LOGITS, stacked_channels
 
 COND_NEED = "the conditional metric needs a classifier extractor (digits, stacked_digits)"
 
@@ -33,7 +35,19 @@ def _fits_conditional(cfg: TrialConfig) -> str | None:
     """A digit classifier reads the class a sample was made for (Inception's ImageNet classes are not the data's
     labels, 2-D points' coordinates are no classes)."""
     extractor = built_in_extractor(cfg)
-    return None if extractor is None or extractor in DIGIT_LOGITS else COND_NEED
+    if extractor is None:
+        return None
+    if extractor not in DIGIT_LOGITS:
+        return COND_NEED
+    digits = DIGIT_CLASSES ** (channels_of(cfg.data) if stacked_channels(cfg) else 1)
+    try:  # a folder's subfolders; a config read where its data is not (to sample its generator) is not judged
+        classes = known_classes(cfg.data)
+    except DataError:
+        classes = None
+    if classes is not None and classes != digits:
+        return (f"the conditional metric reads the digit classifier's class as the label a sample was made for: "
+                f"this data's {classes} classes are not its {digits}")
+    return None
 
 
 @family("conditional", keys=("cond_accuracy", "cond_class_coverage"), cheap=True,

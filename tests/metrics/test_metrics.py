@@ -399,3 +399,25 @@ def test_every_default_metric_set_fits_its_data() -> None:
             cfg = config_from_dict({"data": {"name": data}, "model": {"conditional": conditional}})
             assert metric_names(cfg) and all(FAMILIES.get(n).fits is None or FAMILIES.get(n).fits(cfg) is None
                                              for n in metric_names(cfg))
+
+
+def test_the_conditional_metric_needs_the_data_classes_to_be_the_classifiers(tmp_path: Path) -> None:
+    """A folder of 3 classes read by the digits classifier: ``cond_accuracy`` compared its digit with the folder's
+    class index, a number that means nothing, reported and searchable. Listed, it is refused; in the default set
+    it is left out."""
+    from PIL import Image
+
+    for k in range(3):
+        (tmp_path / f"c{k}").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"c{k}" / "0.png")
+    raw = {"data": {"name": "folder", "path": str(tmp_path), "resolution": 8, "channels": 1},
+           "model": {"arch": "dcgan", "conditional": True}, "eval": {"extractor": "digits"}}
+    assert "conditional" not in metric_names(config_from_dict(raw))
+    with pytest.raises(ConfigError, match="the conditional metric reads the digit classifier's class as the label a "
+                                          "sample was made for: this data's 3 classes are not its 10"):
+        config_from_dict({**raw, "eval": {"extractor": "digits", "metrics": ["conditional"]}})
+    for k in range(3, 10):
+        (tmp_path / f"c{k}").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"c{k}" / "0.png")
+    assert "conditional" in metric_names(config_from_dict(raw))
+    assert "conditional" in metric_names(config_from_dict({**raw, "data": {**raw["data"], "path": "/nowhere"}}))
