@@ -23,7 +23,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gantune import provenance
+from gantune.catalogue import config_from_dict
+from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.metrics import metric_keys
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
@@ -47,6 +50,16 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     if asha is not None:
         return TrialOutcome(number, Status.PRUNED_ASHA, asha.reason, asha.step, None, rule="asha")
     return TrialOutcome(number, Status.FAILED, "the trial ended without a final report", steps, None)
+
+
+def rung_metrics(raw: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
+    """What an ASHA-stopped trial measured last: the metrics of the evaluation report its rung read (it sends no
+    final report, and its Optuna attributes had none while its MLflow run had them)."""
+    try:
+        keys = metric_keys(config_from_dict(raw, "rung"))
+    except ConfigError:
+        return {}
+    return {k: float(last[k]) for k in keys if isinstance(last.get(k), (int, float))}
 
 
 def _error_line(trial: Trial) -> str:
@@ -185,6 +198,7 @@ class SearchBook(Callback):
             out = TrialOutcome(ot.number, Status.FAILED, trial.config["trial"]["error"], 0, None, rule="sampling")
         if asha is not None and out.status == Status.PRUNED_ASHA:
             report_intermediate(ot, asha.objective, asha.step)  # the result Tune kept from the searcher
+            out.metrics = rung_metrics(trial.config.get("trial", {}), last)
         elif out.status.pruned and self.objectives[0] in out.metrics:
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)

@@ -73,3 +73,14 @@ def test_a_resumed_searchs_progress_counts_the_trials_finished_before_it(capsys:
     book = SearchBook(study, {}, {}, ["coverage"], ["maximize"], total=4, done_before=2, clock=Clock())
     book._progress()
     assert "2/4 done, 0 running  | completed=2  best coverage 0.085 (trial 1)" in capsys.readouterr().err
+
+
+def test_an_asha_stopped_trial_keeps_the_metrics_its_rung_read() -> None:
+    """Its Optuna attributes said ``metrics: {}`` (it sends no final report) while its MLflow run had them."""
+    from gantune.search.book import rung_metrics
+
+    raw = {"data": {"name": "grid25"}, "eval": {"metrics": ["fid", "modes"]}}
+    last = {"step": 200, "objective": 0.3, "fid": 0.3, "modes": 12.0, "mode_coverage": 0.48, "loss_d": 1.2,
+            "samples_png": "..."}
+    assert rung_metrics(raw, last) == {"fid": 0.3, "modes": 12.0, "mode_coverage": 0.48}
+    assert rung_metrics({"error": "trial 0: sampling failed"}, last) == {}
