@@ -398,11 +398,14 @@ SUBSECTIONS: dict[str, type] = {"model.progressive": ProgressiveConfig}
 
 
 def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
-    """One line: ``source: key.path: what was expected`` (the first problem, and how many more there are)."""
-    first = err.errors()[0]
+    """One line: ``source: key.path: what was expected`` (the first problem, and how many more there are). An
+    unknown key comes first: it is most often a misspelt one, which the "required" beside it only follows from
+    (``origin: {foo: 1}`` was told "origin.search: Field required")."""
+    unknown = ("unexpected_keyword_argument", "extra_forbidden")
+    first = sorted(err.errors(), key=lambda e: e["type"] not in unknown)[0]
     loc = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"] if p != "__root__"])
     msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+    if first["type"] in unknown:
         msg = "unknown key"
     more = len(err.errors()) - 1
     return f"{source}: " + (f"{loc}: " if loc else "") + msg + (f" (and {more} more problem{'s' * (more > 1)})"
