@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from gantune.config import DataConfig, TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
-from gantune.data import DATASETS, is_labelled, is_points
+from gantune.data import DATASETS, is_labelled, is_points, stack_problem
 from gantune.errors import ConfigError
 from gantune.gan.augment import check_augment
 from gantune.gan.conditional import CONDITIONAL_NORMS
@@ -30,7 +30,7 @@ from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
 from gantune.metrics import FAMILIES, better, check_metric_names, metric_keys, metric_names
-from gantune.metrics.features import EXTRACTORS, NO_LOGITS, default_extractor
+from gantune.metrics.features import EXTRACTORS, NO_LOGITS, default_extractor, extractor_problem
 
 
 def _norm(spec: str) -> None:
@@ -114,6 +114,9 @@ def _combinations(cfg: TrialConfig) -> None:
     if cfg.model.progressive is not None:
         _growable(cfg)
     _conditional_combinations(cfg)
+    for problem in (stack_problem(cfg.data), extractor_problem(cfg)):  # what the metrics' checks below assume
+        if problem is not None:
+            raise ValueError(problem)
     for name in metric_names(cfg):  # found once the reference was built: every trial of a search failed there
         measures = FAMILIES.get(name).fits if name in FAMILIES else None
         if measures is not None and (why := measures(cfg)) is not None:

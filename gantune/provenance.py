@@ -62,11 +62,18 @@ def _numbers(trials: Sequence[_Trial]) -> str:
     return f"trial{'s' if len(nums) > 1 else ''} {shown}{', …' if len(nums) > 6 else ''}"
 
 
-def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    if not ours or not theirs:
-        return "no recorded provenance" if not theirs else "the others have no recorded provenance"
-    keys = (*IDENTITY, DATA) if DATA in theirs else IDENTITY
-    return ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in keys if theirs.get(k) != ours.get(k))
+def _differences(ours: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """How the others differ from ours, over all of them (it named the first one's way only: trials 0 and 2 were
+    "data digits max_images 200 vs 1000" where trial 2 differed in resolution)."""
+    recorded = [p for p in others if p]
+    if not ours or not recorded:
+        return "no recorded provenance" if not recorded else "the others have no recorded provenance"
+    parts = []
+    for k in (*IDENTITY, DATA):
+        theirs = dict.fromkeys(str(p.get(k)) for p in recorded if (k != DATA or DATA in p) and p.get(k) != ours.get(k))
+        if theirs:
+            parts.append(f"{k} {' / '.join(theirs)} vs {ours.get(k)}")
+    return ", ".join(parts) + ("; some have no recorded provenance" if len(recorded) < len(others) else "")
 
 
 def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
@@ -82,5 +89,5 @@ def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
     kept = [t for t in trials if identity(of(t), ours.get(DATA)) == mine]
     others = [t for t in trials if identity(of(t), ours.get(DATA)) != mine]
     were = "were" if len(others) > 1 else "was"
-    return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, of(others[0]))}): "
+    return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, [of(t) for t in others])}): "
                   f"ranking {_numbers(kept)} only")

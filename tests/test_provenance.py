@@ -49,6 +49,18 @@ def test_trials_on_other_data_were_measured_differently_and_unrecorded_data_is_t
     assert provenance.comparable(before + ring) == (before + ring, None)
 
 
+def test_the_note_names_every_way_the_others_differ() -> None:
+    """It named the first trial's way only: trials 0 and 2 "(data digits max_images 200 vs digits max_images
+    1000)" where trial 2 had the newest's data at another resolution."""
+    ours = {**MEASURED, "data": "digits max_images 1000"}
+    trials = [_T(0, {"provenance": {**ours, "data": "digits max_images 200"}}), _T(1, {"provenance": ours}),
+              _T(2, {"provenance": {**ours, "resolution": 8}}), _T(3, {"provenance": ours})]
+    kept, note = provenance.comparable(trials)
+    assert [t.number for t in kept] == [1, 3]
+    assert note == ("trials 0, 2 were measured differently (resolution 8 vs 16, data digits max_images 200 vs "
+                    "digits max_images 1000): ranking trials 1, 3 only")
+
+
 def _study(values: dict[int, tuple[float, dict[str, Any]]]) -> optuna.Study:
     study = optuna.create_study(direction="minimize")
     for number in sorted(values):

@@ -250,22 +250,29 @@ def check_data(cfg: DataConfig) -> None:
     search whose every trial would fail on it must not start. Datasets without a ``check`` pass, unless they stack
     images and the config asks for another channel count."""
     ds = DATASETS.get(cfg.name)
-    _check_stack(cfg, ds)
+    _check_stack(cfg)
     if ds.check is not None and all(getattr(cfg, field) for field in ds.needs):
         ds.check(cfg)
 
 
-def _check_stack(cfg: DataConfig, ds: Dataset) -> None:
+def stack_problem(cfg: DataConfig) -> str | None:
     """A stacked dataset has one channel per stacked image: its pool cannot be refitted to another count."""
+    ds = DATASETS.get(cfg.name)
     if ds.stack and channels_of(cfg) != ds.stack:
-        raise DataError(f"data.channels: {cfg.name} stacks {ds.stack} images, one a channel; leave channels unset "
-                        f"(got {cfg.channels})")
+        return f"data.channels: {cfg.name} stacks {ds.stack} images, one a channel; leave channels unset " \
+               f"(got {cfg.channels})"
+    return None
+
+
+def _check_stack(cfg: DataConfig) -> None:
+    if (problem := stack_problem(cfg)) is not None:
+        raise DataError(problem)
 
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     """Build the configured dataset on ``device``; errors name the config key to fix."""
     ds = DATASETS.get(cfg.name)
-    _check_stack(cfg, ds)
+    _check_stack(cfg)
     mixture, images, labels = ds.build(cfg)
     heldout = ds.heldout(cfg) if ds.heldout is not None else None
     fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})

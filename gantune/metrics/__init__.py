@@ -78,8 +78,11 @@ def metric_names(cfg: TrialConfig) -> list[str]:
         return list(cfg.eval.metrics)
     extractor = default_extractor(cfg)
     default = default_metrics(is_points(cfg.data), extractor)
-    if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:  # where they fit (a folder of 5 classes: no)
-        default += [n for n in CONDITIONAL_DEFAULT if (fits := FAMILIES.get(n).fits) is None or fits(cfg) is None]
+    if cfg.model.conditional and extractor in EXTRACTOR_DEFAULTS:
+        default += CONDITIONAL_DEFAULT
+    # the families that can measure this data (stacked digits' modes on digits read by the stacked extractor, the
+    # conditional metric on a folder of 5 classes read by digits: no)
+    default = [n for n in default if (fits := FAMILIES.get(n).fits) is None or fits(cfg) is None]
     names = [n for name in cfg.eval.metrics for n in (default if name == "default" else [name])]
     return list(dict.fromkeys(names))
 

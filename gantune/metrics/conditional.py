@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import channels_of, known_classes
+from gantune.data import DATASETS, channels_of, known_classes
 from gantune.errors import DataError
 from gantune.metrics.base import Reference, Samples, Scorer, family
 from gantune.metrics.features import built_in_extractor
@@ -40,8 +40,9 @@ def _fits_conditional(cfg: TrialConfig) -> str | None:
     if extractor not in DIGIT_LOGITS:
         return COND_NEED
     digits = DIGIT_CLASSES ** (channels_of(cfg.data) if stacked_channels(cfg) else 1)
+    stack = DATASETS.get(cfg.data.name).stack  # stacked digits' labels are their digits read as one number
     try:  # a folder's subfolders; a config read where its data is not (to sample its generator) is not judged
-        classes = known_classes(cfg.data)
+        classes = DIGIT_CLASSES**stack if stack else known_classes(cfg.data)
     except DataError:
         classes = None
     if classes is not None and classes != digits:

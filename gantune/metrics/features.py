@@ -67,6 +67,8 @@ EXTRACTORS: Registry[Callable[[TrialConfig, torch.device], Extractor]] = Registr
 CLASSIFIERS = ("digits",)
 #: gantune's extractors that give no class logits at all (a family that reads them is refused at load with one)
 NO_LOGITS = ("coords",)
+#: gantune's extractors of 2-D points (the others read images): one on the other kind of data failed every trial
+POINTS_EXTRACTORS = ("coords",)
 
 
 @EXTRACTORS.register("coords")
@@ -182,6 +184,19 @@ def built_in_extractor(cfg: TrialConfig) -> str | None:
     ``None`` (a plugin's)."""
     name = default_extractor(cfg)
     return None if name in EXTRACTORS.outside() else name
+
+
+def extractor_problem(cfg: TrialConfig) -> str | None:
+    """Why the config's extractor cannot read its data (a built-in one of 2-D points on images, or the other way
+    round: a traceback as the reference was built), else ``None``."""
+    name = built_in_extractor(cfg)
+    points = is_points(cfg.data)
+    if name is None or (name in POINTS_EXTRACTORS) == points:
+        return None
+    kind = {True: "2-D points", False: "images"}
+    fits = [n for n in EXTRACTORS.names() if n not in EXTRACTORS.outside() and (n in POINTS_EXTRACTORS) == points]
+    return (f"eval.extractor: {name} reads {kind[not points]}, and this data is {kind[points]} (use auto, or "
+            f"{' or '.join(fits)})")
 
 
 def build_extractor(cfg: TrialConfig, device: torch.device) -> Extractor:

@@ -14,7 +14,7 @@ import math
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import channels_of, is_points
+from gantune.data import DATASETS, channels_of, is_points
 from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
 from gantune.metrics.features import built_in_extractor
 
@@ -49,7 +49,10 @@ def _fits_classes(cfg: TrialConfig) -> str | None:
 
 
 def _fits_stacked(cfg: TrialConfig) -> str | None:
-    return None if built_in_extractor(cfg) is None or stacked_channels(cfg) else STACKED_NEED
+    """Stacked digits' modes: a folder of photos read channel by channel as digits has none."""
+    if built_in_extractor(cfg) is None:
+        return None
+    return None if stacked_channels(cfg) and DATASETS.get(cfg.data.name).stack else STACKED_NEED
 
 
 def histogram_kl(counts: torch.Tensor) -> float:

@@ -383,6 +383,11 @@ def test_metrics_on_cuda_match_cpu() -> None:
     ({"data": {"name": "digits"}, "model": {"conditional": True},
       "eval": {"metrics": ["conditional"], "extractor": "inception", "inception_weights": "x.pth"}},
      "the conditional metric needs a classifier extractor (digits, stacked_digits)"),
+    # stacked digits' labels are 1,000 triples: the digits classifier's 10 classes are not them (real data scored 0)
+    ({"data": {"name": "stacked_digits"}, "model": {"conditional": True},
+      "eval": {"metrics": ["conditional"], "extractor": "digits"}},
+     "the conditional metric reads the digit classifier's class as the label a sample was made for: this data's "
+     "1000 classes are not its 10"),
 ])
 def test_a_metric_that_cannot_measure_the_data_is_refused_at_load(config: dict[str, Any], why: str) -> None:
     """``eval.metrics: [classes]`` on grid25 passed the load: a search started, every trial failed as its
@@ -421,3 +426,35 @@ def test_the_conditional_metric_needs_the_data_classes_to_be_the_classifiers(tmp
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"c{k}" / "0.png")
     assert "conditional" in metric_names(config_from_dict(raw))
     assert "conditional" in metric_names(config_from_dict({**raw, "data": {**raw["data"], "path": "/nowhere"}}))
+    # a folder of photos read channel by channel as digits has no stacked digits' modes (it reported 30 of them)
+    rgb = {"data": {"name": "folder", "path": str(tmp_path), "resolution": 8}, "model": {"arch": "dcgan"},
+           "eval": {"extractor": "stacked_digits"}}
+    assert "stacked_modes" not in metric_names(config_from_dict(rgb))
+    with pytest.raises(ConfigError, match="the stacked_modes metric needs stacked digits"):
+        config_from_dict({**rgb, "eval": {"extractor": "stacked_digits", "metrics": ["stacked_modes"]}})
+
+
+@pytest.mark.parametrize(("config", "why"), [
+    ({"data": {"name": "grid25"}, "eval": {"extractor": "digits"}},
+     "eval.extractor: digits reads images, and this data is 2-D points (use auto, or coords)"),
+    ({"data": {"name": "ring8"}, "eval": {"extractor": "stacked_digits", "metrics": ["fid"]}},
+     "eval.extractor: stacked_digits reads images, and this data is 2-D points"),
+    ({"data": {"name": "digits"}, "eval": {"extractor": "coords", "metrics": ["fid"]}},
+     "eval.extractor: coords reads 2-D points, and this data is images (use auto, or digits or stacked_digits or "
+     "inception)"),
+    # the data's own problem first: the metric's line named the wrong key
+    ({"data": {"name": "stacked_digits", "channels": 1}},
+     "data.channels: stacked_digits stacks 3 images, one a channel; leave channels unset (got 1)"),
+])
+def test_an_extractor_of_the_other_kind_of_data_is_refused_at_load(config: dict[str, Any], why: str) -> None:
+    """``eval.extractor: digits`` on grid25 (or ``coords`` on images) passed the load: ``train`` ended in a
+    traceback as the reference was built and every trial of a search failed."""
+    with pytest.raises(ConfigError, match=f"^c.yaml: {re.escape(why)}"):
+        config_from_dict(config, "c.yaml")
+
+
+def test_the_default_set_leaves_out_a_family_that_cannot_measure_the_data() -> None:
+    """Digits read by the stacked extractor: ``[default]`` stood for stacked_modes and was refused, while
+    ``[fid, is]`` on the same pair ran."""
+    cfg = config_from_dict({"data": {"name": "digits"}, "eval": {"extractor": "stacked_digits"}})
+    assert metric_names(cfg) == ["fid", "diversity", "prdc"]
