@@ -177,6 +177,8 @@ class SearchBook(Callback):
                 entry["from_step"] = e.from_step
             if e.after:  # a health verdict ended the member's previous config
                 entry["after"] = e.after
+            if e.took:  # its networks and data are the donor's now
+                entry["took"] = e.took
             lineage = self.lineage.setdefault(ot.number, [])
             lineage.append(entry)
             ot.set_user_attr("pbt_lineage", lineage)
@@ -184,7 +186,8 @@ class SearchBook(Callback):
             self._notify("trial_exploited", ot.number, lineage, e.config)
             self._say(f"trial {ot.number:>3} PBT: cloned trial {donor.number} at step {e.step}"
                       + (f" after {e.after}" if e.after else "")
-                      + (f"; explored {format_params(changed)}" if changed else ""))
+                      + (f"; explored {format_params(changed)}" if changed else "")
+                      + (f"; took its {format_params(e.took)}" if e.took else ""))
 
     def _finish(self, trial: Trial, error: str | None) -> None:
         self._record_exploits()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -150,6 +150,9 @@ class Exploit:
     config: dict[str, Any]
     after: str = ""
     from_step: int | None = None  # the member's own step when it cloned: above ``step``, steps it trains again
+    #: what the member takes from its donor beside the explored values: the networks and data its checkpoint
+    #: carries (``_frozen``), where they differ from the member's own (dotted key -> the donor's value)
+    took: dict[str, Any] = field(default_factory=dict)
 
 
 class RecordingPBT(PopulationBasedTraining):
@@ -244,10 +247,11 @@ class RecordingPBT(PopulationBasedTraining):
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
         now = int(member_state(self, trial).last_train_time)  # the exploit moves it to the donor's
+        before = trial.config["trial"]
         super()._exploit(tune_controller, trial, trial_to_clone)
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, self._checkpoint_step(trial_to_clone),
                                      dict(trial.config["params"]), dict(trial_to_clone.config["params"]),
-                                     trial.config["trial"], from_step=now))
+                                     trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))
 
 
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
@@ -275,6 +279,18 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
     if p.noise_aware:
         return NoiseAwareASHA(stopped, noise_margin=p.noise_margin, rescues=rescues, **asha)
     return RecordingASHA(stopped, **asha)
+
+
+def taken(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``_frozen`` in which a clone's config ``after`` differs from the member's own ``before`` (a
+    member sampled at z_dim 4 trains the donor's z_dim 2 from its clone on), by dotted key, with ``after``'s value."""
+    out = {f"{section}.{key}": value for section in FROZEN_SECTIONS
+           for key, value in sorted((after.get(section) or {}).items())
+           if (before.get(section) or {}).get(key) != value}
+    for section in ("loss", "optim"):
+        if (name := (after.get(section) or {}).get("name")) != (before.get(section) or {}).get("name"):
+            out[f"{section}.name"] = name
+    return out
 
 
 def _frozen(raw: dict[str, Any]) -> tuple[Any, ...]:

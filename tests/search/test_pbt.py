@@ -143,6 +143,7 @@ def test_pbt_search_clones_checkpoints_and_records_lineage(tmp_path: Path, monke
     first = replaced.user_attrs["pbt_lineage"][0]
     assert first["after"].startswith("pruned:diverged: ") and first["from_trial"] in (0, 2)  # a learning member
     assert replaced.user_attrs["config"]["optim"]["lr_d"] < 1  # trains on the donor's config, not its own
+    assert "took" not in first  # every member has width 32: nothing of the networks changes
     cloned = [t for t in study.trials if t.user_attrs.get("pbt_lineage")]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("pbt")
@@ -317,3 +318,16 @@ def test_a_clone_of_a_recipe_member_takes_its_recipe_and_explores_again(tmp_path
         assert again["trial"]["optim"]["name"] == "rmsprop"
         changed |= {k for k in start if again["params"][k] != start[k]}
     assert changed
+
+
+def test_a_clone_says_which_networks_and_data_it_took_from_its_donor() -> None:
+    """A member sampled at z_dim 4 and 8 px trained its donor's z_dim 2 and 16 px from its clone on: the progress
+    line listed the explored learning rates only, and nothing recorded the rest."""
+    from gantune.search.scheduler import taken
+
+    member = {"data": {"name": "digits", "resolution": 8}, "model": {"z_dim": 4, "g_width": 32},
+              "loss": {"name": "hinge"}, "optim": {"lr_g": 1e-3}}
+    donor = {"data": {"name": "digits", "resolution": 16}, "model": {"z_dim": 2, "g_width": 32},
+             "loss": {"name": "hinge"}, "optim": {"lr_g": 2e-3, "name": "rmsprop"}}
+    assert taken(member, donor) == {"data.resolution": 16, "model.z_dim": 2, "optim.name": "rmsprop"}
+    assert taken(member, member) == {}
