@@ -34,7 +34,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 
 from gantune.catalogue import config_from_dict
+from gantune.config import TrialConfig, parse_config
 from gantune.errors import ConfigError
+from gantune.gan.nets import resolve_arch
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
@@ -283,13 +285,25 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
 
 def taken(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``_frozen`` in which a clone's config ``after`` differs from the member's own ``before`` (a
-    member sampled at z_dim 4 trains the donor's z_dim 2 from its clone on), by dotted key, with ``after``'s value."""
+    member sampled at z_dim 4 trains the donor's z_dim 2 from its clone on), by dotted key, with ``after``'s value.
+    Compared with the schema's defaults filled in: a recipe's member spells out keys that others leave unset."""
+    try:
+        before, after = (_resolved(parse_config(raw)) for raw in (before, after))
+    except ConfigError:
+        return {}
     out = {f"{section}.{key}": value for section in FROZEN_SECTIONS
            for key, value in sorted((after.get(section) or {}).items())
            if (before.get(section) or {}).get(key) != value}
     for section in ("loss", "optim"):
         if (name := (after.get(section) or {}).get("name")) != (before.get(section) or {}).get("name"):
             out[f"{section}.name"] = name
+    return out
+
+
+def _resolved(cfg: TrialConfig) -> dict[str, Any]:
+    """The config as a mapping with the defaults and ``model.arch: auto`` resolved."""
+    out = cfg.to_dict()
+    out["model"]["arch"] = resolve_arch(cfg)
     return out
 
 

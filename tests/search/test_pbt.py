@@ -331,3 +331,7 @@ def test_a_clone_says_which_networks_and_data_it_took_from_its_donor() -> None:
              "loss": {"name": "hinge"}, "optim": {"lr_g": 2e-3, "name": "rmsprop"}}
     assert taken(member, donor) == {"data.resolution": 16, "model.z_dim": 2, "optim.name": "rmsprop"}
     assert taken(member, member) == {}
+    # a recipe's member spells out what others leave to the defaults (arch auto is mlp on points): no difference
+    recipe = {"data": {"name": "grid25"}, "model": {"arch": "mlp", "d_norm": "none"}, "loss": {"name": "nonsaturating"},
+              "optim": {"name": "adam"}}
+    assert taken({"data": {"name": "grid25"}}, recipe) == {}
