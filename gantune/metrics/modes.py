@@ -25,6 +25,8 @@ DIGIT_LOGITS = ("digits", "stacked_digits")
 MODES_NEED = "the modes metric needs a 2-D mixture (ring8, grid25)"
 CLASSES_NEED = "the classes metric needs a classifier extractor (digits)"
 CLASSES_STACKED = "the classes metric reads one class a sample: stacked digits have one a channel (use stacked_modes)"
+CLASSES_PER_CHANNEL = ("the classes metric reads one class a sample: the stacked_digits extractor reads one a "
+                       "channel (use eval.extractor: digits)")
 STACKED_NEED = ("the stacked_modes metric needs stacked digits and per-channel digit logits (data stacked_digits, "
                 "extractor stacked_digits)")
 
@@ -43,8 +45,8 @@ def _fits_classes(cfg: TrialConfig) -> str | None:
     extractor = built_in_extractor(cfg)
     if extractor is None:
         return None
-    if stacked_channels(cfg):
-        return CLASSES_STACKED
+    if stacked_channels(cfg):  # stacked_modes reads stacked digits; other images want the digits extractor
+        return CLASSES_STACKED if DATASETS.get(cfg.data.name).stack else CLASSES_PER_CHANNEL
     return None if extractor in DIGIT_LOGITS else CLASSES_NEED
 
 

@@ -432,6 +432,9 @@ def test_the_conditional_metric_needs_the_data_classes_to_be_the_classifiers(tmp
     assert "stacked_modes" not in metric_names(config_from_dict(rgb))
     with pytest.raises(ConfigError, match="the stacked_modes metric needs stacked digits"):
         config_from_dict({**rgb, "eval": {"extractor": "stacked_digits", "metrics": ["stacked_modes"]}})
+    with pytest.raises(ConfigError, match=r"the stacked_digits extractor reads one a channel \(use eval.extractor: "
+                                          r"digits\)"):  # not "use stacked_modes", which it refuses here
+        config_from_dict({**rgb, "eval": {"extractor": "stacked_digits", "metrics": ["classes"]}})
 
 
 @pytest.mark.parametrize(("config", "why"), [
