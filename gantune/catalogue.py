@@ -117,11 +117,12 @@ def _combinations(cfg: TrialConfig) -> None:
     for problem in (stack_problem(cfg.data), extractor_problem(cfg)):  # what the metrics' checks below assume
         if problem is not None:
             raise ValueError(problem)
-    for name in metric_names(cfg):  # found once the reference was built: every trial of a search failed there
+    names = [n for n in metric_names(cfg) if n in FAMILIES]  # a default set holds only families that fit
+    for name in cfg.eval.metrics:  # found once the reference was built: every trial of a search failed there
         measures = FAMILIES.get(name).fits if name in FAMILIES else None
         if measures is not None and (why := measures(cfg)) is not None:
             raise ValueError(f"eval.metrics: {why}")
-    reads = [n for n in metric_names(cfg) if n in FAMILIES and FAMILIES.get(n).logits]
+    reads = [n for n in names if FAMILIES.get(n).logits]
     if reads and (extractor := default_extractor(cfg)) in NO_LOGITS:  # found once the reference was built, a cache
         raise ValueError(f"eval.metrics: the {reads[0]} metric needs class posteriors, which the {extractor} "
                          "extractor does not give (the digits or stacked_digits extractor, or inception)")
