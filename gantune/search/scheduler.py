@@ -284,20 +284,14 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
 
 
 def taken(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The keys of ``_frozen`` in which a clone's config ``after`` differs from the member's own ``before`` (a
-    member sampled at z_dim 4 trains the donor's z_dim 2 from its clone on), by dotted key, with ``after``'s value.
-    Compared with the schema's defaults filled in: a recipe's member spells out keys that others leave unset."""
+    """What of ``_frozen`` a clone's config ``after`` has other than the member's own ``before`` (a member sampled
+    at z_dim 4 trains the donor's z_dim 2 from its clone on), by dotted key, with ``after``'s value. Compared with
+    the schema's defaults filled in: a recipe's member spells out keys that others leave unset."""
     try:
-        before, after = (_resolved(parse_config(raw)) for raw in (before, after))
+        mine, theirs = (_frozen(_resolved(parse_config(raw))) for raw in (before, after))
     except ConfigError:
         return {}
-    out = {f"{section}.{key}": value for section in FROZEN_SECTIONS
-           for key, value in sorted((after.get(section) or {}).items())
-           if (before.get(section) or {}).get(key) != value}
-    for section in ("loss", "optim"):
-        if (name := (after.get(section) or {}).get("name")) != (before.get(section) or {}).get("name"):
-            out[f"{section}.name"] = name
-    return out
+    return {key: value for key, value in theirs.items() if mine.get(key) != value}
 
 
 def _resolved(cfg: TrialConfig) -> dict[str, Any]:
@@ -307,10 +301,13 @@ def _resolved(cfg: TrialConfig) -> dict[str, Any]:
     return out
 
 
-def _frozen(raw: dict[str, Any]) -> tuple[Any, ...]:
-    """What a cloned checkpoint cannot change: networks, data, loss kind, optimiser kind, EMA on/off."""
-    return (*(raw.get(s) for s in FROZEN_SECTIONS), raw.get("loss", {}).get("name"),
-            raw.get("optim", {}).get("name"), bool(raw.get("optim", {}).get("ema", 0)))
+
+def _frozen(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a cloned checkpoint cannot change, by dotted key: networks and data, loss kind, optimiser kind, EMA
+    on/off."""
+    loss, optim = raw.get("loss") or {}, raw.get("optim") or {}
+    return {**{f"{s}.{k}": v for s in FROZEN_SECTIONS for k, v in (raw.get(s) or {}).items()},
+            "loss.name": loss.get("name"), "optim.name": optim.get("name"), "optim.ema": bool(optim.get("ema", 0))}
 
 
 class Explorer:
