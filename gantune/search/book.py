@@ -23,7 +23,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gantune import provenance
-from gantune.catalogue import config_from_dict
+from gantune.config import parse_config
 from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer, Status, TrialOutcome, format_params
 from gantune.metrics import metric_keys
@@ -55,8 +55,8 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
 def rung_metrics(raw: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
     """What an ASHA-stopped trial measured last: the metrics of the evaluation report its rung read (it sends no
     final report, and its Optuna attributes had none while its MLflow run had them)."""
-    try:
-        keys = metric_keys(config_from_dict(raw, "rung"))
+    try:  # the schema alone: the trial ran, so its config passed every check (the data's, on disk, too)
+        keys = metric_keys(parse_config(raw, "rung"))
     except ConfigError:
         return {}
     return {k: float(last[k]) for k in keys if isinstance(last.get(k), (int, float))}
