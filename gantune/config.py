@@ -46,14 +46,26 @@ def device_problem(name: str) -> str | None:
 
 def switch_problem(annotation: Any, value: Any) -> str | None:
     """Why ``value`` does not fit a field typed ``annotation`` though pydantic's lax mode would convert it: true or
-    false where a number goes (``steps: true`` would train 1 step), a number or a word where a switch goes (``"yes"``,
-    ``1``, ``"off"``); ``None`` when it fits or is the schema's to judge."""
+    false where a number goes (``steps: true`` would train 1 step), a quoted number where a number goes (``trials:
+    "4"``; ``categorical: ['32', 64]`` sampled the text '32', which an expression reading it could not compare), a
+    number or a word where a switch goes (``"yes"``, ``1``, ``"off"``); ``None`` when it fits or is the schema's to
+    judge."""
     kinds = set(get_args(annotation)) or {annotation}
     if isinstance(value, bool):
         return "must be a number, not true or false" if kinds & {int, float} and bool not in kinds else None
+    if isinstance(value, str) and kinds & {int, float} and str not in kinds and _number(value):
+        return f"must be a number, not the text {value!r} (drop the quotes)"
     if bool in kinds and isinstance(value, (int, float, str)) and not kinds & {int, float, str}:
         return "must be true or false"
     return None
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_switch(fields: dict[str, Any], v: Any, info: ValidationInfo) -> Any:
@@ -467,14 +479,21 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: cannot read file ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{p}: not UTF-8 text (byte {err.start}): a YAML file is expected") from None
+    return parse_yaml(text, str(p))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as ``read_yaml`` reads a file (``1e-3`` a number, a key given twice refused), turning syntax
+    errors into one-line ``ConfigError``s naming ``source``: a space's text stored by a search reads as its file
+    did."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ConfigError(f"{source}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except RecursionError:  # the parser recurses once per level of nesting
-        raise ConfigError(f"{p}: invalid YAML (nested too deeply)") from None
+        raise ConfigError(f"{source}: invalid YAML (nested too deeply)") from None
 
 
 def dump_config(cfg: TrialConfig, header: str = "") -> str:

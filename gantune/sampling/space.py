@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
-import yaml
 from pydantic import ValidationError
 
-from gantune.config import SECTIONS, TrialConfig, format_validation_error, read_yaml
+from gantune.config import SECTIONS, TrialConfig, format_validation_error, parse_yaml, read_yaml
 from gantune.data import data_notes, measured_on
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
@@ -256,12 +255,12 @@ def parse_params(settings: SearchSettings, source: str) -> dict[str, Spec]:
 def stored_specs(text: str, source: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
     """The leaves and free parameters of a space's text as a search stored it, without ``load_space``'s checks of
     data, weights and draws (which read the disk as it is now). Raises ``ConfigError`` where it does not parse."""
+    raw = parse_yaml(text, source)
+    raw = dict(raw) if isinstance(raw, dict) else {}
     try:
-        raw = yaml.safe_load(text)
-        raw = dict(raw) if isinstance(raw, dict) else {}
         settings = SearchSettings.model_validate(raw.pop("search", None) or {})
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{source}: {err}") from None
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, "search")) from None
     raw.pop("name", None)
     return walk(raw, source), parse_params(settings, source)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig
+from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig, switch_problem
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 Scalar = str | int | float | bool | None
@@ -28,10 +28,11 @@ def _whole_steps(lo: float, hi: float, step: float) -> None:
 
 
 def _numbers(bounds: Any) -> Any:
-    """A range's bounds are numbers: pydantic reads ``[true, 5]`` as [1, 5] (``switch_problem`` does not look into
-    a list)."""
-    if isinstance(bounds, (list, tuple)) and any(isinstance(b, bool) for b in bounds):
-        raise ValueError("a range's bounds must be numbers, not true or false")
+    """A range's bounds are numbers: pydantic reads ``[true, 5]`` as [1, 5] and ``["1e-4", 1e-3]`` as numbers
+    (``switch_problem`` does not look into a list)."""
+    for b in bounds if isinstance(bounds, (list, tuple)) else ():
+        if problem := switch_problem(float, b):
+            raise ValueError(f"a range's bounds must be numbers, {problem.removeprefix('must be a number, ')}")
     return bounds
 
 

@@ -184,6 +184,11 @@ def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs() 
     study.set_user_attr("space_text", 'search: {params: {w: {expr: "train.steps / 10"}}}\noptim:\n  decay_start: '
                                       '{expr: "w / 1000"}\n')  # through a free parameter: the key it sets is named
     assert steps_note(study, settings, 400).startswith("optim.decay_start read train.steps in the space")
+    # the stored text reads as the space file did: PyYAML alone read 1e-4 as text, which the range refused, and the
+    # note was dropped without a word
+    study.set_user_attr("space_text", 'optim:\n  decay_start: {expr: "20 / train.steps"}\n  lr_g: {float: [1e-4, '
+                                      '1e-3], log: true}\n')
+    assert steps_note(study, settings, 400).startswith("optim.decay_start read train.steps in the space")
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

@@ -42,6 +42,8 @@ def test_sampler_options_reach_the_sampler(options: dict, startup: int) -> None:
     ("tpe", {"n_startup_trials": 2.5}, r"n_startup_trials: 2.5 is not a whole number"),
     ("tpe", {"n_startup_trials": True}, r"n_startup_trials: True is not a whole number"),
     ("random", {"n_startup_trials": 3}, r"RandomSampler has no option 'n_startup_trials'"),
+    ("tpe", {"n_startup_trials": -3}, r"n_startup_trials: -3 is a count, at least 0"),  # Optuna took it as 0
+    ("gp", {"n_startup_trials": -1}, r"n_startup_trials: -1 is a count, at least 0"),
     ("tpe", {"group": True, "multivariate": False}, r"sampler_options: ``group`` option can only be enabled"),
     ("qmc", {"qmc_type": "grid"}, r"sampler_options: The `qmc_type='grid'` is invalid"),  # refused by Optuna
 ])

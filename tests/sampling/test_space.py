@@ -71,6 +71,13 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {float: [false, 1.0e-2]}"),
      "optim.lr_g.float: a range's bounds must be numbers, not true or false"),
     (("model: {g_width: 16}", "model: {g_width: {int: [true, 16]}}"), "a range's bounds must be numbers"),
+    # pydantic's lax mode read a quoted number as the number; a sampled '32' reached expressions as text
+    (("lr_g: {float: [1.0e-4, 1.0e-2], log: true}", "lr_g: {float: ['1e-4', 1.0e-2]}"),
+     "optim.lr_g.float: a range's bounds must be numbers, not the text '1e-4' (drop the quotes)"),
+    (("model: {g_width: 16}", "model: {g_width: {categorical: ['32', 64]}}"),
+     "model.g_width: must be a number, not the text '32' (drop the quotes)"),
+    (("model: {g_width: 16}", "model: {g_width: '16'}"), "model.g_width: must be a number, not the text '16'"),
+    (("trials: 3", "trials: '3'"), "search.trials: must be a number, not the text '3' (drop the quotes)"),
     (("nonsaturating, wgan-gp", "nonsaturating, wgan-gpp"), "loss.name: unknown loss 'wgan-gpp'; choose one of"),
     (("optim.lr_g * ttur_ratio", "optim.lr_g * ttur"), "optim.lr_d.expr: unknown name 'ttur'"),
     (("when: \"loss.name == 'wgan-gp'\"", "when: \"loss.name = 'wgan-gp'\""), "loss.gp_weight.when: cannot parse"),
