@@ -251,8 +251,7 @@ def _taken(folder: Path, what: str, fcntl: Any) -> IO[str]:
                         continue
                     handle.seek(0)
                     pid = handle.read().split(maxsplit=1)[:1]
-                    raise GantuneError(f"{what} is in use by another gantune process"
-                                       f"{f' (pid {pid[0]})' if pid else ''}: wait for it to end, or stop it") from None
+                    raise _in_use(what, pid[0] if pid else None) from None
             mine = os.fstat(handle.fileno())
             try:
                 there = os.stat(folder / LOCK)
@@ -264,6 +263,18 @@ def _taken(folder: Path, what: str, fcntl: Any) -> IO[str]:
         if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
             return handle
         handle.close()
+
+
+def _in_use(what: str, pid: str | None) -> GantuneError:
+    return GantuneError(f"{what} is in use by another gantune process{f' (pid {pid})' if pid else ''}: wait for "
+                        "it to end, or stop it")
+
+
+def check_free(folder: Path, what: str) -> None:
+    """Refuse now when another gantune process holds ``folder`` (``exclusive``): the checks before the lock is taken
+    gave advice the lock then refused ("already exists; pass --resume" beside a running search)."""
+    if (held := holder(folder)) is not None:
+        raise _in_use(what, held[0] if held[0] != "?" else None)
 
 
 def _unmake(folder: Path, made: list[Path], before: set[str]) -> None:

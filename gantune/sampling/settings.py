@@ -68,7 +68,7 @@ class SamplerKind:
             # YAML's 1 is a fine float, but neither true nor 1.5 is an int, nor 1 a bool
             if not (type(value) is kind or (kind is float and type(value) is int)):
                 raise ValueError(f"sampler_options: {key}: {value!r} is not {KIND_WORDS[kind]}")
-            if kind is int and key.startswith("n_") and value < 0:  # Optuna took n_startup_trials: -3 as 0
+            if kind is int and key.startswith("n_") and isinstance(value, int) and value < 0:  # Optuna took -3 as 0
                 raise ValueError(f"sampler_options: {key}: {value} is a count, at least 0")
         try:
             with warnings.catch_warnings():  # the search builds it again, and warns then

@@ -25,7 +25,7 @@ from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
-from gantune.rundir import OWNER, atomic_write, check_writable, exclusive, trial_dirname
+from gantune.rundir import OWNER, atomic_write, check_free, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import idle_on_cpu, possible_data
 from gantune.sampling.settings import Resources, SearchSettings
@@ -290,14 +290,16 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     carried = pack()  # what the user's modules registered, for the trials' processes
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     space.settings = settings
-    check_study(space.name, storage, settings, opts.resume, space.distributions())
     run_root = (Path(opts.runs_dir) / space.name).resolve()
+    what = f"search {space.name!r} (its folder {run_root})"
+    check_free(run_root, what)
+    check_study(space.name, storage, settings, opts.resume, space.distributions())
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
-        with exclusive(run_root, f"search {space.name!r} (its folder {run_root})", "search"):
+        with exclusive(run_root, what, "search"):
             check_study(space.name, storage, settings, opts.resume, space.distributions())
             claim_runs(run_root, space.name, storage)
             for note in notes:  # every input checked: what is left to say about the space

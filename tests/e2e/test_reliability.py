@@ -535,12 +535,14 @@ def test_a_second_process_on_a_running_search_or_run_is_refused(tmp_path: Path) 
     try:
         _wait_for(lambda: (tmp_path / "runs" / "twice" / "trial-0000" / "metrics.jsonl").exists(), 240,
                   "the first search's trials")
-        second = subprocess.run(_search_cmd(tmp_path, path, "--no-tracking", "--resume"), cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=240)
-        assert second.returncode == 2, second.stderr[-2000:]
-        assert second.stderr.strip() == (f"gantune search: error: search 'twice' (its folder "
-                                         f"{(tmp_path / 'runs' / 'twice').resolve()}) is in use by another gantune "
-                                         f"process (pid {first.pid}): wait for it to end, or stop it")
+        # without --resume it was told "already exists ...; pass --resume to continue it", which the lock refused
+        for flags in (["--resume"], []):
+            second = subprocess.run(_search_cmd(tmp_path, path, "--no-tracking", *flags), cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=240)
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert second.stderr.strip() == (f"gantune search: error: search 'twice' (its folder "
+                                             f"{(tmp_path / 'runs' / 'twice').resolve()}) is in use by another "
+                                             f"gantune process (pid {first.pid}): wait for it to end, or stop it")
         assert len(_study(tmp_path, "twice").trials) == 2  # none added by the second
     finally:
         os.killpg(first.pid, signal.SIGKILL)
