@@ -395,10 +395,21 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
         running = sorted(book.running)
         for obs in observers:
             obs.search_interrupted(running)
-        again = len(interrupted_trials(study))  # what --resume runs again: those asked but not started too
         raise Interrupted(f"interrupted: {done_before + len(book.outcomes)} of {settings.trials} trials finished "
-                          f"({again} {'was' if again == 1 else 'were'} running and will run again); continue with "
-                          "--resume")
+                          f"({_left(interrupted_trials(study), book.running)}); continue with --resume")
+
+
+def _left(again: list[Any], running: set[int]) -> str:
+    """What ``--resume`` runs again (the study's RUNNING trials): those Ray had started, and those asked from the
+    study that had not started (a PBT member waiting for the CPUs, the next trial queued), each counted as what
+    it was ("2 were running" named a trial that had not started)."""
+    started = sum(t.number in running for t in again)
+    waiting = len(again) - started
+    parts = [f"{started} {'was' if started == 1 else 'were'} running"] * bool(started) + [
+        f"{waiting} {'was' if waiting == 1 else 'were'} waiting to start"] * bool(waiting)
+    if not parts:
+        return "none had started"
+    return " and ".join(parts) + (": it will run again" if len(again) == 1 else ": they will run again")
 
 
 def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -378,8 +379,7 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, 
     left = [t.state for t in study.trials].count(TrialState.RUNNING)
     assert left >= 1  # left resumable, not told anything
     # the line counts what --resume runs again: every RUNNING trial (it counted those Ray had started only)
-    verb = "was" if left == 1 else "were"
-    assert f"({left} {verb} running and will run again)" in err.strip().splitlines()[-1], err[-1000:]
+    assert _left_again(err) == left, err[-1000:]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) >= 2  # parent and running children
@@ -414,7 +414,16 @@ def test_the_interrupt_line_counts_every_trial_resume_runs_again(tmp_path: Path)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     left = [t.state for t in _study(tmp_path, "pop").trials].count(TrialState.RUNNING)
-    assert left >= 2 and f"({left} were running and will run again)" in err.strip().splitlines()[-1], err[-1000:]
+    assert left >= 2 and _left_again(err) == left, err[-1000:]
+    assert "waiting to start: they will run again)" in err.strip().splitlines()[-1], err[-1000:]  # members paused
+
+
+def _left_again(err: str) -> int:
+    """The trials the interrupt line says ``--resume`` runs again: those running plus those waiting to start."""
+    found = re.search(r"\((?:(\d+) (?:was|were) running)?(?: and )?(?:(\d+) (?:was|were) waiting to start)?: "
+                      r"(?:it|they) will run again\)", err.strip().splitlines()[-1])
+    assert found is not None, err[-1000:]
+    return sum(int(n or 0) for n in found.groups())
 
 
 def test_a_dead_tracking_server_never_stops_the_search(tmp_path: Path) -> None:
