@@ -167,7 +167,9 @@ def _search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_search_summary(s: dict[str, Any]) -> None:
-    print(f"search {s['search']}: {s['trials']} trial{'' if s['trials'] == 1 else 's'} in {s['wall_s']:.0f}s")
+    over = s.get("invocations", 1)  # a resumed search's seconds are those of every invocation that ran it
+    print(f"search {s['search']}: {s['trials']} trial{'' if s['trials'] == 1 else 's'} in {s['wall_s']:.0f}s"
+          + (f" over {over} invocations (this one {s['invocation_wall_s']:.0f}s)" if over > 1 else ""))
     for status, n in s["counts"].items():
         if n:
             print(f"  {status:<18}{n:>4}")

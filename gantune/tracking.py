@@ -411,7 +411,8 @@ class MlflowTracker:
         metrics = [Metric(f"trials_{k.replace(':', '_')}", float(v), _now(), 0) for k, v in summary["counts"].items()]
         metrics += [Metric("trial_steps", float(summary["trial_steps"]), _now(), 0),
                     Metric("budget_steps", float(summary["budget_steps"]), _now(), 0),
-                    Metric("wall_s", float(summary["wall_s"]), _now(), 0)]
+                    # the search's seconds over its invocations, stepped by invocation: the last is the total
+                    Metric("wall_s", float(summary["wall_s"]), _now(), int(summary.get("invocations", 1)) - 1)]
         if best:
             metrics += [Metric(f"best_{k}", float(v), _now(), 0) for k, v in best["values"].items()]
             self.client.log_text(pid, yaml_text(best["config"]), "best_config.yaml")

@@ -10,7 +10,7 @@ import contextlib
 import math
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,23 @@ def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings)
 #: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and
 #: made again, as ``gantune export`` does with its re-runs): its MLflow parent run carries the same value
 STUDY_UID = "gantune_uid"
+
+
+#: the study's user attribute listing the wall seconds of each ``gantune search`` invocation that ran it
+WALLS_KEY = "gantune_wall_s"
+
+
+def earlier_walls(study: optuna.Study) -> list[float]:
+    """The wall seconds of the invocations that ran the search before this one (``record_wall``)."""
+    walls = study.user_attrs.get(WALLS_KEY)
+    return [float(w) for w in walls if isinstance(w, (int, float))] if isinstance(walls, list) else []
+
+
+def record_wall(study: optuna.Study, earlier: Sequence[float], wall_s: float) -> None:
+    """Add this invocation's wall seconds to the study's record (an interrupted one's too). A storage that fails
+    now has its error said by what reads it next: the record is not worth a second one."""
+    with contextlib.suppress(Exception):
+        study.set_user_attr(WALLS_KEY, [*earlier, round(wall_s, 2)])
 
 
 def open_study(name: str, storage: str, settings: SearchSettings) -> optuna.Study:

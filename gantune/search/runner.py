@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,14 @@ from gantune.sampling.study import (
     best_trial,
     check_study,
     continued,
+    earlier_walls,
     find_study,
     finished_count,
     interrupted_trials,
     open_study,
     queued_problems,
     ranked,
+    record_wall,
     trained_params,
     trained_steps,
     trial_status,
@@ -316,16 +319,22 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             to_create = max(0, settings.trials - done_before - len(resumed))
             for obs in observers:
                 obs.search_started(study, space, [t.number for t in resumed])
+            earlier = earlier_walls(study)
             if resumed or to_create:
-                _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
-                     artifact_dir(storage), carried)
+                try:
+                    _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
+                         artifact_dir(storage), carried)
+                except Interrupted:  # the time it ran is the search's too
+                    record_wall(study, earlier, time.monotonic() - t0)
+                    raise
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
     try:
-        summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0)
+        summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0, earlier)
+        record_wall(study, earlier, summary["invocation_wall_s"])
         summary["recipes_skipped"] = {p.recipe: p.skipped for p in projections if p.skipped}
         for obs in observers:
             summary = obs.search_ended(summary)
@@ -431,7 +440,10 @@ def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], na
 
 
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
-              wall_s: float) -> dict[str, Any]:
+              wall_s: float, earlier: Sequence[float] = ()) -> dict[str, Any]:
+    """The summary the CLI prints and MLflow's parent run keeps. ``wall_s``: this invocation's seconds;
+    ``earlier``: those of the invocations before it (``earlier_walls``), so ``wall_s`` in the summary is the
+    search's (a resume that trained nothing said "4 trials in 5s")."""
     counts = dict.fromkeys(STATUSES, 0)
     steps = failed_steps = 0
     from optuna.trial import TrialState
@@ -461,7 +473,8 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
         "error": _no_result(started, failed, counts, space.name),
-        "wall_s": round(wall_s, 2), "study_storage": storage, "study_name": space.name,
+        "wall_s": round(sum(earlier) + wall_s, 2), "invocation_wall_s": round(wall_s, 2),
+        "invocations": len(earlier) + 1, "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
         "dashboard": dashboard_command(storage, artifact_dir(storage)),
     }

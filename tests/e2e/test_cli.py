@@ -307,3 +307,6 @@ def test_a_search_with_no_completed_trial_still_says_where_its_records_are(capsy
     assert "workflowType=machine_learning" in out and out.startswith("search s: 2 trials in 3s\n")
     _print_search_summary({**summary, "trials": 1, "counts": {"pruned:diverged": 1}, "budget_steps": 100})
     assert capsys.readouterr().out.startswith("search s: 1 trial in 3s\n")  # it said "1 trials"
+    # resumed: the search's seconds, and this invocation's (a resume that trained nothing said "2 trials in 5s")
+    _print_search_summary({**summary, "wall_s": 66.4, "invocations": 3, "invocation_wall_s": 5.2})
+    assert capsys.readouterr().out.startswith("search s: 2 trials in 66s over 3 invocations (this one 5s)\n")

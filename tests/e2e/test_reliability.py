@@ -387,10 +387,14 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, 
     done = subprocess.run(_search_cmd(tmp_path, path, "--tracking-uri", uri, "--resume", "--json"), cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["trials"] == 4
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 4
+    # the search's seconds are both invocations' (the summary and the parent run named the last one's only)
+    assert summary["invocations"] == 2 and summary["wall_s"] > summary["invocation_wall_s"] > 0
     runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
     parent = [r for r in runs if r.data.tags.get("gantune.role") == "parent"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["wall_s"] == summary["wall_s"]
     children = [r for r in runs if r.data.tags.get("gantune.role") != "parent"]
     assert sorted(int(r.data.tags["gantune.trial"]) for r in children) == [0, 1, 2, 3]
     assert {r.info.status for r in children} == {"FINISHED"}
