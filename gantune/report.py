@@ -132,7 +132,7 @@ def _grids(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     for t in best:
         samples = sorted((Path(t.user_attrs.get("run_dir", "")) / "samples").glob("*.png"))
         if samples:
-            out.append({"number": t.number, "value": t.values[0],
+            out.append({"number": t.number, "value": _value(study, t),  # every objective's (one was named both)
                         "png": base64.b64encode(samples[-1].read_bytes()).decode()})
     return out
 

@@ -96,3 +96,25 @@ def test_the_importance_chart_is_the_fanova_it_is_titled(monkeypatch: pytest.Mon
     charts = {c["title"]: c for c in _charts(study, study.trials, ["fid"])}
     assert charts["Parameter importances (fANOVA)"]["html"] and len(used) == 1
     assert isinstance(used[0], FanovaImportanceEvaluator)
+
+
+def test_a_multi_objective_reports_grid_caption_gives_each_objectives_value(tmp_path: Path) -> None:
+    """The caption read "trial 1 · fid, recall 292.6": two names, the first value only (the table beside it gave
+    both)."""
+    from gantune.report import build_report
+    from gantune.sampling.settings import SearchSettings
+    from gantune.viz import image_grid, png_bytes
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="two", storage=storage, directions=["minimize", "maximize"])
+    study.set_user_attr("settings", SearchSettings.model_validate({"objective": ["fid", "recall"]}).model_dump())
+    run = tmp_path / "runs" / "two" / "trial-0000"
+    (run / "samples").mkdir(parents=True)
+    import torch
+
+    (run / "samples" / "step_0000100.png").write_bytes(png_bytes(image_grid(torch.zeros(4, 1, 8, 8))))
+    study.add_trial(optuna.trial.create_trial(values=[292.6, 0.08333], user_attrs={"run_dir": str(run)},
+                                              params={"x": 1.0},
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
+    build_report("two", storage, tmp_path / "r.html")
+    assert "<figcaption>trial 0 · fid, recall 292.6, 0.08333</figcaption>" in (tmp_path / "r.html").read_text()
