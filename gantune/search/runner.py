@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune import env, provenance
-from gantune.config import format_validation_error
+from gantune.config import dotted, format_validation_error
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import ConfigError, GantuneError, Interrupted
@@ -439,6 +439,19 @@ def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], na
             + (f"; `gantune export {name} --trial N` exports a stopped trial's best evaluation" if stopped else ""))
 
 
+def _other_defaults(started: list[Any], space: SearchSpace) -> dict[str, list[tuple[Any, list[int]]]]:
+    """The ``search.defaults`` of keys the space leaves unset that some trials trained with another value of
+    (a resume with edited defaults): per key, each other value and its trials. The summary stated the new default
+    beside a best trial that had trained the old one."""
+    other: dict[str, dict[str, tuple[Any, list[int]]]] = {}
+    for key, value in space.search_defaults().items():
+        for t in started:
+            held = dotted(t.user_attrs.get("config") or {}).get(key, value)
+            if held != value:
+                other.setdefault(key, {}).setdefault(repr(held), (held, []))[1].append(t.number)
+    return {key: list(by.values()) for key, by in other.items()}
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float, earlier: Sequence[float] = ()) -> dict[str, Any]:
     """The summary the CLI prints and MLflow's parent run keeps. ``wall_s``: this invocation's seconds;
@@ -468,6 +481,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
         "search_defaults": space.search_defaults(switched=True),
+        "search_defaults_other": _other_defaults(started, space),
         "trial_steps": steps, "budget_steps": max(settings.trials, len(started)) * settings.max_steps,
         # what pruning saved is counted over the trials that did not fail: a failed trial's steps were not saved
         "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,

@@ -361,3 +361,29 @@ def test_optunas_experimental_notes_are_one_warning_line(tmp_path: Path, capsys:
     assert len(lines) == 2 and all(line.startswith(f"warning: search.sampler {sampler}: Optuna says ")
                                    for line in lines), lines
     assert says in lines[0] and ".py:" not in "".join(lines)
+
+
+def test_the_summary_names_the_trials_that_trained_another_search_default(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Resumed with ``defaults: {optim.ema: 0.999}`` after three trials at 0.99: the summary said "optim.ema
+    0.999" beside a best trial that had trained 0.99 (the export was right)."""
+    from gantune.cli import _print_search_summary
+    from gantune.search.runner import _other_defaults
+
+    path = tmp_path / "w.yaml"
+    path.write_text("search: {trials: 4, max_steps: 40, eval_every: 20, defaults: {optim.ema: 0.999}}\n"
+                    "data: {name: grid25}\noptim: {lr_g: {float: [0.0001, 0.001]}}\n")
+    space = load_space(path)
+    trials = [optuna.trial.create_trial(value=1.0, user_attrs={"config": {"optim": {"ema": ema}}})
+              for ema in (0.99, 0.99, 0.999)]
+    for n, t in enumerate(trials):  # as the study numbers them
+        t.number = n
+    other = _other_defaults(trials, space)
+    assert other == {"optim.ema": [(0.99, [0, 1])]}
+    _print_search_summary({"search": "w", "trials": 3, "wall_s": 3.0, "counts": {"completed": 3},
+                           "trial_steps": 120, "budget_steps": 160, "max_steps": 40, "failed_trials": 0,
+                           "failed_steps": 0, "best": None, "search_defaults": space.search_defaults(switched=True),
+                           "search_defaults_other": other, "study_storage": "s", "artifact_dir": "a",
+                           "dashboard": "d"})
+    assert ("search defaults (keys the space leaves unset or a `when` switches off): optim.ema 0.999 (trials 0, 1 "
+            "trained 0.99)") in capsys.readouterr().out
