@@ -444,10 +444,11 @@ def _other_defaults(started: list[Any], space: SearchSpace) -> dict[str, list[tu
     (a resume with edited defaults): per key, each other value and its trials. The summary stated the new default
     beside a best trial that had trained the old one."""
     other: dict[str, dict[str, tuple[Any, list[int]]]] = {}
-    for key, value in space.search_defaults().items():
-        for t in started:
-            held = dotted(t.user_attrs.get("config") or {}).get(key, value)
-            if held != value:
+    defaults = space.search_defaults()
+    for t in started if defaults else ():
+        trained = dotted(t.user_attrs.get("config") or {})
+        for key, value in defaults.items():
+            if (held := trained.get(key, value)) != value:
                 other.setdefault(key, {}).setdefault(repr(held), (held, []))[1].append(t.number)
     return {key: list(by.values()) for key, by in other.items()}
 
