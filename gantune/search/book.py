@@ -108,6 +108,9 @@ class SearchBook(Callback):
         self.grids: dict[int, dict[str, str]] = {}
         self.max_steps = max_steps  # each trial's budget: the progress line's ETA (0: no ETA)
         self.at_step: dict[int, int] = {}  # the last step each trial of this run reported
+        #: each trial's best evaluation of the first objective so far: a stopped trial's line shows it (Optuna's
+        #: value of a pruned trial is its last, which the report, export and README never call its result)
+        self.best_seen: dict[int, float] = {}
         self.steps_done = 0  # trial-steps this run trained, over every trial
         self.meter = Meter(clock)
 
@@ -153,6 +156,10 @@ class SearchBook(Callback):
             self.grids.setdefault(ot.number, {})["stop" if STATUS_KEY in result else "evaluation"] = png
         if ot is not None:
             self._count_steps(ot.number, int(result.get("step", 0) or 0))
+            value = result.get("objective")  # an evaluation's first objective, as Optuna is told it
+            if isinstance(value, (int, float)) and math.isfinite(value) and (
+                    ot.number not in self.best_seen or self.sign * value < self.sign * self.best_seen[ot.number]):
+                self.best_seen[ot.number] = float(value)
             self._notify("trial_result", ot.number, dict(result))  # Tune goes on adding keys to its own
         self._progress(periodic=True)
 
@@ -222,8 +229,11 @@ class SearchBook(Callback):
             self.best = out
         out.artifacts = trial.config.get("run_dir")
         self._notify("trial_ended", out)
+        best = self.best_seen.pop(ot.number, None)
         self._say(f"trial {out.number:>3} {out.status:<17} steps {out.steps:>6}"
-                  + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values else "")
+                  + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values and not out.status.pruned else "")
+                  + (f"  {self.objectives[0]} {best:.4g} (best evaluation)" if out.status.pruned and best is not None
+                     else "")
                   + (f"  ({out.reason})" if out.reason else ""))
         self._progress()
 

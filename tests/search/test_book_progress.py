@@ -84,3 +84,23 @@ def test_an_asha_stopped_trial_keeps_the_metrics_its_rung_read() -> None:
             "samples_png": "..."}
     assert rung_metrics(raw, last) == {"fid": 0.3, "modes": 12.0, "mode_coverage": 0.48}
     assert rung_metrics({"error": "trial 0: sampling failed"}, last) == {}
+
+
+def test_a_stopped_trials_line_shows_its_best_evaluation(capsys: pytest.CaptureFixture[str]) -> None:
+    """A trial stopped for collapse after FIDs 564.5, 472.4, 772.3 printed "fid 772.3", Optuna's last value, which
+    the report and export call no result of it (they give 472.4, its best evaluation)."""
+    from ray.tune.experiment import Trial
+
+    from gantune.events import REASON_KEY
+
+    study = optuna.create_study()
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    book = SearchBook(study, {trial.trial_id: study.ask()}, {}, ["fid"], ["minimize"], total=1, done_before=0,
+                      clock=Clock())
+    for step, fid in ((100, 564.5), (200, 472.4), (300, 772.3)):
+        book.on_trial_result(0, [], trial, {"step": step, "fid": fid, "objective": fid})
+    trial.run_metadata.last_result = {"step": 300, STATUS_KEY: "pruned:collapsed", REASON_KEY: "diversity",
+                                      "fid": 772.3}
+    book._finish(trial, None)
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("trial"))
+    assert line == "trial   0 pruned:collapsed  steps    300  fid 472.4 (best evaluation)  (diversity)"
