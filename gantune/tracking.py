@@ -408,13 +408,13 @@ class MlflowTracker:
         pid = self.parent_id
         self.client.log_dict(pid, summary, "summary.json")
         best = summary.get("best")
-        metrics = [Metric(f"trials_{k.replace(':', '_')}", float(v), _now(), 0) for k, v in summary["counts"].items()]
-        metrics += [Metric("trial_steps", float(summary["trial_steps"]), _now(), 0),
-                    Metric("budget_steps", float(summary["budget_steps"]), _now(), 0),
-                    # the search's seconds over its invocations, stepped by invocation: the last is the total
-                    Metric("wall_s", float(summary["wall_s"]), _now(), int(summary.get("invocations", 1)) - 1)]
+        at = int(summary.get("invocations", 1)) - 1  # stepped by invocation: a resumed search's last are its own
+        metrics = [Metric(f"trials_{k.replace(':', '_')}", float(v), _now(), at) for k, v in summary["counts"].items()]
+        metrics += [Metric("trial_steps", float(summary["trial_steps"]), _now(), at),
+                    Metric("budget_steps", float(summary["budget_steps"]), _now(), at),
+                    Metric("wall_s", float(summary["wall_s"]), _now(), at)]  # over every invocation
         if best:
-            metrics += [Metric(f"best_{k}", float(v), _now(), 0) for k, v in best["values"].items()]
+            metrics += [Metric(f"best_{k}", float(v), _now(), at) for k, v in best["values"].items()]
             self.client.log_text(pid, yaml_text(best["config"]), "best_config.yaml")
             self.client.set_tag(pid, "gantune.best_trial", str(best["trial"]))
         self.client.log_batch(pid, metrics=metrics)

@@ -49,6 +49,7 @@ from gantune.sampling.study import (
     trained_params,
     trained_steps,
     trial_status,
+    trial_value,
 )
 from gantune.sampling.warm import RECIPE_KEY, warm_start
 
@@ -421,7 +422,7 @@ def _left(again: list[Any], running: set[int]) -> str:
     return " and ".join(parts) + (": it will run again" if len(again) == 1 else ": they will run again")
 
 
-def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], name: str) -> str | None:
+def _no_result(study: Any, started: list[Any], failed: list[Any], counts: dict[str, int], name: str) -> str | None:
     """Why the search found nothing, else ``None``: every trial failed (the first one's reason), or none completed
     (each stopped early): ``search && export`` went on to an export that failed with "no completed trial"."""
     from optuna.trial import TrialState
@@ -434,9 +435,13 @@ def _no_result(started: list[Any], failed: list[Any], counts: dict[str, int], na
     if any(t.state == TrialState.COMPLETE for t in started):
         return None
     ended = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    stopped = any(t.state == TrialState.PRUNED for t in started)  # (a completed one whose objective is not finite
-    return (f"no trial ended with a result ({ended}): nothing to export as the best"  # is a FAIL in Optuna)
-            + (f"; `gantune export {name} --trial N` exports a stopped trial's best evaluation" if stopped else ""))
+    # a stopped trial with an evaluation has a best one to export (one stopped before its first has none; a
+    # completed one whose objective is not finite is a FAIL in Optuna)
+    stopped = [t for t in started if t.state == TrialState.PRUNED]
+    evaluated = any(trial_value(study, t) is not None for t in stopped)
+    return (f"no trial ended with a result ({ended}): nothing to export as the best"
+            + (f"; `gantune export {name} --trial N` exports a stopped trial's best evaluation" if evaluated
+               else "; none was evaluated before it stopped" if stopped else ""))
 
 
 def _other_defaults(started: list[Any], space: SearchSpace) -> dict[str, list[tuple[Any, list[int]]]]:
@@ -487,7 +492,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         # what pruning saved is counted over the trials that did not fail: a failed trial's steps were not saved
         "max_steps": settings.max_steps, "failed_trials": len(failed), "failed_steps": failed_steps,
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
-        "error": _no_result(started, failed, counts, space.name),
+        "error": _no_result(study, started, failed, counts, space.name),
         "wall_s": round(sum(earlier) + wall_s, 2), "invocation_wall_s": round(wall_s, 2),
         "invocations": len(earlier) + 1, "study_storage": storage, "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),

@@ -395,6 +395,8 @@ def test_ctrl_c_exits_130_marks_runs_killed_and_resume_finishes(tmp_path: Path, 
     parent = [r for r in runs if r.data.tags.get("gantune.role") == "parent"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert parent[0].data.metrics["wall_s"] == summary["wall_s"]
+    # every headline metric is stepped by invocation (trial_steps was logged twice at step 0)
+    assert [m.step for m in client.get_metric_history(parent[0].info.run_id, "trial_steps")][-1] == 1
     children = [r for r in runs if r.data.tags.get("gantune.role") != "parent"]
     assert sorted(int(r.data.tags["gantune.trial"]) for r in children) == [0, 1, 2, 3]
     assert {r.info.status for r in children} == {"FINISHED"}
@@ -613,20 +615,27 @@ def test_a_search_none_of_whose_trials_completed_fails_with_what_to_export() -> 
     from gantune.events import STATUS_KEY
     from gantune.search.runner import _no_result
 
-    def trial(state: optuna.trial.TrialState, status: str) -> optuna.trial.FrozenTrial:
+    def trial(state: optuna.trial.TrialState, status: str, evaluated: bool = True) -> optuna.trial.FrozenTrial:
         return optuna.trial.create_trial(state=state, value=0.1 if state == optuna.trial.TrialState.COMPLETE
-                                         else None, user_attrs={STATUS_KEY: status})
+                                         else None, user_attrs={STATUS_KEY: status},
+                                         intermediate_values={50: 0.2} if evaluated else None)
 
+    study = optuna.create_study()
     pruned = [trial(optuna.trial.TrialState.PRUNED, "pruned:diverged") for _ in range(3)]
     counts = {"completed": 0, "pruned:diverged": 3, "failed": 0}
-    assert _no_result(pruned, [], counts, "nan") == (
+    assert _no_result(study, pruned, [], counts, "nan") == (
         "no trial ended with a result (3 pruned:diverged): nothing to export as the best; `gantune export nan "
         "--trial N` "
         "exports a stopped trial's best evaluation")
+    # stopped before their first evaluation: there is no best evaluation to export (the line promised one)
+    early = [trial(optuna.trial.TrialState.PRUNED, "pruned:diverged", evaluated=False) for _ in range(3)]
+    assert _no_result(study, early, [], counts, "nan") == (
+        "no trial ended with a result (3 pruned:diverged): nothing to export as the best; none was evaluated "
+        "before it stopped")
     done = trial(optuna.trial.TrialState.COMPLETE, "completed")
-    assert _no_result([*pruned, done], [], {**counts, "completed": 1}, "nan") is None
-    assert _no_result([], [], counts, "nan") is None
+    assert _no_result(study, [*pruned, done], [], {**counts, "completed": 1}, "nan") is None
+    assert _no_result(study, [], [], counts, "nan") is None
     # completed, but its objective was NaN: Optuna holds it as FAIL, and `export --trial` refuses it
     nan = trial(optuna.trial.TrialState.FAIL, "completed")
-    assert _no_result([nan, nan], [], {**counts, "completed": 2, "pruned:diverged": 0}, "nan") == (
+    assert _no_result(study, [nan, nan], [], {**counts, "completed": 2, "pruned:diverged": 0}, "nan") == (
         "no trial ended with a result (2 completed): nothing to export as the best")
