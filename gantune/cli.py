@@ -397,11 +397,14 @@ def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.out == "":  # Path("") is the working directory, which it wrote sample files into
         raise GantuneError("--out: empty; name a .png, a .csv of 2-D points or a directory")
+    folder = bool(args.out) and args.out.endswith(("/", os.sep))  # Path() drops the slash that says so
     if args.interpolate is not None:
         from gantune.generate import interpolate
 
         if args.n is not None:
             raise GantuneError("--n: not with --interpolate (its samples are --rows walks of N steps)")
+        if folder:
+            raise GantuneError(f"--out: {args.out}: an interpolation is one file (a .png, or a .csv of 2-D points)")
         result = interpolate(Path(args.weights), args.interpolate, Path(args.out or "interpolation.png"),
                              resolve_device(args.device, "--device"), args.seed,
                              ROWS if args.rows is None else args.rows, label=args.label)
@@ -412,7 +415,7 @@ def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
     if args.out is None:
         raise GantuneError("--out: required (a .png, a .csv of 2-D points or a directory)")
     result = generate(Path(args.weights), SAMPLES if args.n is None else args.n, Path(args.out),
-                      resolve_device(args.device, "--device"), args.seed, label=args.label)
+                      resolve_device(args.device, "--device"), args.seed, label=args.label, folder=folder)
     emit(f"{result['n']} samples -> {result['out']}", args.json)
     return result
 

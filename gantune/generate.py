@@ -116,15 +116,18 @@ SAMPLE_FILE = re.compile(r"\d{6}\.png")
 
 
 def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
-             label: int | None = None) -> dict[str, Any]:
+             label: int | None = None, folder: bool = False) -> dict[str, Any]:
     """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files;
-    ``label``: only samples of that class (a conditional generator's)."""
+    ``label``: only samples of that class (a conditional generator's); ``folder``: ``out`` was given as a folder
+    (a trailing slash: ``new.png/`` was written as the file ``new.png``)."""
     if n < 1:
         raise GantuneError("--n: must be at least 1")
+    if folder and out.exists() and not out.is_dir():
+        raise GantuneError(f"--out: {out}/ names a folder, and {out} is a file")
     net, cfg = load_generator(weights, device)
     check_label(net, label)
     points = is_points(cfg.data)
-    suffix = "" if out.is_dir() else out.suffix.lower()  # a folder is one, whatever its name (``samples.v2``)
+    suffix = "" if folder or out.is_dir() else out.suffix.lower()  # a folder is one, whatever its name
     if suffix not in ("", ".png", ".csv"):
         raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")
     if suffix == ".csv" and not points:

@@ -149,3 +149,19 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     assert main(["generate", str(weights), "--n", "3", "--seed", "3", "--out", str(dotted)]) == 2
     assert f"cannot write {dotted} (000002.png there is not a regular file)" in capsys.readouterr().err
     assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_a_trailing_slash_asks_for_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out new.png/`` wrote the file ``new.png`` (Path drops the slash), and over an existing file it
+    replaced that file."""
+    weights = _train(tmp_path, "plain", conditional=False)
+    assert main(["generate", str(weights), "--n", "2", "--out", f"{tmp_path / 'new.png'}/"]) == 0
+    assert sorted(p.name for p in (tmp_path / "new.png").iterdir()) == ["000000.png", "000001.png"]
+    (tmp_path / "grid.png").write_bytes(b"mine")
+    capsys.readouterr()
+    assert main(["generate", str(weights), "--n", "2", "--out", f"{tmp_path / 'grid.png'}/"]) == 2
+    assert capsys.readouterr().err.strip() == (f"gantune generate: error: --out: {tmp_path / 'grid.png'}/ names a "
+                                               f"folder, and {tmp_path / 'grid.png'} is a file")
+    assert (tmp_path / "grid.png").read_bytes() == b"mine"
+    assert main(["generate", str(weights), "--interpolate", "3", "--out", f"{tmp_path / 'walk.png'}/"]) == 2
+    assert "an interpolation is one file" in capsys.readouterr().err and not (tmp_path / "walk.png").exists()
