@@ -458,6 +458,17 @@ def _other_defaults(started: list[Any], space: SearchSpace) -> dict[str, list[tu
     return {key: list(by.values()) for key, by in other.items()}
 
 
+def front_note(study: Any, best: Any, objectives: list[str]) -> str | None:
+    """A multi-objective search's best is one trial of its Pareto front: which one, and the others (export said
+    so; the summary named a best alone)."""
+    if best is None or len(objectives) < 2:
+        return None
+    others = sorted(t.number for t in study.best_trials if t.number != best.number)
+    return (f"{len(objectives)} objectives: trial {best.number} is the Pareto front's best on {objectives[0]}"
+            + (f"; the front also holds trial{'s' * (len(others) > 1)} {', '.join(map(str, others))} (export one "
+               "with --trial N)" if others else ""))
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float, earlier: Sequence[float] = ()) -> dict[str, Any]:
     """The summary the CLI prints and MLflow's parent run keeps. ``wall_s``: this invocation's seconds;
@@ -484,7 +495,8 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
                      "recipe": best.user_attrs.get(RECIPE_KEY),
                      "provenance": provenance.of(best), "samples": str(samples[-1]) if samples else None}
     return {
-        "search": space.name, "best": best_info, "note": ranked(study)[1], "counts": counts, "trials": len(started),
+        "search": space.name, "best": best_info, "counts": counts, "trials": len(started),
+        "note": "; ".join(n for n in (ranked(study)[1], front_note(study, best, settings.objectives)) if n) or None,
         "recipe_trials": {t.number: t.user_attrs[RECIPE_KEY] for t in started if t.user_attrs.get(RECIPE_KEY)},
         "search_defaults": space.search_defaults(switched=True),
         "search_defaults_other": _other_defaults(started, space),

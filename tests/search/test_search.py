@@ -387,3 +387,17 @@ def test_the_summary_names_the_trials_that_trained_another_search_default(tmp_pa
                            "dashboard": "d"})
     assert ("search defaults (keys the space leaves unset or a `when` switches off): optim.ema 0.999 (trials 0, 1 "
             "trained 0.99)") in capsys.readouterr().out
+
+
+def test_a_multi_objective_summary_says_its_best_is_one_of_the_front() -> None:
+    """The summary of ``objective: [coverage, fid]`` named a best trial and no front (export said so)."""
+    from gantune.search.runner import front_note
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.5, 3.0], [0.4, 1.0], [0.3, 5.0]):  # trial 2 is dominated by both others
+        study.add_trial(optuna.trial.create_trial(values=values))
+    best = study.trials[0]
+    assert front_note(study, best, ["coverage", "fid"]) == (
+        "2 objectives: trial 0 is the Pareto front's best on coverage; the front also holds trial 1 (export one "
+        "with --trial N)")
+    assert front_note(study, best, ["coverage"]) is None and front_note(study, None, ["coverage", "fid"]) is None
