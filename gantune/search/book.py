@@ -26,6 +26,7 @@ from gantune import provenance
 from gantune.config import parse_config
 from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.health import EVAL_SECONDS
 from gantune.metrics import metric_keys
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
@@ -50,6 +51,19 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     if asha is not None:
         return TrialOutcome(number, Status.PRUNED_ASHA, asha.reason, asha.step, None, rule="asha")
     return TrialOutcome(number, Status.FAILED, "the trial ended without a final report", steps, None)
+
+
+def run_facts(last: dict[str, Any]) -> dict[str, float]:
+    """The trial's wall seconds and evaluation share (``RUN_FACTS``) from its last report: the final one carries
+    them; a trial the scheduler stopped sent none, and its last record's running ``wall_s`` and ``eval_s`` give
+    them (its study and MLflow records had neither)."""
+    facts = {k: float(last[k]) for k in RUN_FACTS if isinstance(last.get(k), (int, float))}
+    wall, evaluating = last.get("wall_s"), last.get(EVAL_SECONDS)
+    if "trial_wall_s" not in facts and isinstance(wall, (int, float)) and wall > 0:
+        facts["trial_wall_s"] = float(wall)
+        if isinstance(evaluating, (int, float)):
+            facts["eval_fraction"] = float(evaluating) / float(wall)
+    return facts
 
 
 def rung_metrics(raw: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
@@ -213,9 +227,11 @@ class SearchBook(Callback):
             # the study shows where a health verdict stopped the trial, with its last measured objective
             report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
         self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
+        facts = run_facts(last)
+        if asha is not None and out.status == Status.PRUNED_ASHA and facts:  # the scheduler ended it: no final
+            self._notify("trial_result", ot.number, {"step": float(out.steps), **facts})  # report carried them
         attrs: dict[str, Any] = {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
-                                 "steps": out.steps, "metrics": out.metrics,
-                                 **{k: float(last[k]) for k in RUN_FACTS if isinstance(last.get(k), (int, float))}}
+                                 "steps": out.steps, "metrics": out.metrics, **facts}
         # where noise-aware ASHA kept it, against which cutoff and noise; written when empty too, so that nothing
         # of a dead attempt of the trial (the driver killed between these attributes and the tell) stays
         attrs[RESCUED_ATTR] = [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]

@@ -104,3 +104,30 @@ def test_a_stopped_trials_line_shows_its_best_evaluation(capsys: pytest.CaptureF
     book._finish(trial, None)
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("trial"))
     assert line == "trial   0 pruned:collapsed  steps    300  fid 472.4 (best evaluation)  (diversity)"
+
+
+def test_an_asha_stopped_trial_keeps_its_wall_time_and_evaluation_share() -> None:
+    """A trial the scheduler stops sends no final report, which carries ``trial_wall_s`` and ``eval_fraction``:
+    its study and MLflow records had neither. Its last record's running seconds give them."""
+    from ray.tune.experiment import Trial
+
+    from gantune.search.scheduler import AshaStop
+
+    class Seen:
+        def __init__(self) -> None:
+            self.results: list[dict[str, float]] = []
+
+        def trial_result(self, number: int, result: dict[str, float]) -> None:
+            self.results.append(result)
+
+    study = optuna.create_study()
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    seen = Seen()
+    book = SearchBook(study, {trial.trial_id: study.ask()}, {trial.trial_id: AshaStop(200, 0.9)}, ["fid"],
+                      ["minimize"], total=1, done_before=0, clock=Clock(), quiet=True, observers=[seen])
+    trial.run_metadata.last_result = {"step": 200, "objective": 0.9, "fid": 0.9, "wall_s": 40.0, "eval_s": 4.0}
+    book._finish(trial, None)
+    (done,) = study.get_trials()
+    assert done.user_attrs["gantune_status"] == "pruned:asha"
+    assert done.user_attrs["trial_wall_s"] == 40.0 and done.user_attrs["eval_fraction"] == 0.1
+    assert seen.results == [{"step": 200.0, "trial_wall_s": 40.0, "eval_fraction": 0.1}]  # MLflow logs these
