@@ -375,14 +375,20 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
                                  else "nothing was kept")) from None
         raise
     said()
+    verdict = monitor.verdict
+    # a verdict the run trained past (no --early-stop) was said once, mid-run: the ending repeats it
+    past = (f"; health said {verdict.kind} ({verdict.reason}) and the run went on: --early-stop stops there"
+            if verdict is not None and result.status == Status.COMPLETED else "")
     emit(f"{result.status}{': ' + result.reason if result.reason else ''} after {result.steps} steps "
-         f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}")
+         f"in {result.wall_s:.1f}s (evaluation {100 * result.eval_fraction:.1f}%) -> {out}{past}")
     summary = result.to_dict()
     summary["eval_fraction"] = result.eval_fraction
-    summary["health"] = {"status": monitor.status, "reason": monitor.verdict.reason if monitor.verdict else ""}
+    summary["health"] = {"status": monitor.status, "reason": verdict.reason if verdict else "",
+                         "rule": verdict.rule if verdict else ""}
     summary["weights"] = str(out / GENERATOR) if (out / GENERATOR).exists() else None
     if result.status == Status.DIVERGED:  # the loop's own stop on a NaN: not what the run was asked to do
-        summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason}  # the monitor's word is older
+        summary["health"] = {"status": Status.DIVERGED.value, "reason": result.reason,  # the monitor's word is older
+                             "rule": result.rule}
         summary["error"] = diverged_error(result.reason, out)
     if tracker is not None:
         tracker.end(result.status, result.reason, result.steps, [out / GENERATOR, out / BEST_GENERATOR, out / CONFIG])

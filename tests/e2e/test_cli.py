@@ -49,7 +49,8 @@ def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(c))
     assert summary["status"] == "diverged" and summary["weights"] is None
-    assert summary["health"] == {"status": "diverged", "reason": summary["reason"]}  # it said "ok"
+    assert summary["health"] == {"status": "diverged", "reason": summary["reason"],  # it said "ok"
+                                 "rule": summary["rule"]}
     assert None in summary["last"].values()  # the non-finite loss, as null
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gantune train: error: the run diverged (non-finite"), err
@@ -202,9 +203,14 @@ def test_a_resumed_run_keeps_the_verdict_its_history_gave(tmp_path: Path, capsys
     run whose gradient norm passed the ceiling before the checkpoint says so, and --early-stop stops it."""
     cfg = _write_cfg(tmp_path, health={"max_grad_norm": 1e-9})  # every logged record is a verdict
     out = tmp_path / "run"
-    assert main(["train", str(cfg), "--out", str(out), "--no-tracking", "--json"]) == 0
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 0
+    said = capsys.readouterr().out
+    # trained past its verdict (no --early-stop): said mid-run, and again at the end, which said "completed" alone
+    assert re.search(r"completed after 10 steps .* -> .*; health said diverged \(.*\) and the run went on: "
+                     r"--early-stop stops there", said), said
+    assert main(["train", str(cfg), "--out", str(tmp_path / "json"), "--no-tracking", "--json"]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert first["health"]["status"] == "diverged"
+    assert first["health"]["status"] == "diverged" and first["health"]["rule"].startswith("grad_norm")  # it had none
     assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--early-stop",
                  "--no-tracking"]) == 0
     said = capsys.readouterr().out
