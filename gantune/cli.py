@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from gantune import env, plugins
 from gantune.config import MAX_SEED
 from gantune.errors import GantuneError, Interrupted
+from gantune.provenance import trial_numbers
 from gantune.registry import Registry
 
 
@@ -181,7 +182,7 @@ def _print_search_summary(s: dict[str, Any]) -> None:
     if s.get("search_defaults"):
         other = s.get("search_defaults_other") or {}
         print("  search defaults (keys the space leaves unset or a `when` switches off): "
-              + ", ".join(f"{k} {v}" + "".join(f" ({_numbers(n)} trained {was})" for was, n in other.get(k, []))
+              + ", ".join(f"{k} {v}" + "".join(f" ({trial_numbers(n)} trained {was})" for was, n in other.get(k, []))
                           for k, v in s["search_defaults"].items()))
     if s.get("recipe_trials"):
         print("  warm start: " + ", ".join(f"trial {n} from recipe {r}" for n, r in s["recipe_trials"].items()))
@@ -198,10 +199,6 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         if s.get("mlflow_ui"):
             remote = s["tracking_uri"].startswith(("http://", "https://"))
             print(f"    runs: {s['mlflow_ui']}" + ("" if remote else f" (serve it: {_ui_command(s)})"))
-
-
-def _numbers(trials: list[int]) -> str:
-    return f"trial{'s' * (len(trials) > 1)} {', '.join(map(str, trials))}"
 
 
 def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:

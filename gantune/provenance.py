@@ -10,7 +10,7 @@ measured like the newest one and says in one line how the others differ. Knows n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 #: the report field that carries a trial's provenance to the driver (JSON text), and its Optuna user attribute
@@ -57,7 +57,12 @@ def describe(provenance: dict[str, Any]) -> str:
 
 
 def _numbers(trials: Sequence[_Trial]) -> str:
-    nums = sorted(t.number for t in trials)
+    return trial_numbers(t.number for t in trials)
+
+
+def trial_numbers(numbers: Iterable[int]) -> str:
+    """``trial 3`` or ``trials 0, 1, 2`` (the first six, then an ellipsis), in order: how a line names trials."""
+    nums = sorted(numbers)
     shown = ", ".join(str(n) for n in nums[:6])
     return f"trial{'s' if len(nums) > 1 else ''} {shown}{', …' if len(nums) > 6 else ''}"
 

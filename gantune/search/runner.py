@@ -463,10 +463,10 @@ def front_note(study: Any, best: Any, objectives: list[str]) -> str | None:
     so; the summary named a best alone)."""
     if best is None or len(objectives) < 2:
         return None
-    others = sorted(t.number for t in study.best_trials if t.number != best.number)
+    others = [t.number for t in study.best_trials if t.number != best.number]
     return (f"{len(objectives)} objectives: trial {best.number} is the Pareto front's best on {objectives[0]}"
-            + (f"; the front also holds trial{'s' * (len(others) > 1)} {', '.join(map(str, others))} (export one "
-               "with --trial N)" if others else ""))
+            + (f"; the front also holds {provenance.trial_numbers(others)} (export one with --trial N)" if others
+               else ""))
 
 
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
