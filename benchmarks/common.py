@@ -64,10 +64,12 @@ def positive_int(text: str) -> int:
 
 
 def run(space_path: str | Path, name: str, workdir: Path, overrides: dict[str, Any],
-        collector: Collector | None = None) -> tuple[dict[str, Any], optuna.Study, SearchSpace]:
-    """One search of ``space_path`` under ``name`` with ``search`` settings overridden, in ``workdir``."""
+        collector: Collector | None = None, warn: bool = True) -> tuple[dict[str, Any], optuna.Study, SearchSpace]:
+    """One search of ``space_path`` under ``name`` with ``search`` settings overridden, in ``workdir``;
+    ``warn=False`` for a benchmark that trains what the warnings are about on purpose (one config n times)."""
     env.configure()
     space = load_space(space_path, name=name)
+    space.warns = warn  # type: ignore[misc]
     raw = space.settings.model_dump()
     for key, value in overrides.items():
         if isinstance(getattr(space.settings, key, None), BaseModel):  # a section: only the keys given change

@@ -70,7 +70,7 @@ def main() -> None:
         resources = {"gpu": 1.0 / n if device.type == "cuda" else 0.0, "cpu": max(1.0, cpus // n)}
         _, study, _ = run(space_path, f"throughput-{n}", workdir, {
             "trials": n, "max_steps": args.steps, "eval_every": args.steps, "concurrency": n,
-            "resources": resources, "pruning": {"asha": False, "health": False}}, collector)
+            "resources": resources, "pruning": {"asha": False, "health": False}}, collector, warn=False)
         per_trial = [collector.median_steps_per_s(t.number) * args.batch for t in study.trials]
         aggregate = sum(per_trial)
         starts = [t.datetime_start for t in study.trials if t.datetime_start]

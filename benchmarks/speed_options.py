@@ -70,7 +70,12 @@ def main() -> None:
         if args.no_compile and options.get("compile"):
             print(f"{name:<36}{'skipped':>10}{'':>9}  (--no-compile)")
             continue
-        rate = img_per_s(options)
+        try:
+            rate = img_per_s(options)
+        except Exception as err:  # a combination the device's kernels fail: said in its row, the table goes on
+            print(f"{name:<36}{'failed':>10}{'':>9}  ({type(err).__name__}: {str(err).splitlines()[0][:100]})",
+                  flush=True)
+            continue
         print(f"{name:<36}{rate:>10.0f}{rate / base:>8.2f}x", flush=True)
 
 

@@ -294,7 +294,8 @@ class TrainConfig(_Section):
     # speed options (gantune.gan.speed): the CUDA-only ones never change CPU results
     tf32: bool = Field(default=True, description="CUDA only: TF32 matmuls and convolutions")
     cudnn_benchmark: bool = Field(default=True, description="CUDA only: cuDNN picks the fastest conv algorithms")
-    channels_last: bool = Field(default=False, description="CUDA only: NHWC memory format for image nets")
+    channels_last: bool = Field(default=False, description="CUDA only: NHWC memory format for image "
+                                                              "nets (with compile, the compiler's choice)")
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="CUDA only: bf16 autocast of G and D")
     compile: bool = Field(default=False, description="torch.compile G and D (any device; slow first steps)")
 

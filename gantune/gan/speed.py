@@ -33,9 +33,12 @@ class Speed:
 
     @classmethod
     def resolve(cls, tc: TrainConfig, device: torch.device) -> Speed:
+        """With ``compile``, channels_last is the compiler's to choose (inductor lays out convolutions itself):
+        NHWC nets compiled failed their first generator step on an H200 (torch 2.11, inductor's
+        convolution-backward stride check), while each option alone trained."""
         cuda = device.type == "cuda"
         return cls(tf32=cuda and tc.tf32, cudnn_benchmark=cuda and tc.cudnn_benchmark,
-                   channels_last=cuda and tc.channels_last, bf16=cuda and tc.precision == "bf16",
+                   channels_last=cuda and tc.channels_last and not tc.compile, bf16=cuda and tc.precision == "bf16",
                    compile=tc.compile)
 
     def set_backends(self, device: torch.device) -> None:

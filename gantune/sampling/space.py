@@ -67,6 +67,13 @@ class SearchSpace:
     #: their settings are not the user's to change)
     warns: ClassVar[bool] = True
 
+    @property
+    def samples_nothing(self) -> bool:
+        """No range and no categorical of two choices or more: every trial trains one config, with one seed."""
+        return not any(isinstance(spec, (FloatSpec, IntSpec))
+                       or (isinstance(spec, CategoricalSpec) and len(spec.choices) > 1)
+                       for spec in [*self.leaves.values(), *self.params.values()])
+
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
                on: set[str] | None = None) -> dict[str, Any]:
         """Define-by-run: suggest each leaf (in dependency order) and return the nested trial config; ``on``
@@ -311,11 +318,6 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes, sections)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already
     space.notes += [note for leaf, note in check_draws(space).items() if leaf not in said]
-    drawn = [spec for spec in [*leaves.values(), *params.values()] if isinstance(spec, (FloatSpec, IntSpec))
-             or (isinstance(spec, CategoricalSpec) and len(spec.choices) > 1)]
-    if not drawn and settings.trials > 1:  # its trials share one config and seed: the same run, n times
-        space.notes.append(f"this space samples nothing (no range, no categorical of two choices or more): its "
-                           f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
     if settings.pruning.scheduler == "pbt":
         space.mutable_params()  # PBT needs something to explore
     return space

@@ -212,7 +212,16 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     gpu = settings.resources.gpu if opts.ray_address else \
         trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
-    return settings, [*space.notes, *cpu_only, *settings.warnings()] if space.warns else []
+    if not space.warns:
+        return settings, []
+    warnings = settings.warnings()
+    if space.samples_nothing:  # one config and seed: counted with the run's trials (--trials, a resume's); the
+        # sampler's random start is no news when it draws nothing
+        warnings = [w for w in warnings if w != settings.random_only()]
+        if settings.trials > 1:
+            warnings.insert(0, f"this space samples nothing (no range, no categorical of two choices or more): its "
+                               f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
+    return settings, [*space.notes, *cpu_only, *warnings]
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:

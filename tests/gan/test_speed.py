@@ -50,6 +50,9 @@ def test_options_resolve_on_a_cuda_device() -> None:
     with pytest.warns(UserWarning, match="CUDA is not available") if not torch.cuda.is_available() else nullcontext():
         assert isinstance(speed.autocast(), torch.autocast)
     assert Speed.resolve(TrainConfig(tf32=False, cudnn_benchmark=False), torch.device("cuda")) == Speed()
+    # compiled, the layout is inductor's: NHWC nets compiled failed their first generator step on an H200
+    both = Speed.resolve(TrainConfig(**FAST, compile=True), torch.device("cuda"))  # type: ignore[arg-type]
+    assert both == Speed(tf32=True, cudnn_benchmark=True, channels_last=False, bf16=True, compile=True)
 
 
 def test_compiled_nets_train_and_keep_their_weight_names() -> None:
@@ -82,6 +85,16 @@ def test_compiled_nets_train_with_gradient_penalties(penalties: dict[str, object
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_every_option_on_cuda_trains() -> None:
     cfg = tiny_images(train={"steps": 20, "device": "cuda", **FAST},
+                      eval={"every": 20, "n_samples": 200, "metrics": ["default"]})
+    result = train(cfg)
+    assert result.status == "completed" and result.last_eval["fid"] == result.last_eval["fid"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_option_with_compile_on_cuda_trains() -> None:
+    """What benchmarks/speed_options.py's "all on" row trains: on an H200 it failed in inductor's stride check of
+    the convolution backward while NHWC nets were compiled."""
+    cfg = tiny_images(train={"steps": 20, "device": "cuda", **FAST, "compile": True},
                       eval={"every": 20, "n_samples": 200, "metrics": ["default"]})
     result = train(cfg)
     assert result.status == "completed" and result.last_eval["fid"] == result.last_eval["fid"]

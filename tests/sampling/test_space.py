@@ -428,11 +428,22 @@ train: {checkpoint_every: {expr: "eval.every * 2"}}
 def test_a_space_that_samples_nothing_is_said_and_a_choice_listed_twice_is_refused(tmp_path: Path) -> None:
     """Two trials of one config trained the same run twice without a word; ``[hinge, hinge, nonsaturating]``
     drew hinge twice as often, silently."""
-    fixed = "name: f\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\ndata: {name: grid25}\nloss: {name: %s}\n"
-    assert _space(tmp_path, fixed % "{categorical: [hinge]}").notes[-1].endswith(
-        "this space samples nothing (no range, no categorical of two choices or more): its 2 trials train one "
-        "config; give a key a range, or search.trials: 1")
-    assert not any("samples nothing" in n for n in _space(tmp_path, fixed % "{categorical: [hinge, wgan]}").notes)
+    from gantune.search import SearchOptions
+    from gantune.search.runner import check_run
+
+    fixed = "name: f\nsearch: {trials: 2, max_steps: 100, eval_every: 20}\ndata: {name: grid25}\nloss: {name: %s}\n"
+    said = "this space samples nothing (no range, no categorical of two choices or more): its %d trials train one " \
+           "config; give a key a range, or search.trials: 1"
+    space = _space(tmp_path, fixed % "{categorical: [hinge]}")
+    runs = str(tmp_path / "runs")
+    assert check_run(space, SearchOptions(runs_dir=runs))[1] == [said % 2]
+    # counted with the run's trials: `--trials 1` was told "its 2 trials", and the sampler's random start of a
+    # search that draws nothing ("tpe draws its first 10 trials at random ... this search has 4") is no news
+    assert check_run(space, SearchOptions(runs_dir=runs, trials=1))[1] == []
+    assert check_run(space, SearchOptions(runs_dir=runs, trials=4))[1] == [said % 4]
+    assert not any("samples nothing" in n
+                   for n in check_run(_space(tmp_path, fixed % "{categorical: [hinge, wgan]}"),
+                                      SearchOptions(runs_dir=runs))[1])
     with pytest.raises(ConfigError, match=r"loss.name: categorical choice 'hinge' is given twice"):
         _space(tmp_path, fixed % "{categorical: [hinge, hinge, nonsaturating]}")
     # 1 and 1.0 are two draws but one record: a trial drawn 1.0 trained it, and Optuna's params said 1
