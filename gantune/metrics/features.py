@@ -46,11 +46,6 @@ class Extractor:
     weights: str = "none"
     classes: int = 0
 
-    @property
-    def has_classes(self) -> bool:
-        """A classifier: its class logits make class coverage measurable."""
-        return self.name in CLASSIFIERS
-
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         feats, logits = [], []
@@ -63,8 +58,6 @@ class Extractor:
 
 
 EXTRACTORS: Registry[Callable[[TrialConfig, torch.device], Extractor]] = Registry("feature extractor")
-#: extractors that are classifiers (they give class logits: class coverage becomes measurable)
-CLASSIFIERS = ("digits",)
 #: gantune's extractors that give no class logits at all (a family that reads them is refused at load with one)
 NO_LOGITS = ("coords",)
 #: gantune's extractors of 2-D points (the others read images): one on the other kind of data failed every trial

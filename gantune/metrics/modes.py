@@ -16,14 +16,15 @@ import torch
 from gantune.config import TrialConfig
 from gantune.data import DATASETS, channels_of, is_points
 from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
-from gantune.metrics.features import built_in_extractor
+from gantune.metrics.features import INCEPTION_CLASSES, built_in_extractor
 
 #: classes of one channel of stacked digits: the digits classifier's
 DIGIT_CLASSES = 10
 #: gantune's extractors that give digit logits (10 a sample, or 10 a channel)
 DIGIT_LOGITS = ("digits", "stacked_digits")
 MODES_NEED = "the modes metric needs a 2-D mixture (ring8, grid25)"
-CLASSES_NEED = "the classes metric needs a classifier extractor (digits)"
+CLASSES_NEED = "the classes metric needs a classifier extractor (digits, or a plugin's that gives class logits)"
+CLASSES_IMAGENET = "the classes metric reads the data's classes: Inception's 1,008 ImageNet classes are not them"
 CLASSES_STACKED = "the classes metric reads one class a sample: stacked digits have one a channel (use stacked_modes)"
 CLASSES_PER_CHANNEL = ("the classes metric reads one class a sample: the stacked_digits extractor reads one a "
                        "channel (use eval.extractor: digits)")
@@ -96,9 +97,11 @@ def classes(ref: Reference) -> Scorer:
     if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits is not None \
             and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
         raise ValueError(CLASSES_STACKED)
-    if ref.logits is None or ref.logits.shape[1] != DIGIT_CLASSES:  # Inception's 1,008 ImageNet classes: not these
+    if ref.logits is None:
         raise ValueError(CLASSES_NEED)
-    k = ref.logits.shape[1]
+    k = ref.logits.shape[1]  # the classifier's classes: the digits' 10, or a plugin classifier's own
+    if k == INCEPTION_CLASSES:
+        raise ValueError(CLASSES_IMAGENET)
 
     def score(fake: Samples) -> dict[str, float]:
         assert fake.logits is not None

@@ -97,6 +97,32 @@ def test_digits_default_set_on_real_images() -> None:
     assert {"fid", "kid", "diversity", "precision", "recall", "density", "coverage"} <= out.keys()
 
 
+def test_the_classes_metric_reads_a_plugin_classifiers_own_classes() -> None:
+    """A plugin extractor that classifies into 5 classes: ``classes`` read 10 digit logits only, so every trial
+    of a search that listed it failed as its reference was built (exit 1). It counts the classifier's own."""
+    from gantune.metrics.features import EXTRACTORS, Extractor
+
+    def five(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample's class: which fifth of [-1, 1] its mean pixel falls in; its features: the first 8 pixels."""
+        bucket = ((x.flatten(1).mean(1) + 1) * 2.5).clamp(0, 4.999).long()
+        return x.flatten(1)[:, :8], torch.nn.functional.one_hot(bucket, 5).float() * 10
+
+    EXTRACTORS.add("five_classes", lambda cfg, device: Extractor("five_classes", 8, five, classes=5))
+    try:
+        cfg = config_from_dict({"data": {"name": "digits", "resolution": 8},
+                                "eval": {"n_samples": 500, "metrics": ["classes"], "extractor": "five_classes"}})
+        ev = Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
+        shades = (-0.8 + 0.4 * (torch.arange(500) % 5)).view(-1, 1, 1, 1).expand(500, 1, 8, 8)  # 100 a class
+        out = ev(lambda n: shades[:n].clone())
+        assert out["classes"] == 5 and out["class_coverage"] == 1.0 and out["class_kl"] < 1e-6
+        one = ev(lambda n: torch.full((n, 1, 8, 8), 0.5))  # every sample in the fourth fifth: one class of 5
+        assert one["classes"] == 1 and one["class_coverage"] == 0.2
+        assert one["class_kl"] == pytest.approx(math.log(5))
+    finally:
+        EXTRACTORS.remove("five_classes")
+        metrics._MEMO.clear()
+
+
 def test_reference_is_cached_on_disk(tmp_path: Path) -> None:
     cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 300}})
     data = load_data(cfg.data, CPU, 0)
@@ -373,7 +399,7 @@ def test_metrics_on_cuda_match_cpu() -> None:
 
 @pytest.mark.parametrize(("config", "why"), [
     ({"data": {"name": "grid25"}, "eval": {"metrics": ["classes", "modes"]}},
-     "the classes metric needs a classifier extractor (digits)"),
+     "the classes metric needs a classifier extractor (digits, or a plugin's that gives class logits)"),
     ({"data": {"name": "digits"}, "eval": {"metrics": ["fid", "modes"]}},
      "the modes metric needs a 2-D mixture (ring8, grid25)"),
     ({"data": {"name": "stacked_digits"}, "eval": {"metrics": ["classes"]}},
