@@ -515,13 +515,20 @@ def _train_run_of(client: MlflowClient, experiment: str, key: str) -> Any:
     experiment ``experiment`` first, then in every other (a run resumed with another ``name`` or ``origin``, which
     ``--resume`` allows, names another experiment: it started a second MLflow run); nothing is created. The folder
     is matched here, not in the filter: a path may hold quotes, which an MLflow filter string cannot escape."""
-    def find(ids: list[str]) -> Any:
-        runs = client.search_runs(ids, filter_string="tags.`gantune.role` = 'train'", max_results=10000) if ids else []
-        return next((r for r in runs if r.data.tags.get("gantune.run_dir") == key), None)
-
     own = client.get_experiment_by_name(experiment)
     first = [] if own is None else [own.experiment_id]
-    return find(first) or find([e.experiment_id for e in client.search_experiments() if e.experiment_id not in first])
+    return next(iter(_train_runs(client, first, key) or _train_runs(
+        client, [e.experiment_id for e in client.search_experiments() if e.experiment_id not in first], key)), None)
+
+
+def _train_runs(client: MlflowClient, ids: list[str], key: str) -> list[Any]:
+    """The MLflow runs of ``gantune train`` runs in folder ``key`` in the experiments ``ids``."""
+    runs = client.search_runs(ids, filter_string="tags.`gantune.role` = 'train'", max_results=10000) if ids else []
+    return [r for r in runs if r.data.tags.get("gantune.run_dir") == key]
+
+
+#: why a ``gantune train`` MLflow run still RUNNING is ended KILLED when its folder is trained anew
+UNENDED = "killed without a chance to end its MLflow run (SIGKILL, a lost machine); its folder was trained anew"
 
 
 class TrainRun:
@@ -570,6 +577,11 @@ class TrainRun:
             self.client.update_run(run_id, status="RUNNING")
             self._have, self._grids = _logged(self.client, found)
         else:
+            everywhere = [e.experiment_id for e in self.client.search_experiments()]
+            for dead in _train_runs(self.client, everywhere, key):
+                if dead.info.status == "RUNNING":  # this process holds the folder's lock: its runner is gone
+                    _RunLogger(self.client, dead.info.run_id).end(INTERRUPTED, UNENDED, None, [],
+                                                                  state=RunStatus.KILLED)
             exp_id = _experiment(self.client, tracking_uri, experiment)
             tags = {"gantune.role": "train", "gantune.run_dir": key, "gantune.config": cfg.name}
             if origin is not None:

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from gantune.config import dump_config
 from gantune.production import TrainOptions, run_training
-from gantune.rundir import GENERATOR, RunDir
+from gantune.rundir import CHECKPOINT, GENERATOR, RunDir
 from gantune.tracking import TrainRun
 from tests.conftest import tiny
 
@@ -67,6 +67,41 @@ def test_a_killed_and_resumed_run_logs_each_step_and_grid_once(tmp_path: Path, m
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_d")] == [10, 20, 30, 40]
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
     assert sorted(int(re.search(r"step\+(\d+)\+", p)[1]) for p in images) == [20, 40]
+
+
+def test_a_run_killed_outright_is_ended_when_its_folder_is_trained_anew(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL'd before its first checkpoint, a run has nothing to resume: the user deletes its folder and trains
+    there again. Its MLflow run stayed RUNNING for ever beside the new one; the new run ends it KILLED."""
+    import shutil
+
+    from gantune.tracking import UNENDED
+
+    _, uri, opts = _tracked_run(tmp_path, monkeypatch, 40, "run")
+    (tmp_path / "cfg.yaml").write_text(dump_config(tiny(train={"steps": 40, "checkpoint_every": 40},
+                                                        eval={"every": 20})))  # its one checkpoint: the last step
+    append = RunDir.append_metrics
+
+    def dies_at_line_30(self: RunDir, record: dict[str, object]) -> None:
+        if record["step"] == 30:
+            raise _Killed
+        append(self, record)
+
+    monkeypatch.setattr(RunDir, "append_metrics", dies_at_line_30)
+    monkeypatch.setattr(TrainRun, "fail", lambda self, reason, killed=False: None)
+    with pytest.raises(_Killed):
+        run_training(opts, say=None)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gantune").experiment_id
+    assert [r.info.status for r in client.search_runs([exp])] == ["RUNNING"]
+    shutil.rmtree(tmp_path / "run")  # what train says to do with a run stopped before its first checkpoint
+    assert run_training(opts, say=None)["steps"] == 40
+    new, old = client.search_runs([exp], order_by=["attributes.start_time DESC"])
+    assert (new.info.status, old.info.status) == ("FINISHED", "KILLED")
+    assert (old.data.tags["gantune.status"], old.data.tags["gantune.reason"]) == ("interrupted", UNENDED)
 
 
 def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_path: Path,
