@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -190,14 +190,29 @@ def check_live(exp: Any, uri: str) -> None:
                            f"{exp.experiment_id}), remove it for good (mlflow gc), or pass --no-tracking")
 
 
-def _experiment(client: MlflowClient, uri: str, name: str) -> str:
-    """The experiment's id, created on first use (local stores keep artifacts in ./mlartifacts/<name>)."""
+def _live(client: MlflowClient, uri: str, name: str) -> Any:
+    """The experiment ``name``, ``None`` if there is none; one line if it is deleted or MLflow fails."""
     try:
         exp = client.get_experiment_by_name(name)
     except MlflowException as err:
         raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {err.message}") from None
     if exp is not None:
         check_live(exp, uri)
+    return exp
+
+
+def _check_store(uri: str, experiment: str, client: Callable[[], MlflowClient]) -> None:
+    """Fail now, with one line, on what can be checked without writing: the URI, and ``experiment`` in a server
+    or in a sqlite file that is there (a sqlite store not there yet is made once the rest has proved valid)."""
+    db = check_store_writable(uri)
+    if db is None or db.exists():
+        _live(client(), uri, experiment)
+
+
+def _experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """The experiment's id, created on first use (local stores keep artifacts in ./mlartifacts/<name>)."""
+    exp = _live(client, uri, name)
+    if exp is not None:
         if _KIND not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, _KIND, _TRAINING)
         return str(exp.experiment_id)
@@ -263,7 +278,7 @@ class MlflowTracker:
     """Observer of a search (see ``gantune.events.Observer``) that writes it to MLflow.
 
     ``experiment`` defaults to the search name; export's seed re-runs pass the original search's, and their
-    parent run is nested under that search's parent run. Nothing is written before ``connect``.
+    parent run is nested under that search's parent run. Nothing is written before ``search_started``.
     """
 
     def __init__(self, tracking_uri: str, search_name: str, experiment: str | None = None) -> None:
@@ -285,14 +300,15 @@ class MlflowTracker:
         return self._client
 
     def connect(self) -> None:
-        """Check the tracking URI (one-line ``GantuneError`` when unusable) and open the experiment."""
-        check_store_writable(self.uri)
-        self.experiment_id = _experiment(self.client, self.uri, self.experiment)
+        """Check the tracking URI and the experiment (one-line ``GantuneError`` when unusable) writing nothing: a
+        sqlite store that is not there yet is made as the search starts (``search_started``), so a search stopped
+        before (a Ctrl-C while Ray starts) leaves none behind."""
+        _check_store(self.uri, self.experiment, lambda: self.client)
 
     # -- search ---------------------------------------------------------------------------------------------
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         if not self.experiment_id:
-            self.connect()
+            self.experiment_id = _experiment(self.client, self.uri, self.experiment)
         uid = study.user_attrs.get(STUDY_UID)  # one read of the study's storage
         parent = self._parent(study.study_name, uid)
         if parent:
@@ -554,11 +570,7 @@ class TrainRun:
         """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
         sqlite file that is there (a new one is made at the first report, once the rest proved valid)."""
         uri, cfg = self.args[0], self.args[1]
-        db = check_store_writable(uri)
-        if db is None or db.exists():
-            exp = connect(uri).get_experiment_by_name(cfg.origin.search if cfg.origin is not None else cfg.name)
-            if exp is not None:
-                check_live(exp, uri)
+        _check_store(uri, cfg.origin.search if cfg.origin is not None else cfg.name, lambda: connect(uri))
 
     @property
     def logger(self) -> _RunLogger:

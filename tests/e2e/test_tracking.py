@@ -137,3 +137,20 @@ def test_resume_reuses_parent_and_does_not_duplicate(tmp_path: Path, capsys: pyt
     summary = _search(tmp_path, "sqlite:///mlflow.db", capsys, "--trials", "3", "--resume")
     tags = client.get_run(summary["mlflow_parent_run_id"]).data.tags
     assert not [t for t in tags if t.startswith("gantune.resumed")], tags
+
+
+def test_a_search_stopped_before_it_starts_leaves_no_mlflow_store(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C while Ray started left an empty ``mlflow.db``: the tracker made the search's experiment before
+    Ray started, to check the URI. It checks without writing now; the store is made as the search starts."""
+    from gantune.search import runner
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_init_ray", ctrl_c)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    code = main(["search", "space.yaml", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()
