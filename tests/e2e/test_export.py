@@ -237,7 +237,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "GANTUNE_CACHE_DIR": str(cwd / "cache")})
 
 
-def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     weights = searched / "runs" / "exp" / "trial-0000" / "generator.pt"  # lr_g 0.001: a trained one
     tampered = tmp_path / "tampered.pt"
     payload = torch.load(weights, weights_only=True)
@@ -275,10 +276,12 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path) -> Non
     ]
     storage = f"sqlite:///{searched / 'optuna.db'}"
     studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+    monkeypatch.chdir(tmp_path)  # in this process, as tests/e2e/test_bad_input.py runs the commands
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     for args, needle in cases:
-        proc = _run(args, tmp_path)
-        err = proc.stderr.strip()
-        assert proc.returncode == 2 and len(err.splitlines()) == 1 and needle in err, (args, err)
+        code = main(args)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, (args, err)
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.yaml").exists()
     assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies
 
