@@ -22,8 +22,11 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
 
 env.configure()  # what cli.main does: tests call run_search and train directly too
-# GANTUNE_TEST_THREADS=1 runs the suite single-threaded (another machine's thread count changes trajectories)
-torch.set_num_threads(int(os.environ.get("GANTUNE_TEST_THREADS") or min(2, torch.get_num_threads())))
+# GANTUNE_TEST_THREADS=1 runs the suite single-threaded (another machine's thread count changes trajectories);
+# pytest-xdist's workers (`-n 2`, the test command's) share the two threads rather than each taking both
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+torch.set_num_threads(int(os.environ.get("GANTUNE_TEST_THREADS")
+                          or max(1, min(2, torch.get_num_threads()) // _WORKERS)))
 
 
 def tiny(overrides: dict[str, Any] | None = None, **sections: dict[str, Any]) -> TrialConfig:
