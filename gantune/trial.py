@@ -25,7 +25,7 @@ from gantune.data import RealData, data_listing, listed_once, load_data
 from gantune.errors import GantuneError
 from gantune.events import Status
 from gantune.gan import GANTrainer
-from gantune.gan.conditional import balanced_labels, grid_labels, labelled_data
+from gantune.gan.conditional import balanced_labels, check_classes, grid_labels, labelled_data
 from gantune.health import EVAL_SECONDS, REPEAT, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
 from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir, finite_weights
@@ -309,6 +309,7 @@ def train(
     dev = resolve_device(device or tc.device)
     torch.manual_seed(tc.seed)
     with listed_once():  # one walk of an image folder: the files loaded are the ones a checkpoint lists
+        check_classes(cfg)  # a search's trial is not checked as ``gantune train`` is (a subset missing a class)
         data = load_data(cfg.data, dev, tc.seed)
         # what the data's files are, so that a resume finds the same ones (``production.check_same_data``)
         listing = data_listing(cfg.data) if run_dir is not None else None

@@ -173,19 +173,38 @@ def _check_folder(cfg: DataConfig) -> None:
     _decode_image(files[0], pil_mode(cfg), cfg.resolution)
 
 
-def folder_labels(root: Path, files: list[Path]) -> torch.Tensor | None:
-    """Class labels of a folder with one subfolder per class (as torchvision's ImageFolder: the index of the
-    top-level subfolder in sorted order); ``None`` when an image lies directly under ``root``."""
-    parts = [f.relative_to(root).parts for f in files]
+def _class_index(root: Path, listing: list[Path]) -> dict[str, int] | None:
+    """Each top-level subfolder's class index (as torchvision's ImageFolder: sorted order), ``None`` when an
+    image lies directly under ``root``."""
+    parts = [f.relative_to(root).parts for f in listing]
     if any(len(p) < 2 for p in parts):
         return None
-    index = {name: i for i, name in enumerate(sorted({p[0] for p in parts}))}
-    return torch.tensor([index[p[0]] for p in parts])
+    return {name: i for i, name in enumerate(sorted({p[0] for p in parts}))}
+
+
+def folder_labels(root: Path, files: list[Path], listing: list[Path] | None = None) -> torch.Tensor | None:
+    """Class labels of ``files``, a folder with one subfolder per class, indexed over ``listing`` (all of the
+    folder's images; default ``files``): a ``max_images`` subset that missed a class renumbered the classes after
+    it, and the generator's class 2 was another folder's than its data's. ``None`` when an image lies directly
+    under ``root``."""
+    index = _class_index(root, files if listing is None else listing)
+    return None if index is None else torch.tensor([index[f.relative_to(root).parts[0]] for f in files])
 
 
 def _folder_classes(cfg: DataConfig) -> int:
-    labels = folder_labels(*_image_files(cfg))
-    return 0 if labels is None else len(set(labels.tolist()))
+    """The folder's class subfolders (0: images directly under ``path``). Asked by conditional runs only, so a
+    ``max_images`` subset missing a class is refused here: the generator would learn that class from nothing."""
+    root, files = _image_files(cfg)
+    index = _class_index(root, _listed(root))
+    if index is None:
+        return 0
+    missing = sorted(set(index) - {f.relative_to(root).parts[0] for f in files})
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"data.max_images: its subset of {cfg.max_images} leaves out {len(missing)} of the "
+                        f"folder's {len(index)} classes ({shown}), and a conditional GAN needs images of every class; "
+                        "raise data.max_images")
+    return len(index)
 
 
 def _folder_listing(cfg: DataConfig) -> dict[str, Any]:
@@ -227,7 +246,9 @@ def _folder_notes(cfg: DataConfig) -> list[str]:
 @dataset("folder", needs=("path",), check=_check_folder, labelled=lambda cfg: None, classes=_folder_classes,
          listing=_folder_listing, notes=_folder_notes)
 def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
-    root, files = _image_files(cfg)
+    with listed_once():  # the subset and the class index read one walk of the folder
+        root, files = _image_files(cfg)
+        listing = _listed(root)
     mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
@@ -239,7 +260,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     # 3: EXIF orientation applied
     ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,
              "decode": 3}
-    return None, _decoded(ident, decode)["images"], folder_labels(root, files)
+    return None, _decoded(ident, decode)["images"], folder_labels(root, files, listing)
 
 
 def _torchvision_class(cfg: DataConfig) -> Any:

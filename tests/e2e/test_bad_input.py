@@ -87,6 +87,13 @@ FILES: dict[str, dict | str] = {
     # half its trials conditional: those failed on the data while the rest ran (the check read the schema's false)
     "cond-half-loose.yaml": _with(SPACE, **{**IMAGES, "model": {"arch": "dcgan", "conditional": {
         "categorical": [False, True]}}}, eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
+    # a max_images subset that left a class out: the generator learnt that class from nothing (class indices came
+    # from the subset, so the classes after it were renumbered too)
+    "train-cond-subset.yaml": _with(CONFIG, data={"name": "folder", "path": "{in}/classes", "resolution": 8,
+                                                  "max_images": 1}, model={"arch": "dcgan", "conditional": True}),
+    "cond-subset.yaml": _with(SPACE, data={"name": "folder", "path": "{in}/classes", "resolution": 8, "max_images": 1},
+                              model={"arch": "dcgan", "conditional": True},
+                              eval={"n_samples": 100, "inception_weights": "{in}/inception.pth"}),
     "inception.pth": "weights a trial would read (the load-time checks look for the file)",
     "no-inception.yaml": _with(SPACE, **IMAGES, eval={"n_samples": 100, "metrics": ["fid"],
                                                       "inception_weights": "{in}/nope.pth"}),
@@ -176,6 +183,10 @@ ROWS: list[tuple[list[str], str]] = [
                                             r"not a section or a Python word"),
     (["train", "{in}/train-cond-loose.yaml"], r"model.conditional: data 'folder' has no class labels; .*subfolder"),
     (["search", "{in}/cond-loose.yaml"], r"cond-loose.yaml: model.conditional: data 'folder' has no class labels"),
+    (["train", "{in}/train-cond-subset.yaml"], r"data.max_images: its subset of 1 leaves out 1 of the folder's 2 "
+                                               r"classes \((cat|dog)\), and a conditional GAN needs images of every "
+                                               r"class; raise data.max_images$"),
+    (["search", "{in}/cond-subset.yaml"], r"cond-subset.yaml: data.max_images: its subset of 1 leaves out 1 of "),
     (["search", "{in}/cond-half-loose.yaml"], r"cond-half-loose.yaml: model.conditional: data 'folder' has no class "
                                               r"labels.* \(with model.conditional true\)$"),
     # the expression language
@@ -326,6 +337,9 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (folder / sub).mkdir(parents=True)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / "0.png")
     (folder / "broken" / "a.png").write_text("not an image")
+    for cls in ("cat", "dog"):
+        (folder / "classes" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "classes" / cls / "0.png")
     (folder / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage\x80\n")
     for name, content in FILES.items():
         text = content if isinstance(content, str) else yaml.safe_dump(content)

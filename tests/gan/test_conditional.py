@@ -285,6 +285,28 @@ def test_a_conditional_run_on_a_folder_with_one_subfolder_per_class(tmp_path: Pa
         assert "model.conditional" in msg and needle in msg and "\n" not in msg, msg
 
 
+def test_a_max_images_subset_keeps_the_folders_class_indices(tmp_path: Path) -> None:
+    """Class indices come from the whole folder: a ``max_images`` subset that missed ``a_one`` numbered ``b_mid``
+    0 and ``c_top`` 1, so an unconditional run's labels named other folders than a full run's, and a conditional
+    run made a generator with a class too few without a word. A conditional run on such a subset is refused."""
+    levels = {"a_one": (30, 1), "b_mid": (120, 6), "c_top": (220, 6)}
+    for cls, (level, n) in levels.items():
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), level, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    folder = {"name": "folder", "path": str(tmp_path / "imgs"), "channels": 1, "max_images": 2}
+    plain = _cfg(data=folder, model={"conditional": False}, train={"steps": 2, "batch_size": 2}, eval={"every": 2})
+    data = load_data(plain.data, CPU, 0)
+    assert data.images is not None and data.labels is not None and len(data) == 2
+    assert 0 not in data.labels.tolist()  # the seeded subset missed a_one (the case that renumbered)
+    level = data.images.flatten(1).float().mean(1)  # the stored 8-bit pixels
+    assert data.labels.tolist() == [1 if v < 170 else 2 for v in level.tolist()]
+    with pytest.raises(GantuneError) as exc:
+        train(_cfg(data=folder, train={"steps": 2, "batch_size": 2}, eval={"every": 2}))
+    assert str(exc.value) == ("data.max_images: its subset of 2 leaves out 1 of the folder's 3 classes (a_one), and a "
+                              "conditional GAN needs images of every class; raise data.max_images")
+
+
 def _two_class_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``tmp_path/cfg.yaml``: a conditional run on ``tmp_path/imgs`` (two class folders of 6 images), run from
     ``tmp_path``."""
