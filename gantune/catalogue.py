@@ -159,12 +159,15 @@ def objective_side(cfg: TrialConfig) -> str | None:
 
 def unmeasured_objective(cfg: TrialConfig) -> str | None:
     """Why ``cfg``'s health objective is not followed: its evaluations do not report it (no best weights are
-    kept and the rise check never fires); ``None`` when they do, or when nothing is evaluated."""
-    keys = metric_keys(cfg)
-    if not keys or cfg.health.objective in keys:
+    kept and the rise check never fires); ``None`` when they do, or when nothing is evaluated and the objective is
+    the schema's (a run folder's ``config.yaml`` names every key, so its ``fid`` beside ``eval.metrics: []`` is
+    no choice of the user's; another objective there is)."""
+    keys, objective = metric_keys(cfg), cfg.health.objective
+    if objective in keys or (not keys and objective == type(cfg.health)().objective):
         return None
-    return (f"health.objective: {cfg.health.objective!r} is not reported by this config's evaluations (they "
-            f"report: {', '.join(keys)}): no best weights are kept and the rise check never fires")
+    report = f"they report: {', '.join(keys)}" if keys else "eval.metrics is [], so nothing is evaluated"
+    return (f"health.objective: {objective!r} is not reported by this config's evaluations ({report}): no best "
+            "weights are kept and the rise check never fires")
 
 
 def _conditional_combinations(cfg: TrialConfig) -> None:

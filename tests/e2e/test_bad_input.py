@@ -72,6 +72,8 @@ FILES: dict[str, dict | str] = {
     # an objective the evaluations do not report: no best weights were kept and the rise check never fired
     "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
                                   health={"objective": "nonsense"}),
+    # nothing evaluated at all: it trained without a word and kept no best weights
+    "train-objective-unevaluated.yaml": _with(CONFIG, health={"objective": "coverage", "mode": "max"}),
     # found by a probe of user spaces: a file that is not weights (every trial failed), a traceback, and a
     # parameter no expression can read
     "init-text.yaml": _with(SPACE, model={**SPACE["model"], "init_from": {"categorical": [
@@ -176,6 +178,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/train-no-inception.yaml", "--out", "run"], r"eval.inception_weights: Inception-v3 weights not"),
     (["train", "{in}/train-objective.yaml"], r"health.objective: 'nonsense' is not reported by this config's "
                                              r"evaluations \(they report: diversity\)"),
+    (["train", "{in}/train-objective-unevaluated.yaml"], r"health.objective: 'coverage' is not reported by this "
+                                                         r"config's evaluations \(eval.metrics is \[\], so nothing "
+                                                         r"is evaluated\): no best weights are kept"),
     (["search", "{in}/init-text.yaml"], r"init-text.yaml: model.init_from: .*space.yaml: not a readable weights "
                                         r"file \(UnpicklingError\)"),
     (["search", "{in}/no-objective.yaml"], r"no-objective.yaml: search: objective: empty; name the metric"),
