@@ -343,8 +343,7 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
 
     def measured(p: dict[str, Any]) -> None:
         said()
-        emit(f"measured: {provenance.describe(p)}; real-vs-real floor "
-             + ", ".join(f"{k}={v:.4g}" for k, v in p.get("floor", {}).items()))
+        emit(f"measured: {provenance.describe(p)}; {provenance.floor_text(p)}")
         if tracker is not None:
             tracker.provenance(p)
 

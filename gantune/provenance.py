@@ -49,6 +49,15 @@ def floor(trial: _Trial) -> dict[str, float]:
     return dict(of(trial).get("floor") or {})
 
 
+def floor_text(provenance: dict[str, Any]) -> str:
+    """The floor as a line says it, or why there is none (``Evaluator._floor``)."""
+    values = provenance.get("floor") or {}
+    if values:
+        return "real-vs-real floor " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    return (f"no real-vs-real floor (the reference is the training images, and fewer than {provenance.get('n')} "
+            "lie outside it)")
+
+
 def describe(provenance: dict[str, Any]) -> str:
     """One line on how values were measured, e.g. for a summary or a report."""
     p = provenance

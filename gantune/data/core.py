@@ -24,6 +24,10 @@ class Mixture:
     std: float
 
 
+#: the seeds of the metrics' reference draw and of the real-vs-real floor's (``RealData.reference``, ``twin``)
+REFERENCE_SEED, TWIN_SEED = 12345, 54321
+
+
 class RealData:
     """Samples of the real distribution, drawn with a seeded generator on the training device.
 
@@ -111,15 +115,44 @@ class RealData:
         return (2**62 if self.mixture is not None else len(self.heldout) ** max(self.stack, 1)
                 if self.heldout is not None else len(self))
 
-    def reference(self, n: int, seed: int = 12345) -> torch.Tensor:
+    def reference(self, n: int, seed: int = REFERENCE_SEED) -> torch.Tensor:
         """A fixed set of real samples for metrics, the same for every trial of a search: from the held-out
         split when the dataset has one."""
         return self._fixed(n, seed, self.heldout if self.heldout is not None else self.images)
 
-    def twin(self, n: int, seed: int = 54321) -> torch.Tensor:
+    def twin(self, n: int, seed: int = TWIN_SEED) -> torch.Tensor | None:
         """A fixed set of ``n`` real training samples, scored like a generator's to give the real-vs-real floor
-        of every metric (what a generator that reproduced the training data would get)."""
-        return self._fixed(n, seed, self.images)
+        of every metric (what a generator that drew fresh samples of the training data would get). Where the
+        reference is the training images themselves (a folder, torchvision data) they are drawn from the images
+        outside the reference, and there is no floor (``None``) when fewer than ``n`` lie outside it: the floor
+        scored the reference's own images, FID 0 once ``n`` reached the folder's size."""
+        if not self._twin_apart():
+            return self._fixed(n, seed, self.images)
+        index = self._apart_index(n, seed)
+        assert self.images is not None
+        return None if index is None else as_float(self.images.cpu()[index])
+
+    def _twin_apart(self) -> bool:
+        """Whether the twin is drawn apart from the reference: plain images without a held-out split."""
+        return self.mixture is None and self.heldout is None and not self.stack
+
+    def _apart_index(self, n: int, seed: int) -> torch.Tensor | None:
+        """``n`` seeded indices of training images outside ``reference(min(n, len(self)))``, ``None`` when fewer
+        than ``n`` are (the Evaluator's reference has ``n`` samples, or all there are)."""
+        count = len(self)
+        if 2 * n > count:
+            return None
+        inside = torch.zeros(count, dtype=torch.bool)
+        inside[self._pick(n, REFERENCE_SEED, count)] = True
+        outside = torch.arange(count)[~inside]
+        return outside[self._pick(n, seed, len(outside))]
+
+    @staticmethod
+    def _pick(n: int, seed: int, count: int) -> torch.Tensor:
+        """The indices ``_fixed`` draws: ``n`` of ``count`` in a seeded order, or all of them in order."""
+        if n >= count:
+            return torch.arange(count)
+        return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n]
 
     def _fixed(self, n: int, seed: int, images: torch.Tensor | None) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -130,23 +163,20 @@ class RealData:
         imgs = images.cpu()
         if self.stack:
             return as_float(stack(imgs, torch.randint(len(imgs), (n, self.stack), generator=g)))
-        if n >= len(imgs):
-            return as_float(imgs)
-        return as_float(imgs[torch.randperm(len(imgs), generator=g)[:n]])
+        return as_float(imgs[self._pick(n, seed, len(imgs))])
 
-    def twin_labels(self, n: int, seed: int = 54321) -> torch.Tensor | None:
-        """The class labels of ``twin(n, seed)``'s samples, drawn as ``_fixed`` draws them (None without
-        labels): the real-vs-real floor of the conditional metrics."""
+    def twin_labels(self, n: int, seed: int = TWIN_SEED) -> torch.Tensor | None:
+        """The class labels of ``twin(n, seed)``'s samples, drawn as it draws them (None without labels, or
+        without a twin): the real-vs-real floor of the conditional metrics."""
         if self.n_classes == 0 or self.images is None:
             return None
         assert self.labels is not None
-        g = torch.Generator().manual_seed(seed)
         labels = self.labels.cpu()
         if self.stack:
+            g = torch.Generator().manual_seed(seed)
             return stack_labels(labels, torch.randint(len(labels), (n, self.stack), generator=g))
-        if n >= len(labels):
-            return labels
-        return labels[torch.randperm(len(labels), generator=g)[:n]]
+        index = self._apart_index(n, seed) if self._twin_apart() else self._pick(n, seed, len(labels))
+        return None if index is None else labels[index]
 
     def get_state(self) -> torch.Tensor:
         return self.gen.get_state()

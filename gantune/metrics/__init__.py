@@ -42,7 +42,6 @@ from gantune.rundir import cache_dir, cached
 
 #: ``n`` generated samples; a conditional generator's with the labels they were generated for
 Generate = Callable[[int], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
-REFERENCE_SEED = 12345
 _MEMO: dict[tuple[str, str], Reference] = {}
 
 
@@ -124,7 +123,7 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
     """Real features for this dataset/extractor on ``device`` (default: CPU): from memory, else the disk cache,
     else computed and cached."""
     device = device or torch.device("cpu")
-    x = data.reference(n, REFERENCE_SEED)
+    x = data.reference(n)  # the seed ``RealData.twin`` keeps the floor apart from
     key = _reference_key(cfg, extractor, x)
     if (key, str(device)) in _MEMO:
         return _MEMO[key, str(device)]
@@ -190,8 +189,11 @@ class Evaluator:
             self.provenance["reference_values"] = own
 
     def _floor(self, data: RealData, ref: Reference) -> dict[str, float]:
-        """The metric set on ``n`` real training samples (once per search: cached beside the reference)."""
+        """The metric set on ``n`` real training samples (once per search: cached beside the reference); none
+        when the reference is the training images and fewer than ``n`` lie outside it (``RealData.twin``)."""
         twin = data.twin(self.n)
+        if twin is None:  # the reference holds the training images a floor would score
+            return {}
         labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
         # the families' keys too: a family that gains a key must not read an old floor without it

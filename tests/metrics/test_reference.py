@@ -79,6 +79,33 @@ def test_floor_is_real_training_images_scored_against_the_heldout_reference() ->
     assert again["fid"] == pytest.approx(p["floor"]["fid"], rel=1e-9)
 
 
+def test_a_folders_floor_scores_images_outside_its_reference(tmp_path: Path) -> None:
+    """A folder has no held-out split: its reference is its training images, and the floor's twin drew from the
+    same images, so with ``n_samples`` at the folder's size it scored the reference against itself (FID -3.8e-07,
+    read as "a generator can reach 0"). The twin now holds only images outside the reference; with fewer than
+    ``n_samples`` of those there is no floor, and ``gantune train`` says so."""
+    root = tmp_path / "imgs"
+    grey_folder(root, n=40)
+
+    def evaluated(n: int) -> tuple[Evaluator, object]:
+        cfg = config_from_dict({"data": {"name": "folder", "path": str(root), "resolution": 8, "channels": 1},
+                                "eval": {"n_samples": n, "extractor": "digits", "metrics": ["fid"]}})
+        return Evaluator(cfg, data := load_data(cfg.data, CPU, 0), CPU), data
+
+    ev, data = evaluated(16)
+    assert ev.provenance["reference"] == "train"
+    twin = data.twin(16)
+    assert twin is not None and len(twin) == 16 and not _rows(twin) & _rows(data.reference(16))
+    assert ev.provenance["floor"]["fid"] > 1.0  # 16 other random images: far from a copy of the reference
+    for n in (21, 40, 100):  # fewer than n images outside an n-image reference
+        ev, data = evaluated(n)
+        assert data.twin(n) is None and data.twin_labels(n) is None and ev.provenance["floor"] == {}
+        from gantune.provenance import floor_text
+
+        assert floor_text(ev.provenance) == (f"no real-vs-real floor (the reference is the training images, and "
+                                             f"fewer than {n} lie outside it)")
+
+
 def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     grey_folder(root)
