@@ -367,3 +367,22 @@ def test_a_search_of_a_plugins_sampler_or_loss_read_without_it_is_one_line(
     assert len(err) == 1 and "unknown loss 'ragan_gone'" in err[0], err
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["plugged", "lossy"]  # no re-runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db"]  # no runs/, ml.db, b.yaml or r.html
+
+
+def test_a_registration_that_does_not_pickle_is_named_in_one_line() -> None:
+    """What plugins registered is pickled once for the trials' processes; when it fails, the entry is named
+    (found by pickling each alone, only then)."""
+    import threading
+
+    from gantune.search.carry import pack
+
+    lock = threading.Lock()
+    locked = GANLoss(d=lambda r, f: (f - r).mean() if lock else r, g=lambda f: -f.mean())
+    LOSSES.add("locked_loss", locked)
+    try:
+        with pytest.raises(ConfigError) as exc:
+            pack()
+        assert str(exc.value).startswith(f"loss 'locked_loss' (registered by {__name__}) cannot be sent to the "
+                                          "processes that run trials: TypeError: cannot pickle '_thread.lock'"), exc
+    finally:
+        LOSSES.remove("locked_loss")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from ray import cloudpickle
 
@@ -41,19 +42,28 @@ def pack() -> bytes | None:
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
-        for kind, entries in found.items():
-            for name, (origin, entry) in entries.items():
-                try:
-                    cloudpickle.dumps(entry)
-                except Exception as err:
-                    raise ConfigError(f"{kind} {name!r} (registered by {origin}) cannot be sent to the processes "
-                                      f"that run trials: {type(err).__name__}: {first_line(err)}") from None
-        inner = cloudpickle.dumps({kind: {name: entry for name, (_, entry) in entries.items()}
-                                   for kind, entries in found.items()})
+        try:
+            inner = cloudpickle.dumps({kind: {name: entry for name, (_, entry) in entries.items()}
+                                       for kind, entries in found.items()})
+        except Exception as err:
+            _name_unpicklable(found)  # one by one, only now: each entry was pickled twice on every search start
+            raise ConfigError(f"what plugins registered cannot be sent to the processes that run trials: "
+                              f"{type(err).__name__}: {first_line(err)}") from None
         return bytes(cloudpickle.dumps((folders, inner)))
     finally:
         for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def _name_unpicklable(found: dict[str, dict[str, tuple[str, Any]]]) -> None:
+    """A ``ConfigError`` naming the first registration that does not pickle, with where it was registered."""
+    for kind, entries in found.items():
+        for name, (origin, entry) in entries.items():
+            try:
+                cloudpickle.dumps(entry)
+            except Exception as err:
+                raise ConfigError(f"{kind} {name!r} (registered by {origin}) cannot be sent to the processes "
+                                  f"that run trials: {type(err).__name__}: {first_line(err)}") from None
 
 
 def unpack(blob: bytes | None) -> None:
