@@ -410,17 +410,15 @@ def possible_data(leaves: dict[str, Spec], defaults: dict[str, Any] | None = Non
     return found
 
 
-def check_data_of(leaves: dict[str, Spec], sections: list[tuple[str, TrialConfig]] | None, source: str,
-                  defaults: dict[str, Any] | None = None) -> None:
+def check_data_of(datas: list[Any], sections: list[tuple[str, TrialConfig]] | None, source: str) -> None:
     """Data that is not there (or, for a conditional trial, has no classes) fails here, once, rather than in every
-    trial of a search that then exits 0."""
+    trial of a search that then exits 0. ``datas``: the space's ``possible_data``."""
     with listed_once():  # each folder walked once for both checks
-        _check_data_of(leaves, sections, source, defaults)
+        _check_data_of(datas, sections, source)
 
 
-def _check_data_of(leaves: dict[str, Spec], sections: list[tuple[str, TrialConfig]] | None, source: str,
-                   defaults: dict[str, Any] | None) -> None:
-    for cfg in possible_data(leaves, defaults):
+def _check_data_of(datas: list[Any], sections: list[tuple[str, TrialConfig]] | None, source: str) -> None:
+    for cfg in datas:
         try:
             check_data(cfg)
         except DataError as err:

@@ -27,7 +27,7 @@ import optuna
 from pydantic import ValidationError
 
 from gantune.config import SECTIONS, TrialConfig, format_validation_error, parse_yaml, read_yaml
-from gantune.data import data_notes, measured_on
+from gantune.data import data_notes, listed_once, measured_on
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
     absolute_files,
@@ -236,10 +236,11 @@ def _condition(name: str, text: str, value: Any) -> bool:
     return value
 
 
-def mixed_data(leaves: dict[str, Spec], settings: SearchSettings) -> list[str]:
-    """A note when the trials can train on different data: one objective ranks them all, and its values on two
-    datasets (FID on grid25 and on digits) are not comparable, so the "best" trial is the easiest data's."""
-    sources = dict.fromkeys(measured_on(c) for c in possible_data(leaves, settings.defaults))
+def mixed_data(datas: list[Any], settings: SearchSettings) -> list[str]:
+    """A note when the trials can train on different data (``datas``: the space's ``possible_data``): one
+    objective ranks them all, and its values on two datasets (FID on grid25 and on digits) are not comparable, so
+    the "best" trial is the easiest data's."""
+    sources = dict.fromkeys(measured_on(c) for c in datas)
     if len(sources) < 2:
         return []
     return [f"its trials train on different data ({', '.join(sources)}), whose values of {settings.objectives[0]} "
@@ -308,9 +309,11 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     sections = possible_sections(leaves, source, settings.defaults)
     check_objectives(settings, sections, source)
-    check_data_of(leaves, sections, source, settings.defaults)
-    notes += mixed_data(leaves, settings)
-    notes += dict.fromkeys(note for cfg in possible_data(leaves, settings.defaults) for note in data_notes(cfg))
+    datas = possible_data(leaves, settings.defaults)
+    with listed_once():  # each image folder walked once: for its check and its notes
+        check_data_of(datas, sections, source)
+        notes += mixed_data(datas, settings)
+        notes += dict.fromkeys(note for cfg in datas for note in data_notes(cfg))
     check_init_files(leaves, source, settings.defaults)
     if weights:
         check_weights_of(sections, source)

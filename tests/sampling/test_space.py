@@ -481,3 +481,24 @@ def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
                                           r"write a condition such as optim.lr_g > 0"):
         _space(tmp_path, text % '"optim.lr_g"')
     assert "loss.gp_weight" in _space(tmp_path, text % "\"loss.name == 'wgan-gp'\"").leaves
+
+
+def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load checked the folder (one walk) and read its notes (another): seconds apiece on 100k images."""
+    import os
+
+    from tests.conftest import grey_folder
+
+    grey_folder(tmp_path / "imgs", n=4)
+    walks: list[str] = []
+    walk = os.walk
+
+    def counted(top: object, *args: object, **kwargs: object) -> object:
+        walks.append(str(top))  # Python 3.11's walk calls itself for each subfolder: only the top one counts
+        return walk(top, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "walk", counted)
+    space = _space(tmp_path, f"name: w\nsearch: {{trials: 2, max_steps: 20, eval_every: 10}}\n"
+                             f"data: {{name: folder, path: {tmp_path / 'imgs'}, resolution: 8}}\n"
+                             "model: {arch: dcgan}\neval: {extractor: digits}\n")
+    assert any("greyscale" in n for n in space.notes) and walks.count(str(tmp_path / "imgs")) == 1
