@@ -245,11 +245,17 @@ def _dropped(c: Candidate) -> str:
     return "".join(f"; seed {seed} {status}, not in the mean" for seed, status in sorted(c.dropped.items()))
 
 
-def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
-                    steps: int | None, storage: str) -> TrialConfig:
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in chosen.config.items()}
+def with_steps(config: dict[str, Any], steps: int | None) -> dict[str, Any]:
+    """A copy of ``config`` (its sections copied) with ``train.steps`` set to ``steps`` when given."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
     if steps is not None:
         raw.setdefault("train", {})["steps"] = steps
+    return raw
+
+
+def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
+                    steps: int | None, storage: str) -> TrialConfig:
+    raw = with_steps(chosen.config, steps)
     raw["origin"] = {"search": study.study_name, "trials": [c.trial.number for c in candidates],
                      "study_storage": absolute_sqlite(storage)}  # the record stays true once the file moves
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
@@ -385,8 +391,9 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     if stale := steps_note(study, settings, steps):
         note = f"{note}; {stale}" if note else stale
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
-    for c in candidates:  # before any re-run: a loss of a plugin not given ran failing re-runs, then said so
-        config_from_dict(c.config, f"search {name!r} trial {c.trial.number}")
+    for c in candidates:  # before any re-run: a loss of a plugin not given, or a --steps the config cannot
+        # train to (a progressive net's fades end later), ran failing re-runs, then said so
+        config_from_dict(with_steps(c.config, steps), f"search {name!r} trial {c.trial.number}")
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)

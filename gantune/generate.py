@@ -18,17 +18,17 @@ from torch import nn
 
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
-from gantune.data import data_shape, grid25_means, is_points, ring8_means
-from gantune.errors import GantuneError
+from gantune.data import data_shape, is_points, mixture_means
+from gantune.errors import ConfigError, GantuneError
 from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
+from gantune.registry import plugin_hint
 from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_folder, atomic_write, finite_weights, load_saved
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
-MEANS = {"grid25": grid25_means, "ring8": ring8_means}
 #: ``gantune generate``'s defaults: samples drawn, and walks (rows) of an interpolation
 SAMPLES, ROWS = 64, 8
 
@@ -45,7 +45,10 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
             payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
-    cfg = config_from_dict(_without_init(payload["config"]), f"{path} (embedded config)")
+    try:
+        cfg = config_from_dict(_for_sampling(payload["config"]), f"{path} (embedded config)")
+    except ConfigError as err:
+        raise ConfigError(plugin_hint(str(err))) from None
     net = build_generator(cfg.model, resolve_arch(cfg), data_shape(cfg.data))
     if cfg.model.conditional:  # the class count is the class embeddings' (the data is not loaded here)
         classes = state_classes(payload["state_dict"])
@@ -63,10 +66,19 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     return net.to(device).eval(), cfg
 
 
-def _without_init(raw: Any) -> Any:
-    """The embedded config less ``model.init_from``: the weights are all there, so the file the run started from
-    need not be (it may have moved since)."""
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "init_from" in raw["model"]:
+#: the sections of an embedded config that sampling never reads: a generator trained with a plugin's loss or
+#: metric was refused without the plugin ("unknown loss 'ragan'"), though nothing here uses either
+NOT_SAMPLED = ("loss", "optim", "eval", "health")
+
+
+def _for_sampling(raw: Any) -> Any:
+    """The embedded config as sampling reads it: without ``NOT_SAMPLED``'s sections, and less
+    ``model.init_from`` (the weights are all there, so the file the run started from need not be: it may have
+    moved since)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = {k: v for k, v in raw.items() if k not in NOT_SAMPLED}
+    if isinstance(raw.get("model"), dict) and "init_from" in raw["model"]:
         return {**raw, "model": {k: v for k, v in raw["model"].items() if k != "init_from"}}
     return raw
 
@@ -132,7 +144,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")
     if suffix == ".csv" and not points:
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
-    means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
+    means = mixture_means(cfg.data)
     x = sample(net, cfg, n, device, seed, label)
     files: dict[str, bytes] = {}
     if suffix == ".png":
@@ -183,7 +195,7 @@ def interpolation_png(net: nn.Module, cfg: TrialConfig, n: int, rows: int, devic
     x = walk_samples(net, cfg, n, rows, device, seed, label)
     if not is_points(cfg.data):
         return grid_png(x, n)
-    means = MEANS[cfg.data.name]() if cfg.data.name in MEANS else None
+    means = mixture_means(cfg.data)
     background = sample(net, cfg, PATH_BACKGROUND, device, seed + 1)
     return paths_png(x.reshape(rows, n, 2), background, means, title or f"{rows} slerp paths, {n} steps")
 

@@ -16,6 +16,13 @@ from gantune.errors import GantuneError
 T = TypeVar("T")
 
 
+def plugin_hint(text: str) -> str:
+    """``text``, an error read back from what an earlier run stored, with a hint where it names an unknown entry:
+    what a plugin registered then is unknown to a command run without that plugin."""
+    return f"{text} (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)" if "unknown " in text \
+        else text
+
+
 class Registry(Generic[T]):
     """Maps names to entries, in registration order."""
 

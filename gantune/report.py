@@ -21,7 +21,7 @@ from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
-from gantune.errors import GantuneError
+from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
 from gantune.rundir import GENERATOR, atomic_write, check_writable
 from gantune.sampling import votes as V
@@ -145,7 +145,9 @@ STRIP_ROWS = {"images": 1, "points": 8}
 def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     """An interpolation of each top trial's final generator (its run directory's ``generator.pt``, on the CPU),
     all from the same latents; a trial whose weights are not on this machine, or not readable, has instead the
-    reason it has none (the page left it out without a word)."""
+    reason it has none (the page left it out without a word). Weights whose config does not load (a plugin's
+    dataset, the plugin not given) stop the report with that line, as ``export`` and ``review`` do: the page was
+    written, exit 0, with every interpolation missing."""
     import torch
 
     from gantune.data import is_points
@@ -167,6 +169,8 @@ def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
             continue
         try:
             net, cfg = load_generator(weights, cpu)
+        except ConfigError as err:  # its embedded config names what a plugin registered, and none was given
+            raise ConfigError(f"trial {t.number}'s {err}") from None
         except GantuneError as err:
             out.append({"number": t.number, "missing": str(err)})
             continue

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial
 
-from gantune.data import is_points
+from gantune.data import is_points, mixture_means
 from gantune.errors import GantuneError
-from gantune.generate import MEANS, load_generator, sample
+from gantune.generate import load_generator, sample
 from gantune.rundir import BEST_GENERATOR, GENERATOR
 from gantune.sampling import votes as V
 from gantune.sampling.study import load_search, ranked, search_settings, sign
@@ -65,7 +65,7 @@ def draw(weights: Path) -> bytes:
     net, cfg = load_generator(weights, device)
     points = is_points(cfg.data)
     x = sample(net, cfg, N_POINTS if points else N_IMAGES, device, SEED)
-    return samples_png(x, MEANS[cfg.data.name]() if cfg.data.name in MEANS else None)
+    return samples_png(x, mixture_means(cfg.data))
 
 
 class Review:

@@ -386,3 +386,33 @@ def test_a_registration_that_does_not_pickle_is_named_in_one_line() -> None:
                                           "processes that run trials: TypeError: cannot pickle '_thread.lock'"), exc
     finally:
         LOSSES.remove("locked_loss")
+
+
+def test_a_generator_samples_without_the_plugins_of_its_loss_and_metric(
+        relativistic: str, spread: str, square4: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate`` rebuilt the generator from its whole embedded config, so one trained with a plugin's loss or
+    metric was refused without the plugin ("unknown loss 'ragan'", exit 2), though sampling reads neither; a
+    plugin's 2-D points were plotted without their true means (a table of grid25's and ring8's)."""
+    from gantune import generate
+    from gantune.cli import main
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = tiny(data={"name": square4}, loss={"name": relativistic}, train={"steps": 10},
+               eval={"metrics": [spread], "every": 10})
+    assert train(cfg, run_dir=tmp_path / "run").status == "completed"
+    drawn: list[object] = []
+    plot = generate.samples_png
+    monkeypatch.setattr(generate, "samples_png", lambda x, means, *a: drawn.append(means) or plot(x, means, *a))
+    assert main(["generate", str(tmp_path / "run" / "generator.pt"), "--n", "20", "--out",
+                 str(tmp_path / "g.png")]) == 0
+    assert len(drawn) == 1 and isinstance(drawn[0], torch.Tensor) and drawn[0].tolist() == [
+        [-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]
+    LOSSES.remove(relativistic)
+    FAMILIES.remove(spread)
+    try:
+        assert main(["generate", str(tmp_path / "run" / "generator.pt"), "--n", "20", "--out",
+                     str(tmp_path / "g.csv")]) == 0
+        assert len((tmp_path / "g.csv").read_text().splitlines()) == 21
+    finally:  # the fixtures remove them again
+        LOSSES.add(relativistic, GANLoss(d=lambda r, f: (f - r).mean(), g=lambda f: -f.mean()))
+        family(spread, keys=(spread,))(lambda ref: lambda fake: {})

@@ -319,6 +319,15 @@ def is_labelled(cfg: DataConfig) -> bool | None:
     return DATASETS.get(cfg.name).labelled(cfg)
 
 
+def mixture_means(cfg: DataConfig) -> torch.Tensor | None:
+    """The true means of a 2-D mixture dataset, which plots of a generator's points draw beside them (a plugin's
+    too: a table of the built-in ones left them out); ``None`` for image data."""
+    if not DATASETS.get(cfg.name).points:
+        return None
+    mixture = DATASETS.get(cfg.name).build(cfg)[0]
+    return None if mixture is None else mixture.means
+
+
 def known_classes(cfg: DataConfig) -> int | None:
     """The dataset's class count where its file names tell it without decoding anything (a folder's top-level
     subfolders; 0: images directly under ``path``), else ``None``."""

@@ -30,6 +30,7 @@ from gantune.config import format_validation_error
 from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
+from gantune.registry import plugin_hint
 from gantune.rundir import check_writable, holder
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
@@ -219,8 +220,7 @@ def search_settings(study: optuna.Study) -> SearchSettings:
         return SearchSettings.model_validate(study.user_attrs.get("settings") or {})
     except ValidationError as err:
         text = format_validation_error(err, f"search {study.study_name!r}", "search")
-        raise ConfigError(f"{text} (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)"
-                          if "unknown " in text else text) from None
+        raise ConfigError(plugin_hint(text)) from None
 
 
 def interrupted_trials(study: optuna.Study) -> list[optuna.Trial]:

@@ -559,3 +559,23 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     monkeypatch.chdir(tmp_path)
     cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db")
     assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def test_seed_re_runs_at_steps_the_config_cannot_train_to_are_refused_before_they_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``export --seeds 1 --steps 60`` of a progressive trial whose fade ends at step 64 started Ray and ran a
+    re-run that failed at step 0, then said what ``train --steps 60`` says at once."""
+    import gantune.search
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="prog", storage=storage, direction="minimize")
+    study.set_user_attr("settings", {"trials": 1, "max_steps": 200, "eval_every": 100, "objective": "fid"})
+    config = {"data": {"name": "digits", "resolution": 16}, "train": {"steps": 200},
+              "model": {"arch": "dcgan", "progressive": {"start": 8, "fade_steps": 64}}}
+    study.add_trial(optuna.trial.create_trial(value=9.0, user_attrs={"config": config}))
+    monkeypatch.setattr(gantune.search, "run_search", lambda *a, **k: pytest.fail("a re-run started"))
+    assert main(["export", "prog", "--storage", storage, "--seeds", "1", "--steps", "60", "--out", "b.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "search 'prog' trial 0: model.progressive: 1 fade(s) of 64 steps" in err, err
+    assert optuna.get_all_study_names(storage) == ["prog"] and not (tmp_path / "b.yaml").exists()

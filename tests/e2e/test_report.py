@@ -49,6 +49,20 @@ def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypa
     assert main(["report", "rep", "--out", "out/top0.html", "--top", "0"]) == 0
     html = (tmp_path / "out" / "top0.html").read_text()
     assert html.count("None asked for (--top 0).") == 2 and "not on this machine" not in html
+    # weights whose config names a dataset no plugin registered here: the page was written, exit 0, with the
+    # interpolation missing; now one line and exit 2, as export and review say it (the plugin was not given)
+    import torch
+
+    weights = tmp_path / "runs" / "rep" / f"trial-{done[-1]:04d}" / "generator.pt"
+    payload = torch.load(weights, weights_only=True)
+    payload["config"]["data"]["name"] = "plugin_points"
+    torch.save(payload, weights)
+    capsys.readouterr()
+    assert main(["report", "rep", "--out", "out/plugin.html"]) == 2
+    err = capsys.readouterr().err
+    assert not (tmp_path / "out" / "plugin.html").exists() and err.count("\n") == 1, err
+    assert f"trial {done[-1]}'s {weights} (embedded config): data.name: unknown dataset 'plugin_points'" in err, err
+    assert err.endswith("(registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)\n"), err
 
 
 def test_report_of_unknown_search_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
