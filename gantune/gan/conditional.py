@@ -217,9 +217,16 @@ def check_classes(cfg: TrialConfig) -> None:
 
 def labelled_data(cfg: TrialConfig, data: RealData) -> Labelled | None:
     """What ``GANTrainer`` needs of the data to train conditionally (``None`` for an unconditional config); a
-    ``GantuneError`` naming what to change when the loaded data has fewer than two classes."""
+    ``GantuneError`` naming what to change when the loaded data has fewer than two classes, or no images of a
+    class below its highest (a ``max_images`` subset of a labelled set: that class would be learnt from nothing)."""
     if not cfg.model.conditional:
         return None
     k = data.n_classes
     check_enough(cfg, k)
+    if data.labels is not None and not data.stack and (have := int(torch.unique(data.labels).numel())) < k:
+        missing = sorted(set(range(k)) - set(data.labels.unique().tolist()))
+        raise GantuneError(f"model.conditional: data {cfg.data.name!r} has images of {have} of its {k} classes (none "
+                           f"of class {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}), and a "
+                           "conditional GAN needs images of every class" + (
+                               "; raise data.max_images" if cfg.data.max_images is not None else ""))
     return Labelled(data.sample_labelled, k)

@@ -307,6 +307,25 @@ def test_a_max_images_subset_keeps_the_folders_class_indices(tmp_path: Path) -> 
                               "conditional GAN needs images of every class; raise data.max_images")
 
 
+def test_labelled_data_missing_a_class_below_its_highest_is_refused() -> None:
+    """Class count is the highest label + 1, so labelled data with no image of class 1 (a subset of a torchvision
+    set, a plugin's) trained a class from nothing without a word."""
+    from gantune.data import DATASETS, dataset
+
+    @dataset("gappy", channels=1, labelled=True)
+    def gappy(cfg: object) -> tuple[None, torch.Tensor, torch.Tensor]:
+        return None, torch.zeros(8, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 0, 0, 2, 2, 2, 2])
+
+    try:
+        cfg = _cfg(data={"name": "gappy"})
+        with pytest.raises(GantuneError) as exc:
+            labelled_data(cfg, load_data(cfg.data, CPU, 0))
+        assert str(exc.value) == ("model.conditional: data 'gappy' has images of 2 of its 3 classes (none of class 1), "
+                                  "and a conditional GAN needs images of every class")
+    finally:
+        DATASETS.remove("gappy")
+
+
 def _two_class_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``tmp_path/cfg.yaml``: a conditional run on ``tmp_path/imgs`` (two class folders of 6 images), run from
     ``tmp_path``."""
