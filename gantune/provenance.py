@@ -49,6 +49,15 @@ def floor(trial: _Trial) -> dict[str, float]:
     return dict(of(trial).get("floor") or {})
 
 
+def measured_on(provenance: dict[str, Any]) -> str | None:
+    """The data a trial was measured on as ``gantune.data.measured_on`` words it (``grid25``, ``digits at 16 px``);
+    ``None`` where it was not recorded."""
+    if DATA not in provenance:
+        return None
+    resolution = provenance.get("resolution")
+    return str(provenance[DATA]) + (f" at {resolution} px" if resolution else "")
+
+
 def floor_text(provenance: dict[str, Any]) -> str:
     """The floor as a line says it, or why there is none (``Evaluator._floor``)."""
     values = provenance.get("floor") or {}

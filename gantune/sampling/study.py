@@ -87,9 +87,10 @@ def continued(name: str, storage: str, settings: SearchSettings) -> SearchSettin
 
 
 def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
-                distributions: dict[str, BaseDistribution]) -> None:
+                distributions: dict[str, BaseDistribution], measured: Sequence[str] = ()) -> None:
     """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
-    trials were measured otherwise or drew from ``distributions`` Optuna cannot continue. Writes nothing (the
+    trials were measured otherwise (``measured``: the data the space's trials can train on, ``measured_on``) or drew
+    from ``distributions`` Optuna cannot continue. Writes nothing (the
     study is opened by ``open_study`` once every other input has been checked)."""
     existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -107,6 +108,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            f"{settings.trials}: give --trials {len(started)} or more")
     if existing is not None:  # other objectives first: a direction per objective then differs too, and said less
         check_same_measure(name, existing, settings)
+        check_same_data(name, existing, measured)
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:
         raise GantuneError(f"--resume: search {name!r} was created with direction {', '.join(was)}, and this space "
                            f"says {', '.join(settings.directions)} (a direction left out is each objective's better "
@@ -158,6 +160,17 @@ def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings)
         raise GantuneError(f"--resume: search {name!r} trains each trial for {before.max_steps} steps; this run asks "
                            f"for {settings.max_steps}: trials of two budgets would be ranked together (continue it "
                            f"with --max-steps {before.max_steps}, or start another search with --name)")
+
+
+def check_same_data(name: str, study: optuna.Study, measured: Sequence[str]) -> None:
+    """A resumed search whose space trains on none of the data its trials were measured on (``provenance``): it
+    ran, and the sampler and ASHA compared grid25's values with ring8's, the summary then ranking the new trials
+    alone. A space that samples its data passes when any of its data is the trials'."""
+    trials = study.get_trials(deepcopy=False)
+    before = dict.fromkeys(m for t in trials if (m := provenance.measured_on(provenance.of(t))))
+    if before and measured and not set(before) & set(measured):
+        raise GantuneError(f"--resume: search {name!r} measured its trials on {', '.join(before)}; this space trains "
+                           f"on {', '.join(measured)}: the values would not compare (start another search with --name)")
 
 
 #: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and

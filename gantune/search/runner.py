@@ -22,6 +22,7 @@ from typing import Any
 
 from gantune import env, provenance
 from gantune.config import dotted, format_validation_error
+from gantune.data import measured_on
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import ConfigError, GantuneError, Interrupted
@@ -31,6 +32,7 @@ from gantune.sampling.artifacts import artifact_dir, dashboard_command
 from gantune.sampling.checks import idle_on_cpu, possible_data
 from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace, check_draws
+from gantune.sampling.specs import CategoricalSpec, ValueSpec
 from gantune.sampling.study import (
     DEFAULT_STORAGE,
     FINISHED,
@@ -163,6 +165,16 @@ def _use_local_token(address: str) -> bool:
     os.environ["RAY_AUTH_MODE"] = "token"  # also for the processes this driver starts
     reload_config()  # Ray read its config at import: let it see the mode (what Ray does itself for auto)
     return True
+
+
+def _measured_on(space: SearchSpace) -> list[str]:
+    """The data the space's trials can be measured on (``measured_on``), for a resume to compare with its trials';
+    none (no comparison) where a data key is drawn from a range or an expression (``possible_data`` then reads
+    its default, which the trials need not have)."""
+    if any(path.startswith("data.") and not isinstance(spec, (ValueSpec, CategoricalSpec))
+           for path, spec in space.leaves.items()):
+        return []
+    return list(dict.fromkeys(measured_on(c) for c in possible_data(space.leaves, space.settings.defaults)))
 
 
 def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float], where: str) -> dict[str, float]:
@@ -306,14 +318,15 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     run_root = (Path(opts.runs_dir) / space.name).resolve()
     what = f"search {space.name!r} (its folder {run_root})"
     check_free(run_root, what)
-    check_study(space.name, storage, settings, opts.resume, space.distributions())
+    measured = _measured_on(space)
+    check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):
-            check_study(space.name, storage, settings, opts.resume, space.distributions())
+            check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
             claim_runs(run_root, space.name, storage)
             for note in notes:  # every input checked: what is left to say about the space
                 warn(note)

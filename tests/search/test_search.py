@@ -221,6 +221,11 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
     # other objectives were refused for their directions ("created with direction minimize, maximize")
     ({"objective": ["fid", "coverage"], "direction": ["minimize", "maximize"]}, [0.001, 0.003],
      "ranks its trials by fid, coverage; this space asks for fid: the values would not compare"),
+    # other data: it ran, TPE and ASHA compared ring8's values with grid25's, and the summary then ranked the new
+    # trials alone ("measured differently")
+    ({"provenance": {"data": "ring8", "resolution": None}}, [0.001, 0.003],
+     "--resume: search 'changed' measured its trials on ring8; this space trains on grid25: the values would not "
+     "compare (start another search with --name)"),
 ])
 def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           stored: dict, drawn: list[float], needle: str) -> None:
@@ -236,10 +241,11 @@ def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys
     path.write_text(tiny_space("changed", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="changed", storage=storage, directions=stored.get("direction"))
-    earlier = load_space(path).settings.model_dump() | stored
+    earlier = load_space(path).settings.model_dump() | {k: v for k, v in stored.items() if k != "provenance"}
     study.set_user_attr("settings", SearchSettings.model_validate(earlier).model_dump())
     study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, values=[1.0] * len(study.directions),
-                                              distributions={"optim.lr_g": CategoricalDistribution(drawn)}))
+                                              distributions={"optim.lr_g": CategoricalDistribution(drawn)},
+                                              user_attrs={"provenance": stored.get("provenance", {})}))
     capsys.readouterr()
     assert main(["search", str(path), "--storage", storage, "--resume", "--no-tracking", "--runs-dir",
                  str(tmp_path / "runs")]) == 2
