@@ -381,6 +381,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     note = search_notes(study, ranking=trial is None)
     settings = search_settings(study)
     objective = settings.objectives[0]
+    front = ""
     if trial is None and len(study.directions) > 1:  # a Pareto front has no one best: say which was taken
         objectives = settings.objectives
         chose = (f"the seed re-runs' mean {objectives[0]} chose among the top {len(chosen_trials)} (the Pareto front "
@@ -399,7 +400,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     chosen = choose(study, candidates)
     cfg = exported_config(study, chosen, candidates, steps, storage)
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
-            + (f"# note: {stale}\n" if stale else "") + BY_NOTE.get(by, "") + dump_config(cfg))
+            + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
+            + dump_config(cfg))
     copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,

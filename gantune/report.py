@@ -32,6 +32,7 @@ from gantune.sampling.study import (
     search_settings,
     sign,
     top_trials,
+    trained_params,
     trained_steps,
     trial_status,
     trial_value,
@@ -96,28 +97,32 @@ def _charts(study: optuna.Study, trials: list[FrozenTrial], objective_names: lis
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     target = (lambda t: t.values[0]) if multi else None
     name = objective_names[0]
-    # (title, completed trials it needs, figure): Optuna's charts of fewer log a warning and draw nothing
-    specs: list[tuple[str, int, Any]] = [
-        ("Trials by status (hover: prune reasons)", 0, lambda: _status_counts(trials)),
-        ("Trials over time, by status and prune reason", 0, lambda: _status_timeline(trials)),
-        ("Optimisation history", 1,
+    # (title, completed trials it needs, whether it plots params, figure): Optuna's charts of fewer log a warning
+    # and draw nothing
+    specs: list[tuple[str, int, bool, Any]] = [
+        ("Trials by status (hover: prune reasons)", 0, False, lambda: _status_counts(trials)),
+        ("Trials over time, by status and prune reason", 0, False, lambda: _status_timeline(trials)),
+        ("Optimisation history", 1, False,
          lambda: ov.plot_optimization_history(study, target=target, target_name=name)),
-        ("Parameter importances (fANOVA)", 2,  # named: Optuna 5's default is PED-ANOVA, 4's fANOVA
+        ("Parameter importances (fANOVA)", 2, True,  # named: Optuna 5's default is PED-ANOVA, 4's fANOVA
          lambda: ov.plot_param_importances(study, target=target, target_name=name,
                                            evaluator=FanovaImportanceEvaluator(seed=0))),
-        ("Parallel coordinates", 2, lambda: ov.plot_parallel_coordinate(study, target=target, target_name=name)),
-        (f"{name} vs. each parameter", 1, lambda: ov.plot_slice(study, target=target, target_name=name)),
+        ("Parallel coordinates", 2, True,
+         lambda: ov.plot_parallel_coordinate(study, target=target, target_name=name)),
+        (f"{name} vs. each parameter", 1, True, lambda: ov.plot_slice(study, target=target, target_name=name)),
     ]
     if multi:
-        specs.append(("Pareto front", 1, lambda: ov.plot_pareto_front(study, target_names=objective_names)))
-    charts = []
-    for title, needs, make in specs:
+        specs.append(("Pareto front", 1, False, lambda: ov.plot_pareto_front(study, target_names=objective_names)))
+    charts: list[dict[str, str]] = []
+    explored = any(t.user_attrs.get("pbt_lineage") for t in trials)
+    for title, needs, plots_params, make in specs:
         try:
             if len(complete) < needs:
                 raise ValueError(f"needs at least {needs} completed trial{'s' * (needs > 1)}")
             fig = make()
             fig.update_layout(autosize=True, width=None)  # fill the section instead of a fixed width
-            charts.append({"title": title, "html": fig.to_html(full_html=False, include_plotlyjs=False)})
+            charts.append({"title": title, "html": fig.to_html(full_html=False, include_plotlyjs=False),
+                           "caption": PBT_CHART_NOTE if explored and plots_params else ""})
         except (ValueError, RuntimeError) as err:
             charts.append({"title": title, "html": "", "note": f"Not available: {err}"})
     return charts
@@ -180,6 +185,25 @@ def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     return out
 
 
+def _shown(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _params(t: FrozenTrial) -> str:
+    """The values ``t`` ended on: a PBT member's last explored ones (the table gave Optuna's first sample beside a
+    value reached under others), with the first sample after them."""
+    lineage = t.user_attrs.get("pbt_lineage") or []
+    if not lineage:
+        return _shown(t.params)
+    return (f"{_shown(trained_params(t))} (PBT's explore at step {lineage[-1]['step']}; first sampled: "
+            f"{_shown(t.params)})")
+
+
+#: what a PBT search's parameter charts show (Optuna draws each member at its first sample)
+PBT_CHART_NOTE = ("PBT search: Optuna charts each member at its first sampled values, not the explored ones it ended "
+                  "on (the trial table below gives both).")
+
+
 def _value(study: optuna.Study, t: FrozenTrial) -> str:
     """A completed trial's values; another's best evaluation (Optuna keeps a pruned trial's last one)."""
     if t.state == TrialState.COMPLETE:
@@ -231,8 +255,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get(REASON_KEY, ""),
              "value": _value(study, t),
-             "params": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())}
-            for t in trials]
+             "params": _params(t)} for t in trials]
     human = _human(study)
     note = search_notes(study)  # trials measured differently, a search still running: in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)

@@ -126,7 +126,10 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     assert capsys.readouterr().err.strip().splitlines() == [
         "note: 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
         "with --trial N (gantune report shows the front)"]
-    assert "# chosen: trial 0" in (tmp_path / "best.yaml").read_text()
+    text = (tmp_path / "best.yaml").read_text()  # the file says it too: stderr was the only place
+    assert "# chosen: trial 0, search coverage 0.5, fid 3\n" in text and (
+        "\n# 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
+        "with --trial N (gantune report shows the front)\n") in text
     # the report's summary card named both objectives over the first one's value; its --json bytes were characters
     assert main(["report", "two", "--storage", storage, "--out", str(tmp_path / "r.html"), "--json"]) == 0
     html = (tmp_path / "r.html").read_text()

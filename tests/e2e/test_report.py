@@ -132,3 +132,30 @@ def test_a_multi_objective_reports_grid_caption_gives_each_objectives_value(tmp_
                                               distributions={"x": optuna.distributions.FloatDistribution(0, 2)}))
     build_report("two", storage, tmp_path / "r.html")
     assert "<figcaption>trial 0 · fid, recall 292.6, 0.08333</figcaption>" in (tmp_path / "r.html").read_text()
+
+
+def test_a_pbt_reports_trial_table_gives_the_values_each_member_ended_on(tmp_path: Path) -> None:
+    """A PBT member cloned to another loss and learning rate was listed at its first sample beside the value it
+    reached under the explored ones, and the page never said PBT (export's header did)."""
+    from gantune.report import build_report
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="pbt", storage=storage, direction="maximize")
+    study.set_user_attr("settings", {"objective": "coverage", "direction": "maximize", "trials": 2, "max_steps": 300,
+                                     "eval_every": 100})
+    dist = {"optim.lr_g": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+            "loss.name": optuna.distributions.CategoricalDistribution(["hinge", "nonsaturating"])}
+    lineage = [{"step": 250, "from_trial": 1, "params": {"optim.lr_g": 0.00288, "loss.name": "nonsaturating"},
+                "changed": {}}]
+    for value, attrs in ((0.055, {"pbt_lineage": lineage}), (0.05, {})):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr_g": 0.001702, "loss.name": "hinge"}, distributions=dist, value=value,
+            user_attrs={**attrs, "gantune_status": "completed", "steps": 300}))
+    build_report("pbt", storage, tmp_path / "r.html", top=0)
+    html = (tmp_path / "r.html").read_text()
+    assert ("<td>optim.lr_g=0.00288, loss.name=nonsaturating (PBT&#39;s explore at step 250; first sampled: "
+            "optim.lr_g=0.001702, loss.name=hinge)</td>") in html
+    assert "<td>optim.lr_g=0.001702, loss.name=hinge</td>" in html  # a member never cloned
+    from gantune.report import PBT_CHART_NOTE
+
+    assert html.count(PBT_CHART_NOTE) == 3  # importances, parallel coordinates, the slice plot
