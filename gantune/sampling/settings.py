@@ -182,6 +182,8 @@ class SearchSettings(SwitchChecked):
         if isinstance(v, list):
             for name in v:
                 RECIPES.validate(name)
+            if twice := sorted({n for n in v if v.count(n) > 1}):  # the second was skipped as the first's twin
+                raise ValueError(f"recipe {twice[0]!r} is named twice")
         return v
 
     @field_validator("sampler")

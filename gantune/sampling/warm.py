@@ -284,6 +284,15 @@ def chosen_recipes(space: SearchSpace) -> list[Recipe]:
     return [RECIPES.get(n) for n in wanted]
 
 
+def named_but_skipped(space: SearchSpace) -> list[str]:
+    """A warning for each recipe ``search.warm_start`` names that cannot apply to the space (the wrong kind of
+    data, a value outside its ranges): said after the search only, a user learnt it once the budget was spent."""
+    if not isinstance(space.settings.warm_start, list):
+        return []  # true: the data kind's own, each skipped where it does not fit, as documented
+    return [f"search.warm_start: recipe {p.recipe} will not be tried: {p.skipped}"
+            for p in (project(r, space) for r in chosen_recipes(space)) if p.skipped is not None]
+
+
 def max_recipes(trials: int) -> int:
     """At most a quarter of the trials (at least one) start from recipes."""
     return max(1, trials // 4)

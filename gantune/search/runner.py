@@ -53,7 +53,7 @@ from gantune.sampling.study import (
     trial_status,
     trial_value,
 )
-from gantune.sampling.warm import RECIPE_KEY, warm_start
+from gantune.sampling.warm import RECIPE_KEY, named_but_skipped, warm_start
 
 
 @dataclass
@@ -233,7 +233,7 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
         if settings.trials > 1:
             warnings.insert(0, f"this space samples nothing (no range, no categorical of two choices or more): its "
                                f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
-    return settings, [*space.notes, *cpu_only, *warnings]
+    return settings, [*space.notes, *cpu_only, *named_but_skipped(space), *warnings]
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:

@@ -139,3 +139,19 @@ def test_pbt_explore_keeps_a_recipe_members_overrides(tmp_path: Path) -> None:
     for c in moved:
         assert c["trial"]["loss"]["r1_weight"] == 0.1 and c["trial"]["optim"]["decay"] == "linear"
         assert c["trial"]["optim"]["lr_g"] == c["params"]["optim.lr_g"]
+
+
+def test_a_named_recipe_that_cannot_apply_is_a_warning_before_the_search(tmp_path: Path) -> None:
+    """``warm_start: [digits-wgan]`` on ring8 ran without it, said in one summary line once the search had ended;
+    a recipe named twice was "not tried: its searched values are recipe points's"."""
+    from gantune.errors import ConfigError
+    from gantune.search.runner import check_run
+
+    path = tmp_path / "warm.yaml"
+    path.write_text(SPACE.format(warm="  warm_start: [digits-wgan, points]"))
+    _, notes = check_run(load_space(path), SearchOptions(runs_dir=str(tmp_path / "runs")))
+    assert [n for n in notes if "warm_start" in n] == [
+        "search.warm_start: recipe digits-wgan will not be tried: it is for digits data; this space trains on points"]
+    path.write_text(SPACE.format(warm="  warm_start: [points, points]"))
+    with pytest.raises(ConfigError, match=r"search.warm_start: recipe 'points' is named twice"):
+        load_space(path)
