@@ -24,7 +24,7 @@ from gantune.gan.speed import CUDA_ONLY
 from gantune.gan.transfer import read_init
 from gantune.metrics import better, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
-from gantune.sampling.settings import SearchSettings, mode_of
+from gantune.sampling.settings import SEARCH_DEFAULTS, SearchSettings, mode_of
 from gantune.sampling.specs import (
     SPEC_TYPES,
     CategoricalSpec,
@@ -204,6 +204,18 @@ def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
             _check_leaf(path, ValueSpec(value=value), source)
         except ConfigError as err:  # name the setting the value came from, not a leaf of the space
             raise ConfigError(str(err).replace(f"{source}: ", f"{source}: search.defaults: ", 1)) from None
+
+
+def unread_defaults(defaults: dict[str, Any], leaves: dict[str, Spec]) -> list[str]:
+    """A note for each ``search.defaults`` key the space sets in every trial (a leaf without a ``when``): the
+    space's value wins, so the default is never read, and it was dropped without a word. The built-in defaults
+    (``SEARCH_DEFAULTS``) are not the user's to drop."""
+    return [f"search.defaults.{path}: the space sets {path} in every trial (no `when` switches it off), so this "
+            "default is never read; remove it, or give the leaf a `when`" for path, value in defaults.items()
+            if path in leaves and leaves[path].when is None and SEARCH_DEFAULTS.get(path, _UNSET) != value]
+
+
+_UNSET = object()
 
 
 def expressions(leaves: dict[str, Spec], params: dict[str, Spec]) -> Iterator[tuple[str, str, str]]:

@@ -43,6 +43,7 @@ from gantune.sampling.checks import (
     possible_data,
     possible_sections,
     unmodelled,
+    unread_defaults,
     walk,
 )
 from gantune.sampling.expr import Expr, ExprError
@@ -307,6 +308,7 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     check_search_defaults(settings.defaults, source)
     literals = check_names(leaves, params, source)
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
+    notes += [f"{source}: {note}" for note in unread_defaults(settings.defaults, leaves)]
     sections = possible_sections(leaves, source, settings.defaults)
     check_objectives(settings, sections, source)
     datas = possible_data(leaves, settings.defaults)

@@ -502,3 +502,15 @@ def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, mo
                              f"data: {{name: folder, path: {tmp_path / 'imgs'}, resolution: 8}}\n"
                              "model: {arch: dcgan}\neval: {extractor: digits}\n")
     assert any("greyscale" in n for n in space.notes) and walks.count(str(tmp_path / "imgs")) == 1
+
+
+def test_a_search_default_the_space_always_sets_is_a_note(tmp_path: Path) -> None:
+    """``defaults: {optim.lr_g: 0.001}`` beside a searched lr_g was dropped without a word (the space's value wins);
+    one under a `when` is read where the `when` is off, and the built-in ``optim.ema`` default is not the user's."""
+    text = SPACE.replace("  eval_every: 20\n", "  eval_every: 20\n  defaults: {optim.lr_g: 0.001, loss.gp_weight: 5, "
+                                               "optim.beta1: 0.0}\n")
+    space = _space(tmp_path, text)
+    unread = [n for n in space.notes if "search.defaults" in n]
+    assert unread == [f"{tmp_path / 's.yaml'}: search.defaults.optim.lr_g: the space sets optim.lr_g in every trial "
+                      "(no `when` switches it off), so this default is never read; remove it, or give the leaf a "
+                      "`when`"], space.notes
