@@ -95,7 +95,8 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
     existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     if existing is not None and not resume and started:
-        raise GantuneError(f"search {name!r} already exists in {storage} ({len(started)} trials); "
+        raise GantuneError(f"search {name!r} already exists in {storage} ({len(started)} trial"
+                           f"{'s' * (len(started) != 1)}); "
                            "pass --resume to continue it or --name to start another")
     if existing is None and resume:
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")

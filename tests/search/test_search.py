@@ -407,3 +407,18 @@ def test_a_multi_objective_summary_says_its_best_is_one_of_the_front() -> None:
         "2 objectives: trial 0 is the Pareto front's best on coverage; the front also holds trial 1 (export one "
         "with --trial N)")
     assert front_note(study, best, ["coverage"]) is None and front_note(study, None, ["coverage", "fid"]) is None
+
+
+def test_a_search_name_taken_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "(1 trials)"."""
+    from gantune.cli import main
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "taken.yaml"
+    path.write_text(tiny_space("taken", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="taken", storage=storage).add_trial(optuna.trial.create_trial(value=1.0))
+    capsys.readouterr()
+    assert main(["search", str(path), "--storage", storage, "--no-tracking", "--runs-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (f"gantune search: error: search 'taken' already exists in {storage} (1 trial); "
+                                       "pass --resume to continue it or --name to start another\n")
