@@ -203,13 +203,17 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
     return "\n".join(lines) + "\n"
 
 
-def _others(study: optuna.Study, chosen: Candidate) -> str:
+def _others(study: optuna.Study, chosen: Candidate, digits: int = 6) -> str:
     """A multi-objective search's other values of the chosen trial (the header named the first only)."""
-    names = search_settings(study).objectives
-    values = chosen.trial.values or []
-    if len(names) < 2 or len(values) != len(names):
-        return ""
-    return "".join(f", {name} {value:.6g}" for name, value in zip(names[1:], values[1:], strict=True))
+    values = _values(search_settings(study).objectives, chosen.trial) or {}
+    return "".join(f", {name} {value:.{digits}g}" for name, value in list(values.items())[1:])
+
+
+def _values(objectives: list[str], trial: FrozenTrial) -> dict[str, float] | None:
+    """A completed trial's value of each objective (``export --json``: ``search_value`` is the first one's);
+    ``None`` for another (a pruned trial's stored value is its last, not its best: ``trial_value``)."""
+    values = (trial.values or []) if trial.state == TrialState.COMPLETE else []
+    return dict(zip(objectives, values, strict=True)) if len(values) == len(objectives) else None
 
 
 def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None) -> str:
@@ -406,7 +410,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
             "status": trial_status(chosen.trial),
-            "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4),
+            "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4) + _others(study, chosen, 4),
+            "values": _values(settings.objectives, chosen.trial),
             "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values,

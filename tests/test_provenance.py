@@ -126,6 +126,9 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     assert capsys.readouterr().err.strip().splitlines() == [
         "note: 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
         "with --trial N (gantune report shows the front)"]
+    assert main(["export", "two", "--storage", storage, "--out", str(tmp_path / "best.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the second objective was missing
+    assert out["values"] == {"coverage": 0.5, "fid": 3.0} and out["chosen"].endswith("coverage 0.5, fid 3")
     text = (tmp_path / "best.yaml").read_text()  # the file says it too: stderr was the only place
     assert "# chosen: trial 0, search coverage 0.5, fid 3\n" in text and (
         "\n# 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
