@@ -393,6 +393,10 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
                  "(gantune report shows the front)")
         note = f"{note}; {front}" if note else front
+    elif trial is not None and len(study.directions) > 1 and trial not in {t.number for t in study.best_trials}:
+        front = (f"trial {trial} is not on the Pareto front: another trial beats it on one objective and is no "
+                 "worse on the rest")
+        note = f"{note}; {front}" if note else front
     if stale := steps_note(study, settings, steps):
         note = f"{note}; {stale}" if note else stale
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]

@@ -140,6 +140,25 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bytes"] == (tmp_path / "r.html").stat().st_size
 
 
+def test_a_multi_objective_export_of_a_dominated_trial_says_it_is_off_the_front(tmp_path: Path, capsys: Any) -> None:
+    """``export --trial 2`` of a trial both others beat on both objectives exported it without a word."""
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="dom", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("settings", {"objective": ["coverage", "fid"], "direction": ["maximize", "minimize"],
+                                     "trials": 3, "max_steps": 10, "eval_every": 10})
+    for values in ([0.5, 3.0], [0.4, 1.0], [0.3, 5.0]):
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs={
+            "provenance": MEASURED, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+    line = "trial 2 is not on the Pareto front: another trial beats it on one objective and is no worse on the rest"
+    assert main(["export", "dom", "--storage", storage, "--trial", "2", "--out", str(tmp_path / "b.yaml")]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"note: {line}"]
+    assert f"\n# {line}\n" in (tmp_path / "b.yaml").read_text()
+    assert main(["export", "dom", "--storage", storage, "--trial", "1", "--out", str(tmp_path / "c.yaml")]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_report_says_how_many_trials_it_leaves_out_unfinished(tmp_path: Path, capsys: Any) -> None:
     """A report of a running (or killed) search counted its finished trials only, without a word of the rest."""
     from gantune.cli import main

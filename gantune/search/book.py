@@ -247,7 +247,8 @@ class SearchBook(Callback):
         self._notify("trial_ended", out)
         best = self.best_seen.pop(ot.number, None)
         self._say(f"trial {out.number:>3} {out.status:<17} steps {out.steps:>6}"
-                  + (f"  {self.objectives[0]} {out.values[0]:.4g}" if out.values and not out.status.pruned else "")
+                  + ("".join(f"  {name} {value:.4g}" for name, value in zip(self.objectives, out.values, strict=False))
+                     if out.values and not out.status.pruned else "")  # every objective: the line gave the first
                   + (f"  {self.objectives[0]} {best:.4g} (best evaluation)" if out.status.pruned and best is not None
                      else "")
                   + (f"  ({out.reason})" if out.reason else ""))

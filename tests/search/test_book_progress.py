@@ -131,3 +131,18 @@ def test_an_asha_stopped_trial_keeps_its_wall_time_and_evaluation_share() -> Non
     assert done.user_attrs["gantune_status"] == "pruned:asha"
     assert done.user_attrs["trial_wall_s"] == 40.0 and done.user_attrs["eval_fraction"] == 0.1
     assert seen.results == [{"step": 200.0, "trial_wall_s": 40.0, "eval_fraction": 0.1}]  # MLflow logs these
+
+
+def test_a_multi_objective_trials_line_gives_every_objective(capsys: pytest.CaptureFixture[str]) -> None:
+    """``objective: [coverage, fid]``: a completed trial's line gave its coverage only."""
+    from ray.tune.experiment import Trial
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    book = SearchBook(study, {trial.trial_id: study.ask()}, {}, ["coverage", "fid"], ["maximize", "minimize"],
+                      total=1, done_before=0, clock=Clock())
+    trial.run_metadata.last_result = {"step": 300, STATUS_KEY: "completed", "final/coverage": 0.043,
+                                      "final/fid": 7.42324}
+    book._finish(trial, None)
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("trial"))
+    assert line == "trial   0 completed         steps    300  coverage 0.043  fid 7.423"
