@@ -224,7 +224,7 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     gpu = settings.resources.gpu if opts.ray_address else \
         trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
-    if not space.warns:
+    if not space.warns or _nothing_left(space.name, opts, settings):  # a finished search resumed draws nothing
         return settings, []
     warnings = settings.warnings()
     if space.samples_nothing:  # one config and seed: counted with the run's trials (--trials, a resume's); the
@@ -234,6 +234,15 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
             warnings.insert(0, f"this space samples nothing (no range, no categorical of two choices or more): its "
                                f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
     return settings, [*space.notes, *cpu_only, *named_but_skipped(space), *warnings]
+
+
+def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> bool:
+    """Whether this is a resume of a search whose every trial has finished: the warnings about how the space
+    draws ("every trial is a random draw") said nothing of a run that draws nothing."""
+    if not opts.resume:
+        return False
+    study = find_study(name, absolute_sqlite(opts.storage or DEFAULT_STORAGE))
+    return study is not None and finished_count(study) >= settings.trials
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:

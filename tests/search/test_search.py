@@ -422,3 +422,22 @@ def test_a_search_name_taken_is_refused_in_one_line(tmp_path: Path, capsys: pyte
     assert main(["search", str(path), "--storage", storage, "--no-tracking", "--runs-dir", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == (f"gantune search: error: search 'taken' already exists in {storage} (1 trial); "
                                        "pass --resume to continue it or --name to start another\n")
+
+
+def test_a_finished_search_resumed_says_nothing_of_how_it_would_draw(tmp_path: Path) -> None:
+    """``--resume`` of a search whose trials had all finished warned "every trial is a random draw"."""
+    from gantune.search.runner import check_run
+    from tests.conftest import tiny_space
+
+    path = tmp_path / "fin.yaml"
+    path.write_text(tiny_space("fin", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100)
+                    .replace("sampler: random", "sampler: tpe"))
+    space = load_space(path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    opts = SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"), resume=True)
+    study = optuna.create_study(study_name="fin", storage=storage)
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(value=1.0))
+    assert check_run(space, opts)[1]  # one to run: the warnings hold
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    assert check_run(space, opts)[1] == []
