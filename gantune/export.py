@@ -42,6 +42,7 @@ from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace, stored_specs
 from gantune.sampling.study import (
+    explored_note,
     load_search,
     one_trial,
     search_notes,
@@ -196,11 +197,13 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
                          + ", ".join(f"{v:.4g}" for v in c.values) + _dropped(c))
         elif c.dropped:
             lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
-    lineage = chosen.trial.user_attrs.get("pbt_lineage") or []
-    explored = f" (PBT's explore at step {lineage[-1]['step']}; first sampled: " + ", ".join(
-        f"{k}={v}" for k, v in chosen.trial.params.items()) + ")" if lineage else ""
-    lines.append("# params: " + ", ".join(f"{k}={v}" for k, v in trained_params(chosen.trial).items()) + explored)
+    lines.append(f"# params: {_written(trained_params(chosen.trial))}{explored_note(chosen.trial, _written)}")
     return "\n".join(lines) + "\n"
+
+
+def _written(params: dict[str, Any]) -> str:
+    """Params as the header writes them: every digit (the file is the record of the trial)."""
+    return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
 def _others(study: optuna.Study, chosen: Candidate, digits: int = 6) -> str:
@@ -392,13 +395,11 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
                  f"first)" if seeds > 0 else f"the chosen trial is the Pareto front's best on {objectives[0]}")
         front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
                  "(gantune report shows the front)")
-        note = f"{note}; {front}" if note else front
     elif trial is not None and len(study.directions) > 1 and trial not in {t.number for t in study.best_trials}:
         front = (f"trial {trial} is not on the Pareto front: another trial beats it on one objective and is no "
                  "worse on the rest")
-        note = f"{note}; {front}" if note else front
-    if stale := steps_note(study, settings, steps):
-        note = f"{note}; {stale}" if note else stale
+    stale = steps_note(study, settings, steps)
+    note = "; ".join(part for part in (note, front, stale) if part)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     for c in candidates:  # before any re-run: a loss of a plugin not given, or a --steps the config cannot
         # train to (a progressive net's fades end later), ran failing re-runs, then said so

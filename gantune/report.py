@@ -26,6 +26,7 @@ from gantune.events import REASON_KEY, RULE_KEY, Status
 from gantune.rundir import GENERATOR, atomic_write, check_writable
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
+    explored_note,
     load_search,
     ranked,
     search_notes,
@@ -192,11 +193,7 @@ def _shown(params: dict[str, Any]) -> str:
 def _params(t: FrozenTrial) -> str:
     """The values ``t`` ended on: a PBT member's last explored ones (the table gave Optuna's first sample beside a
     value reached under others), with the first sample after them."""
-    lineage = t.user_attrs.get("pbt_lineage") or []
-    if not lineage:
-        return _shown(t.params)
-    return (f"{_shown(trained_params(t))} (PBT's explore at step {lineage[-1]['step']}; first sampled: "
-            f"{_shown(t.params)})")
+    return _shown(trained_params(t)) + explored_note(t, _shown)
 
 
 #: what a PBT search's parameter charts show (Optuna draws each member at its first sample)

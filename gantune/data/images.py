@@ -194,8 +194,9 @@ def folder_labels(root: Path, files: list[Path], listing: list[Path] | None = No
 def _folder_classes(cfg: DataConfig) -> int:
     """The folder's class subfolders (0: images directly under ``path``). Asked by conditional runs only, so a
     ``max_images`` subset missing a class is refused here: the generator would learn that class from nothing."""
-    root, files = _image_files(cfg)
-    index = _class_index(root, _listed(root))
+    with listed_once():  # the subset and the class index read one walk of the folder
+        root, files = _image_files(cfg)
+        index = _class_index(root, _listed(root))
     if index is None:
         return 0
     missing = sorted(set(index) - {f.relative_to(root).parts[0] for f in files})

@@ -223,10 +223,12 @@ def labelled_data(cfg: TrialConfig, data: RealData) -> Labelled | None:
         return None
     k = data.n_classes
     check_enough(cfg, k)
-    if data.labels is not None and not data.stack and (have := int(torch.unique(data.labels).numel())) < k:
-        missing = sorted(set(range(k)) - set(data.labels.unique().tolist()))
-        raise GantuneError(f"model.conditional: data {cfg.data.name!r} has images of {have} of its {k} classes (none "
-                           f"of class {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}), and a "
+    present = set() if data.labels is None or data.stack else set(data.labels.unique().tolist())
+    if present and len(present) < k:
+        missing = sorted(set(range(k)) - present)
+        raise GantuneError(f"model.conditional: data {cfg.data.name!r} has images of {len(present)} of its {k} "
+                           f"classes (none of class {', '.join(map(str, missing[:5]))}"
+                           f"{', ...' if len(missing) > 5 else ''}), and a "
                            "conditional GAN needs images of every class" + (
                                "; raise data.max_images" if cfg.data.max_images is not None else ""))
     return Labelled(data.sample_labelled, k)

@@ -10,7 +10,7 @@ import contextlib
 import math
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +304,13 @@ def trained_params(t: FrozenTrial) -> dict[str, Any]:
     its params, which its exported config no longer holds), else its params."""
     lineage = t.user_attrs.get("pbt_lineage") or []
     return dict(lineage[-1]["params"]) if lineage else dict(t.params)
+
+
+def explored_note(t: FrozenTrial, shown: Callable[[dict[str, Any]], str]) -> str:
+    """After ``trained_params(t)`` where PBT explored away from its first sample: when, and that sample (as
+    ``shown`` writes params); "" for a trial PBT never cloned."""
+    lineage = t.user_attrs.get("pbt_lineage") or []
+    return f" (PBT's explore at step {lineage[-1]['step']}; first sampled: {shown(t.params)})" if lineage else ""
 
 
 def trained_steps(t: FrozenTrial) -> int:
