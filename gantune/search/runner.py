@@ -237,12 +237,13 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
 
 
 def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> bool:
-    """Whether this is a resume of a search whose every trial has finished: the warnings about how the space
-    draws ("every trial is a random draw") said nothing of a run that draws nothing."""
+    """Whether this is a resume of a search whose every trial has finished and none was left running: it runs no
+    trial, so it starts no Ray (seconds), and the warnings about how the space draws ("every trial is a random
+    draw") said nothing of it."""
     if not opts.resume:
         return False
     study = find_study(name, absolute_sqlite(opts.storage or DEFAULT_STORAGE))
-    return study is not None and finished_count(study) >= settings.trials
+    return study is not None and finished_count(study) >= settings.trials and not interrupted_trials(study)
 
 
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
@@ -331,7 +332,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
     for obs in opts.observers:
         obs.connect()
-    started_ray, resources = _init_ray(opts.ray_address, space)
+    started_ray, resources = (False, None) if _nothing_left(space.name, opts, settings) else \
+        _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):
@@ -353,6 +355,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
                 obs.search_started(study, space, [t.number for t in resumed])
             earlier = earlier_walls(study)
             if resumed or to_create:
+                if resources is None:  # another search of this name ran trials since check_run looked
+                    started_ray, resources = _init_ray(opts.ray_address, space)
                 try:
                     _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
                          artifact_dir(storage), carried)

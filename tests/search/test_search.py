@@ -1,5 +1,6 @@
 """Searches on a local Ray (the machine's CPUs, 2 in CI) with tiny grid25 GANs."""
 
+import dataclasses
 import json
 import os
 import re
@@ -441,3 +442,26 @@ def test_a_finished_search_resumed_says_nothing_of_how_it_would_draw(tmp_path: P
     assert check_run(space, opts)[1]  # one to run: the warnings hold
     study.add_trial(optuna.trial.create_trial(value=1.0))
     assert check_run(space, opts)[1] == []
+
+
+def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--resume`` of a search whose trials had all finished started Ray (seconds) to run nothing; one with a
+    trial left running still starts it."""
+    from gantune.search import runner
+    from tests.conftest import tiny_space
+
+    def no_ray(address: str | None, space: object) -> None:
+        raise RuntimeError("Ray started")
+
+    monkeypatch.setattr(runner, "_init_ray", no_ray)
+    path = tmp_path / "fin.yaml"
+    path.write_text(tiny_space("fin", 2, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    opts = SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"), resume=True)
+    study = optuna.create_study(study_name="fin", storage=storage)
+    for value in (0.5, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    assert run_search(load_space(path), opts)["trials"] == 2
+    study.ask()  # left RUNNING by a killed search: the resume runs it again
+    with pytest.raises(RuntimeError, match="Ray started"):
+        run_search(load_space(path), dataclasses.replace(opts, trials=3))
