@@ -68,6 +68,8 @@ class Candidate:
     #: re-runs that did not complete (seed -> how it ended: pruned by a health verdict, failed): not in the mean,
     #: and they count against the config (``choose``)
     dropped: dict[int, str] = field(default_factory=dict)
+    #: a multi-objective search's other objectives per seed re-run, in ``seeds``' order (the choice reads the first)
+    others: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def mean(self) -> float | None:
@@ -153,6 +155,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
             if t.state == TrialState.COMPLETE and t.values:
                 c.values.append(float(t.values[0]))
                 c.seeds.append(int(t.params["seed"]))
+                for objective, value in zip(settings.objectives[1:], t.values[1:], strict=True):
+                    c.others.setdefault(objective, []).append(float(value))
             else:  # a seed on which the config collapsed or diverged: dropping it silently flattered the mean
                 c.dropped[int(t.params["seed"])] = trial_status(t)
 
@@ -194,11 +198,17 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
             spread = f"+- {c.spread:.3g} (std)" if c.spread is not None else "(one seed: no spread)"
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} {spread} over "
                          f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed "
-                         + ", ".join(f"{v:.4g}" for v in c.values) + _dropped(c))
+                         + ", ".join(f"{v:.4g}" for v in c.values) + _other_means(c) + _dropped(c))
         elif c.dropped:
             lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
     lines.append(f"# params: {_written(trained_params(chosen.trial))}{explored_note(chosen.trial, _written)}")
     return "\n".join(lines) + "\n"
+
+
+def _other_means(c: Candidate) -> str:
+    """A multi-objective search's other objectives over the same seeds (the line gave the first alone)."""
+    return "".join(f"; {name} mean {statistics.fmean(vs):.6g}, per seed " + ", ".join(f"{v:.4g}" for v in vs)
+                   for name, vs in c.others.items())
 
 
 def _written(params: dict[str, Any]) -> str:
@@ -420,6 +430,6 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "mean": chosen.mean if chosen.values else None,
             "spread": chosen.spread if chosen.values else None, "seed_values": chosen.values,
             "candidates": {c.trial.number: {"mean": c.mean, "spread": c.spread, "values": c.values,
-                                            "dropped": c.dropped}
+                                            "others": c.others, "dropped": c.dropped}
                            for c in candidates},
             "out": str(out), "weights": copied, "note": note, "by": by}

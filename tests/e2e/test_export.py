@@ -556,6 +556,11 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     lines = header(study, chosen, [chosen], "coverage", 100).splitlines()
     assert lines[1] == "# chosen: trial 0, search coverage 0.084, mode_kl 0.5"
     assert lines[2].startswith("# trial 0: coverage mean 0.09 (one seed: no spread) over 1 seed(s)")
+    # the re-runs' other objectives, over the same seeds (the line gave the first objective's alone)
+    chosen.others = {"mode_kl": [0.4, 0.2]}
+    chosen.values, chosen.seeds = [0.09, 0.07], [0, 1]
+    assert header(study, chosen, [chosen], "coverage", 100).splitlines()[2].endswith(
+        "per seed 0.09, 0.07; mode_kl mean 0.3, per seed 0.4, 0.2")
     monkeypatch.chdir(tmp_path)
     cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db")
     assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
