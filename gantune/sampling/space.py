@@ -18,6 +18,7 @@ line naming the file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import keyword
 from pathlib import Path
@@ -67,6 +68,12 @@ class SearchSpace:
     #: whether the search says ``notes`` and ``SearchSettings.warnings()`` (not for ``gantune export``'s re-runs:
     #: their settings are not the user's to change)
     warns: ClassVar[bool] = True
+
+    @functools.cached_property
+    def datas(self) -> list[Any]:
+        """The distinct ``DataConfig``s its trials can have (``checks.possible_data``): read by the load's checks, a
+        resume's comparison, the trials' GPU share and the warm-start recipes."""
+        return possible_data(self.leaves, self.settings.defaults)
 
     @property
     def samples_nothing(self) -> bool:
@@ -311,7 +318,9 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     notes += [f"{source}: {note}" for note in unread_defaults(settings.defaults, leaves)]
     sections = possible_sections(leaves, source, settings.defaults)
     check_objectives(settings, sections, source)
-    datas = possible_data(leaves, settings.defaults)
+    space = SearchSpace(name or file_name or Path(path).stem, source, Path(path).read_text(), settings, leaves, params,
+                        notes, sections)
+    datas = space.datas
     with listed_once():  # each image folder walked once: for its check and its notes
         check_data_of(datas, sections, source)
         notes += mixed_data(datas, settings)
@@ -319,8 +328,6 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     check_init_files(leaves, source, settings.defaults)
     if weights:
         check_weights_of(sections, source)
-    text = Path(path).read_text()
-    space = SearchSpace(name or file_name or Path(path).stem, source, text, settings, leaves, params, notes, sections)
     said = {path for path, kind, _ in literals if kind == "when"}  # why the draws never set it, said already
     space.notes += [note for leaf, note in check_draws(space).items() if leaf not in said]
     if settings.pruning.scheduler == "pbt":

@@ -41,7 +41,6 @@ from typing import Any, TypeGuard, cast
 
 import optuna
 
-from gantune.sampling.checks import possible_data
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.recipes import RECIPES, Recipe, data_kind, recipes_for
 from gantune.sampling.space import SearchSpace
@@ -269,7 +268,7 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, log: bool, iterat
 
 def space_kind(space: SearchSpace) -> str | None:
     """The data kind of the space's trials; ``None`` when it can train on data of more than one kind."""
-    kinds = {data_kind(d.name) for d in possible_data(space.leaves, space.settings.defaults)}
+    kinds = {data_kind(d.name) for d in space.datas}
     return kinds.pop() if len(kinds) == 1 else None
 
 

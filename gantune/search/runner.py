@@ -29,7 +29,7 @@ from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_free, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
-from gantune.sampling.checks import idle_on_cpu, possible_data
+from gantune.sampling.checks import idle_on_cpu
 from gantune.sampling.settings import Resources, SearchSettings
 from gantune.sampling.space import SearchSpace, check_draws
 from gantune.sampling.specs import CategoricalSpec, ValueSpec
@@ -174,7 +174,7 @@ def _measured_on(space: SearchSpace) -> list[str]:
     if any(path.startswith("data.") and not isinstance(spec, (ValueSpec, CategoricalSpec))
            for path, spec in space.leaves.items()):
         return []
-    return list(dict.fromkeys(measured_on(c) for c in possible_data(space.leaves, space.settings.defaults)))
+    return list(dict.fromkeys(measured_on(c) for c in space.datas))
 
 
 def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float], where: str) -> dict[str, float]:
@@ -184,7 +184,7 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
     that is refused here."""
     # the largest share any of its trials' data needs (the smallest class where the space's data is unknown)
     datas = [cfg.data for _, cfg in space.sections] if space.sections is not None else \
-        possible_data(space.leaves, space.settings.defaults)  # an expression sets an eval key, say
+        space.datas  # an expression sets an eval key, say
     shares = [auto_gpu_share(data, have.get("GPU", 0.0)) for data in datas]
     gpu = (max(shares) if shares else auto_gpu_share(None, have.get("GPU", 0.0))) if wanted.gpu == "auto" \
         else wanted.gpu

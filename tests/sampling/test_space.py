@@ -514,3 +514,25 @@ def test_a_search_default_the_space_always_sets_is_a_note(tmp_path: Path) -> Non
     assert unread == [f"{tmp_path / 's.yaml'}: search.defaults.optim.lr_g: the space sets optim.lr_g in every trial "
                       "(no `when` switches it off), so this default is never read; remove it, or give the leaf a "
                       "`when`"], space.notes
+
+
+def test_the_data_a_space_can_train_on_is_worked_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``possible_data`` ran at load, again for a resume's comparison, for the trials' GPU share and for the
+    warm-start recipes: each read of the same space worked it out anew (an image folder's config each time)."""
+    from gantune.sampling import checks, space, warm
+    from gantune.search import runner
+
+    calls = []
+    real = checks.possible_data
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    for module in (checks, space, runner, warm):
+        monkeypatch.setattr(module, "possible_data", counted, raising=False)
+    loaded = load_space(Path(__file__).parents[2] / "search_spaces" / "toy.yaml")
+    assert runner._measured_on(loaded) == runner._measured_on(loaded)
+    runner.trial_resources(loaded, Resources(cpu=1, gpu=0), {"CPU": 2.0, "GPU": 0.0}, "this machine")
+    warm.space_kind(loaded)
+    assert len(calls) == 1
