@@ -40,6 +40,9 @@ def _import(where: str, do: Any) -> None:
         do()
     except Exception as err:  # the plugin's own code: whatever it raises is its author's to read, in one line
         raise ConfigError(f"{where}: {type(err).__name__}: {first_line(err)}") from None
+    except SystemExit as err:  # sys.exit(0) ended the command silently with success, having run nothing
+        raise ConfigError(f"{where}: it called sys.exit({err.code!r}) while imported; a plugin only registers "
+                          "(nothing ran)") from None
 
 
 def _module(spec: str) -> None:

@@ -220,6 +220,12 @@ def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) 
     done = run("--plugin", "nope.py", "train", "t.yaml", "--no-tracking", "--out", "d")
     assert done.returncode == 2 and "--plugin nope.py: FileNotFoundError: no file" in done.stderr
     assert not (tmp_path / "d").exists()
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")  # exit 0 with no word, and nothing trained
+    done = run("--plugin", "quits.py", "train", "t.yaml", "--no-tracking", "--out", "d")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "gantune train: error: --plugin quits.py: it called sys.exit(0) while imported; a plugin only registers "
+        "(nothing ran)"]
+    assert not (tmp_path / "d").exists()
 
 
 def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
