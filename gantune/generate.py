@@ -23,9 +23,18 @@ from gantune.errors import ConfigError, GantuneError
 from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
 from gantune.gan.nets import resolve_arch
+from gantune.gan.transfer import state_mismatch
 from gantune.latent import grid_png, paths_csv, paths_png, walk
 from gantune.registry import plugin_hint
-from gantune.rundir import BEST_GENERATOR, GENERATOR, atomic_folder, atomic_write, finite_weights, load_saved
+from gantune.rundir import (
+    BEST_GENERATOR,
+    GENERATOR,
+    atomic_folder,
+    atomic_write,
+    check_writable,
+    finite_weights,
+    load_saved,
+)
 from gantune.viz import png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
@@ -43,7 +52,7 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
         raise GantuneError(f"{path}: no such weights file")
     payload = load_saved(path)  # pickle errors, truncated zips, non-tensor objects: "PATH is unreadable (why)"
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
-            payload):
+            payload) or not isinstance(payload["state_dict"], dict):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
     try:
         cfg = config_from_dict(_for_sampling(payload["config"]), f"{path} (embedded config)")
@@ -56,6 +65,8 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
             raise GantuneError(f"{path}: weights do not fit the embedded config (model.conditional, but no class "
                                "embeddings)")
         net = conditional_generator(net, classes)
+    if why := state_mismatch(net, payload["state_dict"]):  # torch's first line named no tensor
+        raise GantuneError(f"{path}: weights do not fit the embedded config: G {why}")
     try:
         net.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -144,6 +155,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         raise GantuneError(f"--out: {out} must end in .png or .csv, or name a directory")
     if suffix == ".csv" and not points:
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
+    check_writable(out, "--out", is_dir=not suffix)  # before sampling: under a file it said "File exists"
     means = mixture_means(cfg.data)
     x = sample(net, cfg, n, device, seed, label)
     files: dict[str, bytes] = {}
@@ -215,6 +227,7 @@ def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: in
     if suffix not in (".png", ".csv") or (suffix == ".csv" and not points):
         allowed = "a .png (paths plot) or a .csv (paths)" if points else "a .png (image grid)"
         raise GantuneError(f"--out: {out}: an interpolation of {'2-D points' if points else 'images'} is {allowed}")
+    check_writable(out, "--out", is_dir=False)
     if suffix == ".csv":
         with torch.no_grad():
             data = paths_csv(walk_samples(net, cfg, n, rows, device, seed, label).reshape(rows, n, 2))

@@ -72,22 +72,25 @@ def read_init(path: str | Path) -> InitWeights:
     raise GantuneError(f"model.init_from: {file}: neither a gantune {GENERATOR} nor a {CHECKPOINT}")
 
 
-def _fit(which: str, net: nn.Module, state: dict[str, Tensor], source: Path) -> None:
-    """Refuse ``state`` for ``net`` at its first tensor (in the net's order) that is missing or shaped otherwise."""
+def state_mismatch(net: nn.Module, state: dict[str, Any]) -> str | None:
+    """Why ``state`` does not fit ``net``, at its first tensor (in the net's order) that is missing or shaped
+    otherwise (torch's own error names no tensor on its first line); ``None`` when it fits."""
     own = net.state_dict()
     for key, mine in own.items():
         theirs = state.get(key)
         if theirs is None:
-            raise GantuneError(f"model.init_from: {source}: {which} tensor {key!r} ({list(mine.shape)}) is not "
-                               "in the file")
+            return f"tensor {key!r} ({list(mine.shape)}) is not in the file"
         if not isinstance(theirs, Tensor) or tuple(theirs.shape) != tuple(mine.shape):
             got = list(theirs.shape) if isinstance(theirs, Tensor) else type(theirs).__name__
-            raise GantuneError(f"model.init_from: {source}: {which} tensor {key!r} is {got} in the file but "
-                               f"{list(mine.shape)} in this config's net")
+            return f"tensor {key!r} is {got} in the file but {list(mine.shape)} in this config's net"
     extra = [k for k in state if k not in own]
-    if extra:
-        raise GantuneError(f"model.init_from: {source}: {which} tensor {extra[0]!r} of the file has no place in this "
-                           "config's net")
+    return f"tensor {extra[0]!r} of the file has no place in this config's net" if extra else None
+
+
+def _fit(which: str, net: nn.Module, state: dict[str, Tensor], source: Path) -> None:
+    """Refuse ``state`` for ``net`` where it does not fit (``state_mismatch``) or holds non-finite values."""
+    if why := state_mismatch(net, state):
+        raise GantuneError(f"model.init_from: {source}: {which} {why}")
     if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
         raise GantuneError(f"model.init_from: {source}: {which} weights contain non-finite values")
 

@@ -251,13 +251,21 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkey
     blocker.write_text("")
     cases = [
         (["export", "nope", "--storage", f"sqlite:///{searched / 'optuna.db'}"], "no search named 'nope'"),
-        (["generate", str(tampered), "--out", str(tmp_path / "x.png")], "weights do not fit the embedded config"),
+        # which tensor does not fit (torch's first line named none)
+        (["generate", str(tampered), "--out", str(tmp_path / "x.png")], "weights do not fit the embedded config: "
+                                                                          "G tensor 'net.0.weight' is [16, 1] in the "
+                                                                          "file but [16, 4] in this config's net"),
         (["generate", str(garbage), "--out", str(tmp_path / "x.png")], "garbage.pt is unreadable (it holds more "
                                                                          "than tensors, which gantune does not load)"),
         # a run folder: "no such weights file" though it was there (and held the weights)
         (["generate", str(weights.parent), "--out", str(tmp_path / "x.png")],
          f"{weights.parent} is a folder, not a weights file (it holds generator.pt"),
         (["generate", str(weights), "--out", str(blocker / "sub" / "x.png")], "--out: cannot write"),
+        # under a file: it said "(File exists)", after sampling
+        (["generate", str(weights), "--out", str(blocker / "x.png")], f"({blocker} is not a writable directory)"),
+        (["generate", str(weights), "--out", str(blocker / "d/")], f"({blocker} is not a writable directory)"),
+        (["generate", str(weights), "--interpolate", "4", "--out", str(blocker / "i.png")],
+         f"({blocker} is not a writable directory)"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(blocker / "b.yaml")],
          "--out: cannot write"),
         (["train", str(weights.parent / "config.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
