@@ -23,8 +23,23 @@ from gantune.registry import Registry
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line (and exit code 2, as argparse does)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: each command's parser, by name (the top level's): an unknown argument after a command is that command's
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's, with an unrecognized argument reported by the command it followed ("gantune train: error:",
+        as every other error of that command; argparse reported it as "gantune: error:")."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.commands.get(getattr(parsed, "command", None) or "", self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -505,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         cmd = COMMANDS.get(name)
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p = parser.commands[name] = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.configure(p)
         p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     return parser

@@ -90,8 +90,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
     at = 0
-    if opts.resume and not (out / CHECKPOINT).exists():
-        raise GantuneError(f"--resume: no checkpoint in {out}")
+    if opts.resume and not (out / CHECKPOINT).exists():  # a folder that is not there, or a file, is no run at all
+        what = "no checkpoint in" if out.is_dir() else "no run folder" if not out.exists() else "not a run folder:"
+        raise GantuneError(f"--resume: {what} {out}")
     if opts.resume:
         check_same_run(cfg, out)
         ckpt = load_checkpoint(out) or {}

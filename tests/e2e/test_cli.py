@@ -233,10 +233,13 @@ def test_a_run_that_goes_well_writes_nothing_to_stderr(tmp_path: Path) -> None:
     (["train", "missing.yaml"], "missing.yaml: no such file"),
     (["train", "{cfg_bad_key}"], "optim.lr: unknown key"),
     (["train", "{cfg}", "--steps", "0"], "train.steps"),
-    (["train", "{cfg}", "--resume", "--out", "{tmp}/nothing"], "no checkpoint"),
+    # no folder, or a file: "no checkpoint in" blamed what is not there at all
+    (["train", "{cfg}", "--resume", "--out", "{tmp}/nothing"], "--resume: no run folder "),
+    (["train", "{cfg}", "--resume", "--out", "{tmp}/bad.yaml"], "--resume: not a run folder: "),
+    (["train", "{cfg}", "--resume", "--out", "{tmp}"], "--resume: no checkpoint in "),
     (["train", "{cfg_folder}"], "data.path: image folder"),
     (["train", "{cfg}", "--device", "cuda:7"], "no CUDA device"),
-    (["train", "{cfg}", "--bogus"], "unrecognized arguments"),
+    (["train", "{cfg}", "--bogus"], "gantune train: error: unrecognized arguments: --bogus"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if "cuda:7" in args and torch.cuda.device_count() > 7:
