@@ -170,7 +170,8 @@ def _search(args: argparse.Namespace) -> dict[str, Any]:
 
     space = load_space(args.space, name=args.name)
     uri = None if args.no_tracking else resolve_tracking_uri(args.tracking_uri)
-    check_apart(args.storage or DEFAULT_STORAGE, uri)
+    check_apart(args.storage or DEFAULT_STORAGE, uri,
+                storage_named=args.storage is not None and args.tracking_uri is None)
     observers = [] if uri is None else [MlflowTracker(uri, space.name)]
     opts = SearchOptions(trials=args.trials, max_steps=args.max_steps, concurrent=args.concurrent,
                          gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, storage=args.storage,
@@ -318,7 +319,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
         from gantune.search import SearchOptions
         from gantune.tracking import MlflowTracker
 
-        check_apart(args.storage, uri)
+        check_apart(args.storage, uri, storage_named=args.tracking_uri is None)
 
         opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir or "runs",
                              quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])

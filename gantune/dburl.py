@@ -88,16 +88,21 @@ def check_options(uri: str, flag: str) -> None:
                            f"(sqlite's are {', '.join(sorted(SQLITE_OPTIONS))}); write a '?' in a file name as %3F")
 
 
-def check_apart(storage: str, tracking_uri: str | None) -> None:
+def check_apart(storage: str, tracking_uri: str | None, storage_named: bool = False) -> None:
     """One sqlite file for the Optuna study and MLflow's store broke both: each migrates its own schema into it,
-    and Optuna then refused the file as made by a newer Optuna (MLflow's alembic version)."""
+    and Optuna then refused the file as made by a newer Optuna (MLflow's alembic version). ``storage_named``: the
+    user named the storage and left the tracking store to its default, so ``--storage`` is the flag to blame."""
     from gantune.errors import GantuneError
 
     study = sqlite_file(absolute_sqlite(storage))
     tracking = sqlite_file(absolute_sqlite(tracking_uri)) if tracking_uri else None
-    if study is not None and tracking is not None and study.resolve() == tracking.resolve():
-        raise GantuneError(f"--tracking-uri {tracking_uri}: the file of the Optuna storage ({study}); give MLflow a "
-                           "database of its own, e.g. sqlite:///mlflow.db")
+    if study is None or tracking is None or study.resolve() != tracking.resolve():
+        return
+    if storage_named:
+        raise GantuneError(f"--storage {storage}: the file of MLflow's tracking store ({tracking}); give the Optuna "
+                           "study a database of its own, e.g. sqlite:///optuna.db")
+    raise GantuneError(f"--tracking-uri {tracking_uri}: the file of the Optuna storage ({study}); give MLflow a "
+                       "database of its own, e.g. sqlite:///mlflow.db")
 
 
 OPTUNA, MLFLOW = "an Optuna study database", "MLflow's tracking store"

@@ -321,6 +321,10 @@ ROWS: list[tuple[list[str], str]] = [
      r"--tracking-uri sqlite:///.*/optuna.db: the file of the Optuna storage \(.*optuna.db\); give MLflow a"),
     (["export", "x", "--seeds", "1", "--storage", "sqlite:///{tmp}/s.db", "--tracking-uri", "sqlite:///{tmp}/s.db"],
      r"--tracking-uri sqlite:///.*s.db: the file of the Optuna storage"),
+    # --storage at the default tracking store: it blamed --tracking-uri, not given, and named its default
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///mlflow.db"],
+     r"--storage sqlite:///mlflow.db: the file of MLflow's tracking store \(.*mlflow.db\); give the Optuna study a "
+     r"database of its own, e.g. sqlite:///optuna.db"),
     (["generate", "{in}/nosuch.pt", "--interpolate", "4", "--n", "10"], r"--n: not with --interpolate"),
     # a '?' in a file name: SQLAlchemy opened (and the search wrote) the file q, dropping the rest as an option
     (["search", "{in}/space.yaml", "--storage", "sqlite:///q?x/o.db"],
