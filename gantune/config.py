@@ -11,6 +11,7 @@ layers above; ``gantune.catalogue`` checks them and the rules between sections: 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -420,6 +421,8 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] in unknown:
         msg = "unknown key"
+    elif isinstance(value := first.get("input"), float) and not math.isfinite(value):  # .nan failed a bound first
+        msg = f"Input should be a finite number, not {value}"  # ("should be greater than 0": NaN is neither)
     more = len(err.errors()) - 1
     return f"{source}: " + (f"{loc}: " if loc else "") + msg + (f" (and {more} more problem{'s' * (more > 1)})"
                                                                   if more else "")

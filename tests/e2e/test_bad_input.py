@@ -112,6 +112,7 @@ FILES: dict[str, dict | str] = {
     "seed.yaml": _with(CONFIG, train={**CONFIG["train"], "seed": 2**70}),
     "deep-net.yaml": _with(CONFIG, model={**CONFIG["model"], "g_depth": 10**9}),
     "lr-inf.yaml": _with(CONFIG, optim={"lr_g": float("inf")}),
+    "health-nan.yaml": _with(CONFIG, health={"max_grad_norm": float("nan")}),
     "mbd-huge.yaml": _with(CONFIG, model={**CONFIG["model"], "minibatch_disc": 10**6}),  # killed by the OS
     "range-inf.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, float("inf")]}}),
     "long-expr.yaml": _with(SPACE, optim={"lr_d": {"expr": "1" + "+1" * 50_000}}),
@@ -236,6 +237,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/seed.yaml"], r"train.seed: Input should be less than or equal to 4294967295"),
     (["train", "{in}/deep-net.yaml"], r"model.g_depth: Input should be less than or equal to 64"),
     (["train", "{in}/lr-inf.yaml"], r"optim.lr_g: Input should be a finite number"),
+    # a bound checked first said "Input should be greater than 0", which NaN is not, nor less
+    (["train", "{in}/health-nan.yaml"], r"health.max_grad_norm: Input should be a finite number, not nan$"),
     (["train", "{in}/mbd-huge.yaml"], r"model.minibatch_disc: Input should be less than or equal to 4096"),
     (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:///{in}/config.yaml"],
      r"--tracking-uri: cannot use MLflow at .*config.yaml: .*file is not a database"),
