@@ -364,8 +364,8 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             interrupted = isinstance(err, KeyboardInterrupt)
             tracker.fail(INTERRUPTED if interrupted else f"{type(err).__name__}: {err}", killed=interrupted)
         if is_oom(err):
-            raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size, the model widths or "
-                               "eval.n_samples)") from None
+            raise GantuneError(f"out of memory: {first_line(err)} (lower train.batch_size, model.z_dim, the model "
+                               "widths or eval.n_samples)") from None
         if isinstance(err, ConfigError):  # found once the data is loaded: the file it is in, as at load
             raise ConfigError(f"{resolve_config_path(opts.config)}: {err}") from None
         if isinstance(err, KeyboardInterrupt):

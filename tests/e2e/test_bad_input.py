@@ -113,6 +113,7 @@ FILES: dict[str, dict | str] = {
     "deep-net.yaml": _with(CONFIG, model={**CONFIG["model"], "g_depth": 10**9}),
     "lr-inf.yaml": _with(CONFIG, optim={"lr_g": float("inf")}),
     "health-nan.yaml": _with(CONFIG, health={"max_grad_norm": float("nan")}),
+    "z-huge.yaml": _with(CONFIG, model={**CONFIG["model"], "z_dim": 10**12}),
     "mbd-huge.yaml": _with(CONFIG, model={**CONFIG["model"], "minibatch_disc": 10**6}),  # killed by the OS
     "range-inf.yaml": _with(SPACE, optim={"lr_g": {"float": [1e-4, float("inf")]}}),
     "long-expr.yaml": _with(SPACE, optim={"lr_d": {"expr": "1" + "+1" * 50_000}}),
@@ -238,6 +239,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/deep-net.yaml"], r"model.g_depth: Input should be less than or equal to 64"),
     (["train", "{in}/lr-inf.yaml"], r"optim.lr_g: Input should be a finite number"),
     # a bound checked first said "Input should be greater than 0", which NaN is not, nor less
+    # the advice named the batch, the widths and the samples, not the latent that took the memory
+    (["train", "{in}/z-huge.yaml"], r"out of memory: .*\(lower train.batch_size, model.z_dim, the model widths"),
     (["train", "{in}/health-nan.yaml"], r"health.max_grad_norm: Input should be a finite number, not nan$"),
     (["train", "{in}/mbd-huge.yaml"], r"model.minibatch_disc: Input should be less than or equal to 4096"),
     (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:///{in}/config.yaml"],
