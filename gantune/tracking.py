@@ -269,8 +269,11 @@ def connect(uri: str) -> MlflowClient:
         client.search_experiments(max_results=1)
     except Exception as err:
         text = str(getattr(err, "message", err)).strip().splitlines()
-        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {text[0] if text else type(err).__name__}"
-                           ) from None
+        first = text[0] if text else type(err).__name__
+        # a server that does not answer: the cause, not urllib3's retry paragraph around it
+        if refused := re.search(r"\[Errno -?\d+\] [^\"')]+", first):
+            first = f"no MLflow server answers ({refused.group(0)})"
+        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {first}") from None
     return client
 
 

@@ -241,6 +241,9 @@ ROWS: list[tuple[list[str], str]] = [
     # a bound checked first said "Input should be greater than 0", which NaN is not, nor less
     # the advice named the batch, the widths and the samples, not the latent that took the memory
     (["train", "{in}/z-huge.yaml"], r"out of memory: .*\(lower train.batch_size, model.z_dim, the model widths"),
+    # a port nothing listens on: urllib3's whole retry paragraph around "Connection refused"
+    (["train", "{in}/config.yaml", "--tracking-uri", "http://127.0.0.1:1"],
+     r"--tracking-uri: cannot use MLflow at http://127.0.0.1:1: no MLflow server answers \(\[Errno \d+\] [^()]+\)$"),
     (["train", "{in}/health-nan.yaml"], r"health.max_grad_norm: Input should be a finite number, not nan$"),
     (["train", "{in}/mbd-huge.yaml"], r"model.minibatch_disc: Input should be less than or equal to 4096"),
     (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:///{in}/config.yaml"],
