@@ -330,6 +330,7 @@ def load_saved(path: Path) -> dict[str, Any]:
         if first.startswith("Weights only load failed"):  # torch's advice (weights_only=False) is not for a user
             first = ("not a file torch saved" if _head(path) not in _TORCH_HEADS else
                      "it holds more than tensors, which gantune does not load")
+        first = first.split(". ", 1)[0]  # its first sentence: a truncated zip's came with five more of advice
         raise GantuneError(f"{path} is unreadable ({first})") from None
     return state
 

@@ -126,14 +126,17 @@ def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
     checkpoint = tmp_path / "run" / "checkpoint.pt"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:10_000])
-    capsys.readouterr()
-    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt is "
-                                                         "unreadable ("), err
-    assert err.endswith("delete it to train run again from step 0, or train into another --out"), err
-    assert checkpoint.stat().st_size == 10_000  # left as it was
+    whole = checkpoint.read_bytes()
+    for cut in (10_000, len(whole) // 2):
+        checkpoint.write_bytes(whole[:cut])
+        capsys.readouterr()
+        assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt is "
+                                                             "unreadable ("), err
+        assert err.endswith("delete it to train run again from step 0, or train into another --out"), err
+        assert "internal miniz error" not in err, err  # torch's reason, without its five sentences of advice after
+        assert checkpoint.stat().st_size == cut  # left as it was
 
 
 def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
