@@ -26,7 +26,7 @@ from gantune.gan.conditional import check_classes, state_classes
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
-from gantune.metrics import missing_weights
+from gantune.metrics import check_real_count, missing_weights
 from gantune.progress import Meter, steps_line
 from gantune.rundir import (
     BEST_GENERATOR,
@@ -125,6 +125,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     try:
         check_data(cfg.data)  # data that is not there: one line now, not a failed run
         check_classes(cfg)  # so is a conditional run on a folder without class subfolders
+        check_real_count(cfg)  # and metrics on a folder of one image
     except GantuneError as err:  # named by the file it is in, as the config's other errors are
         raise type(err)(f"{path}: {err}") from None
     notes = [f"{path}: {note}" for note in data_notes(cfg.data)]  # said once the run is under way (below)

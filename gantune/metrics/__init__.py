@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import RealData, data_label, is_points
+from gantune.data import RealData, data_label, data_listing, is_points
 from gantune.errors import ConfigError
 from gantune.metrics import (  # noqa: F401  # the built-in families register themselves
     conditional,
@@ -113,6 +113,20 @@ def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> s
     return f"reference-{cfg.data.name}-{extractor.name}-{len(x)}-{digest}"
 
 
+def one_real_sample(names: list[str]) -> str:
+    """The refusal of metrics on data of one sample (a folder of one image)."""
+    return (f"eval.metrics: the metrics ({', '.join(names)}) compare samples with the real data, which has one "
+            "sample here; add images (data.max_images, where set, caps them), or eval.metrics: []")
+
+
+def check_real_count(cfg: TrialConfig) -> None:
+    """``one_real_sample`` before a run or a search starts, where the data's listing counts its images (a
+    folder's): a search's every trial failed on it, and ``gantune train`` said so once the data was decoded."""
+    count = (data_listing(cfg.data) or {}).get("images")  # a plugin's listing need not count them
+    if isinstance(count, int) and count < 2 and (names := metric_names(cfg)):
+        raise ConfigError(one_real_sample(names))
+
+
 def reference_n(data: RealData, n: int) -> int:
     """Reference samples for ``n`` generated ones: as many, or all the reference split has."""
     return min(n, data.reference_size)
@@ -171,9 +185,7 @@ class Evaluator:
             raise ConfigError(f"eval.metrics: {err}") from None
         n_ref = reference_n(data, self.n)
         if n_ref < 2:  # a spread, a covariance or a distance of one sample is no number: read as a divergence
-            raise ConfigError(f"eval.metrics: the metrics ({', '.join(names)}) compare samples with the real data, "
-                              "which has one sample here; give the data more (data.max_images), or "
-                              "eval.metrics: []")
+            raise ConfigError(one_real_sample(names))
         ref = load_reference(cfg, data, self.extractor, n_ref, device)
         try:
             self.scorers = [(name, FAMILIES.get(name)(ref)) for name in names]

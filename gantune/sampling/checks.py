@@ -22,7 +22,7 @@ from gantune.errors import ConfigError, DataError, GantuneError
 from gantune.gan.conditional import check_classes
 from gantune.gan.speed import CUDA_ONLY
 from gantune.gan.transfer import read_init
-from gantune.metrics import better, metric_keys, missing_weights
+from gantune.metrics import better, check_real_count, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
 from gantune.sampling.settings import SEARCH_DEFAULTS, SearchSettings, mode_of
 from gantune.sampling.specs import (
@@ -438,6 +438,7 @@ def _check_data_of(datas: list[Any], sections: list[tuple[str, TrialConfig]] | N
     for picked, probe in sections or []:  # a conditional trial on a folder without class subfolders failed
         try:
             check_classes(probe)
+            check_real_count(probe)  # metrics on a folder of one image: every trial failed
         except GantuneError as err:
             raise ConfigError(f"{source}: {err}" + (f" (with {picked})" if picked else "")) from None
 

@@ -68,6 +68,11 @@ FILES: dict[str, dict | str] = {
     "decay-steps.yaml": _with(SPACE, optim={"decay": "linear", "decay_start": {"expr": "10 / train.steps"}}),
     "train-dotdot.yaml": _with(CONFIG, name="../x"),
     "train-no-folder.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
+    "one-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/one", "resolution": 8}},
+                            eval={"n_samples": 100, "metrics": ["fid"], "extractor": "digits"}),
+    "train-one-image.yaml": _with(CONFIG, **{**IMAGES, "data": {"name": "folder", "path": "{in}/one",
+                                                                "resolution": 8}},
+                                  eval={**CONFIG["eval"], "metrics": ["fid"], "extractor": "digits"}),
     "deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
     # an objective the evaluations do not report: no best weights were kept and the rise check never fired
     "train-objective.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
@@ -249,6 +254,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/config.yaml", "--tracking-uri", "sqlite:///{in}/config.yaml"],
      r"--tracking-uri: cannot use MLflow at .*config.yaml: .*file is not a database"),
     (["search", "{in}/range-inf.yaml"], r"optim.lr_g.float.1: Input should be a finite number"),
+    # a folder of one image: every trial failed (exit 1), and the advice was to raise data.max_images, a cap
+    (["search", "{in}/one-image.yaml"], r"one-image.yaml: eval.metrics: the metrics \(fid\) compare samples "
+                                        r"with the real data, which has one sample here; add images \(data.max_images, "
+                                        r"where set, caps them\), or eval.metrics: \[\]$"),
+    (["train", "{in}/train-one-image.yaml"], r"which has one sample here; add images \(data.max_images, where set"),
     (["search", "{in}/long-expr.yaml"], r"optim.lr_d.expr: '1\+1\+.*\.\.\.': nested too deeply"),
     (["search", "{in}/off-step.yaml"], r"model.g_width: range \[8, 16\] is not a whole number of steps of 100"),
     (["search", "{in}/cycle.yaml"], r"none of 32 random draws .* the first: optim.lr_\w: circular reference"),
@@ -351,13 +361,16 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from PIL import Image
 
     folder = tmp_path / "in"
-    for sub in ("images", "empty", "broken"):
+    for sub in ("images", "empty", "broken", "one"):
         (folder / sub).mkdir(parents=True)
-    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / "0.png")
+    for i in range(2):  # a folder of one image is data no metric can compare with (the "one" folder's case)
+        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "one" / "0.png")
     (folder / "broken" / "a.png").write_text("not an image")
     for cls in ("cat", "dog"):
         (folder / "classes" / cls).mkdir(parents=True)
-        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "classes" / cls / "0.png")
+        for i in range(2):
+            Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "classes" / cls / f"{i}.png")
     (folder / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage\x80\n")
     for name, content in FILES.items():
         text = content if isinstance(content, str) else yaml.safe_dump(content)

@@ -141,10 +141,22 @@ def test_a_folder_whose_name_is_outside_the_basic_plane_loads(tmp_path: Path) ->
     lone surrogates: a folder named with an emoji was "not there", in an error that named the temporary file."""
     images = tmp_path / "emoji\U0001F600"
     images.mkdir()
-    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(images / "0.png")
+    for i in range(2):
+        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
     out = tmp_path / "e.yaml"
     assert main(["init", str(images), "--out", str(out)]) == 0
     assert load_space(out, weights=False).leaves["data.path"].value == str(images.resolve())
+
+
+def test_a_folder_of_one_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It wrote a space whose every trial then failed ("which has one sample here"), the search exiting 1."""
+    images = tmp_path / "one"
+    images.mkdir()
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(images / "0.png")
+    capsys.readouterr()
+    assert main(["init", str(images), "--out", str(tmp_path / "one.yaml")]) == 2
+    assert "which has one sample here; add images" in capsys.readouterr().err
+    assert not (tmp_path / "one.yaml").exists()
 
 
 def test_a_tiny_search_of_the_written_space_starts_from_its_recipe(tmp_path: Path, ray_session: object,

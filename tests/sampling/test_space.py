@@ -184,7 +184,8 @@ def test_a_relative_path_in_search_defaults_is_made_absolute(tmp_path: Path, mon
     from PIL import Image
 
     (tmp_path / "imgs").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "0.png")
+    for i in range(2):  # one image is no data to measure against
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(DEFAULTS_SPACE.format(ema="").replace("optim.ema: 0.99,", "data.path: imgs,")
                                      .replace("data: {name: grid25}", "data: {name: {categorical: [folder, grid25]}, "
