@@ -35,7 +35,9 @@ DEFAULTS = {
 }
 #: MLflow's INFO lines (database creation, migrations) and Ray's notices would break the one-line-error contract;
 #: a failed trial's traceback from Tune is replaced by SearchBook's one line
-LOG_LEVELS = {"mlflow": logging.WARNING, "alembic": logging.WARNING, "ray": logging.ERROR,
+#: (MLflow's sqlite store logs a failed write at ERROR with two tracebacks, before the tracker's one warning line)
+LOG_LEVELS = {"mlflow": logging.WARNING, "mlflow.store.db.utils": logging.CRITICAL, "alembic": logging.WARNING,
+              "ray": logging.ERROR,
               "ray.tune.analysis.experiment_analysis": logging.ERROR, "ray.tune": logging.CRITICAL,
               "ray.train": logging.CRITICAL}
 

@@ -134,7 +134,8 @@ class ObserverThread:
                 try:
                     out.append(getattr(self.observer, event)(*args))
                 except Exception as err:
-                    self.error = f"{self.name}.{event}: {type(err).__name__}: {first_line(err)}"
+                    why = getattr(self.observer, "explain", lambda _: None)(err) or first_line(err)
+                    self.error = f"{self.name}.{event}: {type(err).__name__}: {why}"
                     self.say(f"{self.error}; the search goes on without it")
             if done is not None:
                 done.set()

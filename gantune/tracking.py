@@ -302,6 +302,12 @@ class MlflowTracker:
             self._client = connect(self.uri)
         return self._client
 
+    def explain(self, err: Exception) -> str | None:
+        """The cause of a failure the error hides (``ObserverThread``): a sqlite store whose file was deleted
+        while the search ran fails as "attempt to write a readonly database"."""
+        db = sqlite_file(self.uri)
+        return None if db is None or db.exists() else f"its store {db} is gone (deleted while the search ran)"
+
     def connect(self) -> None:
         """Check the tracking URI and the experiment (one-line ``GantuneError`` when unusable) writing nothing: a
         sqlite store that is not there yet is made as the search starts (``search_started``), so a search stopped
