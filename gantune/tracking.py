@@ -346,6 +346,8 @@ class MlflowTracker:
         for child in self._find(f"tags.`mlflow.parentRunId` = '{self.parent_id}'"):
             number = int(child.data.tags.get("gantune.trial", -1))
             if number in resumed:  # interrupted last time: it runs again, from scratch
+                if child.info.status == "RUNNING":  # a killed driver's: ended first, as `train` ends its own
+                    self.client.set_terminated(child.info.run_id, "KILLED")
                 self.client.delete_run(child.info.run_id)
                 continue
             trial = finished.get(number)

@@ -143,3 +143,25 @@ def test_a_study_made_again_under_its_name_gets_a_parent_run_of_its_own(tmp_path
     assert third.parent_id == legacy.info.run_id
     assert client.get_run(third.parent_id).data.tags["gantune.study_uid"] == optuna.load_study(
         study_name="again", storage=storage).user_attrs[STUDY_UID]
+
+
+def test_a_killed_drivers_running_child_is_ended_before_it_is_replaced(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: the resumed search deleted the killed driver's child run of a trial it runs again, which
+    stayed RUNNING in MLflow's trash until ``mlflow gc``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(tiny_space("kill", 2, 40, 20, [0.001], log_every=10, n_samples=200))
+    space = load_space(tmp_path / "space.yaml")
+    study = optuna.create_study(study_name="kill", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = MlflowTracker(uri, "kill")
+    killed.connect()
+    killed.search_started(study, space, [])
+    trial = study.ask({"optim.lr_g": optuna.distributions.CategoricalDistribution([0.001])})
+    killed.trial_started(trial.number, trial.params, {})
+    child = killed.children[trial.number]
+    resumed = MlflowTracker(uri, "kill")
+    resumed.connect()
+    resumed.search_started(study, space, [trial.number])
+    run = MlflowClient(uri).get_run(child)
+    assert (run.info.status, run.info.lifecycle_stage) == ("KILLED", "deleted")
