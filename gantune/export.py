@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, dump_config
+from gantune.data import check_data
 from gantune.dburl import absolute_sqlite
 from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import (
@@ -413,7 +414,12 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     for c in candidates:  # before any re-run: a loss of a plugin not given, or a --steps the config cannot
         # train to (a progressive net's fades end later), ran failing re-runs, then said so
-        config_from_dict(with_steps(c.config, steps), f"search {name!r} trial {c.trial.number}")
+        cfg = config_from_dict(with_steps(c.config, steps), f"search {name!r} trial {c.trial.number}")
+        if seeds > 0:  # an image folder moved since the search: every re-run failed, and the export went on
+            try:
+                check_data(cfg.data)
+            except GantuneError as err:
+                raise GantuneError(f"--seeds: trial {c.trial.number}'s re-runs cannot train: {err}") from None
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)

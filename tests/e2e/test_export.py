@@ -592,3 +592,26 @@ def test_seed_re_runs_at_steps_the_config_cannot_train_to_are_refused_before_the
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search 'prog' trial 0: model.progressive: 1 fade(s) of 64 steps" in err, err
     assert optuna.get_all_study_names(storage) == ["prog"] and not (tmp_path / "b.yaml").exists()
+
+
+def test_seed_re_runs_of_data_that_is_gone_are_refused_before_they_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a probe: with the search's image folder moved, ``export --seeds`` ran re-runs that each failed
+    ("does not exist"), then exported with exit 0, its seed check never run. Without --seeds it exports as before."""
+    import gantune.search
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="moved", storage=storage, direction="minimize")
+    study.set_user_attr("settings", {"trials": 1, "max_steps": 200, "eval_every": 100, "objective": "fid"})
+    gone = tmp_path / "images"
+    config = {"data": {"name": "folder", "path": str(gone), "resolution": 8}, "train": {"steps": 200},
+              "model": {"arch": "dcgan"}}
+    study.add_trial(optuna.trial.create_trial(value=9.0, user_attrs={"config": config}))
+    monkeypatch.setattr(gantune.search, "run_search", lambda *a, **k: pytest.fail("a re-run started"))
+    assert main(["export", "moved", "--storage", storage, "--seeds", "1", "--out", "b.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gantune export: error: --seeds: trial 0's re-runs cannot train: data.path: image folder {gone} "
+                   "does not exist\n")
+    assert optuna.get_all_study_names(storage) == ["moved"] and not (tmp_path / "b.yaml").exists()
+    assert main(["export", "moved", "--storage", storage, "--out", "b.yaml"]) == 0
