@@ -43,6 +43,7 @@ from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace, stored_specs
 from gantune.sampling.study import (
+    STUDY_UID,
     explored_note,
     load_search,
     one_trial,
@@ -133,6 +134,9 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         raise GantuneError(f"--seeds: the re-runs go to the study {name!r}, which holds another search (export "
                            "replaces only its own re-runs): nothing was run")
     if earlier is not None:  # re-runs of an earlier export are replaced
+        for obs in opts.observers:  # a killed export's runs of them stayed RUNNING beside the new ones
+            if hasattr(obs, "study_replaced"):
+                obs.study_replaced(name, earlier.user_attrs.get(STUDY_UID))
         optuna.delete_study(study_name=name, storage=storage)
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
     rs.set_user_attr(RERUNS_OF, study.study_name)

@@ -458,6 +458,26 @@ class MlflowTracker:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
 
+    def study_replaced(self, study: str, uid: str | None) -> None:
+        """The study ``study`` (``uid``: its ``STUDY_UID``) is about to be deleted and made again (``export``'s
+        seed re-runs): the runs of it that a killed driver left RUNNING end KILLED (they stayed RUNNING for good,
+        beside the new study's)."""
+        try:  # a tidying: a store that fails here is the new search's to report, in its one line
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                return
+            self.experiment_id = exp.experiment_id
+            for parent in self._find(_parents_of(study)):
+                if parent.data.tags.get(_UID_TAG) != uid:
+                    continue
+                for child in self._find(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
+                    if child.info.status == "RUNNING":
+                        self.client.set_terminated(child.info.run_id, "KILLED")
+                if parent.info.status == "RUNNING":
+                    self.client.set_terminated(parent.info.run_id, "KILLED")
+        except MlflowException:
+            return
+
     def _parent(self, study: str, uid: str | None) -> list[Any]:
         """The parent run of this very study (``uid``: its ``STUDY_UID``): the one tagged with it; else one made
         before parents carried it (no such tag). The parent of an earlier study of the same name (deleted and made

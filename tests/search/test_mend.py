@@ -165,3 +165,26 @@ def test_a_killed_drivers_running_child_is_ended_before_it_is_replaced(tmp_path:
     resumed.search_started(study, space, [trial.number])
     run = MlflowClient(uri).get_run(child)
     assert (run.info.status, run.info.lifecycle_stage) == ("KILLED", "deleted")
+
+
+def test_the_runs_of_a_killed_exports_re_runs_end_when_the_next_export_replaces_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: after a SIGKILL'd ``export --seeds``, the next export replaced the re-runs' study and left
+    the killed one's parent and child runs RUNNING for good, beside its own."""
+    from gantune.sampling.study import STUDY_UID
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(tiny_space("k-reruns", 2, 40, 20, [0.001], log_every=10, n_samples=200))
+    space = load_space(tmp_path / "space.yaml")
+    study = optuna.create_study(study_name="k-reruns", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.set_user_attr(STUDY_UID, "old")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = MlflowTracker(uri, "k-reruns", "k")
+    killed.search_started(study, space, [])
+    killed.trial_started(0, {}, {})
+    runs = [killed.parent_id, killed.children[0]]
+    other = MlflowTracker(uri, "k-reruns", "k")
+    other.study_replaced("k-reruns", "another")  # not that study: left alone
+    assert {MlflowClient(uri).get_run(r).info.status for r in runs} == {"RUNNING"}
+    MlflowTracker(uri, "k-reruns", "k").study_replaced("k-reruns", "old")
+    assert {MlflowClient(uri).get_run(r).info.status for r in runs} == {"KILLED"}
