@@ -196,8 +196,15 @@ def _folder_classes(cfg: DataConfig) -> int:
     ``max_images`` subset missing a class is refused here: the generator would learn that class from nothing."""
     with listed_once():  # the subset and the class index read one walk of the folder
         root, files = _image_files(cfg)
-        index = _class_index(root, _listed(root))
+        listing = _listed(root)
+        index = _class_index(root, listing)
     if index is None:
+        loose = [f for f in listing if f.parent == root]
+        if len(loose) < len(listing):  # class subfolders, and a stray image beside them: "no class labels" said
+            # nothing of which file to move
+            raise DataError(f"data.path: {len(loose)} image(s) lie directly in {root} ({loose[0].name}"
+                            f"{', ...' if len(loose) > 1 else ''}) beside its class subfolders: a conditional GAN "
+                            "reads each top-level subfolder as a class; move them into one, or out of data.path")
         return 0
     missing = sorted(set(index) - {f.relative_to(root).parts[0] for f in files})
     if missing:

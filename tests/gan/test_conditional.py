@@ -277,12 +277,15 @@ def test_a_conditional_run_on_a_folder_with_one_subfolder_per_class(tmp_path: Pa
     (one / "only").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(one / "only" / "0.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "imgs" / "loose.png")
-    for path, needle in ((one, "has one class"), (tmp_path / "imgs", "has no class labels")):
+    # a stray image beside the class subfolders: "has no class labels" named neither it nor the subfolders
+    for path, needle in ((one, "model.conditional: data 'folder' has one class"),
+                         (tmp_path / "imgs", f"data.path: 1 image(s) lie directly in {tmp_path / 'imgs'} (loose.png) "
+                                             "beside its class subfolders")):
         bad = _cfg(data={**folder, "path": str(path)}, train={"steps": 2, "batch_size": 8}, eval={"every": 2})
         with pytest.raises(GantuneError) as exc:
             train(bad)
         msg = str(exc.value)
-        assert "model.conditional" in msg and needle in msg and "\n" not in msg, msg
+        assert needle in msg and "\n" not in msg, msg
 
 
 def test_a_max_images_subset_keeps_the_folders_class_indices(tmp_path: Path) -> None:
