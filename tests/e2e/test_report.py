@@ -45,6 +45,14 @@ def test_report_is_self_contained_and_lists_every_trial(tmp_path: Path, monkeypa
     strips = re.findall(r'alt="latent interpolation of trial (\d+)" src="data:image/png;base64,', html)
     assert sorted(int(n) for n in strips) == sorted(done[1:])
     assert f"trial {done[0]}: no interpolation ({broken} is unreadable (" in html
+    # a top trial without its sample grids was left out of them without a word (found by a probe)
+    import shutil
+
+    shutil.rmtree(broken.parent / "samples")
+    assert main(["report", "rep", "--out", "out/report.html"]) == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert f"trial {done[0]}: no sample grid in {broken.parent} on this machine" in html
+    assert len(re.findall(r'alt="samples of trial \d+"', html)) >= len(done) - 1
     # --top 0: the page said the run directories were not on this machine, and that no trial had completed
     assert main(["report", "rep", "--out", "out/top0.html", "--top", "0"]) == 0
     html = (tmp_path / "out" / "top0.html").read_text()
