@@ -194,11 +194,11 @@ data:
   name: folder
   path: {path}
   resolution: 32          # images are centre-cropped and resized to this (a power of two, 8-64)
-  augment: {{categorical: ["translation,cutout", ""]}}  # DiffAugment: with a few thousand images or fewer D
+{channels}  augment: {{categorical: ["translation,cutout", ""]}}  # DiffAugment: with a few thousand images or fewer D
                           # memorises them without it
 model:
   arch: dcgan
-  z_dim: 128
+{conditional}  z_dim: 128
   g_width: {{categorical: [32, 64]}}  # base channels; 64 costs about 4x the time of 32
   d_width: {{categorical: [32, 64]}}
   g_norm: {{categorical: [batch, layer]}}
@@ -257,13 +257,24 @@ def starter_text(data: str) -> tuple[str, str, str]:
         raise GantuneError(f"{data}: not a built-in dataset ({', '.join(builtin_names())}) nor a folder of images "
                            f"({what})")
     from gantune.config import DataConfig
-    from gantune.data import check_data
+    from gantune.data import check_data, greyscale, known_classes
 
     path = str(folder.resolve())
-    check_data(DataConfig(name="folder", path=path, resolution=32))  # holds images, and the first one decodes
+    cfg = DataConfig(name="folder", path=path, resolution=32)
+    check_data(cfg)  # holds images, and the first one decodes
     name = _folder_name(folder.resolve())
-    return name, "images", STARTERS.get("images").template.format(name=name, data=" ".join(data.split()),
-                                                                  path=json.dumps(path, ensure_ascii=False))
+    grey = greyscale(cfg)  # three equal channels trained a third of the nets on copies, and init said nothing
+    channels = f"  channels: 1             # its images are greyscale ({grey[0]} of {grey[1]} looked at)\n" \
+        if grey else ""
+    try:  # class subfolders: the conditional GAN they allow was nowhere in the file
+        classes = known_classes(cfg) or 0
+    except GantuneError:
+        classes = 0
+    conditional = (f"  # conditional: true     # its {classes} subfolders are classes: a class-conditional GAN "
+                   "(generate --class N)\n") if classes >= 2 else ""
+    return name, "images", STARTERS.get("images").template.format(
+        name=name, data=" ".join(data.split()), path=json.dumps(path, ensure_ascii=False), channels=channels,
+        conditional=conditional)
 
 
 def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str, Any]:

@@ -227,27 +227,33 @@ def _folder_listing(cfg: DataConfig) -> dict[str, Any]:
 GREY_PROBE = 16
 
 
-def _folder_notes(cfg: DataConfig) -> list[str]:
-    """A folder of greyscale images trains as three equal channels unless ``data.channels`` is set: the nets
-    carry three times the input and output for one channel's worth, and nothing said so."""
+def greyscale(cfg: DataConfig) -> tuple[int, int] | None:
+    """``(looked at, images)`` when the folder's images look greyscale (``GREY_PROBE`` of them, spread over the
+    listing, their headers only); ``None`` when one is in colour or cannot be read (the load says which)."""
     from PIL import Image
 
-    if cfg.channels is not None:
-        return []
     try:
         _, files = _image_files(cfg)
     except DataError:
-        return []  # the check says what is wrong with the folder
+        return None  # the check says what is wrong with the folder
     probe = files[::max(1, len(files) // GREY_PROBE)][:GREY_PROBE]
     for f in probe:
         try:
             with Image.open(f) as im:
                 bands = [b for b in im.getbands() if b != "A"]
         except (OSError, ValueError, Image.DecompressionBombError):
-            return []  # unreadable: the load says which
+            return None
         if len(bands) != 1 or bands[0] == "P":  # colour, or a palette (which may hold colours)
-            return []
-    return [f"data.path: its images are greyscale ({len(probe)} of {len(files)} looked at): they train as 3 equal "
+            return None
+    return len(probe), len(files)
+
+
+def _folder_notes(cfg: DataConfig) -> list[str]:
+    """A folder of greyscale images trains as three equal channels unless ``data.channels`` is set: the nets
+    carry three times the input and output for one channel's worth, and nothing said so."""
+    if cfg.channels is not None or (grey := greyscale(cfg)) is None:
+        return []
+    return [f"data.path: its images are greyscale ({grey[0]} of {grey[1]} looked at): they train as 3 equal "
             "channels; set data.channels: 1 to train on one (or 3 to keep three and quiet this note)"]
 
 

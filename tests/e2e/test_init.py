@@ -170,3 +170,24 @@ def test_a_tiny_search_of_the_written_space_starts_from_its_recipe(tmp_path: Pat
     assert summary["recipe_trials"] == {"0": "points"} and summary["counts"]["completed"] == 1
     (trial,) = optuna.load_study(study_name="ring8", storage=summary["study_storage"]).trials
     assert trial.user_attrs["config"]["model"]["z_dim"] == 2 and trial.params["optim.lr_g"] == 2e-3
+
+
+def test_a_greyscale_folder_gets_one_channel_and_class_subfolders_the_conditional_line(tmp_path: Path) -> None:
+    """Found by a probe: the space of a greyscale folder trained three equal channels (``train`` warned later),
+    and one of class subfolders said nothing of the class-conditional GAN they allow."""
+    grey, classes = tmp_path / "grey", tmp_path / "classes"
+    grey.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((12, 12), dtype=np.uint8)).save(grey / f"{i}.png")
+        for cls in ("a", "b"):
+            (classes / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(classes / cls / f"{i}.png")
+    assert main(["init", str(grey), "--out", str(tmp_path / "g.yaml")]) == 0
+    space = load_space(tmp_path / "g.yaml", weights=False)
+    assert space.leaves["data.channels"].value == 1 and "model.conditional" not in space.leaves
+    assert main(["init", str(classes), "--out", str(tmp_path / "c.yaml")]) == 0
+    text = (tmp_path / "c.yaml").read_text()
+    assert "  # conditional: true     # its 2 subfolders are classes" in text
+    assert "data.channels" not in load_space(tmp_path / "c.yaml", weights=False).leaves
+    (tmp_path / "c.yaml").write_text(text.replace("  # conditional: true    ", "  conditional: true"))
+    assert load_space(tmp_path / "c.yaml", weights=False).leaves["model.conditional"].value is True
