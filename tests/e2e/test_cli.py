@@ -118,8 +118,8 @@ def test_a_run_that_fails_before_it_logged_anything_leaves_nothing(
 
 def test_a_config_error_found_once_the_data_is_loaded_names_the_file_and_leaves_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Metrics on a folder of one image are refused once it is loaded: the line named no file, and the run folder
-    kept config.yaml, an empty samples/ and its lock."""
+    """Metrics on a folder of one image were refused once it was loaded: the line named no file, and the run
+    folder kept config.yaml, an empty samples/ and its lock (now refused before it is decoded)."""
     from tests.conftest import grey_folder
 
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
@@ -130,7 +130,7 @@ def test_a_config_error_found_once_the_data_is_loaded_names_the_file_and_leaves_
     assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-tracking"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"gantune train: error: {cfg}: eval.metrics: the metrics (diversity) compare samples") \
-        and err.endswith("give the data more (data.max_images), or eval.metrics: []"), err
+        and err.endswith("add images (data.max_images, where set, caps them), or eval.metrics: []"), err
     assert not (tmp_path / "run").exists()
 
 
