@@ -466,11 +466,14 @@ class MlflowTracker:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
                 return
-            self.experiment_id = exp.experiment_id
-            for parent in self._find(_parents_of(study)):
+
+            def find(filter_string: str) -> list[Any]:  # the search's own checks of the experiment come later
+                return list(self.client.search_runs([exp.experiment_id], filter_string, max_results=10000))
+
+            for parent in find(_parents_of(study)):
                 if parent.data.tags.get(_UID_TAG) != uid:
                     continue
-                for child in self._find(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
+                for child in find(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
                     if child.info.status == "RUNNING":
                         self.client.set_terminated(child.info.run_id, "KILLED")
                 if parent.info.status == "RUNNING":
