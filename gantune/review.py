@@ -134,6 +134,7 @@ class Review:
 Route = Callable[["_Handler", re.Match[str]], None]
 GET: dict[str, Route] = {}
 POST: dict[str, Route] = {}
+METHODS = {"GET": GET, "POST": POST}
 
 
 def route(table: dict[str, Route], pattern: str) -> Callable[[Route], Route]:
@@ -146,6 +147,7 @@ def route(table: dict[str, Route], pattern: str) -> Callable[[Route], Route]:
 class _Handler(BaseHTTPRequestHandler):
     review: Review  # set on the subclass each server makes
     server_version = "gantune-review"
+    timeout = 10  # seconds a request may take to arrive: a body sent in part held its thread until the client left
 
     def _dispatch(self, table: dict[str, Route]) -> None:
         path = self.path.split("?", 1)[0]
@@ -157,8 +159,20 @@ class _Handler(BaseHTTPRequestHandler):
                     self.send_json({"error": str(err)}, 400)
                 except RecursionError:  # JSON nested past what the decoder follows
                     self.send_json({"error": "a vote is a flat JSON object"}, 400)
+                except (TimeoutError, ConnectionError):  # a body that never came in ``timeout``: nobody to answer
+                    self.close_connection = True
                 return
-        self.send_json({"error": f"no such page: {path}"}, 404)
+        self._refuse(path)
+
+    def _refuse(self, path: str) -> None:
+        """404 for a page that does not exist; 405, with the methods it has, for one asked with another method
+        (Python's stock 501 page answered PUT, DELETE, OPTIONS and HEAD)."""
+        allowed = [name for name, table in METHODS.items() if any(re.fullmatch(p, path) for p in table)]
+        if allowed:
+            self.send_json({"error": f"{path} answers {', '.join(allowed)}, not {self.command}"}, 405,
+                           {"Allow": ", ".join(allowed)})
+        else:
+            self.send_json({"error": f"no such page: {path}"}, 404)
 
     def do_GET(self) -> None:
         self._dispatch(GET)
@@ -166,16 +180,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch(POST)
 
-    def send(self, body: bytes, content_type: str, code: int = 200) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    def _other(self) -> None:
+        self._refuse(self.path.split("?", 1)[0])
 
-    def send_json(self, obj: Any, code: int = 200) -> None:
-        self.send(json.dumps(obj).encode(), "application/json", code)
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _other
+
+    def send(self, body: bytes, content_type: str, code: int = 200, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to tell (it was a traceback)
+            self.close_connection = True
+
+    def send_json(self, obj: Any, code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.send(json.dumps(obj).encode(), "application/json", code, headers)
 
     def log_message(self, format: str, *args: Any) -> None:  # one line per request would bury the URL
         pass
@@ -193,7 +218,10 @@ def _state(h: _Handler, _: re.Match[str]) -> None:
 
 @route(GET, r"/grid/(\d+)\.png")
 def _grid(h: _Handler, m: re.Match[str]) -> None:
-    h.send(h.review.candidates[int(m.group(1))].png, "image/png")
+    if (c := h.review.candidates.get(int(m.group(1)))) is None:  # it answered 400 {"error": "99"}
+        h.send_json({"error": f"no trial {m.group(1)} under review"}, 404)
+        return
+    h.send(c.png, "image/png")
 
 
 @route(POST, r"/api/vote")
@@ -204,10 +232,18 @@ def _vote(h: _Handler, _: re.Match[str]) -> None:
     if h.headers.get_content_type() != "application/json":
         h.send_json({"error": "a vote is a JSON body (Content-Type: application/json)"}, 415)
         return
-    length = int(h.headers.get("Content-Length") or 0)
-    if not 0 <= length <= 10_000:  # a negative one read until the client hung up
-        raise ValueError(f"Content-Length {length}: a vote is at most 10,000 bytes")
-    body = json.loads(h.rfile.read(length) or b"{}")
+    given = h.headers.get("Content-Length") or "0"
+    if not given.isdigit() or int(given) > 10_000:  # a negative one read until the client hung up
+        raise ValueError(f"Content-Length {given[:20]}: a vote is a number of bytes, at most 10,000")
+    length = int(given)
+    data = h.rfile.read(length)
+    if len(data) < length:  # the client left mid-body: the part that came was saved as a vote nobody made
+        raise ValueError(f"the body ended after {len(data)} of its {length} bytes: nothing was kept")
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError as err:  # not JSON, not UTF-8, a 5,000-digit number: Python's own words named none of it
+        raise ValueError(f"a vote is a JSON object {{a, b, winner}} of trial numbers; this body is not one "
+                         f"({type(err).__name__})") from None
     if not isinstance(body, dict):
         raise TypeError(f"a vote is a JSON object with a, b and winner, not {type(body).__name__}")
     winner = body.get("winner")
@@ -216,6 +252,8 @@ def _vote(h: _Handler, _: re.Match[str]) -> None:
 
 def _trial(body: dict[str, Any], key: str) -> int:
     """A vote's trial number: a JSON integer (``int()`` took true, "1" and 0.9, which is trial 0)."""
+    if key not in body:  # it answered {"error": "'a'"}
+        raise ValueError(f"{key}: missing; a vote is a JSON object {{a, b, winner}} of trial numbers")
     value = body[key]
     if type(value) is not int:
         raise TypeError(f"{key}: a trial number is a whole number, not {json.dumps(value)}")

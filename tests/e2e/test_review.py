@@ -83,6 +83,7 @@ def _stop(proc: subprocess.Popen[str]) -> dict[str, Any]:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]  # a client that left mid-request was one on the review's terminal
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -147,6 +148,27 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
         conn.endheaders()
         assert conn.getresponse().status == 400
         conn.close()
+        # found by a probe: a body cut short (a whole JSON object, but fewer bytes than its Content-Length: the
+        # client gone) was kept as a vote nobody made (a skip), then a traceback answered the closed socket
+        with socket.create_connection((where.hostname, where.port), timeout=30) as raw:
+            sent = json.dumps({"a": a, "b": b}).encode()
+            raw.sendall(b"POST /api/vote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(sent) + 50}\r\n\r\n".encode() + sent)
+            raw.shutdown(socket.SHUT_WR)
+            answer = b"".join(iter(lambda: raw.recv(4096), b"")).decode()
+        assert answer.split()[1] == "400" and "nothing was kept" in answer, answer
+        # another method was Python's stock 501 page; a missing key and a trial not under review said "'a'", "99"
+        for method, path, code, says in (("PUT", "/api/vote", 405, "/api/vote answers POST, not PUT"),
+                                         ("GET", "/api/vote", 405, "answers POST, not GET"),
+                                         ("DELETE", "/", 405, "/ answers GET, not DELETE"),
+                                         ("GET", "/grid/99.png", 404, "no trial 99 under review"),
+                                         ("POST", "/api/vote", 400, "a: missing; a vote is a JSON object")):
+            conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+            conn.request(method, path, body=json.dumps({"b": b}) if method == "POST" else None,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert (response.status, says in response.read().decode()) == (code, True), (method, path)
+            conn.close()
         assert _http(url + "api/state")["votes"] == 5
     finally:
         summary = _stop(proc)
