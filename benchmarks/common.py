@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from gantune import env
 from gantune.dburl import sqlite_url
+from gantune.errors import GantuneError
+from gantune.events import first_line
 from gantune.sampling.space import SearchSpace, load_space
 from gantune.search import SearchOptions, run_search
 
@@ -50,6 +54,39 @@ class Collector:
     def median_steps_per_s(self, number: int) -> float:
         values = [r["steps_per_s"] for r in self.records.get(number, []) if "steps_per_s" in r]
         return statistics.median(values[1:] or values) if values else 0.0
+
+
+def guarded(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main`` as the gantune command runs: bad input (a ``GantuneError``, a setting the schema
+    refuses, a ``SystemExit`` with a message) is one line on stderr and exit code 2, not a traceback."""
+    name = Path(sys.argv[0]).name
+    try:
+        main()
+    except (GantuneError, ValidationError) as err:
+        print(f"{name}: error: {first_line(err) if isinstance(err, GantuneError) else _validation(err)}",
+              file=sys.stderr)
+        sys.exit(2)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):  # a refusal said in words (argparse's own exits carry a number)
+            print(f"{name}: error: {stop.code}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+def _validation(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0 (got {text!r})")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import guarded, positive_int
 
 from gantune.catalogue import config_from_dict
 from gantune.data import load_data
@@ -24,7 +25,7 @@ CPU = torch.device("cpu")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=1000, help="samples per evaluation (the digits spaces use 1,000)")
+    p.add_argument("--n", type=positive_int, default=1000, help="samples per evaluation (the digits spaces use 1,000)")
     p.add_argument("--resolution", type=int, nargs="+", default=[8, 16, 32])
     args = p.parse_args()
     print(f"digits classifier: held-out accuracy {100 * heldout_accuracy(load_digits_net(CPU)):.2f}% (360 digits)")
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import Collector, positive_int, run
+from common import Collector, guarded, positive_int, run
 from loop_overhead import bare_loop
 
 from gantune.catalogue import config_from_dict
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

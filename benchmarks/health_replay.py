@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import guarded
 from search_efficiency import PRESETS, ROOT, labels, load_kept, thirds
 
 from gantune.catalogue import load_config
@@ -387,6 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         print_ceiling(before(rows, step), s, before(fit, step),
                       f"{args.fit_on}'s outcomes (seeds {sorted(runs_on)}; both spaces' readings before step {step:g})")
     if args.check:
+        if not any((args.out / args.preset / f"seed{r.seed}" / f"{args.check}.json").is_file() for r in rows):
+            raise SystemExit(f"--check {args.check}: no arm of that name kept in {args.out / args.preset} (it "
+                             "compared nothing and said 'the same stops')")
         differ = check(args.out, args.preset, args.check, rows)
         print(f"{args.check}: {'the same stops' if not differ else f'{len(differ)} differ'}")
         for line in differ:
@@ -394,4 +398,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import torch
+from common import guarded, positive_int
 
 from gantune.catalogue import config_from_dict
 from gantune.data import load_data
@@ -29,7 +30,8 @@ CPU = torch.device("cpu")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, nargs="+", default=[1000, 26000], help="samples an evaluation (stacked digits)")
+    p.add_argument("--n", type=positive_int, nargs="+", default=[1000, 26000],
+                   help="samples an evaluation (stacked digits)")
     p.add_argument("--resolution", type=int, nargs="+", default=[8, 16])
     args = p.parse_args()
     os.environ.setdefault("GANTUNE_CACHE_DIR", tempfile.mkdtemp())  # measured afresh, not from a cache
@@ -48,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

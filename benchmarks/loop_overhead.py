@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from common import guarded
 from torch import Tensor
 
 from gantune.catalogue import config_from_dict, load_config
@@ -245,4 +246,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import torch
+from common import guarded
 
 from gantune.catalogue import config_from_dict
 from gantune.data import load_data
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import positive_int, run
+from common import guarded, positive_int, run
 
 from gantune.data import load_data
 from gantune.dburl import sqlite_url
@@ -114,7 +114,7 @@ def shrunk(space: str, trials: int | None, max_steps: int | None) -> dict[str, i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "grid25.yaml"))
-    ap.add_argument("--n", type=int, default=None, help="fresh samples (default: the data's protocol)")
+    ap.add_argument("--n", type=positive_int, default=None, help="fresh samples (default: the data's protocol)")
     ap.add_argument("--seed", type=int, default=2718, help="seed of the scored samples (no trial draws with it)")
     ap.add_argument("--trials", type=positive_int, default=None, help="trials of the search (default: the space's)")
     ap.add_argument("--max-steps", type=positive_int, default=None, help="steps per trial (default: the space's)")
@@ -151,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import guarded, positive_float, positive_int
 from loop_overhead import gantune_loop
 from PIL import Image
 
@@ -218,12 +219,13 @@ def costs(chosen: list[Remedy], steps: int, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=sorted(REMEDIES), default=sorted(REMEDIES))
-    ap.add_argument("--seeds", type=int, default=3, help="training seeds per arm (0 .. N-1, both arms)")
-    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every setting's steps (quick looks)")
+    ap.add_argument("--seeds", type=positive_int, default=3, help="training seeds per arm (0 .. N-1, both arms)")
+    ap.add_argument("--steps-scale", type=positive_float, default=1.0, help="scale every setting's steps (quick looks)")
     ap.add_argument("--cost", action="store_true", help="print each knob's ms per step off and on instead")
-    ap.add_argument("--cost-steps", type=int, default=40, help="--cost: timed steps per window (a multiple of 10)")
-    ap.add_argument("--repeats", type=int, default=3, help="--cost: timed windows per arm (the best counts)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--cost-steps", type=positive_int, default=40,
+                    help="--cost: timed steps per window (a multiple of 10)")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="--cost: timed windows per arm (the best counts)")
+    ap.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     args = ap.parse_args()
     env.configure()
     if args.threads:
@@ -273,4 +275,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

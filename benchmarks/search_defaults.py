@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import positive_int, run
+from common import guarded, positive_int, run
 
 from gantune.sampling.settings import sign_of
 from gantune.sampling.space import load_space
@@ -115,4 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
-from common import Collector, run
+from common import Collector, guarded, positive_int, run
 from ray.tune import Stopper
 
 from gantune import env
@@ -488,12 +488,12 @@ def _value_at(xs: list[float], best: list[float], x: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=list(PRESETS), default="grid25")
-    ap.add_argument("--seeds", type=int, default=None, help="sampler seeds 0..N-1 (default: the preset's)")
+    ap.add_argument("--seeds", type=positive_int, default=None, help="sampler seeds 0..N-1 (default: the preset's)")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--fresh", action="store_true", help="re-run arms already kept in --out")
-    ap.add_argument("--quick-every", type=int, help="cheap collapse checks every N steps (default: the space's); "
-                    "a kept arm of another cadence is refused")
+    ap.add_argument("--quick-every", type=positive_int, help="cheap collapse checks every N steps (default: the "
+                    "space's); a kept arm of another cadence is refused")
     args = ap.parse_args(argv)
     preset = dataclasses.replace(PRESETS[args.preset], quick_every=args.quick_every)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
@@ -538,4 +538,4 @@ def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, 
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

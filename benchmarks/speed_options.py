@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import torch
+from common import guarded
 from loop_overhead import PRESETS, check_window, gantune_loop
 
 from gantune import env
@@ -81,4 +82,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     torch.backends.cudnn.benchmark = False
-    main()
+    guarded(main)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import guarded, positive_int
 
 from gantune.catalogue import config_from_dict
 from gantune.data import STACKED_DIGITS, digits_split, load_data, stack, stack_labels
@@ -43,7 +44,8 @@ def uniform_kl(n: int, draws: int = 200, seed: int = 0) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=26000, help="stacked samples a row (the published protocol: 26,000)")
+    p.add_argument("--n", type=positive_int, default=26000,
+                   help="stacked samples a row (the published protocol: 26,000)")
     p.add_argument("--resolution", type=int, nargs="+", default=[8, 16])
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     args = p.parse_args()
@@ -81,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)

@@ -226,3 +226,27 @@ def test_every_benchmark_has_a_smoke_run() -> None:
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")} - {"common.py", *UNCOVERED}
     covered = {c.script for c in CASES}
     assert scripts == covered, f"no smoke run: {sorted(scripts - covered)}; no such script: {sorted(covered - scripts)}"
+
+
+@pytest.mark.parametrize(("script", "args", "says"), [
+    # found by a probe: 0 meant "the default", -1 ran nothing and kept an empty plot, exit 0 either way
+    ("search_efficiency.py", ["--seeds", "0"], "argument --seeds: must be a whole number of at least 1"),
+    ("remedies.py", ["--steps-scale", "0"], "argument --steps-scale: must be a number above 0"),
+    ("remedies.py", ["--seeds", "-1"], "argument --seeds: must be a whole number of at least 1"),
+    ("pacgan_table.py", ["--n", "0"], "argument --n: must be a whole number of at least 1"),
+    ("stacked_floor.py", ["--n", "0"], "argument --n: must be a whole number of at least 1"),
+    # tracebacks, each: a setting the schema refuses, a device that is not one, a space that is not there
+    ("digits_floor.py", ["--n", "100", "--resolution", "7"], "data.resolution"),
+    ("metric_cost.py", ["--device", "bogus"], "'bogus' is not a device"),
+    ("search_defaults.py", ["--space", "/nonexistent.yaml", "--trials", "1", "--max-steps", "20"],
+     "/nonexistent.yaml"),
+    ("health_replay.py", ["--out", "{tmp}"], "no random arm kept in"),
+])
+def test_bad_input_to_a_benchmark_is_one_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
+                                                        says: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script),
+                           *(a.replace("{tmp}", str(tmp_path)) for a in args)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # one line (after argparse's usage lines, where argparse refuses it), and no traceback
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and says in last and "Traceback" not in done.stderr, done.stderr
