@@ -14,6 +14,7 @@ import optuna
 from pydantic import BaseModel, ValidationError
 
 from gantune import env
+from gantune.config import format_validation_error
 from gantune.dburl import sqlite_url
 from gantune.errors import GantuneError
 from gantune.events import first_line
@@ -63,19 +64,14 @@ def guarded(main: Callable[[], None]) -> None:
     try:
         main()
     except (GantuneError, ValidationError) as err:
-        print(f"{name}: error: {first_line(err) if isinstance(err, GantuneError) else _validation(err)}",
-              file=sys.stderr)
+        why = first_line(err) if isinstance(err, GantuneError) else format_validation_error(err, "a setting given")
+        print(f"{name}: error: {why}", file=sys.stderr)
         sys.exit(2)
     except SystemExit as stop:
         if isinstance(stop.code, str):  # a refusal said in words (argparse's own exits carry a number)
             print(f"{name}: error: {stop.code}", file=sys.stderr)
             sys.exit(2)
         raise
-
-
-def _validation(err: ValidationError) -> str:
-    first = err.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
 
 
 def positive_float(text: str) -> float:

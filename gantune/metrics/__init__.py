@@ -122,8 +122,10 @@ def one_real_sample(names: list[str]) -> str:
 def check_real_count(cfg: TrialConfig) -> None:
     """``one_real_sample`` before a run or a search starts, where the data's listing counts its images (a
     folder's): a search's every trial failed on it, and ``gantune train`` said so once the data was decoded."""
+    if not (names := metric_names(cfg)):  # first: a listing stats every image of a folder
+        return
     count = (data_listing(cfg.data) or {}).get("images")  # a plugin's listing need not count them
-    if isinstance(count, int) and count < 2 and (names := metric_names(cfg)):
+    if isinstance(count, int) and count < 2:
         raise ConfigError(one_real_sample(names))
 
 
