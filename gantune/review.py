@@ -151,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, table: dict[str, Route]) -> None:
         path = self.path.split("?", 1)[0]
+        if not self._our_host():
+            return
         for pattern, fn in table.items():
             if m := re.fullmatch(pattern, path):
                 try:
@@ -163,6 +165,17 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                 return
         self._refuse(path)
+
+    def _our_host(self) -> bool:
+        """Answer only requests addressed to this server by name: a page on another site whose name was made to
+        resolve to 127.0.0.1 (DNS rebinding) is the same origin to the browser, so it could read the state and
+        vote; its requests still carry its own name in ``Host``. No ``Host`` (HTTP/1.0, no browser) is let in."""
+        host = self.headers.get("Host")
+        port = self.server.server_address[1]  # type: ignore[index]  # an (address, port) pair: bound to 127.0.0.1
+        if host is None or host.lower() in {f"127.0.0.1:{port}", f"localhost:{port}"}:
+            return True
+        self.send_json({"error": f"this review answers requests to 127.0.0.1:{port}, not to {host[:100]}"}, 403)
+        return False
 
     def _refuse(self, path: str) -> None:
         """404 for a page that does not exist; 405, with the methods it has, for one asked with another method
@@ -181,7 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(POST)
 
     def _other(self) -> None:
-        self._refuse(self.path.split("?", 1)[0])
+        if self._our_host():
+            self._refuse(self.path.split("?", 1)[0])
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _other
 

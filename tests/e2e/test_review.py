@@ -152,8 +152,8 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
         # client gone) was kept as a vote nobody made (a skip), then a traceback answered the closed socket
         with socket.create_connection((where.hostname, where.port), timeout=30) as raw:
             sent = json.dumps({"a": a, "b": b}).encode()
-            raw.sendall(b"POST /api/vote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        + f"Content-Length: {len(sent) + 50}\r\n\r\n".encode() + sent)
+            raw.sendall(f"POST /api/vote HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(sent) + 50}\r\n\r\n".encode() + sent)
             raw.shutdown(socket.SHUT_WR)
             answer = b"".join(iter(lambda: raw.recv(4096), b"")).decode()
         assert answer.split()[1] == "400" and "nothing was kept" in answer, answer
@@ -169,6 +169,19 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
             response = conn.getresponse()
             assert (response.status, says in response.read().decode()) == (code, True), (method, path)
             conn.close()
+        # found by a probe: a page on another site whose name resolves to 127.0.0.1 (DNS rebinding) is the same
+        # origin to the browser, so it read the state and voted; its requests carry its own name in Host
+        for method, path in (("GET", "/api/state"), ("POST", "/api/vote"), ("PUT", "/api/vote")):
+            conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+            conn.request(method, path, body=json.dumps({"a": a, "b": b, "winner": a}) if method != "GET" else None,
+                         headers={"Content-Type": "application/json", "Host": f"rebound.example:{where.port}"})
+            response = conn.getresponse()
+            assert (response.status, "answers requests to 127.0.0.1" in response.read().decode()) == (403, True)
+            conn.close()
+        conn = http.client.HTTPConnection("localhost", where.port, timeout=30)  # its own names are let in
+        conn.request("GET", "/api/state")
+        assert conn.getresponse().status == 200
+        conn.close()
         assert _http(url + "api/state")["votes"] == 5
     finally:
         summary = _stop(proc)
