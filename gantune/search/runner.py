@@ -207,6 +207,13 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     """The checks of a run's inputs that need no study, before anything is written: the command line's
     overrides, --runs-dir, --ray-address and (on a local Ray) what a trial asks for. Returns the settings and the
     warnings to say once every check has passed (said before a refusal, they buried its one line)."""
+    settings, notes, _ = _checked(space, opts)
+    return settings, notes
+
+
+def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, list[str], bool]:
+    """``check_run``, and whether a resume has nothing left to run (``_nothing_left``: a read of the study that
+    ``run_search`` needs too)."""
     settings = apply_overrides(space.settings, opts)
     if opts.resume and opts.trials is None:  # before the warnings, which count the trials
         settings = continued(space.name, absolute_sqlite(opts.storage or DEFAULT_STORAGE), settings)
@@ -224,8 +231,9 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
     gpu = settings.resources.gpu if opts.ray_address else \
         trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
-    if not space.warns or _nothing_left(space.name, opts, settings):  # a finished search resumed draws nothing
-        return settings, []
+    idle = _nothing_left(space.name, opts, settings)
+    if not space.warns or idle:  # a finished search resumed draws nothing
+        return settings, [], idle
     warnings = settings.warnings()
     if space.samples_nothing:  # one config and seed: counted with the run's trials (--trials, a resume's); the
         # sampler's random start is no news when it draws nothing
@@ -233,7 +241,7 @@ def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, 
         if settings.trials > 1:
             warnings.insert(0, f"this space samples nothing (no range, no categorical of two choices or more): its "
                                f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
-    return settings, [*space.notes, *cpu_only, *named_but_skipped(space), *warnings]
+    return settings, [*space.notes, *cpu_only, *named_but_skipped(space), *warnings], idle
 
 
 def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> bool:
@@ -319,7 +327,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     if not env.configured():
         raise GantuneError("call gantune.env.configure() once before run_search (the gantune command does)")
     t0 = time.monotonic()
-    settings, notes = check_run(space, opts)
+    settings, notes, idle = _checked(space, opts)
     from gantune.search.carry import pack
 
     carried = pack()  # what the user's modules registered, for the trials' processes
@@ -332,8 +340,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
     for obs in opts.observers:
         obs.connect()
-    started_ray, resources = (False, None) if _nothing_left(space.name, opts, settings) else \
-        _init_ray(opts.ray_address, space)
+    started_ray, resources = (False, None) if idle else _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):

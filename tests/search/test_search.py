@@ -454,6 +454,8 @@ def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: py
         raise RuntimeError("Ray started")
 
     monkeypatch.setattr(runner, "_init_ray", no_ray)
+    looks: list[str] = []  # the read of the study that says so was made twice per resume (check_run, run_search)
+    monkeypatch.setattr(runner, "_nothing_left", lambda *a, f=runner._nothing_left: looks.append("x") or f(*a))
     path = tmp_path / "fin.yaml"
     path.write_text(tiny_space("fin", 2, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -462,6 +464,7 @@ def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: py
     for value in (0.5, 0.7):
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
     assert run_search(load_space(path), opts)["trials"] == 2
+    assert len(looks) == 1
     study.ask()  # left RUNNING by a killed search: the resume runs it again
     with pytest.raises(RuntimeError, match="Ray started"):
         run_search(load_space(path), dataclasses.replace(opts, trials=3))
