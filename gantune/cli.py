@@ -37,8 +37,12 @@ class _Parser(argparse.ArgumentParser):
         as every other error of that command; argparse reported it as "gantune: error:")."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            self.commands.get(getattr(parsed, "command", None) or "", self).error(
-                f"unrecognized arguments: {' '.join(extra)}")
+            given = list(sys.argv[1:] if args is None else args)
+            command = getattr(parsed, "command", None) or ""
+            # one given before the command is the top level's ("gantune --bogus train" blamed train)
+            first = given.index(command) if command in given else len(given)
+            owner = self if any(e in given[:first] for e in extra) else self.commands.get(command, self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 

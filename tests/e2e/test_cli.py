@@ -240,6 +240,7 @@ def test_a_run_that_goes_well_writes_nothing_to_stderr(tmp_path: Path) -> None:
     (["train", "{cfg_folder}"], "data.path: image folder"),
     (["train", "{cfg}", "--device", "cuda:7"], "no CUDA device"),
     (["train", "{cfg}", "--bogus"], "gantune train: error: unrecognized arguments: --bogus"),
+    (["--bogus", "train", "{cfg}"], "gantune: error: unrecognized arguments: --bogus"),  # it blamed train
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if "cuda:7" in args and torch.cuda.device_count() > 7:
