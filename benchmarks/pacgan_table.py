@@ -23,13 +23,14 @@ search (the space's own settings otherwise): a quick check that the harness runs
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import guarded, positive_int, run
+from common import at_least, guarded, positive_int, run
 
 from gantune.data import load_data
 from gantune.dburl import sqlite_url
@@ -114,12 +115,24 @@ def shrunk(space: str, trials: int | None, max_steps: int | None) -> dict[str, i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "grid25.yaml"))
-    ap.add_argument("--n", type=positive_int, default=None, help="fresh samples (default: the data's protocol)")
+    ap.add_argument("--n", type=at_least(16), default=None,  # an evaluation's least (eval.n_samples)
+                    help="fresh samples (default: the data's protocol)")
     ap.add_argument("--seed", type=int, default=2718, help="seed of the scored samples (no trial draws with it)")
     ap.add_argument("--trials", type=positive_int, default=None, help="trials of the search (default: the space's)")
     ap.add_argument("--max-steps", type=positive_int, default=None, help="steps per trial (default: the space's)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pacgan-"))
+    try:
+        shown = table_run(args, workdir)
+    except BaseException:  # a run that failed leaves nothing to look at: its work files went unremoved
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    print(shown)
+    print(f"(work files in {workdir}; exported config {workdir / 'best.yaml'})")
+
+
+def table_run(args: argparse.Namespace, workdir: Path) -> str:
+    """Search, export, score: the table, as text."""
     name = Path(args.space).stem
     t0 = time.monotonic()
     summary, _, _ = run(args.space, name, workdir, shrunk(args.space, args.trials, args.max_steps))
@@ -132,22 +145,20 @@ def main() -> None:
     metrics, floor = score(workdir / "weights" / "generator.pt", n, args.seed, table.family)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
     recipes = summary.get("recipe_trials") or {}
-    print(f"\nsearch {args.space}: {summary['trials']} trials in {wall:.0f}s ({counts}); recipe trials "
-          f"{recipes or 'none'}; exported trial {exported['trial']}; {n} fresh samples (seed {args.seed})")
+    lines = [f"\nsearch {args.space}: {summary['trials']} trials in {wall:.0f}s ({counts}); recipe trials "
+             f"{recipes or 'none'}; exported trial {exported['trial']}; {n} fresh samples (seed {args.seed})"]
     heads = [h for _, h, _ in table.columns]
-    print(f"{'':<30}" + "".join(f"{h:>9}" for h in heads))
+    lines.append(f"{'':<30}" + "".join(f"{h:>9}" for h in heads))
     for row in table.published:
         label, values = str(row[0]), row[1:]
-        print(f"{table.source + ': ' + label:<30}" + "".join(f"{v:>9.2f}" for v in values)
-              + "".join(f"{'-':>9}" for _ in heads[len(values):]))
+        lines.append(f"{table.source + ': ' + label:<30}" + "".join(f"{v:>9.2f}" for v in values)
+                     + "".join(f"{'-':>9}" for _ in heads[len(values):]))
     if floor:
-        print(f"{'real-vs-real floor':<30}" + "".join(f"{floor.get(k, float('nan')) * sc:>9.3f}"
-                                                    for k, _, sc in table.columns))
-    print(f"{'gantune (plain GAN)':<30}" + "".join(f"{metrics[k] * sc:>9.3f}" for k, _, sc in table.columns))
+        lines.append(f"{'real-vs-real floor':<30}" + "".join(f"{floor.get(k, float('nan')) * sc:>9.3f}"
+                                                           for k, _, sc in table.columns))
+    lines.append(f"{'gantune (plain GAN)':<30}" + "".join(f"{metrics[k] * sc:>9.3f}" for k, _, sc in table.columns))
     line = target_line(data, metrics, floor)
-    if line:
-        print(line)
-    print(f"(work files in {workdir}; exported config {workdir / 'best.yaml'})")
+    return "\n".join([*lines, line] if line else lines)
 
 
 if __name__ == "__main__":

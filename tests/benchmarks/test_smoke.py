@@ -228,12 +228,26 @@ def test_every_benchmark_has_a_smoke_run() -> None:
     assert scripts == covered, f"no smoke run: {sorted(scripts - covered)}; no such script: {sorted(covered - scripts)}"
 
 
+def test_a_failed_table_run_leaves_no_work_files(tmp_path: Path) -> None:
+    """``pacgan_table`` keeps its work folder (search, export, weights) to look at; one whose run failed was left
+    in the temporary folder too, with nothing in it worth keeping."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pacgan_table.py"), "--space",
+                           str(tmp_path / "missing.yaml")], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300, env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 2 and "missing.yaml" in done.stderr, done.stderr
+    assert list(temp.iterdir()) == []
+
+
 @pytest.mark.parametrize(("script", "args", "says"), [
     # found by a probe: 0 meant "the default", -1 ran nothing and kept an empty plot, exit 0 either way
     ("search_efficiency.py", ["--seeds", "0"], "argument --seeds: must be a whole number of at least 1"),
     ("remedies.py", ["--steps-scale", "0"], "argument --steps-scale: must be a number above 0"),
     ("remedies.py", ["--seeds", "-1"], "argument --seeds: must be a whole number of at least 1"),
-    ("pacgan_table.py", ["--n", "0"], "argument --n: must be a whole number of at least 1"),
+    ("pacgan_table.py", ["--n", "0"], "argument --n: must be a whole number of at least 16"),
+    # below an evaluation's 16 it was refused by the schema after the whole search had run
+    ("pacgan_table.py", ["--n", "8", "--trials", "1", "--max-steps", "20"], "argument --n: must be a whole number"),
     ("stacked_floor.py", ["--n", "0"], "argument --n: must be a whole number of at least 1"),
     # tracebacks, each: a setting the schema refuses, a device that is not one, a space that is not there
     ("digits_floor.py", ["--n", "100", "--resolution", "7"], "data.resolution"),
