@@ -11,7 +11,7 @@ gives trial k the same config in every arm, and ``train.seed`` the same training
 evaluation of each trial is read: per arm, the median and best final objective over the configs, how many configs
 the arm improves over ``none``, and the best config's other metrics (HQ and modes for 2-D mixtures, classes for
 digits). Each arm's run is kept as ``<out>/<space>/<arm>[-t<trials>]-seed<seed>.json``, so a re-run only runs
-what is missing.
+what is missing; a run with ``--max-steps`` checks the harness and keeps nothing.
 """
 
 from __future__ import annotations

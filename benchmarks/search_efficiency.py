@@ -30,7 +30,7 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
 Every other arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
 measures those), so that each arm trains the configs a plain Optuna or Ray Tune search of the space would.
 
-Pruned arms get ``--pruned-factor`` times the trials and are cut at B: quality is read at each evaluation in the
+Pruned arms get the preset's ``pruned_factor`` times the trials and are cut at B: quality is read at each evaluation in the
 order the results arrived, against the trial-steps spent by then (the sum over trials of the steps each had
 reported; a PBT member restored from a checkpoint counts only the steps it trains after it). Printed:
 
