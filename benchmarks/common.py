@@ -85,6 +85,11 @@ def positive_float(text: str) -> float:
     return value
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless one ("1 configs" was printed)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def at_least(low: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least ``low`` (else argparse's one-line error, exit code 2)."""
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import guarded
+from common import count, guarded
 from search_efficiency import PRESETS, ROOT, labels, load_kept, thirds
 
 from gantune.catalogue import load_config
@@ -282,7 +282,8 @@ def frontier(runs: dict[int, dict[str, Any]], max_steps: int, grid: dict[str, li
         s = summary(rows if pooled_sign is None else pooled(rows, pooled_sign), max_steps)
         if s["bad_early"] > best.get(s["good_stopped"], (-1, {}))[0]:
             best[s["good_stopped"]] = (s["bad_early"], changes)
-    print(f"frontier over {len(combos)} combinations ({s['bad']} bad, {s['good']} good configs):")
+    print(f"frontier over {count(len(combos), 'combination')} ({s['bad']} bad, "
+          f"{count(s['good'], 'good config')}):")
     top = -1
     for good in sorted(best):
         bad, changes = best[good]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import guarded, positive_int, run
+from common import count, guarded, positive_int, run
 
 from gantune.sampling.settings import sign_of
 from gantune.sampling.space import load_space
@@ -66,8 +66,9 @@ def report(space: Path, runs: dict[str, dict[str, Any]]) -> None:
     settings = load_space(space).settings
     sign = sign_of(settings.directions[0])
     first = next(iter(runs.values()))
-    print(f"\n{space.name}: objective {settings.objectives[0]} ({settings.directions[0]}), {len(first['trials'])} "
-          f"configs (random sampler, seed {first.get('seed', 0)}), unpruned, no warm start")
+    print(f"\n{space.name}: objective {settings.objectives[0]} ({settings.directions[0]}), "
+          f"{count(len(first['trials']), 'config')} (random sampler, seed {first.get('seed', 0)}), unpruned, "
+          "no warm start")
     print(f"{'arm':<7}{'defaults':<38}{'median':>10}{'best':>10}{'better than none':>18}{'wall s':>9}   "
           "best config's metrics")
     base = runs.get("none")

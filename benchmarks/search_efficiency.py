@@ -30,8 +30,8 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
 Every other arm trains the space's configs as written, without ``search.defaults`` (``benchmarks/search_defaults.py``
 measures those), so that each arm trains the configs a plain Optuna or Ray Tune search of the space would.
 
-Pruned arms get the preset's ``pruned_factor`` times the trials and are cut at B: quality is read at each evaluation in the
-order the results arrived, against the trial-steps spent by then (the sum over trials of the steps each had
+Pruned arms get the preset's ``pruned_factor`` times the trials and are cut at B: quality is read at each evaluation
+in the order the results arrived, against the trial-steps spent by then (the sum over trials of the steps each had
 reported; a PBT member restored from a checkpoint counts only the steps it trains after it). Printed:
 
 1. per arm, the final best at B (median and min-max over seeds) and the compute to reach the random arm's
@@ -382,7 +382,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
           f"{sorted({s for r in runs.values() for s in r})}")
     print(f"target: the random arm's median final best, {objective} {sign * target:.4g}")
     print(f"{'arm':<18}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
-          f"{'wall to target':>16}{'wall to B':>11}")
+          f"{'wall to target':>16}{'wall to B (s)':>15}")
     for arm, by_seed in curves.items():
         values = sorted(sign * v for v in finals[arm].values())
         reached = [r for c in by_seed.values() if (r := c.reach(target, budget)) is not None]
@@ -395,7 +395,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
         to_steps = f"{frac:.1%} of B" if math.isfinite(frac) else "> B"
         to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
         print(f"{arm:<18}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
-              f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>11.0f}")
+              f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>15.0f}")
     for arm in JUDGED_ONLY:
         if arm not in runs or "random" not in runs:
             continue
@@ -420,7 +420,8 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
               f"{total['good_asha']}/{total['good']} ({total['good_asha'] / good:.0%}); "
               f"trial-steps {sum(r['trial_steps'] for r in runs[arm].values())}")
         print(f"  the config that ends best unpruned was stopped early in {best_stopped} of {len(runs[arm])} seeds; "
-              f"the good configs stopped, with their unpruned final {objective}: " + "; ".join(false_prunes))
+              f"the good configs stopped, with their unpruned final {objective}: "
+              + ("; ".join(false_prunes) or "none"))
     if "pruned_noise" in runs:
         p = settings.pruning
         grace = p.grace_evals * preset.eval_every

@@ -102,6 +102,13 @@ def test_decisions_split_false_prunes_by_who_stopped_them() -> None:
     assert c == {"bad": 2, "bad_early": 1, "bad_early_health": 1, "good": 3, "good_asha": 1, "good_health": 1}
 
 
+def test_counts_are_plural_unless_one() -> None:
+    from common import count
+
+    assert (count(1, "config"), count(0, "config"), count(2, "good config")) == ("1 config", "0 configs",
+                                                                                 "2 good configs")
+
+
 def test_rung_noise_is_the_sd_of_one_evaluation() -> None:
     # pairs differ by 0.2 each: one evaluation's sd is sqrt(0.04 / 2)
     events = [[0.0, n, 10, v, v + 0.2, None] for n, v in enumerate([0.1, 0.5, 0.9])]
@@ -127,6 +134,8 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
         assert any(line.startswith(arm + " ") for line in proc.stdout.splitlines()), proc.stdout
     assert "bad configs stopped before 25% of the budget" in proc.stdout
     assert "evaluation noise at ASHA's rungs" in proc.stdout
+    # the wall column named no unit; with no good config stopped, the line ended in ": " and nothing
+    assert "wall to B (s)" in proc.stdout and not any(line.endswith(": ") for line in proc.stdout.splitlines())
     assert (tmp_path / "search_efficiency_smoke.png").stat().st_size > 10_000
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "health_replay.py"), "--preset", "smoke",
                            "--out", str(tmp_path), "--check", "health_only"], cwd=ROOT, capture_output=True,
