@@ -88,11 +88,14 @@ CASES: list[Smoke] = [
         "ratio gantune/bare steps/s: {P} (median of 1 per-repeat ratios; target >= 0.95; only 1 repeat(s): "
         "not a figure to quote)",
     ), 8),
-    Smoke("metric_cost.py", ("--device", "cpu"), (
-        "data extractor n extract " + " ".join(FAMILIES.names()),
-        *(f"{case} {kind} {n} {{N}}" + " {C}" * len(FAMILIES.names())
-          for case, kind, n in [("grid25", "coords", 2500), ("ring8", "coords", 2500), ("digits16", "digits", 1000),
-                                ("digits32", "digits", 2500)]),
+    # every family measured on some case (stacked_modes, conditional and is were on none)
+    Smoke("metric_cost.py", ("--device", "cpu", "--max-n", "300"), (
+        "case extractor n extract " + " ".join(FAMILIES.names()),
+        "grid25 coords 300 {N} {N} - - - {N} {N} {N} - -",
+        "ring8 coords 300 {N} {N} - - - {N} {N} {N} - -",
+        "digits16 digits 300 {N} - {N} - - {N} {N} {N} {N} -",
+        "digits32 cond digits 300 {N} - {N} - {N} {N} {N} {N} {N} {N}",
+        "stacked stacked_digits 300 {N} - - {N} - {N} {N} {N} - {N}",
     ), 6),
     Smoke("pacgan_table.py", ("--trials", "2", "--max-steps", "40", "--n", "500"), (
         "search {*}/search_spaces/grid25.yaml: 2 trials in {N}s ({*}); recipe trials {*}; exported trial {N}; "
