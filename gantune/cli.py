@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -568,7 +570,17 @@ def _strict(value: Any) -> Any:
     return value
 
 
+def _printable_output() -> None:
+    """Print what the console cannot encode as escapes (``\\xfc``), as stderr does: on an ASCII console
+    (``PYTHONIOENCODING=ascii``, a non-UTF-8 locale) a path with an ``ü`` in it ended a finished run with a
+    UnicodeEncodeError traceback and exit 1."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):  # replaced, or closed
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_output()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # a usage error (its line printed, code 2) or --help (0): the code, as returned

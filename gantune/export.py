@@ -36,6 +36,7 @@ from gantune.rundir import (
     atomic_write,
     check_writable,
     load_saved,
+    make_dir,
 )
 from gantune.sampling.checks import expressions
 from gantune.sampling.expr import Expr, ExprError
@@ -331,12 +332,12 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
     made = not dest.exists()
 
     def clear() -> None:
-        if made:
-            shutil.rmtree(dest, ignore_errors=True)
+        if made:  # through a symlink to a folder it made: that folder
+            shutil.rmtree(dest.resolve(), ignore_errors=True)
 
     parts = [dest / f".{n}.export-part" for n in names]
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        make_dir(dest)
         for n, part in zip(names, parts, strict=True):  # all copied before any replaces what is there
             atomic_write(part, (src / n).read_bytes())
         for n, part in zip(names, parts, strict=True):

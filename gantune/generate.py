@@ -34,6 +34,7 @@ from gantune.rundir import (
     check_writable,
     finite_weights,
     load_saved,
+    make_dir,
 )
 from gantune.viz import png_bytes, samples_png
 
@@ -170,7 +171,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         files.update({f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
     try:
         if suffix:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(out.parent)
             atomic_write(out, files[out.name])
         else:
             atomic_folder(out, files, stale=lambda name: SAMPLE_FILE.fullmatch(name) is not None)
@@ -234,7 +235,7 @@ def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: in
     else:
         data = interpolation_png(net, cfg, n, rows, device, seed, label=label)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out.parent)
         atomic_write(out, data)
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None

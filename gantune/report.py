@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
-from gantune.rundir import GENERATOR, atomic_write, check_writable
+from gantune.rundir import GENERATOR, atomic_write, check_writable, make_dir
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
     explored_note,
@@ -267,7 +267,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         strips=_strips(study, top), top=top,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out.parent)
         atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None

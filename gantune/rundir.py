@@ -40,12 +40,11 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
-    target = path
-    if not is_dir:
-        try:
-            target = write_target(path)  # a symlink: the folder its target is in is the one written
-        except OSError as err:
-            raise GantuneError(f"{flag}: cannot write {path} ({err.strerror})") from None
+    try:
+        # a symlink: the folder its target is in is the one written (a folder's link: its target, made there)
+        target = write_target(path) if not is_dir else path.resolve() if path.is_symlink() else path
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python 3.11-3.12)
+        raise GantuneError(f"{flag}: cannot write {path} ({getattr(err, 'strerror', None) or err})") from None
     existing = target.absolute()
     if not is_dir and existing.is_file():  # replaced by atomic_write: a new file in its directory
         existing = existing.parent
@@ -58,6 +57,12 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     except OSError as err:
         raise GantuneError(f"{flag}: cannot write {path} (making a folder in {existing} fails: "
                            f"{err.strerror or err})") from None
+
+
+def make_dir(path: Path) -> None:
+    """``path.mkdir(parents=True, exist_ok=True)``, through a symlink to a folder not made yet: mkdir refuses the
+    link itself ("File exists"), so a dangling ``--out`` link was a traceback where ``--runs-dir`` made its target."""
+    (path.resolve() if path.is_symlink() else path).mkdir(parents=True, exist_ok=True)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -215,7 +220,8 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    real = folder.resolve() if folder.is_symlink() else folder  # a link to a folder not made yet: made there
+    made = [p for p in (real, *real.parents) if not p.exists()]  # deepest first
     lock_made = not (folder / LOCK).exists()
     before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     with _taken(folder, what, fcntl) as handle:
@@ -238,7 +244,7 @@ def _taken(folder: Path, what: str, fcntl: Any) -> IO[str]:
     that is there now."""
     deadline = time.monotonic() + _LOCK_WAIT_S
     while True:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dir(folder)
         handle = (folder / LOCK).open("a+")
         try:
             while True:

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -269,6 +270,34 @@ def test_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     blocker.write_text("")
     assert main(["train", str(_write_cfg(tmp_path)), "--out", str(blocker / "sub")]) == 2
     assert "--out: cannot write" in capsys.readouterr().err
+
+
+def test_out_through_a_symlink_to_a_folder_not_made_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a probe: mkdir refused the link itself ("File exists"), a traceback; ``--runs-dir`` made the
+    target. A relative link is read from the link's folder."""
+    link, relative = tmp_path / "link", tmp_path / "rel"
+    link.symlink_to(tmp_path / "made" / "run")
+    relative.symlink_to("made-rel")
+    cfg = str(_write_cfg(tmp_path))
+    assert main(["train", cfg, "--out", str(link), "--no-tracking"]) == 0
+    assert main(["train", cfg, "--out", str(relative), "--no-tracking"]) == 0
+    assert (tmp_path / "made" / "run" / "generator.pt").is_file() and (tmp_path / "made-rel" / "generator.pt").is_file()
+    # a link whose target cannot be made: one line, exit 2, nothing made
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / "bad").symlink_to(blocker / "run")
+    assert main(["train", cfg, "--out", str(tmp_path / "bad"), "--no-tracking"]) == 2
+    assert "--out: cannot write" in capsys.readouterr().err
+
+
+def test_an_ascii_console_gets_escapes_not_a_traceback(tmp_path: Path) -> None:
+    """Found by a probe: the run trained and wrote everything, then printing its folder's ``ü`` to an ASCII
+    console was a UnicodeEncodeError traceback and exit 1."""
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "train", str(_write_cfg(tmp_path)), "--no-tracking",
+                           "--out", "ü_out"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and "-> \\xfc_out" in done.stdout + done.stderr, done.stderr
+    assert (tmp_path / "ü_out" / "generator.pt").is_file()
 
 
 def test_builtin_config_name_resolves() -> None:

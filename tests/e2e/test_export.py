@@ -230,6 +230,16 @@ def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixtur
                  "--json"]) == 0
     assert last_json(capsys)["shape"] == [5, 1, 8, 8]
     assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    # found by a probe: into a symlink to a folder not made yet, generate's file, report's page and export's
+    # weights were a traceback or "cannot write (File exists)"
+    (tmp_path / "gen").symlink_to(tmp_path / "gen-made")
+    assert main(["generate", str(weights), "--n", "5", "--out", str(tmp_path / "gen" / "pts.csv")]) == 0
+    (tmp_path / "rep").symlink_to(tmp_path / "rep-made")
+    assert main(["report", "exp", "--out", str(tmp_path / "rep" / "r.html")]) == 0
+    (tmp_path / "wl").symlink_to(tmp_path / "w-made")
+    assert main(["export", "exp", "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "wl")]) == 0
+    assert [(tmp_path / f).is_file() for f in ("gen-made/pts.csv", "rep-made/r.html", "w-made/generator.pt")] \
+        == [True] * 3
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
