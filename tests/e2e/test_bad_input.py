@@ -7,7 +7,10 @@ the test sees: it compares every file under the test's folder before and after).
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -400,6 +403,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, inputs:
     assert re.search(expected, lines[0]), lines[0]
     assert lines[0].startswith(f"gantune {argv[0]}: error: ")
     assert _tree(tmp_path) == before  # no runs/, optuna.db, mlflow.db, mlartifacts/, cache or folder beside them
+
+
+def test_a_databricks_uri_without_credentials_is_one_line(inputs: Path) -> None:
+    """Found by a probe: MLflow's warning about the Databricks SDK came first, a second line of stderr."""
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "train", str(inputs / "config.yaml"), "--out",
+                           str(inputs / "o")], capture_output=True, text=True, timeout=300, cwd=inputs,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": "databricks"})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("gantune train: error: --tracking-uri: cannot use MLflow at databricks")
 
 
 def _stores(folder: Path) -> None:
