@@ -19,7 +19,16 @@ from typing import Any
 from gantune import provenance
 from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
 from gantune.config import TrialConfig, dotted, read_yaml
-from gantune.data import DATASETS, check_data, data_listing, data_notes, folder_images, known_classes, listed_once
+from gantune.data import (
+    DATASETS,
+    check_data,
+    data_listing,
+    data_notes,
+    folder_images,
+    known_classes,
+    listed_once,
+    listing_change,
+)
 from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
@@ -242,10 +251,8 @@ def check_same_data(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
     listings were kept (2026-12-03) has none to compare."""
     then = ckpt.get("data")
     now = data_listing(cfg.data) if isinstance(then, dict) else None
-    if isinstance(then, dict) and now is not None and now != then:
-        count = (f"{then.get('images')} images then, {now['images']} now" if then.get("images") != now["images"]
-                 else f"{now['images']} images then and now, other names or sizes")
-        raise GantuneError(f"--resume: {cfg.data.path} changed since {out}'s checkpoint ({count}); restore it, or "
+    if isinstance(then, dict) and now is not None and (change := listing_change(then, now)):
+        raise GantuneError(f"--resume: {cfg.data.path} changed since {out}'s checkpoint ({change}); restore it, or "
                            "train into another --out")
 
 

@@ -25,6 +25,7 @@ from gantune.data.core import (
     is_labelled,
     is_points,
     known_classes,
+    listing_change,
     load_data,
     measured_on,
     mixture_means,
@@ -44,5 +45,5 @@ from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, gr
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "channels_of",
            "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "digits_split",
            "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points", "known_classes",
-           "listed_once", "load_data", "measured_on", "mixture_means", "pil_mode", "ring8_means", "stack",
-           "stack_labels", "stack_problem"]
+           "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode", "ring8_means",
+           "stack", "stack_labels", "stack_problem"]

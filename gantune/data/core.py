@@ -341,6 +341,14 @@ def data_listing(cfg: DataConfig) -> dict[str, Any] | None:
     return None if ds.listing is None or not all(getattr(cfg, f) for f in ds.needs) else ds.listing(cfg)
 
 
+def listing_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How a folder changed between two ``data_listing`` readings, in a few words; ``None`` when it did not."""
+    if now == then:
+        return None
+    return (f"{then.get('images')} images then, {now.get('images')} now" if then.get("images") != now.get("images")
+            else f"{now.get('images')} images then and now, other names or sizes")
+
+
 def data_notes(cfg: DataConfig) -> list[str]:
     """What to say of the configured data before a run starts (``Dataset.notes``)."""
     ds = DATASETS.get(cfg.name)

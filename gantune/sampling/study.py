@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from gantune import provenance
 from gantune.config import format_validation_error
+from gantune.data import listing_change
 from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
@@ -87,11 +88,12 @@ def continued(name: str, storage: str, settings: SearchSettings) -> SearchSettin
 
 
 def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
-                distributions: dict[str, BaseDistribution], measured: Sequence[str] = ()) -> None:
+                distributions: dict[str, BaseDistribution], measured: Sequence[str] = (),
+                listings: dict[str, dict[str, Any]] | None = None) -> None:
     """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
-    trials were measured otherwise (``measured``: the data the space's trials can train on, ``measured_on``) or drew
-    from ``distributions`` Optuna cannot continue. Writes nothing (the
-    study is opened by ``open_study`` once every other input has been checked)."""
+    trials were measured otherwise (``measured``: the data the space's trials can train on, ``measured_on``; an
+    image folder whose files changed since, ``listings``) or drew from ``distributions`` Optuna cannot continue.
+    Writes nothing (the study is opened by ``open_study`` once every other input has been checked)."""
     existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     if existing is not None and not resume and started:
@@ -110,6 +112,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
     if existing is not None:  # other objectives first: a direction per objective then differs too, and said less
         check_same_measure(name, existing, settings)
         check_same_data(name, existing, measured)
+        check_same_files(name, existing, listings or {})
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:
         raise GantuneError(f"--resume: search {name!r} was created with direction {', '.join(was)}, and this space "
                            f"says {', '.join(settings.directions)} (a direction left out is each objective's better "
@@ -172,6 +175,31 @@ def check_same_data(name: str, study: optuna.Study, measured: Sequence[str]) -> 
     if before and measured and not set(before) & set(measured):
         raise GantuneError(f"--resume: search {name!r} measured its trials on {', '.join(before)}; this space trains "
                            f"on {', '.join(measured)}: the values would not compare (start another search with --name)")
+
+
+#: the study's user attribute holding the files of each image folder its trials train on (``data_listing``, by
+#: ``data_label``), as the search found them when it began
+LISTINGS_KEY = "gantune_data_listings"
+
+
+def check_same_files(name: str, study: optuna.Study, listings: dict[str, dict[str, Any]]) -> None:
+    """A resumed search on an image folder whose images were added, removed or replaced since it began: its new
+    trials trained on other images and were ranked with the old ones. A study from before listings were kept
+    (2026-12-04) has none to compare."""
+    kept = study.user_attrs.get(LISTINGS_KEY)
+    for label, now in listings.items():
+        then = kept.get(label) if isinstance(kept, dict) else None
+        if isinstance(then, dict) and (change := listing_change(then, now)):
+            raise GantuneError(f"--resume: {label} changed since search {name!r} began ({change}): its trials would "
+                               "not compare; restore it, or start another search with --name")
+
+
+def record_files(study: optuna.Study, listings: dict[str, dict[str, Any]]) -> None:
+    """Keep the image folders' listings a resume compares (``check_same_files``): the first reading of each."""
+    kept = study.user_attrs.get(LISTINGS_KEY)
+    kept = dict(kept) if isinstance(kept, dict) else {}
+    if any(label not in kept for label in listings):
+        study.set_user_attr(LISTINGS_KEY, {**listings, **kept})
 
 
 #: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and

@@ -22,7 +22,7 @@ from typing import Any
 
 from gantune import env, provenance
 from gantune.config import dotted, format_validation_error
-from gantune.data import measured_on
+from gantune.data import data_label, data_listing, measured_on
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
 from gantune.errors import ConfigError, GantuneError, Interrupted
@@ -47,6 +47,7 @@ from gantune.sampling.study import (
     open_study,
     queued_problems,
     ranked,
+    record_files,
     record_wall,
     trained_params,
     trained_steps,
@@ -175,6 +176,11 @@ def _measured_on(space: SearchSpace) -> list[str]:
            for path, spec in space.leaves.items()):
         return []
     return list(dict.fromkeys(measured_on(c) for c in space.datas))
+
+
+def _listings(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """The files of each image folder the space trains on (``data_listing``), by ``data_label``."""
+    return {data_label(c): listing for c in space.datas if (listing := data_listing(c)) is not None}
 
 
 def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float], where: str) -> dict[str, float]:
@@ -337,14 +343,15 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     what = f"search {space.name!r} (its folder {run_root})"
     check_free(run_root, what)
     measured = _measured_on(space)
-    check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
+    listings = _listings(space) if measured else {}
+    check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings)
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = (False, None) if idle else _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):
-            check_study(space.name, storage, settings, opts.resume, space.distributions(), measured)
+            check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings)
             claim_runs(run_root, space.name, storage)
             for note in notes:  # every input checked: what is left to say about the space
                 warn(note)
@@ -352,6 +359,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             study = open_study(space.name, storage, settings)  # check_study said it may
             study.set_user_attr("space_text", space.text)
             study.set_user_attr("settings", settings.model_dump())
+            record_files(study, listings)
             projections = warm_start(study, space)  # a new study's first trials: known-good recipes
             for problem in queued_problems(study, space.distributions()) if space.warns else []:
                 warn(f"{space.name}: {problem}")  # not for export's re-runs, which queue their own points

@@ -468,3 +468,36 @@ def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: py
     study.ask()  # left RUNNING by a killed search: the resume runs it again
     with pytest.raises(RuntimeError, match="Ray started"):
         run_search(load_space(path), dataclasses.replace(opts, trials=3))
+
+
+def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the trials recorded the folder's name, not its files, so a resume after images were replaced
+    (the same count) trained on other images and ranked the new trials with the old. The listing is kept when the
+    search runs; a resume compares it (a finished search's resume starts no Ray, so none is needed here)."""
+    from gantune.errors import GantuneError
+    from gantune.search import runner
+    from tests.conftest import grey_folder, tiny_space
+
+    monkeypatch.setattr(runner, "_init_ray", lambda *a: pytest.fail("Ray started"))
+    grey_folder(tmp_path / "imgs")
+    space = tiny_space("imgs", 2, 200, 100, [0.001], log_every=50, n_samples=16, metrics=["fid"]).replace(
+        "metrics: ['fid']", "metrics: [fid], extractor: digits").replace(
+        "data: {name: grid25}", f"data: {{name: folder, path: {tmp_path / 'imgs'}, resolution: 8}}").replace(
+        "d_depth: 1,", "d_depth: 1, arch: dcgan,")
+    path = tmp_path / "imgs.yaml"
+    path.write_text(space)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    opts = SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"), resume=True)
+    study = optuna.create_study(study_name="imgs", storage=storage)
+    for value in (0.5, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    assert run_search(load_space(path), opts)["trials"] == 2  # keeps the listing
+    assert run_search(load_space(path), opts)["trials"] == 2  # the same files: resumed
+    (tmp_path / "imgs" / "00.png").write_bytes((tmp_path / "imgs" / "00.png").read_bytes() + b"\0" * 7)
+    with pytest.raises(GantuneError, match=r"--resume: folder .*imgs changed since search 'imgs' began \(12 images "
+                                           r"then and now, other names or sizes\)"):
+        run_search(load_space(path), opts)
+    (tmp_path / "imgs" / "00.png").unlink()
+    with pytest.raises(GantuneError, match=r"\(12 images then, 11 now\)"):
+        run_search(load_space(path), opts)
