@@ -445,7 +445,9 @@ class MlflowTracker:
             self.client.log_text(pid, yaml_text(best["config"]), "best_config.yaml")
             self.client.set_tag(pid, "gantune.best_trial", str(best["trial"]))
         self.client.log_batch(pid, metrics=metrics)
-        self.client.set_terminated(pid, "FINISHED")
+        if summary.get("error"):  # every trial failed, or none ended with a result: the command exits 1
+            self.client.set_tag(pid, "gantune.error", str(summary["error"])[:5000])
+        self.client.set_terminated(pid, "FAILED" if summary.get("error") else "FINISHED")
         return summary
 
     def search_interrupted(self, running: list[int]) -> None:

@@ -98,6 +98,7 @@ optim:
         [client.get_experiment_by_name("divzero").experiment_id]) if r.data.tags.get("gantune.role") != "parent"}
     assert children["0"]["gantune.steps"] == "0" and children["0"]["gantune.status"] == "failed"
     assert "ZeroDivisionError" in children["0"]["gantune.reason"] and int(children["1"]["gantune.steps"]) > 0
+    assert client.get_run(summary["mlflow_parent_run_id"]).info.status == "FINISHED"  # one trial has a result
 
 
 def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_trains(
@@ -109,8 +110,14 @@ def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_t
     path.write_text(path.read_text().replace("sampler: random,", "sampler: random, objective: fdi, direction: "
                                                                   "minimize,").replace(
         "eval: {n_samples: 200}", 'eval: {n_samples: {expr: "int(200 * optim.lr_g / optim.lr_g)"}}'))
-    summary = run_search(load_space(path), _opts(tmp_path))
+    from gantune.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_search(load_space(path), _opts(tmp_path, observers=[MlflowTracker(uri, "hidden")]))
     assert summary["counts"]["failed"] == 2 and summary["trial_steps"] == 0
+    # found by a probe: the parent run of a search that exits 1 ended FINISHED, as if it had a result
+    parent = MlflowClient(uri).get_run(summary["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["gantune.error"] == summary["error"]
     reason = _study(tmp_path, "hidden").trials[0].user_attrs["gantune_reason"]
     assert reason.startswith("trial 0: search.objective 'fdi' is not reported by this trial's evaluations (they "
                              "report: fid, modes"), reason
