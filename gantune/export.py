@@ -44,6 +44,7 @@ from gantune.sampling.optuna_private import storage_of
 from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace, stored_specs
 from gantune.sampling.study import (
+    SOURCE_PARAMS,
     STUDY_UID,
     explored_note,
     load_search,
@@ -143,7 +144,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
     rs.set_user_attr(RERUNS_OF, study.study_name)
     for c in candidates:
         for seed in range(seeds):
-            rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed})
+            rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed},
+                             user_attrs={SOURCE_PARAMS: c.trial.params})
     opts.resume = False
     if not opts.quiet:  # what the progress lines below count down
         total = rerun_settings.trials

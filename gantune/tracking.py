@@ -45,7 +45,7 @@ from gantune.events import (
 )
 from gantune.health import objective_fields
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname
-from gantune.sampling.study import STUDY_UID
+from gantune.sampling.study import STUDY_UID, logged_params
 from gantune.sampling.warm import RECIPE_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -396,7 +396,7 @@ class MlflowTracker:
             try:
                 if child is None:  # MLflow never heard it start
                     attrs = trial.user_attrs
-                    self.trial_started(trial.number, trial.params, attrs.get("config") or {})
+                    self.trial_started(trial.number, logged_params(trial), attrs.get("config") or {})
                     if attrs.get(RECIPE_KEY):
                         self.trial_recipe(trial.number, attrs[RECIPE_KEY])
                     logger = self.loggers.pop(trial.number)

@@ -177,6 +177,18 @@ def check_same_data(name: str, study: optuna.Study, measured: Sequence[str]) -> 
                            f"on {', '.join(measured)}: the values would not compare (start another search with --name)")
 
 
+#: a trial's user attribute with the params it is logged with besides those it drew: a seed re-run of
+#: ``gantune export`` draws only its source trial and seed, and is that trial's config
+SOURCE_PARAMS = "gantune_source_params"
+
+
+def logged_params(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
+    """The params an MLflow child run shows: the trial's, after those of the trial it re-runs (``SOURCE_PARAMS``),
+    so that re-runs compare by their hyperparameters in the MLflow UI as the search's trials do."""
+    source = trial.user_attrs.get(SOURCE_PARAMS)
+    return {**(source if isinstance(source, dict) else {}), **trial.params}
+
+
 #: the study's user attribute holding the files of each image folder its trials train on (``data_listing``, by
 #: ``data_label``), as the search found them when it began
 LISTINGS_KEY = "gantune_data_listings"

@@ -31,7 +31,15 @@ from gantune.metrics import metric_keys
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
-from gantune.sampling.study import FINISHED, best_trial, ranked, report_intermediate, tell, trial_status
+from gantune.sampling.study import (
+    FINISHED,
+    best_trial,
+    logged_params,
+    ranked,
+    report_intermediate,
+    tell,
+    trial_status,
+)
 from gantune.search.scheduler import RESCUED_ATTR, AshaStop, Exploit, Rescue
 from gantune.search.trainable import FILES_KEY, unpack_files
 
@@ -150,7 +158,7 @@ class SearchBook(Callback):
         if ot is None or ot.number in self.running:  # a PBT member restarting (paused, or cloned another)
             return
         self.running.add(ot.number)
-        self._notify("trial_started", ot.number, dict(ot.params), trial.config["trial"])
+        self._notify("trial_started", ot.number, logged_params(ot), trial.config["trial"])
         if trial.config.get("recipe"):  # a warm start (gantune.sampling.warm)
             self._notify("trial_recipe", ot.number, trial.config["recipe"])
         self._progress()

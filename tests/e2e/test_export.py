@@ -76,6 +76,11 @@ def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.Ca
     assert rerun_parent.data.tags["mlflow.parentRunId"] == search_parent.info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id]
     assert len(children) == 4 and all(c.data.tags["gantune.status"] == "completed" for c in children)
+    # found by a probe: a re-run's child showed only source_trial and seed, not the hyperparameters it re-ran
+    study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
+    for child in children:
+        source = study.trials[int(child.data.params["source_trial"])]
+        assert {k: child.data.params.get(k) for k in source.params} == {k: str(v) for k, v in source.params.items()}
 
 
 def test_seed_reruns_show_their_trial_steps_and_eta(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
