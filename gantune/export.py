@@ -430,6 +430,12 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)
+    for obs in search_opts.observers if seeds > 0 else []:
+        if hasattr(obs, "reruns_chose"):
+            spread = f" +- {chosen.spread:.2g}" if chosen.spread is not None else ""
+            obs.reruns_chose(chosen.trial.number, f"trial {chosen.trial.number}: {objective} mean {chosen.mean:.4g}"
+                             f"{spread} over seeds {chosen.seeds}" if chosen.values else
+                             f"trial {chosen.trial.number}: no re-run completed; {describe(chosen, objective, 4)}")
     cfg = exported_config(study, chosen, candidates, steps, storage)
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")

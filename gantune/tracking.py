@@ -483,6 +483,17 @@ class MlflowTracker:
         except MlflowException:
             return
 
+    def reruns_chose(self, trial: int, chosen: str) -> None:
+        """Tag the seed re-runs' parent run with the config ``export`` chose by its mean over seeds: the parent's
+        ``gantune.best_trial`` names the best single re-run, one seed of a config that need not be the chosen."""
+        if not self.parent_id:
+            return
+        try:
+            self.client.set_tag(self.parent_id, "gantune.export_chosen_trial", str(trial))
+            self.client.set_tag(self.parent_id, "gantune.export_chosen", chosen[:5000])
+        except MlflowException as err:  # the export is written all the same: its header says the same
+            warn(f"MLflow: the re-runs' parent run was not tagged with the chosen trial ({first_line(err)})")
+
     def _parent(self, study: str, uid: str | None) -> list[Any]:
         """The parent run of this very study (``uid``: its ``STUDY_UID``): the one tagged with it; else one made
         before parents carried it (no such tag). The parent of an earlier study of the same name (deleted and made

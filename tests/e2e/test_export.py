@@ -76,6 +76,10 @@ def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.Ca
     assert rerun_parent.data.tags["mlflow.parentRunId"] == search_parent.info.run_id
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id]
     assert len(children) == 4 and all(c.data.tags["gantune.status"] == "completed" for c in children)
+    # found by a probe: the re-runs' parent named its best single re-run (one seed) and not the config the export
+    # chose by its mean over seeds
+    assert rerun_parent.data.tags["gantune.export_chosen_trial"] == str(result["trial"])
+    assert rerun_parent.data.tags["gantune.export_chosen"].startswith(f"trial {result['trial']}: ")
     # found by a probe: a re-run's child showed only source_trial and seed, not the hyperparameters it re-ran
     study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
     for child in children:
