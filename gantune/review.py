@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -49,14 +50,28 @@ N_IMAGES, N_POINTS = 64, 1000
 class Candidate:
     trial: int
     value: float  # the first objective (its metric rank decides the order of the pairs)
-    weights: str
+    weights: str  # where they were read from (a copy from MLflow is removed once drawn)
     png: bytes
 
 
-def weights_of(t: FrozenTrial) -> Path | None:
-    """The trial's final generator (else the generator of its best evaluation) in its run directory."""
+def weights_of(t: FrozenTrial, search: str, tracking_uri: str | None, into: Path) -> Path | None:
+    """The trial's final generator (else the generator of its best evaluation) in its run directory; else, as
+    ``export --weights`` does, from its MLflow child run into ``into`` (run folders deleted, or the search run
+    on another machine: the review said no trial had weights), when they are the trial's (``other_run``)."""
     run_dir = Path(t.user_attrs.get("run_dir", ""))
-    return next((run_dir / n for n in (GENERATOR, BEST_GENERATOR) if (run_dir / n).is_file()), None)
+    local = next((run_dir / n for n in (GENERATOR, BEST_GENERATOR) if (run_dir / n).is_file()), None)
+    if local is not None or tracking_uri is None:
+        return local
+    from gantune.export import other_run
+    from gantune.tracking import download_trial_weights
+
+    dest = into / str(t.number)
+    dest.mkdir(parents=True, exist_ok=True)
+    got = {Path(f).name: Path(f) for f in download_trial_weights(tracking_uri, search, t.number, dest)}
+    path = next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
+    with contextlib.suppress(GantuneError):
+        return path if path is not None and other_run(path, t) is None else None
+    return None
 
 
 def draw(weights: Path) -> bytes:
@@ -83,11 +98,13 @@ class Review:
             raise GantuneError(f"search {name!r} has {len(done)} evaluated (completed) trial"
                                f"{'' if len(done) == 1 else 's'}: a review compares two or more")
         best = sorted(done, key=lambda t: sign(self.study) * t.values[0])[:top]
-        found = [(t, w) for t in best if (w := weights_of(t)) is not None]
-        if len(found) < 2:
-            raise GantuneError(f"search {name!r}: {len(found)} of its top {len(best)} trials have generator weights "
-                               "in their run directories on this machine: a review compares two or more")
-        self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), draw(w)) for t, w in found}
+        with tempfile.TemporaryDirectory(prefix="gantune-review-") as tmp:  # what MLflow had: drawn, then gone
+            found = [(t, w) for t in best if (w := weights_of(t, name, tracking_uri, Path(tmp))) is not None]
+            if len(found) < 2:
+                raise GantuneError(f"search {name!r}: {len(found)} of its top {len(best)} trials have generator "
+                                   "weights in their run directories on this machine or in MLflow: a review "
+                                   "compares two or more")
+            self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), draw(w)) for t, w in found}
         self.items = list(self.candidates)
         self.lock = threading.Lock()
         self.mlflow: concurrent.futures.Future[str | None] | None = None

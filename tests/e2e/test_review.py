@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +24,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
+from gantune.errors import GantuneError
 from gantune.review import Review, ReviewServer
 from gantune.sampling import votes as V
 from gantune.sampling.study import load_search
@@ -225,6 +227,25 @@ def test_review_bad_input(fresh: Path, tmp_path: Path, capsys: pytest.CaptureFix
             assert main(args) == 2, args
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and needle in err, (args, err)
+
+
+def test_a_review_of_a_search_whose_run_folders_are_gone_draws_the_weights_mlflow_kept(
+        fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: ``export --weights`` falls back to the trial's MLflow child run; review said no trial had
+    weights. What it downloads is drawn and removed (the temporary folder goes with the review's start)."""
+    kept = {n: c.png for n, c in Review("rev", _storage(fresh), 4, None).candidates.items()}
+    (fresh / "tmp").mkdir(exist_ok=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(fresh / "tmp"))
+    (fresh / "runs").rename(fresh / "runs-away")
+    try:
+        with pytest.raises(GantuneError, match="have generator weights in their run directories on this machine or "
+                                               "in MLflow"):
+            Review("rev", _storage(fresh), 4, None)  # no tracking: nowhere else to look
+        review = Review("rev", _storage(fresh), 4, f"sqlite:///{fresh / 'mlflow.db'}")
+    finally:
+        (fresh / "runs-away").rename(fresh / "runs")
+    assert {n: c.png for n, c in review.candidates.items()} == kept  # the same generators, the same latents
+    assert list((fresh / "tmp").iterdir()) == []
 
 
 # -- a real browser -------------------------------------------------------------------------------------------------
