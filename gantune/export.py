@@ -199,8 +199,9 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
     search's budget when no ``--steps`` was given), its parameters."""
     lines = [f"# exported by gantune from search {study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
-    if objective in (floor := provenance.floor(chosen.trial)):
-        lines.append(f"# real-vs-real {objective} (training data scored like samples): {floor[objective]:.6g}")
+    floor = provenance.floor(chosen.trial)
+    for name in (n for n in search_settings(study).objectives if n in floor):  # each objective's (the first only)
+        lines.append(f"# real-vs-real {name} (training data scored like samples): {floor[name]:.6g}")
     for c in candidates:
         if c.values:
             spread = f"+- {c.spread:.3g} (std)" if c.spread is not None else "(one seed: no spread)"

@@ -137,6 +137,9 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     assert main(["report", "two", "--storage", storage, "--out", str(tmp_path / "r.html"), "--json"]) == 0
     html = (tmp_path / "r.html").read_text()
     assert "best coverage<b>0.5</b>" in html and "its fid<b>3</b>" in html and "best coverage, fid" not in html
+    # found by a probe: the floor of an objective after the first was in the summary only (not here, nor the file)
+    assert "real-vs-real fid<b>2</b>" in html
+    assert "\n# real-vs-real fid (training data scored like samples): 2\n" in text
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bytes"] == (tmp_path / "r.html").stat().st_size
 
 
