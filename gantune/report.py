@@ -62,16 +62,28 @@ def _status_timeline(trials: list[FrozenTrial]) -> Any:
         sel = [t for t in trials if trial_status(t) == status.value and t.datetime_start and t.datetime_complete]
         if not sel:
             continue
+        spans = [_trained_span(t) for t in sel]
         fig.add_trace(go.Bar(
             name=status.value, orientation="h", marker_color=color, y=[t.number for t in sel],
-            base=[t.datetime_start.isoformat() for t in sel],  # type: ignore[union-attr]
-            x=[(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in sel],  # type: ignore[operator]
-            hovertext=[f"trial {t.number}: {status.value} at step {t.user_attrs.get('steps')}<br>"
-                       f"{t.user_attrs.get(REASON_KEY, '')}" for t in sel], hoverinfo="text"))
+            base=[start.isoformat() for start, _ in spans], x=[seconds * 1000 for _, seconds in spans],
+            hovertext=[f"trial {t.number}: {status.value} at step {t.user_attrs.get('steps')}, trained {seconds:.1f} s"
+                       f"<br>{t.user_attrs.get(REASON_KEY, '')}" for t, (_, seconds) in zip(sel, spans, strict=True)],
+            hoverinfo="text"))
     fig.update_layout(barmode="overlay", xaxis={"type": "date", "title": "time"},
                       yaxis={"title": "trial", "autorange": "reversed"}, height=max(300, 22 * len(trials) + 120),
                       legend={"title": "status"})
     return fig
+
+
+def _trained_span(t: FrozenTrial) -> tuple[dt.datetime, float]:
+    """When a trial trained, and for how many seconds: its last ``trial_wall_s`` before it ended. Optuna's start is
+    when the searcher drew the config, before a worker had started and imported torch: bars from it drew trials
+    that ran one after another as if side by side, seconds longer than they trained."""
+    assert t.datetime_start is not None and t.datetime_complete is not None
+    asked = (t.datetime_complete - t.datetime_start).total_seconds()
+    wall = t.user_attrs.get("trial_wall_s")
+    seconds = min(float(wall), asked) if isinstance(wall, (int, float)) and wall > 0 else asked
+    return t.datetime_complete - dt.timedelta(seconds=seconds), seconds
 
 
 def _status_counts(trials: list[FrozenTrial]) -> Any:

@@ -167,3 +167,26 @@ def test_a_pbt_reports_trial_table_gives_the_values_each_member_ended_on(tmp_pat
     from gantune.report import PBT_CHART_NOTE
 
     assert html.count(PBT_CHART_NOTE) == 3  # importances, parallel coordinates, the slice plot
+
+
+def test_the_timeline_draws_when_each_trial_trained() -> None:
+    """Found by a probe: the bars ran from when the searcher drew the config, before a worker had started and
+    imported torch, so trials that ran one after another were drawn side by side, seconds longer than they trained."""
+    import datetime as dt
+
+    from gantune.report import _status_timeline
+
+    t0 = dt.datetime(2026, 12, 4, 12, 0, 0)
+    def asked() -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=1.0, user_attrs={"gantune_status": "completed", "steps": 10})
+
+    trained = asked()
+    trained.datetime_start, trained.datetime_complete = t0, t0 + dt.timedelta(seconds=4.5)
+    trained.set_user_attr("trial_wall_s", 0.2)
+    old = asked()  # recorded before trial_wall_s was kept: from its start, as before
+    old.datetime_start, old.datetime_complete = t0, t0 + dt.timedelta(seconds=3)
+    old.number = 1
+    bars = _status_timeline([trained, old]).data[0]
+    assert list(bars.x) == [200.0, 3000.0]
+    assert list(bars.base) == [(t0 + dt.timedelta(seconds=4.3)).isoformat(), t0.isoformat()]
+    assert "trained 0.2 s" in bars.hovertext[0]
