@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
-from gantune.config import TrialConfig, dump_config
+from gantune.config import TrialConfig, dump_config, yaml_text
 from gantune.data import check_data
 from gantune.dburl import absolute_sqlite
 from gantune.errors import GantuneError, Interrupted
@@ -97,7 +97,11 @@ class RerunSpace(SearchSpace):
 
     def __init__(self, name: str, settings: SearchSettings, configs: dict[int, dict[str, Any]], seeds: int,
                  steps: int) -> None:
-        text = f"{RERUNS_TEXT} {sorted(configs)} with {seeds} seeds at {steps} steps\n"
+        # the configs re-run, as comments: the re-runs' MLflow parent logs this as its space.yaml (one line of
+        # trial numbers said nothing of what was trained)
+        configs_text = "".join(f"# {line}\n" for line in yaml_text({f"trial {n}": configs[n]
+                                                                    for n in sorted(configs)}).splitlines())
+        text = f"{RERUNS_TEXT} {sorted(configs)} with {seeds} seeds at {steps} steps\n{configs_text}"
         super().__init__(name, f"<{name}>", text, settings, {}, {})
         self.configs = configs
         self.n_seeds = seeds

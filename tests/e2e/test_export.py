@@ -80,6 +80,11 @@ def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.Ca
     # chose by its mean over seeds
     assert rerun_parent.data.tags["gantune.export_chosen_trial"] == str(result["trial"])
     assert rerun_parent.data.tags["gantune.export_chosen"].startswith(f"trial {result['trial']}: ")
+    # its space.yaml was one comment naming the trials; it holds the configs re-run (as comments)
+    (searched / "dl").mkdir(exist_ok=True)  # not over the search's own space.yaml
+    space = Path(client.download_artifacts(rerun_parent.info.run_id, "space.yaml", str(searched / "dl"))).read_text()
+    assert space.startswith("# re-runs of trials") and all(f"\n# trial {n}:\n" in space for n in result["candidates"])
+    assert all(line.startswith("#") for line in space.splitlines()) and "lr_g: " in space
     # found by a probe: a re-run's child showed only source_trial and seed, not the hyperparameters it re-ran
     study = optuna.load_study(study_name="exp", storage="sqlite:///optuna.db")
     for child in children:
