@@ -271,6 +271,14 @@ def _names(text: str) -> set[str]:
         return set()
 
 
+def _chosen_by_seeds(chosen: Candidate, objective: str) -> str:
+    """The chosen config and its mean over the seed re-runs, in a line (``gantune.export_chosen``)."""
+    if not chosen.values:
+        return f"trial {chosen.trial.number}: no re-run completed; {describe(chosen, objective, 4)}"
+    spread = f" +- {chosen.spread:.2g}" if chosen.spread is not None else ""
+    return f"trial {chosen.trial.number}: {objective} mean {chosen.mean:.4g}{spread} over seeds {chosen.seeds}"
+
+
 def _dropped(c: Candidate) -> str:
     return "".join(f"; seed {seed} {status}, not in the mean" for seed, status in sorted(c.dropped.items()))
 
@@ -437,10 +445,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     chosen = choose(study, candidates)
     for obs in search_opts.observers if seeds > 0 else []:
         if hasattr(obs, "reruns_chose"):
-            spread = f" +- {chosen.spread:.2g}" if chosen.spread is not None else ""
-            obs.reruns_chose(chosen.trial.number, f"trial {chosen.trial.number}: {objective} mean {chosen.mean:.4g}"
-                             f"{spread} over seeds {chosen.seeds}" if chosen.values else
-                             f"trial {chosen.trial.number}: no re-run completed; {describe(chosen, objective, 4)}")
+            obs.reruns_chose(chosen.trial.number, _chosen_by_seeds(chosen, objective))
     cfg = exported_config(study, chosen, candidates, steps, storage)
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")

@@ -67,11 +67,13 @@ def weights_of(t: FrozenTrial, search: str, tracking_uri: str | None, into: Path
 
     dest = into / str(t.number)
     dest.mkdir(parents=True, exist_ok=True)
-    got = {Path(f).name: Path(f) for f in download_trial_weights(tracking_uri, search, t.number, dest)}
-    path = next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
-    with contextlib.suppress(GantuneError):
+    try:  # a store that fails (MLflow's errors stay in gantune.tracking) has no weights to offer: the count of
+        # those found says the rest
+        got = {Path(f).name: Path(f) for f in download_trial_weights(tracking_uri, search, t.number, dest)}
+        path = next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
         return path if path is not None and other_run(path, t) is None else None
-    return None
+    except Exception:
+        return None
 
 
 def draw(weights: Path) -> bytes:
