@@ -58,6 +58,7 @@ from gantune.sampling.study import (
     trial_value,
 )
 from gantune.sampling.votes import favourite
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY
 
 
 @dataclass
@@ -215,6 +216,11 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
         elif c.dropped:
             lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
     lines.append(f"# params: {_written(trained_params(chosen.trial))}{explored_note(chosen.trial, _written)}")
+    if recipe := chosen.trial.user_attrs.get(RECIPE_KEY):  # what it set beyond the params, or the file's keys
+        # that the space never mentions came from nowhere the header said
+        overrides = chosen.trial.user_attrs.get(OVERRIDES_KEY) or {}
+        lines.append(f"# warm start: recipe {recipe}" + (f", which also set {_written(overrides)} (keys the space "
+                                                         "leaves unset)" if overrides else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from gantune.catalogue import load_config
 from gantune.cli import main
 from gantune.errors import GantuneError
 from gantune.sampling.study import one_trial, trial_value
-from tests.conftest import last_json, searched_in, tiny_space
+from tests.conftest import last_json, searched_in, tiny, tiny_space
 
 SPACE = tiny_space("exp", 3, 200, 100, [0.001, 0.003, 1000000.0], log_every=50, n_samples=300, beta1=True)
 
@@ -639,3 +639,21 @@ def test_seed_re_runs_of_data_that_is_gone_are_refused_before_they_start(
                    "does not exist\n")
     assert optuna.get_all_study_names(storage) == ["moved"] and not (tmp_path / "b.yaml").exists()
     assert main(["export", "moved", "--storage", storage, "--out", "b.yaml"]) == 0
+
+
+def test_the_header_names_the_recipe_a_warm_started_trial_came_from(tmp_path: Path) -> None:
+    """Found by a probe: toy_wide's trial 0 (the points recipe) exported R1 0.1 and linear decay, keys toy_wide
+    never mentions, and the header's params named neither the recipe nor them."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="warm", storage=storage, direction="maximize")
+    study.set_user_attr("settings", {"objective": "coverage", "direction": "maximize", "trials": 2,
+                                     "max_steps": 10, "eval_every": 10})
+    for value, attrs in ((0.9, {"recipe": "points", "recipe_overrides": {"loss.r1_weight": 0.1,
+                                                                          "optim.decay": "linear"}}), (0.5, {})):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10, **attrs}))
+    assert main(["export", "warm", "--storage", storage, "--out", str(tmp_path / "a.yaml")]) == 0
+    assert ("\n# warm start: recipe points, which also set loss.r1_weight=0.1, optim.decay=linear (keys the space "
+            "leaves unset)\n") in (tmp_path / "a.yaml").read_text()
+    assert main(["export", "warm", "--storage", storage, "--trial", "1", "--out", str(tmp_path / "b.yaml")]) == 0
+    assert "# warm start" not in (tmp_path / "b.yaml").read_text()
