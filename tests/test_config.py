@@ -19,7 +19,7 @@ def test_defaults_are_valid() -> None:
     ({"optim": {"lrg": 1}}, "x.yaml: optim.lrg: unknown key"),
     ({"nonsense": {}}, "x.yaml: nonsense: unknown key"),
     # the misspelt key first: "origin.search: Field required" only followed from it
-    ({"origin": {"foo": 1}}, "x.yaml: origin.foo: unknown key (and 1 more problem)"),
+    ({"origin": {"foo": 1}}, "x.yaml: origin.foo: unknown key (and 1 more problem: origin.search)"),
     ({"optim": {"lr_g": "fast"}}, "x.yaml: optim.lr_g: Input should be a valid number"),
     ({"loss": {"name": "wasserstein"}}, "x.yaml: loss.name: unknown loss 'wasserstein'; choose one of: nonsat"),
     ({"train": {"steps": 2.5}}, "x.yaml: train.steps:"),
