@@ -241,6 +241,12 @@ def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, l
     if not space.warns or idle:  # a finished search resumed draws nothing
         return settings, [], idle
     warnings = settings.warnings()
+    if opts.max_steps is not None:  # what only the shortened run warns of: the flag's doing, not the file's
+        own = set(settings.model_copy(update={"max_steps": space.settings.max_steps,
+                                              "eval_every": space.settings.eval_every}).warnings())
+        lowered = (f", which lowered eval_every to {settings.eval_every}"
+                   if settings.eval_every != space.settings.eval_every else "")
+        warnings = [w if w in own else f"{w} (with --max-steps {settings.max_steps}{lowered})" for w in warnings]
     if space.samples_nothing:  # one config and seed: counted with the run's trials (--trials, a resume's); the
         # sampler's random start is no news when it draws nothing
         warnings = [w for w in warnings if w != settings.random_only()]

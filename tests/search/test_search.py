@@ -501,3 +501,16 @@ def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path: Pa
     (tmp_path / "imgs" / "00.png").unlink()
     with pytest.raises(GantuneError, match=r"\(12 images then, 11 now\)"):
         run_search(load_space(path), opts)
+
+
+def test_warnings_only_a_shortened_run_gives_name_the_flag(tmp_path: Path) -> None:
+    """Found by a probe: ``--max-steps 60`` lowers eval_every to 60, and the warnings that follow (ASHA's rung at
+    the last step, quick checks that never run) told the user to edit keys of a file that was fine."""
+    from gantune.search.runner import check_run
+
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "toy.yaml")
+    _, notes = check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs"), trials=2, max_steps=60))
+    flagged = [n for n in notes if n.endswith(" (with --max-steps 60, which lowered eval_every to 60)")]
+    assert any(n.startswith("ASHA's first rung falls at step 60") for n in flagged), notes
+    assert any(n.startswith("quick_every 500 runs no quick check") for n in flagged), notes
+    assert any(n.startswith("sampler tpe draws its first") and n not in flagged for n in notes), notes  # --trials'
