@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune import env, provenance
-from gantune.config import dotted, format_validation_error
+from gantune.config import TrainConfig, dotted, format_validation_error
 from gantune.data import data_label, data_listing, measured_on
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
@@ -247,6 +247,7 @@ def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, l
         lowered = (f", which lowered eval_every to {settings.eval_every}"
                    if settings.eval_every != space.settings.eval_every else "")
         warnings = [w if w in own else f"{w} (with --max-steps {settings.max_steps}{lowered})" for w in warnings]
+    warnings += _log_every_note(space, settings)
     if space.samples_nothing:  # one config and seed: counted with the run's trials (--trials, a resume's); the
         # sampler's random start is no news when it draws nothing
         warnings = [w for w in warnings if w != settings.random_only()]
@@ -254,6 +255,20 @@ def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, l
             warnings.insert(0, f"this space samples nothing (no range, no categorical of two choices or more): its "
                                f"{settings.trials} trials train one config; give a key a range, or search.trials: 1")
     return settings, [*space.notes, *cpu_only, *named_but_skipped(space), *warnings], idle
+
+
+def _log_every_note(space: SearchSpace, settings: SearchSettings) -> list[str]:
+    """A fixed ``train.log_every`` at or past ``max_steps``: each trial logs once, at its last step, so the health
+    verdicts (read from the logged losses and gradient norms) see nothing before it ends."""
+    spec = space.leaves.get("train.log_every")
+    log_every = spec.value if isinstance(spec, ValueSpec) else None if spec is not None else \
+        settings.defaults.get("train.log_every", TrainConfig().log_every)
+    if not isinstance(log_every, int) or log_every < settings.max_steps:
+        return []
+    flag = f" (with --max-steps {settings.max_steps})" if log_every < space.settings.max_steps else ""
+    return [f"train.log_every {log_every} is not below max_steps {settings.max_steps}: each trial logs its losses "
+            f"once, at its last step, so the health verdicts see nothing before it ends; lower train.log_every"
+            f"{flag}"]
 
 
 def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> bool:

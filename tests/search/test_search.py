@@ -514,3 +514,6 @@ def test_warnings_only_a_shortened_run_gives_name_the_flag(tmp_path: Path) -> No
     assert any(n.startswith("ASHA's first rung falls at step 60") for n in flagged), notes
     assert any(n.startswith("quick_every 500 runs no quick check") for n in flagged), notes
     assert any(n.startswith("sampler tpe draws its first") and n not in flagged for n in notes), notes  # --trials'
+    # and toy's log_every 100 past 60 steps: each trial logged once, at its end, so no verdict could come before
+    assert ("train.log_every 100 is not below max_steps 60: each trial logs its losses once, at its last step, so "
+            "the health verdicts see nothing before it ends; lower train.log_every (with --max-steps 60)") in notes
