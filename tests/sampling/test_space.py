@@ -369,9 +369,9 @@ def test_a_literal_a_name_never_takes_is_said_before_the_search(tmp_path: Path, 
     from gantune.search import SearchOptions
     from gantune.search.runner import check_run
 
-    # a rung for ASHA, and trials past TPE's random start: nothing else to say
+    # a rung for ASHA, trials past TPE's random start and logs before the last step: nothing else to say
     space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace("trials: 3", "trials: 6")
-                   .replace(*edit))
+                   .replace("model: {g_width: 16}", "model: {g_width: 16}\ntrain: {log_every: 10}").replace(*edit))
     source = f"{tmp_path / 's.yaml'}: "
     assert space.notes == [source + n for n in notes]
     assert check_run(space, SearchOptions(runs_dir=str(tmp_path / "runs")))[1] == [source + n for n in notes]
@@ -388,7 +388,8 @@ def test_a_cuda_only_key_searched_on_the_cpu_is_said_before_the_search(
     monkeypatch.setattr(runner, "local_resources", lambda: {"CPU": 2.0, "GPU": float(gpus)})
     space = _space(tmp_path, SPACE.replace("eval_every: 20", "eval_every: 10").replace("trials: 3", "trials: 6")
                    .replace("model: {g_width: 16}", "model: {g_width: 16}\ntrain: {precision: {categorical: [fp32, "
-                            "bf16]}, channels_last: {value: true, when: \"loss.name == 'hinge'\"}, tf32: false}"))
+                            "bf16]}, channels_last: {value: true, when: \"loss.name == 'hinge'\"}, tf32: false, "
+                            "log_every: 10}"))
     if address:  # a cluster: its GPUs are not known here, but gpu: 0 puts every trial on a CPU
         monkeypatch.setattr(runner, "local_resources", lambda: pytest.fail("a cluster search read this machine"))
         monkeypatch.setattr(runner, "check_address", lambda address: None)  # no cluster to answer
