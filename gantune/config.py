@@ -418,14 +418,17 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     unknown = ("unexpected_keyword_argument", "extra_forbidden")
     errors = sorted(err.errors(), key=lambda e: e["type"] not in unknown)
     first = errors[0]
-    loc = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"] if p != "__root__"])
+
+    def path(e: Any) -> str:
+        return ".".join([prefix] * bool(prefix) + [str(p) for p in e["loc"] if p != "__root__"])
+
+    loc = path(first)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] in unknown:
         msg = "unknown key"
     elif isinstance(value := first.get("input"), float) and not math.isfinite(value):  # .nan failed a bound first
         msg = f"Input should be a finite number, not {value}"  # ("should be greater than 0": NaN is neither)
-    others = list(dict.fromkeys(".".join([prefix] * bool(prefix) + [str(p) for p in e["loc"] if p != "__root__"])
-                                for e in errors[1:]))
+    others = list(dict.fromkeys(path(e) for e in errors[1:]))
     more = len(errors) - 1  # with each other problem's key: a fix of the first was met by the next one unannounced
     where = f": {', '.join(o or '(the whole)' for o in others[:3])}{', ...' if len(others) > 3 else ''}"
     return f"{source}: " + (f"{loc}: " if loc else "") + msg + (

@@ -365,20 +365,11 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
             part.replace(dest / n)
         got = [str(dest / n) for n in names]
         if not got and tracking_uri is not None:
-            from gantune.tracking import download_trial_weights
-
-            got = download_trial_weights(tracking_uri, search, number, dest)
-            for f in got:
-                try:
-                    why = other_run(Path(f), chosen.trial)
-                except GantuneError as err:
-                    why = str(err)
-                if why:
-                    for g in got:
-                        Path(g).unlink(missing_ok=True)
-                    clear()
-                    raise GantuneError(f"--weights: trial {number}'s weights in MLflow ({tracking_uri}) are not "
-                                       f"usable ({why})")
+            try:
+                got = weights_from_mlflow(tracking_uri, search, chosen.trial, dest)
+            except GantuneError as err:
+                clear()
+                raise GantuneError(f"--weights: {err}") from None
     except OSError as err:
         for part in parts:
             part.unlink(missing_ok=True)
@@ -389,6 +380,24 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
         raise GantuneError(f"--weights: no weights of trial {number} in {src} or in MLflow")
     for n in {GENERATOR, BEST_GENERATOR} - {Path(g).name for g in got}:  # an earlier export's, of another trial:
         (dest / n).unlink(missing_ok=True)  # `generate` of it sampled that trial beside this one's config
+    return got
+
+
+def weights_from_mlflow(tracking_uri: str, search: str, trial: FrozenTrial, dest: Path) -> list[str]:
+    """``trial``'s weights from its MLflow child run into ``dest`` (``[]``: none kept), each checked to be the
+    trial's (``other_run``); a ``GantuneError`` saying why where one is not, the downloaded files removed."""
+    from gantune.tracking import download_trial_weights
+
+    got = download_trial_weights(tracking_uri, search, trial.number, dest)
+    for f in got:
+        try:
+            why = other_run(Path(f), trial)
+        except GantuneError as err:
+            why = str(err)
+        if why:
+            for g in got:
+                Path(g).unlink(missing_ok=True)
+            raise GantuneError(f"trial {trial.number}'s weights in MLflow ({tracking_uri}) are not usable ({why})")
     return got
 
 

@@ -62,18 +62,16 @@ def weights_of(t: FrozenTrial, search: str, tracking_uri: str | None, into: Path
     local = next((run_dir / n for n in (GENERATOR, BEST_GENERATOR) if (run_dir / n).is_file()), None)
     if local is not None or tracking_uri is None:
         return local
-    from gantune.export import other_run
-    from gantune.tracking import download_trial_weights
+    from gantune.export import weights_from_mlflow
 
     dest = into / str(t.number)
     dest.mkdir(parents=True, exist_ok=True)
-    try:  # a store that fails (MLflow's errors stay in gantune.tracking) has no weights to offer: the count of
-        # those found says the rest
-        got = {Path(f).name: Path(f) for f in download_trial_weights(tracking_uri, search, t.number, dest)}
-        path = next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
-        return path if path is not None and other_run(path, t) is None else None
+    try:  # a store that fails (MLflow's errors stay in gantune.tracking), or weights that are not the trial's:
+        # none to offer; the count of those found says the rest
+        got = {Path(f).name: Path(f) for f in weights_from_mlflow(tracking_uri, search, t, dest)}
     except Exception:
         return None
+    return next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
 
 
 def draw(weights: Path) -> bytes:
