@@ -15,6 +15,7 @@ from gantune.cli import main
 from gantune.generate import load_generator
 from gantune.latent import walk
 from gantune.trial import train
+from gantune.viz import MIN_CELL_PX
 from tests.conftest import last_json, tiny, tiny_images
 
 
@@ -36,14 +37,16 @@ def test_images_give_a_grid_of_rows_by_steps(weights: dict[str, Path], tmp_path:
                  "--json"]) == 0
     assert last_json(capsys)["kind"] == "images"
     img = Image.open(out)
-    # 5 columns and 3 rows of 8 px digits with 1 px gaps around each: (5 * 9 + 1) x (3 * 9 + 1), one channel
-    assert img.size == (46, 28) and img.mode == "L"
+    # 5 columns and 3 rows of 8 px digits with 1 px gaps around each: (5 * 9 + 1) x (3 * 9 + 1), one channel,
+    # drawn 4x (MIN_CELL_PX // 8), each pixel a 4 x 4 block
+    k = MIN_CELL_PX // 8
+    assert img.size == (46 * k, 28 * k) and img.mode == "L"
     # the first column is G of the walk's first endpoints, the last of its second ones
     net, cfg = load_generator(weights["images"], torch.device("cpu"))
     z = walk(3, 5, cfg.model.z_dim, seed=0)
     with torch.no_grad():
         ends = net(torch.cat([z[:, 0], z[:, -1]]))
-    pixels = torch.tensor(list(img.getdata()), dtype=torch.uint8).reshape(28, 46)
+    pixels = torch.tensor(list(img.getdata()), dtype=torch.uint8).reshape(28 * k, 46 * k)[::k, ::k]
     expect = ((ends.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]
     for r in range(3):
         assert torch.equal(pixels[1 + 9 * r: 9 + 9 * r, 1:9], expect[r])
@@ -55,7 +58,8 @@ def test_the_default_output_and_the_seed(weights: dict[str, Path], tmp_path: Pat
     monkeypatch.chdir(tmp_path)
     assert main(["generate", str(weights["images"]), "--interpolate", "4"]) == 0
     first = (tmp_path / "interpolation.png").read_bytes()
-    assert Image.open(io.BytesIO(first)).size == (4 * 9 + 1, 8 * 9 + 1)  # 8 rows by default
+    # 8 rows by default, 8-px digits drawn 4x
+    assert Image.open(io.BytesIO(first)).size == ((4 * 9 + 1) * 4, (8 * 9 + 1) * 4)
     assert main(["generate", str(weights["images"]), "--interpolate", "4", "--seed", "1"]) == 0
     assert (tmp_path / "interpolation.png").read_bytes() != first
 
