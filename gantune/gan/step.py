@@ -198,6 +198,9 @@ class GANTrainer:
             g_fake, fake_feat, real_feat = self._unrolled(fake, real, y)
         else:
             g_fake, fake_feat = self._discriminate(fake, y)
+            if c.loss.feature_matching > 0:  # the reals' features from the D that scores the fakes: the one just
+                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D)
+                    real_feat = self._discriminate(real.detach(), y)[1]
         loss_g = self.loss.g(g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:
             fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()

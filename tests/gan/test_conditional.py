@@ -239,7 +239,8 @@ def test_a_short_conditional_run_on_digits_reports_the_conditional_metrics_and_a
     floor = result.provenance["floor"]  # real digits with their own labels: the classifier reads nearly all
     assert floor["cond_accuracy"] > 0.95 and floor["cond_class_coverage"] == 1.0
     png = Image.open(tmp_path / "samples" / "step_0000030.png")
-    assert png.size == (6 * 9 + 1, 10 * 9 + 1)  # 10 class rows of 64 // 10 = 6 samples, 8 px + 1 px padding
+    # 10 class rows of 64 // 10 = 6 samples, 8 px + 1 px padding, drawn 4x (8-px images are enlarged)
+    assert png.size == ((6 * 9 + 1) * 4, (10 * 9 + 1) * 4)
     resumed = train(_cfg(train={"steps": 40, "batch_size": 32}, eval={"every": 40, "n_samples": 100},
                          optim={"ema": 0.9}), run_dir=tmp_path, resume=True)
     assert resumed.status == "completed" and resumed.steps == 40
@@ -548,4 +549,4 @@ def test_the_grid_never_asks_for_more_samples_than_its_size(tmp_path: Path) -> N
     assert grid_labels(1000, 64)[0].tolist() == [c for c in range(10) for _ in range(6)]
     cfg = _cfg(train={"steps": 2}, eval={"every": 2, "grid": 4})
     assert train(cfg, run_dir=tmp_path).status == "completed"
-    assert Image.open(tmp_path / "samples" / "step_0000002.png").size == (1 * 9 + 1, 4 * 9 + 1)
+    assert Image.open(tmp_path / "samples" / "step_0000002.png").size == ((1 * 9 + 1) * 4, (4 * 9 + 1) * 4)

@@ -316,3 +316,19 @@ def test_max_images_takes_a_subset_of_the_digits_train_split() -> None:
     assert len(few.images) == 144 and len(full.images) == 1437
     assert torch.equal(few.images, full.images[:144])
     assert full.heldout is not None and torch.equal(few.heldout, full.heldout)
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_feature_matching_reads_real_and_fake_features_from_the_same_d(n_critic: int) -> None:
+    """Found by a review: G matched the reals' features from D before its update against the fakes' from D after
+    it (Salimans et al. 2016 match both under one D)."""
+    cfg = tiny(loss={"feature_matching": 1.0}, optim={"n_critic": n_critic})
+    trainer = _trainer(cfg)
+    seen: list[torch.Tensor] = []
+    trainer.D.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.cat([p.detach().flatten() for p in module.parameters()]).clone()))
+    trainer.step()
+    # D's calls: per critic step reals then fakes; then, for G's loss, fakes and reals under the updated D
+    assert len(seen) == 2 * n_critic + 2
+    assert not torch.equal(seen[-3], seen[-2])  # D was updated before G's step
+    assert torch.equal(seen[-2], seen[-1])
