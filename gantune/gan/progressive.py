@@ -6,8 +6,9 @@ toRGB, and D's new fromRGB and block fade in against the 2x average-pooled input
 
 Both nets keep the rest of the pipeline unaware of the growing: G always returns full-resolution images (the
 current resolution's output nearest-upsampled), D takes full-resolution images and average-pools them to the
-current resolution first. So real images are seen at the current resolution, metrics and grids see full-size
-images, and the trainer only calls ``GrowthSchedule.apply`` each step. The schedule is a function of the
+current resolution first. So real images are seen at the current resolution (during a fade, blended with the
+previous one as G's output is: ``Growing.fade_reals``), metrics and grids see full-size images, and the trainer
+only calls ``GrowthSchedule.apply`` each step. The schedule is a function of the
 generator step, so a resumed run (or a PBT member cloned from another) is at the right stage; the stage is also
 kept in buffers, so a saved generator (``generator.pt``, a best generator saved mid-growth) loads at its stage.
 The resolution in use is a plain attribute (control flow: ``torch.compile`` recompiles once per resolution), the
@@ -119,6 +120,17 @@ class Growing(nn.Module):
         self.level, self.fading = level, level > 0 and alpha < 1.0
 
     _alpha_now: float = 1.0  # the value last written to grow_alpha (read back without a device sync)
+
+    def fade_reals(self, x: torch.Tensor) -> torch.Tensor:
+        """Full-resolution reals as D should see them at this stage: during a fade, the previous resolution's
+        version (2x average-pooled at the current resolution, nearest-upsampled back) blended into the current one
+        by the fade's alpha, as G's output is (Karras et al. 2018, appendix A.1: else D tells the fading fakes
+        from sharp reals by their blur alone); ``x`` itself otherwise."""
+        if not self.fading:
+            return x
+        factor = 2 * self.resolution // (4 * 2**self.current)  # full resolution -> the previous stage's
+        low = F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode="nearest")
+        return low + self.grow_alpha * (x - low)
 
 
 def _restore_stage(module: nn.Module, incompatible: Any) -> None:

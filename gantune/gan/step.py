@@ -24,7 +24,7 @@ from gantune.gan.conditional import Labelled, conditional_generator, projection_
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.norms import NormSpec
-from gantune.gan.progressive import GrowthSchedule
+from gantune.gan.progressive import Growing, GrowthSchedule
 from gantune.gan.speed import Speed
 from gantune.gan.transfer import load_init
 from gantune.gan.unroll import Discriminate, lookahead
@@ -221,10 +221,10 @@ class GANTrainer:
         self._acc_n += 1
 
     def _real(self, n: int) -> tuple[Tensor, Tensor | None]:
-        """A real batch and, for a conditional GAN, its labels."""
-        if self.labelled is None:
-            return self.sample_real(n), None
-        return self.labelled.sample(n)
+        """A real batch and, for a conditional GAN, its labels; mid-fade of a growing D, blended between its two
+        resolutions (``Growing.fade_reals``)."""
+        real, y = (self.sample_real(n), None) if self.labelled is None else self.labelled.sample(n)
+        return (self.D.fade_reals(real) if isinstance(self.D, Growing) else real), y
 
     def _generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         with self.speed.autocast():

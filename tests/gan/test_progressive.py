@@ -159,6 +159,28 @@ def test_the_fade_blends_the_previous_resolution_into_the_new_one() -> None:
         torch.testing.assert_close(D(x)[0], d_full)
 
 
+def test_mid_fade_d_sees_reals_blended_between_the_two_resolutions_as_g_blends_its_output() -> None:
+    """Found by a review: reals reached D sharp at the new resolution while G's output was blended with the
+    previous one (Karras et al. 2018, appendix A.1, blend both). Before and after the fade they pass unchanged."""
+    trainer = _trainer(_cfg())  # 16 px from 8 px: 12 steps at 8 px, then an 8-step fade
+    drawn: list[torch.Tensor] = []
+    sample = trainer.sample_real
+    trainer.sample_real = lambda n: drawn.append(sample(n)) or drawn[-1]
+    seen: list[torch.Tensor] = []
+    trainer.D.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    for step, alpha in ((12, None), (17, 0.5), (21, None)):  # at 8 px, mid-fade (4 of 8 steps done), at 16 px
+        drawn.clear(), seen.clear()
+        trainer.schedule(step)
+        trainer.step()
+        x, d_in = drawn[0], seen[0]  # the critic step's reals, then what D saw of them
+        if alpha is None:
+            torch.testing.assert_close(d_in, x, rtol=0, atol=0)
+            continue
+        assert float(trainer.D.grow_alpha) == alpha
+        low = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")  # the 8 px stage, at 16 px
+        torch.testing.assert_close(d_in, low + alpha * (x - low))
+
+
 def test_a_stage_trains_only_the_layers_it_uses() -> None:
     cfg = _cfg()
     trainer = _trainer(cfg)
