@@ -161,7 +161,8 @@ class DataConfig(_Section):
                                         "train split)")
     augment: list[str] = Field(default_factory=list, description="DiffAugment policies applied to D's real and fake "
                                "inputs (images only): translation, cutout, color; a list or \"translation,cutout\"")
-    augment_p: float = Field(default=1.0, gt=0, le=1, description="probability that a batch D sees is augmented")
+    augment_p: float = Field(default=1.0, gt=0, le=1, description="probability that each image D sees goes through "
+                             "each augment policy (per image and policy)")
 
     @field_validator("resolution")
     @classmethod

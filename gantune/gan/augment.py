@@ -98,12 +98,18 @@ def check_augment(policies: Sequence[str]) -> None:
 
 def diff_augment(x: Tensor, policies: Sequence[str], p: float = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:
-    """``x`` through each policy in turn, with probability ``p`` for the whole batch (else ``x`` itself).
-
-    The coin is drawn on the CPU (from ``generator`` when it is a CPU one), so deciding costs no device sync.
-    """
+    """``x`` through each policy in turn; with ``p`` below 1 each image goes through each policy with probability
+    ``p``, on its own (ADA's per-sample probability, Karras et al. 2020). One coin for the whole batch augmented
+    reals and fakes on separate coins, so a D step could see augmented reals beside plain fakes, and a batch-norm
+    D batch statistics of augmented images only."""
     if not policies or p <= 0:
         return x
+    for name in policies:
+        out = x
+        for op in AUGMENTS.get(name):
+            out = op(out, generator)
+        x = out if p >= 1 else torch.where(_rand(x.shape[0], x, generator) < p, out, x)
+    return x
     if p < 1:
         coin_gen = generator if generator is not None and generator.device.type == "cpu" else None
         if torch.rand((), generator=coin_gen).item() >= p:

@@ -231,9 +231,9 @@ class GANTrainer:
             return self._g_fast(z, *_cond(y)).float()
 
     def d_input(self, x: Tensor) -> Tensor:
-        """What D sees of a real or fake batch: the DiffAugment policies of ``data.augment`` (with probability
-        ``data.augment_p``), then the instance noise of this step; ``x`` itself when neither is on. Both are
-        differentiable in ``x``, so G learns through them."""
+        """What D sees of a real or fake batch: the DiffAugment policies of ``data.augment`` (each image with
+        probability ``data.augment_p``), then the instance noise of this step; ``x`` itself when neither is on.
+        Both are differentiable in ``x``, so G learns through them."""
         x = diff_augment(x, self.cfg.data.augment, self.cfg.data.augment_p)
         if self._noise_std > 0:
             x = x + self._noise_std * torch.randn_like(x)
