@@ -18,7 +18,7 @@ from torch import nn
 
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
-from gantune.data import data_shape, is_points, mixture_means
+from gantune.data import as_uint8, data_shape, is_points, mixture_means
 from gantune.errors import ConfigError, GantuneError
 from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
@@ -131,7 +131,7 @@ def _points_csv(x: torch.Tensor) -> bytes:
 
 
 def _image_png(img: torch.Tensor) -> bytes:
-    x = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    x = as_uint8(img).permute(1, 2, 0).numpy()
     return png_bytes(x)
 
 

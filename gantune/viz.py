@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gantune.data import as_uint8
+
 #: the size, in pixels, below which an image in a grid is drawn enlarged (``image_grid``)
 MIN_CELL_PX = 32
 
@@ -16,7 +18,7 @@ MIN_CELL_PX = 32
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> (H', W', C) uint8 grid. Images smaller than ``MIN_CELL_PX`` are enlarged by a
     whole factor, each pixel a block (nothing is smoothed): 16 stacked digits of 8 px made a 37-pixel PNG."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = as_uint8(images.cpu())
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gantune.config import DataConfig
-from gantune.data import digits_split, grid25_means, load_data, ring8_means, stack_labels
+from gantune.data import as_float, as_uint8, digits_split, grid25_means, load_data, ring8_means, stack_labels
 from gantune.errors import DataError
 
 CPU = torch.device("cpu")
@@ -305,3 +305,11 @@ def test_a_folder_of_greyscale_images_is_named_before_it_trains_as_rgb(tmp_path:
     space.write_text(f"data: {{name: folder, path: {grey}, resolution: 8}}\nmodel: {{arch: dcgan}}\n"
                      "eval: {metrics: [diversity]}\nsearch: {objective: diversity, direction: minimize}\n")
     assert any("its images are greyscale" in note for note in load_space(space, weights=False).notes)
+
+
+def test_pixels_round_trip_through_float_exactly() -> None:
+    """Found by a review: Inception's input was cast, not rounded, so 63 of the 256 levels of a real image came
+    back one lower than the data's."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    assert torch.equal(as_uint8(as_float(levels)), levels)
+    assert as_uint8(torch.tensor([-2.0, 1.5, 0.0, 1 / 255])).tolist() == [0, 255, 128, 128]  # clamped, rounded

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import channels_of, is_points
+from gantune.data import as_uint8, channels_of, is_points
 from gantune.devices import extraction_chunk
 from gantune.errors import ConfigError
 from gantune.registry import Registry
@@ -153,7 +153,7 @@ def _inception(cfg: TrialConfig, device: torch.device) -> Extractor:
         x = x.to(device)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        feats = net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8))
+        feats = net(as_uint8(x))
         return feats, feats @ head
 
     return Extractor("inception", 2048, fn, batch=extraction_chunk(device, INCEPTION_BYTES),

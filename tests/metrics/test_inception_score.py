@@ -14,7 +14,7 @@ from torch import nn
 
 from gantune import metrics
 from gantune.catalogue import config_from_dict, objective_side
-from gantune.data import load_data, stack
+from gantune.data import as_uint8, load_data, stack
 from gantune.errors import ConfigError
 from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, missing_weights
 from gantune.metrics.features import build_extractor
@@ -205,7 +205,7 @@ def test_inception_logits_give_torchmetrics_inception_score(tmp_path: Path) -> N
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"],
                                  feature_extractor_weights_path=str(weights))
         theirs = InceptionScore(feature=net, splits=1)
-        theirs.update(((x.expand(-1, 3, -1, -1).clamp(-1, 1) + 1) * 127.5).to(torch.uint8))
+        theirs.update(as_uint8(x.expand(-1, 3, -1, -1)))
         mean, _ = theirs.compute()
     assert inception_score(logits, splits=1)[0] == pytest.approx(float(mean), rel=1e-4)
     ref = Reference(x=x, feats=feats, logits=logits)
