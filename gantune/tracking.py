@@ -17,7 +17,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -262,12 +262,20 @@ def open_client(uri: str) -> MlflowClient:
 def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, failing fast with one line when the URI cannot be used (bad scheme, no server).
 
-    Creating the client creates a local sqlite store: call it only once the rest of the input is valid.
+    Creating the client creates a local sqlite store: call it only once the rest of the input is valid. A store
+    this call began and could not finish (its disk full while MLflow made its tables) is removed: left half made,
+    every later command failed on it ("table scorers already exists"), with space or without.
     """
+    db = sqlite_file(uri) if uri.startswith("sqlite") else None
+    fresh = db is not None and not db.exists()
     try:
         client = open_client(uri)
         client.search_experiments(max_results=1)
     except Exception as err:
+        if fresh and db is not None:
+            for made in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
+                with suppress(OSError):
+                    made.unlink()
         text = str(getattr(err, "message", err)).strip().splitlines()
         first = text[0] if text else type(err).__name__
         # a server that does not answer: the cause, not urllib3's retry paragraph around it

@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -154,3 +156,37 @@ def test_a_search_stopped_before_it_starts_leaves_no_mlflow_store(tmp_path: Path
     code = main(["search", "space.yaml", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_store_that_fails_while_mlflow_makes_it_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: a disk that filled while MLflow made its tables left a half-made ``mlflow.db``, and every
+    later command failed on it ("table scorers already exists"), once there was space too."""
+    import mlflow.store.db.utils as db_utils
+    from sqlalchemy.exc import OperationalError
+
+    from gantune.errors import GantuneError
+    from gantune.tracking import connect
+
+    def full(engine: object) -> None:  # the first tables made, then the disk is full
+        raise OperationalError("ALTER TABLE", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(db_utils, "_upgrade_db", full)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(GantuneError, match="database or disk is full"):
+        connect(uri)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half made
+    # with space again, the next command makes the store whole (a new process: MLflow keeps its stores per process)
+    subprocess.run([sys.executable, "-c", f"from gantune.tracking import connect; connect({uri!r})"], check=True)
+    assert (tmp_path / "mlflow.db").is_file()
+
+
+def test_a_store_that_was_there_is_left_when_mlflow_fails_on_it(tmp_path: Path) -> None:
+    """Only a store the failing call began is removed: a file that was there is the user's."""
+    from gantune.errors import GantuneError
+    from gantune.tracking import connect
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not a database" * 100)
+    with pytest.raises(GantuneError, match="cannot use MLflow"):
+        connect(f"sqlite:///{db}")
+    assert db.read_bytes() == b"not a database" * 100
