@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from gantune import env, plugins
 from gantune.config import MAX_SEED
-from gantune.errors import GantuneError, Interrupted
+from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
 from gantune.provenance import trial_numbers
 from gantune.registry import Registry
 
@@ -531,11 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.configure(p)
         p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     return parser
-
-
-#: what the file system refuses wherever the command writes (a full disk, a read-only folder, no permission, a
-#: path too long): one line naming the file, as for bad input, not a traceback
-MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
 def database_failure(err: BaseException) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class GantuneError(Exception):
     """Bad input: a config, a path, a dataset or a name the user gave."""
@@ -17,3 +19,8 @@ class DataError(GantuneError):
 
 class Interrupted(Exception):
     """The user stopped a command (Ctrl-C): the CLI prints the message and exits with code 130."""
+
+
+#: what the file system refuses wherever the command writes (a full disk, a read-only folder, no permission, a
+#: path too long): one line naming the file, as for bad input, not a traceback (``gantune.cli.main``)
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})

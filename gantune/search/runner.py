@@ -25,7 +25,7 @@ from gantune.config import TrainConfig, dotted, format_validation_error
 from gantune.data import data_label, data_listing, measured_on
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
-from gantune.errors import ConfigError, GantuneError, Interrupted
+from gantune.errors import MACHINE_ERRNOS, ConfigError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_free, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
@@ -281,6 +281,21 @@ def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> b
     return study is not None and finished_count(study) >= settings.trials and not interrupted_trials(study)
 
 
+def _cannot_start_ray(err: Exception) -> None:
+    """The one line for a local Ray that would not start: its folders ($HOME or $TMPDIR a file, a $TMPDIR too long
+    for the Unix sockets Ray makes in it) or its startup (too little memory) gave a traceback. A file the system
+    refused (read-only, full) stays the CLI's line naming the file."""
+    import ray
+
+    with contextlib.suppress(Exception):  # what did start is stopped
+        ray.shutdown()
+    if isinstance(err, OSError) and err.errno in MACHINE_ERRNOS:
+        raise err
+    raise GantuneError(f"cannot start Ray on this machine: {first_line(err)} (Ray writes its session under "
+                       "$RAY_TMPDIR, else $TMPDIR, else /tmp, a path short enough for its sockets (107 bytes), and "
+                       "its token under $HOME/.ray)") from None
+
+
 def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
     """Start (or join) Ray; returns whether this process started it (and must shut it down) and the resources
     of one trial (``trial_resources``, against what the cluster has)."""
@@ -301,9 +316,14 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
                                    f"({hint})") from None
         else:
             have = local_resources()
-            # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() would join
-            ray.init(address="local", num_cpus=int(have["CPU"]), num_gpus=int(have["GPU"]), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+            try:  # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() joins
+                ray.init(address="local", num_cpus=int(have["CPU"]), num_gpus=int(have["GPU"]),
+                         include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                         configure_logging=True)
+            except Interrupted:
+                raise
+            except Exception as err:
+                _cannot_start_ray(err)
         started = True
         env.configure()  # ray.init resets the levels of Ray's loggers
         env.terminate_as_interrupt()  # and sets its own SIGTERM handler

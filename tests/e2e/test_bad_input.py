@@ -414,6 +414,27 @@ def test_a_databricks_uri_without_credentials_is_one_line(inputs: Path) -> None:
     assert done.stderr.startswith("gantune train: error: --tracking-uri: cannot use MLflow at databricks")
 
 
+@pytest.mark.parametrize("where", ["TMPDIR a file", "RAY_TMPDIR a file", "TMPDIR too long for a socket"])
+def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_search(inputs: Path, tmp_path: Path, where: str) -> None:
+    """Found by a probe: $TMPDIR (or $RAY_TMPDIR, or $HOME) a file, or a $TMPDIR whose path leaves Ray's Unix
+    sockets over 107 bytes, ended the search in Ray's traceback, exit 1."""
+    (tmp_path / "file").touch()
+    deep = tmp_path / ("x" * max(1, 120 - len(str(tmp_path))))  # Ray's socket paths in it pass 107 bytes
+    deep.mkdir()
+    var, value = {"TMPDIR a file": ("TMPDIR", tmp_path / "file"),
+                  "RAY_TMPDIR a file": ("RAY_TMPDIR", tmp_path / "file"),
+                  "TMPDIR too long for a socket": ("TMPDIR", deep)}[where]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
+    work = tmp_path / "here"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "search", str(inputs / "space.yaml"), "--no-tracking"],
+                          capture_output=True, text=True, timeout=300, cwd=work, env={**env, var: str(value)})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("gantune search: error: cannot start Ray on this machine: "), done.stderr
+    assert "$TMPDIR" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in work.iterdir()) == []  # no study, no runs folder
+
+
 def _stores(folder: Path) -> None:
     """``study.db`` holding an Optuna study, ``mlflow.db`` MLflow's store and ``empty.db`` nothing (0 bytes)."""
     import optuna
