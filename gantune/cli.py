@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from gantune import env, plugins
 from gantune.config import MAX_SEED
+from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
 from gantune.provenance import trial_numbers
 from gantune.registry import Registry
@@ -535,9 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def database_failure(err: BaseException) -> str | None:
     """The line for a database that opened but fails on reading (a damaged sqlite file: "database disk image is
-    malformed") or on writing (its disk full): Optuna's ``StorageInternalError``, or SQLAlchemy's own error where
-    MLflow's store raised it. ``None`` for anything else. Only modules already imported are asked: an error from one
-    never imported is not theirs."""
+    malformed"), on writing (its disk full) or stays locked by another process: Optuna's ``StorageInternalError``,
+    or SQLAlchemy's own error where MLflow's store raised it, also as the cause of another error (Ray Tune's
+    ``TuneError`` around a failure in the driver's callbacks). ``None`` for anything else. Only modules already
+    imported are asked: an error from one never imported is not theirs."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if (line := _database_line(err)) is not None:
+            return line
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
+
+
+def _database_line(err: BaseException) -> str | None:
     optuna, sqlalchemy_exc = sys.modules.get("optuna"), sys.modules.get("sqlalchemy.exc")
     ours = optuna is not None and isinstance(err, optuna.exceptions.StorageInternalError)
     if ours:
@@ -550,6 +562,9 @@ def database_failure(err: BaseException) -> str | None:
     first = text[0] if text else type(err).__name__
     if "database or disk is full" in first:  # SQLITE_FULL: the file is sound, its disk is not
         return f"the database could not be written ({first}): free space on its disk, then run the command again"
+    if "database is locked" in first:  # another process held it past the wait (dburl.patient_sqlite)
+        return (f"the database stayed locked by another process for {BUSY_TIMEOUT_S} s ({first}): let it finish, "
+                "then run the command again (a search: with --resume)")
     return f"the database failed on reading ({first}): a damaged file? Restore it from a copy"
 
 
@@ -582,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     env.configure()
     env.terminate_as_interrupt()
+    patient_sqlite()
     try:
         plugins.load(args.plugin)
         summary = COMMANDS.get(args.command).run(args)

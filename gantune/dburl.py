@@ -8,7 +8,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+#: how long a command waits for a sqlite store that another process holds locked (sqlite's own default: 5 s)
+BUSY_TIMEOUT_S = 60
+
+
+def patient_sqlite() -> None:
+    """Make every sqlite connection SQLAlchemy opens in this process (the study's, MLflow's store) wait up to
+    ``BUSY_TIMEOUT_S`` for a lock another process holds: after sqlite's 5 s a write failed with "database is
+    locked", and a backup or an sqlite shell holding the study for longer ended a search in a traceback."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "connect", _busy_timeout):
+        event.listen(Engine, "connect", _busy_timeout)
+
+
+def _busy_timeout(dbapi_connection: Any, record: Any) -> None:
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
 
 
 def absolute_sqlite(uri: str) -> str:

@@ -121,6 +121,61 @@ def test_a_full_database_disk_is_not_called_a_damaged_file() -> None:
                                      "its disk, then run the command again")
 
 
+def test_a_lock_held_past_the_wait_is_one_line_also_inside_another_error() -> None:
+    """Found by a probe: a study locked by another process while a search ran ended it in Ray Tune's traceback
+    (its ``TuneError`` around Optuna's ``StorageInternalError``), exit 1."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy.exc
+
+    from gantune.cli import database_failure
+
+    locked = sqlalchemy.exc.OperationalError("UPDATE trials ...", {}, sqlite3.OperationalError("database is locked"))
+    try:
+        try:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit") from locked
+        except optuna.exceptions.StorageInternalError as inner:
+            raise RuntimeError("Tune failed in a callback") from inner
+    except RuntimeError as outer:
+        line = database_failure(outer)
+    assert line == ("the database stayed locked by another process for 60 s (database is locked): let it finish, "
+                    "then run the command again (a search: with --resume)")
+    assert database_failure(RuntimeError("nothing of a database")) is None
+
+
+def test_a_study_another_process_holds_locked_past_sqlites_5_s_is_waited_for(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]
+                                                                             ) -> None:
+    """A write waited sqlite's 5 s for a lock another process held (a backup, an sqlite shell), then failed; the
+    CLI makes every sqlite connection wait ``BUSY_TIMEOUT_S``."""
+    import subprocess
+    import sys
+
+    import optuna
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from gantune.dburl import _busy_timeout
+
+    db = tmp_path / "study.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    assert main(["report", "nope", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "r")]) == 2  # any command
+    capsys.readouterr()
+    assert event.contains(Engine, "connect", _busy_timeout)
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time\n"
+                               f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                               "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(7)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")  # waits for the lock, then writes
+        study.set_user_attr("written", True)
+    finally:
+        holder.wait(timeout=60)
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{db}").user_attrs == {"written": True}
+
+
 def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
