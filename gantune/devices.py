@@ -37,6 +37,26 @@ def memory_fraction(gpu_share: float) -> float | None:
     return gpu_share if 0 < gpu_share < 1 else None
 
 
+#: the fraction ``cap_memory`` set in this process (torch before 2.6 cannot be asked for it)
+_capped = 1.0
+
+
+def cap_memory(gpu_share: float) -> None:
+    """Cap this process's CUDA allocations at its share of the GPU (``memory_fraction``); nothing for a whole GPU."""
+    global _capped
+    if (fraction := memory_fraction(gpu_share)) is not None:
+        torch.cuda.set_per_process_memory_fraction(fraction)
+        _capped = fraction
+
+
+def memory_share(device: torch.device) -> float:
+    """The fraction of ``device``'s memory this process may allocate: torch's record where it keeps one (2.6 on),
+    else what ``cap_memory`` set (``torch.cuda.get_per_process_memory_fraction`` is not in torch 2.3, the oldest
+    gantune takes)."""
+    ask = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    return float(ask(device)) if ask is not None else _capped
+
+
 #: the part of a trial's GPU memory a feature extractor may fill with one chunk: the rest holds G, D, their
 #: optimiser states, the data and the allocator's slack
 EXTRACTION_SHARE = 0.25
@@ -52,5 +72,5 @@ def extraction_chunk(device: torch.device, per_sample_bytes: float, cap: int = 5
     if device.type != "cuda":
         return cap
     total = torch.cuda.get_device_properties(device).total_memory
-    share = torch.cuda.get_per_process_memory_fraction(device)
+    share = memory_share(device)
     return chunk_size(total * share * EXTRACTION_SHARE, per_sample_bytes, cap)

@@ -87,7 +87,7 @@ class TrialResult:
 
 def is_oom(err: BaseException) -> bool:
     """Out of memory, on the GPU or the host: a property of the config (batch, widths), not a bug in the code."""
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):  # torch.OutOfMemoryError from 2.4 on: the same
         return True
     text = str(err)
     return isinstance(err, RuntimeError) and any(sign in text for sign in ("out of memory", "can't allocate memory",

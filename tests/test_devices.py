@@ -115,3 +115,19 @@ def test_auto_share_of_a_space_sampling_the_data_is_its_largest_trials(tmp_path:
     space = load_space(path)
     assert space.sections is None
     assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 2
+
+
+def test_the_memory_share_is_known_on_a_torch_that_cannot_be_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: ``torch.cuda.get_per_process_memory_fraction`` is newer than torch 2.3, the oldest
+    gantune takes; there the share ``cap_memory`` set is used. A whole GPU sets no cap."""
+    from gantune import devices
+
+    set_to: list[float] = []
+    monkeypatch.delattr(torch.cuda, "get_per_process_memory_fraction", raising=False)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", set_to.append)  # no CUDA needed here
+    monkeypatch.setattr(devices, "_capped", 1.0)
+    dev = torch.device("cuda", 0)
+    devices.cap_memory(1.0)
+    assert set_to == [] and devices.memory_share(dev) == 1.0
+    devices.cap_memory(0.25)
+    assert set_to == [0.25] and devices.memory_share(dev) == 0.25

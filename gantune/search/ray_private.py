@@ -83,9 +83,12 @@ class WithoutSearcher:
 
 def has_local_token() -> bool:
     """Whether a Ray auth token is where Ray looks for one (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
-    ``~/.ray/auth_token``), whatever the auth mode says."""
-    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # not in its stub
-
+    ``~/.ray/auth_token``), whatever the auth mode says. ``False`` on a Ray without token authentication (before
+    about 2.52; gantune takes 2.41 on)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # not in its stub
+    except ImportError:
+        return False
     return bool(AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True))
 
 

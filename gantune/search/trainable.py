@@ -28,7 +28,7 @@ from ray.train import Checkpoint  # what tune.Checkpoint.from_directory is typed
 from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
-from gantune.devices import memory_fraction, trial_device
+from gantune.devices import cap_memory, trial_device
 from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor, objective_fields
@@ -61,8 +61,7 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
     cfg = config_from_dict(config["trial"], f"trial {config['number']}")
     check_reported(cfg, config["objectives"], f"trial {config['number']}")
     share = float(config.get("gpu", 0.0))  # the share decides the device: the GPU Ray assigned, or the CPU
-    if (fraction := memory_fraction(share)) is not None:
-        torch.cuda.set_per_process_memory_fraction(fraction)
+    cap_memory(share)
     pbt = bool(config.get("pbt"))
     if pbt:
         cfg = checkpoint_at_evaluations(cfg)

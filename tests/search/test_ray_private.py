@@ -105,3 +105,12 @@ def test_the_population_ranking_is_read_from_the_last_scores() -> None:
     for score, t in zip((3.0, -math.inf, 2.0), trials[1:4], strict=True):
         member_state(pbt, t).last_score = score
     assert quantiles(pbt) == ([trials[2]], [trials[1]])  # a quarter of four: the worst, the best
+
+
+def test_a_ray_without_token_authentication_has_no_local_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an audit: ``AuthenticationTokenLoader`` is newer than Ray 2.41, the oldest gantune takes; there
+    joining a cluster on this machine raised ImportError before ``ray.init``."""
+    import ray._raylet
+
+    monkeypatch.delattr(ray._raylet, "AuthenticationTokenLoader")
+    assert has_local_token() is False
