@@ -217,6 +217,8 @@ def _print_search_summary(s: dict[str, Any]) -> None:
         _print_best(s, s["best"])
     print(f"  study: {s['study_storage']}; sample grids of each trial: {s['artifact_dir']}")
     print(f"    {s['dashboard']}  (pip install 'gantune[dashboard]')")
+    if s.get("tracking_error"):  # its warning came mid-search, lines ago: the runs there end where it failed
+        print(f"  MLflow: stopped recording at {s['tracking_error']} (the study holds every trial)")
     if "tracking_uri" in s:
         print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r}")
         if s.get("mlflow_ui"):

@@ -396,6 +396,20 @@ def test_the_summary_names_the_trials_that_trained_another_search_default(tmp_pa
             "trained 0.99)") in capsys.readouterr().out
 
 
+def test_the_summary_says_mlflow_stopped_recording(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a probe: MLflow's disk filled mid-search; the summary dropped its MLflow line without a word (the
+    warning had come many lines before)."""
+    from gantune.cli import _print_search_summary
+
+    _print_search_summary({"search": "w", "trials": 1, "wall_s": 3.0, "counts": {"completed": 1},
+                           "trial_steps": 40, "budget_steps": 40, "max_steps": 40, "failed_trials": 0,
+                           "failed_steps": 0, "best": None, "study_storage": "s", "artifact_dir": "a",
+                           "dashboard": "d", "tracking_error": "MlflowTracker.trial_result: OperationalError: "
+                                                               "database or disk is full"})
+    assert ("  MLflow: stopped recording at MlflowTracker.trial_result: OperationalError: database or disk is full "
+            "(the study holds every trial)") in capsys.readouterr().out.splitlines()
+
+
 def test_a_multi_objective_summary_says_its_best_is_one_of_the_front() -> None:
     """The summary of ``objective: [coverage, fid]`` named a best trial and no front (export said so)."""
     from gantune.search.runner import front_note
