@@ -18,7 +18,7 @@ from torch import nn
 
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
-from gantune.data import as_uint8, data_shape, is_points, mixture_means
+from gantune.data import data_shape, is_points, mixture_means
 from gantune.errors import ConfigError, GantuneError
 from gantune.gan import build_generator
 from gantune.gan.conditional import balanced_labels, classes_of, conditional_generator, state_classes
@@ -36,7 +36,7 @@ from gantune.rundir import (
     load_saved,
     make_dir,
 )
-from gantune.viz import png_bytes, samples_png
+from gantune.viz import as_uint8, png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
 #: ``gantune generate``'s defaults: samples drawn, and walks (rows) of an interpolation

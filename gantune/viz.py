@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gantune.data import as_uint8
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as uint8 pixels, rounded to the nearest level: the inverse of ``gantune.data.as_float``
+    (a plain cast floors, so 63 of the 256 levels of a real image came back one lower, and Inception saw other
+    pixels than the data's)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
 
 #: the size, in pixels, below which an image in a grid is drawn enlarged (``image_grid``)
 MIN_CELL_PX = 32

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gantune.config import DataConfig
-from gantune.data import as_float, as_uint8, digits_split, grid25_means, load_data, ring8_means, stack_labels
+from gantune.data import as_float, digits_split, grid25_means, load_data, ring8_means, stack_labels
 from gantune.errors import DataError
+from gantune.viz import as_uint8
 
 CPU = torch.device("cpu")
 

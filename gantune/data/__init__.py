@@ -15,7 +15,6 @@ from gantune.data.core import (
     Mixture,
     RealData,
     as_float,
-    as_uint8,
     channels_of,
     check_data,
     data_label,
@@ -43,8 +42,8 @@ from gantune.data.digits import STACKED_DIGITS, digits_split
 from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, greyscale, listed_once
 # isort: on
 
-__all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "as_uint8",
-           "channels_of", "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset",
-           "digits_split", "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points",
-           "known_classes", "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode",
-           "ring8_means", "stack", "stack_labels", "stack_problem"]
+__all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "channels_of",
+           "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "digits_split",
+           "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points", "known_classes",
+           "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode", "ring8_means",
+           "stack", "stack_labels", "stack_problem"]

@@ -203,13 +203,6 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
 
 
-def as_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] as uint8 pixels, rounded to the nearest level: the inverse of ``as_float`` (a plain cast
-    floors, so 63 of the 256 levels of a real image came back one lower, and Inception saw other pixels than
-    the data's)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count."""
     images = as_float(images)

@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from gantune.config import TrialConfig
-from gantune.data import as_uint8, channels_of, is_points
+from gantune.data import channels_of, is_points
 from gantune.devices import extraction_chunk
 from gantune.errors import ConfigError
 from gantune.registry import Registry
+from gantune.viz import as_uint8
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 #: peak activation memory of one image through Inception-v3 at 299 px without gradients, with allocator slack

@@ -14,13 +14,14 @@ from torch import nn
 
 from gantune import metrics
 from gantune.catalogue import config_from_dict, objective_side
-from gantune.data import as_uint8, load_data, stack
+from gantune.data import load_data, stack
 from gantune.errors import ConfigError
 from gantune.metrics import FAMILIES, Evaluator, Reference, Samples, missing_weights
 from gantune.metrics.features import build_extractor
 from gantune.metrics.inception_score import SPLITS, inception_score, log_posteriors
 from gantune.sampling.space import load_space
 from gantune.trial import train
+from gantune.viz import as_uint8
 from tests.conftest import tiny_images
 
 CPU = torch.device("cpu")
