@@ -168,13 +168,14 @@ class RecordingPBT(PopulationBasedTraining):
         self.last_step = last_step  # every member's budget: its evaluation there is its end
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        if result.get("step", 0) >= self.last_step:
+            # a member that has trained its budget ends, with its verdict if it got one there: an exploit would send
+            # it back to a donor's earlier checkpoint to train the same steps again (and again, while it ranks
+            # low), past its budget
+            return TrialScheduler.CONTINUE
         if VERDICT_KEY in result:
             member_state(self, trial).last_train_time = result.get("step", 0)  # where the clone leaves it
             return self._replace(tune_controller, trial, str(result[VERDICT_KEY]))
-        if result.get("step", 0) >= self.last_step:
-            # a member that has trained its budget ends: an exploit there would send it back to a donor's earlier
-            # checkpoint to train the same steps again (and again, while it ranks low), past its budget
-            return TrialScheduler.CONTINUE
         return str(super().on_trial_result(tune_controller, trial, result))
 
     def _replace(self, tune_controller: Any, trial: Trial, verdict: str) -> str:

@@ -229,6 +229,36 @@ def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
     assert member_state(pbt, member).last_result == {"step": 400.0, "objective": 0.2}  # decided before it
 
 
+def test_a_verdict_at_the_last_step_ends_the_member_without_a_clone() -> None:
+    """Found by a review: a verdict at a member's last evaluation went to the replacement, which clones a donor's
+    earlier checkpoint and trains the same steps again, past the budget; there it ends with its verdict."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from gantune.search.ray_private import WithoutSearcher
+    from gantune.search.scheduler import RecordingPBT
+    from gantune.search.trainable import VERDICT_KEY
+
+    class Controller:
+        search_alg = None
+
+    replaced: list[str] = []
+
+    class Recording(RecordingPBT):
+        def _replace(self, tune_controller: object, trial: Trial, verdict: str) -> str:
+            replaced.append(verdict)
+            return TrialScheduler.NOOP
+
+    pbt = Recording([], 500, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                    hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member = Trial("__fake", config={"lr": 0.1}, stub=True)
+    pbt.on_trial_add(WithoutSearcher(Controller()), member)  # type: ignore[arg-type]
+    end = {"step": 500.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0"}
+    assert pbt.on_trial_result(Controller(), member, end) == TrialScheduler.CONTINUE and replaced == []
+    before = {"step": 400.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0"}
+    assert pbt.on_trial_result(Controller(), member, before) == TrialScheduler.NOOP and len(replaced) == 1
+
+
 def test_a_member_never_clones_a_donor_whose_checkpoint_is_behind_it() -> None:
     """Members take turns: one at step 200 ranked below a paused donor's score of step 100 cloned that donor's
     step-100 checkpoint, trained the same steps again, ranked low again and cloned it again (144 clones in a
