@@ -231,9 +231,9 @@ class SearchBook(Callback):
         if asha is not None and out.status == Status.PRUNED_ASHA:
             report_intermediate(ot, asha.objective, asha.step)  # the result Tune kept from the searcher
             out.metrics = rung_metrics(trial.config.get("trial", {}), last)
-        elif out.status.pruned and self.objectives[0] in out.metrics:
-            # the study shows where a health verdict stopped the trial, with its last measured objective
-            report_intermediate(ot, out.metrics[self.objectives[0]], out.steps)
+        # a trial a health verdict stopped has its evaluations in the study (the searcher reported each at its
+        # step) and its stop step in ``steps``: its last objective reported again at the stop step, after its last
+        # evaluation, ranked it in TPE above every trial pruned at that evaluation's step, whatever their values
         self._store_grids(ot)  # before the tell: Optuna takes no attributes from a finished trial
         facts = run_facts(last)
         if asha is not None and out.status == Status.PRUNED_ASHA and facts:  # the scheduler ended it: no final

@@ -146,3 +146,22 @@ def test_a_multi_objective_trials_line_gives_every_objective(capsys: pytest.Capt
     book._finish(trial, None)
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("trial"))
     assert line == "trial   0 completed         steps    300  coverage 0.043  fid 7.423"
+
+
+def test_a_trial_a_verdict_stopped_after_an_evaluation_keeps_that_evaluations_step() -> None:
+    """Found by a review: its last objective was reported again at the stop step (a quick check's verdict at
+    step 260 after the evaluation at 250), which TPE ranks above every trial pruned at step 250, whatever its
+    value: Optuna scores a pruned trial by its last step first."""
+    from ray.tune.experiment import Trial
+
+    study = optuna.create_study()
+    ot = study.ask()
+    ot.report(0.5, 250)  # as the searcher reports each evaluation
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    trial.run_metadata.last_result = {"step": 260, STATUS_KEY: Status.PRUNED_COLLAPSED.value, "final/fid": 0.5}
+    book = SearchBook(study, {trial.trial_id: ot}, {}, ["fid"], ["minimize"], total=1, done_before=0,
+                      clock=Clock(), quiet=True)
+    book._finish(trial, None)
+    (done,) = study.get_trials()
+    assert done.state == optuna.trial.TrialState.PRUNED and done.intermediate_values == {250: 0.5}
+    assert done.user_attrs["steps"] == 260  # where it stopped

@@ -67,7 +67,9 @@ def test_statuses_reach_optuna_and_nan_does_not_stop_the_search(tmp_path: Path, 
     (collapsed,) = by_regime["collapse"]
     assert collapsed.state == TrialState.PRUNED
     assert collapsed.user_attrs["gantune_status"] == "pruned:collapsed", collapsed.user_attrs["gantune_reason"]
-    assert collapsed.last_step == collapsed.user_attrs["steps"] < 750  # PRUNED at the step it was stopped
+    # PRUNED at the step it was stopped, its study values those of its evaluations, each at its own step
+    assert collapsed.user_attrs["steps"] < 750 and collapsed.last_step <= collapsed.user_attrs["steps"]
+    assert set(collapsed.intermediate_values) <= {250, 500}
     (healthy,) = by_regime["healthy"]
     assert healthy.state == TrialState.COMPLETE and healthy.value is not None
     assert healthy.intermediate_values.keys() == {250, 500, 750}
