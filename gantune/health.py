@@ -167,8 +167,8 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
         return None
     s.evals += 1
     s.low, s.high = min(s.low, v), max(s.high, v)
-    if _better(h, v, s.best):
-        s.best, s.improved_at = v, s.logs
+    if _better(h, v, s.best):  # at the log this record is (``_stall`` counts it after this rule), else after the last
+        s.best, s.improved_at = v, s.logs + ("loss_d" in r)
     assert s.best is not None
     threshold = rise_threshold(h, s.best)
     worse = (v > threshold if h.mode == "min" else v < threshold) and abs(v - s.best) > h.rise_margin * (s.high - s.low)

@@ -356,3 +356,20 @@ def test_a_ratio_climbing_past_the_data_is_no_progress() -> None:
     mon = HealthMonitor(HealthConfig(warmup_evals=0, max_diversity=1e9))
     first = _first(mon, _checks(class_coverage=[0.1, 0.1, 0.1], diversity=[2.0, 4.0, 8.0]))
     assert first is not None and first[1].rule == "class_coverage"
+
+
+@pytest.mark.parametrize("with_the_log", [True, False], ids=["evaluation-at-a-log", "evaluation-between-logs"])
+def test_a_stall_counts_stall_logs_after_the_last_improvement(with_the_log: bool) -> None:
+    """Found by a review: an improvement measured at a log counted as one of the ``stall_logs`` frozen logs, so
+    19 logs without a better objective were called "no better objective for 20 logs"."""
+    h = HealthConfig(stall_logs=20)
+    mon = HealthMonitor(h)
+    frozen = {"loss_d": 1.0, "loss_g": 1.0}
+    improving = {"fid": 5.0, "eval_s": 0.0}
+    first = [{"step": 1.0, **frozen, **improving}] if with_the_log else [{"step": 0.5, **improving},
+                                                                          {"step": 1.0, **frozen}]
+    records = [*first, *({"step": float(i), **frozen} for i in range(2, 30))]
+    said = [(int(r["step"]), v.kind) for r in records if (v := mon(r)) is not None]
+    # the improvement is at log 1 or before it: logs 2..21 are the 20 without one (log 1 has one, or is the
+    # first after the improvement's evaluation: then logs 1..20)
+    assert said[0] == ((21 if with_the_log else 20), "stalled"), said
