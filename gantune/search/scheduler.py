@@ -334,13 +334,23 @@ class Explorer:
             return choices[min(max(i, 0), len(choices) - 1)]
         assert isinstance(spec, (FloatSpec, IntSpec))
         lo, hi = spec.range
-        if resample:
-            new = (math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if spec.log
-                   else self.rng.uniform(lo, hi))
-        else:
-            new = value * self.rng.choice(FACTORS)
+        if resample:  # an int's ends as likely as its other values: half a step more each way before rounding
+            a, b = (lo - spec.step / 2, hi + spec.step / 2) if isinstance(spec, IntSpec) else (lo, hi)
+            return self._snap(spec, math.exp(self.rng.uniform(math.log(a), math.log(b))) if spec.log
+                              else self.rng.uniform(a, b))
+        factor = self.rng.choice(FACTORS)
+        new = self._snap(spec, value * factor)
+        if new == value and spec.step is not None:  # x0.8 / x1.2 of 1 or 2 rounds back to it: a step that way
+            new = self._snap(spec, value + (spec.step if factor > 1 else -spec.step))
+        return new
+
+    @staticmethod
+    def _snap(spec: FloatSpec | IntSpec, new: float) -> Any:
+        """``new`` clipped to the range and on its ``step`` grid, as every draw is (Optuna warns off it, and TPE
+        reads it); an int's as an int."""
+        lo, hi = spec.range
         new = min(max(new, lo), hi)
-        if spec.step is not None:  # on the range's grid, as every draw is (Optuna warns off it, and TPE reads it)
+        if spec.step is not None:
             new = lo + min(round((new - lo) / spec.step), math.floor((hi - lo) / spec.step + 1e-9)) * spec.step
             new = min(max(float(f"{new:.12g}"), lo), hi)  # 0.1 + 2 * 0.1 is 0.30000000000000004, past 0.3
         return round(new) if isinstance(spec, IntSpec) else float(new)

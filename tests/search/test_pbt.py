@@ -92,6 +92,25 @@ def test_explore_skips_a_change_an_expression_fails_at_and_keeps_a_range_on_its_
     assert all(0.1 <= explorer.perturb("optim.grad_clip", 0.3) <= 0.3 for _ in range(40))
 
 
+def test_explore_moves_small_ints_and_resamples_ints_evenly(tmp_path: Path) -> None:
+    """Found by a review: x0.8 / x1.2 of n_critic 1 or 2 rounds back to it, so only a resample ever moved them;
+    and a resample rounded a uniform draw, which gave each end of [1, 5] half the share of the values inside."""
+    text = SPACE.format(name="x", steps=400).replace("interval_evals: 1,", "interval_evals: 1, mutate: "
+                                                     "[optim.n_critic], resample_probability: {p},")
+    text = text.replace('  beta1: {categorical: [0.0, 0.5, 0.9]}', '  beta1: {categorical: [0.0, 0.5, 0.9]}\n'
+                        '  n_critic: {int: [1, 5]}')
+    (tmp_path / "never.yaml").write_text(text.replace("{p}", "0.0"))
+    explorer = Explorer(load_space(tmp_path / "never.yaml"), seed=0)
+    assert {explorer.perturb("optim.n_critic", 1) for _ in range(40)} == {1, 2}  # x0.8 stays at the range's low
+    assert {explorer.perturb("optim.n_critic", 2) for _ in range(40)} == {1, 3}
+    assert {explorer.perturb("optim.n_critic", 5) for _ in range(40)} == {4, 5}  # x1.2 stays at its high
+    (tmp_path / "always.yaml").write_text(text.replace("{p}", "1.0"))
+    explorer = Explorer(load_space(tmp_path / "always.yaml"), seed=0)
+    drawn = [explorer.perturb("optim.n_critic", 3) for _ in range(5000)]
+    shares = [drawn.count(v) / len(drawn) for v in range(1, 6)]
+    assert all(0.17 < share < 0.23 for share in shares), shares  # 0.2 each (the ends had 0.125)
+
+
 def test_pbt_space_errors_are_one_line_at_load(tmp_path: Path) -> None:
     named = SPACE.format(name="x", steps=400).replace("interval_evals: 1,", "interval_evals: 1, mutate: [optim.lr],")
     (tmp_path / "x.yaml").write_text(named)
