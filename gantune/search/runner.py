@@ -281,6 +281,17 @@ def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> b
     return study is not None and finished_count(study) >= settings.trials and not interrupted_trials(study)
 
 
+def _object_store() -> int | None:
+    """Ray sizes its object store at 30% of the machine's memory and every worker maps all of it: under an
+    address-space limit (``ulimit -v``) below that, its workers died at start and the search waited for ever. There
+    it gets an eighth of the limit (at least Ray's minimum, 75 MiB): a search passes results and small configs
+    through it, never tensors."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else max(75 * 2**20, soft // 8)
+
+
 def _cannot_start_ray(err: Exception) -> None:
     """The one line for a local Ray that would not start: its folders ($HOME or $TMPDIR a file, a $TMPDIR too long
     for the Unix sockets Ray makes in it) or its startup (too little memory) gave a traceback. A file the system
@@ -319,7 +330,7 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
             try:  # "local": a Ray of our own, even where `ray start` left a cluster that a bare ray.init() joins
                 ray.init(address="local", num_cpus=int(have["CPU"]), num_gpus=int(have["GPU"]),
                          include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                         configure_logging=True)
+                         configure_logging=True, object_store_memory=_object_store())
             except Interrupted:
                 raise
             except Exception as err:

@@ -435,6 +435,18 @@ def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_search(inputs: Path, 
     assert sorted(p.name for p in work.iterdir()) == []  # no study, no runs folder
 
 
+def test_a_search_under_an_address_space_limit_runs(inputs: Path, tmp_path: Path) -> None:
+    """Found by a probe: under ``ulimit -v 8000000`` Ray sized its object store at 30% of the machine's memory,
+    which its workers could not map: they died at start and the search waited for ever (killed at 300 s)."""
+    work = tmp_path / "here"
+    work.mkdir()
+    limit = "ulimit -v 8000000 && exec \"$0\" -m gantune.cli search \"$1\" --no-tracking"
+    done = subprocess.run(["bash", "-c", limit, sys.executable, str(inputs / "space.yaml")], capture_output=True,
+                          text=True, timeout=240, cwd=work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2/2 done" in done.stderr
+
+
 def _stores(folder: Path) -> None:
     """``study.db`` holding an Optuna study, ``mlflow.db`` MLflow's store and ``empty.db`` nothing (0 bytes)."""
     import optuna
