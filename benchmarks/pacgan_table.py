@@ -18,12 +18,21 @@ the way `gantune export SEARCH --weights DIR` does, draws ``--n`` fresh samples 
 
 Prints the search's wall time and the row beside the published ones. ``--trials`` / ``--max-steps`` shrink the
 search (the space's own settings otherwise): a quick check that the harness runs, not a figure to compare.
+
+PacGAN's rows average 10 training runs of one config (Table 1, with its standard error; Table 3: 50): a search's
+best trial beside them is one selected run. ``--reruns K`` trains the chosen config (the search's exported best, or
+``--config``, a built-in name or a file, which skips the search) with training seeds 1..K, no pruning, and prints
+each run's row and their mean +- standard error, as the published rows are:
+
+    python benchmarks/pacgan_table.py --config grid25 --reruns 10
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,12 +41,16 @@ from pathlib import Path
 import torch
 from common import at_least, guarded, positive_int, run
 
+from gantune.catalogue import config_from_dict, load_config
+from gantune.config import TrialConfig
 from gantune.data import load_data
 from gantune.dburl import sqlite_url
 from gantune.export import export
 from gantune.generate import load_generator, sample
 from gantune.metrics import Evaluator
+from gantune.production import resolve_config_path
 from gantune.sampling.space import load_space
+from gantune.trial import train
 
 Row = tuple[str | float, ...]  # a published row: label, then its values in column order (the ones it has)
 
@@ -120,7 +133,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2718, help="seed of the scored samples (no trial draws with it)")
     ap.add_argument("--trials", type=positive_int, default=None, help="trials of the search (default: the space's)")
     ap.add_argument("--max-steps", type=positive_int, default=None, help="steps per trial (default: the space's)")
+    ap.add_argument("--config", default=None, help="score this config (a built-in name or a file) trained "
+                    "--reruns times, without a search")
+    ap.add_argument("--reruns", type=positive_int, default=None, help="train the chosen config with training seeds "
+                    "1..K and print their mean +- standard error (PacGAN's rows average 10 runs)")
+    ap.add_argument("--steps", type=positive_int, default=None, help="--reruns: training steps (default: the "
+                    "config's; a smoke run of the harness only)")
     args = ap.parse_args()
+    if args.config is not None and args.reruns is None:
+        ap.error("--config needs --reruns (how many training runs to average)")
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pacgan-"))
     try:
         shown = table_run(args, workdir)
@@ -128,25 +149,36 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     print(shown)
-    print(f"(work files in {workdir}; exported config {workdir / 'best.yaml'})")
+    print(f"(work files in {workdir}" + ("" if args.config else f"; exported config {workdir / 'best.yaml'}") + ")")
 
 
 def table_run(args: argparse.Namespace, workdir: Path) -> str:
-    """Search, export, score: the table, as text."""
-    name = Path(args.space).stem
-    t0 = time.monotonic()
-    summary, _, _ = run(args.space, name, workdir, shrunk(args.space, args.trials, args.max_steps))
-    wall = time.monotonic() - t0
-    exported = export(name, sqlite_url(workdir / "optuna.db"), out=workdir / "best.yaml",
-                      weights=workdir / "weights")
-    data = summary["best"]["config"]["data"]["name"]
-    table = TABLES[data]
+    """Search, export, score (or, with ``--config``, train it ``--reruns`` times and score each): the table, as
+    text."""
+    if args.config is not None:
+        cfg = load_config(resolve_config_path(args.config))
+        head = f"\nconfig {args.config}: {args.reruns} training runs"
+    else:
+        name = Path(args.space).stem
+        t0 = time.monotonic()
+        summary, _, _ = run(args.space, name, workdir, shrunk(args.space, args.trials, args.max_steps))
+        wall = time.monotonic() - t0
+        exported = export(name, sqlite_url(workdir / "optuna.db"), out=workdir / "best.yaml",
+                          weights=workdir / "weights")
+        cfg = load_config(workdir / "best.yaml")
+        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        recipes = summary.get("recipe_trials") or {}
+        head = (f"\nsearch {args.space}: {summary['trials']} trials in {wall:.0f}s ({counts}); recipe trials "
+                f"{recipes or 'none'}; exported trial {exported['trial']}")
+    table = TABLES[cfg.data.name]
     n = args.n or table.n
-    metrics, floor = score(workdir / "weights" / "generator.pt", n, args.seed, table.family)
-    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
-    recipes = summary.get("recipe_trials") or {}
-    lines = [f"\nsearch {args.space}: {summary['trials']} trials in {wall:.0f}s ({counts}); recipe trials "
-             f"{recipes or 'none'}; exported trial {exported['trial']}; {n} fresh samples (seed {args.seed})"]
+    if args.reruns is None:
+        runs = [("gantune (plain GAN)", *score(workdir / "weights" / "generator.pt", n, args.seed, table.family))]
+    else:
+        runs = [(f"gantune run, train.seed {s}", *score(trained(cfg, s, args.steps, workdir), n, args.seed,
+                                                          table.family)) for s in range(1, args.reruns + 1)]
+    floor = runs[0][2]
+    lines = [f"{head}; {n} fresh samples (seed {args.seed})"]
     heads = [h for _, h, _ in table.columns]
     lines.append(f"{'':<30}" + "".join(f"{h:>9}" for h in heads))
     for row in table.published:
@@ -156,9 +188,30 @@ def table_run(args: argparse.Namespace, workdir: Path) -> str:
     if floor:
         lines.append(f"{'real-vs-real floor':<30}" + "".join(f"{floor.get(k, float('nan')) * sc:>9.3f}"
                                                            for k, _, sc in table.columns))
-    lines.append(f"{'gantune (plain GAN)':<30}" + "".join(f"{metrics[k] * sc:>9.3f}" for k, _, sc in table.columns))
-    line = target_line(data, metrics, floor)
-    return "\n".join([*lines, line] if line else lines)
+    for label, metrics, _ in runs:
+        lines.append(f"{label:<30}" + "".join(f"{metrics[k] * sc:>9.3f}" for k, _, sc in table.columns))
+    if len(runs) > 1:  # the published rows' form: the mean over the runs and its standard error
+        spread = {k: statistics.stdev(r[1][k] * sc for r in runs) / math.sqrt(len(runs)) for k, _, sc in table.columns}
+        lines.append(f"{f'gantune, mean of {len(runs)} runs':<30}"
+                     + "".join(f"{statistics.fmean(r[1][k] * sc for r in runs):>9.3f}" for k, _, sc in table.columns))
+        lines.append(f"{'  standard error':<30}" + "".join(f"{spread[k]:>9.3f}" for k, _, _ in table.columns))
+    for label, metrics, _ in runs:
+        if line := target_line(cfg.data.name, metrics, floor):
+            lines.append(f"{label}: {line}" if len(runs) > 1 else line)
+    return "\n".join(lines)
+
+
+def trained(cfg: TrialConfig, seed: int, steps: int | None, workdir: Path) -> Path:
+    """``cfg`` trained to its end with ``train.seed`` ``seed`` (``steps`` overriding its length), no pruning: its
+    ``generator.pt``."""
+    raw = cfg.to_dict()
+    raw["train"]["seed"] = seed
+    if steps is not None:
+        raw["train"].update(steps=steps, checkpoint_every=steps)
+        raw["eval"]["every"] = min(raw["eval"]["every"], steps)
+    run_dir = workdir / f"run-seed{seed}"
+    train(config_from_dict(raw, f"train.seed {seed}"), run_dir=run_dir)
+    return run_dir / "generator.pt"
 
 
 if __name__ == "__main__":

@@ -106,6 +106,16 @@ CASES: list[Smoke] = [
         "gantune (plain GAN) {N} {N} {N}",
         "target 25 modes, HQ >= 95.0%, KL <= 0.03: {*}met",
     ), 40),
+    Smoke("pacgan_table.py", ("--config", "ring8", "--reruns", "2", "--steps", "40", "--n", "500"), (
+        "config ring8: 2 training runs; 500 fresh samples (seed 2718)",
+        "modes HQ % rev. KL",
+        "PacGAN Table 1: PacGAN2 7.90 95.60 0.07",
+        "gantune run, train.seed 1 {N} {N} {N}",
+        "gantune run, train.seed 2 {N} {N} {N}",
+        "gantune, mean of 2 runs {N} {N} {N}",
+        "standard error {N} {N} {N}",
+        "gantune run, train.seed 2: target 8 modes, HQ >= 98.0%, KL <= 0.05: {*}met",
+    ), 10, mode="reruns"),
     Smoke("remedies.py", ("--only", "unroll", "init_from", "progressive", "--seeds", "1", "--steps-scale", "0.01"), (
         "seeds per arm: 1; steps scale 0.01",
         "| technique | knob | setting | metric | off | on |",
