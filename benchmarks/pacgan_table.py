@@ -142,6 +142,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.config is not None and args.reruns is None:
         ap.error("--config needs --reruns (how many training runs to average)")
+    if args.steps is not None and args.reruns is None:
+        ap.error("--steps sets the length of --reruns' training runs: give --reruns")
+    if args.config is not None and (args.trials is not None or args.max_steps is not None):
+        ap.error("--trials and --max-steps shape a search, which --config skips")
     workdir = Path(tempfile.mkdtemp(prefix="gantune-pacgan-"))
     try:
         shown = table_run(args, workdir)

@@ -547,7 +547,8 @@ def database_failure(err: BaseException) -> str | None:
         seen.add(id(err))
         if (line := _database_line(err)) is not None:
             return line
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+        # the cause, else the error being handled when it was raised (unless it was raised ``from None``)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)  # type: ignore[assignment]
     return None
 
 

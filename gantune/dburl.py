@@ -27,10 +27,13 @@ def patient_sqlite() -> None:
 
 
 def _busy_timeout(dbapi_connection: Any, record: Any) -> None:
+    """At least ``BUSY_TIMEOUT_S``: a longer wait the URL asks for (``?timeout=300``) stands."""
     import sqlite3
 
     if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        (ms,) = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()
+        if ms < BUSY_TIMEOUT_S * 1000:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
 
 
 def absolute_sqlite(uri: str) -> str:

@@ -263,8 +263,9 @@ def connect(uri: str) -> MlflowClient:
     """A client for ``uri``, failing fast with one line when the URI cannot be used (bad scheme, no server).
 
     Creating the client creates a local sqlite store: call it only once the rest of the input is valid. A store
-    this call began and could not finish (its disk full while MLflow made its tables) is removed: left half made,
-    every later command failed on it ("table scorers already exists"), with space or without.
+    this call began and could not finish because its disk filled while MLflow made its tables is removed: left
+    half made, every later command failed on it ("table scorers already exists"), with space or without. (Only
+    then: a store that failed otherwise may be another command's, making it at the same moment.)
     """
     db = sqlite_file(uri) if uri.startswith("sqlite") else None
     fresh = db is not None and not db.exists()
@@ -272,7 +273,7 @@ def connect(uri: str) -> MlflowClient:
         client = open_client(uri)
         client.search_experiments(max_results=1)
     except Exception as err:
-        if fresh and db is not None:
+        if fresh and db is not None and "database or disk is full" in str(err):
             for made in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
                 with suppress(OSError):
                     made.unlink()

@@ -17,13 +17,14 @@ def as_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-#: the size, in pixels, below which an image in a grid is drawn enlarged (``image_grid``)
+#: an image in a grid is drawn ``MIN_CELL_PX // side`` times its size (``image_grid``): 8 px 4x, 16 px 2x
 MIN_CELL_PX = 32
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (H', W', C) uint8 grid. Images smaller than ``MIN_CELL_PX`` are enlarged by a
-    whole factor, each pixel a block (nothing is smoothed): 16 stacked digits of 8 px made a 37-pixel PNG."""
+    """(N, C, H, W) in [-1, 1] -> (H', W', C) uint8 grid. Images of half ``MIN_CELL_PX`` or less are enlarged by
+    ``MIN_CELL_PX // side``, each pixel a block (nothing is smoothed): 16 stacked digits of 8 px made a 37-pixel
+    PNG."""
     x = as_uint8(images.cpu())
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))

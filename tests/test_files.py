@@ -142,6 +142,13 @@ def test_a_lock_held_past_the_wait_is_one_line_also_inside_another_error() -> No
     assert line == ("the database stayed locked by another process for 60 s (database is locked): let it finish, "
                     "then run the command again (a search: with --resume)")
     assert database_failure(RuntimeError("nothing of a database")) is None
+    try:  # an error raised ``from None`` in a handler is not the database's (found by a review)
+        try:
+            raise locked
+        except sqlalchemy.exc.OperationalError:
+            raise KeyError("config") from None
+    except KeyError as unrelated:
+        assert database_failure(unrelated) is None
 
 
 def test_a_study_another_process_holds_locked_past_sqlites_5_s_is_waited_for(tmp_path: Path,
@@ -310,3 +317,16 @@ def test_a_process_waiting_on_a_lock_its_failed_holder_removes_takes_the_new_one
     for t in threads:
         t.join(10)
     assert events == ["B: lock file there True", "C refused: True"], events
+
+
+def test_a_longer_sqlite_wait_the_url_asks_for_stands(tmp_path: Path) -> None:
+    """Found by a review: ``?timeout=300`` in a storage URL was cut to the 60 s every connection gets."""
+    from sqlalchemy import create_engine, text
+
+    from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
+
+    patient_sqlite()
+    for url, ms in ((f"sqlite:///{tmp_path / 'a.db'}?timeout=300", 300_000),
+                    (f"sqlite:///{tmp_path / 'b.db'}", BUSY_TIMEOUT_S * 1000)):
+        with create_engine(url).connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == ms

@@ -110,11 +110,3 @@ def diff_augment(x: Tensor, policies: Sequence[str], p: float = 1.0,
             out = op(out, generator)
         x = out if p >= 1 else torch.where(_rand(x.shape[0], x, generator) < p, out, x)
     return x
-    if p < 1:
-        coin_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        if torch.rand((), generator=coin_gen).item() >= p:
-            return x
-    for name in policies:
-        for op in AUGMENTS.get(name):
-            x = op(x, generator)
-    return x

@@ -199,7 +199,8 @@ class GANTrainer:
         else:
             g_fake, fake_feat = self._discriminate(fake, y)
             if c.loss.feature_matching > 0:  # the reals' features from the D that scores the fakes: the one just
-                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D)
+                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D);
+                    # in train mode, as the fakes' pass: one more spectral-norm power step and batch-norm update
                     real_feat = self._discriminate(real.detach(), y)[1]
         loss_g = self.loss.g(g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:

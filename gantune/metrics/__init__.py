@@ -105,10 +105,13 @@ def metric_keys(cfg: TrialConfig) -> list[str]:
 
 def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> str:
     """What identifies the real features: the reference samples' bytes and the extractor with its weights and the
-    class logits it gives (Inception's, which it did not always give)."""
+    class logits it gives (Inception's, which it did not always give), and for Inception how its uint8 input is
+    made (rounded since 2026-12-05: features cached from floored pixels would meet rounded fakes)."""
     content = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-    ident = {"x": content, "shape": list(x.shape), "extractor": extractor.name, "weights": extractor.weights,
-             "classes": extractor.classes}
+    ident: dict[str, object] = {"x": content, "shape": list(x.shape), "extractor": extractor.name,
+                                "weights": extractor.weights, "classes": extractor.classes}
+    if extractor.name == "inception":
+        ident["pixels"] = "rounded"
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return f"reference-{cfg.data.name}-{extractor.name}-{len(x)}-{digest}"
 

@@ -281,15 +281,22 @@ def _nothing_left(name: str, opts: SearchOptions, settings: SearchSettings) -> b
     return study is not None and finished_count(study) >= settings.trials and not interrupted_trials(study)
 
 
-def _object_store() -> int | None:
+def _object_store(limit: int | None = None, memory: int | None = None) -> int | None:
     """Ray sizes its object store at 30% of the machine's memory and every worker maps all of it: under an
-    address-space limit (``ulimit -v``) below that, its workers died at start and the search waited for ever. There
-    it gets an eighth of the limit (at least Ray's minimum, 75 MiB): a search passes results and small configs
-    through it, never tensors."""
+    address-space limit (``ulimit -v``) too small for that, its workers died at start and the search waited for
+    ever. There it gets an eighth of the limit (at least Ray's minimum, 75 MiB): a search passes results and small
+    configs through it, never tensors. Ray's own size otherwise (``None``): a limit larger than the machine's
+    memory gave a store Ray refused. ``limit`` and ``memory`` (bytes) default to this process's and machine's."""
     import resource
 
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return None if soft == resource.RLIM_INFINITY else max(75 * 2**20, soft // 8)
+    if limit is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        limit = None if soft == resource.RLIM_INFINITY else soft
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if limit is None or limit // 8 >= 0.3 * memory:
+        return None
+    return max(75 * 2**20, limit // 8)
 
 
 def _cannot_start_ray(err: Exception) -> None:

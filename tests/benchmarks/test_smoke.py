@@ -259,6 +259,9 @@ def test_a_failed_table_run_leaves_no_work_files(tmp_path: Path) -> None:
     ("remedies.py", ["--steps-scale", "0"], "argument --steps-scale: must be a number above 0"),
     ("remedies.py", ["--seeds", "-1"], "argument --seeds: must be a whole number of at least 1"),
     ("pacgan_table.py", ["--n", "0"], "argument --n: must be a whole number of at least 16"),
+    # found by a review: options the run would ignore
+    ("pacgan_table.py", ["--steps", "40"], "--steps sets the length of --reruns' training runs"),
+    ("pacgan_table.py", ["--config", "grid25", "--reruns", "2", "--trials", "3"], "--config skips"),
     # below an evaluation's 16 it was refused by the schema after the whole search had run
     ("pacgan_table.py", ["--n", "8", "--trials", "1", "--max-steps", "20"], "argument --n: must be a whole number"),
     ("stacked_floor.py", ["--n", "0"], "argument --n: must be a whole number of at least 1"),

@@ -447,6 +447,18 @@ def test_a_search_under_an_address_space_limit_runs(inputs: Path, tmp_path: Path
     assert "2/2 done" in done.stderr
 
 
+def test_the_object_store_is_capped_only_under_a_limit_too_small_for_rays_own_size() -> None:
+    """Found by a review: any finite ``ulimit -v`` set the store to an eighth of it, so a limit past the machine's
+    memory gave a store Ray refused ("memory available for tasks and actors (-9.85 GB)")."""
+    from gantune.search.runner import _object_store
+
+    gib = 2**30
+    assert _object_store(None, 23 * gib) is None  # no limit: Ray's own size
+    assert _object_store(8 * gib, 23 * gib) == gib  # Ray's 30% (6.9 GiB) would not fit: an eighth of the limit
+    assert _object_store(256 * gib, 23 * gib) is None  # an eighth (32 GiB) would pass the machine's memory
+    assert _object_store(400 * 2**20, 23 * gib) == 75 * 2**20  # never below Ray's minimum
+
+
 def _stores(folder: Path) -> None:
     """``study.db`` holding an Optuna study, ``mlflow.db`` MLflow's store and ``empty.db`` nothing (0 bytes)."""
     import optuna

@@ -190,3 +190,21 @@ def test_a_store_that_was_there_is_left_when_mlflow_fails_on_it(tmp_path: Path) 
     with pytest.raises(GantuneError, match="cannot use MLflow"):
         connect(f"sqlite:///{db}")
     assert db.read_bytes() == b"not a database" * 100
+
+
+def test_a_new_store_that_fails_otherwise_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: two commands making the same new store at once, the loser failing ("table ... already
+    exists") removed the store the winner was using. Only a full disk's half-made store is removed."""
+    import mlflow.store.db.utils as db_utils
+    from sqlalchemy.exc import OperationalError
+
+    from gantune.errors import GantuneError
+    from gantune.tracking import connect
+
+    def raced(engine: object) -> None:
+        raise OperationalError("CREATE TABLE", {}, Exception("table scorers already exists"))
+
+    monkeypatch.setattr(db_utils, "_upgrade_db", raced)
+    with pytest.raises(GantuneError, match="already exists"):
+        connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert (tmp_path / "mlflow.db").is_file()

@@ -254,3 +254,20 @@ eval: {{metrics: [is], n_samples: 100}}
     space = load_space(p)
     cfg = config_from_dict(space.sample(optuna.create_study().ask()))
     assert cfg.health.objective == "is" and cfg.health.mode == "max" and cfg.eval.metrics == ["is"]
+
+
+def test_inception_reference_features_cached_from_floored_pixels_are_not_reused() -> None:
+    """Found by a review: Inception's input became rounded pixels (they were floored), but the cache key of the
+    reference features did not say how pixels are made, so features cached before met rounded fakes."""
+    import hashlib
+
+    from gantune.metrics import _reference_key
+    from gantune.metrics.features import Extractor
+
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}})
+    x = torch.zeros(4, 1, 8, 8)
+    net = Extractor("inception", 2048, lambda s: (s, None), weights="abc", classes=1008)
+    content = hashlib.sha1(x.numpy().tobytes()).hexdigest()  # the key as it was made before
+    before = {"x": content, "shape": [4, 1, 8, 8], "extractor": "inception", "weights": "abc", "classes": 1008}
+    old = f"reference-digits-inception-4-{hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]}"
+    assert _reference_key(cfg, net, x) != old
