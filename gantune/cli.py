@@ -54,6 +54,9 @@ class Command:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], dict[str, Any]]
+    #: whether it opens the study or MLflow's store (then sqlite waits for locks: ``dburl.patient_sqlite``, which
+    #: imports SQLAlchemy, a cost the commands without a store are spared)
+    stores: bool = True
 
 
 COMMANDS: Registry[Command] = Registry("command")
@@ -283,7 +286,7 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS.add("init", Command("write a commented search space for a dataset, centred on its known-good recipe",
-                             _init_args, _init))
+                             _init_args, _init, stores=False))
 
 
 # --- export --------------------------------------------------------------------------------------------
@@ -442,7 +445,8 @@ def _generate_now(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-COMMANDS.add("generate", Command("sample from exported generator weights", _generate_args, _generate))
+COMMANDS.add("generate", Command("sample from exported generator weights", _generate_args, _generate,
+                                 stores=False))
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -600,10 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     env.configure()
     env.terminate_as_interrupt()
-    patient_sqlite()
+    command = COMMANDS.get(args.command)
+    if command.stores:
+        patient_sqlite()
     try:
         plugins.load(args.plugin)
-        summary = COMMANDS.get(args.command).run(args)
+        summary = command.run(args)
     except GantuneError as err:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -330,3 +330,17 @@ def test_a_longer_sqlite_wait_the_url_asks_for_stands(tmp_path: Path) -> None:
                     (f"sqlite:///{tmp_path / 'b.db'}", BUSY_TIMEOUT_S * 1000)):
         with create_engine(url).connect() as conn:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == ms
+
+
+def test_commands_without_a_store_do_not_import_sqlalchemy(tmp_path: Path) -> None:
+    """Found by a review: every command registered the sqlite wait, importing SQLAlchemy (0.14 s) also for
+    ``generate`` and ``init``, which open neither the study nor MLflow's store."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gantune.cli import main\n"
+            f"rc = main(['generate', {str(tmp_path / 'none.pt')!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+            "print(rc, 'sqlalchemy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False"]
+    assert "no such weights file" in done.stderr
