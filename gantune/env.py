@@ -36,8 +36,10 @@ DEFAULTS = {
 #: MLflow's INFO lines (database creation, migrations) and Ray's notices would break the one-line-error contract;
 #: a failed trial's traceback from Tune is replaced by SearchBook's one line
 #: (MLflow's sqlite store logs a failed write at ERROR with two tracebacks, before the tracker's one warning line;
-#: a ``databricks`` URI without credentials warns of the SDK before the error gantune says in one line)
+#: a ``databricks`` URI without credentials warns of the SDK before the error gantune says in one line;
+#: matplotlib warns in two lines where $HOME cannot hold its cache, and uses a temporary one)
 LOG_LEVELS = {"mlflow": logging.WARNING, "mlflow.store.db.utils": logging.CRITICAL, "alembic": logging.WARNING,
+              "matplotlib": logging.ERROR,
               "mlflow.utils.databricks_utils": logging.ERROR,
               "ray": logging.ERROR,
               "ray.tune.analysis.experiment_analysis": logging.ERROR, "ray.tune": logging.CRITICAL,

@@ -282,8 +282,34 @@ def connect(uri: str) -> MlflowClient:
         # a server that does not answer: the cause, not urllib3's retry paragraph around it
         if refused := re.search(r"\[Errno -?\d+\] [^\"')]+", first):
             first = f"no MLflow server answers ({refused.group(0)})"
-        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {first}") from None
+        raise GantuneError(f"--tracking-uri: cannot use MLflow at {uri}: {_schema_advice(first, uri)}") from None
     return client
+
+
+def _schema_advice(first: str, uri: str) -> str:
+    """MLflow says "run 'mlflow db upgrade'" of any store whose schema is not its own; right for an older store,
+    wrong for one a newer MLflow made (a store shared between environments), which no command here can use."""
+    found = re.search(r"found version (\w+), but expected (\w+)", first)
+    if found is None:
+        return first
+    have, head = found.groups()
+    if _known_revision(have):
+        return (f"its store was made by an older MLflow (schema {have}; MLflow {mlflow.__version__} has {head}): "
+                f"back it up, then run `mlflow db upgrade {uri}`")
+    return (f"its store was made by a newer MLflow than this one ({mlflow.__version__}, whose schemas end at "
+            f"{head}; the store's is {have}): use that MLflow, or another --tracking-uri")
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether this MLflow's migrations know ``revision`` (an older schema it can upgrade)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    folder = Path(mlflow.__file__).parent / "store" / "db_migrations"
+    try:
+        return ScriptDirectory(str(folder)).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 class MlflowTracker:

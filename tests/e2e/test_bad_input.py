@@ -414,15 +414,18 @@ def test_a_databricks_uri_without_credentials_is_one_line(inputs: Path) -> None:
     assert done.stderr.startswith("gantune train: error: --tracking-uri: cannot use MLflow at databricks")
 
 
-@pytest.mark.parametrize("where", ["TMPDIR a file", "RAY_TMPDIR a file", "TMPDIR too long for a socket"])
+@pytest.mark.parametrize("where", ["TMPDIR a file", "RAY_TMPDIR a file", "HOME a file",
+                                   "TMPDIR too long for a socket"])
 def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_search(inputs: Path, tmp_path: Path, where: str) -> None:
     """Found by a probe: $TMPDIR (or $RAY_TMPDIR, or $HOME) a file, or a $TMPDIR whose path leaves Ray's Unix
-    sockets over 107 bytes, ended the search in Ray's traceback, exit 1."""
+    sockets over 107 bytes, ended the search in Ray's traceback, exit 1. With $HOME a file matplotlib's two-line
+    warning of a temporary cache came first."""
     (tmp_path / "file").touch()
     deep = tmp_path / ("x" * max(1, 120 - len(str(tmp_path))))  # Ray's socket paths in it pass 107 bytes
     deep.mkdir()
     var, value = {"TMPDIR a file": ("TMPDIR", tmp_path / "file"),
                   "RAY_TMPDIR a file": ("RAY_TMPDIR", tmp_path / "file"),
+                  "HOME a file": ("HOME", tmp_path / "file"),
                   "TMPDIR too long for a socket": ("TMPDIR", deep)}[where]
     env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
     work = tmp_path / "here"

@@ -180,6 +180,28 @@ def test_a_store_that_fails_while_mlflow_makes_it_is_removed(tmp_path: Path, mon
     assert (tmp_path / "mlflow.db").is_file()
 
 
+@pytest.mark.parametrize("made_by", ["an older MLflow", "a newer MLflow"])
+def test_a_store_of_another_mlflow_gets_the_advice_for_its_age(tmp_path: Path, made_by: str) -> None:
+    """Found by a probe: a store a newer MLflow made got MLflow's "run 'mlflow db upgrade'", which cannot help (the
+    store is ahead of this MLflow); an older one still gets it. Each in a new process: MLflow keeps its stores."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    MlflowClient(uri).search_experiments()
+    revision = {"an older MLflow": "0584bdc529eb", "a newer MLflow": "ffff00001111"}[made_by]  # known / unknown
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    done = subprocess.run([sys.executable, "-c", f"from gantune.tracking import connect; connect({uri!r})"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"its store was made by {made_by}" in last and revision in last, last
+    assert ("mlflow db upgrade" in last) == (made_by == "an older MLflow"), last
+
+
 def test_a_store_that_was_there_is_left_when_mlflow_fails_on_it(tmp_path: Path) -> None:
     """Only a store the failing call began is removed: a file that was there is the user's."""
     from gantune.errors import GantuneError
