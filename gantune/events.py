@@ -9,6 +9,7 @@ freeze every trial. ``ObserverThread`` runs an observer on a thread of its own, 
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -201,6 +202,11 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, at most 300 characters (for one-line reports)."""
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else ""
+    """The first line of an exception's message, at most 300 characters (for one-line reports). SQLAlchemy puts
+    its notes before the error ("(raised as a result of Query-invoked autoflush; ...)"), also where MLflow passes
+    its text on: those are skipped for the line that says what failed."""
+    lines = [line for line in str(err).strip().splitlines() if not _AUTOFLUSH.match(line)]
+    return lines[0][:300] if lines else ""
+
+
+_AUTOFLUSH = re.compile(r"^\((\S+\) \()?raised as a result of .*\)$")
