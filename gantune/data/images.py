@@ -269,7 +269,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
         return {"images": _to_nchw([_decode_image(f, mode, cfg.resolution) for f in files])}
 
     # an added, removed or rewritten file changes the key
-    stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [(str(f.relative_to(root)), (st := f.stat()).st_size, st.st_mtime_ns) for f in files]  # one stat each
     # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused);
     # 3: EXIF orientation applied
     ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,

@@ -36,6 +36,7 @@ from gantune.metrics.base import (
     better,
     collapse_signals,
     family,
+    full_precision,
 )
 from gantune.metrics.features import Extractor, build_extractor, default_extractor, missing_inception
 from gantune.rundir import cache_dir, cached
@@ -173,6 +174,10 @@ class Evaluator:
     """
 
     def __init__(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
+        with full_precision():  # the reference's features and statistics too (``full_precision``)
+            self._build(cfg, data, device)
+
+    def _build(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
         self.device = device
         self.n = cfg.eval.n_samples
         self.n_quick = cfg.eval.quick_samples
@@ -241,17 +246,19 @@ class Evaluator:
     def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
         if self.extractor is None or not scorers:
             return {}
-        drawn = generate(n)
-        x, labels = drawn if isinstance(drawn, tuple) else (drawn, None)
-        x = x.to(self.device)  # families get samples where the reference is (Samples)
-        if not torch.isfinite(x).all():
-            return {"samples": float("nan")}
-        feats, logits = self.extractor(x)
-        fake = Samples(x=x, feats=feats, logits=logits, labels=None if labels is None else labels.to(self.device))
-        out: dict[str, float] = {}
-        for _, scorer in scorers:
-            out.update(scorer(fake))
-        return out
+        with full_precision():
+            drawn = generate(n)
+            x, labels = drawn if isinstance(drawn, tuple) else (drawn, None)
+            x = x.to(self.device)  # families get samples where the reference is (Samples)
+            if not torch.isfinite(x).all():
+                return {"samples": float("nan")}
+            feats, logits = self.extractor(x)
+            fake = Samples(x=x, feats=feats, logits=logits,
+                           labels=None if labels is None else labels.to(self.device))
+            out: dict[str, float] = {}
+            for _, scorer in scorers:
+                out.update(scorer(fake))
+            return out
 
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",

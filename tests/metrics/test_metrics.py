@@ -487,3 +487,32 @@ def test_the_default_set_leaves_out_a_family_that_cannot_measure_the_data() -> N
     ``[fid, is]`` on the same pair ran."""
     cfg = config_from_dict({"data": {"name": "digits"}, "eval": {"extractor": "stacked_digits"}})
     assert metric_names(cfg) == ["fid", "diversity", "prdc"]
+
+
+def test_metrics_run_in_full_float32_whatever_the_training_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: ``train.tf32`` (on by default on a GPU) sets TF32 for the trial's whole process, and the
+    metrics' distances ran under it: ``cdist``'s product form rounds |x|^2 to TF32, errors as large as the HQ
+    radius and the k-NN radii on grid25 (a simulation read coverage 0.31 for exact samples). No GPU here: what
+    each ``cdist`` of an evaluation runs under is recorded, with the flags a GPU trial sets."""
+    from gantune.gan.speed import Speed
+
+    seen: list[tuple[str, bool]] = []
+    cdist = torch.cdist
+
+    def recorded(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append((torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32))
+        return cdist(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "cdist", recorded)
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    Speed(tf32=True).set_backends(torch.device("cuda"))  # flags only: what a GPU trial's process runs with
+    try:
+        trained = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+        ev, data = _evaluator("grid25", n=500)  # the reference's k-NN radii
+        ev(lambda n: data.sample(n).cpu())
+        ev.quick(lambda n: data.sample(n).cpu())
+        assert seen and set(seen) == {("highest", False)}
+        assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == trained == ("high", True)
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
