@@ -147,6 +147,12 @@ CASES: list[Smoke] = [
         "tf32 n/a (CUDA only: no effect on cpu)",
         "compile skipped (--no-compile)",
     ), 8),
+    Smoke("tf32_metrics.py", ("--n", "300"), (
+        "device: cpu; 300 exact samples a side, the reference drawn as a trial draws it",
+        "data distances hq modes precision recall density coverage",
+        *(f"{data} {row} {{N}} {{P}} {{N}} {{N}} {{N}} {{N}}" for data in ("grid25", "ring8")
+          for row in ("float32", "TF32 simulated", "evaluator, trial's TF32 set")),
+    ), 5),
     Smoke("stacked_floor.py", ("--n", "300", "--resolution", "8"), (
         "uniform over 1000 modes, n = 300: expected KL {P} (first order 999/(2n) = 1.6650)",
         "px split digit acc triples right modes KL chan. KL conf. true modes true KL",
