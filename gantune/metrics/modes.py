@@ -3,7 +3,8 @@
 2-D mixtures follow PacGAN/VEEGAN: a sample is high quality (HQ) when it lies within 3 sigma (Euclidean) of
 its nearest mean; a mode is covered when it has at least one HQ sample; ``mode_kl`` is the KL divergence of
 the HQ samples' mode histogram from uniform. For an exact 2-D Gaussian, 1 - exp(-4.5) = 98.9% of samples
-are within 3 sigma. Digits use the classifier's predicted classes the same way. Stacked digits (stacked MNIST:
+are within 3 sigma. Digits use the classifier's predicted classes, a class covered with at least a tenth of its
+fair share of the samples (n / 10k: a stray misclassification is no class). Stacked digits (stacked MNIST:
 VEEGAN, PacGAN) classify each channel: a sample's mode is its triple of digits, one of 1,000.
 """
 
