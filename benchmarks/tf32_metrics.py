@@ -100,7 +100,8 @@ def evaluated(name: str, n: int, device: torch.device) -> dict[str, float]:
     """gantune's ``Evaluator`` on ``n`` exact samples, after a trial's speed options set TF32 on."""
     cfg = config_from_dict({"data": {"name": name}, "eval": {"n_samples": n, "metrics": ["modes", "prdc"]}})
     data = load_data(cfg.data, device, 0)
-    precision, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    precision, cudnn, tuned = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
+                               torch.backends.cudnn.benchmark)
     with distances(torch.cdist, tf32=False):  # a cache of its own; the trial's speed options set TF32 next
         Speed(tf32=True).set_backends(torch.device("cuda"))  # the flags a GPU trial trains with (only flags here)
         try:
@@ -108,6 +109,7 @@ def evaluated(name: str, n: int, device: torch.device) -> dict[str, float]:
         finally:
             torch.set_float32_matmul_precision(precision)
             torch.backends.cudnn.allow_tf32 = cudnn
+            torch.backends.cudnn.benchmark = tuned
 
 
 def main() -> None:

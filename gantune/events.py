@@ -201,12 +201,18 @@ def format_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, at most 300 characters (for one-line reports). SQLAlchemy puts
-    its notes before the error ("(raised as a result of Query-invoked autoflush; ...)"), also where MLflow passes
-    its text on: those are skipped for the line that says what failed."""
-    lines = [line for line in str(err).strip().splitlines() if not _AUTOFLUSH.match(line)]
-    return lines[0][:300] if lines else ""
-
-
+#: the note SQLAlchemy puts before an error raised in a flush a query set off (alone, or after MLflow's prefix)
 _AUTOFLUSH = re.compile(r"^\((\S+\) \()?raised as a result of .*\)$")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 300 characters (for one-line reports): ``text_line``."""
+    return text_line(str(err))
+
+
+def text_line(text: str) -> str:
+    """The first line of ``text`` that says what failed, at most 300 characters. SQLAlchemy puts its notes before
+    the error ("(raised as a result of Query-invoked autoflush; ...)"), also where MLflow passes its text on:
+    those are skipped."""
+    lines = [line for line in text.strip().splitlines() if not _AUTOFLUSH.match(line)]
+    return lines[0][:300] if lines else ""

@@ -41,6 +41,7 @@ from gantune.events import (
     TrialOutcome,
     first_line,
     format_params,
+    text_line,
     warn,
 )
 from gantune.health import objective_fields
@@ -277,8 +278,7 @@ def connect(uri: str) -> MlflowClient:
             for made in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
                 with suppress(OSError):
                     made.unlink()
-        text = str(getattr(err, "message", err)).strip().splitlines()
-        first = text[0] if text else type(err).__name__
+        first = text_line(str(getattr(err, "message", err))) or type(err).__name__
         # a server that does not answer: the cause, not urllib3's retry paragraph around it
         if refused := re.search(r"\[Errno -?\d+\] [^\"')]+", first):
             first = f"no MLflow server answers ({refused.group(0)})"
@@ -290,7 +290,7 @@ def _schema_advice(first: str, uri: str) -> str:
     """MLflow says "run 'mlflow db upgrade'" of any store whose schema is not its own; right for an older store,
     wrong for one a newer MLflow made (a store shared between environments), which no command here can use."""
     found = re.search(r"found version (\w+), but expected (\w+)", first)
-    if found is None:
+    if found is None or found.group(1) == "None":  # no version at all: not a store of another MLflow
         return first
     have, head = found.groups()
     if _known_revision(have):

@@ -107,10 +107,11 @@ def metric_keys(cfg: TrialConfig) -> list[str]:
 def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> str:
     """What identifies the real features: the reference samples' bytes and the extractor with its weights and the
     class logits it gives (Inception's, which it did not always give), and for Inception how its uint8 input is
-    made (rounded since 2026-12-05: features cached from floored pixels would meet rounded fakes)."""
+    made (rounded since 2026-12-05: features cached from floored pixels would meet rounded fakes), and the
+    arithmetic (full float32 since 2026-12-05: radii and floors a GPU trial computed under TF32 are not reused)."""
     content = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
     ident: dict[str, object] = {"x": content, "shape": list(x.shape), "extractor": extractor.name,
-                                "weights": extractor.weights, "classes": extractor.classes}
+                                "weights": extractor.weights, "classes": extractor.classes, "arithmetic": "float32"}
     if extractor.name == "inception":
         ident["pixels"] = "rounded"
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

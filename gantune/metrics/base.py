@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,20 +23,36 @@ if TYPE_CHECKING:
     from gantune.config import TrialConfig
 
 
+#: torch 2.9's per-backend float32 settings (``fp32_precision``), used where the process set them
+_BACKENDS = ("cuda.matmul", "cudnn.conv", "mkldnn.matmul", "mkldnn.conv")
+
+
 @contextlib.contextmanager
 def full_precision() -> Iterator[None]:
     """float32 products and convolutions in full float32 while metrics run, whatever the trial set for training
     (``train.tf32``, process-wide on a GPU): ``cdist`` builds distances from one product of ``[-2x, |x|^2, 1]``,
-    and TF32 rounds |x|^2 (about 32 on grid25) to 1/32, an error in d^2 as large as the HQ radius^2 (0.0225) and
-    40x the k-NN radii^2: simulated, grid25's coverage read 0.31 for exact samples (0.97). Restored after."""
-    precision, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = False
+    and TF32 rounds |x|^2 (about 32 on grid25) to 1/32, an error in d^2 as large as the HQ radius^2 (0.0225):
+    ``benchmarks/tf32_metrics.py``. Restored after, through the API the process used: torch 2.9's per-backend
+    settings refuse to be read through the legacy ones once set (a plugin may set them)."""
+    try:
+        legacy: tuple[str, bool] | None = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    except RuntimeError:  # "mix of the legacy and new APIs"
+        legacy = None
+    knobs = [] if legacy is not None else [operator.attrgetter(name)(torch.backends) for name in _BACKENDS]
+    kept = [knob.fp32_precision for knob in knobs]
+    if legacy is not None:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+    for knob in knobs:
+        knob.fp32_precision = "ieee"
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(precision)
-        torch.backends.cudnn.allow_tf32 = cudnn
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy[0])
+            torch.backends.cudnn.allow_tf32 = legacy[1]
+        for knob, value in zip(knobs, kept, strict=True):
+            knob.fp32_precision = value
 
 
 @dataclass

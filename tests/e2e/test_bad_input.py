@@ -427,7 +427,8 @@ def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_search(inputs: Path, 
                   "RAY_TMPDIR a file": ("RAY_TMPDIR", tmp_path / "file"),
                   "HOME a file": ("HOME", tmp_path / "file"),
                   "TMPDIR too long for a socket": ("TMPDIR", deep)}[where]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"}
+    # matplotlib's cache goes where $HOME says only without these
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "MPLCONFIGDIR", "XDG_CONFIG_HOME")}
     work = tmp_path / "here"
     work.mkdir()
     done = subprocess.run([sys.executable, "-m", "gantune.cli", "search", str(inputs / "space.yaml"), "--no-tracking"],

@@ -191,7 +191,8 @@ def test_a_store_of_another_mlflow_gets_the_advice_for_its_age(tmp_path: Path, m
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     MlflowClient(uri).search_experiments()
-    revision = {"an older MLflow": "0584bdc529eb", "a newer MLflow": "ffff00001111"}[made_by]  # known / unknown
+    # MLflow's first migration (every MLflow knows it), and one no MLflow has
+    revision = {"an older MLflow": "451aebb31d03", "a newer MLflow": "ffff00001111"}[made_by]
     with sqlite3.connect(db) as con:
         con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
     done = subprocess.run([sys.executable, "-c", f"from gantune.tracking import connect; connect({uri!r})"],
@@ -200,6 +201,16 @@ def test_a_store_of_another_mlflow_gets_the_advice_for_its_age(tmp_path: Path, m
     last = done.stderr.strip().splitlines()[-1]
     assert f"its store was made by {made_by}" in last and revision in last, last
     assert ("mlflow db upgrade" in last) == (made_by == "an older MLflow"), last
+
+
+def test_a_store_with_no_schema_version_gets_mlflows_own_line() -> None:
+    """Found by a review: an empty ``alembic_version`` reads "found version None", which is no other MLflow's."""
+    from gantune.tracking import _schema_advice
+
+    said = ("Detected out-of-date database schema (found version None, but expected dc11669786a5). Take a backup "
+            "of your database, then run 'mlflow db upgrade <database_uri>'")
+    assert _schema_advice(said, "sqlite:///m.db") == said
+    assert "newer MLflow" in _schema_advice(said.replace("None", "ffff00001111"), "sqlite:///m.db")
 
 
 def test_a_store_that_was_there_is_left_when_mlflow_fails_on_it(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -492,7 +493,7 @@ def test_the_default_set_leaves_out_a_family_that_cannot_measure_the_data() -> N
 def test_metrics_run_in_full_float32_whatever_the_training_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by a review: ``train.tf32`` (on by default on a GPU) sets TF32 for the trial's whole process, and the
     metrics' distances ran under it: ``cdist``'s product form rounds |x|^2 to TF32, errors as large as the HQ
-    radius and the k-NN radii on grid25 (a simulation read coverage 0.31 for exact samples). No GPU here: what
+    radius and the k-NN radii on grid25 (simulated: coverage 0.27 for exact samples). No GPU here: what
     each ``cdist`` of an evaluation runs under is recorded, with the flags a GPU trial sets."""
     from gantune.gan.speed import Speed
 
@@ -516,3 +517,50 @@ def test_metrics_run_in_full_float32_whatever_the_training_set(monkeypatch: pyte
     finally:
         torch.set_float32_matmul_precision(before[0])
         torch.backends.cudnn.allow_tf32 = before[1]
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch 2.9's per-backend API")
+def test_full_precision_keeps_to_torchs_per_backend_settings_where_the_process_used_them(tmp_path: Path) -> None:
+    """Found by a review: where a plugin set torch 2.9's ``fp32_precision`` settings, the legacy getter
+    ``full_precision`` read raised ("mix of the legacy and new APIs"), failing every evaluation. A process of its
+    own: those settings, once set, stay for the process."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from gantune.catalogue import config_from_dict
+from gantune.data import load_data
+from gantune.metrics import Evaluator
+seen = []
+cdist = torch.cdist
+torch.cdist = lambda *a, **k: seen.append(torch.backends.cuda.matmul.fp32_precision) or cdist(*a, **k)
+torch.backends.cuda.matmul.fp32_precision = "tf32"  # as a plugin may
+cfg = config_from_dict({"data": {"name": "grid25"}, "eval": {"n_samples": 300}})
+data = load_data(cfg.data, torch.device("cpu"), 0)
+out = Evaluator(cfg, data, torch.device("cpu"))(lambda n: data.sample(n))
+print(sorted(set(seen)), torch.backends.cuda.matmul.fp32_precision, out["coverage"] > 0.5)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.split() == ["['ieee']", "tf32", "True"]
+
+
+def test_reference_statistics_cached_before_evaluation_ran_in_full_float32_are_not_reused() -> None:
+    """Found by a review: the k-NN radii and real floors a GPU trial computed under TF32 were cached under a key
+    that did not say how they were computed, so ``full_precision`` alone would have kept reading them."""
+    import hashlib
+    import json
+
+    from gantune.metrics import _reference_key
+    from gantune.metrics.features import Extractor
+
+    cfg = config_from_dict({"data": {"name": "grid25"}})
+    x = torch.zeros(4, 2)
+    coords = Extractor("coords", 2, lambda s: (s, None))
+    content = hashlib.sha1(x.numpy().tobytes()).hexdigest()  # the key as it was made before
+    before = {"x": content, "shape": [4, 2], "extractor": "coords", "weights": coords.weights,
+              "classes": coords.classes}
+    old = f"reference-grid25-coords-4-{hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]}"
+    assert _reference_key(cfg, coords, x) != old
