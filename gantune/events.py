@@ -210,9 +210,9 @@ def first_line(err: BaseException) -> str:
     return text_line(str(err))
 
 
-def text_line(text: str) -> str:
-    """The first line of ``text`` that says what failed, at most 300 characters. SQLAlchemy puts its notes before
-    the error ("(raised as a result of Query-invoked autoflush; ...)"), also where MLflow passes its text on:
-    those are skipped."""
+def text_line(text: str, limit: int | None = 300) -> str:
+    """The first line of ``text`` that says what failed, at most ``limit`` characters. SQLAlchemy puts its notes
+    before the error ("(raised as a result of Query-invoked autoflush; ...)"), also where MLflow passes its text
+    on: those are skipped."""
     lines = [line for line in text.strip().splitlines() if not _AUTOFLUSH.match(line)]
-    return lines[0][:300] if lines else ""
+    return lines[0][:limit] if lines else ""

@@ -278,7 +278,8 @@ def connect(uri: str) -> MlflowClient:
             for made in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
                 with suppress(OSError):
                     made.unlink()
-        first = text_line(str(getattr(err, "message", err))) or type(err).__name__
+        # whole: a refused server's errno comes past 300 characters of urllib3's retry text
+        first = text_line(str(getattr(err, "message", err)), limit=None) or type(err).__name__
         # a server that does not answer: the cause, not urllib3's retry paragraph around it
         if refused := re.search(r"\[Errno -?\d+\] [^\"')]+", first):
             first = f"no MLflow server answers ({refused.group(0)})"
