@@ -14,8 +14,9 @@ the HQ radius^2 (0.0225) and far above the k-NN radii^2. Exact samples of each 2
 - ``TF32 simulated``: each operand of that product rounded to TF32 (round to nearest, 13 low mantissa bits
   cleared) and the products summed in float32, as a TF32 tensor core does; runs anywhere;
 - ``TF32 on <GPU>`` (``--device cuda``): ``cdist`` itself with ``torch.backends.cuda.matmul.allow_tf32`` on;
-- ``evaluator, trial's TF32 set``: gantune's ``Evaluator`` after the trial's speed options set TF32 on (on a
-  CPU the flags are set and nothing rounds, so this row shows the figures stay those of float32 only on a GPU).
+- ``evaluator, trial's TF32 set``: gantune's ``Evaluator`` after the trial's speed options set TF32 on. A check
+  of the evaluator only on a GPU: on a CPU nothing rounds with or without TF32, so there it reads float32's
+  figures whatever the evaluator does.
 """
 
 from __future__ import annotations
