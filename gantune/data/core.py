@@ -149,9 +149,9 @@ class RealData:
 
     @staticmethod
     def _pick(n: int, seed: int, count: int) -> torch.Tensor:
-        """The indices ``_fixed`` draws: ``n`` of ``count`` in a seeded order, or all of them in order."""
-        if n >= count:
-            return torch.arange(count)
+        """The indices ``_fixed`` draws: ``n`` of ``count`` (all of them when ``n >= count``) in a seeded order.
+        Never file order: a folder's sorted paths group its classes, and a metric that reads a prefix of the
+        reference (the diversity ratio's first 1,000) would see the first classes only."""
         return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n]
 
     def _fixed(self, n: int, seed: int, images: torch.Tensor | None) -> torch.Tensor:

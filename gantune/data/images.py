@@ -236,7 +236,8 @@ def greyscale(cfg: DataConfig) -> tuple[int, int] | None:
         _, files = _image_files(cfg)
     except DataError:
         return None  # the check says what is wrong with the folder
-    probe = files[::max(1, len(files) // GREY_PROBE)][:GREY_PROBE]
+    last, k = len(files) - 1, min(GREY_PROBE, len(files))  # evenly from the first file to the last: sorted paths
+    probe = [files[i * last // max(k - 1, 1)] for i in range(k)]  # group classes, and a prefix misses the last
     for f in probe:
         try:
             with Image.open(f) as im:

@@ -52,6 +52,14 @@ def test_known_posterior_streams() -> None:
     assert inception_score(spread[:5])[0] == pytest.approx(1.0)  # one sample a split: p(y) = p(y|x)
 
 
+def test_splits_are_even_when_the_samples_do_not_divide_by_ten() -> None:
+    """91 samples, each certain of its own class: a split of m scores m. ``chunk`` split them 9 x 10 + 1 x 1 (the
+    last scoring 1: std 2.8); the splits are now one of 10 and nine of 9, and 12 samples make ten splits, not six."""
+    mean, std = inception_score(one_hot_logits(torch.arange(91), 91))
+    assert mean == pytest.approx(9.1) and std == pytest.approx(torch.tensor([10.0] + [9.0] * 9).std().item())
+    assert inception_score(one_hot_logits(torch.arange(12), 12))[0] == pytest.approx(1.2)  # 2, 2 and eight 1s
+
+
 def test_agrees_with_torchmetrics_inception_score() -> None:
     """torchmetrics' ``InceptionScore`` on the same logits (its ``feature`` a module that passes them through); one
     split, so that its own shuffle does not matter."""

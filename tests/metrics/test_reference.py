@@ -11,7 +11,7 @@ from PIL import Image
 
 from gantune import metrics
 from gantune.catalogue import config_from_dict
-from gantune.data import digits_split, load_data
+from gantune.data import as_float, digits_split, load_data
 from gantune.metrics import Evaluator, load_reference
 from gantune.metrics.digits_net import DigitsNet
 from gantune.metrics.features import build_extractor
@@ -199,3 +199,30 @@ def test_the_classifier_script_writes_where_it_is_told_and_leaves_the_shipped_we
     net.load_state_dict({k: v.float() for k, v in torch.load(out).items()})
     assert heldout_accuracy(net) > 0.5  # one epoch learns the digits well past chance (0.1)
     assert weights_path().stat().st_mtime_ns == shipped
+
+
+def test_a_folders_diversity_reference_spans_every_class_folder(tmp_path: Path) -> None:
+    """A folder of 1,000 < N <= ``n_samples`` images is its whole reference; it was taken in sorted path order, and
+    the diversity ratio's real spread reads the reference's first 1,000 samples: here 900 dark and 100 bright
+    images of 900 + 300, so a generator that draws the data's own images read about 2, past the 1.5 ``diverged``
+    ceiling. The reference is now in a seeded order."""
+    root = tmp_path / "imgs"
+    for cls, (level, count) in {"a_dark": (10, 900), "b_bright": (230, 300)}.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(count):  # one flat grey a folder, each image one pixel apart
+            px = np.full((8, 8), level, dtype=np.uint8)
+            px.flat[i % 64] = level + 1 + i // 64
+            Image.fromarray(px, "L").save(root / cls / f"{i:03d}.png")
+    cfg = config_from_dict({"data": {"name": "folder", "path": str(root), "resolution": 8, "channels": 1},
+                            "eval": {"n_samples": 1200, "extractor": "digits", "metrics": ["diversity"]}})
+    data = load_data(cfg.data, CPU, 0)
+    ev = Evaluator(cfg, data, CPU)
+    gen = torch.Generator().manual_seed(1)
+    images = as_float(data.images.cpu())
+
+    def draw(n: int) -> torch.Tensor:  # fresh draws of the data's own images
+        return images[torch.randint(len(images), (n,), generator=gen)]
+
+    ref = data.reference(1200)
+    assert len(ref) == 1200 and _rows(ref) == _rows(images)  # still the whole folder
+    assert ev(draw)["diversity"] == pytest.approx(1.0, abs=0.1)
