@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import statistics
@@ -502,7 +503,8 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     # one local Ray for every arm (each search joins it): no arm pays Ray's start, and each sees the same CPUs
-    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)  # as gantune's own searches: no token-authentication warning
     try:
         run_all(args, preset, runs)
     finally:

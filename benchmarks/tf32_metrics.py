@@ -10,7 +10,9 @@ so under TF32 (10 bits of mantissa) grid25's squared norms, about 32, are rounde
 the HQ radius^2 (0.0225) and far above the k-NN radii^2. Exact samples of each 2-D mixture are scored with the
 ``modes`` and ``prdc`` families, the same scorers, their distances computed:
 
-- ``float32``: in full float32 (what gantune's evaluation runs in: ``gantune.metrics.base.full_precision``);
+- ``float64 (gantune's)``: what gantune's evaluation computes distances in (``gantune.metrics.diversity``);
+- ``float32``: ``cdist``'s product form in full float32 (gantune's before it moved to float64: it cancels for
+  near neighbours far from the origin, ring8's k-NN radii up to 14% off);
 - ``TF32 simulated``: each operand of that product rounded to TF32 (round to nearest, 13 low mantissa bits
   cleared) and the products summed in float32, as a TF32 tensor core does; runs anywhere;
 - ``TF32 on <GPU>`` (``--device cuda``): ``cdist`` itself with ``torch.backends.cuda.matmul.allow_tf32`` on;
@@ -41,12 +43,18 @@ from gantune.trial import resolve_device
 
 KEYS = ("hq", "modes", "precision", "recall", "density", "coverage")
 Cdist = Callable[..., torch.Tensor]
+TORCH_CDIST: Cdist = torch.cdist  # kept: ``distances`` replaces ``torch.cdist`` while a row runs
 
 
 def tf32_round(t: torch.Tensor) -> torch.Tensor:
     """float32 values rounded to TF32's 10-bit mantissa (to nearest), kept as float32."""
     bits = t.float().contiguous().view(torch.int32)
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def float32_cdist(x: torch.Tensor, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``torch.cdist`` in float32, whatever the scorer passed."""
+    return TORCH_CDIST(x.float(), y.float(), *args, **kwargs)
 
 
 def simulated_cdist(x: torch.Tensor, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -124,7 +132,8 @@ def main() -> None:
     print(f"{'data':<8}{'distances':<34}" + "".join(f"{k:>11}" for k in KEYS))
     for name in ("grid25", "ring8"):
         rows: list[tuple[str, dict[str, float]]] = [
-            ("float32", scored(name, args.n, device, torch.cdist, tf32=False)),
+            ("float64 (gantune's)", scored(name, args.n, device, torch.cdist, tf32=False)),
+            ("float32", scored(name, args.n, device, float32_cdist, tf32=False)),
             ("TF32 simulated", scored(name, args.n, device, simulated_cdist, tf32=False))]
         if device.type == "cuda":
             rows.append((f"TF32 on {torch.cuda.get_device_name(device)}"[:33],

@@ -108,10 +108,12 @@ def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> s
     """What identifies the real features: the reference samples' bytes and the extractor with its weights and the
     class logits it gives (Inception's, which it did not always give), and for Inception how its uint8 input is
     made (rounded since 2026-12-05: features cached from floored pixels would meet rounded fakes), and the
-    arithmetic (full float32 since 2026-12-05: radii and floors a GPU trial computed under TF32 are not reused)."""
+    arithmetic (full float32 since 2026-12-05: radii and floors a GPU trial computed under TF32 are not reused;
+    float64 distances since later that day: radii and floors from float32 distances are not either)."""
     content = hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
     ident: dict[str, object] = {"x": content, "shape": list(x.shape), "extractor": extractor.name,
-                                "weights": extractor.weights, "classes": extractor.classes, "arithmetic": "float32"}
+                                "weights": extractor.weights, "classes": extractor.classes,
+                                "arithmetic": "float32, float64 distances"}
     if extractor.name == "inception":
         ident["pixels"] = "rounded"
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -219,6 +221,8 @@ class Evaluator:
             return {}
         labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
+        if labels is not None:  # the same pixels under other classes (a folder re-sorted) are another floor
+            digest += hashlib.sha1(labels.contiguous().numpy().tobytes()).hexdigest()[:12]
         # the families' keys too: a family that gains a key must not read an old floor without it
         names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}" for name, _ in self.scorers)
 

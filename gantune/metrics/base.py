@@ -30,8 +30,9 @@ _BACKENDS = ("cuda.matmul", "cudnn.conv", "mkldnn.matmul", "mkldnn.conv")
 @contextlib.contextmanager
 def full_precision() -> Iterator[None]:
     """float32 products and convolutions in full float32 while metrics run, whatever the trial set for training
-    (``train.tf32``, process-wide on a GPU): ``cdist`` builds distances from one product of ``[-2x, |x|^2, 1]``,
-    and TF32 rounds |x|^2 (about 32 on grid25) to 1/32, an error in d^2 as large as the HQ radius^2 (0.0225):
+    (``train.tf32``, process-wide on a GPU): the feature nets and FID's and KID's float32 products. The distances
+    are float64, which TF32 never touches; in float32 under TF32 ``cdist``'s product of ``[-2x, |x|^2, 1]`` would
+    round |x|^2 (about 32 on grid25) to 1/32, an error in d^2 as large as the HQ radius^2 (0.0225):
     ``benchmarks/tf32_metrics.py``. Restored after, through the API the process used: torch 2.9's per-backend
     settings refuse to be read through the legacy ones once set (a plugin may set them)."""
     try:

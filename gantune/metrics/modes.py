@@ -81,7 +81,7 @@ def modes(ref: Reference) -> Scorer:
     k = len(means)
 
     def score(fake: Samples) -> dict[str, float]:
-        dist, nearest = torch.cdist(fake.x.float(), means).min(dim=1)
+        dist, nearest = torch.cdist(fake.x.double(), means.double()).min(dim=1)  # float64: see diversity's docstring
         hq = dist < radius
         counts = torch.bincount(nearest[hq], minlength=k)
         covered = int((counts > 0).sum())

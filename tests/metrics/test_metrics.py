@@ -235,6 +235,31 @@ def test_prdc_matches_a_brute_force_computation(shift: float) -> None:
     assert 0 < expected["precision"] < 1  # measured: 0.96, 0.94, 0.62, 0.26
 
 
+def test_prdc_distances_hold_for_near_neighbours_far_from_the_origin() -> None:
+    """Found measuring ring8: float32 ``cdist`` forms d^2 = |x|^2 + |y|^2 - 2xy, which cancels for points close to
+    each other and far from the origin (its k-NN radii were up to 14% off). Here a cluster of spread 0.01 at
+    (30, 30): float32 distances err by about 0.05, five times the spread."""
+    from gantune.metrics.diversity import K
+
+    real = 30 + 0.01 * _features(60, 2, 0)
+    fake = 30 + 0.01 * _features(50, 2, 1, shift=0.5)
+    ours = FAMILIES.get("prdc")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    expected = _prdc_brute_force(real.double().numpy(), fake.double().numpy(), K)
+    assert ours == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected["coverage"] < 1
+
+
+def test_modes_hq_radius_holds_far_from_the_origin() -> None:
+    """As above, for the modes' HQ rule: samples 0.0299 and 0.0301 from a mean at (40, 0), radius 3 x 0.01 = 0.03.
+    Half of them are HQ whatever the float32 cancellation in ``cdist`` would make of them."""
+    means = torch.tensor([[40.0, 0.0], [-40.0, 0.0]])
+    offsets = torch.tensor([0.0299, 0.0301]).repeat(30)  # 60 samples: cdist takes its product form past 25
+    fake = torch.stack([40 + offsets, torch.zeros(60)], dim=1)
+    ref = Reference(x=means, feats=means, means=means, std=0.01)
+    out = FAMILIES.get("modes")(ref)(Samples(x=fake, feats=fake))
+    assert out["hq"] == 0.5 and out["modes"] == 1
+
+
 def test_prdc_density_counts_every_real_ball_a_fake_is_in() -> None:
     """Reals at 0, 1, ..., 9 on a line: their 5th-nearest-neighbour radii are 5 4 3 3 3 3 3 3 4 5. A fake at 4.5
     is inside all 10 balls; one at 3 inside 6 (those of 0-5: it is exactly on the ball of 6, and a ball is open,

@@ -226,3 +226,22 @@ def test_a_folders_diversity_reference_spans_every_class_folder(tmp_path: Path) 
     ref = data.reference(1200)
     assert len(ref) == 1200 and _rows(ref) == _rows(images)  # still the whole folder
     assert ev(draw)["diversity"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_conditional_floor_is_not_read_back_for_other_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor's cache tag hashed the twin's pixels but not its labels: the same images under other classes (a
+    folder whose class folders were re-sorted) read back the old conditional floor. Here the twin's labels are
+    shifted by one class, as if every folder had been renamed: its floor's accuracy must be the new labels'."""
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "model": {"conditional": True},
+                            "eval": {"n_samples": 300, "metrics": ["conditional"]}})
+    data = load_data(cfg.data, CPU, 0)
+    assert Evaluator(cfg, data, CPU).provenance["floor"]["cond_accuracy"] > 0.9
+    true_labels = data.twin_labels
+
+    def renamed(*args: int) -> torch.Tensor | None:
+        labels = true_labels(*args)
+        return None if labels is None else (labels + 1) % 10
+
+    monkeypatch.setattr(data, "twin_labels", renamed)
+    metrics._MEMO.clear()  # as in a fresh worker process: only the disk cache is left
+    assert Evaluator(cfg, data, CPU).provenance["floor"]["cond_accuracy"] < 0.1
