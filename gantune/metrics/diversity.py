@@ -4,7 +4,7 @@ Both run on the evaluation device. The real side (mean pairwise distance, k-NN r
 search (``Reference.derived``); distance matrices are built in blocks of ``BLOCK`` columns, so memory stays
 at ``n_real x BLOCK`` floats whatever the sample count. Distances are float64: ``cdist`` forms them from
 |x|^2 + |y|^2 - 2xy, and in float32 that cancels for near neighbours far from the origin (ring8's k-NN radii
-were up to 14% off, coverage moved in the 4th digit); float64 costs about 1.6x on a CPU, a fraction of a second.
+were up to 7% off, ``benchmarks/tf32_metrics.py``); float64 costs about 1.6x on a CPU, a fraction of a second.
 """
 
 from __future__ import annotations

@@ -152,6 +152,8 @@ CASES: list[Smoke] = [
         "data distances hq modes precision recall density coverage",
         *(f"{data} {row} {{N}} {{P}} {{N}} {{N}} {{N}} {{N}}" for data in ("grid25", "ring8")
           for row in ("float64 (gantune's)", "float32", "TF32 simulated", "evaluator, trial's TF32 set")),
+        *(f"{data} float32 k-NN radii against float64: {{N}}% off at most, {{N}}% the median"
+          for data in ("grid25", "ring8")),
     ), 5),
     Smoke("stacked_floor.py", ("--n", "300", "--resolution", "8"), (
         "uniform over 1000 modes, n = 300: expected KL {P} (first order 999/(2n) = 1.6650)",
