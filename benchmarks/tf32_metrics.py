@@ -10,7 +10,7 @@ so under TF32 (10 bits of mantissa) grid25's squared norms, about 32, are rounde
 the HQ radius^2 (0.0225) and far above the k-NN radii^2. Exact samples of each 2-D mixture are scored with the
 ``modes`` and ``prdc`` families, the same scorers, their distances computed:
 
-- ``float64 (gantune's)``: what gantune's evaluation computes distances in (``gantune.metrics.diversity``);
+- ``float64 (gantune's)``: what gantune's evaluation computes distances in (``gantune.metrics.base.distances``);
 - ``float32``: ``cdist``'s product form in full float32 (gantune's before it moved to float64: it cancels for
   near neighbours far from the origin; the last line of each data says how far it moves the k-NN radii);
 - ``TF32 simulated``: each operand of that product rounded to TF32 (round to nearest, 13 low mantissa bits
@@ -113,7 +113,8 @@ def radius_error(name: str, n: int, device: torch.device) -> tuple[float, float]
     data = load_data(cfg.data, device, 0)
     x = data.reference(reference_n(data, n)).double()
     exact = kth_nn_radius(x, K)
-    rel = ((kth_nn_radius(x.float(), K).double() - exact) / exact).abs()
+    with distances(float32_cdist, tf32=False):
+        rel = ((kth_nn_radius(x, K) - exact) / exact).abs()
     return float(rel.max()), float(rel.median())
 
 

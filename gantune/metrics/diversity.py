@@ -2,16 +2,14 @@
 
 Both run on the evaluation device. The real side (mean pairwise distance, k-NN radii) is computed once per
 search (``Reference.derived``); distance matrices are built in blocks of ``BLOCK`` columns, so memory stays
-at ``n_real x BLOCK`` floats whatever the sample count. Distances are float64: ``cdist`` forms them from
-|x|^2 + |y|^2 - 2xy, and in float32 that cancels for near neighbours far from the origin (ring8's k-NN radii
-were up to 7% off, ``benchmarks/tf32_metrics.py``); float64 costs about 1.6x on a CPU, a fraction of a second.
+at ``n_real x BLOCK`` floats whatever the sample count. Distances are float64 (``base.distances``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
+from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, distances, family
 
 PAIRWISE_SAMPLES = 1000
 K = 5
@@ -37,7 +35,7 @@ def diversity(ref: Reference) -> Scorer:
 def kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest neighbour among the others (blocks of ``BLOCK`` points)."""
     # +1: the point itself is at distance 0
-    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
+    return torch.cat([distances(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
 
 
 @family("prdc", keys=("precision", "recall", "density", "coverage"),
@@ -58,7 +56,7 @@ def prdc(ref: Reference) -> Scorer:
         recalled = torch.zeros(len(real), dtype=torch.bool, device=f.device)  # real inside some fake ball
         nearest = torch.full((len(real),), float("inf"), dtype=f.dtype, device=f.device)  # nearest fake of each real
         for start in range(0, len(f), BLOCK):
-            d = torch.cdist(real, f[start:start + BLOCK])  # (n_real, block)
+            d = distances(real, f[start:start + BLOCK])  # (n_real, block)
             inside_real = d < real_r[:, None]
             precise[start:start + BLOCK] = inside_real.any(dim=0)
             density[start:start + BLOCK] = inside_real.sum(dim=0).float()

@@ -16,7 +16,7 @@ import torch
 
 from gantune.config import TrialConfig
 from gantune.data import DATASETS, channels_of, is_points
-from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, family
+from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, distances, family
 from gantune.metrics.features import INCEPTION_CLASSES, built_in_extractor
 
 #: classes of one channel of stacked digits: the digits classifier's
@@ -81,7 +81,7 @@ def modes(ref: Reference) -> Scorer:
     k = len(means)
 
     def score(fake: Samples) -> dict[str, float]:
-        dist, nearest = torch.cdist(fake.x.double(), means.double()).min(dim=1)  # float64: see diversity's docstring
+        dist, nearest = distances(fake.x, means).min(dim=1)
         hq = dist < radius
         counts = torch.bincount(nearest[hq], minlength=k)
         covered = int((counts > 0).sum())
