@@ -4,6 +4,7 @@
     python benchmarks/search_efficiency.py --preset digits [--seeds 3]
     python benchmarks/search_efficiency.py --preset toy_wide       # toy_wide.yaml: its configs barely train
     python benchmarks/search_efficiency.py --preset smoke          # a few steps of every arm (the test suite's)
+    python benchmarks/search_efficiency.py --grace-evals 2 --out DIR --arms random gantune  # ASHA's first rung later
 
 Every arm searches the same space with the same budget B of trial-steps (``trials x max_steps`` of the unpruned
 arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
@@ -42,7 +43,10 @@ reported; a PBT member restored from a checkpoint counts only the steps it train
    the worst third of the random arm's configs, *good* when in the best third; the share of bad ones stopped
    before 25% of the budget, and false prunes (good ones stopped before the end) by who stopped them (ASHA's
    rungs, health verdicts);
-3. the evaluation noise at ASHA's rungs (the objective measured twice on the same weights, ``eval.repeat``), its
+3. how well each of ASHA's rungs ranks the configs by their end: the rank correlation (Spearman) between the
+   objective at the rung and the final one over the random arm's configs (all, and those of the better half),
+   pooled over seeds; a rung that cannot tell the configs that end best apart stops them by chance;
+4. the evaluation noise at ASHA's rungs (the objective measured twice on the same weights, ``eval.repeat``), its
    ratio to the spread of the objective across trials there, and what noise-aware promotion rescued and cost.
 
 The curves of the searching arms (median line, min-max band over seeds, against trial-steps and against wall
@@ -92,6 +96,17 @@ class Preset:
     seeds: int
     pruned_factor: float = 3.0
     quick_every: int | None = None  # the space's cheap-check cadence unless set (``--quick-every``)
+    grace_evals: int | None = None  # ASHA's first rung, in evaluations, unless the space's (``--grace-evals``)
+
+    def overrides(self, arm: str) -> dict[str, int | None]:
+        """What this run changes of the space's settings for ``arm`` (kept with its run: a kept arm run with other
+        values is refused); the first rung matters only to the arms that run ASHA."""
+        return {"quick_every": self.quick_every, "grace_evals": self.grace_evals if arm in ASHA_ARMS else None}
+
+    def rungs(self, grace_evals: int, reduction_factor: int) -> list[int]:
+        """ASHA's rungs (steps) under this preset: the first, ``reduction_factor`` times it, ... below the end."""
+        grace = (self.grace_evals or grace_evals) * self.eval_every
+        return [r for k in range(8) if (r := grace * reduction_factor ** k) < self.max_steps]
 
 
 PRESETS = {
@@ -112,6 +127,8 @@ NO_PRUNING = {"asha": False, "health": False}
 ASHA_HEALTH = {"scheduler": "asha", "asha": True, "health": True}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
 JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
+#: the arms ASHA prunes (``--grace-evals`` moves their first rung)
+ASHA_ARMS = ("stock", "gantune", "gantune_startup10", "gantune_warm", "gantune_defaults", "pruned", "pruned_noise")
 
 
 class TimedCollector(Collector):
@@ -122,8 +139,8 @@ class TimedCollector(Collector):
         self.records[number][-1]["_t"] = time.time()
 
 
-def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
-    """One of gantune's arms through ``run_search``; returns its events and per-trial outcomes."""
+def arm_settings(arm: str, preset: Preset, seed: int) -> dict[str, Any]:
+    """The ``search`` settings one of gantune's arms overrides in the space."""
     trials = preset.trials
     settings: dict[str, Any] = {"max_steps": preset.max_steps, "eval_every": preset.eval_every, "seed": seed,
                                 "warm_start": False, "concurrency": 0, "defaults": {}}
@@ -148,9 +165,16 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
         "pruned_noise": {"sampler": "random", "trials": trials,
                          "pruning": {"asha": True, "health": True, "noise_aware": True, "noise_margin": 1.0}},
     }[arm])
+    if preset.grace_evals is not None and arm in ASHA_ARMS:
+        settings["pruning"] = {**settings["pruning"], "grace_evals": preset.grace_evals}
+    return settings
+
+
+def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
+    """One of gantune's arms through ``run_search``; returns its events and per-trial outcomes."""
     collector = TimedCollector()
     t0 = time.time()
-    summary, study, _ = run(preset.space, f"eff-{arm}", workdir, settings, collector)
+    summary, study, _ = run(preset.space, f"eff-{arm}", workdir, arm_settings(arm, preset, seed), collector)
     trials_out = {}
     for t in study.trials:
         status = str(t.user_attrs.get(STATUS_KEY, t.state.name.lower()))
@@ -210,6 +234,8 @@ def stock_arm(preset: Preset, seed: int, workdir: Path) -> dict[str, Any]:
     raw.update(max_steps=preset.max_steps, eval_every=preset.eval_every, seed=seed, defaults={})
     if preset.quick_every is not None:
         raw["quick_every"] = preset.quick_every
+    if preset.grace_evals is not None:
+        raw["pruning"]["grace_evals"] = preset.grace_evals
     s = space.settings = type(space.settings).model_validate(raw)
     objective, mode = s.objectives[0], s.mode
     logs = workdir / "stock-logs"
@@ -365,6 +391,49 @@ def rung_noise(run_: dict[str, Any], rungs: list[int]) -> dict[int, tuple[float,
     return out
 
 
+def rung_agreement(random_runs: list[dict[str, Any]], rungs: list[int], max_steps: int,
+                   sign: float) -> dict[int, tuple[float, float, int]]:
+    """Per rung: the rank correlation between the objective there and the final one over the unpruned configs
+    that reported both (finite), then over the better half by their final (where the configs worth keeping are
+    told apart), and the number of configs. The final is read at ``max_steps``."""
+    out = {}
+    for rung in rungs:
+        pairs = []
+        for r in random_runs:
+            at: dict[int, dict[int, float]] = {}
+            for _, number, step, value, _, _ in r["events"]:
+                if step in (rung, max_steps) and value is not None and math.isfinite(value):
+                    at.setdefault(number, {})[step] = sign * value
+            pairs += [(v[rung], v[max_steps]) for v in at.values() if len(v) == 2]
+        if len(pairs) >= 4:
+            top = sorted(pairs, key=lambda p: p[1])[: len(pairs) // 2]  # signed: lower is better
+            out[rung] = (spearman(pairs), spearman(top), len(pairs))
+    return out
+
+
+def spearman(pairs: list[tuple[float, float]]) -> float:
+    """Spearman's rank correlation (ties share their mean rank); NaN where one side does not vary."""
+    xs, ys = (_ranks([p[i] for p in pairs]) for i in (0, 1))
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
 def _med(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
@@ -423,10 +492,14 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
         print(f"  the config that ends best unpruned was stopped early in {best_stopped} of {len(runs[arm])} seeds; "
               f"the good configs stopped, with their unpruned final {objective}: "
               + ("; ".join(false_prunes) or "none"))
+    rungs = preset.rungs(settings.pruning.grace_evals, settings.pruning.reduction_factor)
+    if "random" in runs:
+        print("\nhow ASHA's rungs rank the random arm's configs by their final " + objective
+              + " (Spearman, all seeds pooled): "
+              + "; ".join(f"step {rung}: {rho:.2f} over {n} configs, {rho_top:.2f} over the better half"
+                          for rung, (rho, rho_top, n) in rung_agreement(list(runs["random"].values()), rungs,
+                                                                       preset.max_steps, sign).items()))
     if "pruned_noise" in runs:
-        p = settings.pruning
-        grace = p.grace_evals * preset.eval_every
-        rungs = [r for k in range(8) if (r := grace * p.reduction_factor ** k) < preset.max_steps]
         print("\nevaluation noise at ASHA's rungs (objective measured twice on the same weights, all seeds pooled):")
         for seed, r in sorted(runs["pruned_noise"].items()):
             for rung, (noise, spread, n) in rung_noise(r, rungs).items():
@@ -496,8 +569,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", action="store_true", help="re-run arms already kept in --out")
     ap.add_argument("--quick-every", type=positive_int, help="cheap collapse checks every N steps (default: the "
                     "space's); a kept arm of another cadence is refused")
+    ap.add_argument("--grace-evals", type=positive_int, help="ASHA's first rung after N evaluations in the arms ASHA "
+                    "prunes (default: the space's); a kept arm of another rung is refused")
     args = ap.parse_args(argv)
-    preset = dataclasses.replace(PRESETS[args.preset], quick_every=args.quick_every)
+    preset = dataclasses.replace(PRESETS[args.preset], quick_every=args.quick_every, grace_evals=args.grace_evals)
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
     env.configure()
     import ray
@@ -526,13 +601,15 @@ def run_all(args: argparse.Namespace, preset: Preset, runs: dict[str, dict[int, 
             path = args.out / args.preset / f"seed{seed}" / f"{arm}.json"
             if path.exists() and not args.fresh:
                 kept = load_kept(path)
-                if kept.get("quick_every") != preset.quick_every:  # None: the space's own cadence
-                    raise SystemExit(f"{path}: kept with --quick-every {kept.get('quick_every')}, asked for "
-                                     f"{preset.quick_every}: use another --out, or --fresh")
+                for key, value in preset.overrides(arm).items():  # None: the space's own
+                    if kept.get(key) != value:
+                        option = "--" + key.replace("_", "-")
+                        raise SystemExit(f"{path}: kept with {option} {kept.get(key)}, asked for {value}: use "
+                                         "another --out, or --fresh")
                 runs[arm][seed] = kept
                 continue
             t0 = time.monotonic()
-            result = run_arm(arm, preset, seed) | {"quick_every": preset.quick_every}
+            result = run_arm(arm, preset, seed) | preset.overrides(arm)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result))
             runs[arm][seed] = result

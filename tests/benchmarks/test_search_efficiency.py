@@ -116,6 +116,53 @@ def test_rung_noise_is_the_sd_of_one_evaluation() -> None:
     assert noise == pytest.approx(math.sqrt(0.02)) and spread == pytest.approx(0.4) and n == 3
 
 
+def test_spearman_ranks_ties_together_as_scipy_does() -> None:
+    from scipy.stats import spearmanr
+
+    pairs = [(0.1, 3.0), (0.4, 1.0), (0.4, 2.0), (0.9, 2.0), (0.2, 5.0), (0.7, 0.5)]
+    assert eff.spearman(pairs) == pytest.approx(spearmanr(*zip(*pairs, strict=True))[0])
+    assert math.isnan(eff.spearman([(1.0, 2.0), (1.0, 3.0)]))  # one side constant: no correlation to speak of
+
+
+def test_rung_agreement_pools_seeds_and_reads_the_better_half_by_the_final() -> None:
+    # maximised objective (sign -1), rung at step 10, final at 30; trial 4 never reached the end (left out)
+    rung_final = {0: (0.1, 0.9), 1: (0.2, 0.8), 2: (0.3, 0.1), 3: (0.4, 0.2)}
+    seed0 = _run([[0.0, n, step, v, None, None] for n, (r, f) in rung_final.items() for step, v in ((10, r), (30, f))]
+                 + [[0.0, 4, 10, 0.5, None, None]], {})
+    seed1 = _run([[0.0, n, step, v, None, None] for n, (r, f) in rung_final.items() for step, v in ((10, f), (30, f))],
+                 {})
+    rho, rho_top, n = eff.rung_agreement([seed0, seed1], [10], max_steps=30, sign=-1.0)[10]
+    assert n == 8
+    # the better half by the final: trials 0 and 1 of both seeds; seed 0 ranks them backwards at the rung
+    assert rho_top == pytest.approx(eff.spearman([(-0.1, -0.9), (-0.2, -0.8), (-0.9, -0.9), (-0.8, -0.8)]))
+    assert rho == pytest.approx(eff.spearman([(-r, -f) for r, f in rung_final.values()]
+                                             + [(-f, -f) for _, f in rung_final.values()]))
+
+
+def test_grace_evals_moves_the_first_rung_of_the_asha_arms_only_and_a_kept_arm_must_match(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    preset = dataclasses.replace(eff.PRESETS["grid25"], grace_evals=3)
+    assert eff.arm_settings("gantune", preset, 0)["pruning"]["grace_evals"] == 3
+    assert eff.arm_settings("pruned_noise", preset, 0)["pruning"]["noise_aware"] is True  # the arm's own kept
+    assert "grace_evals" not in eff.arm_settings("random", preset, 0)["pruning"]
+    assert "grace_evals" not in eff.arm_settings("pbt", preset, 0)["pruning"]  # read by nothing under PBT
+    assert preset.rungs(1, 3) == [750] and eff.PRESETS["grid25"].rungs(1, 3) == [250, 750]
+    # a random arm kept without the option is the same run (no rung); a gantune arm kept without it is not
+    for arm in ("random", "gantune"):
+        kept = tmp_path / "grid25" / "seed0" / f"{arm}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps({"events": [], "trials": {}, "wall_s": 1.0, "trial_steps": 0, "quick_every": None}))
+    args = argparse.Namespace(seeds=1, arms=["random"], out=tmp_path, preset="grid25", fresh=False)
+    runs: dict = {"random": {}}
+    eff.run_all(args, preset, runs)
+    assert runs["random"][0]["trial_steps"] == 0
+    with pytest.raises(SystemExit, match="kept with --grace-evals None, asked for 3"):
+        eff.run_all(argparse.Namespace(**{**vars(args), "arms": ["gantune"]}),
+                    preset, {"gantune": {}})
+
+
 #: one arm of each way an arm runs: gantune's search without pruning, stock Ray Tune, PBT, noise-aware ASHA (the
 #: others are the first with other settings); the decision and noise tables need random and a pruned arm
 SMOKE_ARMS = ("random", "stock", "pbt", "pruned_noise", "health_only")
