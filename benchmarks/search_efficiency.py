@@ -493,12 +493,11 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
               f"the good configs stopped, with their unpruned final {objective}: "
               + ("; ".join(false_prunes) or "none"))
     rungs = preset.rungs(settings.pruning.grace_evals, settings.pruning.reduction_factor)
-    if "random" in runs:
-        print("\nhow ASHA's rungs rank the random arm's configs by their final " + objective
-              + " (Spearman, all seeds pooled): "
-              + "; ".join(f"step {rung}: {rho:.2f} over {n} configs, {rho_top:.2f} over the better half"
-                          for rung, (rho, rho_top, n) in rung_agreement(list(runs["random"].values()), rungs,
-                                                                       preset.max_steps, sign).items()))
+    agreement = rung_agreement(list(runs.get("random", {}).values()), rungs, preset.max_steps, sign)
+    if agreement:  # four configs at least (the smoke run has three)
+        print(f"\nhow ASHA's rungs rank the random arm's configs by their final {objective} (Spearman, all seeds "
+              "pooled): " + "; ".join(f"step {rung}: {rho:.2f} over {n} configs, {rho_top:.2f} over the better half"
+                                       for rung, (rho, rho_top, n) in agreement.items()))
     if "pruned_noise" in runs:
         print("\nevaluation noise at ASHA's rungs (objective measured twice on the same weights, all seeds pooled):")
         for seed, r in sorted(runs["pruned_noise"].items()):
