@@ -264,6 +264,7 @@ def test_a_failed_table_run_leaves_no_work_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("script", "args", "says"), [
     # found by a probe: 0 meant "the default", -1 ran nothing and kept an empty plot, exit 0 either way
     ("search_efficiency.py", ["--seeds", "0"], "argument --seeds: must be a whole number of at least 1"),
+    ("search_efficiency.py", ["--grace-evals", "0"], "argument --grace-evals: must be a whole number of at least 1"),
     ("remedies.py", ["--steps-scale", "0"], "argument --steps-scale: must be a number above 0"),
     ("remedies.py", ["--seeds", "-1"], "argument --seeds: must be a whole number of at least 1"),
     ("pacgan_table.py", ["--n", "0"], "argument --n: must be a whole number of at least 16"),
