@@ -593,6 +593,10 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     chosen.values, chosen.seeds = [0.09, 0.07], [0, 1]
     assert header(study, chosen, [chosen], "coverage", 100).splitlines()[2].endswith(
         "per seed 0.09, 0.07; mode_kl mean 0.3, per seed 0.4, 0.2")
+    # each seed's value to the mean's digits: 4 digits hid what the 6-digit mean was made of
+    chosen.values, chosen.others = [0.0912345, 0.0712345], {"mode_kl": [0.412345, 0.212345]}
+    assert header(study, chosen, [chosen], "coverage", 100).splitlines()[2].endswith(
+        "per seed 0.0912345, 0.0712345; mode_kl mean 0.312345, per seed 0.412345, 0.212345")
     monkeypatch.chdir(tmp_path)
     cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db")
     assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
