@@ -211,8 +211,8 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
         if c.values:
             spread = f"+- {c.spread:.3g} (std)" if c.spread is not None else "(one seed: no spread)"
             lines.append(f"# trial {c.trial.number}: {objective} mean {c.mean:.6g} {spread} over "
-                         f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed "
-                         + ", ".join(f"{v:.6g}" for v in c.values) + _other_means(c) + _dropped(c))
+                         f"{len(c.values)} seed(s) {c.seeds} at {steps} steps; per seed {_per_seed(c.values)}"
+                         + _other_means(c) + _dropped(c))
         elif c.dropped:
             lines.append(f"# trial {c.trial.number}: no seed re-run completed at {steps} steps{_dropped(c)}")
     lines.append(f"# params: {_written(trained_params(chosen.trial))}{explored_note(chosen.trial, _written)}")
@@ -226,8 +226,13 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
 
 def _other_means(c: Candidate) -> str:
     """A multi-objective search's other objectives over the same seeds (the line gave the first alone)."""
-    return "".join(f"; {name} mean {statistics.fmean(vs):.6g}, per seed " + ", ".join(f"{v:.6g}" for v in vs)
+    return "".join(f"; {name} mean {statistics.fmean(vs):.6g}, per seed {_per_seed(vs)}"
                    for name, vs in c.others.items())
+
+
+def _per_seed(values: list[float]) -> str:
+    """Each seed's value to the digits of the mean beside it (fewer would hide what the mean was made of)."""
+    return ", ".join(f"{v:.6g}" for v in values)
 
 
 def _written(params: dict[str, Any]) -> str:
