@@ -17,10 +17,14 @@ arms), once per seed (the sampler's seed; ``train.seed`` stays the space's):
   same nothing;
 - ``gantune_startup10``: the same with TPE's random start of Optuna's default length (10 trials, as stock's
   TPE has; gantune's is 5): what the start's length does on its own;
+- ``gantune_group``: the same with TPE's ``group`` option (one model per set of parameters that occur together,
+  Optuna's advice for conditional spaces; gantune's TPE is multivariate without it);
+- ``random_asha``: the same scheduling (ASHA + health, refilled to B) with Optuna's random sampler instead of
+  TPE: what the sampler adds on its own;
 - ``gantune_warm``: the same with warm starts on (the data kind's known-good recipes first, projected onto the
   space);
 - ``gantune_defaults``: the product as shipped, warm starts and ``search.defaults`` (an EMA of G) on: the one
-  arm that does not train the configs as written;
+  arm that does not train the configs as written; ``gantune_defaults_group``: the same with TPE's ``group``;
 - ``pbt``: gantune's Population Based Training, B / max_steps members;
 - ``pruned`` and ``pruned_noise``: ASHA + health on the *random* arm's configs (the same random sampler and seed
   give trial k the same config; ``train.seed`` gives it the same training), without and with noise-aware
@@ -120,15 +124,18 @@ PRESETS = {
                     pruned_factor=2.0),
 }
 #: the arms, in the order they run and print
-ARMS = ("random", "tpe", "stock", "gantune", "gantune_startup10", "gantune_warm", "gantune_defaults", "pbt", "pruned",
-        "pruned_noise", "health_only")
+ARMS = ("random", "tpe", "stock", "gantune", "gantune_startup10", "gantune_group", "random_asha", "gantune_warm",
+        "gantune_defaults", "gantune_defaults_group", "pbt", "pruned", "pruned_noise", "health_only")
 NO_PRUNING = {"asha": False, "health": False}
 #: gantune's pruning as shipped
 ASHA_HEALTH = {"scheduler": "asha", "asha": True, "health": True}
+#: TPE's option to model each set of parameters that occur together on its own (Optuna's advice for conditional spaces)
+TPE_GROUP = {"group": True}
 #: arms that exist to judge pruning decisions on known outcomes (left out of the curves)
 JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
 #: the arms ASHA prunes (``--grace-evals`` moves their first rung)
-ASHA_ARMS = ("stock", "gantune", "gantune_startup10", "gantune_warm", "gantune_defaults", "pruned", "pruned_noise")
+ASHA_ARMS = ("stock", "gantune", "gantune_startup10", "gantune_group", "random_asha", "gantune_warm",
+             "gantune_defaults", "gantune_defaults_group", "pruned", "pruned_noise")
 
 
 class TimedCollector(Collector):
@@ -147,18 +154,20 @@ def arm_settings(arm: str, preset: Preset, seed: int) -> dict[str, Any]:
     if preset.quick_every is not None:
         settings["quick_every"] = preset.quick_every
     extra = max(trials, math.ceil(preset.pruned_factor * trials))
+    searching = {"sampler": "tpe", "trials": extra, "pruning": ASHA_HEALTH}  # gantune's scheduling, TPE
+    # the product as shipped: warm starts and the search defaults (``SEARCH_DEFAULTS``: an EMA of G)
+    shipped = {**searching, "warm_start": True, "defaults": dict(SEARCH_DEFAULTS)}
     settings.update({
         "random": {"sampler": "random", "trials": trials, "pruning": NO_PRUNING},
         "tpe": {"sampler": "tpe", "trials": trials, "pruning": NO_PRUNING},
-        "gantune": {"sampler": "tpe", "trials": extra, "pruning": ASHA_HEALTH},
+        "gantune": searching,
         # the same with TPE's random start as long as Optuna's default (10 trials; stock's TPE has it)
-        "gantune_startup10": {"sampler": "tpe", "trials": extra, "sampler_options": {"n_startup_trials": 10},
-                              "pruning": ASHA_HEALTH},
-        "gantune_warm": {"sampler": "tpe", "trials": extra, "warm_start": True,
-                         "pruning": ASHA_HEALTH},
-        # the product as shipped: warm starts and the search defaults (``SEARCH_DEFAULTS``: an EMA of G)
-        "gantune_defaults": {"sampler": "tpe", "trials": extra, "warm_start": True, "defaults": dict(SEARCH_DEFAULTS),
-                             "pruning": ASHA_HEALTH},
+        "gantune_startup10": {**searching, "sampler_options": {"n_startup_trials": 10}},
+        "gantune_group": {**searching, "sampler_options": dict(TPE_GROUP)},
+        "random_asha": {**searching, "sampler": "random"},
+        "gantune_warm": {**searching, "warm_start": True},
+        "gantune_defaults": shipped,
+        "gantune_defaults_group": {**shipped, "sampler_options": dict(TPE_GROUP)},
         "pbt": {"sampler": "tpe", "trials": trials, "pruning": {"scheduler": "pbt", "health": True}},
         "pruned": {"sampler": "random", "trials": trials, "pruning": {"asha": True, "health": True}},
         "health_only": {"sampler": "random", "trials": trials, "pruning": {"asha": False, "health": True}},

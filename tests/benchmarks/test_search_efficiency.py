@@ -163,6 +163,21 @@ def test_grace_evals_moves_the_first_rung_of_the_asha_arms_only_and_a_kept_arm_m
                     preset, {"gantune": {}})
 
 
+def test_the_sampler_arms_differ_from_gantunes_arm_in_the_sampler_only() -> None:
+    """What they measure (the sampler's share of the search's result) holds only if the scheduling, trials and
+    budget are gantune's arm's."""
+    preset = eff.PRESETS["grid25"]
+    base = eff.arm_settings("gantune", preset, 3)
+    assert base["trials"] == 48 and base["pruning"] == eff.ASHA_HEALTH
+    assert eff.arm_settings("random_asha", preset, 3) == {**base, "sampler": "random"}
+    assert eff.arm_settings("gantune_group", preset, 3) == {**base, "sampler_options": {"group": True}}
+    assert eff.arm_settings("gantune_startup10", preset, 3) == {**base, "sampler_options": {"n_startup_trials": 10}}
+    shipped = eff.arm_settings("gantune_defaults", preset, 3)
+    assert eff.arm_settings("gantune_defaults_group", preset, 3) == {**shipped, "sampler_options": {"group": True}}
+    assert shipped == {**base, "warm_start": True, "defaults": dict(eff.SEARCH_DEFAULTS)}
+    assert {"random_asha", "gantune_group", "gantune_defaults_group"} <= set(eff.ASHA_ARMS)
+
+
 #: one arm of each way an arm runs: gantune's search without pruning, stock Ray Tune, PBT, noise-aware ASHA (the
 #: others are the first with other settings); the decision and noise tables need random and a pruned arm
 SMOKE_ARMS = ("random", "stock", "pbt", "pruned_noise", "health_only")
