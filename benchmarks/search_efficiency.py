@@ -460,7 +460,8 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
           f"{preset.max_steps}) per search, objective {objective} ({settings.directions[0]}), seeds "
           f"{sorted({s for r in runs.values() for s in r})}")
     print(f"target: the random arm's median final best, {objective} {sign * target:.4g}")
-    print(f"{'arm':<18}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
+    w = max(18, max(map(len, curves), default=0) + 2)  # the arm column fits the longest name
+    print(f"{'arm':<{w}}{'final best: median':>20}{'[min, max]':>22}{'reached':>9}{'steps to target':>17}"
           f"{'wall to target':>16}{'wall to B (s)':>15}")
     for arm, by_seed in curves.items():
         values = sorted(sign * v for v in finals[arm].values())
@@ -473,7 +474,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
         spread = f"[{values[0]:.4g}, {values[-1]:.4g}]" if values else ""
         to_steps = f"{frac:.1%} of B" if math.isfinite(frac) else "> B"
         to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
-        print(f"{arm:<18}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
+        print(f"{arm:<{w}}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
               f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>15.0f}")
     for arm in JUDGED_ONLY:
         if arm not in runs or "random" not in runs:
