@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.image.kid import poly_mmd
 
 from gantune.metrics.base import Reference, Samples, Scorer, family
 
@@ -86,6 +85,9 @@ def kid(ref: Reference) -> Scorer:
     The subsets come from a generator seeded with ``KID_SEED`` at every evaluation: the same subsets every
     time, and the training RNG never moves. Fewer than 4 samples a side: NaN (m < 2 has no pair to compare).
     """
+    # imported here: torchmetrics pulls in scipy.signal, ~3 s of every trial process's start, for KID alone
+    from torchmetrics.image.kid import poly_mmd
+
     real = ref.feats.float()  # float32 like torchmetrics' own use: float64 kernels cost 3x on a CPU
 
     def score(fake: Samples) -> dict[str, float]:
