@@ -180,14 +180,11 @@ def _search(args: argparse.Namespace) -> dict[str, Any]:
     space = load_space(args.space, name=args.name)
     uri = None
     if not args.no_tracking:  # MLflow's import takes seconds: a search without tracking never pays it
-        from gantune.tracking import resolve_tracking_uri
+        from gantune.tracking import MlflowTracker, resolve_tracking_uri
         uri = resolve_tracking_uri(args.tracking_uri)
     check_apart(args.storage or DEFAULT_STORAGE, uri,
                 storage_named=args.storage is not None and args.tracking_uri is None)
-    observers: list[Any] = []
-    if uri is not None:
-        from gantune.tracking import MlflowTracker
-        observers.append(MlflowTracker(uri, space.name))
+    observers = [] if uri is None else [MlflowTracker(uri, space.name)]
     opts = SearchOptions(trials=args.trials, max_steps=args.max_steps, concurrent=args.concurrent,
                          gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, storage=args.storage,
                          runs_dir=args.runs_dir, resume=args.resume, quiet=args.quiet or args.json,
