@@ -107,6 +107,15 @@ def searched_in(root: Path, name: str, space: str, lrs: list[float]) -> Iterator
             os.environ["GANTUNE_CACHE_DIR"] = old_cache
 
 
+def modules_after(code: str, cwd: Path | None = None) -> tuple[set[str], str]:
+    """The modules (dotted names) a fresh interpreter holds after running ``code``, and what it wrote to stderr:
+    what a command or a trial process imports on its own, with nothing the test process imported before."""
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sys.modules))"],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return set(done.stdout.split()), done.stderr
+
+
 def last_json(capsys: pytest.CaptureFixture[str]) -> Any:
     """The JSON object a ``--json`` command printed last."""
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -7,6 +7,7 @@ import errno
 from pathlib import Path
 
 import pytest
+from conftest import modules_after
 
 from gantune import rundir
 from gantune.cli import main
@@ -335,12 +336,7 @@ def test_a_longer_sqlite_wait_the_url_asks_for_stands(tmp_path: Path) -> None:
 def test_commands_without_a_store_do_not_import_sqlalchemy(tmp_path: Path) -> None:
     """Found by a review: every command registered the sqlite wait, importing SQLAlchemy (0.14 s) also for
     ``generate`` and ``init``, which open neither the study nor MLflow's store."""
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom gantune.cli import main\n"
-            f"rc = main(['generate', {str(tmp_path / 'none.pt')!r}, '--out', {str(tmp_path / 'out')!r}])\n"
-            "print(rc, 'sqlalchemy' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["2", "False"]
-    assert "no such weights file" in done.stderr
+    modules, stderr = modules_after(
+        "from gantune.cli import main\n"
+        f"assert main(['generate', {str(tmp_path / 'none.pt')!r}, '--out', {str(tmp_path / 'out')!r}]) == 2")
+    assert "sqlalchemy" not in modules and "no such weights file" in stderr
