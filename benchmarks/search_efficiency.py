@@ -116,7 +116,8 @@ class Preset:
 PRESETS = {
     "grid25": Preset(ROOT / "benchmarks" / "spaces" / "grid25_wide.yaml", trials=16, max_steps=2000, eval_every=250,
                      seeds=5),
-    # the quickstart's wide space, whose configs barely train in 1,500 steps (kept: its README figures came from it)
+    # the quickstart's wide space, whose configs barely train in 1,500 steps (kept: figures in
+    # benchmarks/RESULTS.md came from it)
     "toy_wide": Preset(ROOT / "search_spaces" / "toy_wide.yaml", trials=16, max_steps=1500, eval_every=250, seeds=5),
     "digits": Preset(ROOT / "benchmarks" / "spaces" / "digits_wide.yaml", trials=8, max_steps=1000, eval_every=200,
                      seeds=3),

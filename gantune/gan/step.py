@@ -76,7 +76,7 @@ def ema_decay(ema: float, step: int) -> float:
     TensorFlow's ExponentialMovingAverage. Without it a 0.999 EMA still holds 37% of G's random initial
     weights after 1,000 steps (the built-in digits config, FID against the training digits as it was then
     measured: 363 there, where G itself scored 25); with it the average spans about the last tenth of training
-    until it reaches ``ema`` (the same config: 26 then; README Results has the held-out figures)."""
+    until it reaches ``ema`` (the same config: 26 then; benchmarks/RESULTS.md has the held-out figures)."""
     return min(ema, (1.0 + step) / (10.0 + step))
 
 

@@ -27,7 +27,8 @@ Direction = Literal["minimize", "maximize"]
 #: a search name is one path component (``runs/<name>/trial-NNNN``), a study and an MLflow experiment name
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
-#: ``search.defaults`` when a space does not say: chosen by ``benchmarks/search_defaults.py`` (README Results)
+#: ``search.defaults`` when a space does not say: chosen by ``benchmarks/search_defaults.py``
+#: (benchmarks/RESULTS.md, "Search defaults")
 SEARCH_DEFAULTS: dict[str, Any] = {"optim.ema": 0.999}
 
 KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
