@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_workers_keep_each_files_tests_on_one(tmp_path: Path) -> None:
-    """``pytest -n 2`` without ``--dist loadfile`` spread a file's tests over both workers: files that share a
-    module's fixtures (a local Ray, a search run once for several tests) then ran them twice at once, and e2e tests
-    failed or hung. The project's pytest options carry ``--dist loadfile``, so ``-n 2`` alone groups by file."""
+    """``pytest -n 2`` without ``--dist loadfile`` spread a file's tests over both workers, so a module's fixtures
+    ran once in each (the benchmark smoke runs, which one module fixture starts for the whole file, ran twice):
+    the suite took 631 s that way against 572 s grouped by file. The project's pytest options carry ``--dist
+    loadfile``, so ``-n 2`` alone groups by file."""
     log = tmp_path / "ran"
     log.mkdir()
     tests = tmp_path / "suite"
