@@ -33,6 +33,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._outside: dict[str, str] = {}  # name -> the module outside gantune that registered it
+        self._own: set[str] = set()  # the names gantune itself registered (a plugin may replace one)
         Registry.ALL[kind] = self  # type: ignore[assignment]
 
     def add(self, name: str, entry: T) -> T:
@@ -42,6 +43,8 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         if (module := _registrant()) is not None:
             self._outside[name] = module
+        else:
+            self._own.add(name)
         return entry
 
     def remove(self, name: str) -> None:
@@ -52,6 +55,11 @@ class Registry(Generic[T]):
     def outside(self) -> dict[str, tuple[str, T]]:
         """The entries registered from outside the package, by name: (the registering module, the entry)."""
         return {name: (module, self._entries[name]) for name, module in self._outside.items()}
+
+    def replaces(self, name: str) -> bool:
+        """Whether ``name`` is a plugin's entry in place of gantune's own: a process without the plugin has the
+        built-in under that name, so a config that never names it still uses it."""
+        return name in self._own and name in self._outside
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""

@@ -275,7 +275,7 @@ def test_what_is_carried_replaces_a_built_in_and_loads_where_the_module_is_not(
     monkeypatch.chdir(tmp_path)
     try:
         plugins.load([str(folder / "far_plug.py")])
-        blob = pack()
+        blob, _ = pack()
         assert blob is not None and set(LOSSES.outside()) == {"hinge", "far_loss"}
         LOSSES.remove("hinge")  # a fresh worker: the built-in
         LOSSES.add("hinge", built_in)
@@ -392,6 +392,60 @@ def test_a_registration_that_does_not_pickle_is_named_in_one_line() -> None:
                                           "processes that run trials: TypeError: cannot pickle '_thread.lock'"), exc
     finally:
         LOSSES.remove("locked_loss")
+
+
+def test_a_registration_no_trial_can_use_is_left_out_when_it_does_not_pickle(
+        relativistic: str, tmp_path: Path, ray_session: object, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plugin loaded for every command (``$GANTUNE_PLUGINS``, an entry point) that registered something that does
+    not pickle stopped every search (exit 2), the ones that never use it too. It is left out with a warning; a space
+    that names it, or a plugin's entry in place of a built-in (used without being named), still stops the search."""
+    import threading
+
+    from gantune.search import SearchOptions, run_search
+    from gantune.search.carry import pack
+
+    lock = threading.Lock()
+    locked = GANLoss(d=lambda r, f: (f - r).mean() if lock else r, g=lambda f: -f.mean())
+    built_in = LOSSES.get("hinge")
+    LOSSES.add("locked_loss", locked)
+    try:
+        monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+        path = tmp_path / "unlocked.yaml"
+        path.write_text(f"""
+name: unlocked
+search: {{trials: 2, max_steps: 20, eval_every: 10, objective: mode_coverage, direction: maximize,
+         warm_start: false, pruning: {{asha: false}}}}
+data: {{name: ring8}}
+loss: {{name: {{categorical: [hinge, {relativistic}]}}}}
+model: {{z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}}
+optim: {{lr_g: {{float: [1.0e-4, 1.0e-3], log: true}}}}
+train: {{batch_size: 32, log_every: 10}}
+eval: {{n_samples: 200, metrics: [modes]}}
+""")
+        storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+        summary = run_search(load_space(path), SearchOptions(storage=storage, runs_dir=str(tmp_path / "runs"),
+                                                             quiet=True))
+        assert summary["counts"]["completed"] == 2
+        left = [line for line in capsys.readouterr().err.splitlines() if "locked_loss" in line]
+        assert left == [f"warning: loss 'locked_loss' (registered by {__name__}) is left out of the trials: the "
+                        "space does not name it and it cannot be sent to the processes that run them (TypeError: "
+                        "cannot pickle '_thread.lock' object)"], left
+
+        with pytest.raises(ConfigError, match=r"^loss 'locked_loss' \(registered by .*\) cannot be sent"):
+            pack("loss: {name: {categorical: [hinge, locked_loss]}}\n")  # a trial may draw it
+    finally:
+        LOSSES.remove("locked_loss")
+    LOSSES.remove("hinge")  # a plugin's hinge that does not pickle: a space never naming a loss trains hinge
+    LOSSES.add("hinge", locked)
+    try:
+        assert LOSSES.replaces("hinge") and not LOSSES.replaces(relativistic)
+        with pytest.raises(ConfigError, match=r"^loss 'hinge' \(registered by .*\) cannot be sent"):
+            pack("data: {name: ring8}\n")
+    finally:
+        LOSSES.remove("hinge")
+        LOSSES.add("hinge", built_in)
+        LOSSES._outside.pop("hinge")  # the built-in again, not a plugin's
 
 
 def test_a_generator_samples_without_the_plugins_of_its_loss_and_metric(

@@ -11,6 +11,7 @@ shipped with Ray's ``runtime_env``).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -29,41 +30,70 @@ def _installed(module: ModuleType) -> bool:
     return "site-packages" in parts or "dist-packages" in parts
 
 
-def pack() -> bytes | None:
+def pack(text: str | None = None) -> tuple[bytes | None, list[str]]:
     """What was registered outside gantune, pickled for the trials' processes (``None``: nothing was), with the
-    folders of the modules that registered it."""
+    folders of the modules that registered it; and a note for each registration left out.
+
+    ``text`` is the space's YAML. A registration that does not pickle stops the search (``ConfigError`` naming it)
+    where a trial may use it: ``text`` names it, it replaces one of gantune's own, or no ``text`` is given. One the
+    space never names is left out with a note: a plugin loaded for every command (``$GANTUNE_PLUGINS``, an entry
+    point) must not stop the searches that do not use it.
+    """
     found = {kind: registry.outside() for kind, registry in Registry.ALL.items() if registry.outside()}
     if not found:
-        return None
+        return None, []
     modules = [sys.modules[m] for m in {m for entries in found.values() for m, _ in entries.values()}
                if m in sys.modules]
     by_value = [m for m in modules if m.__name__ != "__main__" and not _installed(m)]
     folders = sorted({str(Path(f).resolve().parent) for m in modules if (f := getattr(m, "__file__", None))})
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
+    notes: list[str] = []
     try:
         try:
-            inner = cloudpickle.dumps({kind: {name: entry for name, (_, entry) in entries.items()}
-                                       for kind, entries in found.items()})
+            inner = _dumps(found)
         except Exception as err:
-            _name_unpicklable(found)  # one by one, only now: each entry was pickled twice on every search start
-            raise ConfigError(f"what plugins registered cannot be sent to the processes that run trials: "
-                              f"{type(err).__name__}: {first_line(err)}") from None
-        return bytes(cloudpickle.dumps((folders, inner)))
+            notes = _leave_out(found, text)  # one by one, only now: each entry was pickled twice on every start
+            if not notes:
+                raise ConfigError(f"what plugins registered cannot be sent to the processes that run trials: "
+                                  f"{type(err).__name__}: {first_line(err)}") from None
+            if not any(found.values()):
+                return None, notes
+            inner = _dumps(found)
+        return bytes(cloudpickle.dumps((folders, inner))), notes
     finally:
         for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def _name_unpicklable(found: dict[str, dict[str, tuple[str, Any]]]) -> None:
-    """A ``ConfigError`` naming the first registration that does not pickle, with where it was registered."""
+def _dumps(found: dict[str, dict[str, tuple[str, Any]]]) -> bytes:
+    return bytes(cloudpickle.dumps({kind: {name: entry for name, (_, entry) in entries.items()}
+                                    for kind, entries in found.items()}))
+
+
+def _leave_out(found: dict[str, dict[str, tuple[str, Any]]], text: str | None) -> list[str]:
+    """Remove from ``found`` each registration that does not pickle and that no trial of the space ``text`` can
+    use, and say so, one note each; a ``ConfigError`` naming the first that does not pickle and may be used."""
+    notes = []
     for kind, entries in found.items():
-        for name, (origin, entry) in entries.items():
+        for name, (origin, entry) in list(entries.items()):
             try:
                 cloudpickle.dumps(entry)
+                continue
             except Exception as err:
+                why = f"{type(err).__name__}: {first_line(err)}"
+            if text is None or Registry.ALL[kind].replaces(name) or _named(name, text):
                 raise ConfigError(f"{kind} {name!r} (registered by {origin}) cannot be sent to the processes "
-                                  f"that run trials: {type(err).__name__}: {first_line(err)}") from None
+                                  f"that run trials: {why}")
+            del entries[name]
+            notes.append(f"{kind} {name!r} (registered by {origin}) is left out of the trials: the space does not "
+                         f"name it and it cannot be sent to the processes that run them ({why})")
+    return notes
+
+
+def _named(name: str, text: str) -> bool:
+    """Whether the YAML ``text`` holds ``name`` as a word of its own (a value, a choice, in an expression)."""
+    return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", text) is not None
 
 
 def unpack(blob: bytes | None) -> None:

@@ -395,7 +395,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     settings, notes, idle = _checked(space, opts)
     from gantune.search.carry import pack
 
-    carried = pack()  # what the user's modules registered, for the trials' processes
+    carried, left_out = pack(space.text)  # what the user's modules registered, for the trials' processes
+    notes = [*notes, *left_out]
     storage = absolute_sqlite(opts.storage or DEFAULT_STORAGE)
     space.settings = settings
     run_root = (Path(opts.runs_dir) / space.name).resolve()
