@@ -16,7 +16,6 @@ def _png_size(png: bytes) -> tuple[int, int]:
 
 
 def test_small_images_are_enlarged_by_a_whole_factor_each_pixel_a_block() -> None:
-    torch.manual_seed(0)
     images = torch.rand(16, 3, 8, 8) * 2 - 1
     native = 4 * (8 + 1) + 1  # 4 x 4 grid, 1-px padding
     scale = MIN_CELL_PX // 8

@@ -52,7 +52,6 @@ KNOBS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("extra", KNOBS, ids=lambda e: ",".join(f"{k}" for s in e.values() for k in s))
 @pytest.mark.parametrize("images", [False, True], ids=["mlp-grid25", "dcgan-digits8"])
 def test_each_regulariser_trains_finite(extra: dict[str, Any], images: bool) -> None:
-    torch.manual_seed(0)
     cfg = tiny_images(**extra) if images else tiny(extra)
     stats = _train(cfg)
     assert all(math.isfinite(v) for v in stats.values()), stats
@@ -62,7 +61,6 @@ def test_each_regulariser_trains_finite(extra: dict[str, Any], images: bool) -> 
 @pytest.mark.parametrize("policies", [["translation"], ["cutout"], ["color"], ["translation", "cutout", "color"]])
 @pytest.mark.parametrize("loss", [{}, {"name": "wgan-gp"}, {"r1_weight": 1.0}], ids=["ns", "wgan-gp", "r1"])
 def test_diffaugment_trains_and_g_learns_through_it(policies: list[str], loss: dict[str, Any]) -> None:
-    torch.manual_seed(0)
     cfg = tiny_images(data={"augment": policies, "augment_p": 0.8}, loss=loss)
     stats = _train(cfg)
     assert all(math.isfinite(v) for v in stats.values()), stats

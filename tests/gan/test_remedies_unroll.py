@@ -224,7 +224,6 @@ def test_the_lookahead_is_differentiable_at_a_zero_gradient() -> None:
 
 
 def test_minibatch_discrimination_sees_collapse() -> None:
-    torch.manual_seed(0)
     layer = MinibatchDiscrimination(in_features=6, kernels=5, dim=3)
     collapsed = torch.randn(1, 6).expand(8, 6).clone().requires_grad_(True)
     same = layer(collapsed)
