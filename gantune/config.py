@@ -259,8 +259,8 @@ class LossConfig(_Section):
                                   "and fake inputs, annealed linearly to 0 (0 = off)")
     instance_noise_steps: float = Field(default=1.0, gt=0, le=1, description="fraction of train.steps over which "
                                         "the instance noise anneals to 0")
-    unroll: int = Field(default=0, ge=0, description="D updates G looks ahead through (unrolled GAN, Metz et al. "
-                        "2017; 0 = off)")
+    unroll: int = Field(default=0, ge=0, le=100, description="D updates G looks ahead through (unrolled GAN, Metz "
+                        "et al. 2017: 5-10; 0 = off; at most 100: a typo's 10**19 ran its first step for ever)")
 
 
 @dataclass(config=_FINITE)
@@ -272,7 +272,8 @@ class OptimConfig(_Section):
     lr_d: Float32 = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
-    n_critic: int = Field(default=1, ge=1)
+    n_critic: int = Field(default=1, ge=1, le=100, description="D steps per G step (WGAN's 5; at most 100: a "
+                          "typo's 10**19 ran the first step for ever, without a word)")
     grad_clip: float = Field(default=0.0, ge=0, description="max gradient norm for G and D (0 = off)")
     ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of G used for evaluation (0 = off), warmed "
                        "up as min(ema, (1 + step) / (10 + step))")

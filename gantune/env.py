@@ -33,6 +33,8 @@ DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+#: files named by the environment, made absolute
+PATHS = ("GANTUNE_INCEPTION_WEIGHTS",)
 #: MLflow's INFO lines (database creation, migrations) and Ray's notices would break the one-line-error contract;
 #: a failed trial's traceback from Tune is replaced by SearchBook's one line
 #: (MLflow's sqlite store logs a failed write at ERROR with two tracebacks, before the tracker's one warning line;
@@ -53,6 +55,9 @@ def configure() -> None:
         os.environ.setdefault(key, value)
     for name, level in LOG_LEVELS.items():
         logging.getLogger(name).setLevel(level)
+    for key in PATHS:  # read by trials, which Ray runs in folders of their own
+        if (given := os.environ.get(key)) and not os.path.isabs(os.path.expanduser(given)):
+            os.environ[key] = os.path.abspath(os.path.expanduser(given))
 
 
 def configured() -> bool:

@@ -122,10 +122,13 @@ def _is_spec(value: Any) -> bool:
 def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[str, Spec]) -> None:
     """The leaves of one section; a subsection given as a mapping (``model.progressive: {start: ...}``) is walked
     into leaves of its own (``model.progressive.start``), so each of its keys can be sampled. The subsection is
-    on in a trial when any of its leaves is set (a ``when`` can switch them all off: then it stays null)."""
+    on in a trial when any of its leaves is set (a ``when`` can switch them all off: then it stays null); given
+    empty (``progressive: {}``), it is on with its defaults in every trial, as in a trial config."""
     for key, value in body.items():
         path = f"{section}.{key}"
         if path in SUBSECTIONS and isinstance(value, dict) and not _is_spec(value):
+            if not value:  # on with its defaults, as in a trial config (walked, it had no leaf: off in every trial)
+                leaves[path] = ValueSpec(value={})
             _walk_section(path, value, source, leaves)
             continue
         if isinstance(value, dict) and not _is_spec(value):  # no key takes a mapping: a range whose kind is
@@ -186,6 +189,16 @@ def check_scheduler_keys(search: Any, source: str) -> None:
             raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by scheduler: {other} only, and "
                               f"this space's scheduler is {chosen}{'' if 'scheduler' in pruning else ' (the default)'}"
                               f": {fix}")
+
+
+def check_repeat_owned(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
+    """Under ``pruning.noise_aware`` the search sets ``eval.repeat`` in every trial: a space's or
+    ``search.defaults``' own value was overwritten without a word (and a sampled one recorded as drawn)."""
+    if settings.pruning.noise_aware:
+        for where, paths in (("", leaves), ("search.defaults.", settings.defaults)):
+            if "eval.repeat" in paths:
+                raise ConfigError(f"{source}: {where}eval.repeat: search.pruning.noise_aware sets it in every trial "
+                                  "(each evaluation is measured twice); remove it from the space")
 
 
 def check_search_defaults(defaults: dict[str, Any], source: str) -> None:
@@ -338,8 +351,8 @@ def _consistent(values: dict[str, Any], on: dict[str, set[str]], leaves: dict[st
         spec = leaves.get(name)
         if isinstance(spec, ValueSpec) and spec.when is None:
             return spec.value
-        if spec is not None or name not in all_schema_paths():  # sampled, or a free parameter
-            raise _Undecided(name)
+        if spec is not None or name not in all_schema_paths() or any(p.startswith(f"{name}.") for p in leaves):
+            raise _Undecided(name)  # sampled, a free parameter, or a subsection the space sets keys of
         return schema_default(name, defaults)
 
     for path, value in values.items():
@@ -469,23 +482,25 @@ def check_weights_of(sections: list[tuple[str, TrialConfig]] | None, source: str
 
 #: leaves holding a file or folder a trial reads itself: made absolute at load, since Ray runs each trial in a
 #: folder of its own, where a path relative to the search's working directory would name nothing
-TRIAL_FILES = ("model.init_from", "data.path")
+TRIAL_FILES = ("model.init_from", "data.path", "eval.inception_weights")
 
 
-def _absolute(value: Any) -> Any:
+def absolute(value: Any) -> Any:
+    """A path given relative to where the search started, made absolute (a str; anything else as it is)."""
     return str(Path(value).expanduser().absolute()) if isinstance(value, str) else value
 
 
 def absolute_files(leaves: dict[str, Spec], defaults: dict[str, Any]) -> None:
-    """The ``TRIAL_FILES`` of the space and of its ``search.defaults``, made absolute in place."""
+    """The ``TRIAL_FILES`` of the space and of its ``search.defaults``, made absolute in place (an expression's
+    value, known trial by trial, is made absolute as it is drawn: ``SearchSpace.sample``)."""
     for path in TRIAL_FILES:
         if path in defaults:
-            defaults[path] = _absolute(defaults[path])
+            defaults[path] = absolute(defaults[path])
         spec = leaves.get(path)
         if isinstance(spec, ValueSpec):
-            leaves[path] = spec.model_copy(update={"value": _absolute(spec.value)})
+            leaves[path] = spec.model_copy(update={"value": absolute(spec.value)})
         elif isinstance(spec, CategoricalSpec):
-            leaves[path] = spec.model_copy(update={"choices": [_absolute(c) for c in spec.choices]})
+            leaves[path] = spec.model_copy(update={"choices": [absolute(c) for c in spec.choices]})
 
 
 def idle_on_cpu(leaves: dict[str, Spec]) -> list[str]:

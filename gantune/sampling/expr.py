@@ -4,8 +4,8 @@ Names are dotted config paths (``optim.lr_g``) or free search parameters (``ttur
 comparisons, ``in``, ``and``/``or``/``not``, ``min``/``max``/``abs``/``round``. Nothing else is evaluated.
 
 Everything is checked when a space is loaded: an operator outside the language is refused, and every part that
-reads no name (``9**9**9``, ``1/0``) is evaluated then, so its error is the load's one line. Powers are bounded
-(an integer result of at most ``MAX_INT_BITS`` bits) and ``*`` repeats no strings or lists: no expression can
+reads no name (``9**9**9``, ``1/0``) is evaluated then, so its error is the load's one line. Powers and products are
+bounded (an integer result of at most ``MAX_INT_BITS`` bits) and ``*`` repeats no strings or lists: no expression can
 hang the driver or fill its memory.
 """
 
@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-#: the largest integer a power may produce (a float power overflows on its own, at once)
+#: the largest integer a power or a product may produce (a float one overflows on its own, at once)
 MAX_INT_BITS = 4096
 
 
@@ -29,14 +29,24 @@ def _is_number(v: Any) -> bool:
 
 
 def _numeric(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
-    """``op`` on numbers only (``'a' * 10**9`` or ``[0] * 10**9`` would fill the memory)."""
+    """``op`` on numbers only (``'a' * 10**9`` or ``[0] * 10**9`` would fill the memory), with an integer result
+    of at most ``MAX_INT_BITS`` bits: each ``p{k+1} = p{k} * p{k}`` of a chain of parameters doubles the digits,
+    and 30 of them computed for hours."""
 
     def apply(a: Any, b: Any) -> Any:
         if not (_is_number(a) and _is_number(b)):
             raise ExprError(f"{symbol} takes numbers, not {type(a).__name__} and {type(b).__name__}")
+        if isinstance(a, int) and isinstance(b, int) and symbol == "*" and \
+                abs(a).bit_length() + abs(b).bit_length() > MAX_INT_BITS + 2:  # 2**2048 squared as 2**4096
+            raise ExprError(f"{_int_shown(a)} * {_int_shown(b)} is too large (an integer result may have at most "
+                            f"{MAX_INT_BITS} bits)")
         return op(a, b)
 
     return apply
+
+
+def _int_shown(a: int) -> str:
+    return str(a) if abs(a).bit_length() <= 64 else f"a {abs(a).bit_length()}-bit integer"
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -52,8 +62,7 @@ def _power(a: Any, b: Any) -> Any:
         raise ExprError(f"** takes numbers, not {type(a).__name__} and {type(b).__name__}")
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and \
             (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
-        base = str(a) if abs(a).bit_length() <= 64 else f"a {abs(a).bit_length()}-bit integer"
-        raise ExprError(f"{base} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
+        raise ExprError(f"{_int_shown(a)} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
     try:
         return a**b
     except OverflowError:
@@ -190,9 +199,13 @@ class Expr:
             return _BIN[type(node.op)](ev(node.left, lookup), ev(node.right, lookup))
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](ev(node.operand, lookup))
-        if isinstance(node, ast.BoolOp):
-            vals = (ev(v, lookup) for v in node.values)
-            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        if isinstance(node, ast.BoolOp):  # Python's: the deciding operand (``ttur or 2`` is ttur, not True)
+            stop = not isinstance(node.op, ast.And)  # ``and`` stops at a false operand, ``or`` at a true one
+            for v in node.values:
+                value = ev(v, lookup)
+                if bool(value) is stop:
+                    break
+            return value
         if isinstance(node, ast.Compare):
             left = ev(node.left, lookup)
             for op, comp in zip(node.ops, node.comparators, strict=True):

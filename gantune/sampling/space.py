@@ -27,15 +27,18 @@ from typing import Any, ClassVar
 import optuna
 from pydantic import ValidationError
 
-from gantune.config import SECTIONS, TrialConfig, format_validation_error, parse_yaml, read_yaml
+from gantune.config import SECTIONS, SUBSECTIONS, TrialConfig, format_validation_error, parse_yaml, read_yaml
 from gantune.data import data_notes, listed_once, measured_on
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
+    TRIAL_FILES,
+    absolute,
     absolute_files,
     check_data_of,
     check_init_files,
     check_names,
     check_objectives,
+    check_repeat_owned,
     check_scheduler_keys,
     check_search_defaults,
     check_weights_of,
@@ -102,6 +105,14 @@ class SearchSpace:
             if name in values:  # a leaf switched off by its ``when`` reads as the default
                 return self.default(name) if values[name] is absent else values[name]
             spec = self.leaves.get(name) or self.params.get(name)
+            if spec is None and (inside := [leaf for leaf in self.leaves if leaf.startswith(f"{name}.")]):
+                # a subsection walked into leaves (model.progressive: {start: ...}): what the trial gets, null where
+                # every leaf is off (it read null whatever its leaves said)
+                keys = {leaf: resolve(leaf) for leaf in inside}
+                if all(values[leaf] is absent for leaf in inside):
+                    return self.default(name)
+                return {f.name: keys.get(f"{name}.{f.name}", self.default(f"{name}.{f.name}"))
+                        for f in dataclasses.fields(SUBSECTIONS[name])}
             if spec is None:
                 return self.default(name)
             if name in resolving:
@@ -115,6 +126,8 @@ class SearchSpace:
                     return self.default(name)
                 values[name] = (evaluate(name, "expr", spec.expr) if isinstance(spec, ExprSpec)
                                 else _suggest(trial, name, spec))
+                if name in TRIAL_FILES:  # a path an expression gives: as the space's own are at load (absolute_files)
+                    values[name] = absolute(values[name])
             finally:
                 resolving.pop()
             return values[name]
@@ -160,12 +173,7 @@ class SearchSpace:
 
     def set_by_search(self) -> dict[str, Any]:
         """The config keys the ``search`` section sets in every trial, by dotted path (a space may not set them)."""
-        s = self.settings
-        out: dict[str, Any] = {"train.steps": s.max_steps, "eval.every": s.eval_every, "eval.quick_every":
-                               s.quick_every, "health.objective": s.objectives[0], "health.mode": s.mode}
-        if s.pruning.noise_aware:  # the scheduler reads each evaluation's noise from its repeat
-            out["eval.repeat"] = True
-        return out
+        return set_by_search(self.settings)
 
     def apply_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
         """``raw`` (a nested trial config) with the keys the search sets (``set_by_search``)."""
@@ -234,6 +242,19 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
 def _shown(value: Any) -> str:
     """A value as the space's YAML writes it (``null``, ``true``)."""
     return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+
+
+def set_by_search(s: SearchSettings) -> dict[str, Any]:
+    """The config keys the ``search`` section ``s`` sets in every trial, by dotted path."""
+    return {**_cadence(s), "health.objective": s.objectives[0], "health.mode": s.mode}
+
+
+def _cadence(s: SearchSettings) -> dict[str, Any]:
+    """The training and evaluation keys of ``set_by_search``: known before the objectives are checked."""
+    out: dict[str, Any] = {"train.steps": s.max_steps, "eval.every": s.eval_every, "eval.quick_every": s.quick_every}
+    if s.pruning.noise_aware:  # the scheduler reads each evaluation's noise from its repeat
+        out["eval.repeat"] = True
+    return out
 
 
 def _condition(name: str, text: str, value: Any) -> bool:
@@ -312,11 +333,13 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     leaves = walk(raw, source)
     absolute_files(leaves, settings.defaults)
     check_scheduler_keys(search, source)
+    check_repeat_owned(settings, leaves, source)
     check_search_defaults(settings.defaults, source)
     literals = check_names(leaves, params, source)
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     notes += [f"{source}: {note}" for note in unread_defaults(settings.defaults, leaves)]
-    sections = possible_sections(leaves, source, settings.defaults)
+    # what a condition reads where the space leaves a key unset: the search's value (train.steps is max_steps)
+    sections = possible_sections(leaves, source, {**settings.defaults, **_cadence(settings)})
     check_objectives(settings, sections, source)
     space = SearchSpace(name or file_name or Path(path).stem, source, Path(path).read_text(), settings, leaves, params,
                         notes, sections)

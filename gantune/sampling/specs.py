@@ -19,12 +19,30 @@ class _Leaf(SwitchChecked):
     when: str | None = None
 
 
+#: the most steps a stepped range may hold: beyond it a float range's steps are below its bounds' precision
+MAX_STEPS = 2**53
+
+
 def _whole_steps(lo: float, hi: float, step: float) -> None:
     """A range that is not a whole number of steps long would lose its top (Optuna lowers ``high`` to the last
-    step, with a warning on every trial): most often a typo in the step."""
-    n = (hi - lo) / step
-    if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
-        raise ValueError(f"range [{lo:g}, {hi:g}] is not a whole number of steps of {step:g}")
+    step, with a warning on every trial): most often a typo in the step. Integers are checked exactly (a float
+    quotient of 310-digit bounds overflowed, a traceback)."""
+    n: float
+    if isinstance(lo, int) and isinstance(hi, int) and isinstance(step, int):
+        whole, n = (hi - lo) % step == 0, (hi - lo) // step
+    else:
+        n = (hi - lo) / step  # finite bounds: at most 3.6e308 / step, so inf only for a step near 1e-308
+        whole = n <= MAX_STEPS and abs(n - round(n)) <= 1e-9 * max(1.0, abs(n))
+    if n > MAX_STEPS:
+        raise ValueError(f"range [{_shown(lo)}, {_shown(hi)}] holds more than 2**53 steps of {_shown(step)}")
+    if not whole:
+        raise ValueError(f"range [{_shown(lo)}, {_shown(hi)}] is not a whole number of steps of {_shown(step)}")
+
+
+def _shown(x: float) -> str:
+    """``x`` for a message: a float in ``g`` form, an integer whole up to 15 digits (``:g`` of a 310-digit one
+    overflows)."""
+    return f"{x:g}" if not isinstance(x, int) else str(x) if abs(x) < 10**15 else f"a {x.bit_length()}-bit integer"
 
 
 def _numbers(bounds: Any) -> Any:

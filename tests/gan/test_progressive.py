@@ -388,6 +388,41 @@ def test_a_when_on_every_key_leaves_the_section_off(tmp_path: Path) -> None:
     assert seen == {True, False}
 
 
+def test_an_empty_progressive_in_a_space_grows_as_in_a_trial_config(tmp_path: Path) -> None:
+    """``progressive: {}`` turns growing on with its defaults in a trial config; walked in a space it gave no leaf,
+    so every trial of the space trained without growing, and no word said so."""
+    path = tmp_path / "s.yaml"
+    path.write_text("search: {trials: 2, max_steps: 2000}\ndata: {name: digits, resolution: 16}\n"
+                    "model: {arch: dcgan, progressive: {}}\n")
+    cfg = config_from_dict(load_space(path).sample(optuna.create_study().ask()))
+    assert cfg.model.progressive is not None and cfg.model.progressive == config_from_dict(
+        {"data": {"name": "digits", "resolution": 16}, "model": {"arch": "dcgan", "progressive": {}}}).model.progressive
+
+
+def test_an_expression_reads_the_progressive_section_its_leaves_make(tmp_path: Path) -> None:
+    """``model.progressive`` read in a condition was the schema's null whatever the space's leaves under it set:
+    ``when: "model.progressive == None"`` held in trials that grew."""
+    path = tmp_path / "s.yaml"
+    path.write_text(SPACE + 'loss: {r1_weight: {float: [0.1, 1.0], when: "model.progressive == None"}}\n'
+                    'optim: {lr_g: {float: [1.0e-4, 1.0e-3], when: "model.progressive.start == 8"}}\n')
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        raw = load_space(path).sample(trial)
+        assert "r1_weight" not in raw.get("loss", {})  # the section is on in every trial
+        assert ("lr_g" in raw.get("optim", {})) == (raw["model"]["progressive"]["start"] == 8)
+        study.tell(trial, 0.0)
+    off = SPACE.replace('start: {categorical: [8, 16]}', 'start: {value: 8, when: "grow"}') \
+        .replace('fade_steps: {int: [5, 20]}', 'fade_steps: {int: [5, 20], when: "grow"}')
+    path.write_text(off + 'loss: {r1_weight: {value: 0.5, when: "model.progressive == None"}}\n')
+    space = load_space(path)
+    for _ in range(8):  # every leaf off: null, as the trial's section
+        trial = study.ask()
+        raw = space.sample(trial)
+        assert ("r1_weight" in raw.get("loss", {})) == (not trial.params["grow"]) == ("progressive" not in raw["model"])
+        study.tell(trial, 0.0)
+
+
 @pytest.mark.parametrize(("edit", "needle"), [
     (("fade_steps: {int: [5, 20]}", "fade: {int: [5, 20]}"), "model.progressive.fade: unknown key"),
     (("start: {categorical: [8, 16]}", "start: {categorical: [8, 12]}"),

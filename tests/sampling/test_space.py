@@ -97,6 +97,21 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "search.pruning: noise_aware needs scheduler: asha with asha: true"),
     (("trials: 3", "trials: 3\n  pruning: {noise_aware: true, noise_margin: 0}"),
      "search.pruning.noise_margin: Input should be greater than 0"),
+    # a float quotient of the bounds overflowed (OverflowError, a traceback, exit 1)
+    (("model: {g_width: 16}", "model: {g_width: 16}\ntrain: {grad_clip: {float: [0, 10], step: 1.0e-310}}"),
+     "grad_clip: range [0, 10] holds more than 2**53 steps of 1e-310"),
+    (("model: {g_width: 16}", f"model: {{g_width: {{int: [8, {10**309}]}}}}"),
+     "model.g_width: range [8, a 1027-bit integer] holds more than 2**53 steps of 1"),
+    # each was read, then overwritten or ignored without a word
+    (("trials: 3", "trials: 3\n  pruning: {noise_aware: true}\n  defaults: {eval.repeat: false}"),
+     "search.defaults.eval.repeat: search.pruning.noise_aware sets it in every trial"),
+    (("trials: 3", "trials: 3\n  pruning: {scheduler: pbt, pbt: {mutate: [optim.lr_g, optim.lr_g]}}"),
+     "search.pruning.pbt.mutate: 'optim.lr_g' is listed twice"),
+    # TPE built with it, then failed every trial past its random start
+    (("trials: 3", "trials: 3\n  sampler_options: {n_ei_candidates: 0}"),
+     "n_ei_candidates: 0 is below 1, which TPESampler needs when it samples"),
+    (("n_critic: {int: [1, 5]", "n_critic: {int: [1, 1000]"),
+     "optim.n_critic: Input should be less than or equal to 100"),
 ])
 def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
     text = SPACE.replace(*edit)
@@ -106,6 +121,26 @@ def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: 
     msg = str(exc.value)
     assert msg.startswith(str(tmp_path / "s.yaml")) and needle in msg, msg
     assert "\n" not in msg
+
+
+def test_a_space_under_noise_aware_promotion_may_not_set_eval_repeat(tmp_path: Path) -> None:
+    """Noise-aware promotion sets ``eval.repeat`` in every trial: the space's own value was overwritten without a
+    word (and a sampled one recorded as drawn while the trial ran the other)."""
+    noisy = SPACE.replace("trials: 3", "trials: 3\n  pruning: {noise_aware: true}")
+    for repeat in ("false", "{categorical: [true, false]}"):
+        with pytest.raises(ConfigError, match=r"s\.yaml: eval\.repeat: search\.pruning\.noise_aware sets it in every"):
+            _space(tmp_path, noisy + f"eval: {{repeat: {repeat}}}\n")
+    assert _space(tmp_path, SPACE + "eval: {repeat: true}\n").leaves["eval.repeat"]  # without it: the space's
+
+
+def test_the_objective_check_reads_train_steps_as_the_search_sets_it(tmp_path: Path) -> None:
+    """A metric set chosen by ``train.steps`` was checked against the schema's 2,000 steps, not ``max_steps``: one
+    that never reports the objective loaded (every trial ran for nothing), one that always does was refused."""
+    text = ("search: {trials: 2, max_steps: 100, eval_every: 50, objective: coverage}\ndata: {name: ring8}\n"
+            "eval: {metrics: {value: [fid], when: \"train.steps %s 1000\"}}\n")
+    with pytest.raises(ConfigError, match="'coverage' is not reported by this space's evaluations"):
+        _space(tmp_path, text % "<")
+    assert _space(tmp_path, text % ">").settings.objectives == ["coverage"]
 
 
 def test_ready_spaces_are_valid() -> None:
@@ -194,6 +229,24 @@ def test_a_relative_path_in_search_defaults_is_made_absolute(tmp_path: Path, mon
     assert space.settings.defaults["data.path"] == str(tmp_path / "imgs")
     trial = optuna.trial.FixedTrial({"data.name": "folder", "optim.lr_g": 1e-3})
     assert space.sample(trial)["data"]["path"] == str(tmp_path / "imgs")
+
+
+def test_relative_inception_weights_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like ``data.path``: a trial looked for ``eval.inception_weights: w.pth`` (or ``$GANTUNE_INCEPTION_WEIGHTS``,
+    or a path an ``expr`` gives, ``data.path``'s too) in the folder Ray runs it in, not where the search started."""
+    from gantune import env
+    from gantune.catalogue import config_from_dict as cfg_of
+    from gantune.metrics.features import inception_weights
+
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, SPACE + "eval: {inception_weights: {categorical: [w.pth, ~/w2.pth]}}\n")
+    assert space.leaves["eval.inception_weights"].choices == [str(tmp_path / "w.pth"), str(Path.home() / "w2.pth")]
+    drawn = _space(tmp_path, SPACE + "eval: {inception_weights: {expr: \"'w' + loss.name + '.pth'\"}}\n")
+    trial = optuna.trial.FixedTrial({"loss.name": "hinge", "optim.lr_g": 1e-3, "ttur_ratio": 2.0})
+    assert drawn.sample(trial)["eval"]["inception_weights"] == str(tmp_path / "whinge.pth")  # as it is drawn
+    monkeypatch.setenv("GANTUNE_INCEPTION_WEIGHTS", "sub/w.pth")
+    env.configure()
+    assert inception_weights(cfg_of({})) == tmp_path / "sub" / "w.pth"
 
 
 @pytest.mark.parametrize("conditional", ['{value: true, when: "optim.lr_g > 0"}', "{categorical: [true]}"])
