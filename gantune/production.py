@@ -44,6 +44,7 @@ from gantune.rundir import (
     GENERATOR,
     METRICS,
     OWNER,
+    atomic_write,
     check_writable,
     exclusive,
     load_checkpoint,
@@ -74,13 +75,16 @@ def builtin_config(name: str) -> Path | None:
 
 
 def resolve_config_path(arg: str) -> Path:
-    """A config file, or a built-in config's name."""
+    """A config file, or a built-in config's name (also where a folder of that name is here: ``train grid25 --out
+    grid25`` made one, and every later ``train grid25`` there, its ``--resume`` too, read the folder as the file)."""
     p = Path(arg)
-    if p.exists():
+    if p.is_file():
         return p
     builtin = builtin_config(arg)
     if builtin is not None:
         return builtin
+    if p.exists():  # a folder or another non-file: load_config says what it is
+        return p
     names = sorted(x.name.removesuffix(".yaml") for x in (resources.files("gantune") / "configs").iterdir())
     raise GantuneError(f"{arg}: no such file (built-in configs: {', '.join(names)})")
 
@@ -189,14 +193,17 @@ def saved_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def discard_unstarted(out: Path, kept: list[str]) -> None:
+def discard_unstarted(out: Path, kept: dict[str, bytes | None]) -> None:
     """A run that failed before it logged anything (out of memory at its first step, a Ctrl-C while the data
     loaded) leaves no ``config.yaml`` and empty ``samples/`` of its own behind: nothing half-made (``exclusive``
-    then removes its lock and the folders it made). ``kept``: those names were there before it (a ``config.yaml``
-    of the user's in ``--out``)."""
+    then removes its lock and the folders it made). ``kept``: those names were there before it, with a
+    ``config.yaml``'s bytes (the user's own in ``--out``, which the run had replaced with its resolved config)."""
     if not (out / CHECKPOINT).exists() and not stopped_run(out):
         if CONFIG not in kept:
             (out / CONFIG).unlink(missing_ok=True)
+        elif (text := kept[CONFIG]) is not None and \
+                (not (out / CONFIG).is_file() or (out / CONFIG).read_bytes() != text):
+            atomic_write(out / CONFIG, text)
         if "samples" not in kept:
             with contextlib.suppress(OSError):  # not empty: something else is there
                 (out / "samples").rmdir()
@@ -357,7 +364,9 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
             tracker.provenance(p)
 
     try:
-        kept = [n for n in (CONFIG, "samples") if (out / n).exists()]  # there before: not this run's to remove
+        # there before: not this run's to remove (a config.yaml's bytes: the run replaces it as it starts)
+        kept = {n: (out / n).read_bytes() if (out / n).is_file() else None for n in (CONFIG, "samples")
+                if (out / n).exists()}
         with exclusive(out, f"run folder {out}", "train"):  # a second train (--resume) there interleaved its steps
             try:
                 result = train(cfg, report=show, should_stop=health, run_dir=out, resume=opts.resume,

@@ -284,6 +284,11 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
     from gantune.sampling.space import SearchSpace, load_space
 
     name, kind, text = starter_text(data)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8 (read with surrogate escapes): a traceback
+        raise GantuneError(f"{data!r}: its path is not UTF-8 text, which a space file cannot hold; rename the "
+                           "folder") from None
     target = out if out is not None else Path(f"{name}.yaml")
     where = "--out" if out is not None else "the default output"
     if target.is_dir():

@@ -430,8 +430,9 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
 
 
 def load_search(name: str, storage: str) -> optuna.Study:
-    """The study of the search called ``name``; a one-line error naming the searches there otherwise. Reading
-    creates nothing: a sqlite file that is not there holds no search."""
+    """The study of the search called ``name``; a one-line error naming the searches there otherwise, or saying
+    that the study is not a gantune search's. Reading creates nothing: a sqlite file that is not there holds no
+    search."""
     db = check_storage(absolute_sqlite(storage), writing=False)
     if db is not None and not db.is_file():
         raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
@@ -439,12 +440,16 @@ def load_search(name: str, storage: str) -> optuna.Study:
         raise GantuneError(f"no search named {name!r} in {storage} ({db} is empty)")
     try:
         with opening(storage):
-            return optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
+            study = optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
     except KeyError:
         with opening(storage):
             names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
         raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
                            f"{', '.join(names) or 'none'})") from None
+    if "settings" not in study.user_attrs:  # a study of a storage shared with other Optuna work: a KeyError later
+        raise GantuneError(f"{name!r} in {storage} is an Optuna study that no gantune search made (it holds no "
+                           "search settings): give the name of a gantune search")
+    return study
 
 
 def one_trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -300,10 +300,19 @@ def test_an_ascii_console_gets_escapes_not_a_traceback(tmp_path: Path) -> None:
     assert (tmp_path / "ü_out" / "generator.pt").is_file()
 
 
-def test_builtin_config_name_resolves() -> None:
+def test_builtin_config_name_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also beside a folder of that name: ``train grid25 --out grid25`` makes one, and every later ``train
+    grid25`` there (its ``--resume`` too) read the folder as the config: "cannot read file (Is a directory)"."""
     from gantune.production import resolve_config_path
 
     assert resolve_config_path("grid25").name == "grid25.yaml"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid25").mkdir()
+    assert resolve_config_path("grid25").name == "grid25.yaml"
+    (tmp_path / "grid25.yaml").mkdir()  # a folder that is no built-in's name: load_config says what it is
+    assert resolve_config_path("grid25.yaml") == Path("grid25.yaml")
+    (tmp_path / "mine").write_text("data: {name: ring8}\n")
+    assert resolve_config_path("mine") == Path("mine")
 
 
 def test_help() -> None:

@@ -305,7 +305,21 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkey
           "--weights", str(tmp_path / "y.yaml")], "would be a folder at or under --out"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--seeds", "1", "--concurrent", "-1"],
          "search.concurrency: Input should be greater than or equal to 0"),
+        # the config was written over the weights just copied (exit 0), or failed under them with the weights kept
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "wd" /
+          "generator.pt"), "--weights", str(tmp_path / "wd")], "is where --weights puts generator.pt; give the "
+                                                               "config another name"),
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "wd" /
+          "generator_best.pt" / "x.yaml"), "--weights", str(tmp_path / "wd")], "is where --weights puts "
+                                                                               "generator_best.pt"),
+        # a study of a storage shared with other Optuna work: KeyError: 'config', a traceback
+        (["export", "plain", "--storage", f"sqlite:///{tmp_path / 'plain.db'}", "--out", str(tmp_path / "p.yaml")],
+         "'plain' in sqlite:///"),
+        (["report", "plain", "--storage", f"sqlite:///{tmp_path / 'plain.db'}", "--out", str(tmp_path / "p.html")],
+         "is an Optuna study that no gantune search made (it holds no search settings)"),
     ]
+    plain = optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'plain.db'}")
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     storage = f"sqlite:///{searched / 'optuna.db'}"
     studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
     monkeypatch.chdir(tmp_path)  # in this process, as tests/e2e/test_bad_input.py runs the commands
@@ -315,6 +329,7 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkey
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, (args, err)
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.yaml").exists()
+    assert not (tmp_path / "wd").exists() and not (tmp_path / "p.yaml").exists() and not (tmp_path / "p.html").exists()
     assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies
 
 

@@ -148,6 +148,24 @@ def test_a_folder_whose_name_is_outside_the_basic_plane_loads(tmp_path: Path) ->
     assert load_space(out, weights=False).leaves["data.path"].value == str(images.resolve())
 
 
+def test_a_folder_whose_name_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name of bytes that are not UTF-8 (Python reads them as lone surrogates) cannot be written into a space
+    file: it was a UnicodeEncodeError traceback, exit 1."""
+    import os
+
+    images = Path(os.fsdecode(bytes(tmp_path) + b"/img\xff"))
+    try:
+        images.mkdir()
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    for i in range(2):
+        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    assert main(["init", str(images), "--out", str(tmp_path / "b.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its path is not UTF-8 text, which a space file cannot hold; rename the folder" in err[0]
+    assert not (tmp_path / "b.yaml").exists()
+
+
 def test_a_folder_of_one_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It wrote a space whose every trial then failed ("which has one sample here"), the search exiting 1."""
     images = tmp_path / "one"

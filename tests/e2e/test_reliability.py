@@ -293,6 +293,32 @@ def test_train_of_a_net_no_memory_holds_is_out_of_memory_not_a_traceback(tmp_pat
     assert len(err) == 1 and "out of memory: Storage size calculation overflowed" in err[0], err
 
 
+def test_a_run_that_fails_before_it_logs_gives_back_the_config_yaml_that_was_in_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run writes its resolved config as ``--out``/config.yaml as it starts; interrupted before it logged
+    anything (Ctrl-C at its first step, here raised there), it kept a user's own config.yaml there by name but left
+    the resolved one in its place, comments gone, and said "nothing was kept"."""
+    import yaml
+
+    from gantune.gan.step import GANTrainer
+
+    def interrupted(self: object, measure: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    mine = "# my notes\n" + yaml.safe_dump({
+        "name": "mine", "data": {"name": "grid25"},
+        "model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1, "g_norm": "none"},
+        "train": {"steps": 20, "batch_size": 16, "log_every": 10, "device": "cpu"}, "eval": {"metrics": []}})
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.yaml").write_text(mine)
+    monkeypatch.setattr(GANTrainer, "step", interrupted)
+    assert main(["train", str(tmp_path / "exp" / "config.yaml"), "--out", str(tmp_path / "exp"),
+                 "--no-tracking"]) == 130
+    assert "interrupted before the first checkpoint: nothing was kept" in capsys.readouterr().err
+    assert (tmp_path / "exp" / "config.yaml").read_text() == mine
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["config.yaml"]
+
+
 # -- 6, 7. input checked before anything is written ----------------------------------------------------------
 
 def test_unknown_objective_is_rejected_at_load_with_the_available_names(tmp_path: Path) -> None:
