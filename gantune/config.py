@@ -442,6 +442,9 @@ def parse_config(raw: Any, source: str = "<config>") -> TrialConfig:
     sections are ``gantune.catalogue.config_from_dict``'s."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    if odd := [k for k in raw if not isinstance(k, str)]:  # YAML's true (on, yes) or a number: the error was
+        # Python's "keywords must be strings", naming no key
+        raise ConfigError(f"{source}: {odd[0]!r}: unknown key (YAML reads on, off, yes and no as true and false)")
     try:
         return TrialConfig(**raw)
     except ValidationError as err:

@@ -382,7 +382,9 @@ def _parsed(line: str) -> dict[str, Any] | None:
         rec = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return rec if isinstance(rec, dict) and "step" in rec else None
+    # a step that is no number (a hand-edited line) is no record: comparing it with the checkpoint's was a TypeError
+    step = rec.get("step") if isinstance(rec, dict) else None
+    return rec if isinstance(step, (int, float)) and not isinstance(step, bool) else None
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:

@@ -296,7 +296,9 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
     if target.exists() and not force:
         raise GantuneError(f"{where} {target}: exists; pass --force to overwrite it")
     if not target.parent.resolve().is_dir():
-        raise GantuneError(f"{where} {target}: folder {target.parent} does not exist")
+        raise GantuneError(f"{where} {target}: " + (f"{target.parent} is a file, not a folder" if
+                                                    target.parent.resolve().exists() else
+                                                    f"folder {target.parent} does not exist"))
     loaded: list[SearchSpace] = []
 
     def write(tmp: Path) -> None:

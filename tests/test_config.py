@@ -18,6 +18,8 @@ def test_defaults_are_valid() -> None:
 @pytest.mark.parametrize(("raw", "needle"), [
     ({"optim": {"lrg": 1}}, "x.yaml: optim.lrg: unknown key"),
     ({"nonsense": {}}, "x.yaml: nonsense: unknown key"),
+    # YAML's `on:` or `true:`: Python's "keywords must be strings", naming no key
+    ({True: {"a": 1}}, "x.yaml: True: unknown key (YAML reads on, off, yes and no as true and false)"),
     # the misspelt key first: "origin.search: Field required" only followed from it
     ({"origin": {"foo": 1}}, "x.yaml: origin.foo: unknown key (and 1 more problem: origin.search)"),
     ({"optim": {"lr_g": "fast"}}, "x.yaml: optim.lr_g: Input should be a valid number"),

@@ -340,3 +340,11 @@ def test_commands_without_a_store_do_not_import_sqlalchemy(tmp_path: Path) -> No
         "from gantune.cli import main\n"
         f"assert main(['generate', {str(tmp_path / 'none.pt')!r}, '--out', {str(tmp_path / 'out')!r}]) == 2")
     assert "sqlalchemy" not in modules and "no such weights file" in stderr
+
+
+def test_a_logged_record_whose_step_is_no_number_is_no_record(tmp_path: Path) -> None:
+    """A hand-edited ``{"step": "x"}`` line: ``--resume`` compared it with the checkpoint's step, a TypeError
+    traceback; read as a garbled line, the run's history check says in one line that the step is missing."""
+    (tmp_path / rundir.METRICS).write_text('{"step": 10, "loss_d": 1.0}\n{"step": "x"}\n{"step": true}\n'
+                                           '{"loss_d": 2.0}\n{"step": 20.0}\n')
+    assert [r["step"] for r in rundir.read_metrics(tmp_path)] == [10, 20.0]

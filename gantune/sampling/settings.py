@@ -192,6 +192,14 @@ class SearchSettings(SwitchChecked):
                                      "search's own defaults, above the schema's; a key the space mentions stays "
                                      "the space's, and a recipe trial takes its recipe's")
 
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        """pydantic's error for a string named only the bool ("must be true or false"), not the list."""
+        if not isinstance(v, (bool, list)):
+            raise ValueError(f"{v!r} is neither true, false nor a list of recipe names ({', '.join(RECIPES.names())})")
+        return v
+
     @field_validator("warm_start")
     @classmethod
     def _recipes(cls, v: bool | list[str]) -> bool | list[str]:

@@ -88,6 +88,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
         (["init", str(out), "--out", str(tmp_path / "y.yaml")], "(a file, not a folder)"),
         (["init", str(tmp_path), "--out", str(tmp_path / "y.yaml")], "data.path: no images"),
         (["init", "digits", "--out", str(tmp_path / "nope" / "y.yaml")], f"folder {tmp_path / 'nope'} does not exist"),
+        (["init", "digits", "--out", str(out / "y.yaml")], f"{out} is a file, not a folder"),  # "does not exist"
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv

@@ -110,6 +110,9 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     # TPE built with it, then failed every trial past its random start
     (("trials: 3", "trials: 3\n  sampler_options: {n_ei_candidates: 0}"),
      "n_ei_candidates: 0 is below 1, which TPESampler needs when it samples"),
+    # pydantic named only the bool
+    (("trials: 3", "trials: 3\n  warm_start: points"),
+     "search.warm_start: 'points' is neither true, false nor a list of recipe names (points, "),
     (("n_critic: {int: [1, 5]", "n_critic: {int: [1, 1000]"),
      "optim.n_critic: Input should be less than or equal to 100"),
 ])
