@@ -50,7 +50,7 @@ from gantune.sampling.checks import (
     unread_defaults,
     walk,
 )
-from gantune.sampling.expr import Expr, ExprError
+from gantune.sampling.expr import Expr
 from gantune.sampling.settings import SearchSettings, check_name
 from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, Spec, ValueSpec, schema_default
 
@@ -137,7 +137,7 @@ class SearchSpace:
             trial switched off (a parameter off reads as null: ``b > 0.5`` is then a TypeError)."""
             try:
                 return Expr(text)(resolve)
-            except (ArithmeticError, TypeError, ExprError) as err:
+            except (ArithmeticError, TypeError, ValueError) as err:  # ValueError: int("hinge"), ExprError
                 if id(err) in named_errors:  # a leaf it read failed: that one is named already
                     raise
                 read_off = [f"{n} is off in this trial (its when is false) and reads as {_shown(resolve(n))}"

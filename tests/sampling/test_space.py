@@ -113,6 +113,9 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     # pydantic named only the bool
     (("trials: 3", "trials: 3\n  warm_start: points"),
      "search.warm_start: 'points' is neither true, false nor a list of recipe names (points, "),
+    # the leaf was not named: "ValueError: invalid literal for int() with base 10: 'hinge'"
+    (("n_critic: {int: [1, 5], when: \"loss.name in ['wgan', 'wgan-gp']\"}", "n_critic: {expr: \"int(loss.name)\"}"),
+     "the first: ValueError: optim.n_critic.expr: invalid literal for int() with base 10:"),
     (("n_critic: {int: [1, 5]", "n_critic: {int: [1, 1000]"),
      "optim.n_critic: Input should be less than or equal to 100"),
 ])
