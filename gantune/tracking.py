@@ -483,6 +483,8 @@ class MlflowTracker:
         self.client.log_batch(pid, metrics=metrics)
         if summary.get("error"):  # every trial failed, or none ended with a result: the command exits 1
             self.client.set_tag(pid, "gantune.error", str(summary["error"])[:5000])
+        elif "gantune.error" in self.client.get_run(pid).data.tags:  # an earlier invocation's: this one ended well
+            self.client.delete_tag(pid, "gantune.error")
         self.client.set_terminated(pid, "FAILED" if summary.get("error") else "FINISHED")
         return summary
 

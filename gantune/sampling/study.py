@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -102,6 +103,12 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            "pass --resume to continue it or --name to start another")
     if existing is None and resume:
         raise GantuneError(f"--resume: no search named {name!r} in {storage}")
+    # a search running from another --runs-dir (or working directory) holds no lock this one meets: its running
+    # trials were taken as interrupted, run again beside it, and its records broken
+    if held := [h for h in search_holders([t for t in started if t.state == TrialState.RUNNING])
+                if h[0] != str(os.getpid())]:
+        raise GantuneError(f"search {name!r} is running (pid {held[0][0]}, its trials in {held[0][1]}): wait for it "
+                           "to end, or stop it, before --resume")
     if existing is not None and len(started) > settings.trials:
         # its interrupted trials would run anyway, and the smaller count replaced the one its summary, export and
         # report measure the budget by
@@ -373,12 +380,17 @@ def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
     return provenance.comparable(done)
 
 
+def search_holders(trials: Sequence[FrozenTrial]) -> list[tuple[str, Path]]:
+    """The pid of each gantune search that holds a run folder of ``trials`` now (its lock, ``holder``), with the
+    folder."""
+    folders = {Path(t.user_attrs["run_dir"]).parent for t in trials if isinstance(t.user_attrs.get("run_dir"), str)}
+    return [(h[0], folder) for folder in sorted(folders) if (h := holder(folder)) is not None and h[1] == "search"]
+
+
 def search_notes(study: optuna.Study, ranking: bool = True) -> str | None:
     """What a reader of the search's results must know, in one line: trials measured differently (``ranked``;
     ``ranking``), and a search still running (its run folder's lock held), whose best is only the best so far."""
-    folders = {Path(t.user_attrs["run_dir"]).parent for t in study.get_trials(deepcopy=False)
-               if isinstance(t.user_attrs.get("run_dir"), str)}
-    held = [h for folder in sorted(folders) if (h := holder(folder)) is not None and h[1] == "search"]
+    held = search_holders(study.get_trials(deepcopy=False))
     unfinished = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
     notes = [ranked(study)[1] if ranking else None,  # (a train of the exported config may hold the same folder)
              f"search {study.study_name!r} is still running (pid {held[0][0]}): its best so far" if held else None,

@@ -101,6 +101,30 @@ optim:
     assert client.get_run(summary["mlflow_parent_run_id"]).info.status == "FINISHED"  # one trial has a result
 
 
+def test_a_resumed_search_that_ends_with_a_result_drops_the_error_of_the_run_before(
+        tmp_path: Path, ray_session: object) -> None:
+    """Found by a review: the parent run of a search whose first invocation had no result kept that invocation's
+    ``gantune.error`` tag after a ``--resume`` that ended FINISHED with a best trial."""
+    from gantune.tracking import MlflowTracker
+
+    body = 'optim:\n  lr_g: {expr: "1.0e-3 / abs(optim.beta1 - 0.5)"}\n  beta1: {categorical: [0.5, 0.0]}\n'
+    study = optuna.create_study(study_name="again", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.enqueue_trial({"optim.beta1": 0.5})  # 1e-3 / 0: the only trial fails as it is drawn
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = run_search(load_space(_space(tmp_path, "again", body, trials=1)),
+                       _opts(tmp_path, resume=True, observers=[MlflowTracker(uri, "again")]))
+    client = MlflowClient(uri)
+    parent = client.get_run(first["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["gantune.error"] == first["error"]
+    study.enqueue_trial({"optim.beta1": 0.0})
+    second = run_search(load_space(_space(tmp_path, "again", body, trials=2)),
+                        _opts(tmp_path, resume=True, observers=[MlflowTracker(uri, "again")]))
+    assert second["mlflow_parent_run_id"] == first["mlflow_parent_run_id"] and not second.get("error")
+    parent = client.get_run(second["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["gantune.best_trial"] == "1"
+    assert "gantune.error" not in parent.data.tags
+
+
 def test_a_trial_whose_evaluations_do_not_report_the_objective_fails_before_it_trains(
         tmp_path: Path, ray_session: object) -> None:
     """An expression hides the evaluation settings from the load's objective check: each trial trained its whole
@@ -593,6 +617,16 @@ def test_a_second_process_on_a_running_search_or_run_is_refused(tmp_path: Path) 
             assert second.stderr.strip() == (f"gantune search: error: search 'twice' (its folder "
                                              f"{(tmp_path / 'runs' / 'twice').resolve()}) is in use by another "
                                              f"gantune process (pid {first.pid}): wait for it to end, or stop it")
+        # from another --runs-dir (or working directory) it met no lock: it ran the running trials again beside
+        # the first, took over their records and ended in a traceback (found by a review)
+        second = subprocess.run(_search_cmd(tmp_path, path, "--no-tracking", "--resume", "--runs-dir",
+                                            str(tmp_path / "elsewhere")), cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=240)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert second.stderr.strip() == (f"gantune search: error: search 'twice' is running (pid {first.pid}, its "
+                                         f"trials in {(tmp_path / 'runs' / 'twice').resolve()}): wait for it to end, "
+                                         "or stop it, before --resume")
+        assert not (tmp_path / "elsewhere").exists()
         assert len(_study(tmp_path, "twice").trials) == 2  # none added by the second
     finally:
         os.killpg(first.pid, signal.SIGKILL)

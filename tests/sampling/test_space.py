@@ -144,8 +144,9 @@ def test_asha_settings_that_asha_false_leaves_unread_are_a_note(tmp_path: Path) 
     them (PBT's keys under ASHA are refused; these stay for when ASHA is on again: a note)."""
     off = _space(tmp_path, SPACE.replace("trials: 3", "trials: 3\n  pruning: {asha: false, grace_evals: 3, "
                                          "reduction_factor: 4}"))
-    assert [n for n in off.notes if "asha" in n] == [f"{tmp_path / 's.yaml'}: search.pruning: grace_evals, "
-                                                     "reduction_factor: read by ASHA only, and asha: false turns it off"]
+    assert [n for n in off.notes if "asha" in n] == [
+        f"{tmp_path / 's.yaml'}: search.pruning: grace_evals, reduction_factor: read by ASHA only, and asha: false "
+        "turns it off"]
     on = _space(tmp_path, SPACE.replace("trials: 3", "trials: 3\n  pruning: {grace_evals: 3}"))
     assert not [n for n in on.notes if "asha" in n]
 
