@@ -240,4 +240,4 @@ def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: in
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "interpolate": n, "rows": rows, "out": str(out),
-            "kind": "points" if points else "images", "seed": seed}
+            "kind": "points" if points else "images", "seed": seed, **({"class": label} if label is not None else {})}

@@ -333,9 +333,14 @@ def load_saved(path: Path) -> dict[str, Any]:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        if first.startswith("Weights only load failed"):  # torch's advice (weights_only=False) is not for a user
-            first = ("not a file torch saved" if _head(path) not in _TORCH_HEADS else
-                     "it holds more than tensors, which gantune does not load")
+        try:
+            head: bytes | None = _head(path)
+        except OSError:  # unreadable itself: torch's line says why
+            head = None
+        if head is not None and head not in _TORCH_HEADS:  # text: torch said "(105)" or "(pop from empty list)"
+            first = "not a file torch saved" if head else "an empty file"
+        elif first.startswith("Weights only load failed"):  # torch's advice (weights_only=False) is not for a user
+            first = "it holds more than tensors, which gantune does not load"
         first = first.split(". ", 1)[0]  # its first sentence: a truncated zip's came with five more of advice
         raise GantuneError(f"{path} is unreadable ({first})") from None
     return state

@@ -348,3 +348,14 @@ def test_a_logged_record_whose_step_is_no_number_is_no_record(tmp_path: Path) ->
     (tmp_path / rundir.METRICS).write_text('{"step": 10, "loss_d": 1.0}\n{"step": "x"}\n{"step": true}\n'
                                            '{"loss_d": 2.0}\n{"step": 20.0}\n')
     assert [r["step"] for r in rundir.read_metrics(tmp_path)] == [10, 20.0]
+
+
+@pytest.mark.parametrize(("content", "why"), [(b"hi\n", "not a file torch saved"), (b"abc", "not a file torch saved"),
+                                              (b"", "an empty file")])
+def test_a_file_torch_did_not_save_is_named_so(tmp_path: Path, content: bytes, why: str) -> None:
+    """torch's own errors for short text files read "(105)" or "(pop from empty list)" (found by a review)."""
+    path = tmp_path / "g.pt"
+    path.write_bytes(content)
+    with pytest.raises(GantuneError) as err:
+        rundir.load_saved(path)
+    assert str(err.value) == f"{path} is unreadable ({why})"

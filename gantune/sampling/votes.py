@@ -1,9 +1,11 @@
 """A person's judgements of trials (``gantune review``): the votes, kept in the study, and the ranking from them.
 
 Each answer to "which is better?" is one vote ``{a, b, winner, time}`` (``winner`` is ``a``, ``b`` or ``None``
-for a skip), appended to the study's user attribute ``human_votes``; the derived ranking is stored beside it as
-``human_ranking`` so optuna-dashboard and other readers see it without gantune. The study is the record: a
-review page that restarts reads its votes back from there.
+for a skip), stored as a user attribute of the study of its own, ``human_vote:<time>-<random>``: two review pages
+on one search each wrote the whole list back, and the votes of one were lost. After each vote the list of them
+all is written to ``human_votes`` and the derived ranking to ``human_ranking``, so optuna-dashboard and other
+readers see them without gantune (a list from before, without the keys, is read as votes too). The study is the
+record: a review page that restarts reads its votes back from there.
 
 The ranking is a Bradley–Terry model fitted by Hunter's (2004) MM algorithm, with every trial also given
 ``PRIOR`` virtual wins and ``PRIOR`` virtual losses against a reference of strength 1. Without that prior a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,6 +28,8 @@ import optuna
 from gantune.errors import GantuneError
 
 VOTES_KEY = "human_votes"
+#: the prefix of each vote's own user attribute (a value of null: a vote taken back)
+VOTE_PREFIX = "human_vote:"
 RANKING_KEY = "human_ranking"
 #: virtual wins and losses of every trial against a reference of strength 1 (keeps unbeaten trials finite)
 PRIOR = 0.5
@@ -155,25 +160,36 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
 # -- the study's record -------------------------------------------------------------------------------------------
 
 def load_votes(study: optuna.Study) -> list[Vote]:
-    """The votes stored on the study (entries that are not votes are ignored: the attribute is user-writable)."""
-    out = []
-    for raw in study.user_attrs.get(VOTES_KEY) or []:
+    """The votes stored on the study, in the order they were given: those of a ``human_votes`` list written before
+    votes had keys of their own, then each vote's own attribute (entries that are not votes are ignored: the
+    attributes are user-writable)."""
+    older, keyed = _stored(study.user_attrs)
+    return [*older, *(v for _, v in keyed)]
+
+
+def _stored(attrs: dict[str, Any]) -> tuple[list[Vote], list[tuple[str, Vote]]]:
+    """The votes of the list from before keys, and each keyed vote with its key, in order."""
+    def parsed(raw: Any) -> Vote | None:
         try:
-            out.append(Vote.parse(raw))
+            return Vote.parse(raw)
         except (KeyError, TypeError, ValueError):
-            continue
-    return out
+            return None
+
+    older = [v for raw in attrs.get(VOTES_KEY) or [] if not (isinstance(raw, dict) and "id" in raw)
+             if (v := parsed(raw)) is not None]
+    keyed = [(k, v) for k in sorted(k for k in attrs if k.startswith(VOTE_PREFIX)) if (v := parsed(attrs[k]))]
+    return older, keyed
 
 
 def add_vote(study: optuna.Study, a: int, b: int, winner: int | None, items: Iterable[int] = ()) -> list[Vote]:
-    """Append one answer to the study's votes and store the ranking they now give; all the votes.
-
-    The votes are read back from the storage first, so a vote written by another page in the meantime is kept.
-    """
-    vote = Vote.parse({"a": a, "b": b, "winner": winner,
-                       "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    votes = [*load_votes(study), vote]
-    study.set_user_attr(VOTES_KEY, [asdict(v) for v in votes])
+    """Store one answer under its own key, then the list and the ranking all the stored votes now give (another
+    page's votes included); all the votes."""
+    now = dt.datetime.now(dt.timezone.utc)
+    vote = Vote.parse({"a": a, "b": b, "winner": winner, "time": now.isoformat(timespec="seconds")})
+    study.set_user_attr(f"{VOTE_PREFIX}{now.isoformat(timespec='microseconds')}-{uuid.uuid4().hex[:8]}", asdict(vote))
+    older, keyed = _stored(study.user_attrs)
+    votes = [*older, *(v for _, v in keyed)]
+    study.set_user_attr(VOTES_KEY, [*map(asdict, older), *({**asdict(v), "id": k} for k, v in keyed)])
     study.set_user_attr(RANKING_KEY, [r.to_dict() for r in ranking(items, votes)])
     return votes
 

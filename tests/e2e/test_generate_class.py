@@ -82,16 +82,19 @@ def test_class_on_an_unconditional_generator_is_one_line_exit_2(tmp_path: Path,
     assert len(err.splitlines()) == 1 and "--class: this generator is unconditional" in err, err
 
 
-def test_interpolate_holds_a_class_along_each_walk(tmp_path: Path) -> None:
+def test_interpolate_holds_a_class_along_each_walk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--interpolate`` on a conditional generator: ``--class K`` holds K on every row (rows of one class are the
-    unconditional walks' latents through G at K); without it, row r is class r mod classes."""
+    unconditional walks' latents through G at K); without it, row r is class r mod classes. Its ``--json`` names
+    the class as a plain ``--class`` does (it left it out)."""
     trained = _train(tmp_path, "cond", conditional=True)
     net, cfg = load_generator(trained, CPU)
     for label in (None, 3):
         out = tmp_path / f"walk-{label}.png"
-        args = ["generate", str(trained), "--interpolate", "4", "--rows", "2", "--out", str(out)]
+        args = ["generate", str(trained), "--interpolate", "4", "--rows", "2", "--out", str(out), "--json"]
+        capsys.readouterr()
         assert main(args + (["--class", str(label)] if label is not None else [])) == 0
         assert Image.open(out).size[0] > 0
+        assert _last_json(capsys).get("class") == label
     from gantune.generate import walk_samples
     x_k = walk_samples(net, cfg, 4, 2, CPU, 0, label=3)
     x_rows = walk_samples(net, cfg, 4, 2, CPU, 0)

@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from gantune.cli import main
+from gantune.sampling.settings import SearchSettings
 from tests.conftest import enqueue_lrs, tiny_space
 
 SPACE = tiny_space("rep", 4, 100, 50, [0.001, 0.002, 1000000.0], log_every=25, n_samples=200, beta1=True)
@@ -89,13 +90,17 @@ def test_a_search_without_a_completed_trial_reports_without_library_warnings(tmp
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="none", storage=storage)
+    study.set_user_attr("settings", SearchSettings().model_dump())  # what every gantune search records
     for _ in range(2):
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
                                                   user_attrs={STATUS_KEY: "pruned:diverged"}))
     proc = subprocess.run([sys.executable, "-m", "gantune.cli", "report", "none", "--storage", storage,
                            "--out", str(tmp_path / "r.html")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
-    assert "Not available: needs at least 1 completed trial" in (tmp_path / "r.html").read_text()
+    html = (tmp_path / "r.html").read_text()
+    assert "Not available: needs at least 1 completed trial" in html
+    # the grids' section blamed run directories "not on this machine" (found by a review)
+    assert "No completed trial to show yet." in html and "not on this machine" not in html
 
 
 def test_the_importance_chart_is_the_fanova_it_is_titled(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ from gantune.cli import main
 from gantune.errors import GantuneError
 from gantune.review import Review, ReviewServer
 from gantune.sampling import votes as V
+from gantune.sampling.settings import SearchSettings
 from gantune.sampling.study import load_search
 from tests.conftest import last_json, searched_in, sigint_default_in_children, tiny_space
 
@@ -45,7 +46,10 @@ def fresh(searched: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The search with no votes yet (each test answers for itself), in its folder."""
     monkeypatch.chdir(searched)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    load_search("rev", "sqlite:///optuna.db").set_user_attr(V.VOTES_KEY, [])
+    study = load_search("rev", "sqlite:///optuna.db")
+    study.set_user_attr(V.VOTES_KEY, [])
+    for key in [k for k in study.user_attrs if k.startswith(V.VOTE_PREFIX)]:  # null: taken back
+        study.set_user_attr(key, None)
     return searched
 
 
@@ -210,6 +214,7 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
 def test_review_bad_input(fresh: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     storage = f"sqlite:///{tmp_path / 'one.db'}"
     one = optuna.create_study(study_name="one", storage=storage)
+    one.set_user_attr("settings", SearchSettings().model_dump())  # what every gantune search records
     one.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0, user_attrs={"config": {}}))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -109,3 +109,32 @@ def test_votes_are_kept_in_a_sqlite_study(tmp_path: Path) -> None:
     # the attribute is anyone's to write: what is not a vote is passed over
     again.set_user_attr(V.VOTES_KEY, [*again.user_attrs[V.VOTES_KEY], {"a": 1}, "junk", {"a": 1, "b": 1}])
     assert len(V.load_votes(again)) == 3
+
+
+def test_votes_of_two_pages_at_once_are_all_kept(tmp_path: Path) -> None:
+    """Two review pages on one search (two processes, each its own study handle) wrote the whole list back with
+    each vote: answered 10 votes, 6 were kept. Each vote is now its own attribute."""
+    import threading
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    pages = [optuna.load_study(study_name="s", storage=storage) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def answer(page: optuna.Study, winner: int) -> None:
+        start.wait()
+        for _ in range(15):
+            V.add_vote(page, 2, 5, winner, [2, 5])
+
+    threads = [threading.Thread(target=answer, args=(page, w)) for page, w in zip(pages, (2, 5), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    again = optuna.load_study(study_name="s", storage=storage)
+    votes = V.load_votes(again)
+    assert len(votes) == 30 and sum(v.winner == 2 for v in votes) == 15
+    assert {e["id"] for e in again.user_attrs[V.VOTES_KEY]} <= set(again.user_attrs)  # the list: a view of them
+    for key in [k for k in again.user_attrs if k.startswith(V.VOTE_PREFIX)][:3]:  # null: taken back
+        again.set_user_attr(key, None)
+    assert len(V.load_votes(again)) == 27
