@@ -191,17 +191,6 @@ def check_scheduler_keys(search: Any, source: str) -> None:
                               f": {fix}")
 
 
-def unread_asha_keys(search: Any, source: str) -> list[str]:
-    """A note where ``asha: false`` leaves the file's own ASHA settings unread (a space switching ASHA off for a
-    comparison keeps them for when it is on: a note, not a refusal)."""
-    pruning = search.get("pruning") if isinstance(search, dict) else None
-    if not isinstance(pruning, dict) or pruning.get("asha", True) is not False:
-        return []
-    unread = [k for k in ("grace_evals", "reduction_factor", "noise_margin") if k in pruning]
-    return [f"{source}: search.pruning: {', '.join(unread)}: read by ASHA only, and asha: false turns it off"] \
-        if unread else []
-
-
 def check_repeat_owned(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:
     """Under ``pruning.noise_aware`` the search sets ``eval.repeat`` in every trial: a space's or
     ``search.defaults``' own value was overwritten without a word (and a sampled one recorded as drawn)."""

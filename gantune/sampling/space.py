@@ -47,7 +47,6 @@ from gantune.sampling.checks import (
     possible_data,
     possible_sections,
     unmodelled,
-    unread_asha_keys,
     unread_defaults,
     walk,
 )
@@ -339,7 +338,6 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     literals = check_names(leaves, params, source)
     notes = [note for _, _, note in literals] + unmodelled(settings, leaves, params, source, chosen="sampler" in search)
     notes += [f"{source}: {note}" for note in unread_defaults(settings.defaults, leaves)]
-    notes += unread_asha_keys(search, source)
     # what a condition reads where the space leaves a key unset: the search's value (train.steps is max_steps)
     sections = possible_sections(leaves, source, {**settings.defaults, **_cadence(settings)})
     check_objectives(settings, sections, source)

@@ -139,18 +139,6 @@ def test_a_space_under_noise_aware_promotion_may_not_set_eval_repeat(tmp_path: P
     assert _space(tmp_path, SPACE + "eval: {repeat: true}\n").leaves["eval.repeat"]  # without it: the space's
 
 
-def test_asha_settings_that_asha_false_leaves_unread_are_a_note(tmp_path: Path) -> None:
-    """``asha: false`` beside ``grace_evals`` or ``reduction_factor`` loaded without a word, though nothing reads
-    them (PBT's keys under ASHA are refused; these stay for when ASHA is on again: a note)."""
-    off = _space(tmp_path, SPACE.replace("trials: 3", "trials: 3\n  pruning: {asha: false, grace_evals: 3, "
-                                         "reduction_factor: 4}"))
-    assert [n for n in off.notes if "asha" in n] == [
-        f"{tmp_path / 's.yaml'}: search.pruning: grace_evals, reduction_factor: read by ASHA only, and asha: false "
-        "turns it off"]
-    on = _space(tmp_path, SPACE.replace("trials: 3", "trials: 3\n  pruning: {grace_evals: 3}"))
-    assert not [n for n in on.notes if "asha" in n]
-
-
 def test_the_objective_check_reads_train_steps_as_the_search_sets_it(tmp_path: Path) -> None:
     """A metric set chosen by ``train.steps`` was checked against the schema's 2,000 steps, not ``max_steps``: one
     that never reports the objective loaded (every trial ran for nothing), one that always does was refused."""
