@@ -91,7 +91,10 @@ def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: py
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as gantune has it: no "new study" line
     db = tmp_path / "optuna.db"
+    from gantune.sampling.settings import SearchSettings
+
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    study.set_user_attr("settings", SearchSettings().model_dump())  # what every gantune search records
     for _ in range(300):
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         trial.set_user_attr("config", {"a": "x" * 200})

@@ -197,7 +197,8 @@ class SearchSettings(SwitchChecked):
     def _kind(cls, v: Any) -> Any:
         """pydantic's error for a string named only the bool ("must be true or false"), not the list."""
         if not isinstance(v, (bool, list)):
-            raise ValueError(f"{v!r} is neither true, false nor a list of recipe names ({', '.join(RECIPES.names())})")
+            raise ValueError(f"must be true or false, or a list of recipe names ({', '.join(RECIPES.names())}), "
+                             f"not {v!r}")
         return v
 
     @field_validator("warm_start")

@@ -453,12 +453,13 @@ def load_search(name: str, storage: str) -> optuna.Study:
     try:
         with opening(storage):
             study = optuna.load_study(study_name=name, storage=absolute_sqlite(storage))
+            made = "settings" in study.user_attrs
     except KeyError:
         with opening(storage):
             names = [s.study_name for s in optuna.get_all_study_summaries(absolute_sqlite(storage))]
         raise GantuneError(f"no search named {name!r} in {storage} (searches there: "
                            f"{', '.join(names) or 'none'})") from None
-    if "settings" not in study.user_attrs:  # a study of a storage shared with other Optuna work: a KeyError later
+    if not made:  # a study of a storage shared with other Optuna work: a KeyError later
         raise GantuneError(f"{name!r} in {storage} is an Optuna study that no gantune search made (it holds no "
                            "search settings): give the name of a gantune search")
     return study

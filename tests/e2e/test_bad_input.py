@@ -468,7 +468,10 @@ def _stores(folder: Path) -> None:
     import optuna
     from mlflow import MlflowClient
 
-    optuna.create_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
+    from gantune.sampling.settings import SearchSettings
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
+    study.set_user_attr("settings", SearchSettings().model_dump())  # what every gantune search records
     MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").create_experiment("x")
     (folder / "empty.db").touch()
 

@@ -112,7 +112,7 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "n_ei_candidates: 0 is below 1, which TPESampler needs when it samples"),
     # pydantic named only the bool
     (("trials: 3", "trials: 3\n  warm_start: points"),
-     "search.warm_start: 'points' is neither true, false nor a list of recipe names (points, "),
+     "search.warm_start: must be true or false, or a list of recipe names (points, "),
     # the leaf was not named: "ValueError: invalid literal for int() with base 10: 'hinge'"
     (("n_critic: {int: [1, 5], when: \"loss.name in ['wgan', 'wgan-gp']\"}", "n_critic: {expr: \"int(loss.name)\"}"),
      "the first: ValueError: optim.n_critic.expr: invalid literal for int() with base 10:"),
