@@ -432,12 +432,11 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
                                "would be replaced; choose another folder")
     check_writable(out, "--out", is_dir=False)
-    if weights is not None and (weights.resolve() == out.resolve() or out.resolve() in weights.resolve().parents):
+    if weights is not None and weights.resolve().is_relative_to(out.resolve()):
         # the weights' folder made where the config goes: the config could not be written, the weights were
         raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")
     for n in (GENERATOR, BEST_GENERATOR):
-        if weights is not None and ((weights / n).resolve() == out.resolve() or
-                                    (weights / n).resolve() in out.resolve().parents):
+        if weights is not None and out.resolve().is_relative_to((weights / n).resolve()):
             # the config was written over the weights just copied there (or failed under them, the weights kept)
             raise GantuneError(f"--out: {out} is where --weights puts {n}; give the config another name")
     chosen_trials = [one_trial(study, trial)] if trial is not None else top_trials(study, top_k)
