@@ -38,14 +38,15 @@ def _numeric(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any],
             raise ExprError(f"{symbol} takes numbers, not {type(a).__name__} and {type(b).__name__}")
         if isinstance(a, int) and isinstance(b, int) and symbol == "*" and \
                 abs(a).bit_length() + abs(b).bit_length() > MAX_INT_BITS + 2:  # 2**2048 squared as 2**4096
-            raise ExprError(f"{_int_shown(a)} * {_int_shown(b)} is too large (an integer result may have at most "
+            raise ExprError(f"{int_shown(a)} * {int_shown(b)} is too large (an integer result may have at most "
                             f"{MAX_INT_BITS} bits)")
         return op(a, b)
 
     return apply
 
 
-def _int_shown(a: int) -> str:
+def int_shown(a: int) -> str:
+    """An integer for a message: whole up to 64 bits, else its size (a 1,000-digit one would fill the line)."""
     return str(a) if abs(a).bit_length() <= 64 else f"a {abs(a).bit_length()}-bit integer"
 
 
@@ -62,7 +63,7 @@ def _power(a: Any, b: Any) -> Any:
         raise ExprError(f"** takes numbers, not {type(a).__name__} and {type(b).__name__}")
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and \
             (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
-        raise ExprError(f"{_int_shown(a)} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
+        raise ExprError(f"{int_shown(a)} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
     try:
         return a**b
     except OverflowError:

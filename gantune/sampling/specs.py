@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig, switch_problem
+from gantune.sampling.expr import int_shown
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 Scalar = str | int | float | bool | None
@@ -40,9 +41,9 @@ def _whole_steps(lo: float, hi: float, step: float) -> None:
 
 
 def _shown(x: float) -> str:
-    """``x`` for a message: a float in ``g`` form, an integer whole up to 15 digits (``:g`` of a 310-digit one
+    """``x`` for a message: a float in ``g`` form, an integer as expressions show one (``:g`` of a 310-digit one
     overflows)."""
-    return f"{x:g}" if not isinstance(x, int) else str(x) if abs(x) < 10**15 else f"a {x.bit_length()}-bit integer"
+    return int_shown(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _numbers(bounds: Any) -> Any:
