@@ -26,7 +26,7 @@ from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, GROWN, resolve_arch
 from gantune.gan.norms import NORMS
 from gantune.gan.progressive import GrowthSchedule
-from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY
+from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY, WITHOUT_BETAS
 from gantune.gan.transfer import init_file
 from gantune.gan.unroll import functional_update
 from gantune.metrics import FAMILIES, better, check_metric_names, metric_keys, metric_names
@@ -275,4 +275,8 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
     "data.resolution": (lambda c: not is_points(c.data), lambda: "image data (2-D points have none)"),
     "data.max_images": (lambda c: not is_points(c.data), lambda: "image data (2-D points are drawn, not loaded)"),
     "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
+    "loss.instance_noise_steps": (lambda c: c.loss.instance_noise > 0, lambda: "loss.instance_noise above 0"),
+    **{f"optim.{key}": (lambda c: c.optim.name not in WITHOUT_BETAS,
+                        lambda: "optim.name " + " or ".join(n for n in OPTIMIZERS.names() if n not in WITHOUT_BETAS))
+       for key in ("beta1", "beta2")},
 }

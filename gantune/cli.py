@@ -19,7 +19,7 @@ from gantune import env, plugins
 from gantune.config import MAX_SEED
 from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
-from gantune.provenance import trial_numbers
+from gantune.provenance import describe, floor_scored, trial_numbers
 from gantune.registry import Registry
 
 
@@ -241,11 +241,9 @@ def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:
     if best["metrics"]:  # the best trial's last evaluation, every metric of it
         print("    last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in best["metrics"].items()))
     if best["floor"]:
-        print("    real-vs-real floor (training data scored like samples): "
+        print(f"    real-vs-real floor ({floor_scored(best['provenance'] or {})}): "
               + ", ".join(f"{k} {v:.4g}" for k, v in best["floor"].items()))
     if best["provenance"]:
-        from gantune.provenance import describe
-
         print(f"    measured: {describe(best['provenance'])}")
     for k, v in best["params"].items():
         print(f"    {k} = {v}")

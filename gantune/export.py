@@ -206,7 +206,8 @@ def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], 
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
     floor = provenance.floor(chosen.trial)
     for name in (n for n in search_settings(study).objectives if n in floor):  # each objective's (the first only)
-        lines.append(f"# real-vs-real {name} (training data scored like samples): {floor[name]:.6g}")
+        lines.append(f"# real-vs-real {name} ({provenance.floor_scored(provenance.of(chosen.trial))}): "
+                     f"{floor[name]:.6g}")
     for c in candidates:
         if c.values:
             spread = f"+- {c.spread:.3g} (std)" if c.spread is not None else "(one seed: no spread)"

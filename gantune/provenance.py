@@ -58,11 +58,20 @@ def measured_on(provenance: dict[str, Any]) -> str | None:
     return str(provenance[DATA]) + (f" at {resolution} px" if resolution else "")
 
 
+def floor_scored(provenance: dict[str, Any]) -> str:
+    """What the floor scored, where that is not ``n`` training samples as a trial's values are: the training data
+    holds fewer (digits' 1,437 under ``eval.n_samples`` 2,500), so it sits at another N than the values beside it."""
+    if "floor_n" not in provenance:
+        return "training data scored like samples"
+    return f"all {provenance['floor_n']} training samples, fewer than the {provenance.get('n')} a trial scores"
+
+
 def floor_text(provenance: dict[str, Any]) -> str:
     """The floor as a line says it, or why there is none (``Evaluator._floor``)."""
     values = provenance.get("floor") or {}
     if values:
-        return "real-vs-real floor " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        return (f"real-vs-real floor ({floor_scored(provenance)}) "
+                + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
     return (f"no real-vs-real floor (the reference is the training images, and fewer than {provenance.get('n')} "
             "lie outside it)")
 

@@ -37,6 +37,8 @@ OPTIMIZERS.add("rmsprop", lambda p, lr, c, cuda: torch.optim.RMSprop(p, lr))
 #: the optimisers whose builder applies ``optim.weight_decay``, decoupled from the gradient (Loshchilov & Hutter
 #: 2019); the catalogue refuses a weight decay with any other (RMSprop's own weight_decay is a coupled L2 term)
 WEIGHT_DECAY: set[str] = {"adam"}
+#: the optimisers whose builder reads no ``optim.beta1``/``beta2`` (a plugin's builder may read them)
+WITHOUT_BETAS: set[str] = {"rmsprop"}
 
 
 def _adam(params: Iterator[nn.Parameter], lr: float, c: OptimConfig, cuda: bool) -> torch.optim.Optimizer:

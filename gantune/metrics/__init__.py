@@ -208,17 +208,20 @@ class Evaluator:
             "extractor": self.extractor.name, "weights": self.extractor.weights, "n": self.n,
             "quick_n": self.n_quick, "reference_n": n_ref, "reference": data.reference_split,
             "resolution": None if data.is_points else cfg.data.resolution, "data": data_label(cfg.data),
-            "floor": self._floor(data, ref)}
+            "floor": (floor := self._floor(data, ref))[0]}
+        if floor[1] < self.n:  # fewer training samples than n_samples (digits' 1,437 under 2,500): said beside it
+            self.provenance["floor_n"] = floor[1]
         own = {k: v for name, scorer in self.scorers if FAMILIES.get(name).one_sample for k, v in scorer(ref).items()}
         if own:
             self.provenance["reference_values"] = own
 
-    def _floor(self, data: RealData, ref: Reference) -> dict[str, float]:
-        """The metric set on ``n`` real training samples (once per search: cached beside the reference); none
-        when the reference is the training images and fewer than ``n`` lie outside it (``RealData.twin``)."""
+    def _floor(self, data: RealData, ref: Reference) -> tuple[dict[str, float], int]:
+        """The metric set on ``n`` real training samples, or all of them where there are fewer, and how many it
+        scored (once per search: cached beside the reference); none when the reference is the training images and
+        fewer than ``n`` lie outside it (``RealData.twin``)."""
         twin = data.twin(self.n)
         if twin is None:  # the reference holds the training images a floor would score
-            return {}
+            return {}, self.n
         labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
         if labels is not None:  # the same pixels under other classes (a folder re-sorted) are another floor
@@ -238,7 +241,7 @@ class Evaluator:
         else:
             tag = hashlib.sha1(f"{digest}|{names}".encode()).hexdigest()[:12]
             stored = cached(ref.cache.with_name(f"{ref.cache.stem}-floor-{len(twin)}-{tag}.pt"), score)
-        return {k: float(v) for k, v in stored.items()}
+        return {k: float(v) for k, v in stored.items()}, len(twin)
 
     def __call__(self, generate: Generate) -> dict[str, float]:
         """The full metric set on ``eval.n_samples`` samples."""

@@ -79,6 +79,25 @@ def test_floor_is_real_training_images_scored_against_the_heldout_reference() ->
     assert again["fid"] == pytest.approx(p["floor"]["fid"], rel=1e-9)
 
 
+def test_a_floor_on_fewer_training_samples_than_n_says_so() -> None:
+    """digits has 1,437 training images: under ``eval.n_samples`` 2,000 (the schema's default is 2,500) the floor
+    scored those 1,437 while every output called it the same N as the trial's values (FID falls with N: 19.6 on
+    360 of them, 5.8 on 1,437, against one reference). The provenance records the floor's N, and each line says it."""
+    from gantune.provenance import floor_scored, floor_text
+
+    def provenance(n: int) -> dict[str, object]:
+        cfg = config_from_dict({"data": {"name": "digits", "resolution": 8},
+                                "eval": {"n_samples": n, "metrics": ["fid"]}})
+        return Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU).provenance
+
+    p = provenance(2000)
+    assert p["floor_n"] == 1437 and p["n"] == 2000 and p["floor"]["fid"] > 0
+    assert floor_text(p).startswith("real-vs-real floor (all 1437 training samples, fewer than the 2000 a trial "
+                                    "scores) fid=")
+    p = provenance(1000)
+    assert "floor_n" not in p and floor_scored(p) == "training data scored like samples"
+
+
 def test_a_folders_floor_scores_images_outside_its_reference(tmp_path: Path) -> None:
     """A folder has no held-out split: its reference is its training images, and the floor's twin drew from the
     same images, so with ``n_samples`` at the folder's size it scored the reference against itself (FID -3.8e-07,

@@ -400,6 +400,13 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
       "points are drawn, not loaded))"]),
     (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}, d_width: "
       "{expr: \"model.minibatch_disc_dim * 2\"}}"), []),  # an expression reads it
+    # RMSprop's builder reads no betas, and instance_noise_steps anneals a noise that is off: both were silent
+    (("  n_critic:", "  name: rmsprop\n  beta1: {float: [0.0, 0.9]}\n  n_critic:"),
+     ["optim.beta1 is searched, but none of 32 valid random draws reads it (it is read with optim.name adam)"]),
+    (("  n_critic:", "  name: {categorical: [adam, rmsprop]}\n  beta2: {float: [0.9, 0.999]}\n  n_critic:"), []),
+    (("  clip:", "  instance_noise_steps: {float: [0.1, 1.0]}\n  clip:"),
+     ["loss.instance_noise_steps is searched, but none of 32 valid random draws reads it (it is read with "
+      "loss.instance_noise above 0)"]),
     (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
      ["optim.n_critic.when held in none of 32 valid random draws: it is (almost) never set"]),
     # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
