@@ -168,7 +168,7 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     s.evals += 1
     s.low, s.high = min(s.low, v), max(s.high, v)
     if _better(h, v, s.best):  # at the log this record is (``_stall`` counts it after this rule), else after the last
-        s.best, s.improved_at = v, s.logs + ("loss_d" in r)
+        s.best, s.improved_at = v, s.logs + _is_log(r)
     assert s.best is not None
     threshold = rise_threshold(h, s.best)
     worse = (v > threshold if h.mode == "min" else v < threshold) and abs(v - s.best) > h.rise_margin * (s.high - s.low)
@@ -236,6 +236,12 @@ def _signals(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     return None
 
 
+def _is_log(r: dict[str, float]) -> bool:
+    """Whether a record is a training log (both losses): a hand-edited ``metrics.jsonl`` line with ``loss_d`` alone
+    was a KeyError on ``--resume``."""
+    return "loss_d" in r and "loss_g" in r
+
+
 @rule
 def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     """Frozen losses with no better objective; or D separating every real from every fake sample, which stalls
@@ -246,7 +252,7 @@ def _stall(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
     R1-regularised non-saturating D separates all samples early on while its smooth slope guides G (Mescheder et
     al. 2018). R1 or a gradient penalty does not switch the rule off for minimax: they bound D's slope at reals or
     interpolates, not its confidence on the fakes, so the saturating G gradient still vanishes."""
-    if "loss_d" not in r:
+    if not _is_log(r):
         return None
     s.logs += 1
     s.losses.append((r["loss_d"], r["loss_g"]))

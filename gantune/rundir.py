@@ -395,7 +395,8 @@ def _parsed(line: str) -> dict[str, Any] | None:
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
     """The records of a run folder's metrics.jsonl in order, without a last line a killed run left half-written."""
     p = folder / METRICS
-    lines = p.read_text().splitlines() if p.exists() else []
+    # bytes that are not UTF-8 (a disk error, an editor) spoil their line only, as any unreadable line
+    lines = p.read_text(errors="replace").splitlines() if p.exists() else []
     return [rec for ln in lines if (rec := _parsed(ln)) is not None]
 
 
@@ -407,8 +408,20 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
     try:
         return load_saved(p)
     except GantuneError as err:
-        raise GantuneError(f"--resume: {err}; delete it to train {folder} again from step 0, or train into "
-                           "another --out") from None
+        raise _refused(folder, str(err)) from None
+
+
+def unfit_checkpoint(folder: Path, err: Exception) -> GantuneError:
+    """The refusal of a checkpoint torch reads that is not this run's (another run's, copied in; one saved by
+    hand): its nets' shapes or keys do not fit the config, which loading them said in a traceback."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    why = f"it holds no {err}" if isinstance(err, KeyError) else " ".join(lines[:2])[:240]
+    return _refused(folder, f"{folder / CHECKPOINT} does not fit this run's config ({why})")
+
+
+def _refused(folder: Path, why: str) -> GantuneError:
+    return GantuneError(f"--resume: {why}; delete it to train {folder} again from step 0, or train into another "
+                        "--out")
 
 
 class RunDir:

@@ -28,7 +28,7 @@ from gantune.gan import GANTrainer
 from gantune.gan.conditional import balanced_labels, check_classes, grid_labels, labelled_data
 from gantune.health import EVAL_SECONDS, REPEAT, Verdict, first_nonfinite, is_evaluation
 from gantune.metrics import Evaluator
-from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir, finite_weights
+from gantune.rundir import BEST_GENERATOR, CHECKPOINT, GENERATOR, RunDir, finite_weights, unfit_checkpoint
 from gantune.viz import samples_png
 
 Record = dict[str, float]
@@ -328,10 +328,13 @@ def train(
     last: Record = {}  # the last record and evaluation: what the result carries (a checkpoint too, for a run
     last_eval: Record = {}  # resumed at its last step, which trains and records nothing more)
     if resume and out.rd is not None and (ckpt := out.rd.load_checkpoint()) is not None:
-        trainer.load_state_dict(ckpt["trainer"])
-        _set_rng_state(ckpt["rng"], dev, data, evaluation)
-        start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
-        last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
+        try:
+            trainer.load_state_dict(ckpt["trainer"])
+            _set_rng_state(ckpt["rng"], dev, data, evaluation)
+            start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+            last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:  # another run's nets, or none
+            raise unfit_checkpoint(out.rd.path, err) from None
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         best.recall(out.rd.trim_metrics(start))
         out.rd.write_config(cfg)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import modules_after
 
 from gantune import rundir
@@ -205,6 +207,28 @@ def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path,
         assert checkpoint.stat().st_size == cut  # left as it was
 
 
+def test_train_resume_of_another_runs_checkpoint_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint torch reads whose nets are not this config's (another run's, copied in with its log; one saved
+    by hand): ``--resume`` loaded it into the config's nets, a RuntimeError (size mismatch) or KeyError traceback."""
+    monkeypatch.chdir(tmp_path)
+    Path("small.yaml").write_text("data: {name: grid25}\nmodel: {g_width: 16, d_width: 16}\ntrain: {steps: 20}\n")
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    assert main(["train", "small.yaml", "--out", "small", "--no-tracking"]) == 0
+    for name in ("checkpoint.pt", "metrics.jsonl"):
+        shutil.copy(Path("small") / name, Path("run") / name)
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=False)
+    for why, saved in (("Error(s) in loading state_dict for MLPGenerator: ", checkpoint),
+                       ("it holds no 'trainer'", {k: v for k, v in checkpoint.items() if k != "trainer"})):
+        torch.save(saved, "run/checkpoint.pt")
+        capsys.readouterr()
+        assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt does "
+                                                             "not fit this run's config ("), err
+        assert why in err and err.endswith("delete it to train run again from step 0, or train into another --out")
+
+
 def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A truncated ``generator_best.pt`` survived ``train --resume`` (exit 0, "completed"): only a better
@@ -351,6 +375,14 @@ def test_a_logged_record_whose_step_is_no_number_is_no_record(tmp_path: Path) ->
     (tmp_path / rundir.METRICS).write_text('{"step": 10, "loss_d": 1.0}\n{"step": "x"}\n{"step": true}\n'
                                            '{"loss_d": 2.0}\n{"step": 20.0}\n')
     assert [r["step"] for r in rundir.read_metrics(tmp_path)] == [10, 20.0]
+
+
+def test_bytes_that_are_not_utf8_spoil_their_line_only(tmp_path: Path) -> None:
+    """``\\xff\\xfe`` appended to a run's log (found by a review): ``--resume`` died in a UnicodeDecodeError
+    traceback before reading any line; the other unreadable lines were already skipped one by one."""
+    (tmp_path / rundir.METRICS).write_bytes(b'{"step": 10, "loss_d": 1.0}\n\xff\xfe\n{"step": 20, "fid": 3.5}\n'
+                                            b'{"step": 30, "note": "caf\xe9"}\n')
+    assert [r["step"] for r in rundir.read_metrics(tmp_path)] == [10, 20, 30]
 
 
 @pytest.mark.parametrize(("content", "why"), [(b"hi\n", "not a file torch saved"), (b"abc", "not a file torch saved"),

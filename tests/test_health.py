@@ -373,3 +373,13 @@ def test_a_stall_counts_stall_logs_after_the_last_improvement(with_the_log: bool
     # the improvement is at log 1 or before it: logs 2..21 are the 20 without one (log 1 has one, or is the
     # first after the improvement's evaluation: then logs 1..20)
     assert said[0] == ((21 if with_the_log else 20), "stalled"), said
+
+
+def test_a_record_with_one_loss_is_no_training_log() -> None:
+    """A hand-edited ``{"step": 30, "loss_d": 1}`` line in a run's log: ``--resume`` replays the log through the
+    monitor, which read every record holding ``loss_d`` as a training log and died in a KeyError on ``loss_g``."""
+    monitor = HealthMonitor(HealthConfig(stall_logs=3))
+    logs = [{"step": 10.0, "loss_d": 1.0, "loss_g": 2.0}, {"step": 30.0, "loss_d": 1.0},
+            {"step": 40.0, "loss_g": 2.0}, {"step": 50.0, "loss_d": 1.0, "loss_g": 2.0}]
+    assert monitor.replay(logs) is None
+    assert monitor.replay([{"step": 60.0, "loss_d": 1.0, "loss_g": 2.0}]) is not None  # the third log, frozen
