@@ -72,6 +72,8 @@ def floor_text(provenance: dict[str, Any]) -> str:
     if values:
         return (f"real-vs-real floor ({floor_scored(provenance)}) "
                 + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    if "floor_n" in provenance:
+        return f"no real-vs-real floor (the training data holds {provenance['floor_n']} samples, too few to score)"
     return (f"no real-vs-real floor (the reference is the training images, and fewer than {provenance.get('n')} "
             "lie outside it)")
 

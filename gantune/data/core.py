@@ -328,6 +328,14 @@ def mixture_means(cfg: DataConfig) -> torch.Tensor | None:
     return None if mixture is None else mixture.means
 
 
+def subset_missing(cfg: DataConfig, missing: list[str], total: int, whose: str) -> DataError:
+    """The refusal of a conditional run on a ``max_images`` subset without images of some class: the generator
+    would learn that class from nothing."""
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return DataError(f"data.max_images: its subset of {cfg.max_images} leaves out {len(missing)} of {whose} {total} "
+                     f"classes ({shown}), and a conditional GAN needs images of every class; raise data.max_images")
+
+
 def known_classes(cfg: DataConfig) -> int | None:
     """The dataset's class count where its file names tell it without decoding anything (a folder's top-level
     subfolders; 0: images directly under ``path``), else ``None``."""

@@ -8,10 +8,12 @@ import numpy as np
 import torch
 
 from gantune.config import DataConfig
-from gantune.data.core import _fit, dataset
+from gantune.data.core import _fit, dataset, subset_missing
 
 #: the digits' fixed split: a stratified 20% held out with scikit-learn's ``train_test_split`` (seed 0)
 DIGITS_HELDOUT, DIGITS_SPLIT_SEED = 0.2, 0
+#: the digits' classes, 0 to 9
+DIGITS_CLASSES = 10
 
 
 def digits_split(part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +34,17 @@ def _digits_heldout(cfg: DataConfig) -> torch.Tensor:
     return _fit(torch.from_numpy(digits_split("heldout")[0]), cfg)
 
 
-@dataset("digits", heldout=_digits_heldout, channels=1, labelled=True)
+def _digits_classes(cfg: DataConfig) -> int:
+    """The digits' 10 classes (asked by conditional runs only): a ``max_images`` subset missing one is refused, as
+    a folder's is; read off the loaded subset's labels, a subset of one 3 had "4 classes"."""
+    labels = digits_split("train")[1][: cfg.max_images]
+    missing = sorted(set(range(DIGITS_CLASSES)) - set(labels.tolist()))
+    if missing:
+        raise subset_missing(cfg, [str(k) for k in missing], DIGITS_CLASSES, "the digits'")
+    return DIGITS_CLASSES
+
+
+@dataset("digits", heldout=_digits_heldout, channels=1, labelled=True, classes=_digits_classes)
 def _digits(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
     x, y = digits_split("train")
     x, y = x[: cfg.max_images], y[: cfg.max_images]  # the split is shuffled: the first N are a random subset

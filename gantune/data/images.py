@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gantune.config import DataConfig
-from gantune.data.core import dataset, pil_mode
+from gantune.data.core import dataset, pil_mode, subset_missing
 from gantune.errors import DataError
 from gantune.events import first_line
 from gantune.rundir import LOCK, OWNER, cache_dir, cached
@@ -208,10 +208,7 @@ def _folder_classes(cfg: DataConfig) -> int:
         return 0
     missing = sorted(set(index) - {f.relative_to(root).parts[0] for f in files})
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise DataError(f"data.max_images: its subset of {cfg.max_images} leaves out {len(missing)} of the "
-                        f"folder's {len(index)} classes ({shown}), and a conditional GAN needs images of every class; "
-                        "raise data.max_images")
+        raise subset_missing(cfg, missing, len(index), "the folder's")
     return len(index)
 
 

@@ -120,6 +120,10 @@ def _reference_key(cfg: TrialConfig, extractor: Extractor, x: torch.Tensor) -> s
     return f"reference-{cfg.data.name}-{extractor.name}-{len(x)}-{digest}"
 
 
+#: the fewest training samples a floor scores (``eval.n_samples``' least): below it some families have no value
+FLOOR_LEAST = 16
+
+
 def one_real_sample(names: list[str]) -> str:
     """The refusal of metrics on data of one sample (a folder of one image)."""
     return (f"eval.metrics: the metrics ({', '.join(names)}) compare samples with the real data, which has one "
@@ -222,6 +226,8 @@ class Evaluator:
         twin = data.twin(self.n)
         if twin is None:  # the reference holds the training images a floor would score
             return {}, self.n
+        if len(twin) < FLOOR_LEAST:  # digits' max_images 5: PRDC's k-NN radii crashed the run, KID read NaN
+            return {}, len(twin)
         labels = data.twin_labels(self.n) if self.conditional else None  # the conditional metrics' real floor
         digest = hashlib.sha1(twin.contiguous().numpy().tobytes()).hexdigest()[:12]
         if labels is not None:  # the same pixels under other classes (a folder re-sorted) are another floor

@@ -89,6 +89,8 @@ def kid(ref: Reference) -> Scorer:
     from torchmetrics.image.kid import poly_mmd
 
     real = ref.feats.float()  # float32 like torchmetrics' own use: float64 kernels cost 3x on a CPU
+    if len(real) < 4:  # a folder of 3 images: every evaluation NaN, and the run ended "diverged" on bad input
+        raise ValueError(f"kid needs 4 real samples or more (two a subset, half of them); the data has {len(real)}")
 
     def score(fake: Samples) -> dict[str, float]:
         f = fake.feats.float()

@@ -310,6 +310,23 @@ def test_a_max_images_subset_keeps_the_folders_class_indices(tmp_path: Path) -> 
                               "conditional GAN needs images of every class; raise data.max_images")
 
 
+@pytest.mark.parametrize(("images", "message"), [
+    (1, "leaves out 9 of the digits' 10 classes (0, 1, 2 and 6 more)"),
+    (30, "leaves out 1 of the digits' 10 classes (0)")])
+def test_a_digits_subset_missing_a_class_counts_all_ten(images: int, message: str) -> None:
+    """digits with ``max_images: 1`` (one 3) said "images of 1 of its 4 classes (none of class 0, 1, 2)": its class
+    count was read off the subset's highest label (found by a review). The digits have 10, said before the run
+    starts, as a folder's subset is."""
+    from gantune.gan.conditional import check_classes
+
+    cfg = _cfg(data={"name": "digits", "resolution": 8, "max_images": images})
+    with pytest.raises(GantuneError) as exc:
+        check_classes(cfg)
+    assert str(exc.value) == (f"data.max_images: its subset of {images} {message}, and a conditional GAN needs "
+                              "images of every class; raise data.max_images")
+    check_classes(_cfg(data={"name": "digits", "resolution": 8, "max_images": 100}))  # every class among them
+
+
 def test_labelled_data_missing_a_class_below_its_highest_is_refused() -> None:
     """Class count is the highest label + 1, so labelled data with no image of class 1 (a subset of a torchvision
     set, a plugin's) trained a class from nothing without a word."""

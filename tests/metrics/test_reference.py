@@ -98,6 +98,18 @@ def test_a_floor_on_fewer_training_samples_than_n_says_so() -> None:
     assert "floor_n" not in p and floor_scored(p) == "training data scored like samples"
 
 
+def test_a_floor_on_too_few_training_samples_is_none() -> None:
+    """digits with ``max_images: 5``: the floor scored 5 training images with PRDC, whose k-NN radii need more than
+    5, and the run died in a ``kthvalue`` traceback before its first step (found by a review)."""
+    from gantune.provenance import floor_text
+
+    cfg = config_from_dict({"data": {"name": "digits", "resolution": 8, "max_images": 5},
+                            "eval": {"n_samples": 16}})  # the default metrics: fid, kid, classes, prdc, ...
+    p = Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU).provenance
+    assert p["floor"] == {} and p["floor_n"] == 5
+    assert floor_text(p) == "no real-vs-real floor (the training data holds 5 samples, too few to score)"
+
+
 def test_a_folders_floor_scores_images_outside_its_reference(tmp_path: Path) -> None:
     """A folder has no held-out split: its reference is its training images, and the floor's twin drew from the
     same images, so with ``n_samples`` at the folder's size it scored the reference against itself (FID -3.8e-07,
@@ -145,6 +157,8 @@ def test_an_edited_image_changes_the_cached_reference(tmp_path: Path) -> None:
                   "neighbour's); the data has 5"),
     (1, ["diversity"], "eval.metrics: the metrics (diversity) compare samples with the real data, which has one "
                        "sample"),
+    # KID's subsets of half of 3 images hold one: every evaluation NaN, the run "diverged" (found by a review)
+    (3, ["fid", "kid"], "eval.metrics: kid needs 4 real samples or more (two a subset, half of them); the data has 3"),
 ])
 def test_too_few_real_images_for_the_metrics_is_one_line(tmp_path: Path, images: int, metrics_: list[str],
                                                          needle: str) -> None:
