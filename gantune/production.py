@@ -44,6 +44,7 @@ from gantune.rundir import (
     GENERATOR,
     METRICS,
     OWNER,
+    RUN_FILES,
     atomic_write,
     check_writable,
     exclusive,
@@ -103,6 +104,11 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
     at = 0
+    # a folder where a run file goes: --resume read metrics.jsonl (IsADirectoryError), or trained to the end and
+    # failed writing generator.pt
+    if blocked := [name for name in RUN_FILES if (out / name).exists() and not (out / name).is_file()]:
+        raise GantuneError(f"--out: {out / blocked[0]} is not a file, and a run writes its {blocked[0]} there; move "
+                           "it away, or choose another --out")
     if opts.resume and not (out / CHECKPOINT).exists():  # a folder that is not there, or a file, is no run at all
         what = "no checkpoint in" if out.is_dir() else "no run folder" if not out.exists() else "not a run folder:"
         raise GantuneError(f"--resume: {what} {out}")

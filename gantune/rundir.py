@@ -28,6 +28,8 @@ GENERATOR = "generator.pt"
 BEST_GENERATOR = "generator_best.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
+#: the files a run folder holds (``samples/`` beside them)
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, GENERATOR, BEST_GENERATOR)
 
 
 def trial_dirname(number: int) -> str:

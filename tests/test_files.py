@@ -229,6 +229,25 @@ def test_train_resume_of_another_runs_checkpoint_is_one_line_exit_2(tmp_path: Pa
         assert why in err and err.endswith("delete it to train run again from step 0, or train into another --out")
 
 
+@pytest.mark.parametrize("name", ["metrics.jsonl", "generator.pt", "config.yaml"])
+def test_a_folder_where_a_run_file_goes_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """A folder at ``metrics.jsonl``: ``--resume`` died in an IsADirectoryError traceback; at ``generator.pt`` it
+    trained to the last step, then failed writing it (found by a review). Said before any step, left as it was."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking"]) == 0
+    (Path("run") / name).unlink()
+    (Path("run") / name).mkdir()
+    before = sorted(p.name for p in Path("run").iterdir())
+    for resume in (["--resume"], []):
+        capsys.readouterr()
+        assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", *resume]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"gantune train: error: --out: run/{name} is not a file, and a run writes its {name} there; "
+                       "move it away, or choose another --out"), err
+        assert sorted(p.name for p in Path("run").iterdir()) == before
+
+
 def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A truncated ``generator_best.pt`` survived ``train --resume`` (exit 0, "completed"): only a better
