@@ -360,8 +360,13 @@ def test_kid_std_is_the_spread_of_kid_between_draws(n: int, cap: int, shift: flo
 
 
 def test_kid_needs_two_samples_a_side_in_each_subset() -> None:
-    """Half of 3 is one sample, where the unbiased estimator divides by m (m - 1) = 0."""
-    assert all(math.isnan(v) for v in _kid(3, 0).values())
+    """Half of 3 is one sample, where the unbiased estimator divides by m (m - 1) = 0: a reference that small is
+    refused (the Evaluator says it in one line), fewer fakes read NaN."""
+    real, fake = _features(3, 8, 0), _features(100, 8, 1)
+    with pytest.raises(ValueError, match="kid needs 4 real samples or more"):
+        FAMILIES.get("kid")(Reference(x=real, feats=real))
+    scored = FAMILIES.get("kid")(Reference(x=fake, feats=fake))(Samples(x=real, feats=real))
+    assert all(math.isnan(v) for v in scored.values())
     assert all(math.isfinite(v) for v in _kid(4, 0).values())
 
 
