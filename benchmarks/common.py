@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,25 @@ class Collector:
     def median_steps_per_s(self, number: int) -> float:
         values = [r["steps_per_s"] for r in self.records.get(number, []) if "steps_per_s" in r]
         return statistics.median(values[1:] or values) if values else 0.0
+
+
+class TimedCollector(Collector):
+    """A ``Collector`` keeping the wall time each result arrived at (``_t``)."""
+
+    def trial_result(self, number: int, result: dict[str, Any]) -> None:
+        super().trial_result(number, result)
+        self.records[number][-1]["_t"] = time.time()
+
+    def together(self) -> float:
+        """The share of the trials' logging span (first log of any to last of any) in which every trial logged:
+        1 when they trained side by side, near 0 when one after another (a sum of their rates then overstates
+        what the device did at once)."""
+        spans = [(r[0]["_t"], r[-1]["_t"]) for r in self.records.values() if r]
+        if not spans:
+            return math.nan
+        whole = max(e for _, e in spans) - min(b for b, _ in spans)
+        both = min(e for _, e in spans) - max(b for b, _ in spans)
+        return max(0.0, both) / whole if whole > 0 else 1.0
 
 
 def guarded(main: Callable[[], None]) -> None:

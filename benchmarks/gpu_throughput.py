@@ -6,8 +6,11 @@
 
 Each row runs a gantune search of N identical trials (fractional GPUs: 1/N each, one cheap evaluation at the
 end) and reports the sum of the trials' steady-state throughput (median steps/s x batch), and images / wall
-time of the whole search including Ray's start-up. The "bare" row is ``loop_overhead.bare_loop`` on the same
-config, synchronising with the host at the trials' log cadence. For scale only, not measured by this repository's
+time of the whole search including its trials' start-up (from the first trial's start, after ``ray.init``);
+"together" is the share of the trials' logging span in which every one of them was logging (a sum of rates
+measured one after another would overstate the device's throughput). The "bare" row is
+``loop_overhead.bare_loop`` on the same config (the trials without the search's defaults or recipes, so without
+an EMA of G), synchronising with the host at the trials' log cadence. For scale only, not measured by this repository's
 benchmarks: a bare hand-written DCGAN-32 loop timed on an H100 outside them gave 1 process 10.3k img/s,
 16 processes 79.5k img/s, batch-2048 bf16 129k img/s. Without a GPU (and without --cpu) it says so and stops.
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import Collector, guarded, positive_int, run
+from common import TimedCollector, guarded, positive_int, run
 from loop_overhead import bare_loop
 
 from gantune.catalogue import config_from_dict
@@ -62,22 +65,26 @@ def main() -> None:
     cfg = config_from_dict({**trial, "train": {**trial["train"], "device": device.type, "steps": args.steps}})
     bare = bare_loop(cfg, device, args.steps, log_every=cfg.train.log_every) * args.batch
     print(f"device: {name}   DCGAN-32 (3x32x32), batch {args.batch}, {args.steps} steps per trial")
-    print(f"{'trials':>7}{'per trial':>12}{'aggregate img/s':>17}{'end-to-end img/s':>18}{'vs bare':>9}")
+    print(f"{'trials':>7}{'per trial':>12}{'aggregate img/s':>17}{'end-to-end img/s':>18}{'vs bare':>9}"
+          f"{'together':>10}")
     print(f"{'bare':>7}{bare:>12.0f}{bare:>17.0f}{'':>18}{1.0:>8.2f}x")
     cpus = os.cpu_count() or 1
     for n in args.concurrency:
-        collector = Collector()
+        collector = TimedCollector()
         resources = {"gpu": 1.0 / n if device.type == "cuda" else 0.0, "cpu": max(1.0, cpus // n)}
         _, study, _ = run(space_path, f"throughput-{n}", workdir, {
             "trials": n, "max_steps": args.steps, "eval_every": args.steps, "concurrency": n,
-            "resources": resources, "pruning": {"asha": False, "health": False}}, collector, warn=False)
+            "resources": resources, "pruning": {"asha": False, "health": False},
+            # the bare loop's work: no search default (an EMA of G) and no recipe in the trials
+            "defaults": {}, "warm_start": False}, collector, warn=False)
         per_trial = [collector.median_steps_per_s(t.number) * args.batch for t in study.trials]
         aggregate = sum(per_trial)
         starts = [t.datetime_start for t in study.trials if t.datetime_start]
         ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
         span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
         e2e = n * args.steps * args.batch / span
-        print(f"{n:>7}{aggregate / n:>12.0f}{aggregate:>17.0f}{e2e:>18.0f}{aggregate / bare:>8.2f}x", flush=True)
+        print(f"{n:>7}{aggregate / n:>12.0f}{aggregate:>17.0f}{e2e:>18.0f}{aggregate / bare:>8.2f}x"
+              f"{100 * collector.together():>9.0f}%", flush=True)
     print(f"(work files in {workdir})")
 
 

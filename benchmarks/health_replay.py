@@ -249,7 +249,8 @@ def summary(rows: list[Replayed], max_steps: int) -> dict[str, int]:
     bad = [r for r in rows if r.label == "bad"]
     good = [r for r in rows if r.label == "good"]
     return {"bad": len(bad), "bad_early": sum(r.step is not None and r.step < 0.25 * max_steps for r in bad),
-            "good": len(good), "good_stopped": sum(r.step is not None for r in good)}
+            # a verdict at the last step stops nothing (``search_efficiency.decisions`` reads it so too)
+            "good": len(good), "good_stopped": sum(r.step is not None and r.step < max_steps for r in good)}
 
 
 def check(out: Path, preset: str, arm: str, rows: list[Replayed]) -> list[str]:

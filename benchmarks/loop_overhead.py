@@ -85,6 +85,15 @@ UNMATCHED: tuple[tuple[str, Callable[[TrialConfig, torch.device], bool]], ...] =
     ("train.channels_last", lambda c, d: Speed.resolve(c.train, d).channels_last),
     ("train.precision: bf16", lambda c, d: Speed.resolve(c.train, d).bf16),
     ("train.compile", lambda c, d: Speed.resolve(c.train, d).compile),
+    # found by a review: accepted, trained by gantune's step only
+    ("loss.label_smoothing", lambda c, d: c.loss.label_smoothing > 0),
+    ("loss.instance_noise", lambda c, d: c.loss.instance_noise > 0),
+    ("loss.unroll", lambda c, d: c.loss.unroll > 0),
+    ("optim.weight_decay", lambda c, d: c.optim.weight_decay > 0),
+    ("optim.decay", lambda c, d: c.optim.decay != "none"),
+    ("data.augment", lambda c, d: bool(c.data.augment)),
+    ("model.conditional", lambda c, d: c.model.conditional),
+    ("model.progressive", lambda c, d: c.model.progressive is not None),
 )
 
 

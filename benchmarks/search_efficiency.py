@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
-from common import Collector, guarded, positive_int, run
+from common import TimedCollector, guarded, positive_int, run
 from ray.tune import Stopper
 
 from gantune import env
@@ -137,14 +137,6 @@ JUDGED_ONLY = ("pruned", "pruned_noise", "health_only")
 #: the arms ASHA prunes (``--grace-evals`` moves their first rung)
 ASHA_ARMS = ("stock", "gantune", "gantune_startup10", "gantune_group", "random_asha", "gantune_warm",
              "gantune_defaults", "gantune_defaults_group", "pruned", "pruned_noise")
-
-
-class TimedCollector(Collector):
-    """The benchmark's observer: each result with the wall time it arrived at."""
-
-    def trial_result(self, number: int, result: dict[str, Any]) -> None:
-        super().trial_result(number, result)
-        self.records[number][-1]["_t"] = time.time()
 
 
 def arm_settings(arm: str, preset: Preset, seed: int) -> dict[str, Any]:

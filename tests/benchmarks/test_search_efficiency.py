@@ -238,3 +238,16 @@ def test_a_replay_stops_where_the_trial_loops_monitor_would(tmp_path: Path) -> N
     assert health_replay.replay(folder, {})[:2] == (None, "")  # a grad norm of 50 is far below max_grad_norm
     step, rule, logged = health_replay.replay(folder, {"max_grad_norm": 20})
     assert (step, rule, len(logged)) == (30, "grad_norm_d", 5)
+
+
+def test_a_verdict_at_the_last_step_stops_no_good_config_in_the_replay() -> None:
+    """The live table (``decisions``) counts a good trial stopped only below the budget; the replay counted a
+    verdict on the last record too (found by a review): one definition for both."""
+    import health_replay
+
+    rows = [health_replay.Replayed(0, t, "good", step, "collapsed", 0.5, 0.0, {}, 0.0)
+            for t, step in enumerate((None, 500, 2000))]
+    assert health_replay.summary(rows, 2000)["good_stopped"] == 1
+    live = {"trials": {0: {"steps": 2000, "status": "completed"}, 1: {"steps": 500, "status": "pruned:collapsed"},
+                       2: {"steps": 2000, "status": "pruned:collapsed"}}}
+    assert eff.decisions(live, dict.fromkeys(range(3), "good"), 2000)["good_health"] == 1

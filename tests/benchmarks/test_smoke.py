@@ -70,9 +70,9 @@ CASES: list[Smoke] = [
     ), 7),
     Smoke("gpu_throughput.py", ("--cpu", "--concurrency", "1", "--steps", "10", "--batch", "8"), (
         "device: CPU x{P} DCGAN-32 (3x32x32), batch 8, 10 steps per trial",
-        "trials per trial aggregate img/s end-to-end img/s vs bare",
+        "trials per trial aggregate img/s end-to-end img/s vs bare together",
         "bare {P} {P} 1.00x",
-        "1 {P} {P} {P} {N}x",
+        "1 {P} {P} {P} {N}x {N}%",
     ), 45),
     Smoke("is_floor.py", ("--n", "100", "--resolution", "8"), (
         "data px n ceiling ref n held-out is is_std train is is_std s",
@@ -188,7 +188,7 @@ CUDA_CASES: list[Smoke] = [
     Smoke("gpu_throughput.py", ("--concurrency", "1", "2", "--steps", "20", "--batch", "8"), (
         "device: {*} DCGAN-32 (3x32x32), batch 8, 20 steps per trial",
         "bare {P} {P} 1.00x",
-        "1 {P} {P} {P} {N}x",
+        "1 {P} {P} {P} {N}x {N}%",
         "2 {P} {P} {P} {N}x",
     ), 40),
     Smoke("speed_options.py", ("--preset", "mlp", "--steps", "10", "--repeats", "1", "--device", "cuda",
