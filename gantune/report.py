@@ -262,6 +262,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         best = {"number": bt.number, "objective": names[0], "value": bt.values[0],
                 "others": list(zip(names[1:], bt.values[1:], strict=True)),
                 "floors": [(n, v) for n, v in provenance.floor(bt).items() if n in names],  # each objective's
+                "floor_scored": provenance.floor_scored(p),
                 "measured": provenance.describe(p) if p else ""}
     rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get(REASON_KEY, ""),

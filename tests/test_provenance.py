@@ -111,6 +111,25 @@ def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> No
     assert "measured differently" in (tmp_path / "r.html").read_text()
 
 
+def test_a_floor_on_fewer_training_samples_is_said_in_the_export_and_the_report(tmp_path: Path, capsys: Any) -> None:
+    """digits' 1,437 training images under n_samples 2,000: the export's header and the report's card called that
+    floor "training data scored like samples" (the same N as the value beside it)."""
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="few", storage=storage)
+    study.set_user_attr("settings", {"objective": "fid", "direction": "minimize", "trials": 1, "max_steps": 10,
+                                     "eval_every": 10})
+    measured = {**MEASURED, "n": 2000, "floor_n": 1437}
+    study.add_trial(optuna.trial.create_trial(value=4.0, user_attrs={
+        "provenance": measured, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+    assert main(["export", "few", "--storage", storage, "--out", str(tmp_path / "best.yaml")]) == 0
+    assert main(["report", "few", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
+    said = "all 1437 training samples, fewer than the 2000 a trial scores"
+    assert f"\n# real-vs-real fid ({said}): 2\n" in (tmp_path / "best.yaml").read_text()
+    assert f"real-vs-real fid<b>2</b>{said}</div>" in (tmp_path / "r.html").read_text()
+
+
 def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path, capsys: Any) -> None:
     """Two trials on the Pareto front of [coverage, fid]: export took the first objective's best without a word."""
     from gantune.cli import main
