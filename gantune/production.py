@@ -46,6 +46,7 @@ from gantune.rundir import (
     OWNER,
     RUN_FILES,
     atomic_write,
+    check_free,
     check_writable,
     exclusive,
     load_checkpoint,
@@ -104,6 +105,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
     at = 0
+    # a run training there now: the checks below read its files as a run stopped before its first checkpoint
+    # ("delete it") or one to resume, advice the lock then refused
+    check_free(out, f"run folder {out}")
     # a folder where a run file goes: --resume read metrics.jsonl (IsADirectoryError), or trained to the end and
     # failed writing generator.pt
     if blocked := [name for name in RUN_FILES if (out / name).exists() and not (out / name).is_file()]:
@@ -232,7 +236,7 @@ def check_history(out: Path, ckpt: dict[str, Any]) -> None:
     if "step" in last and not any(rec["step"] == last["step"] for rec in read_metrics(out)):
         raise GantuneError(f"--resume: {out / METRICS} has no record of step {int(last['step'])}, the last the "
                            "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its "
-                           f"history and best so far; restore it, or delete {CHECKPOINT} to train again from step 0")
+                           f"history and best so far; restore it, or delete {out} to train again from step 0")
 
 
 def check_growth(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:

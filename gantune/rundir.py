@@ -422,8 +422,8 @@ def unfit_checkpoint(folder: Path, err: Exception) -> GantuneError:
 
 
 def _refused(folder: Path, why: str) -> GantuneError:
-    return GantuneError(f"--resume: {why}; delete it to train {folder} again from step 0, or train into another "
-                        "--out")
+    # the whole folder: without its checkpoint it holds a run stopped before one, which a new run is refused
+    return GantuneError(f"--resume: {why}; delete {folder} to train again from step 0, or train into another --out")
 
 
 class RunDir:

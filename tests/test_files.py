@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -202,7 +203,7 @@ def test_train_resume_of_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path,
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt is "
                                                              "unreadable ("), err
-        assert err.endswith("delete it to train run again from step 0, or train into another --out"), err
+        assert err.endswith("delete run to train again from step 0, or train into another --out"), err
         assert "internal miniz error" not in err, err  # torch's reason, without its five sentences of advice after
         assert checkpoint.stat().st_size == cut  # left as it was
 
@@ -226,7 +227,7 @@ def test_train_resume_of_another_runs_checkpoint_is_one_line_exit_2(tmp_path: Pa
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt does "
                                                              "not fit this run's config ("), err
-        assert why in err and err.endswith("delete it to train run again from step 0, or train into another --out")
+        assert why in err and err.endswith("delete run to train again from step 0, or train into another --out")
 
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "generator.pt", "config.yaml"])
@@ -246,6 +247,24 @@ def test_a_folder_where_a_run_file_goes_is_one_line_exit_2(tmp_path: Path, monke
         assert err == (f"gantune train: error: --out: run/{name} is not a file, and a run writes its {name} there; "
                        "move it away, or choose another --out"), err
         assert sorted(p.name for p in Path("run").iterdir()) == before
+
+
+@pytest.mark.parametrize("held", ["metrics.jsonl", "checkpoint.pt"])
+def test_a_train_into_a_folder_a_run_holds_names_its_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str], held: str) -> None:
+    """A second ``train`` into the folder a run trains in (found by a review) read its files: before the first
+    checkpoint "holds a run stopped before its first checkpoint ... delete it", after it "pass --resume", and only
+    then the lock's line. The lock's line comes first now, whatever the folder holds."""
+    monkeypatch.chdir(tmp_path)
+    Path("run").mkdir()
+    (Path("run") / held).write_bytes(b"x")
+    with rundir.exclusive(Path("run"), "run folder run", "train"):
+        for resume in ([], ["--resume"]):
+            capsys.readouterr()
+            assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking", *resume]) == 2
+            assert capsys.readouterr().err.strip() == (f"gantune train: error: run folder run is in use by another "
+                                                       f"gantune process (pid {os.getpid()}): wait for it to end, or "
+                                                       "stop it")
 
 
 def test_train_resume_with_damaged_best_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -298,7 +317,7 @@ def test_train_resume_without_the_checkpoints_history_is_refused(
     err = capsys.readouterr().err.strip()
     assert err == "gantune train: error: --resume: run/metrics.jsonl has no record of step 20, the last the " \
                   "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its history and " \
-                  "best so far; restore it, or delete checkpoint.pt to train again from step 0", err
+                  "best so far; restore it, or delete run to train again from step 0", err
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
     metrics.write_text("".join(lines))  # restored, it resumes
     assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 0

@@ -639,11 +639,14 @@ def test_a_second_process_on_a_running_search_or_run_is_refused(tmp_path: Path) 
                              stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: (tmp_path / "run" / "checkpoint.pt").exists(), 240, "the first run's checkpoint")
-        second = subprocess.run([*train, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert second.returncode == 2, second.stderr[-2000:]
-        assert second.stderr.strip() == (f"gantune train: error: run folder {tmp_path / 'run'} is in use by another "
-                                         f"gantune process (pid {first.pid}): wait for it to end, or stop it")
+        # found by a review: without --resume it said "already holds a run; pass --resume" (or, before the first
+        # checkpoint, "stopped before its first checkpoint ... delete it") of the run training there
+        for again in ([*train, "--resume"], train):
+            second = subprocess.run(again, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert second.stderr.strip() == (f"gantune train: error: run folder {tmp_path / 'run'} is in use by "
+                                             f"another gantune process (pid {first.pid}): wait for it to end, or "
+                                             "stop it")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
