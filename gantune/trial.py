@@ -317,7 +317,10 @@ def train(
     resumed = resume and run_dir is not None and (Path(run_dir) / CHECKPOINT).exists()
     built = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None)) if resumed else cfg
     trainer = GANTrainer(built, dev, data.sample, labelled_data(cfg, data))
-    evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
+    # apart from the training RNG: an extractor's layers draw their random init before its weights load (the
+    # digits classifier's moved it, so a metric set changed what a digits trial trained into)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        evaluation = _Evaluation(cfg, evaluator(cfg, data, dev), trainer, data)
     provenance = dict(evaluation.evaluate.provenance)
     if on_provenance is not None and provenance:
         on_provenance(provenance)
