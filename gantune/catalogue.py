@@ -262,6 +262,12 @@ def _losses_with(flag: str) -> str:
     return " or ".join(n for n in LOSSES.names() if getattr(LOSSES.get(n), flag))
 
 
+def _needing(key: str) -> tuple[Callable[[TrialConfig], bool], Callable[[], str]]:
+    """A ``READ_ONLY_UNDER`` entry: read by the datasets that need ``data.<key>`` (a folder's path, ...)."""
+    return (lambda c: key in DATASETS.get(c.data.name).needs,
+            lambda: "data.name " + " or ".join(n for n in DATASETS.names() if key in DATASETS.get(n).needs))
+
+
 #: config keys only read under another setting: whether a config reads the key, and which setting does. A space
 #: searching one that none of its trials reads searches nothing (``gantune.sampling.space.check_draws`` says so:
 #: ``gp_weight`` searched beside the default non-saturating loss was sampled, stored and modelled for nothing).
@@ -273,7 +279,18 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
     "optim.decay_start": (lambda c: c.optim.decay != "none", lambda: "optim.decay other than none"),
     "data.augment_p": (lambda c: bool(c.data.augment), lambda: "data.augment"),
     "data.resolution": (lambda c: not is_points(c.data), lambda: "image data (2-D points have none)"),
-    "data.max_images": (lambda c: not is_points(c.data), lambda: "image data (2-D points are drawn, not loaded)"),
+    "data.max_images": (lambda c: not is_points(c.data) and not DATASETS.get(c.data.name).stack,
+                        lambda: "image data but stacked digits (2-D points are drawn, not loaded; stacked digits "
+                                "draw from every train digit)"),
+    "data.channels": (lambda c: not is_points(c.data), lambda: "image data (2-D points are two coordinates)"),
+    "data.path": _needing("path"), "data.dataset": _needing("dataset"), "data.download": _needing("dataset"),
+    **{f"model.progressive.{key}": (lambda c: GrowthSchedule.of_config(c) is not None,
+                                    lambda: "model.progressive.start below data.resolution (it grows)")
+       for key in ("fade_steps", "stage_steps")},
+    "eval.quick_samples": (lambda c: c.eval.quick_every > 0, lambda: "eval.quick_every above 0"),
+    "eval.inception_weights": (lambda c: default_extractor(c) == "inception", lambda: "the inception extractor"),
+    "health.d_win_logs": (lambda c: LOSSES.get(c.loss.name).separation_stalls,
+                          lambda: f"loss.name {_losses_with('separation_stalls')}"),
     "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
     "loss.instance_noise_steps": (lambda c: c.loss.instance_noise > 0, lambda: "loss.instance_noise above 0"),
     **{f"optim.{key}": (lambda c: c.optim.name not in WITHOUT_BETAS,
