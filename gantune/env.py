@@ -33,8 +33,8 @@ DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
-#: files named by the environment, made absolute
-PATHS = ("GANTUNE_INCEPTION_WEIGHTS",)
+#: files and folders named by the environment, made absolute: a relative cache made one in each trial's folder
+PATHS = ("GANTUNE_INCEPTION_WEIGHTS", "GANTUNE_CACHE_DIR")
 #: MLflow's INFO lines (database creation, migrations) and Ray's notices would break the one-line-error contract;
 #: a failed trial's traceback from Tune is replaced by SearchBook's one line
 #: (MLflow's sqlite store logs a failed write at ERROR with two tracebacks, before the tracker's one warning line;

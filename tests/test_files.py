@@ -432,3 +432,14 @@ def test_a_file_torch_did_not_save_is_named_so(tmp_path: Path, content: bytes, w
     with pytest.raises(GantuneError) as err:
         rundir.load_saved(path)
     assert str(err.value) == f"{path} is unreadable ({why})"
+
+
+def test_a_relative_cache_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GANTUNE_CACHE_DIR=relcache``: each trial, run by Ray in a folder of its own, made and filled a cache there,
+    computing the reference again per trial (found by a review)."""
+    from gantune import env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", "relcache")
+    env.configure()
+    assert rundir.cache_dir() == tmp_path / "relcache"

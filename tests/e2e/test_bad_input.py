@@ -242,6 +242,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/" + "a" * 5000 + ".yaml"], r"file name too long \(5\d{3} characters"),
     (["train", "{in}/empty.yaml"], r"empty.yaml: empty config"),
     (["train", "{in}/config.yaml", "--device", "tpu"], r"--device: 'tpu' is not a device: auto, cpu, cuda or cuda:N"),
+    # found by a review: an empty --device trained on the config's device without a word
+    (["train", "{in}/config.yaml", "--device", ""], r"--device: '' is not a device: auto, cpu, cuda or cuda:N"),
     (["train", "{in}/tpu.yaml"], r"tpu.yaml: train.device: 'tpu' is not a device"),
     (["train", "{in}/seed.yaml"], r"train.seed: Input should be less than or equal to 4294967295"),
     (["train", "{in}/deep-net.yaml"], r"model.g_depth: Input should be less than or equal to 64"),
