@@ -34,7 +34,7 @@ from gantune.rundir import (
     check_writable,
     finite_weights,
     load_saved,
-    make_dir,
+    parents_made,
 )
 from gantune.viz import as_uint8, png_bytes, samples_png
 
@@ -171,8 +171,8 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         files.update({f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
     try:
         if suffix:
-            make_dir(out.parent)
-            atomic_write(out, files[out.name])
+            with parents_made(out):
+                atomic_write(out, files[out.name])
         else:
             atomic_folder(out, files, stale=lambda name: SAMPLE_FILE.fullmatch(name) is not None)
     except OSError as err:
@@ -235,8 +235,8 @@ def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: in
     else:
         data = interpolation_png(net, cfg, n, rows, device, seed, label=label)
     try:
-        make_dir(out.parent)
-        atomic_write(out, data)
+        with parents_made(out):
+            atomic_write(out, data)
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "interpolate": n, "rows": rows, "out": str(out),

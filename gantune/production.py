@@ -144,8 +144,11 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
                            "--out")
     check_writable(out, "--out", is_dir=True)
     check_apart_from_data(cfg, out)
-    given = opts.device is not None  # --device '' is no device: it trained on the config's, without a word
-    resolve_device(opts.device if given else cfg.train.device, "--device" if given else f"{path}: train.device")
+    # --device '' is no device: it trained on the config's, without a word
+    if opts.device is not None:
+        resolve_device(opts.device, "--device")
+    else:
+        resolve_device(cfg.train.device, f"{path}: train.device")
     try:
         check_data(cfg.data)  # data that is not there: one line now, not a failed run
         check_classes(cfg)  # so is a conditional run on a folder without class subfolders

@@ -64,7 +64,31 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
 def make_dir(path: Path) -> None:
     """``path.mkdir(parents=True, exist_ok=True)``, through a symlink to a folder not made yet: mkdir refuses the
     link itself ("File exists"), so a dangling ``--out`` link was a traceback where ``--runs-dir`` made its target."""
-    (path.resolve() if path.is_symlink() else path).mkdir(parents=True, exist_ok=True)
+    target = path.resolve() if path.is_symlink() else path
+    with _undone_on_failure([p for p in (target, *target.parents) if not p.exists()]):
+        target.mkdir(parents=True, exist_ok=True)  # a name too long at the end: the folders above it stayed
+
+
+@contextlib.contextmanager
+def parents_made(path: Path) -> Iterator[None]:
+    """Make ``path``'s missing parent folders for a write inside, and remove them again when it fails (a file
+    name too long for the system left the folders made for it)."""
+    missing = [p for p in path.parents if not p.exists()]
+    with _undone_on_failure(missing):
+        make_dir(path.parent)
+        yield
+
+
+@contextlib.contextmanager
+def _undone_on_failure(missing: list[Path]) -> Iterator[None]:
+    """Remove the folders ``missing`` (deepest first) that are there and empty when the block raises."""
+    try:
+        yield
+    except BaseException:
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -168,10 +192,10 @@ def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], boo
         if blocked := [name for name in files if (target / name).exists() and not (target / name).is_file()]:
             raise OSError(errno.EISDIR, f"{blocked[0]} there is not a regular file", str(out))
         new = not target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # mkdir's mode (the umask's, not mkdtemp's 0700), and a name no other process picks
-        tmp = (target.parent if new else target) / f".{target.name}.tmp{os.getpid()}-{os.urandom(4).hex()}"
-        tmp.mkdir()
+        with parents_made(target):
+            # mkdir's mode (the umask's, not mkdtemp's 0700), and a name no other process picks
+            tmp = (target.parent if new else target) / f".{target.name}.tmp{os.getpid()}-{os.urandom(4).hex()}"
+            tmp.mkdir()
     try:
         with naming(out):
             for name, data in files.items():

@@ -341,8 +341,8 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     # what a condition reads where the space leaves a key unset: the search's value (train.steps is max_steps)
     sections = possible_sections(leaves, source, {**settings.defaults, **_cadence(settings)})
     check_objectives(settings, sections, source)
-    space = SearchSpace(name or file_name or Path(path).stem, source, Path(path).read_text(encoding="utf-8"), settings, leaves, params,
-                        notes, sections)
+    space = SearchSpace(name or file_name or Path(path).stem, source, Path(path).read_text(encoding="utf-8"),
+                        settings, leaves, params, notes, sections)
     datas = space.datas
     with listed_once():  # each image folder walked once: for its check and its notes
         check_data_of(datas, sections, source)

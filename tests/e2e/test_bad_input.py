@@ -240,6 +240,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/binary.yaml"], r"binary.yaml: not UTF-8 text"),
     (["search", "{in}/binary.yaml"], r"binary.yaml: not UTF-8 text"),
     (["train", "{in}/" + "a" * 5000 + ".yaml"], r"file name too long \(5\d{3} characters"),
+    # found by a review: refused, and the folders made above the long name were left behind
+    (["train", "{in}/config.yaml", "--out", "a1/a2/" + "b" * 256], r"file name too long \(262 characters"),
+    (["search", "{in}/space.yaml", "--runs-dir", "r1/r2/" + "b" * 256], r"file name too long"),
     (["train", "{in}/empty.yaml"], r"empty.yaml: empty config"),
     (["train", "{in}/config.yaml", "--device", "tpu"], r"--device: 'tpu' is not a device: auto, cpu, cuda or cuda:N"),
     # found by a review: an empty --device trained on the config's device without a word

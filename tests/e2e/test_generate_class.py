@@ -154,6 +154,20 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png", "000002.png"]
 
 
+def test_a_name_too_long_leaves_no_folder_made_for_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out g1/g2/<256 characters>.png`` (or a folder, or an interpolation) was refused after ``g1/g2`` was made
+    for it, and left there (found by a review)."""
+    weights = _train(tmp_path, "plain", conditional=False)
+    long = "b" * 256
+    for extra in (["--n", "2"], ["--interpolate", "3"]):
+        for out in (f"g1/g2/{long}.png", f"g1/g2/{long}/"):
+            if extra[0] == "--interpolate" and out.endswith("/"):
+                continue  # an interpolation is one file
+            assert main(["generate", str(weights), "--out", str(tmp_path / out), *extra]) == 2
+            assert "too long" in capsys.readouterr().err
+            assert not (tmp_path / "g1").exists()
+
+
 def test_a_trailing_slash_asks_for_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--out new.png/`` wrote the file ``new.png`` (Path drops the slash), and over an existing file it
     replaced that file."""
