@@ -21,6 +21,7 @@ from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
 from gantune.provenance import describe, floor_scored, trial_numbers
 from gantune.registry import Registry
+from gantune.streams import outliving
 
 
 class _Parser(argparse.ArgumentParser):
@@ -598,6 +599,11 @@ def _printable_output() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_output()
+    with outliving():  # | head, >&-: the command goes on without the reader
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # a usage error (its line printed, code 2) or --help (0): the code, as returned
