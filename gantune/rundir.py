@@ -63,32 +63,50 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
 
 def make_dir(path: Path) -> None:
     """``path.mkdir(parents=True, exist_ok=True)``, through a symlink to a folder not made yet: mkdir refuses the
-    link itself ("File exists"), so a dangling ``--out`` link was a traceback where ``--runs-dir`` made its target."""
-    target = path.resolve() if path.is_symlink() else path
-    with _undone_on_failure([p for p in (target, *target.parents) if not p.exists()]):
-        target.mkdir(parents=True, exist_ok=True)  # a name too long at the end: the folders above it stayed
+    link itself ("File exists"), so a dangling ``--out`` link was a traceback where ``--runs-dir`` made its target.
+    A failure leaves none of the folders it made (a name too long at the end left those above it)."""
+    _made(path.resolve() if path.is_symlink() else path)
 
 
 @contextlib.contextmanager
 def parents_made(path: Path) -> Iterator[None]:
     """Make ``path``'s missing parent folders for a write inside, and remove them again when it fails (a file
     name too long for the system left the folders made for it)."""
-    missing = [p for p in path.parents if not p.exists()]
-    with _undone_on_failure(missing):
-        make_dir(path.parent)
-        yield
-
-
-@contextlib.contextmanager
-def _undone_on_failure(missing: list[Path]) -> Iterator[None]:
-    """Remove the folders ``missing`` (deepest first) that are there and empty when the block raises."""
+    parent = path.parent
+    made = _made(parent.resolve() if parent.is_symlink() else parent)
     try:
         yield
     except BaseException:
-        for made in missing:
-            with contextlib.suppress(OSError):
-                made.rmdir()
+        _unmade(made)
         raise
+
+
+def _made(target: Path) -> list[Path]:
+    """Make ``target`` and its missing parents one level at a time; the folders this call made, top first. Only
+    those are ever removed: which folders were missing, read before (``N/../E`` is missing until ``N`` is made),
+    named the user's own ``E``."""
+    made: list[Path] = []
+    try:
+        for folder in reversed((target, *target.parents)):
+            if folder.is_dir():
+                continue
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if folder.is_dir():  # another process made it
+                    continue
+                raise
+            made.append(folder)
+    except BaseException:
+        _unmade(made)
+        raise
+    return made
+
+
+def _unmade(made: list[Path]) -> None:
+    for folder in reversed(made):  # deepest first; one another process has written into stays
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -443,3 +443,17 @@ def test_a_relative_cache_dir_is_made_absolute(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("GANTUNE_CACHE_DIR", "relcache")
     env.configure()
     assert rundir.cache_dir() == tmp_path / "relcache"
+
+
+def test_a_failed_make_dir_removes_only_the_folders_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out N/../E/<300 characters>`` (found by a review): the cleanup of a name too long removed the user's own
+    empty ``E``, read as missing before ``N`` was made; it removes ``N`` only now."""
+    monkeypatch.chdir(tmp_path)
+    Path("E").mkdir()
+    with pytest.raises(OSError):
+        rundir.make_dir(Path("N/../E/" + "a" * 300))
+    assert Path("E").is_dir() and not Path("N").exists()
+    long = Path("M/../E/x/" + "b" * 300)
+    with pytest.raises(OSError), rundir.parents_made(long):
+        long.write_bytes(b"")  # the write the folders were made for fails
+    assert Path("E").is_dir() and not Path("M").exists() and not Path("E/x").exists()
