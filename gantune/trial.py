@@ -333,11 +333,11 @@ def train(
     if resume and out.rd is not None and (ckpt := out.rd.load_checkpoint()) is not None:
         try:
             trainer.load_state_dict(ckpt["trainer"])
-            _set_rng_state(ckpt["rng"], dev, data, evaluation)
-            start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
-            last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
         except (KeyError, RuntimeError, ValueError, TypeError) as err:  # another run's nets, or none
             raise unfit_checkpoint(out.rd.path, err) from None
+        _set_rng_state(ckpt["rng"], dev, data, evaluation)
+        start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+        last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         best.recall(out.rd.trim_metrics(start))
         out.rd.write_config(cfg)
