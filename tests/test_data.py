@@ -320,15 +320,3 @@ def test_pixels_round_trip_through_float_exactly() -> None:
     assert torch.equal(as_uint8(as_float(levels)), levels)
     assert as_uint8(torch.tensor([-2.0, 1.5, 0.0, 1 / 255])).tolist() == [0, 255, 128, 128]  # clamped, rounded
 
-
-def test_the_data_label_names_only_what_the_dataset_reads() -> None:
-    """Trials whose labels differ are ranked apart as measured on other data: a ``max_images`` beside stacked digits
-    (which draw from every train digit) or a ``path`` beside grid25 changed the label and nothing else (found by a
-    review: the search then warned of "different data" and kept only the newest trial's)."""
-    from gantune.config import DataConfig
-    from gantune.data import data_label
-
-    assert data_label(DataConfig(name="stacked_digits", max_images=3)) == "stacked_digits"
-    assert data_label(DataConfig(name="grid25", path="/x", dataset="CIFAR10")) == "grid25"
-    assert data_label(DataConfig(name="digits", max_images=3)) == "digits max_images 3"
-    assert data_label(DataConfig(name="torchvision", path="/d", dataset="CIFAR10")) == "torchvision CIFAR10 /d"

@@ -368,10 +368,8 @@ def data_label(cfg: DataConfig) -> str:
     ``torchvision CIFAR10 /data``): trials on other data were measured differently. Only what the dataset reads:
     2-D points are drawn, so a ``max_images`` searched beside them told trials on the same data apart (the ranking
     then kept only the newest trial's "data")."""
-    ds = DATASETS.get(cfg.name)  # a path beside grid25, a max_images beside stacked digits: read by none
-    subset = not ds.points and not ds.stack and cfg.max_images
-    parts = [cfg.name, cfg.dataset if "dataset" in ds.needs else None, cfg.path if "path" in ds.needs else None,
-             f"max_images {cfg.max_images}" if subset else None]
+    loaded = not is_points(cfg)
+    parts = [cfg.name, cfg.dataset, cfg.path, f"max_images {cfg.max_images}" if loaded and cfg.max_images else None]
     return " ".join(str(p) for p in parts if p)
 
 

@@ -401,15 +401,15 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("model: {g_width: 16}", "model: {g_width: 16, minibatch_disc_dim: {int: [4, 32]}, d_width: "
       "{expr: \"model.minibatch_disc_dim * 2\"}}"), []),  # an expression reads it
     # read by no trial of the space, found by a review: channels of 2-D points, the D-wins stall of a loss whose G
-    # keeps its gradient, a folder's path beside built-in data
+    # keeps its gradient, torchvision's download beside built-in data
     (("data: {name: grid25}", "data: {name: grid25, channels: {categorical: [1, 3]}}"),
      ["data.channels is searched, but none of 32 valid random draws reads it (it is read with image data (2-D points "
       "are two coordinates))"]),
     (("model: {g_width: 16}", "model: {g_width: 16}\nhealth: {d_win_logs: {int: [2, 8]}}"),
      ["health.d_win_logs is searched, but none of 32 valid random draws reads it (it is read with loss.name "
       "minimax)"]),
-    (("data: {name: grid25}", "data: {name: grid25, path: {categorical: [a, b]}}"),
-     ["data.path is searched, but none of 32 valid random draws reads it (it is read with data.name folder or "
+    (("data: {name: grid25}", "data: {name: grid25, download: {categorical: [true, false]}}"),
+     ["data.download is searched, but none of 32 valid random draws reads it (it is read with data.name "
       "torchvision)"]),
     # RMSprop's builder reads no betas, and instance_noise_steps anneals a noise that is off: both were silent
     (("  n_critic:", "  name: rmsprop\n  beta1: {float: [0.0, 0.9]}\n  n_critic:"),
