@@ -264,8 +264,9 @@ def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    real = folder.resolve() if folder.is_symlink() else folder  # a link to a folder not made yet: made there
-    made = [p for p in (real, *real.parents) if not p.exists()]  # deepest first
+    # a link to a folder not made yet: made there; only the folders made here are removed on failure (read as
+    # missing beforehand, ``N/../E`` named the user's own empty ``E``)
+    made = _made(folder.resolve() if folder.is_symlink() else folder)
     lock_made = not (folder / LOCK).exists()
     before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     with _taken(folder, what, fcntl) as handle:
@@ -330,14 +331,12 @@ def check_free(folder: Path, what: str) -> None:
 def _unmake(folder: Path, made: list[Path], before: set[str]) -> None:
     """Remove ``folder``'s lock where it is all the command added to what was there ``before`` (a lock left in a
     folder of the user's marks it as gantune's: an image folder's walk skips it), and the ``made`` folders
-    (deepest first) that are then empty."""
+    (``_made``'s) that are then empty."""
     with contextlib.suppress(OSError):
         if {p.name for p in folder.iterdir()} - before != {LOCK}:
             return
         (folder / LOCK).unlink()
-    for made_folder in made:
-        with contextlib.suppress(OSError):  # not empty: something else is there
-            made_folder.rmdir()
+    _unmade(made)
 
 
 #: how long ``exclusive`` waits for a lock another process holds before it refuses (``holder`` holds one briefly)

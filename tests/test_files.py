@@ -457,3 +457,6 @@ def test_a_failed_make_dir_removes_only_the_folders_it_made(tmp_path: Path, monk
     with pytest.raises(OSError), rundir.parents_made(long):
         long.write_bytes(b"")  # the write the folders were made for fails
     assert Path("E").is_dir() and not Path("M").exists() and not Path("E/x").exists()
+    with pytest.raises(RuntimeError), rundir.exclusive(Path("L/../E"), "run folder", "train"):
+        raise RuntimeError  # a run refused after its lock, nothing written: its twin removed E too
+    assert Path("E").is_dir() and not Path("L").exists() and not (Path("E") / rundir.LOCK).exists()
