@@ -11,6 +11,7 @@ exception, so a search can carry on.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -123,7 +124,7 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
 
 
 def _rng_state(device: torch.device, data: RealData, evaluation: _Evaluation) -> dict[str, Any]:
-    state: dict[str, Any] = {"cpu": torch.get_rng_state(), "data": data.get_state(),
+    state: dict[str, Any] = {"cpu": torch.get_rng_state(), "data": data.gen.get_state(),
                              "eval": evaluation.z_gen.get_state()}
     if evaluation.repeat_gen is not None:
         state["eval_repeat"] = evaluation.repeat_gen.get_state()
@@ -134,13 +135,26 @@ def _rng_state(device: torch.device, data: RealData, evaluation: _Evaluation) ->
 
 def _set_rng_state(state: dict[str, Any], device: torch.device, data: RealData, evaluation: _Evaluation) -> None:
     torch.set_rng_state(state["cpu"])
-    data.set_state(state["data"])
+    _restore(data.gen, state["data"])
     if "eval" in state:
-        evaluation.z_gen.set_state(state["eval"])
+        _restore(evaluation.z_gen, state["eval"])
     if evaluation.repeat_gen is not None and "eval_repeat" in state:
-        evaluation.repeat_gen.set_state(state["eval_repeat"])
+        _restore(evaluation.repeat_gen, state["eval_repeat"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _restore(gen: torch.Generator, state: torch.Tensor) -> None:
+    """Set a device generator (the data's, the evaluation's) to its checkpointed state. A run resumed on another
+    kind of device (``train.device`` is resumable) holds a state this generator cannot take (a CUDA generator's
+    is 16 bytes, a CPU one's 5,056): it goes on from a seed derived from that state, so the same checkpoint
+    resumes alike every time (kernels differ across devices, so no resume there is bitwise the uninterrupted
+    run anyway); setting it raised a RuntimeError traceback."""
+    try:
+        gen.set_state(state)
+    except RuntimeError:
+        digest = hashlib.blake2b(state.numpy().tobytes(), digest_size=8).digest()
+        gen.manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 class _Outputs:

@@ -178,12 +178,6 @@ class RealData:
         index = self._apart_index(n, seed) if self._twin_apart() else self._pick(n, seed, len(labels))
         return None if index is None else labels[index]
 
-    def get_state(self) -> torch.Tensor:
-        return self.gen.get_state()
-
-    def set_state(self, state: torch.Tensor) -> None:
-        self.gen.set_state(state)
-
 
 def stack(pool: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """One-channel images ``(P, 1, H, W)`` stacked by ``draws`` ``(n, depth)`` of pool indices into samples
