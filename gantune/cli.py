@@ -576,18 +576,6 @@ def _database_line(err: BaseException) -> str | None:
     return f"the database failed on reading ({first}): a damaged file? Restore it from a copy"
 
 
-def _strict(value: Any) -> Any:
-    """``value`` with NaN and infinities as ``null``: Python writes them as ``NaN``/``Infinity``, which is not JSON
-    (``jq``, JavaScript's ``JSON.parse`` and most other readers refuse the whole line)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def _printable_output() -> None:
     """Print what the console cannot encode as escapes (``\\xfc``), as stderr does: on an ASCII console
     (``PYTHONIOENCODING=ascii``, a non-UTF-8 locale) a path with an ``ü`` in it ended a finished run with a
@@ -638,8 +626,10 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(_strict(summary), default=str, allow_nan=False))
+    if args.json:  # NaN and infinities as null: Python's NaN/Infinity are not JSON (jq refused the line)
+        from gantune.rundir import strict_json
+
+        print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False))
     if summary.get("error"):  # it ran and did nothing it was asked (every trial of a search failed, a run diverged)
         print(f"gantune {args.command}: error: {summary['error']}", file=sys.stderr)
         return 1

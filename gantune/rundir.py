@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -425,11 +426,35 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return value
 
 
+#: how metrics.jsonl spells a non-finite value: Python's bare ``NaN``/``Infinity`` is not JSON, and ``jq`` or
+#: JavaScript's ``JSON.parse`` refused the whole line of a diverged run's record
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def strict_json(value: Any, spell: Callable[[float], Any]) -> Any:
+    """``value`` with each non-finite float (in its dicts and lists too) replaced by ``spell(x)``, so that
+    ``json.dumps`` writes JSON: Python writes ``NaN``/``Infinity``, which most readers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return spell(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v, spell) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v, spell) for v in value]
+    return value
+
+
+def _line(record: dict[str, Any]) -> str:
+    """One metrics.jsonl line: strict JSON, a non-finite number as the string ``NONFINITE`` reads back."""
+    return json.dumps(strict_json(record, json.dumps), allow_nan=False) + "\n"
+
+
 def _parsed(line: str) -> dict[str, Any] | None:
     try:
-        rec = json.loads(line)
+        rec = json.loads(line)  # a line written before NONFINITE holds the bare words, which Python reads alike
     except json.JSONDecodeError:
         return None
+    if isinstance(rec, dict):
+        rec = {k: NONFINITE[v] if isinstance(v, str) and v in NONFINITE else v for k, v in rec.items()}
     # a step that is no number (a hand-edited line) is no record: comparing it with the checkpoint's was a TypeError
     step = rec.get("step") if isinstance(rec, dict) else None
     return rec if isinstance(step, (int, float)) and not isinstance(step, bool) else None
@@ -479,7 +504,7 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with naming(self.path / METRICS), open(self.path / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(_line(record))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
@@ -489,7 +514,7 @@ class RunDir:
         line the killed run left half-written; the records kept."""
         keep = [rec for rec in self.read_metrics() if rec["step"] <= last_step]
         if (self.path / METRICS).exists():
-            atomic_write(self.path / METRICS, "".join(json.dumps(rec) + "\n" for rec in keep).encode())
+            atomic_write(self.path / METRICS, "".join(map(_line, keep)).encode())
         return keep
 
     def save_samples(self, step: int, png: bytes) -> Path:

@@ -58,6 +58,28 @@ def test_a_non_finite_evaluation_value_ends_the_trial_as_diverged(cadence: dict[
     assert reported == [10, 20] and math.isnan(result.last["poisoned"])
 
 
+def test_metrics_jsonl_is_json_with_a_non_finite_value(tmp_path: Path) -> None:
+    """A diverged run's record held Python's bare ``NaN``/``Infinity``, which is not JSON: ``jq`` and JavaScript
+    refused the line. They are strings now, which gantune's reader turns back into the numbers."""
+    def build(ref: Reference) -> Scorer:
+        return lambda fake: {"poisoned": -math.inf, "nan": math.nan}
+
+    family("poisoned", keys=("poisoned", "nan"), cheap=True)(build)
+    try:
+        train(tiny(train={"steps": 20}, eval={"every": 10, "metrics": ["poisoned"]}), run_dir=tmp_path)
+    finally:
+        FAMILIES.remove("poisoned")
+
+    def refuse(word: str) -> float:
+        raise ValueError(f"not JSON: {word}")
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    strict = [json.loads(ln, parse_constant=refuse) for ln in lines]
+    assert strict[-1]["poisoned"] == "-Infinity" and strict[-1]["nan"] == "NaN"
+    last = RunDir(tmp_path).read_metrics()[-1]
+    assert last["poisoned"] == -math.inf and math.isnan(last["nan"])
+
+
 def test_should_stop_ends_the_trial() -> None:
     def stop(r: dict[str, float]) -> Verdict | None:
         return Verdict("collapsed", "test") if r["step"] >= 30 else None
