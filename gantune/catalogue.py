@@ -157,6 +157,18 @@ def objective_side(cfg: TrialConfig) -> str | None:
             f"search space, search.direction: {words[2]})")
 
 
+def idle_quick_checks(cfg: TrialConfig, every: int, key: str) -> str | None:
+    """Why quick checks every ``every`` steps (``key``: ``eval.quick_every``, a search's ``search.quick_every``)
+    would measure nothing: they score the cheap metric families only, and ``cfg``'s set has none (beside FID
+    alone each check ran empty, silently). For a run about to start, as ``objective_side``."""
+    names = [n for n in metric_names(cfg) if n in FAMILIES]
+    if every <= 0 or any(FAMILIES.get(n).cheap for n in names):
+        return None
+    cheap = ", ".join(n for n in FAMILIES.names() if FAMILIES.get(n).cheap)
+    return (f"{key}: the quick checks between evaluations measure the cheap metrics ({cheap}), and eval.metrics "
+            f"({', '.join(names) or 'none'}) holds none: add one, or set {key.split('.')[-1]} to 0")
+
+
 def unmeasured_objective(cfg: TrialConfig) -> str | None:
     """Why ``cfg``'s health objective is not followed: its evaluations do not report it (no best weights are
     kept and the rise check never fires); ``None`` when they do, or when nothing is evaluated and the objective is

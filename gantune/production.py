@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from gantune import provenance
-from gantune.catalogue import config_from_dict, load_config, objective_side, unmeasured_objective
+from gantune.catalogue import (
+    config_from_dict,
+    idle_quick_checks,
+    load_config,
+    objective_side,
+    unmeasured_objective,
+)
 from gantune.config import TrialConfig, dotted, read_yaml
 from gantune.data import (
     DATASETS,
@@ -156,8 +162,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     except GantuneError as err:  # named by the file it is in, as the config's other errors are
         raise type(err)(f"{path}: {err}") from None
     notes = [f"{path}: {note}" for note in data_notes(cfg.data)]  # said once the run is under way (below)
-    missing = missing_weights(cfg) or objective_side(cfg)
-    if missing:  # so are evaluation weights that are not there, and an objective followed the wrong way
+    missing = missing_weights(cfg) or objective_side(cfg) or idle_quick_checks(cfg, cfg.eval.quick_every,
+                                                                               "eval.quick_every")
+    if missing:  # so are evaluation weights that are not there, an objective followed the wrong way, empty checks
         raise ConfigError(f"{path}: {missing}")
     if unmeasured := unmeasured_objective(cfg):  # one the file names is a mistake; the schema's fid, a warning
         written = read_yaml(path)

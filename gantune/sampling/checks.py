@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gantune.catalogue import check_value, config_from_dict
+from gantune.catalogue import check_value, config_from_dict, idle_quick_checks
 from gantune.config import SECTIONS, SUBSECTIONS, DataConfig, TrialConfig, format_validation_error
 from gantune.data import check_data, listed_once
 from gantune.errors import ConfigError, DataError, GantuneError
@@ -377,6 +377,9 @@ def check_objectives(settings: SearchSettings, sections: list[tuple[str, TrialCo
     second axis.
     """
     reported = [(picked, metric_keys(probe)) for picked, probe in sections or []]
+    for picked, probe in sections or []:
+        if idle := idle_quick_checks(probe, settings.quick_every, "search.quick_every"):
+            raise ConfigError(f"{source}: {idle}" + (f" (with {picked})" if picked else ""))
     for objective in settings.objectives:
         missed = [(picked, keys) for picked, keys in reported if objective not in keys]
         if missed:

@@ -150,6 +150,10 @@ FILES: dict[str, dict | str] = {
     "fid-max.yaml": _with(SPACE, search={**SPACE["search"], "objective": "fid", "direction": "maximize"}),
     "train-coverage-min.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["prdc"]},
                                      health={"objective": "coverage"}),
+    # quick checks score the cheap metrics only: beside FID alone each one measured nothing, without a word
+    "quick-fid.yaml": _with(SPACE, search={**SPACE["search"], "quick_every": 5, "objective": "fid"},
+                            eval={"n_samples": 100, "metrics": ["fid"]}),
+    "train-quick-fid.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["fid"], "quick_every": 5}),
     # settings of the scheduler the space does not run: PBT's ran ASHA, ASHA's under PBT were read by nothing
     "pbt-unchosen.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"pbt": {"interval_evals": 1}}}),
     "asha-under-pbt.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt", "grace_evals": 3,
@@ -320,6 +324,9 @@ ROWS: list[tuple[list[str], str]] = [
      r"knows \(the diversity ratio and density are best near the data's 1\): give direction: minimize or maximize$"),
     (["search", "{in}/fid-max.yaml"], r"search.direction: 'fid' is better lower: maximize would search for the "
      r"worst \(direction: minimize,"),
+    (["search", "{in}/quick-fid.yaml"], r"quick-fid.yaml: search.quick_every: the quick checks between evaluations "
+     r"measure the cheap metrics \(modes, .*\), and eval.metrics \(fid\) holds none: add one, or set quick_every to 0$"),
+    (["train", "{in}/train-quick-fid.yaml"], r"train-quick-fid.yaml: eval.quick_every: the quick checks .* holds none"),
     (["train", "{in}/train-coverage-min.yaml"], r"health.mode: the objective 'coverage' is better higher: maximise "
      r"it \(health.mode: max; in a search space, search.direction: maximize\)"),
     (["search", "{in}/pbt-unchosen.yaml"], r"pbt-unchosen.yaml: search.pruning: pbt: read by scheduler: pbt only, "
