@@ -5,8 +5,9 @@ comparisons, ``in``, ``and``/``or``/``not``, ``min``/``max``/``abs``/``round``. 
 
 Everything is checked when a space is loaded: an operator outside the language is refused, and every part that
 reads no name (``9**9**9``, ``1/0``) is evaluated then, so its error is the load's one line. Powers and products are
-bounded (an integer result of at most ``MAX_INT_BITS`` bits) and ``*`` repeats no strings or lists: no expression can
-hang the driver or fill its memory.
+bounded (an integer result of at most ``MAX_INT_BITS`` bits), ``*`` repeats no strings or lists, and a string or list
+holds at most ``MAX_SIZE`` characters or items (nested ones counted): no expression can hang the driver or fill its
+memory, even through a chain of parameters that each doubles the last.
 """
 
 from __future__ import annotations
@@ -20,8 +21,31 @@ from typing import Any
 MAX_INT_BITS = 4096
 
 
+#: the most characters a string, or items a list (its nested lists' counted), an expression may build: a chain of
+#: parameters ``p{k+1} = [p{k}, p{k}]`` (or ``p{k} + p{k}``) doubled it each link, and 26 links compared for 28 s or
+#: took 5.5 GB
+MAX_SIZE = 10_000
+
+
 class ExprError(ValueError):
     pass
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` when it holds at most ``MAX_SIZE`` characters or items, counted (nested lists too) only as far
+    as the bound, so that a check costs no more than the bound however the lists share their parts."""
+    left = MAX_SIZE
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, (str, list)):
+            left -= len(v)
+            if left < 0:
+                raise ExprError(f"a string of more than {MAX_SIZE} characters is too large" if isinstance(value, str)
+                                else f"a list of more than {MAX_SIZE} items (nested lists' counted) is too large")
+            if isinstance(v, list):
+                todo.extend(v)
+    return value
 
 
 def _is_number(v: Any) -> bool:
@@ -51,9 +75,11 @@ def int_shown(a: int) -> str:
 
 
 def _add(a: Any, b: Any) -> Any:
-    """Numbers, or two strings / two lists (their length is bounded by the expression's own)."""
-    if (_is_number(a) and _is_number(b)) or (type(a) is type(b) and isinstance(a, (str, list))):
+    """Numbers, or two strings / two lists (of at most ``MAX_SIZE`` together)."""
+    if _is_number(a) and _is_number(b):
         return a + b
+    if type(a) is type(b) and isinstance(a, (str, list)):
+        return _bounded(a + b)
     raise ExprError(f"+ takes two numbers, strings or lists, not {type(a).__name__} and {type(b).__name__}")
 
 
@@ -195,7 +221,7 @@ class Expr:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, (ast.List, ast.Tuple)):
-            return [ev(e, lookup) for e in node.elts]
+            return _bounded([ev(e, lookup) for e in node.elts])
         if isinstance(node, ast.BinOp):
             return _BIN[type(node.op)](ev(node.left, lookup), ev(node.right, lookup))
         if isinstance(node, ast.UnaryOp):

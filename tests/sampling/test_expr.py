@@ -99,3 +99,22 @@ def test_a_product_of_sampled_integers_is_bounded_when_evaluated() -> None:
         square({"p": 3**2048}.__getitem__)
     with pytest.raises(ExprError, match="too large"):
         Expr("optim.lr_g * (3**2048 * 3**2048)")  # a part that reads no name: at parse
+
+
+def test_strings_and_lists_built_from_parameters_are_bounded() -> None:
+    """A chain of parameters each twice the one before (``p1 = [p0, p0]`` or ``p0 + p0`` ...) doubled the value at
+    every link: 26 links compared for 28 s at load, or took 5.5 GB; nothing bounded them but the expression's
+    own length, which a chain does not grow."""
+    from gantune.sampling.expr import MAX_SIZE
+
+    pair, twice = Expr("[p, p]"), Expr("p + p")
+    assert twice({"p": "ab"}.__getitem__) == "abab"
+    shared: list[object] = [1]
+    for _ in range(11):  # 2**11 items in 2**12 - 1 lists, shared: each link is cheap to count
+        shared = pair({"p": shared}.__getitem__)
+    with pytest.raises(ExprError, match=f"a list of more than {MAX_SIZE} items \\(nested lists' counted\\) is too"):
+        pair({"p": shared}.__getitem__)
+    with pytest.raises(ExprError, match=f"a string of more than {MAX_SIZE} characters is too large"):
+        twice({"p": "x" * (MAX_SIZE // 2 + 1)}.__getitem__)
+    with pytest.raises(ExprError, match="too large"):
+        twice({"p": [0] * (MAX_SIZE // 2 + 1)}.__getitem__)
