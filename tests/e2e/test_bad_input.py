@@ -325,7 +325,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/fid-max.yaml"], r"search.direction: 'fid' is better lower: maximize would search for the "
      r"worst \(direction: minimize,"),
     (["search", "{in}/quick-fid.yaml"], r"quick-fid.yaml: search.quick_every: the quick checks between evaluations "
-     r"measure the cheap metrics \(modes, .*\), and eval.metrics \(fid\) holds none: add one, or set quick_every to 0$"),
+     r"measure the cheap metrics \(modes, .*\), and eval.metrics \(fid\) holds none: add one, or set quick_every "
+     r"to 0$"),
     (["train", "{in}/train-quick-fid.yaml"], r"train-quick-fid.yaml: eval.quick_every: the quick checks .* holds none"),
     (["train", "{in}/train-coverage-min.yaml"], r"health.mode: the objective 'coverage' is better higher: maximise "
      r"it \(health.mode: max; in a search space, search.direction: maximize\)"),
