@@ -257,11 +257,17 @@ def _cadence(s: SearchSettings) -> dict[str, Any]:
     return out
 
 
+class NotACondition(ConfigError):
+    """A ``when`` that gave something other than true or false: a mistake in the space whatever the draw."""
+
+
 def _condition(name: str, text: str, value: Any) -> bool:
-    """A ``when``'s value, which must be true or false: ``when: "optim.lr_g"`` (a number) held in every trial."""
+    """A ``when``'s value, which must be true or false: ``when: "optim.lr_g"`` (a number) held in every trial, and
+    ``"loss.name == 'wgan-gp' or 'wgan'"`` gives ``'wgan'`` where the comparison is false."""
     if not isinstance(value, bool):
-        raise ConfigError(f"{name}.when: {text!r} gives {value!r}, not true or false; write a condition such as "
-                          f"{text} > 0")
+        advice = f"such as {text} > 0" if isinstance(value, (int, float)) else \
+            "that compares each value (loss.name in ['wgan-gp', 'wgan'], not loss.name == 'wgan-gp' or 'wgan')"
+        raise NotACondition(f"{name}.when: {text!r} gives {value!r}, not true or false; write a condition {advice}")
     return value
 
 
@@ -386,6 +392,8 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
         on: set[str] = set()
         try:
             cfg = config_from_dict(space.sample(trial, on=on), space.source)
+        except NotACondition as err:  # in some draws only (an ``or`` whose left side held): a mistake all the same
+            raise ConfigError(f"{space.source}: {err}") from None
         except ConfigError as err:
             first = first or str(err).removeprefix(f"{space.source}: ")
             continue

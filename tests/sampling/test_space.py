@@ -560,6 +560,12 @@ def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
                                           r"write a condition such as optim.lr_g > 0"):
         _space(tmp_path, text % '"optim.lr_g"')
     assert "loss.gp_weight" in _space(tmp_path, text % "\"loss.name == 'wgan-gp'\"").leaves
+    # not true or false in some draws only (where the comparison is false): it was a warning that the hinge
+    # trials would fail, with advice ("... or 'wgan' > 0") that compared a string with a number
+    with pytest.raises(ConfigError, match=r"loss.gp_weight.when: \"loss.name == 'wgan-gp' or 'wgan'\" gives 'wgan', "
+                                          r"not true or false; write a condition that compares each value \(loss.name "
+                                          r"in \['wgan-gp', 'wgan'\], not"):
+        _space(tmp_path, text % "\"loss.name == 'wgan-gp' or 'wgan'\"")
 
 
 def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
