@@ -338,7 +338,7 @@ def other_run(path: Path, trial: FrozenTrial) -> str | None:
     return None
 
 
-def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
+def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
     """The chosen trial's generator weights: from its run directory (each file checked loadable, and trained with
     the trial's sampled values, first), else from its MLflow child run (checked the same). A folder this made is
     removed again when nothing could be put in it."""
@@ -372,7 +372,7 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
         got = [str(dest / n) for n in names]
         if not got and tracking_uri is not None:
             try:
-                got = weights_from_mlflow(tracking_uri, search, chosen.trial, dest)
+                got = weights_from_mlflow(tracking_uri, search, uid, chosen.trial, dest)
             except GantuneError as err:
                 clear()
                 raise GantuneError(f"--weights: {err}") from None
@@ -389,22 +389,20 @@ def copy_weights(search: str, chosen: Candidate, dest: Path, tracking_uri: str |
     return got
 
 
-def weights_from_mlflow(tracking_uri: str, search: str, trial: FrozenTrial, dest: Path) -> list[str]:
-    """``trial``'s weights from its MLflow child run into ``dest`` (``[]``: none kept), each checked to be the
-    trial's (``other_run``); a ``GantuneError`` saying why where one is not, the downloaded files removed."""
+def weights_from_mlflow(tracking_uri: str, search: str, uid: str | None, trial: FrozenTrial, dest: Path
+                        ) -> list[str]:
+    """``trial``'s weights from its MLflow child run (of the search whose ``STUDY_UID`` is ``uid``) into ``dest``
+    (``[]``: none kept), each checked to be the trial's (``other_run``) first; a ``GantuneError`` saying why where
+    one is not, ``dest`` as it was."""
     from gantune.tracking import download_trial_weights
 
-    got = download_trial_weights(tracking_uri, search, trial.number, dest)
-    for f in got:
+    def check(f: Path) -> str | None:
         try:
-            why = other_run(Path(f), trial)
+            return other_run(f, trial)
         except GantuneError as err:
-            why = str(err)
-        if why:
-            for g in got:
-                Path(g).unlink(missing_ok=True)
-            raise GantuneError(f"trial {trial.number}'s weights in MLflow ({tracking_uri}) are not usable ({why})")
-    return got
+            return str(err)
+
+    return download_trial_weights(tracking_uri, search, uid, trial.number, dest, check)
 
 
 def write_export(path: Path, text: str) -> None:
@@ -475,7 +473,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
             + dump_config(cfg))
-    copied = copy_weights(name, chosen, weights, tracking_uri) if weights is not None else []
+    uid = study.user_attrs.get(STUDY_UID)
+    copied = copy_weights(name, uid, chosen, weights, tracking_uri) if weights is not None else []
     write_export(out, text)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
             "status": trial_status(chosen.trial),

@@ -36,7 +36,7 @@ from gantune.errors import GantuneError
 from gantune.generate import load_generator, sample
 from gantune.rundir import BEST_GENERATOR, GENERATOR
 from gantune.sampling import votes as V
-from gantune.sampling.study import load_search, ranked, search_settings, sign
+from gantune.sampling.study import STUDY_UID, load_search, ranked, search_settings, sign
 from gantune.tracking import log_review
 from gantune.viz import samples_png
 
@@ -54,7 +54,7 @@ class Candidate:
     png: bytes
 
 
-def weights_of(t: FrozenTrial, search: str, tracking_uri: str | None, into: Path) -> Path | None:
+def weights_of(t: FrozenTrial, search: str, uid: str | None, tracking_uri: str | None, into: Path) -> Path | None:
     """The trial's final generator (else the generator of its best evaluation) in its run directory; else, as
     ``export --weights`` does, from its MLflow child run into ``into`` (run folders deleted, or the search run
     on another machine: the review said no trial had weights), when they are the trial's (``other_run``)."""
@@ -68,7 +68,7 @@ def weights_of(t: FrozenTrial, search: str, tracking_uri: str | None, into: Path
     dest.mkdir(parents=True, exist_ok=True)
     try:  # a store that fails (MLflow's errors stay in gantune.tracking), or weights that are not the trial's:
         # none to offer; the count of those found says the rest
-        got = {Path(f).name: Path(f) for f in weights_from_mlflow(tracking_uri, search, t, dest)}
+        got = {Path(f).name: Path(f) for f in weights_from_mlflow(tracking_uri, search, uid, t, dest)}
     except Exception:
         return None
     return next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
@@ -99,7 +99,8 @@ class Review:
                                f"{'' if len(done) == 1 else 's'}: a review compares two or more")
         best = sorted(done, key=lambda t: sign(self.study) * t.values[0])[:top]
         with tempfile.TemporaryDirectory(prefix="gantune-review-") as tmp:  # what MLflow had: drawn, then gone
-            found = [(t, w) for t in best if (w := weights_of(t, name, tracking_uri, Path(tmp))) is not None]
+            uid = self.study.user_attrs.get(STUDY_UID)
+            found = [(t, w) for t in best if (w := weights_of(t, name, uid, tracking_uri, Path(tmp))) is not None]
             if len(found) < 2:
                 raise GantuneError(f"search {name!r}: {len(found)} of its top {len(best)} trials have generator "
                                    "weights in their run directories on this machine or in MLflow: a review "
@@ -129,8 +130,8 @@ class Review:
             votes = V.add_vote(self.study, a, b, winner, self.items)
         if self.tracking_uri is not None:
             ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
-            self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name, [asdict(v) for v in votes],
-                                              ranking)
+            self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name,
+                                              self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes], ranking)
         return self.state(votes)
 
     def close(self) -> str | None:

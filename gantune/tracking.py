@@ -753,24 +753,36 @@ def _reader(tracking_uri: str) -> MlflowClient | None:
     return None if db is not None and not db.is_file() else open_client(tracking_uri)
 
 
-def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Path) -> list[str]:
-    """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest`` itself (as a copy from
-    the run directory lays them out; MLflow alone would put them in ``dest/weights/``).
+def _study_parent(client: MlflowClient, experiment_id: str, study: str, uid: str | None) -> Any:
+    """The newest parent run of the study ``study`` whose ``STUDY_UID`` is ``uid`` (else the newest made before
+    parents carried it), ``None`` if there is none. Two searches of one name in two storages log into one
+    experiment: the newest parent by name alone was the other search's, whose trial 1 was exported as this one's
+    (the sampled values alike under one sampler seed) and whose run was tagged with this search's review."""
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=10000,
+                              filter_string=_parents_of(study))
+    return next((r for r in runs if r.data.tags.get(_UID_TAG) == uid), None) or \
+        next((r for r in runs if _UID_TAG not in r.data.tags), None)
 
-    The child is looked up under the search's own parent run: an export's seed re-runs log children with the
-    same trial numbers into the same experiment (under a parent of their own), so the trial tag alone can name
-    a re-run's generator. ``[]`` when there is no such run or it logged no weights.
+
+def download_trial_weights(tracking_uri: str, search: str, uid: str | None, number: int, dest: Path,
+                           check: Callable[[Path], str | None]) -> list[str]:
+    """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest`` itself (as a copy from
+    the run directory lays them out; MLflow alone would put them in ``dest/weights/``), once ``check`` (why a
+    file is not the trial's, or ``None``) passed every one: a refusal leaves ``dest`` as it was (the files of an
+    earlier export were replaced, then deleted with the refused ones).
+
+    The child is looked up under the search's own parent run (``uid``: the study's ``STUDY_UID``): an export's
+    seed re-runs log children with the same trial numbers into the same experiment (under a parent of their
+    own), so the trial tag alone can name a re-run's generator. ``[]`` when there is no such run or it logged no
+    weights; a ``GantuneError`` "trial N's weights in MLflow (URI) are not usable (why)".
     """
     client = _reader(tracking_uri)
     exp = None if client is None else client.get_experiment_by_name(search)
-    if client is None or exp is None:
+    if client is None or exp is None or (parent := _study_parent(client, exp.experiment_id, search, uid)) is None:
         return []
-    newest = ["attributes.start_time DESC"]
-    parents = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=_parents_of(search))
-    if not parents:
-        return []
-    runs = client.search_runs([exp.experiment_id], order_by=newest, max_results=1, filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and tags.`gantune.trial` = '{number}'"))
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+                                            f"tags.`gantune.trial` = '{number}'")
     if not runs:
         return []
     with tempfile.TemporaryDirectory(dir=dest) as tmp, _no_progress_bar():
@@ -779,31 +791,32 @@ def download_trial_weights(tracking_uri: str, search: str, number: int, dest: Pa
                                                         tracking_uri=tracking_uri, dst_path=tmp)
         except MlflowException:  # e.g. a child that logged no weights
             return []
-        got = [p.replace(dest / p.name) for p in sorted(Path(local).iterdir())]
+        files = sorted(Path(local).iterdir())
+        for f in files:
+            if why := check(f):
+                raise GantuneError(f"trial {number}'s weights in MLflow ({tracking_uri}) are not usable ({why})")
+        got = [p.replace(dest / p.name) for p in files]
     return [str(p) for p in got]
 
 
-def log_review(tracking_uri: str, search: str, votes: list[dict[str, Any]], ranking: list[dict[str, Any]]
-               ) -> str | None:
+def log_review(tracking_uri: str, search: str, uid: str | None, votes: list[dict[str, Any]],
+               ranking: list[dict[str, Any]]) -> str | None:
     """A person's review of the search (``gantune review``) as tags of its MLflow parent run: one tag per answer
     (``gantune.review.vote.0003`` = ``4 vs 7: 7``), the count, the favourite and the ranking. Every tag is written
     each time, so MLflow matches the study (which holds the record) after any missed write.
 
-    The parent run's id; ``None`` when there is none to tag (searched with --no-tracking, another store, MLflow
-    unreachable): the votes are in the study either way. A sqlite store that does not exist is not created.
+    The parent run's id (of the study whose ``STUDY_UID`` is ``uid``); ``None`` when there is none to tag
+    (searched with --no-tracking, another store, MLflow unreachable): the votes are in the study either way. A
+    sqlite store that does not exist is not created.
     """
     try:
         client = _reader(tracking_uri)
         if client is None:
             return None
         exp = client.get_experiment_by_name(search)
-        if exp is None:
+        if exp is None or (parent := _study_parent(client, exp.experiment_id, search, uid)) is None:
             return None
-        parents = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                                     filter_string=_parents_of(search))
-        if not parents:
-            return None
-        run_id: str = parents[0].info.run_id
+        run_id: str = parent.info.run_id
         tags = [RunTag(f"gantune.review.vote.{n:04d}",
                        f"{v['a']} vs {v['b']}: {'skip' if v['winner'] is None else v['winner']} ({v['time']})")
                 for n, v in enumerate(votes)]

@@ -79,3 +79,51 @@ def test_mlflow_weights_are_the_searchs_not_a_seed_reruns(searched: Path, capsys
     copied = last_json(capsys)["weights"]
     assert Path(copied[0]).name == "generator.pt" and Path(copied[0]).read_bytes() == own
     assert copied == ["t0-w/generator.pt", "t0-w/generator_best.pt"]  # laid out as a copy from the run directory
+
+
+def test_mlflow_weights_are_this_studys_and_a_refusal_keeps_the_folder(searched: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Two searches of one name (two storages, one MLflow) log into one experiment: the newest parent by name was
+    the other search's, whose trial 0 (the same sampled values under one sampler seed) was exported as this one's.
+    And weights refused as not the trial's were first moved into ``--weights``, replacing an earlier export's
+    files, then deleted with them: the folder was left empty."""
+    import torch
+
+    from gantune.sampling.study import STUDY_UID
+
+    t = _trial(HEALTHY)
+    run_dir = Path(t.user_attrs["run_dir"])
+    own = (run_dir / "generator.pt").read_bytes()
+    uid = optuna.load_study(study_name="vals", storage="sqlite:///optuna.db").user_attrs[STUDY_UID]
+    client = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("vals").experiment_id
+    payload = torch.load(run_dir / "generator.pt", weights_only=True)
+    other = {k: v + 1 for k, v in payload["state_dict"].items()}  # another search's trial 0: the same config
+    wrong = {**payload, "config": {**payload["config"], "optim": {**payload["config"]["optim"], "lr_g": 0.5}}}
+    fakes = []
+    for name, weights, study_uid in (("other", {**payload, "state_dict": other}, "another-storage"),
+                                     ("wrong", wrong, uid)):
+        parent = client.create_run(exp, tags={"gantune.role": "parent", "gantune.study": "vals",
+                                              "gantune.study_uid": study_uid}).info.run_id
+        child = client.create_run(exp, tags={"mlflow.parentRunId": parent, "gantune.trial": "0"}).info.run_id
+        (searched / name).mkdir()
+        torch.save(weights, searched / name / "generator.pt")
+        client.log_artifact(child, str(searched / name / "generator.pt"), "weights")
+        fakes += [parent, child]
+    moved = run_dir.with_name(run_dir.name + "-away")
+    run_dir.rename(moved)  # no local run directory: export fetches the weights from MLflow
+    try:
+        client.delete_run(fakes[2])  # the other search's parent only
+        client.delete_run(fakes[3])
+        assert main(["export", "vals", "--trial", "0", "--out", "t0.yaml", "--weights", "mine", "--json"]) == 0
+        assert (searched / "mine" / "generator.pt").read_bytes() == own  # not the other search's (newer) trial 0
+        client.restore_run(fakes[2])
+        client.restore_run(fakes[3])
+        capsys.readouterr()
+        assert main(["export", "vals", "--trial", "0", "--out", "t0.yaml", "--weights", "mine"]) == 2
+        assert "are not usable (its optim.lr_g is 0.5, the trial's 0.0002)" in capsys.readouterr().err
+        assert (searched / "mine" / "generator.pt").read_bytes() == own  # the earlier export's, kept
+    finally:
+        moved.rename(run_dir)
+        for run in fakes:
+            client.delete_run(run)
