@@ -676,3 +676,28 @@ def test_the_header_names_the_recipe_a_warm_started_trial_came_from(tmp_path: Pa
             "leaves unset)\n") in (tmp_path / "a.yaml").read_text()
     assert main(["export", "warm", "--storage", storage, "--trial", "1", "--out", str(tmp_path / "b.yaml")]) == 0
     assert "# warm start" not in (tmp_path / "b.yaml").read_text()
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize("at", ["optuna.db", "mlflow.db"])
+def test_an_out_at_a_database_is_refused_and_the_database_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str,
+        at: str) -> None:
+    """Found in review: ``export NAME --out optuna.db`` (or ``report``, or the MLflow store's file) wrote the YAML
+    or the page over the database, exit 0: every search in it was lost."""
+    from mlflow import MlflowClient
+
+    from gantune.dburl import MLFLOW, OPTUNA, sqlite_owner
+
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="minimize")
+    study.set_user_attr("settings", {"trials": 1, "max_steps": 200, "eval_every": 100, "objective": "fid"})
+    study.add_trial(optuna.trial.create_trial(value=9.0, user_attrs={"config": {"train": {"steps": 200}}}))
+    MlflowClient(tracking).create_experiment("s")
+    flags = ["--tracking-uri", tracking] if command == "export" else []
+    assert main([command, "s", "--storage", storage, *flags, "--out", at]) == 2
+    owner = OPTUNA if at == "optuna.db" else MLFLOW
+    assert capsys.readouterr().err == (f"gantune {command}: error: --out: {at} is {owner}, which this would replace; "
+                                       "choose another --out\n")
+    assert sqlite_owner(tmp_path / at) == owner
