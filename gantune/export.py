@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
-from gantune.config import TrialConfig, dump_config, yaml_text
+from gantune.config import MAX_SEED, TrainConfig, TrialConfig, dump_config, yaml_text
 from gantune.data import check_data
 from gantune.dburl import absolute_sqlite
 from gantune.errors import GantuneError, Interrupted
@@ -34,6 +34,7 @@ from gantune.rundir import (
     GENERATOR,
     METRICS,
     atomic_write,
+    check_replaceable,
     check_writable,
     load_saved,
     make_dir,
@@ -114,8 +115,22 @@ class RerunSpace(SearchSpace):
         source = trial.suggest_categorical("source_trial", sorted(self.configs))
         seed = trial.suggest_int("seed", 0, self.n_seeds - 1)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
-        raw.setdefault("train", {})["seed"] = seed
+        raw.setdefault("train", {})["seed"] = rerun_seed(self.configs[int(source)], seed)
         return self.apply_settings(raw)
+
+    def label(self, number: int, params: dict[str, Any]) -> str:
+        """A re-run by the trial it re-runs and its seed: its own number (0 for the first) named another trial."""
+        source = params.get("source_trial")
+        if source not in self.configs:
+            return super().label(number, params)
+        return f"trial {source:>3} seed {rerun_seed(self.configs[source], int(params.get('seed', 0)))}"
+
+
+def rerun_seed(config: dict[str, Any], k: int) -> int:
+    """The training seed of a config's ``k``-th re-run: past the seed the search trained it with (seed 0 of a
+    trial trained at seed 0 replayed the very run its selection picked, counting that luck again in the mean)."""
+    own = int((config.get("train") or {}).get("seed", TrainConfig().seed))
+    return (own + 1 + k) % (MAX_SEED + 1)
 
 
 def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candidate], seeds: int, steps: int,
@@ -167,11 +182,11 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
                 continue
             if t.state == TrialState.COMPLETE and t.values:
                 c.values.append(float(t.values[0]))
-                c.seeds.append(int(t.params["seed"]))
+                c.seeds.append(rerun_seed(c.config, int(t.params["seed"])))
                 for objective, value in zip(settings.objectives[1:], t.values[1:], strict=True):
                     c.others.setdefault(objective, []).append(float(value))
             else:  # a seed on which the config collapsed or diverged: dropping it silently flattered the mean
-                c.dropped[int(t.params["seed"])] = trial_status(t)
+                c.dropped[rerun_seed(c.config, int(t.params["seed"]))] = trial_status(t)
 
 
 def _collapsed(c: Candidate) -> int:
@@ -431,6 +446,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
                                "would be replaced; choose another folder")
     check_writable(out, "--out", is_dir=False)
+    check_replaceable(out, "--out")
     if weights is not None and weights.resolve().is_relative_to(out.resolve()):
         # the weights' folder made where the config goes: the config could not be written, the weights were
         raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")

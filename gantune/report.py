@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gantune import provenance
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
-from gantune.rundir import GENERATOR, atomic_write, check_writable, make_dir
+from gantune.rundir import GENERATOR, atomic_write, check_replaceable, check_writable, make_dir
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
     explored_note,
@@ -246,6 +246,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     import plotly.offline
 
     check_writable(out, "--out", is_dir=False)  # before the page is built: `--out .` failed after it
+    check_replaceable(out, "--out")
     study = load_search(name, storage)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     if not trials:

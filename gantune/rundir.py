@@ -41,8 +41,7 @@ def trial_dirname(number: int) -> str:
 
 def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     """Fail before any work if ``path`` could not be created: its nearest existing ancestor must be a writable
-    directory (and ``path`` itself not the wrong kind of thing, nor a study or tracking database: a file written
-    there replaces it). Leaves nothing behind."""
+    directory (and ``path`` itself not the wrong kind of thing). Leaves nothing behind."""
     if path.exists() and path.is_dir() != is_dir:
         raise GantuneError(f"{flag}: cannot write {path} (it is {'not ' if is_dir else ''}a directory)")
     try:
@@ -51,8 +50,6 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python 3.11-3.12)
         raise GantuneError(f"{flag}: cannot write {path} ({getattr(err, 'strerror', None) or err})") from None
     existing = target.absolute()
-    if not is_dir and (owner := sqlite_owner(existing)):  # `export --out optuna.db` replaced every search in it
-        raise GantuneError(f"{flag}: {path} is {owner}, which this would replace; choose another {flag}")
     if not is_dir and existing.is_file():  # replaced by atomic_write: a new file in its directory
         existing = existing.parent
     while not existing.exists():
@@ -64,6 +61,14 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
     except OSError as err:
         raise GantuneError(f"{flag}: cannot write {path} (making a folder in {existing} fails: "
                            f"{err.strerror or err})") from None
+
+
+def check_replaceable(path: Path, flag: str) -> None:
+    """Refuse an output file (``export --out``, ``report --out``) at a study or MLflow database: written there,
+    it replaced the database, and every search in it was lost (exit 0)."""
+    with contextlib.suppress(OSError, RuntimeError):  # what cannot be read is check_writable's to say
+        if owner := sqlite_owner(write_target(path)):
+            raise GantuneError(f"{flag}: {path} is {owner}, which this would replace; choose another {flag}")
 
 
 def make_dir(path: Path) -> None:

@@ -171,6 +171,10 @@ class SearchSpace:
         return {k: v for k, v in self.settings.defaults.items() if k not in self.params and (
             k not in self.leaves or (switched and self.leaves[k].when is not None))}
 
+    def label(self, number: int, params: dict[str, Any]) -> str:
+        """How the progress lines name the trial ``number`` drawn with ``params`` (its number, to 3 places)."""
+        return f"trial {number:>3}"
+
     def set_by_search(self) -> dict[str, Any]:
         """The config keys the ``search`` section sets in every trial, by dotted path (a space may not set them)."""
         return set_by_search(self.settings)

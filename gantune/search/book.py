@@ -103,8 +103,12 @@ class SearchBook(Callback):
                  observers: Sequence[Observer] | None = None, quiet: bool = False,
                  clock: Callable[[], float] = time.monotonic, exploits: list[Exploit] | None = None,
                  grids_dir: Path | None = None, max_steps: int = 0,
-                 rescues: list[tuple[str, Rescue]] | None = None) -> None:
+                 rescues: list[tuple[str, Rescue]] | None = None,
+                 label: Callable[[int, dict[str, Any]], str] | None = None) -> None:
         self.study = study
+        # how a line names a trial (export's re-runs: by the trial and seed they re-run)
+        self.label = label or (lambda n, params: f"trial {n:>3}")
+        self.labels: dict[int, str] = {}
         self.trials = trials
         self.asha_stopped = asha_stopped
         self.exploits = exploits if exploits is not None else []
@@ -144,12 +148,13 @@ class SearchBook(Callback):
         if ranked(self.study)[1] is None and (best := best_trial(self.study)) is not None:  # else: not comparable
             self.best = TrialOutcome(best.number, Status.COMPLETED, "", int(best.user_attrs.get("steps", 0)),
                                      list(best.values))
+            self.labels[best.number] = self.label(best.number, best.params)
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the experiment state; the observers (threads, clients) and the study
         (whose sampler may hold a lock, as Optuna's NSGA-II does) stay behind. gantune resumes from the Optuna
         study, never from Tune's state."""
-        return {**self.__dict__, "observers": [], "study": None}
+        return {**self.__dict__, "observers": [], "study": None, "label": None}
 
     # -- Ray Tune callback hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -254,7 +259,8 @@ class SearchBook(Callback):
         out.artifacts = trial.config.get("run_dir")
         self._notify("trial_ended", out)
         best = self.best_seen.pop(ot.number, None)
-        self._say(f"trial {out.number:>3} {out.status:<17} steps {out.steps:>6}"
+        named = self.labels[ot.number] = self.label(ot.number, ot.params)
+        self._say(f"{named} {out.status:<17} steps {out.steps:>6}"
                   + ("".join(f"  {name} {value:.4g}" for name, value in zip(self.objectives, out.values, strict=False))
                      if out.values and not out.status.pruned else "")  # every objective: the line gave the first
                   + (f"  {self.objectives[0]} {best:.4g} (best evaluation)" if out.status.pruned and best is not None
@@ -292,7 +298,8 @@ class SearchBook(Callback):
         self.last_print = now
         done = self.done_before + len(self.outcomes)
         counts = " ".join(f"{s}={n}" for s, n in sorted(self.counts.items()))
-        best = (f"  best {self.objectives[0]} {self.best.values[0]:.4g} (trial {self.best.number})"
+        named = " ".join(self.labels[self.best.number].split()) if self.best else ""  # unpadded
+        best = (f"  best {self.objectives[0]} {self.best.values[0]:.4g} ({named})"
                 if self.best and self.best.values else "")
         self._say(f"[{now - self.t0:6.0f}s] {done}/{self.total} done, {len(self.running)} running"
                   + (f"  | {counts}" if counts else "") + best + self._eta())

@@ -480,7 +480,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
-                      grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues)
+                      grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues, label=space.label)
     scheduler = make_scheduler(space, asha_stopped, exploits, rescues)
     tuner = tune.Tuner(
         tune.with_resources(run_trial if carried is None else tune.with_parameters(run_trial, carried=carried),

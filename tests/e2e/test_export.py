@@ -356,8 +356,13 @@ def test_seed_reruns_never_replace_a_search_that_took_their_study_name(searched:
     assert proc.returncode == 0, proc.stderr[-2000:]
     # without --steps the re-runs train the search's budget, and the header says so (it said "at None steps")
     assert "with 1 seeds at 200 steps" in proc.stderr
-    assert re.search(r"^# trial \d+: \w+ mean .* over 1 seed\(s\) \[0\] at 200 steps",
+    # the re-run seed is past the one the search trained with (0): seed 0 replayed the run the selection picked
+    assert re.search(r"^# trial \d+: \w+ mean .* over 1 seed\(s\) \[1\] at 200 steps",
                      (tmp_path / "best.yaml").read_text(), re.M)
+    source = optuna.load_study(study_name="exp", storage=storage).best_trial
+    assert source.user_attrs["config"]["train"].get("seed", 0) == 0
+    # a re-run's line names the trial it re-runs and its seed (it named the re-run's own number: "trial 0")
+    assert re.search(rf"^trial +{source.number} seed 1 +completed", proc.stderr, re.M), proc.stderr[-2000:]
     assert "A new study created" not in proc.stderr  # Optuna's INFO lines are not gantune's output
 
 
