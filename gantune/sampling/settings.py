@@ -5,6 +5,8 @@ The sampler names live here, beside the setting that names one, so a space is ch
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import inspect
 import re
@@ -51,11 +53,14 @@ class SamplerKind:
 
     def settable(self, s: SearchSettings) -> dict[str, type]:
         """The constructor's arguments a space file may set, with their kind: those gantune sets (but ``seed``:
-        that is ``search.seed``) and those whose default is a bool, number or string (a callable or an unset
-        default has no kind to check a YAML value against)."""
+        that is ``search.seed``) and those whose default, or else whose annotation (``int | None``: Optuna gives
+        CMA-ES's ``popsize`` a default of ``None``, and it was refused), is a bool, number or string (a callable
+        or a sampler has no kind to check a YAML value against). Those Optuna deprecates are refused in ``check``,
+        which says so."""
         params = inspect.signature(self.cls.__init__).parameters.values()
-        plain = {p.name: type(p.default) for p in params if type(p.default) in (bool, int, float, str)}
-        return plain | {k: type(v) for k, v in self.defaults(s).items() if k != "seed"}
+        plain = {p.name: kind for p in params if p.name != "seed" and (kind := _plain_kind(p)) is not None}
+        return {k: v for k, v in plain.items() if k not in deprecated(self.cls)} | \
+            {k: type(v) for k, v in self.defaults(s).items() if k != "seed"}
 
     def check(self, s: SearchSettings) -> None:
         """``ValueError`` naming the first option the sampler does not take, is of the wrong kind or refuses."""
@@ -65,6 +70,8 @@ class SamplerKind:
         settable = self.settable(s)
         for key, value in s.sampler_options.items():
             kind = settable.get(key)
+            if key in (gone := deprecated(self.cls)):  # Optuna's multi-line warning opened every search
+                raise ValueError(f"sampler_options: {key}: {gone[key]}; leave it out")
             if kind is None:
                 choose = f"choose from: {', '.join(settable)}" if settable else "it takes none"
                 raise ValueError(f"sampler_options: {self.cls.__name__} has no option {key!r} a space can set; "
@@ -83,6 +90,39 @@ class SamplerKind:
                 self.build(s)
         except (TypeError, ValueError) as e:
             raise ValueError(f"sampler_options: {e}") from None
+
+
+_PLAIN: dict[str, type] = {t.__name__: t for t in (bool, int, float, str)}
+#: a value of each kind, to build a sampler with one argument set (a str one may be refused: then it is kept)
+_PROBES: dict[type, Any] = {bool: True, int: 1, float: 1.0, str: ""}
+
+
+@functools.cache
+def deprecated(cls: type[optuna.samplers.BaseSampler]) -> dict[str, str]:
+    """The arguments of ``cls`` Optuna deprecates, with the first sentence of its warning (TPE's
+    ``consider_endpoints``, CMA-ES's ``sigma0``: each defaults to ``None`` and warns when given)."""
+    out: dict[str, str] = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        kind = _plain_kind(p)
+        if p.default is not None or kind is None or p.name == "seed":
+            continue
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            with contextlib.suppress(Exception):
+                cls(**{p.name: _PROBES[kind]})
+        for w in said:
+            if issubclass(w.category, FutureWarning) and f"`{p.name}`" in str(w.message):
+                out[p.name] = str(w.message).split(". ")[0]
+    return out
+
+
+def _plain_kind(p: inspect.Parameter) -> type | None:
+    """A constructor argument's kind when a YAML value can give it: its default's, or its annotation's without
+    ``| None`` (written as text under ``from __future__ import annotations``, or a type)."""
+    if type(p.default) in _PLAIN.values():
+        return type(p.default)
+    text = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
+    return _PLAIN.get(text.replace(" ", "").removesuffix("|None").removeprefix("Optional[").removesuffix("]"))
 
 
 #: Optuna samplers by the name ``search.sampler`` gives. TPE: multivariate (which Optuna's docs report ahead of

@@ -57,6 +57,21 @@ def test_sampler_options_a_space_may_set() -> None:
         "n_startup_trials": 10, "multivariate": False, "constant_liar": False, "n_ei_candidates": 48}})
     SearchSettings.model_validate({"sampler": "tpe", "sampler_options": {"group": True}})
     SearchSettings.model_validate({"sampler": "qmc", "sampler_options": {"qmc_type": "halton", "scramble": True}})
+    # an argument Optuna defaults to None, typed by its annotation (``int | None``): it was refused as no option
+    settings = SearchSettings.model_validate({"sampler": "cmaes", "sampler_options": {"popsize": 8}})
+    assert SAMPLERS.get("cmaes").build(settings)._popsize == 8
+    with pytest.raises(ValidationError, match=r"popsize: 'eight' is not a whole number"):
+        SearchSettings.model_validate({"sampler": "cmaes", "sampler_options": {"popsize": "eight"}})
+
+
+@pytest.mark.parametrize(("sampler", "option", "value"), [("tpe", "consider_endpoints", True),
+                                                           ("tpe", "prior_weight", 2.0), ("cmaes", "sigma0", 0.5)])
+def test_a_sampler_option_optuna_deprecates_is_refused_saying_so(sampler: str, option: str, value: object) -> None:
+    """Refused as "no option a space can set" although the sampler takes it: Optuna deprecates it (its warning
+    would open every search)."""
+    with pytest.raises(ValidationError, match=rf"sampler_options: {option}: `{option}` has been deprecated in v"
+                                              r"[\d.]+; leave it out"):
+        SearchSettings.model_validate({"sampler": sampler, "sampler_options": {option: value}})
 
 
 @pytest.mark.parametrize(("objective", "directions"), [
