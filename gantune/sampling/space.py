@@ -113,6 +113,10 @@ class SearchSpace:
                     return self.default(name)
                 return {f.name: keys.get(f"{name}.{f.name}", self.default(f"{name}.{f.name}"))
                         for f in dataclasses.fields(SUBSECTIONS[name])}
+            parent, _, key = name.rpartition(".")
+            if spec is None and parent in self.leaves:  # a key of a subsection given whole (progressive: {value:
+                whole = resolve(parent)  # {start: 16}}): it read the schema's default, whatever the value said
+                return whole[key] if isinstance(whole, dict) and key in whole else self.default(name)
             if spec is None:
                 return self.default(name)
             if name in resolving:
@@ -430,11 +434,17 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
 
 def _nested(into: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
     """``flat``'s dotted paths set in the nested config ``into`` (a subsection's key, ``model.progressive.start``,
-    nests once more)."""
+    nests once more; a subsection's own value, a dict, over the keys of it set before)."""
     for path, value in flat.items():
         *parents, key = path.split(".")
         at = into
         for part in parents:
-            at = at.setdefault(part, {})
-        at[key] = value
+            inner = at.setdefault(part, {})
+            if not isinstance(inner, dict):  # a subsection set to null (off): its keys have nowhere to go
+                break
+            at = inner
+        else:
+            # a subsection given whole takes the defaults of the keys it leaves out (search.defaults'
+            # model.progressive.fade_steps beside progressive: {value: {start: 8}} was dropped)
+            at[key] = {**at[key], **value} if isinstance(value, dict) and isinstance(at.get(key), dict) else value
     return into

@@ -621,3 +621,20 @@ def test_the_data_a_space_can_train_on_is_worked_out_once(monkeypatch: pytest.Mo
     runner.trial_resources(loaded, Resources(cpu=1, gpu=0), {"CPU": 2.0, "GPU": 0.0}, "this machine")
     warm.space_kind(loaded)
     assert len(calls) == 1
+
+
+def test_a_subsection_given_whole_is_read_by_expressions_and_takes_the_defaults_of_its_other_keys(
+        tmp_path: Path) -> None:
+    """``progressive: {value: {start: 16}}``: an expression reading ``model.progressive.start`` got the schema's
+    8, and ``search.defaults``' ``model.progressive.fade_steps`` was dropped (the whole value replaced it)."""
+    text = ("name: p\nsearch: {trials: 2, max_steps: 500, eval_every: 250, objective: fid, warm_start: false,\n"
+            "  defaults: {model.progressive.fade_steps: 7}}\ndata: {name: digits, resolution: 32}\n"
+            "model: {arch: dcgan, progressive: {value: %s}}\noptim: {lr_g: {float: [1.0e-4, 1.0e-3], log: true}}\n"
+            "train: {batch_size: {expr: \"64 if model.progressive.start == 16 else 32\"}}\n")
+    study = optuna.create_study()
+    given = config_from_dict(_space(tmp_path, text % "{start: 16}").sample(study.ask()))
+    assert (given.train.batch_size, given.model.progressive.start, given.model.progressive.fade_steps) == (64, 16, 7)
+    own = config_from_dict(_space(tmp_path, text % "{start: 16, fade_steps: 9}").sample(study.ask()))
+    assert own.model.progressive.fade_steps == 9  # a key the value gives wins over the default
+    schema = config_from_dict(_space(tmp_path, text % "{fade_steps: 9}").sample(study.ask()))
+    assert schema.train.batch_size == 32 and schema.model.progressive.start == 8  # a key it leaves out: the schema's
