@@ -37,7 +37,12 @@ class Outliving(io.TextIOBase):
                 self.stream.flush()
 
     def isatty(self) -> bool:
-        return not self.lost and self.stream.isatty()
+        """False for a stream closed under it too (a progress line asked at exit: "ValueError: I/O operation on
+        closed file" after the tests' captured streams closed)."""
+        try:
+            return not self.lost and self.stream.isatty()
+        except ValueError:
+            return False
 
     def fileno(self) -> int:
         return self.stream.fileno()

@@ -180,7 +180,7 @@ def check_scheduler_keys(search: Any, source: str) -> None:
     keys: the validated settings list every key, set or not.)"""
     pruning = search.get("pruning") if isinstance(search, dict) else None
     if not isinstance(pruning, dict):
-        return
+        pruning = {}
     chosen = pruning.get("scheduler", "asha")
     for other, keys in _SCHEDULER_KEYS.items():
         if other != chosen and (unread := [k for k in keys if k in pruning]):
@@ -189,6 +189,16 @@ def check_scheduler_keys(search: Any, source: str) -> None:
             raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by scheduler: {other} only, and "
                               f"this space's scheduler is {chosen}{'' if 'scheduler' in pruning else ' (the default)'}"
                               f": {fix}")
+    # ASHA's keys beside asha: false, the noise margin without noise_aware: read by nothing, without a word
+    if pruning.get("asha") is False and (unread := [k for k in _SCHEDULER_KEYS["asha"][1:] if k in pruning]):
+        raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by ASHA, which asha: false turns "
+                          f"off: remove {'it' if len(unread) == 1 else 'them'}")
+    if "noise_margin" in pruning and not pruning.get("noise_aware"):
+        raise ConfigError(f"{source}: search.pruning: noise_margin: read with noise_aware: true only: set it, or "
+                          "remove noise_margin")
+    if chosen == "pbt" and isinstance(search, dict) and search.get("concurrency"):  # ran the population all the same
+        raise ConfigError(f"{source}: search.concurrency: PBT starts its whole population at once (the resources "
+                          "decide how many train together): remove it")
 
 
 def check_repeat_owned(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:

@@ -52,3 +52,16 @@ def test_a_full_stdout_is_one_line_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "gantune train: error: stdout: No space left on device"
     assert not (tmp_path / "run").exists()  # it failed before it logged anything: nothing left
+
+
+def test_a_stream_closed_under_the_wrapper_is_no_terminal() -> None:
+    """A progress line asking ``isatty`` of a stream closed under it (pytest's capture, at exit) raised
+    "ValueError: I/O operation on closed file" where it is simply no terminal."""
+    import io
+
+    from gantune.streams import Outliving
+
+    under = io.StringIO()
+    wrapped = Outliving(under, "stdout")
+    under.close()
+    assert wrapped.isatty() is False
