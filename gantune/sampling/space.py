@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import keyword
+import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,8 +81,9 @@ class SearchSpace:
 
     @property
     def samples_nothing(self) -> bool:
-        """No range and no categorical of two choices or more: every trial trains one config, with one seed."""
-        return not any(isinstance(spec, (FloatSpec, IntSpec))
+        """No range of two values or more (``int: [5, 5]`` is one) and no categorical of two choices or more: every
+        trial trains one config, with one seed."""
+        return not any(isinstance(spec, FloatSpec) or (isinstance(spec, IntSpec) and spec.range[0] < spec.range[1])
                        or (isinstance(spec, CategoricalSpec) and len(spec.choices) > 1)
                        for spec in [*self.leaves.values(), *self.params.values()])
 
@@ -300,6 +302,9 @@ def parse_params(settings: SearchSettings, source: str) -> dict[str, Spec]:
             # an expression cannot read ``lambda`` or ``True`` as a name: the parameter was drawn for nothing
             raise ConfigError(f"{source}: search.params.{k}: a parameter name must be a plain identifier, not a "
                               "section or a Python word (lambda, True, ...): e.g. lam")
+        if (read := unicodedata.normalize("NFKC", k)) != k:  # an expression's µ (U+00B5) reads as μ (U+03BC)
+            raise ConfigError(f"{source}: search.params.{k}: an expression reads this name as {read!r} (Python "
+                              f"folds such letters, NFKC): name the parameter {read}")
     return params
 
 

@@ -88,6 +88,10 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "categorical choices 1 and True are equal to Optuna, which records either as the first (1): keep one"),
     (("ttur_ratio: {float: [1, 8], log: true}", "on: {float: [1, 8], log: true}"),
      "search.params: a parameter name must be a plain identifier, not True (YAML reads on, off, yes and no as true"),
+    # Python folds the micro sign of an expression into Greek mu (NFKC): "unknown name 'μ'" of the name declared
+    (("ttur_ratio: {float: [1, 8], log: true}", "\u00b5: {float: [1, 8], log: true}"),
+     "search.params.\u00b5: an expression reads this name as '\u03bc' (Python folds such letters, NFKC): name the "
+     "parameter \u03bc"),
     (("data: {name: grid25}", "dta: {name: grid25}"), "dta: unknown section"),
     (("eval_every: 20", "eval_every: 200"), "eval_every must not exceed max_steps"),
     (("model: {g_width: 16}", "model: {g_width: {int: [0, 4]}}"), "model.g_width: Input should be greater"),
@@ -520,6 +524,11 @@ def test_a_space_that_samples_nothing_is_said_and_a_choice_listed_twice_is_refus
     # search that draws nothing ("tpe draws its first 10 trials at random ... this search has 4") is no news
     assert check_run(space, SearchOptions(runs_dir=runs, trials=1))[1] == []
     assert check_run(space, SearchOptions(runs_dir=runs, trials=4))[1] == [said % 4]
+    # a range of one value draws it in every trial: it was counted as sampling, without a word
+    one = fixed.replace("loss: {name: %s}", "model: {z_dim: {int: [%s]}}")
+    assert check_run(_space(tmp_path, one % "5, 5"), SearchOptions(runs_dir=runs))[1] == [said % 2]
+    assert not any("samples nothing" in n
+                   for n in check_run(_space(tmp_path, one % "5, 6"), SearchOptions(runs_dir=runs))[1])
     assert not any("samples nothing" in n
                    for n in check_run(_space(tmp_path, fixed % "{categorical: [hinge, wgan]}"),
                                       SearchOptions(runs_dir=runs))[1])
