@@ -87,6 +87,14 @@ def _file(text: str) -> str:
     return text
 
 
+def _folder(text: str) -> str:
+    """An argparse type: a folder to write into, named (``--weights ''`` copied nothing and said nothing, and
+    ``--runs-dir ''`` put the trials' folders in the working folder, or under runs/)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty; name a folder")
+    return text
+
+
 def _share(text: str) -> float:
     """An argparse type: a GPU share, a finite number of 0 or more."""
     try:
@@ -166,7 +174,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="join a Ray cluster (auto, or the head's HOST:PORT) instead of a local Ray")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///optuna.db)")
     _tracking_args(p, "the search")
-    p.add_argument("--runs-dir", default="runs", help="where trial run directories go (default: runs)")
+    p.add_argument("--runs-dir", type=_folder, default="runs", help="where trial run directories go (default: runs)")
     p.add_argument("--name", help="search name (default: the file's name: or its stem)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search of this name")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -302,10 +310,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=0, help="re-run the top-k with this many seeds (0: no re-runs)")
     p.add_argument("--steps", type=int, help="steps of the re-runs and of the exported config's train.steps")
     p.add_argument("--out", type=_file, default="best.yaml", help="exported trial config (default: best.yaml)")
-    p.add_argument("--weights", help="also copy the chosen trial's generator weights into this directory")
+    p.add_argument("--weights", type=_folder,
+                   help="also copy the chosen trial's generator weights into this directory")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
     _tracking_uri_arg(p)
-    p.add_argument("--runs-dir", help="where the re-runs' run directories go (default: runs)")
+    p.add_argument("--runs-dir", type=_folder, help="where the re-runs' run directories go (default: runs)")
     p.add_argument("--concurrent", type=int, help="re-runs at once")
 
 

@@ -309,6 +309,10 @@ ROWS: list[tuple[list[str], str]] = [
     (["init", "grid25", "--out", "d/"], r"argument --out: 'd/' names a folder \(it ends in a slash or a dot\); name"),
     (["init", "grid25", "--out", "d/."], r"argument --out: 'd/.' names a folder"),
     (["export", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
+    # an empty folder: --weights '' copied nothing without a word, --runs-dir '' wrote into the working folder
+    (["export", "x", "--weights", ""], r"argument --weights: empty; name a folder \(see --help\)$"),
+    (["export", "x", "--seeds", "1", "--runs-dir", ""], r"argument --runs-dir: empty; name a folder \(see --help\)$"),
+    (["search", "{in}/space.yaml", "--runs-dir", ""], r"argument --runs-dir: empty; name a folder \(see --help\)$"),
     (["report", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
     # switches and numbers read as each other (pydantic's lax mode: `steps: true` trained 1 step)
