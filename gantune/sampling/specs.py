@@ -4,6 +4,7 @@ optional ``when``; and what a config key is when no leaf sets it (the schema's d
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -67,6 +68,8 @@ class FloatSpec(_Leaf):
         lo, hi = self.range
         if lo >= hi:
             raise ValueError(f"float range [{lo}, {hi}] needs low < high")
+        if not math.isfinite(hi - lo):  # Optuna's draw overflowed: numpy's warning, then "Range exceeds ..."
+            raise ValueError(f"float range [{lo:g}, {hi:g}] is wider than a float can hold (its width overflows)")
         if self.log and lo <= 0:
             raise ValueError("a log range needs low > 0")
         if self.log and self.step is not None:

@@ -92,6 +92,9 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     (("ttur_ratio: {float: [1, 8], log: true}", "\u00b5: {float: [1, 8], log: true}"),
      "search.params.\u00b5: an expression reads this name as '\u03bc' (Python folds such letters, NFKC): name the "
      "parameter \u03bc"),
+    # numpy's two-line RuntimeWarning, then "none of 32 random draws ... Range exceeds valid bounds"
+    (("ttur_ratio: {float: [1, 8], log: true}", "ttur_ratio: {float: [-1.0e+308, 1.0e+308]}"),
+     "search.params.ttur_ratio: float range [-1e+308, 1e+308] is wider than a float can hold"),
     (("data: {name: grid25}", "dta: {name: grid25}"), "dta: unknown section"),
     (("eval_every: 20", "eval_every: 200"), "eval_every must not exceed max_steps"),
     (("model: {g_width: 16}", "model: {g_width: {int: [0, 4]}}"), "model.g_width: Input should be greater"),
