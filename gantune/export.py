@@ -466,8 +466,11 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         front = (f"{len(objectives)} objectives ({', '.join(objectives)}): {chose}; export another with --trial N "
                  "(gantune report shows the front)")
     elif trial is not None and len(study.directions) > 1 and trial not in {t.number for t in study.best_trials}:
-        front = (f"trial {trial} is not on the Pareto front: another trial beats it on one objective and is no "
-                 "worse on the rest")
+        # the front holds completed trials only: a pruned one is off it for that, whatever its values
+        front = f"trial {trial} is not on the Pareto front: " + (
+            "another trial beats it on one objective and is no worse on the rest"
+            if chosen_trials[0].state == TrialState.COMPLETE else
+            f"the front holds completed trials, and this one ended {trial_status(chosen_trials[0])}")
     stale = steps_note(study, settings, steps)
     note = "; ".join(part for part in (note, front, stale) if part)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]

@@ -180,6 +180,14 @@ def test_a_multi_objective_export_of_a_dominated_trial_says_it_is_off_the_front(
     assert f"\n# {line}\n" in (tmp_path / "b.yaml").read_text()
     assert main(["export", "dom", "--storage", storage, "--trial", "1", "--out", str(tmp_path / "c.yaml")]) == 0
     assert capsys.readouterr().err == ""
+    # a pruned trial is off the front because the front holds completed trials: "another trial beats it" was wrong
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={10: 0.9},
+                                              user_attrs={"provenance": MEASURED, "config": tiny().to_dict(),
+                                                          "gantune_status": "pruned:collapsed", "steps": 10}))
+    assert main(["export", "dom", "--storage", storage, "--trial", "3", "--out", str(tmp_path / "d.yaml")]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "note: trial 3 is not on the Pareto front: the front holds completed trials, and this one ended "
+        "pruned:collapsed")
 
 
 def test_a_report_says_how_many_trials_it_leaves_out_unfinished(tmp_path: Path, capsys: Any) -> None:
