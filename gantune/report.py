@@ -262,7 +262,8 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         p = provenance.of(bt)
         best = {"number": bt.number, "objective": names[0], "value": bt.values[0],
                 "others": list(zip(names[1:], bt.values[1:], strict=True)),
-                "floors": [(n, v) for n, v in provenance.floor(bt).items() if n in names],  # each objective's
+                # each objective's, in the objectives' order (the metric set's put fid before coverage)
+                "floors": [(n, floors[n]) for n in names if n in (floors := provenance.floor(bt))],
                 "floor_scored": provenance.floor_scored(p),
                 "measured": provenance.describe(p) if p else ""}
     rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),

@@ -252,3 +252,20 @@ def _weights(cfg: Any) -> dict[str, torch.Tensor]:
         train(cfg, run_dir=tmp)
         ckpt = torch.load(Path(tmp) / "checkpoint.pt", weights_only=True)
     return {f"{net}.{k}": v for net in ("G", "D") for k, v in ckpt["trainer"][net].items()}
+
+
+def test_a_reports_floors_come_in_the_objectives_order(tmp_path: Path) -> None:
+    """The summary card listed each objective's real-vs-real floor in the metric set's order (fid before
+    coverage) under objectives given as [coverage, fid]."""
+    from gantune.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("settings", {"objective": ["coverage", "fid"], "direction": ["maximize", "minimize"],
+                                     "trials": 1, "max_steps": 10, "eval_every": 10})
+    measured = {**MEASURED, "floor": {"fid": 2.0, "coverage": 0.9}}
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 3.0], user_attrs={
+        "provenance": measured, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+    assert main(["report", "two", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert 0 < html.index("real-vs-real coverage<b>0.9</b>") < html.index("real-vs-real fid<b>2</b>")
