@@ -431,9 +431,10 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
         if spec.when is not None and name not in set_in:
             notes[name] = (f"{space.source}: {name}.when held in none of {valid} valid random draws: it is (almost) "
                            "never set")
-        elif sampled and name in set_in and name not in read_in and name not in named:  # an expression reads it
-            notes[name] = (f"{space.source}: {name} is searched, but none of {valid} valid random draws reads it "
-                           f"(it is read with {READ_ONLY_UNDER[name][1]()})")
+        elif name in set_in and name not in read_in and name not in named:  # an expression reads it
+            # a fixed value too: `gp_weight: 5` beside `name: hinge` was accepted without a word
+            notes[name] = (f"{space.source}: {name} is {'searched' if sampled else 'set'}, but none of {valid} valid "
+                           f"random draws reads it (it is read with {READ_ONLY_UNDER[name][1]()})")
     return notes
 
 

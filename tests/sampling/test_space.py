@@ -425,6 +425,12 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     (("  clip:", "  instance_noise_steps: {float: [0.1, 1.0]}\n  clip:"),
      ["loss.instance_noise_steps is searched, but none of 32 valid random draws reads it (it is read with "
       "loss.instance_noise above 0)"]),
+    # a fixed value no trial reads: said as a searched one is (it was accepted without a word)
+    (("  n_critic:", "  name: rmsprop\n  beta1: 0.3\n  n_critic:"),
+     ["optim.beta1 is set, but none of 32 valid random draws reads it (it is read with optim.name adam)"]),
+    (("data: {name: grid25}", "data: {name: grid25, resolution: 32}"),
+     ["data.resolution is set, but none of 32 valid random draws reads it (it is read with image data (2-D points "
+      "have none))"]),
     (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
      ["optim.n_critic.when held in none of 32 valid random draws: it is (almost) never set"]),
     # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
