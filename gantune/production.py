@@ -18,6 +18,7 @@ from typing import Any
 
 from gantune import provenance
 from gantune.catalogue import (
+    READ_ONLY_UNDER,
     config_from_dict,
     idle_quick_checks,
     load_config,
@@ -59,6 +60,7 @@ from gantune.rundir import (
     load_saved,
     read_metrics,
 )
+from gantune.sampling.specs import schema_default
 from gantune.trial import is_oom, resolve_device, train
 
 
@@ -171,9 +173,21 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         if isinstance(written, dict) and "objective" in (written.get("health") or {}):
             raise ConfigError(f"{path}: {unmeasured}")
         notes.append(f"{path}: {unmeasured}; set health.objective")
+    notes += [f"{path}: {note}" for note in unread_keys(cfg, read_yaml(path))]
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at, notes
+
+
+def unread_keys(cfg: TrialConfig, written: Any) -> list[str]:
+    """A line for each key the file sets to other than its default and that this config does not read
+    (``READ_ONLY_UNDER``: ``gp_weight: 5`` beside ``name: hinge``): accepted without a word, it trained as if
+    absent. A key at its default is no choice of the user's (a run's config.yaml, an export, name every key)."""
+    given = dotted(written) if isinstance(written, dict) else {}
+    values = dotted(cfg.to_dict())
+    return [f"{path} is set to {values[path]!r}, but this config does not read it (it is read with {needs()})"
+            for path, (reads, needs) in READ_ONLY_UNDER.items()
+            if path in given and path in values and not reads(cfg) and values[path] != schema_default(path)]
 
 
 def check_apart_from_data(cfg: TrialConfig, out: Path) -> None:

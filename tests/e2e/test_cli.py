@@ -40,6 +40,25 @@ def test_train_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["train", str(out / "config.yaml"), "--out", str(tmp_path / "again"), "--json"]) == 0
 
 
+def test_a_key_the_config_does_not_read_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``gp_weight: 5`` beside a hinge loss trained as if absent, without a word; a key at its default (a run's
+    config.yaml names every key) is no choice of the user's and is not said."""
+    cfg = _write_cfg(tmp_path, loss={"name": "hinge", "gp_weight": 5, "clip": 0.01},
+                     optim={"name": "rmsprop", "beta1": 0.3})
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "does not read it" in ln]
+    assert said == [
+        f"warning: {cfg}: loss.gp_weight is set to 5.0, but this config does not read it (it is read with loss.name "
+        "wgan-gp)",
+        f"warning: {cfg}: optim.beta1 is set to 0.3, but this config does not read it (it is read with optim.name "
+        "adam)"]
+    # the run's config.yaml names every key: the two set ones again, none at its default (clip 0.01)
+    written = tmp_path / "run" / "config.yaml"
+    assert main(["train", str(written), "--out", str(tmp_path / "again")]) == 0
+    assert [ln for ln in capsys.readouterr().err.splitlines() if "does not read it" in ln] == [
+        ln.replace(str(cfg), str(written)) for ln in said]
+
+
 def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run that diverged to NaN ended with exit 0, wrote a NaN ``generator.pt`` (``generate`` refused it) and
