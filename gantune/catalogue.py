@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from gantune.config import DataConfig, TrialConfig, parse_augment, parse_config, parse_norm, read_yaml
-from gantune.data import DATASETS, is_labelled, is_points, stack_problem
+from gantune.data import DATASETS, data_shape, is_labelled, is_points, stack_problem
 from gantune.errors import ConfigError
 from gantune.gan.augment import check_augment
 from gantune.gan.conditional import CONDITIONAL_NORMS
 from gantune.gan.losses import LOSSES
-from gantune.gan.nets import ARCHS, GROWN, resolve_arch
+from gantune.gan.nets import ARCHS, GROWN, build_discriminator, resolve_arch
 from gantune.gan.norms import NORMS
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY, WITHOUT_BETAS
@@ -102,7 +102,7 @@ def _combinations(cfg: TrialConfig) -> None:
         if points and NORMS.get(act).needs_maps:
             raise ValueError(f"model.{key}: {act} normalisation needs image feature maps, not 2-D points")
     d_act = _activation(cfg.model.d_norm)
-    if not NORMS.get(d_act).per_sample:
+    if not NORMS.get(d_act).per_sample and _d_normalises(cfg, d_act):
         if LOSSES.get(cfg.loss.name).gradient_penalty:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample gradient penalty of "
                              f"{cfg.loss.name}")
@@ -129,6 +129,16 @@ def _combinations(cfg: TrialConfig) -> None:
     for needed in DATASETS.get(cfg.data.name).needs:
         if not getattr(cfg.data, needed):
             raise ValueError(f"data.{needed}: dataset {cfg.data.name!r} needs a {needed}")
+
+
+def _d_normalises(cfg: TrialConfig, act: str) -> bool:
+    """Whether D holds a layer of the norm ``act``: a DCGAN critic of depth 1 at 8 px has none (its one block
+    at that size is the first, which no norm follows), and batch norm there was refused as breaking a gradient
+    penalty it never reached. Built on the meta device: shapes only, no memory, no random draws."""
+    kinds = {type(NORMS.get(act).build(4, spatial)) for spatial in (False, True)}
+    with torch.device("meta"):
+        net = build_discriminator(cfg.model, resolve_arch(cfg), data_shape(cfg.data))
+    return any(type(m) in kinds for m in net.modules())
 
 
 def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:

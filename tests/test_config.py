@@ -124,3 +124,13 @@ def test_the_schema_alone_reads_names_it_cannot_know() -> None:
     assert cfg.loss.name == "ragan" and cfg.model.g_norm == "spectral"
     with pytest.raises(ConfigError, match=r"loss\.name: unknown loss .ragan."):
         config_from_dict(cfg.to_dict())
+
+
+def test_a_norm_that_breaks_a_gradient_penalty_is_refused_only_where_d_has_a_layer_of_it() -> None:
+    """A DCGAN critic of depth 1 at 8 px has no norm layer (its one block is the first, which none follows):
+    batch norm there was refused as breaking WGAN-GP's per-sample penalty, which it never reached."""
+    raw = {"data": {"name": "digits", "resolution": 8}, "model": {"arch": "dcgan", "d_norm": "batch", "d_depth": 1},
+           "loss": {"name": "wgan-gp"}}
+    assert config_from_dict(raw).model.d_norm == "batch"
+    with pytest.raises(ConfigError, match="model.d_norm: batch norm in D breaks the per-sample gradient penalty"):
+        config_from_dict({**raw, "model": {**raw["model"], "d_depth": 2}})
