@@ -132,5 +132,5 @@ def test_a_norm_that_breaks_a_gradient_penalty_is_refused_only_where_d_has_a_lay
     raw = {"data": {"name": "digits", "resolution": 8}, "model": {"arch": "dcgan", "d_norm": "batch", "d_depth": 1},
            "loss": {"name": "wgan-gp"}}
     assert config_from_dict(raw).model.d_norm == "batch"
-    with pytest.raises(ConfigError, match="model.d_norm: batch norm in D breaks the per-sample gradient penalty"):
+    with pytest.raises(ConfigError, match=r"model\.d_norm: batch norm in D breaks the per-sample gradient penalty"):
         config_from_dict({**raw, "model": {**raw["model"], "d_depth": 2}})

@@ -299,14 +299,25 @@ def _object_store(limit: int | None = None, memory: int | None = None) -> int | 
     return max(75 * 2**20, limit // 8)
 
 
+def stop_ray() -> None:
+    """``ray.shutdown()``, then SIGTERM read as Ctrl-C again: the shutdown resets its C-level handler to the
+    default (Python's ``signal.getsignal`` still names gantune's), so a SIGTERM while the search closed (its
+    summary, its wall time, the MLflow parent run) killed it silently, exit 143, the parent left RUNNING."""
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        env.terminate_as_interrupt()
+
+
 def _cannot_start_ray(err: Exception) -> None:
     """The one line for a local Ray that would not start: its folders ($HOME or $TMPDIR a file, a $TMPDIR too long
     for the Unix sockets Ray makes in it) or its startup (too little memory) gave a traceback. A file the system
     refused (read-only, full) stays the CLI's line naming the file."""
-    import ray
 
     with contextlib.suppress(Exception):  # what did start is stopped
-        ray.shutdown()
+        stop_ray()
     if isinstance(err, OSError) and err.errno in MACHINE_ERRNOS:
         raise err
     raise GantuneError(f"cannot start Ray on this machine: {first_line(err)} (Ray writes its session under "
@@ -350,7 +361,7 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
         return started, trial_resources(space, space.settings.resources, ray.cluster_resources(), where)
     except GantuneError:
         if started:
-            ray.shutdown()
+            stop_ray()
         raise
 
 
@@ -440,9 +451,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
                     raise
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
     try:
         summary = summarize(study, space, settings, storage, run_root, time.monotonic() - t0, earlier)
         record_wall(study, earlier, summary["invocation_wall_s"])
