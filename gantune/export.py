@@ -106,24 +106,25 @@ class RerunSpace(SearchSpace):
         text = f"{RERUNS_TEXT} {sorted(configs)} with {seeds} seeds at {steps} steps\n{configs_text}"
         super().__init__(name, f"<{name}>", text, settings, {}, {})
         self.configs = configs
-        self.n_seeds = seeds
+        # the training seeds themselves (``rerun_seed``), so that the ``seed`` the study and MLflow record is the
+        # one the re-run trained with
+        self.seeds = sorted({rerun_seed(c, k) for c in configs.values() for k in range(seeds)})
         self.steps = steps
 
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
                on: set[str] | None = None) -> dict[str, Any]:
         """The source trial's stored config (a recipe's overrides included: it is the config that trained)."""
         source = trial.suggest_categorical("source_trial", sorted(self.configs))
-        seed = trial.suggest_int("seed", 0, self.n_seeds - 1)
+        seed = trial.suggest_categorical("seed", self.seeds)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
-        raw.setdefault("train", {})["seed"] = rerun_seed(self.configs[int(source)], seed)
+        raw.setdefault("train", {})["seed"] = seed
         return self.apply_settings(raw)
 
     def label(self, number: int, params: dict[str, Any]) -> str:
         """A re-run by the trial it re-runs and its seed: its own number (0 for the first) named another trial."""
         source = params.get("source_trial")
-        if source not in self.configs:
-            return super().label(number, params)
-        return f"trial {source:>3} seed {rerun_seed(self.configs[source], int(params.get('seed', 0)))}"
+        return f"trial {source:>3} seed {params.get('seed')}" if source in self.configs else \
+            super().label(number, params)
 
 
 def rerun_seed(config: dict[str, Any], k: int) -> int:
@@ -163,8 +164,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
     rs.set_user_attr(RERUNS_OF, study.study_name)
     for c in candidates:
-        for seed in range(seeds):
-            rs.enqueue_trial({"source_trial": c.trial.number, "seed": seed},
+        for k in range(seeds):
+            rs.enqueue_trial({"source_trial": c.trial.number, "seed": rerun_seed(c.config, k)},
                              user_attrs={SOURCE_PARAMS: c.trial.params})
     opts.resume = False
     if not opts.quiet:  # what the progress lines below count down
@@ -182,11 +183,11 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
                 continue
             if t.state == TrialState.COMPLETE and t.values:
                 c.values.append(float(t.values[0]))
-                c.seeds.append(rerun_seed(c.config, int(t.params["seed"])))
+                c.seeds.append(int(t.params["seed"]))
                 for objective, value in zip(settings.objectives[1:], t.values[1:], strict=True):
                     c.others.setdefault(objective, []).append(float(value))
             else:  # a seed on which the config collapsed or diverged: dropping it silently flattered the mean
-                c.dropped[rerun_seed(c.config, int(t.params["seed"]))] = trial_status(t)
+                c.dropped[int(t.params["seed"])] = trial_status(t)
 
 
 def _collapsed(c: Candidate) -> int:

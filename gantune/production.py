@@ -164,8 +164,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     except GantuneError as err:  # named by the file it is in, as the config's other errors are
         raise type(err)(f"{path}: {err}") from None
     notes = [f"{path}: {note}" for note in data_notes(cfg.data)]  # said once the run is under way (below)
-    missing = missing_weights(cfg) or objective_side(cfg) or idle_quick_checks(cfg, cfg.eval.quick_every,
-                                                                               "eval.quick_every")
+    # (empty quick checks: not on --resume, where eval.quick_every cannot change and the run could not go on)
+    missing = missing_weights(cfg) or objective_side(cfg) or (
+        None if opts.resume else idle_quick_checks(cfg, cfg.eval.quick_every, "eval.quick_every"))
     if missing:  # so are evaluation weights that are not there, an objective followed the wrong way, empty checks
         raise ConfigError(f"{path}: {missing}")
     if unmeasured := unmeasured_objective(cfg):  # one the file names is a mistake; the schema's fid, a warning

@@ -305,8 +305,10 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
         tmp.write_text(text, encoding="utf-8")  # the folder's name as written, on any locale
         try:
             loaded.append(load_space(tmp, weights=False))  # a written file always loads (weights: _note)
-        except GantuneError as err:  # it names the temporary file, which is gone by the time anyone reads this
-            raise type(err)(str(err).replace(str(tmp), str(target))) from None
+        except GantuneError as err:  # it named the temporary file, then the target, which is not written: the
+            # space's text is what is refused (its advice, "or eval.metrics: []", is for a file the user writes)
+            raise type(err)(str(err).replace(f"{tmp}: ", f"{data}: the space for this data would not load: ", 1)
+                            .replace(str(tmp), str(target))) from None
 
     try:
         atomically(target, write)

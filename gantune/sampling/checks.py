@@ -24,7 +24,7 @@ from gantune.gan.speed import CUDA_ONLY
 from gantune.gan.transfer import read_init
 from gantune.metrics import better, check_real_count, metric_keys, missing_weights
 from gantune.sampling.expr import Expr, ExprError
-from gantune.sampling.settings import SEARCH_DEFAULTS, SearchSettings, mode_of
+from gantune.sampling.settings import SEARCH_DEFAULTS, Pruning, SearchSettings, mode_of
 from gantune.sampling.specs import (
     SPEC_TYPES,
     CategoricalSpec,
@@ -189,16 +189,16 @@ def check_scheduler_keys(search: Any, source: str) -> None:
             raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by scheduler: {other} only, and "
                               f"this space's scheduler is {chosen}{'' if 'scheduler' in pruning else ' (the default)'}"
                               f": {fix}")
-    # ASHA's keys beside asha: false, the noise margin without noise_aware: read by nothing, without a word
-    if pruning.get("asha") is False and (unread := [k for k in _SCHEDULER_KEYS["asha"][1:] if k in pruning]):
+    # ASHA's keys beside asha: false, the noise margin without noise_aware: read by nothing, without a word (a
+    # key at its default is no choice: noise_aware: false there is what it says)
+    fields = Pruning.model_fields
+    given = {k for k, v in pruning.items() if k not in fields or v != fields[k].default}
+    if pruning.get("asha") is False and (unread := [k for k in _SCHEDULER_KEYS["asha"][1:] if k in given]):
         raise ConfigError(f"{source}: search.pruning: {', '.join(unread)}: read by ASHA, which asha: false turns "
                           f"off: remove {'it' if len(unread) == 1 else 'them'}")
-    if "noise_margin" in pruning and not pruning.get("noise_aware"):
+    if "noise_margin" in given and not pruning.get("noise_aware"):
         raise ConfigError(f"{source}: search.pruning: noise_margin: read with noise_aware: true only: set it, or "
                           "remove noise_margin")
-    if chosen == "pbt" and isinstance(search, dict) and search.get("concurrency"):  # ran the population all the same
-        raise ConfigError(f"{source}: search.concurrency: PBT starts its whole population at once (the resources "
-                          "decide how many train together): remove it")
 
 
 def check_repeat_owned(settings: SearchSettings, leaves: dict[str, Spec], source: str) -> None:

@@ -104,6 +104,11 @@ class SearchSpace:
         named_errors: set[int] = set()  # the errors ``evaluate`` named their leaf in
 
         def resolve(name: str) -> Any:
+            parent, _, key = name.rpartition(".")
+            if parent in self.leaves and name not in self.leaves:  # a key of a subsection given whole (progressive:
+                whole = resolve(parent)  # {value: {start: 16}}): it read search.defaults' or the schema's value
+                if isinstance(whole, dict) and key in whole:
+                    return whole[key]
             if name in values:  # a leaf switched off by its ``when`` reads as the default
                 return self.default(name) if values[name] is absent else values[name]
             spec = self.leaves.get(name) or self.params.get(name)
@@ -115,10 +120,6 @@ class SearchSpace:
                     return self.default(name)
                 return {f.name: keys.get(f"{name}.{f.name}", self.default(f"{name}.{f.name}"))
                         for f in dataclasses.fields(SUBSECTIONS[name])}
-            parent, _, key = name.rpartition(".")
-            if spec is None and parent in self.leaves:  # a key of a subsection given whole (progressive: {value:
-                whole = resolve(parent)  # {start: 16}}): it read the schema's default, whatever the value said
-                return whole[key] if isinstance(whole, dict) and key in whole else self.default(name)
             if spec is None:
                 return self.default(name)
             if name in resolving:
@@ -276,7 +277,8 @@ def _condition(name: str, text: str, value: Any) -> bool:
     ``"loss.name == 'wgan-gp' or 'wgan'"`` gives ``'wgan'`` where the comparison is false."""
     if not isinstance(value, bool):
         advice = f"such as {text} > 0" if isinstance(value, (int, float)) else \
-            "that compares each value (loss.name in ['wgan-gp', 'wgan'], not loss.name == 'wgan-gp' or 'wgan')"
+            "that compares each value (loss.name in ['wgan-gp', 'wgan'], not loss.name == 'wgan-gp' or 'wgan')" \
+            if isinstance(value, str) else "that compares a key with a value (model.progressive != None)"
         raise NotACondition(f"{name}.when: {text!r} gives {value!r}, not true or false; write a condition {advice}")
     return value
 
@@ -431,8 +433,9 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
         if spec.when is not None and name not in set_in:
             notes[name] = (f"{space.source}: {name}.when held in none of {valid} valid random draws: it is (almost) "
                            "never set")
-        elif name in set_in and name not in read_in and name not in named:  # an expression reads it
-            # a fixed value too: `gp_weight: 5` beside `name: hinge` was accepted without a word
+        elif name in set_in and name not in read_in and name not in named and (  # an expression reads it
+                sampled or not isinstance(spec, ValueSpec) or spec.value != schema_default(name)):
+            # a fixed value too, off its default (as `gantune train` says): `gp_weight: 5` beside hinge was silent
             notes[name] = (f"{space.source}: {name} is {'searched' if sampled else 'set'}, but none of {valid} valid "
                            f"random draws reads it (it is read with {READ_ONLY_UNDER[name][1]()})")
     return notes

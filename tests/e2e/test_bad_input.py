@@ -150,11 +150,9 @@ FILES: dict[str, dict | str] = {
     "fid-max.yaml": _with(SPACE, search={**SPACE["search"], "objective": "fid", "direction": "maximize"}),
     "train-coverage-min.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["prdc"]},
                                      health={"objective": "coverage"}),
-    # settings read by nothing: ASHA's beside asha: false, the margin without noise_aware, PBT's concurrency
+    # settings read by nothing: ASHA's beside asha: false, the margin without noise_aware
     "asha-off-keys.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": False, "grace_evals": 3}}),
     "margin-alone.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": True, "noise_margin": 2.0}}),
-    "pbt-concurrency.yaml": _with(SPACE, search={**SPACE["search"], "trials": 4,
-                                                 "pruning": {"scheduler": "pbt"}}),
     # quick checks score the cheap metrics only: beside FID alone each one measured nothing, without a word
     "quick-fid.yaml": _with(SPACE, search={**SPACE["search"], "quick_every": 5, "objective": "fid"},
                             eval={"n_samples": 100, "metrics": ["fid"]}),
@@ -337,8 +335,6 @@ ROWS: list[tuple[list[str], str]] = [
      r"asha: false turns off: remove it$"),
     (["search", "{in}/margin-alone.yaml"], r"search.pruning: noise_margin: read with noise_aware: true only: set it, "
      r"or remove noise_margin$"),
-    (["search", "{in}/pbt-concurrency.yaml"], r"pbt-concurrency.yaml: search.concurrency: PBT starts its whole "
-     r"population at once \(the resources decide how many train together\): remove it$"),
     (["search", "{in}/quick-fid.yaml"], r"quick-fid.yaml: search.quick_every: the quick checks between evaluations "
      r"measure the cheap metrics \(modes, .*\), and eval.metrics \(fid\) holds none: add one, or set quick_every "
      r"to 0$"),

@@ -59,6 +59,22 @@ def test_a_key_the_config_does_not_read_is_said(tmp_path: Path, capsys: pytest.C
         ln.replace(str(cfg), str(written)) for ln in said]
 
 
+def test_a_run_with_empty_quick_checks_from_before_their_refusal_resumes(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Quick checks beside FID alone are refused now; a run folder an earlier version made with them must still
+    resume (``eval.quick_every`` cannot change on --resume, so the refusal left it no way to go on)."""
+    cfg = _write_cfg(tmp_path, eval={"metrics": ["fid"]})
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--steps", "5", "--no-tracking"]) == 0
+    for path in (cfg, out / "config.yaml"):  # as the earlier version wrote them
+        raw = yaml.safe_load(path.read_text())
+        raw["eval"]["quick_every"] = 5
+        path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "new"), "--no-tracking"]) == 2
+    assert "eval.quick_every: the quick checks between evaluations" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "10", "--no-tracking"]) == 0
+
+
 def test_a_run_that_goes_non_finite_fails_and_keeps_no_non_finite_weights(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run that diverged to NaN ended with exit 0, wrote a NaN ``generator.pt`` (``generate`` refused it) and

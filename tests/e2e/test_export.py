@@ -363,6 +363,9 @@ def test_seed_reruns_never_replace_a_search_that_took_their_study_name(searched:
     assert source.user_attrs["config"]["train"].get("seed", 0) == 0
     # a re-run's line names the trial it re-runs and its seed (it named the re-run's own number: "trial 0")
     assert re.search(rf"^trial +{source.number} seed 1 +completed", proc.stderr, re.M), proc.stderr[-2000:]
+    # the seed the re-runs' study (and MLflow) records is the one trained with: it recorded the index 0
+    reruns = optuna.load_study(study_name="exp-reruns", storage=storage).trials
+    assert [(t.params["seed"], t.user_attrs["config"]["train"]["seed"]) for t in reruns] == [(1, 1)]
     assert "A new study created" not in proc.stderr  # Optuna's INFO lines are not gantune's output
 
 

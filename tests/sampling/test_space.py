@@ -428,9 +428,10 @@ def test_bad_search_defaults_are_refused_at_load(tmp_path: Path, defaults: str, 
     # a fixed value no trial reads: said as a searched one is (it was accepted without a word)
     (("  n_critic:", "  name: rmsprop\n  beta1: 0.3\n  n_critic:"),
      ["optim.beta1 is set, but none of 32 valid random draws reads it (it is read with optim.name adam)"]),
-    (("data: {name: grid25}", "data: {name: grid25, resolution: 32}"),
+    (("data: {name: grid25}", "data: {name: grid25, resolution: 16}"),
      ["data.resolution is set, but none of 32 valid random draws reads it (it is read with image data (2-D points "
       "have none))"]),
+    (("data: {name: grid25}", "data: {name: grid25, resolution: 32}"), []),  # its default: no choice, as in train
     (("when: \"loss.name in ['wgan', 'wgan-gp']\"", "when: \"optim.name == 'rmsprop'\""),
      ["optim.n_critic.when held in none of 32 valid random draws: it is (almost) never set"]),
     # samplers that model only some keys: Optuna draws the others at random, and gantune had silenced its warning
@@ -584,6 +585,9 @@ def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
                                           r"not true or false; write a condition that compares each value \(loss.name "
                                           r"in \['wgan-gp', 'wgan'\], not"):
         _space(tmp_path, text % "\"loss.name == 'wgan-gp' or 'wgan'\"")
+    with pytest.raises(ConfigError, match=r"loss.gp_weight.when: 'model.progressive' gives None, not true or false; "
+                                          r"write a condition that compares a key with a value"):
+        _space(tmp_path, text % '"model.progressive"')
 
 
 def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -644,9 +648,11 @@ def test_the_data_a_space_can_train_on_is_worked_out_once(monkeypatch: pytest.Mo
 def test_a_subsection_given_whole_is_read_by_expressions_and_takes_the_defaults_of_its_other_keys(
         tmp_path: Path) -> None:
     """``progressive: {value: {start: 16}}``: an expression reading ``model.progressive.start`` got the schema's
-    8, and ``search.defaults``' ``model.progressive.fade_steps`` was dropped (the whole value replaced it)."""
+    8 (or ``search.defaults``'), and ``search.defaults``' ``model.progressive.fade_steps`` was dropped (the whole
+    value replaced it)."""
     text = ("name: p\nsearch: {trials: 2, max_steps: 500, eval_every: 250, objective: fid, warm_start: false,\n"
-            "  defaults: {model.progressive.fade_steps: 7}}\ndata: {name: digits, resolution: 32}\n"
+            "  defaults: {model.progressive.fade_steps: 7, model.progressive.start: 8}}\n"
+            "data: {name: digits, resolution: 32}\n"
             "model: {arch: dcgan, progressive: {value: %s}}\noptim: {lr_g: {float: [1.0e-4, 1.0e-3], log: true}}\n"
             "train: {batch_size: {expr: \"64 if model.progressive.start == 16 else 32\"}}\n")
     study = optuna.create_study()
@@ -655,4 +661,4 @@ def test_a_subsection_given_whole_is_read_by_expressions_and_takes_the_defaults_
     own = config_from_dict(_space(tmp_path, text % "{start: 16, fade_steps: 9}").sample(study.ask()))
     assert own.model.progressive.fade_steps == 9  # a key the value gives wins over the default
     schema = config_from_dict(_space(tmp_path, text % "{fade_steps: 9}").sample(study.ask()))
-    assert schema.train.batch_size == 32 and schema.model.progressive.start == 8  # a key it leaves out: the schema's
+    assert schema.train.batch_size == 32 and schema.model.progressive.start == 8  # a key it leaves out: the default
