@@ -77,6 +77,10 @@ def test_every_builtin_and_a_folder_of_images(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import grey_folder
+
+    grey_folder(tmp_path / "one", n=1)
+    (tmp_path / "empty").mkdir()
     out = tmp_path / "x.yaml"
     out.write_text("mine\n")
     cases = [
@@ -86,9 +90,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
          "folder)"),
         (["init", str(tmp_path / "missing"), "--out", str(tmp_path / "y.yaml")], "(no such folder)"),
         (["init", str(out), "--out", str(tmp_path / "y.yaml")], "(a file, not a folder)"),
-        (["init", str(tmp_path), "--out", str(tmp_path / "y.yaml")], "data.path: no images"),
+        (["init", str(tmp_path / "empty"), "--out", str(tmp_path / "y.yaml")], "data.path: no images"),
         (["init", "digits", "--out", str(tmp_path / "nope" / "y.yaml")], f"folder {tmp_path / 'nope'} does not exist"),
         (["init", "digits", "--out", str(out / "y.yaml")], f"{out} is a file, not a folder"),  # "does not exist"
+        # a space its data cannot run: the line named the --out file, never written, as if the user should edit it
+        (["init", str(tmp_path / "one"), "--out", str(tmp_path / "y.yaml")],
+         f"error: {tmp_path / 'one'}: the space for this data would not load: eval.metrics: the metrics"),
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv

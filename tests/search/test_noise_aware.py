@@ -133,6 +133,7 @@ def test_the_search_settings_choose_the_scheduler(tmp_path: Path, pruning: str, 
     ("{scheduler: pbt, pbt: {interval_evals: 3}}", None, r"^warning: PBT's first exploit falls at step 60 .*: no "
      r"member will clone another; lower pruning.pbt.interval_evals or eval_every$"),
     ("{grace_evals: 2}", None, None), ("{asha: false}", None, None),
+    ("{asha: false, noise_aware: false, grace_evals: 2}", None, None),  # at their defaults: no choice to refuse
 ])
 def test_a_scheduler_that_can_decide_nothing_is_said_before_the_search(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], pruning: str, max_steps: int | None,
