@@ -440,16 +440,19 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+def _leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with ``leaf`` applied to each value that is no dict or list, inside its dicts and lists too."""
+    if isinstance(value, dict):
+        return {k: _leaves(v, leaf) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_leaves(v, leaf) for v in value]
+    return leaf(value)
+
+
 def strict_json(value: Any, spell: Callable[[float], Any]) -> Any:
     """``value`` with each non-finite float (in its dicts and lists too) replaced by ``spell(x)``, so that
     ``json.dumps`` writes JSON: Python writes ``NaN``/``Infinity``, which most readers refuse."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return spell(value)
-    if isinstance(value, dict):
-        return {k: strict_json(v, spell) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v, spell) for v in value]
-    return value
+    return _leaves(value, lambda v: spell(v) if isinstance(v, float) and not math.isfinite(v) else v)
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -457,13 +460,17 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(strict_json(record, json.dumps), allow_nan=False) + "\n"
 
 
+def _numbers(value: Any) -> Any:
+    """``value`` with each ``NONFINITE`` string (in its dicts and lists too: a provenance's floor) as its number."""
+    return _leaves(value, lambda v: NONFINITE.get(v, v) if isinstance(v, str) else v)
+
+
 def _parsed(line: str) -> dict[str, Any] | None:
     try:
         rec = json.loads(line)  # a line written before NONFINITE holds the bare words, which Python reads alike
     except json.JSONDecodeError:
         return None
-    if isinstance(rec, dict):
-        rec = {k: NONFINITE[v] if isinstance(v, str) and v in NONFINITE else v for k, v in rec.items()}
+    rec = _numbers(rec)
     # a step that is no number (a hand-edited line) is no record: comparing it with the checkpoint's was a TypeError
     step = rec.get("step") if isinstance(rec, dict) else None
     return rec if isinstance(step, (int, float)) and not isinstance(step, bool) else None

@@ -300,3 +300,11 @@ def test_a_run_resumes_on_another_kind_of_device(tmp_path: Path) -> None:
 
 #: a record's timings, which differ between two runs of the same steps
 TIMES = ("steps_per_s", "eval_s", "wall_s")
+
+
+def test_a_non_finite_value_inside_a_record_reads_back_as_a_number(tmp_path: Path) -> None:
+    """A floor in an evaluation's provenance is nested: written as a string, it came back as the string."""
+    run = RunDir(tmp_path)
+    run.append_metrics({"step": 10, "fid": 1.0, "provenance": {"floor": {"fid": math.inf, "kid": math.nan}}})
+    floor = run.read_metrics()[0]["provenance"]["floor"]
+    assert floor["fid"] == math.inf and math.isnan(floor["kid"])

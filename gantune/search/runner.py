@@ -76,6 +76,9 @@ class SearchOptions:
 def apply_overrides(settings: SearchSettings, opts: SearchOptions) -> SearchSettings:
     from pydantic import ValidationError
 
+    if opts.concurrent is not None and settings.pruning.scheduler == "pbt":  # dropped without a word
+        raise GantuneError("--concurrent: PBT starts its whole population at once (the resources decide how many "
+                           "train together); leave it out")
     raw = settings.model_dump()
     for key, value in (("trials", opts.trials), ("max_steps", opts.max_steps), ("concurrency", opts.concurrent)):
         if value is not None:

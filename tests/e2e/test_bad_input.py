@@ -153,6 +153,7 @@ FILES: dict[str, dict | str] = {
     # settings read by nothing: ASHA's beside asha: false, the margin without noise_aware
     "asha-off-keys.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": False, "grace_evals": 3}}),
     "margin-alone.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": True, "noise_margin": 2.0}}),
+    "pbt-two.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt"}}),
     # quick checks score the cheap metrics only: beside FID alone each one measured nothing, without a word
     "quick-fid.yaml": _with(SPACE, search={**SPACE["search"], "quick_every": 5, "objective": "fid"},
                             eval={"n_samples": 100, "metrics": ["fid"]}),
@@ -335,6 +336,9 @@ ROWS: list[tuple[list[str], str]] = [
      r"asha: false turns off: remove it$"),
     (["search", "{in}/margin-alone.yaml"], r"search.pruning: noise_margin: read with noise_aware: true only: set it, "
      r"or remove noise_margin$"),
+    # PBT starts its whole population at once: the flag was dropped without a word
+    (["search", "{in}/pbt-two.yaml", "--concurrent", "1"], r"--concurrent: PBT starts its whole population at once "
+     r"\(the resources decide how many train together\); leave it out$"),
     (["search", "{in}/quick-fid.yaml"], r"quick-fid.yaml: search.quick_every: the quick checks between evaluations "
      r"measure the cheap metrics \(modes, .*\), and eval.metrics \(fid\) holds none: add one, or set quick_every "
      r"to 0$"),
