@@ -153,7 +153,8 @@ FILES: dict[str, dict | str] = {
     # settings read by nothing: ASHA's beside asha: false, the margin without noise_aware
     "asha-off-keys.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": False, "grace_evals": 3}}),
     "margin-alone.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": True, "noise_margin": 2.0}}),
-    "pbt-two.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt"}}),
+    "pbt-two.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt"}},
+                          optim={"lr_g": {"float": [1e-4, 1e-3], "log": True}}),
     # quick checks score the cheap metrics only: beside FID alone each one measured nothing, without a word
     "quick-fid.yaml": _with(SPACE, search={**SPACE["search"], "quick_every": 5, "objective": "fid"},
                             eval={"n_samples": 100, "metrics": ["fid"]}),
