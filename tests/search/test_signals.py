@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     from gantune.search.runner import stop_ray
     env.configure()
     env.terminate_as_interrupt()
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False)
     env.terminate_as_interrupt()  # as the search sets it after ray.init
     stop_ray()
     try:
