@@ -169,12 +169,12 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         None if opts.resume else idle_quick_checks(cfg, cfg.eval.quick_every, "eval.quick_every"))
     if missing:  # so are evaluation weights that are not there, an objective followed the wrong way, empty checks
         raise ConfigError(f"{path}: {missing}")
+    written = read_yaml(path)  # what the file itself sets (the config holds every key)
     if unmeasured := unmeasured_objective(cfg):  # one the file names is a mistake; the schema's fid, a warning
-        written = read_yaml(path)
         if isinstance(written, dict) and "objective" in (written.get("health") or {}):
             raise ConfigError(f"{path}: {unmeasured}")
         notes.append(f"{path}: {unmeasured}; set health.objective")
-    notes += [f"{path}: {note}" for note in unread_keys(cfg, read_yaml(path))]
+    notes += [f"{path}: {note}" for note in unread_keys(cfg, written)]
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at, notes

@@ -536,13 +536,10 @@ class MlflowTracker:
         """The parent run of this very study (``uid``: its ``STUDY_UID``): the one tagged with it; else one made
         before parents carried it (no such tag). The parent of an earlier study of the same name (deleted and made
         again) is not this one's: its children would sit beside this study's, under the same trial numbers."""
-        runs = self._find(_parents_of(study))
-        if mine := [r for r in runs if r.data.tags.get(_UID_TAG) == uid]:
-            return mine
-        older = [r for r in runs if _UID_TAG not in r.data.tags]
-        if older and uid:  # from now on it is this study's
-            self.client.set_tag(older[0].info.run_id, _UID_TAG, uid)
-        return older
+        runs = _of_study(self._find(_parents_of(study)), uid)
+        if runs and uid and _UID_TAG not in runs[0].data.tags:  # from now on it is this study's
+            self.client.set_tag(runs[0].info.run_id, _UID_TAG, uid)
+        return runs
 
     # -- trials ---------------------------------------------------------------------------------------------
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:
@@ -605,6 +602,14 @@ class MlflowTracker:
 def _parents_of(study: str) -> str:
     """The MLflow filter of the parent runs of searches run as the study ``study``."""
     return f"tags.`gantune.role` = 'parent' and tags.`gantune.study` = '{study}'"
+
+
+def _of_study(parents: list[Any], uid: str | None) -> list[Any]:
+    """Of the parent runs of a study's name, those of the study whose ``STUDY_UID`` is ``uid`` (tagged with it);
+    else those made before parents carried it (untagged). Another study of the name (deleted and made again, or in
+    another storage) has parents of its own, whose children sit beside this one's under the same trial numbers."""
+    return [r for r in parents if r.data.tags.get(_UID_TAG) == uid] or \
+        [r for r in parents if _UID_TAG not in r.data.tags]
 
 
 def _now() -> int:
@@ -760,8 +765,7 @@ def _study_parent(client: MlflowClient, experiment_id: str, study: str, uid: str
     (the sampled values alike under one sampler seed) and whose run was tagged with this search's review."""
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=10000,
                               filter_string=_parents_of(study))
-    return next((r for r in runs if r.data.tags.get(_UID_TAG) == uid), None) or \
-        next((r for r in runs if _UID_TAG not in r.data.tags), None)
+    return next(iter(_of_study(runs, uid)), None)
 
 
 def download_trial_weights(tracking_uri: str, search: str, uid: str | None, number: int, dest: Path,

@@ -179,8 +179,8 @@ class SearchSpace:
             k not in self.leaves or (switched and self.leaves[k].when is not None))}
 
     def label(self, number: int, params: dict[str, Any]) -> str:
-        """How the progress lines name the trial ``number`` drawn with ``params`` (its number, to 3 places)."""
-        return f"trial {number:>3}"
+        """How the progress lines name the trial ``number`` drawn with ``params``."""
+        return numbered(number, params)
 
     def set_by_search(self) -> dict[str, Any]:
         """The config keys the ``search`` section sets in every trial, by dotted path (a space may not set them)."""
@@ -258,6 +258,11 @@ def _shown(value: Any) -> str:
 def set_by_search(s: SearchSettings) -> dict[str, Any]:
     """The config keys the ``search`` section ``s`` sets in every trial, by dotted path."""
     return {**_cadence(s), "health.objective": s.objectives[0], "health.mode": s.mode}
+
+
+def numbered(number: int, params: dict[str, Any]) -> str:
+    """A trial as the progress lines name it: by its number, to 3 places."""
+    return f"trial {number:>3}"
 
 
 def _cadence(s: SearchSettings) -> dict[str, Any]:

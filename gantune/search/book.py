@@ -31,6 +31,7 @@ from gantune.metrics import metric_keys
 from gantune.progress import Meter, eta_text, rate_text
 from gantune.sampling.artifacts import store_grids
 from gantune.sampling.settings import sign_of
+from gantune.sampling.space import numbered
 from gantune.sampling.study import (
     FINISHED,
     best_trial,
@@ -107,7 +108,7 @@ class SearchBook(Callback):
                  label: Callable[[int, dict[str, Any]], str] | None = None) -> None:
         self.study = study
         # how a line names a trial (export's re-runs: by the trial and seed they re-run)
-        self.label = label or (lambda n, params: f"trial {n:>3}")
+        self.label = label or numbered
         self.labels: dict[int, str] = {}
         self.trials = trials
         self.asha_stopped = asha_stopped
