@@ -135,6 +135,10 @@ def pretrained(workdir: Path, seed: int, scale: float) -> Overrides:
 REMEDIES: dict[str, Remedy] = {r.technique: r for r in [
     Remedy("unroll", "loss.unroll: 5", "ring8-small-d", {"loss": {"unroll": 5}}),
     Remedy("instance_noise", "loss.instance_noise: 0.1", "ring8-small-d", {"loss": {"instance_noise": 0.1}}),
+    Remedy("rpgan", "loss.name: rpgan", "ring8-small-d", {"loss": {"name": "rpgan"}}),
+    Remedy("ragan", "loss.name: ragan", "ring8-small-d", {"loss": {"name": "ragan"}}),
+    Remedy("r3gan", "loss: {name: rpgan, r1_weight: 0.1, r2_weight: 0.1}", "ring8-small-d",
+           {"loss": {"name": "rpgan", "r1_weight": 0.1, "r2_weight": 0.1}}),
     Remedy("augment", "data.augment: [translation, cutout]", "digits-10pct",
            {"data": {"augment": ["translation", "cutout"]}}),
     Remedy("d_dropout", "model.d_dropout: 0.3", "digits-10pct", {"model": {"d_dropout": 0.3}}),
@@ -148,6 +152,9 @@ REMEDIES: dict[str, Remedy] = {r.technique: r for r in [
     Remedy("minibatch_disc", "model.minibatch_disc: 32", "stacked-small-d",
            {"model": {"minibatch_disc": 32, "minibatch_disc_dim": 8}}),
     Remedy("unroll_stacked", "loss.unroll: 5", "stacked-small-d", {"loss": {"unroll": 5}}),
+    Remedy("rpgan_stacked", "loss.name: rpgan", "stacked-small-d", {"loss": {"name": "rpgan"}}),
+    Remedy("r3gan_stacked", "loss: {name: rpgan, r1_weight: 0.02, r2_weight: 0.02}", "stacked-small-d",
+           {"loss": {"name": "rpgan", "r1_weight": 0.02, "r2_weight": 0.02}}),
 ]}
 
 

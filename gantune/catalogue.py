@@ -106,8 +106,9 @@ def _combinations(cfg: TrialConfig) -> None:
         if LOSSES.get(cfg.loss.name).gradient_penalty:
             raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample gradient penalty of "
                              f"{cfg.loss.name}")
-        if cfg.loss.r1_weight > 0:
-            raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample R1 penalty")
+        for key in ("r1_weight", "r2_weight"):
+            if getattr(cfg.loss, key) > 0:
+                raise ValueError(f"model.d_norm: {d_act} norm in D breaks the per-sample {key[:2].upper()} penalty")
     _regulariser_combinations(cfg, points)
     if cfg.loss.unroll > 0:
         _unrollable(cfg)

@@ -248,10 +248,12 @@ class LossConfig(_Section):
     """The adversarial objective and its regularisers."""
 
     name: str = Field(default="nonsaturating", description="a registered loss: nonsaturating, minimax, hinge, wgan, "
-                      "wgan-gp, lsgan, …")
+                      "wgan-gp, lsgan, rpgan, ragan, …")
     gp_weight: float = Field(default=10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     clip: Float32 = Field(default=0.01, gt=0, description="WGAN weight-clipping bound")
     r1_weight: float = Field(default=0.0, ge=0, description="R1 penalty on real samples (0 = off)")
+    r2_weight: float = Field(default=0.0, ge=0, description="R2 penalty on fake samples, R1's twin (0 = off; R3GAN "
+                             "sets it to r1_weight)")
     feature_matching: float = Field(default=0.0, ge=0, description="weight of the feature-matching G loss (0 = off)")
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="one-sided: D's real target is 1 - s "
                                    "(losses with targets: nonsaturating, minimax, lsgan; 0 = off)")

@@ -120,9 +120,9 @@ def test_the_schema_alone_reads_names_it_cannot_know() -> None:
     """``parse_config`` is the schema (types, ranges); names are the catalogue's, which knows the registries."""
     from gantune.config import parse_config
 
-    cfg = parse_config({"loss": {"name": "ragan"}, "model": {"g_norm": "spectral+none"}})
-    assert cfg.loss.name == "ragan" and cfg.model.g_norm == "spectral"
-    with pytest.raises(ConfigError, match=r"loss\.name: unknown loss .ragan."):
+    cfg = parse_config({"loss": {"name": "ralsgan"}, "model": {"g_norm": "spectral+none"}})
+    assert cfg.loss.name == "ralsgan" and cfg.model.g_norm == "spectral"
+    with pytest.raises(ConfigError, match=r"loss\.name: unknown loss .ralsgan."):
         config_from_dict(cfg.to_dict())
 
 
@@ -134,3 +134,12 @@ def test_a_norm_that_breaks_a_gradient_penalty_is_refused_only_where_d_has_a_lay
     assert config_from_dict(raw).model.d_norm == "batch"
     with pytest.raises(ConfigError, match=r"model\.d_norm: batch norm in D breaks the per-sample gradient penalty"):
         config_from_dict({**raw, "model": {**raw["model"], "d_depth": 2}})
+
+
+@pytest.mark.parametrize("key", ["r1_weight", "r2_weight"])
+def test_a_batch_norm_d_is_refused_beside_a_zero_centred_penalty(key: str) -> None:
+    """R1 and R2 are each sample's own gradient norm; batch norm mixes the samples of a batch into each score."""
+    raw = {"model": {"d_norm": "batch"}, "loss": {"name": "rpgan"}}
+    assert config_from_dict(raw).loss.name == "rpgan"
+    with pytest.raises(ConfigError, match=rf"model\.d_norm: batch norm in D breaks the per-sample {key[:2].upper()} "):
+        config_from_dict({**raw, "loss": {"name": "rpgan", key: 1.0}})

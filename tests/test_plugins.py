@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gantune.catalogue import config_from_dict
 from gantune.data import DATASETS, Mixture, dataset, is_points
@@ -28,13 +27,13 @@ from tests.conftest import tiny
 
 @pytest.fixture
 def relativistic() -> Iterator[str]:
-    # relativistic average GAN (Jolicoeur-Martineau 2018): not in gantune, added here as a user would
-    LOSSES.add("ragan", GANLoss(
-        d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
-        g=lambda f: F.softplus(-f).mean(),
+    # relativistic average least-squares GAN (Jolicoeur-Martineau 2019): not in gantune, added here as a user would
+    LOSSES.add("ralsgan", GANLoss(
+        d=lambda r, f: ((r - f.mean() - 1) ** 2).mean() + ((f - r.mean() + 1) ** 2).mean(),
+        g_paired=lambda r, f: ((f - r.mean() - 1) ** 2).mean() + ((r - f.mean() + 1) ** 2).mean(),
     ))
-    yield "ragan"
-    LOSSES.remove("ragan")
+    yield "ralsgan"
+    LOSSES.remove("ralsgan")
 
 
 def test_a_loss_registered_outside_trains(relativistic: str) -> None:
@@ -153,7 +152,7 @@ def test_a_search_carries_what_was_registered_outside_to_the_trials_processes(
         relativistic: str, spread: str, square4: str, nsga2: str, tmp_path: Path, ray_session: object,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray runs each trial in a worker process that imports gantune afresh: a search of a loss, a metric and a
-    dataset registered here failed every trial on "unknown loss 'ragan'" (and exited 0), and Optuna's NSGA-II,
+    dataset registered here failed every trial on "unknown loss 'ralsgan'" (and exited 0), and Optuna's NSGA-II,
     whose sampler holds a lock, ended the search in a traceback when Tune pickled its state."""
     from gantune.search import SearchOptions, run_search
 
@@ -451,7 +450,7 @@ eval: {{n_samples: 200, metrics: [modes]}}
 def test_a_generator_samples_without_the_plugins_of_its_loss_and_metric(
         relativistic: str, spread: str, square4: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``generate`` rebuilt the generator from its whole embedded config, so one trained with a plugin's loss or
-    metric was refused without the plugin ("unknown loss 'ragan'", exit 2), though sampling reads neither; a
+    metric was refused without the plugin ("unknown loss 'ralsgan'", exit 2), though sampling reads neither; a
     plugin's 2-D points were plotted without their true means (a table of grid25's and ring8's)."""
     from gantune import generate
     from gantune.cli import main

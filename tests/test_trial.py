@@ -124,6 +124,13 @@ def test_a_checkpoint_comes_every_checkpoint_every_steps_between_logs(tmp_path: 
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 9
     assert train(cfg, run_dir=tmp_path, resume=True).steps == 20
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20]
+    # step 10's record is the mean of steps 1-10 as in the run never stopped: the checkpoint keeps steps 1-9's sums
+    # (without them it was the mean of step 10 alone)
+    train(cfg, run_dir=tmp_path / "straight")
+    keys = ("loss_d", "loss_g", "d_real", "d_fake", "d_win", "grad_norm_g", "grad_norm_d")
+    records = [[{k: json.loads(ln)[k] for k in keys} for ln in (d / "metrics.jsonl").read_text().splitlines()]
+               for d in (tmp_path, tmp_path / "straight")]
+    assert records[0] == records[1]
     diverging = tiny(optim={"lr_g": 1e30, "lr_d": 1e30}, train={"steps": 200, "checkpoint_every": 3})
     assert train(diverging, run_dir=tmp_path / "nan").status == "diverged"  # its weights went NaN before step 10
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no checkpoint of NaN weights between the logs

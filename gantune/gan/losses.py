@@ -1,8 +1,9 @@
 """Adversarial losses by name, and the penalties some of them need.
 
-D sees raw logits. Each loss says which regulariser it relies on (a gradient penalty for WGAN-GP,
-weight clipping for WGAN) so the training step applies it without checking loss names.
-"""
+D sees raw logits. A relativistic loss (Jolicoeur-Martineau 2019) scores a fake against the reals under the same
+D, so its G loss reads D's real logits too (``g_paired``). Each loss says which regulariser it relies on (a
+gradient penalty for WGAN-GP, weight clipping for WGAN) so the training step applies it without checking loss
+names."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from gantune.registry import Registry
 
 @dataclass(frozen=True)
 class GANLoss:
-    """``d(real_logits, fake_logits)`` and ``g(fake_logits)`` to minimise."""
+    """``d(real_logits, fake_logits)`` and either ``g(fake_logits)`` or ``g_paired(real_logits, fake_logits)`` to
+    minimise."""
 
     d: Callable[[Tensor, Tensor], Tensor]
-    g: Callable[[Tensor], Tensor]
+    g: Callable[[Tensor], Tensor] | None = None
+    # G's loss given D's logits of a real batch as well (relativistic losses): the step scores the D step's last
+    # real batch under the updated D for it, one more forward of D, so it is asked only of losses that read it
+    g_paired: Callable[[Tensor, Tensor], Tensor] | None = None
     gradient_penalty: bool = False  # WGAN-GP: penalise ||grad D|| != 1 on interpolates
     weight_clipping: bool = False  # WGAN: clamp D weights after each step
     # G's gradient vanishes once D separates real from fake (a saturating G loss), so a D that wins every sample
@@ -30,6 +35,17 @@ class GANLoss:
     # one-sided label smoothing (Salimans et al. 2016): ``d`` with D's real target 1 - s, for a loss with targets;
     # ``None`` where there is no target to soften (hinge, Wasserstein), and the catalogue refuses the knob there
     d_smoothed: Callable[[Tensor, Tensor, float], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.g is None) == (self.g_paired is None):
+            raise ValueError("a GANLoss needs one G loss: g(fake_logits) or g_paired(real_logits, fake_logits)")
+
+    def g_loss(self, real: Tensor | None, fake: Tensor) -> Tensor:
+        """G's loss on the fakes' logits (and, for ``g_paired``, the reals' logits under the same D)."""
+        if self.g is not None:
+            return self.g(fake)
+        assert self.g_paired is not None and real is not None
+        return self.g_paired(real, fake)
 
     def d_loss(self, smoothing: float) -> Callable[[Tensor, Tensor], Tensor]:
         """D's loss with one-sided label smoothing ``smoothing`` (0: ``d`` itself)."""
@@ -70,6 +86,20 @@ LOSSES.add("lsgan", GANLoss(
     d_smoothed=lambda r, f, s: 0.5 * ((r - (1 - s)) ** 2).mean() + 0.5 * (f**2).mean(),
 ))
 
+# relativistic pairing (RpGAN: Jolicoeur-Martineau 2019's RSGAN, the loss of R3GAN, Huang et al. 2024): each real
+# scored against one fake, D pushing D(x) - D(G(z)) up and G pushing it down. The plain loss's landscape has
+# mode-collapsed local minima this one has not (Sun et al. 2020); R3GAN pairs it with R1 and R2 (loss.r2_weight)
+LOSSES.add("rpgan", GANLoss(
+    d=lambda r, f: F.softplus(-(r - f)).mean(),
+    g_paired=lambda r, f: F.softplus(-(f - r)).mean(),
+))
+# relativistic average (RaGAN, Jolicoeur-Martineau 2019): each real against the fakes' mean logit and each fake
+# against the reals', both terms in both players' losses
+LOSSES.add("ragan", GANLoss(
+    d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
+    g_paired=lambda r, f: F.softplus(-(f - r.mean())).mean() + F.softplus(r - f.mean()).mean(),
+))
+
 
 def gradient_penalty(d: Callable[[Tensor], tuple[Tensor, Tensor]], real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP: E[(||grad_x D(x_hat)|| - 1)^2] at random interpolates of real and fake (Gulrajani et al.)."""
@@ -80,7 +110,8 @@ def gradient_penalty(d: Callable[[Tensor], tuple[Tensor, Tensor]], real: Tensor,
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
-    """R1: E[||grad_x D(x)||^2] on real samples (Mescheder et al. 2018); ``real`` must require grad."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+def r1_penalty(logits: Tensor, x: Tensor) -> Tensor:
+    """R1: E[||grad_x D(x)||^2] at the samples ``x`` D scored ``logits`` (Mescheder et al. 2018); ``x`` must require
+    grad. At real samples it is R1; at fakes, R2 (the same expectation over G's distribution)."""
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
     return grad.flatten(1).pow(2).sum(dim=1).mean()

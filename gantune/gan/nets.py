@@ -31,7 +31,10 @@ class MinibatchStdDev(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        # groups of ``group`` samples (StyleGAN's 4) where n divides, else of 2; an odd batch is one group: groups of
+        # one sample have std 0 whatever G does, and the feature said nothing for half of a searched batch range
         g = math.gcd(self.group, n)
+        g = n if g == 1 else g
         y = x.reshape(g, n // g, *x.shape[1:])
         std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (n/g, ...)
         std = std.flatten(1).mean(dim=1)  # (n/g,)

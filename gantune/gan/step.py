@@ -137,6 +137,8 @@ class GANTrainer:
         self._acc_n = 0
         self._gnorm = {"grad_norm_g": torch.zeros((), device=device), "grad_norm_d": torch.zeros((), device=device)}
         self._loss_d = self.loss.d_loss(cfg.loss.label_smoothing)
+        #: G's step scores the last real batch under the updated D: for feature matching or a relativistic G loss
+        self._reads_reals = cfg.loss.feature_matching > 0 or self.loss.g_paired is not None
         self._noise_std = instance_noise_std(cfg.loss.instance_noise, 0, cfg.train.steps, cfg.loss.instance_noise_steps)
         self._growth = GrowthSchedule.of_config(cfg)  # None unless model.progressive grows the nets
 
@@ -146,13 +148,15 @@ class GANTrainer:
         or a PBT member cloned from another) trains with this config's values, not those saved in its optimiser
         state."""
         self._ema_decay = ema_decay(self.cfg.optim.ema, step)
-        self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, step, self.cfg.train.steps,
+        done = step - 1  # step counts from 1: the schedules are of the generator steps done before this one (read
+        # at ``step``, the first step trained at a decayed rate and the last at 0, which changed neither net)
+        self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, done, self.cfg.train.steps,
                                              self.cfg.loss.instance_noise_steps)
-        if self._growth is not None:  # step counts from 1: ``step - 1`` generator steps are done
-            self._growth.apply(step - 1, self.G, self.D, self.G_ema)
+        if self._growth is not None:
+            self._growth.apply(done, self.G, self.D, self.G_ema)
         o, total = self.cfg.optim, self.cfg.train.steps
         start = o.decay_start * total
-        progress = min(1.0, max(0.0, (step - start) / max(total - start, 1.0)))
+        progress = min(1.0, max(0.0, (done - start) / max(total - start, 1.0)))
         factor = DECAYS.get(o.decay)(progress)
         for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
             for group in opt.param_groups:
@@ -175,17 +179,17 @@ class GANTrainer:
         for i in range(o.n_critic):
             last = i == o.n_critic - 1
             real, y = self._real(bs)  # y: the labels of a conditional GAN (None otherwise), fakes' labels too
-            if c.loss.r1_weight > 0:
-                real.requires_grad_(True)
+            r1, r2 = c.loss.r1_weight > 0, c.loss.r2_weight > 0
+            real.requires_grad_(r1)
             with torch.set_grad_enabled(last):  # the last fake is reused by the generator step
                 fake = self._generate(self.z(bs), y)
-            d_real, real_feat = self._discriminate(real, y, eager=c.loss.r1_weight > 0)  # R1: grad of d_real
-            d_fake, _ = self._discriminate(fake.detach(), y)
+            scored = fake.detach().requires_grad_(r2)
+            d_real, _ = self._discriminate(real, y, eager=r1)  # R1: the gradient of d_real, through the eager D
+            d_fake, _ = self._discriminate(scored, y, eager=r2)
             loss_d = self._loss_d(d_real, d_fake)
             if self.loss.gradient_penalty:  # through the eager D: double backward
                 loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self._seen(y), real.detach(), fake.detach())
-            if c.loss.r1_weight > 0:
-                loss_d = loss_d + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
+            loss_d = loss_d + self._zero_centred(d_real, real, d_fake, scored)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self._after_backward(self._d_params, "grad_norm_d", measure and last)
@@ -196,15 +200,17 @@ class GANTrainer:
                     torch._foreach_clamp_max_(self._d_params, c.loss.clip)
 
         self.D.requires_grad_(False)
+        g_real = real_feat = None
         if c.loss.unroll > 0:  # G's loss against D as it will be loss.unroll updates ahead
-            g_fake, fake_feat, real_feat = self._unrolled(fake, real, y)
+            g_fake, fake_feat, g_real, real_feat = self._unrolled(fake, real, y)
         else:
             g_fake, fake_feat = self._discriminate(fake, y)
-            if c.loss.feature_matching > 0:  # the reals' features from the D that scores the fakes: the one just
-                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D);
-                    # in train mode, as the fakes' pass: one more spectral-norm power step and batch-norm update
-                    real_feat = self._discriminate(real.detach(), y)[1]
-        loss_g = self.loss.g(g_fake)
+            if self._reads_reals:  # the reals' score and features from the D that scores the fakes: the one just
+                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D, a
+                    # relativistic G compares D(G(z)) with D(x)); in train mode, as the fakes' pass: one more
+                    # spectral-norm power step and batch-norm update
+                    g_real, real_feat = self._discriminate(real.detach(), y)
+        loss_g = self.loss.g_loss(g_real, g_fake)
         if c.loss.feature_matching > 0 and real_feat is not None:
             fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
             loss_g = loss_g + c.loss.feature_matching * fm
@@ -260,17 +266,21 @@ class GANTrainer:
             score, feat = (self.D if eager else self._d_fast)(x, *_cond(y))
         return score.float(), feat.float()
 
-    def _unrolled(self, fake: Tensor, real: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """D's score and features of ``fake`` and, with feature matching, its features of ``real``, all from D
-        ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are."""
+    def _unrolled(self, fake: Tensor, real: Tensor,
+                  y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """D's score and features of ``fake`` and, with feature matching or a relativistic G loss, its score and
+        features of ``real``, all from D ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies:
+        D and opt_d stay as they are. The reals' score keeps its graph to G through the look-ahead updates."""
         c = self.cfg
         clip = c.loss.clip if self.loss.weight_clipping else None
         ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
+        real_score = real_feat = None
         with self.speed.autocast():
             score, feat = ahead(self.d_input(fake), *_cond(y))
-            real_feat = (ahead(self.d_input(real.detach()), *_cond(y))[1].float() if c.loss.feature_matching > 0
-                         else None)
-        return score.float(), feat.float(), real_feat
+            if self._reads_reals:
+                real_score, real_feat = ahead(self.d_input(real.detach()), *_cond(y))
+        return (score.float(), feat.float(), None if real_score is None else real_score.float(),
+                None if real_feat is None else real_feat.float())
 
     def _lookahead_loss(self, d: Discriminate) -> Tensor:
         """D's objective for one unrolled update, on a fresh batch: the adversarial loss and its penalties, as in
@@ -279,8 +289,7 @@ class GANTrainer:
         copied buffers, so G's batch-norm statistics do not see these extra batches."""
         c, bs = self.cfg, self.cfg.train.batch_size
         real, y = self._real(bs)
-        if c.loss.r1_weight > 0:
-            real.requires_grad_(True)
+        real.requires_grad_(c.loss.r1_weight > 0)
         buffers = {n: b.detach().clone() for n, b in self.G.named_buffers()}
         with self.speed.autocast():
             fake = functional_call(self.G, buffers, (self.z(bs), *_cond(y))).float()
@@ -289,9 +298,18 @@ class GANTrainer:
         if self.loss.gradient_penalty:
             seen: Discriminate = lambda x: d(self.d_input(x), *_cond(y))  # noqa: E731
             loss = loss + c.loss.gp_weight * gradient_penalty(seen, real.detach(), fake)
-        if c.loss.r1_weight > 0:
-            loss = loss + 0.5 * c.loss.r1_weight * r1_penalty(d_real, real)
-        return loss
+        return loss + self._zero_centred(d_real, real, d_fake, fake)
+
+    def _zero_centred(self, d_real: Tensor, real: Tensor, d_fake: Tensor, fake: Tensor) -> Tensor | float:
+        """The zero-centred gradient penalties, each ``weight / 2 * E||grad_x D(x)||^2`` (Mescheder et al. 2018):
+        R1 at the reals, R2 at the fakes (R3GAN, Huang et al. 2024, uses both); ``x`` must require grad where its
+        weight is on. 0 when both are off."""
+        c = self.cfg.loss
+        total: Tensor | float = 0.0
+        for weight, logits, x in ((c.r1_weight, d_real, real), (c.r2_weight, d_fake, fake)):
+            if weight > 0:
+                total = total + 0.5 * weight * r1_penalty(logits, x)
+        return total
 
     def _after_backward(self, params: list[Tensor], key: str, measure: bool) -> None:
         clip = self.cfg.optim.grad_clip
@@ -337,6 +355,10 @@ class GANTrainer:
             # the stage length the nets grew by: a run resumed with other train.steps keeps it (recomputed from
             # the new steps, it set nets grown to the full resolution back to a lower one)
             "growth_stage": self._growth.stage_steps if self._growth is not None else None,
+            # the step statistics summed since the last log: a checkpoint between two logs that left them out made
+            # a resumed run's next record the mean of fewer steps than the same run's uninterrupted one
+            "stats": {"sum": self._acc.detach().cpu(), "n": self._acc_n, **{k: v.detach().cpu()
+                                                                          for k, v in self._gnorm.items()}},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -348,3 +370,8 @@ class GANTrainer:
             self.G_ema.load_state_dict(state["G_ema"])
         if self._growth is not None and state.get("growth_stage") is not None:
             self._growth = dataclasses.replace(self._growth, stage_steps=int(state["growth_stage"]))
+        stats = state.get("stats")
+        if stats is not None:  # a checkpoint from before they were kept resumes with none, as it did
+            self._acc = stats["sum"].to(self.device)
+            self._acc_n = int(stats["n"])
+            self._gnorm = {k: stats[k].to(self.device) for k in self._gnorm}

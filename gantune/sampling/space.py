@@ -230,7 +230,7 @@ FROZEN_SECTIONS = ("data", "model")
 #: config leaves PBT's explore changes by default when the space samples them (a checkpoint carries on with any
 #: value)
 DEFAULT_MUTABLE = ("optim.lr_g", "optim.lr_d", "optim.beta1", "optim.beta2", "optim.n_critic", "optim.grad_clip",
-                   "loss.gp_weight", "loss.r1_weight", "loss.feature_matching", "loss.clip")
+                   "loss.gp_weight", "loss.r1_weight", "loss.r2_weight", "loss.feature_matching", "loss.clip")
 
 
 def _numeric_sampled(spec: Spec) -> bool:

@@ -8,6 +8,7 @@ from gantune.catalogue import config_from_dict
 from gantune.data import load_data
 from gantune.errors import ConfigError
 from gantune.gan import LOSSES, NORMS, GANTrainer
+from gantune.gan.losses import GANLoss
 from gantune.gan.nets import MinibatchStdDev
 from tests.conftest import tiny, tiny_images
 
@@ -95,21 +96,36 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-#: each built-in loss written out by hand: D's loss on (real, fake) logits, G's on fake logits, its regulariser
-ClosedForm = tuple[Callable[[list[float], list[float]], float], Callable[[list[float]], float], str | None]
+#: each built-in loss written out by hand: D's loss on (real, fake) logits, G's on (real, fake) logits (the reals
+#: read by the relativistic ones only), its regulariser
+ClosedForm = tuple[Callable[[list[float], list[float]], float], Callable[[list[float], list[float]], float],
+                   str | None]
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
 CLOSED_FORMS: dict[str, ClosedForm] = {
     "nonsaturating": (lambda r, f: _mean([-math.log(_sigmoid(x)) for x in r]) + _mean([-math.log(1 - _sigmoid(x))
                                                                                      for x in f]),
-                      lambda f: _mean([-math.log(_sigmoid(x)) for x in f]), None),
+                      lambda r, f: _mean([-math.log(_sigmoid(x)) for x in f]), None),
     "minimax": (lambda r, f: _mean([-math.log(_sigmoid(x)) for x in r]) + _mean([-math.log(1 - _sigmoid(x))
                                                                                for x in f]),
-                lambda f: _mean([math.log(1 - _sigmoid(x)) for x in f]), None),
+                lambda r, f: _mean([math.log(1 - _sigmoid(x)) for x in f]), None),
     "hinge": (lambda r, f: _mean([max(0.0, 1 - x) for x in r]) + _mean([max(0.0, 1 + x) for x in f]),
-              lambda f: -_mean(f), None),
-    "wgan": (lambda r, f: _mean(f) - _mean(r), lambda f: -_mean(f), "weight_clipping"),
-    "wgan-gp": (lambda r, f: _mean(f) - _mean(r), lambda f: -_mean(f), "gradient_penalty"),
+              lambda r, f: -_mean(f), None),
+    "wgan": (lambda r, f: _mean(f) - _mean(r), lambda r, f: -_mean(f), "weight_clipping"),
+    "wgan-gp": (lambda r, f: _mean(f) - _mean(r), lambda r, f: -_mean(f), "gradient_penalty"),
     "lsgan": (lambda r, f: 0.5 * _mean([(x - 1) ** 2 for x in r]) + 0.5 * _mean([x**2 for x in f]),
-              lambda f: 0.5 * _mean([(x - 1) ** 2 for x in f]), None),
+              lambda r, f: 0.5 * _mean([(x - 1) ** 2 for x in f]), None),
+    # RSGAN/RpGAN: -log sigmoid(D(x_i) - D(G(z_i))) for D, the pair the other way round for G
+    "rpgan": (lambda r, f: _mean([-math.log(_sigmoid(a - b)) for a, b in zip(r, f, strict=True)]),
+              lambda r, f: _mean([-math.log(_sigmoid(b - a)) for a, b in zip(r, f, strict=True)]), None),
+    # RaGAN: each side against the other's mean logit, both terms for both players
+    "ragan": (lambda r, f: _mean([_softplus(_mean(f) - x) for x in r]) + _mean([_softplus(x - _mean(r)) for x in f]),
+              lambda r, f: _mean([_softplus(_mean(r) - x) for x in f]) + _mean([_softplus(x - _mean(f)) for x in r]),
+              None),
 }
 
 
@@ -122,11 +138,17 @@ def test_losses_match_their_closed_forms(name: str) -> None:
     d, g, regulariser = CLOSED_FORMS[name]
     loss = LOSSES.get(name)
     real, fake = [2.0, -0.5, 0.3, 1.5], [-1.2, 0.7, -3.0, 0.1]
-    got_d = float(loss.d(torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64)))
-    assert got_d == pytest.approx(d(real, fake), rel=1e-12)
-    assert float(loss.g(torch.tensor(fake, dtype=torch.float64))) == pytest.approx(g(fake), rel=1e-12)
+    r, f = torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64)
+    assert float(loss.d(r, f)) == pytest.approx(d(real, fake), rel=1e-12)
+    assert float(loss.g_loss(r, f)) == pytest.approx(g(real, fake), rel=1e-12)
     assert loss.gradient_penalty == (regulariser == "gradient_penalty")
     assert loss.weight_clipping == (regulariser == "weight_clipping")
+
+
+def test_a_loss_has_one_g_loss() -> None:
+    for given in ({}, {"g": lambda f: f.mean(), "g_paired": lambda r, f: f.mean()}):
+        with pytest.raises(ValueError, match="needs one G loss"):
+            GANLoss(d=lambda r, f: f.mean(), **given)
 
 
 class _LinearD(torch.nn.Module):
@@ -174,6 +196,8 @@ def test_gradient_penalty_and_r1_by_hand() -> None:
     ({"name": "wgan-gp", "gp_weight": 10.0}, 10.0 * (5.0 - 1) ** 2),  # gp_weight * GP
     ({"name": "wgan", "r1_weight": 4.0}, 0.5 * 4.0 * 5.0**2),  # gamma / 2 * E||grad||^2 (Mescheder et al.)
     ({"name": "wgan-gp", "gp_weight": 2.0, "r1_weight": 1.0}, 2.0 * 4**2 + 0.5 * 25),
+    ({"name": "wgan", "r2_weight": 4.0}, 0.5 * 4.0 * 5.0**2),  # R2: the same at the fakes
+    ({"name": "wgan", "r1_weight": 2.0, "r2_weight": 4.0}, 0.5 * 6.0 * 5.0**2),
 ])
 def test_the_step_adds_the_penalties_with_their_weights(loss: dict[str, float | str], expected: float) -> None:
     """With a fixed linear D (||w|| = 5) the WGAN loss is d_fake - d_real, so loss_d minus that is the penalty."""
@@ -185,6 +209,34 @@ def test_the_step_adds_the_penalties_with_their_weights(loss: dict[str, float | 
     trainer.step()
     stats = trainer.read_stats()
     assert stats["loss_d"] - (stats["d_fake"] - stats["d_real"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rpgan", "ragan"])
+def test_a_relativistic_g_compares_its_fakes_with_the_last_real_batch(name: str) -> None:
+    """G's loss is the closed form on (D(real), D(fake)) of the D step's last real batch and the fakes G trains on."""
+    cfg = tiny(loss={"name": name}, optim={"n_critic": 2})
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    seen: dict[str, torch.Tensor] = {}
+
+    def sample(n: int) -> torch.Tensor:
+        seen["real"] = data.sample(n)
+        return seen["real"]
+
+    trainer = GANTrainer(cfg, torch.device("cpu"), sample)
+    generate = trainer._generate
+
+    def recorded(z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        seen["fake"] = generate(z, y)
+        return seen["fake"]
+
+    trainer._generate = recorded  # type: ignore[method-assign]
+    w = torch.tensor([3.0, 4.0])
+    trainer.D = trainer._d_fast = _LinearD(w)  # opt_d holds the MLP's parameters: w stays put
+    trainer._d_params = list(trainer.D.parameters())
+    trainer.step()
+    real, fake = (seen[k].detach().double() @ w.double() for k in ("real", "fake"))
+    expected = CLOSED_FORMS[name][1](real.tolist(), fake.tolist())
+    assert trainer.read_stats()["loss_g"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_wgan_weight_clipping() -> None:
@@ -222,11 +274,13 @@ def test_dcgan_shapes(res: int, channels: int) -> None:
     assert logits.shape == (2,)
 
 
-def test_minibatch_stddev_sees_collapse() -> None:
+@pytest.mark.parametrize("n", [8, 6, 25, 33])
+def test_minibatch_stddev_sees_collapse(n: int) -> None:
+    """At any batch size: an odd one made groups of one sample, whose std is 0 whether G collapsed or not."""
     layer = MinibatchStdDev()
-    same = layer(torch.ones(8, 3))
-    varied = layer(torch.randn(8, 3))
-    assert same[:, -1].abs().max() < 1e-3 < varied[:, -1].min()
+    same = layer(torch.ones(n, 3))
+    varied = layer(torch.randn(n, 3, generator=torch.Generator().manual_seed(0)))
+    assert same[:, -1].abs().max() < 1e-3 < 0.1 < varied[:, -1].min()
 
 
 @pytest.mark.parametrize(("decay", "start", "expected"), [
@@ -237,10 +291,25 @@ def test_learning_rates_decay_over_the_run(decay: str, start: float, expected: l
     cfg = tiny(optim={"lr_g": 1e-3, "lr_d": 4e-3, "decay": decay, "decay_start": start}, train={"steps": 100})
     data = load_data(cfg.data, torch.device("cpu"), 0)
     trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
-    for step, factor in zip((0, 50, 100), expected, strict=True):
+    for step, factor in zip((1, 51, 101), expected, strict=True):  # generator steps count from 1: 0, 50, 100 done
         trainer.schedule(step)
         assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * factor, abs=1e-12)
         assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(4e-3 * factor, abs=1e-12)
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_the_first_step_trains_at_the_full_rate_and_the_last_still_trains(decay: str) -> None:
+    """The schedule read the step being trained as done: step 1 trained at a decayed rate and the last at 0."""
+    cfg = tiny(optim={"lr_g": 1e-3, "lr_d": 1e-3, "decay": decay}, train={"steps": 4})
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    trainer = GANTrainer(cfg, torch.device("cpu"), data.sample)
+    trainer.schedule(1)
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)
+    trainer.schedule(4)
+    assert trainer.opt_g.param_groups[0]["lr"] > 0
+    before = [p.clone() for p in trainer.G.parameters()]
+    trainer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.G.parameters(), strict=True))
 
 
 def test_a_loaded_state_trains_with_its_configs_hyperparameters_not_the_saved_ones() -> None:

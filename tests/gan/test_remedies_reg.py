@@ -161,11 +161,11 @@ def test_the_trainer_adds_the_scheduled_noise_to_d_inputs() -> None:
     cfg = tiny({"loss": {"instance_noise": 0.5}, "train": {"steps": 10}})
     trainer = _trainer(cfg)
     x = torch.zeros(4000, 2)
-    trainer.schedule(0)
+    trainer.schedule(1)  # generator steps count from 1: the schedule is of the steps done before
     assert trainer.d_input(x).std().item() == pytest.approx(0.5, rel=0.05)
-    trainer.schedule(5)
+    trainer.schedule(6)
     assert trainer.d_input(x).std().item() == pytest.approx(0.25, rel=0.05)
-    trainer.schedule(10)
+    trainer.schedule(11)
     assert torch.equal(trainer.d_input(x), x)  # zero at the end
     assert torch.equal(_trainer(tiny()).d_input(x), x)  # off by default
 

@@ -90,8 +90,8 @@ def test_the_generator_step_leaves_d_its_buffers_and_its_optimiser_exactly_as_th
     g_buffers = [b.clone() for b in trainer.G.buffers()]
     assert any("running_mean" in k for k in d_before[0]) and any("_u" in k for k in d_before[0])
     trainer.D.requires_grad_(False)  # as in step()
-    score, _, _ = trainer._unrolled(fake, real)
-    trainer.loss.g(score).backward()
+    score, _, _, _ = trainer._unrolled(fake, real)
+    trainer.loss.g_loss(None, score).backward()
     trainer.D.requires_grad_(True)
     _assert_same(d_before, _d_state(trainer))
     _assert_same(g_buffers, list(trainer.G.buffers()))  # the look-ahead's extra fakes leave G's statistics alone
