@@ -51,7 +51,7 @@ class Extractor:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         feats, logits = [], []
         for chunk in x.split(self.batch):
-            f, lg = self.fn(chunk)
+            f, lg = self.fn(chunk.float())  # half-precision samples: the nets' weights are float32
             feats.append(f.float())
             if lg is not None:
                 logits.append(lg.float())

@@ -594,3 +594,19 @@ def test_reference_statistics_cached_before_evaluation_ran_in_full_float32_are_n
               "classes": coords.classes}
     old = f"reference-grid25-coords-4-{hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]}"
     assert _reference_key(cfg, coords, x) != old
+
+
+@pytest.mark.parametrize("data", [{"name": "digits", "resolution": 8}, {"name": "stacked_digits", "resolution": 8}])
+def test_the_digit_extractors_read_half_precision_samples(data: dict[str, Any]) -> None:
+    """float16 and bfloat16 samples (a generator run in half precision) raised a dtype error in the digits and
+    stacked-digits classifiers, whose weights are float32; the coords and Inception extractors cast already."""
+    cfg = config_from_dict({"data": data})
+    extractor = build_extractor(cfg, torch.device("cpu"))
+    x = torch.rand(6, 3 if data["name"] == "stacked_digits" else 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = x * 2 - 1
+    want, _ = extractor(x)
+    for dtype in (torch.float16, torch.bfloat16):
+        got, _ = extractor(x.to(dtype))
+        assert got.dtype == torch.float32
+        assert torch.allclose(got, extractor(x.to(dtype).float())[0])
+    assert want.shape == got.shape
