@@ -122,6 +122,54 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
         load_data(DataConfig(name="folder", path=str(root / "a_cat" / "0.png")), CPU, 0)
 
 
+def test_links_inside_the_folder_read_each_image_once_under_its_own_class(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``a/shared_b -> ../b`` was walked before ``b`` (depth first), so b's images took a's label and class b
+    vanished; a link to a file of the folder read that image twice."""
+    from PIL import Image
+
+    from gantune.data import known_classes
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    for name, level, n in (("a", 0, 1), ("b", 100, 2), ("c", 200, 1)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), level, dtype=np.uint8)).save(root / name / f"{name}{i}.png")
+    (root / "a" / "shared_b").symlink_to(root / "b")
+    (root / "c" / "zz_link.png").symlink_to(root / "c" / "c0.png")
+    cfg = DataConfig(name="folder", path=str(root), resolution=8, channels=1)
+    assert known_classes(cfg) == 3
+    data = load_data(cfg, CPU, seed=0)
+    assert data.images is not None and data.labels is not None
+    levels = data.images.flatten(1).float().mean(1).round().tolist()
+    assert sorted(zip(data.labels.tolist(), levels, strict=True)) == [(0, 0), (1, 100), (1, 100), (2, 200)]
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class folder without read permission was left out without a word: the data trained a class short. (The
+    permission error is raised where ``os.walk`` lists the folder: root, as in CI, reads any folder.)"""
+    import os
+
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / name / "0.png")
+    listing = os.scandir
+
+    def scandir(path: str) -> object:
+        if os.path.basename(path) == "b":
+            raise PermissionError(13, "Permission denied", path)
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"^data\.path: cannot read folder .*b: Permission denied$"):
+        load_data(DataConfig(name="folder", path=str(root), resolution=8, channels=1), CPU, 0)
+
+
 def test_a_photos_orientation_tag_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A phone photo stores its pixels sideways with an EXIF orientation: decoded as stored, it trained sideways."""
     from PIL import Image

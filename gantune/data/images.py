@@ -23,7 +23,8 @@ from gantune.errors import DataError
 from gantune.events import first_line
 from gantune.rundir import LOCK, OWNER, cache_dir, cached
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm",
+                  ".pnm", ".tga"}
 TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
 GREY_TORCHVISION = ("MNIST", "FashionMNIST")
 
@@ -89,21 +90,46 @@ def _listed(root: Path) -> list[Path]:
     return list(_walked[key])
 
 
+def _unreadable(err: OSError) -> None:
+    """``os.walk``'s ``onerror``: a folder it cannot list (no permission) was skipped without a word, and with it a
+    class of a conditional GAN's data."""
+    raise DataError(f"data.path: cannot read folder {err.filename}: {err.strerror}")
+
+
+def _kept(folder: str, subfolders: list[str], names: list[str]) -> bool:
+    """Whether ``os.walk`` reads ``folder`` (not gantune's output), pruning ``subfolders`` to those it may enter
+    (not hidden, not MLflow's artifact folders), in sorted order."""
+    if LOCK in names or OWNER in names:
+        subfolders[:] = []
+        return False
+    subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS)
+    return True
+
+
 def _walk(root: Path) -> list[Path]:
+    """``_listed``'s walk. A folder or file of the data that a link inside it also reaches is read under its own
+    name only: a class folder linked from another class (``a/shared_b -> ../b``) was walked first, so its images
+    took class ``a``'s label and ``b`` vanished, and a linked file was read twice. A link to a folder outside
+    is read under the link's name (data kept elsewhere)."""
+    own: set[str] = set()  # the folders reached without a link
+    for folder, subfolders, names in os.walk(root, onerror=_unreadable):
+        if _kept(folder, subfolders, names):
+            own.add(os.path.realpath(folder))
     found: list[Path] = []
     seen: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unreadable):
         real = os.path.realpath(folder)
-        if real in seen or LOCK in names or OWNER in names:
+        if real in seen or not _kept(folder, subfolders, names):
             subfolders[:] = []
             continue
         seen.add(real)
-        # sorted, real folders before links to them: a folder reached twice keeps its own name on any file system
-        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS),
-                               key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
+        # a link to a folder walked under its own name is not entered (links sort with the rest)
+        subfolders[:] = [d for d in subfolders if not (os.path.islink(p := os.path.join(folder, d))
+                                                       and os.path.realpath(p) in own)]
         found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in
                   IMAGE_SUFFIXES and (Path(folder) / n).is_file()]
-    return sorted(found)
+    direct = {os.path.realpath(f) for f in found if not f.is_symlink()}
+    return sorted(f for f in found if not f.is_symlink() or os.path.realpath(f) not in direct)
 
 
 def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
