@@ -22,6 +22,7 @@ from gantune.data.core import (
     data_notes,
     data_shape,
     dataset,
+    decode_ahead,
     is_labelled,
     is_points,
     known_classes,
@@ -43,7 +44,7 @@ from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, gr
 # isort: on
 
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "channels_of",
-           "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "digits_split",
-           "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points", "known_classes",
-           "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode", "ring8_means",
-           "stack", "stack_labels", "stack_problem"]
+           "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "decode_ahead",
+           "digits_split", "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points",
+           "known_classes", "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode",
+           "ring8_means", "stack", "stack_labels", "stack_problem"]

@@ -279,6 +279,15 @@ def check_data(cfg: DataConfig) -> None:
         ds.check(cfg)
 
 
+def decode_ahead(cfg: DataConfig) -> None:
+    """Build a dataset of files (one with a ``listing``: a folder) now, into its cache: its ``check`` decodes one
+    file, so a broken one further on failed every trial of a search as each loaded the data (and each paid the
+    decode up to it). Run once by a search before its trials start; they then read the cache."""
+    ds = DATASETS.get(cfg.name)
+    if ds.listing is not None and all(getattr(cfg, f) for f in ds.needs):
+        ds.build(cfg)
+
+
 def stack_problem(cfg: DataConfig) -> str | None:
     """A stacked dataset has one channel per stacked image: its pool cannot be refitted to another count."""
     ds = DATASETS.get(cfg.name)

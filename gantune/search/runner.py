@@ -22,10 +22,10 @@ from typing import Any
 
 from gantune import env, provenance
 from gantune.config import TrainConfig, dotted, format_validation_error
-from gantune.data import data_label, data_listing, measured_on
+from gantune.data import data_label, data_listing, decode_ahead, measured_on
 from gantune.dburl import absolute_sqlite
 from gantune.devices import auto_gpu_share
-from gantune.errors import MACHINE_ERRNOS, ConfigError, GantuneError, Interrupted
+from gantune.errors import MACHINE_ERRNOS, ConfigError, DataError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
 from gantune.rundir import OWNER, atomic_write, check_free, check_writable, exclusive, trial_dirname
 from gantune.sampling.artifacts import artifact_dir, dashboard_command
@@ -241,6 +241,12 @@ def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, l
         trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
     idle = _nothing_left(space.name, opts, settings)
+    if not idle:
+        for data in space.datas:  # a folder's broken file failed each trial, the check having decoded one file
+            try:
+                decode_ahead(data)
+            except DataError as err:
+                raise DataError(f"{space.source}: {err}") from None
     if not space.warns or idle:  # a finished search resumed draws nothing
         return settings, [], idle
     warnings = settings.warnings()

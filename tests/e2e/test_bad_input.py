@@ -57,6 +57,9 @@ FILES: dict[str, dict | str] = {
     "no-folder.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "no-images.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/empty"}}),
     "bad-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/broken"}}),
+    "bad-last-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/broken_last",
+                                                              "resolution": 8, "channels": 1},
+                                          "eval": {"extractor": "digits"}}),
     "one-choice-missing.yaml": _with(SPACE, **{**IMAGES, "data": {
         "name": "folder", "path": {"categorical": ["{in}/images", "{in}/nope"]}, "resolution": 8}}),
     "classes-on-points.yaml": _with(SPACE, eval={"n_samples": 100, "metrics": ["classes", "modes"]},
@@ -183,6 +186,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/no-folder.yaml"], r"no-folder.yaml: data.path: image folder .*/nope does not exist"),
     (["search", "{in}/no-images.yaml"], r"data.path: no images \(.*\) under .*/empty"),
     (["search", "{in}/bad-image.yaml"], r"data.path: cannot read image .*/broken/a.png"),
+    # the load's check decodes the first image: the last one failed each trial (a search of all-failed trials)
+    (["search", "{in}/bad-last-image.yaml"], r"bad-last-image.yaml: data.path: cannot read image .*/broken_last/b.jpg"),
     (["search", "{in}/one-choice-missing.yaml"], r"data.path: image folder .*/nope does not exist"),
     (["search", "{in}/torchvision.yaml"], r"data.(name: torchvision datasets need torchvision|path: MNIST not found)"),
     (["train", "{in}/train-no-folder.yaml", "--out", "run"], r"data.path: image folder .*/nope does not exist"),
@@ -399,6 +404,11 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "one" / "0.png")
     (folder / "broken" / "a.png").write_text("not an image")
+    (folder / "broken_last").mkdir()
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "broken_last" / "a.png")
+    Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(folder / "broken_last" / "b.jpg")
+    cut = (folder / "broken_last" / "b.jpg").read_bytes()
+    (folder / "broken_last" / "b.jpg").write_bytes(cut[:len(cut) // 2])  # truncated: its header opens
     for cls in ("cat", "dog"):
         (folder / "classes" / cls).mkdir(parents=True)
         for i in range(2):
