@@ -1,4 +1,5 @@
-"""Diversity ratio and k-NN manifold estimates (precision, recall, density, coverage; Naeem et al. 2020).
+"""Diversity ratio and k-NN manifold estimates: precision and recall (Kynkäänniemi et al. 2019), density and
+coverage (Naeem et al. 2020).
 
 Both run on the evaluation device. The real side (mean pairwise distance, k-NN radii) is computed once per
 search (``Reference.derived``); distance matrices are built in blocks of ``BLOCK`` columns, so memory stays
