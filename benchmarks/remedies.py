@@ -141,6 +141,8 @@ REMEDIES: dict[str, Remedy] = {r.technique: r for r in [
            {"loss": {"name": "rpgan", "r1_weight": 0.1, "r2_weight": 0.1}}),
     Remedy("augment", "data.augment: [translation, cutout]", "digits-10pct",
            {"data": {"augment": ["translation", "cutout"]}}),
+    Remedy("ada", "data: {augment: [translation, cutout], ada_target: 0.6, ada_kimg: 100}", "digits-10pct",
+           {"data": {"augment": ["translation", "cutout"], "ada_target": 0.6, "ada_kimg": 100}}),
     Remedy("d_dropout", "model.d_dropout: 0.3", "digits-10pct", {"model": {"d_dropout": 0.3}}),
     Remedy("weight_decay", "optim.weight_decay: 0.01", "digits-10pct", {"optim": {"weight_decay": 0.01}}),
     Remedy("label_smoothing", "loss.label_smoothing: 0.1", "digits-10pct", {"loss": {"label_smoothing": 0.1}}),

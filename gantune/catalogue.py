@@ -153,6 +153,14 @@ def _regulariser_combinations(cfg: TrialConfig, points: bool) -> None:
                          f"not {cfg.optim.name}")
     if cfg.data.augment and points:
         raise ValueError("data.augment: DiffAugment transforms images, not 2-D points")
+    if cfg.data.ada_target is not None:
+        if not cfg.data.augment:
+            raise ValueError("data.ada_target: adaptive augmentation tunes the probability of data.augment's "
+                             "policies, and there are none (e.g. augment: [translation, cutout])")
+        if LOSSES.get(cfg.loss.name).real_above is None:
+            bounded = [n for n in LOSSES.names() if LOSSES.get(n).real_above is not None]
+            raise ValueError(f"data.ada_target: {cfg.loss.name}'s D has no real/fake boundary for ADA's overfitting "
+                             f"signal E[sign(D(x))] (use {', '.join(bounded)})")
 
 
 def objective_side(cfg: TrialConfig) -> str | None:
@@ -300,7 +308,9 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
     "loss.clip": (lambda c: LOSSES.get(c.loss.name).weight_clipping,
                   lambda: f"loss.name {_losses_with('weight_clipping')}"),
     "optim.decay_start": (lambda c: c.optim.decay != "none", lambda: "optim.decay other than none"),
-    "data.augment_p": (lambda c: bool(c.data.augment), lambda: "data.augment"),
+    "data.augment_p": (lambda c: bool(c.data.augment) and c.data.ada_target is None,
+                       lambda: "data.augment without data.ada_target (which tunes the probability itself)"),
+    "data.ada_kimg": (lambda c: c.data.ada_target is not None, lambda: "data.ada_target"),
     "data.resolution": (lambda c: not is_points(c.data), lambda: "image data (2-D points have none)"),
     "data.max_images": (lambda c: not is_points(c.data) and not DATASETS.get(c.data.name).stack,
                         lambda: "image data but stacked digits (2-D points are drawn, not loaded; stacked digits "

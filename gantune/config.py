@@ -163,6 +163,12 @@ class DataConfig(_Section):
                                "inputs (images only): translation, cutout, color; a list or \"translation,cutout\"")
     augment_p: float = Field(default=1.0, gt=0, le=1, description="probability that each image D sees goes through "
                              "each augment policy (per image and policy)")
+    ada_target: float | None = Field(default=None, gt=0, lt=1, description="adaptive augmentation (ADA, Karras et "
+                                     "al. 2020): the augment probability starts at 0 and is tuned so that E[sign(D "
+                                     "logit of a real)], D's overfitting signal, stays at this target (ADA's 0.6; "
+                                     "null = off: augment_p fixed)")
+    ada_kimg: float = Field(default=500.0, gt=0, description="ADA's speed: thousands of real images over which the "
+                            "probability can move from 0 to 1")
 
     @field_validator("resolution")
     @classmethod

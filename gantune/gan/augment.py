@@ -12,6 +12,7 @@ contrast) for images in [-1, 1]. Each op draws per-sample parameters from ``gene
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,17 +97,55 @@ def check_augment(policies: Sequence[str]) -> None:
         AUGMENTS.validate(name)
 
 
-def diff_augment(x: Tensor, policies: Sequence[str], p: float = 1.0,
+def diff_augment(x: Tensor, policies: Sequence[str], p: float | Tensor = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:
     """``x`` through each policy in turn; with ``p`` below 1 each image goes through each policy with probability
     ``p``, on its own (ADA's per-sample probability, Karras et al. 2020). One coin for the whole batch augmented
     reals and fakes on separate coins, so a D step could see augmented reals beside plain fakes, and a batch-norm
-    D batch statistics of augmented images only."""
-    if not policies or p <= 0:
+    D batch statistics of augmented images only. ``p`` may be a tensor on ``x``'s device (adaptive augmentation's,
+    which moves every few steps): read there, never on the host, so a step does not wait on the GPU for it."""
+    fixed = not isinstance(p, Tensor)
+    if not policies or (fixed and p <= 0):
         return x
     for name in policies:
         out = x
         for op in AUGMENTS.get(name):
             out = op(out, generator)
-        x = out if p >= 1 else torch.where(_rand(x.shape[0], x, generator) < p, out, x)
+        x = out if fixed and p >= 1 else torch.where(_rand(x.shape[0], x, generator) < p, out, x)
     return x
+
+
+class AdaptiveP:
+    """Adaptive augmentation's probability (ADA, Karras et al. 2020, section 3): starts at 0; every ``INTERVAL``
+    D steps it moves by sign(r_t - target) x (the real images D saw) / (``kimg`` x 1,000), clamped to [0, 1],
+    where r_t = E[sign(D(x) - boundary)] over those steps' augmented reals: D calling more of them real than the
+    target says it overfits them, and more augmentation follows. Held on the device (no host sync a step)."""
+
+    INTERVAL = 4  # D steps between adjustments (ADA's 4 minibatches)
+
+    def __init__(self, target: float, kimg: float, boundary: float, device: torch.device) -> None:
+        self.target, self.images, self.boundary = target, kimg * 1000.0, boundary
+        self.p = torch.zeros((), device=device)
+        self._signs = torch.zeros((), device=device)
+        self._seen = 0
+        self._steps = 0
+
+    def observe(self, real_logits: Tensor) -> None:
+        """One D step's logits of its (augmented) reals."""
+        self._signs += torch.sign(real_logits.detach().float() - self.boundary).sum()
+        self._seen += real_logits.numel()
+        self._steps += 1
+        if self._steps % self.INTERVAL == 0:
+            step = torch.sign(self._signs / self._seen - self.target) * (self._seen / self.images)
+            self.p = (self.p + step).clamp(0.0, 1.0)
+            self._signs.zero_()
+            self._seen = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": self.p.detach().cpu(), "signs": self._signs.detach().cpu(), "seen": self._seen,
+                "steps": self._steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p = state["p"].to(self.p.device)
+        self._signs = state["signs"].to(self._signs.device)
+        self._seen, self._steps = int(state["seen"]), int(state["steps"])

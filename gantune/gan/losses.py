@@ -35,6 +35,10 @@ class GANLoss:
     # one-sided label smoothing (Salimans et al. 2016): ``d`` with D's real target 1 - s, for a loss with targets;
     # ``None`` where there is no target to soften (hinge, Wasserstein), and the catalogue refuses the knob there
     d_smoothed: Callable[[Tensor, Tensor, float], Tensor] | None = None
+    # the logit above which D calls a sample real (its decision boundary): what adaptive augmentation's overfitting
+    # signal E[sign(D(x) - boundary)] reads; ``None`` where there is none (Wasserstein critics, relativistic Ds:
+    # their scores mean something only against others), and the catalogue refuses ``data.ada_target`` there
+    real_above: float | None = 0.0
 
     def __post_init__(self) -> None:
         if (self.g is None) == (self.g_paired is None):
@@ -78,12 +82,15 @@ LOSSES.add("hinge", GANLoss(
     d=lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
     g=lambda f: -f.mean(),
 ))
-LOSSES.add("wgan", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), weight_clipping=True))
-LOSSES.add("wgan-gp", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), gradient_penalty=True))
+LOSSES.add("wgan", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), weight_clipping=True,
+                           real_above=None))
+LOSSES.add("wgan-gp", GANLoss(d=lambda r, f: f.mean() - r.mean(), g=lambda f: -f.mean(), gradient_penalty=True,
+                              real_above=None))
 LOSSES.add("lsgan", GANLoss(
     d=lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
     g=lambda f: 0.5 * ((f - 1) ** 2).mean(),
     d_smoothed=lambda r, f, s: 0.5 * ((r - (1 - s)) ** 2).mean() + 0.5 * (f**2).mean(),
+    real_above=0.5,  # targets 1 and 0
 ))
 
 # relativistic pairing (RpGAN: Jolicoeur-Martineau 2019's RSGAN, the loss of R3GAN, Huang et al. 2024): each real
@@ -92,12 +99,14 @@ LOSSES.add("lsgan", GANLoss(
 LOSSES.add("rpgan", GANLoss(
     d=lambda r, f: F.softplus(-(r - f)).mean(),
     g_paired=lambda r, f: F.softplus(-(f - r)).mean(),
+    real_above=None,
 ))
 # relativistic average (RaGAN, Jolicoeur-Martineau 2019): each real against the fakes' mean logit and each fake
 # against the reals', both terms in both players' losses
 LOSSES.add("ragan", GANLoss(
     d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
     g_paired=lambda r, f: F.softplus(-(f - r.mean())).mean() + F.softplus(r - f.mean()).mean(),
+    real_above=None,
 ))
 
 

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from gantune.config import OptimConfig, TrialConfig
 from gantune.data import data_shape
 from gantune.errors import GantuneError
-from gantune.gan.augment import diff_augment
+from gantune.gan.augment import AdaptiveP, diff_augment
 from gantune.gan.conditional import Labelled, conditional_generator, projection_discriminator
 from gantune.gan.losses import LOSSES, gradient_penalty, r1_penalty
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
@@ -141,6 +141,9 @@ class GANTrainer:
         self._reads_reals = cfg.loss.feature_matching > 0 or self.loss.g_paired is not None
         self._noise_std = instance_noise_std(cfg.loss.instance_noise, 0, cfg.train.steps, cfg.loss.instance_noise_steps)
         self._growth = GrowthSchedule.of_config(cfg)  # None unless model.progressive grows the nets
+        self._ada: AdaptiveP | None = None  # adaptive augmentation (data.ada_target), on a loss with a boundary
+        if cfg.data.ada_target is not None and self.loss.real_above is not None:
+            self._ada = AdaptiveP(cfg.data.ada_target, cfg.data.ada_kimg, self.loss.real_above, device)
 
     def schedule(self, step: int) -> None:
         """Set both optimisers' hyperparameters for generator step ``step`` from the config: the decayed
@@ -187,7 +190,9 @@ class GANTrainer:
             d_real, _ = self._discriminate(real, y, eager=r1)  # R1: the gradient of d_real, through the eager D
             d_fake, _ = self._discriminate(scored, y, eager=r2)
             loss_d = self._loss_d(d_real, d_fake)
-            if self.loss.gradient_penalty:  # through the eager D: double backward
+            if self._ada is not None:
+                self._ada.observe(d_real)
+            if self.loss.gradient_penalty and c.loss.gp_weight > 0:  # through the eager D: double backward
                 loss_d = loss_d + c.loss.gp_weight * gradient_penalty(self._seen(y), real.detach(), fake.detach())
             loss_d = loss_d + self._zero_centred(d_real, real, d_fake, scored)
             self.opt_d.zero_grad(set_to_none=True)
@@ -243,7 +248,7 @@ class GANTrainer:
         """What D sees of a real or fake batch: the DiffAugment policies of ``data.augment`` (each image with
         probability ``data.augment_p``), then the instance noise of this step; ``x`` itself when neither is on.
         Both are differentiable in ``x``, so G learns through them."""
-        x = diff_augment(x, self.cfg.data.augment, self.cfg.data.augment_p)
+        x = diff_augment(x, self.cfg.data.augment, self.cfg.data.augment_p if self._ada is None else self._ada.p)
         if self._noise_std > 0:
             x = x + self._noise_std * torch.randn_like(x)
         return x
@@ -295,7 +300,7 @@ class GANTrainer:
             fake = functional_call(self.G, buffers, (self.z(bs), *_cond(y))).float()
             d_real, d_fake = d(self.d_input(real), *_cond(y))[0].float(), d(self.d_input(fake), *_cond(y))[0].float()
         loss = self._loss_d(d_real, d_fake)
-        if self.loss.gradient_penalty:
+        if self.loss.gradient_penalty and c.loss.gp_weight > 0:
             seen: Discriminate = lambda x: d(self.d_input(x), *_cond(y))  # noqa: E731
             loss = loss + c.loss.gp_weight * gradient_penalty(seen, real.detach(), fake)
         return loss + self._zero_centred(d_real, real, d_fake, fake)
@@ -322,10 +327,12 @@ class GANTrainer:
 
     def read_stats(self) -> dict[str, float]:
         """Means of the step statistics since the last read, plus the last measured grad norms (one sync)."""
-        vals = torch.cat([self._acc / max(self._acc_n, 1), torch.stack(list(self._gnorm.values()))]).tolist()
+        extra = {} if self._ada is None else {"augment_p": self._ada.p}  # where adaptive augmentation has it now
+        vals = torch.cat([self._acc / max(self._acc_n, 1),
+                          torch.stack([*self._gnorm.values(), *extra.values()])]).tolist()
         self._acc.zero_()
         self._acc_n = 0
-        return dict(zip((*STAT_NAMES, *self._gnorm), vals, strict=True))
+        return dict(zip((*STAT_NAMES, *self._gnorm, *extra), vals, strict=True))
 
     def eval_generator(self) -> nn.Module:
         """The generator used for evaluation and export: the EMA copy when on, with G's current buffers."""
@@ -359,6 +366,7 @@ class GANTrainer:
             # a resumed run's next record the mean of fewer steps than the same run's uninterrupted one
             "stats": {"sum": self._acc.detach().cpu(), "n": self._acc_n, **{k: v.detach().cpu()
                                                                           for k, v in self._gnorm.items()}},
+            "ada": self._ada.state_dict() if self._ada is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -375,3 +383,5 @@ class GANTrainer:
             self._acc = stats["sum"].to(self.device)
             self._acc_n = int(stats["n"])
             self._gnorm = {k: stats[k].to(self.device) for k in self._gnorm}
+        if self._ada is not None and state.get("ada") is not None:
+            self._ada.load_state_dict(state["ada"])

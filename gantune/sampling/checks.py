@@ -285,7 +285,7 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
 _PROBED = ("model.conditional",)
 #: ``data`` keys only training reads (what D sees): searched, they leave what an evaluation needs and reports
 #: known (``gantune init``'s image space searches ``augment``, and that switched every load-time check off)
-_TRAINING_ONLY = ("data.augment", "data.augment_p")
+_TRAINING_ONLY = ("data.augment", "data.augment_p", "data.ada_target", "data.ada_kimg")
 
 
 #: how a metric's better side reads, and the direction that searches for it

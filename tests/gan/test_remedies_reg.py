@@ -4,6 +4,7 @@ and differentiable augmentation (DiffAugment): each trains, does what its paper 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from gantune.catalogue import config_from_dict
 from gantune.data import load_data
 from gantune.errors import ConfigError
 from gantune.gan import LOSSES, GANTrainer
-from gantune.gan.augment import AUGMENTS, cutout, diff_augment, translation
+from gantune.gan.augment import AUGMENTS, AdaptiveP, cutout, diff_augment, translation
 from gantune.gan.step import instance_noise_std
 from gantune.sampling.space import load_space
 from tests.conftest import tiny, tiny_images
@@ -338,3 +339,66 @@ def test_feature_matching_reads_real_and_fake_features_from_the_same_d(n_critic:
     assert len(seen) == 2 * n_critic + 2
     assert not torch.equal(seen[-3], seen[-2])  # D was updated before G's step
     assert torch.equal(seen[-2], seen[-1])
+
+
+# --- adaptive augmentation (ADA) ---------------------------------------------------------------------------------
+
+
+def test_the_adaptive_probability_follows_the_sign_of_r_t_minus_the_target() -> None:
+    """Every 4 D steps p moves by sign(r_t - target) x images seen / (kimg x 1000), clamped to [0, 1]: a D calling
+    every real real (r_t = 1) raises it, one calling them fake (r_t = -1) lowers it, r_t at the target holds it."""
+    ada = AdaptiveP(target=0.6, kimg=1.0, boundary=0.0, device=torch.device("cpu"))
+    for _ in range(3):
+        ada.observe(torch.full((10,), 2.0))
+    assert float(ada.p) == 0  # no adjustment inside an interval
+    ada.observe(torch.full((10,), 2.0))
+    assert float(ada.p) == pytest.approx(0.04)  # 40 images of 1,000
+    for _ in range(4):
+        ada.observe(torch.tensor([1.0] * 8 + [-1.0] * 2))  # r_t = 0.6: held
+    assert float(ada.p) == pytest.approx(0.04)
+    for _ in range(8):
+        ada.observe(torch.full((10,), -3.0))
+    assert float(ada.p) == 0  # clamped at 0
+    lsgan = AdaptiveP(target=0.6, kimg=1.0, boundary=0.5, device=torch.device("cpu"))
+    for _ in range(4):
+        lsgan.observe(torch.full((10,), 0.4))  # below LSGAN's boundary 0.5: called fake
+    assert float(lsgan.p) == 0
+
+
+def test_a_run_with_adaptive_augmentation_logs_p_and_resumes_it(tmp_path: Path) -> None:
+    from gantune.trial import train
+
+    cfg = tiny_images(data={"augment": ["translation"], "ada_target": 0.6, "ada_kimg": 0.5},
+                      train={"steps": 40, "checkpoint_every": 20, "log_every": 10})
+    straight = train(cfg, run_dir=tmp_path / "straight")
+    logged = [r["augment_p"] for r in _records(tmp_path / "straight")]
+    assert len(logged) == 4 and all(0 <= p <= 1 for p in logged) and max(logged) > 0
+    half = tiny_images(data={"augment": ["translation"], "ada_target": 0.6, "ada_kimg": 0.5},
+                       train={"steps": 20, "checkpoint_every": 20, "log_every": 10})
+    train(half, run_dir=tmp_path / "split")
+    resumed = train(cfg, run_dir=tmp_path / "split", resume=True)
+    assert resumed.status == straight.status == "completed"
+    assert [r["augment_p"] for r in _records(tmp_path / "split")] == logged  # p carried by the checkpoint
+
+
+def _records(run: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    ({"data": {"ada_target": 0.6}}, "data.ada_target: adaptive augmentation tunes the probability of data.augment's "
+                                    "policies, and there are none"),
+    ({"data": {"augment": ["cutout"], "ada_target": 0.6}, "loss": {"name": "wgan-gp"}},
+     "data.ada_target: wgan-gp's D has no real/fake boundary"),
+    ({"data": {"augment": ["cutout"], "ada_target": 0.6}, "loss": {"name": "rpgan"}},
+     "data.ada_target: rpgan's D has no real/fake boundary"),
+])
+def test_adaptive_augmentation_is_refused_where_it_has_nothing_to_tune(edit: dict[str, Any], why: str) -> None:
+    raw = {"data": {"name": "digits", "resolution": 8}, "model": {"arch": "dcgan"}}
+    for section, values in edit.items():
+        raw.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        config_from_dict(raw)
+

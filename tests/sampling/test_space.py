@@ -592,19 +592,18 @@ def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
 
 def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The load checked the folder (one walk) and read its notes (another): seconds apiece on 100k images."""
-    import os
-
+    from gantune.data import images
     from tests.conftest import grey_folder
 
     grey_folder(tmp_path / "imgs", n=4)
     walks: list[str] = []
-    walk = os.walk
+    walk = images._walk
 
-    def counted(top: object, *args: object, **kwargs: object) -> object:
-        walks.append(str(top))  # Python 3.11's walk calls itself for each subfolder: only the top one counts
-        return walk(top, *args, **kwargs)  # type: ignore[call-overload]
+    def counted(top: Path) -> list[Path]:
+        walks.append(str(top))
+        return walk(top)
 
-    monkeypatch.setattr(os, "walk", counted)
+    monkeypatch.setattr(images, "_walk", counted)
     space = _space(tmp_path, f"name: w\nsearch: {{trials: 2, max_steps: 20, eval_every: 10}}\n"
                              f"data: {{name: folder, path: {tmp_path / 'imgs'}, resolution: 8}}\n"
                              "model: {arch: dcgan}\neval: {extractor: digits}\n")
