@@ -11,6 +11,7 @@ when a config is checked.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from gantune.gan.augment import check_augment
 from gantune.gan.conditional import CONDITIONAL_NORMS
 from gantune.gan.losses import LOSSES
 from gantune.gan.nets import ARCHS, GROWN, build_discriminator, resolve_arch
-from gantune.gan.norms import NORMS
+from gantune.gan.norms import NORMS, NormSpec
 from gantune.gan.progressive import GrowthSchedule
 from gantune.gan.step import DECAYS, OPTIMIZERS, WEIGHT_DECAY, WITHOUT_BETAS
 from gantune.gan.transfer import init_file
@@ -325,6 +326,10 @@ READ_ONLY_UNDER: dict[str, tuple[Callable[[TrialConfig], bool], Callable[[], str
     "health.d_win_logs": (lambda c: LOSSES.get(c.loss.name).separation_stalls,
                           lambda: f"loss.name {_losses_with('separation_stalls')}"),
     "model.minibatch_disc_dim": (lambda c: c.model.minibatch_disc > 0, lambda: "model.minibatch_disc above 0"),
+    "model.d_norm": (lambda c: NormSpec(c.model.d_norm).spectral or _d_normalises(
+                         dataclasses.replace(c, model=dataclasses.replace(c.model, d_norm="batch")), "batch"),
+                     lambda: "a D that holds a norm layer (a DCGAN critic of depth 1 at 8 px has none: its one block "
+                             "is the first, which no norm follows)"),
     "loss.instance_noise_steps": (lambda c: c.loss.instance_noise > 0, lambda: "loss.instance_noise above 0"),
     **{f"optim.{key}": (lambda c: c.optim.name not in WITHOUT_BETAS,
                         lambda: "optim.name " + " or ".join(n for n in OPTIMIZERS.names() if n not in WITHOUT_BETAS))

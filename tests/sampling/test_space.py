@@ -590,6 +590,18 @@ def test_a_when_that_is_not_a_condition_is_refused(tmp_path: Path) -> None:
         _space(tmp_path, text % '"model.progressive"')
 
 
+def test_a_d_norm_no_critic_layer_reads_is_said(tmp_path: Path) -> None:
+    """A DCGAN critic of depth 1 at 8 px holds no norm layer: d_norm searched there searched nothing, silently."""
+    text = ("name: n\nsearch: {trials: 6, max_steps: 40, eval_every: 10}\ndata: {name: digits, resolution: 8}\n"
+            "model: {arch: dcgan, g_width: 8, d_width: 8, g_depth: 1, d_depth: DEPTH, d_norm: {categorical: [layer, "
+            "none]}}\ntrain: {log_every: 10}\n")
+    shallow = _space(tmp_path, text.replace("DEPTH", "1"))
+    assert any("model.d_norm is searched, but none of 32 valid random draws reads it (it is read with a D that holds "
+               "a norm layer" in n for n in shallow.notes), shallow.notes
+    deeper = _space(tmp_path, text.replace("DEPTH", "2"), "d.yaml")
+    assert not any("d_norm" in n for n in deeper.notes), deeper.notes
+
+
 def test_a_space_on_an_image_folder_walks_it_once_as_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The load checked the folder (one walk) and read its notes (another): seconds apiece on 100k images."""
     from gantune.data import images
