@@ -67,8 +67,10 @@ class _State:
     logs: int = 0
     d_wins: int = 0
     checks: int = 0  # records carrying collapse signals (full or quick evaluations)
-    signal_best: dict[str, float] = field(default_factory=dict)  # best value of each collapse signal so far
+    # each collapse signal's checks so far: (step, value up to what real data reads)
+    signal_history: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     separation_stalls: bool = False  # the trial's loss: D separating every sample leaves G no gradient
+    span: float = 0.0  # the steps over which a signal's progress is measured (the trial's eval.every; 0: per check)
 
 
 Rule = Callable[[HealthConfig, _State, dict[str, float]], "Verdict | None"]
@@ -181,17 +183,21 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
 
 def _improving(h: HealthConfig, s: _State, r: dict[str, float], signals: list[CollapseSignal]) -> bool:
     """Some collapse signal rose toward what real data reads (``CollapseSignal.real``) by ``min_progress`` of its
-    best earlier value (and by a hundredth of its floor: noise around zero is no progress). A healthy image GAN's
+    best value at least ``span`` steps earlier (the trial's evaluation interval; before a check that old, of its
+    best earlier value), and by a hundredth of its floor: noise around zero is no progress. A healthy image GAN's
     diversity and class coverage climb while its recall still reads 0; a diversity ratio climbing past the data's
-    (an exploding generator's 10 -> 100) is not progress. Tracked through the warm-up too, so the first counted
-    check has a trend."""
-    improving = False
+    (an exploding generator's 10 -> 100) is not progress. Over a span of steps, not from check to check: quick
+    checks between evaluations halved the interval, so a run climbing as fast read as not improving and was
+    stopped as collapsed where the same run without them trained on. Tracked through the warm-up too, so the first
+    counted check has a trend."""
+    improving, step = False, r["step"]
     for sig in signals:
-        value, best = r[sig.key], s.signal_best.get(sig.key)
-        value = value if sig.real is None else min(value, sig.real)
-        if best is not None and value - best >= max(h.min_progress * best, 0.01 * _limit(h, sig.floor)):
+        value = r[sig.key] if sig.real is None else min(r[sig.key], sig.real)
+        history = s.signal_history.setdefault(sig.key, [])
+        earlier = [v for at, v in history if at <= step - s.span] or [v for _, v in history]
+        if earlier and value - (best := max(earlier)) >= max(h.min_progress * best, 0.01 * _limit(h, sig.floor)):
             improving = True
-        s.signal_best[sig.key] = value if best is None else max(best, value)
+        history.append((step, value))
     return improving
 
 
@@ -276,15 +282,16 @@ class HealthMonitor:
     ``separation_stalls``: the trial's loss loses G's gradient when D separates every sample (``for_trial`` reads
     it from the loss registry); off, the D-separation rule never fires."""
 
-    def __init__(self, cfg: HealthConfig, separation_stalls: bool = False) -> None:
+    def __init__(self, cfg: HealthConfig, separation_stalls: bool = False, span: float = 0.0) -> None:
         self.cfg = cfg
-        self.state = _State(separation_stalls=separation_stalls)
+        self.state = _State(separation_stalls=separation_stalls, span=span)
         self.verdict: Verdict | None = None
 
     @classmethod
     def for_trial(cls, cfg: TrialConfig) -> HealthMonitor:
-        """The monitor of one trial: its ``health`` thresholds and what its loss declares."""
-        return cls(cfg.health, separation_stalls=LOSSES.get(cfg.loss.name).separation_stalls)
+        """The monitor of one trial: its ``health`` thresholds, what its loss declares, and its evaluation interval
+        (the span a collapse signal's progress is measured over, quick checks or not)."""
+        return cls(cfg.health, separation_stalls=LOSSES.get(cfg.loss.name).separation_stalls, span=cfg.eval.every)
 
     def replay(self, logged: list[dict[str, Any]]) -> Verdict | None:
         """Feed the records a run logged to ``metrics.jsonl`` (their numbers: a record also holds strings and the

@@ -14,8 +14,9 @@ import yaml
 
 from gantune.catalogue import config_from_dict
 from gantune.config import HealthConfig
-from gantune.health import HealthMonitor
+from gantune.health import HealthMonitor, Verdict
 from gantune.trial import TrialResult, train
+from tests.conftest import tiny
 
 SEED = int(os.environ.get("GANTUNE_TEST_SEED", "0"))
 
@@ -189,6 +190,34 @@ def test_low_signals_count_only_when_not_improving() -> None:
     flat = [0.05, 0.20, 0.22, 0.20]  # one real rise, then stuck low (+10%, then down)
     out = [mon({"step": float(i), "diversity": v}) for i, v in enumerate(flat)]
     assert out[:3] == [None, None, None] and out[3] is not None and out[3].rule == "diversity"
+
+
+@pytest.mark.parametrize("start", [0.10, 0.30])
+def test_quick_checks_between_evaluations_do_not_change_a_climbing_runs_verdict(start: float) -> None:
+    """Diversity climbing x1.2 every 100 steps, evaluated every 200 steps (recall at 0 there): progress was read
+    from one check to the next, so quick checks at the odd hundreds halved the interval, the same climb fell below
+    min_progress at each check, and the run was stopped as collapsed (at step 300, or by recall at 400) where it
+    trained on without them. Progress is read over the evaluation interval, quick checks or not."""
+    def stream(quick: bool) -> list[dict[str, float]]:
+        records = []
+        for step in range(100, 2100, 100):
+            diversity = min(start * 1.2 ** (step / 100), 1.0)  # up to the data's level, reached by step 1,300
+            if step % 200 == 0:
+                records.append({"step": float(step), "diversity": diversity, "recall": 0.0, "eval_s": 0.0})
+            elif quick:
+                records.append({"step": float(step), "diversity": diversity})
+        return records
+
+    def first(quick: bool) -> Verdict | None:
+        cfg = tiny(eval={"every": 200}, health={"warmup_evals": 1, "patience": 2, "min_progress": 0.25})
+        monitor = HealthMonitor.for_trial(cfg)
+        return next((v for r in stream(quick) if (v := monitor(r)) is not None), None)
+
+    plain, quick = first(False), first(True)
+    # recall stays 0: once diversity stops climbing (at the data's level) the run is low and flat, in both
+    assert plain is not None and quick is not None and plain.rule == quick.rule == "recall"
+    at = [int(v.reason.rsplit("step ", 1)[1].rstrip(")")) for v in (plain, quick)]
+    assert at[0] >= 1000 and at[1] == at[0]  # after the climb, at the same evaluation
 
 
 def _records(values: list[float], key: str = "fid") -> list[dict[str, float]]:
