@@ -9,11 +9,13 @@ searcher beside it that only draws the first population (``on_trial_add`` refuse
 also has no public call to ask whether a local auth token exists (``ray._raylet``). ``AsyncHyperBandScheduler``
 does not say at which rung, against which cutoff, it decides a result (``NoiseAwareASHA`` needs both):
 ``asha_rung`` reads them from its brackets (``_trial_info``, ``_Bracket._rungs``, ``_Bracket.cutoff``), and a
-stop it turns into CONTINUE is taken back from ASHA's count (``_num_stopped``).
+stop it turns into CONTINUE is taken back from ASHA's count (``_num_stopped``). ASHA has no call to start from
+results it did not see: a resumed search's earlier trials are written into its rungs (``record_at_rungs``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -50,6 +52,18 @@ def asha_rung(asha: AsyncHyperBandScheduler, trial: Trial, result: dict[str, Any
         cutoff = bracket.cutoff(recorded)
         return float(milestone), None if cutoff is None else float(op * cutoff)
     return None
+
+
+def record_at_rungs(asha: AsyncHyperBandScheduler, key: str, values: dict[int, float]) -> None:
+    """Record ``values`` (step -> objective, a trial of an earlier invocation of the search) at each of ASHA's
+    rungs whose milestone has one, in every bracket, as ASHA would have recorded that trial's reports there (in its
+    ``metric_op * value`` space, under ``key``, an id no running trial has)."""
+    op = asha._metric_op
+    for bracket in asha._brackets:
+        for milestone, recorded in bracket._rungs:
+            value = values.get(int(milestone))
+            if value is not None and math.isfinite(value) and op is not None:
+                recorded[key] = op * value
 
 
 def take_back_stop(asha: AsyncHyperBandScheduler) -> None:

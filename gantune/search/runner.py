@@ -499,7 +499,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
                       grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues, label=space.label)
-    scheduler = make_scheduler(space, asha_stopped, exploits, rescues)
+    scheduler = make_scheduler(space, asha_stopped, exploits, rescues, study)
     tuner = tune.Tuner(
         tune.with_resources(run_trial if carried is None else tune.with_parameters(run_trial, carried=carried),
                             resources),

@@ -42,7 +42,14 @@ from gantune.noise import rung_noise
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace
 from gantune.sampling.specs import CategoricalSpec, FloatSpec, IntSpec
 from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY
-from gantune.search.ray_private import WithoutSearcher, asha_rung, member_state, quantiles, take_back_stop
+from gantune.search.ray_private import (
+    WithoutSearcher,
+    asha_rung,
+    member_state,
+    quantiles,
+    record_at_rungs,
+    take_back_stop,
+)
 from gantune.search.trainable import ORIGIN, VERDICT_KEY
 
 #: Ray Tune's PBT perturbation factors
@@ -257,11 +264,28 @@ class RecordingPBT(PopulationBasedTraining):
                                      trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))
 
 
+#: the Optuna states of the trials an earlier invocation ended: what ASHA's rungs held of them
+ENDED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
-                   rescues: list[tuple[str, Rescue]] | None = None) -> TrialScheduler:
+                   rescues: list[tuple[str, Rescue]] | None = None,
+                   study: optuna.Study | None = None) -> TrialScheduler:
     """PBT (decisions every ``pbt.interval_evals`` evaluations), or ASHA with rungs at evaluation steps
     (grace = ``grace_evals`` evaluations; noise-aware with ``pruning.noise_aware``, its rescues appended to
-    ``rescues``), or FIFO when ASHA is off."""
+    ``rescues``), or FIFO when ASHA is off. ASHA's rungs start with what ``study``'s ended trials reported at them
+    (a resumed search's ASHA started empty: the first trial at each rung went on whatever its value, and trials
+    worse than the cutoff that had stopped an earlier one ran their whole budget). A multi-objective study keeps
+    no values by step (Optuna's ``report`` is single-objective): there the rungs start empty."""
+    scheduler = _scheduler(space, stopped, exploits, rescues)
+    if isinstance(scheduler, AsyncHyperBandScheduler) and study is not None and len(study.directions) == 1:
+        for t in study.get_trials(deepcopy=False, states=ENDED):
+            record_at_rungs(scheduler, f"study-trial-{t.number}", t.intermediate_values)
+    return scheduler
+
+
+def _scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
+               rescues: list[tuple[str, Rescue]] | None) -> TrialScheduler:
     settings = space.settings
     p = settings.pruning
     mode = settings.mode

@@ -125,6 +125,41 @@ def test_the_search_settings_choose_the_scheduler(tmp_path: Path, pruning: str, 
         assert sched.noise_margin == 2.0
 
 
+@pytest.mark.parametrize("mode", ["minimize", "maximize"])
+def test_a_resumed_searchs_asha_starts_from_the_rungs_its_ended_trials_reached(tmp_path: Path, mode: str) -> None:
+    """On --resume ASHA's rungs started empty: the first trial at each rung went on whatever its value, and trials
+    worse than the cutoff that had stopped an earlier one ran their whole budget (a review's toy search: trials 3
+    and 4 completed below trial 2's pruned value). Here two ended trials (and a failed and a running one) are in
+    the rungs at 20 and 40 before any trial of this invocation reports."""
+    import optuna
+    from ray.tune.experiment import Trial
+
+    path = tmp_path / "n.yaml"
+    objective = "fid" if mode == "minimize" else "hq"
+    path.write_text(SPACE.format(pruning="{grace_evals: 1, reduction_factor: 2}")
+                    .replace("  max_steps: 60", f"  max_steps: 60\n  objective: {objective}\n  direction: {mode}"))
+    space = load_space(path)
+    study = optuna.create_study(direction=mode)
+    for values, state in (({20: 1.0, 40: 2.0}, optuna.trial.TrialState.COMPLETE),
+                          ({20: 3.0}, optuna.trial.TrialState.PRUNED), ({20: 5.0}, optuna.trial.TrialState.FAIL),
+                          ({20: 9.0}, optuna.trial.TrialState.RUNNING)):
+        t = study.ask()
+        for step, value in values.items():
+            t.report(value, step)
+        if state != optuna.trial.TrialState.RUNNING:
+            study.tell(t, 0.0 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    sched = make_scheduler(space, {}, [], study=study)
+    assert isinstance(sched, RecordingASHA)
+    op = 1.0 if mode == "maximize" else -1.0
+    rungs = dict(sched._brackets[0]._rungs)
+    assert rungs[20.0] == {"study-trial-0": op * 1.0, "study-trial-1": op * 3.0, "study-trial-2": op * 5.0}
+    assert rungs[40.0] == {"study-trial-0": op * 2.0}
+    newcomer = Trial("__fake", config={}, stub=True)
+    sched.on_trial_add(None, newcomer)  # type: ignore[arg-type]
+    worst = 6.0 if mode == "minimize" else 0.5  # worse than every ended trial at the rung: stopped there at once
+    assert sched.on_trial_result(None, newcomer, {"step": 20.0, "objective": worst}) == "STOP"  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("pruning", "max_steps", "warning"), [
     ("{grace_evals: 3}", None, r"^warning: ASHA's first rung falls at step 60 \(grace_evals 3 x eval_every 20\), not "
      r"before max_steps 60: it will stop no trial; lower pruning.grace_evals or eval_every, or set pruning.asha: "
