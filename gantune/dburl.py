@@ -9,7 +9,23 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with the password of its user part shown as ``***`` (``postgresql://alice:***@db/optuna``): what a
+    search's summary, its MLflow ``summary.json`` and the commands it prints show of a storage or tracking URI,
+    which every reader of the tracking server sees. A URI without one is returned as it is."""
+    try:
+        parts = urlsplit(uri)
+        secret = parts.password
+    except ValueError:  # not a URL (a port that is no number): nothing to hide that urlsplit can find
+        return uri
+    if not secret:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}").geturl()
+
 
 #: how long a command waits for a sqlite store that another process holds locked (sqlite's own default: 5 s)
 BUSY_TIMEOUT_S = 60

@@ -28,7 +28,15 @@ from mlflow.exceptions import MlflowException
 
 from gantune import provenance
 from gantune.config import dotted, yaml_text
-from gantune.dburl import MLFLOW, absolute_sqlite, check_not_other, check_options, no_stray_folders, sqlite_file
+from gantune.dburl import (
+    MLFLOW,
+    absolute_sqlite,
+    check_not_other,
+    check_options,
+    no_stray_folders,
+    redacted,
+    sqlite_file,
+)
 from gantune.errors import GantuneError
 from gantune.events import (
     INTERRUPTED,
@@ -464,8 +472,8 @@ class MlflowTracker:
                    rule=attrs.get(RULE_KEY, ""), state=RunStatus.FAILED if status.failed else RunStatus.FINISHED)
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
-        base = ui_base(self.uri)
-        summary = {**summary, "tracking_uri": self.uri, "mlflow_experiment_id": self.experiment_id,
+        base = ui_base(redacted(self.uri))
+        summary = {**summary, "tracking_uri": redacted(self.uri), "mlflow_experiment_id": self.experiment_id,
                    "mlflow_parent_run_id": self.parent_id,
                    "mlflow_ui": ui_url(base, self.experiment_id) if base is not None else None}
         pid = self.parent_id

@@ -43,3 +43,18 @@ def test_in_memory_and_sqlite_own_uris_and_absolute_ones_are_left_as_given(uri: 
     """An empty path became the working directory itself (a folder, not a database), ``%3Amemory%3A`` a file named
     ``:memory:`` (a whole search was written to it) and sqlite's own ``file:`` URI a path under the directory."""
     assert absolute_sqlite(uri) == uri
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("postgresql://alice:s3cret@db/optuna", "postgresql://alice:***@db/optuna"),
+    ("postgresql+psycopg2://alice:s%40c@db:5432/o", "postgresql+psycopg2://alice:***@db:5432/o"),
+    ("https://bob:t0ken@mlflow.example.com", "https://bob:***@mlflow.example.com"),
+    ("mysql://u@h/d", "mysql://u@h/d"), ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ("http://host:5000", "http://host:5000"), ("http://[::1:bad", "http://[::1:bad"),
+])
+def test_a_password_in_a_uri_is_not_shown(uri: str, shown: str) -> None:
+    """A search's summary (printed, and logged to MLflow as summary.json for every reader of the server) held the
+    storage and tracking URIs verbatim, passwords too."""
+    from gantune.dburl import redacted
+
+    assert redacted(uri) == shown

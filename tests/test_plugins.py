@@ -475,3 +475,15 @@ def test_a_generator_samples_without_the_plugins_of_its_loss_and_metric(
     finally:  # the fixtures remove them again
         LOSSES.add(relativistic, GANLoss(d=lambda r, f: (f - r).mean(), g=lambda f: -f.mean()))
         family(spread, keys=(spread,))(lambda ref: lambda fake: {})
+
+
+def test_a_metric_key_mlflow_would_refuse_is_refused_as_it_registers() -> None:
+    """A plugin family reporting ``spread@1k``: MLflow refused the key at the first trial's log, the tracker was
+    switched off for the rest of the search, and its parent and first child runs stayed RUNNING (exit 0)."""
+    from gantune.metrics import FAMILIES, family
+
+    with pytest.raises(ValueError, match=r"^metric key 'spread@1k': MLflow takes letters, digits, _ - \. / : and "):
+        family("spread_at", keys=("spread", "spread@1k"))(lambda ref: lambda fake: {})
+    assert "spread_at" not in FAMILIES
+    for name in FAMILIES.names():  # every built-in key passes
+        assert FAMILIES.get(name).keys

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import operator
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -157,9 +158,18 @@ class Family:
     logits: bool = False
     fits: Callable[[TrialConfig], str | None] | None = None
 
+    def __post_init__(self) -> None:
+        for key in self.keys:
+            if not METRIC_KEY.fullmatch(key):
+                raise ValueError(f"metric key {key!r}: MLflow takes letters, digits, _ - . / : and spaces only (a "
+                                 "search's tracking stopped at the first trial logging it)")
+
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
 
+
+#: what a metric key may hold: MLflow's metric and param names (its ``_VALID_PARAM_AND_METRIC_NAMES``)
+METRIC_KEY = re.compile(r"[\w.\- :/]+")
 
 FAMILIES: Registry[Family] = Registry("metric")
 

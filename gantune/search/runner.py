@@ -23,7 +23,7 @@ from typing import Any
 from gantune import env, provenance
 from gantune.config import TrainConfig, dotted, format_validation_error
 from gantune.data import data_label, data_listing, decode_ahead, measured_on
-from gantune.dburl import absolute_sqlite
+from gantune.dburl import absolute_sqlite, redacted
 from gantune.devices import auto_gpu_share
 from gantune.errors import MACHINE_ERRNOS, ConfigError, DataError, GantuneError, Interrupted
 from gantune.events import REASON_KEY, STATUSES, ObserverThread, Status, first_line, warn
@@ -634,7 +634,7 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
         "error": _no_result(study, started, failed, counts, space.name),
         "wall_s": round(sum(earlier) + wall_s, 2), "invocation_wall_s": round(wall_s, 2),
-        "invocations": len(earlier) + 1, "study_storage": storage, "study_name": space.name,
+        "invocations": len(earlier) + 1, "study_storage": redacted(storage), "study_name": space.name,
         "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
-        "dashboard": dashboard_command(storage, artifact_dir(storage)),
+        "dashboard": dashboard_command(redacted(storage), artifact_dir(storage)),
     }
