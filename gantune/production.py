@@ -446,4 +446,5 @@ def run_training(opts: TrainOptions, say: Callable[[str], None] | None = print,
     if tracker is not None:
         tracker.end(result.status, result.reason, result.steps, [out / GENERATOR, out / BEST_GENERATOR, out / CONFIG])
         summary["mlflow_run_id"] = tracker.run_id
+        summary["tracking_error"] = tracker.lost  # a run that lost its tracking mid-way trained on without it
     return summary

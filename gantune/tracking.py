@@ -663,6 +663,7 @@ class TrainRun:
         self._have: Logged = frozenset()  # what MLflow holds of a resumed run: (metric, step) pairs, grid steps
         self._grids: set[int] = set()
         self._catch_up = resume
+        self.lost: str | None = None  # why tracking stopped mid-run (the first MLflow call that failed)
 
     def check(self) -> None:
         """Fail now, with one line, on a store that can be checked without writing anything: a server, or a
@@ -709,7 +710,23 @@ class TrainRun:
         """How the run's values are measured: logged as params with its first report (which opens the run)."""
         self._measured = measured
 
+    def _guarded(self, what: str, act: Callable[[], None]) -> None:
+        """One MLflow call of the run. The first that fails (a server gone past its retries, a disk full) is one
+        warning, and tracking stops for the rest of the run, which trains on: a production run of hours died
+        mid-way in a traceback, no weights written (a search's tracker thread already went on without it)."""
+        if self.lost is not None:
+            return
+        try:
+            act()
+        except Exception as err:  # whatever MLflow or its transport raises: the training is what matters
+            self.lost = f"{type(err).__name__}: {first_line(err)}"
+            warn(f"MLflow ({redacted(self.args[0])}): {what} failed ({self.lost}); training goes on without "
+                 "tracking")
+
     def report(self, record: dict[str, float]) -> None:
+        self._guarded("logging", lambda: self._report(record))
+
+    def _report(self, record: dict[str, float]) -> None:
         logger, step = self.logger, int(record["step"])  # opened first: that reads what a resumed run holds
         if self._measured is not None:
             log_provenance(logger, self._measured)
@@ -727,20 +744,24 @@ class TrainRun:
                     logger.log(past, int(past["step"]), self._have)
 
     def samples(self, step: int, png: bytes) -> None:
-        logger = self.logger
         if step not in self._grids:
-            logger.image(png, step)
+            self._guarded("a sample grid", lambda: self.logger.image(png, step))
 
     def end(self, status: str, reason: str, steps: int, files: list[Path]) -> None:
-        self._catch_up_to(math.inf)
-        self.logger.end(status, reason, steps, [f for f in files if f.exists()])
+        def close() -> None:
+            self._catch_up_to(math.inf)
+            self.logger.end(status, reason, steps, [f for f in files if f.exists()])
+
+        self._guarded("closing the run", close)
 
     def fail(self, reason: str, killed: bool = False) -> None:
         """Close an opened run as FAILED (the training raised) or KILLED (Ctrl-C: ``--resume`` continues it); a
         run never opened stays unopened."""
         if self._logger is not None:
-            self._logger.end(INTERRUPTED if killed else Status.FAILED.value, reason, None, [],
-                             state=RunStatus.KILLED if killed else RunStatus.FAILED)
+            logger = self._logger
+            self._guarded("closing the run", lambda: logger.end(
+                INTERRUPTED if killed else Status.FAILED.value, reason, None, [],
+                state=RunStatus.KILLED if killed else RunStatus.FAILED))
 
 
 @contextmanager

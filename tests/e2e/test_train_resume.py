@@ -122,3 +122,34 @@ def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert client.get_experiment_by_name("renamed") is None  # nothing made for the name it resumed with
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == [10, 20, 30]
+
+
+def test_a_tracking_server_lost_mid_run_is_one_warning_and_the_run_trains_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tracking server gone past MLflow's retries at the second sample grid ended a production run in a
+    traceback, no generator.pt written and its MLflow run FAILED; a search's tracker thread already went on."""
+    from mlflow.exceptions import MlflowException
+
+    from gantune import tracking
+
+    _, uri, opts = _tracked_run(tmp_path, monkeypatch, 40, "run")
+    image = tracking._RunLogger.image
+    calls: list[int] = []
+
+    def flaky(self: Any, png: bytes, step: int) -> None:
+        calls.append(step)
+        if len(calls) >= 2:
+            raise MlflowException("API request to http://mlflow:5000/api/2.0/mlflow-artifacts failed: Max retries "
+                                  "exceeded")
+        image(self, png, step)
+
+    monkeypatch.setattr(tracking._RunLogger, "image", flaky)
+    summary = run_training(opts)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning: MLflow")]
+    assert len(lines) == 1 and "a sample grid failed (MlflowException: API request" in lines[0], err
+    assert "Traceback" not in err and summary["status"] == "completed" and (tmp_path / "run" / GENERATOR).is_file()
+    assert summary["tracking_error"].startswith("MlflowException: API request")
+    assert len(calls) == 2  # nothing more is sent to a store that failed
+    run = MlflowClient(uri).get_run(summary["mlflow_run_id"])
+    assert run.info.status == "RUNNING"  # the last word MLflow got: a run ended by another call would say FINISHED
