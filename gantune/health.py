@@ -60,6 +60,7 @@ class _State:
     low: float = math.inf  # the range the objective has covered so far
     high: float = -math.inf
     bad_rise: int = 0
+    scale_at_best: float = 0.0  # the objective's largest magnitude before its best (what "far" from a best of 0 is)
     bad_collapse: dict[str, int] = field(default_factory=dict)
     bad_spread: dict[str, int] = field(default_factory=dict)  # checks in a row above a signal's ceiling
     losses: deque[tuple[float, float]] = field(default_factory=deque)
@@ -168,12 +169,17 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     if v is None or not is_evaluation(r):
         return None
     s.evals += 1
-    s.low, s.high = min(s.low, v), max(s.high, v)
     if _better(h, v, s.best):  # at the log this record is (``_stall`` counts it after this rule), else after the last
         s.best, s.improved_at = v, s.logs + _is_log(r)
+        s.scale_at_best = max(abs(s.low), abs(s.high)) if s.evals > 1 else 0.0  # how far off it was before
+    s.low, s.high = min(s.low, v), max(s.high, v)
     assert s.best is not None
     threshold = rise_threshold(h, s.best)
-    worse = (v > threshold if h.mode == "min" else v < threshold) and abs(v - s.best) > h.rise_margin * (s.high - s.low)
+    if s.best == 0:  # no factor of 0 is worse than it: any value off 0 read as a rise (a class_kl of 0, then 0.004)
+        worse = abs(v) > h.rise_margin * s.scale_at_best > 0  # far beside how far off it was before reaching 0
+    else:
+        worse = (v > threshold if h.mode == "min" else v < threshold) and \
+            abs(v - s.best) > h.rise_margin * (s.high - s.low)
     s.bad_rise = s.bad_rise + 1 if worse and s.evals > h.warmup_evals and r["step"] >= h.warmup_steps else 0
     if s.bad_rise >= h.patience:
         return Verdict("diverged", f"{h.objective} {v:.4g} far from its best {s.best:.4g} for "

@@ -412,3 +412,15 @@ def test_a_record_with_one_loss_is_no_training_log() -> None:
             {"step": 40.0, "loss_g": 2.0}, {"step": 50.0, "loss_d": 1.0, "loss_g": 2.0}]
     assert monitor.replay(logs) is None
     assert monitor.replay([{"step": 60.0, "loss_d": 1.0, "loss_g": 2.0}]) is not None  # the third log, frozen
+
+
+def test_an_objective_at_zero_is_not_risen_from_by_any_value_off_it() -> None:
+    """A minimised objective whose best is exactly 0 (an even class histogram's class_kl): no factor of 0 is worse
+    than it, and 0 -> 0.004 -> 0.005 was 'diverged'. Off 0 by most of the range covered before, it still is."""
+    def verdicts(values: list[float]) -> list[Verdict | None]:
+        monitor = HealthMonitor(HealthConfig(objective="class_kl", mode="min", warmup_evals=0, patience=2))
+        return [monitor(r) for r in _records(values, "class_kl")]
+
+    assert verdicts([0.0, 0.004, 0.005, 0.006]) == [None] * 4
+    late = verdicts([2.0, 0.0, 1.5, 1.6])
+    assert late[:3] == [None] * 3 and late[3] is not None and late[3].rule == "objective_rise"
