@@ -144,7 +144,7 @@ def bare_loop(cfg: TrialConfig, device: torch.device, steps: int, *, warmup: int
             loss_d.backward()
             opt_d.step()
         D.requires_grad_(False)
-        loss_g = loss.g(D(fake)[0])
+        loss_g = loss.g_loss(D(real)[0] if loss.g_paired is not None else None, D(fake)[0])  # relativistic: D(x)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         D.requires_grad_(True)

@@ -176,7 +176,9 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     assert s.best is not None
     threshold = rise_threshold(h, s.best)
     if s.best == 0:  # no factor of 0 is worse than it: any value off 0 read as a rise (a class_kl of 0, then 0.004)
-        worse = abs(v) > h.rise_margin * s.scale_at_best > 0  # far beside how far off it was before reaching 0
+        # far beside how far off it was before reaching 0; a first evaluation at 0 gives no scale (the collapse
+        # signals still read the samples), and rise_margin 0 asks for the factor alone (any value off 0)
+        worse = abs(v) > h.rise_margin * s.scale_at_best and (s.scale_at_best > 0 or h.rise_margin == 0)
     else:
         worse = (v > threshold if h.mode == "min" else v < threshold) and \
             abs(v - s.best) > h.rise_margin * (s.high - s.low)

@@ -138,6 +138,8 @@ def test_links_inside_the_folder_read_each_image_once_under_its_own_class(tmp_pa
             Image.fromarray(np.full((8, 8), level, dtype=np.uint8)).save(root / name / f"{name}{i}.png")
     (root / "a" / "shared_b").symlink_to(root / "b")
     (root / "c" / "zz_link.png").symlink_to(root / "c" / "c0.png")
+    (root / "lost+found").mkdir()  # a file system's own (root's alone to read): never a class
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / "lost+found" / "x.png")
     cfg = DataConfig(name="folder", path=str(root), resolution=8, channels=1)
     assert known_classes(cfg) == 3
     data = load_data(cfg, CPU, seed=0)

@@ -99,46 +99,59 @@ def _listed(root: Path) -> list[Path]:
     return list(_walked[key])
 
 
+#: folders of a file system's own (ext4's ``lost+found``, readable by root only): never data
+SYSTEM_FOLDERS = ("lost+found",)
+
+
 def _unreadable(err: OSError) -> None:
-    """``os.walk``'s ``onerror``: a folder it cannot list (no permission) was skipped without a word, and with it a
-    class of a conditional GAN's data."""
+    """A folder the walk cannot list (no permission) was skipped without a word, and with it a class of a
+    conditional GAN's data: it is one line naming it."""
     raise DataError(f"data.path: cannot read folder {err.filename}: {err.strerror}")
 
 
-def _kept(folder: str, subfolders: list[str], names: list[str]) -> bool:
-    """Whether ``os.walk`` reads ``folder`` (not gantune's output), pruning ``subfolders`` to those it may enter
-    (not hidden, not MLflow's artifact folders), in sorted order."""
-    if LOCK in names or OWNER in names:
-        subfolders[:] = []
-        return False
-    subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in ARTIFACT_FOLDERS)
-    return True
-
-
 def _walk(root: Path) -> list[Path]:
-    """``_listed``'s walk. A folder or file of the data that a link inside it also reaches is read under its own
-    name only: a class folder linked from another class (``a/shared_b -> ../b``) was walked first, so its images
-    took class ``a``'s label and ``b`` vanished, and a linked file was read twice. A link to a folder outside
-    is read under the link's name (data kept elsewhere)."""
-    own: set[str] = set()  # the folders reached without a link
-    for folder, subfolders, names in os.walk(root, onerror=_unreadable):
-        if _kept(folder, subfolders, names):
-            own.add(os.path.realpath(folder))
+    """``_listed``'s walk: one ``scandir`` a folder, whose entries know whether they are links and folders without
+    another system call. A link to a folder or file inside the data is not followed: the folder or file is read
+    under its own name (a class folder linked from another class, ``a/shared_b -> ../b``, was walked first, so its
+    images took class ``a``'s label and ``b`` vanished; a linked file was read twice); a link to a folder outside
+    is read under the link's name (data kept elsewhere), each real folder once (a loop ends)."""
+    inside = os.path.realpath(root)
+
+    def within(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == inside or real.startswith(inside + os.sep)
+
     found: list[Path] = []
     seen: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_unreadable):
+    pending = [str(root)]
+    while pending:
+        folder = pending.pop()
         real = os.path.realpath(folder)
-        if real in seen or not _kept(folder, subfolders, names):
-            subfolders[:] = []
+        if real in seen:
             continue
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            _unreadable(err)
+        if any(e.name in (LOCK, OWNER) for e in entries):
+            continue  # gantune's own output: a run's or a search's folder
         seen.add(real)
-        # a link to a folder walked under its own name is not entered (links sort with the rest)
-        subfolders[:] = [d for d in subfolders if not (os.path.islink(p := os.path.join(folder, d))
-                                                       and os.path.realpath(p) in own)]
-        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in
-                  IMAGE_SUFFIXES and (Path(folder) / n).is_file()]
-    direct = {os.path.realpath(f) for f in found if not f.is_symlink()}
-    return sorted(f for f in found if not f.is_symlink() or os.path.realpath(f) not in direct)
+        subfolders = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                is_dir = e.is_dir()
+                link = e.is_symlink() and within(e.path)  # read under its own name, or not at all
+                if is_dir and not link and e.name not in ARTIFACT_FOLDERS + SYSTEM_FOLDERS:
+                    subfolders.append(e.path)
+                elif not is_dir and not link and Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file():
+                    found.append(Path(e.path))
+            except OSError:  # a link that cannot be resolved (a loop of links): nothing to read
+                continue
+        pending += reversed(subfolders)
+    return sorted(found)
 
 
 def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
@@ -350,12 +363,16 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
     mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
-        imgs, labels = [], []
-        for i in range(n):
-            img, label = ds[i]
-            imgs.append(_center_crop_resize(img.convert(mode), cfg.resolution))
-            labels.append(int(label) if isinstance(label, int) else -1)
-        return {"images": _to_nchw(imgs, len(imgs)), "labels": torch.tensor(labels)}
+        labels: list[int] = []
+
+        def decoded() -> Iterator[np.ndarray]:
+            for i in range(n):
+                img, label = ds[i]
+                labels.append(int(label) if isinstance(label, int) else -1)
+                yield _center_crop_resize(img.convert(mode), cfg.resolution)
+
+        images = _to_nchw(decoded(), n)  # each written into one array as it comes
+        return {"images": images, "labels": torch.tensor(labels)}
 
     ident = {"name": "torchvision", "dataset": cfg.dataset, "root": str(root.resolve()), "n": n, "mode": mode,
              "res": cfg.resolution}

@@ -7,6 +7,7 @@ names."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,12 +38,15 @@ class GANLoss:
     d_smoothed: Callable[[Tensor, Tensor, float], Tensor] | None = None
     # the logit above which D calls a sample real (its decision boundary): what adaptive augmentation's overfitting
     # signal E[sign(D(x) - boundary)] reads; ``None`` where there is none (Wasserstein critics, relativistic Ds:
-    # their scores mean something only against others), and the catalogue refuses ``data.ada_target`` there
-    real_above: float | None = 0.0
+    # their scores mean something only against others), and the catalogue refuses ``data.ada_target`` there. Left
+    # out: 0 for a loss with ``g``, none for one with ``g_paired`` (a plugin's relativistic loss took ADA on 0)
+    real_above: float | None = math.inf
 
     def __post_init__(self) -> None:
         if (self.g is None) == (self.g_paired is None):
             raise ValueError("a GANLoss needs one G loss: g(fake_logits) or g_paired(real_logits, fake_logits)")
+        if self.real_above == math.inf:  # left out
+            object.__setattr__(self, "real_above", None if self.g_paired is not None else 0.0)
 
     def g_loss(self, real: Tensor | None, fake: Tensor) -> Tensor:
         """G's loss on the fakes' logits (and, for ``g_paired``, the reals' logits under the same D)."""
@@ -99,14 +103,12 @@ LOSSES.add("lsgan", GANLoss(
 LOSSES.add("rpgan", GANLoss(
     d=lambda r, f: F.softplus(-(r - f)).mean(),
     g_paired=lambda r, f: F.softplus(-(f - r)).mean(),
-    real_above=None,
 ))
 # relativistic average (RaGAN, Jolicoeur-Martineau 2019): each real against the fakes' mean logit and each fake
 # against the reals', both terms in both players' losses
 LOSSES.add("ragan", GANLoss(
     d=lambda r, f: F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean(),
     g_paired=lambda r, f: F.softplus(-(f - r.mean())).mean() + F.softplus(r - f.mean()).mean(),
-    real_above=None,
 ))
 
 

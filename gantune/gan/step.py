@@ -151,8 +151,9 @@ class GANTrainer:
         or a PBT member cloned from another) trains with this config's values, not those saved in its optimiser
         state."""
         self._ema_decay = ema_decay(self.cfg.optim.ema, step)
-        done = step - 1  # step counts from 1: the schedules are of the generator steps done before this one (read
-        # at ``step``, the first step trained at a decayed rate and the last at 0, which changed neither net)
+        # step counts from 1: the schedules are of the generator steps done before this one (read at ``step``, the
+        # first step trained at a decayed rate and the last at 0, which changed neither net)
+        done = max(step - 1, 0)
         self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, done, self.cfg.train.steps,
                                              self.cfg.loss.instance_noise_steps)
         if self._growth is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import operator
+import posixpath
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -160,9 +161,9 @@ class Family:
 
     def __post_init__(self) -> None:
         for key in self.keys:
-            if not METRIC_KEY.fullmatch(key):
-                raise ValueError(f"metric key {key!r}: MLflow takes letters, digits, _ - . / : and spaces only (a "
-                                 "search's tracking stopped at the first trial logging it)")
+            if not METRIC_KEY.fullmatch(key) or _not_a_clean_path(key):
+                raise ValueError(f"metric key {key!r}: MLflow takes letters, digits, _ - . / : and spaces only, as a "
+                                 "normal relative path (a search's tracking stopped at the first trial logging it)")
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
@@ -170,6 +171,13 @@ class Family:
 
 #: what a metric key may hold: MLflow's metric and param names (its ``_VALID_PARAM_AND_METRIC_NAMES``)
 METRIC_KEY = re.compile(r"[\w.\- :/]+")
+
+
+def _not_a_clean_path(key: str) -> bool:
+    """MLflow's other rule for a name: a path already normal, not absolute, not above its root (``a//b``, ``/x``,
+    ``./x`` and ``a/../b`` are refused)."""
+    norm = posixpath.normpath(key)
+    return norm != key or norm == "." or norm.startswith(("..", "/"))
 
 FAMILIES: Registry[Family] = Registry("metric")
 

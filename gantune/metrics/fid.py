@@ -63,7 +63,8 @@ def fid(ref: Reference) -> Scorer:
 
 
 def kid_subset_size(n: int) -> int:
-    """Subset size for ``n`` samples a side: half of them (delete-d jackknife, d = n/2), at most ``KID_SUBSET``."""
+    """Subset size for ``n`` samples a side: half of them, at most ``KID_SUBSET`` (subsets of every sample are one
+    set reordered; half-subsets differ, so their mean averages over many)."""
     return min(n // 2, KID_SUBSET)
 
 

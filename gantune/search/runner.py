@@ -597,6 +597,13 @@ def front_note(study: Any, best: Any, objectives: list[str]) -> str | None:
                else ""))
 
 
+def storage_shown(storage: str) -> dict[str, str]:
+    """The summary's study storage and dashboard command, with a password in the URI shown as ``***``: the summary
+    is printed and logged to MLflow as summary.json, which every reader of the tracking server sees."""
+    return {"study_storage": redacted(storage),
+            "dashboard": dashboard_command(redacted(storage), artifact_dir(storage))}
+
+
 def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage: str, run_root: Path,
               wall_s: float, earlier: Sequence[float] = ()) -> dict[str, Any]:
     """The summary the CLI prints and MLflow's parent run keeps. ``wall_s``: this invocation's seconds;
@@ -634,7 +641,6 @@ def summarize(study: Any, space: SearchSpace, settings: SearchSettings, storage:
         # a search whose every trial failed searched nothing: its command fails, naming the first reason
         "error": _no_result(study, started, failed, counts, space.name),
         "wall_s": round(sum(earlier) + wall_s, 2), "invocation_wall_s": round(wall_s, 2),
-        "invocations": len(earlier) + 1, "study_storage": redacted(storage), "study_name": space.name,
-        "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)),
-        "dashboard": dashboard_command(redacted(storage), artifact_dir(storage)),
+        "invocations": len(earlier) + 1, "study_name": space.name,
+        "runs_dir": str(run_root), "artifact_dir": str(artifact_dir(storage)), **storage_shown(storage),
     }

@@ -181,7 +181,7 @@ def test_ui_stopped_stops_its_servers_whole_process_group(tmp_path: Path) -> Non
 def test_the_summary_shows_no_password_of_the_tracking_or_storage_uri(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """summary.json (an artifact every reader of the tracking server sees) held both URIs verbatim."""
-    from gantune.search.runner import redacted
+    from gantune.search.runner import storage_shown
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.yaml").write_text(tiny_space("pw", 1, 100, 50, [0.001], log_every=50, n_samples=100))
@@ -189,11 +189,11 @@ def test_the_summary_shows_no_password_of_the_tracking_or_storage_uri(tmp_path: 
     tracker.connect()
     tracker.search_started(optuna.create_study(study_name="pw"), load_space(tmp_path / "space.yaml"), [])
     tracker.uri = "https://bob:t0ken@mlflow.example.com"  # as given: the store it logs to stays the sqlite one
-    storage = redacted("postgresql://alice:s3cret@db/optuna")  # what summarize puts in the summary
+    shown = storage_shown("postgresql://alice:s3cret@db/optuna")  # what summarize puts in the summary
+    assert shown["study_storage"] == "postgresql://alice:***@db/optuna" and "s3cret" not in shown["dashboard"]
     summary = tracker.search_ended({"search": "pw", "trials": 0, "counts": {}, "trial_steps": 0, "budget_steps": 100,
                                     "max_steps": 100, "failed_trials": 0, "failed_steps": 0, "wall_s": 1.0,
-                                    "best": None, "study_storage": storage, "artifact_dir": "a",
-                                    "dashboard": f"optuna-dashboard {storage}"})
+                                    "best": None, "artifact_dir": "a", **shown})
     logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").download_artifacts(tracker.parent_id,
                                                                                      "summary.json", str(tmp_path))
     for text in (str(summary), Path(logged).read_text()):

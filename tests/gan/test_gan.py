@@ -149,6 +149,9 @@ def test_a_loss_has_one_g_loss() -> None:
     for given in ({}, {"g": lambda f: f.mean(), "g_paired": lambda r, f: f.mean()}):
         with pytest.raises(ValueError, match="needs one G loss"):
             GANLoss(d=lambda r, f: f.mean(), **given)
+    # a plugin's relativistic loss has no real/fake boundary unless it says one (ADA took it on 0)
+    assert GANLoss(d=lambda r, f: f.mean(), g_paired=lambda r, f: f.mean()).real_above is None
+    assert GANLoss(d=lambda r, f: f.mean(), g=lambda f: f.mean()).real_above == 0.0
 
 
 class _LinearD(torch.nn.Module):

@@ -112,7 +112,7 @@ def test_a_step_with_unrolling_updates_d_exactly_as_one_without() -> None:
 
 
 def _g_grads(trainer: GANTrainer, score: torch.Tensor) -> list[torch.Tensor]:
-    return list(torch.autograd.grad(trainer.loss.g(score), list(trainer.G.parameters()), retain_graph=True))
+    return list(torch.autograd.grad(trainer.loss.g_loss(None, score), list(trainer.G.parameters()), retain_graph=True))
 
 
 def test_unrolling_changes_gs_gradient_and_a_lookahead_that_does_not_move_is_d_itself() -> None:
