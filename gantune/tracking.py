@@ -321,6 +321,13 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
+def hidden_cause(uri: str, who: str) -> str | None:
+    """What a failed MLflow call's error hides: a sqlite store whose file was deleted while ``who`` (the search, the
+    run) went on fails as "attempt to write a readonly database". ``None`` when there is nothing to add."""
+    db = sqlite_file(uri)
+    return None if db is None or db.exists() else f"its store {db} is gone (deleted while {who} ran)"
+
+
 class MlflowTracker:
     """Observer of a search (see ``gantune.events.Observer``) that writes it to MLflow.
 
@@ -347,10 +354,8 @@ class MlflowTracker:
         return self._client
 
     def explain(self, err: Exception) -> str | None:
-        """The cause of a failure the error hides (``ObserverThread``): a sqlite store whose file was deleted
-        while the search ran fails as "attempt to write a readonly database"."""
-        db = sqlite_file(self.uri)
-        return None if db is None or db.exists() else f"its store {db} is gone (deleted while the search ran)"
+        """The cause of a failure the error hides (``ObserverThread``): ``hidden_cause``."""
+        return hidden_cause(self.uri, "the search")
 
     def connect(self) -> None:
         """Check the tracking URI and the experiment (one-line ``GantuneError`` when unusable) writing nothing: a
@@ -719,7 +724,7 @@ class TrainRun:
         try:
             act()
         except Exception as err:  # whatever MLflow or its transport raises: the training is what matters
-            self.lost = f"{type(err).__name__}: {first_line(err)}"
+            self.lost = f"{type(err).__name__}: {hidden_cause(self.args[0], 'the run') or first_line(err)}"
             warn(f"MLflow ({redacted(self.args[0])}): {what} failed ({self.lost}); training goes on without "
                  "tracking")
 

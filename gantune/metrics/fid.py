@@ -75,10 +75,13 @@ def _sq(t: torch.Tensor) -> float:
 def _zetas(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Unbiased estimates of the first- and second-order variance components (zeta_1, zeta_2) of the MMD^2
     U-statistic with the cubic polynomial kernel, from m reals ``x`` and m fakes ``y`` (m >= 3), in float64: the
-    sums of Sutherland et al. 2017 (appendix A), as Binkowski et al. 2018 compute them for KID's variance."""
+    sums of Sutherland et al. 2017 (appendix A), as Binkowski et al. 2018 compute them for KID's variance; the
+    kernel is torchmetrics' own, the one ``poly_mmd`` scores with."""
+    from torchmetrics.image.kid import poly_kernel  # imported here, as poly_mmd (scipy.signal's start-up cost)
+
     x, y = x.double(), y.double()
-    m, d = len(x), x.shape[1]
-    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    m = len(x)
+    kxx, kyy, kxy = (poly_kernel(a, b) for a, b in ((x, x), (y, y), (x, y)))
     dx, dy = kxx.diagonal(), kyy.diagonal()
     xx_rows, yy_rows = kxx.sum(1) - dx, kyy.sum(1) - dy  # row sums without the diagonal
     xy_cols, xy_rows = kxy.sum(0), kxy.sum(1)
