@@ -1,7 +1,7 @@
 """The trial loop: ``train(cfg, report, should_stop) -> TrialResult``.
 
 It knows nothing of Ray, Optuna or MLflow. Every ``log_every`` steps it passes a flat record of training
-signals to ``report`` and asks ``should_stop``; every ``eval.every`` steps the evaluation hook adds the
+signals to ``report``, asking ``should_stop`` first; every ``eval.every`` steps the evaluation hook adds the
 metric set to that record (with ``eval.repeat``, measured a second time on fresh samples as ``repeat/<metric>``:
 the evaluation noise). Evaluation draws its noise from its own generator, so how often a trial is evaluated
 never changes what it trains into. A non-finite loss ends the trial as ``diverged`` with the reason: never an
@@ -308,7 +308,8 @@ def train(
     Args:
         cfg: the trial's full config.
         report: receives a flat ``{name: value}`` record (always with ``step``) at each log/eval point.
-        should_stop: asked after each report; a ``Verdict`` ends the trial as ``pruned:<kind>``.
+        should_stop: asked on each record before it is reported; a ``Verdict`` ends the trial as ``pruned:<kind>``
+            after that report.
         run_dir: where to write the resolved config, metrics.jsonl, sample grids, checkpoint and weights.
         resume: continue from ``run_dir``'s checkpoint (same run: RNG states are restored too).
         device: overrides ``cfg.train.device``.
@@ -411,9 +412,11 @@ def train(
         out.log(record, provenance if evaluated else None)
         if stop is None and step % tc.checkpoint_every == 0 and step < tc.steps:
             checkpoint(step)
-        out.send(record)
+        # asked before the record is sent, so that ``report`` can say this step ends the trial (a search's scheduler
+        # deciding on the same record then leaves the stop to the verdict, whose reason is the trial's own)
         if stop is None and should_stop is not None and (verdict := should_stop(record)) is not None:
             stop = Stop.of(verdict)
+        out.send(record)
         if stop is not None:
             break
 

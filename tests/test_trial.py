@@ -315,3 +315,18 @@ def test_a_non_finite_value_inside_a_record_reads_back_as_a_number(tmp_path: Pat
     run.append_metrics({"step": 10, "fid": 1.0, "provenance": {"floor": {"fid": math.inf, "kid": math.nan}}})
     floor = run.read_metrics()[0]["provenance"]["floor"]
     assert floor["fid"] == math.inf and math.isnan(floor["kid"])
+
+
+def test_should_stop_is_asked_on_each_record_before_it_is_reported() -> None:
+    """So that the report of the step a verdict fires at can say the trial ends there (a search's ASHA deciding
+    on that report leaves the stop to the verdict); the record is still reported, and it is the last."""
+    calls: list[tuple[str, int]] = []
+
+    def ask(r: dict[str, float]) -> Verdict | None:
+        calls.append(("ask", int(r["step"])))
+        return Verdict("collapsed", "test", "test") if r["step"] == 20 else None
+
+    result = train(tiny(train={"steps": 40}), report=lambda r: calls.append(("report", int(r["step"]))),
+                   should_stop=ask)
+    assert calls == [("ask", 10), ("report", 10), ("ask", 20), ("report", 20)]
+    assert (result.status.value, result.steps) == ("pruned:collapsed", 20)

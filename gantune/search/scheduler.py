@@ -50,7 +50,7 @@ from gantune.search.ray_private import (
     record_at_rungs,
     take_back_stop,
 )
-from gantune.search.trainable import ORIGIN, VERDICT_KEY
+from gantune.search.trainable import ORIGIN, STOPPING_KEY, VERDICT_KEY
 
 #: Ray Tune's PBT perturbation factors
 FACTORS = (0.8, 1.2)
@@ -71,7 +71,12 @@ class AshaStop:
 
 
 class RecordingASHA(AsyncHyperBandScheduler):
-    """ASHA that records the trials it stops and the step it stopped them at."""
+    """ASHA that records the trials it stops and the step it stopped them at.
+
+    A report on which the trial's own health verdict fired (``STOPPING_KEY``) still counts at its rung, but is
+    not a stop of ASHA's: the trial ends right after it with the verdict's status and reason. Stopped there by
+    ASHA, it was filed as ASHA's prune, and what the verdict saw (a collapse, a divergence) was lost.
+    """
 
     def __init__(self, stopped: dict[str, AshaStop], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -79,6 +84,9 @@ class RecordingASHA(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         decision = self.decide(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and result.get(STOPPING_KEY):
+            take_back_stop(self)
+            return TrialScheduler.CONTINUE
         if decision == TrialScheduler.STOP:
             self.stopped[trial.trial_id] = AshaStop(int(result["step"]), float(result["objective"]))
         return decision

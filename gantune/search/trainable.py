@@ -44,6 +44,9 @@ RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
 #: PBT: the report of a member a verdict ended, before its final one: ``"<status>: <reason>"``
 VERDICT_KEY = "pbt_verdict"
+#: the report of the step a health verdict fired at (``"pruned:<kind>"``): the trial ends after it with its own
+#: final report, so ASHA deciding on the same report leaves the stop, and its reason, to the verdict
+STOPPING_KEY = "gantune_stopping"
 
 #: sends one report to Tune, with the checkpoint it carries (``tune.report`` in a trial; a test collects them)
 Send = Callable[[dict[str, Any], "Checkpoint | None"], None]
@@ -68,10 +71,10 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
     ship = bool(config.get("ship_files"))
     run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
     restored_from = restore_checkpoint(run_dir, tune.get_checkpoint() if pbt else None)
+    monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
     reporter = Reporter(config["objectives"][0], trial=int(config["number"]), run_dir=run_dir,
                         checkpoint_every=cfg.train.checkpoint_every if pbt else None, steps=cfg.train.steps,
-                        restored_from=restored_from)
-    monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
+                        restored_from=restored_from, monitor=monitor)
     final: dict[str, Any]
     try:
         result = train(cfg, report=reporter, should_stop=monitor, run_dir=run_dir, on_samples=reporter.samples,
@@ -130,14 +133,17 @@ class Reporter:
     An evaluation record also carries ``objective`` (the search's first objective, what ASHA and PBT read), and
     with ``eval.repeat`` ``objective_repeat`` (its second measurement: a noise-aware ASHA's noise); the
     sample grid and the measurement provenance wait for the next report; the first report after a PBT restart
-    carries ``restored_from``. With ``checkpoint_every`` (PBT) each evaluation at a multiple of it before the last
-    step carries the run directory's checkpoint, which another member may clone. ``last_step`` is the step of the
-    last report: where an out-of-memory failure happened.
+    carries ``restored_from``. The report of the step the trial's health ``monitor`` gave its verdict at (the loop
+    asks it before reporting) carries ``STOPPING_KEY``. With ``checkpoint_every`` (PBT) each evaluation at a
+    multiple of it before the last step carries the run directory's checkpoint, which another member may clone.
+    ``last_step`` is the step of the last report: where an out-of-memory failure happened.
     """
 
     def __init__(self, objective: str, *, trial: int, run_dir: Path, checkpoint_every: int | None, steps: int,
-                 restored_from: dict[str, float] | None = None, send: Send = _tune_report) -> None:
+                 restored_from: dict[str, float] | None = None, monitor: HealthMonitor | None = None,
+                 send: Send = _tune_report) -> None:
         self.objective = objective
+        self.monitor = monitor
         self.trial = trial
         self.run_dir = run_dir
         self.checkpoint_every = checkpoint_every
@@ -165,6 +171,8 @@ class Reporter:
         out.update(self.take_pending())
         out.update(self._restored_from)  # the first report after a restart says whose checkpoint it trained on from
         self._restored_from.clear()
+        if self.monitor is not None and self.monitor.verdict is not None:  # it fired on this record: the last
+            out[STOPPING_KEY] = self.monitor.verdict.status.value
         self.last_step = record["step"]
         step = int(record["step"])
         every = self.checkpoint_every
