@@ -283,7 +283,12 @@ def config_from_dict(raw: Any, source: str = "<config>", resumed: bool = False) 
 def load_config(path: str | Path, resumed: bool = False) -> TrialConfig:
     """Load and validate a trial config YAML file. An empty one is refused: it would train every default (a
     built-in config such as ``grid25`` is the way to ask for a known one). ``resumed``: see ``check``."""
-    raw = read_yaml(path)
+    return config_from_file(read_yaml(path), path, resumed)
+
+
+def config_from_file(raw: Any, path: str | Path, resumed: bool = False) -> TrialConfig:
+    """``load_config`` of a file's parsed YAML ``raw`` (read once by a caller that needs the text's own keys too:
+    a config from a pipe reads empty the second time)."""
     if raw is None:
         raise ConfigError(f"{path}: empty config (expected config sections such as data, model and train; or name "
                           "a built-in config: grid25, ring8, digits)")

@@ -84,7 +84,13 @@ def _file(text: str) -> str:
     if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash or a dot); name a file to "
                                          "write")
-    return text
+    return _home(text)
+
+
+def _home(text: str) -> str:
+    """An argparse type: a path with a leading ``~`` expanded, as the shell does not in ``--out=~/x`` or ``"~/x"``
+    (a folder named ``~`` was made in the working folder, while the line said ``-> ~/x``)."""
+    return os.path.expanduser(text)
 
 
 def _folder(text: str) -> str:
@@ -92,7 +98,7 @@ def _folder(text: str) -> str:
     ``--runs-dir ''`` put the trials' folders in the working folder, or under runs/)."""
     if not text:
         raise argparse.ArgumentTypeError("empty; name a folder")
-    return text
+    return _home(text)
 
 
 def _share(text: str) -> float:
@@ -136,7 +142,7 @@ def emit(line: str, quiet: bool) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="trial config YAML, or a built-in name: grid25, ring8, digits")
     p.add_argument("--steps", type=int, help="generator steps (overrides train.steps)")
-    p.add_argument("--out", help="output directory (default: runs/<config name>)")
+    p.add_argument("--out", type=_home, help="output directory (default: runs/<config name>)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides train.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--early-stop", action="store_true",
@@ -334,6 +340,9 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     if not args.seeds and (unread := [flag for flag, set_ in given.items() if set_]):
         raise GantuneError(f"{', '.join(unread)}: for the seed re-runs (--seeds N), which this export does not make: "
                            "without them the best trial is exported as it is")
+    if args.tracking_uri is not None and not args.seeds and args.weights is None:  # read by nothing else: ignored
+        raise GantuneError("--tracking-uri: read for the seed re-runs (--seeds N) and the weights' fallback "
+                           "(--weights DIR), which this export does not use")
     uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
@@ -401,7 +410,8 @@ COMMANDS.add("review", Command("compare the top trials' samples in a browser; th
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="generator weights written by gantune (generator.pt)")
     p.add_argument("--n", type=COUNT, help="number of samples (default: 64; not with --interpolate)")
-    p.add_argument("--out", help="a .png (grid or scatter), a .csv (2-D points) or a directory; with --interpolate "
+    p.add_argument("--out", type=_home, help="a .png (grid or scatter), a .csv (2-D points) or a directory; with "
+                   "--interpolate "
                    "a .png, or a .csv of 2-D points' paths (default: interpolation.png)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=SEED, default=0)

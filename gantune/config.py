@@ -436,6 +436,9 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] in unknown:
         msg = "unknown key"
+    elif first["type"] == "invalid_key":  # ``train: {on: 2}``: YAML's true, which the path shows as 1
+        loc = ".".join([*loc.split(".")[:-1], repr(first.get("input"))])
+        msg = "unknown key (YAML reads on, off, yes and no as true and false)"
     elif isinstance(value := first.get("input"), float) and not math.isfinite(value):  # .nan failed a bound first
         msg = f"Input should be a finite number, not {value}"  # ("should be greater than 0": NaN is neither)
     others = list(dict.fromkeys(path(e) for e in errors[1:]))
@@ -468,6 +471,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base``: the keys given beside it override its
+                continue  # (PyYAML merges them below); constructed here, it was "could not determine a constructor"
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str):
                 if key in seen:

@@ -26,7 +26,7 @@ from gantune import provenance
 from gantune.catalogue import config_from_dict
 from gantune.config import MAX_SEED, TrainConfig, TrialConfig, dump_config, yaml_text
 from gantune.data import check_data
-from gantune.dburl import absolute_sqlite
+from gantune.dburl import absolute_sqlite, redacted
 from gantune.errors import GantuneError, Interrupted
 from gantune.rundir import (
     BEST_GENERATOR,
@@ -38,6 +38,7 @@ from gantune.rundir import (
     check_writable,
     load_saved,
     make_dir,
+    parents_made,
 )
 from gantune.sampling.checks import expressions
 from gantune.sampling.expr import Expr, ExprError
@@ -119,6 +120,10 @@ class RerunSpace(SearchSpace):
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
         raw.setdefault("train", {})["seed"] = seed
         return self.apply_settings(raw)
+
+    def fixed_measure(self) -> dict[str, Any]:
+        """Nothing to hold a resume to: each re-run measures as the trial it re-runs did (its config's ``eval``)."""
+        return {}
 
     def label(self, number: int, params: dict[str, Any]) -> str:
         """A re-run by the trial it re-runs and its seed: its own number (0 for the first) named another trial."""
@@ -323,7 +328,9 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
                     steps: int | None, storage: str) -> TrialConfig:
     raw = with_steps(chosen.config, steps)
     raw["origin"] = {"search": study.study_name, "trials": [c.trial.number for c in candidates],
-                     "study_storage": absolute_sqlite(storage)}  # the record stays true once the file moves
+                     # the record stays true once the file moves; a password stays out of it (best.yaml travels to
+                     # the run's config.yaml, the weights' embedded config and the tracking server)
+                     "study_storage": redacted(absolute_sqlite(storage))}
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
 
 
@@ -421,10 +428,22 @@ def weights_from_mlflow(tracking_uri: str, search: str, uid: str | None, trial: 
     return download_trial_weights(tracking_uri, search, uid, trial.number, dest, check)
 
 
-def write_export(path: Path, text: str) -> None:
+def write_export(path: Path, text: str, then: Callable[[], list[str]] = list) -> list[str]:
+    """Write the config, then ``then()`` (the weights' copy; its result returned). The config goes first, so a
+    path the system refuses fails before any weights move (they replaced an earlier export's); when ``then``
+    fails, the file is as it was (or gone) and the folders made for it too."""
+    previous = path.read_bytes() if path.is_file() else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text.encode())
+        with parents_made(path):
+            atomic_write(path, text.encode())
+            try:
+                return then()
+            except BaseException:
+                if previous is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, previous)
+                raise
     except OSError as err:
         raise GantuneError(f"--out: cannot write {path} ({err.strerror or err})") from None
 
@@ -494,8 +513,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
             + dump_config(cfg))
     uid = study.user_attrs.get(STUDY_UID)
-    copied = copy_weights(name, uid, chosen, weights, tracking_uri) if weights is not None else []
-    write_export(out, text)
+    copied = write_export(out, text, (lambda: copy_weights(name, uid, chosen, weights, tracking_uri))
+                          if weights is not None else list)
     return {"search": name, "trial": chosen.trial.number, "objective": objective,
             "status": trial_status(chosen.trial),
             "search_value": chosen.search_value, "chosen": describe(chosen, objective, 4) + _others(study, chosen, 4),

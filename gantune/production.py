@@ -20,8 +20,8 @@ from gantune import provenance
 from gantune.catalogue import (
     READ_ONLY_UNDER,
     config_from_dict,
+    config_from_file,
     idle_quick_checks,
-    load_config,
     objective_side,
     unmeasured_objective,
 )
@@ -104,7 +104,8 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     is read once here (it can be large), for every check and the monitor's history; and the warnings to say once
     the run is under way (said before a refusal found as the data loads, they made its one line two)."""
     path = resolve_config_path(opts.config)
-    cfg = load_config(path, resumed=opts.resume)  # a resumed run needs no init_from file: its checkpoint has all
+    written = read_yaml(path)  # once: the config, and what the file itself sets (a pipe reads empty the second time)
+    cfg = config_from_file(written, path, resumed=opts.resume)  # resumed: no init_from (the checkpoint has all)
     if opts.steps is not None:
         raw = cfg.to_dict()
         raw["train"]["steps"] = opts.steps
@@ -169,7 +170,6 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         None if opts.resume else idle_quick_checks(cfg, cfg.eval.quick_every, "eval.quick_every"))
     if missing:  # so are evaluation weights that are not there, an objective followed the wrong way, empty checks
         raise ConfigError(f"{path}: {missing}")
-    written = read_yaml(path)  # what the file itself sets (the config holds every key)
     if unmeasured := unmeasured_objective(cfg):  # one the file names is a mistake; the schema's fid, a warning
         if isinstance(written, dict) and "objective" in (written.get("health") or {}):
             raise ConfigError(f"{path}: {unmeasured}")

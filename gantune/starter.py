@@ -280,7 +280,7 @@ def starter_text(data: str) -> tuple[str, str, str]:
 def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str, Any]:
     """Write the starter space for ``data`` to ``out`` (default ``<name>.yaml``), checked with ``load_space``
     first; an existing file only with ``force``."""
-    from gantune.rundir import atomically
+    from gantune.rundir import atomically, check_replaceable
     from gantune.sampling.space import SearchSpace, load_space
 
     name, kind, text = starter_text(data)
@@ -295,6 +295,7 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
         raise GantuneError(f"{where} {target}: is a folder; name a file to write")
     if target.exists() and not force:
         raise GantuneError(f"{where} {target}: exists; pass --force to overwrite it")
+    check_replaceable(target, where)  # --force is for an earlier space file, not a database of searches
     if not target.parent.resolve().is_dir():
         raise GantuneError(f"{where} {target}: " + (f"{target.parent} is a file, not a folder" if
                                                     target.parent.resolve().exists() else

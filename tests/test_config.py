@@ -63,6 +63,8 @@ def test_defaults_are_valid() -> None:
     ({"data": {"channels": False}}, "x.yaml: data.channels: must be a number, not true or false"),
     ({"eval": {"repeat": "no"}}, "x.yaml: eval.repeat: must be true or false"),
     ({"model": {"conditional": 1}}, "x.yaml: model.conditional: must be true or false"),
+    # YAML's `on: 2` in a section: "train.1: Keys should be strings" (the top level said what YAML had read)
+    ({"train": {True: 2}}, "x.yaml: train.True: unknown key (YAML reads on, off, yes and no as true and false)"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -143,3 +145,19 @@ def test_a_batch_norm_d_is_refused_beside_a_zero_centred_penalty(key: str) -> No
     assert config_from_dict(raw).loss.name == "rpgan"
     with pytest.raises(ConfigError, match=rf"model\.d_norm: batch norm in D breaks the per-sample {key[:2].upper()} "):
         config_from_dict({**raw, "loss": {"name": "rpgan", key: 1.0}})
+
+
+def test_yaml_merge_keys_are_read_and_a_key_given_twice_still_refused(tmp_path: Path) -> None:
+    """``<<: *base`` (standard YAML, e.g. a range shared beside a ``when``) was refused as "could not determine a
+    constructor for the tag merge": the duplicate-key check built the merge key itself. The keys given beside it
+    override the merged ones, as YAML says; a key written twice is still refused."""
+    from gantune.config import parse_yaml
+
+    cfg = tmp_path / "m.yaml"
+    assert parse_yaml("a: &x {b: 1, e: 3}\nc:\n  <<: *x\n  e: 4\n", "s") == {"a": {"b": 1, "e": 3},
+                                                                             "c": {"b": 1, "e": 4}}
+    cfg.write_text("name: m\ndata: {name: grid25}\nmodel:\n  <<: {g_width: 16, d_width: 16}\n  d_width: 8\n")
+    model = load_config(cfg).model
+    assert (model.g_width, model.d_width) == (16, 8)
+    with pytest.raises(ConfigError, match="duplicate key 'd_width'"):
+        parse_yaml("model:\n  <<: {g_width: 16}\n  d_width: 8\n  d_width: 4\n", "s")

@@ -81,7 +81,10 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
         try:
             cls(**{key: value})
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, source, section)) from None
+            # a rule between keys (min_diversity below max_diversity) is the draws' to check, with the values the
+            # space gives the others: probed beside their schema defaults, a pair a trial config takes was refused
+            if any(e["loc"][:1] == (key,) for e in err.errors()):
+                raise ConfigError(format_validation_error(err, source, section)) from None
         check_value(section, key, value, source)
 
 
@@ -233,9 +236,16 @@ def unread_defaults(defaults: dict[str, Any], leaves: dict[str, Spec]) -> list[s
     """A note for each ``search.defaults`` key the space sets in every trial (a leaf without a ``when``): the
     space's value wins, so the default is never read, and it was dropped without a word. The built-in defaults
     (``SEARCH_DEFAULTS``) are not the user's to drop."""
-    return [f"search.defaults.{path}: the space sets {path} in every trial (no `when` switches it off), so this "
-            "default is never read; remove it, or give the leaf a `when`" for path, value in defaults.items()
-            if path in leaves and leaves[path].when is None and SEARCH_DEFAULTS.get(path, _UNSET) != value]
+    notes = [f"search.defaults.{path}: the space sets {path} in every trial (no `when` switches it off), so this "
+             "default is never read; remove it, or give the leaf a `when`" for path, value in defaults.items()
+             if path in leaves and leaves[path].when is None and SEARCH_DEFAULTS.get(path, _UNSET) != value]
+    for path in defaults:  # a key of a subsection that is off (null) unless the space switches it on
+        parent = path.rpartition(".")[0]
+        if parent in SUBSECTIONS and path not in leaves and schema_default(parent, defaults) is None and not any(
+                leaf == parent or leaf.startswith(f"{parent}.") for leaf in leaves):
+            notes.append(f"search.defaults.{path}: no trial of this space switches {parent} on, so this default is "
+                         f"never read (it applies in the trials where {parent} is on)")
+    return notes
 
 
 _UNSET = object()

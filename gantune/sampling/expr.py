@@ -91,9 +91,14 @@ def _power(a: Any, b: Any) -> Any:
             (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
         raise ExprError(f"{int_shown(a)} ** {b} is too large (an integer power may have at most {MAX_INT_BITS} bits)")
     try:
-        return a**b
+        out = a**b
     except OverflowError:
         raise ExprError(f"{a} ** {b} overflows") from None
+    except ZeroDivisionError:
+        raise ExprError(f"{a} ** {b}: zero to a negative power") from None
+    if isinstance(out, complex):  # a config has no use for one, and it crashed the study's JSON storage
+        raise ExprError(f"({a}) ** {b} is not a real number (a negative number to a fractional power)")
+    return out
 
 
 #: the most digits ``round`` may keep or drop: a float has no more than 324 decimals either way

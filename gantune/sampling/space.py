@@ -53,7 +53,16 @@ from gantune.sampling.checks import (
 )
 from gantune.sampling.expr import Expr
 from gantune.sampling.settings import SearchSettings, check_name
-from gantune.sampling.specs import CategoricalSpec, ExprSpec, FloatSpec, IntSpec, Spec, ValueSpec, schema_default
+from gantune.sampling.specs import (
+    CategoricalSpec,
+    ExprSpec,
+    FloatSpec,
+    IntSpec,
+    Spec,
+    ValueSpec,
+    fixed_measure,
+    schema_default,
+)
 
 
 @dataclasses.dataclass
@@ -153,12 +162,20 @@ class SearchSpace:
                 named_errors.add(id(named))
                 raise named from None
 
+        def switched_on(path: str) -> bool:
+            """Whether a default (or a recipe's override) of ``path`` applies: one for a key of a subsection that
+            this trial leaves off (null) tunes it where it is on; set anyway, it switched the subsection on
+            (``model.progressive.fade_steps`` turned growing on in every trial, against the space's ``when``)."""
+            parent = path.rpartition(".")[0]
+            return parent not in SUBSECTIONS or path in self.leaves or resolve(parent) is not None
+
         for name in [*self.params, *self.leaves]:
             resolve(name)
         if on is not None:
             on.update(n for n in self.leaves if n not in off)
         return self.apply_settings(_nested({"name": self.name}, {
-            p: v for p, v in values.items() if (p in self.leaves or p in extra) and v is not absent}))
+            p: v for p, v in values.items()
+            if (p in self.leaves or (p in extra and switched_on(p))) and v is not absent}))
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """What each sampled leaf and parameter draws from, as Optuna records it on a trial."""
@@ -199,6 +216,10 @@ class SearchSpace:
         if name in sets:
             return sets[name]
         return schema_default(name, self.settings.defaults)
+
+    def fixed_measure(self) -> dict[str, Any]:
+        """The evaluation keys every trial measures with (``specs.fixed_measure``): what a resume must keep."""
+        return fixed_measure(self.leaves, self.settings.defaults)
 
     def mutable_params(self) -> list[str]:
         """The sampled numeric parameters PBT's explore perturbs (``pruning.pbt.mutate`` or the default set); a
@@ -312,7 +333,27 @@ def parse_params(settings: SearchSettings, source: str) -> dict[str, Spec]:
         if (read := unicodedata.normalize("NFKC", k)) != k:  # an expression's µ (U+00B5) reads as μ (U+03BC)
             raise ConfigError(f"{source}: search.params.{k}: an expression reads this name as {read!r} (Python "
                               f"folds such letters, NFKC): name the parameter {read}")
+        if quoted := _quoted_number(params[k]):
+            raise ConfigError(f"{source}: search.params.{k}: {quoted!r} is quoted among numbers: write it "
+                              "unquoted (the text would reach expressions, where 2 * '2' fails)")
     return params
+
+
+def _quoted_number(spec: Spec) -> str | None:
+    """A choice of text that reads as a number beside numbers (``categorical: ['2', 4]``): the first, or None. A
+    config key refuses it by its type; a free parameter has none, and half its draws failed in expressions."""
+    if not isinstance(spec, CategoricalSpec):
+        return None
+    if not any(isinstance(c, (int, float)) and not isinstance(c, bool) for c in spec.choices):
+        return None
+    for c in spec.choices:
+        if isinstance(c, str):
+            try:
+                float(c)
+            except ValueError:
+                continue
+            return c
+    return None
 
 
 def stored_specs(text: str, source: str) -> tuple[dict[str, Spec], dict[str, Spec]]:

@@ -150,3 +150,22 @@ def schema_default(path: str, defaults: dict[str, Any] | None = None) -> Any:
 def all_schema_paths() -> list[str]:
     """Every config key a space or ``search.defaults`` may name, as a dotted path (subsections' keys included)."""
     return [f"{s}.{f.name}" for s, cls in {**SECTIONS, **SUBSECTIONS}.items() for f in dataclasses.fields(cls)]
+
+
+#: the ``eval`` keys that decide what a value means (how many samples score it, in which features): a resumed search
+#: must keep them, or its new trials' FIDs are ranked with values of another measure (FID falls with more samples)
+MEASURE_KEYS = ("eval.n_samples", "eval.extractor")
+
+
+def fixed_measure(leaves: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Each ``MEASURE_KEYS`` value every trial of a space measures with: a fixed leaf's, else (unset) the
+    ``search.defaults``' or the schema's. A key drawn, computed or switched by a ``when`` is left out (unchecked,
+    as data drawn from a range is)."""
+    out: dict[str, Any] = {}
+    for key in MEASURE_KEYS:
+        spec = leaves.get(key)
+        if spec is None:
+            out[key] = schema_default(key, defaults)
+        elif isinstance(spec, ValueSpec) and spec.when is None:
+            out[key] = spec.value
+    return out

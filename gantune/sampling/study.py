@@ -36,6 +36,7 @@ from gantune.registry import plugin_hint
 from gantune.rundir import check_writable, holder
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
+from gantune.sampling.specs import fixed_measure
 
 # Optuna's INFO lines ("A new study created in RDB ...") are noise beside gantune's own (export's re-runs
 # printed one); every command that opens a study imports this module
@@ -90,11 +91,12 @@ def continued(name: str, storage: str, settings: SearchSettings) -> SearchSettin
 
 def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                 distributions: dict[str, BaseDistribution], measured: Sequence[str] = (),
-                listings: dict[str, dict[str, Any]] | None = None) -> None:
+                listings: dict[str, dict[str, Any]] | None = None, measure: dict[str, Any] | None = None) -> None:
     """Refuse to silently mix two searches under one name, or to resume one that does not exist, or one whose
     trials were measured otherwise (``measured``: the data the space's trials can train on, ``measured_on``; an
-    image folder whose files changed since, ``listings``) or drew from ``distributions`` Optuna cannot continue.
-    Writes nothing (the study is opened by ``open_study`` once every other input has been checked)."""
+    image folder whose files changed since, ``listings``; ``measure``: the space's ``fixed_measure``) or drew
+    from ``distributions`` Optuna cannot continue. Writes nothing (the study is opened by ``open_study`` once
+    every other input has been checked)."""
     existing = find_study(name, storage)
     started = [] if existing is None else existing.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     if existing is not None and not resume and started:
@@ -117,7 +119,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            f"finished, {running} to run again) and search.trials (or --trials) is "
                            f"{settings.trials}: give --trials {len(started)} or more")
     if existing is not None:  # other objectives first: a direction per objective then differs too, and said less
-        check_same_measure(name, existing, settings)
+        check_same_measure(name, existing, settings, measure)
         check_same_data(name, existing, measured)
         check_same_files(name, existing, listings or {})
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:
@@ -154,9 +156,12 @@ def _shown(dist: BaseDistribution) -> str:
     return f"{type(dist).__name__.removesuffix('Distribution').lower()} [{low}, {high}]{log}"
 
 
-def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings) -> None:
+def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings,
+                       measure: dict[str, Any] | None = None) -> None:
     """A resumed search ranks its new trials with its old ones: they must be measured alike, by the same
-    objectives after the same number of steps (a study from before the settings were kept is not checked)."""
+    objectives after the same number of steps, with the same samples and features (``measure``, the resumed
+    space's ``fixed_measure``, against the stored space's; a study from before the settings were kept is not
+    checked)."""
     try:
         before = search_settings(study) if "settings" in study.user_attrs else None
     except ConfigError:  # kept by a release whose settings this one reads otherwise
@@ -171,6 +176,21 @@ def check_same_measure(name: str, study: optuna.Study, settings: SearchSettings)
         raise GantuneError(f"--resume: search {name!r} trains each trial for {before.max_steps} steps; this run asks "
                            f"for {settings.max_steps}: trials of two budgets would be ranked together (continue it "
                            f"with --max-steps {before.max_steps}, or start another search with --name)")
+    text = study.user_attrs.get("space_text")
+    if not measure or not isinstance(text, str):
+        return
+    from gantune.sampling.space import stored_specs
+
+    try:
+        leaves, _ = stored_specs(text, "the search's space")
+    except ConfigError:
+        return
+    then = fixed_measure(leaves, before.defaults)
+    for key in measure.keys() & then.keys():
+        if measure[key] != then[key]:
+            raise GantuneError(f"--resume: search {name!r} measured its trials with {key} {then[key]}; this space "
+                               f"with {measure[key]}: the values would not compare (keep {key}: {then[key]}, or "
+                               "start another search with --name)")
 
 
 def check_same_data(name: str, study: optuna.Study, measured: Sequence[str]) -> None:

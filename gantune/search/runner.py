@@ -424,14 +424,16 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
     check_free(run_root, what)
     measured = _measured_on(space)
     listings = _listings(space) if measured else {}
-    check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings)
+    check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings,
+                space.fixed_measure())
     for obs in opts.observers:
         obs.connect()
     started_ray, resources = (False, None) if idle else _init_ray(opts.ray_address, space)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):
-            check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings)
+            check_study(space.name, storage, settings, opts.resume, space.distributions(), measured, listings,
+                        space.fixed_measure())
             claim_runs(run_root, space.name, storage)
             for note in notes:  # every input checked: what is left to say about the space
                 warn(note)

@@ -77,7 +77,11 @@ class OptunaStudySearcher(Searcher):
             raw = {"error": str(err)}
         except Exception as err:
             raw = {"error": f"{self.space.source}: sampling failed: {type(err).__name__}: {err}"}
-        trial.set_user_attr("config", raw)
+        try:  # the study stores it as JSON
+            trial.set_user_attr("config", raw)
+        except (TypeError, ValueError) as err:
+            raw = {"error": f"{self.space.source}: sampling gave a config the study cannot store: {err}"}
+            trial.set_user_attr("config", raw)
         return raw
 
     def _with_recipe(self, trial: optuna.Trial) -> dict[str, Any]:

@@ -679,3 +679,17 @@ def test_a_deleted_mlflow_experiment_is_refused_before_anything_is_written(
                                              r"\(MLFLOW_TRACKING_URI=.* mlflow experiments restore --experiment-id "
                                              r"\d+\)", lines[0]), lines
         assert _tree(tmp_path) == before
+
+
+def test_a_config_from_a_pipe_is_checked_as_a_file_is(tmp_path: Path) -> None:
+    """``gantune train`` read its file twice (the config, then the keys the file itself sets): from a pipe the
+    second read was empty, and a ``health.objective`` its evaluations do not report, refused from a file, became
+    a warning; the run trained and exited 0 without best weights."""
+    text = yaml.safe_dump(_with(CONFIG, eval={**CONFIG["eval"], "metrics": ["diversity"]},
+                                health={"objective": "nonsense"}))
+    proc = subprocess.run([sys.executable, "-m", "gantune.cli", "train", "/dev/stdin", "--no-tracking", "--out",
+                           str(tmp_path / "run")], input=text, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith("gantune train: error: /dev/stdin: health.objective: 'nonsense' is not "
+                                          "reported"), proc.stderr
+    assert not (tmp_path / "run").exists()

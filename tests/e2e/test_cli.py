@@ -393,3 +393,16 @@ def test_a_search_with_no_completed_trial_still_says_where_its_records_are(capsy
     # resumed: the search's seconds, and this invocation's (a resume that trained nothing said "2 trials in 5s")
     _print_search_summary({**summary, "wall_s": 66.4, "invocations": 3, "invocation_wall_s": 5.2})
     assert capsys.readouterr().out.startswith("search s: 2 trials in 66s over 3 invocations (this one 5s)\n")
+
+
+def test_a_tilde_in_out_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shell leaves ``--out=~/run`` (and a quoted ``"~/run"``) as it is: train, generate and export made a
+    folder named ``~`` in the working folder while the line said ``-> ~/...``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    cfg = _write_cfg(tmp_path, data={"name": "grid25"})
+    assert main(["train", str(cfg), "--out=~/run", "--no-tracking"]) == 0
+    assert main(["generate", str(home / "run" / "generator.pt"), "--out=~/g.png"]) == 0
+    assert (home / "run" / "generator.pt").is_file() and (home / "g.png").is_file()
+    assert not (tmp_path / "~").exists()

@@ -292,6 +292,10 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkey
          f"({blocker} is not a writable directory)"),
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(blocker / "b.yaml")],
          "--out: cannot write"),
+        # read by nothing this export does: accepted and ignored
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "t.yaml"),
+          "--tracking-uri", f"sqlite:///{tmp_path / 'elsewhere.db'}"], "--tracking-uri: read for the seed re-runs "
+                                                                        "(--seeds N) and the weights' fallback"),
         (["train", str(weights.parent / "config.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
         # found by a fuzz: a traceback each, and the re-runs' study made (and an old one's deleted) before the flags
         (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--n", str(10**13)], "out of memory"),
@@ -703,9 +707,45 @@ def test_an_out_at_a_database_is_refused_and_the_database_kept(
     study.set_user_attr("settings", {"trials": 1, "max_steps": 200, "eval_every": 100, "objective": "fid"})
     study.add_trial(optuna.trial.create_trial(value=9.0, user_attrs={"config": {"train": {"steps": 200}}}))
     MlflowClient(tracking).create_experiment("s")
-    flags = ["--tracking-uri", tracking] if command == "export" else []
-    assert main([command, "s", "--storage", storage, *flags, "--out", at]) == 2
+    assert main([command, "s", "--storage", storage, "--out", at]) == 2
     owner = OPTUNA if at == "optuna.db" else MLFLOW
     assert capsys.readouterr().err == (f"gantune {command}: error: --out: {at} is {owner}, which this would replace; "
                                        "choose another --out\n")
     assert sqlite_owner(tmp_path / at) == owner
+
+
+def test_the_exported_origin_keeps_no_password_of_the_storage() -> None:
+    """``origin.study_storage`` held the storage URL as given: a password in it went into best.yaml, the run's
+    config.yaml, the config the weights embed and the tracking server. It is hidden as the search's summary
+    hides it."""
+    from gantune.export import Candidate, exported_config
+
+    study = optuna.create_study(study_name="p")
+    trial = optuna.trial.create_trial(value=1.0)
+    chosen = Candidate(trial, tiny().to_dict(), 1.0)
+    cfg = exported_config(study, chosen, [chosen], None, "postgresql://alice:s3cret@db.example/optuna")
+    assert cfg.origin is not None and cfg.origin.study_storage == "postgresql://alice:***@db.example/optuna"
+
+
+def test_an_export_that_fails_leaves_the_weights_the_config_and_the_folders_as_they_were(
+        searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The weights were copied before the config was written, and the config's missing folders made with a plain
+    mkdir: an ``--out`` the system refuses (a name too long) exited 2 with an earlier export's weights replaced
+    by this trial's and the folders left. Now the config goes first, and a weights failure puts it back."""
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    weights, earlier = tmp_path / "w", tmp_path / "a.yaml"
+    assert main(["export", "exp", "--storage", storage, "--trial", "1", "--out", str(earlier),
+                 "--weights", str(weights)]) == 0
+    kept = {p.name: p.read_bytes() for p in weights.iterdir()}
+    text = earlier.read_text()
+    capsys.readouterr()
+    out = tmp_path / "new" / ("a" * 300) / "x.yaml"
+    assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(out),
+                 "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err.startswith(f"gantune export: error: --out: cannot write {out} (")
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == kept and not (tmp_path / "new").exists()
+    blocked = tmp_path / "v"
+    (blocked / "generator_best.pt").mkdir(parents=True)
+    assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(earlier),
+                 "--weights", str(blocked)]) == 2
+    assert earlier.read_text() == text  # the earlier export's config, not this one's without its weights

@@ -217,3 +217,19 @@ def test_a_greyscale_folder_gets_one_channel_and_class_subfolders_the_conditiona
     assert "data.channels" not in load_space(tmp_path / "c.yaml", weights=False).leaves
     (tmp_path / "c.yaml").write_text(text.replace("  # conditional: true    ", "  conditional: true"))
     assert load_space(tmp_path / "c.yaml", weights=False).leaves["model.conditional"].value is True
+
+
+def test_force_never_replaces_a_database_of_searches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``export --out`` and ``report --out`` refuse a study or MLflow database; ``init --out st.db --force``
+    turned one into YAML (every search in it lost)."""
+    import optuna
+
+    db = tmp_path / "st.db"
+    optuna.create_study(study_name="kept", storage=f"sqlite:///{db}")
+    before = db.read_bytes()
+    capsys.readouterr()
+    assert main(["init", "ring8", "--out", str(db), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gantune init: error: --out: {db} is ") and "which this would " \
+        "replace; choose another --out" in err[0], err
+    assert db.read_bytes() == before

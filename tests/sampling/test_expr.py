@@ -50,6 +50,8 @@ def test_names_are_the_dotted_paths_it_reads() -> None:
     ("optim.lr_g * 9**9**9", "9 ** 387420489 is too large"),  # computed for ever before
     ("((9**1000)**1000)**1000", "a 3170-bit integer ** 1000 is too large"),
     ("2.0 ** 10000", "overflows"),
+    ("optim.lr_g * (-2.0) ** 0.5", "(-2.0) ** 0.5 is not a real number"),  # a complex number: crashed the study
+    ("optim.lr_g * 0 ** -1", "zero to a negative power"),
     ("optim.lr_g * (1 / 0)", "division by zero"),
     ("optim.lr_g * min([1] * 3)", "* takes numbers, not list and int"),  # [0] * 10**9 would fill the memory
     ("'a' * 3", "* takes numbers, not str and int"),
@@ -70,6 +72,8 @@ def test_a_power_of_sampled_values_is_bounded_when_evaluated() -> None:
     assert power({"ttur_ratio": 2, "model.g_width": 64}.__getitem__) == 2**64
     with pytest.raises(ExprError, match="9 \\*\\* 387420489 is too large"):
         power({"ttur_ratio": 9, "model.g_width": 9**9}.__getitem__)
+    with pytest.raises(ExprError, match="is not a real number"):
+        Expr("(ttur_ratio - 1) ** 0.5")({"ttur_ratio": 0.5}.__getitem__)
     rounded = Expr("round(optim.lr_g, model.g_width)")
     assert rounded({"optim.lr_g": 0.123, "model.g_width": 2}.__getitem__) == 0.12
     with pytest.raises(ExprError, match="out of range"):

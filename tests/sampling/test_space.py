@@ -673,3 +673,55 @@ def test_a_subsection_given_whole_is_read_by_expressions_and_takes_the_defaults_
     assert own.model.progressive.fade_steps == 9  # a key the value gives wins over the default
     schema = config_from_dict(_space(tmp_path, text % "{fade_steps: 9}").sample(study.ask()))
     assert schema.train.batch_size == 32 and schema.model.progressive.start == 8  # a key it leaves out: the default
+
+
+def test_a_default_for_a_key_of_a_subsection_applies_where_the_trial_switches_it_on(tmp_path: Path) -> None:
+    """``search.defaults: {model.progressive.fade_steps: 100}`` switched progressive growing on in every trial: in
+    those where the space's ``when`` left it off (an expression there read ``model.progressive`` as null, so the
+    config it saw was not the one that trained) and in spaces that never grow (now a note says it is unread)."""
+    text = ("name: p\nsearch: {trials: 2, max_steps: 500, eval_every: 250, objective: fid, warm_start: false,\n"
+            "  params: {grow: {categorical: [true, false]}}, defaults: {model.progressive.fade_steps: 100}}\n"
+            "data: {name: digits, resolution: 16}\n"
+            "model: {arch: dcgan, progressive: {start: {categorical: [4, 8], when: grow}}}\n"
+            "optim: {ema: {expr: \"0.99 if model.progressive == None else 0.999\"}}\n")
+    space = _space(tmp_path, text)
+    study = optuna.create_study()
+    seen = {}
+    for grow in (True, False):
+        cfg = config_from_dict(space.sample(optuna.trial.FixedTrial({"grow": grow, "model.progressive.start": 4})))
+        seen[grow] = (cfg.model.progressive, cfg.optim.ema)
+    assert seen[False] == (None, 0.99)  # off, as the expression read it
+    on, ema = seen[True]
+    assert on is not None and (on.start, on.fade_steps, ema) == (4, 100, 0.999)
+    never = _space(tmp_path, text.replace("progressive: {start: {categorical: [4, 8], when: grow}}", "g_width: 32")
+                   .replace("params: {grow: {categorical: [true, false]}}, ", ""))
+    assert config_from_dict(never.sample(study.ask())).model.progressive is None
+    assert any("search.defaults.model.progressive.fade_steps: no trial of this space switches model.progressive "
+               "on" in n for n in never.notes), never.notes
+
+
+def test_a_pair_of_values_a_trial_config_takes_is_taken_by_a_space(tmp_path: Path) -> None:
+    """Each leaf was probed beside the other keys' schema defaults: ``min_diversity: 2.0`` beside ``max_diversity:
+    3.0`` was refused ("below max_diversity 1.5", a value the space does not use), in a space and in
+    ``search.defaults``. A rule between keys is the draws' to check, with the values the space gives."""
+    head = "name: h\nsearch: {trials: 2, max_steps: 200, eval_every: 100, objective: coverage, warm_start: false%s}\n"
+    body = "data: {name: ring8}\nhealth: {%s}\n"
+    both = _space(tmp_path, head % "" + body % "min_diversity: 2.0, max_diversity: 3.0")
+    cfg = config_from_dict(both.sample(optuna.create_study().ask()))
+    assert (cfg.health.min_diversity, cfg.health.max_diversity) == (2.0, 3.0)
+    via = _space(tmp_path, head % ", defaults: {health.min_diversity: 2.0}" + body % "max_diversity: 3.0")
+    assert config_from_dict(via.sample(optuna.create_study().ask())).health.min_diversity == 2.0
+    with pytest.raises(ConfigError, match=r"none of 32 random draws .* min_diversity 2 must be below max_diversity "
+                                          r"1\.5"):
+        _space(tmp_path, head % "" + body % "min_diversity: 2.0")  # against the default it pairs with: refused
+
+
+@pytest.mark.parametrize("choices", ["['2', 4]", "[0.5, '1e-3']"])
+def test_a_quoted_number_among_a_parameters_numbers_is_refused(tmp_path: Path, choices: str) -> None:
+    """A config key refuses ``['32', 64]`` by its type; a free parameter has none, and its quoted choice reached
+    expressions, failing the trials that drew it (a note said "16 of 32 draws")."""
+    text = (f"name: q\nsearch: {{trials: 2, max_steps: 200, eval_every: 100, warm_start: false, params: {{ttur: "
+            f"{{categorical: {choices}}}}}}}\ndata: {{name: ring8}}\noptim: {{lr_d: {{expr: '0.001 * ttur'}}}}\n")
+    with pytest.raises(ConfigError, match=r"search.params.ttur: '[0-9e.-]+' is quoted among numbers: write it "
+                                          "unquoted"):
+        _space(tmp_path, text)

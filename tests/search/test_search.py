@@ -229,6 +229,10 @@ def test_bad_space_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
     ({"provenance": {"data": "ring8", "resolution": None}}, [0.001, 0.003],
      "--resume: search 'changed' measured its trials on ring8; this space trains on grid25: the values would not "
      "compare (start another search with --name)"),
+    # other samples per evaluation: FID falls with more samples, and the new trials' values were ranked with the
+    # old ones (the summary alone told them apart, as "measured differently")
+    ({"n_samples": 200}, [0.001, 0.003], "--resume: search 'changed' measured its trials with eval.n_samples 200; "
+     "this space with 100: the values would not compare (keep eval.n_samples: 200, or start another search"),
 ])
 def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           stored: dict, drawn: list[float], needle: str) -> None:
@@ -244,8 +248,11 @@ def test_a_resumed_search_must_measure_and_draw_as_before(tmp_path: Path, capsys
     path.write_text(tiny_space("changed", 3, 200, 100, [0.001, 0.003], log_every=50, n_samples=100))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="changed", storage=storage, directions=stored.get("direction"))
-    earlier = load_space(path).settings.model_dump() | {k: v for k, v in stored.items() if k != "provenance"}
+    earlier = load_space(path).settings.model_dump() | {k: v for k, v in stored.items()
+                                                        if k not in ("provenance", "n_samples")}
     study.set_user_attr("settings", SearchSettings.model_validate(earlier).model_dump())
+    study.set_user_attr("space_text", tiny_space("changed", 3, 200, 100, [0.001, 0.003], log_every=50,
+                                                 n_samples=stored.get("n_samples", 100)))
     study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, values=[1.0] * len(study.directions),
                                               distributions={"optim.lr_g": CategoricalDistribution(drawn)},
                                               user_attrs={"provenance": stored.get("provenance", {})}))

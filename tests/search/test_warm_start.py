@@ -155,3 +155,23 @@ def test_a_named_recipe_that_cannot_apply_is_a_warning_before_the_search(tmp_pat
     path.write_text(SPACE.format(warm="  warm_start: [points, points]"))
     with pytest.raises(ConfigError, match=r"search.warm_start: recipe 'points' is named twice"):
         load_space(path)
+
+
+def test_a_draw_whose_expression_is_not_a_real_number_fails_its_trial_not_the_search(tmp_path: Path) -> None:
+    """``(ttur - 0.6) ** 0.5`` is complex where ``ttur < 0.6``: the space loads (a note says some draws are
+    invalid), but storing that trial's config in the study raised a TypeError out of ``suggest``, which ends a
+    Ray search with a traceback. Now the expression refuses it and only that trial fails."""
+    from gantune.search.searcher import OptunaStudySearcher
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nsearch: {trials: 40, max_steps: 20, eval_every: 20, sampler: random, warm_start: false, "
+                    "params: {ttur: {float: [0.5, 1.0]}}}\ndata: {name: grid25}\n"
+                    "optim: {lr_d: {expr: '(ttur - 0.6) ** 0.5'}}\n")
+    space = load_space(path)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="c",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = OptunaStudySearcher(space, study, 40, [], tmp_path / "runs")
+    configs = [searcher.suggest(f"ray-{i}") for i in range(40)]
+    failed = [c["trial"]["error"] for c in configs if "error" in c["trial"]]
+    assert failed and all("is not a real number" in e for e in failed), failed  # 1 in 5 draws
+    assert len(failed) < 40
