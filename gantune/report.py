@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import site
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
+from gantune.dburl import redacted
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
 from gantune.rundir import GENERATOR, atomic_write, check_replaceable, check_writable, make_dir
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
+    best_first,
     explored_note,
     load_search,
     ranked,
@@ -46,9 +50,13 @@ STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Sta
 
 
 def template_dir() -> Path:
-    """``dashboards/`` of a source checkout, else the copy installed under ``<prefix>/share/gantune``."""
+    """``dashboards/`` of a source checkout, else the copy installed under ``<data>/share/gantune``: pip puts a
+    data file in its install scheme's data folder, ``sys.prefix`` for a virtual environment, the user base for
+    ``--user`` (``~/.local``), ``/usr/local`` for a system pip on Debian; only the first was looked in."""
+    data = [sys.prefix, site.getuserbase(), *(sysconfig.get_paths(scheme).get("data") for scheme in
+                                              sysconfig.get_scheme_names())]
     for candidate in (os.environ.get("GANTUNE_DASHBOARDS"), Path(__file__).resolve().parents[1] / "dashboards",
-                      Path(sys.prefix) / "share" / "gantune" / "dashboards"):
+                      *(Path(d) / "share" / "gantune" / "dashboards" for d in dict.fromkeys(data) if d)):
         if candidate and (Path(candidate) / TEMPLATE).is_file():
             return Path(candidate)
     raise GantuneError(f"report template {TEMPLATE} not found (set $GANTUNE_DASHBOARDS to the dashboards folder)")
@@ -231,11 +239,14 @@ def _human(study: optuna.Study) -> dict[str, Any] | None:
     if not decided:
         return None
     done, _ = ranked(study)
-    by_metric = sorted(done, key=lambda t: sign(study) * t.values[0])
+    by_metric = best_first(study, done)  # the order the page's top trials and export take
     metric = {t.number: (i + 1, float(t.values[0])) for i, t in enumerate(by_metric)}
     people = [r for r in V.ranking((), decided) if r.comparisons]
     both = [r for r in people if r.trial in metric]
-    tau = V.kendall_tau([r.score for r in both], [-sign(study) * metric[r.trial][1] for r in both])
+    # against the page's order: with several objectives the rank (Pareto front first), not the first objective
+    order = [-float(metric[r.trial][0]) if len(study.directions) > 1 else -sign(study) * metric[r.trial][1]
+             for r in both]
+    tau = V.kendall_tau([r.score for r in both], order)
     rows = [{**r.to_dict(), "rank": i + 1, "metric_rank": metric.get(r.trial, (None,))[0],
              "value": metric[r.trial][1] if r.trial in metric else None} for i, r in enumerate(people)]
     return {"votes": len(votes), "decided": len(decided), "rows": rows, "tau": tau, "n_both": len(both)}
@@ -274,7 +285,8 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     note = search_notes(study)  # trials measured differently, a search still running: in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
-        search=name, n_trials=len(trials), objective=", ".join(names), direction=direction, storage=storage,
+        search=name, n_trials=len(trials), objective=", ".join(names), direction=direction,
+        storage=redacted(storage),  # the page people pass around: no password (as export and the summary show it)
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(trained_steps(t) for t in trials),
         budget_steps=settings.trials * settings.max_steps,

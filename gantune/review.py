@@ -36,7 +36,7 @@ from gantune.errors import GantuneError
 from gantune.generate import load_generator, sample
 from gantune.rundir import BEST_GENERATOR, GENERATOR
 from gantune.sampling import votes as V
-from gantune.sampling.study import STUDY_UID, load_search, ranked, search_settings, sign
+from gantune.sampling.study import STUDY_UID, best_first, load_search, ranked, search_settings
 from gantune.tracking import log_review
 from gantune.viz import samples_png
 
@@ -97,7 +97,7 @@ class Review:
         if len(done) < 2:
             raise GantuneError(f"search {name!r} has {len(done)} evaluated (completed) trial"
                                f"{'' if len(done) == 1 else 's'}: a review compares two or more")
-        best = sorted(done, key=lambda t: sign(self.study) * t.values[0])[:top]
+        best = best_first(self.study, done)[:top]  # the Pareto front first: no trial before one dominating it
         with tempfile.TemporaryDirectory(prefix="gantune-review-") as tmp:  # what MLflow had: drawn, then gone
             uid = self.study.user_attrs.get(STUDY_UID)
             found = [(t, w) for t in best if (w := weights_of(t, name, uid, tracking_uri, Path(tmp))) is not None]

@@ -346,6 +346,10 @@ def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
         trial.report(value, step)
 
 
+#: why a trial that trained to the end is closed FAIL
+NO_VALUE = "no finite objective value at the end of the trial"
+
+
 def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[float] | None,
          attrs: dict[str, Any]) -> None:
     """Close a trial: COMPLETE with its values, PRUNED (pruned:*) at its last step, or FAIL."""
@@ -353,15 +357,17 @@ def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[
         trial.set_user_attr(key, value)
     state = OPTUNA_STATE.get(status, TrialState.PRUNED if status.pruned else TrialState.FAIL)
     if state == TrialState.COMPLETE and (values is None or not all(math.isfinite(v) for v in values)):
-        state = TrialState.FAIL
-        trial.set_user_attr(REASON_KEY, "no finite objective value at the end of the trial")
+        state = TrialState.FAIL  # and so it reads: a status "completed" on a FAIL trial was counted as completed
+        trial.set_user_attr(STATUS_KEY, Status.FAILED.value)
+        trial.set_user_attr(REASON_KEY, NO_VALUE)
     study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
 
 
 def trial_status(t: FrozenTrial) -> str:
     """The gantune status a trial was closed with (``completed``, ``pruned:asha``, …); for one gantune has not
     closed, Optuna's state in gantune's words (``running``, ``failed``)."""
-    if STATUS_KEY in t.user_attrs:
+    if STATUS_KEY in t.user_attrs and not (t.state == TrialState.FAIL and t.user_attrs[STATUS_KEY] ==
+                                            Status.COMPLETED.value):  # a study of an earlier release said so
         return str(t.user_attrs[STATUS_KEY])
     return Status.FAILED.value if t.state == TrialState.FAIL else t.state.name.lower()
 
@@ -420,7 +426,7 @@ def search_notes(study: optuna.Study, ranking: bool = True) -> str | None:
     return "; ".join(n for n in notes if n) or None
 
 
-def _best_first(study: optuna.Study, done: list[FrozenTrial]) -> list[FrozenTrial]:
+def best_first(study: optuna.Study, done: list[FrozenTrial]) -> list[FrozenTrial]:
     """``done`` best first on the first objective; with several objectives the Pareto front's trials come first,
     so no trial goes before one that dominates it (the search's summary, export and the report agree)."""
     front = {t.number for t in study.best_trials} if len(study.directions) > 1 else set()
@@ -431,7 +437,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE trial among those measured alike (multi-objective: the Pareto trial best on the first
     objective)."""
     done, _ = ranked(study)
-    return _best_first(study, done)[0] if done else None
+    return best_first(study, done)[0] if done else None
 
 
 def check_storage(storage: str, writing: bool = True) -> Path | None:
@@ -525,7 +531,7 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     done, _ = ranked(study)
     if not done:
         raise GantuneError(f"search {study.study_name!r} has no completed trial to export")
-    return _best_first(study, done)[:k]
+    return best_first(study, done)[:k]
 
 
 def queued_problems(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> list[str]:

@@ -35,6 +35,15 @@ RANKING_KEY = "human_ranking"
 PRIOR = 0.5
 
 
+def _number(x: Any) -> int:
+    """A trial number as stored (an int, or a float JSON made of one)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    if isinstance(x, float) and x.is_integer():  # not infinity
+        return int(x)
+    raise ValueError(f"not a trial number: {x!r}")
+
+
 @dataclass(frozen=True)
 class Vote:
     a: int
@@ -44,8 +53,10 @@ class Vote:
 
     @classmethod
     def parse(cls, raw: Any) -> Vote:
-        a, b, winner = int(raw["a"]), int(raw["b"]), raw.get("winner")
-        winner = None if winner is None else int(winner)
+        """A stored vote; ``ValueError`` when it is not one (trial numbers are whole numbers: ``int`` read
+        ``true`` as trial 1 and ``1.9`` as 1, and raised ``OverflowError`` on infinity, a traceback)."""
+        a, b, winner = _number(raw["a"]), _number(raw["b"]), raw.get("winner")
+        winner = None if winner is None else _number(winner)
         if a == b or winner not in (a, b, None):
             raise ValueError(f"not a vote between two trials: {raw!r}")
         return cls(a, b, winner, str(raw.get("time", "")))
@@ -175,7 +186,8 @@ def _stored(attrs: dict[str, Any]) -> tuple[list[Vote], list[tuple[str, Vote]]]:
         except (KeyError, TypeError, ValueError):
             return None
 
-    older = [v for raw in attrs.get(VOTES_KEY) or [] if not (isinstance(raw, dict) and "id" in raw)
+    listed = attrs.get(VOTES_KEY)
+    older = [v for raw in (listed if isinstance(listed, list) else []) if not (isinstance(raw, dict) and "id" in raw)
              if (v := parsed(raw)) is not None]
     keyed = [(k, v) for k in sorted(k for k in attrs if k.startswith(VOTE_PREFIX)) if (v := parsed(attrs[k]))]
     return older, keyed

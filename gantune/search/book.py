@@ -34,6 +34,7 @@ from gantune.sampling.settings import sign_of
 from gantune.sampling.space import numbered
 from gantune.sampling.study import (
     FINISHED,
+    NO_VALUE,
     best_trial,
     logged_params,
     ranked,
@@ -56,6 +57,9 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     if STATUS_KEY in last:
         status, reason = Status(last[STATUS_KEY]), str(last.get(REASON_KEY, ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
+        if status == Status.COMPLETED and (values is None or not all(math.isfinite(v) for v in values)):
+            # the study closes it FAIL (``tell``): counted, listed and reported as completed, it beat the best
+            return TrialOutcome(number, Status.FAILED, NO_VALUE, steps, None, metrics)
         return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get(RULE_KEY, "")))
     if asha is not None:
         return TrialOutcome(number, Status.PRUNED_ASHA, asha.reason, asha.step, None, rule="asha")

@@ -194,7 +194,7 @@ def test_each_kind_of_arm_runs_and_the_tables_print(tmp_path: Path) -> None:
     for arm in SMOKE_ARMS:
         assert (tmp_path / "smoke" / "seed0" / f"{arm}.json").is_file()
         assert any(line.startswith(arm + " ") for line in proc.stdout.splitlines()), proc.stdout
-    assert "bad configs stopped before 25% of the budget" in proc.stdout
+    assert "bad configs stopped before 25% of their steps" in proc.stdout
     assert "evaluation noise at ASHA's rungs" in proc.stdout
     # the wall column named no unit; with no good config stopped, the line ended in ": " and nothing
     assert "wall to B (s)" in proc.stdout and not any(line.endswith(": ") for line in proc.stdout.splitlines())
@@ -251,3 +251,22 @@ def test_a_verdict_at_the_last_step_stops_no_good_config_in_the_replay() -> None
     live = {"trials": {0: {"steps": 2000, "status": "completed"}, 1: {"steps": 500, "status": "pruned:collapsed"},
                        2: {"steps": 2000, "status": "pruned:collapsed"}}}
     assert eff.decisions(live, dict.fromkeys(range(3), "good"), 2000)["good_health"] == 1
+
+
+def test_ties_at_a_third_are_labelled_alike_whatever_the_trial_numbers() -> None:
+    """Three configs ending at coverage 0.0 where the worst third holds two: the one drawn first was "mid", so the
+    counts of bad configs stopped depended on the order trials were numbered."""
+    finals = {0: 0.0, 1: 0.5, 2: 0.0, 3: 0.4, 4: 0.3, 5: 0.0}
+    expected = {0: "bad", 1: "good", 2: "bad", 3: "good", 4: "mid", 5: "bad"}
+    assert eff.thirds(finals, sign=-1.0) == expected
+    assert eff.thirds(dict(reversed(finals.items())), sign=-1.0) == expected
+    assert eff.thirds({0: math.nan, 1: 0.2, 2: 0.1}, sign=-1.0) == {0: "bad", 1: "good", 2: "mid"}
+
+
+def test_steps_to_target_where_half_the_seeds_reach_it_is_a_bound_not_more_than_b() -> None:
+    """Ten seeds, five reaching the target at 30-39% of B: the median is half the 5th and one past B, so at least
+    69% of B; it printed "> B" and "never", as for an arm that reached it in no seed."""
+    reached = [(300.0 + 20 * i, 10.0 + i) for i in range(5)]
+    assert eff.to_target(reached, [50.0] * 5, 1000.0) == ("> 69.0% of B", "> 32 s")
+    assert eff.to_target(reached[:4], [50.0] * 6, 1000.0) == ("> B", "never")
+    assert eff.to_target(reached, [50.0] * 4, 1000.0) == ("38.0% of B", "14 s")  # nine seeds: the 5th

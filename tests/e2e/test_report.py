@@ -195,3 +195,55 @@ def test_the_timeline_draws_when_each_trial_trained() -> None:
     assert list(bars.x) == [200.0, 3000.0]
     assert list(bars.base) == [(t0 + dt.timedelta(seconds=4.3)).isoformat(), t0.isoformat()]
     assert "trained 0.2 s" in bars.hovertext[0]
+
+
+def test_the_template_is_found_where_a_user_install_puts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip puts the template (a data file) in its scheme's data folder: ``pip install --user`` wrote
+    ``~/.local/share/gantune/dashboards/report.html.j2``, and ``gantune report`` looked in the checkout and under
+    ``sys.prefix`` only ("report template report.html.j2 not found")."""
+    import site
+    import sys
+    import sysconfig
+
+    from gantune import report
+
+    user = tmp_path / "ub" / "share" / "gantune" / "dashboards"
+    user.mkdir(parents=True)
+    (user / report.TEMPLATE).write_text("{{ search }}")
+    monkeypatch.delenv("GANTUNE_DASHBOARDS", raising=False)
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "site-packages" / "gantune" / "report.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(sysconfig, "get_scheme_names", lambda: ())
+    monkeypatch.setattr(site, "getuserbase", lambda: str(tmp_path / "ub"))
+    assert report.template_dir() == user
+
+
+def test_the_page_shows_no_password_of_the_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header printed the storage URL as given, password included, on the page people pass around (export
+    and the search summary show ``***``). A study in sqlite stands in for the server (no password in sqlite)."""
+    from gantune import report
+
+    study = optuna.create_study(study_name="pw", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    study.set_user_attr("settings", SearchSettings.model_validate(
+        {"trials": 1, "max_steps": 100, "eval_every": 100, "objective": "fid"}).model_dump())
+    study.add_trial(optuna.trial.create_trial(value=5.0, user_attrs={"gantune_status": "completed", "steps": 100}))
+    monkeypatch.setattr(report, "load_search", lambda name, storage: study)
+    report.build_report("pw", "postgresql://alice:s3cr3t@db.example/optuna", tmp_path / "r.html", top=0)
+    html = (tmp_path / "r.html").read_text()
+    assert "postgresql://alice:***@db.example/optuna" in html and "s3cr3t" not in html
+
+
+def test_with_several_objectives_the_metrics_order_puts_the_pareto_front_first() -> None:
+    """``gantune review`` took its top trials, and the report's human table its "metric rank", by the first
+    objective alone: a trial worse on both objectives than another went before it (and ``export --by human``
+    could export it), while the page's top trials and export put the front first."""
+    from gantune.report import _human
+    from gantune.sampling import votes as V
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    for values in ([5.0, 0.1], [3.0, 0.2], [1.0, 0.1], [2.0, 0.05]):  # the front: trials 2 and 1
+        study.add_trial(optuna.trial.create_trial(values=values))
+    V.add_vote(study, 1, 3, 1)
+    human = _human(study)
+    assert human is not None
+    assert {r["trial"]: r["metric_rank"] for r in human["rows"]} == {1: 2, 3: 3}  # trial 3 was 2nd, before 1

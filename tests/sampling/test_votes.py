@@ -138,3 +138,15 @@ def test_votes_of_two_pages_at_once_are_all_kept(tmp_path: Path) -> None:
     for key in [k for k in again.user_attrs if k.startswith(V.VOTE_PREFIX)][:3]:  # null: taken back
         again.set_user_attr(key, None)
     assert len(V.load_votes(again)) == 27
+
+
+def test_stored_entries_that_are_not_votes_are_ignored() -> None:
+    """The attributes are user-writable: a ``human_votes`` that is not a list (a TypeError) or a vote naming
+    trial infinity (an OverflowError) ended report, review and ``export --by human`` in a traceback, and ``true``
+    or ``1.9`` were read as trial 1."""
+    study = optuna.create_study()
+    study.set_user_attr(V.VOTES_KEY, 5)
+    for key, raw in {"inf": {"a": 1, "b": 2, "winner": math.inf}, "bool": {"a": True, "b": 2, "winner": 2},
+                     "frac": {"a": 1.9, "b": 2, "winner": 2}, "ok": {"a": 1.0, "b": 2, "winner": 2}}.items():
+        study.set_user_attr(V.VOTE_PREFIX + key, raw)
+    assert [(v.a, v.b, v.winner) for v in V.load_votes(study)] == [(1, 2, 2)]

@@ -1,5 +1,7 @@
 """The search's progress line: trials done, and an ETA from the trial-steps left over the observed rate."""
 
+import math
+
 import optuna
 import pytest
 
@@ -165,3 +167,27 @@ def test_a_trial_a_verdict_stopped_after_an_evaluation_keeps_that_evaluations_st
     (done,) = study.get_trials()
     assert done.state == optuna.trial.TrialState.PRUNED and done.intermediate_values == {250: 0.5}
     assert done.user_attrs["steps"] == 260  # where it stopped
+
+
+def test_a_trial_that_ended_without_a_finite_value_is_failed_everywhere() -> None:
+    """The study closed it FAIL, but its ``gantune_status`` said completed: ``gantune report`` counted it as
+    completed and its row's value (from its last evaluation) beat the best card's; the search's counts and
+    progress line said completed too."""
+    from ray.tune.experiment import Trial
+
+    from gantune.events import REASON_KEY
+
+    study = optuna.create_study()
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    book = SearchBook(study, {trial.trial_id: study.ask()}, {}, ["fid"], ["minimize"], total=1, done_before=0,
+                      clock=Clock(), quiet=True)
+    trial.run_metadata.last_result = {"step": 300, STATUS_KEY: "completed", REASON_KEY: "", "final/fid": math.nan}
+    book._finish(trial, None)
+    (done,) = study.get_trials()
+    assert done.state == optuna.trial.TrialState.FAIL and done.user_attrs[STATUS_KEY] == "failed"
+    assert done.user_attrs[REASON_KEY] == "no finite objective value at the end of the trial"
+    assert book.counts[Status.FAILED] == 1 and book.counts[Status.COMPLETED] == 0 and book.best is None
+    from gantune.sampling.study import trial_status
+
+    earlier = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={STATUS_KEY: "completed"})
+    assert trial_status(earlier) == "failed"  # a study an earlier release closed so reads as what it is
