@@ -45,8 +45,8 @@ reported; a PBT member restored from a checkpoint counts only the steps it train
    says how many did);
 2. pruning decisions judged by outcome: a config is *bad* when its unpruned final objective is non-finite or in
    the worst third of the random arm's configs, *good* when in the best third; the share of bad ones stopped
-   before 25% of the budget, and false prunes (good ones stopped before the end) by who stopped them (ASHA's
-   rungs, health verdicts);
+   before 25% of their budget (a trial's ``max_steps``, not the search's B), and false prunes (good ones stopped
+   before the end) by who stopped them (ASHA's rungs, health verdicts);
 3. how well each of ASHA's rungs ranks the configs by their end: the rank correlation (Spearman) between the
    objective at the rung and the final one over the random arm's configs (all, and those of the better half),
    pooled over seeds; a rung that cannot tell the configs that end best apart stops them by chance;
@@ -349,13 +349,16 @@ def labels(random_run: dict[str, Any], max_steps: int, sign: float) -> dict[int,
 
 
 def thirds(finals: dict[K, float], sign: float) -> dict[K, str]:
-    """``labels``' rule on any set of final objectives (one seed's configs, or several seeds' pooled)."""
-    order = sorted(finals, key=lambda n: sign * finals[n] if math.isfinite(finals[n]) else math.inf)
+    """``labels``' rule on any set of final objectives (one seed's configs, or several seeds' pooled). A config
+    tied with the last one of a third is in it: three configs ending at coverage 0.0 where the worst third held
+    two were split by their trial numbers (one "mid"), so the counts depended on the order trials were drawn."""
+    key = {n: sign * v if math.isfinite(v) else math.inf for n, v in finals.items()}
+    order = sorted(finals, key=key.__getitem__)
     third = max(1, len(order) // 3)
-    out = {n: "good" if rank < third else "bad" if rank >= len(order) - third else "mid"
-           for rank, n in enumerate(order)}
-    out.update({n: "bad" for n, v in finals.items() if not math.isfinite(v)})
-    return out
+    if not order:
+        return {}
+    good_at, bad_at = key[order[third - 1]], key[order[len(order) - third]]
+    return {n: "bad" if key[n] >= bad_at else "good" if key[n] <= good_at else "mid" for n in order}
 
 
 DECISIONS = ("bad", "bad_early", "bad_early_health", "good", "good_asha", "good_health")
@@ -440,6 +443,19 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def to_target(reached: list[tuple[float, float]], missed_walls: list[float], budget: float) -> tuple[str, str]:
+    """The median seed's trial-steps (of B) and seconds to the target, as printed, from the seeds that reached it
+    (steps, seconds) and the wall at B of those that did not. A seed that never reached it counts as more than B
+    (and never, in seconds). Where exactly half did, the median halves the last that did and one that did not:
+    a bound ("> 69.6% of B"), which "> B" overstated."""
+    fracs, walls = [s / budget for s, _ in reached], [w for _, w in reached]
+    missed = [math.inf] * len(missed_walls)
+    frac, wall = _med(fracs + missed), _med(walls + missed)
+    if reached and len(reached) == len(missed_walls) and (bound := _med(fracs + [1.0] * len(missed))) < 1:
+        return f"> {bound:.1%} of B", f"> {_med(walls + missed_walls):.0f} s"
+    return (f"{frac:.1%} of B" if math.isfinite(frac) else "> B", f"{wall:.0f} s" if math.isfinite(wall) else "never")
+
+
 def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str, Any]]], out: Path) -> None:
     settings = load_space(preset.space).settings
     objective = settings.objectives[0]
@@ -459,14 +475,10 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
     for arm, by_seed in curves.items():
         values = sorted(sign * v for v in finals[arm].values())
         reached = [r for c in by_seed.values() if (r := c.reach(target, budget)) is not None]
-        # a seed that never reached the target counts as more than the whole budget (and as never, in seconds)
-        missed = [math.inf] * (len(by_seed) - len(reached))
-        frac = _med([s / budget for s, _ in reached] + missed)
-        wall_to = _med([w for _, w in reached] + missed)
+        missed_walls = [c.wall_at(budget) for c in by_seed.values() if c.reach(target, budget) is None]
+        to_steps, to_wall = to_target(reached, missed_walls, budget)
         walls = _med([c.wall_at(budget) for c in by_seed.values()])
         spread = f"[{values[0]:.4g}, {values[-1]:.4g}]" if values else ""
-        to_steps = f"{frac:.1%} of B" if math.isfinite(frac) else "> B"
-        to_wall = f"{wall_to:.0f} s" if math.isfinite(wall_to) else "never"
         print(f"{arm:<{w}}{sign * _med([sign * v for v in values]):>20.4g}{spread:>22}"
               f"{f'{len(reached)}/{len(by_seed)}':>9}{to_steps:>17}{to_wall:>16}{walls:>15.0f}")
     for arm in JUDGED_ONLY:
@@ -486,7 +498,7 @@ def report(preset_name: str, preset: Preset, runs: dict[str, dict[int, dict[str,
             false_prunes += [f"seed {seed} trial {n}: {finals[n]:.3g} ({t['status']} at {t['steps']})"
                              for n, t in r["trials"].items() if lab.get(n) == "good" and t["steps"] < preset.max_steps]
         bad, good = max(total["bad"], 1), max(total["good"], 1)
-        print(f"\n{arm} (all seeds): bad configs stopped before 25% of the budget {total['bad_early']}/{total['bad']} "
+        print(f"\n{arm} (all seeds): bad configs stopped before 25% of their steps {total['bad_early']}/{total['bad']} "
               f"({total['bad_early'] / bad:.0%}; by health verdicts {total['bad_early_health']}, "
               f"{total['bad_early_health'] / bad:.0%}); false prunes of good configs: by health verdicts "
               f"{total['good_health']}/{total['good']} ({total['good_health'] / good:.0%}), by ASHA "
