@@ -189,6 +189,10 @@ def _objective_rise(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict 
     return None
 
 
+#: the suffix of a signal's history of quick checks (``_improving``): they are compared with each other only
+QUICK = "@quick"
+
+
 def _improving(h: HealthConfig, s: _State, r: dict[str, float], signals: list[CollapseSignal]) -> bool:
     """Some collapse signal rose toward what real data reads (``CollapseSignal.real``) by ``min_progress`` of its
     best value at least ``span`` steps earlier (the trial's evaluation interval; before a check that old, of its
@@ -199,10 +203,15 @@ def _improving(h: HealthConfig, s: _State, r: dict[str, float], signals: list[Co
     stopped as collapsed where the same run without them trained on. Tracked through the warm-up too, so the first
     counted check has a trend."""
     improving, step = False, r["step"]
+    # like with like: an evaluation scores more samples, and its mode coverage or recall reads higher than a quick
+    # check's on the same weights (a climb of quick checks was read against the evaluation before them, as no
+    # progress); the first check of a kind reads the other kind's
+    kind, other = ("", QUICK) if is_evaluation(r) else (QUICK, "")
     for sig in signals:
         value = r[sig.key] if sig.real is None else min(r[sig.key], sig.real)
-        history = s.signal_history.setdefault(sig.key, [])
-        earlier = [v for at, v in history if at <= step - s.span] or [v for _, v in history]
+        history = s.signal_history.setdefault(sig.key + kind, [])
+        pool = history or s.signal_history.get(sig.key + other, [])
+        earlier = [v for at, v in pool if at <= step - s.span] or [v for _, v in pool]
         if earlier and value - (best := max(earlier)) >= max(h.min_progress * best, 0.01 * _limit(h, sig.floor)):
             improving = True
         history.append((step, value))

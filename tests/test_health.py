@@ -424,3 +424,21 @@ def test_an_objective_at_zero_is_not_risen_from_by_any_value_off_it() -> None:
     assert verdicts([0.0, 0.004, 0.005, 0.006]) == [None] * 4
     late = verdicts([2.0, 0.0, 1.5, 1.6])
     assert late[:3] == [None] * 3 and late[3] is not None and late[3].rule == "objective_rise"
+
+
+def test_quick_checks_are_read_for_progress_against_quick_checks() -> None:
+    """An evaluation scores more samples than a quick check, and its recall (or mode coverage) reads higher on
+    the same weights: recall climbing 0.004 -> 0.013 over quick checks, 0.012 -> 0.021 over evaluations, was
+    read as no progress once the quick checks were compared with the evaluation before them, and the run was
+    stopped as collapsed at step 700 while each kind of check climbed by more than ``min_progress``."""
+    stream = [(100, 0.004, False), (200, 0.0052, False), (250, 0.012, True), (300, 0.0066, False),
+              (400, 0.0075, False), (500, 0.016, True), (600, 0.0085, False), (700, 0.0095, False),
+              (750, 0.021, True), (800, 0.0115, False), (900, 0.013, False)]
+    mon = HealthMonitor(HealthConfig(warmup_evals=1, patience=2, min_progress=0.25), span=250)
+    verdicts = [mon({"step": float(step), "recall": v, **({"eval_s": 1.0} if full else {})})
+                for step, v, full in stream]
+    assert verdicts == [None] * len(stream)
+    flat = HealthMonitor(HealthConfig(warmup_evals=1, patience=2, min_progress=0.25), span=250)
+    stuck = [flat({"step": float(step), "recall": 0.005, **({"eval_s": 1.0} if full else {})})
+             for step, _, full in stream]
+    assert any(v is not None and v.rule == "recall" for v in stuck)  # a run that does not climb is still stopped
