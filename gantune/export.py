@@ -361,6 +361,16 @@ def other_run(path: Path, trial: FrozenTrial) -> str | None:
     return None
 
 
+def has_weights(c: Candidate, search: str, uid: str | None, tracking_uri: str | None) -> bool:
+    """Whether ``copy_weights`` can find the trial's generator: in its run folder, else logged in MLflow."""
+    src = Path(c.trial.user_attrs.get("run_dir", ""))
+    if any((src / n).is_file() for n in (GENERATOR, BEST_GENERATOR)):
+        return True
+    from gantune.tracking import trial_weights_logged
+
+    return tracking_uri is not None and trial_weights_logged(tracking_uri, search, uid, c.trial.number)
+
+
 def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
     """The chosen trial's generator weights: from its run directory (each file checked loadable, and trained with
     the trial's sampled values, first), else from its MLflow child run (checked the same). A folder this made is
@@ -502,6 +512,14 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
                 check_data(cfg.data)
             except GantuneError as err:
                 raise GantuneError(f"--seeds: trial {c.trial.number}'s re-runs cannot train: {err}") from None
+    if seeds > 0 and weights is not None:  # the re-runs may choose any candidate: each must have weights
+        uid = study.user_attrs.get(STUDY_UID)
+        if lacking := [c.trial.number for c in candidates if not has_weights(c, name, uid, tracking_uri)]:
+            them = f"trial{'s' * (len(lacking) > 1)} {', '.join(map(str, lacking))}"
+            raise GantuneError(f"--weights: {them} ha{'ve' if len(lacking) > 1 else 's'} no weights in the run "
+                               "folder or in MLflow, and the seed re-runs may choose "
+                               f"{'them' if len(lacking) > 1 else 'it'}: export without --weights, or the others "
+                               "(--trial N)")
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)
     chosen = choose(study, candidates)

@@ -802,6 +802,29 @@ def _study_parent(client: MlflowClient, experiment_id: str, study: str, uid: str
     return next(iter(_of_study(runs, uid)), None)
 
 
+def _trial_run(client: MlflowClient | None, search: str, uid: str | None, number: int) -> str | None:
+    """The id of trial ``number``'s child run under the search's own parent (``None``: none)."""
+    exp = None if client is None else client.get_experiment_by_name(search)
+    if client is None or exp is None or (parent := _study_parent(client, exp.experiment_id, search, uid)) is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+                                            f"tags.`gantune.trial` = '{number}'")
+    return str(runs[0].info.run_id) if runs else None
+
+
+def trial_weights_logged(tracking_uri: str, search: str, uid: str | None, number: int) -> bool:
+    """Whether trial ``number``'s child run logged weights (listed, not downloaded): what ``export --seeds
+    --weights`` asks before its re-runs, which chose a trial with none and then failed, hours later."""
+    client = _reader(tracking_uri)
+    if client is None or (run_id := _trial_run(client, search, uid, number)) is None:
+        return False
+    try:
+        return bool(client.list_artifacts(run_id, "weights"))
+    except MlflowException:
+        return False
+
+
 def download_trial_weights(tracking_uri: str, search: str, uid: str | None, number: int, dest: Path,
                            check: Callable[[Path], str | None]) -> list[str]:
     """Download a trial's ``weights/`` artifacts from its MLflow child run into ``dest`` itself (as a copy from
@@ -814,18 +837,12 @@ def download_trial_weights(tracking_uri: str, search: str, uid: str | None, numb
     own), so the trial tag alone can name a re-run's generator. ``[]`` when there is no such run or it logged no
     weights; a ``GantuneError`` "trial N's weights in MLflow (URI) are not usable (why)".
     """
-    client = _reader(tracking_uri)
-    exp = None if client is None else client.get_experiment_by_name(search)
-    if client is None or exp is None or (parent := _study_parent(client, exp.experiment_id, search, uid)) is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
-                                            f"tags.`gantune.trial` = '{number}'")
-    if not runs:
+    run_id = _trial_run(_reader(tracking_uri), search, uid, number)
+    if run_id is None:
         return []
     with tempfile.TemporaryDirectory(dir=dest) as tmp, _no_progress_bar():
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="weights",
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights",
                                                         tracking_uri=tracking_uri, dst_path=tmp)
         except MlflowException:  # e.g. a child that logged no weights
             return []

@@ -191,6 +191,11 @@ class RecordingPBT(PopulationBasedTraining):
         if VERDICT_KEY in result:
             member_state(self, trial).last_train_time = result.get("step", 0)  # where the clone leaves it
             return self._replace(tune_controller, trial, str(result[VERDICT_KEY]))
+        if result.get(STOPPING_KEY):
+            # a verdict fired on this report: the member says so next (VERDICT_KEY) and is replaced there. Decided
+            # on here, PBT paused it (another member waiting) or ranked it, and it came back from this report's
+            # checkpoint with a fresh monitor: the verdict was lost and the failed state stayed a possible donor
+            return TrialScheduler.CONTINUE
         return str(super().on_trial_result(tune_controller, trial, result))
 
     def _replace(self, tune_controller: Any, trial: Trial, verdict: str) -> str:

@@ -33,9 +33,9 @@ from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import HealthMonitor, objective_fields
 from gantune.metrics import metric_keys
-from gantune.rundir import CHECKPOINT, atomic_write, copy_file
+from gantune.rundir import CHECKPOINT, atomic_write, copy_file, read_metrics
 from gantune.search.carry import unpack
-from gantune.trial import Record, TrialResult, is_oom, release_memory, train
+from gantune.trial import Record, ShouldStop, TrialResult, is_oom, release_memory, train
 
 FILES_KEY = "gantune_files"
 #: PBT: the trial and step of the checkpoint a restarted member trains on from (its own after a pause, a donor's
@@ -72,12 +72,13 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
     restored_from = restore_checkpoint(run_dir, tune.get_checkpoint() if pbt else None)
     monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
+    should_stop = member_monitor(monitor, run_dir, restored_from, int(config["number"]))
     reporter = Reporter(config["objectives"][0], trial=int(config["number"]), run_dir=run_dir,
                         checkpoint_every=cfg.train.checkpoint_every if pbt else None, steps=cfg.train.steps,
                         restored_from=restored_from, monitor=monitor)
     final: dict[str, Any]
     try:
-        result = train(cfg, report=reporter, should_stop=monitor, run_dir=run_dir, on_samples=reporter.samples,
+        result = train(cfg, report=reporter, should_stop=should_stop, run_dir=run_dir, on_samples=reporter.samples,
                        on_provenance=reporter.provenance, device=trial_device(share), resume=bool(restored_from))
     except Exception as err:
         if not is_oom(err):
@@ -94,6 +95,18 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
         final[FILES_KEY] = pack_files(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
     tune.report(final)
+
+
+def member_monitor(monitor: HealthMonitor | None, run_dir: Path, restored_from: dict[str, float],
+                   number: int) -> ShouldStop | None:
+    """The trial's ``should_stop``. A PBT member back from its own checkpoint (paused) is judged on its history,
+    as a resumed ``gantune train`` is: a fresh monitor restarted the warm-up and patience at each pause, and a
+    collapsed member never reached a verdict. A verdict in that history stops it at once. A clone trains another
+    config from its donor's weights, judged afresh."""
+    if monitor is None or restored_from.get(RESTORED_TRIAL) != number:
+        return monitor
+    given = monitor.replay([r for r in read_metrics(run_dir) if r["step"] <= restored_from[RESTORED_STEP]])
+    return monitor if given is None else (lambda record: given)
 
 
 def check_reported(cfg: TrialConfig, objectives: list[str], where: str) -> None:
@@ -176,8 +189,8 @@ class Reporter:
         self.last_step = record["step"]
         step = int(record["step"])
         every = self.checkpoint_every
-        if every is None or "objective" not in out or step % every or step >= self.steps:
-            self.send(out, None)
+        if every is None or "objective" not in out or step % every or step >= self.steps or STOPPING_KEY in out:
+            self.send(out, None)  # (the state a verdict fired on is no checkpoint another member may clone)
             return
         with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
             copy_file(self.run_dir / CHECKPOINT, Path(tmp) / CHECKPOINT)

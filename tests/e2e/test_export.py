@@ -749,3 +749,27 @@ def test_an_export_that_fails_leaves_the_weights_the_config_and_the_folders_as_t
     assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(earlier),
                  "--weights", str(blocked)]) == 2
     assert earlier.read_text() == text  # the earlier export's config, not this one's without its weights
+
+
+def test_export_refuses_a_candidate_without_weights_before_the_reruns(searched: Path, tmp_path: Path) -> None:
+    """``--seeds 1 --weights W`` of a trial whose run folder lost its generators and whose MLflow store has none
+    trained every re-run (replacing the last export's re-run study), then failed "no weights of trial N"."""
+    storage = f"sqlite:///{searched / 'optuna.db'}"
+    before = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    run = searched / "runs" / "exp" / "trial-0000"
+    moved = {n: run / f"{n}.away" for n in ("generator.pt", "generator_best.pt") if (run / n).exists()}
+    for n, away in moved.items():
+        (run / n).rename(away)
+    try:
+        proc = _run(["export", "exp", "--storage", storage, "--trial", "0", "--seeds", "1", "--steps", "20",
+                     "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w"), "--tracking-uri",
+                     f"sqlite:///{tmp_path / 'empty.db'}"], tmp_path)
+    finally:
+        for n, away in moved.items():
+            away.rename(run / n)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err == ("gantune export: error: --weights: trial 0 has no weights in the run "
+                                            "folder or in MLflow, and the seed re-runs may choose it: export "
+                                            "without --weights, or the others (--trial N)"), err
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == before
+    assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "w").exists()

@@ -384,3 +384,77 @@ def test_a_clone_says_which_networks_and_data_it_took_from_its_donor() -> None:
     recipe = {"data": {"name": "grid25"}, "model": {"arch": "mlp", "d_norm": "none"}, "loss": {"name": "nonsaturating"},
               "optim": {"name": "adam"}}
     assert taken({"data": {"name": "grid25"}}, recipe) == {}
+
+
+def test_pbt_leaves_a_report_a_verdict_fired_on_to_the_member() -> None:
+    """PBT decided on the report a verdict fired on: it paused the member there (another waiting) or ranked it,
+    the member came back from that report's checkpoint with a fresh monitor, and the verdict was lost (a member
+    at lr_g 1e6 trained to its end, grad norm 7.7e13 at every evaluation). Left alone, the member says so in its
+    next report and is replaced or ends; that report's state is no checkpoint to clone."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT
+    from gantune.search.trainable import STOPPING_KEY
+
+    class Controller:
+        search_alg = None
+
+        def get_trials(self) -> list:
+            return []
+
+    pbt = RecordingPBT([], 500, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member = Trial("__fake", config={"lr": 0.1}, stub=True)
+    pbt.on_trial_add(WithoutSearcher(Controller()), member)  # type: ignore[arg-type]
+    failed = {"step": 100.0, "objective": 0.9, STOPPING_KEY: "pruned:diverged"}
+    assert pbt.on_trial_result(Controller(), member, failed) == TrialScheduler.CONTINUE
+    assert member_state(pbt, member).last_result is None and member_state(pbt, member).last_score is None
+
+
+def test_a_member_back_from_its_own_checkpoint_is_judged_on_its_history(tmp_path: Path) -> None:
+    """Paused and resumed by PBT, a member's monitor started empty each time: with a decision every two
+    evaluations and a patience of two, a collapsed member never reached a verdict and ended "completed"."""
+    from gantune.health import HealthMonitor
+    from gantune.search.trainable import RESTORED_STEP, RESTORED_TRIAL, member_monitor
+    from tests.conftest import tiny
+
+    cfg = tiny(eval={"every": 20}, health={"warmup_evals": 1, "patience": 2})
+    low = {"mode_coverage": 0.0, "hq": 0.0, "eval_s": 1.0}  # no sample near any mode, three evaluations
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, **low}) + "\n" for s in (20, 40, 60)))
+    own = member_monitor(HealthMonitor.for_trial(cfg), tmp_path, {RESTORED_TRIAL: 3.0, RESTORED_STEP: 60.0}, 3)
+    assert own is not None and (verdict := own({"step": 61.0})) is not None and verdict.rule == "mode_coverage"
+    early = member_monitor(HealthMonitor.for_trial(cfg), tmp_path, {RESTORED_TRIAL: 3.0, RESTORED_STEP: 40.0}, 3)
+    assert isinstance(early, HealthMonitor) and early.verdict is None and early.state.checks == 2
+    assert early({"step": 60.0, **low}) is not None  # the third low evaluation is its second counted one
+    clone = HealthMonitor.for_trial(cfg)
+    assert member_monitor(clone, tmp_path, {RESTORED_TRIAL: 1.0, RESTORED_STEP: 60.0}, 3) is clone
+    assert clone.state.checks == 0  # another member's checkpoint: judged afresh
+
+
+def test_a_pbt_member_a_verdict_stops_at_an_evaluation_ends_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   ray_session: object) -> None:
+    """Two members, decisions at every evaluation; lr_g 1e6 blows the gradients up by the first log (step 20, an
+    evaluation). It trained to step 60: PBT paused it on that report and it came back from its checkpoint with
+    a fresh monitor, twice. With one other member there is nobody to clone: it ends with its verdict at 20."""
+    from tests.conftest import enqueue_lrs
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsearch:\n  trials: 2\n  max_steps: 60\n  eval_every: 20\n  sampler: random\n"
+        "  pruning: {scheduler: pbt, health: true, pbt: {interval_evals: 1}}\ndata: {name: grid25}\n"
+        "model: {z_dim: 4, g_width: 16, d_width: 16, g_depth: 1, d_depth: 1, g_norm: none}\n"
+        "optim:\n  lr_g: {categorical: [0.001, 1000000.0]}\ntrain: {batch_size: 32, log_every: 20}\n"
+        "eval: {n_samples: 200}\n")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    enqueue_lrs(storage, "p", [1000000.0, 0.001])
+    # 1 where the other member collapses too (no trial ends with a result; with a monitor fed its whole history
+    # under PBT, a member stuck at 1 of 25 modes is stopped as it is outside PBT)
+    assert main(["search", "p.yaml", "--storage", storage, "--no-tracking", "--quiet"]) in (0, 1)
+    trials = optuna.load_study(study_name="p", storage=storage).trials
+    assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
+    blown = trials[0]
+    assert blown.params["optim.lr_g"] == 1e6
+    assert (blown.user_attrs["gantune_status"], blown.user_attrs["steps"]) == ("pruned:diverged", 20)
