@@ -5,6 +5,7 @@ up."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -489,3 +490,100 @@ def test_a_metric_key_mlflow_would_refuse_is_refused_as_it_registers() -> None:
         assert "spread_at" not in FAMILIES
     family("spread_at", keys=("spread/1k", "spread: 1k"))(lambda ref: lambda fake: {})  # what it takes passes
     FAMILIES.remove("spread_at")
+
+
+def test_a_datasets_images_are_fitted_to_the_resolution_and_a_wrong_shape_is_one_line() -> None:
+    """A plugin's builder gets no resizing of its own: 16-px images under ``resolution: 8`` were read by the 8-px
+    critic as 25 samples each (the run ended "completed"), and under 32 failed in a convolution, a traceback; a
+    builder returning ``(N, H, W)`` images failed deep in torch too."""
+    from gantune.config import DataConfig
+    from gantune.data import load_data
+    from gantune.errors import DataError
+
+    @dataset("blobs_plugin", channels=1)
+    def blobs(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+        return None, torch.rand(8, 1, 16, 16) * 2 - 1, None
+
+    @dataset("flat_plugin", channels=1)
+    def flat(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+        return None, torch.rand(8, 16, 16) * 2 - 1, None
+
+    @dataset("cloud_plugin", points=True)
+    def cloud(cfg: DataConfig) -> tuple[torch.Tensor, None, None]:
+        return torch.randn(100, 2), None, None
+
+    try:
+        for res in (8, 32):
+            real = load_data(DataConfig(name="blobs_plugin", resolution=res), torch.device("cpu"), 0)
+            assert real.images is not None and tuple(real.images.shape) == (8, 1, res, res)
+        with pytest.raises(DataError, match=r"dataset 'flat_plugin' returned images of shape \(8, 16, 16\): "
+                                            r"expected a tensor \(N, C, H, W\)"):
+            load_data(DataConfig(name="flat_plugin"), torch.device("cpu"), 0)
+        with pytest.raises(DataError, match="dataset 'cloud_plugin' is 2-D points, and its builder returned Tensor "
+                                            "for the mixture"):
+            load_data(DataConfig(name="cloud_plugin"), torch.device("cpu"), 0)
+    finally:
+        for name in ("blobs_plugin", "flat_plugin", "cloud_plugin"):
+            DATASETS.remove(name)
+
+
+@pytest.mark.parametrize(("keys", "collapse", "needle"), [
+    (("step",), (), "metric key 'step': a trial's record has its own 'step'"),
+    (("loss_d",), (), "metric key 'loss_d': a trial's record has its own"),
+    (("fid",), (), "metric 'mine': key 'fid' is metric 'fid''s already"),
+    (("spreadx",), (CollapseSignal("sprd", 0.2, "spread"),), "CollapseSignal 'sprd': not one of the family's keys"),
+])
+def test_a_family_whose_keys_cannot_work_is_refused_as_it_registers(keys: tuple[str, ...], collapse: tuple,
+                                                                   needle: str) -> None:
+    """Found by a review of the extension path: ``keys=("step", "loss_d")`` overwrote the record (a run printed
+    step -1 of 20, exit 0), a plugin ``fid`` replaced the real FID, and a collapse signal on a key the family does
+    not report never fired."""
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        family("mine", keys=keys, collapse=collapse)(lambda ref: lambda fake: {})
+    assert "mine" not in FAMILIES
+
+
+def test_what_a_metric_returns_is_checked_against_what_it_declares(tmp_path: Path) -> None:
+    """An undeclared key got past the registration's MLflow check and stopped tracking mid-run; a 0-d tensor
+    (the README's example without ``float``) ended the run in a traceback when the record was written."""
+    @family("tens_plugin", keys=("tens",))
+    def tens(ref: Reference) -> Scorer:
+        return lambda fake: {"tens": fake.feats.std(0).mean()}  # a tensor: read as its number
+
+    @family("undeclared_plugin", keys=("undeclared",))
+    def undeclared(ref: Reference) -> Scorer:
+        return lambda fake: {"bad key!": 1.0}
+
+    try:
+        result = train(tiny(eval={"metrics": ["tens_plugin"]}), run_dir=tmp_path / "t")
+        assert isinstance(result.last_eval["tens"], float)
+        with pytest.raises(ConfigError, match=re.escape("eval.metrics: metric 'undeclared_plugin' reported 'bad "
+                                                        "key!', which it does not declare")):
+            train(tiny(eval={"metrics": ["undeclared_plugin"]}), run_dir=tmp_path / "u")
+    finally:
+        FAMILIES.remove("tens_plugin")
+        FAMILIES.remove("undeclared_plugin")
+
+
+def test_a_cached_statistic_is_keyed_by_the_code_that_computed_it(tmp_path: Path) -> None:
+    """The real-vs-real floor and a family's real statistics are cached on disk across searches: a plugin metric
+    edited to return twice its value read its first version's floor (0.97 where it was 1.94)."""
+    import importlib.util
+
+    from gantune.metrics import base
+
+    def tag(text: str) -> str:
+        (tmp_path / "edited_plugin.py").write_text(text)
+        spec = importlib.util.spec_from_file_location("edited_plugin", tmp_path / "edited_plugin.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["edited_plugin"] = module
+        spec.loader.exec_module(module)
+        base._source.cache_clear()  # a run reads each file once; this test edits it within one
+        return base.code_tag(module.compute)
+
+    try:
+        assert tag("def compute():\n    return 1\n") != tag("def compute():\n    return 2\n")
+        assert tag("def compute():\n    return 1\n") == tag("def compute():\n    return 1\n")
+    finally:
+        sys.modules.pop("edited_plugin", None)

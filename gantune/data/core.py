@@ -302,16 +302,38 @@ def _check_stack(cfg: DataConfig) -> None:
         raise DataError(problem)
 
 
+def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any) -> None:
+    """What a dataset's builder returned has the shape its kind needs (a plugin's wrong shape failed deep in
+    torch, a traceback): 2-D points a ``Mixture``, images ``(N, C, H, W)`` tensors of 1 or 3 channels."""
+    if ds.points:
+        if not isinstance(mixture, Mixture):
+            raise DataError(f"data.name: dataset {name!r} is 2-D points, and its builder returned "
+                            f"{type(mixture).__name__} for the mixture: expected a gantune.data.Mixture")
+        return
+    for what, t in (("images", images), ("held-out images", heldout)):
+        if t is None and what == "held-out images":
+            continue
+        if not isinstance(t, torch.Tensor) or t.ndim != 4 or (t.shape[1] not in (1, 3) and not ds.stack) \
+                or min(t.shape) == 0:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise DataError(f"data.name: dataset {name!r} returned {what} of shape {shape}: expected a tensor "
+                            "(N, C, H, W) with 1 or 3 channels, values in [-1, 1]")
+
+
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     """Build the configured dataset on ``device``; errors name the config key to fix."""
     ds = DATASETS.get(cfg.name)
     _check_stack(cfg)
     mixture, images, labels = ds.build(cfg)
     heldout = ds.heldout(cfg) if ds.heldout is not None else None
+    _check_built(cfg.name, ds, mixture, images, heldout)
     fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
-    if images is not None and not ds.stack and images.shape[1] != channels_of(cfg):
+    want = (channels_of(cfg), cfg.resolution, cfg.resolution)
+    # to data.resolution too (a plugin's builder gets no resizing of its own: 16-px images under resolution 8
+    # were read by the 8-px critic as 25 samples each, and under 32 failed in a convolution, a traceback)
+    if images is not None and not ds.stack and tuple(images.shape[1:]) != want:
         images = _fit(images, fitted)
-    if heldout is not None and not ds.stack and heldout.shape[1] != channels_of(cfg):
+    if heldout is not None and not ds.stack and tuple(heldout.shape[1:]) != want:
         heldout = _fit(heldout, fitted)
     return RealData(cfg.name, device, seed, mixture=mixture, images=images, labels=labels, heldout=heldout,
                     stack=ds.stack)

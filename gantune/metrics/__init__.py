@@ -34,6 +34,7 @@ from gantune.metrics.base import (
     Samples,
     Scorer,
     better,
+    code_tag,
     collapse_signals,
     family,
     full_precision,
@@ -233,7 +234,8 @@ class Evaluator:
         if labels is not None:  # the same pixels under other classes (a folder re-sorted) are another floor
             digest += hashlib.sha1(labels.contiguous().numpy().tobytes()).hexdigest()[:12]
         # the families' keys too: a family that gains a key must not read an old floor without it
-        names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}" for name, _ in self.scorers)
+        names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}:{code_tag(FAMILIES.get(name).build)}"
+                         for name, _ in self.scorers)  # and their code: an edited metric read its old floor
 
         def real(n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             return twin[:n] if labels is None else (twin[:n], labels[:n])
@@ -270,8 +272,12 @@ class Evaluator:
             fake = Samples(x=x, feats=feats, logits=logits,
                            labels=None if labels is None else labels.to(self.device))
             out: dict[str, float] = {}
-            for _, scorer in scorers:
-                out.update(scorer(fake))
+            for name, scorer in scorers:
+                values = scorer(fake)
+                try:
+                    out.update(FAMILIES.get(name).checked(name, values))
+                except ValueError as err:
+                    raise ConfigError(f"eval.metrics: {err}") from None
             return out
 
 

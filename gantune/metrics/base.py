@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
+import hashlib
+import marshal
 import operator
 import posixpath
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -91,13 +95,35 @@ class Reference(Samples):
     def derived(self, name: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``compute()`` (real-only tensors) for this reference: from memory, the disk cache, else computed."""
         if name not in self._derived:
-            value = compute() if self.cache is None else cached(self.cache.with_name(f"{self.cache.stem}-{name}.pt"),
-                                                                compute)
+            # by the code too: a plugin edited to compute otherwise read its first version's statistics from disk
+            value = compute() if self.cache is None else cached(
+                self.cache.with_name(f"{self.cache.stem}-{name}-{code_tag(compute)}.pt"), compute)
             self._derived[name] = {k: v.to(self.device) for k, v in value.items()}
         return self._derived[name]
 
 
 Scorer = Callable[[Samples], dict[str, float]]
+
+
+def code_tag(fn: Callable[..., Any]) -> str:
+    """What a disk cache of ``fn``'s results is keyed by beside its inputs: its module's source (the helpers it
+    calls with it), else its own compiled code. A metric edited between two runs read the first version's real
+    statistics and real-vs-real floor from the cache, across searches."""
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    try:
+        data = _source(path) if path else b""
+    except OSError:
+        data = b""
+    if not data:
+        code = getattr(fn, "__code__", None)
+        data = marshal.dumps(code) if code is not None else repr(fn).encode()
+    return hashlib.sha1(data).hexdigest()[:8]
+
+
+@functools.lru_cache(maxsize=64)
+def _source(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
 def distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -164,10 +190,39 @@ class Family:
             if not METRIC_KEY.fullmatch(key) or _not_a_clean_path(key):
                 raise ValueError(f"metric key {key!r}: MLflow takes letters, digits, _ - . / : and spaces only, as a "
                                  "normal relative path (a search's tracking stopped at the first trial logging it)")
+            if key in RESERVED_KEYS or key.startswith("repeat/"):
+                raise ValueError(f"metric key {key!r}: a trial's record has its own {key!r} (reported beside it, the "
+                                 "metric overwrote it: a run printed step -1 of 20)")
+        for sig in self.collapse:  # one on a key the family does not report never fired, without a word
+            if sig.key not in self.keys:
+                raise ValueError(f"CollapseSignal {sig.key!r}: not one of the family's keys ({', '.join(self.keys)})")
+
+    def checked(self, name: str, values: dict[str, Any]) -> dict[str, float]:
+        """What the scorer returned, as numbers (a 0-d tensor read as one), each a key it declares: an undeclared
+        one passed MLflow's check of the declared keys and stopped tracking mid-run, and a tensor ended the run
+        in a traceback when the record was written, with its folder half made."""
+        if not isinstance(values, dict):
+            raise ValueError(f"metric {name!r} returned {type(values).__name__}, not a dict of its keys")
+        if extra := [k for k in values if k not in self.keys]:
+            raise ValueError(f"metric {name!r} reported {extra[0]!r}, which it does not declare (its keys: "
+                             f"{', '.join(self.keys)})")
+        out: dict[str, float] = {}
+        for k, v in values.items():
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of more than one value
+                raise ValueError(f"metric {name!r}: {k} is {type(v).__name__}, not a number") from None
+        return out
 
     def __call__(self, ref: Reference) -> Scorer:
         return self.build(ref)
 
+
+#: the keys a trial's record holds beside the metrics: the step, the trainer's statistics, timing, what a search
+#: adds (a metric reporting one replaced it)
+RESERVED_KEYS = frozenset({"step", "wall_s", "steps_per_s", "eval_s", "samples", "objective", "objective_repeat",
+                           "loss_d", "loss_g", "d_real", "d_fake", "d_win", "grad_norm_g", "grad_norm_d",
+                           "augment_p"})
 
 #: what a metric key may hold: MLflow's metric and param names (its ``_VALID_PARAM_AND_METRIC_NAMES``)
 METRIC_KEY = re.compile(r"[\w.\- :/]+")
@@ -189,7 +244,11 @@ def family(name: str, keys: tuple[str, ...], cheap: bool = False, collapse: tupl
     """Register a metric family (decorator on its ``build(reference) -> scorer`` function)."""
 
     def add(build: Callable[[Reference], Scorer]) -> Callable[[Reference], Scorer]:
-        FAMILIES.add(name, Family(build, keys, cheap, collapse, higher, one_sample, lower, logits, fits))
+        entry = Family(build, keys, cheap, collapse, higher, one_sample, lower, logits, fits)
+        for other in FAMILIES:  # a plugin's ``fid`` replaced the real FID in every record, without a word
+            if other != name and (shared := set(keys) & set(FAMILIES.get(other).keys)):
+                raise ValueError(f"metric {name!r}: key {sorted(shared)[0]!r} is metric {other!r}'s already")
+        FAMILIES.add(name, entry)
         return build
 
     return add
