@@ -557,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = parser.commands[name] = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.configure(p)
         p.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
+        # after the command too (`gantune train cfg.yaml --plugin x.py` was "unrecognized arguments")
+        p.add_argument("--plugin", dest="plugin_after", action="append", default=[], metavar="FILE_OR_MODULE",
+                       help="as gantune --plugin")
     return parser
 
 
@@ -621,7 +624,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if command.stores:
         patient_sqlite()
     try:
-        plugins.load(args.plugin)
+        plugins.load([*args.plugin, *args.plugin_after])
         summary = command.run(args)
     except GantuneError as err:
         print(f"gantune {args.command}: error: {err}", file=sys.stderr)

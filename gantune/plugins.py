@@ -77,5 +77,6 @@ def _module(spec: str) -> None:
             raise
         return
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        # after the rest, as a file's folder is: first, a local mlflow.py hid MLflow from the whole command
+        sys.path.append(os.getcwd())
     importlib.import_module(spec)

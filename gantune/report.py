@@ -228,7 +228,11 @@ def _value(study: optuna.Study, t: FrozenTrial) -> str:
     if t.state == TrialState.COMPLETE:
         return ", ".join(f"{v:.4g}" for v in t.values)
     best = trial_value(study, t)
-    return "" if best is None else f"{best:.4g} (best evaluation)"
+    if best is None:
+        return ""
+    # under a header naming every objective, say which one this is (a pruned trial has its first only)
+    named = f"{search_settings(study).objectives[0]} " if len(study.directions) > 1 else ""
+    return f"{named}{best:.4g} (best evaluation)"
 
 
 def _human(study: optuna.Study) -> dict[str, Any] | None:
@@ -285,7 +289,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     note = search_notes(study)  # trials measured differently, a search still running: in the page and on stderr
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()), autoescape=True)
     html = env.get_template(TEMPLATE).render(
-        search=name, n_trials=len(trials), objective=", ".join(names), direction=direction,
+        search=name, n_trials=len(trials), objective=", ".join(names), first_objective=names[0], direction=direction,
         storage=redacted(storage),  # the page people pass around: no password (as export and the summary show it)
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), counts=counts,
         trial_steps=sum(trained_steps(t) for t in trials),

@@ -210,6 +210,8 @@ def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     done = run("train", "t.yaml", "--no-tracking", "--out", "b", env={"GANTUNE_PLUGINS": "myplug"})  # a module
     assert done.returncode == 0, done.stderr
+    done = run("train", "t.yaml", "--no-tracking", "--out", "b2", "--plugin", "myplug.py")  # after the command
+    assert done.returncode == 0, done.stderr  # (it was "unrecognized arguments")
     done = run("train", "t.yaml", "--no-tracking", "--out", "c")
     assert done.returncode == 2 and "unknown loss 'ragan_cli'" in done.stderr and not (tmp_path / "c").exists()
     (tmp_path / "bad.py").write_text("from gantune.metrics import CollapseSignal\n"
@@ -587,3 +589,25 @@ def test_a_cached_statistic_is_keyed_by_the_code_that_computed_it(tmp_path: Path
         assert tag("def compute():\n    return 1\n") == tag("def compute():\n    return 1\n")
     finally:
         sys.modules.pop("edited_plugin", None)
+
+
+def test_a_plugin_module_does_not_put_the_working_folder_before_installed_modules(tmp_path: Path) -> None:
+    """``--plugin mymodule`` put the working folder first on ``sys.path`` for the whole command: a local
+    ``mlflow.py`` there then hid MLflow (a traceback). The file form appends its folder; so does the module form."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("gantune")
+    if exe is None:
+        pytest.skip("the gantune console script is not on PATH")
+    (tmp_path / "myplug.py").write_text(PLUGIN)
+    (tmp_path / "mlflow.py").write_text("raise ImportError('the local mlflow.py was imported')\n")
+    (tmp_path / "t.yaml").write_text("data: {name: ring8}\nloss: {name: ragan_cli}\nmodel: {z_dim: 4, g_width: 16, "
+                                     "d_width: 16, g_norm: none}\ntrain: {steps: 10, batch_size: 32, log_every: 10}\n"
+                                     "eval: {every: 10, n_samples: 200, metrics: [modes]}\n"
+                                     "health: {objective: mode_coverage, mode: max}\n")
+    done = subprocess.run([exe, "--plugin", "myplug", "train", "t.yaml", "--out", "a", "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""}, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -247,3 +247,20 @@ def test_with_several_objectives_the_metrics_order_puts_the_pareto_front_first()
     human = _human(study)
     assert human is not None
     assert {r["trial"]: r["metric_rank"] for r in human["rows"]} == {1: 2, 3: 3}  # trial 3 was 2nd, before 1
+
+
+def test_with_several_objectives_a_pruned_trials_value_says_which_objective_it_is() -> None:
+    """Under a column headed "fid, coverage", a pruned trial's cell held one number (its best fid) beside
+    completed rows of two: nothing said which."""
+    from gantune.report import _value
+    from gantune.sampling.study import BEST_REPORTED
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.set_user_attr("settings", SearchSettings.model_validate(
+        {"trials": 2, "max_steps": 100, "eval_every": 50, "objective": ["fid", "coverage"],
+         "direction": ["minimize", "maximize"]}).model_dump())
+    study.add_trial(optuna.trial.create_trial(values=[4.0, 0.1]))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
+                                              user_attrs={BEST_REPORTED: 3.0}))
+    done, pruned = study.trials
+    assert (_value(study, done), _value(study, pruned)) == ("4, 0.1", "fid 3 (best evaluation)")
