@@ -245,12 +245,17 @@ def pooled(rows: list[Replayed], sign: float) -> list[Replayed]:
     return [dataclasses.replace(r, label=lab[(r.seed, r.trial)]) for r in rows]
 
 
+def stopped_before(r: Replayed, step: float) -> bool:
+    """Whether the replayed verdict stops the config before ``step`` (one at the last step stops nothing:
+    ``search_efficiency.decisions`` reads it so too)."""
+    return r.step is not None and r.step < step
+
+
 def summary(rows: list[Replayed], max_steps: int) -> dict[str, int]:
     bad = [r for r in rows if r.label == "bad"]
     good = [r for r in rows if r.label == "good"]
-    return {"bad": len(bad), "bad_early": sum(r.step is not None and r.step < 0.25 * max_steps for r in bad),
-            # a verdict at the last step stops nothing (``search_efficiency.decisions`` reads it so too)
-            "good": len(good), "good_stopped": sum(r.step is not None and r.step < max_steps for r in good)}
+    return {"bad": len(bad), "bad_early": sum(stopped_before(r, 0.25 * max_steps) for r in bad),
+            "good": len(good), "good_stopped": sum(stopped_before(r, max_steps) for r in good)}
 
 
 def check(out: Path, preset: str, arm: str, rows: list[Replayed]) -> list[str]:
@@ -353,8 +358,8 @@ def main(argv: list[str] | None = None) -> None:
           f" ({s['bad_early'] / max(1, s['bad']):.0%}); good stopped: {s['good_stopped']}/{s['good']}"
           f" ({s['good_stopped'] / max(1, s['good']):.0%})")
     for r in rows:
-        stopped_good = r.label == "good" and r.step is not None
-        missed_bad = r.label == "bad" and (r.step is None or r.step >= 0.25 * max_steps)
+        stopped_good = r.label == "good" and stopped_before(r, max_steps)  # as ``summary`` counts (it listed a
+        missed_bad = r.label == "bad" and not stopped_before(r, 0.25 * max_steps)  # verdict at the last step)
         if stopped_good or missed_bad:
             what = "good stopped" if stopped_good else "bad missed "
             where = f"at {r.step} by {r.rule}" if r.step is not None else "never stopped"

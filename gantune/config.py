@@ -438,7 +438,8 @@ def format_validation_error(err: ValidationError, source: str, prefix: str = "")
         msg = "unknown key"
     elif first["type"] == "invalid_key":  # ``train: {on: 2}``: YAML's true, which the path shows as 1
         loc = ".".join([*loc.split(".")[:-1], repr(first.get("input"))])
-        msg = "unknown key (YAML reads on, off, yes and no as true and false)"
+        msg = "unknown key (YAML reads on, off, yes and no as true and false)" if isinstance(
+            first.get("input"), bool) else "unknown key (a key is text: quote it)"
     elif isinstance(value := first.get("input"), float) and not math.isfinite(value):  # .nan failed a bound first
         msg = f"Input should be a finite number, not {value}"  # ("should be greater than 0": NaN is neither)
     others = list(dict.fromkeys(path(e) for e in errors[1:]))

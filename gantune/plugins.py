@@ -47,7 +47,8 @@ def _import(where: str, do: Any) -> None:
 
 def _module(spec: str) -> None:
     """Import ``spec``: a ``.py`` file (under its stem's name, its folder on the path for its own imports) or a
-    module name (the working directory searched first, as ``python -m`` does)."""
+    module name (the working directory searched after the installed modules; a module there that an installed
+    one of the same name would hide is refused, as a file of that name is)."""
     if spec.endswith(".py"):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
@@ -76,6 +77,18 @@ def _module(spec: str) -> None:
             del sys.modules[path.stem]
             raise
         return
+    top = spec.split(".")[0]
+    local = next((p for p in (Path(top + ".py"), Path(top) / "__init__.py") if p.is_file()), None)
+    if local is not None:
+        try:  # the module that name imports: one imported already, else the first on the path
+            held = sys.modules.get(top)
+            origin = getattr(held, "__file__", None) if held is not None else getattr(
+                importlib.util.find_spec(top), "origin", None)
+        except (ImportError, ValueError):
+            origin = None
+        if origin and Path(origin).resolve() != local.resolve():
+            raise ImportError(f"{local} is hidden by an installed module {top!r} ({origin}): rename it, or give "
+                              f"the file: --plugin {local}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         # after the rest, as a file's folder is: first, a local mlflow.py hid MLflow from the whole command
         sys.path.append(os.getcwd())

@@ -65,6 +65,7 @@ def test_defaults_are_valid() -> None:
     ({"model": {"conditional": 1}}, "x.yaml: model.conditional: must be true or false"),
     # YAML's `on: 2` in a section: "train.1: Keys should be strings" (the top level said what YAML had read)
     ({"train": {True: 2}}, "x.yaml: train.True: unknown key (YAML reads on, off, yes and no as true and false)"),
+    ({"train": {5: 2}}, "x.yaml: train.5: unknown key (a key is text: quote it)"),
 ])
 def test_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:

@@ -5,7 +5,6 @@ up."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -567,28 +566,18 @@ def test_what_a_metric_returns_is_checked_against_what_it_declares(tmp_path: Pat
         FAMILIES.remove("undeclared_plugin")
 
 
-def test_a_cached_statistic_is_keyed_by_the_code_that_computed_it(tmp_path: Path) -> None:
-    """The real-vs-real floor and a family's real statistics are cached on disk across searches: a plugin metric
-    edited to return twice its value read its first version's floor (0.97 where it was 1.94)."""
-    import importlib.util
-
-    from gantune.metrics import base
-
-    def tag(text: str) -> str:
-        (tmp_path / "edited_plugin.py").write_text(text)
-        spec = importlib.util.spec_from_file_location("edited_plugin", tmp_path / "edited_plugin.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["edited_plugin"] = module
-        spec.loader.exec_module(module)
-        base._source.cache_clear()  # a run reads each file once; this test edits it within one
-        return base.code_tag(module.compute)
-
-    try:
-        assert tag("def compute():\n    return 1\n") != tag("def compute():\n    return 2\n")
-        assert tag("def compute():\n    return 1\n") == tag("def compute():\n    return 1\n")
-    finally:
-        sys.modules.pop("edited_plugin", None)
+def test_what_a_plugin_metric_computes_from_the_real_data_is_not_kept_on_disk(tmp_path: Path) -> None:
+    """The real-vs-real floor and a family's real statistics were cached on disk by the family's name, across
+    searches: a plugin metric edited to return twice its value read its first version's floor (0.97 where it was
+    1.94). Gantune's own are kept; a plugin's are computed once per process."""
+    ref = Reference(x=torch.zeros(4, 2), feats=torch.zeros(4, 2), cache=tmp_path / "reference-x.pt")
+    calls: list[int] = []
+    for _ in range(2):
+        ref.derived("mine", lambda: calls.append(1) or {"a": torch.ones(1)})
+    assert calls == [1] and not list(tmp_path.iterdir())  # memory only
+    again = Reference(x=torch.zeros(4, 2), feats=torch.randn(4, 2), cache=tmp_path / "reference-x.pt")
+    FAMILIES.get("diversity")(again)
+    assert [p.name for p in tmp_path.iterdir()] == ["reference-x-diversity.pt"]  # gantune's own: on disk
 
 
 def test_a_plugin_module_does_not_put_the_working_folder_before_installed_modules(tmp_path: Path) -> None:
@@ -611,3 +600,16 @@ def test_a_plugin_module_does_not_put_the_working_folder_before_installed_module
                            f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": ""}, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_plugin_module_an_installed_one_would_hide_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searched after the installed modules (so that a local mlflow.py no longer hides MLflow), a local ``six.py``
+    given as ``--plugin six`` imported the installed six and never ran; refused as the file form refuses it."""
+    from gantune import plugins
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "optuna.py").write_text("raise RuntimeError('never imported')\n")
+    with pytest.raises(ConfigError, match=r"optuna.py is hidden by an installed module 'optuna' .*: rename it, or "
+                                          r"give the file: --plugin optuna.py"):
+        plugins.load(["optuna"])

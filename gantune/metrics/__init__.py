@@ -34,10 +34,10 @@ from gantune.metrics.base import (
     Samples,
     Scorer,
     better,
-    code_tag,
     collapse_signals,
     family,
     full_precision,
+    ours,
 )
 from gantune.metrics.features import Extractor, build_extractor, default_extractor, missing_inception
 from gantune.rundir import cache_dir, cached
@@ -234,8 +234,7 @@ class Evaluator:
         if labels is not None:  # the same pixels under other classes (a folder re-sorted) are another floor
             digest += hashlib.sha1(labels.contiguous().numpy().tobytes()).hexdigest()[:12]
         # the families' keys too: a family that gains a key must not read an old floor without it
-        names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}:{code_tag(FAMILIES.get(name).build)}"
-                         for name, _ in self.scorers)  # and their code: an edited metric read its old floor
+        names = ",".join(f"{name}:{'/'.join(FAMILIES.get(name).keys)}" for name, _ in self.scorers)
 
         def real(n: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             return twin[:n] if labels is None else (twin[:n], labels[:n])
@@ -244,8 +243,8 @@ class Evaluator:
             values = self._score(real, len(twin), self.scorers)
             return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
 
-        if ref.cache is None:
-            stored = score()
+        if ref.cache is None or not all(ours(FAMILIES.get(name).build) for name, _ in self.scorers):
+            stored = score()  # a plugin's floor is not kept on disk (``ours``): an edited metric read its old one
         else:
             tag = hashlib.sha1(f"{digest}|{names}".encode()).hexdigest()[:12]
             stored = cached(ref.cache.with_name(f"{ref.cache.stem}-floor-{len(twin)}-{tag}.pt"), score)

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
-import hashlib
-import marshal
 import operator
 import posixpath
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -95,9 +91,8 @@ class Reference(Samples):
     def derived(self, name: str, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``compute()`` (real-only tensors) for this reference: from memory, the disk cache, else computed."""
         if name not in self._derived:
-            # by the code too: a plugin edited to compute otherwise read its first version's statistics from disk
-            value = compute() if self.cache is None else cached(
-                self.cache.with_name(f"{self.cache.stem}-{name}-{code_tag(compute)}.pt"), compute)
+            value = compute() if self.cache is None or not ours(compute) else cached(
+                self.cache.with_name(f"{self.cache.stem}-{name}.pt"), compute)
             self._derived[name] = {k: v.to(self.device) for k, v in value.items()}
         return self._derived[name]
 
@@ -105,25 +100,11 @@ class Reference(Samples):
 Scorer = Callable[[Samples], dict[str, float]]
 
 
-def code_tag(fn: Callable[..., Any]) -> str:
-    """What a disk cache of ``fn``'s results is keyed by beside its inputs: its module's source (the helpers it
-    calls with it), else its own compiled code. A metric edited between two runs read the first version's real
-    statistics and real-vs-real floor from the cache, across searches."""
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    try:
-        data = _source(path) if path else b""
-    except OSError:
-        data = b""
-    if not data:
-        code = getattr(fn, "__code__", None)
-        data = marshal.dumps(code) if code is not None else repr(fn).encode()
-    return hashlib.sha1(data).hexdigest()[:8]
-
-
-@functools.lru_cache(maxsize=64)
-def _source(path: str) -> bytes:
-    return Path(path).read_bytes()
+def ours(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is gantune's own code. What a plugin computes is not cached on disk: keyed by a name, an
+    edited metric read its first version's real statistics and floor across searches, and its code has no
+    version a key could follow into a search's worker processes (cloudpickled, or the worker's ``__main__``)."""
+    return str(getattr(fn, "__module__", "") or "").startswith("gantune.")
 
 
 def distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

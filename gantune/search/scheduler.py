@@ -140,8 +140,8 @@ class NoiseAwareASHA(RecordingASHA):
         if rung is not None and OBJECTIVE_REPEAT in result:
             self.pairs.setdefault(rung[0], []).append((float(result["objective"]), float(result[OBJECTIVE_REPEAT])))
         decision = super().decide(tune_controller, trial, result)
-        if decision != TrialScheduler.STOP or rung is None:
-            return decision
+        if decision != TrialScheduler.STOP or rung is None or result.get(STOPPING_KEY):
+            return decision  # (a trial its own verdict stops here is no rescue: ``on_trial_result``)
         milestone, cutoff = rung
         if cutoff is None:  # ASHA stops nobody against an empty rung; kept for the type's sake
             return decision

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -42,6 +43,8 @@ FILES_KEY = "gantune_files"
 #: after an exploit), in its first report after the restart
 RESTORED_TRIAL, RESTORED_STEP = "pbt_restored_trial", "pbt_restored_step"
 ORIGIN = "origin.json"
+#: PBT: in a member's run folder, the step of the donor's checkpoint it last trained on from (its history since)
+CLONED = ".gantune-cloned.json"
 #: PBT: the report of a member a verdict ended, before its final one: ``"<status>: <reason>"``
 VERDICT_KEY = "pbt_verdict"
 #: the report of the step a health verdict fired at (``"pruned:<kind>"``): the trial ends after it with its own
@@ -99,13 +102,19 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
 
 def member_monitor(monitor: HealthMonitor | None, run_dir: Path, restored_from: dict[str, float],
                    number: int) -> ShouldStop | None:
-    """The trial's ``should_stop``. A PBT member back from its own checkpoint (paused) is judged on its history,
-    as a resumed ``gantune train`` is: a fresh monitor restarted the warm-up and patience at each pause, and a
-    collapsed member never reached a verdict. A verdict in that history stops it at once. A clone trains another
-    config from its donor's weights, judged afresh."""
-    if monitor is None or restored_from.get(RESTORED_TRIAL) != number:
+    """The trial's ``should_stop``. A PBT member back from its own checkpoint (paused) is judged on its history
+    since it last cloned a donor (``CLONED``), as a resumed ``gantune train`` is: a fresh monitor restarted the
+    warm-up and patience at each pause, and a collapsed member never reached a verdict. A verdict in that history
+    stops it at once. A clone trains another config from its donor's weights, judged afresh; the records of the
+    config it replaced stay in its ``metrics.jsonl`` and are not its history. (On a cluster without a shared disk,
+    ``ship_files``, the run folder is new at each start: no history to read.)"""
+    if monitor is None or not restored_from:
         return monitor
-    given = monitor.replay([r for r in read_metrics(run_dir) if r["step"] <= restored_from[RESTORED_STEP]])
+    if restored_from[RESTORED_TRIAL] != number:  # a clone
+        atomic_write(run_dir / CLONED, json.dumps({"step": restored_from[RESTORED_STEP]}).encode())
+        return monitor
+    since = json.loads((run_dir / CLONED).read_text())["step"] if (run_dir / CLONED).is_file() else -math.inf
+    given = monitor.replay([r for r in read_metrics(run_dir) if since < r["step"] <= restored_from[RESTORED_STEP]])
     return monitor if given is None else (lambda record: given)
 
 

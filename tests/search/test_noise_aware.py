@@ -244,3 +244,18 @@ def test_the_study_keeps_where_a_trial_was_rescued() -> None:
     assert first.user_attrs[RESCUED_ATTR] == [{"step": 20, "value": 2.55, "cutoff": 2.5, "sigma": 0.07},
                                               {"step": 60, "value": 1.4, "cutoff": 1.38, "sigma": 0.05}]
     assert second.user_attrs[RESCUED_ATTR] == [] and second.value == 1.2  # written at every ending
+
+
+def test_a_trial_its_own_verdict_stops_at_a_rung_is_no_rescue() -> None:
+    """Within the noise of the cutoff, a trial whose health verdict fired on that report was recorded as rescued
+    (``asha_rescued``: where ASHA "kept" it) though it ended there, pruned by its verdict."""
+    from gantune.search.trainable import STOPPING_KEY
+
+    sched = _scheduler(NoiseAwareASHA, "min")
+    assert isinstance(sched, NoiseAwareASHA)
+    _drive(sched, CALIBRATION)
+    trial = Trial("__fake", config={}, stub=True)
+    sched.on_trial_add(None, trial)  # type: ignore[arg-type]
+    result = {"step": 10.0, "objective": NEAR[0], OBJECTIVE_REPEAT: NEAR[1], STOPPING_KEY: "pruned:collapsed"}
+    assert sched.on_trial_result(None, trial, result) == CONTINUE  # it ends with its verdict
+    assert sched.rescues == [] and sched.stopped == {}

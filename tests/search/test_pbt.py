@@ -429,8 +429,12 @@ def test_a_member_back_from_its_own_checkpoint_is_judged_on_its_history(tmp_path
     assert isinstance(early, HealthMonitor) and early.verdict is None and early.state.checks == 2
     assert early({"step": 60.0, **low}) is not None  # the third low evaluation is its second counted one
     clone = HealthMonitor.for_trial(cfg)
-    assert member_monitor(clone, tmp_path, {RESTORED_TRIAL: 1.0, RESTORED_STEP: 60.0}, 3) is clone
+    assert member_monitor(clone, tmp_path, {RESTORED_TRIAL: 1.0, RESTORED_STEP: 40.0}, 3) is clone
     assert clone.state.checks == 0  # another member's checkpoint: judged afresh
+    # paused again later: its history is what it trained since the clone, not the replaced config's records
+    # that stay in its metrics.jsonl (they stopped a healthy clone with the old config's verdict)
+    later = member_monitor(HealthMonitor.for_trial(cfg), tmp_path, {RESTORED_TRIAL: 3.0, RESTORED_STEP: 60.0}, 3)
+    assert isinstance(later, HealthMonitor) and later.verdict is None and later.state.checks == 1
 
 
 def test_a_pbt_member_a_verdict_stops_at_an_evaluation_ends_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
