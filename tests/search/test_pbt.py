@@ -223,13 +223,11 @@ def test_a_member_ended_by_a_verdict_ends_when_there_is_nobody_to_clone() -> Non
     assert exploits == []
 
 
-def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
-    """PBT decides at a member's evaluations; the one at the last step is its end: an exploit there sent it back
-    to a donor's earlier checkpoint to train the same steps again, as often as it ranked low (seen: dozens of
-    times in a 500-step search)."""
+def _one_member_pbt():  # type: ignore[no-untyped-def]
+    """A 500-step PBT with one member added, and the controller stand-in its calls take."""
     from ray.tune.experiment import Trial
 
-    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.ray_private import WithoutSearcher
     from gantune.search.scheduler import RecordingPBT
 
     class Controller:
@@ -242,9 +240,19 @@ def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
                        hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
     member = Trial("__fake", config={"lr": 0.1}, stub=True)
     pbt.on_trial_add(WithoutSearcher(Controller()), member)  # type: ignore[arg-type]
-    pbt.on_trial_result(Controller(), member, {"step": 500.0, "objective": 0.2})
+    return pbt, member, Controller()
+
+
+def test_a_member_at_the_end_of_its_budget_is_not_ranked_or_sent_back() -> None:
+    """PBT decides at a member's evaluations; the one at the last step is its end: an exploit there sent it back
+    to a donor's earlier checkpoint to train the same steps again, as often as it ranked low (seen: dozens of
+    times in a 500-step search)."""
+    from gantune.search.ray_private import member_state
+
+    pbt, member, controller = _one_member_pbt()
+    pbt.on_trial_result(controller, member, {"step": 500.0, "objective": 0.2})
     assert member_state(pbt, member).last_result is None  # no decision at the end
-    pbt.on_trial_result(Controller(), member, {"step": 400.0, "objective": 0.2})
+    pbt.on_trial_result(controller, member, {"step": 400.0, "objective": 0.2})
     assert member_state(pbt, member).last_result == {"step": 400.0, "objective": 0.2}  # decided before it
 
 
@@ -391,25 +399,14 @@ def test_pbt_leaves_a_report_a_verdict_fired_on_to_the_member() -> None:
     the member came back from that report's checkpoint with a fresh monitor, and the verdict was lost (a member
     at lr_g 1e6 trained to its end, grad norm 7.7e13 at every evaluation). Left alone, the member says so in its
     next report and is replaced or ends; that report's state is no checkpoint to clone."""
-    from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from gantune.search.ray_private import WithoutSearcher, member_state
-    from gantune.search.scheduler import RecordingPBT
+    from gantune.search.ray_private import member_state
     from gantune.search.trainable import STOPPING_KEY
 
-    class Controller:
-        search_alg = None
-
-        def get_trials(self) -> list:
-            return []
-
-    pbt = RecordingPBT([], 500, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
-                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
-    member = Trial("__fake", config={"lr": 0.1}, stub=True)
-    pbt.on_trial_add(WithoutSearcher(Controller()), member)  # type: ignore[arg-type]
+    pbt, member, controller = _one_member_pbt()
     failed = {"step": 100.0, "objective": 0.9, STOPPING_KEY: "pruned:diverged"}
-    assert pbt.on_trial_result(Controller(), member, failed) == TrialScheduler.CONTINUE
+    assert pbt.on_trial_result(controller, member, failed) == TrialScheduler.CONTINUE
     assert member_state(pbt, member).last_result is None and member_state(pbt, member).last_score is None
 
 
