@@ -346,8 +346,13 @@ def report_intermediate(trial: optuna.Trial, value: float, step: int) -> None:
         trial.report(value, step)
 
 
-#: why a trial that trained to the end is closed FAIL
+#: why a trial that trained to the end is closed FAIL (``has_value`` false)
 NO_VALUE = "no finite objective value at the end of the trial"
+
+
+def has_value(values: list[float] | None) -> bool:
+    """Whether a trial's final objective values can be told to the study (each finite)."""
+    return values is not None and all(math.isfinite(v) for v in values)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[float] | None,
@@ -356,7 +361,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, status: Status, values: list[
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     state = OPTUNA_STATE.get(status, TrialState.PRUNED if status.pruned else TrialState.FAIL)
-    if state == TrialState.COMPLETE and (values is None or not all(math.isfinite(v) for v in values)):
+    if state == TrialState.COMPLETE and not has_value(values):
         state = TrialState.FAIL  # and so it reads: a status "completed" on a FAIL trial was counted as completed
         trial.set_user_attr(STATUS_KEY, Status.FAILED.value)
         trial.set_user_attr(REASON_KEY, NO_VALUE)

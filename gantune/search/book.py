@@ -36,6 +36,7 @@ from gantune.sampling.study import (
     FINISHED,
     NO_VALUE,
     best_trial,
+    has_value,
     logged_params,
     ranked,
     report_intermediate,
@@ -57,7 +58,7 @@ def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaS
     if STATUS_KEY in last:
         status, reason = Status(last[STATUS_KEY]), str(last.get(REASON_KEY, ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
-        if status == Status.COMPLETED and (values is None or not all(math.isfinite(v) for v in values)):
+        if status == Status.COMPLETED and not has_value(values):
             # the study closes it FAIL (``tell``): counted, listed and reported as completed, it beat the best
             return TrialOutcome(number, Status.FAILED, NO_VALUE, steps, None, metrics)
         return TrialOutcome(number, status, reason, steps, values, metrics, rule=str(last.get(RULE_KEY, "")))
