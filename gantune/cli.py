@@ -121,14 +121,22 @@ COUNT = _bounded(-(2**62), 2**62)
 _TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
 
 
+def _uri(text: str) -> str:
+    """An argparse type: a tracking URI, named (``--tracking-uri "$UNSET"`` logged to the default store without
+    a word, where every other empty value is refused)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; name the tracking URI, or leave the flag out for the default")
+    return text
+
+
 def _tracking_uri_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help=_TRACKING_URI_HELP)
+    p.add_argument("--tracking-uri", type=_uri, help=_TRACKING_URI_HELP)
 
 
 def _tracking_args(p: argparse.ArgumentParser, what: str) -> None:
     """--tracking-uri or --no-tracking: one excludes the other (a URI given with --no-tracking would be ignored)."""
     either = p.add_mutually_exclusive_group()
-    either.add_argument("--tracking-uri", help=_TRACKING_URI_HELP)
+    either.add_argument("--tracking-uri", type=_uri, help=_TRACKING_URI_HELP)
     either.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
 
 

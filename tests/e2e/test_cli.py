@@ -277,6 +277,8 @@ def test_a_run_that_goes_well_writes_nothing_to_stderr(tmp_path: Path) -> None:
     (["train", "{cfg}", "--device", "cuda:7"], "no CUDA device"),
     (["train", "{cfg}", "--bogus"], "gantune train: error: unrecognized arguments: --bogus"),
     (["--bogus", "train", "{cfg}"], "gantune: error: unrecognized arguments: --bogus"),  # it blamed train
+    # an empty URI (an unset variable) logged to the default store without a word
+    (["train", "{cfg}", "--tracking-uri", ""], "argument --tracking-uri: empty; name the tracking URI"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if "cuda:7" in args and torch.cuda.device_count() > 7:
