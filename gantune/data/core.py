@@ -310,9 +310,7 @@ def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any
             raise DataError(f"data.name: dataset {name!r} is 2-D points, and its builder returned "
                             f"{type(mixture).__name__} for the mixture: expected a gantune.data.Mixture")
         return
-    for what, t in (("images", images), ("held-out images", heldout)):
-        if t is None and what == "held-out images":
-            continue
+    for what, t in [("images", images), *([("held-out images", heldout)] if heldout is not None else [])]:
         if not isinstance(t, torch.Tensor) or t.ndim != 4 or (t.shape[1] not in (1, 3) and not ds.stack) \
                 or min(t.shape) == 0:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__

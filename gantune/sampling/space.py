@@ -28,7 +28,15 @@ from typing import Any, ClassVar
 import optuna
 from pydantic import ValidationError
 
-from gantune.config import SECTIONS, SUBSECTIONS, TrialConfig, format_validation_error, parse_yaml, read_yaml
+from gantune.config import (
+    SECTIONS,
+    SUBSECTIONS,
+    TrialConfig,
+    format_validation_error,
+    parse_yaml,
+    read_yaml,
+    switch_problem,
+)
 from gantune.data import data_notes, listed_once, measured_on
 from gantune.errors import ConfigError
 from gantune.sampling.checks import (
@@ -341,19 +349,12 @@ def parse_params(settings: SearchSettings, source: str) -> dict[str, Spec]:
 
 def _quoted_number(spec: Spec) -> str | None:
     """A choice of text that reads as a number beside numbers (``categorical: ['2', 4]``): the first, or None. A
-    config key refuses it by its type; a free parameter has none, and half its draws failed in expressions."""
-    if not isinstance(spec, CategoricalSpec):
+    config key refuses it by its type (``switch_problem``); a free parameter has none, and half its draws failed in
+    expressions."""
+    if not isinstance(spec, CategoricalSpec) or not any(
+            isinstance(c, (int, float)) and not isinstance(c, bool) for c in spec.choices):
         return None
-    if not any(isinstance(c, (int, float)) and not isinstance(c, bool) for c in spec.choices):
-        return None
-    for c in spec.choices:
-        if isinstance(c, str):
-            try:
-                float(c)
-            except ValueError:
-                continue
-            return c
-    return None
+    return next((c for c in spec.choices if isinstance(c, str) and switch_problem(float, c)), None)
 
 
 def stored_specs(text: str, source: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
