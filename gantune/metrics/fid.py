@@ -68,39 +68,27 @@ def kid_subset_size(n: int) -> int:
     return min(n // 2, KID_SUBSET)
 
 
-def _sq(t: torch.Tensor) -> float:
-    return float((t * t).sum())
-
-
 def _zetas(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Unbiased estimates of the first- and second-order variance components (zeta_1, zeta_2) of the MMD^2
-    U-statistic with the cubic polynomial kernel, from m reals ``x`` and m fakes ``y`` (m >= 3), in float64: the
-    sums of Sutherland et al. 2017 (appendix A), as Binkowski et al. 2018 compute them for KID's variance; the
-    kernel is torchmetrics' own, the one ``poly_mmd`` scores with."""
+    U-statistic with the cubic polynomial kernel, from m reals ``x`` paired with m fakes ``y`` (m >= 4), in
+    float64. With h the U-statistic's kernel on the pairs z_i = (x_i, y_i), zeta_1 = E[h_ij h_ik] - (E h)^2 and
+    zeta_2 = E[h_ij^2] - (E h)^2, each expectation averaged over distinct indices only (so each term is unbiased;
+    the sums of Sutherland et al. 2017 that this replaced read zeta_1 low by about 1/m of zeta_2, and the
+    standard error 20-35% low where the distributions match). The kernel is torchmetrics' own, the one
+    ``poly_mmd`` scores with."""
     from torchmetrics.image.kid import poly_kernel  # imported here, as poly_mmd (scipy.signal's start-up cost)
 
     x, y = x.double(), y.double()
     m = len(x)
-    kxx, kyy, kxy = (poly_kernel(a, b) for a, b in ((x, x), (y, y), (x, y)))
-    dx, dy = kxx.diagonal(), kyy.diagonal()
-    xx_rows, yy_rows = kxx.sum(1) - dx, kyy.sum(1) - dy  # row sums without the diagonal
-    xy_cols, xy_rows = kxy.sum(0), kxy.sum(1)
-    xx, yy, xy = float(xx_rows.sum()), float(yy_rows.sum()), float(xy_cols.sum())
-    xx2, yy2, xy2 = _sq(kxx) - _sq(dx), _sq(kyy) - _sq(dy), _sq(kxy)
-    cross = float(xx_rows @ xy_rows) + float(yy_rows @ xy_cols)
-    m1, m2 = m - 1, m - 2
-    zeta1 = (1 / (m * m1 * m2) * (_sq(xx_rows) - xx2 + _sq(yy_rows) - yy2)
-             - 1 / (m * m1) ** 2 * (xx**2 + yy**2)
-             + 1 / (m * m * m1) * (_sq(xy_rows) + _sq(xy_cols) - 2 * xy2)
-             - 2 / m**4 * xy**2
-             - 2 / (m * m * m1) * cross
-             + 2 / (m**3 * m1) * (xx + yy) * xy)
-    zeta2 = (1 / (m * m1) * (xx2 + yy2)
-             - 1 / (m * m1) ** 2 * (xx**2 + yy**2)
-             + 2 / (m * m) * xy2
-             - 2 / m**4 * xy**2
-             - 4 / (m * m * m1) * cross
-             + 4 / (m**3 * m1) * (xx + yy) * xy)
+    kxy = poly_kernel(x, y)
+    h = poly_kernel(x, x) + poly_kernel(y, y) - kxy - kxy.T
+    h.fill_diagonal_(0)
+    rows = h.sum(1)
+    total, squares, row_squares = float(rows.sum()), float((h * h).sum()), float(rows @ rows)
+    # E[h_ij h_kl] over four distinct indices: all products, less those sharing a pair or one index
+    mean_sq = (total**2 + 2 * squares - 4 * row_squares) / (m * (m - 1) * (m - 2) * (m - 3))
+    zeta1 = (row_squares - squares) / (m * (m - 1) * (m - 2)) - mean_sq
+    zeta2 = squares / (m * (m - 1)) - mean_sq
     return zeta1, zeta2
 
 
