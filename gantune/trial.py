@@ -361,7 +361,9 @@ def train(
         return prior_wall + time.perf_counter() - t_start
 
     def checkpoint(step: int) -> None:
-        if out.rd is not None:  # the state is only gathered where it is kept
+        # the state is only gathered where it is kept; one of weights gone non-finite (D overflowed between logs,
+        # an evaluation of G's samples still finite) would replace the last good one that a resume starts from
+        if out.rd is not None and all(finite_weights(net.state_dict()) for net in (trainer.G, trainer.D)):
             out.checkpoint({"step": step, "eval_s": evaluation.seconds, "wall_s": wall(), "last": last,
                             "last_eval": last_eval, "trainer": trainer.state_dict(),
                             "rng": _rng_state(dev, data, evaluation), "data": listing})
@@ -376,9 +378,7 @@ def train(
         trainer.schedule(step)
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
-            # a checkpoint waited for the next log; one of weights gone non-finite would replace the last good one
-            if step % tc.checkpoint_every == 0 and step < tc.steps and all(
-                    finite_weights(net.state_dict()) for net in (trainer.G, trainer.D)):
+            if step % tc.checkpoint_every == 0 and step < tc.steps:  # a step that records nothing
                 checkpoint(step)
             continue
         record: Record = {"step": step}  # a whole number in metrics.jsonl and --json (it read 25.0)

@@ -330,3 +330,29 @@ def test_should_stop_is_asked_on_each_record_before_it_is_reported() -> None:
                    should_stop=ask)
     assert calls == [("ask", 10), ("report", 10), ("ask", 20), ("report", 20)]
     assert (result.status.value, result.steps) == ("pruned:collapsed", 20)
+
+
+def test_a_checkpoint_of_weights_gone_non_finite_never_replaces_the_last_good_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: D's weights overflowing at an evaluation step that logs no losses (eval.every 10,
+    log_every 30) were saved over the step-10 checkpoint (G's samples still scored finite), so a resume, or a PBT
+    member cloning this one, started from inf weights."""
+    import gantune.trial as trial_module
+    from gantune.rundir import CHECKPOINT, finite_weights
+
+    class Overflowing(trial_module.GANTrainer):  # type: ignore[misc,valid-type]
+        steps = 0
+
+        def step(self, measure: bool = False) -> None:
+            super().step(measure=measure)
+            Overflowing.steps += 1
+            if Overflowing.steps == 20:
+                with torch.no_grad():
+                    next(self.D.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(trial_module, "GANTrainer", Overflowing)
+    cfg = tiny(train={"steps": 60, "log_every": 30, "checkpoint_every": 10}, eval={"every": 10, "metrics": ["prdc"]})
+    result = train(cfg, run_dir=tmp_path / "run")
+    assert result.status == "diverged" and "non-finite" in result.reason
+    saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert saved["step"] == 10 and finite_weights(saved["trainer"]["D"])

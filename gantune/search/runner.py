@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import time
@@ -203,6 +204,12 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
         raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
                            f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
     return resources
+
+
+def trial_slots(resources: dict[str, float], have: dict[str, float]) -> int:
+    """How many trials of ``resources`` each the cluster's ``have`` runs at once (at least 1)."""
+    counts = [have.get(key.upper(), 0.0) / need for key, need in resources.items() if need > 0]
+    return max(1, math.floor(min(counts) + 1e-9)) if counts else 1
 
 
 def local_resources() -> dict[str, float]:
@@ -483,6 +490,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     """Run the trials through Ray Tune; ``Interrupted`` when the search did not get to end every trial. Each
     trial's sample grids become Optuna artifacts in ``grids_dir``; ``carried``: the registrations made outside
     gantune (``gantune.search.carry``), registered in each trial's process."""
+    import ray
     from ray import tune
     from ray.tune import FailureConfig
 
@@ -501,14 +509,15 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
                       grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues, label=space.label)
-    scheduler = make_scheduler(space, asha_stopped, exploits, rescues, study)
+    scheduler = make_scheduler(space, asha_stopped, exploits, rescues, study,
+                               slots=trial_slots(resources, ray.cluster_resources()) if pbt else 0)
     tuner = tune.Tuner(
         tune.with_resources(run_trial if carried is None else tune.with_parameters(run_trial, carried=carried),
                             resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=to_create + len(resumed),
-                                    # PBT: the whole population exists from the start (members beyond the
-                                    # resources wait paused and take turns)
+                                    # PBT: every member is created (one pending at a time, as for any
+                                    # searcher); members beyond the slots wait paused and take turns
                                     max_concurrent_trials=None if pbt else settings.concurrency or None,
                                     # every trial starts in a live actor: a fresh one costs a process start
                                     # and torch's import, seconds a trial on a CPU (Tune's default is off)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -177,10 +178,11 @@ class RecordingPBT(PopulationBasedTraining):
     when it takes a donor's explored hyperparameters, each exploit is recorded, a member a verdict ended is
     replaced at once (``_replace``) and a member at the end of its budget ends."""
 
-    def __init__(self, exploits: list[Exploit], last_step: int, **kwargs: Any) -> None:
+    def __init__(self, exploits: list[Exploit], last_step: int, slots: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.exploits = exploits
         self.last_step = last_step  # every member's budget: its evaluation there is its end
+        self.slots = slots  # trials the cluster runs at once (0: unknown, Ray's rule alone)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         if result.get("step", 0) >= self.last_step:
@@ -196,7 +198,17 @@ class RecordingPBT(PopulationBasedTraining):
             # on here, PBT paused it (another member waiting) or ranked it, and it came back from this report's
             # checkpoint with a fresh monitor: the verdict was lost and the failed state stayed a possible donor
             return TrialScheduler.CONTINUE
-        return str(super().on_trial_result(tune_controller, trial, result))
+        decision = str(super().on_trial_result(tune_controller, trial, result))
+        if decision == TrialScheduler.PAUSE and self._free_slot(tune_controller):
+            # Ray pauses a member at each decision while another waits, for that one to run in its place; with a
+            # slot free the waiting one starts there. Paused, this member handed its worker process to the waiting
+            # member (reuse_actors) and the members took turns on one process: on 2 CPUs, one ran at a time
+            return TrialScheduler.CONTINUE
+        return decision
+
+    def _free_slot(self, tune_controller: Any) -> bool:
+        running = sum(t.status == Trial.RUNNING for t in tune_controller.get_trials())
+        return 0 < running < self.slots
 
     def _replace(self, tune_controller: Any, trial: Trial, verdict: str) -> str:
         """A member ended by a verdict (its trial function waits in ``tune.report``) clones a top member of the
@@ -269,12 +281,41 @@ class RecordingPBT(PopulationBasedTraining):
         return int((state.last_result or {}).get("step", state.last_train_time))
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
+        """Ray's exploit, from a copy of the donor's checkpoint (``pinned``): Tune keeps each member's last few
+        (``num_to_keep``), and with members side by side the donor trained on and Tune deleted the one its clone
+        was to start from ("Could not recover from checkpoint as it does not exist on storage anymore"). A
+        checkpoint gone already is no exploit: the member trains on as it is."""
         now = int(member_state(self, trial).last_train_time)  # the exploit moves it to the donor's
         before = trial.config["trial"]
-        super()._exploit(tune_controller, trial, trial_to_clone)
-        self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, self._checkpoint_step(trial_to_clone),
+        donor = member_state(self, trial_to_clone)
+        kept, step = donor.last_checkpoint, self._checkpoint_step(trial_to_clone)
+        try:
+            donor.last_checkpoint = pinned(kept, f"{trial.trial_id}-{len(self.exploits)}")
+        except FileNotFoundError:
+            return
+        try:
+            super()._exploit(tune_controller, trial, trial_to_clone)
+        finally:
+            donor.last_checkpoint = kept
+        self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step,
                                      dict(trial.config["params"]), dict(trial_to_clone.config["params"]),
                                      trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))
+
+
+def pinned(checkpoint: Any, name: str) -> Any:
+    """A copy of a Tune checkpoint (on its own file system) beside it, named ``clone-<name>``: Tune never deletes
+    it (it tracks only the checkpoints members reported). What is not a stored checkpoint is returned as it is."""
+    path, fs = getattr(checkpoint, "path", None), getattr(checkpoint, "filesystem", None)
+    if path is None or fs is None:
+        return checkpoint
+    import pyarrow.fs  # Ray's own storage layer: installed with it
+
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        raise FileNotFoundError(path)
+    copy = posixpath.join(posixpath.dirname(path.rstrip("/")), f"clone-{name}")
+    fs.create_dir(copy, recursive=True)  # copy_files makes the folders of subfolders only
+    pyarrow.fs.copy_files(path, copy, source_filesystem=fs, destination_filesystem=fs)
+    return type(checkpoint)(path=copy, filesystem=fs)
 
 
 #: the Optuna states of the trials an earlier invocation ended: what ASHA's rungs held of them
@@ -283,14 +324,15 @@ ENDED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optun
 
 def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
                    rescues: list[tuple[str, Rescue]] | None = None,
-                   study: optuna.Study | None = None) -> TrialScheduler:
+                   study: optuna.Study | None = None, slots: int = 0) -> TrialScheduler:
     """PBT (decisions every ``pbt.interval_evals`` evaluations), or ASHA with rungs at evaluation steps
     (grace = ``grace_evals`` evaluations; noise-aware with ``pruning.noise_aware``, its rescues appended to
     ``rescues``), or FIFO when ASHA is off. ASHA's rungs start with what ``study``'s ended trials reported at them
     (a resumed search's ASHA started empty: the first trial at each rung went on whatever its value, and trials
     worse than the cutoff that had stopped an earlier one ran their whole budget). A multi-objective study keeps
-    no values by step (Optuna's ``report`` is single-objective): there the rungs start empty."""
-    scheduler = _scheduler(space, stopped, exploits, rescues)
+    no values by step (Optuna's ``report`` is single-objective): there the rungs start empty. ``slots``: the trials
+    the cluster runs at once, which PBT fills before it pauses a member for another."""
+    scheduler = _scheduler(space, stopped, exploits, rescues, slots)
     if isinstance(scheduler, AsyncHyperBandScheduler) and study is not None and len(study.directions) == 1:
         for t in study.get_trials(deepcopy=False, states=ENDED):
             record_at_rungs(scheduler, f"study-trial-{t.number}", t.intermediate_values)
@@ -298,13 +340,13 @@ def make_scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: l
 
 
 def _scheduler(space: SearchSpace, stopped: dict[str, AshaStop], exploits: list[Exploit],
-               rescues: list[tuple[str, Rescue]] | None) -> TrialScheduler:
+               rescues: list[tuple[str, Rescue]] | None, slots: int) -> TrialScheduler:
     settings = space.settings
     p = settings.pruning
     mode = settings.mode
     if p.scheduler == "pbt":
         # only evaluation reports carry the objective and a checkpoint: log reports pass (require_attrs off)
-        return RecordingPBT(exploits, settings.max_steps, time_attr="step", metric="objective", mode=mode,
+        return RecordingPBT(exploits, settings.max_steps, slots, time_attr="step", metric="objective", mode=mode,
                             perturbation_interval=p.pbt.interval_evals * settings.eval_every,
                             quantile_fraction=p.pbt.quantile, custom_explore_fn=Explorer(space, settings.seed),
                             require_attrs=False)

@@ -32,7 +32,7 @@ from gantune.config import TrialConfig
 from gantune.devices import cap_memory, trial_device
 from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
-from gantune.health import HealthMonitor, objective_fields
+from gantune.health import HealthMonitor, first_nonfinite, objective_fields
 from gantune.metrics import metric_keys
 from gantune.rundir import CHECKPOINT, atomic_write, copy_file, read_metrics
 from gantune.search.carry import unpack
@@ -156,8 +156,10 @@ class Reporter:
     with ``eval.repeat`` ``objective_repeat`` (its second measurement: a noise-aware ASHA's noise); the
     sample grid and the measurement provenance wait for the next report; the first report after a PBT restart
     carries ``restored_from``. The report of the step the trial's health ``monitor`` gave its verdict at (the loop
-    asks it before reporting) carries ``STOPPING_KEY``. With ``checkpoint_every`` (PBT) each evaluation at a
-    multiple of it before the last step carries the run directory's checkpoint, which another member may clone.
+    asks it before reporting) carries ``STOPPING_KEY``, as does one with a non-finite value (the loop's own stop,
+    which asks no monitor). With ``checkpoint_every`` (PBT) each evaluation at a multiple of it before the last
+    step carries the run directory's checkpoint, which another member may clone, if the loop wrote it for this
+    report: one it kept from before (weights gone non-finite are never saved) went out labelled with this step.
     ``last_step`` is the step of the last report: where an out-of-memory failure happened.
     """
 
@@ -174,6 +176,7 @@ class Reporter:
         self.last_step = 0.0
         self._pending: dict[str, Any] = {}
         self._restored_from = dict(restored_from or {})
+        self._sent = self._written()  # the checkpoint there at the start (restored) is none this attempt wrote
 
     def samples(self, step: int, png: bytes) -> None:
         """``on_samples``: the grid rides with the next report."""
@@ -195,16 +198,30 @@ class Reporter:
         self._restored_from.clear()
         if self.monitor is not None and self.monitor.verdict is not None:  # it fired on this record: the last
             out[STOPPING_KEY] = self.monitor.verdict.status.value
+        elif first_nonfinite(record) is not None:  # the loop stops on any non-finite value it records
+            out[STOPPING_KEY] = Status.in_search(Status.DIVERGED).value
         self.last_step = record["step"]
         step = int(record["step"])
         every = self.checkpoint_every
-        if every is None or "objective" not in out or step % every or step >= self.steps or STOPPING_KEY in out:
+        written = self._written()
+        if (every is None or "objective" not in out or step % every or step >= self.steps or STOPPING_KEY in out
+                or written in (None, self._sent)):
             self.send(out, None)  # (the state a verdict fired on is no checkpoint another member may clone)
             return
+        self._sent = written
         with tempfile.TemporaryDirectory(prefix="gantune-pbt-") as tmp:  # Tune copies it into its storage
             copy_file(self.run_dir / CHECKPOINT, Path(tmp) / CHECKPOINT)
             (Path(tmp) / ORIGIN).write_text(json.dumps({"trial": self.trial, "step": step}))
             self.send(out, tune.Checkpoint.from_directory(tmp))
+
+    def _written(self) -> tuple[int, int, int] | None:
+        """Which file the run directory's checkpoint is: each save is a new file renamed into place
+        (``atomic_save``), so a new one has another inode."""
+        try:
+            st = (self.run_dir / CHECKPOINT).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def offer_replacement(result: TrialResult, send: Send = _tune_report) -> None:

@@ -23,6 +23,8 @@ search:
   direction: maximize
   sampler: random
   pruning: {{scheduler: pbt, health: false, pbt: {{interval_evals: 1, quantile: 0.25}}}}
+  resources: {{cpu: 2}}  # one slot: the members take turns, in the same order on any machine (with a second
+                         # slot, one ran its whole budget while the next one's process started)
   params:
     ttur_ratio: {{float: [0.5, 2], log: true}}
     width: {{categorical: [16, 32]}}
@@ -459,3 +461,76 @@ def test_a_pbt_member_a_verdict_stops_at_an_evaluation_ends_there(tmp_path: Path
     blown = trials[0]
     assert blown.params["optim.lr_g"] == 1e6
     assert (blown.user_attrs["gantune_status"], blown.user_attrs["steps"]) == ("pruned:diverged", 20)
+
+
+def test_pbt_fills_a_free_slot_before_it_pauses_a_member_for_another() -> None:
+    """Found by a review: on 2 CPUs PBT ran one member at a time. Ray pauses a member at each decision while
+    another waits; the paused member's worker process went to the waiting one (reuse_actors), whose own process
+    was still starting, and so on forever: one worker trained. With a slot free the member trains on and the
+    waiting one starts in that slot; with every slot taken the members take turns as before."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from gantune.search.ray_private import WithoutSearcher
+    from gantune.search.scheduler import RecordingPBT
+
+    member, waiting, other = (Trial("__fake", config={"lr": 0.1}, stub=True) for _ in range(3))
+    member.set_status(Trial.RUNNING)
+
+    class Controller:
+        search_alg = None
+
+        def __init__(self, trials: list[Trial]) -> None:
+            self.trials = trials
+
+        def get_trials(self) -> list[Trial]:
+            return self.trials
+
+    def decide(slots: int, trials: list[Trial]) -> str:
+        pbt = RecordingPBT([], 1000, slots, time_attr="step", metric="objective", mode="max",
+                           perturbation_interval=100, hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+        for t in trials:
+            pbt.on_trial_add(WithoutSearcher(Controller(trials)), t)  # type: ignore[arg-type]
+        return pbt.on_trial_result(Controller(trials), member, {"step": 100.0, "objective": 0.5})
+
+    assert decide(2, [member, waiting]) == TrialScheduler.CONTINUE  # the waiting member starts in the free slot
+    assert decide(1, [member, waiting]) == TrialScheduler.PAUSE  # one slot: it makes way
+    other.set_status(Trial.RUNNING)
+    assert decide(2, [member, other, waiting]) == TrialScheduler.PAUSE  # both slots taken: turns
+    assert decide(0, [member, waiting]) == TrialScheduler.PAUSE  # slots unknown: Ray's rule
+
+
+def test_a_clone_starts_from_a_copy_of_its_donors_checkpoint(tmp_path: Path) -> None:
+    """Found by a review: with members side by side, Tune (num_to_keep) deleted the donor's checkpoint while the
+    donor trained on, before the clone restored from it ("Could not recover from checkpoint as it does not exist
+    on storage anymore"): the clone failed. It restores from a copy Tune does not track; a checkpoint gone already
+    is no exploit."""
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT, pinned
+
+    donor_dir = tmp_path / "trial" / "checkpoint_000003"
+    donor_dir.mkdir(parents=True)
+    (donor_dir / "checkpoint.pt").write_bytes(b"state")
+    copy = pinned(Checkpoint.from_directory(str(donor_dir)), "member-0")
+    (donor_dir / "checkpoint.pt").unlink()
+    donor_dir.rmdir()  # what num_to_keep does while the clone waits for its slot
+    assert (Path(copy.path) / "checkpoint.pt").read_bytes() == b"state"
+    assert Path(copy.path).parent == tmp_path / "trial"
+    with pytest.raises(FileNotFoundError):
+        pinned(Checkpoint.from_directory(str(donor_dir)), "member-1")
+
+    class Controller:
+        search_alg = None
+
+    exploits: list = []
+    pbt = RecordingPBT(exploits, 1000, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member, donor = (Trial("__fake", config={"lr": 0.1, "trial": {}}, stub=True) for _ in range(2))
+    for t in (member, donor):
+        pbt.on_trial_add(WithoutSearcher(Controller()), t)  # type: ignore[arg-type]
+    member_state(pbt, donor).last_checkpoint = Checkpoint.from_directory(str(donor_dir))  # deleted already
+    pbt._exploit(Controller(), member, donor)
+    assert exploits == [] and member.status == Trial.PENDING  # no exploit: it trains on as it is

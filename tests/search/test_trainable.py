@@ -2,6 +2,7 @@
 
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from gantune.search.trainable import (
     ORIGIN,
     RESTORED_STEP,
     RESTORED_TRIAL,
+    STOPPING_KEY,
     VERDICT_KEY,
     Reporter,
     checkpoint_at_evaluations,
@@ -49,6 +51,8 @@ def test_the_reporter_sends_objective_ride_alongs_and_pbt_checkpoints_and_a_rest
     report.samples(10, b"png")
     report.provenance({"features": "raw"})
     for step, cov in ((10, None), (20, 0.5), (30, 0.6), (40, None), (60, 0.7)):
+        if step % 20 == 0 and step < 60:  # the loop saves before it reports (a new file renamed into place)
+            _save(run_dir)
         report({"step": float(step), **({"coverage": cov, "eval_s": 1.0} if cov is not None else {})})
 
     first, second, third = (out for out, _ in sent[:3])
@@ -72,6 +76,33 @@ def test_the_reporter_sends_objective_ride_alongs_and_pbt_checkpoints_and_a_rest
     assert restore_checkpoint(clone, None) == {} and not clone.exists()  # from step 0: nothing of it stays
 
 
+def _save(run_dir: Path, state: bytes = b"state") -> None:
+    part = run_dir / "part"
+    part.write_bytes(state)
+    part.replace(run_dir / CHECKPOINT)
+
+
+def test_a_report_carries_only_a_checkpoint_written_for_it_and_a_non_finite_one_ends_the_member(tmp_path: Path
+                                                                                                ) -> None:
+    """Found by a review: a report whose step the loop kept no checkpoint at (weights gone non-finite, or the loop
+    stopping on a NaN) carried the previous checkpoint labelled with its own step, and PBT decided on a NaN report:
+    it paused the member inside the report and ranked it later with a NaN score."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _save(run_dir, b"restored")  # a donor's state a clone starts from: not this attempt's to hand on
+    sent: list[tuple[dict[str, Any], Checkpoint | None]] = []
+    report = Reporter("coverage", trial=7, run_dir=run_dir, checkpoint_every=10, steps=60,
+                      send=lambda out, ckpt: sent.append((out, ckpt)))
+    report({"step": 10.0, "coverage": 0.5, "eval_s": 1.0})  # not saved at 10 (non-finite weights): nothing to hand on
+    _save(run_dir, b"step 20")
+    report({"step": 20.0, "coverage": 0.6, "eval_s": 1.0})
+    report({"step": 30.0, "coverage": 0.7, "eval_s": 1.0})  # the step-20 file again: not a state of step 30
+    report({"step": 40.0, "coverage": math.nan, "eval_s": 1.0})
+    assert [ckpt is not None for _, ckpt in sent] == [False, True, False, False]
+    assert [STOPPING_KEY in out for out, _ in sent] == [False, False, False, True]
+    assert sent[3][0][STOPPING_KEY] == "pruned:diverged"
+
+
 def test_a_pbt_checkpoint_copied_onto_a_full_disk_names_the_copy_and_leaves_no_part(
         tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``shutil.copy`` on a full disk raised "No space left on device: 'RUN/checkpoint.pt' -> 'TMP/checkpoint.pt'",
@@ -79,9 +110,9 @@ def test_a_pbt_checkpoint_copied_onto_a_full_disk_names_the_copy_and_leaves_no_p
     ``train(resume=True)`` reads it."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / CHECKPOINT).write_bytes(os.urandom(1 << 20))  # 1 MiB: more than the disk has left
     monkeypatch.setattr(tempfile, "tempdir", str(small_disk))  # where the reporter stages Tune's copy
     report = Reporter("fid", trial=0, run_dir=run_dir, checkpoint_every=10, steps=30, send=lambda out, ckpt: None)
+    (run_dir / CHECKPOINT).write_bytes(os.urandom(1 << 20))  # 1 MiB: more than the disk has left
     with pytest.raises(OSError) as refused:
         report({"step": 10.0, "fid": 3.0, "eval_s": 1.0})
     staged = Path(refused.value.filename)
