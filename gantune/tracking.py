@@ -471,7 +471,8 @@ class MlflowTracker:
             files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
         status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))
         steps = int(attrs.get("steps", 0))
-        logger.log({k: attrs[k] for k in RUN_FACTS if k in attrs}, steps, have)  # what the last report carried
+        # what the last report carried (unknown: None)
+        logger.log({k: attrs[k] for k in RUN_FACTS if isinstance(attrs.get(k), (int, float))}, steps, have)
         self.client.set_tag(logger.run_id, "gantune.mended", MENDED)
         logger.end(status.value, attrs.get(REASON_KEY, ""), steps, files,
                    rule=attrs.get(RULE_KEY, ""), state=RunStatus.FAILED if status.failed else RunStatus.FINISHED)

@@ -249,10 +249,11 @@ class SearchBook(Callback):
         facts = run_facts(last)
         if asha is not None and out.status == Status.PRUNED_ASHA and facts:  # the scheduler ended it: no final
             self._notify("trial_result", ot.number, {"step": float(out.steps), **facts})  # report carried them
+        # every fact, and where noise-aware ASHA kept it (against which cutoff and noise), written when unknown or
+        # empty too, so that nothing of a dead attempt of the trial (the driver killed between these attributes
+        # and the tell) stays: a re-run failing before its first report kept the dead attempt's wall seconds
         attrs: dict[str, Any] = {STATUS_KEY: out.status.value, REASON_KEY: out.reason, RULE_KEY: out.rule,
-                                 "steps": out.steps, "metrics": out.metrics, **facts}
-        # where noise-aware ASHA kept it, against which cutoff and noise; written when empty too, so that nothing
-        # of a dead attempt of the trial (the driver killed between these attributes and the tell) stays
+                                 "steps": out.steps, "metrics": out.metrics, **{k: facts.get(k) for k in RUN_FACTS}}
         attrs[RESCUED_ATTR] = [r._asdict() for tid, r in self.rescues if tid == trial.trial_id]
         tell(self.study, ot, out.status, out.values, attrs)
         self._count_steps(ot.number, out.steps)

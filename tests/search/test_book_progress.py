@@ -65,6 +65,24 @@ def test_a_trial_run_again_keeps_nothing_of_its_dead_attempts_rescues() -> None:
     assert done.user_attrs[RESCUED_ATTR] == [] and done.value == 3.0
 
 
+def test_a_trial_run_again_keeps_nothing_of_its_dead_attempts_wall_time() -> None:
+    """Found by a review: a re-run that failed before its first report kept the dead attempt's wall seconds and
+    evaluation share (the report's timeline bar drew the dead attempt's 812 s)."""
+    from ray.tune.experiment import Trial
+
+    study = optuna.create_study()
+    ot = study.ask()
+    ot.set_user_attr("trial_wall_s", 812.0)  # the dead attempt's
+    ot.set_user_attr("eval_fraction", 0.4)
+    trial = Trial("__fake", config={"trial": {}}, stub=True)
+    book = SearchBook(study, {trial.trial_id: ot}, {}, ["fid"], ["minimize"], total=1, done_before=0,
+                      clock=Clock(), quiet=True)
+    book._finish(trial, "RuntimeError: the worker died")
+    (done,) = study.get_trials()
+    assert done.user_attrs[STATUS_KEY] == "failed"
+    assert done.user_attrs["trial_wall_s"] is None and done.user_attrs["eval_fraction"] is None
+
+
 def test_a_resumed_searchs_progress_counts_the_trials_finished_before_it(capsys: pytest.CaptureFixture[str]) -> None:
     """After ``--resume --trials 6`` the line said ``5/6 done ... completed=1 best coverage 0.04 (trial 4)``
     while the summary named trial 3 (0.085): the counts and the best were this run's alone."""
