@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,22 @@ from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig
 
 env.configure()  # what cli.main does: tests call run_search and train directly too
+
+ROOT = Path(__file__).resolve().parents[1]
+# The suite runs the same whatever the shell around it holds, and writes nothing outside its temporary folders:
+# a user's MLflow store, plugins, Inception weights or Ray cluster are not the tests' (a train test logged into
+# $MLFLOW_TRACKING_URI's store; GANTUNE_PLUGINS=missing.py failed it), the cache of real statistics is the run's own
+# (not ~/.cache/gantune, whose leftovers could decide a test), the commands a test starts import this checkout (not
+# whatever gantune is installed), and a search a command starts finds 2 CPUs (its local Ray takes what the process
+# may run on), as the test machine has, wherever the suite runs.
+for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "GANTUNE_PLUGINS",
+              "GANTUNE_INCEPTION_WEIGHTS", "GANTUNE_DASHBOARDS", "RAY_ADDRESS"):
+    os.environ.pop(_name, None)
+os.environ["GANTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="gantune-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GANTUNE_CACHE_DIR"], ignore_errors=True)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+if hasattr(os, "sched_setaffinity") and len(_cpus := sorted(os.sched_getaffinity(0))) > 2:
+    os.sched_setaffinity(0, _cpus[:2])
 # GANTUNE_TEST_THREADS=1 runs the suite single-threaded (another machine's thread count changes trajectories);
 # pytest-xdist's workers (`-n 2`, the test command's) share the two threads rather than each taking both
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)

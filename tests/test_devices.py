@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -131,3 +134,13 @@ def test_the_memory_share_is_known_on_a_torch_that_cannot_be_asked(monkeypatch: 
     assert set_to == [] and devices.memory_share(dev) == 1.0
     devices.cap_memory(0.25)
     assert set_to == [0.25] and devices.memory_share(dev) == 0.25
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_the_local_ray_takes_the_cpus_the_process_may_run_on() -> None:
+    """``taskset -c 0 gantune search`` (or a container's CPU set) started a local Ray with every CPU of the machine:
+    trials beyond the CPUs it could use ran at once and shared them."""
+    code = ("import os\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from gantune.search.runner import local_resources\nprint(local_resources()['CPU'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["1.0"], done.stderr[-2000:]

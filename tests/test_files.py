@@ -354,15 +354,16 @@ def test_a_process_waiting_on_a_lock_its_failed_holder_removes_takes_the_new_one
 
     folder = tmp_path / "runs" / "x"
     events: list[str] = []
-    b_holds, c_done = threading.Event(), threading.Event()
+    a_holds, b_holds, c_done = threading.Event(), threading.Event(), threading.Event()
 
     def a() -> None:
         with contextlib.suppress(RuntimeError), rundir.exclusive(folder, "run folder", "train"):
-            time.sleep(0.3)
+            a_holds.set()
+            time.sleep(0.5)  # B asks for the lock meanwhile, and waits
             raise RuntimeError("refused")
 
     def b() -> None:
-        time.sleep(0.1)  # waits on A's lock
+        a_holds.wait(5)  # A first, whatever the order the threads start in on a loaded machine
         with rundir.exclusive(folder, "run folder", "train"):
             events.append(f"B: lock file there {(folder / rundir.LOCK).exists()}")
             b_holds.set()

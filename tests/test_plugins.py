@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from gantune.catalogue import config_from_dict
-from gantune.data import DATASETS, Mixture, dataset, is_points
+from gantune.data import DATASETS, Mixture, dataset, is_points, load_data
 from gantune.errors import ConfigError
 from gantune.gan.losses import LOSSES, GANLoss
 from gantune.gan.nets import resolve_arch
 from gantune.health import HealthMonitor
-from gantune.metrics import FAMILIES, CollapseSignal, Reference, Samples, Scorer, family
+from gantune.metrics import FAMILIES, CollapseSignal, Evaluator, Reference, Samples, Scorer, family
 from gantune.sampling.settings import SAMPLERS, SamplerKind
 from gantune.sampling.space import load_space
 from gantune.sampling.study import open_study
@@ -89,6 +89,11 @@ def test_a_dataset_registered_outside_trains_with_the_mode_metrics(square4: str)
     assert is_points(cfg.data) and resolve_arch(cfg) == "mlp"
     result = train(cfg)
     assert result.status == "completed" and 0 <= result.last_eval["modes"] <= 4
+    # the mode metrics read the plugin's means and spread: its own samples cover all 4 modes, a point between none
+    data = load_data(cfg.data, torch.device("cpu"), 0)
+    evaluate = Evaluator(cfg, data, torch.device("cpu"))
+    assert evaluate(lambda n: data.sample(n))["modes"] == 4
+    assert evaluate(lambda n: torch.zeros(n, 2))["modes"] == 0
 
 
 def test_a_dataset_says_its_own_channel_count() -> None:

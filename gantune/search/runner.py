@@ -213,10 +213,12 @@ def trial_slots(resources: dict[str, float], have: dict[str, float]) -> int:
 
 
 def local_resources() -> dict[str, float]:
-    """What the local Ray ``_init_ray`` starts will have: every CPU and every CUDA GPU of this machine."""
+    """What the local Ray ``_init_ray`` starts will have: every CPU this process may run on (``taskset``, a
+    container's CPU set) and every CUDA GPU of this machine."""
     import torch
 
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
 
 
 def check_run(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, list[str]]:

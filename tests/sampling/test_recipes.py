@@ -12,6 +12,8 @@ from gantune.sampling.recipes import RECIPES, data_kind, recipes_for
 from gantune.sampling.space import load_space
 from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, max_recipes, project, warm_start
 
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
 #: a user's own ring8 space with the obvious knobs: no z_dim 2, no R1, no decay
 USER = """
 name: mine
@@ -101,9 +103,9 @@ def test_a_value_outside_a_searched_range_skips_the_whole_recipe(tmp_path: Path)
 
 
 def test_a_fixed_essential_key_of_another_value_skips_the_recipe(tmp_path: Path) -> None:
-    space = load_space("search_spaces/wgan.yaml")  # fixes g_width 32 (not essential) and searches the loss
+    space = load_space(SPACES / "wgan.yaml")  # fixes g_width 32 (not essential) and searches the loss
     assert project(RECIPES.get("digits-wgan"), space).skipped is None
-    dcgan = load_space("search_spaces/dcgan.yaml")  # fixes loss.name: nonsaturating
+    dcgan = load_space(SPACES / "dcgan.yaml")  # fixes loss.name: nonsaturating
     assert project(RECIPES.get("digits-wgan"), dcgan).skipped == ("the space fixes loss.name to nonsaturating; the "
                                                                   "recipe is for wgan-gp")
 
@@ -138,7 +140,7 @@ def test_recipes_by_data_kind() -> None:
     assert [r.name for r in recipes_for("digits")] == ["digits-wgan", "digits-dcgan", "digits-r1", "digits"]
     # every shipped space gets at least one recipe, and every recipe trains a valid config on its data
     for name in ("ring8", "grid25", "toy", "toy_wide", "dcgan", "wgan", "hinge", "stacked", "stacked_small_d"):
-        space = load_space(f"search_spaces/{name}.yaml")
+        space = load_space(SPACES / f"{name}.yaml")
         study = optuna.create_study(directions=[d for d in space.settings.directions])
         assert any(p.skipped is None for p in warm_start(study, space)), name
         trial = study.ask()

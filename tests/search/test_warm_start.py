@@ -39,6 +39,7 @@ eval: {{n_samples: 300, quick_samples: 100}}
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the local MLflow store keeps its artifacts in ./mlartifacts (it wrote the repo's)
 
 
 def _run(tmp_path: Path, warm: str = "") -> tuple[dict, list[optuna.trial.FrozenTrial], str]:
