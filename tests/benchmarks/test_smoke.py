@@ -88,6 +88,14 @@ CASES: list[Smoke] = [
         "ratio gantune/bare steps/s: {P} (median of 1 per-repeat ratios; target >= 0.95; only 1 repeat(s): "
         "not a figure to quote)",
     ), 8),
+    Smoke("kid_std.py", ("--draws", "3"), (
+        "draws per case: 3",
+        "case reals fakes spread of kid rms kid_std median kid_std spread/rms",
+        "digits features 360 500 {P} {P} {P} {P}",
+        "Student-t 64-D 360 500 {P} {P} {P} {P}",
+        "Student-t shifted 360 1000 {P} {P} {P} {P}",
+        "Student-t 64-D 1000 1000 {P} {P} {P} {P}",
+    ), 5),
     # every family measured on some case (stacked_modes, conditional and is were on none)
     Smoke("metric_cost.py", ("--device", "cpu", "--max-n", "300"), (
         "case extractor n extract " + " ".join(FAMILIES.names()),
@@ -277,6 +285,7 @@ def test_a_failed_table_run_leaves_no_work_files(tmp_path: Path) -> None:
     # tracebacks, each: a setting the schema refuses, a device that is not one, a space that is not there
     ("digits_floor.py", ["--n", "100", "--resolution", "7"], "data.resolution"),
     ("metric_cost.py", ["--device", "bogus"], "'bogus' is not a device"),
+    ("kid_std.py", ["--draws", "1"], "--draws: at least 2"),
     ("search_defaults.py", ["--space", "/nonexistent.yaml", "--trials", "1", "--max-steps", "20"],
      "/nonexistent.yaml"),
     ("health_replay.py", ["--out", "{tmp}"], "no random arm kept in"),

@@ -11,19 +11,44 @@ import pytest
 from mlflow import MlflowClient
 
 from gantune.cli import main
+from gantune.metrics import FAMILIES, Reference, Samples, Scorer, family
 from tests.conftest import last_json, searched_in, tiny_space
 
 HEALTHY, UNSTABLE = 0.0002, 0.02
-#: Trial 0 (lr 2e-4) trains quietly; trial 1's generator lr (100x) starts near the healthy FID, then its samples
-#: drift away evaluation after evaluation until the rise check stops it. Only FID is measured, so no collapse
-#: rule can stop it first; its losses stay finite and far below the explosion thresholds.
-SPACE = tiny_space("vals", 2, 100, 10, [HEALTHY, UNSTABLE], log_every=10, n_samples=300, metrics=["fid"])
+#: The trials' FID is scripted, so that their fates hold on any machine (a real lr-0.02 trial drifted away until
+#: the rise check stopped it for training seed 0, and ended healthy for 2 of seeds 0-9): trial 0 (lr 2e-4) falls
+#: evaluation after evaluation; trial 1 (told apart by its 301 samples) reaches 10, then rises past 3x that, and
+#: the rise check stops it at its fourth evaluation. Only FID is measured, so no collapse rule can stop it first.
+SPACE = tiny_space("vals", 2, 100, 10, [HEALTHY, UNSTABLE], log_every=10,
+                   n_samples='{expr: "300 if optim.lr_g < 0.001 else 301"}', metrics=["fid"])  # type: ignore[arg-type]
+RISING = [30.0, 10.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 2560.0, 5120.0]
+
+
+def _scripted_fid(ref: Reference) -> Scorer:
+    """One trial's FID stream (its first call scores the real-vs-real floor); carried to the trials' processes as
+    a plugin's replacement of a built-in is."""
+    calls = iter(range(1_000_000))
+
+    def score(fake: Samples) -> dict[str, float]:
+        k = next(calls)
+        if k == 0:
+            return {"fid": 1.0}
+        return {"fid": RISING[k - 1] if len(fake.feats) == 301 else 30.0 / k}
+
+    return score
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> Iterator[Path]:
-    with searched_in(tmp_path_factory.mktemp("values"), "vals", SPACE, [HEALTHY, UNSTABLE]) as root:
-        yield root
+    real_fid = FAMILIES.get("fid")
+    FAMILIES.remove("fid")
+    family("fid", keys=("fid",), lower=("fid",))(_scripted_fid)
+    try:
+        with searched_in(tmp_path_factory.mktemp("values"), "vals", SPACE, [HEALTHY, UNSTABLE]) as root:
+            yield root
+    finally:
+        FAMILIES.remove("fid")
+        FAMILIES.add("fid", real_fid)
 
 
 def _trial(lr: float) -> optuna.trial.FrozenTrial:
