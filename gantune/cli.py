@@ -19,6 +19,7 @@ from gantune import env, plugins
 from gantune.config import MAX_SEED
 from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
+from gantune.events import first_line
 from gantune.provenance import describe, floor_scored, trial_numbers
 from gantune.registry import Registry
 from gantune.streams import outliving
@@ -431,7 +432,6 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
-    from gantune.events import first_line
     from gantune.trial import is_oom
 
     try:
@@ -652,7 +652,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"gantune {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if (failed := database_failure(err)) is None:
+        where = plugins.raised_in(err)  # the user's own code failed: said where, in one line
+        failed = database_failure(err) if where is None else \
+            f"a plugin raised {type(err).__name__}: {first_line(err)} ({where})"
+        if failed is None:
             raise
         print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
         return 2

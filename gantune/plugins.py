@@ -23,6 +23,8 @@ from gantune.events import first_line
 ENTRY_POINTS = "gantune.plugins"
 #: modules or ``.py`` files to import before a command runs, separated by ``os.pathsep``
 ENV = "GANTUNE_PLUGINS"
+#: the top-level names of the modules the plugins loaded are (their code, and their package's, is the user's)
+_OWN: set[str] = set()
 
 
 def load(specs: list[str]) -> None:
@@ -30,9 +32,25 @@ def load(specs: list[str]) -> None:
     each a module name or a ``.py`` file. One that fails to import is a ``ConfigError`` naming it (exit code 2)."""
     for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
         _import(f"entry point {ep.name} ({ep.value})", ep.load)
+        _OWN.add(ep.value.split(":")[0].split(".")[0])
     env = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
     for where, spec in [*((f"${ENV}", s) for s in env), *(("--plugin", s) for s in specs)]:
         _import(f"{where} {spec}", lambda spec=spec: _module(spec))
+        _OWN.add(Path(spec).stem if spec.endswith(".py") else spec.split(".")[0])
+
+
+def raised_in(err: BaseException) -> str | None:
+    """Where in a loaded plugin's own code ``err`` was raised (its innermost frame there: ``file, line N, in
+    fn``), else ``None``. The CLI says it in one line (exit code 2), as it does a plugin that fails to import: a
+    dataset builder or metric that raised at run time ended ``gantune train`` with a traceback through gantune."""
+    where = None
+    tb = err.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] in _OWN:
+            where = f"{Path(tb.tb_frame.f_code.co_filename).name}, line {tb.tb_lineno}, in {tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    return where
 
 
 def _import(where: str, do: Any) -> None:

@@ -5,6 +5,8 @@ up."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,8 +199,6 @@ def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) 
     registers was "unknown" to it. ``--plugin`` (a file or a module) and ``$GANTUNE_PLUGINS`` import it first; one
     that fails to import, or registers a signal on a health setting that does not exist, is one line, exit 2."""
     import os
-    import subprocess
-    import sys
 
     (tmp_path / "myplug.py").write_text(PLUGIN)
     (tmp_path / "t.yaml").write_text("data: {name: ring8}\nloss: {name: ragan_cli}\nmodel: {z_dim: 4, g_width: 16, "
@@ -618,3 +618,22 @@ def test_a_plugin_module_an_installed_one_would_hide_is_refused(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"optuna.py is hidden by an installed module 'optuna' .*: rename it, or "
                                           r"give the file: --plugin optuna.py"):
         plugins.load(["optuna"])
+
+
+def test_a_plugin_that_fails_at_run_time_is_one_line_naming_its_code(tmp_path: Path) -> None:
+    """Found by a review: a plugin dataset whose builder raised ended ``gantune train`` with a traceback through
+    gantune's own code; the error is the user's code, said as one line where it was raised, exit code 2. An error
+    in gantune's own code stays a traceback."""
+    (tmp_path / "failing_plug.py").write_text(
+        "from gantune.data import Mixture, dataset\n\n"
+        "@dataset('failing4', points=True)\n"
+        "def build(cfg):\n"
+        "    raise ValueError('the means file is empty')\n")
+    (tmp_path / "cfg.yaml").write_text("data: {name: failing4}\ntrain: {steps: 10, device: cpu}\n")
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "--plugin", "failing_plug.py", "train", "cfg.yaml",
+                           "--out", "run", "--no-tracking"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "gantune train: error: a plugin raised ValueError: the means file is empty (failing_plug.py, line 5, in "
+        "build)"]
