@@ -587,6 +587,13 @@ def database_failure(err: BaseException) -> str | None:
     return None
 
 
+def plugin_failure(err: BaseException) -> str | None:
+    """The line for an error a loaded plugin's own code raised (``plugins.raised_in``): the user's code, said
+    where, as a plugin that fails to import is. ``None`` for any other error."""
+    where = plugins.raised_in(err)
+    return None if where is None else f"a plugin raised {type(err).__name__}: {first_line(err)} ({where})"
+
+
 def _database_line(err: BaseException) -> str | None:
     optuna, sqlalchemy_exc = sys.modules.get("optuna"), sys.modules.get("sqlalchemy.exc")
     ours = optuna is not None and isinstance(err, optuna.exceptions.StorageInternalError)
@@ -639,7 +646,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except OSError as err:
         if err.errno not in MACHINE_ERRNOS:
-            raise
+            if (failed := plugin_failure(err)) is None:
+                raise
+            print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
+            return 2
         name = str(err.filename or "")
         what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
                 else f"{name}: {err.strerror}" if name else str(err.strerror or err))
@@ -652,10 +662,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"gantune {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        where = plugins.raised_in(err)  # the user's own code failed: said where, in one line
-        failed = database_failure(err) if where is None else \
-            f"a plugin raised {type(err).__name__}: {first_line(err)} ({where})"
-        if failed is None:
+        if (failed := plugin_failure(err) or database_failure(err)) is None:
             raise
         print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
         return 2

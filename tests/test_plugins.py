@@ -628,7 +628,10 @@ def test_a_plugin_that_fails_at_run_time_is_one_line_naming_its_code(tmp_path: P
         "from gantune.data import Mixture, dataset\n\n"
         "@dataset('failing4', points=True)\n"
         "def build(cfg):\n"
-        "    raise ValueError('the means file is empty')\n")
+        "    raise ValueError('the means file is empty')\n\n"
+        "@dataset('missing4', points=True)\n"
+        "def missing(cfg):\n"
+        "    return open('/nonexistent/means.txt')\n")
     (tmp_path / "cfg.yaml").write_text("data: {name: failing4}\ntrain: {steps: 10, device: cpu}\n")
     done = subprocess.run([sys.executable, "-m", "gantune.cli", "--plugin", "failing_plug.py", "train", "cfg.yaml",
                            "--out", "run", "--no-tracking"], cwd=tmp_path, capture_output=True, text=True,
@@ -637,3 +640,9 @@ def test_a_plugin_that_fails_at_run_time_is_one_line_naming_its_code(tmp_path: P
     assert done.stderr.strip().splitlines() == [
         "gantune train: error: a plugin raised ValueError: the means file is empty (failing_plug.py, line 5, in "
         "build)"]
+    (tmp_path / "cfg.yaml").write_text("data: {name: missing4}\ntrain: {steps: 10, device: cpu}\n")
+    done = subprocess.run([sys.executable, "-m", "gantune.cli", "--plugin", "failing_plug.py", "train", "cfg.yaml",
+                           "--out", "run2", "--no-tracking"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "a plugin raised FileNotFoundError" in done.stderr and "failing_plug.py, line 9, in missing" in done.stderr
