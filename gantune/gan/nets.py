@@ -181,8 +181,8 @@ class DCGANDiscriminator(nn.Module):
 def _init_weights(m: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) conv/linear weights, zero biases. A spectrally normalised weight's power
     iteration starts again on the new weight (15 steps, as torch's ``spectral_norm`` runs on wrapping): its
-    vectors were the replaced weight's, so sigma read ~1,000x small and the first steps ran unnormalised (an
-    evaluation of the net as built read a spectral norm of 1,842 per layer)."""
+    vectors were the replaced weight's, so a layer's first training steps ran at about 1.3x its norm (one
+    iteration a forward) and the net as built, in eval mode, at up to 1,842x."""
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         w = getattr(m, "parametrizations", None)
         weight = w.weight.original if w is not None else m.weight

@@ -206,10 +206,14 @@ def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float
     return resources
 
 
-def trial_slots(resources: dict[str, float], have: dict[str, float]) -> int:
-    """How many trials of ``resources`` each the cluster's ``have`` runs at once (at least 1)."""
-    counts = [have.get(key.upper(), 0.0) / need for key, need in resources.items() if need > 0]
-    return max(1, math.floor(min(counts) + 1e-9)) if counts else 1
+def trial_slots(resources: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many trials of ``resources`` each the cluster's ``nodes`` (each node's resources) run at once (at
+    least 1): counted node by node, as a trial runs on one (two nodes of 3 CPUs hold two 2-CPU trials, not 3)."""
+    def fits(have: dict[str, float]) -> int:
+        counts = [have.get(key.upper(), 0.0) / need for key, need in resources.items() if need > 0]
+        return math.floor(min(counts) + 1e-9) if counts else 1
+
+    return max(1, sum(fits(node) for node in nodes))
 
 
 def local_resources() -> dict[str, float]:
@@ -497,7 +501,7 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     from ray.tune import FailureConfig
 
     from gantune.search.book import SearchBook
-    from gantune.search.scheduler import AshaStop, Exploit, Rescue, make_scheduler
+    from gantune.search.scheduler import AshaStop, Exploit, RecordingPBT, Rescue, make_scheduler
     from gantune.search.searcher import OptunaStudySearcher
     from gantune.search.trainable import run_trial
 
@@ -512,7 +516,8 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,
                       grids_dir=grids_dir, max_steps=settings.max_steps, rescues=rescues, label=space.label)
     scheduler = make_scheduler(space, asha_stopped, exploits, rescues, study,
-                               slots=trial_slots(resources, ray.cluster_resources()) if pbt else 0)
+                               slots=trial_slots(resources, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+                               if pbt else 0)
     tuner = tune.Tuner(
         tune.with_resources(run_trial if carried is None else tune.with_parameters(run_trial, carried=carried),
                             resources),
@@ -542,6 +547,9 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
             raise
         warn(f"Ray Tune failed after every trial ended ({type(err).__name__}: {first_line(err)}); the study "
              "and MLflow hold every trial's outcome")
+    finally:
+        if isinstance(scheduler, RecordingPBT):
+            scheduler.drop_copies()  # a resumed search starts its members again: no clone restores from one
     if len(book.outcomes) < to_create + len(resumed):
         running = sorted(book.running)
         for obs in observers:

@@ -22,6 +22,7 @@ parameter feeding a width, a ``when`` switching a leaf on) is dropped: the membe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import posixpath
@@ -37,6 +38,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 from gantune.catalogue import config_from_dict
 from gantune.config import TrialConfig, parse_config
 from gantune.errors import ConfigError
+from gantune.events import first_line, warn
 from gantune.gan.nets import resolve_arch
 from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise
@@ -183,6 +185,8 @@ class RecordingPBT(PopulationBasedTraining):
         self.exploits = exploits
         self.last_step = last_step  # every member's budget: its evaluation there is its end
         self.slots = slots  # trials the cluster runs at once (0: unknown, Ray's rule alone)
+        self._waited: dict[str, set[str]] = {}  # by member: the members waiting at its last decision
+        self._copies: dict[str, tuple[Any, str]] = {}  # by member: the donor's checkpoint copy it restores from
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         if result.get("step", 0) >= self.last_step:
@@ -199,16 +203,23 @@ class RecordingPBT(PopulationBasedTraining):
             # checkpoint with a fresh monitor: the verdict was lost and the failed state stayed a possible donor
             return TrialScheduler.CONTINUE
         decision = str(super().on_trial_result(tune_controller, trial, result))
-        if decision == TrialScheduler.PAUSE and self._free_slot(tune_controller):
+        if decision == TrialScheduler.PAUSE and self._free_slot(tune_controller, trial):
             # Ray pauses a member at each decision while another waits, for that one to run in its place; with a
             # slot free the waiting one starts there. Paused, this member handed its worker process to the waiting
             # member (reuse_actors) and the members took turns on one process: on 2 CPUs, one ran at a time
             return TrialScheduler.CONTINUE
         return decision
 
-    def _free_slot(self, tune_controller: Any) -> bool:
-        running = sum(t.status == Trial.RUNNING for t in tune_controller.get_trials())
-        return 0 < running < self.slots
+    def _free_slot(self, tune_controller: Any, trial: Trial) -> bool:
+        """Whether fewer members run than the cluster has slots for, and no member waits that already waited at
+        this member's last decision: a slot counted from the cluster's totals that no waiting member could take
+        (the CPUs of two nodes, each too small for a trial; another job's) would otherwise keep the members
+        beyond the slots waiting until a running one ended its budget."""
+        trials = tune_controller.get_trials()
+        waiting = {t.trial_id for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)}
+        before, self._waited[trial.trial_id] = self._waited.get(trial.trial_id, set()), waiting
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        return 0 < running < self.slots and not waiting & before
 
     def _replace(self, tune_controller: Any, trial: Trial, verdict: str) -> str:
         """A member ended by a verdict (its trial function waits in ``tune.report``) clones a top member of the
@@ -271,6 +282,19 @@ class RecordingPBT(PopulationBasedTraining):
             if state.last_checkpoint is None and top.checkpoint is not None:
                 state.last_checkpoint = top.checkpoint
 
+    def drop_copies(self) -> None:
+        """Delete the checkpoint copies clones restored from (at the search's end: one a member was cloned into
+        stays until its next exploit, or until then)."""
+        for kept in self._copies.values():
+            self._drop(kept)
+        self._copies.clear()
+
+    @staticmethod
+    def _drop(kept: tuple[Any, str] | None) -> None:
+        if kept is not None:
+            with contextlib.suppress(OSError):
+                kept[0].delete_dir(kept[1])
+
     def _checkpoint_step(self, donor: Trial) -> int:
         """The step of the checkpoint a clone of ``donor`` trains on from (its ``origin.json``), else the step
         of the donor's last decision."""
@@ -291,12 +315,18 @@ class RecordingPBT(PopulationBasedTraining):
         kept, step = donor.last_checkpoint, self._checkpoint_step(trial_to_clone)
         try:
             donor.last_checkpoint = pinned(kept, f"{trial.trial_id}-{len(self.exploits)}")
-        except FileNotFoundError:
+        except OSError as err:  # gone already (FileNotFoundError), or a full disk: no exploit
+            warn(f"PBT: trial {trial.config.get('number', trial.trial_id)} does not clone trial "
+                 f"{trial_to_clone.config.get('number', trial_to_clone.trial_id)}: its checkpoint could not be "
+                 f"copied ({first_line(err)})")
             return
         try:
             super()._exploit(tune_controller, trial, trial_to_clone)
         finally:
-            donor.last_checkpoint = kept
+            copied, donor.last_checkpoint = donor.last_checkpoint, kept
+        if (path := getattr(copied, "path", None)) is not None:  # the member's earlier copy is no restore point
+            self._drop(self._copies.pop(trial.trial_id, None))
+            self._copies[trial.trial_id] = (copied.filesystem, path)
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step,
                                      dict(trial.config["params"]), dict(trial_to_clone.config["params"]),
                                      trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))
@@ -313,8 +343,13 @@ def pinned(checkpoint: Any, name: str) -> Any:
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         raise FileNotFoundError(path)
     copy = posixpath.join(posixpath.dirname(path.rstrip("/")), f"clone-{name}")
-    fs.create_dir(copy, recursive=True)  # copy_files makes the folders of subfolders only
-    pyarrow.fs.copy_files(path, copy, source_filesystem=fs, destination_filesystem=fs)
+    try:
+        fs.create_dir(copy, recursive=True)  # copy_files makes the folders of subfolders only
+        pyarrow.fs.copy_files(path, copy, source_filesystem=fs, destination_filesystem=fs)
+    except OSError:  # a full disk: no part of a copy stays
+        with contextlib.suppress(OSError):
+            fs.delete_dir(copy)
+        raise
     return type(checkpoint)(path=copy, filesystem=fs)
 
 

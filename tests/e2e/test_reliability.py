@@ -24,6 +24,7 @@ from gantune.errors import ConfigError, GantuneError
 from gantune.sampling.space import load_space
 from gantune.sampling.study import one_trial
 from gantune.search import SearchOptions, run_search
+from gantune.search.runner import local_resources
 from gantune.trial import train
 from tests.conftest import enqueue_lrs, mlflow_server, serve_on_free_port, sigint_default_in_children, tiny, tiny_space
 
@@ -464,7 +465,7 @@ def test_the_interrupt_line_counts_every_trial_resume_runs_again(tmp_path: Path)
     text = tiny_space("pop", 4, 3000, 500, [0.001, 0.002], log_every=50, n_samples=200)
     path.write_text(text.replace("pruning: {asha: false, health: true}",
                                  "pruning: {scheduler: pbt, health: false}\n"
-                                 f"  resources: {{cpu: {os.cpu_count()}}}"))  # one member at a time
+                                 f"  resources: {{cpu: {local_resources()['CPU']:g}}}"))  # one member at a time
     env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
     with sigint_default_in_children():
         proc = subprocess.Popen(_search_cmd(tmp_path, path, "--no-tracking", "--quiet"), cwd=tmp_path, env=env,

@@ -498,6 +498,24 @@ def test_pbt_fills_a_free_slot_before_it_pauses_a_member_for_another() -> None:
     other.set_status(Trial.RUNNING)
     assert decide(2, [member, other, waiting]) == TrialScheduler.PAUSE  # both slots taken: turns
     assert decide(0, [member, waiting]) == TrialScheduler.PAUSE  # slots unknown: Ray's rule
+    # a slot counted that the waiting member never got (it still waits at the member's next decision): turns
+    other.set_status(Trial.PENDING)
+    pbt = RecordingPBT([], 1000, 2, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    for t in (member, waiting):
+        pbt.on_trial_add(WithoutSearcher(Controller([member, waiting])), t)  # type: ignore[arg-type]
+    first = pbt.on_trial_result(Controller([member, waiting]), member, {"step": 100.0, "objective": 0.5})
+    again = pbt.on_trial_result(Controller([member, waiting]), member, {"step": 200.0, "objective": 0.5})
+    assert (first, again) == (TrialScheduler.CONTINUE, TrialScheduler.PAUSE)
+
+
+def test_pbt_counts_its_slots_node_by_node() -> None:
+    """A trial runs on one node: two nodes of 3 CPUs hold two 2-CPU trials, not the 3 their sum would."""
+    from gantune.search.runner import trial_slots
+
+    assert trial_slots({"cpu": 2.0, "gpu": 0.0}, [{"CPU": 3.0}, {"CPU": 3.0}]) == 2
+    assert trial_slots({"cpu": 1.0, "gpu": 0.25}, [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0}]) == 4
+    assert trial_slots({"cpu": 4.0, "gpu": 0.0}, [{"CPU": 2.0}]) == 1  # never fewer than one
 
 
 def test_a_clone_starts_from_a_copy_of_its_donors_checkpoint(tmp_path: Path) -> None:
@@ -534,3 +552,42 @@ def test_a_clone_starts_from_a_copy_of_its_donors_checkpoint(tmp_path: Path) -> 
     member_state(pbt, donor).last_checkpoint = Checkpoint.from_directory(str(donor_dir))  # deleted already
     pbt._exploit(Controller(), member, donor)
     assert exploits == [] and member.status == Trial.PENDING  # no exploit: it trains on as it is
+
+
+def test_a_clone_copy_on_a_full_disk_is_no_exploit_and_leaves_no_part(tmp_path: Path, small_disk: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a review: copying the donor's checkpoint onto a full disk raised out of the scheduler and stopped
+    the search, leaving half a copy. The member trains on as it is, with a warning; the copies clones restored
+    from go at the search's end."""
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+
+    from gantune.search.ray_private import WithoutSearcher, member_state
+    from gantune.search.scheduler import RecordingPBT, pinned
+
+    donor_dir = small_disk / "trial" / "checkpoint_000001"
+    donor_dir.mkdir(parents=True)
+    (donor_dir / "checkpoint.pt").write_bytes(bytes(120 * 1024))  # a second copy does not fit
+
+    class Controller:
+        search_alg = None
+
+    exploits: list = []
+    pbt = RecordingPBT(exploits, 1000, time_attr="step", metric="objective", mode="max", perturbation_interval=100,
+                       hyperparam_mutations={"lr": [0.1, 0.2]}, require_attrs=False)
+    member, donor = (Trial("__fake", config={"lr": 0.1, "trial": {}, "number": n}, stub=True) for n in (0, 1))
+    for t in (member, donor):
+        pbt.on_trial_add(WithoutSearcher(Controller()), t)  # type: ignore[arg-type]
+    member_state(pbt, donor).last_checkpoint = Checkpoint.from_directory(str(donor_dir))
+    pbt._exploit(Controller(), member, donor)
+    assert exploits == [] and member.status == Trial.PENDING
+    assert sorted(p.name for p in (small_disk / "trial").iterdir()) == ["checkpoint_000001"]
+    assert "trial 0 does not clone trial 1: its checkpoint could not be copied" in capsys.readouterr().err
+
+    roomy = tmp_path / "trial" / "checkpoint_000001"
+    roomy.mkdir(parents=True)
+    (roomy / "checkpoint.pt").write_bytes(b"state")
+    copy = pinned(Checkpoint.from_directory(str(roomy)), "member-0")
+    pbt._copies[member.trial_id] = (copy.filesystem, copy.path)
+    pbt.drop_copies()
+    assert not Path(copy.path).exists() and roomy.is_dir()

@@ -104,13 +104,14 @@ def test_under_pbt_the_state_a_verdict_fired_on_is_no_checkpoint(tmp_path: Path)
     step its verdict fired at held the failed state."""
     from gantune.rundir import CHECKPOINT
 
-    (tmp_path / CHECKPOINT).write_bytes(b"state")
     kept: list[object] = []
     monitor = HealthMonitor.for_trial(tiny(health={"max_grad_norm": 10.0}))
     report = Reporter("fid", trial=0, run_dir=tmp_path, checkpoint_every=10, steps=60, monitor=monitor,
                       send=lambda out, ckpt: kept.append(ckpt))
     for record in ({"step": 10.0, "grad_norm_d": 1.0, "fid": 4.0, "eval_s": 1.0},
                    {"step": 20.0, "grad_norm_d": 50.0, "fid": 3.0, "eval_s": 1.0}):
+        (tmp_path / "part").write_bytes(b"state")  # the loop saves each evaluation's state before reporting it
+        (tmp_path / "part").replace(tmp_path / CHECKPOINT)
         monitor(record)
         report(record)
     assert kept[0] is not None and kept[1] is None
