@@ -186,7 +186,7 @@ class RecordingPBT(PopulationBasedTraining):
         self.last_step = last_step  # every member's budget: its evaluation there is its end
         self.slots = slots  # trials the cluster runs at once (0: unknown, Ray's rule alone)
         self._waited: dict[str, set[str]] = {}  # by member: the members waiting at its last decision
-        self._copies: dict[str, tuple[Any, str]] = {}  # by member: the donor's checkpoint copy it restores from
+        self._copies: dict[str, list[tuple[Any, str]]] = {}  # by member: the checkpoint copies it restored from
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         if result.get("step", 0) >= self.last_step:
@@ -283,17 +283,12 @@ class RecordingPBT(PopulationBasedTraining):
                 state.last_checkpoint = top.checkpoint
 
     def drop_copies(self) -> None:
-        """Delete the checkpoint copies clones restored from (at the search's end: one a member was cloned into
-        stays until its next exploit, or until then)."""
-        for kept in self._copies.values():
-            self._drop(kept)
-        self._copies.clear()
-
-    @staticmethod
-    def _drop(kept: tuple[Any, str] | None) -> None:
-        if kept is not None:
+        """Delete the checkpoint copies clones restored from, at the search's end (deleting a member's earlier copy
+        at its next exploit failed a member Tune later restored from that copy)."""
+        for fs, path in (kept for copies in self._copies.values() for kept in copies):
             with contextlib.suppress(OSError):
-                kept[0].delete_dir(kept[1])
+                fs.delete_dir(path)
+        self._copies.clear()
 
     def _checkpoint_step(self, donor: Trial) -> int:
         """The step of the checkpoint a clone of ``donor`` trains on from (its ``origin.json``), else the step
@@ -324,9 +319,8 @@ class RecordingPBT(PopulationBasedTraining):
             super()._exploit(tune_controller, trial, trial_to_clone)
         finally:
             copied, donor.last_checkpoint = donor.last_checkpoint, kept
-        if (path := getattr(copied, "path", None)) is not None:  # the member's earlier copy is no restore point
-            self._drop(self._copies.pop(trial.trial_id, None))
-            self._copies[trial.trial_id] = (copied.filesystem, path)
+        if (path := getattr(copied, "path", None)) is not None:
+            self._copies.setdefault(trial.trial_id, []).append((copied.filesystem, path))
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step,
                                      dict(trial.config["params"]), dict(trial_to_clone.config["params"]),
                                      trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))
