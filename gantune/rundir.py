@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -424,7 +425,7 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
             stored: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
             return stored
-        except (OSError, RuntimeError, EOFError):
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # damaged: not a zip, not a pickle
             pass
     value = compute()
     try:

@@ -394,3 +394,41 @@ def test_a_folder_decodes_into_one_array_not_three(tmp_path: Path, monkeypatch: 
     assert data.images is not None and data.images.shape == (300, 3, 64, 64)
     assert data.images[7].float().mean().item() == 7
     assert peak < 1.5 * data.images.numel()
+
+
+def test_a_dark_16_bit_pgm_is_read_at_16_bits() -> None:
+    """Found by a review: Pillow opens a PGM of maxval 65,535 as mode I; one whose pixels all stayed under 256 was
+    taken as 8-bit, 257x bright (200 of 65,535 read as 200 of 255) beside brighter frames of the same folder."""
+    import tempfile
+
+    from gantune.data.images import _decode_image
+
+    folder = Path(tempfile.mkdtemp())
+    for value, expected in ((200, 1), (60000, 233)):
+        (folder / f"v{value}.pgm").write_bytes(b"P5\n4 4\n65535\n" + np.full((4, 4), value, dtype=">u2").tobytes())
+        assert _decode_image(folder / f"v{value}.pgm", "L", 4).max() == expected
+    (folder / "eight.pgm").write_bytes(b"P5\n4 4\n255\n" + bytes([200] * 16))  # 8-bit: as it is
+    assert _decode_image(folder / "eight.pgm", "L", 4).max() == 200
+
+
+def test_images_fitted_in_memory_read_as_a_folders_do() -> None:
+    """Found by a review: a plugin's (or digits') images were made one channel by a plain mean (pure green -0.33,
+    PIL's luma 0.18) and non-square ones stretched, where a folder's are cropped to their centre square."""
+    from gantune.data.core import _fit
+
+    green = torch.tensor([-1.0, 1.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    grey = _fit(green, DataConfig(name="digits", resolution=8, channels=1))
+    assert grey.shape == (1, 1, 8, 8) and float(grey.mean()) == pytest.approx(0.587 * 2 - 1, abs=1e-6)
+    frame = -torch.ones(1, 1, 8, 16)
+    frame[..., 4:12] = 1.0  # a white centre square in a wide black frame
+    assert bool((_fit(frame, DataConfig(name="digits", resolution=8, channels=1)) == 1).all())
+
+
+def test_a_damaged_cache_entry_is_computed_again(tmp_path: Path) -> None:
+    """The cache can never fail a trial: a file that is not torch's zip (garbage bytes) raised UnpicklingError."""
+    from gantune.rundir import cached
+
+    entry = tmp_path / "entry.pt"
+    entry.write_bytes(b"\x00garbage")
+    assert cached(entry, lambda: {"x": torch.ones(2)})["x"].tolist() == [1.0, 1.0]
+    assert torch.load(entry, weights_only=True)["x"].tolist() == [1.0, 1.0]  # and kept, mended

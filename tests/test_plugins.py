@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -16,7 +17,7 @@ import torch
 
 from gantune.catalogue import config_from_dict
 from gantune.data import DATASETS, Mixture, dataset, is_points, load_data
-from gantune.errors import ConfigError
+from gantune.errors import ConfigError, DataError
 from gantune.gan.losses import LOSSES, GANLoss
 from gantune.gan.nets import resolve_arch
 from gantune.health import HealthMonitor
@@ -646,3 +647,38 @@ def test_a_plugin_that_fails_at_run_time_is_one_line_naming_its_code(tmp_path: P
                           timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "a plugin raised FileNotFoundError" in done.stderr and "failing_plug.py, line 9, in missing" in done.stderr
+
+
+@pytest.mark.parametrize(("images", "labels", "says"), [
+    (lambda: torch.rand(64, 1, 8, 8) * 255, None, "values from"),
+    (lambda: torch.randint(0, 255, (64, 1, 8, 8)), None, "dtype torch.int64"),
+    (lambda: torch.rand(64, 1, 8, 8) * 2 - 1, lambda: torch.arange(10), "labels torch.int64 of shape (10,)"),
+], ids=["pixels-0-255", "int64", "short-labels"])
+def test_a_plugin_image_dataset_is_refused_in_one_line_for_what_would_train_wrong(images: Any, labels: Any,
+                                                                                 says: str) -> None:
+    """Found by a review: only the shape was checked. Floats in [0, 255] trained as they were, integer pixels
+    other than uint8 and float64 images failed the first layer (a traceback), labels of the wrong length failed
+    mid-training. A float64 image in [-1, 1] is converted and trains."""
+    name = f"plug_{says.split()[0]}"
+
+    @dataset(name)
+    def build(cfg: object) -> tuple[None, torch.Tensor, torch.Tensor | None]:
+        return None, images(), labels() if labels else None
+
+    try:
+        cfg = config_from_dict({"data": {"name": name, "resolution": 8}})
+        with pytest.raises(DataError, match=re.escape(says)):
+            load_data(cfg.data, torch.device("cpu"), 0)
+    finally:
+        DATASETS.remove(name)
+
+    @dataset("plug_double")
+    def double(cfg: object) -> tuple[None, torch.Tensor, None]:
+        return None, torch.rand(64, 1, 8, 8, dtype=torch.float64) * 2 - 1, None
+
+    try:
+        data = load_data(config_from_dict({"data": {"name": "plug_double", "resolution": 8}}).data,
+                         torch.device("cpu"), 0)
+        assert data.sample(4).dtype == torch.float32
+    finally:
+        DATASETS.remove("plug_double")

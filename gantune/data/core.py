@@ -193,17 +193,27 @@ def stack_labels(labels: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels as float in [-1, 1] (float images pass through)."""
-    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+    """uint8 pixels as float32 in [-1, 1] (float images as float32: a plugin's float64 failed the first layer)."""
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+
+
+#: ITU-R 601 luma, as PIL's ``convert("L")`` weighs RGB (what a folder's colour images become in one channel)
+LUMA = (0.299, 0.587, 0.114)
 
 
 def _fit(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count."""
+    """Resize (N, C, H, W) images in [-1, 1] to the configured resolution and channel count, as a folder's images
+    are read: one channel of colour by luma (a plain mean read pure green as -0.33, PIL's L as 0.18), and a
+    non-square image cropped to its centre square (stretched before)."""
     images = as_float(images)
     if cfg.channels == 3 and images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     elif cfg.channels == 1 and images.shape[1] == 3:
-        images = images.mean(dim=1, keepdim=True)
+        images = (images * images.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    h, w = images.shape[-2:]
+    if h != w:
+        side = min(h, w)
+        images = images[..., (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
     if images.shape[-1] != cfg.resolution or images.shape[-2] != cfg.resolution:
         images = F.interpolate(images, size=(cfg.resolution, cfg.resolution), mode="bilinear",
                                align_corners=False, antialias=images.shape[-1] > cfg.resolution)
@@ -302,7 +312,7 @@ def _check_stack(cfg: DataConfig) -> None:
         raise DataError(problem)
 
 
-def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any) -> None:
+def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any, labels: Any = None) -> None:
     """What a dataset's builder returned has the shape its kind needs (a plugin's wrong shape failed deep in
     torch, a traceback): 2-D points a ``Mixture``, images ``(N, C, H, W)`` tensors of 1 or 3 channels."""
     if ds.points:
@@ -316,6 +326,19 @@ def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise DataError(f"data.name: dataset {name!r} returned {what} of shape {shape}: expected a tensor "
                             "(N, C, H, W) with 1 or 3 channels, values in [-1, 1]")
+        # a float64 tensor failed the first convolution (a traceback); pixels in [0, 255] trained as they were
+        if t.dtype != torch.uint8 and not t.is_floating_point():
+            raise DataError(f"data.name: dataset {name!r} returned {what} of dtype {t.dtype}: expected uint8 "
+                            "pixels or floats in [-1, 1]")
+        if t.is_floating_point() and (not bool(torch.isfinite(t).all()) or float(t.abs().max()) > 1 + 1e-3):
+            raise DataError(f"data.name: dataset {name!r} returned {what} with values from {float(t.min()):g} to "
+                            f"{float(t.max()):g}: expected floats in [-1, 1] (or uint8 pixels)")
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.ndim != 1
+                               or labels.is_floating_point() or len(labels) != len(images)):
+        got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else \
+            type(labels).__name__
+        raise DataError(f"data.name: dataset {name!r} returned labels {got} for {len(images)} images: expected "
+                        "one whole-number class a image, a 1-D tensor")
 
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
@@ -324,7 +347,7 @@ def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     _check_stack(cfg)
     mixture, images, labels = ds.build(cfg)
     heldout = ds.heldout(cfg) if ds.heldout is not None else None
-    _check_built(cfg.name, ds, mixture, images, heldout)
+    _check_built(cfg.name, ds, mixture, images, heldout, labels)
     fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
     want = (channels_of(cfg), cfg.resolution, cfg.resolution)
     # to data.resolution too (a plugin's builder gets no resizing of its own: 16-px images under resolution 8

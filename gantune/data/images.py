@@ -169,13 +169,14 @@ def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
     return root, files
 
 
-def _eight_bit(im: Any) -> Any:
+def _eight_bit(im: Any, fmt: str | None = None) -> Any:
     """A single-channel image of more than 8 bits as 8-bit ``L``: PIL's ``convert`` clips 16-bit and 32-bit
     integers at 255 (a 16-bit ramp read as almost all white) and a float image's [0, 1] to black. 16-bit values
     scale by 1/257 (65,535 -> 255); a float image in [0, 1] by 255, one in [0, 255] stays; anything else has no
     known scale and is refused (``ValueError``). Modes ``I`` and ``F`` do not say their range, so it is read off
     each image: a 32-bit integer image whose values stay within 0-255 is taken as 8-bit, a float one within 0-1
-    as [0, 1]."""
+    as [0, 1]; but a PGM/PPM (``fmt`` ``PPM``) opens as ``I`` only when its maxval is above 255, scaled to 16
+    bits by Pillow, so its dark frames are 16-bit too (they read up to 257x bright)."""
     from PIL import Image
 
     if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
@@ -187,7 +188,8 @@ def _eight_bit(im: Any) -> Any:
     if float(a.min(initial=0.0)) < 0 or (im.mode == "F" and top > 255) or top > 65535:
         raise ValueError(f"{im.mode} pixel values from {a.min():g} to {top:g} have no known scale (expected "
                          "8 or 16 bits, or floats in [0, 1] or [0, 255])")
-    scale = (255.0 if top <= 1 else 1.0) if im.mode == "F" else (1 / 257 if im.mode != "I" or top > 255 else 1.0)
+    sixteen = im.mode != "I" or top > 255 or fmt == "PPM"
+    scale = (255.0 if top <= 1 else 1.0) if im.mode == "F" else (1 / 257 if sixteen else 1.0)
     return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
 
 
@@ -210,7 +212,7 @@ def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
             # Pillow's notes on palette transparency and very large images: said once per image, on every run
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return _center_crop_resize(_eight_bit(_upright(im)).convert(mode), resolution)
+            return _center_crop_resize(_eight_bit(_upright(im), im.format).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
 
