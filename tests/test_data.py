@@ -429,6 +429,7 @@ def test_a_damaged_cache_entry_is_computed_again(tmp_path: Path) -> None:
     from gantune.rundir import cached
 
     entry = tmp_path / "entry.pt"
-    entry.write_bytes(b"\x00garbage")
-    assert cached(entry, lambda: {"x": torch.ones(2)})["x"].tolist() == [1.0, 1.0]
-    assert torch.load(entry, weights_only=True)["x"].tolist() == [1.0, 1.0]  # and kept, mended
+    for damage in (b"\x00garbage", b"e" * 64):  # UnpicklingError, KeyError from torch.load
+        entry.write_bytes(damage)
+        assert cached(entry, lambda: {"x": torch.ones(2)})["x"].tolist() == [1.0, 1.0]
+        assert torch.load(entry, weights_only=True)["x"].tolist() == [1.0, 1.0]  # and kept, mended

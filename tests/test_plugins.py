@@ -653,7 +653,8 @@ def test_a_plugin_that_fails_at_run_time_is_one_line_naming_its_code(tmp_path: P
     (lambda: torch.rand(64, 1, 8, 8) * 255, None, "values from"),
     (lambda: torch.randint(0, 255, (64, 1, 8, 8)), None, "dtype torch.int64"),
     (lambda: torch.rand(64, 1, 8, 8) * 2 - 1, lambda: torch.arange(10), "labels torch.int64 of shape (10,)"),
-], ids=["pixels-0-255", "int64", "short-labels"])
+    (lambda: torch.rand(64, 1, 8, 8) * 2 - 1, lambda: torch.ones(64, dtype=torch.bool), "labels torch.bool"),
+], ids=["pixels-0-255", "int64", "short-labels", "bool-labels"])
 def test_a_plugin_image_dataset_is_refused_in_one_line_for_what_would_train_wrong(images: Any, labels: Any,
                                                                                  says: str) -> None:
     """Found by a review: only the shape was checked. Floats in [0, 255] trained as they were, integer pixels
@@ -673,12 +674,13 @@ def test_a_plugin_image_dataset_is_refused_in_one_line_for_what_would_train_wron
         DATASETS.remove(name)
 
     @dataset("plug_double")
-    def double(cfg: object) -> tuple[None, torch.Tensor, None]:
-        return None, torch.rand(64, 1, 8, 8, dtype=torch.float64) * 2 - 1, None
+    def double(cfg: object) -> tuple[None, torch.Tensor, torch.Tensor]:
+        return None, torch.rand(64, 1, 8, 8, dtype=torch.float64) * 2 - 1, torch.arange(64, dtype=torch.uint8) % 4
 
     try:
         data = load_data(config_from_dict({"data": {"name": "plug_double", "resolution": 8}}).data,
                          torch.device("cpu"), 0)
-        assert data.sample(4).dtype == torch.float32
+        images, classes = data.sample_labelled(4)
+        assert images.dtype == torch.float32 and classes.dtype == torch.int64  # uint8 classes failed D's embedding
     finally:
         DATASETS.remove("plug_double")

@@ -313,8 +313,9 @@ def _check_stack(cfg: DataConfig) -> None:
 
 
 def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any, labels: Any = None) -> None:
-    """What a dataset's builder returned has the shape its kind needs (a plugin's wrong shape failed deep in
-    torch, a traceback): 2-D points a ``Mixture``, images ``(N, C, H, W)`` tensors of 1 or 3 channels."""
+    """What a dataset's builder returned is what its kind needs (a plugin's wrong shape failed deep in torch, a
+    traceback; its pixels in [0, 255] trained as they were): 2-D points a ``Mixture``; images ``(N, C, H, W)``
+    tensors of 1 or 3 channels, uint8 or floats in [-1, 1]; labels one whole number per image."""
     if ds.points:
         if not isinstance(mixture, Mixture):
             raise DataError(f"data.name: dataset {name!r} is 2-D points, and its builder returned "
@@ -330,11 +331,13 @@ def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any
         if t.dtype != torch.uint8 and not t.is_floating_point():
             raise DataError(f"data.name: dataset {name!r} returned {what} of dtype {t.dtype}: expected uint8 "
                             "pixels or floats in [-1, 1]")
-        if t.is_floating_point() and (not bool(torch.isfinite(t).all()) or float(t.abs().max()) > 1 + 1e-3):
-            raise DataError(f"data.name: dataset {name!r} returned {what} with values from {float(t.min()):g} to "
-                            f"{float(t.max()):g}: expected floats in [-1, 1] (or uint8 pixels)")
-    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.ndim != 1
-                               or labels.is_floating_point() or len(labels) != len(images)):
+        if t.is_floating_point():
+            low, high = (float(v) for v in t.aminmax())  # no copy of the images (abs() made one)
+            if not -1 - 1e-3 <= low <= high <= 1 + 1e-3:  # NaN fails it too
+                raise DataError(f"data.name: dataset {name!r} returned {what} with values from {low:g} to "
+                                f"{high:g}: expected floats in [-1, 1] (or uint8 pixels)")
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype == torch.bool
+                               or labels.is_floating_point() or labels.is_complex() or len(labels) != len(images)):
         got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else \
             type(labels).__name__
         raise DataError(f"data.name: dataset {name!r} returned labels {got} for {len(images)} images: expected "
@@ -348,6 +351,8 @@ def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
     mixture, images, labels = ds.build(cfg)
     heldout = ds.heldout(cfg) if ds.heldout is not None else None
     _check_built(cfg.name, ds, mixture, images, heldout, labels)
+    if labels is not None:
+        labels = labels.long()  # uint8 or int16 classes failed D's class embedding mid-training
     fitted = DataConfig(**{**cfg.__dict__, "channels": channels_of(cfg)})
     want = (channels_of(cfg), cfg.resolution, cfg.resolution)
     # to data.resolution too (a plugin's builder gets no resizing of its own: 16-px images under resolution 8
