@@ -32,11 +32,18 @@ def load(specs: list[str]) -> None:
     each a module name or a ``.py`` file. One that fails to import is a ``ConfigError`` naming it (exit code 2)."""
     for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
         _import(f"entry point {ep.name} ({ep.value})", ep.load)
-        _OWN.add(ep.value.split(":")[0].split(".")[0])
+        _own(ep.value.split(":")[0])
     env = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
     for where, spec in [*((f"${ENV}", s) for s in env), *(("--plugin", s) for s in specs)]:
         _import(f"{where} {spec}", lambda spec=spec: _module(spec))
-        _OWN.add(Path(spec).stem if spec.endswith(".py") else spec.split(".")[0])
+        _own(Path(spec).stem if spec.endswith(".py") else spec)
+
+
+def _own(module: str) -> None:
+    """Count ``module``'s top-level package as the user's code, unless it is gantune's own (``--plugin
+    gantune.x`` would have made every error of gantune's a plugin's)."""
+    if (top := module.split(".")[0]) != __name__.split(".")[0]:
+        _OWN.add(top)
 
 
 def raised_in(err: BaseException) -> str | None:

@@ -684,3 +684,18 @@ def test_a_plugin_image_dataset_is_refused_in_one_line_for_what_would_train_wron
         assert images.dtype == torch.float32 and classes.dtype == torch.int64  # uint8 classes failed D's embedding
     finally:
         DATASETS.remove("plug_double")
+
+
+def test_gantune_named_as_a_plugin_is_not_counted_as_the_users_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found reading the change: ``--plugin gantune.metrics`` made every error raised in gantune's own code read
+    as a plugin's (one line, exit 2) instead of the traceback a bug in gantune needs."""
+    from gantune import plugins
+
+    monkeypatch.setattr(plugins, "_OWN", set())
+    plugins.load(["gantune.metrics"])
+    try:
+        config_from_dict({"data": {"name": "grid25"}, "train": {"steps": "x"}})
+    except Exception as err:
+        assert plugins.raised_in(err) is None
+    else:
+        raise AssertionError("the bad config was accepted")
