@@ -186,7 +186,7 @@ class RecordingPBT(PopulationBasedTraining):
         self.last_step = last_step  # every member's budget: its evaluation there is its end
         self.slots = slots  # trials the cluster runs at once (0: unknown, Ray's rule alone)
         self._waited: dict[str, set[str]] = {}  # by member: the members waiting at its last decision
-        self._copies: dict[str, list[tuple[Any, str]]] = {}  # by member: the checkpoint copies it restored from
+        self._copies: list[tuple[Any, str]] = []  # (file system, path) of each checkpoint copy a clone took
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         if result.get("step", 0) >= self.last_step:
@@ -212,8 +212,8 @@ class RecordingPBT(PopulationBasedTraining):
 
     def _free_slot(self, tune_controller: Any, trial: Trial) -> bool:
         """Whether fewer members run than the cluster has slots for, and no member waits that already waited at
-        this member's last decision: a slot counted from the cluster's totals that no waiting member could take
-        (the CPUs of two nodes, each too small for a trial; another job's) would otherwise keep the members
+        this member's last decision: a slot counted at the start that no waiting member could take (another
+        job's CPUs, a node lost since) would otherwise keep the members
         beyond the slots waiting until a running one ended its budget."""
         trials = tune_controller.get_trials()
         waiting = {t.trial_id for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)}
@@ -285,7 +285,7 @@ class RecordingPBT(PopulationBasedTraining):
     def drop_copies(self) -> None:
         """Delete the checkpoint copies clones restored from, at the search's end (deleting a member's earlier copy
         at its next exploit failed a member Tune later restored from that copy)."""
-        for fs, path in (kept for copies in self._copies.values() for kept in copies):
+        for fs, path in self._copies:
             with contextlib.suppress(OSError):
                 fs.delete_dir(path)
         self._copies.clear()
@@ -320,7 +320,7 @@ class RecordingPBT(PopulationBasedTraining):
         finally:
             copied, donor.last_checkpoint = donor.last_checkpoint, kept
         if (path := getattr(copied, "path", None)) is not None:
-            self._copies.setdefault(trial.trial_id, []).append((copied.filesystem, path))
+            self._copies.append((copied.filesystem, path))
         self.exploits.append(Exploit(trial.trial_id, trial_to_clone.trial_id, step,
                                      dict(trial.config["params"]), dict(trial_to_clone.config["params"]),
                                      trial.config["trial"], from_step=now, took=taken(before, trial.config["trial"])))

@@ -588,6 +588,6 @@ def test_a_clone_copy_on_a_full_disk_is_no_exploit_and_leaves_no_part(tmp_path: 
     roomy.mkdir(parents=True)
     (roomy / "checkpoint.pt").write_bytes(b"state")
     copy = pinned(Checkpoint.from_directory(str(roomy)), "member-0")
-    pbt._copies[member.trial_id] = [(copy.filesystem, copy.path)]
+    pbt._copies.append((copy.filesystem, copy.path))
     pbt.drop_copies()
     assert not Path(copy.path).exists() and roomy.is_dir()
