@@ -247,7 +247,10 @@ def _print_search_summary(s: dict[str, Any]) -> None:
     print(f"  study: {s['study_storage']}; sample grids of each trial: {s['artifact_dir']}")
     print(f"    {s['dashboard']}  (pip install 'gantune[dashboard]')")
     if s.get("tracking_error"):  # its warning came mid-search, lines ago: the runs there end where it failed
-        print(f"  MLflow: stopped recording at {s['tracking_error']} (the study holds every trial)")
+        ended = ("the runs left open end KILLED, tagged gantune.tracking_lost" if s.get("tracking_runs_ended")
+                 else "runs it had open may stay RUNNING")
+        print(f"  MLflow: stopped recording at {s['tracking_error']} (the study holds every trial; {ended}; "
+              "--resume fills in the ended trials' runs)")
     if "tracking_uri" in s:
         print(f"  MLflow: {s['tracking_uri']}, experiment {s['search']!r}")
         if s.get("mlflow_ui"):
@@ -534,9 +537,10 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
         raise GantuneError(f"--tracking-uri: {uri} does not exist yet (run a search first)")
     url = f"http://127.0.0.1:{args.port}"
     pages = experiment_urls(uri, url, args.search)  # each opens on the runs table (``ui_url``)
-    emit(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", args.json)
+    # said with --json too (as review says its URL): the JSON summary comes only once the server has stopped
+    print(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", flush=True)
     for name, page in pages.items():
-        emit(f"  {name}: {page}", args.json)
+        print(f"  {name}: {page}", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     try:

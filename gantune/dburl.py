@@ -173,9 +173,11 @@ def sqlite_owner(db: Path) -> str | None:
 
 def check_not_other(db: Path | None, flag: str, value: str, own: str, example: str) -> None:
     """Refuse a sqlite file that holds the other store's schema before ``own``'s store migrates its tables in
-    (MLflow added its tables to an Optuna file, then refused it; Optuna did the same the other way)."""
+    (MLflow added its tables to an Optuna file, then refused it; Optuna did the same the other way), and a folder."""
     from gantune.errors import GantuneError
 
+    if db is not None and db.is_dir():  # sqlite opened it in a retry loop (MLflow: about 100 s), then failed
+        raise GantuneError(f"{flag} {value}: {db} is a folder, not a database file; name a file, e.g. {example}")
     owner = sqlite_owner(db) if db is not None else None
     if owner and owner != own:
         raise GantuneError(f"{flag} {value}: {db} is {owner}; name a file of its own, e.g. {example}")

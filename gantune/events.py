@@ -8,6 +8,7 @@ freeze every trial. ``ObserverThread`` runs an observer on a thread of its own, 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import sys
@@ -101,6 +102,9 @@ class Observer(Protocol):
     def trial_recipe(self, number: int, recipe: str) -> None:
         """Trial ``number`` (just started) is the known-good recipe ``recipe`` (a warm start)."""
 
+    # optional: ``abandon(why: str) -> bool``, called once at the search's end after an event failed (``why``):
+    # end what the observer holds open, best effort; true when it did
+
 
 def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
@@ -111,7 +115,8 @@ class ObserverThread:
 
     The first failure disables the observer for the rest of the search (one warning line, kept in
     ``error``): a dead tracking server then costs the search nothing. ``search_ended`` and
-    ``search_interrupted`` wait for the queue at most ``drain_s`` seconds, so the search always finishes.
+    ``search_interrupted`` wait for the queue at most ``drain_s`` seconds, so the search always finishes; after a
+    failure they give the observer's ``abandon(why)`` one try (the MLflow runs it had open stayed RUNNING for good).
     """
 
     def __init__(self, observer: Any, drain_s: float = 60.0, say: Callable[[str], None] = warn) -> None:
@@ -119,8 +124,10 @@ class ObserverThread:
         self.drain_s = drain_s
         self.say = say
         self.error: str | None = None
-        self._queue: queue.Queue[tuple[str, tuple[Any, ...], threading.Event | None, list[Any]] | None] = (
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...], threading.Event | None, list[Any], bool] | None] = (
             queue.Queue())
+        self._stuck = False  # an event took longer than drain_s: nothing more is waited for
+        self.runs_ended = False  # after a failure: whether ``abandon`` ended what the observer held open
         self._thread = threading.Thread(target=self._work, name=f"gantune-{type(observer).__name__}", daemon=True)
         self._thread.start()
 
@@ -130,7 +137,7 @@ class ObserverThread:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            event, args, done, out = item
+            event, args, done, out, last_try = item
             if self.error is None:
                 try:
                     out.append(getattr(self.observer, event)(*args))
@@ -138,24 +145,34 @@ class ObserverThread:
                     why = getattr(self.observer, "explain", lambda _: None)(err) or first_line(err)
                     self.error = f"{self.name}.{event}: {type(err).__name__}: {why}"
                     self.say(f"{self.error}; the search goes on without it")
+            elif last_try:  # said once already: a store that fails again has nothing new to say
+                with contextlib.suppress(Exception):
+                    out.append(getattr(self.observer, event)(*args))
             if done is not None:
                 done.set()
 
     def _post(self, event: str, *args: Any) -> None:
-        self._queue.put((event, args, None, []))
+        self._queue.put((event, args, None, [], False))
 
-    def _call(self, event: str, *args: Any) -> Any:
-        """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out."""
-        if not self._thread.is_alive():  # closed (an interrupted close): no one would answer
+    def _call(self, event: str, *args: Any, last_try: bool = False) -> Any:
+        """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out. ``last_try``:
+        run it even after a failure (once the observer's other events are dropped)."""
+        if not self._thread.is_alive() or self._stuck:  # closed (an interrupted close), or busy past drain_s
             return None
         done, out = threading.Event(), list[Any]()
-        self._queue.put((event, args, done, out))
+        self._queue.put((event, args, done, out, last_try))
         if not done.wait(self.drain_s):
+            self._stuck = True
             if self.error is None:
                 self.error = f"{self.name}.{event}: no answer within {self.drain_s:g}s"
                 self.say(f"{self.error}; the search goes on without it")
             return None
         return out[0] if out else None
+
+    def _abandon(self) -> None:
+        """After a failure, the observer's runs still open are ended where it can (``abandon``)."""
+        if self.error is not None and hasattr(self.observer, "abandon"):
+            self.runs_ended = self._call("abandon", self.error, last_try=True) is True
 
     def connect(self) -> None:
         self.observer.connect()  # synchronous: an unusable observer stops the search before it starts
@@ -167,13 +184,15 @@ class ObserverThread:
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
         result = self._call("search_ended", summary)
+        self._abandon()
         self.close()
         if result is None:
-            return {**summary, "tracking_error": self.error}
+            return {**summary, "tracking_error": self.error, "tracking_runs_ended": self.runs_ended}
         return dict(result)
 
     def search_interrupted(self, running: list[int]) -> None:
         self._call("search_interrupted", running)
+        self._abandon()
         self.close()
 
     def trial_started(self, number: int, params: dict[str, Any], config: dict[str, Any]) -> None:

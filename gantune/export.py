@@ -39,6 +39,7 @@ from gantune.rundir import (
     load_saved,
     make_dir,
     parents_made,
+    trial_run_dir,
 )
 from gantune.sampling.checks import expressions
 from gantune.sampling.expr import Expr, ExprError
@@ -327,7 +328,13 @@ def with_steps(config: dict[str, Any], steps: int | None) -> dict[str, Any]:
 def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
                     steps: int | None, storage: str) -> TrialConfig:
     raw = with_steps(chosen.config, steps)
-    raw["origin"] = {"search": study.study_name, "trials": [c.trial.number for c in candidates],
+    if ((study.user_attrs.get("settings") or {}).get("pruning") or {}).get("noise_aware"):
+        # the search set it in every trial for ASHA's noise estimate: a production run paid each evaluation twice
+        raw["eval"] = {**(raw.get("eval") or {}), "repeat": False}
+    # the chosen trial first: after --top-k re-runs it need not be the search's best, and the header comment
+    # that named it does not travel with the config
+    trials = [chosen.trial.number, *(c.trial.number for c in candidates if c.trial.number != chosen.trial.number)]
+    raw["origin"] = {"search": study.study_name, "trials": trials,
                      # the record stays true once the file moves; a password stays out of it (best.yaml travels to
                      # the run's config.yaml, the weights' embedded config and the tracking server)
                      "study_storage": redacted(absolute_sqlite(storage))}
@@ -361,14 +368,26 @@ def other_run(path: Path, trial: FrozenTrial) -> str | None:
     return None
 
 
-def has_weights(c: Candidate, search: str, uid: str | None, tracking_uri: str | None) -> bool:
-    """Whether ``copy_weights`` can find the trial's generator: in its run folder, else logged in MLflow."""
-    src = Path(c.trial.user_attrs.get("run_dir", ""))
-    if any((src / n).is_file() for n in (GENERATOR, BEST_GENERATOR)):
-        return True
+def weights_problem(c: Candidate, search: str, uid: str | None, tracking_uri: str | None) -> str | None:
+    """Why ``copy_weights`` would find no usable generator of the trial (``None``: it would): its run folder's
+    files checked as the copy checks them (loadable, the trial's own; only their being there was asked, so a
+    damaged file failed the export after hours of seed re-runs), else whether its MLflow run logged any."""
+    src = trial_run_dir(c.trial.user_attrs)
+    found = [] if src is None else [src / n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
+    for f in found:
+        try:
+            why = other_run(f, c.trial)
+        except GantuneError as err:
+            return str(err)
+        if why:
+            return f"{f} is not the trial's ({why})"
+    if found:
+        return None
     from gantune.tracking import trial_weights_logged
 
-    return tracking_uri is not None and trial_weights_logged(tracking_uri, search, uid, c.trial.number)
+    if tracking_uri is not None and trial_weights_logged(tracking_uri, search, uid, c.trial.number):
+        return None
+    return "no weights in the run folder or in MLflow"
 
 
 def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tracking_uri: str | None) -> list[str]:
@@ -376,15 +395,16 @@ def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tr
     the trial's sampled values, first), else from its MLflow child run (checked the same). A folder this made is
     removed again when nothing could be put in it."""
     number = chosen.trial.number
-    src = Path(chosen.trial.user_attrs.get("run_dir", ""))
-    names = [n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
-    for n in names:
+    src = trial_run_dir(chosen.trial.user_attrs)
+    found = [] if src is None else [src / n for n in (GENERATOR, BEST_GENERATOR) if (src / n).is_file()]
+    names = [f.name for f in found]
+    for f in found:
         try:
-            why = other_run(src / n, chosen.trial)
+            why = other_run(f, chosen.trial)
         except GantuneError as err:
             raise GantuneError(f"--weights: trial {number}'s {err}") from None
         if why:
-            raise GantuneError(f"--weights: {src / n} is not trial {number}'s ({why}): another search of the name "
+            raise GantuneError(f"--weights: {f} is not trial {number}'s ({why}): another search of the name "
                                f"{search!r} wrote its run folder (give each storage its own --runs-dir)")
     for n in (GENERATOR, BEST_GENERATOR):  # named now, not as "cannot write to" the folder with half of it copied
         if (dest / n).exists() and not (dest / n).is_file():
@@ -398,8 +418,8 @@ def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tr
     parts = [dest / f".{n}.export-part" for n in names]
     try:
         make_dir(dest)
-        for n, part in zip(names, parts, strict=True):  # all copied before any replaces what is there
-            atomic_write(part, (src / n).read_bytes())
+        for f, part in zip(found, parts, strict=True):  # all copied before any replaces what is there
+            atomic_write(part, f.read_bytes())
         for n, part in zip(names, parts, strict=True):
             part.replace(dest / n)
         got = [str(dest / n) for n in names]
@@ -409,14 +429,17 @@ def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tr
             except GantuneError as err:
                 clear()
                 raise GantuneError(f"--weights: {err}") from None
-    except OSError as err:
+    except BaseException as err:  # a Ctrl-C too: a full-size part file and a folder made for nothing were left
         for part in parts:
             part.unlink(missing_ok=True)
         clear()
-        raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
+        if isinstance(err, OSError):
+            raise GantuneError(f"--weights: cannot write to {dest} ({err.strerror or err})") from None
+        raise
     if not got:
         clear()
-        raise GantuneError(f"--weights: no weights of trial {number} in {src} or in MLflow")
+        where = src if src is not None else "its run folder (none recorded)"
+        raise GantuneError(f"--weights: no weights of trial {number} in {where} or in MLflow")
     for n in {GENERATOR, BEST_GENERATOR} - {Path(g).name for g in got}:  # an earlier export's, of another trial:
         (dest / n).unlink(missing_ok=True)  # `generate` of it sampled that trial beside this one's config
     return got
@@ -514,11 +537,12 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
                 raise GantuneError(f"--seeds: trial {c.trial.number}'s re-runs cannot train: {err}") from None
     if seeds > 0 and weights is not None:  # the re-runs may choose any candidate: each must have weights
         uid = study.user_attrs.get(STUDY_UID)
-        if lacking := [c.trial.number for c in candidates if not has_weights(c, name, uid, tracking_uri)]:
-            them = f"trial{'s' * (len(lacking) > 1)} {', '.join(map(str, lacking))}"
-            raise GantuneError(f"--weights: {them} ha{'ve' if len(lacking) > 1 else 's'} no weights in the run "
-                               "folder or in MLflow, and the seed re-runs may choose "
-                               f"{'them' if len(lacking) > 1 else 'it'}: export without --weights, or the others "
+        problems = {c.trial.number: why for c in candidates
+                    if (why := weights_problem(c, name, uid, tracking_uri)) is not None}
+        if problems:
+            them = "; ".join(f"trial {n}: {why}" for n, why in problems.items())
+            raise GantuneError(f"--weights: {them}; the seed re-runs may choose "
+                               f"{'them' if len(problems) > 1 else 'it'}: export without --weights, or the others "
                                "(--trial N)")
     if seeds > 0:
         rerun(study, settings, candidates, seeds, steps or settings.max_steps, search_opts)

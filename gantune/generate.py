@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-import re
+import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +137,37 @@ def _image_png(img: torch.Tensor) -> bytes:
     return png_bytes(x)
 
 
-#: a sample file of ``generate`` into a folder (``000000.png``, ...): what an earlier, larger ``--n`` left there
-SAMPLE_FILE = re.compile(r"\d{6}\.png")
+#: the list ``generate`` leaves in a folder of the sample files it wrote there: only those are its own to replace or
+#: remove (any ``000000.png`` counted as its own, and a folder of a user's images lost all but the first --n)
+SAMPLES_LIST = ".gantune-samples.json"
+
+
+def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], dict[str, Any]]:
+    """Which files of folder ``out`` an earlier ``generate`` wrote there (its list; none without one). A
+    ``GantuneError`` when the folder holds a file of a name this one writes that it did not write (its samples
+    would replace the user's file), told by the file system itself, so ``000000.PNG`` counts where case is not.
+    With the list this write leaves: the earlier one's names and its own, so a write stopped part-way (before the
+    earlier, larger ``--n``'s extra samples are removed) leaves no file of either unlisted."""
+    try:
+        listed = json.loads((out / SAMPLES_LIST).read_text()) if out.is_dir() else {}
+        numbered = int(listed.get("numbered", 0))
+        files = {name for name in listed.get("files", []) if isinstance(name, str)}
+    except (OSError, ValueError, TypeError, AttributeError):  # none, or not one of ours
+        numbered, files = 0, set()
+
+    def ours(name: str) -> bool:
+        stem = name.removesuffix(".png")
+        return name in files or (stem != name and len(stem) == 6 and stem.isdigit() and int(stem) < numbered)
+
+    wanted = ["samples.csv", "samples.png"] if points else [f"{i:06d}.png" for i in range(n)]
+    taken = [name for name in wanted if not ours(name) and os.path.lexists(out / name)] if out.is_dir() else []
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise GantuneError(f"--out: {out} holds {taken[0]}{more}, which gantune generate did not write there (or an "
+                           "older gantune did, without the list it keeps now): its samples would replace them; "
+                           "choose a new or an empty folder")
+    listed = {"files": sorted(files | {"samples.csv", "samples.png"})} if points else {"numbered": max(n, numbered)}
+    return ours, listed
 
 
 def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
@@ -157,6 +188,7 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     if suffix == ".csv" and not points:
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
     check_writable(out, "--out", is_dir=not suffix)  # before sampling: under a file it said "File exists"
+    ours, listed = _own_files(out, n, points) if not suffix else (lambda _: False, {})
     means = mixture_means(cfg.data)
     x = sample(net, cfg, n, device, seed, label)
     files: dict[str, bytes] = {}
@@ -169,15 +201,18 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
         files["samples.png"] = samples_png(x, means, f"{n} samples")
     else:
         files.update({f"{i:06d}.png": _image_png(img) for i, img in enumerate(x)})
+    count = len(files)
     try:
         if suffix:
             with parents_made(out):
                 atomic_write(out, files[out.name])
         else:
-            atomic_folder(out, files, stale=lambda name: SAMPLE_FILE.fullmatch(name) is not None)
+            # the list goes in first, naming the earlier write's files too: one stopped part-way leaves none unlisted
+            atomic_folder(out, {SAMPLES_LIST: json.dumps(listed).encode(), **files},
+                          stale=ours)  # an earlier, larger --n's
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
-    return {"weights": str(weights), "n": n, "out": str(out), "files": len(files), "kind": "points" if points
+    return {"weights": str(weights), "n": n, "out": str(out), "files": count, "kind": "points" if points
             else "images", "shape": list(x.shape), **({"class": label} if label is not None else {})}
 
 

@@ -26,7 +26,14 @@ from gantune import provenance
 from gantune.dburl import redacted
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, RULE_KEY, Status
-from gantune.rundir import GENERATOR, atomic_write, check_replaceable, check_writable, make_dir
+from gantune.rundir import (
+    GENERATOR,
+    atomic_write,
+    check_replaceable,
+    check_writable,
+    parents_made,
+    trial_run_dir,
+)
 from gantune.sampling import votes as V
 from gantune.sampling.study import (
     best_first,
@@ -156,12 +163,13 @@ def _grids(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     except GantuneError:
         return []
     for t in best:
-        run_dir = Path(t.user_attrs.get("run_dir", ""))
-        samples = sorted((run_dir / "samples").glob("*.png"))
+        run_dir = trial_run_dir(t.user_attrs)
+        samples = sorted((run_dir / "samples").glob("*.png")) if run_dir is not None else []
         # a trial without its grids says so: the page left it out without a word beside the others
         out.append({"number": t.number, "value": _value(study, t),  # every objective's (one was named both)
                     "png": base64.b64encode(samples[-1].read_bytes()).decode() if samples else None,
-                    "missing": None if samples else f"no sample grid in {run_dir} on this machine"})
+                    "missing": None if samples else f"no sample grid in {run_dir} on this machine"
+                    if run_dir is not None else "the trial recorded no run folder"})
     return out
 
 
@@ -188,10 +196,10 @@ def _strips(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     out = []
     cpu = torch.device("cpu")
     for t in best:
-        if not isinstance(t.user_attrs.get("run_dir"), str):
+        if (run_dir := trial_run_dir(t.user_attrs)) is None:
             out.append({"number": t.number, "missing": "the trial recorded no run folder"})
             continue
-        weights = Path(t.user_attrs["run_dir"]) / GENERATOR
+        weights = run_dir / GENERATOR
         if not weights.is_file():
             out.append({"number": t.number, "missing": f"{weights} is not on this machine"})
             continue
@@ -298,8 +306,8 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
         strips=_strips(study, top), top=top,
         plotly_js=plotly.offline.get_plotlyjs())
     try:
-        make_dir(out.parent)
-        atomic_write(out, html.encode())
+        with parents_made(out):  # a name the system refuses left the folders made for it
+            atomic_write(out, html.encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"search": name, "out": str(out), "trials": len(trials), "bytes": len(html.encode()), "note": note,

@@ -33,11 +33,12 @@ from optuna.trial import FrozenTrial
 
 from gantune.data import is_points, mixture_means
 from gantune.errors import GantuneError
+from gantune.events import warn
 from gantune.generate import load_generator, sample
-from gantune.rundir import BEST_GENERATOR, GENERATOR
+from gantune.rundir import BEST_GENERATOR, GENERATOR, trial_run_dir
 from gantune.sampling import votes as V
 from gantune.sampling.study import STUDY_UID, best_first, load_search, ranked, search_settings
-from gantune.tracking import log_review
+from gantune.tracking import StoreUnreadable, log_review
 from gantune.viz import samples_png
 
 #: the latents every grid is drawn from: one seed, so the two sides of a pair see the same noise
@@ -58,17 +59,20 @@ def weights_of(t: FrozenTrial, search: str, uid: str | None, tracking_uri: str |
     """The trial's final generator (else the generator of its best evaluation) in its run directory; else, as
     ``export --weights`` does, from its MLflow child run into ``into`` (run folders deleted, or the search run
     on another machine: the review said no trial had weights), when they are the trial's (``other_run``)."""
-    run_dir = Path(t.user_attrs.get("run_dir", ""))
-    local = next((run_dir / n for n in (GENERATOR, BEST_GENERATOR) if (run_dir / n).is_file()), None)
+    run_dir = trial_run_dir(t.user_attrs)
+    local = None if run_dir is None else next((run_dir / n for n in (GENERATOR, BEST_GENERATOR)
+                                               if (run_dir / n).is_file()), None)
     if local is not None or tracking_uri is None:
         return local
     from gantune.export import weights_from_mlflow
 
     dest = into / str(t.number)
     dest.mkdir(parents=True, exist_ok=True)
-    try:  # a store that fails (MLflow's errors stay in gantune.tracking), or weights that are not the trial's:
-        # none to offer; the count of those found says the rest
+    try:  # weights that are not the trial's, or a store that fails on this trial (MLflow's errors stay in
+        # gantune.tracking): none to offer; the count of those found says the rest
         got = {Path(f).name: Path(f) for f in weights_from_mlflow(tracking_uri, search, uid, t, dest)}
+    except StoreUnreadable:  # the store itself: asked again for each trial, each waits out MLflow's retries
+        raise
     except Exception:
         return None
     return next((got[n] for n in (GENERATOR, BEST_GENERATOR) if n in got), None)
@@ -97,14 +101,26 @@ class Review:
         if len(done) < 2:
             raise GantuneError(f"search {name!r} has {len(done)} evaluated (completed) trial"
                                f"{'' if len(done) == 1 else 's'}: a review compares two or more")
-        best = best_first(self.study, done)[:top]  # the Pareto front first: no trial before one dominating it
         with tempfile.TemporaryDirectory(prefix="gantune-review-") as tmp:  # what MLflow had: drawn, then gone
             uid = self.study.user_attrs.get(STUDY_UID)
-            found = [(t, w) for t in best if (w := weights_of(t, name, uid, tracking_uri, Path(tmp))) is not None]
+            found: list[tuple[FrozenTrial, Path]] = []
+            # the best ``top`` trials that have weights, the Pareto front first (no trial before one dominating
+            # it): the top ``top`` alone, four whose folders were gone, refused a search with weights further down
+            store = tracking_uri
+            for t in best_first(self.study, done):
+                if len(found) == top:
+                    break
+                try:
+                    w = weights_of(t, name, uid, store, Path(tmp))
+                except StoreUnreadable as err:  # the run folders alone from here
+                    warn(f"{err}; the review draws only the trials whose run folders are on this machine")
+                    store, w = None, None
+                if w is not None:
+                    found.append((t, w))
             if len(found) < 2:
-                raise GantuneError(f"search {name!r}: {len(found)} of its top {len(best)} trials have generator "
-                                   "weights in their run directories on this machine or in MLflow: a review "
-                                   "compares two or more")
+                raise GantuneError(f"search {name!r}: {len(found)} of its {len(done)} completed trials have "
+                                   "generator weights in their run directories on this machine or in MLflow: a "
+                                   "review compares two or more")
             self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), draw(w)) for t, w in found}
         self.items = list(self.candidates)
         self.lock = threading.Lock()

@@ -34,6 +34,13 @@ CONFIG = "config.yaml"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, GENERATOR, BEST_GENERATOR)
 
 
+def trial_run_dir(attrs: dict[str, Any]) -> Path | None:
+    """The run folder a trial's user attributes record (``run_dir``); ``None`` when they record none (a study made
+    elsewhere): ``Path("")`` was the working folder, whose ``generator.pt`` was taken for the trial's."""
+    run_dir = attrs.get("run_dir")
+    return Path(run_dir) if isinstance(run_dir, str) and run_dir else None
+
+
 def trial_dirname(number: int) -> str:
     """``trial-0007``: a trial's run folder under ``runs/<search>/`` and its MLflow run name."""
     return f"trial-{number:04d}"
@@ -190,13 +197,19 @@ def write_target(path: Path) -> Path:
     return real
 
 
+def _temporary(name: str) -> str:
+    """The temporary name a write of ``name`` goes through, ``.<name>.tmp<pid>``, the name cut to 200 bytes: a
+    name near the system's 255-byte limit made a temporary one past it, and could never be written."""
+    return f".{os.fsdecode(os.fsencode(name)[:200])}.tmp{os.getpid()}"  # bytes as the file system has them
+
+
 def atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file beside ``path`` (``write_target``), then rename it over ``path``: a reader
     sees the old file or the whole new one, and a write that fails (a full disk, Ctrl-C, a check of the written
     file inside ``write`` that raises) leaves neither a partial file nor the temporary one."""
     with naming(path):
         path = write_target(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(_temporary(path.name))
     try:
         with naming(path):
             write(tmp)
@@ -220,12 +233,11 @@ def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], boo
         if blocked := [name for name in files if (target / name).exists() and not (target / name).is_file()]:
             raise OSError(errno.EISDIR, f"{blocked[0]} there is not a regular file", str(out))
         new = not target.exists()
-        with parents_made(target):
-            # mkdir's mode (the umask's, not mkdtemp's 0700), and a name no other process picks
-            tmp = (target.parent if new else target) / f".{target.name}.tmp{os.getpid()}-{os.urandom(4).hex()}"
-            tmp.mkdir()
-    try:
-        with naming(out):
+    with naming(out), parents_made(target):  # the folders made for it go when it fails (a name too long)
+        # mkdir's mode (the umask's, not mkdtemp's 0700), and a name no other process picks
+        tmp = (target.parent if new else target) / f"{_temporary(target.name)}-{os.urandom(4).hex()}"
+        tmp.mkdir()
+        try:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
             if new:
@@ -236,8 +248,8 @@ def atomic_folder(out: Path, files: dict[str, bytes], stale: Callable[[str], boo
             for old in target.iterdir():
                 if stale(old.name) and old.name not in files and old.is_file():
                     old.unlink()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

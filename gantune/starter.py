@@ -251,6 +251,8 @@ def starter_text(data: str) -> tuple[str, str, str]:
             warn(f"{data}: the built-in dataset; for the folder {data} here, give it as ./{data}")
         kind = data_kind(data)
         return data, kind, STARTERS.get(kind).template.format(name=data, data=data, path="")
+    if not data.strip():  # Path("") is the working folder: a space was written for whatever it held
+        raise GantuneError(f"{data!r}: name a built-in dataset ({', '.join(builtin_names())}) or a folder of images")
     folder = Path(data).expanduser()
     if not folder.is_dir():
         what = "a file, not a folder" if folder.exists() else "no such folder"

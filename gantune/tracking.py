@@ -121,7 +121,11 @@ def resolve_tracking_uri(flag: str | None) -> str:
     A relative sqlite path is made absolute: MLflow caches stores by URI, so a relative one would stay bound to
     whichever directory it was first used in.
     """
-    return check_uri(absolute_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI))
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if "://" in uri:  # ``HTTP://host`` was checked as a server, then taken for a local store (artifacts put in
+        head, rest = uri.split("://", 1)  # this machine's folder): the scheme in lower case, as MLflow reads it
+        uri = f"{head.lower()}://{rest}"
+    return check_uri(absolute_sqlite(uri))
 
 
 def _flat(prefix: str, value: Any) -> dict[str, str]:
@@ -129,10 +133,21 @@ def _flat(prefix: str, value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in dotted(value, prefix).items()}
 
 
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Params as MLflow takes them: values cut at its 6,000 characters, at most 100 a call (a space with many
+    settings was refused whole, its parent left with none)."""
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
 def log_provenance(logger: _RunLogger, measured: dict[str, Any]) -> None:
     """``provenance.*`` params of the run (the real-vs-real floor as ``provenance.floor.<metric>``)."""
-    params = [Param(k, v) for k, v in _flat(provenance.ATTR, measured).items()]
-    logger.client.log_batch(logger.run_id, params=params)
+    _log_params(logger.client, logger.run_id, _flat(provenance.ATTR, measured))
+
+
+#: the tag of a run ended because its recording stopped at a failure: why (``abandon``)
+LOST = "gantune.tracking_lost"
 
 
 class _RunLogger:
@@ -176,9 +191,24 @@ class _RunLogger:
         if steps is not None:
             tags.append(RunTag("gantune.steps", str(steps)))
         self.client.log_batch(self.run_id, tags=tags)
-        for f in files:
-            self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
+        try:
+            for f in files:
+                self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
+        except BaseException as err:  # a full disk, an artifact store the driver cannot reach: the run must not
+            with suppress(Exception):  # stay RUNNING for good; the failure is said by the caller
+                self.client.set_tag(self.run_id, LOST,
+                                    f"its files: {type(err).__name__}: {first_line(err)}"[:5000])
+                self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED))
+            raise
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
+
+
+def _end_lost(client: MlflowClient, run_id: str, why: str) -> None:
+    """End a run whose recording stopped at a failure (``why``): KILLED, tagged ``gantune.tracking_lost``, unless
+    it has ended already. Raises what the store raises: the store may be the failure."""
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.log_batch(run_id, tags=[RunTag(LOST, why[:5000])])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
 def _logged(client: MlflowClient, run: Any) -> tuple[set[tuple[str, int]], set[int]]:
@@ -372,6 +402,8 @@ class MlflowTracker:
         if parent:
             self.parent_id = parent[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
+            if LOST in parent[0].data.tags:  # an earlier invocation lost its tracking; this one records again
+                self.client.delete_tag(self.parent_id, LOST)
         else:
             tags = {"gantune.role": "parent", "gantune.study": study.study_name, "gantune.search": self.name}
             if uid:
@@ -385,7 +417,7 @@ class MlflowTracker:
         params = {k: v[:6000] for k, v in _flat("search", space.settings.model_dump()).items()}
         if not parent or not parent[0].data.params:  # new, or made by a driver killed before it described it
             self.client.log_text(self.parent_id, space.text, "space.yaml")  # first: params say it is described
-            self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in params.items()])
+            _log_params(self.client, self.parent_id, params)
         else:
             self._describe_resumed(parent[0], space.text, params)
         # params are write-once: a resumed search may ask for more trials, so the current target is a tag
@@ -453,6 +485,8 @@ class MlflowTracker:
                         log_provenance(logger, measured)
                     self._mend(logger, trial, set(), set())
                 else:
+                    if LOST in child.data.tags:  # ended by ``abandon``: it is whole again
+                        self.client.delete_tag(child.info.run_id, LOST)
                     self._mend(_RunLogger(self.client, child.info.run_id), trial, *_logged(self.client, child))
             except (MlflowException, OSError, ValueError) as err:
                 warn(f"MLflow: trial {trial.number} could not be finished from its run directory: "
@@ -503,14 +537,26 @@ class MlflowTracker:
         return summary
 
     def search_interrupted(self, running: list[int]) -> None:
-        """Ctrl-C: the running children and the parent end KILLED (``--resume`` re-runs those trials)."""
-        for number in running:
-            logger = self.loggers.pop(number, None)
+        """Ctrl-C, or the search failed: the children still open (the ``running`` trials, and any whose end was
+        not heard) and the parent end KILLED (``--resume`` re-runs those trials)."""
+        for number in sorted({*running, *self.loggers}):
+            logger = self.loggers.get(number)
             if logger is not None:
                 logger.end(INTERRUPTED, "the search was interrupted; --resume runs this trial again", None, [],
                            state=RunStatus.KILLED)
+                del self.loggers[number]
         if self.parent_id:
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.KILLED))
+
+    def abandon(self, why: str) -> bool:
+        """Recording stopped at ``why`` (``ObserverThread``): the runs still open, children then parent, end KILLED
+        and tagged ``gantune.tracking_lost`` (they stayed RUNNING for good). ``--resume`` finishes the children of
+        ended trials from the study and the run folders (``mend_trials``). Stops at the first call that fails."""
+        open_runs = [logger.run_id for logger in self.loggers.values()]
+        for run_id in open_runs + ([self.parent_id] if self.parent_id else []):
+            _end_lost(self.client, run_id, why)
+        self.loggers.clear()
+        return True
 
     def study_replaced(self, study: str, uid: str | None) -> None:
         """The study ``study`` (``uid``: its ``STUDY_UID``) is about to be deleted and made again (``export``'s
@@ -563,7 +609,7 @@ class MlflowTracker:
         rid = run.info.run_id
         self.children[number] = rid
         self.loggers[number] = _RunLogger(self.client, rid)
-        self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        _log_params(self.client, rid, params)
         self.client.log_text(rid, yaml_text(config), "trial_config.yaml")
 
     def trial_recipe(self, number: int, recipe: str) -> None:
@@ -583,7 +629,7 @@ class MlflowTracker:
             logger.image(base64.b64decode(result["samples_png"]), step)
 
     def trial_ended(self, outcome: TrialOutcome) -> None:
-        logger = self.loggers.pop(outcome.number, None)
+        logger = self.loggers.get(outcome.number)
         if logger is None:
             return
         art = Path(outcome.artifacts) if outcome.artifacts else None
@@ -591,6 +637,7 @@ class MlflowTracker:
         files = [f for f in files if f.is_file()]
         logger.end(outcome.status.value, outcome.reason, outcome.steps, files, rule=outcome.rule,
                    state=RunStatus.FAILED if outcome.status.failed else RunStatus.FINISHED)
+        del self.loggers[outcome.number]  # once ended: a run whose end failed is ``abandon``'s to end
 
     def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
         """PBT lineage as tags (params are write-once in MLflow: they keep the first sample) and each config the
@@ -692,6 +739,8 @@ class TrainRun:
         if found is not None:  # in its own experiment (the name or origin resumed with may name another)
             run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            if LOST in found.data.tags:  # its tracking was lost last time: what it lacks is logged below
+                self.client.delete_tag(run_id, LOST)
             self._have, self._grids = _logged(self.client, found)
         else:
             everywhere = [e.experiment_id for e in self.client.search_experiments()]
@@ -706,9 +755,7 @@ class TrainRun:
                 tags["gantune.source_trials"] = ",".join(map(str, origin.trials))
             run_id = self.client.create_run(exp_id, run_name=f"train-{cfg.name}", tags=tags).info.run_id
             params = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"})
-            items = [Param(k, v[:6000]) for k, v in params.items()]
-            for i in range(0, len(items), 100):
-                self.client.log_batch(run_id, params=items[i:i + 100])
+            _log_params(self.client, run_id, params)
         self.run_id = run_id
         return _RunLogger(self.client, run_id)
 
@@ -759,6 +806,7 @@ class TrainRun:
             self.logger.end(status, reason, steps, [f for f in files if f.exists()])
 
         self._guarded("closing the run", close)
+        self._end_lost()
 
     def fail(self, reason: str, killed: bool = False) -> None:
         """Close an opened run as FAILED (the training raised) or KILLED (Ctrl-C: ``--resume`` continues it); a
@@ -768,6 +816,14 @@ class TrainRun:
             self._guarded("closing the run", lambda: logger.end(
                 INTERRUPTED if killed else Status.FAILED.value, reason, None, [],
                 state=RunStatus.KILLED if killed else RunStatus.FAILED))
+        self._end_lost()
+
+    def _end_lost(self) -> None:
+        """A run whose tracking stopped mid-way stayed RUNNING for good: it ends KILLED, tagged with why, in one
+        last try (``gantune train --resume`` continues it and logs what it lacks from metrics.jsonl)."""
+        if self.lost is not None and self.run_id is not None:
+            with suppress(Exception):  # the store may be what failed: said once already
+                _end_lost(self.client, self.run_id, self.lost)
 
 
 @contextmanager
@@ -814,11 +870,30 @@ def _trial_run(client: MlflowClient | None, search: str, uid: str | None, number
     return str(runs[0].info.run_id) if runs else None
 
 
+class StoreUnreadable(GantuneError):
+    """The MLflow store cannot be read at all (a server gone, a damaged file): not one trial's problem."""
+
+
+@contextmanager
+def _reading(tracking_uri: str) -> Iterator[None]:
+    """A store that cannot be read where a command looks up a trial's run (a server gone, a damaged file) is a
+    one-line ``StoreUnreadable``: MLflow's own exception reached the command as a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, OSError, SQLAlchemyError) as err:  # a damaged sqlite file: sqlalchemy's own
+        raise StoreUnreadable(f"MLflow ({redacted(tracking_uri)}) cannot be read: {type(err).__name__}: "
+                           f"{first_line(err)}") from None
+
+
 def trial_weights_logged(tracking_uri: str, search: str, uid: str | None, number: int) -> bool:
     """Whether trial ``number``'s child run logged weights (listed, not downloaded): what ``export --seeds
     --weights`` asks before its re-runs, which chose a trial with none and then failed, hours later."""
-    client = _reader(tracking_uri)
-    if client is None or (run_id := _trial_run(client, search, uid, number)) is None:
+    with _reading(tracking_uri):
+        client = _reader(tracking_uri)
+        run_id = None if client is None else _trial_run(client, search, uid, number)
+    if client is None or run_id is None:
         return False
     try:
         return bool(client.list_artifacts(run_id, "weights"))
@@ -838,7 +913,8 @@ def download_trial_weights(tracking_uri: str, search: str, uid: str | None, numb
     own), so the trial tag alone can name a re-run's generator. ``[]`` when there is no such run or it logged no
     weights; a ``GantuneError`` "trial N's weights in MLflow (URI) are not usable (why)".
     """
-    run_id = _trial_run(_reader(tracking_uri), search, uid, number)
+    with _reading(tracking_uri):
+        run_id = _trial_run(_reader(tracking_uri), search, uid, number)
     if run_id is None:
         return []
     with tempfile.TemporaryDirectory(dir=dest) as tmp, _no_progress_bar():

@@ -75,6 +75,31 @@ def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
 
 
+def test_readme_names_the_suffixes_a_folder_reads_and_each_one_decodes(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README said "any PIL images" where the reader takes a fixed list: the list it names is the reader's, and
+    each suffix on it is an image Pillow writes and the folder reader decodes (no extra library)."""
+    import re
+
+    from PIL import Image
+
+    from gantune.data.images import IMAGE_SUFFIXES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sentence = readme[readme.index("the images under `path` whose suffix is"):]
+    sentence = sentence[:sentence.index("(other files are not read)")]
+    assert set(re.findall(r"`(\.[a-z0-9]+)`", sentence)) == IMAGE_SUFFIXES
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    modes = {".pbm": "1", ".pgm": "L"}
+    for i, suffix in enumerate(sorted(IMAGE_SUFFIXES)):
+        folder = tmp_path / suffix[1:]
+        folder.mkdir()
+        img = Image.fromarray(np.full((12, 12, 3), 40 + 10 * i, dtype=np.uint8))
+        img.convert(modes.get(suffix, "RGB")).save(folder / f"a{suffix.upper() if i % 2 else suffix}")
+        data = load_data(DataConfig(name="folder", path=str(folder), resolution=8), CPU, seed=0)
+        assert len(data) == 1, suffix
+
+
 def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           recwarn: pytest.WarningsRecorder) -> None:
     """Class subfolders through symlinks count (rglob did not follow them); hidden files and folders

@@ -58,3 +58,19 @@ def test_a_password_in_a_uri_is_not_shown(uri: str, shown: str) -> None:
     from gantune.dburl import redacted
 
     assert redacted(uri) == shown
+
+
+def test_a_sqlite_url_naming_a_folder_is_refused_at_once(tmp_path: Path) -> None:
+    """``--tracking-uri sqlite:///<folder>`` passed the check (its parent exists) and MLflow retried opening it for
+    about 100 s; ``--storage sqlite:///<folder>`` was said not to exist."""
+    from gantune.errors import GantuneError
+    from gantune.sampling.study import check_storage, load_search
+    from gantune.tracking import check_uri
+
+    url = f"sqlite:///{tmp_path}"
+    with pytest.raises(GantuneError, match=f"--tracking-uri {url}: {tmp_path} is a folder, not a database file"):
+        check_uri(url)
+    with pytest.raises(GantuneError, match=f"--storage {url}: {tmp_path} is a folder, not a database file"):
+        check_storage(url)
+    with pytest.raises(GantuneError, match="is a folder"):
+        load_search("s", url)

@@ -39,6 +39,18 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary_one(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"] and target.read_bytes() == b"old"
 
 
+@pytest.mark.parametrize("name", ["y" * 250, "\u00e9" * 127, os.fsdecode(b"caf\xe9.yaml")])
+def test_a_name_near_the_systems_limit_can_be_written(tmp_path: Path, name: str) -> None:
+    """A 250-byte name is legal (255 is the limit), but the temporary file its write went through, ``.<name>.tmpPID``,
+    was not: such a file could never be written (``init --out``, ``report --out``, a folder of samples)."""
+    from gantune.rundir import atomic_folder, atomic_write
+
+    atomic_write(tmp_path / name, b"x")
+    atomic_folder(tmp_path / f"d{name[1:]}", {"a": b"y"}, stale=lambda _: False)
+    assert (tmp_path / name).read_bytes() == b"x" and (tmp_path / f"d{name[1:]}" / "a").read_bytes() == b"y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"d{name[1:]}"])
+
+
 def test_a_full_disk_or_a_read_only_folder_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """``train --out`` on a full disk was a traceback (the sample grid's write); ``init --out`` into a read-only

@@ -1,10 +1,11 @@
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gantune import env
-from gantune.events import ObserverThread
+from gantune.events import ObserverThread, Status, TrialOutcome
 from gantune.tracking import MlflowTracker
 
 
@@ -66,3 +67,141 @@ class _Failing:
 
     def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
         return summary
+
+
+def _tracker_with_children(tmp_path: Path, n: int) -> MlflowTracker:
+    """A tracker on a sqlite store in ``tmp_path`` with a parent run and ``n`` children open, as mid-search."""
+    env.configure()
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x")
+    tracker.experiment_id = tracker.client.create_experiment("x")
+    tracker.parent_id = tracker.client.create_run(tracker.experiment_id, run_name="x").info.run_id
+    for number in range(n):
+        tracker.trial_started(number, {"optim.lr_g": 0.001}, {})
+    return tracker
+
+
+def _statuses(tracker: MlflowTracker) -> dict[str, tuple[str, str | None]]:
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    return {r.info.run_name: (r.info.status, r.data.tags.get("gantune.tracking_lost")) for r in runs}
+
+
+def test_after_a_failed_event_the_runs_left_open_end_killed_and_say_why(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first failure dropped every later event, the search's end among them: the parent and each child open
+    then stayed RUNNING in MLflow for good. They end KILLED, tagged with the failure; the warning is still one."""
+    from gantune import tracking
+
+    tracker = _tracker_with_children(tmp_path, 2)
+    monkeypatch.setattr(tracking._RunLogger, "log", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone")))
+    said: list[str] = []
+    thread = ObserverThread(tracker, say=said.append)
+    thread.trial_result(0, {"step": 10, "loss_d": 1.0})
+    thread.trial_result(1, {"step": 10, "loss_d": 1.0})
+    summary = thread.search_ended({})
+    assert said == ["MlflowTracker.trial_result: ConnectionError: gone; the search goes on without it"]
+    why = summary["tracking_error"]
+    assert summary["tracking_runs_ended"] is True  # what the command's summary line says
+    assert _statuses(tracker) == {"x": ("KILLED", why), "trial-0000": ("KILLED", why), "trial-0001": ("KILLED", why)}
+
+
+def test_a_store_that_still_fails_at_the_end_is_not_said_twice(tmp_path: Path) -> None:
+    """The last try to end the runs meets the same dead store: no second warning, no exception, the search ends."""
+    tracker = _tracker_with_children(tmp_path, 1)
+    (tmp_path / "mlflow.db").unlink()
+    said: list[str] = []
+    thread = ObserverThread(tracker, say=said.append)
+    thread.trial_result(0, {"step": 10, "loss_d": 1.0})
+    thread.trial_ended(TrialOutcome(0, Status.COMPLETED, "", 10, [1.0]))
+    summary = thread.search_ended({})
+    assert summary["tracking_error"] and summary["tracking_runs_ended"] is False and len(said) == 1
+
+
+def test_an_interrupted_search_ends_every_child_still_open(tmp_path: Path) -> None:
+    """Only the trials the driver named as running were ended: a child whose end was never heard (the search
+    failed) stayed RUNNING."""
+    tracker = _tracker_with_children(tmp_path, 3)
+    tracker.search_interrupted([1])
+    assert {s for s, _ in _statuses(tracker).values()} == {"KILLED"}
+
+
+def test_a_run_whose_files_cannot_be_stored_does_not_stay_running(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weights were uploaded before the run was ended: a full disk there left it RUNNING."""
+    import errno
+
+    from mlflow import MlflowClient
+
+    tracker = _tracker_with_children(tmp_path, 1)
+    weights = tmp_path / "generator.pt"
+    weights.write_bytes(b"w")
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", full)
+    with pytest.raises(OSError):
+        tracker.trial_ended(TrialOutcome(0, Status.COMPLETED, "", 10, [1.0], artifacts=str(tmp_path)))
+    status, why = _statuses(tracker)["trial-0000"]
+    assert status == "KILLED" and why == "its files: OSError: [Errno 28] No space left on device"
+
+
+def test_params_beyond_mlflows_hundred_a_call_are_all_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's params went in one call: past 100 (a space with many settings) a tracking server refused them all
+    (its limit is checked by the server, as here; a sqlite store takes any number)."""
+    from mlflow import MlflowClient
+    from mlflow.utils.validation import _validate_batch_log_limits
+
+    tracker = _tracker_with_children(tmp_path, 0)
+    log_batch = MlflowClient.log_batch
+
+    def as_a_server(self: Any, run_id: str, metrics: Any = (), params: Any = (), tags: Any = (), **kw: Any) -> Any:
+        _validate_batch_log_limits(list(metrics), list(params), list(tags))
+        return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", as_a_server)
+    params = {f"search.defaults.k{i:03d}": i for i in range(150)}
+    tracker.trial_started(0, params, {})
+    run = tracker.client.get_run(tracker.children[0])
+    assert run.data.params == {k: str(v) for k, v in params.items()}
+
+
+def test_a_tracking_uri_scheme_in_capitals_is_read_as_mlflow_reads_it() -> None:
+    """``HTTP://host`` passed the check as a server and was then taken for a local store."""
+    from gantune.tracking import resolve_tracking_uri, ui_base
+
+    assert resolve_tracking_uri("HTTP://mlflow.example:5000") == "http://mlflow.example:5000"
+    assert ui_base(resolve_tracking_uri("HTTPS://mlflow.example")) == "https://mlflow.example"
+
+
+def test_a_resume_makes_an_abandoned_child_whole_again(tmp_path: Path) -> None:
+    """What the summary promises: ``--resume`` finishes the runs ``abandon`` ended, from the study; the tag that
+    said why they ended goes once they are whole."""
+    import optuna
+
+    from gantune.events import STATUS_KEY
+    from gantune.tracking import LOST
+
+    tracker = _tracker_with_children(tmp_path, 1)
+    tracker.abandon("MlflowTracker.trial_result: ConnectionError: gone")
+    child = tracker.client.get_run(tracker.children[0])
+    assert (child.info.status, child.data.tags[LOST]) == ("KILLED", "MlflowTracker.trial_result: ConnectionError: gone")
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={STATUS_KEY: "completed", "steps": 10})
+    tracker._unended = [(trial, child)]
+    tracker.mend_trials()
+    child = tracker.client.get_run(tracker.children[0])
+    assert child.info.status == "FINISHED" and LOST not in child.data.tags and "gantune.mended" in child.data.tags
+
+
+def test_a_store_that_cannot_be_read_is_one_line_where_a_command_looks_up_a_trial(tmp_path: Path) -> None:
+    """``export --weights`` and ``review`` look a trial's run up in MLflow when its run folder is gone: a damaged
+    store (or a server gone) reached the command as MLflow's or SQLAlchemy's traceback."""
+    from gantune.tracking import StoreUnreadable, download_trial_weights, trial_weights_logged
+
+    env.configure()
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database, and has no SQLite header at all" * 100)
+    uri = f"sqlite:///{db}"
+    with pytest.raises(StoreUnreadable, match=rf"^MLflow \({re.escape(uri)}\) cannot be read: "):
+        trial_weights_logged(uri, "s", None, 0)
+    with pytest.raises(StoreUnreadable, match="cannot be read"):
+        download_trial_weights(uri, "s", None, 0, tmp_path, lambda f: None)

@@ -77,14 +77,19 @@ def _check_leaf(path: str, spec: Spec, source: str) -> None:
     else:
         probes = []
     cls = _check_key(path, source)
+    read: dict[str, Any] = {}  # a choice as the config reads it -> the choice
     for value in probes:
         try:
-            cls(**{key: value})
+            parsed = getattr(cls(**{key: value}), key)
         except ValidationError as err:
             # a rule between keys (min_diversity below max_diversity) is the draws' to check, with the values the
             # space gives the others: probed beside their schema defaults, a pair a trial config takes was refused
             if any(e["loc"][:1] == (key,) for e in err.errors()):
                 raise ConfigError(format_validation_error(err, source, section)) from None
+        else:  # two spellings of one value (``spectral+none``, ``spectral``): drawn twice as often, modelled apart
+            if isinstance(spec, CategoricalSpec) and (twin := read.setdefault(repr(parsed), value)) != value:
+                raise ConfigError(f"{source}: {path}: categorical choices {twin!r} and {value!r} are the same "
+                                  f"{key} ({parsed!r}) once read: keep one")
         check_value(section, key, value, source)
 
 
@@ -129,6 +134,12 @@ def _walk_section(section: str, body: dict[str, Any], source: str, leaves: dict[
     empty (``progressive: {}``), it is on with its defaults in every trial, as in a trial config."""
     for key, value in body.items():
         path = f"{section}.{key}"
+        if not isinstance(key, str) or "." in key:  # ``optim: {optim.lr_g: ...}`` failed a lookup (a traceback);
+            # ``progressive.start`` beside ``progressive: {start: ...}`` replaced it without a word
+            cls = SECTIONS.get(section) or SUBSECTIONS[section]
+            fields = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+            raise ConfigError(f"{source}: {path}: unknown key (a key inside a section is one name, a subsection a "
+                              f"mapping; the {section} section has: {fields})")
         if path in SUBSECTIONS and isinstance(value, dict) and not _is_spec(value):
             if not value:  # on with its defaults, as in a trial config (walked, it had no leaf: off in every trial)
                 leaves[path] = ValueSpec(value={})

@@ -357,13 +357,24 @@ def _quoted_number(spec: Spec) -> str | None:
     return next((c for c in spec.choices if isinstance(c, str) and switch_problem(float, c)), None)
 
 
+def _search_section(search: Any, source: str) -> dict[str, Any]:
+    """The search section's settings; empty (``search:``) is the defaults. ``search: false`` or ``[]`` ran a
+    search at the defaults as well, which is not what it says."""
+    if search is None:
+        return {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{source}: search: expected a mapping of settings (trials, max_steps, ...), "
+                          f"got {search!r}")
+    return search
+
+
 def stored_specs(text: str, source: str) -> tuple[dict[str, Spec], dict[str, Spec]]:
     """The leaves and free parameters of a space's text as a search stored it, without ``load_space``'s checks of
     data, weights and draws (which read the disk as it is now). Raises ``ConfigError`` where it does not parse."""
     raw = parse_yaml(text, source)
     raw = dict(raw) if isinstance(raw, dict) else {}
     try:
-        settings = SearchSettings.model_validate(raw.pop("search", None) or {})
+        settings = SearchSettings.model_validate(_search_section(raw.pop("search", None), source))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, "search")) from None
     raw.pop("name", None)
@@ -382,8 +393,8 @@ def load_space(path: str | Path, name: str | None = None, weights: bool = True) 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a search section and config sections")
     raw = dict(raw)
+    search = _search_section(raw.pop("search", None), source)
     try:
-        search = raw.pop("search", None) or {}
         settings = SearchSettings.model_validate(search)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, "search")) from None

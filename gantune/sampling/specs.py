@@ -100,6 +100,16 @@ class IntSpec(_Leaf):
 class CategoricalSpec(_Leaf):
     choices: list[Scalar] = Field(alias="categorical", min_length=1)
 
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _single_values(cls, v: Any) -> Any:
+        """A list or mapping among the choices was refused as one problem per type it is not (12 of them for
+        ``[[], [translation]]``, the natural way to search augment policies): one sentence that says what works."""
+        if isinstance(v, list) and (odd := next((c for c in v if isinstance(c, (list, dict))), None)) is not None:
+            raise ValueError(f"a choice must be a single value (text, a number, true/false or null), not {odd!r}; "
+                             "a key that takes a list may read it from text (data.augment: \"translation,cutout\")")
+        return v
+
     @model_validator(mode="after")
     def _once(self) -> CategoricalSpec:
         seen: set[str] = set()

@@ -33,7 +33,7 @@ from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_option
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
 from gantune.registry import plugin_hint
-from gantune.rundir import check_writable, holder
+from gantune.rundir import check_writable, holder, trial_run_dir
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
 from gantune.sampling.specs import fixed_measure
@@ -414,7 +414,7 @@ def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
 def search_holders(trials: Sequence[FrozenTrial]) -> list[tuple[str, Path]]:
     """The pid of each gantune search that holds a run folder of ``trials`` now (its lock, ``holder``), with the
     folder."""
-    folders = {Path(t.user_attrs["run_dir"]).parent for t in trials if isinstance(t.user_attrs.get("run_dir"), str)}
+    folders = {run_dir.parent for t in trials if (run_dir := trial_run_dir(t.user_attrs)) is not None}
     return [(h[0], folder) for folder in sorted(folders) if (h := holder(folder)) is not None and h[1] == "search"]
 
 

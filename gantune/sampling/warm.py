@@ -197,10 +197,18 @@ def _solvable(spec: Any) -> TypeGuard[FloatSpec | IntSpec]:
 def _centre(spec: FloatSpec | IntSpec) -> float | int:
     """The middle of a range (geometric for a log one), on its ``step`` grid when it has one."""
     lo, hi = spec.range
-    mid = math.sqrt(lo * hi) if spec.log else (lo + hi) / 2
-    if spec.step is not None:
-        mid = lo + round((mid - lo) / spec.step) * spec.step
-    return round(mid) if isinstance(spec, IntSpec) else float(f"{mid:.6g}")
+    return _drawable(spec, math.sqrt(lo * hi) if spec.log else (lo + hi) / 2)
+
+
+def _drawable(spec: FloatSpec | IntSpec, x: float) -> float | int:
+    """The value nearest ``x`` that the range draws: on its ``step`` grid (whose last point may lie below the
+    high end), whole for an int range. A value off the grid was enqueued as it was, and Optuna trained it."""
+    lo, hi = spec.range
+    if isinstance(spec, IntSpec):
+        return lo + min(max(round((x - lo) / spec.step), 0), (hi - lo) // spec.step) * spec.step
+    if spec.step is not None:  # lo + k * step as Optuna reads a grid value (6 digits put some off the grid)
+        return lo + min(max(round((x - lo) / spec.step), 0), math.floor((hi - lo) / spec.step + 1e-9)) * spec.step
+    return float(f"{x:.6g}")
 
 
 def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> str | None:
@@ -237,7 +245,7 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
                 at = "".join(f", {other} at {v}" for other, v in pinned.items())
                 return f"{path} = {target} needs {name} outside the searched {list(spec.range)}{at}"
             out.params.update(pinned)
-            out.params[name] = round(value) if isinstance(spec, IntSpec) else value
+            out.params[name] = _drawable(spec, value) if spec.step is not None or isinstance(spec, IntSpec) else value
             break
     return None
 

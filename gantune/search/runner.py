@@ -465,13 +465,17 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
                 obs.search_started(study, space, [t.number for t in resumed])
             earlier = earlier_walls(study)
             if resumed or to_create:
-                if resources is None:  # another search of this name ran trials since check_run looked
-                    started_ray, resources = _init_ray(opts.ray_address, space)
                 try:
+                    if resources is None:  # another search of this name ran trials since check_run looked
+                        started_ray, resources = _init_ray(opts.ray_address, space)
                     _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
                          artifact_dir(storage), carried)
                 except Interrupted:  # the time it ran is the search's too
                     record_wall(study, earlier, time.monotonic() - t0)
+                    raise
+                except BaseException:  # the search itself failed (Ray, the study's storage): its MLflow runs
+                    for obs in observers:  # stayed RUNNING for good; they end KILLED, as after a Ctrl-C
+                        obs.search_interrupted([])
                     raise
     finally:
         if started_ray:

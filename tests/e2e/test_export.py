@@ -243,7 +243,8 @@ def test_generate_points_and_images(searched: Path, capsys: pytest.CaptureFixtur
     assert main(["generate", str(tmp_path / "d" / "generator.pt"), "--n", "5", "--out", str(tmp_path / "imgs"),
                  "--json"]) == 0
     assert last_json(capsys)["shape"] == [5, 1, 8, 8]
-    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [".gantune-samples.json",
+                                                                     *(f"{i:06d}.png" for i in range(5))]
     # found by a probe: into a symlink to a folder not made yet, generate's file, report's page and export's
     # weights were a traceback or "cannot write (File exists)"
     (tmp_path / "gen").symlink_to(tmp_path / "gen-made")
@@ -727,6 +728,49 @@ def test_the_exported_origin_keeps_no_password_of_the_storage() -> None:
     assert cfg.origin is not None and cfg.origin.study_storage == "postgresql://alice:***@db.example/optuna"
 
 
+def test_the_exported_config_names_the_chosen_trial_first_and_drops_the_searchs_repeat() -> None:
+    """``origin.trials`` listed the candidates in the search's order: after ``--top-k`` re-runs chose the second,
+    its first entry named another trial (the header comment that named the chosen does not travel). And a
+    noise-aware search's ``eval.repeat`` (set in every trial for ASHA's noise estimate) made every evaluation of
+    the production run twice as dear."""
+    from gantune.export import Candidate, exported_config
+
+    study = optuna.create_study(study_name="p")
+    study.set_user_attr("settings", {"pruning": {"noise_aware": True}})
+    config = tiny().to_dict()
+    config["eval"]["repeat"] = True
+    first, second, third = (Candidate(optuna.trial.create_trial(value=v), config, v) for v in (0.3, 0.4, 0.5))
+    for number, c in enumerate((first, second, third)):
+        c.trial.number = number
+    cfg = exported_config(study, second, [first, second, third], None, "sqlite:///optuna.db")
+    assert cfg.origin is not None and cfg.origin.trials == [1, 0, 2]
+    assert cfg.eval.repeat is False
+    study.set_user_attr("settings", {"pruning": {"noise_aware": False}})  # the user's own choice stays
+    assert exported_config(study, first, [first], None, "sqlite:///optuna.db").eval.repeat is True
+
+
+def test_a_ctrl_c_while_the_weights_are_copied_leaves_no_part_file_and_no_new_folder(
+        searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an OSError cleaned up: a Ctrl-C after the first file's part was written left it (full size) and the
+    folder the export had made."""
+    from gantune import export
+
+    calls: list[Path] = []
+    write = export.atomic_write
+
+    def interrupted(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write(path, data)
+
+    monkeypatch.setattr(export, "atomic_write", interrupted)
+    weights = tmp_path / "w"
+    assert main(["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--trial", "1",
+                 "--out", str(tmp_path / "a.yaml"), "--weights", str(weights)]) == 130
+    assert len(calls) == 2 and not weights.exists() and not (tmp_path / "a.yaml").exists()
+
+
 def test_an_export_that_fails_leaves_the_weights_the_config_and_the_folders_as_they_were(
         searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The weights were copied before the config was written, and the config's missing folders made with a plain
@@ -768,8 +812,20 @@ def test_export_refuses_a_candidate_without_weights_before_the_reruns(searched: 
         for n, away in moved.items():
             away.rename(run / n)
     err = proc.stderr.strip()
-    assert proc.returncode == 2 and err == ("gantune export: error: --weights: trial 0 has no weights in the run "
-                                            "folder or in MLflow, and the seed re-runs may choose it: export "
+    assert proc.returncode == 2 and err == ("gantune export: error: --weights: trial 0: no weights in the run "
+                                            "folder or in MLflow; the seed re-runs may choose it: export "
                                             "without --weights, or the others (--trial N)"), err
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == before
     assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "w").exists()
+    # a damaged generator was taken as weights (only its being there was asked) and failed the copy after the re-runs
+    kept = {n: (run / n).read_bytes() for n in ("generator.pt", "generator_best.pt") if (run / n).exists()}
+    try:
+        for n in kept:
+            (run / n).write_bytes(b"not a torch file")
+        proc = _run(["export", "exp", "--storage", storage, "--trial", "0", "--seeds", "1", "--steps", "20",
+                     "--out", str(tmp_path / "b.yaml"), "--weights", str(tmp_path / "w")], tmp_path)
+    finally:
+        for n, data in kept.items():
+            (run / n).write_bytes(data)
+    assert proc.returncode == 2 and proc.stderr.startswith("gantune export: error: --weights: trial 0: "), proc.stderr
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == before

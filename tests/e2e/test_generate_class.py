@@ -35,7 +35,7 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
 
 
 def _pixels(folder: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.iterdir())])
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
 
 
 def test_generate_class_writes_that_classs_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +128,8 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     assert out.stat().st_mode == (tmp_path / "made").stat().st_mode  # a folder as mkdir makes it, not 0700
     (out / "notes.txt").write_text("mine")
     assert main(["generate", str(weights), "--n", "3", "--seed", "1", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".gantune-samples.json", "000000.png", "000001.png", "000002.png",
+                                                     "notes.txt"]
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real = Path.write_bytes
     calls = []
@@ -147,11 +148,36 @@ def test_generate_into_a_folder_replaces_the_set_whole_or_not_at_all(tmp_path: P
     dotted = tmp_path / "samples.v2"  # a folder, whatever its name says
     dotted.mkdir()
     assert main(["generate", str(weights), "--n", "2", "--out", str(dotted)]) == 0
-    assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in dotted.iterdir()) == [".gantune-samples.json", "000000.png", "000001.png"]
     (dotted / "000002.png").mkdir()  # in the way: said before anything is written, naming it
     assert main(["generate", str(weights), "--n", "3", "--seed", "3", "--out", str(dotted)]) == 2
-    assert f"cannot write {dotted} (000002.png there is not a regular file)" in capsys.readouterr().err
-    assert sorted(p.name for p in dotted.iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert f"--out: {dotted} holds 000002.png, which gantune generate did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in dotted.iterdir()) == [".gantune-samples.json", "000000.png", "000001.png",
+                                                        "000002.png"]
+
+
+def test_generate_never_replaces_or_removes_images_it_did_not_write(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Any ``000000.png`` counted as an earlier ``generate``'s: into a folder of a dataset's ten numbered images,
+    ``--n 2`` replaced two of them and removed the other eight. Such a folder is refused; one ``generate`` wrote
+    (its list beside the samples) is still replaced whole."""
+    weights = _train(tmp_path, "plain", conditional=False)
+    data = tmp_path / "mydata"
+    data.mkdir()
+    mine = {f"{i:06d}.png": bytes([i]) for i in range(10)}
+    for name, body in mine.items():
+        (data / name).write_bytes(body)
+    capsys.readouterr()
+    assert main(["generate", str(weights), "--n", "2", "--out", str(data)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gantune generate: error: --out: {data} holds 000000.png and 1 more, which gantune generate did not write "
+        "there (or an older gantune did, without the list it keeps now): its samples would replace them; choose a "
+        "new or an empty folder")
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == mine
+    (data / "000000.png").unlink()
+    (data / "000001.png").unlink()
+    assert main(["generate", str(weights), "--n", "2", "--out", str(data)]) == 0  # none of its names taken
+    assert len(list(data.iterdir())) == 11 and (data / "000009.png").read_bytes() == mine["000009.png"]
 
 
 def test_a_name_too_long_leaves_no_folder_made_for_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,7 +199,8 @@ def test_a_trailing_slash_asks_for_a_folder(tmp_path: Path, capsys: pytest.Captu
     replaced that file."""
     weights = _train(tmp_path, "plain", conditional=False)
     assert main(["generate", str(weights), "--n", "2", "--out", f"{tmp_path / 'new.png'}/"]) == 0
-    assert sorted(p.name for p in (tmp_path / "new.png").iterdir()) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (tmp_path / "new.png").iterdir()) == [".gantune-samples.json", "000000.png",
+                                                                        "000001.png"]
     (tmp_path / "grid.png").write_bytes(b"mine")
     capsys.readouterr()
     assert main(["generate", str(weights), "--n", "2", "--out", f"{tmp_path / 'grid.png'}/"]) == 2

@@ -90,6 +90,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
          "folder)"),
         (["init", str(tmp_path / "missing"), "--out", str(tmp_path / "y.yaml")], "(no such folder)"),
         (["init", str(out), "--out", str(tmp_path / "y.yaml")], "(a file, not a folder)"),
+        # the working folder: a space was written for whatever it held (here: "data.path: no images")
+        (["init", "", "--out", str(tmp_path / "y.yaml")], "'': name a built-in dataset (grid25, ring8"),
         (["init", str(tmp_path / "empty"), "--out", str(tmp_path / "y.yaml")], "data.path: no images"),
         (["init", "digits", "--out", str(tmp_path / "nope" / "y.yaml")], f"folder {tmp_path / 'nope'} does not exist"),
         (["init", "digits", "--out", str(out / "y.yaml")], f"{out} is a file, not a folder"),  # "does not exist"

@@ -96,7 +96,9 @@ def test_a_fresh_browser_opens_the_printed_page_on_the_runs_table(store: tuple[s
 
     ui, port = serve_on_free_port(
         lambda port: subprocess.Popen(
-            [sys.executable, "-m", "gantune.cli", "ui", "toy", "--tracking-uri", store[0], "--port", str(port)],
+            # --json: the page was not printed at all, the JSON summary only once the server stopped
+            [sys.executable, "-m", "gantune.cli", "ui", "toy", "--tracking-uri", store[0], "--port", str(port),
+             "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}),
         lambda port: answers(f"http://127.0.0.1:{port}/health"), "gantune ui")

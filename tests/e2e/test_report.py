@@ -264,3 +264,19 @@ def test_with_several_objectives_a_pruned_trials_value_says_which_objective_it_i
                                               user_attrs={BEST_REPORTED: 3.0}))
     done, pruned = study.trials
     assert (_value(study, done), _value(study, pruned)) == ("4, 0.1", "fid 3 (best evaluation)")
+
+
+def test_a_report_the_system_cannot_write_leaves_no_folder_made_for_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out new/sub/<a name too long>.html``: exit 2, and the folders made for it stayed behind."""
+    from gantune import report
+    from gantune.errors import GantuneError
+
+    study = optuna.create_study(study_name="long", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    study.set_user_attr("settings", SearchSettings.model_validate(
+        {"trials": 1, "max_steps": 100, "eval_every": 100, "objective": "fid"}).model_dump())
+    study.add_trial(optuna.trial.create_trial(value=5.0, user_attrs={"gantune_status": "completed", "steps": 100}))
+    monkeypatch.setattr(report, "load_search", lambda name, storage: study)
+    with pytest.raises(GantuneError, match="too long"):
+        report.build_report("long", "sqlite:///o.db", tmp_path / "new" / "sub" / f"{'x' * 300}.html", top=0)
+    assert not (tmp_path / "new").exists()

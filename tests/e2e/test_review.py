@@ -253,6 +253,24 @@ def test_a_review_of_a_search_whose_run_folders_are_gone_draws_the_weights_mlflo
     assert list((fresh / "tmp").iterdir()) == []
 
 
+def test_a_review_takes_the_best_trials_that_have_weights(fresh: Path) -> None:
+    """Only the top ``--top`` trials were looked at: with the best one's run folder gone, ``--top 2`` found one
+    trial with weights and refused the search, whose third trial had them (README: "fewer than two completed
+    trials with weights" is the refusal)."""
+    from gantune.sampling.study import best_first, ranked
+
+    study = load_search("rev", _storage(fresh))
+    order = [t.number for t in best_first(study, ranked(study)[0])]
+    assert len(order) == 3
+    best = Path(study.trials[order[0]].user_attrs["run_dir"])
+    best.rename(best.with_name("away"))
+    try:
+        review = Review("rev", _storage(fresh), 2, None)
+    finally:
+        best.with_name("away").rename(best)
+    assert sorted(review.candidates) == sorted(order[1:])
+
+
 # -- a real browser -------------------------------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -320,3 +338,20 @@ def test_a_person_clicks_through_five_pairs_in_a_browser(fresh: Path, browser: A
     finally:
         server.stop()
     _check_kept(fresh, favourite, 5, capsys)
+
+
+def test_a_trial_that_records_no_run_folder_has_no_weights_from_the_working_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Path(t.user_attrs.get("run_dir", ""))`` is the working folder: a trial of a study made elsewhere, run from
+    a folder an ``export --weights .`` had filled, was reviewed (and offered to export) with that generator."""
+    import optuna
+
+    from gantune.export import Candidate, weights_problem
+    from gantune.review import weights_of
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "generator.pt").write_bytes(b"someone else's")
+    (tmp_path / "samples").mkdir()
+    trial = optuna.trial.create_trial(value=1.0)
+    assert weights_of(trial, "s", None, None, tmp_path / "into") is None
+    assert weights_problem(Candidate(trial, {}, 1.0), "s", None, None) == "no weights in the run folder or in MLflow"

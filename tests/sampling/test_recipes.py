@@ -206,6 +206,24 @@ def test_two_free_parameters_in_one_expression_the_other_at_the_centre_of_its_ra
     assert p.skipped is None and p.params["k"] in (3, 5) and p.params["ttur"] == pytest.approx(1.2 / p.params["k"])
 
 
+@pytest.mark.parametrize(("params", "expr", "want"), [
+    ("ttur: {{float: [1, 4], step: 0.25}}", "optim.lr_g * ttur", 1.25),  # solved 1.2: enqueued as it was
+    ("ttur: {{float: [0.5, 4.5], step: 0.5}}", "optim.lr_g * ttur", 1.0),
+    ("ttur: {{int: [1, 7], step: 2}}", "optim.lr_g * ttur / 2", 3),  # solved 2.4: rounded to 2, off the grid
+    # a grid value written to 6 digits (1.2) fell off a grid of a step with more of them
+    ("ttur: {{float: [0, 1.234567], step: 0.0001234567}}", "optim.lr_g * ttur", 9720 * 0.0001234567),
+])
+def test_a_solved_free_parameter_is_a_value_its_range_draws(tmp_path: Path, params: str, expr: str,
+                                                            want: float) -> None:
+    """The bisection's value (a ratio of 1.2 for digits-r1) was enqueued off the parameter's step grid: Optuna
+    warned "out of range" and trained it anyway, a point the space cannot draw. It goes to the nearest grid value."""
+    space = load_space(_digits_space(tmp_path, params, expr))
+    p = project(RECIPES.get("digits-r1"), space)
+    assert p.skipped is None and p.params["ttur"] == pytest.approx(want)
+    dist = space.distributions()["ttur"]
+    assert dist._contains(dist.to_internal_repr(p.params["ttur"]))
+
+
 def test_a_searched_key_the_recipe_does_not_name_gets_the_value_it_was_measured_with(tmp_path: Path) -> None:
     """Left to the sampler, the recipe trial of a space searching n_critic drew 2 (the recipe is measured at 1)."""
     path = tmp_path / "mine.yaml"

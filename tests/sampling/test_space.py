@@ -125,6 +125,17 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "the first: ValueError: optim.n_critic.expr: invalid literal for int() with base 10:"),
     (("n_critic: {int: [1, 5]", "n_critic: {int: [1, 1000]"),
      "optim.n_critic: Input should be less than or equal to 100"),
+    # a dotted key inside a section: KeyError, a traceback; a dotted subsection key replaced the nested one silently
+    (("optim:\n", "optim:\n  optim.beta1: 0.5\n"), "optim.optim.beta1: unknown key"),
+    (("optim:\n", "optim:\n  0.5: 1\n"), "optim.0.5: unknown key"),
+    (("model: {g_width: 16}", "model: {g_width: 16, progressive: {start: 8}, progressive.start: 16}"),
+     "model.progressive.start: unknown key (a key inside a section is one name, a subsection a mapping"),
+    # the same norm drawn twice as often as the others, and modelled as two
+    (("model: {g_width: 16}", "model: {g_width: 16, d_norm: {categorical: [spectral, spectral+none, layer]}}"),
+     "model.d_norm: categorical choices 'spectral' and 'spectral+none' are the same d_norm ('spectral') once read"),
+    # "...categorical.0.str: Input should be a valid string (and 11 more problems ...)"
+    (("data: {name: grid25}", "data: {name: grid25, augment: {categorical: [[], [translation]]}}"),
+     "data.augment.categorical: a choice must be a single value (text, a number, true/false or null), not []"),
 ])
 def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
     text = SPACE.replace(*edit)
@@ -134,6 +145,15 @@ def test_bad_spaces_name_the_key(tmp_path: Path, edit: tuple[str, str], needle: 
     msg = str(exc.value)
     assert msg.startswith(str(tmp_path / "s.yaml")) and needle in msg, msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("search", ["false", "[]", "0", "''"])
+def test_a_search_section_that_is_not_a_mapping_is_refused(tmp_path: Path, search: str) -> None:
+    """``search: false`` (or ``[]``, ``0``) ran a search at every default, which is not what it says; a bare
+    ``search:`` still means the defaults."""
+    with pytest.raises(ConfigError, match=r"s\.yaml: search: expected a mapping of settings"):
+        _space(tmp_path, f"search: {search}\ndata: {{name: grid25}}\n")
+    assert _space(tmp_path, "search:\ndata: {name: grid25}\n").settings.trials == 16
 
 
 def test_a_space_under_noise_aware_promotion_may_not_set_eval_repeat(tmp_path: Path) -> None:

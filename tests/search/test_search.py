@@ -416,7 +416,14 @@ def test_the_summary_says_mlflow_stopped_recording(capsys: pytest.CaptureFixture
                            "dashboard": "d", "tracking_error": "MlflowTracker.trial_result: OperationalError: "
                                                                "database or disk is full"})
     assert ("  MLflow: stopped recording at MlflowTracker.trial_result: OperationalError: database or disk is full "
-            "(the study holds every trial)") in capsys.readouterr().out.splitlines()
+            "(the study holds every trial; runs it had open may stay RUNNING; --resume fills in the ended trials' "
+            "runs)") in capsys.readouterr().out.splitlines()
+    _print_search_summary({"search": "w", "trials": 1, "wall_s": 3.0, "counts": {"completed": 1},
+                           "trial_steps": 40, "budget_steps": 40, "max_steps": 40, "failed_trials": 0,
+                           "failed_steps": 0, "best": None, "study_storage": "s", "artifact_dir": "a",
+                           "dashboard": "d", "tracking_error": "x", "tracking_runs_ended": True})
+    assert ("  MLflow: stopped recording at x (the study holds every trial; the runs left open end KILLED, tagged "
+            "gantune.tracking_lost; --resume fills in the ended trials' runs)") in capsys.readouterr().out.splitlines()
 
 
 def test_a_multi_objective_summary_says_its_best_is_one_of_the_front() -> None:
@@ -491,6 +498,34 @@ def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: py
     study.ask()  # left RUNNING by a killed search: the resume runs it again
     with pytest.raises(RuntimeError, match="Ray started"):
         run_search(load_space(path), dataclasses.replace(opts, trials=3))
+
+
+def test_a_search_that_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a Ctrl-C told the observers: a search that failed otherwise (Ray, the study's storage locked or full)
+    left its parent run and its running children RUNNING in MLflow for good. They end KILLED, as after a Ctrl-C,
+    and the error goes on to the command."""
+    from gantune.search import runner
+    from gantune.tracking import MlflowTracker
+    from tests.conftest import tiny_space
+
+    def fit(space: object, study: object, resumed: object, to_create: object, done_before: object,
+            run_root: object, resources: object, opts: object, observers: list, *rest: object) -> None:
+        for obs in observers:
+            obs.trial_started(0, {"optim.lr_g": 0.001}, {})
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(runner, "_init_ray", lambda *a: (False, {"cpu": 1, "gpu": 0}))
+    monkeypatch.setattr(runner, "_fit", fit)
+    path = tmp_path / "failing.yaml"
+    path.write_text(tiny_space("failing", 2, 200, 100, [0.001], log_every=50, n_samples=100))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    opts = SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}", runs_dir=str(tmp_path / "runs"),
+                         observers=[MlflowTracker(uri, "failing")])
+    with pytest.raises(RuntimeError, match="database is locked"):
+        run_search(load_space(path), opts)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
 
 
 def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path: Path,
