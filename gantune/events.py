@@ -126,7 +126,8 @@ class ObserverThread:
         self.error: str | None = None
         self._queue: queue.Queue[tuple[str, tuple[Any, ...], threading.Event | None, list[Any], bool] | None] = (
             queue.Queue())
-        self._stuck = False  # an event took longer than drain_s: nothing more is waited for
+        self._late: threading.Event | None = None  # a call that took longer than drain_s, until it answers
+        self._hung = False  # it did not answer in drain_s more: nothing more is waited for
         self.runs_ended = False  # after a failure: whether ``abandon`` ended what the observer held open
         self._thread = threading.Thread(target=self._work, name=f"gantune-{type(observer).__name__}", daemon=True)
         self._thread.start()
@@ -157,12 +158,18 @@ class ObserverThread:
     def _call(self, event: str, *args: Any, last_try: bool = False) -> Any:
         """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out. ``last_try``:
         run it even after a failure (once the observer's other events are dropped)."""
-        if not self._thread.is_alive() or self._stuck:  # closed (an interrupted close), or busy past drain_s
+        if not self._thread.is_alive():  # closed (an interrupted close): no one would answer
+            return None
+        if self._late is not None:  # a call it took past drain_s on: given drain_s more, once
+            late, self._late = self._late, None
+            if not late.wait(self.drain_s):
+                self._hung = True
+        if self._hung:
             return None
         done, out = threading.Event(), list[Any]()
         self._queue.put((event, args, done, out, last_try))
         if not done.wait(self.drain_s):
-            self._stuck = True
+            self._late = done
             if self.error is None:
                 self.error = f"{self.name}.{event}: no answer within {self.drain_s:g}s"
                 self.say(f"{self.error}; the search goes on without it")

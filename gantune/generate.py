@@ -157,7 +157,8 @@ def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], 
 
     def ours(name: str) -> bool:
         stem = name.removesuffix(".png")
-        return name in files or (stem != name and len(stem) == 6 and stem.isdigit() and int(stem) < numbered)
+        numbered_file = stem != name and stem.isdigit() and stem == f"{int(stem):06d}"  # 7 digits past 999,999
+        return name in files or (numbered_file and int(stem) < numbered)
 
     wanted = ["samples.csv", "samples.png"] if points else [f"{i:06d}.png" for i in range(n)]
     taken = [name for name in wanted if not ours(name) and os.path.lexists(out / name)] if out.is_dir() else []
@@ -166,7 +167,8 @@ def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], 
         raise GantuneError(f"--out: {out} holds {taken[0]}{more}, which gantune generate did not write there (or an "
                            "older gantune did, without the list it keeps now): its samples would replace them; "
                            "choose a new or an empty folder")
-    listed = {"files": sorted(files | {"samples.csv", "samples.png"})} if points else {"numbered": max(n, numbered)}
+    # both kinds kept: a write stopped part-way leaves neither the earlier write's files nor its own unlisted
+    listed = {"numbered": max(numbered, 0 if points else n), "files": sorted(files | set(wanted) if points else files)}
     return ours, listed
 
 
@@ -210,6 +212,9 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
             # the list goes in first, naming the earlier write's files too: one stopped part-way leaves none unlisted
             atomic_folder(out, {SAMPLES_LIST: json.dumps(listed).encode(), **files},
                           stale=ours)  # an earlier, larger --n's
+            # then this write's alone: a file of the user's named as an earlier write's would go with a later one
+            atomic_write(out / SAMPLES_LIST, json.dumps({"files": sorted(files)} if points else {"numbered": n})
+                         .encode())
     except OSError as err:
         raise GantuneError(f"--out: cannot write {out} ({err.strerror or err})") from None
     return {"weights": str(weights), "n": n, "out": str(out), "files": count, "kind": "points" if points

@@ -737,7 +737,7 @@ class TrainRun:
         key = str(out_dir.resolve())
         found = _train_run_of(self.client, experiment, key) if resume else None
         if found is not None:  # in its own experiment (the name or origin resumed with may name another)
-            run_id = found.info.run_id
+            run_id = self.run_id = found.info.run_id  # known before any call that may fail: _end_lost ends it
             self.client.update_run(run_id, status="RUNNING")
             if LOST in found.data.tags:  # its tracking was lost last time: what it lacks is logged below
                 self.client.delete_tag(run_id, LOST)
@@ -753,7 +753,7 @@ class TrainRun:
             if origin is not None:
                 tags["gantune.search"] = origin.search
                 tags["gantune.source_trials"] = ",".join(map(str, origin.trials))
-            run_id = self.client.create_run(exp_id, run_name=f"train-{cfg.name}", tags=tags).info.run_id
+            run_id = self.run_id = self.client.create_run(exp_id, run_name=f"train-{cfg.name}", tags=tags).info.run_id
             params = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"})
             _log_params(self.client, run_id, params)
         self.run_id = run_id
@@ -820,7 +820,8 @@ class TrainRun:
 
     def _end_lost(self) -> None:
         """A run whose tracking stopped mid-way stayed RUNNING for good: it ends KILLED, tagged with why, in one
-        last try (``gantune train --resume`` continues it and logs what it lacks from metrics.jsonl)."""
+        last try (a run stopped before its end and continued with ``train --resume`` logs what it lacks from
+        metrics.jsonl, and loses the tag)."""
         if self.lost is not None and self.run_id is not None:
             with suppress(Exception):  # the store may be what failed: said once already
                 _end_lost(self.client, self.run_id, self.lost)

@@ -205,3 +205,56 @@ def test_a_store_that_cannot_be_read_is_one_line_where_a_command_looks_up_a_tria
         trial_weights_logged(uri, "s", None, 0)
     with pytest.raises(StoreUnreadable, match="cannot be read"):
         download_trial_weights(uri, "s", None, 0, tmp_path, lambda f: None)
+
+
+def test_a_call_that_was_late_once_does_not_stop_the_last_try(tmp_path: Path) -> None:
+    """One event that took longer than drain_s (a slow server at the start) kept every later call from being made,
+    hours after the thread had answered it: the runs left open then stayed RUNNING."""
+    import threading
+
+    release = threading.Event()
+
+    class Slow:
+        ended: list[str] = []
+
+        def search_started(self, *args: Any) -> None:
+            release.wait(5)
+
+        def trial_started(self, *args: Any) -> None:
+            raise ConnectionError("gone")
+
+        def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
+            return summary
+
+        def abandon(self, why: str) -> bool:
+            self.ended.append(why)
+            return True
+
+    said: list[str] = []
+    thread = ObserverThread(Slow(), drain_s=0.2, say=said.append)
+    thread.search_started(None, None, [])  # late: the search goes on
+    release.set()
+    thread.trial_started(0, {}, {})
+    summary = thread.search_ended({})
+    assert said[0] == "Slow.search_started: no answer within 0.2s; the search goes on without it"
+    assert summary["tracking_runs_ended"] is True and Slow.ended == [summary["tracking_error"]]
+
+
+def test_a_resumed_search_and_a_resumed_train_run_lose_the_lost_tag(tmp_path: Path) -> None:
+    """The tag that says why a run was ended stayed on a run a resume made whole again."""
+    from types import SimpleNamespace
+
+    from gantune.tracking import LOST
+
+    tracker = _tracker_with_children(tmp_path, 0)
+    tracker.abandon("x")
+    assert tracker.client.get_run(tracker.parent_id).data.tags[LOST] == "x"
+    study = SimpleNamespace(user_attrs={}, study_name="x", get_trials=lambda deepcopy: [])
+    space = SimpleNamespace(settings=SimpleNamespace(model_dump=lambda: {"trials": 1}, trials=1, objectives=["fid"]),
+                            text="search: {}\n")
+    resumed = MlflowTracker(tracker.uri, "x")
+    resumed.client.set_tag(tracker.parent_id, "gantune.role", "parent")
+    resumed.client.set_tag(tracker.parent_id, "gantune.study", "x")
+    resumed.search_started(study, space, [])
+    assert resumed.parent_id == tracker.parent_id
+    assert LOST not in resumed.client.get_run(tracker.parent_id).data.tags

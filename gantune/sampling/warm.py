@@ -206,8 +206,10 @@ def _drawable(spec: FloatSpec | IntSpec, x: float) -> float | int:
     lo, hi = spec.range
     if isinstance(spec, IntSpec):
         return lo + min(max(round((x - lo) / spec.step), 0), (hi - lo) // spec.step) * spec.step
-    if spec.step is not None:  # lo + k * step as Optuna reads a grid value (6 digits put some off the grid)
-        return lo + min(max(round((x - lo) / spec.step), 0), math.floor((hi - lo) / spec.step + 1e-9)) * spec.step
+    if spec.step is not None:  # lo + k * step as Optuna reads a grid value (6 digits put some off the grid); the
+        # top of the grid is the high end itself (0.1 + 6 * 0.1 is 0.7000000000000001, above [0.1, 0.7])
+        k = min(max(round((x - lo) / spec.step), 0), math.floor((hi - lo) / spec.step + 1e-9))
+        return min(lo + k * spec.step, hi)
     return float(f"{x:.6g}")
 
 

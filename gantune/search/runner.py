@@ -491,6 +491,10 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             obs.search_interrupted([])
         raise Interrupted("interrupted while closing the search: every trial had ended; continue with --resume "
                           "to close it") from None
+    except BaseException:  # the summary failed (the study's storage locked or full): as above, and it goes on
+        for obs in observers:
+            obs.search_interrupted([])
+        raise
     return summary
 
 

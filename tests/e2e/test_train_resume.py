@@ -154,3 +154,8 @@ def test_a_tracking_server_lost_mid_run_is_one_warning_and_the_run_trains_on(
     run = MlflowClient(uri).get_run(summary["mlflow_run_id"])
     # not FINISHED (its record is not whole), nor RUNNING for good: ended, saying why, in one last call
     assert run.info.status == "KILLED" and run.data.tags["gantune.tracking_lost"] == summary["tracking_error"]
+    monkeypatch.setattr(tracking._RunLogger, "image", image)  # the server back: a resume to more steps
+    opts.resume, opts.steps = True, 60
+    assert run_training(opts)["mlflow_run_id"] == run.info.run_id
+    run = MlflowClient(uri).get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and "gantune.tracking_lost" not in run.data.tags

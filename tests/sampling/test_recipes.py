@@ -212,6 +212,8 @@ def test_two_free_parameters_in_one_expression_the_other_at_the_centre_of_its_ra
     ("ttur: {{int: [1, 7], step: 2}}", "optim.lr_g * ttur / 2", 3),  # solved 2.4: rounded to 2, off the grid
     # a grid value written to 6 digits (1.2) fell off a grid of a step with more of them
     ("ttur: {{float: [0, 1.234567], step: 0.0001234567}}", "optim.lr_g * ttur", 9720 * 0.0001234567),
+    # the grid's top: 0.1 + 6 * 0.1 is 0.7000000000000001, above the range
+    ("ttur: {{float: [0.1, 0.7], step: 0.1}}", "optim.lr_g * ttur * 1.75", 0.7),
 ])
 def test_a_solved_free_parameter_is_a_value_its_range_draws(tmp_path: Path, params: str, expr: str,
                                                             want: float) -> None:
