@@ -213,9 +213,9 @@ def test_a_call_that_was_late_once_does_not_stop_the_last_try(tmp_path: Path) ->
     import threading
 
     release = threading.Event()
+    ended: list[str] = []
 
     class Slow:
-        ended: list[str] = []
 
         def search_started(self, *args: Any) -> None:
             release.wait(5)
@@ -227,7 +227,7 @@ def test_a_call_that_was_late_once_does_not_stop_the_last_try(tmp_path: Path) ->
             return summary
 
         def abandon(self, why: str) -> bool:
-            self.ended.append(why)
+            ended.append(why)
             return True
 
     said: list[str] = []
@@ -237,7 +237,7 @@ def test_a_call_that_was_late_once_does_not_stop_the_last_try(tmp_path: Path) ->
     thread.trial_started(0, {}, {})
     summary = thread.search_ended({})
     assert said[0] == "Slow.search_started: no answer within 0.2s; the search goes on without it"
-    assert summary["tracking_runs_ended"] is True and Slow.ended == [summary["tracking_error"]]
+    assert summary["tracking_runs_ended"] is True and ended == [summary["tracking_error"]]
 
 
 def test_a_resumed_search_and_a_resumed_train_run_lose_the_lost_tag(tmp_path: Path) -> None:
