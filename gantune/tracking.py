@@ -53,7 +53,7 @@ from gantune.events import (
     warn,
 )
 from gantune.health import objective_fields
-from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname
+from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname, trial_run_dir
 from gantune.sampling.study import STUDY_UID, logged_params
 from gantune.sampling.warm import RECIPE_KEY
 
@@ -196,9 +196,7 @@ class _RunLogger:
                 self.client.log_artifact(self.run_id, str(f), "weights" if f.suffix == ".pt" else None)
         except BaseException as err:  # a full disk, an artifact store the driver cannot reach: the run must not
             with suppress(Exception):  # stay RUNNING for good; the failure is said by the caller
-                self.client.set_tag(self.run_id, LOST,
-                                    f"its files: {type(err).__name__}: {first_line(err)}"[:5000])
-                self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.KILLED))
+                _end_lost(self.client, self.run_id, f"its files: {type(err).__name__}: {first_line(err)}")
             raise
         self.client.set_terminated(self.run_id, RunStatus.to_string(state))
 
@@ -495,7 +493,7 @@ class MlflowTracker:
 
     def _mend(self, logger: _RunLogger, trial: Any, have: Logged, grids: set[int]) -> None:
         attrs, files = trial.user_attrs, []
-        if attrs.get("run_dir") and (path := Path(attrs["run_dir"])).is_dir():
+        if (path := trial_run_dir(attrs)) is not None and path.is_dir():
             run_dir = RunDir(path)
             for record in run_dir.read_metrics():  # with what the search reported beside it (ASHA's objective)
                 logger.log({**record, **objective_fields(record, self.objective)}, int(record["step"]), have)

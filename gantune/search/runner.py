@@ -486,14 +486,12 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
         summary["recipes_skipped"] = {p.recipe: p.skipped for p in projections if p.skipped}
         for obs in observers:
             summary = obs.search_ended(summary)
-    except KeyboardInterrupt:  # every trial had ended; the parent run would stay RUNNING
-        for obs in observers:
+    except BaseException as err:  # a Ctrl-C, or the summary failed (the study's storage locked or full): every
+        for obs in observers:  # trial had ended; the parent run would stay RUNNING
             obs.search_interrupted([])
-        raise Interrupted("interrupted while closing the search: every trial had ended; continue with --resume "
-                          "to close it") from None
-    except BaseException:  # the summary failed (the study's storage locked or full): as above, and it goes on
-        for obs in observers:
-            obs.search_interrupted([])
+        if isinstance(err, KeyboardInterrupt):
+            raise Interrupted("interrupted while closing the search: every trial had ended; continue with --resume "
+                              "to close it") from None
         raise
     return summary
 
