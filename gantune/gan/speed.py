@@ -55,14 +55,30 @@ class Speed:
             return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return net
 
-    def compiled(self, net: nn.Module) -> nn.Module:
+    def compiled(self, net: nn.Module, stages: int = 1) -> nn.Module:
         """``net``'s compiled twin with ``compile`` (``net`` itself without): it shares ``net``'s parameters and
         buffers, so training through it trains ``net``, whose state_dict keys stay the same. ``net`` stays eager:
-        a penalty's gradient (WGAN-GP, R1) needs a double backward, which a compiled graph does not support."""
-        return torch.compile(net) if self.compile else net  # type: ignore[return-value]
+        a penalty's gradient (WGAN-GP, R1) needs a double backward, which a compiled graph does not support.
+
+        ``stages``: the shapes the net takes (a progressive net's resolutions and fades). Each needs its own graphs,
+        two a stage (with and without gradients to its input or weights: D in its own step and in G's, G in the
+        critic steps and the last), and the compiler keeps at most ``recompile_limit`` (8) before it runs the net
+        eagerly, quietly: a net grown from 8 to 32 px trained its longest, last stage uncompiled."""
+        if not self.compile:
+            return net
+        _allow_recompiles(3 * stages)
+        return torch.compile(net)  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """bf16 autocast of a forward pass, or nothing."""
         if self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def _allow_recompiles(graphs: int) -> None:
+    """Raise the compiler's per-function graph limit to ``graphs`` (never lower it): ``recompile_limit`` since
+    torch 2.7, ``cache_size_limit`` before."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(int(getattr(config, name)), graphs))

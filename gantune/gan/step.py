@@ -127,8 +127,10 @@ class GANTrainer:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         # the training forward passes (compiled with train.compile); G and D themselves stay eager and hold the
         # weights: evaluation and the penalties' double backward run through them
-        self._g_fast = self.speed.compiled(self.G)
-        self._d_fast = self.speed.compiled(self.D)
+        growth = GrowthSchedule.of_config(cfg)
+        stages = 1 if growth is None else 2 * growth.levels + 1  # each resolution, and each fade between two
+        self._g_fast = self.speed.compiled(self.G, stages)
+        self._d_fast = self.speed.compiled(self.D, stages)
         self._g_params: list[Tensor] = list(self.G.parameters())
         self._d_params: list[Tensor] = list(self.D.parameters())
         self._ema_params: list[Tensor] = list(self.G_ema.parameters()) if self.G_ema is not None else []
@@ -140,7 +142,7 @@ class GANTrainer:
         #: G's step scores the last real batch under the updated D: for feature matching or a relativistic G loss
         self._reads_reals = cfg.loss.feature_matching > 0 or self.loss.g_paired is not None
         self._noise_std = instance_noise_std(cfg.loss.instance_noise, 0, cfg.train.steps, cfg.loss.instance_noise_steps)
-        self._growth = GrowthSchedule.of_config(cfg)  # None unless model.progressive grows the nets
+        self._growth = growth  # None unless model.progressive grows the nets
         self._ada: AdaptiveP | None = None  # adaptive augmentation (data.ada_target), on a loss with a boundary
         if cfg.data.ada_target is not None and self.loss.real_above is not None:
             self._ada = AdaptiveP(cfg.data.ada_target, cfg.data.ada_kimg, self.loss.real_above, device)

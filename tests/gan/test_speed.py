@@ -116,3 +116,28 @@ def test_tf32_off_switches_cudnn_tf32_off_too() -> None:
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
+
+
+def test_a_compiled_progressive_net_is_compiled_at_its_last_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stage of a growing net (resolution or fade) needs its own graphs, two a stage (D with and without
+    gradients to its input or weights, G in the critic steps and the last): past the compiler's limit of 8 it
+    ran the net eagerly without a word, and a net grown 4 -> 16 px trained its last, longest stage uncompiled. The
+    eager backend (no code generation) keeps this cheap; which graphs are made is the compiler's, as inductor's."""
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compile_(net, backend="eager"))
+    torch._dynamo.reset()
+    cfg = tiny_images(data={"resolution": 16}, model={"progressive": {"start": 4, "fade_steps": 2, "stage_steps": 2}},
+                      train={"steps": 12, "compile": True}, optim={"n_critic": 2})
+    real = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    trainer = GANTrainer(cfg, CPU, lambda n: real[torch.randint(len(real), (n,))])
+    made: dict[tuple[int, bool], int] = {}
+    for step in range(1, 13):
+        trainer.schedule(step)
+        before = counters["stats"]["unique_graphs"]
+        trainer.step()
+        stage = (trainer.D.level, trainer.D.fading)
+        made[stage] = made.get(stage, 0) + counters["stats"]["unique_graphs"] - before
+    assert list(made) == [(0, False), (1, True), (1, False), (2, True), (2, False)]
+    assert made[(2, False)] >= 4, made  # G's two graphs and D's two, at the full resolution too
