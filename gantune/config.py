@@ -346,9 +346,11 @@ class HealthConfig(_Section):
 
     objective: str = Field(default="fid", description="metric the rise check and the search follow")
     mode: Literal["min", "max"] = "min"
-    warmup_evals: int = Field(default=1, ge=0, description="evaluations before collapse/spread/rise checks start")
+    warmup_evals: int = Field(default=1, ge=0, description="checks before the collapse/spread verdicts start "
+                              "(quick checks count), evaluations before the rise verdict starts")
     warmup_steps: int = Field(default=0, ge=0, description="steps before collapse/spread/rise checks start")
-    patience: int = Field(default=2, ge=1, description="consecutive bad evaluations before a verdict")
+    patience: int = Field(default=2, ge=1, description="consecutive bad checks (quick ones count) before a "
+                          "collapse/spread verdict, bad evaluations before a rise verdict")
     max_grad_norm: float = Field(default=1e4, gt=0, description="grad norm of G or D above this: diverged")
     max_abs_loss: float = Field(default=1e4, gt=0, description="|loss| above this: diverged")
     rise_factor: float = Field(default=3.0, gt=1, description="objective worse than its best by this factor in "

@@ -248,15 +248,21 @@ def _signals(h: HealthConfig, s: _State, r: dict[str, float]) -> Verdict | None:
             continue
         ceiling = _limit(h, sig.ceiling)
         if (n := _count(s.bad_spread, sig.key, r[sig.key] > ceiling)) >= h.patience:
-            return Verdict("diverged", f"{sig.label} {r[sig.key]:.3g} > {ceiling:g} for {n} evaluations: samples "
+            return Verdict("diverged", f"{sig.label} {r[sig.key]:.3g} > {ceiling:g} for {n} {_checks(n)}: samples "
                            f"spread beyond the data (step {int(r['step'])})", f"{sig.key}_high")
     for sig in signals:
         floor = _limit(h, sig.floor)
         gated = sig.gate is None or r.get(sig.gate[0], 1.0) >= getattr(h, sig.gate[1]) or r[sig.key] == 0
         if (n := _count(s.bad_collapse, sig.key, r[sig.key] < floor and gated and not improving)) >= h.patience:
-            return Verdict("collapsed", f"{sig.label} {r[sig.key]:.3g} < {floor:g} for {n} evaluations "
+            return Verdict("collapsed", f"{sig.label} {r[sig.key]:.3g} < {floor:g} for {n} {_checks(n)} "
                            f"(step {int(r['step'])})", sig.key)
     return None
+
+
+def _checks(n: int) -> str:
+    """What a collapse signal's count counts: checks, full evaluations and quick ones alike (a reason said "for 2
+    evaluations" of a verdict reached on quick checks before any evaluation)."""
+    return "check" if n == 1 else "checks"
 
 
 def _is_log(r: dict[str, float]) -> bool:

@@ -241,6 +241,16 @@ def test_quick_checks_do_not_count_as_the_objective() -> None:
     assert verdicts[3] is not None and verdicts[3].kind == "diverged"
 
 
+def test_a_collapse_reached_on_quick_checks_says_checks() -> None:
+    """Warm-up and patience of the collapse signals count checks, quick ones too (what they are for: a collapse
+    caught between evaluations): the reason said "for 2 evaluations" of a verdict given before any evaluation."""
+    mon = HealthMonitor(HealthConfig(objective="stacked_kl"), span=6000)
+    stream = [{"step": float(step), "stacked_coverage": 0.1} for step in (1500, 3000, 4500)]
+    verdicts = [mon(r) for r in stream]
+    assert verdicts[:2] == [None, None] and verdicts[2] is not None and verdicts[2].kind == "collapsed"
+    assert verdicts[2].reason.endswith("< 0.15 for 2 checks (step 4500)"), verdicts[2].reason
+
+
 def test_rise_needs_patience_and_margin() -> None:
     h = HealthConfig(warmup_evals=0, patience=2, rise_factor=3.0, rise_margin=0.5)
     mon = HealthMonitor(h)

@@ -85,8 +85,9 @@ def _zetas(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     h.fill_diagonal_(0)
     rows = h.sum(1)
     total, squares, row_squares = float(rows.sum()), float((h * h).sum()), float(rows @ rows)
-    # E[h_ij h_kl] over four distinct indices: all products, less those sharing a pair or one index
-    mean_sq = (total**2 + 2 * squares - 4 * row_squares) / (m * (m - 1) * (m - 2) * (m - 3))
+    # E[h_ij h_kl] over four distinct indices: all products, less those sharing a pair or one index (total * total:
+    # a float's ** raises OverflowError past 1e308 where * gives inf, and the trial failed where it had diverged)
+    mean_sq = (total * total + 2 * squares - 4 * row_squares) / (m * (m - 1) * (m - 2) * (m - 3))
     zeta1 = (row_squares - squares) / (m * (m - 1) * (m - 2)) - mean_sq
     zeta2 = squares / (m * (m - 1)) - mean_sq
     return zeta1, zeta2

@@ -395,6 +395,16 @@ def test_kid_needs_two_samples_a_side_in_each_subset() -> None:
     assert all(math.isfinite(v) for v in _kid(4, 0).values())
 
 
+def test_kid_of_huge_features_is_non_finite_not_an_overflow_error() -> None:
+    """Finite float32 features past ~1e26 (2-D points of a G blowing up, an unbounded plugin extractor) made the
+    zetas' float power raise OverflowError: the trial failed with a traceback where it had diverged, which a
+    non-finite value says (the health monitor's ``diverged``)."""
+    real = _features(200, 8, 0)
+    fake = _features(200, 8, 1) * 1e30
+    scored = FAMILIES.get("kid")(Reference(x=real, feats=real))(Samples(x=fake, feats=fake))
+    assert not all(math.isfinite(v) for v in scored.values()), scored
+
+
 def test_evaluation_leaves_the_training_rng_alone() -> None:
     real, fake = _features(400, 8, 0), _features(400, 8, 1)
     scorers = [FAMILIES.get(n)(Reference(x=real, feats=real)) for n in ("fid", "kid", "prdc", "diversity")]

@@ -169,9 +169,44 @@ def test_a_quick_check_does_not_report_the_objective(tmp_path: Path) -> None:
 
 def test_a_pbt_member_ended_by_a_verdict_offers_itself_for_replacement_and_no_other_ending_does() -> None:
     sent: list[dict[str, Any]] = []
-    for status, reason in ((Status.PRUNED_COLLAPSED, "mode coverage 0 < 0.15 for 2 evaluations"),
+    for status, reason in ((Status.PRUNED_COLLAPSED, "mode coverage 0 < 0.15 for 2 checks"),
                            (Status.DIVERGED, "loss_d is nan (step 50)"), (Status.COMPLETED, "")):
         offer_replacement(TrialResult(status, reason, 50, 1.0, 0.1), send=lambda m, c: sent.append(m))
     # the loop's own non-finite stop reads as the search reports it
-    assert sent == [{"step": 50.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0 < 0.15 for 2 evaluations"},
+    assert sent == [{"step": 50.0, VERDICT_KEY: "pruned:collapsed: mode coverage 0 < 0.15 for 2 checks"},
                     {"step": 50.0, VERDICT_KEY: "pruned:diverged: loss_d is nan (step 50)"}]
+
+
+def test_a_trial_on_a_cluster_ships_its_files_at_each_evaluation_and_leaves_no_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster (``ship_files``) a trial's folder on its node reached the driver only in its last report,
+    which a trial ASHA stops (inside ``tune.report``, by SystemExit) never sends: its weights, metrics and grids
+    never came back, and the folder stayed on the node. Each evaluation report carries the files changed since
+    the last; the folder goes however the trial ends."""
+    from gantune.config import dump_config
+    from gantune.search import trainable
+
+    sent: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], checkpoint: object = None) -> None:
+        sent.append(metrics)
+        if sum("objective" in m for m in sent) == 2:
+            raise SystemExit(0)  # what Ray does to a trial its scheduler stops
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cfg = tiny(train={"steps": 60}, eval={"every": 20, "metrics": ["modes"]}, health={"objective": "mode_kl"})
+    config = {"trial": __import__("yaml").safe_load(dump_config(cfg)), "number": 3, "objectives": ["mode_kl"],
+              "health": False, "cpus": 1, "gpu": 0.0, "run_dir": str(tmp_path / "driver"), "ship_files": True,
+              "pbt": False}
+    with pytest.raises(SystemExit):
+        trainable.run_trial(config)
+    shipped = [m[trainable.FILES_KEY] for m in sent if trainable.FILES_KEY in m]
+    assert len(shipped) == 2 and all("objective" in m for m in sent if trainable.FILES_KEY in m)
+    assert {"config.yaml", "metrics.jsonl", "generator_best.pt", "samples/step_0000020.png"} <= set(shipped[0])
+    assert "config.yaml" not in shipped[1] and {"metrics.jsonl", "samples/step_0000040.png"} <= set(shipped[1])
+    driver = tmp_path / "driver"
+    for files in shipped:
+        trainable.unpack_files(files, driver)
+    assert [r["step"] for r in trainable.read_metrics(driver) if "mode_kl" in r] == [20, 40]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("gantune-trial-")]
