@@ -115,8 +115,11 @@ class ObserverThread:
 
     The first failure disables the observer for the rest of the search (one warning line, kept in
     ``error``): a dead tracking server then costs the search nothing. ``search_ended`` and
-    ``search_interrupted`` wait for the queue at most ``drain_s`` seconds, so the search always finishes; after a
-    failure they give the observer's ``abandon(why)`` one try (the MLflow runs it had open stayed RUNNING for good).
+    ``search_interrupted`` wait for the queue while it moves: until no event has finished for ``drain_s`` seconds,
+    so the search always finishes, and a slow server with a backlog (many trials ending together, each uploading
+    its weights) is waited for, not taken for a dead one (a whole-queue deadline dropped the rest of a working
+    tracker's events and ended its runs KILLED). After a failure they give the observer's ``abandon(why)`` one try
+    (the MLflow runs it had open stayed RUNNING for good).
     """
 
     def __init__(self, observer: Any, drain_s: float = 60.0, say: Callable[[str], None] = warn) -> None:
@@ -129,6 +132,7 @@ class ObserverThread:
         self._late: threading.Event | None = None  # a call that took longer than drain_s, until it answers
         self._hung = False  # it did not answer in drain_s more: nothing more is waited for
         self.runs_ended = False  # after a failure: whether ``abandon`` ended what the observer held open
+        self._finished = 0  # events the thread has finished: a wait goes on while this moves
         self._thread = threading.Thread(target=self._work, name=f"gantune-{type(observer).__name__}", daemon=True)
         self._thread.start()
 
@@ -149,6 +153,7 @@ class ObserverThread:
             elif last_try:  # said once already: a store that fails again has nothing new to say
                 with contextlib.suppress(Exception):
                     out.append(getattr(self.observer, event)(*args))
+            self._finished += 1
             if done is not None:
                 done.set()
 
@@ -156,25 +161,34 @@ class ObserverThread:
         self._queue.put((event, args, None, [], False))
 
     def _call(self, event: str, *args: Any, last_try: bool = False) -> Any:
-        """Queue the event and wait for it (at most ``drain_s``); ``None`` if it failed or timed out. ``last_try``:
+        """Queue the event and wait for it (``_wait``); ``None`` if it failed or timed out. ``last_try``:
         run it even after a failure (once the observer's other events are dropped)."""
         if not self._thread.is_alive():  # closed (an interrupted close): no one would answer
             return None
         if self._late is not None:  # a call it took past drain_s on: given drain_s more, once
             late, self._late = self._late, None
-            if not late.wait(self.drain_s):
+            if not self._wait(late):
                 self._hung = True
         if self._hung:
             return None
         done, out = threading.Event(), list[Any]()
         self._queue.put((event, args, done, out, last_try))
-        if not done.wait(self.drain_s):
+        if not self._wait(done):
             self._late = done
             if self.error is None:
                 self.error = f"{self.name}.{event}: no answer within {self.drain_s:g}s"
                 self.say(f"{self.error}; the search goes on without it")
             return None
         return out[0] if out else None
+
+    def _wait(self, done: threading.Event) -> bool:
+        """Wait for ``done`` while the thread makes progress: false once no event has finished for ``drain_s``."""
+        seen = self._finished
+        while not done.wait(self.drain_s):
+            if self._finished == seen:
+                return False
+            seen = self._finished
+        return True
 
     def _abandon(self) -> None:
         """After a failure, the observer's runs still open are ended where it can (``abandon``)."""

@@ -372,6 +372,7 @@ class MlflowTracker:
         self.parent_id = ""
         self.children: dict[int, str] = {}
         self.loggers: dict[int, _RunLogger] = {}
+        self.lineages: dict[int, list[dict[str, Any]]] = {}  # PBT: each member's exploits so far (``pbt_step``)
         self._unended: list[tuple[Any, Any]] = []  # (study trial, its child run or None): for ``mend_trials``
         self.objective = ""  # the search's first objective (set by ``search_started``)
 
@@ -493,18 +494,20 @@ class MlflowTracker:
 
     def _mend(self, logger: _RunLogger, trial: Any, have: Logged, grids: set[int]) -> None:
         attrs, files = trial.user_attrs, []
+        lineage = attrs.get("pbt_lineage") or []
         if (path := trial_run_dir(attrs)) is not None and path.is_dir():
             run_dir = RunDir(path)
             for record in run_dir.read_metrics():  # with what the search reported beside it (ASHA's objective)
-                logger.log({**record, **objective_fields(record, self.objective)}, int(record["step"]), have)
+                logger.log(*on_pbt_axis(lineage, {**record, **objective_fields(record, self.objective)}), have)
             for step, png in run_dir.grids():
-                if step not in grids:
-                    logger.image(png.read_bytes(), step)
+                if pbt_step(lineage, step) not in grids:
+                    logger.image(png.read_bytes(), pbt_step(lineage, step))
             files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
         status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))
         steps = int(attrs.get("steps", 0))
         # what the last report carried (unknown: None)
-        logger.log({k: attrs[k] for k in RUN_FACTS if isinstance(attrs.get(k), (int, float))}, steps, have)
+        logger.log({k: attrs[k] for k in RUN_FACTS if isinstance(attrs.get(k), (int, float))},
+                   pbt_step(lineage, steps), have)
         self.client.set_tag(logger.run_id, "gantune.mended", MENDED)
         logger.end(status.value, attrs.get(REASON_KEY, ""), steps, files,
                    rule=attrs.get(RULE_KEY, ""), state=RunStatus.FAILED if status.failed else RunStatus.FINISHED)
@@ -619,7 +622,7 @@ class MlflowTracker:
         logger = self.loggers.get(number)
         if logger is None or "step" not in result:
             return
-        step = int(result["step"])
+        result, step = on_pbt_axis(self.lineages.get(number, []), result)
         if isinstance(measured := result.get(provenance.KEY), dict):  # how the values are measured: once a trial
             log_provenance(logger, measured)
         logger.log(result, step)
@@ -640,6 +643,7 @@ class MlflowTracker:
     def trial_exploited(self, number: int, lineage: list[dict[str, Any]], config: dict[str, Any]) -> None:
         """PBT lineage as tags (params are write-once in MLflow: they keep the first sample) and each config the
         member switched to as an artifact ``pbt/config-step-<step>.yaml``."""
+        self.lineages[number] = lineage
         rid = self.children.get(number)
         if rid is None:
             return
@@ -656,6 +660,32 @@ class MlflowTracker:
     # -- helpers --------------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10000))
+
+
+#: the metric a PBT member logs beside each record whose MLflow step is not its training step (``pbt_step``)
+PBT_OFFSET = "pbt_step_offset"
+
+
+def pbt_step(lineage: list[dict[str, Any]], step: int) -> int:
+    """The MLflow step of a PBT member's record of training step ``step``, from its exploits (``lineage``). A
+    member that cloned a donor's earlier checkpoint (a verdict ended its config: ``from_step`` past the clone's
+    ``step``) trains those steps again: logged at their own steps, its MLflow run held two values at each and its
+    charts ran back. Its steps go on from where it was instead: each such clone adds ``from_step - step`` to the
+    steps after it. A step belongs to the latest such clone below it (each cut its metrics.jsonl there), so
+    metrics.jsonl's records map as the live reports did; the training step is the MLflow step less
+    ``pbt_step_offset``."""
+    offset, marks = 0, []
+    for e in lineage:
+        if e.get("from_step") is not None and (back := int(e["from_step"]) - int(e["step"])) > 0:
+            offset += back
+            marks.append((int(e["step"]), offset))
+    return step + next((moved for at, moved in reversed(marks) if at < step), 0)
+
+
+def on_pbt_axis(lineage: list[dict[str, Any]], record: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A record of a PBT member and its MLflow step (``pbt_step``), with ``pbt_step_offset`` where they differ."""
+    step = pbt_step(lineage, int(record["step"]))
+    return ({**record, PBT_OFFSET: step - int(record["step"])} if step != record["step"] else record), step
 
 
 def _parents_of(study: str) -> str:
@@ -931,9 +961,10 @@ def download_trial_weights(tracking_uri: str, search: str, uid: str | None, numb
 
 
 def log_review(tracking_uri: str, search: str, uid: str | None, votes: list[dict[str, Any]],
-               ranking: list[dict[str, Any]]) -> str | None:
+               ranking: list[dict[str, Any]], favourite: str | None) -> str | None:
     """A person's review of the search (``gantune review``) as tags of its MLflow parent run: one tag per answer
-    (``gantune.review.vote.0003`` = ``4 vs 7: 7``), the count, the favourite and the ranking. Every tag is written
+    (``gantune.review.vote.0003`` = ``4 vs 7: 7``), the count, the favourite (a trial number, or why the votes
+    name none yet: ``favourite``, ``None`` before a decided vote) and the ranking. Every tag is written
     each time, so MLflow matches the study (which holds the record) after any missed write.
 
     The parent run's id (of the study whose ``STUDY_UID`` is ``uid``); ``None`` when there is none to tag
@@ -954,8 +985,8 @@ def log_review(tracking_uri: str, search: str, uid: str | None, votes: list[dict
         text = "; ".join(f"trial {r['trial']} (BT {r['score']:.3g}, won {r['wins']}/{r['comparisons']})"
                          for r in ranking)
         tags += [RunTag("gantune.review.votes", str(len(votes))), RunTag("gantune.review.ranking", text[:5000])]
-        if ranking and any(v["winner"] is not None for v in votes):
-            tags.append(RunTag("gantune.review.favourite", str(ranking[0]["trial"])))
+        if favourite is not None:
+            tags.append(RunTag("gantune.review.favourite", favourite))
         for i in range(0, len(tags), 100):
             client.log_batch(run_id, tags=tags[i:i + 100])
     except (MlflowException, OSError):

@@ -108,16 +108,16 @@ def test_auto_share_of_a_space_sampling_the_data_is_its_largest_trials(tmp_path:
                     "eval: {metrics: [fid]}\n")
     space = load_space(path)
     have = {"CPU": 2.0, "GPU": 1.0}
-    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 2
+    assert trial_resources(space, space.settings.resources, [have], "this machine")["gpu"] == 1 / 2
     path.write_text("data: {name: digits, resolution: 16}\nmodel: {arch: dcgan}\neval: {metrics: [fid]}\n")
     space = load_space(path)
-    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 8
+    assert trial_resources(space, space.settings.resources, [have], "this machine")["gpu"] == 1 / 8
     # an expression in eval leaves the combinations unknown: the data's own values still decide the share
     path.write_text("data: {name: digits, resolution: 64}\nmodel: {arch: dcgan}\n"
                     "eval: {metrics: [fid], n_samples: {expr: \"1000 + 0\"}}\n")
     space = load_space(path)
     assert space.sections is None
-    assert trial_resources(space, space.settings.resources, have, "this machine")["gpu"] == 1 / 2
+    assert trial_resources(space, space.settings.resources, [have], "this machine")["gpu"] == 1 / 2
 
 
 def test_the_memory_share_is_known_on_a_torch_that_cannot_be_asked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,3 +144,27 @@ def test_the_local_ray_takes_the_cpus_the_process_may_run_on() -> None:
             "from gantune.search.runner import local_resources\nprint(local_resources()['CPU'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["1.0"], done.stderr[-2000:]
+
+
+def test_a_trial_must_fit_on_one_node_of_a_cluster(tmp_path: Path) -> None:
+    """A trial runs on one node: the check compared its ask with the cluster's totals, so 4 CPUs on two 2-CPU
+    nodes (or 1 CPU and 1 GPU on a CPU node and a GPU node without a free CPU) passed, and the search waited
+    forever, Ray's own warning silenced. Each node is asked; a trial that fits one passes."""
+    from gantune.errors import GantuneError
+    from gantune.search.runner import trial_resources
+
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {name: grid25}\nsearch: {resources: {cpu: 4, gpu: 0}}\n")
+    space = load_space(path)
+    two = [{"CPU": 2.0, "GPU": 0.0}, {"CPU": 2.0, "GPU": 0.0}]
+    with pytest.raises(GantuneError, match=r"asks for 4 CPU but no node of the Ray cluster at x has that \(its "
+                                           r"nodes: 2 CPU and 0 GPU; 2 CPU and 0 GPU\)"):
+        trial_resources(space, space.settings.resources, two, "the Ray cluster at x")
+    assert trial_resources(space, space.settings.resources, [*two, {"CPU": 8.0}], "x") == {"cpu": 4, "gpu": 0}
+    path.write_text("data: {name: grid25}\nsearch: {resources: {cpu: 2, gpu: 1}}\n")
+    space = load_space(path)
+    apart = [{"CPU": 2.0, "GPU": 0.0}, {"CPU": 0.0, "GPU": 1.0}]  # each on some node, never both on one
+    with pytest.raises(GantuneError, match=r"asks for 2 CPU and 1 GPU but no node of x has that"):
+        trial_resources(space, space.settings.resources, apart, "x")
+    with pytest.raises(GantuneError, match=r"asks for 1 GPU but this machine has 2 CPU and 0 GPU: no trial"):
+        trial_resources(space, space.settings.resources, [{"CPU": 2.0, "GPU": 0.0}], "this machine")

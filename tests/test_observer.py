@@ -258,3 +258,81 @@ def test_a_resumed_search_and_a_resumed_train_run_lose_the_lost_tag(tmp_path: Pa
     resumed.search_started(study, space, [])
     assert resumed.parent_id == tracker.parent_id
     assert LOST not in resumed.client.get_run(tracker.parent_id).data.tags
+
+
+def test_a_slow_tracker_with_a_backlog_is_waited_for_while_it_answers() -> None:
+    """``search_ended`` waited at most drain_s for the whole queue: a working but slow server with many results
+    queued at the end (each taking 10 ms here, drain_s 0.5 s) lost the rest of them and its end, and its runs were
+    ended KILLED as a dead store's. It is waited for while events finish; one that stops answering still is not."""
+    import threading
+    import time
+
+    logged: list[int] = []
+
+    class Slow:
+        def trial_result(self, number: int, result: dict[str, Any]) -> None:
+            time.sleep(0.01)
+            logged.append(number)
+
+        def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
+            return {**summary, "ended": True}
+
+    thread = ObserverThread(Slow(), drain_s=0.5, say=pytest.fail)
+    for n in range(200):
+        thread.trial_result(n, {})
+    assert thread.search_ended({}) == {"ended": True} and logged == list(range(200))
+
+    stuck = threading.Event()
+
+    class Stuck(Slow):
+        def trial_result(self, number: int, result: dict[str, Any]) -> None:
+            stuck.wait(10)
+
+    said: list[str] = []
+    thread = ObserverThread(Stuck(), drain_s=0.3, say=said.append)
+    thread.trial_result(0, {})
+    start = time.monotonic()
+    summary = thread.search_ended({})
+    stuck.set()
+    assert time.monotonic() - start < 5 and summary["tracking_error"] == "Stuck.search_ended: no answer within 0.3s"
+
+
+def test_a_pbt_member_that_cloned_an_earlier_checkpoint_logs_on_steps_that_go_on(tmp_path: Path) -> None:
+    """A member a verdict ended at step 400 that cloned a donor's checkpoint of step 200 trains steps 201-400
+    again: logged at their own steps, its MLflow run held two values at steps 300 and 400 and its charts ran back.
+    Its steps go on from 400 (300 -> 500), with ``pbt_step_offset``; a forward clone moves nothing; ``--resume``'s
+    mend logs the member's metrics.jsonl (cut at the clone) on the same steps as the live reports."""
+    import optuna
+
+    from gantune.rundir import RunDir
+    from gantune.tracking import _RunLogger, pbt_step
+
+    clone = {"step": 200, "from_trial": 1, "from_step": 400, "params": {}, "changed": {}}
+    assert [pbt_step([clone], s) for s in (100, 200, 300, 400)] == [100, 200, 500, 600]
+    ahead = {"step": 600, "from_trial": 2, "from_step": 500, "params": {}, "changed": {}}
+    assert [pbt_step([clone, ahead], s) for s in (650, 700)] == [850, 900]  # a forward clone adds nothing
+    again = {"step": 300, "from_trial": 1, "from_step": 700, "params": {}, "changed": {}}  # 700 trained, at 900
+    assert [pbt_step([clone, ahead, again], s) for s in (200, 300, 350)] == [200, 500, 950]
+    assert pbt_step([{"step": 200, "from_trial": 1, "params": {}, "changed": {}}], 300) == 300  # from_step unknown
+
+    tracker = _tracker_with_children(tmp_path, 2)
+    for step in (100, 200, 300, 400):
+        tracker.trial_result(0, {"step": step, "loss_d": 1.0})
+    tracker.trial_exploited(0, [clone], {})
+    for step in (300, 400):
+        tracker.trial_result(0, {"step": step, "loss_d": 2.0})
+    tracker.loggers[0].flush()
+    client, rid = tracker.client, tracker.children[0]
+    live = [(m.step, m.value) for m in client.get_metric_history(rid, "loss_d")]
+    assert sorted(live) == [(100, 1.0), (200, 1.0), (300, 1.0), (400, 1.0), (500, 2.0), (600, 2.0)]
+    assert {(m.step, m.value) for m in client.get_metric_history(rid, "pbt_step_offset")} == {(500, 200), (600, 200)}
+
+    run_dir = RunDir(tmp_path / "member")  # what the member's folder holds: cut at the clone's step
+    for step, loss in ((100, 1.0), (200, 1.0), (300, 2.0), (400, 2.0)):
+        run_dir.append_metrics({"step": step, "loss_d": loss})
+    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
+        "run_dir": str(run_dir.path), "pbt_lineage": [clone], "steps": 400, "gantune_status": "pruned:collapsed"})
+    logger = _RunLogger(client, tracker.children[1])
+    tracker._mend(logger, trial, set(), set())
+    mended = [(m.step, m.value) for m in client.get_metric_history(tracker.children[1], "loss_d")]
+    assert sorted(mended) == [(100, 1.0), (200, 1.0), (500, 2.0), (600, 2.0)]

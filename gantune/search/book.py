@@ -49,12 +49,16 @@ from gantune.search.trainable import FILES_KEY, unpack_files
 
 def outcome_of(number: int, last: dict[str, Any], error: str | None, asha: AshaStop | None,
                objectives: list[str]) -> TrialOutcome:
-    """One trial's ending from what the driver saw: its own final report, an ASHA stop, or an error."""
+    """One trial's ending from what the driver saw: its own final report, an ASHA stop, or an error (``error``:
+    its trace as Tune kept it)."""
     steps = int(last.get("step", 0) or 0)
     metrics = {k.removeprefix("final/"): float(v) for k, v in last.items()
                if k.startswith("final/") and isinstance(v, (int, float))}
     if error is not None:
-        return TrialOutcome(number, Status.FAILED, error, steps, None)
+        if any(says in error for says in MEMORY_KILLED):  # a property of the config, as in-process OOM is
+            return TrialOutcome(number, Status.FAILED_OOM, f"out of memory at step {steps}: Ray's memory monitor "
+                                "killed the trial (its node ran low on memory)", steps, None)
+        return TrialOutcome(number, Status.FAILED, _last_line(error), steps, None)
     if STATUS_KEY in last:
         status, reason = Status(last[STATUS_KEY]), str(last.get(REASON_KEY, ""))
         values = [metrics[o] for o in objectives] if all(o in metrics for o in objectives) else None
@@ -90,16 +94,27 @@ def rung_metrics(raw: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
     return {k: float(last[k]) for k in keys if isinstance(last.get(k), (int, float))}
 
 
-def _error_line(trial: Trial) -> str:
-    """The last line of the trial's error trace: from Tune's storage, else from the driver's own copy (Tune calls
+#: how Ray says its memory monitor killed a trial's worker, an actor's death (``Worker exit type``) or a task's
+#: ``OutOfMemoryError``: the trial ran its node out of host memory, in another process than the trial's own
+#: out-of-memory handling (``failed:oom``); it read as a plain ``failed``, which Optuna's samplers ignore, so they
+#: went on drawing configs too large to fit
+MEMORY_KILLED = ("Worker exit type: NODE_OUT_OF_MEMORY", "killed due to the node running low on memory")
+
+
+def _error_text(trial: Trial) -> str:
+    """The trial's error trace: from Tune's storage, else from the driver's own copy (Tune calls
     ``on_trial_error`` before that file reaches storage, where ``get_error`` looks)."""
     text = str(trial.get_error() or "")
     local = trial.error_file
     if not text and local and Path(local).is_file():
         text = Path(local).read_text(errors="replace")
-    text = text or "unknown error"
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    # gantune's own errors say what to fix in their message: their class path is noise in a report
+    return text
+
+
+def _last_line(text: str) -> str:
+    """The last line of an error trace (gantune's own errors say what to fix in their message: their class path
+    is noise in a report)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return re.sub(r"^gantune\.errors\.\w+: ", "", lines[-1]) if lines else "unknown error"
 
 
@@ -200,7 +215,7 @@ class SearchBook(Callback):
         self._finish(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._finish(trial, _error_line(trial))
+        self._finish(trial, _error_text(trial))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def _record_exploits(self) -> None:

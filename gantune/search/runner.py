@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import pickle
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,22 +188,34 @@ def _listings(space: SearchSpace) -> dict[str, dict[str, Any]]:
     return {data_label(c): listing for c in space.datas if (listing := data_listing(c)) is not None}
 
 
-def trial_resources(space: SearchSpace, wanted: Resources, have: dict[str, float], where: str) -> dict[str, float]:
-    """The resources of one trial (``gpu: auto`` resolved against the GPUs ``have`` holds, ``gantune.devices``).
+def trial_resources(space: SearchSpace, wanted: Resources, nodes: list[dict[str, float]],
+                    where: str) -> dict[str, float]:
+    """The resources of one trial (``gpu: auto`` resolved against the GPUs of the node with most,
+    ``gantune.devices``); ``nodes``: each node's resources (this machine: one).
 
-    A trial asking for more CPUs or GPUs than ``where`` (this machine, or a cluster) has would wait forever:
-    that is refused here."""
+    A trial runs on one node: one asking for more CPUs or GPUs than any node of ``where`` (this machine, or a
+    cluster) has would wait forever, without a word from Ray (which compares with the cluster's totals: two
+    2-CPU nodes passed a 4-CPU trial). That is refused here."""
+    most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
     # the largest share any of its trials' data needs (the smallest class where the space's data is unknown)
     datas = [cfg.data for _, cfg in space.sections] if space.sections is not None else \
         space.datas  # an expression sets an eval key, say
-    shares = [auto_gpu_share(data, have.get("GPU", 0.0)) for data in datas]
-    gpu = (max(shares) if shares else auto_gpu_share(None, have.get("GPU", 0.0))) if wanted.gpu == "auto" \
-        else wanted.gpu
+    shares = [auto_gpu_share(data, most_gpus) for data in datas]
+    gpu = (max(shares) if shares else auto_gpu_share(None, most_gpus)) if wanted.gpu == "auto" else wanted.gpu
     resources = {"cpu": wanted.cpu, "gpu": gpu}
-    short = [f"{need:g} {key.upper()}" for key, need in resources.items() if need > have.get(key.upper(), 0.0)]
-    if short:
-        raise GantuneError(f"search.resources: a trial asks for {' and '.join(short)} but {where} has "
-                           f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU: no trial could ever start")
+
+    def fits(node: dict[str, float]) -> bool:
+        return all(need <= node.get(key.upper(), 0.0) for key, need in resources.items())
+
+    if not any(fits(node) for node in nodes):
+        most = {key: max((node.get(key.upper(), 0.0) for node in nodes), default=0.0) for key in resources}
+        short = [key for key, need in resources.items() if need > most[key]] or \
+            [key for key, need in resources.items() if need > 0]  # each on some node, not both on one
+        asked = " and ".join(f"{resources[key]:g} {key.upper()}" for key in short)
+        held = "; ".join(f"{node.get('CPU', 0):g} CPU and {node.get('GPU', 0):g} GPU" for node in nodes[:8])
+        has = f"{where} has {held}" if len(nodes) == 1 else \
+            f"no node of {where} has that (its nodes: {held}{'; ...' if len(nodes) > 8 else ''})"
+        raise GantuneError(f"search.resources: a trial asks for {asked} but {has}: no trial could ever start")
     return resources
 
 
@@ -251,7 +264,7 @@ def _checked(space: SearchSpace, opts: SearchOptions) -> tuple[SearchSettings, l
     check_address(opts.ray_address)
     # on a cluster, whether gpu: auto gives the trials a GPU is Ray's to say
     gpu = settings.resources.gpu if opts.ray_address else \
-        trial_resources(space, settings.resources, local_resources(), "this machine")["gpu"]
+        trial_resources(space, settings.resources, [local_resources()], "this machine")["gpu"]
     cpu_only = [f"{space.source}: {n}" for n in idle_on_cpu(space.leaves)] if gpu == 0 else []
     idle = _nothing_left(space.name, opts, settings)
     if not idle:
@@ -347,9 +360,9 @@ def _cannot_start_ray(err: Exception) -> None:
                        "its token under $HOME/.ray)") from None
 
 
-def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, float]]:
+def _init_ray(address: str | None, space: SearchSpace, run_root: Path) -> tuple[bool, dict[str, float]]:
     """Start (or join) Ray; returns whether this process started it (and must shut it down) and the resources
-    of one trial (``trial_resources``, against what the cluster has)."""
+    of one trial (``trial_resources``, against what the cluster has). PBT on a cluster: ``check_shared``."""
     import ray
 
     started = False
@@ -380,11 +393,42 @@ def _init_ray(address: str | None, space: SearchSpace) -> tuple[bool, dict[str, 
         env.terminate_as_interrupt()  # and sets its own SIGTERM handler
     try:
         where = f"the Ray cluster at {address}" if address else "this machine"
-        return started, trial_resources(space, space.settings.resources, ray.cluster_resources(), where)
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        resources = trial_resources(space, space.settings.resources, nodes, where)
+        if address and space.settings.pruning.scheduler == "pbt":
+            check_shared(run_root, where)
+        return started, resources
     except GantuneError:
         if started:
             stop_ray()
         raise
+
+
+def check_shared(run_root: Path, where: str) -> None:
+    """PBT on a cluster: every node must see ``run_root``'s disk at the same path. Ray keeps PBT's checkpoints
+    under it (a member cloned on one node trains on another from its donor's checkpoint) and the members write
+    their run folders there; on a node's own disk each member placed there failed at its first checkpoint ("Unable
+    to set up cluster storage"). Asked of each live node with a file made for it, before anything is written."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    base = next(p for p in (run_root, *run_root.parents) if p.is_dir())  # run_root itself is made later
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.isfile(path)
+
+    with tempfile.NamedTemporaryFile(dir=base, prefix=".gantune-shared-") as marker:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        asked = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                 .remote(marker.name) for n in nodes]
+        blind = [n["NodeManagerAddress"] for n, seen in zip(nodes, ray.get(asked, timeout=300), strict=True)
+                 if not seen]
+    if blind:
+        raise GantuneError(f"pruning.scheduler pbt on {where}: node {blind[0]}"
+                           + (f" (and {len(blind) - 1} more)" if len(blind) > 1 else "")
+                           + f" does not see {base} (--runs-dir): PBT's members clone each other's checkpoints "
+                           "across nodes through it; put --runs-dir on a disk every node mounts at the same path")
 
 
 def claim_runs(run_root: Path, name: str, storage: str) -> None:
@@ -441,7 +485,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
                 space.fixed_measure())
     for obs in opts.observers:
         obs.connect()
-    started_ray, resources = (False, None) if idle else _init_ray(opts.ray_address, space)
+    started_ray, resources = (False, None) if idle else _init_ray(opts.ray_address, space, run_root)
     try:
         # held while the trials run: a second search of this name checked the study before this one made it
         with exclusive(run_root, what, "search"):
@@ -467,7 +511,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> dict[str, Any]:
             if resumed or to_create:
                 try:
                     if resources is None:  # another search of this name ran trials since check_run looked
-                        started_ray, resources = _init_ray(opts.ray_address, space)
+                        started_ray, resources = _init_ray(opts.ray_address, space, run_root)
                     _fit(space, study, resumed, to_create, done_before, run_root, resources, opts, observers,
                          artifact_dir(storage), carried)
                 except Interrupted:  # the time it ran is the search's too
@@ -516,7 +560,9 @@ def _fit(space: SearchSpace, study: Any, resumed: list[Any], to_create: int, don
     asha_stopped: dict[str, AshaStop] = {}
     exploits: list[Exploit] = []
     rescues: list[tuple[str, Rescue]] = []
-    searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root, ship_files=bool(opts.ray_address),
+    # PBT on a cluster runs on a disk the nodes share (``check_shared``): nothing to ship
+    searcher = OptunaStudySearcher(space, study, to_create, resumed, run_root,
+                                   ship_files=bool(opts.ray_address) and not pbt,
                                    gpu_share=resources["gpu"])
     book = SearchBook(study, searcher.trials, asha_stopped, settings.objectives, settings.directions,
                       settings.trials, done_before, observers=observers, quiet=opts.quiet, exploits=exploits,

@@ -4,7 +4,9 @@ Only evaluation records carry ``objective`` (the search's first objective), so A
 steps only. The last report carries the trial's own ending (``gantune_status``); a trial stopped by the
 scheduler never gets to send one. Sample grids travel to the driver as PNG bytes in the results; on a
 cluster (``ship_files``) the trial runs in a directory of its node and its last report carries the run
-directory's files (weights, config, metrics, grids) to the driver, which may not share its disk. Under PBT each
+directory's files (weights, config, metrics, grids) to the driver, which may not share its disk: each evaluation
+report those changed since the last (a trial the scheduler stops sends no last report), the last report the rest,
+and the directory goes however the trial ends. Under PBT (whose checkpoints need a disk the nodes share) each
 evaluation report carries the trial's checkpoint, and a trial restarted by PBT (paused, or cloned from another
 member with explored hyperparameters) trains on from the checkpoint Tune hands back; a member that a health
 verdict ended first offers itself for replacement (``offer_replacement``).
@@ -73,12 +75,21 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
         cfg = checkpoint_at_evaluations(cfg)
     ship = bool(config.get("ship_files"))
     run_dir = Path(tempfile.mkdtemp(prefix=f"gantune-trial-{config['number']:04d}-") if ship else config["run_dir"])
+    try:
+        _run_in(run_dir, config, cfg, share, pbt, Shipper(run_dir) if ship else None)
+    finally:  # ASHA stops a trial inside its report (SystemExit): the node's copy went only after a last report
+        if ship:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_in(run_dir: Path, config: dict[str, Any], cfg: TrialConfig, share: float, pbt: bool,
+            shipper: Shipper | None) -> None:
     restored_from = restore_checkpoint(run_dir, tune.get_checkpoint() if pbt else None)
     monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
     should_stop = member_monitor(monitor, run_dir, restored_from, int(config["number"]))
     reporter = Reporter(config["objectives"][0], trial=int(config["number"]), run_dir=run_dir,
                         checkpoint_every=cfg.train.checkpoint_every if pbt else None, steps=cfg.train.steps,
-                        restored_from=restored_from, monitor=monitor)
+                        restored_from=restored_from, monitor=monitor, shipper=shipper)
     final: dict[str, Any]
     try:
         result = train(cfg, report=reporter, should_stop=should_stop, run_dir=run_dir, on_samples=reporter.samples,
@@ -94,9 +105,8 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
             offer_replacement(result)
         final = final_report(result)
     final.update(reporter.take_pending())  # the grid of the step the trial stopped at
-    if ship:
-        final[FILES_KEY] = pack_files(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if shipper is not None:
+        final[FILES_KEY] = shipper.changed()
     tune.report(final)
 
 
@@ -160,13 +170,15 @@ class Reporter:
     which asks no monitor). With ``checkpoint_every`` (PBT) each evaluation at a multiple of it before the last
     step carries the run directory's checkpoint, which another member may clone, if the loop wrote it for this
     report: one it kept from before (weights gone non-finite are never saved) went out labelled with this step.
+    On a cluster (``shipper``) each evaluation report carries the run folder's files changed since the last.
     ``last_step`` is the step of the last report: where an out-of-memory failure happened.
     """
 
     def __init__(self, objective: str, *, trial: int, run_dir: Path, checkpoint_every: int | None, steps: int,
                  restored_from: dict[str, float] | None = None, monitor: HealthMonitor | None = None,
-                 send: Send = _tune_report) -> None:
+                 send: Send = _tune_report, shipper: Shipper | None = None) -> None:
         self.objective = objective
+        self.shipper = shipper
         self.monitor = monitor
         self.trial = trial
         self.run_dir = run_dir
@@ -200,6 +212,8 @@ class Reporter:
             out[STOPPING_KEY] = self.monitor.verdict.status.value
         elif first_nonfinite(record) is not None:  # the loop stops on any non-finite value it records
             out[STOPPING_KEY] = Status.in_search(Status.DIVERGED).value
+        if self.shipper is not None and "objective" in out and (files := self.shipper.changed()):
+            out[FILES_KEY] = files  # the report ASHA may stop the trial at: its last
         self.last_step = record["step"]
         step = int(record["step"])
         every = self.checkpoint_every
@@ -249,14 +263,28 @@ def out_of_memory_report(err: BaseException, step: float) -> dict[str, Any]:
             REASON_KEY: f"out of memory at step {int(step)}: {first_line(err)}"}
 
 
-def pack_files(run_dir: Path) -> dict[str, str]:
-    """The run directory's files (but the checkpoint, which only a resumed training needs), base64-encoded."""
-    return {str(p.relative_to(run_dir)): base64.b64encode(p.read_bytes()).decode()
-            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != CHECKPOINT and not p.name.startswith(".")}
+class Shipper:
+    """The run directory's files (but the checkpoint, which only a resumed training needs) that changed since the
+    last call, base64-encoded: what a trial on a cluster sends the driver with a report."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._sent: dict[str, tuple[int, int, int]] = {}  # each file as last sent: inode, mtime, size
+
+    def changed(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for p in sorted(self.run_dir.rglob("*")):
+            if not p.is_file() or p.name == CHECKPOINT or p.name.startswith("."):
+                continue
+            rel, st = str(p.relative_to(self.run_dir)), p.stat()
+            if self._sent.get(rel) != (seen := (st.st_ino, st.st_mtime_ns, st.st_size)):
+                out[rel] = base64.b64encode(p.read_bytes()).decode()
+                self._sent[rel] = seen
+        return out
 
 
 def unpack_files(files: dict[str, str], run_dir: Path) -> None:
-    """Write shipped files into the driver's run directory (the inverse of ``pack_files``)."""
+    """Write shipped files into the driver's run directory (the inverse of ``Shipper.changed``)."""
     for rel, data in files.items():
         target = run_dir / rel
         if run_dir.resolve() not in target.resolve().parents:

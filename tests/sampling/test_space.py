@@ -671,7 +671,7 @@ def test_the_data_a_space_can_train_on_is_worked_out_once(monkeypatch: pytest.Mo
         monkeypatch.setattr(module, "possible_data", counted, raising=False)
     loaded = load_space(Path(__file__).parents[2] / "search_spaces" / "toy.yaml")
     assert runner._measured_on(loaded) == runner._measured_on(loaded)
-    runner.trial_resources(loaded, Resources(cpu=1, gpu=0), {"CPU": 2.0, "GPU": 0.0}, "this machine")
+    runner.trial_resources(loaded, Resources(cpu=1, gpu=0), [{"CPU": 2.0, "GPU": 0.0}], "this machine")
     warm.space_kind(loaded)
     assert len(calls) == 1
 

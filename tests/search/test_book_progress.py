@@ -209,3 +209,26 @@ def test_a_trial_that_ended_without_a_finite_value_is_failed_everywhere() -> Non
 
     earlier = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={STATUS_KEY: "completed"})
     assert trial_status(earlier) == "failed"  # a study an earlier release closed so reads as what it is
+
+
+def test_a_trial_rays_memory_monitor_killed_is_out_of_memory() -> None:
+    """Ray's memory monitor kills a trial's worker from outside its process: the trial's own out-of-memory
+    handling never ran, and the driver's error read as a plain ``failed`` (FAIL, which Optuna's samplers ignore:
+    they went on drawing configs too large to fit). It is ``failed:oom``, which the study is told as PRUNED."""
+    from gantune.search.book import outcome_of
+
+    died = ("The actor died unexpectedly before finishing this task.\n\tclass_name: ImplicitFunc\n\tpid: 4242\n"
+            "The actor is dead because its worker process has died. Worker exit type: NODE_OUT_OF_MEMORY Worker exit "
+            "detail: Task was killed due to the node running low on memory.\nMemory on the node (IP: 10.0.0.2) where "
+            "the task was running was 30.1GB / 31.4GB (0.96), which exceeds the memory usage threshold of 0.95.\n"
+            "To disable worker killing, set the environment variable `RAY_memory_monitor_refresh_ms` to zero.")
+    out = outcome_of(3, {"step": 400.0}, died, None, ["coverage"])
+    assert (out.status, out.steps, out.values) == (Status.FAILED_OOM, 400, None)
+    assert out.reason == "out of memory at step 400: Ray's memory monitor killed the trial (its node ran low on memory)"
+    # a worker that died otherwise says nothing of memory for sure (a SIGKILL may be the kernel's or a user's)
+    crashed = ("The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit "
+               "detail: Worker unexpectedly exits with a connection error code 2. End of file.")
+    assert outcome_of(3, {}, crashed, None, ["coverage"]).status == Status.FAILED
+    assert outcome_of(3, {}, "Traceback ...\ngantune.errors.ConfigError: data.path: gone\n", None, []).reason == \
+        "data.path: gone"
+    assert outcome_of(3, {}, "", None, []).reason == "unknown error"

@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -591,3 +592,34 @@ def test_a_clone_copy_on_a_full_disk_is_no_exploit_and_leaves_no_part(tmp_path: 
     pbt._copies.append((copy.filesystem, copy.path))
     pbt.drop_copies()
     assert not Path(copy.path).exists() and roomy.is_dir()
+
+
+def test_pbt_on_a_cluster_asks_each_node_whether_it_sees_the_runs_folder(tmp_path: Path, ray_session: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray keeps PBT's checkpoints under the runs folder, and a member cloned on one node trains on another from
+    its donor's checkpoint: on a folder only the driver's disk holds, every member placed on another node failed at
+    its first checkpoint. Each live node is asked, by a task placed on it, for a file made for the question (here
+    one node, this machine's, which sees it; then a file it cannot see, as another machine's disk would not hold)."""
+    import tempfile
+
+    from gantune.errors import GantuneError
+    from gantune.search.runner import check_shared
+
+    run_root = tmp_path / "runs" / "pbt"  # not made yet: asked of the nearest folder there is
+    check_shared(run_root, "the Ray cluster at x")
+    assert [p.name for p in tmp_path.iterdir()] == []  # the question's file goes with it
+
+    class Unseen:  # the question's file, where no node finds it
+        def __init__(self, **kw: Any) -> None:
+            self.name = str(tmp_path / "not-on-this-disk")
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", Unseen)
+    with pytest.raises(GantuneError, match=rf"pruning.scheduler pbt on the Ray cluster at x: node [\d.]+ does not see "
+                                           rf"{tmp_path} \(--runs-dir\): PBT's members clone"):
+        check_shared(run_root, "the Ray cluster at x")
