@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import os
 import site
 import sys
@@ -258,10 +259,15 @@ def _human(study: optuna.Study) -> dict[str, Any] | None:
     # against the page's order: with several objectives the rank (Pareto front first), not the first objective
     order = [-float(metric[r.trial][0]) if len(study.directions) > 1 else -sign(study) * metric[r.trial][1]
              for r in both]
-    tau = V.kendall_tau([r.score for r in both], order)
+    pieces = V.linked(decided)
+    piece = [next(n for n, p in enumerate(pieces) if r.trial in p) for r in both]
+    tau = V.kendall_tau([r.score for r in both], order, piece)
     rows = [{**r.to_dict(), "rank": i + 1, "metric_rank": metric.get(r.trial, (None,))[0],
              "value": metric[r.trial][1] if r.trial in metric else None} for i, r in enumerate(people)]
-    return {"votes": len(votes), "decided": len(decided), "rows": rows, "tau": tau, "n_both": len(both)}
+    linked_pairs = sum(a == b for a, b in itertools.combinations(piece, 2))
+    return {"votes": len(votes), "decided": len(decided), "rows": rows, "tau": tau, "n_both": len(both),
+            "pairs": linked_pairs, "all_pairs": len(both) * (len(both) - 1) // 2,
+            "unsettled": V.unsettled(decided)}
 
 
 def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, Any]:

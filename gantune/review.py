@@ -146,8 +146,11 @@ class Review:
             votes = V.add_vote(self.study, a, b, winner, self.items)
         if self.tracking_uri is not None:
             ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
+            trial, why = V.chosen(votes)
+            favourite = f"unsettled: {why}" if why else None if trial is None else str(trial)
             self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name,
-                                              self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes], ranking)
+                                              self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes], ranking,
+                                              favourite)
         return self.state(votes)
 
     def close(self) -> str | None:
@@ -157,9 +160,9 @@ class Review:
 
     def summary(self) -> dict[str, Any]:
         votes = V.load_votes(self.study)
-        decided = [v for v in votes if v.winner is not None]
-        return {"search": self.name, "trials": self.items, "votes": len(votes),
-                "favourite": V.ranking((), decided)[0].trial if decided else None,
+        favourite, why = V.chosen(votes)
+        return {"search": self.name, "trials": self.items, "votes": len(votes), "favourite": favourite,
+                "unsettled": why,
                 "ranking": [r.to_dict() for r in V.ranking(self.items, votes)]}
 
 

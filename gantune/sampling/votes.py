@@ -147,11 +147,14 @@ def next_pair(items: Sequence[int], votes: Sequence[Vote]) -> tuple[int, int]:
     return (b, a) if count.get(frozenset((a, b)), 0) % 2 else (a, b)
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+def kendall_tau(x: Sequence[float], y: Sequence[float], groups: Sequence[int] | None = None) -> float | None:
     """Kendall's tau-b of two paired sequences (ties allowed); ``None`` when it is undefined (fewer than two
-    pairs, or one side all tied)."""
+    pairs, or one side all tied). ``groups``: only pairs of the same group count (the pieces the votes link:
+    ``linked``; across them ``x`` is no comparison)."""
     concordant = discordant = ties_x = ties_y = 0
     for i, j in itertools.combinations(range(len(x)), 2):
+        if groups is not None and groups[i] != groups[j]:
+            continue
         dx, dy = x[i] - x[j], y[i] - y[j]
         if dx == 0 and dy == 0:
             continue
@@ -207,9 +210,57 @@ def add_vote(study: optuna.Study, a: int, b: int, winner: int | None, items: Ite
 
 
 def favourite(study: optuna.Study) -> int:
-    """The trial people preferred: the highest Bradley–Terry strength of the stored votes."""
-    votes = [v for v in load_votes(study) if v.winner is not None]
-    if not votes:
+    """The trial people preferred: the highest Bradley–Terry strength of the stored votes, once the votes settle
+    it (``unsettled``)."""
+    trial, why = chosen(load_votes(study))
+    if why is not None:
+        raise GantuneError(f"--by human: {why}: compare them in gantune review {study.study_name}")
+    if trial is None:
         raise GantuneError(f"--by human: search {study.study_name!r} has no review votes yet "
                            f"(run gantune review {study.study_name})")
-    return ranking((), votes)[0].trial
+    return trial
+
+
+def chosen(votes: Sequence[Vote]) -> tuple[int | None, str | None]:
+    """The favourite of ``votes`` (skips aside), or why they name none (``unsettled``); (None, None) before the
+    first decided vote."""
+    decided = [v for v in votes if v.winner is not None]
+    if not decided:
+        return None, None
+    if (why := unsettled(decided)) is not None:
+        return None, why
+    return ranking((), decided)[0].trial, None
+
+
+def linked(votes: Sequence[Vote]) -> list[set[int]]:
+    """The trials of the decided votes in pieces: linked by votes, directly or through other trials, largest
+    first. Between two pieces the votes say nothing: the strengths across them come from the prior and how many
+    votes each trial won, not from any comparison."""
+    piece: dict[int, set[int]] = {}
+    for v in votes:
+        if v.winner is None:
+            continue
+        joined = piece.get(v.a, {v.a}) | piece.get(v.b, {v.b})
+        for t in joined:
+            piece[t] = joined
+    unique = {id(p): p for p in piece.values()}.values()
+    return sorted(unique, key=lambda p: (-len(p), min(p)))
+
+
+def unsettled(votes: Sequence[Vote]) -> str | None:
+    """Why the decided ``votes`` name no favourite, or ``None``: the best trial and the best of another piece
+    (``linked``) never compared, not even through others (the default review's first two pairs share no trial:
+    after two answers the favourite was the lower-numbered of two winners of one vote each), or the two best
+    tied."""
+    ranks = [r for r in ranking((), votes) if r.comparisons]
+    if len(ranks) < 2:
+        return None
+    pieces = linked(votes)
+    top = ranks[0].trial
+    own = next(p for p in pieces if top in p)
+    if len(pieces) > 1:
+        other = next(r.trial for r in ranks if r.trial not in own)
+        return f"the votes never compare trial {top} with trial {other}, not even through other trials"
+    if math.isclose(ranks[0].score, ranks[1].score, rel_tol=1e-9):
+        return f"trials {top} and {ranks[1].trial} tie in the votes"
+    return None

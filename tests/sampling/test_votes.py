@@ -150,3 +150,25 @@ def test_stored_entries_that_are_not_votes_are_ignored() -> None:
                      "frac": {"a": 1.9, "b": 2, "winner": 2}, "ok": {"a": 1.0, "b": 2, "winner": 2}}.items():
         study.set_user_attr(V.VOTE_PREFIX + key, raw)
     assert [(v.a, v.b, v.winner) for v in V.load_votes(study)] == [(1, 2, 2)]
+
+
+def test_a_favourite_needs_votes_that_link_it_to_the_rest(tmp_path: Path) -> None:
+    """The review's first two pairs share no trial: after ``2 > 3`` and ``1 > 0`` trials 1 and 2 had the same
+    strength, and ``export --by human`` wrote trial 1 as the person's favourite (the lower number) though nobody
+    had compared them; a 30-0 winner of one piece outranked a 1-0 winner of another the same way. The votes must
+    link the best trial to the others (directly or through others), and two best tied name no favourite."""
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    V.add_vote(study, 3, 2, 2, [3, 2, 0, 1])
+    V.add_vote(study, 0, 1, 1, [3, 2, 0, 1])
+    assert V.linked(V.load_votes(study)) == [{0, 1}, {2, 3}]
+    with pytest.raises(GantuneError, match=r"^--by human: the votes never compare trial 1 with trial 2, not even "
+                                           r"through other trials: compare them in gantune review s$"):
+        V.favourite(study)
+    V.add_vote(study, 2, 0, 2, [3, 2, 0, 1])  # 2 beats 0, which lost to 1: now linked
+    assert V.linked(V.load_votes(study)) == [{0, 1, 2, 3}] and V.favourite(study) == 2
+    tie = [V.Vote(4, 5, 4, ""), V.Vote(4, 5, 5, "")]
+    assert V.chosen(tie) == (None, "trials 4 and 5 tie in the votes")
+    assert V.chosen([V.Vote(4, 5, None, "")]) == (None, None)
+    # tau over the pairs the votes link only: across pieces the strengths are no comparison
+    assert V.kendall_tau([2.0, 1.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1]) == pytest.approx(-1.0)
+    assert V.kendall_tau([2.0, 1.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]) != pytest.approx(-1.0)
