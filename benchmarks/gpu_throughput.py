@@ -67,7 +67,7 @@ def main() -> None:
     print(f"device: {name}   DCGAN-32 (3x32x32), batch {args.batch}, {args.steps} steps per trial")
     print(f"{'trials':>7}{'per trial':>12}{'aggregate img/s':>17}{'end-to-end img/s':>18}{'vs bare':>9}"
           f"{'together':>10}")
-    print(f"{'bare':>7}{bare:>12.0f}{bare:>17.0f}{'':>18}{1.0:>8.2f}x")
+    print(f"{'bare':>7}{_rate(bare):>12}{_rate(bare):>17}{'':>18}{1.0:>8.2f}x")
     cpus = os.cpu_count() or 1
     for n in args.concurrency:
         collector = TimedCollector()
@@ -83,9 +83,15 @@ def main() -> None:
         ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
         span = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
         e2e = n * args.steps * args.batch / span
-        print(f"{n:>7}{aggregate / n:>12.0f}{aggregate:>17.0f}{e2e:>18.0f}{aggregate / bare:>8.2f}x"
+        print(f"{n:>7}{_rate(aggregate / n):>12}{_rate(aggregate):>17}{_rate(e2e):>18}{aggregate / bare:>8.2f}x"
               f"{100 * collector.together():>9.0f}%", flush=True)
     print(f"(work files in {workdir})")
+
+
+def _rate(img_s: float) -> str:
+    """An img/s figure: whole above 100, else three significant digits (a slow or busy CPU's end-to-end rate of
+    0.4 img/s printed as 0)."""
+    return f"{img_s:.0f}" if img_s >= 100 else f"{img_s:.3g}"
 
 
 if __name__ == "__main__":

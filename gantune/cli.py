@@ -331,7 +331,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=_folder,
                    help="also copy the chosen trial's generator weights into this directory")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage of the search")
-    _tracking_uri_arg(p)
+    _tracking_args(p, "the seed re-runs (nor read the weights' MLflow copy)")
     p.add_argument("--runs-dir", type=_folder, help="where the re-runs' run directories go (default: runs)")
     p.add_argument("--concurrent", type=int, help="re-runs at once")
 
@@ -352,20 +352,24 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     if not args.seeds and (unread := [flag for flag, set_ in given.items() if set_]):
         raise GantuneError(f"{', '.join(unread)}: for the seed re-runs (--seeds N), which this export does not make: "
                            "without them the best trial is exported as it is")
-    if args.tracking_uri is not None and not args.seeds and args.weights is None:  # read by nothing else: ignored
-        raise GantuneError("--tracking-uri: read for the seed re-runs (--seeds N) and the weights' fallback "
+    told = "--tracking-uri" if args.tracking_uri is not None else "--no-tracking" if args.no_tracking else None
+    if told and not args.seeds and args.weights is None:  # read by nothing else: ignored
+        raise GantuneError(f"{told}: read for the seed re-runs (--seeds N) and the weights' fallback "
                            "(--weights DIR), which this export does not use")
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = None if args.no_tracking else resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
-        from gantune.dburl import check_apart
         from gantune.search import SearchOptions
-        from gantune.tracking import MlflowTracker
 
-        check_apart(args.storage, uri, storage_named=args.tracking_uri is None)
+        observers = []
+        if uri is not None:  # --no-tracking: the re-runs go to the study and their run folders alone
+            from gantune.dburl import check_apart
+            from gantune.tracking import MlflowTracker
 
+            check_apart(args.storage, uri, storage_named=args.tracking_uri is None)
+            observers.append(MlflowTracker(uri, f"{args.search}-reruns", args.search))
         opts = SearchOptions(concurrent=args.concurrent, storage=args.storage, runs_dir=args.runs_dir or "runs",
-                             quiet=args.json, observers=[MlflowTracker(uri, f"{args.search}-reruns", args.search)])
+                             quiet=args.json, observers=observers)
     result = export(args.search, args.storage, top_k=args.top_k, seeds=args.seeds, steps=args.steps,
                     out=Path(args.out), weights=Path(args.weights) if args.weights else None, tracking_uri=uri,
                     search_opts=opts, trial=args.trial, by=args.by)
@@ -408,8 +412,9 @@ def _review(args: argparse.Namespace) -> dict[str, Any]:
         webbrowser.open(server.url)
     server.serve()
     summary = {**review.summary(), "url": server.url, "mlflow_parent_run_id": server.stop()}
-    emit(f"{summary['votes']} answers kept in the study" + (f"; favourite: trial {summary['favourite']}"
-                                                             if summary["favourite"] is not None else ""), args.json)
+    emit(f"{summary['votes']} answers kept in the study" + (
+        f"; favourite: trial {summary['favourite']}" if summary["favourite"] is not None else
+        f"; no favourite yet: {summary['unsettled']}" if summary["unsettled"] else ""), args.json)
     return summary
 
 

@@ -297,6 +297,10 @@ def test_bad_input_is_one_line_and_exit_2(searched: Path, tmp_path: Path, monkey
         (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "t.yaml"),
           "--tracking-uri", f"sqlite:///{tmp_path / 'elsewhere.db'}"], "--tracking-uri: read for the seed re-runs "
                                                                         "(--seeds N) and the weights' fallback"),
+        (["export", "exp", "--storage", f"sqlite:///{searched / 'optuna.db'}", "--out", str(tmp_path / "t.yaml"),
+          "--no-tracking"], "--no-tracking: read for the seed re-runs (--seeds N) and the weights' fallback"),
+        (["export", "exp", "--seeds", "1", "--no-tracking", "--tracking-uri", "sqlite:///x.db"],
+         "argument --tracking-uri: not allowed with argument --no-tracking"),
         (["train", str(weights.parent / "config.yaml"), "--out", str(blocker / "run")], "--out: cannot write"),
         # found by a fuzz: a traceback each, and the re-runs' study made (and an old one's deleted) before the flags
         (["generate", str(weights), "--out", str(tmp_path / "x.png"), "--n", str(10**13)], "out of memory"),
@@ -503,6 +507,20 @@ def test_export_refuses_weights_it_cannot_write_before_the_reruns(searched: Path
     assert proc.returncode == 2 and err == (f"gantune export: error: --weights: cannot write {tmp_path / 'file' / 'w'} "
                                             f"({tmp_path / 'file'} is not a writable directory)"), err
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == before
+
+
+def test_seed_reruns_with_no_tracking_write_no_mlflow_store(searched: Path, tmp_path: Path) -> None:
+    """``export --seeds`` had no ``--no-tracking`` (search and train have it): the re-runs always created the
+    default ``mlflow.db`` in the working folder. With it they go to the study and their run folders alone."""
+    import shutil
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    shutil.copy(searched / "optuna.db", tmp_path / "optuna.db")
+    proc = _run(["export", "exp", "--storage", storage, "--seeds", "1", "--steps", "20", "--no-tracking"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "best.yaml").is_file() and (tmp_path / "runs" / "exp-reruns").is_dir()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    assert [t.state.name for t in optuna.load_study(study_name="exp-reruns", storage=storage).trials] == ["COMPLETE"]
 
 
 def test_export_weights_leave_no_tracking_store_behind(searched: Path, tmp_path: Path) -> None:

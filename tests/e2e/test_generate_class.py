@@ -209,3 +209,22 @@ def test_a_trailing_slash_asks_for_a_folder(tmp_path: Path, capsys: pytest.Captu
     assert (tmp_path / "grid.png").read_bytes() == b"mine"
     assert main(["generate", str(weights), "--interpolate", "3", "--out", f"{tmp_path / 'walk.png'}/"]) == 2
     assert "an interpolation is one file" in capsys.readouterr().err and not (tmp_path / "walk.png").exists()
+
+
+def test_the_samples_list_keeps_both_kinds_and_reads_seven_digit_names(tmp_path: Path) -> None:
+    """The list a write leaves while it runs names the earlier write's files as well as its own, of either kind
+    (points' ``samples.csv`` before images, say), so a write stopped part-way leaves none of them unlisted; past
+    999,999 a sample's name has 7 digits and is still its own, a zero-padded 7-digit name never."""
+    from gantune.generate import SAMPLES_LIST, _own_files
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / SAMPLES_LIST).write_text(json.dumps({"files": ["samples.csv", "samples.png"]}))
+    ours, listed = _own_files(out, 3, points=False)
+    assert listed == {"numbered": 3, "files": ["samples.csv", "samples.png"]}
+    assert ours("samples.csv") and not ours("000000.png")  # images of the earlier write's: none
+    (out / SAMPLES_LIST).write_text(json.dumps({"numbered": 1_000_001}))
+    ours, listed = _own_files(out, 2, points=True)
+    assert listed == {"numbered": 1_000_001, "files": ["samples.csv", "samples.png"]}
+    assert ours("1000000.png") and ours("000007.png") and not ours("1000001.png")
+    assert not ours("0000007.png") and not ours("000007.PNG") and not ours("notes.txt")

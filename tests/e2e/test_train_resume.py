@@ -159,3 +159,25 @@ def test_a_tracking_server_lost_mid_run_is_one_warning_and_the_run_trains_on(
     assert run_training(opts)["mlflow_run_id"] == run.info.run_id
     run = MlflowClient(uri).get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "gantune.tracking_lost" not in run.data.tags
+
+
+def test_a_run_whose_params_fail_to_log_is_ended_not_left_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's id was kept only after its params were logged: a store failing there (a server refusing the batch)
+    left the run just created RUNNING for good, as the last try to end it did not know it."""
+    from mlflow.exceptions import MlflowException
+
+    from gantune import tracking
+
+    _, uri, opts = _tracked_run(tmp_path, monkeypatch, 20, "run")
+
+    def refused(client: Any, run_id: str, params: dict[str, Any]) -> None:
+        raise MlflowException("INVALID_PARAMETER_VALUE: too many params")
+
+    monkeypatch.setattr(tracking, "_log_params", refused)
+    summary = run_training(opts)
+    assert summary["status"] == "completed" and summary["tracking_error"].startswith("MlflowException: INVALID")
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.status, r.data.tags.get("gantune.tracking_lost")) for r in runs] == [
+        ("KILLED", summary["tracking_error"])]
