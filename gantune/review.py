@@ -242,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            for key, value in FRAMING.items():
+                self.send_header(key, value)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
@@ -255,6 +257,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # one line per request would bury the URL
         pass
+
+
+#: every answer's: no other site's page may show the review in a frame, where clicks it tricks would be votes
+FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
 @route(GET, r"/")
@@ -282,6 +288,11 @@ def _vote(h: _Handler, _: re.Match[str]) -> None:
     only the review page itself can vote."""
     if h.headers.get_content_type() != "application/json":
         h.send_json({"error": "a vote is a JSON body (Content-Type: application/json)"}, 415)
+        return
+    port = h.server.server_address[1]  # type: ignore[index]
+    if (origin := h.headers.get("Origin")) is not None and origin.lower() not in {
+            f"http://127.0.0.1:{port}", f"http://localhost:{port}"}:  # a browser names the page that sends
+        h.send_json({"error": f"this review takes votes from its own page, not from {origin[:100]}"}, 403)
         return
     given = h.headers.get("Content-Length") or "0"
     if not given.isdigit() or int(given) > 10_000:  # a negative one read until the client hung up
@@ -405,8 +416,9 @@ PAGE = """<!DOCTYPE html>
 let pair = null;
 const $ = (id) => document.getElementById(id);
 const buttons = ["left", "right", "skip"].map($);
-function render(s) {
-  if (s.error) { $("error").textContent = s.error; return; }
+function render(s, keepError) {
+  if (s.error) { $("error").textContent = s.error; reload(); return; }
+  if (!keepError) $("error").textContent = "";
   pair = s.pair;
   $("left-img").src = "grid/" + pair[0] + ".png";
   $("right-img").src = "grid/" + pair[1] + ".png";
@@ -420,6 +432,11 @@ function render(s) {
     fmt(r.score) + "</td><td>" + r.wins + "/" + r.comparisons + "</td><td>" + fmt(r.win_rate) + "</td><td>" +
     fmt(r.value) + "</td></tr>").join("");
   buttons.forEach((b) => { b.disabled = false; });
+}
+function reload() {  // after a refused vote (a page left open while the review restarted): the pair it asks now
+  const enable = () => buttons.forEach((b) => { b.disabled = false; });
+  fetch("api/state").then((r) => r.json()).then((s) => { if (s.error) enable(); else render(s, true); })
+    .catch(enable);
 }
 async function vote(side) {
   if (!pair || buttons[0].disabled) return;

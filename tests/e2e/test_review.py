@@ -188,6 +188,21 @@ def test_answers_over_http_survive_a_restart_and_pick_the_export(fresh: Path, ca
         conn.request("GET", "/api/state")
         assert conn.getresponse().status == 200
         conn.close()
+        # found in review: another site's page could show the review in a frame and trick clicks into votes; a
+        # vote whose browser names another page as its sender is refused, and no page may frame the review
+        for origin, code in (("http://evil.example", 403), (f"http://localhost:{where.port}", 400)):
+            conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+            conn.request("POST", "/api/vote", body=json.dumps({"a": a, "b": b, "winner": 999}),
+                         headers={"Content-Type": "application/json", "Origin": origin})
+            response = conn.getresponse()
+            assert response.status == code, (origin, response.read())
+            conn.close()
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.getheader("X-Frame-Options") == "DENY"
+        assert response.getheader("Content-Security-Policy") == "frame-ancestors 'none'"
+        conn.close()
         assert _http(url + "api/state")["votes"] == 5
     finally:
         summary = _stop(proc)
