@@ -119,11 +119,24 @@ def _status_counts(trials: list[FrozenTrial]) -> Any:
     return fig
 
 
+def _comparable(study: optuna.Study) -> tuple[optuna.Study, str]:
+    """The study Optuna's charts draw: the trials that may be ranked together (``ranked``) in a study of their
+    own where some were measured otherwise (another dataset, metric set or sample count: the history's best line
+    climbed to a trial the page's own ranking left out), with the line that says so; else the study itself."""
+    done, note = ranked(study)
+    if note is None:
+        return study, ""
+    kept = optuna.create_study(directions=study.directions)
+    kept.add_trials(done)
+    return kept, f"The charts of the objective leave out the trials measured otherwise: {note}."
+
+
 def _charts(study: optuna.Study, trials: list[FrozenTrial], objective_names: list[str]) -> list[dict[str, str]]:
     import optuna.visualization as ov
 
     multi = len(study.directions) > 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    study, left_out = _comparable(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     target = (lambda t: t.values[0]) if multi else None
     name = objective_names[0]
     # (title, completed trials it needs, whether it plots params, figure): Optuna's charts of fewer log a warning
@@ -144,14 +157,15 @@ def _charts(study: optuna.Study, trials: list[FrozenTrial], objective_names: lis
         specs.append(("Pareto front", 1, False, lambda: ov.plot_pareto_front(study, target_names=objective_names)))
     charts: list[dict[str, str]] = []
     explored = any(t.user_attrs.get("pbt_lineage") for t in trials)
-    for title, needs, plots_params, make in specs:
+    for n, (title, needs, plots_params, make) in enumerate(specs):
         try:
             if len(complete) < needs:
                 raise ValueError(f"needs at least {needs} completed trial{'s' * (needs > 1)}")
             fig = make()
             fig.update_layout(autosize=True, width=None)  # fill the section instead of a fixed width
+            captions = [PBT_CHART_NOTE if explored and plots_params else "", left_out if n >= 2 else ""]
             charts.append({"title": title, "html": fig.to_html(full_html=False, include_plotlyjs=False),
-                           "caption": PBT_CHART_NOTE if explored and plots_params else ""})
+                           "caption": " ".join(c for c in captions if c)})
         except (ValueError, RuntimeError) as err:
             charts.append({"title": title, "html": "", "note": f"Not available: {err}"})
     return charts

@@ -302,6 +302,7 @@ def train(
     evaluator: EvaluatorFactory = Evaluator,
     on_samples: Callable[[int, bytes], None] | None = None,
     on_provenance: Callable[[dict[str, Any]], None] | None = None,
+    seconds: tuple[float, float] | None = None,
 ) -> TrialResult:
     """Train one configured GAN; see the module docstring for the callback contract.
 
@@ -316,6 +317,8 @@ def train(
         evaluator: builds the evaluation hook (the metric set) for this config and data.
         on_samples: receives ``(step, png_bytes)`` of the sample grid at each evaluation, and at the step the
             trial stopped when that was not an evaluation step.
+        seconds: the (wall, evaluation) seconds a resumed run counts on from, where not its checkpoint's: a PBT
+            member trains on from a donor's checkpoint, whose seconds are the donor's.
         on_provenance: receives ``Evaluator.provenance`` (how the values are measured, with the real-vs-real
             floor) once, before the first step.
     """
@@ -352,6 +355,8 @@ def train(
             raise unfit_checkpoint(out.rd.path, err) from None
         _set_rng_state(ckpt["rng"], dev, data, evaluation)
         start, evaluation.seconds, prior_wall = int(ckpt["step"]), float(ckpt["eval_s"]), float(ckpt["wall_s"])
+        if seconds is not None:
+            prior_wall, evaluation.seconds = seconds
         last, last_eval = dict(ckpt.get("last", {})), dict(ckpt.get("last_eval", {}))
     if out.rd is not None:  # a run from step 0 (one killed before its first checkpoint) starts a fresh log
         best.recall(out.rd.trim_metrics(start))

@@ -34,7 +34,7 @@ from gantune.config import TrialConfig
 from gantune.devices import cap_memory, trial_device
 from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
-from gantune.health import HealthMonitor, first_nonfinite, objective_fields
+from gantune.health import EVAL_SECONDS, HealthMonitor, first_nonfinite, objective_fields
 from gantune.metrics import metric_keys
 from gantune.rundir import CHECKPOINT, atomic_write, copy_file, read_metrics
 from gantune.search.carry import unpack
@@ -85,6 +85,8 @@ def run_trial(config: dict[str, Any], carried: bytes | None = None) -> None:
 def _run_in(run_dir: Path, config: dict[str, Any], cfg: TrialConfig, share: float, pbt: bool,
             shipper: Shipper | None) -> None:
     restored_from = restore_checkpoint(run_dir, tune.get_checkpoint() if pbt else None)
+    # a clone counts its own seconds on, not its donor's (read before the resume cuts its metrics.jsonl)
+    own = own_seconds(run_dir) if restored_from and restored_from[RESTORED_TRIAL] != config["number"] else None
     monitor = HealthMonitor.for_trial(cfg) if config["health"] else None
     should_stop = member_monitor(monitor, run_dir, restored_from, int(config["number"]))
     reporter = Reporter(config["objectives"][0], trial=int(config["number"]), run_dir=run_dir,
@@ -93,7 +95,8 @@ def _run_in(run_dir: Path, config: dict[str, Any], cfg: TrialConfig, share: floa
     final: dict[str, Any]
     try:
         result = train(cfg, report=reporter, should_stop=should_stop, run_dir=run_dir, on_samples=reporter.samples,
-                       on_provenance=reporter.provenance, device=trial_device(share), resume=bool(restored_from))
+                       on_provenance=reporter.provenance, device=trial_device(share), resume=bool(restored_from),
+                       seconds=own)
     except Exception as err:
         if not is_oom(err):
             raise
@@ -126,6 +129,16 @@ def member_monitor(monitor: HealthMonitor | None, run_dir: Path, restored_from: 
     since = json.loads((run_dir / CLONED).read_text())["step"] if (run_dir / CLONED).is_file() else -math.inf
     given = monitor.replay([r for r in read_metrics(run_dir) if since < r["step"] <= restored_from[RESTORED_STEP]])
     return monitor if given is None else (lambda record: given)
+
+
+def own_seconds(run_dir: Path) -> tuple[float, float]:
+    """The (wall, evaluation) seconds a PBT member had trained when it cloned a donor: its last record's, from its
+    run folder. It trained on from the donor's checkpoint, which carries the donor's: its timeline bar and
+    evaluation share counted the donor's whole training as its own."""
+    records = read_metrics(run_dir)
+    wall = next((float(r["wall_s"]) for r in reversed(records) if "wall_s" in r), 0.0)
+    evaluating = next((float(r[EVAL_SECONDS]) for r in reversed(records) if EVAL_SECONDS in r), 0.0)
+    return wall, evaluating
 
 
 def check_reported(cfg: TrialConfig, objectives: list[str], where: str) -> None:

@@ -210,3 +210,26 @@ def test_a_trial_on_a_cluster_ships_its_files_at_each_evaluation_and_leaves_no_f
         trainable.unpack_files(files, driver)
     assert [r["step"] for r in trainable.read_metrics(driver) if "mode_kl" in r] == [20, 40]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("gantune-trial-")]
+
+
+def test_a_pbt_clone_counts_its_own_seconds_on_not_its_donors(tmp_path: Path) -> None:
+    """A member that cloned a donor trains on from the donor's checkpoint, which carries the donor's wall and
+    evaluation seconds: its metrics.jsonl jumped from 1.4 s to 12 s in one interval and the report drew the donor's
+    whole training as its own. It counts on from its own last record's seconds."""
+    from gantune.rundir import RunDir
+    from gantune.search.trainable import own_seconds
+    from gantune.trial import train
+
+    member = RunDir(tmp_path / "member")
+    member.append_metrics({"step": 50, "wall_s": 1.25, "loss_d": 1.0})
+    member.append_metrics({"step": 100, "wall_s": 2.5, "eval_s": 0.75, "mode_kl": 1.0})
+    member.append_metrics({"step": 150, "wall_s": 3.0, "loss_d": 1.0})
+    assert own_seconds(member.path) == (3.0, 0.75) and own_seconds(tmp_path / "none") == (0.0, 0.0)
+    donor = tmp_path / "donor"
+    cfg = tiny(train={"steps": 20, "checkpoint_every": 10})
+    train(cfg, run_dir=donor, device="cpu")
+    (donor / "metrics.jsonl").unlink()  # the clone's folder holds the donor's checkpoint and its own records only
+    longer = tiny(train={"steps": 30, "checkpoint_every": 10})
+    result = train(longer, run_dir=donor, device="cpu", resume=True, seconds=(1000.0, 7.0))
+    assert result.wall_s > 1000.0 and result.eval_s >= 7.0
+    assert all(r["wall_s"] > 1000.0 for r in RunDir(donor).read_metrics())
