@@ -21,7 +21,7 @@ from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
 from gantune.events import first_line
 from gantune.provenance import describe, floor_scored, trial_numbers
-from gantune.registry import Registry
+from gantune.registry import Registry, plugin_hint
 from gantune.streams import outliving
 
 
@@ -650,8 +650,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         plugins.load([*args.plugin, *args.plugin_after])
         summary = command.run(args)
-    except GantuneError as err:
-        print(f"gantune {args.command}: error: {err}", file=sys.stderr)
+    except GantuneError as err:  # a name a plugin of an earlier command registered: every command says so
+        print(f"gantune {args.command}: error: {plugin_hint(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in MACHINE_ERRNOS:

@@ -6,6 +6,7 @@ name gets an error that lists what exists.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -17,10 +18,13 @@ T = TypeVar("T")
 
 
 def plugin_hint(text: str) -> str:
-    """``text``, an error read back from what an earlier run stored, with a hint where it names an unknown entry:
-    what a plugin registered then is unknown to a command run without that plugin."""
-    return f"{text} (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)" if "unknown " in text \
-        else text
+    """``text``, an error of a command, with a hint where it names an entry no registry holds (``unknown loss
+    'x'``, ``unknown metric 'x'``): what a plugin registered is unknown to a command run without that plugin (an
+    export, a resume, a train of an exported config). Said once; an unknown key is no plugin's."""
+    kinds = "|".join(re.escape(kind) for kind in Registry.ALL)
+    if "registered by a plugin?" in text or not re.search(rf"\bunknown (?:{kinds}) '", text):
+        return text
+    return f"{text} (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)"
 
 
 class Registry(Generic[T]):

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+import yaml
 
 from gantune.catalogue import config_from_dict
 from gantune.data import DATASETS, Mixture, dataset, is_points, load_data
@@ -378,9 +379,19 @@ def test_a_search_of_a_plugins_sampler_or_loss_read_without_it_is_one_line(
     assert main(["export", "lossy", "--storage", storage, "--seeds", "1", "--out", str(tmp_path / "b.yaml"),
                  "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown loss 'ragan_gone'" in err[0], err
+    # found in review: export, search --resume and train named the loss without the hint report gave
+    assert len(err) == 1 and err[0].endswith("unknown loss 'ragan_gone'; choose one of: " + ", ".join(LOSSES.names())
+                                             + " (registered by a plugin? give it: gantune --plugin FILE_OR_MODULE "
+                                             "...)"), err
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**tiny().to_dict(), "loss": {"name": "ragan_gone"}}))
+    assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "c"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("(registered by a plugin? give it: gantune --plugin FILE_OR_MODULE ...)")
+    (tmp_path / "c.yaml").unlink()
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2  # another error: no hint
+    assert "registered by a plugin" not in capsys.readouterr().err
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["plugged", "lossy"]  # no re-runs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db"]  # no runs/, ml.db, b.yaml or r.html
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db"]  # no runs/, ml.db, b.yaml, r.html or c/
 
 
 def test_a_registration_that_does_not_pickle_is_named_in_one_line() -> None:
@@ -519,6 +530,10 @@ def test_a_datasets_images_are_fitted_to_the_resolution_and_a_wrong_shape_is_one
     def cloud(cfg: DataConfig) -> tuple[torch.Tensor, None, None]:
         return torch.randn(100, 2), None, None
 
+    @dataset("shifted_plugin", channels=1, labelled=True)
+    def shifted(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor]:  # classes -1 to 2: one off
+        return None, torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 4 - 1
+
     try:
         for res in (8, 32):
             real = load_data(DataConfig(name="blobs_plugin", resolution=res), torch.device("cpu"), 0)
@@ -529,8 +544,12 @@ def test_a_datasets_images_are_fitted_to_the_resolution_and_a_wrong_shape_is_one
         with pytest.raises(DataError, match="dataset 'cloud_plugin' is 2-D points, and its builder returned Tensor "
                                             "for the mixture"):
             load_data(DataConfig(name="cloud_plugin"), torch.device("cpu"), 0)
+        # found in review: one negative label read the whole set as unlabelled ("has no class labels")
+        with pytest.raises(DataError, match=r"dataset 'shifted_plugin' returned labels from -1 to 2: expected "
+                                            r"classes 0 to K - 1 \(or -1 for every image: labels unknown\)"):
+            load_data(DataConfig(name="shifted_plugin", resolution=8), torch.device("cpu"), 0)
     finally:
-        for name in ("blobs_plugin", "flat_plugin", "cloud_plugin"):
+        for name in ("blobs_plugin", "flat_plugin", "cloud_plugin", "shifted_plugin"):
             DATASETS.remove(name)
 
 

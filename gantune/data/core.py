@@ -342,6 +342,10 @@ def _check_built(name: str, ds: Dataset, mixture: Any, images: Any, heldout: Any
             type(labels).__name__
         raise DataError(f"data.name: dataset {name!r} returned labels {got} for {len(images)} images: expected "
                         "one whole-number class a image, a 1-D tensor")
+    if labels is not None and len(labels) and int(labels.min()) < 0 and not bool((labels == -1).all()):
+        # one negative label read the whole set as unlabelled: "has no class labels" of a labelled dataset
+        raise DataError(f"data.name: dataset {name!r} returned labels from {int(labels.min())} to "
+                        f"{int(labels.max())}: expected classes 0 to K - 1 (or -1 for every image: labels unknown)")
 
 
 def load_data(cfg: DataConfig, device: torch.device, seed: int) -> RealData:
