@@ -181,3 +181,35 @@ def test_a_run_whose_params_fail_to_log_is_ended_not_left_running(
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.status, r.data.tags.get("gantune.tracking_lost")) for r in runs] == [
         ("KILLED", summary["tracking_error"])]
+
+
+def test_a_runs_config_names_its_image_folder_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data.path: imgs`` was written to the run's config.yaml as it was given: ``train run/config.yaml --resume``
+    from another folder failed ("image folder imgs does not exist"). The run's config names the folder absolute
+    (from the working folder the run read it from), as a search's trials do; the same run resumes from anywhere."""
+    import yaml
+
+    from tests.conftest import grey_folder, tiny_images
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    grey_folder(work / "imgs")
+    raw = tiny_images(data={"name": "folder", "path": "imgs", "channels": 1},
+                      train={"steps": 20, "checkpoint_every": 10}, eval={"every": 10, "metrics": []}).to_dict()
+    raw["data"]["path"] = "imgs"  # as the user wrote it
+    (work / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(work)
+    assert run_training(TrainOptions(config="cfg.yaml", out="run", tracking=False))["status"] == "completed"
+    written = yaml.safe_load((work / "run" / "config.yaml").read_text())
+    assert written["data"]["path"] == str(work / "imgs")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = run_training(TrainOptions(config=str(work / "run" / "config.yaml"), out=str(work / "run"), steps=30,
+                                        resume=True, tracking=False))
+    assert resumed["status"] == "completed" and resumed["steps"] == 30
+    monkeypatch.chdir(work)  # a run written before (its config.yaml relative) resumes from its own folder as before
+    (work / "run" / "config.yaml").write_text(yaml.safe_dump({**written, "data": {**written["data"], "path": "imgs"}}))
+    assert run_training(TrainOptions(config="cfg.yaml", out="run", steps=40, resume=True,
+                                     tracking=False))["steps"] == 40
