@@ -338,7 +338,6 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.export import export
-    from gantune.tracking import resolve_tracking_uri
 
     for flag, value, least in (("--top-k", args.top_k, 1), ("--seeds", args.seeds, 0), ("--steps", args.steps, 1)):
         if value is not None and value < least:  # each names its flag (one line named three)
@@ -356,7 +355,11 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     if told and not args.seeds and args.weights is None:  # read by nothing else: ignored
         raise GantuneError(f"{told}: read for the seed re-runs (--seeds N) and the weights' fallback "
                            "(--weights DIR), which this export does not use")
-    uri = None if args.no_tracking else resolve_tracking_uri(args.tracking_uri)
+    uri = None
+    if not args.no_tracking:  # MLflow's import takes seconds: an export without tracking never pays it
+        from gantune.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri)
     opts = None
     if args.seeds:
         from gantune.search import SearchOptions

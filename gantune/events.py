@@ -110,16 +110,20 @@ def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
+#: how many ``drain_s`` an observer that still answers is waited for at most (a backlog of a slow server)
+PATIENCE = 10
+
+
 class ObserverThread:
     """Runs an observer's events in order on a background thread.
 
     The first failure disables the observer for the rest of the search (one warning line, kept in
     ``error``): a dead tracking server then costs the search nothing. ``search_ended`` and
-    ``search_interrupted`` wait for the queue while it moves: until no event has finished for ``drain_s`` seconds,
-    so the search always finishes, and a slow server with a backlog (many trials ending together, each uploading
-    its weights) is waited for, not taken for a dead one (a whole-queue deadline dropped the rest of a working
-    tracker's events and ended its runs KILLED). After a failure they give the observer's ``abandon(why)`` one try
-    (the MLflow runs it had open stayed RUNNING for good).
+    ``search_interrupted`` wait for the queue while it moves: until no event has finished for ``drain_s`` seconds
+    (or ``PATIENCE`` times that in all), so the search always finishes, and a slow server with a backlog (many
+    trials ending together, each uploading its weights) is waited for, not taken for a dead one (a whole-queue
+    deadline dropped the rest of a working tracker's events and ended its runs KILLED). After a failure they give
+    the observer's ``abandon(why)`` one try (the MLflow runs it had open stayed RUNNING for good).
     """
 
     def __init__(self, observer: Any, drain_s: float = 60.0, say: Callable[[str], None] = warn) -> None:
@@ -182,11 +186,16 @@ class ObserverThread:
         return out[0] if out else None
 
     def _wait(self, done: threading.Event) -> bool:
-        """Wait for ``done`` while the thread makes progress: false once no event has finished for ``drain_s``."""
-        seen = self._finished
+        """Wait for ``done`` while the thread makes progress, at most ``PATIENCE`` times ``drain_s`` in all (one
+        line says so past the first ``drain_s``): false once no event has finished for ``drain_s``."""
+        seen, waited = self._finished, 0
         while not done.wait(self.drain_s):
-            if self._finished == seen:
+            waited += 1
+            if self._finished == seen or waited >= PATIENCE:
                 return False
+            if waited == 1:
+                self.say(f"{self.name} is slow: waiting while it answers ({self._queue.qsize()} events queued, "
+                         f"at most {PATIENCE * self.drain_s:g}s)")
             seen = self._finished
         return True
 

@@ -383,9 +383,11 @@ def weights_problem(c: Candidate, search: str, uid: str | None, tracking_uri: st
             return f"{f} is not the trial's ({why})"
     if found:
         return None
+    if tracking_uri is None:  # --no-tracking: MLflow is not asked
+        return "no weights in the run folder"
     from gantune.tracking import trial_weights_logged
 
-    if tracking_uri is not None and trial_weights_logged(tracking_uri, search, uid, c.trial.number):
+    if trial_weights_logged(tracking_uri, search, uid, c.trial.number):
         return None
     return "no weights in the run folder or in MLflow"
 
@@ -439,7 +441,8 @@ def copy_weights(search: str, uid: str | None, chosen: Candidate, dest: Path, tr
     if not got:
         clear()
         where = src if src is not None else "its run folder (none recorded)"
-        raise GantuneError(f"--weights: no weights of trial {number} in {where} or in MLflow")
+        raise GantuneError(f"--weights: no weights of trial {number} in {where}"
+                           + (" or in MLflow" if tracking_uri is not None else " (--no-tracking: MLflow not asked)"))
     for n in {GENERATOR, BEST_GENERATOR} - {Path(g).name for g in got}:  # an earlier export's, of another trial:
         (dest / n).unlink(missing_ok=True)  # `generate` of it sampled that trial beside this one's config
     return got

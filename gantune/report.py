@@ -126,8 +126,12 @@ def _comparable(study: optuna.Study) -> tuple[optuna.Study, str]:
     done, note = ranked(study)
     if note is None:
         return study, ""
+    keep = {t.number for t in done}
     kept = optuna.create_study(directions=study.directions)
-    kept.add_trials(done)
+    # every trial, in order, so each keeps its number (a study numbers what it is given from 0): those left out
+    # as failed, which no chart draws
+    kept.add_trials([t if t.number in keep or t.state != TrialState.COMPLETE else optuna.trial.create_trial(
+        state=TrialState.FAIL, params=t.params, distributions=t.distributions) for t in study.get_trials()])
     return kept, f"The charts of the objective leave out the trials measured otherwise: {note}."
 
 

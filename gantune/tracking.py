@@ -497,10 +497,14 @@ class MlflowTracker:
         lineage = attrs.get("pbt_lineage") or []
         if (path := trial_run_dir(attrs)) is not None and path.is_dir():
             run_dir = RunDir(path)
-            for record in run_dir.read_metrics():  # with what the search reported beside it (ASHA's objective)
+            records = run_dir.read_metrics()
+            for record in records:  # with what the search reported beside it (ASHA's objective)
                 logger.log(*on_pbt_axis(lineage, {**record, **objective_fields(record, self.objective)}), have)
+            kept = {int(r["step"]) for r in records}
             for step, png in run_dir.grids():
-                if pbt_step(lineage, step) not in grids:
+                # a PBT member's grid of a stretch a clone of an earlier checkpoint left (its records cut, the grid
+                # kept) is no grid of the run it went on with
+                if pbt_step(lineage, step) not in grids and (not lineage or step in kept):
                     logger.image(png.read_bytes(), pbt_step(lineage, step))
             files = [f for f in (path / GENERATOR, path / BEST_GENERATOR, path / CONFIG) if f.is_file()]
         status = Status(attrs.get(STATUS_KEY, Status.FAILED.value))

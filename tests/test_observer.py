@@ -277,10 +277,12 @@ def test_a_slow_tracker_with_a_backlog_is_waited_for_while_it_answers() -> None:
         def search_ended(self, summary: dict[str, Any]) -> dict[str, Any]:
             return {**summary, "ended": True}
 
-    thread = ObserverThread(Slow(), drain_s=0.5, say=pytest.fail)
+    waiting: list[str] = []
+    thread = ObserverThread(Slow(), drain_s=0.5, say=waiting.append)
     for n in range(200):
         thread.trial_result(n, {})
     assert thread.search_ended({}) == {"ended": True} and logged == list(range(200))
+    assert len(waiting) == 1 and waiting[0].startswith("Slow is slow: waiting while it answers ("), waiting
 
     stuck = threading.Event()
 
@@ -305,7 +307,7 @@ def test_a_pbt_member_that_cloned_an_earlier_checkpoint_logs_on_steps_that_go_on
     import optuna
 
     from gantune.rundir import RunDir
-    from gantune.tracking import _RunLogger, pbt_step
+    from gantune.tracking import _logged, _RunLogger, pbt_step
 
     clone = {"step": 200, "from_trial": 1, "from_step": 400, "params": {}, "changed": {}}
     assert [pbt_step([clone], s) for s in (100, 200, 300, 400)] == [100, 200, 500, 600]
@@ -330,9 +332,18 @@ def test_a_pbt_member_that_cloned_an_earlier_checkpoint_logs_on_steps_that_go_on
     run_dir = RunDir(tmp_path / "member")  # what the member's folder holds: cut at the clone's step
     for step, loss in ((100, 1.0), (200, 1.0), (300, 2.0), (400, 2.0)):
         run_dir.append_metrics({"step": step, "loss_d": loss})
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (4, 4)).save(png, format="PNG")
+    run_dir.save_samples(400, png.getvalue())  # the new stretch's
+    run_dir.save_samples(350, png.getvalue())  # of the stretch the clone left: no record of 350 kept, not this run's
     trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
         "run_dir": str(run_dir.path), "pbt_lineage": [clone], "steps": 400, "gantune_status": "pruned:collapsed"})
     logger = _RunLogger(client, tracker.children[1])
     tracker._mend(logger, trial, set(), set())
+    assert _logged(client, client.get_run(tracker.children[1]))[1] == {600}
     mended = [(m.step, m.value) for m in client.get_metric_history(tracker.children[1], "loss_d")]
     assert sorted(mended) == [(100, 1.0), (200, 1.0), (500, 2.0), (600, 2.0)]

@@ -114,6 +114,11 @@ def test_export_and_report_say_so_in_one_line(tmp_path: Path, capsys: Any) -> No
     # found in review: Optuna's charts drew the whole study, their best line at a trial the page leaves out
     assert page.count("The charts of the objective leave out the trials measured otherwise: trial 0 was") == 2  # (the
     # history and the slice: the rest need two comparable trials)
+    from gantune.report import _comparable
+
+    charted, _ = _comparable(optuna.load_study(study_name="mixed", storage=storage))
+    # each trial keeps its number (a study made of trial 1 alone numbered it 0), the one left out as failed
+    assert [(t.number, t.state.name, t.values) for t in charted.trials] == [(0, "FAIL", None), (1, "COMPLETE", [3.0])]
 
 
 def test_a_floor_on_fewer_training_samples_is_said_in_the_export_and_the_report(tmp_path: Path, capsys: Any) -> None:

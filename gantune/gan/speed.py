@@ -55,19 +55,22 @@ class Speed:
             return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return net
 
-    def compiled(self, net: nn.Module, stages: int = 1) -> nn.Module:
-        """``net``'s compiled twin with ``compile`` (``net`` itself without): it shares ``net``'s parameters and
-        buffers, so training through it trains ``net``, whose state_dict keys stay the same. ``net`` stays eager:
-        a penalty's gradient (WGAN-GP, R1) needs a double backward, which a compiled graph does not support.
+    def compiled(self, *nets: nn.Module, stages: int = 1) -> list[nn.Module]:
+        """Each net's compiled twin with ``compile`` (the nets themselves without): it shares the net's parameters
+        and buffers, so training through it trains the net, whose state_dict keys stay the same. The nets stay
+        eager: a penalty's gradient (WGAN-GP, R1) needs a double backward, which a compiled graph does not support.
 
-        ``stages``: the shapes the net takes (a progressive net's resolutions and fades). Each needs its own graphs,
-        two a stage (with and without gradients to its input or weights: D in its own step and in G's, G in the
-        critic steps and the last), and the compiler keeps at most ``recompile_limit`` (8) before it runs the net
-        eagerly, quietly: a net grown from 8 to 32 px trained its longest, last stage uncompiled."""
+        ``stages``: the shapes the nets take (a progressive net's resolutions and fades). Each needs graphs of its
+        own, two a stage (with and without gradients to its input or weights: D in its own step and in G's, G in
+        the critic steps and the last; a third kept to spare), and the compiler keeps at most ``recompile_limit``
+        (8) per function before it runs the net eagerly, quietly: a net grown from 8 to 32 px trained its longest,
+        last stage uncompiled. The limit counts every net of the process (a Ray worker trains trial after trial):
+        the compiler starts afresh for each trainer, or the next trial's nets ran eagerly from their start."""
         if not self.compile:
-            return net
+            return list(nets)
+        torch._dynamo.reset()
         _allow_recompiles(3 * stages)
-        return torch.compile(net)  # type: ignore[return-value]
+        return [torch.compile(net) for net in nets]  # type: ignore[misc]
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """bf16 autocast of a forward pass, or nothing."""

@@ -129,8 +129,7 @@ class GANTrainer:
         # weights: evaluation and the penalties' double backward run through them
         growth = GrowthSchedule.of_config(cfg)
         stages = 1 if growth is None else 2 * growth.levels + 1  # each resolution, and each fade between two
-        self._g_fast = self.speed.compiled(self.G, stages)
-        self._d_fast = self.speed.compiled(self.D, stages)
+        self._g_fast, self._d_fast = self.speed.compiled(self.G, self.D, stages=stages)
         self._g_params: list[Tensor] = list(self.G.parameters())
         self._d_params: list[Tensor] = list(self.D.parameters())
         self._ema_params: list[Tensor] = list(self.G_ema.parameters()) if self.G_ema is not None else []

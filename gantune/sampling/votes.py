@@ -151,10 +151,11 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], groups: Sequence[int] | 
     """Kendall's tau-b of two paired sequences (ties allowed); ``None`` when it is undefined (fewer than two
     pairs, or one side all tied). ``groups``: only pairs of the same group count (the pieces the votes link:
     ``linked``; across them ``x`` is no comparison)."""
-    concordant = discordant = ties_x = ties_y = 0
+    concordant = discordant = ties_x = ties_y = counted = 0
     for i, j in itertools.combinations(range(len(x)), 2):
         if groups is not None and groups[i] != groups[j]:
             continue
+        counted += 1
         dx, dy = x[i] - x[j], y[i] - y[j]
         if dx == 0 and dy == 0:
             continue
@@ -168,7 +169,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], groups: Sequence[int] | 
             discordant += 1
     n0 = concordant + discordant
     denom = math.sqrt((n0 + ties_x) * (n0 + ties_y))
-    return (concordant - discordant) / denom if denom else None
+    return (concordant - discordant) / denom if denom and counted >= 2 else None
 
 
 # -- the study's record -------------------------------------------------------------------------------------------
@@ -214,7 +215,8 @@ def favourite(study: optuna.Study) -> int:
     it (``unsettled``)."""
     trial, why = chosen(load_votes(study))
     if why is not None:
-        raise GantuneError(f"--by human: {why}: compare them in gantune review {study.study_name}")
+        raise GantuneError(f"--by human: {why}: compare them in gantune review {study.study_name} (--top N "
+                           "shows more of the best trials)")
     if trial is None:
         raise GantuneError(f"--by human: search {study.study_name!r} has no review votes yet "
                            f"(run gantune review {study.study_name})")

@@ -25,7 +25,18 @@ from ray.tune.experiment import Trial
 from gantune import provenance
 from gantune.config import parse_config
 from gantune.errors import ConfigError
-from gantune.events import REASON_KEY, RULE_KEY, RUN_FACTS, STATUS_KEY, Observer, Status, TrialOutcome, format_params
+from gantune.events import (
+    REASON_KEY,
+    RULE_KEY,
+    RUN_FACTS,
+    STATUS_KEY,
+    Observer,
+    Status,
+    TrialOutcome,
+    first_line,
+    format_params,
+    warn,
+)
 from gantune.health import EVAL_SECONDS
 from gantune.metrics import metric_keys
 from gantune.progress import Meter, eta_text, rate_text
@@ -194,7 +205,11 @@ class SearchBook(Callback):
         ot = self.trials.get(trial.trial_id)
         files = result.pop(FILES_KEY, None)  # kept out of Tune's memory and experiment state
         if files:
-            unpack_files(files, Path(trial.config["run_dir"]))
+            try:
+                unpack_files(files, Path(trial.config["run_dir"]))
+            except OSError as err:  # the driver's disk full, say: the search goes on, the trial's files short
+                warn(f"trial {ot.number if ot is not None else trial.trial_id}: its files could not be written "
+                     f"here ({type(err).__name__}: {first_line(err)}); the search goes on")
         if isinstance(measured := result.get(provenance.KEY), str):
             result[provenance.KEY] = json.loads(measured)
             if ot is not None:

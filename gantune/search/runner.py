@@ -418,12 +418,23 @@ def check_shared(run_root: Path, where: str) -> None:
     def sees(path: str) -> bool:
         return os.path.isfile(path)
 
+    blind: list[str] = []
     with tempfile.NamedTemporaryFile(dir=base, prefix=".gantune-shared-") as marker:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        asked = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                 .remote(marker.name) for n in nodes]
-        blind = [n["NodeManagerAddress"] for n, seen in zip(nodes, ray.get(asked, timeout=300), strict=True)
-                 if not seen]
+        for node in [n for n in ray.nodes() if n["Alive"]]:
+            asked = sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                                 ).remote(marker.name)
+            try:
+                seen = ray.get(asked, timeout=120)
+            except (ray.exceptions.RayError, TimeoutError) as err:  # gone since it was listed, or no worker came
+                with contextlib.suppress(Exception):
+                    ray.cancel(asked, force=True)
+                if not any(n["NodeID"] == node["NodeID"] and n["Alive"] for n in ray.nodes()):
+                    continue  # it left the cluster: no trial goes there
+                raise GantuneError(f"pruning.scheduler pbt on {where}: node {node['NodeManagerAddress']} could not "
+                                   f"be asked whether it sees {base} (--runs-dir): {type(err).__name__}: "
+                                   f"{first_line(err)}") from None
+            if not seen:
+                blind.append(node["NodeManagerAddress"])
     if blind:
         raise GantuneError(f"pruning.scheduler pbt on {where}: node {blind[0]}"
                            + (f" (and {len(blind) - 1} more)" if len(blind) > 1 else "")

@@ -36,7 +36,7 @@ from gantune.errors import ConfigError
 from gantune.events import REASON_KEY, RULE_KEY, STATUS_KEY, Status, first_line
 from gantune.health import EVAL_SECONDS, HealthMonitor, first_nonfinite, objective_fields
 from gantune.metrics import metric_keys
-from gantune.rundir import CHECKPOINT, atomic_write, copy_file, read_metrics
+from gantune.rundir import CHECKPOINT, METRICS, atomic_write, copy_file, read_metrics
 from gantune.search.carry import unpack
 from gantune.trial import Record, ShouldStop, TrialResult, is_oom, release_memory, train
 
@@ -276,9 +276,15 @@ def out_of_memory_report(err: BaseException, step: float) -> dict[str, Any]:
             REASON_KEY: f"out of memory at step {int(step)}: {first_line(err)}"}
 
 
+#: a shipped file's name with this ending is bytes to append to the file (``Shipper``: metrics.jsonl's new lines)
+APPENDED = "+appended"
+
+
 class Shipper:
     """The run directory's files (but the checkpoint, which only a resumed training needs) that changed since the
-    last call, base64-encoded: what a trial on a cluster sends the driver with a report."""
+    last call, base64-encoded: what a trial on a cluster sends the driver with a report. metrics.jsonl, which only
+    grows, goes whole once (replacing an earlier attempt's) and then as the lines added since (``APPENDED``):
+    whole at each evaluation, the traffic grew with the square of the evaluations."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -290,17 +296,27 @@ class Shipper:
             if not p.is_file() or p.name == CHECKPOINT or p.name.startswith("."):
                 continue
             rel, st = str(p.relative_to(self.run_dir)), p.stat()
-            if self._sent.get(rel) != (seen := (st.st_ino, st.st_mtime_ns, st.st_size)):
-                out[rel] = base64.b64encode(p.read_bytes()).decode()
-                self._sent[rel] = seen
+            before = self._sent.get(rel)
+            if before == (st.st_ino, st.st_mtime_ns, st.st_size):
+                continue
+            data = p.read_bytes()
+            if rel == METRICS and before is not None and before[0] == st.st_ino and before[2] <= len(data):
+                out[rel + APPENDED] = base64.b64encode(data[before[2]:]).decode()
+            else:
+                out[rel] = base64.b64encode(data).decode()
+            self._sent[rel] = (st.st_ino, st.st_mtime_ns, len(data))
         return out
 
 
 def unpack_files(files: dict[str, str], run_dir: Path) -> None:
     """Write shipped files into the driver's run directory (the inverse of ``Shipper.changed``)."""
     for rel, data in files.items():
-        target = run_dir / rel
+        target = run_dir / rel.removesuffix(APPENDED)
         if run_dir.resolve() not in target.resolve().parents:
             continue  # only files below the run directory
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, base64.b64decode(data))
+        if rel.endswith(APPENDED):
+            with open(target, "ab") as f:
+                f.write(base64.b64decode(data))
+        else:
+            atomic_write(target, base64.b64decode(data))

@@ -521,6 +521,15 @@ def test_seed_reruns_with_no_tracking_write_no_mlflow_store(searched: Path, tmp_
     assert (tmp_path / "best.yaml").is_file() and (tmp_path / "runs" / "exp-reruns").is_dir()
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
     assert [t.state.name for t in optuna.load_study(study_name="exp-reruns", storage=storage).trials] == ["COMPLETE"]
+    folder = searched / "runs" / "exp" / "trial-0000"  # no weights in the run folder: MLflow is not asked either
+    folder.rename(folder.with_name("moved"))
+    try:
+        proc = _run(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "c.yaml"),
+                     "--weights", str(tmp_path / "w"), "--no-tracking"], tmp_path)
+    finally:
+        folder.with_name("moved").rename(folder)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("(--no-tracking: MLflow not asked)"), proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_export_weights_leave_no_tracking_store_behind(searched: Path, tmp_path: Path) -> None:

@@ -127,17 +127,17 @@ def test_a_compiled_progressive_net_is_compiled_at_its_last_resolution(monkeypat
 
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda net, **kw: compile_(net, backend="eager"))
-    torch._dynamo.reset()
-    cfg = tiny_images(data={"resolution": 16}, model={"progressive": {"start": 4, "fade_steps": 2, "stage_steps": 2}},
-                      train={"steps": 12, "compile": True}, optim={"n_critic": 2})
     real = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    trainer = GANTrainer(cfg, CPU, lambda n: real[torch.randint(len(real), (n,))])
-    made: dict[tuple[int, bool], int] = {}
-    for step in range(1, 13):
-        trainer.schedule(step)
-        before = counters["stats"]["unique_graphs"]
-        trainer.step()
-        stage = (trainer.D.level, trainer.D.fading)
-        made[stage] = made.get(stage, 0) + counters["stats"]["unique_graphs"] - before
-    assert list(made) == [(0, False), (1, True), (1, False), (2, True), (2, False)]
-    assert made[(2, False)] >= 4, made  # G's two graphs and D's two, at the full resolution too
+    for width in (8, 12):  # one trial after another in one process, as a Ray worker runs them: the limit counted both
+        cfg = tiny_images(data={"resolution": 16}, train={"steps": 12, "compile": True}, optim={"n_critic": 2},
+                          model={"progressive": {"start": 4, "fade_steps": 2, "stage_steps": 2}, "g_width": width})
+        trainer = GANTrainer(cfg, CPU, lambda n: real[torch.randint(len(real), (n,))])
+        made: dict[tuple[int, bool], int] = {}
+        for step in range(1, 13):
+            trainer.schedule(step)
+            before = counters["stats"]["unique_graphs"]
+            trainer.step()
+            stage = (trainer.D.level, trainer.D.fading)
+            made[stage] = made.get(stage, 0) + counters["stats"]["unique_graphs"] - before
+        assert list(made) == [(0, False), (1, True), (1, False), (2, True), (2, False)]
+        assert made[(2, False)] >= 4, (width, made)  # G's two graphs and D's two, at the full resolution too

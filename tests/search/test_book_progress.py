@@ -225,6 +225,10 @@ def test_a_trial_rays_memory_monitor_killed_is_out_of_memory() -> None:
     out = outcome_of(3, {"step": 400.0}, died, None, ["coverage"])
     assert (out.status, out.steps, out.values) == (Status.FAILED_OOM, 400, None)
     assert out.reason == "out of memory at step 400: Ray's memory monitor killed the trial (its node ran low on memory)"
+    # Ray 2.60's own words, as a real kill by its memory monitor gave them (the actor's death above: older Rays)
+    oom = ("ray.exceptions.OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory. Memory "
+           "on the node (IP: 10.0.0.2) was 1.76GB used / 23.54GB limit")
+    assert outcome_of(3, {"step": 100.0}, oom, None, ["coverage"]).status == Status.FAILED_OOM
     # a worker that died otherwise says nothing of memory for sure (a SIGKILL may be the kernel's or a user's)
     crashed = ("The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit "
                "detail: Worker unexpectedly exits with a connection error code 2. End of file.")
