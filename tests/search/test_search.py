@@ -500,10 +500,12 @@ def test_a_finished_search_resumed_starts_no_ray(tmp_path: Path, monkeypatch: py
         run_search(load_space(path), dataclasses.replace(opts, trials=3))
 
 
-def test_a_search_that_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a Ctrl-C told the observers: a search that failed otherwise (Ray, the study's storage locked or full)
-    left its parent run and its running children RUNNING in MLflow for good. They end KILLED, as after a Ctrl-C,
-    and the error goes on to the command."""
+@pytest.mark.parametrize("failing", ["fit", "summary"])
+def test_a_search_that_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  failing: str) -> None:
+    """Only a Ctrl-C told the observers: a search that failed otherwise (Ray, the study's storage locked or full),
+    while its trials ran or in the summary after them (which reads the study), left its parent run and its running
+    children RUNNING in MLflow for good. They end KILLED, as after a Ctrl-C, and the error goes on to the command."""
     from gantune.search import runner
     from gantune.tracking import MlflowTracker
     from tests.conftest import tiny_space
@@ -512,10 +514,16 @@ def test_a_search_that_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: p
             run_root: object, resources: object, opts: object, observers: list, *rest: object) -> None:
         for obs in observers:
             obs.trial_started(0, {"optim.lr_g": 0.001}, {})
+        if failing == "fit":
+            raise RuntimeError("database is locked")
+
+    def summarize(*args: object) -> dict:
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(runner, "_init_ray", lambda *a: (False, {"cpu": 1, "gpu": 0}))
     monkeypatch.setattr(runner, "_fit", fit)
+    if failing == "summary":
+        monkeypatch.setattr(runner, "summarize", summarize)
     path = tmp_path / "failing.yaml"
     path.write_text(tiny_space("failing", 2, 200, 100, [0.001], log_every=50, n_samples=100))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -525,36 +533,6 @@ def test_a_search_that_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: p
         run_search(load_space(path), opts)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
-
-
-def test_a_search_whose_summary_fails_ends_its_mlflow_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the trials, the summary reads the study: a storage locked or full there raised past the observers, and
-    the parent run (and a child the fit left open) stayed RUNNING in MLflow for good. They end KILLED."""
-    from gantune.search import runner
-    from gantune.tracking import MlflowTracker
-    from tests.conftest import tiny_space
-
-    def fit(space: object, study: object, resumed: object, to_create: object, done_before: object,
-            run_root: object, resources: object, opts: object, observers: list, *rest: object) -> None:
-        for obs in observers:
-            obs.trial_started(0, {"optim.lr_g": 0.001}, {})
-
-    def summarize(*args: object) -> dict:
-        raise RuntimeError("database or disk is full")
-
-    monkeypatch.setattr(runner, "_init_ray", lambda *a: (False, {"cpu": 1, "gpu": 0}))
-    monkeypatch.setattr(runner, "_fit", fit)
-    monkeypatch.setattr(runner, "summarize", summarize)
-    path = tmp_path / "closing.yaml"
-    path.write_text(tiny_space("closing", 2, 200, 100, [0.001], log_every=50, n_samples=100))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    opts = SearchOptions(storage=f"sqlite:///{tmp_path / 'optuna.db'}", runs_dir=str(tmp_path / "runs"),
-                         observers=[MlflowTracker(uri, "closing")])
-    with pytest.raises(RuntimeError, match="disk is full"):
-        run_search(load_space(path), opts)
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("closing").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
 
 
