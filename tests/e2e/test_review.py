@@ -369,4 +369,4 @@ def test_a_trial_that_records_no_run_folder_has_no_weights_from_the_working_fold
     (tmp_path / "samples").mkdir()
     trial = optuna.trial.create_trial(value=1.0)
     assert weights_of(trial, "s", None, None, tmp_path / "into") is None
-    assert weights_problem(Candidate(trial, {}, 1.0), "s", None, None) == "no weights in the run folder or in MLflow"
+    assert weights_problem(Candidate(trial, {}, 1.0), "s", None, None) == "no weights in the run folder"
