@@ -60,7 +60,7 @@ from gantune.rundir import (
     load_saved,
     read_metrics,
 )
-from gantune.sampling.checks import TRIAL_FILES, absolute
+from gantune.sampling.checks import absolute_paths
 from gantune.sampling.specs import schema_default
 from gantune.trial import is_oom, resolve_device, train
 
@@ -107,7 +107,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     path = resolve_config_path(opts.config)
     written = read_yaml(path)  # once: the config, and what the file itself sets (a pipe reads empty the second time)
     cfg = config_from_file(written, path, resumed=opts.resume)  # resumed: no init_from (the checkpoint has all)
-    raw = absolute_files(cfg.to_dict())
+    raw = absolute_paths(cfg.to_dict())
     if opts.steps is not None:
         raw["train"]["steps"] = opts.steps
     if raw != cfg.to_dict():
@@ -312,17 +312,6 @@ def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | N
 RESUMABLE = ("name", "origin", "train.steps", "train.device")
 
 
-def absolute_files(raw: dict[str, Any]) -> dict[str, Any]:
-    """A config's file paths (``TRIAL_FILES``: data.path, model.init_from, eval.inception_weights) made absolute
-    from the working folder, as the run reads them: its config.yaml then names the same files from anywhere (a
-    resume from another folder failed, "image folder imgs does not exist"), as a search's trials' do."""
-    for path in TRIAL_FILES:
-        section, key = path.split(".")
-        if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
-            raw[section][key] = absolute(raw[section][key])
-    return raw
-
-
 def check_same_run(cfg: TrialConfig, out: Path) -> None:
     """``--resume`` continues the run in ``out``: its config (``out/config.yaml``) must be this one but for
     ``RESUMABLE``. Other nets fail to load the checkpoint; other data, losses or metrics would train on from
@@ -331,7 +320,7 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
         written = read_yaml(out / CONFIG)
         if not isinstance(written, dict):
             raise GantuneError(f"{CONFIG} holds no config")
-        saved = absolute_files(config_from_dict(written, str(out / CONFIG), resumed=True).to_dict())
+        saved = absolute_paths(config_from_dict(written, str(out / CONFIG), resumed=True).to_dict())
     except GantuneError:
         raise GantuneError(f"--resume: {out} holds a checkpoint but no readable {CONFIG}") from None
     mine, theirs = dotted(cfg.to_dict()), dotted(saved)

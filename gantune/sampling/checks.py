@@ -537,6 +537,17 @@ def absolute_files(leaves: dict[str, Spec], defaults: dict[str, Any]) -> None:
             leaves[path] = spec.model_copy(update={"choices": [absolute(c) for c in spec.choices]})
 
 
+def absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """``absolute_files`` of a trial config (``raw``, a dict, changed in place): what ``gantune train`` writes to its
+    config.yaml names the same files from any folder (a resume from another failed, "image folder imgs does not
+    exist"), as a search's trials' configs do."""
+    for path in TRIAL_FILES:
+        section, key = path.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = absolute(raw[section][key])  # a str made absolute; None and the rest as they are
+    return raw
+
+
 def idle_on_cpu(leaves: dict[str, Spec]) -> list[str]:
     """A sentence for each CUDA-only ``train`` key (``gantune.gan.speed``) the space searches, for a search whose
     trials run on the CPU: there it does nothing, so the search spends trials telling apart draws that train
