@@ -188,7 +188,7 @@ class Evaluator:
     def _build(self, cfg: TrialConfig, data: RealData, device: torch.device) -> None:
         self.device = device
         self.n = cfg.eval.n_samples
-        self.n_quick = cfg.eval.quick_samples
+        self.n_quick = cfg.eval.quick_size()
         self.conditional = cfg.model.conditional
         names = metric_names(cfg)
         self.extractor: Extractor | None = None
@@ -255,7 +255,7 @@ class Evaluator:
         return self._score(generate, self.n, self.scorers)
 
     def quick(self, generate: Generate) -> dict[str, float]:
-        """Only the cheap collapse signals, on ``eval.quick_samples`` samples."""
+        """Only the cheap collapse signals, on ``eval.quick_size()`` samples."""
         return self._score(generate, self.n_quick, [(n, s) for n, s in self.scorers if FAMILIES.get(n).cheap])
 
     def _score(self, generate: Generate, n: int, scorers: list[tuple[str, Scorer]]) -> dict[str, float]:
