@@ -2,7 +2,8 @@
 
 Metrics such as FID disagree with people often enough that a tuned GAN deserves a look. The page shows pairs of
 the top-k trials' sample grids, each drawn by the trial's exported generator from the same fixed latents (seed
-``SEED``), so a pair compares like with like; the trials are not named until after the answer. Every answer is a
+``SEED``), so a pair compares like with like; no trial is named beside its grid, and neither the order of the
+pairs nor their sides follow the metric's ranking (``votes.next_pair``). Every answer is a
 vote kept in the Optuna study (``gantune.sampling.votes``: the record, read back when the page restarts) and
 copied to tags of the search's MLflow parent run. ``gantune export --by human`` exports the favourite and
 ``gantune report`` sets the human ranking beside the metric's.

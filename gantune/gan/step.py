@@ -180,7 +180,6 @@ class GANTrainer:
         """One generator step preceded by ``n_critic`` discriminator steps; ``measure`` records grad norms."""
         c, o = self.cfg, self.cfg.optim
         bs = c.train.batch_size
-        real_feat = None
         for i in range(o.n_critic):
             last = i == o.n_critic - 1
             real, y = self._real(bs)  # y: the labels of a conditional GAN (None otherwise), fakes' labels too
@@ -207,22 +206,9 @@ class GANTrainer:
                     torch._foreach_clamp_max_(self._d_params, c.loss.clip)
 
         self.D.requires_grad_(False)
-        g_real = real_feat = None
-        if c.loss.unroll > 0:  # G's loss against D as it will be loss.unroll updates ahead
-            g_fake, fake_feat, g_real, real_feat = self._unrolled(fake, real, y)
-        else:
-            g_fake, fake_feat = self._discriminate(fake, y)
-            if self._reads_reals:  # the reals' score and features from the D that scores the fakes: the one just
-                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D, a
-                    # relativistic G compares D(G(z)) with D(x)); in train mode, as the fakes' pass: one more
-                    # spectral-norm power step and batch-norm update
-                    g_real, real_feat = self._discriminate(real.detach(), y)
-        loss_g = self.loss.g_loss(g_real, g_fake)
-        if c.loss.feature_matching > 0 and real_feat is not None:
-            fm = (real_feat.detach().mean(0) - fake_feat.mean(0)).pow(2).sum()
-            loss_g = loss_g + c.loss.feature_matching * fm
+        loss_g, objective = self._g_loss(fake, real, y)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        objective.backward()
         self.D.requires_grad_(True)
         self._after_backward(self._g_params, "grad_norm_g", measure)
         self.opt_g.step()
@@ -235,6 +221,29 @@ class GANTrainer:
         win = (d_r.min() > d_f.max()).float()
         self._acc += torch.stack([loss_d.detach(), loss_g.detach(), d_r.mean(), d_f.mean(), win])
         self._acc_n += 1
+
+    def _g_loss(self, fake: Tensor, real: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """G's loss (what the logs and health checks read) and what G's step minimises: the same, but with
+        unrolling, where G minimises the game's value at the look-ahead D, f(G, D_K(G)) (Metz et al. 2017; their
+        code's G loss is D's whole loss under D_K): D's real term moves with G through D's k updates, so its
+        negative joins G's objective (for a relativistic G loss, which reads the reals already, nothing joins)."""
+        c = self.cfg
+        g_real = real_feat = None
+        if c.loss.unroll > 0:  # G's loss against D as it will be loss.unroll updates ahead
+            g_fake, fake_feat, g_real, real_feat = self._unrolled(fake, real, y)
+        else:
+            g_fake, fake_feat = self._discriminate(fake, y)
+            if self._reads_reals:  # the reals' score and features from the D that scores the fakes: the one just
+                with torch.no_grad():  # updated (Salimans et al. 2016 match E f(x) and E f(G(z)) under one D, a
+                    # relativistic G compares D(G(z)) with D(x)); in train mode, as the fakes' pass: one more
+                    # spectral-norm power step and batch-norm update
+                    g_real, real_feat = self._discriminate(real.detach(), y)
+        loss_g = self.loss.g_loss(g_real, g_fake)
+        if c.loss.feature_matching > 0 and real_feat is not None:  # the reals' features: a graph only through D_K
+            loss_g = loss_g + c.loss.feature_matching * (real_feat.mean(0) - fake_feat.mean(0)).pow(2).sum()
+        if c.loss.unroll > 0 and self.loss.g is not None and g_real is not None:
+            return loss_g, loss_g - self._loss_d(g_real, g_fake.detach())  # the fakes' logits: no graph to G
+        return loss_g, loss_g
 
     def _real(self, n: int) -> tuple[Tensor, Tensor | None]:
         """A real batch and, for a conditional GAN, its labels; mid-fade of a growing D, blended between its two
@@ -274,20 +283,17 @@ class GANTrainer:
         return score.float(), feat.float()
 
     def _unrolled(self, fake: Tensor, real: Tensor,
-                  y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """D's score and features of ``fake`` and, with feature matching or a relativistic G loss, its score and
-        features of ``real``, all from D ``loss.unroll`` updates ahead (``gantune.gan.unroll``), computed on copies:
-        D and opt_d stay as they are. The reals' score keeps its graph to G through the look-ahead updates."""
+                  y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """D's score and features of ``fake`` and of ``real``, both from D ``loss.unroll`` updates ahead
+        (``gantune.gan.unroll``), computed on copies: D and opt_d stay as they are. The reals' score keeps its
+        graph to G through the look-ahead updates (``_g_loss``)."""
         c = self.cfg
         clip = c.loss.clip if self.loss.weight_clipping else None
         ahead = lookahead(self.D, self.opt_d, c.loss.unroll, self._lookahead_loss, clip, c.optim.grad_clip)
-        real_score = real_feat = None
         with self.speed.autocast():
             score, feat = ahead(self.d_input(fake), *_cond(y))
-            if self._reads_reals:
-                real_score, real_feat = ahead(self.d_input(real.detach()), *_cond(y))
-        return (score.float(), feat.float(), None if real_score is None else real_score.float(),
-                None if real_feat is None else real_feat.float())
+            real_score, real_feat = ahead(self.d_input(real.detach()), *_cond(y))
+        return score.float(), feat.float(), real_score.float(), real_feat.float()
 
     def _lookahead_loss(self, d: Discriminate) -> Tensor:
         """D's objective for one unrolled update, on a fresh batch: the adversarial loss and its penalties, as in

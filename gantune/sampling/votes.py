@@ -16,6 +16,7 @@ every strength is finite and positive and the fit exists whatever the votes. The
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import math
 import uuid
@@ -131,8 +132,10 @@ def ranking(items: Iterable[int], votes: Sequence[Vote]) -> list[Rank]:
 
 def next_pair(items: Sequence[int], votes: Sequence[Vote]) -> tuple[int, int]:
     """The pair to show next: one of those compared least so far (skips count), preferring a pair that shares
-    no trial with the last one shown, then the one shown longest ago, then ``items`` order. A pair's sides swap
-    each time it comes back, so neither trial always sits on the left."""
+    no trial with the last one shown, then the one shown longest ago. Nothing here reads ``items``' order (the
+    metric's, best first): with it breaking the ties, the top two came first and the metric's favourite sat on
+    the left of every pair's first showing, so a person could tell which side the metric liked. The last ties go
+    by a hash of the pair and its first side by another; a pair's sides swap each time it comes back."""
     if len(items) < 2:
         raise ValueError("a pair needs two trials")
     count: dict[frozenset[int], int] = {}
@@ -141,10 +144,15 @@ def next_pair(items: Sequence[int], votes: Sequence[Vote]) -> tuple[int, int]:
         count[v.pair] = count.get(v.pair, 0) + 1
         last_seen[v.pair] = n
     previous = votes[-1].pair if votes else frozenset()
-    pairs = list(itertools.combinations(items, 2))
+    pairs = [tuple(sorted(ab)) for ab in itertools.combinations(set(items), 2)]
     a, b = min(pairs, key=lambda ab: (count.get(frozenset(ab), 0), bool(previous & set(ab)),
-                                      last_seen.get(frozenset(ab), -1), pairs.index(ab)))
-    return (b, a) if count.get(frozenset((a, b)), 0) % 2 else (a, b)
+                                      last_seen.get(frozenset(ab), -1), _digest("order", ab)))
+    return (b, a) if (count.get(frozenset((a, b)), 0) + _digest("side", (a, b))[0]) % 2 else (a, b)
+
+
+def _digest(what: str, pair: tuple[int, ...]) -> bytes:
+    """A fixed, order-free stand-in for a coin (the same on every machine and restart, unlike ``hash``)."""
+    return hashlib.sha256(f"{what}:{pair[0]}:{pair[1]}".encode()).digest()
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float], groups: Sequence[int] | None = None) -> float | None:

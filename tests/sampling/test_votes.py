@@ -68,11 +68,27 @@ def test_pairs_cycle_through_the_least_compared_swapping_sides() -> None:
         counts = [sum(v.pair == frozenset(p) for v in votes) for p in itertools.combinations(items, 2)]
         assert sum(v.pair == frozenset((a, b)) for v in votes) == min(counts)  # one of the least compared
         votes.append(_vote(a, b, None if len(votes) == 2 else a))  # a skip counts as shown
-    assert shown[:3] == [(4, 1), (4, 9), (1, 9)]  # items order first
-    assert shown[3:] == [(1, 4), (9, 4), (9, 1)]  # the second round, sides swapped
+    assert {frozenset(p) for p in shown[:3]} == {frozenset(p) for p in itertools.combinations(items, 2)}
+    assert shown[3:] == [(b, a) for a, b in shown[:3]]  # the second round, sides swapped
     assert all(shown[i] != shown[i + 1] for i in range(5))
     # with four trials the next pair shares no trial with the last when it can
-    assert V.next_pair([1, 2, 3, 4], [_vote(1, 2, 1)]) == (3, 4)
+    assert set(V.next_pair([1, 2, 3, 4], [_vote(1, 2, 1)])) == {3, 4}
+
+
+def test_the_metrics_order_decides_neither_the_pair_nor_its_sides() -> None:
+    """``items`` is the metric's order, best first: it chose the first pairs (the top two first) and put the
+    better trial on the left of every pair's first showing, so a person could tell which side the metric liked."""
+    items = list(range(10))
+    first = [V.next_pair(items, [_vote(a, b, a) for a, b in itertools.combinations(items, 2) if (a, b) != p]) for p
+             in itertools.combinations(items, 2)]  # each pair shown for the first time, the rest once before
+    assert first == [V.next_pair(items[::-1], [_vote(a, b, a) for a, b in itertools.combinations(items, 2)
+                                               if (a, b) != tuple(sorted(p))]) for p in first]
+    better_left = sum(a < b for a, b in first)
+    assert 10 <= better_left <= 35  # of 45: neither side is the metric's (a fixed hash: 45 draws of a coin)
+    shown: list[tuple[int, int]] = []
+    for _ in range(5):
+        shown.append(V.next_pair(items, [_vote(a, b, a) for a, b in shown]))
+    assert shown == [V.next_pair(items[::-1], [_vote(a, b, a) for a, b in shown[:n]]) for n in range(5)]
     with pytest.raises(ValueError):
         V.next_pair([1], [])
 
