@@ -445,7 +445,8 @@ def check_draws(space: SearchSpace) -> dict[str, str]:
     """Refuse a space none of whose ``DRAWS`` random draws makes a valid trial config (a circular expression, a
     condition on its own key, a division by zero, the one combination of choices that does not fit together):
     every trial of it would fail, and the search would end with nothing. A space where some draws fail stays
-    valid: those trials fail and the sampler learns to avoid them.
+    valid, with a note of how many: those trials fail (and teach Optuna's samplers nothing: they skip failed
+    trials).
 
     Returns, by leaf, a sentence for each conditional leaf the valid draws never set (its ``when`` held in none)
     and each sampled one they never read (``catalogue.READ_ONLY_UNDER``: ``gp_weight`` beside a loss without a

@@ -340,6 +340,28 @@ def test_a_space_some_of_whose_draws_fail_says_so_and_names_the_leaf(tmp_path: P
     assert not [n for n in _space(tmp_path).notes if "random draws" in n]  # every draw of the plain space is valid
 
 
+@pytest.mark.parametrize(("leaf", "said"), [
+    ("data: {name: digits, resolution: {int: [8, 16]}}",
+     r"data.resolution: must be a power of two .* \(the value 9, inside data.resolution's range \{int: \[8, 16\]\}: "
+     r"a range draws any value between its ends; list the values that work as a categorical\)$"),
+    ("data: {name: digits, channels: {int: [1, 3]}}", r"data.channels: .*\(the value 2, inside"),
+    ("optim: {n_critic: {float: [1, 3], step: 0.5}}",
+     r"optim.n_critic: .*the value 1.5, .*a whole-number key takes an int range: \{int: \[1, 3\]\}\)$"),
+    ("model: {z_dim: {float: [2, 8]}}", r"model.z_dim: .*a whole-number key takes an int range: \{int: \[2, 8\]\}"),
+])
+def test_a_range_whose_ends_pass_but_whose_inside_does_not_is_refused(tmp_path: Path, leaf: str, said: str) -> None:
+    """Only a range's two ends were tried: ``resolution: {int: [8, 16]}`` loaded with a warning that 24 of 32
+    draws were invalid, and each such trial failed (Optuna's samplers learn nothing from a failed trial)."""
+    base = "name: t\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\n"
+    with pytest.raises(ConfigError, match=said):
+        _space(tmp_path, base + leaf)
+    fine = ["data: {name: digits, resolution: {categorical: [8, 16]}}", "optim: {n_critic: {int: [1, 3]}}",
+            "model: {z_dim: {int: [2, 8]}}", "optim: {beta1: {float: [0.0, 0.9], step: 0.1}}",
+            "train: {batch_size: {int: [16, 512], log: true}}", "optim: {lr_g: {float: [1.0e-5, 1.0e-2], log: true}}"]
+    for ok in fine:
+        assert _space(tmp_path, base + ok).leaves
+
+
 def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: Path) -> None:
     """A point queued with ``study.enqueue_trial`` outside a range trained with only Optuna's own warning, one not
     among the choices failed, and a misspelt name was ignored in silence (the trial drew its own)."""
