@@ -47,6 +47,8 @@ class SamplerKind:
     #: the least value of options its constructor takes but its sampling refuses (TPE's n_ei_candidates 0 built,
     #: then failed every trial past the random start)
     at_least: dict[str, float] = field(default_factory=dict)
+    #: it optimises one objective (CMA-ES): with a list of them every trial failed at its first draw
+    one_objective: bool = False
 
     def build(self, s: SearchSettings) -> optuna.samplers.BaseSampler:
         return self.cls(**{**self.defaults(s), **s.sampler_options})
@@ -64,6 +66,11 @@ class SamplerKind:
 
     def check(self, s: SearchSettings) -> None:
         """``ValueError`` naming the first option the sampler does not take, is of the wrong kind or refuses."""
+        if self.one_objective and len(s.objectives) > 1:
+            others = ", ".join(n for n in SAMPLERS.names() if not SAMPLERS.get(n).one_objective)
+            raise ValueError(f"sampler: {s.sampler} optimises one objective and this search has "
+                             f"{len(s.objectives)} ({', '.join(s.objectives)}): choose one of {others}, or one "
+                             "objective")
         if missing := [name for name in self.needs if importlib.util.find_spec(name) is None]:
             raise ValueError(f"sampler: {s.sampler} needs the {', '.join(missing)} package (pip install "
                              f"{' '.join(missing)}), which is not installed")
@@ -137,7 +144,7 @@ SAMPLERS.add("qmc", SamplerKind(optuna.samplers.QMCSampler, lambda s: {"seed": s
 SAMPLERS.add("gp", SamplerKind(optuna.samplers.GPSampler, lambda s: {"seed": s.seed}, needs=("scipy", "torch")))
 SAMPLERS.add("cmaes", SamplerKind(optuna.samplers.CmaEsSampler, lambda s: {"seed": s.seed,
                                                                            "warn_independent_sampling": False},
-                                  needs=("cmaes",)))
+                                  needs=("cmaes",), one_objective=True))
 
 
 class Resources(SwitchChecked):
@@ -299,7 +306,18 @@ class SearchSettings(SwitchChecked):
 
     def warnings(self) -> list[str]:
         """What the search says before it starts: settings that would do nothing."""
-        return [w for w in (self.random_only(), self.idle_scheduler(), self.idle_quick_checks()) if w]
+        return [w for w in (self.random_only(), self.idle_scheduler(), self.idle_quick_checks(),
+                            self.asha_on_the_first()) if w]
+
+    def asha_on_the_first(self) -> str | None:
+        """Why ASHA would cut the Pareto front (it ranks trials on the first objective alone, and a stopped trial
+        has no values in a multi-objective study), for a warning."""
+        p = self.pruning
+        if len(self.objectives) < 2 or p.scheduler != "asha" or not p.asha:
+            return None
+        return (f"ASHA stops trials on the first objective alone ({self.objectives[0]}), and a stopped trial leaves "
+                f"the Pareto front of {', '.join(self.objectives)}: a trial good on the others can be cut early; "
+                "set search.pruning.asha: false to keep the front whole (health verdicts still prune)")
 
     def idle_quick_checks(self) -> str | None:
         """Why ``quick_every`` would run no quick check (each falls on a full evaluation, which runs instead, or

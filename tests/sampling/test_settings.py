@@ -156,3 +156,38 @@ def test_an_empty_objective_is_refused() -> None:
     """``objective: []`` was an IndexError traceback at the space's load."""
     with pytest.raises(ValidationError, match="objective: empty"):
         SearchSettings(objective=[])
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc", "gp", "cmaes"])
+def test_a_sampler_of_one_objective_is_refused_for_several(sampler: str) -> None:
+    """``sampler: cmaes`` with ``objective: [coverage, fid]`` loaded, then every trial failed at its first draw
+    ("CmaEsSampler cannot be used" for multi-objective optimization) and the search ended in "every trial failed"."""
+    several = {"sampler": sampler, "objective": ["coverage", "fid"]}
+    if sampler != "cmaes":  # the others sample a study of two objectives
+        from gantune.sampling.settings import SAMPLERS
+
+        settings = SearchSettings.model_validate({**several, "sampler_options": {"n_startup_trials": 1}}
+                                                 if sampler in ("tpe", "gp") else several)
+        study = optuna.create_study(directions=settings.directions, sampler=SAMPLERS.get(sampler).build(settings))
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+        assert len(study.trials) == 3 and all(t.values is not None for t in study.trials)
+        return
+    SearchSettings.model_validate({**several, "objective": "coverage"})
+    with pytest.raises(ValidationError, match=r"sampler: cmaes optimises one objective and this search has 2 "
+                       r"\(coverage, fid\): choose one of tpe, random, qmc, gp, or one objective"):
+        SearchSettings.model_validate(several)
+
+
+@pytest.mark.parametrize(("pruning", "objective", "said"), [
+    ({}, ["coverage", "fid"], True), ({"asha": False}, ["coverage", "fid"], False), ({}, "coverage", False),
+    ({"scheduler": "pbt"}, ["coverage", "fid"], False),
+])
+def test_asha_on_several_objectives_is_said(pruning: dict, objective: object, said: bool) -> None:
+    """ASHA ranks trials on the first objective alone, and a stopped trial has no values in a multi-objective
+    study: a trial with the best recall could be cut on its FID, without a word."""
+    settings = SearchSettings.model_validate({"trials": 10, "objective": objective, "pruning": pruning})
+    notes = [w for w in settings.warnings() if w.startswith("ASHA stops trials on the first objective alone")]
+    assert notes == ([] if not said else [
+        "ASHA stops trials on the first objective alone (coverage), and a stopped trial leaves the Pareto front of "
+        "coverage, fid: a trial good on the others can be cut early; set search.pruning.asha: false to keep the "
+        "front whole (health verdicts still prune)"])
