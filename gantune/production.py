@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -40,6 +41,7 @@ from gantune.errors import ConfigError, GantuneError, Interrupted
 from gantune.events import INTERRUPTED, Status, first_line, warn
 from gantune.gan.conditional import check_classes, state_classes
 from gantune.gan.progressive import GrowthSchedule
+from gantune.gan.step import schedule_at
 from gantune.gan.transfer import check_init
 from gantune.health import HealthMonitor, Verdict
 from gantune.metrics import check_real_count, missing_weights
@@ -145,6 +147,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
                                    "next better evaluation writes it again)") from None
         check_history(out, ckpt)
         check_growth(cfg, out, ckpt)
+        check_schedule(cfg, out, ckpt, at)
         check_same_classes(cfg, out, ckpt)
         check_same_data(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
@@ -278,6 +281,29 @@ def check_growth(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
         if end >= cfg.train.steps:
             raise GantuneError(f"--resume: {out} grows its nets {int(stage)} steps a stage, so its last fade ends "
                                f"at step {end}: give --steps above {end}")
+
+
+def check_schedule(cfg: TrialConfig, out: Path, ckpt: dict[str, Any], at: int) -> None:
+    """The learning-rate decay and the instance noise run over ``train.steps``: a resume with other ``--steps``
+    would read them from another schedule at its next step. Where that changes their values there (a run that
+    decayed to 0 by its last step, resumed to twice as many: the rate jumped back to half, the noise came back on),
+    refused; where it does not (decay not started yet, noise over), the schedules stretch from there on. A checkpoint
+    from before it kept its steps (2026-12-07) is taken to have run over its config.yaml's."""
+    then = (ckpt.get("trainer") or {}).get("schedule_steps")
+    if then is None:
+        written = read_yaml(out / CONFIG)
+        then = (written.get("train") or {}).get("steps") if isinstance(written, dict) else None
+    if not isinstance(then, int) or then == cfg.train.steps:
+        return
+    before = schedule_at(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=then)), at + 1)
+    after = schedule_at(cfg, at + 1)
+    jumps = [f"{what} {a:.3g} -> {b:.3g}" for what, a, b in zip(
+        ("its learning rates' decay factor", "its instance noise's std"), before, after, strict=True)
+        if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)]
+    if jumps:
+        raise GantuneError(f"--resume --steps {cfg.train.steps}: {out}'s schedules ran over its {then} steps, and at "
+                           f"step {at + 1} {' and '.join(jumps)} (decay and noise recomputed over "
+                           f"{cfg.train.steps}); resume with --steps {then}, or train a new run for longer")
 
 
 def check_same_classes(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:

@@ -57,11 +57,26 @@ def instance_noise_std(initial: float, step: int, steps: int, fraction: float = 
     end = fraction * steps
     return initial * max(0.0, 1.0 - step / end) if end > 0 else 0.0
 
+
 #: learning-rate factor at training progress ``p`` in [0, 1] after ``optim.decay_start``
 DECAYS: Registry[Callable[[float], float]] = Registry("decay")
 DECAYS.add("none", lambda p: 1.0)
 DECAYS.add("linear", lambda p: 1.0 - p)
 DECAYS.add("cosine", lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
+def schedule_at(cfg: TrialConfig, step: int) -> tuple[float, float]:
+    """The learning rates' decay factor and the instance noise's std at generator step ``step``: both run over
+    ``train.steps``, so the same step of a run given other steps reads other values (``production.check_schedule``).
+    ``step`` counts from 1: the schedules are of the generator steps done before it (the first step trains at a
+    decayed rate and the last at 0, which changes neither net)."""
+    done = max(step - 1, 0)
+    noise = instance_noise_std(cfg.loss.instance_noise, done, cfg.train.steps, cfg.loss.instance_noise_steps)
+    o, total = cfg.optim, cfg.train.steps
+    start = o.decay_start * total
+    progress = min(1.0, max(0.0, (done - start) / max(total - start, 1.0)))
+    return DECAYS.get(o.decay)(progress), noise
+
 
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "d_win")
 
@@ -152,17 +167,10 @@ class GANTrainer:
         or a PBT member cloned from another) trains with this config's values, not those saved in its optimiser
         state."""
         self._ema_decay = ema_decay(self.cfg.optim.ema, step)
-        # step counts from 1: the schedules are of the generator steps done before this one (read at ``step``, the
-        # first step trained at a decayed rate and the last at 0, which changed neither net)
-        done = max(step - 1, 0)
-        self._noise_std = instance_noise_std(self.cfg.loss.instance_noise, done, self.cfg.train.steps,
-                                             self.cfg.loss.instance_noise_steps)
+        factor, self._noise_std = schedule_at(self.cfg, step)
         if self._growth is not None:
-            self._growth.apply(done, self.G, self.D, self.G_ema)
-        o, total = self.cfg.optim, self.cfg.train.steps
-        start = o.decay_start * total
-        progress = min(1.0, max(0.0, (done - start) / max(total - start, 1.0)))
-        factor = DECAYS.get(o.decay)(progress)
+            self._growth.apply(max(step - 1, 0), self.G, self.D, self.G_ema)
+        o = self.cfg.optim
         for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
@@ -370,6 +378,9 @@ class GANTrainer:
             # the stage length the nets grew by: a run resumed with other train.steps keeps it (recomputed from
             # the new steps, it set nets grown to the full resolution back to a lower one)
             "growth_stage": self._growth.stage_steps if self._growth is not None else None,
+            # the steps its decay and noise schedules ran over (``schedule_at``): a resume with other --steps is
+            # checked against them (``production.check_schedule``)
+            "schedule_steps": self.cfg.train.steps,
             # the step statistics summed since the last log: a checkpoint between two logs that left them out made
             # a resumed run's next record the mean of fewer steps than the same run's uninterrupted one
             "stats": {"sum": self._acc.detach().cpu(), "n": self._acc_n, **{k: v.detach().cpu()

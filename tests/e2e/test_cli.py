@@ -180,6 +180,49 @@ def test_resume_extends_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 20
 
 
+@pytest.mark.parametrize(("sections", "jump"), [
+    ({"optim": {"decay": "linear"}}, "its learning rates' decay factor 0 -> 0.5"),
+    ({"loss": {"instance_noise": 0.2}}, "its instance noise's std 0 -> 0.1"),
+])
+def test_a_resume_whose_schedules_would_jump_is_refused_and_one_where_they_stretch_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sections: dict,
+        jump: str) -> None:
+    """``--resume --steps 20`` of a 10-step run with a linear decay recomputed the schedule over 20: the rate went
+    from 0 back to half and decayed again, and annealed instance noise came back on (found by a review). Refused
+    where the values at the next step change; a run stopped before its decay starts stretches it on."""
+    cfg = _write_cfg(tmp_path, **sections)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-tracking"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(out), "--resume", "--steps", "20", "--no-tracking"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gantune train: error: --resume --steps 20: {out}'s schedules ran over its 10 steps, and at step 11 {jump} "
+        "(decay and noise recomputed over 20); resume with --steps 10, or train a new run for longer")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # interrupted at step 7 (its checkpoint at 5): a decay from half-way has not started at step 6 and stretches
+    # over 20 steps; one from the start is half-way down there, and over 20 it would be at three quarters
+    from gantune.gan import GANTrainer
+
+    step, calls = GANTrainer.step, []
+
+    def interrupted(self: GANTrainer, measure: bool = False) -> None:
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        step(self, measure)
+
+    for start, code in ((0.5, 0), (0.0, 2)):
+        monkeypatch.setattr(GANTrainer, "step", interrupted)
+        calls.clear()
+        cfg = _write_cfg(tmp_path, optim={"decay": "linear", "decay_start": start}, train={"checkpoint_every": 5})
+        run = tmp_path / f"stopped-{start}"
+        assert main(["train", str(cfg), "--out", str(run), "--no-tracking"]) == 130
+        monkeypatch.setattr(GANTrainer, "step", step)
+        assert main(["train", str(cfg), "--out", str(run), "--resume", "--steps", "20", "--no-tracking"]) == code
+    assert "at step 6 its learning rates' decay factor 0.5 -> 0.75" in capsys.readouterr().err
+
+
 def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_search(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--resume --steps 5`` on a run at step 10 trained nothing, reported "completed", and rewrote config.yaml
