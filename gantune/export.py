@@ -120,6 +120,8 @@ class RerunSpace(SearchSpace):
         seed = trial.suggest_categorical("seed", self.seeds)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
         raw.setdefault("train", {})["seed"] = seed
+        # a noise-aware search measured each evaluation twice for ASHA's noise; a re-run has no ASHA to feed
+        raw["eval"] = {**(raw.get("eval") or {}), "repeat": False}
         return self.apply_settings(raw)
 
     def fixed_measure(self) -> dict[str, Any]:

@@ -259,3 +259,17 @@ def test_a_trial_its_own_verdict_stops_at_a_rung_is_no_rescue() -> None:
     result = {"step": 10.0, "objective": NEAR[0], OBJECTIVE_REPEAT: NEAR[1], STOPPING_KEY: "pruned:collapsed"}
     assert sched.on_trial_result(None, trial, result) == CONTINUE  # it ends with its verdict
     assert sched.rescues == [] and sched.stopped == {}
+
+
+def test_export_reruns_of_a_noise_aware_search_evaluate_once() -> None:
+    """The trials of a noise-aware search store ``eval.repeat: true`` (ASHA's noise estimate); the seed re-runs
+    copied it and paid every evaluation twice, with no ASHA to read the second (``exported_config`` unset it)."""
+    from gantune.export import RerunSpace
+    from gantune.sampling.settings import SearchSettings
+
+    settings = SearchSettings.model_validate({"trials": 2, "max_steps": 20, "eval_every": 20, "sampler": "random",
+                                              "objective": "coverage"})
+    space = RerunSpace("r", settings, {3: {"eval": {"repeat": True, "n_samples": 100}}}, 2, 20)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    raw = space.sample(study.ask())
+    assert raw["eval"]["repeat"] is False and raw["eval"]["n_samples"] == 100
