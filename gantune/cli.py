@@ -272,8 +272,8 @@ def _print_best(s: dict[str, Any], best: dict[str, Any]) -> None:
               + ", ".join(f"{k} {v:.4g}" for k, v in best["floor"].items()))
     if best["provenance"]:
         print(f"    measured: {describe(best['provenance'])}")
-    for k, v in best["params"].items():
-        print(f"    {k} = {v}")
+    for k, v in best["params"].items():  # a stepped draw as Optuna keeps it: 0.6000000000000001 is 0.6
+        print(f"    {k} = {v:.10g}" if isinstance(v, float) else f"    {k} = {v}")
     if best["samples"]:
         print(f"  samples: {best['samples']}")
 

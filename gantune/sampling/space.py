@@ -18,6 +18,7 @@ line naming the file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import functools
 import json
 import keyword
@@ -270,13 +271,21 @@ def _numeric_sampled(spec: Spec) -> bool:
 
 def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
     if isinstance(spec, FloatSpec):
-        return trial.suggest_float(name, *spec.range, log=spec.log, step=spec.step)
+        value = trial.suggest_float(name, *spec.range, log=spec.log, step=spec.step)
+        return value if spec.step is None else on_grid(value, spec.range[0], spec.step)
     if isinstance(spec, IntSpec):
         return trial.suggest_int(name, *spec.range, log=spec.log, step=spec.step)
     if isinstance(spec, CategoricalSpec):
         return trial.suggest_categorical(name, spec.choices)
     assert isinstance(spec, ValueSpec)
     return spec.value
+
+
+def on_grid(value: float, low: float, step: float) -> float:
+    """A stepped draw to the decimals its range is written in: Optuna computes ``low + k * step`` in binary
+    floating point, and ``{float: [0, 0.9], step: 0.1}`` trained, logged and exported ``beta1: 0.6000000000000001``."""
+    places = max(0, *(-int(decimal.Decimal(repr(float(x))).as_tuple().exponent) for x in (low, step)))
+    return round(value, places)
 
 
 def _shown(value: Any) -> str:

@@ -767,3 +767,20 @@ def test_a_quoted_number_among_a_parameters_numbers_is_refused(tmp_path: Path, c
     with pytest.raises(ConfigError, match=r"search.params.ttur: '[0-9e.-]+' is quoted among numbers: write it "
                                           "unquoted"):
         _space(tmp_path, text)
+
+
+def test_a_stepped_draw_trains_on_its_grid(tmp_path: Path) -> None:
+    """Optuna computes ``low + k * step`` in binary floating point: ``{float: [0, 0.9], step: 0.1}`` trained, logged
+    and exported ``beta1: 0.6000000000000001``; the config holds the value as the range writes it."""
+    from gantune.sampling.space import on_grid
+
+    assert on_grid(0.6000000000000001, 0.0, 0.1) == 0.6 and on_grid(3.0000000000000004e-05, 1e-05, 1e-05) == 3e-05
+    space = _space(tmp_path, "name: t\nsearch: {trials: 2, max_steps: 40, eval_every: 20}\n"
+                             "optim: {beta1: {float: [0.0, 0.9], step: 0.1}}")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(40):
+        beta1 = space.sample(study.ask())["optim"]["beta1"]
+        drawn.add(beta1)
+        assert beta1 == round(beta1, 1), beta1
+    assert len(drawn) == 10
