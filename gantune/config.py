@@ -245,8 +245,12 @@ class ModelConfig(_Section):
     @field_validator("g_norm", "d_norm")
     @classmethod
     def _norm(cls, v: str) -> str:
-        """``spectral+none`` and ``spectral`` are one norm: spelt ``spectral``."""
-        return "spectral" if parse_norm(v) == ("none", True) else v
+        """One spelling for a norm: ``spectral+none`` is ``spectral``, ``layer+spectral`` is ``spectral+layer`` (a space
+        listing both drew that norm twice as often, and a recipe's spelling missed the space's)."""
+        parsed = parse_norm(v)
+        if parsed is None or not parsed[1]:
+            return v
+        return "spectral" if parsed[0] == "none" else f"spectral+{parsed[0]}"
 
 
 @dataclass(config=_FINITE)

@@ -133,6 +133,8 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
     # the same norm drawn twice as often as the others, and modelled as two
     (("model: {g_width: 16}", "model: {g_width: 16, d_norm: {categorical: [spectral, spectral+none, layer]}}"),
      "model.d_norm: categorical choices 'spectral' and 'spectral+none' are the same d_norm ('spectral') once read"),
+    (("model: {g_width: 16}", "model: {g_width: 16, d_norm: {categorical: [spectral+layer, layer+spectral, none]}}"),
+     "model.d_norm: categorical choices 'spectral+layer' and 'layer+spectral' are the same d_norm ('spectral+layer')"),
     # "...categorical.0.str: Input should be a valid string (and 11 more problems ...)"
     (("data: {name: grid25}", "data: {name: grid25, augment: {categorical: [[], [translation]]}}"),
      "data.augment.categorical: a choice must be a single value (text, a number, true/false or null), not []"),
