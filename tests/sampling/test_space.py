@@ -135,6 +135,10 @@ def test_conditionals_and_derived_values(tmp_path: Path) -> None:
      "model.d_norm: categorical choices 'spectral' and 'spectral+none' are the same d_norm ('spectral') once read"),
     (("model: {g_width: 16}", "model: {g_width: 16, d_norm: {categorical: [spectral+layer, layer+spectral, none]}}"),
      "model.d_norm: categorical choices 'spectral+layer' and 'layer+spectral' are the same d_norm ('spectral+layer')"),
+    # "...categorical.1.str: Input should be a finite number, not inf (and 3 more problems ...)"
+    (("model: {g_width: 16}", "model: {g_width: 16}\nhealth: {max_diversity: {categorical: [1.5, .inf]}}"),
+     "health.max_diversity.categorical: a choice must be a finite number, not inf; where .inf switches a check "
+     "off, a number far beyond its range does the same (1.0e+9)"),
     # "...categorical.0.str: Input should be a valid string (and 11 more problems ...)"
     (("data: {name: grid25}", "data: {name: grid25, augment: {categorical: [[], [translation]]}}"),
      "data.augment.categorical: a choice must be a single value (text, a number, true/false or null), not []"),
