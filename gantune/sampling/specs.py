@@ -108,9 +108,9 @@ class CategoricalSpec(_Leaf):
         if isinstance(v, list) and (odd := next((c for c in v if isinstance(c, (list, dict))), None)) is not None:
             raise ValueError(f"a choice must be a single value (text, a number, true/false or null), not {odd!r}; "
                              "a key that takes a list may read it from text (data.augment: \"translation,cutout\")")
-        if isinstance(v, list) and (odd := next((c for c in v if isinstance(c, float) and not math.isfinite(c)),
+        if isinstance(v, list) and (bad := next((c for c in v if isinstance(c, float) and not math.isfinite(c)),
                                                 None)) is not None:  # four problems, one per type it is not
-            raise ValueError(f"a choice must be a finite number, not {odd!r}; where .inf switches a check off, "
+            raise ValueError(f"a choice must be a finite number, not {bad!r}; where .inf switches a check off, "
                              "a number far beyond its range does the same (1.0e+9)")
         return v
 
