@@ -110,10 +110,16 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     written = read_yaml(path)  # once: the config, and what the file itself sets (a pipe reads empty the second time)
     cfg = config_from_file(written, path, resumed=opts.resume)  # resumed: no init_from (the checkpoint has all)
     raw = absolute_paths(cfg.to_dict())
+    flags = []
     if opts.steps is not None:
         raw["train"]["steps"] = opts.steps
+        flags.append("--steps")
+    if opts.device is not None:  # --device '' is no device: it trained on the config's, without a word
+        resolve_device(opts.device, "--device")
+        raw["train"]["device"] = opts.device  # config.yaml and MLflow say the device the run was given
+        flags.append("--device")
     if raw != cfg.to_dict():
-        cfg = config_from_dict(raw, f"{path} (--steps)" if opts.steps is not None else str(path), resumed=opts.resume)
+        cfg = config_from_dict(raw, f"{path} ({', '.join(flags)})" if flags else str(path), resumed=opts.resume)
     if opts.out == "":
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
@@ -158,10 +164,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
                            "--out")
     check_writable(out, "--out", is_dir=True)
     check_apart_from_data(cfg, out)
-    # --device '' is no device: it trained on the config's, without a word
-    if opts.device is not None:
-        resolve_device(opts.device, "--device")
-    else:
+    if opts.device is None:
         resolve_device(cfg.train.device, f"{path}: train.device")
     try:
         check_data(cfg.data)  # data that is not there: one line now, not a failed run

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,19 @@ def resolve_tracking_uri(flag: str | None) -> str:
 def _flat(prefix: str, value: Any) -> dict[str, str]:
     """MLflow params: each leaf of ``value`` under its dotted path, as text."""
     return {k: str(v) for k, v in dotted(value, prefix).items()}
+
+
+def _tag_resumed(client: MlflowClient, run: Any, params: dict[str, str], keys: Iterable[str]) -> None:
+    """Params are write-once: each of ``keys`` whose value in ``params`` now differs from the one ``run`` first
+    logged is a ``gantune.resumed.<param>`` tag (``(unset)`` for one no longer there); a tag whose value is back
+    to the first is removed."""
+    first, tags = run.data.params, run.data.tags
+    for k in sorted(keys):
+        tag = f"gantune.resumed.{k}"
+        if first.get(k) != params.get(k):
+            client.set_tag(run.info.run_id, tag, params.get(k, "(unset)"))
+        elif tag in tags:
+            client.delete_tag(run.info.run_id, tag)
 
 
 def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
@@ -446,13 +459,8 @@ class MlflowTracker:
         the first run's is removed) and a changed file sits beside the first as ``space-resumed-<time>.yaml``
         (``gantune.resumed_space``). The trial count has its own tag. Descriptive only: a store that cannot
         give back the first file gets the new one anyway."""
-        first_params, tags = parent.data.params, parent.data.tags
-        for k in sorted((first_params.keys() | params.keys()) - {"search.trials"}):
-            tag = f"gantune.resumed.{k}"
-            if first_params.get(k) != params.get(k):
-                self.client.set_tag(parent.info.run_id, tag, params.get(k, "(unset)"))
-            elif tag in tags:
-                self.client.delete_tag(parent.info.run_id, tag)
+        tags = parent.data.tags
+        _tag_resumed(self.client, parent, params, (parent.data.params.keys() | params.keys()) - {"search.trials"})
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             try:
                 first: str | None = Path(self.client.download_artifacts(parent.info.run_id, "space.yaml",
@@ -774,6 +782,9 @@ class TrainRun:
             if LOST in found.data.tags:  # its tracking was lost last time: what it lacks is logged below
                 self.client.delete_tag(run_id, LOST)
             self._have, self._grids = _logged(self.client, found)
+            # resumed with other --steps or --device: the params keep the first; tags say what it trains with now
+            now = _flat("", {k: v for k, v in cfg.to_dict().items() if k != "origin"})
+            _tag_resumed(self.client, found, now, now.keys())
         else:
             everywhere = [e.experiment_id for e in self.client.search_experiments()]
             for dead in _train_runs(self.client, everywhere, key):

@@ -451,3 +451,13 @@ def test_a_tilde_in_out_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.M
     assert main(["generate", str(home / "run" / "generator.pt"), "--out=~/g.png"]) == 0
     assert (home / "run" / "generator.pt").is_file() and (home / "g.png").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_the_device_given_on_the_command_line_is_the_runs_config(tmp_path: Path) -> None:
+    """``--device cpu`` trained on the CPU while config.yaml (and the MLflow params) still said ``auto``: a resume
+    or a reader of the folder took the run for one on whatever device auto picks there."""
+    cfg = _write_cfg(tmp_path, train={"device": "auto"})
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu", "--no-tracking"]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["device"] == "cpu"
+    assert main(["train", str(cfg), "--out", str(tmp_path / "other"), "--device", "tpu", "--no-tracking"]) == 2
+    assert not (tmp_path / "other").exists()

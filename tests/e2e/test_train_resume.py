@@ -122,6 +122,12 @@ def test_a_resumed_run_continues_its_mlflow_run_whatever_its_folder_or_name(tmp_
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert client.get_experiment_by_name("renamed") is None  # nothing made for the name it resumed with
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")] == [10, 20, 30]
+    # params are write-once: they keep the first run's steps and name, and tags say what it was resumed with (its
+    # train.steps stayed 20 without a word)
+    params, tags = runs[0].data.params, runs[0].data.tags
+    assert (params["train.steps"], params["name"]) == ("20", cfg.name)
+    assert {k: v for k, v in tags.items() if k.startswith("gantune.resumed.")} == {
+        "gantune.resumed.train.steps": "30", "gantune.resumed.name": "renamed"}
 
 
 def test_a_tracking_server_lost_mid_run_is_one_warning_and_the_run_trains_on(
