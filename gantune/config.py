@@ -407,6 +407,19 @@ class OriginConfig(_Section):
     search: str
     trials: list[int] = Field(default_factory=list)
     study_storage: str | None = None
+    # keys the space computed from train.steps (``decay_start: {expr: "2000 / train.steps"}``) and the steps they
+    # were computed at: ``gantune train --steps`` of another count keeps them, and says so
+    steps_read: list[str] = Field(default_factory=list)
+    steps_read_at: int | None = Field(default=None, ge=1)
+
+
+def steps_note(keys: list[str], computed_at: int, steps: int | None) -> str:
+    """What other steps leave as a search computed it: ``keys`` read ``train.steps`` in its space and hold their
+    values at ``computed_at`` steps; an export, its seed re-runs and ``gantune train --steps`` keep them."""
+    if steps is None or steps == computed_at or not keys:
+        return ""
+    return (f"{', '.join(keys)} read train.steps in the space: computed at {computed_at} steps, not at these "
+            f"{steps}; set them for {steps} by hand")
 
 
 @dataclass(config=_STRICT)

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gantune import provenance
 from gantune.catalogue import config_from_dict
-from gantune.config import MAX_SEED, TrainConfig, TrialConfig, dump_config, yaml_text
+from gantune.config import MAX_SEED, TrainConfig, TrialConfig, dump_config, steps_note, yaml_text
 from gantune.data import check_data
 from gantune.dburl import absolute_sqlite, redacted
 from gantune.errors import GantuneError, Interrupted
@@ -278,16 +278,14 @@ def _values(objectives: list[str], trial: FrozenTrial) -> dict[str, float] | Non
     return dict(zip(objectives, values, strict=True)) if len(values) == len(objectives) else None
 
 
-def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None) -> str:
-    """What ``--steps`` leaves as the search computed it: an expression or condition of the space that reads
-    ``train.steps`` (``decay_start: {expr: "2000 / train.steps"}``) was evaluated at the search's steps, and the
-    exported config (and every seed re-run) keeps that value."""
-    if steps is None or steps == settings.max_steps:
-        return ""
+def steps_readers(study: optuna.Study) -> list[str]:
+    """The config keys an expression or condition of the search's space computed from ``train.steps``
+    (``decay_start: {expr: "2000 / train.steps"}``), directly or through free parameters and other keys: each
+    trial holds their values at the search's steps, and so does its export."""
     try:
         leaves, params = stored_specs(str(study.user_attrs.get("space_text", "")), "the search's space")
     except GantuneError:
-        return ""
+        return []
     reads: dict[str, set[str]] = {}
     for path, _, text in expressions(leaves, params):
         reads.setdefault(path, set()).update(_names(text))
@@ -295,9 +293,7 @@ def steps_note(study: optuna.Study, settings: SearchSettings, steps: int | None)
     while more:  # through free parameters and other keys: decay_start reads w, which reads train.steps
         grown = stale | {path for path, names in reads.items() if names & stale}
         stale, more = grown, grown != stale
-    keys = [path for path in reads if path in stale and "." in path]  # config keys: a free parameter has no dot
-    return (f"{', '.join(keys)} read train.steps in the space: exported as the search computed them at "
-            f"{settings.max_steps} steps, not at these {steps}; set them for {steps} by hand") if keys else ""
+    return [path for path in reads if path in stale and "." in path]  # config keys: a free parameter has no dot
 
 
 def _names(text: str) -> set[str]:
@@ -328,7 +324,7 @@ def with_steps(config: dict[str, Any], steps: int | None) -> dict[str, Any]:
 
 
 def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
-                    steps: int | None, storage: str) -> TrialConfig:
+                    steps: int | None, storage: str, search_steps: int) -> TrialConfig:
     raw = with_steps(chosen.config, steps)
     if ((study.user_attrs.get("settings") or {}).get("pruning") or {}).get("noise_aware"):
         # the search set it in every trial for ASHA's noise estimate: a production run paid each evaluation twice
@@ -340,6 +336,8 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
                      # the record stays true once the file moves; a password stays out of it (best.yaml travels to
                      # the run's config.yaml, the weights' embedded config and the tracking server)
                      "study_storage": redacted(absolute_sqlite(storage))}
+    if readers := steps_readers(study):  # gantune train --steps N says which values it keeps
+        raw["origin"].update(steps_read=readers, steps_read_at=search_steps)
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
 
 
@@ -529,7 +527,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "another trial beats it on one objective and is no worse on the rest"
             if chosen_trials[0].state == TrialState.COMPLETE else
             f"the front holds completed trials, and this one ended {trial_status(chosen_trials[0])}")
-    stale = steps_note(study, settings, steps)
+    stale = steps_note(steps_readers(study), settings.max_steps, steps)
     note = "; ".join(part for part in (note, front, stale) if part)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     for c in candidates:  # before any re-run: a loss of a plugin not given, or a --steps the config cannot
@@ -555,7 +553,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     for obs in search_opts.observers if seeds > 0 else []:
         if hasattr(obs, "reruns_chose"):
             obs.reruns_chose(chosen.trial.number, _chosen_by_seeds(chosen, objective))
-    cfg = exported_config(study, chosen, candidates, steps, storage)
+    cfg = exported_config(study, chosen, candidates, steps, storage, settings.max_steps)
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
             + dump_config(cfg))

@@ -26,7 +26,7 @@ from gantune.catalogue import (
     objective_side,
     unmeasured_objective,
 )
-from gantune.config import TrialConfig, dotted, read_yaml
+from gantune.config import TrialConfig, dotted, read_yaml, steps_note
 from gantune.data import (
     DATASETS,
     check_data,
@@ -183,6 +183,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
             raise ConfigError(f"{path}: {unmeasured}")
         notes.append(f"{path}: {unmeasured}; set health.objective")
     notes += [f"{path}: {note}" for note in unread_keys(cfg, written)]
+    if cfg.origin is not None and cfg.origin.steps_read_at is not None and (
+            stale := steps_note(cfg.origin.steps_read, cfg.origin.steps_read_at, cfg.train.steps)):
+        notes.append(f"{path}: {stale} (origin.steps_read)")
     if not opts.resume:  # a resumed run's weights come from its checkpoint
         check_init(cfg)  # weights that do not fit the nets: one line now, naming the first tensor
     return cfg, out, at, notes

@@ -180,29 +180,52 @@ def test_a_pbt_members_header_gives_the_params_its_config_holds() -> None:
         "# params: optim.lr_g=0.0031 (PBT's explore at step 100; first sampled: optim.lr_g=0.0005)")
 
 
-def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs() -> None:
+def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``export --steps 400`` of a search at 40 steps wrote ``decay_start: 0.5`` from ``20 / train.steps`` (0.05 at
-    400 steps) without a word."""
-    from gantune.export import steps_note
-    from gantune.sampling.settings import SearchSettings
+    400 steps) without a word; so did ``gantune train best.yaml --steps 400`` of an export at the search's steps."""
+    from gantune.config import dump_config, steps_note
+    from gantune.export import Candidate, exported_config, steps_readers
+
+    def note(steps: int | None) -> str:
+        return steps_note(steps_readers(study), 40, steps)
 
     study = optuna.create_study()
     study.set_user_attr("space_text", 'optim:\n  decay_start: {expr: "20 / train.steps"}\n  lr_g: {float: [0.1, 1], '
                                       'when: "train.batch_size > 8"}\nloss: {r1_weight: {value: 1, when: "train.steps '
                                       '> 100"}}\n')
-    settings = SearchSettings.model_validate({"trials": 2, "max_steps": 40, "eval_every": 20})
-    assert steps_note(study, settings, 400) == ("optim.decay_start, loss.r1_weight read train.steps in the space: "
-                                                "exported as the search computed them at 40 steps, not at these 400; "
-                                                "set them for 400 by hand")
-    assert steps_note(study, settings, 40) == steps_note(study, settings, None) == ""
+    assert note(400) == ("optim.decay_start, loss.r1_weight read train.steps in the space: computed at 40 steps, not "
+                         "at these 400; set them for 400 by hand")
+    assert note(40) == note(None) == ""
+    # the export records them, and a production run at other steps says so as it starts
+    config = {"model": {"z_dim": 4, "g_width": 8, "d_width": 8, "g_depth": 1, "d_depth": 1},
+              "optim": {"decay": "linear", "decay_start": 0.5}, "loss": {"r1_weight": 1.0},
+              "train": {"steps": 40, "batch_size": 16, "log_every": 20, "device": "cpu"},
+              "eval": {"every": 20, "n_samples": 100, "metrics": []}}
+    study.add_trial(optuna.trial.create_trial(value=0.1, user_attrs={"config": config}))
+    chosen = Candidate(study.trials[0], config, 0.1)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.chdir(tmp_path)
+    try:
+        cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 40)
+        assert cfg.origin is not None and cfg.origin.steps_read == ["optim.decay_start", "loss.r1_weight"]
+        (tmp_path / "best.yaml").write_text(dump_config(cfg))
+        assert main(["train", "best.yaml", "--steps", "60", "--no-tracking", "--out", "run"]) == 0
+        err = capsys.readouterr().err
+        assert ("warning: best.yaml: optim.decay_start, loss.r1_weight read train.steps in the space: computed at 40 "
+                "steps, not at these 60; set them for 60 by hand (origin.steps_read)") in err, err
+        assert main(["train", "best.yaml", "--no-tracking", "--out", "run40"]) == 0
+        assert "origin.steps_read" not in capsys.readouterr().err
+    finally:
+        monkeypatch.undo()
     study.set_user_attr("space_text", 'search: {params: {w: {expr: "train.steps / 10"}}}\noptim:\n  decay_start: '
                                       '{expr: "w / 1000"}\n')  # through a free parameter: the key it sets is named
-    assert steps_note(study, settings, 400).startswith("optim.decay_start read train.steps in the space")
+    assert note(400).startswith("optim.decay_start read train.steps in the space")
     # the stored text reads as the space file did: PyYAML alone read 1e-4 as text, which the range refused, and the
     # note was dropped without a word
     study.set_user_attr("space_text", 'optim:\n  decay_start: {expr: "20 / train.steps"}\n  lr_g: {float: [1e-4, '
                                       '1e-3], log: true}\n')
-    assert steps_note(study, settings, 400).startswith("optim.decay_start read train.steps in the space")
+    assert note(400).startswith("optim.decay_start read train.steps in the space")
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
@@ -653,7 +676,7 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     assert header(study, chosen, [chosen], "coverage", 100).splitlines()[2].endswith(
         "per seed 0.0912345, 0.0712345; mode_kl mean 0.312345, per seed 0.412345, 0.212345")
     monkeypatch.chdir(tmp_path)
-    cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db")
+    cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 100)
     assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
@@ -751,7 +774,7 @@ def test_the_exported_origin_keeps_no_password_of_the_storage() -> None:
     study = optuna.create_study(study_name="p")
     trial = optuna.trial.create_trial(value=1.0)
     chosen = Candidate(trial, tiny().to_dict(), 1.0)
-    cfg = exported_config(study, chosen, [chosen], None, "postgresql://alice:s3cret@db.example/optuna")
+    cfg = exported_config(study, chosen, [chosen], None, "postgresql://alice:s3cret@db.example/optuna", 100)
     assert cfg.origin is not None and cfg.origin.study_storage == "postgresql://alice:***@db.example/optuna"
 
 
@@ -769,11 +792,11 @@ def test_the_exported_config_names_the_chosen_trial_first_and_drops_the_searchs_
     first, second, third = (Candidate(optuna.trial.create_trial(value=v), config, v) for v in (0.3, 0.4, 0.5))
     for number, c in enumerate((first, second, third)):
         c.trial.number = number
-    cfg = exported_config(study, second, [first, second, third], None, "sqlite:///optuna.db")
+    cfg = exported_config(study, second, [first, second, third], None, "sqlite:///optuna.db", 100)
     assert cfg.origin is not None and cfg.origin.trials == [1, 0, 2]
     assert cfg.eval.repeat is False
     study.set_user_attr("settings", {"pruning": {"noise_aware": False}})  # the user's own choice stays
-    assert exported_config(study, first, [first], None, "sqlite:///optuna.db").eval.repeat is True
+    assert exported_config(study, first, [first], None, "sqlite:///optuna.db", 100).eval.repeat is True
 
 
 def test_a_ctrl_c_while_the_weights_are_copied_leaves_no_part_file_and_no_new_folder(
