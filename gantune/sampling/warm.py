@@ -23,7 +23,9 @@ Projection rules, key by key of the recipe:
 - a free parameter the space **declares under another name** than the recipe's (``ttur`` for the recipe's
   ``ttur_ratio``) and reads in an ``expr`` leaf whose value the recipe gives (``lr_d: {expr: "optim.lr_g *
   ttur"}``) takes the value that makes the expression give the recipe's (bisection over its range); a value
-  outside the range skips the recipe, as above.
+  outside the range skips the recipe, as above. So does one of the recipe's own name that the space reads another
+  way (``lr_d: {expr: "optim.lr_g / ttur_ratio"}``, the recipe's lr_d being lr_g times its ``ttur_ratio``):
+  its value by name would give another lr_d, so it is solved for the recipe's.
 
 A recipe for 2-D points on image data (or the other way round) is skipped, and so is one with nothing to
 contribute. Recipes go in only when the study has no trials yet (a
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, cast
 
@@ -112,7 +114,11 @@ def project(recipe: Recipe, space: SearchSpace) -> Projection:
             out.skipped = f"{key} = {value} is outside the searched {where}"
             return Projection(recipe.name, skipped=out.skipped)
         out.params[key] = _choice(spec, value) if isinstance(spec, CategoricalSpec) else value
-    skipped = _solve_free_params(recipe, space, out) or _switch_on(recipe, space, out)
+    misread = _drop_misread(recipe, space, out)
+    skipped = _solve_free_params(recipe, space, out) or _switch_on(recipe, space, out) or next(
+        (f"the space reads {name} otherwise than the recipe (its {name} = {recipe.values[name]} does not give "
+         f"the recipe's {path}), and it cannot be solved for it" for name, path in misread.items()
+         if name not in out.params), None)
     if skipped is not None:
         return Projection(recipe.name, skipped=skipped)
     _fill_unnamed(recipe, space, out)
@@ -188,6 +194,40 @@ def _switch_on(recipe: Recipe, space: SearchSpace, out: Projection) -> str | Non
         else:
             return f"{key} is searched only when {spec.when}, which the recipe's values do not make true"
     return None
+
+
+def _derived(recipe: Recipe, space: SearchSpace) -> Iterator[tuple[str, Expr, float]]:
+    """Each unconditional ``expr`` leaf of the space whose key the recipe gives a number: (path, expression,
+    the recipe's value)."""
+    for path, leaf in space.leaves.items():
+        raw = recipe.values.get(path)
+        if isinstance(leaf, ExprSpec) and leaf.when is None and isinstance(raw, (int, float)) \
+                and not isinstance(raw, bool) and math.isfinite(raw):
+            yield path, Expr(leaf.expr), float(raw)
+
+
+def _computed(expr: Expr, recipe: Recipe, space: SearchSpace, out: Projection) -> float | None:
+    """What ``expr`` gives in the recipe trial as projected so far; ``None`` where it cannot say yet (a free
+    parameter still to be solved or drawn)."""
+    try:
+        return float(expr(lambda n: _known(n, recipe, space, out)))
+    except (ArithmeticError, TypeError, ValueError, ExprError, RecursionError):
+        return None
+
+
+def _drop_misread(recipe: Recipe, space: SearchSpace, out: Projection) -> dict[str, str]:
+    """A free parameter of the recipe's name that the space reads another way (``lr_d: {expr: "optim.lr_g /
+    ttur_ratio"}`` where the recipe's lr_d is lr_g * ttur_ratio) was copied by its name, and the recipe trial
+    trained an lr_d 13 times off the recipe's: dropped (name -> the key it missed), so that
+    ``_solve_free_params`` solves it from the recipe's value of that key."""
+    dropped: dict[str, str] = {}
+    for path, expr, target in _derived(recipe, space):
+        got = _computed(expr, recipe, space, out)
+        if got is not None and not math.isclose(got, target, rel_tol=1e-6):
+            for name in sorted(expr.names & out.params.keys() & space.params.keys() & recipe.values.keys()):
+                del out.params[name]
+                dropped[name] = path
+    return dropped
 
 
 def _solvable(spec: Any) -> TypeGuard[FloatSpec | IntSpec]:

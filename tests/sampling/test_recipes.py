@@ -151,6 +151,8 @@ def test_recipes_by_data_kind() -> None:
     ("ttur", "optim.lr_g * ttur", 0.5, 4.0, 1.2),  # the recipe's ttur_ratio under the user's own name
     ("slow_d", "optim.lr_g / slow_d", 0.1, 2.0, 1 / 1.2),  # a ratio the other way round
     ("ttur", "optim.lr_g * ttur", 2.0, 4.0, None),  # the recipe's lr_d needs a ratio outside the range
+    # the recipe's own name read the other way round: copied by its name, the trial trained lr_d 1.44 x off
+    ("ttur_ratio", "optim.lr_g / ttur_ratio", 0.1, 2.0, 1 / 1.2),
 ])
 def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_recipes_key(
         tmp_path: Path, ratio: str, expr: str, lo: float, hi: float, want: float | None) -> None:
