@@ -223,10 +223,14 @@ def describe(chosen: Candidate, objective: str, digits: int) -> str:
     return f"{ended}; " + (f"best evaluation {got}" if value is not None else got)
 
 
+#: an export's first line, to the search's name: ``--out`` replaces a file that starts so, no other
+EXPORT_MARK = "# exported by gantune from search "
+
+
 def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str, steps: int) -> str:
     """The export's comment lines: the chosen trial, the seed re-runs at ``steps`` (the re-runs' steps, the
     search's budget when no ``--steps`` was given), its parameters."""
-    lines = [f"# exported by gantune from search {study.study_name!r}",
+    lines = [f"{EXPORT_MARK}{study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
     floor = provenance.floor(chosen.trial)
     for name in (n for n in search_settings(study).objectives if n in floor):  # each objective's (the first only)
@@ -502,7 +506,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
                                "would be replaced; choose another folder")
     check_writable(out, "--out", is_dir=False)
-    check_replaceable(out, "--out")
+    check_replaceable(out, "--out", ("export of gantune's", EXPORT_MARK.encode()))
     if weights is not None and weights.resolve().is_relative_to(out.resolve()):
         # the weights' folder made where the config goes: the config could not be written, the weights were
         raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")

@@ -52,6 +52,8 @@ from gantune.sampling.study import (
 )
 
 TEMPLATE = "report.html.j2"
+#: what the first KiB of a report holds (the template's title): ``--out`` replaces such a file, no other
+REPORT_MARK = "<title>gantune report — ".encode()
 STATUS_COLORS = {Status.COMPLETED: "#1a7f37", Status.PRUNED_ASHA: "#bf8700", Status.PRUNED_COLLAPSED: "#8250df",
                  Status.PRUNED_DIVERGED: "#cf222e", Status.PRUNED_STALLED: "#57606a", Status.FAILED: "#000000",
                  Status.FAILED_OOM: "#953800"}
@@ -293,7 +295,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     import plotly.offline
 
     check_writable(out, "--out", is_dir=False)  # before the page is built: `--out .` failed after it
-    check_replaceable(out, "--out")
+    check_replaceable(out, "--out", ("gantune report", REPORT_MARK))
     study = load_search(name, storage)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     if not trials:

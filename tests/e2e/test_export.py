@@ -52,6 +52,18 @@ def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys
     assert sorted(p.name for p in (searched / "w").iterdir()) == ["generator.pt", "generator_best.pt"]
     assert main(["export", "exp", "--out", "best.yaml", "--weights", "w"]) == 0  # again: both are replaced
     assert (searched / "best.yaml").read_text() == text
+    # any other file is not: the space the search ran from (exported over, its --resume failed), a trial's config
+    (searched / "space-copy.yaml").write_text(SPACE)
+    trial_config = searched / "runs" / "exp" / "trial-0000" / "config.yaml"
+    before = trial_config.read_bytes()
+    capsys.readouterr()
+    assert main(["export", "exp", "--out", "space-copy.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == ("gantune export: error: --out: space-copy.yaml exists and is not an "
+                                               "earlier export of gantune's, which alone this replaces; delete it or "
+                                               "choose another --out")
+    assert main(["export", "exp", "--out", str(trial_config)]) == 2
+    assert f"is in a run's folder ({trial_config.parent} holds its checkpoint.pt)" in capsys.readouterr().err
+    assert (searched / "space-copy.yaml").read_text() == SPACE and trial_config.read_bytes() == before
     # the production run: the exported file as it is, logged to MLflow tagged with its search
     assert main(["train", "best.yaml", "--steps", "60", "--out", "prod", "--json"]) == 0
     summary = last_json(capsys)
