@@ -336,12 +336,18 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrent", type=int, help="re-runs at once")
 
 
+#: the most seeds ``export --seeds`` re-runs each trial with
+MAX_RERUN_SEEDS = 1000
+
+
 def _export(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.export import export
 
     for flag, value, least in (("--top-k", args.top_k, 1), ("--seeds", args.seeds, 0), ("--steps", args.steps, 1)):
         if value is not None and value < least:  # each names its flag (one line named three)
             raise GantuneError(f"{flag}: must be at least {least}")
+    if args.seeds > MAX_RERUN_SEEDS:  # 10**23 listed its seeds until memory ran out, printing nothing
+        raise GantuneError(f"--seeds: at most {MAX_RERUN_SEEDS:,} (one training run each, per trial re-run)")
     if args.trial is not None and args.top_k != 1:
         raise GantuneError("--trial and --top-k: choose one trial, or the best k")
     if args.by == "human" and (args.trial is not None or args.top_k != 1):

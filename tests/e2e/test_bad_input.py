@@ -358,6 +358,9 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/unread-param.yaml"], r"search.params.ttur: no expression or condition reads it"),
     (["export", "x", "--steps", "0"], r"^gantune export: error: --steps: must be at least 1$"),
     (["export", "x", "--seeds", "-1"], r"^gantune export: error: --seeds: must be at least 0$"),
+    # 10**23 listed its seeds until memory ran out, printing nothing
+    (["export", "x", "--seeds", "100000000000000000000000"],
+     r"^gantune export: error: --seeds: at most 1,000 \(one training run each, per trial re-run\)$"),
     # every trial failed as its reference was built (exit 1, a study and runs left)
     (["search", "{in}/classes-on-points.yaml"], r"eval.metrics: the classes metric needs a classifier extractor"),
     (["search", "{in}/pbt-of-one.yaml"], r"search: pruning.scheduler: pbt needs a population of 2 trials or more"),
