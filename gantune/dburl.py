@@ -127,6 +127,19 @@ def check_options(uri: str, flag: str) -> None:
     if sep and (unknown or not options):
         raise GantuneError(f"{flag} {uri}: '?{options}' reads as the URL's options, not as part of the file name "
                            f"(sqlite's are {', '.join(sorted(SQLITE_OPTIONS))}); write a '?' in a file name as %3F")
+    if not sep:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:  # the values as SQLAlchemy reads them: ?timeout=abc was its traceback when the store opened
+        url = make_url(uri)
+        args, kwargs = url.get_dialect()().create_connect_args(url)
+    except (ValueError, TypeError, ArgumentError) as err:
+        raise GantuneError(f"{flag} {uri}: an option's value is not one sqlite takes ({err})") from None
+    if kwargs.get("uri") and "mode=memory" in str(args[0] if args else "").lower():  # gone with its connection
+        raise GantuneError(f"{flag} {uri}: an in-memory database (mode=memory) is gone when the connection closes: "
+                           "nothing of the search would be kept; name a file")
 
 
 def check_apart(storage: str, tracking_uri: str | None, storage_named: bool = False) -> None:

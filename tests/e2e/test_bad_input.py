@@ -392,6 +392,18 @@ ROWS: list[tuple[list[str], str]] = [
     (["search", "{in}/space.yaml", "--storage", "sqlite:///runs?v=2/o.db"], r"'\?v=2/o.db' reads as the URL's options"),
     (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m?x.db"], r"--tracking-uri .*m\?x.db: '\?x.db' reads"),
     (["report", "x", "--storage", "sqlite:///q?x/o.db"], r"'\?x/o.db' reads as the URL's options"),
+    # an option's value SQLAlchemy cannot read: its traceback (46 lines) when the store opened; a new search left
+    # runs/<name>/ claimed, and train trained untracked, warning that the store was "gone"
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///x.db?timeout=abc"],
+     r"--storage sqlite:///.*x.db\?timeout=abc: an option's value is not one sqlite takes \(could not convert string "
+     r"to float: 'abc'\)$"),
+    (["report", "x", "--storage", "sqlite:///x.db?check_same_thread=maybe"], r"an option's value is not one sqlite"),
+    (["search", "{in}/space.yaml", "--tracking-uri", "sqlite:///m.db?timeout=abc"],
+     r"--tracking-uri .*m.db\?timeout=abc: an option's value"),
+    # an in-memory database behind sqlite's own URI: the search ran and its summary named a study gone with it
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///file:mem1?mode=memory&uri=true"],
+     r"an in-memory database \(mode=memory\) is gone when the connection closes: nothing of the search would be "
+     r"kept; name a file$"),
 ]
 
 
