@@ -69,8 +69,8 @@ def opening(storage: str) -> Iterator[None]:
 def find_study(name: str, storage: str) -> optuna.Study | None:
     """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
     db = check_storage(storage)
-    if db is not None and not db.exists():
-        return None
+    if db is not None and (not db.exists() or (db.is_file() and sqlite_owner(db) != OPTUNA)):
+        return None  # opening a file Optuna has not made writes its schema in (a refused search left it there)
     try:
         with opening(storage):
             return optuna.load_study(study_name=name, storage=storage)
@@ -479,8 +479,12 @@ def load_search(name: str, storage: str) -> optuna.Study:
     db = check_storage(absolute_sqlite(storage), writing=False)
     if db is not None and not db.is_file():
         raise GantuneError(f"no search named {name!r} in {storage} ({db} does not exist)")
-    if db is not None and sqlite_owner(db) == "":  # Optuna would write its schema into it
+    owner = sqlite_owner(db) if db is not None else OPTUNA
+    if owner == "":  # Optuna would write its schema into it
         raise GantuneError(f"no search named {name!r} in {storage} ({db} is empty)")
+    if owner != OPTUNA:  # another program's tables, or MLflow's: left as they are
+        what = owner or "no Optuna storage: its tables are another program's"
+        raise GantuneError(f"no search named {name!r} in {storage} ({db} is {what})")
     try:
         with opening(storage):
             study = optuna.load_study(study_name=name, storage=absolute_sqlite(storage))

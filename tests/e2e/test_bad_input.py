@@ -7,6 +7,7 @@ the test sees: it compares every file under the test's folder before and after).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -708,3 +709,27 @@ def test_a_config_from_a_pipe_is_checked_as_a_file_is(tmp_path: Path) -> None:
     assert proc.stderr.strip().startswith("gantune train: error: /dev/stdin: health.objective: 'nonsense' is not "
                                           "reported"), proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [["report", "nosuch"], ["export", "nosuch"], ["review", "nosuch", "--no-browser"],
+                                  ["search", "{in}/space.yaml", "--resume", "--no-tracking"]])
+@pytest.mark.parametrize("content", ["foreign", "empty"])
+def test_a_refusal_leaves_a_sqlite_file_optuna_did_not_make_as_it_was(inputs: Path, args: list[str], content: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Looking for a search in another program's sqlite file (or, for a search, an empty one) opened it as an
+    Optuna storage, which wrote Optuna's 14 tables into it (8 KB -> 116 KB) before the refusal's one line."""
+    import sqlite3
+
+    db = Path("other.db")
+    if content == "foreign":
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            con.execute("CREATE TABLE notes (x TEXT)")
+            con.commit()
+    else:
+        db.touch()
+    before = db.read_bytes()
+    argv = [a.replace("{in}", str(inputs)) for a in args]
+    assert main([*argv, "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and ("no search named" in err), err
+    assert db.read_bytes() == before
