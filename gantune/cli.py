@@ -24,6 +24,10 @@ from gantune.provenance import describe, floor_scored, trial_numbers
 from gantune.registry import Registry, plugin_hint
 from gantune.streams import outliving
 
+#: a file where a folder goes or the other way round (``runs/<name>`` a file, a run's ``samples`` a file): its
+#: traceback was the answer
+IN_THE_WAY = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR})
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line (and exit code 2, as argparse does)."""
@@ -663,7 +667,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"gantune {args.command}: error: {plugin_hint(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno not in MACHINE_ERRNOS:
+        if err.errno not in MACHINE_ERRNOS | IN_THE_WAY:
             if (failed := plugin_failure(err)) is None:
                 raise
             print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
@@ -671,6 +675,8 @@ def _main(argv: Sequence[str] | None) -> int:
         name = str(err.filename or "")
         what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
                 else f"{name}: {err.strerror}" if name else str(err.strerror or err))
+        if err.errno in IN_THE_WAY:
+            what += " (a file or folder is in the way of one gantune writes there: move it, or choose another path)"
         print(f"gantune {args.command}: error: {what}", file=sys.stderr)
         return 2
     except Interrupted as err:

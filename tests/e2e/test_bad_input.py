@@ -733,3 +733,26 @@ def test_a_refusal_leaves_a_sqlite_file_optuna_did_not_make_as_it_was(inputs: Pa
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and ("no search named" in err), err
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["search", "train"])
+def test_a_file_where_gantune_makes_a_folder_is_one_line(inputs: Path, where: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``runs/<name>`` a file (a search) or a run's ``samples`` a file (a train): FileExistsError tracebacks."""
+    if where == "search":
+        Path("runs").mkdir()
+        Path("runs/ok").write_text("mine")
+        argv = ["search", str(inputs / "space.yaml"), "--no-tracking", "--trials", "1", "--max-steps", "20"]
+        blocked = Path("runs/ok").resolve()
+    else:
+        Path("d").mkdir()
+        Path("d/samples").write_text("mine")
+        argv = ["train", "grid25", "--no-tracking", "--steps", "2", "--out", "d"]
+        blocked = Path("d/samples")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"gantune {where}: error: {blocked}: File exists (a file or folder is in the way of one gantune "
+                   "writes there: move it, or choose another path)"), err
+    assert blocked.read_text() == "mine"
+    if where == "train":
+        assert sorted(p.name for p in Path("d").iterdir()) == ["samples"]
