@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import re
+import reprlib
 import sys
 import threading
 from collections.abc import Callable
@@ -257,6 +258,17 @@ _AUTOFLUSH = re.compile(r"^\((\S+\) \()?raised as a result of .*\)$")
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, at most 300 characters (for one-line reports): ``text_line``."""
     return text_line(str(err))
+
+
+_SHORT = reprlib.Repr()  # its keyword arguments are Python 3.12's
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 3, 4, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut short for a one-line error: a YAML alias "bomb" (nine levels of eight aliases) made a
+    226 MB line, or ran out of memory building it (``reprlib`` never builds the whole)."""
+    return _SHORT.repr(value)
 
 
 def text_line(text: str, limit: int | None = 300) -> str:

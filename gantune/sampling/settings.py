@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gantune.config import MAX_SEED, SwitchChecked
 from gantune.errors import ConfigError
+from gantune.events import short_repr
 from gantune.metrics import better
 from gantune.registry import Registry
 from gantune.sampling.recipes import RECIPES
@@ -85,7 +86,7 @@ class SamplerKind:
                                  f"{choose}")
             # YAML's 1 is a fine float, but neither true nor 1.5 is an int, nor 1 a bool
             if not (type(value) is kind or (kind is float and type(value) is int)):
-                raise ValueError(f"sampler_options: {key}: {value!r} is not {KIND_WORDS[kind]}")
+                raise ValueError(f"sampler_options: {key}: {short_repr(value)} is not {KIND_WORDS[kind]}")
             if kind is int and key.startswith("n_") and isinstance(value, int) and value < 0:  # Optuna took -3 as 0
                 raise ValueError(f"sampler_options: {key}: {value} is a count, at least 0")
             if key in self.at_least and isinstance(value, (int, float)) and value < self.at_least[key]:

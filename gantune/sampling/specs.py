@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gantune.config import SECTIONS, SUBSECTIONS, SwitchChecked, TrialConfig, switch_problem
+from gantune.events import short_repr
 from gantune.sampling.expr import int_shown
 
 _FORBID = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
@@ -106,8 +107,9 @@ class CategoricalSpec(_Leaf):
         """A list or mapping among the choices was refused as one problem per type it is not (12 of them for
         ``[[], [translation]]``, the natural way to search augment policies): one sentence that says what works."""
         if isinstance(v, list) and (odd := next((c for c in v if isinstance(c, (list, dict))), None)) is not None:
-            raise ValueError(f"a choice must be a single value (text, a number, true/false or null), not {odd!r}; "
-                             "a key that takes a list may read it from text (data.augment: \"translation,cutout\")")
+            raise ValueError(f"a choice must be a single value (text, a number, true/false or null), not "
+                             f"{short_repr(odd)}; a key that takes a list may read it from text (data.augment: "
+                             "\"translation,cutout\")")
         if isinstance(v, list) and (bad := next((c for c in v if isinstance(c, float) and not math.isfinite(c)),
                                                 None)) is not None:  # four problems, one per type it is not
             raise ValueError(f"a choice must be a finite number, not {bad!r}; where .inf switches a check off, "

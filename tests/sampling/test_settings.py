@@ -191,3 +191,19 @@ def test_asha_on_several_objectives_is_said(pruning: dict, objective: object, sa
         "ASHA stops trials on the first objective alone (coverage), and a stopped trial leaves the Pareto front of "
         "coverage, fid: a trial good on the others can be cut early; set search.pruning.asha: false to keep the "
         "front whole (health verdicts still prune)"])
+
+
+def test_a_huge_value_in_a_refusal_is_cut_short() -> None:
+    """A YAML alias "bomb" (nine levels of eight aliases) as a categorical choice or a sampler option: the one-line
+    refusal repeated its repr in full, 226 MB, or ran out of memory building it."""
+    from gantune.sampling.specs import CategoricalSpec
+
+    huge: object = ["x"] * 8
+    for _ in range(8):
+        huge = [huge] * 8  # 8**9 leaves, one list object per level
+    with pytest.raises(ValidationError) as refused:
+        CategoricalSpec.model_validate({"categorical": ["a", huge]})
+    assert len(refused.value.errors()[0]["msg"]) < 1000  # what the one line says (not pydantic's own repr)
+    with pytest.raises(ValidationError) as refused:
+        SearchSettings.model_validate({"sampler_options": {"n_startup_trials": huge}})
+    assert len(refused.value.errors()[0]["msg"]) < 1000
