@@ -123,6 +123,9 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     if opts.out == "":
         raise GantuneError("--out: empty; name the run folder (or leave --out out for runs/<name>)")
     out = Path(opts.out) if opts.out is not None else default_out(cfg.name, path)
+    if is_search_folder(out):  # its files went in among the trial folders, under the search's lock
+        raise GantuneError(f"--out: {out} is a search's folder (its trials' runs are in it); train into a folder of "
+                           f"its own, such as {out / 'train'}")
     at = 0
     # a run training there now: the checks below read its files as a run stopped before its first checkpoint
     # ("delete it") or one to resume, advice the lock then refused
@@ -262,8 +265,12 @@ def default_out(name: str, path: Path) -> Path:
     from gantune.sampling.settings import check_name
 
     root = Path("runs") / check_name(name, f"{path}: name", "run name", "runs/ (or give --out)")
-    search = (root / OWNER).exists() or any(root.glob("trial-[0-9][0-9][0-9][0-9]"))
-    return root / "train" if search else root
+    return root / "train" if is_search_folder(root) else root
+
+
+def is_search_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a search's (its study marker, or trial folders in it)."""
+    return (folder / OWNER).exists() or any(folder.glob("trial-[0-9][0-9][0-9][0-9]"))
 
 
 def check_history(out: Path, ckpt: dict[str, Any]) -> None:

@@ -253,6 +253,13 @@ def test_resume_refuses_steps_it_has_passed_and_the_default_folder_keeps_off_a_s
     assert main(["train", str(cfg), "--no-tracking", "--json"]) == 0
     assert (tmp_path / "runs" / "t" / "train" / "checkpoint.pt").exists()
     assert not (tmp_path / "runs" / "t" / "checkpoint.pt").exists()
+    # named by --out, the search's folder itself is refused (it took the run among the trials, rewriting the lock)
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--no-tracking", "--out", str(tmp_path / "runs" / "t")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gantune train: error: --out: {tmp_path / 'runs' / 't'} is a search's folder (its trials' runs are in it); "
+        f"train into a folder of its own, such as {tmp_path / 'runs' / 't' / 'train'}")
+    assert sorted(p.name for p in (tmp_path / "runs" / "t").iterdir()) == ["train", "trial-0000"]
 
 
 def test_a_run_killed_before_its_generator_was_written_resumes_at_the_same_steps(
