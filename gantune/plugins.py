@@ -117,4 +117,7 @@ def _module(spec: str) -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:
         # after the rest, as a file's folder is: first, a local mlflow.py hid MLflow from the whole command
         sys.path.append(os.getcwd())
-    importlib.import_module(spec)
+    module = importlib.import_module(spec)
+    if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # nothing of it ran, no word
+        raise ImportError(f"{spec} is a folder without an __init__.py (a namespace package): no code of it runs; "
+                          f"name its module (--plugin {spec}.NAME) or add {spec}/__init__.py")

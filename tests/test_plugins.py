@@ -235,6 +235,14 @@ def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) 
         "gantune train: error: --plugin quits.py: it called sys.exit(0) while imported; a plugin only registers "
         "(nothing ran)"]
     assert not (tmp_path / "d").exists()
+    (tmp_path / "plugs").mkdir()  # a folder without __init__.py: an empty namespace package, exit 0, no word
+    (tmp_path / "plugs" / "myloss.py").write_text(PLUGIN)
+    done = run("--plugin", "plugs", "train", "t.yaml", "--no-tracking", "--out", "d")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "gantune train: error: --plugin plugs: ImportError: plugs is a folder without an __init__.py (a namespace "
+        "package): no code of it runs; name its module (--plugin plugs.NAME) or add plugs/__init__.py"]
+    done = run("--plugin", "plugs.myloss", "train", "t.yaml", "--no-tracking", "--out", "d")
+    assert done.returncode == 0, done.stderr
 
 
 def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
