@@ -291,7 +291,8 @@ def check_uri(uri: str) -> str:
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in _SCHEMES:
         raise GantuneError(f"--tracking-uri: {uri}: unknown scheme {scheme!r} (MLflow takes "
-                           f"{', '.join(s + '://' for s in _SCHEMES if s)} or a local path)")
+                           f"{', '.join(s + '://' for s in _SCHEMES if s)}; a local folder, MLflow's file store, "
+                           "only with MLFLOW_ALLOW_FILE_STORE=true: use sqlite:///mlflow.db)")
     check_options(uri, "--tracking-uri")
     db = sqlite_file(uri) if scheme == "sqlite" else None
     if scheme == "sqlite" and db is None:

@@ -357,7 +357,10 @@ def test_unknown_objective_is_rejected_at_load_with_the_available_names(tmp_path
 @pytest.mark.parametrize(("content", "flags", "needle"), [
     ("", [], "empty search space"),
     ("# nothing but a comment\n", [], "empty search space"),
-    (None, ["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
+    # it said MLflow takes "a local path", which MLflow 3 refuses (its file store is in maintenance mode)
+    (None, ["--tracking-uri", "foo://x"], "unknown scheme 'foo' (MLflow takes file://, sqlite://"),
+    (None, ["--tracking-uri", "foo://x"], "; a local folder, MLflow's file store, only with "
+                                          "MLFLOW_ALLOW_FILE_STORE=true: use sqlite:///mlflow.db)"),
     (None, ["--trials", "-3"], "search.trials"),
     (None, ["--max-steps", "0"], "search.max_steps"),
     (None, ["--gpus-per-trial", "-1"], "--gpus-per-trial: -1 is not a GPU share"),
