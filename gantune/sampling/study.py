@@ -122,6 +122,11 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
         check_same_measure(name, existing, settings, measure)
         check_same_data(name, existing, measured)
         check_same_files(name, existing, listings or {})
+    if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions \
+            and not started:  # a study made by hand to queue trials in (Optuna's default: minimize)
+        raise GantuneError(f"study {name!r} in {storage} holds no trial run yet and was created with direction "
+                           f"{', '.join(was)}, where this space says {', '.join(settings.directions)}: create it with "
+                           f"{_directions_arg(settings.directions)} before queueing trials in it, or delete it")
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions:
         raise GantuneError(f"--resume: search {name!r} was created with direction {', '.join(was)}, and this space "
                            f"says {', '.join(settings.directions)} (a direction left out is each objective's better "
@@ -129,6 +134,11 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
                            "another with --name")
     if existing is not None:
         check_same_draws(name, existing, distributions)
+
+
+def _directions_arg(directions: list[str]) -> str:
+    """How ``optuna.create_study`` is told ``directions``."""
+    return f"direction={directions[0]!r}" if len(directions) == 1 else f"directions={directions!r}"
 
 
 def check_same_draws(name: str, study: optuna.Study, distributions: dict[str, BaseDistribution]) -> None:

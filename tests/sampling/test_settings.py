@@ -207,3 +207,18 @@ def test_a_huge_value_in_a_refusal_is_cut_short() -> None:
     with pytest.raises(ValidationError) as refused:
         SearchSettings.model_validate({"sampler_options": {"n_startup_trials": huge}})
     assert len(refused.value.errors()[0]["msg"]) < 1000
+
+
+def test_a_study_made_by_hand_to_queue_trials_in_with_optunas_default_direction_says_how_to_make_it(
+        tmp_path: object) -> None:
+    """``optuna.create_study(name)`` (minimize) and ``enqueue_trial``, then a search for coverage: the line said
+    "--resume: ... resume with direction: minimize", a flag not given and a direction the space then refused."""
+    from gantune.errors import GantuneError
+    from gantune.sampling.study import check_study
+
+    storage = f"sqlite:///{tmp_path}/q.db"
+    optuna.create_study(study_name="q", storage=storage).enqueue_trial({"optim.lr_g": 0.001})
+    with pytest.raises(GantuneError, match=r"^study 'q' in .*q.db holds no trial run yet and was created with "
+                                           r"direction minimize, where this space says maximize: create it with "
+                                           r"direction='maximize' before queueing trials in it, or delete it$"):
+        check_study("q", storage, SearchSettings.model_validate({"objective": "coverage"}), False, {})
