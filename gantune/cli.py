@@ -676,7 +676,7 @@ def _main(argv: Sequence[str] | None) -> int:
         what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
                 else f"{name}: {err.strerror}" if name else str(err.strerror or err))
         if err.errno in IN_THE_WAY:
-            what += " (a file or folder is in the way of one gantune writes there: move it, or choose another path)"
+            what += " (a file where a folder goes, or a folder where a file goes: move it, or choose another path)"
         print(f"gantune {args.command}: error: {what}", file=sys.stderr)
         return 2
     except Interrupted as err:

@@ -323,9 +323,6 @@ class TrainConfig(_Section):
         return v
 
 
-QUICK_SAMPLES = 500  # a quick check's samples unless eval.quick_samples says (never more than n_samples then)
-
-
 @dataclass(config=_FINITE)
 class EvalConfig(_Section):
     """Evaluation cadence and metric set (the metrics plug in at the loop's evaluation hook)."""
@@ -334,8 +331,8 @@ class EvalConfig(_Section):
     n_samples: int = Field(default=2500, ge=16, description="generated samples per evaluation")
     metrics: list[str] = Field(default_factory=lambda: ["default"])
     quick_every: int = Field(default=0, ge=0, description="cheap collapse checks (modes, classes, diversity)")
-    quick_samples: int | None = Field(default=None, ge=16, description="samples per quick check (default: 500, "
-                                      "or n_samples where that is fewer: a quick check is the cheap one)")
+    quick_samples: int = Field(default=500, ge=16, description="samples per quick check, at most n_samples (a "
+                               "quick check is the cheap one)")
     extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, "
                            "stacked_digits, inception")
     inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
@@ -348,7 +345,9 @@ class EvalConfig(_Section):
         return self.grid or (1000 if points else 64)
 
     def quick_size(self) -> int:
-        return self.quick_samples or min(QUICK_SAMPLES, self.n_samples)
+        """What a quick check scores: ``quick_samples``, at most ``n_samples`` (500 of them took a trial evaluated
+        on 64 at every "cheap" check)."""
+        return min(self.quick_samples, self.n_samples)
 
 
 @dataclass(config=_STRICT)

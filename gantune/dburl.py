@@ -137,9 +137,10 @@ def check_options(uri: str, flag: str) -> None:
         args, kwargs = url.get_dialect()().create_connect_args(url)
     except (ValueError, TypeError, ArgumentError) as err:
         raise GantuneError(f"{flag} {uri}: an option's value is not one sqlite takes ({err})") from None
-    if kwargs.get("uri") and "mode=memory" in str(args[0] if args else "").lower():  # gone with its connection
-        raise GantuneError(f"{flag} {uri}: an in-memory database (mode=memory) is gone when the connection closes: "
-                           "nothing of the search would be kept; name a file")
+    target = str(args[0] if args else "").lower()
+    if kwargs.get("uri") and ("mode=memory" in target or "vfs=memdb" in target):  # gone with its connection
+        raise GantuneError(f"{flag} {uri}: an in-memory database (mode=memory, vfs=memdb) is gone when the "
+                           "connection closes: nothing of the search would be kept; name a file")
 
 
 def check_apart(storage: str, tracking_uri: str | None, storage_named: bool = False) -> None:

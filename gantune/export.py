@@ -100,7 +100,7 @@ class RerunSpace(SearchSpace):
     warns = False
 
     def __init__(self, name: str, settings: SearchSettings, configs: dict[int, dict[str, Any]], seeds: int,
-                 steps: int) -> None:
+                 steps: int, once: bool = False) -> None:
         # the configs re-run, as comments: the re-runs' MLflow parent logs this as its space.yaml (one line of
         # trial numbers said nothing of what was trained)
         configs_text = "".join(f"# {line}\n" for line in yaml_text({f"trial {n}": configs[n]
@@ -112,6 +112,8 @@ class RerunSpace(SearchSpace):
         # one the re-run trained with
         self.seeds = sorted({rerun_seed(c, k) for c in configs.values() for k in range(seeds)})
         self.steps = steps
+        #: the search was noise-aware: it set ``eval.repeat`` in every trial for ASHA, which a re-run has not
+        self.once = once
 
     def sample(self, trial: optuna.Trial, overrides: dict[str, Any] | None = None,
                on: set[str] | None = None) -> dict[str, Any]:
@@ -120,8 +122,8 @@ class RerunSpace(SearchSpace):
         seed = trial.suggest_categorical("seed", self.seeds)
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.configs[int(source)].items()}
         raw.setdefault("train", {})["seed"] = seed
-        # a noise-aware search measured each evaluation twice for ASHA's noise; a re-run has no ASHA to feed
-        raw["eval"] = {**(raw.get("eval") or {}), "repeat": False}
+        if self.once:  # as exported_config: a user's own eval.repeat stays
+            raw["eval"] = {**(raw.get("eval") or {}), "repeat": False}
         return self.apply_settings(raw)
 
     def fixed_measure(self) -> dict[str, Any]:
@@ -153,7 +155,8 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         "pruning": Pruning(asha=False, health=settings.pruning.health), "params": {},
         "warm_start": False})
     name = f"{study.study_name}-reruns"
-    space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps)
+    space = RerunSpace(name, rerun_settings, {c.trial.number: c.config for c in candidates}, seeds, steps,
+                       once=settings.pruning.noise_aware)
     storage = storage_of(study)
     check_run(space, opts)  # bad flags are refused before the study of the re-runs is made
     try:
@@ -506,7 +509,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
                                "would be replaced; choose another folder")
     check_writable(out, "--out", is_dir=False)
-    check_replaceable(out, "--out", ("export of gantune's", EXPORT_MARK.encode()))
+    check_replaceable(out, "--out", ("export of gantune's", lambda head: head.startswith(EXPORT_MARK.encode())))
     if weights is not None and weights.resolve().is_relative_to(out.resolve()):
         # the weights' folder made where the config goes: the config could not be written, the weights were
         raise GantuneError(f"--weights: {weights} would be a folder at or under --out {out}; give them apart")

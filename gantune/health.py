@@ -116,7 +116,7 @@ EVAL_SECONDS = "eval_s"
 
 def is_evaluation(record: dict[str, float]) -> bool:
     """Whether a trial-loop record holds a full evaluation (only those carry ``EVAL_SECONDS``). A quick check scores the
-    cheap families on ``eval.quick_samples``, under the same keys: its mode KL on 1,000 samples reads about 0.6
+    cheap families on ``eval.quick_size()`` samples, under the same keys: its mode KL on 1,000 samples reads about 0.6
     where the evaluation's on 26,000 reads 0.1 (the estimator's bias falls with the sample count), so its values
     are not comparable with an evaluation's and must not count as the objective."""
     return EVAL_SECONDS in record

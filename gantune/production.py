@@ -110,7 +110,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
     written = read_yaml(path)  # once: the config, and what the file itself sets (a pipe reads empty the second time)
     cfg = config_from_file(written, path, resumed=opts.resume)  # resumed: no init_from (the checkpoint has all)
     raw = absolute_paths(cfg.to_dict())
-    flags = []
+    flags: list[str] = []
     if opts.steps is not None:
         raw["train"]["steps"] = opts.steps
         flags.append("--steps")

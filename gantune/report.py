@@ -295,7 +295,7 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
     import plotly.offline
 
     check_writable(out, "--out", is_dir=False)  # before the page is built: `--out .` failed after it
-    check_replaceable(out, "--out", ("gantune report", REPORT_MARK))
+    check_replaceable(out, "--out", ("gantune report", lambda head: REPORT_MARK in head))
     study = load_search(name, storage)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     if not trials:

@@ -70,12 +70,12 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
                            f"{err.strerror or err})") from None
 
 
-def check_replaceable(path: Path, flag: str, earlier: tuple[str, bytes] | None = None) -> None:
+def check_replaceable(path: Path, flag: str, earlier: tuple[str, Callable[[bytes], bool]] | None = None) -> None:
     """Refuse an output file (``export --out``, ``report --out``) at a study or MLflow database: written there,
     it replaced the database, and every search in it was lost (exit 0). With ``earlier`` (what the output is, and
-    bytes its first KiB holds), an existing file is replaced only when it is an earlier such output, outside a
-    run's folder: ``export --out toy.yaml`` replaced the search space it was run from, ``report --out`` a trial's
-    generator.pt, both without a word."""
+    whether a file's first KiB is one), an existing file is replaced only when it is empty or an earlier such
+    output, outside a run's folder: ``export --out toy.yaml`` replaced the search space it was run from, ``report
+    --out`` a trial's generator.pt, both without a word."""
     with contextlib.suppress(OSError, RuntimeError):  # what cannot be read is check_writable's to say
         target = write_target(path)
         if owner := sqlite_owner(target):
@@ -86,10 +86,10 @@ def check_replaceable(path: Path, flag: str, earlier: tuple[str, bytes] | None =
             raise GantuneError(f"{flag}: {path} is in a run's folder ({target.parent} holds its "
                                f"{CHECKPOINT if (target.parent / CHECKPOINT).exists() else METRICS}); choose "
                                f"another {flag}")
-        what, mark = earlier
+        what, made = earlier
         with target.open("rb") as f:
             head = f.read(1024)
-        if mark not in head:
+        if head and not made(head):  # an empty file: one made for it (mktemp)
             raise GantuneError(f"{flag}: {path} exists and is not an earlier {what}, which alone this replaces; "
                                f"delete it or choose another {flag}")
 

@@ -232,13 +232,15 @@ def test_every_evaluation_records_how_it_was_measured(tmp_path: Path) -> None:
     assert all(r["provenance"] == seen[0] for r in evals if "fid" in r)
 
 
-@pytest.mark.parametrize(("n_samples", "quick_samples", "quick_n"), [(64, None, 64), (2500, None, 500), (64, 100, 100)])
-def test_a_quick_check_is_never_larger_than_an_evaluation_unless_asked(
-        tmp_path: Path, n_samples: int, quick_samples: int | None, quick_n: int) -> None:
+@pytest.mark.parametrize(("n_samples", "quick_samples", "quick_n"), [(64, None, 64), (2500, None, 500), (64, 100, 64),
+                                                                   (200, 32, 32)])
+def test_a_quick_check_is_never_larger_than_an_evaluation(tmp_path: Path, n_samples: int, quick_samples: int | None,
+                                                         quick_n: int) -> None:
     """Quick checks scored 500 samples whatever ``eval.n_samples`` said, so a trial evaluated on 64 paid for 500 at
-    every "cheap" check; unset, a quick check scores 500 or ``n_samples`` where that is fewer."""
+    every "cheap" check; a quick check scores ``quick_samples`` (500 unset), at most ``n_samples``."""
+    quick = {} if quick_samples is None else {"quick_samples": quick_samples}
     cfg = tiny(train={"steps": 4}, eval={"every": 4, "n_samples": n_samples, "quick_every": 2,
-                                         "quick_samples": quick_samples, "metrics": ["diversity"]})
+                                         "metrics": ["diversity"], **quick})
     seen: list[dict[str, Any]] = []
     train(cfg, run_dir=tmp_path, on_provenance=seen.append)
     assert seen[0]["quick_n"] == quick_n

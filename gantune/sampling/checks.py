@@ -100,7 +100,7 @@ def inside(spec: FloatSpec | IntSpec) -> list[float | int]:
     """Values strictly inside a range that a draw can give: every one of a stepped range of up to
     ``INSIDE_PROBES`` values, else that many spread evenly (geometrically on a log range); on the step's grid."""
     lo, hi = spec.range
-    step = spec.step if isinstance(spec, IntSpec) or spec.step is not None else None
+    step = None if spec.log else spec.step  # a log int range has step 1: spread geometrically, as it draws
     if step is not None:
         n = round((hi - lo) / step)
         spread = range(1, INSIDE_PROBES)

@@ -403,8 +403,9 @@ ROWS: list[tuple[list[str], str]] = [
      r"--tracking-uri .*m.db\?timeout=abc: an option's value"),
     # an in-memory database behind sqlite's own URI: the search ran and its summary named a study gone with it
     (["search", "{in}/space.yaml", "--storage", "sqlite:///file:mem1?mode=memory&uri=true"],
-     r"an in-memory database \(mode=memory\) is gone when the connection closes: nothing of the search would be "
-     r"kept; name a file$"),
+     r"an in-memory database \(mode=memory, vfs=memdb\) is gone when the connection closes: nothing of the search "
+     r"would be kept; name a file$"),
+    (["search", "{in}/space.yaml", "--storage", "sqlite:///x.db?uri=true&vfs=memdb"], r"an in-memory database"),
 ]
 
 
@@ -751,8 +752,8 @@ def test_a_file_where_gantune_makes_a_folder_is_one_line(inputs: Path, where: st
         blocked = Path("d/samples")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (f"gantune {where}: error: {blocked}: File exists (a file or folder is in the way of one gantune "
-                   "writes there: move it, or choose another path)"), err
+    assert err == (f"gantune {where}: error: {blocked}: File exists (a file where a folder goes, or a folder where a "
+                   "file goes: move it, or choose another path)"), err
     assert blocked.read_text() == "mine"
     if where == "train":
         assert sorted(p.name for p in Path("d").iterdir()) == ["samples"]

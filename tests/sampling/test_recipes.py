@@ -153,6 +153,8 @@ def test_recipes_by_data_kind() -> None:
     ("ttur", "optim.lr_g * ttur", 2.0, 4.0, None),  # the recipe's lr_d needs a ratio outside the range
     # the recipe's own name read the other way round: copied by its name, the trial trained lr_d 1.44 x off
     ("ttur_ratio", "optim.lr_g / ttur_ratio", 0.1, 2.0, 1 / 1.2),
+    # read the recipe's way: its value by name, even where the recipe's own lr_d disagrees in the 4th digit
+    ("ttur_ratio", "optim.lr_g * ttur_ratio * 1.0007", 0.5, 1.2, 1.2),
 ])
 def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_recipes_key(
         tmp_path: Path, ratio: str, expr: str, lo: float, hi: float, want: float | None) -> None:
@@ -165,7 +167,8 @@ def test_a_free_parameter_under_another_name_takes_the_value_that_gives_the_reci
         assert p.skipped == f"optim.lr_d = 0.000468 needs {ratio} outside the searched [{lo}, {hi}]"
         return
     assert p.skipped is None and p.params[ratio] == pytest.approx(want, rel=1e-5)
-    _trains_the_recipes_learning_rates(space)
+    if "1.0007" not in expr:  # there the space's own factor moves lr_d by 0.07%, as it says
+        _trains_the_recipes_learning_rates(space)
 
 
 def _digits_space(tmp_path: Path, params: str, lr_d: str) -> Path:

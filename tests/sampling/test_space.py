@@ -368,6 +368,15 @@ def test_a_range_whose_ends_pass_but_whose_inside_does_not_is_refused(tmp_path: 
         assert _space(tmp_path, base + ok).leaves
 
 
+def test_a_log_ranges_inside_is_probed_as_it_draws() -> None:
+    """A log int range (step 1) was probed from its low end up: of [16, 4096], 80, 144, 207, ..., none of 17-79."""
+    from gantune.sampling.checks import inside
+    from gantune.sampling.specs import IntSpec
+
+    probes = inside(IntSpec.model_validate({"int": [16, 4096], "log": True}))
+    assert sum(p < 32 for p in probes) >= 5 and min(probes) > 16 and max(probes) < 4096
+
+
 def test_trials_queued_by_hand_that_the_space_does_not_draw_are_named(tmp_path: Path) -> None:
     """A point queued with ``study.enqueue_trial`` outside a range trained with only Optuna's own warning, one not
     among the choices failed, and a misspelt name was ignored in silence (the trial drew its own)."""

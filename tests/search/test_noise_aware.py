@@ -269,7 +269,8 @@ def test_export_reruns_of_a_noise_aware_search_evaluate_once() -> None:
 
     settings = SearchSettings.model_validate({"trials": 2, "max_steps": 20, "eval_every": 20, "sampler": "random",
                                               "objective": "coverage"})
-    space = RerunSpace("r", settings, {3: {"eval": {"repeat": True, "n_samples": 100}}}, 2, 20)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    raw = space.sample(study.ask())
-    assert raw["eval"]["repeat"] is False and raw["eval"]["n_samples"] == 100
+    for noise_aware in (True, False):  # a user's own eval.repeat (no noise-aware search set it) stays
+        space = RerunSpace("r", settings, {3: {"eval": {"repeat": True, "n_samples": 100}}}, 2, 20, once=noise_aware)
+        raw = space.sample(study.ask())
+        assert raw["eval"]["repeat"] is not noise_aware and raw["eval"]["n_samples"] == 100
