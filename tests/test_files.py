@@ -230,12 +230,15 @@ def test_train_resume_of_another_runs_checkpoint_is_one_line_exit_2(tmp_path: Pa
     assert main(["train", "small.yaml", "--out", "small", "--no-tracking"]) == 0
     for name in ("checkpoint.pt", "metrics.jsonl"):
         shutil.copy(Path("small") / name, Path("run") / name)
+    # killed before its final weights: it resumes at its own steps (grid25 decays its rate over them, and more
+    # --steps would be refused for that before the checkpoint is read)
+    Path("run/generator.pt").unlink()
     checkpoint = torch.load("run/checkpoint.pt", weights_only=False)
     for why, saved in (("Error(s) in loading state_dict for MLPGenerator: ", checkpoint),
                        ("it holds no 'trainer'", {k: v for k, v in checkpoint.items() if k != "trainer"})):
         torch.save(saved, "run/checkpoint.pt")
         capsys.readouterr()
-        assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 2
+        assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking", "--resume"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("gantune train: error: --resume: run/checkpoint.pt does "
                                                              "not fit this run's config ("), err
@@ -331,8 +334,9 @@ def test_train_resume_without_the_checkpoints_history_is_refused(
                   "checkpoint logged (emptied, cut short or replaced?): resumed, the run would lose its history and " \
                   "best so far; restore it, or delete run to train again from step 0", err
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
-    metrics.write_text("".join(lines))  # restored, it resumes
-    assert main(["train", "grid25", "--steps", "40", "--out", "run", "--no-tracking", "--resume"]) == 0
+    metrics.write_text("".join(lines))  # restored, it resumes (killed before its final weights, at its own steps:
+    (tmp_path / "run" / "generator.pt").unlink()  # grid25's decay refuses more)
+    assert main(["train", "grid25", "--steps", "20", "--out", "run", "--no-tracking", "--resume"]) == 0
 
 
 def test_a_command_that_fails_having_written_nothing_leaves_no_folder_behind(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def opening(storage: str) -> Iterator[None]:
 def find_study(name: str, storage: str) -> optuna.Study | None:
     """The study called ``name``, or ``None``; a sqlite file that does not exist yet is not created."""
     db = check_storage(storage)
-    if db is not None and (not db.exists() or (db.is_file() and sqlite_owner(db) != OPTUNA)):
+    if db is not None and (not db.exists() or (db.is_file() and foreign(db))):
         return None  # opening a file Optuna has not made writes its schema in (a refused search left it there)
     try:
         with opening(storage):
@@ -123,7 +123,7 @@ def check_study(name: str, storage: str, settings: SearchSettings, resume: bool,
         check_same_data(name, existing, measured)
         check_same_files(name, existing, listings or {})
     if existing is not None and (was := [d.name.lower() for d in existing.directions]) != settings.directions \
-            and not started:  # a study made by hand to queue trials in (Optuna's default: minimize)
+            and not started and not resume:  # a study made by hand to queue trials in (Optuna's default: minimize)
         raise GantuneError(f"study {name!r} in {storage} holds no trial run yet and was created with direction "
                            f"{', '.join(was)}, where this space says {', '.join(settings.directions)}: create it with "
                            f"{_directions_arg(settings.directions)} before queueing trials in it, or delete it")
@@ -482,6 +482,20 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
     return db
 
 
+def foreign(db: Path) -> bool:
+    """Whether ``db`` is a sqlite database Optuna has not made (empty, MLflow's, another program's): opened as a
+    storage, Optuna writes its schema into it. A file that is no sqlite database at all is left to the opener,
+    which says so."""
+    owner = sqlite_owner(db)
+    if owner == "":
+        return True
+    if owner == OPTUNA:
+        return False
+    with contextlib.suppress(OSError), db.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+    return False
+
+
 def load_search(name: str, storage: str) -> optuna.Study:
     """The study of the search called ``name``; a one-line error naming the searches there otherwise, or saying
     that the study is not a gantune search's. Reading creates nothing: a sqlite file that is not there holds no
@@ -492,7 +506,7 @@ def load_search(name: str, storage: str) -> optuna.Study:
     owner = sqlite_owner(db) if db is not None else OPTUNA
     if owner == "":  # Optuna would write its schema into it
         raise GantuneError(f"no search named {name!r} in {storage} ({db} is empty)")
-    if owner != OPTUNA:  # another program's tables, or MLflow's: left as they are
+    if db is not None and foreign(db):  # another program's tables, or MLflow's: left as they are
         what = owner or "no Optuna storage: its tables are another program's"
         raise GantuneError(f"no search named {name!r} in {storage} ({db} is {what})")
     try:
