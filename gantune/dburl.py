@@ -169,20 +169,36 @@ def sqlite_owner(db: Path) -> str | None:
     """Whose schema the sqlite file ``db`` holds (``OPTUNA`` or ``MLFLOW``), ``""`` when it holds none (0 bytes, or no
     tables), ``None`` when it is missing, holds another program's tables or cannot be read (its opener says why).
     Opened read-only: looking creates and changes nothing, where opening it as a store would migrate a schema in."""
+    tables = sqlite_tables(db)
+    if tables is None:
+        return None
+    if not tables:
+        return ""
+    return next((owner for owner, marks in _SCHEMAS.items() if marks <= tables), None)
+
+
+def foreign(db: Path) -> bool:
+    """Whether ``db`` is a sqlite database Optuna has not made (empty, MLflow's, another program's): opened as a
+    storage, Optuna writes its schema into it. A file that cannot be read as one (no sqlite database at all, or
+    locked past sqlite's wait) is left to the opener, which says so or waits."""
+    tables = sqlite_tables(db)
+    return tables is not None and not _SCHEMAS[OPTUNA] <= tables
+
+
+def sqlite_tables(db: Path) -> set[str] | None:
+    """The tables of the sqlite file ``db`` (none for a 0-byte file), read-only; ``None`` when it is missing or
+    cannot be read as a sqlite database (not one, or locked past sqlite's wait)."""
     import sqlite3
 
     if not db.is_file():
         return None
     if db.stat().st_size == 0:
-        return ""
+        return set()
     try:
         with contextlib.closing(sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)) as con:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error:
         return None
-    if not tables:
-        return ""
-    return next((owner for owner, marks in _SCHEMAS.items() if marks <= tables), None)
 
 
 def check_not_other(db: Path | None, flag: str, value: str, own: str, example: str) -> None:

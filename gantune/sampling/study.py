@@ -29,7 +29,15 @@ from pydantic import ValidationError
 from gantune import provenance
 from gantune.config import format_validation_error
 from gantune.data import listing_change
-from gantune.dburl import OPTUNA, absolute_sqlite, check_not_other, check_options, sqlite_file, sqlite_owner
+from gantune.dburl import (
+    OPTUNA,
+    absolute_sqlite,
+    check_not_other,
+    check_options,
+    foreign,
+    sqlite_file,
+    sqlite_owner,
+)
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
 from gantune.registry import plugin_hint
@@ -480,20 +488,6 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
             raise GantuneError(f"--storage {storage}: folder {db.parent} does not exist")
         check_writable(db, "--storage", is_dir=False)
     return db
-
-
-def foreign(db: Path) -> bool:
-    """Whether ``db`` is a sqlite database Optuna has not made (empty, MLflow's, another program's): opened as a
-    storage, Optuna writes its schema into it. A file that is no sqlite database at all is left to the opener,
-    which says so."""
-    owner = sqlite_owner(db)
-    if owner == "":
-        return True
-    if owner == OPTUNA:
-        return False
-    with contextlib.suppress(OSError), db.open("rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
-    return False
 
 
 def load_search(name: str, storage: str) -> optuna.Study:
