@@ -331,7 +331,9 @@ def with_steps(config: dict[str, Any], steps: int | None) -> dict[str, Any]:
 
 
 def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Candidate],
-                    steps: int | None, storage: str, search_steps: int) -> TrialConfig:
+                    steps: int | None, storage: str, search_steps: int, readers: list[str]) -> TrialConfig:
+    """The chosen trial's config as production trains it; ``readers``: the keys the space computed from
+    ``train.steps`` (``steps_readers``), recorded so that ``gantune train --steps N`` can say which it keeps."""
     raw = with_steps(chosen.config, steps)
     if ((study.user_attrs.get("settings") or {}).get("pruning") or {}).get("noise_aware"):
         # the search set it in every trial for ASHA's noise estimate: a production run paid each evaluation twice
@@ -343,7 +345,7 @@ def exported_config(study: optuna.Study, chosen: Candidate, candidates: list[Can
                      # the record stays true once the file moves; a password stays out of it (best.yaml travels to
                      # the run's config.yaml, the weights' embedded config and the tracking server)
                      "study_storage": redacted(absolute_sqlite(storage))}
-    if readers := steps_readers(study):  # gantune train --steps N says which values it keeps
+    if readers:
         raw["origin"].update(steps_read=readers, steps_read_at=search_steps)
     return config_from_dict(raw, f"search {study.study_name!r} trial {chosen.trial.number}")
 
@@ -534,7 +536,8 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
             "another trial beats it on one objective and is no worse on the rest"
             if chosen_trials[0].state == TrialState.COMPLETE else
             f"the front holds completed trials, and this one ended {trial_status(chosen_trials[0])}")
-    stale = steps_note(steps_readers(study), settings.max_steps, steps)
+    readers = steps_readers(study)  # parses the stored space: once
+    stale = steps_note(readers, settings.max_steps, steps)
     note = "; ".join(part for part in (note, front, stale) if part)
     candidates = [Candidate(t, t.user_attrs["config"], trial_value(study, t)) for t in chosen_trials]
     for c in candidates:  # before any re-run: a loss of a plugin not given, or a --steps the config cannot
@@ -560,7 +563,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
     for obs in search_opts.observers if seeds > 0 else []:
         if hasattr(obs, "reruns_chose"):
             obs.reruns_chose(chosen.trial.number, _chosen_by_seeds(chosen, objective))
-    cfg = exported_config(study, chosen, candidates, steps, storage, settings.max_steps)
+    cfg = exported_config(study, chosen, candidates, steps, storage, settings.max_steps, readers)
     text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
             + dump_config(cfg))

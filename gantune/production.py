@@ -139,7 +139,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         what = "no checkpoint in" if out.is_dir() else "no run folder" if not out.exists() else "not a run folder:"
         raise GantuneError(f"--resume: {what} {out}")
     if opts.resume:
-        check_same_run(cfg, out)
+        written_steps = check_same_run(cfg, out)
         ckpt = load_checkpoint(out) or {}
         at = int(ckpt.get("step", 0))
         # fewer steps trained nothing and rewrote config.yaml with steps its weights passed; as many, on a run that
@@ -156,7 +156,7 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
                                    "next better evaluation writes it again)") from None
         check_history(out, ckpt)
         check_growth(cfg, out, ckpt)
-        check_schedule(cfg, out, ckpt, at)
+        check_schedule(cfg, out, ckpt, at, written_steps)
         check_same_classes(cfg, out, ckpt)
         check_same_data(cfg, out, ckpt)
     if not opts.resume and (out / CHECKPOINT).exists():
@@ -296,16 +296,13 @@ def check_growth(cfg: TrialConfig, out: Path, ckpt: dict[str, Any]) -> None:
                                f"at step {end}: give --steps above {end}")
 
 
-def check_schedule(cfg: TrialConfig, out: Path, ckpt: dict[str, Any], at: int) -> None:
+def check_schedule(cfg: TrialConfig, out: Path, ckpt: dict[str, Any], at: int, written_steps: int) -> None:
     """The learning-rate decay and the instance noise run over ``train.steps``: a resume with other ``--steps``
     would read them from another schedule at its next step. Where that changes their values there (a run that
     decayed to 0 by its last step, resumed to twice as many: the rate jumped back to half, the noise came back on),
     refused; where it does not (decay not started yet, noise over), the schedules stretch from there on. A checkpoint
-    from before it kept its steps (2026-12-07) is taken to have run over its config.yaml's."""
-    then = (ckpt.get("trainer") or {}).get("schedule_steps")
-    if then is None:
-        written = read_yaml(out / CONFIG)
-        then = (written.get("train") or {}).get("steps") if isinstance(written, dict) else None
+    from before it kept its steps (2026-12-07) is taken to have run over its config.yaml's (``written_steps``)."""
+    then = (ckpt.get("trainer") or {}).get("schedule_steps", written_steps)
     if not isinstance(then, int) or then == cfg.train.steps:
         return
     before = schedule_at(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=then)), at + 1)
@@ -351,10 +348,11 @@ def resumed_verdict(monitor: HealthMonitor, out: Path, last: int) -> Verdict | N
 RESUMABLE = ("name", "origin", "train.steps", "train.device")
 
 
-def check_same_run(cfg: TrialConfig, out: Path) -> None:
+def check_same_run(cfg: TrialConfig, out: Path) -> int:
     """``--resume`` continues the run in ``out``: its config (``out/config.yaml``) must be this one but for
     ``RESUMABLE``. Other nets fail to load the checkpoint; other data, losses or metrics would train on from
-    weights that are not this config's and mix two runs' metrics in one log."""
+    weights that are not this config's and mix two runs' metrics in one log. Returns the steps it was written
+    with (what ``check_schedule`` reads for a checkpoint that kept none)."""
     try:
         written = read_yaml(out / CONFIG)
         if not isinstance(written, dict):
@@ -374,6 +372,7 @@ def check_same_run(cfg: TrialConfig, out: Path) -> None:
         more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
         raise GantuneError(f"--resume: {out} is another config's run ({shown}{more}); resume it with its own "
                            f"{out / CONFIG} (--steps may change) or train this config into another --out")
+    return int(theirs["train.steps"])
 
 
 def diverged_error(reason: str, out: Path) -> str:

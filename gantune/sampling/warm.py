@@ -265,13 +265,7 @@ def _solve_free_params(recipe: Recipe, space: SearchSpace, out: Projection) -> s
     for name, spec in space.params.items():
         if name in out.params or not _solvable(spec):
             continue
-        for path, leaf in space.leaves.items():
-            raw = recipe.values.get(path)
-            if not isinstance(leaf, ExprSpec) or leaf.when is not None or not isinstance(raw, (int, float)) \
-                    or isinstance(raw, bool) or not math.isfinite(raw):
-                continue
-            target = float(raw)
-            expr = Expr(leaf.expr)
+        for path, expr, target in _derived(recipe, space):
             if name not in expr.names:
                 continue
             others = {o: space.params.get(o) for o in expr.names

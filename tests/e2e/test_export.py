@@ -219,7 +219,7 @@ def test_export_at_other_steps_names_what_the_space_computed_from_the_searchs(
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.chdir(tmp_path)
     try:
-        cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 40)
+        cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 40, steps_readers(study))
         assert cfg.origin is not None and cfg.origin.steps_read == ["optim.decay_start", "loss.r1_weight"]
         (tmp_path / "best.yaml").write_text(dump_config(cfg))
         assert main(["train", "best.yaml", "--steps", "60", "--no-tracking", "--out", "run"]) == 0
@@ -688,7 +688,7 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     assert header(study, chosen, [chosen], "coverage", 100).splitlines()[2].endswith(
         "per seed 0.0912345, 0.0712345; mode_kl mean 0.312345, per seed 0.412345, 0.212345")
     monkeypatch.chdir(tmp_path)
-    cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 100)
+    cfg = exported_config(study, chosen, [chosen], None, "sqlite:///optuna.db", 100, [])
     assert cfg.origin is not None and cfg.origin.study_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
@@ -786,7 +786,7 @@ def test_the_exported_origin_keeps_no_password_of_the_storage() -> None:
     study = optuna.create_study(study_name="p")
     trial = optuna.trial.create_trial(value=1.0)
     chosen = Candidate(trial, tiny().to_dict(), 1.0)
-    cfg = exported_config(study, chosen, [chosen], None, "postgresql://alice:s3cret@db.example/optuna", 100)
+    cfg = exported_config(study, chosen, [chosen], None, "postgresql://alice:s3cret@db.example/optuna", 100, [])
     assert cfg.origin is not None and cfg.origin.study_storage == "postgresql://alice:***@db.example/optuna"
 
 
@@ -804,11 +804,11 @@ def test_the_exported_config_names_the_chosen_trial_first_and_drops_the_searchs_
     first, second, third = (Candidate(optuna.trial.create_trial(value=v), config, v) for v in (0.3, 0.4, 0.5))
     for number, c in enumerate((first, second, third)):
         c.trial.number = number
-    cfg = exported_config(study, second, [first, second, third], None, "sqlite:///optuna.db", 100)
+    cfg = exported_config(study, second, [first, second, third], None, "sqlite:///optuna.db", 100, [])
     assert cfg.origin is not None and cfg.origin.trials == [1, 0, 2]
     assert cfg.eval.repeat is False
     study.set_user_attr("settings", {"pruning": {"noise_aware": False}})  # the user's own choice stays
-    assert exported_config(study, first, [first], None, "sqlite:///optuna.db", 100).eval.repeat is True
+    assert exported_config(study, first, [first], None, "sqlite:///optuna.db", 100, []).eval.repeat is True
 
 
 def test_a_ctrl_c_while_the_weights_are_copied_leaves_no_part_file_and_no_new_folder(
