@@ -2,9 +2,9 @@
 
 One file per metric family (``fid``, ``modes``, ``diversity``, ``inception_score``) behind the ``FAMILIES``
 registry; features come from ``features.EXTRACTORS``. Real-data features are computed once per dataset,
-resolution, extractor and sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``) and
-reused by every trial; so are the real-only statistics the families derive from them. Everything is computed on
-the trial's device.
+resolution, extractor and sample count, cached on disk (``$GANTUNE_CACHE_DIR``, default ``~/.cache/gantune``; a
+plugin's extractor or metric in memory only) and reused by every trial; so are the real-only statistics the
+families derive from them. Everything is computed on the trial's device.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from gantune.metrics.base import (
     full_precision,
     ours,
 )
-from gantune.metrics.features import Extractor, build_extractor, default_extractor, missing_inception
+from gantune.metrics.features import EXTRACTORS, Extractor, build_extractor, default_extractor, missing_inception
 from gantune.rundir import cache_dir, cached
 
 #: ``n`` generated samples; a conditional generator's with the labels they were generated for
@@ -155,18 +155,20 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
     key = _reference_key(cfg, extractor, x)
     if (key, str(device)) in _MEMO:
         return _MEMO[key, str(device)]
-    path = cache_dir() / f"{key}.pt"
+    # a plugin's extractor is kept in memory only, as a plugin's metric is (``ours``): keyed by its name and a
+    # weights digest its author need not set, an edited extractor read its first version's features and floor
+    path = None if extractor.name in EXTRACTORS.outside() else cache_dir() / f"{key}.pt"
 
     def extract() -> dict[str, torch.Tensor | None]:
         feats, logits = extractor(x)
         return {"feats": feats, "logits": logits}
 
-    stored = cached(path, extract)
+    stored: dict[str, Any] = extract() if path is None else cached(path, extract)
     mixture = data.mixture
     logits = stored["logits"]
     ref = Reference(x=x, feats=stored["feats"].to(device), logits=None if logits is None else logits.to(device),
                     means=None if mixture is None else mixture.means.to(device),
-                    std=0.0 if mixture is None else mixture.std, cache=path)
+                    std=0.0 if mixture is None else mixture.std, cache=path, depth=extractor.depth)
     _MEMO[key, str(device)] = ref
     return ref
 

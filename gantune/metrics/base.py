@@ -82,6 +82,7 @@ class Reference(Samples):
     means: torch.Tensor | None = None
     std: float = 0.0
     cache: Path | None = None
+    depth: int = 1  # the extractor's ``depth``: classifications side by side in a sample's logits
     _derived: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property

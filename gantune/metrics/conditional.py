@@ -63,8 +63,7 @@ def conditional(ref: Reference) -> Scorer:
     real-vs-real floor uses the real samples' own labels)."""
     if ref.logits is None:
         raise ValueError(COND_NEED)
-    stacked = ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]
-    depth = ref.x.shape[1] if stacked else 1
+    depth = ref.depth
 
     def score(fake: Samples) -> dict[str, float]:
         if fake.labels is None or fake.logits is None or len(fake.labels) == 0:

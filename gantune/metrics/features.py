@@ -38,7 +38,9 @@ class Extractor:
     """``fn(samples) -> (features, class logits or None)``; ``dim`` is the feature size; samples go through in
     chunks of ``batch`` (sized to the trial's GPU memory share for the large extractors). ``weights`` is the
     digest of the weights file (``none`` without one): values measured with other weights are other numbers.
-    ``classes``: how many class logits ``fn`` gives a sample (0: none)."""
+    ``classes``: how many class logits ``fn`` gives a sample (0: none); ``depth``: how many classifications they
+    hold side by side (stacked digits': one digit of 10 a channel), which the logits' count alone cannot say (a
+    30-class classifier of RGB images was read as three digits)."""
 
     name: str
     dim: int
@@ -46,6 +48,7 @@ class Extractor:
     batch: int = 500
     weights: str = "none"
     classes: int = 0
+    depth: int = 1
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -115,7 +118,7 @@ def _stacked_digits(cfg: TrialConfig, device: torch.device) -> Extractor:
 
     channels = channels_of(cfg.data)
     return Extractor("stacked_digits", FEATURES * channels, fn, weights=weights_digest(weights_path()),
-                     classes=DIGITS * channels)
+                     classes=DIGITS * channels, depth=channels)
 
 
 def inception_weights(cfg: TrialConfig) -> Path:

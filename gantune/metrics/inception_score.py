@@ -73,8 +73,7 @@ def classifier_depth(ref: Reference) -> int:
     if ref.logits is None:
         raise ValueError("the is metric needs class posteriors: the digits or stacked_digits extractor, or "
                          "inception (with its weights on disk)")
-    channels = ref.x.shape[1] if ref.x.dim() == 4 else 1
-    return channels if channels > 1 and ref.logits.shape[1] == DIGIT_CLASSES * channels else 1
+    return ref.depth
 
 
 @family("is", keys=("is", "is_std"), higher=("is",), one_sample=True, logits=True)

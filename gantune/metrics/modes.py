@@ -95,8 +95,7 @@ def modes(ref: Reference) -> Scorer:
         collapse=(CollapseSignal("class_coverage", "min_coverage", "class coverage"),),
         higher=("classes", "class_coverage"), lower=("class_kl",), fits=_fits_classes)
 def classes(ref: Reference) -> Scorer:
-    if ref.x.dim() == 4 and ref.x.shape[1] > 1 and ref.logits is not None \
-            and ref.logits.shape[1] == DIGIT_CLASSES * ref.x.shape[1]:
+    if ref.depth > 1:
         raise ValueError(CLASSES_STACKED)
     if ref.logits is None:
         raise ValueError(CLASSES_NEED)
@@ -147,10 +146,9 @@ def stacked_modes(ref: Reference) -> Scorer:
     when generated digits are ambiguous. Ambiguous digits tend to be read as the same few digits, so an uneven
     channel histogram with low confidence points at sample quality, not at missing or dropped modes.
     """
-    if (ref.logits is None or ref.x.dim() != 4 or ref.x.shape[1] < 2
-            or ref.logits.shape[1] != DIGIT_CLASSES * ref.x.shape[1]):
+    if ref.logits is None or ref.depth < 2 or ref.logits.shape[1] != DIGIT_CLASSES * ref.depth:
         raise ValueError(STACKED_NEED)
-    depth = ref.x.shape[1]
+    depth = ref.depth
     k = DIGIT_CLASSES**depth
 
     def score(fake: Samples) -> dict[str, float]:

@@ -117,7 +117,7 @@ def test_stacked_joint_has_1000_classes_and_real_stacks_score_high() -> None:
     pool = data.heldout
     ref = data.reference(300)
     rf, rl = extractor(ref)
-    score = FAMILIES.get("is")(Reference(x=ref, feats=rf, logits=rl))
+    score = FAMILIES.get("is")(Reference(x=ref, feats=rf, logits=rl, depth=extractor.depth))
     _, digit_logits = extractor(pool)
     assert digit_logits is not None
     draws = torch.randint(len(pool), (26_000, 3), generator=torch.Generator().manual_seed(1))

@@ -124,6 +124,38 @@ def test_the_classes_metric_reads_a_plugin_classifiers_own_classes() -> None:
         metrics._MEMO.clear()
 
 
+def test_a_plugin_classifier_of_thirty_classes_on_colour_images_reads_thirty_classes() -> None:
+    """30 class logits on 3-channel images were taken for stacked digits (10 a channel) by their count alone: the
+    Inception Score read a 1,000-class joint (9.6 for 30 classes used evenly), ``classes`` was refused as stacked
+    digits, the conditional metrics decoded triples (accuracy 0.03 for a classifier always right). Only an
+    extractor that says so (``Extractor.depth``) reads one class a channel."""
+    from gantune.metrics.base import FAMILIES, Reference, Samples
+    from gantune.metrics.features import EXTRACTORS, Extractor
+
+    def thirty(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample's class: its mean pixel's thirtieth of [-1, 1]."""
+        bucket = ((x.flatten(1).mean(1) + 1) * 15).clamp(0, 29.999).long()
+        return x.flatten(1)[:, :8], torch.nn.functional.one_hot(bucket, 30).float() * 50
+
+    shades = (-1 + (torch.arange(3000) % 30 + 0.5) / 15).view(-1, 1, 1, 1).expand(3000, 3, 8, 8).clone()
+    feats, logits = thirty(shades)
+    ref = Reference(x=shades, feats=feats, logits=logits)  # depth 1: what an extractor says unless it says more
+    fake = Samples(x=shades, feats=feats, logits=logits, labels=torch.arange(3000) % 30)
+    assert FAMILIES.get("is")(ref)(fake)["is"] > 27  # 10 splits of 300 draws over 30 classes: near 30
+    assert FAMILIES.get("classes")(ref)(fake) == {"classes": 30, "class_coverage": 1.0,
+                                                 "class_kl": pytest.approx(0, abs=1e-9)}
+    assert FAMILIES.get("conditional")(ref)(fake) == {"cond_accuracy": 1.0, "cond_class_coverage": 1.0}
+    EXTRACTORS.add("thirty", lambda cfg, device: Extractor("thirty", 8, thirty, classes=30))
+    try:  # and the extractor a plugin registers builds such a reference
+        cfg = config_from_dict({"data": {"name": "stacked_digits", "resolution": 8},
+                                "eval": {"n_samples": 300, "metrics": ["classes"], "extractor": "thirty"}})
+        ev = Evaluator(cfg, load_data(cfg.data, CPU, 0), CPU)
+        assert ev(lambda n: shades[:n].clone())["classes"] == 30
+    finally:
+        EXTRACTORS.remove("thirty")
+        metrics._MEMO.clear()
+
+
 def test_reference_is_cached_on_disk(tmp_path: Path) -> None:
     cfg = config_from_dict({"data": {"name": "digits", "resolution": 8}, "eval": {"n_samples": 300}})
     data = load_data(cfg.data, CPU, 0)

@@ -215,6 +215,33 @@ def test_a_family_that_reports_a_new_key_gets_a_floor_for_it(monkeypatch: pytest
     assert floor["hq_twice"] == pytest.approx(2 * floor["hq"])
 
 
+def test_an_edited_plugin_extractor_reads_its_own_features_and_floor() -> None:
+    """A plugin's extractor has no version a key could follow (its weights digest is what its author sets, "none"
+    here): cached on disk by its name, its second version read the first one's reference features, FID statistics
+    and floor in every later process. It is kept in memory only, as a plugin's metric is."""
+    from gantune.metrics.features import EXTRACTORS, Extractor
+
+    scale = {"now": 1.0}
+
+    def features(x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x.flatten(1)[:, :16] * scale["now"], None
+
+    EXTRACTORS.add("edited", lambda cfg, device: Extractor("edited", 16, features))
+    try:
+        cfg = config_from_dict({"data": {"name": "digits", "resolution": 8},
+                                "eval": {"n_samples": 200, "metrics": ["fid"], "extractor": "edited"}})
+        data = load_data(cfg.data, CPU, 0)
+        first = Evaluator(cfg, data, CPU).provenance["floor"]["fid"]
+        metrics._MEMO.clear()  # a later process: the disk cache alone is left
+        scale["now"] = 10.0  # the plugin's next version: its features ten times the first's
+        second = Evaluator(cfg, data, CPU).provenance["floor"]["fid"]
+        assert second == pytest.approx(100 * first, rel=1e-4)  # FID is a squared distance
+        assert not list((Path(metrics.cache_dir())).glob("reference-digits-edited-*"))
+    finally:
+        EXTRACTORS.remove("edited")
+        metrics._MEMO.clear()
+
+
 def test_the_classifier_script_writes_where_it_is_told_and_leaves_the_shipped_weights(tmp_path: Path) -> None:
     """`--out` (and `--help`) must not retrain over the package's weights, which every digits FID reads."""
     import subprocess

@@ -34,7 +34,8 @@ def _scorer(n_ref: int = 300) -> tuple[Scorer, torch.Tensor, Extractor]:
     ref = data.reference(n_ref)
     feats, logits = extractor(ref)
     assert data.heldout is not None
-    return FAMILIES.get("stacked_modes")(Reference(x=ref, feats=feats, logits=logits)), data.heldout, extractor
+    return (FAMILIES.get("stacked_modes")(Reference(x=ref, feats=feats, logits=logits, depth=extractor.depth)),
+            data.heldout, extractor)
 
 
 def test_real_stacked_digits_hit_every_mode_at_the_published_sample_size() -> None:
@@ -124,7 +125,7 @@ def _logits(digits: torch.Tensor, margin: float = 20.0) -> torch.Tensor:
 def _score_digits(digits: torch.Tensor, margin: float = 20.0) -> dict[str, float]:
     x = torch.zeros(len(digits), 3, 8, 8)
     logits = _logits(digits, margin)
-    score = FAMILIES.get("stacked_modes")(Reference(x=x, feats=torch.zeros(len(x), 1), logits=logits))
+    score = FAMILIES.get("stacked_modes")(Reference(x=x, feats=torch.zeros(len(x), 1), logits=logits, depth=3))
     return score(Samples(x=x, feats=torch.zeros(len(x), 1), logits=logits))
 
 
