@@ -48,8 +48,10 @@ from gantune.sampling.settings import Pruning, SearchSettings
 from gantune.sampling.space import FROZEN_SECTIONS, SearchSpace, stored_specs
 from gantune.sampling.study import (
     SOURCE_PARAMS,
+    SOURCE_UID,
     STUDY_UID,
     explored_note,
+    grid_params,
     load_search,
     one_trial,
     search_notes,
@@ -174,10 +176,11 @@ def rerun(study: optuna.Study, settings: SearchSettings, candidates: list[Candid
         optuna.delete_study(study_name=name, storage=storage)
     rs = optuna.create_study(study_name=name, storage=storage, directions=study.directions)
     rs.set_user_attr(RERUNS_OF, study.study_name)
+    rs.set_user_attr(SOURCE_UID, study.user_attrs.get(STUDY_UID))
     for c in candidates:
         for k in range(seeds):
             rs.enqueue_trial({"source_trial": c.trial.number, "seed": rerun_seed(c.config, k)},
-                             user_attrs={SOURCE_PARAMS: c.trial.params})
+                             user_attrs={SOURCE_PARAMS: grid_params(c.trial)})
     opts.resume = False
     if not opts.quiet:  # what the progress lines below count down
         total = rerun_settings.trials

@@ -52,9 +52,9 @@ from gantune.events import (
     text_line,
     warn,
 )
-from gantune.health import objective_fields
+from gantune.health import objective_fields, quick_namer
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname, trial_run_dir
-from gantune.sampling.study import STUDY_UID, logged_params
+from gantune.sampling.study import SOURCE_UID, STUDY_UID, logged_params
 from gantune.sampling.warm import RECIPE_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -173,12 +173,13 @@ class _RunLogger:
 
     def log(self, record: dict[str, Any], step: int, have: Logged = frozenset()) -> None:
         """``have``: the (metric, step) pairs the run already holds (a killed process logged them): not again."""
-        ts = _now()
+        ts, named = _now(), quick_namer(record)
         for key, value in record.items():
-            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool) or (key, step) in have:
+            if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool) \
+                    or (named(key), step) in have:
                 continue
             if isinstance(value, (int, float)):
-                self.buffer.append(Metric(key, float(value), ts, step))
+                self.buffer.append(Metric(named(key), float(value), ts, step))
         if len(self.buffer) >= _BATCH:
             self.flush()
 
@@ -410,7 +411,8 @@ class MlflowTracker:
     def search_started(self, study: Any, space: Any, resumed: list[int]) -> None:
         if not self.experiment_id:
             self.experiment_id = _experiment(self.client, self.uri, self.experiment)
-        uid = study.user_attrs.get(STUDY_UID)  # one read of the study's storage
+        attrs = study.user_attrs  # one read of the study's storage
+        uid = attrs.get(STUDY_UID)
         parent = self._parent(study.study_name, uid)
         if parent:
             self.parent_id = parent[0].info.run_id
@@ -422,7 +424,8 @@ class MlflowTracker:
             if uid:
                 tags[_UID_TAG] = uid
             if self.experiment != self.name:
-                outer = self._find(_parents_of(self.experiment))
+                # the searched study's parent: not the newest of its name (another storage's search of it)
+                outer = _of_study(self._find(_parents_of(self.experiment)), attrs.get(SOURCE_UID))
                 if outer:
                     tags["mlflow.parentRunId"] = outer[0].info.run_id
             run = self.client.create_run(self.experiment_id, run_name=self.name, tags=tags)

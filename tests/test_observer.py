@@ -347,3 +347,24 @@ def test_a_pbt_member_that_cloned_an_earlier_checkpoint_logs_on_steps_that_go_on
     assert _logged(client, client.get_run(tracker.children[1]))[1] == {600}
     mended = [(m.step, m.value) for m in client.get_metric_history(tracker.children[1], "loss_d")]
     assert sorted(mended) == [(100, 1.0), (200, 1.0), (500, 2.0), (600, 2.0)]
+
+
+def test_a_quick_checks_values_are_tracked_apart_from_the_evaluations(tmp_path: Path) -> None:
+    """Found by a review: a quick check reports ``modes`` or ``mode_kl`` on fewer samples under the evaluation's
+    names, so MLflow's series zigzagged between the two and a stopped trial's last ``mode_kl`` in the runs table was
+    a quick check's. They go under ``quick/``; the training signals of the same record keep their names."""
+    from gantune.health import EVAL_SECONDS
+
+    tracker = _tracker_with_children(tmp_path, 1)
+    tracker.trial_result(0, {"step": 50, "loss_d": 1.0, "modes": 1.0, "mode_kl": 3.2})  # a quick check
+    tracker.trial_result(0, {"step": 100, "loss_d": 0.9, "modes": 2.0, "mode_kl": 2.9, EVAL_SECONDS: 0.1})
+    tracker.trial_result(0, {"step": 150, "modes": 0.0, "mode_kl": 3.2})
+    tracker.loggers[0].flush()
+    client, rid = tracker.client, tracker.children[0]
+
+    def history(key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in client.get_metric_history(rid, key)]
+
+    assert history("modes") == [(100, 2.0)] and history("mode_kl") == [(100, 2.9)]
+    assert history("quick/modes") == [(50, 1.0), (150, 0.0)] and history("quick/mode_kl") == [(50, 3.2), (150, 3.2)]
+    assert history("loss_d") == [(50, 1.0), (100, 0.9)]

@@ -38,6 +38,7 @@ from gantune.metrics.base import (
     family,
     full_precision,
     ours,
+    quick_keys,
 )
 from gantune.metrics.features import EXTRACTORS, Extractor, build_extractor, default_extractor, missing_inception
 from gantune.rundir import cache_dir, cached
@@ -284,4 +285,4 @@ class Evaluator:
 
 __all__ = ["FAMILIES", "CollapseSignal", "Evaluator", "Family", "Generate", "Reference", "Samples", "Scorer",
            "better", "check_metric_names", "collapse_signals", "default_metrics", "family", "load_reference",
-           "metric_keys", "metric_names", "missing_weights", "reference_n"]
+           "metric_keys", "metric_names", "missing_weights", "quick_keys", "reference_n"]

@@ -18,7 +18,6 @@ line naming the file, key and expectation.
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import functools
 import json
 import keyword
@@ -70,6 +69,7 @@ from gantune.sampling.specs import (
     Spec,
     ValueSpec,
     fixed_measure,
+    on_grid,
     schema_default,
 )
 
@@ -279,13 +279,6 @@ def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
         return trial.suggest_categorical(name, spec.choices)
     assert isinstance(spec, ValueSpec)
     return spec.value
-
-
-def on_grid(value: float, low: float, step: float) -> float:
-    """A stepped draw to the decimals its range is written in: Optuna computes ``low + k * step`` in binary
-    floating point, and ``{float: [0, 0.9], step: 0.1}`` trained, logged and exported ``beta1: 0.6000000000000001``."""
-    places = max(0, *(-int(decimal.Decimal(repr(float(x))).as_tuple().exponent) for x in (low, step)))
-    return round(value, places)
 
 
 def _shown(value: Any) -> str:

@@ -4,6 +4,7 @@ optional ``when``; and what a config key is when no leaf sets it (the schema's d
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 from typing import Any
 
@@ -185,3 +186,10 @@ def fixed_measure(leaves: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
         elif isinstance(spec, ValueSpec) and spec.when is None:
             out[key] = spec.value
     return out
+
+
+def on_grid(value: float, low: float, step: float) -> float:
+    """A stepped draw to the decimals its range is written in: Optuna computes ``low + k * step`` in binary
+    floating point, and ``{float: [0, 0.9], step: 0.1}`` trained, logged and exported ``beta1: 0.6000000000000001``."""
+    places = max(0, *(-int(decimal.Decimal(repr(float(x))).as_tuple().exponent) for x in (low, step)))
+    return round(value, places)

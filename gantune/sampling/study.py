@@ -20,6 +20,7 @@ import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
+    FloatDistribution,
     IntDistribution,
     check_distribution_compatibility,
 )
@@ -44,7 +45,7 @@ from gantune.registry import plugin_hint
 from gantune.rundir import check_writable, holder, trial_run_dir
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
-from gantune.sampling.specs import fixed_measure
+from gantune.sampling.specs import fixed_measure, on_grid
 
 # Optuna's INFO lines ("A new study created in RDB ...") are noise beside gantune's own (export's re-runs
 # printed one); every command that opens a study imports this module
@@ -227,11 +228,21 @@ def check_same_data(name: str, study: optuna.Study, measured: Sequence[str]) -> 
 SOURCE_PARAMS = "gantune_source_params"
 
 
+def grid_params(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
+    """The trial's params as it trained them: a stepped float on its grid (``on_grid``), where Optuna keeps its
+    binary ``low + k * step`` (MLflow, the export's header and the summaries showed ``0.6000000000000001``)."""
+    params = dict(trial.params)
+    for name, dist in trial.distributions.items():
+        if isinstance(dist, FloatDistribution) and dist.step is not None and name in params:
+            params[name] = on_grid(params[name], dist.low, dist.step)
+    return params
+
+
 def logged_params(trial: optuna.Trial | FrozenTrial) -> dict[str, Any]:
     """The params an MLflow child run shows: the trial's, after those of the trial it re-runs (``SOURCE_PARAMS``),
     so that re-runs compare by their hyperparameters in the MLflow UI as the search's trials do."""
     source = trial.user_attrs.get(SOURCE_PARAMS)
-    return {**(source if isinstance(source, dict) else {}), **trial.params}
+    return {**(source if isinstance(source, dict) else {}), **grid_params(trial)}
 
 
 #: the study's user attribute holding the files of each image folder its trials train on (``data_listing``, by
@@ -262,6 +273,9 @@ def record_files(study: optuna.Study, listings: dict[str, dict[str, Any]]) -> No
 #: the study's user attribute naming this study apart from any earlier study of the same name (one deleted and
 #: made again, as ``gantune export`` does with its re-runs): its MLflow parent run carries the same value
 STUDY_UID = "gantune_uid"
+#: an export's re-runs study's user attribute: the ``STUDY_UID`` of the search whose trials it re-runs, whose
+#: MLflow parent run the re-runs' parent is nested under (not another search's of the same name, in another storage)
+SOURCE_UID = "gantune_source_uid"
 
 
 #: the study's user attribute listing the wall seconds of each ``gantune search`` invocation that ran it
@@ -399,14 +413,14 @@ def trained_params(t: FrozenTrial) -> dict[str, Any]:
     """The parameter values ``t`` ended on: a PBT member's last explored ones (Optuna keeps its first sample as
     its params, which its exported config no longer holds), else its params."""
     lineage = t.user_attrs.get("pbt_lineage") or []
-    return dict(lineage[-1]["params"]) if lineage else dict(t.params)
+    return dict(lineage[-1]["params"]) if lineage else grid_params(t)
 
 
 def explored_note(t: FrozenTrial, shown: Callable[[dict[str, Any]], str]) -> str:
     """After ``trained_params(t)`` where PBT explored away from its first sample: when, and that sample (as
     ``shown`` writes params); "" for a trial PBT never cloned."""
     lineage = t.user_attrs.get("pbt_lineage") or []
-    return f" (PBT's explore at step {lineage[-1]['step']}; first sampled: {shown(t.params)})" if lineage else ""
+    return f" (PBT's explore at step {lineage[-1]['step']}; first sampled: {shown(grid_params(t))})" if lineage else ""
 
 
 def trained_steps(t: FrozenTrial) -> int:

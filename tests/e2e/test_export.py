@@ -73,15 +73,22 @@ def test_export_reproduces_the_trial_and_trains_unchanged(searched: Path, capsys
 
 
 def test_topk_seed_reruns_log_under_the_search(searched: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", "exp", "--top-k", "2", "--seeds", "2", "--steps", "100", "--out", "robust.yaml",
-                 "--json"]) == 0
+    client = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("exp")
+    # found by a review: the re-runs' parent went under the newest parent run of the search's name, here another
+    # storage's search of it (the same MLflow experiment), not under the search it re-ran
+    decoy = client.create_run(exp.experiment_id, run_name="exp", tags={
+        "gantune.role": "parent", "gantune.study": "exp", "gantune.search": "exp", "gantune.study_uid": "other"})
+    try:
+        assert main(["export", "exp", "--top-k", "2", "--seeds", "2", "--steps", "100", "--out", "robust.yaml",
+                     "--json"]) == 0
+    finally:
+        client.delete_run(decoy.info.run_id)
     result = last_json(capsys)
     assert len(result["candidates"]) == 2
     assert all(len(c["values"]) == 2 for c in result["candidates"].values())
     assert result["spread"] is not None and "+-" in (searched / "robust.yaml").read_text()
     assert load_config(searched / "robust.yaml").train.steps == 100
-    client = MlflowClient(f"sqlite:///{searched / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("exp")
     runs = client.search_runs([exp.experiment_id])
     search_parent = next(r for r in runs if r.data.tags.get("gantune.study") == "exp")
     rerun_parent = next(r for r in runs if r.data.tags.get("gantune.study") == "exp-reruns")

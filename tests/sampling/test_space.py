@@ -799,3 +799,20 @@ def test_a_stepped_draw_trains_on_its_grid(tmp_path: Path) -> None:
         drawn.add(beta1)
         assert beta1 == round(beta1, 1), beta1
     assert len(drawn) == 10
+
+
+def test_a_stepped_draw_is_logged_and_exported_on_its_grid() -> None:
+    """Found by a review: the config held 0.6, but MLflow's params, the export's header and the summary's best
+    params read Optuna's stored ``0.6000000000000001`` (``logged_params``, ``trained_params``)."""
+    from optuna.distributions import FloatDistribution
+
+    from gantune.sampling.study import SOURCE_PARAMS, grid_params, logged_params, trained_params
+
+    dists = {"optim.beta1": FloatDistribution(0.0, 0.9, step=0.1), "optim.lr_g": FloatDistribution(1e-5, 1e-3)}
+    t = optuna.trial.create_trial(params={"optim.beta1": 0.6000000000000001, "optim.lr_g": 3.0000000000000004e-05},
+                                  distributions=dists, value=1.0)
+    assert grid_params(t) == trained_params(t) == {"optim.beta1": 0.6, "optim.lr_g": 3.0000000000000004e-05}
+    assert logged_params(t) == grid_params(t)
+    rerun = optuna.trial.create_trial(params={"seed": 1}, distributions={"seed": optuna.distributions.IntDistribution(
+        0, 9)}, value=1.0, user_attrs={SOURCE_PARAMS: grid_params(t)})
+    assert logged_params(rerun) == {"optim.beta1": 0.6, "optim.lr_g": 3.0000000000000004e-05, "seed": 1}
