@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -111,19 +112,59 @@ def check_address(address: str | None) -> None:
                            "study, MLflow logging) on the head node, not here; run gantune search on a node of "
                            "the cluster with --ray-address auto (or HEAD_IP:6379)")
     where = _host_port(address)
+    shown = address
+    if address == "auto" and (found := _auto_address()) is not None:  # as ray.init would find it
+        where, shown = _host_port(found), f"auto (found {found}: RAY_ADDRESS, or the last cluster started here)"
     if where is None:
         if address and address not in ("auto", "local"):
             raise GantuneError(f"--ray-address {address}: expected auto or the head node's HOST:PORT (e.g. "
                                "10.0.0.5:6379, what `ray start --head` prints)")
         return
-    import socket
-
     try:
-        with socket.create_connection(where, timeout=CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection(where, timeout=CONNECT_TIMEOUT_S) as conn:
+            speaks = _speaks_grpc(conn)
     except OSError as err:
-        raise GantuneError(f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); start "
+        raise GantuneError(f"--ray-address {shown}: no Ray cluster answers there ({err.strerror or err}); start "
                            "one with `ray start --head` and pass the address it prints") from None
+    if not speaks:
+        raise GantuneError(f"--ray-address {shown}: something listens there, but not a Ray head's GCS (it does "
+                           "not speak gRPC: the dashboard's port, 8265?); pass the address `ray start --head` "
+                           "prints (HEAD_IP:6379 by default)")
+
+
+def _auto_address() -> str | None:
+    """The HOST:PORT ``ray.init(address="auto")`` would join (``RAY_ADDRESS``, else the cluster Ray last started on
+    this machine: a head that died leaves its address behind); ``None`` where Ray finds none, which ray.init says."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address  # Ray's own lookup (private: guarded)
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # not found, or another Ray's API: ray.init looks and says
+        return None
+
+
+#: an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5)
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_grpc(conn: socket.socket) -> bool:
+    """Whether the server on ``conn`` answers as an HTTP/2 server (what a Ray head's GCS is, a gRPC server),
+    whose first frame is its SETTINGS (type 4), within ``CONNECT_TIMEOUT_S``. ray.init on an address where
+    another server listens (the dashboard's HTTP port, a stale ``auto`` address now another program's) retried
+    for about 14 minutes. A cluster on TLS (``RAY_USE_TLS``) is not probed: its GCS wants a TLS hello first."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return True
+    try:
+        conn.sendall(_H2_HELLO)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:  # no answer within the timeout, or the connection reset
+        return False
+    return head[3] == 4
 
 
 def _host_port(address: str | None) -> tuple[str, int] | None:

@@ -461,6 +461,43 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, inputs:
     assert _tree(tmp_path) == before  # no runs/, optuna.db, mlflow.db, mlartifacts/, cache or folder beside them
 
 
+def test_an_address_where_another_server_listens_is_one_line_not_minutes_of_retries(
+        tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a review: the TCP check passed the dashboard's HTTP port, a server that never speaks, and ``auto``
+    where the last cluster started here had died (its address left behind, another program's now): ray.init
+    retried its GCS for about 14 minutes. A Ray head's GCS speaks gRPC (HTTP/2); the others are refused at once
+    (the silent one after ``CONNECT_TIMEOUT_S``). A real head passes: test_search_on_a_separately_started_cluster."""
+    import http.server
+    import socket
+    import threading
+
+    from gantune.search import runner
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # the server's stderr is the test's
+            pass
+
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 1.0)
+    web = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Quiet)  # auto reads 127.0.0.1 as the node's own IP
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("0.0.0.0", 0))
+    silent.listen()
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    try:
+        http_port, quiet_port = web.server_address[1], silent.getsockname()[1]
+        for address in (f"127.0.0.1:{http_port}", f"127.0.0.1:{quiet_port}", "auto"):
+            monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{http_port}")  # what auto finds first, as ray.init does
+            assert main(["search", str(inputs / "space.yaml"), "--ray-address", address]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "not a Ray head's GCS (it does not speak gRPC" in err, err
+        assert _tree(tmp_path) == before
+    finally:
+        web.shutdown()
+        silent.close()
+
+
 def test_a_databricks_uri_without_credentials_is_one_line(inputs: Path) -> None:
     """Found by a probe: MLflow's warning about the Databricks SDK came first, a second line of stderr."""
     done = subprocess.run([sys.executable, "-m", "gantune.cli", "train", str(inputs / "config.yaml"), "--out",
