@@ -7,7 +7,6 @@ import contextlib
 import errno
 import io
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gantune import env, plugins
-from gantune.config import MAX_SEED
+from gantune.config import MAX_SEED, share_problem
 from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
 from gantune.events import first_line
@@ -112,8 +111,8 @@ def _share(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a GPU share (a number of 0 or more, e.g. 0.25)")
+    if why := share_problem(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a GPU share: it {why} (e.g. 0.25)")
     return value
 
 

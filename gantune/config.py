@@ -100,6 +100,22 @@ class SwitchChecked(BaseModel):
 MAX_SIZE = 2**40
 #: the largest seed: NumPy's and most tools' seeds are 32-bit (torch's generators take it and the offsets added)
 MAX_SEED = 2**32 - 1
+
+
+#: the smallest share of a resource Ray schedules (its quantities keep 4 decimals): a trial asking for less
+#: failed the search inside Tune with a traceback
+RESOURCE_PRECISION = 1e-4
+
+
+def share_problem(v: float) -> str | None:
+    """Why ``v`` is no share of a resource Ray can give a trial (0 is none), else ``None``."""
+    if not (math.isfinite(v) and v >= 0):
+        return "must be a number of 0 or more"
+    if 0 < v < RESOURCE_PRECISION:
+        return f"must be 0 or at least {RESOURCE_PRECISION} (Ray's resource precision)"
+    return None
+
+
 #: the largest float32 (torch's own): a learning rate or clipping bound past it cannot be applied to the weights (an
 #: optimiser step failed with "value cannot be converted to type float without overflow", a traceback)
 MAX_FLOAT32 = 3.4028234663852886e38

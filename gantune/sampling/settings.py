@@ -18,7 +18,7 @@ from typing import Any, Literal
 import optuna
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from gantune.config import MAX_SEED, SwitchChecked
+from gantune.config import MAX_SEED, SwitchChecked, share_problem
 from gantune.errors import ConfigError
 from gantune.events import short_repr
 from gantune.metrics import better
@@ -154,11 +154,18 @@ class Resources(SwitchChecked):
     gpu: float | Literal["auto"] = Field(default="auto", description="GPU share per trial (0 = CPU); auto = none "
                                         "without a GPU, else 1/k of one by model size (gantune.devices)")
 
+    @field_validator("cpu")
+    @classmethod
+    def _cpus(cls, v: float) -> float:
+        if why := share_problem(v):
+            raise ValueError(why)
+        return v
+
     @field_validator("gpu")
     @classmethod
     def _share(cls, v: float | str) -> float | str:
-        if isinstance(v, (int, float)) and v < 0:
-            raise ValueError("must be at least 0 (0 = no GPU) or auto")
+        if isinstance(v, (int, float)) and (why := share_problem(v)):
+            raise ValueError(f"{why} (0 = no GPU), or auto")
         return v
 
 
@@ -291,6 +298,9 @@ class SearchSettings(SwitchChecked):
         if self.pruning.scheduler == "pbt" and self.trials < 2:
             raise ValueError("pruning.scheduler: pbt needs a population of 2 trials or more (its members copy the "
                              "better ones' weights); with 1 it would run one plain trial")
+        if self.pruning.scheduler == "pbt" and self.concurrency:  # dropped without a word, as --concurrent was
+            raise ValueError("concurrency: PBT starts its whole population at once (the resources decide how many "
+                             "train together); leave it out")
         SAMPLERS.get(self.sampler).check(self)
         return self
 

@@ -55,6 +55,8 @@ FILES: dict[str, dict | str] = {
     "dotdot.yaml": _with(SPACE, name="../x"),
     "absolute.yaml": _with(SPACE, name="{in}/abs"),
     "slash.yaml": _with(SPACE, name="a/b"),
+    "tiny-cpu.yaml": _with(SPACE, search={**SPACE["search"], "resources": {"cpu": 0.00001}}),
+    "pbt-concurrency.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt"}}),
     "no-folder.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/nope"}}),
     "no-images.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/empty"}}),
     "bad-image.yaml": _with(SPACE, **{**IMAGES, "data": {"name": "folder", "path": "{in}/broken"}}),
@@ -157,7 +159,7 @@ FILES: dict[str, dict | str] = {
     # settings read by nothing: ASHA's beside asha: false, the margin without noise_aware
     "asha-off-keys.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": False, "grace_evals": 3}}),
     "margin-alone.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"asha": True, "noise_margin": 2.0}}),
-    "pbt-two.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt"}},
+    "pbt-two.yaml": _with(SPACE, search={**SPACE["search"], "concurrency": 0, "pruning": {"scheduler": "pbt"}},
                           optim={"lr_g": {"float": [1e-4, 1e-3], "log": True}}),
     # quick checks score the cheap metrics only: beside FID alone each one measured nothing, without a word
     "quick-fid.yaml": _with(SPACE, search={**SPACE["search"], "quick_every": 5, "objective": "fid"},
@@ -165,8 +167,8 @@ FILES: dict[str, dict | str] = {
     "train-quick-fid.yaml": _with(CONFIG, eval={**CONFIG["eval"], "metrics": ["fid"], "quick_every": 5}),
     # settings of the scheduler the space does not run: PBT's ran ASHA, ASHA's under PBT were read by nothing
     "pbt-unchosen.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"pbt": {"interval_evals": 1}}}),
-    "asha-under-pbt.yaml": _with(SPACE, search={**SPACE["search"], "pruning": {"scheduler": "pbt", "grace_evals": 3,
-                                                                              "reduction_factor": 4}}),
+    "asha-under-pbt.yaml": _with(SPACE, search={**SPACE["search"], "concurrency": 0, "pruning": {
+        "scheduler": "pbt", "grace_evals": 3, "reduction_factor": 4}}),
     "unread-param.yaml": _with(SPACE, search={**SPACE["search"], "params": {"ttur": {"float": [0.5, 2.0]}}}),
     "pbt-of-one.yaml": _with(SPACE, search={**SPACE["search"], "trials": 1, "pruning": {"scheduler": "pbt"}},
                              optim={"lr_g": {"float": [1e-4, 1e-3]}}),
@@ -237,6 +239,12 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/config.yaml", "--out", "/proc/gantune-run"], r"--out: cannot write /proc/gantune-run"),
     (["search", "{in}/deep.yaml"], r"deep.yaml: invalid YAML \(nested too deeply\)"),
     (["train", "{in}/deep.yaml"], r"deep.yaml: invalid YAML \(nested too deeply\)"),
+    # a share of a resource below Ray's precision (a 64-line traceback from inside Tune, the study left behind)
+    (["search", "{in}/tiny-cpu.yaml"], r"search.resources.cpu: must be 0 or at least 0.0001 \(Ray's resource "),
+    (["search", "{in}/space.yaml", "--gpus-per-trial", "0.00001"], r"--gpus-per-trial: 0.00001 is not a GPU share: "
+                                                                    r"it must be 0 or at least 0.0001"),
+    # PBT starts its whole population: a concurrency (SPACE's 1) was dropped without a word, as --concurrent was
+    (["search", "{in}/pbt-concurrency.yaml"], r"search: concurrency: PBT starts its whole population at once"),
     # a Ray address where nothing listens: refused at once, not after minutes of retries
     (["search", "{in}/space.yaml", "--ray-address", "127.0.0.1:1"], r"--ray-address 127.0.0.1:1: no Ray cluster"),
     # reading a search creates no storage

@@ -130,7 +130,8 @@ def test_pbt_explore_keeps_a_recipe_members_overrides(tmp_path: Path) -> None:
 
     path = tmp_path / "warm.yaml"
     path.write_text(SPACE.format(warm="").replace("pruning: {asha: false, health: false}",
-                                                  "pruning: {scheduler: pbt, health: false}"))
+                                                  "pruning: {scheduler: pbt, health: false}")
+                    .replace("concurrency: 2", "concurrency: 0"))  # PBT starts its whole population
     space = load_space(path)
     config, _ = _suggest_first(space, tmp_path)
     assert config["trial"]["loss"]["r1_weight"] == 0.1 and config["trial"]["model"]["z_dim"] == 4
