@@ -468,3 +468,14 @@ def test_the_device_given_on_the_command_line_is_the_runs_config(tmp_path: Path)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["device"] == "cpu"
     assert main(["train", str(cfg), "--out", str(tmp_path / "other"), "--device", "tpu", "--no-tracking"]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_python_dash_m_gantune_is_the_command(tmp_path: Path) -> None:
+    """Found by a review: ``python -m gantune`` (where the console script is not on the PATH) said "No module
+    named gantune.__main__"; it runs the command, exit codes included."""
+    done = subprocess.run([sys.executable, "-m", "gantune", "--help"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("usage: gantune "), done.stderr
+    bad = subprocess.run([sys.executable, "-m", "gantune", "train", str(tmp_path / "nope.yaml")], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("gantune train: error: "), bad.stderr
