@@ -42,7 +42,7 @@ from gantune.dburl import (
 from gantune.errors import ConfigError, GantuneError
 from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
 from gantune.registry import plugin_hint
-from gantune.rundir import check_writable, holder, trial_run_dir
+from gantune.rundir import check_writable, holder, read_metrics, trial_run_dir
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
 from gantune.sampling.settings import SAMPLERS, SearchSettings, sign_of
 from gantune.sampling.specs import fixed_measure, on_grid
@@ -351,10 +351,26 @@ def restart_trial(trial: optuna.Trial) -> optuna.Trial:
     Optuna has no public call for this; its RDB storage (sqlite, the default) is cleared directly. With other
     storages the old values stay until the re-run reports the same steps.
     """
+    attrs = trial.user_attrs
+    if dead := _dead_attempt_steps(attrs.get("run_dir")):  # before the worker clears the folder for the re-run
+        trial.set_user_attr(DEAD_STEPS, int(attrs.get(DEAD_STEPS, 0)) + dead)
     clear_intermediate_values(trial)
-    if BEST_REPORTED in trial.user_attrs:
+    if BEST_REPORTED in attrs:
         trial.set_user_attr(BEST_REPORTED, None)
     return live_trial(trial.study, trial)
+
+
+#: the steps a trial's killed attempts trained before ``--resume`` ran it again from step 0: compute spent, which
+#: ``trained_steps`` counts (the summary's trial-steps, and the share of the budget pruning saved, left them out)
+DEAD_STEPS = "steps_of_killed_attempts"
+
+
+def _dead_attempt_steps(run_dir: Any) -> int:
+    """The last step a killed attempt logged in its run directory (0 where it left none here: a cluster's trial
+    ships its files at evaluations, so a later step may be missing)."""
+    if not isinstance(run_dir, str):
+        return 0
+    return max((int(r["step"]) for r in read_metrics(Path(run_dir))), default=0)
 
 
 #: a multi-objective trial's best first-objective evaluation (Optuna keeps reported values for single-objective
@@ -424,11 +440,12 @@ def explored_note(t: FrozenTrial, shown: Callable[[dict[str, Any]], str]) -> str
 
 
 def trained_steps(t: FrozenTrial) -> int:
-    """The steps ``t`` trained: its last step, and for a PBT member the steps each clone of a donor's checkpoint
-    behind it trained again (one ahead of it skipped steps, trained by the donor: they count there)."""
+    """The steps ``t`` trained: its last step, those of its attempts a killed search left (``DEAD_STEPS``), and for
+    a PBT member the steps each clone of a donor's checkpoint behind it trained again (one ahead of it skipped
+    steps, trained by the donor: they count there)."""
     lineage = t.user_attrs.get("pbt_lineage") or []
     again = sum(int(e["from_step"]) - int(e["step"]) for e in lineage if "from_step" in e)
-    return int(t.user_attrs.get("steps", 0)) + again
+    return int(t.user_attrs.get("steps", 0)) + int(t.user_attrs.get(DEAD_STEPS, 0)) + again
 
 
 def sign(study: optuna.Study) -> float:

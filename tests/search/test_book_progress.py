@@ -1,6 +1,7 @@
 """The search's progress line: trials done, and an ETA from the trial-steps left over the observed rate."""
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -236,3 +237,29 @@ def test_a_trial_rays_memory_monitor_killed_is_out_of_memory() -> None:
     assert outcome_of(3, {}, "Traceback ...\ngantune.errors.ConfigError: data.path: gone\n", None, []).reason == \
         "data.path: gone"
     assert outcome_of(3, {}, "", None, []).reason == "unknown error"
+
+
+def test_the_steps_a_killed_attempt_trained_count_in_the_trial_steps(tmp_path: Path) -> None:
+    """Found by a review: a trial a killed search left RUNNING trains again from step 0 under ``--resume``, and the
+    summary counted only the new attempt's steps: "2400 of a 2400 budget (0% saved)" after at least 400 steps the
+    killed attempt trained. Its run directory's last logged step is kept (``DEAD_STEPS``) and counted."""
+    import optuna
+
+    from gantune.sampling.study import DEAD_STEPS, restart_trial, trained_steps
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    trial = study.ask()
+    run = tmp_path / "trial-0000"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "loss_d": 1.0}}\n' for s in (10, 20, 30)) + '{"st')
+    trial.set_user_attr("run_dir", str(run))
+    again = restart_trial(trial)  # what the searcher does as --resume runs it again
+    again.set_user_attr("steps", 40)
+    study.tell(again, 1.0)
+    done = study.trials[0]
+    assert done.user_attrs[DEAD_STEPS] == 30 and trained_steps(done) == 70
+    fresh = study.ask()  # a trial that never ran before: nothing added
+    fresh.set_user_attr("run_dir", str(tmp_path / "trial-0001"))
+    restart_trial(fresh).set_user_attr("steps", 40)
+    study.tell(fresh, 1.0)
+    assert DEAD_STEPS not in study.trials[1].user_attrs and trained_steps(study.trials[1]) == 40
