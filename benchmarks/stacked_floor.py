@@ -67,7 +67,8 @@ def main() -> None:
             x = stack(pool, draws)
             feats, logits = extractor(x)
             assert logits is not None
-            scorer = FAMILIES.get("stacked_modes")(Reference(x=x, feats=feats, logits=logits))
+            scorer = FAMILIES.get("stacked_modes")(Reference(x=x, feats=feats, logits=logits,
+                                                                   depth=extractor.depth))
             out = scorer(Samples(x=x, feats=feats, logits=logits))
             _, digit_logits = extractor(pool)
             assert digit_logits is not None

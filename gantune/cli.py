@@ -112,7 +112,7 @@ def _share(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if why := share_problem(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a GPU share: it {why} (e.g. 0.25)")
+        raise argparse.ArgumentTypeError(f"{text} is not a GPU share (e.g. 0.25): it {why}")
     return value
 
 

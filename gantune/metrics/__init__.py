@@ -40,7 +40,14 @@ from gantune.metrics.base import (
     ours,
     quick_keys,
 )
-from gantune.metrics.features import EXTRACTORS, Extractor, build_extractor, default_extractor, missing_inception
+from gantune.metrics.features import (
+    Extractor,
+    build_extractor,
+    built_in_extractor,
+    default_extractor,
+    missing_inception,
+)
+from gantune.metrics.modes import DIGIT_CLASSES
 from gantune.rundir import cache_dir, cached
 
 #: ``n`` generated samples; a conditional generator's with the labels they were generated for
@@ -158,7 +165,7 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
         return _MEMO[key, str(device)]
     # a plugin's extractor is kept in memory only, as a plugin's metric is (``ours``): keyed by its name and a
     # weights digest its author need not set, an edited extractor read its first version's features and floor
-    path = None if extractor.name in EXTRACTORS.outside() else cache_dir() / f"{key}.pt"
+    path = None if built_in_extractor(cfg) is None else cache_dir() / f"{key}.pt"
 
     def extract() -> dict[str, torch.Tensor | None]:
         feats, logits = extractor(x)
@@ -167,6 +174,11 @@ def load_reference(cfg: TrialConfig, data: RealData, extractor: Extractor, n: in
     stored: dict[str, Any] = extract() if path is None else cached(path, extract)
     mixture = data.mixture
     logits = stored["logits"]
+    if extractor.depth > 1 and (logits is None or logits.shape[1] != DIGIT_CLASSES * extractor.depth):
+        # the families that read one digit a channel reshape the logits so: a traceback mid-evaluation
+        raise ConfigError(f"eval.extractor: {extractor.name} reads one digit of {DIGIT_CLASSES} a channel "
+                          f"(depth {extractor.depth}) and gives {0 if logits is None else logits.shape[1]} class "
+                          f"logits a sample, not {DIGIT_CLASSES * extractor.depth}")
     ref = Reference(x=x, feats=stored["feats"].to(device), logits=None if logits is None else logits.to(device),
                     means=None if mixture is None else mixture.means.to(device),
                     std=0.0 if mixture is None else mixture.std, cache=path, depth=extractor.depth)

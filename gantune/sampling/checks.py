@@ -239,6 +239,10 @@ def check_scheduler_keys(search: Any, source: str) -> None:
     if not isinstance(pruning, dict):
         pruning = {}
     chosen = pruning.get("scheduler", "asha")
+    if chosen == "pbt" and search.get("concurrency"):  # dropped without a word, as --concurrent was (a study
+        # stored before this refusal keeps its value: its settings are read again by export, report and review)
+        raise ConfigError(f"{source}: search.concurrency: PBT starts its whole population at once (the resources "
+                          "decide how many train together); leave it out")
     for other, keys in _SCHEDULER_KEYS.items():
         if other != chosen and (unread := [k for k in keys if k in pruning]):
             fix = f"set scheduler: {other}, or remove {'it' if len(unread) == 1 else 'them'}" if other == "pbt" \

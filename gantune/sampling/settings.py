@@ -298,9 +298,6 @@ class SearchSettings(SwitchChecked):
         if self.pruning.scheduler == "pbt" and self.trials < 2:
             raise ValueError("pruning.scheduler: pbt needs a population of 2 trials or more (its members copy the "
                              "better ones' weights); with 1 it would run one plain trial")
-        if self.pruning.scheduler == "pbt" and self.concurrency:  # dropped without a word, as --concurrent was
-            raise ValueError("concurrency: PBT starts its whole population at once (the resources decide how many "
-                             "train together); leave it out")
         SAMPLERS.get(self.sampler).check(self)
         return self
 

@@ -135,12 +135,15 @@ def check_address(address: str | None) -> None:
 def _auto_address() -> str | None:
     """The HOST:PORT ``ray.init(address="auto")`` would join (``RAY_ADDRESS``, else the cluster Ray last started on
     this machine: a head that died leaves its address behind); ``None`` where Ray finds none, which ray.init says."""
+    logging.disable(logging.CRITICAL)  # a malformed RAY_ADDRESS is logged with its traceback: ray.init says it
     try:
         from ray._private.services import canonicalize_bootstrap_address  # Ray's own lookup (private: guarded)
 
         return canonicalize_bootstrap_address("auto")
     except Exception:  # not found, or another Ray's API: ray.init looks and says
         return None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 #: an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5)
@@ -154,17 +157,19 @@ def _speaks_grpc(conn: socket.socket) -> bool:
     for about 14 minutes. A cluster on TLS (``RAY_USE_TLS``) is not probed: its GCS wants a TLS hello first."""
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return True
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S  # the whole answer: a byte every few seconds is no head
     try:
         conn.sendall(_H2_HELLO)
         head = b""
-        while len(head) < 9:
+        while len(head) < 9 and (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
             chunk = conn.recv(9 - len(head))
             if not chunk:
                 return False
             head += chunk
     except OSError:  # no answer within the timeout, or the connection reset
         return False
-    return head[3] == 4
+    return len(head) == 9 and head[3] == 4
 
 
 def _host_port(address: str | None) -> tuple[str, int] | None:

@@ -19,7 +19,7 @@ from gantune.errors import ConfigError
 from gantune.rundir import trial_dirname
 from gantune.sampling.optuna_private import stored_user_attrs
 from gantune.sampling.space import SearchSpace
-from gantune.sampling.study import report_intermediate, restart_trial
+from gantune.sampling.study import grid_params, report_intermediate, restart_trial
 from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY
 
 
@@ -62,7 +62,7 @@ class OptunaStudySearcher(Searcher):
         s = self.space.settings
         return {"trial": raw, "number": trial.number, "objectives": s.objectives, "health": s.pruning.health,
                 "cpus": s.resources.cpu, "gpu": self.gpu_share, "run_dir": run_dir, "ship_files": self.ship_files,
-                "pbt": s.pruning.scheduler == "pbt", "params": dict(trial.params),
+                "pbt": s.pruning.scheduler == "pbt", "params": grid_params(trial),
                 RECIPE_KEY: attrs.get(RECIPE_KEY), OVERRIDES_KEY: attrs.get(OVERRIDES_KEY) or {}}
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:

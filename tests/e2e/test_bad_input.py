@@ -241,10 +241,11 @@ ROWS: list[tuple[list[str], str]] = [
     (["train", "{in}/deep.yaml"], r"deep.yaml: invalid YAML \(nested too deeply\)"),
     # a share of a resource below Ray's precision (a 64-line traceback from inside Tune, the study left behind)
     (["search", "{in}/tiny-cpu.yaml"], r"search.resources.cpu: must be 0 or at least 0.0001 \(Ray's resource "),
-    (["search", "{in}/space.yaml", "--gpus-per-trial", "0.00001"], r"--gpus-per-trial: 0.00001 is not a GPU share: "
-                                                                    r"it must be 0 or at least 0.0001"),
+    (["search", "{in}/space.yaml", "--gpus-per-trial", "0.00001"], r"--gpus-per-trial: 0.00001 is not a GPU share "
+                                                                    r"\(e.g. 0.25\): it must be 0 or at least 0.0001"),
     # PBT starts its whole population: a concurrency (SPACE's 1) was dropped without a word, as --concurrent was
-    (["search", "{in}/pbt-concurrency.yaml"], r"search: concurrency: PBT starts its whole population at once"),
+    (["search", "{in}/pbt-concurrency.yaml"], r"pbt-concurrency.yaml: search.concurrency: PBT starts its whole "
+                                              r"population at once"),
     # a Ray address where nothing listens: refused at once, not after minutes of retries
     (["search", "{in}/space.yaml", "--ray-address", "127.0.0.1:1"], r"--ray-address 127.0.0.1:1: no Ray cluster"),
     # reading a search creates no storage
@@ -478,6 +479,7 @@ def test_an_address_where_another_server_listens_is_one_line_not_minutes_of_retr
     import http.server
     import socket
     import threading
+    import time
 
     from gantune.search import runner
 
@@ -491,11 +493,25 @@ def test_an_address_where_another_server_listens_is_one_line_not_minutes_of_retr
     silent = socket.socket()
     silent.bind(("0.0.0.0", 0))
     silent.listen()
+    drip = socket.socket()  # answers a byte every 0.4 s: each read within the timeout, the whole frame not
+    drip.bind(("0.0.0.0", 0))
+    drip.listen()
+
+    def dripping() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = drip.accept()
+            for byte in bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]):
+                time.sleep(0.4)
+                conn.sendall(bytes([byte]))
+            conn.close()
+
+    threading.Thread(target=dripping, daemon=True).start()
     monkeypatch.chdir(tmp_path)
     before = _tree(tmp_path)
     try:
         http_port, quiet_port = web.server_address[1], silent.getsockname()[1]
-        for address in (f"127.0.0.1:{http_port}", f"127.0.0.1:{quiet_port}", "auto"):
+        for address in (f"127.0.0.1:{http_port}", f"127.0.0.1:{quiet_port}", "auto",
+                        f"127.0.0.1:{drip.getsockname()[1]}"):
             monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{http_port}")  # what auto finds first, as ray.init does
             assert main(["search", str(inputs / "space.yaml"), "--ray-address", address]) == 2
             err = capsys.readouterr().err.strip()
@@ -504,6 +520,7 @@ def test_an_address_where_another_server_listens_is_one_line_not_minutes_of_retr
     finally:
         web.shutdown()
         silent.close()
+        drip.close()
 
 
 def test_a_databricks_uri_without_credentials_is_one_line(inputs: Path) -> None:

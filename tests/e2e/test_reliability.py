@@ -466,9 +466,9 @@ def test_the_interrupt_line_counts_every_trial_resume_runs_again(tmp_path: Path)
     again."""
     path = tmp_path / "space.yaml"
     text = tiny_space("pop", 4, 3000, 500, [0.001, 0.002], log_every=50, n_samples=200)
-    path.write_text(text.replace("pruning: {asha: false, health: true}",
-                                 "pruning: {scheduler: pbt, health: false}\n"
-                                 f"  resources: {{cpu: {local_resources()['CPU']:g}}}"))  # one member at a time
+    path.write_text(text.replace("concurrency: 2", "concurrency: 0").replace(  # PBT starts its whole population
+        "pruning: {asha: false, health: true}", "pruning: {scheduler: pbt, health: false}\n"
+        f"  resources: {{cpu: {local_resources()['CPU']:g}}}"))  # one member at a time
     env = {**os.environ, "GANTUNE_CACHE_DIR": str(tmp_path / "cache")}
     with sigint_default_in_children():
         proc = subprocess.Popen(_search_cmd(tmp_path, path, "--no-tracking", "--quiet"), cwd=tmp_path, env=env,

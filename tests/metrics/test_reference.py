@@ -12,6 +12,7 @@ from PIL import Image
 from gantune import metrics
 from gantune.catalogue import config_from_dict
 from gantune.data import as_float, digits_split, load_data
+from gantune.errors import ConfigError
 from gantune.metrics import Evaluator, load_reference
 from gantune.metrics.digits_net import DigitsNet
 from gantune.metrics.features import build_extractor
@@ -226,7 +227,8 @@ def test_an_edited_plugin_extractor_reads_its_own_features_and_floor() -> None:
     def features(x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return x.flatten(1)[:, :16] * scale["now"], None
 
-    EXTRACTORS.add("edited", lambda cfg, device: Extractor("edited", 16, features))
+    # the name it registers under is what says it is a plugin's, not the name its Extractor gives (v1 here)
+    EXTRACTORS.add("edited", lambda cfg, device: Extractor("edited_v1", 16, features))
     try:
         cfg = config_from_dict({"data": {"name": "digits", "resolution": 8},
                                 "eval": {"n_samples": 200, "metrics": ["fid"], "extractor": "edited"}})
@@ -236,9 +238,19 @@ def test_an_edited_plugin_extractor_reads_its_own_features_and_floor() -> None:
         scale["now"] = 10.0  # the plugin's next version: its features ten times the first's
         second = Evaluator(cfg, data, CPU).provenance["floor"]["fid"]
         assert second == pytest.approx(100 * first, rel=1e-4)  # FID is a squared distance
-        assert not list((Path(metrics.cache_dir())).glob("reference-digits-edited-*"))
+        assert not list(Path(metrics.cache_dir()).glob("reference-*"))
+        # an extractor that reads one digit a channel says so, with 10 logits a channel: other counts are one line
+        EXTRACTORS.add("uneven", lambda cfg, device: Extractor("uneven", 16, lambda x: (
+            x.flatten(1)[:, :16], x.flatten(1)[:, :15]), classes=15, depth=3))
+        stacked = config_from_dict({"data": {"name": "stacked_digits", "resolution": 8},
+                                    "eval": {"n_samples": 100, "metrics": ["is"], "extractor": "uneven"}})
+        with pytest.raises(ConfigError, match=r"^eval.extractor: uneven reads one digit of 10 a channel \(depth 3\) "
+                                              r"and gives 15 class logits a sample, not 30$"):
+            Evaluator(stacked, load_data(stacked.data, CPU, 0), CPU)
     finally:
         EXTRACTORS.remove("edited")
+        if "uneven" in EXTRACTORS.names():
+            EXTRACTORS.remove("uneven")
         metrics._MEMO.clear()
 
 
