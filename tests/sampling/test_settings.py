@@ -222,3 +222,11 @@ def test_a_study_made_by_hand_to_queue_trials_in_with_optunas_default_direction_
                                            r"direction minimize, where this space says maximize: create it with "
                                            r"direction='maximize' before queueing trials in it, or delete it$"):
         check_study("q", storage, SearchSettings.model_validate({"objective": "coverage"}), False, {})
+
+
+def test_a_pbt_study_stored_with_a_concurrency_is_still_read() -> None:
+    """A space file that sets ``concurrency`` under PBT is refused (dropped without a word), on the file's own keys:
+    a study an earlier release stored with it is read again by export, report and review, which must not fail."""
+    stored = SearchSettings.model_validate({"trials": 4, "max_steps": 100, "eval_every": 50, "concurrency": 2,
+                                            "pruning": {"scheduler": "pbt"}}).model_dump()
+    assert SearchSettings.model_validate(stored).concurrency == 2
