@@ -65,7 +65,7 @@ def test_extraction_chunk_reads_the_memory_fraction() -> None:
         torch.cuda.set_per_process_memory_fraction(1.0, dev)
 
 
-@pytest.mark.parametrize(("gpu", "needle"), [(-1, "must be at least 0"), ("lots", "search.resources.gpu")])
+@pytest.mark.parametrize(("gpu", "needle"), [(-1, "must be a number of 0 or more"), ("lots", "search.resources.gpu")])
 def test_bad_gpu_share_is_rejected(tmp_path: Path, gpu: object, needle: str) -> None:
     (tmp_path / "s.yaml").write_text(f"search: {{resources: {{gpu: {gpu}}}}}\ndata: {{name: grid25}}\n")
     with pytest.raises(ConfigError, match=needle):
