@@ -38,7 +38,6 @@ from gantune.gan.losses import LOSSES
 from gantune.metrics import (  # the package: the built-in families are registered
     CollapseSignal,
     collapse_signals,
-    quick_keys,
 )
 
 
@@ -132,12 +131,15 @@ REPEAT = "repeat/"
 TRACKED_QUICK = "quick/"
 
 
-def quick_namer(record: dict[str, Any]) -> Callable[[str], str]:
-    """The name each key of ``record`` is tracked under: a quick check's values (fewer samples: not comparable with
-    an evaluation's, ``is_evaluation``) with ``TRACKED_QUICK`` before them, so that MLflow's series of ``modes`` or
-    ``mode_kl`` holds the evaluations alone and a stopped trial's last value is its last evaluation's."""
-    quick = set() if is_evaluation(record) else quick_keys() & record.keys()
-    return lambda key: TRACKED_QUICK + key if key in quick else key
+def quick_namer(record: dict[str, Any], quick: frozenset[str]) -> Callable[[str], str]:
+    """The name each key of ``record`` is tracked under: a quick check's values (``quick``: ``quick_keys()``, on
+    fewer samples, not comparable with an evaluation's, ``is_evaluation``) with ``TRACKED_QUICK`` before them, so
+    that MLflow's series of ``modes`` or ``mode_kl`` holds the evaluations alone and a stopped trial's last value is
+    its last evaluation's."""
+    ours = frozenset() if is_evaluation(record) else quick & record.keys()
+    return lambda key: TRACKED_QUICK + key if key in ours else key
+
+
 #: what a search reports beside a trial-loop record: the search's first objective (at evaluations only), and its
 #: second measurement with ``eval.repeat`` (what ASHA, PBT and a noise-aware ASHA read)
 OBJECTIVE, OBJECTIVE_REPEAT = "objective", "objective_repeat"

@@ -53,6 +53,7 @@ from gantune.events import (
     warn,
 )
 from gantune.health import objective_fields, quick_namer
+from gantune.metrics import quick_keys
 from gantune.rundir import BEST_GENERATOR, CONFIG, GENERATOR, RunDir, check_writable, trial_dirname, trial_run_dir
 from gantune.sampling.study import SOURCE_UID, STUDY_UID, logged_params
 from gantune.sampling.warm import RECIPE_KEY
@@ -170,10 +171,11 @@ class _RunLogger:
         self.client = client
         self.run_id = run_id
         self.buffer: list[Metric] = []
+        self.quick = quick_keys()  # the registry's scan once a run, not once a record
 
     def log(self, record: dict[str, Any], step: int, have: Logged = frozenset()) -> None:
         """``have``: the (metric, step) pairs the run already holds (a killed process logged them): not again."""
-        ts, named = _now(), quick_namer(record)
+        ts, named = _now(), quick_namer(record, self.quick)
         for key, value in record.items():
             if key in _SKIP or key.startswith(("config/", "final/")) or isinstance(value, bool) \
                     or (named(key), step) in have:

@@ -253,9 +253,9 @@ def better(key: str) -> Literal["max", "min"] | None:
 COLLAPSE_ORDER = ("mode_coverage", "class_coverage", "stacked_coverage", "diversity", "recall")
 
 
-def quick_keys() -> set[str]:
+def quick_keys() -> frozenset[str]:
     """The keys a quick check reports: the cheap families', under the names an evaluation gives them."""
-    return {key for name in FAMILIES for key in FAMILIES.get(name).keys if FAMILIES.get(name).cheap}
+    return frozenset(key for name in FAMILIES for key in FAMILIES.get(name).keys if FAMILIES.get(name).cheap)
 
 
 def collapse_signals() -> list[CollapseSignal]:

@@ -67,18 +67,12 @@ def inception_score(logits: torch.Tensor, depth: int = 1, splits: int = SPLITS) 
     return float(values.mean()), float(values.std()) if len(values) > 1 else math.nan
 
 
-def classifier_depth(ref: Reference) -> int:
-    """1 when the extractor reads one class a sample, the channels when it reads one digit a channel (stacked
-    digits); a ``ValueError`` when it gives no class logits."""
+@family("is", keys=("is", "is_std"), higher=("is",), one_sample=True, logits=True)
+def inception_score_family(ref: Reference) -> Scorer:
     if ref.logits is None:
         raise ValueError("the is metric needs class posteriors: the digits or stacked_digits extractor, or "
                          "inception (with its weights on disk)")
-    return ref.depth
-
-
-@family("is", keys=("is", "is_std"), higher=("is",), one_sample=True, logits=True)
-def inception_score_family(ref: Reference) -> Scorer:
-    depth = classifier_depth(ref)
+    depth = ref.depth  # 1, or one digit a channel (stacked digits)
 
     def score(fake: Samples) -> dict[str, float]:
         assert fake.logits is not None
