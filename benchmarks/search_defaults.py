@@ -29,6 +29,7 @@ from common import count, guarded, positive_int, run
 
 from gantune.sampling.settings import sign_of
 from gantune.sampling.space import load_space
+from gantune.sampling.study import grid_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = [ROOT / "tests" / "fixtures" / f"user_{n}.yaml" for n in ("grid25", "ring8", "digits")]
@@ -56,7 +57,7 @@ def run_arm(space: Path, arm: str, trials: int | None, max_steps: int | None, se
     for t in study.trials:
         value = t.values[0] if t.values else None
         finals[t.number] = {"objective": value if value is not None and math.isfinite(value) else None,
-                            "steps": int(t.user_attrs.get("steps", 0)), "params": dict(t.params),
+                            "steps": int(t.user_attrs.get("steps", 0)), "params": grid_params(t),
                             "metrics": {k: v for k, v in (t.user_attrs.get("metrics") or {}).items() if k in SHOWN}}
     return {"trials": finals, "wall_s": time.time() - t0, "trial_steps": summary["trial_steps"],
             "defaults": ARMS[arm], "seed": seed}

@@ -84,6 +84,7 @@ from gantune.health import OBJECTIVE_REPEAT
 from gantune.noise import rung_noise as noise_sd
 from gantune.sampling.settings import SEARCH_DEFAULTS, sign_of
 from gantune.sampling.space import load_space
+from gantune.sampling.study import grid_params
 from gantune.search.scheduler import RESCUED_ATTR
 from gantune.search.trainable import RESTORED_STEP
 
@@ -181,7 +182,7 @@ def gantune_arm(arm: str, preset: Preset, seed: int, workdir: Path) -> dict[str,
     for t in study.trials:
         status = str(t.user_attrs.get(STATUS_KEY, t.state.name.lower()))
         trials_out[t.number] = {"status": status, "steps": int(t.user_attrs.get("steps", 0)),
-                                "params": {k: _plain(v) for k, v in t.params.items()},
+                                "params": {k: _plain(v) for k, v in grid_params(t).items()},
                                 "rescued": t.user_attrs.get(RESCUED_ATTR, [])}
     events = [[r["_t"] - t0, n, int(r.get("step", 0)), r.get("objective"), r.get(OBJECTIVE_REPEAT),
                r.get(RESTORED_STEP)] for n, recs in collector.records.items() for r in recs]
