@@ -176,10 +176,6 @@ class GANTrainer:
                 group["lr"] = lr * factor
                 if "betas" in group:
                     group["betas"] = (o.beta1, o.beta2)
-                if isinstance(opt, torch.optim.AdamW):  # a loaded Adam state would otherwise bring its own
-                    group["weight_decay"] = o.weight_decay
-                    if "decoupled_weight_decay" in group:
-                        group["decoupled_weight_decay"] = True
 
     def z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.z_dim, device=self.device)
@@ -391,8 +387,8 @@ class GANTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        _load_moments(self.opt_g, state["opt_g"])
+        _load_moments(self.opt_d, state["opt_d"])
         if self.G_ema is not None and state.get("G_ema") is not None:
             self.G_ema.load_state_dict(state["G_ema"])
         if self._growth is not None and state.get("growth_stage") is not None:
@@ -404,3 +400,13 @@ class GANTrainer:
             self._gnorm = {k: stats[k].to(self.device) for k in self._gnorm}
         if self._ada is not None and state.get("ada") is not None:
             self._ada.load_state_dict(state["ada"])
+
+
+def _load_moments(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``opt``'s per-parameter state (Adam's moments) from ``state``, its settings kept as the config built them.
+    torch loads a group's settings too: a PBT member cloned from an AdamW member (``optim.weight_decay`` mutated to
+    0, so a plain Adam here) went on decaying its weights, L2-coupled, at the other's rate."""
+    built = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, settings in zip(opt.param_groups, built, strict=True):
+        group.update(settings)

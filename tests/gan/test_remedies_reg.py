@@ -119,6 +119,27 @@ def test_weight_decay_survives_a_loaded_adam_state() -> None:
         assert all(g.get("decoupled_weight_decay", True) for g in opt.param_groups)
 
 
+def test_no_weight_decay_survives_a_loaded_adamw_state() -> None:
+    """The other way (a PBT member whose ``optim.weight_decay`` mutated to 0 cloned from an AdamW member): Adam
+    without decay, before and after ``schedule``; torch's load had brought the checkpoint's decay of 0.5 along. Its
+    moments are the checkpoint's."""
+    decayed = _trainer(tiny({"optim": {"weight_decay": 0.5}}))
+    decayed.schedule(1)
+    decayed.step()
+    plain = _trainer(tiny())
+    plain.load_state_dict(decayed.state_dict())
+    for step in (None, 2):
+        if step is not None:
+            plain.schedule(step)
+        for opt, donor in ((plain.opt_d, decayed.opt_d), (plain.opt_g, decayed.opt_g)):
+            assert not isinstance(opt, torch.optim.AdamW)
+            assert all(g["weight_decay"] == 0 for g in opt.param_groups)
+            assert not any(g.get("decoupled_weight_decay", False) for g in opt.param_groups)
+            moments = [opt.state[p]["exp_avg"] for p in opt.param_groups[0]["params"]]
+            assert all(torch.equal(m, donor.state[p]["exp_avg"])
+                       for m, p in zip(moments, donor.param_groups[0]["params"], strict=True))
+
+
 # --- label smoothing ---------------------------------------------------------------------------------------------
 
 
