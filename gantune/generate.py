@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,13 @@ from gantune.rundir import (
     GENERATOR,
     atomic_folder,
     atomic_write,
+    check_replaceable,
     check_writable,
     finite_weights,
     load_saved,
     parents_made,
 )
-from gantune.viz import as_uint8, png_bytes, samples_png
+from gantune.viz import as_uint8, gantune_png, png_bytes, samples_png
 
 FORMAT = "gantune.generator/1"
 #: ``gantune generate``'s defaults: samples drawn, and walks (rows) of an interpolation
@@ -172,6 +174,21 @@ def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], 
     return ours, listed
 
 
+_NUM = rb"(?:-?\d+\.\d{6}|-?nan|-?inf)"
+#: a CSV ``generate`` or ``--interpolate`` wrote, as far as a first KiB shows it (the last line cut anywhere): its
+#: header, then rows of numbers in its format (6 decimals)
+_OUR_CSV = re.compile(rb"(?:x,y\r?\n(?:%s,%s\r?\n)*|row,step,t,x,y\r?\n(?:\d+,\d+,%s,%s,%s\r?\n)*)[-\d.,naif\r]*"
+                      % ((_NUM,) * 5))
+
+
+def check_output_file(out: Path) -> None:
+    """Refuse an existing file at ``out`` that no earlier ``generate`` wrote: a user's PNG or CSV of the name was
+    replaced without a word (a folder's files are checked by ``_own_files``)."""
+    check_replaceable(out, "--out", ("output of gantune generate",
+                                     lambda head: gantune_png(head) or _OUR_CSV.fullmatch(head) is not None),
+                      in_run=True)
+
+
 def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int = 0,
              label: int | None = None, folder: bool = False) -> dict[str, Any]:
     """Write ``n`` samples to ``out``: a .png grid/scatter, a .csv of points, or a directory of files;
@@ -190,6 +207,8 @@ def generate(weights: Path, n: int, out: Path, device: torch.device, seed: int =
     if suffix == ".csv" and not points:
         raise GantuneError("--out: CSV output is for 2-D point data; use .png or a directory for images")
     check_writable(out, "--out", is_dir=not suffix)  # before sampling: under a file it said "File exists"
+    if suffix:
+        check_output_file(out)
     ours, listed = _own_files(out, n, points) if not suffix else (lambda _: False, {})
     means = mixture_means(cfg.data)
     x = sample(net, cfg, n, device, seed, label)
@@ -269,6 +288,7 @@ def interpolate(weights: Path, n: int, out: Path, device: torch.device, seed: in
         allowed = "a .png (paths plot) or a .csv (paths)" if points else "a .png (image grid)"
         raise GantuneError(f"--out: {out}: an interpolation of {'2-D points' if points else 'images'} is {allowed}")
     check_writable(out, "--out", is_dir=False)
+    check_output_file(out)
     if suffix == ".csv":
         with torch.no_grad():
             data = paths_csv(walk_samples(net, cfg, n, rows, device, seed, label).reshape(rows, n, 2))

@@ -70,19 +70,21 @@ def check_writable(path: Path, flag: str, is_dir: bool) -> None:
                            f"{err.strerror or err})") from None
 
 
-def check_replaceable(path: Path, flag: str, earlier: tuple[str, Callable[[bytes], bool]] | None = None) -> None:
+def check_replaceable(path: Path, flag: str, earlier: tuple[str, Callable[[bytes], bool]] | None = None,
+                      in_run: bool = False) -> None:
     """Refuse an output file (``export --out``, ``report --out``) at a study or MLflow database: written there,
     it replaced the database, and every search in it was lost (exit 0). With ``earlier`` (what the output is, and
     whether a file's first KiB is one), an existing file is replaced only when it is empty or an earlier such
     output, outside a run's folder: ``export --out toy.yaml`` replaced the search space it was run from, ``report
-    --out`` a trial's generator.pt, both without a word."""
+    --out`` a trial's generator.pt, both without a word. ``in_run``: an earlier output may be in a run's folder
+    (``generate``'s samples beside the weights they came from)."""
     with contextlib.suppress(OSError, RuntimeError):  # what cannot be read is check_writable's to say
         target = write_target(path)
         if owner := sqlite_owner(target):
             raise GantuneError(f"{flag}: {path} is {owner}, which this would replace; choose another {flag}")
         if earlier is None or not target.is_file():
             return
-        if any((target.parent / name).exists() for name in (CHECKPOINT, METRICS)):
+        if not in_run and any((target.parent / name).exists() for name in (CHECKPOINT, METRICS)):
             raise GantuneError(f"{flag}: {path} is in a run's folder ({target.parent} holds its "
                                f"{CHECKPOINT if (target.parent / CHECKPOINT).exists() else METRICS}); choose "
                                f"another {flag}")

@@ -38,13 +38,25 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
     return out.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else out
 
 
+#: the ``Software`` text of every PNG gantune writes: ``generate --out x.png`` replaces a PNG that says so, no other
+PNG_SOFTWARE = "gantune"
+_PNG_MARK = b"tEXtSoftware\x00" + PNG_SOFTWARE.encode()
+
+
 def png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def gantune_png(head: bytes) -> bool:
+    """Whether a file's first KiB is a PNG gantune wrote (its ``Software`` text comes before the pixels)."""
+    return head.startswith(b"\x89PNG") and _PNG_MARK in head
 
 
 def plane(means: torch.Tensor | None) -> tuple[Any, Any]:
@@ -73,7 +85,7 @@ def plane_png(fig: Any, ax: Any, title: str) -> bytes:
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
     return buf.getvalue()
 

@@ -228,3 +228,38 @@ def test_the_samples_list_keeps_both_kinds_and_reads_seven_digit_names(tmp_path:
     assert listed == {"numbered": 1_000_001, "files": ["samples.csv", "samples.png"]}
     assert ours("1000000.png") and ours("000007.png") and not ours("1000001.png")
     assert not ours("0000007.png") and not ours("000007.PNG") and not ours("notes.txt")
+
+
+def test_generate_replaces_only_a_file_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out x.png`` or ``x.csv`` replaced any file of that name (a user's photo, their own data.csv), exit 0:
+    refused unless an earlier ``generate`` (or ``--interpolate``) wrote it, its samples replaced again."""
+    images = _train(tmp_path, "plain", conditional=False)
+    points_cfg = tmp_path / "points.yaml"
+    points_cfg.write_text(yaml.safe_dump({"data": {"name": "ring8"}, "model": {"z_dim": 2, "g_width": 8,
+                                                                                "d_width": 8},
+                                          "train": {"steps": 4, "batch_size": 8, "log_every": 2, "device": "cpu"},
+                                          "eval": {"metrics": [], "every": 4}}))
+    assert main(["train", str(points_cfg), "--out", str(tmp_path / "points"), "--no-tracking"]) == 0
+    points = tmp_path / "points" / "generator.pt"
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(photo)
+    table = tmp_path / "data.csv"
+    table.write_text("x,y\n1,2\n")
+    for args, target in (([str(images), "--n", "4"], photo), ([str(images), "--interpolate", "3"], photo),
+                         ([str(points), "--n", "4"], table), ([str(points), "--interpolate", "3"], table)):
+        before = target.read_bytes()
+        capsys.readouterr()
+        assert main(["generate", *args, "--out", str(target)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"gantune generate: error: --out: {target} exists and is not an earlier output of gantune generate, "
+            "which alone this replaces; delete it or choose another --out")
+        assert target.read_bytes() == before
+    for args, name in (([str(images), "--n", "4"], "grid.png"), ([str(images), "--interpolate", "3"], "walk.png"),
+                       ([str(points), "--n", "4"], "samples.png"), ([str(points), "--n", "300"], "samples.csv"),
+                       ([str(points), "--interpolate", "3"], "paths.csv"),
+                       ([str(points), "--interpolate", "3"], "paths.png")):
+        for seed in ("0", "1"):  # the second replaces the first's
+            assert main(["generate", *args, "--seed", seed, "--out", str(tmp_path / name)]) == 0, (args, name)
+    # beside the weights it came from (a run's folder): replaced too
+    for _ in range(2):
+        assert main(["generate", str(images), "--n", "4", "--out", str(images.parent / "more.png")]) == 0
