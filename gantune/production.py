@@ -26,7 +26,7 @@ from gantune.catalogue import (
     objective_side,
     unmeasured_objective,
 )
-from gantune.config import TrialConfig, dotted, read_yaml, steps_note
+from gantune.config import TrialConfig, dotted, dump_config, read_yaml, steps_note
 from gantune.data import (
     DATASETS,
     check_data,
@@ -165,6 +165,11 @@ def _checked(opts: TrainOptions) -> tuple[TrialConfig, Path, int, list[str]]:
         raise GantuneError(f"--out: {out} holds a run stopped before its first checkpoint ({held}): nothing to "
                            "resume, and a new run would mix its files with that one's; delete it or choose another "
                            "--out")
+    if not opts.resume and (out / CONFIG).exists() and not run_config(out / CONFIG) and not _same_file(path,
+                                                                                                   out / CONFIG):
+        raise GantuneError(f"--out: {out / CONFIG} is a file of yours (not a run's config.yaml, every key and no "
+                           "comments, nor the config trained), which the run would replace with its resolved config; "
+                           "move it away, or choose another --out")
     check_writable(out, "--out", is_dir=True)
     check_apart_from_data(cfg, out)
     if opts.device is None:
@@ -229,6 +234,23 @@ def stopped_run(out: Path) -> str:
     if (out / "samples").is_dir() and any((out / "samples").glob("*.png")):
         held.append("samples/")
     return ", ".join(held)
+
+
+def run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.yaml`` a run wrote (the resolved config as ``dump_config`` writes it), one a
+    new run may replace: a run's own ended with the user's search space or commented config there replaced by it."""
+    try:
+        return dump_config(config_from_dict(read_yaml(path), str(path), resumed=True)) == path.read_text("utf-8")
+    except (GantuneError, OSError, UnicodeDecodeError):
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` (a config trained into its own folder: its resolved form replaces it)."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def saved_step(path: Path) -> int | None:

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,33 @@ def test_a_run_that_fails_before_it_logged_anything_leaves_nothing(
     own.write_text(_write_cfg(tmp_path).read_text())
     assert main(["train", str(own), "--out", str(out), "--no-tracking"]) == 130
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+def test_a_run_replaces_no_config_yaml_of_the_users(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that ended replaced any ``config.yaml`` in ``--out`` with its resolved config, exit 0 (a search space
+    kept there, lost): refused unless a run wrote it or it is the config trained into its own folder."""
+    out = tmp_path / "proj"
+    out.mkdir()
+    space = (Path(__file__).parents[2] / "search_spaces" / "toy.yaml").read_text()
+    (out / "config.yaml").write_text(space)
+    capsys.readouterr()
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(out), "--no-tracking"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gantune train: error: --out: {out / 'config.yaml'} is a file of yours (not a run's config.yaml, every key "
+        "and no comments, nor the config trained), which the run would replace with its resolved config; move it "
+        "away, or choose another --out")
+    assert [p.name for p in out.iterdir()] == ["config.yaml"] and (out / "config.yaml").read_text() == space
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "config.yaml").write_text("# mine\n" + _write_cfg(tmp_path).read_text())
+    assert main(["train", str(own / "config.yaml"), "--out", str(own), "--no-tracking"]) == 0
+    written = (own / "config.yaml").read_text()  # its resolved form, which a new run there may replace
+    (own / "generator.pt").unlink()
+    for name in ("checkpoint.pt", "metrics.jsonl", "generator_best.pt"):
+        (own / name).unlink(missing_ok=True)
+    shutil.rmtree(own / "samples", ignore_errors=True)
+    assert not written.startswith("# mine")
+    assert main(["train", str(_write_cfg(tmp_path)), "--out", str(own), "--no-tracking"]) == 0
 
 
 def test_a_config_error_found_once_the_data_is_loaded_names_the_file_and_leaves_nothing(
