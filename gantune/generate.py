@@ -32,6 +32,7 @@ from gantune.registry import plugin_hint
 from gantune.rundir import (
     BEST_GENERATOR,
     GENERATOR,
+    SAMPLES_LIST,
     atomic_folder,
     atomic_write,
     check_replaceable,
@@ -137,11 +138,6 @@ def _points_csv(x: torch.Tensor) -> bytes:
 def _image_png(img: torch.Tensor) -> bytes:
     x = as_uint8(img).permute(1, 2, 0).numpy()
     return png_bytes(x)
-
-
-#: the list ``generate`` leaves in a folder of the sample files it wrote there: only those are its own to replace or
-#: remove (any ``000000.png`` counted as its own, and a folder of a user's images lost all but the first --n)
-SAMPLES_LIST = ".gantune-samples.json"
 
 
 def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], dict[str, Any]]:

@@ -289,6 +289,11 @@ OWNER = ".gantune-study.json"
 #: the file whose lock a command holds while it writes in a search's or a run's folder (``exclusive``)
 LOCK = ".gantune.lock"
 
+#: the list ``generate`` leaves in a folder of the sample files it wrote there: only those are its own to replace or
+#: remove (any ``000000.png`` counted as its own, and a folder of a user's images lost all but the first --n); an
+#: image folder holding it is skipped as data (samples written inside the data were read back as a class of it)
+SAMPLES_LIST = ".gantune-samples.json"
+
 
 @contextlib.contextmanager
 def exclusive(folder: Path, what: str, kind: str) -> Iterator[None]:

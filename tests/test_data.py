@@ -104,12 +104,12 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
                                                           recwarn: pytest.WarningsRecorder) -> None:
     """Class subfolders through symlinks count (rglob did not follow them); hidden files and folders
     (``.ipynb_checkpoints`` read as a class, ``._x.png`` as a broken image), MLflow's artifact folders and
-    gantune's own run folders (a run inside its data folder read its sample grids back) do not; a link loop
+    gantune's own run and sample folders (a run inside its data folder read its sample grids back) do not; a link loop
     ends; ``max_images`` keeps every class (the first N in path order dropped the last classes whole)."""
     from PIL import Image
 
     from gantune.data import known_classes
-    from gantune.rundir import LOCK
+    from gantune.rundir import LOCK, SAMPLES_LIST
 
     monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
     root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
@@ -129,6 +129,8 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
     images(root / "runs" / "mine", 3, 255)
     (root / "runs" / "mine" / LOCK).write_text("1 train\n")
     images(root / "mlartifacts" / "1", 3, 255)
+    images(root / "samples", 3, 255)  # gantune generate's samples written inside the data: read as a class
+    (root / "samples" / SAMPLES_LIST).write_text('{"numbered": 3}')
     palette = Image.new("P", (8, 8), 1)  # as pngquant writes: Pillow warned on every decode
     palette.putpalette([0, 0, 0, 100, 100, 100] * 128)
     palette.save(root / "b_dog" / "palette.png", transparency=bytes([0, 128]))
