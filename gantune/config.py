@@ -344,7 +344,7 @@ class EvalConfig(_Section):
     """Evaluation cadence and metric set (the metrics plug in at the loop's evaluation hook)."""
 
     every: int = Field(default=500, ge=1, description="evaluate every N generator steps (and at the end)")
-    n_samples: int = Field(default=2500, ge=16, description="generated samples per evaluation")
+    n_samples: int = Field(default=2500, ge=16, le=MAX_SIZE, description="generated samples per evaluation")
     metrics: list[str] = Field(default_factory=lambda: ["default"])
     quick_every: int = Field(default=0, ge=0, description="cheap collapse checks (modes, classes, diversity)")
     quick_samples: int = Field(default=500, ge=16, description="samples per quick check, at most n_samples (a "
@@ -352,7 +352,8 @@ class EvalConfig(_Section):
     extractor: str = Field(default="auto", description="features for FID/KID/PRDC: auto, coords, digits, "
                            "stacked_digits, inception")
     inception_weights: str | None = Field(default=None, description="torch-fidelity Inception-v3 weights file")
-    grid: int | None = Field(default=None, ge=1, description="samples per grid/scatter (default: 64 or 1000 points)")
+    grid: int | None = Field(default=None, ge=1, le=MAX_SIZE, description="samples per grid/scatter (default: 64 or "
+                             "1000 points)")
     repeat: bool = Field(default=False, description="at each full evaluation, measure the metric set a second "
                          "time on fresh samples of the same weights, reported as repeat/<metric>: the evaluation "
                          "noise (search.pruning.noise_aware sets it)")

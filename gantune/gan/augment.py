@@ -92,9 +92,12 @@ AUGMENTS.add("color", (brightness, saturation, contrast))
 
 
 def check_augment(policies: Sequence[str]) -> None:
-    """``ValueError`` naming the first unregistered policy (the catalogue's check of ``data.augment``)."""
-    for name in policies:
+    """``ValueError`` naming the first unregistered or repeated policy (the catalogue's check of ``data.augment``):
+    ``[translation, translation]`` shifted images twice as far, on two coins under ADA, without a word."""
+    for i, name in enumerate(policies):
         AUGMENTS.validate(name)
+        if name in policies[:i]:
+            raise ValueError(f"{name} is named twice (each policy applies once: give it once)")
 
 
 def diff_augment(x: Tensor, policies: Sequence[str], p: float | Tensor = 1.0,

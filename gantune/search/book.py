@@ -122,10 +122,15 @@ def _error_text(trial: Trial) -> str:
     return text
 
 
+#: the C++ stack ending a torch error's message: ``Exception raised from``, its ``frame #N`` lines, to the end
+_CPP_STACK = re.compile(r"\nException raised from [^\n]*(?:\n(?:frame #[^\n]*|<[^\n]*>|[\s\"')]*))*\Z")
+
+
 def _last_line(text: str) -> str:
     """The last line of an error trace (gantune's own errors say what to fix in their message: their class path
-    is noise in a report)."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    is noise in a report), before the C++ stack torch puts in some messages (``Exception raised from ...``: the
+    reason read as its last line, a lone quote)."""
+    lines = [ln.strip() for ln in _CPP_STACK.sub("", text.strip()).splitlines() if ln.strip()]
     return re.sub(r"^gantune\.errors\.\w+: ", "", lines[-1]) if lines else "unknown error"
 
 

@@ -263,3 +263,30 @@ def test_the_steps_a_killed_attempt_trained_count_in_the_trial_steps(tmp_path: P
     restart_trial(fresh).set_user_attr("steps", 40)
     study.tell(fresh, 1.0)
     assert DEAD_STEPS not in study.trials[1].user_attrs and trained_steps(study.trials[1]) == 40
+
+
+def test_a_failed_trials_reason_is_the_error_not_torchs_cpp_stack() -> None:
+    """Some torch errors end their message with the C++ stack (``Exception raised from ...``, ``frame #N``, a
+    closing quote): the trial's reason, read as the trace's last line, was a lone ``"``. A chained error after
+    one such keeps its own line."""
+    import traceback
+
+    import torch
+
+    from gantune.search.book import _last_line
+
+    try:
+        torch.randn(10**20, 2)
+    except (TypeError, RuntimeError):
+        trace = traceback.format_exc()
+    if "Exception raised from" not in trace:  # a torch build whose message has no C++ stack: build one like it
+        trace += ('\nException raised from f at x.h:79 (most recent call first):\nframe #0: c10::Error() + 0x9d '
+                  '(0x7f in libc10.so)\n<omitting python frames>\nframe #1: _start + 0x21 (0x55 in python3)\n"\n')
+    assert _last_line(trace).startswith("TypeError: randn(): argument 'size' failed to unpack the object"), trace
+    try:
+        try:
+            torch.randn(10**20, 2)
+        except (TypeError, RuntimeError) as err:
+            raise ValueError("the one after") from err
+    except ValueError:
+        assert _last_line(traceback.format_exc()) == "ValueError: the one after"
