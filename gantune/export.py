@@ -36,6 +36,7 @@ from gantune.rundir import (
     atomic_write,
     check_replaceable,
     check_writable,
+    is_generator_file,
     load_saved,
     make_dir,
     parents_made,
@@ -513,6 +514,10 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         if held := [n for n in (CHECKPOINT, METRICS) if (weights / n).exists()]:  # its weights are a run's own
             raise GantuneError(f"--weights: {weights} is a run's folder (it holds {held[0]}): its generators "
                                "would be replaced; choose another folder")
+        for n in (GENERATOR, BEST_GENERATOR):
+            if (weights / n).is_file() and not is_generator_file(weights / n):
+                raise GantuneError(f"--weights: {weights / n} is not a gantune generator file, and the copy would "
+                                   "replace it; move it away or choose another folder")
     check_writable(out, "--out", is_dir=False)
     check_replaceable(out, "--out", ("export of gantune's", lambda head: head.startswith(EXPORT_MARK.encode())))
     if weights is not None and weights.resolve().is_relative_to(out.resolve()):

@@ -32,6 +32,7 @@ from gantune.registry import plugin_hint
 from gantune.rundir import (
     BEST_GENERATOR,
     GENERATOR,
+    GENERATOR_FORMAT,
     SAMPLES_LIST,
     atomic_folder,
     atomic_write,
@@ -43,7 +44,6 @@ from gantune.rundir import (
 )
 from gantune.viz import as_uint8, gantune_png, png_bytes, samples_png
 
-FORMAT = "gantune.generator/1"
 #: ``gantune generate``'s defaults: samples drawn, and walks (rows) of an interpolation
 SAMPLES, ROWS = 64, 8
 
@@ -57,9 +57,9 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not path.is_file():
         raise GantuneError(f"{path}: no such weights file")
     payload = load_saved(path)  # pickle errors, truncated zips, non-tensor objects: "PATH is unreadable (why)"
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not {"state_dict", "config"} <= set(
-            payload) or not isinstance(payload["state_dict"], dict):
-        raise GantuneError(f"{path}: not a gantune generator file (expected format {FORMAT!r})")
+    if not isinstance(payload, dict) or payload.get("format") != GENERATOR_FORMAT or \
+            not {"state_dict", "config"} <= set(payload) or not isinstance(payload["state_dict"], dict):
+        raise GantuneError(f"{path}: not a gantune generator file (expected format {GENERATOR_FORMAT!r})")
     try:
         cfg = config_from_dict(_for_sampling(payload["config"]), f"{path} (embedded config)")
     except ConfigError as err:

@@ -411,6 +411,16 @@ def holder(folder: Path) -> tuple[str, str] | None:
     return None
 
 
+def is_generator_file(path: Path) -> bool:
+    """Whether ``path`` is a generator file gantune wrote (its ``format``), one an export's ``--weights`` may
+    replace: a ``generator.pt`` of the user's in the folder was replaced without a word."""
+    try:
+        payload = load_saved(path)
+    except GantuneError:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == GENERATOR_FORMAT
+
+
 def load_saved(path: Path) -> dict[str, Any]:
     """A file gantune saved with torch (weights, a checkpoint), or a ``GantuneError`` "PATH is unreadable (why)"
     for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error).
@@ -598,10 +608,15 @@ def finite_weights(state_dict: dict[str, torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in state_dict.values() if t.is_floating_point())
 
 
+#: the ``format`` of a generator file (``generator_payload``): what ``generate``, ``model.init_from`` and an
+#: export's ``--weights`` know gantune's own by
+GENERATOR_FORMAT = "gantune.generator/1"
+
+
 def generator_payload(state_dict: dict[str, torch.Tensor], cfg: TrialConfig, step: int) -> dict[str, Any]:
     """Generator weights with the config that built them: plain types, loadable with ``weights_only=True``."""
     return {
-        "format": "gantune.generator/1",
+        "format": GENERATOR_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "config": cfg.to_dict(),
         "step": step,

@@ -22,9 +22,7 @@ from gantune.errors import GantuneError
 from gantune.gan.conditional import conditional_generator, projection_discriminator, state_classes
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.norms import NormSpec
-from gantune.rundir import CHECKPOINT, GENERATOR
-
-GENERATOR_FORMAT = "gantune.generator/1"  # ``gantune.rundir.generator_payload``
+from gantune.rundir import CHECKPOINT, GENERATOR, GENERATOR_FORMAT
 
 
 @dataclass(frozen=True)

@@ -667,6 +667,15 @@ def test_export_weights_leave_only_the_chosen_trials_generators(searched: Path, 
                                                "checkpoint.pt): its generators would be replaced; choose another "
                                                "folder")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    mine = tmp_path / "mine"  # a generator.pt of the user's (not gantune's format) was replaced, exit 0
+    mine.mkdir()
+    (mine / "generator.pt").write_text("mine")
+    assert main(["export", "exp", "--storage", storage, "--trial", "0", "--out", str(tmp_path / "c.yaml"),
+                 "--weights", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == (f"gantune export: error: --weights: {mine / 'generator.pt'} is not a "
+                                               "gantune generator file, and the copy would replace it; move it "
+                                               "away or choose another folder")
+    assert (mine / "generator.pt").read_text() == "mine" and not (tmp_path / "c.yaml").exists()
 
 
 def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_the_study_is(
