@@ -533,8 +533,27 @@ class _Dumper(yaml.SafeDumper):
 #: floats need a dot and a signed exponent), so ``lr_g: 1e-3`` was the text '1e-3' wherever nothing converted it
 #: (an expression ``optim.lr_g * 2`` said "* takes numbers, not str and int")
 _EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+#: YAML 1.2's integers where 1.1's differ: PyYAML read ``batch_size: 064`` as octal 52 and ``080`` as the text '080'
+#: (refused as a quoted number, where nothing was quoted), where YAML 1.2 (and a user) reads 64 and 80; 1.2's octal
+#: is ``0o64``, which PyYAML read as text
+_LEADING_ZEROS = re.compile(r"^[-+]?0[0-9_]+$")
+_OCTAL = re.compile(r"^[-+]?0o[0-7][0-7_]*$")
 for _kind in (_UniqueKeyLoader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+.0123456789"))
+    _kind.add_implicit_resolver("tag:yaml.org,2002:int", _LEADING_ZEROS, list("-+0"))
+    _kind.add_implicit_resolver("tag:yaml.org,2002:int", _OCTAL, list("-+0"))
+
+
+def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """An integer as YAML 1.2 reads it: ``064`` is 64, ``0o64`` octal (``0x`` hex and ``1_000`` as in 1.1)."""
+    text = str(loader.construct_scalar(node))
+    if _LEADING_ZEROS.match(text) or _OCTAL.match(text):
+        return int(text.replace("_", ""), 8 if "o" in text else 10)
+    value: int = loader.construct_yaml_int(node)
+    return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _yaml_int)
 
 
 def yaml_text(data: Any) -> str:

@@ -114,6 +114,19 @@ def test_numbers_with_an_exponent_are_numbers_where_nothing_converts_them(tmp_pa
     assert read_yaml(tmp_path / "t.yaml") == {"path": "1e5", "n": 1e5}
 
 
+def test_integers_read_as_yaml_1_2_reads_them(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) read ``batch_size: 064`` as octal 52, without a word (the run's config.yaml said 52), and
+    ``080`` as the text '080', refused as a quoted number. YAML 1.2 reads leading zeros as decimal and ``0o`` as
+    octal; a string that reads as one is written quoted."""
+    from gantune.config import parse_yaml, read_yaml, yaml_text
+
+    assert parse_yaml("a: 064\nb: 080\nc: -007\nd: 0o17\ne: 0x1F\nf: 1_000\ng: 0\nh: '064'\ni: 0o_", "x") == {
+        "a": 64, "b": 80, "c": -7, "d": 15, "e": 31, "f": 1000, "g": 0, "h": "064", "i": "0o_"}
+    assert config_from_dict(parse_yaml("train: {batch_size: 064}", "x"), "x").train.batch_size == 64
+    (tmp_path / "t.yaml").write_text(yaml_text({"a": "080", "b": "064", "c": "0o17", "d": 64}))
+    assert read_yaml(tmp_path / "t.yaml") == {"a": "080", "b": "064", "c": "0o17", "d": 64}
+
+
 def test_missing_and_broken_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read file"):
         load_config(tmp_path / "nope.yaml")
