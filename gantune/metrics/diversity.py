@@ -13,6 +13,8 @@ import torch
 from gantune.metrics.base import CollapseSignal, Reference, Samples, Scorer, distances, family
 
 PAIRWISE_SAMPLES = 1000
+#: the real samples' mean pairwise distance below which they have no spread to compare with
+MIN_SPREAD = 1e-12
 K = 5
 BLOCK = 2048
 
@@ -26,9 +28,13 @@ def mean_pairwise_distance(feats: torch.Tensor) -> float:
         collapse=(CollapseSignal("diversity", "min_diversity", "diversity ratio", ceiling="max_diversity"),))
 def diversity(ref: Reference) -> Scorer:
     real = float(ref.derived("diversity", lambda: {"mpd": torch.tensor(mean_pairwise_distance(ref.feats))})["mpd"])
+    if not real > MIN_SPREAD:  # a ratio to no spread: 7e9 for any generator, read as a divergence
+        raise ValueError(f"diversity is the samples' spread over the real data's, and the real samples' features "
+                         f"do not differ (mean pairwise distance {real:.3g}): give data whose samples differ, or "
+                         "measure without diversity")
 
     def score(fake: Samples) -> dict[str, float]:
-        return {"diversity": mean_pairwise_distance(fake.feats) / max(real, 1e-12)}
+        return {"diversity": mean_pairwise_distance(fake.feats) / real}
 
     return score
 

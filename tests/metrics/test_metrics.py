@@ -677,3 +677,30 @@ def test_the_digit_extractors_read_half_precision_samples(data: dict[str, Any]) 
         assert got.dtype == torch.float32
         assert torch.allclose(got, extractor(x.to(dtype).float())[0])
     assert want.shape == got.shape
+
+
+def test_diversity_of_real_samples_without_spread_is_refused_not_a_huge_ratio(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of two identical images: the real mean pairwise distance 0 (clamped to 1e-12) made every
+    generator's diversity about 7e9, read as a divergence. Refused, one line naming why."""
+    from PIL import Image
+
+    from gantune.cli import main
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((8, 8), 120, dtype=np.uint8)).save(folder / name)
+    feats = torch.ones(4, 3)
+    with pytest.raises(ValueError, match=r"^diversity is the samples' spread over the real data's, and the real "):
+        FAMILIES.get("diversity")(Reference(x=feats, feats=feats))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{name: folder, path: {folder}, resolution: 8, channels: 1}}\nmodel: {{arch: dcgan}}\n"
+                   "train: {steps: 2, batch_size: 2, log_every: 1, device: cpu}\n"
+                   "eval: {metrics: [diversity], extractor: digits, every: 2, n_samples: 16}\n"
+                   "health: {objective: diversity, mode: max}\n")
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.metrics: diversity is the samples' spread over the real data's" in err[0], err
+    assert not (tmp_path / "run").exists()
