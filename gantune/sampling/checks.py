@@ -339,10 +339,11 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
             if name not in known:
                 raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "
                                   "such as optim.lr_g or a parameter declared under search.params)")
-        notes += [(path, kind, f"{source}: {path}.{kind}: {name} is never {' or '.join(map(repr, literals))} (its "
-                               f"values: {', '.join(map(repr, values[name]))}); a typo?")
-                  for name, literals in expr.literal_tests()
-                  if name in values and not any(lit in values[name] for lit in literals)]  # a list may name more
+        # each literal of a list too: ``in ['wgan', 'wgan_gp']`` left the wgan-gp trials out without a word
+        notes += [(path, kind, f"{source}: {path}.{kind}: {name} is never {lit!r} (its values: "
+                               f"{', '.join(map(repr, values[name]))}); a typo?")
+                  for name, literals in expr.literal_tests() if name in values
+                  for lit in dict.fromkeys(literals) if lit not in values[name]]
     if unread := [name for name in params if name not in read]:
         raise ConfigError(f"{source}: search.params.{unread[0]}: no expression or condition reads it (a free "
                           "parameter only matters through one, e.g. lr_d: {expr: \"optim.lr_g * " + unread[0] + "\"})")

@@ -193,6 +193,13 @@ class Expr:
             raise ExprError(f"{self.shown!r}: the constant {node.value!r} is not allowed")
         ops = [node.op] if isinstance(node, (ast.BinOp, ast.UnaryOp)) else node.ops if isinstance(node, ast.Compare) \
             else []
+        if isinstance(node, ast.Compare):
+            for cmp, left, right in zip(node.ops, [node.left, *node.comparators[:-1]], node.comparators, strict=True):
+                text = right.value if isinstance(right, ast.Constant) else None
+                if isinstance(cmp, (ast.In, ast.NotIn)) and isinstance(text, str) and (name := _dotted(left)):
+                    # ``loss.name in 'wgan-gp'`` held for wgan too: Python's substring test, not a list of one
+                    raise ExprError(f"{self.shown!r}: {name} in {text!r} tests whether {name} is a part of that "
+                                    f"text; compare with == or give a list: in [{text!r}]")
         for op in ops:
             if type(op) not in _OPS and type(op) not in _CMP:
                 symbol = _SYMBOLS.get(type(op), type(op).__name__)

@@ -46,6 +46,10 @@ def test_names_are_the_dotted_paths_it_reads() -> None:
     ("model.g_width << 2", "the operator << is not allowed"),
     ("loss.name is None", "the operator is is not allowed"),
     ("b'x'", "the constant b'x' is not allowed"),
+    # a substring test: ``in 'wgan-gp'`` held for wgan too
+    ("loss.name in 'wgan-gp'", "loss.name in 'wgan-gp' tests whether loss.name is a part of that text; compare "
+                               "with == or give a list: in ['wgan-gp']"),
+    ("1 if loss.name not in 'hinge' else 2", "loss.name in 'hinge' tests whether"),
     # every part that reads no name is evaluated at load, with bounded powers: these fail at once
     ("optim.lr_g * 9**9**9", "9 ** 387420489 is too large"),  # computed for ever before
     ("((9**1000)**1000)**1000", "a 3170-bit integer ** 1000 is too large"),
