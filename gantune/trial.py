@@ -375,7 +375,9 @@ def train(
 
     stop: Stop | None = None  # None while the trial runs
     step = pictured = start
-    window_t, window_step, window_eval = time.perf_counter(), start, evaluation.seconds
+    # steps/s is over the training alone: what a step records (its evaluation, its log, checkpoint and report: the
+    # first report opened the MLflow run, and the next record read 1 step/s where the loop ran 70) is kept out
+    window_t, window_step, window_off = time.perf_counter(), start, 0.0
     for step in range(start + 1, tc.steps + 1):
         log_now = step % tc.log_every == 0 or step == tc.steps
         eval_now = step % cfg.eval.every == 0 or step == tc.steps
@@ -384,15 +386,17 @@ def train(
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
             if step % tc.checkpoint_every == 0 and step < tc.steps:  # a step that records nothing
+                saving = time.perf_counter()
                 checkpoint(step)
+                window_off += time.perf_counter() - saving
             continue
         record: Record = {"step": step}  # a whole number in metrics.jsonl and --json (it read 25.0)
+        recording = time.perf_counter()
         if log_now:
-            now = time.perf_counter()  # evaluation time since the last log does not count against steps/s
-            busy = now - window_t - (evaluation.seconds - window_eval)
+            busy = recording - window_t - window_off
             record.update(trainer.read_stats())
             record["steps_per_s"] = (step - window_step) / max(busy, 1e-9)
-            window_t, window_step, window_eval = now, step, evaluation.seconds
+            window_t, window_step, window_off = recording, step, 0.0
             stop = Stop.non_finite(record, step)
         # each value is checked once, when measured: a trial whose training signals went non-finite is not evaluated
         evaluated = eval_now and stop is None
@@ -422,6 +426,7 @@ def train(
         if stop is None and should_stop is not None and (verdict := should_stop(record)) is not None:
             stop = Stop.of(verdict)
         out.send(record)
+        window_off += time.perf_counter() - recording
         if stop is not None:
             break
 

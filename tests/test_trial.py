@@ -356,3 +356,30 @@ def test_a_checkpoint_of_weights_gone_non_finite_never_replaces_the_last_good_on
     assert result.status == "diverged" and "non-finite" in result.reason
     saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     assert saved["step"] == 10 and finite_weights(saved["trainer"]["D"])
+
+
+def test_steps_per_s_leaves_out_what_a_record_costs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gantune train`` opened its MLflow run at the first report, inside the next window of steps: that record
+    read 1 step/s where the loop ran 70. On a clock that moves only while a record is handled (its report takes 100
+    s) or a step that records nothing checkpoints (50 s), the steps take no time: their rate is past any real one."""
+    import types
+
+    from gantune import trial
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(trial, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    save = RunDir.save_checkpoint
+
+    def slow_save(self: RunDir, state: dict[str, object]) -> None:
+        clock.now += 50.0
+        save(self, state)
+
+    def report(record: dict[str, float]) -> None:
+        records.append(record)
+        clock.now += 100.0
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", slow_save)
+    records: list[dict[str, float]] = []
+    train(tiny(train={"steps": 30, "log_every": 10, "checkpoint_every": 5}), report=report, run_dir=tmp_path)
+    assert [r["step"] for r in records] == [10, 20, 30]
+    assert all(r["steps_per_s"] > 1e6 for r in records), [r["steps_per_s"] for r in records]
