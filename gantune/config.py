@@ -578,13 +578,39 @@ def parse_yaml(text: str, source: str) -> Any:
     errors into one-line ``ConfigError``s naming ``source``: a space's text stored by a search reads as its file
     did."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except RecursionError:  # the parser recurses once per level of nesting
         raise ConfigError(f"{source}: invalid YAML (nested too deeply)") from None
+    if _more_values(data, MAX_YAML_VALUES):
+        raise ConfigError(f"{source}: holds more than {MAX_YAML_VALUES:,} values once its aliases (*name) are "
+                          "expanded: no config or space needs as many")
+    return data
+
+
+#: the most values (each mapping, list and scalar) a config or space file holds with its aliases expanded: nine
+#: levels of ten aliases in a free parameter's value (832 bytes) were 10^8, 26 s and 2.4 GB once a search stored it
+MAX_YAML_VALUES = 100_000
+
+
+def _more_values(data: Any, limit: int) -> bool:
+    """Whether ``data`` holds more than ``limit`` values, counted as a walk meets them (a shared one each time):
+    stops at the limit, so an alias bomb costs no more than a file of that size."""
+    pending, seen = [data], 0
+    while pending:
+        seen += 1
+        if seen > limit:
+            return True
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def dump_config(cfg: TrialConfig, header: str = "") -> str:

@@ -179,3 +179,18 @@ def test_yaml_merge_keys_are_read_and_a_key_given_twice_still_refused(tmp_path: 
     assert (model.g_width, model.d_width) == (16, 8)
     with pytest.raises(ConfigError, match="duplicate key 'd_width'"):
         parse_yaml("model:\n  <<: {g_width: 16}\n  d_width: 8\n  d_width: 4\n", "s")
+
+
+def test_an_alias_bomb_is_refused_as_it_is_read() -> None:
+    """Nine levels of ten aliases in a free parameter's value (832 bytes) loaded, then took 26 s and 2.4 GB once a
+    search stored its settings (and one level more, the machine's memory). Refused as the file is read."""
+    from gantune.config import MAX_YAML_VALUES, parse_yaml
+
+    levels = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = "\n".join(levels) + "\nsearch: {params: {q: {value: *a8}}}\n"
+    with pytest.raises(ConfigError, match=rf"^bomb.yaml: holds more than {MAX_YAML_VALUES:,} values once its "
+                                          r"aliases \(\*name\) are expanded: no config or space needs as many$"):
+        parse_yaml(text, "bomb.yaml")
+    small = parse_yaml("base: &b {x: 1}\nother: *b\n", "ok.yaml")
+    assert small == {"base": {"x": 1}, "other": {"x": 1}}
