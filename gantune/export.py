@@ -237,8 +237,13 @@ EXPORT_MARK = "# exported by gantune from search "
 def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str, steps: int) -> str:
     """The export's comment lines: the chosen trial, the seed re-runs at ``steps`` (the re-runs' steps, the
     search's budget when no ``--steps`` was given), its parameters."""
+    trained = chosen.trial.user_attrs.get("steps")
+    # with --steps, the search's value was measured at other steps than the config now trains: said where it is
+    at = f" at step {trained} (this config trains {steps})" if chosen.trial.state == TrialState.COMPLETE and \
+        isinstance(trained, int) and steps is not None and trained != steps else ""
     lines = [f"{EXPORT_MARK}{study.study_name!r}",
-             f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"]
+             f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"
+             f"{at}"]
     floor = provenance.floor(chosen.trial)
     for name in (n for n in search_settings(study).objectives if n in floor):  # each objective's (the first only)
         lines.append(f"# real-vs-real {name} ({provenance.floor_scored(provenance.of(chosen.trial))}): "
