@@ -55,6 +55,8 @@ def switch_problem(annotation: Any, value: Any) -> str | None:
     if isinstance(value, bool):
         return "must be a number, not true or false" if kinds & {int, float} and bool not in kinds else None
     if isinstance(value, str) and kinds & {int, float} and str not in kinds and _number(value):
+        if _LEADING_ZEROS.match(value):  # YAML 1.1's octal, read as text: 064 was 52
+            return f"must be a number, not {value}, whose leading zero makes it text (YAML 1.1 read it as octal)"
         return f"must be a number, not the text {value!r} (drop the quotes)"
     if bool in kinds and isinstance(value, (int, float, str)) and not kinds & {int, float, str}:
         return "must be true or false"
@@ -533,9 +535,9 @@ class _Dumper(yaml.SafeDumper):
 #: floats need a dot and a signed exponent), so ``lr_g: 1e-3`` was the text '1e-3' wherever nothing converted it
 #: (an expression ``optim.lr_g * 2`` said "* takes numbers, not str and int")
 _EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
-#: YAML 1.2's integers where 1.1's differ: PyYAML read ``batch_size: 064`` as octal 52 and ``080`` as the text '080'
-#: (refused as a quoted number, where nothing was quoted), where YAML 1.2 (and a user) reads 64 and 80; 1.2's octal
-#: is ``0o64``, which PyYAML read as text
+#: digits with a leading zero: PyYAML (YAML 1.1) read ``batch_size: 064`` as octal 52 without a word, and ``0815``
+#: (a name, a folder) as text. Read as text always: where a number goes, one line says to drop the zero; YAML 1.2's
+#: octal is ``0o64``, which PyYAML read as text
 _LEADING_ZEROS = re.compile(r"^[-+]?0[0-9_]+$")
 _OCTAL = re.compile(r"^[-+]?0o[0-7][0-7_]*$")
 for _kind in (_UniqueKeyLoader, _Dumper):
@@ -544,11 +546,14 @@ for _kind in (_UniqueKeyLoader, _Dumper):
     _kind.add_implicit_resolver("tag:yaml.org,2002:int", _OCTAL, list("-+0"))
 
 
-def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    """An integer as YAML 1.2 reads it: ``064`` is 64, ``0o64`` octal (``0x`` hex and ``1_000`` as in 1.1)."""
+def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
+    """An integer as YAML 1.1 reads it but for ``0o64``, octal as in YAML 1.2, and digits after a leading zero,
+    which stay text (``_LEADING_ZEROS``)."""
     text = str(loader.construct_scalar(node))
-    if _LEADING_ZEROS.match(text) or _OCTAL.match(text):
-        return int(text.replace("_", ""), 8 if "o" in text else 10)
+    if _LEADING_ZEROS.match(text):
+        return text
+    if _OCTAL.match(text):
+        return int(text.replace("_", ""), 8)
     value: int = loader.construct_yaml_int(node)
     return value
 

@@ -234,13 +234,14 @@ def describe(chosen: Candidate, objective: str, digits: int) -> str:
 EXPORT_MARK = "# exported by gantune from search "
 
 
-def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str, steps: int) -> str:
+def header(study: optuna.Study, chosen: Candidate, candidates: list[Candidate], objective: str, steps: int,
+           trains: int | None = None) -> str:
     """The export's comment lines: the chosen trial, the seed re-runs at ``steps`` (the re-runs' steps, the
-    search's budget when no ``--steps`` was given), its parameters."""
+    search's budget when no ``--steps`` was given), its parameters; ``trains``: the steps the exported config trains
+    (said beside the search's value when the trial was measured at others: ``--steps``)."""
     trained = chosen.trial.user_attrs.get("steps")
-    # with --steps, the search's value was measured at other steps than the config now trains: said where it is
-    at = f" at step {trained} (this config trains {steps})" if chosen.trial.state == TrialState.COMPLETE and \
-        isinstance(trained, int) and steps is not None and trained != steps else ""
+    at = f" at step {trained} (this config trains {trains})" if chosen.trial.state == TrialState.COMPLETE and \
+        isinstance(trained, int) and trains is not None and trained != trains else ""
     lines = [f"{EXPORT_MARK}{study.study_name!r}",
              f"# chosen: trial {chosen.trial.number}, search {describe(chosen, objective, 6)}{_others(study, chosen)}"
              f"{at}"]
@@ -577,7 +578,7 @@ def export(name: str, storage: str, *, top_k: int = 1, seeds: int = 0, steps: in
         if hasattr(obs, "reruns_chose"):
             obs.reruns_chose(chosen.trial.number, _chosen_by_seeds(chosen, objective))
     cfg = exported_config(study, chosen, candidates, steps, storage, settings.max_steps, readers)
-    text = (header(study, chosen, candidates, objective, steps or settings.max_steps)
+    text = (header(study, chosen, candidates, objective, steps or settings.max_steps, cfg.train.steps)
             + (f"# note: {stale}\n" if stale else "") + (f"# {front}\n" if front else "") + BY_NOTE.get(by, "")
             + dump_config(cfg))
     uid = study.user_attrs.get(STUDY_UID)

@@ -34,11 +34,13 @@ from gantune.rundir import (
     GENERATOR,
     GENERATOR_FORMAT,
     SAMPLES_LIST,
+    SamplesList,
     atomic_folder,
     atomic_write,
     check_replaceable,
     check_writable,
     finite_weights,
+    is_generator_payload,
     load_saved,
     parents_made,
 )
@@ -57,8 +59,7 @@ def load_generator(path: Path, device: torch.device) -> tuple[nn.Module, TrialCo
     if not path.is_file():
         raise GantuneError(f"{path}: no such weights file")
     payload = load_saved(path)  # pickle errors, truncated zips, non-tensor objects: "PATH is unreadable (why)"
-    if not isinstance(payload, dict) or payload.get("format") != GENERATOR_FORMAT or \
-            not {"state_dict", "config"} <= set(payload) or not isinstance(payload["state_dict"], dict):
+    if not is_generator_payload(payload):
         raise GantuneError(f"{path}: not a gantune generator file (expected format {GENERATOR_FORMAT!r})")
     try:
         cfg = config_from_dict(_for_sampling(payload["config"]), f"{path} (embedded config)")
@@ -146,17 +147,11 @@ def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], 
     would replace the user's file), told by the file system itself, so ``000000.PNG`` counts where case is not.
     With the list this write leaves: the earlier one's names and its own, so a write stopped part-way (before the
     earlier, larger ``--n``'s extra samples are removed) leaves no file of either unlisted."""
-    try:
-        listed = json.loads((out / SAMPLES_LIST).read_text()) if out.is_dir() else {}
-        numbered = int(listed.get("numbered", 0))
-        files = {name for name in listed.get("files", []) if isinstance(name, str)}
-    except (OSError, ValueError, TypeError, AttributeError):  # none, or not one of ours
-        numbered, files = 0, set()
+    earlier = SamplesList.read(out) if out.is_dir() else SamplesList()
+    numbered, files = earlier.numbered, set(earlier.files)
 
     def ours(name: str) -> bool:
-        stem = name.removesuffix(".png")
-        numbered_file = stem != name and stem.isdigit() and stem == f"{int(stem):06d}"  # 7 digits past 999,999
-        return name in files or (numbered_file and int(stem) < numbered)
+        return name in earlier
 
     wanted = ["samples.csv", "samples.png"] if points else [f"{i:06d}.png" for i in range(n)]
     taken = [name for name in wanted if not ours(name) and os.path.lexists(out / name)] if out.is_dir() else []

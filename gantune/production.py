@@ -240,7 +240,8 @@ def run_config(path: Path) -> bool:
     """Whether ``path`` is a ``config.yaml`` a run wrote (the resolved config as ``dump_config`` writes it), one a
     new run may replace: a run's own ended with the user's search space or commented config there replaced by it."""
     try:
-        return dump_config(config_from_dict(read_yaml(path), str(path), resumed=True)) == path.read_text("utf-8")
+        text = path.read_text("utf-8")
+        return not text or dump_config(config_from_dict(read_yaml(path), str(path), resumed=True)) == text
     except (GantuneError, OSError, UnicodeDecodeError):
         return False
 

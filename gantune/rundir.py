@@ -16,6 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
@@ -291,8 +292,34 @@ LOCK = ".gantune.lock"
 
 #: the list ``generate`` leaves in a folder of the sample files it wrote there: only those are its own to replace or
 #: remove (any ``000000.png`` counted as its own, and a folder of a user's images lost all but the first --n); an
-#: image folder holding it is skipped as data (samples written inside the data were read back as a class of it)
+#: image folder does not read them as data (samples written inside the data were read back as a class of it)
 SAMPLES_LIST = ".gantune-samples.json"
+
+
+@dataclass(frozen=True)
+class SamplesList:
+    """What an earlier ``generate`` wrote in a folder, by its list: its numbered PNGs below ``numbered`` and the other
+    ``files`` it names; ``name in listing`` says whether a file is one of them."""
+
+    numbered: int = 0
+    files: frozenset[str] = frozenset()
+
+    @classmethod
+    def read(cls, folder: Path) -> SamplesList:
+        """The list in ``folder``; empty without a readable one."""
+        try:
+            listed = json.loads((folder / SAMPLES_LIST).read_text())
+            return cls(int(listed.get("numbered", 0)),
+                       frozenset(name for name in listed.get("files", []) if isinstance(name, str)))
+        except (OSError, ValueError, TypeError, AttributeError):  # none, or not one of ours
+            return cls()
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        stem = name.removesuffix(".png")
+        numbered_file = stem != name and stem.isdigit() and stem == f"{int(stem):06d}"  # 7 digits past 999,999
+        return name in self.files or (numbered_file and int(stem) < self.numbered)
 
 
 @contextlib.contextmanager
@@ -412,13 +439,18 @@ def holder(folder: Path) -> tuple[str, str] | None:
 
 
 def is_generator_file(path: Path) -> bool:
-    """Whether ``path`` is a generator file gantune wrote (its ``format``), one an export's ``--weights`` may
-    replace: a ``generator.pt`` of the user's in the folder was replaced without a word."""
+    """Whether ``path`` is a generator file gantune wrote, one an export's ``--weights`` may replace: a
+    ``generator.pt`` of the user's in the folder was replaced without a word."""
     try:
-        payload = load_saved(path)
+        return is_generator_payload(load_saved(path))
     except GantuneError:
         return False
-    return isinstance(payload, dict) and payload.get("format") == GENERATOR_FORMAT
+
+
+def is_generator_payload(payload: Any) -> bool:
+    """Whether what torch loaded is a generator file's (``generator_payload``: its format, weights and config)."""
+    return isinstance(payload, dict) and payload.get("format") == GENERATOR_FORMAT and \
+        isinstance(payload.get("state_dict"), dict) and "config" in payload
 
 
 def load_saved(path: Path) -> dict[str, Any]:

@@ -291,6 +291,16 @@ class _Evaluation:
         return metrics, repeat, png
 
 
+def settled(device: torch.device) -> float:
+    """``time.perf_counter()`` once ``device`` has run what was queued on it: a CUDA step returns before its kernels
+    end, and their time would fall in whatever the loop timed next (a record's handling, left out of steps/s)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
+
+
 def train(
     cfg: TrialConfig,
     report: Report | None = None,
@@ -386,12 +396,12 @@ def train(
         trainer.step(measure=log_now)
         if not (log_now or eval_now or quick_now):
             if step % tc.checkpoint_every == 0 and step < tc.steps:  # a step that records nothing
-                saving = time.perf_counter()
+                saving = settled(dev)
                 checkpoint(step)
                 window_off += time.perf_counter() - saving
             continue
         record: Record = {"step": step}  # a whole number in metrics.jsonl and --json (it read 25.0)
-        recording = time.perf_counter()
+        recording = settled(dev)
         if log_now:
             busy = recording - window_t - window_off
             record.update(trainer.read_stats())

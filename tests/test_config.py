@@ -114,15 +114,18 @@ def test_numbers_with_an_exponent_are_numbers_where_nothing_converts_them(tmp_pa
     assert read_yaml(tmp_path / "t.yaml") == {"path": "1e5", "n": 1e5}
 
 
-def test_integers_read_as_yaml_1_2_reads_them(tmp_path: Path) -> None:
+def test_digits_after_a_leading_zero_are_text_never_octal(tmp_path: Path) -> None:
     """PyYAML (YAML 1.1) read ``batch_size: 064`` as octal 52, without a word (the run's config.yaml said 52), and
-    ``080`` as the text '080', refused as a quoted number. YAML 1.2 reads leading zeros as decimal and ``0o`` as
-    octal; a string that reads as one is written quoted."""
+    ``0815`` as text. Digits after a leading zero are text: a name keeps them, a number field says why in one line;
+    YAML 1.2's ``0o17`` is octal. A string that reads as one is written quoted."""
     from gantune.config import parse_yaml, read_yaml, yaml_text
 
     assert parse_yaml("a: 064\nb: 080\nc: -007\nd: 0o17\ne: 0x1F\nf: 1_000\ng: 0\nh: '064'\ni: 0o_", "x") == {
-        "a": 64, "b": 80, "c": -7, "d": 15, "e": 31, "f": 1000, "g": 0, "h": "064", "i": "0o_"}
-    assert config_from_dict(parse_yaml("train: {batch_size: 064}", "x"), "x").train.batch_size == 64
+        "a": "064", "b": "080", "c": "-007", "d": 15, "e": 31, "f": 1000, "g": 0, "h": "064", "i": "0o_"}
+    with pytest.raises(ConfigError, match=r"^x.yaml: train.batch_size: must be a number, not 064, whose leading zero "
+                                          r"makes it text \(YAML 1.1 read it as octal\)$"):
+        config_from_dict(parse_yaml("train: {batch_size: 064}", "x"), "x.yaml")
+    assert config_from_dict(parse_yaml("name: 0815", "x"), "x.yaml").name == "0815"
     (tmp_path / "t.yaml").write_text(yaml_text({"a": "080", "b": "064", "c": "0o17", "d": 64}))
     assert read_yaml(tmp_path / "t.yaml") == {"a": "080", "b": "064", "c": "0o17", "d": 64}
 

@@ -129,8 +129,9 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
     images(root / "runs" / "mine", 3, 255)
     (root / "runs" / "mine" / LOCK).write_text("1 train\n")
     images(root / "mlartifacts" / "1", 3, 255)
-    images(root / "samples", 3, 255)  # gantune generate's samples written inside the data: read as a class
-    (root / "samples" / SAMPLES_LIST).write_text('{"numbered": 3}')
+    for i in range(3):  # gantune generate's samples written into a class folder: read as that class's images
+        Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(root / "b_dog" / f"{i:06d}.png")
+    (root / "b_dog" / SAMPLES_LIST).write_text('{"numbered": 3}')  # the folder's own images are still read
     palette = Image.new("P", (8, 8), 1)  # as pngquant writes: Pillow warned on every decode
     palette.putpalette([0, 0, 0, 100, 100, 100] * 128)
     palette.save(root / "b_dog" / "palette.png", transparency=bytes([0, 128]))

@@ -21,7 +21,7 @@ from gantune.config import DataConfig
 from gantune.data.core import dataset, pil_mode, subset_missing
 from gantune.errors import DataError
 from gantune.events import first_line
-from gantune.rundir import LOCK, OWNER, SAMPLES_LIST, cache_dir, cached
+from gantune.rundir import LOCK, OWNER, SAMPLES_LIST, SamplesList, cache_dir, cached
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm",
                   ".pnm", ".tga"}
@@ -134,12 +134,14 @@ def _walk(root: Path) -> list[Path]:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
             _unreadable(err)
-        if any(e.name in (LOCK, OWNER, SAMPLES_LIST) for e in entries):
-            continue  # gantune's own output: a run's or a search's folder, or generate's samples
+        if any(e.name in (LOCK, OWNER) for e in entries):
+            continue  # gantune's own output: a run's or a search's folder
         seen.add(real)
+        # generate's samples written here (the folder's other files are the user's, read as ever)
+        generated = SamplesList.read(Path(folder)) if any(e.name == SAMPLES_LIST for e in entries) else SamplesList()
         subfolders = []
         for e in entries:
-            if e.name.startswith("."):
+            if e.name.startswith(".") or e.name in generated:
                 continue
             try:
                 is_dir = e.is_dir()

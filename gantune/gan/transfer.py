@@ -22,7 +22,7 @@ from gantune.errors import GantuneError
 from gantune.gan.conditional import conditional_generator, projection_discriminator, state_classes
 from gantune.gan.nets import build_discriminator, build_generator, resolve_arch
 from gantune.gan.norms import NormSpec
-from gantune.rundir import CHECKPOINT, GENERATOR, GENERATOR_FORMAT
+from gantune.rundir import CHECKPOINT, GENERATOR, is_generator_payload
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ def read_init(path: str | Path) -> InitWeights:
             payload: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zips, non-tensor objects: all mean "not ours"
         raise GantuneError(f"model.init_from: {file}: not a readable weights file ({type(err).__name__})") from None
-    if isinstance(payload, dict) and payload.get("format") == GENERATOR_FORMAT and isinstance(
-            payload.get("state_dict"), dict):
+    if is_generator_payload(payload):
         return InitWeights(file, payload["state_dict"], None)
     trainer = payload.get("trainer") if isinstance(payload, dict) else None
     if isinstance(trainer, dict) and isinstance(trainer.get("G"), dict):

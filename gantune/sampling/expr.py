@@ -158,8 +158,8 @@ class Expr:
 
     def literal_tests(self) -> list[tuple[str, list[Any]]]:
         """Each ``name == literal``, ``!=``, ``in [literals]`` or ``not in`` the expression makes, as the name and the
-        literals it is tested against: what a check can hold against the values the name can take (a list naming
-        one value the name takes does its job, whatever else it names)."""
+        literals it is tested against: what a check can hold against the values the name can take (each literal of
+        a list: one the name never takes beside one it does is a typo as likely as a value kept for later)."""
         out = []
         for node in ast.walk(self.tree):
             if not isinstance(node, ast.Compare) or len(node.ops) != 1 or \

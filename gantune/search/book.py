@@ -122,15 +122,18 @@ def _error_text(trial: Trial) -> str:
     return text
 
 
-#: the C++ stack ending a torch error's message: ``Exception raised from``, its ``frame #N`` lines, to the end
-_CPP_STACK = re.compile(r"\nException raised from [^\n]*(?:\n(?:frame #[^\n]*|<[^\n]*>|[\s\"')]*))*\Z")
+#: what ends some torch errors' messages after the error itself: the C++ stack (``Exception raised from``, its
+#: ``frame #N`` lines) and CUDA's advice (on asynchronous errors, CUDA_LAUNCH_BLOCKING, TORCH_USE_CUDA_DSA)
+_TORCH_TAIL = re.compile(r"(?:\nException raised from [^\n]*|\nframe #[^\n]*|\n<[^\n]*>|\n[ \t\"')]*|"
+                         r"\nCUDA kernel errors might be [^\n]*|\nFor debugging consider passing [^\n]*|"
+                         r"\nCompile with `TORCH_USE_CUDA_DSA`[^\n]*)+\Z")
 
 
 def _last_line(text: str) -> str:
     """The last line of an error trace (gantune's own errors say what to fix in their message: their class path
     is noise in a report), before the C++ stack torch puts in some messages (``Exception raised from ...``: the
     reason read as its last line, a lone quote)."""
-    lines = [ln.strip() for ln in _CPP_STACK.sub("", text.strip()).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in _TORCH_TAIL.sub("", text.strip()).splitlines() if ln.strip()]
     return re.sub(r"^gantune\.errors\.\w+: ", "", lines[-1]) if lines else "unknown error"
 
 

@@ -697,9 +697,9 @@ def test_the_header_names_every_objective_one_seed_without_a_spread_and_where_th
     study.add_trial(optuna.trial.create_trial(params={"optim.lr_g": 0.001}, distributions=dist, values=[0.062, 0.5],
                                               user_attrs={"config": {"optim": {"lr_g": 0.001}}, "steps": 200}))
     longer = Candidate(study.trials[1], {"optim": {"lr_g": 0.001}}, 0.062)
-    assert header(study, longer, [longer], "coverage", 1000).splitlines()[1] == (
+    assert header(study, longer, [longer], "coverage", 1000, 1000).splitlines()[1] == (
         "# chosen: trial 1, search coverage 0.062, mode_kl 0.5 at step 200 (this config trains 1000)")
-    assert header(study, longer, [longer], "coverage", 200).splitlines()[1] == (
+    assert header(study, longer, [longer], "coverage", 1000, 200).splitlines()[1] == (
         "# chosen: trial 1, search coverage 0.062, mode_kl 0.5")
     assert lines[2].startswith("# trial 0: coverage mean 0.09 (one seed: no spread) over 1 seed(s)")
     # the re-runs' other objectives, over the same seeds (the line gave the first objective's alone)
