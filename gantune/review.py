@@ -104,7 +104,7 @@ class Review:
                                f"{'' if len(done) == 1 else 's'}: a review compares two or more")
         with tempfile.TemporaryDirectory(prefix="gantune-review-") as tmp:  # what MLflow had: drawn, then gone
             uid = self.study.user_attrs.get(STUDY_UID)
-            found: list[tuple[FrozenTrial, Path]] = []
+            found: list[tuple[FrozenTrial, Path, bytes]] = []
             # the best ``top`` trials that have weights, the Pareto front first (no trial before one dominating
             # it): the top ``top`` alone, four whose folders were gone, refused a search with weights further down
             store = tracking_uri
@@ -116,13 +116,17 @@ class Review:
                 except StoreUnreadable as err:  # the run folders alone from here
                     warn(f"{err}; the review draws only the trials whose run folders are on this machine")
                     store, w = None, None
-                if w is not None:
-                    found.append((t, w))
+                if w is None:
+                    continue
+                try:  # one unreadable generator among the top trials stopped the review: the next trial instead
+                    found.append((t, w, draw(w)))
+                except GantuneError as err:
+                    warn(f"trial {t.number}: {err}; the review takes the next trial")
             if len(found) < 2:
                 raise GantuneError(f"search {name!r}: {len(found)} of its {len(done)} completed trials have "
                                    "generator weights in their run directories on this machine or in MLflow: a "
                                    "review compares two or more")
-            self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), draw(w)) for t, w in found}
+            self.candidates = {t.number: Candidate(t.number, float(t.values[0]), str(w), png) for t, w, png in found}
         self.items = list(self.candidates)
         self.lock = threading.Lock()
         self.mlflow: concurrent.futures.Future[str | None] | None = None

@@ -286,6 +286,26 @@ def test_a_review_takes_the_best_trials_that_have_weights(fresh: Path) -> None:
     assert sorted(review.candidates) == sorted(order[1:])
 
 
+def test_an_unreadable_generator_among_the_top_trials_is_passed_over(fresh: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The best trial's generator.pt cut in half stopped the review ("... is unreadable", exit 2) though two other
+    trials had weights: it warns and takes the next trial."""
+    from gantune.sampling.study import best_first, ranked
+
+    study = load_search("rev", _storage(fresh))
+    order = [t.number for t in best_first(study, ranked(study)[0])]
+    weights = Path(study.trials[order[0]].user_attrs["run_dir"]) / "generator.pt"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:len(whole) // 2])
+    try:
+        capsys.readouterr()
+        review = Review("rev", _storage(fresh), 2, None)
+    finally:
+        weights.write_bytes(whole)
+    assert sorted(review.candidates) == sorted(order[1:])
+    assert f"warning: trial {order[0]}: {weights} is unreadable" in capsys.readouterr().err
+
+
 # -- a real browser -------------------------------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
