@@ -148,9 +148,10 @@ def test_a_multi_objective_export_says_which_of_the_front_it_took(tmp_path: Path
     study = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
     study.set_user_attr("settings", {"objective": ["coverage", "fid"], "direction": ["maximize", "minimize"],
                                      "trials": 2, "max_steps": 10, "eval_every": 10})
-    for values in ([0.5, 3.0], [0.4, 1.0]):
+    for values in ([0.5, 3.0], [0.4, 1.0]):  # trained as many steps as their configs say
         study.add_trial(optuna.trial.create_trial(values=values, user_attrs={
-            "provenance": MEASURED, "config": tiny().to_dict(), "gantune_status": "completed", "steps": 10}))
+            "provenance": MEASURED, "config": tiny(train={"steps": 10}).to_dict(), "gantune_status": "completed",
+            "steps": 10}))
     assert main(["export", "two", "--storage", storage, "--out", str(tmp_path / "best.yaml")]) == 0
     assert capsys.readouterr().err.strip().splitlines() == [
         "note: 2 objectives (coverage, fid): the chosen trial is the Pareto front's best on coverage; export another "
