@@ -30,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from optuna.exceptions import OptunaError
 from optuna.trial import FrozenTrial
 
 from gantune.data import is_points, mixture_means
 from gantune.errors import GantuneError
-from gantune.events import warn
+from gantune.events import first_line, warn
 from gantune.generate import load_generator, sample
 from gantune.rundir import BEST_GENERATOR, GENERATOR, trial_run_dir
 from gantune.sampling import votes as V
-from gantune.sampling.study import STUDY_UID, best_first, load_search, ranked, search_settings
+from gantune.sampling.study import STUDY_UID, best_first, check_storage, load_search, ranked, search_settings
 from gantune.tracking import StoreUnreadable, log_review
 from gantune.viz import samples_png
 
@@ -95,6 +96,7 @@ class Review:
         if top < 2:
             raise GantuneError("--top: a review compares pairs: at least 2")
         self.study = load_search(name, storage)
+        check_storage(storage)  # the votes are written there: a read-only file started, then failed every vote
         self.name = name
         self.tracking_uri = tracking_uri
         self.objective = search_settings(self.study).objectives[0]
@@ -148,11 +150,18 @@ class Review:
         if a not in self.candidates or b not in self.candidates or a == b or winner not in (a, b, None):
             raise ValueError(f"not a pair of the trials under review: {a}, {b}, winner {winner}")
         with self.lock:
-            votes = V.add_vote(self.study, a, b, winner, self.items)
+            try:
+                votes = V.add_vote(self.study, a, b, winner, self.items)
+            except (OptunaError, OSError) as err:  # a file made read-only, a server gone: said, not a traceback
+                cause = err.__cause__ or err  # Optuna's "An exception is raised during the commit" names no cause
+                raise GantuneError("the search's storage did not keep this answer "
+                                   f"({first_line(getattr(cause, 'orig', None) or cause)})") from None
         if self.tracking_uri is not None:
             ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
             trial, why = V.chosen(votes)
             favourite = f"unsettled: {why}" if why else None if trial is None else str(trial)
+            if self.mlflow is not None:  # each write tags every answer: one not yet started is outdated (Ctrl-C
+                self.mlflow.cancel()  # waited for each queued write in turn, minutes behind a slow server)
             self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name,
                                               self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes], ranking,
                                               favourite)
@@ -201,6 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
                     fn(self, m)
                 except (ValueError, KeyError, TypeError, OverflowError) as err:  # a bad request: said, not a traceback
                     self.send_json({"error": str(err)}, 400)
+                except GantuneError as err:  # the review's own trouble (its storage): the page and the terminal
+                    warn(str(err))
+                    self.send_json({"error": str(err)}, 503)
                 except RecursionError:  # JSON nested past what the decoder follows
                     self.send_json({"error": "a vote is a flat JSON object"}, 400)
                 except (TimeoutError, ConnectionError):  # a body that never came in ``timeout``: nobody to answer
@@ -235,11 +247,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch(POST)
 
+    def do_HEAD(self) -> None:  # GET's headers without its body (``send``): a link checker's probe was a 405
+        self._dispatch(GET)
+
     def _other(self) -> None:
         if self._our_host():
             self._refuse(self.path.split("?", 1)[0])
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _other
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
 
     def send(self, body: bytes, content_type: str, code: int = 200, headers: dict[str, str] | None = None) -> None:
         try:
@@ -327,6 +342,11 @@ def _trial(body: dict[str, Any], key: str) -> int:
     return value
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the standard library's 5: a page's images and a second tab at once were refused
+
+
 class ReviewServer:
     """The review page on 127.0.0.1:``port`` (0: a free one), served from threads."""
 
@@ -335,13 +355,12 @@ class ReviewServer:
             raise GantuneError(f"--port {port}: not a TCP port (0-65535)")
         handler = type("Handler", (_Handler,), {"review": review})
         try:
-            self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            self.httpd = _Server(("127.0.0.1", port), handler)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise GantuneError(f"--port {port}: already in use on 127.0.0.1 (leave --port out for a free one)"
                                    ) from None
             raise GantuneError(f"--port {port}: cannot listen on 127.0.0.1 ({err.strerror or err})") from None
-        self.httpd.daemon_threads = True
         self.review = review
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread: threading.Thread | None = None
@@ -410,7 +429,7 @@ PAGE = """<!DOCTYPE html>
     </figure>
   </div>
   <p><button id="skip">Skip (can't tell)</button></p>
-  <p class="note"><span id="count">0</span> answers so far, kept in the search's Optuna study.
+  <p class="note"><span id="count">0</span> <span id="answers">answers</span> so far, kept in the search's Optuna study.
      <span id="error"></span></p>
   <details><summary>Ranking so far (Bradley–Terry, win rate, the metric)</summary>
     <table><thead><tr><th>#</th><th>trial</th><th>strength</th><th>won</th><th>win rate</th><th id="objective"></th>
@@ -430,6 +449,7 @@ function render(s, keepError) {
   $("left-img").dataset.trial = pair[0];
   $("right-img").dataset.trial = pair[1];
   $("count").textContent = s.votes;
+  $("answers").textContent = s.votes === 1 ? "answer" : "answers";
   document.body.dataset.votes = s.votes;
   $("objective").textContent = s.objective;
   const fmt = (x) => x === null ? "–" : Number(x).toPrecision(3);

@@ -518,6 +518,10 @@ def check_storage(storage: str, writing: bool = True) -> Path | None:
         if not db.parent.is_dir():
             raise GantuneError(f"--storage {storage}: folder {db.parent} does not exist")
         check_writable(db, "--storage", is_dir=False)
+        if db.is_file() and not os.access(db, os.W_OK):  # sqlite writes the file in place, not beside it: a
+            # read-only or immutable one was "the database failed on reading ...: a damaged file?" after the start
+            raise GantuneError(f"--storage {storage}: cannot write {db} (the file is read-only here); make it "
+                               "writable or copy it")
     return db
 
 

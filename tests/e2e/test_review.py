@@ -3,6 +3,7 @@ restart of the page, in the study and on the MLflow parent run; ``export --by hu
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -356,6 +358,8 @@ def test_a_person_clicks_through_five_pairs_in_a_browser(fresh: Path, browser: A
                 "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"))
             side = "right" if int(right.get_attribute("data-trial")) == favourite else "left"
             assert int(left.get_attribute("data-trial")) != int(right.get_attribute("data-trial"))
+            if n == 1:  # "1 answers"
+                assert browser.find_element(By.ID, "answers").text == "answer"
             if n < 4:
                 browser.find_element(By.ID, side).click()
             else:  # the keyboard works too
@@ -390,3 +394,105 @@ def test_a_trial_that_records_no_run_folder_has_no_weights_from_the_working_fold
     trial = optuna.trial.create_trial(value=1.0)
     assert weights_of(trial, "s", None, None, tmp_path / "into") is None
     assert weights_problem(Candidate(trial, {}, 1.0), "s", None, None) == "no weights in the run folder"
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """``path`` made unwritable as a user meets it: immutable (root), else read-only; skipped where neither holds."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0 if shutil.which(
+        "chattr") else False
+    mode = path.stat().st_mode
+    if not made:
+        path.chmod(0o444)
+    try:
+        try:
+            path.open("r+b").close()
+        except OSError:
+            pass
+        else:
+            pytest.skip(f"{path} stays writable here (root without chattr)")
+        yield
+    finally:
+        if made:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(mode)
+
+
+def test_a_storage_that_cannot_be_written_is_said_in_one_line(fresh: Path, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """An immutable optuna.db: the review started, then every answer printed a 117-line traceback on its terminal
+    and the page said "not answering". Now a review refuses it at the start, and a storage that stops taking writes
+    mid-review is said on the page (503) and in one line on the terminal; the next answer, once it is writable,
+    is kept."""
+    db = fresh / "optuna.db"
+    with _read_only(db):
+        assert main(["review", "rev", "--no-browser"]) == 2
+        err = capsys.readouterr().err.strip()
+        needle = "--storage sqlite:///optuna.db: cannot write optuna.db (the file is read-only here)"
+        assert len(err.splitlines()) == 1 and needle in err, err
+        (fresh / "another.yaml").write_text(SPACE)  # a search into it: "a damaged file?" once Ray had started
+        assert main(["search", "another.yaml", "--name", "another"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines()[-1].endswith(f"cannot write {db} (the file is read-only here); make it writable "
+                                             "or copy it"), err
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 3, None)).start()
+    try:
+        a, b = _http(server.url + "api/state")["pair"]
+        with _read_only(db), pytest.raises(urllib.error.HTTPError) as refused:
+            _http(server.url + "api/vote", {"a": a, "b": b, "winner": a})
+        assert refused.value.code == 503
+        said = json.loads(refused.value.read())["error"]
+        assert re.fullmatch(r"the search's storage did not keep this answer \((attempt to write a readonly "
+                            r"database|disk I/O error)\)", said), said  # sqlite's words: the file, or its journal
+        assert _http(server.url + "api/vote", {"a": a, "b": b, "winner": a})["votes"] == 1
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == f"warning: {said}", err
+
+
+def test_stopping_waits_for_one_mlflow_write_not_each_queued_answer(fresh: Path, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    """Each write tags every answer so far, so a write queued behind a slow tracking server is outdated by the next:
+    Ctrl-C waited for all of them in turn (minutes at MLflow's timeouts). Only the last queued one runs now, and
+    MLflow still ends with every answer."""
+    import gantune.review as R
+
+    calls: list[int] = []
+    real = R.log_review
+
+    def slow(uri: str, search: str, uid: str | None, votes: list[dict[str, Any]], *rest: Any) -> str | None:
+        time.sleep(0.5)  # a tracking server that takes its time
+        calls.append(len(votes))
+        return real(uri, search, uid, votes, *rest)
+
+    monkeypatch.setattr(R, "log_review", slow)
+    review = Review("rev", "sqlite:///optuna.db", 3, "sqlite:///mlflow.db")
+    state = review.state()
+    for _ in range(6):
+        a, b = state["pair"]
+        state = review.vote(a, b, a)
+    assert review.close() is not None
+    assert calls[-1] == 6 and len(calls) <= 2, calls
+    client = MlflowClient("sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name("rev")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("gantune.role") == "parent")
+    assert parent.data.tags["gantune.review.votes"] == "6"
+
+
+def test_head_answers_as_get_without_a_body(fresh: Path) -> None:
+    """HEAD was refused (405) on every page; link checkers and ``curl -I`` ask it."""
+    server = ReviewServer(Review("rev", "sqlite:///optuna.db", 3, None)).start()
+    assert server.httpd.request_queue_size >= 64  # the standard library's 5 refused a burst of connections
+    try:
+        host, port = server.httpd.server_address[:2]
+        for path in ("/", "/api/state", f"/grid/{server.review.items[0]}.png"):
+            conn = http.client.HTTPConnection(str(host), int(port), timeout=30)
+            try:
+                conn.request("HEAD", path)
+                r = conn.getresponse()
+                assert r.status == 200 and r.read() == b"" and int(r.headers["Content-Length"]) > 0, path
+            finally:
+                conn.close()
+    finally:
+        server.stop()
