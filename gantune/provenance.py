@@ -110,18 +110,27 @@ def _differences(ours: dict[str, Any], others: list[dict[str, Any]]) -> str:
     return ", ".join(parts) + ("; some have no recorded provenance" if len(recorded) < len(others) else "")
 
 
+def reference(trials: Sequence[_Trial]) -> dict[str, Any]:
+    """The provenance ``trials`` are ranked by: the newest one that recorded how ({} when none did)."""
+    recorded = [t for t in trials if of(t)]
+    return of(max(recorded or trials, key=lambda t: t.number)) if trials else {}
+
+
+def otherwise(ours: dict[str, Any], trial: _Trial) -> str | None:
+    """How ``trial`` was measured unlike ``ours`` (``reference``), e.g. ``n 500 vs 1000``; None when alike."""
+    if identity(of(trial), ours.get(DATA)) == identity(ours):
+        return None
+    return _differences(ours, [of(trial)])
+
+
 def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
     """The trials measured like the newest one that recorded how (all of them when none did), and one line
     naming the others and how they differ (None when every trial was measured alike)."""
-    recorded = [t for t in trials if of(t)]
-    if not trials:
-        return [], None
-    ours = of(max(recorded or trials, key=lambda t: t.number))
-    mine = identity(ours)
-    if len({identity(of(t), ours.get(DATA)) for t in trials}) <= 1:
+    ours = reference(trials)
+    kept = [t for t in trials if otherwise(ours, t) is None]
+    if len(kept) == len(trials):
         return list(trials), None
-    kept = [t for t in trials if identity(of(t), ours.get(DATA)) == mine]
-    others = [t for t in trials if identity(of(t), ours.get(DATA)) != mine]
+    others = [t for t in trials if otherwise(ours, t) is not None]
     were = "were" if len(others) > 1 else "was"
     return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, [of(t) for t in others])}): "
                   f"ranking {_numbers(kept)} only")

@@ -40,6 +40,7 @@ from gantune.sampling.study import (
     best_first,
     explored_note,
     load_search,
+    measured_as,
     ranked,
     search_notes,
     search_settings,
@@ -315,8 +316,11 @@ def build_report(name: str, storage: str, out: Path, top: int = 4) -> dict[str, 
                 "floors": [(n, floors[n]) for n in names if n in (floors := provenance.floor(bt))],
                 "floor_scored": provenance.floor_scored(p),
                 "measured": provenance.describe(p) if p else ""}
+    ours = measured_as(study)
     rows = [{"number": t.number, "status": trial_status(t), "steps": t.user_attrs.get("steps", ""),
              "reason": t.user_attrs.get(REASON_KEY, ""),
+             # each trial measured otherwise, in its row (a pruned one too: the summary line names completed ones)
+             "otherwise": provenance.otherwise(ours, t) if provenance.of(t) or t.state == TrialState.COMPLETE else None,
              "value": _value(study, t),
              "params": _params(t)} for t in trials]
     human = _human(study)

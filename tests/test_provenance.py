@@ -293,3 +293,33 @@ def test_a_reports_floors_come_in_the_objectives_order(tmp_path: Path) -> None:
     assert main(["report", "two", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     assert 0 < html.index("real-vs-real coverage<b>0.9</b>") < html.index("real-vs-real fid<b>2</b>")
+
+
+def test_the_reports_table_marks_each_trial_measured_otherwise_pruned_ones_too(tmp_path: Path) -> None:
+    """Found in review: trials measured with another sample count were named in the page's one summary line and
+    nowhere in the table; a pruned one (whose best value the table shows) nowhere at all."""
+    import re
+
+    from gantune.report import build_report
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="mixed", storage=storage)
+    study.set_user_attr("settings", {"objective": "fid", "direction": "minimize", "trials": 4, "max_steps": 10,
+                                     "eval_every": 10})
+    cfg = tiny().to_dict()
+    done = {"config": cfg, "gantune_status": "completed", "steps": 10}
+    pruned = {"config": cfg, "gantune_status": "pruned", "steps": 5, "gantune_reason": "collapsed"}
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={**done, "provenance": {**MEASURED, "n": 200}}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={5: 2.0},
+                                              user_attrs={**pruned, "provenance": {**MEASURED, "n": 200}}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={5: 2.5},
+                                              user_attrs={**pruned, "provenance": MEASURED}))
+    study.add_trial(optuna.trial.create_trial(value=3.0, user_attrs={**done, "provenance": MEASURED}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+        "config": cfg, "gantune_status": "failed", "gantune_reason": "boom"}))  # never measured: nothing to say
+    build_report("mixed", storage, tmp_path / "r.html", top=0)
+    page = (tmp_path / "r.html").read_text()
+    rows = re.findall(r'<tr class="trial-row"><td>(\d+)</td>.*?</tr>', page, re.S)
+    marked = [n for n, row in re.findall(r'<tr class="trial-row"><td>(\d+)</td>(.*?)</tr>', page, re.S)
+              if "measured otherwise (n 200 vs 1000): not ranked with the others" in row]
+    assert rows == ["0", "1", "2", "3", "4"] and marked == ["0", "1"]

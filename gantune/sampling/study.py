@@ -456,8 +456,16 @@ def sign(study: optuna.Study) -> float:
 def ranked(study: optuna.Study) -> tuple[list[FrozenTrial], str | None]:
     """The COMPLETE trials that may be ranked together (measured like the newest one: ``provenance.comparable``)
     and the one line that names the others, if any."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    return provenance.comparable(done)
+    return provenance.comparable(_evaluated(study))
+
+
+def measured_as(study: optuna.Study) -> dict[str, Any]:
+    """The provenance ``ranked`` compares trials with (``provenance.otherwise`` says how another trial differs)."""
+    return provenance.reference(_evaluated(study))
+
+
+def _evaluated(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
 
 
 def search_holders(trials: Sequence[FrozenTrial]) -> list[tuple[str, Path]]:

@@ -329,6 +329,8 @@ ROWS: list[tuple[list[str], str]] = [
     (["export", "x", "--seeds", "1", "--runs-dir", ""], r"argument --runs-dir: empty; name a folder \(see --help\)$"),
     (["search", "{in}/space.yaml", "--runs-dir", ""], r"argument --runs-dir: empty; name a folder \(see --help\)$"),
     (["report", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
+    (["report", "x", "--out", "-"], r"argument --out: '-': this writes a file, not standard output; name a file"),
+    (["export", "x", "--out", "-"], r"argument --out: '-': this writes a file, not standard output"),
     (["generate", "{in}/nosuch.pt", "--out", "x.png", "--seed", str(10**24)], r"argument --seed: \d+ is not between"),
     # switches and numbers read as each other (pydantic's lax mode: `steps: true` trained 1 step)
     (["train", "{in}/steps-true.yaml"], r"steps-true.yaml: train.steps: must be a number, not true or false"),
