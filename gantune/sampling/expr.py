@@ -237,12 +237,15 @@ class Expr:
         if isinstance(node, ast.BinOp):
             return _BIN[type(node.op)](ev(node.left, lookup), ev(node.right, lookup))
         if isinstance(node, ast.UnaryOp):
-            return _UNARY[type(node.op)](ev(node.operand, lookup))
+            operand = ev(node.operand, lookup)
+            return _UNARY[type(node.op)](self._truth(node.operand, operand) if isinstance(node.op, ast.Not)
+                                         else operand)
         if isinstance(node, ast.BoolOp):  # Python's: the deciding operand (``ttur or 2`` is ttur, not True)
             stop = not isinstance(node.op, ast.And)  # ``and`` stops at a false operand, ``or`` at a true one
             for v in node.values:
                 value = ev(v, lookup)
-                if bool(value) is stop:
+                # an ``and``'s operand before the last is only tested (``name or 'default'`` keeps a text)
+                if bool(self._truth(v, value) if not stop and v is not node.values[-1] else value) is stop:
                     break
             return value
         if isinstance(node, ast.Compare):
@@ -254,11 +257,21 @@ class Expr:
                 left = right
             return True
         if isinstance(node, ast.IfExp):
-            return ev(node.body, lookup) if ev(node.test, lookup) else ev(node.orelse, lookup)
+            test = self._truth(node.test, ev(node.test, lookup))
+            return ev(node.body, lookup) if test else ev(node.orelse, lookup)
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
             return _FUNCS[node.func.id](*(ev(a, lookup) for a in node.args))
         raise ExprError(f"{self.shown!r}: cannot evaluate {type(node).__name__}")  # pragma: no cover
+
+    def _truth(self, node: ast.AST, value: Any) -> Any:
+        """``value`` where it is tested as true or false: never a text, which is true whatever it says
+        (``2 if flag else 1`` with ``flag`` in ['yes', 'no'] took 2 in every trial)."""
+        if isinstance(value, str):
+            part = ast.unparse(node)
+            raise ExprError(f"{self.shown!r}: {part} is the text {value!r}, which is true as a condition whatever "
+                            f"it says; compare it ({part} == {value!r})")
+        return value
 
 
 def _reads_names(node: ast.AST) -> bool:

@@ -819,3 +819,16 @@ def test_a_stepped_draw_is_logged_and_exported_on_its_grid() -> None:
     rerun = optuna.trial.create_trial(params={"seed": 1}, distributions={"seed": optuna.distributions.IntDistribution(
         0, 9)}, value=1.0, user_attrs={SOURCE_PARAMS: grid_params(t)})
     assert logged_params(rerun) == {"optim.beta1": 0.6, "optim.lr_g": 3.0000000000000004e-05, "seed": 1}
+
+
+def test_a_text_tested_as_true_or_false_is_refused(tmp_path: Path) -> None:
+    """A text is true whatever it says: ``8 if wide else 4`` with ``wide`` in ['yes', 'no'] gave 8 in every trial,
+    and ``wide and ...`` held for 'no', without a word. A comparison is the way; ``name or 'default'`` keeps its
+    text."""
+    text = ("name: t\nsearch:\n  trials: 2\n  max_steps: 20\n  eval_every: 10\n  params:\n"
+            "    wide: {categorical: ['yes', 'no']}\ndata: {name: grid25}\nmodel:\n  g_width: {expr: %s}\n")
+    for expr in ('"16 if wide else 8"', '"16 if not wide else 8"', "\"wide and 16\""):
+        with pytest.raises(ConfigError, match=r"model.g_width.expr: .*: wide is the text '(yes|no)', which is true "
+                                              r"as a condition whatever it says; compare it \(wide == '(yes|no)'\)"):
+            _space(tmp_path, text % expr)
+    assert "model.g_width" in _space(tmp_path, text % "\"16 if wide == 'yes' else 8\"").leaves
