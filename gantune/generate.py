@@ -149,10 +149,7 @@ def _own_files(out: Path, n: int, points: bool) -> tuple[Callable[[str], bool], 
     earlier, larger ``--n``'s extra samples are removed) leaves no file of either unlisted."""
     earlier = SamplesList.read(out) if out.is_dir() else SamplesList()
     numbered, files = earlier.numbered, set(earlier.files)
-
-    def ours(name: str) -> bool:
-        return name in earlier
-
+    ours = earlier.__contains__
     wanted = ["samples.csv", "samples.png"] if points else [f"{i:06d}.png" for i in range(n)]
     taken = [name for name in wanted if not ours(name) and os.path.lexists(out / name)] if out.is_dir() else []
     if taken:

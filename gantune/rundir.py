@@ -441,8 +441,8 @@ def holder(folder: Path) -> tuple[str, str] | None:
 def is_generator_file(path: Path) -> bool:
     """Whether ``path`` is a generator file gantune wrote, one an export's ``--weights`` may replace: a
     ``generator.pt`` of the user's in the folder was replaced without a word."""
-    try:
-        return is_generator_payload(load_saved(path))
+    try:  # mapped, not read: only the format is looked at, the tensors may be hundreds of MB
+        return is_generator_payload(load_saved(path, mmap=True))
     except GantuneError:
         return False
 
@@ -453,14 +453,15 @@ def is_generator_payload(payload: Any) -> bool:
         isinstance(payload.get("state_dict"), dict) and "config" in payload
 
 
-def load_saved(path: Path) -> dict[str, Any]:
+def load_saved(path: Path, mmap: bool = False) -> dict[str, Any]:
     """A file gantune saved with torch (weights, a checkpoint), or a ``GantuneError`` "PATH is unreadable (why)"
     for a truncated or overwritten one (torch's reader raises OSError, RuntimeError, EOFError or a pickle error).
-    Torch warns about odd pickle headers before it refuses them: silenced, so the refusal stays one line."""
+    Torch warns about odd pickle headers before it refuses them: silenced, so the refusal stays one line.
+    ``mmap``: tensors mapped from the file rather than read (a zip file only: the legacy format is unreadable)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         try:
