@@ -25,6 +25,7 @@ import torch
 from gantune.config import TrialConfig, dump_config
 from gantune.dburl import sqlite_owner
 from gantune.errors import GantuneError
+from gantune.events import warn
 
 CHECKPOINT = "checkpoint.pt"
 GENERATOR = "generator.pt"
@@ -556,10 +557,14 @@ def _parsed(line: str) -> dict[str, Any] | None:
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
     """The records of a run folder's metrics.jsonl in order, without a last line a killed run left half-written."""
+    return [rec for rec in _metric_lines(folder) if rec is not None]
+
+
+def _metric_lines(folder: Path) -> list[dict[str, Any] | None]:
+    """Each line of a run folder's metrics.jsonl as its record, ``None`` for one that is none."""
     p = folder / METRICS
     # bytes that are not UTF-8 (a disk error, an editor) spoil their line only, as any unreadable line
-    lines = p.read_text(errors="replace").splitlines() if p.exists() else []
-    return [rec for ln in lines if (rec := _parsed(ln)) is not None]
+    return [_parsed(ln) for ln in p.read_text(errors="replace").splitlines()] if p.exists() else []
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
@@ -605,8 +610,14 @@ class RunDir:
 
     def trim_metrics(self, last_step: int) -> list[dict[str, Any]]:
         """Drop records past ``last_step`` (logged after the checkpoint a resumed run continues from), and a last
-        line the killed run left half-written; the records kept."""
-        keep = [rec for rec in self.read_metrics() if rec["step"] <= last_step]
+        line the killed run left half-written; the records kept. An unreadable line before the last (an editor, a
+        disk error) is no killed run's: dropped too, as it was, but said."""
+        lines = _metric_lines(self.path)
+        if spoiled := [n for n, rec in enumerate(lines[:-1], 1) if rec is None]:
+            shown = ", ".join(map(str, spoiled[:6])) + (", …" if len(spoiled) > 6 else "")
+            warn(f"{self.path / METRICS}: line{'s' if len(spoiled) > 1 else ''} {shown} not a record this run "
+                 "wrote (damaged or edited?): left out of the resumed run's history")
+        keep = [rec for rec in lines if rec is not None and rec["step"] <= last_step]
         if (self.path / METRICS).exists():
             atomic_write(self.path / METRICS, "".join(map(_line, keep)).encode())
         return keep

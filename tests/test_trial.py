@@ -168,6 +168,32 @@ def test_a_run_killed_around_a_checkpoint_resumes_without_losing_a_logged_step(
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20, 30, 40]
 
 
+def test_a_damaged_line_before_the_last_is_said_as_the_run_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A killed run's half-written last line is dropped without a word; a line before it that is no record (an
+    editor, a disk error) was dropped as silently, and the resumed run's history lost it."""
+    cfg = tiny(train={"steps": 40, "checkpoint_every": 10})
+    append = RunDir.append_metrics
+
+    def dies_at_30(self: RunDir, record: dict[str, object]) -> None:
+        if record["step"] == 30:
+            raise _Killed
+        append(self, record)
+
+    monkeypatch.setattr(RunDir, "append_metrics", dies_at_30)
+    with pytest.raises(_Killed):
+        train(cfg, run_dir=tmp_path)
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+    metrics = tmp_path / "metrics.jsonl"
+    first, second = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text(first + "garbage\n" + second + '{"step": 30, "lo')
+    capsys.readouterr()
+    assert train(cfg, run_dir=tmp_path, resume=True).steps == 40
+    assert _steps(metrics) == [10, 20, 30, 40]
+    assert capsys.readouterr().err.strip() == (f"warning: {metrics}: line 2 not a record this run wrote (damaged or "
+                                               "edited?): left out of the resumed run's history")
+
+
 def test_a_run_from_step_0_starts_a_fresh_log(tmp_path: Path) -> None:
     """Killed before its first checkpoint, a run has nothing to resume: it starts again, and so does its log."""
     (tmp_path / "metrics.jsonl").write_text('{"step": 10.0}\n{"step": 20')
