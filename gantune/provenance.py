@@ -118,7 +118,7 @@ def reference(trials: Sequence[_Trial]) -> dict[str, Any]:
 
 def otherwise(ours: dict[str, Any], trial: _Trial) -> str | None:
     """How ``trial`` was measured unlike ``ours`` (``reference``), e.g. ``n 500 vs 1000``; None when alike."""
-    if identity(of(trial), ours.get(DATA)) == identity(ours):
+    if not ours or identity(of(trial), ours.get(DATA)) == identity(ours):  # no reference: nothing to differ from
         return None
     return _differences(ours, [of(trial)])
 

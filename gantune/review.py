@@ -95,8 +95,8 @@ class Review:
     def __init__(self, name: str, storage: str, top: int, tracking_uri: str | None) -> None:
         if top < 2:
             raise GantuneError("--top: a review compares pairs: at least 2")
-        self.study = load_search(name, storage)
         check_storage(storage)  # the votes are written there: a read-only file started, then failed every vote
+        self.study = load_search(name, storage)
         self.name = name
         self.tracking_uri = tracking_uri
         self.objective = search_settings(self.study).objectives[0]
@@ -149,22 +149,17 @@ class Review:
         page); the page's next state."""
         if a not in self.candidates or b not in self.candidates or a == b or winner not in (a, b, None):
             raise ValueError(f"not a pair of the trials under review: {a}, {b}, winner {winner}")
-        with self.lock:
-            try:
-                votes = V.add_vote(self.study, a, b, winner, self.items)
-            except (OptunaError, OSError) as err:  # a file made read-only, a server gone: said, not a traceback
-                cause = err.__cause__ or err  # Optuna's "An exception is raised during the commit" names no cause
-                raise GantuneError("the search's storage did not keep this answer "
-                                   f"({first_line(getattr(cause, 'orig', None) or cause)})") from None
-        if self.tracking_uri is not None:
-            ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
-            trial, why = V.chosen(votes)
-            favourite = f"unsettled: {why}" if why else None if trial is None else str(trial)
-            if self.mlflow is not None:  # each write tags every answer: one not yet started is outdated (Ctrl-C
-                self.mlflow.cancel()  # waited for each queued write in turn, minutes behind a slow server)
-            self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name,
-                                              self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes], ranking,
-                                              favourite)
+        with self.lock:  # the MLflow write queued in turn too: an older answer's list never comes last
+            votes = V.add_vote(self.study, a, b, winner, self.items)
+            if self.tracking_uri is not None:
+                ranking = [r.to_dict() for r in V.ranking(self.items, votes)]
+                trial, why = V.chosen(votes)
+                favourite = f"unsettled: {why}" if why else None if trial is None else str(trial)
+                if self.mlflow is not None:  # each write tags every answer: one not yet started is outdated
+                    self.mlflow.cancel()  # (Ctrl-C waited for each queued write in turn, minutes behind a slow server)
+                self.mlflow = self._tagger.submit(log_review, self.tracking_uri, self.name,
+                                                  self.study.user_attrs.get(STUDY_UID), [asdict(v) for v in votes],
+                                                  ranking, favourite)
         return self.state(votes)
 
     def close(self) -> str | None:
@@ -210,9 +205,12 @@ class _Handler(BaseHTTPRequestHandler):
                     fn(self, m)
                 except (ValueError, KeyError, TypeError, OverflowError) as err:  # a bad request: said, not a traceback
                     self.send_json({"error": str(err)}, 400)
-                except GantuneError as err:  # the review's own trouble (its storage): the page and the terminal
-                    warn(str(err))
-                    self.send_json({"error": str(err)}, 503)
+                except OptunaError as err:  # its storage (a file made read-only, a server gone): the
+                    # page and the terminal, in one line (a vote's, and each read after it, was a traceback)
+                    cause = err.__cause__ or err  # Optuna's "An exception is raised during the commit" names none
+                    said = f"the search's storage failed ({first_line(getattr(cause, 'orig', None) or cause)})"
+                    warn(said)
+                    self.send_json({"error": said}, 503)
                 except RecursionError:  # JSON nested past what the decoder follows
                     self.send_json({"error": "a vote is a flat JSON object"}, 400)
                 except (TimeoutError, ConnectionError):  # a body that never came in ``timeout``: nobody to answer
@@ -235,6 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         """404 for a page that does not exist; 405, with the methods it has, for one asked with another method
         (Python's stock 501 page answered PUT, DELETE, OPTIONS and HEAD)."""
         allowed = [name for name, table in METHODS.items() if any(re.fullmatch(p, path) for p in table)]
+        allowed += ["HEAD"] if "GET" in allowed else []  # answered as GET is
         if allowed:
             self.send_json({"error": f"{path} answers {', '.join(allowed)}, not {self.command}"}, 405,
                            {"Allow": ", ".join(allowed)})

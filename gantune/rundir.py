@@ -442,9 +442,9 @@ def holder(folder: Path) -> tuple[str, str] | None:
 def is_generator_file(path: Path) -> bool:
     """Whether ``path`` is a generator file gantune wrote, one an export's ``--weights`` may replace: a
     ``generator.pt`` of the user's in the folder was replaced without a word."""
-    try:  # mapped, not read: only the format is looked at, the tensors may be hundreds of MB
-        return is_generator_payload(load_saved(path, mmap=True))
-    except GantuneError:
+    try:  # a zip file mapped, not read: only the format is looked at, the tensors may be hundreds of MB
+        return is_generator_payload(load_saved(path, mmap=_head(path) == b"PK"))
+    except (GantuneError, OSError):
         return False
 
 
@@ -557,14 +557,14 @@ def _parsed(line: str) -> dict[str, Any] | None:
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
     """The records of a run folder's metrics.jsonl in order, without a last line a killed run left half-written."""
-    return [rec for rec in _metric_lines(folder) if rec is not None]
+    return [rec for rec, _ in _metric_lines(folder) if rec is not None]
 
 
-def _metric_lines(folder: Path) -> list[dict[str, Any] | None]:
-    """Each line of a run folder's metrics.jsonl as its record, ``None`` for one that is none."""
+def _metric_lines(folder: Path) -> list[tuple[dict[str, Any] | None, str]]:
+    """Each line of a run folder's metrics.jsonl with its record, ``None`` for one that is none."""
     p = folder / METRICS
     # bytes that are not UTF-8 (a disk error, an editor) spoil their line only, as any unreadable line
-    return [_parsed(ln) for ln in p.read_text(errors="replace").splitlines()] if p.exists() else []
+    return [(_parsed(ln), ln) for ln in p.read_text(errors="replace").splitlines()] if p.exists() else []
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
@@ -613,11 +613,12 @@ class RunDir:
         line the killed run left half-written; the records kept. An unreadable line before the last (an editor, a
         disk error) is no killed run's: dropped too, as it was, but said."""
         lines = _metric_lines(self.path)
-        if spoiled := [n for n, rec in enumerate(lines[:-1], 1) if rec is None]:
+        if last_step > 0 and (spoiled := [n for n, (rec, text) in enumerate(lines[:-1], 1)
+                                          if rec is None and text.strip()]):
             shown = ", ".join(map(str, spoiled[:6])) + (", …" if len(spoiled) > 6 else "")
             warn(f"{self.path / METRICS}: line{'s' if len(spoiled) > 1 else ''} {shown} not a record this run "
                  "wrote (damaged or edited?): left out of the resumed run's history")
-        keep = [rec for rec in lines if rec is not None and rec["step"] <= last_step]
+        keep = [rec for rec, _ in lines if rec is not None and rec["step"] <= last_step]
         if (self.path / METRICS).exists():
             atomic_write(self.path / METRICS, "".join(map(_line, keep)).encode())
         return keep

@@ -323,3 +323,6 @@ def test_the_reports_table_marks_each_trial_measured_otherwise_pruned_ones_too(t
     marked = [n for n, row in re.findall(r'<tr class="trial-row"><td>(\d+)</td>(.*?)</tr>', page, re.S)
               if "measured otherwise (n 200 vs 1000): not ranked with the others" in row]
     assert rows == ["0", "1", "2", "3", "4"] and marked == ["0", "1"]
+    # found in review: with no completed trial to rank by, every pruned one read "measured otherwise (the others have
+    # no recorded provenance)"
+    assert provenance.otherwise(provenance.reference([]), _T(0, {"provenance": MEASURED})) is None

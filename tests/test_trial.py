@@ -192,6 +192,11 @@ def test_a_damaged_line_before_the_last_is_said_as_the_run_resumes(
     assert _steps(metrics) == [10, 20, 30, 40]
     assert capsys.readouterr().err.strip() == (f"warning: {metrics}: line 2 not a record this run wrote (damaged or "
                                                "edited?): left out of the resumed run's history")
+    # found in review: nothing said where nothing is lost (a blank line; a run started again from step 0)
+    metrics.write_text('{"step": 10}\n\n{"step": 20}\n')
+    assert [r["step"] for r in RunDir(tmp_path).trim_metrics(20)] == [10, 20]
+    metrics.write_text('{"step": 10}\ngarbage\n{"step": 20}\n')
+    assert RunDir(tmp_path).trim_metrics(0) == [] and capsys.readouterr().err == ""
 
 
 def test_a_run_from_step_0_starts_a_fresh_log(tmp_path: Path) -> None:

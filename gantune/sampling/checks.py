@@ -329,12 +329,21 @@ def check_names(leaves: dict[str, Spec], params: dict[str, Spec], source: str) -
               if isinstance(spec, (CategoricalSpec, ValueSpec)) and spec.when is None}
     read: set[str] = set()
     notes: list[tuple[str, str, str]] = []
+    choices = {path: spec.choices for path, spec in [*params.items(), *leaves.items()]
+               if isinstance(spec, CategoricalSpec) and len(spec.choices) > 1}
     for path, kind, text in expressions(leaves, params):
         try:
             expr = Expr(text)
         except ExprError as err:
             raise ConfigError(f"{source}: {path}.{kind}: {err}") from None
         read |= set(expr.names)
+        for name in expr.truth_tests(tested=kind == "when"):
+            # ``8 if wide else 4`` with wide in ['yes', 'no']: 8 in every trial, whichever was drawn
+            if name in choices and len(truths := {bool(c) for c in choices[name]}) == 1:
+                raise ConfigError(f"{source}: {path}.{kind}: {expr.shown!r} tests {name} as true or false, and "
+                                  f"each of its choices ({', '.join(map(repr, choices[name]))}) is "
+                                  f"{'true' if truths.pop() else 'false'} (a text that is not empty is true "
+                                  f"whatever it says): compare it, e.g. {name} == {choices[name][0]!r}")
         for name in expr.names:
             if name not in known:
                 raise ConfigError(f"{source}: {path}.{kind}: unknown name {name!r} (use a dotted config path "

@@ -175,6 +175,33 @@ class Expr:
                 out.append((name, [i.value for i in items if isinstance(i, ast.Constant)]))
         return out
 
+    def truth_tests(self, tested: bool = False) -> list[str]:
+        """The names the expression tests as true or false (an ``if``'s test, ``not``'s operand, an ``and``'s
+        operand before the last, an operand of an ``and``/``or`` that is itself tested; ``tested``: the whole
+        expression is, as a ``when``): what a check can hold against the values the name can take (a text choice
+        is true whatever it says)."""
+        out: list[str] = []
+
+        def visit(node: ast.AST, tested: bool) -> None:
+            if (name := _dotted(node)) is not None:
+                out.extend([name] if tested else [])
+            elif isinstance(node, ast.IfExp):
+                visit(node.test, True)
+                visit(node.body, tested)
+                visit(node.orelse, tested)
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                visit(node.operand, True)
+            elif isinstance(node, ast.BoolOp):
+                for v in node.values:
+                    visit(v, tested or (isinstance(node.op, ast.And) and v is not node.values[-1]))
+            else:
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, ast.expr) and not (isinstance(node, ast.Call) and child is node.func):
+                        visit(child, False)
+
+        visit(self.tree, tested)
+        return out
+
     def _check(self, node: ast.AST) -> None:
         name = _dotted(node)
         if name is not None:
@@ -237,15 +264,12 @@ class Expr:
         if isinstance(node, ast.BinOp):
             return _BIN[type(node.op)](ev(node.left, lookup), ev(node.right, lookup))
         if isinstance(node, ast.UnaryOp):
-            operand = ev(node.operand, lookup)
-            return _UNARY[type(node.op)](self._truth(node.operand, operand) if isinstance(node.op, ast.Not)
-                                         else operand)
+            return _UNARY[type(node.op)](ev(node.operand, lookup))
         if isinstance(node, ast.BoolOp):  # Python's: the deciding operand (``ttur or 2`` is ttur, not True)
             stop = not isinstance(node.op, ast.And)  # ``and`` stops at a false operand, ``or`` at a true one
             for v in node.values:
                 value = ev(v, lookup)
-                # an ``and``'s operand before the last is only tested (``name or 'default'`` keeps a text)
-                if bool(self._truth(v, value) if not stop and v is not node.values[-1] else value) is stop:
+                if bool(value) is stop:
                     break
             return value
         if isinstance(node, ast.Compare):
@@ -257,21 +281,11 @@ class Expr:
                 left = right
             return True
         if isinstance(node, ast.IfExp):
-            test = self._truth(node.test, ev(node.test, lookup))
-            return ev(node.body, lookup) if test else ev(node.orelse, lookup)
+            return ev(node.body, lookup) if ev(node.test, lookup) else ev(node.orelse, lookup)
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
             return _FUNCS[node.func.id](*(ev(a, lookup) for a in node.args))
         raise ExprError(f"{self.shown!r}: cannot evaluate {type(node).__name__}")  # pragma: no cover
-
-    def _truth(self, node: ast.AST, value: Any) -> Any:
-        """``value`` where it is tested as true or false: never a text, which is true whatever it says
-        (``2 if flag else 1`` with ``flag`` in ['yes', 'no'] took 2 in every trial)."""
-        if isinstance(value, str):
-            part = ast.unparse(node)
-            raise ExprError(f"{self.shown!r}: {part} is the text {value!r}, which is true as a condition whatever "
-                            f"it says; compare it ({part} == {value!r})")
-        return value
 
 
 def _reads_names(node: ast.AST) -> bool:

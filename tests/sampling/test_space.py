@@ -821,14 +821,22 @@ def test_a_stepped_draw_is_logged_and_exported_on_its_grid() -> None:
     assert logged_params(rerun) == {"optim.beta1": 0.6, "optim.lr_g": 3.0000000000000004e-05, "seed": 1}
 
 
-def test_a_text_tested_as_true_or_false_is_refused(tmp_path: Path) -> None:
-    """A text is true whatever it says: ``8 if wide else 4`` with ``wide`` in ['yes', 'no'] gave 8 in every trial,
-    and ``wide and ...`` held for 'no', without a word. A comparison is the way; ``name or 'default'`` keeps its
-    text."""
+def test_a_choice_tested_as_true_or_false_that_every_choice_passes_is_refused(tmp_path: Path) -> None:
+    """A text is true whatever it says: ``16 if wide else 8`` with ``wide`` in ['yes', 'no'] gave 16 in every
+    trial, and ``k == 'a' or wide`` held for 'no', without a word. Refused at load whatever the draws; a test that
+    decides something (a choice of null, or of false) and ``name or 'default'`` are left."""
     text = ("name: t\nsearch:\n  trials: 2\n  max_steps: 20\n  eval_every: 10\n  params:\n"
-            "    wide: {categorical: ['yes', 'no']}\ndata: {name: grid25}\nmodel:\n  g_width: {expr: %s}\n")
-    for expr in ('"16 if wide else 8"', '"16 if not wide else 8"', "\"wide and 16\""):
-        with pytest.raises(ConfigError, match=r"model.g_width.expr: .*: wide is the text '(yes|no)', which is true "
-                                              r"as a condition whatever it says; compare it \(wide == '(yes|no)'\)"):
-            _space(tmp_path, text % expr)
-    assert "model.g_width" in _space(tmp_path, text % "\"16 if wide == 'yes' else 8\"").leaves
+            "    wide: {categorical: %s}\n    k: {categorical: [a, b]}\ndata: {name: grid25}\nmodel:\n"
+            "  g_width: {expr: %s}\n  d_width: {value: 16, when: %s}\n")
+    texts = "['yes', 'no']"
+    for expr, when in [('"16 if wide else 8"', '"k == \'a\'"'), ('"16 if not wide else 8"', '"k == \'a\'"'),
+                       ('"wide and 16"', '"k == \'a\'"'), ('"8 * 2"', '"k == \'a\' or wide"'),
+                       ('"16 if (k == \'a\' or wide) else 8"', '"k == \'a\'"')]:
+        part = "d_width.when" if expr == '"8 * 2"' else "g_width.expr"
+        with pytest.raises(ConfigError, match=rf"model.{part}: .* tests wide as true or false, and each of its "
+                                              r"choices \('yes', 'no'\) is true \(a text that is not empty is true "
+                                              r"whatever it says\): compare it, e.g. wide == 'yes'$"):
+            _space(tmp_path, text % (texts, expr, when))
+    for choices, expr in [(texts, "\"16 if wide == 'yes' else 8\""), ("[null, 'x']", '"16 if wide else 8"'),
+                          ("[true, false]", '"16 if wide else 8"'), (texts, "\"(wide or 'no') == 'no' and 8 or 16\"")]:
+        assert "model.g_width" in _space(tmp_path, text % (choices, expr, '"k == \'a\'"')).leaves, (choices, expr)
