@@ -356,6 +356,16 @@ def test_stacked_digits_have_three_channels() -> None:
         load_data(bad, CPU, 0)
 
 
+def test_what_data_a_trial_trained_on_names_only_what_the_dataset_reads() -> None:
+    """Stacked digits draw from the whole pool whatever ``max_images`` says: a search over it ranked trials on the
+    same data as measured differently (the newest trial's "data" alone)."""
+    from gantune.data.core import data_label
+
+    assert data_label(DataConfig(name="stacked_digits", max_images=10)) == "stacked_digits"
+    assert data_label(DataConfig(name="digits", max_images=10)) == "digits max_images 10"
+    assert data_label(DataConfig(name="grid25", max_images=10)) == "grid25"
+
+
 def test_a_folder_of_greyscale_images_is_named_before_it_trains_as_rgb(tmp_path: Path) -> None:
     """A folder of greyscale images trained as three equal channels without a word (``data.channels`` defaults to
     3 for a folder). ``gantune train`` and a search's load now say so; colour, a palette or a set channel count

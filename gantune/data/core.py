@@ -421,9 +421,9 @@ def data_notes(cfg: DataConfig) -> list[str]:
 def data_label(cfg: DataConfig) -> str:
     """Which data a config trains on and is scored against, in a few words (``grid25``, ``folder /data/cats``,
     ``torchvision CIFAR10 /data``): trials on other data were measured differently. Only what the dataset reads:
-    2-D points are drawn, so a ``max_images`` searched beside them told trials on the same data apart (the ranking
-    then kept only the newest trial's "data")."""
-    loaded = not is_points(cfg)
+    2-D points are drawn (and stacked digits from the whole pool), so a ``max_images`` searched beside them told
+    trials on the same data apart (the ranking then kept only the newest trial's "data")."""
+    loaded = not is_points(cfg) and not DATASETS.get(cfg.name).stack  # stacked samples are drawn from all the pool
     parts = [cfg.name, cfg.dataset, cfg.path, f"max_images {cfg.max_images}" if loaded and cfg.max_images else None]
     return " ".join(str(p) for p in parts if p)
 
