@@ -220,6 +220,32 @@ def test_a_photos_orientation_tag_is_applied(tmp_path: Path, monkeypatch: pytest
                          CPU, 0)) == 2  # decoded as stored
 
 
+def test_transparent_pixels_show_white_whatever_colour_they_store(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: ``convert("RGB")`` drops alpha, so a folder of sprites on transparent backgrounds trained
+    on whatever colour each file stored there (white, black, a palette's green)."""
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "sprites").mkdir()
+    for name, hidden in (("a", (255, 255, 255)), ("b", (0, 0, 0))):
+        px = np.zeros((8, 8, 4), dtype=np.uint8)
+        px[..., :3] = hidden  # the colour stored under the transparent background
+        px[2:6, 2:6] = (255, 0, 0, 255)  # an opaque red square
+        Image.fromarray(px, "RGBA").save(tmp_path / "sprites" / f"{name}.png")
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)  # index 0 green, the transparent one; index 1 red
+    pal.paste(1, (2, 2, 6, 6))
+    pal.save(tmp_path / "sprites" / "c.png", transparency=0)
+    for channels in (3, 1):
+        data = load_data(DataConfig(name="folder", path=str(tmp_path / "sprites"), resolution=8, channels=channels),
+                         CPU, 0)
+        assert data.images is not None and len(data) == 3
+        corners = data.images[:, :, 0, 0]
+        assert (corners == 255).all(), corners  # white behind every sprite
+        assert (data.images[:, 0, 4, 4] == (255 if channels == 3 else 76)).all()  # the red square kept (L: 76)
+
+
 @pytest.mark.parametrize("kind", ["16-bit png", "32-bit int tiff", "float tiff [0, 1]", "float tiff [0, 255]"])
 def test_images_of_more_than_8_bits_keep_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      kind: str) -> None:

@@ -206,6 +206,21 @@ def _upright(im: Any) -> Any:
         return im
 
 
+#: what a transparent pixel shows: white, as on a page (its stored colour, which ``convert`` kept, is any the
+#: encoder chose: a folder of sprites trained on white, black or a palette's green behind each)
+BACKDROP = (255, 255, 255)
+
+
+def _opaque(im: Any) -> Any:
+    """``im`` over ``BACKDROP`` where it has transparency (an alpha channel, or a palette's transparent colour)."""
+    from PIL import Image
+
+    if im.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKDROP, 255)), rgba).convert("RGB")
+
+
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
     from PIL import Image
 
@@ -214,7 +229,7 @@ def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
             # Pillow's notes on palette transparency and very large images: said once per image, on every run
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return _center_crop_resize(_eight_bit(_upright(im), im.format).convert(mode), resolution)
+            return _center_crop_resize(_opaque(_eight_bit(_upright(im), im.format)).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
 
@@ -321,9 +336,9 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), (st := f.stat()).st_size, st.st_mtime_ns) for f in files]  # one stat each
     # decode 2: images of more than 8 bits scaled, not clipped (a cache of the clipped ones is not reused);
-    # 3: EXIF orientation applied
+    # 3: EXIF orientation applied; 4: transparency shown over white
     ident = {"name": "folder", "root": str(root.resolve()), "files": stats, "mode": mode, "res": cfg.resolution,
-             "decode": 3}
+             "decode": 4}
     return None, _decoded(ident, decode)["images"], folder_labels(root, files, listing)
 
 
