@@ -246,6 +246,25 @@ def test_transparent_pixels_show_white_whatever_colour_they_store(tmp_path: Path
         assert (data.images[:, 0, 4, 4] == (255 if channels == 3 else 76)).all()  # the red square kept (L: 76)
 
 
+def test_pillows_notes_on_large_images_are_not_said_on_every_load(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the warning filters were set inside ``Image.open``'s block, after the open had warned (an
+    image past Pillow's decompression-bomb size printed its note twice a load). The limit is lowered so that a
+    12x12 image passes it."""
+    import warnings
+
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: a warning, below 2x a refusal
+    (tmp_path / "big").mkdir()
+    Image.new("RGB", (12, 12), (9, 9, 9)).save(tmp_path / "big" / "0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_data(DataConfig(name="folder", path=str(tmp_path / "big"), resolution=8), CPU, 0)
+    assert len(data) == 1
+
+
 @pytest.mark.parametrize("kind", ["16-bit png", "32-bit int tiff", "float tiff [0, 1]", "float tiff [0, 255]"])
 def test_images_of_more_than_8_bits_keep_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      kind: str) -> None:

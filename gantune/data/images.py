@@ -221,14 +221,23 @@ def _opaque(im: Any) -> Any:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKDROP, 255)), rgba).convert("RGB")
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Pillow's notes on palette transparency, EXIF it cannot parse and very large images, said once per image on
+    every run (set before the file is opened: a filter set inside ``Image.open``'s block came after them)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings(), Image.open(f) as im:
-            # Pillow's notes on palette transparency and very large images: said once per image, on every run
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _quiet(), Image.open(f) as im:
             return _center_crop_resize(_opaque(_eight_bit(_upright(im), im.format)).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise DataError(f"data.path: cannot read image {f}: {err}") from None
@@ -304,7 +313,7 @@ def greyscale(cfg: DataConfig) -> tuple[int, int] | None:
     probe = [files[i * last // max(k - 1, 1)] for i in range(k)]  # group classes, and a prefix misses the last
     for f in probe:
         try:
-            with Image.open(f) as im:
+            with _quiet(), Image.open(f) as im:
                 bands = [b for b in im.getbands() if b != "A"]
         except (OSError, ValueError, Image.DecompressionBombError):
             return None
