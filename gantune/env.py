@@ -32,6 +32,10 @@ DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # nothing goes out at run time: MLflow's telemetry (on by default since 3.x; `gantune ui`'s server too) and
+    # Ray's usage statistics each sent what the run did to their makers
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
 }
 #: files and folders named by the environment, made absolute: a relative cache made one in each trial's folder
 PATHS = ("GANTUNE_INCEPTION_WEIGHTS", "GANTUNE_CACHE_DIR")

@@ -32,3 +32,27 @@ assert main(["search", {str(space)!r}, "--no-tracking", "--resume", "--storage",
              "sqlite:///{tmp_path / 'optuna.db'}"]) == 2  # no such search to resume: it ends before Ray starts
 """, tmp_path)
     assert "gantune.cli" in modules and "gantune.tracking" not in modules
+
+
+def test_nothing_is_sent_to_mlflows_or_rays_makers() -> None:
+    """Found in review: MLflow 3 turns its telemetry on at import unless told otherwise (or it sees a CI), so a
+    tracked train, a search and ``gantune ui`` looked up and posted to its makers' server; Ray's usage statistics
+    likewise. A process gantune sets up has both off: asked of the libraries themselves, in a process that looks
+    like a user's (no CI variables)."""
+    import os
+    import subprocess
+    import sys
+
+    markers = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
+               "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION",
+               "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID", "DO_NOT_TRACK",
+               "MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED")
+    user = {k: v for k, v in os.environ.items() if k not in markers}
+    code = ("from gantune import env; env.configure()\n"
+            "import mlflow\n"
+            "from mlflow.telemetry.client import get_telemetry_client\n"
+            "from mlflow.telemetry.utils import is_telemetry_disabled\n"
+            "from ray._common.usage.usage_lib import usage_stats_enabled\n"
+            "print(is_telemetry_disabled(), get_telemetry_client() is None, usage_stats_enabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=user, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr[-2000:]
