@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from gantune.errors import ConfigError
+from gantune.events import text_line
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 #: the sections whose numbers are sizes, rates and weights: .inf or .nan there is a typo, never a setting (the
@@ -584,10 +585,15 @@ def parse_yaml(text: str, source: str) -> Any:
     did."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.reader.ReaderError as err:  # no mark: "... not allowed\n  in "<unicode string>", position 20"
+        line = text.count("\n", 0, err.position) + 1  # (a NUL of a file zero-filled after a crash, a form feed)
+        raise ConfigError(f"{source}: line {line}: invalid YAML (character U+{err.character:04X} is not allowed "
+                          "in YAML text)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}:{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        where = f"{source}: line {mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: invalid YAML ({text_line(str(getattr(err, 'problem', None) or err))})"
+                          ) from None
     except RecursionError:  # the parser recurses once per level of nesting
         raise ConfigError(f"{source}: invalid YAML (nested too deeply)") from None
     if _more_values(data, MAX_YAML_VALUES):

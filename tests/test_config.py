@@ -137,6 +137,12 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("optim: {lr_g: [1, 2\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+    # found in review: a character YAML refuses (a NUL of a file zero-filled after a crash, a form feed) was two
+    # lines, "bad.yaml:: invalid YAML (... not allowed" then "  in "<unicode string>", position 20)"
+    bad.write_text("name: x\ndata: {name: grid25}\x0c\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(bad)
+    assert str(refused.value) == f"{bad}: line 2: invalid YAML (character U+000C is not allowed in YAML text)"
 
 
 def test_the_schema_alone_reads_names_it_cannot_know() -> None:
