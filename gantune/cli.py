@@ -665,6 +665,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         plugins.load([*args.plugin, *args.plugin_after])
         summary = command.run(args)
+        if args.json:  # NaN and infinities as null: Python's NaN/Infinity are not JSON (jq refused the line)
+            from gantune.rundir import strict_json
+
+            # (in here: a stdout that cannot be written, a full disk, is one line as for the lines without --json)
+            print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False))
     except GantuneError as err:  # a name a plugin of an earlier command registered: every command says so
         print(f"gantune {args.command}: error: {plugin_hint(str(err))}", file=sys.stderr)
         return 2
@@ -692,10 +697,6 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
         return 2
-    if args.json:  # NaN and infinities as null: Python's NaN/Infinity are not JSON (jq refused the line)
-        from gantune.rundir import strict_json
-
-        print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False))
     if summary.get("error"):  # it ran and did nothing it was asked (every trial of a search failed, a run diverged)
         print(f"gantune {args.command}: error: {summary['error']}", file=sys.stderr)
         return 1

@@ -99,6 +99,19 @@ def test_a_refused_metrics_line_names_its_file(tmp_path: Path) -> None:
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(run.path / rundir.METRICS)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device whose every write is refused)")
+def test_a_json_summary_stdout_refuses_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Found in review: ``--json`` printed its line after the command's error handling, so a stdout on a full disk
+    was a traceback and exit 1 (without --json: one line, exit 2)."""
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "gantune.cli", "init", "grid25", "--json"], cwd=tmp_path,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "gantune init: error: stdout: No space left on device\n")
+
+
 def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A sqlite file whose header is fine but whose pages are overwritten opened, then export, report, review and
     search --resume raised Optuna's StorageInternalError with SQLAlchemy's traceback."""
