@@ -9,7 +9,6 @@ they are imported on first use: ``import gantune.config`` stays the schema alone
 
 from typing import Any
 
-from gantune.config import TrialConfig
 from gantune.errors import ConfigError, DataError, GantuneError
 
 __version__ = "0.1.0"
@@ -19,6 +18,12 @@ __all__ = ["ConfigError", "DataError", "GantuneError", "TrialConfig", "__version
 
 
 def __getattr__(name: str) -> Any:
+    # the schema too on first use: ``python -m gantune`` imports this package before its ``__main__`` can take the
+    # working folder off the path, where a yaml.py of the user's was imported in place of PyYAML
+    if name == "TrialConfig":
+        from gantune.config import TrialConfig
+
+        return TrialConfig
     if name in ("config_from_dict", "load_config"):
         from gantune import catalogue
 

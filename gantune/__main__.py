@@ -1,8 +1,17 @@
 """``python -m gantune``: the ``gantune`` command, where its console script is not on the PATH (a venv not
 activated, ``pip install --user``)."""
 
+import os
 import sys
+from pathlib import Path
 
-from gantune.cli import main
+# ``-m`` puts the working folder first on the path, where the console script does not: a ``yaml.py`` or ``mlflow.py``
+# of the user's there was imported in place of the library (a traceback). It goes, unless gantune itself is
+# imported from there (a source checkout run without installing).
+if sys.path and Path(sys.path[0] or os.curdir).resolve() == Path.cwd().resolve() != \
+        Path(__file__).resolve().parents[1]:
+    del sys.path[0]
+
+from gantune.cli import main  # (after the path is as the console script has it)
 
 sys.exit(main())

@@ -568,8 +568,8 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
             code = env.call_group(cmd)  # Ctrl-C or SIGTERM stops the server's workers too
     except KeyboardInterrupt:
         code = 0
-    if code not in (0, -2, 130):
-        raise GantuneError(f"mlflow ui exited with code {code} (is port {args.port} free?)")
+    if code not in (0, -2, 130):  # (the port was free a moment ago: its own lines above say why)
+        raise GantuneError(f"mlflow ui exited with code {code}")
     return {"url": url, "tracking_uri": uri, "experiments": pages}
 
 

@@ -56,3 +56,19 @@ def test_nothing_is_sent_to_mlflows_or_rays_makers() -> None:
             "print(is_telemetry_disabled(), get_telemetry_client() is None, usage_stats_enabled())\n")
     out = subprocess.run([sys.executable, "-c", code], env=user, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True", "False"], out.stderr[-2000:]
+
+
+def test_python_m_gantune_imports_no_module_of_the_users_working_folder(tmp_path: Path) -> None:
+    """Found in review: ``python -m gantune`` (README: the same command as ``gantune``) put the working folder first
+    on the path, so a ``yaml.py`` or ``mlflow.py`` of the user's there was imported in place of the library: a
+    traceback, where the console script ran."""
+    import os
+    import subprocess
+    import sys
+
+    for name in ("yaml", "mlflow"):
+        (tmp_path / f"{name}.py").write_text('raise ImportError("the user\'s own module")\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    made = subprocess.run([sys.executable, "-m", "gantune", "init", "ring8", "--out", "r.yaml"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and (tmp_path / "r.yaml").is_file(), made.stderr[-2000:]
