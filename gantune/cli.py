@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -288,7 +289,8 @@ def _ui_command(s: dict[str, Any]) -> str:
     """The ``gantune ui`` that serves the summary's local store (the flag only where the default would miss it)."""
     from gantune.tracking import resolve_tracking_uri
 
-    flag = "" if s["tracking_uri"] == resolve_tracking_uri(None) else f" --tracking-uri {s['tracking_uri']}"
+    flag = "" if s["tracking_uri"] == resolve_tracking_uri(None) else \
+        f" --tracking-uri {shlex.quote(s['tracking_uri'])}"  # pasted into a shell: a path with a space
     return f"gantune ui {s['search']}{flag}"
 
 
@@ -312,7 +314,7 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
     result = write_starter(args.data, None if args.out is None else Path(args.out), args.force)
     emit(f"wrote {result['out']}: a search space for {args.data} around the recipe(s) "
          f"{', '.join(result['recipes'])} ({result['trials']} trials of at most {result['max_steps']} steps, "
-         f"objective {result['objective']}); run it: gantune search {result['out']}", args.json)
+         f"objective {result['objective']}); run it: gantune search {shlex.quote(str(result['out']))}", args.json)
     if result["note"]:
         print(f"note: {result['note']}", file=sys.stderr)
     return result

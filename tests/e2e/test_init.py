@@ -49,6 +49,16 @@ def test_init_ring8_writes_a_commented_space_that_loads_and_samples(tmp_path: Pa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_the_line_init_prints_runs_as_pasted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: "run it: gantune search my space.yaml" ran a search of ``my`` when pasted."""
+    import shlex
+
+    out = tmp_path / "my space.yaml"
+    assert main(["init", "ring8", "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip()
+    assert shlex.split(said.split("run it: ", 1)[1]) == ["gantune", "search", str(out)], said
+
+
 def test_every_builtin_and_a_folder_of_images(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     images = tmp_path / "my photos"
