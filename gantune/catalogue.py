@@ -207,7 +207,10 @@ def _conditional_combinations(cfg: TrialConfig) -> None:
     checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""
     if cfg.model.conditional:
         if is_labelled(cfg.data) is False:
-            labelled = [n for n in DATASETS.names() if DATASETS.get(n).labelled(DataConfig(name=n)) is not False]
+            # (a dataset that needs fields, a plugin's: its labels are its to know, asked of a bare config they
+            # raised, and the user's mistake read as the plugin's)
+            labelled = [n for n in DATASETS.names() if DATASETS.get(n).needs
+                        or DATASETS.get(n).labelled(DataConfig(name=n)) is not False]
             what = cfg.data.name + (f" {cfg.data.dataset}" if cfg.data.dataset else "")
             raise ValueError(f"model.conditional: dataset {what!r} has no class labels to condition on "
                              f"(use {', '.join(labelled)})")

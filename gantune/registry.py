@@ -41,6 +41,9 @@ class Registry(Generic[T]):
         Registry.ALL[kind] = self  # type: ignore[assignment]
 
     def add(self, name: str, entry: T) -> T:
+        if not isinstance(name, str) or not re.fullmatch(r"[^\s,]+", name):  # a config names it, lists show it
+            raise ValueError(f"{self.kind} {name!r}: a name is a non-empty text without spaces or commas (5 broke "
+                             "every error that lists the names, with a traceback)")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice (to replace it, remove it first: "
                              f".remove({name!r}))")

@@ -118,6 +118,32 @@ def test_a_dataset_says_its_own_channel_count() -> None:
         DATASETS.remove("grey_plugin")
 
 
+def test_a_name_a_config_cannot_give_is_refused_as_it_registers() -> None:
+    """Found in review: ``LOSSES.add(5, ...)`` registered, then every error listing the losses was a traceback
+    (``', '.join`` of an int); ``"my loss"`` and ``""`` made the lists unreadable."""
+    for name in (5, "my loss", "", "a,b"):
+        with pytest.raises(ValueError, match=r"a name is a non-empty text without spaces or commas"):
+            LOSSES.add(name, GANLoss(d=lambda r, f: r.mean(), g=lambda f: f.mean()))  # type: ignore[arg-type]
+    assert all(isinstance(n, str) and n for n in LOSSES.names())
+
+
+def test_a_plugins_dataset_is_not_blamed_for_a_conditional_run_on_unlabelled_data() -> None:
+    """Found in review: the refusal listing the labelled datasets asked each one of a bare config; a plugin's that
+    reads its ``path`` raised, and the user's ``model.conditional`` on ring8 read "a plugin raised TypeError"."""
+    from gantune.config import DataConfig
+
+    @dataset("labels_plugin", needs=("path",), labelled=lambda cfg: Path(cfg.path, "labels.txt").exists())
+    def labelled(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+        return None, torch.zeros(4, 3, cfg.resolution, cfg.resolution), None
+
+    try:
+        with pytest.raises(ConfigError, match=r"model.conditional: dataset 'ring8' has no class labels to condition "
+                                              r"on \(use .*labels_plugin"):
+            config_from_dict({"name": "c", "data": {"name": "ring8"}, "model": {"conditional": True}}, "c.yaml")
+    finally:
+        DATASETS.remove("labels_plugin")
+
+
 def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:
     """The verdict names the first signal that fires: an explicit order, not the order modules were imported."""
     from gantune.metrics import collapse_signals
