@@ -17,8 +17,9 @@ from typing import Any
 from gantune.errors import GantuneError
 from gantune.events import warn
 from gantune.registry import Registry
-from gantune.sampling.recipes import data_kind, recipes_for
+from gantune.sampling.recipes import data_kind
 from gantune.sampling.settings import NAME_RE
+from gantune.sampling.warm import starting
 
 _POINTS = """\
 # Written by `gantune init {data}`: a search for {data}'s 2-D points around the known-good recipe
@@ -319,7 +320,8 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
         raise GantuneError(f"{where} {target}: cannot write it ({err.strerror or err})") from None
     space = loaded[0]
     return {"out": str(target), "data": data, "kind": kind, "search": space.name, "note": _note(kind),
-            "recipes": [r.name for r in recipes_for(kind)], "trials": space.settings.trials,
+            # the recipes the search will start from (digits' four named two of its 8 trials would not)
+            "recipes": [p.recipe for p in starting(space) if p.skipped is None], "trials": space.settings.trials,
             "max_steps": space.settings.max_steps, "objective": space.settings.objectives[0]}
 
 

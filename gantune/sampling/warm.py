@@ -345,20 +345,29 @@ def max_recipes(trials: int) -> int:
 
 def warm_start(study: optuna.Study, space: SearchSpace) -> list[Projection]:
     """Enqueue the space's recipes in a study that has no trials yet; every projection, enqueued or skipped."""
-    projections = [project(r, space) for r in chosen_recipes(space)]
-    if not projections or study.get_trials(deepcopy=False):
+    if study.get_trials(deepcopy=False):
         return []
-    room = max_recipes(space.settings.trials)
-    enqueued: list[Projection] = []
+    projections = starting(space)
     for p in projections:
-        twin = next((q for q in enqueued if q.params == p.params), None)
+        if p.skipped is None:
+            study.enqueue_trial(p.params, user_attrs={RECIPE_KEY: p.recipe, OVERRIDES_KEY: p.overrides},
+                                skip_if_exists=True)
+    return projections
+
+
+def starting(space: SearchSpace) -> list[Projection]:
+    """Every projection of the space's recipes; those a search starts from are the ones not ``skipped`` (at most
+    ``max_recipes``, none twice): what ``gantune init`` says of the file it writes, as the search will do it."""
+    projections = [project(r, space) for r in chosen_recipes(space)]
+    room = max_recipes(space.settings.trials)
+    taken: list[Projection] = []
+    for p in projections:
+        twin = next((q for q in taken if q.params == p.params), None)
         if p.skipped is None and twin is not None:  # Optuna would drop it (skip_if_exists compares params)
             p.skipped = f"its searched values are recipe {twin.recipe}'s"
         elif p.skipped is None and room > 0:
             room -= 1
-            enqueued.append(p)
-            study.enqueue_trial(p.params, user_attrs={RECIPE_KEY: p.recipe, OVERRIDES_KEY: p.overrides},
-                                skip_if_exists=True)
+            taken.append(p)
         elif p.skipped is None:
             p.skipped = f"only {max_recipes(space.settings.trials)} of {space.settings.trials} trials start from " \
                         "recipes"

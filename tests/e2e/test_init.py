@@ -11,7 +11,7 @@ from gantune.catalogue import config_from_dict
 from gantune.cli import main
 from gantune.errors import ConfigError
 from gantune.sampling.space import load_space
-from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, chosen_recipes, project, warm_start
+from gantune.sampling.warm import OVERRIDES_KEY, RECIPE_KEY, chosen_recipes, project, starting, warm_start
 from tests.conftest import last_json
 
 
@@ -70,8 +70,12 @@ def test_every_builtin_and_a_folder_of_images(tmp_path: Path, capsys: pytest.Cap
     for data, objective in objectives.items():
         out = tmp_path / f"{Path(data).name}.yaml"
         assert main(["init", data, "--out", str(out), "--json"]) == 0, data
-        assert last_json(capsys)["objective"] == objective
+        result = last_json(capsys)
+        assert result["objective"] == objective
         space = load_space(out, weights=data != str(images))  # a folder's FID needs weights the user sets
+        # found in review: digits named its four recipes, of which its 8 trials start from two
+        assert result["recipes"] == [p.recipe for p in starting(space) if p.skipped is None], data
+        assert len(result["recipes"]) <= max(1, space.settings.trials // 4), data
         assert all(project(r, space).skipped is None for r in chosen_recipes(space)), data
         if data != str(images):  # sampled configs of the built-ins (a folder's would be the same shapes)
             assert len(_sampled_configs(space, 3)) >= 4
