@@ -89,6 +89,8 @@ def _file(text: str) -> str:
     if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash or a dot); name a file to "
                                          "write")
+    if text and not text.strip():  # a file named " " was written, and the line said "wrote  : ..."
+        raise argparse.ArgumentTypeError(f"{text!r} is blank; name a file to write")
     if text == "-":  # standard output to most tools: a file named - was written, and the line said "-> -"
         raise argparse.ArgumentTypeError("'-': this writes a file, not standard output; name a file (./- for one "
                                          "called -)")
