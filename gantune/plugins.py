@@ -75,31 +75,33 @@ def _module(spec: str) -> None:
     module name (the working directory searched after the installed modules; a module there that an installed
     one of the same name would hide is refused, as a file of that name is)."""
     if spec.endswith(".py"):
-        path = Path(spec).expanduser().resolve()
+        given = Path(os.path.abspath(Path(spec).expanduser()))  # a link keeps its name (its target's had no .py:
+        path = given.resolve()  # no loader, a bare AssertionError)
         if not path.is_file():
             raise FileNotFoundError(f"no file {path}")
-        held = sys.modules.get(path.stem)
+        name = given.stem
+        held = sys.modules.get(name)
         if held is not None:  # loaded already (a second --plugin of it), or another module of that name
             if Path(getattr(held, "__file__", None) or "").resolve() == path:
                 return
-            raise ImportError(f"a module named {path.stem!r} is imported already (from "
+            raise ImportError(f"a module named {name!r} is imported already (from "
                               f"{getattr(held, '__file__', None) or 'Python itself'}): rename the file")
         try:  # an installed module of that name: the file would take its place (mlflow.py broke MLflow's import)
-            other = importlib.util.find_spec(path.stem)
+            other = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             other = None
         if other is not None and other.origin and Path(other.origin).resolve() != path:
-            raise ImportError(f"a module named {path.stem!r} exists already ({other.origin}): rename the file")
+            raise ImportError(f"a module named {name!r} exists already ({other.origin}): rename the file")
         if str(path.parent) not in sys.path:
             sys.path.append(str(path.parent))  # after the rest: its helpers must not hide installed modules
-        found = importlib.util.spec_from_file_location(path.stem, path)
+        found = importlib.util.spec_from_file_location(name, given)
         assert found is not None and found.loader is not None  # a .py file always has a source loader
         module = importlib.util.module_from_spec(found)
-        sys.modules[path.stem] = module
+        sys.modules[name] = module
         try:
             found.loader.exec_module(module)
         except BaseException:
-            del sys.modules[path.stem]
+            del sys.modules[name]
             raise
         return
     top = spec.split(".")[0]

@@ -271,6 +271,26 @@ def test_the_command_line_imports_a_plugin_file_or_module_first(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
 
 
+def test_a_plugin_file_given_through_a_link_loads_under_the_links_name(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: ``--plugin plug.py``, a link to a file without the .py suffix, was "AssertionError: " (the
+    link resolved, no loader found for the target's name)."""
+    from gantune import plugins
+
+    (tmp_path / "plug_impl").write_text(PLUGIN.replace("ragan_cli", "ragan_link"))
+    (tmp_path / "linked_plug.py").symlink_to(tmp_path / "plug_impl")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    try:
+        plugins.load(["linked_plug.py"])
+        assert "ragan_link" in LOSSES and LOSSES.outside()["ragan_link"][0] == "linked_plug"
+        plugins.load(["linked_plug.py"])  # given twice: the same module, loaded once
+    finally:
+        if "ragan_link" in LOSSES:
+            LOSSES.remove("ragan_link")
+        sys.modules.pop("linked_plug", None)
+
+
 def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin package names its registering module in the ``gantune.plugins`` entry-point group; each command
     imports it before it runs, as pytest and MLflow load theirs."""
