@@ -1,6 +1,7 @@
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -168,22 +169,27 @@ def test_a_run_killed_around_a_checkpoint_resumes_without_losing_a_logged_step(
     assert _steps(tmp_path / "metrics.jsonl") == [10, 20, 30, 40]
 
 
+def _train_killed_at(step: int, monkeypatch: pytest.MonkeyPatch, cfg: Any, **kwargs: Any) -> None:
+    """``train(cfg, **kwargs)`` with the process dying as it logs ``step`` (nothing of that step written)."""
+    append = RunDir.append_metrics
+
+    def dies(self: RunDir, record: dict[str, object]) -> None:
+        if record["step"] == step:
+            raise _Killed
+        append(self, record)
+
+    monkeypatch.setattr(RunDir, "append_metrics", dies)
+    with pytest.raises(_Killed):
+        train(cfg, **kwargs)
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+
+
 def test_a_damaged_line_before_the_last_is_said_as_the_run_resumes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A killed run's half-written last line is dropped without a word; a line before it that is no record (an
     editor, a disk error) was dropped as silently, and the resumed run's history lost it."""
     cfg = tiny(train={"steps": 40, "checkpoint_every": 10})
-    append = RunDir.append_metrics
-
-    def dies_at_30(self: RunDir, record: dict[str, object]) -> None:
-        if record["step"] == 30:
-            raise _Killed
-        append(self, record)
-
-    monkeypatch.setattr(RunDir, "append_metrics", dies_at_30)
-    with pytest.raises(_Killed):
-        train(cfg, run_dir=tmp_path)
-    monkeypatch.setattr(RunDir, "append_metrics", append)
+    _train_killed_at(30, monkeypatch, cfg, run_dir=tmp_path)
     metrics = tmp_path / "metrics.jsonl"
     first, second = metrics.read_text().splitlines(keepends=True)
     metrics.write_text(first + "garbage\n" + second + '{"step": 30, "lo')
@@ -221,17 +227,7 @@ def test_a_resumed_run_keeps_the_best_generator_of_before_its_checkpoint(
     try:
         cfg = tiny(train={"steps": 40, "checkpoint_every": 20}, eval={"every": 10, "metrics": ["scripted"]},
                    health={"objective": "scripted", "mode": "min"})
-        append = RunDir.append_metrics
-
-        def dies_at_30(self: RunDir, record: dict[str, object]) -> None:
-            if record["step"] == 30:
-                raise _Killed
-            append(self, record)
-
-        monkeypatch.setattr(RunDir, "append_metrics", dies_at_30)
-        with pytest.raises(_Killed):
-            train(cfg, run_dir=tmp_path, report=lambda r: reported.append(r["step"]))
-        monkeypatch.setattr(RunDir, "append_metrics", append)
+        _train_killed_at(30, monkeypatch, cfg, run_dir=tmp_path, report=lambda r: reported.append(r["step"]))
         assert train(cfg, run_dir=tmp_path, resume=True, report=lambda r: reported.append(r["step"])).steps == 40
     finally:
         FAMILIES.remove("scripted")
