@@ -202,15 +202,22 @@ def unmeasured_objective(cfg: TrialConfig) -> str | None:
             "weights are kept and the rise check never fires")
 
 
+def _maybe_labelled(name: str) -> bool:
+    """Whether dataset ``name`` may carry class labels, asked of a bare config: a plugin's that reads a field it
+    needs raised there, and the user's ``model.conditional`` on unlabelled data read as the plugin's error (not
+    known: listed)."""
+    try:
+        return DATASETS.get(name).labelled(DataConfig(name=name)) is not False
+    except Exception:
+        return True
+
+
 def _conditional_combinations(cfg: TrialConfig) -> None:
     """``model.conditional`` needs data with class labels (a folder's are known once it is loaded: the trial
     checks them) and norm layers in G to carry the per-class gain and bias; the conditional metric needs it."""
     if cfg.model.conditional:
         if is_labelled(cfg.data) is False:
-            # (a dataset that needs fields, a plugin's: its labels are its to know, asked of a bare config they
-            # raised, and the user's mistake read as the plugin's)
-            labelled = [n for n in DATASETS.names() if DATASETS.get(n).needs
-                        or DATASETS.get(n).labelled(DataConfig(name=n)) is not False]
+            labelled = [n for n in DATASETS.names() if _maybe_labelled(n)]
             what = cfg.data.name + (f" {cfg.data.dataset}" if cfg.data.dataset else "")
             raise ValueError(f"model.conditional: dataset {what!r} has no class labels to condition on "
                              f"(use {', '.join(labelled)})")

@@ -89,8 +89,8 @@ def _file(text: str) -> str:
     if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} names a folder (it ends in a slash or a dot); name a file to "
                                          "write")
-    if text and not text.strip():  # a file named " " was written, and the line said "wrote  : ..."
-        raise argparse.ArgumentTypeError(f"{text!r} is blank; name a file to write")
+    if text and not os.path.basename(text).strip():  # a file named " " was written: "wrote  : ..."
+        raise argparse.ArgumentTypeError(f"{text!r} names a blank file name; name a file to write")
     if text == "-":  # standard output to most tools: a file named - was written, and the line said "-> -"
         raise argparse.ArgumentTypeError("'-': this writes a file, not standard output; name a file (./- for one "
                                          "called -)")
@@ -673,7 +673,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from gantune.rundir import strict_json
 
             # (in here: a stdout that cannot be written, a full disk, is one line as for the lines without --json)
-            print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False))
+            print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False), flush=True)
     except GantuneError as err:  # a name a plugin of an earlier command registered: every command says so
         print(f"gantune {args.command}: error: {plugin_hint(str(err))}", file=sys.stderr)
         return 2

@@ -60,14 +60,14 @@ class Outliving(io.TextIOBase):
         try:
             yield
         except OSError as err:
-            if err.errno not in GONE:
-                err.filename = err.filename or self.name  # "stdout: No space left on device"
-                raise
             self.lost = True
             with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
                 # what is left in the stream's buffer goes nowhere when the interpreter flushes it at exit
-                # (else: "Exception ignored ... BrokenPipeError" on stderr)
+                # (else: "Exception ignored ... BrokenPipeError", or the full disk's error again, on stderr)
                 _null_onto(self.stream.fileno())
+            if err.errno not in GONE:  # said once, as the command's error line
+                err.filename = err.filename or self.name  # "stdout: No space left on device"
+                raise
 
 
 def _null_onto(fd: int) -> None:

@@ -103,13 +103,17 @@ def test_a_refused_metrics_line_names_its_file(tmp_path: Path) -> None:
 def test_a_json_summary_stdout_refuses_is_one_line_exit_2(tmp_path: Path) -> None:
     """Found in review: ``--json`` printed its line after the command's error handling, so a stdout on a full disk
     was a traceback and exit 1 (without --json: one line, exit 2)."""
+    import os
     import subprocess
     import sys
 
-    with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "gantune.cli", "init", "grid25", "--json"], cwd=tmp_path,
-                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
-    assert (done.returncode, done.stderr) == (2, "gantune init: error: stdout: No space left on device\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a shell's buffered stdout: the line
+    for json_flag in (["--json"], []):  # failed at the exit's flush, after the error handling, "Exception ignored"
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "gantune.cli", "init", "grid25", "--force", *json_flag],
+                                  cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+        assert (done.returncode, done.stderr) == (2, "gantune init: error: stdout: No space left on device\n"), \
+            json_flag
 
 
 def test_a_damaged_optuna_database_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

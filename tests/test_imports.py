@@ -72,3 +72,8 @@ def test_python_m_gantune_imports_no_module_of_the_users_working_folder(tmp_path
     made = subprocess.run([sys.executable, "-m", "gantune", "init", "ring8", "--out", "r.yaml"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0 and (tmp_path / "r.yaml").is_file(), made.stderr[-2000:]
+    # found in review: in a working folder deleted under the shell, Path.cwd() raised before the command ran
+    (tmp_path / "gone").mkdir()
+    done = subprocess.run(["bash", "-c", f"cd gone && rmdir ../gone && {sys.executable} -m gantune --help"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: gantune" in done.stdout, done.stderr[-2000:]

@@ -136,12 +136,17 @@ def test_a_plugins_dataset_is_not_blamed_for_a_conditional_run_on_unlabelled_dat
     def labelled(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
         return None, torch.zeros(4, 3, cfg.resolution, cfg.resolution), None
 
+    @dataset("unlabelled_plugin", needs=("path",))  # never labelled: not offered (a first fix listed it)
+    def unlabelled(cfg: DataConfig) -> tuple[None, torch.Tensor, None]:
+        return None, torch.zeros(4, 3, cfg.resolution, cfg.resolution), None
+
     try:
         with pytest.raises(ConfigError, match=r"model.conditional: dataset 'ring8' has no class labels to condition "
-                                              r"on \(use .*labels_plugin"):
+                                              r"on \(use .*labels_plugin\)$"):
             config_from_dict({"name": "c", "data": {"name": "ring8"}, "model": {"conditional": True}}, "c.yaml")
     finally:
         DATASETS.remove("labels_plugin")
+        DATASETS.remove("unlabelled_plugin")
 
 
 def test_collapse_checks_keep_their_order_whatever_registers_first() -> None:

@@ -323,7 +323,8 @@ ROWS: list[tuple[list[str], str]] = [
     # Path drops a trailing slash: each wrote a file named d where a folder was meant
     (["init", "grid25", "--out", "d/"], r"argument --out: 'd/' names a folder \(it ends in a slash or a dot\); name"),
     (["init", "grid25", "--out", "d/."], r"argument --out: 'd/.' names a folder"),
-    (["init", "grid25", "--out", " "], r"argument --out: ' ' is blank; name a file to write"),  # it wrote " "
+    (["init", "grid25", "--out", " "], r"argument --out: ' ' names a blank file name; name a file"),  # it wrote " "
+    (["init", "grid25", "--out", "d/ "], r"argument --out: 'd/ ' names a blank file name"),
     (["export", "x", "--out", "d/"], r"argument --out: 'd/' names a folder"),
     # an empty folder: --weights '' copied nothing without a word, --runs-dir '' wrote into the working folder
     (["export", "x", "--weights", ""], r"argument --weights: empty; name a folder \(see --help\)$"),
