@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -565,11 +566,13 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
     print(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", flush=True)
     for name, page in pages.items():
         print(f"  {name}: {page}", flush=True)
+    # served from an empty folder: ``python -m`` and uvicorn put their working folder first on the import path, so a
+    # yaml.py or mlflow.py beside the user's files hid the library; artifacts stay where MLflow's default puts them
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
+           "--port", str(args.port), "--artifacts-destination", (Path.cwd() / "mlartifacts").resolve().as_uri()]
     try:
-        with no_stray_folders(uri):
-            code = env.call_group(cmd)  # Ctrl-C or SIGTERM stops the server's workers too
+        with no_stray_folders(uri), tempfile.TemporaryDirectory(prefix="gantune-ui-") as away:
+            code = env.call_group(cmd, cwd=away)  # Ctrl-C or SIGTERM stops the server's workers too
     except KeyboardInterrupt:
         code = 0
     if code not in (0, -2, 130):  # (the port was free a moment ago: its own lines above say why)

@@ -200,3 +200,29 @@ def test_the_summary_shows_no_password_of_the_tracking_or_storage_uri(tmp_path: 
                                                                                      "summary.json", str(tmp_path))
     for text in (str(summary), Path(logged).read_text()):
         assert "t0ken" not in text and "s3cret" not in text and "bob:***@mlflow.example.com" in text
+
+
+def test_ui_serves_beside_a_local_yaml_py_and_keeps_artifacts_in_the_working_folder(tmp_path: Path) -> None:
+    """``python -m mlflow`` and uvicorn put their working folder first on the import path: a ``yaml.py`` or
+    ``mlflow.py`` beside the user's files hid the library and the server never started. It now runs from an empty
+    folder, and what the UI uploads still lands in ``./mlartifacts`` of the folder ``gantune ui`` ran in."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("yaml", "mlflow", "uvicorn"):
+        (work / f"{name}.py").write_text(f"raise SystemExit('the working folder\\'s {name}.py was imported')\n")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # the store exists
+    ui, port = serve_on_free_port(
+        lambda port: subprocess.Popen(
+            [sys.executable, "-m", "gantune", "ui", "--tracking-uri", uri, "--port", str(port)],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}),
+        lambda port: answers(f"http://127.0.0.1:{port}/health"), "gantune ui")
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("uploaded"))
+        client.log_text(run.info.run_id, "kept", "note.txt")
+        assert [p.read_text() for p in (work / "mlartifacts").rglob("note.txt")] == ["kept"]
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(30)
