@@ -127,10 +127,12 @@ def comparable(trials: Sequence[T]) -> tuple[list[T], str | None]:
     """The trials measured like the newest one that recorded how (all of them when none did), and one line
     naming the others and how they differ (None when every trial was measured alike)."""
     ours = reference(trials)
-    kept = [t for t in trials if otherwise(ours, t) is None]
-    if len(kept) == len(trials):
-        return list(trials), None
-    others = [t for t in trials if otherwise(ours, t) is not None]
+    kept: list[T] = []
+    others: list[T] = []
+    for t in trials:
+        (kept if otherwise(ours, t) is None else others).append(t)
+    if not others:
+        return kept, None
     were = "were" if len(others) > 1 else "was"
     return kept, (f"{_numbers(others)} {were} measured differently ({_differences(ours, [of(t) for t in others])}): "
                   f"ranking {_numbers(kept)} only")

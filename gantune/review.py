@@ -35,11 +35,19 @@ from optuna.trial import FrozenTrial
 
 from gantune.data import is_points, mixture_means
 from gantune.errors import GantuneError
-from gantune.events import first_line, warn
+from gantune.events import warn
 from gantune.generate import load_generator, sample
 from gantune.rundir import BEST_GENERATOR, GENERATOR, trial_run_dir
 from gantune.sampling import votes as V
-from gantune.sampling.study import STUDY_UID, best_first, check_storage, load_search, ranked, search_settings
+from gantune.sampling.study import (
+    STUDY_UID,
+    best_first,
+    check_storage,
+    load_search,
+    ranked,
+    search_settings,
+    storage_said,
+)
 from gantune.tracking import StoreUnreadable, log_review
 from gantune.viz import samples_png
 
@@ -208,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 except OptunaError as err:  # its storage (a file made read-only, a server gone): the
                     # page and the terminal, in one line (a vote's, and each read after it, was a traceback)
                     cause = err.__cause__ or err  # Optuna's "An exception is raised during the commit" names none
-                    said = f"the search's storage failed ({first_line(getattr(cause, 'orig', None) or cause)})"
+                    said = f"the search's storage failed ({storage_said(cause)})"
                     warn(said)
                     self.send_json({"error": said}, 503)
                 except RecursionError:  # JSON nested past what the decoder follows

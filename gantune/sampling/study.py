@@ -40,7 +40,7 @@ from gantune.dburl import (
     sqlite_owner,
 )
 from gantune.errors import ConfigError, GantuneError
-from gantune.events import REASON_KEY, STATUS_KEY, Status, warn
+from gantune.events import REASON_KEY, STATUS_KEY, Status, first_line, warn
 from gantune.registry import plugin_hint
 from gantune.rundir import check_writable, holder, read_metrics, trial_run_dir
 from gantune.sampling.optuna_private import clear_intermediate_values, live_trial
@@ -70,9 +70,14 @@ def opening(storage: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as err:
-        text = str(getattr(err, "orig", None) or err).strip().splitlines()
-        raise GantuneError(f"--storage {storage}: cannot open it as an Optuna storage "
-                           f"({text[0] if text else type(err).__name__})") from None
+        raise GantuneError(f"--storage {storage}: cannot open it as an Optuna storage ({storage_said(err)})") from None
+
+
+def storage_said(err: BaseException) -> str:
+    """A storage's failure in one line: the database driver's own error (SQLAlchemy's ``orig``), not SQLAlchemy's
+    wrapper of it with the statement and a link to its docs."""
+    cause = getattr(err, "orig", None) or err
+    return first_line(cause) or type(cause).__name__
 
 
 def find_study(name: str, storage: str) -> optuna.Study | None:
