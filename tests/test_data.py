@@ -153,6 +153,33 @@ def test_a_folder_reads_the_users_images_and_nothing_else(tmp_path: Path, monkey
         load_data(DataConfig(name="folder", path=str(root / "a_cat" / "0.png")), CPU, 0)
 
 
+def test_a_class_folder_without_images_is_refused_not_dropped(tmp_path: Path) -> None:
+    """A class subfolder with no image vanished from the classes and each one after it took the index before its
+    own: ``generate --class 1`` made ``c``, which README says is class 2 (torchvision's ImageFolder refuses such a
+    folder). A folder holding only gantune's output (a run trained inside the data) is still no class."""
+    from PIL import Image
+
+    from gantune.data import known_classes
+    from gantune.rundir import LOCK
+
+    root = tmp_path / "data"
+    for name in ("a", "c"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / name / "0.png")
+    (root / "runs" / "mine").mkdir(parents=True)
+    (root / "runs" / "mine" / LOCK).write_text("1 train\n")
+    cfg = DataConfig(name="folder", path=str(root), resolution=8, channels=1)
+    assert known_classes(cfg) == 2
+    (root / "b").mkdir()
+    (root / "b" / "notes.txt").write_text("to do")
+    with pytest.raises(DataError) as err:
+        known_classes(cfg)
+    assert str(err.value).startswith(f"data.path: class folder {root / 'b'} holds no images it reads: a conditional")
+    (root / "d").mkdir()
+    with pytest.raises(DataError, match=r"\(nor do 1 other class folders\)"):
+        known_classes(cfg)
+
+
 def test_links_inside_the_folder_read_each_image_once_under_its_own_class(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``a/shared_b -> ../b`` was walked before ``b`` (depth first), so b's images took a's label and class b

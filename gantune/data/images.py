@@ -13,7 +13,7 @@ import random
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def _listed(root: Path) -> list[Path]:
 SYSTEM_FOLDERS = ("lost+found",)
 
 
-def _unreadable(err: OSError) -> None:
+def _unreadable(err: OSError) -> NoReturn:
     """A folder the walk cannot list (no permission) was skipped without a word, and with it a class of a
     conditional GAN's data: it is one line naming it."""
     raise DataError(f"data.path: cannot read folder {err.filename}: {err.strerror}")
@@ -136,11 +136,6 @@ def _walk(root: Path) -> list[Path]:
     images took class ``a``'s label and ``b`` vanished; a linked file was read twice); a link to a folder outside
     is read under the link's name (data kept elsewhere), each real folder once (a loop ends)."""
     inside, suffixes = os.path.realpath(root), image_suffixes()
-
-    def within(path: str) -> bool:
-        real = os.path.realpath(path)
-        return real == inside or real.startswith(inside + os.sep)
-
     found: list[Path] = []
     seen: set[str] = set()
     pending = [str(root)]
@@ -154,26 +149,60 @@ def _walk(root: Path) -> list[Path]:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
             _unreadable(err)
-        if any(e.name in (LOCK, OWNER) for e in entries):
-            continue  # gantune's own output: a run's or a search's folder
+        if _ours(entries):
+            continue
         seen.add(real)
-        # generate's samples written here (the folder's other files are the user's, read as ever)
-        generated = SamplesList.read(Path(folder)) if any(e.name == SAMPLES_LIST for e in entries) else SamplesList()
         subfolders = []
-        for e in entries:
-            if e.name.startswith(".") or e.name in generated:
-                continue
-            try:
-                is_dir = e.is_dir()
-                link = e.is_symlink() and within(e.path)  # read under its own name, or not at all
-                if is_dir and not link and e.name not in ARTIFACT_FOLDERS + SYSTEM_FOLDERS:
-                    subfolders.append(e.path)
-                elif not is_dir and not link and Path(e.name).suffix.lower() in suffixes and e.is_file():
-                    found.append(Path(e.path))
-            except OSError:  # a link that cannot be resolved (a loop of links): nothing to read
-                continue
+        for e, kind in _read(folder, entries, inside, suffixes):
+            if kind == "folder":
+                subfolders.append(e.path)
+            else:
+                found.append(Path(e.path))
         pending += reversed(subfolders)
     return sorted(found)
+
+
+def _ours(entries: list[os.DirEntry[str]]) -> bool:
+    """Whether a folder of these entries is gantune's own output: a run's or a search's folder."""
+    return any(e.name in (LOCK, OWNER) for e in entries)
+
+
+def _read(folder: str, entries: list[os.DirEntry[str]], inside: str,
+          suffixes: frozenset[str]) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """The entries of ``folder`` the walk reads, each with ``"folder"`` or ``"image"``: not hidden, not the samples
+    ``generate`` wrote there (by its list: the folder's other files are the user's), not a link inside the data
+    (``inside``, resolved: read under its own name, or not at all), not an artifact or system folder."""
+    generated = SamplesList.read(Path(folder)) if any(e.name == SAMPLES_LIST for e in entries) else SamplesList()
+    for e in entries:
+        if e.name.startswith(".") or e.name in generated:
+            continue
+        try:
+            is_dir = e.is_dir()
+            if e.is_symlink() and ((real := os.path.realpath(e.path)) == inside or real.startswith(inside + os.sep)):
+                continue
+            if is_dir and e.name not in ARTIFACT_FOLDERS + SYSTEM_FOLDERS:
+                yield e, "folder"
+            elif not is_dir and Path(e.name).suffix.lower() in suffixes and e.is_file():
+                yield e, "image"
+        except OSError:  # a link that cannot be resolved (a loop of links): nothing to read
+            continue
+
+
+def _empty_classes(root: Path, index: dict[str, int]) -> list[str]:
+    """The top-level subfolders of ``root`` the walk reads but found no image in (``index``: those it did): each
+    would be a class of a conditional run, torchvision's ImageFolder refuses them. One holding gantune's own output
+    (a run's folder, its lock or owner file) anywhere below is that output's, not a class."""
+    try:
+        with os.scandir(root) as listing:
+            top = sorted(listing, key=lambda e: e.name)
+    except OSError as err:
+        _unreadable(err)
+    empty = []
+    for e, kind in _read(str(root), top, os.path.realpath(root), image_suffixes()):
+        if kind == "folder" and e.name not in index and not any(
+                {LOCK, OWNER} & set(files) for _, _, files in os.walk(e.path, onerror=_unreadable)):
+            empty.append(e.name)
+    return empty
 
 
 def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
@@ -302,6 +331,12 @@ def _folder_classes(cfg: DataConfig) -> int:
                             f"{', ...' if len(loose) > 1 else ''}) beside its class subfolders: a conditional GAN "
                             "reads each top-level subfolder as a class; move them into one, or out of data.path")
         return 0
+    if empty := _empty_classes(root, index):
+        # it vanished from the classes, and each one after it took the index before its own
+        raise DataError(f"data.path: class folder {root / empty[0]} holds no images it reads"
+                        f"{f' (nor do {len(empty) - 1} other class folders)' if len(empty) > 1 else ''}: a "
+                        "conditional GAN reads each top-level subfolder as a class, class K the K-th in sorted order; "
+                        "add its images, or move it out of data.path")
     missing = sorted(set(index) - {f.relative_to(root).parts[0] for f in files})
     if missing:
         raise subset_missing(cfg, missing, len(index), "the folder's")
