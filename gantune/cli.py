@@ -20,7 +20,7 @@ from gantune import env, plugins
 from gantune.config import MAX_SEED, share_problem
 from gantune.dburl import BUSY_TIMEOUT_S, patient_sqlite
 from gantune.errors import MACHINE_ERRNOS, GantuneError, Interrupted
-from gantune.events import first_line
+from gantune.events import first_line, one_line
 from gantune.provenance import describe, floor_scored, trial_numbers
 from gantune.registry import Registry, plugin_hint
 from gantune.streams import outliving
@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
         self.commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
@@ -152,8 +152,9 @@ def _tracking_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def emit(line: str, quiet: bool) -> None:
+    """A command's line of what it did (none with --json): one line, whatever the names in it hold."""
     if not quiet:
-        print(line, flush=True)
+        print(one_line(line), flush=True)
 
 
 # --- train ---------------------------------------------------------------------------------------------
@@ -678,20 +679,20 @@ def _main(argv: Sequence[str] | None) -> int:
             # (in here: a stdout that cannot be written, a full disk, is one line as for the lines without --json)
             print(json.dumps(strict_json(summary, lambda _: None), default=str, allow_nan=False), flush=True)
     except GantuneError as err:  # a name a plugin of an earlier command registered: every command says so
-        print(f"gantune {args.command}: error: {plugin_hint(str(err))}", file=sys.stderr)
+        print(f"gantune {args.command}: error: {one_line(plugin_hint(str(err)))}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in MACHINE_ERRNOS | IN_THE_WAY:
             if (failed := plugin_failure(err)) is None:
                 raise
-            print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
+            print(f"gantune {args.command}: error: {one_line(failed)}", file=sys.stderr)
             return 2
         name = str(err.filename or "")
         what = (f"file name too long ({len(name)} characters: {name[:40]}...)" if err.errno == errno.ENAMETOOLONG
                 else f"{name}: {err.strerror}" if name else str(err.strerror or err))
         if err.errno in IN_THE_WAY:
             what += " (a file where a folder goes, or a folder where a file goes: move it, or choose another path)"
-        print(f"gantune {args.command}: error: {what}", file=sys.stderr)
+        print(f"gantune {args.command}: error: {one_line(what)}", file=sys.stderr)
         return 2
     except Interrupted as err:
         print(f"gantune {args.command}: {err}", file=sys.stderr)
@@ -702,10 +703,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as err:
         if (failed := plugin_failure(err) or database_failure(err)) is None:
             raise
-        print(f"gantune {args.command}: error: {failed}", file=sys.stderr)
+        print(f"gantune {args.command}: error: {one_line(failed)}", file=sys.stderr)
         return 2
     if summary.get("error"):  # it ran and did nothing it was asked (every trial of a search failed, a run diverged)
-        print(f"gantune {args.command}: error: {summary['error']}", file=sys.stderr)
+        print(f"gantune {args.command}: error: {one_line(summary['error'])}", file=sys.stderr)
         return 1
     return 0
 

@@ -108,7 +108,19 @@ class Observer(Protocol):
 
 
 def warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr, flush=True)
+    print(f"warning: {one_line(line)}", file=sys.stderr, flush=True)
+
+
+#: what a terminal line must not hold: line breaks (YAML's and Unicode's too), the other control characters, and
+#: what no encoding writes (a file name's undecodable bytes, which Python keeps as lone surrogates) or YAML refuses
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and control characters written as Python escapes (``\\n``, ``\\x7f``): an
+    error or warning naming a file or folder whose name holds one stays one line, and an escape sequence in a name
+    does not drive the terminal. Each escape is one YAML's double-quoted strings read back as the character."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 #: how many ``drain_s`` an observer that still answers is waited for at most (a backlog of a slow server)

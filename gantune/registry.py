@@ -42,8 +42,8 @@ class Registry(Generic[T]):
 
     def add(self, name: str, entry: T) -> T:
         if not isinstance(name, str) or not re.fullmatch(r"[^\s,]+", name):  # a config names it, lists show it
-            raise ValueError(f"{self.kind} {name!r}: a name is a non-empty text without spaces or commas (5 broke "
-                             "every error that lists the names, with a traceback)")
+            raise ValueError(f"{self.kind} {name!r}: a name is a non-empty text without spaces or commas (a config "
+                             "names it, and gantune's messages list the names separated by commas)")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice (to replace it, remove it first: "
                              f".remove({name!r}))")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gantune.errors import GantuneError
-from gantune.events import warn
+from gantune.events import one_line, warn
 from gantune.registry import Registry
 from gantune.sampling.recipes import data_kind
 from gantune.sampling.settings import NAME_RE
@@ -263,6 +263,11 @@ def starter_text(data: str) -> tuple[str, str, str]:
     from gantune.data import check_data, greyscale, known_classes
 
     path = str(folder.resolve())
+    try:  # (YAML would hold it as escapes, but MLflow's store and every run's record take UTF-8 text only)
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8 (read with surrogate escapes): a traceback
+        raise GantuneError(f"{data!r}: its path is not UTF-8 text, which a space file cannot hold; rename the "
+                           "folder") from None
     cfg = DataConfig(name="folder", path=path, resolution=32)
     check_data(cfg)  # holds images, and the first one decodes
     name = _folder_name(folder.resolve())
@@ -275,8 +280,10 @@ def starter_text(data: str) -> tuple[str, str, str]:
         classes = 0
     conditional = (f"  # conditional: true     # its {classes} subfolders are classes: a class-conditional GAN "
                    "(generate --class N)\n") if classes >= 2 else ""
+    # the argument in comments and the path as a YAML string, each character YAML refuses (DEL, C1 controls, a
+    # name's undecodable bytes) written as an escape: the space would not load ("line 1: invalid YAML")
     return name, "images", STARTERS.get("images").template.format(
-        name=name, data=" ".join(data.split()), path=json.dumps(path, ensure_ascii=False), channels=channels,
+        name=name, data=one_line(data), path=one_line(json.dumps(path, ensure_ascii=False)), channels=channels,
         conditional=conditional)
 
 
@@ -287,11 +294,6 @@ def write_starter(data: str, out: Path | None, force: bool = False) -> dict[str,
     from gantune.sampling.space import SearchSpace, load_space
 
     name, kind, text = starter_text(data)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a name of bytes that are not UTF-8 (read with surrogate escapes): a traceback
-        raise GantuneError(f"{data!r}: its path is not UTF-8 text, which a space file cannot hold; rename the "
-                           "folder") from None
     target = out if out is not None else Path(f"{name}.yaml")
     where = "--out" if out is not None else "the default output"
     if target.is_dir():

@@ -25,8 +25,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+from optuna.exceptions import OptunaError
 
 from gantune.errors import GantuneError
+from gantune.events import warn
+from gantune.sampling.study import storage_said
 
 VOTES_KEY = "human_votes"
 #: the prefix of each vote's own user attribute (a value of null: a vote taken back)
@@ -211,10 +214,14 @@ def add_vote(study: optuna.Study, a: int, b: int, winner: int | None, items: Ite
     now = dt.datetime.now(dt.timezone.utc)
     vote = Vote.parse({"a": a, "b": b, "winner": winner, "time": now.isoformat(timespec="seconds")})
     study.set_user_attr(f"{VOTE_PREFIX}{now.isoformat(timespec='microseconds')}-{uuid.uuid4().hex[:8]}", asdict(vote))
-    older, keyed = _stored(study.user_attrs)
+    older, keyed = _stored(study.user_attrs)  # the answer counts from here on: it is read by its key
     votes = [*older, *(v for _, v in keyed)]
-    study.set_user_attr(VOTES_KEY, [*map(asdict, older), *({**asdict(v), "id": k} for k, v in keyed)])
-    study.set_user_attr(RANKING_KEY, [r.to_dict() for r in ranking(items, votes)])
+    try:  # views for other readers: a failure said as one, not as the answer's (the page asked it again: twice)
+        study.set_user_attr(VOTES_KEY, [*map(asdict, older), *({**asdict(v), "id": k} for k, v in keyed)])
+        study.set_user_attr(RANKING_KEY, [r.to_dict() for r in ranking(items, votes)])
+    except OptunaError as err:
+        warn(f"the answer is kept, but the study's {VOTES_KEY} and {RANKING_KEY} were not updated "
+             f"({storage_said(err.__cause__ or err)}): the next answer writes them")
     return votes
 
 

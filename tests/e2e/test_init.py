@@ -249,3 +249,24 @@ def test_force_never_replaces_a_database_of_searches(tmp_path: Path, capsys: pyt
     assert len(err) == 1 and err[0].startswith(f"gantune init: error: --out: {db} is ") and "which this would " \
         "replace; choose another --out" in err[0], err
     assert db.read_bytes() == before
+
+
+def test_a_folder_name_with_characters_yaml_refuses_or_a_line_break_gives_a_space_and_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder named with DEL (or a C1 control) was written into the YAML as is: init refused its own space
+    ("line 1: invalid YAML (character U+007F ...)"); a line break in the name made the success line, and any error
+    naming it, two lines."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("cats\x7f", "dogs\nx", "nel\x85"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 60 * i, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+        assert main(["init", name, "--out", str(tmp_path / "space.yaml"), "--force"]) == 0
+        said = capsys.readouterr().out
+        assert said.count("\n") == 1 and repr(name)[1:-1] in said, said
+        space = load_space(tmp_path / "space.yaml", weights=False)  # (a folder's FID needs weights the user sets)
+        assert all(Path(c.data.path) == tmp_path / name for _, c in _sampled_configs(space, 1))
+    assert main(["init", "no\nsuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gantune init: error: no\\nsuch: not a built-in dataset"), err

@@ -189,3 +189,30 @@ def test_a_favourite_needs_votes_that_link_it_to_the_rest(tmp_path: Path) -> Non
     # tau over the pairs the votes link only: across pieces the strengths are no comparison
     assert V.kendall_tau([2.0, 1.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1]) == pytest.approx(-1.0)
     assert V.kendall_tau([2.0, 1.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]) != pytest.approx(-1.0)
+
+
+def test_an_answer_whose_list_cannot_be_written_is_kept_and_said_once(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The answer's own key was written, then the list or the ranking failed: the page said the storage failed,
+    so the answer was given again and counted twice. The database here fails writing the list: a trigger reads
+    malformed JSON (sqlite's own error, through Optuna and SQLAlchemy as any failing write; a trigger's RAISE is
+    an integrity error, which Optuna passes over)."""
+    import sqlite3
+
+    db = tmp_path / "optuna.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        con.executescript(f"""
+            CREATE TRIGGER no_list BEFORE INSERT ON study_user_attributes WHEN NEW.key = '{V.VOTES_KEY}'
+            BEGIN SELECT json('{{'); END;""")
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert [v.winner for v in V.add_vote(study, 2, 5, 5, [2, 5])] == [5]
+    assert len(V.load_votes(optuna.load_study(study_name="s", storage=f"sqlite:///{db}"))) == 1
+    err = capsys.readouterr().err
+    assert err == (f"warning: the answer is kept, but the study's {V.VOTES_KEY} and {V.RANKING_KEY} were not "
+                   "updated (malformed JSON): the next answer writes them\n"), err
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TRIGGER no_list")
+    V.add_vote(study, 2, 5, 2, [2, 5])
+    again = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert len(again.user_attrs[V.VOTES_KEY]) == 2 and len(V.load_votes(again)) == 2
