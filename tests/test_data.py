@@ -75,6 +75,31 @@ def test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_data(DataConfig(name="folder", path=str(empty)), CPU, 0)
 
 
+def test_every_unreadable_image_of_a_folder_is_named_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load stopped at the first file that did not decode: a folder with several broken ones took a run (and
+    the decode up to it) for each. They are counted in one refusal, the first ones named; no cache is written."""
+    from PIL import Image
+
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(root / f"{i}.png")
+    for name in ("1.png", "3.png", "4.png", "5.png"):
+        (root / name).write_bytes(b"not an image")
+    with pytest.raises(DataError) as err:
+        load_data(DataConfig(name="folder", path=str(root), resolution=8), CPU, seed=0)
+    said = str(err.value)
+    assert said.startswith(f"data.path: cannot read 4 of its 6 images: {root / '1.png'} (cannot identify image "
+                           f"file "), said
+    assert str(root / "4.png") in said and str(root / "5.png") not in said and said.endswith("; ...")
+    assert not list((tmp_path / "cache").glob("data-*.pt"))
+    for name in ("3.png", "4.png", "5.png"):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / name)
+    with pytest.raises(DataError, match=r"^data.path: cannot read image .*1\.png: cannot identify image file"):
+        load_data(DataConfig(name="folder", path=str(root), resolution=8), CPU, seed=0)
+
+
 def test_readme_names_the_suffixes_a_folder_reads_and_each_one_decodes(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """README said "any PIL images" where the reader takes a fixed list: the list it names is the reader's, and

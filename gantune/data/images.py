@@ -59,18 +59,19 @@ def _center_crop_resize(img: object, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
 
 
-def _to_nchw(arrays: Iterable[np.ndarray], n: int) -> torch.Tensor:
+def _to_nchw(arrays: Iterable[np.ndarray | None], n: int) -> torch.Tensor | None:
     """The ``n`` decoded (H, W) or (H, W, C) images as one uint8 (N, C, H, W) tensor, each written into it as it
     comes: a list of them, its stack and the stack's channels-first copy held a folder three times over (7 GB a
-    trial for CelebA's 200k images at 64 px)."""
+    trial for CelebA's 200k images at 64 px). A ``None`` among them is left unwritten; ``None`` when all are."""
     out: np.ndarray | None = None
     for i, a in enumerate(arrays):
+        if a is None:  # one that did not decode (``_decode_all`` says which, once all are read)
+            continue
         image = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if out is None:  # numpy's: PIL's arrays are read-only, which torch.from_numpy warns of
             out = np.empty((n, *image.shape), dtype=image.dtype)
         out[i] = image
-    assert out is not None, "no images to stack"
-    return torch.from_numpy(out)
+    return None if out is None else torch.from_numpy(out)
 
 
 def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -282,6 +283,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+class _Unreadable(DataError):
+    """An image file that does not decode: ``file`` and ``why``."""
+
+    def __init__(self, file: Path, why: str) -> None:
+        super().__init__(f"data.path: cannot read image {file}: {why}")
+        self.file, self.why = file, why
+
+
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
     from PIL import Image
 
@@ -289,7 +298,35 @@ def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
         with _quiet(), Image.open(f) as im:
             return _center_crop_resize(_opaque(_eight_bit(_upright(im), im.format)).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
-        raise DataError(f"data.path: cannot read image {f}: {err}") from None
+        raise _Unreadable(f, str(err)) from None
+
+
+#: how many unreadable images a refusal names (it counts them all)
+NAMED_BROKEN = 3
+
+
+def _decode_all(files: list[Path], mode: str, resolution: int) -> torch.Tensor:
+    """Every file decoded into one uint8 (N, C, H, W) tensor; a ``DataError`` naming the unreadable ones, all
+    counted: the first one stopped the load, so a folder with several took a run (and the decode up to it) each."""
+    broken: list[_Unreadable] = []
+
+    def each() -> Iterator[np.ndarray | None]:
+        for f in files:
+            try:
+                yield _decode_image(f, mode, resolution)
+            except _Unreadable as err:
+                broken.append(err)
+                yield None
+
+    images = _to_nchw(each(), len(files))
+    if len(broken) == 1:
+        raise broken[0]
+    if broken:
+        named = "; ".join(f"{e.file} ({e.why})" for e in broken[:NAMED_BROKEN])
+        raise DataError(f"data.path: cannot read {len(broken)} of its {len(files)} images: {named}"
+                        f"{'; ...' if len(broken) > NAMED_BROKEN else ''}")
+    assert images is not None
+    return images
 
 
 def _check_folder(cfg: DataConfig) -> None:
@@ -395,7 +432,7 @@ def _folder(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | None]:
     mode = pil_mode(cfg)
 
     def decode() -> dict[str, torch.Tensor]:
-        return {"images": _to_nchw((_decode_image(f, mode, cfg.resolution) for f in files), len(files))}
+        return {"images": _decode_all(files, mode, cfg.resolution)}
 
     # an added, removed or rewritten file changes the key
     stats = [(str(f.relative_to(root)), (st := f.stat()).st_size, st.st_mtime_ns) for f in files]  # one stat each
@@ -455,6 +492,7 @@ def _torchvision(cfg: DataConfig) -> tuple[None, torch.Tensor, torch.Tensor | No
                 yield _center_crop_resize(img.convert(mode), cfg.resolution)
 
         images = _to_nchw(decoded(), n)  # each written into one array as it comes
+        assert images is not None, "no images to stack"
         return {"images": images, "labels": torch.tensor(labels)}
 
     ident = {"name": "torchvision", "dataset": cfg.dataset, "root": str(root.resolve()), "n": n, "mode": mode,
