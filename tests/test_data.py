@@ -1,4 +1,6 @@
 import dataclasses
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -385,7 +387,18 @@ def test_folder_is_decoded_once_into_a_uint8_cache(tmp_path: Path, monkeypatch: 
     Image.fromarray(np.full((12, 12, 3), 255, dtype=np.uint8)).save(folder / "0.png")
     third = load_data(cfg, CPU, seed=0)
     assert opened and third.images is not None and int(third.images.max()) == 255
-    assert len(list((tmp_path / "cache").glob("data-folder-*.pt"))) == 2
+    copies = sorted((tmp_path / "cache").glob("data-folder-*.pt"), key=lambda f: f.stat().st_mtime)
+    assert len(copies) == 2
+    # each edit made a full copy, kept for ever: one unused for a day goes when the next copy is made
+    day = 24 * 3600
+    os.utime(copies[0], (time.time() - 2 * day, time.time() - 2 * day))
+    os.utime(copies[1], (time.time() - 2 * day, time.time() - 2 * day))
+    assert load_data(cfg, CPU, seed=0).images is not None  # a read is a use
+    assert copies[1].stat().st_mtime > time.time() - 60 and copies[0].exists()
+    Image.fromarray(np.full((12, 12, 3), 7, dtype=np.uint8)).save(folder / "0.png")
+    assert load_data(cfg, CPU, seed=0).images is not None
+    left = list((tmp_path / "cache").glob("data-folder-*.pt"))
+    assert len(left) == 2 and copies[1] in left and copies[0] not in left
 
 
 def test_torchvision_never_downloads_unasked(tmp_path: Path) -> None:

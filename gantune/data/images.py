@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -74,10 +75,28 @@ def _to_nchw(arrays: Iterable[np.ndarray | None], n: int) -> torch.Tensor | None
     return None if out is None else torch.from_numpy(out)
 
 
+#: a decoded copy of a folder is removed once another copy of that folder is made and it has not been read for
+#: this long (each edit of a folder made a full copy, kept for ever; a search reads its copy as each trial starts)
+UNUSED_S = 24 * 3600
+
+
 def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``decode()``'s uint8 images (and labels), cached under what identifies them: decoded once per search."""
+    """``decode()``'s uint8 images (and labels), cached under what identifies them: decoded once per search. The
+    file's time is its last use; a new copy of the same folder removes those unused for ``UNUSED_S``."""
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    return cached(cache_dir() / f"data-{ident['name']}-{digest}.pt", decode)
+    folder = hashlib.sha1(f"{ident['name']} {ident['root']}".encode()).hexdigest()[:8]
+    path = cache_dir() / f"data-{ident['name']}-{folder}-{digest}.pt"
+    new = not path.is_file()
+    stored = cached(path, decode)
+    with contextlib.suppress(OSError):
+        os.utime(path)  # read now (a cache that cannot be written costs recomputation only, as ``cached`` says)
+        if new:
+            now = time.time()
+            for other in path.parent.glob(f"data-{ident['name']}-{folder}-*.pt"):
+                with contextlib.suppress(OSError):
+                    if other != path and now - other.stat().st_mtime > UNUSED_S:
+                        other.unlink()
+    return stored
 
 
 #: folders of MLflow's local artifact stores (gantune's sample grids among them): never data
