@@ -395,10 +395,16 @@ def test_folder_is_decoded_once_into_a_uint8_cache(tmp_path: Path, monkeypatch: 
     os.utime(copies[1], (time.time() - 2 * day, time.time() - 2 * day))
     assert load_data(cfg, CPU, seed=0).images is not None  # a read is a use
     assert copies[1].stat().st_mtime > time.time() - 60 and copies[0].exists()
+    unnamed = tmp_path / "cache" / "data-folder-0123456789abcdef.pt"  # named as before the folder was in it
+    unnamed.write_bytes(b"an older gantune's copy")
+    os.utime(unnamed, (time.time() - 2 * day, time.time() - 2 * day))
+    reference = tmp_path / "cache" / "reference-folder-x-4-0123456789abcdef.pt"  # not a copy of data
+    reference.write_bytes(b"features")
+    os.utime(reference, (time.time() - 2 * day, time.time() - 2 * day))
     Image.fromarray(np.full((12, 12, 3), 7, dtype=np.uint8)).save(folder / "0.png")
     assert load_data(cfg, CPU, seed=0).images is not None
     left = list((tmp_path / "cache").glob("data-folder-*.pt"))
-    assert len(left) == 2 and copies[1] in left and copies[0] not in left
+    assert len(left) == 2 and copies[1] in left and copies[0] not in left and reference.exists()
 
 
 def test_torchvision_never_downloads_unasked(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -78,6 +79,8 @@ def _to_nchw(arrays: Iterable[np.ndarray | None], n: int) -> torch.Tensor | None
 #: a decoded copy of a folder is removed once another copy of that folder is made and it has not been read for
 #: this long (each edit of a folder made a full copy, kept for ever; a search reads its copy as each trial starts)
 UNUSED_S = 24 * 3600
+#: a copy's name before it named its folder: ``data-<dataset>-<16 hex digits>.pt``
+_UNNAMED_COPY = re.compile(r"data-[A-Za-z0-9_]+-[0-9a-f]{16}\.pt")
 
 
 def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -92,7 +95,9 @@ def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]
         os.utime(path)  # read now (a cache that cannot be written costs recomputation only, as ``cached`` says)
         if new:
             now = time.time()
-            for other in path.parent.glob(f"data-{ident['name']}-{folder}-*.pt"):
+            # (and the copies named before the folder was in the name, which only an older gantune reads)
+            older = [f for f in path.parent.glob("data-*.pt") if _UNNAMED_COPY.fullmatch(f.name)]
+            for other in [*path.parent.glob(f"data-{ident['name']}-{folder}-*.pt"), *older]:
                 with contextlib.suppress(OSError):
                     if other != path and now - other.stat().st_mtime > UNUSED_S:
                         other.unlink()
