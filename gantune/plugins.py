@@ -75,8 +75,10 @@ def _module(spec: str) -> None:
     module name (the working directory searched after the installed modules; a module there that an installed
     one of the same name would hide is refused, as a file of that name is)."""
     if spec.endswith(".py"):
-        given = Path(os.path.abspath(Path(spec).expanduser()))  # a link keeps its name (its target's had no .py:
-        path = given.resolve()  # no loader, a bare AssertionError)
+        # a link keeps its name (its target's had no .py: no loader, a bare AssertionError); ``..`` is left to the
+        # file system (abspath folded ``sub/../p.py`` to ``p.py``, where ``sub`` linked to a folder elsewhere)
+        given = Path.cwd() / Path(spec).expanduser()
+        path = given.resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no file {path}")
         name = given.stem

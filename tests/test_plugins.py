@@ -296,6 +296,27 @@ def test_a_plugin_file_given_through_a_link_loads_under_the_links_name(tmp_path:
         sys.modules.pop("linked_plug", None)
 
 
+def test_a_plugin_path_through_a_linked_folder_and_dotdot_is_the_file_systems(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--plugin sub/../p.py`` with ``sub`` a link to a folder elsewhere names the ``p.py`` beside that folder (as
+    ``cat`` reads it); it was folded as text to ``./p.py``: "no file"."""
+    from gantune import plugins
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "kept" / "inner").mkdir(parents=True)
+    (tmp_path / "kept" / "dotdot_plug.py").write_text(PLUGIN.replace("ragan_cli", "ragan_dotdot"))
+    (tmp_path / "work" / "sub").symlink_to(tmp_path / "kept" / "inner")
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    try:
+        plugins.load(["sub/../dotdot_plug.py"])
+        assert "ragan_dotdot" in LOSSES
+    finally:
+        if "ragan_dotdot" in LOSSES:
+            LOSSES.remove("ragan_dotdot")
+        sys.modules.pop("dotdot_plug", None)
+
+
 def test_an_installed_packages_entry_point_is_imported_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin package names its registering module in the ``gantune.plugins`` entry-point group; each command
     imports it before it runs, as pytest and MLflow load theirs."""
