@@ -550,6 +550,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _off_the_import_path(cmd: list[str], empty: str) -> tuple[list[str], dict[str, str]]:
+    """``mlflow ui``'s command and environment with the working folder off its import path: ``python -m`` and
+    uvicorn (its app folder, default ".") put it first, so a yaml.py or mlflow.py beside the user's files hid the
+    library and the server never started. ``PYTHONSAFEPATH`` (Python 3.11+) keeps ``-m`` from adding it, uvicorn's
+    app folder is ``empty``; the server still runs in the working folder (relative stores, artifact folders and
+    MLflow's variables mean what they meant). A server chosen by ``$MLFLOW_GUNICORN_OPTS`` is left as it is."""
+    if os.environ.get("MLFLOW_GUNICORN_OPTS"):
+        return cmd, {**os.environ, "PYTHONSAFEPATH": "1"}
+    opts = f"{os.environ.get('MLFLOW_UVICORN_OPTS', '')} --app-dir {shlex.quote(empty)}".strip()
+    return [*cmd, "--uvicorn-opts", opts], {**os.environ, "PYTHONSAFEPATH": "1"}
+
+
 def _ui(args: argparse.Namespace) -> dict[str, Any]:
     from gantune.dburl import no_stray_folders, sqlite_file
     from gantune.tracking import experiment_urls, resolve_tracking_uri
@@ -567,13 +579,11 @@ def _ui(args: argparse.Namespace) -> dict[str, Any]:
     print(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)", flush=True)
     for name, page in pages.items():
         print(f"  {name}: {page}", flush=True)
-    # served from an empty folder: ``python -m`` and uvicorn put their working folder first on the import path, so a
-    # yaml.py or mlflow.py beside the user's files hid the library; artifacts stay where MLflow's default puts them
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port), "--artifacts-destination", (Path.cwd() / "mlartifacts").resolve().as_uri()]
+           "--port", str(args.port)]
     try:
-        with no_stray_folders(uri), tempfile.TemporaryDirectory(prefix="gantune-ui-") as away:
-            code = env.call_group(cmd, cwd=away)  # Ctrl-C or SIGTERM stops the server's workers too
+        with no_stray_folders(uri), tempfile.TemporaryDirectory(prefix="gantune-ui-") as empty:
+            code = env.call_group(*_off_the_import_path(cmd, empty))  # Ctrl-C or SIGTERM stops its workers too
     except KeyboardInterrupt:
         code = 0
     if code not in (0, -2, 130):  # (the port was free a moment ago: its own lines above say why)

@@ -81,13 +81,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def call_group(cmd: list[str], cwd: str | None = None) -> int:
+def call_group(cmd: list[str], environ: dict[str, str] | None = None) -> int:
     """Run ``cmd`` as the leader of a process group of its own and wait for it; Ctrl-C or SIGTERM here (a
     ``KeyboardInterrupt``) stops the whole group, then re-raises. ``subprocess.call`` stops only its child: ``mlflow
     ui``'s server workers and job runners outlived ``gantune ui``, holding its port."""
     import subprocess
 
-    proc = subprocess.Popen(cmd, start_new_session=True, cwd=cwd)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=environ)
     try:
         return proc.wait()
     except BaseException:

@@ -202,24 +202,27 @@ def test_the_summary_shows_no_password_of_the_tracking_or_storage_uri(tmp_path: 
         assert "t0ken" not in text and "s3cret" not in text and "bob:***@mlflow.example.com" in text
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH is Python 3.11's")
 def test_ui_serves_beside_a_local_yaml_py_and_keeps_artifacts_in_the_working_folder(tmp_path: Path) -> None:
-    """``python -m mlflow`` and uvicorn put their working folder first on the import path: a ``yaml.py`` or
-    ``mlflow.py`` beside the user's files hid the library and the server never started. It now runs from an empty
-    folder, and what the UI uploads still lands in ``./mlartifacts`` of the folder ``gantune ui`` ran in."""
+    """``python -m mlflow`` and uvicorn put their working folder first on the import path: a ``yaml.py``,
+    ``mlflow.py`` or ``uvicorn.py`` beside the user's files hid the library and the server never started. It still
+    runs in that folder: a store named relative to it is the one served (the server's first fix, an empty
+    working folder, served a new store there) and what the UI uploads lands in its ``./mlartifacts``."""
     work = tmp_path / "work"
     work.mkdir()
     for name in ("yaml", "mlflow", "uvicorn"):
         (work / f"{name}.py").write_text(f"raise SystemExit('the working folder\\'s {name}.py was imported')\n")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # the store exists
+    MlflowClient(f"sqlite:///{work / 'mlflow.db'}").create_experiment("mine")
     ui, port = serve_on_free_port(
         lambda port: subprocess.Popen(
-            [sys.executable, "-m", "gantune", "ui", "--tracking-uri", uri, "--port", str(port)],
+            [sys.executable, "-m", "gantune", "ui", "--tracking-uri", "sqlite:///mlflow.db?uri=true", "--port",
+             str(port)],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}),
         lambda port: answers(f"http://127.0.0.1:{port}/health"), "gantune ui")
     try:
         client = MlflowClient(f"http://127.0.0.1:{port}")
+        assert client.get_experiment_by_name("mine") is not None
         run = client.create_run(client.create_experiment("uploaded"))
         client.log_text(run.info.run_id, "kept", "note.txt")
         assert [p.read_text() for p in (work / "mlartifacts").rglob("note.txt")] == ["kept"]
