@@ -215,7 +215,7 @@ def test_a_class_folder_without_images_is_refused_not_dropped(tmp_path: Path) ->
     from PIL import Image
 
     from gantune.data import known_classes
-    from gantune.rundir import LOCK
+    from gantune.rundir import LOCK, SAMPLES_LIST
 
     root = tmp_path / "data"
     for name in ("a", "c"):
@@ -223,13 +223,24 @@ def test_a_class_folder_without_images_is_refused_not_dropped(tmp_path: Path) ->
         Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / name / "0.png")
     (root / "runs" / "mine").mkdir(parents=True)
     (root / "runs" / "mine" / LOCK).write_text("1 train\n")
+    # what the walk skips is not known to be no class (found in review: generate's samples were refused): nor is a
+    # second link to a folder read under the first's name, or a folder of hidden images
+    (root / "samples").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / "samples" / "000000.png")
+    (root / "samples" / SAMPLES_LIST).write_text('{"numbered": 1}')
+    (root / "thumbs" / ".cache").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / "thumbs" / ".cache" / "0.png")
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "elsewhere" / "0.png")
+    (root / "e_link").symlink_to(tmp_path / "elsewhere")
+    (root / "f_link").symlink_to(tmp_path / "elsewhere")
     cfg = DataConfig(name="folder", path=str(root), resolution=8, channels=1)
-    assert known_classes(cfg) == 2
+    assert known_classes(cfg) == 3
     (root / "b").mkdir()
     (root / "b" / "notes.txt").write_text("to do")
     with pytest.raises(DataError) as err:
         known_classes(cfg)
-    assert str(err.value).startswith(f"data.path: class folder {root / 'b'} holds no images it reads: a conditional")
+    assert str(err.value).startswith(f"data.path: class folder {root / 'b'} holds no image file: a conditional")
     (root / "d").mkdir()
     with pytest.raises(DataError, match=r"\(nor do 1 other class folders\)"):
         known_classes(cfg)

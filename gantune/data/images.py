@@ -214,20 +214,39 @@ def _read(folder: str, entries: list[os.DirEntry[str]], inside: str,
 
 
 def _empty_classes(root: Path, index: dict[str, int]) -> list[str]:
-    """The top-level subfolders of ``root`` the walk reads but found no image in (``index``: those it did): each
-    would be a class of a conditional run, torchvision's ImageFolder refuses them. One holding gantune's own output
-    (a run's folder, its lock or owner file) anywhere below is that output's, not a class."""
+    """The top-level subfolders of ``root`` the walk reads that hold no image file at all (``index``: those it found
+    images in): each would be a class of a conditional run, which torchvision's ImageFolder refuses. A folder
+    whose images the walk skips (``generate``'s samples, a run's folder, a second link to a folder it read) or
+    cannot read is not known to be empty: it is passed over, as before."""
     try:
         with os.scandir(root) as listing:
             top = sorted(listing, key=lambda e: e.name)
     except OSError as err:
         _unreadable(err)
-    empty = []
-    for e, kind in _read(str(root), top, os.path.realpath(root), image_suffixes()):
-        if kind == "folder" and e.name not in index and not any(
-                {LOCK, OWNER} & set(files) for _, _, files in os.walk(e.path, onerror=_unreadable)):
-            empty.append(e.name)
-    return empty
+    suffixes = image_suffixes()
+    return [e.name for e, kind in _read(str(root), top, os.path.realpath(root), suffixes)
+            if kind == "folder" and e.name not in index and not _holds_anything(e.path, suffixes)]
+
+
+def _holds_anything(folder: str, suffixes: frozenset[str]) -> bool:
+    """Whether ``folder`` or a folder under it (links followed, each real folder once) holds an image file under
+    any name, gantune's own output, or a folder it cannot list."""
+    pending, seen = [folder], set()
+    while pending:
+        current = pending.pop()
+        if (real := os.path.realpath(current)) in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(current) as listing:
+                for e in listing:
+                    if e.name in (LOCK, OWNER, SAMPLES_LIST) or Path(e.name).suffix.lower() in suffixes:
+                        return True
+                    if e.is_dir():
+                        pending.append(e.path)
+        except OSError:
+            return True
+    return False
 
 
 def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
@@ -405,7 +424,7 @@ def _folder_classes(cfg: DataConfig) -> int:
         return 0
     if empty := _empty_classes(root, index):
         # it vanished from the classes, and each one after it took the index before its own
-        raise DataError(f"data.path: class folder {root / empty[0]} holds no images it reads"
+        raise DataError(f"data.path: class folder {root / empty[0]} holds no image file"
                         f"{f' (nor do {len(empty) - 1} other class folders)' if len(empty) > 1 else ''}: a "
                         "conditional GAN reads each top-level subfolder as a class, class K the K-th in sorted order; "
                         "add its images, or move it out of data.path")
