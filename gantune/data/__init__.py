@@ -40,11 +40,11 @@ from gantune.data.core import (
 # isort: off
 from gantune.data.points import grid25_means, ring8_means
 from gantune.data.digits import STACKED_DIGITS, digits_split
-from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, greyscale, image_suffixes, listed_once
+from gantune.data.images import IMAGE_SUFFIXES, folder_images, folder_labels, greyscale, listed_once
 # isort: on
 
 __all__ = ["DATASETS", "IMAGE_SUFFIXES", "STACKED_DIGITS", "Dataset", "Mixture", "RealData", "as_float", "channels_of",
            "check_data", "data_label", "data_listing", "data_notes", "data_shape", "dataset", "decode_ahead",
-           "digits_split", "folder_images", "folder_labels", "greyscale", "grid25_means", "image_suffixes",
-           "is_labelled", "is_points", "known_classes", "listed_once", "listing_change", "load_data", "measured_on",
-           "mixture_means", "pil_mode", "ring8_means", "stack", "stack_labels", "stack_problem"]
+           "digits_split", "folder_images", "folder_labels", "greyscale", "grid25_means", "is_labelled", "is_points",
+           "known_classes", "listed_once", "listing_change", "load_data", "measured_on", "mixture_means", "pil_mode",
+           "ring8_means", "stack", "stack_labels", "stack_problem"]

@@ -5,7 +5,6 @@ them in float32 (4x the memory); nothing is downloaded unless the config says ``
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -26,29 +25,14 @@ from gantune.errors import DataError
 from gantune.events import first_line
 from gantune.rundir import LOCK, OWNER, SAMPLES_LIST, SamplesList, cache_dir, cached
 
-#: the image files a folder dataset reads, in any case; Pillow decodes each without an optional library
-IMAGE_SUFFIXES = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
-                  ".ppm", ".pbm", ".pnm", ".tga"}
-#: read too where the installed Pillow decodes them (the feature it needs, ``PIL.features.check``; None: its own
-#: plugin): AVIF from Pillow 11.3, JPEG 2000 with its OpenJPEG build, QOI from 9.5. Skipped without a word before.
-OPTIONAL_SUFFIXES: dict[str, str | None] = {".avif": "avif", ".jp2": "jpg_2000", ".j2k": "jpg_2000",
-                                            ".jpc": "jpg_2000", ".j2c": "jpg_2000", ".jpf": "jpg_2000",
-                                            ".jpx": "jpg_2000", ".qoi": None}
+#: the image files a folder dataset reads, in any case: the same on every machine (a Ray cluster's nodes list the
+#: same files). AVIF needs Pillow 11.3 or later and JPEG 2000 a Pillow built with OpenJPEG (its wheels are): where
+#: one does not decode, the load names it, as any unreadable image.
+IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                            ".pgm", ".ppm", ".pbm", ".pnm", ".tga", ".avif", ".qoi", ".jp2", ".j2k", ".jpc", ".j2c",
+                            ".jpf", ".jpx"})
 TORCHVISION_DATASETS = ("CIFAR10", "MNIST", "FashionMNIST", "CelebA")
 GREY_TORCHVISION = ("MNIST", "FashionMNIST")
-
-
-@functools.cache
-def image_suffixes() -> frozenset[str]:
-    """The suffixes a folder dataset reads here: ``IMAGE_SUFFIXES`` and those of ``OPTIONAL_SUFFIXES`` this Pillow
-    opens."""
-    from PIL import Image, features
-
-    opens = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    with warnings.catch_warnings():  # an older Pillow warns of a feature it has never heard of (and lacks it)
-        warnings.simplefilter("ignore")
-        extra = {s for s, need in OPTIONAL_SUFFIXES.items() if s in opens and (need is None or features.check(need))}
-    return frozenset(IMAGE_SUFFIXES | extra)
 
 
 def _center_crop_resize(img: object, size: int) -> np.ndarray:
@@ -160,7 +144,7 @@ def _walk(root: Path) -> list[Path]:
     under its own name (a class folder linked from another class, ``a/shared_b -> ../b``, was walked first, so its
     images took class ``a``'s label and ``b`` vanished; a linked file was read twice); a link to a folder outside
     is read under the link's name (data kept elsewhere), each real folder once (a loop ends)."""
-    inside, suffixes = os.path.realpath(root), image_suffixes()
+    inside, suffixes = os.path.realpath(root), IMAGE_SUFFIXES
     found: list[Path] = []
     seen: set[str] = set()
     pending = [str(root)]
@@ -223,7 +207,7 @@ def _empty_classes(root: Path, index: dict[str, int]) -> list[str]:
             top = sorted(listing, key=lambda e: e.name)
     except OSError as err:
         _unreadable(err)
-    suffixes = image_suffixes()
+    suffixes = IMAGE_SUFFIXES
     return [e.name for e, kind in _read(str(root), top, os.path.realpath(root), suffixes)
             if kind == "folder" and e.name not in index and not _holds_anything(e.path, suffixes)]
 
@@ -258,7 +242,7 @@ def _image_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
                                                               "does not exist"))
     files = _listed(root)
     if not files:
-        raise DataError(f"data.path: no images ({', '.join(sorted(image_suffixes()))}) under {root}")
+        raise DataError(f"data.path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     if cfg.max_images is not None and cfg.max_images < len(files):
         files = sorted(random.Random(0).sample(files, cfg.max_images))
     return root, files
