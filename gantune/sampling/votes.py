@@ -216,12 +216,19 @@ def add_vote(study: optuna.Study, a: int, b: int, winner: int | None, items: Ite
     study.set_user_attr(f"{VOTE_PREFIX}{now.isoformat(timespec='microseconds')}-{uuid.uuid4().hex[:8]}", asdict(vote))
     older, keyed = _stored(study.user_attrs)  # the answer counts from here on: it is read by its key
     votes = [*older, *(v for _, v in keyed)]
-    try:  # views for other readers: a failure said as one, not as the answer's (the page asked it again: twice)
-        study.set_user_attr(VOTES_KEY, [*map(asdict, older), *({**asdict(v), "id": k} for k, v in keyed)])
-        study.set_user_attr(RANKING_KEY, [r.to_dict() for r in ranking(items, votes)])
-    except OptunaError as err:
-        warn(f"the answer is kept, but the study's {VOTES_KEY} and {RANKING_KEY} were not updated "
-             f"({storage_said(err.__cause__ or err)}): the next answer writes them")
+    views = {VOTES_KEY: [*map(asdict, older), *({**asdict(v), "id": k} for k, v in keyed)],
+             RANKING_KEY: [r.to_dict() for r in ranking(items, votes)]}
+    failed: dict[str, OptunaError] = {}
+    for key, view in views.items():  # for other readers: a failure is said as theirs, not as the answer's (the
+        try:  # page said the storage failed, and the answer was given again: counted twice)
+            study.set_user_attr(key, view)
+        except OptunaError as err:
+            failed[key] = err
+    if failed:
+        first = next(iter(failed.values()))
+        warn(f"the answer is kept, but the study's {' and '.join(failed)} {'was' if len(failed) == 1 else 'were'} "
+             f"not updated ({storage_said(first.__cause__ or first)}): the next answer writes "
+             f"{'it' if len(failed) == 1 else 'them'}")
     return votes
 
 
