@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -555,8 +556,11 @@ def _off_the_import_path(cmd: list[str], empty: str) -> tuple[list[str], dict[st
     uvicorn (its app folder, default ".") put it first, so a yaml.py or mlflow.py beside the user's files hid the
     library and the server never started. ``PYTHONSAFEPATH`` (Python 3.11+) keeps ``-m`` from adding it, uvicorn's
     app folder is ``empty``; the server still runs in the working folder (relative stores, artifact folders and
-    MLflow's variables mean what they meant). A server chosen by ``$MLFLOW_GUNICORN_OPTS`` is left as it is."""
-    if os.environ.get("MLFLOW_GUNICORN_OPTS"):
+    MLflow's variables mean what they meant). gunicorn, MLflow's server before 3.3 (which has no --uvicorn-opts)
+    or one ``$MLFLOW_GUNICORN_OPTS`` asks for, puts its working folder on the path whatever is done here."""
+    from importlib.metadata import version
+
+    if os.environ.get("MLFLOW_GUNICORN_OPTS") or tuple(map(int, re.findall(r"\d+", version("mlflow"))[:2])) < (3, 3):
         return cmd, {**os.environ, "PYTHONSAFEPATH": "1"}
     opts = f"{os.environ.get('MLFLOW_UVICORN_OPTS', '')} --app-dir {shlex.quote(empty)}".strip()
     return [*cmd, "--uvicorn-opts", opts], {**os.environ, "PYTHONSAFEPATH": "1"}

@@ -60,8 +60,9 @@ def _to_nchw(arrays: Iterable[np.ndarray | None], n: int) -> torch.Tensor | None
     return None if out is None else torch.from_numpy(out)
 
 
-#: a decoded copy of a folder is removed once another copy of that folder is made and it has not been read for
-#: this long (each edit of a folder made a full copy, kept for ever; a search reads its copy as each trial starts)
+#: a decoded copy of a folder is removed once another copy of that folder is made (after an edit, or at another
+#: resolution, mode or subset) and it has not been read for this long (each edit of a folder made a full copy, kept
+#: for ever; a search reads its copy as each trial starts; one removed is decoded again when next needed)
 UNUSED_S = 24 * 3600
 #: a copy's name before it named its folder: ``data-<dataset>-<16 hex digits>.pt``
 _UNNAMED_COPY = re.compile(r"data-[A-Za-z0-9_]+-[0-9a-f]{16}\.pt")
@@ -71,7 +72,7 @@ def _decoded(ident: dict[str, Any], decode: Callable[[], dict[str, torch.Tensor]
     """``decode()``'s uint8 images (and labels), cached under what identifies them: decoded once per search. The
     file's time is its last use; a new copy of the same folder removes those unused for ``UNUSED_S``."""
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    folder = hashlib.sha1(f"{ident['name']} {ident['root']}".encode()).hexdigest()[:8]
+    folder = hashlib.sha1(f"{ident['name']} {ident.get('dataset', '')} {ident['root']}".encode()).hexdigest()[:8]
     path = cache_dir() / f"data-{ident['name']}-{folder}-{digest}.pt"
     new = not path.is_file()
     stored = cached(path, decode)
@@ -320,15 +321,15 @@ def _reduced(im: Any, resolution: int) -> None:
         im.draft(None, (-(-w * 2 * resolution // side), -(-h * 2 * resolution // side)))
 
 
-class _Unreadable(DataError):
-    """An image file that does not decode: ``file`` and ``why``."""
-
-    def __init__(self, file: Path, why: str) -> None:
-        super().__init__(f"data.path: cannot read image {file}: {why}")
-        self.file, self.why = file, why
-
-
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
+    image = _decoded_or_why(f, mode, resolution)
+    if isinstance(image, str):
+        raise DataError(f"data.path: cannot read image {f}: {image}")
+    return image
+
+
+def _decoded_or_why(f: Path, mode: str, resolution: int) -> np.ndarray | str:
+    """The image, or why it does not decode (text: an exception kept would keep its decoder's buffers alive)."""
     from PIL import Image
 
     try:
@@ -336,7 +337,7 @@ def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
             _reduced(im, resolution)
             return _center_crop_resize(_opaque(_eight_bit(_upright(im), im.format)).convert(mode), resolution)
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
-        raise _Unreadable(f, str(err)) from None
+        return str(err)
 
 
 #: how many unreadable images a refusal names (it counts them all)
@@ -346,21 +347,22 @@ NAMED_BROKEN = 3
 def _decode_all(files: list[Path], mode: str, resolution: int) -> torch.Tensor:
     """Every file decoded into one uint8 (N, C, H, W) tensor; a ``DataError`` naming the unreadable ones, all
     counted: the first one stopped the load, so a folder with several took a run (and the decode up to it) each."""
-    broken: list[_Unreadable] = []
+    broken: list[tuple[Path, str]] = []
 
     def each() -> Iterator[np.ndarray | None]:
         for f in files:
-            try:
-                yield _decode_image(f, mode, resolution)
-            except _Unreadable as err:
-                broken.append(err)
+            image = _decoded_or_why(f, mode, resolution)
+            if isinstance(image, str):
+                broken.append((f, image))
                 yield None
+            else:
+                yield image
 
     images = _to_nchw(each(), len(files))
     if len(broken) == 1:
-        raise broken[0]
+        raise DataError(f"data.path: cannot read image {broken[0][0]}: {broken[0][1]}")
     if broken:
-        named = "; ".join(f"{e.file} ({e.why})" for e in broken[:NAMED_BROKEN])
+        named = "; ".join(f"{f} ({why})" for f, why in broken[:NAMED_BROKEN])
         raise DataError(f"data.path: cannot read {len(broken)} of its {len(files)} images: {named}"
                         f"{'; ...' if len(broken) > NAMED_BROKEN else ''}")
     assert images is not None

@@ -229,3 +229,24 @@ def test_ui_serves_beside_a_local_yaml_py_and_keeps_artifacts_in_the_working_fol
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(30)
+
+
+@pytest.mark.parametrize(("mlflow", "gunicorn", "added"), [("3.17.2", "", True), ("3.3.0", "", True),
+                                                          ("3.2.1", "", False), ("2.16.0", "", False),
+                                                          ("3.17.2", "-w 2", False)])
+def test_uvicorns_app_folder_is_set_only_where_mlflow_takes_it(mlflow: str, gunicorn: str, added: bool,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: MLflow before 3.3 has no --uvicorn-opts (its server is gunicorn), and `mlflow ui` refused
+    the option, exit 2; with $MLFLOW_GUNICORN_OPTS it refuses two servers' options. Where the installed MLflow is
+    older, or gunicorn is asked for, the command is as before."""
+    import importlib.metadata
+
+    from gantune.cli import _off_the_import_path
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: mlflow if name == "mlflow" else "0")
+    monkeypatch.setenv("MLFLOW_GUNICORN_OPTS", gunicorn)
+    monkeypatch.setenv("MLFLOW_UVICORN_OPTS", "--log-level warning")
+    cmd, environ = _off_the_import_path(["mlflow", "ui"], "/tmp/empty folder")
+    assert cmd == (["mlflow", "ui", "--uvicorn-opts", "--log-level warning --app-dir '/tmp/empty folder'"] if added
+                   else ["mlflow", "ui"])
+    assert environ["PYTHONSAFEPATH"] == "1"
