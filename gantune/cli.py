@@ -560,10 +560,11 @@ def _off_the_import_path(cmd: list[str], empty: str) -> tuple[list[str], dict[st
     or one ``$MLFLOW_GUNICORN_OPTS`` asks for, puts its working folder on the path whatever is done here."""
     from importlib.metadata import version
 
+    environ = {**os.environ, "PYTHONSAFEPATH": "1"}
     if os.environ.get("MLFLOW_GUNICORN_OPTS") or tuple(map(int, re.findall(r"\d+", version("mlflow"))[:2])) < (3, 3):
-        return cmd, {**os.environ, "PYTHONSAFEPATH": "1"}
+        return cmd, environ
     opts = f"{os.environ.get('MLFLOW_UVICORN_OPTS', '')} --app-dir {shlex.quote(empty)}".strip()
-    return [*cmd, "--uvicorn-opts", opts], {**os.environ, "PYTHONSAFEPATH": "1"}
+    return [*cmd, "--uvicorn-opts", opts], environ
 
 
 def _ui(args: argparse.Namespace) -> dict[str, Any]:

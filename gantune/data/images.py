@@ -145,7 +145,7 @@ def _walk(root: Path) -> list[Path]:
     under its own name (a class folder linked from another class, ``a/shared_b -> ../b``, was walked first, so its
     images took class ``a``'s label and ``b`` vanished; a linked file was read twice); a link to a folder outside
     is read under the link's name (data kept elsewhere), each real folder once (a loop ends)."""
-    inside, suffixes = os.path.realpath(root), IMAGE_SUFFIXES
+    inside = os.path.realpath(root)
     found: list[Path] = []
     seen: set[str] = set()
     pending = [str(root)]
@@ -163,7 +163,7 @@ def _walk(root: Path) -> list[Path]:
             continue
         seen.add(real)
         subfolders = []
-        for e, kind in _read(folder, entries, inside, suffixes):
+        for e, kind in _read(folder, entries, inside):
             if kind == "folder":
                 subfolders.append(e.path)
             else:
@@ -177,8 +177,7 @@ def _ours(entries: list[os.DirEntry[str]]) -> bool:
     return any(e.name in (LOCK, OWNER) for e in entries)
 
 
-def _read(folder: str, entries: list[os.DirEntry[str]], inside: str,
-          suffixes: frozenset[str]) -> Iterator[tuple[os.DirEntry[str], str]]:
+def _read(folder: str, entries: list[os.DirEntry[str]], inside: str) -> Iterator[tuple[os.DirEntry[str], str]]:
     """The entries of ``folder`` the walk reads, each with ``"folder"`` or ``"image"``: not hidden, not the samples
     ``generate`` wrote there (by its list: the folder's other files are the user's), not a link inside the data
     (``inside``, resolved: read under its own name, or not at all), not an artifact or system folder."""
@@ -192,7 +191,7 @@ def _read(folder: str, entries: list[os.DirEntry[str]], inside: str,
                 continue
             if is_dir and e.name not in ARTIFACT_FOLDERS + SYSTEM_FOLDERS:
                 yield e, "folder"
-            elif not is_dir and Path(e.name).suffix.lower() in suffixes and e.is_file():
+            elif not is_dir and Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file():
                 yield e, "image"
         except OSError:  # a link that cannot be resolved (a loop of links): nothing to read
             continue
@@ -208,12 +207,11 @@ def _empty_classes(root: Path, index: dict[str, int]) -> list[str]:
             top = sorted(listing, key=lambda e: e.name)
     except OSError as err:
         _unreadable(err)
-    suffixes = IMAGE_SUFFIXES
-    return [e.name for e, kind in _read(str(root), top, os.path.realpath(root), suffixes)
-            if kind == "folder" and e.name not in index and not _holds_anything(e.path, suffixes)]
+    return [e.name for e, kind in _read(str(root), top, os.path.realpath(root))
+            if kind == "folder" and e.name not in index and not _holds_anything(e.path)]
 
 
-def _holds_anything(folder: str, suffixes: frozenset[str]) -> bool:
+def _holds_anything(folder: str) -> bool:
     """Whether ``folder`` or a folder under it (links followed, each real folder once) holds an image file under
     any name, gantune's own output, or a folder it cannot list."""
     pending, seen = [folder], set()
@@ -225,7 +223,7 @@ def _holds_anything(folder: str, suffixes: frozenset[str]) -> bool:
         try:
             with os.scandir(current) as listing:
                 for e in listing:
-                    if e.name in (LOCK, OWNER, SAMPLES_LIST) or Path(e.name).suffix.lower() in suffixes:
+                    if e.name in (LOCK, OWNER, SAMPLES_LIST) or Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
                         return True
                     if e.is_dir():
                         pending.append(e.path)
@@ -324,8 +322,12 @@ def _reduced(im: Any, resolution: int) -> None:
 def _decode_image(f: Path, mode: str, resolution: int) -> np.ndarray:
     image = _decoded_or_why(f, mode, resolution)
     if isinstance(image, str):
-        raise DataError(f"data.path: cannot read image {f}: {image}")
+        raise _unreadable_image(f, image)
     return image
+
+
+def _unreadable_image(f: Path, why: str) -> DataError:
+    return DataError(f"data.path: cannot read image {f}: {why}")
 
 
 def _decoded_or_why(f: Path, mode: str, resolution: int) -> np.ndarray | str:
@@ -360,7 +362,7 @@ def _decode_all(files: list[Path], mode: str, resolution: int) -> torch.Tensor:
 
     images = _to_nchw(each(), len(files))
     if len(broken) == 1:
-        raise DataError(f"data.path: cannot read image {broken[0][0]}: {broken[0][1]}")
+        raise _unreadable_image(*broken[0])
     if broken:
         named = "; ".join(f"{f} ({why})" for f, why in broken[:NAMED_BROKEN])
         raise DataError(f"data.path: cannot read {len(broken)} of its {len(files)} images: {named}"
